@@ -1,0 +1,3 @@
+"""Tertulia: self-hosted omnichannel customer-conversation CRM."""
+
+__version__ = "0.1.0"

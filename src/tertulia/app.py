@@ -1,0 +1,32 @@
+"""The ASGI application: one factory for `tertulia serve`, the tests and the benchmarks."""
+
+from fastapi import FastAPI
+
+from tertulia import __version__
+from tertulia.contacts.api import router as contacts_router
+from tertulia.kit.db import Database
+from tertulia.kit.http import install_error_handlers
+from tertulia.kit.ratelimit import make_rate_limiter
+from tertulia.kit.settings import Settings, get_settings
+
+
+def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="Tertulia",
+        version=__version__,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
+    app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
+    install_error_handlers(app)
+    app.include_router(contacts_router)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

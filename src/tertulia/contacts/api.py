@@ -1,0 +1,165 @@
+"""REST API v1: contacts, tags, custom fields."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from tertulia.contacts import repository as repo
+from tertulia.contacts import service
+from tertulia.contacts.schemas import (
+    ActivityOut,
+    ContactOut,
+    ContactPage,
+    ContactWrite,
+    CustomFieldCreate,
+    CustomFieldOut,
+    CustomFieldUpdate,
+    IdentityOut,
+    MergeBody,
+    TagOut,
+    TagsBody,
+)
+from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.http import DbSession
+from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
+from tertulia.users.auth import ApiActor
+from tertulia.users.permissions import Permission
+
+router = APIRouter(prefix="/api/v1", tags=["contacts"])
+
+
+def _cursor_id(cursor: str | None) -> int | None:
+    decoded = decode_cursor(cursor)
+    if decoded is None:
+        return None
+    value = decoded.get("id")
+    if not isinstance(value, int):
+        raise ValidationFailed.field("cursor", "not a valid cursor")
+    return value
+
+
+@router.get("/contacts", response_model=ContactPage)
+def list_contacts(
+    session: DbSession,
+    actor: ApiActor,
+    search: str | None = None,
+    unassigned: bool = False,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> ContactPage:
+    actor.require(Permission.VIEW_CONTACTS)
+    size = check_limit(limit)
+    query = repo.contacts_page_query(
+        actor.workspace_id, after_id=_cursor_id(cursor), limit=size, search=search, unassigned=unassigned
+    )
+    rows = list(session.scalars(query))
+    has_more = len(rows) > size
+    rows = rows[:size]
+    next_cursor = encode_cursor({"id": rows[-1].id}) if has_more and rows else None
+    return ContactPage(items=service.contacts_out(session, rows), next_cursor=next_cursor)
+
+
+@router.post("/contacts", response_model=ContactOut, status_code=201)
+def create_contact(session: DbSession, actor: ApiActor, body: ContactWrite) -> ContactOut:
+    contact = service.do_create_contact(session, actor, body.model_dump(exclude_unset=True))
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.get("/contacts/{identifier}", response_model=ContactOut)
+def get_contact(session: DbSession, actor: ApiActor, identifier: str) -> ContactOut:
+    contact = service.access_contact(session, actor, identifier)
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.patch("/contacts/{identifier}", response_model=ContactOut)
+def update_contact(session: DbSession, actor: ApiActor, identifier: str, body: ContactWrite) -> ContactOut:
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_update_contact(session, actor, contact, body.model_dump(exclude_unset=True))
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.delete("/contacts/{identifier}", status_code=204)
+def delete_contact(session: DbSession, actor: ApiActor, identifier: str) -> Response:
+    contact = service.access_contact(session, actor, identifier, Permission.DELETE_CONTACTS)
+    service.do_delete_contact(session, actor, contact)
+    return Response(status_code=204)
+
+
+@router.post("/contacts/{identifier}/tags", response_model=ContactOut)
+def add_tags(session: DbSession, actor: ApiActor, identifier: str, body: TagsBody) -> ContactOut:
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_add_tags(session, actor, contact, body.tags)
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.delete("/contacts/{identifier}/tags", response_model=ContactOut)
+def remove_tags(session: DbSession, actor: ApiActor, identifier: str, body: TagsBody) -> ContactOut:
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_remove_tags(session, actor, contact, body.tags)
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.get("/contacts/{identifier}/activity", response_model=list[ActivityOut])
+def contact_activity(
+    session: DbSession, actor: ApiActor, identifier: str, limit: Annotated[int, Query(ge=1, le=200)] = 50
+) -> list[ActivityOut]:
+    contact = service.access_contact(session, actor, identifier)
+    rows = repo.activity_page(session, contact.id, before_id=None, limit=limit)[:limit]
+    return [ActivityOut.model_validate(row, from_attributes=True) for row in rows]
+
+
+@router.get("/contacts/{identifier}/identities", response_model=list[IdentityOut])
+def contact_identities(session: DbSession, actor: ApiActor, identifier: str) -> list[IdentityOut]:
+    contact = service.access_contact(session, actor, identifier)
+    return [IdentityOut.model_validate(i, from_attributes=True) for i in repo.identities(session, contact.id)]
+
+
+@router.post("/contacts/{identifier}/merge", response_model=ContactOut)
+def merge_contact(session: DbSession, actor: ApiActor, identifier: str, body: MergeBody) -> ContactOut:
+    survivor = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
+    other = service.access_contact(session, actor, body.other, Permission.MERGE_CONTACTS)
+    service.do_merge_contacts(session, actor, survivor, other, body.take_from_other)
+    return service.contacts_out(session, [survivor])[0]
+
+
+@router.post("/contacts/{identifier}/identities/{identity_id}/split", response_model=ContactOut, status_code=201)
+def split_identity(session: DbSession, actor: ApiActor, identifier: str, identity_id: int) -> ContactOut:
+    contact = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
+    new_contact = service.do_split_identity(session, actor, contact, identity_id)
+    return service.contacts_out(session, [new_contact])[0]
+
+
+@router.get("/tags", response_model=list[TagOut], tags=["tags"])
+def list_tags(session: DbSession, actor: ApiActor) -> list[TagOut]:
+    actor.require(Permission.VIEW_CONTACTS)
+    return [TagOut.model_validate(t, from_attributes=True) for t in repo.list_tags(session, actor.workspace_id)]
+
+
+@router.get("/custom-fields", response_model=list[CustomFieldOut], tags=["custom fields"])
+def list_custom_fields(session: DbSession, actor: ApiActor) -> list[CustomFieldOut]:
+    actor.require(Permission.VIEW_CONTACTS)
+    return [
+        CustomFieldOut.model_validate(d, from_attributes=True) for d in repo.custom_fields(session, actor.workspace_id)
+    ]
+
+
+@router.post("/custom-fields", response_model=CustomFieldOut, status_code=201, tags=["custom fields"])
+def create_custom_field(session: DbSession, actor: ApiActor, body: CustomFieldCreate) -> CustomFieldOut:
+    definition = service.do_create_custom_field(session, actor, body.key, body.label, body.type, body.options)
+    return CustomFieldOut.model_validate(definition, from_attributes=True)
+
+
+@router.patch("/custom-fields/{key}", response_model=CustomFieldOut, tags=["custom fields"])
+def update_custom_field(session: DbSession, actor: ApiActor, key: str, body: CustomFieldUpdate) -> CustomFieldOut:
+    definition = service.access_custom_field(session, actor, key)
+    service.do_update_custom_field(
+        session, actor, definition, label=body.label, options=body.options, position=body.position
+    )
+    return CustomFieldOut.model_validate(definition, from_attributes=True)
+
+
+@router.delete("/custom-fields/{key}", status_code=204, tags=["custom fields"])
+def delete_custom_field(session: DbSession, actor: ApiActor, key: str) -> Response:
+    definition = service.access_custom_field(session, actor, key)
+    service.do_delete_custom_field(session, actor, definition)
+    return Response(status_code=204)

@@ -1,0 +1,122 @@
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tertulia.kit.clock import utcnow
+from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin, UTCDateTime
+
+
+class FieldType(enum.StrEnum):
+    TEXT = "text"
+    NUMBER = "number"
+    DATE = "date"
+    DATETIME = "datetime"
+    LIST = "list"
+    CHECKBOX = "checkbox"
+    EMAIL = "email"
+    URL = "url"
+    PHONE = "phone"
+
+
+class Contact(IdMixin, TimestampMixin, Base):
+    """One customer, across every channel they use.
+
+    `*_folded` columns hold the lower-cased, accent-stripped value (kit.text.fold), so
+    case- and accent-insensitive search and filters are plain indexed comparisons on both databases.
+    """
+
+    __tablename__ = "contacts"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "email"),
+        UniqueConstraint("workspace_id", "phone"),
+        Index("ix_contacts_workspace_id_id", "workspace_id", "id"),
+        Index("ix_contacts_workspace_id_assignee_id", "workspace_id", "assignee_id"),
+        Index("ix_contacts_workspace_id_first_name_folded", "workspace_id", "first_name_folded"),
+        Index("ix_contacts_workspace_id_last_name_folded", "workspace_id", "last_name_folded"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    first_name: Mapped[str | None] = mapped_column(String(200))
+    last_name: Mapped[str | None] = mapped_column(String(200))
+    first_name_folded: Mapped[str | None] = mapped_column(String(200))
+    last_name_folded: Mapped[str | None] = mapped_column(String(200))
+    email: Mapped[str | None] = mapped_column(String(254))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    phone_raw: Mapped[str | None] = mapped_column(String(64))
+    language: Mapped[str | None] = mapped_column(String(2))
+    country: Mapped[str | None] = mapped_column(String(2))
+    avatar_url: Mapped[str | None] = mapped_column(String(2000))
+    assignee_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("users.id", ondelete="SET NULL"))
+    last_incoming_at: Mapped[datetime | None]
+    last_outgoing_at: Mapped[datetime | None]
+    custom: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(part for part in (self.first_name, self.last_name) if part)
+
+
+class CustomField(IdMixin, TimestampMixin, Base):
+    __tablename__ = "custom_fields"
+    __table_args__ = (UniqueConstraint("workspace_id", "key"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str] = mapped_column(String(120))
+    type: Mapped[FieldType] = mapped_column(
+        Enum(FieldType, name="field_type", native_enum=False, values_callable=lambda e: [m.value for m in e], length=16)
+    )
+    options: Mapped[list[str] | None] = mapped_column(JSONType)
+    position: Mapped[int] = mapped_column(default=0)
+
+
+class Tag(IdMixin, Base):
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("workspace_id", "name_key"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    # fold(name): "VIP" and "vip" are one tag.
+    name_key: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ContactTag(Base):
+    __tablename__ = "contact_tags"
+
+    contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True)
+    tag_id: Mapped[int] = mapped_column(BigID, ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ContactIdentity(IdMixin, TimestampMixin, Base):
+    """How a contact is known on one channel (a WhatsApp number, a Telegram user id, a web-chat visitor)."""
+
+    __tablename__ = "contact_identities"
+    __table_args__ = (UniqueConstraint("workspace_id", "channel", "external_id"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))
+    external_id: Mapped[str] = mapped_column(String(200))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+
+
+class ContactActivity(IdMixin, Base):
+    """Who changed what on a contact, when, with the old and new value."""
+
+    __tablename__ = "contact_activities"
+    __table_args__ = (Index("ix_contact_activities_contact_id_id", "contact_id", "id"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"))
+    actor_user_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("users.id", ondelete="SET NULL"))
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(32))
+    field: Mapped[str | None] = mapped_column(String(100))
+    old_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    new_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,0 +1,160 @@
+"""All SQL for contacts, tags, custom fields, identities and activity. Every query is workspace-scoped."""
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, text
+from sqlalchemy.orm import Session
+
+from tertulia.contacts.models import Contact, ContactActivity, ContactIdentity, ContactTag, CustomField, Tag
+from tertulia.kit.text import fold
+
+
+def contact_by_id(session: Session, workspace_id: int, contact_id: int) -> Contact | None:
+    return session.scalar(select(Contact).where(Contact.workspace_id == workspace_id, Contact.id == contact_id))
+
+
+def contact_by_email(session: Session, workspace_id: int, email: str) -> Contact | None:
+    return session.scalar(select(Contact).where(Contact.workspace_id == workspace_id, Contact.email == email))
+
+
+def contact_by_phone(session: Session, workspace_id: int, phone: str) -> Contact | None:
+    return session.scalar(select(Contact).where(Contact.workspace_id == workspace_id, Contact.phone == phone))
+
+
+def escape_like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def search_clause(query: str) -> ColumnElement[bool] | None:
+    """Search by name, email or phone, each an index-friendly prefix match where it can be."""
+    cleaned = query.strip()
+    if not cleaned:
+        return None
+    if "@" in cleaned:
+        return Contact.email.like(escape_like(cleaned.lower()) + "%", escape="\\")
+    digits = re.sub(r"\D", "", cleaned)
+    if digits and re.fullmatch(r"[\d\s()+\-.]+", cleaned):
+        return Contact.phone.like("%" + digits + "%")
+    words = [escape_like(fold(word)) for word in cleaned.split()]
+    per_word = [
+        or_(
+            Contact.first_name_folded.like(word + "%", escape="\\"),
+            Contact.last_name_folded.like(word + "%", escape="\\"),
+            Contact.email.like(word + "%", escape="\\"),
+        )
+        for word in words
+    ]
+    return and_(*per_word)
+
+
+def contacts_page_query(
+    workspace_id: int,
+    *,
+    after_id: int | None,
+    limit: int,
+    search: str | None = None,
+    unassigned: bool = False,
+    extra: ColumnElement[bool] | None = None,
+) -> Select[Contact]:
+    """Newest first, keyset on id. Fetches limit+1 so the caller knows whether a next page exists."""
+    query = select(Contact).where(Contact.workspace_id == workspace_id)
+    if after_id is not None:
+        query = query.where(Contact.id < after_id)
+    if search:
+        clause = search_clause(search)
+        if clause is not None:
+            query = query.where(clause)
+    if unassigned:
+        query = query.where(Contact.assignee_id.is_(None))
+    if extra is not None:
+        query = query.where(extra)
+    return query.order_by(Contact.id.desc()).limit(limit + 1)
+
+
+def tag_names_by_contact(session: Session, contact_ids: Sequence[int]) -> dict[int, list[str]]:
+    if not contact_ids:
+        return {}
+    rows = session.execute(
+        select(ContactTag.contact_id, Tag.name)
+        .join(Tag, Tag.id == ContactTag.tag_id)
+        .where(ContactTag.contact_id.in_(contact_ids))
+    )
+    result: dict[int, list[str]] = defaultdict(list)
+    for contact_id, name in rows:
+        result[contact_id].append(name)
+    # Sorted here, not in SQL: collations differ between SQLite and PostgreSQL.
+    return {contact_id: sorted(names, key=fold) for contact_id, names in result.items()}
+
+
+def tags_by_keys(session: Session, workspace_id: int, keys: Iterable[str]) -> dict[str, Tag]:
+    wanted = list(set(keys))
+    if not wanted:
+        return {}
+    rows = session.scalars(select(Tag).where(Tag.workspace_id == workspace_id, Tag.name_key.in_(wanted)))
+    return {tag.name_key: tag for tag in rows}
+
+
+def list_tags(session: Session, workspace_id: int) -> list[Tag]:
+    return list(session.scalars(select(Tag).where(Tag.workspace_id == workspace_id).order_by(Tag.name_key)))
+
+
+def contact_tag_ids(session: Session, contact_id: int) -> set[int]:
+    return set(session.scalars(select(ContactTag.tag_id).where(ContactTag.contact_id == contact_id)))
+
+
+def remove_contact_tags(session: Session, contact_id: int, tag_ids: Iterable[int]) -> None:
+    session.execute(delete(ContactTag).where(ContactTag.contact_id == contact_id, ContactTag.tag_id.in_(list(tag_ids))))
+
+
+def custom_fields(session: Session, workspace_id: int) -> list[CustomField]:
+    return list(
+        session.scalars(
+            select(CustomField)
+            .where(CustomField.workspace_id == workspace_id)
+            .order_by(CustomField.position, CustomField.id)
+        )
+    )
+
+
+def custom_field_by_key(session: Session, workspace_id: int, key: str) -> CustomField | None:
+    return session.scalar(select(CustomField).where(CustomField.workspace_id == workspace_id, CustomField.key == key))
+
+
+def remove_custom_key(session: Session, workspace_id: int, key: str) -> None:
+    """Drop one key from every contact's custom values, set-based."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text("UPDATE contacts SET custom = custom - :key WHERE workspace_id = :ws AND custom ? :key"),
+            {"key": key, "ws": workspace_id},
+        )
+    else:
+        session.execute(
+            text(
+                "UPDATE contacts SET custom = json_remove(custom, :path) "
+                "WHERE workspace_id = :ws AND json_type(custom, :path) IS NOT NULL"
+            ),
+            {"path": f'$."{key}"', "ws": workspace_id},
+        )
+
+
+def identities(session: Session, contact_id: int) -> list[ContactIdentity]:
+    return list(
+        session.scalars(
+            select(ContactIdentity).where(ContactIdentity.contact_id == contact_id).order_by(ContactIdentity.id)
+        )
+    )
+
+
+def activity_page(session: Session, contact_id: int, *, before_id: int | None, limit: int) -> list[ContactActivity]:
+    query = select(ContactActivity).where(ContactActivity.contact_id == contact_id)
+    if before_id is not None:
+        query = query.where(ContactActivity.id < before_id)
+    return list(session.scalars(query.order_by(ContactActivity.id.desc()).limit(limit + 1)))
+
+
+def count_contacts(session: Session, workspace_id: int) -> int:
+    return int(
+        session.scalar(select(func.count()).select_from(Contact).where(Contact.workspace_id == workspace_id)) or 0
+    )

@@ -1,0 +1,55 @@
+"""Settings come from the environment (`TERTULIA_*`) or a `.env` file; everything is a URL."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TERTULIA_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path("./data")
+    database_url: str = ""
+    queue_url: str = ""
+    realtime_url: str = "memory://"
+    base_url: str = "http://127.0.0.1:8000"
+    # Used for HMAC of API tokens and one-time links; generated into data_dir when unset.
+    secret_key: str = ""
+    smtp_url: str = ""
+    mail_from: str = "Tertulia <no-reply@localhost>"
+    # argon2 cost; tests lower it so the suite stays fast.
+    argon2_time_cost: int = 3
+    argon2_memory_cost: int = 65536
+    session_days: int = 14
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 900
+    api_rate_limit_per_minute: int = 600
+    invitation_days: int = 7
+    password_reset_hours: int = 2
+    log_level: str = "info"
+    sql_echo: bool = Field(default=False)
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'tertulia.db'}"
+
+    def resolved_queue_url(self) -> str:
+        return self.queue_url or f"sqlite:///{self.data_dir / 'queue.db'}"
+
+    def resolved_secret_key(self) -> str:
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

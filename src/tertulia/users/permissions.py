@@ -1,0 +1,77 @@
+"""Who may do what. The matrix is documented in docs/permissions.md; keep the two in step."""
+
+import enum
+from dataclasses import dataclass
+
+from tertulia.kit.errors import PermissionDenied
+from tertulia.users.models import Role
+
+
+class Permission(enum.StrEnum):
+    MANAGE_WORKSPACE = "manage_workspace"
+    MANAGE_USERS = "manage_users"
+    MANAGE_TEAMS = "manage_teams"
+    MANAGE_CHANNELS = "manage_channels"
+    MANAGE_CUSTOM_FIELDS = "manage_custom_fields"
+    MANAGE_TAGS = "manage_tags"
+    MANAGE_SEGMENTS = "manage_segments"
+    MANAGE_BROADCASTS = "manage_broadcasts"
+    MANAGE_WORKFLOWS = "manage_workflows"
+    MANAGE_SNIPPETS = "manage_snippets"
+    MANAGE_API_TOKENS = "manage_api_tokens"
+    VIEW_CONTACTS = "view_contacts"
+    EDIT_CONTACTS = "edit_contacts"
+    DELETE_CONTACTS = "delete_contacts"
+    MERGE_CONTACTS = "merge_contacts"
+    IMPORT_CONTACTS = "import_contacts"
+    EXPORT_CONTACTS = "export_contacts"
+    VIEW_ALL_CONVERSATIONS = "view_all_conversations"
+    VIEW_REPORTS = "view_reports"
+
+
+_AGENT = frozenset({Permission.VIEW_CONTACTS, Permission.EDIT_CONTACTS, Permission.MERGE_CONTACTS})
+_MANAGER = frozenset(Permission) - {Permission.MANAGE_WORKSPACE}
+_OWNER = frozenset(Permission)
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.OWNER: _OWNER,
+    Role.MANAGER: _MANAGER,
+    Role.AGENT: _AGENT,
+}
+# An API token acts for the workspace with a manager's permissions: it cannot change general
+# settings, and user management through tokens is limited to what managers may do.
+API_TOKEN_PERMISSIONS = _MANAGER
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, in which workspace: a signed-in user, an API token, or the system."""
+
+    workspace_id: int
+    kind: str  # "user", "api", "system", "import"
+    user_id: int | None = None
+    role: Role | None = None
+    token_id: int | None = None
+
+    @property
+    def permissions(self) -> frozenset[Permission]:
+        if self.kind == "user":
+            assert self.role is not None
+            return ROLE_PERMISSIONS[self.role]
+        if self.kind == "api":
+            return API_TOKEN_PERMISSIONS
+        return _OWNER
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+    def require(self, permission: Permission) -> None:
+        if not self.can(permission):
+            raise PermissionDenied(
+                "You do not have permission to do this.",
+                details={"permission": permission.value},
+            )
+
+    @classmethod
+    def system(cls, workspace_id: int, kind: str = "system") -> "Actor":
+        return cls(workspace_id=workspace_id, kind=kind)

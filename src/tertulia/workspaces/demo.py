@@ -1,0 +1,140 @@
+"""A demo workspace with realistic contacts in Spanish and English, custom fields and tags."""
+
+import random
+from datetime import timedelta
+
+from sqlalchemy.orm import Session
+
+from tertulia.contacts.models import FieldType
+from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
+from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import Conflict, ValidationFailed
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workspaces.setup import NewWorkspace, do_create_workspace_with_owner
+
+DEMO_WORKSPACE = "Demo"
+DEMO_OWNER_EMAIL = "owner@demo.example.com"
+DEMO_AGENT_EMAIL = "agente@demo.example.com"
+DEMO_PASSWORD = "tertulia-demo"  # noqa: S105 (documented demo login)
+
+FIRST_NAMES_ES = [
+    "María",
+    "José",
+    "Lucía",
+    "Sofía",
+    "Martín",
+    "Mateo",
+    "Valentina",
+    "Camila",
+    "Diego",
+    "Alejandro",
+    "Ximena",
+    "Andrés",
+    "Paula",
+    "Jorge",
+    "Renata",
+    "Iñaki",
+]
+LAST_NAMES_ES = [
+    "García",
+    "Martínez",
+    "López",
+    "Hernández",
+    "González",
+    "Pérez",
+    "Rodríguez",
+    "Sánchez",
+    "Ramírez",
+    "Núñez",
+    "Jiménez",
+    "Muñoz",
+    "Ortega",
+    "Castañeda",
+]
+FIRST_NAMES_EN = ["Emma", "Olivia", "Liam", "Noah", "Ava", "James", "Mia", "Ethan", "Chloe", "Jack"]
+LAST_NAMES_EN = ["Smith", "Johnson", "Brown", "Taylor", "Wilson", "Davies", "Evans", "Clarke"]
+ES_COUNTRIES = [
+    ("MX", "+52 55 {:04d} {:04d}"),
+    ("ES", "+34 6{:02d} {:03d} {:03d}"),
+    ("CO", "+57 310 {:03d} {:04d}"),
+    ("AR", "+54 9 11 {:04d} {:04d}"),
+]
+EN_COUNTRIES = [("US", "+1 415 555 {:04d}"), ("GB", "+44 7700 9{:05d}")]
+TAGS = ["vip", "lead", "cliente", "mayorista", "newsletter", "soporte", "churn-risk", "evento-2026"]
+PLANS = ["Gratis", "Básico", "Pro", "Empresa"]
+
+
+def _phone(pattern: str, rng: random.Random) -> str:
+    parts = pattern.count("{")
+    if parts == 1:
+        return pattern.format(rng.randrange(10_000) if "555" in pattern else rng.randrange(100_000))
+    if parts == 2:
+        return pattern.format(rng.randrange(1000, 10_000), rng.randrange(10_000))
+    return pattern.format(rng.randrange(100), rng.randrange(1000), rng.randrange(1000))
+
+
+def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorkspace:
+    rng = random.Random(seed)
+    created = do_create_workspace_with_owner(
+        session,
+        DEMO_WORKSPACE,
+        DEMO_OWNER_EMAIL,
+        DEMO_PASSWORD,
+        default_country="MX",
+        timezone="America/Mexico_City",
+        default_language="es",
+        owner_first_name="Olga",
+    )
+    workspace = created.workspace
+    agent = do_create_user(session, DEMO_AGENT_EMAIL, DEMO_PASSWORD, first_name="Ana", last_name="Agente")
+    do_add_member(session, workspace.id, agent.id, Role.AGENT)
+    actor = Actor(workspace_id=workspace.id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+    do_create_custom_field(session, actor, "plan", "Plan", FieldType.LIST, PLANS)
+    do_create_custom_field(session, actor, "lifetime_value", "Valor de vida (MXN)", FieldType.NUMBER)
+    do_create_custom_field(session, actor, "birthday", "Cumpleaños", FieldType.DATE)
+    do_create_custom_field(session, actor, "newsletter", "Newsletter", FieldType.CHECKBOX)
+    do_create_custom_field(session, actor, "company", "Empresa", FieldType.TEXT)
+    do_create_custom_field(session, actor, "website", "Sitio web", FieldType.URL)
+    now = utcnow()
+    used_emails: set[str] = set()
+    for index in range(contacts):
+        spanish = rng.random() < 0.7
+        first = rng.choice(FIRST_NAMES_ES if spanish else FIRST_NAMES_EN)
+        last = rng.choice(LAST_NAMES_ES if spanish else LAST_NAMES_EN)
+        country, phone_pattern = rng.choice(ES_COUNTRIES if spanish else EN_COUNTRIES)
+        email = f"{first}.{last}{index}@example.com".lower()
+        email = email.translate(str.maketrans("áéíóúñ", "aeioun"))
+        used_emails.add(email)
+        values: dict[str, object] = {
+            "first_name": first,
+            "last_name": last,
+            "email": email if rng.random() < 0.85 else None,
+            "phone": _phone(phone_pattern, rng) if rng.random() < 0.8 else None,
+            "language": ("es" if spanish else "en") if rng.random() < 0.9 else None,
+            "country": country if rng.random() < 0.9 else None,
+            "custom_fields": {
+                "plan": rng.choice(PLANS),
+                "lifetime_value": round(rng.lognormvariate(7, 1), 2),
+                "newsletter": rng.random() < 0.4,
+                "birthday": f"{rng.randint(1960, 2005)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+                "company": rng.choice(["Tacos El Güero", "Acme Ltd", "Panadería Núñez", "", "Northwind"]),
+            },
+        }
+        try:
+            contact = do_create_contact(session, actor, values)
+        except (ValidationFailed, Conflict):  # a generated phone that collides or is invalid
+            values["phone"] = None
+            contact = do_create_contact(session, actor, values)
+        if rng.random() < 0.3:
+            contact.assignee_id = rng.choice([created.owner.id, agent.id])
+        if rng.random() < 0.75:
+            contact.last_incoming_at = now - timedelta(minutes=rng.randrange(60 * 24 * 90))
+            contact.last_outgoing_at = contact.last_incoming_at + timedelta(minutes=rng.randrange(1, 120))
+        contact.created_at = now - timedelta(days=rng.randrange(0, 365), minutes=rng.randrange(1440))
+        tags = rng.sample(TAGS, k=rng.choice([0, 0, 1, 1, 2, 3]))
+        if tags:
+            do_add_tags(session, actor, contact, tags)
+    session.flush()
+    return created

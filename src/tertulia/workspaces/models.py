@@ -1,0 +1,14 @@
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tertulia.kit.models import Base, IdMixin, TimestampMixin
+
+
+class Workspace(IdMixin, TimestampMixin, Base):
+    __tablename__ = "workspaces"
+    name: Mapped[str] = mapped_column(String(120))
+    # fold(name): names are unique regardless of case and accents.
+    name_key: Mapped[str] = mapped_column(String(120), unique=True)
+    default_country: Mapped[str | None] = mapped_column(String(2))
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    default_language: Mapped[str] = mapped_column(String(8), default="en")

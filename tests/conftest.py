@@ -1,0 +1,144 @@
+"""Test fixtures. Every test that takes `db` runs on SQLite and on PostgreSQL.
+
+PostgreSQL is mandatory when CI=true; elsewhere its runs are skipped, with the reason shown, when
+no server answers. With pytest-xdist each worker gets its own SQLite file and PostgreSQL database.
+"""
+
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_TMP = Path(tempfile.mkdtemp(prefix="tertulia-tests-"))
+os.environ.setdefault("TERTULIA_DATA_DIR", str(_TMP))
+os.environ["TERTULIA_SECRET_KEY"] = "test-secret-key"
+os.environ["TERTULIA_ARGON2_TIME_COST"] = "1"
+os.environ["TERTULIA_ARGON2_MEMORY_COST"] = "1024"
+
+import psycopg  # noqa: E402
+import pytest  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import text  # noqa: E402
+
+from tertulia.app import create_app  # noqa: E402
+from tertulia.kit.db import Database  # noqa: E402
+from tertulia.kit.settings import Settings  # noqa: E402
+from tertulia.migrations import upgrade  # noqa: E402
+from tertulia.models import Base  # noqa: E402
+from tertulia.users.models import Role  # noqa: E402
+from tertulia.users.permissions import Actor  # noqa: E402
+from tertulia.users.service import do_add_member, do_create_api_token, do_create_user  # noqa: E402
+from tertulia.workspaces.setup import do_create_workspace_with_owner  # noqa: E402
+
+POSTGRES_ADMIN = os.environ.get("TERTULIA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _worker() -> str:
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def _postgres_url() -> str:
+    """A database of this worker's own, created fresh for the run."""
+    name = f"tertulia_test_{_worker()}"
+    try:
+        with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI and did not answer at {POSTGRES_ADMIN}: {exc}")
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN}: {exc}")
+    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    return f"{base}/{name}"
+
+
+@pytest.fixture(scope="session", params=["sqlite", "postgresql"])
+def migrated_database(request: pytest.FixtureRequest) -> Iterator[Database]:
+    """A database upgraded from empty by the Alembic history (so every test exercises it)."""
+    if request.param == "sqlite":
+        path = _TMP / f"test-{_worker()}.db"
+        path.unlink(missing_ok=True)
+        url = f"sqlite:///{path}"
+    else:
+        url = _postgres_url()
+    upgrade(url)
+    database = Database(url)
+    yield database
+    database.dispose()
+
+
+def _empty_all_tables(database: Database) -> None:
+    tables = [t.name for t in Base.metadata.sorted_tables]
+    with database.transaction() as session:
+        if database.dialect == "postgresql":
+            session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in reversed(tables):
+                session.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def db(migrated_database: Database) -> Iterator[Database]:
+    yield migrated_database
+    _empty_all_tables(migrated_database)
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(api_rate_limit_per_minute=100_000)
+
+
+@pytest.fixture
+def client(db: Database, settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, db), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+@dataclass
+class Tenant:
+    """A workspace with an owner, a manager, an agent and an API token, ready for tests."""
+
+    workspace_id: int
+    owner_id: int
+    manager_id: int
+    agent_id: int
+    token: str
+    name: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def actor(self, role: Role = Role.OWNER) -> Actor:
+        user_id = {Role.OWNER: self.owner_id, Role.MANAGER: self.manager_id, Role.AGENT: self.agent_id}[role]
+        return Actor(workspace_id=self.workspace_id, kind="user", user_id=user_id, role=role)
+
+
+@pytest.fixture
+def make_tenant(db: Database) -> Callable[..., Tenant]:
+    counter = iter(range(1, 10_000))
+
+    def make(name: str | None = None, **workspace: Any) -> Tenant:
+        n = next(counter)
+        name = name or f"Workspace {n}"
+        with db.transaction() as session:
+            created = do_create_workspace_with_owner(
+                session, name, f"owner{n}-{abs(hash(name)) % 10_000}@example.com", "owner-password", **workspace
+            )
+            ws = created.workspace.id
+            manager = do_create_user(session, f"manager{n}-{ws}@example.com", "manager-password")
+            do_add_member(session, ws, manager.id, Role.MANAGER)
+            agent = do_create_user(session, f"agent{n}-{ws}@example.com", "agent-password")
+            do_add_member(session, ws, agent.id, Role.AGENT)
+            token = do_create_api_token(session, ws, "tests").secret
+            return Tenant(ws, created.owner.id, manager.id, agent.id, token, name)
+
+    return make
+
+
+@pytest.fixture
+def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
+    return make_tenant(default_country="MX", timezone="America/Mexico_City")
