@@ -37,7 +37,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
 def _worker() -> str:
-    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+    # TERTULIA_TEST_NAMESPACE keeps two suites running at once on one machine apart.
+    namespace = os.environ.get("TERTULIA_TEST_NAMESPACE", "t")
+    return f"{namespace}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
 
 
 def _postgres_url() -> str:

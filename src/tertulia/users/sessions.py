@@ -1,0 +1,164 @@
+"""Browser sign-in: password check with throttling, server-side sessions, sign-out.
+
+Throttling is kept in the database (login_throttles) so every web process sees the same count.
+A key is throttled after `login_max_failures` failures within the lockout window; both the
+account (email) and the client address are keys, so neither spraying one account from many
+addresses nor many accounts from one address gets unlimited tries.
+"""
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import RateLimited, Unauthorized
+from tertulia.kit.security import new_token, token_digest, verify_password
+from tertulia.kit.settings import get_settings
+from tertulia.users.models import LoginThrottle, Membership, Role, User, WebSession
+from tertulia.users.permissions import Actor
+
+SESSION_COOKIE = "tertulia_session"
+
+
+@dataclass
+class SignedIn:
+    web_session: WebSession
+    token: str  # goes in the cookie; only its digest is stored
+    user: User
+
+
+@dataclass
+class CurrentSession:
+    web_session: WebSession
+    user: User
+    membership: Membership
+
+    @property
+    def actor(self) -> Actor:
+        return Actor(
+            workspace_id=self.membership.workspace_id,
+            kind="user",
+            user_id=self.user.id,
+            role=Role(self.membership.role),
+        )
+
+
+def _throttle_keys(email: str, client_ip: str | None) -> list[str]:
+    keys = [f"email:{email.strip().lower()}"]
+    if client_ip:
+        keys.append(f"ip:{client_ip}")
+    return keys
+
+
+def check_not_throttled(session: Session, email: str, client_ip: str | None) -> None:
+    now = utcnow()
+    for row in session.scalars(
+        select(LoginThrottle).where(LoginThrottle.key.in_(_throttle_keys(email, client_ip)))
+    ):
+        if row.locked_until is not None and row.locked_until > now:
+            seconds = int((row.locked_until - now).total_seconds()) + 1
+            raise RateLimited("Too many failed sign-in attempts. Try again later.", retry_after=seconds)
+
+
+def _record_failure(session: Session, email: str, client_ip: str | None) -> None:
+    settings = get_settings()
+    now = utcnow()
+    window = timedelta(seconds=settings.login_lockout_seconds)
+    for key in _throttle_keys(email, client_ip):
+        row = session.get(LoginThrottle, key, with_for_update=True)
+        if row is None:
+            row = LoginThrottle(key=key, failures=0, first_failure_at=now)
+            session.add(row)
+        elif now - row.first_failure_at > window:
+            row.failures, row.first_failure_at, row.locked_until = 0, now, None
+        row.failures += 1
+        if row.failures >= settings.login_max_failures:
+            row.locked_until = now + window
+    session.flush()
+
+
+def _clear_failures(session: Session, email: str) -> None:
+    session.execute(delete(LoginThrottle).where(LoginThrottle.key == f"email:{email.strip().lower()}"))
+
+
+def memberships_of(session: Session, user_id: int) -> list[Membership]:
+    return list(
+        session.scalars(
+            select(Membership)
+            .where(Membership.user_id == user_id, Membership.active.is_(True))
+            .order_by(Membership.workspace_id)
+        )
+    )
+
+
+def do_sign_in(
+    session: Session, email: str, password: str, *, client_ip: str | None, workspace_id: int | None = None
+) -> SignedIn:
+    """Raises RateLimited while throttled, Unauthorized on a bad email/password (same message for both)."""
+    check_not_throttled(session, email, client_ip)
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if not verify_password(user.password_hash if user else None, password) or user is None:
+        _record_failure(session, email, client_ip)
+        raise Unauthorized("Wrong email or password.", details={"email": "wrong email or password"})
+    memberships = memberships_of(session, user.id)
+    if workspace_id is not None:
+        memberships = [m for m in memberships if m.workspace_id == workspace_id]
+    if not memberships:
+        raise Unauthorized("This account has no active workspace.", code="no_workspace")
+    _clear_failures(session, email)
+    return _open_session(session, user, memberships[0].workspace_id)
+
+
+def _open_session(session: Session, user: User, workspace_id: int) -> SignedIn:
+    now = utcnow()
+    token = new_token()
+    web_session = WebSession(
+        token_hash=token_digest(token),
+        user_id=user.id,
+        workspace_id=workspace_id,
+        csrf_token=new_token(nbytes=24),
+        expires_at=now + timedelta(days=get_settings().session_days),
+        last_seen_at=now,
+    )
+    session.add(web_session)
+    session.flush()
+    return SignedIn(web_session=web_session, token=token, user=user)
+
+
+def resolve_session(session: Session, token: str | None) -> CurrentSession | None:
+    """The signed-in user for a cookie token, or None if unknown, expired, or no longer a member."""
+    if not token:
+        return None
+    web_session = session.get(WebSession, token_digest(token))
+    if web_session is None or web_session.expires_at <= utcnow():
+        return None
+    user = session.get(User, web_session.user_id)
+    membership = session.scalar(
+        select(Membership).where(
+            Membership.user_id == web_session.user_id,
+            Membership.workspace_id == web_session.workspace_id,
+            Membership.active.is_(True),
+        )
+    )
+    if user is None or membership is None:
+        return None
+    return CurrentSession(web_session=web_session, user=user, membership=membership)
+
+
+def do_switch_workspace(session: Session, current: CurrentSession, workspace_id: int) -> None:
+    if not any(m.workspace_id == workspace_id for m in memberships_of(session, current.user.id)):
+        raise Unauthorized("You are not a member of that workspace.")
+    current.web_session.workspace_id = workspace_id
+    session.flush()
+
+
+def do_sign_out(session: Session, token: str | None) -> None:
+    if token:
+        session.execute(delete(WebSession).where(WebSession.token_hash == token_digest(token)))
+
+
+def do_sign_out_everywhere(session: Session, user_id: int) -> None:
+    """After a password change or reset: every other browser must sign in again."""
+    session.execute(delete(WebSession).where(WebSession.user_id == user_id))
