@@ -23,8 +23,10 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from tertulia.app import create_app  # noqa: E402
+from tertulia.contacts.import_jobs import wait_for_background_imports  # noqa: E402
 from tertulia.kit.db import Database  # noqa: E402
 from tertulia.kit.settings import Settings  # noqa: E402
+from tertulia.mail.tasks import wait_for_background_deliveries  # noqa: E402
 from tertulia.migrations import upgrade  # noqa: E402
 from tertulia.models import Base  # noqa: E402
 from tertulia.users.models import Role  # noqa: E402
@@ -85,6 +87,10 @@ def _empty_all_tables(database: Database) -> None:
 @pytest.fixture
 def db(migrated_database: Database) -> Iterator[Database]:
     yield migrated_database
+    # Mail queued by a test is delivered after commit in a thread; let it finish before the
+    # tables are emptied, or it could touch the next test's rows (ids restart).
+    wait_for_background_deliveries()
+    wait_for_background_imports()
     _empty_all_tables(migrated_database)
 
 

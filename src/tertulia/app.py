@@ -3,11 +3,19 @@
 from fastapi import FastAPI
 
 from tertulia import __version__
+from tertulia.channels.api import router as channel_webhooks_router
+from tertulia.channels.webchat import install as install_webchat
 from tertulia.contacts.api import router as contacts_router
+from tertulia.conversations.api import router as conversations_router
+from tertulia.conversations.runtime import lifespan as inbox_lifespan
+from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
 from tertulia.kit.http import install_error_handlers
 from tertulia.kit.ratelimit import make_rate_limiter
 from tertulia.kit.settings import Settings, get_settings
+from tertulia.segments.api import router as segments_router
+from tertulia.users.api import router as users_router
+from tertulia.web import install_web
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
@@ -18,12 +26,20 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         docs_url="/api/docs",
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        lifespan=inbox_lifespan,
     )
     app.state.settings = settings
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
     install_error_handlers(app)
     app.include_router(contacts_router)
+    app.include_router(conversations_router)
+    app.include_router(inbox_ws_router)
+    install_webchat(app)
+    app.include_router(channel_webhooks_router)
+    app.include_router(users_router)
+    app.include_router(segments_router)
+    install_web(app)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

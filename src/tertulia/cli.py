@@ -1,6 +1,7 @@
 """The `tertulia` command line."""
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -9,6 +10,9 @@ from tertulia.kit.db import get_database
 from tertulia.kit.errors import DomainError
 from tertulia.kit.settings import get_settings
 
+if TYPE_CHECKING:
+    from tertulia.contacts.importer import ImportReport
+
 app = typer.Typer(help="Tertulia: omnichannel customer conversations.", no_args_is_help=True)
 workspace_app = typer.Typer(help="Manage workspaces.", no_args_is_help=True)
 token_app = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
@@ -16,6 +20,8 @@ contacts_app = typer.Typer(help="Import and export contacts.", no_args_is_help=T
 app.add_typer(workspace_app, name="workspace")
 app.add_typer(token_app, name="token")
 app.add_typer(contacts_app, name="contacts")
+mail_app = typer.Typer(help="The outgoing mail queue.", no_args_is_help=True)
+app.add_typer(mail_app, name="mail")
 
 err = Console(stderr=True)
 
@@ -48,6 +54,21 @@ def serve(
     from tertulia.app import create_app
 
     uvicorn.run(create_app(), host=host, port=port, log_level=get_settings().log_level)
+
+
+@app.command()
+def worker(
+    workers: Annotated[int, typer.Option(help="Worker threads in this process.")] = 4,
+) -> None:
+    """Run queued jobs (message sending, ...) in a separate process; for a Redis queue."""
+    from tertulia.conversations import tasks  # noqa: F401  (registers the tasks)
+    from tertulia.kit import queue
+    from tertulia.segments import tasks as _segment_tasks  # noqa: F401  (registers the tasks)
+
+    err.print(
+        f"[green]Worker started[/green] ({get_settings().resolved_queue_url().split('@')[-1]}, {workers} threads)"
+    )
+    queue.run_worker(workers)
 
 
 @app.command()
@@ -127,3 +148,167 @@ def token_create(
     except DomainError as exc:
         raise fail(exc) from exc
     typer.echo(issued.secret)
+
+
+@contacts_app.command("import")
+def contacts_import(
+    file: Annotated[Path, typer.Argument(help="The CSV file (UTF-8 or Latin-1; comma or semicolon separated).")],
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    mapping: Annotated[
+        str | None, typer.Option(help='Column mapping overriding the guess, e.g. "Nombre=first_name,Plan=custom:plan".')
+    ] = None,
+    update_existing: Annotated[
+        bool, typer.Option("--update-existing", help="Update contacts matched by id, email or phone.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would happen; write nothing.")] = False,
+    rejected_out: Annotated[
+        Path | None, typer.Option(help="Write the rejected rows here, with an extra error column.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per committed batch.")] = 2000,
+    workers: Annotated[
+        int | None, typer.Option(help="Processes validating rows (default: 2 for files of 20,000 rows or more).")
+    ] = None,
+) -> None:
+    """Import contacts from a CSV file, committing batch by batch, and report every rejected row."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from tertulia.contacts.importer import ImportOptions, ImportReport, import_contacts, parse_mapping_option
+    from tertulia.users.permissions import Actor
+    from tertulia.workspaces.service import get_workspace_by_name
+
+    written: list[ImportReport] = []
+    session = get_database().session()
+    try:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+            transient=True,
+        ) as progress:
+            task = progress.add_task("Importing" if not dry_run else "Checking (dry run)", total=None)
+
+            def on_progress(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            def on_batch_written(report: ImportReport) -> None:
+                session.commit()
+                written[:] = [report]
+
+            options = ImportOptions(
+                mapping=parse_mapping_option(mapping) if mapping else None,
+                update_existing=update_existing,
+                dry_run=dry_run,
+                batch_size=batch_size,
+                workers=workers,
+            )
+            actor = Actor.system(get_workspace_by_name(session, workspace).id, kind="import")
+            report = import_contacts(
+                session, actor, file, options, on_progress=on_progress, on_batch_written=on_batch_written
+            )
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    except DomainError as exc:
+        session.rollback()
+        _report_partial(written)
+        raise fail(exc) from exc
+    except BaseException:
+        session.rollback()
+        _report_partial(written)
+        raise
+    finally:
+        session.close()
+    _print_import_report(report)
+    if rejected_out is not None:
+        from tertulia.contacts.importer import write_rejected_csv
+
+        try:
+            count = write_rejected_csv(report, rejected_out)
+        except OSError as exc:
+            err.print(f"[red]error:[/red] cannot write {rejected_out}: {exc.strerror or exc}")
+            raise typer.Exit(code=1) from exc
+        err.print(f"Wrote {count} rejected rows to {rejected_out}")
+
+
+def _report_partial(written: list["ImportReport"]) -> None:
+    if written and written[0].written_through_line:
+        err.print(
+            f"[yellow]Rows up to line {written[0].written_through_line} were written;"
+            " later rows were not. Rerun with --update-existing to finish safely.[/yellow]"
+        )
+
+
+def _print_import_report(report: "ImportReport", shown: int = 50) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    heading = "Dry run: nothing was written." if report.dry_run else "Import finished."
+    delimiter = {"\t": "tab"}.get(report.delimiter, report.delimiter)
+    err.print(f"[bold]{heading}[/bold] ({report.encoding}, separator {delimiter!r}, {report.total_rows} rows)")
+    err.print("  columns: " + escape(", ".join(f"{h} -> {t}" for h, t in report.mapping.items())))
+    if report.ignored_headers:
+        err.print("  ignored: " + escape(", ".join(report.ignored_headers)))
+    verb = "would be " if report.dry_run else ""
+    err.print(f"  {verb}created: {report.created}")
+    err.print(f"  {verb}updated: {report.updated}")
+    err.print(f"  unchanged: {report.unchanged}")
+    err.print(f"  {verb}merged into the contact of an earlier row: {report.merged}")
+    err.print(f"  rejected: {len(report.rejected)}")
+    if report.rejected:
+        table = Table("line", "values", "reasons", title="Rejected rows", show_lines=False)
+        for row in report.rejected[:shown]:
+            values = ", ".join(f"{h}={v!r}" for h, v in zip(report.headers, row.values, strict=False) if v.strip())
+            table.add_row(str(row.line), escape(values[:120]), escape(row.error))
+        err.print(table)
+        if len(report.rejected) > shown:
+            err.print(f"  ... and {len(report.rejected) - shown} more (use --rejected-out FILE to get them all)")
+
+
+@contacts_app.command("export")
+def contacts_export(
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    output: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    fields: Annotated[
+        str | None, typer.Option(help="Comma-separated fields: standard names, custom:<key>, tags.")
+    ] = None,
+    bom: Annotated[bool, typer.Option("--bom", help="Start with a UTF-8 BOM so Excel detects the encoding.")] = False,
+) -> None:
+    """Export the workspace's contacts as CSV, streamed."""
+    import sys
+
+    from tertulia.contacts.exporter import export_contacts
+    from tertulia.users.permissions import Actor
+    from tertulia.workspaces.service import get_workspace_by_name
+
+    chosen = [f for f in fields.split(",") if f.strip()] if fields else None
+    try:
+        with get_database().transaction(write=False) as session:
+            actor = Actor.system(get_workspace_by_name(session, workspace).id, kind="export")
+            chunks = export_contacts(session, actor, fields=chosen, bom=bom)
+            if output is None:
+                for chunk in chunks:
+                    sys.stdout.write(chunk)
+                sys.stdout.flush()
+            else:
+                with output.open("w", encoding="utf-8", newline="") as handle:
+                    for chunk in chunks:
+                        handle.write(chunk)
+    except DomainError as exc:
+        raise fail(exc) from exc
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot write {output}: {exc.strerror or exc}")
+        raise typer.Exit(code=1) from exc
+
+
+@mail_app.command("deliver")
+def mail_deliver(
+    limit: Annotated[int, typer.Option(help="Send at most this many emails.")] = 100,
+) -> None:
+    """Send queued emails that are still unsent and due (for example after an SMTP outage)."""
+    from tertulia.mail.tasks import deliver_pending
+
+    sent = deliver_pending(get_database(), limit=limit)
+    err.print(f"[green]{sent} email(s) sent[/green]")

@@ -1,9 +1,23 @@
 """Imports every domain's models so `Base.metadata` is complete (Alembic, tests)."""
 
+from tertulia.channels import models as channels_models
+from tertulia.contacts import import_models as contacts_import_models
 from tertulia.contacts import models as contacts_models
+from tertulia.conversations import models as conversations_models
 from tertulia.kit.models import Base
 from tertulia.mail import models as mail_models
+from tertulia.segments import models as segments_models
 from tertulia.users import models as users_models
 from tertulia.workspaces import models as workspaces_models
 
-__all__ = ["Base", "contacts_models", "mail_models", "users_models", "workspaces_models"]
+__all__ = [
+    "Base",
+    "channels_models",
+    "contacts_import_models",
+    "contacts_models",
+    "conversations_models",
+    "mail_models",
+    "segments_models",
+    "users_models",
+    "workspaces_models",
+]

@@ -22,6 +22,8 @@ from tertulia.contacts.schemas import (
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import DbSession
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
+from tertulia.segments import service as segments_service
+from tertulia.segments.language import parse_filter_param
 from tertulia.users.auth import ApiActor
 from tertulia.users.permissions import Permission
 
@@ -46,11 +48,13 @@ def list_contacts(
     unassigned: bool = False,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    filter: Annotated[str | None, Query(description="A segment filter as JSON (docs/segments.md).")] = None,
 ) -> ContactPage:
     actor.require(Permission.VIEW_CONTACTS)
     size = check_limit(limit)
+    extra = None if filter is None else segments_service.filter_clause(session, actor, parse_filter_param(filter))
     query = repo.contacts_page_query(
-        actor.workspace_id, after_id=_cursor_id(cursor), limit=size, search=search, unassigned=unassigned
+        actor.workspace_id, after_id=_cursor_id(cursor), limit=size, search=search, unassigned=unassigned, extra=extra
     )
     rows = list(session.scalars(query))
     has_more = len(rows) > size

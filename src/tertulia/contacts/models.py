@@ -2,7 +2,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.clock import utcnow
@@ -53,6 +53,13 @@ class Contact(IdMixin, TimestampMixin, Base):
     last_incoming_at: Mapped[datetime | None]
     last_outgoing_at: Mapped[datetime | None]
     custom: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # fold() of every text value in `custom`, so segment text filters on custom fields are case- and
+    # accent-insensitive with the same plain comparison on both databases. Kept by
+    # service.apply_cleaned and do_merge_contacts; never written anywhere else.
+    custom_folded: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default=text("'{}'"))
+    # How many tags the contact has; kept by database triggers on contact_tags (migration
+    # 0070_tag_count), never written by application code, so "has any tag" is an index lookup.
+    tag_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
     @property
     def full_name(self) -> str:

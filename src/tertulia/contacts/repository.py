@@ -27,13 +27,23 @@ def escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+def email_prefix(prefix: str) -> ColumnElement[bool]:
+    """Emails starting with `prefix`. SQLite's LIKE is case-insensitive and so cannot use the binary
+    (workspace_id, email) index; a range can. The LIKE keeps the meaning exact."""
+    return and_(
+        Contact.email >= prefix,
+        Contact.email < prefix + "\U0010ffff",
+        Contact.email.like(escape_like(prefix) + "%", escape="\\"),
+    )
+
+
 def search_clause(query: str) -> ColumnElement[bool] | None:
     """Search by name, email or phone, each an index-friendly prefix match where it can be."""
     cleaned = query.strip()
     if not cleaned:
         return None
     if "@" in cleaned:
-        return Contact.email.like(escape_like(cleaned.lower()) + "%", escape="\\")
+        return email_prefix(cleaned.lower())
     digits = re.sub(r"\D", "", cleaned)
     if digits and re.fullmatch(r"[\d\s()+\-.]+", cleaned):
         return Contact.phone.like("%" + digits + "%")
@@ -100,6 +110,24 @@ def list_tags(session: Session, workspace_id: int) -> list[Tag]:
     return list(session.scalars(select(Tag).where(Tag.workspace_id == workspace_id).order_by(Tag.name_key)))
 
 
+def tags_with_usage(session: Session, workspace_id: int) -> list[tuple[Tag, int]]:
+    """Every tag of the workspace with how many contacts carry it (one grouped query)."""
+    usage = (
+        select(ContactTag.tag_id, func.count().label("n"))
+        .join(Tag, Tag.id == ContactTag.tag_id)
+        .where(Tag.workspace_id == workspace_id)
+        .group_by(ContactTag.tag_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Tag, func.coalesce(usage.c.n, 0))
+        .outerjoin(usage, usage.c.tag_id == Tag.id)
+        .where(Tag.workspace_id == workspace_id)
+        .order_by(Tag.name_key)
+    )
+    return [(tag, int(count)) for tag, count in rows]
+
+
 def contact_tag_ids(session: Session, contact_id: int) -> set[int]:
     return set(session.scalars(select(ContactTag.tag_id).where(ContactTag.contact_id == contact_id)))
 
@@ -126,13 +154,17 @@ def remove_custom_key(session: Session, workspace_id: int, key: str) -> None:
     """Drop one key from every contact's custom values, set-based."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(
-            text("UPDATE contacts SET custom = custom - :key WHERE workspace_id = :ws AND custom ? :key"),
+            text(
+                "UPDATE contacts SET custom = custom - :key, custom_folded = custom_folded - :key "
+                "WHERE workspace_id = :ws AND custom ? :key"
+            ),
             {"key": key, "ws": workspace_id},
         )
     else:
         session.execute(
             text(
-                "UPDATE contacts SET custom = json_remove(custom, :path) "
+                "UPDATE contacts SET custom = json_remove(custom, :path), "
+                "custom_folded = json_remove(custom_folded, :path) "
                 "WHERE workspace_id = :ws AND json_type(custom, :path) IS NOT NULL"
             ),
             {"path": f'$."{key}"', "ws": workspace_id},

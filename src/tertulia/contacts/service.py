@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tertulia.contacts import repository as repo
@@ -213,7 +213,14 @@ def apply_cleaned(contact: Contact, cleaned: CleanedContact) -> list[Change]:
                 custom[key] = value
             changes.append((f"custom_fields.{key}", old, value))
         contact.custom = custom
+        contact.custom_folded = folded_custom(custom)
     return changes
+
+
+def folded_custom(custom: Mapping[str, Any]) -> dict[str, str]:
+    """`Contact.custom_folded`: fold() of every text value, for case/accent-insensitive segment filters.
+    Whatever writes `Contact.custom` must write this beside it."""
+    return {key: fold(value) for key, value in custom.items() if isinstance(value, str)}
 
 
 def activity_row(
@@ -351,6 +358,42 @@ def do_remove_tags(session: Session, actor: Actor, contact: Contact, names: Sequ
         contact.updated_at = utcnow()
     session.flush()
     return [tag.name for tag in removed]
+
+
+def access_tag(session: Session, actor: Actor, tag_id: int) -> Tag:
+    actor.require(Permission.MANAGE_TAGS)
+    tag = session.scalar(select(Tag).where(Tag.workspace_id == actor.workspace_id, Tag.id == tag_id))
+    if tag is None:
+        raise NotFound(f"No tag {tag_id}.")
+    return tag
+
+
+def do_rename_tag(session: Session, actor: Actor, tag: Tag, name: str) -> Tag:
+    """Saved segment filters name tags by text, so a filter on the old name stops matching."""
+    actor.require(Permission.MANAGE_TAGS)
+    text = " ".join(name.split()) if isinstance(name, str) else ""
+    if not text:
+        raise ValidationFailed.field("name", "must be a non-empty tag name")
+    if len(text) > MAX_TAG_LENGTH:
+        raise ValidationFailed.field("name", f"must be at most {MAX_TAG_LENGTH} characters")
+    key = fold(text)
+    other = repo.tags_by_keys(session, actor.workspace_id, [key]).get(key)
+    if other is not None and other.id != tag.id:
+        raise Conflict(
+            f"A tag named {other.name!r} already exists.", code="duplicate_tag", details={"name": "already exists"}
+        )
+    tag.name = text
+    tag.name_key = key
+    session.flush()
+    return tag
+
+
+def do_delete_tag(session: Session, actor: Actor, tag: Tag) -> None:
+    """Removes the tag from every contact, then from the catalogue."""
+    actor.require(Permission.MANAGE_TAGS)
+    session.execute(delete(ContactTag).where(ContactTag.tag_id == tag.id))
+    session.delete(tag)
+    session.flush()
 
 
 # ----- custom fields ------------------------------------------------------------------------
@@ -493,6 +536,7 @@ def do_merge_contacts(
             changes.append((f"custom_fields.{key}", mine, theirs))
             custom[key] = theirs
     survivor.custom = custom
+    survivor.custom_folded = folded_custom(custom)
     for timestamp in ("last_incoming_at", "last_outgoing_at"):
         values = [v for v in (getattr(survivor, timestamp), getattr(other, timestamp)) if v is not None]
         setattr(survivor, timestamp, max(values) if values else None)

@@ -18,19 +18,32 @@ from sqlalchemy.orm import Session, sessionmaker
 from tertulia.kit.settings import get_settings
 
 WRITE_OPTION = "tertulia_write"
+POOL_SIZE = 10
+POOL_OVERFLOW = 20
+# Connections a Database may hold at once; request sessions are capped below it (kit.http).
+MAX_CONNECTIONS = POOL_SIZE + POOL_OVERFLOW
+DATABASE_INFO = "tertulia_database"
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
     if url.startswith("sqlite"):
         return _make_sqlite_engine(url, echo=echo)
-    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(
+        url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True, pool_timeout=30
+    )
 
 
 def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
     database = url.split("///", 1)[1] if "///" in url else ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = create_engine(
+        url,
+        echo=echo,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_OVERFLOW,
+    )
 
     @event.listens_for(engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -58,8 +71,12 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo)
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
-        self._write = sessionmaker(self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False)
+        # Each session knows its Database, so work started on commit can open its own transactions.
+        info = {DATABASE_INFO: self}
+        self._read = sessionmaker(self.engine, expire_on_commit=False, info=info)
+        self._write = sessionmaker(
+            self.engine.execution_options(**{WRITE_OPTION: True}), expire_on_commit=False, info=info
+        )
 
     @property
     def dialect(self) -> str:
@@ -89,6 +106,14 @@ class Database:
 def get_database() -> Database:
     settings = get_settings()
     return Database(settings.resolved_database_url(), echo=settings.sql_echo)
+
+
+def database_of(session: Session) -> Database:
+    """The Database a session was opened from (sessions made by `Database.session`)."""
+    database = session.info.get(DATABASE_INFO)
+    if not isinstance(database, Database):
+        raise RuntimeError("this session was not opened through a tertulia Database")
+    return database
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:

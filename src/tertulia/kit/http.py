@@ -1,8 +1,12 @@
 """The HTTP boundary: one error shape, and the per-request unit of work."""
 
-from collections.abc import Iterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated, Any
 
+import anyio
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,10 +15,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from tertulia.kit.db import Database
+from tertulia.kit.db import MAX_CONNECTIONS, Database
 from tertulia.kit.errors import DomainError, RateLimited
 
 log = structlog.get_logger()
+# Leave connections for work a request does outside its own session (token check, after-commit work).
+REQUEST_SESSIONS = MAX_CONNECTIONS - 6
+_NO_LIMIT = contextlib.nullcontext()
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
@@ -69,11 +76,47 @@ def get_db(request: Request) -> Database:
     return db
 
 
-def db_session(request: Request) -> Iterator[Session]:
-    """One transaction per request, committed before the response is sent."""
+@dataclass
+class _SessionLimits:
+    loop: asyncio.AbstractEventLoop
+    sessions: asyncio.Semaphore
+    writes: asyncio.Semaphore
+
+
+def _limits(request: Request) -> _SessionLimits:
+    """Per app and event loop (asyncio semaphores belong to the loop that first uses them)."""
+    loop = asyncio.get_running_loop()
+    limits: _SessionLimits | None = getattr(request.app.state, "session_limits", None)
+    if limits is None or limits.loop is not loop:
+        database = get_db(request)
+        # SQLite has one writer at a time anyway; queueing here costs no thread and no connection.
+        writers = 1 if database.dialect == "sqlite" else REQUEST_SESSIONS
+        limits = _SessionLimits(loop, asyncio.Semaphore(REQUEST_SESSIONS), asyncio.Semaphore(writers))
+        request.app.state.session_limits = limits
+    return limits
+
+
+async def db_session(request: Request) -> AsyncIterator[Session]:
+    """One transaction per request, committed before the response is sent.
+
+    FastAPI runs a sync dependency's setup, the endpoint and the teardown as three separate threadpool
+    jobs. With a plain sync dependency, a burst of requests fills the threadpool with endpoints waiting
+    for the SQLite write lock or a pooled connection, while the transactions holding them wait for a
+    thread to commit in: everything stalls until the busy timeout. So requests queue here, on the
+    event loop, before they take a connection, and commit in a worker thread of their own.
+    """
+    limits = _limits(request)
     write = request.method not in ("GET", "HEAD", "OPTIONS")
-    with get_db(request).transaction(write=write) as session:
-        yield session
+    async with limits.sessions, limits.writes if write else _NO_LIMIT:
+        session = get_db(request).session(write=write)
+        try:
+            yield session
+            await anyio.to_thread.run_sync(session.commit)
+        except BaseException:
+            await anyio.to_thread.run_sync(session.rollback)
+            raise
+        finally:
+            await anyio.to_thread.run_sync(session.close)
 
 
 DbSession = Annotated[Session, Depends(db_session, scope="function")]

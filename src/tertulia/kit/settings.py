@@ -28,6 +28,20 @@ class Settings(BaseSettings):
     api_rate_limit_per_minute: int = 600
     invitation_days: int = 7
     password_reset_hours: int = 2
+    # Queue: consumer threads inside `tertulia serve` (SQLite queue) unless run as `tertulia worker`.
+    queue_workers: int = 4
+    # Separates installations (or test runs) that share one Redis.
+    queue_name: str = "tertulia"
+    queue_embedded: bool = True
+    outbox_max_attempts: int = 8
+    outbox_retry_base_seconds: float = 2.0
+    # Namespaces realtime pub/sub channels when several installations share one Redis.
+    realtime_prefix: str = "tertulia"
+    upload_max_bytes: int = 20 * 1024 * 1024
+    widget_token_days: int = 365
+    # Public web-chat endpoints: per visitor for messages, per client address for new visitors.
+    widget_messages_per_minute: int = 30
+    widget_sessions_per_minute: int = 60
     log_level: str = "info"
     sql_echo: bool = Field(default=False)
 

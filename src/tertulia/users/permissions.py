@@ -29,8 +29,11 @@ class Permission(enum.StrEnum):
     VIEW_REPORTS = "view_reports"
 
 
+# Modelled on respond.io's access levels. Owners and managers hold the same permissions; what sets
+# owners apart are rules on the owner role itself (only an owner may invite an owner, grant or
+# revoke the role, or deactivate an owner; a workspace always keeps one active owner).
 _AGENT = frozenset({Permission.VIEW_CONTACTS, Permission.EDIT_CONTACTS, Permission.MERGE_CONTACTS})
-_MANAGER = frozenset(Permission) - {Permission.MANAGE_WORKSPACE}
+_MANAGER = frozenset(Permission)
 _OWNER = frozenset(Permission)
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -38,9 +41,16 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.MANAGER: _MANAGER,
     Role.AGENT: _AGENT,
 }
-# An API token acts for the workspace with a manager's permissions: it cannot change general
-# settings, and user management through tokens is limited to what managers may do.
-API_TOKEN_PERMISSIONS = _MANAGER
+# An API token is an integration's credential: it works with the workspace's data, but it cannot
+# change settings, people, channels (their credentials) or mint further tokens, so a leaked token
+# cannot lock the team out or persist itself.
+API_TOKEN_PERMISSIONS = _MANAGER - {
+    Permission.MANAGE_WORKSPACE,
+    Permission.MANAGE_USERS,
+    Permission.MANAGE_TEAMS,
+    Permission.MANAGE_CHANNELS,
+    Permission.MANAGE_API_TOKENS,
+}
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,15 @@ class Actor:
 
     def can(self, permission: Permission) -> bool:
         return permission in self.permissions
+
+    @property
+    def is_owner(self) -> bool:
+        """Owners alone may grant, revoke or remove the owner role; the system (CLI) acts as one."""
+        return (self.kind == "user" and self.role == Role.OWNER) or self.kind == "system"
+
+    def require_owner(self, message: str = "Only an owner may do this.") -> None:
+        if not self.is_owner:
+            raise PermissionDenied(message, details={"role": "owner required"})
 
     def require(self, permission: Permission) -> None:
         if not self.can(permission):

@@ -1,15 +1,20 @@
 """Users, memberships and API tokens: the rules. Repositories of this size live inline here."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.kit.clock import utcnow
-from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
+from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tertulia.kit.security import hash_password, new_token, token_digest
-from tertulia.users.models import ApiToken, Membership, Role, User
+from tertulia.users.models import ActivityStatus, ApiToken, Membership, Role, User
+from tertulia.users.permissions import Actor, Permission
+from tertulia.workspaces.service import check_timezone
 
 MIN_PASSWORD_LENGTH = 8
 API_TOKEN_PREFIX = "tt_"  # noqa: S105 (a prefix, not a secret)
@@ -131,3 +136,199 @@ def find_active_api_token(session: Session, secret: str) -> ApiToken | None:
     return session.scalar(
         select(ApiToken).where(ApiToken.token_hash == token_digest(secret), ApiToken.revoked_at.is_(None))
     )
+
+
+def do_create_api_token_for(session: Session, actor: Actor, name: str) -> IssuedToken:
+    """Create a token from the UI or the API: only who may manage API tokens."""
+    actor.require(Permission.MANAGE_API_TOKENS)
+    return do_create_api_token(session, actor.workspace_id, name, created_by_id=actor.user_id)
+
+
+def list_api_tokens_for(session: Session, actor: Actor) -> list[ApiToken]:
+    actor.require(Permission.MANAGE_API_TOKENS)
+    return list_api_tokens(session, actor.workspace_id)
+
+
+def do_revoke_api_token_for(session: Session, actor: Actor, token_id: int) -> ApiToken:
+    actor.require(Permission.MANAGE_API_TOKENS)
+    return do_revoke_api_token(session, actor.workspace_id, token_id)
+
+
+# ----- members ------------------------------------------------------------------------------
+
+MAX_NAME_LENGTH = 100
+PROFILE_LANGUAGES = ("en", "es")
+
+
+def clean_person_name(value: str | None, field: str) -> str:
+    cleaned = " ".join((value or "").split())
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise ValidationFailed.field(field, f"must be at most {MAX_NAME_LENGTH} characters")
+    if any(not ch.isprintable() for ch in cleaned):
+        raise ValidationFailed.field(field, "must not contain control characters")
+    return cleaned
+
+
+def check_role(value: object, field: str = "role") -> Role:
+    try:
+        return Role(str(value))
+    except ValueError as exc:
+        raise ValidationFailed.field(field, f"must be one of {', '.join(r.value for r in Role)}") from exc
+
+
+@dataclass
+class Member:
+    user: User
+    membership: Membership
+
+    @property
+    def role(self) -> Role:
+        return Role(self.membership.role)
+
+    @property
+    def active(self) -> bool:
+        return self.membership.active
+
+
+def list_members(session: Session, actor: Actor, *, include_inactive: bool = True) -> list[Member]:
+    """Everyone in the actor's workspace; any member may see who their colleagues are."""
+    query = (
+        select(User, Membership)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == actor.workspace_id)
+        .order_by(User.first_name, User.last_name, User.email)
+    )
+    if not include_inactive:
+        query = query.where(Membership.active.is_(True))
+    return [Member(user=user, membership=membership) for user, membership in session.execute(query)]
+
+
+def access_member(session: Session, actor: Actor, user_id: int) -> Member:
+    """A member of the actor's workspace, for managing; users of other workspaces are not found."""
+    actor.require(Permission.MANAGE_USERS)
+    row = session.execute(
+        select(User, Membership)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == actor.workspace_id, User.id == user_id)
+    ).first()
+    if row is None:
+        raise NotFound("Member not found.")
+    return Member(user=row[0], membership=row[1])
+
+
+def _check_other_active_owner(session: Session, workspace_id: int, user_id: int) -> None:
+    # FOR UPDATE on every active owner's row, always in id order (so two of these never deadlock):
+    # of two owners demoting each other at once, the second sees the first's change and is refused.
+    owners = session.scalars(
+        select(Membership.user_id)
+        .where(Membership.workspace_id == workspace_id, Membership.role == Role.OWNER, Membership.active.is_(True))
+        .order_by(Membership.id)
+        .with_for_update()
+    ).all()
+    if not any(owner != user_id for owner in owners):
+        raise Conflict("A workspace needs at least one active owner.", code="last_owner")
+
+
+def do_change_role(session: Session, actor: Actor, user_id: int, role: Role | str) -> Member:
+    new_role = check_role(role)
+    member = access_member(session, actor, user_id)
+    if Role.OWNER in (new_role, member.role):
+        actor.require_owner("Only an owner may grant or revoke the owner role.")
+    if member.role == Role.OWNER and new_role != Role.OWNER and member.active:
+        _check_other_active_owner(session, actor.workspace_id, user_id)
+    member.membership.role = new_role
+    session.flush()
+    return member
+
+
+def do_deactivate_member(session: Session, actor: Actor, user_id: int) -> Member:
+    """The member can no longer sign in to this workspace; their browsers there are signed out."""
+    from tertulia.users.sessions import do_sign_out_of_workspace
+
+    member = access_member(session, actor, user_id)
+    if actor.user_id == user_id:
+        raise PermissionDenied("You cannot deactivate yourself; ask another owner or manager.")
+    if member.role == Role.OWNER:
+        actor.require_owner("Only an owner may deactivate an owner.")
+        if member.active:
+            _check_other_active_owner(session, actor.workspace_id, user_id)
+    member.membership.active = False
+    do_sign_out_of_workspace(session, user_id, actor.workspace_id)
+    session.flush()
+    return member
+
+
+def do_reactivate_member(session: Session, actor: Actor, user_id: int) -> Member:
+    member = access_member(session, actor, user_id)
+    if member.role == Role.OWNER:
+        actor.require_owner("Only an owner may reactivate an owner.")
+    member.membership.active = True
+    session.flush()
+    return member
+
+
+# ----- profile and activity status ----------------------------------------------------------
+
+
+def do_update_profile(
+    session: Session,
+    user: User,
+    *,
+    first_name: str,
+    last_name: str,
+    language: str | None,
+    timezone: str | None,
+    avatar_url: str | None,
+) -> User:
+    """Validate every field (all problems reported at once), then save."""
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    checks: dict[str, Callable[[], Any]] = {
+        "first_name": lambda: clean_person_name(first_name, "first_name"),
+        "last_name": lambda: clean_person_name(last_name, "last_name"),
+        "language": lambda: _check_profile_language(language),
+        "timezone": lambda: check_timezone(timezone.strip()) if timezone and timezone.strip() else None,
+        "avatar_url": lambda: _check_avatar_url(avatar_url),
+    }
+    for name, check in checks.items():
+        try:
+            values[name] = check()
+        except ValidationFailed as exc:
+            errors.update(exc.details)
+    if errors:
+        raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in errors.items()), details=errors)
+    for name, value in values.items():
+        setattr(user, name, value)
+    session.flush()
+    return user
+
+
+def _check_profile_language(value: str | None) -> str | None:
+    code = (value or "").strip().lower()
+    if not code:
+        return None
+    if code not in PROFILE_LANGUAGES:
+        raise ValidationFailed.field("language", f"must be one of {', '.join(PROFILE_LANGUAGES)}")
+    return code
+
+
+def _check_avatar_url(value: str | None) -> str | None:
+    cleaned = (value or "").strip()
+    if not cleaned:
+        return None
+    parsed = urlsplit(cleaned)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname or len(cleaned) > 1000:
+        raise ValidationFailed.field("avatar_url", "must be an http(s) URL of at most 1000 characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in cleaned):
+        raise ValidationFailed.field("avatar_url", "must not contain spaces or control characters")
+    return cleaned
+
+
+def do_set_activity_status(session: Session, user: User, status: ActivityStatus | str) -> User:
+    try:
+        user.activity_status = ActivityStatus(str(status))
+    except ValueError as exc:
+        allowed = ", ".join(s.value for s in ActivityStatus)
+        raise ValidationFailed.field("status", f"must be one of {allowed}") from exc
+    session.flush()
+    return user

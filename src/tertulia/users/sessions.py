@@ -54,15 +54,15 @@ def _throttle_keys(email: str, client_ip: str | None) -> list[str]:
 
 def check_not_throttled(session: Session, email: str, client_ip: str | None) -> None:
     now = utcnow()
-    for row in session.scalars(
-        select(LoginThrottle).where(LoginThrottle.key.in_(_throttle_keys(email, client_ip)))
-    ):
+    for row in session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(_throttle_keys(email, client_ip)))):
         if row.locked_until is not None and row.locked_until > now:
             seconds = int((row.locked_until - now).total_seconds()) + 1
             raise RateLimited("Too many failed sign-in attempts. Try again later.", retry_after=seconds)
 
 
-def _record_failure(session: Session, email: str, client_ip: str | None) -> None:
+def record_sign_in_failure(session: Session, email: str, client_ip: str | None) -> None:
+    """Count one failed password check. Raising afterwards rolls this back, so callers that
+    report the failure (render the form again) must let the transaction commit."""
     settings = get_settings()
     now = utcnow()
     window = timedelta(seconds=settings.login_lockout_seconds)
@@ -79,7 +79,7 @@ def _record_failure(session: Session, email: str, client_ip: str | None) -> None
     session.flush()
 
 
-def _clear_failures(session: Session, email: str) -> None:
+def clear_sign_in_failures(session: Session, email: str) -> None:
     session.execute(delete(LoginThrottle).where(LoginThrottle.key == f"email:{email.strip().lower()}"))
 
 
@@ -96,18 +96,22 @@ def memberships_of(session: Session, user_id: int) -> list[Membership]:
 def do_sign_in(
     session: Session, email: str, password: str, *, client_ip: str | None, workspace_id: int | None = None
 ) -> SignedIn:
-    """Raises RateLimited while throttled, Unauthorized on a bad email/password (same message for both)."""
+    """Raises RateLimited while throttled, Unauthorized on a bad email/password (same message for both).
+
+    The failure is counted in `session` before Unauthorized is raised: the caller must catch it and
+    still commit (as the sign-in page does when it shows the form again), or throttling never starts.
+    """
     check_not_throttled(session, email, client_ip)
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     if not verify_password(user.password_hash if user else None, password) or user is None:
-        _record_failure(session, email, client_ip)
+        record_sign_in_failure(session, email, client_ip)
         raise Unauthorized("Wrong email or password.", details={"email": "wrong email or password"})
     memberships = memberships_of(session, user.id)
     if workspace_id is not None:
         memberships = [m for m in memberships if m.workspace_id == workspace_id]
     if not memberships:
         raise Unauthorized("This account has no active workspace.", code="no_workspace")
-    _clear_failures(session, email)
+    clear_sign_in_failures(session, email)
     return _open_session(session, user, memberships[0].workspace_id)
 
 
@@ -162,3 +166,8 @@ def do_sign_out(session: Session, token: str | None) -> None:
 def do_sign_out_everywhere(session: Session, user_id: int) -> None:
     """After a password change or reset: every other browser must sign in again."""
     session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+
+
+def do_sign_out_of_workspace(session: Session, user_id: int, workspace_id: int) -> None:
+    """When a membership is deactivated: that user's browsers in that workspace are signed out."""
+    session.execute(delete(WebSession).where(WebSession.user_id == user_id, WebSession.workspace_id == workspace_id))

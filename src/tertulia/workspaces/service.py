@@ -1,5 +1,6 @@
 """Workspaces: creation (with its owner) and general settings."""
 
+from collections.abc import Callable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pycountry
@@ -8,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
 from tertulia.kit.text import fold
+from tertulia.users.permissions import Actor, Permission
 from tertulia.workspaces.models import Workspace
 
 SUPPORTED_LANGUAGES = ("en", "es")
@@ -66,6 +68,45 @@ def do_create_workspace(
         default_language=check_language(default_language, "default_language"),
     )
     session.add(workspace)
+    session.flush()
+    return workspace
+
+
+def do_update_workspace(
+    session: Session,
+    actor: Actor,
+    *,
+    name: str,
+    default_country: str | None,
+    timezone: str,
+    default_language: str,
+) -> Workspace:
+    """General settings; every value is checked before any is changed."""
+    actor.require(Permission.MANAGE_WORKSPACE)
+    workspace = get_workspace(session, actor.workspace_id)
+    errors: dict[str, str] = {}
+    checked: dict[str, str | None] = {}
+    checks: tuple[tuple[str, Callable[[], str | None]], ...] = (
+        ("name", lambda: check_workspace_name(session, name, exclude_id=workspace.id)),
+        ("default_country", lambda: check_country(default_country, "default_country") if default_country else None),
+        ("timezone", lambda: check_timezone(timezone)),
+        ("default_language", lambda: check_language(default_language, "default_language")),
+    )
+    for field_name, check in checks:
+        try:
+            checked[field_name] = check()
+        except (ValidationFailed, Conflict) as exc:
+            details = exc.details if isinstance(exc.details, dict) else {}
+            errors[field_name] = str(details.get(field_name) or details.get("name") or exc.message)
+    if errors:
+        raise ValidationFailed("The workspace settings are not valid.", details=errors)
+    if checked["default_language"] not in SUPPORTED_LANGUAGES:
+        raise ValidationFailed.field("default_language", f"must be one of {', '.join(SUPPORTED_LANGUAGES)}")
+    workspace.name = str(checked["name"])
+    workspace.name_key = fold(workspace.name)
+    workspace.default_country = checked["default_country"]
+    workspace.timezone = str(checked["timezone"])
+    workspace.default_language = str(checked["default_language"])
     session.flush()
     return workspace
 

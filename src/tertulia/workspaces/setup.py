@@ -6,6 +6,7 @@ from sqlalchemy.orm import Session
 
 from tertulia.kit.errors import PermissionDenied
 from tertulia.kit.security import verify_password
+from tertulia.segments.service import do_create_default_segments
 from tertulia.users.models import Role, User
 from tertulia.users.service import do_add_member, do_create_user, get_user_by_email
 from tertulia.workspaces.models import Workspace
@@ -39,4 +40,5 @@ def do_create_workspace_with_owner(
     elif not verify_password(owner.password_hash, owner_password):
         raise PermissionDenied("A user with this email exists and the password does not match.")
     do_add_member(session, workspace.id, owner.id, Role.OWNER)
+    do_create_default_segments(session, workspace.id)
     return NewWorkspace(workspace=workspace, owner=owner)

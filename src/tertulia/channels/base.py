@@ -1,0 +1,182 @@
+"""The channel adapter protocol: one adapter per provider type, the same five duties for all.
+
+1. `verify_webhook`: authenticate a provider callback over the raw bytes (Meta's
+   X-Hub-Signature-256, Telegram's secret-token header, Twilio's URL signature, ...) and answer a
+   subscription handshake (Meta's hub.challenge) when there is one.
+2. `parse_webhook`: turn the callback into normalised `InboundMessage`s (each with the provider's
+   message id, used for dedupe) and `StatusUpdate`s (sent/delivered/read/failed + reason).
+3. `send`: deliver one `OutboundMessage`; returns the provider's message id, or raises
+   `TransientError` (retry with backoff: throttling, 5xx, timeouts) or `PermanentError` (record the
+   provider's reason: blocked, not on WhatsApp, outside the 24-hour window, ...). `idempotency_key`
+   is our message id: send it to providers that accept one; the others rely on our outbox never
+   calling `send` again once the provider id is recorded.
+4. `rules`: what the composer and the outbox must enforce before calling `send` (reply window,
+   templates outside it, text length, receipts).
+5. `public_config`: what may be shown to the agent UI or embedded in a public page;
+   `clean_config`: validate a manager's settings and fill generated secrets;
+   `owns_identity`: whether a contact identity of this type belongs to this very channel (two
+   WhatsApp numbers, or two web-chat widgets, each know their own customers).
+
+Provider callbacks arrive at `/webhooks/{channel key}` (channels/api.py) and go through
+`verify_webhook` then `parse_webhook`. Not implemented yet: the WhatsApp, Messenger, Instagram,
+Telegram, email and SMS adapters themselves (see ../shared/reference/channels.md for their wire
+formats); web chat (channels/webchat.py) is the first adapter.
+
+Adapters never touch the database: the conversations service and the outbox task do.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Protocol
+
+from tertulia.channels.models import Channel
+from tertulia.conversations.models import DeliveryStatus, MessageType
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    method: str
+    url: str
+    headers: Mapping[str, str]  # lower-cased names
+    query: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """One customer message. `sender_id` is the customer's id on the channel (phone, PSID, chat id)."""
+
+    sender_id: str
+    provider_message_id: str | None
+    type: MessageType = MessageType.TEXT
+    text: str | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    payload: dict[str, Any] = field(default_factory=dict)
+    display_name: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    sent_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class StatusUpdate:
+    provider_message_id: str
+    status: DeliveryStatus
+    reason: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ParsedWebhook:
+    messages: list[InboundMessage] = field(default_factory=list)
+    statuses: list[StatusUpdate] = field(default_factory=list)
+    # For handshakes (Meta's hub.challenge): the exact body to answer with.
+    reply: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    message_id: int
+    idempotency_key: str
+    recipient_id: str
+    type: MessageType
+    text: str | None
+    attachments: list[dict[str, Any]]
+    payload: dict[str, Any]
+    reply_to_provider_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SendResult:
+    provider_message_id: str
+    # Channels without receipts (Telegram, web chat) report their final state here.
+    status: DeliveryStatus = DeliveryStatus.SENT
+
+
+@dataclass(frozen=True)
+class ChannelRules:
+    # Free-form replies allowed only this long after the customer's last message (WhatsApp,
+    # Messenger, Instagram: 24 h); None = always.
+    reply_window: timedelta | None = None
+    # Outside the window, only pre-approved templates may be sent (WhatsApp).
+    templates_outside_window: bool = False
+    max_text_length: int = 4096
+    delivery_receipts: bool = False
+    message_types: frozenset[MessageType] = frozenset(
+        {MessageType.TEXT, MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
+    )
+
+
+class ChannelError(Exception):
+    def __init__(self, reason: str, *, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+class TransientError(ChannelError):
+    """Worth retrying: throttled, provider 5xx, network trouble."""
+
+    def __init__(self, reason: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(reason, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentError(ChannelError):
+    """Retrying cannot help; the message is failed with this reason."""
+
+
+class WebhookRejected(ChannelError):
+    """A callback that fails authentication (wrong signature or secret token)."""
+
+
+class ChannelAdapter(Protocol):
+    type: ClassVar[str]
+    rules: ClassVar[ChannelRules]
+
+    def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None: ...
+
+    def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook: ...
+
+    def send(self, channel: Channel, message: OutboundMessage) -> SendResult: ...
+
+    def public_config(self, channel: Channel) -> dict[str, Any]: ...
+
+    def clean_config(
+        self, config: dict[str, Any], secrets: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]: ...
+
+    def owns_identity(self, channel: Channel, external_id: str) -> bool:
+        """Whether a contact identity of this channel's type belongs to this very channel."""
+        ...
+
+
+def window_open(rules: ChannelRules, last_incoming_at: datetime | None, now: datetime) -> bool:
+    """Whether a free-form message may be sent now; our own outgoing messages never extend it."""
+    if rules.reply_window is None:
+        return True
+    return last_incoming_at is not None and now - last_incoming_at < rules.reply_window
+
+
+_ADAPTERS: dict[str, ChannelAdapter] = {}
+
+
+def register(adapter: ChannelAdapter) -> ChannelAdapter:
+    _ADAPTERS[adapter.type] = adapter
+    return adapter
+
+
+def get_adapter(channel_type: str) -> ChannelAdapter:
+    from tertulia.channels import webchat  # noqa: F401  (registers itself)
+
+    adapter = _ADAPTERS.get(channel_type)
+    if adapter is None:
+        raise LookupError(f"no adapter for channel type {channel_type!r}")
+    return adapter
+
+
+def registered_types() -> list[str]:
+    return sorted(_ADAPTERS)

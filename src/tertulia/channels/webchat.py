@@ -1,0 +1,526 @@
+"""The web-chat channel, server side: the adapter, and the public endpoints the widget calls.
+
+Public endpoints (no cookies; CORS only for the channel's allowed origins):
+
+    GET  /widget/{key}/config      theme (colour, greeting, position, avatars), ask_name/ask_email,
+                                   identity_verification
+    POST /widget/{key}/session     {"token"?, "user_id"?, "user_hash"?, "name"?, "email"?}
+                                   -> {"token", "expires_at"}. Keep the token in localStorage and
+                                   send it back as `Authorization: Bearer <token>`. With identity
+                                   verification, `user_hash` = hex HMAC-SHA256(identity_secret,
+                                   user_id) computed by the site's server; a verified user keeps the
+                                   same contact on every device.
+    GET  /widget/{key}/messages    ?before_id=&limit= -> {"items": [...oldest first], "next_before_id"}
+    POST /widget/{key}/messages    {"text", "client_msg_id"} -> the message; `client_msg_id` (a UUID
+                                   made by the widget) makes a resend after a timeout harmless.
+    WS   /widget/ws?key=&token=    server frames {"type": "message.created", "message": {...}} for
+                                   agent replies (and the visitor's own messages from other tabs).
+
+Agents' internal comments and system lines never reach the visitor.
+"""
+
+import base64
+import functools
+import hashlib
+import hmac
+import inspect
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, TypeVar
+from urllib.parse import urlsplit
+
+import anyio
+from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tertulia.channels.base import (
+    ChannelRules,
+    InboundMessage,
+    OutboundMessage,
+    ParsedWebhook,
+    SendResult,
+    WebhookRejected,
+    WebhookRequest,
+    register,
+)
+from tertulia.channels.http import JsonErrorRoute
+from tertulia.channels.models import Channel
+from tertulia.contacts.fields import clean_email
+from tertulia.contacts.models import ContactIdentity
+from tertulia.kit import realtime
+from tertulia.kit.db import Database
+from tertulia.kit.errors import (
+    DomainError,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+    Unauthorized,
+    ValidationFailed,
+)
+from tertulia.kit.settings import get_settings
+
+TYPE = "webchat"
+T = TypeVar("T")
+HEX_COLOUR = "#"
+POSITIONS = ("right", "left")
+MAX_ORIGINS = 50
+
+
+def _clean_origin(value: Any, index: int) -> str:
+    if value == "*":
+        return "*"
+    if not isinstance(value, str):
+        raise ValidationFailed.field(f"allowed_origins[{index}]", "must be an origin like https://example.com")
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+        raise ValidationFailed.field(f"allowed_origins[{index}]", "must be an origin like https://example.com")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
+class WebchatAdapter:
+    type: ClassVar[str] = TYPE
+    # The visitor's socket gets the reply as soon as it commits; there is no provider to fail.
+    rules: ClassVar[ChannelRules] = ChannelRules(reply_window=None, max_text_length=10_000)
+
+    def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
+        raise WebhookRejected("web chat has no provider webhooks")
+
+    def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
+        raise WebhookRejected("web chat has no provider webhooks")
+
+    def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
+        return SendResult(provider_message_id=f"webchat:{message.message_id}")
+
+    def public_config(self, channel: Channel) -> dict[str, Any]:
+        config = channel.config or {}
+        return {
+            "name": channel.name,
+            "theme": config.get("theme", {}),
+            "ask_name": bool(config.get("ask_name")),
+            "ask_email": bool(config.get("ask_email")),
+            "identity_verification": bool(config.get("identity_verification")),
+        }
+
+    def clean_config(self, config: dict[str, Any], secrets_: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        origins = config.get("allowed_origins") or []
+        if not isinstance(origins, list) or len(origins) > MAX_ORIGINS:
+            raise ValidationFailed.field("config.allowed_origins", f"must be a list of at most {MAX_ORIGINS} origins")
+        theme_in = config.get("theme") or {}
+        if not isinstance(theme_in, dict):
+            raise ValidationFailed.field("config.theme", "must be an object")
+        colour = str(theme_in.get("color", "#2563eb"))
+        if (
+            len(colour) != 7
+            or not colour.startswith(HEX_COLOUR)
+            or any(c not in "0123456789abcdefABCDEF" for c in colour[1:])
+        ):
+            raise ValidationFailed.field("config.theme.color", "must be a colour like #2563eb")
+        position = str(theme_in.get("position", "right"))
+        if position not in POSITIONS:
+            raise ValidationFailed.field("config.theme.position", "must be right or left")
+        greeting = str(theme_in.get("greeting", ""))[:500]
+        avatars = theme_in.get("avatars") or []
+        if not isinstance(avatars, list) or not all(isinstance(a, str) and a.startswith("https://") for a in avatars):
+            raise ValidationFailed.field("config.theme.avatars", "must be a list of https:// image URLs")
+        cleaned = {
+            "allowed_origins": sorted({_clean_origin(o, i) for i, o in enumerate(origins)}),
+            "theme": {"color": colour.lower(), "position": position, "greeting": greeting, "avatars": avatars[:5]},
+            "ask_name": bool(config.get("ask_name", False)),
+            "ask_email": bool(config.get("ask_email", False)),
+            "identity_verification": bool(config.get("identity_verification", False)),
+        }
+        kept = dict(secrets_)
+        kept.setdefault("identity_secret", secrets.token_urlsafe(32))
+        return cleaned, kept
+
+    def owns_identity(self, channel: Channel, external_id: str) -> bool:
+        return external_id.startswith(f"{channel.id}:")
+
+
+adapter = register(WebchatAdapter())
+
+
+# ----- visitor tokens and identity verification ----------------------------------------------
+
+
+def _signing_key() -> bytes:
+    root = get_settings().resolved_secret_key().encode()
+    return hmac.new(root, b"webchat-visitor-token", hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Visitor:
+    channel_id: int
+    external_id: str  # "<channel id>:v:<random>" or "<channel id>:u:<site user id>"
+    name: str | None
+    email: str | None
+    expires_at: int
+
+
+def issue_token(visitor: Visitor) -> str:
+    claims = {"ch": visitor.channel_id, "sub": visitor.external_id, "exp": visitor.expires_at}
+    if visitor.name:
+        claims["name"] = visitor.name
+    if visitor.email:
+        claims["email"] = visitor.email
+    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
+    signature = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
+    return f"{body}.{signature}"
+
+
+def read_token(token: str | None, channel: Channel) -> Visitor:
+    if not token or token.count(".") != 1:
+        raise Unauthorized("Missing or malformed visitor token.")
+    body, signature = token.split(".")
+    expected = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
+    if not hmac.compare_digest(signature, expected):
+        raise Unauthorized("Invalid visitor token.")
+    try:
+        claims = json.loads(_unb64(body))
+    except ValueError as exc:
+        raise Unauthorized("Invalid visitor token.") from exc
+    if claims.get("ch") != channel.id or not str(claims.get("sub", "")).startswith(f"{channel.id}:"):
+        raise Unauthorized("This token belongs to another widget.")
+    if int(claims.get("exp", 0)) < time.time():
+        raise Unauthorized("The visitor token has expired.", code="token_expired")
+    return Visitor(channel.id, str(claims["sub"]), claims.get("name"), claims.get("email"), int(claims["exp"]))
+
+
+def user_hash(channel: Channel, user_id: str) -> str:
+    secret = str((channel.secrets or {}).get("identity_secret", ""))
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+# ----- CORS -----------------------------------------------------------------------------------
+
+
+def check_origin(channel: Channel, origin: str | None) -> str | None:
+    """The origin to echo in CORS headers; None when the request has no Origin (not a browser
+    cross-origin call). A browser on a site not in the list is refused."""
+    if origin is None:
+        return None
+    allowed = (channel.config or {}).get("allowed_origins") or []
+    if "*" in allowed or origin.lower() in allowed:
+        return origin
+    raise PermissionDenied("This site may not embed this chat widget.", code="origin_not_allowed")
+
+
+class WidgetCorsMiddleware:
+    """Adds CORS headers to /widget responses, errors included, once the route has approved the origin."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith("/widget/"):
+            await self.app(scope, receive, send)
+            return
+        state = scope.setdefault("state", {})
+
+        async def send_with_cors(message: Message) -> None:
+            origin = state.get("cors_origin")
+            if message["type"] == "http.response.start" and origin:
+                headers = list(message.get("headers", []))
+                headers.append((b"access-control-allow-origin", origin.encode("latin-1")))
+                headers.append((b"vary", b"Origin"))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)
+
+
+# ----- endpoints ------------------------------------------------------------------------------
+
+router = APIRouter(prefix="/widget", tags=["web chat widget"], route_class=JsonErrorRoute)
+
+
+class SessionBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str | None = None
+    user_id: str | None = Field(default=None, max_length=200)
+    user_hash: str | None = Field(default=None, max_length=128)
+    name: str | None = Field(default=None, max_length=200)
+    email: str | None = Field(default=None, max_length=254)
+
+
+class SendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(min_length=1, max_length=10_000)
+    client_msg_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+
+
+def _own_transaction(*, write: bool) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Run the endpoint's unit of work inside its own thread call, committing before it returns.
+
+    The `session` parameter is filled here instead of by a yield dependency: with the commit in a
+    separate threadpool step, a burst of visitors could fill the pool with requests all waiting on
+    SQLite's write lock while the holder waited for its turn to commit.
+    """
+
+    def decorate(endpoint: Callable[..., T]) -> Callable[..., T]:
+        signature = inspect.signature(endpoint)
+        public = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "session"])
+
+        @functools.wraps(endpoint)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            request: Request = kwargs["request"]
+            database: Database = request.app.state.db
+            with database.transaction(write=write) as session:
+                return endpoint(*args, session=session, **kwargs)
+
+        wrapper.__signature__ = public  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
+
+
+def _channel(session: Session, key: str) -> Channel:
+    channel = session.scalar(select(Channel).where(Channel.key == key, Channel.type == TYPE, Channel.active.is_(True)))
+    if channel is None:
+        raise NotFound("No such chat widget.")
+    return channel
+
+
+def _approve(request: Request, channel: Channel) -> None:
+    origin = check_origin(channel, request.headers.get("origin"))
+    if origin:
+        request.state.cors_origin = origin
+
+
+def _throttle(request: Request, key: str, limit: int) -> None:
+    retry_after = request.app.state.rate_limiter.hit(f"widget:{key}", limit, 60)
+    if retry_after:
+        raise RateLimited("Too many messages; wait a moment.", retry_after=retry_after)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def visitor_message(message: Any) -> dict[str, Any]:
+    return {
+        "id": message["id"] if isinstance(message, dict) else message.id,
+        **(
+            {k: message[k] for k in ("direction", "type", "text", "attachments", "created_at")}
+            if isinstance(message, dict)
+            else {
+                "direction": message.direction.value,
+                "type": message.type.value,
+                "text": message.text,
+                "attachments": message.attachments or [],
+                "created_at": message.created_at.isoformat(),
+            }
+        ),
+    }
+
+
+@router.options("/{key}/{rest:path}", include_in_schema=False)
+@_own_transaction(write=False)
+def preflight(
+    key: str,
+    rest: str,  # noqa: ARG001 (the path is whatever the widget will call)
+    request: Request,
+    session: Session,
+) -> Response:
+    channel = _channel(session, key)
+    _approve(request, channel)
+    return Response(
+        status_code=204,
+        headers={
+            "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Max-Age": "600",
+        },
+    )
+
+
+@router.get("/{key}/config")
+@_own_transaction(write=False)
+def widget_config(key: str, request: Request, session: Session) -> dict[str, Any]:
+    channel = _channel(session, key)
+    _approve(request, channel)
+    return adapter.public_config(channel)
+
+
+@router.post("/{key}/session")
+@_own_transaction(write=True)
+def widget_session(key: str, body: SessionBody, request: Request, session: Session) -> dict[str, Any]:
+    channel = _channel(session, key)
+    _approve(request, channel)
+    settings = request.app.state.settings
+    client_ip = request.client.host if request.client else "unknown"
+    _throttle(request, f"session:{channel.id}:{client_ip}", settings.widget_sessions_per_minute)
+    name = " ".join((body.name or "").split()) or None
+    email = clean_email(body.email, "email") if body.email else None
+    previous: Visitor | None = None
+    if body.token:
+        try:
+            previous = read_token(body.token, channel)
+        except Unauthorized:
+            previous = None  # an expired or foreign token just starts a fresh visitor
+    if body.user_id is not None:
+        if not body.user_hash or not hmac.compare_digest(body.user_hash.lower(), user_hash(channel, body.user_id)):
+            raise Unauthorized("Identity verification failed.", details={"user_hash": "does not match user_id"})
+        external_id = f"{channel.id}:u:{body.user_id}"
+    elif previous is not None:
+        external_id = previous.external_id
+    else:
+        external_id = f"{channel.id}:v:{secrets.token_urlsafe(16)}"
+    expires = int(time.time()) + settings.widget_token_days * 86400
+    visitor = Visitor(
+        channel.id,
+        external_id,
+        name or (previous.name if previous else None),
+        email or (previous.email if previous else None),
+        expires,
+    )
+    return {"token": issue_token(visitor), "expires_at": expires}
+
+
+def _contact_id(session: Session, channel: Channel, visitor: Visitor) -> int | None:
+    result: int | None = session.scalar(
+        select(ContactIdentity.contact_id).where(
+            ContactIdentity.workspace_id == channel.workspace_id,
+            ContactIdentity.channel == TYPE,
+            ContactIdentity.external_id == visitor.external_id,
+        )
+    )
+    return result
+
+
+@router.get("/{key}/messages")
+@_own_transaction(write=False)
+def widget_history(
+    key: str,
+    request: Request,
+    session: Session,
+    before_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> dict[str, Any]:
+    from tertulia.conversations.models import Direction
+    from tertulia.conversations.models import Message as MessageRow
+
+    channel = _channel(session, key)
+    _approve(request, channel)
+    visitor = read_token(_bearer(request), channel)
+    contact_id = _contact_id(session, channel, visitor)
+    if contact_id is None:
+        return {"items": [], "next_before_id": None}
+    query = select(MessageRow).where(
+        MessageRow.workspace_id == channel.workspace_id,
+        MessageRow.contact_id == contact_id,
+        MessageRow.channel_id == channel.id,
+        MessageRow.direction.in_([Direction.INCOMING, Direction.OUTGOING]),
+    )
+    if before_id is not None:
+        query = query.where(MessageRow.id < before_id)
+    rows = list(session.scalars(query.order_by(MessageRow.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [visitor_message(m) for m in reversed(rows)],
+        "next_before_id": rows[-1].id if more and rows else None,
+    }
+
+
+@router.post("/{key}/messages", status_code=201)
+@_own_transaction(write=True)
+def widget_send(key: str, body: SendBody, request: Request, session: Session) -> dict[str, Any]:
+    from tertulia.conversations.service import do_receive
+
+    channel = _channel(session, key)
+    _approve(request, channel)
+    visitor = read_token(_bearer(request), channel)
+    _throttle(request, f"message:{visitor.external_id}", request.app.state.settings.widget_messages_per_minute)
+    first, _, last = (visitor.name or "").partition(" ")
+    received = do_receive(
+        session,
+        channel,
+        InboundMessage(
+            sender_id=visitor.external_id,
+            # Scoped by visitor: another visitor reusing the same client id is a different message.
+            provider_message_id=f"{visitor.external_id}:{body.client_msg_id}"[:200],
+            text=body.text,
+            display_name=visitor.name,
+            first_name=first or None,
+            last_name=last or None,
+            email=visitor.email,
+            payload={"origin": request.headers.get("origin")} if request.headers.get("origin") else {},
+        ),
+    )
+    return {**visitor_message(received.message), "duplicate": received.duplicate}
+
+
+@router.websocket("/ws")
+async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
+    db: Database = websocket.app.state.db
+
+    def authenticate() -> tuple[Channel, Visitor, int | None]:
+        with db.transaction(write=False) as session:
+            channel = _channel(session, key)
+            check_origin(channel, websocket.headers.get("origin"))
+            visitor = read_token(token, channel)
+            return channel, visitor, _contact_id(session, channel, visitor)
+
+    try:
+        channel, visitor, contact_id = await anyio.to_thread.run_sync(authenticate)
+    except DomainError as exc:
+        await websocket.close(code=4403 if isinstance(exc, PermissionDenied) else 4401, reason=exc.code)
+        return
+
+    await websocket.accept()
+    hub = realtime.get_hub()
+    with hub.subscribe(channel.workspace_id) as subscription:
+        async with anyio.create_task_group() as group:
+
+            async def drain_client() -> None:
+                try:
+                    while True:
+                        await websocket.receive_text()
+                except WebSocketDisconnect:
+                    group.cancel_scope.cancel()
+
+            group.start_soon(drain_client)
+            while True:
+                event = await subscription.get()
+                if event.get("type") == "overflow":
+                    await websocket.close(code=1013, reason="overflow")
+                    group.cancel_scope.cancel()
+                    return
+                if contact_id is None and event.get("sender_external_id") == visitor.external_id:
+                    # The visitor's first message created their contact just now.
+                    contact_id = event.get("contact_id")
+                if not event.get("visitor") or contact_id is None or event.get("contact_id") != contact_id:
+                    continue
+                message = (event.get("data") or {}).get("message") or {}
+                if message.get("direction") not in ("incoming", "outgoing") or message.get("channel_id") != channel.id:
+                    continue
+                try:
+                    await websocket.send_json({"type": "message.created", "message": visitor_message(message)})
+                except (WebSocketDisconnect, RuntimeError):
+                    group.cancel_scope.cancel()
+                    return
+
+
+def install(app: FastAPI) -> None:
+    app.add_middleware(WidgetCorsMiddleware)
+    app.include_router(router)
+
+
+__all__ = ["adapter", "install", "issue_token", "read_token", "router", "user_hash"]

@@ -1,0 +1,599 @@
+"""JSON endpoints of the inbox (for the inbox UI with the session cookie + X-CSRF-Token, and for
+integrations with a bearer API token).
+
+Conversations
+    GET  /api/v1/conversations?view=mine|unassigned|all|team&team_id=&status=open|closed|all
+         &contact=<identifier>&search=<name, email or phone>&cursor=&limit=
+         latest message first, keyset pages; each item has the contact's name and `unread`
+    GET  /api/v1/conversations/{id}
+    GET  /api/v1/conversations/{id}/messages?before_id=&limit=   newest page first; items oldest
+         first; `next_before_id` pages upwards (infinite scroll)
+    POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?}
+    POST /api/v1/conversations/{id}/comments   {"text","mentions":[user ids]}
+    POST /api/v1/conversations/{id}/assign     {"user_id"|null,"team_id"|null}
+    POST /api/v1/conversations/{id}/close      {"category_id","summary"}
+    POST /api/v1/conversations/{id}/reopen
+    POST /api/v1/conversations/{id}/bot        {"paused": bool}
+    POST /api/v1/conversations/{id}/read       {"message_id"?}
+    POST /api/v1/conversations/{id}/typing     (realtime only)
+Contacts' messages (REST API v1)
+    POST /api/v1/contacts/{identifier}/messages  {"channel_id","message":{"type","text","attachments"}}
+         -> {"id","status","conversation_id"}
+    GET  /api/v1/contacts/{identifier}/messages?before_id=&limit=
+Settings
+    GET/POST /api/v1/snippets, PATCH/DELETE /api/v1/snippets/{id},
+    POST /api/v1/snippets/{id}/render {"conversation_id"} -> {"text"} (variables filled in)
+    GET/POST /api/v1/closing-categories, PATCH/DELETE /api/v1/closing-categories/{id}
+    GET/POST /api/v1/channels, GET/PATCH /api/v1/channels/{id}  (web-chat widget settings; the
+         widget's `key`, and `identity_secret` for HMAC identity verification, shown to managers)
+Files
+    POST /api/v1/files (multipart `file`, optional `conversation_id`), GET /api/v1/files (library),
+    GET  /api/v1/files/{id} (download; a file sent in a conversation only to those who may see it)
+Realtime: WebSocket /ws (see conversations/ws.py).
+"""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from tertulia.channels import service as channels_service
+from tertulia.channels.base import get_adapter
+from tertulia.channels.models import Channel
+from tertulia.contacts import repository as contacts_repo
+from tertulia.contacts.models import Contact
+from tertulia.contacts.service import access_contact
+from tertulia.conversations import events, service
+from tertulia.conversations import repository as repo
+from tertulia.conversations.auth import InboxActor
+from tertulia.conversations.models import ConversationStatus, MessageType, StoredFile
+from tertulia.kit import realtime, storage
+from tertulia.kit.errors import NotFound, ValidationFailed
+from tertulia.kit.http import DbSession
+from tertulia.kit.pagination import decode_cursor, encode_cursor
+from tertulia.kit.settings import get_settings
+from tertulia.users.permissions import Actor, Permission
+
+router = APIRouter(prefix="/api/v1", tags=["conversations"])
+
+
+class MessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: MessageType = MessageType.TEXT
+    text: str | None = Field(default=None, max_length=20_000)
+    attachments: list[int] = Field(default_factory=list, max_length=10)
+
+
+class ReplyBody(MessageBody):
+    channel_id: int | None = None
+
+
+class ContactMessageBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel_id: int
+    message: MessageBody
+
+
+class CommentBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    text: str = Field(max_length=20_000)
+    mentions: list[int] = Field(default_factory=list, max_length=50)
+
+
+class AssignBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: int | None = None
+    team_id: int | None = None
+
+
+class CloseBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    category_id: int | None = None
+    summary: str | None = Field(default=None, max_length=5_000)
+
+
+class BotBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    paused: bool
+
+
+class ReadBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    message_id: int | None = None
+
+
+class SnippetBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shortcut: str = Field(max_length=65)
+    text: str = Field(default="", max_length=20_000)
+    file_id: int | None = None
+
+
+class SnippetPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shortcut: str | None = Field(default=None, max_length=65)
+    text: str | None = Field(default=None, max_length=20_000)
+    file_id: int | None = None
+    clear_file: bool = False
+
+
+class RenderBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    conversation_id: int
+
+
+class CategoryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=200)
+    position: int | None = None
+
+
+class CategoryPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(default=None, max_length=200)
+    position: int | None = None
+
+
+class ChannelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(max_length=32)
+    name: str = Field(max_length=200)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChannelPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any]
+
+
+# ----- helpers ------------------------------------------------------------------------------
+
+
+def _contacts_summary(session: DbSession, workspace_id: int, contact_ids: list[int]) -> dict[int, dict[str, Any]]:
+    if not contact_ids:
+        return {}
+    rows = session.scalars(select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(contact_ids)))
+    return {
+        c.id: {"id": c.id, "name": c.full_name or c.email or c.phone or f"#{c.id}", "avatar_url": c.avatar_url}
+        for c in rows
+    }
+
+
+def _conversation_cursor(cursor: str | None) -> tuple[datetime, int] | None:
+    decoded = decode_cursor(cursor)
+    if decoded is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(decoded["t"])), int(decoded["id"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ValidationFailed.field("cursor", "not a valid cursor") from exc
+
+
+# ----- conversations ------------------------------------------------------------------------
+
+
+@router.get("/conversations")
+def list_conversations(
+    session: DbSession,
+    actor: InboxActor,
+    view: Literal["mine", "unassigned", "all", "team"] = "all",
+    status: Literal["open", "closed", "all"] = "open",
+    team_id: int | None = None,
+    contact: str | None = None,
+    search: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 30,
+) -> dict[str, Any]:
+    viewer = service.viewer_for(session, actor)
+    visible = None if viewer.see_all else repo.visibility_clause(actor.user_id, sorted(viewer.team_ids))
+    if view == "mine" and actor.user_id is None:
+        raise ValidationFailed.field("view", "'mine' needs a signed-in user")
+    if view == "team" and team_id is None:
+        raise ValidationFailed.field("team_id", "is required for view=team")
+    contact_ids = None
+    if contact:
+        found = access_contact(session, actor, contact)
+        contact_ids = [found.id]
+    rows = repo.conversations_page(
+        session,
+        actor.workspace_id,
+        status=None if status == "all" else ConversationStatus(status),
+        visible=visible,
+        assignee_id=actor.user_id if view == "mine" else None,
+        unassigned=view == "unassigned",
+        team_id=team_id if view == "team" else None,
+        contact_ids=contact_ids,
+        contact_filter=contacts_repo.search_clause(search) if search else None,
+        after=_conversation_cursor(cursor),
+        limit=limit,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    unread = repo.unread_counts(session, actor.user_id, [c.id for c in rows]) if actor.user_id else {}
+    contacts = _contacts_summary(session, actor.workspace_id, list({c.contact_id for c in rows}))
+    items = [
+        {**service.conversation_dict(c), "contact": contacts.get(c.contact_id), "unread": unread.get(c.id, 0)}
+        for c in rows
+    ]
+    next_cursor = (
+        encode_cursor({"t": rows[-1].last_message_at.isoformat(), "id": rows[-1].id}) if more and rows else None
+    )
+    return {"items": items, "next_cursor": next_cursor}
+
+
+@router.get("/conversations/{conversation_id}")
+def get_conversation(session: DbSession, actor: InboxActor, conversation_id: int) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id)
+    contacts = _contacts_summary(session, actor.workspace_id, [conversation.contact_id])
+    contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
+    window: dict[str, Any] = {}
+    if conversation.channel_id is not None and contact is not None:
+        channel = session.get(Channel, conversation.channel_id)
+        if channel is not None:
+            from tertulia.channels.base import window_open
+            from tertulia.kit.clock import utcnow
+
+            rules = get_adapter(channel.type).rules
+            window = {
+                "channel_type": channel.type,
+                "reply_window_open": window_open(rules, contact.last_incoming_at, utcnow()),
+                "reply_window_seconds": rules.reply_window.total_seconds() if rules.reply_window else None,
+            }
+    return {**service.conversation_dict(conversation), "contact": contacts.get(conversation.contact_id), **window}
+
+
+@router.get("/conversations/{conversation_id}/messages")
+def conversation_messages(
+    session: DbSession,
+    actor: InboxActor,
+    conversation_id: int,
+    before_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id)
+    rows = repo.messages_page(session, [conversation.id], before_id=before_id, limit=limit)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [service.message_dict(m) for m in reversed(rows)],
+        "next_before_id": rows[-1].id if more and rows else None,
+    }
+
+
+@router.post("/conversations/{conversation_id}/messages", status_code=201)
+def reply(session: DbSession, actor: InboxActor, conversation_id: int, body: ReplyBody) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id, lock=True)
+    message = service.do_reply(
+        session,
+        actor,
+        conversation,
+        text=body.text,
+        message_type=body.type,
+        file_ids=body.attachments,
+        channel_id=body.channel_id,
+    )
+    return service.message_dict(message)
+
+
+@router.post("/conversations/{conversation_id}/comments", status_code=201)
+def comment(session: DbSession, actor: InboxActor, conversation_id: int, body: CommentBody) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id)
+    return service.message_dict(service.do_comment(session, actor, conversation, body.text, body.mentions))
+
+
+@router.post("/conversations/{conversation_id}/assign")
+def assign(session: DbSession, actor: InboxActor, conversation_id: int, body: AssignBody) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id, lock=True)
+    service.do_assign(session, actor, conversation, user_id=body.user_id, team_id=body.team_id)
+    return service.conversation_dict(conversation)
+
+
+@router.post("/conversations/{conversation_id}/close")
+def close(session: DbSession, actor: InboxActor, conversation_id: int, body: CloseBody) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id, lock=True)
+    service.do_close(session, actor, conversation, category_id=body.category_id, summary=body.summary)
+    return service.conversation_dict(conversation)
+
+
+@router.post("/conversations/{conversation_id}/reopen")
+def reopen(session: DbSession, actor: InboxActor, conversation_id: int) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id, lock=True)
+    service.do_reopen(session, actor, conversation)
+    return service.conversation_dict(conversation)
+
+
+@router.post("/conversations/{conversation_id}/bot")
+def bot(session: DbSession, actor: InboxActor, conversation_id: int, body: BotBody) -> dict[str, Any]:
+    conversation = service.access_conversation(session, actor, conversation_id, lock=True)
+    service.do_set_bot_paused(session, actor, conversation, body.paused)
+    return service.conversation_dict(conversation)
+
+
+@router.post("/conversations/{conversation_id}/read")
+def mark_read(session: DbSession, actor: InboxActor, conversation_id: int, body: ReadBody) -> dict[str, int]:
+    conversation = service.access_conversation(session, actor, conversation_id)
+    return {"last_read_message_id": service.do_mark_read(session, actor, conversation, body.message_id)}
+
+
+@router.post("/conversations/{conversation_id}/typing", status_code=204)
+def typing(session: DbSession, actor: InboxActor, conversation_id: int) -> Response:
+    conversation = service.access_conversation(session, actor, conversation_id)
+    realtime.publish(events.make_event("typing", conversation, {"user_id": actor.user_id}))
+    return Response(status_code=204)
+
+
+# ----- contacts' messages (REST API v1) -------------------------------------------------------
+
+
+@router.post("/contacts/{identifier}/messages", status_code=201, tags=["messages"])
+def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body: ContactMessageBody) -> dict[str, Any]:
+    contact = access_contact(session, actor, identifier)
+    channel = session.scalar(
+        select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == body.channel_id)
+    )
+    if channel is None:
+        raise ValidationFailed.field("channel_id", f"no channel {body.channel_id}")
+    message = service.do_send(
+        session,
+        actor,
+        contact,
+        channel,
+        text=body.message.text,
+        message_type=body.message.type,
+        file_ids=body.message.attachments,
+    )
+    return {
+        "id": message.id,
+        "status": message.status.value if message.status else None,
+        "conversation_id": message.conversation_id,
+    }
+
+
+@router.get("/contacts/{identifier}/messages", tags=["messages"])
+def contact_messages(
+    session: DbSession,
+    actor: InboxActor,
+    identifier: str,
+    before_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    contact = access_contact(session, actor, identifier)
+    viewer = service.viewer_for(session, actor)
+    if viewer.see_all:
+        rows = repo.contact_messages_page(session, actor.workspace_id, contact.id, before_id=before_id, limit=limit)
+    else:
+        from tertulia.conversations.models import Conversation
+
+        visible_ids = list(
+            session.scalars(
+                select(Conversation.id).where(
+                    Conversation.workspace_id == actor.workspace_id,
+                    Conversation.contact_id == contact.id,
+                    repo.visibility_clause(actor.user_id, sorted(viewer.team_ids)),
+                )
+            )
+        )
+        rows = repo.messages_page(session, visible_ids, before_id=before_id, limit=limit, include_internal=False)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [service.message_dict(m) for m in reversed(rows)],
+        "next_before_id": rows[-1].id if more and rows else None,
+    }
+
+
+# ----- snippets -----------------------------------------------------------------------------
+
+
+def _snippet_dict(snippet: Any) -> dict[str, Any]:
+    return {"id": snippet.id, "shortcut": snippet.shortcut, "text": snippet.text, "file_id": snippet.file_id}
+
+
+@router.get("/snippets", tags=["snippets"])
+def list_snippets(session: DbSession, actor: InboxActor) -> list[dict[str, Any]]:
+    actor.require(Permission.VIEW_CONTACTS)
+    return [_snippet_dict(s) for s in repo.snippets(session, actor.workspace_id)]
+
+
+@router.post("/snippets", status_code=201, tags=["snippets"])
+def create_snippet(session: DbSession, actor: InboxActor, body: SnippetBody) -> dict[str, Any]:
+    return _snippet_dict(service.do_create_snippet(session, actor, body.shortcut, body.text, body.file_id))
+
+
+@router.patch("/snippets/{snippet_id}", tags=["snippets"])
+def update_snippet(session: DbSession, actor: InboxActor, snippet_id: int, body: SnippetPatch) -> dict[str, Any]:
+    snippet = service.access_snippet(session, actor, snippet_id)
+    service.do_update_snippet(
+        session,
+        actor,
+        snippet,
+        shortcut=body.shortcut,
+        text=body.text,
+        file_id=body.file_id,
+        clear_file=body.clear_file,
+    )
+    return _snippet_dict(snippet)
+
+
+@router.delete("/snippets/{snippet_id}", status_code=204, tags=["snippets"])
+def delete_snippet(session: DbSession, actor: InboxActor, snippet_id: int) -> Response:
+    service.do_delete_snippet(session, actor, service.access_snippet(session, actor, snippet_id))
+    return Response(status_code=204)
+
+
+@router.post("/snippets/{snippet_id}/render", tags=["snippets"])
+def render_snippet(session: DbSession, actor: InboxActor, snippet_id: int, body: RenderBody) -> dict[str, Any]:
+    snippet = service.access_snippet(session, actor, snippet_id)
+    conversation = service.access_conversation(session, actor, body.conversation_id)
+    contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
+    assert contact is not None
+    return {"text": service.render_snippet(session, actor, snippet, contact), "file_id": snippet.file_id}
+
+
+# ----- closing categories -------------------------------------------------------------------
+
+
+def _category_dict(category: Any) -> dict[str, Any]:
+    return {"id": category.id, "name": category.name, "position": category.position}
+
+
+@router.get("/closing-categories", tags=["closing categories"])
+def list_categories(session: DbSession, actor: InboxActor) -> list[dict[str, Any]]:
+    return [_category_dict(c) for c in repo.closing_categories(session, actor.workspace_id)]
+
+
+@router.post("/closing-categories", status_code=201, tags=["closing categories"])
+def create_category(session: DbSession, actor: InboxActor, body: CategoryBody) -> dict[str, Any]:
+    category = service.do_create_closing_category(session, actor, body.name)
+    if body.position is not None:
+        service.do_update_closing_category(session, actor, category, name=None, position=body.position)
+    return _category_dict(category)
+
+
+@router.patch("/closing-categories/{category_id}", tags=["closing categories"])
+def update_category(session: DbSession, actor: InboxActor, category_id: int, body: CategoryPatch) -> dict[str, Any]:
+    category = service.access_closing_category(session, actor, category_id)
+    service.do_update_closing_category(session, actor, category, name=body.name, position=body.position)
+    return _category_dict(category)
+
+
+@router.delete("/closing-categories/{category_id}", status_code=204, tags=["closing categories"])
+def delete_category(session: DbSession, actor: InboxActor, category_id: int) -> Response:
+    service.do_delete_closing_category(session, actor, service.access_closing_category(session, actor, category_id))
+    return Response(status_code=204)
+
+
+# ----- channels -----------------------------------------------------------------------------
+
+
+def _channel_dict(channel: Channel, actor: Actor) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "id": channel.id,
+        "type": channel.type,
+        "name": channel.name,
+        "active": channel.active,
+        "config": channel.config or {},
+    }
+    if actor.can(Permission.MANAGE_CHANNELS):
+        result["key"] = channel.key
+        if channel.type == "webchat":
+            result["identity_secret"] = (channel.secrets or {}).get("identity_secret")
+    return result
+
+
+@router.get("/channels", tags=["channels"])
+def list_channels(session: DbSession, actor: InboxActor) -> list[dict[str, Any]]:
+    return [_channel_dict(c, actor) for c in channels_service.list_channels(session, actor.workspace_id)]
+
+
+@router.post("/channels", status_code=201, tags=["channels"])
+def create_channel(session: DbSession, actor: InboxActor, body: ChannelBody) -> dict[str, Any]:
+    channel = channels_service.do_create_channel(session, actor, body.type, body.name, body.config)
+    return _channel_dict(channel, actor)
+
+
+@router.get("/channels/{channel_id}", tags=["channels"])
+def get_channel(session: DbSession, actor: InboxActor, channel_id: int) -> dict[str, Any]:
+    return _channel_dict(channels_service.access_channel(session, actor, channel_id), actor)
+
+
+@router.patch("/channels/{channel_id}", tags=["channels"])
+def update_channel(session: DbSession, actor: InboxActor, channel_id: int, body: ChannelPatch) -> dict[str, Any]:
+    channel = channels_service.access_channel(session, actor, channel_id)
+    channels_service.do_update_channel_config(session, actor, channel, body.config)
+    return _channel_dict(channel, actor)
+
+
+# ----- files --------------------------------------------------------------------------------
+
+ALLOWED_TYPES = ("image/", "audio/", "video/", "application/pdf", "text/plain", "text/csv")
+
+
+def _file_dict(stored: StoredFile) -> dict[str, Any]:
+    return {
+        "id": stored.id,
+        "name": stored.name,
+        "size": stored.size,
+        "content_type": stored.content_type,
+        "conversation_id": stored.conversation_id,
+        "created_at": stored.created_at.isoformat(),
+    }
+
+
+@router.post("/files", status_code=201, tags=["files"])
+def upload_file(
+    session: DbSession,
+    actor: InboxActor,
+    file: Annotated[UploadFile, File()],
+    conversation_id: Annotated[int | None, Form()] = None,
+) -> dict[str, Any]:
+    actor.require(Permission.VIEW_CONTACTS)
+    if conversation_id is not None:
+        service.access_conversation(session, actor, conversation_id)
+    content_type = (file.content_type or "application/octet-stream").lower()
+    if not content_type.startswith(ALLOWED_TYPES):
+        raise ValidationFailed.field("file", f"files of type {content_type} are not accepted")
+    limit = get_settings().upload_max_bytes
+    data = file.file.read(limit + 1)
+    if len(data) > limit:
+        raise ValidationFailed.field("file", f"must be at most {limit // (1024 * 1024)} MB")
+    if not data:
+        raise ValidationFailed.field("file", "is empty")
+    key = storage.new_key(actor.workspace_id)
+    storage.get_storage().put(key, data)
+    name = (file.filename or "file").replace("/", "_").replace("\\", "_")[:255]
+    stored = StoredFile(
+        workspace_id=actor.workspace_id,
+        storage_key=key,
+        name=name,
+        size=len(data),
+        content_type=content_type,
+        uploaded_by_id=actor.user_id,
+        conversation_id=conversation_id,
+    )
+    session.add(stored)
+    session.flush()
+    return _file_dict(stored)
+
+
+@router.get("/files", tags=["files"])
+def list_files(
+    session: DbSession,
+    actor: InboxActor,
+    before_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    actor.require(Permission.VIEW_CONTACTS)
+    query = select(StoredFile).where(
+        StoredFile.workspace_id == actor.workspace_id, StoredFile.conversation_id.is_(None)
+    )
+    if before_id is not None:
+        query = query.where(StoredFile.id < before_id)
+    rows = list(session.scalars(query.order_by(StoredFile.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [_file_dict(f) for f in rows], "next_before_id": rows[-1].id if more and rows else None}
+
+
+@router.get("/files/{file_id}", tags=["files"])
+def download_file(session: DbSession, actor: InboxActor, file_id: int) -> Response:
+    actor.require(Permission.VIEW_CONTACTS)
+    stored = session.scalar(
+        select(StoredFile).where(StoredFile.workspace_id == actor.workspace_id, StoredFile.id == file_id)
+    )
+    if stored is None:
+        raise NotFound(f"No file {file_id}.")
+    if stored.conversation_id is not None:
+        service.access_conversation(session, actor, stored.conversation_id)
+    data = storage.get_storage().get(stored.storage_key)
+    return Response(
+        content=data,
+        media_type=stored.content_type,
+        headers={
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(stored.name)}",
+            "X-Content-Type-Options": "nosniff",
+        },
+    )

@@ -1,0 +1,199 @@
+"""Conversations, messages, read markers, mentions, closing-note categories, snippets and files."""
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tertulia.kit.clock import utcnow
+from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin, UTCDateTime
+
+
+def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    return Enum(cls, name=name, native_enum=False, values_callable=lambda e: [m.value for m in e], length=16)
+
+
+class ConversationStatus(enum.StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Direction(enum.StrEnum):
+    INCOMING = "incoming"
+    OUTGOING = "outgoing"
+    COMMENT = "comment"
+    SYSTEM = "system"
+
+
+class SenderKind(enum.StrEnum):
+    CONTACT = "contact"
+    USER = "user"
+    BOT = "bot"
+    WORKFLOW = "workflow"
+    BROADCAST = "broadcast"
+    API = "api"
+    SYSTEM = "system"
+
+
+class MessageType(enum.StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    FILE = "file"
+    AUDIO = "audio"
+    VIDEO = "video"
+    LOCATION = "location"
+    SYSTEM = "system"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+# The statuses a message may be in for it to move to the key status. Anything else is a step
+# backwards (a late "delivered" after "read") or out of a terminal state, and is ignored.
+STATUS_PREDECESSORS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    DeliveryStatus.PENDING: frozenset(),
+    DeliveryStatus.SENT: frozenset({DeliveryStatus.PENDING}),
+    DeliveryStatus.DELIVERED: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT}),
+    DeliveryStatus.READ: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED}),
+    DeliveryStatus.FAILED: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT}),
+}
+
+
+class Conversation(IdMixin, TimestampMixin, Base):
+    """At most one OPEN conversation per contact (partial unique index, checked by the service too)."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        Index(
+            "uq_conversations_open_contact",
+            "contact_id",
+            unique=True,
+            sqlite_where=text("status = 'open'"),
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_conversations_ws_status_last", "workspace_id", "status", "last_message_at", "id"),
+        Index("ix_conversations_ws_assignee", "workspace_id", "assignee_id", "status"),
+        Index("ix_conversations_ws_team", "workspace_id", "team_id", "status"),
+        Index("ix_conversations_contact_id", "contact_id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"))
+    # The channel of the latest customer or outgoing message: where a reply goes by default.
+    channel_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("channels.id", ondelete="SET NULL"))
+    status: Mapped[ConversationStatus] = mapped_column(_enum(ConversationStatus, "conversation_status"))
+    assignee_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("users.id", ondelete="SET NULL"))
+    team_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("teams.id", ondelete="SET NULL"))
+    bot_paused: Mapped[bool] = mapped_column(default=False)
+    closing_category_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey("closing_categories.id", ondelete="SET NULL")
+    )
+    closing_summary: Mapped[str | None] = mapped_column(Text)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None]
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_incoming_at: Mapped[datetime | None]
+    last_message_preview: Mapped[str | None] = mapped_column(String(200))
+
+
+class Message(IdMixin, Base):
+    __tablename__ = "messages"
+    __table_args__ = (
+        # Inbound dedupe: a provider retrying a webhook hands us the same id again.
+        UniqueConstraint("channel_id", "provider_message_id"),
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_contact_id_id", "contact_id", "id"),
+        Index("ix_messages_workspace_id_status", "workspace_id", "status"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(BigID, ForeignKey("conversations.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("channels.id", ondelete="SET NULL"))
+    direction: Mapped[Direction] = mapped_column(_enum(Direction, "message_direction"))
+    sender_kind: Mapped[SenderKind] = mapped_column(_enum(SenderKind, "message_sender_kind"))
+    sender_user_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("users.id", ondelete="SET NULL"))
+    type: Mapped[MessageType] = mapped_column(_enum(MessageType, "message_type"))
+    text: Mapped[str | None] = mapped_column(Text)
+    attachments: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200))
+    # Only outgoing messages have a delivery status; it moves forward only (STATUS_PREDECESSORS).
+    status: Mapped[DeliveryStatus | None] = mapped_column(_enum(DeliveryStatus, "delivery_status"))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ConversationRead(Base):
+    """How far one user has read one conversation; unread = incoming messages after the marker."""
+
+    __tablename__ = "conversation_reads"
+
+    conversation_id: Mapped[int] = mapped_column(
+        BigID, ForeignKey("conversations.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[int] = mapped_column(BigID, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    last_read_message_id: Mapped[int] = mapped_column(BigID, default=0)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Mention(IdMixin, Base):
+    """A teammate @mentioned in an internal comment: the notification row."""
+
+    __tablename__ = "mentions"
+    __table_args__ = (Index("ix_mentions_user_id_id", "user_id", "id"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(BigID, ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(BigID, ForeignKey("conversations.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(BigID, ForeignKey("messages.id", ondelete="CASCADE"))
+    read_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ClosingCategory(IdMixin, TimestampMixin, Base):
+    __tablename__ = "closing_categories"
+    __table_args__ = (UniqueConstraint("workspace_id", "name_key"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    name_key: Mapped[str] = mapped_column(String(100))
+    position: Mapped[int] = mapped_column(default=0)
+
+
+class StoredFile(IdMixin, Base):
+    """An upload; the bytes live in kit.storage under `storage_key`."""
+
+    __tablename__ = "files"
+    __table_args__ = (Index("ix_files_workspace_id_id", "workspace_id", "id"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    storage_key: Mapped[str] = mapped_column(String(300), unique=True)
+    name: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigID)
+    content_type: Mapped[str] = mapped_column(String(120))
+    uploaded_by_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("users.id", ondelete="SET NULL"))
+    # Set for files sent in a conversation: only people who may see it may download the file.
+    conversation_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("conversations.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Snippet(IdMixin, TimestampMixin, Base):
+    """A saved reply, inserted by typing `/shortcut` in the composer."""
+
+    __tablename__ = "snippets"
+    __table_args__ = (UniqueConstraint("workspace_id", "shortcut"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    shortcut: Mapped[str] = mapped_column(String(64))
+    text: Mapped[str] = mapped_column(Text)
+    file_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("files.id", ondelete="SET NULL"))

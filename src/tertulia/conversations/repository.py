@@ -1,0 +1,214 @@
+"""All SQL for conversations and messages. Every query is scoped to a workspace."""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from tertulia.contacts.models import Contact
+from tertulia.conversations.models import (
+    STATUS_PREDECESSORS,
+    ClosingCategory,
+    Conversation,
+    ConversationRead,
+    ConversationStatus,
+    DeliveryStatus,
+    Direction,
+    Message,
+    Snippet,
+)
+from tertulia.users.models import TeamMember
+
+
+def conversation(
+    session: Session, workspace_id: int, conversation_id: int, *, lock: bool = False
+) -> Conversation | None:
+    query = select(Conversation).where(Conversation.workspace_id == workspace_id, Conversation.id == conversation_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def open_conversation(
+    session: Session, workspace_id: int, contact_id: int, *, lock: bool = False
+) -> Conversation | None:
+    query = select(Conversation).where(
+        Conversation.workspace_id == workspace_id,
+        Conversation.contact_id == contact_id,
+        Conversation.status == ConversationStatus.OPEN,
+    )
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def latest_conversation(session: Session, workspace_id: int, contact_id: int) -> Conversation | None:
+    return session.scalar(
+        select(Conversation)
+        .where(Conversation.workspace_id == workspace_id, Conversation.contact_id == contact_id)
+        .order_by(Conversation.id.desc())
+        .limit(1)
+    )
+
+
+def message_by_provider_id(session: Session, channel_id: int, provider_message_id: str) -> Message | None:
+    return session.scalar(
+        select(Message).where(Message.channel_id == channel_id, Message.provider_message_id == provider_message_id)
+    )
+
+
+def message(session: Session, workspace_id: int, message_id: int) -> Message | None:
+    return session.scalar(select(Message).where(Message.workspace_id == workspace_id, Message.id == message_id))
+
+
+def team_ids_of(session: Session, user_id: int) -> set[int]:
+    return set(session.scalars(select(TeamMember.team_id).where(TeamMember.user_id == user_id)))
+
+
+def visibility_clause(user_id: int | None, team_ids: Sequence[int]) -> ColumnElement[bool]:
+    clauses: list[ColumnElement[bool]] = []
+    if user_id is not None:
+        clauses.append(Conversation.assignee_id == user_id)
+    if team_ids:
+        clauses.append(Conversation.team_id.in_(list(team_ids)))
+    return or_(*clauses) if clauses else Conversation.id.is_(None)
+
+
+def conversations_page(
+    session: Session,
+    workspace_id: int,
+    *,
+    status: ConversationStatus | None,
+    visible: ColumnElement[bool] | None,
+    assignee_id: int | None = None,
+    unassigned: bool = False,
+    team_id: int | None = None,
+    contact_ids: Sequence[int] | None = None,
+    contact_filter: ColumnElement[bool] | None = None,
+    after: tuple[datetime, int] | None,
+    limit: int,
+) -> list[Conversation]:
+    """Latest message first, keyset on (last_message_at, id); fetches limit+1."""
+    query = select(Conversation).where(Conversation.workspace_id == workspace_id)
+    if status is not None:
+        query = query.where(Conversation.status == status)
+    if visible is not None:
+        query = query.where(visible)
+    if assignee_id is not None:
+        query = query.where(Conversation.assignee_id == assignee_id)
+    if unassigned:
+        query = query.where(Conversation.assignee_id.is_(None))
+    if team_id is not None:
+        query = query.where(Conversation.team_id == team_id)
+    if contact_ids is not None:
+        query = query.where(Conversation.contact_id.in_(list(contact_ids)))
+    if contact_filter is not None:
+        matching = select(Contact.id).where(Contact.workspace_id == workspace_id, contact_filter)
+        query = query.where(Conversation.contact_id.in_(matching))
+    if after is not None:
+        at, last_id = after
+        query = query.where(
+            or_(Conversation.last_message_at < at, and_(Conversation.last_message_at == at, Conversation.id < last_id))
+        )
+    query = query.order_by(Conversation.last_message_at.desc(), Conversation.id.desc()).limit(limit + 1)
+    return list(session.scalars(query))
+
+
+def unread_counts(session: Session, user_id: int, conversation_ids: Sequence[int]) -> dict[int, int]:
+    if not conversation_ids:
+        return {}
+    marker = (
+        select(ConversationRead.last_read_message_id)
+        .where(ConversationRead.conversation_id == Message.conversation_id, ConversationRead.user_id == user_id)
+        .correlate(Message)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(Message.conversation_id, func.count())
+        .where(
+            Message.conversation_id.in_(list(conversation_ids)),
+            Message.direction == Direction.INCOMING,
+            Message.id > func.coalesce(marker, 0),
+        )
+        .group_by(Message.conversation_id)
+    )
+    return {conversation_id: int(count) for conversation_id, count in rows}
+
+
+def messages_page(
+    session: Session,
+    conversation_ids: Sequence[int],
+    *,
+    before_id: int | None,
+    limit: int,
+    include_internal: bool = True,
+    channel_id: int | None = None,
+) -> list[Message]:
+    """Newest first (the caller reverses for display); fetches limit+1."""
+    query = select(Message).where(Message.conversation_id.in_(list(conversation_ids)))
+    if before_id is not None:
+        query = query.where(Message.id < before_id)
+    if not include_internal:
+        query = query.where(Message.direction.in_([Direction.INCOMING, Direction.OUTGOING]))
+    if channel_id is not None:
+        query = query.where(Message.channel_id == channel_id)
+    return list(session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+
+
+def contact_messages_page(
+    session: Session, workspace_id: int, contact_id: int, *, before_id: int | None, limit: int
+) -> list[Message]:
+    query = select(Message).where(
+        Message.workspace_id == workspace_id,
+        Message.contact_id == contact_id,
+        Message.direction.in_([Direction.INCOMING, Direction.OUTGOING]),
+    )
+    if before_id is not None:
+        query = query.where(Message.id < before_id)
+    return list(session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+
+
+def advance_status(session: Session, message_id: int, status: DeliveryStatus, reason: str | None, at: datetime) -> bool:
+    """Move a message's status forward atomically; a stale or backwards update changes nothing."""
+    predecessors = STATUS_PREDECESSORS[status]
+    if not predecessors:
+        return False
+    values: dict[str, object] = {"status": status, "status_at": at}
+    if status == DeliveryStatus.FAILED:
+        values["status_reason"] = reason
+    result = session.execute(
+        update(Message)
+        .where(Message.id == message_id, Message.status.in_(list(predecessors)))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def snippets(session: Session, workspace_id: int) -> list[Snippet]:
+    return list(session.scalars(select(Snippet).where(Snippet.workspace_id == workspace_id).order_by(Snippet.shortcut)))
+
+
+def snippet(session: Session, workspace_id: int, snippet_id: int) -> Snippet | None:
+    return session.scalar(select(Snippet).where(Snippet.workspace_id == workspace_id, Snippet.id == snippet_id))
+
+
+def snippet_by_shortcut(session: Session, workspace_id: int, shortcut: str) -> Snippet | None:
+    return session.scalar(select(Snippet).where(Snippet.workspace_id == workspace_id, Snippet.shortcut == shortcut))
+
+
+def closing_categories(session: Session, workspace_id: int) -> list[ClosingCategory]:
+    return list(
+        session.scalars(
+            select(ClosingCategory)
+            .where(ClosingCategory.workspace_id == workspace_id)
+            .order_by(ClosingCategory.position, ClosingCategory.id)
+        )
+    )
+
+
+def closing_category(session: Session, workspace_id: int, category_id: int) -> ClosingCategory | None:
+    return session.scalar(
+        select(ClosingCategory).where(ClosingCategory.workspace_id == workspace_id, ClosingCategory.id == category_id)
+    )

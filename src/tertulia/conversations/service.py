@@ -1,0 +1,983 @@
+"""The inbox rules. Validate and check permissions first (check_*), then change data (do_*).
+
+Every action on a conversation (assign, close, reopen, bot pause) writes a system message, a
+contact activity row and an event. Events and queue tasks are dispatched only after commit.
+A service never commits.
+"""
+
+import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tertulia.channels.base import InboundMessage, get_adapter, window_open
+from tertulia.channels.models import Channel
+from tertulia.channels.service import recipient_for
+from tertulia.contacts import repository as contacts_repo
+from tertulia.contacts import service as contacts_service
+from tertulia.contacts.models import Contact, ContactIdentity
+from tertulia.conversations import events, variables
+from tertulia.conversations import repository as repo
+from tertulia.conversations.models import (
+    ClosingCategory,
+    Conversation,
+    ConversationRead,
+    ConversationStatus,
+    DeliveryStatus,
+    Direction,
+    Mention,
+    Message,
+    MessageType,
+    SenderKind,
+    Snippet,
+    StoredFile,
+)
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import on_commit
+from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from tertulia.kit.text import fold, fold_or_none
+from tertulia.users.models import Team, User
+from tertulia.users.permissions import Actor, Permission
+from tertulia.users.service import check_member_user
+from tertulia.workspaces.service import get_workspace
+
+MAX_TEXT = 10_000
+MAX_SUMMARY = 2_000
+SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
+PREVIEW_LENGTH = 200
+
+
+# ----- serialisation (events and API share one shape) ----------------------------------------
+
+
+def message_dict(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "contact_id": message.contact_id,
+        "channel_id": message.channel_id,
+        "direction": message.direction.value,
+        "sender_kind": message.sender_kind.value,
+        "sender_user_id": message.sender_user_id,
+        "type": message.type.value,
+        "text": message.text,
+        "attachments": message.attachments or [],
+        "payload": message.payload or {},
+        "status": message.status.value if message.status else None,
+        "status_reason": message.status_reason,
+        "created_at": message.created_at.isoformat(),
+    }
+
+
+def conversation_dict(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "contact_id": conversation.contact_id,
+        "channel_id": conversation.channel_id,
+        "status": conversation.status.value,
+        "assignee_id": conversation.assignee_id,
+        "team_id": conversation.team_id,
+        "bot_paused": conversation.bot_paused,
+        "closing_category_id": conversation.closing_category_id,
+        "closing_summary": conversation.closing_summary,
+        "opened_at": conversation.opened_at.isoformat(),
+        "closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
+        "last_message_at": conversation.last_message_at.isoformat(),
+        "last_incoming_at": conversation.last_incoming_at.isoformat() if conversation.last_incoming_at else None,
+        "last_message_preview": conversation.last_message_preview,
+    }
+
+
+# ----- visibility ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """What deciding "may this person see this conversation" needs, loaded once per request/socket."""
+
+    user_id: int | None
+    see_all: bool
+    team_ids: frozenset[int]
+
+    def can_see(self, assignee_id: int | None, team_id: int | None) -> bool:
+        if self.see_all:
+            return True
+        return (assignee_id is not None and assignee_id == self.user_id) or (
+            team_id is not None and team_id in self.team_ids
+        )
+
+    def can_see_event(self, event: dict[str, Any]) -> bool:
+        if event.get("type") == "mention.created":
+            return self.user_id in (event.get("mentioned_user_ids") or [])
+        return self.can_see(event.get("assignee_id"), event.get("team_id")) or self.can_see(
+            event.get("previous_assignee_id"), event.get("previous_team_id")
+        )
+
+
+def viewer_for(session: Session, actor: Actor) -> Viewer:
+    see_all = actor.can(Permission.VIEW_ALL_CONVERSATIONS)
+    teams = frozenset(repo.team_ids_of(session, actor.user_id)) if actor.user_id and not see_all else frozenset()
+    return Viewer(user_id=actor.user_id, see_all=see_all, team_ids=teams)
+
+
+def access_conversation(session: Session, actor: Actor, conversation_id: int, *, lock: bool = False) -> Conversation:
+    """The one permission-checked fetch; a conversation the actor may not see is simply not found."""
+    conversation = repo.conversation(session, actor.workspace_id, conversation_id, lock=lock)
+    if conversation is None or not viewer_for(session, actor).can_see(conversation.assignee_id, conversation.team_id):
+        raise NotFound(f"No conversation {conversation_id}.")
+    return conversation
+
+
+# ----- helpers ------------------------------------------------------------------------------
+
+
+@contextmanager
+def _guard(session: Session) -> Iterator[None]:
+    """A savepoint around an insert that may lose a uniqueness race, so the caller can recover.
+
+    SQLite write transactions start with BEGIN IMMEDIATE and never run concurrently, so the
+    check made just before the insert already decided the race there; the savepoint (two extra
+    statements on the hot path of every inbound message) is only needed on PostgreSQL.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        yield
+        session.flush()
+        return
+    with session.begin_nested():
+        yield
+        session.flush()
+
+
+def _sender_kind(actor: Actor) -> SenderKind:
+    return {
+        "user": SenderKind.USER,
+        "api": SenderKind.API,
+        "bot": SenderKind.BOT,
+        "workflow": SenderKind.WORKFLOW,
+        "broadcast": SenderKind.BROADCAST,
+    }.get(actor.kind, SenderKind.SYSTEM)
+
+
+def _preview(text: str | None, message_type: MessageType) -> str:
+    if text:
+        return " ".join(text.split())[:PREVIEW_LENGTH]
+    return f"[{message_type.value}]"
+
+
+def _open_conversation_for(session: Session, contact: Contact, channel_id: int | None) -> tuple[Conversation, bool]:
+    """The contact's open conversation, or a new one. Safe against a concurrent opener: the
+    partial unique index rejects the second insert and we read the winner's row."""
+    existing = repo.open_conversation(session, contact.workspace_id, contact.id, lock=True)
+    if existing is not None:
+        return existing, False
+    now = utcnow()
+    conversation = Conversation(
+        workspace_id=contact.workspace_id,
+        contact_id=contact.id,
+        channel_id=channel_id,
+        status=ConversationStatus.OPEN,
+        bot_paused=False,
+        opened_at=now,
+        last_message_at=now,
+    )
+    try:
+        with _guard(session):
+            session.add(conversation)
+            session.flush()
+    except IntegrityError:
+        winner = repo.open_conversation(session, contact.workspace_id, contact.id, lock=True)
+        if winner is None:
+            raise
+        return winner, False
+    return conversation, True
+
+
+def _system_message(session: Session, actor: Actor, conversation: Conversation, text: str, **payload: Any) -> Message:
+    message = Message(
+        workspace_id=conversation.workspace_id,
+        conversation_id=conversation.id,
+        contact_id=conversation.contact_id,
+        channel_id=None,
+        direction=Direction.SYSTEM,
+        sender_kind=_sender_kind(actor),
+        sender_user_id=actor.user_id,
+        type=MessageType.SYSTEM,
+        text=text,
+        attachments=[],
+        payload=payload,
+        created_at=utcnow(),
+    )
+    session.add(message)
+    session.flush()
+    events.emit(session, events.make_event("message.created", conversation, {"message": message_dict(message)}))
+    return message
+
+
+def _opened(session: Session, actor: Actor, conversation: Conversation) -> None:
+    contacts_service.record(session, actor, conversation.contact_id, "conversation_opened", None, None, conversation.id)
+    events.emit(
+        session,
+        events.make_event("conversation.opened", conversation, {"conversation": conversation_dict(conversation)}),
+    )
+
+
+def _user_name(session: Session, user_id: int) -> str:
+    user = session.get(User, user_id)
+    return user.full_name if user else f"user {user_id}"
+
+
+# ----- inbound ------------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    message: Message
+    conversation: Conversation
+    contact: Contact
+    duplicate: bool
+
+
+def _resolve_contact(session: Session, channel: Channel, inbound: InboundMessage, actor: Actor) -> Contact:
+    known = session.scalar(
+        select(Contact)
+        .join(ContactIdentity, ContactIdentity.contact_id == Contact.id)
+        .where(
+            ContactIdentity.workspace_id == channel.workspace_id,
+            ContactIdentity.channel == channel.type,
+            ContactIdentity.external_id == inbound.sender_id,
+            Contact.workspace_id == channel.workspace_id,
+        )
+    )
+    if known is not None:
+        return known
+    first = inbound.first_name or (inbound.display_name.split(" ", 1)[0] if inbound.display_name else None)
+    last = inbound.last_name or (
+        inbound.display_name.split(" ", 1)[1] if inbound.display_name and " " in inbound.display_name else None
+    )
+    contact = Contact(
+        workspace_id=channel.workspace_id,
+        first_name=first,
+        last_name=last,
+        first_name_folded=fold_or_none(first),
+        last_name_folded=fold_or_none(last),
+        custom={},
+    )
+    # An email or phone given on a channel is not proof of owning it: never attach this person to an
+    # existing contact because of it (that would show them someone else's history); keep it only
+    # when no contact has it yet.
+    for column, finder in (("email", contacts_repo.contact_by_email), ("phone", contacts_repo.contact_by_phone)):
+        value = getattr(inbound, column)
+        if value and finder(session, channel.workspace_id, value) is None:
+            setattr(contact, column, value)
+    try:
+        with _guard(session):
+            session.add(contact)
+            session.flush()
+            session.add(
+                ContactIdentity(
+                    workspace_id=channel.workspace_id,
+                    contact_id=contact.id,
+                    channel=channel.type,
+                    external_id=inbound.sender_id,
+                    display_name=inbound.display_name,
+                )
+            )
+            session.flush()
+    except IntegrityError:
+        # The same person's first two messages arrived at once and the other one created them.
+        winner = session.scalar(
+            select(ContactIdentity).where(
+                ContactIdentity.workspace_id == channel.workspace_id,
+                ContactIdentity.channel == channel.type,
+                ContactIdentity.external_id == inbound.sender_id,
+            )
+        )
+        existing = contacts_repo.contact_by_id(session, channel.workspace_id, winner.contact_id) if winner else None
+        if existing is None:
+            raise
+        return existing
+    contacts_service.record(session, actor, contact.id, "created", "channel", None, channel.type)
+    return contact
+
+
+def check_inbound(inbound: InboundMessage) -> None:
+    if not inbound.sender_id:
+        raise ValidationFailed.field("sender_id", "is required")
+    if inbound.text is not None and len(inbound.text) > MAX_TEXT:
+        raise ValidationFailed.field("text", f"must be at most {MAX_TEXT} characters")
+    if inbound.type == MessageType.TEXT and not (inbound.text or "").strip():
+        raise ValidationFailed.field("text", "must not be empty")
+
+
+def do_receive(session: Session, channel: Channel, inbound: InboundMessage) -> Received:
+    """Append a customer's message: identity -> contact (created if new) -> open conversation.
+
+    Deduplicated by (channel, provider message id): a provider retrying a webhook, or a widget
+    resending after a timeout, gets the original message back with duplicate=True.
+    """
+    check_inbound(inbound)
+    if inbound.provider_message_id:
+        existing = repo.message_by_provider_id(session, channel.id, inbound.provider_message_id)
+        if existing is not None:
+            return _duplicate(session, existing)
+    actor = Actor.system(channel.workspace_id, "channel")
+    contact = _resolve_contact(session, channel, inbound, actor)
+    conversation, created = _open_conversation_for(session, contact, channel.id)
+    now = utcnow()
+    message = Message(
+        workspace_id=channel.workspace_id,
+        conversation_id=conversation.id,
+        contact_id=contact.id,
+        channel_id=channel.id,
+        direction=Direction.INCOMING,
+        sender_kind=SenderKind.CONTACT,
+        type=inbound.type,
+        text=inbound.text,
+        attachments=inbound.attachments,
+        payload=inbound.payload,
+        provider_message_id=inbound.provider_message_id,
+        created_at=now,
+    )
+    try:
+        with _guard(session):
+            session.add(message)
+            session.flush()
+    except IntegrityError:
+        # A concurrent delivery of the same provider message won the race.
+        if not inbound.provider_message_id:
+            raise
+        existing = repo.message_by_provider_id(session, channel.id, inbound.provider_message_id)
+        if existing is None:
+            raise
+        return _duplicate(session, existing)
+    conversation.last_message_at = now
+    conversation.last_incoming_at = now
+    conversation.channel_id = channel.id
+    conversation.last_message_preview = _preview(inbound.text, inbound.type)
+    contact.last_incoming_at = now
+    session.flush()
+    if created:
+        _opened(session, actor, conversation)
+    events.emit(
+        session,
+        events.make_event(
+            "message.created",
+            conversation,
+            {"message": message_dict(message), "conversation": conversation_dict(conversation)},
+            visitor=True,
+            sender_external_id=inbound.sender_id,
+        ),
+    )
+    return Received(message=message, conversation=conversation, contact=contact, duplicate=False)
+
+
+def _duplicate(session: Session, message: Message) -> Received:
+    conversation = session.get(Conversation, message.conversation_id)
+    contact = session.get(Contact, message.contact_id)
+    assert conversation is not None
+    assert contact is not None
+    return Received(message=message, conversation=conversation, contact=contact, duplicate=True)
+
+
+# ----- outbound -----------------------------------------------------------------------------
+
+
+def variable_context(session: Session, actor: Actor, contact: Contact) -> variables.VariableContext:
+    workspace = get_workspace(session, actor.workspace_id)
+    user = session.get(User, actor.user_id) if actor.user_id else None
+    return variables.VariableContext(
+        contact={
+            "first_name": contact.first_name,
+            "last_name": contact.last_name,
+            "full_name": contact.full_name,
+            "email": contact.email,
+            "phone": contact.phone,
+            "country": contact.country,
+            "language": contact.language,
+        },
+        custom=dict(contact.custom or {}),
+        user={
+            "first_name": user.first_name if user else None,
+            "last_name": user.last_name if user else None,
+            "full_name": user.full_name if user else None,
+            "email": user.email if user else None,
+        },
+        workspace={"name": workspace.name},
+    )
+
+
+def custom_keys(session: Session, workspace_id: int) -> list[str]:
+    return [d.key for d in contacts_repo.custom_fields(session, workspace_id)]
+
+
+def check_files(session: Session, workspace_id: int, file_ids: Sequence[int]) -> list[dict[str, Any]]:
+    attachments: list[dict[str, Any]] = []
+    for index, file_id in enumerate(file_ids):
+        stored = session.scalar(
+            select(StoredFile).where(StoredFile.workspace_id == workspace_id, StoredFile.id == file_id)
+        )
+        if stored is None:
+            raise ValidationFailed.field(f"attachments[{index}]", f"no file {file_id}")
+        attachments.append(
+            {"file_id": stored.id, "name": stored.name, "size": stored.size, "content_type": stored.content_type}
+        )
+    return attachments
+
+
+@dataclass
+class OutboundPlan:
+    contact: Contact
+    channel: Channel
+    recipient_id: str
+    text: str | None
+    message_type: MessageType
+    attachments: list[dict[str, Any]]
+
+
+def check_send(
+    session: Session,
+    actor: Actor,
+    contact: Contact,
+    channel: Channel,
+    *,
+    text: str | None,
+    message_type: MessageType = MessageType.TEXT,
+    file_ids: Sequence[int] = (),
+) -> OutboundPlan:
+    if channel.workspace_id != actor.workspace_id:
+        raise NotFound(f"No channel {channel.id}.")
+    if not channel.active:
+        raise ValidationFailed.field("channel_id", "this channel is disabled")
+    if message_type == MessageType.SYSTEM:
+        raise ValidationFailed.field("message.type", "system messages cannot be sent")
+    adapter = get_adapter(channel.type)
+    rules = adapter.rules
+    if message_type not in rules.message_types:
+        raise ValidationFailed.field("message.type", f"{channel.type} cannot send {message_type.value} messages")
+    rendered: str | None = None
+    if text is not None and text.strip():
+        rendered = variables.render(
+            text, variable_context(session, actor, contact), custom_keys(session, actor.workspace_id), "message.text"
+        )
+        if len(rendered) > min(MAX_TEXT, rules.max_text_length):
+            raise ValidationFailed.field(
+                "message.text", f"must be at most {min(MAX_TEXT, rules.max_text_length)} characters"
+            )
+    attachments = check_files(session, actor.workspace_id, file_ids)
+    if message_type == MessageType.TEXT and not rendered:
+        raise ValidationFailed.field("message.text", "must not be empty")
+    if message_type != MessageType.TEXT and not attachments:
+        raise ValidationFailed.field("message.attachments", f"a {message_type.value} message needs a file")
+    recipient = recipient_for(session, channel, contact.id)
+    if recipient is None:
+        raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
+    if not window_open(rules, contact.last_incoming_at, utcnow()):
+        raise ValidationFailed(
+            "The reply window on this channel has closed; send an approved template instead.",
+            code="reply_window_closed",
+            details={"channel_id": "reply window closed"},
+        )
+    return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments)
+
+
+def do_send(
+    session: Session,
+    actor: Actor,
+    contact: Contact,
+    channel: Channel,
+    *,
+    text: str | None,
+    message_type: MessageType = MessageType.TEXT,
+    file_ids: Sequence[int] = (),
+    payload: dict[str, Any] | None = None,
+) -> Message:
+    """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
+    plan = check_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
+    conversation, created = _open_conversation_for(session, contact, channel.id)
+    # Writing into a conversation one may not see would leak it; the API checks this too.
+    if (
+        not created
+        and actor.kind == "user"
+        and not viewer_for(session, actor).can_see(conversation.assignee_id, conversation.team_id)
+    ):
+        raise PermissionDenied("This conversation is assigned to someone else.")
+    now = utcnow()
+    message = Message(
+        workspace_id=actor.workspace_id,
+        conversation_id=conversation.id,
+        contact_id=contact.id,
+        channel_id=channel.id,
+        direction=Direction.OUTGOING,
+        sender_kind=_sender_kind(actor),
+        sender_user_id=actor.user_id,
+        type=message_type,
+        text=plan.text,
+        attachments=plan.attachments,
+        payload={**(payload or {}), "recipient_id": plan.recipient_id},
+        status=DeliveryStatus.PENDING,
+        status_at=now,
+        attempts=0,
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    conversation.last_message_at = now
+    conversation.channel_id = channel.id
+    conversation.last_message_preview = _preview(plan.text, message_type)
+    contact.last_outgoing_at = now
+    session.flush()
+    if created:
+        _opened(session, actor, conversation)
+    events.emit(
+        session,
+        events.make_event(
+            "message.created",
+            conversation,
+            {"message": message_dict(message), "conversation": conversation_dict(conversation)},
+            visitor=True,
+        ),
+    )
+    message_id = message.id
+
+    def enqueue() -> None:
+        from tertulia.conversations.tasks import enqueue_send
+
+        enqueue_send(message_id)
+
+    on_commit(session, enqueue)
+    return message
+
+
+def do_reply(
+    session: Session,
+    actor: Actor,
+    conversation: Conversation,
+    *,
+    text: str | None,
+    message_type: MessageType = MessageType.TEXT,
+    file_ids: Sequence[int] = (),
+    channel_id: int | None = None,
+) -> Message:
+    target = channel_id or conversation.channel_id
+    if target is None:
+        raise ValidationFailed.field("channel_id", "this conversation has no channel yet; choose one")
+    channel = session.scalar(select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == target))
+    if channel is None:
+        raise ValidationFailed.field("channel_id", f"no channel {target}")
+    contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
+    assert contact is not None
+    return do_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
+
+
+def do_apply_status(
+    session: Session, channel: Channel, provider_message_id: str, status: DeliveryStatus, reason: str | None = None
+) -> bool:
+    """A provider's status callback; monotonic, so late or repeated callbacks change nothing."""
+    message = repo.message_by_provider_id(session, channel.id, provider_message_id)
+    if message is None or message.direction != Direction.OUTGOING:
+        return False
+    return advance_message_status(session, message, status, reason)
+
+
+def advance_message_status(session: Session, message: Message, status: DeliveryStatus, reason: str | None) -> bool:
+    changed = repo.advance_status(session, message.id, status, reason, utcnow())
+    if changed:
+        session.refresh(message)
+        conversation = session.get(Conversation, message.conversation_id)
+        assert conversation is not None
+        events.emit(
+            session,
+            events.make_event(
+                "message.status",
+                conversation,
+                {"message_id": message.id, "status": status.value, "reason": message.status_reason},
+                visitor=False,
+            ),
+        )
+    return changed
+
+
+# ----- comments and mentions ----------------------------------------------------------------
+
+
+def do_comment(
+    session: Session, actor: Actor, conversation: Conversation, text: str, mention_user_ids: Sequence[int] = ()
+) -> Message:
+    """An internal note: never sent to the customer. Mentioned teammates get a notification row."""
+    body = (text or "").strip()
+    if not body:
+        raise ValidationFailed.field("text", "must not be empty")
+    if len(body) > MAX_TEXT:
+        raise ValidationFailed.field("text", f"must be at most {MAX_TEXT} characters")
+    mentioned: list[int] = []
+    for index, user_id in enumerate(dict.fromkeys(mention_user_ids)):
+        check_member_user(session, actor.workspace_id, user_id, f"mentions[{index}]")
+        mentioned.append(user_id)
+    message = Message(
+        workspace_id=actor.workspace_id,
+        conversation_id=conversation.id,
+        contact_id=conversation.contact_id,
+        channel_id=None,
+        direction=Direction.COMMENT,
+        sender_kind=_sender_kind(actor),
+        sender_user_id=actor.user_id,
+        type=MessageType.TEXT,
+        text=body,
+        attachments=[],
+        payload={"mentions": mentioned},
+        created_at=utcnow(),
+    )
+    session.add(message)
+    session.flush()
+    for user_id in mentioned:
+        session.add(
+            Mention(
+                workspace_id=actor.workspace_id,
+                user_id=user_id,
+                conversation_id=conversation.id,
+                message_id=message.id,
+            )
+        )
+    session.flush()
+    events.emit(session, events.make_event("message.created", conversation, {"message": message_dict(message)}))
+    if mentioned:
+        events.emit(
+            session,
+            events.make_event(
+                "mention.created",
+                conversation,
+                {"message": message_dict(message)},
+                mentioned_user_ids=mentioned,
+            ),
+        )
+    return message
+
+
+# ----- assignment, close, reopen, bot -------------------------------------------------------
+
+
+def check_team(session: Session, workspace_id: int, team_id: int) -> Team:
+    team = session.scalar(select(Team).where(Team.workspace_id == workspace_id, Team.id == team_id))
+    if team is None:
+        raise ValidationFailed.field("team_id", f"no team {team_id} in this workspace")
+    return team
+
+
+def do_assign(
+    session: Session,
+    actor: Actor,
+    conversation: Conversation,
+    *,
+    user_id: int | None,
+    team_id: int | None,
+) -> Conversation:
+    """Assign to a user and/or a team; both None unassigns. An agent without
+    view_all_conversations may only assign to themselves or to one of their teams."""
+    if user_id is not None:
+        check_member_user(session, actor.workspace_id, user_id, "user_id")
+    team = check_team(session, actor.workspace_id, team_id) if team_id is not None else None
+    viewer = viewer_for(session, actor)
+    if not viewer.see_all and not viewer.can_see(user_id, team_id) and (user_id is not None or team_id is not None):
+        raise PermissionDenied("You may assign only to yourself or to your teams.")
+    previous_user, previous_team = conversation.assignee_id, conversation.team_id
+    if (previous_user, previous_team) == (user_id, team_id):
+        return conversation
+    conversation.assignee_id = user_id
+    conversation.team_id = team_id
+    conversation.updated_at = utcnow()
+    session.flush()
+    if user_id is None and team_id is None:
+        text, action = "Unassigned", "conversation_unassigned"
+    else:
+        names = [_user_name(session, user_id)] if user_id is not None else []
+        if team is not None:
+            names.append(f"team {team.name}")
+        text, action = f"Assigned to {' / '.join(names)}", "conversation_assigned"
+    _system_message(
+        session,
+        actor,
+        conversation,
+        text,
+        event=action.removeprefix("conversation_"),
+        assignee_id=user_id,
+        team_id=team_id,
+        previous_assignee_id=previous_user,
+        previous_team_id=previous_team,
+    )
+    contacts_service.record(
+        session,
+        actor,
+        conversation.contact_id,
+        action,
+        "conversation",
+        {"assignee_id": previous_user, "team_id": previous_team},
+        {"assignee_id": user_id, "team_id": team_id, "conversation_id": conversation.id},
+    )
+    events.emit(
+        session,
+        events.make_event(
+            "conversation.assigned",
+            conversation,
+            {"conversation": conversation_dict(conversation)},
+            previous_assignee_id=previous_user,
+            previous_team_id=previous_team,
+        ),
+    )
+    return conversation
+
+
+def do_close(
+    session: Session, actor: Actor, conversation: Conversation, *, category_id: int | None, summary: str | None
+) -> Conversation:
+    if conversation.status == ConversationStatus.CLOSED:
+        raise Conflict("This conversation is already closed.", code="already_closed")
+    category: ClosingCategory | None = None
+    if category_id is not None:
+        category = repo.closing_category(session, actor.workspace_id, category_id)
+        if category is None:
+            raise ValidationFailed.field("category_id", f"no closing category {category_id}")
+    elif repo.closing_categories(session, actor.workspace_id):
+        raise ValidationFailed.field("category_id", "choose a closing category")
+    note = (summary or "").strip() or None
+    if note is not None and len(note) > MAX_SUMMARY:
+        raise ValidationFailed.field("summary", f"must be at most {MAX_SUMMARY} characters")
+    now = utcnow()
+    conversation.status = ConversationStatus.CLOSED
+    conversation.closed_at = now
+    conversation.closing_category_id = category.id if category else None
+    conversation.closing_summary = note
+    conversation.updated_at = now
+    session.flush()
+    text = f"Closed: {category.name}" if category else "Closed"
+    _system_message(
+        session,
+        actor,
+        conversation,
+        text,
+        event="closed",
+        category_id=category.id if category else None,
+        category=category.name if category else None,
+        summary=note,
+    )
+    contacts_service.record(
+        session,
+        actor,
+        conversation.contact_id,
+        "conversation_closed",
+        "conversation",
+        None,
+        {"conversation_id": conversation.id, "category": category.name if category else None, "summary": note},
+    )
+    events.emit(
+        session,
+        events.make_event("conversation.closed", conversation, {"conversation": conversation_dict(conversation)}),
+    )
+    return conversation
+
+
+def do_reopen(session: Session, actor: Actor, conversation: Conversation) -> Conversation:
+    if conversation.status == ConversationStatus.OPEN:
+        raise Conflict("This conversation is already open.", code="already_open")
+    other = repo.open_conversation(session, actor.workspace_id, conversation.contact_id)
+    if other is not None:
+        raise Conflict(
+            "This contact already has an open conversation.",
+            code="contact_has_open_conversation",
+            details={"conversation_id": other.id},
+        )
+    now = utcnow()
+    conversation.status = ConversationStatus.OPEN
+    conversation.closed_at = None
+    conversation.opened_at = now
+    conversation.updated_at = now
+    try:
+        with session.begin_nested():
+            session.flush()
+    except IntegrityError as exc:
+        raise Conflict("This contact already has an open conversation.", code="contact_has_open_conversation") from exc
+    _system_message(session, actor, conversation, "Reopened", event="reopened")
+    contacts_service.record(
+        session, actor, conversation.contact_id, "conversation_reopened", "conversation", None, conversation.id
+    )
+    events.emit(
+        session,
+        events.make_event("conversation.reopened", conversation, {"conversation": conversation_dict(conversation)}),
+    )
+    return conversation
+
+
+def do_set_bot_paused(session: Session, actor: Actor, conversation: Conversation, paused: bool) -> Conversation:
+    if conversation.bot_paused == paused:
+        return conversation
+    conversation.bot_paused = paused
+    conversation.updated_at = utcnow()
+    session.flush()
+    _system_message(session, actor, conversation, "Bot paused" if paused else "Bot resumed", event="bot", paused=paused)
+    contacts_service.record(
+        session,
+        actor,
+        conversation.contact_id,
+        "bot_paused" if paused else "bot_resumed",
+        "conversation",
+        None,
+        conversation.id,
+    )
+    events.emit(
+        session, events.make_event("conversation.bot", conversation, {"conversation": conversation_dict(conversation)})
+    )
+    return conversation
+
+
+def do_mark_read(session: Session, actor: Actor, conversation: Conversation, message_id: int | None = None) -> int:
+    """Move this user's read marker forward (never back); returns the marker."""
+    if actor.user_id is None:
+        raise ValidationFailed.field("user", "only a signed-in user has read markers")
+    latest = session.scalar(
+        select(Message.id).where(Message.conversation_id == conversation.id).order_by(Message.id.desc()).limit(1)
+    )
+    target = min(message_id, latest or 0) if message_id is not None else latest or 0
+    marker = session.get(ConversationRead, (conversation.id, actor.user_id), with_for_update=True)
+    if marker is None:
+        marker = ConversationRead(conversation_id=conversation.id, user_id=actor.user_id, last_read_message_id=0)
+        session.add(marker)
+    if target > marker.last_read_message_id:
+        marker.last_read_message_id = target
+        marker.updated_at = utcnow()
+    session.flush()
+    return marker.last_read_message_id
+
+
+# ----- snippets and closing categories -------------------------------------------------------
+
+
+def check_snippet(session: Session, actor: Actor, shortcut: str, text: str, file_id: int | None) -> tuple[str, str]:
+    actor.require(Permission.MANAGE_SNIPPETS)
+    key = shortcut.strip().lstrip("/").lower()
+    if not SHORTCUT.match(key):
+        raise ValidationFailed.field("shortcut", "use 1-64 lowercase letters, digits, - or _")
+    body = text.strip()
+    if not body and file_id is None:
+        raise ValidationFailed.field("text", "a snippet needs text or a file")
+    if len(body) > MAX_TEXT:
+        raise ValidationFailed.field("text", f"must be at most {MAX_TEXT} characters")
+    variables.parse(body, custom_keys(session, actor.workspace_id), "text")
+    if file_id is not None:
+        check_files(session, actor.workspace_id, [file_id])
+    return key, body
+
+
+def do_create_snippet(session: Session, actor: Actor, shortcut: str, text: str, file_id: int | None = None) -> Snippet:
+    key, body = check_snippet(session, actor, shortcut, text, file_id)
+    if repo.snippet_by_shortcut(session, actor.workspace_id, key) is not None:
+        raise Conflict(f"A snippet /{key} already exists.", details={"shortcut": "already exists"})
+    snippet = Snippet(workspace_id=actor.workspace_id, shortcut=key, text=body, file_id=file_id)
+    session.add(snippet)
+    session.flush()
+    return snippet
+
+
+def access_snippet(session: Session, actor: Actor, snippet_id: int) -> Snippet:
+    snippet = repo.snippet(session, actor.workspace_id, snippet_id)
+    if snippet is None:
+        raise NotFound(f"No snippet {snippet_id}.")
+    return snippet
+
+
+def do_update_snippet(
+    session: Session,
+    actor: Actor,
+    snippet: Snippet,
+    *,
+    shortcut: str | None = None,
+    text: str | None = None,
+    file_id: int | None = None,
+    clear_file: bool = False,
+) -> Snippet:
+    new_file = None if clear_file else (file_id if file_id is not None else snippet.file_id)
+    key, body = check_snippet(
+        session,
+        actor,
+        shortcut if shortcut is not None else snippet.shortcut,
+        text if text is not None else snippet.text,
+        new_file,
+    )
+    other = repo.snippet_by_shortcut(session, actor.workspace_id, key)
+    if other is not None and other.id != snippet.id:
+        raise Conflict(f"A snippet /{key} already exists.", details={"shortcut": "already exists"})
+    snippet.shortcut, snippet.text, snippet.file_id = key, body, new_file
+    session.flush()
+    return snippet
+
+
+def do_delete_snippet(session: Session, actor: Actor, snippet: Snippet) -> None:
+    actor.require(Permission.MANAGE_SNIPPETS)
+    session.delete(snippet)
+    session.flush()
+
+
+def render_snippet(session: Session, actor: Actor, snippet: Snippet, contact: Contact) -> str:
+    return variables.render(
+        snippet.text, variable_context(session, actor, contact), custom_keys(session, actor.workspace_id)
+    )
+
+
+def _category_name(name: str) -> str:
+    text = " ".join(name.split())
+    if not text or len(text) > 100:
+        raise ValidationFailed.field("name", "is required (at most 100 characters)")
+    return text
+
+
+def do_create_closing_category(session: Session, actor: Actor, name: str) -> ClosingCategory:
+    actor.require(Permission.MANAGE_WORKSPACE)
+    text = _category_name(name)
+    existing = repo.closing_categories(session, actor.workspace_id)
+    if any(c.name_key == fold(text) for c in existing):
+        raise Conflict(f"A closing category {text!r} already exists.", details={"name": "already exists"})
+    category = ClosingCategory(
+        workspace_id=actor.workspace_id,
+        name=text,
+        name_key=fold(text),
+        position=max((c.position for c in existing), default=-1) + 1,
+    )
+    session.add(category)
+    session.flush()
+    return category
+
+
+def access_closing_category(session: Session, actor: Actor, category_id: int) -> ClosingCategory:
+    category = repo.closing_category(session, actor.workspace_id, category_id)
+    if category is None:
+        raise NotFound(f"No closing category {category_id}.")
+    return category
+
+
+def do_update_closing_category(
+    session: Session, actor: Actor, category: ClosingCategory, *, name: str | None, position: int | None
+) -> ClosingCategory:
+    actor.require(Permission.MANAGE_WORKSPACE)
+    if name is not None:
+        text = _category_name(name)
+        clash = [
+            c
+            for c in repo.closing_categories(session, actor.workspace_id)
+            if c.name_key == fold(text) and c.id != category.id
+        ]
+        if clash:
+            raise Conflict(f"A closing category {text!r} already exists.", details={"name": "already exists"})
+        category.name, category.name_key = text, fold(text)
+    if position is not None:
+        category.position = position
+    session.flush()
+    return category
+
+
+def do_delete_closing_category(session: Session, actor: Actor, category: ClosingCategory) -> None:
+    actor.require(Permission.MANAGE_WORKSPACE)
+    session.delete(category)
+    session.flush()

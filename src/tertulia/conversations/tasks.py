@@ -1,0 +1,152 @@
+"""The outbox: delivering outgoing messages through their channel's adapter.
+
+A message is written with status `pending` in the same transaction as everything else; this task
+is queued after commit with its id. The task:
+1. claims an attempt (attempts += 1) in a short transaction and skips the message unless it is
+   still pending: a retried or duplicated task never sends twice once the provider id is recorded;
+2. calls the adapter outside any transaction (SQLite writers must not wait on a provider), with
+   our message id as the idempotency key: if the process dies after the provider accepted the
+   message but before step 3 commits, the retry carries the same key and the provider (or the
+   adapter's own dedupe) drops the repeat;
+3. records the provider id and status (monotonic), or the failure and its reason.
+
+Transient errors are retried with exponential backoff up to `outbox_max_attempts`; permanent ones
+fail the message at once. `requeue_stuck_outbound` (periodic) re-queues pending messages whose
+task was lost (a worker killed mid-task), so no message is lost either.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from huey import crontab
+from huey.exceptions import RetryTask
+from sqlalchemy import select
+
+from tertulia.channels.base import OutboundMessage, PermanentError, TransientError, get_adapter
+from tertulia.channels.models import Channel
+from tertulia.conversations.models import DeliveryStatus, Direction, Message
+from tertulia.conversations.service import advance_message_status
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database
+from tertulia.kit.queue import huey, task_database
+from tertulia.kit.settings import get_settings
+
+log = structlog.get_logger()
+
+# Test-only: called with the message id right after the provider accepted it and before the
+# result is committed, to simulate a worker killed at the worst moment.
+AFTER_PROVIDER_CALL: list[Callable[[int], None]] = []
+STUCK_AFTER = timedelta(minutes=15)
+MAX_BACKOFF_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # "sent", "skipped", "failed", "retry"
+    retry_in: float | None = None
+    reason: str | None = None
+
+
+def backoff(attempt: int, base: float) -> float:
+    return float(min(MAX_BACKOFF_SECONDS, base * (2 ** max(0, attempt - 1))))
+
+
+def process_outbound(db: Database, message_id: int) -> Outcome:
+    settings = get_settings()
+    with db.transaction() as session:
+        message = session.get(Message, message_id, with_for_update=True)
+        if message is None or message.direction != Direction.OUTGOING or message.status != DeliveryStatus.PENDING:
+            return Outcome("skipped")
+        channel = session.scalar(select(Channel).where(Channel.id == message.channel_id))
+        if channel is None or not channel.active:
+            advance_message_status(session, message, DeliveryStatus.FAILED, "channel removed or disabled")
+            return Outcome("failed", reason="channel removed or disabled")
+        message.attempts += 1
+        # Restarts the stuck-message clock: a message in backoff is not "stuck".
+        message.status_at = utcnow()
+        attempt = message.attempts
+        outbound = OutboundMessage(
+            message_id=message.id,
+            idempotency_key=f"tertulia-msg-{message.id}",
+            recipient_id=str((message.payload or {}).get("recipient_id", "")),
+            type=message.type,
+            text=message.text,
+            attachments=list(message.attachments or []),
+            payload=dict(message.payload or {}),
+        )
+        session.expunge(channel)
+    adapter = get_adapter(channel.type)
+    try:
+        result = adapter.send(channel, outbound)
+    except TransientError as exc:
+        if attempt >= settings.outbox_max_attempts:
+            return _fail(db, message_id, f"gave up after {attempt} attempts: {exc.reason}")
+        delay = exc.retry_after if exc.retry_after is not None else backoff(attempt, settings.outbox_retry_base_seconds)
+        log.info("outbox_transient", message_id=message_id, attempt=attempt, reason=exc.reason, retry_in=delay)
+        return Outcome("retry", retry_in=delay, reason=exc.reason)
+    except PermanentError as exc:
+        return _fail(db, message_id, exc.reason)
+    for hook in AFTER_PROVIDER_CALL:
+        hook(message_id)
+    with db.transaction() as session:
+        message = session.get(Message, message_id, with_for_update=True)
+        if message is None:
+            return Outcome("skipped")
+        if message.provider_message_id is None:
+            message.provider_message_id = result.provider_message_id
+        session.flush()
+        advance_message_status(session, message, DeliveryStatus.SENT, None)
+        if result.status != DeliveryStatus.SENT:
+            advance_message_status(session, message, result.status, None)
+    return Outcome("sent")
+
+
+def _fail(db: Database, message_id: int, reason: str) -> Outcome:
+    with db.transaction() as session:
+        message = session.get(Message, message_id, with_for_update=True)
+        if message is not None:
+            advance_message_status(session, message, DeliveryStatus.FAILED, reason)
+    log.info("outbox_failed", message_id=message_id, reason=reason)
+    return Outcome("failed", reason=reason)
+
+
+@huey.task(name="conversations.send_message")  # type: ignore[untyped-decorator]
+def send_message_task(message_id: int) -> str:
+    outcome = process_outbound(task_database(), message_id)
+    if outcome.state == "retry":
+        raise RetryTask(outcome.reason, delay=outcome.retry_in)
+    return outcome.state
+
+
+def enqueue_send(message_id: int) -> None:
+    try:
+        send_message_task(message_id)
+    except Exception as exc:  # the message stays pending; the periodic sweep re-queues it
+        log.warning("outbox_enqueue_failed", message_id=message_id, error=str(exc))
+
+
+def stuck_message_ids(db: Database, limit: int = 500) -> list[int]:
+    cutoff = utcnow() - STUCK_AFTER
+    with db.transaction(write=False) as session:
+        return list(
+            session.scalars(
+                select(Message.id)
+                .where(
+                    Message.status == DeliveryStatus.PENDING,
+                    Message.direction == Direction.OUTGOING,
+                    Message.status_at < cutoff,
+                )
+                .order_by(Message.id)
+                .limit(limit)
+            )
+        )
+
+
+@huey.periodic_task(crontab(minute="*"), name="conversations.requeue_stuck_outbound")  # type: ignore[untyped-decorator]
+def requeue_stuck_outbound() -> int:
+    ids = stuck_message_ids(task_database())
+    for message_id in ids:
+        enqueue_send(message_id)
+    return len(ids)

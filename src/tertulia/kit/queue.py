@@ -1,0 +1,81 @@
+"""Background jobs on huey. Tasks take ids only and are idempotent: the database is the truth.
+
+`TERTULIA_QUEUE_URL` picks the backend:
+- unset or `sqlite:///path`: SqliteHuey in a file beside the database; `tertulia serve` runs the
+  consumer threads itself (no extra process to run on a laptop or a small server);
+- `redis://...`: RedisHuey; run one or more `tertulia worker` processes (and set
+  `TERTULIA_QUEUE_EMBEDDED=false` on the web processes if they should not consume too);
+- `memory://`: an in-process queue for tests and one-off scripts.
+
+Work is enqueued only after the transaction that produced it commits (`kit.db.on_commit`), so a
+worker never sees an id whose row is not there yet.
+"""
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
+from huey.consumer import Consumer
+
+from tertulia.kit.db import Database, get_database
+from tertulia.kit.settings import get_settings
+
+
+def make_huey(url: str, name: str = "tertulia") -> Huey:
+    if url.startswith(("redis://", "rediss://")):
+        return RedisHuey(name, url=url)
+    if url.startswith("sqlite:///"):
+        path = Path(url.split("///", 1)[1])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return SqliteHuey(name, filename=str(path))
+    if url == "memory://":
+        return MemoryHuey(name)
+    raise ValueError(f"Unsupported TERTULIA_QUEUE_URL {url!r}: use sqlite:///path, redis://host or memory://")
+
+
+huey: Huey = make_huey(get_settings().resolved_queue_url(), get_settings().queue_name)
+
+_database_lock = threading.Lock()
+_database: Database | None = None
+
+
+def use_database(database: Database | None) -> None:
+    """Point tasks run in this process at `database` (the app's, or a test's); None = from settings."""
+    global _database
+    with _database_lock:
+        _database = database
+
+
+def task_database() -> Database:
+    return _database or get_database()
+
+
+class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
+    def _set_signal_handlers(self) -> None:
+        # Inside `tertulia serve` the web server owns SIGINT/SIGTERM; lifespan shutdown stops us.
+        pass
+
+
+def start_consumer(workers: int, *, embedded: bool = True) -> Any:
+    """Start worker threads and the scheduler; returns the consumer (call `.stop(graceful=True)`)."""
+    consumer_class = _EmbeddedConsumer if embedded else Consumer
+    consumer = consumer_class(
+        huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0
+    )
+    consumer.start()
+    return consumer
+
+
+def run_worker(workers: int) -> None:
+    """A standalone consumer process (`tertulia worker`); blocks until SIGINT/SIGTERM.
+
+    Events its tasks emit reach the web processes' sockets only through a shared realtime hub
+    (`TERTULIA_REALTIME_URL=redis://...`); publishing needs no listener, so the hub is not started.
+    """
+    from tertulia.kit import realtime
+
+    settings = get_settings()
+    realtime.set_hub(realtime.make_hub(settings.realtime_url, settings.realtime_prefix))
+    consumer = Consumer(huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0)
+    consumer.run()

@@ -1,0 +1,187 @@
+"""The realtime hub: events published after commit reach every subscribed socket, in any process.
+
+- `memory://` (default): in-process fan-out; one `tertulia serve` process.
+- `redis://...`: every process publishes to one Redis pub/sub channel and delivers what it
+  receives to its own sockets, so several `tertulia serve` processes behind one port share events.
+
+`publish` is synchronous and thread-safe (it is called from `on_commit` callbacks in request
+threads and queue workers). Delivery to a socket happens on that socket's event loop. A
+subscriber only receives events of its workspace; the socket endpoint then re-checks each event
+against the receiving user's permissions before sending it. A subscriber that falls too far
+behind is marked overflowed and its socket is closed, so the client reconnects and reloads
+instead of silently missing events.
+"""
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections import defaultdict
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+import structlog
+
+log = structlog.get_logger()
+
+Event = dict[str, Any]
+QUEUE_SIZE = 2000
+
+
+class Subscription:
+    def __init__(self, hub: "Hub", workspace_id: int) -> None:
+        self.hub = hub
+        self.workspace_id = workspace_id
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
+        self.overflowed = False
+
+    def offer(self, event: Event) -> None:
+        """Runs on the subscriber's loop."""
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            # Wake the reader so it notices and closes the socket.
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self.queue.get_nowait()
+            self.queue.put_nowait({"type": "overflow"})
+
+    async def get(self) -> Event:
+        return await self.queue.get()
+
+    def close(self) -> None:
+        self.hub.unsubscribe(self)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_workspace: dict[int, set[Subscription]] = defaultdict(set)
+
+    def subscribe(self, workspace_id: int) -> Subscription:
+        subscription = Subscription(self, workspace_id)
+        with self._lock:
+            self._by_workspace[workspace_id].add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        with self._lock:
+            subscribers = self._by_workspace.get(subscription.workspace_id)
+            if subscribers is not None:
+                subscribers.discard(subscription)
+                if not subscribers:
+                    del self._by_workspace[subscription.workspace_id]
+
+    def deliver_local(self, event: Event) -> None:
+        workspace_id = event.get("workspace_id")
+        if not isinstance(workspace_id, int):
+            return
+        with self._lock:
+            subscribers = list(self._by_workspace.get(workspace_id, ()))
+        for subscription in subscribers:
+            try:
+                subscription.loop.call_soon_threadsafe(subscription.offer, event)
+            except RuntimeError:
+                # The socket's loop has closed under it; forget the subscriber.
+                self.unsubscribe(subscription)
+
+    def publish(self, event: Event) -> None:
+        self.deliver_local(event)
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+class MemoryHub(Hub):
+    pass
+
+
+class RedisHub(Hub):
+    def __init__(self, url: str, prefix: str = "tertulia") -> None:
+        super().__init__()
+        self.url = url
+        self.channel = f"{prefix}:events"
+        self._redis = redis.Redis.from_url(url)
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    def publish(self, event: Event) -> None:
+        # Every process, this one included, delivers what comes back from Redis: one path, one copy.
+        self._redis.publish(self.channel, json.dumps(event, separators=(",", ":"), default=str))
+
+    async def start(self) -> None:
+        self._ready = asyncio.Event()
+        self._task = asyncio.create_task(self._listen())
+        await asyncio.wait_for(self._ready.wait(), timeout=10)
+
+    async def _listen(self) -> None:
+        while True:
+            client = aioredis.Redis.from_url(self.url)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(self.channel)
+                self._ready.set()
+                async for message in pubsub.listen():
+                    if message.get("type") != "message":
+                        continue
+                    try:
+                        event = json.loads(message["data"])
+                    except (ValueError, TypeError):
+                        continue
+                    self.deliver_local(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a Redis restart must not end realtime for this process
+                log.warning("realtime_redis_reconnect", error=str(exc))
+                await asyncio.sleep(1)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                    await client.aclose()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self._redis.close()
+
+
+def make_hub(url: str, prefix: str = "tertulia") -> Hub:
+    if url.startswith(("redis://", "rediss://")):
+        return RedisHub(url, prefix)
+    if url in ("", "memory://"):
+        return MemoryHub()
+    raise ValueError(f"Unsupported TERTULIA_REALTIME_URL {url!r}: use memory:// or redis://host")
+
+
+_current: Hub = MemoryHub()
+
+
+def set_hub(hub: Hub) -> None:
+    """The hub `publish` uses in this process (set by the app at startup)."""
+    global _current
+    _current = hub
+
+
+def get_hub() -> Hub:
+    return _current
+
+
+def publish(event: Event) -> None:
+    try:
+        _current.publish(event)
+    except Exception as exc:  # realtime is best effort: the data is committed, clients reload
+        log.warning("realtime_publish_failed", error=str(exc), event_type=event.get("type"))

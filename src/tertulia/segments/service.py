@@ -1,0 +1,393 @@
+"""Segments: the rules. Validate and check permissions first (check_*), then change data (do_*).
+
+Counts: a segment's count is cached on its row with `count_computed_at`. A cached count is shown only
+while younger than COUNT_MAX_AGE (60 s); an older one is recomputed before it is shown. So a shown
+count is never more than a minute behind a change to contacts (or behind the clock, for "ago"
+filters), and every response says when its count was computed. Counts past REFRESH_AFTER (30 s)
+are still shown but recounted in the background (segments.tasks), so regular viewers never wait.
+"""
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from tertulia.contacts import repository as contacts_repo
+from tertulia.contacts.models import Contact
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import WRITE_OPTION, database_of, on_commit
+from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
+from tertulia.segments import repository as repo
+from tertulia.segments.compiler import compile_filter
+from tertulia.segments.evaluator import ContactSnapshot, matches
+from tertulia.segments.language import (
+    CheckContext,
+    CheckedFilter,
+    check_filter,
+    depends_on_viewer,
+    parse_filter,
+    referenced_segment_ids,
+)
+from tertulia.segments.models import Segment
+from tertulia.segments.timing import EvalContext
+from tertulia.users.permissions import Actor, Permission
+
+log = structlog.get_logger()
+
+COUNT_MAX_AGE = timedelta(seconds=60)
+# Counts older than this are still shown, but refreshed in the background (segments.tasks).
+REFRESH_AFTER = timedelta(seconds=30)
+MAX_NAME = 120
+
+
+def _one(category: str, operator: str, field: str | None = None, value: Any = None) -> dict[str, Any]:
+    condition: dict[str, Any] = {"category": category, "operator": operator}
+    if field is not None:
+        condition["field"] = field
+    if value is not None:
+        condition["value"] = value
+    return {"match": "all", "groups": [{"match": "all", "conditions": [condition]}]}
+
+
+DEFAULT_SEGMENTS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "Contacts created <7 days ago",
+        _one("contact_field", "less_than_ago", "created_at", {"amount": 7, "unit": "days"}),
+    ),
+    (
+        "Contacts inactive >30 days",
+        _one("last_incoming_message", "more_than_ago", value={"amount": 30, "unit": "days"}),
+    ),
+    ("Contacts with tags", _one("tag", "exists")),
+    ("Country known", _one("contact_field", "exists", "country")),
+    ("Language known", _one("contact_field", "exists", "language")),
+)
+
+
+# ----- contexts -------------------------------------------------------------------------------
+
+
+def check_context(session: Session, workspace_id: int, self_segment_id: int | None = None) -> CheckContext:
+    fields = repo.custom_field_types(session, workspace_id)
+
+    def load(segment_id: int) -> Mapping[str, Any] | None:
+        segment = repo.segment_by_id(session, workspace_id, segment_id)
+        return None if segment is None else segment.filter
+
+    return CheckContext(custom_fields=fields, load_segment=load, self_segment_id=self_segment_id)
+
+
+def eval_context(session: Session, actor: Actor, now: datetime | None = None) -> EvalContext:
+    timezone = repo.workspace_timezone(session, actor.workspace_id)
+    if timezone is None:
+        raise NotFound("No such workspace.")
+    return EvalContext(
+        workspace_id=actor.workspace_id,
+        timezone=ZoneInfo(timezone),
+        now=now or utcnow(),
+        me_user_id=actor.user_id,
+    )
+
+
+def check_ad_hoc_filter(session: Session, actor: Actor, raw: Any, prefix: str = "filter") -> CheckedFilter:
+    actor.require(Permission.VIEW_CONTACTS)
+    return check_filter(raw, check_context(session, actor.workspace_id), prefix)
+
+
+def filter_clause(session: Session, actor: Actor, raw: Any, prefix: str = "filter") -> Any:
+    """A checked, workspace-scoped SQL clause for an ad-hoc filter (the contacts list uses it)."""
+    checked = check_ad_hoc_filter(session, actor, raw, prefix)
+    return compile_filter(checked, eval_context(session, actor))
+
+
+# ----- access and validation ------------------------------------------------------------------
+
+
+def access_segment(
+    session: Session, actor: Actor, segment_id: int, permission: Permission = Permission.VIEW_CONTACTS
+) -> Segment:
+    actor.require(permission)
+    segment = repo.segment_by_id(session, actor.workspace_id, segment_id)
+    if segment is None:
+        raise NotFound(f"No segment {segment_id}.")
+    return segment
+
+
+def check_segment_name(session: Session, workspace_id: int, name: Any, exclude_id: int | None = None) -> str:
+    if not isinstance(name, str) or not " ".join(name.split()):
+        raise ValidationFailed.field("name", "is required")
+    text = " ".join(name.split())
+    if len(text) > MAX_NAME:
+        raise ValidationFailed.field("name", f"must be at most {MAX_NAME} characters")
+    other = repo.segment_by_name_key(session, workspace_id, text.casefold())
+    if other is not None and other.id != exclude_id:
+        raise Conflict(
+            f"A segment named {other.name!r} already exists.",
+            code="duplicate_name",
+            details={"name": f"already used by segment {other.id}", "segment_id": other.id},
+        )
+    return text
+
+
+def check_segment_filter(
+    session: Session, workspace_id: int, raw: Any, self_segment_id: int | None = None
+) -> dict[str, Any]:
+    """The filter as it will be stored (its JSON shape normalised), after checking it fully."""
+    check_filter(raw, check_context(session, workspace_id, self_segment_id), "filter")
+    return parse_filter(raw, "filter").model_dump(exclude_none=True)
+
+
+# ----- writing --------------------------------------------------------------------------------
+
+
+def do_create_segment(session: Session, actor: Actor, name: Any, raw_filter: Any) -> Segment:
+    actor.require(Permission.MANAGE_SEGMENTS)
+    clean_name = check_segment_name(session, actor.workspace_id, name)
+    stored = check_segment_filter(session, actor.workspace_id, raw_filter)
+    segment = Segment(
+        workspace_id=actor.workspace_id,
+        name=clean_name,
+        name_key=clean_name.casefold(),
+        filter=stored,
+        created_by_user_id=actor.user_id,
+    )
+    session.add(segment)
+    session.flush()
+    return segment
+
+
+def do_update_segment(
+    session: Session, actor: Actor, segment: Segment, *, name: Any = None, raw_filter: Any = None
+) -> Segment:
+    """Rename and/or replace the filter. A new filter drops the cached count."""
+    actor.require(Permission.MANAGE_SEGMENTS)
+    clean_name = None if name is None else check_segment_name(session, actor.workspace_id, name, segment.id)
+    stored = None if raw_filter is None else check_segment_filter(session, actor.workspace_id, raw_filter, segment.id)
+    if clean_name is not None:
+        segment.name = clean_name
+        segment.name_key = clean_name.casefold()
+    if stored is not None and stored != segment.filter:
+        segment.filter = stored
+        segment.contact_count = None
+        segment.count_computed_at = None
+    segment.updated_at = utcnow()
+    session.flush()
+    return segment
+
+
+def do_save_as_new(session: Session, actor: Actor, source: Segment, name: Any, raw_filter: Any = None) -> Segment:
+    """A copy of `source` under a new name, with an edited filter when given; `source` is untouched."""
+    return do_create_segment(session, actor, name, source.filter if raw_filter is None else raw_filter)
+
+
+def segments_using(session: Session, workspace_id: int, segment_id: int) -> list[Segment]:
+    return [s for s in repo.segments(session, workspace_id) if segment_id in referenced_segment_ids(s.filter)]
+
+
+def do_delete_segment(session: Session, actor: Actor, segment: Segment) -> None:
+    actor.require(Permission.MANAGE_SEGMENTS)
+    users = segments_using(session, actor.workspace_id, segment.id)
+    if users:
+        names = ", ".join(f"{s.name!r} (id {s.id})" for s in users)
+        raise Conflict(
+            f"Segment {segment.name!r} is used by {names}; change those first.",
+            code="segment_in_use",
+            details={"used_by": [{"id": s.id, "name": s.name} for s in users]},
+        )
+    session.delete(segment)
+    session.flush()
+
+
+def do_create_default_segments(session: Session, workspace_id: int) -> list[Segment]:
+    """The five segments every new workspace starts with; ordinary segments from then on."""
+    created = []
+    for name, filter_ in DEFAULT_SEGMENTS:
+        segment = Segment(workspace_id=workspace_id, name=name, name_key=name.casefold(), filter=dict(filter_))
+        session.add(segment)
+        created.append(segment)
+    session.flush()
+    return created
+
+
+# ----- counts ---------------------------------------------------------------------------------
+
+
+@dataclass
+class CountedSegment:
+    segment: Segment
+    count: int | None
+    count_computed_at: datetime | None
+    # Set when the stored filter no longer checks (e.g. a custom field it used was deleted).
+    filter_error: dict[str, Any] | None = None
+
+
+def _age_ok(segment: Segment, now: datetime, max_age: timedelta) -> bool:
+    computed = segment.count_computed_at
+    return segment.contact_count is not None and computed is not None and now - computed < max_age
+
+
+def _persist_counts(session: Session, workspace_id: int, counts: list[tuple[int, int, object]]) -> None:
+    """Cache fresh counts. Reads run in read-only transactions, so those write through a short
+    transaction of their own; losing that write only means recounting later."""
+    if not counts:
+        return
+    if session.get_bind().get_execution_options().get(WRITE_OPTION):
+        repo.store_counts(session, workspace_id, counts)
+        return
+    try:
+        with database_of(session).transaction() as writer:
+            repo.store_counts(writer, workspace_id, counts)
+    except (OperationalError, RuntimeError) as exc:
+        log.info("segment_count_cache_skipped", error=str(exc))
+
+
+def _schedule_refresh(workspace_id: int) -> None:
+    from tertulia.segments.tasks import enqueue_refresh  # the queue needs settings; import on use
+
+    enqueue_refresh(workspace_id)
+
+
+def counted_segments(
+    session: Session,
+    actor: Actor,
+    segments: Sequence[Segment],
+    *,
+    max_age: timedelta = COUNT_MAX_AGE,
+    schedule_refresh: bool = True,
+) -> list[CountedSegment]:
+    """Each segment with a count no older than `max_age` (recomputed here when older). Counts
+    older than REFRESH_AFTER are shown and refreshed in the background after this transaction."""
+    actor.require(Permission.VIEW_CONTACTS)
+    ctx = eval_context(session, actor)
+    now = ctx.now
+    _versions, checks = _checked_by_id(session, actor.workspace_id)
+    result: list[CountedSegment] = []
+    computed: list[tuple[int, int, object]] = []
+    ageing = False
+    for segment in segments:
+        # A filter that no longer checks (a field it used was deleted) shows no count, even a cached one.
+        checked = checks.get(segment.id)
+        if checked is None:
+            checked = _check_one(segment.filter, check_context(session, actor.workspace_id))
+        if isinstance(checked, ValidationFailed):
+            error = {"message": checked.message, "details": checked.details}
+            result.append(CountedSegment(segment, None, None, error))
+            continue
+        if _age_ok(segment, now, max_age):
+            ageing = ageing or not _age_ok(segment, now, REFRESH_AFTER)
+            result.append(CountedSegment(segment, segment.contact_count, segment.count_computed_at))
+            continue
+        # `assignee is "me"` depends on who asks: such counts are never cached for everyone.
+        personal = depends_on_viewer(checked)
+        count = repo.count_contacts(session, compile_filter(checked, ctx))
+        computed_at = utcnow()
+        result.append(CountedSegment(segment, count, computed_at))
+        if not personal:
+            computed.append((segment.id, count, computed_at))
+    _persist_counts(session, actor.workspace_id, computed)
+    if ageing and schedule_refresh:
+        workspace_id = actor.workspace_id
+        on_commit(session, lambda: _schedule_refresh(workspace_id))
+    return result
+
+
+def list_segments(session: Session, actor: Actor) -> list[CountedSegment]:
+    actor.require(Permission.VIEW_CONTACTS)
+    return counted_segments(session, actor, repo.segments(session, actor.workspace_id))
+
+
+# ----- members --------------------------------------------------------------------------------
+
+
+def checked_segment_filter(session: Session, actor: Actor, segment: Segment) -> CheckedFilter:
+    return check_filter(segment.filter, check_context(session, actor.workspace_id), "filter")
+
+
+def contacts_page(
+    session: Session, actor: Actor, checked: CheckedFilter, *, after_id: int | None, limit: int
+) -> list[Contact]:
+    """Newest first, keyset on id; limit+1 rows so the caller knows whether there is a next page."""
+    actor.require(Permission.VIEW_CONTACTS)
+    clause = compile_filter(checked, eval_context(session, actor))
+    query = contacts_repo.contacts_page_query(actor.workspace_id, after_id=after_id, limit=limit, extra=clause)
+    return list(session.scalars(query))
+
+
+def preview(session: Session, actor: Actor, raw_filter: Any, limit: int) -> tuple[int, list[Contact]]:
+    checked = check_ad_hoc_filter(session, actor, raw_filter)
+    ctx = eval_context(session, actor)
+    count = repo.count_contacts(session, compile_filter(checked, ctx))
+    return count, contacts_page(session, actor, checked, after_id=None, limit=limit)[:limit]
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    id: int
+    name: str
+
+
+# Checked filters of a workspace's segments, keyed by everything checking depends on: every
+# segment's (id, updated_at) (a segment may nest another) and the custom field types.
+Check = CheckedFilter | ValidationFailed
+_CHECKED_CACHE: "OrderedDict[tuple[Any, ...], dict[int, Check]]" = OrderedDict()
+_CHECKED_CACHE_SIZE = 256
+
+
+def _check_one(raw: Any, checker: CheckContext) -> Check:
+    try:
+        return check_filter(raw, checker, "filter")
+    except ValidationFailed as exc:
+        return exc.with_traceback(None)  # cached: keep no frames alive
+
+
+def _checked_by_id(session: Session, workspace_id: int) -> tuple[list[tuple[int, str, datetime]], dict[int, Check]]:
+    """The workspace's segments (id, name, updated_at) and each one's checked filter or the error
+    that it no longer checks. Checking is cached across requests; only small rows are read."""
+    versions = repo.segment_versions(session, workspace_id)
+    fields = repo.custom_field_types(session, workspace_id)
+    key = (
+        workspace_id,
+        tuple((segment_id, updated_at) for segment_id, _name, updated_at in versions),
+        tuple(sorted(fields.items())),
+    )
+    cached = _CHECKED_CACHE.get(key)
+    if cached is None:
+        filters = repo.segment_filters(session, workspace_id)
+        checker = CheckContext(custom_fields=fields, load_segment=filters.get)
+        cached = {segment_id: _check_one(filters.get(segment_id), checker) for segment_id, _n, _u in versions}
+        _CHECKED_CACHE[key] = cached
+        while len(_CHECKED_CACHE) > _CHECKED_CACHE_SIZE:
+            _CHECKED_CACHE.popitem(last=False)
+    else:
+        _CHECKED_CACHE.move_to_end(key)
+    return versions, cached
+
+
+def checked_segments(session: Session, workspace_id: int) -> list[tuple[SegmentSummary, CheckedFilter | None]]:
+    """Every segment of the workspace with its checked filter (None when it no longer checks)."""
+    versions, checks = _checked_by_id(session, workspace_id)
+    result: list[tuple[SegmentSummary, CheckedFilter | None]] = []
+    for segment_id, name, _updated_at in versions:
+        checked = checks[segment_id]
+        result.append((SegmentSummary(segment_id, name), None if isinstance(checked, ValidationFailed) else checked))
+    return result
+
+
+def segments_of_contact(session: Session, actor: Actor, contact: Contact) -> list[SegmentSummary]:
+    """The saved segments this contact is in: the contact is loaded once and every segment's filter
+    is evaluated in memory, so the cost does not grow with the number of contacts."""
+    actor.require(Permission.VIEW_CONTACTS)
+    ctx = eval_context(session, actor)
+    snapshot = ContactSnapshot.of(contact, repo.contact_tag_keys(session, contact.id))
+    # A segment whose filter no longer checks holds no one.
+    return [
+        segment
+        for segment, checked in checked_segments(session, actor.workspace_id)
+        if checked is not None and matches(checked, snapshot, ctx)
+    ]

@@ -1,0 +1,52 @@
+"""Response headers that make the pages hard to abuse: CSP, framing, referrer, sniffing."""
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# No inline script and no eval anywhere: htmx runs with allowEval=false and Alpine is its CSP build.
+# Avatars may be any https image, as people paste links to them.
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' https: data:",
+        "font-src 'self'",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"same-origin"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+]
+# The interactive API docs load their own inline bootstrap script; they get the other headers only.
+CSP_EXEMPT_PREFIXES = ("/api/docs",)
+
+
+class SecurityHeadersMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with_csp = not str(scope.get("path", "")).startswith(CSP_EXEMPT_PREFIXES)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = list(SECURITY_HEADERS)
+                if with_csp:
+                    extra.append((b"content-security-policy", CONTENT_SECURITY_POLICY.encode()))
+                headers.extend((name, value) for name, value in extra if name not in present)
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -1,0 +1,348 @@
+"""Pages of the shell: sign in/out, invitations, password reset, profile, language, placeholders."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Form
+from starlette.responses import RedirectResponse, Response
+
+from tertulia.kit.errors import Conflict, DomainError, RateLimited, Unauthorized, ValidationFailed
+from tertulia.users.invitations import INVITATION_PATH, do_accept_invitation, find_invitation
+from tertulia.users.models import ActivityStatus
+from tertulia.users.passwords import (
+    PASSWORD_RESET_PATH,
+    do_change_password,
+    do_request_password_reset,
+    do_reset_password,
+    find_password_reset,
+)
+from tertulia.users.service import do_set_activity_status, do_update_profile
+from tertulia.users.sessions import SESSION_COOKIE, do_sign_in, do_sign_out
+from tertulia.web import i18n
+from tertulia.web.context import LANGUAGE_COOKIE, PublicPage, UserPage, WebContext, safe_next, set_cookie
+
+router = APIRouter(include_in_schema=False)
+
+# Modules not yet live: the shell links them and shows what is coming.
+COMING_SOON: dict[str, tuple[str, str]] = {
+    "messages": (i18n.lazy("Messages"), i18n.lazy("The shared inbox for WhatsApp, Telegram, email and web chat.")),
+    "broadcasts": (i18n.lazy("Broadcasts"), i18n.lazy("Send a message to a segment of contacts, on schedule.")),
+    "workflows": (i18n.lazy("Workflows"), i18n.lazy("Automate replies, assignment and follow-ups.")),
+    "reports": (i18n.lazy("Reports"), i18n.lazy("Response times, volumes and team performance.")),
+}
+STATUS_LABELS: dict[str, str] = {
+    "online": i18n.lazy("Online"),
+    "away": i18n.lazy("Away"),
+    "busy": i18n.lazy("Busy"),
+    "offline": i18n.lazy("Offline"),
+}
+COMMON_TIMEZONES = (
+    "UTC",
+    "America/Mexico_City",
+    "America/Bogota",
+    "America/Lima",
+    "America/Santiago",
+    "America/Argentina/Buenos_Aires",
+    "America/Caracas",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "Europe/Madrid",
+    "Europe/London",
+    "Europe/Paris",
+    "Atlantic/Canary",
+)
+
+
+def field_errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
+    """Per-field messages, translated where the catalogue knows the wording."""
+    if isinstance(exc, Conflict) and exc.code in ("duplicate_email", "duplicate_phone"):
+        field = exc.code.removeprefix("duplicate_")
+        message = i18n.lazy("Another contact already has this email.")
+        if field == "phone":
+            message = i18n.lazy("Another contact already has this phone number.")
+        return {field: ctx.fmt.gettext(message)}
+    details = exc.details if isinstance(exc.details, dict) else {}
+    errors = {str(k): ctx.fmt.gettext(str(v)) for k, v in details.items() if isinstance(v, str)}
+    return errors or {"__all__": ctx.fmt.gettext(exc.message)}
+
+
+@router.get("/")
+def home(_ctx: UserPage) -> Response:
+    return RedirectResponse("/contacts", status_code=303)
+
+
+# ----- sign in / out ------------------------------------------------------------------------
+
+
+@router.get("/login")
+def login_form(ctx: PublicPage, next: str | None = None) -> Response:
+    if ctx.current is not None:
+        return RedirectResponse(safe_next(next), status_code=303)
+    return ctx.render("login.html", {"next": safe_next(next), "email": "", "error": None})
+
+
+@router.post("/login")
+def login(
+    ctx: PublicPage,
+    email: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/contacts",
+) -> Response:
+    client_ip = ctx.request.client.host if ctx.request.client else None
+    try:
+        signed_in = do_sign_in(ctx.session, email, password, client_ip=client_ip)
+    except RateLimited as exc:
+        minutes = max(1, (exc.retry_after + 59) // 60)
+        error = ctx.fmt.ngettext(
+            "Too many failed attempts. Try again in %(num)d minute.",
+            "Too many failed attempts. Try again in %(num)d minutes.",
+            minutes,
+        ) % {"num": minutes}
+        return ctx.render("login.html", {"next": safe_next(next), "email": email, "error": error}, status_code=429)
+    except Unauthorized as exc:
+        message = ctx._("Wrong email or password.")
+        if exc.code == "no_workspace":
+            message = ctx._("This account has no active workspace.")
+        return ctx.render("login.html", {"next": safe_next(next), "email": email, "error": message}, status_code=401)
+    response = RedirectResponse(safe_next(next), status_code=303)
+    days = ctx.request.app.state.settings.session_days
+    set_cookie(ctx.request, response, SESSION_COOKIE, signed_in.token, max_age=days * 86400)
+    return response
+
+
+@router.post("/logout")
+def logout(ctx: UserPage) -> Response:
+    do_sign_out(ctx.session, ctx.request.cookies.get(SESSION_COOKIE))
+    response = ctx.redirect("/login", flash="signed_out")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.post("/language")
+def switch_language(
+    ctx: PublicPage,
+    language: Annotated[str, Form()],
+    next: Annotated[str, Form()] = "/",
+) -> Response:
+    if language not in i18n.LANGUAGES:
+        raise ValidationFailed.field("language", "unsupported language")
+    if ctx.current is not None:
+        user = ctx.user
+        do_update_profile(
+            ctx.session,
+            user,
+            first_name=user.first_name,
+            last_name=user.last_name,
+            language=language,
+            timezone=user.timezone,
+            avatar_url=user.avatar_url,
+        )
+    response = ctx.redirect(safe_next(next))
+    set_cookie(ctx.request, response, LANGUAGE_COOKIE, language, max_age=365 * 86400)
+    return response
+
+
+# ----- password reset -----------------------------------------------------------------------
+
+
+@router.get("/forgot-password")
+def forgot_form(ctx: PublicPage) -> Response:
+    return ctx.render("forgot.html", {"email": "", "errors": {}})
+
+
+@router.post("/forgot-password")
+def forgot(ctx: PublicPage, email: Annotated[str, Form()] = "") -> Response:
+    try:
+        do_request_password_reset(ctx.session, email)
+    except ValidationFailed as exc:
+        return ctx.render("forgot.html", {"email": email, "errors": field_errors(ctx, exc)}, status_code=422)
+    except RateLimited:
+        pass  # Same answer either way: the page never tells whether an account exists.
+    return ctx.redirect("/login", flash="reset_sent")
+
+
+@router.get(PASSWORD_RESET_PATH + "/{token}")
+def reset_form(ctx: PublicPage, token: str) -> Response:
+    if find_password_reset(ctx.session, token) is None:
+        return ctx.render("link_invalid.html", status_code=404)
+    return ctx.render("reset.html", {"token": token, "errors": {}})
+
+
+@router.post(PASSWORD_RESET_PATH + "/{token}")
+def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") -> Response:
+    try:
+        do_reset_password(ctx.session, token, password)
+    except ValidationFailed as exc:
+        errors = field_errors(ctx, exc)
+        if "new_password" in errors:
+            errors["password"] = errors.pop("new_password")
+        return ctx.render("reset.html", {"token": token, "errors": errors}, status_code=422)
+    except DomainError:
+        return ctx.render("link_invalid.html", status_code=404)
+    return ctx.redirect("/login", flash="password_reset")
+
+
+# ----- invitations --------------------------------------------------------------------------
+
+
+@router.get(INVITATION_PATH + "/{token}")
+def invitation_form(ctx: PublicPage, token: str) -> Response:
+    invitation = find_invitation(ctx.session, token)
+    if invitation is None:
+        return ctx.render("link_invalid.html", status_code=404)
+    values = {"first_name": "", "last_name": ""}
+    return ctx.render("invitation.html", {"token": token, "invitation": invitation, "values": values, "errors": {}})
+
+
+@router.post(INVITATION_PATH + "/{token}")
+def accept_invitation(
+    ctx: PublicPage,
+    token: str,
+    first_name: Annotated[str, Form()] = "",
+    last_name: Annotated[str, Form()] = "",
+    password: Annotated[str, Form()] = "",
+) -> Response:
+    invitation = find_invitation(ctx.session, token)
+    if invitation is None:
+        return ctx.render("link_invalid.html", status_code=404)
+    try:
+        user = do_accept_invitation(ctx.session, token, password=password, first_name=first_name, last_name=last_name)
+    except (ValidationFailed, Conflict, RateLimited) as exc:
+        # Not rolled back: a wrong password for an existing account counts towards throttling.
+        values = {"first_name": first_name, "last_name": last_name}
+        context = {"token": token, "invitation": invitation, "values": values, "errors": field_errors(ctx, exc)}
+        return ctx.render("invitation.html", context, status_code=422)
+    client_ip = ctx.request.client.host if ctx.request.client else None
+    signed_in = do_sign_in(ctx.session, user.email, password, client_ip=client_ip, workspace_id=invitation.workspace_id)
+    response = ctx.redirect("/contacts", flash="welcome")
+    days = ctx.request.app.state.settings.session_days
+    set_cookie(ctx.request, response, SESSION_COOKIE, signed_in.token, max_age=days * 86400)
+    return response
+
+
+# ----- profile ------------------------------------------------------------------------------
+
+
+def _profile_values(ctx: WebContext) -> dict[str, str]:
+    user = ctx.user
+    return {
+        "first_name": user.first_name,
+        "last_name": user.last_name,
+        "avatar_url": user.avatar_url or "",
+        "language": user.language or "",
+        "timezone": user.timezone or "",
+    }
+
+
+def _render_profile(
+    ctx: WebContext,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    password_errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    current_zone = ctx.user.timezone
+    zones = list(COMMON_TIMEZONES)
+    if current_zone and current_zone not in zones:
+        zones.insert(0, current_zone)
+    context = {
+        "values": values or _profile_values(ctx),
+        "errors": errors or {},
+        "password_errors": password_errors or {},
+        "timezones": zones,
+        "statuses": STATUS_LABELS,
+    }
+    return ctx.render("profile.html", context, status_code=status_code, active="profile")
+
+
+@router.get("/profile")
+def profile(ctx: UserPage) -> Response:
+    return _render_profile(ctx)
+
+
+@router.post("/profile")
+def save_profile(
+    ctx: UserPage,
+    first_name: Annotated[str, Form()] = "",
+    last_name: Annotated[str, Form()] = "",
+    avatar_url: Annotated[str, Form()] = "",
+    language: Annotated[str, Form()] = "",
+    timezone: Annotated[str, Form()] = "",
+) -> Response:
+    values = {
+        "first_name": first_name,
+        "last_name": last_name,
+        "avatar_url": avatar_url,
+        "language": language,
+        "timezone": timezone,
+    }
+    try:
+        do_update_profile(
+            ctx.session,
+            ctx.user,
+            first_name=first_name,
+            last_name=last_name,
+            language=language or None,
+            timezone=timezone or None,
+            avatar_url=avatar_url or None,
+        )
+    except ValidationFailed as exc:
+        ctx.session.rollback()
+        return _render_profile(ctx, values=values, errors=field_errors(ctx, exc), status_code=422)
+    return ctx.redirect("/profile", flash="profile_saved")
+
+
+@router.post("/profile/status")
+def save_status(ctx: UserPage, status: Annotated[str, Form()]) -> Response:
+    if status not in STATUS_LABELS:
+        raise ValidationFailed.field("status", "unknown status")
+    do_set_activity_status(ctx.session, ctx.user, ActivityStatus(status))
+    return ctx.redirect(safe_next(ctx.current_page or "/profile"), flash="status_saved")
+
+
+@router.post("/profile/password")
+def change_password(
+    ctx: UserPage,
+    current_password: Annotated[str, Form()] = "",
+    new_password: Annotated[str, Form()] = "",
+) -> Response:
+    try:
+        do_change_password(ctx.session, ctx.user, current_password, new_password)
+    except (ValidationFailed, RateLimited) as exc:
+        # Not rolled back: a wrong current password counts towards sign-in throttling.
+        errors = field_errors(ctx, exc)
+        if "__all__" in errors:
+            errors = {"current_password": errors["__all__"]}
+        return _render_profile(ctx, password_errors=errors, status_code=422)
+    return ctx.redirect("/login", flash="password_changed")
+
+
+# ----- other modules ------------------------------------------------------------------------
+
+
+def _coming_soon(ctx: WebContext, module: str) -> Response:
+    title, blurb = COMING_SOON[module]
+    context = {"title": ctx.fmt.gettext(title), "blurb": ctx.fmt.gettext(blurb)}
+    return ctx.render("coming_soon.html", context, active=module)
+
+
+@router.get("/messages")
+def messages(ctx: UserPage) -> Response:
+    return _coming_soon(ctx, "messages")
+
+
+@router.get("/broadcasts")
+def broadcasts(ctx: UserPage) -> Response:
+    return _coming_soon(ctx, "broadcasts")
+
+
+@router.get("/workflows")
+def workflows(ctx: UserPage) -> Response:
+    return _coming_soon(ctx, "workflows")
+
+
+@router.get("/reports")
+def reports(ctx: UserPage) -> Response:
+    return _coming_soon(ctx, "reports")

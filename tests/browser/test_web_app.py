@@ -1,0 +1,173 @@
+"""The web app in a real browser: Debian's Chromium driven by Playwright against a real uvicorn server.
+
+These tests run on SQLite only: the server gets a fresh SQLite database of its own, migrated from
+empty. What they cover that the TestClient tests cannot: htmx swaps, the CSRF header added by
+app.js, Alpine's CSP build, and that the Content-Security-Policy breaks nothing.
+"""
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+
+from tertulia.app import create_app
+from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
+from tertulia.migrations import upgrade
+from tertulia.users.models import Role
+from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workspaces.setup import do_create_workspace_with_owner
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+OWNER = ("owner@browser.example.com", "owner-password")
+AGENT = ("agent@browser.example.com", "agent-password")
+
+
+@dataclass
+class Server:
+    url: str
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    path = tmp_path_factory.mktemp("browser") / "tertulia.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    database = Database(url)
+    with database.transaction() as session:
+        created = do_create_workspace_with_owner(
+            session, "Browser Co", OWNER[0], OWNER[1], default_country="MX", owner_first_name="Olga"
+        )
+        agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Ana")
+        do_add_member(session, created.workspace.id, agent.id, Role.AGENT)
+    port = _free_port()
+    config = uvicorn.Config(
+        create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    uvicorn_server = uvicorn.Server(config)
+    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not uvicorn_server.started:
+        if time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield Server(f"http://127.0.0.1:{port}")
+    uvicorn_server.should_exit = True
+    thread.join(timeout=10)
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    problems: list[str] = []
+
+    def on_console(message: ConsoleMessage) -> None:
+        # Expected 4xx answers (422 validation, 403 refusal) are logged by Chromium too.
+        if message.type == "error" and "server responded with a status of 4" not in message.text:
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    yield page
+    context.close()
+    # A CSP violation or a script error would show up here.
+    assert problems == []
+
+
+def sign_in(page: Page, server: Server, email: str, password: str) -> None:
+    page.goto(f"{server.url}/contacts")
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("input[name=email]", email)
+    page.fill("input[name=password]", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/contacts$"))
+
+
+def test_agent_day_with_contacts(page: Page, server: Server) -> None:
+    sign_in(page, server, *OWNER)
+    expect(page.locator(".topbar h1")).to_have_text("Contacts")
+
+    page.click("[data-testid=switch-language]")
+    expect(page.locator(".topbar h1")).to_have_text("Contactos")
+    page.click("[data-testid=switch-language]")
+    expect(page.locator(".topbar h1")).to_have_text("Contacts")
+
+    page.click("[data-testid=new-contact]")
+    page.fill("input[name=first_name]", "Zoe")
+    page.fill("input[name=last_name]", "Quintero")
+    page.fill("input[name=email]", "zoe@")
+    page.click("form.card button[type=submit]")
+    expect(page.locator("#email-error")).to_be_visible()
+    expect(page.locator("input[name=email]")).to_have_value("zoe@")
+    expect(page.locator("input[name=first_name]")).to_have_value("Zoe")
+    page.fill("input[name=email]", "zoe@example.com")
+    page.click("form.card button[type=submit]")
+    page.wait_for_url(re.compile(r"/contacts/\d+$"))
+    expect(page.locator(".contact-title")).to_have_text("Zoe Quintero")
+
+    page.fill(".tag-add input[name=tag]", "vip")
+    page.click(".tag-add button[type=submit]")
+    expect(page.locator("#tags .tag-list")).to_contain_text("vip")
+
+    page.goto(f"{server.url}/contacts")
+    page.keyboard.press("/")
+    page.keyboard.type("quint")
+    expect(page.locator("#contact-rows tr[data-row]")).to_have_count(1)
+    page.click("#contact-rows a.contact-cell")
+    page.wait_for_url(re.compile(r"/contacts/\d+$"))
+
+    page.click(".prop[data-field=last_name] .edit-button")
+    editor = page.locator("form.prop.editing input[name=value]")
+    editor.fill("Quintero-Díaz")
+    editor.press("Enter")
+    expect(page.locator(".prop[data-field=last_name] .value")).to_have_text("Quintero-Díaz")
+    page.click(".prop[data-field=phone] .edit-button")
+    page.locator("form.prop.editing input[name=value]").fill("12")
+    page.locator("form.prop.editing button[type=submit]").click()
+    expect(page.locator("form.prop.editing .field-error")).to_be_visible()
+    expect(page.locator("form.prop.editing input[name=value]")).to_have_value("12")
+
+
+def test_agent_is_refused_settings(page: Page, server: Server) -> None:
+    sign_in(page, server, *AGENT)
+    expect(page.locator("nav a[href='/settings']")).to_have_count(0)
+    response = page.goto(f"{server.url}/settings")
+    assert response is not None
+    assert response.status == 403
+    expect(page.locator("h1")).to_have_text("You do not have access to this page")

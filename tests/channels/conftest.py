@@ -1,0 +1,3 @@
+from tests.conversations.conftest import immediate_queue
+
+__all__ = ["immediate_queue"]

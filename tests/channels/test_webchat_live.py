@@ -1,0 +1,100 @@
+"""Live delivery over WebSockets: visitor -> agent inbox, agent reply -> visitor, with permissions."""
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
+
+from tertulia.kit.db import Database
+from tertulia.users.models import Role
+from tests.conftest import Tenant
+from tests.conversations.support import SHOP, make_webchat, new_visitor, sign_in
+
+pytestmark = pytest.mark.usefixtures("immediate_queue")
+
+
+def _next(socket: WebSocketTestSession, wanted: str) -> dict[str, Any]:
+    """The next frame of type `wanted`, skipping others (bounded, so a bug fails instead of hanging)."""
+    for _ in range(20):
+        frame: dict[str, Any] = socket.receive_json()
+        if frame["type"] == wanted:
+            return frame
+    raise AssertionError(f"no {wanted} frame")
+
+
+def test_visitor_and_agent_see_each_other_live(client: TestClient, db: Database, tenant: Tenant) -> None:
+    channel = make_webchat(db, tenant)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    visitor = new_visitor(client, channel, name="Ana")
+    with (
+        client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox,
+        client.websocket_connect(
+            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
+        ) as widget,
+    ):
+        assert inbox.receive_json()["type"] == "hello"
+        visitor.say("¿Hay alguien?")
+        created = _next(inbox, "message.created")
+        assert created["data"]["message"]["text"] == "¿Hay alguien?"
+        cid = created["conversation_id"]
+        # The visitor's socket echoes its own message (other tabs), then the agent's reply.
+        assert _next(widget, "message.created")["message"]["text"] == "¿Hay alguien?"
+        client.post(f"/api/v1/conversations/{cid}/comments", headers=manager.headers, json={"text": "interno"})
+        reply = client.post(
+            f"/api/v1/conversations/{cid}/messages",
+            headers=manager.headers,
+            json={"text": "Hola {{contact.first_name}}"},
+        )
+        assert reply.status_code == 201, reply.text
+        frame = _next(widget, "message.created")
+        assert frame["message"] == {
+            "id": reply.json()["id"],
+            "direction": "outgoing",
+            "type": "text",
+            "text": "Hola Ana",
+            "attachments": [],
+            "created_at": reply.json()["created_at"],
+        }
+        status = _next(inbox, "message.status")
+        assert status["data"] == {"message_id": reply.json()["id"], "status": "sent", "reason": None}
+
+
+def test_agent_socket_gets_only_conversations_they_may_see(client: TestClient, db: Database, tenant: Tenant) -> None:
+    channel = make_webchat(db, tenant)
+    agent = sign_in(db, tenant, Role.AGENT)
+    first, second = new_visitor(client, channel), new_visitor(client, channel)
+    with client.websocket_connect("/ws", headers={"cookie": agent.headers["Cookie"]}) as inbox:
+        assert inbox.receive_json()["type"] == "hello"
+        first.say("no asignada")  # unassigned: not for this agent
+        second.say("para asignar")
+        conversations = client.get("/api/v1/conversations", headers=tenant.headers).json()["items"]
+        target = next(c for c in conversations if c["last_message_preview"] == "para asignar")
+        client.post(
+            f"/api/v1/conversations/{target['id']}/assign", headers=tenant.headers, json={"user_id": agent.user_id}
+        )
+        frames = [inbox.receive_json()]
+        while frames[-1]["type"] != "conversation.assigned":
+            frames.append(inbox.receive_json())
+        assert {f["conversation_id"] for f in frames} == {target["id"]}
+        second.say("ya es mía")
+        assert _next(inbox, "message.created")["data"]["message"]["text"] == "ya es mía"
+
+
+def test_sockets_refuse_strangers(client: TestClient, db: Database, tenant: Tenant) -> None:
+    channel = make_webchat(db, tenant)
+    visitor = new_visitor(client, channel)
+    import pytest
+    from starlette.websockets import WebSocketDisconnect
+
+    with pytest.raises(WebSocketDisconnect) as no_cookie, client.websocket_connect("/ws") as socket:
+        socket.receive_json()
+    assert no_cookie.value.code == 4401
+    with (
+        pytest.raises(WebSocketDisconnect) as other_site,
+        client.websocket_connect(
+            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": "https://evil.example"}
+        ) as socket,
+    ):
+        socket.receive_json()
+    assert other_site.value.code == 4403

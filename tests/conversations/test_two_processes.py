@@ -1,0 +1,153 @@
+"""Two real `tertulia serve` processes and one `tertulia worker`, sharing Redis for realtime and the
+queue: an event caused through one web process reaches sockets connected to the other, and the
+worker process sends the reply and its status event reaches them too."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from websockets.sync.client import ClientConnection, connect
+
+from tertulia.channels.service import do_create_channel
+from tertulia.kit.db import Database
+from tertulia.migrations import upgrade
+from tertulia.users.models import Role
+from tertulia.users.service import do_add_member, do_create_user
+from tertulia.users.sessions import SESSION_COOKIE, do_sign_in
+from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.conversations.support import SHOP
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not _redis_up(), reason="Redis is not running on 127.0.0.1:6379")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    upgrade(url)
+    env = {
+        **os.environ,
+        "TERTULIA_DATABASE_URL": url,
+        "TERTULIA_DATA_DIR": str(tmp_path),
+        "TERTULIA_QUEUE_URL": REDIS_URL,
+        "TERTULIA_QUEUE_NAME": f"test-{uuid.uuid4().hex[:8]}",
+        "TERTULIA_REALTIME_URL": REDIS_URL,
+        "TERTULIA_REALTIME_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
+        "TERTULIA_LOG_LEVEL": "warning",
+    }
+    ports = [_free_port(), _free_port()]
+    commands = [["serve", "--port", str(port)] for port in ports] + [["worker", "--workers", "2"]]
+    processes = [
+        subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+            [sys.executable, "-m", "tertulia", *command],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for command in commands
+    ]
+    try:
+        bases = [f"http://127.0.0.1:{port}" for port in ports]
+        deadline = time.monotonic() + 30
+        for base, process in zip(bases, processes[:2], strict=True):
+            while True:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(process.stderr.read().decode() if process.stderr else "server did not start")
+                time.sleep(0.1)
+        yield bases[0], bases[1], url
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _recv(connection: ClientConnection, wanted: str) -> dict[str, Any]:
+    for _ in range(20):
+        frame: dict[str, Any] = json.loads(connection.recv(timeout=10))
+        if frame["type"] == wanted:
+            return frame
+    raise AssertionError(f"no {wanted} frame")
+
+
+def test_event_reaches_a_socket_on_the_other_process(two_servers: tuple[str, str, str]) -> None:
+    base_a, base_b, url = two_servers
+    db = Database(url)
+    with db.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Dos procesos", "owner@example.com", "owner-password")
+        workspace_id = created.workspace.id
+        manager = do_create_user(session, "manager@example.com", "manager-password")
+        do_add_member(session, workspace_id, manager.id, Role.MANAGER)
+        actor_owner = created.owner.id
+        from tertulia.users.permissions import Actor
+
+        channel = do_create_channel(
+            session,
+            Actor(workspace_id=workspace_id, kind="user", user_id=actor_owner, role=Role.OWNER),
+            "webchat",
+            "Web",
+            {"allowed_origins": [SHOP]},
+        )
+        signed = do_sign_in(session, "manager@example.com", "manager-password", client_ip=None)
+        key, cookie, csrf = channel.key, signed.token, signed.web_session.csrf_token
+    db.dispose()
+    ws_b = base_b.replace("http://", "ws://")
+    token = httpx.post(f"{base_a}/widget/{key}/session", headers={"Origin": SHOP}, json={}).json()["token"]
+    with (
+        connect(f"{ws_b}/ws", additional_headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}) as inbox,
+        connect(f"{ws_b}/widget/ws?key={key}&token={token}", additional_headers={"Origin": SHOP}) as widget,
+    ):
+        assert _recv(inbox, "hello")["workspace_id"] == workspace_id
+        sent = httpx.post(
+            f"{base_a}/widget/{key}/messages",
+            headers={"Origin": SHOP, "Authorization": f"Bearer {token}"},
+            json={"text": "hola desde A", "client_msg_id": "two-proc-0001"},
+        )
+        assert sent.status_code == 201, sent.text
+        frame = _recv(inbox, "message.created")
+        assert frame["data"]["message"]["text"] == "hola desde A"
+        _recv(widget, "message.created")  # the visitor's own message
+        reply = httpx.post(
+            f"{base_a}/api/v1/conversations/{frame['conversation_id']}/messages",
+            headers={"Cookie": f"{SESSION_COOKIE}={cookie}", "X-CSRF-Token": csrf},
+            json={"text": "hola desde el inbox"},
+        )
+        assert reply.status_code == 201, reply.text
+        assert _recv(widget, "message.created")["message"]["text"] == "hola desde el inbox"
+        # Only the worker process consumes the Redis queue; its status event crosses too.
+        assert _recv(inbox, "message.status")["data"]["status"] == "sent"

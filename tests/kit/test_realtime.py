@@ -1,0 +1,85 @@
+"""The realtime hub: in-process fan-out, and Redis pub/sub between hubs."""
+
+import asyncio
+import threading
+import uuid
+
+import pytest
+import redis
+
+from tertulia.kit.realtime import MemoryHub, RedisHub, make_hub
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def test_make_hub_picks_the_backend() -> None:
+    assert isinstance(make_hub("memory://"), MemoryHub)
+    assert isinstance(make_hub("redis://127.0.0.1:6379/0"), RedisHub)
+    with pytest.raises(ValueError, match="Unsupported"):
+        make_hub("kafka://nope")
+
+
+def test_memory_hub_delivers_across_threads_to_its_workspace_only() -> None:
+    async def scenario() -> list[dict[str, object]]:
+        hub = MemoryHub()
+        with hub.subscribe(1) as mine, hub.subscribe(2) as theirs:
+            publisher = threading.Thread(
+                target=lambda: [
+                    hub.publish({"type": "x", "workspace_id": 2, "n": 0}),
+                    hub.publish({"type": "x", "workspace_id": 1, "n": 1}),
+                ]
+            )
+            publisher.start()
+            publisher.join()
+            got = [await asyncio.wait_for(mine.get(), 2)]
+            assert theirs.queue.qsize() == 1
+            return got
+
+    assert asyncio.run(scenario()) == [{"type": "x", "workspace_id": 1, "n": 1}]
+
+
+def test_a_slow_subscriber_is_told_it_overflowed() -> None:
+    async def scenario() -> dict[str, object]:
+        hub = MemoryHub()
+        with hub.subscribe(1) as subscription:
+            for n in range(subscription.queue.maxsize + 5):
+                subscription.offer({"type": "x", "workspace_id": 1, "n": n})
+            assert subscription.overflowed
+            last: dict[str, object] = {}
+            while not subscription.queue.empty():
+                last = await subscription.get()
+            return last
+
+    assert asyncio.run(scenario()) == {"type": "overflow"}
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+@pytest.mark.skipif(not _redis_up(), reason="Redis is not running on 127.0.0.1:6379")
+def test_redis_hubs_share_events_exactly_once() -> None:
+    prefix = f"test-{uuid.uuid4().hex[:8]}"
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        sender, receiver = RedisHub(REDIS_URL, prefix), RedisHub(REDIS_URL, prefix)
+        await sender.start()
+        await receiver.start()
+        try:
+            with sender.subscribe(7) as local, receiver.subscribe(7) as remote:
+                for n in range(3):
+                    await asyncio.to_thread(sender.publish, {"type": "x", "workspace_id": 7, "n": n})
+                got_remote = [int((await asyncio.wait_for(remote.get(), 5))["n"]) for _ in range(3)]  # type: ignore[call-overload]
+                got_local = [int((await asyncio.wait_for(local.get(), 5))["n"]) for _ in range(3)]  # type: ignore[call-overload]
+                await asyncio.sleep(0.2)
+                assert remote.queue.empty()
+                assert local.queue.empty()
+                return got_remote, got_local
+        finally:
+            await sender.stop()
+            await receiver.stop()
+
+    assert asyncio.run(scenario()) == ([0, 1, 2], [0, 1, 2])
