@@ -17,7 +17,7 @@ expression index serves both, which a bound JSON path would not.
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, String, and_, cast, exists, false, literal_column, not_, or_, select, true
+from sqlalchemy import ColumnElement, Float, String, and_, cast, false, literal_column, not_, or_, select, true
 
 from tertulia.contacts.models import Contact, ContactTag, Tag
 from tertulia.segments.language import CUSTOM_KEY, CheckedFilter, CheckedGroup, Condition, FieldRef
