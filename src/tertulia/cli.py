@@ -61,9 +61,8 @@ def worker(
     workers: Annotated[int, typer.Option(help="Worker threads in this process.")] = 4,
 ) -> None:
     """Run queued jobs (message sending, ...) in a separate process; for a Redis queue."""
-    from tertulia.conversations import tasks  # noqa: F401  (registers the tasks)
+    from tertulia import tasks  # noqa: F401  (registers every task with huey)
     from tertulia.kit import queue
-    from tertulia.segments import tasks as _segment_tasks  # noqa: F401  (registers the tasks)
 
     err.print(
         f"[green]Worker started[/green] ({get_settings().resolved_queue_url().split('@')[-1]}, {workers} threads)"

@@ -31,6 +31,8 @@ Decisions worth knowing:
   allocated up front, then contacts, contact_tags and one "imported" activity per contact go in through
   the driver (COPY on PostgreSQL, executemany on SQLite). Validation is most of the CPU time, so for
   large files it runs in worker processes (`ImportOptions.workers`) while this process writes.
+  On PostgreSQL the lookups probe the unique indexes value by value, and the importer refreshes the
+  table statistics while it grows the table, so the planner never falls back to scanning the workspace.
 - Concurrency: a contact created elsewhere between a batch's lookup and its insert (same email or
   phone) makes that batch fail with an IntegrityError; earlier batches stay written (see above).
 """

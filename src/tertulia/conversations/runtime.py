@@ -18,7 +18,7 @@ def embedded_queue(settings: Settings) -> bool:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from tertulia.conversations import tasks  # noqa: F401  (registers the tasks with huey)
+    from tertulia import tasks  # noqa: F401  (registers every task with huey)
 
     settings: Settings = app.state.settings
     hub = realtime.make_hub(settings.realtime_url, settings.realtime_prefix)

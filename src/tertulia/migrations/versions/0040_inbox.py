@@ -1,7 +1,7 @@
 """inbox: channels, conversations, messages, mentions, closing categories, snippets, files
 
 Revision ID: 0040_inbox
-Revises: 0001
+Revises: 0030_segments
 Create Date: 2026-11-25 03:47:23.248307
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import tertulia.kit.models
 from sqlalchemy.dialects import postgresql
 revision: str = '0040_inbox'
-down_revision: str | None = '0001'
+down_revision: str | None = '0030_segments'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

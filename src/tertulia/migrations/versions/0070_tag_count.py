@@ -9,7 +9,7 @@ Note for later migrations: on SQLite, a batch migration that recreates contact_t
 triggers; recreate them afterwards with create_triggers().
 
 Revision ID: 0070_tag_count
-Revises: 0001
+Revises: 0060_import_jobs
 Create Date: 2026-11-25
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0070_tag_count"
-down_revision: str | None = "0001"
+down_revision: str | None = "0060_import_jobs"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """import jobs: contact imports started from the web app
 
-Revision ID: 0060_web2
-Revises: 0001
+Revision ID: 0060_import_jobs
+Revises: 0040_inbox
 Create Date: 2026-11-25 04:13:43.349964
 """
 
@@ -13,8 +13,8 @@ from sqlalchemy.dialects import postgresql
 
 import tertulia.kit.models
 
-revision: str = "0060_web2"
-down_revision: str | None = "0001"
+revision: str = "0060_import_jobs"
+down_revision: str | None = "0040_inbox"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
