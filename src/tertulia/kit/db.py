@@ -25,15 +25,17 @@ MAX_CONNECTIONS = POOL_SIZE + POOL_OVERFLOW
 DATABASE_INFO = "tertulia_database"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, enforce_foreign_keys: bool = True) -> Engine:
+    """`enforce_foreign_keys=False` is for migrations on SQLite only: a batch migration recreates a
+    table and drops the old one, and with enforcement on that DROP cascades to every child row."""
     if url.startswith("sqlite"):
-        return _make_sqlite_engine(url, echo=echo)
+        return _make_sqlite_engine(url, echo=echo, enforce_foreign_keys=enforce_foreign_keys)
     return create_engine(
         url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True, pool_timeout=30
     )
 
 
-def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
+def _make_sqlite_engine(url: str, *, echo: bool, enforce_foreign_keys: bool) -> Engine:
     database = url.split("///", 1)[1] if "///" in url else ""
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +54,7 @@ def _make_sqlite_engine(url: str, *, echo: bool) -> Engine:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA foreign_keys={'ON' if enforce_foreign_keys else 'OFF'}")
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA cache_size=-64000")
         cursor.close()

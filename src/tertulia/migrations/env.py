@@ -10,7 +10,7 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     url = config.get_main_option("sqlalchemy.url")
     assert url, "sqlalchemy.url is not set"
-    engine = make_engine(url)
+    engine = make_engine(url, enforce_foreign_keys=False)
     with engine.connect() as connection:
         context.configure(
             connection=connection,
@@ -20,6 +20,11 @@ def run_migrations_online() -> None:
         )
         with context.begin_transaction():
             context.run_migrations()
+            if connection.dialect.name == "sqlite":
+                # Enforcement was off so table rebuilds keep child rows; prove nothing was left dangling.
+                violations = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if violations:
+                    raise RuntimeError(f"foreign key violations after migrating: {violations[:10]}")
     engine.dispose()
 
 
