@@ -1,3 +1,5 @@
 from tertulia.cli import app
 
-app()
+# Guarded: worker processes started with "spawn" import this module too.
+if __name__ == "__main__":
+    app()

@@ -35,30 +35,47 @@ SQLITE_TRIGGERS = (
         UPDATE contacts SET tag_count = tag_count + 1 WHERE id = NEW.contact_id;
     END""",
 )
-POSTGRES_FUNCTION = """
-CREATE FUNCTION contact_tags_count() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    IF TG_OP IN ('DELETE', 'UPDATE') THEN
-        UPDATE contacts SET tag_count = tag_count - 1 WHERE id = OLD.contact_id;
-    END IF;
-    IF TG_OP IN ('INSERT', 'UPDATE') THEN
-        UPDATE contacts SET tag_count = tag_count + 1 WHERE id = NEW.contact_id;
-    END IF;
-    RETURN NULL;
-END
-$$"""
-POSTGRES_TRIGGER = """
-CREATE TRIGGER contact_tags_count AFTER INSERT OR DELETE OR UPDATE OF contact_id ON contact_tags
-FOR EACH ROW EXECUTE FUNCTION contact_tags_count()"""
+# PostgreSQL: statement-level triggers with transition tables, so a bulk insert of tag links (CSV
+# import) updates each contact once per statement instead of once per link.
+POSTGRES_STATEMENTS = (
+    """CREATE FUNCTION contact_tags_count_add() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE contacts SET tag_count = contacts.tag_count + added.n
+        FROM (SELECT contact_id, count(*) AS n FROM new_links GROUP BY contact_id) AS added
+        WHERE contacts.id = added.contact_id;
+        RETURN NULL;
+    END $$""",
+    """CREATE FUNCTION contact_tags_count_remove() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE contacts SET tag_count = contacts.tag_count - removed.n
+        FROM (SELECT contact_id, count(*) AS n FROM old_links GROUP BY contact_id) AS removed
+        WHERE contacts.id = removed.contact_id;
+        RETURN NULL;
+    END $$""",
+    """CREATE FUNCTION contact_tags_count_move() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE contacts SET tag_count = contacts.tag_count - removed.n
+        FROM (SELECT contact_id, count(*) AS n FROM old_links GROUP BY contact_id) AS removed
+        WHERE contacts.id = removed.contact_id;
+        UPDATE contacts SET tag_count = contacts.tag_count + added.n
+        FROM (SELECT contact_id, count(*) AS n FROM new_links GROUP BY contact_id) AS added
+        WHERE contacts.id = added.contact_id;
+        RETURN NULL;
+    END $$""",
+    """CREATE TRIGGER contact_tags_count_insert AFTER INSERT ON contact_tags
+    REFERENCING NEW TABLE AS new_links FOR EACH STATEMENT EXECUTE FUNCTION contact_tags_count_add()""",
+    """CREATE TRIGGER contact_tags_count_delete AFTER DELETE ON contact_tags
+    REFERENCING OLD TABLE AS old_links FOR EACH STATEMENT EXECUTE FUNCTION contact_tags_count_remove()""",
+    """CREATE TRIGGER contact_tags_count_update AFTER UPDATE ON contact_tags
+    REFERENCING OLD TABLE AS old_links NEW TABLE AS new_links
+    FOR EACH STATEMENT EXECUTE FUNCTION contact_tags_count_move()""",
+)
 
 
 def create_triggers() -> None:
-    if op.get_bind().dialect.name == "postgresql":
-        op.execute(POSTGRES_FUNCTION)
-        op.execute(POSTGRES_TRIGGER)
-    else:
-        for statement in SQLITE_TRIGGERS:
-            op.execute(statement)
+    statements = POSTGRES_STATEMENTS if op.get_bind().dialect.name == "postgresql" else SQLITE_TRIGGERS
+    for statement in statements:
+        op.execute(statement)
 
 
 def upgrade() -> None:
@@ -74,8 +91,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
-        op.execute("DROP TRIGGER IF EXISTS contact_tags_count ON contact_tags")
-        op.execute("DROP FUNCTION IF EXISTS contact_tags_count()")
+        for name in ("insert", "delete", "update"):
+            op.execute(f"DROP TRIGGER IF EXISTS contact_tags_count_{name} ON contact_tags")
+        for function in ("add", "remove", "move"):
+            op.execute(f"DROP FUNCTION IF EXISTS contact_tags_count_{function}()")
     else:
         for name in ("insert", "delete", "update"):
             op.execute(f"DROP TRIGGER IF EXISTS contact_tags_count_{name}")
