@@ -92,7 +92,7 @@ def test_transient_errors_are_retried_by_a_real_consumer(client: TestClient, db:
             provider.script += [(503, {"error": "try later"}), (429, {"error": "throttled"})]
             channel_id, contact_id = fake_channel_with_contact(db, tenant, provider.url)
             message_id = _send(client, tenant, channel_id, contact_id)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60  # generous: the two backoffs run on a loaded 2-core machine
             while _message(db, message_id).status == DeliveryStatus.PENDING and time.monotonic() < deadline:
                 time.sleep(0.1)
     finally:
