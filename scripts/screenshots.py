@@ -8,15 +8,18 @@ Drives Debian's Chromium through Playwright (see DEVELOPERS.md); signs in as the
 
 import argparse
 import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "docs" / "screenshots"
@@ -128,6 +131,83 @@ def capture_import(page: Page, base: str) -> None:
     shoot(page, "23-import-summary")
 
 
+# The shop is served from this machine too: Chromium refuses a public page's requests to 127.0.0.1.
+SHOP_PORT = free_port()
+SHOP = f"http://127.0.0.1:{SHOP_PORT}"
+SHOP_PAGE = """<!doctype html><html lang="es"><head><meta charset="utf-8"><title>Tienda</title>
+<style>body{{font-family:Georgia,serif;margin:0;background:#fdf6ec;color:#3b2f2f}}
+header{{background:#3b2f2f;color:#fdf6ec;padding:24px 48px;font-size:28px}}main{{padding:48px;max-width:720px}}</style>
+</head><body><header>Café La Tertulia · tienda online</header>
+<main><h1>Café de especialidad, tostado cada semana</h1><p>Envíos a todo México.</p></main>
+{snippet}</body></html>"""
+
+
+def capture_inbox(browser: Browser, page: Page, base: str) -> None:
+    """A web chat set up in settings, a visitor writing from a shop, the agent answering."""
+    page.goto(f"{base}/settings/channels")
+    form = page.locator("[data-testid=new-channel]")
+    form.locator("input[name=name]").fill("Tienda online")
+    form.locator("[data-testid=allowed-origins]").fill(SHOP)
+    form.locator("textarea[name=greeting]").fill("¡Hola! ¿En qué te ayudamos?")
+    form.locator("input[name=color]").fill("#7a4b2a")
+    form.locator("input[name=ask_name]").check()
+    form.locator("button[type=submit]").click()
+    page.wait_for_url("**/settings/channels/*")
+    shoot(page, "24-settings-webchat")
+    # The snippet names the configured base URL; the demo server here listens on another port.
+    snippet = re.sub(r'src="[^"]*/widget/', f'src="{base}/widget/', page.get_by_test_id("widget-snippet").input_value())
+    page.evaluate(
+        """async () => {
+            const csrf = document.querySelector('meta[name="csrf-token"]').content;
+            await fetch('/api/v1/snippets', {method: 'POST', headers: {'Content-Type': 'application/json',
+              'X-CSRF-Token': csrf}, body: JSON.stringify({shortcut: 'envios',
+              text: 'Hola {{contact.first_name}}, enviamos a todo México en 2 a 4 días hábiles.'})});
+        }"""
+    )
+    shop = browser.new_context(viewport={"width": 1366, "height": 820}, locale="es-MX")
+    body = SHOP_PAGE.format(snippet=snippet).encode()
+
+    class ShopPage(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", SHOP_PORT), ShopPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    visitor = shop.new_page()
+    visitor.goto(f"{SHOP}/")
+    visitor.locator("[data-tertulia-widget] .launcher").click()
+    visitor.fill("[data-tertulia-widget] input[name=name]", "Lucía Herrera")
+    visitor.click("[data-tertulia-widget] .prechat button[type=submit]")
+    visitor.locator("[data-tertulia-widget] textarea").fill("Hola, ¿hacen envíos a Monterrey?")
+    visitor.locator("[data-tertulia-widget] textarea").press("Enter")
+    visitor.locator("[data-tertulia-widget] .msg.in").wait_for()
+    page.goto(f"{base}/messages")
+    page.locator("[data-conversation]", has_text="Lucía Herrera").click()
+    page.get_by_test_id("contact-panel").wait_for()
+    page.get_by_test_id("assign-me").click()
+    box = page.get_by_test_id("composer-input")
+    box.click()
+    box.press_sequentially("/env")
+    page.locator("[data-snippet-menu] [data-snippet]").first.wait_for()
+    shoot(page, "25-inbox-snippets")
+    box.press("Enter")
+    page.wait_for_function("() => document.querySelector('[data-composer-input]').value.startsWith('Hola')")
+    box.press("Enter")
+    page.locator(".msg-outgoing").first.wait_for()
+    shoot(page, "26-inbox")
+    visitor.locator("[data-tertulia-widget] .msg.out").wait_for()
+    shoot(visitor, "27-webchat-widget")
+    shop.close()
+    server.shutdown()
+
+
 def capture(base: str) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
@@ -172,11 +252,12 @@ def capture(base: str) -> None:
         shoot(page, "06-new-contact")
         page.goto(f"{base}/profile")
         shoot(page, "07-profile")
-        page.goto(f"{base}/messages")
+        page.goto(f"{base}/broadcasts")
         shoot(page, "08-coming-soon")
         capture_settings(page, base)
         capture_segments(page, base)
         capture_import(page, base)
+        capture_inbox(browser, page, base)
         # The phone signs in with the desktop's cookies (saved as storage state).
         phone = browser.new_context(
             viewport={"width": 390, "height": 844},

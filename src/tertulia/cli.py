@@ -165,7 +165,7 @@ def contacts_import(
     ] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per committed batch.")] = 2000,
     workers: Annotated[
-        int | None, typer.Option(help="Processes validating rows (default: 2 for files of 20,000 rows or more).")
+        int | None, typer.Option(help="Processes validating rows (default: 1 for files of 20,000 rows or more).")
     ] = None,
 ) -> None:
     """Import contacts from a CSV file, committing batch by batch, and report every rejected row."""

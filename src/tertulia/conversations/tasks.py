@@ -116,7 +116,8 @@ def _fail(db: Database, message_id: int, reason: str) -> Outcome:
 def send_message_task(message_id: int) -> str:
     outcome = process_outbound(task_database(), message_id)
     if outcome.state == "retry":
-        raise RetryTask(outcome.reason, delay=outcome.retry_in)
+        # No delay: re-enqueue directly rather than through the scheduler's timetable.
+        raise RetryTask(outcome.reason, delay=outcome.retry_in or None)
     return outcome.state
 
 

@@ -28,7 +28,9 @@ def make_huey(url: str, name: str = "tertulia") -> Huey:
     if url.startswith("sqlite:///"):
         path = Path(url.split("///", 1)[1])
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey(name, filename=str(path))
+        # huey's 5 s busy timeout is too short when the web process writes too: an enqueue that gave
+        # up left a message waiting for the periodic sweep.
+        return SqliteHuey(name, filename=str(path), timeout=30)
     if url == "memory://":
         return MemoryHuey(name)
     raise ValueError(f"Unsupported TERTULIA_QUEUE_URL {url!r}: use sqlite:///path, redis://host or memory://")

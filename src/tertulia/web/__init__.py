@@ -58,8 +58,10 @@ async def _call(handler: Any, request: Request, exc: Exception) -> Any:
 
 
 def install_web(app: FastAPI) -> None:
+    from tertulia.channels.views import router as channels_views_router
     from tertulia.contacts.import_views import router as import_router
     from tertulia.contacts.views import router as contacts_router
+    from tertulia.conversations.views import router as inbox_router
     from tertulia.segments.views import router as segments_router
     from tertulia.web.settings import router as settings_router
     from tertulia.web.views import router as web_router
@@ -72,6 +74,8 @@ def install_web(app: FastAPI) -> None:
     app.include_router(segments_router)
     app.include_router(contacts_router)
     app.include_router(settings_router)
+    app.include_router(inbox_router)
+    app.include_router(channels_views_router)
 
     json_domain = app.exception_handlers[DomainError]
     json_http = app.exception_handlers[StarletteHTTPException]

@@ -57,6 +57,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("fields", i18n.lazy("Custom fields"), Permission.MANAGE_CUSTOM_FIELDS),
     Section("tags", i18n.lazy("Tags"), Permission.MANAGE_TAGS),
     Section("tokens", i18n.lazy("API tokens"), Permission.MANAGE_API_TOKENS),
+    # Its pages live in channels/views.py.
+    Section("channels", i18n.lazy("Channels"), Permission.MANAGE_CHANNELS),
 )
 SETTINGS_PERMISSIONS = tuple(section.permission for section in SECTIONS)
 FIELD_TYPE_LABELS: dict[str, str] = {

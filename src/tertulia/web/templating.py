@@ -14,7 +14,12 @@ from tertulia.web import i18n
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
 # Each module keeps its templates beside its views; names are prefixed by module ("contacts/...").
-TEMPLATE_DIRS = [WEB_DIR / "templates", WEB_DIR.parent / "contacts" / "templates"]
+TEMPLATE_DIRS = [
+    WEB_DIR / "templates",
+    WEB_DIR.parent / "contacts" / "templates",
+    WEB_DIR.parent / "conversations" / "templates",
+    WEB_DIR.parent / "channels" / "templates",
+]
 
 
 @cache

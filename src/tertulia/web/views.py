@@ -24,7 +24,6 @@ router = APIRouter(include_in_schema=False)
 
 # Modules not yet live: the shell links them and shows what is coming.
 COMING_SOON: dict[str, tuple[str, str]] = {
-    "messages": (i18n.lazy("Messages"), i18n.lazy("The shared inbox for WhatsApp, Telegram, email and web chat.")),
     "broadcasts": (i18n.lazy("Broadcasts"), i18n.lazy("Send a message to a segment of contacts, on schedule.")),
     "workflows": (i18n.lazy("Workflows"), i18n.lazy("Automate replies, assignment and follow-ups.")),
     "reports": (i18n.lazy("Reports"), i18n.lazy("Response times, volumes and team performance.")),
@@ -326,11 +325,6 @@ def _coming_soon(ctx: WebContext, module: str) -> Response:
     title, blurb = COMING_SOON[module]
     context = {"title": ctx.fmt.gettext(title), "blurb": ctx.fmt.gettext(blurb)}
     return ctx.render("coming_soon.html", context, active=module)
-
-
-@router.get("/messages")
-def messages(ctx: UserPage) -> Response:
-    return _coming_soon(ctx, "messages")
 
 
 @router.get("/broadcasts")

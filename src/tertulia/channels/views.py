@@ -1,0 +1,202 @@
+"""Channel pages: the widget script that sites embed, and Settings > Channels (web chat)."""
+
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form
+from starlette.responses import Response
+
+from tertulia.channels import service
+from tertulia.channels.models import Channel
+from tertulia.kit.errors import DomainError, NotFound
+from tertulia.users.permissions import Permission
+from tertulia.web.context import UserPage, WebContext
+from tertulia.web.views import field_errors
+
+WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
+router = APIRouter(include_in_schema=False)
+
+
+@cache
+def _widget_source() -> bytes:
+    return WIDGET_JS.read_bytes()
+
+
+@router.get("/widget/{key}.js")
+def widget_script(key: str) -> Response:  # noqa: ARG001 (the script reads its key from its own URL)
+    # Short cache: sites cannot add a version to the URL they pasted, so a fix must reach them soon.
+    return Response(
+        _widget_source(),
+        media_type="text/javascript; charset=utf-8",
+        headers={"Cache-Control": "public, max-age=300", "Cross-Origin-Resource-Policy": "cross-origin"},
+    )
+
+
+# ----- Settings > Channels ------------------------------------------------------------------------
+
+
+def _sections(ctx: WebContext) -> list[tuple[str, str]]:
+    from tertulia.web.settings import SECTIONS
+
+    return [(s.key, ctx.fmt.gettext(s.label)) for s in SECTIONS if ctx.actor.can(s.permission)]
+
+
+def _render(ctx: WebContext, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+    values: dict[str, Any] = {"sections": _sections(ctx), "section": "channels"}
+    values.update(context)
+    return ctx.render(f"channels/{template}", values, status_code=status_code, active="settings")
+
+
+def _base_url(ctx: WebContext) -> str:
+    return str(ctx.request.app.state.settings.base_url).rstrip("/")
+
+
+def _form_values(channel: Channel | None) -> dict[str, Any]:
+    config = (channel.config if channel else None) or {}
+    theme = config.get("theme") or {}
+    return {
+        "name": channel.name if channel else "",
+        "allowed_origins": "\n".join(config.get("allowed_origins") or []),
+        "color": theme.get("color", "#2563eb"),
+        "greeting": theme.get("greeting", ""),
+        "position": theme.get("position", "right"),
+        "avatars": "\n".join(theme.get("avatars") or []),
+        "ask_name": bool(config.get("ask_name")),
+        "ask_email": bool(config.get("ask_email")),
+        "identity_verification": bool(config.get("identity_verification")),
+    }
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.replace(",", "\n").splitlines() if line.strip()]
+
+
+def _config(values: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "allowed_origins": _lines(values["allowed_origins"]),
+        "theme": {
+            "color": values["color"],
+            "greeting": values["greeting"],
+            "position": values["position"],
+            "avatars": _lines(values["avatars"]),
+        },
+        "ask_name": values["ask_name"],
+        "ask_email": values["ask_email"],
+        "identity_verification": values["identity_verification"],
+    }
+
+
+def _errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
+    """Map the config's dotted field names onto the form's inputs."""
+    errors = field_errors(ctx, exc)
+    mapped: dict[str, str] = {}
+    for key, message in errors.items():
+        name = key.removeprefix("config.").removeprefix("theme.")
+        if name.startswith("allowed_origins"):
+            name = "allowed_origins"
+        mapped[name] = message
+    return mapped
+
+
+@router.get("/settings/channels")
+def channels_page(ctx: UserPage) -> Response:
+    ctx.actor.require(Permission.MANAGE_CHANNELS)
+    channels = [c for c in service.list_channels(ctx.session, ctx.actor.workspace_id) if c.type == "webchat"]
+    return _render(ctx, "list.html", {"channels": channels, "values": _form_values(None), "errors": {}})
+
+
+@router.post("/settings/channels")
+def create_channel(
+    ctx: UserPage,
+    name: Annotated[str, Form()] = "",
+    allowed_origins: Annotated[str, Form()] = "",
+    color: Annotated[str, Form()] = "#2563eb",
+    greeting: Annotated[str, Form()] = "",
+    position: Annotated[str, Form()] = "right",
+    avatars: Annotated[str, Form()] = "",
+    ask_name: Annotated[bool, Form()] = False,
+    ask_email: Annotated[bool, Form()] = False,
+    identity_verification: Annotated[bool, Form()] = False,
+) -> Response:
+    values = {
+        "name": name,
+        "allowed_origins": allowed_origins,
+        "color": color,
+        "greeting": greeting,
+        "position": position,
+        "avatars": avatars,
+        "ask_name": ask_name,
+        "ask_email": ask_email,
+        "identity_verification": identity_verification,
+    }
+    try:
+        channel = service.do_create_channel(ctx.session, ctx.actor, "webchat", name, _config(values))
+    except DomainError as exc:
+        channels = [c for c in service.list_channels(ctx.session, ctx.actor.workspace_id) if c.type == "webchat"]
+        return _render(
+            ctx, "list.html", {"channels": channels, "values": values, "errors": _errors(ctx, exc)}, status_code=422
+        )
+    return ctx.redirect(f"/settings/channels/{channel.id}", flash="settings_saved")
+
+
+def _access(ctx: WebContext, channel_id: int) -> Channel:
+    ctx.actor.require(Permission.MANAGE_CHANNELS)
+    channel = service.access_channel(ctx.session, ctx.actor, channel_id)
+    if channel.type != "webchat":
+        raise NotFound("Channel not found.")
+    return channel
+
+
+def _detail(ctx: WebContext, channel: Channel, values: dict[str, Any], errors: dict[str, str], status: int) -> Response:
+    snippet = f'<script src="{_base_url(ctx)}/widget/{channel.key}.js" async></script>'
+    return _render(
+        ctx,
+        "detail.html",
+        {
+            "channel": channel,
+            "values": values,
+            "errors": errors,
+            "snippet": snippet,
+            "identity_secret": (channel.secrets or {}).get("identity_secret", ""),
+        },
+        status_code=status,
+    )
+
+
+@router.get("/settings/channels/{channel_id}")
+def channel_page(ctx: UserPage, channel_id: int) -> Response:
+    channel = _access(ctx, channel_id)
+    return _detail(ctx, channel, _form_values(channel), {}, 200)
+
+
+@router.post("/settings/channels/{channel_id}")
+def update_channel(
+    ctx: UserPage,
+    channel_id: int,
+    allowed_origins: Annotated[str, Form()] = "",
+    color: Annotated[str, Form()] = "#2563eb",
+    greeting: Annotated[str, Form()] = "",
+    position: Annotated[str, Form()] = "right",
+    avatars: Annotated[str, Form()] = "",
+    ask_name: Annotated[bool, Form()] = False,
+    ask_email: Annotated[bool, Form()] = False,
+    identity_verification: Annotated[bool, Form()] = False,
+) -> Response:
+    channel = _access(ctx, channel_id)
+    values = {
+        "name": channel.name,
+        "allowed_origins": allowed_origins,
+        "color": color,
+        "greeting": greeting,
+        "position": position,
+        "avatars": avatars,
+        "ask_name": ask_name,
+        "ask_email": ask_email,
+        "identity_verification": identity_verification,
+    }
+    try:
+        service.do_update_channel_config(ctx.session, ctx.actor, channel, _config(values))
+    except DomainError as exc:
+        return _detail(ctx, channel, values, _errors(ctx, exc), 422)
+    return ctx.redirect(f"/settings/channels/{channel.id}", flash="settings_saved")

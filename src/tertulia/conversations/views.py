@@ -1,0 +1,113 @@
+"""The Messages module (inbox) pages.
+
+The page is rendered here with everything that does not change while it is open (the people and
+teams one can assign to, closing-note categories, the texts the script needs); the conversation
+list, the messages and the composer talk to the JSON endpoints of conversations/api.py from
+static/js/inbox.js, and live updates arrive over WebSocket /ws. The contact side panel is an htmx
+fragment rendered here.
+"""
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from tertulia.contacts import repository as contacts_repo
+from tertulia.conversations import repository as repo
+from tertulia.conversations import service
+from tertulia.kit.errors import NotFound
+from tertulia.segments.service import segments_of_contact
+from tertulia.users.permissions import Permission
+from tertulia.users.service import list_members
+from tertulia.users.teams import list_teams
+from tertulia.web import i18n
+from tertulia.web.context import UserPage, WebContext
+
+router = APIRouter(prefix="/messages", include_in_schema=False)
+
+# Texts the inbox script shows; translated here so the script carries no language of its own.
+SCRIPT_TEXTS: dict[str, str] = {
+    "unassigned": i18n.lazy("Unassigned"),
+    "no_conversations": i18n.lazy("No conversations here."),
+    "pick_conversation": i18n.lazy("Pick a conversation to read it."),
+    "load_older": i18n.lazy("Loading older messages…"),
+    "internal": i18n.lazy("Internal note"),
+    "open": i18n.lazy("Open (conversation status)"),
+    "closed": i18n.lazy("Closed (conversation status)"),
+    "failed": i18n.lazy("Failed"),
+    "pending": i18n.lazy("Sending"),
+    "sent": i18n.lazy("Sent"),
+    "delivered": i18n.lazy("Delivered"),
+    "read": i18n.lazy("Read"),
+    "no_snippets": i18n.lazy("No snippet matches."),
+    "new_message_from": i18n.lazy("New message from %(name)s"),
+    "error": i18n.lazy("Something went wrong. Try again."),
+    "reconnecting": i18n.lazy("Reconnecting…"),
+    "notifications_on": i18n.lazy("Notifications on"),
+    "window_closed": i18n.lazy("The reply window of this channel has closed; the customer must write first."),
+}
+
+
+def _member_name(first: str | None, last: str | None, email: str) -> str:
+    name = " ".join(part for part in (first, last) if part)
+    return name or email
+
+
+@router.get("")
+def inbox(ctx: UserPage) -> Response:
+    return _inbox(ctx, None)
+
+
+@router.get("/{conversation_id:int}")
+def inbox_conversation(ctx: UserPage, conversation_id: int) -> Response:
+    # Checked here so a link to a conversation one may not see is a 404 page, not an empty pane.
+    service.access_conversation(ctx.session, ctx.actor, conversation_id)
+    return _inbox(ctx, conversation_id)
+
+
+def _inbox(ctx: WebContext, conversation_id: int | None) -> Response:
+    actor = ctx.actor
+    viewer = service.viewer_for(ctx.session, actor)
+    members = [
+        {"id": m.user.id, "name": _member_name(m.user.first_name, m.user.last_name, m.user.email)}
+        for m in list_members(ctx.session, actor, include_inactive=False)
+    ]
+    teams = [{"id": t.team.id, "name": t.team.name} for t in list_teams(ctx.session, actor)]
+    if not viewer.see_all:
+        # Agents may assign only to themselves or their teams (service.do_assign): offer no more.
+        members = [m for m in members if m["id"] == actor.user_id]
+        teams = [t for t in teams if t["id"] in viewer.team_ids]
+    categories = [{"id": c.id, "name": c.name} for c in repo.closing_categories(ctx.session, actor.workspace_id)]
+    data = {
+        "user_id": actor.user_id,
+        "see_all": viewer.see_all,
+        "conversation_id": conversation_id,
+        "members": members,
+        "teams": teams,
+        "categories": categories,
+        "texts": {key: ctx.fmt.gettext(text) for key, text in SCRIPT_TEXTS.items()},
+        "language": ctx.fmt.language,
+    }
+    return ctx.render(
+        "conversations/inbox.html",
+        {"data": data, "teams": teams, "see_all": viewer.see_all, "categories": categories},
+        active="messages",
+    )
+
+
+@router.get("/contacts/{contact_id:int}/panel")
+def contact_panel(ctx: UserPage, contact_id: int, conversation_id: int) -> Response:
+    """The side panel: who the contact is, their tags and the segments they are in."""
+    conversation = service.access_conversation(ctx.session, ctx.actor, conversation_id)
+    if conversation.contact_id != contact_id:
+        raise NotFound("Contact not found.")
+    contact = contacts_repo.contact_by_id(ctx.session, ctx.actor.workspace_id, contact_id)
+    if contact is None:
+        raise NotFound("Contact not found.")
+    custom = contact.custom or {}
+    fields = contacts_repo.custom_fields(ctx.session, ctx.actor.workspace_id)
+    custom_values = [(f.label, custom.get(f.key)) for f in fields if custom.get(f.key) not in (None, "", [])]
+    tags = contacts_repo.tag_names_by_contact(ctx.session, [contact.id]).get(contact.id, [])
+    segments = segments_of_contact(ctx.session, ctx.actor, contact) if ctx.actor.can(Permission.VIEW_CONTACTS) else []
+    return ctx.render(
+        "conversations/_contact_panel.html",
+        {"contact": contact, "custom_values": custom_values, "tags": tags, "segments": segments},
+    )

@@ -1,0 +1,247 @@
+"""Web chat end to end in a real browser: a visitor on another site, an agent in the inbox.
+
+A second local HTTP server (another origin, listed in the channel's allowed origins) serves a shop
+page that embeds the widget with the one-line snippet. The visitor and the agent are two browser
+contexts driven by Playwright against one real uvicorn server; everything between them travels over
+the real HTTP endpoints and WebSockets. SQLite only, like the other browser tests.
+"""
+
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from sqlalchemy import select
+
+from tertulia.app import create_app
+from tertulia.channels.service import do_create_channel
+from tertulia.conversations import service as inbox
+from tertulia.conversations import tasks as _tasks  # noqa: F401  (registers the queue tasks)
+from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.kit import queue
+from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
+from tertulia.migrations import upgrade
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workspaces.setup import do_create_workspace_with_owner
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+AGENT = ("marta@inbox.example.com", "marta-password")
+# The host page's own CSS tries hard to restyle buttons; the widget's Shadow DOM must not care.
+SHOP_PAGE = """<!doctype html>
+<html lang="es"><head><meta charset="utf-8"><title>Tienda</title>
+<style>button, div, textarea {{ background: #ff00ff !important; font-size: 40px !important; }}</style>
+</head><body><h1>Tienda de prueba</h1>
+<script src="{server}/widget/{key}.js" async></script>
+</body></html>"""
+
+
+@dataclass
+class Setup:
+    url: str
+    shop_url: str
+    database: Database
+    workspace_id: int
+    agent_id: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve_shop(port: int, html: str) -> ThreadingHTTPServer:
+    body = html.encode()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path != "/":
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    path = tmp_path_factory.mktemp("inbox") / "tertulia.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    database = Database(url)
+    port, shop_port = _free_port(), _free_port()
+    shop_origin = f"http://127.0.0.1:{shop_port}"
+    with database.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Tienda Co", "owner@inbox.example.com", "owner-password")
+        workspace_id = created.workspace.id
+        agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Marta")
+        do_add_member(session, workspace_id, agent.id, Role.MANAGER)
+        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        inbox.do_create_snippet(session, owner, "saludo", "Hola {{contact.first_name}}, soy {{user.first_name}}.")
+        inbox.do_create_closing_category(session, owner, "Resuelto")
+        channel = do_create_channel(
+            session,
+            owner,
+            "webchat",
+            "Tienda",
+            {
+                "allowed_origins": [shop_origin],
+                "ask_name": True,
+                "theme": {"color": "#0e9384", "greeting": "¡Hola! ¿En qué te ayudamos?", "position": "left"},
+            },
+        )
+        key, agent_id = channel.key, agent.id
+    # Deliveries (the outbox task) run right after each commit, against this database.
+    queue.huey.immediate = True
+    queue.use_database(database)
+    config = uvicorn.Config(
+        create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    shop = _serve_shop(shop_port, SHOP_PAGE.format(server=f"http://127.0.0.1:{port}", key=key))
+    yield Setup(f"http://127.0.0.1:{port}", f"{shop_origin}/", database, workspace_id, agent_id)
+    shop.shutdown()
+    server.should_exit = True
+    thread.join(timeout=10)
+    queue.huey.immediate = False
+    queue.use_database(None)
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+def _watch(page: Page, problems: list[str]) -> None:
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "status of 4" not in message.text:
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.set_default_timeout(10_000)
+
+
+def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    agent_context = browser.new_context(locale="es-ES")
+    visitor_context = browser.new_context(locale="es-ES")
+    agent = agent_context.new_page()
+    visitor = visitor_context.new_page()
+    _watch(agent, problems)
+    _watch(visitor, problems)
+
+    agent.goto(f"{setup.url}/messages")
+    agent.wait_for_url(re.compile(r"/login\?next="))
+    agent.fill("input[name=email]", AGENT[0])
+    agent.fill("input[name=password]", AGENT[1])
+    agent.click("button[type=submit]")
+    agent.wait_for_url(re.compile(r"/messages$"))
+    expect(agent.get_by_test_id("conversation-list")).to_contain_text("No hay conversaciones")
+
+    # The visitor, on another site: the launcher is themed and the host page's CSS does not reach it.
+    visitor.goto(setup.shop_url)
+    launcher = visitor.locator("[data-tertulia-widget] .launcher")
+    expect(launcher).to_be_visible()
+    assert launcher.evaluate("b => getComputedStyle(b).backgroundColor") == "rgb(14, 147, 132)"
+    launcher.click()
+    expect(visitor.locator("[data-tertulia-widget] .msg.greeting")).to_have_text("¡Hola! ¿En qué te ayudamos?")
+    visitor.fill("[data-tertulia-widget] input[name=name]", "Lucía Pérez")
+    visitor.click("[data-tertulia-widget] .prechat button[type=submit]")
+    composer = visitor.locator("[data-tertulia-widget] textarea")
+    composer.fill("Hola, ¿hacéis envíos a Canarias? <b>gracias</b>")
+    composer.press("Enter")
+    expect(visitor.locator("[data-tertulia-widget] .msg.in")).to_have_text(
+        "Hola, ¿hacéis envíos a Canarias? <b>gracias</b>"
+    )
+
+    # The agent sees it arrive without reloading, opens it, assigns it to herself.
+    row = agent.locator("[data-conversation]", has_text="Lucía Pérez")
+    expect(row).to_be_visible()
+    expect(row.get_by_test_id("unread")).to_have_text("1")
+    row.click()
+    thread = agent.get_by_test_id("thread")
+    expect(thread.locator(".msg-incoming .msg-text")).to_have_text("Hola, ¿hacéis envíos a Canarias? <b>gracias</b>")
+    expect(agent.get_by_test_id("contact-panel")).to_contain_text("Lucía Pérez")
+    agent.get_by_test_id("assign-me").click()
+    expect(agent.get_by_test_id("assign-user")).to_have_value(str(setup.agent_id))
+    expect(thread.locator(".msg-system").last).to_contain_text("Marta")
+
+    # A snippet typed with "/", filled in by the server, then sent.
+    box = agent.get_by_test_id("composer-input")
+    box.click()
+    box.press_sequentially("/salu")
+    expect(agent.locator("[data-snippet-menu] [data-snippet=saludo]")).to_be_visible()
+    box.press("Enter")
+    expect(box).to_have_value("Hola Lucía, soy Marta.")
+    box.press("Enter")
+    expect(thread.locator(".msg-outgoing .msg-text")).to_have_text("Hola Lucía, soy Marta.")
+
+    # The visitor sees the reply live, and still sees the conversation after a reload.
+    expect(visitor.locator("[data-tertulia-widget] .msg.out")).to_have_text("Hola Lucía, soy Marta.")
+    visitor.reload()
+    visitor.locator("[data-tertulia-widget] .launcher").click()
+    expect(visitor.locator("[data-tertulia-widget] .msg.out")).to_have_text("Hola Lucía, soy Marta.")
+    expect(visitor.locator("[data-tertulia-widget] input[name=name]")).to_have_count(0)
+
+    # The agent closes it with a closing note.
+    agent.get_by_test_id("close-conversation").click()
+    agent.get_by_test_id("close-category").select_option(label="Resuelto")
+    agent.get_by_test_id("close-summary").fill("Envío a Canarias confirmado.")
+    agent.get_by_test_id("confirm-close").click()
+    expect(agent.get_by_test_id("reopen-conversation")).to_be_visible()
+    expect(agent.locator("[data-pane-status]")).to_have_text("Cerrada")
+
+    with setup.database.transaction(write=False) as session:
+        conversation = session.scalars(
+            select(Conversation).where(Conversation.workspace_id == setup.workspace_id)
+        ).one()
+        assert conversation.status == ConversationStatus.CLOSED
+        assert conversation.assignee_id == setup.agent_id
+        assert conversation.closing_summary == "Envío a Canarias confirmado."
+        assert conversation.closing_category_id is not None
+
+    agent_context.close()
+    visitor_context.close()
+    assert problems == []
