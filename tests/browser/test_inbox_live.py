@@ -7,16 +7,13 @@ the real HTTP endpoints and WebSockets. SQLite only, like the other browser test
 """
 
 import re
-import socket
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 from sqlalchemy import select
 
@@ -33,6 +30,7 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
 
@@ -54,12 +52,6 @@ class Setup:
     database: Database
     workspace_id: int
     agent_id: int
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve_shop(port: int, html: str) -> ThreadingHTTPServer:
@@ -92,7 +84,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     url = f"sqlite:///{path}"
     upgrade(url)
     database = Database(url)
-    port, shop_port = _free_port(), _free_port()
+    port, shop_port = free_port(), free_port()
     shop_origin = f"http://127.0.0.1:{shop_port}"
     with database.transaction() as session:
         created = do_create_workspace_with_owner(session, "Tienda Co", "owner@inbox.example.com", "owner-password")
@@ -117,25 +109,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     # Deliveries (the outbox task) run right after each commit, against this database.
     queue.huey.immediate = True
     queue.use_database(database)
-    config = uvicorn.Config(
-        create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    shop = _serve_shop(shop_port, SHOP_PAGE.format(server=f"http://127.0.0.1:{port}", key=key))
-    yield Setup(f"http://127.0.0.1:{port}", f"{shop_origin}/", database, workspace_id, agent_id)
-    shop.shutdown()
-    server.should_exit = True
-    thread.join(timeout=10)
+    app = create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database)
+    with serve_app(app, port) as url:
+        shop = _serve_shop(shop_port, SHOP_PAGE.format(server=url, key=key))
+        yield Setup(url, f"{shop_origin}/", database, workspace_id, agent_id)
+        shop.shutdown()
     queue.huey.immediate = False
     queue.use_database(None)
     database.dispose()

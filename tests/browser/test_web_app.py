@@ -6,15 +6,11 @@ app.js, Alpine's CSP build, and that the Content-Security-Policy breaks nothing.
 """
 
 import re
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
 
 from tertulia.app import create_app
@@ -24,6 +20,7 @@ from tertulia.migrations import upgrade
 from tertulia.users.models import Role
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
 
@@ -35,12 +32,6 @@ AGENT = ("agent@browser.example.com", "agent-password")
 @dataclass
 class Server:
     url: str
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -57,24 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         )
         agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Ana")
         do_add_member(session, created.workspace.id, agent.id, Role.AGENT)
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uvicorn_server.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield Server(f"http://127.0.0.1:{port}")
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    port = free_port()
+    with serve_app(create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database), port) as url:
+        yield Server(url)
     database.dispose()
 
 

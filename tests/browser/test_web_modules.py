@@ -1,14 +1,11 @@
 """Settings, segments and import/export in a real browser (Chromium + uvicorn, SQLite only)."""
 
 import re
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import uvicorn
 from playwright.sync_api import FilePayload, Page, expect
 
 from tertulia.app import create_app
@@ -19,7 +16,8 @@ from tertulia.kit.settings import Settings
 from tertulia.migrations import upgrade
 from tertulia.users.permissions import Actor
 from tertulia.workspaces.setup import do_create_workspace_with_owner
-from tests.browser.test_web_app import CHROMIUM, _free_port, browser, page
+from tests.browser.test_web_app import CHROMIUM, browser, page
+from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
 __all__ = ["browser", "page"]
@@ -50,24 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             contact = do_create_contact(session, actor, {**values, "custom_fields": {"tier": tier}})
             if vip:
                 do_add_tags(session, actor, contact, ["vip"])
-    port = _free_port()
-    config = uvicorn.Config(
-        create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database),
-        host="127.0.0.1",
-        port=port,
-        log_level="warning",
-    )
-    uvicorn_server = uvicorn.Server(config)
-    thread = threading.Thread(target=uvicorn_server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not uvicorn_server.started:
-        if time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield Server(f"http://127.0.0.1:{port}")
-    uvicorn_server.should_exit = True
-    thread.join(timeout=10)
+    port = free_port()
+    with serve_app(create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database), port) as url:
+        yield Server(url)
     database.dispose()
 
 

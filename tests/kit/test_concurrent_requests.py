@@ -5,20 +5,17 @@ threadpool with requests waiting for the SQLite write lock or a pooled connectio
 that waited for a thread to commit in: "database is locked" or pool time-outs after 30 s.
 """
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-import uvicorn
 
 from tertulia.app import create_app
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
 from tests.conftest import Tenant
+from tests.live_server import free_port, serve_app
 
 CLIENTS = 60
 REQUESTS_EACH = 3
@@ -26,20 +23,9 @@ REQUESTS_EACH = 3
 
 @pytest.fixture
 def base_url(db: Database, settings: Settings) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(settings, db), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    port = free_port()
+    with serve_app(create_app(settings, db), port) as url:
+        yield url
 
 
 def test_burst_of_concurrent_creates_all_succeed(base_url: str, tenant: Tenant) -> None:
