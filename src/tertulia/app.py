@@ -7,6 +7,7 @@ from tertulia.channels.api import router as channel_webhooks_router
 from tertulia.channels.webchat import install as install_webchat
 from tertulia.contacts.api import router as contacts_router
 from tertulia.conversations.api import router as conversations_router
+from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
 from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
+    app.state.inbound_writer = InboundWriter(app.state.db)
     install_error_handlers(app)
     app.include_router(contacts_router)
     app.include_router(conversations_router)

@@ -47,13 +47,25 @@ def migrate() -> None:
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Server processes sharing the port. More than one needs TERTULIA_REALTIME_URL=redis://... "
+            "so every process's sockets get every event.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the web app and the API."""
     import uvicorn
 
-    from tertulia.app import create_app
-
-    uvicorn.run(create_app(), host=host, port=port, log_level=get_settings().log_level)
+    settings = get_settings()
+    if workers > 1 and not settings.realtime_url.startswith(("redis://", "rediss://")):
+        err.print("[red]error:[/red] --workers above 1 needs TERTULIA_REALTIME_URL=redis://...")
+        raise typer.Exit(code=2)
+    uvicorn.run(
+        "tertulia.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=settings.log_level
+    )
 
 
 @app.command()

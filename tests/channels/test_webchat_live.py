@@ -61,24 +61,34 @@ def test_visitor_and_agent_see_each_other_live(client: TestClient, db: Database,
 
 
 def test_agent_socket_gets_only_conversations_they_may_see(client: TestClient, db: Database, tenant: Tenant) -> None:
+    """An agent sees unassigned chats (to pick them up) and their own, never a colleague's."""
     channel = make_webchat(db, tenant)
     agent = sign_in(db, tenant, Role.AGENT)
     first, second = new_visitor(client, channel), new_visitor(client, channel)
     with client.websocket_connect("/ws", headers={"cookie": agent.headers["Cookie"]}) as inbox:
         assert inbox.receive_json()["type"] == "hello"
-        first.say("no asignada")  # unassigned: not for this agent
-        second.say("para asignar")
+        first.say("sin asignar")
+        assert _next(inbox, "message.created")["data"]["message"]["text"] == "sin asignar"
         conversations = client.get("/api/v1/conversations", headers=tenant.headers).json()["items"]
-        target = next(c for c in conversations if c["last_message_preview"] == "para asignar")
+        taken = next(c for c in conversations if c["last_message_preview"] == "sin asignar")
         client.post(
-            f"/api/v1/conversations/{target['id']}/assign", headers=tenant.headers, json={"user_id": agent.user_id}
+            f"/api/v1/conversations/{taken['id']}/assign", headers=tenant.headers, json={"user_id": tenant.owner_id}
         )
-        frames = [inbox.receive_json()]
-        while frames[-1]["type"] != "conversation.assigned":
-            frames.append(inbox.receive_json())
-        assert {f["conversation_id"] for f in frames} == {target["id"]}
+        # The agent learns it left the unassigned pool, then hears nothing more of it.
+        assert _next(inbox, "conversation.assigned")["conversation_id"] == taken["id"]
+        first.say("ya es del dueño")
+        second.say("para mí")
+        frame = _next(inbox, "message.created")
+        assert frame["data"]["message"]["text"] == "para mí"
+        mine = frame["conversation_id"]
+        client.post(f"/api/v1/conversations/{mine}/assign", headers=agent.headers, json={"user_id": agent.user_id})
         second.say("ya es mía")
-        assert _next(inbox, "message.created")["data"]["message"]["text"] == "ya es mía"
+        frames = [inbox.receive_json()]
+        while not (frames[-1]["type"] == "message.created" and frames[-1]["data"]["message"]["text"] == "ya es mía"):
+            frames.append(inbox.receive_json())
+        assert taken["id"] not in {f["conversation_id"] for f in frames}
+        listed = client.get("/api/v1/conversations", headers=agent.headers).json()["items"]
+        assert [c["id"] for c in listed] == [mine]
 
 
 def test_sockets_refuse_strangers(client: TestClient, db: Database, tenant: Tenant) -> None:

@@ -77,7 +77,12 @@ def test_agent_flow_assign_reply_with_snippet_close_reopen(client: TestClient, d
     [conversation] = _conversations(client, tenant)
     cid = conversation["id"]
     agent = sign_in(db, tenant, Role.AGENT)
-    # Unassigned and without view_all_conversations: the agent cannot see it.
+    # Unassigned: the agent sees it, to pick it up; once a colleague has it, it is gone for them.
+    assert client.get(f"/api/v1/conversations/{cid}", headers=agent.headers).status_code == 200
+    taken = client.post(
+        f"/api/v1/conversations/{cid}/assign", headers=tenant.headers, json={"user_id": tenant.manager_id}
+    )
+    assert taken.status_code == 200, taken.text
     assert client.get(f"/api/v1/conversations/{cid}", headers=agent.headers).status_code == 404
     assigned = client.post(
         f"/api/v1/conversations/{cid}/assign", headers=tenant.headers, json={"user_id": agent.user_id}
@@ -143,9 +148,10 @@ def test_agent_flow_assign_reply_with_snippet_close_reopen(client: TestClient, d
         system = list(
             session.scalars(select(Message.text).where(Message.conversation_id == cid, Message.direction == "system"))
         )
-        assert len(system) == 2
-        assert system[0].startswith("Assigned to agent")
-        assert system[1] == "Closed: Resuelto"
+        assert len(system) == 3
+        assert system[0].startswith("Assigned to manager")
+        assert system[1].startswith("Assigned to agent")
+        assert system[2] == "Closed: Resuelto"
         actions = set(session.scalars(select(ContactActivity.action)))
         assert {"conversation_opened", "conversation_assigned", "conversation_closed"} <= actions
         outgoing = session.scalar(select(Message).where(Message.direction == "outgoing"))
@@ -304,6 +310,12 @@ def test_file_upload_is_served_only_to_those_who_see_the_conversation(
     assert download.status_code == 200
     assert download.content == b"%PDF-1.4 test"
     agent = sign_in(db, tenant, Role.AGENT)
+    assert client.get(f"/api/v1/files/{file_id}", headers=agent.headers).status_code == 200  # unassigned
+    client.post(
+        f"/api/v1/conversations/{conversation['id']}/assign",
+        headers=tenant.headers,
+        json={"user_id": tenant.manager_id},
+    )
     assert client.get(f"/api/v1/files/{file_id}", headers=agent.headers).status_code == 404
     exe = client.post(
         "/api/v1/files", headers=tenant.headers, files={"file": ("x.exe", b"MZ", "application/x-msdownload")}

@@ -66,7 +66,10 @@ def test_conversation_link_and_contact_panel(client: TestClient, db: Database, t
     wrong = client.get(f"/messages/contacts/{contact_id + 999}/panel?conversation_id={conversation_id}", headers=cookie)
     assert wrong.status_code == 404
 
-    # An agent who may not see the (unassigned) conversation gets a 404 page, not the conversation.
+    # An agent who may not see the conversation (a colleague's) gets a 404 page, not the conversation.
+    client.post(
+        f"/api/v1/conversations/{conversation_id}/assign", headers=tenant.headers, json={"user_id": tenant.manager_id}
+    )
     agent = sign_in(db, tenant, Role.AGENT)
     hidden = client.get(f"/messages/{conversation_id}", headers={"Cookie": agent.headers["Cookie"]})
     assert hidden.status_code == 404

@@ -27,14 +27,15 @@ import inspect
 import json
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,6 +54,7 @@ from tertulia.channels.http import JsonErrorRoute
 from tertulia.channels.models import Channel
 from tertulia.contacts.fields import clean_email
 from tertulia.contacts.models import ContactIdentity
+from tertulia.conversations.receiver import InboundWriter
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
 from tertulia.kit.errors import (
@@ -439,32 +441,184 @@ def widget_history(
     }
 
 
-@router.post("/{key}/messages", status_code=201)
-@_own_transaction(write=True)
-def widget_send(key: str, body: SendBody, request: Request, session: Session) -> dict[str, Any]:
-    from tertulia.conversations.service import do_receive
-
-    channel = _channel(session, key)
-    _approve(request, channel)
-    visitor = read_token(_bearer(request), channel)
-    _throttle(request, f"message:{visitor.external_id}", request.app.state.settings.widget_messages_per_minute)
+def _inbound(visitor: Visitor, text: str, client_msg_id: str, origin: str | None) -> InboundMessage:
     first, _, last = (visitor.name or "").partition(" ")
-    received = do_receive(
-        session,
-        channel,
-        InboundMessage(
-            sender_id=visitor.external_id,
-            # Scoped by visitor: another visitor reusing the same client id is a different message.
-            provider_message_id=f"{visitor.external_id}:{body.client_msg_id}"[:200],
-            text=body.text,
-            display_name=visitor.name,
-            first_name=first or None,
-            last_name=last or None,
-            email=visitor.email,
-            payload={"origin": request.headers.get("origin")} if request.headers.get("origin") else {},
-        ),
+    return InboundMessage(
+        sender_id=visitor.external_id,
+        # Scoped by visitor: another visitor reusing the same client id is a different message.
+        provider_message_id=f"{visitor.external_id}:{client_msg_id}"[:200],
+        text=text,
+        display_name=visitor.name,
+        first_name=first or None,
+        last_name=last or None,
+        email=visitor.email,
+        payload={"origin": origin} if origin else {},
+    )
+
+
+@router.post("/{key}/messages", status_code=201)
+async def widget_send(key: str, body: SendBody, request: Request) -> dict[str, Any]:
+    db: Database = request.app.state.db
+
+    def authorize() -> tuple[int, Visitor]:
+        with db.transaction(write=False) as session:
+            channel = _channel(session, key)
+            _approve(request, channel)
+            visitor = read_token(_bearer(request), channel)
+        limit = request.app.state.settings.widget_messages_per_minute
+        _throttle(request, f"message:{visitor.external_id}", limit)
+        return channel.id, visitor
+
+    channel_id, visitor = await anyio.to_thread.run_sync(authorize)
+    writer: InboundWriter = request.app.state.inbound_writer
+    received = await writer.receive(
+        channel_id, _inbound(visitor, body.text, body.client_msg_id, request.headers.get("origin"))
     )
     return {**visitor_message(received.message), "duplicate": received.duplicate}
+
+
+class _SocketFrame(BaseModel):
+    type: Literal["message", "typing", "ping"]
+
+
+class _MessageFrame(SendBody):
+    type: Literal["message"]
+
+
+class VisitorSocket:
+    """One visitor's socket: replies and their own messages out; messages and typing in.
+
+    Client frames:  {"type": "message", "text", "client_msg_id"} -> {"type": "ack", "client_msg_id",
+                    "message", "duplicate"} or {"type": "error", "client_msg_id", "error": {...}};
+                    {"type": "typing"} (shown to agents; at most one every TYPING_EVERY seconds);
+                    {"type": "ping"} -> {"type": "pong"}.
+    Server frames:  {"type": "message.created", "message"} as well.
+    A resend after a lost ack (same client_msg_id) is answered with the original message.
+    """
+
+    TYPING_EVERY = 2.0
+
+    def __init__(self, websocket: WebSocket, channel: Channel, visitor: Visitor, contact_id: int | None) -> None:
+        self.websocket = websocket
+        self.channel_id = channel.id
+        self.workspace_id = channel.workspace_id
+        self.visitor = visitor
+        self.contact_id = contact_id
+        self.conversation_id: int | None = None
+        self.origin = websocket.headers.get("origin")
+        self.settings = websocket.app.state.settings
+        self.writer: InboundWriter = websocket.app.state.inbound_writer
+        self.send_lock = anyio.Lock()
+        self.sent_at: deque[float] = deque()
+        self.typing_at = 0.0
+        self.subscription: realtime.Subscription | None = None
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        async with self.send_lock:
+            await self.websocket.send_text(json.dumps(frame, separators=(",", ":")))
+
+    def follow_contact(self, contact_id: int) -> None:
+        self.contact_id = contact_id
+        if self.subscription is not None:
+            self.subscription.add_topic(f"contact:{contact_id}")
+
+    def wants(self, event: dict[str, Any]) -> bool:
+        if not event.get("visitor"):
+            return False
+        contact_id = event.get("contact_id")
+        own = event.get("sender_external_id") == self.visitor.external_id
+        if self.contact_id is None and own and isinstance(contact_id, int):
+            self.follow_contact(contact_id)  # another tab's first message created the contact
+        if self.contact_id is None or contact_id != self.contact_id:
+            return False
+        message = (event.get("data") or {}).get("message") or {}
+        if event.get("conversation_id") is not None and message.get("direction") == "incoming":
+            self.conversation_id = event["conversation_id"]
+        return message.get("direction") in ("incoming", "outgoing") and message.get("channel_id") == self.channel_id
+
+    def _throttled(self) -> bool:
+        now = time.monotonic()
+        while self.sent_at and now - self.sent_at[0] > 60:
+            self.sent_at.popleft()
+        if len(self.sent_at) >= self.settings.widget_messages_per_minute:
+            return True
+        self.sent_at.append(now)
+        return False
+
+    async def handle(self, raw: str) -> None:
+        try:
+            frame = json.loads(raw)
+            kind = _SocketFrame.model_validate(frame, strict=False).type if isinstance(frame, dict) else None
+        except (ValueError, ValidationError):
+            kind = None
+        if kind is None:
+            await self.send({"type": "error", "error": _error_body("invalid_frame", "Unreadable frame.", {})})
+        elif kind == "ping":
+            await self.send({"type": "pong"})
+        elif kind == "typing":
+            await self.typing()
+        else:
+            await self.message(frame)
+
+    async def typing(self) -> None:
+        now = time.monotonic()
+        if self.conversation_id is None or now - self.typing_at < self.TYPING_EVERY:
+            return
+        self.typing_at = now
+        db: Database = self.websocket.app.state.db
+        conversation_id = self.conversation_id
+
+        def event() -> dict[str, Any] | None:
+            from tertulia.conversations import events
+            from tertulia.conversations.models import Conversation, ConversationStatus
+
+            with db.transaction(write=False) as session:
+                conversation = session.get(Conversation, conversation_id)
+                if conversation is None or conversation.status != ConversationStatus.OPEN:
+                    return None
+                # The conversation's current owner decides which agents may see it.
+                return events.make_event("typing", conversation, {"contact": True})
+
+        found = await anyio.to_thread.run_sync(event)
+        if found is not None:
+            realtime.publish(found)
+
+    async def message(self, frame: dict[str, Any]) -> None:
+        client_msg_id = frame.get("client_msg_id") if isinstance(frame.get("client_msg_id"), str) else None
+        try:
+            body = _MessageFrame.model_validate(frame)
+        except ValidationError as exc:
+            details = {".".join(str(p) for p in e["loc"]): e["msg"] for e in exc.errors()}
+            error = _error_body("validation_failed", "The message is not valid.", details)
+            await self.send({"type": "error", "client_msg_id": client_msg_id, "error": error})
+            return
+        if self._throttled():
+            error = _error_body("rate_limited", "Too many messages; wait a moment.", {})
+            await self.send({"type": "error", "client_msg_id": body.client_msg_id, "error": error})
+            return
+        try:
+            received = await self.writer.receive(
+                self.channel_id, _inbound(self.visitor, body.text, body.client_msg_id, self.origin)
+            )
+        except DomainError as exc:
+            error = _error_body(exc.code, exc.message, exc.details)
+            await self.send({"type": "error", "client_msg_id": body.client_msg_id, "error": error})
+            return
+        if self.contact_id != received.contact_id:
+            self.follow_contact(received.contact_id)
+        self.conversation_id = received.conversation_id
+        await self.send(
+            {
+                "type": "ack",
+                "client_msg_id": body.client_msg_id,
+                "message": visitor_message(received.message),
+                "duplicate": received.duplicate,
+            }
+        )
+
+
+def _error_body(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"code": code, "message": message, "details": details}
 
 
 @router.websocket("/ws")
@@ -485,34 +639,34 @@ async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
         return
 
     await websocket.accept()
+    state = VisitorSocket(websocket, channel, visitor, contact_id)
     hub = realtime.get_hub()
-    with hub.subscribe(channel.workspace_id) as subscription:
+    with hub.subscribe(channel.workspace_id, f"visitor:{visitor.external_id}", accepts=state.wants) as subscription:
+        state.subscription = subscription
+        if contact_id is not None:
+            state.follow_contact(contact_id)
         async with anyio.create_task_group() as group:
 
-            async def drain_client() -> None:
+            async def read_client() -> None:
                 try:
                     while True:
-                        await websocket.receive_text()
-                except WebSocketDisconnect:
+                        raw = await websocket.receive_text()
+                        # Each frame in its own task: a message waiting for its batch must not hold
+                        # up the visitor's next frame (typing, or a second message).
+                        group.start_soon(state.handle, raw)
+                except (WebSocketDisconnect, RuntimeError):
                     group.cancel_scope.cancel()
 
-            group.start_soon(drain_client)
+            group.start_soon(read_client)
             while True:
                 event = await subscription.get()
                 if event.get("type") == "overflow":
                     await websocket.close(code=1013, reason="overflow")
                     group.cancel_scope.cancel()
                     return
-                if contact_id is None and event.get("sender_external_id") == visitor.external_id:
-                    # The visitor's first message created their contact just now.
-                    contact_id = event.get("contact_id")
-                if not event.get("visitor") or contact_id is None or event.get("contact_id") != contact_id:
-                    continue
                 message = (event.get("data") or {}).get("message") or {}
-                if message.get("direction") not in ("incoming", "outgoing") or message.get("channel_id") != channel.id:
-                    continue
                 try:
-                    await websocket.send_json({"type": "message.created", "message": visitor_message(message)})
+                    await state.send({"type": "message.created", "message": visitor_message(message)})
                 except (WebSocketDisconnect, RuntimeError):
                     group.cancel_scope.cancel()
                     return

@@ -9,7 +9,8 @@ Conversations
     GET  /api/v1/conversations/{id}/messages?before_id=&limit=   newest page first; items oldest
          first; `next_before_id` pages upwards (infinite scroll)
     POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?}
-    POST /api/v1/conversations/{id}/comments   {"text","mentions":[user ids]}
+    POST /api/v1/conversations/{id}/comments   {"text","mentions":[user ids]}; without ids, every
+         "@Full Name" of an active member in the text is a mention (conversations/mentions.py)
     POST /api/v1/conversations/{id}/assign     {"user_id"|null,"team_id"|null}
     POST /api/v1/conversations/{id}/close      {"category_id","summary"}
     POST /api/v1/conversations/{id}/reopen
@@ -46,7 +47,7 @@ from tertulia.channels.models import Channel
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
 from tertulia.contacts.service import access_contact
-from tertulia.conversations import events, service
+from tertulia.conversations import events, files, service
 from tertulia.conversations import repository as repo
 from tertulia.conversations.auth import InboxActor
 from tertulia.conversations.models import ConversationStatus, MessageType, StoredFile
@@ -54,17 +55,18 @@ from tertulia.kit import realtime, storage
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.kit.http import DbSession
 from tertulia.kit.pagination import decode_cursor, encode_cursor
-from tertulia.kit.settings import get_settings
 from tertulia.users.permissions import Actor, Permission
 
 router = APIRouter(prefix="/api/v1", tags=["conversations"])
+
+MAX_FILES = 10  # attachments per message
 
 
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: MessageType = MessageType.TEXT
     text: str | None = Field(default=None, max_length=20_000)
-    attachments: list[int] = Field(default_factory=list, max_length=10)
+    attachments: list[int] = Field(default_factory=list, max_length=MAX_FILES)
 
 
 class ReplyBody(MessageBody):
@@ -188,7 +190,7 @@ def list_conversations(
     limit: Annotated[int, Query(ge=1, le=100)] = 30,
 ) -> dict[str, Any]:
     viewer = service.viewer_for(session, actor)
-    visible = None if viewer.see_all else repo.visibility_clause(actor.user_id, sorted(viewer.team_ids))
+    visible = viewer.visibility_clause()
     if view == "mine" and actor.user_id is None:
         raise ValidationFailed.field("view", "'mine' needs a signed-in user")
     if view == "team" and team_id is None:
@@ -372,7 +374,7 @@ def contact_messages(
                 select(Conversation.id).where(
                     Conversation.workspace_id == actor.workspace_id,
                     Conversation.contact_id == contact.id,
-                    repo.visibility_clause(actor.user_id, sorted(viewer.team_ids)),
+                    repo.visibility_clause(actor.user_id, sorted(viewer.team_ids), unassigned=viewer.see_unassigned),
                 )
             )
         )
@@ -509,8 +511,6 @@ def update_channel(session: DbSession, actor: InboxActor, channel_id: int, body:
 
 # ----- files --------------------------------------------------------------------------------
 
-ALLOWED_TYPES = ("image/", "audio/", "video/", "application/pdf", "text/plain", "text/csv")
-
 
 def _file_dict(stored: StoredFile) -> dict[str, Any]:
     return {
@@ -533,29 +533,16 @@ def upload_file(
     actor.require(Permission.VIEW_CONTACTS)
     if conversation_id is not None:
         service.access_conversation(session, actor, conversation_id)
-    content_type = (file.content_type or "application/octet-stream").lower()
-    if not content_type.startswith(ALLOWED_TYPES):
-        raise ValidationFailed.field("file", f"files of type {content_type} are not accepted")
-    limit = get_settings().upload_max_bytes
-    data = file.file.read(limit + 1)
-    if len(data) > limit:
-        raise ValidationFailed.field("file", f"must be at most {limit // (1024 * 1024)} MB")
-    if not data:
-        raise ValidationFailed.field("file", "is empty")
-    key = storage.new_key(actor.workspace_id)
-    storage.get_storage().put(key, data)
-    name = (file.filename or "file").replace("/", "_").replace("\\", "_")[:255]
-    stored = StoredFile(
-        workspace_id=actor.workspace_id,
-        storage_key=key,
-        name=name,
-        size=len(data),
-        content_type=content_type,
-        uploaded_by_id=actor.user_id,
+    # Read at most one byte past the limit: a bigger file is refused without holding it all.
+    data = file.file.read(files.max_bytes() + 1)
+    stored = files.do_store_file(
+        session,
+        actor,
+        name=file.filename,
+        content_type=file.content_type,
+        data=data,
         conversation_id=conversation_id,
     )
-    session.add(stored)
-    session.flush()
     return _file_dict(stored)
 
 
@@ -567,12 +554,7 @@ def list_files(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     actor.require(Permission.VIEW_CONTACTS)
-    query = select(StoredFile).where(
-        StoredFile.workspace_id == actor.workspace_id, StoredFile.conversation_id.is_(None)
-    )
-    if before_id is not None:
-        query = query.where(StoredFile.id < before_id)
-    rows = list(session.scalars(query.order_by(StoredFile.id.desc()).limit(limit + 1)))
+    rows = files.library_page(session, actor.workspace_id, before_id=before_id, limit=limit)
     more = len(rows) > limit
     rows = rows[:limit]
     return {"items": [_file_dict(f) for f in rows], "next_before_id": rows[-1].id if more and rows else None}

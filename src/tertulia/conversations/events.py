@@ -12,6 +12,8 @@ Event shape (JSON):
      "visitor": bool,                              # may go to the customer's web-chat socket
      "sender_external_id",                         # message.created of incoming messages: lets a
                                                    # visitor's socket learn its contact id for free
+     "topics": [...],                              # realtime routing: visitor events go to
+                                                   # "contact:<id>" (and "visitor:<external id>")
      "data": {...}}
 """
 
@@ -60,8 +62,13 @@ def make_event(
         "previous_team_id": previous_team_id,
         "mentioned_user_ids": mentioned_user_ids or [],
         "visitor": visitor,
+        "topics": visitor_topics(conversation.contact_id, sender_external_id) if visitor else [],
         "data": data,
     }
+
+
+def visitor_topics(contact_id: int, sender_external_id: str | None) -> list[str]:
+    return [f"contact:{contact_id}"] + ([f"visitor:{sender_external_id}"] if sender_external_id else [])
 
 
 def dispatch(event: Event) -> None:

@@ -66,8 +66,10 @@ def team_ids_of(session: Session, user_id: int) -> set[int]:
     return set(session.scalars(select(TeamMember.team_id).where(TeamMember.user_id == user_id)))
 
 
-def visibility_clause(user_id: int | None, team_ids: Sequence[int]) -> ColumnElement[bool]:
+def visibility_clause(user_id: int | None, team_ids: Sequence[int], *, unassigned: bool) -> ColumnElement[bool]:
     clauses: list[ColumnElement[bool]] = []
+    if unassigned:
+        clauses.append(and_(Conversation.assignee_id.is_(None), Conversation.team_id.is_(None)))
     if user_id is not None:
         clauses.append(Conversation.assignee_id == user_id)
     if team_ids:

@@ -30,6 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await anyio.to_thread.run_sync(app.state.inbound_writer.stop)
         if consumer is not None:
             await anyio.to_thread.run_sync(consumer.stop)
         await hub.stop()

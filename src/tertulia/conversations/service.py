@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +21,7 @@ from tertulia.channels.service import recipient_for
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact, ContactIdentity
-from tertulia.conversations import events, variables
+from tertulia.conversations import events, mentions, variables
 from tertulia.conversations import repository as repo
 from tertulia.conversations.models import (
     ClosingCategory,
@@ -103,18 +103,30 @@ class Viewer:
     user_id: int | None
     see_all: bool
     team_ids: frozenset[int]
+    see_unassigned: bool = False
 
     def can_see(self, assignee_id: int | None, team_id: int | None) -> bool:
         if self.see_all:
             return True
+        if assignee_id is None and team_id is None:
+            return self.see_unassigned
         return (assignee_id is not None and assignee_id == self.user_id) or (
             team_id is not None and team_id in self.team_ids
         )
 
+    def visibility_clause(self) -> ColumnElement[bool] | None:
+        """The SQL form of `can_see`; None when everything is visible."""
+        if self.see_all:
+            return None
+        return repo.visibility_clause(self.user_id, sorted(self.team_ids), unassigned=self.see_unassigned)
+
     def can_see_event(self, event: dict[str, Any]) -> bool:
         if event.get("type") == "mention.created":
             return self.user_id in (event.get("mentioned_user_ids") or [])
-        return self.can_see(event.get("assignee_id"), event.get("team_id")) or self.can_see(
+        if self.can_see(event.get("assignee_id"), event.get("team_id")):
+            return True
+        # Only an assignment has a "before": whoever could see it then learns it moved away.
+        return event.get("type") == "conversation.assigned" and self.can_see(
             event.get("previous_assignee_id"), event.get("previous_team_id")
         )
 
@@ -122,7 +134,12 @@ class Viewer:
 def viewer_for(session: Session, actor: Actor) -> Viewer:
     see_all = actor.can(Permission.VIEW_ALL_CONVERSATIONS)
     teams = frozenset(repo.team_ids_of(session, actor.user_id)) if actor.user_id and not see_all else frozenset()
-    return Viewer(user_id=actor.user_id, see_all=see_all, team_ids=teams)
+    return Viewer(
+        user_id=actor.user_id,
+        see_all=see_all,
+        team_ids=teams,
+        see_unassigned=actor.can(Permission.VIEW_UNASSIGNED_CONVERSATIONS),
+    )
 
 
 def access_conversation(session: Session, actor: Actor, conversation_id: int, *, lock: bool = False) -> Conversation:
@@ -614,6 +631,9 @@ def do_comment(
         raise ValidationFailed.field("text", "must not be empty")
     if len(body) > MAX_TEXT:
         raise ValidationFailed.field("text", f"must be at most {MAX_TEXT} characters")
+    if not mention_user_ids and "@" in body:
+        # No ids given (an API user wrote names): "@Full Name" of active members (mentions.py).
+        mention_user_ids = mentions.resolve_mentions(body, mentions.mentionable_members(session, actor.workspace_id))
     mentioned: list[int] = []
     for index, user_id in enumerate(dict.fromkeys(mention_user_ids)):
         check_member_user(session, actor.workspace_id, user_id, f"mentions[{index}]")

@@ -17,6 +17,8 @@ _TAG = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
 _BODY = re.compile(
     r"""^\s*(?P<name>[a-z_]+(?:\.[a-z_][a-z0-9_]*)+)\s*(?:\|\s*"(?P<fallback>[^"]*)"\s*)?$""",
 )
+# A known name followed by "|" whose fallback is not one double-quoted text: a bad fallback.
+_PIPED = re.compile(r"^\s*(?P<name>[a-z_]+(?:\.[a-z_][a-z0-9_]*)+)\s*\|")
 
 CONTACT_FIELDS = frozenset({"first_name", "last_name", "full_name", "email", "phone", "country", "language"})
 USER_FIELDS = frozenset({"first_name", "last_name", "full_name", "email"})
@@ -57,6 +59,10 @@ def parse(text: str, custom_keys: Iterable[str] | None = None, field_name: str =
     found: list[Variable] = []
     for match in _TAG.finditer(text):
         body = _BODY.match(match.group(1))
+        if body is None:
+            piped = _PIPED.match(match.group(1))
+            if piped is not None and _known(piped.group("name"), keys):
+                raise ValidationFailed.field(field_name, f"the fallback of {match.group(0)} must be in double quotes")
         if body is None or not _known(body.group("name"), keys):
             raise ValidationFailed.field(field_name, f"unknown variable {match.group(0)}")
         found.append(Variable(body.group("name"), body.group("fallback")))

@@ -11,8 +11,9 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from tertulia.contacts import repository as contacts_repo
+from tertulia.conversations import files, service
 from tertulia.conversations import repository as repo
-from tertulia.conversations import service
+from tertulia.conversations.api import MAX_FILES
 from tertulia.kit.errors import NotFound
 from tertulia.segments.service import segments_of_contact
 from tertulia.users.permissions import Permission
@@ -43,6 +44,24 @@ SCRIPT_TEXTS: dict[str, str] = {
     "reconnecting": i18n.lazy("Reconnecting…"),
     "notifications_on": i18n.lazy("Notifications on"),
     "window_closed": i18n.lazy("The reply window of this channel has closed; the customer must write first."),
+    "no_members": i18n.lazy("No teammate matches."),
+    "no_emoji": i18n.lazy("No emoji matches."),
+    "remove_file": i18n.lazy("Remove %(name)s"),
+    "file_too_big": i18n.lazy("%(name)s is larger than %(size)s."),
+    "file_type": i18n.lazy("Files of type %(type)s cannot be sent."),
+    "file_empty": i18n.lazy("%(name)s is empty."),
+    "too_many_files": i18n.lazy("At most %(count)s files per message."),
+    "uploading": i18n.lazy("Wait until the files have uploaded."),
+    "upload_failed": i18n.lazy("%(name)s could not be uploaded: %(reason)s"),
+    "notes_no_files": i18n.lazy("Internal notes cannot carry files; switch to Reply."),
+    "emoji_smileys": i18n.lazy("Smileys"),
+    "emoji_people": i18n.lazy("People and gestures"),
+    "emoji_nature": i18n.lazy("Animals and nature"),
+    "emoji_food": i18n.lazy("Food and drink"),
+    "emoji_activities": i18n.lazy("Activities"),
+    "emoji_travel": i18n.lazy("Travel and places"),
+    "emoji_objects": i18n.lazy("Objects"),
+    "emoji_symbols": i18n.lazy("Symbols"),
 }
 
 
@@ -75,12 +94,24 @@ def _inbox(ctx: WebContext, conversation_id: int | None) -> Response:
         # Agents may assign only to themselves or their teams (service.do_assign): offer no more.
         members = [m for m in members if m["id"] == actor.user_id]
         teams = [t for t in teams if t["id"] in viewer.team_ids]
+    # Names for the history (senders, mentions), and whom a note may @mention: every active
+    # member, whoever one may assign to.
+    people = [
+        {
+            "id": m.user.id,
+            "name": _member_name(m.user.first_name, m.user.last_name, m.user.email),
+            "active": m.membership.active,
+        }
+        for m in list_members(ctx.session, actor, include_inactive=True)
+    ]
     categories = [{"id": c.id, "name": c.name} for c in repo.closing_categories(ctx.session, actor.workspace_id)]
     data = {
         "user_id": actor.user_id,
         "see_all": viewer.see_all,
         "conversation_id": conversation_id,
         "members": members,
+        "people": people,
+        "upload": {"max_bytes": files.max_bytes(), "types": list(files.ALLOWED_TYPES), "max_files": MAX_FILES},
         "teams": teams,
         "categories": categories,
         "texts": {key: ctx.fmt.gettext(text) for key, text in SCRIPT_TEXTS.items()},

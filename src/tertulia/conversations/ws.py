@@ -8,6 +8,7 @@ it is sent; an agent's team list is reloaded at most every TEAM_REFRESH_SECONDS.
 4401 not signed in, 4403 cross-site origin, 1013 the client fell behind (reconnect and reload).
 """
 
+import json
 import time
 
 import anyio
@@ -59,7 +60,14 @@ async def agent_socket(websocket: WebSocket) -> None:
     checked_at = time.monotonic()
     await websocket.accept()
     await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
-    with realtime.get_hub().subscribe(actor.workspace_id) as subscription:
+    current = {"viewer": viewer}
+
+    def visible(event: realtime.Event) -> bool:
+        # Runs for every event of the workspace, before it is queued: what this person may not
+        # see never wakes their socket.
+        return current["viewer"].can_see_event(event)
+
+    with realtime.get_hub().subscribe(actor.workspace_id, accepts=visible) as subscription:
         async with anyio.create_task_group() as group:
 
             async def drain_client() -> None:
@@ -82,12 +90,12 @@ async def agent_socket(websocket: WebSocket) -> None:
                         await websocket.close(code=4401, reason="signed out")
                         group.cancel_scope.cancel()
                         return
-                    actor, viewer = refreshed
+                    actor, current["viewer"] = refreshed
                     checked_at = time.monotonic()
-                if not viewer.can_see_event(event):
-                    continue
+                    if not current["viewer"].can_see_event(event):
+                        continue
                 try:
-                    await websocket.send_json(event)
+                    await websocket.send_text(json.dumps(event, separators=(",", ":")))
                 except (WebSocketDisconnect, RuntimeError):
                     group.cancel_scope.cancel()
                     return

@@ -5,6 +5,8 @@
   consumer threads itself (no extra process to run on a laptop or a small server);
 - `redis://...`: RedisHuey; run one or more `tertulia worker` processes (and set
   `TERTULIA_QUEUE_EMBEDDED=false` on the web processes if they should not consume too);
+- `postgresql://...` or `postgresql+psycopg://...`: tables in that database (it can be the app's
+  own, see `kit/queue_postgres.py`); run `tertulia worker` processes as with Redis;
 - `memory://`: an in-process queue for tests and one-off scripts.
 
 Work is enqueued only after the transaction that produced it commits (`kit.db.on_commit`), so a
@@ -19,6 +21,7 @@ from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
 
 from tertulia.kit.db import Database, get_database
+from tertulia.kit.queue_postgres import URL_SCHEMES, make_postgres_huey
 from tertulia.kit.settings import get_settings
 
 
@@ -31,9 +34,13 @@ def make_huey(url: str, name: str = "tertulia") -> Huey:
         # huey's 5 s busy timeout is too short when the web process writes too: an enqueue that gave
         # up left a message waiting for the periodic sweep.
         return SqliteHuey(name, filename=str(path), timeout=30)
+    if url.startswith(URL_SCHEMES):
+        return make_postgres_huey(name, url)
     if url == "memory://":
         return MemoryHuey(name)
-    raise ValueError(f"Unsupported TERTULIA_QUEUE_URL {url!r}: use sqlite:///path, redis://host or memory://")
+    raise ValueError(
+        f"Unsupported TERTULIA_QUEUE_URL {url!r}: use sqlite:///path, redis://host, postgresql://host/db or memory://"
+    )
 
 
 huey: Huey = make_huey(get_settings().resolved_queue_url(), get_settings().queue_name)

@@ -17,6 +17,7 @@ import contextlib
 import json
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -26,19 +27,31 @@ import structlog
 log = structlog.get_logger()
 
 Event = dict[str, Any]
+Accepts = Callable[[Event], bool]
 QUEUE_SIZE = 2000
+# An event with "topics" also reaches subscribers of those topics (e.g. one web-chat visitor's
+# socket subscribes to "contact:<id>" only, instead of sifting through the whole workspace).
+TOPICS = "topics"
 
 
 class Subscription:
-    def __init__(self, hub: "Hub", workspace_id: int) -> None:
+    """One socket's inbox of events. `topic=None` receives every event of the workspace;
+    `accepts`, when given, runs on the socket's loop before queueing, so an event this socket
+    would drop never wakes it."""
+
+    def __init__(self, hub: "Hub", workspace_id: int, topic: str | None, accepts: Accepts | None) -> None:
         self.hub = hub
         self.workspace_id = workspace_id
+        self.topics: set[str | None] = {topic}
+        self.accepts = accepts
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=QUEUE_SIZE)
         self.overflowed = False
 
     def offer(self, event: Event) -> None:
         """Runs on the subscriber's loop."""
+        if self.accepts is not None and event.get("type") != "overflow" and not self.accepts(event):
+            return
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -47,6 +60,9 @@ class Subscription:
             with contextlib.suppress(asyncio.QueueEmpty):
                 self.queue.get_nowait()
             self.queue.put_nowait({"type": "overflow"})
+
+    def add_topic(self, topic: str) -> None:
+        self.hub.add_topic(self, topic)
 
     async def get(self) -> Event:
         return await self.queue.get()
@@ -61,37 +77,56 @@ class Subscription:
         self.close()
 
 
+def _offer_all(subscriptions: set[Subscription], event: Event) -> None:
+    for subscription in subscriptions:
+        subscription.offer(event)
+
+
 class Hub:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_workspace: dict[int, set[Subscription]] = defaultdict(set)
+        self._by_key: dict[tuple[int, str | None], set[Subscription]] = defaultdict(set)
 
-    def subscribe(self, workspace_id: int) -> Subscription:
-        subscription = Subscription(self, workspace_id)
+    def subscribe(self, workspace_id: int, topic: str | None = None, accepts: Accepts | None = None) -> Subscription:
+        subscription = Subscription(self, workspace_id, topic, accepts)
         with self._lock:
-            self._by_workspace[workspace_id].add(subscription)
+            self._by_key[(workspace_id, topic)].add(subscription)
         return subscription
+
+    def add_topic(self, subscription: Subscription, topic: str) -> None:
+        with self._lock:
+            subscription.topics.add(topic)
+            self._by_key[(subscription.workspace_id, topic)].add(subscription)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         with self._lock:
-            subscribers = self._by_workspace.get(subscription.workspace_id)
-            if subscribers is not None:
-                subscribers.discard(subscription)
-                if not subscribers:
-                    del self._by_workspace[subscription.workspace_id]
+            for topic in subscription.topics:
+                key = (subscription.workspace_id, topic)
+                subscribers = self._by_key.get(key)
+                if subscribers is not None:
+                    subscribers.discard(subscription)
+                    if not subscribers:
+                        del self._by_key[key]
 
     def deliver_local(self, event: Event) -> None:
         workspace_id = event.get("workspace_id")
         if not isinstance(workspace_id, int):
             return
+        keys = [(workspace_id, None)] + [(workspace_id, str(topic)) for topic in event.get(TOPICS) or ()]
+        # One wake-up per event loop, not per socket: with hundreds of sockets on one loop, a
+        # call_soon_threadsafe each was most of the cost of an event.
+        by_loop: dict[asyncio.AbstractEventLoop, set[Subscription]] = {}
         with self._lock:
-            subscribers = list(self._by_workspace.get(workspace_id, ()))
-        for subscription in subscribers:
+            for key in keys:
+                for subscription in self._by_key.get(key, ()):
+                    by_loop.setdefault(subscription.loop, set()).add(subscription)
+        for loop, subscriptions in by_loop.items():
             try:
-                subscription.loop.call_soon_threadsafe(subscription.offer, event)
+                loop.call_soon_threadsafe(_offer_all, subscriptions, event)
             except RuntimeError:
-                # The socket's loop has closed under it; forget the subscriber.
-                self.unsubscribe(subscription)
+                # The sockets' loop has closed under them; forget the subscribers.
+                for subscription in subscriptions:
+                    self.unsubscribe(subscription)
 
     def publish(self, event: Event) -> None:
         self.deliver_local(event)

@@ -1,7 +1,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import Enum, ForeignKey, Integer, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, BigID, IdMixin, TimestampMixin
@@ -40,6 +40,9 @@ class User(IdMixin, TimestampMixin, Base):
     activity_status: Mapped[ActivityStatus] = mapped_column(
         _enum(ActivityStatus, "activity_status"), default=ActivityStatus.OFFLINE
     )
+    # Inbox alerts for a new message in a conversation assigned to this person (static/js/inbox.js).
+    notify_desktop: Mapped[bool] = mapped_column(default=True, server_default=true())
+    notify_sound: Mapped[bool] = mapped_column(default=True, server_default=true())
 
     @property
     def full_name(self) -> str:

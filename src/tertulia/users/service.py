@@ -324,6 +324,13 @@ def _check_avatar_url(value: str | None) -> str | None:
     return cleaned
 
 
+def do_set_notification_preferences(session: Session, user: User, *, desktop: bool, sound: bool) -> User:
+    """The person's inbox alerts for new messages assigned to them (shown by the inbox page)."""
+    user.notify_desktop, user.notify_sound = desktop, sound
+    session.flush()
+    return user
+
+
 def do_set_activity_status(session: Session, user: User, status: ActivityStatus | str) -> User:
     try:
         user.activity_status = ActivityStatus(str(status))

@@ -63,6 +63,7 @@ def install_web(app: FastAPI) -> None:
     from tertulia.contacts.views import router as contacts_router
     from tertulia.conversations.views import router as inbox_router
     from tertulia.segments.views import router as segments_router
+    from tertulia.web.inbox_settings import router as inbox_settings_router
     from tertulia.web.settings import router as settings_router
     from tertulia.web.views import router as web_router
 
@@ -74,6 +75,7 @@ def install_web(app: FastAPI) -> None:
     app.include_router(segments_router)
     app.include_router(contacts_router)
     app.include_router(settings_router)
+    app.include_router(inbox_settings_router)
     app.include_router(inbox_router)
     app.include_router(channels_views_router)
 

@@ -55,6 +55,12 @@ FLASH_MESSAGES: dict[str, str] = {
     "token_revoked": i18n.lazy("The API token has been revoked."),
     "segment_saved": i18n.lazy("The segment has been saved."),
     "segment_deleted": i18n.lazy("The segment has been deleted."),
+    "snippet_saved": i18n.lazy("The snippet has been saved."),
+    "snippet_deleted": i18n.lazy("The snippet has been deleted."),
+    "category_saved": i18n.lazy("The closing category has been saved."),
+    "category_deleted": i18n.lazy("The closing category has been deleted."),
+    "file_uploaded": i18n.lazy("The file has been uploaded."),
+    "notifications_saved": i18n.lazy("Your notification settings have been saved."),
 }
 
 

@@ -56,6 +56,9 @@ SECTIONS: tuple[Section, ...] = (
     Section("teams", i18n.lazy("Teams"), Permission.MANAGE_TEAMS),
     Section("fields", i18n.lazy("Custom fields"), Permission.MANAGE_CUSTOM_FIELDS),
     Section("tags", i18n.lazy("Tags"), Permission.MANAGE_TAGS),
+    # Snippets and closing categories: their pages live in web/inbox_settings.py.
+    Section("snippets", i18n.lazy("Snippets"), Permission.MANAGE_SNIPPETS),
+    Section("closing-categories", i18n.lazy("Closing categories"), Permission.MANAGE_WORKSPACE),
     Section("tokens", i18n.lazy("API tokens"), Permission.MANAGE_API_TOKENS),
     # Its pages live in channels/views.py.
     Section("channels", i18n.lazy("Channels"), Permission.MANAGE_CHANNELS),

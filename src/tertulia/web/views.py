@@ -15,7 +15,7 @@ from tertulia.users.passwords import (
     do_reset_password,
     find_password_reset,
 )
-from tertulia.users.service import do_set_activity_status, do_update_profile
+from tertulia.users.service import do_set_activity_status, do_set_notification_preferences, do_update_profile
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in, do_sign_out
 from tertulia.web import i18n
 from tertulia.web.context import LANGUAGE_COOKIE, PublicPage, UserPage, WebContext, safe_next, set_cookie
@@ -299,6 +299,15 @@ def save_status(ctx: UserPage, status: Annotated[str, Form()]) -> Response:
         raise ValidationFailed.field("status", "unknown status")
     do_set_activity_status(ctx.session, ctx.user, ActivityStatus(status))
     return ctx.redirect(safe_next(ctx.current_page or "/profile"), flash="status_saved")
+
+
+@router.post("/profile/notifications")
+def save_notifications(
+    ctx: UserPage, desktop: Annotated[str, Form()] = "", sound: Annotated[str, Form()] = ""
+) -> Response:
+    # Unchecked boxes are not sent at all: absent means off.
+    do_set_notification_preferences(ctx.session, ctx.user, desktop=bool(desktop), sound=bool(sound))
+    return ctx.redirect("/profile", flash="notifications_saved")
 
 
 @router.post("/profile/password")

@@ -32,7 +32,7 @@
     window.setTimeout(function () { div.remove(); }, 6000);
   }
 
-  function api(method, path, body) {
+  function api(method, path, body, quiet) {
     var options = { method: method, headers: { Accept: "application/json" }, credentials: "same-origin" };
     if (method !== "GET") options.headers["X-CSRF-Token"] = csrf();
     if (body !== undefined) {
@@ -48,7 +48,7 @@
       return response.json().catch(function () { return {}; }).then(function (data) {
         if (!response.ok) {
           var message = (data.error && data.error.message) || T.error;
-          toast(message);
+          if (!quiet) toast(message);
           throw new Error(message);
         }
         return data;
@@ -66,6 +66,7 @@
 
   var membersById = {};
   DATA.members.forEach(function (m) { membersById[m.id] = m.name; });
+  (DATA.people || []).forEach(function (p) { if (!membersById[p.id]) membersById[p.id] = p.name; });
   var teamsById = {};
   DATA.teams.forEach(function (t) { teamsById[t.id] = t.name; });
 
@@ -205,13 +206,10 @@
     }
     var bubble = el("div", "msg-bubble");
     if (kind === "comment") bubble.appendChild(el("span", "msg-label", T.internal));
-    bubble.appendChild(el("div", "msg-text", m.text || ""));
+    bubble.appendChild(kind === "comment" ? commentText(m) : el("div", "msg-text", m.text || ""));
     (m.attachments || []).forEach(function (a) {
-      var id = typeof a === "object" && a ? a.id : a;
-      if (!id) return;
-      var link = el("a", "msg-file", (a && a.name) || "file #" + id);
-      link.href = "/api/v1/files/" + encodeURIComponent(id);
-      bubble.appendChild(link);
+      var node = attachmentNode(a);
+      if (node) bubble.appendChild(node);
     });
     var meta = el("div", "msg-meta");
     var who = m.direction === "incoming" ? "" : (membersById[m.sender_user_id] || "");
@@ -282,6 +280,7 @@
     ]).then(function (results) {
       if (seq !== openSeq) return;
       var c = results[0];
+      if (!state.current || state.current.id !== c.id) clearFiles();
       state.current = c;
       state.olderId = results[1].next_before_id;
       shownMessages = {};
@@ -387,6 +386,9 @@
       state.mode = button.getAttribute("data-mode");
       $all("[data-mode]", composer).forEach(function (b) { b.classList.toggle("selected", b === button); });
       composer.classList.toggle("note-mode", state.mode === "note");
+      attachButton.hidden = state.mode === "note";
+      hideMentions();
+      clearComposerError();
       input.focus();
     });
   });
@@ -461,6 +463,7 @@
   });
   input.addEventListener("blur", function () { window.setTimeout(hideMenu, 150); });
   input.addEventListener("keydown", function (event) {
+    if (mentionKeydown(event)) return;
     if (!menu.hidden && menuItems.length) {
       if (event.key === "ArrowDown") { event.preventDefault(); highlight(menuIndex + 1); return; }
       if (event.key === "ArrowUp") { event.preventDefault(); highlight(menuIndex - 1); return; }
@@ -476,26 +479,546 @@
   composer.addEventListener("submit", function (event) {
     event.preventDefault();
     var text = input.value.trim();
-    if (!text || !state.current) return;
+    if (!state.current) return;
+    clearComposerError();
+    var note = state.mode === "note";
+    if (note && files.length) { showComposerError(T.notes_no_files); return; }
+    if (files.some(function (f) { return f.status === "uploading"; })) { showComposerError(T.uploading); return; }
+    var fileIds = files.map(function (f) { return f.fileId; });
+    if (!text && !fileIds.length) return;
     var id = state.current.id;
-    var path = state.mode === "note" ? "/comments" : "/messages";
-    var body = state.mode === "note" ? { text: text } : { type: "text", text: text };
+    var path = note ? "/comments" : "/messages";
+    var body = note
+      ? { text: text, mentions: mentionIds(text) }
+      : { type: messageType(text), text: text || null, attachments: fileIds };
     input.disabled = true;
-    api("POST", "/conversations/" + id + path, body).then(function (m) {
+    api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
+      picked = {};
+      if (!note) clearFiles();
       if (state.current && state.current.id === id) {
         addMessage(m, false);
         toBottom();
       }
-    }).catch(function () {}).then(function () {
+    }).catch(function (error) {
+      // The API's own message (it says which field); a network failure has no useful text.
+      showComposerError(error instanceof TypeError ? T.error : error.message);
+    }).then(function () {
       input.disabled = false;
       input.focus();
     });
   });
 
+  // ----- composer: the error beside it -----
+  var composerError = $("[data-composer-error]");
+  function showComposerError(message) {
+    composerError.textContent = message;
+    input.setAttribute("aria-invalid", "true");
+  }
+  function clearComposerError() {
+    composerError.textContent = "";
+    input.removeAttribute("aria-invalid");
+  }
+  function fill(template, values) {
+    return template.replace(/%\((\w+)\)s/g, function (all, key) { return key in values ? String(values[key]) : all; });
+  }
+
+  // ----- composer: attachments (button, drag and drop, pasted images) -----
+  var UPLOAD = DATA.upload || { max_bytes: 0, types: [], max_files: 0 };
+  var attachButton = $("[data-attach]");
+  var fileInput = $("[data-file-input]");
+  var fileList = $("[data-composer-files]");
+  var dropHint = $("[data-drop-hint]");
+  var files = []; // {file, name, size, type, status: uploading|done, progress, fileId, xhr, bar, conversationId}
+  var sizeFormat = new Intl.NumberFormat(DATA.language, { maximumFractionDigits: 1 });
+
+  function humanSize(bytes) {
+    if (bytes < 1024) return sizeFormat.format(bytes) + " B";
+    if (bytes < 1024 * 1024) return sizeFormat.format(bytes / 1024) + " KB";
+    return sizeFormat.format(bytes / (1024 * 1024)) + " MB";
+  }
+  function kindOf(type) { return (type || "application/octet-stream").toLowerCase(); }
+  function typeAllowed(type) {
+    var kind = kindOf(type);
+    return UPLOAD.types.some(function (prefix) { return kind.indexOf(prefix) === 0; });
+  }
+  function messageType(text) {
+    // A reply with text is a text message carrying files; without text, the files' kind names it.
+    if (text || !files.length) return "text";
+    var kinds = files.map(function (f) { return kindOf(f.type).split("/")[0]; });
+    var first = kinds[0];
+    var same = kinds.every(function (k) { return k === first; });
+    return same && (first === "image" || first === "audio" || first === "video") ? first : "file";
+  }
+
+  function renderFiles() {
+    fileList.textContent = "";
+    fileList.hidden = !files.length;
+    files.forEach(function (entry) {
+      var chip = el("li", "file-chip" + (entry.status === "uploading" ? " uploading" : ""));
+      chip.appendChild(el("span", "file-chip-name", entry.name));
+      chip.appendChild(el("span", "file-chip-size", humanSize(entry.size)));
+      if (entry.status === "uploading") {
+        var bar = document.createElement("progress");
+        bar.max = 100;
+        bar.value = Math.round((entry.progress || 0) * 100);
+        bar.setAttribute("aria-label", entry.name);
+        chip.appendChild(bar);
+        entry.bar = bar;
+      }
+      var remove = el("button", "icon-button file-chip-remove", "×");
+      remove.type = "button";
+      remove.setAttribute("aria-label", fill(T.remove_file, { name: entry.name }));
+      remove.title = remove.getAttribute("aria-label");
+      remove.addEventListener("click", function () { removeFile(entry); input.focus(); });
+      chip.appendChild(remove);
+      fileList.appendChild(chip);
+    });
+  }
+  function removeFile(entry) {
+    if (entry.xhr && entry.status === "uploading") entry.xhr.abort();
+    files = files.filter(function (f) { return f !== entry; });
+    renderFiles();
+  }
+  function clearFiles() {
+    files.forEach(function (entry) { if (entry.xhr && entry.status === "uploading") entry.xhr.abort(); });
+    files = [];
+    renderFiles();
+  }
+
+  function uploadError(data, fallback) {
+    var error = data && data.error;
+    if (!error) return fallback;
+    var details = error.details || {};
+    return details.file || details.conversation_id || error.message || fallback;
+  }
+
+  function upload(entry) {
+    // XMLHttpRequest rather than fetch: only it reports upload progress.
+    var form = new FormData();
+    form.append("file", entry.file, entry.name);
+    form.append("conversation_id", String(entry.conversationId));
+    var xhr = new XMLHttpRequest();
+    entry.xhr = xhr;
+    xhr.open("POST", "/api/v1/files");
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("X-CSRF-Token", csrf());
+    xhr.upload.addEventListener("progress", function (event) {
+      if (!event.lengthComputable) return;
+      entry.progress = event.loaded / event.total;
+      if (entry.bar) entry.bar.value = Math.round(entry.progress * 100);
+    });
+    xhr.addEventListener("load", function () {
+      var data = null;
+      try { data = JSON.parse(xhr.responseText); } catch (e) { data = null; }
+      if (xhr.status === 401) {
+        window.location.href = "/login?next=" + encodeURIComponent(window.location.pathname);
+        return;
+      }
+      if (xhr.status === 201 && data && data.id) {
+        entry.status = "done";
+        entry.fileId = data.id;
+        renderFiles();
+        return;
+      }
+      removeFile(entry);
+      showComposerError(fill(T.upload_failed, { name: entry.name, reason: uploadError(data, T.error) }));
+    });
+    xhr.addEventListener("error", function () {
+      removeFile(entry);
+      showComposerError(fill(T.upload_failed, { name: entry.name, reason: T.error }));
+    });
+    xhr.send(form);
+  }
+
+  function addFiles(list) {
+    if (!state.current || !list || !list.length) return;
+    clearComposerError();
+    if (state.mode === "note") { showComposerError(T.notes_no_files); return; }
+    var problems = [];
+    Array.prototype.forEach.call(list, function (file) {
+      // The same checks as the server (conversations/files.py), before spending the upload.
+      var name = file.name || "file";
+      if (files.length >= UPLOAD.max_files) {
+        if (problems.indexOf(T.too_many_files) === -1) problems.push(fill(T.too_many_files, { count: UPLOAD.max_files }));
+        return;
+      }
+      if (!typeAllowed(file.type)) { problems.push(fill(T.file_type, { type: kindOf(file.type) })); return; }
+      if (file.size > UPLOAD.max_bytes) {
+        problems.push(fill(T.file_too_big, { name: name, size: humanSize(UPLOAD.max_bytes) }));
+        return;
+      }
+      if (!file.size) { problems.push(fill(T.file_empty, { name: name })); return; }
+      var entry = {
+        file: file, name: name, size: file.size, type: file.type, status: "uploading", progress: 0,
+        fileId: null, xhr: null, bar: null, conversationId: state.current.id
+      };
+      files.push(entry);
+      upload(entry);
+    });
+    renderFiles();
+    if (problems.length) showComposerError(problems.join(" "));
+  }
+
+  attachButton.addEventListener("click", function () { fileInput.click(); });
+  fileInput.addEventListener("change", function () {
+    addFiles(fileInput.files);
+    fileInput.value = "";
+  });
+  input.addEventListener("paste", function (event) {
+    var data = event.clipboardData;
+    if (!data || !data.files || !data.files.length) return;
+    var images = Array.prototype.filter.call(data.files, function (f) { return kindOf(f.type).indexOf("image/") === 0; });
+    if (!images.length) return;
+    event.preventDefault();
+    addFiles(images);
+  });
+  function dragsFiles(event) {
+    return event.dataTransfer && Array.prototype.indexOf.call(event.dataTransfer.types || [], "Files") !== -1;
+  }
+  var dragDepth = 0;
+  composer.addEventListener("dragenter", function (event) {
+    if (!dragsFiles(event) || state.mode === "note") return;
+    dragDepth += 1;
+    dropHint.hidden = false;
+    composer.classList.add("dropping");
+  });
+  composer.addEventListener("dragover", function (event) {
+    if (!dragsFiles(event) || state.mode === "note") return;
+    event.preventDefault();
+    event.dataTransfer.dropEffect = "copy";
+  });
+  composer.addEventListener("dragleave", function () {
+    dragDepth = Math.max(0, dragDepth - 1);
+    if (!dragDepth) { dropHint.hidden = true; composer.classList.remove("dropping"); }
+  });
+  composer.addEventListener("drop", function (event) {
+    dragDepth = 0;
+    dropHint.hidden = true;
+    composer.classList.remove("dropping");
+    if (!dragsFiles(event)) return;
+    event.preventDefault();
+    addFiles(event.dataTransfer.files);
+  });
+
+  // ----- history: attachments and mentions -----
+  function attachmentNode(a) {
+    var id = a && typeof a === "object" ? a.file_id || a.id : a;
+    if (!id) return null;
+    var href = "/api/v1/files/" + encodeURIComponent(id);
+    var name = (a && a.name) || "#" + id;
+    var type = kindOf(a && a.content_type);
+    if (type.indexOf("image/") === 0) {
+      var frame = el("a", "msg-image");
+      frame.href = href;
+      frame.title = name;
+      var image = document.createElement("img");
+      image.src = href;
+      image.alt = name;
+      image.loading = "lazy";
+      frame.appendChild(image);
+      return frame;
+    }
+    var link = el("a", "msg-file", name);
+    link.href = href;
+    link.setAttribute("download", name);
+    if (a && a.size) link.appendChild(el("span", "msg-file-size", " · " + humanSize(a.size)));
+    return link;
+  }
+
+  function fold(text) {
+    return String(text).normalize("NFKD").replace(/[\u0300-\u036f]/g, "").toLowerCase();
+  }
+  var WORD = /[\p{L}\p{N}_]/u;
+  function foldMapped(text) {
+    // The folded text and, for each folded character, where it came from in the original.
+    var out = "";
+    var from = [];
+    for (var i = 0; i < text.length; i++) {
+      var folded = fold(text[i]);
+      for (var k = 0; k < folded.length; k++) { out += folded[k]; from.push(i); }
+    }
+    from.push(text.length);
+    return { text: out, from: from };
+  }
+  function findMentions(text, candidates) {
+    // "@Full Name" of the candidates in text, longest name first, ending at a word boundary (as
+    // conversations/mentions.py does on the server): [{start, end, id}] in the original text.
+    var keyed = candidates.map(function (p) { return { id: p.id, key: fold(p.name).replace(/\s+/g, " ").trim() }; })
+      .filter(function (p) { return p.key; })
+      .sort(function (a, b) { return b.key.length - a.key.length; });
+    var mapped = foldMapped(text);
+    var folded = mapped.text;
+    var found = [];
+    var i = folded.indexOf("@");
+    while (i !== -1) {
+      var next = i + 1;
+      if (i === 0 || !WORD.test(folded[i - 1])) {
+        for (var c = 0; c < keyed.length; c++) {
+          var end = i + 1 + keyed[c].key.length;
+          if (folded.slice(i + 1, end) === keyed[c].key && (end >= folded.length || !WORD.test(folded[end]))) {
+            found.push({ start: mapped.from[i], end: mapped.from[end], id: keyed[c].id });
+            next = end;
+            break;
+          }
+        }
+      }
+      i = folded.indexOf("@", next);
+    }
+    return found;
+  }
+
+  function commentText(m) {
+    var node = el("div", "msg-text");
+    var text = m.text || "";
+    var ids = (m.payload && m.payload.mentions) || [];
+    var named = ids.filter(function (id) { return membersById[id]; }).map(function (id) { return { id: id, name: membersById[id] }; });
+    var at = 0;
+    findMentions(text, named).forEach(function (hit) {
+      if (hit.start > at) node.appendChild(document.createTextNode(text.slice(at, hit.start)));
+      var mark = el("span", "mention" + (hit.id === ME ? " mention-me" : ""), text.slice(hit.start, hit.end));
+      mark.setAttribute("data-mention", String(hit.id));
+      node.appendChild(mark);
+      at = hit.end;
+    });
+    if (at < text.length) node.appendChild(document.createTextNode(text.slice(at)));
+    return node;
+  }
+
+  // ----- composer: @mentions in internal notes -----
+  var mentionMenu = $("[data-mention-menu]");
+  var mentionable = (DATA.people || []).filter(function (p) { return p.active && p.id !== ME; });
+  var mentionItems = [];
+  var mentionIndex = 0;
+  var picked = {}; // id -> name of the teammates chosen from the menu for this draft
+
+  function mentionToken() {
+    if (state.mode !== "note") return null;
+    var upto = input.value.slice(0, input.selectionStart);
+    var found = upto.match(/(^|[^\p{L}\p{N}_])@([^@\n]{0,40})$/u);
+    if (!found || /^\s/.test(found[2])) return null;
+    return { query: fold(found[2]).replace(/\s+/g, " "), start: upto.length - found[2].length - 1, end: input.selectionStart };
+  }
+  function hideMentions() {
+    mentionMenu.hidden = true;
+    mentionItems = [];
+  }
+  function showMentions(token) {
+    var matches = mentionable.filter(function (p) {
+      // By first name, last name, or the full name typed on: "ana", "lóp", "ana ma".
+      return (" " + fold(p.name)).indexOf(" " + token.query) !== -1;
+    }).slice(0, 8);
+    if (!matches.length && token.query.indexOf(" ") !== -1) { hideMentions(); return; }
+    mentionMenu.textContent = "";
+    mentionItems = matches;
+    mentionIndex = 0;
+    if (!matches.length) mentionMenu.appendChild(el("div", "snippet-empty muted small", T.no_members));
+    matches.forEach(function (p, index) {
+      var item = el("button", "snippet-item mention-item" + (index === 0 ? " active" : ""));
+      item.type = "button";
+      item.setAttribute("role", "option");
+      item.setAttribute("aria-selected", index === 0 ? "true" : "false");
+      item.setAttribute("data-member", String(p.id));
+      item.appendChild(el("span", "mention-name", p.name));
+      item.addEventListener("mousedown", function (event) { event.preventDefault(); });
+      item.addEventListener("click", function () { insertMention(p); });
+      mentionMenu.appendChild(item);
+    });
+    mentionMenu.hidden = false;
+  }
+  function highlightMention(index) {
+    mentionIndex = (index + mentionItems.length) % mentionItems.length;
+    $all(".mention-item", mentionMenu).forEach(function (item, i) {
+      item.classList.toggle("active", i === mentionIndex);
+      item.setAttribute("aria-selected", i === mentionIndex ? "true" : "false");
+    });
+  }
+  function insertMention(person) {
+    var token = mentionToken();
+    hideMentions();
+    if (!token) return;
+    var value = input.value;
+    var inserted = "@" + person.name + " ";
+    input.value = value.slice(0, token.start) + inserted + value.slice(token.end);
+    var caret = token.start + inserted.length;
+    picked[person.id] = person.name;
+    input.focus();
+    input.setSelectionRange(caret, caret);
+  }
+  function mentionIds(text) {
+    // The teammates picked from the menu whose "@Name" is still in the text, then anyone else
+    // written by name; the server resolves names the same way when no ids come.
+    var ids = Object.keys(picked).map(Number).filter(function (id) { return text.indexOf("@" + picked[id]) !== -1; });
+    var takenNames = ids.map(function (id) { return fold(picked[id]); });
+    var others = mentionable.filter(function (p) { return takenNames.indexOf(fold(p.name)) === -1; });
+    findMentions(text, others).forEach(function (hit) { if (ids.indexOf(hit.id) === -1) ids.push(hit.id); });
+    return ids;
+  }
+  function mentionKeydown(event) {
+    if (mentionMenu.hidden) return false;
+    if (event.key === "Escape") { event.preventDefault(); hideMentions(); return true; }
+    if (!mentionItems.length) return false;
+    if (event.key === "ArrowDown") { event.preventDefault(); highlightMention(mentionIndex + 1); return true; }
+    if (event.key === "ArrowUp") { event.preventDefault(); highlightMention(mentionIndex - 1); return true; }
+    if (event.key === "Enter" || event.key === "Tab") {
+      event.preventDefault();
+      insertMention(mentionItems[mentionIndex]);
+      return true;
+    }
+    return false;
+  }
+  input.addEventListener("input", function () {
+    var token = mentionToken();
+    if (token) showMentions(token); else hideMentions();
+  });
+  input.addEventListener("blur", function () { window.setTimeout(hideMentions, 150); });
+
+  // ----- composer: emoji picker -----
+  var EMOJI = window.TertuliaEmoji || [];
+  var spanish = String(DATA.language || "").indexOf("es") === 0;
+  var emojiButton = $("[data-emoji-open]");
+  var emojiPanel = $("[data-emoji-panel]");
+  var emojiSearch = $("[data-emoji-search]");
+  var emojiTabs = $("[data-emoji-tabs]");
+  var emojiGrid = $("[data-emoji-grid]");
+  EMOJI.forEach(function (group) {
+    group.items.forEach(function (item) { item.search = fold(item[1] + " " + item[2] + " " + item[3]); });
+  });
+
+  function emojiLabel(item) { return spanish ? item[2] : item[1]; }
+  function emojiButtonFor(item) {
+    var button = el("button", "emoji-item", item[0]);
+    button.type = "button";
+    button.title = emojiLabel(item);
+    button.setAttribute("aria-label", emojiLabel(item));
+    button.setAttribute("data-emoji", item[0]);
+    return button;
+  }
+  function renderEmoji() {
+    var words = fold(emojiSearch.value).split(/\s+/).filter(Boolean);
+    emojiGrid.textContent = "";
+    if (words.length) {
+      var section = el("div", "emoji-section");
+      EMOJI.forEach(function (group) {
+        group.items.forEach(function (item) {
+          var hit = words.every(function (w) { return item.search.indexOf(w) !== -1; });
+          if (hit) section.appendChild(emojiButtonFor(item));
+        });
+      });
+      if (!section.firstChild) emojiGrid.appendChild(el("p", "muted small emoji-empty", T.no_emoji));
+      else emojiGrid.appendChild(section);
+      return;
+    }
+    EMOJI.forEach(function (group) {
+      var title = el("h3", "emoji-heading", T["emoji_" + group.key] || group.key);
+      title.id = "emoji-" + group.key;
+      emojiGrid.appendChild(title);
+      var section = el("div", "emoji-section");
+      section.setAttribute("role", "group");
+      section.setAttribute("aria-labelledby", title.id);
+      group.items.forEach(function (item) { section.appendChild(emojiButtonFor(item)); });
+      emojiGrid.appendChild(section);
+    });
+  }
+  EMOJI.forEach(function (group) {
+    var tab = el("button", "emoji-tab", group.items[0][0]);
+    tab.type = "button";
+    tab.title = T["emoji_" + group.key] || group.key;
+    tab.setAttribute("aria-label", tab.title);
+    tab.addEventListener("click", function () {
+      if (emojiSearch.value) { emojiSearch.value = ""; renderEmoji(); }
+      var heading = document.getElementById("emoji-" + group.key);
+      if (heading) emojiGrid.scrollTop = heading.offsetTop - emojiGrid.offsetTop;
+      var first = heading && heading.nextElementSibling && heading.nextElementSibling.querySelector(".emoji-item");
+      if (first) first.focus();
+    });
+    emojiTabs.appendChild(tab);
+  });
+
+  function openEmoji() {
+    hideMenu();
+    hideMentions();
+    if (!emojiGrid.firstChild || emojiSearch.value) { emojiSearch.value = ""; renderEmoji(); }
+    emojiPanel.hidden = false;
+    emojiButton.setAttribute("aria-expanded", "true");
+    emojiSearch.focus();
+  }
+  function closeEmoji(focusInput) {
+    if (emojiPanel.hidden) return;
+    emojiPanel.hidden = true;
+    emojiButton.setAttribute("aria-expanded", "false");
+    if (focusInput) input.focus(); else emojiButton.focus();
+  }
+  function insertAtCaret(text) {
+    var start = input.selectionStart;
+    var end = input.selectionEnd;
+    var value = input.value;
+    input.value = value.slice(0, start) + text + value.slice(end);
+    input.focus();
+    input.setSelectionRange(start + text.length, start + text.length);
+  }
+  emojiButton.addEventListener("click", function () {
+    if (emojiPanel.hidden) openEmoji(); else closeEmoji(true);
+  });
+  emojiSearch.addEventListener("input", renderEmoji);
+  emojiGrid.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-emoji]");
+    if (!button) return;
+    closeEmoji(true);
+    insertAtCaret(button.getAttribute("data-emoji"));
+  });
+  function neighbour(current, key) {
+    // Arrow keys move through the grid as it is laid out (rows wrap, sections differ in length).
+    var buttons = $all(".emoji-item", emojiGrid);
+    var index = buttons.indexOf(current);
+    if (key === "ArrowLeft") return buttons[index - 1];
+    if (key === "ArrowRight") return buttons[index + 1];
+    var here = current.getBoundingClientRect();
+    var down = key === "ArrowDown";
+    var best = null;
+    var bestScore = Infinity;
+    buttons.forEach(function (b) {
+      var box = b.getBoundingClientRect();
+      var dy = down ? box.top - here.top : here.top - box.top;
+      if (dy < 4) return;
+      var score = dy * 1000 + Math.abs(box.left - here.left);
+      if (score < bestScore) { best = b; bestScore = score; }
+    });
+    return best;
+  }
+  emojiPanel.addEventListener("keydown", function (event) {
+    if (event.key === "Escape") { event.preventDefault(); event.stopPropagation(); closeEmoji(false); return; }
+    var onSearch = event.target === emojiSearch;
+    if (onSearch && event.key === "Enter") {
+      event.preventDefault();
+      var first = emojiGrid.querySelector(".emoji-item");
+      if (first) { closeEmoji(true); insertAtCaret(first.getAttribute("data-emoji")); }
+      return;
+    }
+    if (onSearch && event.key === "ArrowDown") {
+      event.preventDefault();
+      var top = emojiGrid.querySelector(".emoji-item");
+      if (top) top.focus();
+      return;
+    }
+    if (!onSearch && event.target.classList.contains("emoji-item") && /^Arrow/.test(event.key)) {
+      event.preventDefault();
+      var target = neighbour(event.target, event.key);
+      if (target) target.focus();
+      else if (event.key === "ArrowUp") emojiSearch.focus();
+    }
+  });
+  document.addEventListener("mousedown", function (event) {
+    if (emojiPanel.hidden || emojiPanel.contains(event.target) || emojiButton.contains(event.target)) return;
+    closeEmoji(true);
+  });
+
   // ----- notifications -----
+  // The person's own choices (Profile > Notifications), carried on the inbox root.
+  var wantsDesktop = root.getAttribute("data-notify-desktop") !== "off";
+  var wantsSound = root.getAttribute("data-notify-sound") !== "off";
   var notifyButton = $("[data-notify]");
-  var canNotify = "Notification" in window;
+  var canNotify = wantsDesktop && "Notification" in window;
   if (canNotify && Notification.permission === "default") notifyButton.hidden = false;
   notifyButton.addEventListener("click", function () {
     // Browsers only grant this after a click, and asking unprompted is rude.
@@ -524,7 +1047,7 @@
     if (!ME || event.assignee_id !== ME || message.direction !== "incoming") return;
     var visible = !document.hidden && state.current && state.current.id === event.conversation_id;
     if (visible) return;
-    beep();
+    if (wantsSound) beep();
     if (canNotify && Notification.permission === "granted") {
       var row = list.querySelector('[data-conversation="' + event.conversation_id + '"] .conv-name');
       var title = T.new_message_from.replace("%(name)s", row ? row.textContent : "#" + event.contact_id);

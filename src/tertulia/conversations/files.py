@@ -1,0 +1,88 @@
+"""Uploaded files: the rules for accepting one, storing its bytes, and the workspace's library.
+
+A file uploaded with a conversation belongs to that conversation (only people who may see it may
+download it); one uploaded without is in the workspace library, which everyone who can view
+contacts may list and download. The bytes go to kit.storage before the row is written; a caller
+that rolls back after storing calls discard() so no orphan bytes remain.
+"""
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tertulia.conversations.models import StoredFile
+from tertulia.kit import storage
+from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.settings import get_settings
+from tertulia.users.models import User
+from tertulia.users.permissions import Actor, Permission
+
+ALLOWED_TYPES = ("image/", "audio/", "video/", "application/pdf", "text/plain", "text/csv")
+
+
+def max_bytes() -> int:
+    return get_settings().upload_max_bytes
+
+
+def clean_name(name: str | None) -> str:
+    return (name or "file").replace("/", "_").replace("\\", "_")[:255] or "file"
+
+
+def check_upload(actor: Actor, content_type: str | None, data: bytes) -> str:
+    """The normalised content type; `data` may be one byte longer than the limit (read that far)."""
+    actor.require(Permission.VIEW_CONTACTS)
+    kind = (content_type or "application/octet-stream").lower()
+    if not kind.startswith(ALLOWED_TYPES):
+        raise ValidationFailed.field("file", f"files of type {kind} are not accepted")
+    limit = max_bytes()
+    if len(data) > limit:
+        raise ValidationFailed.field("file", f"must be at most {limit // (1024 * 1024)} MB")
+    if not data:
+        raise ValidationFailed.field("file", "is empty")
+    return kind
+
+
+def do_store_file(
+    session: Session,
+    actor: Actor,
+    *,
+    name: str | None,
+    content_type: str | None,
+    data: bytes,
+    conversation_id: int | None = None,
+) -> StoredFile:
+    """Check, store the bytes, add the row. The caller has checked access to `conversation_id`."""
+    kind = check_upload(actor, content_type, data)
+    key = storage.new_key(actor.workspace_id)
+    storage.get_storage().put(key, data)
+    stored = StoredFile(
+        workspace_id=actor.workspace_id,
+        storage_key=key,
+        name=clean_name(name),
+        size=len(data),
+        content_type=kind,
+        uploaded_by_id=actor.user_id,
+        conversation_id=conversation_id,
+    )
+    session.add(stored)
+    session.flush()
+    return stored
+
+
+def discard(stored: StoredFile) -> None:
+    """Remove the bytes of a file whose row is being rolled back."""
+    storage.get_storage().delete(stored.storage_key)
+
+
+def library_page(session: Session, workspace_id: int, *, before_id: int | None, limit: int) -> list[StoredFile]:
+    """Library files (not sent in a conversation), newest first; one more than `limit` if more exist."""
+    query = select(StoredFile).where(StoredFile.workspace_id == workspace_id, StoredFile.conversation_id.is_(None))
+    if before_id is not None:
+        query = query.where(StoredFile.id < before_id)
+    return list(session.scalars(query.order_by(StoredFile.id.desc()).limit(limit + 1)))
+
+
+def uploader_names(session: Session, files: list[StoredFile]) -> dict[int, str]:
+    ids = {f.uploaded_by_id for f in files if f.uploaded_by_id is not None}
+    if not ids:
+        return {}
+    return {u.id: u.full_name for u in session.scalars(select(User).where(User.id.in_(ids)))}

@@ -1,0 +1,378 @@
+"""Inbox pages in the web app: Settings > Snippets, Settings > Closing categories, and the workspace's
+Files library (beside Messages).
+
+The rules live in conversations/service.py (snippets, closing categories) and conversations/files.py
+(uploads); these views only turn their errors into messages beside the field, in the person's
+language, keeping what was typed.
+"""
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form
+from sqlalchemy import select
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from tertulia.conversations import files, service, variables
+from tertulia.conversations import repository as repo
+from tertulia.conversations.models import Snippet, StoredFile
+from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
+from tertulia.users.permissions import Permission
+from tertulia.web import i18n
+from tertulia.web.context import UserPage, WebContext
+
+router = APIRouter(include_in_schema=False)
+
+FILES_PAGE_SIZE = 50
+PREVIEW_CHARS = 120
+
+# Service messages shown beside a field; listed so they are extracted and translated.
+SERVICE_MESSAGES = (
+    i18n.lazy("use 1-64 lowercase letters, digits, - or _"),
+    i18n.lazy("a snippet needs text or a file"),
+    i18n.lazy("must be at most 10000 characters"),
+    i18n.lazy("is required (at most 100 characters)"),
+)
+
+
+def _pattern_messages() -> tuple[tuple[re.Pattern[str], str, str], ...]:
+    """English messages with a value inside: (pattern, translatable text, name of the value)."""
+    return (
+        (re.compile(r"^unknown variable (?P<v>.+)$", re.DOTALL), i18n.lazy("Unknown variable %(v)s."), "v"),
+        (
+            re.compile(r"^the fallback of (?P<v>.+) must be in double quotes$", re.DOTALL),
+            i18n.lazy('The fallback of %(v)s must be in double quotes, like {{contact.first_name | "there"}}.'),
+            "v",
+        ),
+        (re.compile(r"^unclosed \{\{ in text$"), i18n.lazy("A {{ is not closed with }}."), ""),
+        (
+            re.compile(r"^files of type (?P<v>.+) are not accepted$"),
+            i18n.lazy("Files of type %(v)s are not accepted."),
+            "v",
+        ),
+        (re.compile(r"^must be at most (?P<v>\d+) MB$"), i18n.lazy("The file must be at most %(v)s MB."), "v"),
+        (re.compile(r"^is empty$"), i18n.lazy("The file is empty."), ""),
+    )
+
+
+PATTERN_MESSAGES = _pattern_messages()
+
+
+def _message(ctx: WebContext, raw: str) -> str:
+    for pattern, text, name in PATTERN_MESSAGES:
+        match = pattern.match(raw)
+        if match is not None:
+            translated = ctx.fmt.gettext(text)
+            return translated % {name: match.group(name)} if name else translated
+    return ctx.fmt.gettext(raw)
+
+
+def _errors(ctx: WebContext, exc: DomainError, conflict: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """Per-field messages; a conflict (a name already taken) uses the caller's wording."""
+    if isinstance(exc, Conflict):
+        return conflict()
+    details = exc.details if isinstance(exc.details, dict) else {}
+    errors = {str(key): _message(ctx, str(value)) for key, value in details.items() if isinstance(value, str)}
+    return errors or {"__all__": _message(ctx, exc.message)}
+
+
+def _uploaded(ctx: WebContext) -> UploadFile | None:
+    """The file chosen in the form's `file` input, if any (the CSRF check has parsed the body)."""
+    form = getattr(ctx.request.state, "form", None)
+    upload = form.get("file") if form is not None else None
+    if not isinstance(upload, UploadFile) or not upload.filename:
+        return None
+    return upload
+
+
+def _store(ctx: WebContext, upload: UploadFile) -> StoredFile:
+    upload.file.seek(0)
+    # Read at most one byte past the limit: a bigger file is refused without holding it all.
+    data = upload.file.read(files.max_bytes() + 1)
+    return files.do_store_file(
+        ctx.session, ctx.actor, name=upload.filename, content_type=upload.content_type, data=data
+    )
+
+
+def human_size(ctx: WebContext, size: int) -> str:
+    if size < 1024:
+        return f"{ctx.fmt.number(size)} B"
+    if size < 1024 * 1024:
+        return f"{ctx.fmt.number(round(size / 1024, 1))} KB"
+    return f"{ctx.fmt.number(round(size / (1024 * 1024), 1))} MB"
+
+
+# ----- settings pages ----------------------------------------------------------------------------
+
+
+def _open(ctx: WebContext, key: str) -> None:
+    from tertulia.web.settings import SECTIONS
+
+    ctx.actor.require(next(s for s in SECTIONS if s.key == key).permission)
+
+
+def _render(ctx: WebContext, key: str, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+    from tertulia.web.settings import SECTIONS
+
+    sections = [(s.key, ctx.fmt.gettext(s.label)) for s in SECTIONS if ctx.actor.can(s.permission)]
+    values: dict[str, Any] = {"sections": sections, "section": key}
+    values.update(context)
+    return ctx.render(f"settings/{template}", values, status_code=status_code, active="settings")
+
+
+# ----- snippets ----------------------------------------------------------------------------------
+
+
+def _variable_names(ctx: WebContext) -> list[str]:
+    names = [f"contact.{name}" for name in sorted(variables.CONTACT_FIELDS)]
+    names += [f"contact.custom.{key}" for key in service.custom_keys(ctx.session, ctx.actor.workspace_id)]
+    names += [f"user.{name}" for name in sorted(variables.USER_FIELDS)]
+    names += [f"workspace.{name}" for name in sorted(variables.WORKSPACE_FIELDS)]
+    return ["{{" + name + "}}" for name in names]
+
+
+def _file_rows(ctx: WebContext, file_ids: list[int]) -> dict[int, StoredFile]:
+    if not file_ids:
+        return {}
+    rows = ctx.session.scalars(
+        select(StoredFile).where(StoredFile.workspace_id == ctx.actor.workspace_id, StoredFile.id.in_(file_ids))
+    )
+    return {f.id: f for f in rows}
+
+
+def _preview(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
+
+
+def _snippets(
+    ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> Response:
+    snippets = repo.snippets(ctx.session, ctx.actor.workspace_id)
+    attached = _file_rows(ctx, [s.file_id for s in snippets if s.file_id is not None])
+    rows = [
+        {"snippet": s, "preview": _preview(s.text), "file": attached.get(s.file_id) if s.file_id else None}
+        for s in snippets
+    ]
+    context = {
+        "rows": rows,
+        "typed": typed or {"shortcut": "", "text": ""},
+        "errors": errors or {},
+        "variables": _variable_names(ctx),
+        "max_mb": files.max_bytes() // (1024 * 1024),
+    }
+    return _render(ctx, "snippets", "snippets.html", context, status_code=422 if errors else 200)
+
+
+def _snippet_conflict(ctx: WebContext) -> Callable[[], dict[str, str]]:
+    return lambda: {"shortcut": ctx._("Another snippet already uses this shortcut.")}
+
+
+def _precheck(ctx: WebContext, shortcut: str, text: str) -> None:
+    """The snippet's own checks before an attached file's bytes are stored (the file stands in for
+    empty text), so a refused snippet stores nothing."""
+    service.check_snippet(ctx.session, ctx.actor, shortcut, text if text.strip() else "-", None)
+
+
+def _choose_again(ctx: WebContext, errors: dict[str, str], upload: UploadFile | None) -> dict[str, str]:
+    if upload is not None and "file" not in errors:
+        errors["file"] = ctx._("The file was not saved: choose it again.")
+    return errors
+
+
+@router.get("/settings/snippets")
+def snippets_page(ctx: UserPage) -> Response:
+    _open(ctx, "snippets")
+    return _snippets(ctx)
+
+
+@router.post("/settings/snippets")
+def create_snippet(ctx: UserPage, shortcut: Annotated[str, Form()] = "", text: Annotated[str, Form()] = "") -> Response:
+    _open(ctx, "snippets")
+    upload = _uploaded(ctx)
+    stored: StoredFile | None = None
+    try:
+        if upload is not None:
+            _precheck(ctx, shortcut, text)
+            stored = _store(ctx, upload)
+        service.do_create_snippet(ctx.session, ctx.actor, shortcut, text, stored.id if stored else None)
+    except (ValidationFailed, Conflict) as exc:
+        ctx.session.rollback()
+        if stored is not None:
+            files.discard(stored)
+        errors = _choose_again(ctx, _errors(ctx, exc, _snippet_conflict(ctx)), upload)
+        return _snippets(ctx, typed={"shortcut": shortcut, "text": text}, errors=errors)
+    return ctx.redirect("/settings/snippets", flash="snippet_saved")
+
+
+def _edit_page(
+    ctx: WebContext,
+    snippet: Snippet,
+    *,
+    typed: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    attached = _file_rows(ctx, [snippet.file_id] if snippet.file_id else [])
+    context = {
+        "snippet": snippet,
+        "file": attached.get(snippet.file_id) if snippet.file_id else None,
+        "typed": typed or {"shortcut": snippet.shortcut, "text": snippet.text, "remove_file": False},
+        "errors": errors or {},
+        "variables": _variable_names(ctx),
+        "max_mb": files.max_bytes() // (1024 * 1024),
+    }
+    return _render(ctx, "snippets", "snippet_edit.html", context, status_code=422 if errors else 200)
+
+
+@router.get("/settings/snippets/{snippet_id}")
+def edit_snippet(ctx: UserPage, snippet_id: int) -> Response:
+    _open(ctx, "snippets")
+    return _edit_page(ctx, service.access_snippet(ctx.session, ctx.actor, snippet_id))
+
+
+@router.post("/settings/snippets/{snippet_id}")
+def update_snippet(
+    ctx: UserPage,
+    snippet_id: int,
+    shortcut: Annotated[str, Form()] = "",
+    text: Annotated[str, Form()] = "",
+    remove_file: Annotated[str, Form()] = "",
+) -> Response:
+    _open(ctx, "snippets")
+    snippet = service.access_snippet(ctx.session, ctx.actor, snippet_id)
+    upload = _uploaded(ctx)
+    stored: StoredFile | None = None
+    try:
+        if upload is not None:
+            _precheck(ctx, shortcut, text)
+            stored = _store(ctx, upload)
+        service.do_update_snippet(
+            ctx.session,
+            ctx.actor,
+            snippet,
+            shortcut=shortcut,
+            text=text,
+            file_id=stored.id if stored else None,
+            clear_file=bool(remove_file) and stored is None,
+        )
+    except (ValidationFailed, Conflict) as exc:
+        ctx.session.rollback()
+        if stored is not None:
+            files.discard(stored)
+        errors = _choose_again(ctx, _errors(ctx, exc, _snippet_conflict(ctx)), upload)
+        fresh = service.access_snippet(ctx.session, ctx.actor, snippet_id)
+        typed = {"shortcut": shortcut, "text": text, "remove_file": bool(remove_file)}
+        return _edit_page(ctx, fresh, typed=typed, errors=errors)
+    return ctx.redirect("/settings/snippets", flash="snippet_saved")
+
+
+@router.post("/settings/snippets/{snippet_id}/delete")
+def delete_snippet(ctx: UserPage, snippet_id: int) -> Response:
+    _open(ctx, "snippets")
+    service.do_delete_snippet(ctx.session, ctx.actor, service.access_snippet(ctx.session, ctx.actor, snippet_id))
+    return ctx.redirect("/settings/snippets", flash="snippet_deleted")
+
+
+# ----- closing categories ------------------------------------------------------------------------
+
+
+def _categories(
+    ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> Response:
+    context = {
+        "categories": repo.closing_categories(ctx.session, ctx.actor.workspace_id),
+        "typed": typed or {},
+        "errors": errors or {},
+    }
+    return _render(ctx, "closing-categories", "closing_categories.html", context, status_code=422 if errors else 200)
+
+
+def _category_error(ctx: WebContext, exc: DomainError) -> str:
+    errors = _errors(ctx, exc, lambda: {"name": ctx._("Another closing category already has this name.")})
+    return next(iter(errors.values()))
+
+
+@router.get("/settings/closing-categories")
+def categories_page(ctx: UserPage) -> Response:
+    _open(ctx, "closing-categories")
+    return _categories(ctx)
+
+
+@router.post("/settings/closing-categories")
+def create_category(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
+    _open(ctx, "closing-categories")
+    try:
+        service.do_create_closing_category(ctx.session, ctx.actor, name)
+    except (ValidationFailed, Conflict) as exc:
+        ctx.session.rollback()
+        return _categories(ctx, typed={"new": name}, errors={"new": _category_error(ctx, exc)})
+    return ctx.redirect("/settings/closing-categories", flash="category_saved")
+
+
+@router.post("/settings/closing-categories/{category_id}/rename")
+def rename_category(ctx: UserPage, category_id: int, name: Annotated[str, Form()] = "") -> Response:
+    _open(ctx, "closing-categories")
+    category = service.access_closing_category(ctx.session, ctx.actor, category_id)
+    try:
+        service.do_update_closing_category(ctx.session, ctx.actor, category, name=name, position=None)
+    except (ValidationFailed, Conflict) as exc:
+        ctx.session.rollback()
+        key = f"category-{category_id}"
+        return _categories(ctx, typed={key: name}, errors={key: _category_error(ctx, exc)})
+    return ctx.redirect("/settings/closing-categories", flash="category_saved")
+
+
+@router.post("/settings/closing-categories/{category_id}/delete")
+def delete_category(ctx: UserPage, category_id: int) -> Response:
+    _open(ctx, "closing-categories")
+    category = service.access_closing_category(ctx.session, ctx.actor, category_id)
+    service.do_delete_closing_category(ctx.session, ctx.actor, category)
+    return ctx.redirect("/settings/closing-categories", flash="category_deleted")
+
+
+# ----- files library -----------------------------------------------------------------------------
+
+
+def _files(ctx: WebContext, *, before: int | None = None, errors: dict[str, str] | None = None) -> Response:
+    rows = files.library_page(ctx.session, ctx.actor.workspace_id, before_id=before, limit=FILES_PAGE_SIZE)
+    more = len(rows) > FILES_PAGE_SIZE
+    rows = rows[:FILES_PAGE_SIZE]
+    names = files.uploader_names(ctx.session, rows)
+    items = [
+        {
+            "file": f,
+            "size": human_size(ctx, f.size),
+            "uploader": names.get(f.uploaded_by_id) if f.uploaded_by_id is not None else None,
+        }
+        for f in rows
+    ]
+    context = {
+        "library": items,
+        "older": rows[-1].id if more and rows else None,
+        "first_page": before is None,
+        "errors": errors or {},
+        "max_mb": files.max_bytes() // (1024 * 1024),
+    }
+    return ctx.render("conversations/files.html", context, status_code=422 if errors else 200, active="messages")
+
+
+@router.get("/messages/files")
+def files_page(ctx: UserPage, before: int | None = None) -> Response:
+    ctx.actor.require(Permission.VIEW_CONTACTS)
+    return _files(ctx, before=before)
+
+
+@router.post("/messages/files")
+def upload_file(ctx: UserPage) -> Response:
+    ctx.actor.require(Permission.VIEW_CONTACTS)
+    upload = _uploaded(ctx)
+    if upload is None:
+        return _files(ctx, errors={"file": ctx._("Choose a file.")})
+    try:
+        _store(ctx, upload)
+    except ValidationFailed as exc:
+        ctx.session.rollback()
+        return _files(ctx, errors=_errors(ctx, exc, lambda: {}))
+    return ctx.redirect("/messages/files", flash="file_uploaded")

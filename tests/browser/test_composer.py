@@ -1,0 +1,219 @@
+"""The inbox composer in a real browser: emoji at the caret, files attached and sent, @mentions.
+
+One uvicorn server on a fresh SQLite database; a customer has written through the web chat. The agent
+inserts an emoji between two words, attaches an image and a text file (a file of a refused type is
+stopped before uploading), sends them, sees the image as a thumbnail and the text file as a download
+link, then writes an internal note mentioning a teammate picked by typing part of her name.
+"""
+
+import re
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, ConsoleMessage, FilePayload, Page, expect, sync_playwright
+from sqlalchemy import select
+
+from tertulia.app import create_app
+from tertulia.channels.service import do_create_channel
+from tertulia.conversations import tasks as _tasks  # noqa: F401  (registers the queue tasks)
+from tertulia.conversations.models import Conversation, Mention, Message, StoredFile
+from tertulia.kit import queue
+from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
+from tertulia.migrations import upgrade
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.live_server import free_port, serve_app
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+AGENT = ("marta@composer.example.com", "marta-password")
+SHOP = "https://shop.example"
+
+
+@dataclass
+class Setup:
+    url: str
+    database: Database
+    teammate_id: int
+    conversation_id: int
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real (tiny, red) PNG, so the browser can decode the thumbnail."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed")
+    path = tmp_path_factory.mktemp("composer") / "tertulia.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    database = Database(url)
+    port = free_port()
+    with database.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Tienda Co", "owner@composer.example.com", "owner-password")
+        workspace_id = created.workspace.id
+        agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Marta", last_name="Gil")
+        do_add_member(session, workspace_id, agent.id, Role.MANAGER)
+        teammate = do_create_user(
+            session, "joaquina@composer.example.com", "x-password", first_name="Joaquina", last_name="Núñez"
+        )
+        do_add_member(session, workspace_id, teammate.id, Role.AGENT)
+        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
+        teammate_id, key = teammate.id, channel.key
+    queue.huey.immediate = True
+    queue.use_database(database)
+    app = create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database)
+    with serve_app(app, port) as base:
+        # The customer writes through the web-chat widget's own API, so replies can reach them.
+        headers = {"Origin": SHOP}
+        started = httpx.post(f"{base}/widget/{key}/session", headers=headers, json={"name": "Lucía Pérez"})
+        token = started.json()["token"]
+        said = httpx.post(
+            f"{base}/widget/{key}/messages",
+            headers={**headers, "Authorization": f"Bearer {token}"},
+            json={"text": "¿Me mandáis una foto?", "client_msg_id": "composer-0001"},
+        )
+        assert said.status_code == 201, said.text
+        with database.transaction(write=False) as session:
+            conversation_id = session.scalars(select(Conversation.id)).one()
+        yield Setup(base, database, teammate_id, conversation_id)
+    queue.huey.immediate = False
+    queue.use_database(None)
+    database.dispose()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield chromium
+        chromium.close()
+
+
+def _watch(page: Page, problems: list[str]) -> None:
+    def on_console(message: ConsoleMessage) -> None:
+        if message.type == "error" and "status of 4" not in message.text:
+            problems.append(message.text)
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.set_default_timeout(10_000)
+
+
+def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    _watch(page, problems)
+    page.goto(f"{setup.url}/messages/{setup.conversation_id}")
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("input[name=email]", AGENT[0])
+    page.fill("input[name=password]", AGENT[1])
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(rf"/messages/{setup.conversation_id}$"))
+    thread = page.get_by_test_id("thread")
+    expect(thread.locator(".msg-incoming .msg-text")).to_have_text("¿Me mandáis una foto?")
+
+    # An emoji found by its Spanish name lands where the caret was; Escape closes the panel.
+    box = page.get_by_test_id("composer-input")
+    box.fill("Aquí va !")
+    box.evaluate("b => b.setSelectionRange(8, 8)")
+    page.get_by_test_id("emoji-button").click()
+    panel = page.get_by_test_id("emoji-panel")
+    expect(panel).to_be_visible()
+    expect(page.get_by_test_id("emoji-search")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(panel).to_be_hidden()
+    expect(page.get_by_test_id("emoji-button")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(panel).to_be_visible()
+    page.get_by_test_id("emoji-search").fill("camara")
+    expect(panel.locator("[data-emoji='📷']")).to_have_attribute("aria-label", "cámara de fotos")
+    expect(panel.locator("[data-emoji='🎉']")).to_have_count(0)
+    page.get_by_test_id("emoji-search").fill("camera")
+    panel.locator("[data-emoji='📷']").click()
+    expect(panel).to_be_hidden()
+    expect(box).to_have_value("Aquí va 📷!")
+
+    # A refused type is stopped before it is uploaded; an image and a text file are uploaded.
+    files = page.get_by_test_id("file-input")
+    files.set_input_files({"name": "datos.zip", "mimeType": "application/zip", "buffer": b"PK\x03\x04"})
+    expect(page.get_by_test_id("composer-error")).to_have_text("No se pueden enviar archivos de tipo application/zip.")
+    files.set_input_files(
+        [
+            FilePayload(name="foto <i onmouseover=x>.png", mimeType="image/png", buffer=_png(24, 16)),
+            FilePayload(name="nota.txt", mimeType="text/plain", buffer=b"talla M"),
+        ]
+    )
+    chips = page.get_by_test_id("composer-files")
+    expect(chips.locator(".file-chip")).to_have_count(2)
+    expect(chips.locator(".file-chip").first).to_contain_text("foto <i onmouseover=x>.png")
+    expect(chips.locator(".file-chip.uploading")).to_have_count(0)
+    expect(page.get_by_test_id("composer-error")).to_have_text("")
+    # Removing a chip takes the file off the message.
+    files.set_input_files({"name": "otra.txt", "mimeType": "text/plain", "buffer": b"no"})
+    expect(chips.locator(".file-chip")).to_have_count(3)
+    page.get_by_role("button", name="Quitar otra.txt").click()
+    expect(chips.locator(".file-chip")).to_have_count(2)
+
+    box.press("Enter")
+    sent = thread.locator(".msg-outgoing").last
+    expect(sent.locator(".msg-text")).to_have_text("Aquí va 📷!")
+    image = sent.locator(".msg-image img")
+    expect(image).to_have_attribute("alt", "foto <i onmouseover=x>.png")
+    expect(sent.locator("a.msg-file")).to_contain_text("nota.txt")
+    page.wait_for_function("img => img.complete && img.naturalWidth === 24", arg=image.element_handle())
+    expect(chips.locator(".file-chip")).to_have_count(0)
+    # The history renders attachments the same way after a reload (from the messages API).
+    page.reload()
+    expect(thread.locator(".msg-outgoing .msg-image img")).to_have_attribute("alt", "foto <i onmouseover=x>.png")
+
+    # An internal note: "@joa" offers Joaquina Núñez; Enter inserts her name; the note mentions her.
+    page.get_by_test_id("mode-note").click()
+    box.press_sequentially("Mira esto @nún")
+    menu = page.get_by_test_id("mention-menu")
+    expect(menu.locator("[data-member]")).to_have_text(["Joaquina Núñez"])
+    box.press("Enter")
+    expect(box).to_have_value("Mira esto @Joaquina Núñez ")
+    box.press_sequentially("¿la tenemos?")
+    box.press("Enter")
+    note = thread.locator(".msg-comment").last
+    expect(note.locator(".mention")).to_have_text("@Joaquina Núñez")
+    expect(note.locator(".msg-text")).to_have_text("Mira esto @Joaquina Núñez ¿la tenemos?")
+
+    with setup.database.transaction(write=False) as session:
+        outgoing = session.scalars(select(Message).where(Message.direction == "outgoing")).one()
+        assert [(a["name"], a["content_type"]) for a in outgoing.attachments] == [
+            ("foto <i onmouseover=x>.png", "image/png"),
+            ("nota.txt", "text/plain"),
+        ]
+        stored = session.scalars(select(StoredFile).where(StoredFile.name == "nota.txt")).one()
+        assert stored.conversation_id == setup.conversation_id
+        mentions = list(session.execute(select(Mention.user_id, Mention.conversation_id)))
+        assert mentions == [(setup.teammate_id, setup.conversation_id)]
+
+    context.close()
+    assert problems == []
