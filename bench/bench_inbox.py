@@ -19,9 +19,12 @@ in all), TERTULIA_BENCH_SECONDS (20). Targets: at least 500 messages/s, p99 unde
 or duplicated. The load generator runs on the same machine and competes for its cores.
 """
 
+import os
+
+os.environ.setdefault("TERTULIA_SECRET_KEY", "bench-secret-key")
+
 import asyncio
 import json
-import os
 import random
 import resource
 import shutil
@@ -101,7 +104,7 @@ def _prepare(url: str) -> Setup:
             workspace_id = created.workspace.id
             owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
             channel = do_create_channel(session, owner, "webchat", "Web", {"allowed_origins": [SITE]})
-            token = do_create_api_token(session, workspace_id, "bench").token
+            token = do_create_api_token(session, workspace_id, "bench").secret
             agent_ids = []
             for n in range(AGENTS):
                 user = do_create_user(session, f"agent{n}@bench.example", PASSWORD, first_name=f"Agent{n}")
@@ -122,7 +125,7 @@ def _server_env(url: str, realtime: str, queue: str) -> dict[str, str]:
         **os.environ,
         "TERTULIA_DATABASE_URL": url,
         "TERTULIA_DATA_DIR": str(DATA),
-        "TERTULIA_SECRET_KEY": "bench-secret-key",
+        "TERTULIA_SECRET_KEY": os.environ["TERTULIA_SECRET_KEY"],
         "TERTULIA_REALTIME_URL": realtime,
         "TERTULIA_REALTIME_PREFIX": f"bench-{uuid.uuid4().hex[:8]}",
         "TERTULIA_QUEUE_URL": queue,

@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.settings = settings
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
-    app.state.inbound_writer = InboundWriter(app.state.db)
+    app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
     install_error_handlers(app)
     app.include_router(contacts_router)
     app.include_router(conversations_router)

@@ -64,7 +64,14 @@ def serve(
         err.print("[red]error:[/red] --workers above 1 needs TERTULIA_REALTIME_URL=redis://...")
         raise typer.Exit(code=2)
     uvicorn.run(
-        "tertulia.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=settings.log_level
+        "tertulia.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level,
+        # Chat frames are a few hundred bytes: compressing them costs both ends CPU and saves nothing.
+        ws_per_message_deflate=False,
     )
 
 

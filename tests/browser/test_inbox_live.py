@@ -203,6 +203,19 @@ def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
     expect(visitor.locator("[data-tertulia-widget] .msg.out")).to_have_text("Hola Lucía, soy Marta.")
     expect(visitor.locator("[data-tertulia-widget] input[name=name]")).to_have_count(0)
 
+    # Over the open socket: the agent sees the visitor typing, and the message goes without HTTP.
+    posted: list[str] = []
+    visitor.on("request", lambda r: posted.append(r.url) if r.method == "POST" and "/messages" in r.url else None)
+    composer = visitor.locator("[data-tertulia-widget] textarea")
+    composer.press_sequentially("¿Y a Baleares?", delay=120)
+    expect(agent.get_by_test_id("typing")).to_be_visible()
+    expect(agent.get_by_test_id("typing")).to_have_text("escribiendo…")
+    composer.press("Enter")
+    expect(thread.locator(".msg-incoming .msg-text").last).to_have_text("¿Y a Baleares?")
+    expect(agent.get_by_test_id("typing")).to_be_hidden()
+    expect(visitor.locator("[data-tertulia-widget] .msg.in").last).to_have_attribute("data-id", re.compile(r"\d+"))
+    assert posted == []
+
     # The agent closes it with a closing note.
     agent.get_by_test_id("close-conversation").click()
     agent.get_by_test_id("close-category").select_option(label="Resuelto")

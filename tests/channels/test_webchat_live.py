@@ -108,3 +108,49 @@ def test_sockets_refuse_strangers(client: TestClient, db: Database, tenant: Tena
     ):
         socket.receive_json()
     assert other_site.value.code == 4403
+
+
+def test_visitor_socket_sends_messages_once_and_reports_errors(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = make_webchat(db, tenant)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    visitor = new_visitor(client, channel, name="Eva")
+    with (
+        client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox,
+        client.websocket_connect(
+            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
+        ) as widget,
+    ):
+        assert inbox.receive_json()["type"] == "hello"
+        widget.send_json({"type": "message", "text": "por el socket", "client_msg_id": "sock-0001"})
+        ack = _next(widget, "ack")
+        assert ack["client_msg_id"] == "sock-0001"
+        assert ack["duplicate"] is False
+        assert ack["message"]["text"] == "por el socket"
+        assert _next(inbox, "message.created")["data"]["message"]["id"] == ack["message"]["id"]
+        # A resend after a lost ack is answered with the original, and stored once.
+        widget.send_json({"type": "message", "text": "por el socket", "client_msg_id": "sock-0001"})
+        again = _next(widget, "ack")
+        assert (again["message"]["id"], again["duplicate"]) == (ack["message"]["id"], True)
+        # The contact is typing: agents who may see the conversation are told.
+        widget.send_json({"type": "typing"})
+        typing = _next(inbox, "typing")
+        assert typing["data"] == {"contact": True}
+        assert typing["conversation_id"] == _next_created_conversation(client, tenant)
+        widget.send_json({"type": "message", "text": "", "client_msg_id": "sock-0002"})
+        error = _next(widget, "error")
+        assert error["client_msg_id"] == "sock-0002"
+        assert error["error"]["code"] == "validation_failed"
+        assert "text" in error["error"]["details"]
+        widget.send_text("not json")
+        assert _next(widget, "error")["error"]["code"] == "invalid_frame"
+        widget.send_json({"type": "ping"})
+        assert _next(widget, "pong") == {"type": "pong"}
+    assert [m["text"] for m in visitor.history()] == ["por el socket"]
+
+
+def _next_created_conversation(client: TestClient, tenant: Tenant) -> int:
+    [conversation] = client.get("/api/v1/conversations", headers=tenant.headers).json()["items"]
+    conversation_id: int = conversation["id"]
+    return conversation_id

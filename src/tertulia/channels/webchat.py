@@ -504,7 +504,6 @@ class VisitorSocket:
         self.workspace_id = channel.workspace_id
         self.visitor = visitor
         self.contact_id = contact_id
-        self.conversation_id: int | None = None
         self.origin = websocket.headers.get("origin")
         self.settings = websocket.app.state.settings
         self.writer: InboundWriter = websocket.app.state.inbound_writer
@@ -532,8 +531,6 @@ class VisitorSocket:
         if self.contact_id is None or contact_id != self.contact_id:
             return False
         message = (event.get("data") or {}).get("message") or {}
-        if event.get("conversation_id") is not None and message.get("direction") == "incoming":
-            self.conversation_id = event["conversation_id"]
         return message.get("direction") in ("incoming", "outgoing") and message.get("channel_id") == self.channel_id
 
     def _throttled(self) -> bool:
@@ -562,22 +559,20 @@ class VisitorSocket:
 
     async def typing(self) -> None:
         now = time.monotonic()
-        if self.conversation_id is None or now - self.typing_at < self.TYPING_EVERY:
+        if self.contact_id is None or now - self.typing_at < self.TYPING_EVERY:
             return
         self.typing_at = now
         db: Database = self.websocket.app.state.db
-        conversation_id = self.conversation_id
+        workspace_id, contact_id = self.workspace_id, self.contact_id
 
         def event() -> dict[str, Any] | None:
             from tertulia.conversations import events
-            from tertulia.conversations.models import Conversation, ConversationStatus
+            from tertulia.conversations import repository as conversations_repo
 
             with db.transaction(write=False) as session:
-                conversation = session.get(Conversation, conversation_id)
-                if conversation is None or conversation.status != ConversationStatus.OPEN:
-                    return None
+                conversation = conversations_repo.open_conversation(session, workspace_id, contact_id)
                 # The conversation's current owner decides which agents may see it.
-                return events.make_event("typing", conversation, {"contact": True})
+                return events.make_event("typing", conversation, {"contact": True}) if conversation else None
 
         found = await anyio.to_thread.run_sync(event)
         if found is not None:
@@ -606,7 +601,6 @@ class VisitorSocket:
             return
         if self.contact_id != received.contact_id:
             self.follow_contact(received.contact_id)
-        self.conversation_id = received.conversation_id
         await self.send(
             {
                 "type": "ack",

@@ -11,6 +11,31 @@ from tertulia.contacts.models import Contact, ContactActivity, ContactIdentity, 
 from tertulia.kit.text import fold
 
 
+def contacts_by_identities(
+    session: Session, identities: Iterable[tuple[int, str, str]]
+) -> dict[tuple[int, str, str], Contact]:
+    """The contacts behind (workspace id, channel type, external id) identities, in one query per
+    workspace and channel type."""
+    groups: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for workspace_id, channel, external_id in identities:
+        groups[(workspace_id, channel)].append(external_id)
+    found: dict[tuple[int, str, str], Contact] = {}
+    for (workspace_id, channel), external_ids in groups.items():
+        rows = session.execute(
+            select(ContactIdentity.external_id, Contact)
+            .join(Contact, Contact.id == ContactIdentity.contact_id)
+            .where(
+                ContactIdentity.workspace_id == workspace_id,
+                ContactIdentity.channel == channel,
+                ContactIdentity.external_id.in_(external_ids),
+                Contact.workspace_id == workspace_id,
+            )
+        )
+        for external_id, contact in rows:
+            found[(workspace_id, channel, external_id)] = contact
+    return found
+
+
 def contact_by_id(session: Session, workspace_id: int, contact_id: int) -> Contact | None:
     return session.scalar(select(Contact).where(Contact.workspace_id == workspace_id, Contact.id == contact_id))
 

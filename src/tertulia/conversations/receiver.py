@@ -20,7 +20,7 @@ import structlog
 
 from tertulia.channels.base import InboundMessage
 from tertulia.channels.models import Channel
-from tertulia.conversations.service import check_inbound, do_receive, message_dict
+from tertulia.conversations.service import check_inbound, do_receive_many, message_dict
 from tertulia.kit.db import Database
 from tertulia.kit.errors import NotFound
 
@@ -51,11 +51,15 @@ _STOP = object()
 
 
 class InboundWriter:
-    def __init__(self, database: Database, max_batch: int = MAX_BATCH) -> None:
+    """`threads` writers share one queue. SQLite has one write lock, so one thread; on PostgreSQL a
+    writer spends most of its time waiting for round trips, so a few run side by side."""
+
+    def __init__(self, database: Database, *, threads: int = 1, max_batch: int = MAX_BATCH) -> None:
         self.database = database
         self.max_batch = max_batch
+        self.thread_count = 1 if database.dialect == "sqlite" else max(1, threads)
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
 
     async def receive(self, channel_id: int, inbound: InboundMessage) -> ReceivedMessage:
@@ -67,20 +71,25 @@ class InboundWriter:
         return await future
 
     def _ensure_started(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
+        if self._threads:
             return
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="inbound-writer", daemon=True)
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._run, name=f"inbound-writer-{n}", daemon=True)
+                    for n in range(self.thread_count)
+                ]
+                for thread in self._threads:
+                    thread.start()
 
     def stop(self) -> None:
-        """Write what is queued, then end the thread (app shutdown)."""
-        thread = self._thread
-        if thread is not None and thread.is_alive():
-            self._queue.put(_STOP)
-            thread.join(timeout=30)
-        self._thread = None
+        """Write what is queued, then end the threads (app shutdown)."""
+        with self._start_lock:
+            threads, self._threads = self._threads, []
+            for _ in threads:
+                self._queue.put(_STOP)  # each thread ends at the first stop it takes
+            for thread in threads:
+                thread.join(timeout=30)
 
     def _run(self) -> None:
         while True:
@@ -122,22 +131,23 @@ class InboundWriter:
             _settle(item, result=result)
 
     def _write_together(self, batch: list[_Pending]) -> list[ReceivedMessage]:
-        results: list[ReceivedMessage] = []
         with self.database.transaction(write=True) as session:
+            pairs = []
             for item in batch:
                 channel = session.get(Channel, item.channel_id)  # from the identity map after the first
                 if channel is None or not channel.active:
                     raise NotFound("No such channel.")
-                received = do_receive(session, channel, item.inbound)
-                results.append(
-                    ReceivedMessage(
-                        message=message_dict(received.message),
-                        conversation_id=received.conversation.id,
-                        contact_id=received.contact.id,
-                        duplicate=received.duplicate,
-                    )
+                pairs.append((channel, item.inbound))
+            received = do_receive_many(session, pairs)
+            return [
+                ReceivedMessage(
+                    message=message_dict(r.message),
+                    conversation_id=r.conversation.id,
+                    contact_id=r.contact.id,
+                    duplicate=r.duplicate,
                 )
-        return results
+                for r in received
+            ]
 
 
 def _settle(item: _Pending, *, result: ReceivedMessage | None = None, exc: BaseException | None = None) -> None:

@@ -1,9 +1,11 @@
 """All SQL for conversations and messages. Every query is scoped to a workspace."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tertulia.contacts.models import Contact
@@ -50,6 +52,69 @@ def latest_conversation(session: Session, workspace_id: int, contact_id: int) ->
         .order_by(Conversation.id.desc())
         .limit(1)
     )
+
+
+def insert_messages_unless_known(session: Session, rows: Sequence[dict[str, Any]]) -> list[Message | None]:
+    """One INSERT ... ON CONFLICT (channel_id, provider_message_id) DO NOTHING RETURNING for all rows:
+    the new Message for each row, in order, or None where that provider message is already stored.
+    Rows without a provider id cannot conflict, but neither can they be told apart in what comes
+    back, so each of those is inserted on its own."""
+    if not rows:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+    def statement(values: Sequence[dict[str, Any]]) -> Any:
+        return (
+            insert(Message)
+            .values(list(values))
+            .on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"])
+            .returning(Message)
+        )
+
+    keyed = [row for row in rows if row.get("provider_message_id")]
+    by_key = {
+        (m.channel_id, m.provider_message_id): m for m in (session.scalars(statement(keyed)).all() if keyed else [])
+    }
+    result: list[Message | None] = []
+    for row in rows:
+        if row.get("provider_message_id"):
+            result.append(by_key.get((row["channel_id"], row["provider_message_id"])))
+        else:
+            result.append(session.scalars(statement([row])).one())
+    return result
+
+
+def messages_by_provider_ids(session: Session, keys: Sequence[tuple[int, str]]) -> list[Message]:
+    if not keys:
+        return []
+    return list(
+        session.scalars(select(Message).where(tuple_(Message.channel_id, Message.provider_message_id).in_(keys)))
+    )
+
+
+def open_conversations(
+    session: Session, contacts: Iterable[tuple[int, int]], *, lock: bool = False
+) -> dict[int, Conversation]:
+    """The open conversation of each (contact id, workspace id), by contact id; locked in id order."""
+    by_workspace: dict[int, list[int]] = {}
+    for contact_id, workspace_id in contacts:
+        by_workspace.setdefault(workspace_id, []).append(contact_id)
+    found: dict[int, Conversation] = {}
+    for workspace_id, contact_ids in by_workspace.items():
+        query = (
+            select(Conversation)
+            .where(
+                Conversation.workspace_id == workspace_id,
+                Conversation.contact_id.in_(contact_ids),
+                Conversation.status == ConversationStatus.OPEN,
+            )
+            .order_by(Conversation.id)
+        )
+        if lock:
+            query = query.with_for_update()
+        found.update((c.contact_id, c) for c in session.scalars(query))
+    return found
 
 
 def message_by_provider_id(session: Session, channel_id: int, provider_message_id: str) -> Message | None:

@@ -332,65 +332,133 @@ def check_inbound(inbound: InboundMessage) -> None:
 
 
 def do_receive(session: Session, channel: Channel, inbound: InboundMessage) -> Received:
-    """Append a customer's message: identity -> contact (created if new) -> open conversation.
+    """Append one customer's message; see `do_receive_many`."""
+    return do_receive_many(session, [(channel, inbound)])[0]
+
+
+def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Received]:
+    """Append customers' messages: identity -> contact (created if new) -> open conversation -> message.
 
     Deduplicated by (channel, provider message id): a provider retrying a webhook, or a widget
-    resending after a timeout, gets the original message back with duplicate=True.
+    resending after a timeout, gets the original message back with duplicate=True (also when both
+    copies are in this batch). For senders already known (the common case) a batch costs a fixed
+    number of statements whatever its size: one lookup each for stored duplicates, contacts and
+    open conversations (locked in id order, so concurrent batches cannot deadlock on them), one
+    multi-row INSERT, and one UPDATE round per table.
     """
-    check_inbound(inbound)
-    if inbound.provider_message_id:
-        existing = repo.message_by_provider_id(session, channel.id, inbound.provider_message_id)
-        if existing is not None:
-            return _duplicate(session, existing)
-    actor = Actor.system(channel.workspace_id, "channel")
-    contact = _resolve_contact(session, channel, inbound, actor)
-    conversation, created = _open_conversation_for(session, contact, channel.id)
-    now = utcnow()
-    message = Message(
-        workspace_id=channel.workspace_id,
-        conversation_id=conversation.id,
-        contact_id=contact.id,
-        channel_id=channel.id,
-        direction=Direction.INCOMING,
-        sender_kind=SenderKind.CONTACT,
-        type=inbound.type,
-        text=inbound.text,
-        attachments=inbound.attachments,
-        payload=inbound.payload,
-        provider_message_id=inbound.provider_message_id,
-        created_at=now,
-    )
-    try:
-        with _guard(session):
-            session.add(message)
-            session.flush()
-    except IntegrityError:
-        # A concurrent delivery of the same provider message won the race.
-        if not inbound.provider_message_id:
-            raise
-        existing = repo.message_by_provider_id(session, channel.id, inbound.provider_message_id)
-        if existing is None:
-            raise
-        return _duplicate(session, existing)
-    conversation.last_message_at = now
-    conversation.last_incoming_at = now
-    conversation.channel_id = channel.id
-    conversation.last_message_preview = _preview(inbound.text, inbound.type)
-    contact.last_incoming_at = now
+    for _, inbound in items:
+        check_inbound(inbound)
+    results: list[Received | None] = [None] * len(items)
+    keys = [
+        (channel.id, inbound.provider_message_id) if inbound.provider_message_id else None for channel, inbound in items
+    ]
+    for message in repo.messages_by_provider_ids(session, [k for k in keys if k is not None]):
+        for index, key in enumerate(keys):
+            if key == (message.channel_id, message.provider_message_id):
+                results[index] = _duplicate(session, message)
+    first_with_key: dict[tuple[int, str], int] = {}
+    repeats: dict[int, int] = {}
+    to_write: list[int] = []
+    for index, key in enumerate(keys):
+        if results[index] is not None:
+            continue
+        if key is not None and key in first_with_key:
+            repeats[index] = first_with_key[key]
+            continue
+        if key is not None:
+            first_with_key[key] = index
+        to_write.append(index)
+
+    contacts = _contacts_for(session, [items[i] for i in to_write])
+    conversations = repo.open_conversations(session, {c.id: c.workspace_id for c in contacts}.items(), lock=True)
+    opened: set[int] = set()
+    rows: list[dict[str, Any]] = []
+    for index, contact in zip(to_write, contacts, strict=True):
+        channel, inbound = items[index]
+        conversation = conversations.get(contact.id)
+        if conversation is None:
+            conversation, created = _open_conversation_for(session, contact, channel.id)
+            conversations[contact.id] = conversation
+            if created:
+                opened.add(conversation.id)
+        rows.append(
+            {
+                "workspace_id": channel.workspace_id,
+                "conversation_id": conversation.id,
+                "contact_id": contact.id,
+                "channel_id": channel.id,
+                "direction": Direction.INCOMING,
+                "sender_kind": SenderKind.CONTACT,
+                "type": inbound.type,
+                "text": inbound.text,
+                "attachments": inbound.attachments,
+                "payload": inbound.payload,
+                "provider_message_id": inbound.provider_message_id,
+                "created_at": utcnow(),
+            }
+        )
+    # A concurrent delivery of the same provider message (a webhook retried while the first is
+    # still being written) makes its row come back missing, not the statement fail.
+    inserted = repo.insert_messages_unless_known(session, rows)
+    written: list[tuple[int, Message]] = []
+    for index, row, new_message in zip(to_write, rows, inserted, strict=True):
+        if new_message is None:
+            channel, inbound = items[index]
+            assert inbound.provider_message_id is not None  # only a provider id can conflict
+            existing = repo.message_by_provider_id(session, channel.id, inbound.provider_message_id)
+            if existing is None:
+                raise RuntimeError("a conflicting message vanished")
+            results[index] = _duplicate(session, existing)
+            continue
+        conversation = conversations[row["contact_id"]]
+        sender = session.get(Contact, row["contact_id"])  # from the identity map
+        assert sender is not None
+        conversation.last_message_at = new_message.created_at
+        conversation.last_incoming_at = new_message.created_at
+        conversation.channel_id = new_message.channel_id
+        conversation.last_message_preview = _preview(new_message.text, new_message.type)
+        sender.last_incoming_at = new_message.created_at
+        results[index] = Received(message=new_message, conversation=conversation, contact=sender, duplicate=False)
+        written.append((index, new_message))
     session.flush()
-    if created:
-        _opened(session, actor, conversation)
-    events.emit(
-        session,
-        events.make_event(
-            "message.created",
-            conversation,
-            {"message": message_dict(message), "conversation": conversation_dict(conversation)},
-            visitor=True,
-            sender_external_id=inbound.sender_id,
-        ),
+    for index, message in written:
+        received = results[index]
+        assert received is not None
+        conversation = received.conversation
+        if conversation.id in opened:
+            opened.discard(conversation.id)
+            _opened(session, Actor.system(conversation.workspace_id, "channel"), conversation)
+        events.emit(
+            session,
+            events.make_event(
+                "message.created",
+                conversation,
+                {"message": message_dict(message), "conversation": conversation_dict(conversation)},
+                visitor=True,
+                sender_external_id=items[index][1].sender_id,
+            ),
+        )
+    for index, original in repeats.items():
+        first = results[original]
+        assert first is not None
+        results[index] = Received(first.message, first.conversation, first.contact, duplicate=True)
+    return [r for r in results if r is not None]
+
+
+def _contacts_for(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Contact]:
+    """The contact behind each sender, in order: known ones in one query, new ones created."""
+    known = contacts_repo.contacts_by_identities(
+        session, {(channel.workspace_id, channel.type, inbound.sender_id) for channel, inbound in items}
     )
-    return Received(message=message, conversation=conversation, contact=contact, duplicate=False)
+    found: list[Contact] = []
+    for channel, inbound in items:
+        key = (channel.workspace_id, channel.type, inbound.sender_id)
+        contact = known.get(key)
+        if contact is None:
+            contact = _resolve_contact(session, channel, inbound, Actor.system(channel.workspace_id, "channel"))
+            known[key] = contact
+        found.append(contact)
+    return found
 
 
 def _duplicate(session: Session, message: Message) -> Received:

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     realtime_prefix: str = "tertulia"
     upload_max_bytes: int = 20 * 1024 * 1024
     widget_token_days: int = 365
+    # Threads per process writing inbound messages on PostgreSQL (SQLite always uses one).
+    inbound_writer_threads: int = 4
     # Public web-chat endpoints: per visitor for messages, per client address for new visitors.
     widget_messages_per_minute: int = 30
     widget_sessions_per_minute: int = 60

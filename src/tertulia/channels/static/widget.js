@@ -221,6 +221,9 @@
     var socket = null;
     var socketOpen = false;
     var retry = 0;
+    var waiting = {}; // client message id -> the promise waiting for its ack
+    var ACK_TIMEOUT = 5000;
+    var typingSent = 0;
 
     if (theme.greeting) log.appendChild(el("div", "msg greeting", theme.greeting));
 
@@ -280,6 +283,14 @@
       socket.onmessage = function (event) {
         var frame;
         try { frame = JSON.parse(event.data); } catch (e) { return; }
+        if ((frame.type === "ack" || frame.type === "error") && frame.client_msg_id && waiting[frame.client_msg_id]) {
+          var wait = waiting[frame.client_msg_id];
+          delete waiting[frame.client_msg_id];
+          window.clearTimeout(wait.timer);
+          if (frame.type === "ack") wait.resolve(frame.message);
+          else wait.reject(frame.error);
+          return;
+        }
         if (frame.type !== "message.created" || !frame.message) return;
         var isNew = !shown[frame.message.id];
         render(frame.message);
@@ -301,10 +312,35 @@
       };
     }
 
+    // Over the open socket when there is one (answered by an "ack" frame); over HTTP otherwise, or
+    // when the ack is late. Both carry the same client id, so a message sent both ways is stored once.
+    function viaSocket(text, clientId) {
+      return new Promise(function (resolve, reject) {
+        var timer = window.setTimeout(function () {
+          delete waiting[clientId];
+          reject(new Error("timeout"));
+        }, ACK_TIMEOUT);
+        waiting[clientId] = { resolve: resolve, reject: reject, timer: timer };
+        socket.send(JSON.stringify({ type: "message", text: text, client_msg_id: clientId }));
+      });
+    }
+
+    function viaHttp(text, clientId) {
+      return api("POST", "/messages", { text: text, client_msg_id: clientId });
+    }
+
+    function transmit(text, clientId) {
+      if (!socketOpen) return viaHttp(text, clientId);
+      return viaSocket(text, clientId).catch(function (error) {
+        if (error && error.code) throw error; // refused by the server: HTTP would say the same
+        return viaHttp(text, clientId);
+      });
+    }
+
     function deliver(text, bubble, clientId) {
       bubble.classList.remove("failed");
       bubble.removeAttribute("title");
-      return api("POST", "/messages", { text: text, client_msg_id: clientId }).then(function (message) {
+      return transmit(text, clientId).then(function (message) {
         if (shown[message.id] && shown[message.id] !== bubble) {
           bubble.remove(); // the socket was faster
         } else {
@@ -338,13 +374,15 @@
       scrollDown();
       var clientId = uuid();
       ready().then(function () {
-        var hadSocket = socketOpen;
         connect();
-        return deliver(text, bubble, clientId).then(function () {
-          // A socket opened before the visitor's first message had no contact to follow yet.
-          if (!hadSocket && socket) socket.close(4000);
-        });
+        return deliver(text, bubble, clientId);
       }).catch(function () { bubble.classList.add("failed"); });
+    });
+    input.addEventListener("input", function () {
+      var now = Date.now();
+      if (!socketOpen || !input.value.trim() || now - typingSent < 2000) return;
+      typingSent = now;
+      socket.send(JSON.stringify({ type: "typing" }));
     });
     input.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {

@@ -280,7 +280,10 @@
     ]).then(function (results) {
       if (seq !== openSeq) return;
       var c = results[0];
-      if (!state.current || state.current.id !== c.id) clearFiles();
+      if (!state.current || state.current.id !== c.id) {
+        clearFiles();
+        hideTyping();
+      }
       state.current = c;
       state.olderId = results[1].next_before_id;
       shownMessages = {};
@@ -1057,6 +1060,20 @@
   }
 
   // ----- live updates -----
+  // The customer is typing (web chat sends it at most every 2 s while they type).
+  var typingMark = $("[data-typing]");
+  var typingTimer = null;
+  function hideTyping() {
+    typingMark.hidden = true;
+    if (typingTimer) window.clearTimeout(typingTimer);
+    typingTimer = null;
+  }
+  function showTyping() {
+    typingMark.hidden = false;
+    if (typingTimer) window.clearTimeout(typingTimer);
+    typingTimer = window.setTimeout(hideTyping, 5000);
+  }
+
   var liveState = $("[data-live-state]");
   var retry = 0;
   function connect() {
@@ -1069,12 +1086,17 @@
     socket.onmessage = function (raw) {
       var event;
       try { event = JSON.parse(raw.data); } catch (e) { return; }
-      if (event.type === "hello" || event.type === "typing") return;
+      if (event.type === "hello") return;
       var isCurrent = state.current && state.current.id === event.conversation_id;
+      if (event.type === "typing") {
+        if (isCurrent && event.data && event.data.contact) showTyping();
+        return;
+      }
       if (event.type === "message.created") {
         var message = event.data && event.data.message;
         if (!message) return;
         if (isCurrent) {
+          if (message.direction === "incoming") hideTyping();
           var stick = nearBottom();
           addMessage(message, false);
           if (stick) toBottom();
