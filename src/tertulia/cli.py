@@ -79,7 +79,7 @@ def serve(
 def worker(
     workers: Annotated[int, typer.Option(help="Worker threads in this process.")] = 4,
 ) -> None:
-    """Run queued jobs (message sending, ...) in a separate process; for a Redis queue."""
+    """Run queued jobs (message sending, ...) in a separate process; for a Redis or PostgreSQL queue."""
     from tertulia import tasks  # noqa: F401  (registers every task with huey)
     from tertulia.kit import queue
 
