@@ -6,16 +6,14 @@ stopped before uploading), sends them, sees the image as a thumbnail and the tex
 link, then writes an internal note mentioning a teammate picked by typing part of her name.
 """
 
-import re
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, FilePayload, Page, expect, sync_playwright
+from playwright.sync_api import Browser, FilePayload, expect
 from sqlalchemy import select
 
 from tertulia.app import create_app
@@ -30,11 +28,11 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.browser.conftest import require_chromium, sign_in_at, watch
 from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 AGENT = ("marta@composer.example.com", "marta-password")
 SHOP = "https://shop.example"
 
@@ -60,8 +58,7 @@ def _png(width: int, height: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     path = tmp_path_factory.mktemp("composer") / "tertulia.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -101,39 +98,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     database.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
-
-
-def _watch(page: Page, problems: list[str]) -> None:
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and "status of 4" not in message.text:
-            problems.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.set_default_timeout(10_000)
-
-
 def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
     problems: list[str] = []
     context = browser.new_context(locale="es-ES")
     page = context.new_page()
-    _watch(page, problems)
-    page.goto(f"{setup.url}/messages/{setup.conversation_id}")
-    page.wait_for_url(re.compile(r"/login\?next="))
-    page.fill("input[name=email]", AGENT[0])
-    page.fill("input[name=password]", AGENT[1])
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(rf"/messages/{setup.conversation_id}$"))
+    watch(page, problems)
+    sign_in_at(page, setup.url, f"/messages/{setup.conversation_id}", *AGENT)
     thread = page.get_by_test_id("thread")
     expect(thread.locator(".msg-incoming .msg-text")).to_have_text("¿Me mandáis una foto?")
 

@@ -11,10 +11,9 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
 from tertulia.app import create_app
@@ -30,11 +29,11 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.browser.conftest import require_chromium, sign_in_at, watch
 from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 AGENT = ("marta@inbox.example.com", "marta-password")
 # The host page's own CSS tries hard to restyle buttons; the widget's Shadow DOM must not care.
 SHOP_PAGE = """<!doctype html>
@@ -78,8 +77,7 @@ def _serve_shop(port: int, html: str) -> ThreadingHTTPServer:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     path = tmp_path_factory.mktemp("inbox") / "tertulia.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -119,43 +117,16 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     database.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
-
-
-def _watch(page: Page, problems: list[str]) -> None:
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and "status of 4" not in message.text:
-            problems.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.set_default_timeout(10_000)
-
-
 def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
     problems: list[str] = []
     agent_context = browser.new_context(locale="es-ES")
     visitor_context = browser.new_context(locale="es-ES")
     agent = agent_context.new_page()
     visitor = visitor_context.new_page()
-    _watch(agent, problems)
-    _watch(visitor, problems)
+    watch(agent, problems)
+    watch(visitor, problems)
 
-    agent.goto(f"{setup.url}/messages")
-    agent.wait_for_url(re.compile(r"/login\?next="))
-    agent.fill("input[name=email]", AGENT[0])
-    agent.fill("input[name=password]", AGENT[1])
-    agent.click("button[type=submit]")
-    agent.wait_for_url(re.compile(r"/messages$"))
+    sign_in_at(agent, setup.url, "/messages", *AGENT)
     expect(agent.get_by_test_id("conversation-list")).to_contain_text("No hay conversaciones")
 
     # The visitor, on another site: the launcher is themed and the host page's CSS does not reach it.

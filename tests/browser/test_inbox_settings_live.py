@@ -6,10 +6,9 @@ browser tests.
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tertulia.app import create_app
 from tertulia.channels.base import InboundMessage
@@ -22,11 +21,11 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.browser.conftest import require_chromium, sign_in_at, watch
 from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 MANAGER = ("marta@settings.example.com", "marta-password")
 
 
@@ -38,8 +37,7 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     path = tmp_path_factory.mktemp("snippets") / "tertulia.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -66,40 +64,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     database.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
-
-
-def _watch(page: Page, problems: list[str]) -> None:
-    def on_console(message: ConsoleMessage) -> None:
-        if message.type == "error" and "status of 4" not in message.text:
-            problems.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.set_default_timeout(10_000)
-
-
 def test_a_snippet_saved_in_settings_is_offered_in_the_composer(browser: Browser, setup: Setup) -> None:
     problems: list[str] = []
     context = browser.new_context(locale="es-ES")
     page = context.new_page()
-    _watch(page, problems)
+    watch(page, problems)
 
-    page.goto(f"{setup.url}/settings/snippets")
-    page.wait_for_url(re.compile(r"/login\?next="))
-    page.fill("input[name=email]", MANAGER[0])
-    page.fill("input[name=password]", MANAGER[1])
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/settings/snippets$"))
+    sign_in_at(page, setup.url, "/settings/snippets", *MANAGER)
     expect(page.get_by_test_id("settings-snippets")).to_have_attribute("aria-current", "page")
 
     # A misspelt variable: the error is beside the text, in Spanish, and what was typed is kept.

@@ -8,10 +8,9 @@ app.js, Alpine's CSP build, and that the Content-Security-Policy breaks nothing.
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tertulia.app import create_app
 from tertulia.kit.db import Database
@@ -20,11 +19,11 @@ from tertulia.migrations import upgrade
 from tertulia.users.models import Role
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
+from tests.browser.conftest import require_chromium, sign_in_at
 from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
 OWNER = ("owner@browser.example.com", "owner-password")
 AGENT = ("agent@browser.example.com", "agent-password")
 
@@ -36,8 +35,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     path = tmp_path_factory.mktemp("browser") / "tertulia.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -54,45 +52,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     database.dispose()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(locale="en-US")
-    page = context.new_page()
-    page.set_default_timeout(10_000)
-    problems: list[str] = []
-
-    def on_console(message: ConsoleMessage) -> None:
-        # Expected 4xx answers (422 validation, 403 refusal) are logged by Chromium too.
-        if message.type == "error" and "server responded with a status of 4" not in message.text:
-            problems.append(message.text)
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    yield page
-    context.close()
-    # A CSP violation or a script error would show up here.
-    assert problems == []
-
-
 def sign_in(page: Page, server: Server, email: str, password: str) -> None:
-    page.goto(f"{server.url}/contacts")
-    page.wait_for_url(re.compile(r"/login\?next="))
-    page.fill("input[name=email]", email)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/contacts$"))
+    sign_in_at(page, server.url, "/contacts", email, password)
 
 
 def test_agent_day_with_contacts(page: Page, server: Server) -> None:

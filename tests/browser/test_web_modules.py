@@ -16,11 +16,10 @@ from tertulia.kit.settings import Settings
 from tertulia.migrations import upgrade
 from tertulia.users.permissions import Actor
 from tertulia.workspaces.setup import do_create_workspace_with_owner
-from tests.browser.test_web_app import CHROMIUM, browser, page
+from tests.browser.conftest import require_chromium
 from tests.live_server import free_port, serve_app
 
 pytestmark = pytest.mark.browser
-__all__ = ["browser", "page"]
 
 OWNER = ("owner@modules.example.com", "owner-password")
 
@@ -32,8 +31,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not installed")
+    require_chromium()
     path = tmp_path_factory.mktemp("modules") / "tertulia.db"
     url = f"sqlite:///{path}"
     upgrade(url)

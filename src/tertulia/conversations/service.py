@@ -243,6 +243,22 @@ def _opened(session: Session, actor: Actor, conversation: Conversation) -> None:
     )
 
 
+def _customer_message_created(
+    session: Session, conversation: Conversation, message: Message, *, sender_external_id: str | None = None
+) -> None:
+    """A message the customer sees too (incoming or outgoing): agents and the visitor's socket get it."""
+    events.emit(
+        session,
+        events.make_event(
+            "message.created",
+            conversation,
+            {"message": message_dict(message), "conversation": conversation_dict(conversation)},
+            visitor=True,
+            sender_external_id=sender_external_id,
+        ),
+    )
+
+
 def _user_name(session: Session, user_id: int) -> str:
     user = session.get(User, user_id)
     return user.full_name if user else f"user {user_id}"
@@ -428,16 +444,7 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
         if conversation.id in opened:
             opened.discard(conversation.id)
             _opened(session, Actor.system(conversation.workspace_id, "channel"), conversation)
-        events.emit(
-            session,
-            events.make_event(
-                "message.created",
-                conversation,
-                {"message": message_dict(message), "conversation": conversation_dict(conversation)},
-                visitor=True,
-                sender_external_id=items[index][1].sender_id,
-            ),
-        )
+        _customer_message_created(session, conversation, message, sender_external_id=items[index][1].sender_id)
     for index, original in repeats.items():
         first = results[original]
         assert first is not None
@@ -618,15 +625,7 @@ def do_send(
     session.flush()
     if created:
         _opened(session, actor, conversation)
-    events.emit(
-        session,
-        events.make_event(
-            "message.created",
-            conversation,
-            {"message": message_dict(message), "conversation": conversation_dict(conversation)},
-            visitor=True,
-        ),
-    )
+    _customer_message_created(session, conversation, message)
     message_id = message.id
 
     def enqueue() -> None:
