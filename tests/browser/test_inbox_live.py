@@ -186,6 +186,11 @@ def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
     expect(agent.get_by_test_id("typing")).to_be_hidden()
     expect(visitor.locator("[data-tertulia-widget] .msg.in").last).to_have_attribute("data-id", re.compile(r"\d+"))
     assert posted == []
+    # And the other way: the agent writing a reply shows on the visitor's side.
+    box.fill("")
+    box.press_sequentially("Sí, también", delay=50)
+    expect(visitor.locator("[data-tertulia-widget] .typing")).to_have_text("Escribiendo…")
+    box.fill("")
 
     # The agent closes it with a closing note.
     agent.get_by_test_id("close-conversation").click()

@@ -154,3 +154,27 @@ def _next_created_conversation(client: TestClient, tenant: Tenant) -> int:
     [conversation] = client.get("/api/v1/conversations", headers=tenant.headers).json()["items"]
     conversation_id: int = conversation["id"]
     return conversation_id
+
+
+def test_an_agent_writing_a_reply_shows_as_typing_to_the_visitor_but_a_note_does_not(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = make_webchat(db, tenant)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    visitor = new_visitor(client, channel)
+    visitor.say("hola")
+    conversation_id = _next_created_conversation(client, tenant)
+    url = f"/api/v1/conversations/{conversation_id}/typing"
+    with (
+        client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox,
+        client.websocket_connect(
+            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
+        ) as widget,
+    ):
+        assert inbox.receive_json()["type"] == "hello"
+        assert client.post(url, headers=manager.headers, json={"note": True}).status_code == 204
+        assert _next(inbox, "typing")["data"]["note"] is True
+        assert client.post(url, headers=manager.headers, json={}).status_code == 204
+        # The first frame the visitor gets is the reply's typing: the note's never reached it.
+        assert widget.receive_json() == {"type": "typing"}
+        assert client.post(url, headers=tenant.headers, json={"note": "sí"}).status_code == 422

@@ -14,7 +14,9 @@ Public endpoints (no cookies; CORS only for the channel's allowed origins):
     POST /widget/{key}/messages    {"text", "client_msg_id"} -> the message; `client_msg_id` (a UUID
                                    made by the widget) makes a resend after a timeout harmless.
     WS   /widget/ws?key=&token=    server frames {"type": "message.created", "message": {...}} for
-                                   agent replies (and the visitor's own messages from other tabs).
+                                   agent replies (and the visitor's own messages from other tabs),
+                                   {"type": "typing"} while an agent writes a reply; client frames
+                                   in VisitorSocket.
 
 Agents' internal comments and system lines never reach the visitor.
 """
@@ -530,6 +532,8 @@ class VisitorSocket:
             self.follow_contact(contact_id)  # another tab's first message created the contact
         if self.contact_id is None or contact_id != self.contact_id:
             return False
+        if event.get("type") == "typing":
+            return not (event.get("data") or {}).get("contact")  # an agent or a bot replying, not the visitor
         message = (event.get("data") or {}).get("message") or {}
         return message.get("direction") in ("incoming", "outgoing") and message.get("channel_id") == self.channel_id
 
@@ -658,9 +662,13 @@ async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
                     await websocket.close(code=1013, reason="overflow")
                     group.cancel_scope.cancel()
                     return
-                message = (event.get("data") or {}).get("message") or {}
+                if event.get("type") == "typing":
+                    frame: dict[str, Any] = {"type": "typing"}
+                else:
+                    message = (event.get("data") or {}).get("message") or {}
+                    frame = {"type": "message.created", "message": visitor_message(message)}
                 try:
-                    await state.send({"type": "message.created", "message": visitor_message(message)})
+                    await state.send(frame)
                 except (WebSocketDisconnect, RuntimeError):
                     group.cancel_scope.cancel()
                     return

@@ -16,7 +16,8 @@ Conversations
     POST /api/v1/conversations/{id}/reopen
     POST /api/v1/conversations/{id}/bot        {"paused": bool}
     POST /api/v1/conversations/{id}/read       {"message_id"?}
-    POST /api/v1/conversations/{id}/typing     (realtime only)
+    POST /api/v1/conversations/{id}/typing     {"note"?: bool} (realtime only; the customer's widget
+                                               shows it too unless it is a note)
 Contacts' messages (REST API v1)
     POST /api/v1/contacts/{identifier}/messages  {"channel_id","message":{"type","text","attachments"}}
          -> {"id","status","conversation_id"}
@@ -320,10 +321,18 @@ def mark_read(session: DbSession, actor: InboxActor, conversation_id: int, body:
     return {"last_read_message_id": service.do_mark_read(session, actor, conversation, body.message_id)}
 
 
+class TypingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Writing an internal note: only teammates are told, never the customer.
+    note: bool = False
+
+
 @router.post("/conversations/{conversation_id}/typing", status_code=204)
-def typing(session: DbSession, actor: InboxActor, conversation_id: int) -> Response:
+def typing(session: DbSession, actor: InboxActor, conversation_id: int, body: TypingBody | None = None) -> Response:
     conversation = service.access_conversation(session, actor, conversation_id)
-    realtime.publish(events.make_event("typing", conversation, {"user_id": actor.user_id}))
+    note = body.note if body is not None else False
+    event = events.make_event("typing", conversation, {"user_id": actor.user_id, "note": note}, visitor=not note)
+    realtime.publish(event)
     return Response(status_code=204)
 
 

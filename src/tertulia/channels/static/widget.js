@@ -29,12 +29,12 @@
     en: {
       open: "Chat with us", close: "Close chat", placeholder: "Write a message…", send: "Send",
       name: "Your name", email: "Your email", start: "Start chat", intro: "Tell us who you are and we'll reply here.",
-      failed: "Not sent. Tap to retry.", offline: "Reconnecting…", title: "Chat"
+      failed: "Not sent. Tap to retry.", offline: "Reconnecting…", title: "Chat", typing: "Typing…"
     },
     es: {
       open: "Chatea con nosotros", close: "Cerrar chat", placeholder: "Escribe un mensaje…", send: "Enviar",
       name: "Tu nombre", email: "Tu correo", start: "Empezar", intro: "Dinos quién eres y te responderemos aquí.",
-      failed: "No enviado. Toca para reintentar.", offline: "Reconectando…", title: "Chat"
+      failed: "No enviado. Toca para reintentar.", offline: "Reconectando…", title: "Chat", typing: "Escribiendo…"
     }
   };
   var lang = ((document.documentElement.lang || navigator.language || "en").slice(0, 2).toLowerCase() === "es") ? "es" : "en";
@@ -109,7 +109,8 @@
     ".prechat label{display:flex;flex-direction:column;gap:4px;font-size:13px;color:#475467}",
     ".prechat input{border:1px solid #d0d5dd;border-radius:8px;padding:8px 10px;font:inherit;color:#101828}",
     ".prechat .send{height:40px}",
-    ".status{font-size:12px;text-align:center;padding:4px;background:#fffaeb;color:#93370d}"
+    ".status{font-size:12px;text-align:center;padding:4px;background:#fffaeb;color:#93370d}",
+    ".typing{font-size:12px;color:#667085;padding:0 14px 6px;font-style:italic}"
   ].join("\n");
 
   function start(config) {
@@ -159,6 +160,14 @@
     head.appendChild(title);
     head.appendChild(closeButton);
     var status = el("div", "status", T.offline);
+    var typingNote = el("div", "typing", T.typing);
+    typingNote.hidden = true;
+    var typingTimer = null;
+    function agentTyping() {
+      typingNote.hidden = false;
+      if (typingTimer) window.clearTimeout(typingTimer);
+      typingTimer = window.setTimeout(function () { typingNote.hidden = true; }, 6000);
+    }
     status.hidden = true;
     var log = el("div", "log");
     log.setAttribute("aria-live", "polite");
@@ -206,6 +215,7 @@
     panel.appendChild(head);
     panel.appendChild(status);
     panel.appendChild(log);
+    panel.appendChild(typingNote);
     if (needsIntro) {
       panel.appendChild(prechat);
       log.hidden = true;
@@ -291,7 +301,9 @@
           else wait.reject(frame.error);
           return;
         }
+        if (frame.type === "typing") { agentTyping(); return; }
         if (frame.type !== "message.created" || !frame.message) return;
+        if (frame.message.direction === "outgoing") typingNote.hidden = true;
         var isNew = !shown[frame.message.id];
         render(frame.message);
         scrollDown();

@@ -456,6 +456,15 @@
     return api("GET", "/snippets").then(function (items) { state.snippets = items; return items; });
   }
 
+  // Tell the customer (or, writing a note, only teammates) that someone is writing: at most every 3 s.
+  var typingToldAt = 0;
+  input.addEventListener("input", function () {
+    var now = Date.now();
+    if (!state.current || !input.value.trim() || now - typingToldAt < 3000) return;
+    typingToldAt = now;
+    api("POST", "/conversations/" + state.current.id + "/typing", { note: state.mode === "note" }, true)
+      .catch(function () { /* best effort */ });
+  });
   input.addEventListener("input", function () {
     var token = slashToken();
     if (!token) { hideMenu(); return; }
@@ -1062,13 +1071,15 @@
   // ----- live updates -----
   // The customer is typing (web chat sends it at most every 2 s while they type).
   var typingMark = $("[data-typing]");
+  var typingWord = typingMark.textContent;
   var typingTimer = null;
   function hideTyping() {
     typingMark.hidden = true;
     if (typingTimer) window.clearTimeout(typingTimer);
     typingTimer = null;
   }
-  function showTyping() {
+  function showTyping(who) {
+    typingMark.textContent = who ? who + " · " + typingWord : typingWord; // a teammate, or the customer
     typingMark.hidden = false;
     if (typingTimer) window.clearTimeout(typingTimer);
     typingTimer = window.setTimeout(hideTyping, 5000);
@@ -1089,7 +1100,8 @@
       if (event.type === "hello") return;
       var isCurrent = state.current && state.current.id === event.conversation_id;
       if (event.type === "typing") {
-        if (isCurrent && event.data && event.data.contact) showTyping();
+        var typist = event.data || {};
+        if (isCurrent && typist.user_id !== ME) showTyping(typist.user_id ? membersById[typist.user_id] : null);
         return;
       }
       if (event.type === "message.created") {
