@@ -8,7 +8,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
 from tertulia.kit.db import Database
-from tertulia.migrations import alembic_config, upgrade
+from tertulia.kit.queue import make_huey
+from tertulia.migrations import alembic_config, include_object, upgrade
 from tertulia.models import Base
 
 
@@ -17,6 +18,32 @@ def test_migrations_match_models(db: Database) -> None:
         context = MigrationContext.configure(connection, opts={"compare_type": True})
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
+
+
+def test_a_queue_sharing_the_database_is_not_schema_drift(db: Database) -> None:
+    """The PostgreSQL queue may live in the app's database; autogenerate must leave its tables be."""
+    if db.dialect != "postgresql":
+        return
+    huey = make_huey(db.engine.url.render_as_string(hide_password=False), "drift_check")
+    huey.storage.initialize_schema()
+    try:
+        with db.engine.connect() as connection:
+            context = MigrationContext.configure(
+                connection, opts={"compare_type": True, "include_object": include_object}
+            )
+            assert compare_metadata(context, Base.metadata) == []
+            unfiltered = MigrationContext.configure(connection, opts={"compare_type": True})
+            dropped = {d[1].name for d in compare_metadata(unfiltered, Base.metadata) if d[0] == "remove_table"}
+        assert dropped == {
+            "drift_check_queue_task",
+            "drift_check_queue_schedule",
+            "drift_check_queue_kv",
+            "drift_check_queue_counter",
+        }
+    finally:
+        with db.engine.begin() as connection:
+            for table in ("task", "schedule", "kv", "counter"):
+                connection.execute(text(f"DROP TABLE IF EXISTS drift_check_queue_{table}"))
 
 
 def test_history_has_a_single_head() -> None:

@@ -280,17 +280,29 @@ def test_counters(storage: PostgresQueueStorage) -> None:
     assert storage.incr("hits", 2) == 2
 
 
+def _drop_connection(queue_url: str, storage: PostgresQueueStorage) -> int:
+    pid: int = storage.conn.info.backend_pid
+    sql(queue_url, "SELECT pg_terminate_backend(%s)", (pid,))
+    assert wait_until(lambda: not sql(queue_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)), 10)
+    return pid
+
+
 def test_a_dropped_connection_is_replaced(queue_url: str, storage: PostgresQueueStorage) -> None:
     """After a server restart or an idle timeout the next call may fail; the one after reconnects."""
     storage.enqueue(b"before")
-    pid = storage.conn.info.backend_pid
-    sql(queue_url, "SELECT pg_terminate_backend(%s)", (pid,))
-    assert wait_until(lambda: not sql(queue_url, "SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)), 10)
+    pid = _drop_connection(queue_url, storage)
     with pytest.raises(psycopg.OperationalError):
-        storage.enqueue(b"lost")
+        storage.queue_size()
     storage.enqueue(b"after")
     assert storage.conn.info.backend_pid != pid
     assert storage.enqueued_items() == [b"before", b"after"]
+
+
+def test_an_enqueue_on_a_dropped_connection_is_not_lost(queue_url: str, storage: PostgresQueueStorage) -> None:
+    storage.enqueue(b"before")
+    _drop_connection(queue_url, storage)
+    storage.enqueue(b"during")
+    assert storage.enqueued_items() == [b"before", b"during"]
 
 
 def test_flush_all_empties_every_table(storage: PostgresQueueStorage) -> None:

@@ -99,6 +99,15 @@ class PostgresQueueStorage(PostgresStorage):  # type: ignore[misc]
                     conn.execute(statement)
             self._schema_ready = True
 
+    def enqueue(self, data: bytes, priority: int | None = None) -> None:
+        # After a PostgreSQL restart (or an idle timeout) the shared connection is dead: the first
+        # statement on it fails and huey opens a new one for the next. An enqueue is worth that one
+        # retry here, or the task would wait for the periodic sweep (an outgoing message, say).
+        try:
+            super().enqueue(data, priority=priority)
+        except psycopg.OperationalError:
+            super().enqueue(data, priority=priority)
+
     def initialize_schema(self) -> None:
         """Create the tables now (they are otherwise created by the first connection)."""
         with self.db():

@@ -1,6 +1,7 @@
 from alembic import context
 
 from tertulia.kit.db import make_engine
+from tertulia.migrations import include_object
 from tertulia.models import Base
 
 config = context.config
@@ -17,6 +18,7 @@ def run_migrations_online() -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             compare_type=True,
+            include_object=include_object,
         )
         with context.begin_transaction():
             context.run_migrations()
