@@ -51,7 +51,7 @@ from tertulia.contacts.service import access_contact
 from tertulia.conversations import events, files, service
 from tertulia.conversations import repository as repo
 from tertulia.conversations.auth import InboxActor
-from tertulia.conversations.models import ConversationStatus, MessageType, StoredFile
+from tertulia.conversations.models import ConversationStatus, Message, MessageType, StoredFile
 from tertulia.kit import realtime, storage
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.kit.http import DbSession
@@ -165,6 +165,15 @@ def _contacts_summary(session: DbSession, workspace_id: int, contact_ids: list[i
     }
 
 
+def _message_page(rows: list[Message], limit: int) -> dict[str, Any]:
+    """A page of `rows` (newest first, one more than `limit` when an older page follows), oldest first."""
+    page = rows[:limit]
+    return {
+        "items": [service.message_dict(m) for m in reversed(page)],
+        "next_before_id": page[-1].id if len(rows) > limit and page else None,
+    }
+
+
 def _conversation_cursor(cursor: str | None) -> tuple[datetime, int] | None:
     decoded = decode_cursor(cursor)
     if decoded is None:
@@ -258,12 +267,7 @@ def conversation_messages(
 ) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id)
     rows = repo.messages_page(session, [conversation.id], before_id=before_id, limit=limit)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": [service.message_dict(m) for m in reversed(rows)],
-        "next_before_id": rows[-1].id if more and rows else None,
-    }
+    return _message_page(rows, limit)
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=201)
@@ -388,12 +392,7 @@ def contact_messages(
             )
         )
         rows = repo.messages_page(session, visible_ids, before_id=before_id, limit=limit, include_internal=False)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "items": [service.message_dict(m) for m in reversed(rows)],
-        "next_before_id": rows[-1].id if more and rows else None,
-    }
+    return _message_page(rows, limit)
 
 
 # ----- snippets -----------------------------------------------------------------------------

@@ -1,15 +1,15 @@
 """The inbox rules. Validate and check permissions first (check_*), then change data (do_*).
 
 Every action on a conversation (assign, close, reopen, bot pause) writes a system message, a
-contact activity row and an event. Events and queue tasks are dispatched only after commit.
-A service never commits.
+contact activity row and an event, all through `_record_change`. Events and queue tasks are
+dispatched only after commit. A service never commits.
 """
 
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
@@ -50,6 +50,8 @@ MAX_TEXT = 10_000
 MAX_SUMMARY = 2_000
 SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 PREVIEW_LENGTH = 200
+
+_Row = TypeVar("_Row", Snippet, ClosingCategory)
 
 
 # ----- serialisation (events and API share one shape) ----------------------------------------
@@ -214,16 +216,25 @@ def _open_conversation_for(session: Session, contact: Contact, channel_id: int |
     return conversation, True
 
 
-def _system_message(session: Session, actor: Actor, conversation: Conversation, text: str, **payload: Any) -> Message:
+def _internal_message(
+    session: Session,
+    actor: Actor,
+    conversation: Conversation,
+    direction: Direction,
+    message_type: MessageType,
+    text: str,
+    payload: dict[str, Any],
+) -> Message:
+    """A line only the team sees (a system line or a note), never sent to the customer."""
     message = Message(
         workspace_id=conversation.workspace_id,
         conversation_id=conversation.id,
         contact_id=conversation.contact_id,
         channel_id=None,
-        direction=Direction.SYSTEM,
+        direction=direction,
         sender_kind=_sender_kind(actor),
         sender_user_id=actor.user_id,
-        type=MessageType.SYSTEM,
+        type=message_type,
         text=text,
         attachments=[],
         payload=payload,
@@ -235,11 +246,49 @@ def _system_message(session: Session, actor: Actor, conversation: Conversation, 
     return message
 
 
-def _opened(session: Session, actor: Actor, conversation: Conversation) -> None:
-    contacts_service.record(session, actor, conversation.contact_id, "conversation_opened", None, None, conversation.id)
+def _record_change(
+    session: Session,
+    actor: Actor,
+    conversation: Conversation,
+    text: str | None,
+    action: str,
+    event_type: str,
+    *,
+    line: dict[str, Any] | None = None,
+    field: str | None = "conversation",
+    old: Any = None,
+    new: Any = None,
+    previous_assignee_id: int | None = None,
+    previous_team_id: int | None = None,
+) -> None:
+    """What every change of a conversation leaves behind, in this order: a system line in the
+    conversation (`text` with the payload `line`; none when `text` is None), a row in the contact's
+    activity log (`action`, `field`, `old`, `new`) and the `event_type` event with the conversation."""
+    if text is not None:
+        _internal_message(session, actor, conversation, Direction.SYSTEM, MessageType.SYSTEM, text, line or {})
+    contacts_service.record(session, actor, conversation.contact_id, action, field, old, new)
     events.emit(
         session,
-        events.make_event("conversation.opened", conversation, {"conversation": conversation_dict(conversation)}),
+        events.make_event(
+            event_type,
+            conversation,
+            {"conversation": conversation_dict(conversation)},
+            previous_assignee_id=previous_assignee_id,
+            previous_team_id=previous_team_id,
+        ),
+    )
+
+
+def _opened(session: Session, actor: Actor, conversation: Conversation) -> None:
+    _record_change(
+        session,
+        actor,
+        conversation,
+        None,
+        "conversation_opened",
+        "conversation.opened",
+        field=None,
+        new=conversation.id,
     )
 
 
@@ -705,22 +754,9 @@ def do_comment(
     for index, user_id in enumerate(dict.fromkeys(mention_user_ids)):
         check_member_user(session, actor.workspace_id, user_id, f"mentions[{index}]")
         mentioned.append(user_id)
-    message = Message(
-        workspace_id=actor.workspace_id,
-        conversation_id=conversation.id,
-        contact_id=conversation.contact_id,
-        channel_id=None,
-        direction=Direction.COMMENT,
-        sender_kind=_sender_kind(actor),
-        sender_user_id=actor.user_id,
-        type=MessageType.TEXT,
-        text=body,
-        attachments=[],
-        payload={"mentions": mentioned},
-        created_at=utcnow(),
+    message = _internal_message(
+        session, actor, conversation, Direction.COMMENT, MessageType.TEXT, body, {"mentions": mentioned}
     )
-    session.add(message)
-    session.flush()
     for user_id in mentioned:
         session.add(
             Mention(
@@ -731,7 +767,6 @@ def do_comment(
             )
         )
     session.flush()
-    events.emit(session, events.make_event("message.created", conversation, {"message": message_dict(message)}))
     if mentioned:
         events.emit(
             session,
@@ -785,35 +820,24 @@ def do_assign(
         if team is not None:
             names.append(f"team {team.name}")
         text, action = f"Assigned to {' / '.join(names)}", "conversation_assigned"
-    _system_message(
+    _record_change(
         session,
         actor,
         conversation,
         text,
-        event=action.removeprefix("conversation_"),
-        assignee_id=user_id,
-        team_id=team_id,
+        action,
+        "conversation.assigned",
+        line={
+            "event": action.removeprefix("conversation_"),
+            "assignee_id": user_id,
+            "team_id": team_id,
+            "previous_assignee_id": previous_user,
+            "previous_team_id": previous_team,
+        },
+        old={"assignee_id": previous_user, "team_id": previous_team},
+        new={"assignee_id": user_id, "team_id": team_id, "conversation_id": conversation.id},
         previous_assignee_id=previous_user,
         previous_team_id=previous_team,
-    )
-    contacts_service.record(
-        session,
-        actor,
-        conversation.contact_id,
-        action,
-        "conversation",
-        {"assignee_id": previous_user, "team_id": previous_team},
-        {"assignee_id": user_id, "team_id": team_id, "conversation_id": conversation.id},
-    )
-    events.emit(
-        session,
-        events.make_event(
-            "conversation.assigned",
-            conversation,
-            {"conversation": conversation_dict(conversation)},
-            previous_assignee_id=previous_user,
-            previous_team_id=previous_team,
-        ),
     )
     return conversation
 
@@ -840,29 +864,16 @@ def do_close(
     conversation.closing_summary = note
     conversation.updated_at = now
     session.flush()
-    text = f"Closed: {category.name}" if category else "Closed"
-    _system_message(
+    name = category.name if category else None
+    _record_change(
         session,
         actor,
         conversation,
-        text,
-        event="closed",
-        category_id=category.id if category else None,
-        category=category.name if category else None,
-        summary=note,
-    )
-    contacts_service.record(
-        session,
-        actor,
-        conversation.contact_id,
+        f"Closed: {name}" if category else "Closed",
         "conversation_closed",
-        "conversation",
-        None,
-        {"conversation_id": conversation.id, "category": category.name if category else None, "summary": note},
-    )
-    events.emit(
-        session,
-        events.make_event("conversation.closed", conversation, {"conversation": conversation_dict(conversation)}),
+        "conversation.closed",
+        line={"event": "closed", "category_id": category.id if category else None, "category": name, "summary": note},
+        new={"conversation_id": conversation.id, "category": name, "summary": note},
     )
     return conversation
 
@@ -887,13 +898,15 @@ def do_reopen(session: Session, actor: Actor, conversation: Conversation) -> Con
             session.flush()
     except IntegrityError as exc:
         raise Conflict("This contact already has an open conversation.", code="contact_has_open_conversation") from exc
-    _system_message(session, actor, conversation, "Reopened", event="reopened")
-    contacts_service.record(
-        session, actor, conversation.contact_id, "conversation_reopened", "conversation", None, conversation.id
-    )
-    events.emit(
+    _record_change(
         session,
-        events.make_event("conversation.reopened", conversation, {"conversation": conversation_dict(conversation)}),
+        actor,
+        conversation,
+        "Reopened",
+        "conversation_reopened",
+        "conversation.reopened",
+        line={"event": "reopened"},
+        new=conversation.id,
     )
     return conversation
 
@@ -904,18 +917,15 @@ def do_set_bot_paused(session: Session, actor: Actor, conversation: Conversation
     conversation.bot_paused = paused
     conversation.updated_at = utcnow()
     session.flush()
-    _system_message(session, actor, conversation, "Bot paused" if paused else "Bot resumed", event="bot", paused=paused)
-    contacts_service.record(
+    _record_change(
         session,
         actor,
-        conversation.contact_id,
+        conversation,
+        "Bot paused" if paused else "Bot resumed",
         "bot_paused" if paused else "bot_resumed",
-        "conversation",
-        None,
-        conversation.id,
-    )
-    events.emit(
-        session, events.make_event("conversation.bot", conversation, {"conversation": conversation_dict(conversation)})
+        "conversation.bot",
+        line={"event": "bot", "paused": paused},
+        new=conversation.id,
     )
     return conversation
 
@@ -942,6 +952,18 @@ def do_mark_read(session: Session, actor: Actor, conversation: Conversation, mes
 # ----- snippets and closing categories -------------------------------------------------------
 
 
+def _found(row: _Row | None, message: str) -> _Row:
+    if row is None:
+        raise NotFound(message)
+    return row
+
+
+def _delete(session: Session, actor: Actor, permission: Permission, row: Snippet | ClosingCategory) -> None:
+    actor.require(permission)
+    session.delete(row)
+    session.flush()
+
+
 def check_snippet(session: Session, actor: Actor, shortcut: str, text: str, file_id: int | None) -> tuple[str, str]:
     actor.require(Permission.MANAGE_SNIPPETS)
     key = shortcut.strip().lstrip("/").lower()
@@ -958,10 +980,15 @@ def check_snippet(session: Session, actor: Actor, shortcut: str, text: str, file
     return key, body
 
 
+def _check_shortcut_free(session: Session, workspace_id: int, key: str, snippet_id: int | None = None) -> None:
+    other = repo.snippet_by_shortcut(session, workspace_id, key)
+    if other is not None and other.id != snippet_id:
+        raise Conflict(f"A snippet /{key} already exists.", details={"shortcut": "already exists"})
+
+
 def do_create_snippet(session: Session, actor: Actor, shortcut: str, text: str, file_id: int | None = None) -> Snippet:
     key, body = check_snippet(session, actor, shortcut, text, file_id)
-    if repo.snippet_by_shortcut(session, actor.workspace_id, key) is not None:
-        raise Conflict(f"A snippet /{key} already exists.", details={"shortcut": "already exists"})
+    _check_shortcut_free(session, actor.workspace_id, key)
     snippet = Snippet(workspace_id=actor.workspace_id, shortcut=key, text=body, file_id=file_id)
     session.add(snippet)
     session.flush()
@@ -969,10 +996,7 @@ def do_create_snippet(session: Session, actor: Actor, shortcut: str, text: str, 
 
 
 def access_snippet(session: Session, actor: Actor, snippet_id: int) -> Snippet:
-    snippet = repo.snippet(session, actor.workspace_id, snippet_id)
-    if snippet is None:
-        raise NotFound(f"No snippet {snippet_id}.")
-    return snippet
+    return _found(repo.snippet(session, actor.workspace_id, snippet_id), f"No snippet {snippet_id}.")
 
 
 def do_update_snippet(
@@ -993,18 +1017,14 @@ def do_update_snippet(
         text if text is not None else snippet.text,
         new_file,
     )
-    other = repo.snippet_by_shortcut(session, actor.workspace_id, key)
-    if other is not None and other.id != snippet.id:
-        raise Conflict(f"A snippet /{key} already exists.", details={"shortcut": "already exists"})
+    _check_shortcut_free(session, actor.workspace_id, key, snippet.id)
     snippet.shortcut, snippet.text, snippet.file_id = key, body, new_file
     session.flush()
     return snippet
 
 
 def do_delete_snippet(session: Session, actor: Actor, snippet: Snippet) -> None:
-    actor.require(Permission.MANAGE_SNIPPETS)
-    session.delete(snippet)
-    session.flush()
+    _delete(session, actor, Permission.MANAGE_SNIPPETS, snippet)
 
 
 def render_snippet(session: Session, actor: Actor, snippet: Snippet, contact: Contact) -> str:
@@ -1013,19 +1033,21 @@ def render_snippet(session: Session, actor: Actor, snippet: Snippet, contact: Co
     )
 
 
-def _category_name(name: str) -> str:
+def _category_name(categories: Sequence[ClosingCategory], name: str, category_id: int | None = None) -> str:
+    """The name with its spaces tidied: required, at most 100 characters, not the name of another
+    of the workspace's `categories` (the one with `category_id` is the one being renamed)."""
     text = " ".join(name.split())
     if not text or len(text) > 100:
         raise ValidationFailed.field("name", "is required (at most 100 characters)")
+    if any(c.name_key == fold(text) and c.id != category_id for c in categories):
+        raise Conflict(f"A closing category {text!r} already exists.", details={"name": "already exists"})
     return text
 
 
 def do_create_closing_category(session: Session, actor: Actor, name: str) -> ClosingCategory:
     actor.require(Permission.MANAGE_WORKSPACE)
-    text = _category_name(name)
     existing = repo.closing_categories(session, actor.workspace_id)
-    if any(c.name_key == fold(text) for c in existing):
-        raise Conflict(f"A closing category {text!r} already exists.", details={"name": "already exists"})
+    text = _category_name(existing, name)
     category = ClosingCategory(
         workspace_id=actor.workspace_id,
         name=text,
@@ -1039,9 +1061,7 @@ def do_create_closing_category(session: Session, actor: Actor, name: str) -> Clo
 
 def access_closing_category(session: Session, actor: Actor, category_id: int) -> ClosingCategory:
     category = repo.closing_category(session, actor.workspace_id, category_id)
-    if category is None:
-        raise NotFound(f"No closing category {category_id}.")
-    return category
+    return _found(category, f"No closing category {category_id}.")
 
 
 def do_update_closing_category(
@@ -1049,14 +1069,7 @@ def do_update_closing_category(
 ) -> ClosingCategory:
     actor.require(Permission.MANAGE_WORKSPACE)
     if name is not None:
-        text = _category_name(name)
-        clash = [
-            c
-            for c in repo.closing_categories(session, actor.workspace_id)
-            if c.name_key == fold(text) and c.id != category.id
-        ]
-        if clash:
-            raise Conflict(f"A closing category {text!r} already exists.", details={"name": "already exists"})
+        text = _category_name(repo.closing_categories(session, actor.workspace_id), name, category.id)
         category.name, category.name_key = text, fold(text)
     if position is not None:
         category.position = position
@@ -1065,6 +1078,4 @@ def do_update_closing_category(
 
 
 def do_delete_closing_category(session: Session, actor: Actor, category: ClosingCategory) -> None:
-    actor.require(Permission.MANAGE_WORKSPACE)
-    session.delete(category)
-    session.flush()
+    _delete(session, actor, Permission.MANAGE_WORKSPACE, category)
