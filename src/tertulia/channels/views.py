@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from pydantic import BaseModel
 from starlette.responses import Response
 
 from tertulia.channels import service
@@ -12,6 +13,8 @@ from tertulia.channels.models import Channel
 from tertulia.kit.errors import DomainError, NotFound
 from tertulia.users.permissions import Permission
 from tertulia.web.context import UserPage, WebContext
+from tertulia.web.forms import submit
+from tertulia.web.settings import render_section
 from tertulia.web.views import field_errors
 
 WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
@@ -36,16 +39,22 @@ def widget_script(key: str) -> Response:  # noqa: ARG001 (the script reads its k
 # ----- Settings > Channels ------------------------------------------------------------------------
 
 
-def _sections(ctx: WebContext) -> list[tuple[str, str]]:
-    from tertulia.web.settings import SECTIONS
+class WidgetForm(BaseModel):
+    """The web chat form's inputs (the name only counts when creating)."""
 
-    return [(s.key, ctx.fmt.gettext(s.label)) for s in SECTIONS if ctx.actor.can(s.permission)]
+    name: str = ""
+    allowed_origins: str = ""
+    color: str = "#2563eb"
+    greeting: str = ""
+    position: str = "right"
+    avatars: str = ""
+    ask_name: bool = False
+    ask_email: bool = False
+    identity_verification: bool = False
 
 
 def _render(ctx: WebContext, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
-    values: dict[str, Any] = {"sections": _sections(ctx), "section": "channels"}
-    values.update(context)
-    return ctx.render(f"channels/{template}", values, status_code=status_code, active="settings")
+    return render_section(ctx, "channels", f"channels/{template}", context, status_code=status_code)
 
 
 def _base_url(ctx: WebContext) -> str:
@@ -99,45 +108,27 @@ def _errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
     return mapped
 
 
+def _list(ctx: WebContext, values: dict[str, Any], errors: dict[str, str], status: int) -> Response:
+    channels = [c for c in service.list_channels(ctx.session, ctx.actor.workspace_id) if c.type == "webchat"]
+    return _render(ctx, "list.html", {"channels": channels, "values": values, "errors": errors}, status_code=status)
+
+
 @router.get("/settings/channels")
 def channels_page(ctx: UserPage) -> Response:
     ctx.actor.require(Permission.MANAGE_CHANNELS)
-    channels = [c for c in service.list_channels(ctx.session, ctx.actor.workspace_id) if c.type == "webchat"]
-    return _render(ctx, "list.html", {"channels": channels, "values": _form_values(None), "errors": {}})
+    return _list(ctx, _form_values(None), {}, 200)
 
 
 @router.post("/settings/channels")
-def create_channel(
-    ctx: UserPage,
-    name: Annotated[str, Form()] = "",
-    allowed_origins: Annotated[str, Form()] = "",
-    color: Annotated[str, Form()] = "#2563eb",
-    greeting: Annotated[str, Form()] = "",
-    position: Annotated[str, Form()] = "right",
-    avatars: Annotated[str, Form()] = "",
-    ask_name: Annotated[bool, Form()] = False,
-    ask_email: Annotated[bool, Form()] = False,
-    identity_verification: Annotated[bool, Form()] = False,
-) -> Response:
-    values = {
-        "name": name,
-        "allowed_origins": allowed_origins,
-        "color": color,
-        "greeting": greeting,
-        "position": position,
-        "avatars": avatars,
-        "ask_name": ask_name,
-        "ask_email": ask_email,
-        "identity_verification": identity_verification,
-    }
-    try:
-        channel = service.do_create_channel(ctx.session, ctx.actor, "webchat", name, _config(values))
-    except DomainError as exc:
-        channels = [c for c in service.list_channels(ctx.session, ctx.actor.workspace_id) if c.type == "webchat"]
-        return _render(
-            ctx, "list.html", {"channels": channels, "values": values, "errors": _errors(ctx, exc)}, status_code=422
-        )
-    return ctx.redirect(f"/settings/channels/{channel.id}", flash="settings_saved")
+def create_channel(ctx: UserPage, form: Annotated[WidgetForm, Form()]) -> Response:
+    values = form.model_dump()
+    return submit(
+        ctx,
+        lambda: service.do_create_channel(ctx.session, ctx.actor, "webchat", form.name, _config(values)),
+        again=lambda exc: _list(ctx, values, _errors(ctx, exc), 422),
+        done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="settings_saved"),
+        catch=(DomainError,),
+    )
 
 
 def _access(ctx: WebContext, channel_id: int) -> Channel:
@@ -171,32 +162,14 @@ def channel_page(ctx: UserPage, channel_id: int) -> Response:
 
 
 @router.post("/settings/channels/{channel_id}")
-def update_channel(
-    ctx: UserPage,
-    channel_id: int,
-    allowed_origins: Annotated[str, Form()] = "",
-    color: Annotated[str, Form()] = "#2563eb",
-    greeting: Annotated[str, Form()] = "",
-    position: Annotated[str, Form()] = "right",
-    avatars: Annotated[str, Form()] = "",
-    ask_name: Annotated[bool, Form()] = False,
-    ask_email: Annotated[bool, Form()] = False,
-    identity_verification: Annotated[bool, Form()] = False,
-) -> Response:
+def update_channel(ctx: UserPage, channel_id: int, form: Annotated[WidgetForm, Form()]) -> Response:
     channel = _access(ctx, channel_id)
-    values = {
-        "name": channel.name,
-        "allowed_origins": allowed_origins,
-        "color": color,
-        "greeting": greeting,
-        "position": position,
-        "avatars": avatars,
-        "ask_name": ask_name,
-        "ask_email": ask_email,
-        "identity_verification": identity_verification,
-    }
-    try:
-        service.do_update_channel_config(ctx.session, ctx.actor, channel, _config(values))
-    except DomainError as exc:
-        return _detail(ctx, channel, values, _errors(ctx, exc), 422)
-    return ctx.redirect(f"/settings/channels/{channel.id}", flash="settings_saved")
+    values = {**form.model_dump(), "name": channel.name}
+    return submit(
+        ctx,
+        lambda: service.do_update_channel_config(ctx.session, ctx.actor, channel, _config(values)),
+        again=lambda exc: _detail(ctx, channel, values, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="settings_saved",
+        catch=(DomainError,),
+    )

@@ -8,6 +8,7 @@ language, keeping what was typed.
 
 import re
 from collections.abc import Callable
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
@@ -22,6 +23,9 @@ from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
+from tertulia.web.forms import first_message, keep_one, submit
+from tertulia.web.settings import open_section as _open
+from tertulia.web.settings import render_section, section_page
 
 router = APIRouter(include_in_schema=False)
 
@@ -104,24 +108,6 @@ def human_size(ctx: WebContext, size: int) -> str:
     return f"{ctx.fmt.number(round(size / (1024 * 1024), 1))} MB"
 
 
-# ----- settings pages ----------------------------------------------------------------------------
-
-
-def _open(ctx: WebContext, key: str) -> None:
-    from tertulia.web.settings import SECTIONS
-
-    ctx.actor.require(next(s for s in SECTIONS if s.key == key).permission)
-
-
-def _render(ctx: WebContext, key: str, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
-    from tertulia.web.settings import SECTIONS
-
-    sections = [(s.key, ctx.fmt.gettext(s.label)) for s in SECTIONS if ctx.actor.can(s.permission)]
-    values: dict[str, Any] = {"sections": sections, "section": key}
-    values.update(context)
-    return ctx.render(f"settings/{template}", values, status_code=status_code, active="settings")
-
-
 # ----- snippets ----------------------------------------------------------------------------------
 
 
@@ -147,6 +133,7 @@ def _preview(text: str) -> str:
     return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
 
 
+@section_page(router, "/settings/snippets", "snippets")
 def _snippets(
     ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None
 ) -> Response:
@@ -163,7 +150,7 @@ def _snippets(
         "variables": _variable_names(ctx),
         "max_mb": files.max_bytes() // (1024 * 1024),
     }
-    return _render(ctx, "snippets", "snippets.html", context, status_code=422 if errors else 200)
+    return render_section(ctx, "snippets", "settings/snippets.html", context, status_code=422 if errors else 200)
 
 
 def _snippet_conflict(ctx: WebContext) -> Callable[[], dict[str, str]]:
@@ -176,35 +163,45 @@ def _precheck(ctx: WebContext, shortcut: str, text: str) -> None:
     service.check_snippet(ctx.session, ctx.actor, shortcut, text if text.strip() else "-", None)
 
 
-def _choose_again(ctx: WebContext, errors: dict[str, str], upload: UploadFile | None) -> dict[str, str]:
-    if upload is not None and "file" not in errors:
-        errors["file"] = ctx._("The file was not saved: choose it again.")
-    return errors
+def _save_snippet(
+    ctx: WebContext,
+    shortcut: str,
+    text: str,
+    save: Callable[[StoredFile | None], object],
+    again: Callable[[dict[str, str]], Response],
+) -> Response:
+    """Stores the chosen file (if any) and calls `save` with it; when the snippet is refused, the
+    stored file is discarded and `again(errors)` shows the form, asking for the file again."""
+    upload = _uploaded(ctx)
+    stored: list[StoredFile] = []
 
+    def action() -> None:
+        if upload is not None:
+            _precheck(ctx, shortcut, text)
+            stored.append(_store(ctx, upload))
+        save(stored[0] if stored else None)
 
-@router.get("/settings/snippets")
-def snippets_page(ctx: UserPage) -> Response:
-    _open(ctx, "snippets")
-    return _snippets(ctx)
+    def refused(exc: DomainError) -> Response:
+        for stored_file in stored:
+            files.discard(stored_file)
+        errors = _errors(ctx, exc, _snippet_conflict(ctx))
+        if upload is not None and "file" not in errors:
+            errors["file"] = ctx._("The file was not saved: choose it again.")
+        return again(errors)
+
+    return submit(ctx, action, again=refused, redirect="/settings/snippets", flash="snippet_saved")
 
 
 @router.post("/settings/snippets")
 def create_snippet(ctx: UserPage, shortcut: Annotated[str, Form()] = "", text: Annotated[str, Form()] = "") -> Response:
     _open(ctx, "snippets")
-    upload = _uploaded(ctx)
-    stored: StoredFile | None = None
-    try:
-        if upload is not None:
-            _precheck(ctx, shortcut, text)
-            stored = _store(ctx, upload)
-        service.do_create_snippet(ctx.session, ctx.actor, shortcut, text, stored.id if stored else None)
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        if stored is not None:
-            files.discard(stored)
-        errors = _choose_again(ctx, _errors(ctx, exc, _snippet_conflict(ctx)), upload)
-        return _snippets(ctx, typed={"shortcut": shortcut, "text": text}, errors=errors)
-    return ctx.redirect("/settings/snippets", flash="snippet_saved")
+    return _save_snippet(
+        ctx,
+        shortcut,
+        text,
+        lambda stored: service.do_create_snippet(ctx.session, ctx.actor, shortcut, text, stored.id if stored else None),
+        lambda errors: _snippets(ctx, typed={"shortcut": shortcut, "text": text}, errors=errors),
+    )
 
 
 def _edit_page(
@@ -223,7 +220,7 @@ def _edit_page(
         "variables": _variable_names(ctx),
         "max_mb": files.max_bytes() // (1024 * 1024),
     }
-    return _render(ctx, "snippets", "snippet_edit.html", context, status_code=422 if errors else 200)
+    return render_section(ctx, "snippets", "settings/snippet_edit.html", context, status_code=422 if errors else 200)
 
 
 @router.get("/settings/snippets/{snippet_id}")
@@ -242,12 +239,8 @@ def update_snippet(
 ) -> Response:
     _open(ctx, "snippets")
     snippet = service.access_snippet(ctx.session, ctx.actor, snippet_id)
-    upload = _uploaded(ctx)
-    stored: StoredFile | None = None
-    try:
-        if upload is not None:
-            _precheck(ctx, shortcut, text)
-            stored = _store(ctx, upload)
+
+    def save(stored: StoredFile | None) -> None:
         service.do_update_snippet(
             ctx.session,
             ctx.actor,
@@ -257,15 +250,13 @@ def update_snippet(
             file_id=stored.id if stored else None,
             clear_file=bool(remove_file) and stored is None,
         )
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        if stored is not None:
-            files.discard(stored)
-        errors = _choose_again(ctx, _errors(ctx, exc, _snippet_conflict(ctx)), upload)
+
+    def again(errors: dict[str, str]) -> Response:
         fresh = service.access_snippet(ctx.session, ctx.actor, snippet_id)
         typed = {"shortcut": shortcut, "text": text, "remove_file": bool(remove_file)}
         return _edit_page(ctx, fresh, typed=typed, errors=errors)
-    return ctx.redirect("/settings/snippets", flash="snippet_saved")
+
+    return _save_snippet(ctx, shortcut, text, save, again)
 
 
 @router.post("/settings/snippets/{snippet_id}/delete")
@@ -278,6 +269,7 @@ def delete_snippet(ctx: UserPage, snippet_id: int) -> Response:
 # ----- closing categories ------------------------------------------------------------------------
 
 
+@section_page(router, "/settings/closing-categories", "closing-categories")
 def _categories(
     ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None
 ) -> Response:
@@ -286,42 +278,39 @@ def _categories(
         "typed": typed or {},
         "errors": errors or {},
     }
-    return _render(ctx, "closing-categories", "closing_categories.html", context, status_code=422 if errors else 200)
+    status_code = 422 if errors else 200
+    return render_section(
+        ctx, "closing-categories", "settings/closing_categories.html", context, status_code=status_code
+    )
 
 
 def _category_error(ctx: WebContext, exc: DomainError) -> str:
-    errors = _errors(ctx, exc, lambda: {"name": ctx._("Another closing category already has this name.")})
-    return next(iter(errors.values()))
-
-
-@router.get("/settings/closing-categories")
-def categories_page(ctx: UserPage) -> Response:
-    _open(ctx, "closing-categories")
-    return _categories(ctx)
+    return first_message(_errors(ctx, exc, lambda: {"name": ctx._("Another closing category already has this name.")}))
 
 
 @router.post("/settings/closing-categories")
 def create_category(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
     _open(ctx, "closing-categories")
-    try:
-        service.do_create_closing_category(ctx.session, ctx.actor, name)
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        return _categories(ctx, typed={"new": name}, errors={"new": _category_error(ctx, exc)})
-    return ctx.redirect("/settings/closing-categories", flash="category_saved")
+    return submit(
+        ctx,
+        lambda: service.do_create_closing_category(ctx.session, ctx.actor, name),
+        again=keep_one(partial(_categories, ctx), "new", name, partial(_category_error, ctx)),
+        redirect="/settings/closing-categories",
+        flash="category_saved",
+    )
 
 
 @router.post("/settings/closing-categories/{category_id}/rename")
 def rename_category(ctx: UserPage, category_id: int, name: Annotated[str, Form()] = "") -> Response:
     _open(ctx, "closing-categories")
     category = service.access_closing_category(ctx.session, ctx.actor, category_id)
-    try:
-        service.do_update_closing_category(ctx.session, ctx.actor, category, name=name, position=None)
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        key = f"category-{category_id}"
-        return _categories(ctx, typed={key: name}, errors={key: _category_error(ctx, exc)})
-    return ctx.redirect("/settings/closing-categories", flash="category_saved")
+    return submit(
+        ctx,
+        lambda: service.do_update_closing_category(ctx.session, ctx.actor, category, name=name, position=None),
+        again=keep_one(partial(_categories, ctx), f"category-{category_id}", name, partial(_category_error, ctx)),
+        redirect="/settings/closing-categories",
+        flash="category_saved",
+    )
 
 
 @router.post("/settings/closing-categories/{category_id}/delete")
@@ -370,9 +359,11 @@ def upload_file(ctx: UserPage) -> Response:
     upload = _uploaded(ctx)
     if upload is None:
         return _files(ctx, errors={"file": ctx._("Choose a file.")})
-    try:
-        _store(ctx, upload)
-    except ValidationFailed as exc:
-        ctx.session.rollback()
-        return _files(ctx, errors=_errors(ctx, exc, lambda: {}))
-    return ctx.redirect("/messages/files", flash="file_uploaded")
+    return submit(
+        ctx,
+        lambda: _store(ctx, upload),
+        again=lambda exc: _files(ctx, errors=_errors(ctx, exc, lambda: {})),
+        redirect="/messages/files",
+        flash="file_uploaded",
+        catch=(ValidationFailed,),
+    )

@@ -3,10 +3,13 @@ API tokens. Each page checks its own permission (docs/permissions.md); the sub-n
 the pages the person may open.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from pydantic import BaseModel
 from starlette.responses import RedirectResponse, Response
 
 from tertulia.contacts import repository as contacts_repo
@@ -26,6 +29,7 @@ from tertulia.users.invitations import do_invite, do_revoke_invitation, list_inv
 from tertulia.users.models import Role
 from tertulia.users.permissions import Permission
 from tertulia.users.service import (
+    IssuedToken,
     do_change_role,
     do_create_api_token_for,
     do_deactivate_member,
@@ -37,6 +41,7 @@ from tertulia.users.service import (
 from tertulia.users.teams import do_create_team, do_delete_team, do_rename_team, do_set_team_members, list_teams
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
+from tertulia.web.forms import first_message, keep_one, submit
 from tertulia.web.views import COMMON_TIMEZONES, field_errors
 from tertulia.workspaces.service import SUPPORTED_LANGUAGES, do_update_workspace, get_workspace
 
@@ -82,17 +87,46 @@ ROLE_LABELS: dict[str, str] = {
 }
 
 
-def _open(ctx: WebContext, key: str) -> Section:
+def open_section(ctx: WebContext, key: str) -> Section:
+    """Checks the section's permission (403 without it)."""
     section = next(s for s in SECTIONS if s.key == key)
     ctx.actor.require(section.permission)
     return section
 
 
-def _render(ctx: WebContext, key: str, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+def render_section(
+    ctx: WebContext, key: str, template: str, context: dict[str, Any], *, status_code: int = 200
+) -> Response:
+    """A settings page: `template` extends settings/_layout.html, whose sub-navigation lists the
+    sections the person may open, with `key` marked as the current one."""
     sections = [(s.key, ctx.fmt.gettext(s.label)) for s in SECTIONS if ctx.actor.can(s.permission)]
-    values = {"sections": sections, "section": key}
+    values: dict[str, Any] = {"sections": sections, "section": key}
     values.update(context)
-    return ctx.render(f"settings/{template}", values, status_code=status_code, active="settings")
+    return ctx.render(template, values, status_code=status_code, active="settings")
+
+
+Page = Callable[..., Response]
+
+
+def section_page(router: APIRouter, path: str, key: str) -> Callable[[Page], Page]:
+    """Decorates the function that builds a section's page, `page(ctx, **kept)`: registers
+    `GET path`, which checks the section's permission and shows `page(ctx)`. The section's forms
+    call the same function again with what was typed and the errors."""
+
+    def register(page: Page) -> Page:
+        def view(ctx: UserPage) -> Response:
+            open_section(ctx, key)
+            return page(ctx)
+
+        view.__name__ = view.__qualname__ = page.__name__.strip("_") + "_page"
+        router.get(path)(view)
+        return page
+
+    return register
+
+
+def _render(ctx: WebContext, key: str, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
+    return render_section(ctx, key, f"settings/{template}", context, status_code=status_code)
 
 
 def _errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
@@ -113,6 +147,7 @@ def settings_home(ctx: UserPage) -> Response:
 # ----- general ------------------------------------------------------------------------------
 
 
+@section_page(router, "/general", "general")
 def _general(ctx: WebContext, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
     workspace = get_workspace(ctx.session, ctx.actor.workspace_id)
     values = values or {
@@ -128,45 +163,37 @@ def _general(ctx: WebContext, values: dict[str, str] | None = None, errors: dict
     return _render(ctx, "general", "general.html", context, status_code=422 if errors else 200)
 
 
-@router.get("/general")
-def general(ctx: UserPage) -> Response:
-    _open(ctx, "general")
-    return _general(ctx)
+class GeneralForm(BaseModel):
+    name: str = ""
+    default_country: str = ""
+    timezone: str = ""
+    default_language: str = ""
 
 
 @router.post("/general")
-def save_general(
-    ctx: UserPage,
-    name: Annotated[str, Form()] = "",
-    default_country: Annotated[str, Form()] = "",
-    timezone: Annotated[str, Form()] = "",
-    default_language: Annotated[str, Form()] = "",
-) -> Response:
-    _open(ctx, "general")
-    values = {
-        "name": name,
-        "default_country": default_country,
-        "timezone": timezone,
-        "default_language": default_language,
-    }
-    try:
-        do_update_workspace(
+def save_general(ctx: UserPage, form: Annotated[GeneralForm, Form()]) -> Response:
+    open_section(ctx, "general")
+    values = form.model_dump()
+    return submit(
+        ctx,
+        lambda: do_update_workspace(
             ctx.session,
             ctx.actor,
-            name=name,
-            default_country=default_country.strip() or None,
-            timezone=timezone,
-            default_language=default_language,
-        )
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        return _general(ctx, values, _errors(ctx, exc))
-    return ctx.redirect("/settings/general", flash="settings_saved")
+            name=form.name,
+            default_country=form.default_country.strip() or None,
+            timezone=form.timezone,
+            default_language=form.default_language,
+        ),
+        again=lambda exc: _general(ctx, values, _errors(ctx, exc)),
+        redirect="/settings/general",
+        flash="settings_saved",
+    )
 
 
 # ----- users --------------------------------------------------------------------------------
 
 
+@section_page(router, "/users", "users")
 def _users(
     ctx: WebContext, invite: dict[str, str] | None = None, errors: dict[str, str] | None = None, status_code: int = 200
 ) -> Response:
@@ -180,54 +207,60 @@ def _users(
     return _render(ctx, "users", "users.html", context, status_code=status_code)
 
 
-@router.get("/users")
-def users(ctx: UserPage) -> Response:
-    _open(ctx, "users")
-    return _users(ctx)
-
-
 @router.post("/users/invite")
 def invite(ctx: UserPage, email: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "agent") -> Response:
-    _open(ctx, "users")
-    try:
-        do_invite(ctx.session, ctx.actor, email, role)
-    except (ValidationFailed, Conflict, PermissionDenied) as exc:
-        ctx.session.rollback()
+    open_section(ctx, "users")
+
+    def again(exc: DomainError) -> Response:
         errors = field_errors(ctx, exc)
         if "__all__" in errors:
             errors = {"email": errors["__all__"]}
         return _users(ctx, {"email": email, "role": role}, errors, status_code=422)
-    return ctx.redirect("/settings/users", flash="invitation_sent")
+
+    return submit(
+        ctx,
+        lambda: do_invite(ctx.session, ctx.actor, email, role),
+        again=again,
+        redirect="/settings/users",
+        flash="invitation_sent",
+        catch=(ValidationFailed, Conflict, PermissionDenied),
+    )
 
 
 @router.post("/users/{user_id}/role")
 def change_role(ctx: UserPage, user_id: int, role: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "users")
-    try:
-        do_change_role(ctx.session, ctx.actor, user_id, role)
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
+    open_section(ctx, "users")
+
+    def refuse(exc: DomainError) -> Response:
+        # The role is a select in a table row: the refusal is shown as the error page.
         raise ValidationFailed(ctx.fmt.gettext(exc.message)) from exc
-    return ctx.redirect("/settings/users", flash="settings_saved")
+
+    return submit(
+        ctx,
+        lambda: do_change_role(ctx.session, ctx.actor, user_id, role),
+        again=refuse,
+        redirect="/settings/users",
+        flash="settings_saved",
+    )
 
 
 @router.post("/users/{user_id}/deactivate")
 def deactivate(ctx: UserPage, user_id: int) -> Response:
-    _open(ctx, "users")
+    open_section(ctx, "users")
     do_deactivate_member(ctx.session, ctx.actor, user_id)
     return ctx.redirect("/settings/users", flash="settings_saved")
 
 
 @router.post("/users/{user_id}/reactivate")
 def reactivate(ctx: UserPage, user_id: int) -> Response:
-    _open(ctx, "users")
+    open_section(ctx, "users")
     do_reactivate_member(ctx.session, ctx.actor, user_id)
     return ctx.redirect("/settings/users", flash="settings_saved")
 
 
 @router.post("/invitations/{invitation_id}/revoke")
 def revoke_invitation(ctx: UserPage, invitation_id: int) -> Response:
-    _open(ctx, "users")
+    open_section(ctx, "users")
     do_revoke_invitation(ctx.session, ctx.actor, invitation_id)
     return ctx.redirect("/settings/users", flash="invitation_revoked")
 
@@ -235,6 +268,7 @@ def revoke_invitation(ctx: UserPage, invitation_id: int) -> Response:
 # ----- teams --------------------------------------------------------------------------------
 
 
+@section_page(router, "/teams", "teams")
 def _teams(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
     people = {m.user.id: (m.user.full_name or m.user.email) for m in list_members(ctx.session, ctx.actor) if m.active}
     context = {
@@ -246,45 +280,40 @@ def _teams(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict
     return _render(ctx, "teams", "teams.html", context, status_code=422 if errors else 200)
 
 
-@router.get("/teams")
-def teams(ctx: UserPage) -> Response:
-    _open(ctx, "teams")
-    return _teams(ctx)
-
-
 @router.post("/teams")
 def create_team(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "teams")
-    try:
-        do_create_team(ctx.session, ctx.actor, name)
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        return _teams(ctx, typed={"new": name}, errors={"new": next(iter(_errors(ctx, exc).values()))})
-    return ctx.redirect("/settings/teams", flash="team_saved")
+    open_section(ctx, "teams")
+    return submit(
+        ctx,
+        lambda: do_create_team(ctx.session, ctx.actor, name),
+        again=keep_one(partial(_teams, ctx), "new", name, lambda exc: first_message(_errors(ctx, exc))),
+        redirect="/settings/teams",
+        flash="team_saved",
+    )
 
 
 @router.post("/teams/{team_id}/rename")
 def rename_team(ctx: UserPage, team_id: int, name: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "teams")
-    try:
-        do_rename_team(ctx.session, ctx.actor, team_id, name)
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        key = f"team-{team_id}"
-        return _teams(ctx, typed={key: name}, errors={key: next(iter(_errors(ctx, exc).values()))})
-    return ctx.redirect("/settings/teams", flash="team_saved")
+    open_section(ctx, "teams")
+    return submit(
+        ctx,
+        lambda: do_rename_team(ctx.session, ctx.actor, team_id, name),
+        again=keep_one(partial(_teams, ctx), f"team-{team_id}", name, lambda exc: first_message(_errors(ctx, exc))),
+        redirect="/settings/teams",
+        flash="team_saved",
+    )
 
 
 @router.post("/teams/{team_id}/members")
 def team_members(ctx: UserPage, team_id: int, members: Annotated[list[int] | None, Form()] = None) -> Response:
-    _open(ctx, "teams")
+    open_section(ctx, "teams")
     do_set_team_members(ctx.session, ctx.actor, team_id, list(members or []))
     return ctx.redirect("/settings/teams", flash="team_saved")
 
 
 @router.post("/teams/{team_id}/delete")
 def delete_team(ctx: UserPage, team_id: int) -> Response:
-    _open(ctx, "teams")
+    open_section(ctx, "teams")
     do_delete_team(ctx.session, ctx.actor, team_id)
     return ctx.redirect("/settings/teams", flash="team_deleted")
 
@@ -309,6 +338,7 @@ def segments_using_field(ctx: WebContext, key: str) -> list[str]:
     return sorted(found, key=str.casefold)
 
 
+@section_page(router, "/fields", "fields")
 def _fields(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
     context = {
         "fields": contacts_repo.custom_fields(ctx.session, ctx.actor.workspace_id),
@@ -317,12 +347,6 @@ def _fields(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dic
         "errors": errors or {},
     }
     return _render(ctx, "fields", "fields.html", context, status_code=422 if errors else 200)
-
-
-@router.get("/fields")
-def fields(ctx: UserPage) -> Response:
-    _open(ctx, "fields")
-    return _fields(ctx)
 
 
 def _options(text: str) -> list[str] | None:
@@ -338,46 +362,42 @@ def create_field(
     type: Annotated[str, Form()] = "text",
     options: Annotated[str, Form()] = "",
 ) -> Response:
-    _open(ctx, "fields")
-    typed = {"key": key, "label": label, "type": type, "options": options}
-    try:
+    open_section(ctx, "fields")
+
+    def create() -> CustomField:
         if type not in FIELD_TYPE_LABELS:
             raise ValidationFailed.field("type", "must be one of the options")
         chosen = FieldType(type)
-        do_create_custom_field(
-            ctx.session,
-            ctx.actor,
-            key.strip(),
-            label,
-            chosen,
-            _options(options) if chosen == FieldType.LIST else None,
-        )
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        errors = field_errors(ctx, exc)
-        errors = {("options" if k.startswith("options") else k): v for k, v in errors.items()}
+        options_list = _options(options) if chosen == FieldType.LIST else None
+        return do_create_custom_field(ctx.session, ctx.actor, key.strip(), label, chosen, options_list)
+
+    def again(exc: DomainError) -> Response:
+        errors = {("options" if k.startswith("options") else k): v for k, v in field_errors(ctx, exc).items()}
         if isinstance(exc, Conflict):
             errors = {"key": ctx._("A field with this key already exists.")}
+        typed = {"key": key, "label": label, "type": type, "options": options}
         return _fields(ctx, typed=typed, errors=errors)
-    return ctx.redirect("/settings/fields", flash="field_saved")
+
+    return submit(ctx, create, again=again, redirect="/settings/fields", flash="field_saved")
 
 
 @router.post("/fields/{key}/rename")
 def rename_field(ctx: UserPage, key: str, label: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "fields")
+    open_section(ctx, "fields")
     definition = access_custom_field(ctx.session, ctx.actor, key)
-    try:
-        do_update_custom_field(ctx.session, ctx.actor, definition, label=label)
-    except ValidationFailed as exc:
-        ctx.session.rollback()
-        message = next(iter(field_errors(ctx, exc).values()))
-        return _fields(ctx, errors={f"label-{key}": message}, typed={f"label-{key}": label})
-    return ctx.redirect("/settings/fields", flash="field_saved")
+    return submit(
+        ctx,
+        lambda: do_update_custom_field(ctx.session, ctx.actor, definition, label=label),
+        again=keep_one(partial(_fields, ctx), f"label-{key}", label, lambda exc: first_message(field_errors(ctx, exc))),
+        redirect="/settings/fields",
+        flash="field_saved",
+        catch=(ValidationFailed,),
+    )
 
 
 @router.post("/fields/{key}/move")
 def move_field(ctx: UserPage, key: str, direction: Annotated[str, Form()] = "up") -> Response:
-    _open(ctx, "fields")
+    open_section(ctx, "fields")
     ordered: list[CustomField] = contacts_repo.custom_fields(ctx.session, ctx.actor.workspace_id)
     index = next((i for i, d in enumerate(ordered) if d.key == key), None)
     if index is None:
@@ -395,7 +415,7 @@ def move_field(ctx: UserPage, key: str, direction: Annotated[str, Form()] = "up"
 
 @router.get("/fields/{key}/delete")
 def confirm_delete_field(ctx: UserPage, key: str) -> Response:
-    _open(ctx, "fields")
+    open_section(ctx, "fields")
     definition = access_custom_field(ctx.session, ctx.actor, key)
     context = {"field": definition, "used_by": segments_using_field(ctx, key)}
     return _render(ctx, "fields", "field_delete.html", context)
@@ -403,7 +423,7 @@ def confirm_delete_field(ctx: UserPage, key: str) -> Response:
 
 @router.post("/fields/{key}/delete")
 def delete_field(ctx: UserPage, key: str) -> Response:
-    _open(ctx, "fields")
+    open_section(ctx, "fields")
     definition = access_custom_field(ctx.session, ctx.actor, key)
     do_delete_custom_field(ctx.session, ctx.actor, definition)
     return ctx.redirect("/settings/fields", flash="field_deleted")
@@ -412,6 +432,7 @@ def delete_field(ctx: UserPage, key: str) -> Response:
 # ----- tags ---------------------------------------------------------------------------------
 
 
+@section_page(router, "/tags", "tags")
 def _tags(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
     context = {
         "tags": contacts_repo.tags_with_usage(ctx.session, ctx.actor.workspace_id),
@@ -421,29 +442,28 @@ def _tags(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[
     return _render(ctx, "tags", "tags.html", context, status_code=422 if errors else 200)
 
 
-@router.get("/tags")
-def tags(ctx: UserPage) -> Response:
-    _open(ctx, "tags")
-    return _tags(ctx)
-
-
 @router.post("/tags/{tag_id}/rename")
 def rename_tag(ctx: UserPage, tag_id: int, name: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "tags")
+    open_section(ctx, "tags")
     tag = access_tag(ctx.session, ctx.actor, tag_id)
-    try:
-        do_rename_tag(ctx.session, ctx.actor, tag, name)
-    except (ValidationFailed, Conflict) as exc:
-        ctx.session.rollback()
-        message = ctx._("Another tag already has this name.") if isinstance(exc, Conflict) else None
-        message = message or next(iter(field_errors(ctx, exc).values()))
-        return _tags(ctx, typed={str(tag_id): name}, errors={str(tag_id): message})
-    return ctx.redirect("/settings/tags", flash="tag_saved")
+
+    def message(exc: DomainError) -> str:
+        if isinstance(exc, Conflict):
+            return ctx._("Another tag already has this name.")
+        return first_message(field_errors(ctx, exc))
+
+    return submit(
+        ctx,
+        lambda: do_rename_tag(ctx.session, ctx.actor, tag, name),
+        again=keep_one(partial(_tags, ctx), str(tag_id), name, message),
+        redirect="/settings/tags",
+        flash="tag_saved",
+    )
 
 
 @router.post("/tags/{tag_id}/delete")
 def delete_tag(ctx: UserPage, tag_id: int) -> Response:
-    _open(ctx, "tags")
+    open_section(ctx, "tags")
     do_delete_tag(ctx.session, ctx.actor, access_tag(ctx.session, ctx.actor, tag_id))
     return ctx.redirect("/settings/tags", flash="tag_deleted")
 
@@ -451,6 +471,7 @@ def delete_tag(ctx: UserPage, tag_id: int) -> Response:
 # ----- API tokens ---------------------------------------------------------------------------
 
 
+@section_page(router, "/tokens", "tokens")
 def _tokens(
     ctx: WebContext, *, secret: str | None = None, typed: str = "", errors: dict[str, str] | None = None
 ) -> Response:
@@ -463,28 +484,27 @@ def _tokens(
     return _render(ctx, "tokens", "tokens.html", context, status_code=422 if errors else 200)
 
 
-@router.get("/tokens")
-def tokens(ctx: UserPage) -> Response:
-    _open(ctx, "tokens")
-    return _tokens(ctx)
-
-
 @router.post("/tokens")
 def create_token(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "tokens")
-    try:
-        issued = do_create_api_token_for(ctx.session, ctx.actor, name)
-    except ValidationFailed as exc:
-        ctx.session.rollback()
-        return _tokens(ctx, typed=name, errors=field_errors(ctx, exc))
-    # The secret is shown in this response only; it is stored as an HMAC and cannot be shown again.
-    response = _tokens(ctx, secret=issued.secret)
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    open_section(ctx, "tokens")
+
+    def issued(token: IssuedToken) -> Response:
+        # The secret is shown in this response only; it is stored as an HMAC and cannot be shown again.
+        response = _tokens(ctx, secret=token.secret)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return submit(
+        ctx,
+        lambda: do_create_api_token_for(ctx.session, ctx.actor, name),
+        again=lambda exc: _tokens(ctx, typed=name, errors=field_errors(ctx, exc)),
+        done=issued,
+        catch=(ValidationFailed,),
+    )
 
 
 @router.post("/tokens/{token_id}/revoke")
 def revoke_token(ctx: UserPage, token_id: int) -> Response:
-    _open(ctx, "tokens")
+    open_section(ctx, "tokens")
     do_revoke_api_token_for(ctx.session, ctx.actor, token_id)
     return ctx.redirect("/settings/tokens", flash="token_revoked")
