@@ -204,7 +204,7 @@ def capture_inbox(browser: Browser, page: Page, base: str) -> None:
     shoot(page, "26-inbox")
     visitor.locator("[data-tertulia-widget] .msg.out").wait_for()
     # The agent starts another reply: the visitor sees it being written.
-    box.press_sequentially("También a Saltillo", delay=30)
+    box.press_sequentially("También a Saltillo", delay=250)  # longer than the 3 s between typing notices
     visitor.locator("[data-tertulia-widget] .typing").wait_for()
     shoot(visitor, "27-webchat-widget")
     page.get_by_test_id("emoji-button").click()

@@ -155,7 +155,8 @@ def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
     expect(agent.get_by_test_id("contact-panel")).to_contain_text("Lucía Pérez")
     agent.get_by_test_id("assign-me").click()
     expect(agent.get_by_test_id("assign-user")).to_have_value(str(setup.agent_id))
-    expect(thread.locator(".msg-system").last).to_contain_text("Marta")
+    # System lines are stored in English and shown in the reader's language.
+    expect(thread.locator(".msg-system").last).to_have_text("Asignada a Marta")
 
     # A snippet typed with "/", filled in by the server, then sent.
     box = agent.get_by_test_id("composer-input")
@@ -199,6 +200,7 @@ def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
     agent.get_by_test_id("confirm-close").click()
     expect(agent.get_by_test_id("reopen-conversation")).to_be_visible()
     expect(agent.locator("[data-pane-status]")).to_have_text("Cerrada")
+    expect(thread.locator(".msg-system").last).to_have_text("Cerrada: Resuelto")
 
     with setup.database.transaction(write=False) as session:
         conversation = session.scalars(

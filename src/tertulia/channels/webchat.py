@@ -619,6 +619,14 @@ def _error_body(code: str, message: str, details: dict[str, Any]) -> dict[str, A
     return {"code": code, "message": message, "details": details}
 
 
+async def _contact_now(db: Database, channel: Channel, visitor: Visitor) -> int | None:
+    def lookup() -> int | None:
+        with db.transaction(write=False) as session:
+            return _contact_id(session, channel, visitor)
+
+    return await anyio.to_thread.run_sync(lookup)
+
+
 @router.websocket("/ws")
 async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
     db: Database = websocket.app.state.db
@@ -641,6 +649,10 @@ async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
     hub = realtime.get_hub()
     with hub.subscribe(channel.workspace_id, f"visitor:{visitor.external_id}", accepts=state.wants) as subscription:
         state.subscription = subscription
+        if contact_id is None:
+            # The visitor's first message may have committed between the lookup above and the
+            # subscription, its event published to nobody: look again now that nothing can slip by.
+            contact_id = await _contact_now(db, channel, visitor)
         if contact_id is not None:
             state.follow_contact(contact_id)
         async with anyio.create_task_group() as group:

@@ -27,6 +27,13 @@ router = APIRouter(prefix="/messages", include_in_schema=False)
 # Texts the inbox script shows; translated here so the script carries no language of its own.
 SCRIPT_TEXTS: dict[str, str] = {
     "unassigned": i18n.lazy("Unassigned"),
+    # System lines are stored in English for the API; the inbox shows them in the reader's language.
+    "sys_assigned": i18n.lazy("Assigned to %(name)s"),
+    "sys_closed": i18n.lazy("Closed (system line)"),
+    "sys_closed_as": i18n.lazy("Closed: %(category)s"),
+    "sys_reopened": i18n.lazy("Reopened"),
+    "sys_bot_paused": i18n.lazy("Bot paused"),
+    "sys_bot_resumed": i18n.lazy("Bot resumed"),
     "no_conversations": i18n.lazy("No conversations here."),
     "pick_conversation": i18n.lazy("Pick a conversation to read it."),
     "load_older": i18n.lazy("Loading older messages…"),

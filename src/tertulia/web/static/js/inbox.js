@@ -196,12 +196,29 @@
   DATA.members.forEach(function (m) { assignUser.appendChild(new Option(m.name, String(m.id))); });
   DATA.teams.forEach(function (t) { assignTeam.appendChild(new Option(t.name, String(t.id))); });
 
+  function systemText(m) {
+    var p = m.payload || {};
+    if (p.event === "unassigned") return T.unassigned;
+    if (p.event === "assigned") {
+      var names = [];
+      if (p.assignee_id != null) names.push(membersById[p.assignee_id]);
+      if (p.team_id != null) names.push(teamsById[p.team_id]);
+      // Someone this page has no name for (a team the agent is not in): keep the stored line.
+      if (!names.length || names.some(function (n) { return !n; })) return m.text || "";
+      return T.sys_assigned.replace("%(name)s", names.join(" / "));
+    }
+    if (p.event === "closed") return p.category ? T.sys_closed_as.replace("%(category)s", p.category) : T.sys_closed;
+    if (p.event === "reopened") return T.sys_reopened;
+    if (p.event === "bot") return p.paused ? T.sys_bot_paused : T.sys_bot_resumed;
+    return m.text || "";
+  }
+
   function messageNode(m) {
     var kind = m.direction; // incoming | outgoing | comment | system
     var node = el("div", "msg msg-" + kind);
     node.setAttribute("data-message", String(m.id));
     if (kind === "system") {
-      node.appendChild(el("span", "msg-system", m.text || ""));
+      node.appendChild(el("span", "msg-system", systemText(m)));
       return node;
     }
     var bubble = el("div", "msg-bubble");
