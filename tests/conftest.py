@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any
 
 _TMP = Path(tempfile.mkdtemp(prefix="tertulia-tests-"))
-os.environ.setdefault("TERTULIA_DATA_DIR", str(_TMP))
+# Each process its own data directory, whatever it inherited: xdist workers start with the
+# controller's environment, and a shared directory meant one shared SQLite job queue, where one
+# worker's consumer took (and, against its own database, skipped) another worker's tasks.
+os.environ["TERTULIA_DATA_DIR"] = str(_TMP)
 os.environ["TERTULIA_SECRET_KEY"] = "test-secret-key"
 os.environ["TERTULIA_ARGON2_TIME_COST"] = "1"
 os.environ["TERTULIA_ARGON2_MEMORY_COST"] = "1024"

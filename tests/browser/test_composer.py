@@ -34,6 +34,7 @@ from tests.live_server import free_port, serve_app
 pytestmark = pytest.mark.browser
 
 AGENT = ("marta@composer.example.com", "marta-password")
+TEAMMATE = ("joaquina@composer.example.com", "x-password")
 SHOP = "https://shop.example"
 
 
@@ -69,9 +70,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         workspace_id = created.workspace.id
         agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Marta", last_name="Gil")
         do_add_member(session, workspace_id, agent.id, Role.MANAGER)
-        teammate = do_create_user(
-            session, "joaquina@composer.example.com", "x-password", first_name="Joaquina", last_name="Núñez"
-        )
+        teammate = do_create_user(session, *TEAMMATE, first_name="Joaquina", last_name="Núñez")
         do_add_member(session, workspace_id, teammate.id, Role.AGENT)
         owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
         channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
@@ -161,6 +160,13 @@ def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
     page.reload()
     expect(thread.locator(".msg-outgoing .msg-image img")).to_have_attribute("alt", "foto <i onmouseover=x>.png")
 
+    # Joaquina has the inbox open elsewhere, on another conversation's list.
+    teammate_context = browser.new_context(locale="es-ES")
+    teammate = teammate_context.new_page()
+    watch(teammate, problems)
+    sign_in_at(teammate, setup.url, "/messages", *TEAMMATE)
+    expect(teammate.locator("[data-live=on]")).to_have_count(1)  # her socket is open
+
     # An internal note: "@joa" offers Joaquina Núñez; Enter inserts her name; the note mentions her.
     page.get_by_test_id("mode-note").click()
     box.press_sequentially("Mira esto @nún")
@@ -173,6 +179,13 @@ def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
     note = thread.locator(".msg-comment").last
     expect(note.locator(".mention")).to_have_text("@Joaquina Núñez")
     expect(note.locator(".msg-text")).to_have_text("Mira esto @Joaquina Núñez ¿la tenemos?")
+
+    # Joaquina is told at once, in her language, and the notice opens the conversation.
+    toast = teammate.get_by_test_id("mention-toast")
+    expect(toast).to_contain_text("Marta Gil te mencionó en una nota")
+    toast.click()
+    expect(teammate.get_by_test_id("thread").locator(".msg-comment .mention").last).to_have_text("@Joaquina Núñez")
+    teammate_context.close()
 
     with setup.database.transaction(write=False) as session:
         outgoing = session.scalars(select(Message).where(Message.direction == "outgoing")).one()

@@ -15,8 +15,9 @@ from tertulia.conversations.models import Mention, Message
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tertulia.users.service import do_add_member, do_create_user, do_deactivate_member
+from tertulia.users.sessions import do_sign_in
 from tests.conftest import Tenant
-from tests.conversations.support import make_webchat, new_visitor, sign_in
+from tests.conversations.support import Agent, make_webchat, new_visitor, sign_in
 
 ANA = Mentionable(1, "Ana")
 ANA_MARIA = Mentionable(2, "Ana María")
@@ -164,3 +165,28 @@ def test_inbox_page_offers_every_teammate_by_name_and_the_upload_limits(
     assert stranger not in people
     assert {tenant.owner_id, tenant.manager_id, tenant.agent_id} <= set(people)
     assert data["upload"] == {"max_bytes": files.max_bytes(), "types": list(files.ALLOWED_TYPES), "max_files": 10}
+
+
+def test_a_mentioned_agent_may_open_a_colleagues_conversation_others_may_not(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    conversation_id = _conversation_id(client, db, tenant)
+    taken = client.post(
+        f"/api/v1/conversations/{conversation_id}/assign", headers=tenant.headers, json={"user_id": tenant.manager_id}
+    )
+    assert taken.status_code == 200, taken.text
+    agent = sign_in(db, tenant, Role.AGENT)
+    url = f"/api/v1/conversations/{conversation_id}"
+    assert client.get(url, headers=agent.headers).status_code == 404
+    noted = client.post(f"{url}/comments", headers=tenant.headers, json={"text": "mira", "mentions": [agent.user_id]})
+    assert noted.status_code == 201, noted.text
+    assert client.get(url, headers=agent.headers).status_code == 200
+    assert client.get(f"{url}/messages", headers=agent.headers).status_code == 200
+    # It is reachable, not listed: their inbox views stay what their permissions give them.
+    listed = client.get("/api/v1/conversations", headers=agent.headers).json()["items"]
+    assert conversation_id not in [c["id"] for c in listed]
+    lopez, _ruiz, _stranger = _teammates(db, tenant)  # another agent, never mentioned here
+    with db.transaction() as session:
+        signed = do_sign_in(session, "mara.lopez@example.com", "x-password", client_ip=None)
+    other = Agent(lopez, signed.token, signed.web_session.csrf_token)
+    assert client.get(url, headers=other.headers).status_code == 404

@@ -17,6 +17,7 @@ from tertulia.conversations.models import (
     ConversationStatus,
     DeliveryStatus,
     Direction,
+    Mention,
     Message,
     Snippet,
 )
@@ -125,6 +126,13 @@ def message_by_provider_id(session: Session, channel_id: int, provider_message_i
 
 def message(session: Session, workspace_id: int, message_id: int) -> Message | None:
     return session.scalar(select(Message).where(Message.workspace_id == workspace_id, Message.id == message_id))
+
+
+def is_mentioned(session: Session, conversation_id: int, user_id: int) -> bool:
+    found = session.scalar(
+        select(Mention.id).where(Mention.user_id == user_id, Mention.conversation_id == conversation_id).limit(1)
+    )
+    return found is not None
 
 
 def team_ids_of(session: Session, user_id: int) -> set[int]:

@@ -145,9 +145,14 @@ def viewer_for(session: Session, actor: Actor) -> Viewer:
 
 
 def access_conversation(session: Session, actor: Actor, conversation_id: int, *, lock: bool = False) -> Conversation:
-    """The one permission-checked fetch; a conversation the actor may not see is simply not found."""
+    """The one permission-checked fetch; a conversation the actor may not see is simply not found.
+    A teammate @mentioned in one of its notes may open it too: that is what the mention asked for."""
     conversation = repo.conversation(session, actor.workspace_id, conversation_id, lock=lock)
-    if conversation is None or not viewer_for(session, actor).can_see(conversation.assignee_id, conversation.team_id):
+    if conversation is None:
+        raise NotFound(f"No conversation {conversation_id}.")
+    if not viewer_for(session, actor).can_see(conversation.assignee_id, conversation.team_id) and not (
+        actor.user_id is not None and repo.is_mentioned(session, conversation.id, actor.user_id)
+    ):
         raise NotFound(f"No conversation {conversation_id}.")
     return conversation
 

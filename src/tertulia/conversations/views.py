@@ -47,6 +47,7 @@ SCRIPT_TEXTS: dict[str, str] = {
     "read": i18n.lazy("Read"),
     "no_snippets": i18n.lazy("No snippet matches."),
     "new_message_from": i18n.lazy("New message from %(name)s"),
+    "mentioned_you": i18n.lazy("%(name)s mentioned you in a note"),
     "error": i18n.lazy("Something went wrong. Try again."),
     "reconnecting": i18n.lazy("Reconnecting…"),
     "notifications_on": i18n.lazy("Notifications on"),

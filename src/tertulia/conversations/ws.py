@@ -2,7 +2,7 @@
 
 Server frames are the events of conversations/events.py, unchanged, e.g.
     {"type": "message.created", "conversation_id": 7, "data": {"message": {...}}, ...}
-plus {"type": "hello", "user_id": ...} on connect. Each event is re-checked against the receiving
+plus {"type": "hello", "user_id": ...} once subscribed. Each event is re-checked against the receiving
 user's visibility (view_all_conversations, or assigned to them or to one of their teams) before
 it is sent; an agent's team list is reloaded at most every TEAM_REFRESH_SECONDS. Close codes:
 4401 not signed in, 4403 cross-site origin, 1013 the client fell behind (reconnect and reload).
@@ -59,7 +59,6 @@ async def agent_socket(websocket: WebSocket) -> None:
     actor, viewer = found
     checked_at = time.monotonic()
     await websocket.accept()
-    await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
     current = {"viewer": viewer}
 
     def visible(event: realtime.Event) -> bool:
@@ -68,6 +67,8 @@ async def agent_socket(websocket: WebSocket) -> None:
         return current["viewer"].can_see_event(event)
 
     with realtime.get_hub().subscribe(actor.workspace_id, accepts=visible) as subscription:
+        # After subscribing: a client that loads what it shows once "hello" arrives misses nothing.
+        await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
         async with anyio.create_task_group() as group:
 
             async def drain_client() -> None:

@@ -1085,6 +1085,24 @@
     }
   }
 
+  // A teammate @mentioned me in a note: tell me even if the conversation is not in my lists.
+  function mentioned(event, isCurrent) {
+    var note = event.data && event.data.message;
+    if (!note || note.sender_user_id === ME || (isCurrent && !document.hidden)) return;
+    var title = T.mentioned_you.replace("%(name)s", membersById[note.sender_user_id] || "?");
+    var open = el("button", "flash flash-mention", title + " · " + (note.text || "").slice(0, 80));
+    open.type = "button";
+    open.setAttribute("data-testid", "mention-toast");
+    open.addEventListener("click", function () { open.remove(); openConversation(event.conversation_id, true); });
+    var box = document.getElementById("flashes");
+    if (box) box.appendChild(open);
+    if (wantsSound) beep();
+    if (canNotify && Notification.permission === "granted") {
+      var alert = new Notification(title, { body: (note.text || "").slice(0, 140), tag: "mention-" + note.id });
+      alert.onclick = function () { window.focus(); openConversation(event.conversation_id, true); alert.close(); };
+    }
+  }
+
   // ----- live updates -----
   // The customer is typing (web chat sends it at most every 2 s while they type).
   var typingMark = $("[data-typing]");
@@ -1106,15 +1124,18 @@
   var retry = 0;
   function connect() {
     var socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
-    socket.onopen = function () {
-      if (retry > 0) { loadList(false); refreshCurrent(); } // catch up on what happened while away
-      retry = 0;
-      liveState.hidden = true;
-    };
     socket.onmessage = function (raw) {
       var event;
       try { event = JSON.parse(raw.data); } catch (e) { return; }
-      if (event.type === "hello") return;
+      if (event.type === "hello") {
+        // Subscribed from here on: catch up on whatever happened before (page load, or while away).
+        loadList(false);
+        if (retry > 0) refreshCurrent();
+        retry = 0;
+        liveState.hidden = true;
+        root.setAttribute("data-live", "on");
+        return;
+      }
       var isCurrent = state.current && state.current.id === event.conversation_id;
       if (event.type === "typing") {
         var typist = event.data || {};
@@ -1133,6 +1154,8 @@
         }
         notify(event, message);
         reloadListSoon();
+      } else if (event.type === "mention.created") {
+        mentioned(event, isCurrent);
       } else if (event.type === "message.status") {
         var node = isCurrent && event.data && shownMessages[event.data.message_id];
         if (node) {
@@ -1150,6 +1173,7 @@
     };
     socket.onclose = function (event) {
       if (event.code === 4401) { window.location.reload(); return; }
+      root.setAttribute("data-live", "off");
       liveState.hidden = false;
       retry = Math.min(retry + 1, 6);
       window.setTimeout(connect, Math.min(30000, 500 * Math.pow(2, retry)) + Math.random() * 500);
