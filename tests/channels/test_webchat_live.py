@@ -178,3 +178,43 @@ def test_an_agent_writing_a_reply_shows_as_typing_to_the_visitor_but_a_note_does
         # The first frame the visitor gets is the reply's typing: the note's never reached it.
         assert widget.receive_json() == {"type": "typing"}
         assert client.post(url, headers=tenant.headers, json={"note": "sí"}).status_code == 422
+
+
+def test_with_the_workspace_setting_off_agents_see_only_what_is_theirs(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    from tertulia.workspaces.service import do_update_workspace, get_workspace
+
+    with db.transaction() as session:
+        workspace = get_workspace(session, tenant.workspace_id)
+        do_update_workspace(
+            session,
+            tenant.actor(Role.OWNER),
+            name=workspace.name,
+            default_country=workspace.default_country,
+            timezone=workspace.timezone,
+            default_language=workspace.default_language,
+            agents_see_unassigned=False,
+        )
+    channel = make_webchat(db, tenant)
+    agent = sign_in(db, tenant, Role.AGENT)
+    first, second = new_visitor(client, channel), new_visitor(client, channel)
+    with client.websocket_connect("/ws", headers={"cookie": agent.headers["Cookie"]}) as inbox:
+        assert inbox.receive_json()["type"] == "hello"
+        first.say("nadie me atiende")
+        unassigned = _next_created_conversation(client, tenant)
+        assert client.get(f"/api/v1/conversations/{unassigned}", headers=agent.headers).status_code == 404
+        assert client.get("/api/v1/conversations", headers=agent.headers).json()["items"] == []
+        second.say("para la agente")
+        items = client.get("/api/v1/conversations", headers=tenant.headers).json()["items"]
+        mine = next(c["id"] for c in items if c["id"] != unassigned)
+        client.post(f"/api/v1/conversations/{mine}/assign", headers=tenant.headers, json={"user_id": agent.user_id})
+        second.say("ya es tuya")
+        frames = [inbox.receive_json()]
+        while not (frames[-1]["type"] == "message.created" and frames[-1]["data"]["message"]["text"] == "ya es tuya"):
+            frames.append(inbox.receive_json())
+        # Nothing of either chat reached this agent before it was assigned to her.
+        texts = [(f.get("data") or {}).get("message", {}).get("text") for f in frames]
+        assert "nadie me atiende" not in texts
+        assert "para la agente" not in texts
+        assert {f["conversation_id"] for f in frames} == {mine}

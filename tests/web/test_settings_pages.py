@@ -94,9 +94,25 @@ def test_general_settings_save_and_errors_keep_what_was_typed(client: TestClient
             "Europe/Madrid",
             "es",
         )
+        # The box was not ticked in that form: agents no longer see unassigned conversations.
+        assert workspace.agents_see_unassigned is False
     page = client.get("/settings/general")
     assert "Acme &lt;Norte&gt;" in page.text
     assert "<Norte>" not in page.text
+    assert 'data-testid="agents-see-unassigned" checked' not in page.text
+    again = client.post(
+        "/settings/general",
+        data={
+            "name": "Acme <Norte>",
+            "timezone": "Europe/Madrid",
+            "default_language": "es",
+            "agents_see_unassigned": "1",
+            "csrf_token": token,
+        },
+        follow_redirects=False,
+    )
+    assert again.status_code == 303
+    assert 'data-testid="agents-see-unassigned" checked' in client.get("/settings/general").text
 
 
 def test_users_invite_change_role_deactivate_and_revoke(client: TestClient, db: Database, tenant: Tenant) -> None:

@@ -140,7 +140,7 @@ def viewer_for(session: Session, actor: Actor) -> Viewer:
         user_id=actor.user_id,
         see_all=see_all,
         team_ids=teams,
-        see_unassigned=actor.can(Permission.VIEW_UNASSIGNED_CONVERSATIONS),
+        see_unassigned=not see_all and get_workspace(session, actor.workspace_id).agents_see_unassigned,
     )
 
 

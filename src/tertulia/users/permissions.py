@@ -26,22 +26,13 @@ class Permission(enum.StrEnum):
     IMPORT_CONTACTS = "import_contacts"
     EXPORT_CONTACTS = "export_contacts"
     VIEW_ALL_CONVERSATIONS = "view_all_conversations"
-    VIEW_UNASSIGNED_CONVERSATIONS = "view_unassigned_conversations"
     VIEW_REPORTS = "view_reports"
 
 
 # Modelled on respond.io's access levels. Owners and managers hold the same permissions; what sets
 # owners apart are rules on the owner role itself (only an owner may invite an owner, grant or
 # revoke the role, or deactivate an owner; a workspace always keeps one active owner).
-_AGENT = frozenset(
-    {
-        Permission.VIEW_CONTACTS,
-        Permission.EDIT_CONTACTS,
-        Permission.MERGE_CONTACTS,
-        # New chats arrive unassigned: an agent must see them to pick them up (as in Chatwoot).
-        Permission.VIEW_UNASSIGNED_CONVERSATIONS,
-    }
-)
+_AGENT = frozenset({Permission.VIEW_CONTACTS, Permission.EDIT_CONTACTS, Permission.MERGE_CONTACTS})
 _MANAGER = frozenset(Permission)
 _OWNER = frozenset(Permission)
 

@@ -155,6 +155,7 @@ def _general(ctx: WebContext, values: dict[str, str] | None = None, errors: dict
         "default_country": workspace.default_country or "",
         "timezone": workspace.timezone,
         "default_language": workspace.default_language,
+        "agents_see_unassigned": "1" if workspace.agents_see_unassigned else "",
     }
     zones = list(COMMON_TIMEZONES)
     if values["timezone"] and values["timezone"] not in zones:
@@ -168,6 +169,7 @@ class GeneralForm(BaseModel):
     default_country: str = ""
     timezone: str = ""
     default_language: str = ""
+    agents_see_unassigned: str = ""  # a checkbox: "1" when ticked, absent when not
 
 
 @router.post("/general")
@@ -183,6 +185,7 @@ def save_general(ctx: UserPage, form: Annotated[GeneralForm, Form()]) -> Respons
             default_country=form.default_country.strip() or None,
             timezone=form.timezone,
             default_language=form.default_language,
+            agents_see_unassigned=bool(form.agents_see_unassigned),
         ),
         again=lambda exc: _general(ctx, values, _errors(ctx, exc)),
         redirect="/settings/general",

@@ -1,4 +1,4 @@
-from sqlalchemy import String
+from sqlalchemy import String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, IdMixin, TimestampMixin
@@ -12,3 +12,6 @@ class Workspace(IdMixin, TimestampMixin, Base):
     default_country: Mapped[str | None] = mapped_column(String(2))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     default_language: Mapped[str] = mapped_column(String(8), default="en")
+    # Agents (who lack view_all_conversations) also see conversations assigned to nobody, so they can
+    # pick up new chats; off, an agent sees only what is assigned to them or their teams.
+    agents_see_unassigned: Mapped[bool] = mapped_column(default=True, server_default=true())

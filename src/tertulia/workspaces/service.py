@@ -80,8 +80,9 @@ def do_update_workspace(
     default_country: str | None,
     timezone: str,
     default_language: str,
+    agents_see_unassigned: bool | None = None,
 ) -> Workspace:
-    """General settings; every value is checked before any is changed."""
+    """General settings; every value is checked before any is changed (None: left as it is)."""
     actor.require(Permission.MANAGE_WORKSPACE)
     workspace = get_workspace(session, actor.workspace_id)
     errors: dict[str, str] = {}
@@ -107,6 +108,8 @@ def do_update_workspace(
     workspace.default_country = checked["default_country"]
     workspace.timezone = str(checked["timezone"])
     workspace.default_language = str(checked["default_language"])
+    if agents_see_unassigned is not None:
+        workspace.agents_see_unassigned = agents_see_unassigned
     session.flush()
     return workspace
 
