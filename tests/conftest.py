@@ -41,7 +41,7 @@ POSTGRES_ADMIN = os.environ.get("TERTULIA_TEST_POSTGRES", "postgresql://postgres
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def _worker() -> str:
+def worker_name() -> str:
     # TERTULIA_TEST_NAMESPACE keeps two suites running at once on one machine apart.
     namespace = os.environ.get("TERTULIA_TEST_NAMESPACE", "t")
     return f"{namespace}_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}"
@@ -49,7 +49,17 @@ def _worker() -> str:
 
 def _postgres_url() -> str:
     """A database of this worker's own, created fresh for the run."""
-    name = f"tertulia_test_{_worker()}"
+    return fresh_postgres_database(f"tertulia_test_{worker_name()}")
+
+
+def drop_postgres_database(name: str) -> None:
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_postgres_database(name: str) -> str:
+    """Drop and create database `name`; its SQLAlchemy URL. Skips the test (fails it in CI) when no
+    PostgreSQL server answers."""
     try:
         with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -66,7 +76,7 @@ def _postgres_url() -> str:
 def migrated_database(request: pytest.FixtureRequest) -> Iterator[Database]:
     """A database upgraded from empty by the Alembic history (so every test exercises it)."""
     if request.param == "sqlite":
-        path = _TMP / f"test-{_worker()}.db"
+        path = _TMP / f"test-{worker_name()}.db"
         path.unlink(missing_ok=True)
         url = f"sqlite:///{path}"
     else:

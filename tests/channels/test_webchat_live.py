@@ -1,15 +1,18 @@
 """Live delivery over WebSockets: visitor -> agent inbox, agent reply -> visitor, with permissions."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
+from tertulia.channels.models import Channel
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.conftest import Tenant
-from tests.conversations.support import SHOP, make_webchat, new_visitor, sign_in
+from tests.conversations.support import SHOP, Agent, Visitor, make_webchat, new_visitor, sign_in
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 
@@ -23,17 +26,26 @@ def _next(socket: WebSocketTestSession, wanted: str) -> dict[str, Any]:
     raise AssertionError(f"no {wanted} frame")
 
 
-def test_visitor_and_agent_see_each_other_live(client: TestClient, db: Database, tenant: Tenant) -> None:
-    channel = make_webchat(db, tenant)
-    manager = sign_in(db, tenant, Role.MANAGER)
-    visitor = new_visitor(client, channel, name="Ana")
+@contextmanager
+def _inbox_and_widget(
+    client: TestClient, agent: Agent, channel: Channel, visitor: Visitor
+) -> Iterator[tuple[WebSocketTestSession, WebSocketTestSession]]:
+    """An agent's inbox socket (past its hello: subscribed) and the visitor's widget socket."""
     with (
-        client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox,
+        client.websocket_connect("/ws", headers={"cookie": agent.headers["Cookie"]}) as inbox,
         client.websocket_connect(
             f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
         ) as widget,
     ):
         assert inbox.receive_json()["type"] == "hello"
+        yield inbox, widget
+
+
+def test_visitor_and_agent_see_each_other_live(client: TestClient, db: Database, tenant: Tenant) -> None:
+    channel = make_webchat(db, tenant)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    visitor = new_visitor(client, channel, name="Ana")
+    with _inbox_and_widget(client, manager, channel, visitor) as (inbox, widget):
         visitor.say("¿Hay alguien?")
         created = _next(inbox, "message.created")
         assert created["data"]["message"]["text"] == "¿Hay alguien?"
@@ -116,13 +128,7 @@ def test_visitor_socket_sends_messages_once_and_reports_errors(
     channel = make_webchat(db, tenant)
     manager = sign_in(db, tenant, Role.MANAGER)
     visitor = new_visitor(client, channel, name="Eva")
-    with (
-        client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox,
-        client.websocket_connect(
-            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
-        ) as widget,
-    ):
-        assert inbox.receive_json()["type"] == "hello"
+    with _inbox_and_widget(client, manager, channel, visitor) as (inbox, widget):
         widget.send_json({"type": "message", "text": "por el socket", "client_msg_id": "sock-0001"})
         ack = _next(widget, "ack")
         assert ack["client_msg_id"] == "sock-0001"
@@ -165,13 +171,7 @@ def test_an_agent_writing_a_reply_shows_as_typing_to_the_visitor_but_a_note_does
     visitor.say("hola")
     conversation_id = _next_created_conversation(client, tenant)
     url = f"/api/v1/conversations/{conversation_id}/typing"
-    with (
-        client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox,
-        client.websocket_connect(
-            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
-        ) as widget,
-    ):
-        assert inbox.receive_json()["type"] == "hello"
+    with _inbox_and_widget(client, manager, channel, visitor) as (inbox, widget):
         assert client.post(url, headers=manager.headers, json={"note": True}).status_code == 204
         assert _next(inbox, "typing")["data"]["note"] is True
         assert client.post(url, headers=manager.headers, json={}).status_code == 204

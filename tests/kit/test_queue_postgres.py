@@ -26,7 +26,7 @@ from huey.consumer import Consumer
 from tertulia.kit.queue import make_huey
 from tertulia.kit.queue_postgres import PostgresQueueHuey, PostgresQueueStorage, libpq_url, table_prefix
 from tertulia.migrations import upgrade
-from tests.conftest import IN_CI, POSTGRES_ADMIN, _worker
+from tests.conftest import drop_postgres_database, fresh_postgres_database, worker_name
 
 _names = itertools.count(1)
 
@@ -34,19 +34,9 @@ _names = itertools.count(1)
 @pytest.fixture(scope="module")
 def queue_url() -> Iterator[str]:
     """A database for this module only, as a SQLAlchemy-style URL (the form TERTULIA_QUEUE_URL takes)."""
-    name = f"tertulia_queue_test_{_worker()}"
-    try:
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL is required in CI and did not answer at {POSTGRES_ADMIN}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_ADMIN}: {exc}")
-    base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-    yield f"{base}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    name = f"tertulia_queue_test_{worker_name()}"
+    yield fresh_postgres_database(name)
+    drop_postgres_database(name)
 
 
 def fresh_name() -> str:
