@@ -64,25 +64,22 @@ def insert_messages_unless_known(session: Session, rows: Sequence[dict[str, Any]
         return []
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-    def statement(values: Sequence[dict[str, Any]]) -> Any:
-        return (
-            insert(Message)
-            .values(list(values))
-            .on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"])
-            .returning(Message)
-        )
-
+    # One statement shape whatever the batch size, so it is compiled once and cached; SQLAlchemy's
+    # "insertmanyvalues" sends the rows as multi-row VALUES. Rows come back in no particular order
+    # (and not at all for a conflict), so they are matched by their provider id.
+    statement = (
+        insert(Message).on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"]).returning(Message)
+    )
     keyed = [row for row in rows if row.get("provider_message_id")]
     by_key = {
-        (m.channel_id, m.provider_message_id): m for m in (session.scalars(statement(keyed)).all() if keyed else [])
+        (m.channel_id, m.provider_message_id): m for m in (session.scalars(statement, keyed).all() if keyed else [])
     }
     result: list[Message | None] = []
     for row in rows:
         if row.get("provider_message_id"):
             result.append(by_key.get((row["channel_id"], row["provider_message_id"])))
         else:
-            result.append(session.scalars(statement([row])).one())
+            result.append(session.scalars(statement, [row]).one())
     return result
 
 
