@@ -145,6 +145,7 @@ def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
     # Removing a chip takes the file off the message.
     files.set_input_files({"name": "otra.txt", "mimeType": "text/plain", "buffer": b"no"})
     expect(chips.locator(".file-chip")).to_have_count(3)
+    expect(chips.locator(".file-chip.uploading")).to_have_count(0)
     page.get_by_role("button", name="Quitar otra.txt").click()
     expect(chips.locator(".file-chip")).to_have_count(2)
 
@@ -193,6 +194,8 @@ def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
             ("foto <i onmouseover=x>.png", "image/png"),
             ("nota.txt", "text/plain"),
         ]
+        # The chip taken off was deleted on the server too, not left behind.
+        assert session.scalar(select(StoredFile).where(StoredFile.name == "otra.txt")) is None
         stored = session.scalars(select(StoredFile).where(StoredFile.name == "nota.txt")).one()
         assert stored.conversation_id == setup.conversation_id
         mentions = list(session.execute(select(Mention.user_id, Mention.conversation_id)))

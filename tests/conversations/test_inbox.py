@@ -14,6 +14,7 @@ from tertulia.conversations.models import (
     DeliveryStatus,
     Mention,
     Message,
+    StoredFile,
 )
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
@@ -342,3 +343,39 @@ def test_search_and_widget_rate_limit(db: Database, tenant: Tenant) -> None:
         assert third.json()["error"]["code"] == "rate_limited"
         found = _conversations(client, tenant, search="quin")
         assert [c["contact"]["name"] for c in found] == ["Zoe Quintero"]
+
+
+def test_an_unsent_upload_can_be_deleted_a_sent_one_cannot(client: TestClient, db: Database, tenant: Tenant) -> None:
+    new_visitor(client, make_webchat(db, tenant)).say("¿me mandas el catálogo?")
+    [conversation] = _conversations(client, tenant)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    agent = sign_in(db, tenant, Role.AGENT)
+
+    def upload(name: str) -> int:
+        response = client.post(
+            "/api/v1/files",
+            headers=manager.headers,
+            data={"conversation_id": str(conversation["id"])},
+            files={"file": (name, b"%PDF-1.4 " + name.encode(), "application/pdf")},
+        )
+        assert response.status_code == 201, response.text
+        file_id: int = response.json()["id"]
+        return file_id
+
+    kept, dropped = upload("catalogo.pdf"), upload("borrador.pdf")
+    sent = client.post(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        headers=manager.headers,
+        json={"type": "file", "attachments": [kept]},
+    )
+    assert sent.status_code == 201, sent.text
+    refused = client.delete(f"/api/v1/files/{kept}", headers=manager.headers)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "file_in_use"
+    # Someone else's upload: only its uploader or a manager may delete it.
+    assert client.delete(f"/api/v1/files/{dropped}", headers=agent.headers).status_code == 403
+    assert client.delete(f"/api/v1/files/{dropped}", headers=manager.headers).status_code == 204
+    assert client.get(f"/api/v1/files/{dropped}", headers=manager.headers).status_code == 404
+    assert client.get(f"/api/v1/files/{kept}", headers=manager.headers).content == b"%PDF-1.4 catalogo.pdf"
+    with db.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(StoredFile)) == 1

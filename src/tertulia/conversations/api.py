@@ -30,7 +30,8 @@ Settings
          widget's `key`, and `identity_secret` for HMAC identity verification, shown to managers)
 Files
     POST /api/v1/files (multipart `file`, optional `conversation_id`), GET /api/v1/files (library),
-    GET  /api/v1/files/{id} (download; a file sent in a conversation only to those who may see it)
+    GET  /api/v1/files/{id} (download; a file sent in a conversation only to those who may see it),
+    DELETE /api/v1/files/{id} (an upload not sent nor in a snippet: its uploader or a manager; 409 else)
 Realtime: WebSocket /ws (see conversations/ws.py).
 """
 
@@ -41,6 +42,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tertulia.channels import service as channels_service
 from tertulia.channels.base import get_adapter
@@ -568,8 +570,7 @@ def list_files(
     return {"items": [_file_dict(f) for f in rows], "next_before_id": rows[-1].id if more and rows else None}
 
 
-@router.get("/files/{file_id}", tags=["files"])
-def download_file(session: DbSession, actor: InboxActor, file_id: int) -> Response:
+def _access_file(session: Session, actor: Actor, file_id: int) -> StoredFile:
     actor.require(Permission.VIEW_CONTACTS)
     stored = session.scalar(
         select(StoredFile).where(StoredFile.workspace_id == actor.workspace_id, StoredFile.id == file_id)
@@ -578,6 +579,18 @@ def download_file(session: DbSession, actor: InboxActor, file_id: int) -> Respon
         raise NotFound(f"No file {file_id}.")
     if stored.conversation_id is not None:
         service.access_conversation(session, actor, stored.conversation_id)
+    return stored
+
+
+@router.delete("/files/{file_id}", status_code=204, tags=["files"])
+def delete_file(session: DbSession, actor: InboxActor, file_id: int) -> Response:
+    files.do_delete_file(session, actor, _access_file(session, actor, file_id))
+    return Response(status_code=204)
+
+
+@router.get("/files/{file_id}", tags=["files"])
+def download_file(session: DbSession, actor: InboxActor, file_id: int) -> Response:
+    stored = _access_file(session, actor, file_id)
     data = storage.get_storage().get(stored.storage_key)
     return Response(
         content=data,

@@ -9,9 +9,10 @@ that rolls back after storing calls discard() so no orphan bytes remain.
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tertulia.conversations.models import StoredFile
+from tertulia.conversations.models import Message, Snippet, StoredFile
 from tertulia.kit import storage
-from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.db import on_commit
+from tertulia.kit.errors import Conflict, PermissionDenied, ValidationFailed
 from tertulia.kit.settings import get_settings
 from tertulia.users.models import User
 from tertulia.users.permissions import Actor, Permission
@@ -66,6 +67,30 @@ def do_store_file(
     session.add(stored)
     session.flush()
     return stored
+
+
+def in_use(session: Session, stored: StoredFile) -> bool:
+    """Sent in a message, or attached to a snippet."""
+    if session.scalar(select(Snippet.id).where(Snippet.file_id == stored.id).limit(1)) is not None:
+        return True
+    if stored.conversation_id is None:
+        return False
+    attachments = session.scalars(select(Message.attachments).where(Message.conversation_id == stored.conversation_id))
+    return any(a.get("file_id") == stored.id for batch in attachments for a in (batch or []))
+
+
+def do_delete_file(session: Session, actor: Actor, stored: StoredFile) -> None:
+    """Remove an upload nobody uses yet (an attachment taken off the composer before sending, a
+    library file): whoever uploaded it, or a manager. A file already sent or in a snippet stays:
+    the history must keep what the customer received."""
+    if stored.uploaded_by_id != actor.user_id and not actor.can(Permission.MANAGE_WORKSPACE):
+        raise PermissionDenied("Only whoever uploaded this file, or a manager, may delete it.")
+    if in_use(session, stored):
+        raise Conflict("This file has been sent or is in a snippet; it is kept.", code="file_in_use")
+    key = stored.storage_key
+    session.delete(stored)
+    session.flush()
+    on_commit(session, lambda: storage.get_storage().delete(key))
 
 
 def discard(stored: StoredFile) -> None:

@@ -524,7 +524,7 @@
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
       picked = {};
-      if (!note) clearFiles();
+      if (!note) clearFiles(true);
       if (state.current && state.current.id === id) {
         addMessage(m, false);
         toBottom();
@@ -604,13 +604,18 @@
       fileList.appendChild(chip);
     });
   }
-  function removeFile(entry) {
+  // An upload taken off before sending is deleted, not left stored with nothing pointing to it.
+  function forget(entry) {
     if (entry.xhr && entry.status === "uploading") entry.xhr.abort();
+    if (entry.fileId) api("DELETE", "/files/" + entry.fileId, undefined, true).catch(function () { /* kept */ });
+  }
+  function removeFile(entry) {
+    forget(entry);
     files = files.filter(function (f) { return f !== entry; });
     renderFiles();
   }
-  function clearFiles() {
-    files.forEach(function (entry) { if (entry.xhr && entry.status === "uploading") entry.xhr.abort(); });
+  function clearFiles(sent) {
+    if (!sent) files.forEach(forget);
     files = [];
     renderFiles();
   }
