@@ -376,6 +376,42 @@ def test_an_agent_uploads_and_lists_library_files(client: TestClient, db: Databa
     assert client.get(f"/api/v1/files/{stored.id}").content == b"x" * 2048
 
 
+def test_library_files_are_deleted_by_their_uploader_or_a_manager_unless_in_use(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _agent(client, db, tenant)
+    for name in ("lista.pdf", "guia.pdf"):
+        client.post(
+            "/messages/files",
+            data={"csrf_token": token},
+            files={"file": (name, b"%PDF " + name.encode(), "application/pdf")},
+        )
+    with db.transaction() as session:
+        ids = {f.name: f.id for f in session.scalars(select(StoredFile))}
+        # guia.pdf goes into a snippet: from then on it is in use.
+        inbox.do_create_snippet(session, tenant.actor(), "guia", "Aquí la guía", file_id=ids["guia.pdf"])
+    page = client.get("/messages/files")
+    assert f'action="/messages/files/{ids["lista.pdf"]}/delete"' in page.text
+    in_use = client.post(f"/messages/files/{ids['guia.pdf']}/delete", data={"csrf_token": token}, headers=ES)
+    assert in_use.status_code == 422  # shown on the page, like every refused form
+    assert "Este archivo ya se envió o está en un atajo; se conserva." in in_use.text
+    deleted = client.post(f"/messages/files/{ids['lista.pdf']}/delete", data={"csrf_token": token})
+    assert "The file has been deleted." in deleted.text
+    assert _file_count(db) == 1
+    # Another agent's upload: no button, and a forged post is refused.
+    owner_token = _owner(client, db, tenant)
+    client.post(
+        "/messages/files", data={"csrf_token": owner_token}, files={"file": ("precios.pdf", b"%PDF", "application/pdf")}
+    )
+    with db.transaction(write=False) as session:
+        owners = session.scalars(select(StoredFile.id).where(StoredFile.name == "precios.pdf")).one()
+    token = _agent(client, db, tenant)
+    assert f'action="/messages/files/{owners}/delete"' not in client.get("/messages/files").text
+    assert client.post(f"/messages/files/{owners}/delete", data={"csrf_token": token}).status_code == 403
+    assert client.post("/messages/files/999999/delete", data={"csrf_token": token}).status_code == 404
+    assert _file_count(db) == 2
+
+
 def test_file_upload_errors_are_shown_beside_the_field(client: TestClient, db: Database, tenant: Tenant) -> None:
     token = _agent(client, db, tenant)
     nothing = client.post("/messages/files", data={"csrf_token": token}, files={"file": ("", b"", "text/plain")})

@@ -60,6 +60,7 @@ FLASH_MESSAGES: dict[str, str] = {
     "category_saved": i18n.lazy("The closing category has been saved."),
     "category_deleted": i18n.lazy("The closing category has been deleted."),
     "file_uploaded": i18n.lazy("The file has been uploaded."),
+    "file_deleted": i18n.lazy("The file has been deleted."),
     "notifications_saved": i18n.lazy("Your notification settings have been saved."),
 }
 

@@ -19,7 +19,7 @@ from starlette.responses import Response
 from tertulia.conversations import files, service, variables
 from tertulia.conversations import repository as repo
 from tertulia.conversations.models import Snippet, StoredFile
-from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
+from tertulia.kit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
@@ -38,6 +38,7 @@ SERVICE_MESSAGES = (
     i18n.lazy("a snippet needs text or a file"),
     i18n.lazy("must be at most 10000 characters"),
     i18n.lazy("is required (at most 100 characters)"),
+    i18n.lazy("This file has been sent or is in a snippet; it is kept."),
 )
 
 
@@ -334,6 +335,8 @@ def _files(ctx: WebContext, *, before: int | None = None, errors: dict[str, str]
             "file": f,
             "size": human_size(ctx, f.size),
             "uploader": names.get(f.uploaded_by_id) if f.uploaded_by_id is not None else None,
+            # Offered to whoever may delete it; a file in use is refused with a message (409).
+            "deletable": f.uploaded_by_id == ctx.actor.user_id or ctx.actor.can(Permission.MANAGE_WORKSPACE),
         }
         for f in rows
     ]
@@ -351,6 +354,27 @@ def _files(ctx: WebContext, *, before: int | None = None, errors: dict[str, str]
 def files_page(ctx: UserPage, before: int | None = None) -> Response:
     ctx.actor.require(Permission.VIEW_CONTACTS)
     return _files(ctx, before=before)
+
+
+@router.post("/messages/files/{file_id}/delete")
+def delete_library_file(ctx: UserPage, file_id: int) -> Response:
+    ctx.actor.require(Permission.VIEW_CONTACTS)
+    stored = ctx.session.scalar(
+        select(StoredFile).where(
+            StoredFile.workspace_id == ctx.actor.workspace_id,
+            StoredFile.id == file_id,
+            StoredFile.conversation_id.is_(None),
+        )
+    )
+    if stored is None:
+        raise NotFound(f"No file {file_id}.")
+    return submit(
+        ctx,
+        lambda: files.do_delete_file(ctx.session, ctx.actor, stored),
+        again=lambda exc: _files(ctx, errors={"__all__": _message(ctx, exc.message)}),
+        redirect="/messages/files",
+        flash="file_deleted",
+    )
 
 
 @router.post("/messages/files")
