@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
@@ -15,6 +15,7 @@ from tertulia.segments import service
 from tertulia.segments import tasks as segment_tasks
 from tertulia.segments.models import Segment
 from tertulia.users.models import Role
+from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.conftest import Tenant
 
 DEFAULT_NAMES = {
@@ -366,3 +367,18 @@ def test_a_segment_whose_field_was_deleted_reports_it_and_holds_no_one(client: T
     assert members.status_code == 422
     fixed = client.patch(f"/api/v1/segments/{segment['id']}", headers=tenant.headers, json={"filter": {}})
     assert fixed.json()["count"] == 1
+
+
+def test_a_spanish_workspace_gets_the_default_segments_named_in_spanish(db: Database) -> None:
+    with db.transaction() as session:
+        created = do_create_workspace_with_owner(
+            session, "Tienda Sur", "duena@sur.example.com", "duena-password", default_language="es"
+        )
+        names = set(session.scalars(select(Segment.name).where(Segment.workspace_id == created.workspace.id)))
+    assert names == {
+        "Contactos creados hace <7 días",
+        "Contactos inactivos >30 días",
+        "Contactos con etiquetas",
+        "País conocido",
+        "Idioma conocido",
+    }

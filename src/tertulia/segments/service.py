@@ -204,10 +204,25 @@ def do_delete_segment(session: Session, actor: Actor, segment: Segment) -> None:
     session.flush()
 
 
-def do_create_default_segments(session: Session, workspace_id: int) -> list[Segment]:
+# The default segments' names in the workspace's language when it is created (they are ordinary,
+# renamable segments from then on).
+DEFAULT_SEGMENT_NAMES: dict[str, dict[str, str]] = {
+    "es": {
+        "Contacts created <7 days ago": "Contactos creados hace <7 días",
+        "Contacts inactive >30 days": "Contactos inactivos >30 días",
+        "Contacts with tags": "Contactos con etiquetas",
+        "Country known": "País conocido",
+        "Language known": "Idioma conocido",
+    }
+}
+
+
+def do_create_default_segments(session: Session, workspace_id: int, language: str = "en") -> list[Segment]:
     """The five segments every new workspace starts with; ordinary segments from then on."""
+    names = DEFAULT_SEGMENT_NAMES.get(language, {})
     created = []
-    for name, filter_ in DEFAULT_SEGMENTS:
+    for english, filter_ in DEFAULT_SEGMENTS:
+        name = names.get(english, english)
         segment = Segment(workspace_id=workspace_id, name=name, name_key=name.casefold(), filter=dict(filter_))
         session.add(segment)
         created.append(segment)

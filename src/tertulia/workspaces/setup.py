@@ -40,5 +40,5 @@ def do_create_workspace_with_owner(
     elif not verify_password(owner.password_hash, owner_password):
         raise PermissionDenied("A user with this email exists and the password does not match.")
     do_add_member(session, workspace.id, owner.id, Role.OWNER)
-    do_create_default_segments(session, workspace.id)
+    do_create_default_segments(session, workspace.id, workspace.default_language)
     return NewWorkspace(workspace=workspace, owner=owner)
