@@ -379,3 +379,54 @@ def test_an_unsent_upload_can_be_deleted_a_sent_one_cannot(client: TestClient, d
     assert client.get(f"/api/v1/files/{kept}", headers=manager.headers).content == b"%PDF-1.4 catalogo.pdf"
     with db.transaction(write=False) as session:
         assert session.scalar(select(func.count()).select_from(StoredFile)) == 1
+
+
+def test_unsent_uploads_are_swept_after_a_day_sent_ones_stay(client: TestClient, db: Database, tenant: Tenant) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from tertulia.conversations import files
+    from tertulia.kit import storage
+    from tertulia.kit.clock import utcnow
+
+    new_visitor(client, make_webchat(db, tenant)).say("hola")
+    [conversation] = _conversations(client, tenant)
+
+    def upload(name: str) -> int:
+        response = client.post(
+            "/api/v1/files",
+            headers=tenant.headers,
+            data={"conversation_id": str(conversation["id"])},
+            files={"file": (name, name.encode(), "text/plain")},
+        )
+        assert response.status_code == 201, response.text
+        file_id: int = response.json()["id"]
+        return file_id
+
+    sent, snippet_file, forgotten, fresh = upload("sent"), upload("snippet"), upload("forgotten"), upload("fresh")
+    assert (
+        client.post(
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            headers=tenant.headers,
+            json={"type": "file", "attachments": [sent]},
+        ).status_code
+        == 201
+    )
+    client.post(
+        "/api/v1/snippets", headers=tenant.headers, json={"shortcut": "doc", "text": "", "file_id": snippet_file}
+    )
+    with db.transaction() as session:
+        session.execute(
+            update(StoredFile)
+            .where(StoredFile.id.in_([sent, snippet_file, forgotten]))
+            .values(created_at=utcnow() - timedelta(hours=30))
+        )
+        forgotten_key = session.get(StoredFile, forgotten).storage_key  # type: ignore[union-attr]
+    with db.transaction() as session:
+        assert files.do_sweep_unsent_uploads(session, utcnow()) == 1
+    with db.transaction(write=False) as session:
+        left = set(session.scalars(select(StoredFile.id)))
+    assert left == {sent, snippet_file, fresh}
+    with pytest.raises(FileNotFoundError):
+        storage.get_storage().get(forgotten_key)

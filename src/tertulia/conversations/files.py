@@ -6,6 +6,9 @@ contacts may list and download. The bytes go to kit.storage before the row is wr
 that rolls back after storing calls discard() so no orphan bytes remain.
 """
 
+from datetime import datetime, timedelta
+from functools import partial
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -79,6 +82,10 @@ def in_use(session: Session, stored: StoredFile) -> bool:
     return any(a.get("file_id") == stored.id for batch in attachments for a in (batch or []))
 
 
+def _delete_bytes(key: str) -> None:
+    storage.get_storage().delete(key)
+
+
 def do_delete_file(session: Session, actor: Actor, stored: StoredFile) -> None:
     """Remove an upload nobody uses yet (an attachment taken off the composer before sending, a
     library file): whoever uploaded it, or a manager. A file already sent or in a snippet stays:
@@ -90,7 +97,34 @@ def do_delete_file(session: Session, actor: Actor, stored: StoredFile) -> None:
     key = stored.storage_key
     session.delete(stored)
     session.flush()
-    on_commit(session, lambda: storage.get_storage().delete(key))
+    on_commit(session, partial(_delete_bytes, key))
+
+
+# An upload made for a conversation but never sent (the tab closed with it in the composer) is
+# removed once it is a day old. Each hourly sweep looks only at files one to two days old, so its
+# work stays bounded however many files were ever sent.
+UNSENT_AFTER = timedelta(days=1)
+SWEEP_WINDOW = timedelta(days=1)
+
+
+def do_sweep_unsent_uploads(session: Session, now: datetime) -> int:
+    """Delete conversation uploads from the window that no message or snippet uses; how many."""
+    candidates = session.scalars(
+        select(StoredFile).where(
+            StoredFile.conversation_id.is_not(None),
+            StoredFile.created_at < now - UNSENT_AFTER,
+            StoredFile.created_at >= now - UNSENT_AFTER - SWEEP_WINDOW,
+        )
+    ).all()
+    removed = 0
+    for stored in candidates:
+        if not in_use(session, stored):
+            key = stored.storage_key
+            session.delete(stored)
+            on_commit(session, partial(_delete_bytes, key))
+            removed += 1
+    session.flush()
+    return removed
 
 
 def discard(stored: StoredFile) -> None:

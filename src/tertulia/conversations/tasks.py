@@ -151,3 +151,11 @@ def requeue_stuck_outbound() -> int:
     for message_id in ids:
         enqueue_send(message_id)
     return len(ids)
+
+
+@huey.periodic_task(crontab(minute="17"), name="conversations.sweep_unsent_uploads")  # type: ignore[untyped-decorator]
+def sweep_unsent_uploads() -> int:
+    from tertulia.conversations.files import do_sweep_unsent_uploads
+
+    with task_database().transaction() as session:
+        return do_sweep_unsent_uploads(session, utcnow())
