@@ -3,8 +3,9 @@
 `TERTULIA_QUEUE_URL` picks the backend:
 - unset or `sqlite:///path`: SqliteHuey in a file beside the database; `tertulia serve` runs the
   consumer threads itself (no extra process to run on a laptop or a small server);
-- `redis://...`: RedisHuey; run one or more `tertulia worker` processes (and set
-  `TERTULIA_QUEUE_EMBEDDED=false` on the web processes if they should not consume too);
+- `redis://...`: RedisHuey; run one or more `tertulia worker` processes (web processes never
+  consume a Redis or PostgreSQL queue; `TERTULIA_QUEUE_EMBEDDED=false` also stops them consuming
+  an SQLite one);
 - `postgresql://...` or `postgresql+psycopg://...`: tables in that database (it can be the app's
   own, see `kit/queue_postgres.py`); run `tertulia worker` processes as with Redis;
 - `memory://`: an in-process queue for tests and one-off scripts.
