@@ -36,7 +36,7 @@ from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
-from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -68,6 +68,7 @@ from tertulia.kit.errors import (
     ValidationFailed,
 )
 from tertulia.kit.settings import get_settings
+from tertulia.kit.sockets import serve_events
 
 TYPE = "webchat"
 T = TypeVar("T")
@@ -514,9 +515,22 @@ class VisitorSocket:
         self.typing_at = 0.0
         self.subscription: realtime.Subscription | None = None
 
-    async def send(self, frame: dict[str, Any]) -> None:
+    async def send_text(self, text: str) -> None:
+        # Replies to the visitor's frames and forwarded events come from different tasks.
         async with self.send_lock:
-            await self.websocket.send_text(json.dumps(frame, separators=(",", ":")))
+            await self.websocket.send_text(text)
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.send_text(json.dumps(frame, separators=(",", ":")))
+
+    async def render(self, event: dict[str, Any]) -> str | None:
+        """An event `wants` let through, as the visitor's frame."""
+        if event.get("type") == "typing":
+            frame: dict[str, Any] = {"type": "typing"}
+        else:
+            message = (event.get("data") or {}).get("message") or {}
+            frame = {"type": "message.created", "message": visitor_message(message)}
+        return json.dumps(frame, separators=(",", ":"))
 
     def follow_contact(self, contact_id: int) -> None:
         self.contact_id = contact_id
@@ -655,35 +669,7 @@ async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
             contact_id = await _contact_now(db, channel, visitor)
         if contact_id is not None:
             state.follow_contact(contact_id)
-        async with anyio.create_task_group() as group:
-
-            async def read_client() -> None:
-                try:
-                    while True:
-                        raw = await websocket.receive_text()
-                        # Each frame in its own task: a message waiting for its batch must not hold
-                        # up the visitor's next frame (typing, or a second message).
-                        group.start_soon(state.handle, raw)
-                except (WebSocketDisconnect, RuntimeError):
-                    group.cancel_scope.cancel()
-
-            group.start_soon(read_client)
-            while True:
-                event = await subscription.get()
-                if event.get("type") == "overflow":
-                    await websocket.close(code=1013, reason="overflow")
-                    group.cancel_scope.cancel()
-                    return
-                if event.get("type") == "typing":
-                    frame: dict[str, Any] = {"type": "typing"}
-                else:
-                    message = (event.get("data") or {}).get("message") or {}
-                    frame = {"type": "message.created", "message": visitor_message(message)}
-                try:
-                    await state.send(frame)
-                except (WebSocketDisconnect, RuntimeError):
-                    group.cancel_scope.cancel()
-                    return
+        await serve_events(websocket, subscription, state.render, send=state.send_text, on_frame=state.handle)
 
 
 def install(app: FastAPI) -> None:

@@ -10,13 +10,15 @@ it is sent; an agent's team list is reloaded at most every TEAM_REFRESH_SECONDS.
 
 import json
 import time
+from collections.abc import Callable
 
 import anyio
-from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket
 
 from tertulia.conversations.service import Viewer, viewer_for
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
+from tertulia.kit.sockets import SocketEnded, serve_events
 from tertulia.users.permissions import Actor
 from tertulia.users.sessions import SESSION_COOKIE, resolve_session
 
@@ -49,54 +51,44 @@ async def agent_socket(websocket: WebSocket) -> None:
             actor = current.actor
             return actor, viewer_for(session, actor)
 
-    def still_signed_in() -> tuple[Actor, Viewer] | None:
-        return authenticate()
-
     found = await anyio.to_thread.run_sync(authenticate)
     if found is None:
         await websocket.close(code=4401, reason="unauthorized")
         return
     actor, viewer = found
-    checked_at = time.monotonic()
     await websocket.accept()
-    current = {"viewer": viewer}
-
-    def visible(event: realtime.Event) -> bool:
-        # Runs for every event of the workspace, before it is queued: what this person may not
-        # see never wakes their socket.
-        return current["viewer"].can_see_event(event)
-
-    with realtime.get_hub().subscribe(actor.workspace_id, accepts=visible) as subscription:
+    state = _AgentSocket(websocket, viewer, authenticate)
+    with realtime.get_hub().subscribe(actor.workspace_id, accepts=state.visible) as subscription:
         # After subscribing: a client that loads what it shows once "hello" arrives misses nothing.
         await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
-        async with anyio.create_task_group() as group:
+        await serve_events(websocket, subscription, state.render)
 
-            async def drain_client() -> None:
-                try:
-                    while True:
-                        await websocket.receive_text()
-                except WebSocketDisconnect:
-                    group.cancel_scope.cancel()
 
-            group.start_soon(drain_client)
-            while True:
-                event = await subscription.get()
-                if event.get("type") == "overflow":
-                    await websocket.close(code=1013, reason="overflow")
-                    group.cancel_scope.cancel()
-                    return
-                if time.monotonic() - checked_at > TEAM_REFRESH_SECONDS:
-                    refreshed = await anyio.to_thread.run_sync(still_signed_in)
-                    if refreshed is None:
-                        await websocket.close(code=4401, reason="signed out")
-                        group.cancel_scope.cancel()
-                        return
-                    actor, current["viewer"] = refreshed
-                    checked_at = time.monotonic()
-                    if not current["viewer"].can_see_event(event):
-                        continue
-                try:
-                    await websocket.send_text(json.dumps(event, separators=(",", ":")))
-                except (WebSocketDisconnect, RuntimeError):
-                    group.cancel_scope.cancel()
-                    return
+class _AgentSocket:
+    """What one agent may see, re-read (with their teams, and whether they are still signed in) at
+    most every TEAM_REFRESH_SECONDS."""
+
+    def __init__(
+        self, websocket: WebSocket, viewer: Viewer, authenticate: Callable[[], tuple[Actor, Viewer] | None]
+    ) -> None:
+        self.websocket = websocket
+        self.viewer = viewer
+        self.authenticate = authenticate
+        self.checked_at = time.monotonic()
+
+    def visible(self, event: realtime.Event) -> bool:
+        # Runs for every event of the workspace, before it is queued: what this person may not
+        # see never wakes their socket.
+        return self.viewer.can_see_event(event)
+
+    async def render(self, event: realtime.Event) -> str | None:
+        if time.monotonic() - self.checked_at > TEAM_REFRESH_SECONDS:
+            refreshed = await anyio.to_thread.run_sync(self.authenticate)
+            if refreshed is None:
+                await self.websocket.close(code=4401, reason="signed out")
+                raise SocketEnded
+            self.viewer = refreshed[1]
+            self.checked_at = time.monotonic()
+            if not self.viewer.can_see_event(event):
+                return None
+        return json.dumps(event, separators=(",", ":"))
