@@ -5,9 +5,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+
+from tertulia.app import create_app
+from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
+from tertulia.migrations import upgrade
 
 
 def free_port() -> int:
@@ -32,3 +38,18 @@ def serve_app(app: FastAPI, port: int) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def fresh_sqlite_database(directory: Path) -> Database:
+    """A database in `directory`, upgraded from empty by the migrations."""
+    url = f"sqlite:///{directory / 'tertulia.db'}"
+    upgrade(url)
+    return Database(url)
+
+
+@contextmanager
+def serve_tertulia(database: Database) -> Iterator[str]:
+    """The whole app on `database`, on a free port, its base_url where it listens; yields that URL."""
+    port = free_port()
+    with serve_app(create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database), port) as url:
+        yield url

@@ -16,20 +16,17 @@ import pytest
 from playwright.sync_api import Browser, FilePayload, expect
 from sqlalchemy import select
 
-from tertulia.app import create_app
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import tasks as _tasks  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Conversation, Mention, Message, StoredFile
 from tertulia.kit import queue
 from tertulia.kit.db import Database
-from tertulia.kit.settings import Settings
-from tertulia.migrations import upgrade
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at, watch
-from tests.live_server import free_port, serve_app
+from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -60,11 +57,7 @@ def _png(width: int, height: int) -> bytes:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
-    path = tmp_path_factory.mktemp("composer") / "tertulia.db"
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    database = Database(url)
-    port = free_port()
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("composer"))
     with database.transaction() as session:
         created = do_create_workspace_with_owner(session, "Tienda Co", "owner@composer.example.com", "owner-password")
         workspace_id = created.workspace.id
@@ -77,8 +70,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         teammate_id, key = teammate.id, channel.key
     queue.huey.immediate = True
     queue.use_database(database)
-    app = create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database)
-    with serve_app(app, port) as base:
+    with serve_tertulia(database) as base:
         # The customer writes through the web-chat widget's own API, so replies can reach them.
         headers = {"Origin": SHOP}
         started = httpx.post(f"{base}/widget/{key}/session", headers=headers, json={"name": "Lucía Pérez"})

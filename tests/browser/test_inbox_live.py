@@ -16,21 +16,18 @@ import pytest
 from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
-from tertulia.app import create_app
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import service as inbox
 from tertulia.conversations import tasks as _tasks  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Conversation, ConversationStatus
 from tertulia.kit import queue
 from tertulia.kit.db import Database
-from tertulia.kit.settings import Settings
-from tertulia.migrations import upgrade
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at, watch
-from tests.live_server import free_port, serve_app
+from tests.live_server import free_port, fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -78,11 +75,8 @@ def _serve_shop(port: int, html: str) -> ThreadingHTTPServer:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
-    path = tmp_path_factory.mktemp("inbox") / "tertulia.db"
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    database = Database(url)
-    port, shop_port = free_port(), free_port()
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("inbox"))
+    shop_port = free_port()
     shop_origin = f"http://127.0.0.1:{shop_port}"
     with database.transaction() as session:
         created = do_create_workspace_with_owner(session, "Tienda Co", "owner@inbox.example.com", "owner-password")
@@ -107,8 +101,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     # Deliveries (the outbox task) run right after each commit, against this database.
     queue.huey.immediate = True
     queue.use_database(database)
-    app = create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database)
-    with serve_app(app, port) as url:
+    with serve_tertulia(database) as url:
         shop = _serve_shop(shop_port, SHOP_PAGE.format(server=url, key=key))
         yield Setup(url, f"{shop_origin}/", database, workspace_id, agent_id)
         shop.shutdown()

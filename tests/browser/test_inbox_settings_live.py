@@ -10,19 +10,15 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tertulia.app import create_app
 from tertulia.channels.base import InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import service as inbox
-from tertulia.kit.db import Database
-from tertulia.kit.settings import Settings
-from tertulia.migrations import upgrade
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at, watch
-from tests.live_server import free_port, serve_app
+from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -38,10 +34,7 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
-    path = tmp_path_factory.mktemp("snippets") / "tertulia.db"
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    database = Database(url)
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("snippets"))
     with database.transaction() as session:
         created = do_create_workspace_with_owner(session, "Tienda Co", "owner@settings.example.com", "owner-password")
         workspace_id = created.workspace.id
@@ -57,9 +50,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             ),
         )
         conversation_id = received.conversation.id
-    port = free_port()
-    app = create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database)
-    with serve_app(app, port) as base:
+    with serve_tertulia(database) as base:
         yield Setup(base, conversation_id)
     database.dispose()
 

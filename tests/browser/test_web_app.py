@@ -12,15 +12,11 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Page, expect
 
-from tertulia.app import create_app
-from tertulia.kit.db import Database
-from tertulia.kit.settings import Settings
-from tertulia.migrations import upgrade
 from tertulia.users.models import Role
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at
-from tests.live_server import free_port, serve_app
+from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -36,18 +32,14 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     require_chromium()
-    path = tmp_path_factory.mktemp("browser") / "tertulia.db"
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    database = Database(url)
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("browser"))
     with database.transaction() as session:
         created = do_create_workspace_with_owner(
             session, "Browser Co", OWNER[0], OWNER[1], default_country="MX", owner_first_name="Olga"
         )
         agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Ana")
         do_add_member(session, created.workspace.id, agent.id, Role.AGENT)
-    port = free_port()
-    with serve_app(create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database), port) as url:
+    with serve_tertulia(database) as url:
         yield Server(url)
     database.dispose()
 

@@ -8,16 +8,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import FilePayload, Page, expect
 
-from tertulia.app import create_app
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
-from tertulia.kit.db import Database
-from tertulia.kit.settings import Settings
-from tertulia.migrations import upgrade
 from tertulia.users.permissions import Actor
 from tertulia.workspaces.setup import do_create_workspace_with_owner
-from tests.browser.conftest import require_chromium
-from tests.live_server import free_port, serve_app
+from tests.browser.conftest import require_chromium, sign_in_at
+from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -32,10 +28,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     require_chromium()
-    path = tmp_path_factory.mktemp("modules") / "tertulia.db"
-    url = f"sqlite:///{path}"
-    upgrade(url)
-    database = Database(url)
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("modules"))
     with database.transaction() as session:
         created = do_create_workspace_with_owner(session, "Modules Co", OWNER[0], OWNER[1], default_country="MX")
         actor = Actor(workspace_id=created.workspace.id, kind="system")
@@ -46,18 +39,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             contact = do_create_contact(session, actor, {**values, "custom_fields": {"tier": tier}})
             if vip:
                 do_add_tags(session, actor, contact, ["vip"])
-    port = free_port()
-    with serve_app(create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database), port) as url:
+    with serve_tertulia(database) as url:
         yield Server(url)
     database.dispose()
 
 
 def sign_in(page: Page, server: Server) -> None:
-    page.goto(f"{server.url}/login")
-    page.fill("input[name=email]", OWNER[0])
-    page.fill("input[name=password]", OWNER[1])
-    page.click("button[type=submit]")
-    page.wait_for_url(re.compile(r"/contacts$"))
+    sign_in_at(page, server.url, "/contacts", *OWNER)
 
 
 def test_custom_field_then_a_segment_with_two_groups(page: Page, server: Server) -> None:

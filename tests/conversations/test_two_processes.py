@@ -4,7 +4,6 @@ worker process sends the reply and its status event reaches them too."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from tertulia.users.service import do_add_member, do_create_user
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in
 from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.conversations.support import SHOP
+from tests.live_server import free_port
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -38,13 +38,6 @@ def _redis_up() -> bool:
 
 
 pytestmark = pytest.mark.skipif(not _redis_up(), reason="Redis is not running on 127.0.0.1:6379")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
@@ -61,7 +54,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         "TERTULIA_REALTIME_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
         "TERTULIA_LOG_LEVEL": "warning",
     }
-    ports = [_free_port(), _free_port()]
+    ports = [free_port(), free_port()]
     commands = [["serve", "--port", str(port)] for port in ports] + [["worker", "--workers", "2"]]
     processes = [
         subprocess.Popen(  # noqa: S603 (our own interpreter and module)
