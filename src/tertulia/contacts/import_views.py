@@ -26,6 +26,7 @@ from tertulia.contacts.import_jobs import (
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.contacts.importer import CUSTOM_PREFIX
 from tertulia.contacts.repository import custom_fields
+from tertulia.contacts.views import FIELD_LABELS
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import database_of
 from tertulia.kit.errors import ValidationFailed
@@ -41,13 +42,7 @@ router = APIRouter(prefix="/contacts", include_in_schema=False)
 RECENT_JOBS = 10
 TARGET_LABELS: dict[str, str] = {
     "ignore": i18n.lazy("Do not import"),
-    "first_name": i18n.lazy("First name"),
-    "last_name": i18n.lazy("Last name"),
-    "email": i18n.lazy("Email"),
-    "phone": i18n.lazy("Phone"),
-    "language": i18n.lazy("Language"),
-    "country": i18n.lazy("Country"),
-    "avatar_url": i18n.lazy("Avatar URL"),
+    **FIELD_LABELS,
     "assignee_email": i18n.lazy("Assignee (email)"),
     "assignee_id": i18n.lazy("Assignee (user id)"),
     "tags": i18n.lazy("Tags"),

@@ -42,7 +42,9 @@ MAX_BULK = 500
 MERGE_CANDIDATES = 10
 TAG_SUGGESTIONS = 200
 
-STANDARD_LABELS: dict[str, str] = {
+# The standard contact fields a person types, as every page names them (contact form, import
+# mapping, filter panel).
+FIELD_LABELS: dict[str, str] = {
     "first_name": i18n.lazy("First name"),
     "last_name": i18n.lazy("Last name"),
     "email": i18n.lazy("Email"),
@@ -50,8 +52,8 @@ STANDARD_LABELS: dict[str, str] = {
     "language": i18n.lazy("Language"),
     "country": i18n.lazy("Country"),
     "avatar_url": i18n.lazy("Avatar URL"),
-    "assignee_id": i18n.lazy("Assignee"),
 }
+STANDARD_LABELS: dict[str, str] = {**FIELD_LABELS, "assignee_id": i18n.lazy("Assignee")}
 EDITABLE_STANDARD = ("first_name", "last_name", "email", "phone", "language", "country", "assignee_id")
 ACTIVITY_LABELS: dict[str, str] = {
     "created": i18n.lazy("created the contact"),

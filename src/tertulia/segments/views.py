@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form
 from starlette.responses import Response
 
 from tertulia.contacts import repository as contacts_repo
+from tertulia.contacts.views import FIELD_LABELS as CONTACT_FIELD_LABELS
 from tertulia.contacts.views import PAGE_SIZE, TAG_SUGGESTIONS, members
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
@@ -45,12 +46,7 @@ from tertulia.web.context import UserPage, WebContext
 router = APIRouter(prefix="/contacts", include_in_schema=False)
 
 FIELD_LABELS: dict[str, str] = {
-    "first_name": i18n.lazy("First name"),
-    "last_name": i18n.lazy("Last name"),
-    "email": i18n.lazy("Email"),
-    "phone": i18n.lazy("Phone"),
-    "language": i18n.lazy("Language"),
-    "country": i18n.lazy("Country"),
+    **{key: label for key, label in CONTACT_FIELD_LABELS.items() if key != "avatar_url"},
     "created_at": i18n.lazy("Created on"),
     "updated_at": i18n.lazy("Updated on"),
     "assignee": i18n.lazy("Assignee"),
