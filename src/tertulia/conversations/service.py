@@ -422,10 +422,13 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
     keys = [
         (channel.id, inbound.provider_message_id) if inbound.provider_message_id else None for channel, inbound in items
     ]
-    for message in repo.messages_by_provider_ids(session, [k for k in keys if k is not None]):
-        for index, key in enumerate(keys):
-            if key == (message.channel_id, message.provider_message_id):
-                results[index] = _duplicate(session, message)
+    stored = {
+        (m.channel_id, m.provider_message_id): m
+        for m in repo.messages_by_provider_ids(session, [k for k in keys if k is not None])
+    }
+    for index, key in enumerate(keys):
+        if key in stored:
+            results[index] = _duplicate(session, stored[key])
     first_with_key: dict[tuple[int, str], int] = {}
     repeats: dict[int, int] = {}
     to_write: list[int] = []
