@@ -5,6 +5,7 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tertulia.kit.crypto import EncryptedJSON
 from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin
 
 
@@ -12,7 +13,8 @@ class Channel(IdMixin, TimestampMixin, Base):
     """`key` is the public, unguessable handle used in webhook and widget URLs (never the numeric id).
 
     `config` is shown to managers; `secrets` (API tokens, app secrets, the widget's identity secret)
-    never leaves the server.
+    never leaves the server: it is encrypted at rest (kit/crypto.py) and pages and the API show only
+    which names are set.
     """
 
     __tablename__ = "channels"
@@ -24,4 +26,4 @@ class Channel(IdMixin, TimestampMixin, Base):
     key: Mapped[str] = mapped_column(String(64), unique=True)
     active: Mapped[bool] = mapped_column(default=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
-    secrets: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    secrets: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("channels.secrets"), default=dict)

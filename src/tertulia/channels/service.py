@@ -53,6 +53,28 @@ def do_update_channel_config(session: Session, actor: Actor, channel: Channel, c
     return channel
 
 
+MAX_SECRET_LENGTH = 4096
+
+
+def do_replace_channel_secrets(
+    session: Session, actor: Actor, channel: Channel, replacements: dict[str, str]
+) -> Channel:
+    """Replace secrets the channel has; an empty value keeps the stored one (secrets are never shown
+    back, so a form or API call that leaves one empty means "unchanged")."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    merged = dict(channel.secrets or {})
+    for name, value in replacements.items():
+        if name not in merged:
+            raise ValidationFailed.field(f"secrets.{name}", "is not a secret of this channel")
+        if not isinstance(value, str) or len(value) > MAX_SECRET_LENGTH:
+            raise ValidationFailed.field(f"secrets.{name}", f"must be text of at most {MAX_SECRET_LENGTH} characters")
+        if value.strip():
+            merged[name] = value.strip()
+    channel.config, channel.secrets = get_adapter(channel.type).clean_config(dict(channel.config or {}), merged)
+    session.flush()
+    return channel
+
+
 def access_channel(session: Session, actor: Actor, channel_id: int) -> Channel:
     channel = session.scalar(
         select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == channel_id)

@@ -17,6 +17,9 @@ class Settings(BaseSettings):
     base_url: str = "http://127.0.0.1:8000"
     # Used for HMAC of API tokens and one-time links; generated into data_dir when unset.
     secret_key: str = ""
+    # Earlier instance secrets (separated by spaces or commas): encrypted columns stored under them can still be read
+    # while they are re-encrypted under the current one (kit/crypto.py).
+    previous_secret_keys: str = ""
     smtp_url: str = ""
     mail_from: str = "Tertulia <no-reply@localhost>"
     # argon2 cost; tests lower it so the suite stays fast.
