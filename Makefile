@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test lint typecheck pytest chromium bench screenshots clean
+.PHONY: install run test lint contracts typecheck pytest chromium bench screenshots clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -32,6 +32,10 @@ chromium:
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+
+# Import contracts ([tool.importlinter] in pyproject.toml): which package may import which.
+contracts: install
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
