@@ -49,6 +49,7 @@ def test_round_trip_is_authenticated_and_randomised() -> None:
 
 def test_a_changed_instance_secret_fails_loudly(instance_secret: pytest.MonkeyPatch) -> None:
     stored = encrypt_json(PURPOSE, {"token": PLAINTEXT})
+    assert decrypt_json(PURPOSE, stored) == {"token": PLAINTEXT}  # decrypted (and remembered) once
     _use_secret(instance_secret, "a-different-secret")
     with pytest.raises(SecretKeyError, match=r"stored under key id \w{8}.*TERTULIA_SECRET_KEY"):
         decrypt_json(PURPOSE, stored)

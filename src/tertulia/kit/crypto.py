@@ -59,7 +59,7 @@ def _derive(instance_secret: str, purpose: str) -> _Key:
     return _Key(key_id, Fernet(base64.urlsafe_b64encode(raw)))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # hashed by identity: one object per settings, cached by `_keyring`
 class Keyring:
     """The current key (used to encrypt) and the keys of previous instance secrets (to decrypt only)."""
 
@@ -116,7 +116,15 @@ def encrypt_json(purpose: str, value: Any) -> str:
 
 
 def decrypt_json(purpose: str, stored: str) -> Any:
-    return json.loads(keyring(purpose).decrypt(stored))
+    return json.loads(_decrypt_cached(keyring(purpose), stored))
+
+
+@lru_cache(maxsize=4096)
+def _decrypt_cached(ring: Keyring, stored: str) -> bytes:
+    # A channel row is loaded on every widget and callback request, and a stored value only changes
+    # when it is written (each write has a fresh IV): decrypt each value once per keyring. Failures
+    # are not cached. The caller gets a fresh object from the plaintext each time.
+    return ring.decrypt(stored)
 
 
 class EncryptedJSON(TypeDecorator[dict[str, Any]]):
