@@ -168,6 +168,21 @@ def token_create(
     typer.echo(issued.secret)
 
 
+@app.command("reencrypt-secrets")
+def reencrypt_secrets() -> None:
+    """Re-encrypt stored secrets under the current TERTULIA_SECRET_KEY (after rotating it)."""
+    from tertulia.kit.crypto import SecretKeyError, reencrypt_all
+    from tertulia.models import Base
+
+    try:
+        with get_database().transaction() as session:
+            changed = reencrypt_all(session.connection(), Base.metadata)
+    except SecretKeyError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(code=1) from exc
+    err.print(f"[green]{changed} stored secret(s) re-encrypted[/green]")
+
+
 @contacts_app.command("import")
 def contacts_import(
     file: Annotated[Path, typer.Argument(help="The CSV file (UTF-8 or Latin-1; comma or semicolon separated).")],

@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 from alembic import command
 from sqlalchemy import text
+from typer.testing import CliRunner
 
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
+from tertulia.cli import app
+from tertulia.kit import db as kit_db
 from tertulia.kit.crypto import SecretKeyError, decrypt_json, encrypt_json, keyring, reencrypt_column
 from tertulia.kit.db import Database
 from tertulia.kit.settings import get_settings
@@ -27,6 +30,7 @@ def instance_secret(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPa
     yield monkeypatch
     monkeypatch.undo()
     get_settings.cache_clear()
+    kit_db.get_database.cache_clear()
 
 
 def _use_secret(monkeypatch: pytest.MonkeyPatch, secret: str, previous: str = "") -> None:
@@ -104,6 +108,37 @@ def test_rotation_reads_old_values_and_reencrypts_them(
         loaded = session.get(Channel, channel_id)
         assert loaded is not None
         assert loaded.secrets == {"identity_secret": identity_secret}
+
+
+def test_the_cli_reencrypts_every_encrypted_column(
+    db: Database, tenant: Tenant, instance_secret: pytest.MonkeyPatch
+) -> None:
+    old = get_settings().resolved_secret_key()
+    with db.transaction() as session:
+        channel_id = do_create_channel(session, tenant.actor(), "webchat", "Web chat").id
+    before = _raw(db, channel_id)
+    instance_secret.setenv("TERTULIA_DATABASE_URL", db.url)
+    kit_db.get_database.cache_clear()
+    _use_secret(instance_secret, "the-new-secret")
+    refused = CliRunner().invoke(app, ["reencrypt-secrets"])
+    assert refused.exit_code == 1
+    assert "TERTULIA_PREVIOUS_SECRET_KEYS" in refused.output
+    assert _raw(db, channel_id) == before
+    _use_secret(instance_secret, "the-new-secret", previous=f"unrelated, {old}")
+    done = CliRunner().invoke(app, ["reencrypt-secrets"])
+    assert done.exit_code == 0, done.output
+    assert "1 stored secret(s) re-encrypted" in done.output
+    after = _raw(db, channel_id)
+    assert after != before
+    assert after.startswith(f"v1:{keyring(PURPOSE).current.key_id}:")
+    kit_db.get_database().dispose()
+
+
+def _raw(db: Database, channel_id: int) -> str:
+    with db.transaction(write=False) as session:
+        return str(
+            session.execute(text("SELECT secrets FROM channels WHERE id = :id"), {"id": channel_id}).scalar_one()
+        )
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -15,9 +15,9 @@ Stored format: ``v1:<key id>:<Fernet token>``. The key id is a fingerprint of th
 values written under an earlier instance secret can be recognised and decrypted during a rotation.
 
 Rotating the instance secret (see docs/architecture.md, "Secrets"): set the new
-`TERTULIA_SECRET_KEY`, list the old one in `TERTULIA_PREVIOUS_SECRET_KEYS`, then re-encrypt the
-stored values with `reencrypt_column` (every value is read with whichever key it names and written
-under the current one); once nothing is stored under the old key, drop it from the list.
+`TERTULIA_SECRET_KEY`, list the old one in `TERTULIA_PREVIOUS_SECRET_KEYS`, then run
+`tertulia reencrypt-secrets` (`reencrypt_all`: every value is read with whichever key it names and
+written under the current one); once it reports nothing left, drop the old secret from the list.
 """
 
 import base64
@@ -30,7 +30,7 @@ from typing import Any
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Connection, Text, TypeDecorator, column, select, table, update
+from sqlalchemy import Connection, MetaData, Text, TypeDecorator, column, select, table, update
 from sqlalchemy.engine import Dialect
 
 from tertulia.kit.settings import get_settings
@@ -150,8 +150,8 @@ class EncryptedJSON(TypeDecorator[dict[str, Any]]):
 
 
 def reencrypt_column(connection: Connection, table_name: str, column_name: str, purpose: str) -> int:
-    """Rewrite every value of an encrypted column under the current key (after a rotation);
-    returns how many rows changed. The caller owns the transaction."""
+    """Rewrite every value of an encrypted column (of a table keyed by `id`) under the current key,
+    after a rotation; returns how many rows changed. The caller owns the transaction."""
     ring = keyring(purpose)
     target = table(table_name, column("id"), column(column_name))
     changed = 0
@@ -162,3 +162,13 @@ def reencrypt_column(connection: Connection, table_name: str, column_name: str, 
         connection.execute(update(target).where(target.c.id == row_id).values({column_name: fresh}))
         changed += 1
     return changed
+
+
+def reencrypt_all(connection: Connection, metadata: MetaData) -> int:
+    """`reencrypt_column` for every `EncryptedJSON` column of `metadata`."""
+    return sum(
+        reencrypt_column(connection, tbl.name, col.name, col.type.purpose)
+        for tbl in metadata.sorted_tables
+        for col in tbl.columns
+        if isinstance(col.type, EncryptedJSON)
+    )
