@@ -14,6 +14,7 @@ from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, Validation
 from tertulia.kit.security import hash_password, new_token, token_digest
 from tertulia.users.models import ActivityStatus, ApiToken, Membership, Role, User
 from tertulia.users.permissions import Actor, Permission
+from tertulia.users.sessions import do_sign_out_of_workspace
 from tertulia.workspaces.service import check_timezone
 
 MIN_PASSWORD_LENGTH = 8
@@ -243,8 +244,6 @@ def do_change_role(session: Session, actor: Actor, user_id: int, role: Role | st
 
 def do_deactivate_member(session: Session, actor: Actor, user_id: int) -> Member:
     """The member can no longer sign in to this workspace; their browsers there are signed out."""
-    from tertulia.users.sessions import do_sign_out_of_workspace
-
     member = access_member(session, actor, user_id)
     if actor.user_id == user_id:
         raise PermissionDenied("You cannot deactivate yourself; ask another owner or manager.")
