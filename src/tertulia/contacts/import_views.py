@@ -35,7 +35,7 @@ from tertulia.segments.service import access_segment, checked_segment_filter, ev
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
-from tertulia.web.views import field_errors
+from tertulia.web.forms import field_errors
 
 router = APIRouter(prefix="/contacts", include_in_schema=False)
 

@@ -32,7 +32,7 @@ from tertulia.users.models import Membership, User
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext, safe_next
-from tertulia.web.views import field_errors
+from tertulia.web.forms import field_errors
 
 router = APIRouter(prefix="/contacts", include_in_schema=False)
 
