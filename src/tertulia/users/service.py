@@ -204,6 +204,17 @@ def list_members(session: Session, actor: Actor, *, include_inactive: bool = Tru
     return [Member(user=user, membership=membership) for user, membership in session.execute(query)]
 
 
+def member_names(session: Session, workspace_id: int) -> dict[int, str]:
+    """Active members of the workspace by id, sorted by name, for assignee pickers and names in logs."""
+    rows = session.execute(
+        select(User.id, User.first_name, User.last_name, User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id, Membership.active.is_(True))
+    )
+    names = {row.id: (f"{row.first_name} {row.last_name}".strip() or row.email) for row in rows}
+    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
+
+
 def access_member(session: Session, actor: Actor, user_id: int) -> Member:
     """A member of the actor's workspace, for managing; users of other workspaces are not found."""
     actor.require(Permission.MANAGE_USERS)
