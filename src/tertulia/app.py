@@ -1,22 +1,46 @@
-"""The ASGI application: one factory for `tertulia serve`, the tests and the benchmarks."""
+"""The ASGI application: one factory for `tertulia serve`, the tests and the benchmarks.
+
+This is a composition point: it lists every router in the order it is mounted and every settings
+section in the order the navigation shows it. Nothing is mounted or registered by importing a module.
+"""
 
 from fastapi import FastAPI
 
 from tertulia import __version__
 from tertulia.channels.api import router as channel_webhooks_router
+from tertulia.channels.views import CHANNELS
+from tertulia.channels.views import router as channels_pages
 from tertulia.channels.webchat import install as install_webchat
 from tertulia.contacts.api import router as contacts_router
+from tertulia.contacts.import_views import router as contacts_import_pages
+from tertulia.contacts.settings_views import FIELDS, TAGS
+from tertulia.contacts.settings_views import router as contacts_settings_pages
+from tertulia.contacts.views import router as contacts_pages
 from tertulia.conversations.api import router as conversations_router
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
+from tertulia.conversations.settings_views import CLOSING_CATEGORIES, SNIPPETS
+from tertulia.conversations.settings_views import router as inbox_settings_pages
+from tertulia.conversations.views import router as inbox_pages
 from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
 from tertulia.kit.http import install_error_handlers
 from tertulia.kit.ratelimit import make_rate_limiter
 from tertulia.kit.settings import Settings, get_settings
 from tertulia.segments.api import router as segments_router
+from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
-from tertulia.web import install_web
+from tertulia.users.settings_views import TEAMS, TOKENS, USERS
+from tertulia.users.settings_views import router as users_settings_pages
+from tertulia.users.views import router as users_pages
+from tertulia.web import install_web, shell_router
+from tertulia.web.sections import install_sections
+from tertulia.web.sections import router as settings_home
+from tertulia.workspaces.views import GENERAL
+from tertulia.workspaces.views import router as workspace_settings_pages
+
+# The Settings navigation, in this order; each section's pages live in its domain.
+SETTINGS_SECTIONS = (GENERAL, USERS, TEAMS, FIELDS, TAGS, SNIPPETS, CLOSING_CATEGORIES, TOKENS, CHANNELS)
 
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
@@ -34,14 +58,31 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
     install_error_handlers(app)
+    # Every router, in mount order. Starlette tries routes in this order and the first match wins.
+    # JSON API (/api/v1/...), the agents' socket (/ws) and the provider callbacks (/webhooks/...):
     app.include_router(contacts_router)
     app.include_router(conversations_router)
     app.include_router(inbox_ws_router)
-    install_webchat(app)
+    install_webchat(app)  # the widget's visitor API, socket and CORS (/widget/...)
     app.include_router(channel_webhooks_router)
     app.include_router(users_router)
     app.include_router(segments_router)
-    install_web(app)
+    # Pages (HTML):
+    app.include_router(shell_router)  # /, and the modules that are not live yet
+    app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
+    # Before the contacts router: its /contacts/{contact_id} would otherwise claim /contacts/import.
+    app.include_router(contacts_import_pages)
+    app.include_router(segments_pages)
+    app.include_router(contacts_pages)
+    app.include_router(settings_home)  # /settings: the first section the person may open
+    app.include_router(workspace_settings_pages)
+    app.include_router(users_settings_pages)
+    app.include_router(contacts_settings_pages)
+    app.include_router(inbox_settings_pages)  # also the files library, /messages/files
+    app.include_router(inbox_pages)
+    app.include_router(channels_pages)  # Settings > Channels and the widget script
+    install_sections(app, SETTINGS_SECTIONS)
+    install_web(app)  # after the routers: security headers, /static, and the error pages around them
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

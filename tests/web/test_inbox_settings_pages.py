@@ -10,10 +10,10 @@ from sqlalchemy import func, select
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_create_custom_field
 from tertulia.conversations import service as inbox
+from tertulia.conversations import settings_views as inbox_settings
 from tertulia.conversations.models import ClosingCategory, Snippet, StoredFile
 from tertulia.kit.db import Database
 from tertulia.users.models import User
-from tertulia.web import inbox_settings
 from tests.conftest import Tenant
 from tests.conversations.support import make_webchat, new_visitor
 from tests.web.helpers import sign_in_as

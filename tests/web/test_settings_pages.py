@@ -1,14 +1,20 @@
 """Settings pages: who may open them, what they change, errors beside the field, escaping."""
 
+import re
+
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tertulia.app import SETTINGS_SECTIONS
 from tertulia.contacts.models import ContactTag, CustomField, FieldType, Tag
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
+from tertulia.contacts.settings_views import FIELDS, TAGS
 from tertulia.kit.db import Database
 from tertulia.segments.service import do_create_segment
 from tertulia.users.models import ApiToken, Invitation, Membership, Role, Team
+from tertulia.web.sections import install_sections
 from tertulia.workspaces.models import Workspace
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
@@ -276,3 +282,25 @@ def test_settings_pages_speak_spanish(client: TestClient, db: Database, tenant: 
     page = client.get("/settings/fields", headers={"Accept-Language": "es"})
     assert "Campos personalizados" in page.text
     assert "Custom fields" not in page.text
+
+
+def _navigation(html: str) -> list[str]:
+    return re.findall(r'data-testid="settings-([a-z-]+)"', html)
+
+
+def test_the_navigation_lists_the_installed_sections_in_their_order(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    _owner(client, db, tenant)
+    assert _navigation(client.get("/settings/general").text) == [section.key for section in SETTINGS_SECTIONS]
+    # Only what the app installed is listed and opened first; the pages of the others still check
+    # their own permission.
+    assert isinstance(client.app, FastAPI)
+    install_sections(client.app, (TAGS, FIELDS))
+    assert _navigation(client.get("/settings/fields").text) == ["tags", "fields"]
+    assert client.get("/settings", follow_redirects=False).headers["location"] == "/settings/tags"
+
+
+def test_settings_sections_need_distinct_keys() -> None:
+    with pytest.raises(ValueError, match="distinct keys"):
+        install_sections(FastAPI(), (TAGS, FIELDS, TAGS))

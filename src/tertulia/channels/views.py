@@ -13,13 +13,15 @@ from tertulia.channels.models import Channel
 from tertulia.kit.errors import DomainError, NotFound
 from tertulia.kit.security import new_token
 from tertulia.users.permissions import Permission
+from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
-from tertulia.web.forms import submit
-from tertulia.web.settings import render_section
-from tertulia.web.views import field_errors
+from tertulia.web.forms import field_errors, submit
+from tertulia.web.sections import Section, render_section
 
 WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
 router = APIRouter(include_in_schema=False)
+
+CHANNELS = Section("channels", i18n.lazy("Channels"), Permission.MANAGE_CHANNELS)
 
 
 @cache
@@ -57,7 +59,7 @@ class WidgetForm(BaseModel):
 
 
 def _render(ctx: WebContext, template: str, context: dict[str, Any], *, status_code: int = 200) -> Response:
-    return render_section(ctx, "channels", f"channels/{template}", context, status_code=status_code)
+    return render_section(ctx, CHANNELS, f"channels/{template}", context, status_code=status_code)
 
 
 def _base_url(ctx: WebContext) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.orm import Session
 
+from tertulia.contacts.fields import STANDARD_FIELDS
 from tertulia.contacts.models import Contact
 from tertulia.contacts.repository import custom_fields as load_custom_fields
 from tertulia.contacts.repository import tag_names_by_contact
@@ -30,35 +31,11 @@ from tertulia.kit.errors import ValidationFailed
 from tertulia.users.models import Membership, User
 from tertulia.users.permissions import Actor, Permission
 
-STANDARD_EXPORT_FIELDS = (
-    "id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "phone_raw",
-    "language",
-    "country",
-    "avatar_url",
-    "assignee_id",
-    "assignee_email",
-    "created_at",
-    "updated_at",
-    "last_incoming_at",
-    "last_outgoing_at",
-)
+STANDARD_EXPORT_FIELDS = tuple(field.name for field in STANDARD_FIELDS if field.exported)
+# The id leads, so a file exported, edited and imported again updates the same contacts.
 DEFAULT_FIELDS = (
     "id",
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "language",
-    "country",
-    "avatar_url",
-    "assignee_email",
-    "created_at",
-    "updated_at",
+    *(field.name for field in STANDARD_FIELDS if field.exported_by_default and field.name != "id"),
 )
 CUSTOM_PREFIX = "custom:"
 DEFAULT_BATCH_SIZE = 1000

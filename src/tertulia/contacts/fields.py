@@ -1,14 +1,20 @@
-"""Validation and normalisation of contact values: standard fields and typed custom fields.
+"""The standard contact fields, and the validation and normalisation of contact values (standard
+fields and typed custom fields).
 
-Every function raises ValidationFailed naming the field; import, API and UI share them, so a value
-accepted in one place is accepted everywhere.
+`STANDARD_FIELDS` is the one catalogue of the standard fields: what each is called, how pages label
+it, whether people set it, whether a CSV column maps to it, whether the export offers it, which
+columns hold it and how the filter language sees it. The importer, the exporter, the contact pages
+and the segment language all read their lists from it. `KIND_BY_TYPE` is the same for custom fields.
+
+Every cleaning function raises ValidationFailed naming the field; import, API and UI share them, so
+a value accepted in one place is accepted everywhere.
 """
 
 import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import phonenumbers
@@ -16,20 +22,172 @@ import phonenumbers
 from tertulia.contacts.models import CustomField, FieldType
 from tertulia.kit.errors import ValidationFailed
 from tertulia.users.service import normalize_email
+from tertulia.web.i18n import lazy
 from tertulia.workspaces.service import check_country, check_language
 
-STANDARD_FIELDS = (
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "language",
-    "country",
-    "avatar_url",
-    "assignee_id",
+# Kinds of value a field holds, as the filter language sees them; each kind has its own operators.
+Kind = Literal["text", "number", "date", "datetime", "list", "checkbox", "code", "assignee"]
+
+
+@dataclass(frozen=True)
+class Filterable:
+    """How the filter language sees a standard field: by `name`, over the `column`, as a `kind`."""
+
+    name: str
+    column: str
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class StandardField:
+    name: str  # in the API, CSV headers and the activity log
+    label: str = ""  # lazy; translated where it is shown ("" where no page names it)
+    import_label: str = ""  # the import mapping's wording, when it differs from `label`
+    settable: bool = False  # people set it (API, contact form, import); clean_contact_values cleans it
+    importable: bool = False  # a CSV column can be mapped to it
+    exported: bool = False  # the export offers it
+    exported_by_default: bool = False  # ... and includes it when no fields are chosen
+    columns: tuple[str, ...] = ()  # the contacts columns written when it is set
+    filter: Filterable | None = None
+
+
+# In the order the pages list them: the import mapping, the filter panel's field picker and the
+# default export columns (after the id) follow it.
+STANDARD_FIELDS: tuple[StandardField, ...] = (
+    StandardField(
+        "first_name",
+        lazy("First name"),
+        settable=True,
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+        columns=("first_name", "first_name_folded"),
+        filter=Filterable("first_name", "first_name_folded", "text"),
+    ),
+    StandardField(
+        "last_name",
+        lazy("Last name"),
+        settable=True,
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+        columns=("last_name", "last_name_folded"),
+        filter=Filterable("last_name", "last_name_folded", "text"),
+    ),
+    StandardField(
+        "email",
+        lazy("Email"),
+        settable=True,
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+        columns=("email",),
+        filter=Filterable("email", "email", "text"),
+    ),
+    StandardField(
+        "phone",
+        lazy("Phone"),
+        settable=True,
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+        columns=("phone", "phone_raw"),
+        filter=Filterable("phone", "phone", "text"),
+    ),
+    StandardField("phone_raw", exported=True),  # the phone as it was typed; written with `phone`
+    StandardField(
+        "language",
+        lazy("Language"),
+        settable=True,
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+        columns=("language",),
+        filter=Filterable("language", "language", "code"),
+    ),
+    StandardField(
+        "country",
+        lazy("Country"),
+        settable=True,
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+        columns=("country",),
+        filter=Filterable("country", "country", "code"),
+    ),
+    StandardField(
+        "avatar_url",
+        lazy("Avatar URL"),
+        settable=True,
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+        columns=("avatar_url",),
+    ),
+    # Import and export name the assignee by email; the import resolves it to assignee_id.
+    StandardField(
+        "assignee_email",
+        import_label=lazy("Assignee (email)"),
+        importable=True,
+        exported=True,
+        exported_by_default=True,
+    ),
+    StandardField(
+        "created_at",
+        lazy("Created on"),
+        exported=True,
+        exported_by_default=True,
+        filter=Filterable("created_at", "created_at", "datetime"),
+    ),
+    StandardField(
+        "updated_at",
+        lazy("Updated on"),
+        exported=True,
+        exported_by_default=True,
+        filter=Filterable("updated_at", "updated_at", "datetime"),
+    ),
+    StandardField(
+        "assignee_id",
+        lazy("Assignee"),
+        import_label=lazy("Assignee (user id)"),
+        settable=True,
+        importable=True,
+        exported=True,
+        columns=("assignee_id",),
+        filter=Filterable("assignee", "assignee_id", "assignee"),
+    ),
+    # The export writes tags after the custom fields, so it handles them itself.
+    StandardField("tags", import_label=lazy("Tags"), importable=True),
+    # Mapping a column to the id updates the contacts it names instead of matching by email or phone.
+    StandardField("id", import_label=lazy("Contact id"), importable=True, exported=True, exported_by_default=True),
+    # The message categories of the filter language read these two.
+    StandardField("last_incoming_at", exported=True),
+    StandardField("last_outgoing_at", exported=True),
 )
+FIELDS_BY_NAME: dict[str, StandardField] = {field.name: field for field in STANDARD_FIELDS}
+SETTABLE_FIELDS: tuple[str, ...] = tuple(field.name for field in STANDARD_FIELDS if field.settable)
+# Every column a contact's settable fields are stored in (the importer's insert columns).
+SETTABLE_COLUMNS: tuple[str, ...] = tuple(column for field in STANDARD_FIELDS for column in field.columns)
+# The labels of the fields people set, as the contact page and the activity log name them.
+SETTABLE_LABELS: dict[str, str] = {name: FIELDS_BY_NAME[name].label for name in SETTABLE_FIELDS}
+# The filter language's names of the standard fields, with their labels in the filter panel.
+FILTER_LABELS: dict[str, str] = {field.filter.name: field.label for field in STANDARD_FIELDS if field.filter}
+
+# The kind of each custom field type, as the filter language sees it.
+KIND_BY_TYPE: dict[FieldType, Kind] = {
+    FieldType.TEXT: "text",
+    FieldType.EMAIL: "text",
+    FieldType.URL: "text",
+    FieldType.PHONE: "text",
+    FieldType.NUMBER: "number",
+    FieldType.DATE: "date",
+    FieldType.DATETIME: "datetime",
+    FieldType.LIST: "list",
+    FieldType.CHECKBOX: "checkbox",
+}
+
 KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-RESERVED_KEYS = frozenset(STANDARD_FIELDS) | {
+RESERVED_KEYS = frozenset(SETTABLE_FIELDS) | {
     "id",
     "tags",
     "created_at",

@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from tertulia.contacts.exporter import export_contacts
+from tertulia.contacts.fields import STANDARD_FIELDS
 from tertulia.contacts.import_jobs import (
     MAX_IMPORT_BYTES,
     access_import,
@@ -26,7 +27,6 @@ from tertulia.contacts.import_jobs import (
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.contacts.importer import CUSTOM_PREFIX
 from tertulia.contacts.repository import custom_fields
-from tertulia.contacts.views import FIELD_LABELS
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import database_of
 from tertulia.kit.errors import ValidationFailed
@@ -35,18 +35,14 @@ from tertulia.segments.service import access_segment, checked_segment_filter, ev
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
-from tertulia.web.views import field_errors
+from tertulia.web.forms import field_errors
 
 router = APIRouter(prefix="/contacts", include_in_schema=False)
 
 RECENT_JOBS = 10
 TARGET_LABELS: dict[str, str] = {
     "ignore": i18n.lazy("Do not import"),
-    **FIELD_LABELS,
-    "assignee_email": i18n.lazy("Assignee (email)"),
-    "assignee_id": i18n.lazy("Assignee (user id)"),
-    "tags": i18n.lazy("Tags"),
-    "id": i18n.lazy("Contact id"),
+    **{field.name: field.import_label or field.label for field in STANDARD_FIELDS if field.importable},
 }
 
 

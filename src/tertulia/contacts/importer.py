@@ -56,6 +56,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Table, func, select, text
 from sqlalchemy.orm import Session
 
+from tertulia.contacts.fields import SETTABLE_COLUMNS, STANDARD_FIELDS
 from tertulia.contacts.models import Contact, ContactActivity, ContactTag, CustomField, FieldType, Tag
 from tertulia.contacts.repository import custom_fields as load_custom_fields
 from tertulia.contacts.service import (
@@ -79,20 +80,8 @@ from tertulia.workspaces.service import get_workspace
 
 ProgressCallback = Callable[[int, int], None]
 
-TARGETS = (
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "language",
-    "country",
-    "avatar_url",
-    "assignee_id",
-    "assignee_email",
-    "tags",
-    "id",
-    "ignore",
-)
+# What a CSV column can be mapped to: an importable standard field, or nothing.
+TARGETS = (*(field.name for field in STANDARD_FIELDS if field.importable), "ignore")
 CUSTOM_PREFIX = "custom:"
 DEFAULT_BATCH_SIZE = 2000
 PARALLEL_FROM_ROWS = 20_000
@@ -906,7 +895,7 @@ class _Importer:
         _bulk_insert(session, _table(ContactActivity), activities)
 
     def _insert_values(self, contact_id: int, cleaned: CleanedContact, now: datetime) -> dict[str, Any]:
-        values: dict[str, Any] = dict.fromkeys(_INSERT_COLUMNS)
+        values: dict[str, Any] = dict.fromkeys(SETTABLE_COLUMNS)
         values.update(cleaned.columns)
         values["id"] = contact_id
         values["workspace_id"] = self.actor.workspace_id
@@ -915,21 +904,6 @@ class _Importer:
         values["created_at"] = now
         values["updated_at"] = now
         return values
-
-
-_INSERT_COLUMNS = (
-    "first_name",
-    "last_name",
-    "first_name_folded",
-    "last_name_folded",
-    "email",
-    "phone",
-    "phone_raw",
-    "language",
-    "country",
-    "avatar_url",
-    "assignee_id",
-)
 
 
 def _by_values_query(session: Session, workspace_id: int, column: str, values: set[str]) -> Any:
@@ -1011,7 +985,7 @@ def _bulk_insert(session: Session, table: Table, rows: list[dict[str, Any]]) -> 
 def copy_contact(contact: Contact) -> Contact:
     """A transient copy (never added to the session) to compute changes without writing them."""
     return Contact(
-        **{name: getattr(contact, name) for name in (*_INSERT_COLUMNS, "workspace_id")},
+        **{name: getattr(contact, name) for name in (*SETTABLE_COLUMNS, "workspace_id")},
         custom=dict(contact.custom or {}),
     )
 

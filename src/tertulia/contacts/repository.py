@@ -84,6 +84,12 @@ def search_clause(query: str) -> ColumnElement[bool] | None:
     return and_(*per_word)
 
 
+# The contact lists (all contacts, a segment's members) show this many rows a page.
+CONTACTS_PAGE_SIZE = 50
+# Tag pickers suggest at most this many existing tags.
+TAG_SUGGESTIONS = 200
+
+
 def contacts_page_query(
     workspace_id: int,
     *,
@@ -133,6 +139,10 @@ def tags_by_keys(session: Session, workspace_id: int, keys: Iterable[str]) -> di
 
 def list_tags(session: Session, workspace_id: int) -> list[Tag]:
     return list(session.scalars(select(Tag).where(Tag.workspace_id == workspace_id).order_by(Tag.name_key)))
+
+
+def tag_suggestions(session: Session, workspace_id: int) -> list[str]:
+    return [tag.name for tag in list_tags(session, workspace_id)[:TAG_SUGGESTIONS]]
 
 
 def tags_with_usage(session: Session, workspace_id: int) -> list[tuple[Tag, int]]:

@@ -11,10 +11,10 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Form, Query
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 from starlette.responses import Response
 
 from tertulia.contacts import repository as repo
+from tertulia.contacts.fields import SETTABLE_LABELS
 from tertulia.contacts.models import Contact, CustomField, FieldType
 from tertulia.contacts.service import (
     MERGEABLE_COLUMNS,
@@ -28,32 +28,18 @@ from tertulia.contacts.service import (
     do_update_contact,
 )
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
-from tertulia.users.models import Membership, User
 from tertulia.users.permissions import Permission
+from tertulia.users.service import member_names
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext, safe_next
-from tertulia.web.views import field_errors
+from tertulia.web.forms import field_errors
 
 router = APIRouter(prefix="/contacts", include_in_schema=False)
 
-PAGE_SIZE = 50
 ACTIVITY_PAGE = 20
 MAX_BULK = 500
 MERGE_CANDIDATES = 10
-TAG_SUGGESTIONS = 200
 
-# The standard contact fields a person types, as every page names them (contact form, import
-# mapping, filter panel).
-FIELD_LABELS: dict[str, str] = {
-    "first_name": i18n.lazy("First name"),
-    "last_name": i18n.lazy("Last name"),
-    "email": i18n.lazy("Email"),
-    "phone": i18n.lazy("Phone"),
-    "language": i18n.lazy("Language"),
-    "country": i18n.lazy("Country"),
-    "avatar_url": i18n.lazy("Avatar URL"),
-}
-STANDARD_LABELS: dict[str, str] = {**FIELD_LABELS, "assignee_id": i18n.lazy("Assignee")}
 EDITABLE_STANDARD = ("first_name", "last_name", "email", "phone", "language", "country", "assignee_id")
 ACTIVITY_LABELS: dict[str, str] = {
     "created": i18n.lazy("created the contact"),
@@ -66,17 +52,6 @@ ACTIVITY_LABELS: dict[str, str] = {
 
 
 # ----- helpers ------------------------------------------------------------------------------
-
-
-def members(session: Session, workspace_id: int) -> dict[int, str]:
-    """Active members of the workspace by id, for assignee pickers and names in the activity log."""
-    rows = session.execute(
-        select(User.id, User.first_name, User.last_name, User.email)
-        .join(Membership, Membership.user_id == User.id)
-        .where(Membership.workspace_id == workspace_id, Membership.active.is_(True))
-    )
-    names = {row.id: (f"{row.first_name} {row.last_name}".strip() or row.email) for row in rows}
-    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
 
 
 def _contact(ctx: WebContext, contact_id: int, permission: Permission = Permission.VIEW_CONTACTS) -> Contact:
@@ -124,7 +99,7 @@ def field_views(ctx: WebContext, contact: Contact, people: dict[int, str]) -> tu
     kinds = {"email": "email", "phone": "tel"}
     for name in EDITABLE_STANDARD:
         value = getattr(contact, name)
-        label = ctx.fmt.gettext(STANDARD_LABELS[name])
+        label = ctx.fmt.gettext(SETTABLE_LABELS[name])
         if name == "assignee_id":
             options = [("", ctx._("Unassigned"))] + [(str(uid), person) for uid, person in people.items()]
             display = people.get(value, "") if value is not None else ""
@@ -170,7 +145,7 @@ def field_views(ctx: WebContext, contact: Contact, people: dict[int, str]) -> tu
 
 
 def _find_field(ctx: WebContext, contact: Contact, name: str) -> FieldView:
-    standard, custom = field_views(ctx, contact, members(ctx.session, ctx.actor.workspace_id))
+    standard, custom = field_views(ctx, contact, member_names(ctx.session, ctx.actor.workspace_id))
     for view in standard + custom:
         if view.name == name:
             return view
@@ -234,15 +209,15 @@ def contact_list(
     ctx.actor.require(Permission.VIEW_CONTACTS)
     unassigned = view == "unassigned"
     query = repo.contacts_page_query(
-        ctx.actor.workspace_id, after_id=after, limit=PAGE_SIZE, search=q or None, unassigned=unassigned
+        ctx.actor.workspace_id, after_id=after, limit=repo.CONTACTS_PAGE_SIZE, search=q or None, unassigned=unassigned
     )
     rows: list[Contact] = list(ctx.session.scalars(query))
-    has_more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
+    has_more = len(rows) > repo.CONTACTS_PAGE_SIZE
+    rows = rows[: repo.CONTACTS_PAGE_SIZE]
     context: dict[str, Any] = {
         "contacts": rows,
         "tags": repo.tag_names_by_contact(ctx.session, [c.id for c in rows]),
-        "people": members(ctx.session, ctx.actor.workspace_id),
+        "people": member_names(ctx.session, ctx.actor.workspace_id),
         "next_after": rows[-1].id if has_more and rows else None,
         "q": q,
         "view": "unassigned" if unassigned else "all",
@@ -252,7 +227,7 @@ def contact_list(
     target = ctx.request.headers.get("HX-Target")
     if ctx.is_htmx and target in ("contact-rows", "load-more"):
         return ctx.render("contacts/_rows.html", context)
-    context["all_tags"] = [t.name for t in repo.list_tags(ctx.session, ctx.actor.workspace_id)[:TAG_SUGGESTIONS]]
+    context["all_tags"] = repo.tag_suggestions(ctx.session, ctx.actor.workspace_id)
     return ctx.render("contacts/list.html", context, active="contacts")
 
 
@@ -351,10 +326,10 @@ def _detail_context(
     edit_value: str | None = None,
     edit_error: str | None = None,
 ) -> dict[str, Any]:
-    people = members(ctx.session, ctx.actor.workspace_id)
+    people = member_names(ctx.session, ctx.actor.workspace_id)
     standard, custom = field_views(ctx, contact, people)
     labels = {v.name: v.label for v in standard + custom}
-    labels.update({k: ctx.fmt.gettext(v) for k, v in STANDARD_LABELS.items()})
+    labels.update({k: ctx.fmt.gettext(v) for k, v in SETTABLE_LABELS.items()})
     labels["tags"] = ctx._("Tags")
     labels["identities"] = ctx._("Identities")
     activity_rows = repo.activity_page(ctx.session, contact.id, before_id=before, limit=ACTIVITY_PAGE)
@@ -365,7 +340,7 @@ def _detail_context(
         "standard": standard,
         "custom": custom,
         "tags": repo.tag_names_by_contact(ctx.session, [contact.id]).get(contact.id, []),
-        "all_tags": [t.name for t in repo.list_tags(ctx.session, ctx.actor.workspace_id)[:TAG_SUGGESTIONS]],
+        "all_tags": repo.tag_suggestions(ctx.session, ctx.actor.workspace_id),
         "identities": repo.identities(ctx.session, contact.id),
         "activity": [_activity_text(ctx, row, labels) for row in activity_rows],
         "older_activity": activity_rows[-1].id if more_activity and activity_rows else None,
@@ -435,7 +410,7 @@ def _tags_response(ctx: WebContext, contact: Contact, *, error: str | None = Non
     context = {
         "contact": contact,
         "tags": repo.tag_names_by_contact(ctx.session, [contact.id]).get(contact.id, []),
-        "all_tags": [t.name for t in repo.list_tags(ctx.session, ctx.actor.workspace_id)[:TAG_SUGGESTIONS]],
+        "all_tags": repo.tag_suggestions(ctx.session, ctx.actor.workspace_id),
         "tag_error": error,
         "tag_value": typed,
     }
@@ -498,9 +473,9 @@ def _merge_rows(ctx: WebContext, survivor: Contact, other: Contact) -> list[dict
     for column in MERGEABLE_COLUMNS:
         mine, theirs = getattr(survivor, column), getattr(other, column)
         if mine is not None and theirs is not None and mine != theirs:
-            label = ctx.fmt.gettext(STANDARD_LABELS[column])
+            label = ctx.fmt.gettext(SETTABLE_LABELS[column])
             if column == "assignee_id":
-                people = members(ctx.session, ctx.actor.workspace_id)
+                people = member_names(ctx.session, ctx.actor.workspace_id)
                 mine, theirs = people.get(mine, mine), people.get(theirs, theirs)
             rows.append({"name": column, "label": label, "mine": mine, "theirs": theirs})
     definitions = {d.key: d for d in repo.custom_fields(ctx.session, ctx.actor.workspace_id)}

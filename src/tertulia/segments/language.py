@@ -19,6 +19,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 
+from tertulia.contacts.fields import KIND_BY_TYPE, Kind
+from tertulia.contacts.fields import STANDARD_FIELDS as CONTACT_FIELDS
 from tertulia.contacts.models import FieldType
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.text import fold
@@ -64,8 +66,6 @@ class FilterIn(BaseModel):
 
 # ----- the checked tree -----------------------------------------------------------------------
 
-# Kinds of value a field holds; each kind has its own operators.
-Kind = Literal["text", "number", "date", "datetime", "list", "checkbox", "code", "assignee"]
 Source = Literal["column", "custom"]
 
 
@@ -132,16 +132,11 @@ OPERATORS_BY_KIND: dict[str, tuple[str, ...]] = {
 }
 NO_VALUE_OPS = frozenset({"exists", "not_exists", "is_true", "is_false"})
 
+# The standard fields by their names in the filter language (contacts/fields.py says which).
 STANDARD_FIELDS: dict[str, FieldRef] = {
-    "first_name": FieldRef("column", "first_name_folded", "text"),
-    "last_name": FieldRef("column", "last_name_folded", "text"),
-    "email": FieldRef("column", "email", "text"),
-    "phone": FieldRef("column", "phone", "text"),
-    "language": FieldRef("column", "language", "code"),
-    "country": FieldRef("column", "country", "code"),
-    "created_at": FieldRef("column", "created_at", "datetime"),
-    "updated_at": FieldRef("column", "updated_at", "datetime"),
-    "assignee": FieldRef("column", "assignee_id", "assignee"),
+    field.filter.name: FieldRef("column", field.filter.column, field.filter.kind)
+    for field in CONTACT_FIELDS
+    if field.filter is not None
 }
 MESSAGE_CATEGORIES = {
     "last_incoming_message": FieldRef("column", "last_incoming_at", "datetime"),
@@ -149,23 +144,11 @@ MESSAGE_CATEGORIES = {
 }
 CATEGORIES = ("contact_field", "tag", *MESSAGE_CATEGORIES, "segment")
 
-_KIND_BY_TYPE: dict[FieldType, Kind] = {
-    FieldType.TEXT: "text",
-    FieldType.EMAIL: "text",
-    FieldType.URL: "text",
-    FieldType.PHONE: "text",
-    FieldType.NUMBER: "number",
-    FieldType.DATE: "date",
-    FieldType.DATETIME: "datetime",
-    FieldType.LIST: "list",
-    FieldType.CHECKBOX: "checkbox",
-}
-
 
 def custom_field_ref(key: str, field_type: FieldType) -> FieldRef:
     if not CUSTOM_KEY.match(key):
         raise ValueError(f"not a custom field key: {key!r}")
-    return FieldRef("custom", key, _KIND_BY_TYPE[field_type])
+    return FieldRef("custom", key, KIND_BY_TYPE[field_type])
 
 
 # ----- validation -----------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tertulia.contacts.models import FieldType
 from tertulia.segments.language import (
     MESSAGE_OPS,
     NO_VALUE_OPS,
@@ -24,17 +23,6 @@ from tertulia.segments.language import (
 )
 
 AGO_OPS = ("less_than_ago", "more_than_ago")
-KIND_BY_TYPE: dict[FieldType, str] = {
-    FieldType.TEXT: "text",
-    FieldType.EMAIL: "text",
-    FieldType.URL: "text",
-    FieldType.PHONE: "text",
-    FieldType.NUMBER: "number",
-    FieldType.DATE: "date",
-    FieldType.DATETIME: "datetime",
-    FieldType.LIST: "list",
-    FieldType.CHECKBOX: "checkbox",
-}
 MAX_PANEL_GROUPS = 20
 MAX_PANEL_CONDITIONS = 50
 

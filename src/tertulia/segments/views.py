@@ -8,14 +8,12 @@ from fastapi import APIRouter, Form
 from starlette.responses import Response
 
 from tertulia.contacts import repository as contacts_repo
-from tertulia.contacts.views import FIELD_LABELS as CONTACT_FIELD_LABELS
-from tertulia.contacts.views import PAGE_SIZE, TAG_SUGGESTIONS, members
+from tertulia.contacts.fields import FILTER_LABELS, KIND_BY_TYPE
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.segments import repository as repo
 from tertulia.segments.models import Segment
 from tertulia.segments.panel import (
-    KIND_BY_TYPE,
     STANDARD_KINDS,
     Catalogue,
     FieldChoice,
@@ -40,17 +38,12 @@ from tertulia.segments.service import (
     filter_clause,
 )
 from tertulia.users.permissions import Permission
+from tertulia.users.service import member_names
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 
 router = APIRouter(prefix="/contacts", include_in_schema=False)
 
-FIELD_LABELS: dict[str, str] = {
-    **{key: label for key, label in CONTACT_FIELD_LABELS.items() if key != "avatar_url"},
-    "created_at": i18n.lazy("Created on"),
-    "updated_at": i18n.lazy("Updated on"),
-    "assignee": i18n.lazy("Assignee"),
-}
 CATEGORY_LABELS: dict[str, str] = {
     "tag": i18n.lazy("Tags"),
     "last_incoming_message": i18n.lazy("Last message from the contact"),
@@ -122,15 +115,15 @@ CHECKER_MESSAGES = (
 def catalogue(ctx: WebContext, exclude_segment: int | None = None) -> Catalogue:
     workspace_id = ctx.actor.workspace_id
     fields = {
-        name: FieldChoice(name, ctx.fmt.gettext(FIELD_LABELS[name]), kind) for name, kind in STANDARD_KINDS.items()
+        name: FieldChoice(name, ctx.fmt.gettext(FILTER_LABELS[name]), kind) for name, kind in STANDARD_KINDS.items()
     }
     for definition in contacts_repo.custom_fields(ctx.session, workspace_id):
         fields[definition.key] = FieldChoice(
             definition.key, definition.label, KIND_BY_TYPE[definition.type], tuple(definition.options or ())
         )
-    tags = [t.name for t in contacts_repo.list_tags(ctx.session, workspace_id)[:TAG_SUGGESTIONS]]
+    tags = contacts_repo.tag_suggestions(ctx.session, workspace_id)
     segments = [(s.id, s.name) for s in repo.segments(ctx.session, workspace_id) if s.id != exclude_segment]
-    return Catalogue(fields=fields, tags=tags, segments=segments, people=members(ctx.session, workspace_id))
+    return Catalogue(fields=fields, tags=tags, segments=segments, people=member_names(ctx.session, workspace_id))
 
 
 def operator_label(ctx: WebContext, category: str, operator: str) -> str:
@@ -226,16 +219,16 @@ def segment_page(ctx: UserPage, segment_id: int, after: int | None = None) -> Re
     filter_error = None
     try:
         checked = checked_segment_filter(ctx.session, ctx.actor, segment)
-        rows = contacts_page(ctx.session, ctx.actor, checked, after_id=after, limit=PAGE_SIZE)
+        rows = contacts_page(ctx.session, ctx.actor, checked, after_id=after, limit=contacts_repo.CONTACTS_PAGE_SIZE)
     except ValidationFailed as exc:
         filter_error, rows = exc.message, []
-    has_more = len(rows) > PAGE_SIZE
-    rows = rows[:PAGE_SIZE]
+    has_more = len(rows) > contacts_repo.CONTACTS_PAGE_SIZE
+    rows = rows[: contacts_repo.CONTACTS_PAGE_SIZE]
     base = f"/contacts/segments/{segment.id}"
     context: dict[str, Any] = {
         "contacts": rows,
         "tags": contacts_repo.tag_names_by_contact(ctx.session, [c.id for c in rows]),
-        "people": members(ctx.session, ctx.actor.workspace_id),
+        "people": member_names(ctx.session, ctx.actor.workspace_id),
         "next_after": rows[-1].id if has_more and rows else None,
         "more_url": f"{base}?after={rows[-1].id}" if has_more and rows else "",
         "q": "",
@@ -249,9 +242,7 @@ def segment_page(ctx: UserPage, segment_id: int, after: int | None = None) -> Re
     }
     if ctx.is_htmx and ctx.request.headers.get("HX-Target") in ("contact-rows", "load-more"):
         return ctx.render("contacts/_rows.html", context)
-    context["all_tags"] = [
-        t.name for t in contacts_repo.list_tags(ctx.session, ctx.actor.workspace_id)[:TAG_SUGGESTIONS]
-    ]
+    context["all_tags"] = contacts_repo.tag_suggestions(ctx.session, ctx.actor.workspace_id)
     context.update(sidebar_context(ctx, str(segment.id)))
     return ctx.render("contacts/segment.html", context, active="contacts")
 

@@ -14,6 +14,7 @@ from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, Validation
 from tertulia.kit.security import hash_password, new_token, token_digest
 from tertulia.users.models import ActivityStatus, ApiToken, Membership, Role, User
 from tertulia.users.permissions import Actor, Permission
+from tertulia.users.sessions import do_sign_out_of_workspace
 from tertulia.workspaces.service import check_timezone
 
 MIN_PASSWORD_LENGTH = 8
@@ -203,6 +204,17 @@ def list_members(session: Session, actor: Actor, *, include_inactive: bool = Tru
     return [Member(user=user, membership=membership) for user, membership in session.execute(query)]
 
 
+def member_names(session: Session, workspace_id: int) -> dict[int, str]:
+    """Active members of the workspace by id, sorted by name, for assignee pickers and names in logs."""
+    rows = session.execute(
+        select(User.id, User.first_name, User.last_name, User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id, Membership.active.is_(True))
+    )
+    names = {row.id: (f"{row.first_name} {row.last_name}".strip() or row.email) for row in rows}
+    return dict(sorted(names.items(), key=lambda item: item[1].casefold()))
+
+
 def access_member(session: Session, actor: Actor, user_id: int) -> Member:
     """A member of the actor's workspace, for managing; users of other workspaces are not found."""
     actor.require(Permission.MANAGE_USERS)
@@ -243,8 +255,6 @@ def do_change_role(session: Session, actor: Actor, user_id: int, role: Role | st
 
 def do_deactivate_member(session: Session, actor: Actor, user_id: int) -> Member:
     """The member can no longer sign in to this workspace; their browsers there are signed out."""
-    from tertulia.users.sessions import do_sign_out_of_workspace
-
     member = access_member(session, actor, user_id)
     if actor.user_id == user_id:
         raise PermissionDenied("You cannot deactivate yourself; ask another owner or manager.")

@@ -1,10 +1,17 @@
-"""The agent web app: server-rendered pages (Jinja2 + htmx + Alpine's CSP build), no build step."""
+"""The agent web app's shell: server-rendered pages (Jinja2 + htmx + Alpine's CSP build), no build step.
+
+The shell is the layout, context, templating, i18n, forms, security headers, flash messages and the
+settings layout (`sections`). It imports no domain beyond users' sessions and permissions and the
+workspace model: each domain's pages live in that domain, and `app.py` mounts them in one list.
+This module adds what every page shares (security headers, static files, error pages) and the
+shell's own pages (the home redirect, the modules that are not live yet).
+"""
 
 import inspect
 import os
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
@@ -13,12 +20,21 @@ from starlette.types import Scope
 
 from tertulia.kit.errors import DomainError
 from tertulia.web import i18n
-from tertulia.web.context import LANGUAGE_COOKIE, CsrfRejected, LoginRequired, login_url
+from tertulia.web.context import LANGUAGE_COOKIE, CsrfRejected, LoginRequired, UserPage, WebContext, login_url
 from tertulia.web.security import SecurityHeadersMiddleware
 from tertulia.web.templating import STATIC_DIR, render
 
 STATIC_MAX_AGE = 365 * 24 * 3600
 NON_PAGE_PREFIXES = ("/api/", "/healthz", "/static/", "/widget/", "/webhooks/", "/ws")
+
+shell_router = APIRouter(include_in_schema=False)
+
+# Modules not yet live: the shell links them and shows what is coming.
+COMING_SOON: dict[str, tuple[str, str]] = {
+    "broadcasts": (i18n.lazy("Broadcasts"), i18n.lazy("Send a message to a segment of contacts, on schedule.")),
+    "workflows": (i18n.lazy("Workflows"), i18n.lazy("Automate replies, assignment and follow-ups.")),
+    "reports": (i18n.lazy("Reports"), i18n.lazy("Response times, volumes and team performance.")),
+}
 
 
 class CachedStaticFiles(StaticFiles):
@@ -57,27 +73,37 @@ async def _call(handler: Any, request: Request, exc: Exception) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
-def install_web(app: FastAPI) -> None:
-    from tertulia.channels.views import router as channels_views_router
-    from tertulia.contacts.import_views import router as import_router
-    from tertulia.contacts.views import router as contacts_router
-    from tertulia.conversations.views import router as inbox_router
-    from tertulia.segments.views import router as segments_router
-    from tertulia.web.inbox_settings import router as inbox_settings_router
-    from tertulia.web.settings import router as settings_router
-    from tertulia.web.views import router as web_router
+@shell_router.get("/")
+def home(_ctx: UserPage) -> Response:
+    return RedirectResponse("/contacts", status_code=303)
 
+
+def _coming_soon(ctx: WebContext, module: str) -> Response:
+    title, blurb = COMING_SOON[module]
+    context = {"title": ctx.fmt.gettext(title), "blurb": ctx.fmt.gettext(blurb)}
+    return ctx.render("coming_soon.html", context, active=module)
+
+
+@shell_router.get("/broadcasts")
+def broadcasts(ctx: UserPage) -> Response:
+    return _coming_soon(ctx, "broadcasts")
+
+
+@shell_router.get("/workflows")
+def workflows(ctx: UserPage) -> Response:
+    return _coming_soon(ctx, "workflows")
+
+
+@shell_router.get("/reports")
+def reports(ctx: UserPage) -> Response:
+    return _coming_soon(ctx, "reports")
+
+
+def install_web(app: FastAPI) -> None:
+    """Security headers, static files and the error pages; called after the routers are mounted,
+    because it wraps the JSON error handlers they rely on."""
     app.add_middleware(SecurityHeadersMiddleware)
     app.mount("/static", CachedStaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(web_router)
-    # Before the contacts router: its /contacts/{contact_id} would otherwise claim /contacts/import.
-    app.include_router(import_router)
-    app.include_router(segments_router)
-    app.include_router(contacts_router)
-    app.include_router(settings_router)
-    app.include_router(inbox_settings_router)
-    app.include_router(inbox_router)
-    app.include_router(channels_views_router)
 
     json_domain = app.exception_handlers[DomainError]
     json_http = app.exception_handlers[StarletteHTTPException]

@@ -103,8 +103,10 @@ class WebContext:
     def can(self, permission: str) -> bool:
         return self.current is not None and self.actor.can(Permission(permission))
 
-    def can_any(self, *permissions: str) -> bool:
-        return any(self.can(permission) for permission in permissions)
+    def can_open_settings(self) -> bool:
+        """Whether any settings section this app installed (web.sections.install_sections) is open to them."""
+        sections = getattr(self.request.app.state, "settings_sections", ())
+        return self.current is not None and any(self.actor.can(section.permission) for section in sections)
 
     def _(self, message: str, **params: Any) -> str:
         text = self.fmt.gettext(message)

@@ -9,12 +9,44 @@ from typing import TypeVar
 from starlette.responses import Response
 
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
+from tertulia.web import i18n
 from tertulia.web.context import WebContext
 
 T = TypeVar("T")
 
 # What a form shows beside its fields; other errors (403, 404) become the error page.
 FORM_ERRORS: tuple[type[DomainError], ...] = (ValidationFailed, Conflict)
+# Offered first in the time zone selects (profile, workspace); any valid zone is accepted.
+COMMON_TIMEZONES = (
+    "UTC",
+    "America/Mexico_City",
+    "America/Bogota",
+    "America/Lima",
+    "America/Santiago",
+    "America/Argentina/Buenos_Aires",
+    "America/Caracas",
+    "America/New_York",
+    "America/Chicago",
+    "America/Denver",
+    "America/Los_Angeles",
+    "Europe/Madrid",
+    "Europe/London",
+    "Europe/Paris",
+    "Atlantic/Canary",
+)
+
+
+def field_errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
+    """Per-field messages, translated where the catalogue knows the wording."""
+    if isinstance(exc, Conflict) and exc.code in ("duplicate_email", "duplicate_phone"):
+        field = exc.code.removeprefix("duplicate_")
+        message = i18n.lazy("Another contact already has this email.")
+        if field == "phone":
+            message = i18n.lazy("Another contact already has this phone number.")
+        return {field: ctx.fmt.gettext(message)}
+    details = exc.details if isinstance(exc.details, dict) else {}
+    errors = {str(k): ctx.fmt.gettext(str(v)) for k, v in details.items() if isinstance(v, str)}
+    return errors or {"__all__": ctx.fmt.gettext(exc.message)}
 
 
 def submit(
@@ -50,3 +82,11 @@ def keep_one(
     """`again` for a form with one input: `page(typed=..., errors=...)` with what was typed in `key`
     and `message(error)` beside it."""
     return lambda exc: page(typed={key: value}, errors={key: message(exc)})
+
+
+def errors_beside(ctx: WebContext, exc: DomainError, field: str = "name") -> dict[str, str]:
+    """`field_errors`, with a conflict that names no field (a name already taken) shown beside `field`."""
+    errors = field_errors(ctx, exc)
+    if isinstance(exc, Conflict) and field not in errors and "__all__" in errors:
+        errors = {field: errors["__all__"]}
+    return errors

@@ -13,12 +13,12 @@ from tertulia.web import i18n
 
 WEB_DIR = Path(__file__).parent
 STATIC_DIR = WEB_DIR / "static"
-# Each module keeps its templates beside its views; names are prefixed by module ("contacts/...").
+# The shell's templates (layouts, macros, error page), then each domain's `<domain>/templates/`, which
+# keeps its templates beside its views under names prefixed by the domain ("contacts/list.html"), so
+# no two domains can claim the same name. Found on disk: the shell imports no domain.
 TEMPLATE_DIRS = [
     WEB_DIR / "templates",
-    WEB_DIR.parent / "contacts" / "templates",
-    WEB_DIR.parent / "conversations" / "templates",
-    WEB_DIR.parent / "channels" / "templates",
+    *sorted(path for path in WEB_DIR.parent.glob("*/templates") if path.parent != WEB_DIR),
 ]
 
 

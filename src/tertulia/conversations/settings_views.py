@@ -24,10 +24,12 @@ from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import first_message, keep_one, submit
-from tertulia.web.settings import open_section as _open
-from tertulia.web.settings import render_section, section_page
+from tertulia.web.sections import Section, open_section, render_section, section_page
 
 router = APIRouter(include_in_schema=False)
+
+SNIPPETS = Section("snippets", i18n.lazy("Snippets"), Permission.MANAGE_SNIPPETS)
+CLOSING_CATEGORIES = Section("closing-categories", i18n.lazy("Closing categories"), Permission.MANAGE_WORKSPACE)
 
 FILES_PAGE_SIZE = 50
 PREVIEW_CHARS = 120
@@ -134,7 +136,7 @@ def _preview(text: str) -> str:
     return flat if len(flat) <= PREVIEW_CHARS else flat[: PREVIEW_CHARS - 1] + "…"
 
 
-@section_page(router, "/settings/snippets", "snippets")
+@section_page(router, "/settings/snippets", SNIPPETS)
 def _snippets(
     ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None
 ) -> Response:
@@ -151,7 +153,9 @@ def _snippets(
         "variables": _variable_names(ctx),
         "max_mb": files.max_bytes() // (1024 * 1024),
     }
-    return render_section(ctx, "snippets", "settings/snippets.html", context, status_code=422 if errors else 200)
+    return render_section(
+        ctx, SNIPPETS, "conversations/settings/snippets.html", context, status_code=422 if errors else 200
+    )
 
 
 def _snippet_conflict(ctx: WebContext) -> Callable[[], dict[str, str]]:
@@ -195,7 +199,7 @@ def _save_snippet(
 
 @router.post("/settings/snippets")
 def create_snippet(ctx: UserPage, shortcut: Annotated[str, Form()] = "", text: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "snippets")
+    open_section(ctx, SNIPPETS)
     return _save_snippet(
         ctx,
         shortcut,
@@ -221,12 +225,14 @@ def _edit_page(
         "variables": _variable_names(ctx),
         "max_mb": files.max_bytes() // (1024 * 1024),
     }
-    return render_section(ctx, "snippets", "settings/snippet_edit.html", context, status_code=422 if errors else 200)
+    return render_section(
+        ctx, SNIPPETS, "conversations/settings/snippet_edit.html", context, status_code=422 if errors else 200
+    )
 
 
 @router.get("/settings/snippets/{snippet_id}")
 def edit_snippet(ctx: UserPage, snippet_id: int) -> Response:
-    _open(ctx, "snippets")
+    open_section(ctx, SNIPPETS)
     return _edit_page(ctx, service.access_snippet(ctx.session, ctx.actor, snippet_id))
 
 
@@ -238,7 +244,7 @@ def update_snippet(
     text: Annotated[str, Form()] = "",
     remove_file: Annotated[str, Form()] = "",
 ) -> Response:
-    _open(ctx, "snippets")
+    open_section(ctx, SNIPPETS)
     snippet = service.access_snippet(ctx.session, ctx.actor, snippet_id)
 
     def save(stored: StoredFile | None) -> None:
@@ -262,7 +268,7 @@ def update_snippet(
 
 @router.post("/settings/snippets/{snippet_id}/delete")
 def delete_snippet(ctx: UserPage, snippet_id: int) -> Response:
-    _open(ctx, "snippets")
+    open_section(ctx, SNIPPETS)
     service.do_delete_snippet(ctx.session, ctx.actor, service.access_snippet(ctx.session, ctx.actor, snippet_id))
     return ctx.redirect("/settings/snippets", flash="snippet_deleted")
 
@@ -270,7 +276,7 @@ def delete_snippet(ctx: UserPage, snippet_id: int) -> Response:
 # ----- closing categories ------------------------------------------------------------------------
 
 
-@section_page(router, "/settings/closing-categories", "closing-categories")
+@section_page(router, "/settings/closing-categories", CLOSING_CATEGORIES)
 def _categories(
     ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None
 ) -> Response:
@@ -281,7 +287,7 @@ def _categories(
     }
     status_code = 422 if errors else 200
     return render_section(
-        ctx, "closing-categories", "settings/closing_categories.html", context, status_code=status_code
+        ctx, CLOSING_CATEGORIES, "conversations/settings/closing_categories.html", context, status_code=status_code
     )
 
 
@@ -291,7 +297,7 @@ def _category_error(ctx: WebContext, exc: DomainError) -> str:
 
 @router.post("/settings/closing-categories")
 def create_category(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "closing-categories")
+    open_section(ctx, CLOSING_CATEGORIES)
     return submit(
         ctx,
         lambda: service.do_create_closing_category(ctx.session, ctx.actor, name),
@@ -303,7 +309,7 @@ def create_category(ctx: UserPage, name: Annotated[str, Form()] = "") -> Respons
 
 @router.post("/settings/closing-categories/{category_id}/rename")
 def rename_category(ctx: UserPage, category_id: int, name: Annotated[str, Form()] = "") -> Response:
-    _open(ctx, "closing-categories")
+    open_section(ctx, CLOSING_CATEGORIES)
     category = service.access_closing_category(ctx.session, ctx.actor, category_id)
     return submit(
         ctx,
@@ -316,7 +322,7 @@ def rename_category(ctx: UserPage, category_id: int, name: Annotated[str, Form()
 
 @router.post("/settings/closing-categories/{category_id}/delete")
 def delete_category(ctx: UserPage, category_id: int) -> Response:
-    _open(ctx, "closing-categories")
+    open_section(ctx, CLOSING_CATEGORIES)
     category = service.access_closing_category(ctx.session, ctx.actor, category_id)
     service.do_delete_closing_category(ctx.session, ctx.actor, category)
     return ctx.redirect("/settings/closing-categories", flash="category_deleted")

@@ -1,4 +1,4 @@
-"""Pages of the shell: sign in/out, invitations, password reset, profile, language, placeholders."""
+"""Pages of people: sign in/out, the language switch, invitations, password reset and the profile."""
 
 from typing import Annotated
 
@@ -19,57 +19,16 @@ from tertulia.users.service import do_set_activity_status, do_set_notification_p
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in, do_sign_out
 from tertulia.web import i18n
 from tertulia.web.context import LANGUAGE_COOKIE, PublicPage, UserPage, WebContext, safe_next, set_cookie
+from tertulia.web.forms import COMMON_TIMEZONES, field_errors
 
 router = APIRouter(include_in_schema=False)
 
-# Modules not yet live: the shell links them and shows what is coming.
-COMING_SOON: dict[str, tuple[str, str]] = {
-    "broadcasts": (i18n.lazy("Broadcasts"), i18n.lazy("Send a message to a segment of contacts, on schedule.")),
-    "workflows": (i18n.lazy("Workflows"), i18n.lazy("Automate replies, assignment and follow-ups.")),
-    "reports": (i18n.lazy("Reports"), i18n.lazy("Response times, volumes and team performance.")),
-}
 STATUS_LABELS: dict[str, str] = {
     "online": i18n.lazy("Online"),
     "away": i18n.lazy("Away"),
     "busy": i18n.lazy("Busy"),
     "offline": i18n.lazy("Offline"),
 }
-COMMON_TIMEZONES = (
-    "UTC",
-    "America/Mexico_City",
-    "America/Bogota",
-    "America/Lima",
-    "America/Santiago",
-    "America/Argentina/Buenos_Aires",
-    "America/Caracas",
-    "America/New_York",
-    "America/Chicago",
-    "America/Denver",
-    "America/Los_Angeles",
-    "Europe/Madrid",
-    "Europe/London",
-    "Europe/Paris",
-    "Atlantic/Canary",
-)
-
-
-def field_errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
-    """Per-field messages, translated where the catalogue knows the wording."""
-    if isinstance(exc, Conflict) and exc.code in ("duplicate_email", "duplicate_phone"):
-        field = exc.code.removeprefix("duplicate_")
-        message = i18n.lazy("Another contact already has this email.")
-        if field == "phone":
-            message = i18n.lazy("Another contact already has this phone number.")
-        return {field: ctx.fmt.gettext(message)}
-    details = exc.details if isinstance(exc.details, dict) else {}
-    errors = {str(k): ctx.fmt.gettext(str(v)) for k, v in details.items() if isinstance(v, str)}
-    return errors or {"__all__": ctx.fmt.gettext(exc.message)}
-
-
-@router.get("/")
-def home(_ctx: UserPage) -> Response:
-    return RedirectResponse("/contacts", status_code=303)
-
 
 # ----- sign in / out ------------------------------------------------------------------------
 
@@ -78,7 +37,7 @@ def home(_ctx: UserPage) -> Response:
 def login_form(ctx: PublicPage, next: str | None = None) -> Response:
     if ctx.current is not None:
         return RedirectResponse(safe_next(next), status_code=303)
-    return ctx.render("login.html", {"next": safe_next(next), "email": "", "error": None})
+    return ctx.render("users/login.html", {"next": safe_next(next), "email": "", "error": None})
 
 
 @router.post("/login")
@@ -98,12 +57,16 @@ def login(
             "Too many failed attempts. Try again in %(num)d minutes.",
             minutes,
         ) % {"num": minutes}
-        return ctx.render("login.html", {"next": safe_next(next), "email": email, "error": error}, status_code=429)
+        return ctx.render(
+            "users/login.html", {"next": safe_next(next), "email": email, "error": error}, status_code=429
+        )
     except Unauthorized as exc:
         message = ctx._("Wrong email or password.")
         if exc.code == "no_workspace":
             message = ctx._("This account has no active workspace.")
-        return ctx.render("login.html", {"next": safe_next(next), "email": email, "error": message}, status_code=401)
+        return ctx.render(
+            "users/login.html", {"next": safe_next(next), "email": email, "error": message}, status_code=401
+        )
     response = RedirectResponse(safe_next(next), status_code=303)
     days = ctx.request.app.state.settings.session_days
     set_cookie(ctx.request, response, SESSION_COOKIE, signed_in.token, max_age=days * 86400)
@@ -147,7 +110,7 @@ def switch_language(
 
 @router.get("/forgot-password")
 def forgot_form(ctx: PublicPage) -> Response:
-    return ctx.render("forgot.html", {"email": "", "errors": {}})
+    return ctx.render("users/forgot.html", {"email": "", "errors": {}})
 
 
 @router.post("/forgot-password")
@@ -155,7 +118,7 @@ def forgot(ctx: PublicPage, email: Annotated[str, Form()] = "") -> Response:
     try:
         do_request_password_reset(ctx.session, email)
     except ValidationFailed as exc:
-        return ctx.render("forgot.html", {"email": email, "errors": field_errors(ctx, exc)}, status_code=422)
+        return ctx.render("users/forgot.html", {"email": email, "errors": field_errors(ctx, exc)}, status_code=422)
     except RateLimited:
         pass  # Same answer either way: the page never tells whether an account exists.
     return ctx.redirect("/login", flash="reset_sent")
@@ -164,8 +127,8 @@ def forgot(ctx: PublicPage, email: Annotated[str, Form()] = "") -> Response:
 @router.get(PASSWORD_RESET_PATH + "/{token}")
 def reset_form(ctx: PublicPage, token: str) -> Response:
     if find_password_reset(ctx.session, token) is None:
-        return ctx.render("link_invalid.html", status_code=404)
-    return ctx.render("reset.html", {"token": token, "errors": {}})
+        return ctx.render("users/link_invalid.html", status_code=404)
+    return ctx.render("users/reset.html", {"token": token, "errors": {}})
 
 
 @router.post(PASSWORD_RESET_PATH + "/{token}")
@@ -176,9 +139,9 @@ def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") ->
         errors = field_errors(ctx, exc)
         if "new_password" in errors:
             errors["password"] = errors.pop("new_password")
-        return ctx.render("reset.html", {"token": token, "errors": errors}, status_code=422)
+        return ctx.render("users/reset.html", {"token": token, "errors": errors}, status_code=422)
     except DomainError:
-        return ctx.render("link_invalid.html", status_code=404)
+        return ctx.render("users/link_invalid.html", status_code=404)
     return ctx.redirect("/login", flash="password_reset")
 
 
@@ -189,9 +152,11 @@ def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") ->
 def invitation_form(ctx: PublicPage, token: str) -> Response:
     invitation = find_invitation(ctx.session, token)
     if invitation is None:
-        return ctx.render("link_invalid.html", status_code=404)
+        return ctx.render("users/link_invalid.html", status_code=404)
     values = {"first_name": "", "last_name": ""}
-    return ctx.render("invitation.html", {"token": token, "invitation": invitation, "values": values, "errors": {}})
+    return ctx.render(
+        "users/invitation.html", {"token": token, "invitation": invitation, "values": values, "errors": {}}
+    )
 
 
 @router.post(INVITATION_PATH + "/{token}")
@@ -204,14 +169,14 @@ def accept_invitation(
 ) -> Response:
     invitation = find_invitation(ctx.session, token)
     if invitation is None:
-        return ctx.render("link_invalid.html", status_code=404)
+        return ctx.render("users/link_invalid.html", status_code=404)
     try:
         user = do_accept_invitation(ctx.session, token, password=password, first_name=first_name, last_name=last_name)
     except (ValidationFailed, Conflict, RateLimited) as exc:
         # Not rolled back: a wrong password for an existing account counts towards throttling.
         values = {"first_name": first_name, "last_name": last_name}
         context = {"token": token, "invitation": invitation, "values": values, "errors": field_errors(ctx, exc)}
-        return ctx.render("invitation.html", context, status_code=422)
+        return ctx.render("users/invitation.html", context, status_code=422)
     client_ip = ctx.request.client.host if ctx.request.client else None
     signed_in = do_sign_in(ctx.session, user.email, password, client_ip=client_ip, workspace_id=invitation.workspace_id)
     response = ctx.redirect("/contacts", flash="welcome")
@@ -253,7 +218,7 @@ def _render_profile(
         "timezones": zones,
         "statuses": STATUS_LABELS,
     }
-    return ctx.render("profile.html", context, status_code=status_code, active="profile")
+    return ctx.render("users/profile.html", context, status_code=status_code, active="profile")
 
 
 @router.get("/profile")
@@ -325,27 +290,3 @@ def change_password(
             errors = {"current_password": errors["__all__"]}
         return _render_profile(ctx, password_errors=errors, status_code=422)
     return ctx.redirect("/login", flash="password_changed")
-
-
-# ----- other modules ------------------------------------------------------------------------
-
-
-def _coming_soon(ctx: WebContext, module: str) -> Response:
-    title, blurb = COMING_SOON[module]
-    context = {"title": ctx.fmt.gettext(title), "blurb": ctx.fmt.gettext(blurb)}
-    return ctx.render("coming_soon.html", context, active=module)
-
-
-@router.get("/broadcasts")
-def broadcasts(ctx: UserPage) -> Response:
-    return _coming_soon(ctx, "broadcasts")
-
-
-@router.get("/workflows")
-def workflows(ctx: UserPage) -> Response:
-    return _coming_soon(ctx, "workflows")
-
-
-@router.get("/reports")
-def reports(ctx: UserPage) -> Response:
-    return _coming_soon(ctx, "reports")

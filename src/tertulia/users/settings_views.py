@@ -1,0 +1,219 @@
+"""Settings > Users (members and invitations), Teams and API tokens. Each page checks its own
+permission (docs/permissions.md); the rules live in users/service.py, invitations.py and teams.py.
+"""
+
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form
+from starlette.responses import Response
+
+from tertulia.kit.errors import Conflict, DomainError, PermissionDenied, ValidationFailed
+from tertulia.users.invitations import do_invite, do_revoke_invitation, list_invitations
+from tertulia.users.models import Role
+from tertulia.users.permissions import Permission
+from tertulia.users.service import (
+    IssuedToken,
+    do_change_role,
+    do_create_api_token_for,
+    do_deactivate_member,
+    do_reactivate_member,
+    do_revoke_api_token_for,
+    list_api_tokens_for,
+    list_members,
+)
+from tertulia.users.teams import do_create_team, do_delete_team, do_rename_team, do_set_team_members, list_teams
+from tertulia.web import i18n
+from tertulia.web.context import UserPage, WebContext
+from tertulia.web.forms import errors_beside, field_errors, first_message, keep_one, submit
+from tertulia.web.sections import Section, open_section, render_section, section_page
+
+router = APIRouter(prefix="/settings", include_in_schema=False)
+
+USERS = Section("users", i18n.lazy("Users"), Permission.MANAGE_USERS)
+TEAMS = Section("teams", i18n.lazy("Teams"), Permission.MANAGE_TEAMS)
+TOKENS = Section("tokens", i18n.lazy("API tokens"), Permission.MANAGE_API_TOKENS)
+
+ROLE_LABELS: dict[str, str] = {
+    Role.OWNER.value: i18n.lazy("Owner"),
+    Role.MANAGER.value: i18n.lazy("Manager"),
+    Role.AGENT.value: i18n.lazy("Agent"),
+}
+
+
+def _render(
+    ctx: WebContext, section: Section, template: str, context: dict[str, Any], *, status_code: int = 200
+) -> Response:
+    return render_section(ctx, section, f"users/settings/{template}", context, status_code=status_code)
+
+
+# ----- users --------------------------------------------------------------------------------
+
+
+@section_page(router, "/users", USERS)
+def _users(
+    ctx: WebContext, invite: dict[str, str] | None = None, errors: dict[str, str] | None = None, status_code: int = 200
+) -> Response:
+    context = {
+        "members": list_members(ctx.session, ctx.actor),
+        "invitations": list_invitations(ctx.session, ctx.actor),
+        "roles": ROLE_LABELS,
+        "invite": invite or {"email": "", "role": Role.AGENT.value},
+        "errors": errors or {},
+    }
+    return _render(ctx, USERS, "users.html", context, status_code=status_code)
+
+
+@router.post("/users/invite")
+def invite(ctx: UserPage, email: Annotated[str, Form()] = "", role: Annotated[str, Form()] = "agent") -> Response:
+    open_section(ctx, USERS)
+
+    def again(exc: DomainError) -> Response:
+        errors = field_errors(ctx, exc)
+        if "__all__" in errors:
+            errors = {"email": errors["__all__"]}
+        return _users(ctx, {"email": email, "role": role}, errors, status_code=422)
+
+    return submit(
+        ctx,
+        lambda: do_invite(ctx.session, ctx.actor, email, role),
+        again=again,
+        redirect="/settings/users",
+        flash="invitation_sent",
+        catch=(ValidationFailed, Conflict, PermissionDenied),
+    )
+
+
+@router.post("/users/{user_id}/role")
+def change_role(ctx: UserPage, user_id: int, role: Annotated[str, Form()] = "") -> Response:
+    open_section(ctx, USERS)
+
+    def refuse(exc: DomainError) -> Response:
+        # The role is a select in a table row: the refusal is shown as the error page.
+        raise ValidationFailed(ctx.fmt.gettext(exc.message)) from exc
+
+    return submit(
+        ctx,
+        lambda: do_change_role(ctx.session, ctx.actor, user_id, role),
+        again=refuse,
+        redirect="/settings/users",
+        flash="settings_saved",
+    )
+
+
+@router.post("/users/{user_id}/deactivate")
+def deactivate(ctx: UserPage, user_id: int) -> Response:
+    open_section(ctx, USERS)
+    do_deactivate_member(ctx.session, ctx.actor, user_id)
+    return ctx.redirect("/settings/users", flash="settings_saved")
+
+
+@router.post("/users/{user_id}/reactivate")
+def reactivate(ctx: UserPage, user_id: int) -> Response:
+    open_section(ctx, USERS)
+    do_reactivate_member(ctx.session, ctx.actor, user_id)
+    return ctx.redirect("/settings/users", flash="settings_saved")
+
+
+@router.post("/invitations/{invitation_id}/revoke")
+def revoke_invitation(ctx: UserPage, invitation_id: int) -> Response:
+    open_section(ctx, USERS)
+    do_revoke_invitation(ctx.session, ctx.actor, invitation_id)
+    return ctx.redirect("/settings/users", flash="invitation_revoked")
+
+
+# ----- teams --------------------------------------------------------------------------------
+
+
+@section_page(router, "/teams", TEAMS)
+def _teams(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
+    people = {m.user.id: (m.user.full_name or m.user.email) for m in list_members(ctx.session, ctx.actor) if m.active}
+    context = {
+        "teams": list_teams(ctx.session, ctx.actor),
+        "people": people,
+        "typed": typed or {},
+        "errors": errors or {},
+    }
+    return _render(ctx, TEAMS, "teams.html", context, status_code=422 if errors else 200)
+
+
+@router.post("/teams")
+def create_team(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
+    open_section(ctx, TEAMS)
+    return submit(
+        ctx,
+        lambda: do_create_team(ctx.session, ctx.actor, name),
+        again=keep_one(partial(_teams, ctx), "new", name, lambda exc: first_message(errors_beside(ctx, exc))),
+        redirect="/settings/teams",
+        flash="team_saved",
+    )
+
+
+@router.post("/teams/{team_id}/rename")
+def rename_team(ctx: UserPage, team_id: int, name: Annotated[str, Form()] = "") -> Response:
+    open_section(ctx, TEAMS)
+    return submit(
+        ctx,
+        lambda: do_rename_team(ctx.session, ctx.actor, team_id, name),
+        again=keep_one(
+            partial(_teams, ctx), f"team-{team_id}", name, lambda exc: first_message(errors_beside(ctx, exc))
+        ),
+        redirect="/settings/teams",
+        flash="team_saved",
+    )
+
+
+@router.post("/teams/{team_id}/members")
+def team_members(ctx: UserPage, team_id: int, members: Annotated[list[int] | None, Form()] = None) -> Response:
+    open_section(ctx, TEAMS)
+    do_set_team_members(ctx.session, ctx.actor, team_id, list(members or []))
+    return ctx.redirect("/settings/teams", flash="team_saved")
+
+
+@router.post("/teams/{team_id}/delete")
+def delete_team(ctx: UserPage, team_id: int) -> Response:
+    open_section(ctx, TEAMS)
+    do_delete_team(ctx.session, ctx.actor, team_id)
+    return ctx.redirect("/settings/teams", flash="team_deleted")
+
+
+# ----- API tokens ---------------------------------------------------------------------------
+
+
+@section_page(router, "/tokens", TOKENS)
+def _tokens(
+    ctx: WebContext, *, secret: str | None = None, typed: str = "", errors: dict[str, str] | None = None
+) -> Response:
+    context = {
+        "tokens": [t for t in list_api_tokens_for(ctx.session, ctx.actor) if t.revoked_at is None],
+        "secret": secret,
+        "typed": typed,
+        "errors": errors or {},
+    }
+    return _render(ctx, TOKENS, "tokens.html", context, status_code=422 if errors else 200)
+
+
+@router.post("/tokens")
+def create_token(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
+    open_section(ctx, TOKENS)
+
+    def issued(token: IssuedToken) -> Response:
+        # The secret is shown in this response only; it is stored as an HMAC and cannot be shown again.
+        response = _tokens(ctx, secret=token.secret)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return submit(
+        ctx,
+        lambda: do_create_api_token_for(ctx.session, ctx.actor, name),
+        again=lambda exc: _tokens(ctx, typed=name, errors=field_errors(ctx, exc)),
+        done=issued,
+        catch=(ValidationFailed,),
+    )
+
+
+@router.post("/tokens/{token_id}/revoke")
+def revoke_token(ctx: UserPage, token_id: int) -> Response:
+    open_section(ctx, TOKENS)
+    do_revoke_api_token_for(ctx.session, ctx.actor, token_id)
+    return ctx.redirect("/settings/tokens", flash="token_revoked")
