@@ -26,10 +26,9 @@ from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from tertulia.app import create_app  # noqa: E402
-from tertulia.contacts.import_jobs import wait_for_background_imports  # noqa: E402
+from tertulia.kit import queue  # noqa: E402
 from tertulia.kit.db import Database  # noqa: E402
 from tertulia.kit.settings import Settings  # noqa: E402
-from tertulia.mail.tasks import wait_for_background_deliveries  # noqa: E402
 from tertulia.migrations import upgrade  # noqa: E402
 from tertulia.models import Base  # noqa: E402
 from tertulia.users.models import Role  # noqa: E402
@@ -99,11 +98,14 @@ def _empty_all_tables(database: Database) -> None:
 
 @pytest.fixture
 def db(migrated_database: Database) -> Iterator[Database]:
+    # Queued tasks (mail, imports, segment counts, the outbox) run inline, right after the commit
+    # that queued them, against this database: a test sees their effect without waiting, and none
+    # is left running to touch the next test's rows. Tests of the consumers themselves turn it off.
+    queue.huey.immediate = True
+    queue.use_database(migrated_database)
     yield migrated_database
-    # Mail queued by a test is delivered after commit in a thread; let it finish before the
-    # tables are emptied, or it could touch the next test's rows (ids restart).
-    wait_for_background_deliveries()
-    wait_for_background_imports()
+    queue.huey.immediate = False
+    queue.use_database(None)
     _empty_all_tables(migrated_database)
 
 

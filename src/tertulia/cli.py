@@ -341,7 +341,7 @@ def mail_deliver(
     limit: Annotated[int, typer.Option(help="Send at most this many emails.")] = 100,
 ) -> None:
     """Send queued emails that are still unsent and due (for example after an SMTP outage)."""
-    from tertulia.mail.tasks import deliver_pending
+    from tertulia.mail.delivery import deliver_pending
 
     sent = deliver_pending(get_database(), limit=limit)
     err.print(f"[green]{sent} email(s) sent[/green]")

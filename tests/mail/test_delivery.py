@@ -17,16 +17,9 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.settings import Settings
+from tertulia.mail.delivery import MAX_ATTEMPTS, deliver, deliver_pending, parse_smtp_url, retry_delay
 from tertulia.mail.models import OutgoingEmail
 from tertulia.mail.service import queue_email
-from tertulia.mail.tasks import (
-    MAX_ATTEMPTS,
-    deliver,
-    deliver_pending,
-    parse_smtp_url,
-    retry_delay,
-    wait_for_background_deliveries,
-)
 
 SMTP_USER, SMTP_PASSWORD = "mailer", "s3cret:pw"
 
@@ -188,12 +181,10 @@ def test_racing_deliverers_send_once(db: Database, mailbox: Mailbox) -> None:
 
 
 def test_without_smtp_the_message_goes_to_the_log_after_commit(db: Database) -> None:
-    with capture_logs() as logs:
-        with db.transaction() as session:
-            email = queue_email(session, "ana@example.com", "Your link", "Open https://t.example/invitations/xyz")
-            email_id = email.id
-            assert email.sent_at is None
-        wait_for_background_deliveries()
+    with capture_logs() as logs, db.transaction() as session:
+        email = queue_email(session, "ana@example.com", "Your link", "Open https://t.example/invitations/xyz")
+        email_id = email.id
+        assert email.sent_at is None
     logged = [entry for entry in logs if entry["event"] == "email_not_sent_no_smtp"]
     assert len(logged) == 1
     assert logged[0]["to"] == "ana@example.com"
@@ -211,7 +202,6 @@ def test_rolled_back_email_is_never_sent(db: Database) -> None:
             session.rollback()
         finally:
             session.close()
-        wait_for_background_deliveries()
     assert [entry for entry in logs if entry["event"] == "email_not_sent_no_smtp"] == []
     with db.transaction(write=False) as session:
         assert session.scalar(select(func.count()).select_from(OutgoingEmail)) == 0

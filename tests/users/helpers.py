@@ -7,11 +7,9 @@ from sqlalchemy import select, update
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.mail.models import OutgoingEmail
-from tertulia.mail.tasks import wait_for_background_deliveries
 
 
 def outbox(db: Database, to: str | None = None) -> list[OutgoingEmail]:
-    wait_for_background_deliveries()
     with db.transaction(write=False) as session:
         query = select(OutgoingEmail).order_by(OutgoingEmail.id)
         if to is not None:

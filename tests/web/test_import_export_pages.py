@@ -9,7 +9,7 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from tertulia.contacts.import_jobs import MAX_IMPORT_BYTES, wait_for_background_imports
+from tertulia.contacts.import_jobs import MAX_IMPORT_BYTES
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.contacts.models import Contact, CustomField, FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
@@ -40,7 +40,7 @@ def _upload(client: TestClient, token: str, body: bytes, name: str = "people.csv
 def _wait(db: Database, job_id: int) -> ImportJob:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        wait_for_background_imports(0.5)
+        time.sleep(0.05)
         with db.transaction(write=False) as session:
             job = session.get(ImportJob, job_id)
             assert job is not None

@@ -1,51 +1,44 @@
 """Contact imports started from the web app: the uploaded file, the chosen mapping, and a job row that
 records progress so a reload (or another browser) shows where the import is.
 
-The job runs in a background thread started after the request's transaction commits. Each batch of
-contacts is committed together with the job's counters, so progress on screen is always what is
-stored. A process that dies mid-import leaves the job `running`; `stale` jobs are reported as failed
-when shown, and rerunning the file with "update existing" finishes it safely.
+Starting a job queues it (`contacts.tasks.run_import_task`, after the request's transaction commits);
+`contacts.import_runner` runs it on whichever consumer takes it, resumes it after a crash, and
+commits each batch of contacts with the job's counters, so progress on screen is what is stored.
 """
 
 import secrets
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.contacts import tasks
 from tertulia.contacts.import_models import ImportJob, ImportStatus
-from tertulia.contacts.importer import (
-    ImportOptions,
-    ImportReport,
-    guess_mapping,
-    import_contacts,
-    open_source,
-    write_rejected_csv,
-)
+from tertulia.contacts.import_runner import data_path
+from tertulia.contacts.importer import guess_mapping, open_source, resolve_mapping
 from tertulia.contacts.repository import custom_fields
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import Database, database_of, on_commit
-from tertulia.kit.errors import DomainError, NotFound, ValidationFailed
-from tertulia.kit.settings import get_settings
-from tertulia.users.models import Membership
+from tertulia.kit.db import on_commit
+from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.users.permissions import Actor, Permission
 
-log = structlog.get_logger("tertulia.imports")
+__all__ = [
+    "MAX_IMPORT_BYTES",
+    "FilePreview",
+    "access_import",
+    "check_upload",
+    "data_path",
+    "do_create_import",
+    "do_start_import",
+    "guessed_mapping",
+    "job_summary",
+    "preview_file",
+]
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
 PREVIEW_ROWS = 5
-
-
-def data_path(relative: str) -> Path:
-    root = (get_settings().data_dir / "imports").resolve()
-    path = (root / relative).resolve()
-    if root not in path.parents:
-        raise ValueError("import path escapes the imports directory")
-    return path
 
 
 def check_upload(filename: str, data: bytes) -> None:
@@ -126,129 +119,26 @@ def guessed_mapping(session: Session, actor: Actor, headers: list[str]) -> dict[
 def do_start_import(
     session: Session, actor: Actor, job: ImportJob, mapping: dict[str, str], *, update_existing: bool
 ) -> ImportJob:
-    """Check the mapping against the file with a dry run of the header, then start after commit."""
+    """Check the mapping against the file with a dry run of the header, then queue it after commit."""
     actor.require(Permission.IMPORT_CONTACTS)
     if job.status != ImportStatus.UPLOADED:
         raise ValidationFailed.field("job", "this import has already been started")
-    from tertulia.contacts.importer import resolve_mapping
-
     headers = preview_file(data_path(job.file_path), rows=0).headers
     resolve_mapping(headers, custom_fields(session, actor.workspace_id), mapping)
     job.mapping = mapping
     job.update_existing = update_existing
-    job.status = ImportStatus.RUNNING
+    job.status = ImportStatus.QUEUED
     job.started_at = utcnow()
     session.flush()
-    database = database_of(session)
     job_id = job.id
-    on_commit(session, lambda: start_in_background(database, job_id))
+    on_commit(session, lambda: tasks.enqueue_import(job_id))
     return job
-
-
-_threads: set[threading.Thread] = set()
-_threads_lock = threading.Lock()
-
-
-def start_in_background(database: Database, job_id: int) -> None:
-    thread = threading.Thread(target=_run_safely, args=(database, job_id), name=f"import-{job_id}", daemon=True)
-    with _threads_lock:
-        _threads.add(thread)
-    thread.start()
-
-
-def wait_for_background_imports(timeout: float = 30.0) -> None:
-    """Tests call this before emptying tables, so a running import cannot touch the next test."""
-    with _threads_lock:
-        running = list(_threads)
-    for thread in running:
-        thread.join(timeout)
-
-
-def _run_safely(database: Database, job_id: int) -> None:
-    try:
-        run_import(database, job_id)
-    except Exception as exc:
-        log.exception("import_failed", job_id=job_id)
-        message = exc.message if isinstance(exc, DomainError) else "The import failed unexpectedly."
-        try:
-            with database.transaction() as session:
-                job = session.get(ImportJob, job_id)
-                if job is not None:
-                    job.status = ImportStatus.FAILED
-                    job.error = message[:2000]
-                    job.finished_at = utcnow()
-        except Exception:
-            log.exception("import_failure_not_recorded", job_id=job_id)
-    finally:
-        with _threads_lock:
-            _threads.discard(threading.current_thread())
-
-
-def _actor_for(session: Session, job: ImportJob) -> Actor:
-    membership = session.scalar(
-        select(Membership).where(Membership.workspace_id == job.workspace_id, Membership.user_id == job.user_id)
-    )
-    if membership is None or not membership.active:
-        raise ValidationFailed.field("user", "the person who started the import is no longer a member")
-    return Actor(workspace_id=job.workspace_id, kind="user", user_id=job.user_id, role=membership.role)
-
-
-def _record(job: ImportJob, report: ImportReport) -> None:
-    job.total_rows = report.total_rows
-    job.processed_rows = report.processed_rows
-    job.created_count = report.created
-    job.updated_count = report.updated + report.merged
-    job.unchanged_count = report.unchanged
-    job.rejected_count = len(report.rejected)
-    job.updated_at = utcnow()
-
-
-def run_import(database: Database, job_id: int) -> None:
-    session = database.session()
-    try:
-        job = session.get(ImportJob, job_id)
-        if job is None or job.status != ImportStatus.RUNNING:
-            return
-        actor = _actor_for(session, job)
-        options = ImportOptions(mapping=job.mapping, update_existing=job.update_existing, workers=0)
-
-        def on_progress(done: int, total: int) -> None:
-            job.total_rows = total
-            job.processed_rows = done
-
-        def on_batch_written(report: ImportReport) -> None:
-            _record(job, report)
-            session.commit()
-
-        report = import_contacts(
-            session,
-            actor,
-            data_path(job.file_path),
-            options,
-            on_progress=on_progress,
-            on_batch_written=on_batch_written,
-        )
-        _record(job, report)
-        if report.rejected:
-            relative = f"{job.workspace_id}/{secrets.token_urlsafe(18)}-rejected.csv"
-            target = data_path(relative)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            write_rejected_csv(report, target)
-            job.report_path = relative
-        job.status = ImportStatus.DONE
-        job.finished_at = utcnow()
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def job_summary(job: ImportJob) -> dict[str, Any]:
     return {
         "id": job.id,
-        "status": job.status.value,
+        "status": (ImportStatus.RUNNING if job.status == ImportStatus.QUEUED else job.status).value,
         "percent": job.percent,
         "total": job.total_rows,
         "processed": job.processed_rows,

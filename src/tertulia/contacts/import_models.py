@@ -9,13 +9,15 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tertulia.kit.clock import utcnow
 from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin, UTCDateTime
 
-# A running job whose row has not moved for this long belongs to a process that is gone.
+# A running job whose row has not moved for this long belongs to a process that is gone, and no
+# consumer has resumed it (they do after import_runner.RESUME_AFTER): the page says it failed.
 STALE_AFTER = timedelta(minutes=10)
 
 
 class ImportStatus(enum.StrEnum):
     UPLOADED = "uploaded"  # waiting for the mapping
-    RUNNING = "running"
+    QUEUED = "queued"  # its task is on the queue (or is queued again by the sweep); shown as running
+    RUNNING = "running"  # a runner holds it; `updated_at` is its heartbeat
     DONE = "done"
     FAILED = "failed"
 
@@ -47,8 +49,10 @@ class ImportJob(IdMixin, TimestampMixin, Base):
     @property
     def shown_status(self) -> str:
         """What the page says: a job stuck in `running` (its process died) shows as failed."""
-        if self.status == ImportStatus.RUNNING and utcnow() - self.updated_at > STALE_AFTER:
-            return ImportStatus.FAILED.value
+        if self.status in (ImportStatus.QUEUED, ImportStatus.RUNNING):
+            if utcnow() - self.updated_at > STALE_AFTER:
+                return ImportStatus.FAILED.value
+            return ImportStatus.RUNNING.value
         return self.status.value
 
     @property

@@ -295,6 +295,8 @@ class ImportOptions:
     # one CPU, for files of PARALLEL_FROM_ROWS rows or more (starting a process costs about a second);
     # one worker balances the writer best on two cores: a second one measured slower under load.
     workers: int | None = None
+    # Data rows an interrupted run of the same job already committed: read past, not imported again.
+    skip_rows: int = 0
 
 
 @dataclass
@@ -1039,8 +1041,12 @@ def import_contacts(
             total_rows=total,
         )
         importer = _Importer(session, actor, options, report)
+        for _ in range(options.skip_rows):
+            if next(rows, None) is None:
+                break
+            report.processed_rows += 1
         if on_progress:
-            on_progress(0, total)
+            on_progress(report.processed_rows, total)
         workers = options.workers
         if workers is None:
             workers = 1 if total >= PARALLEL_FROM_ROWS and (os.cpu_count() or 1) > 1 else 0

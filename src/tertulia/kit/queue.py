@@ -12,15 +12,22 @@
 
 Work is enqueued only after the transaction that produced it commits (`kit.db.on_commit`), so a
 worker never sees an id whose row is not there yet.
+
+A task taken off the queue by a consumer that then dies is gone from the queue: the database says
+what is still to do, so every consumer runs the start-up jobs registered with `at_consumer_start`
+(see `tertulia/tasks.py`) once before it takes work, and periodic sweeps catch the rest.
 """
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import structlog
 from huey import Huey, MemoryHuey, RedisHuey, SqliteHuey
 from huey.consumer import Consumer
 
+from tertulia.kit import realtime
 from tertulia.kit.db import Database, get_database
 from tertulia.kit.queue_postgres import URL_SCHEMES, make_postgres_huey
 from tertulia.kit.settings import get_settings
@@ -61,6 +68,25 @@ def task_database() -> Database:
     return _database or get_database()
 
 
+log = structlog.get_logger("tertulia.queue")
+_start_jobs: list[Callable[[], object]] = []
+
+
+def at_consumer_start(job: Callable[[], object]) -> None:
+    """Run `job` once each time a consumer of this process starts, before it takes work (re-queueing
+    what a crashed process left behind). Registered by `tertulia/tasks.py` only."""
+    if job not in _start_jobs:
+        _start_jobs.append(job)
+
+
+def run_start_jobs() -> None:
+    for job in list(_start_jobs):
+        try:
+            job()
+        except Exception:  # a failed re-queue is retried by the periodic sweeps; the consumer still starts
+            log.exception("consumer_start_job_failed", job=getattr(job, "__name__", repr(job)))
+
+
 class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
     def _set_signal_handlers(self) -> None:
         # Inside `tertulia serve` the web server owns SIGINT/SIGTERM; lifespan shutdown stops us.
@@ -70,6 +96,7 @@ class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
 def start_consumer(workers: int, *, embedded: bool = True) -> Any:
     """Start worker threads and the scheduler; returns the consumer (call `.stop(graceful=True)`)."""
     consumer_class = _EmbeddedConsumer if embedded else Consumer
+    run_start_jobs()
     consumer = consumer_class(
         huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0
     )
@@ -83,9 +110,8 @@ def run_worker(workers: int) -> None:
     Events its tasks emit reach the web processes' sockets only through a shared realtime hub
     (`TERTULIA_REALTIME_URL=redis://...`); publishing needs no listener, so the hub is not started.
     """
-    from tertulia.kit import realtime
-
     settings = get_settings()
     realtime.set_hub(realtime.make_hub(settings.realtime_url, settings.realtime_prefix))
+    run_start_jobs()
     consumer = Consumer(huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0)
     consumer.run()

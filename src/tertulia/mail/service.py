@@ -1,12 +1,13 @@
 """The mail outbox: an email is a row written in the caller's transaction, delivered after commit.
 
 A rolled-back change therefore never sends its email, and a committed one is never lost: if the
-after-commit delivery does not happen (crash, SMTP down), `mail.tasks.deliver_pending` sends it.
+after-commit delivery (a queued `mail.tasks.deliver_task`) does not happen (crash, SMTP down),
+the periodic `mail.tasks.deliver_pending_task` sends it.
 """
 
 from sqlalchemy.orm import Session
 
-from tertulia.kit.db import database_of, on_commit
+from tertulia.kit.db import on_commit
 from tertulia.kit.errors import ValidationFailed
 from tertulia.mail import tasks
 from tertulia.mail.models import OutgoingEmail
@@ -25,9 +26,8 @@ def queue_email(session: Session, to: str, subject: str, body: str) -> OutgoingE
     row = OutgoingEmail(to_address=address, subject=clean_subject, body=body, attempts=0)
     session.add(row)
     session.flush()
-    database = database_of(session)
     email_id = row.id
-    on_commit(session, lambda: tasks.deliver_in_background(database, [email_id]))
+    on_commit(session, lambda: tasks.enqueue_delivery([email_id]))
     return row
 
 

@@ -10,7 +10,6 @@ from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import DbSession
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
 from tertulia.segments import service
-from tertulia.segments import tasks as _tasks  # noqa: F401  (registers the queue tasks)
 from tertulia.segments.schemas import PreviewBody, PreviewOut, SegmentCreate, SegmentOut, SegmentRef, SegmentUpdate
 from tertulia.segments.service import CountedSegment
 from tertulia.users.auth import ApiActor

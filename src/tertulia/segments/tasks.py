@@ -12,11 +12,8 @@ import time
 import structlog
 from huey.exceptions import TaskLockedException
 
-from tertulia.kit.db import Database
 from tertulia.kit.queue import huey, task_database
-from tertulia.segments import repository as repo
-from tertulia.segments.service import REFRESH_AFTER, counted_segments
-from tertulia.users.permissions import Actor
+from tertulia.segments.counts import refresh_counts
 
 log = structlog.get_logger("tertulia.segments")
 
@@ -24,15 +21,6 @@ log = structlog.get_logger("tertulia.segments")
 ENQUEUE_EVERY_SECONDS = 10.0
 _last_enqueued: dict[int, float] = {}
 _lock = threading.Lock()
-
-
-def refresh_counts(db: Database, workspace_id: int) -> int:
-    """Recompute, and cache, the counts of the workspace's segments older than REFRESH_AFTER."""
-    with db.transaction(write=False) as session:
-        actor = Actor.system(workspace_id)
-        segments = repo.segments(session, workspace_id)
-        counted = counted_segments(session, actor, segments, max_age=REFRESH_AFTER, schedule_refresh=False)
-    return sum(1 for c in counted if c.count is not None)
 
 
 @huey.task(name="segments.refresh_counts")  # type: ignore[untyped-decorator]
