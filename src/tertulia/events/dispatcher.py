@@ -22,21 +22,23 @@ visible when their transaction commits, and concurrent writers commit in any ord
 visible after id 42. A consumer that read 42 and stored position 42 would never see 41. So the
 dispatcher reads only up to a *settled* id, below which no transaction can still add an event:
 
-1. read the sequence's last allocated id L, then (in a later statement) take a snapshot S;
-2. every transaction holding an id <= L had allocated it before step 1, and had its transaction id
-   before that (`events.service` calls `pg_current_xact_id()` before inserting events), so its
-   xid is below xmax(S);
-3. once the oldest running transaction is at or above xmax(S) (`pg_snapshot_xmin` of a later
-   snapshot), all of those transactions have ended: every id <= L is settled: committed and
-   visible, or rolled back for good.
+1. read the sequence's last allocated id L, then (in a later statement) the transaction ids of the
+   transactions running in this database (`pg_stat_activity.backend_xid`): the set W;
+2. a transaction holding an id <= L had allocated it before step 1, and had its transaction id
+   before that (`events.service` calls `pg_current_xact_id()` before inserting events); so, if it
+   is still running, it is in W;
+3. once none of W is running any more, every id <= L is settled: committed and visible, or rolled
+   back for good.
 
-Each process keeps the last few (L, xmax) pairs and re-checks them on every dispatch (polling for a
-moment when events are waiting), so delivery usually lags the commit by a few milliseconds. The
-price: a transaction that runs long holds the horizon back (delivery waits, nothing is lost). This
-was chosen over a time-based "visibility delay plus gap tracking", which bets that no transaction
-takes longer than the delay and silently skips an event when one does, and over serialising event
-writers with a lock, which would serialise the inbox's commits. SQLite has one writer at a time, so
-there commit order is id order and every visible id is settled.
+Each process keeps the last few (L, W) pairs and re-checks them on every dispatch (polling for a
+moment when events are waiting), so delivery usually lags the commit by a few milliseconds. Only
+this database's transactions count (a cluster-wide `pg_snapshot_xmin` would also wait for every
+other database's transactions). The price: a transaction that runs long in this database holds the
+horizon back (delivery waits, nothing is lost); prepared (two-phase) transactions are not seen, and
+are not used. This was chosen over a time-based "visibility delay plus gap tracking", which bets
+that no transaction takes longer than the delay and silently skips an event when one does, and over
+serialising event writers with a lock, which would serialise the inbox's commits. SQLite has one
+writer at a time, so there commit order is id order and every visible id is settled.
 """
 
 import os
@@ -120,27 +122,31 @@ def registered() -> list[Consumer]:
 class _PostgresHorizon:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._candidates: list[tuple[int, int]] = []  # (last allocated id, snapshot xmax)
+        # (last allocated id, the transactions of this database running just after it was read)
+        self._candidates: list[tuple[int, frozenset[int]]] = []
         self._settled = 0
 
     def observe(self, session: Session) -> tuple[int, int]:
         """(settled id, last allocated id)."""
         last_value, is_called = session.execute(text("SELECT last_value, is_called FROM events_id_seq")).one()
         allocated = int(last_value) if is_called else 0
-        xmin, xmax = session.execute(
-            text(
-                "SELECT pg_snapshot_xmin(s)::text::bigint, pg_snapshot_xmax(s)::text::bigint "
-                "FROM pg_current_snapshot() AS s"
+        running = frozenset(
+            int(xid)
+            for xid in session.scalars(
+                text(
+                    "SELECT backend_xid::text::bigint FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND backend_xid IS NOT NULL"
+                )
             )
-        ).one()
+        )
         with self._lock:
             if allocated < self._settled:  # the sequence was restarted (tests truncate the table)
                 self._settled, self._candidates = 0, []
-            self._candidates.append((allocated, int(xmax)))
-            for last_id, snapshot_xmax in self._candidates:
-                if snapshot_xmax <= xmin:
+            self._candidates.append((allocated, running))
+            for last_id, waiting in self._candidates:
+                if not waiting & running:
                     self._settled = max(self._settled, last_id)
-            self._candidates = [c for c in self._candidates if c[1] > xmin][-_KEPT_CANDIDATES:]
+            self._candidates = [c for c in self._candidates if c[0] > self._settled][-_KEPT_CANDIDATES:]
             return self._settled, allocated
 
 
@@ -335,13 +341,19 @@ class DispatchReport:
         return min(delays) if delays else None
 
 
-def dispatch(db: Database, consumers: Iterable[Consumer] | None = None, *, owner: str | None = None) -> DispatchReport:
+def dispatch(
+    db: Database,
+    consumers: Iterable[Consumer] | None = None,
+    *,
+    owner: str | None = None,
+    settle_wait: float = SETTLE_WAIT_SECONDS,
+) -> DispatchReport:
     """One pass: every registered consumer (or those given) is fed up to the current horizon."""
     chosen = registered() if consumers is None else list(consumers)
     report = DispatchReport()
     if not chosen:
         return report
-    upto, allocated = settled_horizon(db)
+    upto, allocated = settled_horizon(db, settle_wait)
     report.unsettled = allocated > upto
     with db.transaction(write=False) as session:
         positions = dict(
