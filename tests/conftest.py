@@ -25,6 +25,7 @@ import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
+from tertulia import consumers  # noqa: E402
 from tertulia.app import create_app  # noqa: E402
 from tertulia.kit import queue  # noqa: E402
 from tertulia.kit.db import Database  # noqa: E402
@@ -35,6 +36,8 @@ from tertulia.users.models import Role  # noqa: E402
 from tertulia.users.permissions import Actor  # noqa: E402
 from tertulia.users.service import do_add_member, do_create_api_token, do_create_user  # noqa: E402
 from tertulia.workspaces.setup import do_create_workspace_with_owner  # noqa: E402
+
+consumers.install()  # as every process does at start: merge hooks and event consumers
 
 POSTGRES_ADMIN = os.environ.get("TERTULIA_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"

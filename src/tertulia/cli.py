@@ -22,6 +22,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(contacts_app, name="contacts")
 mail_app = typer.Typer(help="The outgoing mail queue.", no_args_is_help=True)
 app.add_typer(mail_app, name="mail")
+events_app = typer.Typer(help="The event log and its consumers.", no_args_is_help=True)
+app.add_typer(events_app, name="events")
 
 err = Console(stderr=True)
 
@@ -345,3 +347,33 @@ def mail_deliver(
 
     sent = deliver_pending(get_database(), limit=limit)
     err.print(f"[green]{sent} email(s) sent[/green]")
+
+
+@events_app.command("status")
+def events_status() -> None:
+    """Each event consumer's position, how many events it is behind, and its last error."""
+    from rich.table import Table
+
+    from tertulia import consumers
+    from tertulia.events.dispatcher import consumer_status, newest_event_id
+
+    consumers.install()
+    database = get_database()
+    statuses = consumer_status(database)
+    out = Console()
+    out.print(f"newest event: {newest_event_id(database)}")
+    if not statuses:
+        out.print("no consumers registered")
+        return
+    table = Table("consumer", "registered", "position", "behind", "failures", "retry at", "last error")
+    for status in statuses:
+        table.add_row(
+            status.name,
+            "yes" if status.registered else "no",
+            str(status.last_event_id),
+            str(status.behind),
+            str(status.attempts),
+            status.retry_at.isoformat(timespec="seconds") if status.retry_at else "",
+            status.last_error or "",
+        )
+    out.print(table)

@@ -4,6 +4,7 @@ from tertulia.channels import models as channels_models
 from tertulia.contacts import import_models as contacts_import_models
 from tertulia.contacts import models as contacts_models
 from tertulia.conversations import models as conversations_models
+from tertulia.events import models as events_models
 from tertulia.kit.models import Base
 from tertulia.mail import models as mail_models
 from tertulia.segments import models as segments_models
@@ -16,6 +17,7 @@ __all__ = [
     "contacts_import_models",
     "contacts_models",
     "conversations_models",
+    "events_models",
     "mail_models",
     "segments_models",
     "users_models",

@@ -1,5 +1,6 @@
 """The one registry of background work: every queued and periodic task, and what a consumer does
-when it starts. Both consumers import this: the one embedded in `tertulia serve` and `tertulia worker`.
+when it starts; it also installs the event consumers and merge hooks (`tertulia.consumers`). Both
+consumers import this: the one embedded in `tertulia serve` and `tertulia worker`.
 
 Tasks (name, module, what queues it):
 - `conversations.send_message` (conversations.tasks): a reply or note to deliver; after commit.
@@ -8,7 +9,7 @@ Tasks (name, module, what queues it):
 - `segments.refresh_counts` (segments.tasks): a workspace's ageing segment counts; after a read.
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`,
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
-`mail.deliver_pending`.
+`mail.deliver_pending`, and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
 pending outgoing messages with no task waiting, and queued or interrupted imports. A task a dead
@@ -17,14 +18,25 @@ consumer had taken off the queue is gone from it; the database still says what i
 
 from sqlalchemy import select
 
+from tertulia import consumers
 from tertulia.contacts import tasks as contacts_tasks
 from tertulia.conversations import tasks as conversations_tasks
 from tertulia.conversations.models import DeliveryStatus, Direction, Message
+from tertulia.events import tasks as events_tasks
 from tertulia.kit import queue
 from tertulia.mail import tasks as mail_tasks
 from tertulia.segments import tasks as segments_tasks
 
-__all__ = ["contacts_tasks", "conversations_tasks", "mail_tasks", "requeue_pending_outbound", "segments_tasks"]
+consumers.install()
+
+__all__ = [
+    "contacts_tasks",
+    "conversations_tasks",
+    "events_tasks",
+    "mail_tasks",
+    "requeue_pending_outbound",
+    "segments_tasks",
+]
 
 
 def _queued_message_ids() -> set[int]:

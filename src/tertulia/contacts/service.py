@@ -11,7 +11,6 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tertulia.contacts import repository as repo
-from tertulia.contacts.events import MERGE_HOOKS
 from tertulia.contacts.fields import (
     KEY_PATTERN,
     RESERVED_KEYS,
@@ -22,6 +21,7 @@ from tertulia.contacts.fields import (
     clean_phone,
     clean_url,
 )
+from tertulia.contacts.hooks import merge_hooks
 from tertulia.contacts.models import (
     Contact,
     ContactActivity,
@@ -32,6 +32,8 @@ from tertulia.contacts.models import (
     Tag,
 )
 from tertulia.contacts.schemas import ContactOut
+from tertulia.events import service as event_log
+from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
 from tertulia.kit.text import fold, fold_or_none
@@ -249,11 +251,37 @@ def record(
     new: Any = None,
 ) -> None:
     session.add(ContactActivity(**activity_row(actor, contact_id, action, field, old, new)))
+    _emit_recorded(session, actor, contact_id, action, field, old, new)
 
 
 def record_changes(session: Session, actor: Actor, contact_id: int, changes: Sequence[Change]) -> None:
     for name, old, new in changes:
         record(session, actor, contact_id, "updated", name, old, new)
+    if changes:
+        payload = {"contact_id": contact_id, "changes": [{"field": n, "old": o, "new": v} for n, o, v in changes]}
+        _emit(session, actor, EventType.CONTACT_UPDATED, contact_id, payload)
+
+
+def _emit_recorded(
+    session: Session, actor: Actor, contact_id: int, action: str, field: str | None, old: Any, new: Any
+) -> None:
+    """The event-log twin of an activity row (updates are one event per change set: record_changes)."""
+    if action == "created":
+        source = f"{field}:{new}" if field is not None else None
+        _emit(session, actor, EventType.CONTACT_CREATED, contact_id, {"contact_id": contact_id, "source": source})
+    elif action == "tag_added":
+        _emit(session, actor, EventType.CONTACT_TAGGED, contact_id, {"contact_id": contact_id, "tag": new})
+    elif action == "tag_removed":
+        _emit(session, actor, EventType.CONTACT_UNTAGGED, contact_id, {"contact_id": contact_id, "tag": old})
+    elif action == "merged":
+        payload = {"contact_id": contact_id, "merged_contact_id": old["id"], "merged_name": old["name"]}
+        _emit(session, actor, EventType.CONTACT_MERGED, contact_id, payload)
+
+
+def _emit(session: Session, actor: Actor, kind: EventType, contact_id: int, payload: dict[str, Any]) -> None:
+    label = event_log.actor_label(actor.kind, actor.user_id, actor.token_id)
+    event = event_log.Event(kind, actor.workspace_id, payload, contact_id=contact_id, actor=label)
+    event_log.emit(session, event)
 
 
 def do_create_contact(session: Session, actor: Actor, values: Mapping[str, Any]) -> Contact:
@@ -549,7 +577,7 @@ def do_merge_contacts(
     session.execute(
         update(ContactActivity).where(ContactActivity.contact_id == other.id).values(contact_id=survivor.id)
     )
-    for hook in MERGE_HOOKS:
+    for hook in merge_hooks():
         hook(session, survivor.id, other.id)
     record_changes(session, actor, survivor.id, changes)
     record(session, actor, survivor.id, "merged", None, {"id": other.id, "name": other.full_name}, None)

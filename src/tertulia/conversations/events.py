@@ -1,5 +1,6 @@
-"""What the inbox emits. Every event is queued on commit and published to the realtime hub;
-other domains (workflows, reports, webhooks) subscribe with `on_event`.
+"""What the inbox emits. Every event is queued on commit and published to the realtime hub (the
+browsers' fast path); other domains (workflows, reports, webhooks) consume the durable event log
+instead (`tertulia.events`), which `emit` writes in the same transaction.
 
 Event shape (JSON):
     {"type": "message.created" | "message.status" | "conversation.opened" | "conversation.assigned"
@@ -15,28 +16,26 @@ Event shape (JSON):
      "topics": [...],                              # realtime routing: visitor events go to
                                                    # "contact:<id>" (and "visitor:<external id>")
      "data": {...}}
+
+`emit` also records the durable, typed event (`tertulia.events`) in the same transaction, mapped
+from the realtime type: message.created becomes message.received (incoming), message.sent (outgoing)
+or comment.added (a note), system lines none (their change has its own event); message.status
+becomes message.status_changed; conversation.assigned to nobody becomes conversation.unassigned.
+typing, conversation.read, conversation.bot and mention.created are realtime only.
 """
 
-from collections.abc import Callable
 from typing import Any
 
-import structlog
 from sqlalchemy.orm import Session
 
 from tertulia.conversations.models import Conversation
+from tertulia.events import service as event_log
+from tertulia.events.types import EventType
 from tertulia.kit import realtime
 from tertulia.kit.db import on_commit
-
-log = structlog.get_logger()
+from tertulia.users.permissions import Actor
 
 Event = dict[str, Any]
-Listener = Callable[[Event], None]
-LISTENERS: list[Listener] = []
-
-
-def on_event(listener: Listener) -> Listener:
-    LISTENERS.append(listener)
-    return listener
 
 
 def make_event(
@@ -73,12 +72,63 @@ def visitor_topics(contact_id: int, sender_external_id: str | None) -> list[str]
 
 def dispatch(event: Event) -> None:
     realtime.publish(event)
-    for listener in LISTENERS:
-        try:
-            listener(event)
-        except Exception as exc:  # one broken listener must not stop the others
-            log.exception("event_listener_failed", event_type=event["type"], error=str(exc))
 
 
-def emit(session: Session, event: Event) -> None:
+def emit(session: Session, event: Event, *, actor: Actor | None = None) -> None:
+    """Publish `event` to the sockets after commit, and record its durable twin in the transaction.
+    `actor` labels the durable event; without it, message events are labelled from their sender."""
     on_commit(session, lambda: dispatch(event))
+    durable = durable_event(event, actor)
+    if durable is not None:
+        event_log.emit(session, durable)
+
+
+_CONVERSATION_TYPES = {
+    "conversation.opened": EventType.CONVERSATION_OPENED,
+    "conversation.assigned": EventType.CONVERSATION_ASSIGNED,
+    "conversation.closed": EventType.CONVERSATION_CLOSED,
+    "conversation.reopened": EventType.CONVERSATION_REOPENED,
+}
+_MESSAGE_TYPES = {
+    "incoming": EventType.MESSAGE_RECEIVED,
+    "outgoing": EventType.MESSAGE_SENT,
+    "comment": EventType.COMMENT_ADDED,
+}
+
+
+def durable_event(event: Event, actor: Actor | None = None) -> event_log.Event | None:
+    """The event log's record of a realtime event; None for realtime-only ones."""
+    realtime_type = event["type"]
+    data: dict[str, Any] = event["data"]
+    label = event_log.actor_label(actor.kind, actor.user_id, actor.token_id) if actor is not None else None
+    payload: dict[str, Any]
+    if realtime_type == "message.created":
+        message = data["message"]
+        kind = _MESSAGE_TYPES.get(message["direction"])
+        if kind is None:
+            return None
+        payload = {"message": message}
+        if label is None:
+            label = event_log.actor_label(message["sender_kind"], message["sender_user_id"])
+    elif realtime_type == "message.status":
+        kind = EventType.MESSAGE_STATUS_CHANGED
+        payload = {"message_id": data["message_id"], "status": data["status"], "reason": data["reason"]}
+    elif realtime_type in _CONVERSATION_TYPES:
+        kind = _CONVERSATION_TYPES[realtime_type]
+        conversation = data["conversation"]
+        payload = {"conversation": conversation}
+        if kind == EventType.CONVERSATION_ASSIGNED:
+            if conversation["assignee_id"] is None and conversation["team_id"] is None:
+                kind = EventType.CONVERSATION_UNASSIGNED
+            payload["previous_assignee_id"] = event["previous_assignee_id"]
+            payload["previous_team_id"] = event["previous_team_id"]
+    else:
+        return None
+    return event_log.Event(
+        type=kind,
+        workspace_id=event["workspace_id"],
+        conversation_id=event["conversation_id"],
+        contact_id=event["contact_id"],
+        actor=label,
+        payload=payload,
+    )

@@ -1,13 +1,12 @@
-"""Keeps conversations with their person when two contacts are merged (contacts.events hook)."""
+"""Keeps conversations with their person when two contacts are merged (a contacts.hooks merge hook,
+installed by `tertulia.consumers`)."""
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from tertulia.contacts.events import on_merge
 from tertulia.conversations.models import Conversation, ConversationStatus, Mention, Message, StoredFile
 
 
-@on_merge
 def move_conversations(session: Session, survivor_id: int, merged_id: int) -> None:
     """Both contacts may have an open conversation; the survivor keeps one (the rule is one open
     conversation per contact), so the merged one's messages move into it."""

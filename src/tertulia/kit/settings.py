@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # Public web-chat endpoints: per visitor for messages, per client address for new visitors.
     widget_messages_per_minute: int = 30
     widget_sessions_per_minute: int = 60
+    # The event log keeps events this long once every registered consumer has processed them.
+    event_retention_days: float = 30.0
     log_level: str = "info"
     sql_echo: bool = Field(default=False)
 

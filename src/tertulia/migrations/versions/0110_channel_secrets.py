@@ -6,7 +6,7 @@ run with the installation's own secret. Downgrading decrypts back to JSON with t
 On SQLite the type change rebuilds the table (batch mode, foreign keys off during migrations).
 
 Revision ID: 0110_channel_secrets
-Revises: 0090_agents_see_unassigned
+Revises: 0100_event_log
 Create Date: 2026-11-26
 """
 
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql
 from tertulia.kit.crypto import decrypt_json, encrypt_json
 
 revision: str = "0110_channel_secrets"
-down_revision: str | None = "0090_agents_see_unassigned"
+down_revision: str | None = "0100_event_log"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,134 @@
+"""Writing events: `emit(session, event)` records a fact in the caller's transaction.
+
+Guarantees:
+- Same transaction: an event is written if and only if the transaction that emitted it commits. A
+  rolled-back transaction, or a rolled-back savepoint (`begin_nested`) the event was emitted in,
+  leaves no event.
+- Cheap on the hot path: `emit` only appends to a list kept on the session. The list is written
+  with ONE executemany INSERT when the transaction commits (the `before_commit` session event), so
+  a batch of 64 inbound messages costs one statement, not 64. Savepoints do not write: their
+  events join the enclosing transaction's list, and are cut from it if the savepoint rolls back.
+- Order: within a transaction events get increasing ids in the order they were emitted.
+- On PostgreSQL the transaction id is assigned before the event ids are (`pg_current_xact_id()`
+  first): the dispatcher's visibility horizon relies on it (see `events.dispatcher`).
+- After the commit, the dispatcher is nudged (`events.tasks.nudge`, coalesced) when this process has
+  consumers registered.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert, text
+from sqlalchemy.orm import Session, SessionTransaction
+
+from tertulia.events import tasks
+from tertulia.events.models import EventRecord
+from tertulia.events.types import EventType
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import on_commit
+
+_PENDING = "events_pending"
+_MARKS = "events_savepoint_marks"
+_NUDGE = "events_nudge_queued"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A fact to record. `actor` is a short label: see `actor_label`."""
+
+    type: EventType
+    workspace_id: int
+    payload: Mapping[str, Any]
+    conversation_id: int | None = None
+    contact_id: int | None = None
+    actor: str | None = None
+
+
+def actor_label(kind: str, user_id: int | None = None, token_id: int | None = None) -> str:
+    """ "user:12", "api:3", or the bare kind ("system", "channel", "import", "contact", "bot")."""
+    if user_id is not None:
+        return f"{kind}:{user_id}"
+    if token_id is not None:
+        return f"{kind}:{token_id}"
+    return kind
+
+
+def emit(session: Session, event: Event) -> None:
+    """Record `event` in this session's transaction (written at commit, see the module docstring)."""
+    pending: list[dict[str, Any]] | None = session.info.get(_PENDING)
+    if pending is None:
+        pending = session.info[_PENDING] = []
+    pending.append(
+        {
+            "workspace_id": event.workspace_id,
+            "type": event.type.value,
+            "conversation_id": event.conversation_id,
+            "contact_id": event.contact_id,
+            "actor": event.actor,
+            "payload": dict(event.payload),
+            "created_at": utcnow(),
+        }
+    )
+
+
+def pending_count(session: Session) -> int:
+    return len(session.info.get(_PENDING) or ())
+
+
+def write_pending(session: Session) -> None:
+    """Write the events emitted so far in this transaction now (one executemany INSERT). Not inside
+    a savepoint: rows written there would vanish with it although emitted outside it."""
+    if session.in_nested_transaction():
+        raise RuntimeError("events are written by the outermost transaction, not inside a savepoint")
+    rows: list[dict[str, Any]] | None = session.info.get(_PENDING)
+    if not rows:
+        return
+    session.info[_PENDING] = []
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # Take the transaction id before the ids: the dispatcher's horizon needs "xid assigned
+        # before any event id of that transaction" (a no-op when the transaction has written).
+        connection.execute(text("SELECT pg_current_xact_id()"))
+    connection.execute(insert(EventRecord), rows)
+    if tasks.has_consumers() and not session.info.get(_NUDGE):
+        session.info[_NUDGE] = True
+        on_commit(session, tasks.nudge)
+
+
+@sa_event.listens_for(Session, "before_commit")
+def _write_on_commit(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint's release: its events wait for the commit
+        write_pending(session)
+
+
+@sa_event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(_MARKS, {})[transaction] = pending_count(session)
+
+
+@sa_event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    marks: dict[SessionTransaction, int] = session.info.get(_MARKS) or {}
+    if previous_transaction.nested and previous_transaction in marks:
+        pending = session.info.get(_PENDING)
+        if pending is not None:
+            del pending[marks.pop(previous_transaction) :]
+    elif not previous_transaction.nested:
+        _forget(session)
+
+
+@sa_event.listens_for(Session, "after_transaction_end")
+def _end(session: Session, transaction: SessionTransaction) -> None:
+    # A savepoint's mark stays until the whole transaction ends: SQLAlchemy reports a savepoint's
+    # end before its rollback (`after_soft_rollback`), which still needs the mark.
+    if transaction.parent is None and not transaction.nested:
+        _forget(session)
+
+
+def _forget(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+    session.info.pop(_MARKS, None)
+    session.info.pop(_NUDGE, None)

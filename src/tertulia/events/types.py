@@ -1,0 +1,133 @@
+"""The event catalogue: every durable event's name and the shape of its payload.
+
+Names are `<entity>.<past tense>`. A payload is JSON and describes the fact as it was when it
+happened; consumers that need the entity's current state read it themselves. Segment membership is
+not an event (it is computed, not recorded). docs/events.md lists who emits each one.
+"""
+
+import enum
+from typing import Any, NotRequired, TypedDict
+
+
+class EventType(enum.StrEnum):
+    CONTACT_CREATED = "contact.created"
+    CONTACT_UPDATED = "contact.updated"
+    CONTACT_TAGGED = "contact.tagged"
+    CONTACT_UNTAGGED = "contact.untagged"
+    CONTACT_MERGED = "contact.merged"
+    CONVERSATION_OPENED = "conversation.opened"
+    CONVERSATION_ASSIGNED = "conversation.assigned"
+    CONVERSATION_UNASSIGNED = "conversation.unassigned"
+    CONVERSATION_CLOSED = "conversation.closed"
+    CONVERSATION_REOPENED = "conversation.reopened"
+    MESSAGE_RECEIVED = "message.received"
+    MESSAGE_SENT = "message.sent"
+    MESSAGE_STATUS_CHANGED = "message.status_changed"
+    COMMENT_ADDED = "comment.added"
+
+
+class ContactCreated(TypedDict):
+    contact_id: int
+    # "channel:webchat" for a new sender written by the inbox; None when made by hand, the API or a split.
+    source: str | None
+
+
+class FieldChange(TypedDict):
+    field: str  # a column name, or "custom_fields.<key>"
+    old: Any
+    new: Any
+
+
+class ContactUpdated(TypedDict):
+    contact_id: int
+    changes: list[FieldChange]
+
+
+class ContactTagged(TypedDict):
+    """contact.tagged and contact.untagged: one event per tag."""
+
+    contact_id: int
+    tag: str
+
+
+class ContactMerged(TypedDict):
+    contact_id: int  # the survivor
+    merged_contact_id: int  # deleted; its conversations, identities, tags and history moved over
+    merged_name: str
+
+
+class ConversationSnapshot(TypedDict):
+    """The inbox's conversation shape (`conversations.service.conversation_dict`)."""
+
+    id: int
+    contact_id: int
+    channel_id: int | None
+    status: str
+    assignee_id: int | None
+    team_id: int | None
+    bot_paused: bool
+    closing_category_id: int | None
+    closing_summary: str | None
+    opened_at: str
+    closed_at: str | None
+    last_message_at: str
+    last_incoming_at: str | None
+    last_message_preview: str | None
+
+
+class ConversationChanged(TypedDict):
+    """conversation.opened / assigned / unassigned / closed / reopened."""
+
+    conversation: ConversationSnapshot
+    # assigned and unassigned only: who had it before.
+    previous_assignee_id: NotRequired[int | None]
+    previous_team_id: NotRequired[int | None]
+
+
+class MessageSnapshot(TypedDict):
+    """The inbox's message shape (`conversations.service.message_dict`)."""
+
+    id: int
+    conversation_id: int
+    contact_id: int
+    channel_id: int | None
+    direction: str
+    sender_kind: str
+    sender_user_id: int | None
+    type: str
+    text: str | None
+    attachments: list[dict[str, Any]]
+    payload: dict[str, Any]
+    status: str | None
+    status_reason: str | None
+    created_at: str
+
+
+class MessageWritten(TypedDict):
+    """message.received, message.sent (written, queued for delivery) and comment.added."""
+
+    message: MessageSnapshot
+
+
+class MessageStatusChanged(TypedDict):
+    message_id: int
+    status: str  # sent, delivered, read, failed
+    reason: str | None
+
+
+PAYLOADS: dict[EventType, type] = {
+    EventType.CONTACT_CREATED: ContactCreated,
+    EventType.CONTACT_UPDATED: ContactUpdated,
+    EventType.CONTACT_TAGGED: ContactTagged,
+    EventType.CONTACT_UNTAGGED: ContactTagged,
+    EventType.CONTACT_MERGED: ContactMerged,
+    EventType.CONVERSATION_OPENED: ConversationChanged,
+    EventType.CONVERSATION_ASSIGNED: ConversationChanged,
+    EventType.CONVERSATION_UNASSIGNED: ConversationChanged,
+    EventType.CONVERSATION_CLOSED: ConversationChanged,
+    EventType.CONVERSATION_REOPENED: ConversationChanged,
+    EventType.MESSAGE_RECEIVED: MessageWritten,
+    EventType.MESSAGE_SENT: MessageWritten,
+    EventType.MESSAGE_STATUS_CHANGED: MessageStatusChanged,
+    EventType.COMMENT_ADDED: MessageWritten,
+}
