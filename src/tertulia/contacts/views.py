@@ -39,7 +39,6 @@ router = APIRouter(prefix="/contacts", include_in_schema=False)
 ACTIVITY_PAGE = 20
 MAX_BULK = 500
 MERGE_CANDIDATES = 10
-
 EDITABLE_STANDARD = ("first_name", "last_name", "email", "phone", "language", "country", "assignee_id")
 ACTIVITY_LABELS: dict[str, str] = {
     "created": i18n.lazy("created the contact"),
