@@ -14,11 +14,13 @@ Periodic (every minute unless said): `conversations.requeue_stuck_outbound`,
 At consumer start (before it takes work), what a crashed process left behind is queued again:
 pending outgoing messages with no task waiting, and queued or interrupted imports. A task a dead
 consumer had taken off the queue is gone from it; the database still says what is to do.
+When a consumer is asked to stop, running imports are handed back to the queue after their batch.
 """
 
 from sqlalchemy import select
 
 from tertulia import consumers
+from tertulia.contacts import import_runner
 from tertulia.contacts import tasks as contacts_tasks
 from tertulia.conversations import tasks as conversations_tasks
 from tertulia.conversations.models import DeliveryStatus, Direction, Message
@@ -72,8 +74,10 @@ def requeue_pending_outbound() -> int:
 
 
 def _requeue_interrupted_imports() -> int:
+    import_runner.accept_runs()
     return contacts_tasks.requeue_interrupted_imports(at_start=True)
 
 
 queue.at_consumer_start(requeue_pending_outbound)
 queue.at_consumer_start(_requeue_interrupted_imports)
+queue.at_consumer_stop(import_runner.release_running_imports)

@@ -12,10 +12,15 @@ A job moves `queued` -> `running` -> `done` / `failed`. Guarantees:
 - Nothing is silently left running: `interrupted_import_ids` (run at consumer start and every minute)
   finds queued jobs and running ones whose heartbeat stopped, and their task is queued again. A job
   interrupted MAX_RUNS times fails with a message saying how to finish it.
+- A consumer that stops (a deploy, SIGTERM) hands its jobs back: `release_running_imports` makes each
+  runner stop after its current batch and set the job `queued`, so the next consumer resumes it at
+  once instead of after RESUME_AFTER.
 """
 
 import json
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +35,7 @@ from tertulia.contacts.importer import ImportOptions, ImportReport, RejectedRow,
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError, ValidationFailed
+from tertulia.kit.queue import huey
 from tertulia.kit.settings import get_settings
 from tertulia.users.models import Membership
 from tertulia.users.permissions import Actor
@@ -56,6 +62,34 @@ def progress_path(job: ImportJob) -> Path:
 
 class LostClaim(Exception):
     """Another runner claimed the job: this one must stop without writing."""
+
+
+class _Released(Exception):
+    """The consumer is stopping: the job was handed back to the queue after a committed batch."""
+
+
+# Set while this process's consumer stops: runners hand their job back after the current batch, and
+# no job is claimed (a worker thread may still take a task off the queue before it notices the stop).
+_stopping = threading.Event()
+_active: set[int] = set()
+_active_lock = threading.Lock()
+
+
+def release_running_imports(timeout: float = 10.0) -> None:
+    """Ask this process's runners to hand their jobs back after the current batch; wait for them."""
+    _stopping.set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _active_lock:
+            if not _active:
+                return
+        time.sleep(0.05)
+    log.warning("imports_not_released", job_ids=sorted(_active))
+
+
+def accept_runs() -> None:
+    """A consumer of this process starts: runners may claim jobs again."""
+    _stopping.clear()
 
 
 @dataclass
@@ -92,6 +126,8 @@ def _append(path: Path, entry: dict[str, Any]) -> None:
 def claim(database: Database, job_id: int, stale_after: timedelta = RESUME_AFTER) -> datetime | None:
     """Take the job for this runner; returns the fencing token (its heartbeat) or None if it is not
     to be run here (done, failed, or running elsewhere with a live heartbeat)."""
+    if _stopping.is_set() and not huey.immediate:  # inline (immediate) runs have no consumer to stop
+        return None
     now = utcnow()
     with database.transaction() as session:
         job = session.get(ImportJob, job_id)
@@ -160,13 +196,20 @@ def run_import(database: Database, job_id: int, stale_after: timedelta = RESUME_
     if token is None:
         return
     run = _Run(database, job_id, token)
+    with _active_lock:
+        _active.add(job_id)
     try:
         _run(run)
+    except _Released:
+        log.info("import_released", job_id=job_id)
     except LostClaim:
         log.warning("import_taken_over", job_id=job_id)
     except Exception as exc:
         log.exception("import_failed", job_id=job_id)
         run.fail(exc.message if isinstance(exc, DomainError) else "The import failed unexpectedly.")
+    finally:
+        with _active_lock:
+            _active.discard(job_id)
 
 
 def _run(run: _Run) -> None:
@@ -219,6 +262,10 @@ def _run(run: _Run) -> None:
                 rows = [{"line": r.line, "values": r.values, "reasons": r.reasons} for r in new]
                 _append(side_file, {"through": report.processed_rows, "rows": rows})
             stored_rejected = len(report.rejected)
+            if _stopping.is_set() and report.processed_rows < report.total_rows:
+                run.write(session, **counters(report), status=ImportStatus.QUEUED)
+                session.commit()
+                raise _Released
             run.write(session, **counters(report))
             session.commit()
 

@@ -19,7 +19,9 @@ what is still to do, so every consumer runs the start-up jobs registered with `a
 """
 
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +71,32 @@ def task_database() -> Database:
 
 
 log = structlog.get_logger("tertulia.queue")
+
+
+@contextmanager
+def expiring_lock(name: str, ttl_seconds: float) -> Iterator[bool]:
+    """Yields True when this caller holds lock `name` in the queue's storage. Unlike huey's
+    `lock_task`, a lock whose holder died (kill -9) is taken over after `ttl_seconds`, instead of
+    blocking that work until someone flushes the queue's storage."""
+    key = f"{huey.name}.lock.{name}"
+    now = time.time()
+    held = huey.put_if_empty(key, now)
+    if not held:
+        since = huey.get(key, peek=True)
+        if not isinstance(since, float) or now - since > ttl_seconds:
+            huey.delete(key)
+            held = huey.put_if_empty(key, now)
+    try:
+        yield held
+    finally:
+        if held:
+            huey.delete(key)
+
+
 _start_jobs: list[Callable[[], object]] = []
+
+
+_stop_jobs: list[Callable[[], object]] = []
 
 
 def at_consumer_start(job: Callable[[], object]) -> None:
@@ -79,15 +106,36 @@ def at_consumer_start(job: Callable[[], object]) -> None:
         _start_jobs.append(job)
 
 
-def run_start_jobs() -> None:
-    for job in list(_start_jobs):
+def at_consumer_stop(job: Callable[[], object]) -> None:
+    """Run `job` when a consumer of this process is asked to stop, before its workers are (handing
+    long jobs back to the queue). Registered by `tertulia/tasks.py` only."""
+    if job not in _stop_jobs:
+        _stop_jobs.append(job)
+
+
+def _run_all(jobs: list[Callable[[], object]], event: str) -> None:
+    for job in list(jobs):
         try:
             job()
-        except Exception:  # a failed re-queue is retried by the periodic sweeps; the consumer still starts
-            log.exception("consumer_start_job_failed", job=getattr(job, "__name__", repr(job)))
+        except Exception:  # the periodic sweeps catch up on whatever this missed
+            log.exception(event, job=getattr(job, "__name__", repr(job)))
 
 
-class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
+def run_start_jobs() -> None:
+    _run_all(_start_jobs, "consumer_start_job_failed")
+
+
+def run_stop_jobs() -> None:
+    _run_all(_stop_jobs, "consumer_stop_job_failed")
+
+
+class _Consumer(Consumer):  # type: ignore[misc]
+    def stop(self, graceful: bool = False) -> None:
+        run_stop_jobs()
+        super().stop(graceful=graceful)
+
+
+class _EmbeddedConsumer(_Consumer):
     def _set_signal_handlers(self) -> None:
         # Inside `tertulia serve` the web server owns SIGINT/SIGTERM; lifespan shutdown stops us.
         pass
@@ -95,7 +143,7 @@ class _EmbeddedConsumer(Consumer):  # type: ignore[misc]
 
 def start_consumer(workers: int, *, embedded: bool = True) -> Any:
     """Start worker threads and the scheduler; returns the consumer (call `.stop(graceful=True)`)."""
-    consumer_class = _EmbeddedConsumer if embedded else Consumer
+    consumer_class = _EmbeddedConsumer if embedded else _Consumer
     run_start_jobs()
     consumer = consumer_class(
         huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0
@@ -113,5 +161,7 @@ def run_worker(workers: int) -> None:
     settings = get_settings()
     realtime.set_hub(realtime.make_hub(settings.realtime_url, settings.realtime_prefix))
     run_start_jobs()
-    consumer = Consumer(huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0)
+    consumer = _Consumer(
+        huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0
+    )
     consumer.run()

@@ -10,26 +10,26 @@ import threading
 import time
 
 import structlog
-from huey.exceptions import TaskLockedException
 
-from tertulia.kit.queue import huey, task_database
+from tertulia.kit.queue import expiring_lock, huey, task_database
 from tertulia.segments.counts import refresh_counts
 
 log = structlog.get_logger("tertulia.segments")
 
 # One enqueue per workspace per this many seconds and process: readers arrive in bursts.
 ENQUEUE_EVERY_SECONDS = 10.0
+# A refresh takes seconds; a lock older than this belongs to a worker that died mid-refresh.
+LOCK_TTL_SECONDS = 300.0
 _last_enqueued: dict[int, float] = {}
 _lock = threading.Lock()
 
 
 @huey.task(name="segments.refresh_counts")  # type: ignore[untyped-decorator]
 def refresh_counts_task(workspace_id: int) -> int:
-    try:
-        with huey.lock_task(f"segments.refresh_counts.{workspace_id}"):
-            return refresh_counts(task_database(), workspace_id)
-    except TaskLockedException:
-        return 0  # another worker is refreshing this workspace right now
+    with expiring_lock(f"segments.refresh_counts.{workspace_id}", LOCK_TTL_SECONDS) as held:
+        if not held:
+            return 0  # another worker is refreshing this workspace right now
+        return refresh_counts(task_database(), workspace_id)
 
 
 def enqueue_refresh(workspace_id: int) -> None:
