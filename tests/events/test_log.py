@@ -177,3 +177,30 @@ def test_the_inbox_records_its_changes_under_the_catalogue_names(db: Database, t
     assert status.payload == {"message_id": reply_id, "status": "sent", "reason": None}
     with db.transaction(write=False) as session:
         assert session.scalar(select(Message.id).where(Message.id == reply_id)) == reply_id
+
+
+def test_a_batch_of_inbound_messages_writes_its_events_with_one_statement(db: Database, tenant: Tenant) -> None:
+    channel = make_webchat(db, tenant)
+    with db.transaction() as session:  # the senders are known, their conversations open
+        fresh = session.get(Channel, channel.id)
+        assert fresh is not None
+        inbox.do_receive_many(
+            session,
+            [
+                (fresh, InboundMessage(sender_id=f"{channel.id}:v:{n}", provider_message_id=None, text="hola"))
+                for n in range(8)
+            ],
+        )
+    with event_inserts(db) as inserts, db.transaction() as session:
+        fresh = session.get(Channel, channel.id)
+        assert fresh is not None
+        inbox.do_receive_many(
+            session,
+            [
+                (fresh, InboundMessage(sender_id=f"{channel.id}:v:{n % 8}", provider_message_id=None, text=f"m{n}"))
+                for n in range(64)
+            ],
+        )
+    assert inserts == [64]
+    received = [e for e in all_events(db) if e.type == "message.received"][-64:]
+    assert [e.payload["message"]["text"] for e in received] == [f"m{n}" for n in range(64)]

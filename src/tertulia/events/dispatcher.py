@@ -35,8 +35,11 @@ moment when events are waiting), so delivery usually lags the commit by a few mi
 this database's transactions count (a cluster-wide `pg_snapshot_xmin` would also wait for every
 other database's transactions). The price: a transaction that runs long in this database holds the
 horizon back (delivery waits, nothing is lost); prepared (two-phase) transactions are not seen, and
-are not used. This was chosen over a time-based "visibility delay plus gap tracking", which bets
-that no transaction takes longer than the delay and silently skips an event when one does, and over
+are not used; every process writing events must connect as a role whose sessions the dispatcher's
+role sees in `pg_stat_activity` (the same role, as Tertulia's processes do).
+
+This was chosen over a time-based "visibility delay plus gap tracking", which bets that no
+transaction takes longer than the delay and silently skips an event when one does, and over
 serialising event writers with a lock, which would serialise the inbox's commits. SQLite has one
 writer at a time, so there commit order is id order and every visible id is settled.
 """
