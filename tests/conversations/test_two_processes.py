@@ -67,7 +67,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
     ]
     try:
         bases = [f"http://127.0.0.1:{port}" for port in ports]
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         for base, process in zip(bases, processes[:2], strict=True):
             while True:
                 try:
@@ -76,7 +76,10 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
                 except httpx.TransportError:
                     pass
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(process.stderr.read().decode() if process.stderr else "server did not start")
+                    # Killed first: reading the stderr of a live server would wait for ever.
+                    process.kill()
+                    _, errors = process.communicate()
+                    raise AssertionError(errors.decode() or "server did not start")
                 time.sleep(0.1)
         yield bases[0], bases[1], url
     finally:
