@@ -12,6 +12,7 @@ from tertulia.conversations.runtime import lifespan as inbox_lifespan
 from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
 from tertulia.kit.http import install_error_handlers
+from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter
 from tertulia.kit.settings import Settings, get_settings
 from tertulia.segments.api import router as segments_router
@@ -21,6 +22,7 @@ from tertulia.web import install_web
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings)  # once per process; uvicorn's worker processes start here
     app = FastAPI(
         title="Tertulia",
         version=__version__,

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tertulia.kit.db import MAX_CONNECTIONS, Database
 from tertulia.kit.errors import DomainError, RateLimited
+from tertulia.kit.logging import mark_logged
 
 log = structlog.get_logger()
 # Leave connections for work a request does outside its own session (token check, after-commit work).
@@ -65,9 +66,12 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=409,
         )
 
+    # Sync on purpose: Starlette runs a sync catch-all handler in its threadpool, so formatting the
+    # traceback never holds up the event loop (and every other request of the process).
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", exc_info=exc)
+    def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", method=request.method, path=request.url.path, exc_info=exc)
+        mark_logged(exc)
         return JSONResponse(error_body("internal_error", "Something went wrong."), status_code=500)
 
 

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,8 @@ class Settings(BaseSettings):
     widget_messages_per_minute: int = 30
     widget_sessions_per_minute: int = 60
     log_level: str = "info"
+    # "plain" (key=value lines) or "json" (one object per line, for log collectors).
+    log_format: Literal["plain", "json"] = "plain"
     sql_echo: bool = Field(default=False)
 
     def resolved_database_url(self) -> str:
