@@ -6,12 +6,14 @@ from tertulia import __version__
 from tertulia.channels.api import router as channel_webhooks_router
 from tertulia.channels.webchat import install as install_webchat
 from tertulia.contacts.api import router as contacts_router
+from tertulia.contacts.import_jobs import MAX_IMPORT_BYTES
 from tertulia.conversations.api import router as conversations_router
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
 from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
 from tertulia.kit.http import install_error_handlers
+from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter
 from tertulia.kit.settings import Settings, get_settings
@@ -44,6 +46,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(users_router)
     app.include_router(segments_router)
     install_web(app)
+    app.add_middleware(
+        BodyLimitMiddleware, settings.request_max_bytes, upload_limits(settings, import_max_bytes=MAX_IMPORT_BYTES)
+    )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

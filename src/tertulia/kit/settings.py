@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Namespaces realtime pub/sub channels when several installations share one Redis.
     realtime_prefix: str = "tertulia"
     upload_max_bytes: int = 20 * 1024 * 1024
+    # Any request body, except on the routes that take files (which allow upload_max_bytes, or the
+    # CSV import limit). Keep the reverse proxy's own limit at least as large as the biggest.
+    request_max_bytes: int = 1024 * 1024
     widget_token_days: int = 365
     # Threads per process writing inbound messages on PostgreSQL (SQLite always uses one).
     inbound_writer_threads: int = 4
