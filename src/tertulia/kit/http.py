@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,13 +11,13 @@ import anyio
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tertulia.kit.db import MAX_CONNECTIONS, Database
-from tertulia.kit.errors import DomainError, RateLimited
+from tertulia.kit.errors import DomainError, RateLimited, ValidationFailed
 from tertulia.kit.logging import mark_logged
 
 log = structlog.get_logger()
@@ -72,13 +73,50 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=409,
         )
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def driver_data_error(request: Request, exc: Exception) -> Response:
+        if is_out_of_range(exc):
+            # Through the DomainError handler at request time, so pages get the web app's error page.
+            handler = request.app.exception_handlers[DomainError]
+            result = handler(request, out_of_range_error())
+            response: Response = await result if inspect.isawaitable(result) else result
+            return response
+        await anyio.to_thread.run_sync(_log_unexpected, request, exc)
+        return _internal_error()
+
     # Sync on purpose: Starlette runs a sync catch-all handler in its threadpool, so formatting the
     # traceback never holds up the event loop (and every other request of the process).
     @app.exception_handler(Exception)
     def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled_error", method=request.method, path=request.url.path, exc_info=exc)
-        mark_logged(exc)
-        return JSONResponse(error_body("internal_error", "Something went wrong."), status_code=500)
+        _log_unexpected(request, exc)
+        return _internal_error()
+
+
+# SQLSTATE numeric_value_out_of_range: "bigint out of range", "integer out of range".
+_OUT_OF_RANGE_SQLSTATE = "22003"
+
+
+def out_of_range_error() -> ValidationFailed:
+    return ValidationFailed.field("request", "a number is out of the range this server accepts")
+
+
+def is_out_of_range(exc: BaseException) -> bool:
+    """Whether `exc` is the database driver refusing an integer too large for its column or type:
+    SQLite's OverflowError (raised as is, or wrapped by SQLAlchemy), PostgreSQL's 22003."""
+    original = getattr(exc, "orig", None)
+    if isinstance(exc, OverflowError) or isinstance(original, OverflowError):
+        return True
+    return getattr(original, "sqlstate", None) == _OUT_OF_RANGE_SQLSTATE
+
+
+def _log_unexpected(request: Request, exc: Exception) -> None:
+    log.error("unhandled_error", method=request.method, path=request.url.path, exc_info=exc)
+    mark_logged(exc)
+
+
+def _internal_error() -> JSONResponse:
+    return JSONResponse(error_body("internal_error", "Something went wrong."), status_code=500)
 
 
 def get_db(request: Request) -> Database:
