@@ -12,7 +12,7 @@ from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
 from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
-from tertulia.kit.http import install_error_handlers
+from tertulia.kit.http import install_api_docs, install_error_handlers
 from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter
@@ -21,6 +21,9 @@ from tertulia.segments.api import router as segments_router
 from tertulia.users.api import router as users_router
 from tertulia.web import install_web
 
+SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"
+SWAGGER_UI_CSS = "/static/vendor/swagger-ui-5.35.0.css"
+
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
@@ -28,7 +31,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app = FastAPI(
         title="Tertulia",
         version=__version__,
-        docs_url="/api/docs",
+        docs_url=None,  # self-hosted below
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=inbox_lifespan,
@@ -49,6 +52,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(
         BodyLimitMiddleware, settings.request_max_bytes, upload_limits(settings, import_max_bytes=MAX_IMPORT_BYTES)
     )
+
+    install_api_docs(app, path="/api/docs", js_url=SWAGGER_UI_JS, css_url=SWAGGER_UI_CSS)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -34,7 +34,7 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
 ]
 # One year; not includeSubDomains, which would bind hosts this app does not own.
 HSTS = (b"strict-transport-security", b"max-age=31536000")
-# The interactive API docs load their own inline bootstrap script; they get the other headers only.
+# The API docs page sends its own CSP (kit.http.API_DOCS_CSP: Swagger UI needs inline styles).
 CSP_EXEMPT_PREFIXES = ("/api/docs",)
 
 
