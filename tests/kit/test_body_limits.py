@@ -143,3 +143,10 @@ def test_upload_routes_keep_their_larger_limit(base_url: str, tenant: Tenant) ->
         assert too_big.json()["error"]["code"] == "payload_too_large"
         # An ordinary request on the same server is unaffected.
         assert client.post("/api/v1/contacts", json={"first_name": "Ana"}).status_code == 201
+
+
+def test_public_widget_takes_small_bodies_only(base_url: str) -> None:
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        response = client.post("/widget/any-key/messages", content=b'{"text": "' + b"a" * 200_000 + b'"}')
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"

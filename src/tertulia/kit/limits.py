@@ -49,10 +49,16 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"The request body is larger than the {max_bytes} bytes this URL accepts.")
 
 
+# The public widget takes a visitor's message (at most 10,000 characters) or a session request.
+WIDGET_MAX_BYTES = 128 * 1024
+
+
 def upload_limits(settings: Settings, *, import_max_bytes: int) -> list[BodyLimit]:
-    """The routes that take files: the per-file upload limit, or the CSV import limit."""
+    """The routes that take files (the per-file upload limit, or the CSV import limit), and the
+    public widget, held to less than the default."""
     upload = settings.upload_max_bytes + MULTIPART_OVERHEAD
     return [
+        BodyLimit("POST", re.compile(r"/widget/.*"), WIDGET_MAX_BYTES),
         BodyLimit("POST", re.compile(r"/api/v1/files"), upload),
         BodyLimit("POST", re.compile(r"/messages/files"), upload),
         BodyLimit("POST", re.compile(r"/settings/snippets(/\d+)?"), upload),

@@ -173,6 +173,8 @@ def configure_logging(settings: Settings, *, force: bool = False) -> None:
     handler.set_name(HANDLER_NAME)
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    # huey reports every task it runs at INFO; our tasks log what matters themselves.
+    logging.getLogger("huey").setLevel(max(root.level, logging.WARNING))
     # uvicorn reports every exception a handler already logged ("Exception in ASGI application"), on the
     # event loop; a filter on the logger itself drops that record before any handler formats it.
     server_errors = logging.getLogger("uvicorn.error")
