@@ -95,7 +95,8 @@ def record_sign_in_failure(session: Session, email: str, client_ip: str | None) 
         if row is None:
             row = LoginThrottle(key=key, failures=0, first_failure_at=now)
             session.add(row)
-        elif now - row.first_failure_at > window:
+        elif row.failures == 0 or now - row.first_failure_at > window:
+            # No failure yet (a row only claimed by the check) or an old one: the window starts now.
             row.failures, row.first_failure_at, row.locked_until = 0, now, None
         row.failures += 1
         if row.failures >= settings.login_max_failures:
