@@ -21,6 +21,7 @@ from tertulia.kit.db import Database
 from tertulia.kit.http import DbSession
 from tertulia.kit.settings import Settings
 from tests.conftest import Tenant
+from tests.conversations.support import make_webchat, new_visitor
 
 BIG = 99999999999999999999
 BIG_CURSOR = base64.urlsafe_b64encode(json.dumps({"id": BIG}).encode()).decode().rstrip("=")
@@ -98,3 +99,11 @@ def client_with_raw_query(db: Database, settings: Settings) -> Iterator[TestClie
 def test_driver_range_errors_from_anywhere_are_422(client_with_raw_query: TestClient, method: str) -> None:
     _assert_out_of_range(client_with_raw_query.request(method, f"/api/test-only/contacts/{BIG}"))
     assert client_with_raw_query.request(method, "/api/test-only/contacts/1").json() == {"found": 0}
+
+
+def test_anonymous_widget_history_with_a_huge_cursor_is_422(client: TestClient, db: Database, tenant: Tenant) -> None:
+    # The review's anonymous trigger of a 500: only the public widget key is needed.
+    visitor = new_visitor(client, make_webchat(db, tenant))
+    visitor.say("hi")
+    response = client.get(f"/widget/{visitor.key}/messages?before_id={BIG}", headers=visitor.headers)
+    _assert_out_of_range(response)
