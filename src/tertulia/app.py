@@ -12,6 +12,7 @@ from tertulia.channels.views import CHANNELS
 from tertulia.channels.views import router as channels_pages
 from tertulia.channels.webchat import install as install_webchat
 from tertulia.contacts.api import router as contacts_router
+from tertulia.contacts.import_jobs import MAX_IMPORT_BYTES
 from tertulia.contacts.import_views import router as contacts_import_pages
 from tertulia.contacts.settings_views import FIELDS, TAGS
 from tertulia.contacts.settings_views import router as contacts_settings_pages
@@ -24,7 +25,9 @@ from tertulia.conversations.settings_views import router as inbox_settings_pages
 from tertulia.conversations.views import router as inbox_pages
 from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
-from tertulia.kit.http import install_error_handlers
+from tertulia.kit.http import install_api_docs, install_error_handlers
+from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
+from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter
 from tertulia.kit.settings import Settings, get_settings
 from tertulia.segments.api import router as segments_router
@@ -42,13 +45,17 @@ from tertulia.workspaces.views import router as workspace_settings_pages
 # The Settings navigation, in this order; each section's pages live in its domain.
 SETTINGS_SECTIONS = (GENERAL, USERS, TEAMS, FIELDS, TAGS, SNIPPETS, CLOSING_CATEGORIES, TOKENS, CHANNELS)
 
+SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"
+SWAGGER_UI_CSS = "/static/vendor/swagger-ui-5.35.0.css"
+
 
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
+    configure_logging(settings)  # once per process; uvicorn's worker processes start here
     app = FastAPI(
         title="Tertulia",
         version=__version__,
-        docs_url="/api/docs",
+        docs_url=None,  # self-hosted below
         redoc_url=None,
         openapi_url="/api/openapi.json",
         lifespan=inbox_lifespan,
@@ -83,6 +90,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(channels_pages)  # Settings > Channels and the widget script
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
+    app.add_middleware(
+        BodyLimitMiddleware, settings.request_max_bytes, upload_limits(settings, import_max_bytes=MAX_IMPORT_BYTES)
+    )
+
+    install_api_docs(app, path="/api/docs", js_url=SWAGGER_UI_JS, css_url=SWAGGER_UI_CSS)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

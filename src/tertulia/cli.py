@@ -8,6 +8,7 @@ from rich.console import Console
 
 from tertulia.kit.db import get_database
 from tertulia.kit.errors import DomainError
+from tertulia.kit.logging import configure_logging, uvicorn_options
 from tertulia.kit.settings import get_settings
 
 if TYPE_CHECKING:
@@ -26,6 +27,11 @@ events_app = typer.Typer(help="The event log and its consumers.", no_args_is_hel
 app.add_typer(events_app, name="events")
 
 err = Console(stderr=True)
+
+
+@app.callback()
+def start() -> None:
+    configure_logging(get_settings())
 
 
 def fail(exc: DomainError) -> typer.Exit:
@@ -71,7 +77,7 @@ def serve(
         host=host,
         port=port,
         workers=workers,
-        log_level=settings.log_level,
+        **uvicorn_options(settings),
         # Chat frames are a few hundred bytes: compressing them costs both ends CPU and saves nothing.
         ws_per_message_deflate=False,
     )

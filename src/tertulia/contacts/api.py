@@ -22,6 +22,7 @@ from tertulia.contacts.schemas import (
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import DbSession
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
+from tertulia.kit.types import ID, is_id
 from tertulia.segments import service as segments_service
 from tertulia.segments.language import parse_filter_param
 from tertulia.users.auth import ApiActor
@@ -35,7 +36,7 @@ def _cursor_id(cursor: str | None) -> int | None:
     if decoded is None:
         return None
     value = decoded.get("id")
-    if not isinstance(value, int):
+    if not is_id(value):
         raise ValidationFailed.field("cursor", "not a valid cursor")
     return value
 
@@ -127,7 +128,7 @@ def merge_contact(session: DbSession, actor: ApiActor, identifier: str, body: Me
 
 
 @router.post("/contacts/{identifier}/identities/{identity_id}/split", response_model=ContactOut, status_code=201)
-def split_identity(session: DbSession, actor: ApiActor, identifier: str, identity_id: int) -> ContactOut:
+def split_identity(session: DbSession, actor: ApiActor, identifier: str, identity_id: ID) -> ContactOut:
     contact = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
     new_contact = service.do_split_identity(session, actor, contact, identity_id)
     return service.contacts_out(session, [new_contact])[0]

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import inspect
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -10,13 +12,14 @@ import anyio
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tertulia.kit.db import MAX_CONNECTIONS, Database
-from tertulia.kit.errors import DomainError, RateLimited
+from tertulia.kit.errors import DomainError, RateLimited, ValidationFailed
+from tertulia.kit.logging import mark_logged
 
 log = structlog.get_logger()
 # Leave connections for work a request does outside its own session (token check, after-commit work).
@@ -52,7 +55,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        codes = {
+            404: "not_found",
+            405: "method_not_allowed",
+            401: "unauthorized",
+            403: "forbidden",
+            413: "payload_too_large",
+        }
         code = codes.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
@@ -65,10 +74,50 @@ def install_error_handlers(app: FastAPI) -> None:
             status_code=409,
         )
 
+    @app.exception_handler(OverflowError)
+    @app.exception_handler(DataError)
+    async def driver_data_error(request: Request, exc: Exception) -> Response:
+        if is_out_of_range(exc):
+            # Through the DomainError handler at request time, so pages get the web app's error page.
+            handler = request.app.exception_handlers[DomainError]
+            result = handler(request, out_of_range_error())
+            response: Response = await result if inspect.isawaitable(result) else result
+            return response
+        await anyio.to_thread.run_sync(_log_unexpected, request, exc)
+        return _internal_error()
+
+    # Sync on purpose: Starlette runs a sync catch-all handler in its threadpool, so formatting the
+    # traceback never holds up the event loop (and every other request of the process).
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled_error", exc_info=exc)
-        return JSONResponse(error_body("internal_error", "Something went wrong."), status_code=500)
+    def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        _log_unexpected(request, exc)
+        return _internal_error()
+
+
+# SQLSTATE numeric_value_out_of_range: "bigint out of range", "integer out of range".
+_OUT_OF_RANGE_SQLSTATE = "22003"
+
+
+def out_of_range_error() -> ValidationFailed:
+    return ValidationFailed.field("request", "a number is out of the range this server accepts")
+
+
+def is_out_of_range(exc: BaseException) -> bool:
+    """Whether `exc` is the database driver refusing an integer too large for its column or type:
+    SQLite's OverflowError (raised as is, or wrapped by SQLAlchemy), PostgreSQL's 22003."""
+    original = getattr(exc, "orig", None)
+    if isinstance(exc, OverflowError) or isinstance(original, OverflowError):
+        return True
+    return getattr(original, "sqlstate", None) == _OUT_OF_RANGE_SQLSTATE
+
+
+def _log_unexpected(request: Request, exc: Exception) -> None:
+    log.error("unhandled_error", method=request.method, path=request.url.path, exc_info=exc)
+    mark_logged(exc)
+
+
+def _internal_error() -> JSONResponse:
+    return JSONResponse(error_body("internal_error", "Something went wrong."), status_code=500)
 
 
 def get_db(request: Request) -> Database:
@@ -120,3 +169,42 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
 
 
 DbSession = Annotated[Session, Depends(db_session, scope="function")]
+
+
+# The API docs page: Swagger UI from our own static files (no CDN), started by a script of ours
+# rather than an inline one, so the page runs under a CSP without 'unsafe-inline' scripts.
+API_DOCS_CSP = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+        "object-src 'none'",
+    ]
+)
+
+
+def install_api_docs(app: FastAPI, *, path: str, js_url: str, css_url: str) -> None:
+    """Serve Swagger UI at `path` for the app's OpenAPI schema (create the app with docs_url=None)."""
+    page = (
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<title>{app.title} API</title><link rel="stylesheet" href="{css_url}"></head>'
+        f'<body><div id="swagger-ui"></div><script src="{js_url}"></script>'
+        f'<script src="{path}/start.js"></script></body></html>\n'
+    )
+    start = (
+        "window.ui = SwaggerUIBundle({"
+        f"url: {json.dumps(app.openapi_url)}, dom_id: '#swagger-ui', deepLinking: true, "
+        "presets: [SwaggerUIBundle.presets.apis], layout: 'BaseLayout'});\n"
+    )
+
+    @app.get(path, include_in_schema=False)
+    def api_docs() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Content-Security-Policy": API_DOCS_CSP})
+
+    @app.get(f"{path}/start.js", include_in_schema=False)
+    def api_docs_start() -> Response:
+        return Response(start, media_type="text/javascript")

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     # Namespaces realtime pub/sub channels when several installations share one Redis.
     realtime_prefix: str = "tertulia"
     upload_max_bytes: int = 20 * 1024 * 1024
+    # Any request body, except on the routes that take files (which allow upload_max_bytes, or the
+    # CSV import limit). Keep the reverse proxy's own limit at least as large as the biggest.
+    request_max_bytes: int = 1024 * 1024
     widget_token_days: int = 365
     # Threads per process writing inbound messages on PostgreSQL (SQLite always uses one).
     inbound_writer_threads: int = 4
@@ -50,6 +54,8 @@ class Settings(BaseSettings):
     # The event log keeps events this long once every registered consumer has processed them.
     event_retention_days: float = 30.0
     log_level: str = "info"
+    # "plain" (key=value lines) or "json" (one object per line, for log collectors).
+    log_format: Literal["plain", "json"] = "plain"
     sql_echo: bool = Field(default=False)
 
     def resolved_database_url(self) -> str:

@@ -9,6 +9,7 @@ from tertulia.contacts.schemas import ContactPage
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import DbSession
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
+from tertulia.kit.types import ID, is_id
 from tertulia.segments import service
 from tertulia.segments.schemas import PreviewBody, PreviewOut, SegmentCreate, SegmentOut, SegmentRef, SegmentUpdate
 from tertulia.segments.service import CountedSegment
@@ -37,7 +38,7 @@ def _after_id(cursor: str | None) -> int | None:
     if decoded is None:
         return None
     value = decoded.get("id")
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_id(value):
         raise ValidationFailed.field("cursor", "not a valid cursor")
     return value
 
@@ -59,13 +60,13 @@ def create_segment(session: DbSession, actor: ApiActor, body: SegmentCreate) -> 
 
 
 @router.get("/segments/{segment_id}", response_model=SegmentOut)
-def get_segment(session: DbSession, actor: ApiActor, segment_id: int) -> SegmentOut:
+def get_segment(session: DbSession, actor: ApiActor, segment_id: ID) -> SegmentOut:
     segment = service.access_segment(session, actor, segment_id)
     return segment_out(service.counted_segments(session, actor, [segment])[0])
 
 
 @router.patch("/segments/{segment_id}", response_model=SegmentOut)
-def update_segment(session: DbSession, actor: ApiActor, segment_id: int, body: SegmentUpdate) -> SegmentOut:
+def update_segment(session: DbSession, actor: ApiActor, segment_id: ID, body: SegmentUpdate) -> SegmentOut:
     segment = service.access_segment(session, actor, segment_id, Permission.MANAGE_SEGMENTS)
     fields = body.model_dump(exclude_unset=True)
     if fields.get("name", "") is None or ("filter" in fields and fields["filter"] is None):
@@ -75,7 +76,7 @@ def update_segment(session: DbSession, actor: ApiActor, segment_id: int, body: S
 
 
 @router.delete("/segments/{segment_id}", status_code=204)
-def delete_segment(session: DbSession, actor: ApiActor, segment_id: int) -> Response:
+def delete_segment(session: DbSession, actor: ApiActor, segment_id: ID) -> Response:
     segment = service.access_segment(session, actor, segment_id, Permission.MANAGE_SEGMENTS)
     service.do_delete_segment(session, actor, segment)
     return Response(status_code=204)
@@ -85,7 +86,7 @@ def delete_segment(session: DbSession, actor: ApiActor, segment_id: int) -> Resp
 def segment_contacts(
     session: DbSession,
     actor: ApiActor,
-    segment_id: int,
+    segment_id: ID,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> ContactPage:

@@ -3,13 +3,16 @@
 Throttling is kept in the database (login_throttles) so every web process sees the same count.
 A key is throttled after `login_max_failures` failures within the lockout window; both the
 account (email) and the client address are keys, so neither spraying one account from many
-addresses nor many accounts from one address gets unlimited tries.
+addresses nor many accounts from one address gets unlimited tries. The check takes the keys' rows
+(inserting them if needed) before the password is verified and holds them to the commit, so
+concurrent attempts are counted in turn, on SQLite and PostgreSQL alike.
 """
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tertulia.kit.clock import utcnow
@@ -52,11 +55,32 @@ def _throttle_keys(email: str, client_ip: str | None) -> list[str]:
     return keys
 
 
-def check_not_throttled(session: Session, email: str, client_ip: str | None) -> None:
+def _claim_throttle_rows(session: Session, keys: list[str]) -> list[tuple[int, datetime, datetime | None]]:
+    """Insert-or-touch each key's row in one statement and return (failures, first_failure_at,
+    locked_until). The statement takes the row's lock (PostgreSQL) or runs inside the single write
+    transaction (SQLite): a concurrent sign-in for the same key waits here until this transaction
+    has committed its count, so it reads that count rather than the one from before."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
     now = utcnow()
-    for row in session.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(_throttle_keys(email, client_ip)))):
-        if row.locked_until is not None and row.locked_until > now:
-            seconds = int((row.locked_until - now).total_seconds()) + 1
+    rows = []
+    for key in sorted(keys):  # one order for everyone, so two keys never lock in opposite orders
+        new_row = insert(LoginThrottle).values(key=key, failures=0, first_failure_at=now)
+        touch = new_row.on_conflict_do_update(
+            index_elements=[LoginThrottle.key], set_={"key": new_row.excluded.key}
+        ).returning(LoginThrottle.failures, LoginThrottle.first_failure_at, LoginThrottle.locked_until)
+        failures, first_failure_at, locked_until = session.execute(touch).one()
+        rows.append((failures, first_failure_at, locked_until))
+    return rows
+
+
+def check_not_throttled(session: Session, email: str, client_ip: str | None) -> None:
+    """Refuse while a key is locked. Call it before verifying the password, and count a failure with
+    `record_sign_in_failure` in the same transaction: the rows stay locked from here to the commit,
+    so concurrent attempts are counted one after another and never get more than the allowed guesses."""
+    now = utcnow()
+    for _failures, _first_failure_at, locked_until in _claim_throttle_rows(session, _throttle_keys(email, client_ip)):
+        if locked_until is not None and locked_until > now:
+            seconds = int((locked_until - now).total_seconds()) + 1
             raise RateLimited("Too many failed sign-in attempts. Try again later.", retry_after=seconds)
 
 
@@ -66,12 +90,13 @@ def record_sign_in_failure(session: Session, email: str, client_ip: str | None) 
     settings = get_settings()
     now = utcnow()
     window = timedelta(seconds=settings.login_lockout_seconds)
-    for key in _throttle_keys(email, client_ip):
-        row = session.get(LoginThrottle, key, with_for_update=True)
+    for key in sorted(_throttle_keys(email, client_ip)):
+        row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
         if row is None:
             row = LoginThrottle(key=key, failures=0, first_failure_at=now)
             session.add(row)
-        elif now - row.first_failure_at > window:
+        elif row.failures == 0 or now - row.first_failure_at > window:
+            # No failure yet (a row only claimed by the check) or an old one: the window starts now.
             row.failures, row.first_failure_at, row.locked_until = 0, now, None
         row.failures += 1
         if row.failures >= settings.login_max_failures:

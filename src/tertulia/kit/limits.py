@@ -1,0 +1,147 @@
+"""Request bodies are bounded before anything parses them.
+
+Guarantees of `BodyLimitMiddleware`, for every HTTP request:
+- a body whose `Content-Length` is over the route's limit is refused with 413 before a byte of it is
+  read; a body sent without a length (chunked) is counted as it streams and refused with 413 as soon as
+  it passes the limit, so nothing (JSON in memory, multipart spooled to disk) grows past the limit;
+- the limit is per route: the first `BodyLimit` whose method and path match, else the default;
+  routes that take files have larger limits, and their handlers still check their own exact limit;
+- an API request (`/api/`) that carries a body but no credential at all (no bearer token, no session
+  cookie) is refused with 401 before its body is read: FastAPI reads and parses the body before it
+  runs the authentication dependency, so without this any anonymous client could make the server
+  read and parse a body up to the limit. A credential that is present is checked by the endpoint's
+  own dependency as before;
+- refusals use the one error shape, `{"error": {"code", "message", "details"}}`.
+"""
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tertulia.kit.http import error_body
+from tertulia.kit.settings import Settings
+
+MiB = 1024 * 1024
+# Room for the multipart envelope and the other form fields around an uploaded file.
+MULTIPART_OVERHEAD = 1 * MiB
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    method: str
+    path: re.Pattern[str]
+    max_bytes: int
+
+    def matches(self, method: str, path: str) -> bool:
+        return method == self.method and self.path.fullmatch(path) is not None
+
+
+class BodyTooLarge(HTTPException):
+    """Raised from `receive` while a body streams in. An HTTPException, so that FastAPI, which turns
+    other exceptions met while reading a body into 400s, lets it through as the 413 it is."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"The request body is larger than the {max_bytes} bytes this URL accepts.")
+
+
+# The public widget takes a visitor's message (at most 10,000 characters) or a session request.
+WIDGET_MAX_BYTES = 128 * 1024
+
+
+def upload_limits(settings: Settings, *, import_max_bytes: int) -> list[BodyLimit]:
+    """The routes that take files (the per-file upload limit, or the CSV import limit), and the
+    public widget, held to less than the default."""
+    upload = settings.upload_max_bytes + MULTIPART_OVERHEAD
+    return [
+        BodyLimit("POST", re.compile(r"/widget/.*"), WIDGET_MAX_BYTES),
+        BodyLimit("POST", re.compile(r"/api/v1/files"), upload),
+        BodyLimit("POST", re.compile(r"/messages/files"), upload),
+        BodyLimit("POST", re.compile(r"/settings/snippets(/\d+)?"), upload),
+        BodyLimit("POST", re.compile(r"/contacts/import"), import_max_bytes + MULTIPART_OVERHEAD),
+    ]
+
+
+class BodyLimitMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        default_max_bytes: int,
+        routes: Sequence[BodyLimit] = (),
+        api_prefix: str = "/api/",
+        session_cookie: str = "tertulia_session",
+    ) -> None:
+        self.app = app
+        self.default_max_bytes = default_max_bytes
+        self.routes = list(routes)
+        self.api_prefix = api_prefix
+        self.session_cookie = session_cookie
+
+    def limit_for(self, method: str, path: str) -> int:
+        for route in self.routes:
+            if route.matches(method, path):
+                return route.max_bytes
+        return self.default_max_bytes
+
+    def _has_credential(self, headers: Headers) -> bool:
+        scheme, _, value = headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return True
+        return f"{self.session_cookie}=" in headers.get("cookie", "")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        path: str = scope["path"]
+        max_bytes = self.limit_for(scope["method"], path)
+        declared = headers.get("content-length")
+        has_body = (declared is not None and declared.strip() != "0") or "chunked" in headers.get(
+            "transfer-encoding", ""
+        ).lower()
+        if has_body and path.startswith(self.api_prefix) and not self._has_credential(headers):
+            response = JSONResponse(
+                error_body("unauthorized", "Missing bearer token."),
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
+            await _too_large(max_bytes)(scope, receive, send)
+            return
+
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > max_bytes:
+                    raise BodyTooLarge(max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _too_large(max_bytes)(scope, receive, send)
+
+
+def _too_large(max_bytes: int) -> JSONResponse:
+    exc = BodyTooLarge(max_bytes)
+    return JSONResponse(error_body("payload_too_large", str(exc.detail)), status_code=413)
