@@ -3,10 +3,11 @@
 from fastapi import FastAPI
 
 from tertulia import __version__
-from tertulia.channels.api import router as channel_webhooks_router
-from tertulia.channels.webchat import install as install_webchat
+from tertulia.channels.api import router as channels_router
 from tertulia.contacts.api import router as contacts_router
 from tertulia.conversations.api import router as conversations_router
+from tertulia.conversations.ingress.callbacks import router as callbacks_router
+from tertulia.conversations.ingress.widget import install as install_widget
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
 from tertulia.conversations.ws import router as inbox_ws_router
@@ -37,8 +38,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(contacts_router)
     app.include_router(conversations_router)
     app.include_router(inbox_ws_router)
-    install_webchat(app)
-    app.include_router(channel_webhooks_router)
+    app.include_router(channels_router)
+    install_widget(app)
+    app.include_router(callbacks_router)
     app.include_router(users_router)
     app.include_router(segments_router)
     install_web(app)

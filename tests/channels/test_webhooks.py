@@ -3,14 +3,18 @@
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tertulia.channels.base import (
+from tertulia.channels import registry
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import (
     ChannelRules,
+    DeliveryStatus,
     InboundMessage,
     OutboundMessage,
     ParsedWebhook,
@@ -18,11 +22,9 @@ from tertulia.channels.base import (
     StatusUpdate,
     WebhookRejected,
     WebhookRequest,
-    register,
 )
-from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations.models import DeliveryStatus, Message
+from tertulia.conversations.models import Message
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
 
@@ -75,7 +77,10 @@ class SignedHookAdapter:
         return True
 
 
-register(SignedHookAdapter())
+@pytest.fixture(autouse=True)
+def signedhook_adapter() -> Iterator[None]:
+    with registry.registered(SignedHookAdapter()):
+        yield
 
 
 def _post(client: TestClient, key: str, payload: dict[str, Any], secret: str = SECRET) -> int:

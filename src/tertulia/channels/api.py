@@ -1,62 +1,43 @@
-"""Provider callbacks: one endpoint for every channel type, the adapter does the provider part.
+"""JSON endpoints for channels (the web-chat widget's settings today; every adapter's later).
 
-    GET|POST /webhooks/{channel key}
+    GET/POST /api/v1/channels, GET/PATCH /api/v1/channels/{id}   the widget's `key`, and
+         `identity_secret` for HMAC identity verification, shown to managers only
 
-The raw body is kept and verified by the adapter before anything is parsed (signatures are over
-the exact bytes). Inbound messages are deduplicated by provider id and status updates only move
-forward, so a provider retrying a callback changes nothing. One bad message in a batch is logged
-and skipped: failing the whole callback would make the provider retry it forever.
+Provider callbacks are not here: they are the inbox's entry point (conversations/ingress/callbacks.py).
 """
 
-import anyio
-import structlog
-from fastapi import APIRouter, Request, Response
+from typing import Any
 
-from tertulia.channels.base import WebhookRejected, WebhookRequest, get_adapter
-from tertulia.channels.http import JsonErrorRoute
-from tertulia.channels.service import channel_by_key
-from tertulia.kit.db import Database
-from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
+from fastapi import APIRouter
 
-log = structlog.get_logger()
-router = APIRouter(prefix="/webhooks", tags=["channel webhooks"], route_class=JsonErrorRoute)
+from tertulia.channels import service
+from tertulia.channels.schemas import ChannelBody, ChannelPatch, channel_out
+from tertulia.kit.http import DbSession
+from tertulia.users.session_auth import SessionOrTokenActor
+
+router = APIRouter(prefix="/api/v1", tags=["channels"])
 
 
-@router.api_route("/{key}", methods=["GET", "POST"], include_in_schema=False)
-async def provider_webhook(key: str, request: Request) -> Response:
-    from tertulia.conversations.service import do_apply_status, do_receive
+@router.get("/channels")
+def list_channels(session: DbSession, actor: SessionOrTokenActor) -> list[dict[str, Any]]:
+    return [channel_out(c, actor) for c in service.list_channels(session, actor.workspace_id)]
 
-    body = await request.body()
-    incoming = WebhookRequest(
-        method=request.method,
-        url=str(request.url),
-        headers={k.lower(): v for k, v in request.headers.items()},
-        query=dict(request.query_params),
-        body=body,
-    )
-    db: Database = request.app.state.db
 
-    def handle() -> Response:
-        with db.transaction() as session:
-            channel = channel_by_key(session, key)
-            if channel is None:
-                raise NotFound("No such channel.")
-            adapter = get_adapter(channel.type)
-            try:
-                adapter.verify_webhook(channel, incoming)
-                parsed = adapter.parse_webhook(channel, incoming)
-            except WebhookRejected as exc:
-                raise PermissionDenied("Webhook verification failed.", code="webhook_rejected") from exc
-            for message in parsed.messages:
-                try:
-                    with session.begin_nested():
-                        do_receive(session, channel, message)
-                except DomainError as exc:
-                    log.warning("webhook_message_skipped", channel_id=channel.id, reason=exc.message)
-            for status in parsed.statuses:
-                do_apply_status(session, channel, status.provider_message_id, status.status, status.reason)
-        if parsed.reply is not None:
-            return Response(parsed.reply, media_type="text/plain")
-        return Response(status_code=200)
+@router.post("/channels", status_code=201)
+def create_channel(session: DbSession, actor: SessionOrTokenActor, body: ChannelBody) -> dict[str, Any]:
+    channel = service.do_create_channel(session, actor, body.type, body.name, body.config)
+    return channel_out(channel, actor)
 
-    return await anyio.to_thread.run_sync(handle)
+
+@router.get("/channels/{channel_id}")
+def get_channel(session: DbSession, actor: SessionOrTokenActor, channel_id: int) -> dict[str, Any]:
+    return channel_out(service.access_channel(session, actor, channel_id), actor)
+
+
+@router.patch("/channels/{channel_id}")
+def update_channel(
+    session: DbSession, actor: SessionOrTokenActor, channel_id: int, body: ChannelPatch
+) -> dict[str, Any]:
+    channel = service.access_channel(session, actor, channel_id)
+    service.do_update_channel_config(session, actor, channel, body.config)
+    return channel_out(channel, actor)

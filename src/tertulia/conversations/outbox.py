@@ -24,10 +24,12 @@ from huey import crontab
 from huey.exceptions import RetryTask
 from sqlalchemy import select
 
-from tertulia.channels.base import OutboundMessage, PermanentError, TransientError, get_adapter
 from tertulia.channels.models import Channel
-from tertulia.conversations.models import DeliveryStatus, Direction, Message
-from tertulia.conversations.service import advance_message_status
+from tertulia.channels.protocol import DeliveryStatus, OutboundMessage, PermanentError, TransientError
+from tertulia.channels.registry import get_adapter
+from tertulia.conversations.files import do_sweep_unsent_uploads
+from tertulia.conversations.models import Direction, Message
+from tertulia.conversations.status import advance_message_status
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.queue import huey, task_database
@@ -155,7 +157,5 @@ def requeue_stuck_outbound() -> int:
 
 @huey.periodic_task(crontab(minute="17"), name="conversations.sweep_unsent_uploads")  # type: ignore[untyped-decorator]
 def sweep_unsent_uploads() -> int:
-    from tertulia.conversations.files import do_sweep_unsent_uploads
-
     with task_database().transaction() as session:
         return do_sweep_unsent_uploads(session, utcnow())

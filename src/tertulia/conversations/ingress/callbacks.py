@@ -1,0 +1,236 @@
+"""Provider callbacks: verify, store, answer; parse and write later, in a queued task.
+
+    GET|POST /webhooks/{channel key}            (the URL providers are configured with today)
+    GET|POST /channels/{channel key}/callback   (the same endpoint under the channel's name)
+
+While the provider waits, only the adapter's `verify_webhook` runs, over the raw bytes (signatures
+are over the exact body). A request that fails it is answered 403 and stored nowhere. A handshake
+(a GET such as Meta's hub.challenge) is answered at once and stored nowhere either. Anything else
+verified is stored as an `InboundCallback` row in one short transaction and answered 200; the
+row's id is queued after commit.
+
+The task (`process_callbacks`) takes its row and whatever else is waiting, up to MAX_BATCH, parses
+them with their adapters and writes every message through `do_receive_many`, the batched writer the
+widget uses, in one transaction, then deletes the rows. Inbound messages are deduplicated by provider
+id and statuses only move forward, so a provider retrying a callback, or a row processed twice by
+racing tasks, changes nothing. One bad message is logged and skipped (failing the whole callback
+would make the provider retry it forever); a body the adapter cannot parse is logged and dropped.
+If a batch fails, its callbacks are retried one transaction each; a callback that still fails is
+kept and retried by the periodic sweep (which also finds rows whose task was lost), and dropped,
+logged, after MAX_ATTEMPTS failures.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+import anyio
+import structlog
+from fastapi import APIRouter, Request, Response
+from huey import crontab
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from tertulia.channels import repository as channels_repo
+from tertulia.channels.http import JsonErrorRoute
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage, ParsedWebhook, WebhookRejected, WebhookRequest
+from tertulia.channels.registry import get_adapter
+from tertulia.conversations.inbound import check_inbound, do_receive_many
+from tertulia.conversations.models import InboundCallback
+from tertulia.conversations.status import do_apply_status
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database, on_commit
+from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
+from tertulia.kit.queue import huey, task_database
+
+log = structlog.get_logger()
+router = APIRouter(tags=["channel callbacks"], route_class=JsonErrorRoute)
+
+MAX_BATCH = 64
+MAX_ATTEMPTS = 10
+LOST_AFTER = timedelta(minutes=1)
+
+
+# ----- the endpoint ---------------------------------------------------------------------------
+
+
+def _verify(session: Session, key: str, incoming: WebhookRequest) -> Channel:
+    channel = channels_repo.channel_by_key(session, key)
+    if channel is None:
+        raise NotFound("No such channel.")
+    try:
+        get_adapter(channel.type).verify_webhook(channel, incoming)
+    except WebhookRejected as exc:
+        raise PermissionDenied("Webhook verification failed.", code="webhook_rejected") from exc
+    return channel
+
+
+def accept_callback(db: Database, key: str, incoming: WebhookRequest) -> Response:
+    """Verify and store one callback (or answer its handshake); the caller answers with the result."""
+    if incoming.method == "GET":
+        with db.transaction(write=False) as session:
+            channel = _verify(session, key, incoming)
+            parsed = get_adapter(channel.type).parse_webhook(channel, incoming)
+        return Response(parsed.reply or "", media_type="text/plain")
+    with db.transaction() as session:
+        channel = _verify(session, key, incoming)
+        row = InboundCallback(
+            workspace_id=channel.workspace_id,
+            channel_id=channel.id,
+            method=incoming.method,
+            url=incoming.url,
+            headers=dict(incoming.headers),
+            query=dict(incoming.query),
+            body=incoming.body,
+            received_at=utcnow(),
+            attempts=0,
+        )
+        session.add(row)
+        session.flush()
+        callback_id = row.id
+        on_commit(session, lambda: enqueue_callback(callback_id))
+    return Response(status_code=200)
+
+
+async def _callback(key: str, request: Request) -> Response:
+    incoming = WebhookRequest(
+        method=request.method,
+        url=str(request.url),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        query=dict(request.query_params),
+        body=await request.body(),
+    )
+    db: Database = request.app.state.db
+    return await anyio.to_thread.run_sync(accept_callback, db, key, incoming)
+
+
+@router.api_route("/webhooks/{key}", methods=["GET", "POST"], include_in_schema=False)
+async def provider_webhook(key: str, request: Request) -> Response:
+    return await _callback(key, request)
+
+
+@router.api_route("/channels/{key}/callback", methods=["GET", "POST"], include_in_schema=False)
+async def channel_callback(key: str, request: Request) -> Response:
+    return await _callback(key, request)
+
+
+# ----- the task -------------------------------------------------------------------------------
+
+
+def _request(row: InboundCallback) -> WebhookRequest:
+    return WebhookRequest(method=row.method, url=row.url, headers=row.headers, query=row.query, body=row.body)
+
+
+def _parse(channel: Channel | None, row: InboundCallback) -> ParsedWebhook:
+    """What the callback carries; nothing for a channel since removed or a body the adapter refuses."""
+    if channel is None or not channel.active:
+        log.warning("callback_dropped", callback_id=row.id, reason="channel removed or disabled")
+        return ParsedWebhook()
+    try:
+        return get_adapter(channel.type).parse_webhook(channel, _request(row))
+    except (ValueError, LookupError, WebhookRejected) as exc:
+        log.warning("callback_unparsable", callback_id=row.id, channel_id=channel.id, reason=str(exc))
+        return ParsedWebhook()
+
+
+def _acceptable(channel: Channel, message: InboundMessage) -> bool:
+    try:
+        check_inbound(message)
+    except DomainError as exc:
+        log.warning("webhook_message_skipped", channel_id=channel.id, reason=exc.message)
+        return False
+    return True
+
+
+def _write(session: Session, rows: Sequence[InboundCallback]) -> None:
+    channels = {row.channel_id: session.get(Channel, row.channel_id) for row in rows}
+    inbound: list[tuple[Channel, InboundMessage]] = []
+    statuses: list[tuple[Channel, ParsedWebhook]] = []
+    for row in rows:
+        channel = channels[row.channel_id]
+        parsed = _parse(channel, row)
+        if channel is None:
+            continue
+        inbound.extend((channel, m) for m in parsed.messages if _acceptable(channel, m))
+        statuses.append((channel, parsed))
+    if inbound:
+        do_receive_many(session, inbound)
+    for channel, parsed in statuses:
+        for status in parsed.statuses:
+            do_apply_status(session, channel, status.provider_message_id, status.status, status.reason)
+    session.execute(delete(InboundCallback).where(InboundCallback.id.in_([row.id for row in rows])))
+
+
+def _claim(
+    session: Session, *, ids: Sequence[int] | None = None, before: datetime | None = None
+) -> list[InboundCallback]:
+    """Waiting callbacks, oldest first, at most MAX_BATCH; on PostgreSQL a row another task is
+    writing is skipped, not waited for (SQLite runs one write transaction at a time anyway)."""
+    query = select(InboundCallback).order_by(InboundCallback.id).limit(MAX_BATCH)
+    if ids is not None:
+        query = query.where(InboundCallback.id.in_(list(ids)))
+    if before is not None:
+        query = query.where(InboundCallback.received_at < before)
+    return list(session.scalars(query.with_for_update(skip_locked=True)))
+
+
+def process_callbacks(db: Database, *, older_than: timedelta | None = None) -> int:
+    """Write the oldest waiting callbacks in one transaction; returns how many were handled."""
+    before = utcnow() - older_than if older_than is not None else None
+    ids: list[int] = []
+    try:
+        with db.transaction() as session:
+            rows = _claim(session, before=before)
+            ids = [row.id for row in rows]
+            _write(session, rows)
+    except Exception as exc:
+        log.warning("callback_batch_failed", callbacks=len(ids), error=str(exc))
+        for callback_id in ids:
+            _write_alone(db, callback_id)
+    return len(ids)
+
+
+def _write_alone(db: Database, callback_id: int) -> None:
+    try:
+        with db.transaction() as session:
+            _write(session, _claim(session, ids=[callback_id]))
+    except Exception as exc:
+        log.exception("callback_failed", callback_id=callback_id, error=str(exc))
+        with db.transaction() as session:
+            session.execute(
+                update(InboundCallback)
+                .where(InboundCallback.id == callback_id)
+                .values(attempts=InboundCallback.attempts + 1)
+                .execution_options(synchronize_session=False)
+            )
+            # Given up on: logged above each time, so the body can be found in the logs' context.
+            session.execute(
+                delete(InboundCallback).where(
+                    InboundCallback.id == callback_id, InboundCallback.attempts >= MAX_ATTEMPTS
+                )
+            )
+
+
+@huey.task(name="conversations.process_callbacks")  # type: ignore[untyped-decorator]
+def process_callbacks_task(callback_id: int) -> int:
+    """Queued once per stored callback; writes it together with whatever else is waiting, so a
+    burst costs a few large transactions, and the tasks that find their row gone cost one query."""
+    log.debug("callback_task", callback_id=callback_id)
+    return process_callbacks(task_database())
+
+
+def enqueue_callback(callback_id: int) -> None:
+    try:
+        process_callbacks_task(callback_id)
+    except Exception as exc:  # the row stays; the periodic sweep picks it up
+        log.warning("callback_enqueue_failed", callback_id=callback_id, error=str(exc))
+
+
+@huey.periodic_task(crontab(minute="*"), name="conversations.sweep_callbacks")  # type: ignore[untyped-decorator]
+def sweep_callbacks() -> int:
+    """Callbacks whose task was lost (or failed): retried a batch at a time until none is left."""
+    handled = total = process_callbacks(task_database(), older_than=LOST_AFTER)
+    while handled == MAX_BATCH:
+        handled = process_callbacks(task_database(), older_than=LOST_AFTER)
+        total += handled
+    return total
