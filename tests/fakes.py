@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from tertulia.channels import registry
 from tertulia.channels.models import Channel
@@ -30,6 +32,7 @@ from tertulia.channels.protocol import (
     WebhookRejected,
     WebhookRequest,
 )
+from tertulia.conversations.models import InboundCallback
 from tertulia.kit import queue
 from tertulia.kit.db import Database
 
@@ -42,6 +45,19 @@ def immediate_queue(db: Database) -> Iterator[None]:
     yield
     queue.huey.immediate = False
     queue.use_database(None)
+
+
+def callbacks_written(db: Database, timeout: float = 15.0) -> None:
+    """Wait until every stored provider callback has been written by its queued task (with
+    `immediate_queue` the task runs on the callback writer's thread right after the answer)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with db.transaction(write=False) as session:
+            if not session.scalar(select(func.count()).select_from(InboundCallback)):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError("provider callbacks still waiting")
+        time.sleep(0.02)
 
 
 @pytest.fixture

@@ -2,10 +2,14 @@
 
 from fastapi import FastAPI
 
-from tertulia import __version__
+from tertulia import (
+    __version__,
+    tasks,  # noqa: F401  (registers every queue task with huey)
+)
 from tertulia.channels.api import router as channels_router
 from tertulia.contacts.api import router as contacts_router
 from tertulia.conversations.api import router as conversations_router
+from tertulia.conversations.ingress.callbacks import CallbackWriter
 from tertulia.conversations.ingress.callbacks import router as callbacks_router
 from tertulia.conversations.ingress.widget import install as install_widget
 from tertulia.conversations.receiver import InboundWriter
@@ -34,6 +38,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
+    app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)
     app.include_router(contacts_router)
     app.include_router(conversations_router)

@@ -43,6 +43,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.conversations.models import Direction, InboundCallback, Message, SenderKind
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
+from tests.fakes import callbacks_written
 
 Headers = dict[str, str]
 
@@ -147,6 +148,7 @@ def test_callbacks_store_each_message_once_and_forgeries_nothing(
     query, expected = case.handshake(channel)
     handshake = client.get(f"/channels/{channel.key}/callback", params=query)
     assert (handshake.status_code, handshake.text) == (200, expected)
+    callbacks_written(db)
     with db.transaction(write=False) as session:
         stored = list(session.scalars(select(Message.provider_message_id).where(Message.channel_id == channel.id)))
         assert sorted(stored) == sorted(i.format(c=channel.id) for i in provider_ids)
@@ -231,6 +233,7 @@ def test_statuses_only_move_forward(case: AdapterCase, client: TestClient, db: D
     channel = _channel(db, tenant, case)
     body, _ = case.samples[0]
     assert client.post(f"/webhooks/{channel.key}", content=body, headers=case.sign(channel, body)).status_code == 200
+    callbacks_written(db)
     with db.transaction() as session:
         incoming = session.scalars(select(Message).where(Message.channel_id == channel.id)).first()
         assert incoming is not None
@@ -261,6 +264,7 @@ def test_statuses_only_move_forward(case: AdapterCase, client: TestClient, db: D
         ]
         response = client.post(f"/webhooks/{channel.key}", content=receipt, headers=case.sign(channel, receipt))
         assert response.status_code == 200
+        callbacks_written(db)
     with db.transaction(write=False) as session:
         stored = session.get(Message, sent_id)
         assert stored is not None

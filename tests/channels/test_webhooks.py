@@ -27,6 +27,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.conversations.models import Message
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
+from tests.fakes import callbacks_written
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 SECRET = "hook-secret"
@@ -89,6 +90,7 @@ def _post(client: TestClient, key: str, payload: dict[str, Any], secret: str = S
     response = client.post(
         f"/webhooks/{key}", content=raw, headers={"X-Signature": signature, "Content-Type": "application/json"}
     )
+    callbacks_written(client.app.state.db)
     return response.status_code
 
 

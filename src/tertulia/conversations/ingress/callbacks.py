@@ -4,23 +4,28 @@
     GET|POST /channels/{channel key}/callback   (the same endpoint under the channel's name)
 
 While the provider waits, only the adapter's `verify_webhook` runs, over the raw bytes (signatures
-are over the exact body). A request that fails it is answered 403 and stored nowhere. A handshake
-(a GET such as Meta's hub.challenge) is answered at once and stored nowhere either. Anything else
-verified is stored as an `InboundCallback` row in one short transaction and answered 200; the
-row's id is queued after commit.
+are over the exact body). A request that fails it is answered 403 and stored nowhere. A handshake (a
+GET such as Meta's hub.challenge) is answered at once and stored nowhere either. Anything else
+verified is stored as an `InboundCallback` row and answered 200 once that row is committed; the
+callbacks arriving together share one transaction (`CallbackWriter`) and one queued task carrying
+their ids, queued after the commit.
 
-The task (`process_callbacks`) takes its row and whatever else is waiting, up to MAX_BATCH, parses
-them with their adapters and writes every message through `do_receive_many`, the batched writer the
-widget uses, in one transaction, then deletes the rows. Inbound messages are deduplicated by provider
-id and statuses only move forward, so a provider retrying a callback, or a row processed twice by
-racing tasks, changes nothing. One bad message is logged and skipped (failing the whole callback
-would make the provider retry it forever); a body the adapter cannot parse is logged and dropped.
-If a batch fails, its callbacks are retried one transaction each; a callback that still fails is
-kept and retried by the periodic sweep (which also finds rows whose task was lost), and dropped,
-logged, after MAX_ATTEMPTS failures.
+The task (`process_callbacks`) parses its rows with their adapters and writes every message through
+`do_receive_many`, the batched writer the widget uses, in one transaction, then deletes the rows.
+Inbound messages are deduplicated by provider id and statuses only move forward, so a provider
+retrying a callback, or a row processed twice by racing tasks, changes nothing. One bad message is
+logged and skipped (failing the whole callback would make the provider retry it forever); a body the
+adapter cannot parse is logged and dropped. If a batch fails, its callbacks are retried one
+transaction each; a callback that still fails is kept and retried by the periodic sweep (which also
+finds rows whose task was lost), and dropped, logged, after MAX_ATTEMPTS failures.
 """
 
+import asyncio
+import contextlib
+import queue
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import anyio
@@ -39,7 +44,7 @@ from tertulia.conversations.inbound import check_inbound, do_receive_many
 from tertulia.conversations.models import InboundCallback
 from tertulia.conversations.status import do_apply_status
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import Database, on_commit
+from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
 from tertulia.kit.queue import huey, task_database
 
@@ -54,8 +59,7 @@ LOST_AFTER = timedelta(minutes=1)
 # ----- the endpoint ---------------------------------------------------------------------------
 
 
-def _verify(session: Session, key: str, incoming: WebhookRequest) -> Channel:
-    channel = channels_repo.channel_by_key(session, key)
+def _verify(channel: Channel | None, incoming: WebhookRequest) -> Channel:
     if channel is None:
         raise NotFound("No such channel.")
     try:
@@ -65,31 +69,131 @@ def _verify(session: Session, key: str, incoming: WebhookRequest) -> Channel:
     return channel
 
 
-def accept_callback(db: Database, key: str, incoming: WebhookRequest) -> Response:
-    """Verify and store one callback (or answer its handshake); the caller answers with the result."""
-    if incoming.method == "GET":
-        with db.transaction(write=False) as session:
-            channel = _verify(session, key, incoming)
-            parsed = get_adapter(channel.type).parse_webhook(channel, incoming)
-        return Response(parsed.reply or "", media_type="text/plain")
-    with db.transaction() as session:
-        channel = _verify(session, key, incoming)
-        row = InboundCallback(
-            workspace_id=channel.workspace_id,
-            channel_id=channel.id,
-            method=incoming.method,
-            url=incoming.url,
-            headers=dict(incoming.headers),
-            query=dict(incoming.query),
-            body=incoming.body,
-            received_at=utcnow(),
-            attempts=0,
-        )
-        session.add(row)
-        session.flush()
-        callback_id = row.id
-        on_commit(session, lambda: enqueue_callback(callback_id))
-    return Response(status_code=200)
+def answer_handshake(db: Database, key: str, incoming: WebhookRequest) -> Response:
+    with db.transaction(write=False) as session:
+        channel = _verify(channels_repo.channel_by_key(session, key), incoming)
+        parsed = get_adapter(channel.type).parse_webhook(channel, incoming)
+    return Response(parsed.reply or "", media_type="text/plain")
+
+
+@dataclass
+class _Pending:
+    key: str
+    incoming: WebhookRequest
+    loop: asyncio.AbstractEventLoop
+    future: "asyncio.Future[None]"
+
+
+_STOP = object()
+
+
+class CallbackWriter:
+    """Verifies and stores callbacks on one thread, many to a transaction ("group commit").
+
+    At hundreds of callbacks a second, one short write transaction and one queued task per
+    callback would make every request wait its turn for SQLite's single write lock; batched, a
+    burst costs one transaction and one task per batch. Each request waits for its own batch's
+    commit before it is answered, so a 200 always means "stored".
+    """
+
+    def __init__(self, database: Database, *, max_batch: int = MAX_BATCH) -> None:
+        self.database = database
+        self.max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    async def accept(self, key: str, incoming: WebhookRequest) -> None:
+        """Returns once the callback is stored; raises NotFound or PermissionDenied (stored nowhere)."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="callback-writer", daemon=True)
+                self._thread.start()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(key, incoming, loop, future))
+        await future
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                self._queue.put(_STOP)
+                thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(item)
+            pending = [item for item in batch if isinstance(item, _Pending)]
+            try:
+                self._store(pending)
+            except BaseException as exc:  # the thread must survive anything one batch does
+                log.exception("callback_writer_failed", error=str(exc))
+                for item in pending:
+                    _settle(item, exc)
+            if len(pending) < len(batch):
+                return
+
+    def _store(self, batch: list[_Pending]) -> None:
+        accepted: list[_Pending] = []
+        with self.database.transaction() as session:
+            rows: list[InboundCallback] = []
+            channels: dict[str, Channel | None] = {}
+            for item in batch:
+                try:
+                    if item.key not in channels:
+                        channels[item.key] = channels_repo.channel_by_key(session, item.key)
+                    channel = _verify(channels[item.key], item.incoming)
+                except DomainError as exc:
+                    _settle(item, exc)
+                    continue
+                rows.append(_row(channel, item.incoming))
+                accepted.append(item)
+            session.add_all(rows)
+            session.flush()
+            ids = [row.id for row in rows]
+        for item in accepted:
+            _settle(item, None)
+        if ids:
+            # After answering: the rows are what makes the 200 safe (a lost task is swept up), and
+            # a queue that syncs every write to disk would otherwise hold up every answer.
+            enqueue_callbacks(ids)
+
+
+def _row(channel: Channel, incoming: WebhookRequest) -> InboundCallback:
+    return InboundCallback(
+        workspace_id=channel.workspace_id,
+        channel_id=channel.id,
+        method=incoming.method,
+        url=incoming.url,
+        headers=dict(incoming.headers),
+        query=dict(incoming.query),
+        body=incoming.body,
+        received_at=utcnow(),
+        attempts=0,
+    )
+
+
+def _settle(item: _Pending, exc: BaseException | None) -> None:
+    def apply() -> None:
+        if item.future.done():
+            return
+        if exc is not None:
+            item.future.set_exception(exc)
+        else:
+            item.future.set_result(None)
+
+    with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
+        item.loop.call_soon_threadsafe(apply)
 
 
 async def _callback(key: str, request: Request) -> Response:
@@ -101,7 +205,11 @@ async def _callback(key: str, request: Request) -> Response:
         body=await request.body(),
     )
     db: Database = request.app.state.db
-    return await anyio.to_thread.run_sync(accept_callback, db, key, incoming)
+    if incoming.method == "GET":
+        return await anyio.to_thread.run_sync(answer_handshake, db, key, incoming)
+    writer: CallbackWriter = request.app.state.callback_writer
+    await writer.accept(key, incoming)
+    return Response(status_code=200)
 
 
 @router.api_route("/webhooks/{key}", methods=["GET", "POST"], include_in_schema=False)
@@ -174,20 +282,20 @@ def _claim(
     return list(session.scalars(query.with_for_update(skip_locked=True)))
 
 
-def process_callbacks(db: Database, *, older_than: timedelta | None = None) -> int:
-    """Write the oldest waiting callbacks in one transaction; returns how many were handled."""
+def process_callbacks(db: Database, *, ids: Sequence[int] | None = None, older_than: timedelta | None = None) -> int:
+    """Write waiting callbacks (these `ids`, or the oldest) in one transaction; returns how many."""
     before = utcnow() - older_than if older_than is not None else None
-    ids: list[int] = []
+    claimed: list[int] = []
     try:
         with db.transaction() as session:
-            rows = _claim(session, before=before)
-            ids = [row.id for row in rows]
+            rows = _claim(session, ids=ids, before=before)
+            claimed = [row.id for row in rows]
             _write(session, rows)
     except Exception as exc:
-        log.warning("callback_batch_failed", callbacks=len(ids), error=str(exc))
-        for callback_id in ids:
+        log.warning("callback_batch_failed", callbacks=len(claimed), error=str(exc))
+        for callback_id in claimed:
             _write_alone(db, callback_id)
-    return len(ids)
+    return len(claimed)
 
 
 def _write_alone(db: Database, callback_id: int) -> None:
@@ -212,18 +320,15 @@ def _write_alone(db: Database, callback_id: int) -> None:
 
 
 @huey.task(name="conversations.process_callbacks")  # type: ignore[untyped-decorator]
-def process_callbacks_task(callback_id: int) -> int:
-    """Queued once per stored callback; writes it together with whatever else is waiting, so a
-    burst costs a few large transactions, and the tasks that find their row gone cost one query."""
-    log.debug("callback_task", callback_id=callback_id)
-    return process_callbacks(task_database())
+def process_callbacks_task(callback_ids: list[int]) -> int:
+    return process_callbacks(task_database(), ids=callback_ids)
 
 
-def enqueue_callback(callback_id: int) -> None:
+def enqueue_callbacks(callback_ids: list[int]) -> None:
     try:
-        process_callbacks_task(callback_id)
-    except Exception as exc:  # the row stays; the periodic sweep picks it up
-        log.warning("callback_enqueue_failed", callback_id=callback_id, error=str(exc))
+        process_callbacks_task(callback_ids)
+    except Exception as exc:  # the rows stay; the periodic sweep picks them up
+        log.warning("callback_enqueue_failed", callbacks=len(callback_ids), error=str(exc))
 
 
 @huey.periodic_task(crontab(minute="*"), name="conversations.sweep_callbacks")  # type: ignore[untyped-decorator]
