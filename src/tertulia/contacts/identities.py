@@ -42,7 +42,7 @@ class Sender:
     phone: str | None = None
 
 
-SenderKey = tuple[int, str, str]  # (workspace id, channel type, external id)
+DISPLAY_NAME_LENGTH = 200  # ContactIdentity.display_name: a longer one is cut, not refused
 
 
 def contact_id_for(session: Session, workspace_id: int, channel_type: str, external_id: str) -> int | None:
@@ -136,7 +136,7 @@ def _create(session: Session, ctx: FieldContext, channel_type: str, sender: Send
                     contact_id=contact.id,
                     channel=channel_type,
                     external_id=sender.external_id,
-                    display_name=sender.display_name,
+                    display_name=(sender.display_name or None) and sender.display_name[:DISPLAY_NAME_LENGTH],
                 )
             )
     except IntegrityError:
