@@ -10,7 +10,8 @@ verified is stored as an `InboundCallback` row and answered 200 once that row is
 callbacks arriving together share one transaction (`CallbackWriter`) and one queued task carrying
 their ids, queued after the commit.
 
-The task (`process_callbacks`) parses its rows with their adapters and writes every message through
+The task (`process_callbacks`) takes the oldest waiting rows, its own among them, parses them with their
+adapters and writes every message through
 `do_receive_many`, the batched writer the widget uses, in one transaction, then deletes the rows.
 Inbound messages are deduplicated by provider id and statuses only move forward, so a provider
 retrying a callback, or a row processed twice by racing tasks, changes nothing. One bad message is
@@ -321,7 +322,16 @@ def _write_alone(db: Database, callback_id: int) -> None:
 
 @huey.task(name="conversations.process_callbacks")  # type: ignore[untyped-decorator]
 def process_callbacks_task(callback_ids: list[int]) -> int:
-    return process_callbacks(task_database(), ids=callback_ids)
+    """Writes the oldest waiting callbacks, a batch at a time, until fewer than a full batch was left:
+    `callback_ids` among them. Under a burst the first tasks write large batches and the ones
+    behind them find their rows already written, so the burst costs few transactions."""
+    db = task_database()
+    handled = total = process_callbacks(db)
+    while handled == MAX_BATCH:
+        handled = process_callbacks(db)
+        total += handled
+    log.debug("callbacks_written", queued_with=len(callback_ids), written=total)
+    return total
 
 
 def enqueue_callbacks(callback_ids: list[int]) -> None:
