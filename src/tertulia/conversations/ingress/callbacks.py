@@ -10,15 +10,15 @@ verified is stored as an `InboundCallback` row and answered 200 once that row is
 callbacks arriving together share one transaction (`CallbackWriter`) and one queued task carrying
 their ids, queued after the commit.
 
-The task (`process_callbacks`) takes the oldest waiting rows, its own among them, parses them with their
-adapters and writes every message through
-`do_receive_many`, the batched writer the widget uses, in one transaction, then deletes the rows.
-Inbound messages are deduplicated by provider id and statuses only move forward, so a provider
-retrying a callback, or a row processed twice by racing tasks, changes nothing. One bad message is
-logged and skipped (failing the whole callback would make the provider retry it forever); a body the
-adapter cannot parse is logged and dropped. If a batch fails, its callbacks are retried one
-transaction each; a callback that still fails is kept and retried by the periodic sweep (which also
-finds rows whose task was lost), and dropped, logged, after MAX_ATTEMPTS failures.
+The task (`process_callbacks`) takes the oldest waiting rows, its own among them, parses them with
+their adapters and writes every message through `do_receive_many`, the batched writer the widget
+uses, in one transaction, then deletes the rows. Inbound messages are deduplicated by provider id
+and statuses only move forward, so a provider retrying a callback, or a row processed twice by
+racing tasks, changes nothing. One bad message is logged and skipped (failing the whole callback
+would make the provider retry it forever); a body the adapter cannot parse is logged and dropped. If
+a batch fails, its callbacks are retried one transaction each; a callback that still fails is kept
+and retried by the periodic sweep (which also finds rows whose task was lost), and dropped, logged,
+after MAX_ATTEMPTS failures.
 """
 
 import asyncio
