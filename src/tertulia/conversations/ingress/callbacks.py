@@ -53,6 +53,7 @@ log = structlog.get_logger()
 router = APIRouter(tags=["channel callbacks"], route_class=JsonErrorRoute)
 
 MAX_BATCH = 64
+_processing = threading.Lock()
 MAX_ATTEMPTS = 10
 LOST_AFTER = timedelta(minutes=1)
 
@@ -326,10 +327,13 @@ def process_callbacks_task(callback_ids: list[int]) -> int:
     `callback_ids` among them. Under a burst the first tasks write large batches and the ones
     behind them find their rows already written, so the burst costs few transactions."""
     db = task_database()
-    handled = total = process_callbacks(db)
-    while handled == MAX_BATCH:
-        handled = process_callbacks(db)
-        total += handled
+    # One writer of callbacks per process: consumer threads racing for the same rows (and, on
+    # SQLite, for the one write lock the callback writer needs to answer providers) gain nothing.
+    with _processing:
+        handled = total = process_callbacks(db)
+        while handled == MAX_BATCH:
+            handled = process_callbacks(db)
+            total += handled
     log.debug("callbacks_written", queued_with=len(callback_ids), written=total)
     return total
 
