@@ -19,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from tertulia.channels.base import InboundMessage
+from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations.service import do_receive_many

@@ -6,11 +6,13 @@ section in the order the navigation shows it. Nothing is mounted or registered b
 
 from fastapi import FastAPI
 
-from tertulia import __version__
-from tertulia.channels.api import router as channel_webhooks_router
+from tertulia import (
+    __version__,
+    tasks,  # noqa: F401  (registers every queue task with huey)
+)
+from tertulia.channels.api import router as channels_router
 from tertulia.channels.views import CHANNELS
 from tertulia.channels.views import router as channels_pages
-from tertulia.channels.webchat import install as install_webchat
 from tertulia.contacts.api import router as contacts_router
 from tertulia.contacts.import_jobs import MAX_IMPORT_BYTES
 from tertulia.contacts.import_views import router as contacts_import_pages
@@ -18,6 +20,9 @@ from tertulia.contacts.settings_views import FIELDS, TAGS
 from tertulia.contacts.settings_views import router as contacts_settings_pages
 from tertulia.contacts.views import router as contacts_pages
 from tertulia.conversations.api import router as conversations_router
+from tertulia.conversations.ingress.callbacks import CallbackWriter
+from tertulia.conversations.ingress.callbacks import router as callbacks_router
+from tertulia.conversations.ingress.widget import install as install_widget
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
 from tertulia.conversations.settings_views import CLOSING_CATEGORIES, SNIPPETS
@@ -64,14 +69,16 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
+    app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)
     # Every router, in mount order. Starlette tries routes in this order and the first match wins.
     # JSON API (/api/v1/...), the agents' socket (/ws) and the provider callbacks (/webhooks/...):
     app.include_router(contacts_router)
     app.include_router(conversations_router)
     app.include_router(inbox_ws_router)
-    install_webchat(app)  # the widget's visitor API, socket and CORS (/widget/...)
-    app.include_router(channel_webhooks_router)
+    app.include_router(channels_router)  # channel CRUD (/api/v1/channels)
+    install_widget(app)  # the widget's visitor API, socket and CORS (/widget/...)
+    app.include_router(callbacks_router)  # provider callbacks (/webhooks/{key}, /channels/{key}/callback)
     app.include_router(users_router)
     app.include_router(segments_router)
     # Pages (HTML):

@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, FilePayload, expect
 from sqlalchemy import select
 
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations import tasks as _tasks  # noqa: F401  (registers the queue tasks)
+from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Conversation, Mention, Message, StoredFile
 from tertulia.kit import queue
 from tertulia.kit.db import Database

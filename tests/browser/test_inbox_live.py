@@ -17,8 +17,8 @@ from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
 from tertulia.channels.service import do_create_channel
+from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations import service as inbox
-from tertulia.conversations import tasks as _tasks  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Conversation, ConversationStatus
 from tertulia.kit import queue
 from tertulia.kit.db import Database

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Browser, expect
 
-from tertulia.channels.base import InboundMessage
+from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations import service as inbox
+from tertulia.conversations import inbound
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
@@ -42,7 +42,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         do_add_member(session, workspace_id, manager.id, Role.MANAGER)
         owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
         channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": ["https://shop.example"]})
-        received = inbox.do_receive(
+        received = inbound.do_receive(
             session,
             channel,
             InboundMessage(

@@ -1,3 +1,3 @@
-from tests.conversations.conftest import immediate_queue
+from tests.fakes import fakehttp_adapter, immediate_queue
 
-__all__ = ["immediate_queue"]
+__all__ = ["fakehttp_adapter", "immediate_queue"]

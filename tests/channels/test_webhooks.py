@@ -3,14 +3,18 @@
 import hashlib
 import hmac
 import json
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tertulia.channels.base import (
+from tertulia.channels import registry
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import (
     ChannelRules,
+    DeliveryStatus,
     InboundMessage,
     OutboundMessage,
     ParsedWebhook,
@@ -18,13 +22,12 @@ from tertulia.channels.base import (
     StatusUpdate,
     WebhookRejected,
     WebhookRequest,
-    register,
 )
-from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations.models import DeliveryStatus, Message
+from tertulia.conversations.models import Message
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
+from tests.fakes import callbacks_written
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 SECRET = "hook-secret"
@@ -75,7 +78,10 @@ class SignedHookAdapter:
         return True
 
 
-register(SignedHookAdapter())
+@pytest.fixture(autouse=True)
+def signedhook_adapter() -> Iterator[None]:
+    with registry.registered(SignedHookAdapter()):
+        yield
 
 
 def _post(client: TestClient, key: str, payload: dict[str, Any], secret: str = SECRET) -> int:
@@ -84,6 +90,7 @@ def _post(client: TestClient, key: str, payload: dict[str, Any], secret: str = S
     response = client.post(
         f"/webhooks/{key}", content=raw, headers={"X-Signature": signature, "Content-Type": "application/json"}
     )
+    callbacks_written(client.app.state.db)
     return response.status_code
 
 

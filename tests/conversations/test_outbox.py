@@ -10,18 +10,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from tertulia.channels.base import InboundMessage
 from tertulia.channels.models import Channel
-from tertulia.conversations import tasks
+from tertulia.channels.protocol import InboundMessage
+from tertulia.conversations import outbox as tasks
+from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import DeliveryStatus, Message
-from tertulia.conversations.service import advance_message_status, do_receive
+from tertulia.conversations.status import advance_message_status
 from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
-from tests.conversations.support import fake_channel_with_contact, fake_provider, make_webchat
+from tests.conversations.support import fake_channel_with_contact, make_webchat
+from tests.fakes import fake_provider
 
-pytestmark = pytest.mark.usefixtures("immediate_queue")
+pytestmark = pytest.mark.usefixtures("immediate_queue", "fakehttp_adapter")
 
 
 def _send(client: TestClient, tenant: Tenant, channel_id: int, contact_id: int, text: str = "hola") -> int:

@@ -5,11 +5,11 @@ import asyncio
 
 from sqlalchemy import func, select
 
-from tertulia.channels.base import InboundMessage
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage
+from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Conversation, Message
 from tertulia.conversations.receiver import InboundWriter
-from tertulia.conversations.service import do_receive_many
 from tertulia.kit.db import Database
 from tertulia.kit.errors import ValidationFailed
 from tests.conftest import Tenant

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
-from tertulia.channels.base import InboundMessage
+from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.models import Channel
 from tertulia.contacts import service as contacts
 from tertulia.contacts.models import Contact

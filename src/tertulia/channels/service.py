@@ -2,12 +2,11 @@
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tertulia.channels.base import get_adapter, registered_types
+from tertulia.channels import repository as repo
 from tertulia.channels.models import Channel
-from tertulia.contacts.models import ContactIdentity
+from tertulia.channels.registry import get_adapter, registered_types
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.kit.security import new_token
 from tertulia.users.permissions import Actor, Permission
@@ -76,35 +75,20 @@ def do_replace_channel_secrets(
 
 
 def access_channel(session: Session, actor: Actor, channel_id: int) -> Channel:
-    channel = session.scalar(
-        select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == channel_id)
-    )
+    channel = repo.channel_by_id(session, actor.workspace_id, channel_id)
     if channel is None:
         raise NotFound(f"No channel {channel_id}.")
     return channel
 
 
-def list_channels(session: Session, workspace_id: int) -> list[Channel]:
-    return list(session.scalars(select(Channel).where(Channel.workspace_id == workspace_id).order_by(Channel.id)))
-
-
-def channel_by_key(session: Session, key: str) -> Channel | None:
-    return session.scalar(select(Channel).where(Channel.key == key, Channel.active.is_(True)))
-
-
 def recipient_for(session: Session, channel: Channel, contact_id: int) -> str | None:
     """The contact's id on this channel (the newest identity the channel's adapter recognises)."""
     adapter = get_adapter(channel.type)
-    identities = session.scalars(
-        select(ContactIdentity)
-        .where(
-            ContactIdentity.workspace_id == channel.workspace_id,
-            ContactIdentity.contact_id == contact_id,
-            ContactIdentity.channel == channel.type,
-        )
-        .order_by(ContactIdentity.id.desc())
-    )
-    for identity in identities:
-        if adapter.owns_identity(channel, identity.external_id):
-            return identity.external_id
+    for external_id in repo.identities_on(session, channel, contact_id):
+        if adapter.owns_identity(channel, external_id):
+            return external_id
     return None
+
+
+def list_channels(session: Session, workspace_id: int) -> list[Channel]:
+    return repo.list_channels(session, workspace_id)

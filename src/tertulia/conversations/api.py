@@ -26,8 +26,7 @@ Settings
     GET/POST /api/v1/snippets, PATCH/DELETE /api/v1/snippets/{id},
     POST /api/v1/snippets/{id}/render {"conversation_id"} -> {"text"} (variables filled in)
     GET/POST /api/v1/closing-categories, PATCH/DELETE /api/v1/closing-categories/{id}
-    GET/POST /api/v1/channels, GET/PATCH /api/v1/channels/{id}  (web-chat widget settings; the
-         widget's `key`, and `identity_secret` for HMAC identity verification, shown to managers)
+    (channels: channels/api.py)
 Files
     POST /api/v1/files (multipart `file`, optional `conversation_id`), GET /api/v1/files (library),
     GET  /api/v1/files/{id} (download; a file sent in a conversation only to those who may see it),
@@ -44,17 +43,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tertulia.channels import service as channels_service
-from tertulia.channels.base import get_adapter
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import MessageType, window_open
+from tertulia.channels.registry import get_adapter
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
 from tertulia.contacts.service import access_contact
-from tertulia.conversations import events, files, service
+from tertulia.conversations import events, files, schemas, service
 from tertulia.conversations import repository as repo
 from tertulia.conversations.auth import InboxActor
-from tertulia.conversations.models import ConversationStatus, Message, MessageType, StoredFile
+from tertulia.conversations.models import Conversation, ConversationStatus, Message, StoredFile
 from tertulia.kit import realtime, storage
+from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.kit.http import DbSession
 from tertulia.kit.pagination import decode_cursor, encode_cursor
@@ -142,20 +142,6 @@ class CategoryPatch(BaseModel):
     position: int | None = None
 
 
-class ChannelBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    type: str = Field(max_length=32)
-    name: str = Field(max_length=200)
-    config: dict[str, Any] = Field(default_factory=dict)
-
-
-class ChannelPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    config: dict[str, Any] = Field(default_factory=dict)
-    # Replacements only: secrets are never read back; an empty value keeps the stored one.
-    secrets: dict[str, str] = Field(default_factory=dict)
-
-
 # ----- helpers ------------------------------------------------------------------------------
 
 
@@ -173,7 +159,7 @@ def _message_page(rows: list[Message], limit: int) -> dict[str, Any]:
     """A page of `rows` (newest first, one more than `limit` when an older page follows), oldest first."""
     page = rows[:limit]
     return {
-        "items": [service.message_dict(m) for m in reversed(page)],
+        "items": [schemas.message_dict(m) for m in reversed(page)],
         "next_before_id": page[-1].id if len(rows) > limit and page else None,
     }
 
@@ -231,7 +217,7 @@ def list_conversations(
     unread = repo.unread_counts(session, actor.user_id, [c.id for c in rows]) if actor.user_id else {}
     contacts = _contacts_summary(session, actor.workspace_id, list({c.contact_id for c in rows}))
     items = [
-        {**service.conversation_dict(c), "contact": contacts.get(c.contact_id), "unread": unread.get(c.id, 0)}
+        {**schemas.conversation_dict(c), "contact": contacts.get(c.contact_id), "unread": unread.get(c.id, 0)}
         for c in rows
     ]
     next_cursor = (
@@ -249,16 +235,13 @@ def get_conversation(session: DbSession, actor: InboxActor, conversation_id: int
     if conversation.channel_id is not None and contact is not None:
         channel = session.get(Channel, conversation.channel_id)
         if channel is not None:
-            from tertulia.channels.base import window_open
-            from tertulia.kit.clock import utcnow
-
             rules = get_adapter(channel.type).rules
             window = {
                 "channel_type": channel.type,
                 "reply_window_open": window_open(rules, contact.last_incoming_at, utcnow()),
                 "reply_window_seconds": rules.reply_window.total_seconds() if rules.reply_window else None,
             }
-    return {**service.conversation_dict(conversation), "contact": contacts.get(conversation.contact_id), **window}
+    return {**schemas.conversation_dict(conversation), "contact": contacts.get(conversation.contact_id), **window}
 
 
 @router.get("/conversations/{conversation_id}/messages")
@@ -286,41 +269,41 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: int, body: Rep
         file_ids=body.attachments,
         channel_id=body.channel_id,
     )
-    return service.message_dict(message)
+    return schemas.message_dict(message)
 
 
 @router.post("/conversations/{conversation_id}/comments", status_code=201)
 def comment(session: DbSession, actor: InboxActor, conversation_id: int, body: CommentBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id)
-    return service.message_dict(service.do_comment(session, actor, conversation, body.text, body.mentions))
+    return schemas.message_dict(service.do_comment(session, actor, conversation, body.text, body.mentions))
 
 
 @router.post("/conversations/{conversation_id}/assign")
 def assign(session: DbSession, actor: InboxActor, conversation_id: int, body: AssignBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_assign(session, actor, conversation, user_id=body.user_id, team_id=body.team_id)
-    return service.conversation_dict(conversation)
+    return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/close")
 def close(session: DbSession, actor: InboxActor, conversation_id: int, body: CloseBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_close(session, actor, conversation, category_id=body.category_id, summary=body.summary)
-    return service.conversation_dict(conversation)
+    return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/reopen")
 def reopen(session: DbSession, actor: InboxActor, conversation_id: int) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_reopen(session, actor, conversation)
-    return service.conversation_dict(conversation)
+    return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/bot")
 def bot(session: DbSession, actor: InboxActor, conversation_id: int, body: BotBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_set_bot_paused(session, actor, conversation, body.paused)
-    return service.conversation_dict(conversation)
+    return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/read")
@@ -384,8 +367,6 @@ def contact_messages(
     if viewer.see_all:
         rows = repo.contact_messages_page(session, actor.workspace_id, contact.id, before_id=before_id, limit=limit)
     else:
-        from tertulia.conversations.models import Conversation
-
         visible_ids = list(
             session.scalars(
                 select(Conversation.id).where(
@@ -478,53 +459,6 @@ def update_category(session: DbSession, actor: InboxActor, category_id: int, bod
 def delete_category(session: DbSession, actor: InboxActor, category_id: int) -> Response:
     service.do_delete_closing_category(session, actor, service.access_closing_category(session, actor, category_id))
     return Response(status_code=204)
-
-
-# ----- channels -----------------------------------------------------------------------------
-
-
-def _channel_dict(channel: Channel, actor: Actor) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "id": channel.id,
-        "type": channel.type,
-        "name": channel.name,
-        "active": channel.active,
-        "config": channel.config or {},
-    }
-    if actor.can(Permission.MANAGE_CHANNELS):
-        result["key"] = channel.key
-        # Which secrets are set, never their values (they are encrypted at rest and write-only).
-        result["secrets"] = dict.fromkeys(sorted(channel.secrets or {}), "set")
-    return result
-
-
-@router.get("/channels", tags=["channels"])
-def list_channels(session: DbSession, actor: InboxActor) -> list[dict[str, Any]]:
-    return [_channel_dict(c, actor) for c in channels_service.list_channels(session, actor.workspace_id)]
-
-
-@router.post("/channels", status_code=201, tags=["channels"])
-def create_channel(session: DbSession, actor: InboxActor, body: ChannelBody) -> dict[str, Any]:
-    channel = channels_service.do_create_channel(session, actor, body.type, body.name, body.config)
-    result = _channel_dict(channel, actor)
-    if channel.type == "webchat":
-        # Generated by this request, so shown in its answer only (like a new API token).
-        result["identity_secret"] = channel.secrets["identity_secret"]
-    return result
-
-
-@router.get("/channels/{channel_id}", tags=["channels"])
-def get_channel(session: DbSession, actor: InboxActor, channel_id: int) -> dict[str, Any]:
-    return _channel_dict(channels_service.access_channel(session, actor, channel_id), actor)
-
-
-@router.patch("/channels/{channel_id}", tags=["channels"])
-def update_channel(session: DbSession, actor: InboxActor, channel_id: int, body: ChannelPatch) -> dict[str, Any]:
-    channel = channels_service.access_channel(session, actor, channel_id)
-    channels_service.do_update_channel_config(session, actor, channel, body.config)
-    if body.secrets:
-        channels_service.do_replace_channel_secrets(session, actor, channel, body.secrets)
-    return _channel_dict(channel, actor)
 
 
 # ----- files --------------------------------------------------------------------------------

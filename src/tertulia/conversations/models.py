@@ -4,9 +4,10 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import Enum, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from tertulia.channels.protocol import DeliveryStatus, MessageType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin, UTCDateTime
 
@@ -35,35 +36,6 @@ class SenderKind(enum.StrEnum):
     BROADCAST = "broadcast"
     API = "api"
     SYSTEM = "system"
-
-
-class MessageType(enum.StrEnum):
-    TEXT = "text"
-    IMAGE = "image"
-    FILE = "file"
-    AUDIO = "audio"
-    VIDEO = "video"
-    LOCATION = "location"
-    SYSTEM = "system"
-
-
-class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    DELIVERED = "delivered"
-    READ = "read"
-    FAILED = "failed"
-
-
-# The statuses a message may be in for it to move to the key status. Anything else is a step
-# backwards (a late "delivered" after "read") or out of a terminal state, and is ignored.
-STATUS_PREDECESSORS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
-    DeliveryStatus.PENDING: frozenset(),
-    DeliveryStatus.SENT: frozenset({DeliveryStatus.PENDING}),
-    DeliveryStatus.DELIVERED: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT}),
-    DeliveryStatus.READ: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED}),
-    DeliveryStatus.FAILED: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT}),
-}
 
 
 class Conversation(IdMixin, TimestampMixin, Base):
@@ -197,3 +169,21 @@ class Snippet(IdMixin, TimestampMixin, Base):
     shortcut: Mapped[str] = mapped_column(String(64))
     text: Mapped[str] = mapped_column(Text)
     file_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("files.id", ondelete="SET NULL"))
+
+
+class InboundCallback(IdMixin, Base):
+    """A provider callback that passed verification, kept until its queued task has written what it
+    carries (then deleted). Only verified requests are stored; the row is what makes the 200 we
+    answered safe: a lost task is found again by the periodic sweep."""
+
+    __tablename__ = "inbound_callbacks"
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    method: Mapped[str] = mapped_column(String(8))
+    url: Mapped[str] = mapped_column(Text)
+    headers: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    query: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)

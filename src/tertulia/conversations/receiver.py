@@ -18,9 +18,10 @@ from typing import Any
 
 import structlog
 
-from tertulia.channels.base import InboundMessage
 from tertulia.channels.models import Channel
-from tertulia.conversations.service import check_inbound, do_receive_many, message_dict
+from tertulia.channels.protocol import InboundMessage
+from tertulia.conversations.inbound import check_inbound, do_receive_many
+from tertulia.conversations.schemas import message_dict
 from tertulia.kit.db import Database
 from tertulia.kit.errors import NotFound
 

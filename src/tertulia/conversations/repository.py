@@ -8,14 +8,13 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tertulia.channels.protocol import STATUS_PREDECESSORS, DeliveryStatus
 from tertulia.contacts.models import Contact
 from tertulia.conversations.models import (
-    STATUS_PREDECESSORS,
     ClosingCategory,
     Conversation,
     ConversationRead,
     ConversationStatus,
-    DeliveryStatus,
     Direction,
     Mention,
     Message,
@@ -229,13 +228,22 @@ def messages_page(
 
 
 def contact_messages_page(
-    session: Session, workspace_id: int, contact_id: int, *, before_id: int | None, limit: int
+    session: Session,
+    workspace_id: int,
+    contact_id: int,
+    *,
+    before_id: int | None,
+    limit: int,
+    channel_id: int | None = None,
 ) -> list[Message]:
+    """The customer-visible messages of a contact (on one channel, when given); newest first, limit+1."""
     query = select(Message).where(
         Message.workspace_id == workspace_id,
         Message.contact_id == contact_id,
         Message.direction.in_([Direction.INCOMING, Direction.OUTGOING]),
     )
+    if channel_id is not None:
+        query = query.where(Message.channel_id == channel_id)
     if before_id is not None:
         query = query.where(Message.id < before_id)
     return list(session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))

@@ -1,5 +1,6 @@
 """Process-level plumbing the inbox needs while the app runs: the realtime hub and, with an
-embedded (SQLite or in-memory) queue, the huey consumer threads."""
+embedded (SQLite or in-memory) queue, the huey consumer threads. The queue tasks themselves are
+registered by app.py importing `tertulia.tasks`."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,8 +19,6 @@ def embedded_queue(settings: Settings) -> bool:
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    from tertulia import tasks  # noqa: F401  (registers every task with huey)
-
     settings: Settings = app.state.settings
     hub = realtime.make_hub(settings.realtime_url, settings.realtime_prefix)
     await hub.start()
@@ -31,6 +30,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         await anyio.to_thread.run_sync(app.state.inbound_writer.stop)
+        await anyio.to_thread.run_sync(app.state.callback_writer.stop)
         if consumer is not None:
             await anyio.to_thread.run_sync(consumer.stop)
         await hub.stop()

@@ -15,12 +15,13 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from tertulia.channels.base import InboundMessage, get_adapter, window_open
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import DeliveryStatus, MessageType, window_open
+from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import recipient_for
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts import service as contacts_service
-from tertulia.contacts.models import Contact, ContactIdentity
+from tertulia.contacts.models import Contact
 from tertulia.conversations import events, mentions, variables
 from tertulia.conversations import repository as repo
 from tertulia.conversations.models import (
@@ -28,19 +29,19 @@ from tertulia.conversations.models import (
     Conversation,
     ConversationRead,
     ConversationStatus,
-    DeliveryStatus,
     Direction,
     Mention,
     Message,
-    MessageType,
     SenderKind,
     Snippet,
     StoredFile,
 )
+from tertulia.conversations.outbox import enqueue_send
+from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from tertulia.kit.text import fold, fold_or_none
+from tertulia.kit.text import fold
 from tertulia.users.models import Team, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.users.service import check_member_user
@@ -52,47 +53,6 @@ SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 PREVIEW_LENGTH = 200
 
 _Row = TypeVar("_Row", Snippet, ClosingCategory)
-
-
-# ----- serialisation (events and API share one shape) ----------------------------------------
-
-
-def message_dict(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "contact_id": message.contact_id,
-        "channel_id": message.channel_id,
-        "direction": message.direction.value,
-        "sender_kind": message.sender_kind.value,
-        "sender_user_id": message.sender_user_id,
-        "type": message.type.value,
-        "text": message.text,
-        "attachments": message.attachments or [],
-        "payload": message.payload or {},
-        "status": message.status.value if message.status else None,
-        "status_reason": message.status_reason,
-        "created_at": message.created_at.isoformat(),
-    }
-
-
-def conversation_dict(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.id,
-        "contact_id": conversation.contact_id,
-        "channel_id": conversation.channel_id,
-        "status": conversation.status.value,
-        "assignee_id": conversation.assignee_id,
-        "team_id": conversation.team_id,
-        "bot_paused": conversation.bot_paused,
-        "closing_category_id": conversation.closing_category_id,
-        "closing_summary": conversation.closing_summary,
-        "opened_at": conversation.opened_at.isoformat(),
-        "closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
-        "last_message_at": conversation.last_message_at.isoformat(),
-        "last_incoming_at": conversation.last_incoming_at.isoformat() if conversation.last_incoming_at else None,
-        "last_message_preview": conversation.last_message_preview,
-    }
 
 
 # ----- visibility ---------------------------------------------------------------------------
@@ -187,13 +147,13 @@ def _sender_kind(actor: Actor) -> SenderKind:
     }.get(actor.kind, SenderKind.SYSTEM)
 
 
-def _preview(text: str | None, message_type: MessageType) -> str:
+def preview_of(text: str | None, message_type: MessageType) -> str:
     if text:
         return " ".join(text.split())[:PREVIEW_LENGTH]
     return f"[{message_type.value}]"
 
 
-def _open_conversation_for(session: Session, contact: Contact, channel_id: int | None) -> tuple[Conversation, bool]:
+def open_conversation_for(session: Session, contact: Contact, channel_id: int | None) -> tuple[Conversation, bool]:
     """The contact's open conversation, or a new one. Safe against a concurrent opener: the
     partial unique index rejects the second insert and we read the winner's row."""
     existing = repo.open_conversation(session, contact.workspace_id, contact.id, lock=True)
@@ -284,7 +244,7 @@ def _record_change(
     )
 
 
-def _opened(session: Session, actor: Actor, conversation: Conversation) -> None:
+def record_opened(session: Session, actor: Actor, conversation: Conversation) -> None:
     _record_change(
         session,
         actor,
@@ -297,7 +257,7 @@ def _opened(session: Session, actor: Actor, conversation: Conversation) -> None:
     )
 
 
-def _customer_message_created(
+def customer_message_created(
     session: Session, conversation: Conversation, message: Message, *, sender_external_id: str | None = None
 ) -> None:
     """A message the customer sees too (incoming or outgoing): agents and the visitor's socket get it."""
@@ -316,221 +276,6 @@ def _customer_message_created(
 def _user_name(session: Session, user_id: int) -> str:
     user = session.get(User, user_id)
     return user.full_name if user else f"user {user_id}"
-
-
-# ----- inbound ------------------------------------------------------------------------------
-
-
-@dataclass
-class Received:
-    message: Message
-    conversation: Conversation
-    contact: Contact
-    duplicate: bool
-
-
-def _resolve_contact(session: Session, channel: Channel, inbound: InboundMessage, actor: Actor) -> Contact:
-    known = session.scalar(
-        select(Contact)
-        .join(ContactIdentity, ContactIdentity.contact_id == Contact.id)
-        .where(
-            ContactIdentity.workspace_id == channel.workspace_id,
-            ContactIdentity.channel == channel.type,
-            ContactIdentity.external_id == inbound.sender_id,
-            Contact.workspace_id == channel.workspace_id,
-        )
-    )
-    if known is not None:
-        return known
-    first = inbound.first_name or (inbound.display_name.split(" ", 1)[0] if inbound.display_name else None)
-    last = inbound.last_name or (
-        inbound.display_name.split(" ", 1)[1] if inbound.display_name and " " in inbound.display_name else None
-    )
-    contact = Contact(
-        workspace_id=channel.workspace_id,
-        first_name=first,
-        last_name=last,
-        first_name_folded=fold_or_none(first),
-        last_name_folded=fold_or_none(last),
-        custom={},
-    )
-    # An email or phone given on a channel is not proof of owning it: never attach this person to an
-    # existing contact because of it (that would show them someone else's history); keep it only
-    # when no contact has it yet.
-    for column, finder in (("email", contacts_repo.contact_by_email), ("phone", contacts_repo.contact_by_phone)):
-        value = getattr(inbound, column)
-        if value and finder(session, channel.workspace_id, value) is None:
-            setattr(contact, column, value)
-    try:
-        with _guard(session):
-            session.add(contact)
-            session.flush()
-            session.add(
-                ContactIdentity(
-                    workspace_id=channel.workspace_id,
-                    contact_id=contact.id,
-                    channel=channel.type,
-                    external_id=inbound.sender_id,
-                    display_name=inbound.display_name,
-                )
-            )
-            session.flush()
-    except IntegrityError:
-        # The same person's first two messages arrived at once and the other one created them.
-        winner = session.scalar(
-            select(ContactIdentity).where(
-                ContactIdentity.workspace_id == channel.workspace_id,
-                ContactIdentity.channel == channel.type,
-                ContactIdentity.external_id == inbound.sender_id,
-            )
-        )
-        existing = contacts_repo.contact_by_id(session, channel.workspace_id, winner.contact_id) if winner else None
-        if existing is None:
-            raise
-        return existing
-    contacts_service.record(session, actor, contact.id, "created", "channel", None, channel.type)
-    return contact
-
-
-def check_inbound(inbound: InboundMessage) -> None:
-    if not inbound.sender_id:
-        raise ValidationFailed.field("sender_id", "is required")
-    if inbound.text is not None and len(inbound.text) > MAX_TEXT:
-        raise ValidationFailed.field("text", f"must be at most {MAX_TEXT} characters")
-    if inbound.type == MessageType.TEXT and not (inbound.text or "").strip():
-        raise ValidationFailed.field("text", "must not be empty")
-
-
-def do_receive(session: Session, channel: Channel, inbound: InboundMessage) -> Received:
-    """Append one customer's message; see `do_receive_many`."""
-    return do_receive_many(session, [(channel, inbound)])[0]
-
-
-def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Received]:
-    """Append customers' messages: identity -> contact (created if new) -> open conversation -> message.
-
-    Deduplicated by (channel, provider message id): a provider retrying a webhook, or a widget
-    resending after a timeout, gets the original message back with duplicate=True (also when both
-    copies are in this batch). For senders already known (the common case) a batch costs a fixed
-    number of statements whatever its size: one lookup each for stored duplicates, contacts and
-    open conversations (locked in id order, so concurrent batches cannot deadlock on them), one
-    multi-row INSERT, and one UPDATE round per table.
-    """
-    for _, inbound in items:
-        check_inbound(inbound)
-    results: list[Received | None] = [None] * len(items)
-    keys = [
-        (channel.id, inbound.provider_message_id) if inbound.provider_message_id else None for channel, inbound in items
-    ]
-    stored = {
-        (m.channel_id, m.provider_message_id): m
-        for m in repo.messages_by_provider_ids(session, [k for k in keys if k is not None])
-    }
-    for index, key in enumerate(keys):
-        if key in stored:
-            results[index] = _duplicate(session, stored[key])
-    first_with_key: dict[tuple[int, str], int] = {}
-    repeats: dict[int, int] = {}
-    to_write: list[int] = []
-    for index, key in enumerate(keys):
-        if results[index] is not None:
-            continue
-        if key is not None and key in first_with_key:
-            repeats[index] = first_with_key[key]
-            continue
-        if key is not None:
-            first_with_key[key] = index
-        to_write.append(index)
-
-    contacts = _contacts_for(session, [items[i] for i in to_write])
-    conversations = repo.open_conversations(session, {c.id: c.workspace_id for c in contacts}.items(), lock=True)
-    opened: set[int] = set()
-    rows: list[dict[str, Any]] = []
-    for index, contact in zip(to_write, contacts, strict=True):
-        channel, inbound = items[index]
-        conversation = conversations.get(contact.id)
-        if conversation is None:
-            conversation, created = _open_conversation_for(session, contact, channel.id)
-            conversations[contact.id] = conversation
-            if created:
-                opened.add(conversation.id)
-        rows.append(
-            {
-                "workspace_id": channel.workspace_id,
-                "conversation_id": conversation.id,
-                "contact_id": contact.id,
-                "channel_id": channel.id,
-                "direction": Direction.INCOMING,
-                "sender_kind": SenderKind.CONTACT,
-                "type": inbound.type,
-                "text": inbound.text,
-                "attachments": inbound.attachments,
-                "payload": inbound.payload,
-                "provider_message_id": inbound.provider_message_id,
-                "created_at": utcnow(),
-            }
-        )
-    # A concurrent delivery of the same provider message (a webhook retried while the first is
-    # still being written) makes its row come back missing, not the statement fail.
-    inserted = repo.insert_messages_unless_known(session, rows)
-    written: list[tuple[int, Message]] = []
-    for index, row, new_message in zip(to_write, rows, inserted, strict=True):
-        if new_message is None:
-            channel, inbound = items[index]
-            assert inbound.provider_message_id is not None  # only a provider id can conflict
-            existing = repo.message_by_provider_id(session, channel.id, inbound.provider_message_id)
-            if existing is None:
-                raise RuntimeError("a conflicting message vanished")
-            results[index] = _duplicate(session, existing)
-            continue
-        conversation = conversations[row["contact_id"]]
-        sender = session.get(Contact, row["contact_id"])  # from the identity map
-        assert sender is not None
-        conversation.last_message_at = new_message.created_at
-        conversation.last_incoming_at = new_message.created_at
-        conversation.channel_id = new_message.channel_id
-        conversation.last_message_preview = _preview(new_message.text, new_message.type)
-        sender.last_incoming_at = new_message.created_at
-        results[index] = Received(message=new_message, conversation=conversation, contact=sender, duplicate=False)
-        written.append((index, new_message))
-    session.flush()
-    for index, message in written:
-        received = results[index]
-        assert received is not None
-        conversation = received.conversation
-        if conversation.id in opened:
-            opened.discard(conversation.id)
-            _opened(session, Actor.system(conversation.workspace_id, "channel"), conversation)
-        _customer_message_created(session, conversation, message, sender_external_id=items[index][1].sender_id)
-    for index, original in repeats.items():
-        first = results[original]
-        assert first is not None
-        results[index] = Received(first.message, first.conversation, first.contact, duplicate=True)
-    return [r for r in results if r is not None]
-
-
-def _contacts_for(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Contact]:
-    """The contact behind each sender, in order: known ones in one query, new ones created."""
-    known = contacts_repo.contacts_by_identities(
-        session, {(channel.workspace_id, channel.type, inbound.sender_id) for channel, inbound in items}
-    )
-    found: list[Contact] = []
-    for channel, inbound in items:
-        key = (channel.workspace_id, channel.type, inbound.sender_id)
-        contact = known.get(key)
-        if contact is None:
-            contact = _resolve_contact(session, channel, inbound, Actor.system(channel.workspace_id, "channel"))
-            known[key] = contact
-        found.append(contact)
-    return found
-
-
-def _duplicate(session: Session, message: Message) -> Received:
-    conversation = session.get(Conversation, message.conversation_id)
-    contact = session.get(Contact, message.contact_id)
-    assert conversation is not None
-    assert contact is not None
-    return Received(message=message, conversation=conversation, contact=contact, duplicate=True)
 
 
 # ----- outbound -----------------------------------------------------------------------------
@@ -647,7 +392,7 @@ def do_send(
 ) -> Message:
     """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
     plan = check_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
-    conversation, created = _open_conversation_for(session, contact, channel.id)
+    conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (
         not created
@@ -677,20 +422,15 @@ def do_send(
     session.flush()
     conversation.last_message_at = now
     conversation.channel_id = channel.id
-    conversation.last_message_preview = _preview(plan.text, message_type)
+    conversation.last_message_preview = preview_of(plan.text, message_type)
     contact.last_outgoing_at = now
     session.flush()
     if created:
-        _opened(session, actor, conversation)
-    _customer_message_created(session, conversation, message)
+        record_opened(session, actor, conversation)
+    customer_message_created(session, conversation, message)
     message_id = message.id
 
-    def enqueue() -> None:
-        from tertulia.conversations.tasks import enqueue_send
-
-        enqueue_send(message_id)
-
-    on_commit(session, enqueue)
+    on_commit(session, lambda: enqueue_send(message_id))
     return message
 
 
@@ -713,34 +453,6 @@ def do_reply(
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
     assert contact is not None
     return do_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
-
-
-def do_apply_status(
-    session: Session, channel: Channel, provider_message_id: str, status: DeliveryStatus, reason: str | None = None
-) -> bool:
-    """A provider's status callback; monotonic, so late or repeated callbacks change nothing."""
-    message = repo.message_by_provider_id(session, channel.id, provider_message_id)
-    if message is None or message.direction != Direction.OUTGOING:
-        return False
-    return advance_message_status(session, message, status, reason)
-
-
-def advance_message_status(session: Session, message: Message, status: DeliveryStatus, reason: str | None) -> bool:
-    changed = repo.advance_status(session, message.id, status, reason, utcnow())
-    if changed:
-        session.refresh(message)
-        conversation = session.get(Conversation, message.conversation_id)
-        assert conversation is not None
-        events.emit(
-            session,
-            events.make_event(
-                "message.status",
-                conversation,
-                {"message_id": message.id, "status": status.value, "reason": message.status_reason},
-                visitor=False,
-            ),
-        )
-    return changed
 
 
 # ----- comments and mentions ----------------------------------------------------------------

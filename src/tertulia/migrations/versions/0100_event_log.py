@@ -4,7 +4,7 @@
 consumer's position and lease. SQLite gets AUTOINCREMENT so pruned ids are never handed out again.
 
 Revision ID: 0100_event_log
-Revises: 0090_agents_see_unassigned
+Revises: 0095_inbound_callbacks
 Create Date: 2026-11-26
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 import tertulia.kit.models
 
 revision: str = "0100_event_log"
-down_revision: str | None = "0090_agents_see_unassigned"
+down_revision: str | None = "0095_inbound_callbacks"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,4 +1,6 @@
-"""The web-chat channel, server side: the adapter, and the public endpoints the widget calls.
+"""The web-chat widget's entry points: the public endpoints, CORS and the visitor's socket.
+
+The provider side (the adapter, visitor tokens, identity verification) is channels/adapters/webchat.py.
 
 Public endpoints (no cookies; CORS only for the channel's allowed origins):
 
@@ -21,9 +23,7 @@ Public endpoints (no cookies; CORS only for the channel's allowed origins):
 Agents' internal comments and system lines never reach the visitor.
 """
 
-import base64
 import functools
-import hashlib
 import hmac
 import inspect
 import json
@@ -31,197 +31,32 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, TypeVar
-from urllib.parse import urlsplit
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tertulia.channels.base import (
-    ChannelRules,
-    InboundMessage,
-    OutboundMessage,
-    ParsedWebhook,
-    SendResult,
-    WebhookRejected,
-    WebhookRequest,
-    register,
-)
+from tertulia.channels import repository as channels_repo
+from tertulia.channels.adapters.webchat import TYPE, Visitor, check_origin, issue_token, read_token, user_hash
 from tertulia.channels.http import JsonErrorRoute
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage
+from tertulia.channels.registry import get_adapter
 from tertulia.contacts.fields import clean_email
-from tertulia.contacts.models import ContactIdentity
+from tertulia.contacts.identities import contact_id_for
+from tertulia.conversations import events
+from tertulia.conversations import repository as conversations_repo
 from tertulia.conversations.receiver import InboundWriter
+from tertulia.conversations.schemas import message_dict, visitor_message
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
-from tertulia.kit.errors import (
-    DomainError,
-    NotFound,
-    PermissionDenied,
-    RateLimited,
-    Unauthorized,
-    ValidationFailed,
-)
-from tertulia.kit.settings import get_settings
+from tertulia.kit.errors import DomainError, NotFound, PermissionDenied, RateLimited, Unauthorized
 from tertulia.kit.sockets import serve_events
 
-TYPE = "webchat"
 T = TypeVar("T")
-HEX_COLOUR = "#"
-POSITIONS = ("right", "left")
-MAX_ORIGINS = 50
-
-
-def _clean_origin(value: Any, index: int) -> str:
-    if value == "*":
-        return "*"
-    if not isinstance(value, str):
-        raise ValidationFailed.field(f"allowed_origins[{index}]", "must be an origin like https://example.com")
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-        raise ValidationFailed.field(f"allowed_origins[{index}]", "must be an origin like https://example.com")
-    return f"{parts.scheme}://{parts.netloc.lower()}"
-
-
-class WebchatAdapter:
-    type: ClassVar[str] = TYPE
-    # The visitor's socket gets the reply as soon as it commits; there is no provider to fail.
-    rules: ClassVar[ChannelRules] = ChannelRules(reply_window=None, max_text_length=10_000)
-
-    def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        raise WebhookRejected("web chat has no provider webhooks")
-
-    def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
-        raise WebhookRejected("web chat has no provider webhooks")
-
-    def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
-        return SendResult(provider_message_id=f"webchat:{message.message_id}")
-
-    def public_config(self, channel: Channel) -> dict[str, Any]:
-        config = channel.config or {}
-        return {
-            "name": channel.name,
-            "theme": config.get("theme", {}),
-            "ask_name": bool(config.get("ask_name")),
-            "ask_email": bool(config.get("ask_email")),
-            "identity_verification": bool(config.get("identity_verification")),
-        }
-
-    def clean_config(self, config: dict[str, Any], secrets_: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        origins = config.get("allowed_origins") or []
-        if not isinstance(origins, list) or len(origins) > MAX_ORIGINS:
-            raise ValidationFailed.field("config.allowed_origins", f"must be a list of at most {MAX_ORIGINS} origins")
-        theme_in = config.get("theme") or {}
-        if not isinstance(theme_in, dict):
-            raise ValidationFailed.field("config.theme", "must be an object")
-        colour = str(theme_in.get("color", "#2563eb"))
-        if (
-            len(colour) != 7
-            or not colour.startswith(HEX_COLOUR)
-            or any(c not in "0123456789abcdefABCDEF" for c in colour[1:])
-        ):
-            raise ValidationFailed.field("config.theme.color", "must be a colour like #2563eb")
-        position = str(theme_in.get("position", "right"))
-        if position not in POSITIONS:
-            raise ValidationFailed.field("config.theme.position", "must be right or left")
-        greeting = str(theme_in.get("greeting", ""))[:500]
-        avatars = theme_in.get("avatars") or []
-        if not isinstance(avatars, list) or not all(isinstance(a, str) and a.startswith("https://") for a in avatars):
-            raise ValidationFailed.field("config.theme.avatars", "must be a list of https:// image URLs")
-        cleaned = {
-            "allowed_origins": sorted({_clean_origin(o, i) for i, o in enumerate(origins)}),
-            "theme": {"color": colour.lower(), "position": position, "greeting": greeting, "avatars": avatars[:5]},
-            "ask_name": bool(config.get("ask_name", False)),
-            "ask_email": bool(config.get("ask_email", False)),
-            "identity_verification": bool(config.get("identity_verification", False)),
-        }
-        kept = dict(secrets_)
-        kept.setdefault("identity_secret", secrets.token_urlsafe(32))
-        return cleaned, kept
-
-    def owns_identity(self, channel: Channel, external_id: str) -> bool:
-        return external_id.startswith(f"{channel.id}:")
-
-
-adapter = register(WebchatAdapter())
-
-
-# ----- visitor tokens and identity verification ----------------------------------------------
-
-
-def _signing_key() -> bytes:
-    root = get_settings().resolved_secret_key().encode()
-    return hmac.new(root, b"webchat-visitor-token", hashlib.sha256).digest()
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-@dataclass(frozen=True)
-class Visitor:
-    channel_id: int
-    external_id: str  # "<channel id>:v:<random>" or "<channel id>:u:<site user id>"
-    name: str | None
-    email: str | None
-    expires_at: int
-
-
-def issue_token(visitor: Visitor) -> str:
-    claims = {"ch": visitor.channel_id, "sub": visitor.external_id, "exp": visitor.expires_at}
-    if visitor.name:
-        claims["name"] = visitor.name
-    if visitor.email:
-        claims["email"] = visitor.email
-    body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
-    return f"{body}.{signature}"
-
-
-def read_token(token: str | None, channel: Channel) -> Visitor:
-    if not token or token.count(".") != 1:
-        raise Unauthorized("Missing or malformed visitor token.")
-    body, signature = token.split(".")
-    expected = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature, expected):
-        raise Unauthorized("Invalid visitor token.")
-    try:
-        claims = json.loads(_unb64(body))
-    except ValueError as exc:
-        raise Unauthorized("Invalid visitor token.") from exc
-    if claims.get("ch") != channel.id or not str(claims.get("sub", "")).startswith(f"{channel.id}:"):
-        raise Unauthorized("This token belongs to another widget.")
-    if int(claims.get("exp", 0)) < time.time():
-        raise Unauthorized("The visitor token has expired.", code="token_expired")
-    return Visitor(channel.id, str(claims["sub"]), claims.get("name"), claims.get("email"), int(claims["exp"]))
-
-
-def user_hash(channel: Channel, user_id: str) -> str:
-    secret = str((channel.secrets or {}).get("identity_secret", ""))
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
-
-
-# ----- CORS -----------------------------------------------------------------------------------
-
-
-def check_origin(channel: Channel, origin: str | None) -> str | None:
-    """The origin to echo in CORS headers; None when the request has no Origin (not a browser
-    cross-origin call). A browser on a site not in the list is refused."""
-    if origin is None:
-        return None
-    allowed = (channel.config or {}).get("allowed_origins") or []
-    if "*" in allowed or origin.lower() in allowed:
-        return origin
-    raise PermissionDenied("This site may not embed this chat widget.", code="origin_not_allowed")
 
 
 class WidgetCorsMiddleware:
@@ -294,7 +129,7 @@ def _own_transaction(*, write: bool) -> Callable[[Callable[..., T]], Callable[..
 
 
 def _channel(session: Session, key: str) -> Channel:
-    channel = session.scalar(select(Channel).where(Channel.key == key, Channel.type == TYPE, Channel.active.is_(True)))
+    channel = channels_repo.channel_by_key(session, key, TYPE)
     if channel is None:
         raise NotFound("No such chat widget.")
     return channel
@@ -316,23 +151,6 @@ def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
-def visitor_message(message: Any) -> dict[str, Any]:
-    return {
-        "id": message["id"] if isinstance(message, dict) else message.id,
-        **(
-            {k: message[k] for k in ("direction", "type", "text", "attachments", "created_at")}
-            if isinstance(message, dict)
-            else {
-                "direction": message.direction.value,
-                "type": message.type.value,
-                "text": message.text,
-                "attachments": message.attachments or [],
-                "created_at": message.created_at.isoformat(),
-            }
-        ),
-    }
 
 
 @router.options("/{key}/{rest:path}", include_in_schema=False)
@@ -360,7 +178,7 @@ def preflight(
 def widget_config(key: str, request: Request, session: Session) -> dict[str, Any]:
     channel = _channel(session, key)
     _approve(request, channel)
-    return adapter.public_config(channel)
+    return get_adapter(TYPE).public_config(channel)
 
 
 @router.post("/{key}/session")
@@ -399,14 +217,7 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
 
 
 def _contact_id(session: Session, channel: Channel, visitor: Visitor) -> int | None:
-    result: int | None = session.scalar(
-        select(ContactIdentity.contact_id).where(
-            ContactIdentity.workspace_id == channel.workspace_id,
-            ContactIdentity.channel == TYPE,
-            ContactIdentity.external_id == visitor.external_id,
-        )
-    )
-    return result
+    return contact_id_for(session, channel.workspace_id, TYPE, visitor.external_id)
 
 
 @router.get("/{key}/messages")
@@ -418,28 +229,19 @@ def widget_history(
     before_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
-    from tertulia.conversations.models import Direction
-    from tertulia.conversations.models import Message as MessageRow
-
     channel = _channel(session, key)
     _approve(request, channel)
     visitor = read_token(_bearer(request), channel)
     contact_id = _contact_id(session, channel, visitor)
     if contact_id is None:
         return {"items": [], "next_before_id": None}
-    query = select(MessageRow).where(
-        MessageRow.workspace_id == channel.workspace_id,
-        MessageRow.contact_id == contact_id,
-        MessageRow.channel_id == channel.id,
-        MessageRow.direction.in_([Direction.INCOMING, Direction.OUTGOING]),
+    rows = conversations_repo.contact_messages_page(
+        session, channel.workspace_id, contact_id, before_id=before_id, limit=limit, channel_id=channel.id
     )
-    if before_id is not None:
-        query = query.where(MessageRow.id < before_id)
-    rows = list(session.scalars(query.order_by(MessageRow.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
     return {
-        "items": [visitor_message(m) for m in reversed(rows)],
+        "items": [visitor_message(message_dict(m)) for m in reversed(rows)],
         "next_before_id": rows[-1].id if more and rows else None,
     }
 
@@ -584,9 +386,6 @@ class VisitorSocket:
         workspace_id, contact_id = self.workspace_id, self.contact_id
 
         def event() -> dict[str, Any] | None:
-            from tertulia.conversations import events
-            from tertulia.conversations import repository as conversations_repo
-
             with db.transaction(write=False) as session:
                 conversation = conversations_repo.open_conversation(session, workspace_id, contact_id)
                 # The conversation's current owner decides which agents may see it.
@@ -675,6 +474,3 @@ async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
 def install(app: FastAPI) -> None:
     app.add_middleware(WidgetCorsMiddleware)
     app.include_router(router)
-
-
-__all__ = ["adapter", "install", "issue_token", "read_token", "router", "user_hash"]

@@ -17,21 +17,59 @@
    `owns_identity`: whether a contact identity of this type belongs to this very channel (two
    WhatsApp numbers, or two web-chat widgets, each know their own customers).
 
-Provider callbacks arrive at `/webhooks/{channel key}` (channels/api.py) and go through
-`verify_webhook` then `parse_webhook`. Not implemented yet: the WhatsApp, Messenger, Instagram,
-Telegram, email and SMS adapters themselves (see ../shared/reference/channels.md for their wire
-formats); web chat (channels/webchat.py) is the first adapter.
+Provider callbacks arrive at `/webhooks/{channel key}` (also `/channels/{key}/callback`, served by
+conversations/ingress/callbacks.py): `verify_webhook` runs while the provider waits, `parse_webhook`
+later in a queued task. Not implemented yet: the WhatsApp, Messenger, Instagram, Telegram, email
+and SMS adapters themselves (see ../shared/reference/channels.md for their wire formats); web chat
+(channels/adapters/webchat.py) is the first adapter. Adapters are listed in channels/adapters and
+looked up through channels/registry.py.
 
+This module is the bottom of the channel layer: it owns the vocabulary the inbox stores
+(`MessageType`, `DeliveryStatus`, the order statuses move in) and imports nothing above it.
 Adapters never touch the database: the conversations service and the outbox task do.
 """
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from tertulia.channels.models import Channel
-from tertulia.conversations.models import DeliveryStatus, MessageType
+
+
+class MessageType(enum.StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    FILE = "file"
+    AUDIO = "audio"
+    VIDEO = "video"
+    LOCATION = "location"
+    SYSTEM = "system"
+
+
+class DeliveryStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    READ = "read"
+    FAILED = "failed"
+
+
+# The statuses a message may be in for it to move to the key status. Anything else is a step
+# backwards (a late "delivered" after "read") or out of a terminal state, and is ignored.
+STATUS_PREDECESSORS: dict[DeliveryStatus, frozenset[DeliveryStatus]] = {
+    DeliveryStatus.PENDING: frozenset(),
+    DeliveryStatus.SENT: frozenset({DeliveryStatus.PENDING}),
+    DeliveryStatus.DELIVERED: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT}),
+    DeliveryStatus.READ: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT, DeliveryStatus.DELIVERED}),
+    DeliveryStatus.FAILED: frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENT}),
+}
+
+
+def status_advances(current: DeliveryStatus | None, new: DeliveryStatus) -> bool:
+    """Whether a message in `current` may move to `new` (statuses only move forward)."""
+    return current is not None and current in STATUS_PREDECESSORS[new]
 
 
 @dataclass(frozen=True)
@@ -159,24 +197,3 @@ def window_open(rules: ChannelRules, last_incoming_at: datetime | None, now: dat
     if rules.reply_window is None:
         return True
     return last_incoming_at is not None and now - last_incoming_at < rules.reply_window
-
-
-_ADAPTERS: dict[str, ChannelAdapter] = {}
-
-
-def register(adapter: ChannelAdapter) -> ChannelAdapter:
-    _ADAPTERS[adapter.type] = adapter
-    return adapter
-
-
-def get_adapter(channel_type: str) -> ChannelAdapter:
-    from tertulia.channels import webchat  # noqa: F401  (registers itself)
-
-    adapter = _ADAPTERS.get(channel_type)
-    if adapter is None:
-        raise LookupError(f"no adapter for channel type {channel_type!r}")
-    return adapter
-
-
-def registered_types() -> list[str]:
-    return sorted(_ADAPTERS)

@@ -24,10 +24,12 @@ from huey import crontab
 from huey.exceptions import RetryTask
 from sqlalchemy import select
 
-from tertulia.channels.base import OutboundMessage, PermanentError, TransientError, get_adapter
 from tertulia.channels.models import Channel
-from tertulia.conversations.models import DeliveryStatus, Direction, Message
-from tertulia.conversations.service import advance_message_status
+from tertulia.channels.protocol import DeliveryStatus, OutboundMessage, PermanentError, TransientError
+from tertulia.channels.registry import get_adapter
+from tertulia.conversations.files import do_sweep_unsent_uploads
+from tertulia.conversations.models import Direction, Message
+from tertulia.conversations.status import advance_message_status
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.queue import huey, task_database
@@ -155,7 +157,37 @@ def requeue_stuck_outbound() -> int:
 
 @huey.periodic_task(crontab(minute="17"), name="conversations.sweep_unsent_uploads")  # type: ignore[untyped-decorator]
 def sweep_unsent_uploads() -> int:
-    from tertulia.conversations.files import do_sweep_unsent_uploads
-
     with task_database().transaction() as session:
         return do_sweep_unsent_uploads(session, utcnow())
+
+
+def _queued_message_ids() -> set[int]:
+    """Ids of messages whose send task is waiting in the queue or its schedule (retries)."""
+    waiting: set[int] = set()
+    for task in [*huey.pending(), *huey.scheduled()]:
+        if task.name == send_message_task.name and task.args:
+            waiting.add(int(task.args[0]))
+    return waiting
+
+
+def requeue_pending_outbound() -> int:
+    """Queue every pending outgoing message whose task is not waiting in the queue: its enqueue was
+    lost with the process, or a worker took it and died. Without this they waited for the
+    15-minute stuck sweep. A message another live worker is sending right now may be queued twice;
+    the send carries the same idempotency key, as with the periodic sweep."""
+    try:
+        waiting = _queued_message_ids()
+    except Exception:  # a backend that cannot list its queue: queue them all, sends are idempotent
+        waiting = set()
+    with task_database().transaction(write=False) as session:
+        ids = list(
+            session.scalars(
+                select(Message.id)
+                .where(Message.status == DeliveryStatus.PENDING, Message.direction == Direction.OUTGOING)
+                .order_by(Message.id)
+            )
+        )
+    requeued = [message_id for message_id in ids if message_id not in waiting]
+    for message_id in requeued:
+        enqueue_send(message_id)
+    return len(requeued)

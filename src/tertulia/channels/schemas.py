@@ -1,0 +1,38 @@
+"""Request bodies and the output shape of the channel endpoints."""
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tertulia.channels.models import Channel
+from tertulia.users.permissions import Actor, Permission
+
+
+class ChannelBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str = Field(max_length=32)
+    name: str = Field(max_length=200)
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChannelPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any] = Field(default_factory=dict)
+    # Replacements only: secrets are never read back; an empty value keeps the stored one.
+    secrets: dict[str, str] = Field(default_factory=dict)
+
+
+def channel_out(channel: Channel, actor: Actor) -> dict[str, Any]:
+    """A channel as the API shows it: the public key and which secrets are set (never their values:
+    they are encrypted at rest and write-only) only to those who manage channels."""
+    result: dict[str, Any] = {
+        "id": channel.id,
+        "type": channel.type,
+        "name": channel.name,
+        "active": channel.active,
+        "config": channel.config or {},
+    }
+    if actor.can(Permission.MANAGE_CHANNELS):
+        result["key"] = channel.key
+        result["secrets"] = dict.fromkeys(sorted(channel.secrets or {}), "set")
+    return result

@@ -1,0 +1,180 @@
+"""Customers' messages in: identity -> contact -> open conversation -> message, in batches.
+
+Every inbound path ends here: the widget's socket and endpoint through the group-commit writer
+(receiver.py), provider callbacks through their queued task (ingress/callbacks.py). Which contact a
+sender is belongs to contacts (contacts/identities.py); this module owns the conversation side.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage, MessageType
+from tertulia.contacts import identities
+from tertulia.contacts.models import Contact
+from tertulia.conversations import repository as repo
+from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
+from tertulia.conversations.service import (
+    MAX_TEXT,
+    customer_message_created,
+    open_conversation_for,
+    preview_of,
+    record_opened,
+)
+from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import ValidationFailed
+from tertulia.users.permissions import Actor
+
+
+@dataclass
+class Received:
+    message: Message
+    conversation: Conversation
+    contact: Contact
+    duplicate: bool
+
+
+def check_inbound(inbound: InboundMessage) -> None:
+    if not inbound.sender_id:
+        raise ValidationFailed.field("sender_id", "is required")
+    if inbound.text is not None and len(inbound.text) > MAX_TEXT:
+        raise ValidationFailed.field("text", f"must be at most {MAX_TEXT} characters")
+    if inbound.type == MessageType.TEXT and not (inbound.text or "").strip():
+        raise ValidationFailed.field("text", "must not be empty")
+
+
+def do_receive(session: Session, channel: Channel, inbound: InboundMessage) -> Received:
+    """Append one customer's message; see `do_receive_many`."""
+    return do_receive_many(session, [(channel, inbound)])[0]
+
+
+def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Received]:
+    """Append customers' messages: identity -> contact (created if new) -> open conversation -> message.
+
+    Deduplicated by (channel, provider message id): a provider retrying a webhook, or a widget
+    resending after a timeout, gets the original message back with duplicate=True (also when both
+    copies are in this batch). For senders already known (the common case) a batch costs a fixed
+    number of statements whatever its size: one lookup each for stored duplicates, contacts and
+    open conversations (locked in id order, so concurrent batches cannot deadlock on them), one
+    multi-row INSERT, and one UPDATE round per table.
+    """
+    for _, inbound in items:
+        check_inbound(inbound)
+    results: list[Received | None] = [None] * len(items)
+    keys = [
+        (channel.id, inbound.provider_message_id) if inbound.provider_message_id else None for channel, inbound in items
+    ]
+    stored = {
+        (m.channel_id, m.provider_message_id): m
+        for m in repo.messages_by_provider_ids(session, [k for k in keys if k is not None])
+    }
+    for index, key in enumerate(keys):
+        if key in stored:
+            results[index] = _duplicate(session, stored[key])
+    first_with_key: dict[tuple[int, str], int] = {}
+    repeats: dict[int, int] = {}
+    to_write: list[int] = []
+    for index, key in enumerate(keys):
+        if results[index] is not None:
+            continue
+        if key is not None and key in first_with_key:
+            repeats[index] = first_with_key[key]
+            continue
+        if key is not None:
+            first_with_key[key] = index
+        to_write.append(index)
+
+    contacts = _contacts_for(session, [items[i] for i in to_write])
+    conversations = repo.open_conversations(session, {c.id: c.workspace_id for c in contacts}.items(), lock=True)
+    opened: set[int] = set()
+    rows: list[dict[str, Any]] = []
+    for index, contact in zip(to_write, contacts, strict=True):
+        channel, inbound = items[index]
+        conversation = conversations.get(contact.id)
+        if conversation is None:
+            conversation, created = open_conversation_for(session, contact, channel.id)
+            conversations[contact.id] = conversation
+            if created:
+                opened.add(conversation.id)
+        rows.append(
+            {
+                "workspace_id": channel.workspace_id,
+                "conversation_id": conversation.id,
+                "contact_id": contact.id,
+                "channel_id": channel.id,
+                "direction": Direction.INCOMING,
+                "sender_kind": SenderKind.CONTACT,
+                "type": inbound.type,
+                "text": inbound.text,
+                "attachments": inbound.attachments,
+                "payload": inbound.payload,
+                "provider_message_id": inbound.provider_message_id,
+                "created_at": utcnow(),
+            }
+        )
+    # A concurrent delivery of the same provider message (a webhook retried while the first is
+    # still being written) makes its row come back missing, not the statement fail.
+    inserted = repo.insert_messages_unless_known(session, rows)
+    written: list[tuple[int, Message]] = []
+    for index, row, new_message in zip(to_write, rows, inserted, strict=True):
+        if new_message is None:
+            channel, inbound = items[index]
+            assert inbound.provider_message_id is not None  # only a provider id can conflict
+            existing = repo.message_by_provider_id(session, channel.id, inbound.provider_message_id)
+            if existing is None:
+                raise RuntimeError("a conflicting message vanished")
+            results[index] = _duplicate(session, existing)
+            continue
+        conversation = conversations[row["contact_id"]]
+        sender = session.get(Contact, row["contact_id"])  # from the identity map
+        assert sender is not None
+        conversation.last_message_at = new_message.created_at
+        conversation.last_incoming_at = new_message.created_at
+        conversation.channel_id = new_message.channel_id
+        conversation.last_message_preview = preview_of(new_message.text, new_message.type)
+        sender.last_incoming_at = new_message.created_at
+        results[index] = Received(message=new_message, conversation=conversation, contact=sender, duplicate=False)
+        written.append((index, new_message))
+    session.flush()
+    for index, message in written:
+        received = results[index]
+        assert received is not None
+        conversation = received.conversation
+        if conversation.id in opened:
+            opened.discard(conversation.id)
+            record_opened(session, Actor.system(conversation.workspace_id, "channel"), conversation)
+        customer_message_created(session, conversation, message, sender_external_id=items[index][1].sender_id)
+    for index, original in repeats.items():
+        first = results[original]
+        assert first is not None
+        results[index] = Received(first.message, first.conversation, first.contact, duplicate=True)
+    return [r for r in results if r is not None]
+
+
+def _contacts_for(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Contact]:
+    """The contact behind each sender, in order (contacts/identities.py decides who is who)."""
+    return identities.resolve_senders(
+        session, [(channel.workspace_id, channel.type, _sender(inbound)) for channel, inbound in items]
+    )
+
+
+def _sender(inbound: InboundMessage) -> identities.Sender:
+    return identities.Sender(
+        external_id=inbound.sender_id,
+        display_name=inbound.display_name,
+        first_name=inbound.first_name,
+        last_name=inbound.last_name,
+        email=inbound.email,
+        phone=inbound.phone,
+    )
+
+
+def _duplicate(session: Session, message: Message) -> Received:
+    conversation = session.get(Conversation, message.conversation_id)
+    contact = session.get(Contact, message.contact_id)
+    assert conversation is not None
+    assert contact is not None
+    return Received(message=message, conversation=conversation, contact=contact, duplicate=True)

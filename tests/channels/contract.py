@@ -1,0 +1,271 @@
+"""The adapter contract: what every channel adapter must do, as one set of tests.
+
+Each adapter joins by adding an `AdapterCase` (tests/channels/test_contract.py): how to sign a
+callback the way its provider does, sample callback bodies with the provider message ids they carry,
+and, for adapters that call a provider, the config pointing `send` at a URL plus the provider's way of
+refusing a message by policy. The tests then prove, for every adapter:
+
+- a callback with a bad or missing signature is rejected (and, through the endpoint, answered 403
+  and stored nowhere);
+- the handshake is answered;
+- sample callbacks parse to messages with provider ids (and, through the endpoint, a callback posted
+  twice stores each message once);
+- `send` against a real local HTTP server maps 429 and 5xx to `TransientError` and a policy refusal
+  to `PermanentError` carrying the provider's reason;
+- delivery statuses only move forward, whatever order the receipts arrive in.
+"""
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import (
+    ChannelAdapter,
+    DeliveryStatus,
+    MessageType,
+    OutboundMessage,
+    PermanentError,
+    TransientError,
+    WebhookRejected,
+    WebhookRequest,
+    status_advances,
+)
+from tertulia.channels.service import do_create_channel
+from tertulia.conversations.models import Direction, InboundCallback, Message, SenderKind
+from tertulia.kit.db import Database
+from tests.conftest import Tenant
+from tests.fakes import callbacks_written
+
+Headers = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """How the provider answers a message it refuses by policy, and the reason we must record."""
+
+    status: int
+    body: dict[str, Any]
+    reason: str
+
+
+@dataclass(frozen=True)
+class AdapterCase:
+    adapter: ChannelAdapter
+    # Signing headers for a callback body, as the provider computes them.
+    sign: Callable[[Channel, bytes], Headers]
+    # A handshake: query parameters -> the body the provider expects back.
+    handshake: Callable[[Channel], tuple[dict[str, str], str]]
+    # Sample callback bodies and the provider message ids each one carries ("{c}" = the channel id).
+    samples: list[tuple[bytes, list[str]]]
+    config: dict[str, Any] = field(default_factory=dict)
+    # For adapters that call a provider: the config pointing `send` at `url`, and its refusal shape.
+    send_config: Callable[[str], dict[str, Any]] | None = None
+    refusal: Refusal | None = None
+    # A status callback body for (provider message id, status), for adapters with receipts.
+    status_body: Callable[[str, DeliveryStatus], bytes] | None = None
+    recipient_id: str = "recipient-1"
+
+
+def _channel(db: Database, tenant: Tenant, case: AdapterCase, config: dict[str, Any] | None = None) -> Channel:
+    with db.transaction() as session:
+        channel = do_create_channel(
+            session, tenant.actor(), case.adapter.type, "Contract", {**case.config, **(config or {})}
+        )
+        session.expunge(channel)
+        return channel
+
+
+def _request(
+    method: str, body: bytes = b"", headers: Headers | None = None, query: dict[str, str] | None = None
+) -> WebhookRequest:
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    return WebhookRequest(
+        method=method, url="https://tertulia.example/cb", headers=lowered, query=query or {}, body=body
+    )
+
+
+# ----- signatures and handshakes --------------------------------------------------------------
+
+
+def test_bad_or_missing_signature_is_rejected(case: AdapterCase, db: Database, tenant: Tenant) -> None:
+    channel = _channel(db, tenant, case)
+    body, _ = case.samples[0]
+    signed = case.sign(channel, body)
+    case.adapter.verify_webhook(channel, _request("POST", body, signed))
+    with pytest.raises(WebhookRejected):
+        case.adapter.verify_webhook(channel, _request("POST", body))
+    with pytest.raises(WebhookRejected):
+        case.adapter.verify_webhook(channel, _request("POST", body + b" ", signed))  # not the signed bytes
+    forged = {name: "0" * len(value) for name, value in signed.items()}
+    with pytest.raises(WebhookRejected):
+        case.adapter.verify_webhook(channel, _request("POST", body, forged))
+
+
+def test_handshake_is_answered(case: AdapterCase, db: Database, tenant: Tenant) -> None:
+    channel = _channel(db, tenant, case)
+    query, expected = case.handshake(channel)
+    request = _request("GET", query=query)
+    case.adapter.verify_webhook(channel, request)
+    assert case.adapter.parse_webhook(channel, request).reply == expected
+    with pytest.raises(WebhookRejected):
+        case.adapter.verify_webhook(channel, _request("GET", query={**query, **dict.fromkeys(query, "wrong")}))
+
+
+def test_samples_parse_to_messages_with_provider_ids(case: AdapterCase, db: Database, tenant: Tenant) -> None:
+    channel = _channel(db, tenant, case)
+    for body, provider_ids in case.samples:
+        request = _request("POST", body, case.sign(channel, body))
+        case.adapter.verify_webhook(channel, request)
+        parsed = case.adapter.parse_webhook(channel, request)
+        assert [m.provider_message_id for m in parsed.messages] == [i.format(c=channel.id) for i in provider_ids]
+        assert all(m.sender_id for m in parsed.messages)
+
+
+# ----- the same through the callback endpoint --------------------------------------------------
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_callbacks_store_each_message_once_and_forgeries_nothing(
+    case: AdapterCase, client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = _channel(db, tenant, case)
+    body, provider_ids = case.samples[0]
+    headers = {**case.sign(channel, body), "Content-Type": "application/json"}
+    forged = {name: "0" * len(value) for name, value in case.sign(channel, body).items()}
+    assert client.post(f"/webhooks/{channel.key}", content=body, headers=forged).status_code == 403
+    assert client.post(f"/webhooks/{channel.key}", content=body).status_code == 403
+    assert client.post(f"/webhooks/{channel.key}", content=body, headers=headers).status_code == 200
+    assert client.post(f"/channels/{channel.key}/callback", content=body, headers=headers).status_code == 200
+    query, expected = case.handshake(channel)
+    handshake = client.get(f"/channels/{channel.key}/callback", params=query)
+    assert (handshake.status_code, handshake.text) == (200, expected)
+    callbacks_written(db)
+    with db.transaction(write=False) as session:
+        stored = list(session.scalars(select(Message.provider_message_id).where(Message.channel_id == channel.id)))
+        assert sorted(stored) == sorted(i.format(c=channel.id) for i in provider_ids)
+        assert session.scalar(select(func.count()).select_from(InboundCallback)) == 0
+
+
+# ----- sending --------------------------------------------------------------------------------
+
+
+@contextmanager
+def scripted_provider(answers: list[tuple[int, dict[str, Any]]]) -> Iterator[str]:
+    """A real HTTP server answering each POST with the next (status, JSON body)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length", "0")))
+            status, body = answers.pop(0) if answers else (200, {"id": "late"})
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/send"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _outbound(case: AdapterCase) -> OutboundMessage:
+    return OutboundMessage(
+        message_id=7,
+        idempotency_key="tertulia-msg-7",
+        recipient_id=case.recipient_id,
+        type=MessageType.TEXT,
+        text="hola",
+        attachments=[],
+        payload={},
+    )
+
+
+def test_send_maps_provider_errors(case: AdapterCase, db: Database, tenant: Tenant) -> None:
+    if case.send_config is None or case.refusal is None:
+        # No provider to call (web chat delivers over our own socket): sending cannot fail.
+        channel = _channel(db, tenant, case)
+        assert case.adapter.send(channel, _outbound(case)).provider_message_id
+        return
+    refusal = case.refusal
+    answers = [(429, {"error": "slow down"}), (503, {"error": "down"}), (refusal.status, refusal.body)]
+    with scripted_provider([*answers, (200, {"id": "prov-1"})]) as url:
+        channel = _channel(db, tenant, case, case.send_config(url))
+        for expected in (TransientError, TransientError):
+            with pytest.raises(expected):
+                case.adapter.send(channel, _outbound(case))
+        with pytest.raises(PermanentError) as refused:
+            case.adapter.send(channel, _outbound(case))
+        assert refused.value.reason == refusal.reason
+        assert case.adapter.send(channel, _outbound(case)).provider_message_id == "prov-1"
+
+
+# ----- statuses -------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_statuses_only_move_forward(case: AdapterCase, client: TestClient, db: Database, tenant: Tenant) -> None:
+    order = [DeliveryStatus.SENT, DeliveryStatus.DELIVERED, DeliveryStatus.READ]
+    for index, status in enumerate(order):
+        assert all(status_advances(earlier, status) for earlier in order[:index])
+        assert not any(status_advances(later, status) for later in order[index:])
+        assert not status_advances(DeliveryStatus.FAILED, status)
+    if case.status_body is None:
+        assert not case.adapter.rules.delivery_receipts
+        return
+    channel = _channel(db, tenant, case)
+    body, _ = case.samples[0]
+    assert client.post(f"/webhooks/{channel.key}", content=body, headers=case.sign(channel, body)).status_code == 200
+    callbacks_written(db)
+    with db.transaction() as session:
+        incoming = session.scalars(select(Message).where(Message.channel_id == channel.id)).first()
+        assert incoming is not None
+        sent = Message(
+            workspace_id=incoming.workspace_id,
+            conversation_id=incoming.conversation_id,
+            contact_id=incoming.contact_id,
+            channel_id=channel.id,
+            direction=Direction.OUTGOING,
+            sender_kind=SenderKind.API,
+            type=MessageType.TEXT,
+            text="hola",
+            attachments=[],
+            payload={},
+            provider_message_id="prov-9",
+            status=DeliveryStatus.SENT,
+            attempts=1,
+        )
+        session.add(sent)
+        session.flush()
+        sent_id = sent.id
+    # Receipts arrive out of order: a late "delivered" and a "failed" after "read" change nothing.
+    for status in (DeliveryStatus.READ, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
+        receipt = case.status_body("prov-9", status)
+        request = _request("POST", receipt, case.sign(channel, receipt))
+        assert [(s.provider_message_id, s.status) for s in case.adapter.parse_webhook(channel, request).statuses] == [
+            ("prov-9", status)
+        ]
+        response = client.post(f"/webhooks/{channel.key}", content=receipt, headers=case.sign(channel, receipt))
+        assert response.status_code == 200
+        callbacks_written(db)
+    with db.transaction(write=False) as session:
+        stored = session.get(Message, sent_id)
+        assert stored is not None
+        assert (stored.status, stored.status_reason) == (DeliveryStatus.READ, None)

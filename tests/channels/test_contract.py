@@ -1,0 +1,98 @@
+"""Every adapter against the contract (tests/channels/contract.py). A new adapter adds its case to
+CASES; `test_every_adapter_has_a_case` fails until it does."""
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tertulia.channels import registry
+from tertulia.channels.adapters import ADAPTERS
+from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signature
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import DeliveryStatus
+from tests.channels.contract import (
+    AdapterCase,
+    Refusal,
+    test_bad_or_missing_signature_is_rejected,
+    test_callbacks_store_each_message_once_and_forgeries_nothing,
+    test_handshake_is_answered,
+    test_samples_parse_to_messages_with_provider_ids,
+    test_send_maps_provider_errors,
+    test_statuses_only_move_forward,
+)
+from tests.fakes import FAKE_SECRET, FakeHttpAdapter
+
+
+def _json(data: object) -> bytes:
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
+def _webchat() -> AdapterCase:
+    def sign(channel: Channel, body: bytes) -> dict[str, str]:
+        return {"X-Tertulia-Signature": f"sha256={callback_signature(channel, body)}"}
+
+    def handshake(channel: Channel) -> tuple[dict[str, str], str]:
+        return {"challenge": "ch-42", "signature": callback_signature(channel, b"ch-42")}, "ch-42"
+
+    sample = _json({"messages": [{"id": "m1", "user_id": "u-7", "text": "Hola ñandú", "name": "Ana Ruiz"}]})
+    two = _json(
+        {"messages": [{"id": "a", "user_id": "u-1", "text": "uno"}, {"id": "b", "user_id": "u-2", "text": "dos"}]}
+    )
+    return AdapterCase(
+        adapter=WebchatAdapter(),
+        sign=sign,
+        handshake=handshake,
+        samples=[(sample, ["{c}:u:u-7:m1"]), (two, ["{c}:u:u-1:a", "{c}:u:u-2:b"])],
+        config={"allowed_origins": ["https://shop.example"]},
+    )
+
+
+def _fakehttp() -> AdapterCase:
+    def sign(channel: Channel, body: bytes) -> dict[str, str]:
+        return {"X-Signature": hmac.new(FAKE_SECRET.encode(), body, hashlib.sha256).hexdigest()}
+
+    def status_body(provider_id: str, status: DeliveryStatus) -> bytes:
+        return _json({"statuses": [{"id": provider_id, "status": status.value, "reason": "x"}]})
+
+    sample = _json({"messages": [{"from": "5215512345678", "id": "wamid.A", "text": "Hola", "name": "Pablo"}]})
+    return AdapterCase(
+        adapter=FakeHttpAdapter(),
+        sign=sign,
+        handshake=lambda _channel: ({"verify_token": FAKE_SECRET, "challenge": "1158201444"}, "1158201444"),
+        samples=[(sample, ["wamid.A"])],
+        send_config=lambda url: {"url": url},
+        refusal=Refusal(400, {"error": "outside the 24-hour window"}, "outside the 24-hour window"),
+        status_body=status_body,
+        recipient_id="5215512345678",
+    )
+
+
+# Production adapters, plus the test-only HTTP provider that exercises the sending half.
+CASES: dict[str, Callable[[], AdapterCase]] = {"webchat": _webchat, "fakehttp": _fakehttp}
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request: pytest.FixtureRequest) -> Iterator[AdapterCase]:
+    built = CASES[request.param]()
+    if built.adapter.type in registry.registered_types():
+        yield built
+        return
+    with registry.registered(built.adapter):
+        yield built
+
+
+def test_every_adapter_has_a_case() -> None:
+    assert {adapter.type for adapter in ADAPTERS} <= set(CASES)
+
+
+__all__ = [
+    "test_bad_or_missing_signature_is_rejected",
+    "test_callbacks_store_each_message_once_and_forgeries_nothing",
+    "test_handshake_is_answered",
+    "test_samples_parse_to_messages_with_provider_ids",
+    "test_send_maps_provider_errors",
+    "test_statuses_only_move_forward",
+]
