@@ -19,10 +19,10 @@ from typing import Any
 
 import psycopg
 
-from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations.service import do_receive_many
+from tertulia.conversations.inbound import do_receive_many
 from tertulia.events import service as event_log
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade

@@ -2,14 +2,19 @@
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
-from tertulia import tasks
 from tertulia.conversations.models import DeliveryStatus, Message
+from tertulia.conversations.outbox import requeue_pending_outbound
 from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
-from tests.conversations.support import fake_channel_with_contact, fake_provider
+from tests.conversations.support import fake_channel_with_contact
+from tests.fakes import fake_provider, fakehttp_adapter
+
+__all__ = ["fakehttp_adapter"]
+pytestmark = pytest.mark.usefixtures("fakehttp_adapter")
 
 
 def _status(db: Database, message_id: int) -> DeliveryStatus:
@@ -67,7 +72,7 @@ def test_a_reply_whose_task_is_still_queued_is_not_queued_twice(
                 json={"channel_id": channel_id, "message": {"type": "text", "text": "still queued"}},
             )
             queued = response.json()["id"]
-            assert tasks.requeue_pending_outbound() == 1
+            assert requeue_pending_outbound() == 1
             waiting = sorted(int(task.args[0]) for task in queue.huey.pending())
             assert waiting == [lost, queued]
     finally:

@@ -8,12 +8,14 @@ from typing import Any
 from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
-from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage
 from tertulia.contacts import service as contacts
 from tertulia.contacts.models import Contact
+from tertulia.conversations import inbound
 from tertulia.conversations import service as inbox
 from tertulia.conversations.models import Conversation, DeliveryStatus, Message
+from tertulia.conversations.status import advance_message_status
 from tertulia.events.service import emit, write_pending
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
@@ -127,7 +129,7 @@ def test_the_inbox_records_its_changes_under_the_catalogue_names(db: Database, t
     with db.transaction() as session:
         fresh = session.get(Channel, channel.id)
         assert fresh is not None
-        received = inbox.do_receive_many(
+        received = inbound.do_receive_many(
             session, [(fresh, InboundMessage(sender_id=f"{channel.id}:v:ana", provider_message_id="p1", text="hola"))]
         )[0]
         conversation_id, contact_id = received.conversation.id, received.contact.id
@@ -146,7 +148,7 @@ def test_the_inbox_records_its_changes_under_the_catalogue_names(db: Database, t
     with db.transaction() as session:
         message = session.get(Message, reply_id)
         assert message is not None
-        inbox.advance_message_status(session, message, DeliveryStatus.SENT, None)
+        advance_message_status(session, message, DeliveryStatus.SENT, None)
     stored = all_events(db)
     assert [e.type for e in stored] == [
         "contact.created",
@@ -184,7 +186,7 @@ def test_a_batch_of_inbound_messages_writes_its_events_with_one_statement(db: Da
     with db.transaction() as session:  # the senders are known, their conversations open
         fresh = session.get(Channel, channel.id)
         assert fresh is not None
-        inbox.do_receive_many(
+        inbound.do_receive_many(
             session,
             [
                 (fresh, InboundMessage(sender_id=f"{channel.id}:v:{n}", provider_message_id=None, text="hola"))
@@ -194,7 +196,7 @@ def test_a_batch_of_inbound_messages_writes_its_events_with_one_statement(db: Da
     with event_inserts(db) as inserts, db.transaction() as session:
         fresh = session.get(Channel, channel.id)
         assert fresh is not None
-        inbox.do_receive_many(
+        inbound.do_receive_many(
             session,
             [
                 (fresh, InboundMessage(sender_id=f"{channel.id}:v:{n % 8}", provider_message_id=None, text=f"m{n}"))
