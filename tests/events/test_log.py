@@ -176,6 +176,8 @@ def test_the_inbox_records_its_changes_under_the_catalogue_names(db: Database, t
     assert assigned.payload["previous_assignee_id"] is None
     assert unassigned.payload["previous_assignee_id"] == tenant.agent_id
     assert closed.payload["conversation"]["status"] == "closed"
+    assert {assigned.actor, unassigned.actor, closed.actor} == {f"user:{tenant.owner_id}"}
+    assert opened.actor == "channel"
     assert status.payload == {"message_id": reply_id, "status": "sent", "reason": None}
     with db.transaction(write=False) as session:
         assert session.scalar(select(Message.id).where(Message.id == reply_id)) == reply_id

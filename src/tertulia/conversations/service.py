@@ -241,6 +241,7 @@ def _record_change(
             previous_assignee_id=previous_assignee_id,
             previous_team_id=previous_team_id,
         ),
+        actor=actor,
     )
 
 
