@@ -68,6 +68,28 @@ def test_events_published_in_a_batch_arrive_together_in_order_and_once_per_topic
     assert asyncio.run(scenario()) == ([0, 1, 2], [1, 2])
 
 
+def test_a_large_batch_is_published_in_slices_and_arrives_whole_in_order() -> None:
+    async def scenario() -> list[object]:
+        hub = MemoryHub()
+        previous = realtime.get_hub()
+        realtime.set_hub(hub)
+        try:
+            with hub.subscribe(1) as subscription:
+
+                def commit() -> None:
+                    with realtime.batched():
+                        for n in range(realtime.MAX_EVENTS_PER_PUBLISH * 2 + 50):
+                            realtime.publish({"type": "x", "workspace_id": 1, "n": n})
+
+                await asyncio.to_thread(commit)
+                size = realtime.MAX_EVENTS_PER_PUBLISH * 2 + 50
+                return [(await asyncio.wait_for(subscription.get(), 2))["n"] for _ in range(size)]
+        finally:
+            realtime.set_hub(previous)
+
+    assert asyncio.run(scenario()) == list(range(realtime.MAX_EVENTS_PER_PUBLISH * 2 + 50))
+
+
 def test_a_slow_subscriber_is_told_it_overflowed() -> None:
     async def scenario() -> dict[str, object]:
         hub = MemoryHub()

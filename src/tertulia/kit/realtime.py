@@ -32,6 +32,7 @@ log = structlog.get_logger()
 Event = dict[str, Any]
 Accepts = Callable[[Event], bool]
 QUEUE_SIZE = 2000
+MAX_EVENTS_PER_PUBLISH = 200
 # An event with "topics" also reaches subscribers of those topics (e.g. one web-chat visitor's
 # socket subscribes to "contact:<id>" only, instead of sifting through the whole workspace).
 TOPICS = "topics"
@@ -267,7 +268,10 @@ def batched() -> Iterator[None]:
 
 
 def _publish_now(events: list[Event]) -> None:
-    try:
-        _current.publish_many(events)
-    except Exception as exc:  # realtime is best effort: the data is committed, clients reload
-        log.warning("realtime_publish_failed", error=str(exc), event_type=events[0].get("type"), events=len(events))
+    # A huge transaction (a bulk change) goes in slices, so no single message or loop callback is huge.
+    for start in range(0, len(events), MAX_EVENTS_PER_PUBLISH):
+        chunk = events[start : start + MAX_EVENTS_PER_PUBLISH]
+        try:
+            _current.publish_many(chunk)
+        except Exception as exc:  # realtime is best effort: the data is committed, clients reload
+            log.warning("realtime_publish_failed", error=str(exc), event_type=chunk[0].get("type"), events=len(chunk))
