@@ -169,7 +169,7 @@ def _server(env: dict[str, str], workers: int) -> Iterator[tuple[str, list[int]]
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a busy shared machine can take minutes to start two workers
         while True:
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
@@ -177,7 +177,9 @@ def _server(env: dict[str, str], workers: int) -> Iterator[tuple[str, list[int]]
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(process.stderr.read().decode() if process.stderr else "the server did not start")
+                process.kill()  # reading stderr of a live server would wait forever
+                _, errors = process.communicate()
+                raise SystemExit(errors.decode() or "the server did not start")
             time.sleep(0.2)
         time.sleep(1.0 if workers > 1 else 0.2)  # let every worker process finish starting
         pids = [process.pid, *(_children(process.pid) if workers > 1 else [])]

@@ -1,10 +1,11 @@
 """All SQL for conversations and messages. Every query is scoped to a workspace."""
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Select, Text, and_, bindparam, cast, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -62,24 +63,66 @@ def insert_messages_unless_known(session: Session, rows: Sequence[dict[str, Any]
     if not rows:
         return []
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # One statement shape whatever the batch size, so it is compiled once and cached; SQLAlchemy's
-    # "insertmanyvalues" sends the rows as multi-row VALUES. Rows come back in no particular order
-    # (and not at all for a conflict), so they are matched by their provider id.
-    statement = (
-        insert(Message).on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"]).returning(Message)
-    )
     keyed = [row for row in rows if row.get("provider_message_id")]
     by_key = {
-        (m.channel_id, m.provider_message_id): m for m in (session.scalars(statement, keyed).all() if keyed else [])
+        (m.channel_id, m.provider_message_id): m for m in (_insert_messages(session, dialect, keyed) if keyed else [])
     }
     result: list[Message | None] = []
     for row in rows:
         if row.get("provider_message_id"):
             result.append(by_key.get((row["channel_id"], row["provider_message_id"])))
         else:
-            result.append(session.scalars(statement, [row]).one())
+            result.append(_insert_messages(session, dialect, [row])[0])
     return result
+
+
+def _insert_messages(session: Session, dialect: str, rows: Sequence[dict[str, Any]]) -> Sequence[Message]:
+    """The inserted rows, in no particular order (none for a conflict)."""
+    if dialect == "postgresql":
+        # One array per column, unnested: the statement text is the same whatever the batch size,
+        # so psycopg converts it once and PostgreSQL runs it prepared. A multi-row VALUES of a
+        # 64-message batch has 768 parameters and a new text per size: converting it was a third
+        # of the inbound writer's time.
+        statement = postgresql.insert(Message).from_select(_UNNEST_COLUMNS, _unnested(rows))
+        statement = statement.on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"])
+        return session.scalars(statement.returning(Message)).all()
+    # One statement shape whatever the batch size, so it is compiled once and cached; SQLAlchemy's
+    # "insertmanyvalues" sends the rows as multi-row VALUES.
+    insert = sqlite.insert(Message).on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"])
+    return session.scalars(insert.returning(Message), list(rows)).all()
+
+
+_UNNEST_COLUMNS = (
+    "workspace_id",
+    "conversation_id",
+    "contact_id",
+    "channel_id",
+    "direction",
+    "sender_kind",
+    "type",
+    "text",
+    "attachments",
+    "payload",
+    "provider_message_id",
+    "created_at",
+)
+
+
+def _unnested(rows: Sequence[dict[str, Any]]) -> Select[Any]:
+    table = Message.__table__
+    arrays: list[ColumnElement[Any]] = []
+    for name in _UNNEST_COLUMNS:
+        values = [row.get(name) for row in rows]
+        if name in ("attachments", "payload"):
+            # JSON goes as text: an array of lists would be read as a multi-dimensional array.
+            texts = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type does
+            arrays.append(
+                cast(bindparam(name, texts, type_=postgresql.ARRAY(Text)), postgresql.ARRAY(postgresql.JSONB))
+            )
+        else:
+            arrays.append(bindparam(name, values, type_=postgresql.ARRAY(table.c[name].type)))
+    source = func.unnest(*arrays).table_valued(*_UNNEST_COLUMNS).render_derived()
+    return select(*(source.c[name] for name in _UNNEST_COLUMNS))
 
 
 def messages_by_provider_ids(session: Session, keys: Sequence[tuple[int, str]]) -> list[Message]:

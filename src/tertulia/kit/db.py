@@ -15,6 +15,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from tertulia.kit import realtime
 from tertulia.kit.settings import get_settings
 
 WRITE_OPTION = "tertulia_write"
@@ -126,8 +127,10 @@ def on_commit(session: Session, callback: Callable[[], None]) -> None:
 @event.listens_for(Session, "after_commit")
 def _run_on_commit(session: Session) -> None:
     callbacks = session.info.pop("on_commit", [])
-    for callback in callbacks:
-        callback()
+    # A transaction's realtime events leave together: one publish for a batch, not one each.
+    with realtime.batched():
+        for callback in callbacks:
+            callback()
 
 
 @event.listens_for(Session, "after_rollback")

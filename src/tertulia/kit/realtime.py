@@ -5,7 +5,10 @@
   receives to its own sockets, so several `tertulia serve` processes behind one port share events.
 
 `publish` is synchronous and thread-safe (it is called from `on_commit` callbacks in request
-threads and queue workers). Delivery to a socket happens on that socket's event loop. A
+threads and queue workers). Inside `batched()` (kit.db runs every after-commit callback of a
+transaction in one) the events are collected and published together when the block ends, in order:
+one Redis PUBLISH and one wake-up per event loop per transaction, not per event (a batch of inbound
+messages commits dozens of events at once). Delivery to a socket happens on that socket's event loop. A
 subscriber only receives events of its workspace; the socket endpoint then re-checks each event
 against the receiving user's permissions before sending it. A subscriber that falls too far
 behind is marked overflowed and its socket is closed, so the client reconnects and reloads
@@ -17,7 +20,7 @@ import contextlib
 import json
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import redis
@@ -29,6 +32,7 @@ log = structlog.get_logger()
 Event = dict[str, Any]
 Accepts = Callable[[Event], bool]
 QUEUE_SIZE = 2000
+MAX_EVENTS_PER_PUBLISH = 200
 # An event with "topics" also reaches subscribers of those topics (e.g. one web-chat visitor's
 # socket subscribes to "contact:<id>" only, instead of sifting through the whole workspace).
 TOPICS = "topics"
@@ -77,9 +81,10 @@ class Subscription:
         self.close()
 
 
-def _offer_all(subscriptions: set[Subscription], event: Event) -> None:
-    for subscription in subscriptions:
-        subscription.offer(event)
+def _offer_all(deliveries: list[tuple[Event, list[Subscription]]]) -> None:
+    for event, subscriptions in deliveries:
+        for subscription in subscriptions:
+            subscription.offer(event)
 
 
 class Hub:
@@ -109,27 +114,42 @@ class Hub:
                         del self._by_key[key]
 
     def deliver_local(self, event: Event) -> None:
-        workspace_id = event.get("workspace_id")
-        if not isinstance(workspace_id, int):
-            return
-        keys = [(workspace_id, None)] + [(workspace_id, str(topic)) for topic in event.get(TOPICS) or ()]
-        # One wake-up per event loop, not per socket: with hundreds of sockets on one loop, a
-        # call_soon_threadsafe each was most of the cost of an event.
-        by_loop: dict[asyncio.AbstractEventLoop, set[Subscription]] = {}
+        self.deliver_local_many([event])
+
+    def deliver_local_many(self, events: Sequence[Event]) -> None:
+        """Offer each event to its subscribers, in order. One wake-up per event loop for the whole
+        sequence, not per socket or per event: with hundreds of sockets on one loop, a
+        call_soon_threadsafe each was most of the cost of an event."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Event, list[Subscription]]]] = {}
         with self._lock:
-            for key in keys:
-                for subscription in self._by_key.get(key, ()):
-                    by_loop.setdefault(subscription.loop, set()).add(subscription)
-        for loop, subscriptions in by_loop.items():
+            for event in events:
+                workspace_id = event.get("workspace_id")
+                if not isinstance(workspace_id, int):
+                    continue
+                keys = [(workspace_id, None)] + [(workspace_id, str(topic)) for topic in event.get(TOPICS) or ()]
+                # A subscription following two of the event's topics gets it once.
+                found: dict[Subscription, None] = {}
+                for key in keys:
+                    for subscription in self._by_key.get(key, ()):
+                        found[subscription] = None
+                per_loop: dict[asyncio.AbstractEventLoop, list[Subscription]] = {}
+                for subscription in found:
+                    per_loop.setdefault(subscription.loop, []).append(subscription)
+                for loop, subscriptions in per_loop.items():
+                    by_loop.setdefault(loop, []).append((event, subscriptions))
+        for loop, deliveries in by_loop.items():
             try:
-                loop.call_soon_threadsafe(_offer_all, subscriptions, event)
+                loop.call_soon_threadsafe(_offer_all, deliveries)
             except RuntimeError:
                 # The sockets' loop has closed under them; forget the subscribers.
-                for subscription in subscriptions:
+                for subscription in {s for _, subscriptions in deliveries for s in subscriptions}:
                     self.unsubscribe(subscription)
 
     def publish(self, event: Event) -> None:
-        self.deliver_local(event)
+        self.publish_many([event])
+
+    def publish_many(self, events: Sequence[Event]) -> None:
+        self.deliver_local_many(events)
 
     async def start(self) -> None:
         return None
@@ -151,9 +171,11 @@ class RedisHub(Hub):
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
-    def publish(self, event: Event) -> None:
+    def publish_many(self, events: Sequence[Event]) -> None:
         # Every process, this one included, delivers what comes back from Redis: one path, one copy.
-        self._redis.publish(self.channel, json.dumps(event, separators=(",", ":"), default=str))
+        # One message per call: an event, or a list of events for a transaction's batch.
+        body = events[0] if len(events) == 1 else list(events)
+        self._redis.publish(self.channel, json.dumps(body, separators=(",", ":"), default=str))
 
     async def start(self) -> None:
         self._ready = asyncio.Event()
@@ -171,10 +193,13 @@ class RedisHub(Hub):
                     if message.get("type") != "message":
                         continue
                     try:
-                        event = json.loads(message["data"])
+                        body = json.loads(message["data"])
                     except (ValueError, TypeError):
                         continue
-                    self.deliver_local(event)
+                    if isinstance(body, dict):
+                        self.deliver_local_many([body])
+                    elif isinstance(body, list):
+                        self.deliver_local_many([event for event in body if isinstance(event, dict)])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a Redis restart must not end realtime for this process
@@ -203,6 +228,7 @@ def make_hub(url: str, prefix: str = "tertulia") -> Hub:
 
 
 _current: Hub = MemoryHub()
+_batch = threading.local()
 
 
 def set_hub(hub: Hub) -> None:
@@ -216,7 +242,36 @@ def get_hub() -> Hub:
 
 
 def publish(event: Event) -> None:
+    pending: list[Event] | None = getattr(_batch, "events", None)
+    if pending is not None:
+        pending.append(event)
+        return
+    _publish_now([event])
+
+
+@contextlib.contextmanager
+def batched() -> Iterator[None]:
+    """Collect what this thread publishes inside the block and publish it together, in order, when
+    the block ends (also when it raises: what was published before stays published). Nested
+    blocks join the outermost one."""
+    if getattr(_batch, "events", None) is not None:
+        yield
+        return
+    events: list[Event] = []
+    _batch.events = events
     try:
-        _current.publish(event)
-    except Exception as exc:  # realtime is best effort: the data is committed, clients reload
-        log.warning("realtime_publish_failed", error=str(exc), event_type=event.get("type"))
+        yield
+    finally:
+        _batch.events = None
+        if events:
+            _publish_now(events)
+
+
+def _publish_now(events: list[Event]) -> None:
+    # A huge transaction (a bulk change) goes in slices, so no single message or loop callback is huge.
+    for start in range(0, len(events), MAX_EVENTS_PER_PUBLISH):
+        chunk = events[start : start + MAX_EVENTS_PER_PUBLISH]
+        try:
+            _current.publish_many(chunk)
+        except Exception as exc:  # realtime is best effort: the data is committed, clients reload
+            log.warning("realtime_publish_failed", error=str(exc), event_type=chunk[0].get("type"), events=len(chunk))
