@@ -3,15 +3,23 @@
 SQLite: WAL, busy_timeout, foreign keys on, and `BEGIN IMMEDIATE` for write transactions: with a
 deferred BEGIN two writers both read, then one fails "database is locked" when it upgrades its lock.
 Read-only work keeps a deferred BEGIN so readers never queue behind writers.
+
+Within one process, write transactions on SQLite also take turns through a first-come, first-served
+gate before `BEGIN IMMEDIATE`. SQLite's own busy handler polls with growing sleeps (up to 100 ms), so
+a thread that commits and begins again at once (a queue task writing batch after batch) kept the lock
+for seconds while a waiting writer slept: provider callbacks waited seconds to be stored. The gate
+hands the lock to the longest waiter; other processes still meet on the busy timeout.
 """
 
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -24,6 +32,41 @@ POOL_OVERFLOW = 20
 # Connections a Database may hold at once; request sessions are capped below it (kit.http).
 MAX_CONNECTIONS = POOL_SIZE + POOL_OVERFLOW
 DATABASE_INFO = "tertulia_database"
+WRITE_GATE_INFO = "tertulia_write_gate"
+BUSY_TIMEOUT_SECONDS = 30
+
+
+class FairLock:
+    """A lock handed to its waiters in arrival order (threading.Lock lets the releasing thread take it
+    straight back)."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = False
+        self._waiters: deque[threading.Lock] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._held and not self._waiters:
+                self._held = True
+                return True
+            waiter = threading.Lock()
+            waiter.acquire()
+            self._waiters.append(waiter)
+        if waiter.acquire(timeout=timeout):
+            return True  # handed over by release()
+        with self._mutex:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+                return False
+        return True  # handed over between the timeout and the mutex
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiters:
+                self._waiters.popleft().release()  # still held: now by the waiter
+            else:
+                self._held = False
 
 
 def make_engine(url: str, *, echo: bool = False, enforce_foreign_keys: bool = True) -> Engine:
@@ -43,7 +86,7 @@ def _make_sqlite_engine(url: str, *, echo: bool, enforce_foreign_keys: bool) -> 
     engine = create_engine(
         url,
         echo=echo,
-        connect_args={"check_same_thread": False, "timeout": 30},
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
         pool_size=POOL_SIZE,
         max_overflow=POOL_OVERFLOW,
     )
@@ -60,10 +103,41 @@ def _make_sqlite_engine(url: str, *, echo: bool, enforce_foreign_keys: bool) -> 
         cursor.execute("PRAGMA cache_size=-64000")
         cursor.close()
 
+    write_gate = FairLock()
+
+    def open_gate(info: dict[Any, Any]) -> None:
+        if info.pop(WRITE_GATE_INFO, False):
+            write_gate.release()
+
     @event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get(WRITE_OPTION, False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        if not connection.get_execution_options().get(WRITE_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        if not write_gate.acquire(timeout=BUSY_TIMEOUT_SECONDS):
+            raise exc.OperationalError("BEGIN IMMEDIATE", None, TimeoutError("database is locked"))
+        connection.info[WRITE_GATE_INFO] = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            open_gate(connection.info)
+            raise
+
+    @event.listens_for(engine, "commit")
+    def on_commit_event(connection: Connection) -> None:
+        open_gate(connection.info)
+
+    @event.listens_for(engine, "rollback")
+    def on_rollback_event(connection: Connection) -> None:
+        open_gate(connection.info)
+
+    @event.listens_for(engine, "reset")
+    def on_reset(_dbapi_connection: Any, record: Any, _state: Any) -> None:
+        open_gate(record.info)  # returned to the pool without a commit or rollback
+
+    @event.listens_for(engine, "invalidate")
+    def on_invalidate(_dbapi_connection: Any, record: Any, _error: Any) -> None:
+        open_gate(record.info)
 
     return engine
 
