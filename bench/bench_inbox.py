@@ -406,7 +406,7 @@ def run_scenario(name: str) -> dict[str, Any]:
 
 def main() -> None:
     try:
-        import uvloop
+        import uvloop  # noqa: PLC0415 - optional speed-up; the bench runs without it
 
         uvloop.install()
     except ImportError:

@@ -7,10 +7,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
+from starlette.websockets import WebSocketDisconnect
 
 from tertulia.channels.models import Channel
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
+from tertulia.workspaces.service import do_update_workspace, get_workspace
 from tests.conftest import Tenant
 from tests.conversations.support import SHOP, Agent, Visitor, make_webchat, new_visitor, sign_in
 
@@ -106,8 +108,6 @@ def test_agent_socket_gets_only_conversations_they_may_see(client: TestClient, d
 def test_sockets_refuse_strangers(client: TestClient, db: Database, tenant: Tenant) -> None:
     channel = make_webchat(db, tenant)
     visitor = new_visitor(client, channel)
-    import pytest
-    from starlette.websockets import WebSocketDisconnect
 
     with pytest.raises(WebSocketDisconnect) as no_cookie, client.websocket_connect("/ws") as socket:
         socket.receive_json()
@@ -183,8 +183,6 @@ def test_an_agent_writing_a_reply_shows_as_typing_to_the_visitor_but_a_note_does
 def test_with_the_workspace_setting_off_agents_see_only_what_is_theirs(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
-    from tertulia.workspaces.service import do_update_workspace, get_workspace
-
     with db.transaction() as session:
         workspace = get_workspace(session, tenant.workspace_id)
         do_update_workspace(

@@ -23,7 +23,7 @@ from tertulia.contacts.models import Contact, ContactActivity, ContactTag, Custo
 from tertulia.contacts.schemas import ContactOut
 from tertulia.kit.db import Database
 from tertulia.kit.errors import PermissionDenied, ValidationFailed
-from tertulia.users.models import Role
+from tertulia.users.models import Role, User
 from tests.conftest import Tenant
 
 
@@ -296,8 +296,6 @@ def test_very_long_rows(db: Database, tenant: Tenant) -> None:
 
 def test_assignee_by_email_or_id(db: Database, tenant: Tenant) -> None:
     with db.transaction(write=False) as session:
-        from tertulia.users.models import User
-
         agent_email = session.scalar(select(User.email).where(User.id == tenant.agent_id))
     data = f"name,assignee\nAna,{agent_email.upper() if agent_email else ''}\nBea,nobody@example.com\n"
     report = run(db, tenant, data)

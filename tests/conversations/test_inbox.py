@@ -1,13 +1,19 @@
 """The inbox end to end through HTTP: web-chat visitor -> conversation -> agent actions."""
 
+import hashlib
+import hmac
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from tertulia.app import create_app
+from tertulia.channels.models import Channel
 from tertulia.contacts.models import Contact, ContactActivity
+from tertulia.conversations import files
 from tertulia.conversations.models import (
     Conversation,
     ConversationStatus,
@@ -16,7 +22,10 @@ from tertulia.conversations.models import (
     Message,
     StoredFile,
 )
+from tertulia.kit import storage
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
 from tertulia.users.models import Role
 from tests.conftest import Tenant
 from tests.conversations.support import SHOP, make_webchat, new_visitor, sign_in
@@ -254,12 +263,8 @@ def test_widget_cors_and_identity_verification(client: TestClient, db: Database,
     preflight = client.options(f"/widget/{channel.key}/messages", headers={"Origin": SHOP})
     assert preflight.status_code == 204
     assert "Authorization" in preflight.headers["access-control-allow-headers"]
-    import hashlib
-    import hmac
 
     with db.transaction(write=False) as session:
-        from tertulia.channels.models import Channel
-
         secret = session.get(Channel, channel.id).secrets["identity_secret"]  # type: ignore[union-attr]
     good = hmac.new(secret.encode(), b"user-42", hashlib.sha256).hexdigest()
     forged = client.post(
@@ -325,9 +330,6 @@ def test_file_upload_is_served_only_to_those_who_see_the_conversation(
 
 
 def test_search_and_widget_rate_limit(db: Database, tenant: Tenant) -> None:
-    from tertulia.app import create_app
-    from tertulia.kit.settings import Settings
-
     settings = Settings(api_rate_limit_per_minute=100_000, widget_messages_per_minute=2)
     with TestClient(create_app(settings, db), raise_server_exceptions=False) as client:
         channel = make_webchat(db, tenant)
@@ -382,14 +384,6 @@ def test_an_unsent_upload_can_be_deleted_a_sent_one_cannot(client: TestClient, d
 
 
 def test_unsent_uploads_are_swept_after_a_day_sent_ones_stay(client: TestClient, db: Database, tenant: Tenant) -> None:
-    from datetime import timedelta
-
-    from sqlalchemy import update
-
-    from tertulia.conversations import files
-    from tertulia.kit import storage
-    from tertulia.kit.clock import utcnow
-
     new_visitor(client, make_webchat(db, tenant)).say("hola")
     [conversation] = _conversations(client, tenant)
 

@@ -21,6 +21,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
 from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in
 from tertulia.workspaces.setup import do_create_workspace_with_owner
@@ -110,7 +111,6 @@ def test_event_reaches_a_socket_on_the_other_process(two_servers: tuple[str, str
         manager = do_create_user(session, "manager@example.com", "manager-password")
         do_add_member(session, workspace_id, manager.id, Role.MANAGER)
         actor_owner = created.owner.id
-        from tertulia.users.permissions import Actor
 
         channel = do_create_channel(
             session,

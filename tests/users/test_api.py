@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 from tertulia.app import create_app
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
-from tertulia.users.service import do_deactivate_member
+from tertulia.users.service import do_create_api_token, do_deactivate_member
 from tertulia.users.teams import do_create_team, do_set_team_members
 from tests.conftest import Tenant
 
@@ -74,8 +74,6 @@ def test_token_over_its_rate_limit_gets_429(db: Database, tenant: Tenant) -> Non
             }
         }
         # The limit is per token: another token of the same workspace is unaffected.
-        from tertulia.users.service import do_create_api_token
-
         with db.transaction() as session:
             fresh = do_create_api_token(session, tenant.workspace_id, "fresh").secret
         assert client.get("/api/v1/users", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200

@@ -8,14 +8,13 @@ from fastapi.testclient import TestClient
 
 from tertulia.app import create_app
 from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
 
 
 @pytest.fixture
 def https_client(db: Database) -> Iterator[TestClient]:
-    from tertulia.kit.settings import Settings
-
     app = create_app(Settings(base_url="https://crm.example.com", api_rate_limit_per_minute=100_000), db)
     with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as client:
         yield client

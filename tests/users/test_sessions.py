@@ -10,7 +10,7 @@ from tertulia.kit.errors import RateLimited, Unauthorized
 from tertulia.kit.security import token_digest
 from tertulia.kit.settings import get_settings
 from tertulia.users.models import LoginThrottle, Role, User, WebSession
-from tertulia.users.service import do_deactivate_member, do_reactivate_member
+from tertulia.users.service import do_add_member, do_deactivate_member, do_reactivate_member
 from tertulia.users.sessions import (
     do_sign_in,
     do_sign_out,
@@ -150,7 +150,6 @@ def test_deactivated_member_is_signed_out_and_cannot_sign_in(db: Database, make_
 
 def test_deactivation_keeps_sessions_in_other_workspaces(db: Database, make_tenant: Callable[..., Tenant]) -> None:
     home, other = make_tenant(), make_tenant()
-    from tertulia.users.service import do_add_member
 
     with db.transaction() as session:
         do_add_member(session, other.workspace_id, home.agent_id, Role.AGENT)

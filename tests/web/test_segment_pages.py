@@ -14,7 +14,7 @@ from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_
 from tertulia.kit.db import Database
 from tertulia.segments.models import Segment
 from tertulia.segments.panel import STANDARD_KINDS, Catalogue, FieldChoice, from_filter, to_filter
-from tertulia.segments.service import do_create_segment
+from tertulia.segments.service import DEFAULT_SEGMENTS, do_create_segment
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
 
@@ -222,8 +222,6 @@ def test_agents_may_filter_but_not_save(client: TestClient, db: Database, tenant
 
 
 def test_the_panel_round_trips_every_default_segment() -> None:
-    from tertulia.segments.service import DEFAULT_SEGMENTS
-
     fields = {name: FieldChoice(name, name, kind) for name, kind in STANDARD_KINDS.items()}
     catalogue = Catalogue(fields=fields, tags=[], segments=[], people={})
     for _name, stored in DEFAULT_SEGMENTS:

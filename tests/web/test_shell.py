@@ -1,14 +1,18 @@
 """The web shell: sign-in, redirects, CSRF, security headers, languages, profile."""
 
 import re
+from datetime import UTC, datetime
 
 import pytest
 from babel.messages.pofile import read_po
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tertulia.app import create_app
 from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
 from tertulia.mail.models import OutgoingEmail
+from tertulia.users.invitations import do_invite
 from tertulia.users.models import User
 from tertulia.web import i18n
 from tertulia.web.context import safe_next
@@ -161,8 +165,6 @@ def test_catalogues_are_complete(language: str) -> None:
 
 
 def test_dates_and_numbers_follow_the_locale_and_zone() -> None:
-    from datetime import UTC, datetime
-
     moment = datetime(2026, 3, 1, 2, 30, tzinfo=UTC)
     spanish = i18n.Formatter("es", i18n.safe_zone("America/Mexico_City"))
     english = i18n.Formatter("en", i18n.safe_zone("UTC"))
@@ -262,8 +264,6 @@ def test_sign_out(client: TestClient, db: Database, tenant: Tenant) -> None:
 
 
 def test_invitation_and_password_reset_pages(client: TestClient, db: Database, tenant: Tenant) -> None:
-    from tertulia.users.invitations import do_invite
-
     assert client.get("/invitations/unknown-token").status_code == 404
     assert client.get("/password-reset/unknown-token").status_code == 404
     with db.transaction() as session:
@@ -312,9 +312,6 @@ def test_invitation_and_password_reset_pages(client: TestClient, db: Database, t
 
 
 def test_session_cookie_is_secure_behind_https(db: Database, tenant: Tenant) -> None:
-    from tertulia.app import create_app
-    from tertulia.kit.settings import Settings
-
     app = create_app(Settings(base_url="https://crm.example.com"), db)
     with TestClient(app, base_url="https://testserver") as client:
         page = client.get("/login")

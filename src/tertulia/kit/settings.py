@@ -1,5 +1,6 @@
 """Settings come from the environment (`TERTULIA_*`) or a `.env` file; everything is a URL."""
 
+import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -69,8 +70,6 @@ class Settings(BaseSettings):
             return self.secret_key
         path = self.data_dir / "secret.key"
         if not path.exists():
-            import secrets
-
             self.data_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(secrets.token_urlsafe(48))
             path.chmod(0o600)
