@@ -32,6 +32,7 @@ chromium:
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 # Import contracts ([tool.importlinter] in pyproject.toml): which package may import which.
 contracts: install

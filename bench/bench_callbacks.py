@@ -41,9 +41,9 @@ from tertulia.channels.service import do_create_channel
 from tertulia.conversations.models import Direction, InboundCallback, Message
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 
 RATE = float(os.environ.get("TERTULIA_BENCH_RATE", "500"))
 SECONDS = float(os.environ.get("TERTULIA_BENCH_SECONDS", "10"))

@@ -26,8 +26,8 @@ from tertulia.conversations.inbound import do_receive_many
 from tertulia.events import service as event_log
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.permissions import Actor
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 
 BATCH = 64
 SENDERS = int(os.environ.get("TERTULIA_BENCH_EVENTS_SENDERS", "640"))

@@ -19,11 +19,11 @@ from tertulia.contacts.exporter import export_contacts
 from tertulia.contacts.importer import ImportOptions, import_contacts
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_create_custom_field
+from tertulia.demo import FIRST_NAMES_EN, FIRST_NAMES_ES, LAST_NAMES_EN, LAST_NAMES_ES, PLANS, TAGS
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.permissions import Actor
-from tertulia.workspaces.demo import FIRST_NAMES_EN, FIRST_NAMES_ES, LAST_NAMES_EN, LAST_NAMES_ES, PLANS, TAGS
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 
 ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "100000"))
 POSTGRES_ADMIN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -49,11 +49,11 @@ from tertulia.channels.service import do_create_channel
 from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_api_token, do_create_user
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 
 VISITORS = int(os.environ.get("TERTULIA_BENCH_VISITORS", "200"))
 AGENTS = int(os.environ.get("TERTULIA_BENCH_AGENTS", "20"))

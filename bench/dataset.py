@@ -19,11 +19,11 @@ from tertulia.contacts.models import Contact, CustomField, FieldType, Tag
 from tertulia.kit.db import Database
 from tertulia.kit.text import fold
 from tertulia.migrations import upgrade
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.segments.service import do_create_segment
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_create_api_token
 from tertulia.workspaces.models import Workspace
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 
 WORKSPACE = "Bench"
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -32,10 +32,10 @@ from tertulia.kit.db import Database  # noqa: E402
 from tertulia.kit.settings import Settings  # noqa: E402
 from tertulia.migrations import upgrade  # noqa: E402
 from tertulia.models import Base  # noqa: E402
+from tertulia.provisioning import do_create_workspace_with_owner  # noqa: E402
 from tertulia.users.models import Role  # noqa: E402
 from tertulia.users.permissions import Actor  # noqa: E402
 from tertulia.users.service import do_add_member, do_create_api_token, do_create_user  # noqa: E402
-from tertulia.workspaces.setup import do_create_workspace_with_owner  # noqa: E402
 
 consumers.install()  # as every process does at start: merge hooks and event consumers
 

@@ -105,8 +105,8 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Seed only; do not start the server.")] = False,
 ) -> None:
     """Migrate, seed a demo workspace (once), print how to sign in, and serve."""
+    from tertulia import demo as demo_data
     from tertulia.users.service import do_create_api_token
-    from tertulia.workspaces import demo as demo_data
     from tertulia.workspaces.service import get_workspace_by_name
 
     migrate()
@@ -140,7 +140,7 @@ def workspace_create(
     language: Annotated[str, typer.Option(help="Default language: en or es.")] = "en",
 ) -> None:
     """Create a workspace and its owner."""
-    from tertulia.workspaces.setup import do_create_workspace_with_owner
+    from tertulia.provisioning import do_create_workspace_with_owner
 
     try:
         with get_database().transaction() as session:

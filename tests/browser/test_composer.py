@@ -21,10 +21,10 @@ from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers t
 from tertulia.conversations.models import Conversation, Mention, Message, StoredFile
 from tertulia.kit import queue
 from tertulia.kit.db import Database
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 

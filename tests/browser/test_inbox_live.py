@@ -22,10 +22,10 @@ from tertulia.conversations import service as inbox
 from tertulia.conversations.models import Conversation, ConversationStatus
 from tertulia.kit import queue
 from tertulia.kit.db import Database
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at, watch
 from tests.live_server import free_port, fresh_sqlite_database, serve_tertulia
 

@@ -13,10 +13,10 @@ from playwright.sync_api import Browser, expect
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import inbound
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 

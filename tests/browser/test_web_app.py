@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import pytest
 from playwright.sync_api import Page, expect
 
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.service import do_add_member, do_create_user
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 

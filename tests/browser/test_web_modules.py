@@ -10,8 +10,8 @@ from playwright.sync_api import FilePayload, Page, expect
 
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.permissions import Actor
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.browser.conftest import require_chromium, sign_in_at
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 

@@ -20,11 +20,11 @@ from websockets.sync.client import ClientConnection, connect
 from tertulia.channels.service import do_create_channel
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.conversations.support import SHOP
 from tests.live_server import free_port
 

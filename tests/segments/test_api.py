@@ -11,11 +11,11 @@ from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import PermissionDenied
+from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.segments import service
 from tertulia.segments import tasks as segment_tasks
 from tertulia.segments.models import Segment
 from tertulia.users.models import Role
-from tertulia.workspaces.setup import do_create_workspace_with_owner
 from tests.conftest import Tenant
 
 DEFAULT_NAMES = {

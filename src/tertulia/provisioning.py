@@ -1,4 +1,6 @@
-"""Creating a workspace with its first owner: shared by the CLI, the demo and the tests."""
+"""Creating a workspace with its first owner and its default segments: shared by the CLI, the demo
+and the tests. A composition module (like app.py and cli.py): it calls several domains, so it sits
+above them all rather than in `workspaces/`, which the other domains build on."""
 
 from dataclasses import dataclass
 

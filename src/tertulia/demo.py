@@ -9,10 +9,10 @@ from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
+from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
-from tertulia.workspaces.setup import NewWorkspace, do_create_workspace_with_owner
 
 DEMO_WORKSPACE = "Demo"
 DEMO_OWNER_EMAIL = "owner@demo.example.com"
