@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,6 +54,11 @@ log = structlog.get_logger()
 router = APIRouter(tags=["channel callbacks"], route_class=JsonErrorRoute)
 
 MAX_BATCH = 64
+# Callbacks written per transaction by the task. Smaller than what the endpoint stores at once: on
+# SQLite the callback writer waits for the write lock while a batch is written, so a batch's length is
+# what an acknowledgement can wait behind.
+WRITE_BATCH = 16
+NUDGE_INTERVAL = 0.05  # seconds between two tasks queued by one callback writer
 _processing = threading.Lock()
 MAX_ATTEMPTS = 10
 LOST_AFTER = timedelta(minutes=1)
@@ -94,8 +100,8 @@ class CallbackWriter:
 
     At hundreds of callbacks a second, one short write transaction and one queued task per
     callback would make every request wait its turn for SQLite's single write lock; batched, a
-    burst costs one transaction and one task per batch. Each request waits for its own batch's
-    commit before it is answered, so a 200 always means "stored".
+    burst costs one transaction per batch and a task every NUDGE_INTERVAL. Each request waits for
+    its own batch's commit before it is answered, so a 200 always means "stored".
     """
 
     def __init__(self, database: Database, *, max_batch: int = MAX_BATCH) -> None:
@@ -124,28 +130,40 @@ class CallbackWriter:
                 thread.join(timeout=30)
 
     def _run(self) -> None:
+        # Ids stored since the last task was queued. One task per NUDGE_INTERVAL at most: the task
+        # writes every waiting row, and each enqueue is a synced write to the queue's storage that
+        # the next batch of answers would wait behind.
+        unqueued: list[int] = []
+        last_nudge = 0.0
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            batch = [first]
-            while len(batch) < self.max_batch:
+            try:
+                first = self._queue.get(timeout=NUDGE_INTERVAL if unqueued else None)
+            except queue.Empty:
+                first = None
+            batch = [] if first is None else [first]
+            while batch and len(batch) < self.max_batch:
                 try:
-                    item = self._queue.get_nowait()
+                    batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-                batch.append(item)
             pending = [item for item in batch if isinstance(item, _Pending)]
-            try:
-                self._store(pending)
-            except BaseException as exc:  # the thread must survive anything one batch does
-                log.exception("callback_writer_failed", error=str(exc))
-                for item in pending:
-                    _settle(item, exc)
-            if len(pending) < len(batch):
+            stopping = len(pending) < len(batch)
+            if pending:
+                try:
+                    unqueued.extend(self._store(pending))
+                except BaseException as exc:  # the thread must survive anything one batch does
+                    log.exception("callback_writer_failed", error=str(exc))
+                    for item in pending:
+                        _settle(item, exc)
+            if unqueued and (stopping or time.monotonic() - last_nudge >= NUDGE_INTERVAL):
+                enqueue_callbacks(unqueued)
+                unqueued, last_nudge = [], time.monotonic()
+            if stopping:
                 return
 
-    def _store(self, batch: list[_Pending]) -> None:
+    def _store(self, batch: list[_Pending]) -> list[int]:
+        """Stores the verified callbacks of `batch` in one transaction and answers every request of
+        it; the stored rows' ids."""
         accepted: list[_Pending] = []
         with self.database.transaction() as session:
             rows: list[InboundCallback] = []
@@ -163,12 +181,11 @@ class CallbackWriter:
             session.add_all(rows)
             session.flush()
             ids = [row.id for row in rows]
+        # Answered before the task is queued: the rows are what makes the 200 safe (a lost task is
+        # swept up).
         for item in accepted:
             _settle(item, None)
-        if ids:
-            # After answering: the rows are what makes the 200 safe (a lost task is swept up), and
-            # a queue that syncs every write to disk would otherwise hold up every answer.
-            enqueue_callbacks(ids)
+        return ids
 
 
 def _row(channel: Channel, incoming: WebhookRequest) -> InboundCallback:
@@ -274,9 +291,9 @@ def _write(session: Session, rows: Sequence[InboundCallback]) -> None:
 def _claim(
     session: Session, *, ids: Sequence[int] | None = None, before: datetime | None = None
 ) -> list[InboundCallback]:
-    """Waiting callbacks, oldest first, at most MAX_BATCH; on PostgreSQL a row another task is
+    """Waiting callbacks, oldest first, at most WRITE_BATCH; on PostgreSQL a row another task is
     writing is skipped, not waited for (SQLite runs one write transaction at a time anyway)."""
-    query = select(InboundCallback).order_by(InboundCallback.id).limit(MAX_BATCH)
+    query = select(InboundCallback).order_by(InboundCallback.id).limit(WRITE_BATCH)
     if ids is not None:
         query = query.where(InboundCallback.id.in_(list(ids)))
     if before is not None:
@@ -322,20 +339,20 @@ def _write_alone(db: Database, callback_id: int) -> None:
 
 
 @huey.task(name="conversations.process_callbacks")  # type: ignore[untyped-decorator]
-def process_callbacks_task(callback_ids: list[int]) -> int:
+def process_callbacks_task(callback_ids: list[int]) -> None:
     """Writes the oldest waiting callbacks, a batch at a time, until fewer than a full batch was left:
-    `callback_ids` among them. Under a burst the first tasks write large batches and the ones
-    behind them find their rows already written, so the burst costs few transactions."""
+    `callback_ids` among them. Under a burst the first tasks write many batches and the ones
+    behind them find their rows already written, so the burst costs few tasks. Returns nothing: a
+    result would be one more synced write to the queue's storage per task."""
     db = task_database()
     # One writer of callbacks per process: consumer threads racing for the same rows (and, on
     # SQLite, for the one write lock the callback writer needs to answer providers) gain nothing.
     with _processing:
         handled = total = process_callbacks(db)
-        while handled == MAX_BATCH:
+        while handled == WRITE_BATCH:
             handled = process_callbacks(db)
             total += handled
     log.debug("callbacks_written", queued_with=len(callback_ids), written=total)
-    return total
 
 
 def enqueue_callbacks(callback_ids: list[int]) -> None:
@@ -349,7 +366,7 @@ def enqueue_callbacks(callback_ids: list[int]) -> None:
 def sweep_callbacks() -> int:
     """Callbacks whose task was lost (or failed): retried a batch at a time until none is left."""
     handled = total = process_callbacks(task_database(), older_than=LOST_AFTER)
-    while handled == MAX_BATCH:
+    while handled == WRITE_BATCH:
         handled = process_callbacks(task_database(), older_than=LOST_AFTER)
         total += handled
     return total
