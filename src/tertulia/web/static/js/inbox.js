@@ -462,6 +462,9 @@
     api("POST", "/snippets/" + snippet.id + "/render", { conversation_id: state.current.id }).then(function (data) {
       var value = input.value;
       input.value = value.slice(0, token.start) + data.text + value.slice(token.end);
+      // A menu shown meanwhile (a slower snippets fetch answering for the "/..." just replaced)
+      // would take the next Enter, which is meant to send.
+      hideMenu();
       var caret = token.start + data.text.length;
       input.focus();
       input.setSelectionRange(caret, caret);
@@ -493,7 +496,7 @@
   input.addEventListener("blur", function () { window.setTimeout(hideMenu, 150); });
   input.addEventListener("keydown", function (event) {
     if (mentionKeydown(event)) return;
-    if (!menu.hidden && menuItems.length) {
+    if (!menu.hidden && menuItems.length && slashToken()) {
       if (event.key === "ArrowDown") { event.preventDefault(); highlight(menuIndex + 1); return; }
       if (event.key === "ArrowUp") { event.preventDefault(); highlight(menuIndex - 1); return; }
       if (event.key === "Enter" || event.key === "Tab") { event.preventDefault(); insertSnippet(menuItems[menuIndex]); return; }
