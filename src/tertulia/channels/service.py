@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from tertulia.channels import repository as repo
 from tertulia.channels.models import Channel
 from tertulia.channels.registry import get_adapter, registered_types
-from tertulia.kit.errors import NotFound, ValidationFailed
+from tertulia.kit.errors import ValidationFailed, found
 from tertulia.kit.security import new_token
 from tertulia.users.permissions import Actor, Permission
 
@@ -75,10 +75,7 @@ def do_replace_channel_secrets(
 
 
 def access_channel(session: Session, actor: Actor, channel_id: int) -> Channel:
-    channel = repo.channel_by_id(session, actor.workspace_id, channel_id)
-    if channel is None:
-        raise NotFound(f"No channel {channel_id}.")
-    return channel
+    return found(repo.channel_by_id(session, actor.workspace_id, channel_id), f"No channel {channel_id}.")
 
 
 def recipient_for(session: Session, channel: Channel, contact_id: int) -> str | None:

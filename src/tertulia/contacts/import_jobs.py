@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.contacts import tasks
@@ -21,8 +20,8 @@ from tertulia.contacts.importer import guess_mapping, open_source, resolve_mappi
 from tertulia.contacts.repository import custom_fields
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
-from tertulia.kit.errors import NotFound, ValidationFailed
-from tertulia.users.permissions import Actor, Permission
+from tertulia.kit.errors import ValidationFailed
+from tertulia.users.permissions import Actor, Permission, access_in_workspace
 
 __all__ = [
     "MAX_IMPORT_BYTES",
@@ -105,11 +104,9 @@ def preview_file(path: Path, rows: int = PREVIEW_ROWS) -> FilePreview:
 
 
 def access_import(session: Session, actor: Actor, job_id: int) -> ImportJob:
-    actor.require(Permission.IMPORT_CONTACTS)
-    job = session.scalar(select(ImportJob).where(ImportJob.workspace_id == actor.workspace_id, ImportJob.id == job_id))
-    if job is None:
-        raise NotFound(f"No import {job_id}.")
-    return job
+    return access_in_workspace(
+        session, actor, ImportJob, job_id, permission=Permission.IMPORT_CONTACTS, not_found=f"No import {job_id}."
+    )
 
 
 def guessed_mapping(session: Session, actor: Actor, headers: list[str]) -> dict[str, str]:

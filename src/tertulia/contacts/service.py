@@ -35,9 +35,9 @@ from tertulia.contacts.schemas import ContactOut
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
-from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
+from tertulia.kit.errors import Conflict, NotFound, ValidationFailed, found
 from tertulia.kit.text import fold, fold_or_none
-from tertulia.users.permissions import Actor, Permission
+from tertulia.users.permissions import Actor, Permission, access_in_workspace
 from tertulia.users.service import check_member_user
 from tertulia.workspaces.models import Workspace
 from tertulia.workspaces.service import get_workspace
@@ -75,10 +75,9 @@ def access_contact(
 ) -> Contact:
     """The one permission-checked fetch. Another workspace's contact is simply not found."""
     actor.require(permission)
-    contact = find_contact(session, get_workspace(session, actor.workspace_id), identifier)
-    if contact is None:
-        raise NotFound(f"No contact {identifier}.")
-    return contact
+    return found(
+        find_contact(session, get_workspace(session, actor.workspace_id), identifier), f"No contact {identifier}."
+    )
 
 
 # ----- validation ---------------------------------------------------------------------------
@@ -389,11 +388,9 @@ def do_remove_tags(session: Session, actor: Actor, contact: Contact, names: Sequ
 
 
 def access_tag(session: Session, actor: Actor, tag_id: int) -> Tag:
-    actor.require(Permission.MANAGE_TAGS)
-    tag = session.scalar(select(Tag).where(Tag.workspace_id == actor.workspace_id, Tag.id == tag_id))
-    if tag is None:
-        raise NotFound(f"No tag {tag_id}.")
-    return tag
+    return access_in_workspace(
+        session, actor, Tag, tag_id, permission=Permission.MANAGE_TAGS, not_found=f"No tag {tag_id}."
+    )
 
 
 def do_rename_tag(session: Session, actor: Actor, tag: Tag, name: str) -> Tag:
@@ -484,10 +481,7 @@ def do_create_custom_field(
 
 def access_custom_field(session: Session, actor: Actor, key: str) -> CustomField:
     actor.require(Permission.VIEW_CONTACTS)
-    definition = repo.custom_field_by_key(session, actor.workspace_id, key)
-    if definition is None:
-        raise NotFound(f"No custom field {key!r}.")
-    return definition
+    return found(repo.custom_field_by_key(session, actor.workspace_id, key), f"No custom field {key!r}.")
 
 
 def do_update_custom_field(

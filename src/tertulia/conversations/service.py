@@ -9,7 +9,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
@@ -40,7 +40,7 @@ from tertulia.conversations.outbox import enqueue_send
 from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
-from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed, found
 from tertulia.kit.text import fold
 from tertulia.users.models import Team, User
 from tertulia.users.permissions import Actor, Permission
@@ -51,8 +51,6 @@ MAX_TEXT = 10_000
 MAX_SUMMARY = 2_000
 SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 PREVIEW_LENGTH = 200
-
-_Row = TypeVar("_Row", Snippet, ClosingCategory)
 
 
 # ----- visibility ---------------------------------------------------------------------------
@@ -673,12 +671,6 @@ def do_mark_read(session: Session, actor: Actor, conversation: Conversation, mes
 # ----- snippets and closing categories -------------------------------------------------------
 
 
-def _found(row: _Row | None, message: str) -> _Row:
-    if row is None:
-        raise NotFound(message)
-    return row
-
-
 def _delete(session: Session, actor: Actor, permission: Permission, row: Snippet | ClosingCategory) -> None:
     actor.require(permission)
     session.delete(row)
@@ -717,7 +709,7 @@ def do_create_snippet(session: Session, actor: Actor, shortcut: str, text: str, 
 
 
 def access_snippet(session: Session, actor: Actor, snippet_id: int) -> Snippet:
-    return _found(repo.snippet(session, actor.workspace_id, snippet_id), f"No snippet {snippet_id}.")
+    return found(repo.snippet(session, actor.workspace_id, snippet_id), f"No snippet {snippet_id}.")
 
 
 def do_update_snippet(
@@ -782,7 +774,7 @@ def do_create_closing_category(session: Session, actor: Actor, name: str) -> Clo
 
 def access_closing_category(session: Session, actor: Actor, category_id: int) -> ClosingCategory:
     category = repo.closing_category(session, actor.workspace_id, category_id)
-    return _found(category, f"No closing category {category_id}.")
+    return found(category, f"No closing category {category_id}.")
 
 
 def do_update_closing_category(

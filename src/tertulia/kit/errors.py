@@ -1,6 +1,8 @@
 """Domain errors. One handler renders them as {"error": {"code", "message", "details"}}."""
 
-from typing import Any
+from typing import Any, TypeVar
+
+_Row = TypeVar("_Row")
 
 
 class DomainError(Exception):
@@ -31,6 +33,13 @@ class PermissionDenied(DomainError):
 class NotFound(DomainError):
     status_code = 404
     code = "not_found"
+
+
+def found(row: _Row | None, message: str) -> _Row:
+    """`row`, or NotFound(message) when there is none."""
+    if row is None:
+        raise NotFound(message)
+    return row
 
 
 class Conflict(DomainError):

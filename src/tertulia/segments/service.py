@@ -17,7 +17,7 @@ from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
-from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
+from tertulia.kit.errors import Conflict, ValidationFailed, found
 from tertulia.segments import repository as repo
 from tertulia.segments import tasks
 from tertulia.segments.compiler import compile_filter
@@ -93,10 +93,7 @@ def access_segment(
     session: Session, actor: Actor, segment_id: int, permission: Permission = Permission.VIEW_CONTACTS
 ) -> Segment:
     actor.require(permission)
-    segment = repo.segment_by_id(session, actor.workspace_id, segment_id)
-    if segment is None:
-        raise NotFound(f"No segment {segment_id}.")
-    return segment
+    return found(repo.segment_by_id(session, actor.workspace_id, segment_id), f"No segment {segment_id}.")
 
 
 def check_segment_name(session: Session, workspace_id: int, name: Any, exclude_id: int | None = None) -> str:

@@ -18,7 +18,7 @@ from tertulia.kit.settings import get_settings
 from tertulia.mail.service import queue_template
 from tertulia.mail.texts import role_name
 from tertulia.users.models import Invitation, Membership, Role, User
-from tertulia.users.permissions import Actor, Permission
+from tertulia.users.permissions import Actor, Permission, access_in_workspace
 from tertulia.users.service import (
     check_password,
     check_role,
@@ -161,13 +161,9 @@ def do_accept_invitation(session: Session, token: str, *, password: str, first_n
 
 
 def access_invitation(session: Session, actor: Actor, invitation_id: int) -> Invitation:
-    actor.require(Permission.MANAGE_USERS)
-    invitation = session.scalar(
-        select(Invitation).where(Invitation.workspace_id == actor.workspace_id, Invitation.id == invitation_id)
+    return access_in_workspace(
+        session, actor, Invitation, invitation_id, permission=Permission.MANAGE_USERS, not_found="Invitation not found."
     )
-    if invitation is None:
-        raise NotFound("Invitation not found.")
-    return invitation
 
 
 def do_revoke_invitation(session: Session, actor: Actor, invitation_id: int) -> Invitation:

@@ -2,9 +2,15 @@
 
 import enum
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from tertulia.kit.errors import PermissionDenied
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tertulia.kit.errors import PermissionDenied, found
 from tertulia.users.models import Role
+
+_Scoped = TypeVar("_Scoped")
 
 
 class Permission(enum.StrEnum):
@@ -94,3 +100,22 @@ class Actor:
     @classmethod
     def system(cls, workspace_id: int, kind: str = "system") -> "Actor":
         return cls(workspace_id=workspace_id, kind=kind)
+
+
+def access_in_workspace(
+    session: Session,
+    actor: Actor,
+    model: type[_Scoped],
+    object_id: int,
+    *,
+    permission: Permission | None,
+    not_found: str,
+) -> _Scoped:
+    """The shape every `access_*` shares: the actor's permission first, then the row of the actor's
+    workspace with that id. Another workspace's row is not found (404), never forbidden, so ids do
+    not leak across workspaces. `model` has `id` and `workspace_id` columns."""
+    if permission is not None:
+        actor.require(permission)
+    columns: Any = model
+    query = select(model).where(columns.workspace_id == actor.workspace_id, columns.id == object_id)
+    return found(session.scalar(query), not_found)

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.kit.clock import utcnow
-from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed, found
 from tertulia.kit.security import hash_password, new_token, token_digest
 from tertulia.users.models import ActivityStatus, ApiToken, Membership, Role, User
 from tertulia.users.permissions import Actor, Permission
@@ -223,9 +223,8 @@ def access_member(session: Session, actor: Actor, user_id: int) -> Member:
         .join(Membership, Membership.user_id == User.id)
         .where(Membership.workspace_id == actor.workspace_id, User.id == user_id)
     ).first()
-    if row is None:
-        raise NotFound("Member not found.")
-    return Member(user=row[0], membership=row[1])
+    user, membership = found(row, "Member not found.")
+    return Member(user=user, membership=membership)
 
 
 def _check_other_active_owner(session: Session, workspace_id: int, user_id: int) -> None:

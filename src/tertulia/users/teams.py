@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
+from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.kit.text import fold
 from tertulia.users.models import Membership, Team, TeamMember
-from tertulia.users.permissions import Actor, Permission
+from tertulia.users.permissions import Actor, Permission, access_in_workspace
 
 MAX_TEAM_NAME = 120
 MAX_TEAM_MEMBERS = 1000
@@ -46,11 +46,7 @@ def check_team_name(session: Session, workspace_id: int, name: str, *, exclude_i
 
 def access_team(session: Session, actor: Actor, team_id: int, permission: Permission = Permission.MANAGE_TEAMS) -> Team:
     """The one permission-checked fetch; another workspace's team is simply not found."""
-    actor.require(permission)
-    team = session.scalar(select(Team).where(Team.workspace_id == actor.workspace_id, Team.id == team_id))
-    if team is None:
-        raise NotFound("Team not found.")
-    return team
+    return access_in_workspace(session, actor, Team, team_id, permission=permission, not_found="Team not found.")
 
 
 def do_create_team(session: Session, actor: Actor, name: str) -> Team:
