@@ -14,8 +14,7 @@ Per-channel identity rules (WhatsApp's phone and business-scoped user id, email 
 Telegram ids, Messenger's page-scoped ids) belong here, keyed by channel type.
 """
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ from sqlalchemy.orm import Session
 from tertulia.contacts import repository as repo
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.contacts.service import FieldContext, apply_cleaned, clean_contact_values, record
+from tertulia.kit.db import race_guard
 from tertulia.kit.errors import ValidationFailed
 from tertulia.users.permissions import Actor
 
@@ -110,24 +110,11 @@ def _clean_leniently(session: Session, ctx: FieldContext, sender: Sender) -> Con
     return contact
 
 
-@contextmanager
-def _race_guard(session: Session) -> Iterator[None]:
-    """A savepoint around inserts that may lose a uniqueness race. SQLite write transactions never
-    run concurrently (BEGIN IMMEDIATE), so the lookup before the insert already decided the race there."""
-    if session.get_bind().dialect.name == "sqlite":
-        yield
-        session.flush()
-        return
-    with session.begin_nested():
-        yield
-        session.flush()
-
-
 def _create(session: Session, ctx: FieldContext, channel_type: str, sender: Sender) -> Contact:
     workspace_id = ctx.workspace.id
     contact = _clean_leniently(session, ctx, sender)
     try:
-        with _race_guard(session):
+        with race_guard(session):
             session.add(contact)
             session.flush()
             session.add(

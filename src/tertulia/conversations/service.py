@@ -6,8 +6,7 @@ dispatched only after commit. A service never commits.
 """
 
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,7 @@ from tertulia.conversations.models import (
 from tertulia.conversations.outbox import enqueue_send
 from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import on_commit
+from tertulia.kit.db import on_commit, race_guard
 from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed, found
 from tertulia.kit.text import fold
 from tertulia.users.models import Team, User
@@ -118,23 +117,6 @@ def access_conversation(session: Session, actor: Actor, conversation_id: int, *,
 # ----- helpers ------------------------------------------------------------------------------
 
 
-@contextmanager
-def _guard(session: Session) -> Iterator[None]:
-    """A savepoint around an insert that may lose a uniqueness race, so the caller can recover.
-
-    SQLite write transactions start with BEGIN IMMEDIATE and never run concurrently, so the
-    check made just before the insert already decided the race there; the savepoint (two extra
-    statements on the hot path of every inbound message) is only needed on PostgreSQL.
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        yield
-        session.flush()
-        return
-    with session.begin_nested():
-        yield
-        session.flush()
-
-
 def _sender_kind(actor: Actor) -> SenderKind:
     return {
         "user": SenderKind.USER,
@@ -168,7 +150,7 @@ def open_conversation_for(session: Session, contact: Contact, channel_id: int | 
         last_message_at=now,
     )
     try:
-        with _guard(session):
+        with race_guard(session):
             session.add(conversation)
             session.flush()
     except IntegrityError:

@@ -210,3 +210,18 @@ def _run_on_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_on_commit(session: Session) -> None:
     session.info.pop("on_commit", None)
+
+
+@contextmanager
+def race_guard(session: Session) -> Iterator[None]:
+    """A savepoint around an insert that may lose a uniqueness race, so the caller can recover.
+    SQLite write transactions start with BEGIN IMMEDIATE and never run concurrently, so the check made
+    just before the insert already decided the race there; the savepoint (two extra statements on the
+    hot path of every inbound message) is only needed on PostgreSQL."""
+    if session.get_bind().dialect.name == "sqlite":
+        yield
+        session.flush()
+        return
+    with session.begin_nested():
+        yield
+        session.flush()
