@@ -5,6 +5,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
 from tertulia.kit.clock import utcnow
@@ -136,5 +137,18 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
         tags = rng.sample(TAGS, k=rng.choice([0, 0, 1, 1, 2, 3]))
         if tags:
             do_add_tags(session, actor, contact, tags)
+    # A web-chat channel, so Settings > Channels and its embed snippet show something to try on a
+    # page served from the demo's own address.
+    do_create_channel(
+        session,
+        actor,
+        "webchat",
+        "Sitio web",
+        {
+            "allowed_origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
+            "theme": {"color": "#0e9384", "greeting": "¡Hola! ¿En qué te ayudamos?"},
+            "ask_name": True,
+        },
+    )
     session.flush()
     return created
