@@ -13,69 +13,31 @@ from sqlalchemy import func, select
 from tertulia.channels import registry
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
-    ChannelRules,
     DeliveryStatus,
-    InboundMessage,
     OutboundMessage,
-    ParsedWebhook,
     SendResult,
-    StatusUpdate,
-    WebhookRejected,
-    WebhookRequest,
 )
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations.models import Message
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
-from tests.fakes import callbacks_written
+from tests.fakes import FakeHttpAdapter, callbacks_written
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 SECRET = "hook-secret"
 
 
-class SignedHookAdapter:
-    """Shaped like Meta's: X-Signature = hex HMAC-SHA256(secret, raw body); GET handshake echoes a challenge."""
+class SignedHookAdapter(FakeHttpAdapter):
+    """The fake provider's callbacks (shaped like Meta's: X-Signature = hex HMAC-SHA256(secret, raw
+    body); a GET handshake echoes a challenge) under its own type and secret; sending always succeeds."""
 
     type: ClassVar[str] = "signedhook"
-    rules: ClassVar[ChannelRules] = ChannelRules(delivery_receipts=True)
-
-    def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        if request.method == "GET":
-            if request.query.get("verify_token") != channel.secrets["secret"]:
-                raise WebhookRejected("bad verify token")
-            return
-        expected = hmac.new(channel.secrets["secret"].encode(), request.body, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(request.headers.get("x-signature", ""), expected):
-            raise WebhookRejected("bad signature")
-
-    def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
-        if request.method == "GET":
-            return ParsedWebhook(reply=request.query.get("challenge", ""))
-        data = json.loads(request.body)
-        return ParsedWebhook(
-            messages=[
-                InboundMessage(
-                    sender_id=m["from"], provider_message_id=m["id"], text=m["text"], display_name=m.get("name")
-                )
-                for m in data.get("messages", [])
-            ],
-            statuses=[
-                StatusUpdate(provider_message_id=s["id"], status=DeliveryStatus(s["status"]), reason=s.get("reason"))
-                for s in data.get("statuses", [])
-            ],
-        )
 
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
         return SendResult(provider_message_id=f"out-{message.message_id}")
 
-    def public_config(self, channel: Channel) -> dict[str, Any]:
-        return {}
-
     def clean_config(self, config: dict[str, Any], secrets: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         return dict(config), {"secret": SECRET}
-
-    def owns_identity(self, channel: Channel, external_id: str) -> bool:
-        return True
 
 
 @pytest.fixture(autouse=True)
