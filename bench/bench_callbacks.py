@@ -12,8 +12,10 @@ answer). After the run the queue drains; the database must then hold every messa
 and no callback row left waiting.
 
 Knobs: TERTULIA_BENCH_RATE (500 callbacks/s), TERTULIA_BENCH_SECONDS (10), TERTULIA_BENCH_USERS
-(50). Target: p99 acknowledgement under 20 ms at 500 callbacks/s. The load generator runs on the
-same machine and competes for its cores.
+(50), TERTULIA_BENCH_WORKER (0: the server's embedded queue consumer writes the messages; 1: a
+separate `tertulia worker` process does, the server only acknowledges). Target: p99
+acknowledgement under 20 ms at 500 callbacks/s. The load generator runs on the same machine and
+competes for its cores; CPU figures are the server's and the worker's together.
 """
 
 import os
@@ -21,24 +23,29 @@ import os
 os.environ.setdefault("TERTULIA_SECRET_KEY", "bench-secret-key")
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
 import random
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from bench.bench_inbox import _cpu_seconds, _server, _server_env
 from bench.bench_segments import RESULTS
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations.models import Direction, InboundCallback, Message
+from tertulia.conversations.ingress.callbacks import callback_spool
+from tertulia.conversations.models import Direction, Message
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
@@ -48,6 +55,7 @@ from tertulia.users.permissions import Actor
 RATE = float(os.environ.get("TERTULIA_BENCH_RATE", "500"))
 SECONDS = float(os.environ.get("TERTULIA_BENCH_SECONDS", "10"))
 USERS = int(os.environ.get("TERTULIA_BENCH_USERS", "50"))
+SEPARATE_WORKER = os.environ.get("TERTULIA_BENCH_WORKER", "0") == "1"
 RETRIES = 0.02  # the share of callbacks sent twice
 DRAIN_SECONDS = 60.0
 DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "callbacks"
@@ -192,7 +200,7 @@ def _drained(url: str, channel_id: int, sent: set[str]) -> tuple[int, int, int, 
                     )
                 )
             )
-            waiting = session.scalar(select(func.count()).select_from(InboundCallback)) or 0
+        waiting = callback_spool(db).waiting()
     finally:
         db.dispose()
     mine = [i.rsplit(":", 1)[1] for i in ids if i]
@@ -204,14 +212,44 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))] * 1000
 
 
+@contextlib.contextmanager
+def _worker(env: dict[str, str]) -> Iterator[list[int]]:
+    """A `tertulia worker` process consuming the server's queue (nothing when SEPARATE_WORKER is off)."""
+    if not SEPARATE_WORKER:
+        yield []
+        return
+    command = [sys.executable, "-m", "tertulia", "worker", "--workers", "2"]
+    log = DATA / "worker.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
+    try:
+        # Measured from when it consumes: starting (imports) costs seconds of CPU, not the callbacks.
+        deadline = time.monotonic() + 180
+        while "Worker started" not in log.read_text(errors="replace"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(log.read_text(errors="replace") or "the worker did not start")
+            time.sleep(0.2)
+        yield [process.pid]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def main() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
     url = f"sqlite:///{DATA / 'bench.db'}"
     key, channel_id, secret = _prepare(url)
     env = _server_env(url, "memory://", f"sqlite:///{DATA / 'queue.db'}")
+    if SEPARATE_WORKER:
+        env["TERTULIA_QUEUE_EMBEDDED"] = "false"
     tally = Tally()
-    with _server(env, 1) as (base, pids):
+    with _server(env, 1) as (base, server_pids), _worker(env) as worker_pids:
+        pids = server_pids + worker_pids
         cpu_before = _cpu_seconds(pids)
         elapsed = asyncio.run(_load(base, key, secret, tally))
         cpu_load = _cpu_seconds(pids) - cpu_before
@@ -227,6 +265,7 @@ def main() -> None:
     answered = len(tally.latencies)
     p50, p95, p99 = (_percentile(tally.latencies, q) for q in (0.50, 0.95, 0.99))
     report = {
+        "processing": "separate worker process" if SEPARATE_WORKER else "embedded in the server",
         "rate_target": RATE,
         "seconds": SECONDS,
         "callbacks_posted": answered + tally.errors,

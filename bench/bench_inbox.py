@@ -166,7 +166,12 @@ def _cpu_seconds(pids: list[int]) -> float:
 def _server(env: dict[str, str], workers: int) -> Iterator[tuple[str, list[int]]]:
     port = _free_port()
     command = [sys.executable, "-m", "tertulia", "serve", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # noqa: S603
+    # The server's output goes to a file, never to a pipe nobody reads while it runs: a full pipe
+    # would block the server at its next log line.
+    log = Path(env["TERTULIA_DATA_DIR"]) / f"server-{port}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180  # a busy shared machine can take minutes to start two workers
@@ -177,9 +182,9 @@ def _server(env: dict[str, str], workers: int) -> Iterator[tuple[str, list[int]]
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()  # reading stderr of a live server would wait forever
-                _, errors = process.communicate()
-                raise SystemExit(errors.decode() or "the server did not start")
+                process.kill()
+                process.wait()
+                raise SystemExit(log.read_text(errors="replace") or "the server did not start")
             time.sleep(0.2)
         time.sleep(1.0 if workers > 1 else 0.2)  # let every worker process finish starting
         pids = [process.pid, *(_children(process.pid) if workers > 1 else [])]

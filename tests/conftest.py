@@ -23,10 +23,11 @@ os.environ["TERTULIA_ARGON2_MEMORY_COST"] = "1024"
 import psycopg  # noqa: E402
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from sqlalchemy import text  # noqa: E402
+from sqlalchemy import delete, text  # noqa: E402
 
 from tertulia import consumers  # noqa: E402
 from tertulia.app import create_app  # noqa: E402
+from tertulia.conversations.ingress.callbacks import callback_spool  # noqa: E402
 from tertulia.kit import queue  # noqa: E402
 from tertulia.kit.db import Database  # noqa: E402
 from tertulia.kit.settings import Settings  # noqa: E402
@@ -91,6 +92,9 @@ def migrated_database(request: pytest.FixtureRequest) -> Iterator[Database]:
 
 def _empty_all_tables(database: Database) -> None:
     tables = [t.name for t in Base.metadata.sorted_tables]
+    spool = callback_spool(database)  # on SQLite, a file of its own
+    with spool.database.transaction() as session:
+        session.execute(delete(spool.table))
     with database.transaction() as session:
         if database.dialect == "postgresql":
             session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))

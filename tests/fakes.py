@@ -15,7 +15,6 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
-from sqlalchemy import func, select
 
 from tertulia.channels import registry
 from tertulia.channels.models import Channel
@@ -32,7 +31,7 @@ from tertulia.channels.protocol import (
     WebhookRejected,
     WebhookRequest,
 )
-from tertulia.conversations.models import InboundCallback
+from tertulia.conversations.ingress.callbacks import callback_spool
 from tertulia.kit import queue
 from tertulia.kit.db import Database
 
@@ -52,9 +51,8 @@ def callbacks_written(db: Database, timeout: float = 15.0) -> None:
     `immediate_queue` the task runs on the callback writer's thread right after the answer)."""
     deadline = time.monotonic() + timeout
     while True:
-        with db.transaction(write=False) as session:
-            if not session.scalar(select(func.count()).select_from(InboundCallback)):
-                return
+        if not callback_spool(db).waiting():
+            return
         if time.monotonic() > deadline:
             raise AssertionError("provider callbacks still waiting")
         time.sleep(0.02)

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
@@ -40,7 +40,8 @@ from tertulia.channels.protocol import (
     status_advances,
 )
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations.models import Direction, InboundCallback, Message, SenderKind
+from tertulia.conversations.ingress.callbacks import callback_spool
+from tertulia.conversations.models import Direction, Message, SenderKind
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
 from tests.fakes import callbacks_written
@@ -149,10 +150,10 @@ def test_callbacks_store_each_message_once_and_forgeries_nothing(
     handshake = client.get(f"/channels/{channel.key}/callback", params=query)
     assert (handshake.status_code, handshake.text) == (200, expected)
     callbacks_written(db)
+    assert callback_spool(db).waiting() == 0
     with db.transaction(write=False) as session:
         stored = list(session.scalars(select(Message.provider_message_id).where(Message.channel_id == channel.id)))
         assert sorted(stored) == sorted(i.format(c=channel.id) for i in provider_ids)
-        assert session.scalar(select(func.count()).select_from(InboundCallback)) == 0
 
 
 # ----- sending --------------------------------------------------------------------------------

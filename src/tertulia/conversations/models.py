@@ -174,7 +174,8 @@ class Snippet(IdMixin, TimestampMixin, Base):
 class InboundCallback(IdMixin, Base):
     """A provider callback that passed verification, kept until its queued task has written what it
     carries (then deleted). Only verified requests are stored; the row is what makes the 200 we
-    answered safe: a lost task is found again by the periodic sweep."""
+    answered safe: a lost task is found again by the periodic sweep. On SQLite the rows wait in a
+    file of their own (conversations/ingress/callbacks.py, `CallbackSpool`)."""
 
     __tablename__ = "inbound_callbacks"
 
@@ -187,3 +188,5 @@ class InboundCallback(IdMixin, Base):
     body: Mapped[bytes] = mapped_column(LargeBinary)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Until when a task has claimed it (None: waiting); claimed again by anyone once this has passed.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

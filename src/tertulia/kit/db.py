@@ -69,6 +69,18 @@ class FairLock:
                 self._held = False
 
 
+def sidecar_url(url: str, name: str) -> str | None:
+    """For an SQLite database in a file, the URL of a second file beside it (`<file>-<name>`), for data
+    whose writes must not wait for the database's one write lock; None for any other database, which
+    has no such lock."""
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1]
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    return f"{url.split('///', 1)[0]}///{path}-{name}"
+
+
 def make_engine(url: str, *, echo: bool = False, enforce_foreign_keys: bool = True) -> Engine:
     """`enforce_foreign_keys=False` is for migrations on SQLite only: a batch migration recreates a
     table and drops the old one, and with enforcement on that DROP cascades to every child row."""

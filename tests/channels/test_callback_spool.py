@@ -1,0 +1,168 @@
+"""The callback spool: where verified provider callbacks wait for their task.
+
+On SQLite the spool is a file of its own, so an acknowledgement never waits for the database's write
+lock; callbacks are claimed for a lease, written, then removed, so a task that dies at any point
+leaves them to be claimed again, and writing one twice stores its message once.
+"""
+
+import hashlib
+import hmac
+import json
+import threading
+from datetime import timedelta
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, insert, select, update
+from structlog.testing import capture_logs
+
+from tertulia.channels.models import Channel
+from tertulia.channels.service import do_create_channel
+from tertulia.conversations.ingress.callbacks import (
+    LEASE,
+    MAX_ATTEMPTS,
+    WRITE_BATCH,
+    CallbackSpool,
+    _write,
+    callback_spool,
+    process_callbacks,
+)
+from tertulia.conversations.models import InboundCallback, Message
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database
+from tests.conftest import Tenant
+from tests.fakes import FAKE_SECRET, FakeHttpAdapter, callbacks_written, fakehttp_adapter
+
+__all__ = ["fakehttp_adapter"]
+
+
+def _channel(db: Database, tenant: Tenant) -> Channel:
+    with db.transaction() as session:
+        return do_create_channel(session, tenant.actor(), "fakehttp", "Proveedor")
+
+
+def _signed(payload: dict[str, object]) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(payload).encode()
+    return body, {"X-Signature": hmac.new(FAKE_SECRET.encode(), body, hashlib.sha256).hexdigest()}
+
+
+def _stored(channel: Channel, body: bytes) -> dict[str, object]:
+    """A spool row for `body` as the callback writer stores it."""
+    return {
+        "workspace_id": channel.workspace_id,
+        "channel_id": channel.id,
+        "method": "POST",
+        "url": f"http://testserver/webhooks/{channel.key}",
+        "headers": {},
+        "query": {},
+        "body": body,
+        "received_at": utcnow(),
+        "attempts": 0,
+        "lease_until": None,
+    }
+
+
+def _messages(db: Database, provider_id: str) -> int:
+    with db.transaction(write=False) as session:
+        return int(
+            session.scalar(select(func.count()).select_from(Message).where(Message.provider_message_id == provider_id))
+            or 0
+        )
+
+
+def test_a_callback_is_acknowledged_while_the_database_is_write_locked(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    channel = _channel(db, tenant)
+    body, headers = _signed({"messages": [{"from": "5215500000001", "id": "wamid.LOCK", "text": "hola"}]})
+    answered = threading.Event()
+    statuses: list[int] = []
+
+    def post() -> None:
+        statuses.append(client.post(f"/webhooks/{channel.key}", content=body, headers=headers).status_code)
+        answered.set()
+
+    # A long write transaction of the database (an import, a big merge) is open the whole time.
+    with db.transaction() as session:
+        session.execute(update(Channel).where(Channel.id == channel.id).values(name="Proveedor 2"))
+        thread = threading.Thread(target=post)
+        thread.start()
+        acknowledged_under_the_lock = answered.wait(timeout=20)
+    thread.join(timeout=30)
+    assert acknowledged_under_the_lock
+    assert statuses == [200]
+    callbacks_written(db)
+    assert _messages(db, "wamid.LOCK") == 1
+    assert callback_spool(db).waiting() == 0
+
+
+def test_a_callback_whose_task_died_after_writing_is_written_again_once(
+    db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    channel = _channel(db, tenant)
+    body, _ = _signed({"messages": [{"from": "5215500000002", "id": "wamid.TWICE", "text": "¿sigue ahí?"}]})
+    spool = callback_spool(db)
+    spool.add([_stored(channel, body)])
+    # The task claims it, writes the message, and dies before removing it from the spool.
+    claimed = spool.claim(limit=WRITE_BATCH)
+    with db.transaction() as session:
+        _write(session, claimed)
+    assert _messages(db, "wamid.TWICE") == 1
+    # Its lease still holds: nobody else takes it yet.
+    assert process_callbacks(db) == 0
+    assert spool.waiting() == 1
+    # The lease runs out; the sweep claims it again, writes it (a no-op) and removes it.
+    with spool.database.transaction() as session:
+        session.execute(update(spool.table).values(lease_until=utcnow() - timedelta(seconds=1)))
+    assert process_callbacks(db) == 1
+    assert _messages(db, "wamid.TWICE") == 1
+    assert spool.waiting() == 0
+
+
+def test_a_callback_that_keeps_failing_is_given_up_after_max_attempts(
+    db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    channel = _channel(db, tenant)
+    body, _ = _signed({"messages": [{"from": "5215500000003", "id": "wamid.LAST", "text": "x"}]})
+    spool = callback_spool(db)
+    (callback_id,) = spool.add([_stored(channel, body)])
+    expired = utcnow() - LEASE
+    with spool.database.transaction() as session:
+        session.execute(update(spool.table).values(attempts=MAX_ATTEMPTS, lease_until=expired))
+    with capture_logs() as logs:
+        assert process_callbacks(db) == 0
+    assert spool.waiting() == 0
+    assert _messages(db, "wamid.LAST") == 0
+    assert [entry["callback_ids"] for entry in logs if entry["event"] == "callbacks_given_up"] == [[callback_id]]
+
+
+def test_callbacks_left_in_the_database_table_move_to_the_spool_file(
+    db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("on PostgreSQL the spool is the database's own table")
+    channel = _channel(db, tenant)
+    body, _ = _signed({"messages": [{"from": "5215500000004", "id": "wamid.OLD", "text": "de antes"}]})
+    with db.transaction() as session:  # stored by a version that kept callbacks in the database
+        session.execute(insert(InboundCallback).values(**_stored(channel, body)))
+    spool = CallbackSpool(db)  # as a process starting on the upgraded version opens it
+    try:
+        assert spool.waiting() == 1
+        with db.transaction(write=False) as session:
+            assert session.scalar(select(func.count()).select_from(InboundCallback)) == 0
+        with db.transaction() as session:
+            _write(session, spool.claim(limit=WRITE_BATCH))
+        assert _messages(db, "wamid.OLD") == 1
+    finally:
+        with spool.database.transaction() as session:
+            session.execute(spool.table.delete())
+        spool.database.dispose()
+
+
+def test_an_unknown_channel_key_is_not_found_and_stores_nothing(client: TestClient, db: Database) -> None:
+    body, headers = _signed({"messages": []})
+    for _ in range(3):  # the answer for an unknown key is remembered briefly, not trusted forever
+        response = client.post("/webhooks/no-such-channel", content=body, headers=headers)
+        assert response.status_code == 404
+        assert isinstance(response.json()["error"]["code"], str)
+    assert callback_spool(db).waiting() == 0
