@@ -68,18 +68,21 @@ class AdapterCase:
     # Sample callback bodies and the provider message ids each one carries ("{c}" = the channel id).
     samples: list[tuple[bytes, list[str]]]
     config: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, Any] = field(default_factory=dict)
     # For adapters that call a provider: the config pointing `send` at `url`, and its refusal shape.
     send_config: Callable[[str], dict[str, Any]] | None = None
     refusal: Refusal | None = None
     # A status callback body for (provider message id, status), for adapters with receipts.
     status_body: Callable[[str, DeliveryStatus], bytes] | None = None
     recipient_id: str = "recipient-1"
+    # The provider's answer to a message it accepted, carrying its id for the message.
+    accepted: Callable[[str], dict[str, Any]] = lambda provider_id: {"id": provider_id}
 
 
 def _channel(db: Database, tenant: Tenant, case: AdapterCase, config: dict[str, Any] | None = None) -> Channel:
     with db.transaction() as session:
         channel = do_create_channel(
-            session, tenant.actor(), case.adapter.type, "Contract", {**case.config, **(config or {})}
+            session, tenant.actor(), case.adapter.type, "Contract", {**case.config, **(config or {})}, case.secrets
         )
         session.expunge(channel)
         return channel
@@ -207,7 +210,7 @@ def test_send_maps_provider_errors(case: AdapterCase, db: Database, tenant: Tena
         return
     refusal = case.refusal
     answers = [(429, {"error": "slow down"}), (503, {"error": "down"}), (refusal.status, refusal.body)]
-    with scripted_provider([*answers, (200, {"id": "prov-1"})]) as url:
+    with scripted_provider([*answers, (200, case.accepted("prov-1"))]) as url:
         channel = _channel(db, tenant, case, case.send_config(url))
         for expected in (TransientError, TransientError):
             with pytest.raises(expected):

@@ -11,8 +11,10 @@ import pytest
 from tertulia.channels import registry
 from tertulia.channels.adapters import ADAPTERS
 from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signature
+from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tests.channels import whatsapp_samples as wa
 from tests.channels.contract import (
     AdapterCase,
     Refusal,
@@ -70,8 +72,36 @@ def _fakehttp() -> AdapterCase:
     )
 
 
+def _whatsapp() -> AdapterCase:
+    def sign(channel: Channel, body: bytes) -> dict[str, str]:
+        return {"X-Hub-Signature-256": f"sha256={signature(channel, body)}"}
+
+    def handshake(channel: Channel) -> tuple[dict[str, str], str]:
+        token = str(channel.secrets["verify_token"])
+        return {"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "1158201444"}, "1158201444"
+
+    return AdapterCase(
+        adapter=WhatsAppAdapter(),
+        sign=sign,
+        handshake=handshake,
+        samples=[
+            (wa.body(wa.TEXT), [wa.TEXT_ID]),
+            (wa.body(wa.DASHBOARD_TEST), ["ABGGFlA5Fpa"]),
+            (wa.body(wa.IMAGE), ["wamid.image1"]),
+            (wa.body(wa.BUTTON_REPLY), ["wamid.button1"]),
+        ],
+        config={"phone_number_id": wa.PHONE_NUMBER_ID, "business_account_id": wa.BUSINESS_ACCOUNT_ID},
+        secrets={"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(400, wa.RE_ENGAGEMENT, wa.RE_ENGAGEMENT_REASON),
+        status_body=lambda provider_id, status: wa.body(wa.status(provider_id, status.value)),
+        recipient_id="16505551234",
+        accepted=wa.accepted,
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
-CASES: dict[str, Callable[[], AdapterCase]] = {"webchat": _webchat, "fakehttp": _fakehttp}
+CASES: dict[str, Callable[[], AdapterCase]] = {"webchat": _webchat, "fakehttp": _fakehttp, "whatsapp": _whatsapp}
 
 
 @pytest.fixture(params=sorted(CASES))

@@ -97,6 +97,9 @@ class InboundMessage:
     email: str | None = None
     phone: str | None = None
     sent_at: datetime | None = None
+    # Other ids the same customer has on this channel type (WhatsApp: the BSUID beside the phone
+    # number): contacts link them all to one contact.
+    sender_aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ class ChannelBody(BaseModel):
     type: str = Field(max_length=32)
     name: str = Field(max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
+    # Tokens and app secrets (WhatsApp's access token and app secret, ...): stored encrypted, never
+    # read back; the ones the adapter generates are in the creation's answer only.
+    secrets: dict[str, str] = Field(default_factory=dict)
 
 
 class ChannelPatch(BaseModel):

@@ -10,8 +10,15 @@ An email or phone given on a channel is not proof of owning it: it never attache
 existing contact (that would show them someone else's history); it is kept on the new contact only
 when no contact has it yet.
 
-Per-channel identity rules (WhatsApp's phone and business-scoped user id, email addresses,
-Telegram ids, Messenger's page-scoped ids) belong here, keyed by channel type.
+A sender may carry aliases: other ids the same person has on the channel type (WhatsApp's
+business-scoped user id beside the phone number; a customer with a username may come with the BSUID
+alone). The sender is the contact any of its ids already belongs to, and the ids not yet known are
+added to that contact, so a later message carrying both links them. When the ids belong to two
+different contacts, the primary id wins and nothing is linked (joining two people is a merge, a
+person's decision).
+
+Per-channel identity rules (email addresses, Telegram ids, Messenger's page-scoped ids) belong
+here, keyed by channel type.
 """
 
 from collections.abc import Sequence
@@ -40,6 +47,11 @@ class Sender:
     last_name: str | None = None
     email: str | None = None
     phone: str | None = None
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def external_ids(self) -> tuple[str, ...]:
+        return (self.external_id, *(alias for alias in self.aliases if alias != self.external_id))
 
 
 DISPLAY_NAME_LENGTH = 200  # ContactIdentity.display_name: a longer one is cut, not refused
@@ -65,20 +77,46 @@ def resolve_senders(session: Session, senders: Sequence[tuple[int, str, Sender]]
     """The contact behind each sender, in order. Known senders cost one query per workspace and
     channel type whatever their number; each new sender is created (a few statements each)."""
     known = repo.contacts_by_identities(
-        session, {(workspace_id, channel_type, sender.external_id) for workspace_id, channel_type, sender in senders}
+        session,
+        {
+            (workspace_id, channel_type, external_id)
+            for workspace_id, channel_type, sender in senders
+            for external_id in sender.external_ids
+        },
     )
     contexts: dict[int, FieldContext] = {}
     found: list[Contact] = []
     for workspace_id, channel_type, sender in senders:
-        key = (workspace_id, channel_type, sender.external_id)
-        contact = known.get(key)
+        keys = [(workspace_id, channel_type, external_id) for external_id in sender.external_ids]
+        contact = next((known[key] for key in keys if key in known), None)
         if contact is None:
             if workspace_id not in contexts:
                 contexts[workspace_id] = FieldContext.load(session, workspace_id)
             contact = _create(session, contexts[workspace_id], channel_type, sender)
-            known[key] = contact
+            known[keys[0]] = contact
+        for key in keys:
+            if key not in known:
+                _link(session, contact, channel_type, key[2], sender)
+                known[key] = contact
         found.append(contact)
     return found
+
+
+def _link(session: Session, contact: Contact, channel_type: str, external_id: str, sender: Sender) -> None:
+    """Adds another id of the sender to their contact (unless another contact got it meanwhile)."""
+    try:
+        with race_guard(session):
+            session.add(
+                ContactIdentity(
+                    workspace_id=contact.workspace_id,
+                    contact_id=contact.id,
+                    channel=channel_type,
+                    external_id=external_id,
+                    display_name=(sender.display_name or None) and sender.display_name[:DISPLAY_NAME_LENGTH],
+                )
+            )
+    except IntegrityError:
+        return
 
 
 def _values(sender: Sender) -> dict[str, Any]:

@@ -169,6 +169,7 @@ def _sender(inbound: InboundMessage) -> identities.Sender:
         last_name=inbound.last_name,
         email=inbound.email,
         phone=inbound.phone,
+        aliases=inbound.sender_aliases,
     )
 
 

@@ -2,6 +2,7 @@
 module here and adding an instance to `ADAPTERS`; `channels.registry` serves them by type."""
 
 from tertulia.channels.adapters.webchat import WebchatAdapter
+from tertulia.channels.adapters.whatsapp import WhatsAppAdapter
 from tertulia.channels.protocol import ChannelAdapter
 
-ADAPTERS: tuple[ChannelAdapter, ...] = (WebchatAdapter(),)
+ADAPTERS: tuple[ChannelAdapter, ...] = (WebchatAdapter(), WhatsAppAdapter())

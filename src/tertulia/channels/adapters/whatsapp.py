@@ -1,0 +1,422 @@
+"""WhatsApp Business Cloud API: Meta's callbacks in, Graph API messages out.
+
+Callbacks (../shared/reference/channels.md §2-3): a GET handshake (`hub.mode=subscribe`,
+`hub.verify_token`, answered with `hub.challenge`), then POSTs signed with
+`X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>`. One callback may carry
+several entries, changes, messages and statuses, and events of other phone numbers of the same
+business account (ignored here: each number is its own channel).
+
+Who the customer is: a phone number (`wa_id`) and, since 2026, a business-scoped user id (BSUID,
+`user_id`); a customer with a WhatsApp username may come with the BSUID alone. The message's
+`sender_id` is the phone when there is one, else the BSUID; the other id rides along as an alias, so
+contacts/identities.py links both to one contact (a later message carrying both joins them).
+
+Sending: `POST {api_base_url}/{api_version}/{phone_number_id}/messages` with the access token.
+Graph errors are mapped by code (§3.4): throttling and transient faults are retried, policy
+refusals (outside the 24-hour window, undeliverable, template problems, blocked accounts) fail the
+message with Meta's own title and details as the reason.
+"""
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import (
+    ChannelRules,
+    DeliveryStatus,
+    InboundMessage,
+    MessageType,
+    OutboundMessage,
+    ParsedWebhook,
+    PermanentError,
+    SendResult,
+    StatusUpdate,
+    TransientError,
+    WebhookRejected,
+    WebhookRequest,
+)
+from tertulia.kit.errors import ValidationFailed
+
+TYPE = "whatsapp"
+DEFAULT_API_BASE_URL = "https://graph.facebook.com"
+DEFAULT_API_VERSION = "v26.0"
+SIGNATURE_HEADER = "x-hub-signature-256"
+SEND_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+CAPTION_LENGTH = 1024
+_DIGITS = re.compile(r"^[0-9]{5,20}$")
+_VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]$")
+
+# Graph error codes worth retrying (§3.4): throughput and rate limits, and Meta's own transient
+# faults. 131056 is the pair rate limit (about one message per 6 s to the same customer).
+RETRYABLE_CODES: dict[int, float | None] = {
+    4: 60.0,  # application-level rate limit
+    80007: 60.0,  # business-account rate limit
+    130429: 1.0,  # throughput of the number reached
+    131056: 6.0,  # too many messages to this customer
+    1: None,  # unknown API error
+    2: None,  # service temporarily unavailable
+    131000: None,  # something went wrong
+    133004: None,  # server temporarily unavailable
+}
+
+# The statuses Meta reports and ours; `played` (a voice message listened to) is as good as read.
+STATUSES = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "read": DeliveryStatus.READ,
+    "played": DeliveryStatus.READ,
+    "failed": DeliveryStatus.FAILED,
+}
+
+MEDIA_TYPES = {
+    "image": MessageType.IMAGE,
+    "video": MessageType.VIDEO,
+    "audio": MessageType.AUDIO,
+    "document": MessageType.FILE,
+    "sticker": MessageType.IMAGE,
+}
+OUTBOUND_MEDIA = {
+    MessageType.IMAGE: "image",
+    MessageType.VIDEO: "video",
+    MessageType.AUDIO: "audio",
+    MessageType.FILE: "document",
+}
+
+
+class WhatsAppAdapter:
+    type: ClassVar[str] = TYPE
+    rules: ClassVar[ChannelRules] = ChannelRules(
+        reply_window=timedelta(hours=24),
+        templates_outside_window=True,
+        max_text_length=4096,
+        delivery_receipts=True,
+        message_types=frozenset(
+            {
+                MessageType.TEXT,
+                MessageType.IMAGE,
+                MessageType.FILE,
+                MessageType.AUDIO,
+                MessageType.VIDEO,
+                MessageType.LOCATION,
+            }
+        ),
+    )
+
+    # ----- callbacks --------------------------------------------------------------------------
+
+    def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
+        if request.method == "GET":
+            token = str(channel.secrets.get("verify_token", ""))
+            given = request.query.get("hub.verify_token", "")
+            if request.query.get("hub.mode") != "subscribe" or not token or not hmac.compare_digest(given, token):
+                raise WebhookRejected("bad verify token")
+            return
+        header = request.headers.get(SIGNATURE_HEADER, "")
+        if not header.startswith("sha256=") or not hmac.compare_digest(
+            header.removeprefix("sha256="), signature(channel, request.body)
+        ):
+            raise WebhookRejected("bad signature")
+
+    def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
+        """Raises ValueError for a body that is not a WhatsApp Business Account callback."""
+        if request.method == "GET":
+            return ParsedWebhook(reply=request.query.get("hub.challenge", ""))
+        data = json.loads(request.body)
+        if not isinstance(data, dict) or data.get("object") != "whatsapp_business_account":
+            raise ValueError('expected {"object": "whatsapp_business_account", ...}')
+        messages: list[InboundMessage] = []
+        statuses: list[StatusUpdate] = []
+        # Other numbers of the same business account are channels of their own: skipped here.
+        for value in _message_values(data, str((channel.config or {}).get("phone_number_id", ""))):
+            profiles = _profiles(value.get("contacts"))
+            messages.extend(_inbound(item, profiles) for item in _dicts(value.get("messages")))
+            statuses.extend(_status(item) for item in _dicts(value.get("statuses")))
+        return ParsedWebhook(messages=messages, statuses=statuses)
+
+    # ----- sending ----------------------------------------------------------------------------
+
+    def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
+        config = channel.config or {}
+        url = (
+            f"{str(config.get('api_base_url') or DEFAULT_API_BASE_URL).rstrip('/')}/"
+            f"{config.get('api_version') or DEFAULT_API_VERSION}/{config.get('phone_number_id')}/messages"
+        )
+        token = str(channel.secrets.get("access_token", ""))
+        try:
+            response = httpx.post(
+                url,
+                json=outbound_body(message),
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=SEND_TIMEOUT,
+            )
+        except httpx.TransportError as exc:
+            raise TransientError(f"WhatsApp could not be reached: {exc}") from exc
+        if response.is_success:
+            try:
+                provider_id = str(response.json()["messages"][0]["id"])
+            except (ValueError, LookupError, TypeError) as exc:
+                raise TransientError("WhatsApp answered without a message id") from exc
+            return SendResult(provider_message_id=provider_id)
+        raise graph_error(response)
+
+    # ----- configuration ----------------------------------------------------------------------
+
+    def public_config(self, channel: Channel) -> dict[str, Any]:
+        config = channel.config or {}
+        return {
+            "name": channel.name,
+            "phone_number_id": config.get("phone_number_id"),
+            "display_phone_number": config.get("display_phone_number"),
+        }
+
+    def clean_config(self, config: dict[str, Any], secrets_: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        cleaned: dict[str, Any] = {}
+        for name in ("phone_number_id", "business_account_id"):
+            value = str(config.get(name) or "").strip()
+            if not _DIGITS.match(value):
+                raise ValidationFailed.field(f"config.{name}", "must be the numeric id shown in Meta's dashboard")
+            cleaned[name] = value
+        base = str(config.get("api_base_url") or DEFAULT_API_BASE_URL).strip().rstrip("/")
+        if not base.startswith(("https://", "http://")):
+            raise ValidationFailed.field("config.api_base_url", "must be an http(s) URL")
+        cleaned["api_base_url"] = base
+        version = str(config.get("api_version") or DEFAULT_API_VERSION).strip()
+        if not _VERSION.match(version):
+            raise ValidationFailed.field("config.api_version", "must be a Graph API version like v26.0")
+        cleaned["api_version"] = version
+        display = str(config.get("display_phone_number") or "").strip()
+        if display:
+            cleaned["display_phone_number"] = display[:32]
+        kept = {name: value for name, value in secrets_.items() if value not in (None, "")}
+        for name in ("access_token", "app_secret"):
+            if not isinstance(kept.get(name), str) or not kept[name].strip():
+                raise ValidationFailed.field(f"secrets.{name}", "is required")
+        kept.setdefault("verify_token", secrets.token_urlsafe(24))
+        return cleaned, kept
+
+    def owns_identity(self, channel: Channel, external_id: str) -> bool:
+        # A phone number or BSUID is the customer's own, whichever of the business's numbers they
+        # write to (BSUIDs are scoped to the business portfolio, not to one number).
+        return True
+
+
+# ----- callbacks, piece by piece ---------------------------------------------------------------
+
+
+def signature(channel: Channel, body: bytes) -> str:
+    """Meta's X-Hub-Signature-256 value (without `sha256=`) for `body` on this channel."""
+    secret = str(channel.secrets.get("app_secret", ""))
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+# The business account id of the App Dashboard's "Test" button fixture, which names a phone number
+# id of its own: accepted for any number, so a manager's test reaches the inbox.
+DASHBOARD_TEST_ENTRY = "0"
+
+
+def _message_values(data: dict[str, Any], number: str) -> list[dict[str, Any]]:
+    """The `messages` changes of this phone number (or of the dashboard's test)."""
+    values = []
+    for entry in _dicts(data.get("entry")):
+        for change in _dicts(entry.get("changes")):
+            value = change.get("value")
+            if change.get("field") != "messages" or not isinstance(value, dict):
+                continue
+            found = value.get("metadata")
+            metadata: dict[str, Any] = found if isinstance(found, dict) else {}
+            ours = not number or str(metadata.get("phone_number_id", number)) == number
+            if ours or str(entry.get("id")) == DASHBOARD_TEST_ENTRY:
+                values.append(value)
+    return values
+
+
+def _profiles(contacts: Any) -> dict[str, dict[str, Any]]:
+    """Each customer's contact entry, by every id it carries (wa_id and BSUID)."""
+    found: dict[str, dict[str, Any]] = {}
+    for contact in _dicts(contacts):
+        for key in ("wa_id", "user_id"):
+            if contact.get(key):
+                found[str(contact[key])] = contact
+    return found
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return datetime.fromtimestamp(int(value), tz=UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
+def _inbound(item: dict[str, Any], profiles: dict[str, dict[str, Any]]) -> InboundMessage:
+    phone = str(item.get("from") or "") or None
+    contact = profiles.get(phone or "")
+    if contact is None and len({id(c) for c in profiles.values()}) == 1:
+        contact = next(iter(profiles.values()))  # a username customer: no `from`, one contact entry
+    contact = contact or {}
+    phone = phone or (str(contact["wa_id"]) if contact.get("wa_id") else None)
+    user_id = str(contact["user_id"]) if contact.get("user_id") else None
+    sender = phone or user_id or ""
+    name = (contact.get("profile") or {}).get("name")
+    kind, text, attachments, payload = _content(item)
+    context = item.get("context")
+    if isinstance(context, dict) and context.get("id"):
+        payload["reply_to"] = {"provider_message_id": str(context["id"]), "from": context.get("from")}
+    payload["whatsapp_type"] = str(item.get("type", ""))
+    return InboundMessage(
+        sender_id=sender,
+        provider_message_id=str(item["id"]) if item.get("id") else None,
+        type=kind,
+        text=text,
+        attachments=attachments,
+        payload=payload,
+        display_name=str(name) if name else None,
+        phone=f"+{phone}" if phone and phone.isdigit() else None,
+        sent_at=_timestamp(item.get("timestamp")),
+        sender_aliases=(user_id,) if user_id and user_id != sender else (),
+    )
+
+
+def _content(item: dict[str, Any]) -> tuple[MessageType, str | None, list[dict[str, Any]], dict[str, Any]]:
+    """(type, text, attachments, payload) of one message, whatever its kind. A kind we do not know
+    is kept as a text naming it, never dropped."""
+    kind = str(item.get("type", ""))
+    found = item.get(kind)
+    body: dict[str, Any] = found if isinstance(found, dict) else {}
+    if kind == "text":
+        return MessageType.TEXT, str(body.get("body", "")), [], {}
+    if kind in MEDIA_TYPES:
+        attachment = {
+            "provider_media_id": str(body.get("id", "")),
+            "content_type": body.get("mime_type"),
+            "sha256": body.get("sha256"),
+            "filename": body.get("filename"),
+            "voice": bool(body.get("voice", False)),
+        }
+        caption = body.get("caption")
+        return MEDIA_TYPES[kind], str(caption) if caption else None, [attachment], {"media": kind}
+    if kind == "location":
+        label = ", ".join(str(body[k]) for k in ("name", "address") if body.get(k))
+        location = {k: body.get(k) for k in ("latitude", "longitude", "name", "address", "url")}
+        return MessageType.LOCATION, label or None, [], {"location": location}
+    if kind == "contacts":
+        shared = _dicts(item.get("contacts"))
+        names = [str((c.get("name") or {}).get("formatted_name", "")) for c in shared]
+        return (
+            MessageType.TEXT,
+            "📇 " + ", ".join(n for n in names if n) if any(names) else "📇",
+            [],
+            {"contacts": shared},
+        )
+    if kind == "interactive":
+        reply = body.get(str(body.get("type", ""))) or {}
+        title = str(reply.get("title") or reply.get("id") or "")
+        choice = {"id": reply.get("id"), "title": reply.get("title"), "description": reply.get("description")}
+        return MessageType.TEXT, title or "(interactive)", [], {"postback": choice, "interactive": body.get("type")}
+    if kind == "button":  # a template's quick-reply button
+        return (
+            MessageType.TEXT,
+            str(body.get("text") or body.get("payload") or "(button)"),
+            [],
+            {"postback": {"id": body.get("payload"), "title": body.get("text")}},
+        )
+    if kind == "reaction":
+        emoji = str(body.get("emoji") or "")
+        reaction = {"provider_message_id": body.get("message_id"), "emoji": emoji or None}
+        return MessageType.TEXT, emoji or "(reaction removed)", [], {"reaction": reaction}
+    errors = _dicts(item.get("errors"))
+    detail = errors[0].get("title") if errors else None
+    return MessageType.TEXT, f"(unsupported message: {kind or 'unknown'})", [], {"unsupported": kind, "error": detail}
+
+
+def _status(item: dict[str, Any]) -> StatusUpdate:
+    status = STATUSES.get(str(item.get("status", "")))
+    if status is None or not item.get("id"):
+        raise ValueError(f"unknown status {item.get('status')!r}")
+    reason = None
+    errors = _dicts(item.get("errors"))
+    if status == DeliveryStatus.FAILED and errors:
+        reason = _reason(errors[0])
+    return StatusUpdate(
+        provider_message_id=str(item["id"]), status=status, reason=reason, at=_timestamp(item.get("timestamp"))
+    )
+
+
+def _reason(error: dict[str, Any]) -> str:
+    """Meta's words for an error: `(#code) title: details`."""
+    code = error.get("code")
+    title = str(error.get("title") or error.get("message") or "error")
+    details = (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
+    text = f"(#{code}) {title}" if code is not None and f"#{code}" not in title else title
+    return f"{text}: {details}" if details and details not in text else text
+
+
+# ----- sending, piece by piece -----------------------------------------------------------------
+
+
+def outbound_body(message: OutboundMessage) -> dict[str, Any]:
+    """The Graph API body for one message (§3.3). A template or an interactive message travels in
+    the payload, already in Meta's shape."""
+    body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
+    if message.recipient_id.isdigit():
+        body["to"] = message.recipient_id
+    else:
+        body["recipient"] = message.recipient_id  # a BSUID, for customers known by username only
+    payload = message.payload or {}
+    if isinstance(payload.get("template"), dict):
+        body.update(type="template", template=payload["template"])
+    elif isinstance(payload.get("interactive"), dict):
+        body.update(type="interactive", interactive=payload["interactive"])
+    elif message.type in OUTBOUND_MEDIA and message.attachments:
+        kind = OUTBOUND_MEDIA[message.type]
+        attachment = message.attachments[0]
+        media: dict[str, Any] = (
+            {"id": attachment["provider_media_id"]}
+            if attachment.get("provider_media_id")
+            else {"link": attachment.get("url")}
+        )
+        if message.text and kind != "audio":
+            media["caption"] = message.text[:CAPTION_LENGTH]
+        if kind == "document" and attachment.get("filename"):
+            media["filename"] = attachment["filename"]
+        body.update(type=kind, **{kind: media})
+    elif message.type == MessageType.LOCATION and isinstance(payload.get("location"), dict):
+        body.update(type="location", location=payload["location"])
+    else:
+        text = {"body": message.text or "", "preview_url": bool(payload.get("preview_url", False))}
+        body.update(type="text", text=text)
+    if message.reply_to_provider_id:
+        body["context"] = {"message_id": message.reply_to_provider_id}
+    return body
+
+
+def graph_error(response: httpx.Response) -> TransientError | PermanentError:
+    """The error a refused request means: retryable (throttling, Meta's faults) or permanent, with
+    Meta's reason and `whatsapp:<code>` as its code."""
+    try:
+        error = response.json().get("error")
+    except ValueError:
+        error = None
+    if not isinstance(error, dict):
+        reason = f"WhatsApp answered HTTP {response.status_code}"
+        if response.status_code == 429 or response.status_code >= 500:
+            return TransientError(reason, code=f"http:{response.status_code}")
+        return PermanentError(reason, code=f"http:{response.status_code}")
+    code = error.get("code")
+    reason = _reason(error)
+    tagged = f"whatsapp:{code}"
+    if isinstance(code, int) and code in RETRYABLE_CODES:
+        return TransientError(reason, code=tagged, retry_after=RETRYABLE_CODES[code])
+    if response.status_code == 429 or response.status_code >= 500:
+        return TransientError(reason, code=tagged)
+    return PermanentError(reason, code=tagged)

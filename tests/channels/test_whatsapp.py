@@ -1,0 +1,346 @@
+"""The WhatsApp Cloud API adapter beyond the contract: every documented message kind, statuses with
+Meta's reasons, one contact per customer across phone number and BSUID, error codes, request bodies."""
+
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, graph_error, outbound_body, signature
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import (
+    DeliveryStatus,
+    MessageType,
+    OutboundMessage,
+    PermanentError,
+    TransientError,
+    WebhookRequest,
+)
+from tertulia.channels.service import do_create_channel
+from tertulia.contacts.models import ContactIdentity
+from tertulia.conversations.models import Message
+from tertulia.kit.db import Database
+from tertulia.kit.errors import ValidationFailed
+from tertulia.users.models import Role
+from tests.channels import whatsapp_samples as wa
+from tests.conftest import Tenant
+from tests.conversations.support import sign_in
+from tests.fakes import callbacks_written
+
+ADAPTER = WhatsAppAdapter()
+CONFIG = {"phone_number_id": wa.PHONE_NUMBER_ID, "business_account_id": wa.BUSINESS_ACCOUNT_ID}
+SECRETS = {"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET}
+
+
+def _channel() -> Channel:
+    config, secrets = ADAPTER.clean_config(CONFIG, SECRETS)
+    return Channel(
+        id=5, workspace_id=1, type="whatsapp", name="Ventas", key="k", active=True, config=config, secrets=secrets
+    )
+
+
+def _parse(data: dict[str, Any]) -> Any:
+    raw = wa.body(data)
+    channel = _channel()
+    request = WebhookRequest(
+        method="POST",
+        url="https://tertulia.example/webhooks/k",
+        headers={"x-hub-signature-256": f"sha256={signature(channel, raw)}"},
+        query={},
+        body=raw,
+    )
+    ADAPTER.verify_webhook(channel, request)
+    return ADAPTER.parse_webhook(channel, request)
+
+
+def test_the_documented_signature_vector() -> None:
+    secret, raw, expected = wa.SIGNATURE_VECTOR
+    channel = _channel()
+    channel.secrets = {**channel.secrets, "app_secret": secret}
+    assert signature(channel, raw) == expected == hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("sample", "kind", "text", "payload"),
+    [
+        (wa.TEXT, MessageType.TEXT, "Does it come in another color?", {}),
+        (wa.IMAGE, MessageType.IMAGE, "¿Así?", {"media": "image"}),
+        (wa.STICKER, MessageType.IMAGE, None, {"media": "sticker"}),
+        (wa.VOICE, MessageType.AUDIO, None, {"media": "audio"}),
+        (wa.DOCUMENT, MessageType.FILE, "Mi factura", {"media": "document"}),
+        (wa.LOCATION, MessageType.LOCATION, "Zócalo, Plaza de la Constitución, CDMX", {}),
+        (wa.CONTACTS, MessageType.TEXT, "📇 Ana Gómez", {}),
+        (wa.BUTTON_REPLY, MessageType.TEXT, "title", {"postback": {"id": "callback_data", "title": "title"}}),
+        (wa.LIST_REPLY, MessageType.TEXT, "Talla M", {"postback": {"id": "size_m", "title": "Talla M"}}),
+        (wa.TEMPLATE_BUTTON, MessageType.TEXT, "Seguir pedido", {"postback": {"id": "TRACK_42"}}),
+        (wa.REACTION, MessageType.TEXT, "👍", {"reaction": {"provider_message_id": "wamid.ours", "emoji": "👍"}}),
+        (wa.UNSUPPORTED, MessageType.TEXT, "(unsupported message: unsupported)", {"unsupported": "unsupported"}),
+    ],
+)
+def test_every_message_kind_is_kept(
+    sample: dict[str, Any], kind: MessageType, text: str | None, payload: dict[str, Any]
+) -> None:
+    (message,) = _parse(sample).messages
+    assert (message.type, message.text) == (kind, text)
+    for key, value in payload.items():
+        found = message.payload[key]
+        assert found == value if not isinstance(value, dict) else {k: found[k] for k in value} == value
+    assert message.sender_id
+    assert message.sent_at is not None
+
+
+def test_media_keep_meta_s_media_id_for_download() -> None:
+    (document,) = _parse(wa.DOCUMENT).messages
+    assert document.attachments == [
+        {
+            "provider_media_id": "999",
+            "content_type": "application/pdf",
+            "sha256": "ghi=",
+            "filename": "factura.pdf",
+            "voice": False,
+        }
+    ]
+    (voice,) = _parse(wa.VOICE).messages
+    assert voice.attachments[0]["voice"] is True
+
+
+def test_profile_name_phone_and_quoted_message() -> None:
+    (message,) = _parse(wa.BUTTON_REPLY).messages
+    assert (message.display_name, message.phone, message.sender_id) == ("Pablo Ruiz", "+972987654321", "972987654321")
+    assert message.payload["reply_to"] == {"provider_message_id": "wamid.asked", "from": "1122334455667"}
+
+
+def test_another_number_of_the_business_account_is_not_this_channel() -> None:
+    other = wa.envelope(
+        contacts=wa.CUSTOMER, messages=wa.IMAGE["entry"][0]["changes"][0]["value"]["messages"], phone_number_id="999"
+    )
+    assert _parse(other).messages == []
+
+
+def test_statuses_with_meta_s_reason() -> None:
+    (delivered,) = _parse(wa.DELIVERED).statuses
+    assert (delivered.provider_message_id, delivered.status, delivered.reason) == (
+        "wamid.xyzxyz",
+        DeliveryStatus.DELIVERED,
+        None,
+    )
+    (failed,) = _parse(wa.FAILED).statuses
+    assert (failed.status, failed.reason) == (
+        DeliveryStatus.FAILED,
+        "(#131026) Message undeliverable: Message Undeliverable.",
+    )
+    (played,) = _parse(wa.status("wamid.voice", "played")).statuses
+    assert played.status == DeliveryStatus.READ
+
+
+def test_handshake_needs_subscribe_and_the_verify_token() -> None:
+    channel = _channel()
+    token = channel.secrets["verify_token"]
+    good = {"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "42"}
+    request = WebhookRequest(method="GET", url="u", headers={}, query=good, body=b"")
+    ADAPTER.verify_webhook(channel, request)
+    assert ADAPTER.parse_webhook(channel, request).reply == "42"
+    for query in (
+        {**good, "hub.mode": "unsubscribe"},
+        {**good, "hub.verify_token": token + "x"},
+        {"hub.challenge": "42"},
+    ):
+        with pytest.raises(Exception, match="verify token"):
+            ADAPTER.verify_webhook(channel, WebhookRequest(method="GET", url="u", headers={}, query=query, body=b""))
+
+
+# ----- one contact per customer ------------------------------------------------------------------
+
+
+def _post(client: TestClient, channel: Channel, data: dict[str, Any]) -> None:
+    raw = wa.body(data)
+    response = client.post(
+        f"/webhooks/{channel.key}", content=raw, headers={"X-Hub-Signature-256": f"sha256={signature(channel, raw)}"}
+    )
+    assert response.status_code == 200, response.text
+    callbacks_written(client.app.state.db)
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_username_customer_is_one_contact_and_their_phone_joins_it_later(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with db.transaction() as session:
+        channel = do_create_channel(session, tenant.actor(), "whatsapp", "Ventas", CONFIG, SECRETS)
+        session.expunge(channel)
+    _post(client, channel, wa.BSUID_ONLY)
+    _post(client, channel, wa.BSUID_AND_PHONE)
+    _post(
+        client,
+        channel,
+        wa.envelope(
+            contacts=[{"profile": {"name": "Lupita"}, "wa_id": "5215598765432"}],
+            messages=[
+                {
+                    "from": "5215598765432",
+                    "id": "wamid.bsuid3",
+                    "timestamp": "1764950200",
+                    "type": "text",
+                    "text": {"body": "otra vez"},
+                }
+            ],
+        ),
+    )
+    with db.transaction(write=False) as session:
+        contacts = set(session.scalars(select(Message.contact_id).where(Message.channel_id == channel.id)))
+        assert len(contacts) == 1
+        identities = {
+            row.external_id: row.contact_id
+            for row in session.scalars(select(ContactIdentity).where(ContactIdentity.channel == "whatsapp"))
+        }
+    assert identities == {wa.BSUID: contacts.pop(), "5215598765432": identities[wa.BSUID]}
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_ids_of_two_different_contacts_are_never_joined_silently(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with db.transaction() as session:
+        channel = do_create_channel(session, tenant.actor(), "whatsapp", "Ventas", CONFIG, SECRETS)
+        session.expunge(channel)
+    _post(client, channel, wa.BSUID_ONLY)  # contact A: the BSUID
+    phone_only = wa.envelope(
+        contacts=[{"profile": {"name": "Otra"}, "wa_id": "5215598765432"}],
+        messages=[
+            {
+                "from": "5215598765432",
+                "id": "wamid.p1",
+                "timestamp": "1764950000",
+                "type": "text",
+                "text": {"body": "hola"},
+            }
+        ],
+    )
+    _post(client, channel, phone_only)  # contact B: the phone
+    _post(client, channel, wa.BSUID_AND_PHONE)  # both ids: the phone's contact answers, nothing is linked
+    with db.transaction(write=False) as session:
+        owners = {
+            row.external_id: row.contact_id
+            for row in session.scalars(select(ContactIdentity).where(ContactIdentity.channel == "whatsapp"))
+        }
+        last = session.scalar(select(Message).where(Message.provider_message_id == "wamid.bsuid2"))
+        assert last is not None
+    assert owners[wa.BSUID] != owners["5215598765432"]
+    assert last.contact_id == owners["5215598765432"]
+
+
+# ----- sending ------------------------------------------------------------------------------------
+
+
+def _response(status: int, data: Any) -> httpx.Response:
+    return httpx.Response(status, content=json.dumps(data).encode(), request=httpx.Request("POST", "http://graph.test"))
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error", "retry_after"),
+    [
+        (400, 131047, PermanentError, None),
+        (400, 131026, PermanentError, None),
+        (400, 131048, PermanentError, None),
+        (400, 132001, PermanentError, None),
+        (401, 190, PermanentError, None),
+        (400, 130429, TransientError, 1.0),
+        (400, 131056, TransientError, 6.0),
+        (400, 80007, TransientError, 60.0),
+        (500, 131000, TransientError, None),
+        (503, 999999, TransientError, None),
+    ],
+)
+def test_graph_errors_are_retried_or_final_by_code(
+    status: int, code: int, error: type, retry_after: float | None
+) -> None:
+    mapped = graph_error(_response(status, wa.graph_error(code, f"(#{code}) Something")))
+    assert type(mapped) is error
+    assert mapped.code == f"whatsapp:{code}"
+    assert mapped.reason == f"(#{code}) Something"
+    if isinstance(mapped, TransientError):
+        assert mapped.retry_after == retry_after
+
+
+def test_an_error_body_that_is_not_graph_s_is_judged_by_status() -> None:
+    assert isinstance(graph_error(httpx.Response(502, text="<html>Bad gateway</html>")), TransientError)
+    assert isinstance(graph_error(httpx.Response(404, text="not here")), PermanentError)
+
+
+def _outbound(**changes: Any) -> OutboundMessage:
+    base: dict[str, Any] = {
+        "message_id": 1,
+        "idempotency_key": "k",
+        "recipient_id": "16505551234",
+        "type": MessageType.TEXT,
+        "text": "Hi!",
+        "attachments": [],
+        "payload": {},
+    }
+    return OutboundMessage(**{**base, **changes})
+
+
+def test_request_bodies_follow_the_cloud_api() -> None:
+    assert outbound_body(_outbound(reply_to_provider_id="wamid.Q", payload={"preview_url": True})) == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "16505551234",
+        "type": "text",
+        "text": {"body": "Hi!", "preview_url": True},
+        "context": {"message_id": "wamid.Q"},
+    }
+    template = {"name": "order_update", "language": {"code": "es_MX"}, "components": []}
+    assert outbound_body(_outbound(payload={"template": template}))["template"] == template
+    image = outbound_body(
+        _outbound(type=MessageType.IMAGE, text="foto", attachments=[{"url": "https://x.example/p.jpg"}])
+    )
+    assert (image["type"], image["image"]) == ("image", {"link": "https://x.example/p.jpg", "caption": "foto"})
+    document = outbound_body(
+        _outbound(type=MessageType.FILE, text=None, attachments=[{"provider_media_id": "55", "filename": "f.pdf"}])
+    )
+    assert document["document"] == {"id": "55", "filename": "f.pdf"}
+    by_username = outbound_body(_outbound(recipient_id=wa.BSUID))
+    assert by_username["recipient"] == wa.BSUID
+    assert "to" not in by_username
+
+
+def test_connecting_needs_the_ids_and_secrets_and_generates_a_verify_token() -> None:
+    config, secrets = ADAPTER.clean_config({**CONFIG, "api_base_url": "http://127.0.0.1:9/"}, SECRETS)
+    assert config["api_base_url"] == "http://127.0.0.1:9"
+    assert config["api_version"] == "v26.0"
+    assert len(secrets["verify_token"]) >= 24
+    for bad_config, bad_secrets, field in [
+        ({**CONFIG, "phone_number_id": "abc"}, SECRETS, "config.phone_number_id"),
+        ({"phone_number_id": wa.PHONE_NUMBER_ID}, SECRETS, "config.business_account_id"),
+        ({**CONFIG, "api_version": "26"}, SECRETS, "config.api_version"),
+        ({**CONFIG, "api_base_url": "ftp://x"}, SECRETS, "config.api_base_url"),
+        (CONFIG, {"app_secret": "s"}, "secrets.access_token"),
+        (CONFIG, {"access_token": "t", "app_secret": " "}, "secrets.app_secret"),
+    ]:
+        with pytest.raises(ValidationFailed) as refused:
+            ADAPTER.clean_config(bad_config, bad_secrets)
+        assert field in (refused.value.details or {})
+
+
+def test_connecting_through_the_api_stores_the_secrets_and_never_shows_them_again(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    manager = sign_in(db, tenant, Role.MANAGER).headers
+    body = {"type": "whatsapp", "name": "Ventas MX", "config": CONFIG, "secrets": SECRETS}
+    created = client.post("/api/v1/channels", headers=manager, json=body)
+    assert created.status_code == 201, created.text
+    answer = created.json()
+    assert len(answer["verify_token"]) >= 24  # generated: to paste into Meta's dashboard, shown once
+    assert "access_token" not in answer
+    assert "app_secret" not in answer
+    shown = client.get(f"/api/v1/channels/{answer['id']}", headers=manager).json()
+    assert shown["secrets"] == {"access_token": "set", "app_secret": "set", "verify_token": "set"}
+    assert "EAAG-test-token" not in json.dumps(shown)
+    missing = client.post("/api/v1/channels", headers=manager, json={**body, "secrets": {"app_secret": "s"}})
+    assert missing.status_code == 422
+    assert "secrets.access_token" in missing.json()["error"]["details"]
