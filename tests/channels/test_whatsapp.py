@@ -4,12 +4,17 @@ Meta's reasons, one contact per customer across phone number and BSUID, error co
 import hashlib
 import hmac
 import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, graph_error, outbound_body, signature
 from tertulia.channels.models import Channel
@@ -22,8 +27,9 @@ from tertulia.channels.protocol import (
     WebhookRequest,
 )
 from tertulia.channels.service import do_create_channel
-from tertulia.contacts.models import ContactIdentity
+from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.models import Message
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import ValidationFailed
 from tertulia.users.models import Role
@@ -344,3 +350,87 @@ def test_connecting_through_the_api_stores_the_secrets_and_never_shows_them_agai
     missing = client.post("/api/v1/channels", headers=manager, json={**body, "secrets": {"app_secret": "s"}})
     assert missing.status_code == 422
     assert "secrets.access_token" in missing.json()["error"]["details"]
+
+
+# ----- the 24-hour window and templates, against a local Graph API -----------------------------
+
+
+@contextmanager
+def graph_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """A local stand-in for graph.facebook.com's send endpoint: records each request's path and JSON
+    body and answers as Meta does (§3.3)."""
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+            received.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})
+            data = json.dumps(wa.accepted(f"wamid.sent{len(received)}")).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", received
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_outside_the_window_only_templates_go_out(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with graph_api() as (base, received):
+        with db.transaction() as session:
+            channel = do_create_channel(
+                session, tenant.actor(), "whatsapp", "Ventas", {**CONFIG, "api_base_url": base}, SECRETS
+            )
+            session.expunge(channel)
+        _post(client, channel, wa.TEXT)  # Sheena writes: the window opens
+        with db.transaction(write=False) as session:
+            contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
+        url = f"/api/v1/contacts/id:{contact_id}/messages"
+        inside = {"channel_id": channel.id, "message": {"type": "text", "text": "¡Sí, en azul!"}}
+        assert client.post(url, headers=tenant.headers, json=inside).status_code == 201
+        image = {"channel_id": channel.id, "message": {"type": "image", "attachments": []}}
+        refused_media = client.post(url, headers=tenant.headers, json=image)
+        assert refused_media.status_code == 422
+        assert "cannot send image" in refused_media.json()["error"]["message"]
+        # A day and an hour later.
+        with db.transaction() as session:
+            session.execute(
+                update(Contact).where(Contact.id == contact_id).values(last_incoming_at=utcnow() - timedelta(hours=25))
+            )
+        late = client.post(url, headers=tenant.headers, json=inside)
+        assert late.status_code == 422
+        assert late.json()["error"]["code"] == "reply_window_closed"
+        template = {
+            "name": "order_update",
+            "language": {"code": "es_MX"},
+            "components": [{"type": "body", "parameters": [{"type": "text", "text": "Sheena"}]}],
+        }
+        sent = client.post(
+            url,
+            headers=tenant.headers,
+            json={"channel_id": channel.id, "message": {"type": "whatsapp_template", "template": template}},
+        )
+        assert sent.status_code == 201, sent.text
+        wrong = {"channel_id": channel.id, "message": {"type": "whatsapp_template", "text": "no template"}}
+        assert client.post(url, headers=tenant.headers, json=wrong).status_code == 422
+    assert [r["body"]["type"] for r in received] == ["text", "template"]  # nothing sent for the refusals
+    first, second = received
+    assert first["path"] == f"/v26.0/{wa.PHONE_NUMBER_ID}/messages"
+    assert first["auth"] == "Bearer EAAG-test-token"
+    assert first["body"]["to"] == "16505551234"
+    assert first["body"]["text"]["body"] == "¡Sí, en azul!"
+    assert second["body"]["template"] == template
+    with db.transaction(write=False) as session:
+        statuses = list(session.scalars(select(Message.status).where(Message.provider_message_id.like("wamid.sent%"))))
+    assert statuses == [DeliveryStatus.SENT, DeliveryStatus.SENT]

@@ -45,6 +45,9 @@ class MessageType(enum.StrEnum):
     AUDIO = "audio"
     VIDEO = "video"
     LOCATION = "location"
+    # A provider's pre-approved template (WhatsApp), the one kind allowed outside the reply window;
+    # the template travels in the message's payload in the provider's own shape.
+    TEMPLATE = "template"
     SYSTEM = "system"
 
 

@@ -39,7 +39,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -65,11 +65,46 @@ router = APIRouter(prefix="/api/v1", tags=["conversations"])
 MAX_FILES = 10  # attachments per message
 
 
+class TemplateLanguage(BaseModel):
+    code: str = Field(min_length=2, max_length=15, pattern=r"^[A-Za-z]{2,3}(_[A-Za-z0-9]{2,8})?$")
+
+
+class WhatsAppTemplate(BaseModel):
+    """A message template in WhatsApp's own shape (name, language, components with parameters)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=512, pattern=r"^[a-z0-9_]+$")
+    language: TemplateLanguage
+    components: list[dict[str, Any]] = Field(default_factory=list, max_length=10)
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    type: MessageType = MessageType.TEXT
+    # `whatsapp_template` is the stored type `template` with a WhatsApp template.
+    type: MessageType | Literal["whatsapp_template"] = MessageType.TEXT
     text: str | None = Field(default=None, max_length=20_000)
     attachments: list[int] = Field(default_factory=list, max_length=MAX_FILES)
+    template: WhatsAppTemplate | None = None
+
+    @model_validator(mode="after")
+    def _template_with_its_type(self) -> "MessageBody":
+        if (self.type in ("whatsapp_template", MessageType.TEMPLATE)) != (self.template is not None):
+            raise ValueError("`template` is given with type whatsapp_template, and only then")
+        if self.type == MessageType.TEMPLATE:
+            self.type = "whatsapp_template"
+        return self
+
+    @property
+    def message_type(self) -> MessageType:
+        return MessageType.TEMPLATE if self.type == "whatsapp_template" else MessageType(self.type)
+
+    @property
+    def payload(self) -> dict[str, Any] | None:
+        return {"template": self.template.model_dump()} if self.template is not None else None
+
+    @property
+    def preview_text(self) -> str | None:
+        return f"[{self.template.name}]" if self.template is not None else self.text
 
 
 class ReplyBody(MessageBody):
@@ -264,10 +299,11 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: int, body: Rep
         session,
         actor,
         conversation,
-        text=body.text,
-        message_type=body.type,
+        text=body.preview_text,
+        message_type=body.message_type,
         file_ids=body.attachments,
         channel_id=body.channel_id,
+        payload=body.payload,
     )
     return schemas.message_dict(message)
 
@@ -343,9 +379,10 @@ def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body
         actor,
         contact,
         channel,
-        text=body.message.text,
-        message_type=body.message.type,
+        text=body.message.preview_text,
+        message_type=body.message.message_type,
         file_ids=body.message.attachments,
+        payload=body.message.payload,
     )
     return {
         "id": message.id,

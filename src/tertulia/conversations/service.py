@@ -334,6 +334,12 @@ def check_send(
     rules = adapter.rules
     if message_type not in rules.message_types:
         raise ValidationFailed.field("message.type", f"{channel.type} cannot send {message_type.value} messages")
+    if message_type == MessageType.TEMPLATE:
+        # A template is the provider's approved text: allowed outside the reply window.
+        recipient = recipient_for(session, channel, contact.id)
+        if recipient is None:
+            raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
+        return OutboundPlan(contact, channel, recipient, text, message_type, [])
     rendered: str | None = None
     if text is not None and text.strip():
         rendered = variables.render(
@@ -424,6 +430,7 @@ def do_reply(
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
     channel_id: int | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> Message:
     target = channel_id or conversation.channel_id
     if target is None:
@@ -433,7 +440,9 @@ def do_reply(
         raise ValidationFailed.field("channel_id", f"no channel {target}")
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
     assert contact is not None
-    return do_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
+    return do_send(
+        session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids, payload=payload
+    )
 
 
 # ----- comments and mentions ----------------------------------------------------------------

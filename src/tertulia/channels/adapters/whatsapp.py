@@ -97,16 +97,9 @@ class WhatsAppAdapter:
         templates_outside_window=True,
         max_text_length=4096,
         delivery_receipts=True,
-        message_types=frozenset(
-            {
-                MessageType.TEXT,
-                MessageType.IMAGE,
-                MessageType.FILE,
-                MessageType.AUDIO,
-                MessageType.VIDEO,
-                MessageType.LOCATION,
-            }
-        ),
+        # What may be sent. Media wait for the upload to Meta's media endpoint (the files are ours,
+        # Meta cannot fetch them by link); until then the composer and the API refuse them.
+        message_types=frozenset({MessageType.TEXT, MessageType.TEMPLATE}),
     )
 
     # ----- callbacks --------------------------------------------------------------------------
