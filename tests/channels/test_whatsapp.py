@@ -29,6 +29,7 @@ from tertulia.channels.protocol import (
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.models import Message
+from tertulia.events.models import EventRecord
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import ValidationFailed
@@ -434,3 +435,49 @@ def test_outside_the_window_only_templates_go_out(client: TestClient, db: Databa
     with db.transaction(write=False) as session:
         statuses = list(session.scalars(select(Message.status).where(Message.provider_message_id.like("wamid.sent%"))))
     assert statuses == [DeliveryStatus.SENT, DeliveryStatus.SENT]
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_statuses_of_one_callback_are_applied_together_and_only_forward(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with graph_api() as (base, _received):
+        with db.transaction() as session:
+            channel = do_create_channel(
+                session, tenant.actor(), "whatsapp", "Ventas", {**CONFIG, "api_base_url": base}, SECRETS
+            )
+            session.expunge(channel)
+        _post(client, channel, wa.TEXT)
+        with db.transaction(write=False) as session:
+            contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
+        for text in ("uno", "dos"):
+            body = {"channel_id": channel.id, "message": {"type": "text", "text": text}}
+            assert (
+                client.post(f"/api/v1/contacts/id:{contact_id}/messages", headers=tenant.headers, json=body).status_code
+                == 201
+            )
+    statuses = [
+        {"id": "wamid.sent1", "status": "read", "timestamp": "1764950001", "recipient_id": "16505551234"},
+        {"id": "wamid.sent1", "status": "delivered", "timestamp": "1764950000", "recipient_id": "16505551234"},
+        {
+            "id": "wamid.sent2",
+            "status": "failed",
+            "timestamp": "1764950002",
+            "recipient_id": "16505551234",
+            "errors": [{"code": 131026, "title": "Message undeliverable"}],
+        },
+        {"id": "wamid.someone-else", "status": "delivered", "timestamp": "1764950003", "recipient_id": "1"},
+    ]
+    _post(client, channel, wa.envelope(statuses=statuses))
+    with db.transaction(write=False) as session:
+        found = {
+            m.provider_message_id: (m.status, m.status_reason)
+            for m in session.scalars(select(Message).where(Message.provider_message_id.like("wamid.sent%")))
+        }
+        moves = list(session.scalars(select(EventRecord.payload).where(EventRecord.type == "message.status_changed")))
+    assert found == {
+        "wamid.sent1": (DeliveryStatus.READ, None),
+        "wamid.sent2": (DeliveryStatus.FAILED, "(#131026) Message undeliverable"),
+    }
+    # sent on sending (twice), then read and failed from the callback: the late "delivered" moved nothing.
+    assert sorted(p["status"] for p in moves) == ["failed", "read", "sent", "sent"]

@@ -46,11 +46,17 @@ from sqlalchemy.orm import Session
 from tertulia.channels import repository as channels_repo
 from tertulia.channels.http import JsonErrorRoute
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import InboundMessage, ParsedWebhook, WebhookRejected, WebhookRequest
+from tertulia.channels.protocol import (
+    InboundMessage,
+    ParsedWebhook,
+    StatusUpdate,
+    WebhookRejected,
+    WebhookRequest,
+)
 from tertulia.channels.registry import get_adapter
 from tertulia.conversations.inbound import check_inbound, do_receive_many
 from tertulia.conversations.models import InboundCallback
-from tertulia.conversations.status import do_apply_status
+from tertulia.conversations.status import do_apply_statuses
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database, sidecar_url
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
@@ -378,19 +384,18 @@ def _acceptable(channel: Channel, message: InboundMessage) -> bool:
 def _write(session: Session, rows: Sequence[Callback]) -> None:
     channels = {row.channel_id: session.get(Channel, row.channel_id) for row in rows}
     inbound: list[tuple[Channel, InboundMessage]] = []
-    statuses: list[tuple[Channel, ParsedWebhook]] = []
+    statuses: list[tuple[Channel, StatusUpdate]] = []
     for row in rows:
         channel = channels[row.channel_id]
         parsed = _parse(channel, row)
         if channel is None:
             continue
         inbound.extend((channel, m) for m in parsed.messages if _acceptable(channel, m))
-        statuses.append((channel, parsed))
+        statuses.extend((channel, status) for status in parsed.statuses)
     if inbound:
         do_receive_many(session, inbound)
-    for channel, parsed in statuses:
-        for status in parsed.statuses:
-            do_apply_status(session, channel, status.provider_message_id, status.status, status.reason)
+    if statuses:
+        do_apply_statuses(session, statuses)
 
 
 def process_callbacks(db: Database) -> int:
