@@ -366,8 +366,8 @@ class VisitorSocket:
         try:
             frame = json.loads(raw)
             kind = _SocketFrame.model_validate(frame, strict=False).type if isinstance(frame, dict) else None
-        except (ValueError, ValidationError):
-            kind = None
+        except (ValueError, ValidationError, RecursionError):
+            kind = None  # RecursionError: JSON nested deeper than the parser goes
         if kind is None:
             await self.send({"type": "error", "error": _error_body("invalid_frame", "Unreadable frame.", {})})
         elif kind == "ping":
