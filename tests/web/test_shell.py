@@ -84,6 +84,7 @@ def test_forms_without_the_csrf_token_are_refused(client: TestClient, db: Databa
     for headers, data in (
         ({}, {"first_name": "Ana"}),
         ({}, {"first_name": "Ana", "csrf_token": "forged"}),
+        ({}, {"first_name": "Ana", "csrf_token": "señuelo"}),  # non-ASCII: a 500 when compared as str
         ({"HX-Request": "true", "X-CSRF-Token": "forged"}, {"first_name": "Ana"}),
     ):
         response = client.post("/contacts", data=data, headers=headers, follow_redirects=False)
@@ -97,6 +98,45 @@ def test_forms_without_the_csrf_token_are_refused(client: TestClient, db: Databa
         follow_redirects=False,
     )
     assert via_htmx.headers["HX-Redirect"].startswith("/contacts/")
+
+
+def test_a_cookie_planted_with_a_matching_field_does_not_pass_for_a_sign_in_form(db: Database, tenant: Tenant) -> None:
+    """A site that can set cookies for the app's host (a sibling subdomain) used to be able to sign a
+    victim in: any value it planted in the anonymous CSRF cookie passed when the form echoed it."""
+    email = email_of(db, tenant.agent_id)
+    with TestClient(create_app(Settings(), db), raise_server_exceptions=False) as client:
+        client.cookies.set("tertulia_csrf", "attacker-chosen-value")
+        planted = client.post(
+            "/login",
+            data={"email": email, "password": "agent-password", "csrf_token": "attacker-chosen-value"},
+            follow_redirects=False,
+        )
+        assert planted.status_code == 403
+        # The page's own token is signed, tied to the cookie it set, and works.
+        client.cookies.clear()
+        page = client.get("/login")
+        nonce = page.cookies["tertulia_csrf"]
+        token = csrf_from(page)
+        assert token != nonce
+        signed_in = client.post(
+            "/login", data={"email": email, "password": "agent-password", "csrf_token": token}, follow_redirects=False
+        )
+        assert signed_in.status_code == 303
+    with TestClient(create_app(Settings(), db), raise_server_exceptions=False) as other:
+        # Another browser's cookie does not go with this token.
+        other.get("/login")
+        borrowed = other.post("/login", data={"email": email, "password": "agent-password", "csrf_token": token})
+        assert borrowed.status_code == 403
+
+
+def test_behind_https_the_anonymous_csrf_cookie_cannot_be_set_by_other_hosts(db: Database) -> None:
+    app = create_app(Settings(base_url="https://crm.example.com"), db)
+    with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as client:
+        cookie = next(c for c in client.get("/login").headers.get_list("set-cookie") if "csrf" in c)
+    # The __Host- prefix: browsers accept it only from this host itself, Secure, for path /.
+    assert cookie.startswith("__Host-tertulia_csrf=")
+    assert "secure" in cookie.lower()
+    assert "domain=" not in cookie.lower()
 
 
 def test_security_headers_and_static_caching(client: TestClient) -> None:

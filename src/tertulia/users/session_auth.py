@@ -7,7 +7,6 @@ is read: FastAPI reads and parses a body before it runs an endpoint's dependenci
 made-up token was enough to make the server read a body up to the route's limit.
 """
 
-import hmac
 from typing import Annotated
 
 import anyio
@@ -20,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError, PermissionDenied, Unauthorized
 from tertulia.kit.http import get_db
+from tertulia.kit.security import same_secret
 from tertulia.users.auth import api_actor
 from tertulia.users.permissions import Actor
 from tertulia.users.service import find_active_api_token
@@ -46,7 +46,7 @@ def session_or_token_actor(
         actor = current.actor
     if request.method not in SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
-        if not sent or not hmac.compare_digest(sent, csrf):
+        if not sent or not same_secret(sent, csrf):
             raise PermissionDenied("Missing or wrong CSRF token.", code="csrf_failed")
     return actor
 
@@ -85,7 +85,7 @@ def check_api_credential(database: Database, headers: Headers, method: str) -> N
             raise Unauthorized("Your session has expired; sign in again.")
         csrf = current.web_session.csrf_token
     sent = headers.get(CSRF_HEADER, "")
-    if method not in SAFE_METHODS and (not sent or not hmac.compare_digest(sent, csrf)):
+    if method not in SAFE_METHODS and (not sent or not same_secret(sent, csrf)):
         raise PermissionDenied("Missing or wrong CSRF token.", code="csrf_failed")
 
 

@@ -41,6 +41,7 @@ from tertulia.channels.protocol import (
     WebhookRequest,
 )
 from tertulia.kit.errors import PermissionDenied, Unauthorized, ValidationFailed
+from tertulia.kit.security import same_secret
 from tertulia.kit.settings import get_settings
 
 TYPE = "webchat"
@@ -176,7 +177,7 @@ def read_token(token: str | None, channel: Channel) -> Visitor:
         raise Unauthorized("Missing or malformed visitor token.")
     body, signature = token.split(".")
     expected = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature, expected):
+    if not same_secret(signature, expected):
         raise Unauthorized("Invalid visitor token.")
     try:
         claims = json.loads(_unb64(body))
@@ -213,7 +214,7 @@ def callback_signature(channel: Channel, data: bytes) -> str:
 
 def _signed(channel: Channel, data: bytes, signature: str) -> bool:
     secret = (channel.secrets or {}).get("identity_secret")
-    return bool(secret) and hmac.compare_digest(signature.lower(), callback_signature(channel, data))
+    return bool(secret) and same_secret(signature.lower(), callback_signature(channel, data))
 
 
 def _server_message(channel: Channel, item: Any) -> InboundMessage:

@@ -24,7 +24,6 @@ Agents' internal comments and system lines never reach the visitor.
 """
 
 import functools
-import hmac
 import inspect
 import json
 import secrets
@@ -54,6 +53,7 @@ from tertulia.conversations.schemas import message_dict, visitor_message
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied, RateLimited, Unauthorized
+from tertulia.kit.security import same_secret
 from tertulia.kit.sockets import serve_events
 
 T = TypeVar("T")
@@ -198,7 +198,7 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
         except Unauthorized:
             previous = None  # an expired or foreign token just starts a fresh visitor
     if body.user_id is not None:
-        if not body.user_hash or not hmac.compare_digest(body.user_hash.lower(), user_hash(channel, body.user_id)):
+        if not body.user_hash or not same_secret(body.user_hash.lower(), user_hash(channel, body.user_id)):
             raise Unauthorized("Identity verification failed.", details={"user_hash": "does not match user_id"})
         external_id = f"{channel.id}:u:{body.user_id}"
     elif previous is not None:
