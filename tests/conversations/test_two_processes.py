@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tertulia.channels.service import do_create_channel
@@ -147,3 +148,29 @@ def test_event_reaches_a_socket_on_the_other_process(two_servers: tuple[str, str
         assert _recv(widget, "message.created")["message"]["text"] == "hola desde el inbox"
         # Only the worker process consumes the Redis queue; its status event crosses too.
         assert _recv(inbox, "message.status")["data"]["status"] == "sent"
+
+
+def test_signing_out_through_one_process_closes_the_socket_on_the_other(two_servers: tuple[str, str, str]) -> None:
+    base_a, base_b, url = two_servers
+    db = Database(url)
+    with db.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Salida", "owner@example.com", "owner-password")
+        signed = do_sign_in(session, "owner@example.com", "owner-password", client_ip=None)
+        cookie, csrf = signed.token, signed.web_session.csrf_token
+    db.dispose()
+    ws_b = base_b.replace("http://", "ws://")
+    with connect(f"{ws_b}/ws", additional_headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}) as inbox:
+        assert _recv(inbox, "hello")["workspace_id"] == created.workspace.id
+        out = httpx.post(
+            f"{base_a}/logout",
+            headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+            data={"csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert out.status_code == 303
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            inbox.recv(timeout=10)  # the periodic check would take up to 30 s
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "signed out")
+        assert time.monotonic() - started < 10

@@ -6,8 +6,13 @@ account (email) and the client address are keys, so neither spraying one account
 addresses nor many accounts from one address gets unlimited tries. The check takes the keys' rows
 (inserting them if needed) before the password is verified and holds them to the commit, so
 concurrent attempts are counted in turn, on SQLite and PostgreSQL alike.
+
+Ending sessions (sign-out, a password change or reset, a deactivated membership) publishes a
+`session.ended` realtime event after commit, through Redis when several processes share events, so
+the person's open inbox sockets close at once instead of at their next periodic check.
 """
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,7 +20,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tertulia.kit import realtime
 from tertulia.kit.clock import utcnow
+from tertulia.kit.db import on_commit
 from tertulia.kit.errors import RateLimited, Unauthorized
 from tertulia.kit.security import new_token, token_digest, verify_password
 from tertulia.kit.settings import get_settings
@@ -23,6 +30,7 @@ from tertulia.users.models import LoginThrottle, Membership, Role, User, WebSess
 from tertulia.users.permissions import Actor
 
 SESSION_COOKIE = "tertulia_session"
+SESSION_ENDED = "session.ended"
 
 
 @dataclass
@@ -183,16 +191,47 @@ def do_switch_workspace(session: Session, current: CurrentSession, workspace_id:
     session.flush()
 
 
+def session_tag(token_hash: str) -> str:
+    """How realtime events name one session: a digest of its stored digest, so an event (which may
+    travel through Redis) never carries a key of the sessions table."""
+    return hashlib.sha256(f"session-tag:{token_hash}".encode()).hexdigest()[:32]
+
+
+def _announce_ended(session: Session, user_id: int, workspace_ids: list[int], tag: str | None = None) -> None:
+    """After commit: the user's sockets (only the one session's when `tag` is given) in these
+    workspaces close. Every workspace the user belongs to when none is named: a socket stays
+    subscribed to the workspace it opened in, even if its session has switched since."""
+    if not workspace_ids:
+        workspace_ids = list(session.scalars(select(Membership.workspace_id).where(Membership.user_id == user_id)))
+    events = [
+        {"type": SESSION_ENDED, "workspace_id": workspace_id, "user_id": user_id, "session": tag}
+        for workspace_id in sorted(set(workspace_ids))
+    ]
+
+    def publish() -> None:
+        for event in events:
+            realtime.publish(event)
+
+    on_commit(session, publish)
+
+
 def do_sign_out(session: Session, token: str | None) -> None:
-    if token:
-        session.execute(delete(WebSession).where(WebSession.token_hash == token_digest(token)))
+    if not token:
+        return
+    web_session = session.get(WebSession, token_digest(token))
+    if web_session is None:
+        return
+    _announce_ended(session, web_session.user_id, [], tag=session_tag(web_session.token_hash))
+    session.execute(delete(WebSession).where(WebSession.token_hash == web_session.token_hash))
 
 
 def do_sign_out_everywhere(session: Session, user_id: int) -> None:
     """After a password change or reset: every other browser must sign in again."""
     session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    _announce_ended(session, user_id, [])
 
 
 def do_sign_out_of_workspace(session: Session, user_id: int, workspace_id: int) -> None:
     """When a membership is deactivated: that user's browsers in that workspace are signed out."""
     session.execute(delete(WebSession).where(WebSession.user_id == user_id, WebSession.workspace_id == workspace_id))
+    _announce_ended(session, user_id, [workspace_id])
