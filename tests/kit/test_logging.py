@@ -111,6 +111,7 @@ def test_forced_500s_neither_stall_other_requests_nor_log_secrets(
         "authorization: Bearer tt_abcDEF123_-xyz",
         "b'authorization', b'Bearer abc.def'",
         "cookie: tertulia_session=AbC-12_3; tertulia_csrf=zzz",
+        "cookie: __Host-tertulia_csrf=zzz; tertulia_device=AbC-12_3.sig",
         "GET /widget/ws?key=wk_1&token=abc.def HTTP/1.1",
         "GET /invitations/AbCdEf123 HTTP/1.1",
         "GET /password-reset/AbCdEf123?x=1 HTTP/1.1",

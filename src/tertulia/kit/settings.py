@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     session_days: int = 14
+    # Failed sign-ins per key (account, client address) that cost nothing; then a wait of
+    # login_delay_seconds, doubled at each further failure, up to login_lockout_seconds.
     login_max_failures: int = 5
+    login_delay_seconds: int = 30
     login_lockout_seconds: int = 900
     api_rate_limit_per_minute: int = 600
     invitation_days: int = 7
