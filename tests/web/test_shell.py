@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from babel.messages.pofile import read_po
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy import select
 
 from tertulia.app import create_app
@@ -323,18 +324,26 @@ def test_sign_out(client: TestClient, db: Database, tenant: Tenant) -> None:
     assert client.get("/contacts", follow_redirects=False).status_code == 303
 
 
+def _not_stored(response: Response) -> Response:
+    """Pages at a URL with a one-time secret must not be kept by browsers or proxies."""
+    assert response.headers.get("cache-control") == "no-store", (response.url, response.headers.get("cache-control"))
+    return response
+
+
 def test_invitation_and_password_reset_pages(client: TestClient, db: Database, tenant: Tenant) -> None:
-    assert client.get("/invitations/unknown-token").status_code == 404
-    assert client.get("/password-reset/unknown-token").status_code == 404
+    assert _not_stored(client.get("/invitations/unknown-token")).status_code == 404
+    assert _not_stored(client.get("/password-reset/unknown-token")).status_code == 404
     with db.transaction() as session:
         issued = do_invite(session, tenant.actor(), "new.person@example.com", "agent")
     token = issued.url.rsplit("/", 1)[1]
-    page = client.get(f"/invitations/{token}")
+    page = _not_stored(client.get(f"/invitations/{token}"))
     assert page.status_code == 200
     assert "new.person@example.com" in page.text
-    short = client.post(
-        f"/invitations/{token}",
-        data={"first_name": "Nina", "last_name": "Paz", "password": "short", "csrf_token": csrf_from(page)},
+    short = _not_stored(
+        client.post(
+            f"/invitations/{token}",
+            data={"first_name": "Nina", "last_name": "Paz", "password": "short", "csrf_token": csrf_from(page)},
+        )
     )
     assert short.status_code == 422
     assert 'value="Nina"' in short.text
@@ -343,7 +352,7 @@ def test_invitation_and_password_reset_pages(client: TestClient, db: Database, t
         data={"first_name": "Nina", "last_name": "Paz", "password": "long-enough-1", "csrf_token": csrf_from(page)},
         follow_redirects=False,
     )
-    assert joined.headers["location"] == "/contacts"
+    assert _not_stored(joined).headers["location"] == "/contacts"
     assert "Nina Paz" in client.get("/contacts").text
 
     client.cookies.clear()
@@ -357,9 +366,11 @@ def test_invitation_and_password_reset_pages(client: TestClient, db: Database, t
     with db.transaction(write=False) as session:
         mail = session.scalars(select(OutgoingEmail).where(OutgoingEmail.to_address == "new.person@example.com"))
         link = next(m for m in (re.search(r"/password-reset/(\S+)", e.body) for e in mail) if m)
-    reset_page = client.get(f"/password-reset/{link.group(1)}")
+    reset_page = _not_stored(client.get(f"/password-reset/{link.group(1)}"))
     assert reset_page.status_code == 200
-    too_short = client.post(reset_page.url.path, data={"password": "short", "csrf_token": csrf_from(reset_page)})
+    too_short = _not_stored(
+        client.post(reset_page.url.path, data={"password": "short", "csrf_token": csrf_from(reset_page)})
+    )
     assert too_short.status_code == 422
     assert "must be at least 8 characters" in too_short.text
     done = client.post(
@@ -367,7 +378,7 @@ def test_invitation_and_password_reset_pages(client: TestClient, db: Database, t
         data={"password": "another-password", "csrf_token": csrf_from(reset_page)},
         follow_redirects=False,
     )
-    assert done.headers["location"] == "/login"
+    assert _not_stored(done).headers["location"] == "/login"
     sign_in(client, "new.person@example.com", "another-password")
 
 

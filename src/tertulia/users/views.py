@@ -130,6 +130,13 @@ def switch_language(
 # ----- password reset -----------------------------------------------------------------------
 
 
+def _private(response: Response) -> Response:
+    """For pages whose URL carries a one-time secret (reset and invitation links): no browser cache,
+    history snapshot or proxy may keep a copy."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @router.get("/forgot-password")
 def forgot_form(ctx: PublicPage) -> Response:
     return ctx.render("users/forgot.html", {"email": "", "errors": {}})
@@ -149,8 +156,8 @@ def forgot(ctx: PublicPage, email: Annotated[str, Form()] = "") -> Response:
 @router.get(PASSWORD_RESET_PATH + "/{token}")
 def reset_form(ctx: PublicPage, token: str) -> Response:
     if find_password_reset(ctx.session, token) is None:
-        return ctx.render("users/link_invalid.html", status_code=404)
-    return ctx.render("users/reset.html", {"token": token, "errors": {}})
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
+    return _private(ctx.render("users/reset.html", {"token": token, "errors": {}}))
 
 
 @router.post(PASSWORD_RESET_PATH + "/{token}")
@@ -161,10 +168,10 @@ def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") ->
         errors = field_errors(ctx, exc)
         if "new_password" in errors:
             errors["password"] = errors.pop("new_password")
-        return ctx.render("users/reset.html", {"token": token, "errors": errors}, status_code=422)
+        return _private(ctx.render("users/reset.html", {"token": token, "errors": errors}, status_code=422))
     except DomainError:
-        return ctx.render("users/link_invalid.html", status_code=404)
-    return ctx.redirect("/login", flash="password_reset")
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
+    return _private(ctx.redirect("/login", flash="password_reset"))
 
 
 # ----- invitations --------------------------------------------------------------------------
@@ -174,11 +181,10 @@ def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") ->
 def invitation_form(ctx: PublicPage, token: str) -> Response:
     invitation = find_invitation(ctx.session, token)
     if invitation is None:
-        return ctx.render("users/link_invalid.html", status_code=404)
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
     values = {"first_name": "", "last_name": ""}
-    return ctx.render(
-        "users/invitation.html", {"token": token, "invitation": invitation, "values": values, "errors": {}}
-    )
+    context = {"token": token, "invitation": invitation, "values": values, "errors": {}}
+    return _private(ctx.render("users/invitation.html", context))
 
 
 @router.post(INVITATION_PATH + "/{token}")
@@ -191,7 +197,7 @@ def accept_invitation(
 ) -> Response:
     invitation = find_invitation(ctx.session, token)
     if invitation is None:
-        return ctx.render("users/link_invalid.html", status_code=404)
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
     device_id = _known_device(ctx, invitation.email)
     try:
         user = do_accept_invitation(
@@ -206,7 +212,7 @@ def accept_invitation(
         # Not rolled back: a wrong password for an existing account counts towards throttling.
         values = {"first_name": first_name, "last_name": last_name}
         context = {"token": token, "invitation": invitation, "values": values, "errors": field_errors(ctx, exc)}
-        return ctx.render("users/invitation.html", context, status_code=422)
+        return _private(ctx.render("users/invitation.html", context, status_code=422))
     client_ip = ctx.request.client.host if ctx.request.client else None
     signed_in = do_sign_in(
         ctx.session,
@@ -220,7 +226,7 @@ def accept_invitation(
     days = ctx.request.app.state.settings.session_days
     set_cookie(ctx.request, response, SESSION_COOKIE, signed_in.token, max_age=days * 86400)
     _remember_device(ctx, response, user.email)
-    return response
+    return _private(response)
 
 
 # ----- profile ------------------------------------------------------------------------------
