@@ -33,7 +33,7 @@ from tertulia.kit.db import Database
 from tertulia.kit.http import install_api_docs, install_error_handlers
 from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
-from tertulia.kit.ratelimit import make_rate_limiter
+from tertulia.kit.ratelimit import make_rate_limiter, make_slot_limiter
 from tertulia.kit.settings import Settings, get_settings
 from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
@@ -68,7 +68,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
-    app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
+    app.state.rate_limiter = make_rate_limiter(settings.realtime_url, settings.realtime_prefix)
+    app.state.slot_limiter = make_slot_limiter(settings.realtime_url, settings.realtime_prefix)
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
     app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)

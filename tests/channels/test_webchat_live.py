@@ -15,7 +15,7 @@ from tertulia.kit.sockets import MAX_FRAME_CHARS
 from tertulia.users.models import Role
 from tertulia.workspaces.service import do_update_workspace, get_workspace
 from tests.conftest import Tenant
-from tests.conversations.support import SHOP, Agent, Visitor, make_webchat, new_visitor, sign_in
+from tests.conversations.support import Agent, Visitor, make_webchat, new_visitor, sign_in, widget_socket
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 
@@ -36,9 +36,7 @@ def _inbox_and_widget(
     """An agent's inbox socket (past its hello: subscribed) and the visitor's widget socket."""
     with (
         client.websocket_connect("/ws", headers={"cookie": agent.headers["Cookie"]}) as inbox,
-        client.websocket_connect(
-            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
-        ) as widget,
+        widget_socket(client, channel, visitor) as widget,
     ):
         assert inbox.receive_json()["type"] == "hello"
         yield inbox, widget
@@ -108,16 +106,12 @@ def test_agent_socket_gets_only_conversations_they_may_see(client: TestClient, d
 
 def test_sockets_refuse_strangers(client: TestClient, db: Database, tenant: Tenant) -> None:
     channel = make_webchat(db, tenant)
-    visitor = new_visitor(client, channel)
-
     with pytest.raises(WebSocketDisconnect) as no_cookie, client.websocket_connect("/ws") as socket:
         socket.receive_json()
     assert no_cookie.value.code == 4401
     with (
         pytest.raises(WebSocketDisconnect) as other_site,
-        client.websocket_connect(
-            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": "https://evil.example"}
-        ) as socket,
+        client.websocket_connect(f"/widget/ws?key={channel.key}", headers={"origin": "https://evil.example"}) as socket,
     ):
         socket.receive_json()
     assert other_site.value.code == 4403

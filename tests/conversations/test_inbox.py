@@ -282,8 +282,8 @@ def test_widget_cors_and_identity_verification(client: TestClient, db: Database,
     assert [m["text"] for m in phone.history()] == ["desde la laptop", "desde el teléfono"]
     stranger = new_visitor(client, channel)
     assert stranger.history() == []
-    tampered = laptop.token[:-2] + ("AA" if not laptop.token.endswith("AA") else "BB")
-    non_ascii_token = laptop.token.split(".")[0] + "." + "é" * 43
+    tampered = laptop.access_token[:-2] + ("AA" if not laptop.access_token.endswith("AA") else "BB")
+    non_ascii_token = laptop.access_token.split(".")[0] + "." + "é" * 43
     assert (
         client.get(
             f"/widget/{channel.key}/messages", headers={"Authorization": f"Bearer {non_ascii_token}".encode()}
