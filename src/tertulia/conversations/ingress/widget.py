@@ -33,6 +33,7 @@ by every web process through Redis when TERTULIA_REALTIME_URL is redis://.
 Agents' internal comments and system lines never reach the visitor.
 """
 
+import dataclasses
 import functools
 import inspect
 import json
@@ -234,13 +235,7 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
         email or (previous.email if previous else None),
         now + settings.widget_token_days * 86400,
     )
-    access = Visitor(
-        visitor.channel_id,
-        visitor.external_id,
-        visitor.name,
-        visitor.email,
-        now + settings.widget_access_token_seconds,
-    )
+    access = dataclasses.replace(visitor, expires_at=now + settings.widget_access_token_seconds)
     return {
         "token": issue_token(visitor),
         "expires_at": visitor.expires_at,
