@@ -134,6 +134,8 @@ def _server_env(url: str, realtime: str, queue: str) -> dict[str, str]:
         # The bench is one client machine: lift the per-visitor and per-address limits.
         "TERTULIA_WIDGET_MESSAGES_PER_MINUTE": "100000",
         "TERTULIA_WIDGET_SESSIONS_PER_MINUTE": "100000",
+        "TERTULIA_WIDGET_CONVERSATIONS_PER_MINUTE": "100000",
+        "TERTULIA_WIDGET_SOCKETS_PER_IP": "100000",
         "TERTULIA_API_RATE_LIMIT_PER_MINUTE": "100000",
     }
 
@@ -237,11 +239,12 @@ class VisitorClient:
     async def open(self, http: httpx.AsyncClient) -> None:
         response = await http.post(f"{self.base}/widget/{self.key}/session", headers={"Origin": SITE}, json={})
         response.raise_for_status()
-        token = response.json()["token"]
+        token = response.json()["access_token"]
         ws = self.base.replace("http://", "ws://")
-        self.connection = await connect(
-            f"{ws}/widget/ws?key={self.key}&token={token}", additional_headers={"Origin": SITE}
-        )
+        self.connection = await connect(f"{ws}/widget/ws?key={self.key}", additional_headers={"Origin": SITE})
+        await self.connection.send(json.dumps({"type": "auth", "token": token}))
+        ready = json.loads(await self.connection.recv())
+        assert ready["type"] == "ready", ready
 
     async def read(self, tally: Tally) -> None:
         assert self.connection is not None

@@ -33,11 +33,12 @@ from tertulia.kit.db import Database
 from tertulia.kit.http import install_api_docs, install_error_handlers
 from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
-from tertulia.kit.ratelimit import make_rate_limiter
+from tertulia.kit.ratelimit import make_rate_limiter, make_slot_limiter
 from tertulia.kit.settings import Settings, get_settings
 from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
+from tertulia.users.session_auth import ApiCredentialGate
 from tertulia.users.settings_views import TEAMS, TOKENS, USERS
 from tertulia.users.settings_views import router as users_settings_pages
 from tertulia.users.views import router as users_pages
@@ -67,7 +68,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     )
     app.state.settings = settings
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
-    app.state.rate_limiter = make_rate_limiter(settings.realtime_url)
+    app.state.rate_limiter = make_rate_limiter(settings.realtime_url, settings.realtime_prefix)
+    app.state.slot_limiter = make_slot_limiter(settings.realtime_url, settings.realtime_prefix)
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
     app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)
@@ -99,6 +101,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(channels_pages)  # Settings > Channels and the widget script
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
+    app.add_middleware(ApiCredentialGate)  # inside the size limit: a body too big is refused unread first
     app.add_middleware(
         BodyLimitMiddleware, settings.request_max_bytes, upload_limits(settings, import_max_bytes=MAX_IMPORT_BYTES)
     )

@@ -67,6 +67,8 @@ def serve(
     """Serve the web app and the API."""
     import uvicorn
 
+    from tertulia.kit.sockets import MAX_FRAME_CHARS
+
     settings = get_settings()
     if workers > 1 and not settings.realtime_url.startswith(("redis://", "rediss://")):
         err.print("[red]error:[/red] --workers above 1 needs TERTULIA_REALTIME_URL=redis://...")
@@ -80,6 +82,9 @@ def serve(
         **uvicorn_options(settings),
         # Chat frames are a few hundred bytes: compressing them costs both ends CPU and saves nothing.
         ws_per_message_deflate=False,
+        # The socket loop refuses frames over MAX_FRAME_CHARS; this keeps bigger ones from being
+        # buffered at all (uvicorn closes with 1009), at up to 4 UTF-8 bytes a character.
+        ws_max_size=4 * MAX_FRAME_CHARS,
     )
 
 

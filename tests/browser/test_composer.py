@@ -74,7 +74,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         # The customer writes through the web-chat widget's own API, so replies can reach them.
         headers = {"Origin": SHOP}
         started = httpx.post(f"{base}/widget/{key}/session", headers=headers, json={"name": "Lucía Pérez"})
-        token = started.json()["token"]
+        token = started.json()["access_token"]
         said = httpx.post(
             f"{base}/widget/{key}/messages",
             headers={**headers, "Authorization": f"Bearer {token}"},

@@ -122,6 +122,12 @@ def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
     sign_in_at(agent, setup.url, "/messages", *AGENT)
     expect(agent.get_by_test_id("conversation-list")).to_contain_text("No hay conversaciones")
 
+    # Every URL the widget asks for (its socket's included) is free of credentials: URLs end up in
+    # access logs. It used to open /widget/ws?key=...&token=<the visitor's year-long token>.
+    urls: list[str] = []
+    visitor.on("request", lambda request: urls.append(request.url))
+    visitor.on("websocket", lambda socket: urls.append(socket.url))
+
     # The visitor, on another site: the launcher is themed and the host page's CSS does not reach it.
     visitor.goto(setup.shop_url)
     launcher = visitor.locator("[data-tertulia-widget] .launcher")
@@ -203,6 +209,12 @@ def test_visitor_and_agent_talk_live(browser: Browser, setup: Setup) -> None:
         assert conversation.assignee_id == setup.agent_id
         assert conversation.closing_summary == "Envío a Canarias confirmado."
         assert conversation.closing_category_id is not None
+
+    kept = visitor.evaluate("() => Object.values(localStorage).join(' ')")
+    assert "token" in kept
+    sockets = [url for url in urls if url.startswith("ws")]
+    assert sockets
+    assert all("token" not in url.lower() for url in urls), [u for u in urls if "token" in u.lower()]
 
     agent_context.close()
     visitor_context.close()

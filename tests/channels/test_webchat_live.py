@@ -11,10 +11,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from tertulia.channels.models import Channel
 from tertulia.kit.db import Database
+from tertulia.kit.sockets import MAX_FRAME_CHARS
 from tertulia.users.models import Role
 from tertulia.workspaces.service import do_update_workspace, get_workspace
 from tests.conftest import Tenant
-from tests.conversations.support import SHOP, Agent, Visitor, make_webchat, new_visitor, sign_in
+from tests.conversations.support import Agent, Visitor, make_webchat, new_visitor, sign_in, widget_socket
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 
@@ -35,9 +36,7 @@ def _inbox_and_widget(
     """An agent's inbox socket (past its hello: subscribed) and the visitor's widget socket."""
     with (
         client.websocket_connect("/ws", headers={"cookie": agent.headers["Cookie"]}) as inbox,
-        client.websocket_connect(
-            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": SHOP}
-        ) as widget,
+        widget_socket(client, channel, visitor) as widget,
     ):
         assert inbox.receive_json()["type"] == "hello"
         yield inbox, widget
@@ -107,16 +106,12 @@ def test_agent_socket_gets_only_conversations_they_may_see(client: TestClient, d
 
 def test_sockets_refuse_strangers(client: TestClient, db: Database, tenant: Tenant) -> None:
     channel = make_webchat(db, tenant)
-    visitor = new_visitor(client, channel)
-
     with pytest.raises(WebSocketDisconnect) as no_cookie, client.websocket_connect("/ws") as socket:
         socket.receive_json()
     assert no_cookie.value.code == 4401
     with (
         pytest.raises(WebSocketDisconnect) as other_site,
-        client.websocket_connect(
-            f"/widget/ws?key={channel.key}&token={visitor.token}", headers={"origin": "https://evil.example"}
-        ) as socket,
+        client.websocket_connect(f"/widget/ws?key={channel.key}", headers={"origin": "https://evil.example"}) as socket,
     ):
         socket.receive_json()
     assert other_site.value.code == 4403
@@ -216,3 +211,30 @@ def test_with_the_workspace_setting_off_agents_see_only_what_is_theirs(
         assert "nadie me atiende" not in texts
         assert "para la agente" not in texts
         assert {f["conversation_id"] for f in frames} == {mine}
+
+
+def test_binary_and_deeply_nested_frames_are_refused_cleanly(client: TestClient, db: Database, tenant: Tenant) -> None:
+    """A binary frame used to raise KeyError in the socket task, and JSON nested 100,000 deep a
+    RecursionError: the connection dropped with no close frame and a traceback in the log."""
+    channel = make_webchat(db, tenant)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    visitor = new_visitor(client, channel)
+    with _inbox_and_widget(client, manager, channel, visitor) as (_inbox, widget):
+        widget.send_text("[" * 60_000 + "]" * 60_000)
+        assert _next(widget, "error")["error"]["code"] == "invalid_frame"
+        widget.send_json({"type": "ping"})  # the socket still works
+        assert _next(widget, "pong") == {"type": "pong"}
+        widget.send_text(" " * (MAX_FRAME_CHARS + 1))
+        with pytest.raises(WebSocketDisconnect) as too_big:
+            widget.receive_json()
+        assert too_big.value.code == 1009
+        assert too_big.value.reason == f"frames are limited to {MAX_FRAME_CHARS} characters"
+    with _inbox_and_widget(client, manager, channel, visitor) as (inbox, widget):
+        widget.send_bytes(b"\x00\x01")
+        with pytest.raises(WebSocketDisconnect) as binary:
+            widget.receive_json()
+        assert (binary.value.code, binary.value.reason) == (1003, "binary frames are not accepted")
+        inbox.send_bytes(b"\x00\x01")  # the agents' socket runs the same loop
+        with pytest.raises(WebSocketDisconnect) as agent_binary:
+            inbox.receive_json()
+        assert agent_binary.value.code == 1003

@@ -1,9 +1,12 @@
 """Shared helpers for the inbox tests: channels, visitors, sign-in. Fake providers: tests/fakes.py."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketTestSession
 
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
@@ -25,12 +28,13 @@ def make_webchat(db: Database, tenant: Tenant, **config: Any) -> Channel:
 class Visitor:
     client: TestClient
     key: str
-    token: str
+    token: str  # the visitor token the widget keeps (sent only to /session)
+    access_token: str  # what requests and the socket carry
     counter: int = 0
 
     @property
     def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}", "Origin": SHOP}
+        return {"Authorization": f"Bearer {self.access_token}", "Origin": SHOP}
 
     def say(self, text: str, client_msg_id: str | None = None) -> dict[str, Any]:
         self.counter += 1
@@ -53,7 +57,19 @@ class Visitor:
 def new_visitor(client: TestClient, channel: Channel, **body: Any) -> Visitor:
     response = client.post(f"/widget/{channel.key}/session", headers={"Origin": SHOP}, json=body)
     assert response.status_code == 200, response.text
-    return Visitor(client, channel.key, response.json()["token"])
+    return Visitor(client, channel.key, response.json()["token"], response.json()["access_token"])
+
+
+@contextmanager
+def widget_socket(
+    client: TestClient, channel: Channel, visitor: Visitor, origin: str = SHOP
+) -> Iterator[WebSocketTestSession]:
+    """The visitor's socket, past its auth frame (the token never goes in the URL)."""
+    with client.websocket_connect(f"/widget/ws?key={channel.key}", headers={"origin": origin}) as socket:
+        socket.send_json({"type": "auth", "token": visitor.access_token})
+        ready = socket.receive_json()
+        assert ready["type"] == "ready", ready
+        yield socket
 
 
 @dataclass

@@ -271,6 +271,10 @@ def test_widget_cors_and_identity_verification(client: TestClient, db: Database,
         f"/widget/{channel.key}/session", headers={"Origin": SHOP}, json={"user_id": "user-42", "user_hash": "0" * 64}
     )
     assert forged.status_code == 401
+    non_ascii = client.post(
+        f"/widget/{channel.key}/session", headers={"Origin": SHOP}, json={"user_id": "user-42", "user_hash": "ñ" * 64}
+    )
+    assert non_ascii.status_code == 401  # compared as bytes: a TypeError (500) when compared as str
     laptop = new_visitor(client, channel, user_id="user-42", user_hash=good)
     phone = new_visitor(client, channel, user_id="user-42", user_hash=good)
     laptop.say("desde la laptop")
@@ -278,7 +282,14 @@ def test_widget_cors_and_identity_verification(client: TestClient, db: Database,
     assert [m["text"] for m in phone.history()] == ["desde la laptop", "desde el teléfono"]
     stranger = new_visitor(client, channel)
     assert stranger.history() == []
-    tampered = laptop.token[:-2] + ("AA" if not laptop.token.endswith("AA") else "BB")
+    tampered = laptop.access_token[:-2] + ("AA" if not laptop.access_token.endswith("AA") else "BB")
+    non_ascii_token = laptop.access_token.split(".")[0] + "." + "é" * 43
+    assert (
+        client.get(
+            f"/widget/{channel.key}/messages", headers={"Authorization": f"Bearer {non_ascii_token}".encode()}
+        ).status_code
+        == 401
+    )
     assert (
         client.get(f"/widget/{channel.key}/messages", headers={"Authorization": f"Bearer {tampered}"}).status_code
         == 401

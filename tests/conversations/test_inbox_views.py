@@ -157,3 +157,22 @@ def test_channel_settings_create_edit_and_snippet(
 
     agent = sign_in(db, tenant, Role.AGENT)
     assert client.get("/settings/channels", headers=agent.headers).status_code == 403
+
+
+def test_an_agent_posting_the_channel_form_is_refused_without_seeing_the_channels(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """The POST used to catch the permission refusal with the form's errors and draw the channel list
+    (names and allowed origins) for the Agent."""
+    make_webchat(db, tenant)
+    agent = sign_in(db, tenant, Role.AGENT)
+    refused = client.post(
+        "/settings/channels",
+        headers=agent.headers,
+        data={"name": "x", "allowed_origins": SHOP, "color": "#2563eb", "position": "right"},
+    )
+    assert refused.status_code == 403
+    assert SHOP not in refused.text
+    assert "Web chat" not in refused.text
+    with db.transaction(write=False) as session:
+        assert session.query(Channel).filter_by(workspace_id=tenant.workspace_id).count() == 1

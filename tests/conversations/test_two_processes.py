@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from tertulia.channels.service import do_create_channel
@@ -42,7 +43,8 @@ pytestmark = pytest.mark.skipif(not _redis_up(), reason="Redis is not running on
 
 
 @pytest.fixture
-def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+def two_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
+    """Extra settings for the servers: parametrize the fixture indirectly with their environment."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     upgrade(url)
     env = {
@@ -54,6 +56,7 @@ def two_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
         "TERTULIA_REALTIME_URL": REDIS_URL,
         "TERTULIA_REALTIME_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
         "TERTULIA_LOG_LEVEL": "warning",
+        **getattr(request, "param", {}),
     }
     ports = [free_port(), free_port()]
     commands = [["serve", "--port", str(port)] for port in ports] + [["worker", "--workers", "2"]]
@@ -123,11 +126,13 @@ def test_event_reaches_a_socket_on_the_other_process(two_servers: tuple[str, str
         key, cookie, csrf = channel.key, signed.token, signed.web_session.csrf_token
     db.dispose()
     ws_b = base_b.replace("http://", "ws://")
-    token = httpx.post(f"{base_a}/widget/{key}/session", headers={"Origin": SHOP}, json={}).json()["token"]
+    token = httpx.post(f"{base_a}/widget/{key}/session", headers={"Origin": SHOP}, json={}).json()["access_token"]
     with (
         connect(f"{ws_b}/ws", additional_headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}) as inbox,
-        connect(f"{ws_b}/widget/ws?key={key}&token={token}", additional_headers={"Origin": SHOP}) as widget,
+        connect(f"{ws_b}/widget/ws?key={key}", additional_headers={"Origin": SHOP}) as widget,
     ):
+        widget.send(json.dumps({"type": "auth", "token": token}))
+        assert _recv(widget, "ready")["expires_at"] > time.time()
         assert _recv(inbox, "hello")["workspace_id"] == workspace_id
         sent = httpx.post(
             f"{base_a}/widget/{key}/messages",
@@ -147,3 +152,70 @@ def test_event_reaches_a_socket_on_the_other_process(two_servers: tuple[str, str
         assert _recv(widget, "message.created")["message"]["text"] == "hola desde el inbox"
         # Only the worker process consumes the Redis queue; its status event crosses too.
         assert _recv(inbox, "message.status")["data"]["status"] == "sent"
+
+
+def test_signing_out_through_one_process_closes_the_socket_on_the_other(two_servers: tuple[str, str, str]) -> None:
+    base_a, base_b, url = two_servers
+    db = Database(url)
+    with db.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Salida", "owner@example.com", "owner-password")
+        signed = do_sign_in(session, "owner@example.com", "owner-password", client_ip=None)
+        cookie, csrf = signed.token, signed.web_session.csrf_token
+    db.dispose()
+    ws_b = base_b.replace("http://", "ws://")
+    with connect(f"{ws_b}/ws", additional_headers={"Cookie": f"{SESSION_COOKIE}={cookie}"}) as inbox:
+        assert _recv(inbox, "hello")["workspace_id"] == created.workspace.id
+        out = httpx.post(
+            f"{base_a}/logout",
+            headers={"Cookie": f"{SESSION_COOKIE}={cookie}"},
+            data={"csrf_token": csrf},
+            follow_redirects=False,
+        )
+        assert out.status_code == 303
+        started = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            inbox.recv(timeout=10)  # the periodic check would take up to 30 s
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "signed out")
+        assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "two_servers",
+    [{"TERTULIA_WIDGET_MESSAGES_PER_MINUTE": "3", "TERTULIA_WIDGET_SOCKETS_PER_VISITOR": "1"}],
+    indirect=True,
+)
+def test_a_visitors_limits_hold_across_processes(two_servers: tuple[str, str, str]) -> None:
+    """The message budget and the socket cap are counted in Redis, whichever process a request or a
+    socket reaches."""
+    base_a, base_b, url = two_servers
+    db = Database(url)
+    with db.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Limites", "owner@example.com", "owner-password")
+        owner = Actor(workspace_id=created.workspace.id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        key = do_create_channel(session, owner, "webchat", "Web", {"allowed_origins": [SHOP]}).key
+    db.dispose()
+    token = httpx.post(f"{base_a}/widget/{key}/session", headers={"Origin": SHOP}, json={}).json()["access_token"]
+    headers = {"Origin": SHOP, "Authorization": f"Bearer {token}"}
+
+    def post(base: str, n: int) -> int:
+        body = {"text": f"mensaje {n}", "client_msg_id": f"across-{n:04d}"}
+        return httpx.post(f"{base}/widget/{key}/messages", headers=headers, json=body).status_code
+
+    assert [post(base_a, 1), post(base_b, 2)] == [201, 201]
+    ws_a, ws_b = base_a.replace("http://", "ws://"), base_b.replace("http://", "ws://")
+    with connect(f"{ws_b}/widget/ws?key={key}", additional_headers={"Origin": SHOP}) as socket:
+        socket.send(json.dumps({"type": "auth", "token": token}))
+        _recv(socket, "ready")
+        socket.send(json.dumps({"type": "message", "text": "por B", "client_msg_id": "across-0003"}))
+        assert _recv(socket, "ack")["client_msg_id"] == "across-0003"
+        socket.send(json.dumps({"type": "message", "text": "de más", "client_msg_id": "across-0004"}))
+        assert _recv(socket, "error")["error"]["code"] == "rate_limited"
+        assert post(base_a, 5) == 429
+        # A second socket of the same visitor, on the other process, is over the cap of one.
+        with connect(f"{ws_a}/widget/ws?key={key}", additional_headers={"Origin": SHOP}) as second:
+            second.send(json.dumps({"type": "auth", "token": token}))
+            with pytest.raises(ConnectionClosed) as closed:
+                second.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4429, "too_many_sockets")

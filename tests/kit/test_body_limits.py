@@ -15,7 +15,10 @@ import pytest
 from tertulia.app import create_app
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
+from tertulia.users.models import Role
+from tertulia.users.sessions import SESSION_COOKIE
 from tests.conftest import Tenant
+from tests.conversations.support import sign_in
 from tests.live_server import free_port, serve_app
 
 MiB = 1024 * 1024
@@ -150,3 +153,50 @@ def test_public_widget_takes_small_bodies_only(base_url: str) -> None:
         response = client.post("/widget/any-key/messages", content=b'{"text": "' + b"a" * 200_000 + b'"}')
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "payload_too_large"
+
+
+def _headers_only(base_url: str, path: str, headers: str) -> tuple[int, bytes, float]:
+    """Send a POST's headers, declaring 500,000 bytes, and never the body: an answer proves the server
+    decided without waiting to read it. Returns (status, body, seconds to the answer)."""
+    sock = _connect(base_url)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{headers}"
+        "Content-Length: 500000\r\n\r\n".encode()
+    )
+    sock.settimeout(5)
+    started = time.monotonic()
+    status, body = _read_response(sock)
+    sock.close()
+    return status, body, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("credential", "code"),
+    [
+        ("Authorization: Bearer tt_made-up-token\r\n", "unauthorized"),
+        ("Cookie: tertulia_session=made-up-session\r\n", "unauthorized"),
+    ],
+)
+def test_api_body_with_a_fake_credential_is_refused_without_being_read(
+    base_url: str, credential: str, code: str
+) -> None:
+    """A credential that was merely present used to let the body through: FastAPI read and parsed it
+    before the endpoint's dependency found the token unknown."""
+    status, body, seconds = _headers_only(base_url, "/api/v1/contacts", credential)
+    assert status == 401
+    assert httpx.Response(status, content=body).json()["error"]["code"] == code
+    assert seconds < 5
+
+
+def test_api_body_from_a_session_without_its_csrf_token_is_refused_without_being_read(
+    base_url: str, db: Database, tenant: Tenant
+) -> None:
+    agent = sign_in(db, tenant, Role.AGENT)
+    status, body, _ = _headers_only(base_url, "/api/v1/contacts", f"Cookie: {SESSION_COOKIE}={agent.cookie}\r\n")
+    assert status == 403
+    assert httpx.Response(status, content=body).json()["error"]["code"] == "csrf_failed"
+
+
+def test_api_body_with_a_valid_credential_is_read(base_url: str, tenant: Tenant) -> None:
+    response = httpx.post(f"{base_url}/api/v1/contacts", headers=tenant.headers, json={"first_name": "Ana"})
+    assert response.status_code == 201, response.text

@@ -111,6 +111,7 @@ def test_forced_500s_neither_stall_other_requests_nor_log_secrets(
         "authorization: Bearer tt_abcDEF123_-xyz",
         "b'authorization', b'Bearer abc.def'",
         "cookie: tertulia_session=AbC-12_3; tertulia_csrf=zzz",
+        "cookie: __Host-tertulia_csrf=zzz; tertulia_device=AbC-12_3.sig",
         "GET /widget/ws?key=wk_1&token=abc.def HTTP/1.1",
         "GET /invitations/AbCdEf123 HTTP/1.1",
         "GET /password-reset/AbCdEf123?x=1 HTTP/1.1",
@@ -125,3 +126,24 @@ def test_token_like_values_are_scrubbed(line: str) -> None:
 
 def test_numeric_invitation_routes_are_kept() -> None:
     assert scrub("POST /invitations/12/revoke") == "POST /invitations/12/revoke"
+
+
+def test_the_access_log_keeps_no_link_or_visitor_secrets(base_url: str, capfd: pytest.CaptureFixture[str]) -> None:
+    """uvicorn's access log, as `tertulia serve` configures it, goes through the same redaction."""
+    secrets_in_urls = {
+        "invitation": secrets.token_urlsafe(24),
+        "reset": secrets.token_urlsafe(24),
+        "visitor": VISITOR_TOKEN,
+    }
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        capfd.readouterr()
+        client.get(f"/invitations/{secrets_in_urls['invitation']}")
+        client.get(f"/password-reset/{secrets_in_urls['reset']}")
+        client.get("/widget/ws", params={"key": "wk_1", "token": secrets_in_urls["visitor"]})
+    captured = capfd.readouterr()
+    log = captured.out + captured.err
+    assert "/invitations/[redacted]" in log
+    assert "/password-reset/[redacted]" in log
+    assert "token=[redacted]" in log
+    for secret in secrets_in_urls.values():
+        assert secret not in log

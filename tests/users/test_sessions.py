@@ -9,6 +9,7 @@ from tertulia.kit.db import Database
 from tertulia.kit.errors import RateLimited, Unauthorized
 from tertulia.kit.security import token_digest
 from tertulia.kit.settings import get_settings
+from tertulia.users.devices import known_device_for, remember_account
 from tertulia.users.models import LoginThrottle, Role, User, WebSession
 from tertulia.users.service import do_add_member, do_deactivate_member, do_reactivate_member
 from tertulia.users.sessions import (
@@ -179,3 +180,60 @@ def test_sign_out(db: Database, tenant: Tenant) -> None:
     with db.transaction(write=False) as session:
         assert session.scalars(select(WebSession).where(WebSession.user_id == tenant.agent_id)).all() == []
         assert resolve_session(session, third) is None
+
+
+def _expire_locks(db: Database) -> None:
+    """As if the current wait had just run out."""
+    with db.transaction() as session:
+        session.execute(update(LoginThrottle).values(locked_until=utcnow() - timedelta(seconds=1)))
+
+
+def test_failures_past_the_free_ones_cost_growing_waits_not_one_long_lockout(db: Database, tenant: Tenant) -> None:
+    """Five failures used to lock the account for the whole lockout (15 minutes), whoever made them."""
+    first = get_settings().login_delay_seconds
+    email = email_of(db, tenant.agent_id)
+    for _ in range(MAX):
+        fail(db, email)
+    waits = []
+    for _ in range(7):
+        with pytest.raises(RateLimited) as waiting:
+            sign_in(db, email, "agent-password")
+        waits.append(waiting.value.retry_after)
+        _expire_locks(db)
+        fail(db, email)  # one more failure once the wait is over
+    expected = [min(first * 2**n, LOCKOUT) for n in range(7)]
+    assert all(e - 1 <= w <= e + 1 for w, e in zip(waits, expected, strict=True)), (waits, expected)
+    assert waits[-1] <= LOCKOUT + 1  # never longer than the lockout setting
+    _expire_locks(db)
+    assert sign_in(db, email, "agent-password")  # the right password once the wait is over
+
+
+def test_a_known_device_signs_in_while_others_keep_the_account_waiting(db: Database, tenant: Tenant) -> None:
+    email = email_of(db, tenant.agent_id)
+    device = known_device_for(remember_account(None, email), email)
+    assert device is not None
+    for _ in range(MAX):  # a stranger makes the account and their address wait
+        fail(db, email, client_ip="203.0.113.7")
+    with pytest.raises(RateLimited):
+        sign_in(db, email, "agent-password", client_ip="198.51.100.9")
+    # The person's own browser, behind the stranger's address even (a shared NAT), is not held back.
+    with db.transaction() as session:
+        assert do_sign_in(session, email, "agent-password", client_ip="203.0.113.7", device_id=device).token
+    # Guessing from a known device is throttled too, under that device's own key.
+    for _ in range(MAX):
+        with db.transaction() as session, pytest.raises(Unauthorized):
+            do_sign_in(session, email, "wrong-password", client_ip=None, device_id=device)
+    with db.transaction() as session, pytest.raises(RateLimited):
+        do_sign_in(session, email, "agent-password", client_ip=None, device_id=device)
+
+
+def test_a_device_cookie_counts_only_for_the_accounts_signed_in_with_it(db: Database, tenant: Tenant) -> None:
+    agent, manager = email_of(db, tenant.agent_id), email_of(db, tenant.manager_id)
+    cookie = remember_account(None, agent)
+    assert known_device_for(cookie, agent) is not None
+    assert known_device_for(cookie, manager) is None
+    both = remember_account(cookie, manager)
+    assert known_device_for(both, agent) == known_device_for(both, manager) == known_device_for(cookie, agent)
+    body, signature = cookie.split(".")
+    assert known_device_for(f"{body}x.{signature}", agent) is None  # edited
+    assert known_device_for("made.up", agent) is None

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 import pytest
 from babel.messages.pofile import read_po
 from fastapi.testclient import TestClient
+from httpx import Response
 from sqlalchemy import select
 
 from tertulia.app import create_app
 from tertulia.kit.db import Database
-from tertulia.kit.settings import Settings
+from tertulia.kit.settings import Settings, get_settings
 from tertulia.mail.models import OutgoingEmail
 from tertulia.users.invitations import do_invite
 from tertulia.users.models import User
@@ -65,7 +66,27 @@ def test_wrong_password_keeps_the_email_and_throttling_is_explained(
     assert "Wrong email or password." in responses[0].text
     response = responses[-1]
     assert response.status_code == 429
-    assert "Too many failed attempts. Try again in 15 minutes." in response.text
+    # The first wait is short (login_delay_seconds); it doubles with each further failure.
+    assert re.search(r"Too many failed attempts\. Try again in (30|29|31) seconds\.", response.text)
+
+
+def test_a_browser_that_signed_in_before_is_not_locked_out_by_someone_elses_failures(
+    db: Database, tenant: Tenant
+) -> None:
+    """Five wrong passwords from anywhere used to keep the account's owner out for 15 minutes, on
+    every device, and could be repeated for ever."""
+    email = email_of(db, tenant.agent_id)
+    app = create_app(Settings(), db)
+    with TestClient(app) as own, TestClient(app) as stranger:
+        sign_in(own, email, "agent-password")
+        assert own.cookies.get("tertulia_device")
+        assert own.post("/logout", data={"csrf_token": csrf_from(own.get("/contacts"))}).status_code == 200
+        token = csrf_from(stranger.get("/login"))
+        for _ in range(get_settings().login_max_failures):
+            stranger.post("/login", data={"email": email, "password": "nope", "csrf_token": token})
+        refused = stranger.post("/login", data={"email": email, "password": "agent-password", "csrf_token": token})
+        assert refused.status_code == 429
+        sign_in(own, email, "agent-password")  # same address as the stranger, a known device
 
 
 def test_open_redirects_are_refused() -> None:
@@ -84,6 +105,7 @@ def test_forms_without_the_csrf_token_are_refused(client: TestClient, db: Databa
     for headers, data in (
         ({}, {"first_name": "Ana"}),
         ({}, {"first_name": "Ana", "csrf_token": "forged"}),
+        ({}, {"first_name": "Ana", "csrf_token": "señuelo"}),  # non-ASCII: a 500 when compared as str
         ({"HX-Request": "true", "X-CSRF-Token": "forged"}, {"first_name": "Ana"}),
     ):
         response = client.post("/contacts", data=data, headers=headers, follow_redirects=False)
@@ -97,6 +119,45 @@ def test_forms_without_the_csrf_token_are_refused(client: TestClient, db: Databa
         follow_redirects=False,
     )
     assert via_htmx.headers["HX-Redirect"].startswith("/contacts/")
+
+
+def test_a_cookie_planted_with_a_matching_field_does_not_pass_for_a_sign_in_form(db: Database, tenant: Tenant) -> None:
+    """A site that can set cookies for the app's host (a sibling subdomain) used to be able to sign a
+    victim in: any value it planted in the anonymous CSRF cookie passed when the form echoed it."""
+    email = email_of(db, tenant.agent_id)
+    with TestClient(create_app(Settings(), db), raise_server_exceptions=False) as client:
+        client.cookies.set("tertulia_csrf", "attacker-chosen-value")
+        planted = client.post(
+            "/login",
+            data={"email": email, "password": "agent-password", "csrf_token": "attacker-chosen-value"},
+            follow_redirects=False,
+        )
+        assert planted.status_code == 403
+        # The page's own token is signed, tied to the cookie it set, and works.
+        client.cookies.clear()
+        page = client.get("/login")
+        nonce = page.cookies["tertulia_csrf"]
+        token = csrf_from(page)
+        assert token != nonce
+        signed_in = client.post(
+            "/login", data={"email": email, "password": "agent-password", "csrf_token": token}, follow_redirects=False
+        )
+        assert signed_in.status_code == 303
+    with TestClient(create_app(Settings(), db), raise_server_exceptions=False) as other:
+        # Another browser's cookie does not go with this token.
+        other.get("/login")
+        borrowed = other.post("/login", data={"email": email, "password": "agent-password", "csrf_token": token})
+        assert borrowed.status_code == 403
+
+
+def test_behind_https_the_anonymous_csrf_cookie_cannot_be_set_by_other_hosts(db: Database) -> None:
+    app = create_app(Settings(base_url="https://crm.example.com"), db)
+    with TestClient(app, base_url="https://testserver", raise_server_exceptions=False) as client:
+        cookie = next(c for c in client.get("/login").headers.get_list("set-cookie") if "csrf" in c)
+    # The __Host- prefix: browsers accept it only from this host itself, Secure, for path /.
+    assert cookie.startswith("__Host-tertulia_csrf=")
+    assert "secure" in cookie.lower()
+    assert "domain=" not in cookie.lower()
 
 
 def test_security_headers_and_static_caching(client: TestClient) -> None:
@@ -263,18 +324,26 @@ def test_sign_out(client: TestClient, db: Database, tenant: Tenant) -> None:
     assert client.get("/contacts", follow_redirects=False).status_code == 303
 
 
+def _not_stored(response: Response) -> Response:
+    """Pages at a URL with a one-time secret must not be kept by browsers or proxies."""
+    assert response.headers.get("cache-control") == "no-store", (response.url, response.headers.get("cache-control"))
+    return response
+
+
 def test_invitation_and_password_reset_pages(client: TestClient, db: Database, tenant: Tenant) -> None:
-    assert client.get("/invitations/unknown-token").status_code == 404
-    assert client.get("/password-reset/unknown-token").status_code == 404
+    assert _not_stored(client.get("/invitations/unknown-token")).status_code == 404
+    assert _not_stored(client.get("/password-reset/unknown-token")).status_code == 404
     with db.transaction() as session:
         issued = do_invite(session, tenant.actor(), "new.person@example.com", "agent")
     token = issued.url.rsplit("/", 1)[1]
-    page = client.get(f"/invitations/{token}")
+    page = _not_stored(client.get(f"/invitations/{token}"))
     assert page.status_code == 200
     assert "new.person@example.com" in page.text
-    short = client.post(
-        f"/invitations/{token}",
-        data={"first_name": "Nina", "last_name": "Paz", "password": "short", "csrf_token": csrf_from(page)},
+    short = _not_stored(
+        client.post(
+            f"/invitations/{token}",
+            data={"first_name": "Nina", "last_name": "Paz", "password": "short", "csrf_token": csrf_from(page)},
+        )
     )
     assert short.status_code == 422
     assert 'value="Nina"' in short.text
@@ -283,7 +352,7 @@ def test_invitation_and_password_reset_pages(client: TestClient, db: Database, t
         data={"first_name": "Nina", "last_name": "Paz", "password": "long-enough-1", "csrf_token": csrf_from(page)},
         follow_redirects=False,
     )
-    assert joined.headers["location"] == "/contacts"
+    assert _not_stored(joined).headers["location"] == "/contacts"
     assert "Nina Paz" in client.get("/contacts").text
 
     client.cookies.clear()
@@ -297,9 +366,11 @@ def test_invitation_and_password_reset_pages(client: TestClient, db: Database, t
     with db.transaction(write=False) as session:
         mail = session.scalars(select(OutgoingEmail).where(OutgoingEmail.to_address == "new.person@example.com"))
         link = next(m for m in (re.search(r"/password-reset/(\S+)", e.body) for e in mail) if m)
-    reset_page = client.get(f"/password-reset/{link.group(1)}")
+    reset_page = _not_stored(client.get(f"/password-reset/{link.group(1)}"))
     assert reset_page.status_code == 200
-    too_short = client.post(reset_page.url.path, data={"password": "short", "csrf_token": csrf_from(reset_page)})
+    too_short = _not_stored(
+        client.post(reset_page.url.path, data={"password": "short", "csrf_token": csrf_from(reset_page)})
+    )
     assert too_short.status_code == 422
     assert "must be at least 8 characters" in too_short.text
     done = client.post(
@@ -307,7 +378,7 @@ def test_invitation_and_password_reset_pages(client: TestClient, db: Database, t
         data={"password": "another-password", "csrf_token": csrf_from(reset_page)},
         follow_redirects=False,
     )
-    assert done.headers["location"] == "/login"
+    assert _not_stored(done).headers["location"] == "/login"
     sign_in(client, "new.person@example.com", "another-password")
 
 

@@ -15,7 +15,7 @@ from tertulia.kit.security import new_token
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
-from tertulia.web.forms import field_errors, submit
+from tertulia.web.forms import FORM_ERRORS, field_errors, submit
 from tertulia.web.sections import Section, render_section
 
 WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
@@ -126,13 +126,15 @@ def channels_page(ctx: UserPage) -> Response:
 
 @router.post("/settings/channels")
 def create_channel(ctx: UserPage, form: Annotated[WidgetForm, Form()]) -> Response:
+    # Before anything else: the form's error page shows the channel list, which is for managers only.
+    ctx.actor.require(Permission.MANAGE_CHANNELS)
     values = form.model_dump()
     return submit(
         ctx,
         lambda: service.do_create_channel(ctx.session, ctx.actor, "webchat", form.name, _config(values)),
         again=lambda exc: _list(ctx, values, _errors(ctx, exc), 422),
         done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="settings_saved"),
-        catch=(DomainError,),
+        catch=FORM_ERRORS,
     )
 
 
@@ -196,7 +198,7 @@ def update_channel(ctx: UserPage, channel_id: int, form: Annotated[WidgetForm, F
         again=lambda exc: _detail(ctx, channel, values, _errors(ctx, exc), 422),
         redirect=f"/settings/channels/{channel_id}",
         flash="settings_saved",
-        catch=(DomainError,),
+        catch=FORM_ERRORS,
     )
 
 

@@ -4,8 +4,10 @@ Server frames are the events of conversations/events.py, unchanged, e.g.
     {"type": "message.created", "conversation_id": 7, "data": {"message": {...}}, ...}
 plus {"type": "hello", "user_id": ...} once subscribed. Each event is re-checked against the receiving
 user's visibility (view_all_conversations, or assigned to them or to one of their teams) before
-it is sent; an agent's team list is reloaded at most every TEAM_REFRESH_SECONDS. Close codes:
-4401 not signed in, 4403 cross-site origin, 1013 the client fell behind (reconnect and reload).
+it is sent; an agent's team list is reloaded at most every TEAM_REFRESH_SECONDS. When the session
+ends (sign-out, a password change or reset, deactivation) a `session.ended` event closes the socket
+at once, in whichever process it is. Close codes: 4401 not signed in (or no longer), 4403 cross-site
+origin, 1013 the client fell behind (reconnect and reload).
 """
 
 import json
@@ -20,7 +22,7 @@ from tertulia.kit import realtime
 from tertulia.kit.db import Database
 from tertulia.kit.sockets import SocketEnded, serve_events
 from tertulia.users.permissions import Actor
-from tertulia.users.sessions import SESSION_COOKIE, resolve_session
+from tertulia.users.sessions import SESSION_COOKIE, SESSION_ENDED, resolve_session, session_tag
 
 router = APIRouter()
 TEAM_REFRESH_SECONDS = 30.0
@@ -43,21 +45,21 @@ async def agent_socket(websocket: WebSocket) -> None:
         await websocket.close(code=4403, reason="origin")
         return
 
-    def authenticate() -> tuple[Actor, Viewer] | None:
+    def authenticate() -> tuple[Actor, Viewer, str] | None:
         with db.transaction(write=False) as session:
             current = resolve_session(session, token)
             if current is None:
                 return None
             actor = current.actor
-            return actor, viewer_for(session, actor)
+            return actor, viewer_for(session, actor), session_tag(current.web_session.token_hash)
 
     found = await anyio.to_thread.run_sync(authenticate)
     if found is None:
         await websocket.close(code=4401, reason="unauthorized")
         return
-    actor, viewer = found
+    actor, viewer, tag = found
     await websocket.accept()
-    state = _AgentSocket(websocket, viewer, authenticate)
+    state = _AgentSocket(websocket, viewer, tag, authenticate)
     with realtime.get_hub().subscribe(actor.workspace_id, accepts=state.visible) as subscription:
         # After subscribing: a client that loads what it shows once "hello" arrives misses nothing.
         await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
@@ -69,19 +71,29 @@ class _AgentSocket:
     most every TEAM_REFRESH_SECONDS."""
 
     def __init__(
-        self, websocket: WebSocket, viewer: Viewer, authenticate: Callable[[], tuple[Actor, Viewer] | None]
+        self,
+        websocket: WebSocket,
+        viewer: Viewer,
+        session_tag: str,
+        authenticate: Callable[[], tuple[Actor, Viewer, str] | None],
     ) -> None:
         self.websocket = websocket
         self.viewer = viewer
+        self.session_tag = session_tag
         self.authenticate = authenticate
         self.checked_at = time.monotonic()
 
     def visible(self, event: realtime.Event) -> bool:
         # Runs for every event of the workspace, before it is queued: what this person may not
         # see never wakes their socket.
+        if event.get("type") == SESSION_ENDED:
+            return event.get("user_id") == self.viewer.user_id and event.get("session") in (None, self.session_tag)
         return self.viewer.can_see_event(event)
 
     async def render(self, event: realtime.Event) -> str | None:
+        if event.get("type") == SESSION_ENDED:
+            await self.websocket.close(code=4401, reason="signed out")
+            raise SocketEnded
         if time.monotonic() - self.checked_at > TEAM_REFRESH_SECONDS:
             refreshed = await anyio.to_thread.run_sync(self.authenticate)
             if refreshed is None:

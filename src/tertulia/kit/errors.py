@@ -62,6 +62,6 @@ class RateLimited(DomainError):
     status_code = 429
     code = "rate_limited"
 
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, details={"retry_after": retry_after})
+    def __init__(self, message: str, *, retry_after: int, code: str | None = None) -> None:
+        super().__init__(message, code=code, details={"retry_after": retry_after})
         self.retry_after = retry_after

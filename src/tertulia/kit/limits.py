@@ -6,11 +6,8 @@ Guarantees of `BodyLimitMiddleware`, for every HTTP request:
   it passes the limit, so nothing (JSON in memory, multipart spooled to disk) grows past the limit;
 - the limit is per route: the first `BodyLimit` whose method and path match, else the default;
   routes that take files have larger limits, and their handlers still check their own exact limit;
-- an API request (`/api/`) that carries a body but no credential at all (no bearer token, no session
-  cookie) is refused with 401 before its body is read: FastAPI reads and parses the body before it
-  runs the authentication dependency, so without this any anonymous client could make the server
-  read and parse a body up to the limit. A credential that is present is checked by the endpoint's
-  own dependency as before;
+- an API request's credential is checked before its body is read by users.session_auth's
+  `ApiCredentialGate`, which needs the database (kit knows no users);
 - refusals use the one error shape, `{"error": {"code", "message", "details"}}`.
 """
 
@@ -72,14 +69,10 @@ class BodyLimitMiddleware:
         app: ASGIApp,
         default_max_bytes: int,
         routes: Sequence[BodyLimit] = (),
-        api_prefix: str = "/api/",
-        session_cookie: str = "tertulia_session",
     ) -> None:
         self.app = app
         self.default_max_bytes = default_max_bytes
         self.routes = list(routes)
-        self.api_prefix = api_prefix
-        self.session_cookie = session_cookie
 
     def limit_for(self, method: str, path: str) -> int:
         for route in self.routes:
@@ -87,31 +80,13 @@ class BodyLimitMiddleware:
                 return route.max_bytes
         return self.default_max_bytes
 
-    def _has_credential(self, headers: Headers) -> bool:
-        scheme, _, value = headers.get("authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return True
-        return f"{self.session_cookie}=" in headers.get("cookie", "")
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = Headers(scope=scope)
-        path: str = scope["path"]
-        max_bytes = self.limit_for(scope["method"], path)
+        max_bytes = self.limit_for(scope["method"], scope["path"])
         declared = headers.get("content-length")
-        has_body = (declared is not None and declared.strip() != "0") or "chunked" in headers.get(
-            "transfer-encoding", ""
-        ).lower()
-        if has_body and path.startswith(self.api_prefix) and not self._has_credential(headers):
-            response = JSONResponse(
-                error_body("unauthorized", "Missing bearer token."),
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
-            return
         if declared is not None and declared.strip().isdigit() and int(declared) > max_bytes:
             await _too_large(max_bytes)(scope, receive, send)
             return

@@ -51,7 +51,10 @@ SECRET_KEYS = frozenset(
 _SCRUBBERS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"(?i)\b(bearer|basic)(\s+|%20|\+)[^\s'\",;\\]+"), r"\1\2" + REDACTED),
     (re.compile(r"\btt_[A-Za-z0-9_\-]{6,}"), "tt_" + REDACTED),
-    (re.compile(r"(?i)\b(tertulia_session|tertulia_csrf|tertulia_flash)=[^;\s'\",\\]+"), r"\1=" + REDACTED),
+    (
+        re.compile(r"(?i)\b(tertulia_(?:session|csrf|flash|device))=[^;\s'\",\\]+"),
+        r"\1=" + REDACTED,
+    ),
     (re.compile(r"(?i)([?&;]|\b)((?:[a-z_]*_)?token)=[^&\s'\"#\\]+"), r"\1\2=" + REDACTED),
     (re.compile(r"/(invitations|password-reset)/(?!\d+(?:/|\b))[^/\s?'\"#\\]+"), r"/\1/" + REDACTED),
     # Visitor tokens: a base64url body, a dot and a 43-character base64url HMAC-SHA256.

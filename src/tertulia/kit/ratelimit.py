@@ -1,16 +1,44 @@
-"""Fixed-window request counters: in-process by default, Redis when several processes share limits."""
+"""Shared limits: fixed-window request counters and caps on things held open (sockets).
+
+In-process by default (one `tertulia serve` process, e.g. on SQLite); in Redis when
+`TERTULIA_REALTIME_URL` is `redis://`, so every web process counts against the same budget.
+
+- `RateLimiter.hit(key, limit, window)`: count one request in the current window.
+- `SlotLimiter.acquire(key, limit, holder)`: take one of `limit` slots for as long as `holder` keeps it
+  (`release` gives it back). In Redis a slot is a lease that the holder renews (`renew`) at least
+  every `SLOT_LEASE_SECONDS / 3`; a process that dies without releasing loses its slots when their
+  leases run out, so a crash never leaves a visitor locked out for good.
+"""
 
 import threading
 import time
+from collections import defaultdict
 from typing import Protocol
 
 import redis
+import structlog
+
+log = structlog.get_logger()
+
+SLOT_LEASE_SECONDS = 60
 
 
 class RateLimiter(Protocol):
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
         """Count one request; return 0 if allowed, else seconds until the window resets."""
         ...
+
+
+class SlotLimiter(Protocol):
+    def acquire(self, key: str, limit: int, holder: str) -> bool:
+        """Take a slot of `key` for `holder` (True), or find all `limit` taken (False)."""
+        ...
+
+    def renew(self, key: str, holder: str) -> None:
+        """Keep `holder`'s slot of `key` (a lease in Redis)."""
+        ...
+
+    def release(self, key: str, holder: str) -> None: ...
 
 
 class MemoryRateLimiter:
@@ -31,13 +59,14 @@ class MemoryRateLimiter:
 
 
 class RedisRateLimiter:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, prefix: str = "tertulia") -> None:
         self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
         now = int(time.time())
         window = now - now % window_seconds
-        redis_key = f"tertulia:rl:{key}:{window}"
+        redis_key = f"{self._prefix}:rl:{key}:{window}"
         pipe = self._redis.pipeline()
         pipe.incr(redis_key)
         pipe.expire(redis_key, window_seconds + 1)
@@ -45,7 +74,102 @@ class RedisRateLimiter:
         return 0 if count <= limit else window + window_seconds - now
 
 
-def make_rate_limiter(url: str) -> RateLimiter:
-    if url.startswith(("redis://", "rediss://")):
-        return RedisRateLimiter(url)
+class MemorySlotLimiter:
+    """Slots of this process; a socket always releases its slot when it ends, so no lease is needed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: dict[str, set[str]] = defaultdict(set)
+
+    def acquire(self, key: str, limit: int, holder: str) -> bool:
+        with self._lock:
+            holders = self._holders[key]
+            if holder in holders:
+                return True
+            if len(holders) >= limit:
+                return False
+            holders.add(holder)
+            return True
+
+    def renew(self, key: str, holder: str) -> None:
+        return None
+
+    def release(self, key: str, holder: str) -> None:
+        with self._lock:
+            holders = self._holders.get(key)
+            if holders is not None:
+                holders.discard(holder)
+                if not holders:
+                    del self._holders[key]
+
+
+# A sorted set per key: member = holder, score = when its lease ends (Redis's own clock, so the
+# processes' clocks do not matter). Expired leases are dropped before counting.
+_ACQUIRE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZSCORE', KEYS[1], ARGV[2]) or redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+    redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]) + 1)
+    return 1
+end
+return 0
+"""
+_RENEW = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) + tonumber(clock[2]) / 1000000
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]) + 1)
+return 1
+"""
+
+
+class RedisSlotLimiter:
+    """Slots shared by every process. If Redis cannot be reached, a socket is let in (and the
+    failure logged): a chat that works beats a cap that cannot be counted."""
+
+    def __init__(self, url: str, prefix: str = "tertulia", lease_seconds: int = SLOT_LEASE_SECONDS) -> None:
+        self._redis = redis.Redis.from_url(url)
+        self._prefix = prefix
+        self.lease_seconds = lease_seconds
+        self._acquire = self._redis.register_script(_ACQUIRE)
+        self._renew = self._redis.register_script(_RENEW)
+
+    def _key(self, key: str) -> str:
+        return f"{self._prefix}:slots:{key}"
+
+    def acquire(self, key: str, limit: int, holder: str) -> bool:
+        try:
+            return bool(self._acquire(keys=[self._key(key)], args=[limit, holder, self.lease_seconds]))
+        except redis.RedisError as exc:
+            log.warning("slot_limiter_unavailable", error=str(exc))
+            return True
+
+    def renew(self, key: str, holder: str) -> None:
+        try:
+            self._renew(keys=[self._key(key)], args=[holder, self.lease_seconds])
+        except redis.RedisError as exc:
+            log.warning("slot_limiter_unavailable", error=str(exc))
+
+    def release(self, key: str, holder: str) -> None:
+        try:
+            self._redis.zrem(self._key(key), holder)
+        except redis.RedisError as exc:
+            log.warning("slot_limiter_unavailable", error=str(exc))
+
+
+def _is_redis(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://"))
+
+
+def make_rate_limiter(url: str, prefix: str = "tertulia") -> RateLimiter:
+    if _is_redis(url):
+        return RedisRateLimiter(url, prefix)
     return MemoryRateLimiter()
+
+
+def make_slot_limiter(url: str, prefix: str = "tertulia") -> SlotLimiter:
+    if _is_redis(url):
+        return RedisSlotLimiter(url, prefix)
+    return MemorySlotLimiter()

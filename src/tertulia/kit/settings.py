@@ -28,7 +28,10 @@ class Settings(BaseSettings):
     argon2_time_cost: int = 3
     argon2_memory_cost: int = 65536
     session_days: int = 14
+    # Failed sign-ins per key (account, client address) that cost nothing; then a wait of
+    # login_delay_seconds, doubled at each further failure, up to login_lockout_seconds.
     login_max_failures: int = 5
+    login_delay_seconds: int = 30
     login_lockout_seconds: int = 900
     api_rate_limit_per_minute: int = 600
     invitation_days: int = 7
@@ -46,12 +49,20 @@ class Settings(BaseSettings):
     # Any request body, except on the routes that take files (which allow upload_max_bytes, or the
     # CSV import limit). Keep the reverse proxy's own limit at least as large as the biggest.
     request_max_bytes: int = 1024 * 1024
+    # The widget keeps a visitor token (renewed at each visit) and trades it for access tokens, the
+    # only credential its requests and socket carry, valid for widget_access_token_seconds.
     widget_token_days: int = 365
+    widget_access_token_seconds: int = 3600
     # Threads per process writing inbound messages on PostgreSQL (SQLite always uses one).
     inbound_writer_threads: int = 4
-    # Public web-chat endpoints: per visitor for messages, per client address for new visitors.
+    # Public web-chat endpoints: per visitor for messages (over HTTP and sockets together), per
+    # client address for new visitors, per channel for messages that open a new conversation.
     widget_messages_per_minute: int = 30
     widget_sessions_per_minute: int = 60
+    widget_conversations_per_minute: int = 60
+    # Open widget sockets at once: per visitor (their tabs), per client address.
+    widget_sockets_per_visitor: int = 5
+    widget_sockets_per_ip: int = 50
     # The event log keeps events this long once every registered consumer has processed them.
     event_retention_days: float = 30.0
     log_level: str = "info"

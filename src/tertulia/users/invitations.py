@@ -107,8 +107,17 @@ def find_invitation(session: Session, token: str) -> Invitation | None:
     return session.scalar(select(Invitation).where(Invitation.token_hash == token_digest(token), *_pending()))
 
 
-def do_accept_invitation(session: Session, token: str, *, password: str, first_name: str, last_name: str) -> User:
+def do_accept_invitation(
+    session: Session,
+    token: str,
+    *,
+    password: str,
+    first_name: str,
+    last_name: str,
+    device_id: str | None = None,
+) -> User:
     """Create the invited user (or, for an existing account, check its password) and add the membership.
+    `device_id`: the browser is a known device of the invited account (users.devices.known_device_for).
 
     A wrong password for an existing account is recorded for sign-in throttling before the
     ValidationFailed is raised; the caller should commit that (render the form again).
@@ -128,9 +137,9 @@ def do_accept_invitation(session: Session, token: str, *, password: str, first_n
     elif user.password_hash is None:
         user.password_hash = hash_password(check_password(password))
     else:
-        check_not_throttled(session, user.email, None)
+        check_not_throttled(session, user.email, None, device_id)
         if not verify_password(user.password_hash, password):
-            record_sign_in_failure(session, user.email, None)
+            record_sign_in_failure(session, user.email, None, device_id)
             raise ValidationFailed.field("password", "is not the password of your existing account")
 
     # The conditional update is what makes the link one-time under concurrent use.

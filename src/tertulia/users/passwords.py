@@ -124,12 +124,15 @@ def do_reset_password(session: Session, token: str, new_password: str) -> User:
     return user
 
 
-def do_change_password(session: Session, user: User, current_password: str, new_password: str) -> User:
-    """Change a signed-in user's password. Every browser, the current one included, is signed out."""
-    check_not_throttled(session, user.email, None)
+def do_change_password(
+    session: Session, user: User, current_password: str, new_password: str, *, device_id: str | None = None
+) -> User:
+    """Change a signed-in user's password. Every browser, the current one included, is signed out.
+    `device_id`: the browser is a known device of this account (users.devices.known_device_for)."""
+    check_not_throttled(session, user.email, None, device_id)
     if not verify_password(user.password_hash, current_password):
         # Counted like a failed sign-in (a caller that reports it must commit for the count to stay).
-        record_sign_in_failure(session, user.email, None)
+        record_sign_in_failure(session, user.email, None, device_id)
         raise ValidationFailed.field("current_password", "is not your current password")
     check_password(new_password, "new_password")
     _set_password(session, user, new_password)

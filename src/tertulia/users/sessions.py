@@ -1,13 +1,24 @@
 """Browser sign-in: password check with throttling, server-side sessions, sign-out.
 
 Throttling is kept in the database (login_throttles) so every web process sees the same count.
-A key is throttled after `login_max_failures` failures within the lockout window; both the
-account (email) and the client address are keys, so neither spraying one account from many
-addresses nor many accounts from one address gets unlimited tries. The check takes the keys' rows
-(inserting them if needed) before the password is verified and holds them to the commit, so
-concurrent attempts are counted in turn, on SQLite and PostgreSQL alike.
+Both the account (email) and the client address are keys, so neither spraying one account from
+many addresses nor many accounts from one address gets unlimited tries. A key's first
+`login_max_failures` failures cost nothing; each one after that makes the key wait, first
+`login_delay_seconds`, then twice as long at each further failure, up to `login_lockout_seconds`.
+A key is forgotten once it has been quiet for `login_lockout_seconds`. The delays only grow for
+someone who keeps failing; the person whose account it is keeps signing in from a device where
+they signed in before (users/devices.py): there their attempts are counted under a key of that
+device and account only, so failures made elsewhere do not lock them out.
+
+The check takes the keys' rows (inserting them if needed) before the password is verified and holds
+them to the commit, so concurrent attempts are counted in turn, on SQLite and PostgreSQL alike.
+
+Ending sessions (sign-out, a password change or reset, a deactivated membership) publishes a
+`session.ended` realtime event after commit, through Redis when several processes share events, so
+the person's open inbox sockets close at once instead of at their next periodic check.
 """
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -15,14 +26,18 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from tertulia.kit import realtime
 from tertulia.kit.clock import utcnow
+from tertulia.kit.db import on_commit
 from tertulia.kit.errors import RateLimited, Unauthorized
 from tertulia.kit.security import new_token, token_digest, verify_password
 from tertulia.kit.settings import get_settings
+from tertulia.users.devices import account_tag
 from tertulia.users.models import LoginThrottle, Membership, Role, User, WebSession
 from tertulia.users.permissions import Actor
 
 SESSION_COOKIE = "tertulia_session"
+SESSION_ENDED = "session.ended"
 
 
 @dataclass
@@ -48,11 +63,24 @@ class CurrentSession:
         )
 
 
-def _throttle_keys(email: str, client_ip: str | None) -> list[str]:
+def _throttle_keys(email: str, client_ip: str | None, device_id: str | None) -> list[str]:
+    if device_id is not None:
+        return [f"device:{device_id}:{account_tag(email)}"]
     keys = [f"email:{email.strip().lower()}"]
     if client_ip:
         keys.append(f"ip:{client_ip}")
     return keys
+
+
+def delay_after(failures: int) -> timedelta | None:
+    """How long a key waits after its `failures`-th failure in a row (None: not at all)."""
+    settings = get_settings()
+    over = failures - settings.login_max_failures
+    if over < 0:
+        return None
+    # Capped before raising 2 to a power an attacker chooses.
+    seconds = min(settings.login_delay_seconds * 2 ** min(over, 32), settings.login_lockout_seconds)
+    return timedelta(seconds=seconds)
 
 
 def _claim_throttle_rows(session: Session, keys: list[str]) -> list[tuple[int, datetime, datetime | None]]:
@@ -73,39 +101,44 @@ def _claim_throttle_rows(session: Session, keys: list[str]) -> list[tuple[int, d
     return rows
 
 
-def check_not_throttled(session: Session, email: str, client_ip: str | None) -> None:
-    """Refuse while a key is locked. Call it before verifying the password, and count a failure with
+def check_not_throttled(session: Session, email: str, client_ip: str | None, device_id: str | None = None) -> None:
+    """Refuse while a key must wait. Call it before verifying the password, and count a failure with
     `record_sign_in_failure` in the same transaction: the rows stay locked from here to the commit,
-    so concurrent attempts are counted one after another and never get more than the allowed guesses."""
+    so concurrent attempts are counted one after another and never get more than the allowed guesses.
+    `device_id`: a known device of this account (users.devices.known_device_for)."""
     now = utcnow()
-    for _failures, _first_failure_at, locked_until in _claim_throttle_rows(session, _throttle_keys(email, client_ip)):
+    keys = _throttle_keys(email, client_ip, device_id)
+    for _failures, _first_failure_at, locked_until in _claim_throttle_rows(session, keys):
         if locked_until is not None and locked_until > now:
             seconds = int((locked_until - now).total_seconds()) + 1
             raise RateLimited("Too many failed sign-in attempts. Try again later.", retry_after=seconds)
 
 
-def record_sign_in_failure(session: Session, email: str, client_ip: str | None) -> None:
+def record_sign_in_failure(session: Session, email: str, client_ip: str | None, device_id: str | None = None) -> None:
     """Count one failed password check. Raising afterwards rolls this back, so callers that
     report the failure (render the form again) must let the transaction commit."""
-    settings = get_settings()
     now = utcnow()
-    window = timedelta(seconds=settings.login_lockout_seconds)
-    for key in sorted(_throttle_keys(email, client_ip)):
+    quiet = timedelta(seconds=get_settings().login_lockout_seconds)
+    for key in sorted(_throttle_keys(email, client_ip, device_id)):
         row = session.get(LoginThrottle, key, with_for_update=True, populate_existing=True)
         if row is None:
             row = LoginThrottle(key=key, failures=0, first_failure_at=now)
             session.add(row)
-        elif row.failures == 0 or now - row.first_failure_at > window:
-            # No failure yet (a row only claimed by the check) or an old one: the window starts now.
+        elif row.failures == 0 or now - (row.locked_until or row.first_failure_at) > quiet:
+            # No failure yet (a row only claimed by the check), or quiet for long enough: start over.
             row.failures, row.first_failure_at, row.locked_until = 0, now, None
         row.failures += 1
-        if row.failures >= settings.login_max_failures:
-            row.locked_until = now + window
+        delay = delay_after(row.failures)
+        if delay is not None:
+            row.locked_until = now + delay
     session.flush()
 
 
-def clear_sign_in_failures(session: Session, email: str) -> None:
-    session.execute(delete(LoginThrottle).where(LoginThrottle.key == f"email:{email.strip().lower()}"))
+def clear_sign_in_failures(session: Session, email: str, device_id: str | None = None) -> None:
+    keys = [f"email:{email.strip().lower()}"]
+    if device_id is not None:
+        keys.append(f"device:{device_id}:{account_tag(email)}")
+    session.execute(delete(LoginThrottle).where(LoginThrottle.key.in_(keys)))
 
 
 def memberships_of(session: Session, user_id: int) -> list[Membership]:
@@ -119,24 +152,31 @@ def memberships_of(session: Session, user_id: int) -> list[Membership]:
 
 
 def do_sign_in(
-    session: Session, email: str, password: str, *, client_ip: str | None, workspace_id: int | None = None
+    session: Session,
+    email: str,
+    password: str,
+    *,
+    client_ip: str | None,
+    workspace_id: int | None = None,
+    device_id: str | None = None,
 ) -> SignedIn:
     """Raises RateLimited while throttled, Unauthorized on a bad email/password (same message for both).
+    `device_id`: the browser is a known device of this account (users.devices.known_device_for).
 
     The failure is counted in `session` before Unauthorized is raised: the caller must catch it and
     still commit (as the sign-in page does when it shows the form again), or throttling never starts.
     """
-    check_not_throttled(session, email, client_ip)
+    check_not_throttled(session, email, client_ip, device_id)
     user = session.scalar(select(User).where(User.email == email.strip().lower()))
     if not verify_password(user.password_hash if user else None, password) or user is None:
-        record_sign_in_failure(session, email, client_ip)
+        record_sign_in_failure(session, email, client_ip, device_id)
         raise Unauthorized("Wrong email or password.", details={"email": "wrong email or password"})
     memberships = memberships_of(session, user.id)
     if workspace_id is not None:
         memberships = [m for m in memberships if m.workspace_id == workspace_id]
     if not memberships:
         raise Unauthorized("This account has no active workspace.", code="no_workspace")
-    clear_sign_in_failures(session, email)
+    clear_sign_in_failures(session, email, device_id)
     return _open_session(session, user, memberships[0].workspace_id)
 
 
@@ -183,16 +223,47 @@ def do_switch_workspace(session: Session, current: CurrentSession, workspace_id:
     session.flush()
 
 
+def session_tag(token_hash: str) -> str:
+    """How realtime events name one session: a digest of its stored digest, so an event (which may
+    travel through Redis) never carries a key of the sessions table."""
+    return hashlib.sha256(f"session-tag:{token_hash}".encode()).hexdigest()[:32]
+
+
+def _announce_ended(session: Session, user_id: int, workspace_ids: list[int], tag: str | None = None) -> None:
+    """After commit: the user's sockets (only the one session's when `tag` is given) in these
+    workspaces close. Every workspace the user belongs to when none is named: a socket stays
+    subscribed to the workspace it opened in, even if its session has switched since."""
+    if not workspace_ids:
+        workspace_ids = list(session.scalars(select(Membership.workspace_id).where(Membership.user_id == user_id)))
+    events = [
+        {"type": SESSION_ENDED, "workspace_id": workspace_id, "user_id": user_id, "session": tag}
+        for workspace_id in sorted(set(workspace_ids))
+    ]
+
+    def publish() -> None:
+        for event in events:
+            realtime.publish(event)
+
+    on_commit(session, publish)
+
+
 def do_sign_out(session: Session, token: str | None) -> None:
-    if token:
-        session.execute(delete(WebSession).where(WebSession.token_hash == token_digest(token)))
+    if not token:
+        return
+    web_session = session.get(WebSession, token_digest(token))
+    if web_session is None:
+        return
+    _announce_ended(session, web_session.user_id, [], tag=session_tag(web_session.token_hash))
+    session.execute(delete(WebSession).where(WebSession.token_hash == web_session.token_hash))
 
 
 def do_sign_out_everywhere(session: Session, user_id: int) -> None:
     """After a password change or reset: every other browser must sign in again."""
     session.execute(delete(WebSession).where(WebSession.user_id == user_id))
+    _announce_ended(session, user_id, [])
 
 
 def do_sign_out_of_workspace(session: Session, user_id: int, workspace_id: int) -> None:
     """When a membership is deactivated: that user's browsers in that workspace are signed out."""
     session.execute(delete(WebSession).where(WebSession.user_id == user_id, WebSession.workspace_id == workspace_id))
+    _announce_ended(session, user_id, [workspace_id])

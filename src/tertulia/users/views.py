@@ -6,6 +6,7 @@ from fastapi import APIRouter, Form
 from starlette.responses import RedirectResponse, Response
 
 from tertulia.kit.errors import Conflict, DomainError, RateLimited, Unauthorized, ValidationFailed
+from tertulia.users.devices import DEVICE_COOKIE, KNOWN_DEVICE_DAYS, known_device_for, remember_account
 from tertulia.users.invitations import INVITATION_PATH, do_accept_invitation, find_invitation
 from tertulia.users.models import ActivityStatus
 from tertulia.users.passwords import (
@@ -33,6 +34,31 @@ STATUS_LABELS: dict[str, str] = {
 # ----- sign in / out ------------------------------------------------------------------------
 
 
+def _known_device(ctx: WebContext, email: str) -> str | None:
+    return known_device_for(ctx.request.cookies.get(DEVICE_COOKIE), email)
+
+
+def _remember_device(ctx: WebContext, response: Response, email: str) -> None:
+    """After a successful sign-in: this browser is a known device of the account from now on."""
+    value = remember_account(ctx.request.cookies.get(DEVICE_COOKIE), email)
+    set_cookie(ctx.request, response, DEVICE_COOKIE, value, max_age=KNOWN_DEVICE_DAYS * 86400)
+
+
+def _wait_message(ctx: WebContext, seconds: int) -> str:
+    if seconds < 60:
+        return ctx.fmt.ngettext(
+            "Too many failed attempts. Try again in %(num)d second.",
+            "Too many failed attempts. Try again in %(num)d seconds.",
+            seconds,
+        ) % {"num": seconds}
+    minutes = (seconds + 59) // 60
+    return ctx.fmt.ngettext(
+        "Too many failed attempts. Try again in %(num)d minute.",
+        "Too many failed attempts. Try again in %(num)d minutes.",
+        minutes,
+    ) % {"num": minutes}
+
+
 @router.get("/login")
 def login_form(ctx: PublicPage, next: str | None = None) -> Response:
     if ctx.current is not None:
@@ -49,14 +75,9 @@ def login(
 ) -> Response:
     client_ip = ctx.request.client.host if ctx.request.client else None
     try:
-        signed_in = do_sign_in(ctx.session, email, password, client_ip=client_ip)
+        signed_in = do_sign_in(ctx.session, email, password, client_ip=client_ip, device_id=_known_device(ctx, email))
     except RateLimited as exc:
-        minutes = max(1, (exc.retry_after + 59) // 60)
-        error = ctx.fmt.ngettext(
-            "Too many failed attempts. Try again in %(num)d minute.",
-            "Too many failed attempts. Try again in %(num)d minutes.",
-            minutes,
-        ) % {"num": minutes}
+        error = _wait_message(ctx, max(1, exc.retry_after))
         return ctx.render(
             "users/login.html", {"next": safe_next(next), "email": email, "error": error}, status_code=429
         )
@@ -70,6 +91,7 @@ def login(
     response = RedirectResponse(safe_next(next), status_code=303)
     days = ctx.request.app.state.settings.session_days
     set_cookie(ctx.request, response, SESSION_COOKIE, signed_in.token, max_age=days * 86400)
+    _remember_device(ctx, response, signed_in.user.email)
     return response
 
 
@@ -108,6 +130,13 @@ def switch_language(
 # ----- password reset -----------------------------------------------------------------------
 
 
+def _private(response: Response) -> Response:
+    """For pages whose URL carries a one-time secret (reset and invitation links): no browser cache,
+    history snapshot or proxy may keep a copy."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
 @router.get("/forgot-password")
 def forgot_form(ctx: PublicPage) -> Response:
     return ctx.render("users/forgot.html", {"email": "", "errors": {}})
@@ -127,8 +156,8 @@ def forgot(ctx: PublicPage, email: Annotated[str, Form()] = "") -> Response:
 @router.get(PASSWORD_RESET_PATH + "/{token}")
 def reset_form(ctx: PublicPage, token: str) -> Response:
     if find_password_reset(ctx.session, token) is None:
-        return ctx.render("users/link_invalid.html", status_code=404)
-    return ctx.render("users/reset.html", {"token": token, "errors": {}})
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
+    return _private(ctx.render("users/reset.html", {"token": token, "errors": {}}))
 
 
 @router.post(PASSWORD_RESET_PATH + "/{token}")
@@ -139,10 +168,10 @@ def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") ->
         errors = field_errors(ctx, exc)
         if "new_password" in errors:
             errors["password"] = errors.pop("new_password")
-        return ctx.render("users/reset.html", {"token": token, "errors": errors}, status_code=422)
+        return _private(ctx.render("users/reset.html", {"token": token, "errors": errors}, status_code=422))
     except DomainError:
-        return ctx.render("users/link_invalid.html", status_code=404)
-    return ctx.redirect("/login", flash="password_reset")
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
+    return _private(ctx.redirect("/login", flash="password_reset"))
 
 
 # ----- invitations --------------------------------------------------------------------------
@@ -152,11 +181,10 @@ def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") ->
 def invitation_form(ctx: PublicPage, token: str) -> Response:
     invitation = find_invitation(ctx.session, token)
     if invitation is None:
-        return ctx.render("users/link_invalid.html", status_code=404)
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
     values = {"first_name": "", "last_name": ""}
-    return ctx.render(
-        "users/invitation.html", {"token": token, "invitation": invitation, "values": values, "errors": {}}
-    )
+    context = {"token": token, "invitation": invitation, "values": values, "errors": {}}
+    return _private(ctx.render("users/invitation.html", context))
 
 
 @router.post(INVITATION_PATH + "/{token}")
@@ -169,20 +197,36 @@ def accept_invitation(
 ) -> Response:
     invitation = find_invitation(ctx.session, token)
     if invitation is None:
-        return ctx.render("users/link_invalid.html", status_code=404)
+        return _private(ctx.render("users/link_invalid.html", status_code=404))
+    device_id = _known_device(ctx, invitation.email)
     try:
-        user = do_accept_invitation(ctx.session, token, password=password, first_name=first_name, last_name=last_name)
+        user = do_accept_invitation(
+            ctx.session,
+            token,
+            password=password,
+            first_name=first_name,
+            last_name=last_name,
+            device_id=device_id,
+        )
     except (ValidationFailed, Conflict, RateLimited) as exc:
         # Not rolled back: a wrong password for an existing account counts towards throttling.
         values = {"first_name": first_name, "last_name": last_name}
         context = {"token": token, "invitation": invitation, "values": values, "errors": field_errors(ctx, exc)}
-        return ctx.render("users/invitation.html", context, status_code=422)
+        return _private(ctx.render("users/invitation.html", context, status_code=422))
     client_ip = ctx.request.client.host if ctx.request.client else None
-    signed_in = do_sign_in(ctx.session, user.email, password, client_ip=client_ip, workspace_id=invitation.workspace_id)
+    signed_in = do_sign_in(
+        ctx.session,
+        user.email,
+        password,
+        client_ip=client_ip,
+        workspace_id=invitation.workspace_id,
+        device_id=device_id,
+    )
     response = ctx.redirect("/contacts", flash="welcome")
     days = ctx.request.app.state.settings.session_days
     set_cookie(ctx.request, response, SESSION_COOKIE, signed_in.token, max_age=days * 86400)
-    return response
+    _remember_device(ctx, response, user.email)
+    return _private(response)
 
 
 # ----- profile ------------------------------------------------------------------------------
@@ -282,7 +326,9 @@ def change_password(
     new_password: Annotated[str, Form()] = "",
 ) -> Response:
     try:
-        do_change_password(ctx.session, ctx.user, current_password, new_password)
+        do_change_password(
+            ctx.session, ctx.user, current_password, new_password, device_id=_known_device(ctx, ctx.user.email)
+        )
     except (ValidationFailed, RateLimited) as exc:
         # Not rolled back: a wrong current password counts towards sign-in throttling.
         errors = field_errors(ctx, exc)

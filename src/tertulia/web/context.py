@@ -2,10 +2,14 @@
 
 CSRF: a signed-in browser must echo its session's `csrf_token` (hidden form field `csrf_token` or
 the `X-CSRF-Token` header that `app.js` adds to every htmx request). Before sign-in, forms use a
-double-submit token: a random HttpOnly cookie that the form must echo. Anything else is a 403.
+signed double-submit token: a random HttpOnly cookie, and in the form a token signed with the
+installation secret over that cookie's value and the time it was issued (valid ANON_CSRF_MAX_AGE).
+Someone who can plant a cookie for the app's host cannot make up a form token to go with it; behind
+https the cookie is `__Host-` prefixed, which browsers accept only from the app's own host, so it
+cannot be planted at all. Anything else is a 403.
 """
 
-import hmac
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -15,7 +19,7 @@ from sqlalchemy.orm import Session
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from tertulia.kit.http import DbSession
-from tertulia.kit.security import new_token
+from tertulia.kit.security import new_token, same_secret, sign, signature_matches
 from tertulia.users.models import User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.users.sessions import SESSION_COOKIE, CurrentSession, resolve_session
@@ -24,6 +28,11 @@ from tertulia.web.templating import render
 from tertulia.workspaces.models import Workspace
 
 ANON_CSRF_COOKIE = "tertulia_csrf"
+# Behind https: a __Host- cookie is taken only from this very host, Secure and for path /.
+SECURE_ANON_CSRF_COOKIE = "__Host-" + ANON_CSRF_COOKIE
+ANON_CSRF_PURPOSE = "anonymous-csrf"
+# A sign-in page left open longer asks for a reload.
+ANON_CSRF_MAX_AGE = 24 * 3600
 LANGUAGE_COOKIE = "tertulia_lang"
 FLASH_COOKIE = "tertulia_flash"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -82,8 +91,9 @@ class WebContext:
     current: CurrentSession | None
     workspace: Workspace | None
     fmt: i18n.Formatter
-    anon_csrf: str
+    anon_csrf: str  # the cookie's random value
     new_anon_csrf: bool
+    anon_form_token: str  # what forms carry before sign-in, signed over anon_csrf
     flashes: list[tuple[str, str]] = field(default_factory=list)
 
     @property
@@ -98,7 +108,7 @@ class WebContext:
 
     @property
     def csrf_token(self) -> str:
-        return self.current.web_session.csrf_token if self.current else self.anon_csrf
+        return self.current.web_session.csrf_token if self.current else self.anon_form_token
 
     def can(self, permission: str) -> bool:
         return self.current is not None and self.actor.can(Permission(permission))
@@ -161,13 +171,29 @@ class WebContext:
 
     def finish(self, response: Response) -> None:
         if self.new_anon_csrf:
-            set_cookie(self.request, response, ANON_CSRF_COOKIE, self.anon_csrf, max_age=None)
+            set_cookie(self.request, response, anon_csrf_cookie(self.request), self.anon_csrf, max_age=None)
         if self.flashes and self.request.cookies.get(FLASH_COOKIE):
             response.delete_cookie(FLASH_COOKIE, path="/")
 
 
 def secure_cookies(request: Request) -> bool:
     return str(request.app.state.settings.base_url).startswith("https://")
+
+
+def anon_csrf_cookie(request: Request) -> str:
+    return SECURE_ANON_CSRF_COOKIE if secure_cookies(request) else ANON_CSRF_COOKIE
+
+
+def anonymous_form_token(nonce: str) -> str:
+    issued = str(int(time.time()))
+    return f"{issued}.{sign(ANON_CSRF_PURPOSE, f'{nonce}.{issued}')}"
+
+
+def anonymous_form_token_matches(nonce: str, token: str) -> bool:
+    issued, _, signature = token.partition(".")
+    if not issued.isdigit() or not 0 <= time.time() - int(issued) <= ANON_CSRF_MAX_AGE:
+        return False
+    return signature_matches(ANON_CSRF_PURPOSE, f"{nonce}.{issued}", signature)
 
 
 def set_cookie(request: Request, response: Response, name: str, value: str, *, max_age: int | None) -> None:
@@ -224,15 +250,17 @@ def web_context(
         zone = i18n.safe_zone(None)
     fmt = i18n.Formatter(language, zone)
     i18n.activate(fmt)
-    anon = request.cookies.get(ANON_CSRF_COOKIE)
+    anon = request.cookies.get(anon_csrf_cookie(request))
+    nonce = anon or new_token(nbytes=24)
     ctx = WebContext(
         request=request,
         session=session,
         current=current,
         workspace=workspace,
         fmt=fmt,
-        anon_csrf=anon or new_token(nbytes=24),
+        anon_csrf=nonce,
         new_anon_csrf=not anon,
+        anon_form_token=anonymous_form_token(nonce),
     )
     ctx.flashes = _flashes(request, fmt)
     request.state.submitted_csrf = submitted
@@ -243,8 +271,14 @@ def _check_csrf(ctx: WebContext) -> None:
     if ctx.request.method in SAFE_METHODS:
         return
     submitted = ctx.request.state.submitted_csrf
-    expected = ctx.current.web_session.csrf_token if ctx.current else ctx.request.cookies.get(ANON_CSRF_COOKIE)
-    if not submitted or not expected or not hmac.compare_digest(str(submitted), expected):
+    if not submitted:
+        raise CsrfRejected
+    if ctx.current is not None:
+        if not same_secret(str(submitted), ctx.current.web_session.csrf_token):
+            raise CsrfRejected
+        return
+    nonce = ctx.request.cookies.get(anon_csrf_cookie(ctx.request))
+    if not nonce or not anonymous_form_token_matches(nonce, str(submitted)):
         raise CsrfRejected
 
 

@@ -3,10 +3,15 @@
 The widget's public endpoints, CORS and the visitor's socket are the inbox's entry points
 (conversations/ingress/widget.py); this module only knows the protocol:
 
-- visitor tokens (`issue_token`/`read_token`): HMAC-signed claims `{ch, sub, exp, name?, email?}`
-  under a key derived from the instance secret; `sub` is the visitor's identity on this channel,
-  "<channel id>:v:<random>" for an anonymous visitor or "<channel id>:u:<site user id>" for one the
-  site vouched for with `user_hash` = hex HMAC-SHA256(identity_secret, user_id);
+- visitor tokens: HMAC-signed claims `{ch, sub, exp, name?, email?, typ?}` under a key derived from
+  the instance secret; `sub` is the visitor's identity on this channel, "<channel id>:v:<random>" for
+  an anonymous visitor or "<channel id>:u:<site user id>" for one the site vouched for with
+  `user_hash` = hex HMAC-SHA256(identity_secret, user_id). Two kinds:
+  - the visitor token (`issue_token`/`read_token`, no `typ`), which the widget keeps and sends only
+    in the body of `POST /widget/{key}/session` to be remembered (months; renewed at each visit);
+  - access tokens (`issue_access_token`/`read_access_token`, `typ` "access"), the only credential
+    the visitor's requests and socket carry, valid for an hour: one that leaks (a log, a proxy) soon
+    stops working. Neither kind is accepted where the other is expected;
 - server callbacks: the site's own server may post its signed-in users' messages (from its app or
   a contact form) to the channel's callback URL, `/webhooks/{key}`:
 
@@ -41,6 +46,7 @@ from tertulia.channels.protocol import (
     WebhookRequest,
 )
 from tertulia.kit.errors import PermissionDenied, Unauthorized, ValidationFailed
+from tertulia.kit.security import same_secret
 from tertulia.kit.settings import get_settings
 
 TYPE = "webchat"
@@ -160,33 +166,59 @@ class Visitor:
     expires_at: int
 
 
-def issue_token(visitor: Visitor) -> str:
-    claims = {"ch": visitor.channel_id, "sub": visitor.external_id, "exp": visitor.expires_at}
+ACCESS = "access"
+
+
+def _issue(visitor: Visitor, kind: str | None) -> str:
+    claims: dict[str, Any] = {"ch": visitor.channel_id, "sub": visitor.external_id, "exp": visitor.expires_at}
     if visitor.name:
         claims["name"] = visitor.name
     if visitor.email:
         claims["email"] = visitor.email
+    if kind is not None:
+        claims["typ"] = kind
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
     signature = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
     return f"{body}.{signature}"
 
 
-def read_token(token: str | None, channel: Channel) -> Visitor:
+def issue_token(visitor: Visitor) -> str:
+    """The visitor token the widget keeps (valid until `visitor.expires_at`)."""
+    return _issue(visitor, None)
+
+
+def issue_access_token(visitor: Visitor) -> str:
+    """A short-lived access token (valid until `visitor.expires_at`) for the visitor's requests and socket."""
+    return _issue(visitor, ACCESS)
+
+
+def _read(token: str | None, channel: Channel, kind: str | None) -> Visitor:
     if not token or token.count(".") != 1:
         raise Unauthorized("Missing or malformed visitor token.")
     body, signature = token.split(".")
     expected = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature, expected):
+    if not same_secret(signature, expected):
         raise Unauthorized("Invalid visitor token.")
     try:
         claims = json.loads(_unb64(body))
     except ValueError as exc:
         raise Unauthorized("Invalid visitor token.") from exc
+    if not isinstance(claims, dict) or claims.get("typ") != kind:
+        raise Unauthorized("Use an access token from /session here." if kind else "Not a visitor token.")
     if claims.get("ch") != channel.id or not str(claims.get("sub", "")).startswith(f"{channel.id}:"):
         raise Unauthorized("This token belongs to another widget.")
     if int(claims.get("exp", 0)) < time.time():
         raise Unauthorized("The visitor token has expired.", code="token_expired")
     return Visitor(channel.id, str(claims["sub"]), claims.get("name"), claims.get("email"), int(claims["exp"]))
+
+
+def read_token(token: str | None, channel: Channel) -> Visitor:
+    """The visitor a kept visitor token names (also the tokens issued before access tokens existed)."""
+    return _read(token, channel, None)
+
+
+def read_access_token(token: str | None, channel: Channel) -> Visitor:
+    return _read(token, channel, ACCESS)
 
 
 def user_hash(channel: Channel, user_id: str) -> str:
@@ -213,7 +245,7 @@ def callback_signature(channel: Channel, data: bytes) -> str:
 
 def _signed(channel: Channel, data: bytes, signature: str) -> bool:
     secret = (channel.secrets or {}).get("identity_secret")
-    return bool(secret) and hmac.compare_digest(signature.lower(), callback_signature(channel, data))
+    return bool(secret) and same_secret(signature.lower(), callback_signature(channel, data))
 
 
 def _server_message(channel: Channel, item: Any) -> InboundMessage:

@@ -1,7 +1,11 @@
 /* Tertulia web-chat widget. Embedded on any site with one tag:
  *   <script src="https://tertulia.example/widget/<key>.js" async></script>
  * Everything lives in a Shadow DOM so the host page's CSS cannot reach it; no cookies are used (the
- * visitor token is kept in localStorage); message text is only ever set with textContent. */
+ * visitor token is kept in localStorage); message text is only ever set with textContent.
+ * Credentials: the kept visitor token goes only in the body of POST /session, which answers with an
+ * access token valid for an hour, kept in memory. Requests carry the access token in Authorization and
+ * the socket in its first frame (never in a URL, which logs keep); it is renewed before it expires,
+ * and once more when the server says it has (401, close code 4401). */
 (function () {
   "use strict";
 
@@ -29,12 +33,18 @@
     en: {
       open: "Chat with us", close: "Close chat", placeholder: "Write a message…", send: "Send",
       name: "Your name", email: "Your email", start: "Start chat", intro: "Tell us who you are and we'll reply here.",
-      failed: "Not sent. Tap to retry.", offline: "Reconnecting…", title: "Chat", typing: "Typing…"
+      failed: "Not sent. Tap to retry.", offline: "Reconnecting…", title: "Chat", typing: "Typing…",
+      slow: "You are sending messages too fast. Wait a moment, then tap to retry.",
+      busy: "We are receiving many new chats right now. Tap to retry in a minute.",
+      tabs: "This chat is open in too many tabs: close some to see replies as they arrive."
     },
     es: {
       open: "Chatea con nosotros", close: "Cerrar chat", placeholder: "Escribe un mensaje…", send: "Enviar",
       name: "Tu nombre", email: "Tu correo", start: "Empezar", intro: "Dinos quién eres y te responderemos aquí.",
-      failed: "No enviado. Toca para reintentar.", offline: "Reconectando…", title: "Chat", typing: "Escribiendo…"
+      failed: "No enviado. Toca para reintentar.", offline: "Reconectando…", title: "Chat", typing: "Escribiendo…",
+      slow: "Estás enviando mensajes muy rápido. Espera un momento y toca para reintentar.",
+      busy: "Estamos recibiendo muchos chats nuevos ahora mismo. Toca para reintentar en un minuto.",
+      tabs: "Este chat está abierto en demasiadas pestañas: cierra alguna para ver las respuestas al llegar."
     }
   };
   var lang = ((document.documentElement.lang || navigator.language || "en").slice(0, 2).toLowerCase() === "es") ? "es" : "en";
@@ -47,11 +57,14 @@
     try { window.localStorage.setItem(STORE, JSON.stringify(state)); } catch (e) { /* private mode: this page only */ }
   }
   var stored = load();
-  var token = typeof stored.token === "string" ? stored.token : null;
+  var token = typeof stored.token === "string" ? stored.token : null; // the kept visitor token
+  var access = null; // the access token, in memory only
+  var accessExpires = 0; // seconds since the epoch
+  var accessLifetime = 3600; // seconds it was issued for
 
-  function api(method, path, body) {
+  function api(method, path, body, bearer) {
     var headers = { "Content-Type": "application/json" };
-    if (token) headers.Authorization = "Bearer " + token;
+    if (bearer) headers.Authorization = "Bearer " + bearer;
     return fetch(BASE + "/widget/" + KEY + path, {
       method: method,
       headers: headers,
@@ -63,6 +76,7 @@
         if (!response.ok) {
           var error = new Error((data.error && data.error.code) || String(response.status));
           error.status = response.status;
+          error.code = data.error && data.error.code;
           throw error;
         }
         return data;
@@ -234,6 +248,8 @@
     var waiting = {}; // client message id -> the promise waiting for its ack
     var ACK_TIMEOUT = 5000;
     var typingSent = 0;
+    var refreshing = null; // the /session call under way, shared by everyone who needs a token
+    var refreshTimer = null;
 
     if (theme.greeting) log.appendChild(el("div", "msg greeting", theme.greeting));
 
@@ -270,29 +286,79 @@
         token = data.token;
         stored.token = token;
         save(stored);
-        return token;
+        access = data.access_token;
+        accessExpires = data.access_expires_at;
+        accessLifetime = Math.max(1, accessExpires - Date.now() / 1000);
+        scheduleRefresh();
+        // An open socket takes the new token too, or the server closes it when the old one expires.
+        if (socket && socketOpen) socket.send(JSON.stringify({ type: "auth", token: access }));
+        return access;
+      });
+    }
+
+    // A fresh access token for the visitor this browser keeps (one request however many ask).
+    function renew() {
+      if (!refreshing) {
+        refreshing = session(token ? { token: token } : {}).then(function (value) {
+          refreshing = null;
+          return value;
+        }, function (error) {
+          refreshing = null;
+          throw error;
+        });
+      }
+      return refreshing;
+    }
+
+    function scheduleRefresh() {
+      if (refreshTimer) window.clearTimeout(refreshTimer);
+      // Before it expires: two minutes before for an hour-long token, a third of its life for a short one.
+      var seconds = Math.max(5, accessExpires - Date.now() / 1000 - Math.min(120, accessLifetime / 3));
+      refreshTimer = window.setTimeout(function () { renew().catch(function () { /* retried on next use */ }); }, Math.min(seconds * 1000, 2147483000));
+    }
+
+    // The access token to send now: the one in memory while it is good, else a fresh one.
+    function ready() {
+      if (access && Date.now() / 1000 < accessExpires - Math.min(30, accessLifetime / 10)) return Promise.resolve(access);
+      return renew();
+    }
+
+    // A request as the visitor; a 401 (the token expired meanwhile) gets one fresh token and one more try.
+    function authed(method, path, body) {
+      return ready().then(function (bearer) {
+        return api(method, path, body, bearer).catch(function (error) {
+          if (error.status !== 401) throw error;
+          access = null;
+          return renew().then(function (fresh) { return api(method, path, body, fresh); });
+        });
       });
     }
 
     function history() {
-      return api("GET", "/messages?limit=50").then(function (data) {
+      return authed("GET", "/messages?limit=50").then(function (data) {
         data.items.forEach(function (m) { render(m); });
         scrollDown();
       });
     }
 
     function connect() {
-      if (!token || socket) return;
-      var url = BASE.replace(/^http/, "ws") + "/widget/ws?key=" + encodeURIComponent(KEY) + "&token=" + encodeURIComponent(token);
-      socket = new WebSocket(url);
-      socket.onopen = function () {
-        socketOpen = true;
-        retry = 0;
-        status.hidden = true;
+      if (!(token || verified) || socket) return;
+      var opened = new WebSocket(BASE.replace(/^http/, "ws") + "/widget/ws?key=" + encodeURIComponent(KEY));
+      socket = opened;
+      opened.onopen = function () {
+        ready().then(function (bearer) {
+          if (opened.readyState === 1) opened.send(JSON.stringify({ type: "auth", token: bearer }));
+        }, function () { opened.close(); });
       };
-      socket.onmessage = function (event) {
+      opened.onmessage = function (event) {
         var frame;
         try { frame = JSON.parse(event.data); } catch (e) { return; }
+        if (frame.type === "ready") {
+          socketOpen = true;
+          retry = 0;
+          status.hidden = true;
+          return;
+        }
         if ((frame.type === "ack" || frame.type === "error") && frame.client_msg_id && waiting[frame.client_msg_id]) {
           var wait = waiting[frame.client_msg_id];
           delete waiting[frame.client_msg_id];
@@ -309,17 +375,25 @@
         scrollDown();
         if (isNew && frame.message.direction === "outgoing" && panel.hidden) setUnread(unread + 1);
       };
-      socket.onclose = function (event) {
+      opened.onclose = function (event) {
         var wasOpen = socketOpen;
         socket = null;
         socketOpen = false;
         if (event.code === 4403) return; // this site may not embed the widget
+        if (event.code === 4429) {
+          // Too many tabs of this visitor (or from this address): messages still go over HTTP.
+          status.textContent = T.tabs;
+          status.hidden = false;
+          window.setTimeout(connect, 60000 + Math.random() * 5000);
+          return;
+        }
+        status.textContent = T.offline;
         if (wasOpen) status.hidden = false;
         retry = Math.min(retry + 1, 6);
         var delay = Math.min(30000, 500 * Math.pow(2, retry)) + Math.random() * 500;
         window.setTimeout(function () {
-          var ready = event.code === 4401 ? session({ token: token }) : Promise.resolve();
-          ready.then(function () { connect(); return history(); }).catch(function () { connect(); });
+          if (event.code === 4401) access = null; // expired or refused: a fresh one
+          ready().then(function () { connect(); return history(); }).catch(function () { connect(); });
         }, delay);
       };
     }
@@ -338,7 +412,15 @@
     }
 
     function viaHttp(text, clientId) {
-      return api("POST", "/messages", { text: text, client_msg_id: clientId });
+      return authed("POST", "/messages", { text: text, client_msg_id: clientId });
+    }
+
+    // What a failed bubble says: the server's reason when it gave one the visitor can act on.
+    function failure(error) {
+      var code = error && error.code;
+      if (code === "rate_limited") return T.slow;
+      if (code === "too_many_conversations") return T.busy;
+      return T.failed;
     }
 
     function transmit(text, clientId) {
@@ -359,10 +441,11 @@
           shown[message.id] = bubble;
           bubble.setAttribute("data-id", String(message.id));
         }
-      }, function () {
+      }, function (error) {
+        var reason = failure(error);
         bubble.classList.add("failed");
-        bubble.title = T.failed;
-        bubble.appendChild(el("div", "note", T.failed));
+        bubble.title = reason;
+        bubble.appendChild(el("div", "note", reason));
         bubble.onclick = function () {
           var note = bubble.querySelector(".note");
           if (note) note.remove();
@@ -370,11 +453,6 @@
           deliver(text, bubble, clientId);
         };
       });
-    }
-
-    function ready() {
-      if (token) return Promise.resolve(token);
-      return session({});
     }
 
     form.addEventListener("submit", function (event) {
@@ -388,7 +466,10 @@
       ready().then(function () {
         connect();
         return deliver(text, bubble, clientId);
-      }).catch(function () { bubble.classList.add("failed"); });
+      }).catch(function (error) {
+        bubble.classList.add("failed");
+        bubble.appendChild(el("div", "note", failure(error)));
+      });
     });
     input.addEventListener("input", function () {
       var now = Date.now();
@@ -438,8 +519,9 @@
     panel.addEventListener("keydown", function (event) { if (event.key === "Escape") toggle(false); });
 
     if (token || verified) {
-      // Refresh the token (it slides forward) and bring back the conversation from earlier pages.
-      session({ token: token }).then(function () {
+      // Renew the kept token (it slides forward), get an access token, and bring back the
+      // conversation from earlier pages.
+      renew().then(function () {
         connect();
         return history();
       }).catch(function () { /* the server is down: the launcher still opens; sending will retry */ });

@@ -7,29 +7,39 @@ Public endpoints (no cookies; CORS only for the channel's allowed origins):
     GET  /widget/{key}/config      theme (colour, greeting, position, avatars), ask_name/ask_email,
                                    identity_verification
     POST /widget/{key}/session     {"token"?, "user_id"?, "user_hash"?, "name"?, "email"?}
-                                   -> {"token", "expires_at"}. Keep the token in localStorage and
-                                   send it back as `Authorization: Bearer <token>`. With identity
+                                   -> {"token", "expires_at", "access_token", "access_expires_at"}.
+                                   Keep `token` (the visitor token, months) in localStorage and send
+                                   it back here, in the body, to be remembered; it is not accepted
+                                   anywhere else. `access_token` (an hour) goes in
+                                   `Authorization: Bearer <access token>` and the socket's auth
+                                   frame; ask for a new one here before it expires. With identity
                                    verification, `user_hash` = hex HMAC-SHA256(identity_secret,
                                    user_id) computed by the site's server; a verified user keeps the
                                    same contact on every device.
     GET  /widget/{key}/messages    ?before_id=&limit= -> {"items": [...oldest first], "next_before_id"}
     POST /widget/{key}/messages    {"text", "client_msg_id"} -> the message; `client_msg_id` (a UUID
                                    made by the widget) makes a resend after a timeout harmless.
-    WS   /widget/ws?key=&token=    server frames {"type": "message.created", "message": {...}} for
-                                   agent replies (and the visitor's own messages from other tabs),
-                                   {"type": "typing"} while an agent writes a reply; client frames
-                                   in VisitorSocket.
+    WS   /widget/ws?key=           no credential in the URL (URLs end up in access logs): the first
+                                   frame is {"type": "auth", "token": <access token>}, answered by
+                                   {"type": "ready", "expires_at"}; see VisitorSocket.
+
+Limits, all answered with a reason the widget shows (429 `rate_limited` or
+`too_many_conversations` over HTTP, an error frame on the socket, close code 4429
+`too_many_sockets`): `widget_messages_per_minute` per visitor over HTTP and sockets together,
+`widget_conversations_per_minute` per channel for messages that open a conversation, and
+`widget_sockets_per_visitor` / `widget_sockets_per_ip` sockets open at once. The counters are shared
+by every web process through Redis when TERTULIA_REALTIME_URL is redis://.
 
 Agents' internal comments and system lines never reach the visitor.
 """
 
+import dataclasses
 import functools
-import hmac
 import inspect
 import json
 import secrets
 import time
-from collections import deque
+import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -40,7 +50,16 @@ from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tertulia.channels import repository as channels_repo
-from tertulia.channels.adapters.webchat import TYPE, Visitor, check_origin, issue_token, read_token, user_hash
+from tertulia.channels.adapters.webchat import (
+    TYPE,
+    Visitor,
+    check_origin,
+    issue_access_token,
+    issue_token,
+    read_access_token,
+    read_token,
+    user_hash,
+)
 from tertulia.channels.http import JsonErrorRoute
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
@@ -54,7 +73,10 @@ from tertulia.conversations.schemas import message_dict, visitor_message
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied, RateLimited, Unauthorized
-from tertulia.kit.sockets import serve_events
+from tertulia.kit.ratelimit import SLOT_LEASE_SECONDS, RateLimiter, SlotLimiter
+from tertulia.kit.security import same_secret
+from tertulia.kit.settings import Settings
+from tertulia.kit.sockets import close_quietly, read_frame, serve_events
 
 T = TypeVar("T")
 
@@ -90,7 +112,7 @@ router = APIRouter(prefix="/widget", tags=["web chat widget"], route_class=JsonE
 
 class SessionBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    token: str | None = None
+    token: str | None = Field(default=None, max_length=4096)
     user_id: str | None = Field(default=None, max_length=200)
     user_hash: str | None = Field(default=None, max_length=128)
     name: str | None = Field(default=None, max_length=200)
@@ -198,22 +220,28 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
         except Unauthorized:
             previous = None  # an expired or foreign token just starts a fresh visitor
     if body.user_id is not None:
-        if not body.user_hash or not hmac.compare_digest(body.user_hash.lower(), user_hash(channel, body.user_id)):
+        if not body.user_hash or not same_secret(body.user_hash.lower(), user_hash(channel, body.user_id)):
             raise Unauthorized("Identity verification failed.", details={"user_hash": "does not match user_id"})
         external_id = f"{channel.id}:u:{body.user_id}"
     elif previous is not None:
         external_id = previous.external_id
     else:
         external_id = f"{channel.id}:v:{secrets.token_urlsafe(16)}"
-    expires = int(time.time()) + settings.widget_token_days * 86400
+    now = int(time.time())
     visitor = Visitor(
         channel.id,
         external_id,
         name or (previous.name if previous else None),
         email or (previous.email if previous else None),
-        expires,
+        now + settings.widget_token_days * 86400,
     )
-    return {"token": issue_token(visitor), "expires_at": expires}
+    access = dataclasses.replace(visitor, expires_at=now + settings.widget_access_token_seconds)
+    return {
+        "token": issue_token(visitor),
+        "expires_at": visitor.expires_at,
+        "access_token": issue_access_token(access),
+        "access_expires_at": access.expires_at,
+    }
 
 
 def _contact_id(session: Session, channel: Channel, visitor: Visitor) -> int | None:
@@ -231,7 +259,7 @@ def widget_history(
 ) -> dict[str, Any]:
     channel = _channel(session, key)
     _approve(request, channel)
-    visitor = read_token(_bearer(request), channel)
+    visitor = read_access_token(_bearer(request), channel)
     contact_id = _contact_id(session, channel, visitor)
     if contact_id is None:
         return {"items": [], "next_before_id": None}
@@ -261,6 +289,30 @@ def _inbound(visitor: Visitor, text: str, client_msg_id: str, origin: str | None
     )
 
 
+def admit_message(db: Database, limiter: RateLimiter, settings: Settings, channel: Channel, visitor: Visitor) -> None:
+    """Count a visitor's message against the limits shared by HTTP and the socket: the visitor's
+    messages a minute, and, when it will open a conversation (no contact yet, or none open), the
+    channel's new conversations a minute. Raises RateLimited with the code the widget shows."""
+    retry_after = limiter.hit(f"widget:message:{visitor.external_id}", settings.widget_messages_per_minute, 60)
+    if retry_after:
+        raise RateLimited("Too many messages; wait a moment.", retry_after=retry_after)
+    with db.transaction(write=False) as session:
+        contact_id = _contact_id(session, channel, visitor)
+        opens = (
+            contact_id is None
+            or conversations_repo.open_conversation(session, channel.workspace_id, contact_id) is None
+        )
+    if opens:
+        limit = settings.widget_conversations_per_minute
+        retry_after = limiter.hit(f"widget:conversations:{channel.id}", limit, 60)
+        if retry_after:
+            raise RateLimited(
+                "Too many new chats at the moment; try again in a minute.",
+                retry_after=retry_after,
+                code="too_many_conversations",
+            )
+
+
 @router.post("/{key}/messages", status_code=201)
 async def widget_send(key: str, body: SendBody, request: Request) -> dict[str, Any]:
     db: Database = request.app.state.db
@@ -269,9 +321,8 @@ async def widget_send(key: str, body: SendBody, request: Request) -> dict[str, A
         with db.transaction(write=False) as session:
             channel = _channel(session, key)
             _approve(request, channel)
-            visitor = read_token(_bearer(request), channel)
-        limit = request.app.state.settings.widget_messages_per_minute
-        _throttle(request, f"message:{visitor.external_id}", limit)
+            visitor = read_access_token(_bearer(request), channel)
+        admit_message(db, request.app.state.rate_limiter, request.app.state.settings, channel, visitor)
         return channel.id, visitor
 
     channel_id, visitor = await anyio.to_thread.run_sync(authorize)
@@ -283,17 +334,32 @@ async def widget_send(key: str, body: SendBody, request: Request) -> dict[str, A
 
 
 class _SocketFrame(BaseModel):
-    type: Literal["message", "typing", "ping"]
+    type: Literal["message", "typing", "ping", "auth"]
 
 
 class _MessageFrame(SendBody):
     type: Literal["message"]
 
 
+class _AuthFrame(BaseModel):
+    type: Literal["auth"]
+    token: str = Field(max_length=4096)
+
+
+# A socket that has not said who it is by then is closed.
+AUTH_TIMEOUT_SECONDS = 10.0
+UNAUTHORIZED_CLOSE_CODE = 4401
+FORBIDDEN_CLOSE_CODE = 4403
+TOO_MANY_SOCKETS_CLOSE_CODE = 4429
+
+
 class VisitorSocket:
     """One visitor's socket: replies and their own messages out; messages and typing in.
 
-    Client frames:  {"type": "message", "text", "client_msg_id"} -> {"type": "ack", "client_msg_id",
+    Client frames:  {"type": "auth", "token"} first (see widget_socket), and again with a fresh access
+                    token before the current one expires (answered by "ready"; at expiry the socket
+                    is closed with 4401 "token_expired");
+                    {"type": "message", "text", "client_msg_id"} -> {"type": "ack", "client_msg_id",
                     "message", "duplicate"} or {"type": "error", "client_msg_id", "error": {...}};
                     {"type": "typing"} (shown to agents; at most one every TYPING_EVERY seconds);
                     {"type": "ping"} -> {"type": "pong"}.
@@ -305,15 +371,17 @@ class VisitorSocket:
 
     def __init__(self, websocket: WebSocket, channel: Channel, visitor: Visitor, contact_id: int | None) -> None:
         self.websocket = websocket
+        self.channel = channel
         self.channel_id = channel.id
         self.workspace_id = channel.workspace_id
         self.visitor = visitor
         self.contact_id = contact_id
         self.origin = websocket.headers.get("origin")
-        self.settings = websocket.app.state.settings
+        self.settings: Settings = websocket.app.state.settings
+        self.db: Database = websocket.app.state.db
+        self.limiter: RateLimiter = websocket.app.state.rate_limiter
         self.writer: InboundWriter = websocket.app.state.inbound_writer
         self.send_lock = anyio.Lock()
-        self.sent_at: deque[float] = deque()
         self.typing_at = 0.0
         self.subscription: realtime.Subscription | None = None
 
@@ -353,36 +421,55 @@ class VisitorSocket:
         message = (event.get("data") or {}).get("message") or {}
         return message.get("direction") in ("incoming", "outgoing") and message.get("channel_id") == self.channel_id
 
-    def _throttled(self) -> bool:
-        now = time.monotonic()
-        while self.sent_at and now - self.sent_at[0] > 60:
-            self.sent_at.popleft()
-        if len(self.sent_at) >= self.settings.widget_messages_per_minute:
-            return True
-        self.sent_at.append(now)
-        return False
-
     async def handle(self, raw: str) -> None:
         try:
             frame = json.loads(raw)
             kind = _SocketFrame.model_validate(frame, strict=False).type if isinstance(frame, dict) else None
-        except (ValueError, ValidationError):
-            kind = None
+        except (ValueError, ValidationError, RecursionError):
+            kind = None  # RecursionError: JSON nested deeper than the parser goes
         if kind is None:
             await self.send({"type": "error", "error": _error_body("invalid_frame", "Unreadable frame.", {})})
         elif kind == "ping":
             await self.send({"type": "pong"})
         elif kind == "typing":
             await self.typing()
+        elif kind == "auth":
+            await self.reauthenticate(frame)
         else:
             await self.message(frame)
+
+    async def reauthenticate(self, frame: dict[str, Any]) -> None:
+        """A fresh access token for the same visitor keeps the socket open past the old one's expiry."""
+        try:
+            token = _AuthFrame.model_validate(frame).token
+            visitor = read_access_token(token, self.channel)
+        except (ValidationError, Unauthorized) as exc:
+            reason = exc.code if isinstance(exc, Unauthorized) else "unauthorized"
+            await close_quietly(self.websocket, UNAUTHORIZED_CLOSE_CODE, reason)
+            return
+        if visitor.external_id != self.visitor.external_id:
+            await close_quietly(self.websocket, UNAUTHORIZED_CLOSE_CODE, "another visitor")
+            return
+        self.visitor = visitor
+        await self.send({"type": "ready", "expires_at": visitor.expires_at})
+
+    async def keep_alive(self, slots: "_SocketSlots", scope: anyio.CancelScope) -> None:
+        """Renew the socket's slots while it lives; close it when its access token expires."""
+        while True:
+            remaining = self.visitor.expires_at - time.time()
+            if remaining <= 0:
+                await close_quietly(self.websocket, UNAUTHORIZED_CLOSE_CODE, "token_expired")
+                scope.cancel()
+                return
+            await anyio.sleep(min(remaining, SLOT_LEASE_SECONDS / 3))
+            await anyio.to_thread.run_sync(slots.renew)
 
     async def typing(self) -> None:
         now = time.monotonic()
         if self.contact_id is None or now - self.typing_at < self.TYPING_EVERY:
             return
         self.typing_at = now
-        db: Database = self.websocket.app.state.db
+        db = self.db
         workspace_id, contact_id = self.workspace_id, self.contact_id
 
         def event() -> dict[str, Any] | None:
@@ -404,11 +491,10 @@ class VisitorSocket:
             error = _error_body("validation_failed", "The message is not valid.", details)
             await self.send({"type": "error", "client_msg_id": client_msg_id, "error": error})
             return
-        if self._throttled():
-            error = _error_body("rate_limited", "Too many messages; wait a moment.", {})
-            await self.send({"type": "error", "client_msg_id": body.client_msg_id, "error": error})
-            return
         try:
+            await anyio.to_thread.run_sync(
+                admit_message, self.db, self.limiter, self.settings, self.channel, self.visitor
+            )
             received = await self.writer.receive(
                 self.channel_id, _inbound(self.visitor, body.text, body.client_msg_id, self.origin)
             )
@@ -432,6 +518,30 @@ def _error_body(code: str, message: str, details: dict[str, Any]) -> dict[str, A
     return {"code": code, "message": message, "details": details}
 
 
+class _SocketSlots:
+    """The slots one socket holds (its client address's, then its visitor's), released when it ends."""
+
+    def __init__(self, limiter: SlotLimiter) -> None:
+        self.limiter = limiter
+        self.holder = uuid.uuid4().hex
+        self.keys: list[str] = []
+
+    def take(self, key: str, limit: int) -> bool:
+        if not self.limiter.acquire(key, limit, self.holder):
+            return False
+        self.keys.append(key)
+        return True
+
+    def renew(self) -> None:
+        for key in self.keys:
+            self.limiter.renew(key, self.holder)
+
+    def release(self) -> None:
+        for key in self.keys:
+            self.limiter.release(key, self.holder)
+        self.keys = []
+
+
 async def _contact_now(db: Database, channel: Channel, visitor: Visitor) -> int | None:
     def lookup() -> int | None:
         with db.transaction(write=False) as session:
@@ -440,24 +550,78 @@ async def _contact_now(db: Database, channel: Channel, visitor: Visitor) -> int 
     return await anyio.to_thread.run_sync(lookup)
 
 
-@router.websocket("/ws")
-async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
-    db: Database = websocket.app.state.db
+async def _authenticate(websocket: WebSocket, channel: Channel) -> tuple[Visitor, int | None] | None:
+    """Wait for the auth frame; None when the socket has been closed instead (with the reason)."""
+    with anyio.move_on_after(AUTH_TIMEOUT_SECONDS):
+        raw = await read_frame(websocket)
+        if raw is None:
+            return None
+        try:
+            token = _AuthFrame.model_validate_json(raw).token
+        except (ValidationError, RecursionError):
+            await close_quietly(websocket, UNAUTHORIZED_CLOSE_CODE, "the first frame must be auth")
+            return None
+        db: Database = websocket.app.state.db
 
-    def authenticate() -> tuple[Channel, Visitor, int | None]:
+        def check() -> tuple[Visitor, int | None]:
+            visitor = read_access_token(token, channel)
+            with db.transaction(write=False) as session:
+                return visitor, _contact_id(session, channel, visitor)
+
+        try:
+            return await anyio.to_thread.run_sync(check)
+        except Unauthorized as exc:
+            await close_quietly(websocket, UNAUTHORIZED_CLOSE_CODE, exc.code)
+            return None
+    await close_quietly(websocket, UNAUTHORIZED_CLOSE_CODE, "auth_timeout")
+    return None
+
+
+@router.websocket("/ws")
+async def widget_socket(websocket: WebSocket, key: str) -> None:
+    db: Database = websocket.app.state.db
+    settings: Settings = websocket.app.state.settings
+
+    def find_channel() -> Channel:
         with db.transaction(write=False) as session:
             channel = _channel(session, key)
             check_origin(channel, websocket.headers.get("origin"))
-            visitor = read_token(token, channel)
-            return channel, visitor, _contact_id(session, channel, visitor)
+            return channel
 
     try:
-        channel, visitor, contact_id = await anyio.to_thread.run_sync(authenticate)
+        channel = await anyio.to_thread.run_sync(find_channel)
     except DomainError as exc:
-        await websocket.close(code=4403 if isinstance(exc, PermissionDenied) else 4401, reason=exc.code)
+        code = FORBIDDEN_CLOSE_CODE if isinstance(exc, PermissionDenied) else UNAUTHORIZED_CLOSE_CODE
+        await websocket.close(code=code, reason=exc.code)
         return
 
-    await websocket.accept()
+    slots = _SocketSlots(websocket.app.state.slot_limiter)
+    try:
+        await websocket.accept()
+        client_ip = websocket.client.host if websocket.client else "unknown"
+        if not await anyio.to_thread.run_sync(
+            slots.take, f"widget:sockets:ip:{client_ip}", settings.widget_sockets_per_ip
+        ):
+            await close_quietly(websocket, TOO_MANY_SOCKETS_CLOSE_CODE, "too_many_sockets")
+            return
+        found = await _authenticate(websocket, channel)
+        if found is None:
+            return
+        visitor, contact_id = found
+        visitor_key = f"widget:sockets:visitor:{visitor.external_id}"
+        if not await anyio.to_thread.run_sync(slots.take, visitor_key, settings.widget_sockets_per_visitor):
+            await close_quietly(websocket, TOO_MANY_SOCKETS_CLOSE_CODE, "too_many_sockets")
+            return
+        await _serve_visitor(websocket, channel, visitor, contact_id, slots)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(slots.release)
+
+
+async def _serve_visitor(
+    websocket: WebSocket, channel: Channel, visitor: Visitor, contact_id: int | None, slots: _SocketSlots
+) -> None:
+    db: Database = websocket.app.state.db
     state = VisitorSocket(websocket, channel, visitor, contact_id)
     hub = realtime.get_hub()
     with hub.subscribe(channel.workspace_id, f"visitor:{visitor.external_id}", accepts=state.wants) as subscription:
@@ -468,7 +632,11 @@ async def widget_socket(websocket: WebSocket, key: str, token: str) -> None:
             contact_id = await _contact_now(db, channel, visitor)
         if contact_id is not None:
             state.follow_contact(contact_id)
-        await serve_events(websocket, subscription, state.render, send=state.send_text, on_frame=state.handle)
+        await state.send({"type": "ready", "expires_at": visitor.expires_at})
+        async with anyio.create_task_group() as group:
+            group.start_soon(state.keep_alive, slots, group.cancel_scope)
+            await serve_events(websocket, subscription, state.render, send=state.send_text, on_frame=state.handle)
+            group.cancel_scope.cancel()
 
 
 def install(app: FastAPI) -> None:

@@ -1,0 +1,104 @@
+"""The shared limits behave the same in one process (memory) and across processes (Redis)."""
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from tertulia.kit.ratelimit import (
+    MemoryRateLimiter,
+    MemorySlotLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    RedisSlotLimiter,
+    SlotLimiter,
+)
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_up() -> bool:
+    try:
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+needs_redis = pytest.mark.skipif(not _redis_up(), reason="Redis is not running on 127.0.0.1:6379")
+
+
+def _prefix() -> str:
+    return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
+def slots(request: pytest.FixtureRequest) -> Iterator[SlotLimiter]:
+    if request.param == "memory":
+        yield MemorySlotLimiter()
+    else:
+        yield RedisSlotLimiter(REDIS_URL, _prefix())
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
+def counter(request: pytest.FixtureRequest) -> RateLimiter:
+    return MemoryRateLimiter() if request.param == "memory" else RedisRateLimiter(REDIS_URL, _prefix())
+
+
+def test_slots_are_limited_and_given_back(slots: SlotLimiter) -> None:
+    assert slots.acquire("k", 2, "a")
+    assert slots.acquire("k", 2, "b")
+    assert not slots.acquire("k", 2, "c")
+    assert slots.acquire("k", 2, "a")  # a holder asking again keeps its one slot
+    assert slots.acquire("other", 2, "c")  # keys are separate
+    slots.release("k", "a")
+    assert slots.acquire("k", 2, "c")
+    slots.renew("k", "c")
+    assert not slots.acquire("k", 2, "d")
+
+
+def test_two_limiters_on_one_redis_share_their_counts() -> None:
+    """What several web processes see: one budget."""
+    if not _redis_up():
+        pytest.skip("Redis is not running")
+    prefix = _prefix()
+    first, second = RedisSlotLimiter(REDIS_URL, prefix), RedisSlotLimiter(REDIS_URL, prefix)
+    assert first.acquire("visitor", 1, "socket-on-a")
+    assert not second.acquire("visitor", 1, "socket-on-b")
+    one, other = RedisRateLimiter(REDIS_URL, prefix), RedisRateLimiter(REDIS_URL, prefix)
+    assert one.hit("messages", 2, 60) == 0
+    assert other.hit("messages", 2, 60) == 0
+    assert one.hit("messages", 2, 60) > 0
+
+
+@needs_redis
+def test_a_slot_whose_holder_died_is_freed_when_its_lease_ends() -> None:
+    limiter = RedisSlotLimiter(REDIS_URL, _prefix(), lease_seconds=1)
+    assert limiter.acquire("k", 1, "crashed-process")
+    assert not limiter.acquire("k", 1, "new")
+    time.sleep(2.1)
+    assert limiter.acquire("k", 1, "new")
+
+
+@needs_redis
+def test_a_renewed_lease_outlives_its_first_term() -> None:
+    limiter = RedisSlotLimiter(REDIS_URL, _prefix(), lease_seconds=2)
+    assert limiter.acquire("k", 1, "alive")
+    time.sleep(1.2)
+    limiter.renew("k", "alive")
+    time.sleep(1.2)
+    assert not limiter.acquire("k", 1, "other")
+
+
+def test_requests_over_the_limit_wait_for_the_window(counter: RateLimiter) -> None:
+    assert [counter.hit("k", 2, 60) for _ in range(2)] == [0, 0]
+    assert 0 < counter.hit("k", 2, 60) <= 60
+    assert counter.hit("other", 2, 60) == 0
+
+
+def test_an_unreachable_redis_lets_sockets_in() -> None:
+    limiter = RedisSlotLimiter("redis://127.0.0.1:1/0", _prefix())
+    assert limiter.acquire("k", 1, "a")
+    limiter.renew("k", "a")
+    limiter.release("k", "a")
