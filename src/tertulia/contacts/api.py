@@ -20,7 +20,7 @@ from tertulia.contacts.schemas import (
     TagsBody,
 )
 from tertulia.kit.errors import ValidationFailed
-from tertulia.kit.http import DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
 from tertulia.kit.types import ID, is_id
 from tertulia.segments import service as segments_service
@@ -28,7 +28,7 @@ from tertulia.segments.language import parse_filter_param
 from tertulia.users.auth import ApiActor
 from tertulia.users.permissions import Permission
 
-router = APIRouter(prefix="/api/v1", tags=["contacts"])
+router = APIRouter(prefix="/api/v1", tags=["contacts"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 
 def _cursor_id(cursor: str | None) -> int | None:

@@ -23,7 +23,8 @@ from tertulia.contacts.fields import KIND_BY_TYPE, Kind
 from tertulia.contacts.fields import STANDARD_FIELDS as CONTACT_FIELDS
 from tertulia.contacts.models import FieldType
 from tertulia.kit.errors import ValidationFailed
-from tertulia.kit.text import fold
+from tertulia.kit.text import fold, name_key, tidy_name
+from tertulia.kit.types import is_id
 
 MAX_GROUPS = 20
 MAX_CONDITIONS = 50
@@ -273,7 +274,7 @@ class _Checker:
         return custom_field_ref(name, field_type)
 
     def segment(self, value: Any, path: str, stack: tuple[int, ...]) -> CheckedFilter:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_id(value):
             raise ValidationFailed.field(path, "must be a segment id")
         if value == self.ctx.self_segment_id or value in stack:
             raise ValidationFailed.field(path, f"segment {value} refers back to itself (a cycle)")
@@ -296,7 +297,7 @@ class _Checker:
 
 def _tag_keys(value: Any, path: str) -> tuple[str, ...]:
     names = _string_list(value, path)
-    return tuple(dict.fromkeys(fold(" ".join(name.split())) for name in names))
+    return tuple(dict.fromkeys(name_key(tidy_name(name)) for name in names))
 
 
 def _string_list(value: Any, path: str) -> list[str]:
@@ -321,7 +322,10 @@ def _string(value: Any, path: str) -> str:
 def _number(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationFailed.field(path, "must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:  # an integer beyond a float's range
+        raise ValidationFailed.field(path, "must be a finite number") from exc
     if not math.isfinite(number):
         raise ValidationFailed.field(path, "must be a finite number")
     return number
@@ -390,7 +394,7 @@ def _value(kind: str, name: str, operator: str, value: Any, path: str) -> Any:
     if kind == "assignee":
         if value == "me":
             return "me"
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_id(value):
             raise ValidationFailed.field(path, 'must be a user id or "me"')
         return value
     raise AssertionError(f"unhandled kind {kind}")

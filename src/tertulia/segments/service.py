@@ -18,6 +18,7 @@ from tertulia.contacts.models import Contact
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import Conflict, ValidationFailed, found
+from tertulia.kit.text import tidy_name
 from tertulia.segments import repository as repo
 from tertulia.segments import tasks
 from tertulia.segments.compiler import compile_filter
@@ -97,9 +98,9 @@ def access_segment(
 
 
 def check_segment_name(session: Session, workspace_id: int, name: Any, exclude_id: int | None = None) -> str:
-    if not isinstance(name, str) or not " ".join(name.split()):
+    text = tidy_name(name) if isinstance(name, str) else ""
+    if not text:
         raise ValidationFailed.field("name", "is required")
-    text = " ".join(name.split())
     if len(text) > MAX_NAME:
         raise ValidationFailed.field("name", f"must be at most {MAX_NAME} characters")
     other = repo.segment_by_name_key(session, workspace_id, text.casefold())

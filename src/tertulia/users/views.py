@@ -6,6 +6,7 @@ from fastapi import APIRouter, Form
 from starlette.responses import RedirectResponse, Response
 
 from tertulia.kit.errors import Conflict, DomainError, RateLimited, Unauthorized, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute
 from tertulia.users.invitations import INVITATION_PATH, do_accept_invitation, find_invitation
 from tertulia.users.models import ActivityStatus
 from tertulia.users.passwords import (
@@ -21,7 +22,7 @@ from tertulia.web import i18n
 from tertulia.web.context import LANGUAGE_COOKIE, PublicPage, UserPage, WebContext, safe_next, set_cookie
 from tertulia.web.forms import COMMON_TIMEZONES, field_errors
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
 STATUS_LABELS: dict[str, str] = {
     "online": i18n.lazy("Online"),
