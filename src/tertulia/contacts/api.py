@@ -1,5 +1,6 @@
 """REST API v1: contacts, tags, custom fields."""
 
+from contextlib import nullcontext
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -57,7 +58,8 @@ def list_contacts(
     query = repo.contacts_page_query(
         actor.workspace_id, after_id=_cursor_id(cursor), limit=size, search=search, unassigned=unassigned, extra=extra
     )
-    rows = list(session.scalars(query))
+    with segments_service.filter_deadline(session) if extra is not None else nullcontext():
+        rows = list(session.scalars(query))
     has_more = len(rows) > size
     rows = rows[:size]
     next_cursor = encode_cursor({"id": rows[-1].id}) if has_more and rows else None

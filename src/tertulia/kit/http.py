@@ -6,7 +6,7 @@ import inspect
 import json
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import anyio
 import structlog
@@ -233,6 +233,18 @@ def _limits(request: Request) -> _SessionLimits:
     return limits
 
 
+_READ_ONLY = "tertulia_read_only"
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def read_only(endpoint: _Endpoint) -> _Endpoint:
+    """For a POST that changes nothing (a filter's preview or count, which POSTs because a filter is
+    too large for a URL): its request transaction is a read, so on SQLite it neither takes nor waits
+    for the one write lock while it runs."""
+    setattr(endpoint, _READ_ONLY, True)
+    return endpoint
+
+
 async def db_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request, committed before the response is sent.
 
@@ -243,7 +255,9 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     event loop, before they take a connection, and commit in a worker thread of their own.
     """
     limits = _limits(request)
-    write = request.method not in ("GET", "HEAD", "OPTIONS")
+    write = request.method not in ("GET", "HEAD", "OPTIONS") and not getattr(
+        request.scope.get("endpoint"), _READ_ONLY, False
+    )
     async with limits.sessions, limits.writes if write else _NO_LIMIT:
         session = get_db(request).session(write=write)
         try:

@@ -46,6 +46,8 @@ class Settings(BaseSettings):
     # Any request body, except on the routes that take files (which allow upload_max_bytes, or the
     # CSV import limit). Keep the reverse proxy's own limit at least as large as the biggest.
     request_max_bytes: int = 1024 * 1024
+    # A segment filter's count or page is cancelled after this long (each statement), on both databases.
+    filter_timeout_seconds: float = 10.0
     widget_token_days: int = 365
     # Threads per process writing inbound messages on PostgreSQL (SQLite always uses one).
     inbound_writer_threads: int = 4

@@ -30,6 +30,10 @@ MAX_GROUPS = 20
 MAX_CONDITIONS = 50
 MAX_VALUES = 500
 MAX_SEGMENT_DEPTH = 5
+# The whole filter with the segments it uses inlined, as compiled into one SQL statement: limits
+# SQLite and PostgreSQL both accept (PostgreSQL takes at most 65,535 bound values per statement).
+MAX_TOTAL_CONDITIONS = 1000
+MAX_TOTAL_VALUES = 10_000
 UNITS = ("minutes", "hours", "days", "weeks", "months")
 # About a century per unit, so every bound stays a representable date.
 MAX_AMOUNT = {"minutes": 52_000_000, "hours": 876_000, "days": 36_500, "weeks": 5_200, "months": 1_200}
@@ -204,7 +208,40 @@ def parse_filter_param(text: str) -> Any:
 
 def check_filter(raw: Any, ctx: CheckContext, prefix: str = "") -> CheckedFilter:
     """Validate a filter against the workspace and return the checked tree."""
-    return _Checker(ctx).filter(raw, prefix, ())
+    checked = _Checker(ctx).filter(raw, prefix, ())
+    _check_size(checked, prefix or "filter")
+    return checked
+
+
+def _check_size(checked: CheckedFilter, path: str) -> None:
+    """The compiled statement's size: every condition, those of nested segments each time they are
+    used, and every value. Stops counting at the first limit passed, so a deep nesting of large
+    segments costs no more than the limits themselves."""
+    conditions = values = 0
+    pending = [checked]
+    while pending:
+        for group in pending.pop().groups:
+            for condition in group.conditions:
+                conditions += 1
+                if condition.category == "segment":
+                    pending.append(condition.value)
+                else:
+                    values += _value_count(condition.value)
+                if conditions > MAX_TOTAL_CONDITIONS:
+                    raise ValidationFailed.field(
+                        path,
+                        f"at most {MAX_TOTAL_CONDITIONS} conditions in all, counting those of the segments it uses",
+                    )
+                if values > MAX_TOTAL_VALUES:
+                    raise ValidationFailed.field(
+                        path, f"at most {MAX_TOTAL_VALUES} values in all, counting those of the segments it uses"
+                    )
+
+
+def _value_count(value: Any) -> int:
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, tuple) else 1
 
 
 class _Checker:

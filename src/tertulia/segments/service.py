@@ -28,8 +28,10 @@ from tertulia.segments.counts import (
     CountedSegment,
     check_context,
     checked_filters_by_id,
+    count_matching,
     count_segments,
     eval_context,
+    filter_deadline,
 )
 from tertulia.segments.evaluator import ContactSnapshot, matches
 from tertulia.segments.language import (
@@ -42,7 +44,15 @@ from tertulia.segments.models import Segment
 from tertulia.users.permissions import Actor, Permission
 
 # Re-exported: callers ask the service for contexts and counts.
-__all__ = ["COUNT_MAX_AGE", "REFRESH_AFTER", "CountedSegment", "check_context", "eval_context"]
+__all__ = [
+    "COUNT_MAX_AGE",
+    "REFRESH_AFTER",
+    "CountedSegment",
+    "check_context",
+    "count_matching",
+    "eval_context",
+    "filter_deadline",
+]
 
 log = structlog.get_logger()
 
@@ -247,13 +257,14 @@ def contacts_page(
     actor.require(Permission.VIEW_CONTACTS)
     clause = compile_filter(checked, eval_context(session, actor))
     query = contacts_repo.contacts_page_query(actor.workspace_id, after_id=after_id, limit=limit, extra=clause)
-    return list(session.scalars(query))
+    with filter_deadline(session):
+        return list(session.scalars(query))
 
 
 def preview(session: Session, actor: Actor, raw_filter: Any, limit: int) -> tuple[int, list[Contact]]:
     checked = check_ad_hoc_filter(session, actor, raw_filter)
     ctx = eval_context(session, actor)
-    count = repo.count_contacts(session, compile_filter(checked, ctx))
+    count = count_matching(session, compile_filter(checked, ctx))
     return count, contacts_page(session, actor, checked, after_id=None, limit=limit)[:limit]
 
 

@@ -10,8 +10,8 @@ from starlette.responses import Response
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.fields import FILTER_LABELS, KIND_BY_TYPE
 from tertulia.kit.clock import utcnow
-from tertulia.kit.errors import Conflict, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.errors import Conflict, TooSlow, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute, read_only
 from tertulia.kit.types import ID
 from tertulia.segments import repository as repo
 from tertulia.segments.models import Segment
@@ -33,6 +33,7 @@ from tertulia.segments.service import (
     access_segment,
     checked_segment_filter,
     contacts_page,
+    count_matching,
     counted_segments,
     do_create_segment,
     do_delete_segment,
@@ -135,12 +136,13 @@ def operator_label(ctx: WebContext, category: str, operator: str) -> str:
 
 def _count(ctx: WebContext, raw_filter: dict[str, Any]) -> tuple[int | None, dict[str, str]]:
     try:
-        clause = filter_clause(ctx.session, ctx.actor, raw_filter)
+        return count_matching(ctx.session, filter_clause(ctx.session, ctx.actor, raw_filter)), {}
+    except TooSlow as exc:
+        return None, {"filter": ctx.fmt.gettext(exc.message)}
     except ValidationFailed as exc:
         details = exc.details if isinstance(exc.details, dict) else {}
         slots = error_slots(details) or {"filter": exc.message}
         return None, {slot: ctx.fmt.gettext(message) for slot, message in slots.items()}
-    return repo.count_contacts(ctx.session, clause), {}
 
 
 def _panel(
@@ -262,6 +264,7 @@ def filter_panel(ctx: UserPage, segment: ID | None = None, new: bool = False) ->
 
 
 @router.post("/filter/panel")
+@read_only
 def filter_panel_update(
     ctx: UserPage,
     segment: Annotated[ID | None, Form()] = None,
@@ -277,6 +280,7 @@ def filter_panel_update(
 
 
 @router.post("/filter/count")
+@read_only
 def filter_count(ctx: UserPage, segment: Annotated[ID | None, Form()] = None) -> Response:
     """The live count while the person types; errors go beside their conditions (out of band)."""
     ctx.actor.require(Permission.VIEW_CONTACTS)
