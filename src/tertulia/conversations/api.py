@@ -534,7 +534,12 @@ def delete_file(session: DbSession, actor: InboxActor, file_id: ID) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/files/{file_id}", tags=["files"])
+@router.get(
+    "/files/{file_id}",
+    tags=["files"],
+    response_class=Response,
+    responses={200: {"description": "The file's bytes, as its own content type", "content": {"*/*": {}}}},
+)
 def download_file(session: DbSession, actor: InboxActor, file_id: ID) -> Response:
     stored = _access_file(session, actor, file_id)
     data = storage.get_storage().get(stored.storage_key)
