@@ -12,15 +12,19 @@ import json
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from tertulia.app import create_app
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import Contact, Tag
 from tertulia.conversations.models import Message, StoredFile
 from tertulia.kit.db import Database
+from tertulia.kit.http import DbSession
+from tertulia.kit.settings import Settings
 from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, has_unsafe_characters, name_key, tidy_name
 from tests.conftest import Tenant
 from tests.conversations.support import SHOP, make_webchat, new_visitor
@@ -191,3 +195,20 @@ def test_bidi_controls_are_dropped_from_file_names(client: TestClient, db: Datab
     assert response.json()["name"] == "photognp.exe"
     with db.transaction(write=False) as session:
         assert list(session.scalars(select(StoredFile.name))) == ["photognp.exe"]
+
+
+def test_nul_text_the_driver_refuses_is_a_422_wherever_it_escapes(db: Database, settings: Settings) -> None:
+    """The last resort, for a path that would let NUL through to PostgreSQL (which refuses it)."""
+    app = create_app(settings, db)
+
+    def unchecked(session: DbSession, name: str) -> dict[str, int]:
+        return {"found": len(list(session.scalars(select(Contact.id).where(Contact.first_name == name))))}
+
+    # A plain APIRoute on purpose: CheckedInputRoute would refuse the text before the query.
+    app.add_api_route("/api/test-only/contacts", unchecked, route_class_override=APIRoute)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/test-only/contacts", params={"name": "a\x00b"})
+    if db.dialect == "postgresql":
+        _refused(response, "request")
+    else:
+        assert response.json() == {"found": 0}
