@@ -30,7 +30,7 @@ from tertulia.conversations.settings_views import router as inbox_settings_pages
 from tertulia.conversations.views import router as inbox_pages
 from tertulia.conversations.ws import router as inbox_ws_router
 from tertulia.kit.db import Database
-from tertulia.kit.http import install_api_docs, install_error_handlers
+from tertulia.kit.http import CheckedInputRoute, install_api_docs, install_error_handlers
 from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter, make_slot_limiter
@@ -66,6 +66,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         openapi_url="/api/openapi.json",
         lifespan=inbox_lifespan,
     )
+    app.router.route_class = CheckedInputRoute  # the app's own routes below too (every router sets it)
     app.state.settings = settings
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url, settings.realtime_prefix)

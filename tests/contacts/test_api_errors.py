@@ -1,8 +1,12 @@
 """Every bad input gets a 4xx with the error shape; none a 500."""
 
+import time
+from typing import Any
+
 import pytest
 from fastapi.testclient import TestClient
 
+from tertulia.contacts.service import MAX_OPTION_LENGTH, MAX_OPTIONS
 from tests.conftest import Tenant
 
 
@@ -78,3 +82,33 @@ def test_custom_field_definition_errors(client: TestClient, tenant: Tenant) -> N
     renamed = client.patch(f"{url}/k", headers=h, json={"label": "Renamed"})
     assert renamed.json()["label"] == "Renamed"
     assert client.delete(f"{url}/k", headers=h).status_code == 204
+
+
+def test_custom_field_options_are_capped_and_checked_in_linear_time(client: TestClient, tenant: Tenant) -> None:
+    """100,000 options used to take minutes (each compared with every earlier one) inside a write
+    transaction; now a list field has at most MAX_OPTIONS options of at most MAX_OPTION_LENGTH
+    characters, and the duplicate check is one pass."""
+
+    def create(key: str, options: list[str]) -> Any:
+        body = {"key": key, "label": key, "type": "list", "options": options}
+        return client.post("/api/v1/custom-fields", headers=tenant.headers, json=body)
+
+    started = time.monotonic()
+    too_many = create("many", [f"o{i}" for i in range(100_000)])
+    assert time.monotonic() - started < 5
+    assert _assert_error(too_many, 422)["details"] == {"options": f"a list field has at most {MAX_OPTIONS} options"}
+    too_long = create("long", ["x" * (MAX_OPTION_LENGTH + 1)])
+    assert _assert_error(too_long, 422)["details"] == {"options[0]": f"must be at most {MAX_OPTION_LENGTH} characters"}
+    duplicate = create("dupe", [*(f"o{i}" for i in range(MAX_OPTIONS - 1)), "O7"])
+    assert _assert_error(duplicate, 422)["details"] == {f"options[{MAX_OPTIONS - 1}]": "duplicate option 'O7'"}
+
+    started = time.monotonic()
+    most = create("most", [f"option {i}" for i in range(MAX_OPTIONS)])
+    assert most.status_code == 201, most.text
+    assert time.monotonic() - started < 2
+    patched = client.patch(
+        "/api/v1/custom-fields/most",
+        headers=tenant.headers,
+        json={"options": [f"o{i}" for i in range(MAX_OPTIONS + 1)]},
+    )
+    assert _assert_error(patched, 422)["details"] == {"options": f"a list field has at most {MAX_OPTIONS} options"}

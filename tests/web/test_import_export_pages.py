@@ -7,10 +7,11 @@ import time
 from datetime import timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from tertulia.contacts.import_jobs import MAX_IMPORT_BYTES
 from tertulia.contacts.import_models import ImportJob, ImportStatus
+from tertulia.contacts.importer import MAX_COLUMNS
 from tertulia.contacts.models import Contact, CustomField, FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
 from tertulia.kit.clock import utcnow
@@ -197,3 +198,54 @@ def test_an_import_whose_process_died_shows_as_failed(client: TestClient, db: Da
     page = client.get(f"/contacts/import/{job_id}")
     assert 'data-status="failed"' in page.text
     assert 'hx-trigger="every 1s"' not in page.text
+
+
+def test_a_bad_row_is_rejected_alone_and_the_rejected_rows_file_holds_no_formula(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """On PostgreSQL one NUL byte used to fail the whole import (0 rows); on SQLite it was stored. Now
+    the row is rejected in the report on both, and the rejected-rows file, which a manager opens in
+    a spreadsheet, neutralises formulas like the export does."""
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    body = (
+        b"Nombre,Correo,Notas\r\n"
+        b"Ana,ana@example.com,ok\r\n"
+        b"Be\x00a,bea@example.com,ok\r\n"
+        b'=HYPERLINK("http://x"),not-an-email,@SUM(1+1)\r\n'
+        b"Carla,carla@example.com,ok\r\n"
+    )
+    job_id = _upload(client, token, body)
+    started = client.post(
+        f"/contacts/import/{job_id}/start",
+        data={"col-0": "first_name", "col-1": "email", "col-2": "ignore", "mode": "create", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert started.status_code == 303, started.text
+    job = _wait(db, job_id)
+    assert job.status == ImportStatus.DONE, job.error
+    assert (job.created_count, job.rejected_count) == (2, 2)
+    with db.transaction(write=False) as session:
+        assert set(session.scalars(select(Contact.email))) == {"ana@example.com", "carla@example.com"}
+    rows = list(csv.reader(io.StringIO(client.get(f"/contacts/import/{job_id}/rejected.csv").text)))
+    assert rows[1][0] == "Be\ufffda"
+    assert rows[1][3] == "line 3: first_name: must not contain NUL characters or unpaired surrogates"
+    assert rows[2][:3] == ['\'=HYPERLINK("http://x")', "not-an-email", "'@SUM(1+1)"]
+
+
+def test_a_file_with_too_many_columns_is_refused_at_upload(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    columns = MAX_COLUMNS + 1
+    wide = (",".join(f"c{i}" for i in range(columns)) + "\r\n" + ",".join("x" * columns) + "\r\n").encode()
+    response = client.post("/contacts/import", data={"csrf_token": token}, files={"file": ("w.csv", wide, "text/csv")})
+    assert response.status_code == 422
+    assert f"has {columns} columns; at most {MAX_COLUMNS} can be imported" in response.text
+    with db.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(ImportJob)) == 0
+
+
+def test_a_form_starlette_cannot_parse_is_an_error_page(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    fields = {f"col-{i}": "ignore" for i in range(1200)}  # more fields than a form may carry
+    response = client.post("/contacts/import/1/start", data={**fields, "csrf_token": token})
+    assert response.status_code == 400
+    assert "text/html" in response.headers["content-type"]

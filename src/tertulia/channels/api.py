@@ -13,10 +13,11 @@ from fastapi import APIRouter
 
 from tertulia.channels import service
 from tertulia.channels.schemas import ChannelBody, ChannelPatch, channel_out
-from tertulia.kit.http import DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
+from tertulia.kit.types import ID
 from tertulia.users.session_auth import SessionOrTokenActor
 
-router = APIRouter(prefix="/api/v1", tags=["channels"])
+router = APIRouter(prefix="/api/v1", tags=["channels"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 
 @router.get("/channels")
@@ -35,13 +36,13 @@ def create_channel(session: DbSession, actor: SessionOrTokenActor, body: Channel
 
 
 @router.get("/channels/{channel_id}")
-def get_channel(session: DbSession, actor: SessionOrTokenActor, channel_id: int) -> dict[str, Any]:
+def get_channel(session: DbSession, actor: SessionOrTokenActor, channel_id: ID) -> dict[str, Any]:
     return channel_out(service.access_channel(session, actor, channel_id), actor)
 
 
 @router.patch("/channels/{channel_id}")
 def update_channel(
-    session: DbSession, actor: SessionOrTokenActor, channel_id: int, body: ChannelPatch
+    session: DbSession, actor: SessionOrTokenActor, channel_id: ID, body: ChannelPatch
 ) -> dict[str, Any]:
     channel = service.access_channel(session, actor, channel_id)
     service.do_update_channel_config(session, actor, channel, body.config)

@@ -6,15 +6,14 @@ from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tertulia.kit.errors import DomainError, RateLimited
-from tertulia.kit.http import error_body, validation_details
+from tertulia.kit.http import CheckedInputRoute, error_body, validation_details
 
 
-class JsonErrorRoute(APIRoute):
+class JsonErrorRoute(CheckedInputRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
 
@@ -30,3 +29,10 @@ class JsonErrorRoute(APIRoute):
                 return JSONResponse(error_body("validation_failed", message, details), status_code=422)
 
         return handler
+
+
+class RawBodyRoute(JsonErrorRoute):
+    """Provider callbacks: verified over their raw bytes and stored as bytes, so the body is left
+    unread here; what they carry is made safe when it is parsed (kit.text.replace_unsafe_characters)."""
+
+    checks_body = False

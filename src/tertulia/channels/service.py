@@ -9,6 +9,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.registry import get_adapter, registered_types
 from tertulia.kit.errors import ValidationFailed, found
 from tertulia.kit.security import new_token
+from tertulia.kit.text import tidy_name
 from tertulia.users.permissions import Actor, Permission
 
 
@@ -25,7 +26,7 @@ def do_create_channel(
         adapter = get_adapter(channel_type)
     except LookupError as exc:
         raise ValidationFailed.field("type", f"must be one of: {', '.join(registered_types())}") from exc
-    label = " ".join(name.split())
+    label = tidy_name(name)
     if not label or len(label) > 120:
         raise ValidationFailed.field("name", "is required (at most 120 characters)")
     cleaned_config, cleaned_secrets = adapter.clean_config(config or {}, secrets or {})

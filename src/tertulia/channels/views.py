@@ -11,7 +11,9 @@ from starlette.responses import Response
 from tertulia.channels import service
 from tertulia.channels.models import Channel
 from tertulia.kit.errors import DomainError, NotFound
+from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.security import new_token
+from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
@@ -19,7 +21,7 @@ from tertulia.web.forms import FORM_ERRORS, field_errors, submit
 from tertulia.web.sections import Section, render_section
 
 WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
 CHANNELS = Section("channels", i18n.lazy("Channels"), Permission.MANAGE_CHANNELS)
 
@@ -176,13 +178,13 @@ def _detail(
 
 
 @router.get("/settings/channels/{channel_id}")
-def channel_page(ctx: UserPage, channel_id: int) -> Response:
+def channel_page(ctx: UserPage, channel_id: ID) -> Response:
     channel = _access(ctx, channel_id)
     return _detail(ctx, channel, _form_values(channel), {}, 200)
 
 
 @router.post("/settings/channels/{channel_id}")
-def update_channel(ctx: UserPage, channel_id: int, form: Annotated[WidgetForm, Form()]) -> Response:
+def update_channel(ctx: UserPage, channel_id: ID, form: Annotated[WidgetForm, Form()]) -> Response:
     channel = _access(ctx, channel_id)
     values = {**form.model_dump(exclude={"identity_secret"}), "name": channel.name}
 
@@ -203,7 +205,7 @@ def update_channel(ctx: UserPage, channel_id: int, form: Annotated[WidgetForm, F
 
 
 @router.post("/settings/channels/{channel_id}/identity-secret")
-def new_identity_secret(ctx: UserPage, channel_id: int) -> Response:
+def new_identity_secret(ctx: UserPage, channel_id: ID) -> Response:
     channel = _access(ctx, channel_id)
     secret = new_token(nbytes=32)
     service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, {"identity_secret": secret})

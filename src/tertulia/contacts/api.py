@@ -1,5 +1,6 @@
 """REST API v1: contacts, tags, custom fields."""
 
+from contextlib import nullcontext
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
@@ -20,7 +21,7 @@ from tertulia.contacts.schemas import (
     TagsBody,
 )
 from tertulia.kit.errors import ValidationFailed
-from tertulia.kit.http import DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
 from tertulia.kit.types import ID, is_id
 from tertulia.segments import service as segments_service
@@ -28,7 +29,7 @@ from tertulia.segments.language import parse_filter_param
 from tertulia.users.auth import ApiActor
 from tertulia.users.permissions import Permission
 
-router = APIRouter(prefix="/api/v1", tags=["contacts"])
+router = APIRouter(prefix="/api/v1", tags=["contacts"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 
 def _cursor_id(cursor: str | None) -> int | None:
@@ -57,7 +58,8 @@ def list_contacts(
     query = repo.contacts_page_query(
         actor.workspace_id, after_id=_cursor_id(cursor), limit=size, search=search, unassigned=unassigned, extra=extra
     )
-    rows = list(session.scalars(query))
+    with segments_service.filter_deadline(session) if extra is not None else nullcontext():
+        rows = list(session.scalars(query))
     has_more = len(rows) > size
     rows = rows[:size]
     next_cursor = encode_cursor({"id": rows[-1].id}) if has_more and rows else None

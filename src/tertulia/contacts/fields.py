@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 import phonenumbers
 
 from tertulia.contacts.models import CustomField, FieldType
+from tertulia.kit import text as kit_text
 from tertulia.kit.errors import ValidationFailed
 from tertulia.users.service import normalize_email
 from tertulia.web.i18n import lazy
@@ -212,7 +213,7 @@ def clean_name(value: Any, field: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise ValidationFailed.field(field, "must be text")
-    cleaned = " ".join(value.split())
+    cleaned = kit_text.tidy_name(value)
     if len(cleaned) > 200:
         raise ValidationFailed.field(field, "must be at most 200 characters")
     return cleaned or None

@@ -16,11 +16,12 @@ from sqlalchemy.orm import Session
 from tertulia.contacts import tasks
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.contacts.import_runner import data_path
-from tertulia.contacts.importer import guess_mapping, open_source, resolve_mapping
+from tertulia.contacts.importer import check_headers, guess_mapping, open_source, resolve_mapping
 from tertulia.contacts.repository import custom_fields
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.text import tidy_name
 from tertulia.users.permissions import Actor, Permission, access_in_workspace
 
 __all__ = [
@@ -65,7 +66,7 @@ def do_create_import(session: Session, actor: Actor, filename: str, data: bytes)
     job = ImportJob(
         workspace_id=actor.workspace_id,
         user_id=actor.user_id,
-        filename=Path(filename).name[:255] or "contacts.csv",
+        filename=tidy_name(Path(filename).name)[:255] or "contacts.csv",
         file_path=relative,
         status=ImportStatus.UPLOADED,
     )
@@ -88,7 +89,7 @@ def preview_file(path: Path, rows: int = PREVIEW_ROWS) -> FilePreview:
             first = next(records, None)
             if first is None:
                 raise ValidationFailed.field("file", "has no header row")
-            headers = [h.strip() for h in first[1]]
+            headers = check_headers(first[1])
             sample: list[list[str]] = []
             for _line, cells in records:
                 sample.append(cells)

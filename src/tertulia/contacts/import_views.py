@@ -30,6 +30,8 @@ from tertulia.contacts.repository import custom_fields
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import database_of
 from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.types import ID
 from tertulia.segments.compiler import compile_filter
 from tertulia.segments.service import access_segment, checked_segment_filter, eval_context
 from tertulia.users.permissions import Permission
@@ -37,7 +39,7 @@ from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors
 
-router = APIRouter(prefix="/contacts", include_in_schema=False)
+router = APIRouter(prefix="/contacts", include_in_schema=False, route_class=CheckedInputRoute)
 
 RECENT_JOBS = 10
 TARGET_LABELS: dict[str, str] = {
@@ -102,7 +104,7 @@ def _mapping_context(ctx: WebContext, job: ImportJob, chosen: dict[str, str] | N
 
 
 @router.get("/import/{job_id}")
-def import_job(ctx: UserPage, job_id: int) -> Response:
+def import_job(ctx: UserPage, job_id: ID) -> Response:
     job = access_import(ctx.session, ctx.actor, job_id)
     if job.status == ImportStatus.UPLOADED:
         context = _mapping_context(ctx, job)
@@ -115,7 +117,7 @@ def import_job(ctx: UserPage, job_id: int) -> Response:
 
 
 @router.post("/import/{job_id}/start")
-def start_import(ctx: UserPage, job_id: int, mode: Annotated[str, Form()] = "create") -> Response:
+def start_import(ctx: UserPage, job_id: ID, mode: Annotated[str, Form()] = "create") -> Response:
     job = access_import(ctx.session, ctx.actor, job_id)
     headers = preview_file(data_path(job.file_path), rows=0).headers
     form = ctx.form
@@ -133,7 +135,7 @@ def start_import(ctx: UserPage, job_id: int, mode: Annotated[str, Form()] = "cre
 
 
 @router.get("/import/{job_id}/rejected.csv")
-def rejected_rows(ctx: UserPage, job_id: int) -> Response:
+def rejected_rows(ctx: UserPage, job_id: ID) -> Response:
     job = access_import(ctx.session, ctx.actor, job_id)
     if not job.report_path:
         raise ValidationFailed.field("job", "this import has no rejected rows")
@@ -147,7 +149,7 @@ def rejected_rows(ctx: UserPage, job_id: int) -> Response:
 
 
 @router.get("/export")
-def export(ctx: UserPage, segment: int | None = None) -> Response:
+def export(ctx: UserPage, segment: ID | None = None) -> Response:
     """All contacts, or one segment's, as CSV. Rows are read in keyset batches while streaming."""
     ctx.actor.require(Permission.EXPORT_CONTACTS)
     label = "contacts"

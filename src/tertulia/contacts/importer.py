@@ -56,6 +56,7 @@ from psycopg.types.json import Jsonb
 from sqlalchemy import JSON, Table, func, select, text
 from sqlalchemy.orm import Session
 
+from tertulia.contacts.exporter import safe_cell
 from tertulia.contacts.fields import SETTABLE_COLUMNS, STANDARD_FIELDS
 from tertulia.contacts.models import Contact, ContactActivity, ContactTag, CustomField, FieldType, Tag
 from tertulia.contacts.repository import custom_fields as load_custom_fields
@@ -72,7 +73,7 @@ from tertulia.contacts.service import (
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.models import Base
-from tertulia.kit.text import fold
+from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, fold, has_unsafe_characters, replace_unsafe_characters
 from tertulia.users.models import Membership, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.workspaces.models import Workspace
@@ -87,6 +88,8 @@ DEFAULT_BATCH_SIZE = 2000
 PARALLEL_FROM_ROWS = 20_000
 # A cell larger than this means the file is not the CSV it claims to be.
 MAX_CELL_CHARS = 1_000_000
+# Columns a file may have: each is a select on the mapping page and a field of its form.
+MAX_COLUMNS = 500
 _UNIQUE = ("email", "phone")
 _TAG_SPLIT = re.compile(r"[,;|]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -455,17 +458,36 @@ class ImportReport:
 
 
 def write_rejected_csv(report: ImportReport, out: TextIO | Path) -> int:
-    """The rejected rows as read, plus an `error` column (`line N: field: reason; ...`). Returns the count."""
+    """The rejected rows as read, plus an `error` column (`line N: field: reason; ...`). Returns the count.
+
+    Every cell goes through the export's formula neutralisation (a spreadsheet opening the file must
+    not run a formula from someone else's CSV), and NUL or unpaired surrogates, which got the row
+    rejected, are shown as U+FFFD."""
     if isinstance(out, Path):
         with out.open("w", encoding="utf-8", newline="") as handle:
             return write_rejected_csv(report, handle)
+
+    def cell(value: str) -> str:
+        return safe_cell(replace_unsafe_characters(value))
+
     writer = csv.writer(out)
-    writer.writerow([*report.headers, "error"])
+    writer.writerow([cell(header) for header in [*report.headers, "error"]])
     for row in report.rejected:
         cells = list(row.values[: len(report.headers)])
         cells += [""] * (len(report.headers) - len(cells))
-        writer.writerow([*cells, f"line {row.line}: {row.error}"])
+        writer.writerow([cell(value) for value in [*cells, f"line {row.line}: {row.error}"]])
     return len(report.rejected)
+
+
+def check_headers(cells: Sequence[str]) -> list[str]:
+    """The header row's column names, or ValidationFailed for a file this importer cannot take."""
+    if len(cells) > MAX_COLUMNS:
+        raise ValidationFailed.field("file", f"has {len(cells)} columns; at most {MAX_COLUMNS} can be imported")
+    headers = [header.strip() for header in cells]
+    for index, header in enumerate(headers):
+        if has_unsafe_characters(header):
+            raise ValidationFailed.field("file", f"column {index + 1} of the header {UNSAFE_TEXT_MESSAGE}")
+    return headers
 
 
 # ----- planning and writing -----------------------------------------------------------------
@@ -569,6 +591,9 @@ class _RowParser:
                 continue
             cell = _unescape(raw).strip()
             if not cell:
+                continue
+            if has_unsafe_characters(cell):  # the one rule for text from outside (kit.text)
+                row.errors[target.removeprefix(CUSTOM_PREFIX)] = UNSAFE_TEXT_MESSAGE
                 continue
             if target.startswith(CUSTOM_PREFIX):
                 custom[target[len(CUSTOM_PREFIX) :]] = cell
@@ -1029,7 +1054,7 @@ def import_contacts(
         first = next(rows, None)
         if first is None:
             raise ValidationFailed.field("file", "has no header row")
-        headers = [h.strip() for h in first[1]]
+        headers = check_headers(first[1])
         targets = resolve_mapping(headers, custom_fields, options.mapping)
         report = ImportReport(
             headers=headers,

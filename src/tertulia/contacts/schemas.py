@@ -4,6 +4,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tertulia.contacts.models import FieldType
+from tertulia.kit.types import ID, Position
 
 
 class Strict(BaseModel):
@@ -20,7 +21,7 @@ class ContactWrite(Strict):
     language: str | None = None
     country: str | None = None
     avatar_url: str | None = None
-    assignee_id: int | None = None
+    assignee_id: ID | None = None
     custom_fields: dict[str, Any] | None = None
     tags: list[str] | None = Field(default=None, description="On create only: tags to add.")
 
@@ -69,7 +70,7 @@ class CustomFieldCreate(Strict):
 class CustomFieldUpdate(Strict):
     label: str | None = None
     options: list[str] | None = None
-    position: int | None = None
+    position: Position | None = None
 
 
 class CustomFieldOut(BaseModel):

@@ -36,7 +36,8 @@ from tertulia.events import service as event_log
 from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed, found
-from tertulia.kit.text import fold, fold_or_none
+from tertulia.kit.text import fold, fold_or_none, name_key, tidy_name
+from tertulia.kit.types import MAX_ID, is_id, is_id_text
 from tertulia.users.permissions import Actor, Permission, access_in_workspace
 from tertulia.users.service import check_member_user
 from tertulia.workspaces.models import Workspace
@@ -45,6 +46,9 @@ from tertulia.workspaces.service import get_workspace
 IDENTIFIER_KINDS = ("id", "email", "phone")
 MAX_TAG_LENGTH = 100
 MAX_CUSTOM_FIELDS = 200
+# A list field's options: each is checked and stored with the field, and offered in every form.
+MAX_OPTIONS = 1000
+MAX_OPTION_LENGTH = 200
 
 
 # ----- identifiers and access ---------------------------------------------------------------
@@ -54,8 +58,8 @@ def parse_identifier(identifier: str) -> tuple[str, str]:
     kind, sep, value = identifier.partition(":")
     if not sep or kind not in IDENTIFIER_KINDS or not value.strip():
         raise ValidationFailed.field("identifier", "must be id:<number>, email:<address> or phone:<+E.164 number>")
-    if kind == "id" and not value.isdigit():
-        raise ValidationFailed.field("identifier", "id: must be followed by a number")
+    if kind == "id" and not is_id_text(value):
+        raise ValidationFailed.field("identifier", f"id: must be followed by a number from 1 to {MAX_ID}")
     return kind, value.strip()
 
 
@@ -148,7 +152,7 @@ def clean_contact_values(values: Mapping[str, Any], ctx: FieldContext) -> Cleane
         def set_assignee() -> None:
             assignee = values["assignee_id"]
             if assignee is not None:
-                if isinstance(assignee, bool) or not isinstance(assignee, int):
+                if not is_id(assignee):
                     raise ValidationFailed.field("assignee_id", "must be a user id")
                 ctx.check_assignee(assignee)
             cleaned.columns["assignee_id"] = assignee
@@ -334,21 +338,21 @@ def check_tag_names(names: Sequence[Any], field: str = "tags") -> list[str]:
         raise ValidationFailed.field(field, "must be a list of tag names")
     cleaned: dict[str, str] = {}
     for index, name in enumerate(names):
-        if not isinstance(name, str) or not " ".join(name.split()):
+        text = tidy_name(name) if isinstance(name, str) else ""
+        if not text:
             raise ValidationFailed.field(f"{field}[{index}]", "must be a non-empty tag name")
-        text = " ".join(name.split())
         if len(text) > MAX_TAG_LENGTH:
             raise ValidationFailed.field(f"{field}[{index}]", f"must be at most {MAX_TAG_LENGTH} characters")
-        cleaned.setdefault(fold(text), text)
+        cleaned.setdefault(name_key(text), text)
     return list(cleaned.values())
 
 
 def ensure_tags(session: Session, workspace_id: int, names: Sequence[str]) -> list[Tag]:
     """The catalogue entries for these names, created on first use."""
-    by_key = repo.tags_by_keys(session, workspace_id, (fold(n) for n in names))
+    by_key = repo.tags_by_keys(session, workspace_id, (name_key(n) for n in names))
     result: list[Tag] = []
     for name in names:
-        key = fold(name)
+        key = name_key(name)
         tag = by_key.get(key)
         if tag is None:
             tag = Tag(workspace_id=workspace_id, name=name, name_key=key)
@@ -375,7 +379,7 @@ def do_add_tags(session: Session, actor: Actor, contact: Contact, names: Sequenc
 
 def do_remove_tags(session: Session, actor: Actor, contact: Contact, names: Sequence[Any]) -> list[str]:
     actor.require(Permission.EDIT_CONTACTS)
-    wanted = repo.tags_by_keys(session, actor.workspace_id, (fold(n) for n in check_tag_names(names)))
+    wanted = repo.tags_by_keys(session, actor.workspace_id, (name_key(n) for n in check_tag_names(names)))
     present = repo.contact_tag_ids(session, contact.id)
     removed = [tag for tag in wanted.values() if tag.id in present]
     if removed:
@@ -396,12 +400,12 @@ def access_tag(session: Session, actor: Actor, tag_id: int) -> Tag:
 def do_rename_tag(session: Session, actor: Actor, tag: Tag, name: str) -> Tag:
     """Saved segment filters name tags by text, so a filter on the old name stops matching."""
     actor.require(Permission.MANAGE_TAGS)
-    text = " ".join(name.split()) if isinstance(name, str) else ""
+    text = tidy_name(name) if isinstance(name, str) else ""
     if not text:
         raise ValidationFailed.field("name", "must be a non-empty tag name")
     if len(text) > MAX_TAG_LENGTH:
         raise ValidationFailed.field("name", f"must be at most {MAX_TAG_LENGTH} characters")
-    key = fold(text)
+    key = name_key(text)
     other = repo.tags_by_keys(session, actor.workspace_id, [key]).get(key)
     if other is not None and other.id != tag.id:
         raise Conflict(
@@ -429,13 +433,20 @@ def check_options(field_type: FieldType, options: list[str] | None) -> list[str]
         if options:
             raise ValidationFailed.field("options", "only list fields have options")
         return None
+    if options and len(options) > MAX_OPTIONS:
+        raise ValidationFailed.field("options", f"a list field has at most {MAX_OPTIONS} options")
     cleaned: list[str] = []
+    seen: set[str] = set()
     for index, option in enumerate(options or []):
-        text = " ".join(option.split())
+        text = tidy_name(option)
         if not text:
             raise ValidationFailed.field(f"options[{index}]", "must not be empty")
-        if text.casefold() in (o.casefold() for o in cleaned):
+        if len(text) > MAX_OPTION_LENGTH:
+            raise ValidationFailed.field(f"options[{index}]", f"must be at most {MAX_OPTION_LENGTH} characters")
+        key = text.casefold()
+        if key in seen:
             raise ValidationFailed.field(f"options[{index}]", f"duplicate option {text!r}")
+        seen.add(key)
         cleaned.append(text)
     if not cleaned:
         raise ValidationFailed.field("options", "a list field needs at least one option")
@@ -443,7 +454,7 @@ def check_options(field_type: FieldType, options: list[str] | None) -> list[str]
 
 
 def check_label(label: str) -> str:
-    text = " ".join(label.split())
+    text = tidy_name(label)
     if not text:
         raise ValidationFailed.field("label", "is required")
     if len(text) > 120:

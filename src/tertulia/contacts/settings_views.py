@@ -20,6 +20,8 @@ from tertulia.contacts.service import (
     do_update_custom_field,
 )
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.types import ID
 from tertulia.segments import repository as segments_repo
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
@@ -27,7 +29,7 @@ from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors, first_message, keep_one, submit
 from tertulia.web.sections import Section, open_section, render_section, section_page
 
-router = APIRouter(prefix="/settings", include_in_schema=False)
+router = APIRouter(prefix="/settings", include_in_schema=False, route_class=CheckedInputRoute)
 
 FIELDS = Section("fields", i18n.lazy("Custom fields"), Permission.MANAGE_CUSTOM_FIELDS)
 TAGS = Section("tags", i18n.lazy("Tags"), Permission.MANAGE_TAGS)
@@ -176,7 +178,7 @@ def _tags(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[
 
 
 @router.post("/tags/{tag_id}/rename")
-def rename_tag(ctx: UserPage, tag_id: int, name: Annotated[str, Form()] = "") -> Response:
+def rename_tag(ctx: UserPage, tag_id: ID, name: Annotated[str, Form()] = "") -> Response:
     open_section(ctx, TAGS)
     tag = access_tag(ctx.session, ctx.actor, tag_id)
 
@@ -195,7 +197,7 @@ def rename_tag(ctx: UserPage, tag_id: int, name: Annotated[str, Form()] = "") ->
 
 
 @router.post("/tags/{tag_id}/delete")
-def delete_tag(ctx: UserPage, tag_id: int) -> Response:
+def delete_tag(ctx: UserPage, tag_id: ID) -> Response:
     open_section(ctx, TAGS)
     do_delete_tag(ctx.session, ctx.actor, access_tag(ctx.session, ctx.actor, tag_id))
     return ctx.redirect("/settings/tags", flash="tag_deleted")

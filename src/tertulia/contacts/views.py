@@ -28,13 +28,15 @@ from tertulia.contacts.service import (
     do_update_contact,
 )
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.types import ID, is_id_text
 from tertulia.users.permissions import Permission
 from tertulia.users.service import member_names
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext, safe_next
 from tertulia.web.forms import field_errors
 
-router = APIRouter(prefix="/contacts", include_in_schema=False)
+router = APIRouter(prefix="/contacts", include_in_schema=False, route_class=CheckedInputRoute)
 
 ACTIVITY_PAGE = 20
 MAX_BULK = 500
@@ -203,7 +205,7 @@ def contact_list(
     ctx: UserPage,
     q: Annotated[str, Query(max_length=200)] = "",
     view: str = "all",
-    after: int | None = None,
+    after: ID | None = None,
 ) -> Response:
     ctx.actor.require(Permission.VIEW_CONTACTS)
     unassigned = view == "unassigned"
@@ -234,7 +236,7 @@ def contact_list(
 def bulk(
     ctx: UserPage,
     action: Annotated[str, Form()] = "",
-    ids: Annotated[list[int] | None, Form()] = None,
+    ids: Annotated[list[ID] | None, Form()] = None,
     tag: Annotated[str, Form()] = "",
     assignee: Annotated[str, Form()] = "",
     confirm: Annotated[str, Form()] = "",
@@ -264,7 +266,7 @@ def bulk(
             elif action == "remove_tag":
                 do_remove_tags(ctx.session, ctx.actor, contact, [tag])
             elif action == "assign":
-                assignee_id = int(assignee) if assignee.isdigit() else None
+                assignee_id = int(assignee) if is_id_text(assignee) else None
                 do_update_contact(ctx.session, ctx.actor, contact, {"assignee_id": assignee_id})
             else:
                 raise ValidationFailed.field("action", "unknown bulk action")
@@ -320,7 +322,7 @@ def _detail_context(
     ctx: WebContext,
     contact: Contact,
     *,
-    before: int | None = None,
+    before: ID | None = None,
     editing: str | None = None,
     edit_value: str | None = None,
     edit_error: str | None = None,
@@ -353,7 +355,7 @@ def _detail_context(
 
 
 @router.get("/{contact_id}")
-def contact_page(ctx: UserPage, contact_id: int, edit: str | None = None, before: int | None = None) -> Response:
+def contact_page(ctx: UserPage, contact_id: ID, edit: str | None = None, before: ID | None = None) -> Response:
     contact = _contact(ctx, contact_id)
     context = _detail_context(ctx, contact, before=before, editing=edit)
     if ctx.is_htmx and ctx.request.headers.get("HX-Target") == "activity-more":
@@ -362,14 +364,14 @@ def contact_page(ctx: UserPage, contact_id: int, edit: str | None = None, before
 
 
 @router.get("/{contact_id}/fields/{name}")
-def field_display(ctx: UserPage, contact_id: int, name: str) -> Response:
+def field_display(ctx: UserPage, contact_id: ID, name: str) -> Response:
     contact = _contact(ctx, contact_id)
     view = _find_field(ctx, contact, name)
     return ctx.render("contacts/_field.html", {"contact": contact, "f": view, "editing": None})
 
 
 @router.get("/{contact_id}/fields/{name}/edit")
-def field_edit(ctx: UserPage, contact_id: int, name: str) -> Response:
+def field_edit(ctx: UserPage, contact_id: ID, name: str) -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
     view = _find_field(ctx, contact, name)
     context = {"contact": contact, "f": view, "editing": name, "edit_value": view.raw, "edit_error": None}
@@ -377,7 +379,7 @@ def field_edit(ctx: UserPage, contact_id: int, name: str) -> Response:
 
 
 @router.post("/{contact_id}/fields/{name}")
-def field_save(ctx: UserPage, contact_id: int, name: str, value: Annotated[str, Form()] = "") -> Response:
+def field_save(ctx: UserPage, contact_id: ID, name: str, value: Annotated[str, Form()] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
     view = _find_field(ctx, contact, name)
     try:
@@ -420,7 +422,7 @@ def _tags_response(ctx: WebContext, contact: Contact, *, error: str | None = Non
 
 
 @router.post("/{contact_id}/tags")
-def add_tag(ctx: UserPage, contact_id: int, tag: Annotated[str, Form()] = "") -> Response:
+def add_tag(ctx: UserPage, contact_id: ID, tag: Annotated[str, Form()] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
     try:
         do_add_tags(ctx.session, ctx.actor, contact, [t.strip() for t in tag.split(",")] if tag.strip() else [tag])
@@ -431,14 +433,14 @@ def add_tag(ctx: UserPage, contact_id: int, tag: Annotated[str, Form()] = "") ->
 
 
 @router.post("/{contact_id}/tags/remove")
-def remove_tag(ctx: UserPage, contact_id: int, tag: Annotated[str, Form()] = "") -> Response:
+def remove_tag(ctx: UserPage, contact_id: ID, tag: Annotated[str, Form()] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
     do_remove_tags(ctx.session, ctx.actor, contact, [tag])
     return _tags_response(ctx, contact)
 
 
 @router.get("/{contact_id}/delete")
-def confirm_delete(ctx: UserPage, contact_id: int) -> Response:
+def confirm_delete(ctx: UserPage, contact_id: ID) -> Response:
     contact = _contact(ctx, contact_id, Permission.DELETE_CONTACTS)
     context = {"contacts": [contact], "return_to": "/contacts"}
     return ctx.render("contacts/bulk_confirm.html", context, active="contacts")
@@ -448,7 +450,7 @@ def confirm_delete(ctx: UserPage, contact_id: int) -> Response:
 
 
 @router.get("/{contact_id}/merge")
-def merge_search(ctx: UserPage, contact_id: int, q: Annotated[str, Query(max_length=200)] = "") -> Response:
+def merge_search(ctx: UserPage, contact_id: ID, q: Annotated[str, Query(max_length=200)] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
     candidates: list[Contact] = []
     if q.strip():
@@ -494,7 +496,7 @@ def _merge_rows(ctx: WebContext, survivor: Contact, other: Contact) -> list[dict
 
 
 @router.get("/{contact_id}/merge/{other_id}")
-def merge_pick(ctx: UserPage, contact_id: int, other_id: int) -> Response:
+def merge_pick(ctx: UserPage, contact_id: ID, other_id: ID) -> Response:
     survivor = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
     other = _contact(ctx, other_id, Permission.MERGE_CONTACTS)
     if survivor.id == other.id:
@@ -504,7 +506,7 @@ def merge_pick(ctx: UserPage, contact_id: int, other_id: int) -> Response:
 
 
 @router.post("/{contact_id}/merge/{other_id}")
-def merge(ctx: UserPage, contact_id: int, other_id: int) -> Response:
+def merge(ctx: UserPage, contact_id: ID, other_id: ID) -> Response:
     survivor = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
     other = _contact(ctx, other_id, Permission.MERGE_CONTACTS)
     # One radio group per conflicting field, named keep.<field>: "theirs" means the other's value wins.
@@ -514,7 +516,7 @@ def merge(ctx: UserPage, contact_id: int, other_id: int) -> Response:
 
 
 @router.post("/{contact_id}/identities/{identity_id}/split")
-def split(ctx: UserPage, contact_id: int, identity_id: int) -> Response:
+def split(ctx: UserPage, contact_id: ID, identity_id: ID) -> Response:
     contact = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
     new_contact = do_split_identity(ctx.session, ctx.actor, contact, identity_id)
     return ctx.redirect(f"/contacts/{new_contact.id}", flash="split")

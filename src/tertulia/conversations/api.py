@@ -56,11 +56,12 @@ from tertulia.conversations.models import Conversation, ConversationStatus, Mess
 from tertulia.kit import realtime, storage
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
-from tertulia.kit.http import DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.pagination import decode_cursor, encode_cursor
+from tertulia.kit.types import ID, Position, is_id
 from tertulia.users.permissions import Actor, Permission
 
-router = APIRouter(prefix="/api/v1", tags=["conversations"])
+router = APIRouter(prefix="/api/v1", tags=["conversations"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 MAX_FILES = 10  # attachments per message
 
@@ -83,7 +84,7 @@ class MessageBody(BaseModel):
     # `whatsapp_template` is the stored type `template` with a WhatsApp template.
     type: MessageType | Literal["whatsapp_template"] = MessageType.TEXT
     text: str | None = Field(default=None, max_length=20_000)
-    attachments: list[int] = Field(default_factory=list, max_length=MAX_FILES)
+    attachments: list[ID] = Field(default_factory=list, max_length=MAX_FILES)
     template: WhatsAppTemplate | None = None
 
     @model_validator(mode="after")
@@ -108,30 +109,30 @@ class MessageBody(BaseModel):
 
 
 class ReplyBody(MessageBody):
-    channel_id: int | None = None
+    channel_id: ID | None = None
 
 
 class ContactMessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    channel_id: int
+    channel_id: ID
     message: MessageBody
 
 
 class CommentBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     text: str = Field(max_length=20_000)
-    mentions: list[int] = Field(default_factory=list, max_length=50)
+    mentions: list[ID] = Field(default_factory=list, max_length=50)
 
 
 class AssignBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    user_id: int | None = None
-    team_id: int | None = None
+    user_id: ID | None = None
+    team_id: ID | None = None
 
 
 class CloseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    category_id: int | None = None
+    category_id: ID | None = None
     summary: str | None = Field(default=None, max_length=5_000)
 
 
@@ -142,39 +143,39 @@ class BotBody(BaseModel):
 
 class ReadBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    message_id: int | None = None
+    message_id: ID | None = None
 
 
 class SnippetBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     shortcut: str = Field(max_length=65)
     text: str = Field(default="", max_length=20_000)
-    file_id: int | None = None
+    file_id: ID | None = None
 
 
 class SnippetPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     shortcut: str | None = Field(default=None, max_length=65)
     text: str | None = Field(default=None, max_length=20_000)
-    file_id: int | None = None
+    file_id: ID | None = None
     clear_file: bool = False
 
 
 class RenderBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    conversation_id: int
+    conversation_id: ID
 
 
 class CategoryBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(max_length=200)
-    position: int | None = None
+    position: Position | None = None
 
 
 class CategoryPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str | None = Field(default=None, max_length=200)
-    position: int | None = None
+    position: Position | None = None
 
 
 # ----- helpers ------------------------------------------------------------------------------
@@ -204,9 +205,12 @@ def _conversation_cursor(cursor: str | None) -> tuple[datetime, int] | None:
     if decoded is None:
         return None
     try:
-        return datetime.fromisoformat(str(decoded["t"])), int(decoded["id"])
+        moment, row_id = datetime.fromisoformat(str(decoded["t"])), decoded["id"]
     except (KeyError, ValueError, TypeError) as exc:
         raise ValidationFailed.field("cursor", "not a valid cursor") from exc
+    if not is_id(row_id):
+        raise ValidationFailed.field("cursor", "not a valid cursor")
+    return moment, row_id
 
 
 # ----- conversations ------------------------------------------------------------------------
@@ -218,7 +222,7 @@ def list_conversations(
     actor: InboxActor,
     view: Literal["mine", "unassigned", "all", "team"] = "all",
     status: Literal["open", "closed", "all"] = "open",
-    team_id: int | None = None,
+    team_id: ID | None = None,
     contact: str | None = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
     cursor: str | None = None,
@@ -262,7 +266,7 @@ def list_conversations(
 
 
 @router.get("/conversations/{conversation_id}")
-def get_conversation(session: DbSession, actor: InboxActor, conversation_id: int) -> dict[str, Any]:
+def get_conversation(session: DbSession, actor: InboxActor, conversation_id: ID) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id)
     contacts = _contacts_summary(session, actor.workspace_id, [conversation.contact_id])
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
@@ -283,8 +287,8 @@ def get_conversation(session: DbSession, actor: InboxActor, conversation_id: int
 def conversation_messages(
     session: DbSession,
     actor: InboxActor,
-    conversation_id: int,
-    before_id: int | None = None,
+    conversation_id: ID,
+    before_id: ID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id)
@@ -293,7 +297,7 @@ def conversation_messages(
 
 
 @router.post("/conversations/{conversation_id}/messages", status_code=201)
-def reply(session: DbSession, actor: InboxActor, conversation_id: int, body: ReplyBody) -> dict[str, Any]:
+def reply(session: DbSession, actor: InboxActor, conversation_id: ID, body: ReplyBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     message = service.do_reply(
         session,
@@ -309,41 +313,41 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: int, body: Rep
 
 
 @router.post("/conversations/{conversation_id}/comments", status_code=201)
-def comment(session: DbSession, actor: InboxActor, conversation_id: int, body: CommentBody) -> dict[str, Any]:
+def comment(session: DbSession, actor: InboxActor, conversation_id: ID, body: CommentBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id)
     return schemas.message_dict(service.do_comment(session, actor, conversation, body.text, body.mentions))
 
 
 @router.post("/conversations/{conversation_id}/assign")
-def assign(session: DbSession, actor: InboxActor, conversation_id: int, body: AssignBody) -> dict[str, Any]:
+def assign(session: DbSession, actor: InboxActor, conversation_id: ID, body: AssignBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_assign(session, actor, conversation, user_id=body.user_id, team_id=body.team_id)
     return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/close")
-def close(session: DbSession, actor: InboxActor, conversation_id: int, body: CloseBody) -> dict[str, Any]:
+def close(session: DbSession, actor: InboxActor, conversation_id: ID, body: CloseBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_close(session, actor, conversation, category_id=body.category_id, summary=body.summary)
     return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/reopen")
-def reopen(session: DbSession, actor: InboxActor, conversation_id: int) -> dict[str, Any]:
+def reopen(session: DbSession, actor: InboxActor, conversation_id: ID) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_reopen(session, actor, conversation)
     return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/bot")
-def bot(session: DbSession, actor: InboxActor, conversation_id: int, body: BotBody) -> dict[str, Any]:
+def bot(session: DbSession, actor: InboxActor, conversation_id: ID, body: BotBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_set_bot_paused(session, actor, conversation, body.paused)
     return schemas.conversation_dict(conversation)
 
 
 @router.post("/conversations/{conversation_id}/read")
-def mark_read(session: DbSession, actor: InboxActor, conversation_id: int, body: ReadBody) -> dict[str, int]:
+def mark_read(session: DbSession, actor: InboxActor, conversation_id: ID, body: ReadBody) -> dict[str, int]:
     conversation = service.access_conversation(session, actor, conversation_id)
     return {"last_read_message_id": service.do_mark_read(session, actor, conversation, body.message_id)}
 
@@ -355,7 +359,7 @@ class TypingBody(BaseModel):
 
 
 @router.post("/conversations/{conversation_id}/typing", status_code=204)
-def typing(session: DbSession, actor: InboxActor, conversation_id: int, body: TypingBody | None = None) -> Response:
+def typing(session: DbSession, actor: InboxActor, conversation_id: ID, body: TypingBody | None = None) -> Response:
     conversation = service.access_conversation(session, actor, conversation_id)
     note = body.note if body is not None else False
     event = events.make_event("typing", conversation, {"user_id": actor.user_id, "note": note}, visitor=not note)
@@ -396,7 +400,7 @@ def contact_messages(
     session: DbSession,
     actor: InboxActor,
     identifier: str,
-    before_id: int | None = None,
+    before_id: ID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     contact = access_contact(session, actor, identifier)
@@ -436,7 +440,7 @@ def create_snippet(session: DbSession, actor: InboxActor, body: SnippetBody) -> 
 
 
 @router.patch("/snippets/{snippet_id}", tags=["snippets"])
-def update_snippet(session: DbSession, actor: InboxActor, snippet_id: int, body: SnippetPatch) -> dict[str, Any]:
+def update_snippet(session: DbSession, actor: InboxActor, snippet_id: ID, body: SnippetPatch) -> dict[str, Any]:
     snippet = service.access_snippet(session, actor, snippet_id)
     service.do_update_snippet(
         session,
@@ -451,13 +455,13 @@ def update_snippet(session: DbSession, actor: InboxActor, snippet_id: int, body:
 
 
 @router.delete("/snippets/{snippet_id}", status_code=204, tags=["snippets"])
-def delete_snippet(session: DbSession, actor: InboxActor, snippet_id: int) -> Response:
+def delete_snippet(session: DbSession, actor: InboxActor, snippet_id: ID) -> Response:
     service.do_delete_snippet(session, actor, service.access_snippet(session, actor, snippet_id))
     return Response(status_code=204)
 
 
 @router.post("/snippets/{snippet_id}/render", tags=["snippets"])
-def render_snippet(session: DbSession, actor: InboxActor, snippet_id: int, body: RenderBody) -> dict[str, Any]:
+def render_snippet(session: DbSession, actor: InboxActor, snippet_id: ID, body: RenderBody) -> dict[str, Any]:
     snippet = service.access_snippet(session, actor, snippet_id)
     conversation = service.access_conversation(session, actor, body.conversation_id)
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
@@ -486,14 +490,14 @@ def create_category(session: DbSession, actor: InboxActor, body: CategoryBody) -
 
 
 @router.patch("/closing-categories/{category_id}", tags=["closing categories"])
-def update_category(session: DbSession, actor: InboxActor, category_id: int, body: CategoryPatch) -> dict[str, Any]:
+def update_category(session: DbSession, actor: InboxActor, category_id: ID, body: CategoryPatch) -> dict[str, Any]:
     category = service.access_closing_category(session, actor, category_id)
     service.do_update_closing_category(session, actor, category, name=body.name, position=body.position)
     return _category_dict(category)
 
 
 @router.delete("/closing-categories/{category_id}", status_code=204, tags=["closing categories"])
-def delete_category(session: DbSession, actor: InboxActor, category_id: int) -> Response:
+def delete_category(session: DbSession, actor: InboxActor, category_id: ID) -> Response:
     service.do_delete_closing_category(session, actor, service.access_closing_category(session, actor, category_id))
     return Response(status_code=204)
 
@@ -517,7 +521,7 @@ def upload_file(
     session: DbSession,
     actor: InboxActor,
     file: Annotated[UploadFile, File()],
-    conversation_id: Annotated[int | None, Form()] = None,
+    conversation_id: Annotated[ID | None, Form()] = None,
 ) -> dict[str, Any]:
     actor.require(Permission.VIEW_CONTACTS)
     if conversation_id is not None:
@@ -539,7 +543,7 @@ def upload_file(
 def list_files(
     session: DbSession,
     actor: InboxActor,
-    before_id: int | None = None,
+    before_id: ID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     actor.require(Permission.VIEW_CONTACTS)
@@ -562,13 +566,18 @@ def _access_file(session: Session, actor: Actor, file_id: int) -> StoredFile:
 
 
 @router.delete("/files/{file_id}", status_code=204, tags=["files"])
-def delete_file(session: DbSession, actor: InboxActor, file_id: int) -> Response:
+def delete_file(session: DbSession, actor: InboxActor, file_id: ID) -> Response:
     files.do_delete_file(session, actor, _access_file(session, actor, file_id))
     return Response(status_code=204)
 
 
-@router.get("/files/{file_id}", tags=["files"])
-def download_file(session: DbSession, actor: InboxActor, file_id: int) -> Response:
+@router.get(
+    "/files/{file_id}",
+    tags=["files"],
+    response_class=Response,
+    responses={200: {"description": "The file's bytes, as its own content type", "content": {"*/*": {}}}},
+)
+def download_file(session: DbSession, actor: InboxActor, file_id: ID) -> Response:
     stored = _access_file(session, actor, file_id)
     data = storage.get_storage().get(stored.storage_key)
     return Response(

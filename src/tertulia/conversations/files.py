@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from tertulia.conversations.models import Message, Snippet, StoredFile
 from tertulia.kit import storage
+from tertulia.kit import text as kit_text
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import Conflict, PermissionDenied, ValidationFailed
 from tertulia.kit.settings import get_settings
@@ -28,7 +29,10 @@ def max_bytes() -> int:
 
 
 def clean_name(name: str | None) -> str:
-    return (name or "file").replace("/", "_").replace("\\", "_")[:255] or "file"
+    """A stored file's name: no path separators, and no invisible or bidi characters (which could make
+    `photo\u202egnp.exe` display as `photo...exe.png`; see kit.text.tidy_name)."""
+    visible = kit_text.tidy_name(name or "")
+    return visible.replace("/", "_").replace("\\", "_")[:255] or "file"
 
 
 def check_upload(actor: Actor, content_type: str | None, data: bytes) -> str:

@@ -40,7 +40,7 @@ from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit, race_guard
 from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed, found
-from tertulia.kit.text import fold
+from tertulia.kit.text import fold, tidy_name
 from tertulia.users.models import Team, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.users.service import check_member_user
@@ -740,7 +740,7 @@ def render_snippet(session: Session, actor: Actor, snippet: Snippet, contact: Co
 def _category_name(categories: Sequence[ClosingCategory], name: str, category_id: int | None = None) -> str:
     """The name with its spaces tidied: required, at most 100 characters, not the name of another
     of the workspace's `categories` (the one with `category_id` is the one being renamed)."""
-    text = " ".join(name.split())
+    text = tidy_name(name)
     if not text or len(text) > 100:
         raise ValidationFailed.field("name", "is required (at most 100 characters)")
     if any(c.name_key == fold(text) and c.id != category_id for c in categories):

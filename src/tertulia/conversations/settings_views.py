@@ -20,13 +20,15 @@ from tertulia.conversations import files, service, variables
 from tertulia.conversations import repository as repo
 from tertulia.conversations.models import Snippet, StoredFile
 from tertulia.kit.errors import Conflict, DomainError, NotFound, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import first_message, keep_one, submit
 from tertulia.web.sections import Section, open_section, render_section, section_page
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
 SNIPPETS = Section("snippets", i18n.lazy("Snippets"), Permission.MANAGE_SNIPPETS)
 CLOSING_CATEGORIES = Section("closing-categories", i18n.lazy("Closing categories"), Permission.MANAGE_WORKSPACE)
@@ -231,7 +233,7 @@ def _edit_page(
 
 
 @router.get("/settings/snippets/{snippet_id}")
-def edit_snippet(ctx: UserPage, snippet_id: int) -> Response:
+def edit_snippet(ctx: UserPage, snippet_id: ID) -> Response:
     open_section(ctx, SNIPPETS)
     return _edit_page(ctx, service.access_snippet(ctx.session, ctx.actor, snippet_id))
 
@@ -239,7 +241,7 @@ def edit_snippet(ctx: UserPage, snippet_id: int) -> Response:
 @router.post("/settings/snippets/{snippet_id}")
 def update_snippet(
     ctx: UserPage,
-    snippet_id: int,
+    snippet_id: ID,
     shortcut: Annotated[str, Form()] = "",
     text: Annotated[str, Form()] = "",
     remove_file: Annotated[str, Form()] = "",
@@ -267,7 +269,7 @@ def update_snippet(
 
 
 @router.post("/settings/snippets/{snippet_id}/delete")
-def delete_snippet(ctx: UserPage, snippet_id: int) -> Response:
+def delete_snippet(ctx: UserPage, snippet_id: ID) -> Response:
     open_section(ctx, SNIPPETS)
     service.do_delete_snippet(ctx.session, ctx.actor, service.access_snippet(ctx.session, ctx.actor, snippet_id))
     return ctx.redirect("/settings/snippets", flash="snippet_deleted")
@@ -308,7 +310,7 @@ def create_category(ctx: UserPage, name: Annotated[str, Form()] = "") -> Respons
 
 
 @router.post("/settings/closing-categories/{category_id}/rename")
-def rename_category(ctx: UserPage, category_id: int, name: Annotated[str, Form()] = "") -> Response:
+def rename_category(ctx: UserPage, category_id: ID, name: Annotated[str, Form()] = "") -> Response:
     open_section(ctx, CLOSING_CATEGORIES)
     category = service.access_closing_category(ctx.session, ctx.actor, category_id)
     return submit(
@@ -321,7 +323,7 @@ def rename_category(ctx: UserPage, category_id: int, name: Annotated[str, Form()
 
 
 @router.post("/settings/closing-categories/{category_id}/delete")
-def delete_category(ctx: UserPage, category_id: int) -> Response:
+def delete_category(ctx: UserPage, category_id: ID) -> Response:
     open_section(ctx, CLOSING_CATEGORIES)
     category = service.access_closing_category(ctx.session, ctx.actor, category_id)
     service.do_delete_closing_category(ctx.session, ctx.actor, category)
@@ -357,13 +359,13 @@ def _files(ctx: WebContext, *, before: int | None = None, errors: dict[str, str]
 
 
 @router.get("/messages/files")
-def files_page(ctx: UserPage, before: int | None = None) -> Response:
+def files_page(ctx: UserPage, before: ID | None = None) -> Response:
     ctx.actor.require(Permission.VIEW_CONTACTS)
     return _files(ctx, before=before)
 
 
 @router.post("/messages/files/{file_id}/delete")
-def delete_library_file(ctx: UserPage, file_id: int) -> Response:
+def delete_library_file(ctx: UserPage, file_id: ID) -> Response:
     ctx.actor.require(Permission.VIEW_CONTACTS)
     stored = ctx.session.scalar(
         select(StoredFile).where(

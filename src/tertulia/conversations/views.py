@@ -15,6 +15,8 @@ from tertulia.conversations import files, service
 from tertulia.conversations import repository as repo
 from tertulia.conversations.api import MAX_FILES
 from tertulia.kit.errors import NotFound
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.types import ID
 from tertulia.segments.service import segments_of_contact
 from tertulia.users.permissions import Permission
 from tertulia.users.service import list_members
@@ -22,7 +24,7 @@ from tertulia.users.teams import list_teams
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 
-router = APIRouter(prefix="/messages", include_in_schema=False)
+router = APIRouter(prefix="/messages", include_in_schema=False, route_class=CheckedInputRoute)
 
 # Texts the inbox script shows; translated here so the script carries no language of its own.
 SCRIPT_TEXTS: dict[str, str] = {
@@ -83,8 +85,8 @@ def inbox(ctx: UserPage) -> Response:
     return _inbox(ctx, None)
 
 
-@router.get("/{conversation_id:int}")
-def inbox_conversation(ctx: UserPage, conversation_id: int) -> Response:
+@router.get("/{conversation_id}")
+def inbox_conversation(ctx: UserPage, conversation_id: ID) -> Response:
     # Checked here so a link to a conversation one may not see is a 404 page, not an empty pane.
     service.access_conversation(ctx.session, ctx.actor, conversation_id)
     return _inbox(ctx, conversation_id)
@@ -132,8 +134,8 @@ def _inbox(ctx: WebContext, conversation_id: int | None) -> Response:
     )
 
 
-@router.get("/contacts/{contact_id:int}/panel")
-def contact_panel(ctx: UserPage, contact_id: int, conversation_id: int) -> Response:
+@router.get("/contacts/{contact_id}/panel")
+def contact_panel(ctx: UserPage, contact_id: ID, conversation_id: ID) -> Response:
     """The side panel: who the contact is, their tags and the segments they are in."""
     conversation = service.access_conversation(ctx.session, ctx.actor, conversation_id)
     if conversation.contact_id != contact_id:

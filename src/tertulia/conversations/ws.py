@@ -20,11 +20,12 @@ from fastapi import APIRouter, WebSocket
 from tertulia.conversations.service import Viewer, viewer_for
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
+from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.sockets import SocketEnded, serve_events
 from tertulia.users.permissions import Actor
 from tertulia.users.sessions import SESSION_COOKIE, SESSION_ENDED, resolve_session, session_tag
 
-router = APIRouter()
+router = APIRouter(route_class=CheckedInputRoute)
 TEAM_REFRESH_SECONDS = 30.0
 
 

@@ -11,7 +11,9 @@ for seconds while a waiting writer slept: provider callbacks waited seconds to b
 hands the lock to the longest waiter; other processes still meet on the busy timeout.
 """
 
+import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,11 +21,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from tertulia.kit import realtime
+from tertulia.kit.errors import TooSlow
 from tertulia.kit.settings import get_settings
 
 WRITE_OPTION = "tertulia_write"
@@ -222,6 +225,52 @@ def _run_on_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_on_commit(session: Session) -> None:
     session.info.pop("on_commit", None)
+
+
+@contextmanager
+def statement_timeout(session: Session, seconds: float, message: str) -> Iterator[None]:
+    """Each statement run inside is cancelled after `seconds`, on both databases, and the
+    cancellation raised as TooSlow(`message`) (a 422). PostgreSQL: `statement_timeout`, set for a
+    savepoint, so the transaction goes on after a cancel (and the setting ends with the block).
+    SQLite: a progress handler that interrupts the statement; the transaction goes on as well."""
+    connection = session.connection()
+    try:
+        if connection.dialect.name == "postgresql":
+            with session.begin_nested():
+                previous = session.scalar(text("SELECT current_setting('statement_timeout')"))
+                session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": _ms(seconds)})
+                yield
+                session.execute(text("SELECT set_config('statement_timeout', :value, true)"), {"value": previous})
+        else:
+            sqlite = connection.connection.driver_connection
+            assert isinstance(sqlite, sqlite3.Connection)
+            deadline = time.monotonic() + seconds
+            sqlite.set_progress_handler(lambda: time.monotonic() > deadline, _SQLITE_PROGRESS_STEPS)
+            try:
+                yield
+            finally:
+                sqlite.set_progress_handler(None, 0)
+    except exc.OperationalError as error:
+        if _cancelled(error):
+            raise TooSlow(message, details={"timeout_seconds": seconds}) from error
+        raise
+
+
+# SQLite calls the progress handler every this many virtual-machine steps (well under a millisecond).
+_SQLITE_PROGRESS_STEPS = 10_000
+# SQLSTATE query_canceled: PostgreSQL's statement_timeout.
+_QUERY_CANCELED = "57014"
+
+
+def _ms(seconds: float) -> str:
+    return str(max(1, round(seconds * 1000)))
+
+
+def _cancelled(error: exc.OperationalError) -> bool:
+    original = error.orig
+    if getattr(original, "sqlstate", None) == _QUERY_CANCELED:
+        return True
+    return isinstance(original, sqlite3.OperationalError) and str(original) == "interrupted"
 
 
 @contextmanager

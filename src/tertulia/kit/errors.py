@@ -58,6 +58,13 @@ class ValidationFailed(DomainError):
         return cls(f"{path}: {message}", details={path: message})
 
 
+class TooSlow(DomainError):
+    """422: a query the request asked for ran past its time limit and was cancelled."""
+
+    status_code = 422
+    code = "too_slow"
+
+
 class RateLimited(DomainError):
     status_code = 429
     code = "rate_limited"

@@ -4,15 +4,17 @@ import asyncio
 import contextlib
 import inspect
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import anyio
 import structlog
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -20,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tertulia.kit.db import MAX_CONNECTIONS, Database
 from tertulia.kit.errors import DomainError, RateLimited, ValidationFailed
 from tertulia.kit.logging import mark_logged
+from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, check_input_text
 
 log = structlog.get_logger()
 # Leave connections for work a request does outside its own session (token check, after-commit work).
@@ -29,6 +32,41 @@ _NO_LIMIT = contextlib.nullcontext()
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `validation_failed`, `not_found`.")
+    message: str
+    details: dict[str, Any] = Field(
+        description="For 422s: the field path (`groups[1].conditions[0].value`) to its message."
+    )
+
+
+class ErrorBody(BaseModel):
+    """Every error the API answers: `{"error": {"code", "message", "details"}}`."""
+
+    error: ErrorDetail
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The body could not be read (malformed JSON or form)",
+    401: "No valid credential",
+    403: "Not allowed for this credential",
+    404: "Not found (or in another workspace)",
+    409: "Conflicts with existing data",
+    413: "The body is larger than this URL accepts",
+    422: "Invalid input; `details` names each field",
+    429: "Rate limited; see the Retry-After header",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, each with the one error body."""
+    return {status: {"model": ErrorBody, "description": _ERROR_DESCRIPTIONS[status]} for status in statuses}
+
+
+# Declared on every API route (`APIRouter(responses=API_ERRORS)`): any request may meet them.
+API_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429)
 
 
 def validation_details(errors: Any) -> dict[str, str]:
@@ -77,10 +115,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OverflowError)
     @app.exception_handler(DataError)
     async def driver_data_error(request: Request, exc: Exception) -> Response:
-        if is_out_of_range(exc):
+        refusal = out_of_range_error() if is_out_of_range(exc) else unsafe_text_error() if is_nul_text(exc) else None
+        if refusal is not None:
             # Through the DomainError handler at request time, so pages get the web app's error page.
             handler = request.app.exception_handlers[DomainError]
-            result = handler(request, out_of_range_error())
+            result = handler(request, refusal)
             response: Response = await result if inspect.isawaitable(result) else result
             return response
         await anyio.to_thread.run_sync(_log_unexpected, request, exc)
@@ -102,6 +141,17 @@ def out_of_range_error() -> ValidationFailed:
     return ValidationFailed.field("request", "a number is out of the range this server accepts")
 
 
+def unsafe_text_error() -> ValidationFailed:
+    return ValidationFailed.field("request", UNSAFE_TEXT_MESSAGE)
+
+
+def is_nul_text(exc: BaseException) -> bool:
+    """Whether `exc` is PostgreSQL's driver refusing text with NUL: CheckedInputRoute refuses such text
+    where it comes in; this is the last resort for a path that still lets some through."""
+    original = getattr(exc, "orig", None)
+    return original is not None and "cannot contain NUL" in str(original)
+
+
 def is_out_of_range(exc: BaseException) -> bool:
     """Whether `exc` is the database driver refusing an integer too large for its column or type:
     SQLite's OverflowError (raised as is, or wrapped by SQLAlchemy), PostgreSQL's 22003."""
@@ -118,6 +168,56 @@ def _log_unexpected(request: Request, exc: Exception) -> None:
 
 def _internal_error() -> JSONResponse:
     return JSONResponse(error_body("internal_error", "Something went wrong."), status_code=500)
+
+
+# ----- text from outside ----------------------------------------------------------------------
+
+
+class CheckedInputRoute(APIRoute):
+    """Every route of the app: before the endpoint (and its dependencies) see anything, the path and
+    query parameters, a JSON body and a form's fields and file names pass kit.text's one rule for NUL
+    and unpaired surrogates, so a 422 names the field instead of a database error deep inside.
+
+    The body is parsed here once; FastAPI reuses the parsed body from the request object."""
+
+    # False for routes that read their raw body themselves (provider callbacks, stored as bytes and
+    # verified over them): reading it here as a form would consume it.
+    checks_body: ClassVar[bool] = True
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+        checks_body = self.checks_body
+        takes_body = self.body_field is not None
+
+        async def handler(request: Request) -> Response:
+            await check_request_text(request, form=checks_body, json=checks_body and takes_body)
+            return await original(request)
+
+        return handler
+
+
+async def check_request_text(request: Request, *, form: bool, json: bool) -> None:
+    check_input_text(dict(request.path_params))
+    for key, value in request.query_params.multi_items():
+        check_input_text(key, "query")
+        check_input_text(value, key)
+    content_type = request.headers.get("content-type", "")
+    if form and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+        fields = await request.form()
+        for key, field in fields.multi_items():
+            check_input_text(key, "form")
+            check_input_text(field if isinstance(field, str) else (field.filename or ""), key)
+    elif json and _is_json(content_type) and await request.body():
+        try:
+            body = await request.json()
+        except ValueError:
+            return  # FastAPI answers malformed JSON with its own 422
+        check_input_text(body)
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def get_db(request: Request) -> Database:
@@ -145,6 +245,18 @@ def _limits(request: Request) -> _SessionLimits:
     return limits
 
 
+_READ_ONLY = "tertulia_read_only"
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+
+
+def read_only(endpoint: _Endpoint) -> _Endpoint:
+    """For a POST that changes nothing (a filter's preview or count, which POSTs because a filter is
+    too large for a URL): its request transaction is a read, so on SQLite it neither takes nor waits
+    for the one write lock while it runs."""
+    setattr(endpoint, _READ_ONLY, True)
+    return endpoint
+
+
 async def db_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request, committed before the response is sent.
 
@@ -155,7 +267,9 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     event loop, before they take a connection, and commit in a worker thread of their own.
     """
     limits = _limits(request)
-    write = request.method not in ("GET", "HEAD", "OPTIONS")
+    write = request.method not in ("GET", "HEAD", "OPTIONS") and not getattr(
+        request.scope.get("endpoint"), _READ_ONLY, False
+    )
     async with limits.sessions, limits.writes if write else _NO_LIMIT:
         session = get_db(request).session(write=write)
         try:

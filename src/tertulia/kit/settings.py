@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # Any request body, except on the routes that take files (which allow upload_max_bytes, or the
     # CSV import limit). Keep the reverse proxy's own limit at least as large as the biggest.
     request_max_bytes: int = 1024 * 1024
+    # A segment filter's count or page is cancelled after this long (each statement), on both databases.
+    filter_timeout_seconds: float = 10.0
     # The widget keeps a visitor token (renewed at each visit) and trades it for access tokens, the
     # only credential its requests and socket carry, valid for widget_access_token_seconds.
     widget_token_days: int = 365

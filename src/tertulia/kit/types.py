@@ -1,24 +1,47 @@
-"""Bounded integer types for API parameters and bodies.
+"""Bounded integer types for API parameters, bodies and form fields.
 
 Integers from a request are unbounded in Python but not in the database: SQLite raises OverflowError
 above 64 bits and PostgreSQL "bigint out of range" (or "integer out of range" for 32-bit columns).
-These types refuse such values with a 422 at the boundary, and the schema shows the bounds.
+These types refuse such values at the boundary (a 422 from the API; on pages an id that cannot exist
+is a 404), and the schema shows the bounds.
 """
 
 from typing import Annotated
 
 from annotated_types import Ge, Le
+from pydantic import AfterValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 MAX_ID = 2**63 - 1
 MAX_POSITION = 2**31 - 1
-
-ID = Annotated[int, Ge(1), Le(MAX_ID)]
-"""A row id (BIGINT): path, query and body ids, and the id inside a keyset cursor."""
-
-Position = Annotated[int, Ge(0), Le(MAX_POSITION)]
-"""A sort position stored in a 32-bit INTEGER column."""
+MAX_ID_DIGITS = len(str(MAX_ID))
+# The error type of an id outside 1..MAX_ID: the web shell answers pages that carry one with a 404.
+ID_OUT_OF_RANGE = "id_out_of_range"
 
 
 def is_id(value: object) -> bool:
-    """Whether `value` (say, decoded from a cursor) is a possible row id."""
+    """Whether `value` (say, decoded from a cursor or a filter) is a possible row id."""
     return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
+
+
+def is_id_text(text: str) -> bool:
+    """Whether `text` is the decimal form of a possible row id (ASCII digits only: str.isdigit()
+    alone accepts "²", which int() refuses)."""
+    return text.isascii() and text.isdigit() and len(text) <= MAX_ID_DIGITS and is_id(int(text))
+
+
+def _check_id(value: int) -> int:
+    if not 1 <= value <= MAX_ID:
+        raise PydanticCustomError(ID_OUT_OF_RANGE, "must be an id from 1 to {max}", {"max": MAX_ID})
+    return value
+
+
+ID = Annotated[
+    int,
+    AfterValidator(_check_id),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_ID}),
+]
+"""A row id (BIGINT): path, query, body and form ids, and the id inside a keyset cursor."""
+
+Position = Annotated[int, Ge(0), Le(MAX_POSITION)]
+"""A sort position stored in a 32-bit INTEGER column."""

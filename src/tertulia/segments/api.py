@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.schemas import ContactPage
 from tertulia.kit.errors import ValidationFailed
-from tertulia.kit.http import DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, read_only
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
 from tertulia.kit.types import ID, is_id
 from tertulia.segments import service
@@ -16,7 +16,7 @@ from tertulia.segments.service import CountedSegment
 from tertulia.users.auth import ApiActor
 from tertulia.users.permissions import Permission
 
-router = APIRouter(prefix="/api/v1", tags=["segments"])
+router = APIRouter(prefix="/api/v1", tags=["segments"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 
 def segment_out(counted: CountedSegment) -> SegmentOut:
@@ -101,6 +101,7 @@ def segment_contacts(
 
 
 @router.post("/segments/preview", response_model=PreviewOut)
+@read_only
 def preview(session: DbSession, actor: ApiActor, body: PreviewBody) -> PreviewOut:
     count, rows = service.preview(session, actor, body.filter or {}, body.limit)
     return PreviewOut(count=count, contacts=contacts_service.contacts_out(session, rows))

@@ -9,15 +9,23 @@ Invariants:
   ...`, negative ones `value IS NULL OR ...`. That is what makes `segment not_in` (a NOT around a
   whole filter) and the missing-value rules agree with the in-memory evaluator.
 
+AND and OR over many clauses are written as balanced trees of parenthesised pairs: SQLite's parser
+nests one level per operator of a flat `a AND b AND c ...` chain and refuses a statement deeper than
+1,000, which a filter within the documented limits reached (20 groups of 50 conditions, each
+`value IS NOT NULL AND ...`). Balanced, the depth grows with the logarithm of the clause count.
+
 Custom values are read with the JSON `->>` operator and the key inlined as a literal (keys are
 checked against `CUSTOM_KEY`): `custom ->> 'plan'` is the same text on both databases, so one
 expression index serves both, which a bound JSON path would not.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Float, String, and_, cast, false, literal_column, not_, or_, select, true
+from sqlalchemy import Boolean, ColumnElement, Float, String, and_, cast, false, literal_column, not_, or_, select, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from tertulia.contacts.models import Contact, ContactTag, Tag
 from tertulia.segments.language import CUSTOM_KEY, CheckedFilter, CheckedGroup, Condition, FieldRef
@@ -38,6 +46,39 @@ def custom_text(key: str, *, folded: bool = False) -> ColumnElement[Any]:
     return column.op("->>", return_type=String())(_key_literal(key))
 
 
+class _Parenthesized(ColumnElement[bool]):
+    """A clause kept in its own parentheses. SQLAlchemy flattens `and_(and_(a, b), c)` (groupings
+    included) into one chain, which is the shape SQLite cannot parse past a depth of 1,000."""
+
+    inherit_cache = True
+    _traverse_internals = [("clause", InternalTraversal.dp_clauseelement)]  # noqa: RUF012 (SQLAlchemy's own protocol)
+    type = Boolean()
+
+    def __init__(self, clause: Clause) -> None:
+        self.clause = clause
+
+
+@compiles(_Parenthesized)
+def _render_parenthesized(element: _Parenthesized, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"({compiler.process(element.clause, **kw)})"
+
+
+def _balanced(join: Callable[..., Clause], clauses: Sequence[Clause]) -> Clause:
+    """`join(*clauses)` as a balanced tree of parenthesised halves (see the module docstring)."""
+    if len(clauses) <= 2:
+        return join(*clauses)
+    middle = len(clauses) // 2
+    return join(_Parenthesized(_balanced(join, clauses[:middle])), _Parenthesized(_balanced(join, clauses[middle:])))
+
+
+def all_of(clauses: Sequence[Clause]) -> Clause:
+    return _balanced(and_, clauses)
+
+
+def any_of(clauses: Sequence[Clause]) -> Clause:
+    return _balanced(or_, clauses)
+
+
 def escape_like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
@@ -55,11 +96,11 @@ class SqlCompiler:
         if not checked.groups:
             return true()
         clauses = [self.group(group) for group in checked.groups]
-        return and_(*clauses) if checked.match == "all" else or_(*clauses)
+        return all_of(clauses) if checked.match == "all" else any_of(clauses)
 
     def group(self, group: CheckedGroup) -> Clause:
         clauses = [self.condition(condition) for condition in group.conditions]
-        return and_(*clauses) if group.match == "all" else or_(*clauses)
+        return all_of(clauses) if group.match == "all" else any_of(clauses)
 
     def condition(self, condition: Condition) -> Clause:
         if condition.category in ("tag", "segment"):
@@ -243,7 +284,7 @@ class SqlCompiler:
         return self._tagged_with(c.value)
 
     def tag_has_all_of(self, c: Condition) -> Clause:
-        return and_(*(self._tagged_with((key,)) for key in c.value))
+        return all_of([self._tagged_with((key,)) for key in c.value])
 
     def tag_has_none_of(self, c: Condition) -> Clause:
         return not_(self._tagged_with(c.value))

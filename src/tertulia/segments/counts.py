@@ -12,18 +12,21 @@ that queues it do not import each other.
 
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy import ColumnElement
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import WRITE_OPTION, Database, database_of
-from tertulia.kit.errors import NotFound, ValidationFailed
+from tertulia.kit.db import WRITE_OPTION, Database, database_of, statement_timeout
+from tertulia.kit.errors import NotFound, TooSlow, ValidationFailed
+from tertulia.kit.settings import get_settings
 from tertulia.segments import repository as repo
 from tertulia.segments.compiler import compile_filter
 from tertulia.segments.language import CheckContext, CheckedFilter, check_filter, depends_on_viewer
@@ -36,6 +39,23 @@ log = structlog.get_logger()
 COUNT_MAX_AGE = timedelta(seconds=60)
 # Counts older than this are still shown, but refreshed in the background (segments.tasks).
 REFRESH_AFTER = timedelta(seconds=30)
+
+
+TOO_SLOW = "This filter took too long to run; narrow it down, or try again later."
+
+
+# ----- time limit -----------------------------------------------------------------------------
+
+
+def filter_deadline(session: Session) -> AbstractContextManager[None]:
+    """Statements over a filter inside are cancelled after `filter_timeout_seconds` (TooSlow, 422),
+    on both databases, so one heavy filter cannot occupy the database for long."""
+    return statement_timeout(session, get_settings().filter_timeout_seconds, TOO_SLOW)
+
+
+def count_matching(session: Session, clause: ColumnElement[bool]) -> int:
+    with filter_deadline(session):
+        return repo.count_contacts(session, clause)
 
 
 # ----- contexts -------------------------------------------------------------------------------
@@ -163,7 +183,11 @@ def count_segments(
             continue
         # `assignee is "me"` depends on who asks: such counts are never cached for everyone.
         personal = depends_on_viewer(checked)
-        count = repo.count_contacts(session, compile_filter(checked, ctx))
+        try:
+            count = count_matching(session, compile_filter(checked, ctx))
+        except TooSlow as exc:
+            result.append(CountedSegment(segment, None, None, {"message": exc.message, "details": exc.details}))
+            continue
         computed_at = utcnow()
         result.append(CountedSegment(segment, count, computed_at))
         if not personal:

@@ -23,12 +23,17 @@ from tertulia.contacts.fields import KIND_BY_TYPE, Kind
 from tertulia.contacts.fields import STANDARD_FIELDS as CONTACT_FIELDS
 from tertulia.contacts.models import FieldType
 from tertulia.kit.errors import ValidationFailed
-from tertulia.kit.text import fold
+from tertulia.kit.text import fold, name_key, tidy_name
+from tertulia.kit.types import is_id
 
 MAX_GROUPS = 20
 MAX_CONDITIONS = 50
 MAX_VALUES = 500
 MAX_SEGMENT_DEPTH = 5
+# The whole filter with the segments it uses inlined, as compiled into one SQL statement: limits
+# SQLite and PostgreSQL both accept (PostgreSQL takes at most 65,535 bound values per statement).
+MAX_TOTAL_CONDITIONS = 1000
+MAX_TOTAL_VALUES = 10_000
 UNITS = ("minutes", "hours", "days", "weeks", "months")
 # About a century per unit, so every bound stays a representable date.
 MAX_AMOUNT = {"minutes": 52_000_000, "hours": 876_000, "days": 36_500, "weeks": 5_200, "months": 1_200}
@@ -203,7 +208,40 @@ def parse_filter_param(text: str) -> Any:
 
 def check_filter(raw: Any, ctx: CheckContext, prefix: str = "") -> CheckedFilter:
     """Validate a filter against the workspace and return the checked tree."""
-    return _Checker(ctx).filter(raw, prefix, ())
+    checked = _Checker(ctx).filter(raw, prefix, ())
+    _check_size(checked, prefix or "filter")
+    return checked
+
+
+def _check_size(checked: CheckedFilter, path: str) -> None:
+    """The compiled statement's size: every condition, those of nested segments each time they are
+    used, and every value. Stops counting at the first limit passed, so a deep nesting of large
+    segments costs no more than the limits themselves."""
+    conditions = values = 0
+    pending = [checked]
+    while pending:
+        for group in pending.pop().groups:
+            for condition in group.conditions:
+                conditions += 1
+                if condition.category == "segment":
+                    pending.append(condition.value)
+                else:
+                    values += _value_count(condition.value)
+                if conditions > MAX_TOTAL_CONDITIONS:
+                    raise ValidationFailed.field(
+                        path,
+                        f"at most {MAX_TOTAL_CONDITIONS} conditions in all, counting those of the segments it uses",
+                    )
+                if values > MAX_TOTAL_VALUES:
+                    raise ValidationFailed.field(
+                        path, f"at most {MAX_TOTAL_VALUES} values in all, counting those of the segments it uses"
+                    )
+
+
+def _value_count(value: Any) -> int:
+    if value is None:
+        return 0
+    return len(value) if isinstance(value, tuple) else 1
 
 
 class _Checker:
@@ -273,7 +311,7 @@ class _Checker:
         return custom_field_ref(name, field_type)
 
     def segment(self, value: Any, path: str, stack: tuple[int, ...]) -> CheckedFilter:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_id(value):
             raise ValidationFailed.field(path, "must be a segment id")
         if value == self.ctx.self_segment_id or value in stack:
             raise ValidationFailed.field(path, f"segment {value} refers back to itself (a cycle)")
@@ -296,7 +334,7 @@ class _Checker:
 
 def _tag_keys(value: Any, path: str) -> tuple[str, ...]:
     names = _string_list(value, path)
-    return tuple(dict.fromkeys(fold(" ".join(name.split())) for name in names))
+    return tuple(dict.fromkeys(name_key(tidy_name(name)) for name in names))
 
 
 def _string_list(value: Any, path: str) -> list[str]:
@@ -321,7 +359,10 @@ def _string(value: Any, path: str) -> str:
 def _number(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValidationFailed.field(path, "must be a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError as exc:  # an integer beyond a float's range
+        raise ValidationFailed.field(path, "must be a finite number") from exc
     if not math.isfinite(number):
         raise ValidationFailed.field(path, "must be a finite number")
     return number
@@ -390,7 +431,7 @@ def _value(kind: str, name: str, operator: str, value: Any, path: str) -> Any:
     if kind == "assignee":
         if value == "me":
             return "me"
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not is_id(value):
             raise ValidationFailed.field(path, 'must be a user id or "me"')
         return value
     raise AssertionError(f"unhandled kind {kind}")

@@ -219,7 +219,8 @@ def _int_or_text(text: str) -> Any:
     stripped = text.strip()
     if not stripped:
         return None
-    return int(stripped) if stripped.isdigit() else stripped
+    # isascii: str.isdigit() alone accepts "²", which int() refuses.
+    return int(stripped) if stripped.isascii() and stripped.isdigit() else stripped
 
 
 def condition_value(condition: RawCondition, catalogue: Catalogue) -> Any:

@@ -4,6 +4,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tertulia.contacts.schemas import ContactOut
+from tertulia.kit.types import ID
 
 
 class Strict(BaseModel):
@@ -15,7 +16,7 @@ class SegmentCreate(Strict):
     filter: dict[str, Any] | None = Field(
         default=None, description="The filter JSON (docs/segments.md). Omitted: copy `copy_of`'s, or match everyone."
     )
-    copy_of: int | None = Field(default=None, description="Save as new: start from this segment's filter.")
+    copy_of: ID | None = Field(default=None, description="Save as new: start from this segment's filter.")
 
 
 class SegmentUpdate(Strict):

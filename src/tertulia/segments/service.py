@@ -18,6 +18,7 @@ from tertulia.contacts.models import Contact
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import Conflict, ValidationFailed, found
+from tertulia.kit.text import tidy_name
 from tertulia.segments import repository as repo
 from tertulia.segments import tasks
 from tertulia.segments.compiler import compile_filter
@@ -27,8 +28,10 @@ from tertulia.segments.counts import (
     CountedSegment,
     check_context,
     checked_filters_by_id,
+    count_matching,
     count_segments,
     eval_context,
+    filter_deadline,
 )
 from tertulia.segments.evaluator import ContactSnapshot, matches
 from tertulia.segments.language import (
@@ -41,7 +44,15 @@ from tertulia.segments.models import Segment
 from tertulia.users.permissions import Actor, Permission
 
 # Re-exported: callers ask the service for contexts and counts.
-__all__ = ["COUNT_MAX_AGE", "REFRESH_AFTER", "CountedSegment", "check_context", "eval_context"]
+__all__ = [
+    "COUNT_MAX_AGE",
+    "REFRESH_AFTER",
+    "CountedSegment",
+    "check_context",
+    "count_matching",
+    "eval_context",
+    "filter_deadline",
+]
 
 log = structlog.get_logger()
 
@@ -97,9 +108,9 @@ def access_segment(
 
 
 def check_segment_name(session: Session, workspace_id: int, name: Any, exclude_id: int | None = None) -> str:
-    if not isinstance(name, str) or not " ".join(name.split()):
+    text = tidy_name(name) if isinstance(name, str) else ""
+    if not text:
         raise ValidationFailed.field("name", "is required")
-    text = " ".join(name.split())
     if len(text) > MAX_NAME:
         raise ValidationFailed.field("name", f"must be at most {MAX_NAME} characters")
     other = repo.segment_by_name_key(session, workspace_id, text.casefold())
@@ -246,13 +257,14 @@ def contacts_page(
     actor.require(Permission.VIEW_CONTACTS)
     clause = compile_filter(checked, eval_context(session, actor))
     query = contacts_repo.contacts_page_query(actor.workspace_id, after_id=after_id, limit=limit, extra=clause)
-    return list(session.scalars(query))
+    with filter_deadline(session):
+        return list(session.scalars(query))
 
 
 def preview(session: Session, actor: Actor, raw_filter: Any, limit: int) -> tuple[int, list[Contact]]:
     checked = check_ad_hoc_filter(session, actor, raw_filter)
     ctx = eval_context(session, actor)
-    count = repo.count_contacts(session, compile_filter(checked, ctx))
+    count = count_matching(session, compile_filter(checked, ctx))
     return count, contacts_page(session, actor, checked, after_id=None, limit=limit)[:limit]
 
 

@@ -10,7 +10,9 @@ from starlette.responses import Response
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.fields import FILTER_LABELS, KIND_BY_TYPE
 from tertulia.kit.clock import utcnow
-from tertulia.kit.errors import Conflict, ValidationFailed
+from tertulia.kit.errors import Conflict, TooSlow, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute, read_only
+from tertulia.kit.types import ID
 from tertulia.segments import repository as repo
 from tertulia.segments.models import Segment
 from tertulia.segments.panel import (
@@ -31,6 +33,7 @@ from tertulia.segments.service import (
     access_segment,
     checked_segment_filter,
     contacts_page,
+    count_matching,
     counted_segments,
     do_create_segment,
     do_delete_segment,
@@ -42,7 +45,7 @@ from tertulia.users.service import member_names
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 
-router = APIRouter(prefix="/contacts", include_in_schema=False)
+router = APIRouter(prefix="/contacts", include_in_schema=False, route_class=CheckedInputRoute)
 
 CATEGORY_LABELS: dict[str, str] = {
     "tag": i18n.lazy("Tags"),
@@ -133,12 +136,13 @@ def operator_label(ctx: WebContext, category: str, operator: str) -> str:
 
 def _count(ctx: WebContext, raw_filter: dict[str, Any]) -> tuple[int | None, dict[str, str]]:
     try:
-        clause = filter_clause(ctx.session, ctx.actor, raw_filter)
+        return count_matching(ctx.session, filter_clause(ctx.session, ctx.actor, raw_filter)), {}
+    except TooSlow as exc:
+        return None, {"filter": ctx.fmt.gettext(exc.message)}
     except ValidationFailed as exc:
         details = exc.details if isinstance(exc.details, dict) else {}
         slots = error_slots(details) or {"filter": exc.message}
         return None, {slot: ctx.fmt.gettext(message) for slot, message in slots.items()}
-    return repo.count_contacts(ctx.session, clause), {}
 
 
 def _panel(
@@ -206,7 +210,7 @@ def sidebar(ctx: UserPage, active: str = "all") -> Response:
 
 
 @router.get("/segments/{segment_id}/count")
-def segment_count(ctx: UserPage, segment_id: int) -> Response:
+def segment_count(ctx: UserPage, segment_id: ID) -> Response:
     segment = access_segment(ctx.session, ctx.actor, segment_id)
     counted = counted_segments(ctx.session, ctx.actor, [segment])[0]
     context = {"count": counted.count, "computed_at": counted.count_computed_at, "filter_error": counted.filter_error}
@@ -214,7 +218,7 @@ def segment_count(ctx: UserPage, segment_id: int) -> Response:
 
 
 @router.get("/segments/{segment_id}")
-def segment_page(ctx: UserPage, segment_id: int, after: int | None = None) -> Response:
+def segment_page(ctx: UserPage, segment_id: ID, after: ID | None = None) -> Response:
     segment = access_segment(ctx.session, ctx.actor, segment_id)
     filter_error = None
     try:
@@ -251,7 +255,7 @@ def segment_page(ctx: UserPage, segment_id: int, after: int | None = None) -> Re
 
 
 @router.get("/filter")
-def filter_panel(ctx: UserPage, segment: int | None = None, new: bool = False) -> Response:
+def filter_panel(ctx: UserPage, segment: ID | None = None, new: bool = False) -> Response:
     ctx.actor.require(Permission.VIEW_CONTACTS)
     saved = _segment_or_none(ctx, segment)
     cat = catalogue(ctx, saved.id if saved else None)
@@ -260,9 +264,10 @@ def filter_panel(ctx: UserPage, segment: int | None = None, new: bool = False) -
 
 
 @router.post("/filter/panel")
+@read_only
 def filter_panel_update(
     ctx: UserPage,
-    segment: Annotated[int | None, Form()] = None,
+    segment: Annotated[ID | None, Form()] = None,
     action: Annotated[str, Form()] = "",
     name: Annotated[str, Form()] = "",
 ) -> Response:
@@ -275,7 +280,8 @@ def filter_panel_update(
 
 
 @router.post("/filter/count")
-def filter_count(ctx: UserPage, segment: Annotated[int | None, Form()] = None) -> Response:
+@read_only
+def filter_count(ctx: UserPage, segment: Annotated[ID | None, Form()] = None) -> Response:
     """The live count while the person types; errors go beside their conditions (out of band)."""
     ctx.actor.require(Permission.VIEW_CONTACTS)
     saved = _segment_or_none(ctx, segment)
@@ -303,7 +309,7 @@ def _save_failed(
 def create_segment(
     ctx: UserPage,
     name: Annotated[str, Form()] = "",
-    segment: Annotated[int | None, Form()] = None,
+    segment: Annotated[ID | None, Form()] = None,
 ) -> Response:
     """ "Save as new segment" from the panel, whether it was opened on a segment or on all contacts."""
     ctx.actor.require(Permission.MANAGE_SEGMENTS)
@@ -318,7 +324,7 @@ def create_segment(
 
 
 @router.post("/segments/{segment_id}/filter")
-def update_segment_filter(ctx: UserPage, segment_id: int) -> Response:
+def update_segment_filter(ctx: UserPage, segment_id: ID) -> Response:
     saved = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     cat = catalogue(ctx, saved.id)
     raw = from_form(ctx.request.state.form, cat)
@@ -331,7 +337,7 @@ def update_segment_filter(ctx: UserPage, segment_id: int) -> Response:
 
 
 @router.post("/segments/{segment_id}/rename")
-def rename_segment(ctx: UserPage, segment_id: int, name: Annotated[str, Form()] = "") -> Response:
+def rename_segment(ctx: UserPage, segment_id: ID, name: Annotated[str, Form()] = "") -> Response:
     saved = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     try:
         do_update_segment(ctx.session, ctx.actor, saved, name=name)
@@ -352,20 +358,20 @@ def _rename_failed(ctx: WebContext, segment_id: int, typed: str, message: str) -
 
 
 @router.get("/segments/{segment_id}/rename")
-def rename_form(ctx: UserPage, segment_id: int) -> Response:
+def rename_form(ctx: UserPage, segment_id: ID) -> Response:
     segment = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     context = {"segment": segment, "rename_value": segment.name, "rename_error": None}
     return ctx.render("contacts/segment_rename.html", context, active="contacts")
 
 
 @router.get("/segments/{segment_id}/delete")
-def confirm_delete(ctx: UserPage, segment_id: int) -> Response:
+def confirm_delete(ctx: UserPage, segment_id: ID) -> Response:
     segment = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     return ctx.render("contacts/segment_delete.html", {"segment": segment, "error": None}, active="contacts")
 
 
 @router.post("/segments/{segment_id}/delete")
-def delete_segment(ctx: UserPage, segment_id: int) -> Response:
+def delete_segment(ctx: UserPage, segment_id: ID) -> Response:
     segment = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     try:
         do_delete_segment(ctx.session, ctx.actor, segment)

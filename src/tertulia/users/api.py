@@ -2,13 +2,13 @@
 
 from fastapi import APIRouter
 
-from tertulia.kit.http import DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.users import service, teams
 from tertulia.users.auth import ApiActor
 from tertulia.users.models import ActivityStatus
 from tertulia.users.schemas import MemberList, MemberOut, TeamList, TeamOut
 
-router = APIRouter(prefix="/api/v1", tags=["users"])
+router = APIRouter(prefix="/api/v1", tags=["users"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 
 @router.get("/users", response_model=MemberList)

@@ -9,6 +9,8 @@ from fastapi import APIRouter, Form
 from starlette.responses import Response
 
 from tertulia.kit.errors import Conflict, DomainError, PermissionDenied, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.types import ID
 from tertulia.users.invitations import do_invite, do_revoke_invitation, list_invitations
 from tertulia.users.models import Role
 from tertulia.users.permissions import Permission
@@ -28,7 +30,7 @@ from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import errors_beside, field_errors, first_message, keep_one, submit
 from tertulia.web.sections import Section, open_section, render_section, section_page
 
-router = APIRouter(prefix="/settings", include_in_schema=False)
+router = APIRouter(prefix="/settings", include_in_schema=False, route_class=CheckedInputRoute)
 
 USERS = Section("users", i18n.lazy("Users"), Permission.MANAGE_USERS)
 TEAMS = Section("teams", i18n.lazy("Teams"), Permission.MANAGE_TEAMS)
@@ -85,7 +87,7 @@ def invite(ctx: UserPage, email: Annotated[str, Form()] = "", role: Annotated[st
 
 
 @router.post("/users/{user_id}/role")
-def change_role(ctx: UserPage, user_id: int, role: Annotated[str, Form()] = "") -> Response:
+def change_role(ctx: UserPage, user_id: ID, role: Annotated[str, Form()] = "") -> Response:
     open_section(ctx, USERS)
 
     def refuse(exc: DomainError) -> Response:
@@ -102,21 +104,21 @@ def change_role(ctx: UserPage, user_id: int, role: Annotated[str, Form()] = "") 
 
 
 @router.post("/users/{user_id}/deactivate")
-def deactivate(ctx: UserPage, user_id: int) -> Response:
+def deactivate(ctx: UserPage, user_id: ID) -> Response:
     open_section(ctx, USERS)
     do_deactivate_member(ctx.session, ctx.actor, user_id)
     return ctx.redirect("/settings/users", flash="settings_saved")
 
 
 @router.post("/users/{user_id}/reactivate")
-def reactivate(ctx: UserPage, user_id: int) -> Response:
+def reactivate(ctx: UserPage, user_id: ID) -> Response:
     open_section(ctx, USERS)
     do_reactivate_member(ctx.session, ctx.actor, user_id)
     return ctx.redirect("/settings/users", flash="settings_saved")
 
 
 @router.post("/invitations/{invitation_id}/revoke")
-def revoke_invitation(ctx: UserPage, invitation_id: int) -> Response:
+def revoke_invitation(ctx: UserPage, invitation_id: ID) -> Response:
     open_section(ctx, USERS)
     do_revoke_invitation(ctx.session, ctx.actor, invitation_id)
     return ctx.redirect("/settings/users", flash="invitation_revoked")
@@ -150,7 +152,7 @@ def create_team(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
 
 
 @router.post("/teams/{team_id}/rename")
-def rename_team(ctx: UserPage, team_id: int, name: Annotated[str, Form()] = "") -> Response:
+def rename_team(ctx: UserPage, team_id: ID, name: Annotated[str, Form()] = "") -> Response:
     open_section(ctx, TEAMS)
     return submit(
         ctx,
@@ -164,14 +166,14 @@ def rename_team(ctx: UserPage, team_id: int, name: Annotated[str, Form()] = "") 
 
 
 @router.post("/teams/{team_id}/members")
-def team_members(ctx: UserPage, team_id: int, members: Annotated[list[int] | None, Form()] = None) -> Response:
+def team_members(ctx: UserPage, team_id: ID, members: Annotated[list[ID] | None, Form()] = None) -> Response:
     open_section(ctx, TEAMS)
     do_set_team_members(ctx.session, ctx.actor, team_id, list(members or []))
     return ctx.redirect("/settings/teams", flash="team_saved")
 
 
 @router.post("/teams/{team_id}/delete")
-def delete_team(ctx: UserPage, team_id: int) -> Response:
+def delete_team(ctx: UserPage, team_id: ID) -> Response:
     open_section(ctx, TEAMS)
     do_delete_team(ctx.session, ctx.actor, team_id)
     return ctx.redirect("/settings/teams", flash="team_deleted")
@@ -213,7 +215,7 @@ def create_token(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
 
 
 @router.post("/tokens/{token_id}/revoke")
-def revoke_token(ctx: UserPage, token_id: int) -> Response:
+def revoke_token(ctx: UserPage, token_id: ID) -> Response:
     open_section(ctx, TOKENS)
     do_revoke_api_token_for(ctx.session, ctx.actor, token_id)
     return ctx.redirect("/settings/tokens", flash="token_revoked")

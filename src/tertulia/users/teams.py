@@ -8,7 +8,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tertulia.kit.errors import Conflict, ValidationFailed
-from tertulia.kit.text import fold
+from tertulia.kit.text import fold, tidy_name
 from tertulia.users.models import Membership, Team, TeamMember
 from tertulia.users.permissions import Actor, Permission, access_in_workspace
 
@@ -31,7 +31,7 @@ class TeamWithMembers:
 
 
 def check_team_name(session: Session, workspace_id: int, name: str, *, exclude_id: int | None = None) -> str:
-    cleaned = " ".join((name or "").split())
+    cleaned = tidy_name(name or "")
     if not cleaned:
         raise ValidationFailed.field("name", "is required")
     if len(cleaned) > MAX_TEAM_NAME:

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Form
 from starlette.responses import RedirectResponse, Response
 
 from tertulia.kit.errors import Conflict, DomainError, RateLimited, Unauthorized, ValidationFailed
+from tertulia.kit.http import CheckedInputRoute
 from tertulia.users.devices import DEVICE_COOKIE, KNOWN_DEVICE_DAYS, known_device_for, remember_account
 from tertulia.users.invitations import INVITATION_PATH, do_accept_invitation, find_invitation
 from tertulia.users.models import ActivityStatus
@@ -22,7 +23,7 @@ from tertulia.web import i18n
 from tertulia.web.context import LANGUAGE_COOKIE, PublicPage, UserPage, WebContext, safe_next, set_cookie
 from tertulia.web.forms import COMMON_TIMEZONES, field_errors
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
 STATUS_LABELS: dict[str, str] = {
     "online": i18n.lazy("Online"),

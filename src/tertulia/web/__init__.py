@@ -19,6 +19,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from tertulia.kit.errors import DomainError
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.types import ID_OUT_OF_RANGE
 from tertulia.web import i18n
 from tertulia.web.context import LANGUAGE_COOKIE, CsrfRejected, LoginRequired, UserPage, WebContext, login_url
 from tertulia.web.security import SecurityHeadersMiddleware
@@ -27,7 +29,7 @@ from tertulia.web.templating import STATIC_DIR, render
 STATIC_MAX_AGE = 365 * 24 * 3600
 NON_PAGE_PREFIXES = ("/api/", "/healthz", "/static/", "/widget/", "/webhooks/", "/ws")
 
-shell_router = APIRouter(include_in_schema=False)
+shell_router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
 # Modules not yet live: the shell links them and shows what is coming.
 COMING_SOON: dict[str, tuple[str, str]] = {
@@ -57,8 +59,10 @@ def _error_page(request: Request, status_code: int, message: str | None = None) 
     language = i18n.negotiate(request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language"), None)
     fmt = i18n.Formatter(language, i18n.safe_zone(None))
     titles = {
+        400: i18n.lazy("The form could not be read"),
         403: i18n.lazy("You do not have access to this page"),
         404: i18n.lazy("Page not found"),
+        413: i18n.lazy("What was sent is too large"),
         422: i18n.lazy("The request was not valid"),
         429: i18n.lazy("Too many requests"),
     }
@@ -130,13 +134,17 @@ def install_web(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def request_validation(request: Request, exc: RequestValidationError) -> Any:
-        # A page URL edited by hand (?after=abc): an error page, not JSON.
+        # A page URL edited by hand (?after=abc): an error page, not JSON. An id no row can have
+        # (out of range, or too many digits to parse; in the path, the query or a form field) names
+        # nothing: not found.
         if is_page_request(request):
-            return _error_page(request, 422)
+            unknown_id = all(error.get("type") in (ID_OUT_OF_RANGE, "int_parsing_size") for error in exc.errors())
+            return _error_page(request, 404 if unknown_id else 422)
         return await _call(json_validation, request, exc)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
-        if is_page_request(request) and exc.status_code in (403, 404, 405):
+        # 400: a form Starlette could not parse (say, more fields than it accepts); 413: too large.
+        if is_page_request(request) and exc.status_code in (400, 403, 404, 405, 413):
             return _error_page(request, exc.status_code)
         return await _call(json_http, request, exc)

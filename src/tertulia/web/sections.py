@@ -17,10 +17,11 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import RedirectResponse, Response
 
 from tertulia.kit.errors import PermissionDenied
+from tertulia.kit.http import CheckedInputRoute
 from tertulia.users.permissions import Permission
 from tertulia.web.context import UserPage, WebContext
 
-router = APIRouter(prefix="/settings", include_in_schema=False)
+router = APIRouter(prefix="/settings", include_in_schema=False, route_class=CheckedInputRoute)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Form
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from tertulia.kit.http import CheckedInputRoute
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
@@ -15,7 +16,7 @@ from tertulia.web.forms import COMMON_TIMEZONES, errors_beside, submit
 from tertulia.web.sections import Section, open_section, render_section, section_page
 from tertulia.workspaces.service import SUPPORTED_LANGUAGES, do_update_workspace, get_workspace
 
-router = APIRouter(prefix="/settings", include_in_schema=False)
+router = APIRouter(prefix="/settings", include_in_schema=False, route_class=CheckedInputRoute)
 
 GENERAL = Section("general", i18n.lazy("General"), Permission.MANAGE_WORKSPACE)
 

@@ -48,6 +48,7 @@ from tertulia.channels.protocol import (
 from tertulia.kit.errors import PermissionDenied, Unauthorized, ValidationFailed
 from tertulia.kit.security import same_secret
 from tertulia.kit.settings import get_settings
+from tertulia.kit.text import tidy_name
 
 TYPE = "webchat"
 SIGNATURE_HEADER = "x-tertulia-signature"
@@ -251,7 +252,7 @@ def _signed(channel: Channel, data: bytes, signature: str) -> bool:
 def _server_message(channel: Channel, item: Any) -> InboundMessage:
     if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k] for k in ("id", "user_id")):
         raise ValueError("each message needs a string id and user_id")
-    name = " ".join(str(item.get("name") or "").split()) or None
+    name = tidy_name(str(item.get("name") or "")) or None
     first, _, last = (name or "").partition(" ")
     sender = f"{channel.id}:u:{item['user_id'][:200]}"
     text = item.get("text")

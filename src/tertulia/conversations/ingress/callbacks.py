@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -44,7 +44,7 @@ from sqlalchemy import Column, MetaData, Row, Table, delete, func, insert, or_, 
 from sqlalchemy.orm import Session
 
 from tertulia.channels import repository as channels_repo
-from tertulia.channels.http import JsonErrorRoute
+from tertulia.channels.http import RawBodyRoute
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     InboundMessage,
@@ -61,9 +61,10 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database, sidecar_url
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
 from tertulia.kit.queue import huey, task_database
+from tertulia.kit.text import replace_unsafe_characters
 
 log = structlog.get_logger()
-router = APIRouter(tags=["channel callbacks"], route_class=JsonErrorRoute)
+router = APIRouter(tags=["channel callbacks"], route_class=RawBodyRoute)
 
 MAX_BATCH = 64
 # Callbacks written per transaction by the task. Smaller than what the endpoint stores at once: on
@@ -366,10 +367,36 @@ def _parse(channel: Channel | None, row: Callback) -> ParsedWebhook:
         log.warning("callback_dropped", callback_id=row.id, reason="channel removed or disabled")
         return ParsedWebhook()
     try:
-        return get_adapter(channel.type).parse_webhook(channel, _request(row))
+        return _made_safe(get_adapter(channel.type).parse_webhook(channel, _request(row)))
     except (ValueError, LookupError, WebhookRejected) as exc:
         log.warning("callback_unparsable", callback_id=row.id, channel_id=channel.id, reason=str(exc))
         return ParsedWebhook()
+
+
+def _made_safe(parsed: ParsedWebhook) -> ParsedWebhook:
+    """What a provider sent, with NUL and unpaired surrogates replaced (kit.text's rule for text that
+    was already accepted): a customer's message is never lost over them, and both databases store
+    the same text."""
+    messages = [
+        replace(message, **{name: replace_unsafe_characters(getattr(message, name)) for name in _MESSAGE_TEXT})
+        for message in parsed.messages
+    ]
+    statuses = [replace(status, reason=replace_unsafe_characters(status.reason)) for status in parsed.statuses]
+    return replace(parsed, messages=messages, statuses=statuses)
+
+
+_MESSAGE_TEXT = (
+    "sender_id",
+    "provider_message_id",
+    "text",
+    "attachments",
+    "payload",
+    "display_name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+)
 
 
 def _acceptable(channel: Channel, message: InboundMessage) -> bool:

@@ -72,11 +72,14 @@ from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.schemas import message_dict, visitor_message
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
-from tertulia.kit.errors import DomainError, NotFound, PermissionDenied, RateLimited, Unauthorized
+from tertulia.kit.errors import DomainError, NotFound, PermissionDenied, RateLimited, Unauthorized, ValidationFailed
+from tertulia.kit.http import API_ERRORS, validation_details
 from tertulia.kit.ratelimit import SLOT_LEASE_SECONDS, RateLimiter, SlotLimiter
 from tertulia.kit.security import same_secret
 from tertulia.kit.settings import Settings
 from tertulia.kit.sockets import close_quietly, read_frame, serve_events
+from tertulia.kit.text import check_input_text, tidy_name
+from tertulia.kit.types import ID
 
 T = TypeVar("T")
 
@@ -107,7 +110,7 @@ class WidgetCorsMiddleware:
 
 # ----- endpoints ------------------------------------------------------------------------------
 
-router = APIRouter(prefix="/widget", tags=["web chat widget"], route_class=JsonErrorRoute)
+router = APIRouter(prefix="/widget", tags=["web chat widget"], route_class=JsonErrorRoute, responses=API_ERRORS)
 
 
 class SessionBody(BaseModel):
@@ -211,7 +214,7 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
     settings = request.app.state.settings
     client_ip = request.client.host if request.client else "unknown"
     _throttle(request, f"session:{channel.id}:{client_ip}", settings.widget_sessions_per_minute)
-    name = " ".join((body.name or "").split()) or None
+    name = tidy_name(body.name or "") or None
     email = clean_email(body.email, "email") if body.email else None
     previous: Visitor | None = None
     if body.token:
@@ -254,7 +257,7 @@ def widget_history(
     key: str,
     request: Request,
     session: Session,
-    before_id: int | None = None,
+    before_id: ID | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 50,
 ) -> dict[str, Any]:
     channel = _channel(session, key)
@@ -485,9 +488,10 @@ class VisitorSocket:
     async def message(self, frame: dict[str, Any]) -> None:
         client_msg_id = frame.get("client_msg_id") if isinstance(frame.get("client_msg_id"), str) else None
         try:
+            check_input_text(frame)  # the same rule as every HTTP request body
             body = _MessageFrame.model_validate(frame)
-        except ValidationError as exc:
-            details = {".".join(str(p) for p in e["loc"]): e["msg"] for e in exc.errors()}
+        except (ValidationError, ValidationFailed) as exc:
+            details = exc.details if isinstance(exc, ValidationFailed) else validation_details(exc.errors())
             error = _error_body("validation_failed", "The message is not valid.", details)
             await self.send({"type": "error", "client_msg_id": client_msg_id, "error": error})
             return
@@ -564,13 +568,14 @@ async def _authenticate(websocket: WebSocket, channel: Channel) -> tuple[Visitor
         db: Database = websocket.app.state.db
 
         def check() -> tuple[Visitor, int | None]:
+            check_input_text({"token": token})
             visitor = read_access_token(token, channel)
             with db.transaction(write=False) as session:
                 return visitor, _contact_id(session, channel, visitor)
 
         try:
             return await anyio.to_thread.run_sync(check)
-        except Unauthorized as exc:
+        except (Unauthorized, ValidationFailed) as exc:
             await close_quietly(websocket, UNAUTHORIZED_CLOSE_CODE, exc.code)
             return None
     await close_quietly(websocket, UNAUTHORIZED_CLOSE_CODE, "auth_timeout")
@@ -583,6 +588,7 @@ async def widget_socket(websocket: WebSocket, key: str) -> None:
     settings: Settings = websocket.app.state.settings
 
     def find_channel() -> Channel:
+        check_input_text({"key": key})
         with db.transaction(write=False) as session:
             channel = _channel(session, key)
             check_origin(channel, websocket.headers.get("origin"))

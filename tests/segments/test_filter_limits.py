@@ -1,0 +1,157 @@
+"""Filters within the documented limits answer on both databases, previews and counts never hold
+SQLite's write lock, and a filter that runs too long is cancelled with a 422.
+
+Before: 20 groups of 50 `contains` conditions were a 500 on SQLite ("Expression tree is too large
+(maximum depth 1000)"), a preview ran in a write transaction (on SQLite holding the one write lock
+for as long as it ran, stalling every workspace's writes), and nothing bounded how long it ran.
+"""
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import insert
+
+from tertulia.contacts.models import Contact
+from tertulia.kit.db import Database
+from tertulia.kit.settings import get_settings
+from tertulia.segments.language import MAX_CONDITIONS, MAX_GROUPS, MAX_TOTAL_CONDITIONS, MAX_TOTAL_VALUES
+from tests.conftest import Tenant
+from tests.web.helpers import sign_in_as
+
+
+def _contains(text: str) -> dict[str, Any]:
+    return {"category": "contact_field", "field": "first_name", "operator": "contains", "value": text}
+
+
+def _widest(condition: dict[str, Any], groups: int = MAX_GROUPS, per_group: int = MAX_CONDITIONS) -> dict[str, Any]:
+    return {"match": "any", "groups": [{"match": "all", "conditions": [condition] * per_group}] * groups}
+
+
+def _preview(client: TestClient, tenant: Tenant, filter_: dict[str, Any]) -> Any:
+    return client.post("/api/v1/segments/preview", headers=tenant.headers, json={"filter": filter_})
+
+
+def _add_contacts(db: Database, tenant: Tenant, count: int) -> None:
+    with db.transaction() as session:
+        session.execute(
+            insert(Contact),
+            [
+                {"workspace_id": tenant.workspace_id, "first_name": f"Ana {i}", "first_name_folded": f"ana {i}"}
+                for i in range(count)
+            ],
+        )
+
+
+def test_a_filter_at_the_documented_limits_is_answered(client: TestClient, db: Database, tenant: Tenant) -> None:
+    _add_contacts(db, tenant, 3)
+    response = _preview(client, tenant, _widest(_contains("ana")))
+    assert response.status_code == 200, response.text
+    assert response.json()["count"] == 3
+    segment = client.post(
+        "/api/v1/segments", headers=tenant.headers, json={"name": "wide", "filter": _widest(_contains("ana"))}
+    )
+    assert segment.status_code == 201, segment.text
+    assert segment.json()["count"] == 3
+
+
+def test_totals_count_the_segments_a_filter_uses(client: TestClient, tenant: Tenant) -> None:
+    wide = client.post(
+        "/api/v1/segments", headers=tenant.headers, json={"name": "wide", "filter": _widest(_contains("ana"))}
+    )
+    assert wide.status_code == 201, wide.text
+    using = {"category": "segment", "operator": "in", "value": wide.json()["id"]}
+    refused = _preview(client, tenant, {"groups": [{"conditions": [using, _contains("x")]}]})
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["details"] == {
+        "filter": f"at most {MAX_TOTAL_CONDITIONS} conditions in all, counting those of the segments it uses"
+    }
+
+    per_condition = MAX_TOTAL_VALUES // (MAX_GROUPS * MAX_CONDITIONS)
+    countries = [f"C{i}" for i in range(per_condition)]
+    any_of = {"category": "contact_field", "field": "country", "operator": "is_any_of", "value": countries}
+    assert _preview(client, tenant, _widest(any_of)).status_code == 200  # 10,000 bound values, on both
+    one_more = {**any_of, "value": [*countries, "XX"]}
+    too_many = _preview(client, tenant, _widest(one_more))
+    assert too_many.status_code == 422, too_many.text
+    assert too_many.json()["error"]["details"] == {
+        "filter": f"at most {MAX_TOTAL_VALUES} values in all, counting those of the segments it uses"
+    }
+
+
+@pytest.fixture
+def write_lock_held(client: TestClient, db: Database, tenant: Tenant) -> Iterator[None]:
+    """Another writer holds the write transaction (on SQLite, the database's one write lock). The
+    token is used once before, so its last_used_at (written at most once a minute) is fresh."""
+    assert client.get("/api/v1/tags", headers=tenant.headers).status_code == 200
+    session = db.session(write=True)
+    session.execute(insert(Contact).values(workspace_id=tenant.workspace_id, first_name="Held", custom={}))
+    try:
+        yield
+    finally:
+        session.rollback()
+        session.close()
+
+
+def _answered_within(seconds: float, call: Any) -> Any:
+    answer: list[Any] = []
+    thread = threading.Thread(target=lambda: answer.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert answer, f"no answer within {seconds} s: the request waited for the write lock"
+    return answer[0]
+
+
+def test_previews_and_counts_do_not_wait_for_the_write_lock(
+    client: TestClient, db: Database, tenant: Tenant, write_lock_held: None
+) -> None:
+    preview = _answered_within(5, lambda: _preview(client, tenant, _widest(_contains("ana"), 2, 2)))
+    assert preview.status_code == 200, preview.text
+
+
+def test_the_filter_count_page_does_not_wait_for_the_write_lock(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    form = {"csrf_token": token, "g0.match": "all", "g0.c0.cat": "first_name", "g0.c0.op": "contains"}
+    session = db.session(write=True)
+    session.execute(insert(Contact).values(workspace_id=tenant.workspace_id, first_name="Held", custom={}))
+    try:
+        count = _answered_within(5, lambda: client.post("/contacts/filter/count", data={**form, "g0.c0.value": "a"}))
+    finally:
+        session.rollback()
+        session.close()
+    assert count.status_code in (200, 422), count.text
+
+
+@pytest.fixture
+def tiny_filter_timeout(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setenv("TERTULIA_FILTER_TIMEOUT_SECONDS", "0.001")
+    get_settings.cache_clear()
+    yield
+    monkeypatch.delenv("TERTULIA_FILTER_TIMEOUT_SECONDS")
+    get_settings.cache_clear()
+
+
+def test_a_filter_that_runs_too_long_is_cancelled(
+    client: TestClient, db: Database, tenant: Tenant, tiny_filter_timeout: None
+) -> None:
+    _add_contacts(db, tenant, 5000)
+    started = time.monotonic()
+    slow = _preview(client, tenant, _widest(_contains("zz")))
+    assert slow.status_code == 422, slow.text
+    assert slow.json()["error"]["code"] == "too_slow"
+    assert time.monotonic() - started < 10
+    # A saved segment that is too slow to count is listed without a count, not a 500.
+    created = client.post(
+        "/api/v1/segments", headers=tenant.headers, json={"name": "slow", "filter": _widest(_contains("zz"))}
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["count"] is None
+    listed = client.get("/api/v1/segments", headers=tenant.headers)
+    assert listed.status_code == 200, listed.text
+    # The transaction went on after the cancel: the request could still read and answer.
+    assert any(s["name"] == "slow" and s["count"] is None for s in listed.json())
