@@ -177,6 +177,8 @@ class ChannelRules:
     # channel, and per recipient on the channel. None = no limit.
     per_channel_per_second: int | None = None
     per_recipient_per_second: int | None = None
+    # Buttons under a message (OutboundMessage.payload["buttons"]: [{"title", "payload"|"url"}]).
+    buttons: bool = False
     message_types: frozenset[MessageType] = frozenset(
         {MessageType.TEXT, MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
     )

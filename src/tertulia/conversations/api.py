@@ -65,11 +65,32 @@ router = APIRouter(prefix="/api/v1", tags=["conversations"])
 MAX_FILES = 10  # attachments per message
 
 
+class ButtonBody(BaseModel):
+    """A button under the message: a choice the customer sends back (`payload`), or a link (`url`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=64)
+    payload: str | None = Field(default=None, max_length=64)
+    url: str | None = Field(default=None, max_length=1000, pattern=r"^https?://")
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: MessageType = MessageType.TEXT
     text: str | None = Field(default=None, max_length=20_000)
     attachments: list[int] = Field(default_factory=list, max_length=MAX_FILES)
+    # Channels whose rules allow buttons (Telegram's inline keyboard); others refuse them (422).
+    buttons: list[ButtonBody] = Field(default_factory=list, max_length=20)
+    # An earlier message of the conversation this one answers (quoted where the channel can).
+    reply_to_message_id: int | None = None
+
+    def extra_payload(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {}
+        if self.buttons:
+            payload["buttons"] = [b.model_dump(exclude_none=True) for b in self.buttons]
+        if self.reply_to_message_id is not None:
+            payload["reply_to_message_id"] = self.reply_to_message_id
+        return payload
 
 
 class ReplyBody(MessageBody):
@@ -268,6 +289,7 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: int, body: Rep
         message_type=body.type,
         file_ids=body.attachments,
         channel_id=body.channel_id,
+        payload=body.extra_payload(),
     )
     return schemas.message_dict(message)
 
@@ -346,6 +368,7 @@ def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body
         text=body.message.text,
         message_type=body.message.type,
         file_ids=body.message.attachments,
+        payload=body.message.extra_payload(),
     )
     return {
         "id": message.id,

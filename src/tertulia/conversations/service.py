@@ -373,6 +373,8 @@ def do_send(
 ) -> Message:
     """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
     plan = check_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
+    if (payload or {}).get("buttons") and not get_adapter(channel.type).rules.buttons:
+        raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
     conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (
@@ -424,6 +426,7 @@ def do_reply(
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
     channel_id: int | None = None,
+    payload: dict[str, Any] | None = None,
 ) -> Message:
     target = channel_id or conversation.channel_id
     if target is None:
@@ -433,7 +436,9 @@ def do_reply(
         raise ValidationFailed.field("channel_id", f"no channel {target}")
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
     assert contact is not None
-    return do_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
+    return do_send(
+        session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids, payload=payload
+    )
 
 
 # ----- comments and mentions ----------------------------------------------------------------

@@ -132,6 +132,7 @@ class TelegramAdapter:
         # Bot FAQ: about one message a second in a chat, about 30 a second per bot.
         per_channel_per_second=30,
         per_recipient_per_second=1,
+        buttons=True,
     )
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
     secret_fields: ClassVar[frozenset[str]] = frozenset({"bot_token"})
