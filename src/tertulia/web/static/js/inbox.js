@@ -263,7 +263,8 @@
     var who = m.direction === "incoming" ? "" : (membersById[m.sender_user_id] || "");
     var payload = m.payload || {};
     var edited = payload.edited_at ? T.edited : "";
-    var status = m.status && T[m.status] ? T[m.status] : "";
+    var current = laterStatus(m.status, statusSeen[m.id]);
+    var status = current && T[current] ? T[current] : "";
     var channelMark = kind === "comment" ? null : channelBadge(m.channel_id);
     if (channelMark) meta.appendChild(channelMark);
     meta.appendChild(el("span", "msg-meta-text", [who, when(m.created_at), edited, status].filter(Boolean).join(" · ")));
@@ -275,6 +276,16 @@
     bubble.appendChild(meta);
     node.appendChild(bubble);
     return node;
+  }
+
+  // A delivery status that arrived before its message was shown (the outbox can be quicker than the
+  // answer to our own POST): kept, so the message is not drawn with an older one.
+  var statusSeen = {};
+  var STATUS_RANK = { pending: 0, sent: 1, delivered: 2, read: 3, failed: 4 };
+  function laterStatus(a, b) {
+    if (!b) return a;
+    if (!a) return b;
+    return (STATUS_RANK[b] || 0) > (STATUS_RANK[a] || 0) ? b : a;
   }
 
   // What the customer sent, by type: text, a location, a contact card, a choice, or what we cannot show.
@@ -1239,6 +1250,7 @@
       } else if (event.type === "mention.created") {
         mentioned(event, isCurrent);
       } else if (event.type === "message.status") {
+        if (event.data) statusSeen[event.data.message_id] = laterStatus(statusSeen[event.data.message_id], event.data.status);
         var node = isCurrent && event.data && shownMessages[event.data.message_id];
         if (node) {
           var meta = node.querySelector(".msg-meta-text");
