@@ -5,13 +5,13 @@ replies through the outbox, health, disconnecting."""
 import json
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 import telegram
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 
 from tertulia.channels.adapters.telegram import TelegramAdapter
@@ -19,11 +19,13 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, MessageType
 from tertulia.cli import app
 from tertulia.contacts.models import Contact, ContactActivity, ContactIdentity
+from tertulia.conversations.ingress.callbacks import MAX_ATTEMPTS, callback_spool, process_callbacks
 from tertulia.conversations.models import Direction, Message, StoredFile
 from tertulia.conversations.outbox import pace_wait
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit import storage
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.channels import telegram_samples as samples
@@ -387,3 +389,56 @@ def test_disconnecting_keeps_the_history(client: TestClient, db: Database, tenan
     again = client.post(f"/api/v1/channels/{channel['id']}/connect", headers=_manager(db, tenant))
     assert again.status_code == 200
     assert fake.webhooks[BOT_TOKEN]["url"] == hook["url"]
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_file_telegram_cannot_give_now_is_fetched_on_a_later_try(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTelegram
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    file_id = fake.add_file(b"OggS voice", "voice/file_1.oga")
+    voice = telegram.Voice(file_id=file_id, file_unique_id="v", duration=2, mime_type="audio/ogg", file_size=10)
+    fake.fail_next("getFile", 502, "Bad Gateway")
+    assert _post(client, fake, _update(1, voice=voice)) == 200
+    spool = callback_spool(db)
+    deadline = time.monotonic() + 15
+    while not fake.called("getFile"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)
+    # Not written yet, not lost: the callback waits in the spool for its lease to run out.
+    assert _messages(db, channel["id"]) == []
+    assert spool.waiting() == 1
+    with spool.database.transaction() as session:
+        session.execute(update(spool.table).values(lease_until=utcnow() - timedelta(seconds=1)))
+    assert process_callbacks(db) == 1
+    [message] = _messages(db, channel["id"])
+    assert (message.type, message.payload["voice"]) == (MessageType.AUDIO, True)
+    [attachment] = message.attachments
+    assert attachment["content_type"] == "audio/ogg"
+    assert spool.waiting() == 0
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_on_its_last_try_the_message_is_kept_without_its_file(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTelegram
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    voice = telegram.Voice(file_id="never", file_unique_id="v", duration=2, mime_type="audio/ogg", file_size=10)
+    for _ in range(MAX_ATTEMPTS):
+        fake.fail_next("getFile", 503, "Service Unavailable")
+    assert _post(client, fake, _update(1, voice=voice)) == 200
+    spool = callback_spool(db)
+    deadline = time.monotonic() + 15
+    while not fake.called("getFile"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)
+    with spool.database.transaction() as session:
+        session.execute(
+            update(spool.table).values(lease_until=utcnow() - timedelta(seconds=1), attempts=MAX_ATTEMPTS - 1)
+        )
+    assert process_callbacks(db) == 1
+    [message] = _messages(db, channel["id"])
+    assert message.attachments[0]["unavailable"] == "Service Unavailable"
+    assert spool.waiting() == 0

@@ -92,13 +92,12 @@ def _attachments(session: Session, message: Message) -> list[dict[str, Any]]:
     attachments = [dict(a) for a in message.attachments or []]
     ids = [a["file_id"] for a in attachments if a.get("file_id")]
     if ids:
-        keys = dict(
-            session.execute(
-                select(StoredFile.id, StoredFile.storage_key).where(
-                    StoredFile.workspace_id == message.workspace_id, StoredFile.id.in_(ids)
-                )
-            ).tuples()
+        rows = session.execute(
+            select(StoredFile.id, StoredFile.storage_key).where(
+                StoredFile.workspace_id == message.workspace_id, StoredFile.id.in_(ids)
+            )
         )
+        keys = {file_id: key for file_id, key in rows}
         for attachment in attachments:
             if attachment.get("file_id") in keys:
                 attachment["storage_key"] = keys[attachment["file_id"]]
