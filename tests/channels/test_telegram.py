@@ -442,3 +442,33 @@ def test_on_its_last_try_the_message_is_kept_without_its_file(
     [message] = _messages(db, channel["id"])
     assert message.attachments[0]["unavailable"] == "Service Unavailable"
     assert spool.waiting() == 0
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_file_sent_from_the_inbox_is_uploaded_to_telegram(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTelegram
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    assert _post(client, fake, _update(1, text="¿Me mandas el catálogo?")) == 200
+    callbacks_written(db)
+    [incoming] = _messages(db, channel["id"])
+    uploaded = client.post(
+        "/api/v1/files",
+        files={"file": ("catalogo.pdf", b"%PDF-1.4 catalogue", "application/pdf")},
+        data={"conversation_id": str(incoming.conversation_id)},
+        headers=tenant.headers,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    reply = client.post(
+        f"/api/v1/conversations/{incoming.conversation_id}/messages",
+        json={"type": "file", "text": "Aquí lo tienes", "attachments": [uploaded.json()["id"]]},
+        headers=tenant.headers,
+    )
+    assert reply.status_code == 201, reply.text
+    [call] = fake.sent("sendDocument")
+    assert call.files["document"] == ("catalogo.pdf", b"%PDF-1.4 catalogue", "application/pdf")
+    assert (call.params["caption"], call.params["chat_id"]) == ("Aquí lo tienes", "424242")
+    with db.transaction(write=False) as session:
+        sent = session.get(Message, reply.json()["id"])
+        assert sent is not None
+        assert sent.status == DeliveryStatus.SENT

@@ -97,7 +97,7 @@ def _attachments(session: Session, message: Message) -> list[dict[str, Any]]:
                 StoredFile.workspace_id == message.workspace_id, StoredFile.id.in_(ids)
             )
         )
-        keys = {file_id: key for file_id, key in rows}
+        keys: dict[int, str] = {int(row[0]): str(row[1]) for row in rows}
         for attachment in attachments:
             if attachment.get("file_id") in keys:
                 attachment["storage_key"] = keys[attachment["file_id"]]
