@@ -33,6 +33,7 @@ from tests.channels.fake_telegram import BOT_TOKEN, FakeTelegram, fake_telegram
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.fakes import callbacks_written
+from tests.web.helpers import sign_in_as
 
 CUSTOMER = telegram.User(id=424242, first_name="Lucía", last_name="Gómez", is_bot=False, username="lucia")
 PRIVATE = telegram.Chat(id=424242, type="private", first_name="Lucía", last_name="Gómez", username="lucia")
@@ -472,3 +473,17 @@ def test_a_file_sent_from_the_inbox_is_uploaded_to_telegram(
         sent = session.get(Message, reply.json()["id"])
         assert sent is not None
         assert sent.status == DeliveryStatus.SENT
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_the_contact_page_shows_the_deep_link(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTelegram
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    assert _post(client, fake, _update(1, text="/start promo-navidad")) == 200
+    callbacks_written(db)
+    [message] = _messages(db, channel["id"])
+    sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = client.get(f"/contacts/{message.contact_id}", headers={"Accept-Language": "es"})
+    assert "llegó por un enlace" in page.text
+    assert 'data-testid="referral">promo-navidad<' in page.text
