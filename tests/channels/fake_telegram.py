@@ -31,7 +31,7 @@ from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx
 
@@ -383,16 +383,17 @@ def fake_telegram() -> Iterator[FakeTelegram]:
 
         def _route(self) -> None:
             parts = urlsplit(self.path)
+            path_only = unquote(parts.path)
             body = self.rfile.read(int(self.headers.get("content-length", "0") or 0))
-            if parts.path.startswith("/file/bot"):
-                token, _, path = parts.path.removeprefix("/file/bot").partition("/")
+            if path_only.startswith("/file/bot"):
+                token, _, path = path_only.removeprefix("/file/bot").partition("/")
                 data = fake.file_bytes(token, path)
                 if data is None:
                     self._answer(404, _error(404, "Not Found"))
                 else:
                     self._answer(200, data, "application/octet-stream")
                 return
-            token, _, method = parts.path.removeprefix("/bot").partition("/")
+            token, _, method = path_only.removeprefix("/bot").partition("/")
             params, files = parse_request(self.headers.get("content-type", ""), body, parts.query)
             status, answer = fake.handle(token, method, params, files)
             self._answer(status, answer)

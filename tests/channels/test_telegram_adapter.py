@@ -284,15 +284,24 @@ def test_answers_of_the_fake_parse_as_telegram_messages(fake: FakeTelegram) -> N
     # python-telegram-bot, an independent client, reads the fake's answers as Telegram's.
     bot = telegram.Bot(BOT_TOKEN, base_url=f"{fake.url}/bot", base_file_url=f"{fake.url}/file/bot")
 
-    async def use() -> tuple[telegram.User, telegram.Message, bool]:
+    file_id = fake.add_file(b"\xff\xd8 a photo", "photos/file_5.jpg")
+
+    async def use() -> tuple[telegram.User, telegram.Message, bool, telegram.Message, bytearray]:
         async with bot:
             me = await bot.get_me()
             sent = await bot.send_message(chat_id=1111111, text="hola", reply_markup=None)
             commands = await bot.set_my_commands([telegram.BotCommand("precios", "Ver precios")])
-            return me, sent, commands
+            photo = await bot.send_photo(chat_id=1111111, photo=b"\x89PNG bytes", caption="foto")
+            found = await bot.get_file(file_id)
+            return me, sent, commands, photo, await found.download_as_bytearray()
 
-    me, sent, commands = asyncio.run(use())
+    me, sent, commands, photo, downloaded = asyncio.run(use())
     assert (me.username, sent.text, sent.chat.id, commands) == ("tertulia_test_bot", "hola", 1111111, True)
+    assert (photo.caption, photo.photo[-1].file_size) == ("foto", len(b"\x89PNG bytes"))
+    assert bytes(downloaded) == b"\xff\xd8 a photo"
+    # And the fake's raw answer, read by python-telegram-bot's own parser.
+    raw = fake.handle(BOT_TOKEN, "sendMessage", {"chat_id": 1111111, "text": "hola"}, {})[1]["result"]
+    assert telegram.Message.de_json(raw, bot).text == "hola"
     assert fake.commands[BOT_TOKEN] == [{"command": "precios", "description": "Ver precios"}]
 
 
