@@ -25,6 +25,8 @@ mail_app = typer.Typer(help="The outgoing mail queue.", no_args_is_help=True)
 app.add_typer(mail_app, name="mail")
 events_app = typer.Typer(help="The event log and its consumers.", no_args_is_help=True)
 app.add_typer(events_app, name="events")
+channel_app = typer.Typer(help="Connect and list channels (web chat, Telegram, ...).", no_args_is_help=True)
+app.add_typer(channel_app, name="channel")
 
 err = Console(stderr=True)
 
@@ -388,3 +390,88 @@ def events_status() -> None:
             status.last_error or "",
         )
     out.print(table)
+
+
+def _settings_pairs(pairs: list[str], option: str) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            err.print(f"[red]error:[/red] {option} takes key=value, got {pair!r}")
+            raise typer.Exit(code=2)
+        values[key.strip()] = value
+    return values
+
+
+@channel_app.command("connect")
+def channel_connect(
+    channel_type: Annotated[str, typer.Argument(metavar="TYPE", help="The channel type: telegram, webchat, ...")],
+    workspace: Annotated[str, typer.Option(help="Workspace name.")],
+    name: Annotated[str, typer.Option("--name", help="A label for the team (default: the provider's name).")] = "",
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A setting or secret as key=value, e.g. bot_token=123:AA... (repeatable)."),
+    ] = None,
+    from_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set-from-env",
+            help="A setting or secret read from an environment variable: key=VARIABLE (keeps it out of the "
+            "shell history), e.g. bot_token=TELEGRAM_BOT_TOKEN.",
+        ),
+    ] = None,
+) -> None:
+    """Connect a channel exactly as Settings > Channels does; prints {"id", "callback_url"} as JSON."""
+    import json
+    import os
+
+    from tertulia.channels.service import callback_url, do_connect_channel, split_settings
+    from tertulia.users.permissions import Actor
+    from tertulia.workspaces.service import get_workspace_by_name
+
+    values = _settings_pairs(settings or [], "--set")
+    for key, variable in _settings_pairs(from_env or [], "--set-from-env").items():
+        if variable not in os.environ:
+            err.print(f"[red]error:[/red] the environment variable {variable} is not set")
+            raise typer.Exit(code=2)
+        values[key] = os.environ[variable]
+    base_url = get_settings().base_url
+    try:
+        with get_database().transaction() as session:
+            found = get_workspace_by_name(session, workspace)
+            actor = Actor.system(found.id, "cli")
+            config, secrets = split_settings(channel_type, values)
+            channel = do_connect_channel(session, actor, channel_type, name, config, secrets, base_url=base_url)
+            result = {"id": channel.id, "callback_url": callback_url(base_url, channel)}
+    except DomainError as exc:
+        raise fail(exc) from exc
+    typer.echo(json.dumps(result))
+
+
+@channel_app.command("list")
+def channel_list(workspace: Annotated[str, typer.Option(help="Workspace name.")]) -> None:
+    """The workspace's channels, one JSON object a line: id, type, name, state, callback URL."""
+    import json
+
+    from tertulia.channels.health import health_of
+    from tertulia.channels.service import callback_url, list_channels
+    from tertulia.workspaces.service import get_workspace_by_name
+
+    base_url = get_settings().base_url
+    try:
+        with get_database().transaction(write=False) as session:
+            found = get_workspace_by_name(session, workspace)
+            rows = [
+                {
+                    "id": c.id,
+                    "type": c.type,
+                    "name": c.name,
+                    "state": health_of(c).state.value,
+                    "callback_url": callback_url(base_url, c),
+                }
+                for c in list_channels(session, found.id)
+            ]
+    except DomainError as exc:
+        raise fail(exc) from exc
+    for row in rows:
+        typer.echo(json.dumps(row))

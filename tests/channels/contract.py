@@ -6,8 +6,9 @@ and, for adapters that call a provider, the config pointing `send` at a URL plus
 refusing a message by policy. The tests then prove, for every adapter:
 
 - a callback with a bad or missing signature is rejected (and, through the endpoint, answered 403
-  and stored nowhere);
-- the handshake is answered;
+  and stored nowhere); where the signature covers the body, a changed body is rejected too (a
+  provider with a shared secret header instead, like Telegram, sets `body_signed=False`);
+- the handshake is answered (a provider without one rejects every GET);
 - sample callbacks parse to messages with provider ids (and, through the endpoint, a callback posted
   twice stores each message once);
 - `send` against a real local HTTP server maps 429 and 5xx to `TransientError` and a policy refusal
@@ -63,8 +64,9 @@ class AdapterCase:
     adapter: ChannelAdapter
     # Signing headers for a callback body, as the provider computes them.
     sign: Callable[[Channel, bytes], Headers]
-    # A handshake: query parameters -> the body the provider expects back.
-    handshake: Callable[[Channel], tuple[dict[str, str], str]]
+    # A handshake: query parameters -> the body the provider expects back; None: the provider has
+    # none, and a GET is refused.
+    handshake: Callable[[Channel], tuple[dict[str, str], str]] | None
     # Sample callback bodies and the provider message ids each one carries ("{c}" = the channel id).
     samples: list[tuple[bytes, list[str]]]
     config: dict[str, Any] = field(default_factory=dict)
@@ -75,8 +77,14 @@ class AdapterCase:
     # A status callback body for (provider message id, status), for adapters with receipts.
     status_body: Callable[[str, DeliveryStatus], bytes] | None = None
     recipient_id: str = "recipient-1"
-    # The provider's answer to a message it accepted, carrying its id for the message.
-    accepted: Callable[[str], dict[str, Any]] = lambda provider_id: {"id": provider_id}
+    # Whether the signature covers the body (HMAC) or is a shared secret sent with it (Telegram).
+    body_signed: bool = True
+    # The provider's error body for (HTTP status, description), its answer accepting a message and
+    # the provider message id we must read from it.
+    error_body: Callable[[int, str], dict[str, Any]] = lambda _status, text: {"error": text}
+    accepted: tuple[dict[str, Any], str] = ({"id": "prov-1"}, "prov-1")
+    # The seconds a 429 asks to wait, when the provider says (error_body(429, ...) carries it).
+    retry_after: float | None = None
 
 
 def _channel(db: Database, tenant: Tenant, case: AdapterCase, config: dict[str, Any] | None = None) -> Channel:
@@ -107,8 +115,9 @@ def test_bad_or_missing_signature_is_rejected(case: AdapterCase, db: Database, t
     case.adapter.verify_webhook(channel, _request("POST", body, signed))
     with pytest.raises(WebhookRejected):
         case.adapter.verify_webhook(channel, _request("POST", body))
-    with pytest.raises(WebhookRejected):
-        case.adapter.verify_webhook(channel, _request("POST", body + b" ", signed))  # not the signed bytes
+    if case.body_signed:
+        with pytest.raises(WebhookRejected):
+            case.adapter.verify_webhook(channel, _request("POST", body + b" ", signed))  # not the signed bytes
     forged = {name: "0" * len(value) for name, value in signed.items()}
     with pytest.raises(WebhookRejected):
         case.adapter.verify_webhook(channel, _request("POST", body, forged))
@@ -116,6 +125,10 @@ def test_bad_or_missing_signature_is_rejected(case: AdapterCase, db: Database, t
 
 def test_handshake_is_answered(case: AdapterCase, db: Database, tenant: Tenant) -> None:
     channel = _channel(db, tenant, case)
+    if case.handshake is None:
+        with pytest.raises(WebhookRejected):
+            case.adapter.verify_webhook(channel, _request("GET", query={"challenge": "x"}))
+        return
     query, expected = case.handshake(channel)
     request = _request("GET", query=query)
     case.adapter.verify_webhook(channel, request)
@@ -149,9 +162,12 @@ def test_callbacks_store_each_message_once_and_forgeries_nothing(
     assert client.post(f"/webhooks/{channel.key}", content=body).status_code == 403
     assert client.post(f"/webhooks/{channel.key}", content=body, headers=headers).status_code == 200
     assert client.post(f"/channels/{channel.key}/callback", content=body, headers=headers).status_code == 200
-    query, expected = case.handshake(channel)
-    handshake = client.get(f"/channels/{channel.key}/callback", params=query)
-    assert (handshake.status_code, handshake.text) == (200, expected)
+    if case.handshake is None:
+        assert client.get(f"/channels/{channel.key}/callback", params={"challenge": "x"}).status_code == 403
+    else:
+        query, expected = case.handshake(channel)
+        handshake = client.get(f"/channels/{channel.key}/callback", params=query)
+        assert (handshake.status_code, handshake.text) == (200, expected)
     callbacks_written(db)
     assert callback_spool(db).waiting() == 0
     with db.transaction(write=False) as session:
@@ -209,16 +225,19 @@ def test_send_maps_provider_errors(case: AdapterCase, db: Database, tenant: Tena
         assert case.adapter.send(channel, _outbound(case)).provider_message_id
         return
     refusal = case.refusal
-    answers = [(429, {"error": "slow down"}), (503, {"error": "down"}), (refusal.status, refusal.body)]
-    with scripted_provider([*answers, (200, case.accepted("prov-1"))]) as url:
+    answers = [(429, case.error_body(429, "slow down")), (503, case.error_body(503, "down"))]
+    accepted, provider_id = case.accepted
+    with scripted_provider([*answers, (refusal.status, refusal.body), (200, accepted)]) as url:
         channel = _channel(db, tenant, case, case.send_config(url))
-        for expected in (TransientError, TransientError):
-            with pytest.raises(expected):
-                case.adapter.send(channel, _outbound(case))
+        with pytest.raises(TransientError) as throttled:
+            case.adapter.send(channel, _outbound(case))
+        assert throttled.value.retry_after == case.retry_after
+        with pytest.raises(TransientError):
+            case.adapter.send(channel, _outbound(case))
         with pytest.raises(PermanentError) as refused:
             case.adapter.send(channel, _outbound(case))
         assert refused.value.reason == refusal.reason
-        assert case.adapter.send(channel, _outbound(case)).provider_message_id == "prov-1"
+        assert case.adapter.send(channel, _outbound(case)).provider_message_id == provider_id
 
 
 # ----- statuses -------------------------------------------------------------------------------

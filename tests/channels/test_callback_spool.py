@@ -23,6 +23,7 @@ from tertulia.conversations.ingress.callbacks import (
     MAX_ATTEMPTS,
     WRITE_BATCH,
     CallbackSpool,
+    _prepare,
     _write,
     callback_spool,
     process_callbacks,
@@ -104,9 +105,9 @@ def test_a_callback_whose_task_died_after_writing_is_written_again_once(
     spool = callback_spool(db)
     spool.add([_stored(channel, body)])
     # The task claims it, writes the message, and dies before removing it from the spool.
-    claimed = spool.claim(limit=WRITE_BATCH)
+    prepared, _ = _prepare(db, spool.claim(limit=WRITE_BATCH))
     with db.transaction() as session:
-        _write(session, claimed)
+        _write(session, prepared)
     assert _messages(db, "wamid.TWICE") == 1
     # Its lease still holds: nobody else takes it yet.
     assert process_callbacks(db) == 0
@@ -150,8 +151,9 @@ def test_callbacks_left_in_the_database_table_move_to_the_spool_file(
         assert spool.waiting() == 1
         with db.transaction(write=False) as session:
             assert session.scalar(select(func.count()).select_from(InboundCallback)) == 0
+        prepared, _ = _prepare(db, spool.claim(limit=WRITE_BATCH))
         with db.transaction() as session:
-            _write(session, spool.claim(limit=WRITE_BATCH))
+            _write(session, prepared)
         assert _messages(db, "wamid.OLD") == 1
     finally:
         with spool.database.transaction() as session:

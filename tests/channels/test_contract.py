@@ -5,15 +5,18 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from tertulia.channels import registry
 from tertulia.channels.adapters import ADAPTERS
+from tertulia.channels.adapters.telegram import TelegramAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signature
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tests.channels import telegram_samples
 from tests.channels import whatsapp_samples as wa
 from tests.channels.contract import (
     AdapterCase,
@@ -25,6 +28,7 @@ from tests.channels.contract import (
     test_send_maps_provider_errors,
     test_statuses_only_move_forward,
 )
+from tests.channels.fake_telegram import BOT_TOKEN
 from tests.fakes import FAKE_SECRET, FakeHttpAdapter
 
 
@@ -69,6 +73,47 @@ def _fakehttp() -> AdapterCase:
         refusal=Refusal(400, {"error": "outside the 24-hour window"}, "outside the 24-hour window"),
         status_body=status_body,
         recipient_id="5215512345678",
+        retry_after=0,
+    )
+
+
+def _telegram() -> AdapterCase:
+    """Telegram's own samples (tests/channels/telegram_samples.py, from core.telegram.org); the secret
+    token is a header sent with the body, not a signature over it."""
+
+    def sign(channel: Channel, _body: bytes) -> dict[str, str]:
+        return {"X-Telegram-Bot-Api-Secret-Token": str(channel.secrets["webhook_secret"])}
+
+    def error_body(status: int, text: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"ok": False, "error_code": status, "description": text}
+        if status == 429:
+            body["parameters"] = {"retry_after": 3}
+        return body
+
+    chat = {"id": 5551234, "type": "private", "first_name": "Ana"}
+    accepted = {"ok": True, "result": {"message_id": 42, "date": 1764150000, "chat": chat, "text": "hola"}}
+    return AdapterCase(
+        adapter=TelegramAdapter(),
+        sign=sign,
+        handshake=None,
+        body_signed=False,
+        samples=[
+            (telegram_samples.renumbered(telegram_samples.TEXT, 1), ["1111111:1365"]),
+            (telegram_samples.renumbered(telegram_samples.DOCUMENT, 2, 1366), ["1111111:1366"]),
+            (telegram_samples.renumbered(telegram_samples.CALLBACK_QUERY, 3), ["cbq:4382bfdwdsb323b2d9"]),
+        ],
+        config={},
+        secrets={"bot_token": BOT_TOKEN},
+        send_config=lambda url: {"api_base_url": url},
+        refusal=Refusal(
+            403,
+            error_body(403, "Forbidden: bot was blocked by the user"),
+            "Forbidden: bot was blocked by the user",
+        ),
+        error_body=error_body,
+        accepted=(accepted, "5551234:42"),
+        retry_after=3,
+        recipient_id="5551234",
     )
 
 
@@ -96,12 +141,17 @@ def _whatsapp() -> AdapterCase:
         refusal=Refusal(400, wa.RE_ENGAGEMENT, wa.RE_ENGAGEMENT_REASON),
         status_body=lambda provider_id, status: wa.body(wa.status(provider_id, status.value)),
         recipient_id="16505551234",
-        accepted=wa.accepted,
+        accepted=(wa.accepted("prov-1"), "prov-1"),
     )
 
 
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
-CASES: dict[str, Callable[[], AdapterCase]] = {"webchat": _webchat, "fakehttp": _fakehttp, "whatsapp": _whatsapp}
+CASES: dict[str, Callable[[], AdapterCase]] = {
+    "webchat": _webchat,
+    "fakehttp": _fakehttp,
+    "whatsapp": _whatsapp,
+    "telegram": _telegram,
+}
 
 
 @pytest.fixture(params=sorted(CASES))

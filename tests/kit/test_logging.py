@@ -124,6 +124,15 @@ def test_token_like_values_are_scrubbed(line: str) -> None:
         assert secret not in scrubbed
 
 
+def test_telegram_bot_tokens_in_urls_are_scrubbed() -> None:
+    # httpx logs every request's URL at INFO; the Bot API puts the token in the path.
+    line = 'HTTP Request: POST https://api.telegram.org/bot123456789:AAHdqTcv-CH1_vGWJxfSeof/sendMessage "200 OK"'
+    scrubbed = scrub(line)
+    assert "AAHdqTcv" not in scrubbed
+    assert "/bot[redacted]/sendMessage" in scrubbed
+    assert "123456789" not in scrub("GET https://api.telegram.org/file/bot123456789:AAHdqTcv/photos/f.jpg")
+
+
 def test_numeric_invitation_routes_are_kept() -> None:
     assert scrub("POST /invitations/12/revoke") == "POST /invitations/12/revoke"
 

@@ -1,15 +1,19 @@
-"""JSON endpoints for channels (the web-chat widget's settings today; every adapter's later).
+"""JSON endpoints for channels.
 
-    GET/POST /api/v1/channels, GET/PATCH /api/v1/channels/{id}   the widget's `key` and which secrets
-         are set, shown to managers only; a new web-chat channel's `identity_secret` (for HMAC identity
-         verification) is in the creating answer only, like a new API token
+    GET/POST /api/v1/channels, GET/PATCH /api/v1/channels/{id}   the widget's `key`, which secrets
+         are set and the channel's health, shown to managers only; a new web-chat channel's
+         `identity_secret` (for HMAC identity verification) is in the creating answer only, like a
+         new API token. POST connects a provider's channel as Settings > Channels does (a Telegram
+         bot: {"type": "telegram", "secrets": {"bot_token": ...}}) and answers its `callback_url`.
+    POST /api/v1/channels/{id}/connect      connect again (registers the callback URL anew)
+    POST /api/v1/channels/{id}/disconnect   stop the channel; its conversations stay
 
 Provider callbacks are not here: they are the inbox's entry point (conversations/ingress/callbacks.py).
 """
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from tertulia.channels import service
 from tertulia.channels.schemas import ChannelBody, ChannelPatch, channel_out
@@ -25,10 +29,18 @@ def list_channels(session: DbSession, actor: SessionOrTokenActor) -> list[dict[s
     return [channel_out(c, actor) for c in service.list_channels(session, actor.workspace_id)]
 
 
+def _base_url(request: Request) -> str:
+    return str(request.app.state.settings.base_url)
+
+
 @router.post("/channels", status_code=201)
-def create_channel(session: DbSession, actor: SessionOrTokenActor, body: ChannelBody) -> dict[str, Any]:
-    channel = service.do_create_channel(session, actor, body.type, body.name, body.config, body.secrets)
-    result = channel_out(channel, actor)
+def create_channel(
+    session: DbSession, actor: SessionOrTokenActor, body: ChannelBody, request: Request
+) -> dict[str, Any]:
+    channel = service.do_connect_channel(
+        session, actor, body.type, body.name, body.config, body.secrets, base_url=_base_url(request)
+    )
+    result = {**channel_out(channel, actor), "callback_url": service.callback_url(_base_url(request), channel)}
     # Secrets the adapter generated (web chat's identity secret, WhatsApp's verify token) are shown in
     # this answer only, like a new API token; the ones the caller gave are never read back.
     result.update({name: value for name, value in channel.secrets.items() if name not in body.secrets})
@@ -49,3 +61,19 @@ def update_channel(
     if body.secrets:
         service.do_replace_channel_secrets(session, actor, channel, body.secrets)
     return channel_out(channel, actor)
+
+
+@router.post("/channels/{channel_id}/connect")
+def connect_channel(
+    session: DbSession, actor: SessionOrTokenActor, channel_id: int, request: Request
+) -> dict[str, Any]:
+    channel = service.access_channel(session, actor, channel_id)
+    service.do_reconnect_channel(session, actor, channel, base_url=_base_url(request))
+    return channel_out(channel, actor)
+
+
+@router.post("/channels/{channel_id}/disconnect")
+def disconnect_channel(session: DbSession, actor: SessionOrTokenActor, channel_id: int) -> dict[str, Any]:
+    channel = service.access_channel(session, actor, channel_id)
+    problem = service.do_disconnect_channel(session, actor, channel)
+    return {**channel_out(channel, actor), "provider_refused": problem}

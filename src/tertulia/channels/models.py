@@ -1,8 +1,9 @@
 """A configured channel: one WhatsApp number, one Telegram bot, one web-chat widget, ..."""
 
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.crypto import EncryptedJSON
@@ -27,3 +28,9 @@ class Channel(IdMixin, TimestampMixin, Base):
     active: Mapped[bool] = mapped_column(default=True)
     config: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     secrets: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("channels.secrets"), default=dict)
+    # Health (channels/health.py): when the provider was last heard from, the last message it
+    # accepted, and the last thing that went wrong (a refused send, a failed connect).
+    last_callback_at: Mapped[datetime | None]
+    last_sent_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]

@@ -19,10 +19,21 @@
 
 Provider callbacks arrive at `/webhooks/{channel key}` (also `/channels/{key}/callback`, served by
 conversations/ingress/callbacks.py): `verify_webhook` runs while the provider waits, `parse_webhook`
-later in a queued task. Not implemented yet: the WhatsApp, Messenger, Instagram, Telegram, email
-and SMS adapters themselves (see ../shared/reference/channels.md for their wire formats); web chat
-(channels/adapters/webchat.py) is the first adapter. Adapters are listed in channels/adapters and
-looked up through channels/registry.py.
+later in a queued task. Web chat (channels/adapters/webchat.py) and Telegram (telegram.py) are
+the adapters so far; the wire formats of the others are in ../shared/reference/channels.md. Adapters
+are listed in channels/adapters and looked up through channels/registry.py.
+
+Adapters that talk to a provider's API also implement the optional protocols below, which the
+service and the inbox find with isinstance():
+- `ProviderSetup`: `connect` (name the account, register the callback URL) when a manager connects
+  the channel, `disconnect` when it is disconnected (the history stays);
+- `MediaSource`: `fetch_media` downloads a file an inbound message refers to
+  (`InboundMessage.attachments` entries with a "provider_file"), stored by the inbox as our file;
+  `follow_up` makes the provider calls a callback asks for once it is stored (Telegram's
+  answerCallbackQuery);
+- `ChatMenu`: `clean_menu`/`push_menu`, the persistent menu a customer sees (Telegram's commands).
+Every provider API URL comes from the channel's config (`api_base_url`), so tests point it at a
+local fake and a business can go through a proxy.
 
 This module is the bottom of the channel layer: it owns the vocabulary the inbox stores
 (`MessageType`, `DeliveryStatus`, the order statuses move in) and imports nothing above it.
@@ -33,7 +44,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from tertulia.channels.models import Channel
 
@@ -48,6 +59,12 @@ class MessageType(enum.StrEnum):
     # A provider's pre-approved template (WhatsApp), the one kind allowed outside the reply window;
     # the template travels in the message's payload in the provider's own shape.
     TEMPLATE = "template"
+    CONTACT = "contact"  # a shared contact card (payload "contact")
+    # The customer's choice of a button or menu item (payload "postback": data, title, source).
+    POSTBACK = "postback"
+    # Something the channel sent that we cannot show (a sticker, a poll, ...): kept, never dropped;
+    # payload "unsupported" names what it was.
+    UNSUPPORTED = "unsupported"
     SYSTEM = "system"
 
 
@@ -114,9 +131,22 @@ class StatusUpdate:
 
 
 @dataclass(frozen=True)
+class InboundEdit:
+    """The customer changed a message they had sent: shown as an edit of it, never as a new message."""
+
+    provider_message_id: str  # the edited message's id
+    text: str | None
+    edited_at: datetime
+    sender_id: str
+
+
+@dataclass(frozen=True)
 class ParsedWebhook:
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
+    edits: list[InboundEdit] = field(default_factory=list)
+    # Provider calls to make once the callback's messages are stored (`MediaSource.follow_up`).
+    follow_ups: list[dict[str, Any]] = field(default_factory=list)
     # For handshakes (Meta's hub.challenge): the exact body to answer with.
     reply: str | None = None
 
@@ -149,6 +179,12 @@ class ChannelRules:
     templates_outside_window: bool = False
     max_text_length: int = 4096
     delivery_receipts: bool = False
+    # Pacing the outbox keeps (queueing, never failing): at most this many messages per second per
+    # channel, and per recipient on the channel. None = no limit.
+    per_channel_per_second: int | None = None
+    per_recipient_per_second: int | None = None
+    # Buttons under a message (OutboundMessage.payload["buttons"]: [{"title", "payload"|"url"}]).
+    buttons: bool = False
     message_types: frozenset[MessageType] = frozenset(
         {MessageType.TEXT, MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
     )
@@ -177,6 +213,14 @@ class WebhookRejected(ChannelError):
     """A callback that fails authentication (wrong signature or secret token)."""
 
 
+class SetupRefused(ChannelError):
+    """The provider refused to connect the channel; `field` names the setting at fault (for the form)."""
+
+    def __init__(self, reason: str, *, field: str, code: str | None = None) -> None:
+        super().__init__(reason, code=code)
+        self.field = field
+
+
 class ChannelAdapter(Protocol):
     type: ClassVar[str]
     rules: ClassVar[ChannelRules]
@@ -195,6 +239,46 @@ class ChannelAdapter(Protocol):
 
     def owns_identity(self, channel: Channel, external_id: str) -> bool:
         """Whether a contact identity of this channel's type belongs to this very channel."""
+        ...
+
+
+@dataclass(frozen=True)
+class FetchedMedia:
+    data: bytes
+    content_type: str
+    name: str
+
+
+@runtime_checkable
+class ProviderSetup(Protocol):
+    def connect(self, channel: Channel, callback_url: str) -> dict[str, Any]:
+        """Check the credentials and register `callback_url` with the provider; the config to merge
+        into the channel's (names the provider gave the account). Raises `SetupRefused`."""
+        ...
+
+    def disconnect(self, channel: Channel) -> None:
+        """Stop the provider's callbacks. Raises `ChannelError` (the caller decides if it matters)."""
+        ...
+
+
+@runtime_checkable
+class MediaSource(Protocol):
+    def fetch_media(self, channel: Channel, reference: dict[str, Any]) -> FetchedMedia:
+        """The bytes of a file an inbound message refers to; `PermanentError` when it cannot be had
+        (too large, gone), `TransientError` when trying later may help."""
+        ...
+
+    def follow_up(self, channel: Channel, call: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class ChatMenu(Protocol):
+    def clean_menu(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Validated menu items (`ValidationFailed` at `menu[i].field`)."""
+        ...
+
+    def push_menu(self, channel: Channel, items: list[dict[str, Any]]) -> str:
+        """Send the menu to the provider; its answer, to show the manager. Raises `ChannelError`."""
         ...
 
 

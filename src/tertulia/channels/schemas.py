@@ -1,9 +1,11 @@
 """Request bodies and the output shape of the channel endpoints."""
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tertulia.channels.health import health_of
 from tertulia.channels.models import Channel
 from tertulia.users.permissions import Actor, Permission
 
@@ -11,10 +13,11 @@ from tertulia.users.permissions import Actor, Permission
 class ChannelBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: str = Field(max_length=32)
-    name: str = Field(max_length=200)
+    # Empty: the provider's name for the account (a Telegram bot's @username).
+    name: str = Field(default="", max_length=200)
     config: dict[str, Any] = Field(default_factory=dict)
-    # Tokens and app secrets (WhatsApp's access token and app secret, ...): stored encrypted, never
-    # read back; the ones the adapter generates are in the creation's answer only.
+    # Write-only (a bot token, an access token, an app secret): kept encrypted, never shown again;
+    # the ones the adapter generates are in the creation's answer only.
     secrets: dict[str, str] = Field(default_factory=dict)
 
 
@@ -36,6 +39,18 @@ def channel_out(channel: Channel, actor: Actor) -> dict[str, Any]:
         "config": channel.config or {},
     }
     if actor.can(Permission.MANAGE_CHANNELS):
+        health = health_of(channel)
+        result["health"] = {
+            "state": health.state.value,
+            "last_callback_at": _iso(health.last_callback_at),
+            "last_sent_at": _iso(health.last_sent_at),
+            "last_error": health.last_error,
+            "last_error_at": _iso(health.last_error_at),
+        }
         result["key"] = channel.key
         result["secrets"] = dict.fromkeys(sorted(channel.secrets or {}), "set")
     return result
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

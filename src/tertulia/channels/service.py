@@ -1,13 +1,26 @@
-"""Channels: create, configure, look up. Adapters validate their own config."""
+"""Channels: create, connect, configure, disconnect, look up. Adapters validate their own config.
 
+Connecting is one function for every way in (Settings > Channels, `tertulia channel connect`, the
+API): `do_connect_channel` writes the channel and, for an adapter that talks to a provider
+(`ProviderSetup`), has the provider check the credentials and register the callback URL while the
+caller waits, so a refusal is shown beside the field at fault (`ProviderRefused`) and nothing is
+written. Disconnecting stops the provider's callbacks and keeps the channel and its history.
+"""
+
+from datetime import datetime
 from typing import Any
 
+from sqlalchemy import BigInteger, String, column, func, select, table
 from sqlalchemy.orm import Session
 
 from tertulia.channels import repository as repo
+from tertulia.channels.health import record_error
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import ChannelError, ChatMenu, ProviderSetup, SetupRefused
 from tertulia.channels.registry import get_adapter, registered_types
+from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import ValidationFailed, found
+from tertulia.kit.models import UTCDateTime
 from tertulia.kit.security import new_token
 from tertulia.kit.text import tidy_name
 from tertulia.users.permissions import Actor, Permission
@@ -90,3 +103,165 @@ def recipient_for(session: Session, channel: Channel, contact_id: int) -> str | 
 
 def list_channels(session: Session, workspace_id: int) -> list[Channel]:
     return repo.list_channels(session, workspace_id)
+
+
+# ----- connecting to a provider ------------------------------------------------------------------
+
+
+class ProviderRefused(ValidationFailed):
+    """The provider refused (or could not be asked): `details` names the field at fault; `provider`,
+    `reason` (the provider's own words) and `kind` ("token", "callback", "unreachable", "menu") let a
+    page say it in the reader's language."""
+
+    def __init__(self, provider: str, field: str, reason: str, kind: str) -> None:
+        super().__init__(
+            f"{field}: {provider} answered: {reason}", code="provider_refused", details={field: f"{provider}: {reason}"}
+        )
+        self.provider = provider
+        self.field_name = field
+        self.reason = reason
+        self.kind = kind
+
+
+PROVIDER_NAMES = {"telegram": "Telegram", "webchat": "Web chat"}
+
+
+def provider_name(channel_type: str) -> str:
+    return PROVIDER_NAMES.get(channel_type, channel_type)
+
+
+def callback_url(base_url: str, channel: Channel) -> str:
+    """Where the provider posts this channel's callbacks (conversations/ingress/callbacks.py)."""
+    return f"{base_url.rstrip('/')}/webhooks/{channel.key}"
+
+
+def secret_fields(channel_type: str) -> frozenset[str]:
+    """The settings of this type that are secrets (kept encrypted, never shown again)."""
+    try:
+        adapter = get_adapter(channel_type)
+    except LookupError:
+        return frozenset()  # an unknown type: do_connect_channel says which types there are
+    fields: frozenset[str] = getattr(adapter, "secret_fields", frozenset())
+    return fields
+
+
+def split_settings(channel_type: str, values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`key=value` settings (the CLI's --set) as (config, secrets)."""
+    secret = secret_fields(channel_type)
+    return (
+        {k: v for k, v in values.items() if k not in secret},
+        {k: v for k, v in values.items() if k in secret},
+    )
+
+
+def do_connect_channel(
+    session: Session,
+    actor: Actor,
+    channel_type: str,
+    name: str,
+    config: dict[str, Any] | None = None,
+    secrets: dict[str, Any] | None = None,
+    *,
+    base_url: str,
+) -> Channel:
+    """Create a channel and connect it to its provider. An adapter that names the account (a bot's
+    username) fills an empty `name` with it."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    try:
+        adapter = get_adapter(channel_type)
+    except LookupError as exc:
+        raise ValidationFailed.field("type", f"must be one of: {', '.join(registered_types())}") from exc
+    label = " ".join(name.split())
+    if not label and isinstance(adapter, ProviderSetup):
+        label = provider_name(channel_type)
+        named_by_provider = True
+    else:
+        named_by_provider = False
+    channel = do_create_channel(session, actor, channel_type, label, config, secrets)
+    _connect(session, channel, base_url)
+    bot = (channel.config or {}).get("bot") or {}
+    if named_by_provider and bot.get("username"):
+        channel.name = f"@{bot['username']}"[:120]
+        session.flush()
+    return channel
+
+
+def _connect(session: Session, channel: Channel, base_url: str) -> None:
+    adapter = get_adapter(channel.type)
+    if not isinstance(adapter, ProviderSetup):
+        return
+    try:
+        updates = adapter.connect(channel, callback_url(base_url, channel))
+    except SetupRefused as exc:
+        raise ProviderRefused(provider_name(channel.type), exc.field, exc.reason, exc.code or "token") from exc
+    channel.config = {**(channel.config or {}), **updates}
+    channel.active = True
+    channel.last_error = None
+    channel.last_error_at = None
+    session.flush()
+
+
+def do_reconnect_channel(session: Session, actor: Actor, channel: Channel, *, base_url: str) -> Channel:
+    """Connect again (after a new token, or a disconnect): the provider checks and registers anew."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    _connect(session, channel, base_url)
+    return channel
+
+
+def do_disconnect_channel(session: Session, actor: Actor, channel: Channel) -> str | None:
+    """Stop the channel: the provider stops calling back, nothing more is sent, the conversations and
+    messages stay. Returns the provider's refusal, if it refused (the channel is disconnected here
+    anyway, and callbacks that still arrive are answered 404)."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    adapter = get_adapter(channel.type)
+    problem: str | None = None
+    if isinstance(adapter, ProviderSetup) and channel.active:
+        try:
+            adapter.disconnect(channel)
+        except ChannelError as exc:
+            problem = exc.reason
+            record_error(session, channel.id, exc.reason, utcnow())
+    channel.active = False
+    session.flush()
+    return problem
+
+
+def do_save_chat_menu(session: Session, actor: Actor, channel: Channel, items: list[dict[str, Any]]) -> str:
+    """Check the menu, push it to the provider and keep it; the provider's answer."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    adapter = get_adapter(channel.type)
+    if not isinstance(adapter, ChatMenu):
+        raise ValidationFailed.field("menu", f"{channel.type} channels have no chat menu")
+    cleaned = adapter.clean_menu(items)
+    try:
+        answer = adapter.push_menu(channel, cleaned)
+    except ChannelError as exc:
+        raise ProviderRefused(provider_name(channel.type), "menu", exc.reason, "menu") from exc
+    channel.config = {**(channel.config or {}), "menu": cleaned}
+    session.flush()
+    return answer
+
+
+# The inbox's messages table, by name: channels sit below conversations and may not import them.
+_messages = table(
+    "messages",
+    column("channel_id", BigInteger()),
+    column("direction", String()),
+    column("created_at", UTCDateTime()),
+)
+
+
+def message_counts(session: Session, channel_ids: list[int], since: datetime) -> dict[int, dict[str, int]]:
+    """Messages in and out per channel since `since`: {channel id: {"incoming": n, "outgoing": n}}."""
+    if not channel_ids:
+        return {}
+    rows = session.execute(
+        select(_messages.c.channel_id, _messages.c.direction, func.count())
+        .where(_messages.c.channel_id.in_(channel_ids), _messages.c.created_at >= since)
+        .group_by(_messages.c.channel_id, _messages.c.direction)
+    )
+    counts: dict[int, dict[str, int]] = {i: {"incoming": 0, "outgoing": 0} for i in channel_ids}
+    for channel_id, direction, count in rows:
+        if direction in ("incoming", "outgoing"):
+            counts[channel_id][str(direction)] = int(count)
+    return counts

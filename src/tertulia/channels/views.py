@@ -1,5 +1,8 @@
-"""Channel pages: the widget script that sites embed, and Settings > Channels (web chat)."""
+"""Channel pages: the widget script that sites embed, and Settings > Channels: every channel with
+its health, web chat widgets, Telegram bots (connect by token, replace the token, disconnect, connect
+again) and each bot's chat menu (its commands, pushed to Telegram on save)."""
 
+from datetime import datetime, time
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,7 +12,9 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from tertulia.channels import service
+from tertulia.channels.health import health_of
 from tertulia.channels.models import Channel
+from tertulia.channels.service import ProviderRefused
 from tertulia.kit.errors import DomainError, NotFound
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.security import new_token
@@ -19,6 +24,7 @@ from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import FORM_ERRORS, field_errors, submit
 from tertulia.web.sections import Section, render_section
+from tertulia.workspaces.service import get_workspace
 
 WIDGET_JS = Path(__file__).parent / "static" / "widget.js"
 router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
@@ -103,8 +109,31 @@ def _config(values: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+PROVIDER_SAYS = {
+    "token": i18n.lazy("%(provider)s refused the token: %(reason)s"),
+    "unreachable": i18n.lazy("%(provider)s could not be reached at this API address: %(reason)s"),
+    "callback": i18n.lazy(
+        "%(provider)s refused this server's callback address: %(reason)s. It needs a public HTTPS address "
+        "(TERTULIA_BASE_URL)."
+    ),
+    "menu": i18n.lazy("%(provider)s refused the menu: %(reason)s"),
+}
+
+
+LINE = i18n.lazy("Line %(number)s")
+
+
+def _provider_error(ctx: WebContext, exc: ProviderRefused) -> str:
+    template = PROVIDER_SAYS.get(exc.kind, PROVIDER_SAYS["token"])
+    return ctx.fmt.gettext(template) % {"provider": exc.provider, "reason": exc.reason}
+
+
 def _errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
-    """Map the config's dotted field names onto the form's inputs."""
+    """Map the config's dotted field names onto the form's inputs; a provider's refusal is said in
+    the reader's language around the provider's own words."""
+    if isinstance(exc, ProviderRefused):
+        field = {"callback_url": "__all__"}.get(exc.field_name, exc.field_name)
+        return {field.removeprefix("config.").removeprefix("secrets."): _provider_error(ctx, exc)}
     errors = field_errors(ctx, exc)
     mapped: dict[str, str] = {}
     for key, message in errors.items():
@@ -115,15 +144,72 @@ def _errors(ctx: WebContext, exc: DomainError) -> dict[str, str]:
     return mapped
 
 
-def _list(ctx: WebContext, values: dict[str, Any], errors: dict[str, str], status: int) -> Response:
-    channels = [c for c in service.list_channels(ctx.session, ctx.actor.workspace_id) if c.type == "webchat"]
-    return _render(ctx, "list.html", {"channels": channels, "values": values, "errors": errors}, status_code=status)
+def _today_start(ctx: WebContext) -> datetime:
+    """Midnight today in the workspace's time zone."""
+    zone = i18n.safe_zone(get_workspace(ctx.session, ctx.actor.workspace_id).timezone)
+    return datetime.combine(datetime.now(zone).date(), time(), tzinfo=zone)
+
+
+def _overview(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]:
+    counts = service.message_counts(ctx.session, [c.id for c in channels], _today_start(ctx))
+    return [{"channel": c, "health": health_of(c), "today": counts.get(c.id, {})} for c in channels]
+
+
+TELEGRAM_VALUES = {"name": "", "api_base_url": "https://api.telegram.org"}
+
+
+def _list(
+    ctx: WebContext,
+    values: dict[str, Any],
+    errors: dict[str, str],
+    status: int,
+    *,
+    telegram: dict[str, Any] | None = None,
+    telegram_errors: dict[str, str] | None = None,
+) -> Response:
+    everything = service.list_channels(ctx.session, ctx.actor.workspace_id)
+    context = {
+        "overview": _overview(ctx, everything),
+        "channels": [c for c in everything if c.type == "webchat"],
+        "values": values,
+        "errors": errors,
+        "telegram": telegram or TELEGRAM_VALUES,
+        "telegram_errors": telegram_errors or {},
+    }
+    return _render(ctx, "list.html", context, status_code=status)
 
 
 @router.get("/settings/channels")
 def channels_page(ctx: UserPage) -> Response:
     ctx.actor.require(Permission.MANAGE_CHANNELS)
     return _list(ctx, _form_values(None), {}, 200)
+
+
+class TelegramForm(BaseModel):
+    name: str = ""
+    # Write-only: never put back into the page.
+    bot_token: str = ""
+    api_base_url: str = "https://api.telegram.org"
+
+
+@router.post("/settings/channels/telegram")
+def connect_telegram(ctx: UserPage, form: Annotated[TelegramForm, Form()]) -> Response:
+    kept = {"name": form.name, "api_base_url": form.api_base_url}
+    return submit(
+        ctx,
+        lambda: service.do_connect_channel(
+            ctx.session,
+            ctx.actor,
+            "telegram",
+            form.name,
+            {"api_base_url": form.api_base_url},
+            {"bot_token": form.bot_token},
+            base_url=_base_url(ctx),
+        ),
+        again=lambda exc: _list(ctx, _form_values(None), {}, 422, telegram=kept, telegram_errors=_errors(ctx, exc)),
+        done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected"),
+        catch=(DomainError,),
+    )
 
 
 @router.post("/settings/channels")
@@ -140,10 +226,11 @@ def create_channel(ctx: UserPage, form: Annotated[WidgetForm, Form()]) -> Respon
     )
 
 
-def _access(ctx: WebContext, channel_id: int) -> Channel:
+def _access(ctx: WebContext, channel_id: int, channel_type: str | None = "webchat") -> Channel:
+    """The channel, for its settings pages; of `channel_type` when given (a page of one kind)."""
     ctx.actor.require(Permission.MANAGE_CHANNELS)
     channel = service.access_channel(ctx.session, ctx.actor, channel_id)
-    if channel.type != "webchat":
+    if channel_type is not None and channel.type != channel_type:
         raise NotFound("Channel not found.")
     return channel
 
@@ -179,8 +266,126 @@ def _detail(
 
 @router.get("/settings/channels/{channel_id}")
 def channel_page(ctx: UserPage, channel_id: ID) -> Response:
-    channel = _access(ctx, channel_id)
+    channel = _access(ctx, channel_id, None)
+    if channel.type == "telegram":
+        return _telegram_detail(ctx, channel, {}, 200)
+    if channel.type != "webchat":
+        raise NotFound("Channel not found.")
     return _detail(ctx, channel, _form_values(channel), {}, 200)
+
+
+def _telegram_detail(ctx: WebContext, channel: Channel, errors: dict[str, str], status: int) -> Response:
+    [row] = _overview(ctx, [channel])
+    context = {
+        **row,
+        "bot": (channel.config or {}).get("bot") or {},
+        "api_base_url": (channel.config or {}).get("api_base_url", ""),
+        "callback_url": service.callback_url(_base_url(ctx), channel),
+        "errors": errors,
+    }
+    return _render(ctx, "telegram.html", context, status_code=status)
+
+
+class TokenForm(BaseModel):
+    bot_token: str = ""
+    api_base_url: str = ""
+
+
+@router.post("/settings/channels/{channel_id}/telegram")
+def update_telegram(ctx: UserPage, channel_id: int, form: Annotated[TokenForm, Form()]) -> Response:
+    """A new token or API address: kept, then the bot is connected again with it."""
+    channel = _access(ctx, channel_id, "telegram")
+
+    def save() -> Channel:
+        if form.api_base_url.strip():
+            service.do_update_channel_config(ctx.session, ctx.actor, channel, {"api_base_url": form.api_base_url})
+        service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, {"bot_token": form.bot_token})
+        return service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx))
+
+    return submit(
+        ctx,
+        save,
+        again=lambda exc: _telegram_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
+
+
+@router.post("/settings/channels/{channel_id}/connect")
+def reconnect_channel(ctx: UserPage, channel_id: int) -> Response:
+    channel = _access(ctx, channel_id, None)
+    return submit(
+        ctx,
+        lambda: service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx)),
+        again=lambda exc: _telegram_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
+
+
+@router.post("/settings/channels/{channel_id}/disconnect")
+def disconnect_channel(ctx: UserPage, channel_id: int) -> Response:
+    channel = _access(ctx, channel_id, None)
+    service.do_disconnect_channel(ctx.session, ctx.actor, channel)
+    return ctx.redirect(f"/settings/channels/{channel_id}", flash="channel_disconnected")
+
+
+def _menu_lines(items: list[dict[str, Any]]) -> str:
+    return "\n".join(f"/{item['command']} {item['description']}" for item in items)
+
+
+def _menu_items(text: str) -> list[dict[str, str]]:
+    items = []
+    for line in text.splitlines():
+        if line.strip():
+            command, _, description = line.strip().partition(" ")
+            items.append({"command": command, "description": description})
+    return items
+
+
+def _menu_page(
+    ctx: WebContext, channel: Channel, text: str, errors: dict[str, str], status: int, answer: str | None = None
+) -> Response:
+    context = {"channel": channel, "menu": text, "errors": errors, "answer": answer}
+    return _render(ctx, "menu.html", context, status_code=status)
+
+
+class MenuForm(BaseModel):
+    menu: str = ""
+
+
+@router.get("/settings/channels/{channel_id}/menu")
+def menu_page(ctx: UserPage, channel_id: int) -> Response:
+    channel = _access(ctx, channel_id, "telegram")
+    return _menu_page(ctx, channel, _menu_lines((channel.config or {}).get("menu") or []), {}, 200)
+
+
+@router.post("/settings/channels/{channel_id}/menu")
+def save_menu(ctx: UserPage, channel_id: int, form: Annotated[MenuForm, Form()]) -> Response:
+    channel = _access(ctx, channel_id, "telegram")
+
+    def again(exc: DomainError) -> Response:
+        errors = _errors(ctx, exc)
+        # Every line's problem is shown beside the one field, naming its line.
+        message = "; ".join(
+            f"{ctx.fmt.gettext(LINE) % {'number': int(key.split('[')[1].split(']')[0]) + 1}}: {value}"
+            if key.startswith("menu[")
+            else value
+            for key, value in errors.items()
+        )
+        return _menu_page(ctx, channel, form.menu, {"menu": message}, 422)
+
+    return submit(
+        ctx,
+        lambda: service.do_save_chat_menu(ctx.session, ctx.actor, channel, _menu_items(form.menu)),
+        again=again,
+        done=lambda answer: _menu_page(
+            ctx, channel, _menu_lines((channel.config or {}).get("menu") or []), {}, 200, answer
+        ),
+        catch=(DomainError,),
+    )
 
 
 @router.post("/settings/channels/{channel_id}")

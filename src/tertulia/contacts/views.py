@@ -49,6 +49,8 @@ ACTIVITY_LABELS: dict[str, str] = {
     "tag_removed": i18n.lazy("removed the tag"),
     "merged": i18n.lazy("merged another contact into this one"),
     "split": i18n.lazy("split an identity"),
+    # How the customer arrived: a Telegram /start deep link, an ad (payload "referral" of a message).
+    "referral": i18n.lazy("arrived through a link"),
 }
 
 
@@ -184,7 +186,7 @@ def _short(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict):
-        return str(value.get("name") or value.get("id") or "")
+        return str(value.get("name") or value.get("id") or value.get("ref") or "")
     return str(value)
 
 

@@ -79,6 +79,15 @@ class WhatsAppTemplate(BaseModel):
     components: list[dict[str, Any]] = Field(default_factory=list, max_length=10)
 
 
+class ButtonBody(BaseModel):
+    """A button under the message: a choice the customer sends back (`payload`), or a link (`url`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=64)
+    payload: str | None = Field(default=None, max_length=64)
+    url: str | None = Field(default=None, max_length=1000, pattern=r"^https?://")
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # `whatsapp_template` is the stored type `template` with a WhatsApp template.
@@ -86,6 +95,10 @@ class MessageBody(BaseModel):
     text: str | None = Field(default=None, max_length=20_000)
     attachments: list[ID] = Field(default_factory=list, max_length=MAX_FILES)
     template: WhatsAppTemplate | None = None
+    # Channels whose rules allow buttons (Telegram's inline keyboard); others refuse them (422).
+    buttons: list[ButtonBody] = Field(default_factory=list, max_length=20)
+    # An earlier message of the conversation this one answers (quoted where the channel can).
+    reply_to_message_id: ID | None = None
 
     @model_validator(mode="after")
     def _template_with_its_type(self) -> "MessageBody":
@@ -100,12 +113,19 @@ class MessageBody(BaseModel):
         return MessageType.TEMPLATE if self.type == "whatsapp_template" else MessageType(self.type)
 
     @property
-    def payload(self) -> dict[str, Any] | None:
-        return {"template": self.template.model_dump()} if self.template is not None else None
-
-    @property
     def preview_text(self) -> str | None:
         return f"[{self.template.name}]" if self.template is not None else self.text
+
+    def extra_payload(self) -> dict[str, Any]:
+        """What the message carries besides its text and files: a template, buttons, a quoted message."""
+        payload: dict[str, Any] = {}
+        if self.template is not None:
+            payload["template"] = self.template.model_dump()
+        if self.buttons:
+            payload["buttons"] = [b.model_dump(exclude_none=True) for b in self.buttons]
+        if self.reply_to_message_id is not None:
+            payload["reply_to_message_id"] = self.reply_to_message_id
+        return payload
 
 
 class ReplyBody(MessageBody):
@@ -307,7 +327,7 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: ID, body: Repl
         message_type=body.message_type,
         file_ids=body.attachments,
         channel_id=body.channel_id,
-        payload=body.payload,
+        payload=body.extra_payload(),
     )
     return schemas.message_dict(message)
 
@@ -386,7 +406,7 @@ def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body
         text=body.message.preview_text,
         message_type=body.message.message_type,
         file_ids=body.message.attachments,
-        payload=body.message.payload,
+        payload=body.message.extra_payload(),
     )
     return {
         "id": message.id,

@@ -49,6 +49,18 @@ def check_upload(actor: Actor, content_type: str | None, data: bytes) -> str:
     return kind
 
 
+def received_file_problem(content_type: str, size: int) -> str | None:
+    """Why a file a customer sent through a provider is not kept (the message is, with the file
+    marked unavailable); None when it is kept. The same rules as uploads."""
+    if not content_type.lower().startswith(ALLOWED_TYPES):
+        return f"files of type {content_type} are not accepted"
+    if size > max_bytes():
+        return f"larger than {max_bytes() // (1024 * 1024)} MB"
+    if size == 0:
+        return "empty"
+    return None
+
+
 def do_store_file(
     session: Session,
     actor: Actor,

@@ -12,11 +12,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import InboundMessage, MessageType
+from tertulia.channels.protocol import InboundEdit, InboundMessage, MessageType
 from tertulia.contacts import identities
 from tertulia.contacts.models import Contact
+from tertulia.contacts.service import record
+from tertulia.conversations import events
 from tertulia.conversations import repository as repo
 from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
+from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.conversations.service import (
     MAX_TEXT,
     customer_message_created,
@@ -147,6 +150,11 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
             opened.discard(conversation.id)
             record_opened(session, Actor.system(conversation.workspace_id, "channel"), conversation)
         customer_message_created(session, conversation, message, sender_external_id=items[index][1].sender_id)
+        referral = items[index][1].payload.get("referral")
+        if isinstance(referral, dict):
+            # How the customer came (a Telegram /start deep link, an ad): kept in the contact's history.
+            actor = Actor.system(conversation.workspace_id, "channel")
+            record(session, actor, message.contact_id, "referral", "referral", None, referral)
     for index, original in repeats.items():
         first = results[original]
         assert first is not None
@@ -179,3 +187,48 @@ def _duplicate(session: Session, message: Message) -> Received:
     assert conversation is not None
     assert contact is not None
     return Received(message=message, conversation=conversation, contact=contact, duplicate=True)
+
+
+MAX_EDITS_KEPT = 20
+
+
+def do_apply_edits(session: Session, channel: Channel, edits: Sequence[InboundEdit]) -> None:
+    """The customer edited messages they had sent: each original shows the new text, marked edited,
+    with the earlier versions kept in its payload ("edits": [{"text", "until"}]); no new message.
+
+    The same edit delivered twice changes nothing (its time is not newer than the one applied). An
+    edit of a message we never stored (sent before the channel was connected) is kept as a message
+    of its own, marked edited, rather than lost.
+    """
+    for edit in edits:
+        edited_at = edit.edited_at.isoformat()
+        message = repo.message_by_provider_id(session, channel.id, edit.provider_message_id)
+        if message is None:
+            text = (edit.text or "").strip()
+            kept = InboundMessage(
+                sender_id=edit.sender_id,
+                provider_message_id=edit.provider_message_id,
+                type=MessageType.TEXT if text else MessageType.UNSUPPORTED,
+                text=edit.text if text else None,
+                payload={"edited_at": edited_at, **({} if text else {"unsupported": "edit"})},
+            )
+            do_receive_many(session, [(channel, kept)])
+            continue
+        payload = dict(message.payload or {})
+        if message.direction != Direction.INCOMING or str(payload.get("edited_at") or "") >= edited_at:
+            continue
+        history = [*(payload.get("edits") or []), {"text": message.text, "until": edited_at}]
+        payload.update(edited_at=edited_at, edits=history[-MAX_EDITS_KEPT:])
+        message.payload = payload
+        message.text = edit.text
+        session.flush()
+        conversation = session.get(Conversation, message.conversation_id)
+        assert conversation is not None
+        events.emit(
+            session,
+            events.make_event(
+                "message.updated",
+                conversation,
+                {"message": message_dict(message), "conversation": conversation_dict(conversation)},
+            ),
+        )

@@ -11,28 +11,44 @@ is queued after commit with its id. The task:
 3. records the provider id and status (monotonic), or the failure and its reason.
 
 Transient errors are retried with exponential backoff up to `outbox_max_attempts`; permanent ones
-fail the message at once. `requeue_stuck_outbound` (periodic) re-queues pending messages whose
-task was lost (a worker killed mid-task), so no message is lost either.
+fail the message at once. A channel whose rules set a pace (Telegram: 30 messages a second per bot, one
+a second per chat) has its messages wait their turn: the task is queued again for when the pace
+allows, without counting an attempt (counters in memory, or in Redis when TERTULIA_REALTIME_URL is
+redis://, so every worker shares them). Each send records the channel's health (channels/health.py):
+the last message the provider accepted, or the last error. `requeue_stuck_outbound` (periodic)
+re-queues pending messages whose task was lost (a worker killed mid-task), so no message is lost
+either.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
+from typing import Any
 
 import structlog
 from huey import crontab
 from huey.exceptions import RetryTask
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
+from tertulia.channels.health import record_error, touch_sent
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus, OutboundMessage, PermanentError, TransientError
+from tertulia.channels.protocol import (
+    ChannelRules,
+    DeliveryStatus,
+    OutboundMessage,
+    PermanentError,
+    TransientError,
+)
 from tertulia.channels.registry import get_adapter
 from tertulia.conversations.files import do_sweep_unsent_uploads
-from tertulia.conversations.models import Direction, Message
+from tertulia.conversations.models import Direction, Message, StoredFile
 from tertulia.conversations.status import advance_message_status
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.queue import huey, task_database
+from tertulia.kit.ratelimit import RateLimiter, make_rate_limiter
 from tertulia.kit.settings import get_settings
 
 log = structlog.get_logger()
@@ -55,6 +71,55 @@ def backoff(attempt: int, base: float) -> float:
     return float(min(MAX_BACKOFF_SECONDS, base * (2 ** max(0, attempt - 1))))
 
 
+@cache
+def _pacer() -> RateLimiter:
+    return make_rate_limiter(get_settings().realtime_url)
+
+
+def pace_wait(rules: ChannelRules, channel: Channel, recipient_id: str) -> float:
+    """Seconds to wait before this message may go out under the channel's pace (0: now). Keyed on the
+    channel's key, which no other channel ever has."""
+    waits = []
+    if rules.per_channel_per_second:
+        waits.append(_pacer().hit(f"pace:{channel.key}", rules.per_channel_per_second, 1))
+    if rules.per_recipient_per_second and not any(waits):
+        waits.append(_pacer().hit(f"pace:{channel.key}:{recipient_id}", rules.per_recipient_per_second, 1))
+    return float(max(waits, default=0))
+
+
+def _attachments(session: Session, message: Message) -> list[dict[str, Any]]:
+    """The message's files with where their bytes are (`storage_key`), for adapters that upload them."""
+    attachments = [dict(a) for a in message.attachments or []]
+    ids = [a["file_id"] for a in attachments if a.get("file_id")]
+    if ids:
+        rows = session.execute(
+            select(StoredFile.id, StoredFile.storage_key).where(
+                StoredFile.workspace_id == message.workspace_id, StoredFile.id.in_(ids)
+            )
+        )
+        keys: dict[int, str] = {int(row[0]): str(row[1]) for row in rows}
+        for attachment in attachments:
+            if attachment.get("file_id") in keys:
+                attachment["storage_key"] = keys[attachment["file_id"]]
+    return attachments
+
+
+def _replied_provider_id(session: Session, message: Message) -> str | None:
+    """The provider's id of the message this one answers (payload `reply_to_message_id`), when it
+    went through the same channel."""
+    replied_id = (message.payload or {}).get("reply_to_message_id")
+    if not isinstance(replied_id, int):
+        return None
+    replied = session.get(Message, replied_id)
+    if (
+        replied is None
+        or replied.conversation_id != message.conversation_id
+        or replied.channel_id != message.channel_id
+    ):
+        return None
+    return replied.provider_message_id
+
+
 def process_outbound(db: Database, message_id: int) -> Outcome:
     settings = get_settings()
     with db.transaction() as session:
@@ -65,6 +130,11 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
         if channel is None or not channel.active:
             advance_message_status(session, message, DeliveryStatus.FAILED, "channel removed or disabled")
             return Outcome("failed", reason="channel removed or disabled")
+        recipient_id = str((message.payload or {}).get("recipient_id", ""))
+        wait = pace_wait(get_adapter(channel.type).rules, channel, recipient_id)
+        if wait:
+            # Not an attempt: the message waits its turn under the provider's pace.
+            return Outcome("retry", retry_in=wait, reason="paced")
         message.attempts += 1
         # Restarts the stuck-message clock: a message in backoff is not "stuck".
         message.status_at = utcnow()
@@ -72,11 +142,12 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
         outbound = OutboundMessage(
             message_id=message.id,
             idempotency_key=f"tertulia-msg-{message.id}",
-            recipient_id=str((message.payload or {}).get("recipient_id", "")),
+            recipient_id=recipient_id,
             type=message.type,
             text=message.text,
-            attachments=list(message.attachments or []),
+            attachments=_attachments(session, message),
             payload=dict(message.payload or {}),
+            reply_to_provider_id=_replied_provider_id(session, message),
         )
         session.expunge(channel)
     adapter = get_adapter(channel.type)
@@ -87,6 +158,8 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
             return _fail(db, message_id, f"gave up after {attempt} attempts: {exc.reason}")
         delay = exc.retry_after if exc.retry_after is not None else backoff(attempt, settings.outbox_retry_base_seconds)
         log.info("outbox_transient", message_id=message_id, attempt=attempt, reason=exc.reason, retry_in=delay)
+        with db.transaction() as session:
+            record_error(session, channel.id, exc.reason, utcnow())
         return Outcome("retry", retry_in=delay, reason=exc.reason)
     except PermanentError as exc:
         return _fail(db, message_id, exc.reason)
@@ -102,6 +175,8 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
         advance_message_status(session, message, DeliveryStatus.SENT, None)
         if result.status != DeliveryStatus.SENT:
             advance_message_status(session, message, result.status, None)
+        if message.channel_id is not None:
+            touch_sent(session, message.channel_id, utcnow())
     return Outcome("sent")
 
 
@@ -110,6 +185,8 @@ def _fail(db: Database, message_id: int, reason: str) -> Outcome:
         message = session.get(Message, message_id, with_for_update=True)
         if message is not None:
             advance_message_status(session, message, DeliveryStatus.FAILED, reason)
+            if message.channel_id is not None:
+                record_error(session, message.channel_id, reason, utcnow())
     log.info("outbox_failed", message_id=message_id, reason=reason)
     return Outcome("failed", reason=reason)
 

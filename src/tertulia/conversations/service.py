@@ -379,6 +379,8 @@ def do_send(
 ) -> Message:
     """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
     plan = check_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
+    if (payload or {}).get("buttons") and not get_adapter(channel.type).rules.buttons:
+        raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
     conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (

@@ -10,6 +10,7 @@ fragment rendered here.
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from tertulia.channels.service import list_channels
 from tertulia.contacts import repository as contacts_repo
 from tertulia.conversations import files, service
 from tertulia.conversations import repository as repo
@@ -72,6 +73,12 @@ SCRIPT_TEXTS: dict[str, str] = {
     "emoji_travel": i18n.lazy("Travel and places"),
     "emoji_objects": i18n.lazy("Objects"),
     "emoji_symbols": i18n.lazy("Symbols"),
+    "edited": i18n.lazy("edited"),
+    "location": i18n.lazy("Location"),
+    "shared_contact": i18n.lazy("Contact card"),
+    "chose": i18n.lazy("Chose: %(choice)s"),
+    "unsupported": i18n.lazy("Not shown here: %(kind)s"),
+    "file_unavailable": i18n.lazy("%(name)s was not downloaded: %(reason)s"),
 }
 
 
@@ -115,6 +122,8 @@ def _inbox(ctx: WebContext, conversation_id: int | None) -> Response:
         for m in list_members(ctx.session, actor, include_inactive=True)
     ]
     categories = [{"id": c.id, "name": c.name} for c in repo.closing_categories(ctx.session, actor.workspace_id)]
+    # Each conversation and message shows its channel (icon and name).
+    channels = [{"id": c.id, "type": c.type, "name": c.name} for c in list_channels(ctx.session, actor.workspace_id)]
     data = {
         "user_id": actor.user_id,
         "see_all": viewer.see_all,
@@ -124,6 +133,7 @@ def _inbox(ctx: WebContext, conversation_id: int | None) -> Response:
         "upload": {"max_bytes": files.max_bytes(), "types": list(files.ALLOWED_TYPES), "max_files": MAX_FILES},
         "teams": teams,
         "categories": categories,
+        "channels": channels,
         "texts": {key: ctx.fmt.gettext(text) for key, text in SCRIPT_TEXTS.items()},
         "language": ctx.fmt.language,
     }

@@ -9,7 +9,8 @@ Guarantees, once `configure_logging` has run in the process:
 - values under keys that hold credentials (Authorization, Cookie, Set-Cookie, passwords, tokens)
   are replaced by `[redacted]`, and the finished line is scrubbed of anything token-like: bearer
   values, API tokens (`tt_...`), session/CSRF/flash cookie values, `token=` query parameters,
-  visitor tokens and the secret part of invitation and password-reset links;
+  visitor tokens, Telegram bot tokens in Bot API URLs and the secret part of invitation and
+  password-reset links;
 - an exception the HTTP error handler already logged (`mark_logged`) is not logged again when the
   server re-raises it (that report would be formatted on the event loop).
 """
@@ -45,6 +46,9 @@ SECRET_KEYS = frozenset(
         "token",
         "user_hash",
         "identity_secret",
+        "bot_token",
+        "webhook_secret",
+        "x-telegram-bot-api-secret-token",
     }
 )
 # Applied to the rendered line, so secrets inside exception messages, reprs and URLs go too.
@@ -57,6 +61,8 @@ _SCRUBBERS: list[tuple[re.Pattern[str], str]] = [
     ),
     (re.compile(r"(?i)([?&;]|\b)((?:[a-z_]*_)?token)=[^&\s'\"#\\]+"), r"\1\2=" + REDACTED),
     (re.compile(r"/(invitations|password-reset)/(?!\d+(?:/|\b))[^/\s?'\"#\\]+"), r"/\1/" + REDACTED),
+    # Telegram bot tokens in Bot API URLs (/bot<id>:<secret>/method, /file/bot<id>:<secret>/path).
+    (re.compile(r"/bot\d+:[A-Za-z0-9_\-]+"), "/bot" + REDACTED),
     # Visitor tokens: a base64url body, a dot and a 43-character base64url HMAC-SHA256.
     (re.compile(r"\b[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])"), REDACTED),
 ]

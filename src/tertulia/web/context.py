@@ -53,6 +53,8 @@ FLASH_MESSAGES: dict[str, str] = {
     "password_reset": i18n.lazy("Your password has been reset. Sign in with the new one."),
     "welcome": i18n.lazy("Welcome to Tertulia!"),
     "settings_saved": i18n.lazy("Your changes have been saved."),
+    "channel_connected": i18n.lazy("The channel is connected."),
+    "channel_disconnected": i18n.lazy("The channel is disconnected. Its conversations are kept."),
     "invitation_sent": i18n.lazy("The invitation has been sent."),
     "invitation_revoked": i18n.lazy("The invitation has been revoked."),
     "team_saved": i18n.lazy("The team has been saved."),

@@ -8,6 +8,11 @@ gettext, so a message listed here appears in the person's language. Messages wit
 from tertulia.web.i18n import lazy
 
 SERVICE_MESSAGES = (
+    lazy("must be the token @BotFather gave you, like 123456789:AAE..."),
+    lazy("use 1-32 lowercase letters, digits or underscores"),
+    lazy("is listed twice"),
+    lazy("is required (at most 256 characters)"),
+    lazy("must be a command and its description"),
     lazy("a name, email or phone is required"),
     lazy("cannot merge a contact with itself"),
     lazy("is empty"),

@@ -72,6 +72,7 @@ class WebchatAdapter:
     type: ClassVar[str] = TYPE
     # The visitor's socket gets the reply as soon as it commits; there is no provider to fail.
     rules: ClassVar[ChannelRules] = ChannelRules(reply_window=None, max_text_length=10_000)
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"identity_secret"})
 
     def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
         if request.method == "GET":

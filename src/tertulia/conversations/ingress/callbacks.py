@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -44,17 +44,22 @@ from sqlalchemy import Column, MetaData, Row, Table, delete, func, insert, or_, 
 from sqlalchemy.orm import Session
 
 from tertulia.channels import repository as channels_repo
+from tertulia.channels.health import touch_callback
 from tertulia.channels.http import RawBodyRoute
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
+    ChannelError,
     InboundMessage,
+    MediaSource,
     ParsedWebhook,
     StatusUpdate,
     WebhookRejected,
     WebhookRequest,
 )
 from tertulia.channels.registry import get_adapter
-from tertulia.conversations.inbound import check_inbound, do_receive_many
+from tertulia.conversations import received_files
+from tertulia.conversations import repository as repo
+from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many
 from tertulia.conversations.models import InboundCallback
 from tertulia.conversations.status import do_apply_statuses
 from tertulia.kit.clock import utcnow
@@ -408,21 +413,108 @@ def _acceptable(channel: Channel, message: InboundMessage) -> bool:
     return True
 
 
-def _write(session: Session, rows: Sequence[Callback]) -> None:
-    channels = {row.channel_id: session.get(Channel, row.channel_id) for row in rows}
-    inbound: list[tuple[Channel, InboundMessage]] = []
-    statuses: list[tuple[Channel, StatusUpdate]] = []
-    for row in rows:
-        channel = channels[row.channel_id]
-        parsed = _parse(channel, row)
-        if channel is None:
+@dataclass
+class Prepared:
+    """A claimed callback, parsed, its customers' files fetched into storage."""
+
+    row: Callback
+    channel: Channel | None
+    parsed: ParsedWebhook
+
+    def discard(self) -> None:
+        for message in self.parsed.messages:
+            received_files.discard(message)
+
+
+def _prepare(db: Database, rows: Sequence[Callback]) -> tuple[list[Prepared], list[Callback]]:
+    """Parse the callbacks and fetch the files their new messages carry, outside any write transaction
+    (a download must not hold the write lock). Returns what is ready and the callbacks left for
+    later: a file that could not be fetched now is tried again when the callback's lease runs out,
+    until its last attempt, which keeps the message with the file marked unavailable."""
+    with db.transaction(write=False) as session:
+        channels = {row.channel_id: session.get(Channel, row.channel_id) for row in rows}
+        parsed = [(row, channels[row.channel_id], _parse(channels[row.channel_id], row)) for row in rows]
+        keys = [
+            (channel.id, m.provider_message_id)
+            for _, channel, p in parsed
+            if channel is not None
+            for m in p.messages
+            if m.provider_message_id and received_files.needs_fetching(m)
+        ]
+        known = {(m.channel_id, m.provider_message_id) for m in repo.messages_by_provider_ids(session, keys)}
+    ready: list[Prepared] = []
+    later: list[Callback] = []
+    for row, channel, webhook in parsed:
+        if channel is None or not any(received_files.needs_fetching(m) for m in webhook.messages):
+            ready.append(Prepared(row, channel, webhook))
             continue
-        inbound.extend((channel, m) for m in parsed.messages if _acceptable(channel, m))
-        statuses.extend((channel, status) for status in parsed.statuses)
+        fetched: list[InboundMessage] = []
+        try:
+            for message in webhook.messages:
+                if (channel.id, message.provider_message_id) in known:
+                    fetched.append(message)  # a repeat: its files are ours already
+                else:
+                    fetched.append(received_files.fetch(channel, message, last_try=row.attempts >= MAX_ATTEMPTS - 1))
+        except received_files.FetchLater as exc:
+            log.info("callback_files_later", callback_id=row.id, attempt=row.attempts, reason=str(exc))
+            for message in fetched:
+                received_files.discard(message)
+            later.append(row)
+            continue
+        ready.append(Prepared(row, channel, replace(webhook, messages=fetched)))
+    return ready, later
+
+
+def _write(session: Session, prepared: Sequence[Prepared]) -> None:
+    channels = {p.row.channel_id: session.get(Channel, p.row.channel_id) for p in prepared}
+    inbound: list[tuple[Channel, InboundMessage]] = []
+    rest: list[tuple[Channel, ParsedWebhook]] = []
+    heard: dict[int, datetime] = {}
+    for item in prepared:
+        channel = channels[item.row.channel_id]
+        if channel is None or not channel.active:
+            item.discard()
+            continue
+        for message in item.parsed.messages:
+            if _acceptable(channel, message):
+                inbound.append((channel, received_files.attach(session, channel, message)))
+            else:
+                received_files.discard(message)
+        rest.append((channel, item.parsed))
+        heard[channel.id] = max(heard.get(channel.id, item.row.received_at), item.row.received_at)
     if inbound:
-        do_receive_many(session, inbound)
+        results = do_receive_many(session, inbound)
+        received_files.settle(
+            session, [(message, result) for (_, message), result in zip(inbound, results, strict=True)]
+        )
+    statuses: list[tuple[Channel, StatusUpdate]] = []
+    for channel, parsed in rest:
+        if parsed.edits:
+            do_apply_edits(session, channel, parsed.edits)
+        statuses.extend((channel, status) for status in parsed.statuses)
     if statuses:
         do_apply_statuses(session, statuses)
+    for channel_id, at in heard.items():
+        touch_callback(session, channel_id, at)
+
+
+def _follow_up(prepared: Sequence[Prepared]) -> None:
+    """The provider calls the stored callbacks ask for (Telegram's answerCallbackQuery); a failure is
+    logged: the customer's choice is stored either way."""
+    for item in prepared:
+        channel = item.channel
+        if channel is None or not item.parsed.follow_ups:
+            continue
+        adapter = get_adapter(channel.type)
+        if not isinstance(adapter, MediaSource):
+            continue
+        for call in item.parsed.follow_ups:
+            try:
+                adapter.follow_up(channel, call)
+            except (ChannelError, ValueError) as exc:
+                log.warning(
+                    "callback_follow_up_failed", channel_id=channel.id, call=call.get("method"), reason=str(exc)
+                )
 
 
 def process_callbacks(db: Database) -> int:
@@ -432,25 +524,30 @@ def process_callbacks(db: Database) -> int:
     rows = spool.claim(limit=WRITE_BATCH)
     if not rows:
         return 0
+    prepared, _later = _prepare(db, rows)  # the later ones keep their lease and are claimed again
     try:
         with db.transaction() as session:
-            _write(session, rows)
-        written = [int(row.id) for row in rows]
+            _write(session, prepared)
+        written = prepared
     except Exception as exc:
-        log.warning("callback_batch_failed", callbacks=len(rows), error=str(exc))
-        written = [int(row.id) for row in rows if _write_alone(db, row)]
-    spool.remove(written)
+        log.warning("callback_batch_failed", callbacks=len(prepared), error=str(exc))
+        written = [item for item in prepared if _write_alone(db, item)]
+    # Before the rows go: a task that dies in between only makes a repeat call the provider refuses.
+    _follow_up(written)
+    spool.remove([int(item.row.id) for item in written])
     return len(rows)
 
 
-def _write_alone(db: Database, row: Callback) -> bool:
-    """Whether the callback was written; one that fails keeps its lease and is claimed again after it."""
+def _write_alone(db: Database, item: Prepared) -> bool:
+    """Whether the callback was written; one that fails keeps its lease and is claimed again after it
+    (its fetched files are removed: the next try fetches them again)."""
     try:
         with db.transaction() as session:
-            _write(session, [row])
+            _write(session, [item])
     except Exception as exc:
         # Logged each time with its id and attempt, so the body can be found in the spool.
-        log.exception("callback_failed", callback_id=row.id, attempt=row.attempts, error=str(exc))
+        log.exception("callback_failed", callback_id=item.row.id, attempt=item.row.attempts, error=str(exc))
+        item.discard()
         return False
     return True
 

@@ -69,6 +69,34 @@
   (DATA.people || []).forEach(function (p) { if (!membersById[p.id]) membersById[p.id] = p.name; });
   var teamsById = {};
   DATA.teams.forEach(function (t) { teamsById[t.id] = t.name; });
+  var channelsById = {};
+  (DATA.channels || []).forEach(function (c) { channelsById[c.id] = c; });
+
+  // The channel of a conversation or message: its type's icon and its name.
+  var CHANNEL_ICONS = {
+    telegram: ["M21.5 3.5 2.8 10.7c-.9.4-.9 1.6 0 1.9l4.7 1.6 1.8 5.6c.2.7 1.1.9 1.6.4l2.6-2.5 4.8 3.5c.6.4 1.4.1 1.6-.6L22.9 4.8c.2-.9-.6-1.6-1.4-1.3z", "m7.5 14.2 10-7.2-7.4 8.4"],
+    webchat: ["M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z"]
+  };
+  function channelBadge(channelId) {
+    var channel = channelsById[channelId];
+    if (!channel) return null;
+    var badge = el("span", "chan chan-" + channel.type);
+    badge.setAttribute("data-testid", "channel-badge");
+    badge.title = channel.name;
+    var svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "12");
+    svg.setAttribute("height", "12");
+    svg.setAttribute("aria-hidden", "true");
+    (CHANNEL_ICONS[channel.type] || CHANNEL_ICONS.webchat).forEach(function (d) {
+      var path = document.createElementNS("http://www.w3.org/2000/svg", "path");
+      path.setAttribute("d", d);
+      svg.appendChild(path);
+    });
+    badge.appendChild(svg);
+    badge.appendChild(el("span", "chan-name", channel.name));
+    return badge;
+  }
 
   // ----- state -----
   var state = {
@@ -118,7 +146,9 @@
     var meta = el("span", "conv-meta");
     var owner = c.assignee_id ? (membersById[c.assignee_id] || "#" + c.assignee_id) : T.unassigned;
     if (c.team_id && teamsById[c.team_id]) owner += " · " + teamsById[c.team_id];
-    meta.textContent = owner;
+    var badge = channelBadge(c.channel_id);
+    if (badge) meta.appendChild(badge);
+    meta.appendChild(el("span", "", owner));
     button.appendChild(top);
     button.appendChild(bottom);
     button.appendChild(meta);
@@ -223,18 +253,66 @@
     }
     var bubble = el("div", "msg-bubble");
     if (kind === "comment") bubble.appendChild(el("span", "msg-label", T.internal));
-    bubble.appendChild(kind === "comment" ? commentText(m) : el("div", "msg-text", m.text || ""));
+    var content = kind === "comment" ? commentText(m) : contentNode(m);
+    bubble.appendChild(content);
     (m.attachments || []).forEach(function (a) {
       var node = attachmentNode(a);
       if (node) bubble.appendChild(node);
     });
     var meta = el("div", "msg-meta");
     var who = m.direction === "incoming" ? "" : (membersById[m.sender_user_id] || "");
-    meta.textContent = [who, when(m.created_at), m.status && T[m.status] ? T[m.status] : ""].filter(Boolean).join(" · ");
+    var payload = m.payload || {};
+    var edited = payload.edited_at ? T.edited : "";
+    var current = laterStatus(m.status, statusSeen[m.id]);
+    var status = current && T[current] ? T[current] : "";
+    var channelMark = kind === "comment" ? null : channelBadge(m.channel_id);
+    if (channelMark) meta.appendChild(channelMark);
+    meta.appendChild(el("span", "msg-meta-text", [who, when(m.created_at), edited, status].filter(Boolean).join(" · ")));
+    if (edited) {
+      node.setAttribute("data-edited", "true");
+      meta.title = (payload.edits || []).map(function (e) { return e.text || ""; }).join(" → ");
+    }
     if (m.status === "failed" && m.status_reason) meta.title = m.status_reason;
     bubble.appendChild(meta);
     node.appendChild(bubble);
     return node;
+  }
+
+  // A delivery status that arrived before its message was shown (the outbox can be quicker than the
+  // answer to our own POST): kept, so the message is not drawn with an older one.
+  var statusSeen = {};
+  var STATUS_RANK = { pending: 0, sent: 1, delivered: 2, read: 3, failed: 4 };
+  function laterStatus(a, b) {
+    if (!b) return a;
+    if (!a) return b;
+    return (STATUS_RANK[b] || 0) > (STATUS_RANK[a] || 0) ? b : a;
+  }
+
+  // What the customer sent, by type: text, a location, a contact card, a choice, or what we cannot show.
+  function contentNode(m) {
+    var p = m.payload || {};
+    if (m.type === "location" && p.location) {
+      var place = el("a", "msg-text msg-location");
+      var lat = p.location.latitude, lon = p.location.longitude;
+      place.href = "https://www.openstreetmap.org/?mlat=" + encodeURIComponent(lat) + "&mlon=" + encodeURIComponent(lon);
+      place.target = "_blank";
+      place.rel = "noopener";
+      place.textContent = T.location + ": " + [p.location.name, p.location.address, lat + ", " + lon].filter(Boolean).join(" · ");
+      return place;
+    }
+    if (m.type === "contact" && p.contact) {
+      var card = p.contact;
+      var who = [card.first_name, card.last_name].filter(Boolean).join(" ");
+      return el("div", "msg-text msg-card", T.shared_contact + ": " + [who, card.phone_number].filter(Boolean).join(" · "));
+    }
+    if (m.type === "postback" && p.postback) {
+      return el("div", "msg-text msg-choice", T.chose.replace("%(choice)s", p.postback.title || m.text || p.postback.data || ""));
+    }
+    if (m.type === "unsupported") {
+      var what = T.unsupported.replace("%(kind)s", String(p.unsupported || m.type));
+      return el("div", "msg-text msg-unsupported", m.text ? m.text + " · " + what : what);
+    }
+    return el("div", "msg-text", m.text || "");
   }
 
   function addMessage(m, atTop) {
@@ -740,6 +818,10 @@
 
   // ----- history: attachments and mentions -----
   function attachmentNode(a) {
+    if (a && typeof a === "object" && a.unavailable) {
+      return el("span", "msg-file msg-file-unavailable",
+        T.file_unavailable.replace("%(name)s", a.name || "").replace("%(reason)s", a.unavailable));
+    }
     var id = a && typeof a === "object" ? a.file_id || a.id : a;
     if (!id) return null;
     var href = "/api/v1/files/" + encodeURIComponent(id);
@@ -1162,12 +1244,16 @@
         }
         notify(event, message);
         reloadListSoon();
+      } else if (event.type === "message.updated") {
+        var changed = event.data && event.data.message;
+        if (isCurrent && changed && shownMessages[changed.id]) addMessage(changed, false);
       } else if (event.type === "mention.created") {
         mentioned(event, isCurrent);
       } else if (event.type === "message.status") {
+        if (event.data) statusSeen[event.data.message_id] = laterStatus(statusSeen[event.data.message_id], event.data.status);
         var node = isCurrent && event.data && shownMessages[event.data.message_id];
         if (node) {
-          var meta = node.querySelector(".msg-meta");
+          var meta = node.querySelector(".msg-meta-text");
           if (meta && T[event.data.status]) {
             var parts = meta.textContent.split(" · ");
             parts[parts.length - 1] = T[event.data.status];
