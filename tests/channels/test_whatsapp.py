@@ -28,8 +28,9 @@ from tertulia.channels.protocol import (
 )
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
-from tertulia.conversations.models import Message
+from tertulia.conversations.models import Message, StoredFile
 from tertulia.events.models import EventRecord
+from tertulia.kit import storage
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import ValidationFailed
@@ -81,12 +82,12 @@ def test_the_documented_signature_vector() -> None:
         (wa.VOICE, MessageType.AUDIO, None, {"media": "audio"}),
         (wa.DOCUMENT, MessageType.FILE, "Mi factura", {"media": "document"}),
         (wa.LOCATION, MessageType.LOCATION, "Zócalo, Plaza de la Constitución, CDMX", {}),
-        (wa.CONTACTS, MessageType.TEXT, "📇 Ana Gómez", {}),
-        (wa.BUTTON_REPLY, MessageType.TEXT, "title", {"postback": {"id": "callback_data", "title": "title"}}),
-        (wa.LIST_REPLY, MessageType.TEXT, "Talla M", {"postback": {"id": "size_m", "title": "Talla M"}}),
-        (wa.TEMPLATE_BUTTON, MessageType.TEXT, "Seguir pedido", {"postback": {"id": "TRACK_42"}}),
+        (wa.CONTACTS, MessageType.CONTACT, "Ana Gómez", {"contact": {"phone_number": "+52 55 1234 5678"}}),
+        (wa.BUTTON_REPLY, MessageType.POSTBACK, "title", {"postback": {"data": "callback_data", "title": "title"}}),
+        (wa.LIST_REPLY, MessageType.POSTBACK, "Talla M", {"postback": {"data": "size_m", "source": "whatsapp_list"}}),
+        (wa.TEMPLATE_BUTTON, MessageType.POSTBACK, "Seguir pedido", {"postback": {"data": "TRACK_42"}}),
         (wa.REACTION, MessageType.TEXT, "👍", {"reaction": {"provider_message_id": "wamid.ours", "emoji": "👍"}}),
-        (wa.UNSUPPORTED, MessageType.TEXT, "(unsupported message: unsupported)", {"unsupported": "unsupported"}),
+        (wa.UNSUPPORTED, MessageType.UNSUPPORTED, None, {"unsupported": "unsupported"}),
     ],
 )
 def test_every_message_kind_is_kept(
@@ -105,15 +106,17 @@ def test_media_keep_meta_s_media_id_for_download() -> None:
     (document,) = _parse(wa.DOCUMENT).messages
     assert document.attachments == [
         {
-            "provider_media_id": "999",
-            "content_type": "application/pdf",
-            "sha256": "ghi=",
-            "filename": "factura.pdf",
-            "voice": False,
+            "provider_file": {
+                "media_id": "999",
+                "content_type": "application/pdf",
+                "sha256": "ghi=",
+                "name": "factura.pdf",
+            }
         }
     ]
     (voice,) = _parse(wa.VOICE).messages
-    assert voice.attachments[0]["voice"] is True
+    assert voice.payload["voice"] is True
+    assert voice.attachments[0]["provider_file"]["content_type"] == "audio/ogg"
 
 
 def test_profile_name_phone_and_quoted_message() -> None:
@@ -358,11 +361,31 @@ def test_connecting_through_the_api_stores_the_secrets_and_never_shows_them_agai
 
 @contextmanager
 def graph_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A local stand-in for graph.facebook.com's send endpoint: records each request's path and JSON
-    body and answers as Meta does (§3.3)."""
+    """A local stand-in for graph.facebook.com: the send endpoint records each request's path and JSON
+    body and answers as Meta does (§3.3); `GET /v26.0/{media id}` answers the media's URL on this
+    server and `GET /media/{media id}` its bytes, only with the access token (§3.2); other media ids
+    are unknown (Graph's 404 error)."""
     received: list[dict[str, Any]] = []
 
     class Handler(BaseHTTPRequestHandler):
+        def _answer(self, status: int, data: bytes, content_type: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("content-type", content_type)
+            self.send_header("content-length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            if self.headers.get("authorization") != "Bearer EAAG-test-token":
+                self._answer(401, json.dumps(wa.graph_error(190, "Invalid OAuth access token")).encode())
+            elif self.path == "/v26.0/999":
+                media = {"url": f"http://127.0.0.1:{self.server.server_address[1]}/media/999", "file_size": 9}
+                self._answer(200, json.dumps({**media, "mime_type": "application/pdf", "id": "999"}).encode())
+            elif self.path == "/media/999":
+                self._answer(200, b"%PDF-1.4\n", "application/pdf")
+            else:
+                self._answer(404, json.dumps(wa.graph_error(100, "Unsupported get request")).encode())
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
             received.append({"path": self.path, "auth": self.headers.get("authorization"), "body": body})
@@ -481,3 +504,31 @@ def test_statuses_of_one_callback_are_applied_together_and_only_forward(
     }
     # sent on sending (twice), then read and failed from the callback: the late "delivered" moved nothing.
     assert sorted(p["status"] for p in moves) == ["failed", "read", "sent", "sent"]
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_customer_s_file_is_fetched_from_meta_and_kept_as_ours(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with graph_api() as (base, _received):
+        with db.transaction() as session:
+            channel = do_create_channel(
+                session, tenant.actor(), "whatsapp", "Ventas", {**CONFIG, "api_base_url": base}, SECRETS
+            )
+            session.expunge(channel)
+        _post(client, channel, wa.DOCUMENT)
+        _post(client, channel, wa.STICKER)  # media id 777: Meta no longer has it
+    with db.transaction(write=False) as session:
+        document = session.scalar(select(Message).where(Message.provider_message_id == "wamid.document1"))
+        sticker = session.scalar(select(Message).where(Message.provider_message_id == "wamid.sticker1"))
+        assert document is not None
+        assert sticker is not None
+        (kept,) = document.attachments
+        stored = session.get(StoredFile, kept["file_id"])
+        assert stored is not None
+    assert (kept["name"], kept["content_type"], kept["size"]) == ("factura.pdf", "application/pdf", 9)
+    assert stored.conversation_id == document.conversation_id
+    assert storage.get_storage().get(stored.storage_key) == b"%PDF-1.4\n"
+    assert document.text == "Mi factura"
+    (missing,) = sticker.attachments  # kept, marked unavailable with Meta's reason: never dropped
+    assert "Unsupported get request" in missing["unavailable"]

@@ -20,6 +20,7 @@ message with Meta's own title and details as the reason.
 import hashlib
 import hmac
 import json
+import mimetypes
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelRules,
     DeliveryStatus,
+    FetchedMedia,
     InboundMessage,
     MessageType,
     OutboundMessage,
@@ -50,6 +52,7 @@ DEFAULT_API_VERSION = "v26.0"
 SIGNATURE_HEADER = "x-hub-signature-256"
 SEND_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 CAPTION_LENGTH = 1024
+MAX_MEDIA_BYTES = 100 * 1024 * 1024  # WhatsApp's largest (documents); our own upload limit applies too
 _DIGITS = re.compile(r"^[0-9]{5,20}$")
 _VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]$")
 
@@ -136,11 +139,7 @@ class WhatsAppAdapter:
     # ----- sending ----------------------------------------------------------------------------
 
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
-        config = channel.config or {}
-        url = (
-            f"{str(config.get('api_base_url') or DEFAULT_API_BASE_URL).rstrip('/')}/"
-            f"{config.get('api_version') or DEFAULT_API_VERSION}/{config.get('phone_number_id')}/messages"
-        )
+        url = f"{_graph(channel)}/{(channel.config or {}).get('phone_number_id')}/messages"
         token = str(channel.secrets.get("access_token", ""))
         try:
             response = httpx.post(
@@ -158,6 +157,35 @@ class WhatsAppAdapter:
                 raise TransientError("WhatsApp answered without a message id") from exc
             return SendResult(provider_message_id=provider_id)
         raise graph_error(response)
+
+    # ----- customers' files ----------------------------------------------------------------------
+
+    def fetch_media(self, channel: Channel, reference: dict[str, Any]) -> FetchedMedia:
+        """`GET /{media-id}` for a short-lived URL, then the bytes from it, both with the access token."""
+        token = {"Authorization": f"Bearer {channel.secrets.get('access_token', '')}"}
+        try:
+            found = httpx.get(f"{_graph(channel)}/{reference.get('media_id')}", headers=token, timeout=SEND_TIMEOUT)
+            if not found.is_success:
+                raise graph_error(found)
+            info = found.json()
+            size = info.get("file_size")
+            if isinstance(size, int) and size > MAX_MEDIA_BYTES:
+                raise PermanentError(f"larger than the {MAX_MEDIA_BYTES // (1024 * 1024)} MB kept from WhatsApp")
+            download = httpx.get(str(info["url"]), headers=token, timeout=SEND_TIMEOUT)
+        except httpx.TransportError as exc:
+            raise TransientError(f"WhatsApp could not be reached: {exc}") from exc
+        except (ValueError, LookupError, TypeError) as exc:
+            raise TransientError("WhatsApp answered without a media URL") from exc
+        if not download.is_success:
+            raise graph_error(download)
+        content_type = str(info.get("mime_type") or reference.get("content_type") or "application/octet-stream")
+        name = str(reference.get("name") or "file")
+        return FetchedMedia(
+            data=download.content, content_type=content_type.split(";", maxsplit=1)[0].strip().lower(), name=name
+        )
+
+    def follow_up(self, channel: Channel, call: dict[str, Any]) -> None:
+        raise ValueError("WhatsApp callbacks ask for no follow-up calls")
 
     # ----- configuration ----------------------------------------------------------------------
 
@@ -198,6 +226,13 @@ class WhatsAppAdapter:
         # A phone number or BSUID is the customer's own, whichever of the business's numbers they
         # write to (BSUIDs are scoped to the business portfolio, not to one number).
         return True
+
+
+def _graph(channel: Channel) -> str:
+    """The Graph API root of this channel: its base URL and version."""
+    config = channel.config or {}
+    base = str(config.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
+    return f"{base}/{config.get('api_version') or DEFAULT_API_VERSION}"
 
 
 # ----- callbacks, piece by piece ---------------------------------------------------------------
@@ -289,39 +324,51 @@ def _content(item: dict[str, Any]) -> tuple[MessageType, str | None, list[dict[s
     if kind == "text":
         return MessageType.TEXT, str(body.get("body", "")), [], {}
     if kind in MEDIA_TYPES:
-        attachment = {
-            "provider_media_id": str(body.get("id", "")),
-            "content_type": body.get("mime_type"),
+        content_type = str(body.get("mime_type") or "application/octet-stream").split(";")[0].strip()
+        extension = mimetypes.guess_extension(content_type) or ""
+        reference = {
+            "media_id": str(body.get("id", "")),
+            "content_type": content_type,
             "sha256": body.get("sha256"),
-            "filename": body.get("filename"),
-            "voice": bool(body.get("voice", False)),
+            "name": body.get("filename") or f"{kind}-{body.get('id', '')}{extension}",
         }
         caption = body.get("caption")
-        return MEDIA_TYPES[kind], str(caption) if caption else None, [attachment], {"media": kind}
+        payload: dict[str, Any] = {"media": kind}
+        if body.get("voice"):
+            payload["voice"] = True
+        return MEDIA_TYPES[kind], str(caption) if caption else None, [{"provider_file": reference}], payload
     if kind == "location":
         label = ", ".join(str(body[k]) for k in ("name", "address") if body.get(k))
         location = {k: body.get(k) for k in ("latitude", "longitude", "name", "address", "url")}
         return MessageType.LOCATION, label or None, [], {"location": location}
     if kind == "contacts":
         shared = _dicts(item.get("contacts"))
-        names = [str((c.get("name") or {}).get("formatted_name", "")) for c in shared]
-        return (
-            MessageType.TEXT,
-            "📇 " + ", ".join(n for n in names if n) if any(names) else "📇",
-            [],
-            {"contacts": shared},
-        )
+        first: dict[str, Any] = shared[0] if shared else {}
+        given = first.get("name")
+        name: dict[str, Any] = given if isinstance(given, dict) else {}
+        phones = _dicts(first.get("phones"))
+        card = {
+            "first_name": name.get("first_name") or name.get("formatted_name"),
+            "last_name": name.get("last_name"),
+            "phone_number": phones[0].get("phone") if phones else None,
+            "wa_id": phones[0].get("wa_id") if phones else None,
+        }
+        return MessageType.CONTACT, name.get("formatted_name"), [], {"contact": card, "contacts": shared}
     if kind == "interactive":
         reply = body.get(str(body.get("type", ""))) or {}
         title = str(reply.get("title") or reply.get("id") or "")
-        choice = {"id": reply.get("id"), "title": reply.get("title"), "description": reply.get("description")}
-        return MessageType.TEXT, title or "(interactive)", [], {"postback": choice, "interactive": body.get("type")}
+        source = "whatsapp_list" if body.get("type") == "list_reply" else "whatsapp_button"
+        choice = {"data": reply.get("id"), "title": reply.get("title"), "source": source}
+        if reply.get("description"):
+            choice["description"] = reply["description"]
+        return MessageType.POSTBACK, title or None, [], {"postback": choice}
     if kind == "button":  # a template's quick-reply button
+        choice = {"data": body.get("payload"), "title": body.get("text"), "source": "whatsapp_template"}
         return (
-            MessageType.TEXT,
-            str(body.get("text") or body.get("payload") or "(button)"),
+            MessageType.POSTBACK,
+            str(body.get("text") or body.get("payload") or "") or None,
             [],
-            {"postback": {"id": body.get("payload"), "title": body.get("text")}},
+            {"postback": choice},
         )
     if kind == "reaction":
         emoji = str(body.get("emoji") or "")
@@ -329,7 +376,7 @@ def _content(item: dict[str, Any]) -> tuple[MessageType, str | None, list[dict[s
         return MessageType.TEXT, emoji or "(reaction removed)", [], {"reaction": reaction}
     errors = _dicts(item.get("errors"))
     detail = errors[0].get("title") if errors else None
-    return MessageType.TEXT, f"(unsupported message: {kind or 'unknown'})", [], {"unsupported": kind, "error": detail}
+    return MessageType.UNSUPPORTED, None, [], {"unsupported": kind or "message", "error": detail}
 
 
 def _status(item: dict[str, Any]) -> StatusUpdate:
