@@ -14,7 +14,8 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
+from typer.testing import CliRunner
 
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, graph_error, outbound_body, signature
 from tertulia.channels.models import Channel
@@ -27,9 +28,12 @@ from tertulia.channels.protocol import (
     WebhookRequest,
 )
 from tertulia.channels.service import do_create_channel
+from tertulia.cli import app
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.models import Message, StoredFile
 from tertulia.events.models import EventRecord
+from tertulia.kit import db as kit_db
+from tertulia.kit import settings as kit_settings
 from tertulia.kit import storage
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
@@ -532,3 +536,40 @@ def test_a_customer_s_file_is_fetched_from_meta_and_kept_as_ours(
     assert document.text == "Mi factura"
     (missing,) = sticker.attachments  # kept, marked unavailable with Meta's reason: never dropped
     assert "Unsupported get request" in missing["unavailable"]
+
+
+def test_the_cli_connects_a_whatsapp_number_with_its_secrets_kept_encrypted(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERTULIA_DATABASE_URL", db.url)
+    monkeypatch.setenv("TERTULIA_BASE_URL", "https://crm.example")
+    monkeypatch.setenv("WA_TOKEN", "EAAG-from-env")
+    kit_settings.get_settings.cache_clear()
+    kit_db.get_database.cache_clear()
+    try:
+        args = ["channel", "connect", "whatsapp", "--workspace", tenant.name, "--name", "Ventas MX"]
+        ids = [
+            "--set",
+            f"phone_number_id={wa.PHONE_NUMBER_ID}",
+            "--set",
+            f"business_account_id={wa.BUSINESS_ACCOUNT_ID}",
+        ]
+        secrets = ["--set-from-env", "access_token=WA_TOKEN", "--set", f"app_secret={wa.APP_SECRET}"]
+        done = CliRunner().invoke(app, [*args, *ids, *secrets])
+        assert done.exit_code == 0, done.output
+        result = json.loads(done.stdout)
+        assert result["callback_url"].startswith("https://crm.example/webhooks/")
+        missing = CliRunner().invoke(app, [*args, *ids])
+        assert missing.exit_code == 1
+        assert "secrets.access_token" in missing.output
+    finally:
+        kit_db.get_database().dispose()
+        kit_settings.get_settings.cache_clear()
+        kit_db.get_database.cache_clear()
+    with db.transaction(write=False) as session:
+        channel = session.get(Channel, result["id"])
+        assert channel is not None
+        assert channel.secrets["access_token"] == "EAAG-from-env"
+        assert "access_token" not in channel.config
+        stored = session.execute(text("SELECT secrets FROM channels WHERE id = :id"), {"id": channel.id}).scalar_one()
+    assert "EAAG-from-env" not in str(stored)

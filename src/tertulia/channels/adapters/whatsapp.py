@@ -95,6 +95,7 @@ OUTBOUND_MEDIA = {
 
 class WhatsAppAdapter:
     type: ClassVar[str] = TYPE
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"access_token", "app_secret", "verify_token"})
     rules: ClassVar[ChannelRules] = ChannelRules(
         reply_window=timedelta(hours=24),
         templates_outside_window=True,
