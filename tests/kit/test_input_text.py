@@ -205,7 +205,7 @@ def test_nul_text_the_driver_refuses_is_a_422_wherever_it_escapes(db: Database, 
         return {"found": len(list(session.scalars(select(Contact.id).where(Contact.first_name == name))))}
 
     # A plain APIRoute on purpose: CheckedInputRoute would refuse the text before the query.
-    app.add_api_route("/api/test-only/contacts", unchecked, route_class_override=APIRoute)
+    app.router.add_api_route("/api/test-only/contacts", unchecked, route_class_override=APIRoute)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/api/test-only/contacts", params={"name": "a\x00b"})
     if db.dialect == "postgresql":
