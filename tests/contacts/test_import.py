@@ -282,11 +282,11 @@ def test_tags_column_accepts_comma_semicolon_and_pipe(db: Database, tenant: Tena
 
 def test_very_long_rows(db: Database, tenant: Tenant) -> None:
     long_name = "A" * 200_000
-    many = ",".join(f"c{i}" for i in range(500))
+    many = ",".join(f"c{i}" for i in range(400))  # with the two above, under the 500-column cap
     data = (
         f"first_name,email,{many}\n"
-        f"{long_name},long@example.com,{','.join('v' for _ in range(500))}\n"
-        f"Ok,ok@example.com,{','.join('v' for _ in range(500))}\n"
+        f"{long_name},long@example.com,{','.join('v' for _ in range(400))}\n"
+        f"Ok,ok@example.com,{','.join('v' for _ in range(400))}\n"
         "Extra,extra@example.com," + ",".join("v" for _ in range(600)) + "\n"
     )
     report = run(db, tenant, data)

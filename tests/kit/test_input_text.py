@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIRouter
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -27,7 +27,7 @@ from tertulia.kit.http import DbSession
 from tertulia.kit.settings import Settings
 from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, has_unsafe_characters, name_key, tidy_name
 from tests.conftest import Tenant
-from tests.conversations.support import SHOP, make_webchat, new_visitor
+from tests.conversations.support import SHOP, make_webchat, new_visitor, widget_socket
 from tests.fakes import callbacks_written
 from tests.web.helpers import sign_in_as
 
@@ -85,7 +85,7 @@ def test_the_widget_refuses_nul_over_http_and_its_socket(client: TestClient, db:
     visitor = new_visitor(client, channel)
     message = {"text": "a\x00b", "client_msg_id": "abcdefgh01"}
     _refused(_post_json(client, f"/widget/{channel.key}/messages", message, visitor.headers), "text")
-    with client.websocket_connect(f"/widget/ws?key={channel.key}&token={visitor.token}", headers=headers) as socket:
+    with widget_socket(client, channel, visitor) as socket:
         socket.send_text(json.dumps({"type": "message", **message}))
         frame = socket.receive_json()
         assert frame["type"] == "error"
@@ -205,7 +205,9 @@ def test_nul_text_the_driver_refuses_is_a_422_wherever_it_escapes(db: Database, 
         return {"found": len(list(session.scalars(select(Contact.id).where(Contact.first_name == name))))}
 
     # A plain APIRoute on purpose: CheckedInputRoute would refuse the text before the query.
-    app.add_api_route("/api/test-only/contacts", unchecked, route_class_override=APIRoute)
+    unchecked_routes = APIRouter(route_class=APIRoute)
+    unchecked_routes.add_api_route("/api/test-only/contacts", unchecked)
+    app.include_router(unchecked_routes)
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.get("/api/test-only/contacts", params={"name": "a\x00b"})
     if db.dialect == "postgresql":

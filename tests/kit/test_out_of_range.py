@@ -17,10 +17,11 @@ from sqlalchemy import select
 
 from tertulia.app import create_app
 from tertulia.contacts.models import Contact, FieldType
-from tertulia.contacts.service import do_create_custom_field
+from tertulia.contacts.service import do_create_contact, do_create_custom_field
 from tertulia.kit.db import Database
 from tertulia.kit.http import DbSession
 from tertulia.kit.settings import Settings
+from tertulia.users.teams import do_create_team
 from tests.conftest import Tenant
 from tests.conversations.support import make_webchat, new_visitor
 from tests.web.helpers import sign_in_as
@@ -216,7 +217,7 @@ def test_the_widget_bounds_before_id(client: TestClient, db: Database, tenant: T
     ("method", "url", "data"),
     [
         ("GET", f"/contacts/{BIG}", None),
-        ("GET", f"/contacts/1?before={BIG}", None),
+        ("GET", f"/contacts/{{contact}}?before={BIG}", None),
         ("GET", f"/contacts?after={BIG}", None),
         ("GET", f"/contacts/segments/{BIG}", None),
         ("GET", f"/contacts/segments/{BIG}/count", None),
@@ -225,6 +226,7 @@ def test_the_widget_bounds_before_id(client: TestClient, db: Database, tenant: T
         ("GET", f"/contacts/import/{BIG}", None),
         ("GET", f"/messages/{BIG}", None),
         ("GET", f"/messages/contacts/{BIG}/panel?conversation_id=1", None),
+        ("GET", f"/messages/contacts/{{contact}}/panel?conversation_id={BIG}", None),
         ("GET", f"/messages/{'9' * 5000}", None),
         ("GET", f"/messages/files?before={BIG}", None),
         ("GET", f"/settings/snippets/{BIG}", None),
@@ -232,13 +234,17 @@ def test_the_widget_bounds_before_id(client: TestClient, db: Database, tenant: T
         ("POST", "/contacts/bulk", {"action": "delete", "ids": str(BIG), "confirm": "yes"}),
         ("POST", f"/settings/tags/{BIG}/rename", {"name": "x"}),
         ("POST", f"/settings/closing-categories/{BIG}/rename", {"name": "x"}),
-        ("POST", "/settings/teams/1/members", {"members": str(BIG)}),
+        ("POST", "/settings/teams/{team}/members", {"members": str(BIG)}),
         ("POST", "/contacts/filter/count", {"segment": str(BIG)}),
     ],
 )
 def test_pages_with_an_id_no_row_can_have_are_not_found(
     client: TestClient, db: Database, tenant: Tenant, method: str, url: str, data: dict[str, str] | None
 ) -> None:
+    with db.transaction() as session:
+        contact = do_create_contact(session, tenant.actor(), {"first_name": "Ana"})
+        team = do_create_team(session, tenant.actor(), "Sales")
+        url = url.format(contact=contact.id, team=team.id)  # rows that exist, so only the big id is unknown
     token = sign_in_as(client, db, tenant.owner_id, "owner-password")
     form = None if data is None else {**data, "csrf_token": token}
     response = client.request(method, url, data=form, follow_redirects=False)

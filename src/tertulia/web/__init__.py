@@ -62,7 +62,6 @@ def _error_page(request: Request, status_code: int, message: str | None = None) 
         400: i18n.lazy("The form could not be read"),
         403: i18n.lazy("You do not have access to this page"),
         404: i18n.lazy("Page not found"),
-        413: i18n.lazy("What was sent is too large"),
         422: i18n.lazy("The request was not valid"),
         429: i18n.lazy("Too many requests"),
     }
@@ -144,7 +143,7 @@ def install_web(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Any:
-        # 400: a form Starlette could not parse (say, more fields than it accepts); 413: too large.
-        if is_page_request(request) and exc.status_code in (400, 403, 404, 405, 413):
+        # 400: a form Starlette could not parse (say, more fields than it accepts).
+        if is_page_request(request) and exc.status_code in (400, 403, 404, 405):
             return _error_page(request, exc.status_code)
         return await _call(json_http, request, exc)
