@@ -171,6 +171,14 @@ def test_handshake_needs_subscribe_and_the_verify_token() -> None:
 # ----- one contact per customer ------------------------------------------------------------------
 
 
+def _connected(db: Database, tenant: Tenant, **config: str) -> Channel:
+    """A WhatsApp channel of the tenant, as a manager connects it."""
+    with db.transaction() as session:
+        channel = do_create_channel(session, tenant.actor(), "whatsapp", "Ventas", {**CONFIG, **config}, SECRETS)
+        session.expunge(channel)
+    return channel
+
+
 def _post(client: TestClient, channel: Channel, data: dict[str, Any]) -> None:
     raw = wa.body(data)
     response = client.post(
@@ -184,9 +192,7 @@ def _post(client: TestClient, channel: Channel, data: dict[str, Any]) -> None:
 def test_a_username_customer_is_one_contact_and_their_phone_joins_it_later(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
-    with db.transaction() as session:
-        channel = do_create_channel(session, tenant.actor(), "whatsapp", "Ventas", CONFIG, SECRETS)
-        session.expunge(channel)
+    channel = _connected(db, tenant)
     _post(client, channel, wa.BSUID_ONLY)
     _post(client, channel, wa.BSUID_AND_PHONE)
     _post(
@@ -219,9 +225,7 @@ def test_a_username_customer_is_one_contact_and_their_phone_joins_it_later(
 def test_ids_of_two_different_contacts_are_never_joined_silently(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
-    with db.transaction() as session:
-        channel = do_create_channel(session, tenant.actor(), "whatsapp", "Ventas", CONFIG, SECRETS)
-        session.expunge(channel)
+    channel = _connected(db, tenant)
     _post(client, channel, wa.BSUID_ONLY)  # contact A: the BSUID
     phone_only = wa.envelope(
         contacts=[{"profile": {"name": "Otra"}, "wa_id": "5215598765432"}],
@@ -416,11 +420,7 @@ def graph_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
 @pytest.mark.usefixtures("immediate_queue")
 def test_outside_the_window_only_templates_go_out(client: TestClient, db: Database, tenant: Tenant) -> None:
     with graph_api() as (base, received):
-        with db.transaction() as session:
-            channel = do_create_channel(
-                session, tenant.actor(), "whatsapp", "Ventas", {**CONFIG, "api_base_url": base}, SECRETS
-            )
-            session.expunge(channel)
+        channel = _connected(db, tenant, api_base_url=base)
         _post(client, channel, wa.TEXT)  # Sheena writes: the window opens
         with db.transaction(write=False) as session:
             contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
@@ -469,11 +469,7 @@ def test_statuses_of_one_callback_are_applied_together_and_only_forward(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     with graph_api() as (base, _received):
-        with db.transaction() as session:
-            channel = do_create_channel(
-                session, tenant.actor(), "whatsapp", "Ventas", {**CONFIG, "api_base_url": base}, SECRETS
-            )
-            session.expunge(channel)
+        channel = _connected(db, tenant, api_base_url=base)
         _post(client, channel, wa.TEXT)
         with db.transaction(write=False) as session:
             contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
@@ -515,11 +511,7 @@ def test_a_customer_s_file_is_fetched_from_meta_and_kept_as_ours(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     with graph_api() as (base, _received):
-        with db.transaction() as session:
-            channel = do_create_channel(
-                session, tenant.actor(), "whatsapp", "Ventas", {**CONFIG, "api_base_url": base}, SECRETS
-            )
-            session.expunge(channel)
+        channel = _connected(db, tenant, api_base_url=base)
         _post(client, channel, wa.DOCUMENT)
         _post(client, channel, wa.STICKER)  # media id 777: Meta no longer has it
     with db.transaction(write=False) as session:
