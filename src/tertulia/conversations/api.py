@@ -52,6 +52,7 @@ from tertulia.contacts.service import access_contact
 from tertulia.conversations import events, files, schemas, service
 from tertulia.conversations import repository as repo
 from tertulia.conversations.auth import InboxActor
+from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import Conversation, ConversationStatus, Message, StoredFile
 from tertulia.kit import realtime, storage
 from tertulia.kit.clock import utcnow
@@ -382,7 +383,9 @@ class TypingBody(BaseModel):
 def typing(session: DbSession, actor: InboxActor, conversation_id: ID, body: TypingBody | None = None) -> Response:
     conversation = service.access_conversation(session, actor, conversation_id)
     note = body.note if body is not None else False
-    event = events.make_event("typing", conversation, {"user_id": actor.user_id, "note": note}, visitor=not note)
+    event = events.make_event(
+        InboxEvent.TYPING, conversation, {"user_id": actor.user_id, "note": note}, visitor=not note
+    )
     realtime.publish(event)
     return Response(status_code=204)
 

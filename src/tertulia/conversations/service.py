@@ -23,6 +23,7 @@ from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
 from tertulia.conversations import events, mentions, variables
 from tertulia.conversations import repository as repo
+from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import (
     ClosingCategory,
     Conversation,
@@ -80,12 +81,12 @@ class Viewer:
         return repo.visibility_clause(self.user_id, sorted(self.team_ids), unassigned=self.see_unassigned)
 
     def can_see_event(self, event: dict[str, Any]) -> bool:
-        if event.get("type") == "mention.created":
+        if event.get("type") == InboxEvent.MENTION_CREATED:
             return self.user_id in (event.get("mentioned_user_ids") or [])
         if self.can_see(event.get("assignee_id"), event.get("team_id")):
             return True
         # Only an assignment has a "before": whoever could see it then learns it moved away.
-        return event.get("type") == "conversation.assigned" and self.can_see(
+        return event.get("type") == InboxEvent.CONVERSATION_ASSIGNED and self.can_see(
             event.get("previous_assignee_id"), event.get("previous_team_id")
         )
 
@@ -187,7 +188,9 @@ def _internal_message(
     )
     session.add(message)
     session.flush()
-    events.emit(session, events.make_event("message.created", conversation, {"message": message_dict(message)}))
+    events.emit(
+        session, events.make_event(InboxEvent.MESSAGE_CREATED, conversation, {"message": message_dict(message)})
+    )
     return message
 
 
@@ -197,7 +200,7 @@ def _record_change(
     conversation: Conversation,
     text: str | None,
     action: str,
-    event_type: str,
+    event_type: InboxEvent,
     *,
     line: dict[str, Any] | None = None,
     field: str | None = "conversation",
@@ -232,7 +235,7 @@ def record_opened(session: Session, actor: Actor, conversation: Conversation) ->
         conversation,
         None,
         "conversation_opened",
-        "conversation.opened",
+        InboxEvent.CONVERSATION_OPENED,
         field=None,
         new=conversation.id,
     )
@@ -245,7 +248,7 @@ def customer_message_created(
     events.emit(
         session,
         events.make_event(
-            "message.created",
+            InboxEvent.MESSAGE_CREATED,
             conversation,
             {"message": message_dict(message), "conversation": conversation_dict(conversation)},
             visitor=True,
@@ -483,7 +486,7 @@ def do_comment(
         events.emit(
             session,
             events.make_event(
-                "mention.created",
+                InboxEvent.MENTION_CREATED,
                 conversation,
                 {"message": message_dict(message)},
                 mentioned_user_ids=mentioned,
@@ -538,7 +541,7 @@ def do_assign(
         conversation,
         text,
         action,
-        "conversation.assigned",
+        InboxEvent.CONVERSATION_ASSIGNED,
         line={
             "event": action.removeprefix("conversation_"),
             "assignee_id": user_id,
@@ -583,7 +586,7 @@ def do_close(
         conversation,
         f"Closed: {name}" if category else "Closed",
         "conversation_closed",
-        "conversation.closed",
+        InboxEvent.CONVERSATION_CLOSED,
         line={"event": "closed", "category_id": category.id if category else None, "category": name, "summary": note},
         new={"conversation_id": conversation.id, "category": name, "summary": note},
     )
@@ -616,7 +619,7 @@ def do_reopen(session: Session, actor: Actor, conversation: Conversation) -> Con
         conversation,
         "Reopened",
         "conversation_reopened",
-        "conversation.reopened",
+        InboxEvent.CONVERSATION_REOPENED,
         line={"event": "reopened"},
         new=conversation.id,
     )
@@ -635,7 +638,7 @@ def do_set_bot_paused(session: Session, actor: Actor, conversation: Conversation
         conversation,
         "Bot paused" if paused else "Bot resumed",
         "bot_paused" if paused else "bot_resumed",
-        "conversation.bot",
+        InboxEvent.CONVERSATION_BOT,
         line={"event": "bot", "paused": paused},
         new=conversation.id,
     )
