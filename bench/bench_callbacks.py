@@ -458,13 +458,13 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 @contextlib.contextmanager
-def _worker(env: dict[str, str]) -> Iterator[list[int]]:
-    """A `tertulia worker` process consuming the server's queue (nothing when SEPARATE_WORKER is off)."""
-    if not SEPARATE_WORKER:
+def _worker(env: dict[str, str], log: Path, enabled: bool = True) -> Iterator[list[int]]:
+    """A `tertulia worker` process consuming the server's queue, its output in `log` (nothing when
+    not `enabled`)."""
+    if not enabled:
         yield []
         return
     command = [sys.executable, "-m", "tertulia", "worker", "--workers", "2"]
-    log = DATA / "worker.log"
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
     try:
@@ -529,7 +529,10 @@ def main() -> None:
     if SEPARATE_WORKER:
         env["TERTULIA_QUEUE_EMBEDDED"] = "false"
     tally = Tally()
-    with _server(env, web_processes) as (base, server_pids), _worker(env) as worker_pids:
+    with (
+        _server(env, web_processes) as (base, server_pids),
+        _worker(env, DATA / "worker.log", SEPARATE_WORKER) as worker_pids,
+    ):
         pids = server_pids + worker_pids
         cpu_before = _cpu_seconds(pids)
         cpu_load, elapsed, drain = asyncio.run(_measure(base, url, setup, tally, pids, cpu_before))
