@@ -197,6 +197,9 @@ def test_both_contact_pages_offer_accept_and_dismiss(client: TestClient, db: Dat
         assert f'href="/contacts/{other}"' in page.text
         assert "/merge_suggestions/" in page.text
     assert [row[3] for row in _suggestions(db, tenant)] == ["open"]
+    spanish = client.get(f"/contacts/{old}", headers={"Accept-Language": "es"}).text
+    assert "Posiblemente la misma persona" in spanish
+    assert "Mismo nombre completo" in spanish
     page = client.get(f"/contacts/{new}")
     with db.transaction(write=False) as session:
         suggestion_id = session.scalar(select(MergeSuggestion.id))
