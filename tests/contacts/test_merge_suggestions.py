@@ -73,6 +73,17 @@ def test_a_phone_in_another_format_is_the_same_number(db: Database, tenant: Tena
     assert _resolve(db, tenant, "whatsapp", sender) == ana
 
 
+def test_a_contact_without_a_name_takes_the_profile_name(db: Database, tenant: Tenant) -> None:
+    nameless = _contact(db, tenant, phone="+34 612 345 678")
+    sender = Sender(external_id="34612345678", display_name="Lola Ruiz", phone="+34612345678")
+    assert _resolve(db, tenant, "whatsapp", sender) == nameless
+    with db.transaction(write=False) as session:
+        stored = session.get(Contact, nameless)
+        assert stored is not None
+        assert (stored.first_name, stored.last_name, stored.first_name_folded) == ("Lola", "Ruiz", "lola")
+    assert _event_types(db, tenant)[-1] == "contact.updated"
+
+
 def test_an_email_a_web_chat_visitor_typed_is_only_a_suggestion(db: Database, tenant: Tenant) -> None:
     real = _contact(db, tenant, first_name="Real", email="real@example.com")
     newcomer = _resolve(db, tenant, "webchat", Sender(external_id="1:v:x", first_name="Who", email="REAL@example.com"))

@@ -39,7 +39,14 @@ from tertulia.contacts import repository as repo
 from tertulia.contacts.fields import clean_email, clean_phone
 from tertulia.contacts.merge_suggestions import do_suggest
 from tertulia.contacts.models import Contact, ContactIdentity
-from tertulia.contacts.service import FieldContext, apply_cleaned, clean_contact_values, record
+from tertulia.contacts.service import (
+    Change,
+    FieldContext,
+    apply_cleaned,
+    clean_contact_values,
+    record,
+    record_changes,
+)
 from tertulia.kit.db import race_guard
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.text import fold_or_none
@@ -206,6 +213,7 @@ def _place_new(session: Session, ctx: FieldContext, channel_type: str, sender: S
             detail = {"channel": channel_type, "external_id": sender.external_id, "matched_on": place.matched_on}
             actor = Actor.system(contact.workspace_id, "channel")
             record(session, actor, contact.id, "identity_linked", "identities", None, detail)
+            record_changes(session, actor, contact.id, _fill_empty_name(ctx, contact, sender))
             return contact
         # The same person's first two messages arrived at once and the other one placed them.
         winner_id = contact_id_for(session, contact.workspace_id, channel_type, sender.external_id)
@@ -217,6 +225,20 @@ def _place_new(session: Session, ctx: FieldContext, channel_type: str, sender: S
     for other, reason in place.suggest:
         do_suggest(session, contact.workspace_id, other.id, contact.id, reason)
     return contact
+
+
+def _fill_empty_name(ctx: FieldContext, contact: Contact, sender: Sender) -> list[Change]:
+    """A contact linked without any name takes the sender's profile name; a name someone gave the
+    contact is never replaced by what a channel says."""
+    if contact.first_name or contact.last_name:
+        return []
+    names = {k: v for k, v in _values(sender).items() if k in ("first_name", "last_name")}
+    try:
+        cleaned = clean_contact_values(names, ctx)
+    except ValidationFailed as exc:
+        bad = set(exc.details or {})
+        cleaned = clean_contact_values({k: v for k, v in names.items() if k not in bad}, ctx)
+    return apply_cleaned(contact, cleaned)
 
 
 def _values(sender: Sender) -> dict[str, Any]:
