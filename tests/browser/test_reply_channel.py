@@ -114,6 +114,7 @@ def test_the_composer_answers_on_the_channel_picked(browser: Browser, setup: Set
     thread = page.get_by_test_id("thread")
     expect(thread.locator(".msg-incoming")).to_have_count(2)
     expect(thread.locator(".msg-incoming [data-testid=channel-badge]").last).to_have_text("Blog chat")
+    expect(page.get_by_test_id("pane-channel")).to_have_text("Blog chat")
 
     # Two channels: the choice is shown, on the one the customer last wrote on.
     picker = page.get_by_test_id("composer-channel")
@@ -132,6 +133,8 @@ def test_the_composer_answers_on_the_channel_picked(browser: Browser, setup: Set
     expect(thread.locator(".msg-outgoing")).to_have_count(2)
     expect(thread.locator(".msg-outgoing [data-testid=channel-badge]").last).to_have_text("Shop chat")
     assert _outgoing_channels(setup.database) == [setup.blog_id, setup.shop_id]
+    page.reload()  # the conversation is now on the shop's channel, as its header says
+    expect(page.get_by_test_id("pane-channel")).to_have_text("Shop chat")
 
     # A note goes to no channel, so the choice steps aside.
     page.get_by_test_id("mode-note").click()

@@ -16,7 +16,7 @@ from tertulia.channels.protocol import ChannelRules, InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.inbound import do_receive
-from tertulia.conversations.models import Message
+from tertulia.conversations.models import Conversation, Message
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
@@ -155,3 +155,30 @@ def test_a_reply_window_is_the_channels_own(client: TestClient, db: Database, te
     with db.transaction(write=False) as session:
         sent = session.scalars(select(Message.channel_id).where(Message.direction == "outgoing")).all()
     assert sent == [always]
+
+
+def test_a_merged_person_is_answered_where_they_wrote_last(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        first = _channel(db, tenant, provider.url, "Line one")
+        second = _channel(db, tenant, provider.url, "Line two")
+        older = _contact(db, tenant, "fakehttp")
+        _writes(db, first, "one")
+        with db.transaction() as session:
+            channel = session.get(Channel, second)
+            assert channel is not None
+            inbound = InboundMessage(sender_id="+5215599999999", provider_message_id="in-other", text="two")
+            newer = do_receive(session, channel, inbound).contact.id
+        merged = client.post(
+            f"/api/v1/contacts/id:{older}/merge", json={"other": f"id:{newer}"}, headers=tenant.headers
+        )
+        assert merged.status_code == 200
+        with db.transaction(write=False) as session:
+            [(conversation_id, channel_id, preview)] = session.execute(
+                select(Conversation.id, Conversation.channel_id, Conversation.last_message_preview).where(
+                    Conversation.contact_id == older
+                )
+            ).all()
+        assert (channel_id, preview) == (second, "two")
+        shown = client.get(f"/api/v1/conversations/{conversation_id}", headers=tenant.headers).json()
+        assert shown["default_channel_id"] == second
+        assert _send(client, tenant, older)["channel_id"] == second

@@ -27,9 +27,9 @@ Per-channel identity rules (email addresses, Telegram ids, Messenger's page-scop
 here, keyed by channel type.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -69,6 +69,8 @@ class Sender:
     def external_ids(self) -> tuple[str, ...]:
         return (self.external_id, *(alias for alias in self.aliases if alias != self.external_id))
 
+
+Valid = TypeVar("Valid")
 
 DISPLAY_NAME_LENGTH = 200  # ContactIdentity.display_name: a longer one is cut, not refused
 
@@ -157,7 +159,8 @@ def _link(session: Session, contact: Contact, channel_type: str, external_id: st
     return True
 
 
-def _cleaned_or_none(clean: Any) -> Any:
+def _valid_or_none(clean: Callable[[], Valid | None]) -> Valid | None:
+    """A detail as the API would store it, or None when it is not valid (a lookup key, not an error)."""
     try:
         return clean()
     except ValidationFailed:
@@ -167,8 +170,8 @@ def _cleaned_or_none(clean: Any) -> Any:
 def placement(session: Session, ctx: FieldContext, channel_type: str, sender: Sender) -> Placement:
     """Decide where a sender none of whose ids is known goes (see the module docstring). Reads only."""
     workspace_id = ctx.workspace.id
-    phone = _cleaned_or_none(lambda: clean_phone(sender.phone, ctx.workspace.default_country))
-    email = _cleaned_or_none(lambda: clean_email(sender.email))
+    phone = _valid_or_none(lambda: clean_phone(sender.phone, ctx.workspace.default_country))
+    email = _valid_or_none(lambda: clean_email(sender.email))
     given = {"phone": phone.e164 if phone else None, "email": email}
     matches: dict[str, Contact] = {}
     if given["phone"] is not None:

@@ -339,6 +339,11 @@
     var status = $("[data-pane-status]");
     status.textContent = c.status === "open" ? T.open : T.closed;
     status.className = "badge " + (c.status === "open" ? "badge-success" : "");
+    // The channel the conversation is on now (the last one used, either way).
+    var paneChannel = $("[data-pane-channel]");
+    paneChannel.textContent = "";
+    var mark = channelBadge(c.channel_id);
+    if (mark) paneChannel.appendChild(mark);
     assignUser.value = c.assignee_id ? String(c.assignee_id) : "";
     assignTeam.value = c.team_id ? String(c.team_id) : "";
     if (c.assignee_id && assignUser.value !== String(c.assignee_id)) {
