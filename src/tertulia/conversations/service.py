@@ -8,6 +8,7 @@ dispatched only after commit. A service never commits.
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Session
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, MessageType, window_open
 from tertulia.channels.registry import get_adapter
-from tertulia.channels.service import recipient_for
+from tertulia.channels.service import list_channels, recipient_for
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
@@ -360,13 +361,64 @@ def check_send(
     recipient = recipient_for(session, channel, contact.id)
     if recipient is None:
         raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
-    if not window_open(rules, contact.last_incoming_at, utcnow()):
+    if not window_open(rules, last_incoming_on(session, contact, channel), utcnow()):
         raise ValidationFailed(
             "The reply window on this channel has closed; send an approved template instead.",
             code="reply_window_closed",
             details={"channel_id": "reply window closed"},
         )
     return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments)
+
+
+def last_incoming_on(session: Session, contact: Contact, channel: Channel) -> datetime | None:
+    """When the contact last wrote on this channel, which opens its reply window: a contact who
+    writes on Telegram has not reopened their WhatsApp window. `contact.last_incoming_at` is the
+    newest across channels, so it can only bound this from above."""
+    on_channel = repo.last_incoming_on(session, contact.id, channel.id)
+    if on_channel is None or contact.last_incoming_at is None:
+        return None
+    return min(on_channel, contact.last_incoming_at)
+
+
+def reply_channels(session: Session, workspace_id: int, contact_id: int) -> list[Channel]:
+    """The active channels the contact can be answered on (an identity the channel's adapter owns)."""
+    return [
+        channel
+        for channel in list_channels(session, workspace_id)
+        if channel.active and recipient_for(session, channel, contact_id) is not None
+    ]
+
+
+def default_reply_channel(session: Session, contact_id: int, reachable: Sequence[Channel]) -> Channel | None:
+    """Of the channels a contact can be answered on, the one they last wrote on; else the one last
+    used to write to them; else the first."""
+    by_id = {channel.id: channel for channel in reachable}
+    for direction in (Direction.INCOMING, Direction.OUTGOING):
+        last = repo.last_channel_written(session, contact_id, list(by_id), direction)
+        if last is not None:
+            return by_id[last]
+    return reachable[0] if reachable else None
+
+
+def choose_channel(session: Session, actor: Actor, contact: Contact, channel_id: int | None) -> Channel:
+    """The channel a message to the contact goes through: the one asked for, or by default the one
+    they last wrote on. A contact with no channel to be reached on is a 422 that says so."""
+    if channel_id is not None:
+        channel = session.scalar(
+            select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == channel_id)
+        )
+        if channel is None:
+            raise ValidationFailed.field("channel_id", f"no channel {channel_id}")
+        return channel
+    chosen = default_reply_channel(session, contact.id, reply_channels(session, actor.workspace_id, contact.id))
+    if chosen is None:
+        raise ValidationFailed(
+            "channel_id: this contact has no active channel to be answered on (a contact is answered on a "
+            "channel they have written on); give channel_id.",
+            code="no_channel",
+            details={"channel_id": "required: the contact has no active channel to be answered on"},
+        )
+    return chosen
 
 
 def do_send(
