@@ -315,6 +315,14 @@ class OutboundCheck(Protocol):
         ...
 
 
+@runtime_checkable
+class ConnectionCheck(Protocol):
+    def check_connection(self, channel: Channel) -> dict[str, Any]:
+        """What the provider says about the account (WhatsApp: the number's name, quality rating and
+        messaging limit), for Settings; `ChannelError` with the provider's reason when it cannot."""
+        ...
+
+
 def channel_pace(rules: ChannelRules, channel: Channel) -> Pace | None:
     """The channel's own pace when its config sets one, else its adapter's."""
     configured = (channel.config or {}).get(PACE_SETTING)
