@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -368,6 +368,11 @@ def test_connecting_through_the_api_stores_the_secrets_and_never_shows_them_agai
 # ----- the 24-hour window and templates, against a local Graph API -----------------------------
 
 
+def _six_seconds_later() -> datetime:
+    """The outbox's clock once the pace to one customer (a message every 6 s) lets the next one go."""
+    return utcnow() + timedelta(seconds=6)
+
+
 @contextmanager
 def graph_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A local stand-in for graph.facebook.com: the send endpoint records each request's path and JSON
@@ -452,7 +457,7 @@ def test_outside_the_window_only_templates_go_out(client: TestClient, db: Databa
         )
         assert sent.status_code == 201, sent.text
         # One message every 6 s to the same customer: the template waits its turn behind the text.
-        assert process_outbound(db, sent.json()["id"], lambda: utcnow() + timedelta(seconds=6)).state == "sent"
+        assert process_outbound(db, sent.json()["id"], _six_seconds_later).state == "sent"
         wrong = {"channel_id": channel.id, "message": {"type": "whatsapp_template", "text": "no template"}}
         assert client.post(url, headers=tenant.headers, json=wrong).status_code == 422
     assert [r["body"]["type"] for r in received] == ["text", "template"]  # nothing sent for the refusals
@@ -481,8 +486,7 @@ def test_statuses_of_one_callback_are_applied_together_and_only_forward(
             posted = client.post(f"/api/v1/contacts/id:{contact_id}/messages", headers=tenant.headers, json=body)
             assert posted.status_code == 201
             if later:  # one message every 6 s to the same customer: the second waits its turn
-                moved = utcnow() + timedelta(seconds=6)
-                assert process_outbound(db, posted.json()["id"], lambda moved=moved: moved).state == "sent"
+                assert process_outbound(db, posted.json()["id"], _six_seconds_later).state == "sent"
     statuses = [
         {"id": "wamid.sent1", "status": "read", "timestamp": "1764950001", "recipient_id": "16505551234"},
         {"id": "wamid.sent1", "status": "delivered", "timestamp": "1764950000", "recipient_id": "16505551234"},
