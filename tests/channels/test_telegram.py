@@ -363,10 +363,10 @@ def test_the_pace_holds_a_second_message_to_the_same_chat(db: Database, tenant: 
     rules = TelegramAdapter.rules
     now = utcnow()
     with db.transaction() as session:
-        assert pace_wait(session, rules, channel, "1", now) == 0
-        assert pace_wait(session, rules, channel, "1", now) > 0  # one a second per chat
-        assert pace_wait(session, rules, channel, "2", now) == 0  # another chat is not held back
-        assert pace_wait(session, rules, channel, "1", now + timedelta(seconds=1)) == 0
+        assert pace_wait(session, rules, channel, "1", lambda: now) == 0
+        assert pace_wait(session, rules, channel, "1", lambda: now) > 0  # one a second per chat
+        assert pace_wait(session, rules, channel, "2", lambda: now) == 0  # another chat is not held back
+        assert pace_wait(session, rules, channel, "1", lambda: now + timedelta(seconds=1)) == 0
 
 
 @pytest.mark.usefixtures("immediate_queue")

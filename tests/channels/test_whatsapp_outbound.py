@@ -369,12 +369,14 @@ def test_the_pace_is_shared_through_the_database(db: Database) -> None:
     rules = WhatsAppAdapter.rules
     now = utcnow()
     with db.transaction() as session:
-        assert pace_wait(session, rules, channel, "16505551234", now) == 0
+        assert pace_wait(session, rules, channel, "16505551234", lambda: now) == 0
     with db.transaction() as session:
-        assert pace_wait(session, rules, channel, "16505551234", now + timedelta(seconds=2)) == pytest.approx(4.0)
-        assert pace_wait(session, rules, channel, "5215500000000", now + timedelta(seconds=2)) == 0
+        assert pace_wait(session, rules, channel, "16505551234", lambda: now + timedelta(seconds=2)) == pytest.approx(
+            4.0
+        )
+        assert pace_wait(session, rules, channel, "5215500000000", lambda: now + timedelta(seconds=2)) == 0
     with db.transaction() as session:
-        assert pace_wait(session, rules, channel, "16505551234", now + timedelta(seconds=6)) == 0
+        assert pace_wait(session, rules, channel, "16505551234", lambda: now + timedelta(seconds=6)) == 0
 
 
 def test_the_channel_s_rate_is_a_whole_number_meta_allows() -> None:

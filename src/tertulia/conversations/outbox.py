@@ -14,7 +14,8 @@ Transient errors are retried with exponential backoff up to `outbox_max_attempts
 fail the message at once. A channel whose rules set a pace (Telegram: 30 messages a second per bot, one
 a second per chat; WhatsApp: 80 a second per number, or the channel's `messages_per_second`, and one
 every 6 seconds to the same customer) has its messages wait their turn: the task is queued again for
-when the pace allows, without counting an attempt. The pace is a sliding-window log of recent sends
+when the pace allows, without counting an attempt, and behind older messages still pending to the
+same recipient, so a paced burst keeps its order. The pace is a sliding-window log of recent sends
 per channel and per recipient (`outbound_pace`), read and written under a row lock in the
 transaction that claims the attempt, so every worker process counts the same sends and no span of
 the window ever holds more than the pace allows. Each send records the channel's health (channels/health.py):
@@ -82,10 +83,14 @@ def _pace_key(prefix: str, *parts: str) -> str:
     return key if len(key) <= 200 else f"{prefix}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def pace_wait(session: Session, rules: ChannelRules, channel: Channel, recipient_id: str, now: datetime) -> float:
+def pace_wait(
+    session: Session, rules: ChannelRules, channel: Channel, recipient_id: str, clock: Callable[[], datetime]
+) -> float:
     """Seconds to wait before this message may go out under the channel's paces (0: now, and the send
     is counted). Keyed on the channel's key, which no other channel ever has. Both logs are locked in
-    key order (the channel's sorts first), so two workers never wait on each other in a cycle."""
+    key order (the channel's sorts first), so two workers never wait on each other in a cycle. The
+    time is read once the logs are locked: a worker that waited for the lock counts its send when it
+    really goes, not when it started waiting."""
     paces: list[tuple[str, Pace]] = []
     per_channel = channel_pace(rules, channel)
     if per_channel is not None:
@@ -95,8 +100,7 @@ def pace_wait(session: Session, rules: ChannelRules, channel: Channel, recipient
     if not paces:
         return 0.0
     paces.sort(key=lambda item: item[0])
-    moment = now.timestamp()
-    _ensure_pace_rows(session, [key for key, _ in paces], now)
+    _ensure_pace_rows(session, [key for key, _ in paces], clock())
     rows = {
         row.key: row
         for row in session.scalars(
@@ -106,6 +110,8 @@ def pace_wait(session: Session, rules: ChannelRules, channel: Channel, recipient
             .with_for_update()
         )
     }
+    now = clock()
+    moment = now.timestamp()
     kept: dict[str, list[float]] = {}
     wait = 0.0
     for key, pace in paces:
@@ -119,6 +125,27 @@ def pace_wait(session: Session, rules: ChannelRules, channel: Channel, recipient
         rows[key].sent_at = [*kept[key], round(moment, 6)]
         rows[key].expires_at = now + timedelta(seconds=pace.seconds)
     return 0.0
+
+
+def _behind_older(session: Session, rules: ChannelRules, message: Message) -> float:
+    """On a channel paced per recipient, a message waits for the older ones still pending to the same
+    contact there, so a paced burst arrives in the order it was written (whichever worker wakes first);
+    0 when none is waiting. The wait is one pace interval: by then the older one has had its turn."""
+    pace = rules.recipient_pace
+    if pace is None:
+        return 0.0
+    older = session.scalar(
+        select(Message.id)
+        .where(
+            Message.contact_id == message.contact_id,
+            Message.id < message.id,
+            Message.channel_id == message.channel_id,
+            Message.direction == Direction.OUTGOING,
+            Message.status == DeliveryStatus.PENDING,
+        )
+        .limit(1)
+    )
+    return pace.seconds / pace.messages if older is not None else 0.0
 
 
 def _ensure_pace_rows(session: Session, keys: list[str], now: datetime) -> None:
@@ -181,7 +208,8 @@ def process_outbound(db: Database, message_id: int, clock: Callable[[], datetime
             advance_message_status(session, message, DeliveryStatus.FAILED, "channel removed or disabled")
             return Outcome("failed", reason="channel removed or disabled")
         recipient_id = str((message.payload or {}).get("recipient_id", ""))
-        wait = pace_wait(session, get_adapter(channel.type).rules, channel, recipient_id, clock())
+        rules = get_adapter(channel.type).rules
+        wait = _behind_older(session, rules, message) or pace_wait(session, rules, channel, recipient_id, clock)
         if wait:
             # Not an attempt: the message waits its turn under the provider's pace.
             return Outcome("retry", retry_in=wait, reason="paced")
