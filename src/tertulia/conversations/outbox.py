@@ -17,8 +17,9 @@ every 6 seconds to the same customer) has its messages wait their turn: the task
 when the pace allows, without counting an attempt, and behind older messages still pending to the
 same recipient, so a paced burst keeps its order. The pace is a sliding-window log of recent sends
 per channel and per recipient (`outbound_pace`), read and written under a row lock in the
-transaction that claims the attempt, so every worker process counts the same sends and no span of
-the window ever holds more than the pace allows. Each send records the channel's health (channels/health.py):
+transaction that claims the attempt, so every worker process counts the same sends and no window
+of the log holds more sends than the pace allows (each counted when it is claimed; the provider
+receives it a commit and a round trip later). Each send records the channel's health (channels/health.py):
 the last message the provider accepted, or the last error. `requeue_stuck_outbound` (periodic)
 re-queues pending messages whose task was lost (a worker killed mid-task), so no message is lost
 either.
