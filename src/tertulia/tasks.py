@@ -9,7 +9,8 @@ Tasks (name, module, what queues it):
 - `contacts.run_import` (contacts.tasks): a CSV import; after the job is started.
 - `mail.deliver` (mail.tasks): an email of the outbox; after commit.
 - `segments.refresh_counts` (segments.tasks): a workspace's ageing segment counts; after a read.
-Periodic (every minute unless said): `conversations.requeue_stuck_outbound`,
+Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
+(every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
 `conversations.sweep_callbacks`, `mail.deliver_pending`, and the event log's dispatcher and pruning (`events.tasks`).
 

@@ -359,11 +359,14 @@ def test_throttling_waits_and_counts_one_attempt(
 
 
 def test_the_pace_holds_a_second_message_to_the_same_chat(db: Database, tenant: Tenant) -> None:
-    channel = Channel(key="pace-test-key", type="telegram")
+    channel = Channel(key="pace-test-key", type="telegram", config={})
     rules = TelegramAdapter.rules
-    assert pace_wait(rules, channel, "1") == 0
-    assert pace_wait(rules, channel, "1") > 0  # one a second per chat
-    assert pace_wait(rules, channel, "2") == 0  # another chat is not held back
+    now = utcnow()
+    with db.transaction() as session:
+        assert pace_wait(session, rules, channel, "1", lambda: now) == 0
+        assert pace_wait(session, rules, channel, "1", lambda: now) > 0  # one a second per chat
+        assert pace_wait(session, rules, channel, "2", lambda: now) == 0  # another chat is not held back
+        assert pace_wait(session, rules, channel, "1", lambda: now + timedelta(seconds=1)) == 0
 
 
 @pytest.mark.usefixtures("immediate_queue")

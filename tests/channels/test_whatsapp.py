@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,6 +31,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.cli import app
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.models import Message, StoredFile
+from tertulia.conversations.outbox import process_outbound
 from tertulia.events.models import EventRecord
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
@@ -367,6 +368,11 @@ def test_connecting_through_the_api_stores_the_secrets_and_never_shows_them_agai
 # ----- the 24-hour window and templates, against a local Graph API -----------------------------
 
 
+def _six_seconds_later() -> datetime:
+    """The outbox's clock once the pace to one customer (a message every 6 s) lets the next one go."""
+    return utcnow() + timedelta(seconds=6)
+
+
 @contextmanager
 def graph_api() -> Iterator[tuple[str, list[dict[str, Any]]]]:
     """A local stand-in for graph.facebook.com: the send endpoint records each request's path and JSON
@@ -430,7 +436,7 @@ def test_outside_the_window_only_templates_go_out(client: TestClient, db: Databa
         image = {"channel_id": channel.id, "message": {"type": "image", "attachments": []}}
         refused_media = client.post(url, headers=tenant.headers, json=image)
         assert refused_media.status_code == 422
-        assert "cannot send image" in refused_media.json()["error"]["message"]
+        assert refused_media.json()["error"]["details"] == {"message.attachments": "a image message needs a file"}
         # A day and an hour later.
         with db.transaction() as session:
             session.execute(
@@ -450,6 +456,8 @@ def test_outside_the_window_only_templates_go_out(client: TestClient, db: Databa
             json={"channel_id": channel.id, "message": {"type": "whatsapp_template", "template": template}},
         )
         assert sent.status_code == 201, sent.text
+        # One message every 6 s to the same customer: the template waits its turn behind the text.
+        assert process_outbound(db, sent.json()["id"], _six_seconds_later).state == "sent"
         wrong = {"channel_id": channel.id, "message": {"type": "whatsapp_template", "text": "no template"}}
         assert client.post(url, headers=tenant.headers, json=wrong).status_code == 422
     assert [r["body"]["type"] for r in received] == ["text", "template"]  # nothing sent for the refusals
@@ -473,12 +481,12 @@ def test_statuses_of_one_callback_are_applied_together_and_only_forward(
         _post(client, channel, wa.TEXT)
         with db.transaction(write=False) as session:
             contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
-        for text in ("uno", "dos"):
+        for later, text in enumerate(("uno", "dos")):
             body = {"channel_id": channel.id, "message": {"type": "text", "text": text}}
-            assert (
-                client.post(f"/api/v1/contacts/id:{contact_id}/messages", headers=tenant.headers, json=body).status_code
-                == 201
-            )
+            posted = client.post(f"/api/v1/contacts/id:{contact_id}/messages", headers=tenant.headers, json=body)
+            assert posted.status_code == 201
+            if later:  # one message every 6 s to the same customer: the second waits its turn
+                assert process_outbound(db, posted.json()["id"], _six_seconds_later).state == "sent"
     statuses = [
         {"id": "wamid.sent1", "status": "read", "timestamp": "1764950001", "recipient_id": "16505551234"},
         {"id": "wamid.sent1", "status": "delivered", "timestamp": "1764950000", "recipient_id": "16505551234"},

@@ -171,6 +171,20 @@ class SendResult:
 
 
 @dataclass(frozen=True)
+class Pace:
+    """At most `messages` in any `seconds`-long span (a sliding window, so never more, whatever the
+    moment one starts counting)."""
+
+    messages: int
+    seconds: float
+
+
+# A channel's config may set its own pace per channel (WhatsApp numbers are raised by Meta beyond
+# the default 80 messages a second); the adapter's `clean_config` validates it.
+PACE_SETTING = "messages_per_second"
+
+
+@dataclass(frozen=True)
 class ChannelRules:
     # Free-form replies allowed only this long after the customer's last message (WhatsApp,
     # Messenger, Instagram: 24 h); None = always.
@@ -179,12 +193,16 @@ class ChannelRules:
     templates_outside_window: bool = False
     max_text_length: int = 4096
     delivery_receipts: bool = False
-    # Pacing the outbox keeps (queueing, never failing): at most this many messages per second per
-    # channel, and per recipient on the channel. None = no limit.
-    per_channel_per_second: int | None = None
-    per_recipient_per_second: int | None = None
+    # Pacing the outbox keeps (queueing, never failing): per channel, and per recipient on the
+    # channel. None = no limit.
+    channel_pace: Pace | None = None
+    recipient_pace: Pace | None = None
     # Buttons under a message (OutboundMessage.payload["buttons"]: [{"title", "payload"|"url"}]).
     buttons: bool = False
+    # Reply buttons or a list to pick from (OutboundMessage.payload["quick_reply"]; the API's
+    # `quick_reply` type): {"buttons": [{"id", "title"}]} or {"list": {"button", "sections":
+    # [{"title", "rows": [{"id", "title", "description"}]}]}}, with an optional "header" and "footer".
+    quick_replies: bool = False
     message_types: frozenset[MessageType] = frozenset(
         {MessageType.TEXT, MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
     )
@@ -280,6 +298,37 @@ class ChatMenu(Protocol):
     def push_menu(self, channel: Channel, items: list[dict[str, Any]]) -> str:
         """Send the menu to the provider; its answer, to show the manager. Raises `ChannelError`."""
         ...
+
+
+@runtime_checkable
+class OutboundCheck(Protocol):
+    def check_outbound(
+        self,
+        channel: Channel,
+        message_type: MessageType,
+        text: str | None,
+        attachments: list[dict[str, Any]],
+        payload: dict[str, Any],
+    ) -> None:
+        """Refuse (`ValidationFailed` naming the provider's rule) what the provider would refuse, before
+        anything is written or sent: file types and sizes, captions, buttons and lists."""
+        ...
+
+
+@runtime_checkable
+class ConnectionCheck(Protocol):
+    def check_connection(self, channel: Channel) -> dict[str, Any]:
+        """What the provider says about the account (WhatsApp: the number's name, quality rating and
+        messaging limit), for Settings; `ChannelError` with the provider's reason when it cannot."""
+        ...
+
+
+def channel_pace(rules: ChannelRules, channel: Channel) -> Pace | None:
+    """The channel's own pace when its config sets one, else its adapter's."""
+    configured = (channel.config or {}).get(PACE_SETTING)
+    if isinstance(configured, int) and not isinstance(configured, bool) and configured > 0:
+        return Pace(configured, 1.0)
+    return rules.channel_pace
 
 
 def window_open(rules: ChannelRules, last_incoming_at: datetime | None, now: datetime) -> bool:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from tertulia.channels import repository as repo
 from tertulia.channels.health import record_error
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import ChannelError, ChatMenu, ProviderSetup, SetupRefused
+from tertulia.channels.protocol import ChannelError, ChatMenu, ConnectionCheck, ProviderSetup, SetupRefused
 from tertulia.channels.registry import get_adapter, registered_types
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import ValidationFailed, found
@@ -277,3 +277,14 @@ def message_counts(session: Session, channel_ids: list[int], since: datetime) ->
         if direction in ("incoming", "outgoing"):
             counts[channel_id][str(direction)] = int(count)
     return counts
+
+
+def check_connection(actor: Actor, channel: Channel) -> dict[str, Any]:
+    """Ask the provider about the channel's account (Settings' "Test connection"); nothing is written.
+    Raises `ChannelError` with the provider's reason, or `ValidationFailed` for a channel that has no
+    provider to ask."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    adapter = get_adapter(channel.type)
+    if not isinstance(adapter, ConnectionCheck):
+        raise ValidationFailed.field("type", f"{channel.type} channels have no provider account to check")
+    return adapter.check_connection(channel)

@@ -1,6 +1,7 @@
 """Channel pages: the widget script that sites embed, and Settings > Channels: every channel with
 its health, web chat widgets, Telegram bots (connect by token, replace the token, disconnect, connect
-again) and each bot's chat menu (its commands, pushed to Telegram on save)."""
+again) and each bot's chat menu (its commands, pushed to Telegram on save), and WhatsApp numbers
+(what to paste into Meta's dashboard, and a connection test that reads the number from the Graph API)."""
 
 from datetime import datetime, time
 from functools import cache
@@ -14,6 +15,8 @@ from starlette.responses import Response
 from tertulia.channels import service
 from tertulia.channels.health import health_of
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import ChannelError, channel_pace
+from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import ProviderRefused
 from tertulia.kit.errors import DomainError, NotFound
 from tertulia.kit.http import CheckedInputRoute
@@ -269,6 +272,8 @@ def channel_page(ctx: UserPage, channel_id: ID) -> Response:
     channel = _access(ctx, channel_id, None)
     if channel.type == "telegram":
         return _telegram_detail(ctx, channel, {}, 200)
+    if channel.type == "whatsapp":
+        return _whatsapp_detail(ctx, channel, 200)
     if channel.type != "webchat":
         raise NotFound("Channel not found.")
     return _detail(ctx, channel, _form_values(channel), {}, 200)
@@ -284,6 +289,78 @@ def _telegram_detail(ctx: WebContext, channel: Channel, errors: dict[str, str], 
         "errors": errors,
     }
     return _render(ctx, "telegram.html", context, status_code=status)
+
+
+# Meta's quality ratings and messaging limit tiers, as a manager reads them.
+QUALITY = {
+    "GREEN": i18n.lazy("High (green)"),
+    "YELLOW": i18n.lazy("Medium (yellow)"),
+    "RED": i18n.lazy("Low (red)"),
+    "UNKNOWN": i18n.lazy("Not rated yet"),
+}
+LIMIT_TIERS = {
+    "TIER_50": 50,
+    "TIER_250": 250,
+    "TIER_1K": 1_000,
+    "TIER_2K": 2_000,
+    "TIER_10K": 10_000,
+    "TIER_100K": 100_000,
+}
+LIMIT = i18n.lazy("%(count)s customers outside the service window in 24 hours")
+UNLIMITED = i18n.lazy("Unlimited")
+TEST_FAILED = i18n.lazy("WhatsApp answered: %(reason)s")
+
+
+def _number_facts(ctx: WebContext, number: dict[str, Any]) -> dict[str, str]:
+    """The number's fields as the page shows them: Meta's codes in the reader's words, with the code."""
+    quality = str(number.get("quality_rating") or "")
+    tier = str(number.get("messaging_limit_tier") or "")
+    if tier in LIMIT_TIERS:
+        limit = ctx.fmt.gettext(LIMIT) % {"count": ctx.fmt.number(LIMIT_TIERS[tier])}
+    else:
+        limit = ctx.fmt.gettext(UNLIMITED) if tier == "TIER_UNLIMITED" else tier
+    return {
+        "verified_name": str(number.get("verified_name") or "—"),
+        "display_phone_number": str(number.get("display_phone_number") or "—"),
+        "quality_rating": f"{ctx.fmt.gettext(QUALITY[quality])} · {quality}" if quality in QUALITY else quality or "—",
+        "messaging_limit": f"{limit} · {tier}" if tier and limit != tier else limit or "—",
+    }
+
+
+def _whatsapp_detail(
+    ctx: WebContext,
+    channel: Channel,
+    status: int,
+    *,
+    number: dict[str, Any] | None = None,
+    test_error: str | None = None,
+) -> Response:
+    [row] = _overview(ctx, [channel])
+    config = channel.config or {}
+    context = {
+        **row,
+        "config": config,
+        "pace": channel_pace(get_adapter(channel.type).rules, channel),
+        "callback_url": service.callback_url(_base_url(ctx), channel),
+        # Meta asks for it once, when the callback URL is set up: shown here (managers only) to paste.
+        "verify_token": (channel.secrets or {}).get("verify_token", ""),
+        "number": _number_facts(ctx, number) if number is not None else None,
+        "test_error": test_error,
+    }
+    response = _render(ctx, "whatsapp.html", context, status_code=status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.post("/settings/channels/{channel_id}/whatsapp/test")
+def test_whatsapp(ctx: UserPage, channel_id: ID) -> Response:
+    """Read the number from the Graph API: its name, quality rating and messaging limit, or Meta's error."""
+    channel = _access(ctx, channel_id, "whatsapp")
+    try:
+        number = service.check_connection(ctx.actor, channel)
+    except ChannelError as exc:
+        return _whatsapp_detail(ctx, channel, 422, test_error=ctx.fmt.gettext(TEST_FAILED) % {"reason": exc.reason})
+    return _whatsapp_detail(ctx, channel, 200, number=number)
 
 
 class TokenForm(BaseModel):

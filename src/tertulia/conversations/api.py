@@ -22,6 +22,11 @@ Contacts' messages (REST API v1)
     POST /api/v1/contacts/{identifier}/messages  {"channel_id"?,"message":{"type","text","attachments"}}
          -> {"id","status","conversation_id","channel_id"}; without channel_id, the channel the contact
          last wrote on (422 no_channel when they can be answered on none)
+    Both message bodies also take "reply_to_message_id" (quote an earlier message of the
+    conversation), "preview_url" (text), "template" (type whatsapp_template) and "quick_reply"
+    (type quick_reply: {"buttons": [{"id","title"}]} or {"list": {"button","sections":[{"title",
+    "rows":[{"id","title","description"}]}]}}, optional "header" and "footer"); each channel checks
+    its provider's limits (422 naming the rule) before anything is written.
     GET  /api/v1/contacts/{identifier}/messages?before_id=&limit=
 Settings
     GET/POST /api/v1/snippets, PATCH/DELETE /api/v1/snippets/{id},
@@ -90,10 +95,43 @@ class ButtonBody(BaseModel):
     url: str | None = Field(default=None, max_length=1000, pattern=r"^https?://")
 
 
+class QuickReplyChoice(BaseModel):
+    """A reply button or a row of a list: `id` comes back when the customer picks it."""
+
+    model_config = ConfigDict(extra="forbid")
+    # Loose bounds: each channel checks its provider's own limits and names the rule it breaks.
+    id: str = Field(min_length=1, max_length=256)
+    title: str = Field(min_length=1, max_length=256)
+    description: str | None = Field(default=None, max_length=256)
+
+
+class QuickReplySection(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str | None = Field(default=None, max_length=256)
+    rows: list[QuickReplyChoice] = Field(min_length=1, max_length=100)
+
+
+class QuickReplyList(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    button: str = Field(min_length=1, max_length=256, description="The label of the button that opens the list.")
+    sections: list[QuickReplySection] = Field(min_length=1, max_length=100)
+
+
+class QuickReplyBody(BaseModel):
+    """Reply buttons (`buttons`) or a list to pick from (`list`), under the message's text."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=False)
+    buttons: list[QuickReplyChoice] = Field(default_factory=list, max_length=100)
+    choices: QuickReplyList | None = Field(default=None, alias="list")
+    header: str | None = Field(default=None, max_length=256)
+    footer: str | None = Field(default=None, max_length=256)
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    # `whatsapp_template` is the stored type `template` with a WhatsApp template.
-    type: MessageType | Literal["whatsapp_template"] = MessageType.TEXT
+    # `whatsapp_template` is the stored type `template` with a WhatsApp template; `quick_reply` is a
+    # text message with reply buttons or a list (`quick_reply`), on channels that have them.
+    type: MessageType | Literal["whatsapp_template", "quick_reply"] = MessageType.TEXT
     text: str | None = Field(default=None, max_length=20_000)
     attachments: list[ID] = Field(default_factory=list, max_length=MAX_FILES)
     template: WhatsAppTemplate | None = None
@@ -101,6 +139,9 @@ class MessageBody(BaseModel):
     buttons: list[ButtonBody] = Field(default_factory=list, max_length=20)
     # An earlier message of the conversation this one answers (quoted where the channel can).
     reply_to_message_id: ID | None = None
+    quick_reply: QuickReplyBody | None = None
+    # Text messages: ask the channel to show a preview of the first link (WhatsApp's preview_url).
+    preview_url: bool | None = None
 
     @model_validator(mode="after")
     def _template_with_its_type(self) -> "MessageBody":
@@ -108,11 +149,17 @@ class MessageBody(BaseModel):
             raise ValueError("`template` is given with type whatsapp_template, and only then")
         if self.type == MessageType.TEMPLATE:
             self.type = "whatsapp_template"
+        if (self.type == "quick_reply") != (self.quick_reply is not None):
+            raise ValueError("`quick_reply` is given with type quick_reply, and only then")
+        if self.preview_url is not None and self.type not in (MessageType.TEXT, "quick_reply"):
+            raise ValueError("`preview_url` is for text messages")
         return self
 
     @property
     def message_type(self) -> MessageType:
-        return MessageType.TEMPLATE if self.type == "whatsapp_template" else MessageType(self.type)
+        if self.type == "whatsapp_template":
+            return MessageType.TEMPLATE
+        return MessageType.TEXT if self.type == "quick_reply" else MessageType(self.type)
 
     @property
     def preview_text(self) -> str | None:
@@ -127,6 +174,12 @@ class MessageBody(BaseModel):
             payload["buttons"] = [b.model_dump(exclude_none=True) for b in self.buttons]
         if self.reply_to_message_id is not None:
             payload["reply_to_message_id"] = self.reply_to_message_id
+        if self.quick_reply is not None:
+            payload["quick_reply"] = self.quick_reply.model_dump(
+                by_alias=True, exclude_none=True, exclude_defaults=True
+            )
+        if self.preview_url:
+            payload["preview_url"] = True
         return payload
 
 

@@ -192,3 +192,16 @@ class InboundCallback(IdMixin, Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Until when a task has claimed it (None: waiting); claimed again by anyone once this has passed.
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class OutboundPace(Base):
+    """The recent sends under one pace (a channel, or one recipient on a channel): the outbox's
+    sliding-window log, in the database so every worker process paces against the same one."""
+
+    __tablename__ = "outbound_pace"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # When the sends the window still counts went out (seconds since the epoch), oldest first.
+    sent_at: Mapped[list[float]] = mapped_column(JSONType)
+    # After this the log counts nothing any more and the row may be pruned.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

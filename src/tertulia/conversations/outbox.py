@@ -12,24 +12,30 @@ is queued after commit with its id. The task:
 
 Transient errors are retried with exponential backoff up to `outbox_max_attempts`; permanent ones
 fail the message at once. A channel whose rules set a pace (Telegram: 30 messages a second per bot, one
-a second per chat) has its messages wait their turn: the task is queued again for when the pace
-allows, without counting an attempt (counters in memory, or in Redis when TERTULIA_REALTIME_URL is
-redis://, so every worker shares them). Each send records the channel's health (channels/health.py):
+a second per chat; WhatsApp: 80 a second per number, or the channel's `messages_per_second`, and one
+every 6 seconds to the same customer) has its messages wait their turn: the task is queued again for
+when the pace allows, without counting an attempt, and behind older messages still pending to the
+same recipient, so a paced burst keeps its order. The pace is a sliding-window log of recent sends
+per channel and per recipient (`outbound_pace`), read and written under a row lock in the
+transaction that claims the attempt, so every worker process counts the same sends and no window
+of the log holds more sends than the pace allows (each counted when it is claimed; the provider
+receives it a commit and a round trip later). Each send records the channel's health (channels/health.py):
 the last message the provider accepted, or the last error. `requeue_stuck_outbound` (periodic)
 re-queues pending messages whose task was lost (a worker killed mid-task), so no message is lost
 either.
 """
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from functools import cache
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 from huey import crontab
 from huey.exceptions import RetryTask
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tertulia.channels.health import record_error, touch_sent
@@ -38,17 +44,18 @@ from tertulia.channels.protocol import (
     ChannelRules,
     DeliveryStatus,
     OutboundMessage,
+    Pace,
     PermanentError,
     TransientError,
+    channel_pace,
 )
 from tertulia.channels.registry import get_adapter
 from tertulia.conversations.files import do_sweep_unsent_uploads
-from tertulia.conversations.models import Direction, Message, StoredFile
+from tertulia.conversations.models import Direction, Message, OutboundPace, StoredFile
 from tertulia.conversations.status import advance_message_status
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.queue import huey, task_database
-from tertulia.kit.ratelimit import RateLimiter, make_rate_limiter
 from tertulia.kit.settings import get_settings
 
 log = structlog.get_logger()
@@ -71,20 +78,90 @@ def backoff(attempt: int, base: float) -> float:
     return float(min(MAX_BACKOFF_SECONDS, base * (2 ** max(0, attempt - 1))))
 
 
-@cache
-def _pacer() -> RateLimiter:
-    return make_rate_limiter(get_settings().realtime_url)
+def _pace_key(prefix: str, *parts: str) -> str:
+    key = ":".join((prefix, *parts))
+    # Recipient ids are bounded but long ones (BSUIDs, addresses) could pass the column's length.
+    return key if len(key) <= 200 else f"{prefix}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def pace_wait(rules: ChannelRules, channel: Channel, recipient_id: str) -> float:
-    """Seconds to wait before this message may go out under the channel's pace (0: now). Keyed on the
-    channel's key, which no other channel ever has."""
-    waits = []
-    if rules.per_channel_per_second:
-        waits.append(_pacer().hit(f"pace:{channel.key}", rules.per_channel_per_second, 1))
-    if rules.per_recipient_per_second and not any(waits):
-        waits.append(_pacer().hit(f"pace:{channel.key}:{recipient_id}", rules.per_recipient_per_second, 1))
-    return float(max(waits, default=0))
+def pace_wait(
+    session: Session, rules: ChannelRules, channel: Channel, recipient_id: str, clock: Callable[[], datetime]
+) -> float:
+    """Seconds to wait before this message may go out under the channel's paces (0: now, and the send
+    is counted). Keyed on the channel's key, which no other channel ever has. Both logs are locked in
+    key order (the channel's sorts first), so two workers never wait on each other in a cycle. The
+    time is read once the logs are locked: a worker that waited for the lock counts its send when it
+    really goes, not when it started waiting."""
+    paces: list[tuple[str, Pace]] = []
+    per_channel = channel_pace(rules, channel)
+    if per_channel is not None:
+        paces.append((_pace_key("c", channel.key), per_channel))
+    if rules.recipient_pace is not None:
+        paces.append((_pace_key("r", channel.key, recipient_id), rules.recipient_pace))
+    if not paces:
+        return 0.0
+    paces.sort(key=lambda item: item[0])
+    _ensure_pace_rows(session, [key for key, _ in paces], clock())
+    rows = {
+        row.key: row
+        for row in session.scalars(
+            select(OutboundPace)
+            .where(OutboundPace.key.in_([key for key, _ in paces]))
+            .order_by(OutboundPace.key)
+            .with_for_update()
+        )
+    }
+    now = clock()
+    moment = now.timestamp()
+    kept: dict[str, list[float]] = {}
+    wait = 0.0
+    for key, pace in paces:
+        recent = sorted(float(t) for t in rows[key].sent_at or [] if float(t) > moment - pace.seconds)
+        if len(recent) >= pace.messages:
+            wait = max(wait, recent[-pace.messages] + pace.seconds - moment)
+        kept[key] = recent
+    if wait > 0:
+        return wait
+    for key, pace in paces:
+        rows[key].sent_at = [*kept[key], round(moment, 6)]
+        rows[key].expires_at = now + timedelta(seconds=pace.seconds)
+    return 0.0
+
+
+def _behind_older(session: Session, rules: ChannelRules, message: Message) -> float:
+    """On a channel paced per recipient, a message waits for the older ones still pending to the same
+    contact there, so a paced burst arrives in the order it was written (whichever worker wakes first);
+    0 when none is waiting. The wait is one pace interval: by then the older one has had its turn."""
+    pace = rules.recipient_pace
+    if pace is None:
+        return 0.0
+    older = session.scalar(
+        select(Message.id)
+        .where(
+            Message.contact_id == message.contact_id,
+            Message.id < message.id,
+            Message.channel_id == message.channel_id,
+            Message.direction == Direction.OUTGOING,
+            Message.status == DeliveryStatus.PENDING,
+        )
+        .limit(1)
+    )
+    return pace.seconds / pace.messages if older is not None else 0.0
+
+
+def _ensure_pace_rows(session: Session, keys: list[str], now: datetime) -> None:
+    """The logs exist before they are locked: two workers creating the same one both succeed."""
+    values = [{"key": key, "sent_at": [], "expires_at": now} for key in keys]
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(postgresql.insert(OutboundPace).values(values).on_conflict_do_nothing(index_elements=["key"]))
+    else:
+        session.execute(sqlite.insert(OutboundPace).values(values).on_conflict_do_nothing(index_elements=["key"]))
+
+
+def do_prune_paces(session: Session, now: datetime) -> int:
+    """Drop pace logs that count nothing any more (customers not written to lately)."""
+    result = session.execute(delete(OutboundPace).where(OutboundPace.expires_at < now))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _attachments(session: Session, message: Message) -> list[dict[str, Any]]:
@@ -120,7 +197,8 @@ def _replied_provider_id(session: Session, message: Message) -> str | None:
     return replied.provider_message_id
 
 
-def process_outbound(db: Database, message_id: int) -> Outcome:
+def process_outbound(db: Database, message_id: int, clock: Callable[[], datetime] = utcnow) -> Outcome:
+    """`clock` is when the pace is judged (tests move it instead of sleeping)."""
     settings = get_settings()
     with db.transaction() as session:
         message = session.get(Message, message_id, with_for_update=True)
@@ -131,7 +209,8 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
             advance_message_status(session, message, DeliveryStatus.FAILED, "channel removed or disabled")
             return Outcome("failed", reason="channel removed or disabled")
         recipient_id = str((message.payload or {}).get("recipient_id", ""))
-        wait = pace_wait(get_adapter(channel.type).rules, channel, recipient_id)
+        rules = get_adapter(channel.type).rules
+        wait = _behind_older(session, rules, message) or pace_wait(session, rules, channel, recipient_id, clock)
         if wait:
             # Not an attempt: the message waits its turn under the provider's pace.
             return Outcome("retry", retry_in=wait, reason="paced")
@@ -230,6 +309,12 @@ def requeue_stuck_outbound() -> int:
     for message_id in ids:
         enqueue_send(message_id)
     return len(ids)
+
+
+@huey.periodic_task(crontab(minute="*/10"), name="conversations.prune_paces")  # type: ignore[untyped-decorator]
+def prune_paces() -> int:
+    with task_database().transaction() as session:
+        return do_prune_paces(session, utcnow())
 
 
 @huey.periodic_task(crontab(minute="17"), name="conversations.sweep_unsent_uploads")  # type: ignore[untyped-decorator]

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus, MessageType, window_open
+from tertulia.channels.protocol import DeliveryStatus, MessageType, OutboundCheck, window_open
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import list_channels, recipient_for
 from tertulia.contacts import repository as contacts_repo
@@ -421,6 +421,33 @@ def choose_channel(session: Session, actor: Actor, contact: Contact, channel_id:
     return chosen
 
 
+def check_content(channel: Channel, plan: OutboundPlan, payload: dict[str, Any]) -> None:
+    """What the channel's provider would refuse, refused before anything is written: buttons and
+    quick replies where the channel has none, and the adapter's own rules (file kinds and sizes,
+    captions, button and list limits)."""
+    adapter = get_adapter(channel.type)
+    if payload.get("buttons") and not adapter.rules.buttons:
+        raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
+    if payload.get("quick_reply") and not adapter.rules.quick_replies:
+        raise ValidationFailed.field("message.type", f"{channel.type} cannot send quick_reply messages")
+    if isinstance(adapter, OutboundCheck):
+        adapter.check_outbound(channel, plan.message_type, plan.text, plan.attachments, payload)
+
+
+def check_quoted(session: Session, conversation: Conversation, channel: Channel, replied_id: Any) -> None:
+    """A quoted message is a customer's or an agent's message of this conversation on this channel."""
+    if replied_id is None:
+        return
+    replied = session.get(Message, replied_id) if isinstance(replied_id, int) else None
+    field = "message.reply_to_message_id"
+    if replied is None or replied.conversation_id != conversation.id:
+        raise ValidationFailed.field(field, f"no message {replied_id} in this conversation")
+    if replied.direction not in (Direction.INCOMING, Direction.OUTGOING):
+        raise ValidationFailed.field(field, "internal notes and system lines cannot be quoted")
+    if replied.channel_id != channel.id:
+        raise ValidationFailed.field(field, "that message went through another channel; it cannot be quoted here")
+
+
 def do_send(
     session: Session,
     actor: Actor,
@@ -434,8 +461,7 @@ def do_send(
 ) -> Message:
     """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
     plan = check_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
-    if (payload or {}).get("buttons") and not get_adapter(channel.type).rules.buttons:
-        raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
+    check_content(channel, plan, payload or {})
     conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (
@@ -444,6 +470,7 @@ def do_send(
         and not viewer_for(session, actor).can_see(conversation.assignee_id, conversation.team_id)
     ):
         raise PermissionDenied("This conversation is assigned to someone else.")
+    check_quoted(session, conversation, channel, (payload or {}).get("reply_to_message_id"))
     now = utcnow()
     message = Message(
         workspace_id=actor.workspace_id,

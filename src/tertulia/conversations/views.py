@@ -65,6 +65,8 @@ SCRIPT_TEXTS: dict[str, str] = {
     "uploading": i18n.lazy("Wait until the files have uploaded."),
     "upload_failed": i18n.lazy("%(name)s could not be uploaded: %(reason)s"),
     "notes_no_files": i18n.lazy("Internal notes cannot carry files; switch to Reply."),
+    "quote": i18n.lazy("Quote"),
+    "quoting": i18n.lazy("Replying to: %(text)s"),
     "emoji_smileys": i18n.lazy("Smileys"),
     "emoji_people": i18n.lazy("People and gestures"),
     "emoji_nature": i18n.lazy("Animals and nature"),

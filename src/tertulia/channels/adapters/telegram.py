@@ -53,6 +53,7 @@ from tertulia.channels.protocol import (
     InboundMessage,
     MessageType,
     OutboundMessage,
+    Pace,
     ParsedWebhook,
     PermanentError,
     SendResult,
@@ -130,8 +131,8 @@ class TelegramAdapter:
         max_text_length=MAX_TEXT,
         delivery_receipts=False,
         # Bot FAQ: about one message a second in a chat, about 30 a second per bot.
-        per_channel_per_second=30,
-        per_recipient_per_second=1,
+        channel_pace=Pace(30, 1.0),
+        recipient_pace=Pace(1, 1.0),
         buttons=True,
     )
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.

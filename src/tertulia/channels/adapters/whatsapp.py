@@ -15,6 +15,19 @@ Sending: `POST {api_base_url}/{api_version}/{phone_number_id}/messages` with the
 Graph errors are mapped by code (§3.4): throttling and transient faults are retried, policy
 refusals (outside the 24-hour window, undeliverable, template problems, blocked accounts) fail the
 message with Meta's own title and details as the reason.
+
+- Files are ours, so Meta cannot fetch them by link: each is uploaded first
+  (`POST /{phone_number_id}/media`, multipart `file`, `type`, `messaging_product=whatsapp`, answered
+  `{"id"}`) and sent by that media id, one file per message, the text as its caption where the kind
+  takes one (images, videos, documents; a document keeps its file name). What kinds and sizes Meta
+  takes (MEDIA_RULES) is checked when the message is written (`check_outbound`, a 422 naming the
+  rule), never found out from a refused upload.
+- Reply buttons (at most 3, titles of at most 20 characters) and lists (at most 10 rows) are the
+  API's `quick_reply` messages, checked against Meta's limits the same way; a reply quotes the
+  customer's message (`context.message_id`); `preview_url` asks for a link preview.
+- Throughput (§3.5): 80 messages a second per number unless the channel's `messages_per_second`
+  says otherwise, and one message every 6 s to the same customer, kept by the outbox's pace.
+- `check_connection` reads the number's name, quality rating and messaging limit for Settings.
 """
 
 import hashlib
@@ -30,12 +43,14 @@ import httpx
 
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
+    PACE_SETTING,
     ChannelRules,
     DeliveryStatus,
     FetchedMedia,
     InboundMessage,
     MessageType,
     OutboundMessage,
+    Pace,
     ParsedWebhook,
     PermanentError,
     SendResult,
@@ -44,6 +59,7 @@ from tertulia.channels.protocol import (
     WebhookRejected,
     WebhookRequest,
 )
+from tertulia.kit import storage
 from tertulia.kit.errors import ValidationFailed
 
 TYPE = "whatsapp"
@@ -51,7 +67,10 @@ DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v26.0"
 SIGNATURE_HEADER = "x-hub-signature-256"
 SEND_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+UPLOAD_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 CAPTION_LENGTH = 1024
+DEFAULT_MESSAGES_PER_SECOND = 80
+MAX_MESSAGES_PER_SECOND = 1000  # the highest throughput Meta raises a number to
 MAX_MEDIA_BYTES = 100 * 1024 * 1024  # WhatsApp's largest (documents); our own upload limit applies too
 _DIGITS = re.compile(r"^[0-9]{5,20}$")
 _VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]$")
@@ -92,6 +111,54 @@ OUTBOUND_MEDIA = {
     MessageType.FILE: "document",
 }
 
+_KB = 1024
+_MB = 1024 * 1024
+# What WhatsApp takes, by content type: the kind a file is sent as and its largest size. Source:
+# Meta's "Supported media types" (developers.facebook.com/docs/whatsapp/cloud-api/reference/media,
+# "Supported Media Types"): audio 16 MB, documents 100 MB, images 5 MB, stickers 100 KB (static) or
+# 500 KB (animated), videos 16 MB (H.264 with AAC audio).
+MEDIA_RULES: dict[str, tuple[str, int]] = {
+    "audio/aac": ("audio", 16 * _MB),
+    "audio/amr": ("audio", 16 * _MB),
+    "audio/mpeg": ("audio", 16 * _MB),
+    "audio/mp4": ("audio", 16 * _MB),
+    "audio/ogg": ("audio", 16 * _MB),
+    "text/plain": ("document", 100 * _MB),
+    "application/pdf": ("document", 100 * _MB),
+    "application/vnd.ms-excel": ("document", 100 * _MB),
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ("document", 100 * _MB),
+    "application/msword": ("document", 100 * _MB),
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ("document", 100 * _MB),
+    "application/vnd.ms-powerpoint": ("document", 100 * _MB),
+    "application/vnd.openxmlformats-officedocument.presentationml.presentation": ("document", 100 * _MB),
+    "image/jpeg": ("image", 5 * _MB),
+    "image/png": ("image", 5 * _MB),
+    "image/webp": ("sticker", 500 * _KB),  # animated; a static sticker is at most STATIC_STICKER_BYTES
+    "video/mp4": ("video", 16 * _MB),
+    "video/3gpp": ("video", 16 * _MB),
+}
+STATIC_STICKER_BYTES = 100 * _KB
+CAPTIONED = frozenset({"image", "video", "document"})
+
+# Interactive messages (developers.facebook.com/docs/whatsapp/cloud-api/messages/interactive-reply-buttons-messages
+# and .../interactive-list-messages): reply buttons and list rows, with Meta's limits.
+MAX_REPLY_BUTTONS = 3
+BUTTON_TITLE_LENGTH = 20
+BUTTON_ID_LENGTH = 256
+BUTTONS_BODY_LENGTH = 1024
+MAX_LIST_ROWS = 10
+MAX_LIST_SECTIONS = 10
+LIST_BUTTON_LENGTH = 20
+ROW_TITLE_LENGTH = 24
+ROW_DESCRIPTION_LENGTH = 72
+ROW_ID_LENGTH = 200
+SECTION_TITLE_LENGTH = 24
+LIST_BODY_LENGTH = 4096
+HEADER_LENGTH = 60
+FOOTER_LENGTH = 60
+# What Settings asks of the phone number (`GET /{phone-number-id}?fields=...`).
+NUMBER_FIELDS = "verified_name,display_phone_number,quality_rating,messaging_limit_tier"
+
 
 class WhatsAppAdapter:
     type: ClassVar[str] = TYPE
@@ -101,9 +168,20 @@ class WhatsAppAdapter:
         templates_outside_window=True,
         max_text_length=4096,
         delivery_receipts=True,
-        # What may be sent. Media wait for the upload to Meta's media endpoint (the files are ours,
-        # Meta cannot fetch them by link); until then the composer and the API refuse them.
-        message_types=frozenset({MessageType.TEXT, MessageType.TEMPLATE}),
+        channel_pace=Pace(DEFAULT_MESSAGES_PER_SECOND, 1.0),
+        # Meta's pair rate limit (131056): about one message every 6 s to the same customer.
+        recipient_pace=Pace(1, 6.0),
+        quick_replies=True,
+        message_types=frozenset(
+            {
+                MessageType.TEXT,
+                MessageType.TEMPLATE,
+                MessageType.IMAGE,
+                MessageType.FILE,
+                MessageType.AUDIO,
+                MessageType.VIDEO,
+            }
+        ),
     )
 
     # ----- callbacks --------------------------------------------------------------------------
@@ -139,13 +217,45 @@ class WhatsAppAdapter:
 
     # ----- sending ----------------------------------------------------------------------------
 
+    def check_outbound(
+        self,
+        channel: Channel,
+        message_type: MessageType,
+        text: str | None,
+        attachments: list[dict[str, Any]],
+        payload: dict[str, Any],
+    ) -> None:
+        quick_reply = payload.get("quick_reply")
+        if isinstance(quick_reply, dict):
+            if attachments:
+                raise ValidationFailed.field(
+                    "message.attachments", "WhatsApp sends reply buttons and lists without files"
+                )
+            check_quick_reply(quick_reply, text)
+            return
+        if not attachments:
+            return
+        if len(attachments) > 1:
+            raise ValidationFailed.field("message.attachments", "WhatsApp sends one file per message")
+        kind = check_media(attachments[0], "message.attachments[0]")
+        if text and kind not in CAPTIONED:
+            raise ValidationFailed.field(
+                "message.text",
+                f"WhatsApp sends {kind} files without a caption: send the text in a message of its own",
+            )
+        if text and len(text) > CAPTION_LENGTH:
+            raise ValidationFailed.field("message.text", f"a WhatsApp caption is at most {CAPTION_LENGTH} characters")
+
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
         url = f"{_graph(channel)}/{(channel.config or {}).get('phone_number_id')}/messages"
         token = str(channel.secrets.get("access_token", ""))
+        media_id = None
+        if _sends_media(message) and not message.attachments[0].get("url"):
+            media_id = upload_media(channel, message.attachments[0])
         try:
             response = httpx.post(
                 url,
-                json=outbound_body(message),
+                json=outbound_body(message, media_id),
                 headers={"Authorization": f"Bearer {token}"},
                 timeout=SEND_TIMEOUT,
             )
@@ -188,6 +298,29 @@ class WhatsAppAdapter:
     def follow_up(self, channel: Channel, call: dict[str, Any]) -> None:
         raise ValueError("WhatsApp callbacks ask for no follow-up calls")
 
+    # ----- the phone number, for Settings ------------------------------------------------------------
+
+    def check_connection(self, channel: Channel) -> dict[str, Any]:
+        """The number as Meta knows it (`verified_name`, `display_phone_number`, `quality_rating`,
+        `messaging_limit_tier`); `ChannelError` with Meta's reason when it cannot be read."""
+        number = (channel.config or {}).get("phone_number_id")
+        token = {"Authorization": f"Bearer {channel.secrets.get('access_token', '')}"}
+        try:
+            response = httpx.get(
+                f"{_graph(channel)}/{number}", params={"fields": NUMBER_FIELDS}, headers=token, timeout=SEND_TIMEOUT
+            )
+        except httpx.TransportError as exc:
+            raise TransientError(f"WhatsApp could not be reached: {exc}") from exc
+        if not response.is_success:
+            raise graph_error(response)
+        try:
+            found = response.json()
+        except ValueError as exc:
+            raise TransientError("WhatsApp answered without the phone number") from exc
+        if not isinstance(found, dict):
+            raise TransientError("WhatsApp answered without the phone number")
+        return {key: found.get(key) for key in NUMBER_FIELDS.split(",")}
+
     # ----- configuration ----------------------------------------------------------------------
 
     def public_config(self, channel: Channel) -> dict[str, Any]:
@@ -216,6 +349,17 @@ class WhatsAppAdapter:
         display = str(config.get("display_phone_number") or "").strip()
         if display:
             cleaned["display_phone_number"] = display[:32]
+        pace = config.get(PACE_SETTING)
+        if pace not in (None, ""):
+            try:
+                per_second = int(str(pace).strip())
+            except ValueError:
+                per_second = 0
+            if not 1 <= per_second <= MAX_MESSAGES_PER_SECOND:
+                raise ValidationFailed.field(
+                    f"config.{PACE_SETTING}", f"must be a whole number from 1 to {MAX_MESSAGES_PER_SECOND}"
+                )
+            cleaned[PACE_SETTING] = per_second
         kept = {name: value for name, value in secrets_.items() if value not in (None, "")}
         for name in ("access_token", "app_secret"):
             if not isinstance(kept.get(name), str) or not kept[name].strip():
@@ -405,9 +549,10 @@ def _reason(error: dict[str, Any]) -> str:
 # ----- sending, piece by piece -----------------------------------------------------------------
 
 
-def outbound_body(message: OutboundMessage) -> dict[str, Any]:
-    """The Graph API body for one message (§3.3). A template or an interactive message travels in
-    the payload, already in Meta's shape."""
+def outbound_body(message: OutboundMessage, media_id: str | None = None) -> dict[str, Any]:
+    """The Graph API body for one message (§3.3). A template travels in the payload, already in Meta's
+    shape; reply buttons and lists (`quick_reply`) become an interactive message; a file goes by the
+    media id its upload returned (`media_id`), or by its link when it has one."""
     body: dict[str, Any] = {"messaging_product": "whatsapp", "recipient_type": "individual"}
     if message.recipient_id.isdigit():
         body["to"] = message.recipient_id
@@ -416,29 +561,214 @@ def outbound_body(message: OutboundMessage) -> dict[str, Any]:
     payload = message.payload or {}
     if isinstance(payload.get("template"), dict):
         body.update(type="template", template=payload["template"])
-    elif isinstance(payload.get("interactive"), dict):
-        body.update(type="interactive", interactive=payload["interactive"])
-    elif message.type in OUTBOUND_MEDIA and message.attachments:
-        kind = OUTBOUND_MEDIA[message.type]
+    elif isinstance(payload.get("quick_reply"), dict):
+        body.update(type="interactive", interactive=interactive(payload["quick_reply"], message.text or ""))
+    elif _sends_media(message):
         attachment = message.attachments[0]
-        media: dict[str, Any] = (
-            {"id": attachment["provider_media_id"]}
-            if attachment.get("provider_media_id")
-            else {"link": attachment.get("url")}
-        )
-        if message.text and kind != "audio":
+        kind = media_kind(attachment) or OUTBOUND_MEDIA.get(message.type, "document")
+        media: dict[str, Any]
+        if media_id or attachment.get("provider_media_id"):
+            media = {"id": media_id or attachment["provider_media_id"]}
+        elif attachment.get("url"):
+            media = {"link": attachment["url"]}
+        else:
+            raise PermanentError("the file was not uploaded to WhatsApp")
+        if message.text and kind in CAPTIONED:
             media["caption"] = message.text[:CAPTION_LENGTH]
-        if kind == "document" and attachment.get("filename"):
-            media["filename"] = attachment["filename"]
+        name = attachment.get("filename") or attachment.get("name")
+        if kind == "document" and name:
+            media["filename"] = str(name)
         body.update(type=kind, **{kind: media})
-    elif message.type == MessageType.LOCATION and isinstance(payload.get("location"), dict):
-        body.update(type="location", location=payload["location"])
     else:
         text = {"body": message.text or "", "preview_url": bool(payload.get("preview_url", False))}
         body.update(type="text", text=text)
     if message.reply_to_provider_id:
         body["context"] = {"message_id": message.reply_to_provider_id}
     return body
+
+
+def _sends_media(message: OutboundMessage) -> bool:
+    payload = message.payload or {}
+    return bool(message.attachments) and not isinstance(payload.get("template"), dict)
+
+
+def interactive(quick_reply: dict[str, Any], text: str) -> dict[str, Any]:
+    """Reply buttons or a list in Meta's interactive shape, from our `quick_reply` payload."""
+    found: dict[str, Any]
+    if quick_reply.get("buttons"):
+        buttons = [
+            {"type": "reply", "reply": {"id": str(b["id"]), "title": str(b["title"])}} for b in quick_reply["buttons"]
+        ]
+        found = {"type": "button", "body": {"text": text}, "action": {"buttons": buttons}}
+    else:
+        listed = quick_reply.get("list") or {}
+        sections = []
+        for section in listed.get("sections") or []:
+            rows = []
+            for row in section.get("rows") or []:
+                shaped = {"id": str(row["id"]), "title": str(row["title"])}
+                if row.get("description"):
+                    shaped["description"] = str(row["description"])
+                rows.append(shaped)
+            sections.append({**({"title": str(section["title"])} if section.get("title") else {}), "rows": rows})
+        found = {
+            "type": "list",
+            "body": {"text": text},
+            "action": {"button": str(listed.get("button")), "sections": sections},
+        }
+    if quick_reply.get("header"):
+        found["header"] = {"type": "text", "text": str(quick_reply["header"])}
+    if quick_reply.get("footer"):
+        found["footer"] = {"text": str(quick_reply["footer"])}
+    return found
+
+
+def _content_type(attachment: dict[str, Any]) -> str:
+    return str(attachment.get("content_type") or "").split(";", maxsplit=1)[0].strip().lower()
+
+
+def media_kind(attachment: dict[str, Any]) -> str | None:
+    """What WhatsApp sends this file as (image, sticker, audio, video, document), by its content type."""
+    rule = MEDIA_RULES.get(_content_type(attachment))
+    return rule[0] if rule else None
+
+
+def _size_text(size: int) -> str:
+    return f"{size // _MB} MB" if size >= _MB else f"{size // _KB} KB"
+
+
+def check_media(attachment: dict[str, Any], field: str) -> str:
+    """The kind the file is sent as; a 422 naming Meta's rule when WhatsApp would refuse it."""
+    content_type = _content_type(attachment)
+    rule = MEDIA_RULES.get(content_type)
+    if rule is None:
+        raise ValidationFailed.field(
+            field,
+            f"WhatsApp cannot send files of type {content_type or 'unknown'}: it takes JPEG and PNG images, "
+            "WebP stickers, MP4 and 3GPP videos, AAC, AMR, MP3, M4A and OGG audio, and PDF, text and Office documents",
+        )
+    kind, largest = rule
+    size = attachment.get("size")
+    if isinstance(size, int) and size > largest:
+        raise ValidationFailed.field(field, f"WhatsApp sends {kind} files of at most {_size_text(largest)}")
+    return kind
+
+
+def _animated_webp(data: bytes) -> bool:
+    """An extended WebP (VP8X) with its animation flag set."""
+    return data[:4] == b"RIFF" and data[8:16] == b"WEBPVP8X" and len(data) > 20 and bool(data[20] & 0x02)
+
+
+def upload_media(channel: Channel, attachment: dict[str, Any]) -> str:
+    """Upload one of our files to the number's media endpoint; the media id Meta answers."""
+    kind = check_media_for_send(attachment)
+    key = attachment.get("storage_key")
+    if not key:
+        raise PermanentError("the file to send is not in our storage")
+    try:
+        data = storage.get_storage().get(str(key))
+    except (OSError, ValueError) as exc:
+        raise PermanentError("the file to send is missing from our storage") from exc
+    if kind == "sticker" and len(data) > STATIC_STICKER_BYTES and not _animated_webp(data):
+        raise PermanentError(f"WhatsApp sends static stickers of at most {_size_text(STATIC_STICKER_BYTES)}")
+    content_type = _content_type(attachment)
+    name = str(attachment.get("name") or "file")
+    number = (channel.config or {}).get("phone_number_id")
+    try:
+        response = httpx.post(
+            f"{_graph(channel)}/{number}/media",
+            data={"messaging_product": "whatsapp", "type": content_type},
+            files={"file": (name, data, content_type)},
+            headers={"Authorization": f"Bearer {channel.secrets.get('access_token', '')}"},
+            timeout=UPLOAD_TIMEOUT,
+        )
+    except httpx.TransportError as exc:
+        raise TransientError(f"WhatsApp could not be reached: {exc}") from exc
+    if not response.is_success:
+        raise graph_error(response)
+    try:
+        return str(response.json()["id"])
+    except (ValueError, LookupError, TypeError) as exc:
+        raise TransientError("WhatsApp answered the upload without a media id") from exc
+
+
+def check_media_for_send(attachment: dict[str, Any]) -> str:
+    """`check_media` at send time: a refusal is final (the message was written before a rule changed)."""
+    try:
+        return check_media(attachment, "attachment")
+    except ValidationFailed as exc:
+        raise PermanentError(next(iter((exc.details or {}).values()), exc.message)) from exc
+
+
+def _text_field(value: Any, field: str, largest: int, *, required: bool = True) -> str:
+    text = str(value or "").strip() if isinstance(value, str | int) else ""
+    if required and not text:
+        raise ValidationFailed.field(field, "is required")
+    if len(text) > largest:
+        raise ValidationFailed.field(field, f"WhatsApp allows at most {largest} characters here")
+    return text
+
+
+def check_quick_reply(quick_reply: dict[str, Any], text: str | None) -> None:
+    """Meta's limits for reply buttons and lists, each refusal naming its field and the rule."""
+    prefix = "message.quick_reply"
+    buttons, listed = quick_reply.get("buttons"), quick_reply.get("list")
+    if bool(buttons) == bool(listed):
+        raise ValidationFailed.field(prefix, "give either `buttons` or a `list`")
+    _text_field(quick_reply.get("header"), f"{prefix}.header", HEADER_LENGTH, required=False)
+    _text_field(quick_reply.get("footer"), f"{prefix}.footer", FOOTER_LENGTH, required=False)
+    body = text or ""
+    if buttons:
+        if not isinstance(buttons, list) or len(buttons) > MAX_REPLY_BUTTONS:
+            raise ValidationFailed.field(
+                f"{prefix}.buttons", f"WhatsApp allows at most {MAX_REPLY_BUTTONS} reply buttons"
+            )
+        if len(body) > BUTTONS_BODY_LENGTH:
+            raise ValidationFailed.field(
+                "message.text", f"WhatsApp allows at most {BUTTONS_BODY_LENGTH} characters above reply buttons"
+            )
+        _unique_choices(buttons, f"{prefix}.buttons", BUTTON_TITLE_LENGTH, BUTTON_ID_LENGTH)
+        return
+    if not isinstance(listed, dict):
+        raise ValidationFailed.field(f"{prefix}.list", "must be a button label and sections of rows")
+    _text_field(listed.get("button"), f"{prefix}.list.button", LIST_BUTTON_LENGTH)
+    if len(body) > LIST_BODY_LENGTH:
+        raise ValidationFailed.field(
+            "message.text", f"WhatsApp allows at most {LIST_BODY_LENGTH} characters above a list"
+        )
+    sections = listed.get("sections")
+    if not isinstance(sections, list) or not sections or len(sections) > MAX_LIST_SECTIONS:
+        raise ValidationFailed.field(
+            f"{prefix}.list.sections", f"WhatsApp lists have 1 to {MAX_LIST_SECTIONS} sections"
+        )
+    rows: list[Any] = []
+    for index, section in enumerate(sections):
+        field = f"{prefix}.list.sections[{index}]"
+        if not isinstance(section, dict) or not isinstance(section.get("rows"), list) or not section["rows"]:
+            raise ValidationFailed.field(f"{field}.rows", "a section needs at least one row")
+        _text_field(section.get("title"), f"{field}.title", SECTION_TITLE_LENGTH, required=len(sections) > 1)
+        rows.extend(section["rows"])
+    if len(rows) > MAX_LIST_ROWS:
+        raise ValidationFailed.field(
+            f"{prefix}.list.sections", f"WhatsApp allows at most {MAX_LIST_ROWS} rows in a list"
+        )
+    _unique_choices(rows, f"{prefix}.list.rows", ROW_TITLE_LENGTH, ROW_ID_LENGTH, ROW_DESCRIPTION_LENGTH)
+
+
+def _unique_choices(
+    choices: list[Any], field: str, title_length: int, id_length: int, description_length: int | None = None
+) -> None:
+    seen: set[str] = set()
+    for index, choice in enumerate(choices):
+        if not isinstance(choice, dict):
+            raise ValidationFailed.field(f"{field}[{index}]", "must have an id and a title")
+        _text_field(choice.get("title"), f"{field}[{index}].title", title_length)
+        choice_id = _text_field(choice.get("id"), f"{field}[{index}].id", id_length)
+        if description_length is not None:
+            _text_field(choice.get("description"), f"{field}[{index}].description", description_length, required=False)
+        if choice_id in seen:
+            raise ValidationFailed.field(f"{field}[{index}].id", "WhatsApp needs every choice's id to be different")
+        seen.add(choice_id)
 
 
 def graph_error(response: httpx.Response) -> TransientError | PermanentError:

@@ -276,6 +276,14 @@
       meta.title = (payload.edits || []).map(function (e) { return e.text || ""; }).join(" → ");
     }
     if (m.status === "failed" && m.status_reason) meta.title = m.status_reason;
+    if (kind === "incoming" || kind === "outgoing") {
+      // Answer this very message: the channel quotes it where it can (WhatsApp, Telegram).
+      var quote = el("button", "msg-quote-button", T.quote);
+      quote.type = "button";
+      quote.setAttribute("data-testid", "quote-button");
+      quote.addEventListener("click", function () { setQuote(m); });
+      meta.appendChild(quote);
+    }
     bubble.appendChild(meta);
     node.appendChild(bubble);
     return node;
@@ -417,6 +425,7 @@
       if (!state.current || state.current.id !== c.id) {
         clearFiles();
         hideTyping();
+        clearQuote();
       }
       state.current = c;
       renderChannelChoice(c);
@@ -643,11 +652,15 @@
       ? { text: text, mentions: mentionIds(text) }
       : { type: messageType(text), text: text || null, attachments: fileIds };
     if (!note && !channelField.hidden && channelSelect.value) body.channel_id = Number(channelSelect.value);
+    if (!note && quoted) body.reply_to_message_id = quoted.id;
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
       picked = {};
-      if (!note) clearFiles(true);
+      if (!note) {
+        clearFiles(true);
+        clearQuote();
+      }
       if (state.current && state.current.id === id) {
         addMessage(m, false);
         toBottom();
@@ -660,6 +673,24 @@
       input.focus();
     });
   });
+
+  // ----- composer: the message a reply quotes -----
+  var quoteBar = $("[data-composer-quote]");
+  var quoteText = $("[data-quote-text]");
+  var quoted = null; // {id}
+  function setQuote(m) {
+    var shown = (m.text || (m.attachments && m.attachments[0] && m.attachments[0].name) || "").trim();
+    quoted = { id: m.id };
+    quoteText.textContent = fill(T.quoting, { text: shown.length > 80 ? shown.slice(0, 79) + "…" : shown });
+    quoteBar.hidden = false;
+    input.focus();
+  }
+  function clearQuote() {
+    quoted = null;
+    quoteBar.hidden = true;
+    quoteText.textContent = "";
+  }
+  $("[data-quote-cancel]").addEventListener("click", function () { clearQuote(); input.focus(); });
 
   // ----- composer: the error beside it -----
   var composerError = $("[data-composer-error]");
