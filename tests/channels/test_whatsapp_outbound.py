@@ -15,9 +15,10 @@ from sqlalchemy import select
 
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus
+from tertulia.channels.protocol import DeliveryStatus, InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
+from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Direction, Message
 from tertulia.conversations.outbox import pace_wait, process_outbound
 from tertulia.kit import queue
@@ -341,19 +342,18 @@ def test_a_burst_to_many_customers_never_passes_the_number_s_rate(
 ) -> None:
     # A low rate keeps the test small; the same code holds 80 (the default) or Meta's higher tiers.
     channel, _ = _customer(client, db, tenant, graph, messages_per_second="5")
-    contact_ids = []
+    # 23 customers who have just written on this number: each one's reply window is open.
     with db.transaction() as session:
-        for n in range(23):
-            contact = Contact(
-                workspace_id=tenant.workspace_id, first_name=f"C{n}", custom={}, last_incoming_at=utcnow()
-            )
-            session.add(contact)
-            session.flush()
-            identity = ContactIdentity(
-                workspace_id=tenant.workspace_id, contact_id=contact.id, channel="whatsapp", external_id=f"52155{n:08d}"
-            )
-            session.add(identity)
-            contact_ids.append(contact.id)
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        received = do_receive_many(
+            session,
+            [
+                (stored, InboundMessage(sender_id=f"52155{n:08d}", provider_message_id=f"wamid.c{n}", text="hola"))
+                for n in range(23)
+            ],
+        )
+        contact_ids = [item.contact.id for item in received]
     urls = [f"/api/v1/contacts/id:{contact_id}/messages" for contact_id in contact_ids]
     _sent(db, clock, *[_send(client, tenant, url, channel, type="text", text="oferta") for url in urls])
     times = sorted(r.at for r in graph.sent())
