@@ -51,7 +51,7 @@ from tertulia.users.service import do_create_api_token
 RATE = float(os.environ.get("TERTULIA_BENCH_RATE", "500"))
 SECONDS = float(os.environ.get("TERTULIA_BENCH_SECONDS", "10"))
 NUMBERS = int(os.environ.get("TERTULIA_BENCH_NUMBERS", "1"))
-LIMIT = float(os.environ.get("TERTULIA_BENCH_LIMIT", "80"))
+LIMIT = int(os.environ.get("TERTULIA_BENCH_LIMIT", "80"))
 BACKEND = os.environ.get("TERTULIA_BENCH_BACKEND", "sqlite")
 DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "outbound"
 SEED_BATCH = 500
