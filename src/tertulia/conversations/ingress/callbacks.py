@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 from tertulia.channels import repository as channels_repo
 from tertulia.channels.health import touch_callback
 from tertulia.channels.http import RawBodyRoute
+from tertulia.channels.message_templates import do_apply_quality_changes, do_apply_template_changes
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelError,
@@ -387,7 +388,15 @@ def _made_safe(parsed: ParsedWebhook) -> ParsedWebhook:
         for message in parsed.messages
     ]
     statuses = [replace(status, reason=replace_unsafe_characters(status.reason)) for status in parsed.statuses]
-    return replace(parsed, messages=messages, statuses=statuses)
+    templates = [
+        replace(change, **{name: replace_unsafe_characters(getattr(change, name)) for name in _TEMPLATE_TEXT})
+        for change in parsed.templates
+    ]
+    quality = [replace(change, event=replace_unsafe_characters(change.event)) for change in parsed.quality]
+    return replace(parsed, messages=messages, statuses=statuses, templates=templates, quality=quality)
+
+
+_TEMPLATE_TEXT = ("provider_template_id", "name", "language", "status", "category", "quality", "reason")
 
 
 _MESSAGE_TEXT = (
@@ -494,6 +503,11 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
         statuses.extend((channel, status) for status in parsed.statuses)
     if statuses:
         do_apply_statuses(session, statuses)
+    for channel, parsed in rest:
+        if parsed.templates:
+            do_apply_template_changes(session, channel, parsed.templates)
+        if parsed.quality:
+            do_apply_quality_changes(session, channel, parsed.quality)
     for channel_id, at in heard.items():
         touch_callback(session, channel_id, at)
 
