@@ -343,7 +343,9 @@ def test_the_composer_s_window_templates_and_preview(
     _customer_writes(client, db, channel["key"])
     agent = sign_in(db, tenant, Role.AGENT).headers
     with db.transaction(write=False) as session:
-        conversation_id = session.scalar(select(Message.conversation_id).where(Message.provider_message_id == wa.TEXT_ID))
+        conversation_id = session.scalar(
+            select(Message.conversation_id).where(Message.provider_message_id == wa.TEXT_ID)
+        )
     opened = client.get(f"/api/v1/conversations/{conversation_id}", headers=agent).json()
     assert opened["reply_window_open"] is True
     assert opened["templates_outside_window"] is True
@@ -361,12 +363,16 @@ def test_the_composer_s_window_templates_and_preview(
     }  # abandoned_cart is PENDING
     preview_url = f"/api/v1/conversations/{conversation_id}/template-preview"
     template = _template(
-        "order_confirmation", "en_US", _body('{{contact.first_name | "cliente"}}', "7", names=("first_name", "order_number"))
+        "order_confirmation",
+        "en_US",
+        _body('{{contact.first_name | "cliente"}}', "7", names=("first_name", "order_number")),
     )
     preview = client.post(preview_url, headers=agent, json={"template": template})
     assert preview.status_code == 200, preview.text
     assert preview.json()["text"] == "Thank you, Sheena! Your order number is 7."
-    bad = _template("order_confirmation", "en_US", _body("{{contact.nickname}}", "7", names=("first_name", "order_number")))
+    bad = _template(
+        "order_confirmation", "en_US", _body("{{contact.nickname}}", "7", names=("first_name", "order_number"))
+    )
     refused = client.post(preview_url, headers=agent, json={"template": bad})
     assert refused.status_code == 422
     assert "unknown variable {{contact.nickname}}" in json.dumps(refused.json()["error"]["details"])

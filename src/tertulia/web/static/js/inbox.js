@@ -345,9 +345,7 @@
     $("[data-assign-me]").hidden = !ME || c.assignee_id === ME;
     $("[data-close-open]").hidden = c.status !== "open";
     $("[data-reopen]").hidden = c.status === "open";
-    var notice = $("[data-window-notice]");
-    notice.hidden = c.reply_window_open !== false;
-    notice.textContent = T.window_closed;
+    renderWindow(c);
     $all(".conv", list).forEach(function (li) {
       li.classList.toggle("active", li.getAttribute("data-conversation") === String(c.id));
     });
@@ -485,6 +483,7 @@
       $all("[data-mode]", composer).forEach(function (b) { b.classList.toggle("selected", b === button); });
       composer.classList.toggle("note-mode", state.mode === "note");
       attachButton.hidden = state.mode === "note";
+      if (state.current) renderWindow(state.current);
       hideMentions();
       clearComposerError();
       input.focus();
@@ -1236,7 +1235,7 @@
         var message = event.data && event.data.message;
         if (!message) return;
         if (isCurrent) {
-          if (message.direction === "incoming") hideTyping();
+          if (message.direction === "incoming") { hideTyping(); refreshCurrent(); }
           var stick = nearBottom();
           addMessage(message, false);
           if (stick) toBottom();
@@ -1273,6 +1272,188 @@
       window.setTimeout(connect, Math.min(30000, 500 * Math.pow(2, retry)) + Math.random() * 500);
     };
   }
+
+  // ----- the reply window and templates (WhatsApp) -----
+  // The server says whether the customer-service window is open and when it closes (its clock, not
+  // the browser's); outside it the composer sends approved templates only.
+  var windowNotice = $("[data-window-notice]");
+  var picker = $("[data-template-picker]");
+  var pickerOpen = $("[data-template-open]");
+  var templateSelect = $("[data-template-select]");
+  var templateParams = $("[data-template-params]");
+  var templatePreview = $("[data-template-preview]");
+  var templateError = $("[data-template-error]");
+  var templateSend = $("[data-template-send]");
+  var sendButton = $("[data-testid=send]", composer);
+  var templates = [];
+  var templatesFor = null;
+  var previewTimer = null;
+  var previewSeq = 0;
+  var windowFormat = new Intl.DateTimeFormat(DATA.language, { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+
+  function renderWindow(c) {
+    var closesAt = c.reply_window_closes_at ? windowFormat.format(new Date(c.reply_window_closes_at)) : "";
+    var templatesOnly = c.reply_window_open === false && c.templates_outside_window === true;
+    windowNotice.classList.toggle("window-closed", c.reply_window_open === false);
+    if (c.reply_window_open === false) {
+      windowNotice.hidden = false;
+      windowNotice.textContent = templatesOnly
+        ? (closesAt ? fill(T.window_closed_templates_at, { time: closesAt }) : T.window_closed_templates)
+        : T.window_closed;
+    } else if (c.reply_window_open === true && closesAt) {
+      windowNotice.hidden = false;
+      windowNotice.textContent = fill(T.window_open_until, { time: closesAt });
+    } else {
+      windowNotice.hidden = true;
+    }
+    pickerOpen.hidden = c.templates_outside_window !== true;
+    var locked = templatesOnly && state.mode !== "note";
+    composer.classList.toggle("templates-only", templatesOnly);
+    input.disabled = locked;
+    input.placeholder = locked ? T.templates_only : input.getAttribute("data-placeholder");
+    sendButton.disabled = locked;
+    attachButton.disabled = locked;
+    if (locked) openPicker();
+    else if (c.templates_outside_window !== true) closePicker();
+  }
+
+  function closePicker() {
+    picker.hidden = true;
+    pickerOpen.setAttribute("aria-expanded", "false");
+  }
+
+  function openPicker() {
+    if (!state.current) return;
+    picker.hidden = false;
+    pickerOpen.setAttribute("aria-expanded", "true");
+    var id = state.current.id;
+    if (templatesFor === id) return;
+    templatesFor = id;
+    templates = [];
+    templateSelect.textContent = "";
+    templateSelect.appendChild(new Option(T.template_choose, ""));
+    renderParams();
+    api("GET", "/conversations/" + id + "/templates", undefined, true).then(function (data) {
+      if (!state.current || state.current.id !== id) return;
+      templates = data.items || [];
+      templates.forEach(function (t, index) {
+        templateSelect.appendChild(new Option(t.name + " (" + t.language + ")", String(index)));
+      });
+      if (!templates.length) templateError.textContent = T.template_none;
+    }).catch(function (error) {
+      templatesFor = null;
+      templateError.textContent = error.message;
+    });
+  }
+
+  function chosenTemplate() {
+    var index = templateSelect.value;
+    return index === "" ? null : templates[Number(index)];
+  }
+
+  function renderParams() {
+    var t = chosenTemplate();
+    templateParams.textContent = "";
+    templatePreview.textContent = "";
+    templateError.textContent = "";
+    templateSend.disabled = !t;
+    if (!t) return;
+    t.parameters.forEach(function (p, index) {
+      var field = el("label", "template-param");
+      var name = p.kind === "text" ? "{{" + p.key + "}}" : p.kind;
+      field.appendChild(el("span", "template-param-name", fill(T.template_parameter, { part: p.component === "header" ? T.template_header : T.template_body, name: name })));
+      var box = el("input");
+      box.type = "text";
+      box.setAttribute("data-param", String(index));
+      box.setAttribute("data-testid", "template-param-" + p.component + "-" + p.key);
+      box.placeholder = T.template_value_hint;
+      box.disabled = p.kind !== "text";
+      field.appendChild(box);
+      templateParams.appendChild(field);
+    });
+    if (t.parameters.some(function (p) { return p.kind !== "text"; })) {
+      templateError.textContent = T.template_media_header;
+      templateSend.disabled = true;
+      return;
+    }
+    schedulePreview();
+  }
+
+  function builtTemplate(t) {
+    var parts = { header: [], body: [] };
+    t.parameters.forEach(function (p, index) {
+      var box = templateParams.querySelector('[data-param="' + index + '"]');
+      var parameter = { type: "text", text: box ? box.value : "" };
+      if (t.parameter_format === "NAMED") parameter.parameter_name = p.key;
+      parts[p.component].push(parameter);
+    });
+    var components = [];
+    ["header", "body"].forEach(function (kind) {
+      if (parts[kind].length) components.push({ type: kind, parameters: parts[kind] });
+    });
+    return { name: t.name, language: { code: t.language }, components: components };
+  }
+
+  function schedulePreview() {
+    window.clearTimeout(previewTimer);
+    previewTimer = window.setTimeout(preview, 250);
+  }
+
+  function preview() {
+    var t = chosenTemplate();
+    if (!t || !state.current) return;
+    var seq = ++previewSeq;
+    var empty = t.parameters.some(function (p, index) {
+      var box = templateParams.querySelector('[data-param="' + index + '"]');
+      return !box || !box.value.trim();
+    });
+    if (empty) {
+      // Until every parameter is filled in, the template's own text shows where each one goes.
+      templatePreview.textContent = [t.header, t.body, t.footer].filter(Boolean).join("\n\n");
+      templateError.textContent = T.template_fill_all;
+      templateSend.disabled = true;
+      return;
+    }
+    api("POST", "/conversations/" + state.current.id + "/template-preview", { template: builtTemplate(t) }, true).then(function (data) {
+      if (seq !== previewSeq) return;
+      templatePreview.textContent = data.text;
+      templateError.textContent = "";
+      templateSend.disabled = false;
+    }).catch(function (error) {
+      if (seq !== previewSeq) return;
+      templateError.textContent = error instanceof TypeError ? T.error : error.message;
+      templateSend.disabled = true;
+    });
+  }
+
+  pickerOpen.addEventListener("click", function () {
+    if (picker.hidden) openPicker();
+    else if (!composer.classList.contains("templates-only")) closePicker();
+  });
+  $("[data-template-cancel]").addEventListener("click", function () {
+    templateSelect.value = "";
+    renderParams();
+    if (!composer.classList.contains("templates-only")) closePicker();
+  });
+  templateSelect.addEventListener("change", renderParams);
+  templateParams.addEventListener("input", schedulePreview);
+  templateSend.addEventListener("click", function () {
+    var t = chosenTemplate();
+    if (!t || !state.current) return;
+    var id = state.current.id;
+    templateSend.disabled = true;
+    api("POST", "/conversations/" + id + "/messages", { type: "whatsapp_template", template: builtTemplate(t) }, true).then(function (m) {
+      templateSelect.value = "";
+      renderParams();
+      if (state.current && state.current.id === id) {
+        addMessage(m, false);
+        toBottom();
+      }
+    }).catch(function (error) {
+      templateError.textContent = error instanceof TypeError ? T.error : error.message;
+      templateSend.disabled = false;
+    });
+  });
 
   document.addEventListener("visibilitychange", function () { if (!document.hidden) markRead(); });
 
