@@ -40,13 +40,14 @@ def _manager(db: Database, tenant: Tenant) -> dict[str, str]:
 
 
 def _connect(client: TestClient, tenant: Tenant, graph: FakeGraph) -> dict[str, Any]:
+    db: Database = client.app.state.db  # type: ignore[attr-defined]
     body = {
         "type": "whatsapp",
         "name": "Ventas",
         "config": {**CONFIG, "api_base_url": graph.url, "display_phone_number": "+1 555 078 3881"},
         "secrets": SECRETS,
     }
-    created = client.post("/api/v1/channels", headers=_manager(client.app.state.db, tenant), json=body)
+    created = client.post("/api/v1/channels", headers=_manager(db, tenant), json=body)
     assert created.status_code == 201, created.text
     return dict(created.json())
 
@@ -67,7 +68,7 @@ def _post(client: TestClient, key: str, data: dict[str, Any]) -> None:
         f"/webhooks/{key}", content=raw, headers={"X-Hub-Signature-256": f"sha256={signature(channel, raw)}"}
     )
     assert response.status_code == 200, response.text
-    callbacks_written(client.app.state.db)
+    callbacks_written(client.app.state.db)  # type: ignore[attr-defined]
 
 
 # ----- sync -----------------------------------------------------------------------------------------

@@ -195,8 +195,8 @@ class WhatsAppAdapter:
             if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
                 raise TransientError("WhatsApp answered without a list of templates")
             found.extend(template for item in _dicts(answer["data"]) if (template := _template(item)) is not None)
-            paging = answer.get("paging") if isinstance(answer.get("paging"), dict) else {}
-            cursors = paging.get("cursors") if isinstance(paging.get("cursors"), dict) else {}
+            paging = _dict(answer.get("paging"))
+            cursors = _dict(paging.get("cursors"))
             after = str(cursors.get("after") or "")
             if not paging.get("next") or not after or after in seen:
                 return found
@@ -288,6 +288,10 @@ def signature(channel: Channel, body: bytes) -> str:
     """Meta's X-Hub-Signature-256 value (without `sha256=`) for `body` on this channel."""
     secret = str(channel.secrets.get("app_secret", ""))
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _dicts(value: Any) -> list[dict[str, Any]]:
