@@ -126,7 +126,7 @@ def test_connect_receive_answer_then_only_templates_after_a_day(browser: Browser
     expect(page.locator('[data-template="abandoned_cart"]').get_by_test_id("template-status")).to_have_text(
         "En revisión"
     )
-    _shot(page, "37-settings-whatsapp-templates.png")
+    _shot(page, "45-settings-whatsapp-templates.png")
 
     # The customer writes; the inbox shows it live.
     page.goto(f"{setup.url}/messages")
@@ -173,7 +173,7 @@ def test_connect_receive_answer_then_only_templates_after_a_day(browser: Browser
         expect(page.get_by_test_id("template-send")).to_be_disabled()
         page.get_by_test_id("template-param-body-2").fill("lunes")
         expect(page.get_by_test_id("template-send")).to_be_enabled()
-        _shot(page, "38-inbox-whatsapp-template.png")
+        _shot(page, "46-inbox-whatsapp-template.png")
         page.get_by_test_id("template-send").click()
         sent = page.get_by_test_id("thread").locator(".msg-outgoing").last
         expect(sent.locator(".msg-text")).to_contain_text("Hola Sheena, tu pedido llega el lunes.")
@@ -188,6 +188,6 @@ def test_connect_receive_answer_then_only_templates_after_a_day(browser: Browser
         expect(sent.locator(".msg-meta")).to_contain_text("Entregado")
         _callback(setup, channel["key"], wa.status("wamid.sent2", "read"))
         expect(sent.locator(".msg-meta")).to_contain_text("Leído")
-        _shot(page, "39-inbox-whatsapp-read.png")
+        _shot(page, "47-inbox-whatsapp-read.png")
     context.close()
     assert problems == []
