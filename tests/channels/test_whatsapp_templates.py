@@ -11,8 +11,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tertulia.channels.adapters.whatsapp import signature
+from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel, MessageTemplate
+from tertulia.channels.protocol import PermanentError, TransientError, WebhookRequest
 from tertulia.conversations.models import Message
 from tertulia.kit.clock import travel
 from tertulia.kit.db import Database
@@ -164,6 +165,23 @@ def test_template_status_category_and_quality_webhooks_update_the_stored_templat
     _post(client, key, samples.CATEGORY_CHANGED)
     welcome = _stored(db, channel["id"])["welcome_template"]
     assert (welcome.category, welcome.previous_category) == ("MARKETING", "UTILITY")
+
+
+def test_a_webhook_about_a_template_we_have_not_read_reads_the_account_again(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    graph.templates = [samples.WELCOME]
+    channel = _connect(client, tenant, graph)
+    assert set(_stored(db, channel["id"])) == {"welcome_template"}
+    # Created and approved in WhatsApp Manager since: the webhook comes first, the text with a sync.
+    graph.templates = [samples.WELCOME, {**samples.ABANDONED_CART, "status": "APPROVED"}]
+    _post(client, channel["key"], samples.STATUS_APPROVED)
+    cart = _stored(db, channel["id"])["abandoned_cart"]
+    assert (cart.status, cart.category) == ("APPROVED", "MARKETING")
+    assert cart.components == samples.ABANDONED_CART["components"]
+    requests = len(graph.template_requests)
+    _post(client, channel["key"], samples.STATUS_REJECTED)  # known now: no new sync
+    assert len(graph.template_requests) == requests
 
 
 def test_the_number_s_quality_and_limit_come_from_its_webhook_newest_first(
@@ -378,3 +396,73 @@ def test_the_composer_s_window_templates_and_preview(
     assert refused.status_code == 422
     assert "unknown variable {{contact.nickname}}" in json.dumps(refused.json()["error"]["details"])
     assert graph.sent == []
+
+
+# ----- the adapter alone ------------------------------------------------------------------------------
+
+
+def _parsed(data: dict[str, Any], **config: str) -> Any:
+    adapter = WhatsAppAdapter()
+    cleaned, secrets = adapter.clean_config({**CONFIG, **config}, SECRETS)
+    channel = Channel(id=5, workspace_id=1, type="whatsapp", name="Ventas", key="k", config=cleaned, secrets=secrets)
+    raw = wa.body(data)
+    request = WebhookRequest(method="POST", url="u", headers={}, query={}, body=raw)
+    return adapter.parse_webhook(channel, request)
+
+
+def test_template_quality_and_category_changes_as_the_adapter_reads_them() -> None:
+    # The example of Meta's message_template_quality_update webhook reference (developers.facebook.com/
+    # docs/whatsapp/business-management-api/webhooks/components), verbatim.
+    quality = {
+        "entry": [
+            {
+                "id": wa.BUSINESS_ACCOUNT_ID,
+                "time": 1674864290,
+                "changes": [
+                    {
+                        "value": {
+                            "previous_quality_score": "GREEN",
+                            "new_quality_score": "YELLOW",
+                            "message_template_id": 806312974732579,
+                            "message_template_name": "welcome_template",
+                            "message_template_language": "en-US",
+                        },
+                        "field": "message_template_quality_update",
+                    }
+                ],
+            }
+        ],
+        "object": "whatsapp_business_account",
+    }
+    (change,) = _parsed(quality).templates
+    assert (change.name, change.language, change.quality, change.status) == (
+        "welcome_template",
+        "en-US",
+        "YELLOW",
+        None,
+    )
+    (impending,) = _parsed(samples.CATEGORY_IMPENDING).templates
+    assert impending.category is None  # "new_category" is still the current one: nothing changed yet
+    (changed,) = _parsed(samples.CATEGORY_CHANGED).templates
+    assert changed.category == "MARKETING"
+    (flagged,) = _parsed(samples.QUALITY_FLAGGED).quality
+    assert (flagged.event, flagged.messaging_limit) == ("FLAGGED", "TIER_2K")
+    # A number that knows its display number ignores another number's quality.
+    assert _parsed(samples.QUALITY_FLAGGED, display_phone_number="+52 55 0000 0000").quality == []
+    assert _parsed(samples.QUALITY_FLAGGED, display_phone_number="+1 555-078-3881").quality != []
+    # Template and quality changes never become messages or statuses.
+    parsed = _parsed(samples.STATUS_REJECTED)
+    assert (parsed.messages, parsed.statuses) == ([], [])
+
+
+def test_a_template_list_that_is_not_one_is_an_error_worth_retrying() -> None:
+    with fake_graph() as server:
+        server.fail_templates = (200, {"unexpected": True})
+        adapter = WhatsAppAdapter()
+        cleaned, secrets = adapter.clean_config({**CONFIG, "api_base_url": server.url}, SECRETS)
+        channel = Channel(id=5, workspace_id=1, type="whatsapp", name="V", key="k", config=cleaned, secrets=secrets)
+        with pytest.raises(TransientError, match="without a list of templates"):
+            adapter.fetch_templates(channel)
+        server.fail_templates = (400, wa.graph_error(100, "(#100) Invalid parameter"))
+        with pytest.raises(PermanentError, match="Invalid parameter"):
+            adapter.fetch_templates(channel)

@@ -199,9 +199,10 @@ def _template_changed(session: Session, channel: Channel, change: TemplateChange
 
 
 def do_apply_template_changes(session: Session, channel: Channel, changes: Sequence[TemplateChange]) -> int:
-    """Apply the provider's template webhooks; how many stored templates changed. A template we have
-    not synced yet is added from what the webhook says (its text arrives with the next sync)."""
-    changed = 0
+    """Apply the provider's template webhooks; how many templates were new to us. A template we have
+    not synced yet is added from what the webhook says; its text and parameters come with a sync,
+    which the caller queues when this returns more than zero."""
+    added = 0
     for change in changes:
         template = _template_changed(session, channel, change)
         if template is None:
@@ -220,6 +221,7 @@ def do_apply_template_changes(session: Session, channel: Channel, changes: Seque
                 components=[],
             )
             session.add(template)
+            added += 1
         if change.status and change.status != template.status:
             template.status = change.status[:32]
             template.status_changed_at = change.at or utcnow()
@@ -231,9 +233,8 @@ def do_apply_template_changes(session: Session, channel: Channel, changes: Seque
             template.category = change.category[:32]
         if change.quality:
             template.quality = change.quality[:16]
-        changed += 1
     session.flush()
-    return changed
+    return added
 
 
 def do_apply_quality_changes(session: Session, channel: Channel, changes: Sequence[QualityChange]) -> None:

@@ -58,13 +58,14 @@ from tertulia.channels.protocol import (
     WebhookRequest,
 )
 from tertulia.channels.registry import get_adapter
+from tertulia.channels.tasks import enqueue_template_sync
 from tertulia.conversations import received_files
 from tertulia.conversations import repository as repo
 from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many
 from tertulia.conversations.models import InboundCallback
 from tertulia.conversations.status import do_apply_statuses
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import Database, sidecar_url
+from tertulia.kit.db import Database, on_commit, sidecar_url
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
 from tertulia.kit.queue import huey, task_database
 from tertulia.kit.text import replace_unsafe_characters
@@ -504,8 +505,9 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
     if statuses:
         do_apply_statuses(session, statuses)
     for channel, parsed in rest:
-        if parsed.templates:
-            do_apply_template_changes(session, channel, parsed.templates)
+        if parsed.templates and do_apply_template_changes(session, channel, parsed.templates):
+            # A template we had not read yet (created since the last sync): read its text now.
+            on_commit(session, lambda channel_id=channel.id: enqueue_template_sync(channel_id))
         if parsed.quality:
             do_apply_quality_changes(session, channel, parsed.quality)
     for channel_id, at in heard.items():
