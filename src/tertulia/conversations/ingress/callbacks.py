@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import anyio
@@ -507,7 +508,7 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
     for channel, parsed in rest:
         if parsed.templates and do_apply_template_changes(session, channel, parsed.templates):
             # A template we had not read yet (created since the last sync): read its text now.
-            on_commit(session, lambda channel_id=channel.id: enqueue_template_sync(channel_id))
+            on_commit(session, partial(enqueue_template_sync, channel.id))
         if parsed.quality:
             do_apply_quality_changes(session, channel, parsed.quality)
     for channel_id, at in heard.items():
