@@ -9,6 +9,11 @@ Conversations
     GET  /api/v1/conversations/{id}/messages?before_id=&limit=   newest page first; items oldest
          first; `next_before_id` pages upwards (infinite scroll)
     POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?}
+         (a WhatsApp template: {"type": "whatsapp_template", "template": {...}}, checked against the
+         channel's synced template, variables in its text parameters filled in)
+    GET  /api/v1/conversations/{id}/templates  the APPROVED templates of the conversation's channel
+    POST /api/v1/conversations/{id}/template-preview  {"template"} -> {"text","template"}: the message
+         as the customer would read it, or the 422 sending it would get
     POST /api/v1/conversations/{id}/comments   {"text","mentions":[user ids]}; without ids, every
          "@Full Name" of an active member in the text is a mention (conversations/mentions.py)
     POST /api/v1/conversations/{id}/assign     {"user_id"|null,"team_id"|null}
