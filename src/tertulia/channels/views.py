@@ -355,7 +355,7 @@ TEMPLATE_CATEGORIES = {
     "UTILITY": i18n.lazy("Utility"),
     "AUTHENTICATION": i18n.lazy("Authentication"),
 }
-QUALITY = {
+TEMPLATE_QUALITY = {
     "GREEN": i18n.lazy("High quality"),
     "YELLOW": i18n.lazy("Medium quality"),
     "RED": i18n.lazy("Low quality"),
@@ -402,7 +402,7 @@ def _templates_page(ctx: WebContext, channel: Channel, error: str | None = None,
             **message_templates.as_dict(t),
             "status_label": _label(ctx, TEMPLATE_STATUSES, t.status),
             "category_label": _label(ctx, TEMPLATE_CATEGORIES, t.category),
-            "quality_label": _label(ctx, QUALITY, t.quality) if t.quality else None,
+            "quality_label": _label(ctx, TEMPLATE_QUALITY, t.quality) if t.quality else None,
             "previous_category_label": _label(ctx, TEMPLATE_CATEGORIES, t.previous_category)
             if t.previous_category
             else None,
