@@ -126,15 +126,15 @@ def test_a_sync_follows_the_account_and_keeps_the_last_error(
     assert len(listed["items"]) == 2  # what we had stays
 
 
-def test_only_managers_sync_and_agents_see_no_channel_settings(
+def test_only_managers_sync_and_only_their_own_channels(
     client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
 ) -> None:
     channel = _connect(client, tenant, graph)
     agent = sign_in(db, tenant, Role.AGENT).headers
     refused = client.post(f"/api/v1/channels/{channel['id']}/templates/sync", headers=agent)
     assert refused.status_code == 403
-    telegram_like = client.post(f"/api/v1/channels/{channel['id'] + 999}/templates/sync", headers=_manager(db, tenant))
-    assert telegram_like.status_code == 404
+    unknown = client.post(f"/api/v1/channels/{channel['id'] + 999}/templates/sync", headers=_manager(db, tenant))
+    assert unknown.status_code == 404
 
 
 # ----- webhooks ------------------------------------------------------------------------------------
