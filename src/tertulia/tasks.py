@@ -9,10 +9,13 @@ Tasks (name, module, what queues it):
 - `contacts.run_import` (contacts.tasks): a CSV import; after the job is started.
 - `mail.deliver` (mail.tasks): an email of the outbox; after commit.
 - `segments.refresh_counts` (segments.tasks): a workspace's ageing segment counts; after a read.
+- `channels.sync_templates` (channels.tasks): a channel's message templates read from its provider;
+  after a channel is connected, or a manager asks.
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
-`conversations.sweep_callbacks`, `mail.deliver_pending`, and the event log's dispatcher and pruning (`events.tasks`).
+`conversations.sweep_callbacks`, `mail.deliver_pending`, `channels.sync_all_templates` (every six
+hours), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
 pending outgoing messages with no task waiting, and queued or interrupted imports. A task a dead
@@ -21,6 +24,7 @@ When a consumer is asked to stop, running imports are handed back to the queue a
 """
 
 from tertulia import consumers
+from tertulia.channels import tasks as channels_tasks
 from tertulia.contacts import import_runner
 from tertulia.contacts import tasks as contacts_tasks
 from tertulia.conversations import outbox as conversations_outbox
@@ -33,6 +37,7 @@ from tertulia.segments import tasks as segments_tasks
 consumers.install()
 
 __all__ = [
+    "channels_tasks",
     "contacts_tasks",
     "conversations_callbacks",
     "conversations_outbox",

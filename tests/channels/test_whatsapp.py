@@ -18,12 +18,14 @@ from sqlalchemy import select, text, update
 from typer.testing import CliRunner
 
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, graph_error, outbound_body, signature
+from tertulia.channels.message_templates import do_store_templates
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     DeliveryStatus,
     MessageType,
     OutboundMessage,
     PermanentError,
+    ProviderTemplate,
     TransientError,
     WebhookRequest,
 )
@@ -48,6 +50,7 @@ from tests.fakes import callbacks_written
 ADAPTER = WhatsAppAdapter()
 CONFIG = {"phone_number_id": wa.PHONE_NUMBER_ID, "business_account_id": wa.BUSINESS_ACCOUNT_ID}
 SECRETS = {"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET}
+NO_GRAPH = "http://127.0.0.1:9"
 
 
 def _channel() -> Channel:
@@ -350,7 +353,8 @@ def test_connecting_through_the_api_stores_the_secrets_and_never_shows_them_agai
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     manager = sign_in(db, tenant, Role.MANAGER).headers
-    body = {"type": "whatsapp", "name": "Ventas MX", "config": CONFIG, "secrets": SECRETS}
+    # Nothing listens at this API address: the template sync that follows a connect fails at once.
+    body = {"type": "whatsapp", "name": "Ventas MX", "config": {**CONFIG, "api_base_url": NO_GRAPH}, "secrets": SECRETS}
     created = client.post("/api/v1/channels", headers=manager, json=body)
     assert created.status_code == 201, created.text
     answer = created.json()
@@ -442,6 +446,12 @@ def test_outside_the_window_only_templates_go_out(client: TestClient, db: Databa
             session.execute(
                 update(Contact).where(Contact.id == contact_id).values(last_incoming_at=utcnow() - timedelta(hours=25))
             )
+            # The template as a sync of the account stored it (channels/message_templates.py).
+            stored = session.get(Channel, channel.id)
+            assert stored is not None
+            body = [{"type": "BODY", "text": "Hola {{1}}, tu pedido va en camino."}]
+            order_update = ProviderTemplate("1", "order_update", "es_MX", "UTILITY", "APPROVED", "POSITIONAL", body)
+            do_store_templates(session, stored, [order_update])
         late = client.post(url, headers=tenant.headers, json=inside)
         assert late.status_code == 422
         assert late.json()["error"]["code"] == "reply_window_closed"
@@ -553,6 +563,8 @@ def test_the_cli_connects_a_whatsapp_number_with_its_secrets_kept_encrypted(
             f"phone_number_id={wa.PHONE_NUMBER_ID}",
             "--set",
             f"business_account_id={wa.BUSINESS_ACCOUNT_ID}",
+            "--set",
+            f"api_base_url={NO_GRAPH}",
         ]
         secrets = ["--set-from-env", "access_token=WA_TOKEN", "--set", f"app_secret={wa.APP_SECRET}"]
         done = CliRunner().invoke(app, [*args, *ids, *secrets])

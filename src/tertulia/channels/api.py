@@ -7,6 +7,9 @@
          bot: {"type": "telegram", "secrets": {"bot_token": ...}}) and answers its `callback_url`.
     POST /api/v1/channels/{id}/connect      connect again (registers the callback URL anew)
     POST /api/v1/channels/{id}/disconnect   stop the channel; its conversations stay
+    GET  /api/v1/channels/{id}/templates    the channel's message templates as last synced (WhatsApp),
+         with the number's quality and messaging limit
+    POST /api/v1/channels/{id}/templates/sync   read them from the provider again (in the background)
 
 Provider callbacks are not here: they are the inbox's entry point (conversations/ingress/callbacks.py).
 """
@@ -15,7 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from tertulia.channels import service
+from tertulia.channels import message_templates, service
 from tertulia.channels.schemas import ChannelBody, ChannelPatch, channel_out
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
@@ -77,3 +80,23 @@ def disconnect_channel(session: DbSession, actor: SessionOrTokenActor, channel_i
     channel = service.access_channel(session, actor, channel_id)
     problem = service.do_disconnect_channel(session, actor, channel)
     return {**channel_out(channel, actor), "provider_refused": problem}
+
+
+@router.get("/channels/{channel_id}/templates")
+def channel_templates(session: DbSession, actor: SessionOrTokenActor, channel_id: ID) -> dict[str, Any]:
+    channel = service.access_channel(session, actor, channel_id)
+    return {
+        "items": [message_templates.as_dict(t) for t in message_templates.templates_of(session, channel)],
+        "synced_at": channel.templates_synced_at,
+        "sync_error": channel.templates_sync_error,
+        "quality_event": channel.quality_event,
+        "messaging_limit": channel.messaging_limit,
+        "quality_changed_at": channel.quality_changed_at,
+    }
+
+
+@router.post("/channels/{channel_id}/templates/sync", status_code=202)
+def sync_channel_templates(session: DbSession, actor: SessionOrTokenActor, channel_id: ID) -> dict[str, Any]:
+    channel = service.access_channel(session, actor, channel_id)
+    service.do_sync_templates(session, actor, channel)
+    return {"queued": True}

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.crypto import EncryptedJSON
@@ -34,3 +34,38 @@ class Channel(IdMixin, TimestampMixin, Base):
     last_sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+    # What the provider says about the number (WhatsApp's phone_number_quality_update webhook): its
+    # latest quality event (FLAGGED, UNFLAGGED, UPGRADE, ...) and messaging limit tier (TIER_2K, ...).
+    quality_event: Mapped[str | None] = mapped_column(String(40))
+    messaging_limit: Mapped[str | None] = mapped_column(String(40))
+    quality_changed_at: Mapped[datetime | None]
+    # The provider's message templates (MessageTemplate): when they were last read in full, and why
+    # the last attempt failed (None once one succeeds).
+    templates_synced_at: Mapped[datetime | None]
+    templates_sync_error: Mapped[str | None] = mapped_column(Text)
+
+
+class MessageTemplate(IdMixin, TimestampMixin, Base):
+    """One of the provider's pre-approved message templates (WhatsApp: one per name and language of
+    the channel's business account), as the last sync or webhook left it. `components` is the
+    provider's own list (HEADER, BODY, FOOTER, BUTTONS with their text and examples);
+    `parameter_format` is POSITIONAL ({{1}}, {{2}}) or NAMED ({{first_name}})."""
+
+    __tablename__ = "message_templates"
+    __table_args__ = (UniqueConstraint("channel_id", "name", "language"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
+    provider_template_id: Mapped[str | None] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(512))
+    language: Mapped[str] = mapped_column(String(15))
+    category: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))
+    # Why the provider rejected, paused or disabled it (its reason code and explanation).
+    reason: Mapped[str | None] = mapped_column(Text)
+    parameter_format: Mapped[str] = mapped_column(String(16))
+    components: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    quality: Mapped[str | None] = mapped_column(String(16))
+    # Set by a template_category_update webhook: the category it had before.
+    previous_category: Mapped[str | None] = mapped_column(String(32))
+    status_changed_at: Mapped[datetime | None]

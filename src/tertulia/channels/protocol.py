@@ -31,7 +31,9 @@ service and the inbox find with isinstance():
   (`InboundMessage.attachments` entries with a "provider_file"), stored by the inbox as our file;
   `follow_up` makes the provider calls a callback asks for once it is stored (Telegram's
   answerCallbackQuery);
-- `ChatMenu`: `clean_menu`/`push_menu`, the persistent menu a customer sees (Telegram's commands).
+- `ChatMenu`: `clean_menu`/`push_menu`, the persistent menu a customer sees (Telegram's commands);
+- `TemplateCatalogue`: `fetch_templates`, the account's pre-approved message templates (WhatsApp),
+  kept by channels/message_templates.py.
 Every provider API URL comes from the channel's config (`api_base_url`), so tests point it at a
 local fake and a business can go through a proxy.
 
@@ -141,6 +143,32 @@ class InboundEdit:
 
 
 @dataclass(frozen=True)
+class TemplateChange:
+    """The provider changed one of the account's message templates (WhatsApp's
+    message_template_status_update, template_category_update, message_template_quality_update).
+    Fields left None did not change."""
+
+    provider_template_id: str | None
+    name: str | None
+    language: str | None
+    status: str | None = None
+    category: str | None = None
+    quality: str | None = None
+    reason: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QualityChange:
+    """The provider's word on the number itself (WhatsApp's phone_number_quality_update): an event
+    (FLAGGED, UNFLAGGED, UPGRADE, DOWNGRADE, THROUGHPUT_UPGRADE, ...) and the messaging limit tier."""
+
+    event: str
+    messaging_limit: str | None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class ParsedWebhook:
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
@@ -149,6 +177,9 @@ class ParsedWebhook:
     follow_ups: list[dict[str, Any]] = field(default_factory=list)
     # For handshakes (Meta's hub.challenge): the exact body to answer with.
     reply: str | None = None
+    # What the provider says about the account rather than a conversation.
+    templates: list[TemplateChange] = field(default_factory=list)
+    quality: list[QualityChange] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -331,8 +362,37 @@ def channel_pace(rules: ChannelRules, channel: Channel) -> Pace | None:
     return rules.channel_pace
 
 
+@dataclass(frozen=True)
+class ProviderTemplate:
+    """A message template as the provider lists it (`TemplateCatalogue.fetch_templates`)."""
+
+    provider_template_id: str | None
+    name: str
+    language: str
+    category: str
+    status: str
+    parameter_format: str  # POSITIONAL or NAMED
+    components: list[dict[str, Any]]
+    quality: str | None = None
+    reason: str | None = None
+
+
+@runtime_checkable
+class TemplateCatalogue(Protocol):
+    def fetch_templates(self, channel: Channel) -> list[ProviderTemplate]:
+        """Every message template of the channel's account, all pages read. Raises `ChannelError`."""
+        ...
+
+
 def window_open(rules: ChannelRules, last_incoming_at: datetime | None, now: datetime) -> bool:
     """Whether a free-form message may be sent now; our own outgoing messages never extend it."""
     if rules.reply_window is None:
         return True
     return last_incoming_at is not None and now - last_incoming_at < rules.reply_window
+
+
+def window_closes_at(rules: ChannelRules, last_incoming_at: datetime | None) -> datetime | None:
+    """When the reply window closes (or closed); None when the channel has none or it never opened."""
+    if rules.reply_window is None or last_incoming_at is None:
+        return None
+    return last_incoming_at + rules.reply_window

@@ -18,7 +18,9 @@ from tertulia.channels.health import record_error
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ChannelError, ChatMenu, ConnectionCheck, ProviderSetup, SetupRefused
 from tertulia.channels.registry import get_adapter, registered_types
+from tertulia.channels.tasks import enqueue_template_sync, has_templates
 from tertulia.kit.clock import utcnow
+from tertulia.kit.db import on_commit
 from tertulia.kit.errors import ValidationFailed, found
 from tertulia.kit.models import UTCDateTime
 from tertulia.kit.security import new_token
@@ -188,6 +190,10 @@ def do_connect_channel(
 
 def _connect(session: Session, channel: Channel, base_url: str) -> None:
     adapter = get_adapter(channel.type)
+    if has_templates(channel.type):
+        # Once connected, the account's templates are read in the background (channels/tasks.py).
+        channel_id = channel.id
+        on_commit(session, lambda: enqueue_template_sync(channel_id))
     if not isinstance(adapter, ProviderSetup):
         return
     try:
@@ -199,6 +205,17 @@ def _connect(session: Session, channel: Channel, base_url: str) -> None:
     channel.last_error = None
     channel.last_error_at = None
     session.flush()
+
+
+def do_sync_templates(session: Session, actor: Actor, channel: Channel) -> None:
+    """Read the channel's message templates from the provider again, in the background."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    if not has_templates(channel.type):
+        raise ValidationFailed.field("channel_id", f"{channel.type} channels have no message templates")
+    if not channel.active:
+        raise ValidationFailed.field("channel_id", "this channel is disconnected")
+    channel_id = channel.id
+    on_commit(session, lambda: enqueue_template_sync(channel_id))
 
 
 def do_reconnect_channel(session: Session, actor: Actor, channel: Channel, *, base_url: str) -> Channel:

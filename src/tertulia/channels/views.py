@@ -3,6 +3,7 @@ its health, web chat widgets, Telegram bots (connect by token, replace the token
 again) and each bot's chat menu (its commands, pushed to Telegram on save), and WhatsApp numbers
 (what to paste into Meta's dashboard, and a connection test that reads the number from the Graph API)."""
 
+import re
 from datetime import datetime, time
 from functools import cache
 from pathlib import Path
@@ -12,7 +13,7 @@ from fastapi import APIRouter, Form
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from tertulia.channels import service
+from tertulia.channels import message_templates, service
 from tertulia.channels.health import health_of
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ChannelError, channel_pace
@@ -407,6 +408,110 @@ def disconnect_channel(ctx: UserPage, channel_id: int) -> Response:
     channel = _access(ctx, channel_id, None)
     service.do_disconnect_channel(ctx.session, ctx.actor, channel)
     return ctx.redirect(f"/settings/channels/{channel_id}", flash="channel_disconnected")
+
+
+# ----- WhatsApp message templates ---------------------------------------------------------------
+
+TEMPLATE_STATUSES = {
+    "APPROVED": i18n.lazy("Approved"),
+    "PENDING": i18n.lazy("In review"),
+    "REJECTED": i18n.lazy("Rejected"),
+    "PAUSED": i18n.lazy("Paused"),
+    "DISABLED": i18n.lazy("Disabled"),
+    "IN_APPEAL": i18n.lazy("In appeal"),
+    "FLAGGED": i18n.lazy("Flagged"),
+    "PENDING_DELETION": i18n.lazy("Being deleted"),
+    "DELETED": i18n.lazy("Deleted"),
+    "ARCHIVED": i18n.lazy("Archived"),
+    "LIMIT_EXCEEDED": i18n.lazy("Over the template limit"),
+    "LOCKED": i18n.lazy("Locked"),
+    "REINSTATED": i18n.lazy("Reinstated"),
+}
+TEMPLATE_CATEGORIES = {
+    "MARKETING": i18n.lazy("Marketing"),
+    "UTILITY": i18n.lazy("Utility"),
+    "AUTHENTICATION": i18n.lazy("Authentication"),
+}
+TEMPLATE_QUALITY = {
+    "GREEN": i18n.lazy("High quality"),
+    "YELLOW": i18n.lazy("Medium quality"),
+    "RED": i18n.lazy("Low quality"),
+    "UNKNOWN": i18n.lazy("Quality pending"),
+}
+NUMBER_EVENTS = {
+    "FLAGGED": i18n.lazy("Flagged: quality is low, the messaging limit may go down"),
+    "UNFLAGGED": i18n.lazy("No longer flagged"),
+    "DOWNGRADE": i18n.lazy("Messaging limit lowered"),
+    "UPGRADE": i18n.lazy("Messaging limit raised"),
+    "ONBOARDING": i18n.lazy("Still being registered"),
+    "THROUGHPUT_UPGRADE": i18n.lazy("Higher throughput"),
+}
+MESSAGING_LIMITS = {
+    "TIER_UNLIMITED": i18n.lazy("Unlimited"),
+    "TIER_NOT_SET": i18n.lazy("Not set yet"),
+}
+# Tiers that are a number of customers: TIER_250, TIER_2K, TIER_100K...
+_TIER = re.compile(r"^TIER_([0-9]+)(K?)$")
+
+
+def _messaging_limit(ctx: WebContext, tier: str) -> str:
+    number = _TIER.match(tier)
+    if number is None:
+        return _label(ctx, MESSAGING_LIMITS, tier)
+    return ctx.fmt.number(int(number.group(1)) * (1000 if number.group(2) else 1))
+
+
+def _label(ctx: WebContext, labels: dict[str, str], value: str | None) -> str:
+    """A provider's code in the reader's language; a code we do not know yet is shown as it is."""
+    if not value:
+        return "—"
+    label = labels.get(value)
+    return value if label is None else ctx.fmt.gettext(label)
+
+
+SYNC_REFUSED = i18n.lazy("The channel is disconnected: connect it again to read its templates.")
+
+
+def _templates_page(ctx: WebContext, channel: Channel, error: str | None = None, status: int = 200) -> Response:
+    templates = message_templates.templates_of(ctx.session, channel)
+    rows = [
+        {
+            **message_templates.as_dict(t),
+            "status_label": _label(ctx, TEMPLATE_STATUSES, t.status),
+            "category_label": _label(ctx, TEMPLATE_CATEGORIES, t.category),
+            "quality_label": _label(ctx, TEMPLATE_QUALITY, t.quality) if t.quality else None,
+            "previous_category_label": _label(ctx, TEMPLATE_CATEGORIES, t.previous_category)
+            if t.previous_category
+            else None,
+        }
+        for t in templates
+    ]
+    context = {
+        "channel": channel,
+        "templates": rows,
+        "number_event": _label(ctx, NUMBER_EVENTS, channel.quality_event) if channel.quality_event else None,
+        "messaging_limit": _messaging_limit(ctx, channel.messaging_limit) if channel.messaging_limit else None,
+        "error": error,
+    }
+    return _render(ctx, "whatsapp_templates.html", context, status_code=status)
+
+
+@router.get("/settings/channels/{channel_id}/templates")
+def templates_page(ctx: UserPage, channel_id: ID) -> Response:
+    return _templates_page(ctx, _access(ctx, channel_id, "whatsapp"))
+
+
+@router.post("/settings/channels/{channel_id}/templates/sync")
+def sync_templates(ctx: UserPage, channel_id: ID) -> Response:
+    channel = _access(ctx, channel_id, "whatsapp")
+    return submit(
+        ctx,
+        lambda: service.do_sync_templates(ctx.session, ctx.actor, channel),
+        again=lambda _exc: _templates_page(ctx, channel, ctx.fmt.gettext(SYNC_REFUSED), 422),
+        redirect=f"/settings/channels/{channel_id}/templates",
+        flash="templates_sync_queued",
+        catch=(DomainError,),
+    )
 
 
 def _menu_lines(items: list[dict[str, Any]]) -> str:

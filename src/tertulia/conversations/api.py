@@ -9,6 +9,11 @@ Conversations
     GET  /api/v1/conversations/{id}/messages?before_id=&limit=   newest page first; items oldest
          first; `next_before_id` pages upwards (infinite scroll)
     POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?}
+         (a WhatsApp template: {"type": "whatsapp_template", "template": {...}}, checked against the
+         channel's synced template, variables in its text parameters filled in)
+    GET  /api/v1/conversations/{id}/templates  the APPROVED templates of the conversation's channel
+    POST /api/v1/conversations/{id}/template-preview  {"template"} -> {"text","template"}: the message
+         as the customer would read it, or the 422 sending it would get
     POST /api/v1/conversations/{id}/comments   {"text","mentions":[user ids]}; without ids, every
          "@Full Name" of an active member in the text is a mention (conversations/mentions.py)
     POST /api/v1/conversations/{id}/assign     {"user_id"|null,"team_id"|null}
@@ -49,8 +54,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.channels import message_templates
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import MessageType, window_open
+from tertulia.channels.protocol import MessageType, window_closes_at, window_open
 from tertulia.channels.registry import get_adapter
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
@@ -63,7 +69,7 @@ from tertulia.conversations.models import Conversation, ConversationStatus, Mess
 from tertulia.kit import realtime, storage
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
-from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, read_only
 from tertulia.kit.pagination import decode_cursor, encode_cursor
 from tertulia.kit.types import ID, Position, is_id
 from tertulia.users.permissions import Actor, Permission
@@ -355,10 +361,15 @@ def get_conversation(session: DbSession, actor: InboxActor, conversation_id: ID)
             channel = session.get(Channel, conversation.channel_id)
             if channel is not None:
                 rules = get_adapter(channel.type).rules
+                last_incoming = service.last_incoming_on(session, contact, channel)
+                closes_at = window_closes_at(rules, last_incoming)
                 window = {
                     "channel_type": channel.type,
-                    "reply_window_open": window_open(rules, service.last_incoming_on(session, contact, channel), now),
+                    "reply_window_open": window_open(rules, last_incoming, now),
                     "reply_window_seconds": rules.reply_window.total_seconds() if rules.reply_window else None,
+                    # When the window closes (or closed), by the server's clock: the composer shows it.
+                    "reply_window_closes_at": closes_at.isoformat() if closes_at else None,
+                    "templates_outside_window": rules.templates_outside_window,
                 }
         # The channels the contact can be answered on, for the composer's choice (default: the one
         # they last wrote on).
@@ -384,6 +395,50 @@ def get_conversation(session: DbSession, actor: InboxActor, conversation_id: ID)
         **window,
         **answer_on,
     }
+
+
+def _conversation_channel(session: Session, actor: Actor, conversation: Conversation) -> Channel:
+    channel = (
+        session.scalar(
+            select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == conversation.channel_id)
+        )
+        if conversation.channel_id is not None
+        else None
+    )
+    if channel is None:
+        raise ValidationFailed.field("channel_id", "this conversation has no channel yet")
+    return channel
+
+
+@router.get("/conversations/{conversation_id}/templates")
+def conversation_templates(session: DbSession, actor: InboxActor, conversation_id: ID) -> dict[str, Any]:
+    """The APPROVED message templates of the conversation's channel, for the composer's picker."""
+    conversation = service.access_conversation(session, actor, conversation_id)
+    channel = _conversation_channel(session, actor, conversation)
+    templates = message_templates.templates_of(session, channel, approved_only=True)
+    return {"channel_id": channel.id, "items": [message_templates.as_dict(t) for t in templates]}
+
+
+class TemplatePreviewBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template: WhatsAppTemplate
+
+
+@router.post("/conversations/{conversation_id}/template-preview")
+@read_only
+def template_preview(
+    session: DbSession, actor: InboxActor, conversation_id: ID, body: TemplatePreviewBody
+) -> dict[str, Any]:
+    """The template message as this conversation's customer would read it (variables filled in), or
+    the 422 sending it would get."""
+    conversation = service.access_conversation(session, actor, conversation_id)
+    channel = _conversation_channel(session, actor, conversation)
+    contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
+    if contact is None:
+        raise NotFound(f"No conversation {conversation_id}.")
+    rendered = service.render_template_parameters(session, actor, contact, body.template.model_dump())
+    template, text = message_templates.check_template_message(session, channel, rendered)
+    return {"text": text, "template": template}
 
 
 @router.get("/conversations/{conversation_id}/messages")

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tertulia.channels.message_templates import check_template_message
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, MessageType, OutboundCheck, window_open
 from tertulia.channels.registry import get_adapter
@@ -316,6 +317,39 @@ class OutboundPlan:
     text: str | None
     message_type: MessageType
     attachments: list[dict[str, Any]]
+    # A template message as it goes to the provider: checked against the channel's stored template,
+    # variables in its parameters filled in.
+    template: dict[str, Any] | None = None
+
+
+def render_template_parameters(
+    session: Session, actor: Actor, contact: Contact, template: dict[str, Any]
+) -> dict[str, Any]:
+    """The template with dynamic variables in its text parameters filled in for this contact
+    (`{{contact.first_name | "cliente"}}`), as in a reply's text."""
+    context = variable_context(session, actor, contact)
+    keys = custom_keys(session, actor.workspace_id)
+    components: list[Any] = []
+    for index, component in enumerate(template.get("components") or []):
+        if not isinstance(component, dict) or not isinstance(component.get("parameters"), list):
+            components.append(component)
+            continue
+        parameters: list[Any] = []
+        for position, parameter in enumerate(component["parameters"]):
+            if isinstance(parameter, dict) and parameter.get("type", "text") == "text" and "text" in parameter:
+                where = f"message.template.components[{index}].parameters[{position}].text"
+                text = variables.render(str(parameter["text"]), context, keys, where)
+                if len(text) > MAX_TEMPLATE_PARAMETER:
+                    raise ValidationFailed.field(where, f"must be at most {MAX_TEMPLATE_PARAMETER} characters")
+                parameters.append({**parameter, "text": text})
+            else:
+                parameters.append(parameter)
+        components.append({**component, "parameters": parameters})
+    return {**template, "components": components}
+
+
+# Meta's limit on a body parameter's text (a template's whole body is at most 1,024 characters).
+MAX_TEMPLATE_PARAMETER = 1024
 
 
 def check_send(
@@ -327,6 +361,7 @@ def check_send(
     text: str | None,
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
+    template: dict[str, Any] | None = None,
 ) -> OutboundPlan:
     if channel.workspace_id != actor.workspace_id:
         raise NotFound(f"No channel {channel.id}.")
@@ -339,11 +374,17 @@ def check_send(
     if message_type not in rules.message_types:
         raise ValidationFailed.field("message.type", f"{channel.type} cannot send {message_type.value} messages")
     if message_type == MessageType.TEMPLATE:
-        # A template is the provider's approved text: allowed outside the reply window.
+        # A template is the provider's approved text: allowed outside the reply window, and only as
+        # the channel's stored template says (its name, language, status and parameters).
+        if template is None:
+            raise ValidationFailed.field("message.template", "a template message needs its template")
+        checked, rendered_template = check_template_message(
+            session, channel, render_template_parameters(session, actor, contact, template)
+        )
         recipient = recipient_for(session, channel, contact.id)
         if recipient is None:
             raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
-        return OutboundPlan(contact, channel, recipient, text, message_type, [])
+        return OutboundPlan(contact, channel, recipient, rendered_template, message_type, [], checked)
     rendered: str | None = None
     if text is not None and text.strip():
         rendered = variables.render(
@@ -460,7 +501,19 @@ def do_send(
     payload: dict[str, Any] | None = None,
 ) -> Message:
     """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
-    plan = check_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
+    given_template = (payload or {}).get("template")
+    plan = check_send(
+        session,
+        actor,
+        contact,
+        channel,
+        text=text,
+        message_type=message_type,
+        file_ids=file_ids,
+        template=given_template if isinstance(given_template, dict) else None,
+    )
+    if plan.template is not None:
+        payload = {**(payload or {}), "template": plan.template}
     check_content(channel, plan, payload or {})
     conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.

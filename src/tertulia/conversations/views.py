@@ -55,6 +55,22 @@ SCRIPT_TEXTS: dict[str, str] = {
     "reconnecting": i18n.lazy("Reconnecting…"),
     "notifications_on": i18n.lazy("Notifications on"),
     "window_closed": i18n.lazy("The reply window of this channel has closed; the customer must write first."),
+    "window_open_until": i18n.lazy("24-hour window open until %(time)s: any message can be sent."),
+    "window_closed_templates": i18n.lazy(
+        "The 24-hour window has closed: only approved templates can be sent until the customer writes again."
+    ),
+    "window_closed_templates_at": i18n.lazy(
+        "The 24-hour window closed on %(time)s: only approved templates can be sent until the customer writes again."
+    ),
+    "templates_only": i18n.lazy("Free text cannot be sent outside the 24-hour window; choose a template."),
+    "template_choose": i18n.lazy("Choose a template…"),
+    "template_none": i18n.lazy("This channel has no approved templates. A manager can sync them in Settings."),
+    "template_parameter": i18n.lazy("%(part)s %(name)s"),
+    "template_header": i18n.lazy("Header"),
+    "template_body": i18n.lazy("Body"),
+    "template_value_hint": i18n.lazy("A value or a variable"),
+    "template_fill_all": i18n.lazy("Fill in every parameter to see the message."),
+    "template_media_header": i18n.lazy("This template's header takes a file or a place; send it through the API."),
     "no_members": i18n.lazy("No teammate matches."),
     "no_emoji": i18n.lazy("No emoji matches."),
     "remove_file": i18n.lazy("Remove %(name)s"),

@@ -56,6 +56,7 @@ FLASH_MESSAGES: dict[str, str] = {
     "settings_saved": i18n.lazy("Your changes have been saved."),
     "channel_connected": i18n.lazy("The channel is connected."),
     "channel_disconnected": i18n.lazy("The channel is disconnected. Its conversations are kept."),
+    "templates_sync_queued": i18n.lazy("Reading the templates from WhatsApp. Reload the page in a moment."),
     "invitation_sent": i18n.lazy("The invitation has been sent."),
     "invitation_revoked": i18n.lazy("The invitation has been revoked."),
     "team_saved": i18n.lazy("The team has been saved."),

@@ -53,8 +53,11 @@ from tertulia.channels.protocol import (
     Pace,
     ParsedWebhook,
     PermanentError,
+    ProviderTemplate,
+    QualityChange,
     SendResult,
     StatusUpdate,
+    TemplateChange,
     TransientError,
     WebhookRejected,
     WebhookRequest,
@@ -87,6 +90,12 @@ RETRYABLE_CODES: dict[int, float | None] = {
     131000: None,  # something went wrong
     133004: None,  # server temporarily unavailable
 }
+
+# Templates are read a page at a time; a business account holds at most 6,000 of them (Meta's
+# template limits), so this many pages is the whole account and a cursor that never ends stops here.
+TEMPLATE_PAGE = 100
+MAX_TEMPLATE_PAGES = 60
+TEMPLATE_FIELDS = "id,name,language,status,category,components,parameter_format,quality_score,rejected_reason"
 
 # The statuses Meta reports and ours; `played` (a voice message listened to) is as good as read.
 STATUSES = {
@@ -213,7 +222,8 @@ class WhatsAppAdapter:
             profiles = _profiles(value.get("contacts"))
             messages.extend(_inbound(item, profiles) for item in _dicts(value.get("messages")))
             statuses.extend(_status(item) for item in _dicts(value.get("statuses")))
-        return ParsedWebhook(messages=messages, statuses=statuses)
+        templates, quality = _account_changes(data, channel)
+        return ParsedWebhook(messages=messages, statuses=statuses, templates=templates, quality=quality)
 
     # ----- sending ----------------------------------------------------------------------------
 
@@ -268,6 +278,41 @@ class WhatsAppAdapter:
                 raise TransientError("WhatsApp answered without a message id") from exc
             return SendResult(provider_message_id=provider_id)
         raise graph_error(response)
+
+    # ----- message templates ----------------------------------------------------------------------
+
+    def fetch_templates(self, channel: Channel) -> list[ProviderTemplate]:
+        """`GET /{waba-id}/message_templates`, a page at a time: each answer's `paging.cursors.after`
+        asks for the next page while the answer has a `paging.next` link. The cursor is sent to our
+        own `api_base_url` rather than following Meta's link, so a proxy or a test fake is kept."""
+        account = str((channel.config or {}).get("business_account_id", ""))
+        url = f"{_graph(channel)}/{account}/message_templates"
+        headers = {"Authorization": f"Bearer {channel.secrets.get('access_token', '')}"}
+        params: dict[str, str] = {"fields": TEMPLATE_FIELDS, "limit": str(TEMPLATE_PAGE)}
+        found: list[ProviderTemplate] = []
+        seen: set[str] = set()
+        for _page in range(MAX_TEMPLATE_PAGES):
+            try:
+                response = httpx.get(url, params=params, headers=headers, timeout=SEND_TIMEOUT)
+            except httpx.TransportError as exc:
+                raise TransientError(f"WhatsApp could not be reached: {exc}") from exc
+            if not response.is_success:
+                raise graph_error(response)
+            try:
+                answer = response.json()
+            except ValueError as exc:
+                raise TransientError("WhatsApp answered something that is not JSON") from exc
+            if not isinstance(answer, dict) or not isinstance(answer.get("data"), list):
+                raise TransientError("WhatsApp answered without a list of templates")
+            found.extend(template for item in _dicts(answer["data"]) if (template := _template(item)) is not None)
+            paging = _dict(answer.get("paging"))
+            cursors = _dict(paging.get("cursors"))
+            after = str(cursors.get("after") or "")
+            if not paging.get("next") or not after or after in seen:
+                return found
+            seen.add(after)
+            params = {**params, "after": after}
+        raise PermanentError(f"more than {MAX_TEMPLATE_PAGES * TEMPLATE_PAGE} templates: only that many are kept")
 
     # ----- customers' files ----------------------------------------------------------------------
 
@@ -389,6 +434,10 @@ def signature(channel: Channel, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _dicts(value: Any) -> list[dict[str, Any]]:
     return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
@@ -412,6 +461,89 @@ def _message_values(data: dict[str, Any], number: str) -> list[dict[str, Any]]:
             if ours or str(entry.get("id")) == DASHBOARD_TEST_ENTRY:
                 values.append(value)
     return values
+
+
+def _account_changes(data: dict[str, Any], channel: Channel) -> tuple[list[TemplateChange], list[QualityChange]]:
+    """Template and number changes for this channel's business account (the entry's id is the
+    account's). A quality update names its number by display number: one of another number of the
+    same account is skipped when this channel knows its own."""
+    config = channel.config or {}
+    account = str(config.get("business_account_id", ""))
+    own_number = re.sub(r"\D", "", str(config.get("display_phone_number") or ""))
+    templates: list[TemplateChange] = []
+    quality: list[QualityChange] = []
+    for entry in _dicts(data.get("entry")):
+        if not account or str(entry.get("id")) != account:
+            continue
+        at = _timestamp(entry.get("time"))
+        for change in _dicts(entry.get("changes")):
+            value = change.get("value")
+            if not isinstance(value, dict):
+                continue
+            field = change.get("field")
+            if field in TEMPLATE_FIELDS_CHANGED:
+                templates.append(_template_change(value, at))
+            elif field == "phone_number_quality_update" and value.get("event"):
+                number = re.sub(r"\D", "", str(value.get("display_phone_number") or ""))
+                if own_number and number and number != own_number:
+                    continue
+                limit = value.get("max_daily_conversations_per_business") or value.get("current_limit")
+                quality.append(QualityChange(str(value["event"])[:40], str(limit)[:40] if limit else None, at))
+    return templates, quality
+
+
+# The webhook fields that change a template. A quality update arrives under
+# message_template_status_update in Meta's reference syntax and under its own name in the list of
+# webhook fields: both are read.
+TEMPLATE_FIELDS_CHANGED = frozenset(
+    {"message_template_status_update", "template_category_update", "message_template_quality_update"}
+)
+
+
+def _text(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _template_change(value: dict[str, Any], at: datetime | None) -> TemplateChange:
+    """One template webhook's value: a status event (with its reason, and the explanation of a
+    rejection or a pause), a new category, or a new quality score."""
+    reason_parts = [_text(value.get("reason"))]
+    for extra in ("rejection_info", "other_info"):
+        info = value.get(extra)
+        if isinstance(info, dict):
+            reason_parts.extend(_text(info.get(k)) for k in ("title", "reason", "description", "recommendation"))
+    reasons = [part for part in reason_parts if part and part != "NONE"]
+    return TemplateChange(
+        provider_template_id=_text(value.get("message_template_id")),
+        name=_text(value.get("message_template_name")),
+        language=_text(value.get("message_template_language")),
+        status=_text(value.get("event")),
+        category=_text(value.get("new_category")) if "previous_category" in value else None,
+        quality=_text(value.get("new_quality_score")),
+        reason=" · ".join(dict.fromkeys(reasons)) or None,
+        at=at,
+    )
+
+
+def _template(item: dict[str, Any]) -> ProviderTemplate | None:
+    """A template of Meta's list, or None when it lacks a name or language (never sendable)."""
+    name, language = _text(item.get("name")), _text(item.get("language"))
+    if name is None or language is None:
+        return None
+    score = item.get("quality_score")
+    quality = _text(score.get("score")) if isinstance(score, dict) else _text(score)
+    reason = _text(item.get("rejected_reason"))
+    return ProviderTemplate(
+        provider_template_id=_text(item.get("id")),
+        name=name[:512],
+        language=language[:15],
+        category=(_text(item.get("category")) or "UNKNOWN")[:32],
+        status=(_text(item.get("status")) or "UNKNOWN")[:32],
+        parameter_format=str(item.get("parameter_format") or "POSITIONAL").upper()[:16],
+        components=_dicts(item.get("components")),
+        quality=quality[:16] if quality else None,
+        reason=reason if reason != "NONE" else None,
+    )
 
 
 def _profiles(contacts: Any) -> dict[str, dict[str, Any]]:

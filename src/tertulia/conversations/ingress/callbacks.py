@@ -34,6 +34,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import anyio
@@ -46,6 +47,7 @@ from sqlalchemy.orm import Session
 from tertulia.channels import repository as channels_repo
 from tertulia.channels.health import touch_callback
 from tertulia.channels.http import RawBodyRoute
+from tertulia.channels.message_templates import do_apply_quality_changes, do_apply_template_changes
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelError,
@@ -57,13 +59,14 @@ from tertulia.channels.protocol import (
     WebhookRequest,
 )
 from tertulia.channels.registry import get_adapter
+from tertulia.channels.tasks import enqueue_template_sync
 from tertulia.conversations import received_files
 from tertulia.conversations import repository as repo
 from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many
 from tertulia.conversations.models import InboundCallback
 from tertulia.conversations.status import do_apply_statuses
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import Database, sidecar_url
+from tertulia.kit.db import Database, on_commit, sidecar_url
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
 from tertulia.kit.queue import huey, task_database
 from tertulia.kit.text import replace_unsafe_characters
@@ -387,7 +390,15 @@ def _made_safe(parsed: ParsedWebhook) -> ParsedWebhook:
         for message in parsed.messages
     ]
     statuses = [replace(status, reason=replace_unsafe_characters(status.reason)) for status in parsed.statuses]
-    return replace(parsed, messages=messages, statuses=statuses)
+    templates = [
+        replace(change, **{name: replace_unsafe_characters(getattr(change, name)) for name in _TEMPLATE_TEXT})
+        for change in parsed.templates
+    ]
+    quality = [replace(change, event=replace_unsafe_characters(change.event)) for change in parsed.quality]
+    return replace(parsed, messages=messages, statuses=statuses, templates=templates, quality=quality)
+
+
+_TEMPLATE_TEXT = ("provider_template_id", "name", "language", "status", "category", "quality", "reason")
 
 
 _MESSAGE_TEXT = (
@@ -494,6 +505,12 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
         statuses.extend((channel, status) for status in parsed.statuses)
     if statuses:
         do_apply_statuses(session, statuses)
+    for channel, parsed in rest:
+        if parsed.templates and do_apply_template_changes(session, channel, parsed.templates):
+            # A template we had not read yet (created since the last sync): read its text now.
+            on_commit(session, partial(enqueue_template_sync, channel.id))
+        if parsed.quality:
+            do_apply_quality_changes(session, channel, parsed.quality)
     for channel_id, at in heard.items():
         touch_callback(session, channel_id, at)
 

@@ -5,7 +5,7 @@ linking it is not certain, records a merge suggestion shown on both contacts (ac
 Settings > Channels counts each channel's messages in and out today through the new index.
 
 Revision ID: 0200_merge_suggestions
-Revises: 0170_outbound_pace
+Revises: 0180_message_templates
 Create Date: 2026-11-26
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0200_merge_suggestions"
-down_revision: str | None = "0170_outbound_pace"
+down_revision: str | None = "0180_message_templates"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -361,18 +361,10 @@
     $("[data-assign-me]").hidden = !ME || c.assignee_id === ME;
     $("[data-close-open]").hidden = c.status !== "open";
     $("[data-reopen]").hidden = c.status === "open";
-    renderWindowNotice(c);
+    renderWindow(c);
     $all(".conv", list).forEach(function (li) {
       li.classList.toggle("active", li.getAttribute("data-conversation") === String(c.id));
     });
-  }
-
-  // The reply window of the channel the answer goes through (the one picked in the composer).
-  function renderWindowNotice(c) {
-    var notice = $("[data-window-notice]");
-    var picked = pickedChannel(c);
-    notice.hidden = (picked ? picked.reply_window_open : c.reply_window_open) !== false;
-    notice.textContent = T.window_closed;
   }
 
   // ----- composer: which channel the answer goes through -----
@@ -396,7 +388,7 @@
     channelField.hidden = choices.length < 2 || state.mode === "note";
   }
   channelSelect.addEventListener("change", function () {
-    if (state.current) renderWindowNotice(state.current);
+    if (state.current) renderWindow(state.current);
     clearComposerError();
   });
 
@@ -535,6 +527,7 @@
       composer.classList.toggle("note-mode", state.mode === "note");
       attachButton.hidden = state.mode === "note";
       channelField.hidden = state.mode === "note" || channelSelect.options.length < 2;
+      if (state.current) renderWindow(state.current);
       hideMentions();
       clearComposerError();
       input.focus();
@@ -1309,7 +1302,7 @@
         var message = event.data && event.data.message;
         if (!message) return;
         if (isCurrent) {
-          if (message.direction === "incoming") hideTyping();
+          if (message.direction === "incoming") { hideTyping(); refreshCurrent(); }
           var stick = nearBottom();
           addMessage(message, false);
           if (stick) toBottom();
@@ -1346,6 +1339,194 @@
       window.setTimeout(connect, Math.min(30000, 500 * Math.pow(2, retry)) + Math.random() * 500);
     };
   }
+
+  // ----- the reply window and templates (WhatsApp) -----
+  // The server says whether the customer-service window is open and when it closes (its clock, not
+  // the browser's); outside it the composer sends approved templates only.
+  var windowNotice = $("[data-window-notice]");
+  var picker = $("[data-template-picker]");
+  var pickerOpen = $("[data-template-open]");
+  var templateSelect = $("[data-template-select]");
+  var templateParams = $("[data-template-params]");
+  var templatePreview = $("[data-template-preview]");
+  var templateError = $("[data-template-error]");
+  var templateSend = $("[data-template-send]");
+  var sendButton = $("[data-testid=send]", composer);
+  var templates = [];
+  var templatesFor = null;
+  var previewTimer = null;
+  var previewSeq = 0;
+  var windowFormat = new Intl.DateTimeFormat(DATA.language, { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit" });
+
+  // The reply window of the channel the answer goes through: the conversation's, or another of the
+  // contact's channels picked in the composer (whose window is known, not when it closes).
+  function renderWindow(c) {
+    var picked = pickedChannel(c);
+    var other = picked !== null && picked.id !== c.channel_id;
+    var open = other ? picked.reply_window_open : c.reply_window_open;
+    var templatesOutside = !other && c.templates_outside_window === true;
+    var closesAt = !other && c.reply_window_closes_at ? windowFormat.format(new Date(c.reply_window_closes_at)) : "";
+    var templatesOnly = open === false && templatesOutside;
+    windowNotice.classList.toggle("window-closed", open === false);
+    if (open === false) {
+      windowNotice.hidden = false;
+      windowNotice.textContent = templatesOnly
+        ? (closesAt ? fill(T.window_closed_templates_at, { time: closesAt }) : T.window_closed_templates)
+        : T.window_closed;
+    } else if (open === true && closesAt) {
+      windowNotice.hidden = false;
+      windowNotice.textContent = fill(T.window_open_until, { time: closesAt });
+    } else {
+      windowNotice.hidden = true;
+    }
+    pickerOpen.hidden = !templatesOutside;
+    var locked = templatesOnly && state.mode !== "note";
+    composer.classList.toggle("templates-only", templatesOnly);
+    input.disabled = locked;
+    input.placeholder = locked ? T.templates_only : input.getAttribute("data-placeholder");
+    sendButton.disabled = locked;
+    attachButton.disabled = locked;
+    if (locked) openPicker();
+    else if (!templatesOutside) closePicker();
+  }
+
+  function closePicker() {
+    picker.hidden = true;
+    pickerOpen.setAttribute("aria-expanded", "false");
+  }
+
+  function openPicker() {
+    if (!state.current) return;
+    picker.hidden = false;
+    pickerOpen.setAttribute("aria-expanded", "true");
+    var id = state.current.id;
+    if (templatesFor === id) return;
+    templatesFor = id;
+    templates = [];
+    templateSelect.textContent = "";
+    templateSelect.appendChild(new Option(T.template_choose, ""));
+    renderParams();
+    api("GET", "/conversations/" + id + "/templates", undefined, true).then(function (data) {
+      if (!state.current || state.current.id !== id) return;
+      templates = data.items || [];
+      templates.forEach(function (t, index) {
+        templateSelect.appendChild(new Option(t.name + " (" + t.language + ")", String(index)));
+      });
+      if (!templates.length) templateError.textContent = T.template_none;
+    }).catch(function (error) {
+      templatesFor = null;
+      templateError.textContent = error.message;
+    });
+  }
+
+  function chosenTemplate() {
+    var index = templateSelect.value;
+    return index === "" ? null : templates[Number(index)];
+  }
+
+  function renderParams() {
+    var t = chosenTemplate();
+    templateParams.textContent = "";
+    templatePreview.textContent = "";
+    templateError.textContent = "";
+    templateSend.disabled = !t;
+    if (!t) return;
+    t.parameters.forEach(function (p, index) {
+      var field = el("label", "template-param");
+      var name = p.kind === "text" ? "{{" + p.key + "}}" : p.kind;
+      field.appendChild(el("span", "template-param-name", fill(T.template_parameter, { part: p.component === "header" ? T.template_header : T.template_body, name: name })));
+      var box = el("input");
+      box.type = "text";
+      box.setAttribute("data-param", String(index));
+      box.setAttribute("data-testid", "template-param-" + p.component + "-" + p.key);
+      box.placeholder = T.template_value_hint;
+      box.disabled = p.kind !== "text";
+      field.appendChild(box);
+      templateParams.appendChild(field);
+    });
+    if (t.parameters.some(function (p) { return p.kind !== "text"; })) {
+      templateError.textContent = T.template_media_header;
+      templateSend.disabled = true;
+      return;
+    }
+    schedulePreview();
+  }
+
+  function builtTemplate(t) {
+    var parts = { header: [], body: [] };
+    t.parameters.forEach(function (p, index) {
+      var box = templateParams.querySelector('[data-param="' + index + '"]');
+      var parameter = { type: "text", text: box ? box.value : "" };
+      if (t.parameter_format === "NAMED") parameter.parameter_name = p.key;
+      parts[p.component].push(parameter);
+    });
+    var components = [];
+    ["header", "body"].forEach(function (kind) {
+      if (parts[kind].length) components.push({ type: kind, parameters: parts[kind] });
+    });
+    return { name: t.name, language: { code: t.language }, components: components };
+  }
+
+  function schedulePreview() {
+    window.clearTimeout(previewTimer);
+    previewTimer = window.setTimeout(preview, 250);
+  }
+
+  function preview() {
+    var t = chosenTemplate();
+    if (!t || !state.current) return;
+    var seq = ++previewSeq;
+    var empty = t.parameters.some(function (p, index) {
+      var box = templateParams.querySelector('[data-param="' + index + '"]');
+      return !box || !box.value.trim();
+    });
+    if (empty) {
+      // Until every parameter is filled in, the template's own text shows where each one goes.
+      templatePreview.textContent = [t.header, t.body, t.footer].filter(Boolean).join("\n\n");
+      templateError.textContent = T.template_fill_all;
+      templateSend.disabled = true;
+      return;
+    }
+    api("POST", "/conversations/" + state.current.id + "/template-preview", { template: builtTemplate(t) }, true).then(function (data) {
+      if (seq !== previewSeq) return;
+      templatePreview.textContent = data.text;
+      templateError.textContent = "";
+      templateSend.disabled = false;
+    }).catch(function (error) {
+      if (seq !== previewSeq) return;
+      templateError.textContent = error instanceof TypeError ? T.error : error.message;
+      templateSend.disabled = true;
+    });
+  }
+
+  pickerOpen.addEventListener("click", function () {
+    if (picker.hidden) openPicker();
+    else if (!composer.classList.contains("templates-only")) closePicker();
+  });
+  $("[data-template-cancel]").addEventListener("click", function () {
+    templateSelect.value = "";
+    renderParams();
+    if (!composer.classList.contains("templates-only")) closePicker();
+  });
+  templateSelect.addEventListener("change", renderParams);
+  templateParams.addEventListener("input", schedulePreview);
+  templateSend.addEventListener("click", function () {
+    var t = chosenTemplate();
+    if (!t || !state.current) return;
+    var id = state.current.id;
+    templateSend.disabled = true;
+    api("POST", "/conversations/" + id + "/messages", { type: "whatsapp_template", template: builtTemplate(t) }, true).then(function (m) {
+      templateSelect.value = "";
+      renderParams();
+      if (state.current && state.current.id === id) {
+        addMessage(m, false);
+        toBottom();
+      }
+    }).catch(function (error) {
+      templateError.textContent = error instanceof TypeError ? T.error : error.message;
+      templateSend.disabled = false;
+    });
+  });
 
   document.addEventListener("visibilitychange", function () { if (!document.hidden) markRead(); });
 
