@@ -124,10 +124,15 @@ class InboundMessage:
 
 @dataclass(frozen=True)
 class StatusUpdate:
+    """One message's new status; or, with `up_to` (Messenger's watermarks), every message sent to
+    `recipient_id` on the channel up to that time (`provider_message_id` is then empty)."""
+
     provider_message_id: str
     status: DeliveryStatus
     reason: str | None = None
     at: datetime | None = None
+    recipient_id: str | None = None
+    up_to: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,9 @@ class ParsedWebhook:
     follow_ups: list[dict[str, Any]] = field(default_factory=list)
     # For handshakes (Meta's hub.challenge): the exact body to answer with.
     reply: str | None = None
+    # Messages the business sent to a customer from elsewhere (the Facebook Page inbox, another
+    # tool): stored as outgoing, never as the customer's; `sender_id` is the customer's id.
+    echoes: list[InboundMessage] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,11 @@ class ChannelRules:
     message_types: frozenset[MessageType] = frozenset(
         {MessageType.TEXT, MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
     )
+    # Quick replies under a message (OutboundMessage.payload["quick_replies"]: [{"title", "payload"}]).
+    quick_replies: bool = False
+    # Message tags that allow a message outside the reply window (Messenger, Instagram), each with
+    # how long after the customer's last message it may be used (None: any time).
+    message_tags: tuple[tuple[str, timedelta | None], ...] = ()
 
 
 class ChannelError(Exception):

@@ -19,7 +19,8 @@ Conversations
     POST /api/v1/conversations/{id}/typing     {"note"?: bool} (realtime only; the customer's widget
                                                shows it too unless it is a note)
 Contacts' messages (REST API v1)
-    POST /api/v1/contacts/{identifier}/messages  {"channel_id","message":{"type","text","attachments"}}
+    POST /api/v1/contacts/{identifier}/messages  {"channel_id","message":{"type","text","attachments",
+         "buttons"?,"quick_replies"?,"message_tag"?}} (message_tag: Messenger/Instagram outside the window)
          -> {"id","status","conversation_id"}
     GET  /api/v1/contacts/{identifier}/messages?before_id=&limit=
 Settings
@@ -88,6 +89,15 @@ class ButtonBody(BaseModel):
     url: str | None = Field(default=None, max_length=1000, pattern=r"^https?://")
 
 
+class QuickReplyBody(BaseModel):
+    """A suggested answer shown above the customer's keyboard (Messenger, Instagram): its title comes
+    back as the customer's choice, with `payload`."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=20)
+    payload: str | None = Field(default=None, max_length=1000)
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # `whatsapp_template` is the stored type `template` with a WhatsApp template.
@@ -99,6 +109,11 @@ class MessageBody(BaseModel):
     buttons: list[ButtonBody] = Field(default_factory=list, max_length=20)
     # An earlier message of the conversation this one answers (quoted where the channel can).
     reply_to_message_id: ID | None = None
+    # Channels whose rules allow quick replies (Messenger, Instagram); others refuse them (422).
+    quick_replies: list[QuickReplyBody] = Field(default_factory=list, max_length=13)
+    # Messenger/Instagram: the message tag that allows a message outside the 24-hour window
+    # (ACCOUNT_UPDATE, POST_PURCHASE_UPDATE, CONFIRMED_EVENT_UPDATE, HUMAN_AGENT within 7 days).
+    message_tag: str | None = Field(default=None, max_length=40, pattern=r"^[A-Z_]+$")
 
     @model_validator(mode="after")
     def _template_with_its_type(self) -> "MessageBody":
@@ -125,6 +140,8 @@ class MessageBody(BaseModel):
             payload["buttons"] = [b.model_dump(exclude_none=True) for b in self.buttons]
         if self.reply_to_message_id is not None:
             payload["reply_to_message_id"] = self.reply_to_message_id
+        if self.quick_replies:
+            payload["quick_replies"] = [q.model_dump(exclude_none=True) for q in self.quick_replies]
         return payload
 
 
@@ -328,6 +345,7 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: ID, body: Repl
         file_ids=body.attachments,
         channel_id=body.channel_id,
         payload=body.extra_payload(),
+        message_tag=body.message_tag,
     )
     return schemas.message_dict(message)
 
@@ -407,6 +425,7 @@ def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body
         message_type=body.message.message_type,
         file_ids=body.message.attachments,
         payload=body.message.extra_payload(),
+        message_tag=body.message.message_tag,
     )
     return {
         "id": message.id,

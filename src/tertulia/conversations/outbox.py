@@ -42,6 +42,7 @@ from tertulia.channels.protocol import (
     TransientError,
 )
 from tertulia.channels.registry import get_adapter
+from tertulia.conversations import repository as repo
 from tertulia.conversations.files import do_sweep_unsent_uploads
 from tertulia.conversations.models import Direction, Message, StoredFile
 from tertulia.conversations.status import advance_message_status
@@ -170,6 +171,7 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
         if message is None:
             return Outcome("skipped")
         if message.provider_message_id is None:
+            _drop_echo_of(session, message, result.provider_message_id)
             message.provider_message_id = result.provider_message_id
         session.flush()
         advance_message_status(session, message, DeliveryStatus.SENT, None)
@@ -178,6 +180,17 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
         if message.channel_id is not None:
             touch_sent(session, message.channel_id, utcnow())
     return Outcome("sent")
+
+
+def _drop_echo_of(session: Session, message: Message, provider_message_id: str) -> None:
+    """The provider's echo of this very message may have been stored first (it arrived before this
+    transaction): it is the same message, so the echo goes and ours keeps the provider id."""
+    if message.channel_id is None:
+        return
+    echo = repo.message_by_provider_id(session, message.channel_id, provider_message_id)
+    if echo is not None and echo.id != message.id and "echo" in (echo.payload or {}):
+        session.delete(echo)
+        session.flush()
 
 
 def _fail(db: Database, message_id: int, reason: str) -> Outcome:

@@ -8,6 +8,7 @@ dispatched only after commit. A service never commits.
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
@@ -15,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus, MessageType, window_open
+from tertulia.channels.protocol import ChannelRules, DeliveryStatus, MessageType, window_open
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import recipient_for
 from tertulia.contacts import repository as contacts_repo
@@ -47,6 +48,8 @@ from tertulia.users.service import check_member_user
 from tertulia.workspaces.service import get_workspace
 
 MAX_TEXT = 10_000
+# Meta's tag for a person's late answer (up to 7 days); never for automated messages.
+HUMAN_AGENT_TAG = "HUMAN_AGENT"
 MAX_SUMMARY = 2_000
 SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 PREVIEW_LENGTH = 200
@@ -312,6 +315,32 @@ class OutboundPlan:
     text: str | None
     message_type: MessageType
     attachments: list[dict[str, Any]]
+    message_tag: str | None = None
+
+
+def check_message_tag(
+    actor: Actor, channel: Channel, rules: ChannelRules, tag: str | None, last_incoming_at: datetime | None
+) -> str | None:
+    """The message tag a message outside the reply window goes with (Messenger, Instagram), checked:
+    one the channel takes, and within the time it allows after the customer's last message."""
+    allowed = dict(rules.message_tags)
+    if tag is None:
+        return None
+    if not allowed:
+        raise ValidationFailed.field("message.message_tag", f"{channel.type} messages take no message tag")
+    if tag not in allowed:
+        raise ValidationFailed.field("message.message_tag", f"must be one of: {', '.join(allowed)}")
+    if tag == HUMAN_AGENT_TAG and actor.kind not in ("user", "api"):
+        # Meta's policy: the human agent tag is for a person's answer, never an automated one.
+        raise ValidationFailed.field("message.message_tag", "HUMAN_AGENT is only for a person's answer")
+    horizon = allowed[tag]
+    if horizon is not None and (last_incoming_at is None or utcnow() - last_incoming_at >= horizon):
+        raise Conflict(
+            f"The {tag} tag may be used only within {horizon.days} days of the customer's last message.",
+            code="message_tag_expired",
+            details={"message.message_tag": f"{tag}: more than {horizon.days} days since the customer wrote"},
+        )
+    return tag
 
 
 def check_send(
@@ -323,6 +352,7 @@ def check_send(
     text: str | None,
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
+    message_tag: str | None = None,
 ) -> OutboundPlan:
     if channel.workspace_id != actor.workspace_id:
         raise NotFound(f"No channel {channel.id}.")
@@ -357,13 +387,21 @@ def check_send(
     recipient = recipient_for(session, channel, contact.id)
     if recipient is None:
         raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
-    if not window_open(rules, contact.last_incoming_at, utcnow()):
+    tag = check_message_tag(actor, channel, rules, message_tag, contact.last_incoming_at)
+    if not window_open(rules, contact.last_incoming_at, utcnow()) and tag is None:
+        if rules.message_tags:
+            raise ValidationFailed(
+                "The 24-hour reply window on this channel has closed; send the message with a message tag "
+                f"({', '.join(name for name, _ in rules.message_tags)}) that fits it.",
+                code="reply_window_closed",
+                details={"message.message_tag": "required outside the reply window"},
+            )
         raise ValidationFailed(
             "The reply window on this channel has closed; send an approved template instead.",
             code="reply_window_closed",
             details={"channel_id": "reply window closed"},
         )
-    return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments)
+    return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments, tag)
 
 
 def do_send(
@@ -376,11 +414,26 @@ def do_send(
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
     payload: dict[str, Any] | None = None,
+    message_tag: str | None = None,
 ) -> Message:
     """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
-    plan = check_send(session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids)
-    if (payload or {}).get("buttons") and not get_adapter(channel.type).rules.buttons:
+    plan = check_send(
+        session,
+        actor,
+        contact,
+        channel,
+        text=text,
+        message_type=message_type,
+        file_ids=file_ids,
+        message_tag=message_tag,
+    )
+    rules = get_adapter(channel.type).rules
+    if (payload or {}).get("buttons") and not rules.buttons:
         raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
+    if (payload or {}).get("quick_replies") and not rules.quick_replies:
+        raise ValidationFailed.field("message.quick_replies", f"{channel.type} messages cannot carry quick replies")
+    if plan.message_tag is not None:
+        payload = {**(payload or {}), "message_tag": plan.message_tag}
     conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (
@@ -433,6 +486,7 @@ def do_reply(
     file_ids: Sequence[int] = (),
     channel_id: int | None = None,
     payload: dict[str, Any] | None = None,
+    message_tag: str | None = None,
 ) -> Message:
     target = channel_id or conversation.channel_id
     if target is None:
@@ -443,7 +497,15 @@ def do_reply(
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
     assert contact is not None
     return do_send(
-        session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids, payload=payload
+        session,
+        actor,
+        contact,
+        channel,
+        text=text,
+        message_type=message_type,
+        file_ids=file_ids,
+        payload=payload,
+        message_tag=message_tag,
     )
 
 

@@ -59,7 +59,7 @@ from tertulia.channels.protocol import (
 from tertulia.channels.registry import get_adapter
 from tertulia.conversations import received_files
 from tertulia.conversations import repository as repo
-from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many
+from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many, do_record_echoes
 from tertulia.conversations.models import InboundCallback
 from tertulia.conversations.status import do_apply_statuses
 from tertulia.kit.clock import utcnow
@@ -382,12 +382,15 @@ def _made_safe(parsed: ParsedWebhook) -> ParsedWebhook:
     """What a provider sent, with NUL and unpaired surrogates replaced (kit.text's rule for text that
     was already accepted): a customer's message is never lost over them, and both databases store
     the same text."""
-    messages = [
-        replace(message, **{name: replace_unsafe_characters(getattr(message, name)) for name in _MESSAGE_TEXT})
-        for message in parsed.messages
-    ]
+    messages, echoes = (
+        [
+            replace(message, **{name: replace_unsafe_characters(getattr(message, name)) for name in _MESSAGE_TEXT})
+            for message in found
+        ]
+        for found in (parsed.messages, parsed.echoes)
+    )
     statuses = [replace(status, reason=replace_unsafe_characters(status.reason)) for status in parsed.statuses]
-    return replace(parsed, messages=messages, statuses=statuses)
+    return replace(parsed, messages=messages, statuses=statuses, echoes=echoes)
 
 
 _MESSAGE_TEXT = (
@@ -491,6 +494,8 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
     for channel, parsed in rest:
         if parsed.edits:
             do_apply_edits(session, channel, parsed.edits)
+        if parsed.echoes:
+            do_record_echoes(session, channel, parsed.echoes)
         statuses.extend((channel, status) for status in parsed.statuses)
     if statuses:
         do_apply_statuses(session, statuses)
