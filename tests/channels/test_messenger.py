@@ -323,6 +323,12 @@ def test_outside_the_window_only_a_message_tag_goes_out(
 
     assert send("dentro").status_code == 201
     last_written(25)
+    # The composer learns the window is closed and which tags it may offer.
+    conversation_id = _messages(db, channel)[0].conversation_id
+    shown = client.get(f"/api/v1/conversations/{conversation_id}", headers=tenant.headers).json()
+    assert shown["reply_window_open"] is False
+    assert {"tag": "HUMAN_AGENT", "days": 7} in shown["message_tags"]
+    assert {"tag": "ACCOUNT_UPDATE", "days": None} in shown["message_tags"]
     late = send("fuera")
     assert late.status_code == 422
     assert late.json()["error"]["code"] == "reply_window_closed"

@@ -316,6 +316,11 @@ def get_conversation(session: DbSession, actor: InboxActor, conversation_id: ID)
                 "channel_type": channel.type,
                 "reply_window_open": window_open(rules, contact.last_incoming_at, utcnow()),
                 "reply_window_seconds": rules.reply_window.total_seconds() if rules.reply_window else None,
+                # The tags that let a message out after the window (Messenger, Instagram), each with
+                # the days after the customer's last message it may be used (null: any time).
+                "message_tags": [
+                    {"tag": tag, "days": horizon.days if horizon else None} for tag, horizon in rules.message_tags
+                ],
             }
     return {**schemas.conversation_dict(conversation), "contact": contacts.get(conversation.contact_id), **window}
 

@@ -346,12 +346,29 @@
     $("[data-close-open]").hidden = c.status !== "open";
     $("[data-reopen]").hidden = c.status === "open";
     var notice = $("[data-window-notice]");
+    var tags = c.reply_window_open === false ? c.message_tags || [] : [];
     notice.hidden = c.reply_window_open !== false;
-    notice.textContent = T.window_closed;
+    notice.textContent = tags.length ? T.window_closed_tags : T.window_closed;
+    renderMessageTags(tags);
     $all(".conv", list).forEach(function (li) {
       li.classList.toggle("active", li.getAttribute("data-conversation") === String(c.id));
     });
   }
+
+  // Messenger and Instagram: outside the window a message goes out only with a tag, each explained.
+  var tagBox = $("[data-message-tag]");
+  var tagSelect = $("[data-message-tag-select]");
+  var tagHint = $("[data-message-tag-hint]");
+  function renderMessageTags(tags) {
+    tagSelect.textContent = "";
+    tagSelect.appendChild(new Option(T.no_message_tag, ""));
+    tags.forEach(function (t) { tagSelect.appendChild(new Option(t.tag, t.tag)); });
+    tagBox.hidden = !tags.length;
+    tagHint.textContent = "";
+  }
+  tagSelect.addEventListener("change", function () {
+    tagHint.textContent = tagSelect.value ? T["tag_" + tagSelect.value] || "" : "";
+  });
 
   function markRead() {
     if (!state.current || !ME) return;
@@ -601,6 +618,7 @@
     var body = note
       ? { text: text, mentions: mentionIds(text) }
       : { type: messageType(text), text: text || null, attachments: fileIds };
+    if (!note && !tagBox.hidden && tagSelect.value) body.message_tag = tagSelect.value;
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
