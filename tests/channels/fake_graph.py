@@ -58,6 +58,8 @@ class FakeGraph:
         self.requests: list[Request] = []
         self.failures: list[tuple[str, int, dict[str, Any]]] = []
         self.subscribed: set[str] = set()
+        # Private replies: who wrote each comment (comment id -> the person's Messenger id).
+        self.commenters: dict[str, str] = {}
         self.messenger_profile: dict[str, Any] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
@@ -115,6 +117,14 @@ class FakeGraph:
             return 400, graph_error(100, "(#100) The parameter message is required")
         if request.body.get("messaging_type") not in ("RESPONSE", "UPDATE", "MESSAGE_TAG"):
             return 400, graph_error(100, "(#100) Param messaging_type must be one of {RESPONSE, UPDATE, MESSAGE_TAG}")
+        if "comment_id" in recipient:
+            if recipient["comment_id"] not in self.commenters:
+                return 400, graph_error(100, "(#100) No matching comment found")
+            # A private reply: Meta answers with the commenter's page-scoped id.
+            return 200, {
+                "recipient_id": self.commenters[recipient["comment_id"]],
+                "message_id": f"m_fake-{next(self._ids)}",
+            }
         return 200, {"recipient_id": recipient.get("id"), "message_id": f"m_fake-{next(self._ids)}"}
 
 

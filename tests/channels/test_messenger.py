@@ -489,3 +489,64 @@ def _created(db: Database, tenant: Tenant, graph: FakeGraph) -> Channel:
         )
         session.expunge(channel)
     return channel
+
+
+# ----- private replies to comments -------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_comment_is_answered_privately_once_and_opens_the_conversation(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    channel = _connect(client, db, tenant, graph)
+    graph.commenters["1067280970047460_555_777"] = meta.PSID
+    assert _post(client, channel, meta.feed_comment()) == 200
+    assert _post(client, channel, meta.feed_comment()) == 200  # delivered twice: one item
+    [comment] = _messages(db, channel)
+    assert comment.text == "¿Tienen envíos a Guadalajara?"
+    assert comment.payload["comment"]["comment_id"] == "1067280970047460_555_777"
+    with db.transaction(write=False) as session:
+        commenter = session.get(Contact, comment.contact_id)
+        assert commenter is not None
+        assert commenter.first_name == "Marta"
+        assert commenter.last_incoming_at is None  # a comment opens no reply window
+    url = f"/api/v1/conversations/{comment.conversation_id}/messages"
+    plain = client.post(url, headers=tenant.headers, json={"text": "Hola"})
+    assert plain.status_code == 422  # outside any window: only the private reply may go
+    assert plain.json()["error"]["code"] == "reply_window_closed"
+    reply = {"text": "¡Sí! Te escribo por aquí.", "private_reply_to_message_id": comment.id}
+    sent = client.post(url, headers=tenant.headers, json=reply)
+    assert sent.status_code == 201, sent.text
+    [request] = graph.sent()
+    assert request.body["recipient"] == {"comment_id": "1067280970047460_555_777"}
+    assert request.body["message"]["text"] == "¡Sí! Te escribo por aquí."
+    again = client.post(url, headers=tenant.headers, json=reply)
+    assert again.status_code == 409
+    assert again.json()["error"]["code"] == "private_reply_sent"
+    assert len(graph.sent()) == 1  # refused before any provider call
+    # Meta answered with the person's Messenger id: their reply lands in the same conversation.
+    assert _post(client, channel, meta.envelope(meta.TEXT)) == 200
+    answer = _messages(db, channel)[-1]
+    assert answer.text == "hello, world!"
+    assert (answer.contact_id, answer.conversation_id) == (comment.contact_id, comment.conversation_id)
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_private_reply_after_seven_days_or_to_a_message_is_refused(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    channel = _connect(client, db, tenant, graph)
+    old = int((utcnow() - timedelta(days=8)).timestamp())
+    assert _post(client, channel, meta.feed_comment("1067280970047460_555_1", created=old)) == 200
+    [comment] = _messages(db, channel)
+    url = f"/api/v1/conversations/{comment.conversation_id}/messages"
+    late = client.post(url, headers=tenant.headers, json={"text": "Perdón", "private_reply_to_message_id": comment.id})
+    assert late.status_code == 409
+    assert late.json()["error"]["code"] == "private_reply_expired"
+    assert _post(client, channel, meta.envelope(meta.TEXT)) == 200
+    message = _messages(db, channel)[-1]
+    other = f"/api/v1/conversations/{message.conversation_id}/messages"
+    refused = client.post(other, headers=tenant.headers, json={"text": "x", "private_reply_to_message_id": message.id})
+    assert refused.status_code == 422
+    assert "is not a comment" in refused.json()["error"]["details"]["private_reply_to_message_id"]
+    assert graph.sent() == []

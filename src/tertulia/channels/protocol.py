@@ -120,6 +120,9 @@ class InboundMessage:
     # Other ids the same customer has on this channel type (WhatsApp: the BSUID beside the phone
     # number): contacts link them all to one contact.
     sender_aliases: tuple[str, ...] = ()
+    # Whether it opens the reply window: a customer's message does; a comment on a post does not
+    # (Messenger and Instagram allow one private reply to it instead).
+    opens_window: bool = True
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,9 @@ class SendResult:
     provider_message_id: str
     # Channels without receipts (Telegram, web chat) report their final state here.
     status: DeliveryStatus = DeliveryStatus.SENT
+    # The customer's id the provider answered with when we did not address them by it (a private
+    # reply to a comment reaches the commenter's Messenger id): linked to the same contact.
+    recipient_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +207,9 @@ class ChannelRules:
     # Message tags that allow a message outside the reply window (Messenger, Instagram), each with
     # how long after the customer's last message it may be used (None: any time).
     message_tags: tuple[tuple[str, timedelta | None], ...] = ()
+    # One private reply to a comment on the business's posts, this long after the comment (Messenger,
+    # Instagram: 7 days); None = no private replies.
+    private_replies: timedelta | None = None
 
 
 class ChannelError(Exception):

@@ -8,7 +8,8 @@ Conversations
     GET  /api/v1/conversations/{id}
     GET  /api/v1/conversations/{id}/messages?before_id=&limit=   newest page first; items oldest
          first; `next_before_id` pages upwards (infinite scroll)
-    POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?}
+    POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?,
+         "message_tag"?, "private_reply_to_message_id"? (a comment to answer privately, once)}
     POST /api/v1/conversations/{id}/comments   {"text","mentions":[user ids]}; without ids, every
          "@Full Name" of an active member in the text is a mention (conversations/mentions.py)
     POST /api/v1/conversations/{id}/assign     {"user_id"|null,"team_id"|null}
@@ -147,6 +148,9 @@ class MessageBody(BaseModel):
 
 class ReplyBody(MessageBody):
     channel_id: ID | None = None
+    # A comment on the business's post (an incoming message of this conversation) to answer privately,
+    # once, within 7 days (Messenger, Instagram).
+    private_reply_to_message_id: ID | None = None
 
 
 class ContactMessageBody(BaseModel):
@@ -351,6 +355,7 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: ID, body: Repl
         channel_id=body.channel_id,
         payload=body.extra_payload(),
         message_tag=body.message_tag,
+        private_reply_to_message_id=body.private_reply_to_message_id,
     )
     return schemas.message_dict(message)
 

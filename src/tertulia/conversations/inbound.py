@@ -135,10 +135,11 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
         sender = session.get(Contact, row["contact_id"])  # from the identity map
         assert sender is not None
         conversation.last_message_at = new_message.created_at
-        conversation.last_incoming_at = new_message.created_at
         conversation.channel_id = new_message.channel_id
         conversation.last_message_preview = preview_of(new_message.text, new_message.type)
-        sender.last_incoming_at = new_message.created_at
+        if items[index][1].opens_window:
+            conversation.last_incoming_at = new_message.created_at
+            sender.last_incoming_at = new_message.created_at
         results[index] = Received(message=new_message, conversation=conversation, contact=sender, duplicate=False)
         written.append((index, new_message))
     session.flush()

@@ -42,6 +42,7 @@ from tertulia.channels.protocol import (
     TransientError,
 )
 from tertulia.channels.registry import get_adapter
+from tertulia.contacts import identities
 from tertulia.conversations import repository as repo
 from tertulia.conversations.files import do_sweep_unsent_uploads
 from tertulia.conversations.models import Direction, Message, StoredFile
@@ -173,6 +174,12 @@ def process_outbound(db: Database, message_id: int) -> Outcome:
         if message.provider_message_id is None:
             _drop_echo_of(session, message, result.provider_message_id)
             message.provider_message_id = result.provider_message_id
+        if result.recipient_id and result.recipient_id != recipient_id:
+            # A private reply reached the commenter's Messenger id: their later messages are theirs.
+            identities.resolve_senders(
+                session,
+                [(channel.workspace_id, channel.type, identities.Sender(recipient_id, aliases=(result.recipient_id,)))],
+            )
         session.flush()
         advance_message_status(session, message, DeliveryStatus.SENT, None)
         if result.status != DeliveryStatus.SENT:

@@ -353,6 +353,7 @@ def check_send(
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
     message_tag: str | None = None,
+    private_reply: bool = False,
 ) -> OutboundPlan:
     if channel.workspace_id != actor.workspace_id:
         raise NotFound(f"No channel {channel.id}.")
@@ -387,6 +388,10 @@ def check_send(
     recipient = recipient_for(session, channel, contact.id)
     if recipient is None:
         raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
+    if private_reply:
+        # A comment opens no window: its one private reply is allowed on its own terms (checked
+        # by check_private_reply).
+        return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments)
     tag = check_message_tag(actor, channel, rules, message_tag, contact.last_incoming_at)
     if not window_open(rules, contact.last_incoming_at, utcnow()) and tag is None:
         if rules.message_tags:
@@ -415,8 +420,10 @@ def do_send(
     file_ids: Sequence[int] = (),
     payload: dict[str, Any] | None = None,
     message_tag: str | None = None,
+    private_reply_to: Message | None = None,
 ) -> Message:
-    """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
+    """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit.
+    `private_reply_to` is a comment this message answers privately (check_private_reply)."""
     plan = check_send(
         session,
         actor,
@@ -426,6 +433,7 @@ def do_send(
         message_type=message_type,
         file_ids=file_ids,
         message_tag=message_tag,
+        private_reply=private_reply_to is not None,
     )
     rules = get_adapter(channel.type).rules
     if (payload or {}).get("buttons") and not rules.buttons:
@@ -434,6 +442,8 @@ def do_send(
         raise ValidationFailed.field("message.quick_replies", f"{channel.type} messages cannot carry quick replies")
     if plan.message_tag is not None:
         payload = {**(payload or {}), "message_tag": plan.message_tag}
+    if private_reply_to is not None:
+        payload = {**(payload or {}), "private_reply_to": private_reply_to.payload["comment"]["comment_id"]}
     conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (
@@ -471,9 +481,52 @@ def do_send(
         record_opened(session, actor, conversation)
     customer_message_created(session, conversation, message)
     message_id = message.id
+    if private_reply_to is not None:
+        private_reply_to.payload = {
+            **private_reply_to.payload,
+            "private_reply": {"message_id": message_id, "at": now.isoformat()},
+        }
+        session.flush()
 
     on_commit(session, lambda: enqueue_send(message_id))
     return message
+
+
+def check_private_reply(
+    session: Session, conversation: Conversation, channel: Channel, comment_message_id: int, file_ids: Sequence[int]
+) -> Message:
+    """The comment (an incoming message of this conversation, locked) that may be answered privately:
+    once, in text, within the time the channel allows after it was written."""
+    rules = get_adapter(channel.type).rules
+    field = "private_reply_to_message_id"
+    if rules.private_replies is None:
+        raise ValidationFailed.field(field, f"{channel.type} has no private replies")
+    comment = session.get(Message, comment_message_id, with_for_update=True)
+    if (
+        comment is None
+        or comment.conversation_id != conversation.id
+        or comment.direction != Direction.INCOMING
+        or not isinstance((comment.payload or {}).get("comment"), dict)
+    ):
+        raise ValidationFailed.field(field, "is not a comment of this conversation")
+    if comment.channel_id != channel.id:
+        raise ValidationFailed.field(field, "the comment came through another channel")
+    if file_ids:
+        raise ValidationFailed.field("message.attachments", "a private reply is one text message")
+    if comment.payload.get("private_reply"):
+        raise Conflict(
+            "This comment has already been answered privately; Meta allows one private reply per comment.",
+            code="private_reply_sent",
+            details={field: "already answered privately"},
+        )
+    written = datetime.fromisoformat(str(comment.payload["comment"].get("created_at")))
+    if utcnow() - written >= rules.private_replies:
+        raise Conflict(
+            f"A private reply is allowed only within {rules.private_replies.days} days of the comment.",
+            code="private_reply_expired",
+            details={field: f"the comment is more than {rules.private_replies.days} days old"},
+        )
+    return comment
 
 
 def do_reply(
@@ -487,6 +540,7 @@ def do_reply(
     channel_id: int | None = None,
     payload: dict[str, Any] | None = None,
     message_tag: str | None = None,
+    private_reply_to_message_id: int | None = None,
 ) -> Message:
     target = channel_id or conversation.channel_id
     if target is None:
@@ -496,6 +550,11 @@ def do_reply(
         raise ValidationFailed.field("channel_id", f"no channel {target}")
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
     assert contact is not None
+    comment = (
+        check_private_reply(session, conversation, channel, private_reply_to_message_id, file_ids)
+        if private_reply_to_message_id is not None
+        else None
+    )
     return do_send(
         session,
         actor,
@@ -506,6 +565,7 @@ def do_reply(
         file_ids=file_ids,
         payload=payload,
         message_tag=message_tag,
+        private_reply_to=comment,
     )
 
 

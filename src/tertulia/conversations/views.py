@@ -82,6 +82,11 @@ SCRIPT_TEXTS: dict[str, str] = {
         "The 24-hour reply window has closed: only a message with a message tag that fits it can be sent."
     ),
     "message_tag": i18n.lazy("Message tag"),
+    "reply_privately": i18n.lazy("Reply privately"),
+    "replying_privately": i18n.lazy(
+        "Your next reply goes privately to this comment's author in Messenger (one reply per comment)."
+    ),
+    "private_reply_sent": i18n.lazy("Answered privately"),
     "no_message_tag": i18n.lazy("No tag"),
     "tag_ACCOUNT_UPDATE": i18n.lazy(
         "Account update: a change to the customer's account or application (not promotional)."

@@ -201,7 +201,8 @@ class MetaMessagingAdapter:
                 self._event(channel, event, parsed)
             for change in _dicts(entry.get("changes")):
                 self.change(channel, change, parsed)
-        messages = [self._with_profile(channel, message) for message in parsed.messages]
+        # A commenter's id is no Messenger id: their profile is not read (the comment names them).
+        messages = [self._with_profile(channel, m) if m.opens_window else m for m in parsed.messages]
         return ParsedWebhook(messages=messages, statuses=parsed.statuses, echoes=parsed.echoes)
 
     def change(self, channel: Channel, change: dict[str, Any], parsed: "_Parsed") -> None:
@@ -346,7 +347,7 @@ class MetaMessagingAdapter:
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
         url = f"{self.root(channel)}/{self.send_path(channel)}"
         base = envelope(message)
-        sent: list[str] = []
+        sent: list[tuple[str, str | None]] = []
         text_message = text_body(message)
         if text_message is not None:
             sent.append(self._post(channel, url, {**base, "message": text_message}))
@@ -354,11 +355,15 @@ class MetaMessagingAdapter:
             sent.append(self._send_file(channel, url, base, message, attachment))
         if not sent:
             raise PermanentError("nothing to send: the message has neither text nor files")
-        return SendResult(provider_message_id=sent[0])
+        provider_id, recipient = sent[0]
+        # A private reply reaches the commenter's Messenger id, which Meta answers with.
+        return SendResult(
+            provider_message_id=provider_id, recipient_id=recipient if "comment_id" in base["recipient"] else None
+        )
 
     def _send_file(
         self, channel: Channel, url: str, base: dict[str, Any], message: OutboundMessage, attachment: dict[str, Any]
-    ) -> str:
+    ) -> tuple[str, str | None]:
         content_type = str(attachment.get("content_type") or "application/octet-stream").lower()
         kind = _outbound_kind(content_type)
         if attachment.get("url"):
@@ -388,7 +393,8 @@ class MetaMessagingAdapter:
         *,
         form: dict[str, str] | None = None,
         files: dict[str, tuple[str, bytes, str]] | None = None,
-    ) -> str:
+    ) -> tuple[str, str | None]:
+        """The message id Meta gave, and the recipient id it answered with."""
         try:
             if files is not None:
                 response = httpx.post(url, data=form, files=files, headers=self._auth(channel), timeout=UPLOAD_TIMEOUT)
@@ -403,8 +409,10 @@ class MetaMessagingAdapter:
                 response, provider=self.provider, retryable=RETRYABLE_CODES, explain=EXPLANATIONS
             )
         try:
-            return str(response.json()["message_id"])
-        except (ValueError, LookupError, TypeError) as exc:
+            answer = response.json()
+            recipient = answer.get("recipient_id")
+            return str(answer["message_id"]), str(recipient) if recipient else None
+        except (ValueError, LookupError, TypeError, AttributeError) as exc:
             raise TransientError(f"{self.provider} answered without a message id") from exc
 
     # ----- customers' files ----------------------------------------------------------------------
@@ -475,6 +483,7 @@ class MessengerAdapter(MetaMessagingAdapter):
         buttons=True,
         quick_replies=True,
         message_tags=MESSAGE_TAGS,
+        private_replies=timedelta(days=7),
     )
 
     def account_id(self, channel: Channel) -> str:
@@ -519,6 +528,7 @@ class MessengerAdapter(MetaMessagingAdapter):
                 },
                 display_name=str(author.get("name") or "") or None,
                 sent_at=created_at,
+                opens_window=False,
             )
         )
 

@@ -274,8 +274,24 @@
     }
     if (m.status === "failed" && m.status_reason) meta.title = m.status_reason;
     bubble.appendChild(meta);
+    if (kind === "incoming" && payload.comment) bubble.appendChild(privateReplyNode(m, payload));
     node.appendChild(bubble);
     return node;
+  }
+
+  // A comment on the business's post (Messenger, Instagram): one private reply, within 7 days.
+  function privateReplyNode(m, payload) {
+    if (payload.private_reply) return el("div", "msg-private-reply muted small", T.private_reply_sent);
+    var button = el("button", "button small", T.reply_privately);
+    button.type = "button";
+    button.setAttribute("data-testid", "reply-privately");
+    button.addEventListener("click", function () {
+      state.privateReplyTo = m.id;
+      privateNotice.hidden = false;
+      privateNotice.textContent = T.replying_privately;
+      input.focus();
+    });
+    return button;
   }
 
   // A delivery status that arrived before its message was shown (the outbox can be quicker than the
@@ -350,12 +366,15 @@
     notice.hidden = c.reply_window_open !== false;
     notice.textContent = tags.length ? T.window_closed_tags : T.window_closed;
     renderMessageTags(tags);
+    state.privateReplyTo = null;
+    privateNotice.hidden = true;
     $all(".conv", list).forEach(function (li) {
       li.classList.toggle("active", li.getAttribute("data-conversation") === String(c.id));
     });
   }
 
   // Messenger and Instagram: outside the window a message goes out only with a tag, each explained.
+  var privateNotice = $("[data-private-reply-notice]");
   var tagBox = $("[data-message-tag]");
   var tagSelect = $("[data-message-tag-select]");
   var tagHint = $("[data-message-tag-hint]");
@@ -619,9 +638,17 @@
       ? { text: text, mentions: mentionIds(text) }
       : { type: messageType(text), text: text || null, attachments: fileIds };
     if (!note && !tagBox.hidden && tagSelect.value) body.message_tag = tagSelect.value;
+    if (!note && state.privateReplyTo) body.private_reply_to_message_id = state.privateReplyTo;
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
+      if (body.private_reply_to_message_id) {
+        state.privateReplyTo = null;
+        privateNotice.hidden = true;
+        var answered = shownMessages[body.private_reply_to_message_id];
+        var button = answered && answered.querySelector('[data-testid="reply-privately"]');
+        if (button) button.replaceWith(el("div", "msg-private-reply muted small", T.private_reply_sent));
+      }
       picked = {};
       if (!note) clearFiles(true);
       if (state.current && state.current.id === id) {
