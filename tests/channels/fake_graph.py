@@ -52,6 +52,7 @@ class FakeGraph:
         self.url = ""
         self.token = token
         self.pages: dict[str, str] = {}
+        self.page_instagram: dict[str, str] = {}  # page id -> its linked Instagram account id
         self.accounts: dict[str, str] = {}  # Instagram Login: user_id -> username
         self.profiles: dict[str, dict[str, Any]] = {}
         self.media: dict[str, tuple[bytes, str]] = {}
@@ -101,7 +102,10 @@ class FakeGraph:
 
     def _node(self, node: str, query: dict[str, str]) -> tuple[int, Any]:
         if node in self.pages:
-            return 200, {"id": node, "name": self.pages[node]}
+            page: dict[str, Any] = {"id": node, "name": self.pages[node]}
+            if node in self.page_instagram and "instagram_business_account" in (query.get("fields") or ""):
+                page["instagram_business_account"] = {"id": self.page_instagram[node]}
+            return 200, page
         if node == "me" and self.accounts:
             user_id, username = next(iter(self.accounts.items()))
             return 200, {"user_id": user_id, "username": username, "id": user_id}

@@ -139,9 +139,7 @@ IG_STORY_REPLY = ig_event(
 IG_STORY_MENTION = ig_event(
     message={
         "mid": "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjMention",
-        "attachments": [
-            {"type": "story_mention", "payload": {"url": "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=2"}}
-        ],
+        "attachments": [{"type": "story_mention", "payload": {"url": "{media}/media/story.jpg"}}],
     }
 )
 IG_UNSUPPORTED = ig_event(message={"mid": "aWdfZAG1faXRlbToxOklHTWVzc2FnZAUlEOjUnsupported", "is_unsupported": True})

@@ -11,6 +11,7 @@ import pytest
 
 from tertulia.channels import registry
 from tertulia.channels.adapters import ADAPTERS
+from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.meta_graph import hub_signature
 from tertulia.channels.adapters.telegram import TelegramAdapter
@@ -209,6 +210,45 @@ def _messenger() -> AdapterCase:
     )
 
 
+def _instagram() -> AdapterCase:
+    """Meta's documented Instagram events (tests/channels/meta_samples.py), Instagram Login variant."""
+
+    def status_body(provider_id: str, status: DeliveryStatus) -> bytes | None:
+        # Instagram reports only that a message was seen (messaging_seen).
+        if status == DeliveryStatus.READ:
+            return meta.body(meta.ig_envelope(meta.ig_seen(provider_id)))
+        return None
+
+    refusal = graph_error(10, "(#10) This message is sent outside of allowed window.", 2018278)
+    return AdapterCase(
+        adapter=InstagramAdapter(),
+        sign=_meta_sign,
+        handshake=_meta_handshake,
+        samples=[
+            (meta.body(meta.ig_envelope(meta.IG_TEXT)), [meta.IG_TEXT["message"]["mid"]]),
+            (
+                meta.body(meta.ig_envelope(meta.IG_IMAGE, meta.IG_STORY_REPLY, meta.IG_STORY_MENTION)),
+                [m["message"]["mid"] for m in (meta.IG_IMAGE, meta.IG_STORY_REPLY, meta.IG_STORY_MENTION)],
+            ),
+            (meta.body(meta.ig_envelope(meta.IG_UNSUPPORTED)), [meta.IG_UNSUPPORTED["message"]["mid"]]),
+        ],
+        config={"ig_user_id": meta.IG_ID, "api_base_url": UNREACHABLE},
+        secrets={"access_token": meta.PAGE_TOKEN, "app_secret": meta.APP_SECRET},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(
+            400,
+            refusal,
+            "Sent outside the 24-hour window without a message tag that allows it. "
+            "(#10) This message is sent outside of allowed window.",
+        ),
+        status_body=status_body,
+        error_body=_graph_error_body,
+        accepted=({"recipient_id": meta.IGSID, "message_id": "m_ig_accepted"}, "m_ig_accepted"),
+        retry_after=60.0,
+        recipient_id=meta.IGSID,
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
 CASES: dict[str, Callable[[], AdapterCase]] = {
     "webchat": _webchat,
@@ -216,6 +256,7 @@ CASES: dict[str, Callable[[], AdapterCase]] = {
     "whatsapp": _whatsapp,
     "telegram": _telegram,
     "messenger": _messenger,
+    "instagram": _instagram,
 }
 
 

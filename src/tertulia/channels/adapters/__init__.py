@@ -1,6 +1,7 @@
 """The adapters this instance offers, one per channel type. Adding a provider means writing its
 module here and adding an instance to `ADAPTERS`; `channels.registry` serves them by type."""
 
+from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.telegram import TelegramAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter
@@ -12,4 +13,5 @@ ADAPTERS: tuple[ChannelAdapter, ...] = (
     WhatsAppAdapter(),
     TelegramAdapter(),
     MessengerAdapter(),
+    InstagramAdapter(),
 )

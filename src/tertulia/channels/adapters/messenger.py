@@ -193,22 +193,22 @@ class MetaMessagingAdapter:
         if not isinstance(data, dict) or data.get("object") != self.webhook_object:
             raise ValueError(f'expected {{"object": "{self.webhook_object}", ...}}')
         account = self.account_id(channel)
-        parsed = _Parsed()
+        parsed = ParsedEvents()
         for entry in _dicts(data.get("entry")):
             if account and str(entry.get("id")) != account:
                 continue
             for event in _dicts(entry.get("messaging")):
                 self._event(channel, event, parsed)
             for change in _dicts(entry.get("changes")):
-                self.change(channel, change, parsed)
+                self.change(channel, change, parsed, entry)
         # A commenter's id is no Messenger id: their profile is not read (the comment names them).
         messages = [self._with_profile(channel, m) if m.opens_window else m for m in parsed.messages]
         return ParsedWebhook(messages=messages, statuses=parsed.statuses, echoes=parsed.echoes)
 
-    def change(self, channel: Channel, change: dict[str, Any], parsed: "_Parsed") -> None:
+    def change(self, channel: Channel, change: dict[str, Any], parsed: "ParsedEvents", entry: dict[str, Any]) -> None:
         """An `entry[].changes[]` item (Page feed, Instagram comments); none are read by default."""
 
-    def _event(self, channel: Channel, event: dict[str, Any], parsed: "_Parsed") -> None:
+    def _event(self, channel: Channel, event: dict[str, Any], parsed: "ParsedEvents") -> None:
         sender = str((event.get("sender") or {}).get("id") or "")
         recipient = str((event.get("recipient") or {}).get("id") or "")
         at = _millis(event.get("timestamp"))
@@ -464,7 +464,7 @@ class MetaMessagingAdapter:
         return external_id.isdigit()
 
 
-class _Parsed:
+class ParsedEvents:
     def __init__(self) -> None:
         self.messages: list[InboundMessage] = []
         self.statuses: list[StatusUpdate] = []
@@ -498,7 +498,7 @@ class MessengerAdapter(MetaMessagingAdapter):
     def send_path(self, channel: Channel) -> str:
         return f"{self.account_id(channel)}/messages"
 
-    def change(self, channel: Channel, change: dict[str, Any], parsed: _Parsed) -> None:
+    def change(self, channel: Channel, change: dict[str, Any], parsed: ParsedEvents, entry: dict[str, Any]) -> None:
         """A comment on one of the Page's posts (the `feed` field): an item an agent may answer once,
         privately. Other feed changes (likes, edits, the Page's own posts) are not messages."""
         value = change.get("value")
@@ -514,21 +514,13 @@ class MessengerAdapter(MetaMessagingAdapter):
         created = value.get("created_time")
         created_at = datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else None
         parsed.messages.append(
-            InboundMessage(
-                sender_id=author_id,
-                provider_message_id=f"comment:{value['comment_id']}",
-                type=MessageType.TEXT,
-                text=str(value.get("message") or "") or "(comment)",
-                payload={
-                    "comment": {
-                        "comment_id": str(value["comment_id"]),
-                        "post_id": value.get("post_id"),
-                        "created_at": (created_at or datetime.now(UTC)).isoformat(),
-                    }
-                },
-                display_name=str(author.get("name") or "") or None,
-                sent_at=created_at,
-                opens_window=False,
+            comment_message(
+                str(value["comment_id"]),
+                author_id,
+                str(author.get("name") or "") or None,
+                value.get("message"),
+                created_at,
+                {"post_id": value.get("post_id")},
             )
         )
 
@@ -646,6 +638,30 @@ class MessengerAdapter(MetaMessagingAdapter):
 
 
 # ----- pieces both platforms use ------------------------------------------------------------------
+
+
+def comment_message(
+    comment_id: str,
+    author_id: str,
+    author_name: str | None,
+    text: Any,
+    created_at: datetime | None,
+    about: dict[str, Any],
+) -> InboundMessage:
+    """A comment on the business's post as an inbox item: it opens no reply window, and may be
+    answered once, privately, within 7 days of `created_at` (conversations.service.check_private_reply)."""
+    return InboundMessage(
+        sender_id=author_id,
+        provider_message_id=f"comment:{comment_id}",
+        type=MessageType.TEXT,
+        text=str(text or "") or "(comment)",
+        payload={
+            "comment": {"comment_id": comment_id, **about, "created_at": (created_at or datetime.now(UTC)).isoformat()}
+        },
+        display_name=author_name,
+        sent_at=created_at,
+        opens_window=False,
+    )
 
 
 def clean_secrets(secrets_: dict[str, Any], required: tuple[str, ...]) -> dict[str, Any]:
