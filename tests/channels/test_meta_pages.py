@@ -101,3 +101,38 @@ def test_the_persistent_menu_is_pushed_and_meta_s_answer_shown(
     assert refused.status_code == 422
     assert "Messenger refused the menu" in refused.text
     assert "Invalid keys" in refused.text
+
+
+def test_connecting_an_instagram_account_and_its_ice_breakers(client: TestClient, db: Database, tenant: Tenant) -> None:
+    PROFILES.clear()
+    with fake_graph("IGQVJ-page-test") as graph:
+        graph.accounts[meta.IG_ID] = "cafe.tertulia"
+        csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+        assert 'data-testid="connect-instagram"' in client.get("/settings/channels").text
+        form = {"login": "instagram", "app_secret": meta.APP_SECRET, "api_base_url": graph.url, "csrf_token": csrf}
+        missing = client.post("/settings/channels/instagram", data=form, headers={"Accept-Language": "en"})
+        assert missing.status_code == 422
+        assert "is required" in missing.text
+        done = client.post("/settings/channels/instagram", data={**form, "access_token": "IGQVJ-page-test"})
+        assert done.status_code == 200
+        assert "@cafe.tertulia" in done.text
+        assert 'data-testid="verify-token"' in done.text
+        channel_id = done.text.split('action="/settings/channels/')[1].split("/")[0]
+        saved = client.post(
+            f"/settings/channels/{channel_id}/menu",
+            data={"menu": "¿Horarios? | HOURS\n¿Envíos? | SHIPPING", "csrf_token": csrf},
+            headers={"Accept-Language": "es"},
+        )
+        assert saved.status_code == 200
+        assert "Instagram aceptó el menú" in saved.text
+        assert [a["question"] for a in graph.messenger_profile["ice_breakers"][0]["call_to_actions"]] == [
+            "¿Horarios?",
+            "¿Envíos?",
+        ]
+        link = client.post(
+            f"/settings/channels/{channel_id}/menu",
+            data={"menu": "Web | https://cafe.example", "csrf_token": csrf},
+            headers={"Accept-Language": "en"},
+        )
+        assert link.status_code == 422
+        assert "this menu takes no links" in link.text

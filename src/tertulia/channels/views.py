@@ -159,6 +159,7 @@ def _overview(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]:
 
 TELEGRAM_VALUES = {"name": "", "api_base_url": "https://api.telegram.org"}
 MESSENGER_VALUES = {"name": "", "page_id": "", "api_base_url": "https://graph.facebook.com"}
+INSTAGRAM_VALUES = {"name": "", "login": "instagram", "page_id": "", "api_base_url": ""}
 # Meta's channels share one settings page (meta.html); the chat menu page serves every ChatMenu.
 META_TYPES = ("messenger", "instagram")
 MENU_TYPES = ("telegram", *META_TYPES)
@@ -174,6 +175,8 @@ def _list(
     telegram_errors: dict[str, str] | None = None,
     messenger: dict[str, Any] | None = None,
     messenger_errors: dict[str, str] | None = None,
+    instagram: dict[str, Any] | None = None,
+    instagram_errors: dict[str, str] | None = None,
 ) -> Response:
     everything = service.list_channels(ctx.session, ctx.actor.workspace_id)
     context = {
@@ -185,6 +188,8 @@ def _list(
         "telegram_errors": telegram_errors or {},
         "messenger": messenger or MESSENGER_VALUES,
         "messenger_errors": messenger_errors or {},
+        "instagram": instagram or INSTAGRAM_VALUES,
+        "instagram_errors": instagram_errors or {},
     }
     return _render(ctx, "list.html", context, status_code=status)
 
@@ -248,6 +253,40 @@ def connect_messenger(ctx: UserPage, form: Annotated[MessengerForm, Form()]) -> 
             base_url=_base_url(ctx),
         ),
         again=lambda exc: _list(ctx, _form_values(None), {}, 422, messenger=kept, messenger_errors=_errors(ctx, exc)),
+        done=lambda channel: _meta_detail(
+            ctx, channel, {}, 200, verify_token=str((channel.secrets or {}).get("verify_token"))
+        ),
+        catch=(DomainError,),
+    )
+
+
+class InstagramForm(BaseModel):
+    name: str = ""
+    login: str = "instagram"
+    page_id: str = ""
+    # Write-only: never put back into the page.
+    access_token: str = ""
+    page_access_token: str = ""
+    app_secret: str = ""
+    api_base_url: str = ""
+
+
+@router.post("/settings/channels/instagram")
+def connect_instagram(ctx: UserPage, form: Annotated[InstagramForm, Form()]) -> Response:
+    """Connect a professional account; the answer is its page with the verify token, shown this once."""
+    kept = {"name": form.name, "login": form.login, "page_id": form.page_id, "api_base_url": form.api_base_url}
+    config = {"login": form.login, "api_base_url": form.api_base_url}
+    if form.login == "facebook":
+        config["page_id"] = form.page_id
+        secrets = {"page_access_token": form.page_access_token, "app_secret": form.app_secret}
+    else:
+        secrets = {"access_token": form.access_token, "app_secret": form.app_secret}
+    return submit(
+        ctx,
+        lambda: service.do_connect_channel(
+            ctx.session, ctx.actor, "instagram", form.name, config, secrets, base_url=_base_url(ctx)
+        ),
+        again=lambda exc: _list(ctx, _form_values(None), {}, 422, instagram=kept, instagram_errors=_errors(ctx, exc)),
         done=lambda channel: _meta_detail(
             ctx, channel, {}, 200, verify_token=str((channel.secrets or {}).get("verify_token"))
         ),
