@@ -179,6 +179,7 @@ def test_messages_are_stored_once_and_forgeries_never(
         contact = session.get(Contact, message.contact_id)
         assert contact is not None
         assert (contact.first_name, contact.last_name) == ("Lucía", "Gómez")
+        assert contact.avatar_url == "https://cdn/p.jpg"
     # One profile call for the sender, not one per message.
     assert len([r for r in graph.requests if r.path.endswith(f"/{meta.PSID}")]) == 1
 

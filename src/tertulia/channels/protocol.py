@@ -123,6 +123,9 @@ class InboundMessage:
     # Whether it opens the reply window: a customer's message does; a comment on a post does not
     # (Messenger and Instagram allow one private reply to it instead).
     opens_window: bool = True
+    # The customer's picture where the provider gives one (Messenger, Instagram profiles): a new
+    # contact's avatar.
+    avatar_url: str | None = None
 
 
 @dataclass(frozen=True)

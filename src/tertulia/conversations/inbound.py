@@ -179,6 +179,7 @@ def _sender(inbound: InboundMessage) -> identities.Sender:
         email=inbound.email,
         phone=inbound.phone,
         aliases=inbound.sender_aliases,
+        avatar_url=inbound.avatar_url,
     )
 
 

@@ -316,6 +316,7 @@ class MetaMessagingAdapter:
             first_name=str(first) if first else None,
             last_name=str(last) if last else None,
             payload=payload,
+            avatar_url=str(picture) if picture else None,
         )
 
     def profile(self, channel: Channel, user_id: str) -> dict[str, Any] | None:

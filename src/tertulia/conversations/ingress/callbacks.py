@@ -404,6 +404,7 @@ _MESSAGE_TEXT = (
     "last_name",
     "email",
     "phone",
+    "avatar_url",
 )
 
 
