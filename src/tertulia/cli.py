@@ -98,6 +98,14 @@ def worker(
     from tertulia import tasks  # noqa: F401  (registers every task with huey)
     from tertulia.kit import queue
 
+    if not get_settings().realtime_url.startswith(("redis://", "rediss://")):
+        # The jobs write incoming messages and delivery ticks; with in-process realtime their events
+        # would reach only this process, and the agents' inboxes would never show them.
+        err.print(
+            "[red]error:[/red] a separate worker needs TERTULIA_REALTIME_URL=redis://... so the web "
+            "processes' sockets get the events of the jobs it runs"
+        )
+        raise typer.Exit(code=2)
     err.print(
         f"[green]Worker started[/green] ({get_settings().resolved_queue_url().split('@')[-1]}, {workers} threads)"
     )

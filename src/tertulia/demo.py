@@ -1,4 +1,5 @@
-"""A demo workspace with realistic contacts in Spanish and English, custom fields and tags."""
+"""A demo workspace with realistic contacts in Spanish and English, custom fields and tags, and an
+inbox with conversations on every kind of channel (`demo_inbox.py`)."""
 
 import random
 from datetime import timedelta
@@ -8,6 +9,7 @@ from sqlalchemy.orm import Session
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
+from tertulia.demo_inbox import seed_inbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
@@ -150,5 +152,6 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
             "ask_name": True,
         },
     )
+    seed_inbox(session, actor, agent.id, rng)
     session.flush()
     return created

@@ -50,7 +50,13 @@ def _job(db: Database, job_id: int) -> ImportJob:
 
 @contextmanager
 def _worker(db: Database, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    env = {**os.environ, "TERTULIA_DATABASE_URL": db.engine.url.render_as_string(hide_password=False)}
+    env = {
+        **os.environ,
+        "TERTULIA_DATABASE_URL": db.engine.url.render_as_string(hide_password=False),
+        # A separate worker publishes its jobs' events through Redis (it refuses in-process realtime).
+        "TERTULIA_REALTIME_URL": "redis://127.0.0.1:6379/0",
+        "TERTULIA_REALTIME_PREFIX": f"test-import-restart-{os.getpid()}",
+    }
     with log.open("ab") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "tertulia", "worker", "--workers", "1"], env=env, stdout=out, stderr=out

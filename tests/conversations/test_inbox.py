@@ -203,7 +203,7 @@ def test_rest_api_send_and_list_contact_messages(client: TestClient, db: Databas
         json={"channel_id": channel.id, "message": {"type": "text", "text": "¡Hola!"}},
     )
     assert sent.status_code == 201, sent.text
-    assert set(sent.json()) == {"id", "status", "conversation_id"}
+    assert set(sent.json()) == {"id", "status", "conversation_id", "channel_id"}
     listed = client.get("/api/v1/contacts/email:luz@example.com/messages", headers=tenant.headers)
     assert [(m["direction"], m["text"], m["status"]) for m in listed.json()["items"]] == [
         ("incoming", "hola", None),

@@ -380,6 +380,9 @@ def test_two_worker_processes_drain_500_tasks_exactly_once(queue_url: str, tmp_p
         "TERTULIA_DATA_DIR": str(tmp_path),
         "TERTULIA_DATABASE_URL": app_database,
         "TERTULIA_LOG_LEVEL": "warning",
+        # A separate worker publishes its jobs' events through Redis (it refuses in-process realtime).
+        "TERTULIA_REALTIME_URL": "redis://127.0.0.1:6379/0",
+        "TERTULIA_REALTIME_PREFIX": name,
     }
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     workers = []

@@ -6,9 +6,12 @@ import uuid
 
 import pytest
 import redis
+from typer.testing import CliRunner
 
+from tertulia.cli import app as cli_app
 from tertulia.kit import realtime
 from tertulia.kit.realtime import MemoryHub, RedisHub, make_hub
+from tertulia.kit.settings import get_settings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -138,3 +141,16 @@ def test_redis_hubs_share_events_exactly_once() -> None:
             await receiver.stop()
 
     assert asyncio.run(scenario()) == ([0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5])
+
+
+def test_a_separate_worker_refuses_in_process_realtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker writes incoming messages and delivery ticks: with in-process realtime its events
+    would never reach the web processes' sockets, so it does not start."""
+    monkeypatch.setenv("TERTULIA_REALTIME_URL", "memory://")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli_app, ["worker"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2
+    assert "TERTULIA_REALTIME_URL=redis://" in result.output

@@ -5,8 +5,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from tertulia.contacts import merge_suggestions, service
 from tertulia.contacts import repository as repo
-from tertulia.contacts import service
+from tertulia.contacts.models import Contact, MergeSuggestion
 from tertulia.contacts.schemas import (
     ActivityOut,
     ContactOut,
@@ -17,6 +18,7 @@ from tertulia.contacts.schemas import (
     CustomFieldUpdate,
     IdentityOut,
     MergeBody,
+    MergeSuggestionOut,
     TagOut,
     TagsBody,
 )
@@ -127,6 +129,48 @@ def merge_contact(session: DbSession, actor: ApiActor, identifier: str, body: Me
     other = service.access_contact(session, actor, body.other, Permission.MERGE_CONTACTS)
     service.do_merge_contacts(session, actor, survivor, other, body.take_from_other)
     return service.contacts_out(session, [survivor])[0]
+
+
+def _suggestion_out(session: DbSession, row: MergeSuggestion, other: Contact) -> MergeSuggestionOut:
+    return MergeSuggestionOut(
+        id=row.id,
+        reason=row.reason,
+        status=row.status,
+        created_at=row.created_at,
+        contact=service.contacts_out(session, [other])[0],
+        survivor_id=row.contact_id,
+    )
+
+
+@router.get("/contacts/{identifier}/merge_suggestions", response_model=list[MergeSuggestionOut])
+def list_merge_suggestions(session: DbSession, actor: ApiActor, identifier: str) -> list[MergeSuggestionOut]:
+    """Open suggestions that this contact and another are one person (oldest first)."""
+    contact = service.access_contact(session, actor, identifier)
+    views = merge_suggestions.open_suggestions(session, actor, contact)
+    return [_suggestion_out(session, view.suggestion, view.other) for view in views]
+
+
+@router.post("/contacts/{identifier}/merge_suggestions/{suggestion_id}/accept", response_model=ContactOut)
+def accept_merge_suggestion(session: DbSession, actor: ApiActor, identifier: str, suggestion_id: ID) -> ContactOut:
+    """Merge the pair (the older contact survives); answers the surviving contact."""
+    contact = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
+    row = merge_suggestions.access_suggestion(session, actor, contact, suggestion_id)
+    survivor = merge_suggestions.do_accept(session, actor, row)
+    return service.contacts_out(session, [survivor])[0]
+
+
+@router.post("/contacts/{identifier}/merge_suggestions/{suggestion_id}/dismiss", response_model=MergeSuggestionOut)
+def dismiss_merge_suggestion(
+    session: DbSession, actor: ApiActor, identifier: str, suggestion_id: ID
+) -> MergeSuggestionOut:
+    """Not the same person: the pair is never suggested again."""
+    contact = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
+    row = merge_suggestions.access_suggestion(session, actor, contact, suggestion_id)
+    dismissed = merge_suggestions.do_dismiss(session, actor, row)
+    other_id = row.other_contact_id if row.contact_id == contact.id else row.contact_id
+    other = repo.contact_by_id(session, actor.workspace_id, other_id)
+    assert other is not None  # the pair's rows cascade with either contact
+    return _suggestion_out(session, dismissed, other)
 
 
 @router.post("/contacts/{identifier}/identities/{identity_id}/split", response_model=ContactOut, status_code=201)

@@ -2,7 +2,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.clock import utcnow
@@ -127,3 +127,28 @@ class ContactActivity(IdMixin, Base):
     old_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
     new_value: Mapped[Any] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MergeSuggestion(IdMixin, Base):
+    """Two contacts that may be one person (a new channel identity whose phone, email or name matches
+    another contact, when linking it was not certain). One row per pair, lower id first, so a pair is
+    suggested at most once; a dismissed row stays so that the pair is never suggested again.
+    Accepting merges the pair, and the merged contact's deletion removes the row."""
+
+    __tablename__ = "contact_merge_suggestions"
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "contact_id", "other_contact_id"),
+        CheckConstraint("contact_id < other_contact_id", name="pair_ordered"),
+        Index("ix_contact_merge_suggestions_other_contact_id", "other_contact_id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"))
+    other_contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"))
+    # What the two share: "phone", "email" or "name".
+    reason: Mapped[str] = mapped_column(String(16))
+    # "open" (shown on both contacts) or "dismissed" (kept so the pair is not suggested again).
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None]
+    decided_by_user_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("users.id", ondelete="SET NULL"))

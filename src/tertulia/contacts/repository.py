@@ -7,7 +7,15 @@ from collections.abc import Iterable, Sequence
 from sqlalchemy import ColumnElement, Select, and_, delete, func, or_, select, text
 from sqlalchemy.orm import Session
 
-from tertulia.contacts.models import Contact, ContactActivity, ContactIdentity, ContactTag, CustomField, Tag
+from tertulia.contacts.models import (
+    Contact,
+    ContactActivity,
+    ContactIdentity,
+    ContactTag,
+    CustomField,
+    MergeSuggestion,
+    Tag,
+)
 from tertulia.kit.text import fold
 
 
@@ -225,3 +233,74 @@ def count_contacts(session: Session, workspace_id: int) -> int:
     return int(
         session.scalar(select(func.count()).select_from(Contact).where(Contact.workspace_id == workspace_id)) or 0
     )
+
+
+def contacts_by_full_name(
+    session: Session, workspace_id: int, first_folded: str, last_folded: str, limit: int
+) -> list[Contact]:
+    """Contacts whose folded first and last names are exactly these, oldest first (indexed on the
+    first name)."""
+    return list(
+        session.scalars(
+            select(Contact)
+            .where(
+                Contact.workspace_id == workspace_id,
+                Contact.first_name_folded == first_folded,
+                Contact.last_name_folded == last_folded,
+            )
+            .order_by(Contact.id)
+            .limit(limit)
+        )
+    )
+
+
+def has_identity_on(session: Session, workspace_id: int, contact_id: int, channel: str) -> bool:
+    found = session.scalar(
+        select(ContactIdentity.id)
+        .where(
+            ContactIdentity.workspace_id == workspace_id,
+            ContactIdentity.contact_id == contact_id,
+            ContactIdentity.channel == channel,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+def merge_suggestion_for_pair(session: Session, workspace_id: int, low_id: int, high_id: int) -> MergeSuggestion | None:
+    return session.scalar(
+        select(MergeSuggestion).where(
+            MergeSuggestion.workspace_id == workspace_id,
+            MergeSuggestion.contact_id == low_id,
+            MergeSuggestion.other_contact_id == high_id,
+        )
+    )
+
+
+def merge_suggestions_of(
+    session: Session, workspace_id: int, contact_id: int, status: str | None = None
+) -> list[MergeSuggestion]:
+    """The suggestions a contact is part of, on either side, oldest first."""
+    query = select(MergeSuggestion).where(
+        MergeSuggestion.workspace_id == workspace_id,
+        or_(MergeSuggestion.contact_id == contact_id, MergeSuggestion.other_contact_id == contact_id),
+    )
+    if status is not None:
+        query = query.where(MergeSuggestion.status == status)
+    return list(session.scalars(query.order_by(MergeSuggestion.id)))
+
+
+def move_merge_suggestions(session: Session, workspace_id: int, survivor_id: int, merged_id: int) -> None:
+    """A merge: the pair's own suggestion goes, the merged contact's suggestions with third contacts
+    become the survivor's (unless the survivor already has one with that contact)."""
+    for row in merge_suggestions_of(session, workspace_id, merged_id):
+        third = row.other_contact_id if row.contact_id == merged_id else row.contact_id
+        if third == survivor_id:
+            session.delete(row)
+            continue
+        low, high = sorted((survivor_id, third))
+        if merge_suggestion_for_pair(session, workspace_id, low, high) is not None:
+            session.delete(row)
+            continue
+        row.contact_id, row.other_contact_id = low, high
+    session.flush()

@@ -106,3 +106,12 @@ class IdentityOut(BaseModel):
     channel: str
     external_id: str
     display_name: str | None
+
+
+class MergeSuggestionOut(BaseModel):
+    id: int
+    reason: str = Field(description="What the two contacts share: phone, email or name.")
+    status: str = Field(description="open, or dismissed (never suggested again).")
+    created_at: datetime
+    contact: ContactOut = Field(description="The other contact of the pair.")
+    survivor_id: int = Field(description="The contact that remains if the suggestion is accepted (the older one).")

@@ -276,6 +276,8 @@ def _emit_recorded(
         _emit(session, actor, EventType.CONTACT_TAGGED, contact_id, {"contact_id": contact_id, "tag": new})
     elif action == "tag_removed":
         _emit(session, actor, EventType.CONTACT_UNTAGGED, contact_id, {"contact_id": contact_id, "tag": old})
+    elif action == "identity_linked":
+        _emit(session, actor, EventType.CONTACT_IDENTITY_LINKED, contact_id, {"contact_id": contact_id, **new})
     elif action == "merged":
         payload = {"contact_id": contact_id, "merged_contact_id": old["id"], "merged_name": old["name"]}
         _emit(session, actor, EventType.CONTACT_MERGED, contact_id, payload)
@@ -582,6 +584,7 @@ def do_merge_contacts(
     session.execute(
         update(ContactActivity).where(ContactActivity.contact_id == other.id).values(contact_id=survivor.id)
     )
+    repo.move_merge_suggestions(session, actor.workspace_id, survivor.id, other.id)
     for hook in merge_hooks():
         hook(session, survivor.id, other.id)
     record_changes(session, actor, survivor.id, changes)

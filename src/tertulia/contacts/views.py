@@ -13,6 +13,7 @@ from fastapi import APIRouter, Form, Query
 from sqlalchemy import select
 from starlette.responses import Response
 
+from tertulia.contacts import merge_suggestions
 from tertulia.contacts import repository as repo
 from tertulia.contacts.fields import SETTABLE_LABELS
 from tertulia.contacts.models import Contact, CustomField, FieldType
@@ -49,8 +50,15 @@ ACTIVITY_LABELS: dict[str, str] = {
     "tag_removed": i18n.lazy("removed the tag"),
     "merged": i18n.lazy("merged another contact into this one"),
     "split": i18n.lazy("split an identity"),
+    "identity_linked": i18n.lazy("linked a channel identity with the same phone or email"),
     # How the customer arrived: a Telegram /start deep link, an ad (payload "referral" of a message).
     "referral": i18n.lazy("arrived through a link"),
+}
+
+SUGGESTION_REASONS: dict[str, str] = {
+    "phone": i18n.lazy("Same phone number"),
+    "email": i18n.lazy("Same email address"),
+    "name": i18n.lazy("Same full name"),
 }
 
 
@@ -186,7 +194,7 @@ def _short(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, dict):
-        return str(value.get("name") or value.get("id") or value.get("ref") or "")
+        return str(value.get("name") or value.get("id") or value.get("ref") or value.get("channel") or "")
     return str(value)
 
 
@@ -345,6 +353,8 @@ def _detail_context(
         "tags": repo.tag_names_by_contact(ctx.session, [contact.id]).get(contact.id, []),
         "all_tags": repo.tag_suggestions(ctx.session, ctx.actor.workspace_id),
         "identities": repo.identities(ctx.session, contact.id),
+        "suggestions": merge_suggestions.open_suggestions(ctx.session, ctx.actor, contact),
+        "suggestion_reasons": {key: ctx.fmt.gettext(label) for key, label in SUGGESTION_REASONS.items()},
         "activity": [_activity_text(ctx, row, labels) for row in activity_rows],
         "older_activity": activity_rows[-1].id if more_activity and activity_rows else None,
         "people": people,
@@ -522,3 +532,19 @@ def split(ctx: UserPage, contact_id: ID, identity_id: ID) -> Response:
     contact = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
     new_contact = do_split_identity(ctx.session, ctx.actor, contact, identity_id)
     return ctx.redirect(f"/contacts/{new_contact.id}", flash="split")
+
+
+@router.post("/{contact_id}/merge_suggestions/{suggestion_id}/accept")
+def accept_suggestion(ctx: UserPage, contact_id: ID, suggestion_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
+    row = merge_suggestions.access_suggestion(ctx.session, ctx.actor, contact, suggestion_id)
+    survivor = merge_suggestions.do_accept(ctx.session, ctx.actor, row)
+    return ctx.redirect(f"/contacts/{survivor.id}", flash="merged")
+
+
+@router.post("/{contact_id}/merge_suggestions/{suggestion_id}/dismiss")
+def dismiss_suggestion(ctx: UserPage, contact_id: ID, suggestion_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
+    row = merge_suggestions.access_suggestion(ctx.session, ctx.actor, contact, suggestion_id)
+    merge_suggestions.do_dismiss(ctx.session, ctx.actor, row)
+    return ctx.redirect(f"/contacts/{contact.id}", flash="suggestion_dismissed")

@@ -20,9 +20,10 @@ Conversations
     POST /api/v1/conversations/{id}/typing     {"note"?: bool} (realtime only; the customer's widget
                                                shows it too unless it is a note)
 Contacts' messages (REST API v1)
-    POST /api/v1/contacts/{identifier}/messages  {"channel_id","message":{"type","text","attachments",
+    POST /api/v1/contacts/{identifier}/messages  {"channel_id"?,"message":{"type","text","attachments",
          "buttons"?,"quick_replies"?,"message_tag"?}} (message_tag: Messenger/Instagram outside the window)
-         -> {"id","status","conversation_id"}
+         -> {"id","status","conversation_id","channel_id"}; without channel_id, the channel the contact
+         last wrote on (422 no_channel when they can be answered on none)
     GET  /api/v1/contacts/{identifier}/messages?before_id=&limit=
 Settings
     GET/POST /api/v1/snippets, PATCH/DELETE /api/v1/snippets/{id},
@@ -54,6 +55,7 @@ from tertulia.contacts.service import access_contact
 from tertulia.conversations import events, files, schemas, service
 from tertulia.conversations import repository as repo
 from tertulia.conversations.auth import InboxActor
+from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import Conversation, ConversationStatus, Message, StoredFile
 from tertulia.kit import realtime, storage
 from tertulia.kit.clock import utcnow
@@ -155,7 +157,9 @@ class ReplyBody(MessageBody):
 
 class ContactMessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    channel_id: ID
+    channel_id: ID | None = Field(
+        default=None, description="The channel to send through; by default the one the contact last wrote on."
+    )
     message: MessageBody
 
 
@@ -312,21 +316,47 @@ def get_conversation(session: DbSession, actor: InboxActor, conversation_id: ID)
     contacts = _contacts_summary(session, actor.workspace_id, [conversation.contact_id])
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
     window: dict[str, Any] = {}
-    if conversation.channel_id is not None and contact is not None:
-        channel = session.get(Channel, conversation.channel_id)
-        if channel is not None:
-            rules = get_adapter(channel.type).rules
-            window = {
-                "channel_type": channel.type,
-                "reply_window_open": window_open(rules, contact.last_incoming_at, utcnow()),
-                "reply_window_seconds": rules.reply_window.total_seconds() if rules.reply_window else None,
-                # The tags that let a message out after the window (Messenger, Instagram), each with
-                # the days after the customer's last message it may be used (null: any time).
-                "message_tags": [
-                    {"tag": tag, "days": horizon.days if horizon else None} for tag, horizon in rules.message_tags
-                ],
-            }
-    return {**schemas.conversation_dict(conversation), "contact": contacts.get(conversation.contact_id), **window}
+    answer_on: dict[str, Any] = {}
+    if contact is not None:
+        now = utcnow()
+        if conversation.channel_id is not None:
+            channel = session.get(Channel, conversation.channel_id)
+            if channel is not None:
+                rules = get_adapter(channel.type).rules
+                window = {
+                    "channel_type": channel.type,
+                    "reply_window_open": window_open(rules, service.last_incoming_on(session, contact, channel), now),
+                    "reply_window_seconds": rules.reply_window.total_seconds() if rules.reply_window else None,
+                    # The tags that let a message out after the window (Messenger, Instagram), each
+                    # with the days after the customer's last message it may be used (null: any time).
+                    "message_tags": [
+                        {"tag": tag, "days": horizon.days if horizon else None} for tag, horizon in rules.message_tags
+                    ],
+                }
+        # The channels the contact can be answered on, for the composer's choice (default: the one
+        # they last wrote on).
+        reachable = service.reply_channels(session, actor.workspace_id, contact.id)
+        default = service.default_reply_channel(session, contact.id, reachable)
+        answer_on = {
+            "reply_channels": [
+                {
+                    "id": channel.id,
+                    "type": channel.type,
+                    "name": channel.name,
+                    "reply_window_open": window_open(
+                        get_adapter(channel.type).rules, service.last_incoming_on(session, contact, channel), now
+                    ),
+                }
+                for channel in reachable
+            ],
+            "default_channel_id": default.id if default is not None else None,
+        }
+    return {
+        **schemas.conversation_dict(conversation),
+        "contact": contacts.get(conversation.contact_id),
+        **window,
+        **answer_on,
+    }
 
 
 @router.get("/conversations/{conversation_id}/messages")
@@ -410,7 +440,9 @@ class TypingBody(BaseModel):
 def typing(session: DbSession, actor: InboxActor, conversation_id: ID, body: TypingBody | None = None) -> Response:
     conversation = service.access_conversation(session, actor, conversation_id)
     note = body.note if body is not None else False
-    event = events.make_event("typing", conversation, {"user_id": actor.user_id, "note": note}, visitor=not note)
+    event = events.make_event(
+        InboxEvent.TYPING, conversation, {"user_id": actor.user_id, "note": note}, visitor=not note
+    )
     realtime.publish(event)
     return Response(status_code=204)
 
@@ -421,11 +453,7 @@ def typing(session: DbSession, actor: InboxActor, conversation_id: ID, body: Typ
 @router.post("/contacts/{identifier}/messages", status_code=201, tags=["messages"])
 def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body: ContactMessageBody) -> dict[str, Any]:
     contact = access_contact(session, actor, identifier)
-    channel = session.scalar(
-        select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == body.channel_id)
-    )
-    if channel is None:
-        raise ValidationFailed.field("channel_id", f"no channel {body.channel_id}")
+    channel = service.choose_channel(session, actor, contact, body.channel_id)
     message = service.do_send(
         session,
         actor,
@@ -441,6 +469,7 @@ def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body
         "id": message.id,
         "status": message.status.value if message.status else None,
         "conversation_id": message.conversation_id,
+        "channel_id": message.channel_id,
     }
 
 

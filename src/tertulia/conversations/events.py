@@ -3,9 +3,7 @@ browsers' fast path); other domains (workflows, reports, webhooks) consume the d
 instead (`tertulia.events`), which `emit` writes in the same transaction.
 
 Event shape (JSON):
-    {"type": "message.created" | "message.status" | "conversation.opened" | "conversation.assigned"
-             | "conversation.closed" | "conversation.reopened" | "conversation.bot" | "conversation.read"
-             | "mention.created" | "typing",
+    {"type": an InboxEvent value ("message.created", "conversation.assigned", ...),
      "workspace_id", "conversation_id", "contact_id",
      "assignee_id", "team_id",                     # after the change: who may see it
      "previous_assignee_id", "previous_team_id",   # before it: so the old owner learns it moved away
@@ -21,9 +19,10 @@ Event shape (JSON):
 from the realtime type: message.created becomes message.received (incoming), message.sent (outgoing)
 or comment.added (a note), system lines none (their change has its own event); message.status
 becomes message.status_changed; conversation.assigned to nobody becomes conversation.unassigned.
-typing, conversation.read, conversation.bot and mention.created are realtime only.
+typing, message.updated, conversation.bot and mention.created are realtime only.
 """
 
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -38,8 +37,23 @@ from tertulia.users.permissions import Actor
 Event = dict[str, Any]
 
 
+class InboxEvent(StrEnum):
+    """The realtime event types the inbox publishes (the `type` of an event)."""
+
+    MESSAGE_CREATED = "message.created"
+    MESSAGE_UPDATED = "message.updated"  # a customer edited a message
+    MESSAGE_STATUS = "message.status"
+    CONVERSATION_OPENED = "conversation.opened"
+    CONVERSATION_ASSIGNED = "conversation.assigned"
+    CONVERSATION_CLOSED = "conversation.closed"
+    CONVERSATION_REOPENED = "conversation.reopened"
+    CONVERSATION_BOT = "conversation.bot"
+    MENTION_CREATED = "mention.created"
+    TYPING = "typing"
+
+
 def make_event(
-    event_type: str,
+    event_type: InboxEvent,
     conversation: Conversation,
     data: dict[str, Any],
     *,
@@ -51,7 +65,7 @@ def make_event(
 ) -> Event:
     return {
         "sender_external_id": sender_external_id,
-        "type": event_type,
+        "type": event_type.value,
         "workspace_id": conversation.workspace_id,
         "conversation_id": conversation.id,
         "contact_id": conversation.contact_id,
@@ -84,10 +98,10 @@ def emit(session: Session, event: Event, *, actor: Actor | None = None) -> None:
 
 
 _CONVERSATION_TYPES = {
-    "conversation.opened": EventType.CONVERSATION_OPENED,
-    "conversation.assigned": EventType.CONVERSATION_ASSIGNED,
-    "conversation.closed": EventType.CONVERSATION_CLOSED,
-    "conversation.reopened": EventType.CONVERSATION_REOPENED,
+    InboxEvent.CONVERSATION_OPENED: EventType.CONVERSATION_OPENED,
+    InboxEvent.CONVERSATION_ASSIGNED: EventType.CONVERSATION_ASSIGNED,
+    InboxEvent.CONVERSATION_CLOSED: EventType.CONVERSATION_CLOSED,
+    InboxEvent.CONVERSATION_REOPENED: EventType.CONVERSATION_REOPENED,
 }
 _MESSAGE_TYPES = {
     "incoming": EventType.MESSAGE_RECEIVED,
@@ -102,7 +116,7 @@ def durable_event(event: Event, actor: Actor | None = None) -> event_log.Event |
     data: dict[str, Any] = event["data"]
     label = event_log.actor_label(actor.kind, actor.user_id, actor.token_id) if actor is not None else None
     payload: dict[str, Any]
-    if realtime_type == "message.created":
+    if realtime_type == InboxEvent.MESSAGE_CREATED:
         message = data["message"]
         kind = _MESSAGE_TYPES.get(message["direction"])
         if kind is None:
@@ -110,7 +124,7 @@ def durable_event(event: Event, actor: Actor | None = None) -> event_log.Event |
         payload = {"message": message}
         if label is None:
             label = event_log.actor_label(message["sender_kind"], message["sender_user_id"])
-    elif realtime_type == "message.status":
+    elif realtime_type == InboxEvent.MESSAGE_STATUS:
         kind = EventType.MESSAGE_STATUS_CHANGED
         payload = {"message_id": data["message_id"], "status": data["status"], "reason": data["reason"]}
     elif realtime_type in _CONVERSATION_TYPES:

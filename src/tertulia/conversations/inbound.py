@@ -18,6 +18,7 @@ from tertulia.contacts.models import Contact
 from tertulia.contacts.service import record
 from tertulia.conversations import events
 from tertulia.conversations import repository as repo
+from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
 from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.conversations.service import (
@@ -229,7 +230,7 @@ def do_apply_edits(session: Session, channel: Channel, edits: Sequence[InboundEd
         events.emit(
             session,
             events.make_event(
-                "message.updated",
+                InboxEvent.MESSAGE_UPDATED,
                 conversation,
                 {"message": message_dict(message), "conversation": conversation_dict(conversation)},
             ),

@@ -26,6 +26,10 @@ def move_conversations(session: Session, survivor_id: int, merged_id: int) -> No
         for model in (Message, Mention):
             session.execute(update(model).where(model.conversation_id == drop.id).values(conversation_id=keep.id))
         session.execute(update(StoredFile).where(StoredFile.conversation_id == drop.id).values(conversation_id=keep.id))
+        if drop.last_message_at > keep.last_message_at:
+            # The newer conversation's channel is where the person is talking now.
+            keep.channel_id = drop.channel_id
+            keep.last_message_preview = drop.last_message_preview
         keep.last_message_at = max(keep.last_message_at, drop.last_message_at)
         if drop.last_incoming_at is not None and (
             keep.last_incoming_at is None or drop.last_incoming_at > keep.last_incoming_at

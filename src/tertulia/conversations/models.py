@@ -83,6 +83,8 @@ class Message(IdMixin, Base):
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_contact_id_id", "contact_id", "id"),
         Index("ix_messages_workspace_id_status", "workspace_id", "status"),
+        # Settings > Channels counts a channel's messages in and out today: a range per direction.
+        Index("ix_messages_channel_id_direction_created_at", "channel_id", "direction", "created_at"),
     )
 
     workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))

@@ -335,3 +335,34 @@ def closing_category(session: Session, workspace_id: int, category_id: int) -> C
     return session.scalar(
         select(ClosingCategory).where(ClosingCategory.workspace_id == workspace_id, ClosingCategory.id == category_id)
     )
+
+
+def last_channel_written(
+    session: Session, contact_id: int, channel_ids: Sequence[int], direction: Direction
+) -> int | None:
+    """Of these channels, the one the contact's newest message in `direction` went through (walks
+    the contact's messages newest first on (contact_id, id))."""
+    if not channel_ids:
+        return None
+    found: int | None = session.scalar(
+        select(Message.channel_id)
+        .where(Message.contact_id == contact_id, Message.direction == direction, Message.channel_id.in_(channel_ids))
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    return found
+
+
+def last_incoming_on(session: Session, contact_id: int, channel_id: int) -> datetime | None:
+    """When the contact last wrote on this channel: a reply window is per channel, not per person."""
+    found: datetime | None = session.scalar(
+        select(Message.created_at)
+        .where(
+            Message.contact_id == contact_id,
+            Message.channel_id == channel_id,
+            Message.direction == Direction.INCOMING,
+        )
+        .order_by(Message.id.desc())
+        .limit(1)
+    )
+    return found

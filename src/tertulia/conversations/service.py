@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ChannelRules, DeliveryStatus, MessageType, window_open
 from tertulia.channels.registry import get_adapter
-from tertulia.channels.service import recipient_for
+from tertulia.channels.service import list_channels, recipient_for
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
 from tertulia.conversations import events, mentions, variables
 from tertulia.conversations import repository as repo
+from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import (
     ClosingCategory,
     Conversation,
@@ -83,12 +84,12 @@ class Viewer:
         return repo.visibility_clause(self.user_id, sorted(self.team_ids), unassigned=self.see_unassigned)
 
     def can_see_event(self, event: dict[str, Any]) -> bool:
-        if event.get("type") == "mention.created":
+        if event.get("type") == InboxEvent.MENTION_CREATED:
             return self.user_id in (event.get("mentioned_user_ids") or [])
         if self.can_see(event.get("assignee_id"), event.get("team_id")):
             return True
         # Only an assignment has a "before": whoever could see it then learns it moved away.
-        return event.get("type") == "conversation.assigned" and self.can_see(
+        return event.get("type") == InboxEvent.CONVERSATION_ASSIGNED and self.can_see(
             event.get("previous_assignee_id"), event.get("previous_team_id")
         )
 
@@ -190,7 +191,9 @@ def _internal_message(
     )
     session.add(message)
     session.flush()
-    events.emit(session, events.make_event("message.created", conversation, {"message": message_dict(message)}))
+    events.emit(
+        session, events.make_event(InboxEvent.MESSAGE_CREATED, conversation, {"message": message_dict(message)})
+    )
     return message
 
 
@@ -200,7 +203,7 @@ def _record_change(
     conversation: Conversation,
     text: str | None,
     action: str,
-    event_type: str,
+    event_type: InboxEvent,
     *,
     line: dict[str, Any] | None = None,
     field: str | None = "conversation",
@@ -235,7 +238,7 @@ def record_opened(session: Session, actor: Actor, conversation: Conversation) ->
         conversation,
         None,
         "conversation_opened",
-        "conversation.opened",
+        InboxEvent.CONVERSATION_OPENED,
         field=None,
         new=conversation.id,
     )
@@ -248,7 +251,7 @@ def customer_message_created(
     events.emit(
         session,
         events.make_event(
-            "message.created",
+            InboxEvent.MESSAGE_CREATED,
             conversation,
             {"message": message_dict(message), "conversation": conversation_dict(conversation)},
             visitor=True,
@@ -392,8 +395,9 @@ def check_send(
         # A comment opens no window: its one private reply is allowed on its own terms (checked
         # by check_private_reply).
         return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments)
-    tag = check_message_tag(actor, channel, rules, message_tag, contact.last_incoming_at)
-    if not window_open(rules, contact.last_incoming_at, utcnow()) and tag is None:
+    last_incoming = last_incoming_on(session, contact, channel)
+    tag = check_message_tag(actor, channel, rules, message_tag, last_incoming)
+    if not window_open(rules, last_incoming, utcnow()) and tag is None:
         if rules.message_tags:
             raise ValidationFailed(
                 "The 24-hour reply window on this channel has closed; send the message with a message tag "
@@ -407,6 +411,57 @@ def check_send(
             details={"channel_id": "reply window closed"},
         )
     return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments, tag)
+
+
+def last_incoming_on(session: Session, contact: Contact, channel: Channel) -> datetime | None:
+    """When the contact last wrote on this channel, which opens its reply window: a contact who
+    writes on Telegram has not reopened their WhatsApp window. `contact.last_incoming_at` is the
+    newest across channels, so it can only bound this from above."""
+    on_channel = repo.last_incoming_on(session, contact.id, channel.id)
+    if on_channel is None or contact.last_incoming_at is None:
+        return None
+    return min(on_channel, contact.last_incoming_at)
+
+
+def reply_channels(session: Session, workspace_id: int, contact_id: int) -> list[Channel]:
+    """The active channels the contact can be answered on (an identity the channel's adapter owns)."""
+    return [
+        channel
+        for channel in list_channels(session, workspace_id)
+        if channel.active and recipient_for(session, channel, contact_id) is not None
+    ]
+
+
+def default_reply_channel(session: Session, contact_id: int, reachable: Sequence[Channel]) -> Channel | None:
+    """Of the channels a contact can be answered on, the one they last wrote on; else the one last
+    used to write to them; else the first."""
+    by_id = {channel.id: channel for channel in reachable}
+    for direction in (Direction.INCOMING, Direction.OUTGOING):
+        last = repo.last_channel_written(session, contact_id, list(by_id), direction)
+        if last is not None:
+            return by_id[last]
+    return reachable[0] if reachable else None
+
+
+def choose_channel(session: Session, actor: Actor, contact: Contact, channel_id: int | None) -> Channel:
+    """The channel a message to the contact goes through: the one asked for, or by default the one
+    they last wrote on. A contact with no channel to be reached on is a 422 that says so."""
+    if channel_id is not None:
+        channel = session.scalar(
+            select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.id == channel_id)
+        )
+        if channel is None:
+            raise ValidationFailed.field("channel_id", f"no channel {channel_id}")
+        return channel
+    chosen = default_reply_channel(session, contact.id, reply_channels(session, actor.workspace_id, contact.id))
+    if chosen is None:
+        raise ValidationFailed(
+            "channel_id: this contact has no active channel to be answered on (a contact is answered on a "
+            "channel they have written on); give channel_id.",
+            code="no_channel",
+            details={"channel_id": "required: the contact has no active channel to be answered on"},
+        )
+    return chosen
 
 
 def do_send(
@@ -605,7 +660,7 @@ def do_comment(
         events.emit(
             session,
             events.make_event(
-                "mention.created",
+                InboxEvent.MENTION_CREATED,
                 conversation,
                 {"message": message_dict(message)},
                 mentioned_user_ids=mentioned,
@@ -660,7 +715,7 @@ def do_assign(
         conversation,
         text,
         action,
-        "conversation.assigned",
+        InboxEvent.CONVERSATION_ASSIGNED,
         line={
             "event": action.removeprefix("conversation_"),
             "assignee_id": user_id,
@@ -705,7 +760,7 @@ def do_close(
         conversation,
         f"Closed: {name}" if category else "Closed",
         "conversation_closed",
-        "conversation.closed",
+        InboxEvent.CONVERSATION_CLOSED,
         line={"event": "closed", "category_id": category.id if category else None, "category": name, "summary": note},
         new={"conversation_id": conversation.id, "category": name, "summary": note},
     )
@@ -738,7 +793,7 @@ def do_reopen(session: Session, actor: Actor, conversation: Conversation) -> Con
         conversation,
         "Reopened",
         "conversation_reopened",
-        "conversation.reopened",
+        InboxEvent.CONVERSATION_REOPENED,
         line={"event": "reopened"},
         new=conversation.id,
     )
@@ -757,7 +812,7 @@ def do_set_bot_paused(session: Session, actor: Actor, conversation: Conversation
         conversation,
         "Bot paused" if paused else "Bot resumed",
         "bot_paused" if paused else "bot_resumed",
-        "conversation.bot",
+        InboxEvent.CONVERSATION_BOT,
         line={"event": "bot", "paused": paused},
         new=conversation.id,
     )

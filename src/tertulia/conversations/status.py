@@ -12,6 +12,7 @@ from tertulia.channels.protocol import STATUS_PREDECESSORS, DeliveryStatus, Stat
 from tertulia.contacts.identities import contact_id_for
 from tertulia.conversations import events
 from tertulia.conversations import repository as repo
+from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.kit.clock import utcnow
 
@@ -92,7 +93,7 @@ def _emit_status(
     session: Session, conversation: Conversation, message_id: int, status: DeliveryStatus, reason: str | None
 ) -> None:
     payload = {"message_id": message_id, "status": status.value, "reason": reason}
-    events.emit(session, events.make_event("message.status", conversation, payload, visitor=False))
+    events.emit(session, events.make_event(InboxEvent.MESSAGE_STATUS, conversation, payload, visitor=False))
 
 
 def advance_message_status(session: Session, message: Message, status: DeliveryStatus, reason: str | None) -> bool:

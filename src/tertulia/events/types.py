@@ -15,6 +15,8 @@ class EventType(enum.StrEnum):
     CONTACT_TAGGED = "contact.tagged"
     CONTACT_UNTAGGED = "contact.untagged"
     CONTACT_MERGED = "contact.merged"
+    CONTACT_IDENTITY_LINKED = "contact.identity_linked"
+    CONTACT_MERGE_SUGGESTED = "contact.merge_suggested"
     CONVERSATION_OPENED = "conversation.opened"
     CONVERSATION_ASSIGNED = "conversation.assigned"
     CONVERSATION_UNASSIGNED = "conversation.unassigned"
@@ -54,6 +56,26 @@ class ContactMerged(TypedDict):
     contact_id: int  # the survivor
     merged_contact_id: int  # deleted; its conversations, identities, tags and history moved over
     merged_name: str
+
+
+class ContactIdentityLinked(TypedDict):
+    """A new channel identity was joined to an existing contact because the channel vouches for a
+    phone or email only that contact has (contacts/identities.py)."""
+
+    contact_id: int
+    channel: str  # the channel type: "whatsapp"
+    external_id: str
+    matched_on: str  # "phone" or "email"
+
+
+class ContactMergeSuggested(TypedDict):
+    """A new sender's contact may be the same person as another contact; shown on both to accept
+    (a merge, contact.merged) or dismiss."""
+
+    suggestion_id: int
+    contact_id: int  # the older contact of the pair
+    other_contact_id: int  # the newer one
+    reason: str  # "phone", "email" or "name"
 
 
 class ConversationSnapshot(TypedDict):
@@ -121,6 +143,8 @@ PAYLOADS: dict[EventType, type] = {
     EventType.CONTACT_TAGGED: ContactTagged,
     EventType.CONTACT_UNTAGGED: ContactTagged,
     EventType.CONTACT_MERGED: ContactMerged,
+    EventType.CONTACT_IDENTITY_LINKED: ContactIdentityLinked,
+    EventType.CONTACT_MERGE_SUGGESTED: ContactMergeSuggested,
     EventType.CONVERSATION_OPENED: ConversationChanged,
     EventType.CONVERSATION_ASSIGNED: ConversationChanged,
     EventType.CONVERSATION_UNASSIGNED: ConversationChanged,

@@ -49,6 +49,7 @@ FLASH_MESSAGES: dict[str, str] = {
     "nothing_selected": i18n.lazy("Select at least one contact first."),
     "merged": i18n.lazy("The contacts were merged."),
     "split": i18n.lazy("The identity now belongs to a new contact."),
+    "suggestion_dismissed": i18n.lazy("The suggestion was dismissed; these two contacts will not be suggested again."),
     "reset_sent": i18n.lazy("If an account exists for that email, we have sent a link to reset the password."),
     "password_reset": i18n.lazy("Your password has been reset. Sign in with the new one."),
     "welcome": i18n.lazy("Welcome to Tertulia!"),

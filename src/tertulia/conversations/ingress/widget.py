@@ -68,6 +68,7 @@ from tertulia.contacts.fields import clean_email
 from tertulia.contacts.identities import contact_id_for
 from tertulia.conversations import events
 from tertulia.conversations import repository as conversations_repo
+from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.schemas import message_dict, visitor_message
 from tertulia.kit import realtime
@@ -398,11 +399,11 @@ class VisitorSocket:
 
     async def render(self, event: dict[str, Any]) -> str | None:
         """An event `wants` let through, as the visitor's frame."""
-        if event.get("type") == "typing":
+        if event.get("type") == InboxEvent.TYPING:
             frame: dict[str, Any] = {"type": "typing"}
         else:
             message = (event.get("data") or {}).get("message") or {}
-            frame = {"type": "message.created", "message": visitor_message(message)}
+            frame = {"type": InboxEvent.MESSAGE_CREATED, "message": visitor_message(message)}
         return json.dumps(frame, separators=(",", ":"))
 
     def follow_contact(self, contact_id: int) -> None:
@@ -419,7 +420,7 @@ class VisitorSocket:
             self.follow_contact(contact_id)  # another tab's first message created the contact
         if self.contact_id is None or contact_id != self.contact_id:
             return False
-        if event.get("type") == "typing":
+        if event.get("type") == InboxEvent.TYPING:
             return not (event.get("data") or {}).get("contact")  # an agent or a bot replying, not the visitor
         message = (event.get("data") or {}).get("message") or {}
         return message.get("direction") in ("incoming", "outgoing") and message.get("channel_id") == self.channel_id
@@ -479,7 +480,7 @@ class VisitorSocket:
             with db.transaction(write=False) as session:
                 conversation = conversations_repo.open_conversation(session, workspace_id, contact_id)
                 # The conversation's current owner decides which agents may see it.
-                return events.make_event("typing", conversation, {"contact": True}) if conversation else None
+                return events.make_event(InboxEvent.TYPING, conversation, {"contact": True}) if conversation else None
 
         found = await anyio.to_thread.run_sync(event)
         if found is not None:

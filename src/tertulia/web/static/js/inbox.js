@@ -75,7 +75,10 @@
   // The channel of a conversation or message: its type's icon and its name.
   var CHANNEL_ICONS = {
     telegram: ["M21.5 3.5 2.8 10.7c-.9.4-.9 1.6 0 1.9l4.7 1.6 1.8 5.6c.2.7 1.1.9 1.6.4l2.6-2.5 4.8 3.5c.6.4 1.4.1 1.6-.6L22.9 4.8c.2-.9-.6-1.6-1.4-1.3z", "m7.5 14.2 10-7.2-7.4 8.4"],
-    webchat: ["M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z"]
+    webchat: ["M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z"],
+    whatsapp: ["M3.5 20.5 5 16a8.5 8.5 0 1 1 3 3z", "M9 8.5c0 3.5 3 6.5 6.5 6.5l1-1.5-2-1-1 1a4.5 4.5 0 0 1-3-3l1-1-1-2z"],
+    messenger: ["M12 3C7 3 3 6.7 3 11.3c0 2.6 1.3 4.9 3.3 6.4V21l3-1.7c.9.3 1.8.4 2.7.4 5 0 9-3.7 9-8.4S17 3 12 3z", "m7 14 3.5-4 2 2 4-3-3.5 4-2-2z"],
+    instagram: ["M7 3h10a4 4 0 0 1 4 4v10a4 4 0 0 1-4 4H7a4 4 0 0 1-4-4V7a4 4 0 0 1 4-4z", "M12 8.5a3.5 3.5 0 1 1 0 7 3.5 3.5 0 0 1 0-7z", "M17.5 6.5h.01"]
   };
   function channelBadge(channelId) {
     var channel = channelsById[channelId];
@@ -352,6 +355,11 @@
     var status = $("[data-pane-status]");
     status.textContent = c.status === "open" ? T.open : T.closed;
     status.className = "badge " + (c.status === "open" ? "badge-success" : "");
+    // The channel the conversation is on now (the last one used, either way).
+    var paneChannel = $("[data-pane-channel]");
+    paneChannel.textContent = "";
+    var mark = channelBadge(c.channel_id);
+    if (mark) paneChannel.appendChild(mark);
     assignUser.value = c.assignee_id ? String(c.assignee_id) : "";
     assignTeam.value = c.team_id ? String(c.team_id) : "";
     if (c.assignee_id && assignUser.value !== String(c.assignee_id)) {
@@ -361,11 +369,7 @@
     $("[data-assign-me]").hidden = !ME || c.assignee_id === ME;
     $("[data-close-open]").hidden = c.status !== "open";
     $("[data-reopen]").hidden = c.status === "open";
-    var notice = $("[data-window-notice]");
-    var tags = c.reply_window_open === false ? c.message_tags || [] : [];
-    notice.hidden = c.reply_window_open !== false;
-    notice.textContent = tags.length ? T.window_closed_tags : T.window_closed;
-    renderMessageTags(tags);
+    renderWindowNotice(c);
     state.privateReplyTo = null;
     privateNotice.hidden = true;
     $all(".conv", list).forEach(function (li) {
@@ -387,6 +391,43 @@
   }
   tagSelect.addEventListener("change", function () {
     tagHint.textContent = tagSelect.value ? T["tag_" + tagSelect.value] || "" : "";
+  });
+
+  // The reply window of the channel the answer goes through (the one picked in the composer);
+  // on the conversation's own Messenger or Instagram channel a closed window offers the tags.
+  function renderWindowNotice(c) {
+    var notice = $("[data-window-notice]");
+    var picked = pickedChannel(c);
+    var closed = (picked ? picked.reply_window_open : c.reply_window_open) === false;
+    var tags = closed && (!picked || picked.id === c.channel_id) ? c.message_tags || [] : [];
+    notice.hidden = !closed;
+    notice.textContent = tags.length ? T.window_closed_tags : T.window_closed;
+    renderMessageTags(tags);
+  }
+
+  // ----- composer: which channel the answer goes through -----
+  // Shown when the contact can be answered on more than one channel; the default is the one they
+  // last wrote on (the API's default_channel_id).
+  var channelField = $("[data-composer-channel-field]");
+  var channelSelect = $("[data-composer-channel]");
+  function pickedChannel(c) {
+    var id = Number(channelSelect.value);
+    return (c.reply_channels || []).filter(function (ch) { return ch.id === id; })[0] || null;
+  }
+  function renderChannelChoice(c) {
+    var choices = c.reply_channels || [];
+    channelSelect.textContent = "";
+    choices.forEach(function (ch) {
+      var option = new Option(ch.name, String(ch.id));
+      option.setAttribute("data-type", ch.type);
+      channelSelect.appendChild(option);
+    });
+    if (c.default_channel_id) channelSelect.value = String(c.default_channel_id);
+    channelField.hidden = choices.length < 2 || state.mode === "note";
+  }
+  channelSelect.addEventListener("change", function () {
+    if (state.current) renderWindowNotice(state.current);
+    clearComposerError();
   });
 
   function markRead() {
@@ -416,6 +457,7 @@
         hideTyping();
       }
       state.current = c;
+      renderChannelChoice(c);
       state.olderId = results[1].next_before_id;
       shownMessages = {};
       thread.textContent = "";
@@ -521,6 +563,7 @@
       $all("[data-mode]", composer).forEach(function (b) { b.classList.toggle("selected", b === button); });
       composer.classList.toggle("note-mode", state.mode === "note");
       attachButton.hidden = state.mode === "note";
+      channelField.hidden = state.mode === "note" || channelSelect.options.length < 2;
       hideMentions();
       clearComposerError();
       input.focus();
@@ -639,6 +682,7 @@
       : { type: messageType(text), text: text || null, attachments: fileIds };
     if (!note && !tagBox.hidden && tagSelect.value) body.message_tag = tagSelect.value;
     if (!note && state.privateReplyTo) body.private_reply_to_message_id = state.privateReplyTo;
+    if (!note && !channelField.hidden && channelSelect.value) body.channel_id = Number(channelSelect.value);
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
