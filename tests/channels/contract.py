@@ -74,8 +74,9 @@ class AdapterCase:
     # For adapters that call a provider: the config pointing `send` at `url`, and its refusal shape.
     send_config: Callable[[str], dict[str, Any]] | None = None
     refusal: Refusal | None = None
-    # A status callback body for (provider message id, status), for adapters with receipts.
-    status_body: Callable[[str, DeliveryStatus], bytes] | None = None
+    # A status callback body for (provider message id, status), for adapters with receipts; None for
+    # a status the provider never reports.
+    status_body: Callable[[str, DeliveryStatus], bytes | None] | None = None
     recipient_id: str = "recipient-1"
     # Whether the signature covers the body (HMAC) or is a shared secret sent with it (Telegram).
     body_signed: bool = True
@@ -281,10 +282,14 @@ def test_statuses_only_move_forward(case: AdapterCase, client: TestClient, db: D
     # Receipts arrive out of order: a late "delivered" and a "failed" after "read" change nothing.
     for status in (DeliveryStatus.READ, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED):
         receipt = case.status_body("prov-9", status)
+        if receipt is None:
+            continue  # a status this provider never reports (Messenger has no failure receipts)
         request = _request("POST", receipt, case.sign(channel, receipt))
-        assert [(s.provider_message_id, s.status) for s in case.adapter.parse_webhook(channel, request).statuses] == [
-            ("prov-9", status)
-        ]
+        parsed = case.adapter.parse_webhook(channel, request).statuses
+        # The message by its id, or by a watermark (Messenger: everything sent to the customer until then).
+        assert parsed
+        assert all(s.status == status for s in parsed)
+        assert any(s.provider_message_id == "prov-9" or (s.up_to is not None and s.recipient_id) for s in parsed)
         response = client.post(f"/webhooks/{channel.key}", content=receipt, headers=case.sign(channel, receipt))
         assert response.status_code == 200
         callbacks_written(db)

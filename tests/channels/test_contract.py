@@ -11,11 +11,15 @@ import pytest
 
 from tertulia.channels import registry
 from tertulia.channels.adapters import ADAPTERS
+from tertulia.channels.adapters.instagram import InstagramAdapter
+from tertulia.channels.adapters.messenger import MessengerAdapter
+from tertulia.channels.adapters.meta_graph import hub_signature
 from tertulia.channels.adapters.telegram import TelegramAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signature
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tests.channels import meta_samples as meta
 from tests.channels import telegram_samples
 from tests.channels import whatsapp_samples as wa
 from tests.channels.contract import (
@@ -28,6 +32,7 @@ from tests.channels.contract import (
     test_send_maps_provider_errors,
     test_statuses_only_move_forward,
 )
+from tests.channels.fake_meta_graph import graph_error
 from tests.channels.fake_telegram import BOT_TOKEN
 from tests.fakes import FAKE_SECRET, FakeHttpAdapter
 
@@ -145,12 +150,113 @@ def _whatsapp() -> AdapterCase:
     )
 
 
+def _meta_sign(channel: Channel, body: bytes) -> dict[str, str]:
+    return {"X-Hub-Signature-256": f"sha256={hub_signature(str(channel.secrets['app_secret']), body)}"}
+
+
+def _meta_handshake(channel: Channel) -> tuple[dict[str, str], str]:
+    token = str(channel.secrets["verify_token"])
+    return {"hub.mode": "subscribe", "hub.verify_token": token, "hub.challenge": "1158201444"}, "1158201444"
+
+
+def _graph_error_body(status: int, text: str) -> dict[str, Any]:
+    """Graph's answers to throttling (613, "Calls to this api have exceeded the rate limit") and to
+    its own faults (2, "Service temporarily unavailable")."""
+    return graph_error(613, text) if status == 429 else graph_error(2, text)
+
+
+# Nothing listens on port 9 (discard): profile look-ups fail at once, and are tolerated.
+UNREACHABLE = "http://127.0.0.1:9"
+
+
+def _messenger() -> AdapterCase:
+    """Meta's documented Messenger events (tests/channels/meta_samples.py)."""
+
+    def status_body(provider_id: str, status: DeliveryStatus) -> bytes | None:
+        if status == DeliveryStatus.DELIVERED:
+            return meta.body(meta.envelope(meta.delivery(provider_id)))
+        if status == DeliveryStatus.READ:
+            return meta.body(meta.envelope(meta.read()))
+        return None
+
+    refusal = graph_error(10, "(#10) This message is sent outside of allowed window.", 2018278)
+    return AdapterCase(
+        adapter=MessengerAdapter(),
+        sign=_meta_sign,
+        handshake=_meta_handshake,
+        samples=[
+            (meta.body(meta.envelope(meta.TEXT)), [meta.TEXT["message"]["mid"]]),
+            (
+                meta.body(meta.envelope(meta.IMAGE, meta.QUICK_REPLY)),
+                ["mid.1458696618141:b4ef9d19ec21086067", "mid.1457764197618:quick"],
+            ),
+            (meta.body(meta.envelope(meta.POSTBACK)), ["m_postback-1"]),
+            (meta.body(meta.envelope(meta.REFERRAL)), [f"referral:{meta.PSID}:1458692752478"]),
+        ],
+        config={"page_id": meta.PAGE_ID, "api_base_url": UNREACHABLE},
+        secrets={"page_access_token": meta.PAGE_TOKEN, "app_secret": meta.APP_SECRET},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(
+            400,
+            refusal,
+            "Sent outside the 24-hour window without a message tag that allows it. "
+            "(#10) This message is sent outside of allowed window.",
+        ),
+        status_body=status_body,
+        error_body=_graph_error_body,
+        accepted=({"recipient_id": meta.PSID, "message_id": "m_accepted"}, "m_accepted"),
+        retry_after=60.0,
+        recipient_id=meta.PSID,
+    )
+
+
+def _instagram() -> AdapterCase:
+    """Meta's documented Instagram events (tests/channels/meta_samples.py), Instagram Login variant."""
+
+    def status_body(provider_id: str, status: DeliveryStatus) -> bytes | None:
+        # Instagram reports only that a message was seen (messaging_seen).
+        if status == DeliveryStatus.READ:
+            return meta.body(meta.ig_envelope(meta.ig_seen(provider_id)))
+        return None
+
+    refusal = graph_error(10, "(#10) This message is sent outside of allowed window.", 2018278)
+    return AdapterCase(
+        adapter=InstagramAdapter(),
+        sign=_meta_sign,
+        handshake=_meta_handshake,
+        samples=[
+            (meta.body(meta.ig_envelope(meta.IG_TEXT)), [meta.IG_TEXT["message"]["mid"]]),
+            (
+                meta.body(meta.ig_envelope(meta.IG_IMAGE, meta.IG_STORY_REPLY, meta.IG_STORY_MENTION)),
+                [m["message"]["mid"] for m in (meta.IG_IMAGE, meta.IG_STORY_REPLY, meta.IG_STORY_MENTION)],
+            ),
+            (meta.body(meta.ig_envelope(meta.IG_UNSUPPORTED)), [meta.IG_UNSUPPORTED["message"]["mid"]]),
+        ],
+        config={"ig_user_id": meta.IG_ID, "api_base_url": UNREACHABLE},
+        secrets={"access_token": meta.PAGE_TOKEN, "app_secret": meta.APP_SECRET},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(
+            400,
+            refusal,
+            "Sent outside the 24-hour window without a message tag that allows it. "
+            "(#10) This message is sent outside of allowed window.",
+        ),
+        status_body=status_body,
+        error_body=_graph_error_body,
+        accepted=({"recipient_id": meta.IGSID, "message_id": "m_ig_accepted"}, "m_ig_accepted"),
+        retry_after=60.0,
+        recipient_id=meta.IGSID,
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
 CASES: dict[str, Callable[[], AdapterCase]] = {
     "webchat": _webchat,
     "fakehttp": _fakehttp,
     "whatsapp": _whatsapp,
     "telegram": _telegram,
+    "messenger": _messenger,
+    "instagram": _instagram,
 }
 
 

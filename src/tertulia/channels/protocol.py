@@ -122,14 +122,25 @@ class InboundMessage:
     # Other ids the same customer has on this channel type (WhatsApp: the BSUID beside the phone
     # number): contacts link them all to one contact.
     sender_aliases: tuple[str, ...] = ()
+    # Whether it opens the reply window: a customer's message does; a comment on a post does not
+    # (Messenger and Instagram allow one private reply to it instead).
+    opens_window: bool = True
+    # The customer's picture where the provider gives one (Messenger, Instagram profiles): a new
+    # contact's avatar.
+    avatar_url: str | None = None
 
 
 @dataclass(frozen=True)
 class StatusUpdate:
+    """One message's new status; or, with `up_to` (Messenger's watermarks), every message sent to
+    `recipient_id` on the channel up to that time (`provider_message_id` is then empty)."""
+
     provider_message_id: str
     status: DeliveryStatus
     reason: str | None = None
     at: datetime | None = None
+    recipient_id: str | None = None
+    up_to: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,9 @@ class ParsedWebhook:
     # What the provider says about the account rather than a conversation.
     templates: list[TemplateChange] = field(default_factory=list)
     quality: list[QualityChange] = field(default_factory=list)
+    # Messages the business sent to a customer from elsewhere (the Facebook Page inbox, another
+    # tool): stored as outgoing, never as the customer's; `sender_id` is the customer's id.
+    echoes: list[InboundMessage] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -199,6 +213,9 @@ class SendResult:
     provider_message_id: str
     # Channels without receipts (Telegram, web chat) report their final state here.
     status: DeliveryStatus = DeliveryStatus.SENT
+    # The customer's id the provider answered with when we did not address them by it (a private
+    # reply to a comment reaches the commenter's Messenger id): linked to the same contact.
+    recipient_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -233,10 +250,18 @@ class ChannelRules:
     # Reply buttons or a list to pick from (OutboundMessage.payload["quick_reply"]; the API's
     # `quick_reply` type): {"buttons": [{"id", "title"}]} or {"list": {"button", "sections":
     # [{"title", "rows": [{"id", "title", "description"}]}]}}, with an optional "header" and "footer".
-    quick_replies: bool = False
+    reply_choices: bool = False
     message_types: frozenset[MessageType] = frozenset(
         {MessageType.TEXT, MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
     )
+    # Quick replies under a message (OutboundMessage.payload["quick_replies"]: [{"title", "payload"}]).
+    quick_replies: bool = False
+    # Message tags that allow a message outside the reply window (Messenger, Instagram), each with
+    # how long after the customer's last message it may be used (None: any time).
+    message_tags: tuple[tuple[str, timedelta | None], ...] = ()
+    # One private reply to a comment on the business's posts, this long after the comment (Messenger,
+    # Instagram: 7 days); None = no private replies.
+    private_replies: timedelta | None = None
 
 
 class ChannelError(Exception):

@@ -125,7 +125,13 @@ class ProviderRefused(ValidationFailed):
         self.kind = kind
 
 
-PROVIDER_NAMES = {"telegram": "Telegram", "webchat": "Web chat"}
+PROVIDER_NAMES = {
+    "telegram": "Telegram",
+    "webchat": "Web chat",
+    "whatsapp": "WhatsApp",
+    "messenger": "Messenger",
+    "instagram": "Instagram",
+}
 
 
 def provider_name(channel_type: str) -> str:
@@ -182,8 +188,10 @@ def do_connect_channel(
     channel = do_create_channel(session, actor, channel_type, label, config, secrets)
     _connect(session, channel, base_url)
     bot = (channel.config or {}).get("bot") or {}
-    if named_by_provider and bot.get("username"):
-        channel.name = f"@{bot['username']}"[:120]
+    # The name the provider gave the account: a bot's @username, a Page's or profile's name.
+    account = f"@{bot['username']}" if bot.get("username") else (channel.config or {}).get("account_name")
+    if named_by_provider and account:
+        channel.name = tidy_name(str(account))[:120] or channel.name
         session.flush()
     return channel
 

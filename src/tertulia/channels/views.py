@@ -1,7 +1,10 @@
 """Channel pages: the widget script that sites embed, and Settings > Channels: every channel with
 its health, web chat widgets, Telegram bots (connect by token, replace the token, disconnect, connect
-again) and each bot's chat menu (its commands, pushed to Telegram on save), and WhatsApp numbers
-(what to paste into Meta's dashboard, and a connection test that reads the number from the Graph API)."""
+again), WhatsApp numbers (what to paste into Meta's dashboard, a connection test that reads the
+number from the Graph API, and its message templates), Messenger Pages and Instagram accounts
+(meta.html: the callback URL and verify token to paste into Meta's dashboard, new tokens, disconnect)
+and each channel's chat menu (Telegram's commands, Messenger's persistent menu, Instagram's ice
+breakers; pushed to the provider on save)."""
 
 import re
 from datetime import datetime, time
@@ -160,6 +163,11 @@ def _overview(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]:
 
 
 TELEGRAM_VALUES = {"name": "", "api_base_url": "https://api.telegram.org"}
+MESSENGER_VALUES = {"name": "", "page_id": "", "api_base_url": "https://graph.facebook.com"}
+INSTAGRAM_VALUES = {"name": "", "login": "instagram", "page_id": "", "api_base_url": ""}
+# Meta's channels share one settings page (meta.html); the chat menu page serves every ChatMenu.
+META_TYPES = ("messenger", "instagram")
+MENU_TYPES = ("telegram", *META_TYPES)
 
 
 def _list(
@@ -170,6 +178,10 @@ def _list(
     *,
     telegram: dict[str, Any] | None = None,
     telegram_errors: dict[str, str] | None = None,
+    messenger: dict[str, Any] | None = None,
+    messenger_errors: dict[str, str] | None = None,
+    instagram: dict[str, Any] | None = None,
+    instagram_errors: dict[str, str] | None = None,
 ) -> Response:
     everything = service.list_channels(ctx.session, ctx.actor.workspace_id)
     context = {
@@ -179,6 +191,10 @@ def _list(
         "errors": errors,
         "telegram": telegram or TELEGRAM_VALUES,
         "telegram_errors": telegram_errors or {},
+        "messenger": messenger or MESSENGER_VALUES,
+        "messenger_errors": messenger_errors or {},
+        "instagram": instagram or INSTAGRAM_VALUES,
+        "instagram_errors": instagram_errors or {},
     }
     return _render(ctx, "list.html", context, status_code=status)
 
@@ -214,6 +230,134 @@ def connect_telegram(ctx: UserPage, form: Annotated[TelegramForm, Form()]) -> Re
         done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected"),
         catch=(DomainError,),
     )
+
+
+class MessengerForm(BaseModel):
+    name: str = ""
+    page_id: str = ""
+    # Write-only: never put back into the page.
+    page_access_token: str = ""
+    app_secret: str = ""
+    api_base_url: str = "https://graph.facebook.com"
+
+
+@router.post("/settings/channels/messenger")
+def connect_messenger(ctx: UserPage, form: Annotated[MessengerForm, Form()]) -> Response:
+    """Connect a Page; the answer is its page with the verify token to paste into Meta's dashboard,
+    shown this once."""
+    kept = {"name": form.name, "page_id": form.page_id, "api_base_url": form.api_base_url}
+    return submit(
+        ctx,
+        lambda: service.do_connect_channel(
+            ctx.session,
+            ctx.actor,
+            "messenger",
+            form.name,
+            {"page_id": form.page_id, "api_base_url": form.api_base_url},
+            {"page_access_token": form.page_access_token, "app_secret": form.app_secret},
+            base_url=_base_url(ctx),
+        ),
+        again=lambda exc: _list(ctx, _form_values(None), {}, 422, messenger=kept, messenger_errors=_errors(ctx, exc)),
+        done=lambda channel: _meta_detail(
+            ctx, channel, {}, 200, verify_token=str((channel.secrets or {}).get("verify_token"))
+        ),
+        catch=(DomainError,),
+    )
+
+
+class InstagramForm(BaseModel):
+    name: str = ""
+    login: str = "instagram"
+    page_id: str = ""
+    # Write-only: never put back into the page.
+    access_token: str = ""
+    page_access_token: str = ""
+    app_secret: str = ""
+    api_base_url: str = ""
+
+
+@router.post("/settings/channels/instagram")
+def connect_instagram(ctx: UserPage, form: Annotated[InstagramForm, Form()]) -> Response:
+    """Connect a professional account; the answer is its page with the verify token, shown this once."""
+    kept = {"name": form.name, "login": form.login, "page_id": form.page_id, "api_base_url": form.api_base_url}
+    config = {"login": form.login, "api_base_url": form.api_base_url}
+    if form.login == "facebook":
+        config["page_id"] = form.page_id
+        secrets = {"page_access_token": form.page_access_token, "app_secret": form.app_secret}
+    else:
+        secrets = {"access_token": form.access_token, "app_secret": form.app_secret}
+    return submit(
+        ctx,
+        lambda: service.do_connect_channel(
+            ctx.session, ctx.actor, "instagram", form.name, config, secrets, base_url=_base_url(ctx)
+        ),
+        again=lambda exc: _list(ctx, _form_values(None), {}, 422, instagram=kept, instagram_errors=_errors(ctx, exc)),
+        done=lambda channel: _meta_detail(
+            ctx, channel, {}, 200, verify_token=str((channel.secrets or {}).get("verify_token"))
+        ),
+        catch=(DomainError,),
+    )
+
+
+def _meta_detail(
+    ctx: WebContext, channel: Channel, errors: dict[str, str], status: int, *, verify_token: str | None = None
+) -> Response:
+    """`verify_token` is one generated by this request: shown in this response only."""
+    [row] = _overview(ctx, [channel])
+    config = channel.config or {}
+    context = {
+        **row,
+        "account_name": config.get("account_name") or config.get("page_name") or config.get("username"),
+        "api_base_url": config.get("api_base_url", ""),
+        "callback_url": service.callback_url(_base_url(ctx), channel),
+        "verify_token": verify_token,
+        "errors": errors,
+    }
+    response = _render(ctx, "meta.html", context, status_code=status)
+    if verify_token:
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class MetaTokensForm(BaseModel):
+    # Write-only: empty keeps the stored value.
+    page_access_token: str = ""
+    access_token: str = ""
+    app_secret: str = ""
+
+
+@router.post("/settings/channels/{channel_id}/meta")
+def update_meta(ctx: UserPage, channel_id: int, form: Annotated[MetaTokensForm, Form()]) -> Response:
+    """New tokens: kept, then the channel is connected again with them."""
+    channel = _access(ctx, channel_id, None)
+    if channel.type not in META_TYPES:
+        raise NotFound("Channel not found.")
+    replacements = {
+        name: value for name, value in form.model_dump().items() if name in (channel.secrets or {}) and value.strip()
+    }
+
+    def save() -> Channel:
+        service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, replacements)
+        return service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx))
+
+    return submit(
+        ctx,
+        save,
+        again=lambda exc: _meta_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
+
+
+@router.post("/settings/channels/{channel_id}/verify-token")
+def new_verify_token(ctx: UserPage, channel_id: int) -> Response:
+    channel = _access(ctx, channel_id, None)
+    if channel.type not in META_TYPES:
+        raise NotFound("Channel not found.")
+    token = new_token(nbytes=24)
+    service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, {"verify_token": token})
+    return _meta_detail(ctx, channel, {}, 200, verify_token=token)
 
 
 @router.post("/settings/channels")
@@ -275,6 +419,8 @@ def channel_page(ctx: UserPage, channel_id: ID) -> Response:
         return _telegram_detail(ctx, channel, {}, 200)
     if channel.type == "whatsapp":
         return _whatsapp_detail(ctx, channel, 200)
+    if channel.type in META_TYPES:
+        return _meta_detail(ctx, channel, {}, 200)
     if channel.type != "webchat":
         raise NotFound("Channel not found.")
     return _detail(ctx, channel, _form_values(channel), {}, 200)
@@ -396,7 +542,11 @@ def reconnect_channel(ctx: UserPage, channel_id: int) -> Response:
     return submit(
         ctx,
         lambda: service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx)),
-        again=lambda exc: _telegram_detail(ctx, channel, _errors(ctx, exc), 422),
+        again=lambda exc: (
+            _meta_detail(ctx, channel, _errors(ctx, exc), 422)
+            if channel.type in META_TYPES
+            else _telegram_detail(ctx, channel, _errors(ctx, exc), 422)
+        ),
         redirect=f"/settings/channels/{channel_id}",
         flash="channel_connected",
         catch=(DomainError,),
@@ -514,16 +664,32 @@ def sync_templates(ctx: UserPage, channel_id: ID) -> Response:
     )
 
 
-def _menu_lines(items: list[dict[str, Any]]) -> str:
-    return "\n".join(f"/{item['command']} {item['description']}" for item in items)
+def _menu_lines(channel: Channel) -> str:
+    items = (channel.config or {}).get("menu") or []
+    if channel.type == "telegram":
+        return "\n".join(f"/{item['command']} {item['description']}" for item in items)
+    return "\n".join(
+        f"{item.get('title') or item.get('question')} | {item.get('url') or item.get('payload')}" for item in items
+    )
 
 
-def _menu_items(text: str) -> list[dict[str, str]]:
+def _menu_items(channel: Channel, text: str) -> list[dict[str, str]]:
+    """The menu's lines as items: Telegram's `/command description`; Meta's `Title | payload or URL`
+    (Instagram's ice breakers: `Question | payload`)."""
     items = []
     for line in text.splitlines():
-        if line.strip():
+        if not line.strip():
+            continue
+        if channel.type == "telegram":
             command, _, description = line.strip().partition(" ")
             items.append({"command": command, "description": description})
+            continue
+        title, _, target = (part.strip() for part in line.partition("|"))
+        label = "question" if channel.type == "instagram" else "title"
+        if target.startswith(("https://", "http://")):
+            items.append({label: title, "url": target})
+        else:
+            items.append({label: title, "payload": target})
     return items
 
 
@@ -540,13 +706,20 @@ class MenuForm(BaseModel):
 
 @router.get("/settings/channels/{channel_id}/menu")
 def menu_page(ctx: UserPage, channel_id: int) -> Response:
-    channel = _access(ctx, channel_id, "telegram")
-    return _menu_page(ctx, channel, _menu_lines((channel.config or {}).get("menu") or []), {}, 200)
+    channel = _menu_channel(ctx, channel_id)
+    return _menu_page(ctx, channel, _menu_lines(channel), {}, 200)
+
+
+def _menu_channel(ctx: WebContext, channel_id: int) -> Channel:
+    channel = _access(ctx, channel_id, None)
+    if channel.type not in MENU_TYPES:
+        raise NotFound("Channel not found.")
+    return channel
 
 
 @router.post("/settings/channels/{channel_id}/menu")
 def save_menu(ctx: UserPage, channel_id: int, form: Annotated[MenuForm, Form()]) -> Response:
-    channel = _access(ctx, channel_id, "telegram")
+    channel = _menu_channel(ctx, channel_id)
 
     def again(exc: DomainError) -> Response:
         errors = _errors(ctx, exc)
@@ -561,11 +734,9 @@ def save_menu(ctx: UserPage, channel_id: int, form: Annotated[MenuForm, Form()])
 
     return submit(
         ctx,
-        lambda: service.do_save_chat_menu(ctx.session, ctx.actor, channel, _menu_items(form.menu)),
+        lambda: service.do_save_chat_menu(ctx.session, ctx.actor, channel, _menu_items(channel, form.menu)),
         again=again,
-        done=lambda answer: _menu_page(
-            ctx, channel, _menu_lines((channel.config or {}).get("menu") or []), {}, 200, answer
-        ),
+        done=lambda answer: _menu_page(ctx, channel, _menu_lines(channel), {}, 200, answer),
         catch=(DomainError,),
     )
 

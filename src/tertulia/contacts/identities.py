@@ -64,6 +64,7 @@ class Sender:
     email: str | None = None
     phone: str | None = None
     aliases: tuple[str, ...] = ()
+    avatar_url: str | None = None
 
     @property
     def external_ids(self) -> tuple[str, ...]:
@@ -248,7 +249,13 @@ def _values(sender: Sender) -> dict[str, Any]:
     display = " ".join((sender.display_name or "").split())
     first = sender.first_name or (display.split(" ", 1)[0] if display else None)
     last = sender.last_name or (display.split(" ", 1)[1] if " " in display else None)
-    given = {"first_name": first, "last_name": last, "email": sender.email, "phone": sender.phone}
+    given = {
+        "first_name": first,
+        "last_name": last,
+        "email": sender.email,
+        "phone": sender.phone,
+        "avatar_url": sender.avatar_url,
+    }
     return {name: value for name, value in given.items() if value}
 
 

@@ -8,7 +8,8 @@ Conversations
     GET  /api/v1/conversations/{id}
     GET  /api/v1/conversations/{id}/messages?before_id=&limit=   newest page first; items oldest
          first; `next_before_id` pages upwards (infinite scroll)
-    POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?}
+    POST /api/v1/conversations/{id}/messages   {"type","text","attachments":[file ids],"channel_id"?,
+         "message_tag"?, "private_reply_to_message_id"? (a comment to answer privately, once)}
          (a WhatsApp template: {"type": "whatsapp_template", "template": {...}}, checked against the
          channel's synced template, variables in its text parameters filled in)
     GET  /api/v1/conversations/{id}/templates  the APPROVED templates of the conversation's channel
@@ -24,7 +25,8 @@ Conversations
     POST /api/v1/conversations/{id}/typing     {"note"?: bool} (realtime only; the customer's widget
                                                shows it too unless it is a note)
 Contacts' messages (REST API v1)
-    POST /api/v1/contacts/{identifier}/messages  {"channel_id"?,"message":{"type","text","attachments"}}
+    POST /api/v1/contacts/{identifier}/messages  {"channel_id"?,"message":{"type","text","attachments",
+         "buttons"?,"quick_replies"?,"message_tag"?}} (message_tag: Messenger/Instagram outside the window)
          -> {"id","status","conversation_id","channel_id"}; without channel_id, the channel the contact
          last wrote on (422 no_channel when they can be answered on none)
     Both message bodies also take "reply_to_message_id" (quote an earlier message of the
@@ -133,6 +135,15 @@ class QuickReplyBody(BaseModel):
     footer: str | None = Field(default=None, max_length=256)
 
 
+class SuggestedReply(BaseModel):
+    """A suggested answer shown above the customer's keyboard (Messenger, Instagram): its title comes
+    back as the customer's choice, with `payload`."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=20)
+    payload: str | None = Field(default=None, max_length=1000)
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # `whatsapp_template` is the stored type `template` with a WhatsApp template; `quick_reply` is a
@@ -148,6 +159,11 @@ class MessageBody(BaseModel):
     quick_reply: QuickReplyBody | None = None
     # Text messages: ask the channel to show a preview of the first link (WhatsApp's preview_url).
     preview_url: bool | None = None
+    # Channels whose rules allow quick replies (Messenger, Instagram); others refuse them (422).
+    quick_replies: list[SuggestedReply] = Field(default_factory=list, max_length=13)
+    # Messenger/Instagram: the message tag that allows a message outside the 24-hour window
+    # (ACCOUNT_UPDATE, POST_PURCHASE_UPDATE, CONFIRMED_EVENT_UPDATE, HUMAN_AGENT within 7 days).
+    message_tag: str | None = Field(default=None, max_length=40, pattern=r"^[A-Z_]+$")
 
     @model_validator(mode="after")
     def _template_with_its_type(self) -> "MessageBody":
@@ -186,11 +202,16 @@ class MessageBody(BaseModel):
             )
         if self.preview_url:
             payload["preview_url"] = True
+        if self.quick_replies:
+            payload["quick_replies"] = [q.model_dump(exclude_none=True) for q in self.quick_replies]
         return payload
 
 
 class ReplyBody(MessageBody):
     channel_id: ID | None = None
+    # A comment on the business's post (an incoming message of this conversation) to answer privately,
+    # once, within 7 days (Messenger, Instagram).
+    private_reply_to_message_id: ID | None = None
 
 
 class ContactMessageBody(BaseModel):
@@ -370,6 +391,11 @@ def get_conversation(session: DbSession, actor: InboxActor, conversation_id: ID)
                     # When the window closes (or closed), by the server's clock: the composer shows it.
                     "reply_window_closes_at": closes_at.isoformat() if closes_at else None,
                     "templates_outside_window": rules.templates_outside_window,
+                    # The tags that let a message out after the window (Messenger, Instagram), each
+                    # with the days after the customer's last message it may be used (null: any time).
+                    "message_tags": [
+                        {"tag": tag, "days": horizon.days if horizon else None} for tag, horizon in rules.message_tags
+                    ],
                 }
         # The channels the contact can be answered on, for the composer's choice (default: the one
         # they last wrote on).
@@ -466,6 +492,8 @@ def reply(session: DbSession, actor: InboxActor, conversation_id: ID, body: Repl
         file_ids=body.attachments,
         channel_id=body.channel_id,
         payload=body.extra_payload(),
+        message_tag=body.message_tag,
+        private_reply_to_message_id=body.private_reply_to_message_id,
     )
     return schemas.message_dict(message)
 
@@ -543,6 +571,7 @@ def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body
         message_type=body.message.message_type,
         file_ids=body.message.attachments,
         payload=body.message.extra_payload(),
+        message_tag=body.message.message_tag,
     )
     return {
         "id": message.id,

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import InboundEdit, InboundMessage, MessageType
+from tertulia.channels.protocol import DeliveryStatus, InboundEdit, InboundMessage, MessageType
 from tertulia.contacts import identities
 from tertulia.contacts.models import Contact
 from tertulia.contacts.service import record
@@ -136,10 +136,11 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
         sender = session.get(Contact, row["contact_id"])  # from the identity map
         assert sender is not None
         conversation.last_message_at = new_message.created_at
-        conversation.last_incoming_at = new_message.created_at
         conversation.channel_id = new_message.channel_id
         conversation.last_message_preview = preview_of(new_message.text, new_message.type)
-        sender.last_incoming_at = new_message.created_at
+        if items[index][1].opens_window:
+            conversation.last_incoming_at = new_message.created_at
+            sender.last_incoming_at = new_message.created_at
         results[index] = Received(message=new_message, conversation=conversation, contact=sender, duplicate=False)
         written.append((index, new_message))
     session.flush()
@@ -179,6 +180,7 @@ def _sender(inbound: InboundMessage) -> identities.Sender:
         email=inbound.email,
         phone=inbound.phone,
         aliases=inbound.sender_aliases,
+        avatar_url=inbound.avatar_url,
     )
 
 
@@ -233,3 +235,48 @@ def do_apply_edits(session: Session, channel: Channel, edits: Sequence[InboundEd
                 {"message": message_dict(message), "conversation": conversation_dict(conversation)},
             ),
         )
+
+
+def do_record_echoes(session: Session, channel: Channel, echoes: Sequence[InboundMessage]) -> int:
+    """Messages the business sent to customers from elsewhere (Messenger's echoes of the Page inbox):
+    stored as outgoing and sent, never as the customer's, and without touching the reply window.
+    Deduplicated by provider id against everything the channel stored, our own sends included;
+    returns how many were new."""
+    keys = [(channel.id, echo.provider_message_id) for echo in echoes if echo.provider_message_id]
+    known = {m.provider_message_id for m in repo.messages_by_provider_ids(session, keys)}
+    written = 0
+    for echo in echoes:
+        if not echo.provider_message_id or echo.provider_message_id in known or not echo.sender_id:
+            continue
+        known.add(echo.provider_message_id)
+        contact = identities.resolve_sender(session, channel.workspace_id, channel.type, _sender(echo))
+        conversation, created = open_conversation_for(session, contact, channel.id)
+        now = utcnow()
+        message = Message(
+            workspace_id=channel.workspace_id,
+            conversation_id=conversation.id,
+            contact_id=contact.id,
+            channel_id=channel.id,
+            direction=Direction.OUTGOING,
+            sender_kind=SenderKind.SYSTEM,
+            type=echo.type,
+            text=echo.text,
+            attachments=echo.attachments,
+            payload={**echo.payload, "recipient_id": echo.sender_id},
+            provider_message_id=echo.provider_message_id,
+            status=DeliveryStatus.SENT,
+            status_at=now,
+            attempts=0,
+            created_at=now,
+        )
+        session.add(message)
+        session.flush()
+        conversation.last_message_at = now
+        conversation.last_message_preview = preview_of(echo.text, echo.type)
+        contact.last_outgoing_at = now
+        session.flush()
+        if created:
+            record_opened(session, Actor.system(conversation.workspace_id, "channel"), conversation)
+        customer_message_created(session, conversation, message)
+        written += 1
+    return written

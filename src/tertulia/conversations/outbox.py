@@ -50,6 +50,8 @@ from tertulia.channels.protocol import (
     channel_pace,
 )
 from tertulia.channels.registry import get_adapter
+from tertulia.contacts import identities
+from tertulia.conversations import repository as repo
 from tertulia.conversations.files import do_sweep_unsent_uploads
 from tertulia.conversations.models import Direction, Message, OutboundPace, StoredFile
 from tertulia.conversations.status import advance_message_status
@@ -249,7 +251,14 @@ def process_outbound(db: Database, message_id: int, clock: Callable[[], datetime
         if message is None:
             return Outcome("skipped")
         if message.provider_message_id is None:
+            _drop_echo_of(session, message, result.provider_message_id)
             message.provider_message_id = result.provider_message_id
+        if result.recipient_id and result.recipient_id != recipient_id:
+            # A private reply reached the commenter's Messenger id: their later messages are theirs.
+            identities.resolve_senders(
+                session,
+                [(channel.workspace_id, channel.type, identities.Sender(recipient_id, aliases=(result.recipient_id,)))],
+            )
         session.flush()
         advance_message_status(session, message, DeliveryStatus.SENT, None)
         if result.status != DeliveryStatus.SENT:
@@ -257,6 +266,17 @@ def process_outbound(db: Database, message_id: int, clock: Callable[[], datetime
         if message.channel_id is not None:
             touch_sent(session, message.channel_id, utcnow())
     return Outcome("sent")
+
+
+def _drop_echo_of(session: Session, message: Message, provider_message_id: str) -> None:
+    """The provider's echo of this very message may have been stored first (it arrived before this
+    transaction): it is the same message, so the echo goes and ours keeps the provider id."""
+    if message.channel_id is None:
+        return
+    echo = repo.message_by_provider_id(session, message.channel_id, provider_message_id)
+    if echo is not None and echo.id != message.id and "echo" in (echo.payload or {}):
+        session.delete(echo)
+        session.flush()
 
 
 def _fail(db: Database, message_id: int, reason: str) -> Outcome:

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from tertulia.channels.message_templates import check_template_message
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus, MessageType, OutboundCheck, window_open
+from tertulia.channels.protocol import ChannelRules, DeliveryStatus, MessageType, OutboundCheck, window_open
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import list_channels, recipient_for
 from tertulia.contacts import repository as contacts_repo
@@ -50,6 +50,8 @@ from tertulia.users.service import check_member_user
 from tertulia.workspaces.service import get_workspace
 
 MAX_TEXT = 10_000
+# Meta's tag for a person's late answer (up to 7 days); never for automated messages.
+HUMAN_AGENT_TAG = "HUMAN_AGENT"
 MAX_SUMMARY = 2_000
 SHORTCUT = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 PREVIEW_LENGTH = 200
@@ -320,6 +322,7 @@ class OutboundPlan:
     # A template message as it goes to the provider: checked against the channel's stored template,
     # variables in its parameters filled in.
     template: dict[str, Any] | None = None
+    message_tag: str | None = None
 
 
 def render_template_parameters(
@@ -352,6 +355,31 @@ def render_template_parameters(
 MAX_TEMPLATE_PARAMETER = 1024
 
 
+def check_message_tag(
+    actor: Actor, channel: Channel, rules: ChannelRules, tag: str | None, last_incoming_at: datetime | None
+) -> str | None:
+    """The message tag a message outside the reply window goes with (Messenger, Instagram), checked:
+    one the channel takes, and within the time it allows after the customer's last message."""
+    allowed = dict(rules.message_tags)
+    if tag is None:
+        return None
+    if not allowed:
+        raise ValidationFailed.field("message.message_tag", f"{channel.type} messages take no message tag")
+    if tag not in allowed:
+        raise ValidationFailed.field("message.message_tag", f"must be one of: {', '.join(allowed)}")
+    if tag == HUMAN_AGENT_TAG and actor.kind not in ("user", "api"):
+        # Meta's policy: the human agent tag is for a person's answer, never an automated one.
+        raise ValidationFailed.field("message.message_tag", "HUMAN_AGENT is only for a person's answer")
+    horizon = allowed[tag]
+    if horizon is not None and (last_incoming_at is None or utcnow() - last_incoming_at >= horizon):
+        raise Conflict(
+            f"The {tag} tag may be used only within {horizon.days} days of the customer's last message.",
+            code="message_tag_expired",
+            details={"message.message_tag": f"{tag}: more than {horizon.days} days since the customer wrote"},
+        )
+    return tag
+
+
 def check_send(
     session: Session,
     actor: Actor,
@@ -362,6 +390,8 @@ def check_send(
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
     template: dict[str, Any] | None = None,
+    message_tag: str | None = None,
+    private_reply: bool = False,
 ) -> OutboundPlan:
     if channel.workspace_id != actor.workspace_id:
         raise NotFound(f"No channel {channel.id}.")
@@ -402,13 +432,26 @@ def check_send(
     recipient = recipient_for(session, channel, contact.id)
     if recipient is None:
         raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
-    if not window_open(rules, last_incoming_on(session, contact, channel), utcnow()):
+    if private_reply:
+        # A comment opens no window: its one private reply is allowed on its own terms (checked
+        # by check_private_reply).
+        return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments)
+    last_incoming = last_incoming_on(session, contact, channel)
+    tag = check_message_tag(actor, channel, rules, message_tag, last_incoming)
+    if not window_open(rules, last_incoming, utcnow()) and tag is None:
+        if rules.message_tags:
+            raise ValidationFailed(
+                "The 24-hour reply window on this channel has closed; send the message with a message tag "
+                f"({', '.join(name for name, _ in rules.message_tags)}) that fits it.",
+                code="reply_window_closed",
+                details={"message.message_tag": "required outside the reply window"},
+            )
         raise ValidationFailed(
             "The reply window on this channel has closed; send an approved template instead.",
             code="reply_window_closed",
             details={"channel_id": "reply window closed"},
         )
-    return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments)
+    return OutboundPlan(contact, channel, recipient, rendered, message_type, attachments, message_tag=tag)
 
 
 def last_incoming_on(session: Session, contact: Contact, channel: Channel) -> datetime | None:
@@ -469,7 +512,7 @@ def check_content(channel: Channel, plan: OutboundPlan, payload: dict[str, Any])
     adapter = get_adapter(channel.type)
     if payload.get("buttons") and not adapter.rules.buttons:
         raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
-    if payload.get("quick_reply") and not adapter.rules.quick_replies:
+    if payload.get("quick_reply") and not adapter.rules.reply_choices:
         raise ValidationFailed.field("message.type", f"{channel.type} cannot send quick_reply messages")
     if isinstance(adapter, OutboundCheck):
         adapter.check_outbound(channel, plan.message_type, plan.text, plan.attachments, payload)
@@ -499,8 +542,11 @@ def do_send(
     message_type: MessageType = MessageType.TEXT,
     file_ids: Sequence[int] = (),
     payload: dict[str, Any] | None = None,
+    message_tag: str | None = None,
+    private_reply_to: Message | None = None,
 ) -> Message:
-    """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit."""
+    """Write the outgoing message (status pending: the outbox row) and queue its delivery after commit.
+    `private_reply_to` is a comment this message answers privately (check_private_reply)."""
     given_template = (payload or {}).get("template")
     plan = check_send(
         session,
@@ -511,10 +557,19 @@ def do_send(
         message_type=message_type,
         file_ids=file_ids,
         template=given_template if isinstance(given_template, dict) else None,
+        message_tag=message_tag,
+        private_reply=private_reply_to is not None,
     )
     if plan.template is not None:
         payload = {**(payload or {}), "template": plan.template}
     check_content(channel, plan, payload or {})
+    rules = get_adapter(channel.type).rules
+    if (payload or {}).get("quick_replies") and not rules.quick_replies:
+        raise ValidationFailed.field("message.quick_replies", f"{channel.type} messages cannot carry quick replies")
+    if plan.message_tag is not None:
+        payload = {**(payload or {}), "message_tag": plan.message_tag}
+    if private_reply_to is not None:
+        payload = {**(payload or {}), "private_reply_to": private_reply_to.payload["comment"]["comment_id"]}
     conversation, created = open_conversation_for(session, contact, channel.id)
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (
@@ -553,9 +608,52 @@ def do_send(
         record_opened(session, actor, conversation)
     customer_message_created(session, conversation, message)
     message_id = message.id
+    if private_reply_to is not None:
+        private_reply_to.payload = {
+            **private_reply_to.payload,
+            "private_reply": {"message_id": message_id, "at": now.isoformat()},
+        }
+        session.flush()
 
     on_commit(session, lambda: enqueue_send(message_id))
     return message
+
+
+def check_private_reply(
+    session: Session, conversation: Conversation, channel: Channel, comment_message_id: int, file_ids: Sequence[int]
+) -> Message:
+    """The comment (an incoming message of this conversation, locked) that may be answered privately:
+    once, in text, within the time the channel allows after it was written."""
+    rules = get_adapter(channel.type).rules
+    field = "private_reply_to_message_id"
+    if rules.private_replies is None:
+        raise ValidationFailed.field(field, f"{channel.type} has no private replies")
+    comment = session.get(Message, comment_message_id, with_for_update=True)
+    if (
+        comment is None
+        or comment.conversation_id != conversation.id
+        or comment.direction != Direction.INCOMING
+        or not isinstance((comment.payload or {}).get("comment"), dict)
+    ):
+        raise ValidationFailed.field(field, "is not a comment of this conversation")
+    if comment.channel_id != channel.id:
+        raise ValidationFailed.field(field, "the comment came through another channel")
+    if file_ids:
+        raise ValidationFailed.field("message.attachments", "a private reply is one text message")
+    if comment.payload.get("private_reply"):
+        raise Conflict(
+            "This comment has already been answered privately; Meta allows one private reply per comment.",
+            code="private_reply_sent",
+            details={field: "already answered privately"},
+        )
+    written = datetime.fromisoformat(str(comment.payload["comment"].get("created_at")))
+    if utcnow() - written >= rules.private_replies:
+        raise Conflict(
+            f"A private reply is allowed only within {rules.private_replies.days} days of the comment.",
+            code="private_reply_expired",
+            details={field: f"the comment is more than {rules.private_replies.days} days old"},
+        )
+    return comment
 
 
 def do_reply(
@@ -568,6 +666,8 @@ def do_reply(
     file_ids: Sequence[int] = (),
     channel_id: int | None = None,
     payload: dict[str, Any] | None = None,
+    message_tag: str | None = None,
+    private_reply_to_message_id: int | None = None,
 ) -> Message:
     target = channel_id or conversation.channel_id
     if target is None:
@@ -577,8 +677,22 @@ def do_reply(
         raise ValidationFailed.field("channel_id", f"no channel {target}")
     contact = contacts_repo.contact_by_id(session, actor.workspace_id, conversation.contact_id)
     assert contact is not None
+    comment = (
+        check_private_reply(session, conversation, channel, private_reply_to_message_id, file_ids)
+        if private_reply_to_message_id is not None
+        else None
+    )
     return do_send(
-        session, actor, contact, channel, text=text, message_type=message_type, file_ids=file_ids, payload=payload
+        session,
+        actor,
+        contact,
+        channel,
+        text=text,
+        message_type=message_type,
+        file_ids=file_ids,
+        payload=payload,
+        message_tag=message_tag,
+        private_reply_to=comment,
     )
 
 

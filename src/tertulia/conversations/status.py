@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus, StatusUpdate, status_advances
+from tertulia.channels.protocol import STATUS_PREDECESSORS, DeliveryStatus, StatusUpdate, status_advances
+from tertulia.contacts.identities import contact_id_for
 from tertulia.conversations import events
 from tertulia.conversations import repository as repo
 from tertulia.conversations.events import InboxEvent
@@ -23,6 +24,7 @@ def do_apply_statuses(session: Session, updates: Sequence[tuple[Channel, StatusU
     status that cannot move its message forward (late, repeated, backwards, or for a message that
     is not ours) costs nothing more, and one that can is one conditional UPDATE, so a racing writer
     still cannot move a message backwards."""
+    updates = _by_message(session, updates)
     keys = [(channel.id, update.provider_message_id) for channel, update in updates]
     messages = {
         (message.channel_id, message.provider_message_id): message
@@ -48,6 +50,43 @@ def do_apply_statuses(session: Session, updates: Sequence[tuple[Channel, StatusU
         for message, status, reason in moved:
             _emit_status(session, conversations[message.conversation_id], message.id, status, reason)
     return len(moved)
+
+
+WATERMARK_BATCH = 200
+
+
+def _by_message(
+    session: Session, updates: Sequence[tuple[Channel, StatusUpdate]]
+) -> list[tuple[Channel, StatusUpdate]]:
+    """Watermarks (Messenger: "everything sent to this customer up to then was read") as one update
+    per message they cover that can still move forward; other updates as they are."""
+    found: list[tuple[Channel, StatusUpdate]] = []
+    for channel, update in updates:
+        if update.up_to is None:
+            found.append((channel, update))
+            continue
+        contact_id = (
+            contact_id_for(session, channel.workspace_id, channel.type, update.recipient_id)
+            if update.recipient_id
+            else None
+        )
+        if contact_id is None:
+            continue
+        covered = session.scalars(
+            select(Message.provider_message_id)
+            .where(
+                Message.channel_id == channel.id,
+                Message.contact_id == contact_id,
+                Message.direction == Direction.OUTGOING,
+                Message.provider_message_id.is_not(None),
+                Message.status.in_(STATUS_PREDECESSORS[update.status]),
+                Message.created_at <= update.up_to,
+            )
+            .order_by(Message.id.desc())
+            .limit(WATERMARK_BATCH)
+        )
+        found.extend((channel, StatusUpdate(str(mid), update.status, update.reason, update.at)) for mid in covered)
+    return found
 
 
 def _emit_status(

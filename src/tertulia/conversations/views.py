@@ -96,6 +96,28 @@ SCRIPT_TEXTS: dict[str, str] = {
     "shared_contact": i18n.lazy("Contact card"),
     "chose": i18n.lazy("Chose: %(choice)s"),
     "unsupported": i18n.lazy("Not shown here: %(kind)s"),
+    "window_closed_tags": i18n.lazy(
+        "The 24-hour reply window has closed: only a message with a message tag that fits it can be sent."
+    ),
+    "message_tag": i18n.lazy("Message tag"),
+    "reply_privately": i18n.lazy("Reply privately"),
+    "replying_privately": i18n.lazy(
+        "Your next reply goes privately to this comment's author in Messenger (one reply per comment)."
+    ),
+    "private_reply_sent": i18n.lazy("Answered privately"),
+    "no_message_tag": i18n.lazy("No tag"),
+    "tag_ACCOUNT_UPDATE": i18n.lazy(
+        "Account update: a change to the customer's account or application (not promotional)."
+    ),
+    "tag_POST_PURCHASE_UPDATE": i18n.lazy(
+        "Post-purchase update: news about a purchase the customer made (shipping, receipt, problem)."
+    ),
+    "tag_CONFIRMED_EVENT_UPDATE": i18n.lazy(
+        "Confirmed event update: a reminder or change for an event the customer registered for."
+    ),
+    "tag_HUMAN_AGENT": i18n.lazy(
+        "Human agent: a person's answer to the customer's question, up to 7 days after they last wrote."
+    ),
     "file_unavailable": i18n.lazy("%(name)s was not downloaded: %(reason)s"),
 }
 

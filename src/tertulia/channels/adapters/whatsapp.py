@@ -30,8 +30,6 @@ message with Meta's own title and details as the reason.
 - `check_connection` reads the number's name, quality rating and messaging limit for Settings.
 """
 
-import hashlib
-import hmac
 import json
 import mimetypes
 import re
@@ -41,6 +39,13 @@ from typing import Any, ClassVar
 
 import httpx
 
+from tertulia.channels.adapters import meta_graph
+from tertulia.channels.adapters.meta_graph import (
+    graph_reason,
+    handshake_reply,
+    hub_signature,
+    verify_hub_request,
+)
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     PACE_SETTING,
@@ -59,7 +64,6 @@ from tertulia.channels.protocol import (
     StatusUpdate,
     TemplateChange,
     TransientError,
-    WebhookRejected,
     WebhookRequest,
 )
 from tertulia.kit import storage
@@ -68,7 +72,6 @@ from tertulia.kit.errors import ValidationFailed
 TYPE = "whatsapp"
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
 DEFAULT_API_VERSION = "v26.0"
-SIGNATURE_HEADER = "x-hub-signature-256"
 SEND_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 UPLOAD_TIMEOUT = httpx.Timeout(120.0, connect=5.0)
 CAPTION_LENGTH = 1024
@@ -180,7 +183,7 @@ class WhatsAppAdapter:
         channel_pace=Pace(DEFAULT_MESSAGES_PER_SECOND, 1.0),
         # Meta's pair rate limit (131056): about one message every 6 s to the same customer.
         recipient_pace=Pace(1, 6.0),
-        quick_replies=True,
+        reply_choices=True,
         message_types=frozenset(
             {
                 MessageType.TEXT,
@@ -196,22 +199,12 @@ class WhatsAppAdapter:
     # ----- callbacks --------------------------------------------------------------------------
 
     def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        if request.method == "GET":
-            token = str(channel.secrets.get("verify_token", ""))
-            given = request.query.get("hub.verify_token", "")
-            if request.query.get("hub.mode") != "subscribe" or not token or not hmac.compare_digest(given, token):
-                raise WebhookRejected("bad verify token")
-            return
-        header = request.headers.get(SIGNATURE_HEADER, "")
-        if not header.startswith("sha256=") or not hmac.compare_digest(
-            header.removeprefix("sha256="), signature(channel, request.body)
-        ):
-            raise WebhookRejected("bad signature")
+        verify_hub_request(channel, request)
 
     def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
         """Raises ValueError for a body that is not a WhatsApp Business Account callback."""
         if request.method == "GET":
-            return ParsedWebhook(reply=request.query.get("hub.challenge", ""))
+            return ParsedWebhook(reply=handshake_reply(request))
         data = json.loads(request.body)
         if not isinstance(data, dict) or data.get("object") != "whatsapp_business_account":
             raise ValueError('expected {"object": "whatsapp_business_account", ...}')
@@ -430,8 +423,7 @@ def _graph(channel: Channel) -> str:
 
 def signature(channel: Channel, body: bytes) -> str:
     """Meta's X-Hub-Signature-256 value (without `sha256=`) for `body` on this channel."""
-    secret = str(channel.secrets.get("app_secret", ""))
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return hub_signature(str(channel.secrets.get("app_secret", "")), body)
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -670,12 +662,7 @@ def _status(item: dict[str, Any]) -> StatusUpdate:
 
 
 def _reason(error: dict[str, Any]) -> str:
-    """Meta's words for an error: `(#code) title: details`."""
-    code = error.get("code")
-    title = str(error.get("title") or error.get("message") or "error")
-    details = (error.get("error_data") or {}).get("details") if isinstance(error.get("error_data"), dict) else None
-    text = f"(#{code}) {title}" if code is not None and f"#{code}" not in title else title
-    return f"{text}: {details}" if details and details not in text else text
+    return graph_reason(error)
 
 
 # ----- sending, piece by piece -----------------------------------------------------------------
@@ -906,20 +893,4 @@ def _unique_choices(
 def graph_error(response: httpx.Response) -> TransientError | PermanentError:
     """The error a refused request means: retryable (throttling, Meta's faults) or permanent, with
     Meta's reason and `whatsapp:<code>` as its code."""
-    try:
-        error = response.json().get("error")
-    except ValueError:
-        error = None
-    if not isinstance(error, dict):
-        reason = f"WhatsApp answered HTTP {response.status_code}"
-        if response.status_code == 429 or response.status_code >= 500:
-            return TransientError(reason, code=f"http:{response.status_code}")
-        return PermanentError(reason, code=f"http:{response.status_code}")
-    code = error.get("code")
-    reason = _reason(error)
-    tagged = f"whatsapp:{code}"
-    if isinstance(code, int) and code in RETRYABLE_CODES:
-        return TransientError(reason, code=tagged, retry_after=RETRYABLE_CODES[code])
-    if response.status_code == 429 or response.status_code >= 500:
-        return TransientError(reason, code=tagged)
-    return PermanentError(reason, code=tagged)
+    return meta_graph.graph_error(response, provider="WhatsApp", retryable=RETRYABLE_CODES)

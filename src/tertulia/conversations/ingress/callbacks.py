@@ -62,7 +62,7 @@ from tertulia.channels.registry import get_adapter
 from tertulia.channels.tasks import enqueue_template_sync
 from tertulia.conversations import received_files
 from tertulia.conversations import repository as repo
-from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many
+from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many, do_record_echoes
 from tertulia.conversations.models import InboundCallback
 from tertulia.conversations.status import do_apply_statuses
 from tertulia.kit.clock import utcnow
@@ -385,17 +385,20 @@ def _made_safe(parsed: ParsedWebhook) -> ParsedWebhook:
     """What a provider sent, with NUL and unpaired surrogates replaced (kit.text's rule for text that
     was already accepted): a customer's message is never lost over them, and both databases store
     the same text."""
-    messages = [
-        replace(message, **{name: replace_unsafe_characters(getattr(message, name)) for name in _MESSAGE_TEXT})
-        for message in parsed.messages
-    ]
+    messages, echoes = (
+        [
+            replace(message, **{name: replace_unsafe_characters(getattr(message, name)) for name in _MESSAGE_TEXT})
+            for message in found
+        ]
+        for found in (parsed.messages, parsed.echoes)
+    )
     statuses = [replace(status, reason=replace_unsafe_characters(status.reason)) for status in parsed.statuses]
     templates = [
         replace(change, **{name: replace_unsafe_characters(getattr(change, name)) for name in _TEMPLATE_TEXT})
         for change in parsed.templates
     ]
     quality = [replace(change, event=replace_unsafe_characters(change.event)) for change in parsed.quality]
-    return replace(parsed, messages=messages, statuses=statuses, templates=templates, quality=quality)
+    return replace(parsed, messages=messages, statuses=statuses, echoes=echoes, templates=templates, quality=quality)
 
 
 _TEMPLATE_TEXT = ("provider_template_id", "name", "language", "status", "category", "quality", "reason")
@@ -412,6 +415,7 @@ _MESSAGE_TEXT = (
     "last_name",
     "email",
     "phone",
+    "avatar_url",
 )
 
 
@@ -502,6 +506,8 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
     for channel, parsed in rest:
         if parsed.edits:
             do_apply_edits(session, channel, parsed.edits)
+        if parsed.echoes:
+            do_record_echoes(session, channel, parsed.echoes)
         statuses.extend((channel, status) for status in parsed.statuses)
     if statuses:
         do_apply_statuses(session, statuses)

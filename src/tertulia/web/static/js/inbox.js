@@ -285,8 +285,24 @@
       meta.appendChild(quote);
     }
     bubble.appendChild(meta);
+    if (kind === "incoming" && payload.comment) bubble.appendChild(privateReplyNode(m, payload));
     node.appendChild(bubble);
     return node;
+  }
+
+  // A comment on the business's post (Messenger, Instagram): one private reply, within 7 days.
+  function privateReplyNode(m, payload) {
+    if (payload.private_reply) return el("div", "msg-private-reply muted small", T.private_reply_sent);
+    var button = el("button", "button small", T.reply_privately);
+    button.type = "button";
+    button.setAttribute("data-testid", "reply-privately");
+    button.addEventListener("click", function () {
+      state.privateReplyTo = m.id;
+      privateNotice.hidden = false;
+      privateNotice.textContent = T.replying_privately;
+      input.focus();
+    });
+    return button;
   }
 
   // A delivery status that arrived before its message was shown (the outbox can be quicker than the
@@ -362,10 +378,28 @@
     $("[data-close-open]").hidden = c.status !== "open";
     $("[data-reopen]").hidden = c.status === "open";
     renderWindow(c);
+    state.privateReplyTo = null;
+    privateNotice.hidden = true;
     $all(".conv", list).forEach(function (li) {
       li.classList.toggle("active", li.getAttribute("data-conversation") === String(c.id));
     });
   }
+
+  // Messenger and Instagram: outside the window a message goes out only with a tag, each explained.
+  var privateNotice = $("[data-private-reply-notice]");
+  var tagBox = $("[data-message-tag]");
+  var tagSelect = $("[data-message-tag-select]");
+  var tagHint = $("[data-message-tag-hint]");
+  function renderMessageTags(tags) {
+    tagSelect.textContent = "";
+    tagSelect.appendChild(new Option(T.no_message_tag, ""));
+    tags.forEach(function (t) { tagSelect.appendChild(new Option(t.tag, t.tag)); });
+    tagBox.hidden = !tags.length;
+    tagHint.textContent = "";
+  }
+  tagSelect.addEventListener("change", function () {
+    tagHint.textContent = tagSelect.value ? T["tag_" + tagSelect.value] || "" : "";
+  });
 
   // ----- composer: which channel the answer goes through -----
   // Shown when the contact can be answered on more than one channel; the default is the one they
@@ -644,11 +678,20 @@
     var body = note
       ? { text: text, mentions: mentionIds(text) }
       : { type: messageType(text), text: text || null, attachments: fileIds };
+    if (!note && !tagBox.hidden && tagSelect.value) body.message_tag = tagSelect.value;
+    if (!note && state.privateReplyTo) body.private_reply_to_message_id = state.privateReplyTo;
     if (!note && !channelField.hidden && channelSelect.value) body.channel_id = Number(channelSelect.value);
     if (!note && quoted) body.reply_to_message_id = quoted.id;
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
+      if (body.private_reply_to_message_id) {
+        state.privateReplyTo = null;
+        privateNotice.hidden = true;
+        var answered = shownMessages[body.private_reply_to_message_id];
+        var button = answered && answered.querySelector('[data-testid="reply-privately"]');
+        if (button) button.replaceWith(el("div", "msg-private-reply muted small", T.private_reply_sent));
+      }
       picked = {};
       if (!note) {
         clearFiles(true);
@@ -1367,12 +1410,15 @@
     var templatesOutside = !other && c.templates_outside_window === true;
     var closesAt = !other && c.reply_window_closes_at ? windowFormat.format(new Date(c.reply_window_closes_at)) : "";
     var templatesOnly = open === false && templatesOutside;
+    // On the conversation's own Messenger or Instagram channel a closed window offers the tags.
+    var tags = open === false && !other ? c.message_tags || [] : [];
+    renderMessageTags(tags);
     windowNotice.classList.toggle("window-closed", open === false);
     if (open === false) {
       windowNotice.hidden = false;
       windowNotice.textContent = templatesOnly
         ? (closesAt ? fill(T.window_closed_templates_at, { time: closesAt }) : T.window_closed_templates)
-        : T.window_closed;
+        : tags.length ? T.window_closed_tags : T.window_closed;
     } else if (open === true && closesAt) {
       windowNotice.hidden = false;
       windowNotice.textContent = fill(T.window_open_until, { time: closesAt });
