@@ -1,8 +1,9 @@
-"""The pace holds across processes: two real `tertulia worker` processes (two threads each), no Redis,
-take the same pending WhatsApp messages (each queues every pending message when it starts, so every
-message is queued twice) and send them to the local Graph API. One customer's messages reach Meta
-about 6 s apart and never twice; a burst to many customers never passes the number's rate. On
-PostgreSQL (database and queue) and on SQLite (database, and a queue file beside it)."""
+"""The pace holds across processes: two real `tertulia worker` processes (two threads each), the
+pace kept in the database (not in Redis), take the same pending WhatsApp messages (each queues every
+pending message when it starts, so every message is queued twice) and send them to the local Graph
+API. One customer's messages reach Meta about 6 s apart and never twice; a burst to many customers
+never passes the number's rate. On PostgreSQL (database and queue) and on SQLite (database, and a
+queue file beside it)."""
 
 import itertools
 import os
@@ -17,12 +18,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
-from tertulia.contacts.models import Contact, ContactIdentity
+from tertulia.contacts.models import Contact
+from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Message
 from tertulia.conversations.service import do_send
 from tertulia.kit import queue
-from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
@@ -72,24 +74,19 @@ def _messages(database: Database, graph: FakeGraph) -> list[int]:
             session, owner, "whatsapp", "Ventas", config, {"access_token": TOKEN, "app_secret": wa.APP_SECRET}
         )
         recipients = [ONE_CUSTOMER] * 3 + [f"52155{n:08d}" for n in range(8)]
-        contacts: dict[str, Contact] = {}
+        # Each customer has just written on the number, so its reply window is open.
+        written = do_receive_many(
+            session,
+            [
+                (channel, InboundMessage(sender_id=recipient, provider_message_id=f"wamid.in.{recipient}", text="hola"))
+                for recipient in dict.fromkeys(recipients)
+            ],
+        )
+        contacts: dict[str, Contact] = {
+            recipient: item.contact for recipient, item in zip(dict.fromkeys(recipients), written, strict=True)
+        }
         ids = []
         for index, recipient in enumerate(recipients):
-            if recipient not in contacts:
-                contact = Contact(workspace_id=owner.workspace_id, first_name=recipient, custom={})
-                contact.last_incoming_at = utcnow()
-                session.add(contact)
-                session.flush()
-                session.add(
-                    ContactIdentity(
-                        workspace_id=owner.workspace_id,
-                        contact_id=contact.id,
-                        channel="whatsapp",
-                        external_id=recipient,
-                    )
-                )
-                session.flush()
-                contacts[recipient] = contact
             ids.append(do_send(session, owner, contacts[recipient], channel, text=f"mensaje {index}").id)
     return ids
 
@@ -108,7 +105,10 @@ def test_two_worker_processes_share_one_pace(database_url: tuple[str, str], tmp_
                 "TERTULIA_DATABASE_URL": url,
                 "TERTULIA_QUEUE_URL": queue_url,
                 "TERTULIA_QUEUE_NAME": f"pace-{uuid.uuid4().hex[:8]}",
-                "TERTULIA_REALTIME_URL": "memory://",
+                # The pace is shared through the database; Redis only carries the workers' realtime
+                # events (a separate worker refuses in-process realtime).
+                "TERTULIA_REALTIME_URL": "redis://127.0.0.1:6379/0",
+                "TERTULIA_REALTIME_PREFIX": f"pace-{uuid.uuid4().hex[:8]}",
                 "TERTULIA_DATA_DIR": str(tmp_path),
                 "TERTULIA_LOG_LEVEL": "warning",
             }
