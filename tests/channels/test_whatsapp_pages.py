@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from tertulia.channels.service import list_channels
 from tertulia.kit.db import Database
 from tests.channels import whatsapp_samples as wa
 from tests.channels.test_whatsapp import _connected
@@ -68,3 +69,47 @@ def test_test_connection_shows_the_number_or_meta_s_error(
     assert 'data-testid="whatsapp-number"' not in refused.text
     without_csrf = client.post(url, data={})
     assert without_csrf.status_code in (400, 403)
+
+
+def test_a_manager_connects_a_number_from_settings(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    form = {
+        "csrf_token": csrf,
+        "phone_number_id": wa.PHONE_NUMBER_ID,
+        "business_account_id": "12345x",
+        "access_token": "EAAG-secret-token",
+        "app_secret": wa.APP_SECRET,
+        "messages_per_second": "2000",
+        "api_base_url": graph.base_url,
+    }
+    spanish = {"Accept-Language": "es"}
+    refused = client.post("/settings/channels/whatsapp", data=form, headers=spanish)
+    assert refused.status_code == 422
+    assert 'data-testid="connect-whatsapp"' in refused.text
+    # Beside the field, in the manager's language.
+    assert "debe ser el identificador numérico que muestra el panel de Meta" in refused.text
+    assert "EAAG-secret-token" not in refused.text  # secrets are never put back into the page
+    with db.transaction(write=False) as session:
+        assert not [c for c in list_channels(session, tenant.workspace_id) if c.type == "whatsapp"]
+
+    form["business_account_id"] = wa.BUSINESS_ACCOUNT_ID
+    too_fast = client.post("/settings/channels/whatsapp", data=form, headers=spanish)
+    assert too_fast.status_code == 422
+    assert "debe ser un número entero del 1 al 1000" in too_fast.text
+    assert f'value="{wa.BUSINESS_ACCOUNT_ID}"' in too_fast.text  # what was typed stays
+
+    form |= {"messages_per_second": "", "name": ""}
+    connected = client.post("/settings/channels/whatsapp", data=form, follow_redirects=False)
+    assert connected.status_code == 303, connected.text
+    with db.transaction(write=False) as session:
+        (channel,) = [c for c in list_channels(session, tenant.workspace_id) if c.type == "whatsapp"]
+        assert channel.name == "WhatsApp"
+        assert channel.config["phone_number_id"] == wa.PHONE_NUMBER_ID
+        assert channel.secrets["access_token"] == "EAAG-secret-token"
+        assert channel.secrets["verify_token"]
+    assert connected.headers["location"] == f"/settings/channels/{channel.id}"
+    page = client.get(connected.headers["location"], headers={"Accept-Language": "en"})
+    assert f'value="{channel.secrets["verify_token"]}"' in page.text
+    assert "EAAG-secret-token" not in page.text

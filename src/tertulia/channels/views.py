@@ -19,7 +19,7 @@ from starlette.responses import Response
 from tertulia.channels import message_templates, service
 from tertulia.channels.health import health_of
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import ChannelError, channel_pace
+from tertulia.channels.protocol import PACE_SETTING, ChannelError, channel_pace
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import ProviderRefused
 from tertulia.kit.errors import DomainError, NotFound
@@ -163,6 +163,13 @@ def _overview(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]:
 
 
 TELEGRAM_VALUES = {"name": "", "api_base_url": "https://api.telegram.org"}
+WHATSAPP_VALUES = {
+    "name": "",
+    "phone_number_id": "",
+    "business_account_id": "",
+    "messages_per_second": "",
+    "api_base_url": "https://graph.facebook.com",
+}
 MESSENGER_VALUES = {"name": "", "page_id": "", "api_base_url": "https://graph.facebook.com"}
 INSTAGRAM_VALUES = {"name": "", "login": "instagram", "page_id": "", "api_base_url": ""}
 # Meta's channels share one settings page (meta.html); the chat menu page serves every ChatMenu.
@@ -178,6 +185,8 @@ def _list(
     *,
     telegram: dict[str, Any] | None = None,
     telegram_errors: dict[str, str] | None = None,
+    whatsapp: dict[str, Any] | None = None,
+    whatsapp_errors: dict[str, str] | None = None,
     messenger: dict[str, Any] | None = None,
     messenger_errors: dict[str, str] | None = None,
     instagram: dict[str, Any] | None = None,
@@ -191,6 +200,8 @@ def _list(
         "errors": errors,
         "telegram": telegram or TELEGRAM_VALUES,
         "telegram_errors": telegram_errors or {},
+        "whatsapp": whatsapp or WHATSAPP_VALUES,
+        "whatsapp_errors": whatsapp_errors or {},
         "messenger": messenger or MESSENGER_VALUES,
         "messenger_errors": messenger_errors or {},
         "instagram": instagram or INSTAGRAM_VALUES,
@@ -227,6 +238,51 @@ def connect_telegram(ctx: UserPage, form: Annotated[TelegramForm, Form()]) -> Re
             base_url=_base_url(ctx),
         ),
         again=lambda exc: _list(ctx, _form_values(None), {}, 422, telegram=kept, telegram_errors=_errors(ctx, exc)),
+        done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected"),
+        catch=(DomainError,),
+    )
+
+
+class WhatsAppForm(BaseModel):
+    name: str = ""
+    phone_number_id: str = ""
+    business_account_id: str = ""
+    # Write-only: never put back into the page.
+    access_token: str = ""
+    app_secret: str = ""
+    messages_per_second: str = ""
+    api_base_url: str = "https://graph.facebook.com"
+
+
+@router.post("/settings/channels/whatsapp")
+def connect_whatsapp(ctx: UserPage, form: Annotated[WhatsAppForm, Form()]) -> Response:
+    """Connect a number; the answer is its page with the callback URL and verify token to paste into
+    Meta's dashboard, and the test that reads the number from the Graph API."""
+    kept = {
+        "name": form.name,
+        "phone_number_id": form.phone_number_id,
+        "business_account_id": form.business_account_id,
+        "messages_per_second": form.messages_per_second,
+        "api_base_url": form.api_base_url,
+    }
+    config: dict[str, Any] = {
+        "phone_number_id": form.phone_number_id,
+        "business_account_id": form.business_account_id,
+        "api_base_url": form.api_base_url,
+        PACE_SETTING: form.messages_per_second or None,
+    }
+    return submit(
+        ctx,
+        lambda: service.do_connect_channel(
+            ctx.session,
+            ctx.actor,
+            "whatsapp",
+            form.name.strip() or "WhatsApp",
+            config,
+            {"access_token": form.access_token, "app_secret": form.app_secret},
+            base_url=_base_url(ctx),
+        ),
+        again=lambda exc: _list(ctx, _form_values(None), {}, 422, whatsapp=kept, whatsapp_errors=_errors(ctx, exc)),
         done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected"),
         catch=(DomainError,),
     )

@@ -9,6 +9,8 @@ from tertulia.web.i18n import lazy
 
 SERVICE_MESSAGES = (
     lazy("must be the token @BotFather gave you, like 123456789:AAE..."),
+    lazy("must be the numeric id shown in Meta's dashboard"),
+    lazy("must be a whole number from 1 to 1000"),
     lazy("use 1-32 lowercase letters, digits or underscores"),
     lazy("is listed twice"),
     lazy("is required (at most 256 characters)"),
