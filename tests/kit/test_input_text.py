@@ -26,9 +26,12 @@ from tertulia.kit.db import Database
 from tertulia.kit.http import DbSession
 from tertulia.kit.settings import Settings
 from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, has_unsafe_characters, name_key, tidy_name
+from tertulia.users.models import Role
 from tests.conftest import Tenant
-from tests.conversations.support import SHOP, make_webchat, new_visitor, widget_socket
-from tests.fakes import callbacks_written
+from tests.conversations.support import SHOP, make_webchat, new_visitor, sign_in, widget_socket
+from tests.fakes import callbacks_written, immediate_queue
+
+__all__ = ["immediate_queue"]  # a fixture, used by name
 from tests.web.helpers import sign_in_as
 
 NUL = "nul\x00byte"
@@ -95,6 +98,41 @@ def test_the_widget_refuses_nul_over_http_and_its_socket(client: TestClient, db:
     assert visitor.say("hola")["text"] == "hola"
     with db.transaction(write=False) as session:
         assert list(session.scalars(select(Message.text))) == ["hola"]
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_the_agents_socket_refuses_nul_and_unpaired_surrogates_as_the_widget_does(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = make_webchat(db, tenant)
+    visitor = new_visitor(client, channel)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    with client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox:
+        assert inbox.receive_json()["type"] == "hello"
+        # json.dumps escapes NUL as \u0000 and a lone surrogate as \ud800, as a client's JSON does.
+        for frame, path in (
+            ({"type": "ping", "note": NUL}, "note"),
+            ({"type": "ping", "nested": [{"x": SURROGATE}]}, "nested[0].x"),
+        ):
+            inbox.send_text(json.dumps(frame))
+            answer = inbox.receive_json()
+            assert answer["type"] == "error"
+            assert answer["error"]["code"] == "validation_failed"
+            assert answer["error"]["details"] == {path: UNSAFE_TEXT_MESSAGE}
+        # Raw control characters are not JSON at all: unreadable, as on the widget's socket.
+        inbox.send_text('{"type": "ping", "note": "raw ' + "\x00" + ' inside"}')
+        assert inbox.receive_json()["error"]["code"] == "invalid_frame"
+        inbox.send_text("not json")
+        assert inbox.receive_json()["error"]["code"] == "invalid_frame"
+        inbox.send_text(json.dumps({"type": "subscribe"}))
+        assert inbox.receive_json()["error"]["code"] == "invalid_frame"
+        inbox.send_text(json.dumps({"type": "ping"}))
+        assert inbox.receive_json() == {"type": "pong"}
+        # The socket was not closed over the bad frames: it still streams the workspace's events.
+        visitor.say("hola")
+        while (event := inbox.receive_json())["type"] != "message.created":
+            assert event["type"] != "error", event
+        assert event["data"]["message"]["text"] == "hola"
 
 
 def test_page_forms_refuse_nul(client: TestClient, db: Database, tenant: Tenant) -> None:
