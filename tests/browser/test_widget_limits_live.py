@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from sqlalchemy import func, select
 
 from tertulia.app import create_app
-from tertulia.channels.adapters.webchat import Visitor, issue_token
+from tertulia.channels.adapters.webchat import Visitor
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Message
@@ -27,6 +27,7 @@ from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tests.browser.conftest import require_chromium, watch
+from tests.conversations.support import token_from_before
 from tests.live_server import free_port, fresh_sqlite_database, serve_app
 
 pytestmark = pytest.mark.browser
@@ -147,7 +148,7 @@ def test_access_tokens_renew_without_the_visitor_noticing(context: BrowserContex
 def test_a_visitor_from_before_keeps_their_conversation(context: BrowserContext, setup: Setup) -> None:
     """A browser that kept a visitor token from an earlier version of the widget."""
     external_id = f"{setup.channel_id}:v:from-before-{time.time_ns()}"
-    kept = issue_token(Visitor(setup.channel_id, external_id, "Old Friend", None, int(time.time()) + 86400))
+    kept = token_from_before(Visitor(setup.channel_id, external_id, "Old Friend", None, int(time.time()) + 86400))
     started = httpx.post(
         f"{setup.url}/widget/{setup.key}/session", headers={"Origin": setup.shop_origin}, json={"token": kept}
     ).json()

@@ -17,13 +17,14 @@ from starlette.websockets import WebSocketDisconnect
 
 from tertulia.channels.adapters import webchat
 from tertulia.channels.adapters.webchat import Visitor as TokenClaims
-from tertulia.channels.adapters.webchat import issue_access_token, issue_token
+from tertulia.channels.adapters.webchat import issue_access_token
 from tertulia.channels.models import Channel
 from tertulia.conversations.ingress import widget
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
+from tertulia.users.models import Role
 from tests.conftest import Tenant
-from tests.conversations.support import SHOP, make_webchat, new_visitor, widget_socket
+from tests.conversations.support import SHOP, make_webchat, new_visitor, sign_in, token_from_before, widget_socket
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 
@@ -70,7 +71,7 @@ def test_a_token_from_before_access_tokens_still_brings_the_visitor_back(
     visitor = new_visitor(client, channel)
     visitor.say("de antes")
     claims = webchat.read_token(visitor.token, channel)
-    kept_by_an_old_widget = issue_token(claims)
+    kept_by_an_old_widget = token_from_before(claims)
     renewed = _session(client, channel, token=kept_by_an_old_widget)
     assert [m["text"] for m in _history(client, channel, renewed["access_token"]).json()["items"]] == ["de antes"]
 
@@ -99,7 +100,8 @@ def test_the_socket_url_carries_no_credential_and_the_first_frame_authenticates(
     # A token in the URL is not read at all: the socket waits for its auth frame, then gives up.
     assert closed(None, f"&token={visitor.access_token}") == (4401, "auth_timeout")
     expired = issue_access_token(
-        TokenClaims(channel.id, webchat.read_access_token(visitor.access_token, channel).external_id, None, None, 1)
+        TokenClaims(channel.id, webchat.read_access_token(visitor.access_token, channel).external_id, None, None, 1),
+        channel,
     )
     assert closed({"type": "auth", "token": expired}) == (4401, "token_expired")
 
@@ -112,7 +114,8 @@ def test_a_socket_closes_when_its_access_token_expires_unless_it_sends_a_fresh_o
     claims = webchat.read_access_token(visitor.access_token, channel)
 
     def short_lived(seconds: float) -> str:
-        return issue_access_token(TokenClaims(channel.id, claims.external_id, None, None, int(time.time() + seconds)))
+        expires_at = int(time.time() + seconds)
+        return issue_access_token(TokenClaims(channel.id, claims.external_id, None, None, expires_at), channel)
 
     visitor.access_token = short_lived(2)
     with widget_socket(client, channel, visitor) as socket, pytest.raises(WebSocketDisconnect) as expired:
@@ -131,3 +134,33 @@ def test_a_socket_closes_when_its_access_token_expires_unless_it_sends_a_fresh_o
         with pytest.raises(WebSocketDisconnect) as switched:
             socket.receive_json()
         assert (switched.value.code, switched.value.reason) == (4401, "another visitor")
+
+
+def test_a_new_identity_secret_revokes_every_token_of_the_widget(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """Visitor tokens are valid for a year; a new identity secret (Settings > Channels) is how a
+    workspace revokes them all at once, with the access tokens traded for them."""
+    channel = make_webchat(db, tenant)
+    other_channel = make_webchat(db, tenant)
+    visitor = new_visitor(client, channel)
+    visitor.say("antes")
+    elsewhere = new_visitor(client, other_channel)
+    assert _history(client, channel, visitor.access_token).status_code == 200
+    manager = sign_in(db, tenant, Role.MANAGER)
+    rotated = client.post(
+        f"/settings/channels/{channel.id}/identity-secret",
+        headers={"Cookie": manager.headers["Cookie"]},
+        data={"csrf_token": manager.csrf},
+    )
+    assert rotated.status_code == 200, rotated.text
+    refused = _history(client, channel, visitor.access_token)
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["code"] == "unauthorized"
+    # The kept token no longer brings the visitor back: /session starts a new visitor, without the history.
+    fresh = _session(client, channel, token=visitor.token)
+    assert _history(client, channel, fresh["access_token"]).json()["items"] == []
+    with pytest.raises(WebSocketDisconnect), widget_socket(client, channel, visitor) as socket:
+        socket.receive_json()
+    # Another widget's visitors are not touched.
+    assert _history(client, other_channel, elsewhere.access_token).status_code == 200

@@ -1,5 +1,9 @@
 """Shared helpers for the inbox tests: channels, visitors, sign-in. Fake providers: tests/fakes.py."""
 
+import base64
+import hashlib
+import hmac
+import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -8,10 +12,12 @@ from typing import Any
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
+from tertulia.channels.adapters.webchat import Visitor as TokenClaims
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.kit.db import Database
+from tertulia.kit.settings import get_settings
 from tertulia.users.models import Role, User
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in
 from tests.conftest import Tenant
@@ -110,3 +116,16 @@ def fake_channel_with_contact(db: Database, tenant: Tenant, url: str) -> tuple[i
             )
         )
         return channel.id, contact.id
+
+
+def token_from_before(claims: TokenClaims) -> str:
+    """A visitor token as versions before per-channel signing issued it (one key for the server)."""
+    body = base64.urlsafe_b64encode(
+        json.dumps(
+            {"ch": claims.channel_id, "sub": claims.external_id, "exp": claims.expires_at}, separators=(",", ":")
+        ).encode()
+    )
+    encoded = body.decode().rstrip("=")
+    key = hmac.new(get_settings().resolved_secret_key().encode(), b"webchat-visitor-token", hashlib.sha256).digest()
+    signature = base64.urlsafe_b64encode(hmac.new(key, encoded.encode(), hashlib.sha256).digest()).decode().rstrip("=")
+    return f"{encoded}.{signature}"

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 from typing import Any
+from urllib.parse import quote_from_bytes
 
 import pytest
 from fastapi.routing import APIRoute, APIRouter
@@ -20,15 +21,19 @@ from sqlalchemy import func, select
 
 from tertulia.app import create_app
 from tertulia.channels.models import Channel
-from tertulia.contacts.models import Contact, Tag
+from tertulia.contacts.models import Contact, CustomField, Tag
 from tertulia.conversations.models import Message, StoredFile
 from tertulia.kit.db import Database
 from tertulia.kit.http import DbSession
 from tertulia.kit.settings import Settings
 from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, has_unsafe_characters, name_key, tidy_name
+from tertulia.segments.models import Segment
+from tertulia.users.models import Role
 from tests.conftest import Tenant
-from tests.conversations.support import SHOP, make_webchat, new_visitor, widget_socket
-from tests.fakes import callbacks_written
+from tests.conversations.support import SHOP, make_webchat, new_visitor, sign_in, widget_socket
+from tests.fakes import callbacks_written, immediate_queue
+
+__all__ = ["immediate_queue"]  # a fixture, used by name
 from tests.web.helpers import sign_in_as
 
 NUL = "nul\x00byte"
@@ -97,13 +102,91 @@ def test_the_widget_refuses_nul_over_http_and_its_socket(client: TestClient, db:
         assert list(session.scalars(select(Message.text))) == ["hola"]
 
 
-def test_page_forms_refuse_nul(client: TestClient, db: Database, tenant: Tenant) -> None:
+@pytest.mark.usefixtures("immediate_queue")
+def test_the_agents_socket_refuses_nul_and_unpaired_surrogates_as_the_widget_does(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = make_webchat(db, tenant)
+    visitor = new_visitor(client, channel)
+    manager = sign_in(db, tenant, Role.MANAGER)
+    with client.websocket_connect("/ws", headers={"cookie": manager.headers["Cookie"]}) as inbox:
+        assert inbox.receive_json()["type"] == "hello"
+        # json.dumps escapes NUL as \u0000 and a lone surrogate as \ud800, as a client's JSON does.
+        for frame, path in (
+            ({"type": "ping", "note": NUL}, "note"),
+            ({"type": "ping", "nested": [{"x": SURROGATE}]}, "nested[0].x"),
+        ):
+            inbox.send_text(json.dumps(frame))
+            answer = inbox.receive_json()
+            assert answer["type"] == "error"
+            assert answer["error"]["code"] == "validation_failed"
+            assert answer["error"]["details"] == {path: UNSAFE_TEXT_MESSAGE}
+        # Raw control characters are not JSON at all: unreadable, as on the widget's socket.
+        inbox.send_text('{"type": "ping", "note": "raw ' + "\x00" + ' inside"}')
+        assert inbox.receive_json()["error"]["code"] == "invalid_frame"
+        inbox.send_text("not json")
+        assert inbox.receive_json()["error"]["code"] == "invalid_frame"
+        inbox.send_text(json.dumps({"type": "subscribe"}))
+        assert inbox.receive_json()["error"]["code"] == "invalid_frame"
+        inbox.send_text(json.dumps({"type": "ping"}))
+        assert inbox.receive_json() == {"type": "pong"}
+        # The socket was not closed over the bad frames: it still streams the workspace's events.
+        visitor.say("hola")
+        while (event := inbox.receive_json())["type"] != "message.created":
+            assert event["type"] != "error", event
+        assert event["data"]["message"]["text"] == "hola"
+
+
+SPANISH_UNSAFE = "no debe contener caracteres NUL ni sustitutos sin pareja"
+
+
+@pytest.mark.parametrize(("language", "message"), [("en", UNSAFE_TEXT_MESSAGE), ("es", SPANISH_UNSAFE)])
+def test_page_forms_show_the_refusal_beside_the_field(
+    client: TestClient, db: Database, tenant: Tenant, language: str, message: str
+) -> None:
+    """A form with NUL in a field is shown again with the message beside that field, in the
+    reader's language (it was a bare 422 page), and nothing is saved. (A lone surrogate cannot reach
+    a form: its UTF-8 bytes are invalid, and Starlette decodes them as U+FFFD.)"""
     token = sign_in_as(client, db, tenant.owner_id, "owner-password")
-    response = client.post("/contacts", data={"first_name": "a\x00b", "csrf_token": token})
+    headers = {"Accept-Language": language}
+    typed = quote_from_bytes(NUL.encode()).encode()
+    form = b"&".join([b"first_name=" + typed, b"last_name=Ruiz", b"csrf_token=" + token.encode()])
+    form_headers = {**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    created = client.post("/contacts", content=form, headers=form_headers)
+    assert created.status_code == 422, created.text
+    page = created.text
+    assert f'<p class="field-error" id="first_name-error" role="alert">{message}</p>' in page
+    assert 'value="Ruiz"' in page  # what was typed is kept
+    with db.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(Contact)) == 0
+
+    contact = client.post("/api/v1/contacts", headers=tenant.headers, json={"first_name": "Ana"}).json()
+    edit = b"value=" + typed + b"&csrf_token=" + token.encode()
+    for htmx in ({}, {"HX-Request": "true"}):
+        saved = client.post(
+            f"/contacts/{contact['id']}/fields/first_name", content=edit, headers={**form_headers, **htmx}
+        )
+        assert saved.status_code == 422, saved.text
+        assert f'<p class="field-error" id="err-first_name" role="alert">{message}</p>' in saved.text
+
+    segment = client.post("/api/v1/segments", headers=tenant.headers, json={"name": "Clientes"}).json()
+    rename = b"name=" + typed + b"&csrf_token=" + token.encode()
+    renamed = client.post(f"/contacts/segments/{segment['id']}/rename", content=rename, headers=form_headers)
+    assert renamed.status_code == 422, renamed.text
+    assert f'<p class="field-error" id="name-error" role="alert">{message}</p>' in renamed.text
+    with db.transaction(write=False) as session:
+        assert session.scalars(select(Contact.first_name)).all() == ["Ana"]
+        assert session.scalar(select(Segment.name).where(Segment.id == segment["id"])) == "Clientes"
+
+
+def test_other_page_forms_still_refuse_nul_with_a_page(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    form = {"label": "a\x00b", "key": "plan", "type": "text", "csrf_token": token}
+    response = client.post("/settings/fields", data=form)
     assert response.status_code == 422
     assert "text/html" in response.headers["content-type"]
     with db.transaction(write=False) as session:
-        assert session.scalar(select(func.count()).select_from(Contact)) == 0
+        assert session.scalar(select(func.count()).select_from(CustomField)) == 0
 
 
 def test_provider_callbacks_keep_the_message_with_the_characters_replaced(

@@ -210,6 +210,50 @@ def filters(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
     return {"match": draw(st.sampled_from(["all", "any"])), "groups": groups}
 
 
+LIST_POOLS = {"country": ["mx", "ES", "US"], "language": ["es", "EN", "pt"], "plan": ["pro", "ENTERPRISE", "Free"]}
+
+
+@st.composite
+def list_condition(draw: st.DrawFn) -> dict[str, Any]:
+    """Mostly lists on one field, so that an AND or an OR often has several to merge."""
+    field = draw(st.sampled_from(["country", "country", "country", "language", "plan", "tag"]))
+    if field == "tag":
+        operator = draw(st.sampled_from(["has_any_of", "has_all_of", "has_none_of"]))
+        tags = draw(st.lists(st.sampled_from([*TAGS, "vip", "ghost"]), min_size=1, max_size=3))
+        return {"category": "tag", "operator": operator, "value": tags}
+    operator = draw(st.sampled_from(["is", "is_any_of", "is_any_of", "is_none_of"]))
+    values = draw(st.lists(st.sampled_from(LIST_POOLS[field]), min_size=1, max_size=2))
+    value: Any = values[0] if operator == "is" else values
+    return {"category": "contact_field", "field": field, "operator": operator, "value": value}
+
+
+@st.composite
+def list_filters(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
+    """Filters of value lists and tags only, many to a group and nested through segments: what the
+    compiler merges (lists on one field) and rewrites (tags: all of them in one subquery, and past
+    MAX_TAG_JOINS subqueries kept out of joins)."""
+    condition = list_condition()
+    if depth < 2:
+        nested = st.builds(
+            lambda operator, value: {"category": "segment", "operator": operator, "value": value},
+            st.sampled_from(["in", "not_in"]),
+            list_filters(depth + 1),
+        )
+        condition = st.one_of(condition, condition, nested)
+    groups = draw(
+        st.lists(
+            st.builds(
+                lambda match, conds: {"match": match, "conditions": conds},
+                st.sampled_from(["all", "any"]),
+                st.lists(condition, min_size=1, max_size=6),
+            ),
+            min_size=1,
+            max_size=4 if depth == 0 else 2,
+        )
+    )
+    return {"match": draw(st.sampled_from(["all", "any"])), "groups": groups}
+
+
 single_condition = conditions().map(lambda c: {"match": "all", "groups": [{"match": "all", "conditions": [c]}]})
 
 
@@ -222,6 +266,7 @@ def _resolve(raw: dict[str, Any], tenant: Tenant, nested: dict[int, dict[str, An
             cond = dict(drawn)
             if cond["category"] == "segment":
                 segment_id = 1000 + len(nested)
+                nested[segment_id] = {}  # the id is taken before the segments inside get theirs
                 nested[segment_id] = _resolve(cond["value"], tenant, nested)
                 cond["value"] = segment_id
             if cond.get("field") == "assignee":
@@ -298,7 +343,40 @@ def test_sql_and_evaluator_agree(
     zone: str,
     me: str | None,
 ) -> None:
-    tenant = seeded
+    _assert_agree(db, seeded, contacts, raw_filters, now, zone, me)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    contacts=st.lists(contact_values(), min_size=1, max_size=8),
+    raw_filters=st.lists(list_filters(), min_size=2, max_size=5),
+    now=moments,
+    zone=st.sampled_from(ZONES),
+)
+def test_sql_and_evaluator_agree_on_merged_lists_and_many_tags(
+    db: Database,
+    seeded: Tenant,
+    contacts: list[dict[str, Any]],
+    raw_filters: list[dict[str, Any]],
+    now: datetime,
+    zone: str,
+) -> None:
+    _assert_agree(db, seeded, contacts, raw_filters, now, zone, None)
+
+
+def _assert_agree(
+    db: Database,
+    tenant: Tenant,
+    contacts: list[dict[str, Any]],
+    raw_filters: list[dict[str, Any]],
+    now: datetime,
+    zone: str,
+    me: str | None,
+) -> None:
     _store(db, tenant, contacts)
     try:
         ctx = EvalContext(

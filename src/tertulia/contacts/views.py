@@ -29,7 +29,8 @@ from tertulia.contacts.service import (
     do_update_contact,
 )
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, check_form_text, form_text_beside_fields
+from tertulia.kit.text import replace_unsafe_characters
 from tertulia.kit.types import ID, is_id_text
 from tertulia.users.permissions import Permission
 from tertulia.users.service import member_names
@@ -302,6 +303,7 @@ def new_contact(ctx: UserPage) -> Response:
 
 
 @router.post("")
+@form_text_beside_fields
 def create_contact(
     ctx: UserPage,
     first_name: Annotated[str, Form()] = "",
@@ -316,12 +318,14 @@ def create_contact(
     if tag_names:
         body["tags"] = tag_names
     try:
+        check_form_text(ctx.request.state.form)
         contact = do_create_contact(ctx.session, ctx.actor, body)
     except (ValidationFailed, Conflict) as exc:
         ctx.session.rollback()
         errors = field_errors(ctx, exc)
         errors = {("tags" if key.startswith("tags") else key): msg for key, msg in errors.items()}
-        return ctx.render("contacts/new.html", {"values": typed, "errors": errors}, status_code=422, active="contacts")
+        shown = replace_unsafe_characters(typed)  # a lone surrogate cannot even be encoded into the page
+        return ctx.render("contacts/new.html", {"values": shown, "errors": errors}, status_code=422, active="contacts")
     return ctx.redirect(f"/contacts/{contact.id}", flash="contact_created")
 
 
@@ -391,15 +395,18 @@ def field_edit(ctx: UserPage, contact_id: ID, name: str) -> Response:
 
 
 @router.post("/{contact_id}/fields/{name}")
+@form_text_beside_fields
 def field_save(ctx: UserPage, contact_id: ID, name: str, value: Annotated[str, Form()] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
     view = _find_field(ctx, contact, name)
     try:
+        check_form_text(ctx.request.state.form)
         do_update_contact(ctx.session, ctx.actor, contact, _values_for(view, value))
     except (ValidationFailed, Conflict) as exc:
         ctx.session.rollback()
         errors = field_errors(ctx, exc)
         message = errors.get(name) or next(iter(errors.values()))
+        value = replace_unsafe_characters(value)  # shown again: a lone surrogate cannot be encoded
         if ctx.is_htmx:
             context = {"contact": contact, "f": view, "editing": name, "edit_value": value, "edit_error": message}
             return ctx.render("contacts/_field.html", context, status_code=422)

@@ -8,11 +8,17 @@ it is sent; an agent's team list is reloaded at most every TEAM_REFRESH_SECONDS.
 ends (sign-out, a password change or reset, deactivation) a `session.ended` event closes the socket
 at once, in whichever process it is. Close codes: 4401 not signed in (or no longer), 4403 cross-site
 origin, 1013 the client fell behind (reconnect and reload).
+
+The inbox sends nothing but `{"type": "ping"}` (answered `{"type": "pong"}`); any other frame is
+answered with an error frame, never dropped in silence, and a frame holding NUL or an unpaired
+surrogate anywhere gets the `validation_failed` error naming where, by the rule every HTTP body and
+the widget's socket follow (kit.text).
 """
 
 import json
 import time
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 from fastapi import APIRouter, WebSocket
@@ -20,8 +26,10 @@ from fastapi import APIRouter, WebSocket
 from tertulia.conversations.service import Viewer, viewer_for
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
+from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.sockets import SocketEnded, serve_events
+from tertulia.kit.text import check_input_text
 from tertulia.users.permissions import Actor
 from tertulia.users.sessions import SESSION_COOKIE, SESSION_ENDED, resolve_session, session_tag
 
@@ -64,7 +72,26 @@ async def agent_socket(websocket: WebSocket) -> None:
     with realtime.get_hub().subscribe(actor.workspace_id, accepts=state.visible) as subscription:
         # After subscribing: a client that loads what it shows once "hello" arrives misses nothing.
         await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
-        await serve_events(websocket, subscription, state.render)
+        await serve_events(websocket, subscription, state.render, send=state.send_text, on_frame=state.handle)
+
+
+def answer_to(raw: str) -> dict[str, Any]:
+    """The frame that answers one client frame."""
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
+        return _error("invalid_frame", "Unreadable frame.", {})
+    try:
+        check_input_text(frame)  # the same rule as every HTTP request body and the widget's frames
+    except ValidationFailed as exc:
+        return _error(exc.code, "The frame is not valid.", exc.details if isinstance(exc.details, dict) else {})
+    if isinstance(frame, dict) and frame.get("type") == "ping":
+        return {"type": "pong"}
+    return _error("invalid_frame", 'This socket answers only {"type": "ping"}.', {})
+
+
+def _error(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "error", "error": {"code": code, "message": message, "details": details}}
 
 
 class _AgentSocket:
@@ -83,6 +110,15 @@ class _AgentSocket:
         self.session_tag = session_tag
         self.authenticate = authenticate
         self.checked_at = time.monotonic()
+        # Answers to the client's frames and events are sent from different tasks.
+        self.send_lock = anyio.Lock()
+
+    async def send_text(self, text: str) -> None:
+        async with self.send_lock:
+            await self.websocket.send_text(text)
+
+    async def handle(self, raw: str) -> None:
+        await self.send_text(json.dumps(answer_to(raw), separators=(",", ":")))
 
     def visible(self, event: realtime.Event) -> bool:
         # Runs for every event of the workspace, before it is queued: what this person may not

@@ -17,12 +17,13 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
+from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tertulia.kit.db import MAX_CONNECTIONS, Database
 from tertulia.kit.errors import DomainError, RateLimited, ValidationFailed
 from tertulia.kit.logging import mark_logged
-from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, check_input_text
+from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, check_input_text, has_unsafe_characters
 
 log = structlog.get_logger()
 # Leave connections for work a request does outside its own session (token check, after-commit work).
@@ -188,15 +189,18 @@ class CheckedInputRoute(APIRoute):
         original = super().get_route_handler()
         checks_body = self.checks_body
         takes_body = self.body_field is not None
+        form_values = not getattr(self.endpoint, _FORM_TEXT_BESIDE_FIELDS, False)
 
         async def handler(request: Request) -> Response:
-            await check_request_text(request, form=checks_body, json=checks_body and takes_body)
+            await check_request_text(
+                request, form=checks_body, form_values=form_values, json=checks_body and takes_body
+            )
             return await original(request)
 
         return handler
 
 
-async def check_request_text(request: Request, *, form: bool, json: bool) -> None:
+async def check_request_text(request: Request, *, form: bool, json: bool, form_values: bool = True) -> None:
     check_input_text(dict(request.path_params))
     for key, value in request.query_params.multi_items():
         check_input_text(key, "query")
@@ -206,13 +210,42 @@ async def check_request_text(request: Request, *, form: bool, json: bool) -> Non
         fields = await request.form()
         for key, field in fields.multi_items():
             check_input_text(key, "form")
-            check_input_text(field if isinstance(field, str) else (field.filename or ""), key)
+            if form_values:
+                check_input_text(_form_text(field), key)
     elif json and _is_json(content_type) and await request.body():
         try:
             body = await request.json()
         except ValueError:
             return  # FastAPI answers malformed JSON with its own 422
         check_input_text(body)
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
+_FORM_TEXT_BESIDE_FIELDS = "tertulia_form_text_beside_fields"
+
+
+def form_text_beside_fields(endpoint: _Endpoint) -> _Endpoint:
+    """For a page whose form shows refusals beside its fields: NUL and unpaired surrogates in its
+    fields' values are not refused up front with a bare 422 page; the page calls `check_form_text`
+    where it checks the rest of its input, so the message shows beside the field with what was typed.
+    (Field names are still checked up front: a page never shows them.)"""
+    setattr(endpoint, _FORM_TEXT_BESIDE_FIELDS, True)
+    return endpoint
+
+
+def check_form_text(form: FormData | None) -> None:
+    """ValidationFailed (the 422 of kit.text's rule) naming every field of `form` whose value holds
+    NUL or an unpaired surrogate."""
+    details: dict[str, str] = {}
+    for key, field in form.multi_items() if form is not None else ():
+        if has_unsafe_characters(_form_text(field)):
+            details.setdefault(key, UNSAFE_TEXT_MESSAGE)
+    if details:
+        raise ValidationFailed("; ".join(f"{key}: {message}" for key, message in details.items()), details=details)
+
+
+def _form_text(field: UploadFile | str) -> str:
+    return field if isinstance(field, str) else (field.filename or "")
 
 
 def _is_json(content_type: str) -> bool:
@@ -246,7 +279,6 @@ def _limits(request: Request) -> _SessionLimits:
 
 
 _READ_ONLY = "tertulia_read_only"
-_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 
 
 def read_only(endpoint: _Endpoint) -> _Endpoint:

@@ -59,8 +59,13 @@ class MemoryRateLimiter:
 
 
 class RedisRateLimiter:
+    """Budgets shared by every process. If Redis cannot be reached, the request is let through (and
+    the failure logged), like the slot limiter: an outage of the counter must not become an outage
+    of the API, the inbox and the widget (a 500 on every request). Sign-in throttling is counted in
+    the database and holds either way."""
+
     def __init__(self, url: str, prefix: str = "tertulia") -> None:
-        self._redis = redis.Redis.from_url(url)
+        self._redis = _client(url)
         self._prefix = prefix
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
@@ -70,7 +75,11 @@ class RedisRateLimiter:
         pipe = self._redis.pipeline()
         pipe.incr(redis_key)
         pipe.expire(redis_key, window_seconds + 1)
-        count = int(pipe.execute()[0])
+        try:
+            count = int(pipe.execute()[0])
+        except redis.RedisError as exc:
+            log.warning("rate_limiter_unavailable", error=str(exc))
+            return 0
         return 0 if count <= limit else window + window_seconds - now
 
 
@@ -130,7 +139,7 @@ class RedisSlotLimiter:
     failure logged): a chat that works beats a cap that cannot be counted."""
 
     def __init__(self, url: str, prefix: str = "tertulia", lease_seconds: int = SLOT_LEASE_SECONDS) -> None:
-        self._redis = redis.Redis.from_url(url)
+        self._redis = _client(url)
         self._prefix = prefix
         self.lease_seconds = lease_seconds
         self._acquire = self._redis.register_script(_ACQUIRE)
@@ -157,6 +166,14 @@ class RedisSlotLimiter:
             self._redis.zrem(self._key(key), holder)
         except redis.RedisError as exc:
             log.warning("slot_limiter_unavailable", error=str(exc))
+
+
+# Requests wait on these calls: a Redis that does not answer must cost a second, not a TCP timeout.
+REDIS_TIMEOUT_SECONDS = 1.0
+
+
+def _client(url: str) -> "redis.Redis":
+    return redis.Redis.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS, socket_timeout=REDIS_TIMEOUT_SECONDS)
 
 
 def _is_redis(url: str) -> bool:

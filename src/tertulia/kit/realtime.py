@@ -167,7 +167,9 @@ class RedisHub(Hub):
         super().__init__()
         self.url = url
         self.channel = f"{prefix}:events"
-        self._redis = redis.Redis.from_url(url)
+        # Publishing happens in request threads: a Redis that does not answer costs a second (the
+        # failure is logged, the data is committed, clients reload), not a TCP timeout.
+        self._redis = redis.Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 

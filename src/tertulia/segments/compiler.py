@@ -14,6 +14,10 @@ nests one level per operator of a flat `a AND b AND c ...` chain and refuses a s
 1,000, which a filter within the documented limits reached (20 groups of 50 conditions, each
 `value IS NOT NULL AND ...`). Balanced, the depth grows with the logarithm of the clause count.
 
+The filter is compiled from its shape (shape.py): nested ANDs and ORs flattened and the value lists on
+one field under each of them merged into one, which PostgreSQL needs to plan and run a filter with
+many lists on one indexed column at all.
+
 Custom values are read with the JSON `->>` operator and the key inlined as a literal (keys are
 checked against `CUSTOM_KEY`): `custom ->> 'plan'` is the same text on both databases, so one
 expression index serves both, which a bound JSON path would not.
@@ -22,16 +26,34 @@ expression index serves both, which a bound JSON path would not.
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import Boolean, ColumnElement, Float, String, and_, cast, false, literal_column, not_, or_, select, true
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Float,
+    Select,
+    String,
+    and_,
+    cast,
+    false,
+    func,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
 
 from tertulia.contacts.models import Contact, ContactTag, Tag
-from tertulia.segments.language import CUSTOM_KEY, CheckedFilter, CheckedGroup, Condition, FieldRef
+from tertulia.segments.language import CUSTOM_KEY, CheckedFilter, Condition, FieldRef
+from tertulia.segments.shape import Constant, Junction, Member, Negation, Node, shape, tag_subqueries
 from tertulia.segments.timing import EvalContext, date_range
 
 Clause = ColumnElement[bool]
+# Up to this many tag subqueries in a filter may become joins (PostgreSQL's join_collapse_limit).
+MAX_TAG_JOINS = 8
 
 
 def _key_literal(key: str) -> ColumnElement[Any]:
@@ -85,25 +107,31 @@ def escape_like(value: str) -> str:
 
 def compile_filter(checked: CheckedFilter, ctx: EvalContext) -> Clause:
     """The clause selecting the filter's contacts, always scoped to `ctx.workspace_id`."""
-    return and_(Contact.workspace_id == ctx.workspace_id, SqlCompiler(ctx).body(checked))
+    tree = shape(checked)
+    compiler = SqlCompiler(ctx, many_tag_subqueries=tag_subqueries(tree) > MAX_TAG_JOINS)
+    return and_(Contact.workspace_id == ctx.workspace_id, compiler.node(tree))
 
 
 class SqlCompiler:
-    def __init__(self, ctx: EvalContext) -> None:
+    def __init__(self, ctx: EvalContext, many_tag_subqueries: bool = False) -> None:
         self.ctx = ctx
+        self.many_tag_subqueries = many_tag_subqueries
 
-    def body(self, checked: CheckedFilter) -> Clause:
-        if not checked.groups:
-            return true()
-        clauses = [self.group(group) for group in checked.groups]
-        return all_of(clauses) if checked.match == "all" else any_of(clauses)
-
-    def group(self, group: CheckedGroup) -> Clause:
-        clauses = [self.condition(condition) for condition in group.conditions]
-        return all_of(clauses) if group.match == "all" else any_of(clauses)
+    def node(self, node: Node) -> Clause:
+        if isinstance(node, Junction):
+            clauses = [self.node(child) for child in node.children]
+            return all_of(clauses) if node.join == "and" else any_of(clauses)
+        if isinstance(node, Negation):
+            return not_(self.node(node.child))
+        if isinstance(node, Member):
+            column = self.value(node.field)
+            return and_(column.is_not(None), column.in_(node.values))
+        if isinstance(node, Constant):
+            return true() if node.value else false()
+        return self.condition(node.condition)
 
     def condition(self, condition: Condition) -> Clause:
-        if condition.category in ("tag", "segment"):
+        if condition.category == "tag":
             name = f"{condition.category}_{condition.operator}"
         else:
             assert condition.field is not None
@@ -168,24 +196,17 @@ class SqlCompiler:
     text_not_exists = _not_exists
 
     # ----- list (custom list fields) and code (country, language) ------------------------------
-
-    def list_is(self, c: Condition) -> Clause:
-        return self._has(c, lambda col: col == c.value[0])
+    # `is` and `is_any_of` are `Member`s of the shape (see `node`).
 
     def list_is_not(self, c: Condition) -> Clause:
         return self._lacks_or(c, lambda col: col != c.value[0])
-
-    def list_is_any_of(self, c: Condition) -> Clause:
-        return self._has(c, lambda col: col.in_(c.value))
 
     def list_is_none_of(self, c: Condition) -> Clause:
         return self._lacks_or(c, lambda col: col.not_in(c.value))
 
     list_exists = _exists
     list_not_exists = _not_exists
-    code_is = list_is
     code_is_not = list_is_not
-    code_is_any_of = list_is_any_of
     code_is_none_of = list_is_none_of
     code_exists = _exists
     code_not_exists = _not_exists
@@ -272,22 +293,33 @@ class SqlCompiler:
 
     # ----- tags ---------------------------------------------------------------------------------
 
-    def _tagged_with(self, keys: tuple[str, ...]) -> Clause:
-        tagged = (
+    def _tagged(self, contact_ids: Select[int]) -> Clause:
+        clause = Contact.id.in_(contact_ids)
+        # PostgreSQL turns each `id IN (subquery)` ANDed at the top into a join, and plans joins in
+        # time that grows much faster than their number (100 took 3 s); `IS TRUE` keeps each one a
+        # hashed subquery, planned on its own. A few stay joins, the better plan for a rare tag.
+        return clause.is_(True) if self.many_tag_subqueries else clause
+
+    def _tag_rows(self, keys: tuple[str, ...]) -> Select[int]:
+        return (
             select(ContactTag.contact_id)
             .join(Tag, Tag.id == ContactTag.tag_id)
             .where(Tag.workspace_id == self.ctx.workspace_id, Tag.name_key.in_(keys))
         )
-        return Contact.id.in_(tagged)
 
     def tag_has_any_of(self, c: Condition) -> Clause:
-        return self._tagged_with(c.value)
+        return self._tagged(self._tag_rows(c.value))
 
     def tag_has_all_of(self, c: Condition) -> Clause:
-        return all_of([self._tagged_with((key,)) for key in c.value])
+        keys: tuple[str, ...] = c.value
+        if len(keys) == 1:
+            return self._tagged(self._tag_rows(keys))
+        # One subquery, not one per tag: a tag is on a contact at most once (contact_tags' key) and
+        # keys are distinct, so a contact with every tag has exactly len(keys) rows.
+        return self._tagged(self._tag_rows(keys).group_by(ContactTag.contact_id).having(func.count() == len(keys)))
 
     def tag_has_none_of(self, c: Condition) -> Clause:
-        return not_(self._tagged_with(c.value))
+        return not_(self._tagged(self._tag_rows(c.value)))
 
     # tag_count is kept by triggers on contact_tags, so these read one indexed column.
     def tag_exists(self, c: Condition) -> Clause:
@@ -295,13 +327,3 @@ class SqlCompiler:
 
     def tag_not_exists(self, c: Condition) -> Clause:
         return Contact.tag_count == 0
-
-    # ----- other segments -----------------------------------------------------------------------
-
-    def segment_in(self, c: Condition) -> Clause:
-        nested: CheckedFilter = c.value
-        return self.body(nested)
-
-    def segment_not_in(self, c: Condition) -> Clause:
-        nested: CheckedFilter = c.value
-        return not_(self.body(nested))

@@ -25,6 +25,7 @@ from tertulia.contacts.models import FieldType
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.text import fold, name_key, tidy_name
 from tertulia.kit.types import is_id
+from tertulia.segments.shape import list_combinations, shape
 
 MAX_GROUPS = 20
 MAX_CONDITIONS = 50
@@ -34,6 +35,9 @@ MAX_SEGMENT_DEPTH = 5
 # SQLite and PostgreSQL both accept (PostgreSQL takes at most 65,535 bound values per statement).
 MAX_TOTAL_CONDITIONS = 1000
 MAX_TOTAL_VALUES = 10_000
+# Value lists on one field that PostgreSQL may put in one index scan cost one scan per combination of
+# their values, and that loop does not check for cancellation: see shape.py.
+MAX_LIST_COMBINATIONS = 100_000
 UNITS = ("minutes", "hours", "days", "weeks", "months")
 # About a century per unit, so every bound stays a representable date.
 MAX_AMOUNT = {"minutes": 52_000_000, "hours": 876_000, "days": 36_500, "weeks": 5_200, "months": 1_200}
@@ -210,6 +214,12 @@ def check_filter(raw: Any, ctx: CheckContext, prefix: str = "") -> CheckedFilter
     """Validate a filter against the workspace and return the checked tree."""
     checked = _Checker(ctx).filter(raw, prefix, ())
     _check_size(checked, prefix or "filter")
+    if list_combinations(shape(checked)) > MAX_LIST_COMBINATIONS:
+        raise ValidationFailed.field(
+            prefix or "filter",
+            f"value lists on one field that apply together (an all group inside an any group, or the segments it"
+            f" uses) multiply to more than {MAX_LIST_COMBINATIONS} combinations; join them into one list",
+        )
     return checked
 
 

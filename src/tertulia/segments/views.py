@@ -11,7 +11,8 @@ from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.fields import FILTER_LABELS, KIND_BY_TYPE
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, TooSlow, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute, read_only
+from tertulia.kit.http import CheckedInputRoute, check_form_text, form_text_beside_fields, read_only
+from tertulia.kit.text import replace_unsafe_characters
 from tertulia.kit.types import ID
 from tertulia.segments import repository as repo
 from tertulia.segments.models import Segment
@@ -337,9 +338,11 @@ def update_segment_filter(ctx: UserPage, segment_id: ID) -> Response:
 
 
 @router.post("/segments/{segment_id}/rename")
+@form_text_beside_fields
 def rename_segment(ctx: UserPage, segment_id: ID, name: Annotated[str, Form()] = "") -> Response:
     saved = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     try:
+        check_form_text(ctx.request.state.form)
         do_update_segment(ctx.session, ctx.actor, saved, name=name)
     except (ValidationFailed, Conflict) as exc:
         ctx.session.rollback()
@@ -347,7 +350,7 @@ def rename_segment(ctx: UserPage, segment_id: ID, name: Annotated[str, Form()] =
         if message is None:
             details = exc.details if isinstance(exc.details, dict) else {}
             message = ctx.fmt.gettext(str(details.get("name") or exc.message))
-        return _rename_failed(ctx, segment_id, name, message)
+        return _rename_failed(ctx, segment_id, replace_unsafe_characters(name), message)
     return ctx.redirect(f"/contacts/segments/{saved.id}", flash="segment_saved")
 
 

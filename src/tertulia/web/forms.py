@@ -9,11 +9,16 @@ from typing import TypeVar
 from starlette.responses import Response
 
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
+from tertulia.kit.http import check_form_text
+from tertulia.kit.text import UNSAFE_TEXT_MESSAGE
 from tertulia.web import i18n
 from tertulia.web.context import WebContext
 
 T = TypeVar("T")
 
+# kit.text's message, marked here so the catalogues translate it where a form shows it.
+UNSAFE_TEXT = i18n.lazy("must not contain NUL characters or unpaired surrogates")
+assert UNSAFE_TEXT == UNSAFE_TEXT_MESSAGE, "the catalogue's wording must be kit.text's"
 # What a form shows beside its fields; other errors (403, 404) become the error page.
 FORM_ERRORS: tuple[type[DomainError], ...] = (ValidationFailed, Conflict)
 # Offered first in the time zone selects (profile, workspace); any valid zone is accepted.
@@ -60,8 +65,11 @@ def submit(
     catch: tuple[type[DomainError], ...] = FORM_ERRORS,
 ) -> Response:
     """`action` changes data; a refusal listed in `catch` rolls the transaction back and returns
-    `again(error)` (the page re-rendered). Otherwise `done(result)`, or a redirect to `redirect`."""
+    `again(error)` (the page re-rendered). Otherwise `done(result)`, or a redirect to `redirect`.
+    The form's values are checked for NUL and unpaired surrogates first (kit.http.check_form_text),
+    so a page marked `form_text_beside_fields` shows that refusal beside the field too."""
     try:
+        check_form_text(getattr(ctx.request.state, "form", None))
         result = action()
     except catch as exc:
         ctx.session.rollback()

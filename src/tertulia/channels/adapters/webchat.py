@@ -146,7 +146,18 @@ class WebchatAdapter:
 # ----- visitor tokens and identity verification ----------------------------------------------
 
 
-def _signing_key() -> bytes:
+def _signing_key(channel: Channel) -> bytes:
+    """Per channel, and derived from the channel's identity secret as well as the server's key: a
+    new identity secret (Settings > Channels) revokes every visitor and access token of that widget
+    at once, which a token valid for a year otherwise could not be."""
+    root = get_settings().resolved_secret_key().encode()
+    widget_secret = str((channel.secrets or {}).get("identity_secret", ""))
+    return hmac.new(root, b"webchat-visitor-token\x00" + widget_secret.encode(), hashlib.sha256).digest()
+
+
+def _legacy_signing_key() -> bytes:
+    """The key of visitor tokens issued before they were signed per channel: still read (only as
+    kept visitor tokens, which /session trades for new ones), so visitors keep their conversation."""
     root = get_settings().resolved_secret_key().encode()
     return hmac.new(root, b"webchat-visitor-token", hashlib.sha256).digest()
 
@@ -171,7 +182,7 @@ class Visitor:
 ACCESS = "access"
 
 
-def _issue(visitor: Visitor, kind: str | None) -> str:
+def _issue(visitor: Visitor, channel: Channel, kind: str | None) -> str:
     claims: dict[str, Any] = {"ch": visitor.channel_id, "sub": visitor.external_id, "exp": visitor.expires_at}
     if visitor.name:
         claims["name"] = visitor.name
@@ -180,26 +191,27 @@ def _issue(visitor: Visitor, kind: str | None) -> str:
     if kind is not None:
         claims["typ"] = kind
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-    signature = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
+    signature = _b64(hmac.new(_signing_key(channel), body.encode(), hashlib.sha256).digest())
     return f"{body}.{signature}"
 
 
-def issue_token(visitor: Visitor) -> str:
-    """The visitor token the widget keeps (valid until `visitor.expires_at`)."""
-    return _issue(visitor, None)
+def issue_token(visitor: Visitor, channel: Channel) -> str:
+    """The visitor token the widget keeps (valid until `visitor.expires_at`, or a new identity secret)."""
+    return _issue(visitor, channel, None)
 
 
-def issue_access_token(visitor: Visitor) -> str:
+def issue_access_token(visitor: Visitor, channel: Channel) -> str:
     """A short-lived access token (valid until `visitor.expires_at`) for the visitor's requests and socket."""
-    return _issue(visitor, ACCESS)
+    return _issue(visitor, channel, ACCESS)
 
 
 def _read(token: str | None, channel: Channel, kind: str | None) -> Visitor:
     if not token or token.count(".") != 1:
         raise Unauthorized("Missing or malformed visitor token.")
     body, signature = token.split(".")
-    expected = _b64(hmac.new(_signing_key(), body.encode(), hashlib.sha256).digest())
-    if not same_secret(signature, expected):
+    expected = _b64(hmac.new(_signing_key(channel), body.encode(), hashlib.sha256).digest())
+    legacy = _b64(hmac.new(_legacy_signing_key(), body.encode(), hashlib.sha256).digest())
+    if not (same_secret(signature, expected) or (kind is None and same_secret(signature, legacy))):
         raise Unauthorized("Invalid visitor token.")
     try:
         claims = json.loads(_unb64(body))

@@ -241,9 +241,9 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
     )
     access = dataclasses.replace(visitor, expires_at=now + settings.widget_access_token_seconds)
     return {
-        "token": issue_token(visitor),
+        "token": issue_token(visitor, channel),
         "expires_at": visitor.expires_at,
-        "access_token": issue_access_token(access),
+        "access_token": issue_access_token(access, channel),
         "access_expires_at": access.expires_at,
     }
 
