@@ -390,12 +390,17 @@
   var tagBox = $("[data-message-tag]");
   var tagSelect = $("[data-message-tag-select]");
   var tagHint = $("[data-message-tag-hint]");
+  // Drawn again whenever the conversation is (a new message, an assignment): the tag the agent
+  // picked stays picked while it is still offered.
   function renderMessageTags(tags) {
+    var chosen = tagSelect.value;
     tagSelect.textContent = "";
     tagSelect.appendChild(new Option(T.no_message_tag, ""));
     tags.forEach(function (t) { tagSelect.appendChild(new Option(t.tag, t.tag)); });
     tagBox.hidden = !tags.length;
-    tagHint.textContent = "";
+    var still = tags.some(function (t) { return t.tag === chosen; });
+    tagSelect.value = still ? chosen : "";
+    tagHint.textContent = still ? T["tag_" + chosen] || "" : "";
   }
   tagSelect.addEventListener("change", function () {
     tagHint.textContent = tagSelect.value ? T["tag_" + tagSelect.value] || "" : "";
