@@ -8,14 +8,17 @@ now carries a reason the widget shows.
 
 from collections.abc import Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import event
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from tertulia.app import create_app
+from tertulia.channels.adapters.webchat import read_access_token
+from tertulia.conversations.ingress.widget import admit_message
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
 from tests.conftest import Tenant
@@ -116,3 +119,32 @@ def test_new_conversations_are_capped_per_channel(client: TestClient, db: Databa
     first.say("sigo aquí")
     assert [m["text"] for m in first.history()] == ["primera", "sigo aquí"]
     assert third.history() == []
+
+
+def test_a_visitor_with_an_open_conversation_is_admitted_without_asking_the_database(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """Whether a message opens a conversation is asked once; while the visitor's conversation is
+    known to be open, admitting their next messages costs no query (a transaction per message there
+    doubled the live inbox's CPU per message)."""
+    channel = make_webchat(db, tenant)
+    visitor = new_visitor(client, channel)
+    assert _post(visitor, "hola", "admit-0001").status_code == 201  # opens the conversation
+    app = cast(Any, client.app)
+    settings, limiter = app.state.settings, app.state.rate_limiter
+    decoded = read_access_token(visitor.access_token, channel)
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        admit_message(db, limiter, settings, channel, decoded)  # asks, and finds it open
+        asked_first = len(statements)
+        admit_message(db, limiter, settings, channel, decoded)
+        admit_message(db, limiter, settings, channel, decoded)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    assert asked_first >= 2  # the identity and the open conversation
+    assert len(statements) == asked_first

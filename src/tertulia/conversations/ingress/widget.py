@@ -38,6 +38,7 @@ import functools
 import inspect
 import json
 import secrets
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -293,6 +294,41 @@ def _inbound(visitor: Visitor, text: str, client_msg_id: str, origin: str | None
     )
 
 
+class _OpenConversations:
+    """Visitors seen lately with an open conversation, so their next messages skip the database.
+
+    Asking the database whether a message will open a conversation cost a transaction per message
+    on the hot path (two queries and a commit: the live inbox's CPU per message doubled). A visitor
+    with an open conversation keeps it for minutes as a rule, so the answer is remembered for TTL
+    seconds per process. What that costs: a conversation closed within the TTL lets that visitor's
+    next message open a new one without counting against the channel's new-conversation limit (at
+    most one per visitor per TTL, and visitors themselves are limited per address)."""
+
+    TTL = 30.0
+    MAX_ENTRIES = 100_000
+
+    def __init__(self) -> None:
+        self._until: dict[tuple[int, str], float] = {}
+        self._lock = threading.Lock()
+
+    def known(self, channel_id: int, external_id: str) -> bool:
+        with self._lock:
+            until = self._until.get((channel_id, external_id))
+            return until is not None and until > time.monotonic()
+
+    def remember(self, channel_id: int, external_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._until) >= self.MAX_ENTRIES:
+                self._until = {key: until for key, until in self._until.items() if until > now}
+                if len(self._until) >= self.MAX_ENTRIES:
+                    self._until.clear()
+            self._until[(channel_id, external_id)] = now + self.TTL
+
+
+_open_conversations = _OpenConversations()
+
+
 def admit_message(db: Database, limiter: RateLimiter, settings: Settings, channel: Channel, visitor: Visitor) -> None:
     """Count a visitor's message against the limits shared by HTTP and the socket: the visitor's
     messages a minute, and, when it will open a conversation (no contact yet, or none open), the
@@ -300,21 +336,25 @@ def admit_message(db: Database, limiter: RateLimiter, settings: Settings, channe
     retry_after = limiter.hit(f"widget:message:{visitor.external_id}", settings.widget_messages_per_minute, 60)
     if retry_after:
         raise RateLimited("Too many messages; wait a moment.", retry_after=retry_after)
+    if _open_conversations.known(channel.id, visitor.external_id):
+        return
     with db.transaction(write=False) as session:
         contact_id = _contact_id(session, channel, visitor)
         opens = (
             contact_id is None
             or conversations_repo.open_conversation(session, channel.workspace_id, contact_id) is None
         )
-    if opens:
-        limit = settings.widget_conversations_per_minute
-        retry_after = limiter.hit(f"widget:conversations:{channel.id}", limit, 60)
-        if retry_after:
-            raise RateLimited(
-                "Too many new chats at the moment; try again in a minute.",
-                retry_after=retry_after,
-                code="too_many_conversations",
-            )
+    if not opens:
+        _open_conversations.remember(channel.id, visitor.external_id)
+        return
+    limit = settings.widget_conversations_per_minute
+    retry_after = limiter.hit(f"widget:conversations:{channel.id}", limit, 60)
+    if retry_after:
+        raise RateLimited(
+            "Too many new chats at the moment; try again in a minute.",
+            retry_after=retry_after,
+            code="too_many_conversations",
+        )
 
 
 @router.post("/{key}/messages", status_code=201)
