@@ -115,6 +115,9 @@ def test_forced_500s_neither_stall_other_requests_nor_log_secrets(
         "GET /widget/ws?key=wk_1&token=abc.def HTTP/1.1",
         "GET /invitations/AbCdEf123 HTTP/1.1",
         "GET /password-reset/AbCdEf123?x=1 HTTP/1.1",
+        # Tokens are base64url: one may start with digits followed by "-" or "_".
+        "GET /invitations/9-AbCdEf123 HTTP/1.1",
+        "HTTP Request: GET http://127.0.0.1:8000/password-reset/12_AbCdEf123 200",
     ],
 )
 def test_token_like_values_are_scrubbed(line: str) -> None:
@@ -135,6 +138,8 @@ def test_telegram_bot_tokens_in_urls_are_scrubbed() -> None:
 
 def test_numeric_invitation_routes_are_kept() -> None:
     assert scrub("POST /invitations/12/revoke") == "POST /invitations/12/revoke"
+    assert scrub("GET /invitations/12 HTTP/1.1") == "GET /invitations/12 HTTP/1.1"
+    assert scrub("GET /invitations/12") == "GET /invitations/12"
 
 
 def test_the_access_log_keeps_no_link_or_visitor_secrets(base_url: str, capfd: pytest.CaptureFixture[str]) -> None:

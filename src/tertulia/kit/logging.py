@@ -60,7 +60,8 @@ _SCRUBBERS: list[tuple[re.Pattern[str], str]] = [
         r"\1=" + REDACTED,
     ),
     (re.compile(r"(?i)([?&;]|\b)((?:[a-z_]*_)?token)=[^&\s'\"#\\]+"), r"\1\2=" + REDACTED),
-    (re.compile(r"/(invitations|password-reset)/(?!\d+(?:/|\b))[^/\s?'\"#\\]+"), r"/\1/" + REDACTED),
+    # A link's token may start with digits ("9-smQ..."): only digits up to the segment's end are an id.
+    (re.compile(r"/(invitations|password-reset)/(?!\d+(?:[/\s?'\"#\\]|$))[^/\s?'\"#\\]+"), r"/\1/" + REDACTED),
     # Telegram bot tokens in Bot API URLs (/bot<id>:<secret>/method, /file/bot<id>:<secret>/path).
     (re.compile(r"/bot\d+:[A-Za-z0-9_\-]+"), "/bot" + REDACTED),
     # Visitor tokens: a base64url body, a dot and a 43-character base64url HMAC-SHA256.
