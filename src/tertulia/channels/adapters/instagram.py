@@ -198,31 +198,31 @@ class InstagramAdapter(MetaMessagingAdapter):
         token_field = "secrets.page_access_token" if self.login(channel) == "facebook" else "secrets.access_token"
         if self.login(channel) == "facebook":
             page_id = str((channel.config or {}).get("page_id"))
-            page = self._setup_call(
-                channel, "GET", page_id, {"fields": "id,name,instagram_business_account"}, token_field
+            page = self._call(
+                channel, "GET", page_id, params={"fields": "id,name,instagram_business_account"}, field=token_field
             )
             linked = page.get("instagram_business_account")
             account = str(linked.get("id")) if isinstance(linked, dict) and linked.get("id") else ""
             if not account:
                 raise SetupRefused("this Page has no Instagram professional account linked", field="config.page_id")
-            self._setup_call(
+            self._call(
                 channel,
                 "POST",
                 f"{page_id}/subscribed_apps",
-                {"subscribed_fields": ",".join(PAGE_FIELDS)},
-                "callback_url",
+                params={"subscribed_fields": ",".join(PAGE_FIELDS)},
+                field="callback_url",
             )
             name = str(page.get("name") or "")
             username = None
         else:
-            me = self._setup_call(channel, "GET", "me", {"fields": "user_id,username"}, token_field)
+            me = self._call(channel, "GET", "me", params={"fields": "user_id,username"}, field=token_field)
             account = str(me.get("user_id") or me.get("id") or "")
-            self._setup_call(
+            self._call(
                 channel,
                 "POST",
                 "me/subscribed_apps",
-                {"subscribed_fields": ",".join(SUBSCRIBED_FIELDS)},
-                "callback_url",
+                params={"subscribed_fields": ",".join(SUBSCRIBED_FIELDS)},
+                field="callback_url",
             )
             username = me.get("username")
             name = f"@{username}" if username else ""
@@ -243,32 +243,6 @@ class InstagramAdapter(MetaMessagingAdapter):
             raise TransientError(f"Instagram could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
             raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
-
-    def _setup_call(
-        self, channel: Channel, method: str, path: str, params: dict[str, str], field: str
-    ) -> dict[str, Any]:
-        try:
-            response = httpx.request(
-                method,
-                f"{self.root(channel)}/{path}",
-                params=params,
-                headers=self._auth(channel),
-                timeout=meta_graph.TIMEOUT,
-            )
-        except httpx.TransportError as exc:
-            raise SetupRefused(
-                f"Instagram could not be reached ({type(exc).__name__})",
-                field="config.api_base_url",
-                code="unreachable",
-            ) from exc
-        if not response.is_success:
-            error = meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
-            raise SetupRefused(error.reason, field=field, code="token" if field.startswith("secrets.") else "callback")
-        try:
-            answer = response.json()
-        except ValueError as exc:
-            raise SetupRefused("Instagram answered something that is not JSON", field=field, code="token") from exc
-        return answer if isinstance(answer, dict) else {}
 
     # ----- chat menu: ice breakers ----------------------------------------------------------------
 

@@ -345,6 +345,37 @@ class MetaMessagingAdapter:
     def _auth(self, channel: Channel) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(channel)}"}
 
+    def _call(
+        self, channel: Channel, method: str, path: str, *, params: dict[str, str], field: str, body: Any = None
+    ) -> dict[str, Any]:
+        """One Graph call made while a manager waits; a refusal names the field at fault."""
+        try:
+            response = httpx.request(
+                method,
+                f"{self.root(channel)}/{path}",
+                params=params,
+                json=body,
+                headers=self._auth(channel),
+                timeout=meta_graph.TIMEOUT,
+            )
+        except httpx.TransportError as exc:
+            raise SetupRefused(
+                f"{self.provider} could not be reached ({type(exc).__name__})",
+                field="config.api_base_url",
+                code="unreachable",
+            ) from exc
+        if not response.is_success:
+            error = meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
+            code = "token" if field.startswith("secrets.") else "callback"
+            raise SetupRefused(error.reason, field=field, code=code)
+        try:
+            answer = response.json()
+        except ValueError as exc:
+            raise SetupRefused(
+                f"{self.provider} answered something that is not JSON", field=field, code="token"
+            ) from exc
+        return answer if isinstance(answer, dict) else {}
+
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
         url = f"{self.root(channel)}/{self.send_path(channel)}"
         base = envelope(message)
@@ -567,37 +598,6 @@ class MessengerAdapter(MetaMessagingAdapter):
             raise TransientError(f"Messenger could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
             raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
-
-    def _call(
-        self, channel: Channel, method: str, path: str, *, params: dict[str, str], field: str, body: Any = None
-    ) -> dict[str, Any]:
-        """One Graph call made while a manager waits; a refusal names the field at fault."""
-        try:
-            response = httpx.request(
-                method,
-                f"{self.root(channel)}/{path}",
-                params=params,
-                json=body,
-                headers=self._auth(channel),
-                timeout=meta_graph.TIMEOUT,
-            )
-        except httpx.TransportError as exc:
-            raise SetupRefused(
-                f"{self.provider} could not be reached ({type(exc).__name__})",
-                field="config.api_base_url",
-                code="unreachable",
-            ) from exc
-        if not response.is_success:
-            error = meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
-            code = "token" if field.startswith("secrets.") else "callback"
-            raise SetupRefused(error.reason, field=field, code=code)
-        try:
-            answer = response.json()
-        except ValueError as exc:
-            raise SetupRefused(
-                f"{self.provider} answered something that is not JSON", field=field, code="token"
-            ) from exc
-        return answer if isinstance(answer, dict) else {}
 
     # ----- chat menu: the persistent menu and the Get Started button ------------------------------
 
