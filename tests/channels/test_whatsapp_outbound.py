@@ -337,6 +337,23 @@ def test_a_burst_to_one_customer_goes_out_six_seconds_apart(
     assert {(m.status, m.attempts) for m in rows} == {(DeliveryStatus.SENT, 1)}  # waiting is not an attempt
 
 
+def test_sends_reuse_one_kept_alive_connection_to_graph(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph, clock: Clock
+) -> None:
+    """A new client per call cost a TCP connection and an SSL context (CA bundle load) per message."""
+    channel, url = _customer(client, db, tenant, graph)
+    photo = _upload(client, tenant, "azul.png", PNG, "image/png")
+    _sent(
+        db,
+        clock,
+        _send(client, tenant, url, channel, type="text", text="uno"),
+        _send(client, tenant, url, channel, type="image", attachments=[photo]),
+        _send(client, tenant, url, channel, type="text", text="tres"),
+    )
+    assert [r.kind for r in graph.received] == ["messages", "media", "messages", "messages"]
+    assert len(set(graph.client_ports)) == 1
+
+
 def test_a_burst_to_many_customers_never_passes_the_number_s_rate(
     client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph, clock: Clock
 ) -> None:

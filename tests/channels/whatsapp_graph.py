@@ -18,8 +18,10 @@ of "messages", "media" or "number". Each request is recorded with the time of `c
 arrived, so tests can move a clock rather than sleep.
 """
 
+import contextlib
 import itertools
 import json
+import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -80,6 +82,8 @@ class FakeGraph:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self.base_url = ""
+        # The client port of every request: how many connections the sends were spread over.
+        self.client_ports: list[int] = []
 
     def fail_next(self, kind: str, status: int, body: dict[str, Any]) -> None:
         self._failures.setdefault(kind, []).append((status, body))
@@ -140,8 +144,18 @@ class FakeGraph:
 def fake_graph(clock: Callable[[], datetime] = utcnow) -> Iterator[FakeGraph]:
     graph = FakeGraph(clock)
 
+    open_connections: set[socket.socket] = set()
+
     class Handler(BaseHTTPRequestHandler):
+        # Like Graph itself, connections stay open between requests.
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            open_connections.add(self.connection)
+
         def _serve(self, method: str) -> None:
+            graph.client_ports.append(self.client_address[1])
             url = urlsplit(self.path)
             body = self.rfile.read(int(self.headers.get("content-length", "0")))
             headers = {k.lower(): v for k, v in self.headers.items()}
@@ -171,3 +185,7 @@ def fake_graph(clock: Callable[[], datetime] = utcnow) -> Iterator[FakeGraph]:
     finally:
         server.shutdown()
         server.server_close()
+        # A kept-alive connection must not outlive its fake (a later one could be given its port).
+        for connection in list(open_connections):
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)

@@ -48,6 +48,7 @@ from tertulia.channels.protocol import (
     TransientError,
 )
 from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.outgoing_http import provider_http
 
 TYPE = "instagram"
 INSTAGRAM_API = "https://graph.instagram.com"
@@ -236,7 +237,7 @@ class InstagramAdapter(MetaMessagingAdapter):
     def disconnect(self, channel: Channel) -> None:
         node = str((channel.config or {}).get("page_id")) if self.login(channel) == "facebook" else "me"
         try:
-            response = httpx.delete(
+            response = provider_http().delete(
                 f"{self.root(channel)}/{node}/subscribed_apps", headers=self._auth(channel), timeout=meta_graph.TIMEOUT
             )
         except httpx.TransportError as exc:
@@ -255,9 +256,9 @@ class InstagramAdapter(MetaMessagingAdapter):
             if items:
                 actions = [{"question": item["question"], "payload": item["payload"]} for item in items]
                 body = {"platform": "instagram", "ice_breakers": [{"call_to_actions": actions, "locale": "default"}]}
-                response = httpx.post(url, json=body, headers=self._auth(channel), timeout=meta_graph.TIMEOUT)
+                response = provider_http().post(url, json=body, headers=self._auth(channel), timeout=meta_graph.TIMEOUT)
             else:
-                response = httpx.request(
+                response = provider_http().request(
                     "DELETE",
                     url,
                     json={"platform": "instagram", "fields": ["ice_breakers"]},

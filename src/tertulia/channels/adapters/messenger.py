@@ -59,6 +59,7 @@ from tertulia.channels.protocol import (
 )
 from tertulia.kit import storage
 from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.outgoing_http import provider_http
 
 TYPE = "messenger"
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
@@ -327,7 +328,7 @@ class MetaMessagingAdapter:
             return found
         profile: dict[str, Any] | None = None
         try:
-            response = httpx.get(
+            response = provider_http().get(
                 f"{self.root(channel)}/{user_id}",
                 params={"fields": self.profile_fields},
                 headers=self._auth(channel),
@@ -350,7 +351,7 @@ class MetaMessagingAdapter:
     ) -> dict[str, Any]:
         """One Graph call made while a manager waits; a refusal names the field at fault."""
         try:
-            response = httpx.request(
+            response = provider_http().request(
                 method,
                 f"{self.root(channel)}/{path}",
                 params=params,
@@ -429,9 +430,11 @@ class MetaMessagingAdapter:
         """The message id Meta gave, and the recipient id it answered with."""
         try:
             if files is not None:
-                response = httpx.post(url, data=form, files=files, headers=self._auth(channel), timeout=UPLOAD_TIMEOUT)
+                response = provider_http().post(
+                    url, data=form, files=files, headers=self._auth(channel), timeout=UPLOAD_TIMEOUT
+                )
             else:
-                response = httpx.post(url, json=body, headers=self._auth(channel), timeout=meta_graph.TIMEOUT)
+                response = provider_http().post(url, json=body, headers=self._auth(channel), timeout=meta_graph.TIMEOUT)
         except httpx.TimeoutException as exc:
             raise TransientError(f"{self.provider} did not answer in time") from exc
         except httpx.TransportError as exc:
@@ -457,7 +460,7 @@ class MetaMessagingAdapter:
         chunks: list[bytes] = []
         received = 0
         try:
-            with httpx.stream("GET", url, timeout=UPLOAD_TIMEOUT, follow_redirects=True) as response:
+            with provider_http().stream("GET", url, timeout=UPLOAD_TIMEOUT, follow_redirects=True) as response:
                 if response.status_code == 429 or response.status_code >= 500:
                     raise TransientError(f"the file download answered {response.status_code}")
                 if response.status_code != 200:
@@ -589,7 +592,7 @@ class MessengerAdapter(MetaMessagingAdapter):
 
     def disconnect(self, channel: Channel) -> None:
         try:
-            response = httpx.delete(
+            response = provider_http().delete(
                 f"{self.root(channel)}/{self.account_id(channel)}/subscribed_apps",
                 headers=self._auth(channel),
                 timeout=meta_graph.TIMEOUT,
@@ -622,9 +625,9 @@ class MessengerAdapter(MetaMessagingAdapter):
                         {"locale": "default", "composer_input_disabled": False, "call_to_actions": actions}
                     ],
                 }
-                response = httpx.post(url, json=body, headers=self._auth(channel), timeout=meta_graph.TIMEOUT)
+                response = provider_http().post(url, json=body, headers=self._auth(channel), timeout=meta_graph.TIMEOUT)
             else:
-                response = httpx.request(
+                response = provider_http().request(
                     "DELETE",
                     url,
                     json={"fields": ["persistent_menu"]},

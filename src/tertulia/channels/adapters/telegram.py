@@ -64,6 +64,7 @@ from tertulia.channels.protocol import (
 )
 from tertulia.kit import storage
 from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.outgoing_http import provider_http
 
 TYPE = "telegram"
 DEFAULT_API_BASE_URL = "https://api.telegram.org"
@@ -334,9 +335,9 @@ class BotApi:
         try:
             if files:
                 form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (params or {}).items()}
-                response = httpx.post(url, data=form, files=files, timeout=UPLOAD_TIMEOUT)
+                response = provider_http().post(url, data=form, files=files, timeout=UPLOAD_TIMEOUT)
             else:
-                response = httpx.post(url, json=params or {}, timeout=TIMEOUT)
+                response = provider_http().post(url, json=params or {}, timeout=TIMEOUT)
         except httpx.TimeoutException as exc:
             raise TransientError(f"Telegram did not answer in time ({method})") from exc
         except httpx.TransportError as exc:
@@ -348,7 +349,7 @@ class BotApi:
         chunks: list[bytes] = []
         received = 0
         try:
-            with httpx.stream("GET", url, timeout=UPLOAD_TIMEOUT) as response:
+            with provider_http().stream("GET", url, timeout=UPLOAD_TIMEOUT) as response:
                 if response.status_code >= 500 or response.status_code == 429:
                     raise TransientError(f"the file download answered {response.status_code}")
                 if response.status_code != 200:

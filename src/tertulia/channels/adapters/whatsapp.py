@@ -68,6 +68,7 @@ from tertulia.channels.protocol import (
 )
 from tertulia.kit import storage
 from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.outgoing_http import provider_http
 
 TYPE = "whatsapp"
 DEFAULT_API_BASE_URL = "https://graph.facebook.com"
@@ -256,7 +257,7 @@ class WhatsAppAdapter:
         if _sends_media(message) and not message.attachments[0].get("url"):
             media_id = upload_media(channel, message.attachments[0])
         try:
-            response = httpx.post(
+            response = provider_http().post(
                 url,
                 json=outbound_body(message, media_id),
                 headers={"Authorization": f"Bearer {token}"},
@@ -286,7 +287,7 @@ class WhatsAppAdapter:
         seen: set[str] = set()
         for _page in range(MAX_TEMPLATE_PAGES):
             try:
-                response = httpx.get(url, params=params, headers=headers, timeout=SEND_TIMEOUT)
+                response = provider_http().get(url, params=params, headers=headers, timeout=SEND_TIMEOUT)
             except httpx.TransportError as exc:
                 raise TransientError(f"WhatsApp could not be reached: {exc}") from exc
             if not response.is_success:
@@ -313,14 +314,16 @@ class WhatsAppAdapter:
         """`GET /{media-id}` for a short-lived URL, then the bytes from it, both with the access token."""
         token = {"Authorization": f"Bearer {channel.secrets.get('access_token', '')}"}
         try:
-            found = httpx.get(f"{_graph(channel)}/{reference.get('media_id')}", headers=token, timeout=SEND_TIMEOUT)
+            found = provider_http().get(
+                f"{_graph(channel)}/{reference.get('media_id')}", headers=token, timeout=SEND_TIMEOUT
+            )
             if not found.is_success:
                 raise graph_error(found)
             info = found.json()
             size = info.get("file_size")
             if isinstance(size, int) and size > MAX_MEDIA_BYTES:
                 raise PermanentError(f"larger than the {MAX_MEDIA_BYTES // (1024 * 1024)} MB kept from WhatsApp")
-            download = httpx.get(str(info["url"]), headers=token, timeout=SEND_TIMEOUT)
+            download = provider_http().get(str(info["url"]), headers=token, timeout=SEND_TIMEOUT)
         except httpx.TransportError as exc:
             raise TransientError(f"WhatsApp could not be reached: {exc}") from exc
         except (ValueError, LookupError, TypeError) as exc:
@@ -344,7 +347,7 @@ class WhatsAppAdapter:
         number = (channel.config or {}).get("phone_number_id")
         token = {"Authorization": f"Bearer {channel.secrets.get('access_token', '')}"}
         try:
-            response = httpx.get(
+            response = provider_http().get(
                 f"{_graph(channel)}/{number}", params={"fields": NUMBER_FIELDS}, headers=token, timeout=SEND_TIMEOUT
             )
         except httpx.TransportError as exc:
@@ -794,7 +797,7 @@ def upload_media(channel: Channel, attachment: dict[str, Any]) -> str:
     name = str(attachment.get("name") or "file")
     number = (channel.config or {}).get("phone_number_id")
     try:
-        response = httpx.post(
+        response = provider_http().post(
             f"{_graph(channel)}/{number}/media",
             data={"messaging_product": "whatsapp", "type": content_type},
             files={"file": (name, data, content_type)},
