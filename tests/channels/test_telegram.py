@@ -21,7 +21,7 @@ from tertulia.cli import app
 from tertulia.contacts.models import Contact, ContactActivity, ContactIdentity
 from tertulia.conversations.ingress.callbacks import MAX_ATTEMPTS, callback_spool, process_callbacks
 from tertulia.conversations.models import Direction, Message, StoredFile
-from tertulia.conversations.outbox import pace_wait
+from tertulia.conversations.outbox import pace_turn
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit import storage
@@ -363,10 +363,10 @@ def test_the_pace_holds_a_second_message_to_the_same_chat(db: Database, tenant: 
     rules = TelegramAdapter.rules
     now = utcnow()
     with db.transaction() as session:
-        assert pace_wait(session, rules, channel, "1", lambda: now) == 0
-        assert pace_wait(session, rules, channel, "1", lambda: now) > 0  # one a second per chat
-        assert pace_wait(session, rules, channel, "2", lambda: now) == 0  # another chat is not held back
-        assert pace_wait(session, rules, channel, "1", lambda: now + timedelta(seconds=1)) == 0
+        assert pace_turn(session, rules, channel, "1", lambda: now).wait == 0
+        assert pace_turn(session, rules, channel, "1", lambda: now).wait > 0  # one a second per chat
+        assert pace_turn(session, rules, channel, "2", lambda: now).wait == 0  # another chat is not held back
+        assert pace_turn(session, rules, channel, "1", lambda: now + timedelta(seconds=1)).wait == 0
 
 
 @pytest.mark.usefixtures("immediate_queue")

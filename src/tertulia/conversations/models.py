@@ -205,3 +205,7 @@ class OutboundPace(Base):
     sent_at: Mapped[list[float]] = mapped_column(JSONType)
     # After this the log counts nothing any more and the row may be pruned.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    # A channel's pace only: the turns most recently given (seconds since the epoch, the latest
+    # `messages` of them, some maybe still to come): a send's claim time when it went at once, else
+    # the slot it was queued for. The next slot is found from these alone.
+    scheduled: Mapped[list[float] | None] = mapped_column(JSONType, nullable=True)

@@ -19,16 +19,18 @@ same recipient, so a paced burst keeps its order. The pace is a sliding-window l
 per channel and per recipient (`outbound_pace`), read and written under a row lock in the
 transaction that claims the attempt, so every worker process counts the same sends and no window
 of the log holds more sends than the pace allows (each counted when it is claimed; the provider
-receives it a commit and a round trip later). Each send records the channel's health (channels/health.py):
-the last message the provider accepted, or the last error. `requeue_stuck_outbound` (periodic)
-re-queues pending messages whose task was lost (a worker killed mid-task), so no message is lost
-either.
+receives it a commit and a round trip later). A message the channel cannot take yet is given the
+channel's next free slot and queued for that moment (`pace_turn`), so a backlog drains at the pace
+with one extra check per message rather than being retried all at once. Each send records the
+channel's health (channels/health.py): the last message the provider accepted, or the last error.
+`requeue_stuck_outbound` (periodic) re-queues pending messages whose task was lost (a worker killed
+mid-task), so no message is lost either.
 """
 
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -74,6 +76,7 @@ class Outcome:
     state: str  # "sent", "skipped", "failed", "retry"
     retry_in: float | None = None
     reason: str | None = None
+    slot: float | None = None  # paced: the turn it holds, given back when it is tried again
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -86,48 +89,99 @@ def _pace_key(prefix: str, *parts: str) -> str:
     return key if len(key) <= 200 else f"{prefix}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-def pace_wait(
-    session: Session, rules: ChannelRules, channel: Channel, recipient_id: str, clock: Callable[[], datetime]
-) -> float:
-    """Seconds to wait before this message may go out under the channel's paces (0: now, and the send
-    is counted). Keyed on the channel's key, which no other channel ever has. Both logs are locked in
-    key order (the channel's sorts first), so two workers never wait on each other in a cycle. The
-    time is read once the logs are locked: a worker that waited for the lock counts its send when it
-    really goes, not when it started waiting."""
-    paces: list[tuple[str, Pace]] = []
+@dataclass(frozen=True)
+class Turn:
+    """When a message may go under its channel's paces: now (`wait` 0, the send counted), or after
+    `wait` seconds, holding the channel's slot `slot` (seconds since the epoch) when one was given."""
+
+    wait: float
+    slot: float | None = None
+
+
+def _recent(row: OutboundPace, pace: Pace, moment: float) -> list[float]:
+    return sorted(float(t) for t in row.sent_at or [] if float(t) > moment - pace.seconds)
+
+
+def _count(row: OutboundPace, pace: Pace, kept: list[float], at: float) -> None:
+    row.sent_at = [*kept, round(at, 6)]
+    row.expires_at = datetime.fromtimestamp(max([at, *(row.scheduled or [])]) + pace.seconds, tz=UTC)
+
+
+def pace_turn(
+    session: Session,
+    rules: ChannelRules,
+    channel: Channel,
+    recipient_id: str,
+    clock: Callable[[], datetime],
+    held: float | None = None,
+) -> Turn:
+    """This message's turn under the channel's paces; `held` is the slot it was given earlier.
+
+    Two records per pace, both in the database so every worker process counts the same sends:
+    - the claims: a sliding-window log of when sends were really claimed; a send is claimed only
+      while no window of the pace would hold more (the hard limit);
+    - the schedule (channel paces): the turns given, in order. A message that cannot go at once, or
+      that arrives while others wait their turn, is given the earliest slot that keeps the schedule
+      within the pace and is queued for that moment. Without slots every waiting message was retried
+      at the same moment and most retries only re-locked the pace row to be turned away again, which
+      kept a busy number far below its rate. A slot is a turn, not a licence: at its moment the claim
+      still passes the sliding window, and waits a little more if the sends before it ran late.
+    A recipient who must wait is not given a channel slot (it would sit unused for seconds).
+    Both records are locked in key order (the channel's sorts first), so two workers never wait on
+    each other in a cycle. The time is read once they are locked: a worker that waited for the lock
+    counts its send when it really goes, not when it started waiting."""
     per_channel = channel_pace(rules, channel)
-    if per_channel is not None:
-        paces.append((_pace_key("c", channel.key), per_channel))
-    if rules.recipient_pace is not None:
-        paces.append((_pace_key("r", channel.key, recipient_id), rules.recipient_pace))
-    if not paces:
-        return 0.0
-    paces.sort(key=lambda item: item[0])
-    _ensure_pace_rows(session, [key for key, _ in paces], clock())
+    per_recipient = rules.recipient_pace
+    channel_key = _pace_key("c", channel.key)
+    recipient_key = _pace_key("r", channel.key, recipient_id)
+    keys = sorted([*([channel_key] if per_channel else []), *([recipient_key] if per_recipient else [])])
+    if not keys:
+        return Turn(0.0)
+    _ensure_pace_rows(session, keys, clock())
     rows = {
         row.key: row
         for row in session.scalars(
-            select(OutboundPace)
-            .where(OutboundPace.key.in_([key for key, _ in paces]))
-            .order_by(OutboundPace.key)
-            .with_for_update()
+            select(OutboundPace).where(OutboundPace.key.in_(keys)).order_by(OutboundPace.key).with_for_update()
         )
     }
-    now = clock()
-    moment = now.timestamp()
-    kept: dict[str, list[float]] = {}
-    wait = 0.0
-    for key, pace in paces:
-        recent = sorted(float(t) for t in rows[key].sent_at or [] if float(t) > moment - pace.seconds)
-        if len(recent) >= pace.messages:
-            wait = max(wait, recent[-pace.messages] + pace.seconds - moment)
-        kept[key] = recent
-    if wait > 0:
-        return wait
-    for key, pace in paces:
-        rows[key].sent_at = [*kept[key], round(moment, 6)]
-        rows[key].expires_at = now + timedelta(seconds=pace.seconds)
-    return 0.0
+    moment = clock().timestamp()
+    recipient_log: list[float] = []
+    if per_recipient is not None:
+        recipient_log = _recent(rows[recipient_key], per_recipient, moment)
+        if held is not None:
+            # Its place in the recipient's log was taken with the slot; it is counted again below.
+            recipient_log = [t for t in recipient_log if t != round(held, 6)]
+        elif len(recipient_log) >= per_recipient.messages:
+            return Turn(recipient_log[-per_recipient.messages] + per_recipient.seconds - moment)
+    at = moment
+    if per_channel is not None:
+        row = rows[channel_key]
+        most, span = per_channel.messages, per_channel.seconds
+        claims = _recent(row, per_channel, moment)
+        full = len(claims) >= most
+        if held is not None and full:
+            return Turn(claims[-most] + span - moment, held)
+        if held is None:
+            schedule = sorted(float(t) for t in row.scheduled or [])[-most:]
+            waiting = bool(schedule) and schedule[-1] > moment
+            window_taken = len(schedule) >= most and schedule[-most] + span > moment
+            if waiting or window_taken or full:
+                at = max(
+                    moment,
+                    schedule[-1] if schedule else moment,
+                    schedule[-most] + span if len(schedule) >= most else moment,
+                    claims[-most] + span if full else moment,
+                )
+                row.scheduled = [*schedule, round(at, 6)][-most:]
+                row.expires_at = datetime.fromtimestamp(at + span, tz=UTC)
+                if per_recipient is not None:
+                    _count(rows[recipient_key], per_recipient, recipient_log, at)
+                return Turn(at - moment, at)
+            row.scheduled = [*schedule, round(moment, 6)][-most:]
+        _count(row, per_channel, claims, moment)
+    if per_recipient is not None:
+        _count(rows[recipient_key], per_recipient, recipient_log, at)
+    return Turn(0.0)
 
 
 def _behind_older(session: Session, rules: ChannelRules, message: Message) -> float:
@@ -199,8 +253,11 @@ def _replied_provider_id(session: Session, message: Message) -> str | None:
     return replied.provider_message_id
 
 
-def process_outbound(db: Database, message_id: int, clock: Callable[[], datetime] = utcnow) -> Outcome:
-    """`clock` is when the pace is judged (tests move it instead of sleeping)."""
+def process_outbound(
+    db: Database, message_id: int, clock: Callable[[], datetime] = utcnow, slot: float | None = None
+) -> Outcome:
+    """`clock` is when the pace is judged (tests move it instead of sleeping); `slot` is the turn an
+    earlier try of this message was given (`Outcome.slot`)."""
     settings = get_settings()
     with db.transaction() as session:
         message = session.get(Message, message_id, with_for_update=True)
@@ -212,10 +269,13 @@ def process_outbound(db: Database, message_id: int, clock: Callable[[], datetime
             return Outcome("failed", reason="channel removed or disabled")
         recipient_id = str((message.payload or {}).get("recipient_id", ""))
         rules = get_adapter(channel.type).rules
-        wait = _behind_older(session, rules, message) or pace_wait(session, rules, channel, recipient_id, clock)
-        if wait:
+        behind = _behind_older(session, rules, message)
+        if behind:
+            return Outcome("retry", retry_in=behind, reason="paced")
+        turn = pace_turn(session, rules, channel, recipient_id, clock, held=slot)
+        if turn.wait > 0:
             # Not an attempt: the message waits its turn under the provider's pace.
-            return Outcome("retry", retry_in=wait, reason="paced")
+            return Outcome("retry", retry_in=turn.wait, reason="paced", slot=turn.slot)
         message.attempts += 1
         # Restarts the stuck-message clock: a message in backoff is not "stuck".
         message.status_at = utcnow()
@@ -291,8 +351,12 @@ def _fail(db: Database, message_id: int, reason: str) -> Outcome:
 
 
 @huey.task(name="conversations.send_message")  # type: ignore[untyped-decorator]
-def send_message_task(message_id: int) -> str:
-    outcome = process_outbound(task_database(), message_id)
+def send_message_task(message_id: int, slot: float | None = None) -> str:
+    outcome = process_outbound(task_database(), message_id, slot=slot)
+    if outcome.state == "retry" and outcome.slot is not None:
+        # Queued for its turn, carrying the slot it holds (a retry would run with the old one).
+        send_message_task.schedule(args=(message_id, outcome.slot), delay=outcome.retry_in)
+        return "paced"
     if outcome.state == "retry":
         # No delay: re-enqueue directly rather than through the scheduler's timetable.
         raise RetryTask(outcome.reason, delay=outcome.retry_in or None)
