@@ -458,13 +458,13 @@ def _percentile(values: list[float], share: float) -> float:
 
 
 @contextlib.contextmanager
-def _worker(env: dict[str, str], log: Path, enabled: bool = True) -> Iterator[list[int]]:
-    """A `tertulia worker` process consuming the server's queue, its output in `log` (nothing when
-    not `enabled`)."""
+def _worker(env: dict[str, str], log: Path, enabled: bool = True, threads: int = 2) -> Iterator[list[int]]:
+    """A `tertulia worker` process with `threads` threads consuming the server's queue, its output in
+    `log` (nothing when not `enabled`)."""
     if not enabled:
         yield []
         return
-    command = [sys.executable, "-m", "tertulia", "worker", "--workers", "2"]
+    command = [sys.executable, "-m", "tertulia", "worker", "--workers", str(threads)]
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
     try:

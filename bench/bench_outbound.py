@@ -12,7 +12,9 @@ is the bottleneck, i.e. when RATE > LIMIT x NUMBERS); every reply must arrive ex
 Backends (TERTULIA_BENCH_BACKEND): sqlite (default; one `tertulia serve` with its embedded queue) or
 postgresql (PostgreSQL + Redis, `tertulia serve --workers 2` and one `tertulia worker`).
 Knobs: TERTULIA_BENCH_RATE (500), TERTULIA_BENCH_SECONDS (10), TERTULIA_BENCH_NUMBERS (1),
-TERTULIA_BENCH_LIMIT (80, the per-number limit configured on each channel).
+TERTULIA_BENCH_LIMIT (80, the per-number limit configured on each channel), TERTULIA_BENCH_THREADS
+(4, the separate worker's threads: `tertulia worker`'s default; sending waits on the provider and the
+database, so threads overlap those waits).
 """
 
 import os
@@ -53,6 +55,7 @@ SECONDS = float(os.environ.get("TERTULIA_BENCH_SECONDS", "10"))
 NUMBERS = int(os.environ.get("TERTULIA_BENCH_NUMBERS", "1"))
 LIMIT = int(os.environ.get("TERTULIA_BENCH_LIMIT", "80"))
 BACKEND = os.environ.get("TERTULIA_BENCH_BACKEND", "sqlite")
+THREADS = int(os.environ.get("TERTULIA_BENCH_THREADS", "4"))
 DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "outbound"
 SEED_BATCH = 500
 
@@ -232,7 +235,7 @@ def main() -> None:
     bottleneck = LIMIT * NUMBERS
     with _fake_graph(log) as graph_base:
         token, targets = _prepare(url, graph_base)
-        with _server(env, web_processes) as (base, _), _worker(env, DATA / "worker.log", separate_worker):
+        with _server(env, web_processes) as (base, _), _worker(env, DATA / "worker.log", separate_worker, THREADS):
             asyncio.run(_load(base, token, targets, tally))
             deadline = time.monotonic() + total / min(bottleneck, RATE) * 1.5 + 60
             while len(_arrivals(log)) < tally.accepted and time.monotonic() < deadline:
@@ -260,6 +263,7 @@ def main() -> None:
     report = {
         "backend": BACKEND,
         "web_processes": web_processes,
+        "worker_threads": THREADS if separate_worker else None,
         "rate_target": RATE,
         "seconds": SECONDS,
         "numbers": NUMBERS,

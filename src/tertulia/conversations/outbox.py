@@ -137,13 +137,10 @@ def pace_turn(
     keys = sorted([*([channel_key] if per_channel else []), *([recipient_key] if per_recipient else [])])
     if not keys:
         return Turn(0.0)
-    _ensure_pace_rows(session, keys, clock())
-    rows = {
-        row.key: row
-        for row in session.scalars(
-            select(OutboundPace).where(OutboundPace.key.in_(keys)).order_by(OutboundPace.key).with_for_update()
-        )
-    }
+    rows = _locked_pace_rows(session, keys)
+    if len(rows) < len(keys):  # a first send on this channel or to this recipient lately
+        _ensure_pace_rows(session, keys, clock())
+        rows = _locked_pace_rows(session, keys)
     moment = clock().timestamp()
     recipient_log: list[float] = []
     if per_recipient is not None:
@@ -203,6 +200,11 @@ def _behind_older(session: Session, rules: ChannelRules, message: Message) -> fl
         .limit(1)
     )
     return pace.seconds / pace.messages if older is not None else 0.0
+
+
+def _locked_pace_rows(session: Session, keys: list[str]) -> dict[str, OutboundPace]:
+    query = select(OutboundPace).where(OutboundPace.key.in_(keys)).order_by(OutboundPace.key).with_for_update()
+    return {row.key: row for row in session.scalars(query)}
 
 
 def _ensure_pace_rows(session: Session, keys: list[str], now: datetime) -> None:
