@@ -8,9 +8,11 @@ read an anonymous JSON body into memory before the bearer check.
 import socket
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from tertulia.app import create_app
 from tertulia.kit.db import Database
@@ -200,3 +202,28 @@ def test_api_body_from_a_session_without_its_csrf_token_is_refused_without_being
 def test_api_body_with_a_valid_credential_is_read(base_url: str, tenant: Tenant) -> None:
     response = httpx.post(f"{base_url}/api/v1/contacts", headers=tenant.headers, json={"first_name": "Ana"})
     assert response.status_code == 201, response.text
+
+
+def test_an_api_write_looks_its_token_up_once(base_url: str, db: Database, tenant: Tenant) -> None:
+    """The gate checked the token before the body was read; the endpoint uses what it found."""
+    lookups: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM api_tokens" in statement:
+            lookups.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        created = httpx.post(f"{base_url}/api/v1/contacts", headers=tenant.headers, json={"first_name": "Ana"})
+        assert created.status_code == 201, created.text
+        assert len(lookups) == 1
+        lookups.clear()
+        # A request without a body is not gated: its endpoint looks the token up itself.
+        assert httpx.get(f"{base_url}/api/v1/contacts", headers=tenant.headers).status_code == 200
+        assert len(lookups) == 1
+        lookups.clear()
+        revoked = {"Authorization": "Bearer tt_made_up_token"}
+        assert httpx.post(f"{base_url}/api/v1/contacts", headers=revoked, json={"first_name": "Eva"}).status_code == 401
+        assert len(lookups) == 1
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)

@@ -20,7 +20,7 @@ from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError, PermissionDenied, Unauthorized
 from tertulia.kit.http import get_db
 from tertulia.kit.security import same_secret
-from tertulia.users.auth import api_actor
+from tertulia.users.auth import VERIFIED_TOKEN_STATE, VerifiedToken, api_actor
 from tertulia.users.permissions import Actor
 from tertulia.users.service import find_active_api_token
 from tertulia.users.sessions import SESSION_COOKIE, resolve_session
@@ -67,19 +67,21 @@ def _session_cookie(headers: Headers) -> str | None:
     return None
 
 
-def check_api_credential(database: Database, headers: Headers, method: str) -> None:
+def check_api_credential(database: Database, headers: Headers, method: str) -> VerifiedToken | None:
     """What the endpoints' dependencies would decide about the credential alone, without the body:
     raises Unauthorized (none, unknown, revoked or expired) or PermissionDenied (a browser write
-    without its session's CSRF token). The dependency still runs, and decides the rest."""
+    without its session's CSRF token). The dependency still runs, and decides the rest; for an API
+    token it is given the token found here (`VerifiedToken`), so the token is looked up once."""
     bearer = _bearer_value(headers)
     cookie = _session_cookie(headers)
     if bearer is None and cookie is None:
         raise Unauthorized("Missing bearer token.")
     with database.transaction(write=False) as session:
         if bearer is not None:
-            if find_active_api_token(session, bearer) is None:
+            token = find_active_api_token(session, bearer)
+            if token is None:
                 raise Unauthorized("Invalid or revoked token.")
-            return
+            return VerifiedToken.of(bearer, token)
         current = resolve_session(session, cookie)
         if current is None:
             raise Unauthorized("Your session has expired; sign in again.")
@@ -87,6 +89,7 @@ def check_api_credential(database: Database, headers: Headers, method: str) -> N
     sent = headers.get(CSRF_HEADER, "")
     if method not in SAFE_METHODS and (not sent or not same_secret(sent, csrf)):
         raise PermissionDenied("Missing or wrong CSRF token.", code="csrf_failed")
+    return None
 
 
 def _has_body(headers: Headers) -> bool:
@@ -112,9 +115,11 @@ class ApiCredentialGate:
         if _has_body(headers):
             database: Database = scope["app"].state.db
             try:
-                await anyio.to_thread.run_sync(check_api_credential, database, headers, scope["method"])
+                verified = await anyio.to_thread.run_sync(check_api_credential, database, headers, scope["method"])
             except DomainError as exc:
                 auth = {"WWW-Authenticate": "Bearer"} if isinstance(exc, Unauthorized) else None
                 await JSONResponse(exc.as_body(), status_code=exc.status_code, headers=auth)(scope, receive, send)
                 return
+            if verified is not None:
+                scope.setdefault("state", {})[VERIFIED_TOKEN_STATE] = verified
         await self.app(scope, receive, send)
