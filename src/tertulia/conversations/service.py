@@ -417,8 +417,16 @@ def check_send(
         return OutboundPlan(contact, channel, recipient, rendered_template, message_type, [], checked)
     rendered: str | None = None
     if text is not None and text.strip():
-        rendered = variables.render(
-            text, variable_context(session, actor, contact), custom_keys(session, actor.workspace_id), "message.text"
+        # Most replies have no variable: their context (three queries) is only read for one that does.
+        rendered = (
+            variables.render(
+                text,
+                variable_context(session, actor, contact),
+                custom_keys(session, actor.workspace_id),
+                "message.text",
+            )
+            if "{{" in text
+            else text
         )
         if len(rendered) > min(MAX_TEXT, rules.max_text_length):
             raise ValidationFailed.field(
