@@ -12,6 +12,8 @@ Providers (TERTULIA_BENCH_PROVIDER):
   signed-in users' messages, signed with the channel's identity secret).
 - whatsapp: Meta's WhatsApp callbacks (X-Hub-Signature-256), one message each, plus STATUSES status
   callbacks per message ("delivered" for messages we sent, created before the run), interleaved.
+- telegram: Bot API updates (X-Telegram-Bot-Api-Secret-Token), one private-chat text message each;
+  Telegram sends no delivery statuses.
 
 Backends (TERTULIA_BENCH_BACKEND):
 - sqlite (default): one `tertulia serve` with its embedded queue (the laptop setup), or with
@@ -25,7 +27,7 @@ TERTULIA_BENCH_USERS (50), TERTULIA_BENCH_STATUSES (1: status callbacks per mess
 whatsapp only), TERTULIA_BENCH_AGENTS (5). Targets: p99 acknowledgement under 20 ms for web chat at
 500/s on SQLite (the message spine), under 50 ms for WhatsApp.
 
-With WhatsApp, each customer's conversation exists before the run and is assigned round-robin to one
+With WhatsApp and Telegram, each customer's conversation exists before the run and is assigned round-robin to one
 of AGENTS agents, each signed in with a socket open on /ws; a message's visibility latency is from
 just before its callback is written to the moment its assigned agent's socket receives it (target
 p99 under 1 s), and every message must reach exactly one socket once. The load generator runs on the same machine and
@@ -81,14 +83,15 @@ USERS = int(os.environ.get("TERTULIA_BENCH_USERS", "50"))
 PROVIDER = os.environ.get("TERTULIA_BENCH_PROVIDER", "webchat")
 BACKEND = os.environ.get("TERTULIA_BENCH_BACKEND", "sqlite")
 STATUSES = float(os.environ.get("TERTULIA_BENCH_STATUSES", "1")) if PROVIDER == "whatsapp" else 0.0
-AGENTS = int(os.environ.get("TERTULIA_BENCH_AGENTS", "5")) if PROVIDER == "whatsapp" else 0
+AGENTS = int(os.environ.get("TERTULIA_BENCH_AGENTS", "5")) if PROVIDER in ("whatsapp", "telegram") else 0
 # A Redis or PostgreSQL queue is always consumed by a worker process.
 SEPARATE_WORKER = os.environ.get("TERTULIA_BENCH_WORKER", "0") == "1" or BACKEND == "postgresql"
 WHATSAPP_NUMBER = "106540352242922"
 RETRIES = 0.02  # the share of callbacks sent twice
 DRAIN_SECONDS = 60.0
 DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "callbacks"
-TARGET_P99_MS = 50.0 if PROVIDER == "whatsapp" else 20.0
+TARGET_P99_MS = 50.0 if PROVIDER in ("whatsapp", "telegram") else 20.0
+TELEGRAM_SECRET = "bench-telegram-secret"
 TARGET_VISIBLE_P99_MS = 1000.0
 SOCKET_GRACE_SECONDS = 5.0  # after the database holds every message, for the last socket frames
 
@@ -141,10 +144,13 @@ def _prepare(url: str) -> Setup:
                 config = {"phone_number_id": WHATSAPP_NUMBER, "business_account_id": "102290129340398"}
                 secrets = {"access_token": "bench-token", "app_secret": "bench-app-secret"}
                 channel = do_create_channel(session, owner, "whatsapp", "WhatsApp", config, secrets)
+            elif PROVIDER == "telegram":
+                secrets = {"bot_token": "123456789:AAE" + "b" * 32, "webhook_secret": TELEGRAM_SECRET}
+                channel = do_create_channel(session, owner, "telegram", "Telegram", {}, secrets)
             else:
                 channel = do_create_channel(session, owner, "webchat", "Site", {"allowed_origins": []})
             session.expunge(channel)
-        outgoing, cookies = _seed(db, channel, owner) if PROVIDER == "whatsapp" else ([], [])
+        outgoing, cookies = _seed(db, channel, owner) if AGENTS else ([], [])
     finally:
         db.dispose()
     return Setup(channel.key, channel.id, channel, outgoing, cookies)
@@ -211,6 +217,18 @@ def _whatsapp_value(**value: object) -> bytes:
 def _body(number: int) -> tuple[str, bytes]:
     """One customer message: its provider id and the callback body."""
     message_id = uuid.uuid4().hex
+    if PROVIDER == "telegram":
+        # https://core.telegram.org/bots/api#update and #message: a private chat's id is the user's.
+        user = int(_customer(number))
+        sender = {"id": user, "is_bot": False, "first_name": f"Cliente {number % USERS}", "language_code": "es"}
+        message = {
+            "message_id": number + 1,
+            "from": sender,
+            "chat": {"id": user, "first_name": sender["first_name"], "type": "private"},
+            "date": 1764950000,
+            "text": f"cb {number}",
+        }
+        return f"{user}:{number + 1}", _json({"update_id": 800000000 + number, "message": message})
     if PROVIDER == "whatsapp":
         wamid = f"wamid.{message_id}"
         customer = _customer(number)
@@ -236,6 +254,8 @@ def _sign(setup: Setup, body: bytes) -> str:
     """The signing header, as the provider computes it."""
     if PROVIDER == "whatsapp":
         return f"X-Hub-Signature-256: sha256={whatsapp_signature(setup.signer, body)}"
+    if PROVIDER == "telegram":
+        return f"X-Telegram-Bot-Api-Secret-Token: {TELEGRAM_SECRET}"
     secret = str(setup.signer.secrets["identity_secret"])
     return f"X-Tertulia-Signature: sha256={hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}"
 
