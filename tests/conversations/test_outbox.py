@@ -3,19 +3,21 @@
 import threading
 import time
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import InboundMessage
+from tertulia.channels.protocol import InboundMessage, StatusUpdate
 from tertulia.conversations import outbox as tasks
 from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import DeliveryStatus, Message
-from tertulia.conversations.status import advance_message_status
+from tertulia.conversations.status import advance_message_status, do_apply_statuses
+from tertulia.events.models import EventRecord
 from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
@@ -160,6 +162,60 @@ def outgoing(client: TestClient, db: Database, tenant: Tenant) -> int:
             return _send(client, tenant, channel_id, contact_id)
         finally:
             queue.huey.immediate = True
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from([s.value for s in DeliveryStatus if s != DeliveryStatus.PENDING]), max_size=8))
+def test_receipts_applied_together_move_a_message_as_one_by_one(
+    db: Database, outgoing: int, sequence: list[str]
+) -> None:
+    """One callback batch of receipts ends where applying them one at a time would, with an event per
+    move, in one UPDATE of the messages table."""
+    with db.transaction() as session:
+        session.execute(
+            update(Message)
+            .where(Message.id == outgoing)
+            .values(status="pending", status_reason=None, provider_message_id="wamid.batch")
+        )
+    expected, moves = "pending", []
+    for status in sequence:
+        new_expected = _model(expected, status)
+        if new_expected != expected:
+            moves.append(new_expected)
+        expected = new_expected
+    updates: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if statement.lstrip().upper().startswith("UPDATE MESSAGES"):
+            updates.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        with db.transaction() as session:
+            message = session.get(Message, outgoing)
+            assert message is not None
+            channel = session.get(Channel, message.channel_id)
+            assert channel is not None
+            receipts = [(channel, StatusUpdate("wamid.batch", DeliveryStatus(s), f"reason {s}")) for s in sequence]
+            moved = do_apply_statuses(session, receipts)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", count)
+    with db.transaction(write=False) as session:  # events are written as the transaction commits
+        newest_events = list(
+            session.scalars(
+                select(EventRecord.payload)
+                .where(EventRecord.type == "message.status_changed")
+                .order_by(EventRecord.id.desc())
+                .limit(len(moves))
+            )
+        )
+    assert moved == len(moves)
+    assert len(updates) == (1 if moves else 0)
+    stored = _message(db, outgoing)
+    assert stored.status == DeliveryStatus(expected)
+    if expected == "failed":
+        assert stored.status_reason == "reason failed"
+    assert [payload["status"] for payload in reversed(newest_events)] == moves
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

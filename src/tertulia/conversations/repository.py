@@ -309,6 +309,33 @@ def advance_status(session: Session, message_id: int, status: DeliveryStatus, re
     return bool(getattr(result, "rowcount", 0))
 
 
+def advance_statuses(
+    session: Session, message_ids: Sequence[int], status: DeliveryStatus, reason: str | None, at: datetime
+) -> set[int]:
+    """`advance_status` for many messages at once: the ids it moved forward."""
+    predecessors = STATUS_PREDECESSORS[status]
+    if not predecessors or not message_ids:
+        return set()
+    values: dict[str, object] = {"status": status, "status_at": at}
+    if status == DeliveryStatus.FAILED:
+        values["status_reason"] = reason
+    moved: set[int] = set()
+    for start in range(0, len(message_ids), STATUS_BATCH):
+        chunk = list(message_ids[start : start + STATUS_BATCH])
+        statement = (
+            update(Message)
+            .where(Message.id.in_(chunk), Message.status.in_(list(predecessors)))
+            .values(**values)
+            .returning(Message.id)
+            .execution_options(synchronize_session=False)
+        )
+        moved.update(int(message_id) for message_id in session.scalars(statement))
+    return moved
+
+
+STATUS_BATCH = 500
+
+
 def snippets(session: Session, workspace_id: int) -> list[Snippet]:
     return list(session.scalars(select(Snippet).where(Snippet.workspace_id == workspace_id).order_by(Snippet.shortcut)))
 
