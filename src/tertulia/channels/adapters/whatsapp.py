@@ -60,6 +60,7 @@ from tertulia.channels.protocol import (
     PermanentError,
     ProviderTemplate,
     QualityChange,
+    ReplyChoices,
     SendResult,
     StatusUpdate,
     TemplateChange,
@@ -183,7 +184,15 @@ class WhatsAppAdapter:
         channel_pace=Pace(DEFAULT_MESSAGES_PER_SECOND, 1.0),
         # Meta's pair rate limit (131056): about one message every 6 s to the same customer.
         recipient_pace=Pace(1, 6.0),
-        reply_choices=True,
+        reply_choices=ReplyChoices(
+            provider="WhatsApp",
+            max_buttons=MAX_REPLY_BUTTONS,
+            title_length=BUTTON_TITLE_LENGTH,
+            id_length=BUTTON_ID_LENGTH,
+            lists=True,
+            header_footer=True,
+            body_length=BUTTONS_BODY_LENGTH,
+        ),
         message_types=frozenset(
             {
                 MessageType.TEXT,
