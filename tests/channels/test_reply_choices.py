@@ -137,7 +137,9 @@ def test_instagram_sends_reply_choices_as_quick_replies_and_has_no_lists(
     contact_id = instagram._messages(db, channel)[0].contact_id
     send = _sender(client, tenant, f"/api/v1/contacts/id:{contact_id}/messages", channel.id)
     rows = [{"id": "S", "title": "Talla S"}]
-    listed = send(type="quick_reply", text="Elija", quick_reply={"list": {"button": "Ver", "sections": [{"rows": rows}]}})
+    listed = send(
+        type="quick_reply", text="Elija", quick_reply={"list": {"button": "Ver", "sections": [{"rows": rows}]}}
+    )
     assert listed.status_code == 422
     assert "Instagram has no list messages" in listed.json()["error"]["details"]["message.quick_reply.list"]
     assert ig_graph.sent() == []
@@ -160,7 +162,9 @@ def test_telegram_sends_reply_choices_as_an_inline_keyboard(
     too_long = send(type="quick_reply", text="Elija", quick_reply={"buttons": [{"id": "ñ" * 33, "title": "Sí"}]})
     assert too_long.status_code == 422
     assert "at most 64 bytes" in too_long.json()["error"]["details"]["message.quick_reply.buttons[0].id"]
-    mixed = send(type="quick_reply", text="Elija", quick_reply=COLOURS, buttons=[{"title": "Web", "url": "https://x.example"}])
+    mixed = send(
+        type="quick_reply", text="Elija", quick_reply=COLOURS, buttons=[{"title": "Web", "url": "https://x.example"}]
+    )
     assert mixed.status_code == 422
     assert "not both" in mixed.json()["error"]["details"]["message.buttons"]
     assert bot.sent("sendMessage") == []
@@ -180,8 +184,10 @@ def test_telegram_sends_reply_choices_as_an_inline_keyboard(
 
 
 def test_every_channel_with_reply_choices_names_its_limits() -> None:
-    limits = {kind: get_adapter(kind).rules.reply_choices for kind in ("whatsapp", "messenger", "instagram", "telegram")}
-    assert {kind: (lim.max_buttons, lim.title_length, lim.lists) for kind, lim in limits.items() if lim} == {
+    limits = {
+        kind: get_adapter(kind).rules.reply_choices for kind in ("whatsapp", "messenger", "instagram", "telegram")
+    }
+    assert {kind: (lim.max_buttons, lim.title_length, bool(lim.lists)) for kind, lim in limits.items() if lim} == {
         "whatsapp": (3, 20, True),
         "messenger": (13, 20, False),
         "instagram": (13, 20, False),

@@ -233,6 +233,18 @@ PACE_SETTING = "messages_per_second"
 
 
 @dataclass(frozen=True)
+class ListLimits:
+    """A list to pick from (WhatsApp): the label of the button that opens it, its sections and rows."""
+
+    button_length: int
+    max_sections: int
+    max_rows: int
+    section_title_length: int
+    row_title_length: int
+    row_description_length: int
+
+
+@dataclass(frozen=True)
 class ReplyChoices:
     """What a channel's provider takes as reply choices (the API's `quick_reply`): how many reply
     buttons, how long their titles and ids may be, and whether a list or a header and footer can go
@@ -245,8 +257,8 @@ class ReplyChoices:
     # Bytes for Telegram's callback_data, characters elsewhere.
     id_length: int
     id_in_bytes: bool = False
-    # WhatsApp's list messages (button label, sections, rows).
-    lists: bool = False
+    # WhatsApp's list messages (button label, sections, rows); None: no lists.
+    lists: ListLimits | None = None
     header_footer: bool = False
     # The longest text the choices may go under (None: the channel's max_text_length).
     body_length: int | None = None
