@@ -4,6 +4,7 @@ Telegram as an inline keyboard (WhatsApp's interactive messages: test_whatsapp_o
 provider's limits are 422s naming the rule before any provider call; the older `quick_replies`
 field keeps working."""
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -178,9 +179,19 @@ def test_telegram_sends_reply_choices_as_an_inline_keyboard(
         ("Azul", "AZUL"),
         ("Rojo", "ROJO"),
     ]
-    # The older inline keyboard (`buttons`) still goes out as before.
-    older = send(text="¿Comprar?", buttons=[{"title": "Comprar", "payload": "buy"}])
-    assert older.status_code == 201, older.text
+    # On Telegram the keyboard may go under a file, its caption the text.
+    uploaded = client.post(
+        "/api/v1/files",
+        files={"file": ("catalogo.pdf", b"%PDF-1.4 catalogue", "application/pdf")},
+        headers=tenant.headers,
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    time.sleep(1.05)  # one message a second per chat: otherwise the outbox holds it back
+    with_file = send(type="quick_reply", text="¿Le gusta?", attachments=[uploaded.json()["id"]], quick_reply=COLOURS)
+    assert with_file.status_code == 201, with_file.text
+    [document] = bot.sent("sendDocument")
+    assert document.params["caption"] == "¿Le gusta?"
+    assert document.params["reply_markup"]["inline_keyboard"][0] == [{"text": "Azul", "callback_data": "AZUL"}]
 
 
 def test_every_channel_with_reply_choices_names_its_limits() -> None:
