@@ -748,9 +748,10 @@
     return (channel && channel.reply_choices) || null;
   }
   function renderChoicesAvailability() {
-    var limits = choiceLimits();
-    choicesOpen.hidden = !limits || composer.classList.contains("templates-only");
-    if (!limits && choices) clearChoices();
+    // Outside WhatsApp's window only a template goes out: no buttons of our own then.
+    var available = !!choiceLimits() && !composer.classList.contains("templates-only");
+    choicesOpen.hidden = !available;
+    if (!available && choices) clearChoices();
     else if (choices) drawChoices();
   }
   function emptyRow() { return { title: "", description: "" }; }
