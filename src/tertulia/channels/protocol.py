@@ -233,6 +233,42 @@ PACE_SETTING = "messages_per_second"
 
 
 @dataclass(frozen=True)
+class ListLimits:
+    """A list to pick from (WhatsApp): the label of the button that opens it, its sections and rows."""
+
+    button_length: int
+    max_sections: int
+    max_rows: int
+    section_title_length: int
+    row_title_length: int
+    row_description_length: int
+
+
+@dataclass(frozen=True)
+class ReplyChoices:
+    """What a channel's provider takes as reply choices (the API's `quick_reply`): how many reply
+    buttons, how long their titles and ids may be, and whether a list or a header and footer can go
+    with them. Checked before anything is written (channels/reply_choices.py); the composer offers
+    no more than this."""
+
+    provider: str
+    max_buttons: int
+    title_length: int
+    # Bytes for Telegram's callback_data, characters elsewhere.
+    id_length: int
+    id_in_bytes: bool = False
+    # WhatsApp's list messages (button label, sections, rows); None: no lists.
+    lists: ListLimits | None = None
+    header_footer: bool = False
+    # The longest text the choices may go under (None: the channel's max_text_length).
+    body_length: int | None = None
+    # Telegram puts a keyboard under a file's caption; the others send choices with a text only.
+    with_files: bool = False
+    # Messenger shows quick replies above a button template; Telegram has one keyboard for both.
+    with_buttons: bool = False
+
+
+@dataclass(frozen=True)
 class ChannelRules:
     # Free-form replies allowed only this long after the customer's last message (WhatsApp,
     # Messenger, Instagram: 24 h); None = always.
@@ -250,7 +286,8 @@ class ChannelRules:
     # Reply buttons or a list to pick from (OutboundMessage.payload["quick_reply"]; the API's
     # `quick_reply` type): {"buttons": [{"id", "title"}]} or {"list": {"button", "sections":
     # [{"title", "rows": [{"id", "title", "description"}]}]}}, with an optional "header" and "footer".
-    reply_choices: bool = False
+    # None: the channel has none. Each adapter maps them to its provider's form.
+    reply_choices: ReplyChoices | None = None
     message_types: frozenset[MessageType] = frozenset(
         {MessageType.TEXT, MessageType.IMAGE, MessageType.FILE, MessageType.AUDIO, MessageType.VIDEO}
     )

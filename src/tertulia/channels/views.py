@@ -7,6 +7,7 @@ and each channel's chat menu (Telegram's commands, Messenger's persistent menu, 
 breakers; pushed to the provider on save)."""
 
 import re
+from collections.abc import Callable
 from datetime import datetime, time
 from functools import cache
 from pathlib import Path
@@ -210,6 +211,42 @@ def _list(
     return _render(ctx, "list.html", context, status_code=status)
 
 
+def _connect(
+    ctx: WebContext,
+    channel_type: str,
+    name: str,
+    config: dict[str, Any],
+    secrets: dict[str, Any],
+    *,
+    kept: dict[str, Any],
+    done: Callable[[Channel], Response],
+) -> Response:
+    """Connect a channel from its form on the channels page: refused, the page again with what the
+    manager typed (never the secrets) and each error beside its field in that form; connected, `done`."""
+    return submit(
+        ctx,
+        lambda: service.do_connect_channel(
+            ctx.session, ctx.actor, channel_type, name, config, secrets, base_url=_base_url(ctx)
+        ),
+        again=lambda exc: _list(
+            ctx, _form_values(None), {}, 422, **{channel_type: kept, f"{channel_type}_errors": _errors(ctx, exc)}
+        ),
+        done=done,
+        catch=(DomainError,),
+    )
+
+
+def _to_channel_page(ctx: WebContext) -> Callable[[Channel], Response]:
+    return lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected")
+
+
+def _verify_token_once(ctx: WebContext) -> Callable[[Channel], Response]:
+    """The Meta channel's page with its generated verify token, shown this once."""
+    return lambda channel: _meta_detail(
+        ctx, channel, {}, 200, verify_token=str((channel.secrets or {}).get("verify_token"))
+    )
+
+
 @router.get("/settings/channels")
 def channels_page(ctx: UserPage) -> Response:
     ctx.actor.require(Permission.MANAGE_CHANNELS)
@@ -226,21 +263,9 @@ class TelegramForm(BaseModel):
 @router.post("/settings/channels/telegram")
 def connect_telegram(ctx: UserPage, form: Annotated[TelegramForm, Form()]) -> Response:
     kept = {"name": form.name, "api_base_url": form.api_base_url}
-    return submit(
-        ctx,
-        lambda: service.do_connect_channel(
-            ctx.session,
-            ctx.actor,
-            "telegram",
-            form.name,
-            {"api_base_url": form.api_base_url},
-            {"bot_token": form.bot_token},
-            base_url=_base_url(ctx),
-        ),
-        again=lambda exc: _list(ctx, _form_values(None), {}, 422, telegram=kept, telegram_errors=_errors(ctx, exc)),
-        done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected"),
-        catch=(DomainError,),
-    )
+    config = {"api_base_url": form.api_base_url}
+    secrets = {"bot_token": form.bot_token}
+    return _connect(ctx, "telegram", form.name, config, secrets, kept=kept, done=_to_channel_page(ctx))
 
 
 class WhatsAppForm(BaseModel):
@@ -271,21 +296,9 @@ def connect_whatsapp(ctx: UserPage, form: Annotated[WhatsAppForm, Form()]) -> Re
         "api_base_url": form.api_base_url,
         PACE_SETTING: form.messages_per_second or None,
     }
-    return submit(
-        ctx,
-        lambda: service.do_connect_channel(
-            ctx.session,
-            ctx.actor,
-            "whatsapp",
-            form.name.strip() or "WhatsApp",
-            config,
-            {"access_token": form.access_token, "app_secret": form.app_secret},
-            base_url=_base_url(ctx),
-        ),
-        again=lambda exc: _list(ctx, _form_values(None), {}, 422, whatsapp=kept, whatsapp_errors=_errors(ctx, exc)),
-        done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected"),
-        catch=(DomainError,),
-    )
+    secrets = {"access_token": form.access_token, "app_secret": form.app_secret}
+    name = form.name.strip() or "WhatsApp"
+    return _connect(ctx, "whatsapp", name, config, secrets, kept=kept, done=_to_channel_page(ctx))
 
 
 class MessengerForm(BaseModel):
@@ -302,23 +315,9 @@ def connect_messenger(ctx: UserPage, form: Annotated[MessengerForm, Form()]) -> 
     """Connect a Page; the answer is its page with the verify token to paste into Meta's dashboard,
     shown this once."""
     kept = {"name": form.name, "page_id": form.page_id, "api_base_url": form.api_base_url}
-    return submit(
-        ctx,
-        lambda: service.do_connect_channel(
-            ctx.session,
-            ctx.actor,
-            "messenger",
-            form.name,
-            {"page_id": form.page_id, "api_base_url": form.api_base_url},
-            {"page_access_token": form.page_access_token, "app_secret": form.app_secret},
-            base_url=_base_url(ctx),
-        ),
-        again=lambda exc: _list(ctx, _form_values(None), {}, 422, messenger=kept, messenger_errors=_errors(ctx, exc)),
-        done=lambda channel: _meta_detail(
-            ctx, channel, {}, 200, verify_token=str((channel.secrets or {}).get("verify_token"))
-        ),
-        catch=(DomainError,),
-    )
+    config = {"page_id": form.page_id, "api_base_url": form.api_base_url}
+    secrets = {"page_access_token": form.page_access_token, "app_secret": form.app_secret}
+    return _connect(ctx, "messenger", form.name, config, secrets, kept=kept, done=_verify_token_once(ctx))
 
 
 class InstagramForm(BaseModel):
@@ -342,17 +341,7 @@ def connect_instagram(ctx: UserPage, form: Annotated[InstagramForm, Form()]) -> 
         secrets = {"page_access_token": form.page_access_token, "app_secret": form.app_secret}
     else:
         secrets = {"access_token": form.access_token, "app_secret": form.app_secret}
-    return submit(
-        ctx,
-        lambda: service.do_connect_channel(
-            ctx.session, ctx.actor, "instagram", form.name, config, secrets, base_url=_base_url(ctx)
-        ),
-        again=lambda exc: _list(ctx, _form_values(None), {}, 422, instagram=kept, instagram_errors=_errors(ctx, exc)),
-        done=lambda channel: _meta_detail(
-            ctx, channel, {}, 200, verify_token=str((channel.secrets or {}).get("verify_token"))
-        ),
-        catch=(DomainError,),
-    )
+    return _connect(ctx, "instagram", form.name, config, secrets, kept=kept, done=_verify_token_once(ctx))
 
 
 def _meta_detail(

@@ -32,8 +32,11 @@ Contacts' messages (REST API v1)
     Both message bodies also take "reply_to_message_id" (quote an earlier message of the
     conversation), "preview_url" (text), "template" (type whatsapp_template) and "quick_reply"
     (type quick_reply: {"buttons": [{"id","title"}]} or {"list": {"button","sections":[{"title",
-    "rows":[{"id","title","description"}]}]}}, optional "header" and "footer"); each channel checks
-    its provider's limits (422 naming the rule) before anything is written.
+    "rows":[{"id","title","description"}]}]}}, optional "header" and "footer"): reply choices in one
+    shape on every channel that has them (WhatsApp, Messenger, Instagram, Telegram; channels/
+    reply_choices.py); each channel checks its provider's limits (422 naming the rule) before
+    anything is written. The older "quick_replies" (Messenger/Instagram) is read as quick_reply
+    buttons; "buttons" stays for link buttons and Telegram's older inline keyboard.
     GET  /api/v1/contacts/{identifier}/messages?before_id=&limit=
 Settings
     GET/POST /api/v1/snippets, PATCH/DELETE /api/v1/snippets/{id},
@@ -159,7 +162,8 @@ class MessageBody(BaseModel):
     quick_reply: QuickReplyBody | None = None
     # Text messages: ask the channel to show a preview of the first link (WhatsApp's preview_url).
     preview_url: bool | None = None
-    # Channels whose rules allow quick replies (Messenger, Instagram); others refuse them (422).
+    # The older form of reply choices (Messenger, Instagram), read as `quick_reply` buttons whose id
+    # is the payload (conversations/service.py); others refuse them (422).
     quick_replies: list[SuggestedReply] = Field(default_factory=list, max_length=13)
     # Messenger/Instagram: the message tag that allows a message outside the 24-hour window
     # (ACCOUNT_UPDATE, POST_PURCHASE_UPDATE, CONFIRMED_EVENT_UPDATE, HUMAN_AGENT within 7 days).

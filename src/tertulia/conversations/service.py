@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tertulia.channels import reply_choices
 from tertulia.channels.message_templates import check_template_message
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ChannelRules, DeliveryStatus, MessageType, OutboundCheck, window_open
@@ -520,10 +521,32 @@ def check_content(channel: Channel, plan: OutboundPlan, payload: dict[str, Any])
     adapter = get_adapter(channel.type)
     if payload.get("buttons") and not adapter.rules.buttons:
         raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
-    if payload.get("quick_reply") and not adapter.rules.reply_choices:
-        raise ValidationFailed.field("message.type", f"{channel.type} cannot send quick_reply messages")
+    quick_reply = payload.get("quick_reply")
+    if quick_reply:
+        limits = adapter.rules.reply_choices
+        if limits is None:
+            raise ValidationFailed.field("message.type", f"{channel.type} cannot send quick_reply messages")
+        if payload.get("buttons") and not limits.with_buttons:
+            raise ValidationFailed.field(
+                "message.buttons", f"{limits.provider} sends either buttons or reply choices (quick_reply), not both"
+            )
+        reply_choices.check(limits, quick_reply, plan.text, bool(plan.attachments))
     if isinstance(adapter, OutboundCheck):
         adapter.check_outbound(channel, plan.message_type, plan.text, plan.attachments, payload)
+
+
+def _one_reply_choice_shape(channel: Channel, payload: dict[str, Any]) -> dict[str, Any]:
+    """The older `quick_replies` list (Messenger, Instagram) as the one `quick_reply` shape every
+    channel maps to its provider's form."""
+    legacy = payload.get("quick_replies")
+    if not legacy:
+        return payload
+    if not get_adapter(channel.type).rules.quick_replies:
+        raise ValidationFailed.field("message.quick_replies", f"{channel.type} messages cannot carry quick replies")
+    if payload.get("quick_reply"):
+        raise ValidationFailed.field("message.quick_replies", "give `quick_reply` or the older field, not both")
+    rest = {key: value for key, value in payload.items() if key != "quick_replies"}
+    return {**rest, "quick_reply": reply_choices.from_suggested(legacy)}
 
 
 def check_quoted(session: Session, conversation: Conversation, channel: Channel, replied_id: Any) -> None:
@@ -570,10 +593,8 @@ def do_send(
     )
     if plan.template is not None:
         payload = {**(payload or {}), "template": plan.template}
-    check_content(channel, plan, payload or {})
-    rules = get_adapter(channel.type).rules
-    if (payload or {}).get("quick_replies") and not rules.quick_replies:
-        raise ValidationFailed.field("message.quick_replies", f"{channel.type} messages cannot carry quick replies")
+    payload = _one_reply_choice_shape(channel, payload or {})
+    check_content(channel, plan, payload)
     if plan.message_tag is not None:
         payload = {**(payload or {}), "message_tag": plan.message_tag}
     if private_reply_to is not None:

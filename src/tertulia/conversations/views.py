@@ -7,9 +7,13 @@ static/js/inbox.js, and live updates arrive over WebSocket /ws. The contact side
 fragment rendered here.
 """
 
+from dataclasses import asdict
+from typing import Any
+
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import list_channels
 from tertulia.contacts import repository as contacts_repo
 from tertulia.conversations import files, service
@@ -119,7 +123,42 @@ SCRIPT_TEXTS: dict[str, str] = {
         "Human agent: a person's answer to the customer's question, up to 7 days after they last wrote."
     ),
     "file_unavailable": i18n.lazy("%(name)s was not downloaded: %(reason)s"),
+    # The composer's reply buttons and lists.
+    "choices_buttons_hint": i18n.lazy(
+        "Up to %(count)s buttons of up to %(length)s characters; the customer's pick comes back as their answer."
+    ),
+    "choices_list_hint": i18n.lazy(
+        "Up to %(rows)s rows in all, titles of up to %(length)s characters; "
+        "the customer opens the list with its button."
+    ),
+    "choice_button": i18n.lazy("Button %(n)s"),
+    "remove_choice": i18n.lazy("Remove button %(n)s"),
+    "add_button": i18n.lazy("Add a button"),
+    "list_button": i18n.lazy("Label of the button that opens the list"),
+    "list_section": i18n.lazy("Section %(n)s"),
+    "section_title": i18n.lazy("Section title"),
+    "remove_section": i18n.lazy("Remove section %(n)s"),
+    "row_title": i18n.lazy("Row %(n)s"),
+    "row_description": i18n.lazy("Description (optional)"),
+    "remove_row": i18n.lazy("Remove row %(n)s"),
+    "add_row": i18n.lazy("Add a row"),
+    "add_section": i18n.lazy("Add a section"),
+    "choice_required": i18n.lazy("Write a title."),
+    "choice_too_long": i18n.lazy("At most %(count)s characters."),
+    "choice_too_long_bytes": i18n.lazy("Too long for this channel (at most %(count)s bytes): shorten it."),
+    "choice_duplicate": i18n.lazy("Each choice needs a different title."),
+    "section_title_required": i18n.lazy("With several sections, each needs a title."),
+    "choices_fix": i18n.lazy("Fix the buttons marked below."),
+    "choices_need_text": i18n.lazy("Write the message the buttons go under."),
+    "choices_text_too_long": i18n.lazy("At most %(count)s characters above reply buttons."),
+    "choices_no_files": i18n.lazy("Buttons go without files: send the files in a message of their own."),
+    "picked": i18n.lazy("Picked by the customer"),
 }
+
+
+def _reply_choices(channel_type: str) -> dict[str, Any] | None:
+    limits = get_adapter(channel_type).rules.reply_choices
+    return asdict(limits) if limits is not None else None
 
 
 def _member_name(first: str | None, last: str | None, email: str) -> str:
@@ -162,8 +201,12 @@ def _inbox(ctx: WebContext, conversation_id: int | None) -> Response:
         for m in list_members(ctx.session, actor, include_inactive=True)
     ]
     categories = [{"id": c.id, "name": c.name} for c in repo.closing_categories(ctx.session, actor.workspace_id)]
-    # Each conversation and message shows its channel (icon and name).
-    channels = [{"id": c.id, "type": c.type, "name": c.name} for c in list_channels(ctx.session, actor.workspace_id)]
+    # Each conversation and message shows its channel (icon and name); the composer offers reply
+    # buttons (and lists) within the channel's limits.
+    channels = [
+        {"id": c.id, "type": c.type, "name": c.name, "reply_choices": _reply_choices(c.type)}
+        for c in list_channels(ctx.session, actor.workspace_id)
+    ]
     data = {
         "user_id": actor.user_id,
         "see_all": viewer.see_all,

@@ -32,6 +32,9 @@ import httpx
 
 from tertulia.channels.adapters import meta_graph
 from tertulia.channels.adapters.messenger import (
+    MAX_QUICK_REPLIES,
+    QUICK_REPLY_PAYLOAD,
+    QUICK_REPLY_TITLE,
     RETRYABLE_CODES,
     MetaMessagingAdapter,
     ParsedEvents,
@@ -44,6 +47,7 @@ from tertulia.channels.protocol import (
     ChannelRules,
     InboundMessage,
     MessageType,
+    ReplyChoices,
     SetupRefused,
     TransientError,
 )
@@ -74,6 +78,13 @@ class InstagramAdapter(MetaMessagingAdapter):
         max_text_length=MAX_TEXT,
         delivery_receipts=True,
         quick_replies=True,
+        # developers.facebook.com/docs/instagram-platform/instagram-api-with-instagram-login/messaging-api/quick-replies
+        reply_choices=ReplyChoices(
+            provider="Instagram",
+            max_buttons=MAX_QUICK_REPLIES,
+            title_length=QUICK_REPLY_TITLE,
+            id_length=QUICK_REPLY_PAYLOAD,
+        ),
         message_tags=(("HUMAN_AGENT", timedelta(days=7)),),
         private_replies=timedelta(days=7),
     )

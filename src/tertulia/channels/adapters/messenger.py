@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 
 import httpx
 
+from tertulia.channels import reply_choices
 from tertulia.channels.adapters import meta_graph
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
@@ -51,6 +52,7 @@ from tertulia.channels.protocol import (
     OutboundMessage,
     ParsedWebhook,
     PermanentError,
+    ReplyChoices,
     SendResult,
     SetupRefused,
     StatusUpdate,
@@ -79,6 +81,10 @@ MAX_TEXT = 2000
 MAX_BUTTON_TEXT = 640
 MAX_BUTTONS = 3
 MAX_QUICK_REPLIES = 13
+# developers.facebook.com/docs/messenger-platform/send-messages/quick-replies: a title of at most
+# 20 characters, a payload of at most 1000.
+QUICK_REPLY_TITLE = 20
+QUICK_REPLY_PAYLOAD = 1000
 MAX_MENU_ITEMS = 20
 MAX_MEDIA_BYTES = 25 * 1024 * 1024  # what Messenger itself carries
 PROFILE_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
@@ -517,6 +523,13 @@ class MessengerAdapter(MetaMessagingAdapter):
         delivery_receipts=True,
         buttons=True,
         quick_replies=True,
+        reply_choices=ReplyChoices(
+            provider="Messenger",
+            max_buttons=MAX_QUICK_REPLIES,
+            title_length=QUICK_REPLY_TITLE,
+            id_length=QUICK_REPLY_PAYLOAD,
+            with_buttons=True,
+        ),
         message_tags=MESSAGE_TAGS,
         private_replies=timedelta(days=7),
     )
@@ -840,7 +853,11 @@ def text_body(message: OutboundMessage) -> dict[str, Any] | None:
     payload = message.payload or {}
     text = message.text or ""
     buttons = payload.get("buttons") or []
-    quick = payload.get("quick_replies") or []
+    # The one shape of reply choices (`quick_reply` buttons: the id comes back as the payload), or
+    # the older `quick_replies` of messages written before it.
+    quick = [
+        {"title": b["title"], "payload": b["id"]} for b in reply_choices.buttons_of(payload.get("quick_reply"))
+    ] or (payload.get("quick_replies") or [])
     if not text.strip():
         if buttons or quick:
             raise PermanentError("buttons and quick replies need a text")

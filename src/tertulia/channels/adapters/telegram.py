@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from tertulia.channels import reply_choices
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelError,
@@ -56,6 +57,7 @@ from tertulia.channels.protocol import (
     Pace,
     ParsedWebhook,
     PermanentError,
+    ReplyChoices,
     SendResult,
     SetupRefused,
     TransientError,
@@ -76,6 +78,7 @@ MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # what the Bot API lets a bot download
 MAX_PHOTO_UPLOAD_BYTES = 10 * 1024 * 1024  # larger photos go as documents
 MAX_BUTTONS = 20
 MAX_CALLBACK_DATA_BYTES = 64
+MAX_BUTTON_TITLE = 64  # what we cut a button's text to; Telegram shows no more on a phone anyway
 MAX_COMMANDS = 100
 BOT_TOKEN = re.compile(r"^\d{1,20}:[A-Za-z0-9_-]{20,200}$")
 COMMAND = re.compile(r"^[a-z0-9_]{1,32}$")
@@ -135,6 +138,15 @@ class TelegramAdapter:
         channel_pace=Pace(30, 1.0),
         recipient_pace=Pace(1, 1.0),
         buttons=True,
+        # core.telegram.org/bots/api#inlinekeyboardbutton: callback_data is 1-64 bytes.
+        reply_choices=ReplyChoices(
+            provider="Telegram",
+            max_buttons=MAX_BUTTONS,
+            title_length=MAX_BUTTON_TITLE,
+            id_length=MAX_CALLBACK_DATA_BYTES,
+            id_in_bytes=True,
+            with_files=True,
+        ),
     )
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
     secret_fields: ClassVar[frozenset[str]] = frozenset({"bot_token"})
@@ -178,7 +190,10 @@ class TelegramAdapter:
         reply_to = _message_id_of(message.reply_to_provider_id)
         if reply_to is not None:
             common["reply_parameters"] = {"message_id": reply_to, "allow_sending_without_reply": True}
-        keyboard = inline_keyboard(message.payload.get("buttons"))
+        # Reply choices (`quick_reply` buttons) press back their id as callback_data.
+        picks = reply_choices.buttons_of(message.payload.get("quick_reply"))
+        choices = [{"title": b["title"], "payload": b["id"]} for b in picks]
+        keyboard = inline_keyboard(choices or message.payload.get("buttons"))
         text = message.text or ""
         attachments = list(message.attachments)
         sent: list[dict[str, Any]] = []

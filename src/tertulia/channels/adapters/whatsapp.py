@@ -53,6 +53,7 @@ from tertulia.channels.protocol import (
     DeliveryStatus,
     FetchedMedia,
     InboundMessage,
+    ListLimits,
     MessageType,
     OutboundMessage,
     Pace,
@@ -60,6 +61,7 @@ from tertulia.channels.protocol import (
     PermanentError,
     ProviderTemplate,
     QualityChange,
+    ReplyChoices,
     SendResult,
     StatusUpdate,
     TemplateChange,
@@ -184,7 +186,22 @@ class WhatsAppAdapter:
         channel_pace=Pace(DEFAULT_MESSAGES_PER_SECOND, 1.0),
         # Meta's pair rate limit (131056): about one message every 6 s to the same customer.
         recipient_pace=Pace(1, 6.0),
-        reply_choices=True,
+        reply_choices=ReplyChoices(
+            provider="WhatsApp",
+            max_buttons=MAX_REPLY_BUTTONS,
+            title_length=BUTTON_TITLE_LENGTH,
+            id_length=BUTTON_ID_LENGTH,
+            lists=ListLimits(
+                button_length=LIST_BUTTON_LENGTH,
+                max_sections=MAX_LIST_SECTIONS,
+                max_rows=MAX_LIST_ROWS,
+                section_title_length=SECTION_TITLE_LENGTH,
+                row_title_length=ROW_TITLE_LENGTH,
+                row_description_length=ROW_DESCRIPTION_LENGTH,
+            ),
+            header_footer=True,
+            body_length=BUTTONS_BODY_LENGTH,
+        ),
         message_types=frozenset(
             {
                 MessageType.TEXT,

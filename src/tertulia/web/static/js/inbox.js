@@ -49,7 +49,9 @@
         if (!response.ok) {
           var message = (data.error && data.error.message) || T.error;
           if (!quiet) toast(message);
-          throw new Error(message);
+          var failure = new Error(message);
+          failure.details = (data.error && data.error.details) || null;
+          throw failure;
         }
         return data;
       });
@@ -258,6 +260,11 @@
     if (kind === "comment") bubble.appendChild(el("span", "msg-label", T.internal));
     var content = kind === "comment" ? commentText(m) : contentNode(m);
     bubble.appendChild(content);
+    var offered = kind === "outgoing" ? choicesNode(m.payload || {}) : null;
+    if (offered) bubble.appendChild(offered);
+    if (kind === "incoming" && m.type === "postback" && m.payload && m.payload.postback && m.payload.postback.data != null) {
+      node.setAttribute("data-picked-choice", String(m.payload.postback.data));
+    }
     (m.attachments || []).forEach(function (a) {
       var node = attachmentNode(a);
       if (node) bubble.appendChild(node);
@@ -347,12 +354,14 @@
       var fresh = messageNode(m);
       shownMessages[m.id].replaceWith(fresh);
       shownMessages[m.id] = fresh;
+      markPicks();
       return;
     }
     var node = messageNode(m);
     shownMessages[m.id] = node;
     if (atTop) thread.insertBefore(node, thread.firstChild);
     else thread.appendChild(node);
+    markPicks();
   }
 
   function nearBottom() { return thread.scrollHeight - thread.scrollTop - thread.clientHeight < 80; }
@@ -457,6 +466,7 @@
         clearFiles();
         hideTyping();
         clearQuote();
+        clearChoices();
       }
       state.current = c;
       renderChannelChoice(c);
@@ -677,6 +687,8 @@
     if (note && files.length) { showComposerError(T.notes_no_files); return; }
     if (files.some(function (f) { return f.status === "uploading"; })) { showComposerError(T.uploading); return; }
     var fileIds = files.map(function (f) { return f.fileId; });
+    var quickReply = note ? undefined : choicesPayload(text, fileIds.length > 0);
+    if (quickReply === null) return;
     if (!text && !fileIds.length) return;
     var id = state.current.id;
     var path = note ? "/comments" : "/messages";
@@ -687,6 +699,7 @@
     if (!note && state.privateReplyTo) body.private_reply_to_message_id = state.privateReplyTo;
     if (!note && !channelField.hidden && channelSelect.value) body.channel_id = Number(channelSelect.value);
     if (!note && quoted) body.reply_to_message_id = quoted.id;
+    if (quickReply) { body.type = "quick_reply"; body.quick_reply = quickReply; }
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
@@ -701,6 +714,7 @@
       if (!note) {
         clearFiles(true);
         clearQuote();
+        clearChoices();
       }
       if (state.current && state.current.id === id) {
         addMessage(m, false);
@@ -709,11 +723,321 @@
     }).catch(function (error) {
       // The API's own message (it says which field); a network failure has no useful text.
       showComposerError(error instanceof TypeError ? T.error : error.message);
+      showChoiceErrors(error.details);
     }).then(function () {
       input.disabled = false;
       input.focus();
     });
   });
+
+  // ----- composer: reply buttons and lists (the API's quick_reply) -----
+  // Offered on channels whose provider has them, within its limits (DATA.channels[].reply_choices);
+  // each choice's id is its title, which comes back as the customer's pick.
+  var choicesOpen = $("[data-choices-open]");
+  var choicesBox = $("[data-choices]");
+  var choicesBody = $("[data-choices-body]");
+  var choicesHint = $("[data-choices-hint]");
+  var choicesKindList = $('[data-choices-kind="list"]');
+  var choices = null; // {kind: "buttons"|"list", buttons: [{title}], list: {button, sections: [{title, rows: [{title, description}]}]}}
+
+  function choiceLimits() {
+    var c = state.current;
+    if (!c || state.mode === "note") return null;
+    var picked = pickedChannel(c);
+    var channel = channelsById[picked ? picked.id : c.channel_id];
+    return (channel && channel.reply_choices) || null;
+  }
+  function renderChoicesAvailability() {
+    // Outside WhatsApp's window only a template goes out: no buttons of our own then.
+    var available = !!choiceLimits() && !composer.classList.contains("templates-only");
+    choicesOpen.hidden = !available;
+    if (!available && choices) clearChoices();
+    else if (choices) drawChoices();
+  }
+  function emptyRow() { return { title: "", description: "" }; }
+  function openChoices() {
+    if (!choiceLimits()) return;
+    if (!choices) choices = { kind: "buttons", buttons: [{ title: "" }, { title: "" }], list: { button: "", sections: [{ title: "", rows: [emptyRow()] }] } };
+    choicesBox.hidden = false;
+    choicesOpen.setAttribute("aria-expanded", "true");
+    drawChoices();
+    var first = $("input", choicesBody);
+    if (first) first.focus();
+  }
+  function clearChoices() {
+    choices = null;
+    choicesBox.hidden = true;
+    choicesOpen.setAttribute("aria-expanded", "false");
+    choicesBody.textContent = "";
+  }
+  choicesOpen.addEventListener("click", function () {
+    if (choices) { clearChoices(); input.focus(); } else openChoices();
+  });
+  $("[data-choices-remove]").addEventListener("click", function () { clearChoices(); input.focus(); });
+  $all("[data-choices-kind]").forEach(function (button) {
+    button.addEventListener("click", function () {
+      if (!choices) return;
+      choices.kind = button.getAttribute("data-choices-kind");
+      drawChoices();
+    });
+  });
+
+  // One input with its label and the error beside it; `path` names it as the API's details do.
+  function choiceField(label, value, path, limit, onInput, testid) {
+    var wrap = el("div", "field choice-field");
+    var id = "choice-" + path.replace(/[^a-z0-9]+/gi, "-");
+    var lab = el("label", "", label);
+    lab.htmlFor = id;
+    var field = el("input");
+    field.type = "text";
+    field.id = id;
+    field.value = value;
+    field.setAttribute("data-choice-path", path);
+    field.setAttribute("aria-describedby", id + "-error");
+    if (testid) field.setAttribute("data-testid", testid);
+    var count = el("span", "choice-count muted small");
+    function counted() { count.textContent = limit ? field.value.length + "/" + limit : ""; }
+    counted();
+    field.addEventListener("input", function () {
+      onInput(field.value);
+      counted();
+      setChoiceError(path, "");
+      if (composerError.textContent === T.choices_fix) clearComposerError();
+    });
+    var error = el("p", "field-error");
+    error.id = id + "-error";
+    error.setAttribute("data-choice-error", path);
+    error.setAttribute("role", "alert");
+    wrap.appendChild(lab);
+    var line = el("div", "choice-line");
+    line.appendChild(field);
+    line.appendChild(count);
+    wrap.appendChild(line);
+    wrap.appendChild(error);
+    return wrap;
+  }
+  function removeButton(label, onClick, testid) {
+    var button = el("button", "icon-button choice-remove", "×");
+    button.type = "button";
+    button.setAttribute("aria-label", label);
+    button.title = label;
+    if (testid) button.setAttribute("data-testid", testid);
+    button.addEventListener("click", function () { onClick(); drawChoices(); });
+    return button;
+  }
+  function addButton(label, onClick, testid) {
+    var button = el("button", "button small", label);
+    button.type = "button";
+    button.setAttribute("data-testid", testid);
+    button.addEventListener("click", function () {
+      onClick();
+      drawChoices();
+      var inputs = $all("input", choicesBody);
+      if (inputs.length) inputs[inputs.length - 1].focus();
+    });
+    return button;
+  }
+  function rowCount() {
+    return choices.list.sections.reduce(function (n, s) { return n + s.rows.length; }, 0);
+  }
+
+  function drawChoices() {
+    var limits = choiceLimits();
+    if (!choices || !limits) return;
+    if (choices.kind === "list" && !limits.lists) choices.kind = "buttons";
+    choicesKindList.hidden = !limits.lists;
+    $all("[data-choices-kind]").forEach(function (b) { b.classList.toggle("selected", b.getAttribute("data-choices-kind") === choices.kind); });
+    choicesBody.textContent = "";
+    if (choices.kind === "buttons") {
+      choicesHint.textContent = fill(T.choices_buttons_hint, { count: limits.max_buttons, length: limits.title_length });
+      choices.buttons = choices.buttons.slice(0, limits.max_buttons);
+      choices.buttons.forEach(function (b, index) {
+        var row = el("div", "choice-row");
+        row.appendChild(choiceField(fill(T.choice_button, { n: index + 1 }), b.title, "buttons[" + index + "].title", limits.title_length, function (v) { b.title = v; }, "choice-title"));
+        if (choices.buttons.length > 1) row.appendChild(removeButton(fill(T.remove_choice, { n: index + 1 }), function () { choices.buttons.splice(index, 1); }, "choice-remove"));
+        choicesBody.appendChild(row);
+      });
+      if (choices.buttons.length < limits.max_buttons) {
+        choicesBody.appendChild(addButton(T.add_button, function () { choices.buttons.push({ title: "" }); }, "add-choice"));
+      }
+    } else {
+      var L = limits.lists;
+      choicesHint.textContent = fill(T.choices_list_hint, { rows: L.max_rows, length: L.row_title_length });
+      choicesBody.appendChild(choiceField(T.list_button, choices.list.button, "list.button", L.button_length, function (v) { choices.list.button = v; }, "list-button"));
+      choices.list.sections.forEach(function (section, s) {
+        var box = el("fieldset", "choice-section");
+        var legend = el("legend", "", fill(T.list_section, { n: s + 1 }));
+        box.appendChild(legend);
+        var head = el("div", "choice-row");
+        head.appendChild(choiceField(T.section_title, section.title, "list.sections[" + s + "].title", L.section_title_length, function (v) { section.title = v; }, "section-title"));
+        if (choices.list.sections.length > 1) head.appendChild(removeButton(fill(T.remove_section, { n: s + 1 }), function () { choices.list.sections.splice(s, 1); }, "section-remove"));
+        box.appendChild(head);
+        section.rows.forEach(function (r, i) {
+          var row = el("div", "choice-row");
+          var path = "list.sections[" + s + "].rows[" + i + "]";
+          row.appendChild(choiceField(fill(T.row_title, { n: i + 1 }), r.title, path + ".title", L.row_title_length, function (v) { r.title = v; }, "row-title"));
+          row.appendChild(choiceField(T.row_description, r.description, path + ".description", L.row_description_length, function (v) { r.description = v; }, "row-description"));
+          if (section.rows.length > 1) row.appendChild(removeButton(fill(T.remove_row, { n: i + 1 }), function () { section.rows.splice(i, 1); }, "row-remove"));
+          box.appendChild(row);
+        });
+        if (rowCount() < L.max_rows) box.appendChild(addButton(T.add_row, function () { section.rows.push(emptyRow()); }, "add-row"));
+        choicesBody.appendChild(box);
+      });
+      if (choices.list.sections.length < L.max_sections && rowCount() < L.max_rows) {
+        choicesBody.appendChild(addButton(T.add_section, function () { choices.list.sections.push({ title: "", rows: [emptyRow()] }); }, "add-section"));
+      }
+    }
+  }
+
+  function setChoiceError(path, message) {
+    var node = $all("[data-choice-error]", choicesBody).filter(function (n) { return n.getAttribute("data-choice-error") === path; })[0];
+    if (!node) return false;
+    node.textContent = message;
+    var field = $all("[data-choice-path]", choicesBody).filter(function (n) { return n.getAttribute("data-choice-path") === path; })[0];
+    if (field) {
+      if (message) field.setAttribute("aria-invalid", "true");
+      else field.removeAttribute("aria-invalid");
+    }
+    return true;
+  }
+  function byteLength(text) { return new TextEncoder().encode(text).length; }
+  function checkTitle(path, title, limit, limits, seen, errors) {
+    var value = title.trim();
+    if (!value) errors.push([path, T.choice_required]);
+    else if (value.length > limit) errors.push([path, fill(T.choice_too_long, { count: limit })]);
+    else if (limits.id_in_bytes && byteLength(value) > limits.id_length) errors.push([path, fill(T.choice_too_long_bytes, { count: limits.id_length })]);
+    else if (seen[value]) errors.push([path, T.choice_duplicate]);
+    seen[value] = true;
+  }
+  // The choices as the API takes them, or null when a field is wrong (each error beside its field).
+  function choicesPayload(text, hasFiles) {
+    var limits = choiceLimits();
+    if (!choices || !limits) return undefined;
+    $all("[data-choice-error]", choicesBody).forEach(function (n) { setChoiceError(n.getAttribute("data-choice-error"), ""); });
+    var errors = [];
+    var seen = {};
+    var payload;
+    if (choices.kind === "buttons") {
+      choices.buttons.forEach(function (b, index) { checkTitle("buttons[" + index + "].title", b.title, limits.title_length, limits, seen, errors); });
+      payload = { buttons: choices.buttons.map(function (b) { return { id: b.title.trim(), title: b.title.trim() }; }) };
+    } else {
+      var L = limits.lists;
+      var label = choices.list.button.trim();
+      if (!label) errors.push(["list.button", T.choice_required]);
+      else if (label.length > L.button_length) errors.push(["list.button", fill(T.choice_too_long, { count: L.button_length })]);
+      var several = choices.list.sections.length > 1;
+      choices.list.sections.forEach(function (section, s) {
+        var path = "list.sections[" + s + "]";
+        var title = section.title.trim();
+        if (several && !title) errors.push([path + ".title", T.section_title_required]);
+        else if (title.length > L.section_title_length) errors.push([path + ".title", fill(T.choice_too_long, { count: L.section_title_length })]);
+        section.rows.forEach(function (r, i) {
+          checkTitle(path + ".rows[" + i + "].title", r.title, L.row_title_length, limits, seen, errors);
+          if (r.description.trim().length > L.row_description_length) errors.push([path + ".rows[" + i + "].description", fill(T.choice_too_long, { count: L.row_description_length })]);
+        });
+      });
+      payload = {
+        list: {
+          button: label,
+          sections: choices.list.sections.map(function (section) {
+            var shaped = { rows: section.rows.map(function (r) {
+              var row = { id: r.title.trim(), title: r.title.trim() };
+              if (r.description.trim()) row.description = r.description.trim();
+              return row;
+            }) };
+            if (section.title.trim()) shaped.title = section.title.trim();
+            return shaped;
+          })
+        }
+      };
+    }
+    errors.forEach(function (e) { setChoiceError(e[0], e[1]); });
+    if (errors.length) { showComposerError(T.choices_fix); return null; }
+    if (!text) { showComposerError(T.choices_need_text); return null; }
+    if (choices.kind === "buttons" && limits.body_length && text.length > limits.body_length) {
+      showComposerError(fill(T.choices_text_too_long, { count: limits.body_length })); return null;
+    }
+    if (hasFiles) { showComposerError(T.choices_no_files); return null; }
+    return payload;
+  }
+  // The API's refusal, beside the field it names (a list row's index counts across sections; an
+  // id is the title it was made from); true when one was found.
+  function showChoiceErrors(details) {
+    if (!choices || !details) return false;
+    var shown = false;
+    Object.keys(details).forEach(function (key) {
+      if (key.indexOf("message.quick_reply.") !== 0) return;
+      var path = key.slice("message.quick_reply.".length).replace(/\.id$/, ".title");
+      var flat = /^list\.rows\[(\d+)\]\.(\w+)$/.exec(path);
+      if (flat) {
+        var n = Number(flat[1]);
+        choices.list.sections.some(function (section, s) {
+          if (n < section.rows.length) { path = "list.sections[" + s + "].rows[" + n + "]." + flat[2]; return true; }
+          n -= section.rows.length;
+          return false;
+        });
+      }
+      if (setChoiceError(path, details[key])) shown = true;
+    });
+    return shown;
+  }
+
+  // ----- the thread: interactive messages with their buttons or list, and the customer's pick -----
+  function choiceChip(id, title, url) {
+    var chip = el(url ? "a" : "span", "msg-choice-button", title);
+    chip.setAttribute("data-choice-id", id);
+    if (url) { chip.href = url; chip.target = "_blank"; chip.rel = "noopener"; }
+    return chip;
+  }
+  function choicesNode(p) {
+    var quick = p.quick_reply;
+    var box;
+    if (quick && quick.list) {
+      box = el("div", "msg-list");
+      box.setAttribute("data-testid", "message-list");
+      box.appendChild(el("div", "msg-list-button", "☰ " + (quick.list.button || "")));
+      (quick.list.sections || []).forEach(function (section) {
+        if (section.title) box.appendChild(el("div", "msg-list-section", section.title));
+        var rows = el("ul", "msg-list-rows");
+        (section.rows || []).forEach(function (r) {
+          var item = el("li", "msg-list-row");
+          item.setAttribute("data-choice-id", String(r.id));
+          item.appendChild(el("span", "msg-list-title", r.title));
+          if (r.description) item.appendChild(el("span", "msg-list-description small", r.description));
+          rows.appendChild(item);
+        });
+        box.appendChild(rows);
+      });
+      return box;
+    }
+    var buttons = (quick && quick.buttons) || (p.quick_replies || []).map(function (q) { return { id: q.payload || q.title, title: q.title }; });
+    var links = (p.buttons || []).map(function (b) { return { id: b.payload || b.title, title: b.title, url: b.url }; });
+    var all = buttons.concat(links);
+    if (!all.length) return null;
+    box = el("div", "msg-choices");
+    box.setAttribute("data-testid", "message-buttons");
+    all.forEach(function (b) { box.appendChild(choiceChip(String(b.id), b.title, b.url)); });
+    return box;
+  }
+  // Each pick marks its button (or row) on the latest of our messages before it that offered it.
+  function markPicks() {
+    var nodes = $all("[data-message]", thread);
+    $all(".picked", thread).forEach(function (n) { n.classList.remove("picked"); n.removeAttribute("data-picked"); });
+    nodes.forEach(function (node, index) {
+      var data = node.getAttribute("data-picked-choice");
+      if (data === null) return;
+      for (var j = index - 1; j >= 0; j--) {
+        if (!nodes[j].classList.contains("msg-outgoing")) continue;
+        var match = $all("[data-choice-id]", nodes[j]).filter(function (c) { return c.getAttribute("data-choice-id") === data; })[0];
+        if (match) {
+          match.classList.add("picked");
+          match.setAttribute("data-picked", "true");
+          match.title = T.picked;
+          return;
+        }
+      }
+    });
+  }
 
   // ----- composer: the message a reply quotes -----
   var quoteBar = $("[data-composer-quote]");
@@ -1439,6 +1763,7 @@
     attachButton.disabled = locked;
     if (locked) openPicker();
     else if (!templatesOutside) closePicker();
+    renderChoicesAvailability();
   }
 
   function closePicker() {
