@@ -24,7 +24,8 @@ Backends (TERTULIA_BENCH_BACKEND):
 
 Other knobs: TERTULIA_BENCH_RATE (500 message callbacks/s), TERTULIA_BENCH_SECONDS (10),
 TERTULIA_BENCH_USERS (50), TERTULIA_BENCH_STATUSES (1: status callbacks per message callback,
-whatsapp only), TERTULIA_BENCH_AGENTS (5). Targets: p99 acknowledgement under 20 ms for web chat at
+whatsapp only), TERTULIA_BENCH_AGENTS (5), TERTULIA_BENCH_THREADS (4, a separate worker's threads:
+`tertulia worker`'s default). Targets: p99 acknowledgement under 20 ms for web chat at
 500/s on SQLite (the message spine), under 50 ms for WhatsApp.
 
 With WhatsApp and Telegram, each customer's conversation exists before the run and is assigned round-robin to one
@@ -86,6 +87,7 @@ STATUSES = float(os.environ.get("TERTULIA_BENCH_STATUSES", "1")) if PROVIDER == 
 AGENTS = int(os.environ.get("TERTULIA_BENCH_AGENTS", "5")) if PROVIDER in ("whatsapp", "telegram") else 0
 # A Redis or PostgreSQL queue is always consumed by a worker process.
 SEPARATE_WORKER = os.environ.get("TERTULIA_BENCH_WORKER", "0") == "1" or BACKEND == "postgresql"
+THREADS = int(os.environ.get("TERTULIA_BENCH_THREADS", "4"))
 WHATSAPP_NUMBER = "106540352242922"
 RETRIES = 0.02  # the share of callbacks sent twice
 DRAIN_SECONDS = 60.0
@@ -551,7 +553,7 @@ def main() -> None:
     tally = Tally()
     with (
         _server(env, web_processes) as (base, server_pids),
-        _worker(env, DATA / "worker.log", SEPARATE_WORKER) as worker_pids,
+        _worker(env, DATA / "worker.log", SEPARATE_WORKER, THREADS) as worker_pids,
     ):
         pids = server_pids + worker_pids
         cpu_before = _cpu_seconds(pids)
@@ -568,6 +570,7 @@ def main() -> None:
     p50, p95, p99 = (_percentile(tally.latencies, q) for q in (0.50, 0.95, 0.99))
     report = {
         "provider": PROVIDER,
+        "worker_threads": THREADS if SEPARATE_WORKER else None,
         "backend": BACKEND,
         "web_processes": web_processes,
         "processing": "separate worker process" if SEPARATE_WORKER else "embedded in the server",
