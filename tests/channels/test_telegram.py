@@ -3,6 +3,7 @@ CLI), updates through the callback endpoint (messages, files, edits, button pres
 replies through the outbox, health, disconnecting."""
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -79,6 +80,49 @@ def _messages(db: Database, channel_id: int) -> list[Message]:
 
 
 # ----- connecting ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_other_writers_go_on_while_telegram_is_asked(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTelegram
+) -> None:
+    """On SQLite a transaction's first write takes the one write lock: connecting asks the provider
+    before writing, so a slow provider does not hold up every other write."""
+    asked, may_answer = threading.Event(), threading.Event()
+    get_me = fake._getMe
+
+    def slow_get_me(*args: Any) -> tuple[int, Any]:
+        asked.set()
+        may_answer.wait(timeout=30)
+        return get_me(*args)
+
+    fake._getMe = slow_get_me  # type: ignore[method-assign]
+    headers = _manager(db, tenant)
+    answers: list[Any] = []
+    body = {"type": "telegram", "config": {"api_base_url": fake.url}, "secrets": {"bot_token": BOT_TOKEN}}
+    connecting = threading.Thread(
+        target=lambda: answers.append(client.post("/api/v1/channels", json=body, headers=headers))
+    )
+    connecting.start()
+    try:
+        assert asked.wait(timeout=30)
+
+        def write() -> None:
+            with db.transaction() as session:
+                session.execute(
+                    update(Contact).where(Contact.workspace_id == tenant.workspace_id).values(last_name="Pérez")
+                )
+
+        writer = threading.Thread(target=write)
+        writer.start()
+        writer.join(timeout=5)
+        written_while_asked = not writer.is_alive()
+    finally:
+        may_answer.set()
+        connecting.join(timeout=30)
+    writer.join(timeout=30)
+    assert written_while_asked
+    assert answers[0].status_code == 201, answers[0].text
 
 
 @pytest.mark.usefixtures("immediate_queue")

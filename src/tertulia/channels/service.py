@@ -36,6 +36,16 @@ def do_create_channel(
     config: dict[str, Any] | None = None,
     secrets: dict[str, Any] | None = None,
 ) -> Channel:
+    channel = _new_channel(actor, channel_type, name, config, secrets)
+    session.add(channel)
+    session.flush()
+    return channel
+
+
+def _new_channel(
+    actor: Actor, channel_type: str, name: str, config: dict[str, Any] | None, secrets: dict[str, Any] | None
+) -> Channel:
+    """A checked channel, not yet written."""
     actor.require(Permission.MANAGE_CHANNELS)
     try:
         adapter = get_adapter(channel_type)
@@ -45,7 +55,7 @@ def do_create_channel(
     if not label or len(label) > 120:
         raise ValidationFailed.field("name", "is required (at most 120 characters)")
     cleaned_config, cleaned_secrets = adapter.clean_config(config or {}, secrets or {})
-    channel = Channel(
+    return Channel(
         workspace_id=actor.workspace_id,
         type=channel_type,
         name=label,
@@ -54,9 +64,6 @@ def do_create_channel(
         config=cleaned_config,
         secrets=cleaned_secrets,
     )
-    session.add(channel)
-    session.flush()
-    return channel
 
 
 def do_update_channel_config(session: Session, actor: Actor, channel: Channel, config: dict[str, Any]) -> Channel:
@@ -185,23 +192,32 @@ def do_connect_channel(
         named_by_provider = True
     else:
         named_by_provider = False
-    channel = do_create_channel(session, actor, channel_type, label, config, secrets)
-    _connect(session, channel, base_url)
+    channel = _new_channel(actor, channel_type, label, config, secrets)
+    # The provider is asked before the channel is written: on SQLite a transaction's first write
+    # takes the database's one write lock, and every other writer would wait on the provider's
+    # answer (seconds, or its whole timeout when it does not answer).
+    _ask_provider(channel, base_url)
     bot = (channel.config or {}).get("bot") or {}
     # The name the provider gave the account: a bot's @username, a Page's or profile's name.
     account = f"@{bot['username']}" if bot.get("username") else (channel.config or {}).get("account_name")
     if named_by_provider and account:
         channel.name = tidy_name(str(account))[:120] or channel.name
-        session.flush()
+    session.add(channel)
+    session.flush()
+    _sync_templates_after_commit(session, channel)
     return channel
 
 
 def _connect(session: Session, channel: Channel, base_url: str) -> None:
+    _ask_provider(channel, base_url)
+    session.flush()
+    _sync_templates_after_commit(session, channel)
+
+
+def _ask_provider(channel: Channel, base_url: str) -> None:
+    """Connect the channel to its provider (for an adapter that talks to one): checks the account and
+    registers the callback URL; the provider's answer goes into the channel's config."""
     adapter = get_adapter(channel.type)
-    if has_templates(channel.type):
-        # Once connected, the account's templates are read in the background (channels/tasks.py).
-        channel_id = channel.id
-        on_commit(session, lambda: enqueue_template_sync(channel_id))
     if not isinstance(adapter, ProviderSetup):
         return
     try:
@@ -212,7 +228,13 @@ def _connect(session: Session, channel: Channel, base_url: str) -> None:
     channel.active = True
     channel.last_error = None
     channel.last_error_at = None
-    session.flush()
+
+
+def _sync_templates_after_commit(session: Session, channel: Channel) -> None:
+    if has_templates(channel.type):
+        # Once connected, the account's templates are read in the background (channels/tasks.py).
+        channel_id = channel.id
+        on_commit(session, lambda: enqueue_template_sync(channel_id))
 
 
 def do_sync_templates(session: Session, actor: Actor, channel: Channel) -> None:
