@@ -6,6 +6,7 @@ import hmac
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
@@ -15,12 +16,14 @@ from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.meta_graph import hub_signature
 from tertulia.channels.adapters.telegram import TelegramAdapter
+from tertulia.channels.adapters.twilio import TwilioAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signature
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
 from tests.channels import meta_samples as meta
 from tests.channels import telegram_samples
+from tests.channels import twilio_samples as tw
 from tests.channels import whatsapp_samples as wa
 from tests.channels.contract import (
     AdapterCase,
@@ -34,6 +37,8 @@ from tests.channels.contract import (
 )
 from tests.channels.fake_meta_graph import graph_error
 from tests.channels.fake_telegram import BOT_TOKEN
+from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER
+from tests.channels.fake_twilio import sign as twilio_sign
 from tests.fakes import FAKE_SECRET, FakeHttpAdapter
 
 
@@ -249,6 +254,62 @@ def _instagram() -> AdapterCase:
     )
 
 
+def _twilio() -> AdapterCase:
+    """Twilio's documented callbacks (tests/channels/twilio_samples.py), signed by the official SDK's
+    RequestValidator over the URL called and the form parameters."""
+
+    def sign_url(_channel: Channel, url: str, body: bytes) -> dict[str, str]:
+        return {"X-Twilio-Signature": twilio_sign(url, dict(parse_qsl(body.decode(), keep_blank_values=True)))}
+
+    def error_body(status: int, text: str) -> dict[str, Any]:
+        code = 20429 if status == 429 else 20500
+        return {
+            "code": code,
+            "message": text,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        }
+
+    refusal = {
+        "code": 21610,
+        "message": "Attempt to send to unsubscribed recipient",
+        "more_info": "https://www.twilio.com/docs/errors/21610",
+        "status": 400,
+    }
+    statuses = {DeliveryStatus.SENT: "sent", DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.READ: "read"}
+    mms = tw.mms(
+        "MM" + "b" * 32, "foto", [("https://api.twilio.com/2010-04-01/Accounts/x/Messages/y/Media/z", "image/jpeg")]
+    )
+    return AdapterCase(
+        adapter=TwilioAdapter(),
+        sign=lambda _channel, _body: {},
+        sign_url=sign_url,
+        handshake=None,
+        samples=[
+            (tw.INBOUND_VERBATIM, [tw.INBOUND_VERBATIM_SID]),
+            (tw.body(tw.inbound("SM" + "c" * 32, "Hola, ¿hay envíos?")), ["SM" + "c" * 32]),
+            (tw.body(mms), ["MM" + "b" * 32]),
+        ],
+        config={"account_sid": ACCOUNT_SID, "from_number": NUMBER},
+        secrets={"auth_token": AUTH_TOKEN},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(
+            400,
+            refusal,
+            "The recipient replied STOP: they must text START before they can be sent messages again. "
+            "Twilio: Attempt to send to unsubscribed recipient (21610)",
+        ),
+        status_body=lambda sid, status: tw.body(
+            tw.status(
+                sid, statuses.get(status, "failed"), error_code="30003" if status == DeliveryStatus.FAILED else None
+            )
+        ),
+        error_body=error_body,
+        accepted=({"sid": "SM" + "d" * 32, "status": "queued"}, "SM" + "d" * 32),
+        recipient_id=tw.CUSTOMER,
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
 CASES: dict[str, Callable[[], AdapterCase]] = {
     "webchat": _webchat,
@@ -257,6 +318,7 @@ CASES: dict[str, Callable[[], AdapterCase]] = {
     "telegram": _telegram,
     "messenger": _messenger,
     "instagram": _instagram,
+    "twilio": _twilio,
 }
 
 

@@ -131,6 +131,7 @@ PROVIDER_NAMES = {
     "whatsapp": "WhatsApp",
     "messenger": "Messenger",
     "instagram": "Instagram",
+    "twilio": "Twilio",
 }
 
 

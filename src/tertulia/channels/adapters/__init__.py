@@ -4,6 +4,7 @@ module here and adding an instance to `ADAPTERS`; `channels.registry` serves the
 from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.telegram import TelegramAdapter
+from tertulia.channels.adapters.twilio import TwilioAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter
 from tertulia.channels.protocol import ChannelAdapter
@@ -14,4 +15,5 @@ ADAPTERS: tuple[ChannelAdapter, ...] = (
     TelegramAdapter(),
     MessengerAdapter(),
     InstagramAdapter(),
+    TwilioAdapter(),
 )
