@@ -298,9 +298,10 @@ class TwilioAdapter:
 
 
 def signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
-    """X-Twilio-Signature for a callback to `url` with these form parameters."""
+    """X-Twilio-Signature for a callback to `url` with these form parameters. A name's repeated
+    values are sorted, and an identical value counts once, as Twilio's own validator does."""
     names = sorted({name for name, _ in params})
-    payload = url + "".join(name + value for name in names for value in sorted(v for n, v in params if n == name))
+    payload = url + "".join(name + value for name in names for value in sorted({v for n, v in params if n == name}))
     digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 
