@@ -220,7 +220,7 @@ class TwilioAdapter:
             cleaned["from_number"] = normalised
         help_reply = " ".join(str(config.get("help_reply") or "").split())
         if len(help_reply) > MAX_HELP_REPLY:
-            raise ValidationFailed.field("config.help_reply", f"at most {MAX_HELP_REPLY} characters")
+            raise ValidationFailed.field("config.help_reply", "must be at most 1600 characters")
         if help_reply:
             cleaned["help_reply"] = help_reply
         # Set by `connect`: what Twilio calls and what the account is named.
@@ -269,6 +269,25 @@ class TwilioAdapter:
                 raise SetupRefused(exc.reason, field="callback_url", code="callback") from exc
             updates["phone_number_sid"] = sid
         return updates
+
+    def check_connection(self, channel: Channel) -> dict[str, Any]:
+        """The account's name and state and where the sender number's SMS go, as Twilio says."""
+        api = RestApi(channel)
+        account = api.call("GET", f"Accounts/{api.account}.json")
+        config = channel.config or {}
+        facts: dict[str, Any] = {
+            "account_name": account.get("friendly_name"),
+            "account_status": account.get("status"),
+            "sender": config.get("from_number") or config.get("messaging_service_sid"),
+        }
+        number = config.get("from_number")
+        if number and not SHORT_CODE.match(str(number)):
+            found = api.call("GET", f"Accounts/{api.account}/IncomingPhoneNumbers.json", params={"PhoneNumber": number})
+            numbers = found.get("incoming_phone_numbers") or []
+            if not numbers:
+                raise PermanentError(f"the account has no number {number}")
+            facts["sms_url"] = numbers[0].get("sms_url")
+        return facts
 
     def disconnect(self, channel: Channel) -> None:
         sid = (channel.config or {}).get("phone_number_sid")

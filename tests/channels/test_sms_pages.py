@@ -1,0 +1,84 @@
+"""Settings > Channels for the SMS providers, through the real pages against their local fakes:
+connecting (the provider's refusals and our own checks beside the field, in Spanish and English,
+secrets never put back into the page), the channel's page with its callback URL and health, and the
+connection test."""
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tertulia.kit.db import Database
+from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER, FakeTwilio, fake_twilio
+from tests.conftest import Tenant
+from tests.web.helpers import sign_in_as
+
+
+@pytest.fixture
+def twilio() -> Iterator[FakeTwilio]:
+    with fake_twilio() as server:
+        server.add_number()
+        yield server
+
+
+def test_connecting_a_twilio_number_from_the_page(
+    client: TestClient, db: Database, tenant: Tenant, twilio: FakeTwilio
+) -> None:
+    csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = client.get("/settings/channels")
+    assert 'data-testid="connect-twilio"' in page.text
+    form = {"account_sid": ACCOUNT_SID, "from_number": NUMBER, "api_base_url": twilio.url, "csrf_token": csrf}
+    wrong = "a" * 32
+    refused = client.post(
+        "/settings/channels/sms/twilio",
+        data={**form, "auth_token": wrong, "name": "Ventas"},
+        headers={"Accept-Language": "es"},
+    )
+    assert refused.status_code == 422
+    assert "Twilio rechazó el token: Authenticate (20003)" in refused.text
+    assert wrong not in refused.text  # a secret is never put back into the page
+    assert 'value="Ventas"' in refused.text
+    malformed = client.post(
+        "/settings/channels/sms/twilio",
+        data={**form, "account_sid": "AC123", "auth_token": AUTH_TOKEN},
+        headers={"Accept-Language": "es"},
+    )
+    assert malformed.status_code == 422
+    assert "debe ser el Account SID: AC seguido de 32 caracteres" in malformed.text
+    assert 'id="account_sid-error"' in malformed.text
+    unknown_number = client.post(
+        "/settings/channels/sms/twilio",
+        data={**form, "from_number": "+14155550199", "auth_token": AUTH_TOKEN},
+        headers={"Accept-Language": "en"},
+    )
+    assert unknown_number.status_code == 422
+    assert "Twilio does not know this sender: the account has no number +14155550199" in unknown_number.text
+    assert 'id="from_number-error"' in unknown_number.text
+    assert client.post("/settings/channels/sms/carrier-pigeon", data=form).status_code == 404
+    done = client.post("/settings/channels/sms/twilio", data={**form, "auth_token": AUTH_TOKEN}, follow_redirects=False)
+    assert done.status_code == 303
+    detail = client.get(done.headers["location"], headers={"Accept-Language": "en"})
+    assert 'data-testid="sms-status"' in detail.text
+    assert "Tienda Lupita" in detail.text
+    assert twilio.numbers[NUMBER]["sms_url"] in detail.text  # the callback URL, to check
+    assert AUTH_TOKEN not in detail.text
+    channel_id = done.headers["location"].rstrip("/").rpartition("/")[2]
+    tested = client.post(
+        f"/settings/channels/{channel_id}/sms/test", data={"csrf_token": csrf}, headers={"Accept-Language": "en"}
+    )
+    assert tested.status_code == 200
+    assert 'data-testid="sms-test-result"' in tested.text
+    assert "not this channel&#39;s callback URL" not in tested.text
+    twilio.numbers[NUMBER]["sms_url"] = "https://elsewhere.example/sms"
+    moved = client.post(
+        f"/settings/channels/{channel_id}/sms/test", data={"csrf_token": csrf}, headers={"Accept-Language": "es"}
+    )
+    assert "no es la URL de callback de este canal" in moved.text
+    twilio.numbers.clear()
+    failed = client.post(
+        f"/settings/channels/{channel_id}/sms/test", data={"csrf_token": csrf}, headers={"Accept-Language": "es"}
+    )
+    assert failed.status_code == 422
+    assert "Twilio respondió: the account has no number +14155550100" in failed.text
+    overview = client.get("/settings/channels")
+    assert "Tienda Lupita" in overview.text
