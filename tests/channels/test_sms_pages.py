@@ -7,7 +7,9 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
+from tertulia.channels.models import Channel
 from tertulia.kit.db import Database
 from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER, FakeTwilio, fake_twilio
 from tests.conftest import Tenant
@@ -82,3 +84,31 @@ def test_connecting_a_twilio_number_from_the_page(
     assert "Twilio respondió: the account has no number +14155550100" in failed.text
     overview = client.get("/settings/channels")
     assert "Tienda Lupita" in overview.text
+
+
+def test_new_credentials_are_kept_and_the_channel_connected_again(
+    client: TestClient, db: Database, tenant: Tenant, twilio: FakeTwilio
+) -> None:
+    csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    form = {"account_sid": ACCOUNT_SID, "from_number": NUMBER, "api_base_url": twilio.url, "csrf_token": csrf}
+    done = client.post("/settings/channels/sms/twilio", data={**form, "auth_token": AUTH_TOKEN}, follow_redirects=False)
+    location = done.headers["location"]
+    page = client.get(location, headers={"Accept-Language": "en"})
+    assert 'data-testid="sms-secrets"' in page.text
+    assert 'name="auth_token"' in page.text
+    assert AUTH_TOKEN not in page.text
+    refused = client.post(
+        f"{location}/sms", data={"auth_token": "c" * 32, "csrf_token": csrf}, headers={"Accept-Language": "en"}
+    )
+    assert refused.status_code == 422
+    assert "Twilio refused the token: Authenticate (20003)" in refused.text
+    twilio.numbers[NUMBER]["sms_url"] = ""
+    again = client.post(f"{location}/sms", data={"auth_token": "", "csrf_token": csrf}, follow_redirects=False)
+    assert again.status_code == 303
+    assert twilio.numbers[NUMBER]["sms_url"].endswith("/webhooks/" + _key(db))
+
+
+def _key(db: Database) -> str:
+    with db.transaction(write=False) as session:
+        [channel] = session.scalars(select(Channel)).all()
+        return channel.key

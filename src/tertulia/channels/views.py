@@ -857,6 +857,10 @@ SMS_VALUES: dict[str, dict[str, Any]] = {
     },
 }
 SMS_TEST_FAILED = i18n.lazy("%(provider)s answered: %(reason)s")
+SMS_SECRET_LABELS = {
+    "auth_token": i18n.lazy("Auth token"),
+    "api_key_secret": i18n.lazy("API key secret"),
+}
 
 
 class SmsForm(BaseModel):
@@ -913,6 +917,7 @@ def _sms_detail(
         "errors": errors,
         "account": account,
         "test_error": test_error,
+        "secret_labels": {name: ctx.fmt.gettext(label) for name, label in SMS_SECRET_LABELS.items()},
     }
     return _render(ctx, "sms.html", context, status_code=status)
 
@@ -932,3 +937,33 @@ def test_sms(ctx: UserPage, channel_id: ID) -> Response:
         }
         return _sms_detail(ctx, channel, {}, 422, test_error=reason)
     return _sms_detail(ctx, channel, {}, 200, account=account)
+
+
+class SmsSecretsForm(BaseModel):
+    # Write-only: empty keeps the stored value.
+    auth_token: str = ""
+    api_key_secret: str = ""
+
+
+@router.post("/settings/channels/{channel_id}/sms")
+def update_sms(ctx: UserPage, channel_id: int, form: Annotated[SmsSecretsForm, Form()]) -> Response:
+    """New credentials: kept, then the channel is connected again with them."""
+    channel = _access(ctx, channel_id, None)
+    if channel.type not in SMS_FORMS:
+        raise NotFound("Channel not found.")
+    replacements = {
+        name: value for name, value in form.model_dump().items() if name in (channel.secrets or {}) and value.strip()
+    }
+
+    def save() -> Channel:
+        service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, replacements)
+        return service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx))
+
+    return submit(
+        ctx,
+        save,
+        again=lambda exc: _sms_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
