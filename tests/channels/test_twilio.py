@@ -22,7 +22,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.cli import app
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.ingress.callbacks import callback_spool
-from tertulia.conversations.models import Direction, Message, StoredFile
+from tertulia.conversations.models import Direction, Message, SmsConsent, StoredFile
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit import storage
@@ -363,7 +363,7 @@ def test_replies_go_out_with_a_status_callback_and_statuses_only_move_forward(
         channel["callback_url"],
     )
 
-    def state() -> tuple[DeliveryStatus, str | None]:
+    def state() -> tuple[DeliveryStatus | None, str | None]:
         with db.transaction(write=False) as session:
             message = session.get(Message, reply.json()["id"])
             assert message is not None
@@ -457,3 +457,45 @@ def test_a_verbatim_callback_with_a_redacted_number_is_kept(
     callbacks_written(db)
     [stored] = _messages(db, channel["id"])
     assert (stored.text, stored.provider_message_id) == ("plan 5 potato", tw.INBOUND_VERBATIM_SID)
+
+
+def test_stop_blocks_the_next_send_with_a_readable_reason_and_start_lifts_it(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    incoming = _incoming(client, db, fake, channel["id"])
+    stop = tw.inbound("SM" + "a1" * 16, "Baja")
+    assert fake.deliver(client, stop).status_code == 200
+    assert fake.deliver(client, stop).status_code == 200  # a repeat is the same evidence
+    callbacks_written(db)
+
+    def reply(text: str) -> Message:
+        response = client.post(
+            f"/api/v1/conversations/{incoming.conversation_id}/messages", json={"text": text}, headers=tenant.headers
+        )
+        assert response.status_code == 201, response.text
+        with db.transaction(write=False) as session:
+            found = session.get(Message, response.json()["id"])
+            assert found is not None
+            return found
+
+    blocked = reply("¿Seguro?")
+    assert blocked.status == DeliveryStatus.FAILED
+    assert blocked.status_reason is not None
+    assert blocked.status_reason.startswith(f"{tw.CUSTOMER} opted out of messages from this number (Baja, ")
+    assert blocked.status_reason.endswith("UTC): nothing is sent until they text START or ALTA")
+    assert fake.messages == []  # refused before any call to Twilio
+    with db.transaction(write=False) as session:
+        [consent] = session.scalars(select(SmsConsent)).all()
+        evidence = session.get(Message, consent.evidence_message_id)
+        assert evidence is not None
+        assert (evidence.text, evidence.provider_message_id) == ("Baja", "SM" + "a1" * 16)
+        assert (consent.channel_id, consent.recipient, consent.opted_out) == (channel["id"], tw.CUSTOMER, True)
+    assert fake.deliver(client, tw.inbound("SM" + "b2" * 16, "start")).status_code == 200
+    callbacks_written(db)
+    allowed = reply("¡Bienvenida de nuevo!")
+    assert allowed.status == DeliveryStatus.SENT
+    assert [m["Body"] for m in fake.messages] == ["¡Bienvenida de nuevo!"]
+    with db.transaction(write=False) as session:
+        [consent] = session.scalars(select(SmsConsent)).all()
+        assert (consent.opted_out, consent.keyword) == (False, "start")

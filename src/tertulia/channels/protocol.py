@@ -262,6 +262,9 @@ class ChannelRules:
     # One private reply to a comment on the business's posts, this long after the comment (Messenger,
     # Instagram: 7 days); None = no private replies.
     private_replies: timedelta | None = None
+    # SMS: the customers' STOP/START keywords (payload "sms_keyword") keep our own consent record, and
+    # the outbox sends nothing to a number that opted out (conversations/sms_consent.py).
+    keyword_consent: bool = False
 
 
 class ChannelError(Exception):

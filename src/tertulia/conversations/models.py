@@ -205,3 +205,20 @@ class OutboundPace(Base):
     sent_at: Mapped[list[float]] = mapped_column(JSONType)
     # After this the log counts nothing any more and the row may be pruned.
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class SmsConsent(IdMixin, Base):
+    """Whether a number may be texted from an SMS channel: our own record, kept from the customer's
+    keywords (STOP, BAJA, ... opt out; START, ALTA, ... opt back in) on every provider, with the
+    message that said so as its evidence (conversations/sms_consent.py). No row: never opted out."""
+
+    __tablename__ = "sms_consent"
+    __table_args__ = (UniqueConstraint("channel_id", "recipient"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(64))  # the customer's id on the channel (E.164)
+    opted_out: Mapped[bool]
+    keyword: Mapped[str] = mapped_column(String(32))  # as the customer wrote it, or the provider's code
+    evidence_message_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("messages.id", ondelete="SET NULL"))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)

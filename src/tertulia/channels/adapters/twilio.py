@@ -117,6 +117,7 @@ class TwilioAdapter:
         max_text_length=MAX_BODY,
         delivery_receipts=True,
         message_types=frozenset({MessageType.TEXT}),
+        keyword_consent=True,
     )
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
     secret_fields: ClassVar[frozenset[str]] = frozenset({"auth_token", "api_key_secret"})

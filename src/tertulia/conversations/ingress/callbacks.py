@@ -60,7 +60,7 @@ from tertulia.channels.protocol import (
 )
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.tasks import enqueue_template_sync
-from tertulia.conversations import received_files
+from tertulia.conversations import received_files, sms_consent
 from tertulia.conversations import repository as repo
 from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many, do_record_echoes
 from tertulia.conversations.models import InboundCallback
@@ -499,6 +499,9 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
         heard[channel.id] = max(heard.get(channel.id, item.row.received_at), item.row.received_at)
     if inbound:
         results = do_receive_many(session, inbound)
+        sms_consent.do_record_keywords(
+            session, [(channel, message, result) for (channel, message), result in zip(inbound, results, strict=True)]
+        )
         received_files.settle(
             session, [(message, result) for (_, message), result in zip(inbound, results, strict=True)]
         )
