@@ -17,6 +17,7 @@ from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.meta_graph import hub_signature
 from tertulia.channels.adapters.telegram import TelegramAdapter
 from tertulia.channels.adapters.twilio import TwilioAdapter
+from tertulia.channels.adapters.vonage import VonageAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signature
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel
@@ -39,6 +40,11 @@ from tests.channels.fake_meta_graph import graph_error
 from tests.channels.fake_telegram import BOT_TOKEN
 from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER
 from tests.channels.fake_twilio import sign as twilio_sign
+from tests.channels.fake_vonage import API_KEY as VONAGE_KEY
+from tests.channels.fake_vonage import API_SECRET as VONAGE_SECRET
+from tests.channels.fake_vonage import NUMBER as VONAGE_NUMBER
+from tests.channels.fake_vonage import SIGNATURE_SECRET as VONAGE_SIGNATURE_SECRET
+from tests.channels.fake_vonage import messages_token, problem
 from tests.fakes import FAKE_SECRET, FakeHttpAdapter
 
 
@@ -310,6 +316,72 @@ def _twilio() -> AdapterCase:
     )
 
 
+def _vonage() -> AdapterCase:
+    """Vonage's Messages API (JWT-signed webhooks); the SMS API, whose signature travels inside the
+    body, has the same checks in tests/channels/test_vonage.py. Inbound sample: the official PHP SDK's
+    test WebhookTest::testWillHydrateIncomingSMS (../shared/reference/channels.md section 9); status
+    webhook assembled from developer.vonage.com/en/api/messages-olympus (message status)."""
+
+    def sign(_channel: Channel, body: bytes) -> dict[str, str]:
+        return {"Authorization": f"Bearer {messages_token(body)}"}
+
+    def inbound(uuid: str, text: str) -> bytes:
+        return _json(
+            {
+                "channel": "sms",
+                "message_uuid": uuid,
+                "to": "447700900000",
+                "from": "447700900001",
+                "timestamp": "2020-01-01T14:00:00.000Z",
+                "message_type": "text",
+                "text": text,
+                "sms": {"num_messages": "1"},
+            }
+        )
+
+    def status_body(uuid: str, status: DeliveryStatus) -> bytes:
+        names = {DeliveryStatus.SENT: "submitted", DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.READ: "read"}
+        event: dict[str, Any] = {
+            "message_uuid": uuid,
+            "to": "447700900001",
+            "from": "447700900000",
+            "timestamp": "2020-01-01T14:00:03.010Z",
+            "status": names.get(status, "rejected"),
+            "channel": "sms",
+        }
+        if status == DeliveryStatus.FAILED:
+            event["error"] = {
+                "type": "https://developer.vonage.com/api-errors/messages#1320",
+                "title": "1320",
+                "detail": "Message failed because the number is blocked",
+            }
+        return _json(event)
+
+    refusal = problem(422, "Invalid params", "The value of the `to` parameter is barred.")
+    return AdapterCase(
+        adapter=VonageAdapter(),
+        sign=sign,
+        handshake=None,
+        samples=[
+            (
+                inbound("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "Hello from Vonage!"),
+                ["aaaaaaaa-bbbb-cccc-dddd-0123456789ab"],
+            ),
+            (inbound("d8f86df1-dec6-442f-870a-2241be27d721", "¿Hay envíos?"), ["d8f86df1-dec6-442f-870a-2241be27d721"]),
+        ],
+        config={"api": "messages", "api_key": VONAGE_KEY, "from_number": VONAGE_NUMBER},
+        secrets={"api_secret": VONAGE_SECRET, "signature_secret": VONAGE_SIGNATURE_SECRET},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(422, refusal, "Invalid params: The value of the `to` parameter is barred."),
+        status_body=status_body,
+        error_body=lambda status, text: problem(
+            status, "Too Many Requests" if status == 429 else "Internal Error", text
+        ),
+        accepted=({"message_uuid": "d8f86df1-dec6-442f-870a-2241be27d721"}, "d8f86df1-dec6-442f-870a-2241be27d721"),
+        recipient_id="+447400123456",
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
 CASES: dict[str, Callable[[], AdapterCase]] = {
     "webchat": _webchat,
@@ -319,6 +391,7 @@ CASES: dict[str, Callable[[], AdapterCase]] = {
     "messenger": _messenger,
     "instagram": _instagram,
     "twilio": _twilio,
+    "vonage": _vonage,
 }
 
 

@@ -141,6 +141,9 @@ class StatusUpdate:
     at: datetime | None = None
     recipient_id: str | None = None
     up_to: datetime | None = None
+    # The provider says the recipient opted out of messages (Vonage's err-code 9): recorded in our
+    # own consent (conversations/sms_consent.py) beside the status.
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)

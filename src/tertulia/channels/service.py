@@ -132,6 +132,7 @@ PROVIDER_NAMES = {
     "messenger": "Messenger",
     "instagram": "Instagram",
     "twilio": "Twilio",
+    "vonage": "Vonage",
 }
 
 

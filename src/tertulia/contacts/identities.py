@@ -82,6 +82,7 @@ VOUCHED: dict[str, frozenset[str]] = {
     "whatsapp": frozenset({"phone"}),
     "sms": frozenset({"phone"}),
     "twilio": frozenset({"phone"}),
+    "vonage": frozenset({"phone"}),
     "email": frozenset({"email"}),
 }
 # A full name shared by more contacts than this is too common to suggest anyone.

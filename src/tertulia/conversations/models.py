@@ -222,3 +222,23 @@ class SmsConsent(IdMixin, Base):
     keyword: Mapped[str] = mapped_column(String(32))  # as the customer wrote it, or the provider's code
     evidence_message_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("messages.id", ondelete="SET NULL"))
     changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SmsPart(IdMixin, Base):
+    """One part of a long SMS that arrives in parts (Vonage's SMS API: concat-ref, concat-total,
+    concat-part), kept until every part is in and the parts become one message
+    (conversations/sms_parts.py); kept afterwards too, so a part delivered again is known."""
+
+    __tablename__ = "sms_parts"
+    __table_args__ = (UniqueConstraint("channel_id", "sender", "ref", "part"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
+    sender: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(64))
+    part: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    provider_message_id: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text, default="")
+    assembled: Mapped[bool] = mapped_column(default=False)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

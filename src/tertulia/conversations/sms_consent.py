@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import InboundMessage
+from tertulia.channels.protocol import InboundMessage, StatusUpdate
 from tertulia.conversations.models import SmsConsent
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import race_guard
@@ -55,10 +55,16 @@ def do_record_keywords(session: Session, received: Sequence[tuple[Channel, Inbou
     return changed
 
 
-def do_record_opt_out(session: Session, channel: Channel, recipient: str, reason: str) -> bool:
-    """The provider says the number opted out (Vonage's delivery receipt err-code 9): recorded with
-    the provider's code as the keyword and no message as evidence."""
-    return _record(session, channel, recipient, True, reason[:32], None)
+def do_record_status_opt_outs(session: Session, statuses: Sequence[tuple[Channel, StatusUpdate]]) -> int:
+    """The provider says a recipient opted out (Vonage's delivery receipt err-code 9): recorded with
+    the provider's word as the keyword and no message as evidence."""
+    changed = 0
+    for channel, status in statuses:
+        recorded = status.opted_out and status.recipient_id
+        if recorded and _record(session, channel, str(status.recipient_id), True, "provider: opted out", None):
+            changed += 1
+            log.info("sms_consent_changed", channel_id=channel.id, opted_out=True, keyword="provider")
+    return changed
 
 
 def _record(

@@ -5,6 +5,7 @@ from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.telegram import TelegramAdapter
 from tertulia.channels.adapters.twilio import TwilioAdapter
+from tertulia.channels.adapters.vonage import VonageAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter
 from tertulia.channels.protocol import ChannelAdapter
@@ -16,4 +17,5 @@ ADAPTERS: tuple[ChannelAdapter, ...] = (
     MessengerAdapter(),
     InstagramAdapter(),
     TwilioAdapter(),
+    VonageAdapter(),
 )

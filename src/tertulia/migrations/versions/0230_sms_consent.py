@@ -1,8 +1,9 @@
-"""conversations: SMS consent, per SMS channel and number, kept from the customers' keywords
+"""conversations: SMS consent per SMS channel and number, and the parts of long SMS
 
-STOP (and the other opt-out keywords) texted to an SMS channel records an opt-out for that number on
-that channel, with the message as evidence; the outbox refuses to send there until START (or
-another opt-in keyword) lifts it.
+STOP (and the other opt-out keywords) texted to an SMS channel, or a provider's word that the number
+opted out, records an opt-out for that number on that channel, with the message as evidence; the
+outbox refuses to send there until START (or another opt-in keyword) lifts it. A long SMS that
+arrives in parts (Vonage's SMS API) keeps its parts until every one is in.
 
 Revision ID: 0230_sms_consent
 Revises: 0200_merge_suggestions
@@ -23,6 +24,33 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    op.create_table(
+        "sms_parts",
+        sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("channel_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("sender", sa.String(length=64), nullable=False),
+        sa.Column("ref", sa.String(length=64), nullable=False),
+        sa.Column("part", sa.Integer(), nullable=False),
+        sa.Column("total", sa.Integer(), nullable=False),
+        sa.Column("provider_message_id", sa.String(length=255), nullable=False),
+        sa.Column("text", sa.Text(), nullable=False),
+        sa.Column("assembled", sa.Boolean(), nullable=False),
+        sa.Column("received_at", tertulia.kit.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["channel_id"], ["channels.id"], name=op.f("fk_sms_parts_channel_id_channels"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_sms_parts_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sms_parts")),
+        sa.UniqueConstraint(
+            "channel_id", "sender", "ref", "part", name=op.f("uq_sms_parts_channel_id_sender_ref_part")
+        ),
+    )
+    with op.batch_alter_table("sms_parts", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_sms_parts_workspace_id"), ["workspace_id"], unique=False)
+
     op.create_table(
         "sms_consent",
         sa.Column("workspace_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -57,3 +85,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_sms_consent_workspace_id"))
 
     op.drop_table("sms_consent")
+    with op.batch_alter_table("sms_parts", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_sms_parts_workspace_id"))
+
+    op.drop_table("sms_parts")
