@@ -51,7 +51,18 @@ def _add_part(
     if not ref or not isinstance(total, int) or not isinstance(number, int) or not 1 <= number <= total <= MAX_PARTS:
         log.warning("sms_part_malformed", channel_id=channel.id, part=part)
         return replace(message, payload={k: v for k, v in message.payload.items() if k != "sms_part"})
+    known = session.scalar(
+        select(SmsPart.id).where(
+            SmsPart.channel_id == channel.id,
+            SmsPart.sender == message.sender_id,
+            SmsPart.ref == ref,
+            SmsPart.part == number,
+        )
+    )
+    if known is not None:
+        return None  # this part was here already
     try:
+        # The check above decides the race on SQLite; on PostgreSQL the savepoint recovers from it.
         with race_guard(session):
             session.add(
                 SmsPart(
