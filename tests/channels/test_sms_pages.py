@@ -12,6 +12,10 @@ from sqlalchemy import select
 from tertulia.channels.models import Channel
 from tertulia.kit.db import Database
 from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER, FakeTwilio, fake_twilio
+from tests.channels.fake_vonage import API_KEY as VONAGE_KEY
+from tests.channels.fake_vonage import API_SECRET as VONAGE_SECRET
+from tests.channels.fake_vonage import NUMBER as VONAGE_NUMBER
+from tests.channels.fake_vonage import SIGNATURE_SECRET, fake_vonage
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
 
@@ -112,3 +116,43 @@ def _key(db: Database) -> str:
     with db.transaction(write=False) as session:
         [channel] = session.scalars(select(Channel)).all()
         return channel.key
+
+
+def test_connecting_a_vonage_number_from_the_page(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with fake_vonage() as vonage:
+        vonage.add_number()
+        csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+        page = client.get("/settings/channels", headers={"Accept-Language": "es"})
+        assert 'data-testid="connect-vonage"' in page.text
+        form = {
+            "api": "sms",
+            "api_key": VONAGE_KEY,
+            "api_secret": VONAGE_SECRET,
+            "signature_secret": SIGNATURE_SECRET,
+            "signature_method": "sha256",
+            "from_number": VONAGE_NUMBER,
+            "api_base_url": vonage.url,
+            "csrf_token": csrf,
+        }
+        refused = client.post(
+            "/settings/channels/sms/vonage",
+            data={**form, "api_secret": "nope-nope"},
+            headers={"Accept-Language": "es"},
+        )
+        assert refused.status_code == 422
+        assert "Vonage rechazó el token: authentication failed" in refused.text
+        assert 'id="api_secret-error"' in refused.text
+        assert "nope-nope" not in refused.text
+        malformed = client.post(
+            "/settings/channels/sms/vonage", data={**form, "api_key": "?"}, headers={"Accept-Language": "es"}
+        )
+        assert "debe ser la API key que muestra el panel de Vonage" in malformed.text
+        done = client.post("/settings/channels/sms/vonage", data=form, follow_redirects=False)
+        assert done.status_code == 303
+        detail = client.get(done.headers["location"], headers={"Accept-Language": "en"})
+        assert vonage.numbers[VONAGE_NUMBER.lstrip("+")]["moHttpUrl"] in detail.text
+        assert 'name="signature_secret"' in detail.text
+        assert SIGNATURE_SECRET not in detail.text
+        tested = client.post(f"{done.headers['location']}/sms/test", data={"csrf_token": csrf})
+        assert tested.status_code == 200
+        assert "balance 10.28" in tested.text

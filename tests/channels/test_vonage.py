@@ -330,7 +330,7 @@ def test_the_messages_api_with_jwt_signed_webhooks(
         "sms": {"num_messages": "1"},
     }
     body = json.dumps(event).encode()
-    forged = messages_token(body, secret="not-the-secret")
+    forged = messages_token(body, secret="not-the-signature-secret-of-this-channel")
     assert client.post(url, content=body, headers={"Authorization": f"Bearer {forged}"}).status_code == 403
     other = messages_token(b"{}")  # signed, but for another body
     assert client.post(url, content=body, headers={"Authorization": f"Bearer {other}"}).status_code == 403

@@ -844,6 +844,10 @@ SMS_FORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("account_sid", "from_number", "messaging_service_sid", "api_key_sid", "help_reply", "api_base_url"),
         ("auth_token", "api_key_secret"),
     ),
+    "vonage": (
+        ("api", "api_key", "from_number", "signature_method", "help_reply", "api_base_url"),
+        ("api_secret", "signature_secret"),
+    ),
 }
 SMS_VALUES: dict[str, dict[str, Any]] = {
     "twilio": {
@@ -855,11 +859,22 @@ SMS_VALUES: dict[str, dict[str, Any]] = {
         "help_reply": "",
         "api_base_url": "https://api.twilio.com",
     },
+    "vonage": {
+        "name": "",
+        "api": "sms",
+        "api_key": "",
+        "from_number": "",
+        "signature_method": "md5",
+        "help_reply": "",
+        "api_base_url": "",
+    },
 }
 SMS_TEST_FAILED = i18n.lazy("%(provider)s answered: %(reason)s")
 SMS_SECRET_LABELS = {
     "auth_token": i18n.lazy("Auth token"),
     "api_key_secret": i18n.lazy("API key secret"),
+    "api_secret": i18n.lazy("API secret"),
+    "signature_secret": i18n.lazy("Signature secret"),
 }
 
 
@@ -875,6 +890,11 @@ class SmsForm(BaseModel):
     messaging_service_sid: str = ""
     help_reply: str = ""
     api_base_url: str = ""
+    api: str = ""
+    api_key: str = ""
+    api_secret: str = ""
+    signature_secret: str = ""
+    signature_method: str = ""
 
 
 @router.post("/settings/channels/sms/{provider}")
@@ -943,6 +963,8 @@ class SmsSecretsForm(BaseModel):
     # Write-only: empty keeps the stored value.
     auth_token: str = ""
     api_key_secret: str = ""
+    api_secret: str = ""
+    signature_secret: str = ""
 
 
 @router.post("/settings/channels/{channel_id}/sms")

@@ -80,6 +80,9 @@ SERVICE_MESSAGES = (
     lazy("must be a Messaging Service SID, MG followed by 32 characters"),
     lazy("must be a phone number with its country code, like +14155550100"),
     lazy("must be at most 1600 characters"),
+    lazy("must be sms or messages"),
+    lazy("must be the API key shown in the Vonage dashboard"),
+    lazy("must be md5hash, md5, sha1, sha256 or sha512"),
 )
 ROLE_NAMES = (lazy("Owner"), lazy("Manager"), lazy("Agent"))
 FALLBACK_TITLES = (lazy("Something went wrong"),)
