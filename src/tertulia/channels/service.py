@@ -133,6 +133,7 @@ PROVIDER_NAMES = {
     "instagram": "Instagram",
     "twilio": "Twilio",
     "vonage": "Vonage",
+    "bird": "Bird",
 }
 
 

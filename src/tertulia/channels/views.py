@@ -848,6 +848,10 @@ SMS_FORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("api", "api_key", "from_number", "signature_method", "help_reply", "api_base_url"),
         ("api_secret", "signature_secret"),
     ),
+    "bird": (
+        ("api", "workspace_id", "channel_id", "from_number", "help_reply", "api_base_url"),
+        ("access_key", "signing_key"),
+    ),
 }
 SMS_VALUES: dict[str, dict[str, Any]] = {
     "twilio": {
@@ -868,6 +872,15 @@ SMS_VALUES: dict[str, dict[str, Any]] = {
         "help_reply": "",
         "api_base_url": "",
     },
+    "bird": {
+        "name": "",
+        "api": "channels",
+        "workspace_id": "",
+        "channel_id": "",
+        "from_number": "",
+        "help_reply": "",
+        "api_base_url": "",
+    },
 }
 SMS_TEST_FAILED = i18n.lazy("%(provider)s answered: %(reason)s")
 SMS_SECRET_LABELS = {
@@ -875,6 +888,8 @@ SMS_SECRET_LABELS = {
     "api_key_secret": i18n.lazy("API key secret"),
     "api_secret": i18n.lazy("API secret"),
     "signature_secret": i18n.lazy("Signature secret"),
+    "access_key": i18n.lazy("Access key"),
+    "signing_key": i18n.lazy("Signing key"),
 }
 
 
@@ -895,6 +910,10 @@ class SmsForm(BaseModel):
     api_secret: str = ""
     signature_secret: str = ""
     signature_method: str = ""
+    workspace_id: str = ""
+    channel_id: str = ""
+    access_key: str = ""
+    signing_key: str = ""
 
 
 @router.post("/settings/channels/sms/{provider}")
@@ -965,6 +984,8 @@ class SmsSecretsForm(BaseModel):
     api_key_secret: str = ""
     api_secret: str = ""
     signature_secret: str = ""
+    access_key: str = ""
+    signing_key: str = ""
 
 
 @router.post("/settings/channels/{channel_id}/sms")

@@ -83,6 +83,7 @@ VOUCHED: dict[str, frozenset[str]] = {
     "sms": frozenset({"phone"}),
     "twilio": frozenset({"phone"}),
     "vonage": frozenset({"phone"}),
+    "bird": frozenset({"phone"}),
     "email": frozenset({"email"}),
 }
 # A full name shared by more contacts than this is too common to suggest anyone.

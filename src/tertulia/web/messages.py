@@ -83,6 +83,8 @@ SERVICE_MESSAGES = (
     lazy("must be sms or messages"),
     lazy("must be the API key shown in the Vonage dashboard"),
     lazy("must be md5hash, md5, sha1, sha256 or sha512"),
+    lazy("must be channels or legacy"),
+    lazy("must be the id Bird shows (letters, digits and dashes)"),
 )
 ROLE_NAMES = (lazy("Owner"), lazy("Manager"), lazy("Agent"))
 FALLBACK_TITLES = (lazy("Something went wrong"),)

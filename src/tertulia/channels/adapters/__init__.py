@@ -1,6 +1,7 @@
 """The adapters this instance offers, one per channel type. Adding a provider means writing its
 module here and adding an instance to `ADAPTERS`; `channels.registry` serves them by type."""
 
+from tertulia.channels.adapters.bird import BirdAdapter
 from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.telegram import TelegramAdapter
@@ -18,4 +19,5 @@ ADAPTERS: tuple[ChannelAdapter, ...] = (
     InstagramAdapter(),
     TwilioAdapter(),
     VonageAdapter(),
+    BirdAdapter(),
 )
