@@ -311,4 +311,6 @@ def test_statuses_only_move_forward(case: AdapterCase, client: TestClient, db: D
     with db.transaction(write=False) as session:
         stored = session.get(Message, sent_id)
         assert stored is not None
-        assert (stored.status, stored.status_reason) == (DeliveryStatus.READ, None)
+        # The furthest receipt the provider has (SMS has no read receipts): a later failure changes nothing.
+        furthest = next(s for s in (DeliveryStatus.READ, DeliveryStatus.DELIVERED) if case.status_body("prov-9", s))
+        assert (stored.status, stored.status_reason) == (furthest, None)

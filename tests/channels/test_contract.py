@@ -12,6 +12,7 @@ import pytest
 
 from tertulia.channels import registry
 from tertulia.channels.adapters import ADAPTERS
+from tertulia.channels.adapters.bird import BirdAdapter
 from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.meta_graph import hub_signature
@@ -22,8 +23,8 @@ from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signatur
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tests.channels import fake_bird, telegram_samples
 from tests.channels import meta_samples as meta
-from tests.channels import telegram_samples
 from tests.channels import twilio_samples as tw
 from tests.channels import whatsapp_samples as wa
 from tests.channels.contract import (
@@ -382,6 +383,56 @@ def _vonage() -> AdapterCase:
     )
 
 
+def _bird() -> AdapterCase:
+    """Bird's Channels API: the documented inbound SMS message (docs.bird.com, receiving messages) in
+    its webhook envelope, signed over the URL called as docs.bird.com's "verifying a webhook" says."""
+
+    def status_body(message_id: str, status: DeliveryStatus) -> bytes | None:
+        names = {
+            DeliveryStatus.SENT: "sent",
+            DeliveryStatus.DELIVERED: "delivered",
+            DeliveryStatus.FAILED: "delivery_failed",
+        }
+        if status not in names:
+            return None  # SMS has no read receipts
+        return _json(fake_bird.outbound_status(message_id, names[status], reason="Unreachable handset"))
+
+    return AdapterCase(
+        adapter=BirdAdapter(),
+        sign=lambda _channel, _body: {},
+        sign_url=lambda _channel, url, body: fake_bird.signature_headers(url, body),
+        handshake=None,
+        samples=[
+            (
+                _json(fake_bird.inbound("96a0b5fa-a986-453d-be5c-3117f989f025", "Sample incoming text message")),
+                ["96a0b5fa-a986-453d-be5c-3117f989f025"],
+            ),
+            (
+                _json(fake_bird.inbound("0b9a3f0c-1111-4222-8333-444455556666", "¿Hay envíos?")["payload"]),
+                ["0b9a3f0c-1111-4222-8333-444455556666"],
+            ),
+        ],
+        config={"workspace_id": fake_bird.WORKSPACE, "channel_id": fake_bird.CHANNEL, "from_number": fake_bird.NUMBER},
+        secrets={"access_key": fake_bird.ACCESS_KEY, "signing_key": fake_bird.SIGNING_KEY},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(
+            422,
+            {"code": "InvalidPayload", "message": "receiver is not a valid phone number"},
+            "receiver is not a valid phone number",
+        ),
+        status_body=status_body,
+        error_body=lambda status, text: {
+            "code": "TooManyRequests" if status == 429 else "InternalError",
+            "message": text,
+        },
+        accepted=(
+            {"id": "5d1f5a6c-0000-4000-8000-000000000001", "status": "accepted"},
+            "5d1f5a6c-0000-4000-8000-000000000001",
+        ),
+        recipient_id=fake_bird.CUSTOMER,
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
 CASES: dict[str, Callable[[], AdapterCase]] = {
     "webchat": _webchat,
@@ -392,6 +443,7 @@ CASES: dict[str, Callable[[], AdapterCase]] = {
     "instagram": _instagram,
     "twilio": _twilio,
     "vonage": _vonage,
+    "bird": _bird,
 }
 
 
