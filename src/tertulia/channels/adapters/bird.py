@@ -226,7 +226,7 @@ class BirdAdapter:
         except TransientError as exc:
             raise SetupRefused(exc.reason, field="config.api_base_url", code="unreachable") from exc
         except PermanentError as exc:
-            field = "config.channel_id" if exc.code == "404" else "secrets.access_key"
+            field = "config.channel_id" if exc.code in ("404", "NotFound") else "secrets.access_key"
             raise SetupRefused(exc.reason, field=field, code="token") from exc
         return {"callback_url": callback_url, "account_name": facts.get("account_name")}
 
