@@ -11,6 +11,11 @@ from sqlalchemy import select
 
 from tertulia.channels.models import Channel
 from tertulia.kit.db import Database
+from tests.channels.fake_bird import ACCESS_KEY as BIRD_KEY
+from tests.channels.fake_bird import CHANNEL as BIRD_CHANNEL
+from tests.channels.fake_bird import SIGNING_KEY as BIRD_SIGNING_KEY
+from tests.channels.fake_bird import WORKSPACE as BIRD_WORKSPACE
+from tests.channels.fake_bird import fake_bird
 from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER, FakeTwilio, fake_twilio
 from tests.channels.fake_vonage import API_KEY as VONAGE_KEY
 from tests.channels.fake_vonage import API_SECRET as VONAGE_SECRET
@@ -156,3 +161,35 @@ def test_connecting_a_vonage_number_from_the_page(client: TestClient, db: Databa
         tested = client.post(f"{done.headers['location']}/sms/test", data={"csrf_token": csrf})
         assert tested.status_code == 200
         assert "balance 10.28" in tested.text
+
+
+def test_connecting_a_bird_channel_from_the_page(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with fake_bird() as bird:
+        csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+        assert 'data-testid="connect-bird"' in client.get("/settings/channels").text
+        form = {
+            "api": "channels",
+            "workspace_id": BIRD_WORKSPACE,
+            "channel_id": BIRD_CHANNEL,
+            "access_key": BIRD_KEY,
+            "signing_key": BIRD_SIGNING_KEY,
+            "api_base_url": bird.url,
+            "csrf_token": csrf,
+        }
+        malformed = client.post(
+            "/settings/channels/sms/bird", data={**form, "workspace_id": "a b"}, headers={"Accept-Language": "es"}
+        )
+        assert malformed.status_code == 422
+        assert "debe ser el identificador que muestra Bird" in malformed.text
+        assert 'id="workspace_id-error"' in malformed.text
+        refused = client.post(
+            "/settings/channels/sms/bird", data={**form, "access_key": "nope"}, headers={"Accept-Language": "en"}
+        )
+        assert "Bird refused the token: Invalid access key" in refused.text
+        assert 'id="access_key-error"' in refused.text
+        done = client.post("/settings/channels/sms/bird", data=form, follow_redirects=False)
+        assert done.status_code == 303
+        detail = client.get(done.headers["location"])
+        assert "Tienda SMS" in detail.text
+        assert "/webhooks/" in detail.text
+        assert BIRD_SIGNING_KEY not in detail.text
