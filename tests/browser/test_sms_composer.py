@@ -1,6 +1,12 @@
 """The composer of an SMS conversation counts segments as the agent types, in a real browser, the way
 channels/adapters/sms.py counts them: GSM-7 (160, 153 per part, extension characters count two) or
-UCS-2 (70, 67 per part, an emoji counts two); a note, which goes to no channel, shows no count."""
+UCS-2 (70, 67 per part, an emoji counts two); a note, which goes to no channel, shows no count.
+
+With TERTULIA_SCREENSHOT_DIR set, the composer and the SMS channel's settings page are saved there
+(docs/screenshots/ is refreshed so)."""
+
+import os
+from pathlib import Path
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +35,7 @@ OWNER = ("owner@sms.example.com", "owner-password")
 class Setup:
     url: str
     conversation_id: int
+    channel_id: int
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +58,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             channel,
             InboundMessage(sender_id="+34612345678", provider_message_id="SM1", text="Hola", phone="+34612345678"),
         )
-        conversation_id = received.conversation.id
+        conversation_id, channel_id = received.conversation.id, channel.id
     queue.use_database(database)
     with serve_tertulia(database) as base:
-        yield Setup(base, conversation_id)
+        yield Setup(base, conversation_id, channel_id)
     queue.use_database(None)
     database.dispose()
 
@@ -86,6 +93,15 @@ def test_the_composer_counts_sms_segments(browser: Browser, setup: Setup) -> Non
     # The acceptance case: 70 characters with one emoji is two segments.
     box.fill("b" * 69 + "👍")
     expect(counter).to_contain_text("SMS: 2 segment(s)")
+    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
+    if folder:
+        box.fill("¡Hola! Tu pedido sale hoy 🚚 y llega el jueves.")
+        page.screenshot(path=str(Path(folder) / "55-inbox-sms-segments.png"))
     page.get_by_test_id("mode-note").click()
     expect(counter).to_be_hidden()
+    page.goto(f"{setup.url}/settings/channels/{setup.channel_id}")
+    expect(page.get_by_test_id("sms-status")).to_contain_text("Twilio SMS")
+    expect(page.get_by_test_id("callback-url")).to_be_visible()
+    if folder:
+        page.screenshot(path=str(Path(folder) / "56-settings-sms.png"), full_page=True)
     assert problems == []
