@@ -6,12 +6,13 @@ throttling, and the Messages API with its JWT-signed webhooks."""
 
 import json
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 from vonage_http_client.auth import Auth
 
@@ -20,9 +21,12 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
 from tertulia.cli import app
 from tertulia.contacts.models import ContactIdentity
-from tertulia.conversations.models import Message, SmsConsent
+from tertulia.conversations.ingress.callbacks import do_flush_stale_sms_parts
+from tertulia.conversations.models import Message, SmsConsent, SmsPart
+from tertulia.conversations.sms_parts import PART_WAIT
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.channels.fake_vonage import (
@@ -379,3 +383,36 @@ def test_the_messages_api_with_jwt_signed_webhooks(
         DeliveryStatus.FAILED,
         "Invalid params: The value of the `to` parameter is invalid.",
     )
+
+
+def test_a_long_sms_missing_a_part_is_shown_after_a_while_and_a_late_part_on_its_own(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+
+    def part(number: int, text: str) -> dict[str, str]:
+        return _inbound(
+            f"0E00000000000{number}",
+            text,
+            concat="true",
+            **{"concat-ref": "77", "concat-total": "3", "concat-part": str(number)},
+        )
+
+    assert fake.deliver(client, part(1, "Primera parte, ")).status_code == 200
+    assert fake.deliver(client, part(3, "y la tercera.")).status_code == 200
+    callbacks_written(db)
+    with db.transaction() as session:
+        assert do_flush_stale_sms_parts(session, utcnow()) == 0  # not waited long enough
+        session.execute(update(SmsPart).values(received_at=utcnow() - PART_WAIT - timedelta(minutes=1)))
+    assert _messages(db, channel["id"]) == []
+    with db.transaction() as session:
+        assert do_flush_stale_sms_parts(session, utcnow()) == 1
+    [shown] = _messages(db, channel["id"])
+    assert shown.text == "Primera parte, y la tercera."
+    assert shown.payload["sms_parts_missing"] == [2]
+    assert fake.deliver(client, part(2, "la segunda ")).status_code == 200
+    callbacks_written(db)
+    shown, late = _messages(db, channel["id"])
+    assert (late.text, late.payload["sms_late_part"], late.conversation_id) == ("la segunda ", 2, shown.conversation_id)
+    with db.transaction() as session:
+        assert do_flush_stale_sms_parts(session, utcnow()) == 0

@@ -605,6 +605,20 @@ def enqueue_callbacks(callback_ids: list[int]) -> None:
         log.warning("callback_enqueue_failed", callbacks=len(callback_ids), error=str(exc))
 
 
+def do_flush_stale_sms_parts(session: Session, now: datetime) -> int:
+    """Long SMS still missing parts after sms_parts.PART_WAIT, stored as they are; how many."""
+    stale = sms_parts.stale_messages(session, now)
+    if stale:
+        do_receive_many(session, stale)
+    return len(stale)
+
+
+@huey.periodic_task(crontab(minute="*/5"), name="conversations.flush_stale_sms_parts")  # type: ignore[untyped-decorator]
+def flush_stale_sms_parts() -> int:
+    with task_database().transaction() as session:
+        return do_flush_stale_sms_parts(session, utcnow())
+
+
 @huey.periodic_task(crontab(minute="*"), name="conversations.sweep_callbacks")  # type: ignore[untyped-decorator]
 def sweep_callbacks() -> int:
     """Callbacks whose task was lost (or failed, once their lease ran out): written a batch at a time
