@@ -6,10 +6,9 @@ With TERTULIA_SCREENSHOT_DIR set, the composer and the SMS channel's settings pa
 (docs/screenshots/ is refreshed so)."""
 
 import os
-from pathlib import Path
-
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, expect
