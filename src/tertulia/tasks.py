@@ -14,7 +14,8 @@ Tasks (name, module, what queues it):
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
-`conversations.sweep_callbacks`, `mail.deliver_pending`, `channels.sync_all_templates` (every six
+`conversations.sweep_callbacks`, `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
+still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
 hours), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:

@@ -6,21 +6,26 @@ import hmac
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import pytest
 
 from tertulia.channels import registry
 from tertulia.channels.adapters import ADAPTERS
+from tertulia.channels.adapters.bird import BirdAdapter
 from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.meta_graph import hub_signature
 from tertulia.channels.adapters.telegram import TelegramAdapter
+from tertulia.channels.adapters.twilio import TwilioAdapter
+from tertulia.channels.adapters.vonage import VonageAdapter
 from tertulia.channels.adapters.webchat import WebchatAdapter, callback_signature
 from tertulia.channels.adapters.whatsapp import WhatsAppAdapter, signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tests.channels import fake_bird, telegram_samples
 from tests.channels import meta_samples as meta
-from tests.channels import telegram_samples
+from tests.channels import twilio_samples as tw
 from tests.channels import whatsapp_samples as wa
 from tests.channels.contract import (
     AdapterCase,
@@ -34,6 +39,13 @@ from tests.channels.contract import (
 )
 from tests.channels.fake_meta_graph import graph_error
 from tests.channels.fake_telegram import BOT_TOKEN
+from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER
+from tests.channels.fake_twilio import sign as twilio_sign
+from tests.channels.fake_vonage import API_KEY as VONAGE_KEY
+from tests.channels.fake_vonage import API_SECRET as VONAGE_SECRET
+from tests.channels.fake_vonage import NUMBER as VONAGE_NUMBER
+from tests.channels.fake_vonage import SIGNATURE_SECRET as VONAGE_SIGNATURE_SECRET
+from tests.channels.fake_vonage import messages_token, problem
 from tests.fakes import FAKE_SECRET, FakeHttpAdapter
 
 
@@ -249,6 +261,178 @@ def _instagram() -> AdapterCase:
     )
 
 
+def _twilio() -> AdapterCase:
+    """Twilio's documented callbacks (tests/channels/twilio_samples.py), signed by the official SDK's
+    RequestValidator over the URL called and the form parameters."""
+
+    def sign_url(_channel: Channel, url: str, body: bytes) -> dict[str, str]:
+        return {"X-Twilio-Signature": twilio_sign(url, dict(parse_qsl(body.decode(), keep_blank_values=True)))}
+
+    def error_body(status: int, text: str) -> dict[str, Any]:
+        code = 20429 if status == 429 else 20500
+        return {
+            "code": code,
+            "message": text,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        }
+
+    refusal = {
+        "code": 21610,
+        "message": "Attempt to send to unsubscribed recipient",
+        "more_info": "https://www.twilio.com/docs/errors/21610",
+        "status": 400,
+    }
+    statuses = {DeliveryStatus.SENT: "sent", DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.READ: "read"}
+    mms = tw.mms(
+        "MM" + "b" * 32, "foto", [("https://api.twilio.com/2010-04-01/Accounts/x/Messages/y/Media/z", "image/jpeg")]
+    )
+    return AdapterCase(
+        adapter=TwilioAdapter(),
+        sign=lambda _channel, _body: {},
+        sign_url=sign_url,
+        handshake=None,
+        samples=[
+            (tw.INBOUND_VERBATIM, [tw.INBOUND_VERBATIM_SID]),
+            (tw.body(tw.inbound("SM" + "c" * 32, "Hola, ¿hay envíos?")), ["SM" + "c" * 32]),
+            (tw.body(mms), ["MM" + "b" * 32]),
+        ],
+        config={"account_sid": ACCOUNT_SID, "from_number": NUMBER},
+        secrets={"auth_token": AUTH_TOKEN},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(
+            400,
+            refusal,
+            "The recipient replied STOP: they must text START before they can be sent messages again. "
+            "Twilio: Attempt to send to unsubscribed recipient (21610)",
+        ),
+        status_body=lambda sid, status: tw.body(
+            tw.status(
+                sid, statuses.get(status, "failed"), error_code="30003" if status == DeliveryStatus.FAILED else None
+            )
+        ),
+        error_body=error_body,
+        accepted=({"sid": "SM" + "d" * 32, "status": "queued"}, "SM" + "d" * 32),
+        recipient_id=tw.CUSTOMER,
+    )
+
+
+def _vonage() -> AdapterCase:
+    """Vonage's Messages API (JWT-signed webhooks); the SMS API, whose signature travels inside the
+    body, has the same checks in tests/channels/test_vonage.py. Inbound sample: the official PHP SDK's
+    test WebhookTest::testWillHydrateIncomingSMS (../shared/reference/channels.md section 9); status
+    webhook assembled from developer.vonage.com/en/api/messages-olympus (message status)."""
+
+    def sign(_channel: Channel, body: bytes) -> dict[str, str]:
+        return {"Authorization": f"Bearer {messages_token(body)}"}
+
+    def inbound(uuid: str, text: str) -> bytes:
+        return _json(
+            {
+                "channel": "sms",
+                "message_uuid": uuid,
+                "to": "447700900000",
+                "from": "447700900001",
+                "timestamp": "2020-01-01T14:00:00.000Z",
+                "message_type": "text",
+                "text": text,
+                "sms": {"num_messages": "1"},
+            }
+        )
+
+    def status_body(uuid: str, status: DeliveryStatus) -> bytes:
+        names = {DeliveryStatus.SENT: "submitted", DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.READ: "read"}
+        event: dict[str, Any] = {
+            "message_uuid": uuid,
+            "to": "447700900001",
+            "from": "447700900000",
+            "timestamp": "2020-01-01T14:00:03.010Z",
+            "status": names.get(status, "rejected"),
+            "channel": "sms",
+        }
+        if status == DeliveryStatus.FAILED:
+            event["error"] = {
+                "type": "https://developer.vonage.com/api-errors/messages#1320",
+                "title": "1320",
+                "detail": "Message failed because the number is blocked",
+            }
+        return _json(event)
+
+    refusal = problem(422, "Invalid params", "The value of the `to` parameter is barred.")
+    return AdapterCase(
+        adapter=VonageAdapter(),
+        sign=sign,
+        handshake=None,
+        samples=[
+            (
+                inbound("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "Hello from Vonage!"),
+                ["aaaaaaaa-bbbb-cccc-dddd-0123456789ab"],
+            ),
+            (inbound("d8f86df1-dec6-442f-870a-2241be27d721", "¿Hay envíos?"), ["d8f86df1-dec6-442f-870a-2241be27d721"]),
+        ],
+        config={"api": "messages", "api_key": VONAGE_KEY, "from_number": VONAGE_NUMBER},
+        secrets={"api_secret": VONAGE_SECRET, "signature_secret": VONAGE_SIGNATURE_SECRET},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(422, refusal, "Invalid params: The value of the `to` parameter is barred."),
+        status_body=status_body,
+        error_body=lambda status, text: problem(
+            status, "Too Many Requests" if status == 429 else "Internal Error", text
+        ),
+        accepted=({"message_uuid": "d8f86df1-dec6-442f-870a-2241be27d721"}, "d8f86df1-dec6-442f-870a-2241be27d721"),
+        recipient_id="+447400123456",
+    )
+
+
+def _bird() -> AdapterCase:
+    """Bird's Channels API: the documented inbound SMS message (docs.bird.com, receiving messages) in
+    its webhook envelope, signed over the URL called as docs.bird.com's "verifying a webhook" says."""
+
+    def status_body(message_id: str, status: DeliveryStatus) -> bytes | None:
+        names = {
+            DeliveryStatus.SENT: "sent",
+            DeliveryStatus.DELIVERED: "delivered",
+            DeliveryStatus.FAILED: "delivery_failed",
+        }
+        if status not in names:
+            return None  # SMS has no read receipts
+        return _json(fake_bird.outbound_status(message_id, names[status], reason="Unreachable handset"))
+
+    return AdapterCase(
+        adapter=BirdAdapter(),
+        sign=lambda _channel, _body: {},
+        sign_url=lambda _channel, url, body: fake_bird.signature_headers(url, body),
+        handshake=None,
+        samples=[
+            (
+                _json(fake_bird.inbound("96a0b5fa-a986-453d-be5c-3117f989f025", "Sample incoming text message")),
+                ["96a0b5fa-a986-453d-be5c-3117f989f025"],
+            ),
+            (
+                _json(fake_bird.inbound("0b9a3f0c-1111-4222-8333-444455556666", "¿Hay envíos?")["payload"]),
+                ["0b9a3f0c-1111-4222-8333-444455556666"],
+            ),
+        ],
+        config={"workspace_id": fake_bird.WORKSPACE, "channel_id": fake_bird.CHANNEL, "from_number": fake_bird.NUMBER},
+        secrets={"access_key": fake_bird.ACCESS_KEY, "signing_key": fake_bird.SIGNING_KEY},
+        send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
+        refusal=Refusal(
+            422,
+            {"code": "InvalidPayload", "message": "receiver is not a valid phone number"},
+            "receiver is not a valid phone number",
+        ),
+        status_body=status_body,
+        error_body=lambda status, text: {
+            "code": "TooManyRequests" if status == 429 else "InternalError",
+            "message": text,
+        },
+        accepted=(
+            {"id": "5d1f5a6c-0000-4000-8000-000000000001", "status": "accepted"},
+            "5d1f5a6c-0000-4000-8000-000000000001",
+        ),
+        recipient_id=fake_bird.CUSTOMER,
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
 CASES: dict[str, Callable[[], AdapterCase]] = {
     "webchat": _webchat,
@@ -257,6 +441,9 @@ CASES: dict[str, Callable[[], AdapterCase]] = {
     "telegram": _telegram,
     "messenger": _messenger,
     "instagram": _instagram,
+    "twilio": _twilio,
+    "vonage": _vonage,
+    "bird": _bird,
 }
 
 

@@ -141,6 +141,9 @@ class StatusUpdate:
     at: datetime | None = None
     recipient_id: str | None = None
     up_to: datetime | None = None
+    # The provider says the recipient opted out of messages (Vonage's err-code 9): recorded in our
+    # own consent (conversations/sms_consent.py) beside the status.
+    opted_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -299,6 +302,9 @@ class ChannelRules:
     # One private reply to a comment on the business's posts, this long after the comment (Messenger,
     # Instagram: 7 days); None = no private replies.
     private_replies: timedelta | None = None
+    # SMS: the customers' STOP/START keywords (payload "sms_keyword") keep our own consent record, and
+    # the outbox sends nothing to a number that opted out (conversations/sms_consent.py).
+    keyword_consent: bool = False
 
 
 class ChannelError(Exception):

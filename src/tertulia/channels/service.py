@@ -138,6 +138,9 @@ PROVIDER_NAMES = {
     "whatsapp": "WhatsApp",
     "messenger": "Messenger",
     "instagram": "Instagram",
+    "twilio": "Twilio",
+    "vonage": "Vonage",
+    "bird": "Bird",
 }
 
 

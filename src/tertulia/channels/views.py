@@ -125,6 +125,7 @@ PROVIDER_SAYS = {
         "(TERTULIA_BASE_URL)."
     ),
     "menu": i18n.lazy("%(provider)s refused the menu: %(reason)s"),
+    "number": i18n.lazy("%(provider)s does not know this sender: %(reason)s"),
 }
 
 
@@ -192,6 +193,8 @@ def _list(
     messenger_errors: dict[str, str] | None = None,
     instagram: dict[str, Any] | None = None,
     instagram_errors: dict[str, str] | None = None,
+    sms: dict[str, dict[str, Any]] | None = None,
+    sms_errors: dict[str, dict[str, str]] | None = None,
 ) -> Response:
     everything = service.list_channels(ctx.session, ctx.actor.workspace_id)
     context = {
@@ -207,6 +210,8 @@ def _list(
         "messenger_errors": messenger_errors or {},
         "instagram": instagram or INSTAGRAM_VALUES,
         "instagram_errors": instagram_errors or {},
+        "sms": {**SMS_VALUES, **(sms or {})},
+        "sms_errors": sms_errors or {},
     }
     return _render(ctx, "list.html", context, status_code=status)
 
@@ -466,6 +471,8 @@ def channel_page(ctx: UserPage, channel_id: ID) -> Response:
         return _whatsapp_detail(ctx, channel, 200)
     if channel.type in META_TYPES:
         return _meta_detail(ctx, channel, {}, 200)
+    if channel.type in SMS_FORMS:
+        return _sms_detail(ctx, channel, {}, 200)
     if channel.type != "webchat":
         raise NotFound("Channel not found.")
     return _detail(ctx, channel, _form_values(channel), {}, 200)
@@ -590,6 +597,8 @@ def reconnect_channel(ctx: UserPage, channel_id: int) -> Response:
         again=lambda exc: (
             _meta_detail(ctx, channel, _errors(ctx, exc), 422)
             if channel.type in META_TYPES
+            else _sms_detail(ctx, channel, _errors(ctx, exc), 422)
+            if channel.type in SMS_FORMS
             else _telegram_detail(ctx, channel, _errors(ctx, exc), 422)
         ),
         redirect=f"/settings/channels/{channel_id}",
@@ -813,3 +822,180 @@ def new_identity_secret(ctx: UserPage, channel_id: ID) -> Response:
     secret = new_token(nbytes=32)
     service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, {"identity_secret": secret})
     return _detail(ctx, channel, _form_values(channel), {}, 200, new_secret=secret)
+
+
+# ----- SMS providers ----------------------------------------------------------------------------
+
+# Each SMS provider's connect form: the fields that go to the channel's config, and the secrets
+# (write-only: never put back into the page).
+SMS_FORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "twilio": (
+        ("account_sid", "from_number", "messaging_service_sid", "api_key_sid", "help_reply", "api_base_url"),
+        ("auth_token", "api_key_secret"),
+    ),
+    "vonage": (
+        ("api", "api_key", "from_number", "signature_method", "help_reply", "api_base_url"),
+        ("api_secret", "signature_secret"),
+    ),
+    "bird": (
+        ("api", "workspace_id", "channel_id", "from_number", "help_reply", "api_base_url"),
+        ("access_key", "signing_key"),
+    ),
+}
+SMS_VALUES: dict[str, dict[str, Any]] = {
+    "twilio": {
+        "name": "",
+        "account_sid": "",
+        "from_number": "",
+        "messaging_service_sid": "",
+        "api_key_sid": "",
+        "help_reply": "",
+        "api_base_url": "https://api.twilio.com",
+    },
+    "vonage": {
+        "name": "",
+        "api": "sms",
+        "api_key": "",
+        "from_number": "",
+        "signature_method": "md5",
+        "help_reply": "",
+        "api_base_url": "",
+    },
+    "bird": {
+        "name": "",
+        "api": "channels",
+        "workspace_id": "",
+        "channel_id": "",
+        "from_number": "",
+        "help_reply": "",
+        "api_base_url": "",
+    },
+}
+SMS_TEST_FAILED = i18n.lazy("%(provider)s answered: %(reason)s")
+SMS_SECRET_LABELS = {
+    "auth_token": i18n.lazy("Auth token"),
+    "api_key_secret": i18n.lazy("API key secret"),
+    "api_secret": i18n.lazy("API secret"),
+    "signature_secret": i18n.lazy("Signature secret"),
+    "access_key": i18n.lazy("Access key"),
+    "signing_key": i18n.lazy("Signing key"),
+}
+
+
+class SmsForm(BaseModel):
+    """Every SMS provider's connect fields; each provider reads its own (SMS_FORMS)."""
+
+    name: str = ""
+    account_sid: str = ""
+    auth_token: str = ""
+    api_key_sid: str = ""
+    api_key_secret: str = ""
+    from_number: str = ""
+    messaging_service_sid: str = ""
+    help_reply: str = ""
+    api_base_url: str = ""
+    api: str = ""
+    api_key: str = ""
+    api_secret: str = ""
+    signature_secret: str = ""
+    signature_method: str = ""
+    workspace_id: str = ""
+    channel_id: str = ""
+    access_key: str = ""
+    signing_key: str = ""
+
+
+@router.post("/settings/channels/sms/{provider}")
+def connect_sms(ctx: UserPage, provider: str, form: Annotated[SmsForm, Form()]) -> Response:
+    """Connect an SMS sender; the answer is its page with the callback URL (and what to paste where)."""
+    ctx.actor.require(Permission.MANAGE_CHANNELS)
+    if provider not in SMS_FORMS:
+        raise NotFound("No such SMS provider.")
+    config_fields, secret_fields = SMS_FORMS[provider]
+    values = form.model_dump()
+    config = {name: values[name] for name in config_fields}
+    secrets = {name: values[name] for name in secret_fields}
+    kept = {provider: {"name": form.name, **config}}
+    return submit(
+        ctx,
+        lambda: service.do_connect_channel(
+            ctx.session, ctx.actor, provider, form.name, config, secrets, base_url=_base_url(ctx)
+        ),
+        again=lambda exc: _list(ctx, _form_values(None), {}, 422, sms=kept, sms_errors={provider: _errors(ctx, exc)}),
+        done=lambda channel: ctx.redirect(f"/settings/channels/{channel.id}", flash="channel_connected"),
+        catch=(DomainError,),
+    )
+
+
+def _sms_detail(
+    ctx: WebContext,
+    channel: Channel,
+    errors: dict[str, str],
+    status: int,
+    *,
+    account: dict[str, Any] | None = None,
+    test_error: str | None = None,
+) -> Response:
+    [row] = _overview(ctx, [channel])
+    context = {
+        **row,
+        "config": channel.config or {},
+        "provider": service.provider_name(channel.type),
+        "callback_url": service.callback_url(_base_url(ctx), channel),
+        "errors": errors,
+        "account": account,
+        "test_error": test_error,
+        "secret_labels": {name: ctx.fmt.gettext(label) for name, label in SMS_SECRET_LABELS.items()},
+    }
+    return _render(ctx, "sms.html", context, status_code=status)
+
+
+@router.post("/settings/channels/{channel_id}/sms/test")
+def test_sms(ctx: UserPage, channel_id: ID) -> Response:
+    """Ask the provider about the account and the sender, or show its error."""
+    channel = _access(ctx, channel_id, None)
+    if channel.type not in SMS_FORMS:
+        raise NotFound("Channel not found.")
+    try:
+        account = service.check_connection(ctx.actor, channel)
+    except ChannelError as exc:
+        reason = ctx.fmt.gettext(SMS_TEST_FAILED) % {
+            "provider": service.provider_name(channel.type),
+            "reason": exc.reason,
+        }
+        return _sms_detail(ctx, channel, {}, 422, test_error=reason)
+    return _sms_detail(ctx, channel, {}, 200, account=account)
+
+
+class SmsSecretsForm(BaseModel):
+    # Write-only: empty keeps the stored value.
+    auth_token: str = ""
+    api_key_secret: str = ""
+    api_secret: str = ""
+    signature_secret: str = ""
+    access_key: str = ""
+    signing_key: str = ""
+
+
+@router.post("/settings/channels/{channel_id}/sms")
+def update_sms(ctx: UserPage, channel_id: int, form: Annotated[SmsSecretsForm, Form()]) -> Response:
+    """New credentials: kept, then the channel is connected again with them."""
+    channel = _access(ctx, channel_id, None)
+    if channel.type not in SMS_FORMS:
+        raise NotFound("Channel not found.")
+    replacements = {
+        name: value for name, value in form.model_dump().items() if name in (channel.secrets or {}) and value.strip()
+    }
+
+    def save() -> Channel:
+        service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, replacements)
+        return service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx))
+
+    return submit(
+        ctx,
+        save,
+        again=lambda exc: _sms_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )

@@ -81,6 +81,9 @@ DISPLAY_NAME_LENGTH = 200  # ContactIdentity.display_name: a longer one is cut, 
 VOUCHED: dict[str, frozenset[str]] = {
     "whatsapp": frozenset({"phone"}),
     "sms": frozenset({"phone"}),
+    "twilio": frozenset({"phone"}),
+    "vonage": frozenset({"phone"}),
+    "bird": frozenset({"phone"}),
     "email": frozenset({"email"}),
 }
 # A full name shared by more contacts than this is too common to suggest anyone.

@@ -209,3 +209,40 @@ class OutboundPace(Base):
     # `messages` of them, some maybe still to come): a send's claim time when it went at once, else
     # the slot it was queued for. The next slot is found from these alone.
     scheduled: Mapped[list[float] | None] = mapped_column(JSONType, nullable=True)
+
+
+class SmsConsent(IdMixin, Base):
+    """Whether a number may be texted from an SMS channel: our own record, kept from the customer's
+    keywords (STOP, BAJA, ... opt out; START, ALTA, ... opt back in) on every provider, with the
+    message that said so as its evidence (conversations/sms_consent.py). No row: never opted out."""
+
+    __tablename__ = "sms_consent"
+    __table_args__ = (UniqueConstraint("channel_id", "recipient"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
+    recipient: Mapped[str] = mapped_column(String(64))  # the customer's id on the channel (E.164)
+    opted_out: Mapped[bool]
+    keyword: Mapped[str] = mapped_column(String(32))  # as the customer wrote it, or the provider's code
+    evidence_message_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("messages.id", ondelete="SET NULL"))
+    changed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SmsPart(IdMixin, Base):
+    """One part of a long SMS that arrives in parts (Vonage's SMS API: concat-ref, concat-total,
+    concat-part), kept until every part is in and the parts become one message
+    (conversations/sms_parts.py); kept afterwards too, so a part delivered again is known."""
+
+    __tablename__ = "sms_parts"
+    __table_args__ = (UniqueConstraint("channel_id", "sender", "ref", "part"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
+    sender: Mapped[str] = mapped_column(String(64))
+    ref: Mapped[str] = mapped_column(String(64))
+    part: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    provider_message_id: Mapped[str] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text, default="")
+    assembled: Mapped[bool] = mapped_column(default=False)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)

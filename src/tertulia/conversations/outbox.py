@@ -54,6 +54,7 @@ from tertulia.channels.protocol import (
 from tertulia.channels.registry import get_adapter
 from tertulia.contacts import identities
 from tertulia.conversations import repository as repo
+from tertulia.conversations import sms_consent
 from tertulia.conversations.files import do_sweep_unsent_uploads
 from tertulia.conversations.models import Direction, Message, OutboundPace, StoredFile
 from tertulia.conversations.status import advance_message_status
@@ -271,6 +272,11 @@ def process_outbound(
             return Outcome("failed", reason="channel removed or disabled")
         recipient_id = str((message.payload or {}).get("recipient_id", ""))
         rules = get_adapter(channel.type).rules
+        refused = sms_consent.refusal(session, channel, recipient_id) if rules.keyword_consent else None
+        if refused:
+            # Before any provider call: the customer asked not to be texted.
+            advance_message_status(session, message, DeliveryStatus.FAILED, refused)
+            return Outcome("failed", reason=refused)
         behind = _behind_older(session, rules, message)
         if behind:
             return Outcome("retry", retry_in=behind, reason="paced")

@@ -60,6 +60,7 @@ SCRIPT_TEXTS: dict[str, str] = {
     "notifications_on": i18n.lazy("Notifications on"),
     "window_closed": i18n.lazy("The reply window of this channel has closed; the customer must write first."),
     "window_open_until": i18n.lazy("24-hour window open until %(time)s: any message can be sent."),
+    "sms_segments": i18n.lazy("SMS: %(segments)s segment(s) · %(units)s/%(limit)s (%(encoding)s)"),
     "window_closed_templates": i18n.lazy(
         "The 24-hour window has closed: only approved templates can be sent until the customer writes again."
     ),

@@ -71,6 +71,20 @@ SERVICE_MESSAGES = (
     lazy("no such column in the file"),
     lazy("this import has already been started"),
     lazy("must be at most 64 characters"),
+    # SMS providers (channels/adapters/twilio.py, vonage.py)
+    lazy("must be the Account SID, AC followed by 32 characters"),
+    lazy("must be the account's auth token (32 characters)"),
+    lazy("must be an API key SID, SK followed by 32 characters"),
+    lazy("is required with an API key"),
+    lazy("give either the sender number or a Messaging Service SID"),
+    lazy("must be a Messaging Service SID, MG followed by 32 characters"),
+    lazy("must be a phone number with its country code, like +14155550100"),
+    lazy("must be at most 1600 characters"),
+    lazy("must be sms or messages"),
+    lazy("must be the API key shown in the Vonage dashboard"),
+    lazy("must be md5hash, md5, sha1, sha256 or sha512"),
+    lazy("must be channels or legacy"),
+    lazy("must be the id Bird shows (letters, digits and dashes)"),
 )
 ROLE_NAMES = (lazy("Owner"), lazy("Manager"), lazy("Agent"))
 FALLBACK_TITLES = (lazy("Something went wrong"),)

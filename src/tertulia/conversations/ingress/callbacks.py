@@ -60,7 +60,7 @@ from tertulia.channels.protocol import (
 )
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.tasks import enqueue_template_sync
-from tertulia.conversations import received_files
+from tertulia.conversations import received_files, sms_consent, sms_parts
 from tertulia.conversations import repository as repo
 from tertulia.conversations.inbound import check_inbound, do_apply_edits, do_receive_many, do_record_echoes
 from tertulia.conversations.models import InboundCallback
@@ -497,8 +497,13 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
                 received_files.discard(message)
         rest.append((channel, item.parsed))
         heard[channel.id] = max(heard.get(channel.id, item.row.received_at), item.row.received_at)
+    # Parts of a long SMS wait for the rest; the last one in becomes the whole message.
+    inbound = sms_parts.do_reassemble(session, inbound)
     if inbound:
         results = do_receive_many(session, inbound)
+        sms_consent.do_record_keywords(
+            session, [(channel, message, result) for (channel, message), result in zip(inbound, results, strict=True)]
+        )
         received_files.settle(
             session, [(message, result) for (_, message), result in zip(inbound, results, strict=True)]
         )
@@ -511,6 +516,7 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
         statuses.extend((channel, status) for status in parsed.statuses)
     if statuses:
         do_apply_statuses(session, statuses)
+        sms_consent.do_record_status_opt_outs(session, statuses)
     for channel, parsed in rest:
         if parsed.templates and do_apply_template_changes(session, channel, parsed.templates):
             # A template we had not read yet (created since the last sync): read its text now.
@@ -597,6 +603,20 @@ def enqueue_callbacks(callback_ids: list[int]) -> None:
         process_callbacks_task(callback_ids)
     except Exception as exc:  # the rows stay; the periodic sweep picks them up
         log.warning("callback_enqueue_failed", callbacks=len(callback_ids), error=str(exc))
+
+
+def do_flush_stale_sms_parts(session: Session, now: datetime) -> int:
+    """Long SMS still missing parts after sms_parts.PART_WAIT, stored as they are; how many."""
+    stale = sms_parts.stale_messages(session, now)
+    if stale:
+        do_receive_many(session, stale)
+    return len(stale)
+
+
+@huey.periodic_task(crontab(minute="*/5"), name="conversations.flush_stale_sms_parts")  # type: ignore[untyped-decorator]
+def flush_stale_sms_parts() -> int:
+    with task_database().transaction() as session:
+        return do_flush_stale_sms_parts(session, utcnow())
 
 
 @huey.periodic_task(crontab(minute="*"), name="conversations.sweep_callbacks")  # type: ignore[untyped-decorator]

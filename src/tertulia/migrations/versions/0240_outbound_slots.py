@@ -5,7 +5,7 @@ that moment, instead of every waiting message being retried at once and re-locki
 (which kept a busy number at a quarter of its rate).
 
 Revision ID: 0240_outbound_slots
-Revises: 0200_merge_suggestions
+Revises: 0230_sms_consent
 Create Date: 2026-11-26
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0240_outbound_slots"
-down_revision: str | None = "0200_merge_suggestions"
+down_revision: str | None = "0230_sms_consent"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

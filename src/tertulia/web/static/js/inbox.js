@@ -438,6 +438,7 @@
   channelSelect.addEventListener("change", function () {
     if (state.current) renderWindow(state.current);
     clearComposerError();
+    renderSegments();
   });
 
   function markRead() {
@@ -470,6 +471,7 @@
       }
       state.current = c;
       renderChannelChoice(c);
+      renderSegments();
       state.olderId = results[1].next_before_id;
       shownMessages = {};
       thread.textContent = "";
@@ -572,6 +574,7 @@
   $all("[data-mode]", composer).forEach(function (button) {
     button.addEventListener("click", function () {
       state.mode = button.getAttribute("data-mode");
+      renderSegments();
       $all("[data-mode]", composer).forEach(function (b) { b.classList.toggle("selected", b === button); });
       composer.classList.toggle("note-mode", state.mode === "note");
       attachButton.hidden = state.mode === "note";
@@ -703,6 +706,7 @@
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
+      renderSegments();
       if (body.private_reply_to_message_id) {
         state.privateReplyTo = null;
         privateNotice.hidden = true;
@@ -1070,6 +1074,42 @@
   function fill(template, values) {
     return template.replace(/%\((\w+)\)s/g, function (all, key) { return key in values ? String(values[key]) : all; });
   }
+
+  // ----- composer: SMS segments -----
+  // SMS channels send (and charge) per segment: GSM-7 fits 160 septets, 153 per part of a longer
+  // message, the extension characters costing two; one character outside GSM-7 makes the whole
+  // message UCS-2: 70 UTF-16 units, 67 per part, an emoji counting two. channels/adapters/sms.py
+  // counts the same way on the server.
+  var SMS_TYPES = ["twilio", "vonage", "bird"];
+  var GSM_BASIC = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZ" +
+    "ÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
+  var GSM_EXTENDED = "\f^{}\\[~]|€";
+  var segmentsLine = $("[data-composer-segments]");
+  function smsSegments(text) {
+    var septets = 0;
+    for (var i = 0; i < text.length; i++) {
+      var ch = text.charAt(i);
+      if (GSM_BASIC.indexOf(ch) >= 0) septets += 1;
+      else if (GSM_EXTENDED.indexOf(ch) >= 0) septets += 2;
+      else { septets = -1; break; }
+    }
+    var gsm = septets >= 0;
+    var units = gsm ? septets : text.length;  // a JS string's length is its UTF-16 units
+    var single = gsm ? 160 : 70, part = gsm ? 153 : 67;
+    var count = units === 0 ? 0 : units <= single ? 1 : Math.ceil(units / part);
+    return { encoding: gsm ? "GSM-7" : "UCS-2", units: units, segments: count, limit: count > 1 ? part * count : single };
+  }
+  function renderSegments() {
+    var c = state.current;
+    var picked = c ? pickedChannel(c) : null;
+    var type = picked ? picked.type : c ? c.channel_type : null;
+    var sms = SMS_TYPES.indexOf(type) >= 0 && state.mode !== "note";
+    segmentsLine.hidden = !sms;
+    if (!sms) return;
+    var counted = smsSegments(input.value);
+    segmentsLine.textContent = fill(T.sms_segments, counted);
+  }
+  input.addEventListener("input", renderSegments);
 
   // ----- composer: attachments (button, drag and drop, pasted images) -----
   var UPLOAD = DATA.upload || { max_bytes: 0, types: [], max_files: 0 };

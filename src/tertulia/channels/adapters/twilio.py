@@ -1,0 +1,524 @@
+"""The Twilio SMS adapter: a Twilio number (or a Messaging Service) over the 2010-04-01 REST API.
+
+Wire format: ../shared/reference/channels.md sections 8 and 11 (and twilio.com/docs/messaging).
+
+- Connect (`connect`): the account is read (`GET /Accounts/{AccountSid}.json`) to check the
+  credentials and name the channel; with a sender number, the number is found among the account's
+  (`IncomingPhoneNumbers.json?PhoneNumber=`) and its SMS webhook set to the channel's callback URL
+  (`SmsUrl`, `SmsMethod=POST`). A Messaging Service's inbound URL is set by the manager in Twilio's
+  console (docs/channels/twilio.md). Disconnect clears the number's `SmsUrl`. Every call goes to the
+  channel's `api_base_url` (default https://api.twilio.com): a proxy or, in tests, a local fake.
+  Credentials: the Account SID and auth token, or an API key (SK...) and its secret for the REST
+  calls; the auth token is needed either way, because Twilio signs callbacks with it.
+- Callbacks: `X-Twilio-Signature` = base64(HMAC-SHA1(auth token, URL + every form parameter's
+  name and value, sorted by name, a repeated name's values sorted)). The URL is the one Twilio
+  called: the request's own, the one rebuilt from X-Forwarded-Proto/-Host behind a proxy, and the
+  callback URL registered at connect (what Twilio was told to call), each with and without the
+  default port, as Twilio's own validator tries. A JSON body carries `bodySHA256` in the URL
+  instead, and only the URL is signed. There is no handshake.
+- Identity: the sender's number in E.164 (channels/adapters/sms.py), one contact per person; a short
+  code or alphanumeric sender keeps its spelling.
+- Inbound: SMS text and MMS media (`MediaUrl{N}`/`MediaContentType{N}`, fetched with the account's
+  credentials, only from the API's own host, at most 5 MB, Twilio's MMS limit). A message that is
+  an opt-out, opt-in or help keyword carries payload `sms_keyword`; HELP/AYUDA is answered with the
+  channel's `help_reply` when one is set (a follow-up call once the message is stored). Provider
+  message id: `MessageSid`, so a callback delivered twice is stored once.
+- Status callbacks (`StatusCallback`, sent with every message): `MessageStatus` sent, delivered,
+  read (WhatsApp senders), undelivered/failed (with `ErrorCode` and its meaning) and canceled; the
+  inbox moves statuses forward only. Queued/accepted/sending/scheduled say nothing new.
+- Outbound: text, at most 1600 characters (Twilio's limit for `Body`); Twilio splits it into
+  segments itself. Errors: HTTP 429, code 20429 and 63017 (rate limits), 5xx and timeouts are
+  TransientErrors; anything else is a PermanentError whose reason is Twilio's message and code
+  (21610: the recipient replied STOP).
+"""
+
+import base64
+import hashlib
+import hmac
+import re
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+import httpx
+
+from tertulia.channels.adapters import sms
+from tertulia.channels.adapters.telegram import clean_api_base_url
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import (
+    ChannelError,
+    ChannelRules,
+    DeliveryStatus,
+    FetchedMedia,
+    InboundMessage,
+    MessageType,
+    OutboundMessage,
+    ParsedWebhook,
+    PermanentError,
+    SendResult,
+    SetupRefused,
+    StatusUpdate,
+    TransientError,
+    WebhookRejected,
+    WebhookRequest,
+)
+from tertulia.kit.errors import ValidationFailed
+
+TYPE = "twilio"
+DEFAULT_API_BASE_URL = "https://api.twilio.com"
+API_VERSION = "2010-04-01"
+SIGNATURE_HEADER = "x-twilio-signature"
+MAX_BODY = 1600  # characters Twilio accepts in one message's Body
+MAX_MEDIA_BYTES = 5 * 1024 * 1024  # Twilio's MMS limit
+MAX_HELP_REPLY = 1600
+ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
+API_KEY_SID = re.compile(r"^SK[0-9a-fA-F]{32}$")
+SERVICE_SID = re.compile(r"^MG[0-9a-fA-F]{32}$")
+AUTH_TOKEN = re.compile(r"^[0-9A-Za-z]{32}$")
+SHORT_CODE = re.compile(r"^[0-9]{3,8}$")
+TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+MEDIA_TIMEOUT = httpx.Timeout(60.0, connect=5.0)
+RATE_LIMITED = frozenset({"20429", "63017"})
+FOLLOW_UPS = frozenset({"help_reply"})
+
+# MessageStatus -> ours; the statuses not listed (queued, accepted, sending, scheduled) say nothing new.
+STATUSES = {
+    "sent": DeliveryStatus.SENT,
+    "delivered": DeliveryStatus.DELIVERED,
+    "partially_delivered": DeliveryStatus.SENT,
+    "read": DeliveryStatus.READ,
+    "undelivered": DeliveryStatus.FAILED,
+    "failed": DeliveryStatus.FAILED,
+    "canceled": DeliveryStatus.FAILED,
+}
+# What the delivery error codes mean (twilio.com/docs/errors), for the reason a failed message shows.
+ERRORS = {
+    "21211": "Invalid 'To' phone number",
+    "21408": "Permission to send an SMS has not been enabled for the region",
+    "21610": "The recipient replied STOP: they must text START before they can be sent messages again",
+    "21614": "'To' number is not a valid mobile number",
+    "21617": "The message body is too long",
+    "30003": "Unreachable destination handset",
+    "30004": "Message blocked",
+    "30005": "Unknown destination handset",
+    "30006": "Landline or unreachable carrier",
+    "30007": "Message filtered by the carrier",
+    "30008": "Unknown error",
+    "30034": "Message from an unregistered number (US A2P 10DLC)",
+    "63016": "Outside the WhatsApp 24-hour window: only templates may be sent",
+    "63017": "Rate limit exceeded",
+}
+MEDIA_TYPES = {"image": MessageType.IMAGE, "audio": MessageType.AUDIO, "video": MessageType.VIDEO}
+
+
+class TwilioAdapter:
+    type: ClassVar[str] = TYPE
+    rules: ClassVar[ChannelRules] = ChannelRules(
+        reply_window=None,
+        max_text_length=MAX_BODY,
+        delivery_receipts=True,
+        message_types=frozenset({MessageType.TEXT}),
+        keyword_consent=True,
+    )
+    # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"auth_token", "api_key_secret"})
+
+    # ----- callbacks ------------------------------------------------------------------------------
+
+    def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
+        if request.method != "POST":
+            raise WebhookRejected("Twilio posts its callbacks; it has no handshake")
+        token = str((channel.secrets or {}).get("auth_token") or "")
+        given = request.headers.get(SIGNATURE_HEADER, "")
+        if not token or not given:
+            raise WebhookRejected("no X-Twilio-Signature")
+        if not any(
+            hmac.compare_digest(given.encode(), signature(token, url, params).encode())
+            for url, params in _signed_forms(channel, request)
+        ):
+            raise WebhookRejected("bad X-Twilio-Signature")
+
+    def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
+        """Raises ValueError for a body that is neither an incoming message nor a status callback."""
+        params = dict(_form(request.body))
+        if params.get("MessageStatus"):
+            return ParsedWebhook(statuses=_status(params))
+        sid = params.get("MessageSid") or params.get("SmsSid")
+        if not sid or not params.get("From"):
+            raise ValueError("an incoming message needs a MessageSid and a From")
+        message = _inbound(params, sid)
+        follow_ups: list[dict[str, Any]] = []
+        help_reply = str((channel.config or {}).get("help_reply") or "")
+        if help_reply and message.payload.get("sms_keyword") == sms.Keyword.HELP:
+            follow_ups.append(
+                {"method": "help_reply", "to": params["From"], "from": params.get("To"), "text": help_reply}
+            )
+        return ParsedWebhook(messages=[message], follow_ups=follow_ups)
+
+    # ----- sending --------------------------------------------------------------------------------
+
+    def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
+        text = message.text or ""
+        if message.attachments:
+            raise PermanentError("this channel sends text only")
+        if not text.strip():
+            raise PermanentError("nothing to send: the message has no text")
+        if len(text) > MAX_BODY:
+            raise PermanentError(f"Twilio sends at most {MAX_BODY} characters in one message")
+        result = RestApi(channel).send_text(message.recipient_id, text)
+        sid = result.get("sid") if isinstance(result, dict) else None
+        if not sid:
+            raise PermanentError("Twilio accepted the message without a sid")
+        return SendResult(provider_message_id=str(sid))
+
+    # ----- settings -------------------------------------------------------------------------------
+
+    def public_config(self, channel: Channel) -> dict[str, Any]:
+        config = channel.config or {}
+        return {
+            "name": channel.name,
+            "from_number": config.get("from_number"),
+            "messaging_service_sid": config.get("messaging_service_sid"),
+        }
+
+    def clean_config(self, config: dict[str, Any], secrets_: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        base = clean_api_base_url(config.get("api_base_url") or DEFAULT_API_BASE_URL)
+        account = str(config.get("account_sid") or "").strip()
+        if not ACCOUNT_SID.match(account):
+            raise ValidationFailed.field("config.account_sid", "must be the Account SID, AC followed by 32 characters")
+        token = str(secrets_.get("auth_token") or "").strip()
+        if not AUTH_TOKEN.match(token):
+            raise ValidationFailed.field("secrets.auth_token", "must be the account's auth token (32 characters)")
+        cleaned: dict[str, Any] = {"api_base_url": base, "account_sid": account}
+        kept: dict[str, Any] = {"auth_token": token}
+        key_sid = str(config.get("api_key_sid") or "").strip()
+        if key_sid:
+            if not API_KEY_SID.match(key_sid):
+                raise ValidationFailed.field(
+                    "config.api_key_sid", "must be an API key SID, SK followed by 32 characters"
+                )
+            key_secret = str(secrets_.get("api_key_secret") or "").strip()
+            if not key_secret:
+                raise ValidationFailed.field("secrets.api_key_secret", "is required with an API key")
+            cleaned["api_key_sid"], kept["api_key_secret"] = key_sid, key_secret
+        number = str(config.get("from_number") or "").strip()
+        service = str(config.get("messaging_service_sid") or "").strip()
+        if bool(number) == bool(service):
+            raise ValidationFailed.field(
+                "config.from_number", "give either the sender number or a Messaging Service SID"
+            )
+        if service:
+            if not SERVICE_SID.match(service):
+                raise ValidationFailed.field(
+                    "config.messaging_service_sid", "must be a Messaging Service SID, MG followed by 32 characters"
+                )
+            cleaned["messaging_service_sid"] = service
+        else:
+            normalised = sms.e164(number) or (number if SHORT_CODE.match(number) else None)
+            if normalised is None:
+                raise ValidationFailed.field(
+                    "config.from_number", "must be a phone number with its country code, like +14155550100"
+                )
+            cleaned["from_number"] = normalised
+        help_reply = " ".join(str(config.get("help_reply") or "").split())
+        if len(help_reply) > MAX_HELP_REPLY:
+            raise ValidationFailed.field("config.help_reply", "must be at most 1600 characters")
+        if help_reply:
+            cleaned["help_reply"] = help_reply
+        # Set by `connect`: what Twilio calls and what the account is named.
+        for name in ("callback_url", "account_name", "phone_number_sid"):
+            if config.get(name):
+                cleaned[name] = str(config[name])
+        return cleaned, kept
+
+    def owns_identity(self, channel: Channel, external_id: str) -> bool:
+        # Any number can be texted from any of the workspace's Twilio senders.
+        return sms.e164(external_id) is not None
+
+    # ----- connecting -------------------------------------------------------------------------------
+
+    def connect(self, channel: Channel, callback_url: str) -> dict[str, Any]:
+        api = RestApi(channel)
+        try:
+            account = api.call("GET", f"Accounts/{api.account}.json")
+        except TransientError as exc:
+            raise SetupRefused(exc.reason, field="config.api_base_url", code="unreachable") from exc
+        except PermanentError as exc:
+            field = "config.account_sid" if exc.code == "20404" else "secrets.auth_token"
+            raise SetupRefused(exc.reason, field=field, code="token") from exc
+        if str(account.get("status") or "active") != "active":
+            raise SetupRefused(f"the account is {account.get('status')}", field="config.account_sid", code="token")
+        updates: dict[str, Any] = {"callback_url": callback_url, "account_name": account.get("friendly_name")}
+        number = (channel.config or {}).get("from_number")
+        if number and not SHORT_CODE.match(str(number)):
+            try:
+                found = api.call(
+                    "GET", f"Accounts/{api.account}/IncomingPhoneNumbers.json", params={"PhoneNumber": number}
+                )
+            except ChannelError as exc:
+                raise SetupRefused(exc.reason, field="config.from_number", code="number") from exc
+            numbers = found.get("incoming_phone_numbers") or []
+            if not numbers:
+                raise SetupRefused(f"the account has no number {number}", field="config.from_number", code="number")
+            sid = str(numbers[0].get("sid"))
+            try:
+                api.call(
+                    "POST",
+                    f"Accounts/{api.account}/IncomingPhoneNumbers/{sid}.json",
+                    data={"SmsUrl": callback_url, "SmsMethod": "POST"},
+                )
+            except ChannelError as exc:
+                raise SetupRefused(exc.reason, field="callback_url", code="callback") from exc
+            updates["phone_number_sid"] = sid
+        return updates
+
+    def check_connection(self, channel: Channel) -> dict[str, Any]:
+        """The account's name and state and where the sender number's SMS go, as Twilio says."""
+        api = RestApi(channel)
+        account = api.call("GET", f"Accounts/{api.account}.json")
+        config = channel.config or {}
+        facts: dict[str, Any] = {
+            "account_name": account.get("friendly_name"),
+            "account_status": account.get("status"),
+            "sender": config.get("from_number") or config.get("messaging_service_sid"),
+        }
+        number = config.get("from_number")
+        if number and not SHORT_CODE.match(str(number)):
+            found = api.call("GET", f"Accounts/{api.account}/IncomingPhoneNumbers.json", params={"PhoneNumber": number})
+            numbers = found.get("incoming_phone_numbers") or []
+            if not numbers:
+                raise PermanentError(f"the account has no number {number}")
+            facts["sms_url"] = numbers[0].get("sms_url")
+        return facts
+
+    def disconnect(self, channel: Channel) -> None:
+        sid = (channel.config or {}).get("phone_number_sid")
+        if sid:
+            api = RestApi(channel)
+            api.call("POST", f"Accounts/{api.account}/IncomingPhoneNumbers/{sid}.json", data={"SmsUrl": ""})
+
+    # ----- media and follow-ups --------------------------------------------------------------------
+
+    def fetch_media(self, channel: Channel, reference: dict[str, Any]) -> FetchedMedia:
+        api = RestApi(channel)
+        url = str(reference.get("url") or "")
+        # Only the API's own media URLs get the account's credentials.
+        if urlsplit(url)[:2] != urlsplit(api.base)[:2]:
+            raise PermanentError("the media URL is not on the Twilio API's host")
+        data, content_type = api.download(url)
+        declared = str(reference.get("content_type") or content_type or "application/octet-stream").lower()
+        return FetchedMedia(data=data, content_type=declared, name=str(reference.get("name") or "media"))
+
+    def follow_up(self, channel: Channel, call: dict[str, Any]) -> None:
+        if call.get("method") not in FOLLOW_UPS:
+            raise ValueError(f"not a follow-up call: {call.get('method')!r}")
+        RestApi(channel).send_text(str(call["to"]), str(call["text"]))
+
+
+# ----- the REST API ---------------------------------------------------------------------------------
+
+
+def signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
+    """X-Twilio-Signature for a callback to `url` with these form parameters. A name's repeated
+    values are sorted, and an identical value counts once, as Twilio's own validator does."""
+    names = sorted({name for name, _ in params})
+    payload = url + "".join(name + value for name in names for value in sorted({v for n, v in params if n == name}))
+    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode()
+
+
+def _form(body: bytes) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError("not a form-encoded body") from exc
+
+
+def _with_and_without_port(url: str) -> list[str]:
+    parts = urlsplit(url)
+    default = {"https": 443, "http": 80}.get(parts.scheme)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    candidates = [url, bare]
+    if default is not None:
+        candidates.append(urlunsplit((parts.scheme, f"{host}:{parts.port or default}", parts.path, parts.query, "")))
+    return list(dict.fromkeys(candidates))
+
+
+def _urls(channel: Channel, request: WebhookRequest) -> list[str]:
+    """The URLs Twilio may have signed for this request (see the module's docstring)."""
+    called = urlsplit(request.url)
+    candidates = [request.url]
+    proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
+    host = request.headers.get("x-forwarded-host", "").split(",")[0].strip() or request.headers.get("host", "")
+    if proto or host:
+        candidates.append(urlunsplit((proto or called.scheme, host or called.netloc, called.path, called.query, "")))
+    registered = str((channel.config or {}).get("callback_url") or "")
+    if registered:
+        ours = urlsplit(registered)
+        candidates.append(urlunsplit((ours.scheme, ours.netloc, ours.path, called.query, "")))
+    return list(dict.fromkeys(url for candidate in candidates for url in _with_and_without_port(candidate)))
+
+
+def _signed_forms(channel: Channel, request: WebhookRequest) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(URL, parameters) pairs a valid signature may cover."""
+    query = dict(parse_qsl(urlsplit(request.url).query))
+    if "bodySHA256" in query:
+        # A JSON body: only the URL is signed, and the URL carries the body's hash.
+        digest = hashlib.sha256(request.body).hexdigest()
+        if not hmac.compare_digest(digest, query["bodySHA256"].lower()):
+            raise WebhookRejected("the body does not match bodySHA256")
+        params: list[tuple[str, str]] = []
+    else:
+        try:
+            params = _form(request.body)
+        except ValueError as exc:
+            raise WebhookRejected(str(exc)) from exc
+    return [(url, params) for url in _urls(channel, request)]
+
+
+class RestApi:
+    """Calls to one account's REST API; every failure is a TransientError or a PermanentError."""
+
+    def __init__(self, channel: Channel) -> None:
+        config, secrets_ = channel.config or {}, channel.secrets or {}
+        self.base = str(config.get("api_base_url") or DEFAULT_API_BASE_URL).rstrip("/")
+        self.account = str(config.get("account_sid") or "")
+        self.config = config
+        if config.get("api_key_sid"):
+            self.auth = (str(config["api_key_sid"]), str(secrets_.get("api_key_secret") or ""))
+        else:
+            self.auth = (self.account, str(secrets_.get("auth_token") or ""))
+
+    def call(
+        self, method: str, path: str, *, data: dict[str, str] | None = None, params: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        url = f"{self.base}/{API_VERSION}/{path}"
+        try:
+            response = httpx.request(method, url, data=data, params=params, auth=self.auth, timeout=TIMEOUT)
+        except httpx.TimeoutException as exc:
+            raise TransientError("Twilio did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"Twilio could not be reached ({type(exc).__name__})") from exc
+        return _result(response)
+
+    def send_text(self, to: str, text: str) -> dict[str, Any]:
+        recipient = sms.e164(to)
+        if recipient is None:
+            raise PermanentError(f"{to!r} is not a phone number Twilio can send to", code="21211")
+        data = {"To": recipient, "Body": text}
+        if self.config.get("messaging_service_sid"):
+            data["MessagingServiceSid"] = str(self.config["messaging_service_sid"])
+        else:
+            data["From"] = str(self.config.get("from_number") or "")
+        if self.config.get("callback_url"):
+            data["StatusCallback"] = str(self.config["callback_url"])
+        return self.call("POST", f"Accounts/{self.account}/Messages.json", data=data)
+
+    def download(self, url: str) -> tuple[bytes, str | None]:
+        chunks: list[bytes] = []
+        received = 0
+        try:
+            # Twilio answers a media URL with a redirect to its CDN; httpx drops the credentials
+            # when a redirect leaves the host.
+            with httpx.stream("GET", url, auth=self.auth, timeout=MEDIA_TIMEOUT, follow_redirects=True) as response:
+                if response.status_code >= 500 or response.status_code == 429:
+                    raise TransientError(f"the media download answered {response.status_code}")
+                if response.status_code != 200:
+                    raise PermanentError(f"the media download answered {response.status_code}")
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > MAX_MEDIA_BYTES:
+                    raise PermanentError("larger than Twilio's 5 MB MMS limit")
+                for chunk in response.iter_bytes():
+                    received += len(chunk)
+                    if received > MAX_MEDIA_BYTES:
+                        raise PermanentError("larger than Twilio's 5 MB MMS limit")
+                    chunks.append(chunk)
+                content_type = response.headers.get("content-type")
+        except httpx.TimeoutException as exc:
+            raise TransientError("the media download timed out") from exc
+        except httpx.TransportError as exc:
+            raise TransientError(f"the media download failed ({type(exc).__name__})") from exc
+        return b"".join(chunks), content_type.split(";")[0].strip() if content_type else None
+
+
+def _result(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        body = {}
+    if response.status_code < 300:
+        return body
+    code = str(body.get("code") or response.status_code)
+    message = str(body.get("message") or f"Twilio answered HTTP {response.status_code}")
+    reason = f"{ERRORS[code]}. Twilio: {message} ({code})" if code == "21610" else f"{message} ({code})"
+    if response.status_code == 429 or code in RATE_LIMITED:
+        retry_after = response.headers.get("retry-after")
+        wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+        raise TransientError(reason, code=code, retry_after=wait)
+    if response.status_code >= 500:
+        raise TransientError(reason, code=code)
+    raise PermanentError(reason, code=code)
+
+
+# ----- inbound ----------------------------------------------------------------------------------------
+
+
+def _inbound(params: dict[str, str], sid: str) -> InboundMessage:
+    text = params.get("Body", "")
+    files: list[dict[str, Any]] = []
+    count = int(params["NumMedia"]) if params.get("NumMedia", "").isdigit() else 0
+    kinds: list[MessageType] = []
+    for index in range(count):
+        url = params.get(f"MediaUrl{index}")
+        if not url:
+            continue
+        content_type = params.get(f"MediaContentType{index}", "application/octet-stream").lower()
+        kinds.append(MEDIA_TYPES.get(content_type.split("/")[0], MessageType.FILE))
+        extension = content_type.rpartition("/")[2].split(";")[0] or "bin"
+        name = f"{url.rstrip('/').rpartition('/')[2] or sid}-{index}.{extension}"
+        files.append({"provider_file": {"url": url, "content_type": content_type, "name": name}})
+    kind = (
+        kinds[0] if kinds and all(k == kinds[0] for k in kinds) else (MessageType.FILE if kinds else MessageType.TEXT)
+    )
+    payload: dict[str, Any] = {
+        "twilio": {
+            "message_sid": sid,
+            "to": params.get("To"),
+            "num_segments": params.get("NumSegments"),
+            "messaging_service_sid": params.get("MessagingServiceSid"),
+            "from_country": params.get("FromCountry"),
+        }
+    }
+    found = sms.keyword(text)
+    if found is not None:
+        payload["sms_keyword"] = found.value
+    number = sms.e164(params["From"])
+    return InboundMessage(
+        sender_id=sms.sender_id(params["From"]),
+        provider_message_id=sid,
+        type=kind,
+        text=text or None,
+        attachments=files,
+        payload=payload,
+        phone=number,
+    )
+
+
+def _status(params: dict[str, str]) -> list[StatusUpdate]:
+    sid = params.get("MessageSid") or params.get("SmsSid")
+    status = STATUSES.get(params.get("MessageStatus", "").lower())
+    if not sid or status is None:
+        return []
+    reason = None
+    if status == DeliveryStatus.FAILED:
+        code = params.get("ErrorCode", "")
+        if code:
+            reason = f"{code}: {ERRORS.get(code, 'see twilio.com/docs/errors/' + code)}"
+        else:
+            reason = params["MessageStatus"]
+    recipient = sms.e164(params.get("To"))
+    return [StatusUpdate(provider_message_id=sid, status=status, reason=reason, recipient_id=recipient)]
