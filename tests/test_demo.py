@@ -25,7 +25,7 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
         )
         contacts = session.scalar(select(func.count()).select_from(Contact).where(Contact.workspace_id == workspace_id))
         latest = session.scalar(select(func.max(Message.created_at)).where(Message.workspace_id == workspace_id))
-    assert sorted(set(channels.values())) == ["telegram", "webchat", "whatsapp"]
+    assert sorted(set(channels.values())) == ["telegram", "twilio", "webchat", "whatsapp"]
     assert len(conversations) == len(SCRIPTS)
     assert Counter(channels[c.channel_id] for c in conversations if c.channel_id) == Counter(s.channel for s in SCRIPTS)
     closed = [c for c in conversations if c.status == ConversationStatus.CLOSED]

@@ -38,7 +38,7 @@ CUSTOMER, AGENT = "customer", "agent"
 class Script:
     """One conversation: who writes on which channel, what was said, and how it stands now."""
 
-    channel: str  # "webchat", "whatsapp" or "telegram"
+    channel: str  # "webchat", "whatsapp", "telegram" or "twilio" (SMS)
     name: str
     lines: tuple[tuple[str, str], ...]  # (CUSTOMER or AGENT, text)
     hours_ago: float  # when the first line was written
@@ -117,6 +117,17 @@ SCRIPTS = (
         closed="Sin respuesta necesaria",
     ),
     Script(
+        "twilio",
+        "Andrés Villalobos",
+        (
+            (CUSTOMER, "Hola, me llegó un SMS de que mi pedido sale hoy. ¿Me pueden dar la guía?"),
+            (AGENT, "Hola Andrés, tu guía es 7781-2290 de Estafeta. Llega mañana antes de las 6 pm."),
+            (CUSTOMER, "Gracias!"),
+        ),
+        hours_ago=5,
+        assigned="agent",
+    ),
+    Script(
         "webchat",
         "Sofía Muñoz",
         (
@@ -170,6 +181,14 @@ def seed_inbox(session: Session, actor: Actor, agent_id: int, rng: random.Random
             {"bot": {"id": 7000000001, "username": "tertulia_demo_bot", "first_name": "Tertulia Demo"}},
             {"bot_token": "7000000001:AAdemo-placeholder-token-not-real"},
         ),
+        "twilio": do_create_channel(
+            session,
+            actor,
+            "twilio",
+            "SMS Avisos",
+            {"account_sid": "AC" + "0" * 32, "from_number": "+525512345678"},
+            {"auth_token": "0" * 32},
+        ),
     }
     categories = {name: do_create_closing_category(session, actor, name).id for name in CLOSING_CATEGORIES}
     do_create_snippet(session, actor, "envio", "Enviamos a todo México en 2 o 3 días hábiles; gratis desde $799.")
@@ -206,7 +225,7 @@ def _seed_conversation(
                 display_name=script.name,
                 first_name=first_name,
                 last_name=last_name or None,
-                phone=f"+{sender}" if script.channel == "whatsapp" else None,
+                phone=f"+{sender}" if script.channel == "whatsapp" else sender if script.channel == "twilio" else None,
             )
             received = do_receive_many(session, [(channel, inbound)])[0]
             conversation, message = received.conversation, received.message
@@ -246,17 +265,23 @@ def _past_reply(
         attachments=[],
         payload={},
         provider_message_id=f"demo-out-{number}-{line}",
-        status=DeliveryStatus.READ if line < len(script.lines) - 1 else DeliveryStatus.DELIVERED,
+        # SMS has no read receipts.
+        status=DeliveryStatus.READ
+        if line < len(script.lines) - 1 and channel.type != "twilio"
+        else DeliveryStatus.DELIVERED,
         attempts=1,
     )
 
 
 def _sender_id(channel_type: str, number: int, rng: random.Random) -> str:
-    """The customer's id on the channel: a phone number for WhatsApp, a chat id for Telegram."""
+    """The customer's id on the channel: a phone number for WhatsApp (without +) and SMS (E.164), a chat
+    id for Telegram."""
     if channel_type == "whatsapp":
         return f"52155{rng.randrange(10_000_000, 100_000_000)}"
     if channel_type == "telegram":
         return str(rng.randrange(100_000_000, 2_000_000_000))
+    if channel_type == "twilio":
+        return f"+52155{rng.randrange(10_000_000, 100_000_000)}"
     return f"demo-visitor-{number}"
 
 
