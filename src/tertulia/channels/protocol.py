@@ -305,6 +305,9 @@ class ChannelRules:
     # SMS: the customers' STOP/START keywords (payload "sms_keyword") keep our own consent record, and
     # the outbox sends nothing to a number that opted out (conversations/sms_consent.py).
     keyword_consent: bool = False
+    # The provider calls back with our own sent messages (Messenger and Instagram "echoes"); one may
+    # be stored before the send is recorded, and the outbox then drops it (payload "echo").
+    echoes: bool = False
 
 
 class ChannelError(Exception):

@@ -319,7 +319,8 @@ def process_outbound(
         if message is None:
             return Outcome("skipped")
         if message.provider_message_id is None:
-            _drop_echo_of(session, message, result.provider_message_id)
+            if get_adapter(channel.type).rules.echoes:
+                _drop_echo_of(session, message, result.provider_message_id)
             message.provider_message_id = result.provider_message_id
         if result.recipient_id and result.recipient_id != recipient_id:
             # A private reply reached the commenter's Messenger id: their later messages are theirs.

@@ -87,6 +87,7 @@ class InstagramAdapter(MetaMessagingAdapter):
         ),
         message_tags=(("HUMAN_AGENT", timedelta(days=7)),),
         private_replies=timedelta(days=7),
+        echoes=True,
     )
 
     # ----- where the account is ---------------------------------------------------------------

@@ -532,6 +532,7 @@ class MessengerAdapter(MetaMessagingAdapter):
         ),
         message_tags=MESSAGE_TAGS,
         private_replies=timedelta(days=7),
+        echoes=True,
     )
 
     def account_id(self, channel: Channel) -> str:
