@@ -209,10 +209,12 @@ def test_replies_statuses_refusals_and_opt_outs(
     help_answer = fake.sent[-1]
     assert help_answer["body"]["text"]["text"] == "Tienda: responde BAJA para darte de baja."
     count = len(fake.sent)
-    blocked = _reply(client, db, tenant, incoming.conversation_id, "Oferta")
-    assert blocked.status == DeliveryStatus.FAILED
-    assert blocked.status_reason is not None
-    assert "opted out" in blocked.status_reason
+    refused = client.post(
+        f"/api/v1/conversations/{incoming.conversation_id}/messages", json={"text": "Oferta"}, headers=tenant.headers
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == "opted_out"
+    assert "opted out" in refused.json()["error"]["message"]
     assert len(fake.sent) == count
 
 

@@ -23,9 +23,10 @@ from tertulia.cli import app
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.ingress.callbacks import callback_spool
 from tertulia.conversations.models import Direction, Message, SmsConsent, StoredFile
+from tertulia.conversations.outbox import process_outbound
 from tertulia.kit import db as kit_db
+from tertulia.kit import queue, storage
 from tertulia.kit import settings as kit_settings
-from tertulia.kit import storage
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.channels import twilio_samples as tw
@@ -464,27 +465,42 @@ def test_stop_blocks_the_next_send_with_a_readable_reason_and_start_lifts_it(
 ) -> None:
     channel = _connect(client, db, tenant, fake)
     incoming = _incoming(client, db, fake, channel["id"])
+    url = f"/api/v1/conversations/{incoming.conversation_id}/messages"
+    # A reply written before the customer's STOP arrives, waiting in the queue.
+    queue.huey.immediate = False
+    try:
+        waiting = client.post(url, json={"text": "¿Le confirmo el pedido?"}, headers=tenant.headers)
+        assert waiting.status_code == 201, waiting.text
+    finally:
+        queue.huey.immediate = True
     stop = tw.inbound("SM" + "a1" * 16, "Baja")
     assert fake.deliver(client, stop).status_code == 200
     assert fake.deliver(client, stop).status_code == 200  # a repeat is the same evidence
     callbacks_written(db)
 
     def reply(text: str) -> Message:
-        response = client.post(
-            f"/api/v1/conversations/{incoming.conversation_id}/messages", json={"text": text}, headers=tenant.headers
-        )
+        response = client.post(url, json={"text": text}, headers=tenant.headers)
         assert response.status_code == 201, response.text
         with db.transaction(write=False) as session:
             found = session.get(Message, response.json()["id"])
             assert found is not None
             return found
 
-    blocked = reply("¿Seguro?")
+    # The waiting reply fails in the outbox, with the reason, before any call to Twilio.
+    assert process_outbound(db, waiting.json()["id"]).state == "failed"
+    with db.transaction(write=False) as session:
+        blocked = session.get(Message, waiting.json()["id"])
+        assert blocked is not None
     assert blocked.status == DeliveryStatus.FAILED
     assert blocked.status_reason is not None
     assert blocked.status_reason.startswith(f"{tw.CUSTOMER} opted out of messages from this number (Baja, ")
     assert blocked.status_reason.endswith("UTC): nothing is sent until they text START or ALTA")
-    assert fake.messages == []  # refused before any call to Twilio
+    # A new reply is refused when it is written, naming the rule.
+    refused = client.post(url, json={"text": "¿Seguro?"}, headers=tenant.headers)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "opted_out"
+    assert refused.json()["error"]["message"] == blocked.status_reason
+    assert fake.messages == []
     with db.transaction(write=False) as session:
         [consent] = session.scalars(select(SmsConsent)).all()
         evidence = session.get(Message, consent.evidence_message_id)

@@ -24,7 +24,7 @@ from tertulia.channels.service import list_channels, recipient_for
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
-from tertulia.conversations import events, mentions, variables
+from tertulia.conversations import events, mentions, sms_consent, variables
 from tertulia.conversations import repository as repo
 from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import (
@@ -441,6 +441,10 @@ def check_send(
     recipient = recipient_for(session, channel, contact.id)
     if recipient is None:
         raise ValidationFailed.field("channel_id", f"this contact cannot be reached on channel {channel.id}")
+    opted_out = sms_consent.refusal(session, channel, recipient) if rules.keyword_consent else None
+    if opted_out:
+        # Refused when written; the outbox checks again for a STOP that arrives while a message waits.
+        raise ValidationFailed(opted_out, code="opted_out", details={"channel_id": "the recipient opted out"})
     if private_reply:
         # A comment opens no window: its one private reply is allowed on its own terms (checked
         # by check_private_reply).
