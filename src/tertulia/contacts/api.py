@@ -108,6 +108,32 @@ def remove_tags(session: DbSession, actor: ApiActor, identifier: str, body: Tags
     return service.contacts_out(session, [contact])[0]
 
 
+@router.post("/contacts/{identifier}/block", response_model=ContactOut)
+def block_contact(session: DbSession, actor: ApiActor, identifier: str) -> ContactOut:
+    """The contact's messages stop reaching the inbox (each is counted in `blocked_messages` and
+    recorded as a `message.blocked` event, its text and files not kept) and its web-chat visitors'
+    tokens stop working at once. Blocking a blocked contact changes nothing."""
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_block_contact(session, actor, contact)
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.post("/contacts/{identifier}/unblock", response_model=ContactOut)
+def unblock_contact(session: DbSession, actor: ApiActor, identifier: str) -> ContactOut:
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_unblock_contact(session, actor, contact)
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.post("/contacts/{identifier}/end-sessions", response_model=ContactOut)
+def end_visitor_sessions(session: DbSession, actor: ApiActor, identifier: str) -> ContactOut:
+    """End the contact's web-chat sessions without blocking it: its visitors' tokens stop working and
+    open chat windows close; a visitor who comes back starts as a new visitor."""
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_end_visitor_sessions(session, actor, contact)
+    return service.contacts_out(session, [contact])[0]
+
+
 @router.get("/contacts/{identifier}/activity", response_model=list[ActivityOut])
 def contact_activity(
     session: DbSession, actor: ApiActor, identifier: str, limit: Annotated[int, Query(ge=1, le=200)] = 50

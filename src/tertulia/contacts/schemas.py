@@ -43,6 +43,10 @@ class ContactOut(BaseModel):
     last_outgoing_at: datetime | None
     custom_fields: dict[str, Any]
     tags: list[str]
+    blocked: bool = Field(description="Blocked: messages are not put into the inbox; see POST .../block.")
+    blocked_at: datetime | None
+    blocked_messages: int = Field(description="Messages refused since the contact was first blocked.")
+    last_blocked_at: datetime | None
 
 
 class ContactPage(BaseModel):
