@@ -22,9 +22,11 @@ from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation, Message
 from tertulia.events.models import EventRecord
 from tertulia.kit.db import Database
+from tertulia.web.context import LANGUAGE_COOKIE
 from tests.conftest import Tenant
 from tests.conversations.support import SHOP, make_webchat, new_visitor, widget_socket
 from tests.fakes import immediate_queue
+from tests.web.helpers import sign_in_as
 
 __all__ = ["immediate_queue"]  # a fixture, used by name
 
@@ -198,3 +200,77 @@ def test_a_verified_site_user_who_is_blocked_cannot_start_a_session(
     back.say("de vuelta")
     with db.transaction(write=False) as session:
         assert session.scalar(select(func.count()).select_from(Contact)) == 1
+
+
+def test_blocked_is_a_filterable_attribute(client: TestClient, db: Database, tenant: Tenant) -> None:
+    ids = [
+        client.post("/api/v1/contacts", headers=tenant.headers, json={"first_name": name}).json()["id"]
+        for name in ("Ana", "Luz", "Sol")
+    ]
+    client.post(f"/api/v1/contacts/id:{ids[1]}/block", headers=tenant.headers)
+
+    def matching(operator: str) -> list[int]:
+        condition = {"category": "contact_field", "field": "blocked", "operator": operator}
+        body = {"filter": {"groups": [{"conditions": [condition]}]}}
+        response = client.post("/api/v1/segments/preview", headers=tenant.headers, json=body)
+        assert response.status_code == 200, response.text
+        return sorted(contact["id"] for contact in response.json()["contacts"])
+
+    assert matching("is_true") == [ids[1]]
+    assert matching("is_false") == [ids[0], ids[2]]
+
+
+@pytest.mark.parametrize(
+    ("language", "block", "unblock", "notice"),
+    [
+        ("en", "Block contact", "Unblock", "its messages do not reach the inbox"),
+        ("es", "Bloquear contacto", "Desbloquear", "sus mensajes no llegan a la bandeja de entrada"),
+    ],
+)
+def test_the_contact_page_and_the_inbox_panel_block_and_unblock(
+    client: TestClient, db: Database, tenant: Tenant, language: str, block: str, unblock: str, notice: str
+) -> None:
+    channel = make_webchat(db, tenant)
+    with db.transaction() as session:
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        inbound = InboundMessage(sender_id=f"{channel.id}:v:abc", provider_message_id="p-1", text="hola")
+        received = do_receive(session, stored, inbound)
+        contact_id = received.contact.id
+        assert received.conversation is not None
+        conversation_id = received.conversation.id
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    client.cookies.set(LANGUAGE_COOKIE, language)
+    page = client.get(f"/contacts/{contact_id}")
+    assert block in page.text
+    assert 'data-testid="end-sessions"' in page.text  # it has a web-chat identity
+    blocked = client.post(f"/contacts/{contact_id}/block", data={"csrf_token": token}, follow_redirects=False)
+    assert blocked.status_code == 303
+    page = client.get(f"/contacts/{contact_id}")
+    assert unblock in page.text
+    assert notice in page.text
+    panel = client.get(f"/messages/contacts/{contact_id}/panel", params={"conversation_id": conversation_id})
+    assert 'data-testid="panel-unblock-contact"' in panel.text
+    # The panel's button is posted by htmx: the answer sends the agent back to the conversation.
+    inbox = f"http://testserver/messages?conversation={conversation_id}"
+    headers = {"HX-Request": "true", "HX-Current-URL": inbox, "X-CSRF-Token": token}
+    answered = client.post(f"/contacts/{contact_id}/unblock", headers=headers)
+    assert answered.status_code == 204
+    assert answered.headers["HX-Redirect"] == f"/messages?conversation={conversation_id}"
+    assert _contact(client, tenant, contact_id)["blocked"] is False
+
+
+def test_the_filter_panel_offers_blocked(client: TestClient, db: Database, tenant: Tenant) -> None:
+    ids = [
+        client.post("/api/v1/contacts", headers=tenant.headers, json={"first_name": name}).json()["id"]
+        for name in ("Ana", "Luz")
+    ]
+    client.post(f"/api/v1/contacts/id:{ids[0]}/block", headers=tenant.headers)
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    client.cookies.set(LANGUAGE_COOKIE, "es")
+    form = {"csrf_token": token, "g0.match": "all", "g0.c0.cat": "field:blocked", "g0.c0.op": "is_true"}
+    counted = client.post("/contacts/filter/count", data=form)
+    assert counted.status_code == 200, counted.text
+    assert 'data-count="1"' in counted.text
+    panel = client.post("/contacts/filter/panel", data=form)
+    assert '<option value="field:blocked" selected>Bloqueado</option>' in panel.text

@@ -21,11 +21,14 @@ from tertulia.contacts.service import (
     MERGEABLE_COLUMNS,
     access_contact,
     do_add_tags,
+    do_block_contact,
     do_create_contact,
     do_delete_contact,
+    do_end_visitor_sessions,
     do_merge_contacts,
     do_remove_tags,
     do_split_identity,
+    do_unblock_contact,
     do_update_contact,
 )
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
@@ -54,6 +57,7 @@ ACTIVITY_LABELS: dict[str, str] = {
     "identity_linked": i18n.lazy("linked a channel identity with the same phone or email"),
     # How the customer arrived: a Telegram /start deep link, an ad (payload "referral" of a message).
     "referral": i18n.lazy("arrived through a link"),
+    "sessions_ended": i18n.lazy("ended the web-chat sessions"),
 }
 
 SUGGESTION_REASONS: dict[str, str] = {
@@ -362,6 +366,7 @@ def _detail_context(
     labels.update({k: ctx.fmt.gettext(v) for k, v in SETTABLE_LABELS.items()})
     labels["tags"] = ctx._("Tags")
     labels["identities"] = ctx._("Identities")
+    labels["blocked"] = ctx._("Blocked")
     activity_rows = repo.activity_page(ctx.session, contact.id, before_id=before, limit=ACTIVITY_PAGE)
     more_activity = len(activity_rows) > ACTIVITY_PAGE
     activity_rows = activity_rows[:ACTIVITY_PAGE]
@@ -564,6 +569,30 @@ def merge(ctx: UserPage, contact_id: ID, other_id: ID) -> Response:
     take = [key.split(".", 1)[1] for key, value in ctx.form.items() if key.startswith("keep.") and value == "theirs"]
     do_merge_contacts(ctx.session, ctx.actor, survivor, other, take)
     return ctx.redirect(f"/contacts/{survivor.id}", flash="merged")
+
+
+# ----- blocking -------------------------------------------------------------------------------
+
+
+@router.post("/{contact_id}/block")
+def block(ctx: UserPage, contact_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
+    do_block_contact(ctx.session, ctx.actor, contact)
+    return ctx.redirect(safe_next(ctx.current_page or f"/contacts/{contact.id}"), flash="contact_blocked")
+
+
+@router.post("/{contact_id}/unblock")
+def unblock(ctx: UserPage, contact_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
+    do_unblock_contact(ctx.session, ctx.actor, contact)
+    return ctx.redirect(safe_next(ctx.current_page or f"/contacts/{contact.id}"), flash="contact_unblocked")
+
+
+@router.post("/{contact_id}/end-sessions")
+def end_sessions(ctx: UserPage, contact_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
+    do_end_visitor_sessions(ctx.session, ctx.actor, contact)
+    return ctx.redirect(f"/contacts/{contact.id}", flash="sessions_ended")
 
 
 @router.post("/{contact_id}/identities/{identity_id}/split")
