@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi import routing
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
@@ -72,10 +73,36 @@ def test_every_route_checks_its_input_text() -> None:
     """kit.http.CheckedInputRoute is what applies the NUL / unpaired-surrogate rule; a router made
     without it would let such text through to the database."""
     app = create_app(Settings())
-    unchecked = [
-        route.path for route in app.routes if isinstance(route, APIRoute) and not isinstance(route, CheckedInputRoute)
-    ]
+    # Every route, those of included routers too (app.routes lists only the top-level entries).
+    routes = [context.original_route for context in routing.iter_route_contexts(app.routes)]
+    api_routes = [route for route in routes if isinstance(route, APIRoute)]
+    assert len(api_routes) > 150
+    unchecked = [route.path for route in api_routes if not isinstance(route, CheckedInputRoute)]
     assert unchecked == []
+
+
+def _property(model: str, name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = SCHEMA["components"]["schemas"][model]["properties"][name]
+    return next((branch for branch in schema.get("anyOf", []) if branch.get("type") != "null"), schema)
+
+
+def test_the_schema_describes_what_fields_accept() -> None:
+    """Lengths, patterns and formats are in the schema, so schemathesis draws values within them (and
+    just outside them, in its negative mode) instead of arbitrary strings."""
+    assert _property("ContactWrite", "first_name")["maxLength"] == 200
+    assert _property("ContactWrite", "email") == {"type": "string", "maxLength": 254, "format": "email"}
+    assert _property("ContactWrite", "country")["pattern"] == r"^\s*[A-Za-z]{2}\s*$"
+    assert _property("ContactWrite", "avatar_url")["format"] == "uri"
+    assert _property("ContactWrite", "tags")["items"]["maxLength"] == 100
+    assert _property("CustomFieldCreate", "key")["pattern"] == r"^[a-z][a-z0-9_]{0,63}$"
+    assert _property("CustomFieldCreate", "options")["maxItems"] == 1000
+    assert _property("SegmentCreate", "name")["maxLength"] == 120
+    [identifier] = [
+        parameter
+        for parameter in SCHEMA["paths"]["/api/v1/contacts/{identifier}"]["get"]["parameters"]
+        if parameter["name"] == "identifier"
+    ]
+    assert identifier["schema"]["pattern"].startswith("^(id:[0-9]{1,19}|")
 
 
 @pytest.mark.parametrize("path", ["/api/v1/files/{file_id}"])

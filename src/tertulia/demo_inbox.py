@@ -228,6 +228,7 @@ def _seed_conversation(
                 phone=f"+{sender}" if script.channel == "whatsapp" else sender if script.channel == "twilio" else None,
             )
             received = do_receive_many(session, [(channel, inbound)])[0]
+            assert received.conversation is not None  # the demo's contacts are never blocked
             conversation, message = received.conversation, received.message
         elif conversation is not None:
             message = _past_reply(conversation, channel, script, line, number, agent_id, actor)

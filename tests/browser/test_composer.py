@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 from playwright.sync_api import Browser, FilePayload, expect
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
@@ -195,3 +195,26 @@ def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
 
     context.close()
     assert problems == []
+
+
+def test_a_lone_surrogate_is_refused_beside_the_composer(browser: Browser, setup: Setup) -> None:
+    """A paste cut in the middle of an emoji leaves an unpaired surrogate in the box: the composer
+    says so beside it, in the reader's language, and sends nothing (the API refuses it too)."""
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, setup.url, f"/messages/{setup.conversation_id}", *AGENT)
+    box = page.get_by_test_id("composer-input")
+    expect(page.get_by_test_id("thread").locator(".msg-incoming .msg-text")).to_have_text("¿Me mandáis una foto?")
+    with setup.database.transaction(write=False) as session:
+        before = session.scalar(select(func.count()).select_from(Message))
+    box.evaluate("b => { b.value = 'hola \\ud83d'; }")
+    box.press("Enter")
+    expect(page.get_by_test_id("composer-error")).to_have_text(
+        "El mensaje no debe contener caracteres NUL ni sustitutos sin pareja."
+    )
+    with setup.database.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(Message)) == before
+    assert problems == []
+    context.close()

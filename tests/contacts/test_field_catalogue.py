@@ -66,9 +66,21 @@ def test_the_lists_read_from_the_catalogue() -> None:
         "created_at": FieldRef("column", "created_at", "datetime"),
         "updated_at": FieldRef("column", "updated_at", "datetime"),
         "assignee": FieldRef("column", "assignee_id", "assignee"),
+        "blocked": FieldRef("column", "blocked", "checkbox"),
     }
     # The filter panel offers them in this order.
-    order = ["first_name", "last_name", "email", "phone", "language", "country", "created_at", "updated_at", "assignee"]
+    order = [
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "language",
+        "country",
+        "created_at",
+        "updated_at",
+        "assignee",
+        "blocked",
+    ]
     assert list(FILTER_FIELDS) == order
 
 

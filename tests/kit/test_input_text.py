@@ -9,10 +9,11 @@ unpaired surrogate could not be encoded to UTF-8 on either (a 500 too).
 import hashlib
 import hmac
 import json
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote_from_bytes
 
 import pytest
+from fastapi import Form
 from fastapi.routing import APIRoute, APIRouter
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -21,10 +22,10 @@ from sqlalchemy import func, select
 
 from tertulia.app import create_app
 from tertulia.channels.models import Channel
-from tertulia.contacts.models import Contact, CustomField, Tag
+from tertulia.contacts.models import Contact, Tag
 from tertulia.conversations.models import Message, StoredFile
 from tertulia.kit.db import Database
-from tertulia.kit.http import DbSession
+from tertulia.kit.http import CheckedInputRoute, DbSession
 from tertulia.kit.settings import Settings
 from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, has_unsafe_characters, name_key, tidy_name
 from tertulia.segments.models import Segment
@@ -179,14 +180,29 @@ def test_page_forms_show_the_refusal_beside_the_field(
         assert session.scalar(select(Segment.name).where(Segment.id == segment["id"])) == "Clientes"
 
 
-def test_other_page_forms_still_refuse_nul_with_a_page(client: TestClient, db: Database, tenant: Tenant) -> None:
-    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
-    form = {"label": "a\x00b", "key": "plan", "type": "text", "csrf_token": token}
-    response = client.post("/settings/fields", data=form)
-    assert response.status_code == 422
-    assert "text/html" in response.headers["content-type"]
+def test_a_page_that_never_asks_about_its_form_text_stores_nothing(
+    db: Database, settings: Settings, tenant: Tenant
+) -> None:
+    """Pages show kit.text's refusal beside the field (tests/web/test_form_text_everywhere.py walks
+    every one); a page that forgot to ask (check_form_text) still stores nothing: its transaction
+    is rolled back and the answer is the bare 422 page."""
+    app = create_app(settings, db)
+
+    def careless(session: DbSession, name: Annotated[str, Form()]) -> dict[str, str]:
+        session.add(Tag(workspace_id=tenant.workspace_id, name=name, name_key=name.casefold()))
+        session.flush()
+        return {"stored": name}
+
+    pages = APIRouter(route_class=CheckedInputRoute)
+    pages.add_api_route("/test-only/tags", careless, methods=["POST"])
+    app.include_router(pages)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        refused = client.post("/test-only/tags", data={"name": "a\x00b"})
+        assert refused.status_code == 422, refused.text
+        assert "text/html" in refused.headers["content-type"]
+        assert client.post("/test-only/tags", data={"name": "ab"}).json() == {"stored": "ab"}
     with db.transaction(write=False) as session:
-        assert session.scalar(select(func.count()).select_from(CustomField)) == 0
+        assert list(session.scalars(select(Tag.name))) == ["ab"]
 
 
 def test_provider_callbacks_keep_the_message_with_the_characters_replaced(

@@ -3,6 +3,7 @@
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
@@ -102,3 +103,30 @@ def test_an_unreachable_redis_lets_sockets_in() -> None:
     assert limiter.acquire("k", 1, "a")
     limiter.renew("k", "a")
     limiter.release("k", "a")
+
+
+def test_the_count_is_exact_over_any_window_not_per_fixed_window(counter: RateLimiter) -> None:
+    """A fixed window let up to twice the limit through across its edge (the limit just before it,
+    the limit again just after). The sliding window lets through at most `limit` in any `window`
+    seconds, and says how long until the oldest counted request leaves it."""
+    key = f"exact-{uuid.uuid4().hex}"
+    # Start a second before a fixed 2-second window's edge, so the checks below always cross one.
+    time.sleep((1.0 - time.time() % 2) % 2)
+    assert [counter.hit(key, 3, 2) for _ in range(3)] == [0, 0, 0]
+    waits = []
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # across any edge a fixed 2-second window would have
+        waits.append(counter.hit(key, 3, 2))
+        time.sleep(0.1)
+    assert all(1 <= wait <= 2 for wait in waits), waits
+    time.sleep(0.7)  # now more than 2 s after the first three
+    assert counter.hit(key, 3, 2) == 0
+
+
+@needs_redis
+def test_concurrent_processes_cannot_both_take_the_last_place() -> None:
+    prefix = _prefix()
+    limiters = [RedisRateLimiter(REDIS_URL, prefix) for _ in range(4)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda n: limiters[n % 4].hit("race", 10, 60), range(80)))
+    assert answers.count(0) == 10

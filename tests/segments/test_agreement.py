@@ -105,6 +105,7 @@ def contact_values(draw: st.DrawFn) -> dict[str, Any]:
         "_last_outgoing_at": draw(st.one_of(st.none(), moments)),
         "_tags": draw(st.lists(st.sampled_from(TAGS), unique=True, max_size=3)),
         "_email_stem": draw(st.sampled_from([None, "jose", "ana.perez", "o_k"])),
+        "_blocked": draw(st.booleans()),
     }
 
 
@@ -165,7 +166,7 @@ def conditions(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
     if kind == "checkbox":
         return {
             "category": "contact_field",
-            "field": "optin",
+            "field": draw(st.sampled_from(["optin", "blocked"])),  # a custom checkbox, a boolean column
             "operator": draw(st.sampled_from(["is_true", "is_false"])),
         }
     if kind in ("date", "datetime"):
@@ -314,6 +315,7 @@ def _store(db: Database, tenant: Tenant, values: list[dict[str, Any]]) -> None:
             contact.updated_at = item["_updated_at"]
             contact.last_incoming_at = item["_last_incoming_at"]
             contact.last_outgoing_at = item["_last_outgoing_at"]
+            contact.blocked = item["_blocked"]
             session.add(contact)
             session.flush()
             contact.updated_at = item["_updated_at"]  # the onupdate default must not win

@@ -16,6 +16,7 @@ from tertulia.contacts.schemas import (
     CustomFieldCreate,
     CustomFieldOut,
     CustomFieldUpdate,
+    Identifier,
     IdentityOut,
     MergeBody,
     MergeSuggestionOut,
@@ -75,42 +76,68 @@ def create_contact(session: DbSession, actor: ApiActor, body: ContactWrite) -> C
 
 
 @router.get("/contacts/{identifier}", response_model=ContactOut)
-def get_contact(session: DbSession, actor: ApiActor, identifier: str) -> ContactOut:
+def get_contact(session: DbSession, actor: ApiActor, identifier: Identifier) -> ContactOut:
     contact = service.access_contact(session, actor, identifier)
     return service.contacts_out(session, [contact])[0]
 
 
 @router.patch("/contacts/{identifier}", response_model=ContactOut)
-def update_contact(session: DbSession, actor: ApiActor, identifier: str, body: ContactWrite) -> ContactOut:
+def update_contact(session: DbSession, actor: ApiActor, identifier: Identifier, body: ContactWrite) -> ContactOut:
     contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
     service.do_update_contact(session, actor, contact, body.model_dump(exclude_unset=True))
     return service.contacts_out(session, [contact])[0]
 
 
 @router.delete("/contacts/{identifier}", status_code=204)
-def delete_contact(session: DbSession, actor: ApiActor, identifier: str) -> Response:
+def delete_contact(session: DbSession, actor: ApiActor, identifier: Identifier) -> Response:
     contact = service.access_contact(session, actor, identifier, Permission.DELETE_CONTACTS)
     service.do_delete_contact(session, actor, contact)
     return Response(status_code=204)
 
 
 @router.post("/contacts/{identifier}/tags", response_model=ContactOut)
-def add_tags(session: DbSession, actor: ApiActor, identifier: str, body: TagsBody) -> ContactOut:
+def add_tags(session: DbSession, actor: ApiActor, identifier: Identifier, body: TagsBody) -> ContactOut:
     contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
     service.do_add_tags(session, actor, contact, body.tags)
     return service.contacts_out(session, [contact])[0]
 
 
 @router.delete("/contacts/{identifier}/tags", response_model=ContactOut)
-def remove_tags(session: DbSession, actor: ApiActor, identifier: str, body: TagsBody) -> ContactOut:
+def remove_tags(session: DbSession, actor: ApiActor, identifier: Identifier, body: TagsBody) -> ContactOut:
     contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
     service.do_remove_tags(session, actor, contact, body.tags)
     return service.contacts_out(session, [contact])[0]
 
 
+@router.post("/contacts/{identifier}/block", response_model=ContactOut)
+def block_contact(session: DbSession, actor: ApiActor, identifier: Identifier) -> ContactOut:
+    """The contact's messages stop reaching the inbox (each is counted in `blocked_messages` and
+    recorded as a `message.blocked` event, its text and files not kept) and its web-chat visitors'
+    tokens stop working at once. Blocking a blocked contact changes nothing."""
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_block_contact(session, actor, contact)
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.post("/contacts/{identifier}/unblock", response_model=ContactOut)
+def unblock_contact(session: DbSession, actor: ApiActor, identifier: Identifier) -> ContactOut:
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_unblock_contact(session, actor, contact)
+    return service.contacts_out(session, [contact])[0]
+
+
+@router.post("/contacts/{identifier}/end-sessions", response_model=ContactOut)
+def end_visitor_sessions(session: DbSession, actor: ApiActor, identifier: Identifier) -> ContactOut:
+    """End the contact's web-chat sessions without blocking it: its visitors' tokens stop working and
+    open chat windows close; a visitor who comes back starts as a new visitor."""
+    contact = service.access_contact(session, actor, identifier, Permission.EDIT_CONTACTS)
+    service.do_end_visitor_sessions(session, actor, contact)
+    return service.contacts_out(session, [contact])[0]
+
+
 @router.get("/contacts/{identifier}/activity", response_model=list[ActivityOut])
 def contact_activity(
-    session: DbSession, actor: ApiActor, identifier: str, limit: Annotated[int, Query(ge=1, le=200)] = 50
+    session: DbSession, actor: ApiActor, identifier: Identifier, limit: Annotated[int, Query(ge=1, le=200)] = 50
 ) -> list[ActivityOut]:
     contact = service.access_contact(session, actor, identifier)
     rows = repo.activity_page(session, contact.id, before_id=None, limit=limit)[:limit]
@@ -118,13 +145,13 @@ def contact_activity(
 
 
 @router.get("/contacts/{identifier}/identities", response_model=list[IdentityOut])
-def contact_identities(session: DbSession, actor: ApiActor, identifier: str) -> list[IdentityOut]:
+def contact_identities(session: DbSession, actor: ApiActor, identifier: Identifier) -> list[IdentityOut]:
     contact = service.access_contact(session, actor, identifier)
     return [IdentityOut.model_validate(i, from_attributes=True) for i in repo.identities(session, contact.id)]
 
 
 @router.post("/contacts/{identifier}/merge", response_model=ContactOut)
-def merge_contact(session: DbSession, actor: ApiActor, identifier: str, body: MergeBody) -> ContactOut:
+def merge_contact(session: DbSession, actor: ApiActor, identifier: Identifier, body: MergeBody) -> ContactOut:
     survivor = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
     other = service.access_contact(session, actor, body.other, Permission.MERGE_CONTACTS)
     service.do_merge_contacts(session, actor, survivor, other, body.take_from_other)
@@ -143,7 +170,7 @@ def _suggestion_out(session: DbSession, row: MergeSuggestion, other: Contact) ->
 
 
 @router.get("/contacts/{identifier}/merge_suggestions", response_model=list[MergeSuggestionOut])
-def list_merge_suggestions(session: DbSession, actor: ApiActor, identifier: str) -> list[MergeSuggestionOut]:
+def list_merge_suggestions(session: DbSession, actor: ApiActor, identifier: Identifier) -> list[MergeSuggestionOut]:
     """Open suggestions that this contact and another are one person (oldest first)."""
     contact = service.access_contact(session, actor, identifier)
     views = merge_suggestions.open_suggestions(session, actor, contact)
@@ -151,7 +178,9 @@ def list_merge_suggestions(session: DbSession, actor: ApiActor, identifier: str)
 
 
 @router.post("/contacts/{identifier}/merge_suggestions/{suggestion_id}/accept", response_model=ContactOut)
-def accept_merge_suggestion(session: DbSession, actor: ApiActor, identifier: str, suggestion_id: ID) -> ContactOut:
+def accept_merge_suggestion(
+    session: DbSession, actor: ApiActor, identifier: Identifier, suggestion_id: ID
+) -> ContactOut:
     """Merge the pair (the older contact survives); answers the surviving contact."""
     contact = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
     row = merge_suggestions.access_suggestion(session, actor, contact, suggestion_id)
@@ -161,7 +190,7 @@ def accept_merge_suggestion(session: DbSession, actor: ApiActor, identifier: str
 
 @router.post("/contacts/{identifier}/merge_suggestions/{suggestion_id}/dismiss", response_model=MergeSuggestionOut)
 def dismiss_merge_suggestion(
-    session: DbSession, actor: ApiActor, identifier: str, suggestion_id: ID
+    session: DbSession, actor: ApiActor, identifier: Identifier, suggestion_id: ID
 ) -> MergeSuggestionOut:
     """Not the same person: the pair is never suggested again."""
     contact = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
@@ -174,7 +203,7 @@ def dismiss_merge_suggestion(
 
 
 @router.post("/contacts/{identifier}/identities/{identity_id}/split", response_model=ContactOut, status_code=201)
-def split_identity(session: DbSession, actor: ApiActor, identifier: str, identity_id: ID) -> ContactOut:
+def split_identity(session: DbSession, actor: ApiActor, identifier: Identifier, identity_id: ID) -> ContactOut:
     contact = service.access_contact(session, actor, identifier, Permission.MERGE_CONTACTS)
     new_contact = service.do_split_identity(session, actor, contact, identity_id)
     return service.contacts_out(session, [new_contact])[0]

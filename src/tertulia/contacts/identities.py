@@ -112,6 +112,28 @@ def contact_id_for(session: Session, workspace_id: int, channel_type: str, exter
     return found
 
 
+@dataclass(frozen=True)
+class IdentityState:
+    contact_id: int
+    token_generation: int  # tokens issued under an older generation are revoked
+    blocked: bool
+
+
+def identity_state(session: Session, workspace_id: int, channel_type: str, external_id: str) -> IdentityState | None:
+    """The contact behind an identity, whether it is blocked, and the identity's token generation:
+    one indexed lookup (the identities' unique key, then the contact by id)."""
+    row = session.execute(
+        select(ContactIdentity.contact_id, ContactIdentity.token_generation, Contact.blocked)
+        .join(Contact, Contact.id == ContactIdentity.contact_id)
+        .where(
+            ContactIdentity.workspace_id == workspace_id,
+            ContactIdentity.channel == channel_type,
+            ContactIdentity.external_id == external_id,
+        )
+    ).first()
+    return None if row is None else IdentityState(row[0], row[1], row[2])
+
+
 def resolve_sender(session: Session, workspace_id: int, channel_type: str, sender: Sender) -> Contact:
     return resolve_senders(session, [(workspace_id, channel_type, sender)])[0]
 

@@ -30,7 +30,7 @@ from tertulia.contacts.repository import custom_fields
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import database_of
 from tertulia.kit.errors import ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.types import ID
 from tertulia.segments.compiler import compile_filter
 from tertulia.segments.service import access_segment, checked_segment_filter, eval_context
@@ -85,6 +85,7 @@ def upload(ctx: UserPage) -> Response:
     file.file.seek(0)
     data = file.file.read(MAX_IMPORT_BYTES + 1)
     try:
+        check_form_text(ctx.request)
         job = do_create_import(ctx.session, ctx.actor, file.filename, data)
     except ValidationFailed as exc:
         ctx.session.rollback()
@@ -123,6 +124,7 @@ def start_import(ctx: UserPage, job_id: ID, mode: Annotated[str, Form()] = "crea
     form = ctx.form
     mapping = {header: form.get(f"col-{index}", "ignore") for index, header in enumerate(headers)}
     try:
+        check_form_text(ctx.request)
         do_start_import(ctx.session, ctx.actor, job, mapping, update_existing=mode == "update")
     except ValidationFailed as exc:
         ctx.session.rollback()

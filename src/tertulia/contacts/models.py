@@ -2,7 +2,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, UniqueConstraint, text
+from sqlalchemy import CheckConstraint, Enum, ForeignKey, Index, Integer, String, UniqueConstraint, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.clock import utcnow
@@ -36,6 +36,7 @@ class Contact(IdMixin, TimestampMixin, Base):
         Index("ix_contacts_workspace_id_assignee_id", "workspace_id", "assignee_id"),
         Index("ix_contacts_workspace_id_first_name_folded", "workspace_id", "first_name_folded"),
         Index("ix_contacts_workspace_id_last_name_folded", "workspace_id", "last_name_folded"),
+        Index("ix_contacts_workspace_id_blocked", "workspace_id", "blocked"),
     )
 
     workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
@@ -60,6 +61,13 @@ class Contact(IdMixin, TimestampMixin, Base):
     # How many tags the contact has; kept by database triggers on contact_tags (migration
     # 0070_tag_count), never written by application code, so "has any tag" is an index lookup.
     tag_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    # Blocked: the contact's messages are not put into the inbox, only counted here and recorded in
+    # the event log (message.blocked); its web-chat visitors' tokens stop working (identities'
+    # token_generation). A filterable attribute, so broadcasts and workflows can leave them out.
+    blocked: Mapped[bool] = mapped_column(default=False, server_default=false())
+    blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    blocked_messages: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_blocked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     @property
     def full_name(self) -> str:
@@ -110,6 +118,9 @@ class ContactIdentity(IdMixin, TimestampMixin, Base):
     channel: Mapped[str] = mapped_column(String(32))
     external_id: Mapped[str] = mapped_column(String(200))
     display_name: Mapped[str | None] = mapped_column(String(200))
+    # Web chat: a visitor's tokens carry the generation they were issued under; raising it (blocking
+    # the contact, ending its sessions) makes every earlier token unusable at once.
+    token_generation: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class ContactActivity(IdMixin, Base):

@@ -1,10 +1,30 @@
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from tertulia.contacts.models import FieldType
-from tertulia.kit.types import ID, Position
+from tertulia.kit.types import ID, Position, described
+
+# What contacts.fields and contacts.service check, for the schema (kit.types.described).
+Name = Annotated[str, described(200)]
+Email = Annotated[str, described(254, format="email")]
+Phone = Annotated[str, described(64)]
+Code = Annotated[str, described(pattern=r"^\s*[A-Za-z]{2}\s*$")]
+Url = Annotated[str, described(2000, format="uri")]
+TagName = Annotated[str, described(100)]
+FieldKey = Annotated[str, described(64, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
+FieldLabel = Annotated[str, described(120)]
+Options = Annotated[list[Annotated[str, described(200)]], described(max_items=1000)]
+# A contact in a URL (contacts.service.parse_identifier).
+Identifier = Annotated[
+    str,
+    Path(
+        description="`id:<number>`, `email:<address>` or `phone:<+E.164 number>`",
+        json_schema_extra={"pattern": r"^(id:[0-9]{1,19}|email:[^\s]+@[^\s]+|phone:\+?[0-9]{6,15})$", "maxLength": 300},
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -14,16 +34,16 @@ class Strict(BaseModel):
 class ContactWrite(Strict):
     """Create and PATCH body. On PATCH only the keys sent change; null clears a value."""
 
-    first_name: str | None = None
-    last_name: str | None = None
-    email: str | None = None
-    phone: str | None = None
-    language: str | None = None
-    country: str | None = None
-    avatar_url: str | None = None
+    first_name: Name | None = None
+    last_name: Name | None = None
+    email: Email | None = None
+    phone: Phone | None = Field(default=None, description="Any common format; stored as E.164.")
+    language: Code | None = Field(default=None, description="ISO 639-1, e.g. `es`.")
+    country: Code | None = Field(default=None, description="ISO 3166-1 alpha-2, e.g. `MX`.")
+    avatar_url: Url | None = Field(default=None, description="An http(s) URL.")
     assignee_id: ID | None = None
     custom_fields: dict[str, Any] | None = None
-    tags: list[str] | None = Field(default=None, description="On create only: tags to add.")
+    tags: list[TagName] | None = Field(default=None, description="On create only: tags to add.")
 
 
 class ContactOut(BaseModel):
@@ -43,6 +63,10 @@ class ContactOut(BaseModel):
     last_outgoing_at: datetime | None
     custom_fields: dict[str, Any]
     tags: list[str]
+    blocked: bool = Field(description="Blocked: messages are not put into the inbox; see POST .../block.")
+    blocked_at: datetime | None
+    blocked_messages: int = Field(description="Messages refused since the contact was first blocked.")
+    last_blocked_at: datetime | None
 
 
 class ContactPage(BaseModel):
@@ -51,7 +75,7 @@ class ContactPage(BaseModel):
 
 
 class TagsBody(Strict):
-    tags: list[str] = Field(min_length=1, max_length=100)
+    tags: list[TagName] = Field(min_length=1, max_length=100)
 
 
 class TagOut(BaseModel):
@@ -61,15 +85,15 @@ class TagOut(BaseModel):
 
 
 class CustomFieldCreate(Strict):
-    key: str
-    label: str
+    key: FieldKey
+    label: FieldLabel
     type: FieldType
-    options: list[str] | None = None
+    options: Options | None = None
 
 
 class CustomFieldUpdate(Strict):
-    label: str | None = None
-    options: list[str] | None = None
+    label: FieldLabel | None = None
+    options: Options | None = None
     position: Position | None = None
 
 

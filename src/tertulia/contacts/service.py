@@ -34,7 +34,9 @@ from tertulia.contacts.models import (
 from tertulia.contacts.schemas import ContactOut
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType
+from tertulia.kit import realtime
 from tertulia.kit.clock import utcnow
+from tertulia.kit.db import on_commit
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed, found
 from tertulia.kit.text import fold, fold_or_none, name_key, tidy_name
 from tertulia.kit.types import MAX_ID, is_id, is_id_text
@@ -324,6 +326,91 @@ def do_update_contact(session: Session, actor: Actor, contact: Contact, values: 
         record_changes(session, actor, contact.id, changes)
         session.flush()
     return changes
+
+
+# ----- blocking ------------------------------------------------------------------------------
+
+# After commit: the contact's open web-chat sockets close at once (conversations/ingress/widget.py).
+VISITOR_ENDED = "visitor.ended"
+
+
+def do_block_contact(session: Session, actor: Actor, contact: Contact) -> bool:
+    """Block: the contact's messages stop reaching the inbox (each is counted on the contact and
+    recorded as message.blocked instead) and its web-chat visitors' tokens stop working. False when
+    it was blocked already."""
+    actor.require(Permission.EDIT_CONTACTS)
+    if contact.blocked:
+        return False
+    contact.blocked = True
+    contact.blocked_at = contact.updated_at = utcnow()
+    record_changes(session, actor, contact.id, [("blocked", False, True)])
+    _end_visitor_sessions(session, contact)
+    return True
+
+
+def do_unblock_contact(session: Session, actor: Actor, contact: Contact) -> bool:
+    """Unblock: new messages reach the inbox again (the ones refused meanwhile are not brought back).
+    Its web-chat visitors start new sessions. False when it was not blocked."""
+    actor.require(Permission.EDIT_CONTACTS)
+    if not contact.blocked:
+        return False
+    contact.blocked = False
+    contact.blocked_at = None
+    contact.updated_at = utcnow()
+    record_changes(session, actor, contact.id, [("blocked", True, False)])
+    session.flush()
+    return True
+
+
+def do_end_visitor_sessions(session: Session, actor: Actor, contact: Contact) -> int:
+    """End the contact's web-chat sessions without blocking it: every token its visitors hold stops
+    working and their open chat windows close; a visitor who comes back starts as a new visitor.
+    Returns how many web-chat identities were affected."""
+    actor.require(Permission.EDIT_CONTACTS)
+    ended = _end_visitor_sessions(session, contact)
+    if ended:
+        record(session, actor, contact.id, "sessions_ended", "identities", None, ended)
+    return ended
+
+
+def _end_visitor_sessions(session: Session, contact: Contact) -> int:
+    result = session.execute(
+        update(ContactIdentity)
+        .where(ContactIdentity.contact_id == contact.id, ContactIdentity.channel == "webchat")
+        .values(token_generation=ContactIdentity.token_generation + 1)
+        .execution_options(synchronize_session=False)
+    )
+    session.flush()
+    event = {
+        "type": VISITOR_ENDED,
+        "workspace_id": contact.workspace_id,
+        "contact_id": contact.id,
+        "topics": [f"contact:{contact.id}"],
+    }
+    on_commit(session, lambda: realtime.publish(event))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def do_record_blocked_message(
+    session: Session, contact: Contact, channel_id: int, provider_message_id: str | None, message_type: str
+) -> None:
+    """What remains of a blocked contact's message: a count and time on the contact and one
+    message.blocked event (no text, no files)."""
+    # An increment in SQL: two batches may refuse the same contact's messages at once.
+    session.execute(
+        update(Contact)
+        .where(Contact.id == contact.id)
+        .values(blocked_messages=Contact.blocked_messages + 1, last_blocked_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(contact, ["blocked_messages", "last_blocked_at"])
+    payload = {
+        "contact_id": contact.id,
+        "channel_id": channel_id,
+        "provider_message_id": provider_message_id,
+        "type": message_type,
+    }
+    _emit(session, Actor.system(contact.workspace_id, "channel"), EventType.MESSAGE_BLOCKED, contact.id, payload)
 
 
 def do_delete_contact(session: Session, actor: Actor, contact: Contact) -> None:
@@ -657,6 +744,10 @@ def contact_out(contact: Contact, tags: list[str]) -> ContactOut:
         last_outgoing_at=contact.last_outgoing_at,
         custom_fields=dict(contact.custom or {}),
         tags=tags,
+        blocked=contact.blocked,
+        blocked_at=contact.blocked_at,
+        blocked_messages=contact.blocked_messages,
+        last_blocked_at=contact.last_blocked_at,
     )
 
 

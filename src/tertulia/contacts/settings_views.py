@@ -20,7 +20,7 @@ from tertulia.contacts.service import (
     do_update_custom_field,
 )
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.types import ID
 from tertulia.segments import repository as segments_repo
 from tertulia.users.permissions import Permission
@@ -78,7 +78,8 @@ def _fields(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dic
     context = {
         "fields": contacts_repo.custom_fields(ctx.session, ctx.actor.workspace_id),
         "types": FIELD_TYPE_LABELS,
-        "typed": typed or {"key": "", "label": "", "type": "text", "options": ""},
+        # A row's rename keeps only its own input: the new-field form starts empty beside it.
+        "typed": {"key": "", "label": "", "type": "text", "options": "", **(typed or {})},
         "errors": errors or {},
     }
     return _render(ctx, FIELDS, "fields.html", context, status_code=422 if errors else 200)
@@ -133,6 +134,10 @@ def rename_field(ctx: UserPage, key: str, label: Annotated[str, Form()] = "") ->
 @router.post("/fields/{key}/move")
 def move_field(ctx: UserPage, key: str, direction: Annotated[str, Form()] = "up") -> Response:
     open_section(ctx, FIELDS)
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _fields(ctx, errors={f"direction-{key}": first_message(field_errors(ctx, exc))})
     ordered: list[CustomField] = contacts_repo.custom_fields(ctx.session, ctx.actor.workspace_id)
     index = next((i for i, d in enumerate(ordered) if d.key == key), None)
     if index is None:

@@ -21,22 +21,25 @@ from tertulia.contacts.service import (
     MERGEABLE_COLUMNS,
     access_contact,
     do_add_tags,
+    do_block_contact,
     do_create_contact,
     do_delete_contact,
+    do_end_visitor_sessions,
     do_merge_contacts,
     do_remove_tags,
     do_split_identity,
+    do_unblock_contact,
     do_update_contact,
 )
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute, check_form_text, form_text_beside_fields
+from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.text import replace_unsafe_characters
 from tertulia.kit.types import ID, is_id_text
 from tertulia.users.permissions import Permission
 from tertulia.users.service import member_names
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext, safe_next
-from tertulia.web.forms import field_errors
+from tertulia.web.forms import field_errors, first_message
 
 router = APIRouter(prefix="/contacts", include_in_schema=False, route_class=CheckedInputRoute)
 
@@ -54,6 +57,7 @@ ACTIVITY_LABELS: dict[str, str] = {
     "identity_linked": i18n.lazy("linked a channel identity with the same phone or email"),
     # How the customer arrived: a Telegram /start deep link, an ad (payload "referral" of a message).
     "referral": i18n.lazy("arrived through a link"),
+    "sessions_ended": i18n.lazy("ended the web-chat sessions"),
 }
 
 SUGGESTION_REASONS: dict[str, str] = {
@@ -218,6 +222,17 @@ def contact_list(
     view: str = "all",
     after: ID | None = None,
 ) -> Response:
+    return _list_page(ctx, q, view, after)
+
+
+def _list_page(
+    ctx: WebContext,
+    q: str = "",
+    view: str = "all",
+    after: ID | None = None,
+    *,
+    bulk_errors: dict[str, str] | None = None,
+) -> Response:
     ctx.actor.require(Permission.VIEW_CONTACTS)
     unassigned = view == "unassigned"
     query = repo.contacts_page_query(
@@ -235,12 +250,13 @@ def contact_list(
         "view": "unassigned" if unassigned else "all",
         "first_page": after is None,
         "list_url": _list_url(q, view),
+        "bulk_errors": bulk_errors or {},
     }
     target = ctx.request.headers.get("HX-Target")
     if ctx.is_htmx and target in ("contact-rows", "load-more"):
         return ctx.render("contacts/_rows.html", context)
     context["all_tags"] = repo.tag_suggestions(ctx.session, ctx.actor.workspace_id)
-    return ctx.render("contacts/list.html", context, active="contacts")
+    return ctx.render("contacts/list.html", context, status_code=422 if bulk_errors else 200, active="contacts")
 
 
 @router.post("/bulk")
@@ -253,6 +269,10 @@ def bulk(
     confirm: Annotated[str, Form()] = "",
     return_to: Annotated[str, Form()] = "/contacts",
 ) -> Response:
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _list_page(ctx, bulk_errors=field_errors(ctx, exc))
     back = safe_next(return_to)
     chosen = list(dict.fromkeys(ids or []))[:MAX_BULK]
     if not chosen:
@@ -303,7 +323,6 @@ def new_contact(ctx: UserPage) -> Response:
 
 
 @router.post("")
-@form_text_beside_fields
 def create_contact(
     ctx: UserPage,
     first_name: Annotated[str, Form()] = "",
@@ -318,7 +337,7 @@ def create_contact(
     if tag_names:
         body["tags"] = tag_names
     try:
-        check_form_text(ctx.request.state.form)
+        check_form_text(ctx.request)
         contact = do_create_contact(ctx.session, ctx.actor, body)
     except (ValidationFailed, Conflict) as exc:
         ctx.session.rollback()
@@ -347,6 +366,7 @@ def _detail_context(
     labels.update({k: ctx.fmt.gettext(v) for k, v in SETTABLE_LABELS.items()})
     labels["tags"] = ctx._("Tags")
     labels["identities"] = ctx._("Identities")
+    labels["blocked"] = ctx._("Blocked")
     activity_rows = repo.activity_page(ctx.session, contact.id, before_id=before, limit=ACTIVITY_PAGE)
     more_activity = len(activity_rows) > ACTIVITY_PAGE
     activity_rows = activity_rows[:ACTIVITY_PAGE]
@@ -395,12 +415,11 @@ def field_edit(ctx: UserPage, contact_id: ID, name: str) -> Response:
 
 
 @router.post("/{contact_id}/fields/{name}")
-@form_text_beside_fields
 def field_save(ctx: UserPage, contact_id: ID, name: str, value: Annotated[str, Form()] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
     view = _find_field(ctx, contact, name)
     try:
-        check_form_text(ctx.request.state.form)
+        check_form_text(ctx.request)
         do_update_contact(ctx.session, ctx.actor, contact, _values_for(view, value))
     except (ValidationFailed, Conflict) as exc:
         ctx.session.rollback()
@@ -444,6 +463,11 @@ def _tags_response(ctx: WebContext, contact: Contact, *, error: str | None = Non
 def add_tag(ctx: UserPage, contact_id: ID, tag: Annotated[str, Form()] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
     try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        shown = replace_unsafe_characters(tag)
+        return _tags_response(ctx, contact, error=first_message(field_errors(ctx, exc)), typed=shown)
+    try:
         do_add_tags(ctx.session, ctx.actor, contact, [t.strip() for t in tag.split(",")] if tag.strip() else [tag])
     except ValidationFailed:
         ctx.session.rollback()
@@ -454,6 +478,10 @@ def add_tag(ctx: UserPage, contact_id: ID, tag: Annotated[str, Form()] = "") -> 
 @router.post("/{contact_id}/tags/remove")
 def remove_tag(ctx: UserPage, contact_id: ID, tag: Annotated[str, Form()] = "") -> Response:
     contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _tags_response(ctx, contact, error=first_message(field_errors(ctx, exc)))
     do_remove_tags(ctx.session, ctx.actor, contact, [tag])
     return _tags_response(ctx, contact)
 
@@ -520,18 +548,51 @@ def merge_pick(ctx: UserPage, contact_id: ID, other_id: ID) -> Response:
     other = _contact(ctx, other_id, Permission.MERGE_CONTACTS)
     if survivor.id == other.id:
         raise ValidationFailed.field("other", "cannot merge a contact with itself")
-    context = {"contact": survivor, "other": other, "rows": _merge_rows(ctx, survivor, other)}
-    return ctx.render("contacts/merge_pick.html", context, active="contacts")
+    return _merge_page(ctx, survivor, other)
+
+
+def _merge_page(ctx: WebContext, survivor: Contact, other: Contact, errors: dict[str, str] | None = None) -> Response:
+    rows = _merge_rows(ctx, survivor, other)
+    context = {"contact": survivor, "other": other, "rows": rows, "errors": errors or {}}
+    return ctx.render("contacts/merge_pick.html", context, status_code=422 if errors else 200, active="contacts")
 
 
 @router.post("/{contact_id}/merge/{other_id}")
 def merge(ctx: UserPage, contact_id: ID, other_id: ID) -> Response:
     survivor = _contact(ctx, contact_id, Permission.MERGE_CONTACTS)
     other = _contact(ctx, other_id, Permission.MERGE_CONTACTS)
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _merge_page(ctx, survivor, other, field_errors(ctx, exc))
     # One radio group per conflicting field, named keep.<field>: "theirs" means the other's value wins.
     take = [key.split(".", 1)[1] for key, value in ctx.form.items() if key.startswith("keep.") and value == "theirs"]
     do_merge_contacts(ctx.session, ctx.actor, survivor, other, take)
     return ctx.redirect(f"/contacts/{survivor.id}", flash="merged")
+
+
+# ----- blocking -------------------------------------------------------------------------------
+
+
+@router.post("/{contact_id}/block")
+def block(ctx: UserPage, contact_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
+    do_block_contact(ctx.session, ctx.actor, contact)
+    return ctx.redirect(safe_next(ctx.current_page or f"/contacts/{contact.id}"), flash="contact_blocked")
+
+
+@router.post("/{contact_id}/unblock")
+def unblock(ctx: UserPage, contact_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
+    do_unblock_contact(ctx.session, ctx.actor, contact)
+    return ctx.redirect(safe_next(ctx.current_page or f"/contacts/{contact.id}"), flash="contact_unblocked")
+
+
+@router.post("/{contact_id}/end-sessions")
+def end_sessions(ctx: UserPage, contact_id: ID) -> Response:
+    contact = _contact(ctx, contact_id, Permission.EDIT_CONTACTS)
+    do_end_visitor_sessions(ctx.session, ctx.actor, contact)
+    return ctx.redirect(f"/contacts/{contact.id}", flash="sessions_ended")
 
 
 @router.post("/{contact_id}/identities/{identity_id}/split")

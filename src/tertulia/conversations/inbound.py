@@ -15,7 +15,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, InboundEdit, InboundMessage, MessageType
 from tertulia.contacts import identities
 from tertulia.contacts.models import Contact
-from tertulia.contacts.service import record
+from tertulia.contacts.service import do_record_blocked_message, record
 from tertulia.conversations import events
 from tertulia.conversations import repository as repo
 from tertulia.conversations.events import InboxEvent
@@ -35,10 +35,15 @@ from tertulia.users.permissions import Actor
 
 @dataclass
 class Received:
+    """`blocked`: the contact is blocked, so nothing was put into the inbox (no conversation, and
+    `message` is a transient row that was never written); contacts.service.do_record_blocked_message
+    recorded what remains of it."""
+
     message: Message
-    conversation: Conversation
+    conversation: Conversation | None
     contact: Contact
     duplicate: bool
+    blocked: bool = False
 
 
 def check_inbound(inbound: InboundMessage) -> None:
@@ -60,10 +65,10 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
 
     Deduplicated by (channel, provider message id): a provider retrying a webhook, or a widget
     resending after a timeout, gets the original message back with duplicate=True (also when both
-    copies are in this batch). For senders already known (the common case) a batch costs a fixed
-    number of statements whatever its size: one lookup each for stored duplicates, contacts and
-    open conversations (locked in id order, so concurrent batches cannot deadlock on them), one
-    multi-row INSERT, and one UPDATE round per table.
+    copies are in this batch). A blocked contact's message is not written: see `Received.blocked`.
+    For senders already known (the common case) a batch costs a fixed number of statements whatever its
+    size: one lookup each for stored duplicates, contacts and open conversations (locked in id order, so
+    concurrent batches cannot deadlock on them), one multi-row INSERT, and one UPDATE round per table.
     """
     for _, inbound in items:
         check_inbound(inbound)
@@ -91,7 +96,12 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
             first_with_key[key] = index
         to_write.append(index)
 
-    contacts = _contacts_for(session, [items[i] for i in to_write])
+    resolved = _contacts_for(session, [items[i] for i in to_write])
+    for index, contact in zip(to_write, resolved, strict=True):
+        if contact.blocked:
+            results[index] = _blocked(session, *items[index], contact)
+    to_write = [index for index, contact in zip(to_write, resolved, strict=True) if not contact.blocked]
+    contacts = [contact for contact in resolved if not contact.blocked]
     conversations = repo.open_conversations(session, {c.id: c.workspace_id for c in contacts}.items(), lock=True)
     opened: set[int] = set()
     rows: list[dict[str, Any]] = []
@@ -148,6 +158,7 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
         received = results[index]
         assert received is not None
         conversation = received.conversation
+        assert conversation is not None
         if conversation.id in opened:
             opened.discard(conversation.id)
             record_opened(session, Actor.system(conversation.workspace_id, "channel"), conversation)
@@ -160,8 +171,25 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
     for index, original in repeats.items():
         first = results[original]
         assert first is not None
-        results[index] = Received(first.message, first.conversation, first.contact, duplicate=True)
+        results[index] = Received(
+            first.message, first.conversation, first.contact, duplicate=not first.blocked, blocked=first.blocked
+        )
     return [r for r in results if r is not None]
+
+
+def _blocked(session: Session, channel: Channel, inbound: InboundMessage, contact: Contact) -> Received:
+    do_record_blocked_message(session, contact, channel.id, inbound.provider_message_id, inbound.type.value)
+    transient = Message(
+        workspace_id=channel.workspace_id,
+        contact_id=contact.id,
+        channel_id=channel.id,
+        direction=Direction.INCOMING,
+        sender_kind=SenderKind.CONTACT,
+        type=inbound.type,
+        provider_message_id=inbound.provider_message_id,
+        created_at=utcnow(),
+    )
+    return Received(message=transient, conversation=None, contact=contact, duplicate=False, blocked=True)
 
 
 def _contacts_for(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Contact]:

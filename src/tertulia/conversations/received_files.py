@@ -126,13 +126,14 @@ def attach(session: Session, channel: Channel, message: InboundMessage) -> Inbou
 
 
 def settle(session: Session, written: list[tuple[InboundMessage, Received]]) -> None:
-    """The files of each written message belong to its conversation; a duplicate's copies go."""
+    """The files of each written message belong to its conversation; a duplicate's copies go, and so
+    do a blocked contact's (nothing of its messages is kept)."""
     for inbound, received in written:
         ids = [a["file_id"] for a in inbound.attachments if a.get("file_id")]
         if not ids:
             continue
         for stored in session.scalars(select(StoredFile).where(StoredFile.id.in_(ids))):
-            if received.duplicate:
+            if received.duplicate or received.conversation is None:
                 session.delete(stored)
                 on_commit(session, partial(storage.get_storage().delete, stored.storage_key))
             else:

@@ -34,10 +34,11 @@ MAX_BATCH = 64
 class ReceivedMessage:
     """What the caller needs after the session is gone: plain data only."""
 
-    message: dict[str, Any]
-    conversation_id: int
+    message: dict[str, Any]  # empty when blocked
+    conversation_id: int | None  # None when blocked
     contact_id: int
     duplicate: bool
+    blocked: bool = False  # the contact is blocked: nothing was put into the inbox
 
 
 @dataclass
@@ -142,10 +143,11 @@ class InboundWriter:
             received = do_receive_many(session, pairs)
             return [
                 ReceivedMessage(
-                    message=message_dict(r.message),
-                    conversation_id=r.conversation.id,
+                    message=message_dict(r.message) if r.conversation is not None else {},
+                    conversation_id=r.conversation.id if r.conversation is not None else None,
                     contact_id=r.contact.id,
                     duplicate=r.duplicate,
+                    blocked=r.blocked,
                 )
                 for r in received
             ]

@@ -86,6 +86,7 @@ SCRIPT_TEXTS: dict[str, str] = {
     "uploading": i18n.lazy("Wait until the files have uploaded."),
     "upload_failed": i18n.lazy("%(name)s could not be uploaded: %(reason)s"),
     "notes_no_files": i18n.lazy("Internal notes cannot carry files; switch to Reply."),
+    "unsafe_text": i18n.lazy("The message must not contain NUL characters or unpaired surrogates."),
     "quote": i18n.lazy("Quote"),
     "quoting": i18n.lazy("Replying to: %(text)s"),
     "emoji_smileys": i18n.lazy("Smileys"),

@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, WebSocket
 
+from tertulia.contacts.service import VISITOR_ENDED
 from tertulia.conversations.service import Viewer, viewer_for
 from tertulia.kit import realtime
 from tertulia.kit.db import Database
@@ -125,6 +126,8 @@ class _AgentSocket:
         # see never wakes their socket.
         if event.get("type") == SESSION_ENDED:
             return event.get("user_id") == self.viewer.user_id and event.get("session") in (None, self.session_tag)
+        if event.get("type") == VISITOR_ENDED:
+            return False  # for the visitor's own sockets only
         return self.viewer.can_see_event(event)
 
     async def render(self, event: realtime.Event) -> str | None:

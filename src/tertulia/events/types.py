@@ -25,6 +25,7 @@ class EventType(enum.StrEnum):
     MESSAGE_RECEIVED = "message.received"
     MESSAGE_SENT = "message.sent"
     MESSAGE_STATUS_CHANGED = "message.status_changed"
+    MESSAGE_BLOCKED = "message.blocked"
     COMMENT_ADDED = "comment.added"
 
 
@@ -137,6 +138,16 @@ class MessageStatusChanged(TypedDict):
     reason: str | None
 
 
+class MessageBlocked(TypedDict):
+    """A blocked contact's message: not put into the inbox, its text and files not kept; this row
+    (and the contact's `blocked_messages` count) is what remains of it."""
+
+    contact_id: int
+    channel_id: int
+    provider_message_id: str | None
+    type: str  # text, image, ...
+
+
 PAYLOADS: dict[EventType, type] = {
     EventType.CONTACT_CREATED: ContactCreated,
     EventType.CONTACT_UPDATED: ContactUpdated,
@@ -153,5 +164,6 @@ PAYLOADS: dict[EventType, type] = {
     EventType.MESSAGE_RECEIVED: MessageWritten,
     EventType.MESSAGE_SENT: MessageWritten,
     EventType.MESSAGE_STATUS_CHANGED: MessageStatusChanged,
+    EventType.MESSAGE_BLOCKED: MessageBlocked,
     EventType.COMMENT_ADDED: MessageWritten,
 }

@@ -174,10 +174,27 @@ def _internal_error() -> JSONResponse:
 # ----- text from outside ----------------------------------------------------------------------
 
 
+# Paths that are not pages: their errors are JSON (or a socket frame), never a page.
+NON_PAGE_PREFIXES = ("/api/", "/healthz", "/static/", "/widget/", "/webhooks/", "/ws")
+
+
+def is_page_path(path: str) -> bool:
+    return not path.startswith(NON_PAGE_PREFIXES)
+
+
+def is_page_request(request: Request) -> bool:
+    return is_page_path(request.url.path)
+
+
 class CheckedInputRoute(APIRoute):
     """Every route of the app: before the endpoint (and its dependencies) see anything, the path and
-    query parameters, a JSON body and a form's fields and file names pass kit.text's one rule for NUL
-    and unpaired surrogates, so a 422 names the field instead of a database error deep inside.
+    query parameters, a JSON body and a form's field names and file names pass kit.text's one rule
+    for NUL and unpaired surrogates, so a 422 names the field instead of a database error deep inside.
+
+    A form's field values are refused up front too, except on pages: there the refusal is kept for
+    the page (`check_form_text`), which shows it beside the field with what was typed, as it shows
+    any other refusal; a page that never asks has its transaction rolled back and answers the bare
+    422 (db_session), so the text is never stored either way.
 
     The body is parsed here once; FastAPI reuses the parsed body from the request object."""
 
@@ -189,18 +206,15 @@ class CheckedInputRoute(APIRoute):
         original = super().get_route_handler()
         checks_body = self.checks_body
         takes_body = self.body_field is not None
-        form_values = not getattr(self.endpoint, _FORM_TEXT_BESIDE_FIELDS, False)
 
         async def handler(request: Request) -> Response:
-            await check_request_text(
-                request, form=checks_body, form_values=form_values, json=checks_body and takes_body
-            )
+            await check_request_text(request, form=checks_body, json=checks_body and takes_body)
             return await original(request)
 
         return handler
 
 
-async def check_request_text(request: Request, *, form: bool, json: bool, form_values: bool = True) -> None:
+async def check_request_text(request: Request, *, form: bool, json: bool) -> None:
     check_input_text(dict(request.path_params))
     for key, value in request.query_params.multi_items():
         check_input_text(key, "query")
@@ -208,10 +222,12 @@ async def check_request_text(request: Request, *, form: bool, json: bool, form_v
     content_type = request.headers.get("content-type", "")
     if form and content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         fields = await request.form()
-        for key, field in fields.multi_items():
+        for key, _field in fields.multi_items():
             check_input_text(key, "form")
-            if form_values:
-                check_input_text(_form_text(field), key)
+        refusals = unsafe_form_fields(fields)
+        if refusals and not is_page_request(request):
+            raise _refusal(refusals)
+        request.state.unsafe_form_text = refusals
     elif json and _is_json(content_type) and await request.body():
         try:
             body = await request.json()
@@ -220,28 +236,37 @@ async def check_request_text(request: Request, *, form: bool, json: bool, form_v
         check_input_text(body)
 
 
-_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
-_FORM_TEXT_BESIDE_FIELDS = "tertulia_form_text_beside_fields"
-
-
-def form_text_beside_fields(endpoint: _Endpoint) -> _Endpoint:
-    """For a page whose form shows refusals beside its fields: NUL and unpaired surrogates in its
-    fields' values are not refused up front with a bare 422 page; the page calls `check_form_text`
-    where it checks the rest of its input, so the message shows beside the field with what was typed.
-    (Field names are still checked up front: a page never shows them.)"""
-    setattr(endpoint, _FORM_TEXT_BESIDE_FIELDS, True)
-    return endpoint
-
-
-def check_form_text(form: FormData | None) -> None:
-    """ValidationFailed (the 422 of kit.text's rule) naming every field of `form` whose value holds
+def unsafe_form_fields(form: FormData) -> dict[str, str]:
+    """kit.text's message for every field of `form` whose value (a file's name, for a file) holds
     NUL or an unpaired surrogate."""
     details: dict[str, str] = {}
-    for key, field in form.multi_items() if form is not None else ():
+    for key, field in form.multi_items():
         if has_unsafe_characters(_form_text(field)):
             details.setdefault(key, UNSAFE_TEXT_MESSAGE)
-    if details:
-        raise ValidationFailed("; ".join(f"{key}: {message}" for key, message in details.items()), details=details)
+    return details
+
+
+def check_form_text(request: Request) -> None:
+    """For a page handling a form: ValidationFailed (the 422 of kit.text's rule) naming every field
+    whose value holds NUL or an unpaired surrogate, raised where the page checks the rest of its input
+    so that it shows the message beside the field. Asking is what lets the request's transaction
+    commit (db_session)."""
+    request.state.form_text_checked = True
+    refusals: dict[str, str] = getattr(request.state, "unsafe_form_text", None) or {}
+    if refusals:
+        raise _refusal(refusals)
+
+
+def unchecked_form_text(request: Request) -> ValidationFailed | None:
+    """The refusal a page never asked for (`check_form_text`): its transaction must not commit."""
+    refusals: dict[str, str] = getattr(request.state, "unsafe_form_text", None) or {}
+    if refusals and not getattr(request.state, "form_text_checked", False):
+        return _refusal(refusals)
+    return None
+
+
+def _refusal(details: dict[str, str]) -> ValidationFailed:
+    return ValidationFailed("; ".join(f"{key}: {message}" for key, message in details.items()), details=details)
 
 
 def _form_text(field: UploadFile | str) -> str:
@@ -251,6 +276,9 @@ def _form_text(field: UploadFile | str) -> str:
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+_Endpoint = TypeVar("_Endpoint", bound=Callable[..., Any])
 
 
 def get_db(request: Request) -> Database:
@@ -306,6 +334,8 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
         session = get_db(request).session(write=write)
         try:
             yield session
+            if (refused := unchecked_form_text(request)) is not None:
+                raise refused
             await anyio.to_thread.run_sync(session.commit)
         except BaseException:
             await anyio.to_thread.run_sync(session.rollback)

@@ -1,18 +1,24 @@
-"""Shared limits: fixed-window request counters and caps on things held open (sockets).
+"""Shared limits: exact request counters (a sliding window) and caps on things held open (sockets).
 
 In-process by default (one `tertulia serve` process, e.g. on SQLite); in Redis when
 `TERTULIA_REALTIME_URL` is `redis://`, so every web process counts against the same budget.
 
-- `RateLimiter.hit(key, limit, window)`: count one request in the current window.
+- `RateLimiter.hit(key, limit, window)`: let a request through if fewer than `limit` were let
+  through in the `window` seconds before it, and count it. Exact: a log of the accepted requests'
+  times per key (a sorted set in Redis, changed by one Lua script, so concurrent processes cannot
+  both take the last place), not a fixed window, which lets up to twice the limit through across a
+  window's edge. It holds at most `limit` entries per key; refused requests are not recorded.
 - `SlotLimiter.acquire(key, limit, holder)`: take one of `limit` slots for as long as `holder` keeps it
   (`release` gives it back). In Redis a slot is a lease that the holder renews (`renew`) at least
   every `SLOT_LEASE_SECONDS / 3`; a process that dies without releasing loses its slots when their
   leases run out, so a crash never leaves a visitor locked out for good.
 """
 
+import math
 import threading
 import time
-from collections import defaultdict
+import uuid
+from collections import defaultdict, deque
 from typing import Protocol
 
 import redis
@@ -42,20 +48,53 @@ class SlotLimiter(Protocol):
 
 
 class MemoryRateLimiter:
+    # Keys whose every entry has left its window are dropped when this many are kept.
+    MAX_KEYS = 100_000
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._windows: dict[str, tuple[int, int]] = {}
+        # Per key: its window, and when the requests it let through came (oldest first).
+        self._accepted: dict[str, tuple[int, deque[float]]] = {}
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
-        now = int(time.time())
-        window = now - now % window_seconds
+        now = time.monotonic()
         with self._lock:
-            start, count = self._windows.get(key, (window, 0))
-            if start != window:
-                start, count = window, 0
-            count += 1
-            self._windows[key] = (start, count)
-        return 0 if count <= limit else start + window_seconds - now
+            _, times = self._accepted.setdefault(key, (window_seconds, deque()))
+            while times and times[0] <= now - window_seconds:
+                times.popleft()
+            if len(times) < limit:
+                times.append(now)
+                if len(self._accepted) > self.MAX_KEYS:
+                    self._prune(now)
+                return 0
+            return _wait(times[0] + window_seconds - now)
+
+    def _prune(self, now: float) -> None:
+        kept = self._accepted.items()
+        self._accepted = {key: entry for key, entry in kept if entry[1] and entry[1][-1] > now - entry[0]}
+
+
+def _wait(seconds: float) -> int:
+    """Whole seconds to wait (Retry-After), at least one."""
+    return max(1, math.ceil(seconds))
+
+
+# The accepted requests of a key: member = a unique id, score = when (Redis's own clock, so the
+# processes' clocks do not matter). Returns 0 (accepted and recorded) or the milliseconds until the
+# oldest entry leaves the window.
+_HIT = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], window + 1000)
+    return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(1, tonumber(oldest[2]) + window - now)
+"""
 
 
 class RedisRateLimiter:
@@ -67,20 +106,18 @@ class RedisRateLimiter:
     def __init__(self, url: str, prefix: str = "tertulia") -> None:
         self._redis = _client(url)
         self._prefix = prefix
+        self._hit = self._redis.register_script(_HIT)
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
-        now = int(time.time())
-        window = now - now % window_seconds
-        redis_key = f"{self._prefix}:rl:{key}:{window}"
-        pipe = self._redis.pipeline()
-        pipe.incr(redis_key)
-        pipe.expire(redis_key, window_seconds + 1)
+        # Not "rl:": the fixed-window counters kept strings under "rl:<key>:<window>"; a new name means
+        # a process of the previous release, during a rolling upgrade, never meets a sorted set.
+        redis_key = f"{self._prefix}:rl2:{key}"
         try:
-            count = int(pipe.execute()[0])
+            wait_ms = int(self._hit(keys=[redis_key], args=[limit, window_seconds * 1000, uuid.uuid4().hex]))
         except redis.RedisError as exc:
             log.warning("rate_limiter_unavailable", error=str(exc))
             return 0
-        return 0 if count <= limit else window + window_seconds - now
+        return 0 if wait_ms == 0 else _wait(wait_ms / 1000)
 
 
 class MemorySlotLimiter:

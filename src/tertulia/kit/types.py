@@ -1,4 +1,4 @@
-"""Bounded integer types for API parameters, bodies and form fields.
+"""Bounded integer types for API parameters, bodies and form fields, and the schema of text fields.
 
 Integers from a request are unbounded in Python but not in the database: SQLite raises OverflowError
 above 64 bits and PostgreSQL "bigint out of range" (or "integer out of range" for 32-bit columns).
@@ -6,10 +6,10 @@ These types refuse such values at the boundary (a 422 from the API; on pages an 
 is a 404), and the schema shows the bounds.
 """
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from annotated_types import Ge, Le
-from pydantic import AfterValidator, WithJsonSchema
+from pydantic import AfterValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 MAX_ID = 2**63 - 1
@@ -45,3 +45,26 @@ ID = Annotated[
 
 Position = Annotated[int, Ge(0), Le(MAX_POSITION)]
 """A sort position stored in a 32-bit INTEGER column."""
+
+
+def described(
+    max_length: int | None = None,
+    *,
+    pattern: str | None = None,
+    format: str | None = None,
+    max_items: int | None = None,
+) -> Any:
+    """The OpenAPI schema of a text field (or a list's, with `max_items`) as its service checks it:
+    lengths, patterns and formats, so clients and the schema-driven tests see the constraints. The
+    service keeps checking them, with the messages that pages, imports and the API share; pydantic
+    does not refuse the value first with wording of its own."""
+    extra: dict[str, Any] = {}
+    if max_length is not None:
+        extra["maxLength"] = max_length
+    if pattern is not None:
+        extra["pattern"] = pattern
+    if format is not None:
+        extra["format"] = format
+    if max_items is not None:
+        extra["maxItems"] = max_items
+    return Field(json_schema_extra=extra)

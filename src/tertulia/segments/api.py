@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from tertulia.contacts import service as contacts_service
-from tertulia.contacts.schemas import ContactPage
+from tertulia.contacts.schemas import ContactPage, Identifier
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, read_only
 from tertulia.kit.pagination import check_limit, decode_cursor, encode_cursor
@@ -108,6 +108,6 @@ def preview(session: DbSession, actor: ApiActor, body: PreviewBody) -> PreviewOu
 
 
 @router.get("/contacts/{identifier}/segments", response_model=list[SegmentRef])
-def contact_segments(session: DbSession, actor: ApiActor, identifier: str) -> list[SegmentRef]:
+def contact_segments(session: DbSession, actor: ApiActor, identifier: Identifier) -> list[SegmentRef]:
     contact = contacts_service.access_contact(session, actor, identifier)
     return [SegmentRef(id=s.id, name=s.name) for s in service.segments_of_contact(session, actor, contact)]

@@ -33,11 +33,13 @@ from sqlalchemy import (
     Select,
     String,
     and_,
+    case,
     cast,
     false,
     func,
     literal_column,
     not_,
+    null,
     or_,
     select,
     true,
@@ -148,6 +150,9 @@ class SqlCompiler:
         assert field is not None
         if field.source == "column":
             column: ColumnElement[Any] = getattr(Contact, field.name)
+            if field.kind == "checkbox":
+                # A boolean column, seen as a custom checkbox is: 'true' when set, NULL when not.
+                return case((column, literal_column("'true'")), else_=null())
             return column
         if field.kind in ("text", "list"):
             return custom_text(field.name, folded=True)

@@ -32,6 +32,7 @@ class ContactSnapshot:
     assignee_id: int | None = None
     last_incoming_at: datetime | None = None
     last_outgoing_at: datetime | None = None
+    blocked: bool = False
     custom: Mapping[str, Any] = field(default_factory=dict)
     custom_folded: Mapping[str, Any] = field(default_factory=dict)
     tag_keys: frozenset[str] = frozenset()
@@ -53,6 +54,7 @@ class ContactSnapshot:
             assignee_id=contact.assignee_id,
             last_incoming_at=contact.last_incoming_at,
             last_outgoing_at=contact.last_outgoing_at,
+            blocked=bool(contact.blocked),
             custom=dict(contact.custom or {}),
             custom_folded=dict(contact.custom_folded or {}),
             tag_keys=frozenset(tag_keys),
@@ -96,7 +98,10 @@ class Evaluator:
         assert ref is not None
         contact = self.contact
         if ref.source == "column":
-            return getattr(contact, ref.name)
+            value = getattr(contact, ref.name)
+            if ref.kind == "checkbox":
+                return True if value else None  # as the SQL sees a boolean column
+            return value
         if ref.kind in ("text", "list"):
             return contact.custom_folded.get(ref.name)
         raw = contact.custom.get(ref.name)

@@ -329,8 +329,9 @@ def from_filter(stored: Mapping[str, Any] | None, catalogue: Catalogue) -> RawFi
 
 # ----- error paths ----------------------------------------------------------------------------
 
-_CONDITION_PATH = re.compile(r"groups\[(\d+)\]\.conditions\[(\d+)\]")
-_GROUP_PATH = re.compile(r"groups\[(\d+)\]")
+# A checker's path (`groups[1].conditions[0].value`), or the panel's own field name (`g1.c0.value`).
+_CONDITION_PATH = re.compile(r"groups\[(\d+)\]\.conditions\[(\d+)\]|^g(\d+)\.c(\d+)\.")
+_GROUP_PATH = re.compile(r"groups\[(\d+)\]|^g(\d+)\.")
 
 
 def error_slots(details: Mapping[str, Any]) -> dict[str, str]:
@@ -343,9 +344,10 @@ def error_slots(details: Mapping[str, Any]) -> dict[str, str]:
         condition = _CONDITION_PATH.search(path)
         group = _GROUP_PATH.search(path)
         if condition:
-            slot = f"g{condition.group(1)}-c{condition.group(2)}"
+            group_index, condition_index = [part for part in condition.groups() if part is not None]
+            slot = f"g{group_index}-c{condition_index}"
         elif group:
-            slot = f"g{group.group(1)}"
+            slot = f"g{next(part for part in group.groups() if part is not None)}"
         else:
             slot = "name" if path == "name" else "filter"
         slots.setdefault(slot, message)

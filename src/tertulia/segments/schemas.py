@@ -1,10 +1,10 @@
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from tertulia.contacts.schemas import ContactOut
-from tertulia.kit.types import ID
+from tertulia.kit.types import ID, described
 
 
 class Strict(BaseModel):
@@ -12,7 +12,7 @@ class Strict(BaseModel):
 
 
 class SegmentCreate(Strict):
-    name: str
+    name: Annotated[str, described(120)]
     filter: dict[str, Any] | None = Field(
         default=None, description="The filter JSON (docs/segments.md). Omitted: copy `copy_of`'s, or match everyone."
     )
@@ -20,7 +20,7 @@ class SegmentCreate(Strict):
 
 
 class SegmentUpdate(Strict):
-    name: str | None = None
+    name: Annotated[str, described(120)] | None = None
     filter: dict[str, Any] | None = None
 
 

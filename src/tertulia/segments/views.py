@@ -5,13 +5,14 @@ segment's contacts, the filter panel with its live count, and saving, renaming a
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.fields import FILTER_LABELS, KIND_BY_TYPE
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, TooSlow, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute, check_form_text, form_text_beside_fields, read_only
+from tertulia.kit.http import CheckedInputRoute, check_form_text, read_only
 from tertulia.kit.text import replace_unsafe_characters
 from tertulia.kit.types import ID
 from tertulia.segments import repository as repo
@@ -275,6 +276,10 @@ def filter_panel_update(
     ctx.actor.require(Permission.VIEW_CONTACTS)
     saved = _segment_or_none(ctx, segment)
     cat = catalogue(ctx, saved.id if saved else None)
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _text_refused(ctx, exc, cat, segment=saved, name=replace_unsafe_characters(name))
     form = ctx.request.state.form
     raw = apply_action(from_form(form, cat), action, cat)
     return _panel(ctx, raw, cat, segment=saved, name=name)
@@ -287,6 +292,16 @@ def filter_count(ctx: UserPage, segment: Annotated[ID | None, Form()] = None) ->
     ctx.actor.require(Permission.VIEW_CONTACTS)
     saved = _segment_or_none(ctx, segment)
     cat = catalogue(ctx, saved.id if saved else None)
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        context: dict[str, Any] = {
+            "count": None,
+            "errors": _slots(ctx, exc),
+            "raw": _typed_filter(ctx, cat),
+            "oob": True,
+        }
+        return ctx.render("contacts/_filter_count.html", context, status_code=422)
     raw = from_form(ctx.request.state.form, cat)
     count, errors = _count(ctx, to_filter(raw, cat))
     context = {"count": count, "errors": errors, "raw": raw, "oob": True}
@@ -306,6 +321,24 @@ def _save_failed(
     return _panel(ctx, raw, cat, errors=errors, status_code=422, **kw)
 
 
+def _typed_filter(ctx: WebContext, cat: Catalogue) -> RawFilter:
+    """The panel as submitted, for showing it again, with NUL and unpaired surrogates made visible
+    (U+FFFD): kit.text's rule refused them and a page cannot carry them."""
+    form = ctx.request.state.form
+    return from_form(FormData([(key, replace_unsafe_characters(value)) for key, value in form.multi_items()]), cat)
+
+
+def _slots(ctx: WebContext, exc: ValidationFailed) -> dict[str, str]:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    return {slot: ctx.fmt.gettext(message) for slot, message in error_slots(details).items()}
+
+
+def _text_refused(ctx: WebContext, exc: ValidationFailed, cat: Catalogue, **kw: Any) -> Response:
+    """The panel again with kit.text's refusal beside the condition (or the name) that holds it;
+    hidden fields' refusals go to the top of the panel."""
+    return _panel(ctx, _typed_filter(ctx, cat), cat, errors=_slots(ctx, exc), status_code=422, **kw)
+
+
 @router.post("/segments")
 def create_segment(
     ctx: UserPage,
@@ -316,6 +349,10 @@ def create_segment(
     ctx.actor.require(Permission.MANAGE_SEGMENTS)
     source = _segment_or_none(ctx, segment)
     cat = catalogue(ctx, source.id if source else None)
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _text_refused(ctx, exc, cat, segment=source, name=replace_unsafe_characters(name))
     raw = from_form(ctx.request.state.form, cat)
     try:
         created = do_create_segment(ctx.session, ctx.actor, name, to_filter(raw, cat))
@@ -328,6 +365,10 @@ def create_segment(
 def update_segment_filter(ctx: UserPage, segment_id: ID) -> Response:
     saved = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     cat = catalogue(ctx, saved.id)
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _text_refused(ctx, exc, cat, segment=saved)
     raw = from_form(ctx.request.state.form, cat)
     try:
         do_update_segment(ctx.session, ctx.actor, saved, raw_filter=to_filter(raw, cat))
@@ -338,11 +379,10 @@ def update_segment_filter(ctx: UserPage, segment_id: ID) -> Response:
 
 
 @router.post("/segments/{segment_id}/rename")
-@form_text_beside_fields
 def rename_segment(ctx: UserPage, segment_id: ID, name: Annotated[str, Form()] = "") -> Response:
     saved = access_segment(ctx.session, ctx.actor, segment_id, Permission.MANAGE_SEGMENTS)
     try:
-        check_form_text(ctx.request.state.form)
+        check_form_text(ctx.request)
         do_update_segment(ctx.session, ctx.actor, saved, name=name)
     except (ValidationFailed, Conflict) as exc:
         ctx.session.rollback()

@@ -91,8 +91,10 @@ def change_role(ctx: UserPage, user_id: ID, role: Annotated[str, Form()] = "") -
     open_section(ctx, USERS)
 
     def refuse(exc: DomainError) -> Response:
-        # The role is a select in a table row: the refusal is shown as the error page.
-        raise ValidationFailed(ctx.fmt.gettext(exc.message)) from exc
+        # The role is a select in a table row: the refusal is shown beside that row's select.
+        message = ctx.fmt.gettext(exc.message) if not isinstance(exc, ValidationFailed) else None
+        errors = {f"role-{user_id}": message or first_message(field_errors(ctx, exc))}
+        return _users(ctx, errors=errors, status_code=422)
 
     return submit(
         ctx,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Form
 from starlette.responses import RedirectResponse, Response
 
 from tertulia.kit.errors import Conflict, DomainError, RateLimited, Unauthorized, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.users.devices import DEVICE_COOKIE, KNOWN_DEVICE_DAYS, known_device_for, remember_account
 from tertulia.users.invitations import INVITATION_PATH, do_accept_invitation, find_invitation
 from tertulia.users.models import ActivityStatus
@@ -76,6 +76,11 @@ def login(
 ) -> Response:
     client_ip = ctx.request.client.host if ctx.request.client else None
     try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        context = {"next": safe_next(next), "email": email, "error": None, "errors": field_errors(ctx, exc)}
+        return ctx.render("users/login.html", context, status_code=422)
+    try:
         signed_in = do_sign_in(ctx.session, email, password, client_ip=client_ip, device_id=_known_device(ctx, email))
     except RateLimited as exc:
         error = _wait_message(ctx, max(1, exc.retry_after))
@@ -110,6 +115,10 @@ def switch_language(
     language: Annotated[str, Form()],
     next: Annotated[str, Form()] = "/",
 ) -> Response:
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return ctx.render("users/language.html", {"errors": field_errors(ctx, exc)}, status_code=422)
     if language not in i18n.LANGUAGES:
         raise ValidationFailed.field("language", "unsupported language")
     if ctx.current is not None:
@@ -146,6 +155,7 @@ def forgot_form(ctx: PublicPage) -> Response:
 @router.post("/forgot-password")
 def forgot(ctx: PublicPage, email: Annotated[str, Form()] = "") -> Response:
     try:
+        check_form_text(ctx.request)
         do_request_password_reset(ctx.session, email)
     except ValidationFailed as exc:
         return ctx.render("users/forgot.html", {"email": email, "errors": field_errors(ctx, exc)}, status_code=422)
@@ -164,6 +174,7 @@ def reset_form(ctx: PublicPage, token: str) -> Response:
 @router.post(PASSWORD_RESET_PATH + "/{token}")
 def reset(ctx: PublicPage, token: str, password: Annotated[str, Form()] = "") -> Response:
     try:
+        check_form_text(ctx.request)
         do_reset_password(ctx.session, token, password)
     except ValidationFailed as exc:
         errors = field_errors(ctx, exc)
@@ -201,6 +212,7 @@ def accept_invitation(
         return _private(ctx.render("users/link_invalid.html", status_code=404))
     device_id = _known_device(ctx, invitation.email)
     try:
+        check_form_text(ctx.request)
         user = do_accept_invitation(
             ctx.session,
             token,
@@ -250,6 +262,8 @@ def _render_profile(
     values: dict[str, str] | None = None,
     errors: dict[str, str] | None = None,
     password_errors: dict[str, str] | None = None,
+    status_errors: dict[str, str] | None = None,
+    notification_errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
     current_zone = ctx.user.timezone
@@ -260,6 +274,8 @@ def _render_profile(
         "values": values or _profile_values(ctx),
         "errors": errors or {},
         "password_errors": password_errors or {},
+        "status_errors": status_errors or {},
+        "notification_errors": notification_errors or {},
         "timezones": zones,
         "statuses": STATUS_LABELS,
     }
@@ -288,6 +304,7 @@ def save_profile(
         "timezone": timezone,
     }
     try:
+        check_form_text(ctx.request)
         do_update_profile(
             ctx.session,
             ctx.user,
@@ -305,6 +322,10 @@ def save_profile(
 
 @router.post("/profile/status")
 def save_status(ctx: UserPage, status: Annotated[str, Form()]) -> Response:
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _render_profile(ctx, status_errors=field_errors(ctx, exc), status_code=422)
     if status not in STATUS_LABELS:
         raise ValidationFailed.field("status", "unknown status")
     do_set_activity_status(ctx.session, ctx.user, ActivityStatus(status))
@@ -315,6 +336,10 @@ def save_status(ctx: UserPage, status: Annotated[str, Form()]) -> Response:
 def save_notifications(
     ctx: UserPage, desktop: Annotated[str, Form()] = "", sound: Annotated[str, Form()] = ""
 ) -> Response:
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _render_profile(ctx, notification_errors=field_errors(ctx, exc), status_code=422)
     # Unchecked boxes are not sent at all: absent means off.
     do_set_notification_preferences(ctx.session, ctx.user, desktop=bool(desktop), sound=bool(sound))
     return ctx.redirect("/profile", flash="notifications_saved")
@@ -327,6 +352,7 @@ def change_password(
     new_password: Annotated[str, Form()] = "",
 ) -> Response:
     try:
+        check_form_text(ctx.request)
         do_change_password(
             ctx.session, ctx.user, current_password, new_password, device_id=_known_device(ctx, ctx.user.email)
         )

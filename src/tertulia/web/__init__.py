@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from tertulia.kit.errors import DomainError
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, is_page_request
 from tertulia.kit.types import ID_OUT_OF_RANGE
 from tertulia.web import i18n
 from tertulia.web.context import LANGUAGE_COOKIE, CsrfRejected, LoginRequired, UserPage, WebContext, login_url
@@ -27,7 +27,6 @@ from tertulia.web.security import SecurityHeadersMiddleware
 from tertulia.web.templating import STATIC_DIR, render
 
 STATIC_MAX_AGE = 365 * 24 * 3600
-NON_PAGE_PREFIXES = ("/api/", "/healthz", "/static/", "/widget/", "/webhooks/", "/ws")
 
 shell_router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
@@ -48,10 +47,6 @@ class CachedStaticFiles(StaticFiles):
         response = super().file_response(full_path, stat_result, scope, status_code)
         response.headers["Cache-Control"] = f"public, max-age={STATIC_MAX_AGE}, immutable"
         return response
-
-
-def is_page_request(request: Request) -> bool:
-    return not request.url.path.startswith(NON_PAGE_PREFIXES)
 
 
 def _error_page(request: Request, status_code: int, message: str | None = None) -> Response:

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
 from tertulia.kit.http import check_form_text
-from tertulia.kit.text import UNSAFE_TEXT_MESSAGE
+from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, replace_unsafe_characters
 from tertulia.web import i18n
 from tertulia.web.context import WebContext
 
@@ -67,9 +67,9 @@ def submit(
     """`action` changes data; a refusal listed in `catch` rolls the transaction back and returns
     `again(error)` (the page re-rendered). Otherwise `done(result)`, or a redirect to `redirect`.
     The form's values are checked for NUL and unpaired surrogates first (kit.http.check_form_text),
-    so a page marked `form_text_beside_fields` shows that refusal beside the field too."""
+    so `again` shows that refusal beside the field too."""
     try:
-        check_form_text(getattr(ctx.request.state, "form", None))
+        check_form_text(ctx.request)
         result = action()
     except catch as exc:
         ctx.session.rollback()
@@ -88,8 +88,8 @@ def keep_one(
     page: Callable[..., Response], key: str, value: str, message: Callable[[DomainError], str]
 ) -> Callable[[DomainError], Response]:
     """`again` for a form with one input: `page(typed=..., errors=...)` with what was typed in `key`
-    and `message(error)` beside it."""
-    return lambda exc: page(typed={key: value}, errors={key: message(exc)})
+    (NUL and unpaired surrogates made visible: a page cannot carry them) and `message(error)` beside it."""
+    return lambda exc: page(typed={key: replace_unsafe_characters(value)}, errors={key: message(exc)})
 
 
 def errors_beside(ctx: WebContext, exc: DomainError, field: str = "name") -> dict[str, str]:

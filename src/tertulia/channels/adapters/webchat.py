@@ -177,6 +177,9 @@ class Visitor:
     name: str | None
     email: str | None
     expires_at: int
+    # The visitor's identity's token generation when this was issued: a token of an older generation
+    # is revoked (the contact was blocked, or its sessions ended). The widget's endpoints check it.
+    generation: int = 0
 
 
 ACCESS = "access"
@@ -190,6 +193,8 @@ def _issue(visitor: Visitor, channel: Channel, kind: str | None) -> str:
         claims["email"] = visitor.email
     if kind is not None:
         claims["typ"] = kind
+    if visitor.generation:
+        claims["gen"] = visitor.generation
     body = _b64(json.dumps(claims, separators=(",", ":")).encode())
     signature = _b64(hmac.new(_signing_key(channel), body.encode(), hashlib.sha256).digest())
     return f"{body}.{signature}"
@@ -223,7 +228,12 @@ def _read(token: str | None, channel: Channel, kind: str | None) -> Visitor:
         raise Unauthorized("This token belongs to another widget.")
     if int(claims.get("exp", 0)) < time.time():
         raise Unauthorized("The visitor token has expired.", code="token_expired")
-    return Visitor(channel.id, str(claims["sub"]), claims.get("name"), claims.get("email"), int(claims["exp"]))
+    generation = claims.get("gen", 0)
+    if not isinstance(generation, int) or isinstance(generation, bool):
+        raise Unauthorized("Invalid visitor token.")
+    return Visitor(
+        channel.id, str(claims["sub"]), claims.get("name"), claims.get("email"), int(claims["exp"]), generation
+    )
 
 
 def read_token(token: str | None, channel: Channel) -> Visitor:

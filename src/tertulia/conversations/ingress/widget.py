@@ -66,7 +66,8 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.registry import get_adapter
 from tertulia.contacts.fields import clean_email
-from tertulia.contacts.identities import contact_id_for
+from tertulia.contacts.identities import identity_state
+from tertulia.contacts.service import VISITOR_ENDED
 from tertulia.conversations import events
 from tertulia.conversations import repository as conversations_repo
 from tertulia.conversations.events import InboxEvent
@@ -79,7 +80,7 @@ from tertulia.kit.http import API_ERRORS, validation_details
 from tertulia.kit.ratelimit import SLOT_LEASE_SECONDS, RateLimiter, SlotLimiter
 from tertulia.kit.security import same_secret
 from tertulia.kit.settings import Settings
-from tertulia.kit.sockets import close_quietly, read_frame, serve_events
+from tertulia.kit.sockets import SocketEnded, close_quietly, read_frame, serve_events
 from tertulia.kit.text import check_input_text, tidy_name
 from tertulia.kit.types import ID
 
@@ -222,8 +223,10 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
     if body.token:
         try:
             previous = read_token(body.token, channel)
+            _contact_id(session, channel, previous)
         except Unauthorized:
-            previous = None  # an expired or foreign token just starts a fresh visitor
+            # An expired, foreign or revoked token just starts a fresh visitor.
+            previous = None
     if body.user_id is not None:
         if not body.user_hash or not same_secret(body.user_hash.lower(), user_hash(channel, body.user_id)):
             raise Unauthorized("Identity verification failed.", details={"user_hash": "does not match user_id"})
@@ -232,6 +235,10 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
         external_id = previous.external_id
     else:
         external_id = f"{channel.id}:v:{secrets.token_urlsafe(16)}"
+    state = identity_state(session, channel.workspace_id, TYPE, external_id)
+    if state is not None and state.blocked:
+        # Only a verified site user comes back as the same visitor after a block.
+        raise PermissionDenied("This chat is not available.", code="blocked")
     now = int(time.time())
     visitor = Visitor(
         channel.id,
@@ -239,6 +246,7 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
         name or (previous.name if previous else None),
         email or (previous.email if previous else None),
         now + settings.widget_token_days * 86400,
+        state.token_generation if state is not None else 0,
     )
     access = dataclasses.replace(visitor, expires_at=now + settings.widget_access_token_seconds)
     return {
@@ -250,7 +258,14 @@ def widget_session(key: str, body: SessionBody, request: Request, session: Sessi
 
 
 def _contact_id(session: Session, channel: Channel, visitor: Visitor) -> int | None:
-    return contact_id_for(session, channel.workspace_id, TYPE, visitor.external_id)
+    """The visitor's contact (None before their first message), once their token is known to be
+    current: a token issued before the contact was blocked or its sessions were ended is refused."""
+    state = identity_state(session, channel.workspace_id, TYPE, visitor.external_id)
+    if state is None:
+        return None
+    if state.blocked or visitor.generation < state.token_generation:
+        raise Unauthorized("This chat session has ended.", code="session_ended")
+    return state.contact_id
 
 
 @router.get("/{key}/messages")
@@ -366,6 +381,7 @@ async def widget_send(key: str, body: SendBody, request: Request) -> dict[str, A
             channel = _channel(session, key)
             _approve(request, channel)
             visitor = read_access_token(_bearer(request), channel)
+            _contact_id(session, channel, visitor)  # a revoked token is refused before anything is counted
         admit_message(db, request.app.state.rate_limiter, request.app.state.settings, channel, visitor)
         return channel.id, visitor
 
@@ -374,6 +390,8 @@ async def widget_send(key: str, body: SendBody, request: Request) -> dict[str, A
     received = await writer.receive(
         channel_id, _inbound(visitor, body.text, body.client_msg_id, request.headers.get("origin"))
     )
+    if received.blocked:  # blocked between the check above and the write
+        raise Unauthorized("This chat session has ended.", code="session_ended")
     return {**visitor_message(received.message), "duplicate": received.duplicate}
 
 
@@ -439,6 +457,10 @@ class VisitorSocket:
 
     async def render(self, event: dict[str, Any]) -> str | None:
         """An event `wants` let through, as the visitor's frame."""
+        if event.get("type") == VISITOR_ENDED:
+            # The contact was blocked or its sessions ended: this socket's token is revoked.
+            await close_quietly(self.websocket, UNAUTHORIZED_CLOSE_CODE, "session_ended")
+            raise SocketEnded
         if event.get("type") == InboxEvent.TYPING:
             frame: dict[str, Any] = {"type": "typing"}
         else:
@@ -452,6 +474,8 @@ class VisitorSocket:
             self.subscription.add_topic(f"contact:{contact_id}")
 
     def wants(self, event: dict[str, Any]) -> bool:
+        if event.get("type") == VISITOR_ENDED:
+            return self.contact_id is not None and event.get("contact_id") == self.contact_id
         if not event.get("visitor"):
             return False
         contact_id = event.get("contact_id")
@@ -543,6 +567,8 @@ class VisitorSocket:
             received = await self.writer.receive(
                 self.channel_id, _inbound(self.visitor, body.text, body.client_msg_id, self.origin)
             )
+            if received.blocked:
+                raise Unauthorized("This chat session has ended.", code="session_ended")
         except DomainError as exc:
             error = _error_body(exc.code, exc.message, exc.details)
             await self.send({"type": "error", "client_msg_id": body.client_msg_id, "error": error})

@@ -6,7 +6,7 @@ outbox refuses to send there until START (or another opt-in keyword) lifts it. A
 arrives in parts (Vonage's SMS API) keeps its parts until every one is in.
 
 Revision ID: 0230_sms_consent
-Revises: 0200_merge_suggestions
+Revises: 0210_contact_blocking
 Create Date: 2026-11-26
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0230_sms_consent"
-down_revision: str | None = "0200_merge_suggestions"
+down_revision: str | None = "0210_contact_blocking"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

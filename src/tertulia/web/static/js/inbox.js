@@ -689,6 +689,8 @@
     var note = state.mode === "note";
     if (note && files.length) { showComposerError(T.notes_no_files); return; }
     if (files.some(function (f) { return f.status === "uploading"; })) { showComposerError(T.uploading); return; }
+    // The server refuses these too (kit.text); said here, in the reader's language, beside the box.
+    if (UNSAFE_TEXT.test(text)) { showComposerError(T.unsafe_text); return; }
     var fileIds = files.map(function (f) { return f.fileId; });
     var quickReply = note ? undefined : choicesPayload(text, fileIds.length > 0);
     if (quickReply === null) return;
@@ -1063,6 +1065,8 @@
 
   // ----- composer: the error beside it -----
   var composerError = $("[data-composer-error]");
+  // NUL, or a surrogate without its pair (a paste cut in the middle of an emoji).
+  var UNSAFE_TEXT = /\u0000|[\ud800-\udbff](?![\udc00-\udfff])|(^|[^\ud800-\udbff])[\udc00-\udfff]/;
   function showComposerError(message) {
     composerError.textContent = message;
     input.setAttribute("aria-invalid", "true");
