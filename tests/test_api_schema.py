@@ -103,6 +103,12 @@ def test_the_schema_describes_what_fields_accept() -> None:
         if parameter["name"] == "identifier"
     ]
     assert identifier["schema"]["pattern"].startswith("^(id:[0-9]{1,19}|")
+    # The inbox's routes that name a contact take the same identifier.
+    for path, method in (("/api/v1/contacts/{identifier}/messages", "post"), ("/api/v1/conversations", "get")):
+        parameters = SCHEMA["paths"][path][method]["parameters"]
+        [named] = [p for p in parameters if p["name"] in ("identifier", "contact")]
+        schema = named["schema"] if "pattern" in named["schema"] else named["schema"]["anyOf"][0]
+        assert schema["pattern"] == identifier["schema"]["pattern"]
 
 
 @pytest.mark.parametrize("path", ["/api/v1/files/{file_id}"])

@@ -18,11 +18,12 @@ FieldKey = Annotated[str, described(64, pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 FieldLabel = Annotated[str, described(120)]
 Options = Annotated[list[Annotated[str, described(200)]], described(max_items=1000)]
 # A contact in a URL (contacts.service.parse_identifier).
+IDENTIFIER_PATTERN = r"^(id:[0-9]{1,19}|email:[^\s]+@[^\s]+|phone:\+?[0-9]{6,15})$"
 Identifier = Annotated[
     str,
     Path(
         description="`id:<number>`, `email:<address>` or `phone:<+E.164 number>`",
-        json_schema_extra={"pattern": r"^(id:[0-9]{1,19}|email:[^\s]+@[^\s]+|phone:\+?[0-9]{6,15})$", "maxLength": 300},
+        json_schema_extra={"pattern": IDENTIFIER_PATTERN, "maxLength": 300},
     ),
 ]
 

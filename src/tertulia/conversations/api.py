@@ -65,6 +65,7 @@ from tertulia.channels.protocol import MessageType, window_closes_at, window_ope
 from tertulia.channels.registry import get_adapter
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
+from tertulia.contacts.schemas import IDENTIFIER_PATTERN, Identifier
 from tertulia.contacts.service import access_contact
 from tertulia.conversations import events, files, schemas, service
 from tertulia.conversations import repository as repo
@@ -331,7 +332,13 @@ def list_conversations(
     view: Literal["mine", "unassigned", "all", "team"] = "all",
     status: Literal["open", "closed", "all"] = "open",
     team_id: ID | None = None,
-    contact: str | None = None,
+    contact: Annotated[
+        str | None,
+        Query(
+            description="Only this contact's: `id:<number>`, `email:<address>` or `phone:<+E.164 number>`",
+            json_schema_extra={"pattern": IDENTIFIER_PATTERN, "maxLength": 300},
+        ),
+    ] = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 30,
@@ -563,7 +570,9 @@ def typing(session: DbSession, actor: InboxActor, conversation_id: ID, body: Typ
 
 
 @router.post("/contacts/{identifier}/messages", status_code=201, tags=["messages"])
-def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body: ContactMessageBody) -> dict[str, Any]:
+def send_to_contact(
+    session: DbSession, actor: InboxActor, identifier: Identifier, body: ContactMessageBody
+) -> dict[str, Any]:
     contact = access_contact(session, actor, identifier)
     channel = service.choose_channel(session, actor, contact, body.channel_id)
     message = service.do_send(
@@ -589,7 +598,7 @@ def send_to_contact(session: DbSession, actor: InboxActor, identifier: str, body
 def contact_messages(
     session: DbSession,
     actor: InboxActor,
-    identifier: str,
+    identifier: Identifier,
     before_id: ID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
