@@ -20,6 +20,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, select
 
 from tertulia.channels.service import do_create_channel
+from tertulia.channels.views import SMS_FORMS
 from tertulia.contacts.import_jobs import do_create_import
 from tertulia.contacts.models import Tag
 from tertulia.conversations.service import do_create_closing_category
@@ -172,6 +173,30 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             {"page_id": meta.PAGE_ID},
             {"page_access_token": meta.PAGE_TOKEN, "app_secret": meta.APP_SECRET},
         )
+        twilio = do_create_channel(
+            session,
+            actor,
+            "twilio",
+            "SMS",
+            {"account_sid": "AC" + "1" * 32, "from_number": "+14155550100", "api_key_sid": "SK" + "3" * 32},
+            {"auth_token": "2" * 32, "api_key_secret": "secreto"},
+        )
+        vonage = do_create_channel(
+            session,
+            actor,
+            "vonage",
+            "SMS Vonage",
+            {"api_key": "abcd1234", "from_number": "+447400123456"},
+            {"api_secret": "secreto", "signature_secret": "firma"},
+        )
+        bird = do_create_channel(
+            session,
+            actor,
+            "bird",
+            "SMS Bird",
+            {"workspace_id": "ws-1", "channel_id": "ch-1", "from_number": "+31612345678"},
+            {"access_key": "clave", "signing_key": "firma"},
+        )
         job = do_create_import(session, actor, "c.csv", b"first_name\nLuz\n")
         tag_id = session.scalar(select(Tag.id).where(Tag.workspace_id == tenant.workspace_id))
         ids = {
@@ -180,6 +205,9 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             "telegram": telegram.id,
             "messenger": messenger.id,
             "instagram": instagram.id,
+            "twilio": twilio.id,
+            "vonage": vonage.id,
+            "bird": bird.id,
             "job_id": job.id,
             "category_id": category.id,
         }
@@ -204,6 +232,9 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "telegram": str(ids["telegram"]),
         "messenger": str(ids["messenger"]),
         "instagram": str(ids["instagram"]),
+        "twilio": str(ids["twilio"]),
+        "vonage": str(ids["vonage"]),
+        "bird": str(ids["bird"]),
         "/password-reset/{token}": reset,
         "/invitations/{token}": invitation.token,
     }
@@ -215,9 +246,15 @@ def _url(path: str, field: str, world: dict[str, str]) -> str:
         channel = world["instagram"] if field == "access_token" else world["messenger"]
     elif path.endswith(("/telegram", "/menu")) and "{channel_id}" in path:
         channel = world["telegram"]
+    # An SMS form shows the fields of its provider only: each field is tried on a provider that has it.
+    provider = next((name for name, (config, secrets) in SMS_FORMS.items() if field in (*config, *secrets)), "twilio")
+    if path.endswith(("/sms", "/sms/test")):
+        channel = world[provider]
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)
+        if name == "provider":
+            return provider
         if name == "channel_id":
             return channel
         if name == "token":
