@@ -20,12 +20,12 @@ from tertulia.channels.service import do_create_channel
 from tertulia.conversations.ingress.callbacks import (
     LEASE,
     MAX_ATTEMPTS,
-    WRITE_BATCH,
     CallbackSpool,
     _prepare,
     _write,
     callback_spool,
     process_callbacks,
+    write_batch,
 )
 from tertulia.conversations.models import InboundCallback, Message
 from tertulia.kit.clock import utcnow
@@ -104,7 +104,7 @@ def test_a_callback_whose_task_died_after_writing_is_written_again_once(
     spool = callback_spool(db)
     spool.add([_stored(channel, body)])
     # The task claims it, writes the message, and dies before removing it from the spool.
-    prepared, _ = _prepare(db, spool.claim(limit=WRITE_BATCH))
+    prepared, _ = _prepare(db, spool.claim(limit=write_batch(db)))
     with db.transaction() as session:
         _write(session, prepared)
     assert _messages(db, "wamid.TWICE") == 1
@@ -153,7 +153,7 @@ def test_callbacks_left_in_the_database_table_move_to_the_spool_file(
         assert spool.waiting() == 1
         with db.transaction(write=False) as session:
             assert session.scalar(select(func.count()).select_from(InboundCallback)) == 0
-        prepared, _ = _prepare(db, spool.claim(limit=WRITE_BATCH))
+        prepared, _ = _prepare(db, spool.claim(limit=write_batch(db)))
         with db.transaction() as session:
             _write(session, prepared)
         assert _messages(db, "wamid.OLD") == 1

@@ -22,7 +22,7 @@ from tertulia.cli import app
 from tertulia.contacts.models import Contact, ContactActivity, ContactIdentity
 from tertulia.conversations.ingress.callbacks import MAX_ATTEMPTS, callback_spool, process_callbacks
 from tertulia.conversations.models import Direction, Message, StoredFile
-from tertulia.conversations.outbox import pace_turn
+from tertulia.conversations.outbox import HEADROOM, pace_turn
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit import storage
@@ -410,7 +410,7 @@ def test_the_pace_holds_a_second_message_to_the_same_chat(db: Database, tenant: 
         assert pace_turn(session, rules, channel, "1", lambda: now).wait == 0
         assert pace_turn(session, rules, channel, "1", lambda: now).wait > 0  # one a second per chat
         assert pace_turn(session, rules, channel, "2", lambda: now).wait == 0  # another chat is not held back
-        assert pace_turn(session, rules, channel, "1", lambda: now + timedelta(seconds=1)).wait == 0
+        assert pace_turn(session, rules, channel, "1", lambda: now + timedelta(seconds=1 + HEADROOM)).wait == 0
 
 
 @pytest.mark.usefixtures("immediate_queue")

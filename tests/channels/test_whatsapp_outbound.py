@@ -21,7 +21,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Direction, Message
-from tertulia.conversations.outbox import Turn, pace_turn, process_outbound
+from tertulia.conversations.outbox import HEADROOM, Turn, pace_turn, process_outbound
 from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
@@ -336,7 +336,8 @@ def test_a_burst_to_one_customer_goes_out_six_seconds_apart(
     times = [r.at for r in graph.sent()]
     assert [r.body["text"]["body"] for r in graph.sent()] == [f"mensaje {n}" for n in range(4)]
     assert all(later - earlier >= timedelta(seconds=6) for earlier, later in itertools.pairwise(times))
-    assert times[-1] - times[0] < timedelta(seconds=19)  # queued for their turn, not pushed further back
+    # Queued for their turn (6 s and the outbox's headroom apart), not pushed further back.
+    assert times[-1] - times[0] < timedelta(seconds=3 * 6 * (1 + HEADROOM) + 1)
     with db.transaction(write=False) as session:
         rows = list(session.scalars(select(Message).where(Message.id.in_(ids))))
     assert {(m.status, m.attempts) for m in rows} == {(DeliveryStatus.SENT, 1)}  # waiting is not an attempt
@@ -398,10 +399,12 @@ def test_the_pace_is_shared_through_the_database(db: Database) -> None:
         assert pace_turn(session, rules, channel, "16505551234", lambda: now).wait == 0
     with db.transaction() as session:
         later = pace_turn(session, rules, channel, "16505551234", lambda: now + timedelta(seconds=2))
-        assert later == Turn(pytest.approx(4.0))  # the customer waits; no channel slot is held for it
+        # The customer waits out the 6 s (with the outbox's headroom); no channel slot is held for it.
+        assert later == Turn(pytest.approx(6 * (1 + HEADROOM) - 2))
         assert pace_turn(session, rules, channel, "5215500000000", lambda: now + timedelta(seconds=2)).wait == 0
     with db.transaction() as session:
-        assert pace_turn(session, rules, channel, "16505551234", lambda: now + timedelta(seconds=6)).wait == 0
+        after = now + timedelta(seconds=6 * (1 + HEADROOM))
+        assert pace_turn(session, rules, channel, "16505551234", lambda: after).wait == 0
 
 
 def test_the_channel_s_rate_is_a_whole_number_meta_allows() -> None:

@@ -79,6 +79,16 @@ MAX_BATCH = 64
 # SQLite the callback writer waits for the write lock while a batch is written, so a batch's length is
 # what an acknowledgement can wait behind.
 WRITE_BATCH = 16
+# On PostgreSQL nothing waits on the batch but its own callbacks, and a batch costs round trips
+# whatever its length: at 500 callbacks/s batches of 16 kept the one writer a second behind.
+WRITE_BATCH_POSTGRES = 64
+
+
+def write_batch(db: Database) -> int:
+    """How many callbacks the task writes per transaction on this database."""
+    return WRITE_BATCH_POSTGRES if db.dialect == "postgresql" else WRITE_BATCH
+
+
 NUDGE_INTERVAL = 0.05  # seconds between two tasks queued by one callback writer
 _processing = threading.Lock()
 Callback = Row[Any]  # a spool row: id, channel_id, method, url, headers, query, body, attempts, ...
@@ -547,10 +557,10 @@ def _follow_up(prepared: Sequence[Prepared]) -> None:
 
 
 def process_callbacks(db: Database) -> int:
-    """Claims the oldest waiting callbacks (at most WRITE_BATCH), writes them in one transaction and
+    """Claims the oldest waiting callbacks (at most `write_batch`), writes them in one transaction and
     removes them from the spool; returns how many were claimed."""
     spool = callback_spool(db)
-    rows = spool.claim(limit=WRITE_BATCH)
+    rows = spool.claim(limit=write_batch(db))
     if not rows:
         return 0
     prepared, _later = _prepare(db, rows)  # the later ones keep their lease and are claimed again
@@ -592,7 +602,7 @@ def process_callbacks_task(callback_ids: list[int]) -> None:
     # nothing.
     with _processing:
         handled = total = process_callbacks(db)
-        while handled == WRITE_BATCH:
+        while handled == write_batch(db):
             handled = process_callbacks(db)
             total += handled
     log.debug("callbacks_written", queued_with=len(callback_ids), written=total)
@@ -623,8 +633,9 @@ def flush_stale_sms_parts() -> int:
 def sweep_callbacks() -> int:
     """Callbacks whose task was lost (or failed, once their lease ran out): written a batch at a time
     until none is left."""
-    handled = total = process_callbacks(task_database())
-    while handled == WRITE_BATCH:
-        handled = process_callbacks(task_database())
+    db = task_database()
+    handled = total = process_callbacks(db)
+    while handled == write_batch(db):
+        handled = process_callbacks(db)
         total += handled
     return total
