@@ -14,6 +14,8 @@ Providers (TERTULIA_BENCH_PROVIDER):
   callbacks per message ("delivered" for messages we sent, created before the run), interleaved.
 - telegram: Bot API updates (X-Telegram-Bot-Api-Secret-Token), one private-chat text message each;
   Telegram sends no delivery statuses.
+- twilio: Twilio's SMS webhook (form-encoded, X-Twilio-Signature over the URL and the sorted
+  parameters), one SMS each; no status callbacks.
 
 Backends (TERTULIA_BENCH_BACKEND):
 - sqlite (default): one `tertulia serve` with its embedded queue (the laptop setup), or with
@@ -54,6 +56,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode
 
 import httpx
 import psycopg
@@ -62,6 +65,7 @@ from websockets.asyncio.client import connect
 
 from bench.bench_inbox import PASSWORD, POSTGRES_ADMIN, REDIS_URL, _cpu_seconds, _frames, _server, _server_env
 from bench.bench_segments import RESULTS
+from tertulia.channels.adapters.twilio import signature as twilio_signature
 from tertulia.channels.adapters.whatsapp import signature as whatsapp_signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, InboundMessage, MessageType
@@ -84,7 +88,7 @@ USERS = int(os.environ.get("TERTULIA_BENCH_USERS", "50"))
 PROVIDER = os.environ.get("TERTULIA_BENCH_PROVIDER", "webchat")
 BACKEND = os.environ.get("TERTULIA_BENCH_BACKEND", "sqlite")
 STATUSES = float(os.environ.get("TERTULIA_BENCH_STATUSES", "1")) if PROVIDER == "whatsapp" else 0.0
-AGENTS = int(os.environ.get("TERTULIA_BENCH_AGENTS", "5")) if PROVIDER in ("whatsapp", "telegram") else 0
+AGENTS = int(os.environ.get("TERTULIA_BENCH_AGENTS", "5")) if PROVIDER in ("whatsapp", "telegram", "twilio") else 0
 # A Redis or PostgreSQL queue is always consumed by a worker process.
 SEPARATE_WORKER = os.environ.get("TERTULIA_BENCH_WORKER", "0") == "1" or BACKEND == "postgresql"
 THREADS = int(os.environ.get("TERTULIA_BENCH_THREADS", "4"))
@@ -92,8 +96,12 @@ WHATSAPP_NUMBER = "106540352242922"
 RETRIES = 0.02  # the share of callbacks sent twice
 DRAIN_SECONDS = 60.0
 DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "callbacks"
-TARGET_P99_MS = 50.0 if PROVIDER in ("whatsapp", "telegram") else 20.0
+TARGET_P99_MS = 50.0 if PROVIDER in ("whatsapp", "telegram", "twilio") else 20.0
+TWILIO_ACCOUNT = "AC" + "0123456789abcdef" * 2
+TWILIO_TOKEN = "bench0token0bench0token0bench012"
+TWILIO_NUMBER = "+14155550100"
 TELEGRAM_SECRET = "bench-telegram-secret"
+CONTENT_TYPE = "application/x-www-form-urlencoded" if PROVIDER == "twilio" else "application/json"
 TARGET_VISIBLE_P99_MS = 1000.0
 SOCKET_GRACE_SECONDS = 5.0  # after the database holds every message, for the last socket frames
 
@@ -146,6 +154,9 @@ def _prepare(url: str) -> Setup:
                 config = {"phone_number_id": WHATSAPP_NUMBER, "business_account_id": "102290129340398"}
                 secrets = {"access_token": "bench-token", "app_secret": "bench-app-secret"}
                 channel = do_create_channel(session, owner, "whatsapp", "WhatsApp", config, secrets)
+            elif PROVIDER == "twilio":
+                config = {"account_sid": TWILIO_ACCOUNT, "from_number": TWILIO_NUMBER}
+                channel = do_create_channel(session, owner, "twilio", "SMS", config, {"auth_token": TWILIO_TOKEN})
             elif PROVIDER == "telegram":
                 secrets = {"bot_token": "123456789:AAE" + "b" * 32, "webhook_secret": TELEGRAM_SECRET}
                 channel = do_create_channel(session, owner, "telegram", "Telegram", {}, secrets)
@@ -165,7 +176,7 @@ def _seed(db: Database, channel: Channel, owner: Actor) -> tuple[list[str], list
     count = int(RATE * SECONDS * STATUSES)
     with db.transaction() as session:
         first = [
-            (channel, InboundMessage(sender_id=_customer(n), provider_message_id=f"wamid.seed.{n}", text="hola"))
+            (channel, InboundMessage(sender_id=_sender(n), provider_message_id=f"wamid.seed.{n}", text="hola"))
             for n in range(USERS)
         ]
         received = do_receive_many(session, first)
@@ -202,6 +213,12 @@ def _seed(db: Database, channel: Channel, owner: Actor) -> tuple[list[str], list
     return ids, cookies
 
 
+def _sender(number: int) -> str:
+    """The customer's id on the channel: SMS numbers are E.164 (Spanish mobiles, which phonenumbers
+    takes as valid)."""
+    return f"+3461{number % USERS:07d}" if PROVIDER == "twilio" else _customer(number)
+
+
 def _customer(number: int) -> str:
     return f"52155{number % USERS:08d}"
 
@@ -219,6 +236,25 @@ def _whatsapp_value(**value: object) -> bytes:
 def _body(number: int) -> tuple[str, bytes]:
     """One customer message: its provider id and the callback body."""
     message_id = uuid.uuid4().hex
+    if PROVIDER == "twilio":
+        # twilio.com/docs/messaging/guides/webhook-request: an incoming SMS's parameters.
+        sid = f"SM{message_id}"
+        params = {
+            "ToCountry": "US",
+            "SmsMessageSid": sid,
+            "NumMedia": "0",
+            "SmsSid": sid,
+            "SmsStatus": "received",
+            "Body": f"cb {number}",
+            "FromCountry": "ES",
+            "To": TWILIO_NUMBER,
+            "NumSegments": "1",
+            "MessageSid": sid,
+            "AccountSid": TWILIO_ACCOUNT,
+            "From": _sender(number),
+            "ApiVersion": "2010-04-01",
+        }
+        return sid, urlencode(params).encode()
     if PROVIDER == "telegram":
         # https://core.telegram.org/bots/api#update and #message: a private chat's id is the user's.
         user = int(_customer(number))
@@ -252,12 +288,14 @@ def _status_body(provider_id: str, number: int) -> bytes:
     return _whatsapp_value(statuses=[status])
 
 
-def _sign(setup: Setup, body: bytes) -> str:
+def _sign(setup: Setup, body: bytes, url: str = "") -> str:
     """The signing header, as the provider computes it."""
     if PROVIDER == "whatsapp":
         return f"X-Hub-Signature-256: sha256={whatsapp_signature(setup.signer, body)}"
     if PROVIDER == "telegram":
         return f"X-Telegram-Bot-Api-Secret-Token: {TELEGRAM_SECRET}"
+    if PROVIDER == "twilio":
+        return f"X-Twilio-Signature: {twilio_signature(TWILIO_TOKEN, url, parse_qsl(body.decode()))}"
     secret = str(setup.signer.secrets["identity_secret"])
     return f"X-Tertulia-Signature: sha256={hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}"
 
@@ -336,7 +374,7 @@ async def _post(connections: _Connections, request: bytes, tally: Tally) -> None
 
 def _request(host: str, path: str, body: bytes, signature_header: str) -> bytes:
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {CONTENT_TYPE}\r\n"
         f"{signature_header}\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     return head.encode() + body
@@ -349,7 +387,8 @@ async def _load(base: str, setup: Setup, tally: Tally) -> float:
     total = int(RATE * SECONDS)
     bodies = [_body(n) for n in range(total)]
     retried = set(random.Random(7).sample(range(total), int(total * RETRIES)))
-    requests = [_request(f"{host}:{port}", path, body, _sign(setup, body)) for _, body in bodies]
+    url = f"http://{host}:{port}{path}"
+    requests = [_request(f"{host}:{port}", path, body, _sign(setup, body, url)) for _, body in bodies]
     # Status callbacks, spread evenly between the message callbacks.
     receipts = [
         (n / STATUSES, _request(f"{host}:{port}", path, body, _sign(setup, body)), provider_id)
