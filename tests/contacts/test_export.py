@@ -119,6 +119,16 @@ def test_chosen_fields_ids_and_where_clause(db: Database, tenant: Tenant) -> Non
     assert where.splitlines() == ["first_name", "Emma"]
 
 
+def test_blocked_contacts_can_be_exported_as_such(db: Database, tenant: Tenant) -> None:
+    ids = seed(db, tenant, [{"first_name": "Luz"}, {"first_name": "Ada"}])
+    with db.transaction() as session:
+        ada = session.get(Contact, ids[1])
+        assert ada is not None
+        service.do_block_contact(session, tenant.actor(), ada)
+    text = export_text(db, tenant, fields=["first_name", "blocked"])
+    assert list(csv.reader(io.StringIO(text))) == [["first_name", "blocked"], ["Luz", "false"], ["Ada", "true"]]
+
+
 def test_bad_fields_and_permission_are_checked_before_the_first_chunk(db: Database, tenant: Tenant) -> None:
     with db.transaction(write=False) as session:
         with pytest.raises(ValidationFailed) as raised:

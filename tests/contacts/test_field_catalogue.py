@@ -55,6 +55,7 @@ def test_the_lists_read_from_the_catalogue() -> None:
         "updated_at",
         "last_incoming_at",
         "last_outgoing_at",
+        "blocked",
     }
     assert dict(FILTER_FIELDS) == {
         "first_name": FieldRef("column", "first_name_folded", "text"),

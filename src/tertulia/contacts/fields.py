@@ -166,7 +166,7 @@ STANDARD_FIELDS: tuple[StandardField, ...] = (
     StandardField("last_outgoing_at", exported=True),
     # Set by blocking (contacts.service.do_block_contact), never by a field edit or an import; a
     # filter, so audiences (broadcasts, workflows) can leave blocked contacts out.
-    StandardField("blocked", lazy("Blocked"), filter=Filterable("blocked", "blocked", "checkbox")),
+    StandardField("blocked", lazy("Blocked"), exported=True, filter=Filterable("blocked", "blocked", "checkbox")),
 )
 FIELDS_BY_NAME: dict[str, StandardField] = {field.name: field for field in STANDARD_FIELDS}
 SETTABLE_FIELDS: tuple[str, ...] = tuple(field.name for field in STANDARD_FIELDS if field.settable)
