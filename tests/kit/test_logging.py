@@ -92,6 +92,8 @@ def test_forced_500s_neither_stall_other_requests_nor_log_secrets(
 
     assert {r.status_code for r in responses} == {500}
     assert responses[0].json()["error"]["code"] == "internal_error"
+    # The server closes the connection after an unexpected error, and says so.
+    assert {r.headers.get("connection") for r in responses} == {"close"}
     assert statistics.median(delays) < 0.1, f"/healthz delayed by {sorted(delays)} s"
 
     captured = capfd.readouterr()

@@ -131,7 +131,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     def unexpected(request: Request, exc: Exception) -> JSONResponse:
         _log_unexpected(request, exc)
-        return _internal_error()
+        response = _internal_error()
+        # Starlette raises the exception again once this is sent, and uvicorn then closes the
+        # connection: saying so keeps a client from reusing it for its next request (reset by peer).
+        response.headers["Connection"] = "close"
+        return response
 
 
 # SQLSTATE numeric_value_out_of_range: "bigint out of range", "integer out of range".
