@@ -12,7 +12,9 @@ is the bottleneck, i.e. when RATE > LIMIT x NUMBERS); every reply must arrive ex
 Backends (TERTULIA_BENCH_BACKEND): sqlite (default; one `tertulia serve` with its embedded queue) or
 postgresql (PostgreSQL + Redis, `tertulia serve --workers 2` and one `tertulia worker`).
 Knobs: TERTULIA_BENCH_RATE (500), TERTULIA_BENCH_SECONDS (10), TERTULIA_BENCH_NUMBERS (1),
-TERTULIA_BENCH_LIMIT (80, the per-number limit configured on each channel), TERTULIA_BENCH_THREADS
+TERTULIA_BENCH_LIMIT (80, the per-number limit configured on each channel), TERTULIA_BENCH_MODE
+("api", or "drain": RATE x SECONDS replies already pending when the worker starts, a backlog such as a
+broadcast leaves, queued by the consumer in batches at start-up), TERTULIA_BENCH_THREADS
 (4, the separate worker's threads: `tertulia worker`'s default; sending waits on the provider and the
 database, so threads overlap those waits).
 """
@@ -43,6 +45,7 @@ from bench.bench_segments import RESULTS
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations.inbound import do_receive_many
+from tertulia.conversations.service import do_reply
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
@@ -56,6 +59,9 @@ NUMBERS = int(os.environ.get("TERTULIA_BENCH_NUMBERS", "1"))
 LIMIT = int(os.environ.get("TERTULIA_BENCH_LIMIT", "80"))
 BACKEND = os.environ.get("TERTULIA_BENCH_BACKEND", "sqlite")
 THREADS = int(os.environ.get("TERTULIA_BENCH_THREADS", "4"))
+# "api": replies posted through the REST API at RATE; "drain": RATE x SECONDS replies already
+# written and pending when the worker starts (a backlog, as a broadcast leaves), drained in batches.
+MODE = os.environ.get("TERTULIA_BENCH_MODE", "api")
 DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "outbound"
 SEED_BATCH = 500
 
@@ -122,6 +128,9 @@ def _prepare(url: str, graph_base: str) -> tuple[str, list[Target]]:
                     for n in range(start, min(total, start + SEED_BATCH))
                 ]
                 received = do_receive_many(session, items)
+                if MODE == "drain":
+                    for n, item in enumerate(received, start):
+                        do_reply(session, owner, item.conversation, text=f"Su pedido {n} va en camino")
                 targets += [
                     Target(item.conversation.id, inbound.sender_id)
                     for item, (_, inbound) in zip(received, items, strict=True)
@@ -236,7 +245,13 @@ def main() -> None:
     with _fake_graph(log) as graph_base:
         token, targets = _prepare(url, graph_base)
         with _server(env, web_processes) as (base, _), _worker(env, DATA / "worker.log", separate_worker, THREADS):
-            asyncio.run(_load(base, token, targets, tally))
+            if MODE == "drain":
+                # The consumer queues the backlog it finds at start-up; nothing is posted.
+                started = time.time()
+                tally.accepted = total
+                tally.posted_at = {target.customer: started for target in targets}
+            else:
+                asyncio.run(_load(base, token, targets, tally))
             deadline = time.monotonic() + total / min(bottleneck, RATE) * 1.5 + 60
             while len(_arrivals(log)) < tally.accepted and time.monotonic() < deadline:
                 time.sleep(0.5)
@@ -256,12 +271,16 @@ def main() -> None:
         for number, times in sorted(per_number.items())
     }
     never_above = all(n["busiest_second"] <= LIMIT for n in numbers.values())
-    limit_bound = bottleneck < RATE
+    limit_bound = MODE == "drain" or bottleneck < RATE  # a backlog is all there at once
     near_limit = all(float(n["sustained_per_second"]) >= 0.9 * LIMIT for n in numbers.values()) if limit_bound else True
     exactly_once = len(received) == tally.accepted == total and all(count == 1 for count in received.values())
     first_post = min(tally.posted_at.values()) if tally.posted_at else 0.0
     report = {
         "backend": BACKEND,
+        "mode": MODE,
+        "drained_per_second": round(len(arrivals) / (max(t for t, _, _ in arrivals) - min(tally.posted_at.values())), 1)
+        if arrivals and MODE == "drain"
+        else None,
         "web_processes": web_processes,
         "worker_threads": THREADS if separate_worker else None,
         "rate_target": RATE,
@@ -272,7 +291,9 @@ def main() -> None:
         "accepted": tally.accepted,
         "refused": dict(tally.refused),
         "transport_errors": tally.errors,
-        "api_ms": {f"p{round(q * 100)}": round(_percentile(tally.latencies, q), 1) for q in (0.5, 0.95, 0.99)},
+        "api_ms": {f"p{round(q * 100)}": round(_percentile(tally.latencies, q), 1) for q in (0.5, 0.95, 0.99)}
+        if tally.latencies
+        else None,
         "at_provider": len(arrivals),
         "sent_twice": sum(count - 1 for count in received.values() if count > 1),
         "per_number": numbers,

@@ -77,11 +77,13 @@ class FakeProvider:
     # Scripted answers for the next calls: (status, body); then 200.
     script: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     calls: int = 0
+    arrivals: list[tuple[str, float]] = field(default_factory=list)  # (idempotency key, time.time())
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def handle(self, key: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls += 1
+            self.arrivals.append((key, time.time()))
             if self.script:
                 return self.script.pop(0)
             if key not in self.ids:

@@ -25,10 +25,15 @@ with one extra check per message rather than being retried all at once. Each sen
 channel's health (channels/health.py): the last message the provider accepted, or the last error.
 `requeue_stuck_outbound` (periodic) re-queues pending messages whose task was lost (a worker killed
 mid-task), so no message is lost either.
+
+A backlog (found at start-up or by the sweep, or a broadcast's) goes through `send_messages_task`
+instead: the same steps for a batch of messages at once (`process_outbound_batch`).
 """
 
 import hashlib
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,6 +53,7 @@ from tertulia.channels.protocol import (
     OutboundMessage,
     Pace,
     PermanentError,
+    SendResult,
     TransientError,
     channel_pace,
 )
@@ -57,7 +63,7 @@ from tertulia.conversations import repository as repo
 from tertulia.conversations import sms_consent
 from tertulia.conversations.files import do_sweep_unsent_uploads
 from tertulia.conversations.models import Direction, Message, OutboundPace, StoredFile
-from tertulia.conversations.status import advance_message_status
+from tertulia.conversations.status import advance_many, advance_message_status
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.queue import huey, task_database
@@ -74,10 +80,11 @@ MAX_BACKOFF_SECONDS = 600.0
 
 @dataclass(frozen=True)
 class Outcome:
-    state: str  # "sent", "skipped", "failed", "retry"
+    state: str  # "sent", "skipped", "failed", "retry"; "later": left for a later batch (its pace)
     retry_in: float | None = None
     reason: str | None = None
     slot: float | None = None  # paced: the turn it holds, given back when it is tried again
+    counted_at: float | None = None  # sent in a batch on a paced channel: when the pace counted it
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -127,6 +134,7 @@ def pace_turn(
     recipient_id: str,
     clock: Callable[[], datetime],
     held: float | None = None,
+    rows: dict[str, OutboundPace] | None = None,
 ) -> Turn:
     """This message's turn under the channel's paces; `held` is the slot it was given earlier.
 
@@ -142,18 +150,17 @@ def pace_turn(
     A recipient who must wait is not given a channel slot (it would sit unused for seconds).
     Both records are locked in key order (the channel's sorts first), so two workers never wait on
     each other in a cycle. The time is read once they are locked: a worker that waited for the lock
-    counts its send when it really goes, not when it started waiting."""
+    counts its send when it really goes, not when it started waiting. `rows`: the records, already
+    locked by the caller (`lock_paces`), when it judges many messages in one transaction."""
     per_channel = channel_pace(rules, channel)
     per_recipient = rules.recipient_pace
     channel_key = _pace_key("c", channel.key)
     recipient_key = _pace_key("r", channel.key, recipient_id)
-    keys = sorted([*([channel_key] if per_channel else []), *([recipient_key] if per_recipient else [])])
+    keys = pace_keys(rules, channel, recipient_id)
     if not keys:
         return Turn(0.0)
-    rows = _locked_pace_rows(session, keys)
-    if len(rows) < len(keys):  # a first send on this channel or to this recipient lately
-        _ensure_pace_rows(session, keys, clock())
-        rows = _locked_pace_rows(session, keys)
+    if rows is None:
+        rows = lock_paces(session, keys, clock())
     moment = clock().timestamp()
     recipient_log: list[float] = []
     if per_recipient is not None:
@@ -192,6 +199,28 @@ def pace_turn(
     if per_recipient is not None:
         _count(rows[recipient_key], per_recipient, recipient_log, at)
     return Turn(0.0)
+
+
+def pace_keys(rules: ChannelRules, channel: Channel, recipient_id: str) -> list[str]:
+    """The pace records a send to `recipient_id` on `channel` counts in."""
+    keys = []
+    if channel_pace(rules, channel) is not None:
+        keys.append(_pace_key("c", channel.key))
+    if rules.recipient_pace is not None:
+        keys.append(_pace_key("r", channel.key, recipient_id))
+    return keys
+
+
+def lock_paces(session: Session, keys: Iterable[str], now: datetime) -> dict[str, OutboundPace]:
+    """The pace records under `keys`, created when missing, locked in key order."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = _locked_pace_rows(session, wanted)
+    if len(rows) < len(wanted):  # a first send on this channel or to a recipient lately
+        _ensure_pace_rows(session, [key for key in wanted if key not in rows], now)
+        rows = _locked_pace_rows(session, wanted)
+    return rows
 
 
 def _behind_older(session: Session, rules: ChannelRules, message: Message) -> float:
@@ -300,16 +329,7 @@ def process_outbound(
         # Restarts the stuck-message clock: a message in backoff is not "stuck".
         message.status_at = utcnow()
         attempt = message.attempts
-        outbound = OutboundMessage(
-            message_id=message.id,
-            idempotency_key=f"tertulia-msg-{message.id}",
-            recipient_id=recipient_id,
-            type=message.type,
-            text=message.text,
-            attachments=_attachments(session, message),
-            payload=dict(message.payload or {}),
-            reply_to_provider_id=_replied_provider_id(session, message),
-        )
+        outbound = _outbound(session, message, recipient_id)
         session.expunge(channel)
     adapter = get_adapter(channel.type)
     try:
@@ -330,16 +350,7 @@ def process_outbound(
         message = session.get(Message, message_id, with_for_update=True)
         if message is None:
             return Outcome("skipped")
-        if message.provider_message_id is None:
-            if get_adapter(channel.type).rules.echoes:
-                _drop_echo_of(session, message, result.provider_message_id)
-            message.provider_message_id = result.provider_message_id
-        if result.recipient_id and result.recipient_id != recipient_id:
-            # A private reply reached the commenter's Messenger id: their later messages are theirs.
-            identities.resolve_senders(
-                session,
-                [(channel.workspace_id, channel.type, identities.Sender(recipient_id, aliases=(result.recipient_id,)))],
-            )
+        _record_sent(session, channel, recipient_id, message, result)
         session.flush()
         advance_message_status(session, message, DeliveryStatus.SENT, None)
         if result.status != DeliveryStatus.SENT:
@@ -347,6 +358,276 @@ def process_outbound(
         if message.channel_id is not None:
             touch_sent(session, message.channel_id, utcnow())
     return Outcome("sent")
+
+
+# Messages a batch task claims and sends together, and how many of their provider calls overlap.
+SEND_BATCH = 100
+SEND_THREADS = 16
+# How far ahead a batch spaces the sends of a paced channel (the rest go in a later batch), and the
+# earliest it counts one: a send made later than counted crowds the next ones into the provider's
+# window, and the claim's commit comes first.
+BATCH_HORIZON = 1.0
+BATCH_LEAD = 0.15
+# A spaced send that could only be made this much later than counted is not made (it would crowd the
+# next ones into the provider's window): it goes in a later batch, its count left standing. With
+# sends spaced a window's worth per HEADROOM-longer window, a send up to 0.04 s late still leaves at
+# most the pace in any window of the provider's; the rest of that margin is the request's own jitter.
+BATCH_LATE = 0.035
+_senders = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="outbox-send")
+
+
+@dataclass(frozen=True)
+class _Claim:
+    channel: Channel
+    outbound: OutboundMessage
+    attempt: int
+    at: float | None = None  # when the send is counted (seconds since the epoch): it is not made sooner
+
+
+def spacing_of(pace: Pace) -> float:
+    """The gap between a batch's spaced sends: a window's worth per window, and a hair more so that
+    the stored times (rounded to the microsecond) never put one window's first and the next window's
+    first inside one window."""
+    return window(pace) / pace.messages + 1e-5
+
+
+def _first_free(row: OutboundPace | None, moment: float, spacing: float) -> float:
+    """When the next spaced send on a channel may be counted: after the latest one counted (another
+    batch may have spaced its own into the coming second)."""
+    latest = max((float(t) for t in (row.sent_at if row is not None else None) or []), default=moment - spacing)
+    return max(moment + BATCH_LEAD, latest + spacing)
+
+
+@dataclass(frozen=True)
+class _Result:
+    claim: _Claim
+    sent: SendResult | None = None
+    error: TransientError | PermanentError | None = None
+    late: bool = False
+
+
+def process_outbound_batch(
+    db: Database, message_ids: Sequence[int], clock: Callable[[], datetime] = utcnow
+) -> dict[int, Outcome]:
+    """`process_outbound` for many messages (a broadcast, a backlog): one transaction claims every
+    one the paces allow, their provider calls overlap, one transaction records the results. A single
+    message's path costs three transactions and a dozen round trips; a backlog drained that way was
+    bound by the database's latency, not by the provider's pace. The claim is the same as one by
+    one: the same checks in the same order, each message judged under the paces as the ones before
+    it in the batch left them, and locked rows skipped (another worker holds them). Messages that
+    must wait get their turn through `send_message_task`, as they would alone."""
+    settings = get_settings()
+    outcomes: dict[int, Outcome] = {}
+    claims: list[_Claim] = []
+    with db.transaction() as session:
+        query = (
+            select(Message)
+            .where(
+                Message.id.in_(sorted(set(message_ids))),
+                Message.direction == Direction.OUTGOING,
+                Message.status == DeliveryStatus.PENDING,
+            )
+            .order_by(Message.id)
+        )
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        messages = list(session.scalars(query))
+        channel_ids = {message.channel_id for message in messages if message.channel_id is not None}
+        channels = {c.id: c for c in session.scalars(select(Channel).where(Channel.id.in_(channel_ids)))}
+        recipients = {message.id: str((message.payload or {}).get("recipient_id", "")) for message in messages}
+        keys = [
+            key
+            for message in messages
+            if (channel := channels.get(message.channel_id or 0)) is not None and channel.active
+            for key in pace_keys(get_adapter(channel.type).rules, channel, recipients[message.id])
+        ]
+        paces = lock_paces(session, keys, clock())
+        moment = clock().timestamp()
+        next_send: dict[str, float] = {}  # per paced channel: when its next send is spaced to
+        waiting = _older_pending(session, messages)
+        claimed_ids: set[int] = set()
+        failed: dict[str | None, list[Message]] = {}
+        for message in messages:
+            channel = channels.get(message.channel_id or 0)
+            if channel is None or not channel.active:
+                failed.setdefault("channel removed or disabled", []).append(message)
+                continue
+            rules = get_adapter(channel.type).rules
+            recipient_id = recipients[message.id]
+            refused = sms_consent.refusal(session, channel, recipient_id) if rules.keyword_consent else None
+            if refused:
+                failed.setdefault(refused, []).append(message)
+                continue
+            older = waiting.get((message.contact_id, message.channel_id), set())
+            if rules.recipient_pace is not None and any(i < message.id and i not in claimed_ids for i in older):
+                apart = rules.recipient_pace.seconds / rules.recipient_pace.messages
+                outcomes[message.id] = Outcome("retry", retry_in=apart, reason="paced")
+                continue
+            # A paced channel's sends are spaced evenly (a window's worth at once reached the provider
+            # as a burst whose tail ran into the next window) and each is counted when it will be made.
+            pace = channel_pace(rules, channel)
+            at = moment
+            if pace is not None:
+                spacing = spacing_of(pace)
+                at = next_send.get(channel.key) or _first_free(paces.get(_pace_key("c", channel.key)), moment, spacing)
+                if at - moment > BATCH_HORIZON:
+                    outcomes[message.id] = Outcome("later", retry_in=at - moment - BATCH_HORIZON / 2)
+                    continue
+            turn = pace_turn(session, rules, channel, recipient_id, _clock_at(at), rows=paces)
+            if turn.wait > 0:
+                wait = turn.wait + at - moment
+                outcomes[message.id] = Outcome("retry", retry_in=wait, reason="paced", slot=turn.slot)
+                continue
+            if pace is not None:
+                next_send[channel.key] = at + spacing_of(pace)
+            message.attempts += 1
+            message.status_at = utcnow()
+            claimed_ids.add(message.id)
+            claim_at = at if pace is not None else None
+            claims.append(_Claim(channel, _outbound(session, message, recipient_id), message.attempts, claim_at))
+        for reason, refused_messages in failed.items():
+            advance_many(session, refused_messages, DeliveryStatus.FAILED, reason)
+            outcomes.update({m.id: Outcome("failed", reason=reason) for m in refused_messages})
+        for channel in channels.values():
+            session.expunge(channel)  # used after the commit, by the senders and the record
+    results = _dispatch(claims)
+    for result in results:
+        for hook in AFTER_PROVIDER_CALL:
+            if result.sent is not None:
+                hook(result.claim.outbound.message_id)
+    outcomes.update(_record_batch(db, results, settings.outbox_max_attempts, settings.outbox_retry_base_seconds))
+    return outcomes
+
+
+def _clock_at(moment: float) -> Callable[[], datetime]:
+    return lambda: datetime.fromtimestamp(moment, tz=UTC)
+
+
+def _outbound(session: Session, message: Message, recipient_id: str) -> OutboundMessage:
+    return OutboundMessage(
+        message_id=message.id,
+        idempotency_key=f"tertulia-msg-{message.id}",
+        recipient_id=recipient_id,
+        type=message.type,
+        text=message.text,
+        attachments=_attachments(session, message),
+        payload=dict(message.payload or {}),
+        reply_to_provider_id=_replied_provider_id(session, message),
+    )
+
+
+def _older_pending(session: Session, messages: Sequence[Message]) -> dict[tuple[int, int | None], set[int]]:
+    """For channels paced per recipient: the pending outgoing messages to each (contact, channel) of
+    the batch, by id, to keep a recipient's messages in the order they were written."""
+    pairs = {(message.contact_id, message.channel_id) for message in messages if message.channel_id is not None}
+    if not pairs:
+        return {}
+    rows = session.execute(
+        select(Message.id, Message.contact_id, Message.channel_id).where(
+            Message.contact_id.in_({contact for contact, _ in pairs}),
+            Message.channel_id.in_({channel for _, channel in pairs}),
+            Message.direction == Direction.OUTGOING,
+            Message.status == DeliveryStatus.PENDING,
+        )
+    )
+    found: dict[tuple[int, int | None], set[int]] = {}
+    for message_id, contact_id, channel_id in rows:
+        if (contact_id, channel_id) in pairs:
+            found.setdefault((contact_id, channel_id), set()).add(int(message_id))
+    return found
+
+
+def _dispatch(claims: Sequence[_Claim]) -> list[_Result]:
+    """Each claim's provider call, made at its counted moment (this thread waits for it; the calls
+    overlap on the sender threads), or not at all when that moment has passed."""
+    pending: list[_Result | Future[_Result]] = []
+    for claim in sorted(claims, key=lambda c: c.at or 0.0):
+        if claim.at is not None:
+            now = time.time()
+            if now > claim.at + BATCH_LATE:
+                pending.append(_Result(claim, late=True))
+                continue
+            time.sleep(max(0.0, claim.at - now))
+        pending.append(_senders.submit(_send_one, claim))
+    return [item if isinstance(item, _Result) else item.result() for item in pending]
+
+
+def _send_one(claim: _Claim) -> _Result:
+    try:
+        return _Result(claim, sent=get_adapter(claim.channel.type).send(claim.channel, claim.outbound))
+    except (TransientError, PermanentError) as exc:
+        return _Result(claim, error=exc)
+    except Exception as exc:  # an adapter's bug must not lose the batch's other results
+        log.exception("outbox_send_crashed", message_id=claim.outbound.message_id)
+        return _Result(claim, error=TransientError(f"unexpected error: {type(exc).__name__}"))
+
+
+def _record_batch(db: Database, results: Sequence[_Result], max_attempts: int, retry_base: float) -> dict[int, Outcome]:
+    if not results:
+        return {}
+    outcomes: dict[int, Outcome] = {}
+    now = utcnow()
+    with db.transaction() as session:
+        ids = [result.claim.outbound.message_id for result in results]
+        messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(ids)).with_for_update())}
+        sent: dict[DeliveryStatus, list[Message]] = {}
+        failed: dict[str, list[Message]] = {}
+        errors: dict[int, str] = {}
+        for result in results:
+            claim = result.claim
+            message = messages.get(claim.outbound.message_id)
+            if message is None:
+                outcomes[claim.outbound.message_id] = Outcome("skipped")
+                continue
+            if result.late:
+                message.attempts = max(0, message.attempts - 1)  # not tried: no attempt
+                outcomes[message.id] = Outcome("later", retry_in=0.0)
+                continue
+            if result.sent is not None:
+                _record_sent(session, claim.channel, claim.outbound.recipient_id, message, result.sent)
+                sent.setdefault(DeliveryStatus.SENT, []).append(message)
+                if result.sent.status != DeliveryStatus.SENT:
+                    sent.setdefault(result.sent.status, []).append(message)
+                outcomes[message.id] = Outcome("sent", counted_at=claim.at)
+                continue
+            error = result.error
+            assert error is not None
+            if isinstance(error, TransientError) and claim.attempt < max_attempts:
+                delay = error.retry_after if error.retry_after is not None else backoff(claim.attempt, retry_base)
+                outcomes[message.id] = Outcome("retry", retry_in=delay, reason=error.reason)
+                errors[claim.channel.id] = error.reason
+                continue
+            reason = (
+                error.reason
+                if isinstance(error, PermanentError)
+                else f"gave up after {claim.attempt} attempts: {error.reason}"
+            )
+            failed.setdefault(reason, []).append(message)
+            errors[claim.channel.id] = reason
+            outcomes[message.id] = Outcome("failed", reason=reason)
+        session.flush()
+        for status, moved in sent.items():
+            advance_many(session, moved, status, None)
+        for reason, failures in failed.items():
+            advance_many(session, failures, DeliveryStatus.FAILED, reason)
+        for channel_id in {r.claim.channel.id for r in results if r.sent is not None}:
+            touch_sent(session, channel_id, now)
+        for channel_id, reason in errors.items():
+            record_error(session, channel_id, reason, now)
+    return outcomes
+
+
+def _record_sent(session: Session, channel: Channel, recipient_id: str, message: Message, result: SendResult) -> None:
+    if message.provider_message_id is None:
+        if get_adapter(channel.type).rules.echoes:
+            _drop_echo_of(session, message, result.provider_message_id)
+        message.provider_message_id = result.provider_message_id
+    if result.recipient_id and result.recipient_id != recipient_id:
+        # A private reply reached the commenter's Messenger id: their later messages are theirs.
+        identities.resolve_senders(
+            session,
+            [(channel.workspace_id, channel.type, identities.Sender(recipient_id, aliases=(result.recipient_id,)))],
+        )
 
 
 def _drop_echo_of(session: Session, message: Message, provider_message_id: str) -> None:
@@ -384,6 +665,34 @@ def send_message_task(message_id: int, slot: float | None = None) -> str:
     return outcome.state
 
 
+@huey.task(name="conversations.send_messages")  # type: ignore[untyped-decorator]
+def send_messages_task(message_ids: list[int]) -> dict[str, int]:
+    outcomes = process_outbound_batch(task_database(), message_ids)
+    later = sorted(message_id for message_id, outcome in outcomes.items() if outcome.state == "later")
+    if later:
+        delay = min(outcomes[message_id].retry_in or 0.0 for message_id in later)
+        send_messages_task.schedule(args=(later,), delay=delay)
+    for message_id, outcome in outcomes.items():
+        if outcome.state == "retry":
+            # Each waits its own turn, or its backoff, alone.
+            send_message_task.schedule(args=(message_id, outcome.slot), delay=outcome.retry_in or 0)
+    tally: dict[str, int] = {}
+    for outcome in outcomes.values():
+        tally[outcome.state] = tally.get(outcome.state, 0) + 1
+    return tally
+
+
+def enqueue_send_many(message_ids: Sequence[int]) -> None:
+    """Queue many messages' delivery in batches (a broadcast, a backlog found at start-up)."""
+    ordered = sorted(message_ids)
+    for start in range(0, len(ordered), SEND_BATCH):
+        chunk = ordered[start : start + SEND_BATCH]
+        try:
+            send_messages_task(chunk)
+        except Exception as exc:  # they stay pending; the periodic sweep re-queues them
+            log.warning("outbox_enqueue_failed", message_ids=chunk, error=str(exc))
+
+
 def enqueue_send(message_id: int) -> None:
     try:
         send_message_task(message_id)
@@ -411,8 +720,7 @@ def stuck_message_ids(db: Database, limit: int = 500) -> list[int]:
 @huey.periodic_task(crontab(minute="*"), name="conversations.requeue_stuck_outbound")  # type: ignore[untyped-decorator]
 def requeue_stuck_outbound() -> int:
     ids = stuck_message_ids(task_database())
-    for message_id in ids:
-        enqueue_send(message_id)
+    enqueue_send_many(ids)
     return len(ids)
 
 
@@ -434,6 +742,8 @@ def _queued_message_ids() -> set[int]:
     for task in [*huey.pending(), *huey.scheduled()]:
         if task.name == send_message_task.name and task.args:
             waiting.add(int(task.args[0]))
+        elif task.name == send_messages_task.name and task.args:
+            waiting.update(int(message_id) for message_id in task.args[0])
     return waiting
 
 
@@ -455,6 +765,5 @@ def requeue_pending_outbound() -> int:
             )
         )
     requeued = [message_id for message_id in ids if message_id not in waiting]
-    for message_id in requeued:
-        enqueue_send(message_id)
+    enqueue_send_many(requeued)
     return len(requeued)

@@ -120,6 +120,26 @@ def _emit_status(
     events.emit(session, events.make_event(InboxEvent.MESSAGE_STATUS, conversation, payload, visitor=False))
 
 
+def advance_many(session: Session, messages: Sequence[Message], status: DeliveryStatus, reason: str | None) -> set[int]:
+    """`advance_message_status` for many messages: one UPDATE, and an event for each it moved; the ids
+    it moved."""
+    now = utcnow()
+    moved = repo.advance_statuses(session, [message.id for message in messages], status, reason, now)
+    if not moved:
+        return moved
+    ids = {message.conversation_id for message in messages if message.id in moved}
+    conversations = {c.id: c for c in session.scalars(select(Conversation).where(Conversation.id.in_(ids)))}
+    for message in messages:
+        if message.id not in moved:
+            continue
+        set_committed_value(message, "status", status)
+        set_committed_value(message, "status_at", now)
+        if status == DeliveryStatus.FAILED:
+            set_committed_value(message, "status_reason", reason)
+        _emit_status(session, conversations[message.conversation_id], message.id, status, message.status_reason)
+    return moved
+
+
 def advance_message_status(session: Session, message: Message, status: DeliveryStatus, reason: str | None) -> bool:
     changed = repo.advance_status(session, message.id, status, reason, utcnow())
     if changed:
