@@ -26,7 +26,7 @@ from tertulia.conversations.models import Message, SmsConsent, SmsPart
 from tertulia.conversations.sms_parts import PART_WAIT
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
-from tertulia.kit.clock import utcnow
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.channels.fake_vonage import (
@@ -158,6 +158,68 @@ def test_forged_unsigned_or_fetched_callbacks_store_nothing_and_repeats_are_stor
         identity = session.scalar(select(ContactIdentity).where(ContactIdentity.contact_id == stored[0].contact_id))
         assert identity is not None
         assert (identity.channel, identity.external_id) == ("vonage", CUSTOMER)
+
+
+def test_signed_callbacks_older_than_the_tolerance_are_refused_as_replays(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage
+) -> None:
+    """The SDK stamps and signs now; our clock moved past `signature_max_age` (default 300 s) refuses
+    them, either way, for the SMS API's `timestamp` and the Messages API's `iat`; a channel with a
+    longer tolerance takes them; a signed callback without a timestamp is refused."""
+    channel = _connect(client, db, tenant, fake)
+    url = channel["callback_url"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    captured = signed(_inbound("0A0000000777AAAA1", "Hola"))
+    for moved in (timedelta(seconds=301), timedelta(seconds=-301)):
+        with travel(moved):
+            assert client.post(url, content=urlencode(captured), headers=form).status_code == 403
+    with travel(timedelta(seconds=290)):
+        assert client.post(url, content=urlencode(captured), headers=form).status_code == 200
+    unstamped = {k: v for k, v in captured.items() if k not in ("sig", "timestamp")}
+    unstamped["sig"] = sms_signature(SIGNATURE_SECRET, "sha256", unstamped)
+    assert client.post(url, content=urlencode(unstamped), headers=form).status_code == 403
+    callbacks_written(db)
+    assert [m.provider_message_id for m in _messages(db, channel["id"])] == ["0A0000000777AAAA1"]
+
+    patient = _connect(client, db, tenant, fake, signature_max_age="3600", from_number="AcmeShop")
+    late = signed(_inbound("0A0000000777AAAA2", "Tarde"))
+    with travel(timedelta(minutes=50)):
+        assert client.post(patient["callback_url"], content=urlencode(late), headers=form).status_code == 200
+    with travel(timedelta(minutes=61)):
+        assert client.post(patient["callback_url"], content=urlencode(late), headers=form).status_code == 403
+
+    messages = _connect(client, db, tenant, fake, api="messages", account_api_base_url=fake.url)
+    event = {"channel": "sms", "message_uuid": "cccccccc-bbbb-cccc-dddd-0123456789ab", "to": NUMBER.lstrip("+")}
+    event |= {"from": CUSTOMER.lstrip("+"), "message_type": "text", "text": "Hola", "sms": {"num_messages": "1"}}
+    body = json.dumps(event).encode()
+    token = messages_token(body)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with travel(timedelta(seconds=301)):
+        assert client.post(messages["callback_url"], content=body, headers=headers).status_code == 403
+    assert client.post(messages["callback_url"], content=body, headers=headers).status_code == 200
+
+
+def test_the_tolerance_is_a_number_of_seconds_within_bounds(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage
+) -> None:
+    for wrong in ("10", "86401", "five minutes"):
+        response = client.post(
+            "/api/v1/channels",
+            json={
+                "type": "vonage",
+                "config": {
+                    "api_base_url": fake.url,
+                    "api_key": API_KEY,
+                    "from_number": NUMBER,
+                    "signature_method": "sha256",
+                    "signature_max_age": wrong,
+                },
+                "secrets": SECRETS,
+            },
+            headers=sign_in(db, tenant, Role.MANAGER).headers,
+        )
+        assert response.status_code == 422, response.text
+        assert "config.signature_max_age" in response.json()["error"]["details"]
 
 
 def test_a_long_sms_is_reassembled_from_its_parts(
