@@ -191,25 +191,24 @@ def test_the_widget_works_under_a_strict_csp(visitor: Page, setup: Setup) -> Non
     assert setup.shop.csp_reports == []
 
 
-def test_a_signed_in_customer_is_known_by_the_shops_id(visitor: Page, setup: Setup) -> None:
-    visitor.goto(setup.shop.url("/account"))
-    _chat(visitor, setup, "Where is order 1001?", "On its way, Ada.")
+def _chat_as_customer(visitor: Page, setup: Setup, path: str, user_id: str) -> None:
+    """On the shop's `path`, a chat from the customer the shop's server vouched for: stored as theirs."""
+    visitor.goto(setup.shop.url(path))
+    _chat(visitor, setup, f"Where is my order, from {path}?", "On its way.")
     with setup.database.transaction(write=False) as session:
         identities = session.scalars(select(ContactIdentity.external_id).where(ContactIdentity.channel == "webchat"))
-        assert f"{setup.channel_id}:u:customer-4711" in set(identities)
+        assert f"{setup.channel_id}:u:{user_id}" in set(identities)
     assert _violations(visitor) == []
     assert setup.shop.csp_reports == []
+
+
+def test_a_signed_in_customer_is_known_by_the_shops_id(visitor: Page, setup: Setup) -> None:
+    _chat_as_customer(visitor, setup, "/account", "customer-4711")
 
 
 def test_a_loader_script_of_the_site_may_add_the_tag(visitor: Page, setup: Setup) -> None:
     """The widget finds its key and the data attributes on a tag another script inserted."""
-    visitor.goto(setup.shop.url("/orders"))
-    _chat(visitor, setup, "Can I change my address?", "Done, Grace.")
-    with setup.database.transaction(write=False) as session:
-        identities = session.scalars(select(ContactIdentity.external_id).where(ContactIdentity.channel == "webchat"))
-        assert f"{setup.channel_id}:u:customer-4712" in set(identities)
-    assert _violations(visitor) == []
-    assert setup.shop.csp_reports == []
+    _chat_as_customer(visitor, setup, "/orders", "customer-4712")
 
 
 def test_a_site_not_allowed_gets_no_widget(browser: Browser, setup: Setup) -> None:

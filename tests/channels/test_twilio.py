@@ -43,6 +43,7 @@ from tests.channels.fake_twilio import (
     fake_twilio,
     sign,
 )
+from tests.channels.support import channel_messages, connect
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.fakes import callbacks_written
@@ -63,22 +64,8 @@ def _manager(db: Database, tenant: Tenant) -> dict[str, str]:
 
 def _connect(client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio, **config: Any) -> dict[str, Any]:
     secrets = config.pop("secrets", {"auth_token": AUTH_TOKEN})
-    response = client.post(
-        "/api/v1/channels",
-        json={
-            "type": "twilio",
-            "config": {"api_base_url": fake.url, "account_sid": ACCOUNT_SID, "from_number": NUMBER, **config},
-            "secrets": secrets,
-        },
-        headers=_manager(db, tenant),
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def _messages(db: Database, channel_id: int) -> list[Message]:
-    with db.transaction(write=False) as session:
-        return list(session.scalars(select(Message).where(Message.channel_id == channel_id).order_by(Message.id)))
+    config = {"api_base_url": fake.url, "account_sid": ACCOUNT_SID, "from_number": NUMBER, **config}
+    return connect(client, db, tenant, "twilio", config, secrets)
 
 
 class _MultiDict(dict[str, str]):
@@ -133,11 +120,11 @@ def test_requests_signed_by_the_official_validator_pass_and_tampered_ones_do_not
     assert client.post(url, content=tw.body(params), headers={"X-Twilio-Signature": wrong_token}).status_code == 403
     assert client.post(url, content=tw.body(params)).status_code == 403
     callbacks_written(db)
-    assert _messages(db, channel["id"]) == []
+    assert channel_messages(db, channel["id"]) == []
     assert callback_spool(db).waiting() == 0
     assert fake.deliver(client, params).status_code == 200
     callbacks_written(db)
-    assert [m.text for m in _messages(db, channel["id"])] == ["Hola"]
+    assert [m.text for m in channel_messages(db, channel["id"])] == ["Hola"]
 
 
 def test_behind_a_proxy_the_public_url_is_what_is_checked(db: Database, tenant: Tenant) -> None:
@@ -234,13 +221,13 @@ def test_callbacks_signed_with_a_webhook_shared_key(
     for attempt in refused:
         assert client.post(url, content=tw.body(params), headers=attempt).status_code == 403
     callbacks_written(db)
-    assert _messages(db, channel["id"]) == []
+    assert channel_messages(db, channel["id"]) == []
     answer = client.post(url, content=tw.body(params), headers=headers)
     assert answer.status_code == 200
     # The auth token's own signature still works for callbacks no rule signs.
     assert fake.deliver(client, tw.inbound("SM" + "6" * 32, "Adiós")).status_code == 200
     callbacks_written(db)
-    assert [m.text for m in _messages(db, channel["id"])] == ["Hola", "Adiós"]
+    assert [m.text for m in channel_messages(db, channel["id"])] == ["Hola", "Adiós"]
 
 
 def test_callbacks_are_answered_with_empty_twiml(
@@ -360,7 +347,7 @@ def test_an_sms_is_stored_once_for_the_contact_known_by_their_number(
     assert fake.deliver(client, params).status_code == 200
     assert fake.deliver(client, params).status_code == 200  # Twilio retrying
     callbacks_written(db)
-    [stored] = _messages(db, channel["id"])
+    [stored] = channel_messages(db, channel["id"])
     assert (stored.text, stored.provider_message_id, stored.direction, stored.type) == (
         "¿Tienen talla M?",
         "SM" + "3" * 32,
@@ -389,7 +376,7 @@ def test_mms_media_becomes_our_files_within_twilios_limits(
         == 200
     )
     callbacks_written(db)
-    first, second = _messages(db, channel["id"])
+    first, second = channel_messages(db, channel["id"])
     assert (first.type, first.text) == (MessageType.IMAGE, "así llegó")
     [attachment] = first.attachments
     assert attachment["content_type"] == "image/jpeg"
@@ -411,7 +398,7 @@ def test_keywords_are_marked_and_help_is_answered(
     for index, text in enumerate(("stop", "Baja", "START", "ayuda", "stop please")):
         assert fake.deliver(client, tw.inbound(f"SM{index:032d}", text)).status_code == 200
     callbacks_written(db)
-    stored = _messages(db, channel["id"])
+    stored = channel_messages(db, channel["id"])
     assert [m.payload.get("sms_keyword") for m in stored] == ["opt_out", "opt_out", "opt_in", "help", None]
     [answer] = fake.messages
     assert (answer["To"], answer["From"], answer["Body"]) == (
@@ -427,7 +414,7 @@ def test_keywords_are_marked_and_help_is_answered(
 def _incoming(client: TestClient, db: Database, fake: FakeTwilio, channel_id: int) -> Message:
     assert fake.deliver(client, tw.inbound("SM" + "9" * 32, "Hola")).status_code == 200
     callbacks_written(db)
-    return _messages(db, channel_id)[0]
+    return channel_messages(db, channel_id)[0]
 
 
 def test_replies_go_out_with_a_status_callback_and_statuses_only_move_forward(
@@ -551,7 +538,7 @@ def test_a_verbatim_callback_with_a_redacted_number_is_kept(
     response = client.post(url, content=tw.INBOUND_VERBATIM, headers={"X-Twilio-Signature": sign(url, params)})
     assert response.status_code == 200
     callbacks_written(db)
-    [stored] = _messages(db, channel["id"])
+    [stored] = channel_messages(db, channel["id"])
     assert (stored.text, stored.provider_message_id) == ("plan 5 potato", tw.INBOUND_VERBATIM_SID)
 
 

@@ -77,7 +77,7 @@ HMAC_SHA1 = "HMAC_SHA1"
 HMAC_SHA256 = "HMAC_SHA256"
 ALGORITHMS = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-MAX_BODY = 1600  # characters Twilio accepts in one message's Body
+MAX_BODY = sms.MAX_TEXT  # characters Twilio accepts in one message's Body
 MAX_MEDIA_BYTES = 5 * 1024 * 1024  # Twilio's MMS limit
 MAX_HELP_REPLY = 1600
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -122,24 +122,19 @@ MEDIA_TYPES = {"image": MessageType.IMAGE, "audio": MessageType.AUDIO, "video": 
 
 class TwilioAdapter:
     type: ClassVar[str] = TYPE
-    rules: ClassVar[ChannelRules] = ChannelRules(
-        reply_window=None,
-        max_text_length=MAX_BODY,
-        delivery_receipts=True,
-        message_types=frozenset({MessageType.TEXT}),
-        keyword_consent=True,
-    )
+    rules: ClassVar[ChannelRules] = sms.RULES
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
     secret_fields: ClassVar[frozenset[str]] = frozenset({"auth_token", "api_key_secret", "webhook_key_secret"})
 
     # ----- callbacks ------------------------------------------------------------------------------
 
     def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        if request.method != "POST":
-            raise WebhookRejected("Twilio posts its callbacks; it has no handshake")
-        key, algorithm = _signing_key(channel, request.headers.get(SIGNATURE_SETTINGS_HEADER, ""))
+        # A Webhook Rule's shared key signs when the settings header says so; the auth token otherwise.
+        settings = request.headers.get(SIGNATURE_SETTINGS_HEADER, "").strip()
+        key = sms.posted_secret("Twilio", channel, request, "webhook_key_secret" if settings else "auth_token")
+        algorithm = _shared_key_algorithm(channel, settings) if settings else HMAC_SHA1
         given = request.headers.get(SIGNATURE_HEADER, "")
-        if not key or not given:
+        if not given:
             raise WebhookRejected("no X-Twilio-Signature")
         if not any(
             hmac.compare_digest(given.encode(), signature(key, url, params, algorithm).encode())
@@ -348,14 +343,10 @@ def signature(key: str, url: str, params: list[tuple[str, str]], algorithm: str 
     return base64.b64encode(digest).decode()
 
 
-def _signing_key(channel: Channel, settings: str) -> tuple[str, str]:
-    """The secret and algorithm a callback was signed with: the auth token and HMAC-SHA1, or, when
-    X-Twilio-Webhooks-Signature-Settings names a shared key (`key=<id>,algorithm=HMAC_SHA256`),
-    the channel's `webhook_key_secret` and that algorithm. Raises WebhookRejected for an algorithm we
-    do not know or a key the channel has no secret for."""
-    secrets_ = channel.secrets or {}
-    if not settings.strip():
-        return str(secrets_.get("auth_token") or ""), HMAC_SHA1
+def _shared_key_algorithm(channel: Channel, settings: str) -> str:
+    """The algorithm X-Twilio-Webhooks-Signature-Settings (`key=<id>,algorithm=HMAC_SHA256`) names
+    for a callback signed with a shared key. Raises WebhookRejected for an algorithm we do not know,
+    or another key than the channel's `webhook_key_sid` when it has one."""
     parts = dict(part.strip().partition("=")[::2] for part in settings.split(","))
     algorithm = parts.get("algorithm", "").strip().upper() or HMAC_SHA1
     if algorithm not in ALGORITHMS:
@@ -363,10 +354,7 @@ def _signing_key(channel: Channel, settings: str) -> tuple[str, str]:
     key_sid = str((channel.config or {}).get("webhook_key_sid") or "")
     if key_sid and parts.get("key", "").strip() != key_sid:
         raise WebhookRejected("signed with another webhook key than the channel's webhook_key_sid")
-    secret = str(secrets_.get("webhook_key_secret") or "")
-    if not secret:
-        raise WebhookRejected("signed with a webhook shared key: give the channel its secret (webhook_key_secret)")
-    return secret, algorithm
+    return algorithm
 
 
 def _form(body: bytes) -> list[tuple[str, str]]:

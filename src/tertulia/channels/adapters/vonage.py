@@ -53,7 +53,6 @@ from tertulia.channels.protocol import (
     DeliveryStatus,
     FetchedMedia,
     InboundMessage,
-    MessageType,
     OutboundMessage,
     ParsedWebhook,
     PermanentError,
@@ -74,7 +73,7 @@ DEFAULT_SMS_BASE_URL = "https://rest.nexmo.com"
 DEFAULT_MESSAGES_BASE_URL = "https://api.nexmo.com"
 SIGNATURE_METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 LEGACY_MD5 = "md5hash"
-MAX_TEXT = 1600
+MAX_TEXT = sms.MAX_TEXT
 # How old a signed callback may be (its `timestamp`, or the JWT's `iat`), either way: a captured
 # callback replayed later is refused. Vonage retries a callback it got no 2xx for; a retry signed at
 # the first attempt's time is refused too once it is older than this, so a longer outage wants more.
@@ -138,24 +137,14 @@ def _api(channel: Channel) -> str:
 
 class VonageAdapter:
     type: ClassVar[str] = TYPE
-    rules: ClassVar[ChannelRules] = ChannelRules(
-        reply_window=None,
-        max_text_length=MAX_TEXT,
-        delivery_receipts=True,
-        message_types=frozenset({MessageType.TEXT}),
-        keyword_consent=True,
-    )
+    rules: ClassVar[ChannelRules] = sms.RULES
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
     secret_fields: ClassVar[frozenset[str]] = frozenset({"api_secret", "signature_secret"})
 
     # ----- callbacks ------------------------------------------------------------------------------
 
     def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        if request.method != "POST":
-            raise WebhookRejected("set the webhook's method to POST in the Vonage dashboard")
-        secret = str((channel.secrets or {}).get("signature_secret") or "")
-        if not secret:
-            raise WebhookRejected("the channel has no signature secret")
+        secret = sms.posted_secret("Vonage", channel, request, "signature_secret")
         max_age = int((channel.config or {}).get("signature_max_age") or DEFAULT_SIGNATURE_MAX_AGE)
         if _api(channel) == MESSAGES_API:
             _check_age(_verify_jwt(secret, request), max_age, "the token's iat")
