@@ -830,11 +830,19 @@ def new_identity_secret(ctx: UserPage, channel_id: ID) -> Response:
 # (write-only: never put back into the page).
 SMS_FORMS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "twilio": (
-        ("account_sid", "from_number", "messaging_service_sid", "api_key_sid", "help_reply", "api_base_url"),
-        ("auth_token", "api_key_secret"),
+        (
+            "account_sid",
+            "from_number",
+            "messaging_service_sid",
+            "api_key_sid",
+            "webhook_key_sid",
+            "help_reply",
+            "api_base_url",
+        ),
+        ("auth_token", "api_key_secret", "webhook_key_secret"),
     ),
     "vonage": (
-        ("api", "api_key", "from_number", "signature_method", "help_reply", "api_base_url"),
+        ("api", "api_key", "from_number", "signature_method", "signature_max_age", "help_reply", "api_base_url"),
         ("api_secret", "signature_secret"),
     ),
     "bird": (
@@ -849,6 +857,7 @@ SMS_VALUES: dict[str, dict[str, Any]] = {
         "from_number": "",
         "messaging_service_sid": "",
         "api_key_sid": "",
+        "webhook_key_sid": "",
         "help_reply": "",
         "api_base_url": "https://api.twilio.com",
     },
@@ -858,6 +867,7 @@ SMS_VALUES: dict[str, dict[str, Any]] = {
         "api_key": "",
         "from_number": "",
         "signature_method": "md5",
+        "signature_max_age": "",
         "help_reply": "",
         "api_base_url": "",
     },
@@ -879,6 +889,7 @@ SMS_SECRET_LABELS = {
     "signature_secret": i18n.lazy("Signature secret"),
     "access_key": i18n.lazy("Access key"),
     "signing_key": i18n.lazy("Signing key"),
+    "webhook_key_secret": i18n.lazy("Webhook signing key secret"),
 }
 
 
@@ -899,6 +910,9 @@ class SmsForm(BaseModel):
     api_secret: str = ""
     signature_secret: str = ""
     signature_method: str = ""
+    signature_max_age: str = ""
+    webhook_key_sid: str = ""
+    webhook_key_secret: str = ""
     workspace_id: str = ""
     channel_id: str = ""
     access_key: str = ""
