@@ -1,5 +1,6 @@
 """Test fakes shared by every test folder: made-up providers (a real local HTTP server, adapters
-registered for one test at a time through `channels.registry.registered`) and the inline queue."""
+registered for one test at a time through `channels.registry.registered`), the inline queue, and
+a listener that records the SQL statements sent to the database."""
 
 import hashlib
 import hmac
@@ -15,6 +16,7 @@ from typing import Any, ClassVar
 
 import httpx
 import pytest
+from sqlalchemy import event
 
 from tertulia.channels import registry
 from tertulia.channels.models import Channel
@@ -44,6 +46,39 @@ def immediate_queue(db: Database) -> Iterator[None]:
     yield
     queue.huey.immediate = False
     queue.use_database(None)
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement sent to the database, as the driver got it."""
+
+    sql: str
+    parameters: Any
+    executemany: bool
+
+    def starts(self, prefix: str) -> bool:
+        """Whether the statement begins with `prefix` (any case): "UPDATE messages", "INSERT INTO events"."""
+        return self.sql.lstrip().upper().startswith(prefix.upper())
+
+    @property
+    def rows(self) -> int:
+        """Parameter sets it ran with: an executemany's many, else one."""
+        return len(self.parameters) if self.executemany else 1
+
+
+@contextmanager
+def sql_statements(db: Database) -> Iterator[list[Statement]]:
+    """The statements sent to `db` while the block runs, in order (from every thread)."""
+    executed: list[Statement] = []
+
+    def record(_conn: Any, _cursor: Any, sql: str, parameters: Any, _context: Any, executemany: bool) -> None:
+        executed.append(Statement(sql, parameters, executemany))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield executed
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
 
 
 def callbacks_written(db: Database, timeout: float = 15.0) -> None:

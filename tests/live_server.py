@@ -1,16 +1,23 @@
-"""A real uvicorn server in a thread, for tests that need HTTP or a browser against the app."""
+"""A real uvicorn server in a thread, for tests that need HTTP or a browser against the app, and what
+browser tests share around it: a third-party site on another origin, deliveries run at once."""
 
+import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 
 from tertulia.app import create_app
+from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
+from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
 from tertulia.migrations import upgrade
@@ -53,3 +60,78 @@ def serve_tertulia(database: Database) -> Iterator[str]:
     port = free_port()
     with serve_app(create_app(Settings(base_url=f"http://127.0.0.1:{port}"), database), port) as url:
         yield url
+
+
+@dataclass
+class Site:
+    """A third-party website on another origin (a shop embedding the widget)."""
+
+    origin: str
+    # CSP violation reports the browser posted to /csp-report (a page's `report-uri /csp-report`).
+    csp_reports: list[dict[str, Any]] = field(default_factory=list)
+
+    def url(self, path: str = "/") -> str:
+        return f"{self.origin}{path}"
+
+
+@contextmanager
+def serve_site(
+    port: int, pages: Mapping[str, str | tuple[str, str]], headers: Mapping[str, str] | None = None
+) -> Iterator[Site]:
+    """Serve `pages` (path -> HTML, or (content type, body)) on 127.0.0.1:`port` with
+    `headers` on every answer, until the block ends; any other path is a 404. CSP reports posted to
+    /csp-report are kept in `Site.csp_reports`."""
+    site = Site(f"http://127.0.0.1:{port}")
+    extra = dict(headers or {})
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            page = pages.get(path)
+            if page is None:
+                self.send_error(404)
+                return
+            content_type, text = page if isinstance(page, tuple) else ("text/html; charset=utf-8", page)
+            body = text.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if self.path != "/csp-report":
+                self.send_error(404)
+                return
+            site.csp_reports.append(json.loads(raw or b"{}"))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield site
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@contextmanager
+def immediate_deliveries(database: Database) -> Iterator[None]:
+    """Queued tasks (the outbox's deliveries) run right after each commit, against `database`."""
+    queue.huey.immediate = True
+    queue.use_database(database)
+    try:
+        yield
+    finally:
+        queue.huey.immediate = False
+        queue.use_database(None)

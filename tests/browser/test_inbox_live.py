@@ -7,27 +7,23 @@ the real HTTP endpoints and WebSockets. SQLite only, like the other browser test
 """
 
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations import service as inbox
 from tertulia.conversations.models import Conversation, ConversationStatus
-from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tests.browser.conftest import require_chromium, sign_in_at, watch
-from tests.live_server import free_port, fresh_sqlite_database, serve_tertulia
+from tests.live_server import free_port, fresh_sqlite_database, immediate_deliveries, serve_site, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -48,28 +44,6 @@ class Setup:
     database: Database
     workspace_id: int
     agent_id: int
-
-
-def _serve_shop(port: int, html: str) -> ThreadingHTTPServer:
-    body = html.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path != "/":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
 
 
 @pytest.fixture(scope="module")
@@ -99,14 +73,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         )
         key, agent_id = channel.key, agent.id
     # Deliveries (the outbox task) run right after each commit, against this database.
-    queue.huey.immediate = True
-    queue.use_database(database)
-    with serve_tertulia(database) as url:
-        shop = _serve_shop(shop_port, SHOP_PAGE.format(server=url, key=key))
-        yield Setup(url, f"{shop_origin}/", database, workspace_id, agent_id)
-        shop.shutdown()
-    queue.huey.immediate = False
-    queue.use_database(None)
+    with (
+        immediate_deliveries(database),
+        serve_tertulia(database) as url,
+        serve_site(shop_port, {"/": SHOP_PAGE.format(server=url, key=key)}) as shop,
+    ):
+        yield Setup(url, shop.url(), database, workspace_id, agent_id)
     database.dispose()
 
 

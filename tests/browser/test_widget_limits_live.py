@@ -4,11 +4,9 @@ refusal is shown to the visitor, never dropped silently. SQLite, like the other 
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
@@ -18,9 +16,7 @@ from sqlalchemy import func, select
 from tertulia.app import create_app
 from tertulia.channels.adapters.webchat import Visitor
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Message
-from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
 from tertulia.provisioning import do_create_workspace_with_owner
@@ -28,7 +24,7 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tests.browser.conftest import require_chromium, watch
 from tests.conversations.support import token_from_before
-from tests.live_server import free_port, fresh_sqlite_database, serve_app
+from tests.live_server import free_port, fresh_sqlite_database, immediate_deliveries, serve_app, serve_site
 
 pytestmark = pytest.mark.browser
 
@@ -52,25 +48,6 @@ class Setup:
     key: str
 
 
-def _serve_shop(port: int, html: str) -> ThreadingHTTPServer:
-    body = html.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *_args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    return httpd
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
@@ -88,14 +65,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         widget_messages_per_minute=MESSAGES_PER_MINUTE,
         widget_sockets_per_visitor=1,
     )
-    queue.huey.immediate = True
-    queue.use_database(database)
-    with serve_app(create_app(settings, database), port) as url:
-        shop = _serve_shop(shop_port, SHOP_PAGE.format(server=url, key=key))
-        yield Setup(url, f"{shop_origin}/", shop_origin, database, channel_id, key)
-        shop.shutdown()
-    queue.huey.immediate = False
-    queue.use_database(None)
+    with (
+        immediate_deliveries(database),
+        serve_app(create_app(settings, database), port) as url,
+        serve_site(shop_port, {"/": SHOP_PAGE.format(server=url, key=key)}) as shop,
+    ):
+        yield Setup(url, shop.url(), shop_origin, database, channel_id, key)
     database.dispose()
 
 

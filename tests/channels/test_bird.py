@@ -36,6 +36,7 @@ from tests.channels.fake_bird import (
     outbound_status,
     signature_headers,
 )
+from tests.channels.support import channel_messages, connect, send_reply
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.fakes import callbacks_written
@@ -52,39 +53,14 @@ def fake() -> Iterator[FakeBird]:
 
 def _connect(client: TestClient, db: Database, tenant: Tenant, fake: FakeBird, **config: Any) -> dict[str, Any]:
     secrets = config.pop("secrets", SECRETS)
-    response = client.post(
-        "/api/v1/channels",
-        json={
-            "type": "bird",
-            "config": {
-                "api_base_url": fake.url,
-                "workspace_id": WORKSPACE,
-                "channel_id": CHANNEL,
-                "from_number": NUMBER,
-                **config,
-            },
-            "secrets": secrets,
-        },
-        headers=sign_in(db, tenant, Role.MANAGER).headers,
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def _messages(db: Database, channel_id: int) -> list[Message]:
-    with db.transaction(write=False) as session:
-        return list(session.scalars(select(Message).where(Message.channel_id == channel_id).order_by(Message.id)))
-
-
-def _reply(client: TestClient, db: Database, tenant: Tenant, conversation_id: int, text: str) -> Message:
-    response = client.post(
-        f"/api/v1/conversations/{conversation_id}/messages", json={"text": text}, headers=tenant.headers
-    )
-    assert response.status_code == 201, response.text
-    with db.transaction(write=False) as session:
-        found = session.get(Message, response.json()["id"])
-        assert found is not None
-        return found
+    config = {
+        "api_base_url": fake.url,
+        "workspace_id": WORKSPACE,
+        "channel_id": CHANNEL,
+        "from_number": NUMBER,
+        **config,
+    }
+    return connect(client, db, tenant, "bird", config, secrets)
 
 
 def test_connecting_checks_the_access_key_and_names_the_channel(
@@ -159,11 +135,11 @@ def test_signed_webhooks_are_stored_once_and_forgeries_nowhere(
     assert client.post(url, content=body + b" ", headers=signature_headers(url, body)).status_code == 403
     assert client.post(url, content=body).status_code == 403
     callbacks_written(db)
-    assert _messages(db, channel["id"]) == []
+    assert channel_messages(db, channel["id"]) == []
     assert fake.deliver(client, url, event).status_code == 200
     assert fake.deliver(client, url, event).status_code == 200  # Bird retrying
     callbacks_written(db)
-    [stored] = _messages(db, channel["id"])
+    [stored] = channel_messages(db, channel["id"])
     assert (stored.text, stored.provider_message_id) == (
         "¿Tienen envío a Utrecht?",
         "96a0b5fa-a986-453d-be5c-3117f989f025",
@@ -181,8 +157,8 @@ def test_replies_statuses_refusals_and_opt_outs(
     url = channel["callback_url"]
     assert fake.deliver(client, url, inbound("11111111-0000-4000-8000-000000000001", "Hola")).status_code == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
-    reply = _reply(client, db, tenant, incoming.conversation_id, "¡Hola! Sí enviamos.")
+    [incoming] = channel_messages(db, channel["id"])
+    reply = send_reply(client, db, tenant, incoming.conversation_id, "¡Hola! Sí enviamos.")
     [sent] = fake.sent
     assert sent["receiver"] == {"contacts": [{"identifierValue": CUSTOMER}]}
     assert sent["body"] == {"type": "text", "text": {"text": "¡Hola! Sí enviamos."}}
@@ -195,13 +171,13 @@ def test_replies_statuses_refusals_and_opt_outs(
         assert stored is not None
         assert stored.status == DeliveryStatus.DELIVERED
     fake.fail_next(422, {"code": "InvalidPayload", "message": "receiver is not reachable on this channel"})
-    refused = _reply(client, db, tenant, incoming.conversation_id, "Otra")
+    refused = send_reply(client, db, tenant, incoming.conversation_id, "Otra")
     assert (refused.status, refused.status_reason) == (
         DeliveryStatus.FAILED,
         "receiver is not reachable on this channel",
     )
     fake.fail_next(429, {"code": "TooManyRequests", "message": "rate limit exceeded"})
-    waiting = _reply(client, db, tenant, incoming.conversation_id, "Y otra")
+    waiting = send_reply(client, db, tenant, incoming.conversation_id, "Y otra")
     assert waiting.status == DeliveryStatus.PENDING
     assert fake.deliver(client, url, inbound("11111111-0000-4000-8000-000000000002", "AYUDA")).status_code == 200
     assert fake.deliver(client, url, inbound("11111111-0000-4000-8000-000000000003", "cancelar")).status_code == 200
@@ -236,9 +212,9 @@ def test_the_legacy_messagebird_api(client: TestClient, db: Database, tenant: Te
     assert fake.deliver_legacy(client, url, params).status_code == 200
     assert fake.deliver_legacy(client, url, params).status_code == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
+    [incoming] = channel_messages(db, channel["id"])
     assert (incoming.text, incoming.provider_message_id) == ("This is an incoming message", params["id"])
-    reply = _reply(client, db, tenant, incoming.conversation_id, "Thanks!")
+    reply = send_reply(client, db, tenant, incoming.conversation_id, "Thanks!")
     [sent] = fake.sent
     assert (sent["recipients"], sent["originator"], sent["body"], sent["reportUrl"]) == (
         [CUSTOMER.lstrip("+")],
@@ -265,5 +241,5 @@ def test_the_legacy_messagebird_api(client: TestClient, db: Database, tenant: Te
     fake.fail_next(
         422, {"errors": [{"code": 9, "description": "no (correct) recipients found", "parameter": "recipients"}]}
     )
-    refused = _reply(client, db, tenant, incoming.conversation_id, "Again")
+    refused = send_reply(client, db, tenant, incoming.conversation_id, "Again")
     assert refused.status_reason == "no (correct) recipients found (recipients)"

@@ -25,6 +25,7 @@ from tests.channels import test_messenger as messenger
 from tests.channels import test_telegram as tg
 from tests.channels.fake_meta_graph import FakeGraph, fake_graph
 from tests.channels.fake_telegram import FakeTelegram, fake_telegram
+from tests.channels.support import channel_messages
 from tests.conftest import Tenant
 
 COLOURS = {"buttons": [{"id": "AZUL", "title": "Azul"}, {"id": "ROJO", "title": "Rojo"}]}
@@ -157,7 +158,7 @@ def test_telegram_sends_reply_choices_as_an_inline_keyboard(
     channel = tg._connect(client, db, tenant, bot)
     assert tg._post(client, bot, tg._update(1, 55, text="¿Precio?")) == 200
     tg.callbacks_written(db)
-    [incoming] = tg._messages(db, channel["id"])
+    [incoming] = channel_messages(db, channel["id"])
     url = f"/api/v1/contacts/id:{incoming.contact_id}/messages"
     send = _sender(client, tenant, url, channel["id"])
     too_long = send(type="quick_reply", text="Elija", quick_reply={"buttons": [{"id": "ñ" * 33, "title": "Sí"}]})

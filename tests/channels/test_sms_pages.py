@@ -123,22 +123,27 @@ def _key(db: Database) -> str:
         return channel.key
 
 
+def _vonage_form(api_base_url: str, csrf: str) -> dict[str, str]:
+    """The Vonage connect form, filled in for the fake Vonage."""
+    return {
+        "api": "sms",
+        "api_key": VONAGE_KEY,
+        "api_secret": VONAGE_SECRET,
+        "signature_secret": SIGNATURE_SECRET,
+        "signature_method": "sha256",
+        "from_number": VONAGE_NUMBER,
+        "api_base_url": api_base_url,
+        "csrf_token": csrf,
+    }
+
+
 def test_connecting_a_vonage_number_from_the_page(client: TestClient, db: Database, tenant: Tenant) -> None:
     with fake_vonage() as vonage:
         vonage.add_number()
         csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
         page = client.get("/settings/channels", headers={"Accept-Language": "es"})
         assert 'data-testid="connect-vonage"' in page.text
-        form = {
-            "api": "sms",
-            "api_key": VONAGE_KEY,
-            "api_secret": VONAGE_SECRET,
-            "signature_secret": SIGNATURE_SECRET,
-            "signature_method": "sha256",
-            "from_number": VONAGE_NUMBER,
-            "api_base_url": vonage.url,
-            "csrf_token": csrf,
-        }
+        form = _vonage_form(vonage.url, csrf)
         refused = client.post(
             "/settings/channels/sms/vonage",
             data={**form, "api_secret": "nope-nope"},
@@ -161,6 +166,48 @@ def test_connecting_a_vonage_number_from_the_page(client: TestClient, db: Databa
         tested = client.post(f"{done.headers['location']}/sms/test", data={"csrf_token": csrf})
         assert tested.status_code == 200
         assert "balance 10.28" in tested.text
+
+
+def test_the_signing_settings_from_the_page(
+    client: TestClient, db: Database, tenant: Tenant, twilio: FakeTwilio
+) -> None:
+    """Twilio's webhook shared key and Vonage's tolerance for signed callbacks, under Advanced: kept,
+    the secret never shown again, and a tolerance out of bounds refused beside its field."""
+    csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = client.get("/settings/channels", headers={"Accept-Language": "es"})
+    assert 'name="webhook_key_sid"' in page.text
+    assert "Antigüedad máxima de un aviso firmado (segundos)" in page.text
+    form = {"account_sid": ACCOUNT_SID, "from_number": NUMBER, "api_base_url": twilio.url, "csrf_token": csrf}
+    shared = {"webhook_key_sid": "webhooks_sharedkey_0123", "webhook_key_secret": "shared-key-secret"}
+    done = client.post(
+        "/settings/channels/sms/twilio", data={**form, "auth_token": AUTH_TOKEN, **shared}, follow_redirects=False
+    )
+    assert done.status_code == 303
+    with db.transaction(write=False) as session:
+        [channel] = session.scalars(select(Channel)).all()
+        assert channel.config["webhook_key_sid"] == "webhooks_sharedkey_0123"
+        assert channel.secrets["webhook_key_secret"] == "shared-key-secret"
+    detail = client.get(done.headers["location"], headers={"Accept-Language": "en"})
+    assert 'name="webhook_key_secret"' in detail.text
+    assert "shared-key-secret" not in detail.text
+    with fake_vonage() as vonage:
+        vonage.add_number()
+        vonage_form = _vonage_form(vonage.url, csrf)
+        refused = client.post(
+            "/settings/channels/sms/vonage",
+            data={**vonage_form, "signature_max_age": "5"},
+            headers={"Accept-Language": "es"},
+        )
+        assert refused.status_code == 422
+        assert 'id="signature_max_age-error"' in refused.text
+        assert "debe ser un número de segundos de 30 a 86400" in refused.text
+        kept = client.post(
+            "/settings/channels/sms/vonage", data={**vonage_form, "signature_max_age": "900"}, follow_redirects=False
+        )
+        assert kept.status_code == 303
+    with db.transaction(write=False) as session:
+        vonage_channel = session.scalars(select(Channel).where(Channel.type == "vonage")).one()
+        assert vonage_channel.config["signature_max_age"] == 900
 
 
 def test_connecting_a_bird_channel_from_the_page(client: TestClient, db: Database, tenant: Tenant) -> None:

@@ -31,6 +31,7 @@ from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.channels import telegram_samples as samples
 from tests.channels.fake_telegram import BOT_TOKEN, FakeTelegram, fake_telegram
+from tests.channels.support import channel_messages
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.fakes import callbacks_written
@@ -72,11 +73,6 @@ def _post(client: TestClient, fake: FakeTelegram, body: str | bytes, secret: str
 def _update(update_id: int, message_id: int = 77, **content: Any) -> str:
     built = telegram.Message(message_id=message_id, date=WHEN, chat=PRIVATE, from_user=CUSTOMER, **content)
     return telegram.Update(update_id=update_id, message=built).to_json()
-
-
-def _messages(db: Database, channel_id: int) -> list[Message]:
-    with db.transaction(write=False) as session:
-        return list(session.scalars(select(Message).where(Message.channel_id == channel_id).order_by(Message.id)))
 
 
 # ----- connecting ---------------------------------------------------------------------------------------
@@ -214,7 +210,7 @@ def test_a_message_is_stored_once_for_the_contact(
     assert _post(client, fake, body) == 200
     assert _post(client, fake, body) == 200  # Telegram retrying the same update
     callbacks_written(db)
-    [stored] = _messages(db, channel["id"])
+    [stored] = channel_messages(db, channel["id"])
     assert (stored.text, stored.provider_message_id, stored.direction) == (
         "Hola, ¿tienen envíos a Puebla?",
         "424242:77",
@@ -240,7 +236,7 @@ def test_documented_samples_through_the_endpoint(
     for number, body in enumerate((samples.TEXT, samples.FORWARDED, samples.ENTITIES, samples.INLINE_QUERY), 1):
         assert _post(client, fake, samples.renumbered(body, number, 2000 + number)) == 200
     callbacks_written(db)
-    stored = _messages(db, channel["id"])
+    stored = channel_messages(db, channel["id"])
     assert [m.provider_message_id for m in stored] == ["1111111:2001", "1111111:2002", "1111111:2003"]
 
 
@@ -259,7 +255,7 @@ def test_a_photo_is_fetched_and_kept_as_a_file_of_the_conversation(
     assert _post(client, fake, _update(1, 10, photo=sizes, caption="así llegó")) == 200
     assert _post(client, fake, _update(2, 11, document=zipped)) == 200
     callbacks_written(db)
-    photo, archive = _messages(db, channel["id"])
+    photo, archive = channel_messages(db, channel["id"])
     assert (photo.type, photo.text) == (MessageType.IMAGE, "así llegó")
     [attachment] = photo.attachments
     assert attachment["content_type"] == "image/jpeg"
@@ -289,7 +285,7 @@ def test_an_edit_changes_the_original_and_is_marked(
     assert _post(client, fake, samples.renumbered(samples.EDITED, 2)) == 200
     assert _post(client, fake, samples.renumbered(samples.EDITED, 2)) == 200  # delivered twice
     callbacks_written(db)
-    [message] = _messages(db, channel["id"])
+    [message] = channel_messages(db, channel["id"])
     assert message.text == "Edited text"
     assert message.payload["edited_at"] == datetime.fromtimestamp(1441646600, UTC).isoformat()
     assert message.payload["edits"] == [{"text": "/start", "until": message.payload["edited_at"]}]
@@ -305,7 +301,7 @@ def test_a_button_press_is_the_customers_choice_and_is_answered(
     query = telegram.CallbackQuery(id="cq-77", from_user=CUSTOMER, chat_instance="ci", data="yes", message=shown)
     assert _post(client, fake, telegram.Update(update_id=5, callback_query=query).to_json()) == 200
     callbacks_written(db)
-    [choice] = _messages(db, channel["id"])
+    [choice] = channel_messages(db, channel["id"])
     assert (choice.type, choice.text, choice.payload["postback"]["data"]) == (MessageType.POSTBACK, "Sí", "yes")
     assert [c.params["callback_query_id"] for c in fake.called("answerCallbackQuery")] == ["cq-77"]
 
@@ -317,7 +313,7 @@ def test_a_deep_link_is_recorded_on_the_contact(
     channel = _connect(client, db, tenant, fake)
     assert _post(client, fake, _update(1, text="/start promo-navidad")) == 200
     callbacks_written(db)
-    [message] = _messages(db, channel["id"])
+    [message] = channel_messages(db, channel["id"])
     with db.transaction(write=False) as session:
         activity = session.scalar(
             select(ContactActivity).where(
@@ -338,7 +334,7 @@ def test_replies_go_out_with_buttons_and_quotes_and_failures_keep_telegrams_reas
     channel = _connect(client, db, tenant, fake)
     assert _post(client, fake, _update(1, 55, text="¿Precio?")) == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
+    [incoming] = channel_messages(db, channel["id"])
     reply = client.post(
         f"/api/v1/conversations/{incoming.conversation_id}/messages",
         json={
@@ -390,7 +386,7 @@ def test_throttling_waits_and_counts_one_attempt(
     channel = _connect(client, db, tenant, fake)
     assert _post(client, fake, _update(1, text="hola")) == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
+    [incoming] = channel_messages(db, channel["id"])
     fake.fail_next("sendMessage", 429, "Too Many Requests: retry after 30", retry_after=30)
     reply = client.post(
         f"/api/v1/conversations/{incoming.conversation_id}/messages", json={"text": "hola"}, headers=tenant.headers
@@ -423,7 +419,7 @@ def test_disconnecting_keeps_the_history(client: TestClient, db: Database, tenan
     assert done.status_code == 200
     assert done.json()["health"]["state"] == "disconnected"
     assert BOT_TOKEN not in fake.webhooks
-    assert len(_messages(db, channel["id"])) == 1
+    assert len(channel_messages(db, channel["id"])) == 1
     path = hook["url"].split("://", 1)[1].split("/", 1)[1]
     late = client.post(
         f"/{path}",
@@ -433,7 +429,7 @@ def test_disconnecting_keeps_the_history(client: TestClient, db: Database, tenan
     # Refused, or (within the callback writer's 2 s trust in a channel it looked up) dropped by the task.
     assert late.status_code in (200, 404)
     callbacks_written(db)
-    assert len(_messages(db, channel["id"])) == 1
+    assert len(channel_messages(db, channel["id"])) == 1
     again = client.post(f"/api/v1/channels/{channel['id']}/connect", headers=_manager(db, tenant))
     assert again.status_code == 200
     assert fake.webhooks[BOT_TOKEN]["url"] == hook["url"]
@@ -455,12 +451,12 @@ def test_a_file_telegram_cannot_give_now_is_fetched_on_a_later_try(
         time.sleep(0.05)
     time.sleep(0.2)
     # Not written yet, not lost: the callback waits in the spool for its lease to run out.
-    assert _messages(db, channel["id"]) == []
+    assert channel_messages(db, channel["id"]) == []
     assert spool.waiting() == 1
     with spool.database.transaction() as session:
         session.execute(update(spool.table).values(lease_until=utcnow() - timedelta(seconds=1)))
     assert process_callbacks(db) == 1
-    [message] = _messages(db, channel["id"])
+    [message] = channel_messages(db, channel["id"])
     assert (message.type, message.payload["voice"]) == (MessageType.AUDIO, True)
     [attachment] = message.attachments
     assert attachment["content_type"] == "audio/ogg"
@@ -487,7 +483,7 @@ def test_on_its_last_try_the_message_is_kept_without_its_file(
             update(spool.table).values(lease_until=utcnow() - timedelta(seconds=1), attempts=MAX_ATTEMPTS - 1)
         )
     assert process_callbacks(db) == 1
-    [message] = _messages(db, channel["id"])
+    [message] = channel_messages(db, channel["id"])
     assert message.attachments[0]["unavailable"] == "Service Unavailable"
     assert spool.waiting() == 0
 
@@ -499,7 +495,7 @@ def test_a_file_sent_from_the_inbox_is_uploaded_to_telegram(
     channel = _connect(client, db, tenant, fake)
     assert _post(client, fake, _update(1, text="¿Me mandas el catálogo?")) == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
+    [incoming] = channel_messages(db, channel["id"])
     uploaded = client.post(
         "/api/v1/files",
         files={"file": ("catalogo.pdf", b"%PDF-1.4 catalogue", "application/pdf")},
@@ -529,7 +525,7 @@ def test_the_contact_page_shows_the_deep_link(
     channel = _connect(client, db, tenant, fake)
     assert _post(client, fake, _update(1, text="/start promo-navidad")) == 200
     callbacks_written(db)
-    [message] = _messages(db, channel["id"])
+    [message] = channel_messages(db, channel["id"])
     sign_in_as(client, db, tenant.owner_id, "owner-password")
     page = client.get(f"/contacts/{message.contact_id}", headers={"Accept-Language": "es"})
     assert "llegó por un enlace" in page.text

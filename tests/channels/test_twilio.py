@@ -7,15 +7,17 @@ import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
+from xml.etree import ElementTree
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
-from twilio.request_validator import RequestValidator
+from twilio.request_validator import HMAC_SHA256, RequestValidator, get_signature_algorithm
+from twilio.twiml.messaging_response import MessagingResponse
 from typer.testing import CliRunner
 
 from tertulia.channels.adapters import sms
-from tertulia.channels.adapters.twilio import TwilioAdapter, signature
+from tertulia.channels.adapters.twilio import SIGNATURE_SETTINGS_HEADER, TwilioAdapter, signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, MessageType, WebhookRejected, WebhookRequest
 from tertulia.channels.service import do_create_channel
@@ -41,6 +43,7 @@ from tests.channels.fake_twilio import (
     fake_twilio,
     sign,
 )
+from tests.channels.support import channel_messages, connect
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.fakes import callbacks_written
@@ -61,22 +64,8 @@ def _manager(db: Database, tenant: Tenant) -> dict[str, str]:
 
 def _connect(client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio, **config: Any) -> dict[str, Any]:
     secrets = config.pop("secrets", {"auth_token": AUTH_TOKEN})
-    response = client.post(
-        "/api/v1/channels",
-        json={
-            "type": "twilio",
-            "config": {"api_base_url": fake.url, "account_sid": ACCOUNT_SID, "from_number": NUMBER, **config},
-            "secrets": secrets,
-        },
-        headers=_manager(db, tenant),
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
-
-
-def _messages(db: Database, channel_id: int) -> list[Message]:
-    with db.transaction(write=False) as session:
-        return list(session.scalars(select(Message).where(Message.channel_id == channel_id).order_by(Message.id)))
+    config = {"api_base_url": fake.url, "account_sid": ACCOUNT_SID, "from_number": NUMBER, **config}
+    return connect(client, db, tenant, "twilio", config, secrets)
 
 
 class _MultiDict(dict[str, str]):
@@ -131,11 +120,11 @@ def test_requests_signed_by_the_official_validator_pass_and_tampered_ones_do_not
     assert client.post(url, content=tw.body(params), headers={"X-Twilio-Signature": wrong_token}).status_code == 403
     assert client.post(url, content=tw.body(params)).status_code == 403
     callbacks_written(db)
-    assert _messages(db, channel["id"]) == []
+    assert channel_messages(db, channel["id"]) == []
     assert callback_spool(db).waiting() == 0
     assert fake.deliver(client, params).status_code == 200
     callbacks_written(db)
-    assert [m.text for m in _messages(db, channel["id"])] == ["Hola"]
+    assert [m.text for m in channel_messages(db, channel["id"])] == ["Hola"]
 
 
 def test_behind_a_proxy_the_public_url_is_what_is_checked(db: Database, tenant: Tenant) -> None:
@@ -171,6 +160,99 @@ def test_behind_a_proxy_the_public_url_is_what_is_checked(db: Database, tenant: 
     adapter.verify_webhook(channel, request(internal, "https://sms.example.org/webhooks/k1", **forwarded))
     with pytest.raises(WebhookRejected):
         adapter.verify_webhook(channel, request(internal, "https://elsewhere.example/webhooks/k1"))
+
+
+SHARED_KEY_SID = "webhooks_sharedkey_0123456789abcdef"
+SHARED_KEY_SECRET = "shared-key-secret-for-webhook-rules"
+SHARED_KEY_SETTINGS = f"key={SHARED_KEY_SID},algorithm={HMAC_SHA256}"
+
+
+def _shared_key_signed(url: str, params: dict[str, str], settings: str = SHARED_KEY_SETTINGS) -> dict[str, str]:
+    """A callback a Webhook Rule signed with a shared key, as the official SDK signs and names it."""
+    algorithm = get_signature_algorithm(settings)
+    return {
+        "X-Twilio-Signature": RequestValidator(SHARED_KEY_SECRET).compute_signature(url, params, algorithm),
+        SIGNATURE_SETTINGS_HEADER: settings,
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def test_the_hmac_sha256_variant_is_the_sdks() -> None:
+    """Signed with a webhook shared key and HMAC-SHA256, the same string as the auth token's HMAC-SHA1."""
+    url = "https://crm.example/webhooks/abc"
+    params = {"Body": "¿Envían a Mérida? 🚚", "From": "+34612345678"}
+    ours = signature(SHARED_KEY_SECRET, url, list(params.items()), HMAC_SHA256)
+    validator = RequestValidator(SHARED_KEY_SECRET)
+    assert ours == validator.compute_signature(url, params, HMAC_SHA256)
+    assert validator.validate(url, params, ours, algorithm=get_signature_algorithm(SHARED_KEY_SETTINGS))
+    assert ours != signature(SHARED_KEY_SECRET, url, list(params.items()))
+
+
+def test_callbacks_signed_with_a_webhook_shared_key(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio
+) -> None:
+    """Accepted with the key's secret and the algorithm its settings header names; refused when the
+    channel has no secret for it, for another key, an unknown algorithm or a header dropped."""
+    without = _connect(client, db, tenant, fake)
+    url = fake.numbers[NUMBER]["sms_url"]
+    params = tw.inbound("SM" + "5" * 32, "Hola")
+    assert client.post(url, content=tw.body(params), headers=_shared_key_signed(url, params)).status_code == 403
+    client.delete(f"/api/v1/channels/{without['id']}", headers=tenant.headers)
+
+    channel = _connect(
+        client,
+        db,
+        tenant,
+        fake,
+        webhook_key_sid=SHARED_KEY_SID,
+        secrets={"auth_token": AUTH_TOKEN, "webhook_key_secret": SHARED_KEY_SECRET},
+    )
+    url = fake.numbers[NUMBER]["sms_url"]
+    assert url == channel["callback_url"]
+    headers = _shared_key_signed(url, params)
+    refused = [
+        # The header dropped: read as the auth token's HMAC-SHA1, which it is not.
+        {k: v for k, v in headers.items() if k != SIGNATURE_SETTINGS_HEADER},
+        _shared_key_signed(url, params, f"key=webhooks_sharedkey_other,algorithm={HMAC_SHA256}"),
+        {**headers, SIGNATURE_SETTINGS_HEADER: f"key={SHARED_KEY_SID},algorithm=HMAC_SHA512"},
+        # The auth token's signature with the shared key's header.
+        {**headers, "X-Twilio-Signature": sign(url, params)},
+    ]
+    for attempt in refused:
+        assert client.post(url, content=tw.body(params), headers=attempt).status_code == 403
+    callbacks_written(db)
+    assert channel_messages(db, channel["id"]) == []
+    answer = client.post(url, content=tw.body(params), headers=headers)
+    assert answer.status_code == 200
+    # The auth token's own signature still works for callbacks no rule signs.
+    assert fake.deliver(client, tw.inbound("SM" + "6" * 32, "Adiós")).status_code == 200
+    callbacks_written(db)
+    assert [m.text for m in channel_messages(db, channel["id"])] == ["Hola", "Adiós"]
+
+
+def test_callbacks_are_answered_with_empty_twiml(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio
+) -> None:
+    """Twilio reads the answer to an incoming message as TwiML: an empty <Response/>, as text/xml,
+    the document the SDK's MessagingResponse() writes, makes it send nothing back."""
+    _connect(client, db, tenant, fake)
+    expected = ElementTree.fromstring(str(MessagingResponse()))  # noqa: S314  (the SDK's own document)
+    incoming = fake.deliver(client, tw.inbound("SM" + "7" * 32, "Hola"))
+    assert incoming.status_code == 200
+    assert incoming.headers["content-type"].split(";")[0] == "text/xml"
+    answer = ElementTree.fromstring(incoming.content)  # noqa: S314  (our own answer)
+    assert (answer.tag, list(answer), answer.attrib, (answer.text or "").strip()) == (
+        expected.tag,
+        list(expected),
+        expected.attrib,
+        "",
+    )
+    # A refused one is not TwiML: our JSON error.
+    refused = client.post(
+        fake.numbers[NUMBER]["sms_url"], content=tw.body(tw.inbound("SM" + "8" * 32, "x")), headers={}
+    )
+    assert refused.status_code == 403
+    assert refused.json()["error"]["code"] == "webhook_rejected"
 
 
 # ----- connecting ---------------------------------------------------------------------------------------
@@ -265,7 +347,7 @@ def test_an_sms_is_stored_once_for_the_contact_known_by_their_number(
     assert fake.deliver(client, params).status_code == 200
     assert fake.deliver(client, params).status_code == 200  # Twilio retrying
     callbacks_written(db)
-    [stored] = _messages(db, channel["id"])
+    [stored] = channel_messages(db, channel["id"])
     assert (stored.text, stored.provider_message_id, stored.direction, stored.type) == (
         "¿Tienen talla M?",
         "SM" + "3" * 32,
@@ -294,7 +376,7 @@ def test_mms_media_becomes_our_files_within_twilios_limits(
         == 200
     )
     callbacks_written(db)
-    first, second = _messages(db, channel["id"])
+    first, second = channel_messages(db, channel["id"])
     assert (first.type, first.text) == (MessageType.IMAGE, "así llegó")
     [attachment] = first.attachments
     assert attachment["content_type"] == "image/jpeg"
@@ -316,7 +398,7 @@ def test_keywords_are_marked_and_help_is_answered(
     for index, text in enumerate(("stop", "Baja", "START", "ayuda", "stop please")):
         assert fake.deliver(client, tw.inbound(f"SM{index:032d}", text)).status_code == 200
     callbacks_written(db)
-    stored = _messages(db, channel["id"])
+    stored = channel_messages(db, channel["id"])
     assert [m.payload.get("sms_keyword") for m in stored] == ["opt_out", "opt_out", "opt_in", "help", None]
     [answer] = fake.messages
     assert (answer["To"], answer["From"], answer["Body"]) == (
@@ -332,7 +414,7 @@ def test_keywords_are_marked_and_help_is_answered(
 def _incoming(client: TestClient, db: Database, fake: FakeTwilio, channel_id: int) -> Message:
     assert fake.deliver(client, tw.inbound("SM" + "9" * 32, "Hola")).status_code == 200
     callbacks_written(db)
-    return _messages(db, channel_id)[0]
+    return channel_messages(db, channel_id)[0]
 
 
 def test_replies_go_out_with_a_status_callback_and_statuses_only_move_forward(
@@ -456,7 +538,7 @@ def test_a_verbatim_callback_with_a_redacted_number_is_kept(
     response = client.post(url, content=tw.INBOUND_VERBATIM, headers={"X-Twilio-Signature": sign(url, params)})
     assert response.status_code == 200
     callbacks_written(db)
-    [stored] = _messages(db, channel["id"])
+    [stored] = channel_messages(db, channel["id"])
     assert (stored.text, stored.provider_message_id) == ("plan 5 potato", tw.INBOUND_VERBATIM_SID)
 
 

@@ -26,7 +26,7 @@ from tertulia.conversations.models import Message, SmsConsent, SmsPart
 from tertulia.conversations.sms_parts import PART_WAIT
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
-from tertulia.kit.clock import utcnow
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.channels.fake_vonage import (
@@ -40,6 +40,7 @@ from tests.channels.fake_vonage import (
     messages_token,
     signed,
 )
+from tests.channels.support import channel_messages, connect, connect_response, refused_reply, send_reply
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.fakes import callbacks_written
@@ -55,25 +56,13 @@ def fake() -> Iterator[FakeVonage]:
         yield server
 
 
+def _config(fake: FakeVonage, **config: Any) -> dict[str, Any]:
+    return {"api_base_url": fake.url, "api_key": API_KEY, "from_number": NUMBER, "signature_method": "sha256", **config}
+
+
 def _connect(client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage, **config: Any) -> dict[str, Any]:
     secrets = config.pop("secrets", SECRETS)
-    response = client.post(
-        "/api/v1/channels",
-        json={
-            "type": "vonage",
-            "config": {
-                "api_base_url": fake.url,
-                "api_key": API_KEY,
-                "from_number": NUMBER,
-                "signature_method": "sha256",
-                **config,
-            },
-            "secrets": secrets,
-        },
-        headers=sign_in(db, tenant, Role.MANAGER).headers,
-    )
-    assert response.status_code == 201, response.text
-    return dict(response.json())
+    return connect(client, db, tenant, "vonage", _config(fake, **config), secrets)
 
 
 def _inbound(message_id: str, text: str, **extra: str) -> dict[str, str]:
@@ -89,32 +78,6 @@ def _inbound(message_id: str, text: str, **extra: str) -> dict[str, str]:
         "message-timestamp": "2026-11-26 12:00:00",
         **extra,
     }
-
-
-def _messages(db: Database, channel_id: int) -> list[Message]:
-    with db.transaction(write=False) as session:
-        return list(session.scalars(select(Message).where(Message.channel_id == channel_id).order_by(Message.id)))
-
-
-def _reply(client: TestClient, db: Database, tenant: Tenant, conversation_id: int, text: str) -> Message:
-    response = client.post(
-        f"/api/v1/conversations/{conversation_id}/messages", json={"text": text}, headers=tenant.headers
-    )
-    assert response.status_code == 201, response.text
-    with db.transaction(write=False) as session:
-        found = session.get(Message, response.json()["id"])
-        assert found is not None
-        return found
-
-
-def _refused(client: TestClient, tenant: Tenant, conversation_id: int, text: str) -> str:
-    """A reply to a customer who opted out: refused when written (422 opted_out); its message."""
-    response = client.post(
-        f"/api/v1/conversations/{conversation_id}/messages", json={"text": text}, headers=tenant.headers
-    )
-    assert response.status_code == 422, response.text
-    assert response.json()["error"]["code"] == "opted_out"
-    return str(response.json()["error"]["message"])
 
 
 # ----- signatures -------------------------------------------------------------------------------------
@@ -143,13 +106,13 @@ def test_forged_unsigned_or_fetched_callbacks_store_nothing_and_repeats_are_stor
     assert client.post(url, content=urlencode(wrong), headers=form).status_code == 403
     assert client.get(url, params=good).status_code == 403  # the webhook method must be POST
     callbacks_written(db)
-    assert _messages(db, channel["id"]) == []
+    assert channel_messages(db, channel["id"]) == []
     assert client.post(url, content=urlencode(good), headers=form).status_code == 200
     assert fake.deliver(client, _inbound("0A0000000123ABCD1", "Hola")).status_code == 200  # Vonage retrying
     as_json = json.dumps(signed(_inbound("0A0000000123ABCD2", "Y en JSON"))).encode()
     assert client.post(url, content=as_json, headers={"Content-Type": "application/json"}).status_code == 200
     callbacks_written(db)
-    stored = _messages(db, channel["id"])
+    stored = channel_messages(db, channel["id"])
     assert [(m.text, m.provider_message_id) for m in stored] == [
         ("Hola", "0A0000000123ABCD1"),
         ("Y en JSON", "0A0000000123ABCD2"),
@@ -158,6 +121,55 @@ def test_forged_unsigned_or_fetched_callbacks_store_nothing_and_repeats_are_stor
         identity = session.scalar(select(ContactIdentity).where(ContactIdentity.contact_id == stored[0].contact_id))
         assert identity is not None
         assert (identity.channel, identity.external_id) == ("vonage", CUSTOMER)
+
+
+def test_signed_callbacks_older_than_the_tolerance_are_refused_as_replays(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage
+) -> None:
+    """The SDK stamps and signs now; our clock moved past `signature_max_age` (default 300 s) refuses
+    them, either way, for the SMS API's `timestamp` and the Messages API's `iat`; a channel with a
+    longer tolerance takes them; a signed callback without a timestamp is refused."""
+    channel = _connect(client, db, tenant, fake)
+    url = channel["callback_url"]
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    captured = signed(_inbound("0A0000000777AAAA1", "Hola"))
+    for moved in (timedelta(seconds=301), timedelta(seconds=-301)):
+        with travel(moved):
+            assert client.post(url, content=urlencode(captured), headers=form).status_code == 403
+    with travel(timedelta(seconds=290)):
+        assert client.post(url, content=urlencode(captured), headers=form).status_code == 200
+    unstamped = {k: v for k, v in captured.items() if k not in ("sig", "timestamp")}
+    unstamped["sig"] = sms_signature(SIGNATURE_SECRET, "sha256", unstamped)
+    assert client.post(url, content=urlencode(unstamped), headers=form).status_code == 403
+    callbacks_written(db)
+    assert [m.provider_message_id for m in channel_messages(db, channel["id"])] == ["0A0000000777AAAA1"]
+
+    patient = _connect(client, db, tenant, fake, signature_max_age="3600", from_number="AcmeShop")
+    late = signed(_inbound("0A0000000777AAAA2", "Tarde"))
+    with travel(timedelta(minutes=50)):
+        assert client.post(patient["callback_url"], content=urlencode(late), headers=form).status_code == 200
+    with travel(timedelta(minutes=61)):
+        assert client.post(patient["callback_url"], content=urlencode(late), headers=form).status_code == 403
+
+    messages = _connect(client, db, tenant, fake, api="messages", account_api_base_url=fake.url)
+    event = {"channel": "sms", "message_uuid": "cccccccc-bbbb-cccc-dddd-0123456789ab", "to": NUMBER.lstrip("+")}
+    event |= {"from": CUSTOMER.lstrip("+"), "message_type": "text", "text": "Hola", "sms": {"num_messages": "1"}}
+    body = json.dumps(event).encode()
+    token = messages_token(body)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    with travel(timedelta(seconds=301)):
+        assert client.post(messages["callback_url"], content=body, headers=headers).status_code == 403
+    assert client.post(messages["callback_url"], content=body, headers=headers).status_code == 200
+
+
+def test_the_tolerance_is_a_number_of_seconds_within_bounds(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage
+) -> None:
+    for wrong in ("10", "86401", "five minutes"):
+        config = _config(fake, signature_max_age=wrong)
+        response = connect_response(client, db, tenant, "vonage", config, SECRETS)
+        assert response.status_code == 422, response.text
+        assert "config.signature_max_age" in response.json()["error"]["details"]
 
 
 def test_a_long_sms_is_reassembled_from_its_parts(
@@ -177,11 +189,11 @@ def test_a_long_sms_is_reassembled_from_its_parts(
     for number in (2, 3, 3):  # out of order, one delivered twice
         assert fake.deliver(client, part(number)).status_code == 200
     callbacks_written(db)
-    assert _messages(db, channel["id"]) == []  # nothing until every part is in
+    assert channel_messages(db, channel["id"]) == []  # nothing until every part is in
     assert fake.deliver(client, part(1)).status_code == 200
     assert fake.deliver(client, part(2)).status_code == 200  # a late repeat changes nothing
     callbacks_written(db)
-    [whole] = _messages(db, channel["id"])
+    [whole] = channel_messages(db, channel["id"])
     assert whole.text == "".join(texts)
     assert whole.provider_message_id == "0B000000000001"
     assert whole.payload["sms_parts"] == ["0B000000000001", "0B000000000002", "0B000000000003"]
@@ -262,8 +274,8 @@ def test_replies_go_out_and_receipts_only_move_forward_and_an_opt_out_blocks_the
     channel = _connect(client, db, tenant, fake)
     assert fake.deliver(client, _inbound("0C0000000000001", "Hola")).status_code == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
-    first = _reply(client, db, tenant, incoming.conversation_id, "Sí, hay 👍")
+    [incoming] = channel_messages(db, channel["id"])
+    first = send_reply(client, db, tenant, incoming.conversation_id, "Sí, hay 👍")
     [sent] = fake.sent
     assert (sent["to"], sent["from"], sent["text"], sent["type"], sent["callback"], sent["client-ref"]) == (
         CUSTOMER.lstrip("+"),
@@ -281,7 +293,7 @@ def test_replies_go_out_and_receipts_only_move_forward_and_an_opt_out_blocks_the
         stored = session.get(Message, first.id)
         assert stored is not None
         assert (stored.status, stored.status_reason) == (DeliveryStatus.DELIVERED, None)
-    second = _reply(client, db, tenant, incoming.conversation_id, "Oferta")
+    second = send_reply(client, db, tenant, incoming.conversation_id, "Oferta")
     assert "type" not in fake.sent[1]  # GSM-7 text goes as text
     assert fake.receipt(client, fake.sent[1]["id"], "rejected", "9").status_code == 200
     callbacks_written(db)
@@ -294,12 +306,12 @@ def test_replies_go_out_and_receipts_only_move_forward_and_an_opt_out_blocks_the
         )
         [consent] = session.scalars(select(SmsConsent)).all()
         assert (consent.recipient, consent.opted_out, consent.keyword) == (CUSTOMER, True, "provider: opted out")
-    blocked = _refused(client, tenant, incoming.conversation_id, "¿Sigue ahí?")
+    blocked = refused_reply(client, tenant, incoming.conversation_id, "¿Sigue ahí?")
     assert blocked.startswith(f"{CUSTOMER} opted out of messages from this number")
     assert len(fake.sent) == 2  # refused before any call to Vonage
     assert fake.deliver(client, _inbound("0C0000000000002", "ALTA")).status_code == 200
     callbacks_written(db)
-    assert _reply(client, db, tenant, incoming.conversation_id, "Bienvenida").status == DeliveryStatus.SENT
+    assert send_reply(client, db, tenant, incoming.conversation_id, "Bienvenida").status == DeliveryStatus.SENT
 
 
 def test_vonage_refusals_fail_the_message_and_throttling_is_retried(
@@ -308,13 +320,13 @@ def test_vonage_refusals_fail_the_message_and_throttling_is_retried(
     channel = _connect(client, db, tenant, fake)
     assert fake.deliver(client, _inbound("0D0000000000001", "Hola")).status_code == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
+    [incoming] = channel_messages(db, channel["id"])
     fake.barred.add(CUSTOMER.lstrip("+"))
-    barred = _reply(client, db, tenant, incoming.conversation_id, "Hola")
+    barred = send_reply(client, db, tenant, incoming.conversation_id, "Hola")
     assert (barred.status, barred.status_reason) == (DeliveryStatus.FAILED, "Number barred. (7)")
     fake.barred.clear()
     fake.fail_next_sms("1", "Throughput Rate Exceeded - please wait [ 10 ] and retry")
-    waiting = _reply(client, db, tenant, incoming.conversation_id, "Hola otra vez")
+    waiting = send_reply(client, db, tenant, incoming.conversation_id, "Hola otra vez")
     assert waiting.status == DeliveryStatus.PENDING
     with db.transaction(write=False) as session:
         found = session.get(Channel, channel["id"])
@@ -349,9 +361,9 @@ def test_the_messages_api_with_jwt_signed_webhooks(
     assert fake.deliver_event(client, url, event).status_code == 200
     assert fake.deliver_event(client, url, event).status_code == 200
     callbacks_written(db)
-    [incoming] = _messages(db, channel["id"])
+    [incoming] = channel_messages(db, channel["id"])
     assert (incoming.text, incoming.payload["sms_keyword"]) == ("STOP", "opt_out")
-    assert "opted out" in _refused(client, tenant, incoming.conversation_id, "¿Seguro?")
+    assert "opted out" in refused_reply(client, tenant, incoming.conversation_id, "¿Seguro?")
     assert fake.sent == []
     assert (
         fake.deliver_event(
@@ -360,7 +372,7 @@ def test_the_messages_api_with_jwt_signed_webhooks(
         == 200
     )
     callbacks_written(db)
-    reply = _reply(client, db, tenant, incoming.conversation_id, "De vuelta")
+    reply = send_reply(client, db, tenant, incoming.conversation_id, "De vuelta")
     [sent] = fake.sent
     assert (sent["message_type"], sent["channel"], sent["to"], sent["from"], sent["webhook_url"]) == (
         "text",
@@ -385,7 +397,7 @@ def test_the_messages_api_with_jwt_signed_webhooks(
         assert stored is not None
         assert stored.status == DeliveryStatus.DELIVERED
     fake.fail_next_messages(422, "Invalid params", "The value of the `to` parameter is invalid.")
-    failed = _reply(client, db, tenant, incoming.conversation_id, "Otra")
+    failed = send_reply(client, db, tenant, incoming.conversation_id, "Otra")
     assert (failed.status, failed.status_reason) == (
         DeliveryStatus.FAILED,
         "Invalid params: The value of the `to` parameter is invalid.",
@@ -411,15 +423,15 @@ def test_a_long_sms_missing_a_part_is_shown_after_a_while_and_a_late_part_on_its
     with db.transaction() as session:
         assert do_flush_stale_sms_parts(session, utcnow()) == 0  # not waited long enough
         session.execute(update(SmsPart).values(received_at=utcnow() - PART_WAIT - timedelta(minutes=1)))
-    assert _messages(db, channel["id"]) == []
+    assert channel_messages(db, channel["id"]) == []
     with db.transaction() as session:
         assert do_flush_stale_sms_parts(session, utcnow()) == 1
-    [shown] = _messages(db, channel["id"])
+    [shown] = channel_messages(db, channel["id"])
     assert shown.text == "Primera parte, y la tercera."
     assert shown.payload["sms_parts_missing"] == [2]
     assert fake.deliver(client, part(2, "la segunda ")).status_code == 200
     callbacks_written(db)
-    shown, late = _messages(db, channel["id"])
+    shown, late = channel_messages(db, channel["id"])
     assert (late.text, late.payload["sms_late_part"], late.conversation_id) == ("la segunda ", 2, shown.conversation_id)
     with db.transaction() as session:
         assert do_flush_stale_sms_parts(session, utcnow()) == 0

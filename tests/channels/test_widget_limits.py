@@ -12,7 +12,6 @@ from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
 from starlette.testclient import WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
@@ -23,6 +22,7 @@ from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
 from tests.conftest import Tenant
 from tests.conversations.support import SHOP, Visitor, make_webchat, new_visitor, widget_socket
+from tests.fakes import sql_statements
 
 pytestmark = pytest.mark.usefixtures("immediate_queue")
 
@@ -133,18 +133,10 @@ def test_a_visitor_with_an_open_conversation_is_admitted_without_asking_the_data
     app = cast(Any, client.app)
     settings, limiter = app.state.settings, app.state.rate_limiter
     decoded = read_access_token(visitor.access_token, channel)
-    statements: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
+    with sql_statements(db) as statements:
         admit_message(db, limiter, settings, channel, decoded)  # asks, and finds it open
         asked_first = len(statements)
         admit_message(db, limiter, settings, channel, decoded)
         admit_message(db, limiter, settings, channel, decoded)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
     assert asked_first >= 2  # the identity and the open conversation
     assert len(statements) == asked_first

@@ -3,13 +3,12 @@
 import threading
 import time
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage, StatusUpdate
@@ -23,7 +22,7 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
 from tests.conversations.support import fake_channel_with_contact, make_webchat
-from tests.fakes import fake_provider
+from tests.fakes import fake_provider, sql_statements
 
 pytestmark = pytest.mark.usefixtures("immediate_queue", "fakehttp_adapter")
 
@@ -183,23 +182,14 @@ def test_receipts_applied_together_move_a_message_as_one_by_one(
         if new_expected != expected:
             moves.append(new_expected)
         expected = new_expected
-    updates: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if statement.lstrip().upper().startswith("UPDATE MESSAGES"):
-            updates.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        with db.transaction() as session:
-            message = session.get(Message, outgoing)
-            assert message is not None
-            channel = session.get(Channel, message.channel_id)
-            assert channel is not None
-            receipts = [(channel, StatusUpdate("wamid.batch", DeliveryStatus(s), f"reason {s}")) for s in sequence]
-            moved = do_apply_statuses(session, receipts)
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
+    with sql_statements(db) as executed, db.transaction() as session:
+        message = session.get(Message, outgoing)
+        assert message is not None
+        channel = session.get(Channel, message.channel_id)
+        assert channel is not None
+        receipts = [(channel, StatusUpdate("wamid.batch", DeliveryStatus(s), f"reason {s}")) for s in sequence]
+        moved = do_apply_statuses(session, receipts)
+    updates = [statement for statement in executed if statement.starts("UPDATE messages")]
     with db.transaction(write=False) as session:  # events are written as the transaction commits
         newest_events = list(
             session.scalars(

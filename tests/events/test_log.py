@@ -1,11 +1,6 @@
 """Writing the log: events share their change's transaction, cost one INSERT per transaction, and
 the inbox and contacts record the catalogue's events."""
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from tertulia.channels.models import Channel
@@ -22,22 +17,12 @@ from tertulia.users.models import Role
 from tests.conftest import Tenant
 from tests.conversations.support import make_webchat
 from tests.events.support import all_events, event
+from tests.fakes import Statement, sql_statements
 
 
-@contextmanager
-def event_inserts(db: Database) -> Iterator[list[int]]:
-    """Counts the statements that insert into `events` (an executemany counts once)."""
-    executed: list[int] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, executemany: bool) -> None:
-        if statement.lstrip().upper().startswith("INSERT INTO EVENTS"):
-            executed.append(len(parameters) if executemany else 1)
-
-    sa_event.listen(db.engine, "before_cursor_execute", count)
-    try:
-        yield executed
-    finally:
-        sa_event.remove(db.engine, "before_cursor_execute", count)
+def event_inserts(executed: list[Statement]) -> list[int]:
+    """The statements that inserted into `events`, each as the rows it wrote (an executemany counts once)."""
+    return [statement.rows for statement in executed if statement.starts("INSERT INTO events")]
 
 
 class ChangeFailed(Exception):
@@ -71,10 +56,10 @@ def test_a_rolled_back_savepoint_takes_its_events_only(db: Database) -> None:
 
 
 def test_a_transaction_writes_its_events_with_one_statement(db: Database) -> None:
-    with event_inserts(db) as inserts, db.transaction() as session:
+    with sql_statements(db) as executed, db.transaction() as session:
         for n in range(64):
             emit(session, event(conversation_id=7, n=n))
-    assert inserts == [64]
+    assert event_inserts(executed) == [64]
     stored = all_events(db)
     assert [e.payload["n"] for e in stored] == list(range(64))
     assert [e.id for e in stored] == sorted(e.id for e in stored)
@@ -195,7 +180,7 @@ def test_a_batch_of_inbound_messages_writes_its_events_with_one_statement(db: Da
                 for n in range(8)
             ],
         )
-    with event_inserts(db) as inserts, db.transaction() as session:
+    with sql_statements(db) as executed, db.transaction() as session:
         fresh = session.get(Channel, channel.id)
         assert fresh is not None
         inbound.do_receive_many(
@@ -205,6 +190,6 @@ def test_a_batch_of_inbound_messages_writes_its_events_with_one_statement(db: Da
                 for n in range(64)
             ],
         )
-    assert inserts == [64]
+    assert event_inserts(executed) == [64]
     received = [e for e in all_events(db) if e.type == "message.received"][-64:]
     assert [e.payload["message"]["text"] for e in received] == [f"m{n}" for n in range(64)]

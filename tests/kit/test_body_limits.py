@@ -8,11 +8,9 @@ read an anonymous JSON body into memory before the bearer check.
 import socket
 import time
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
 
 from tertulia.app import create_app
 from tertulia.kit.db import Database
@@ -21,6 +19,7 @@ from tertulia.users.models import Role
 from tertulia.users.sessions import SESSION_COOKIE
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
+from tests.fakes import sql_statements
 from tests.live_server import free_port, serve_app
 
 MiB = 1024 * 1024
@@ -206,24 +205,19 @@ def test_api_body_with_a_valid_credential_is_read(base_url: str, tenant: Tenant)
 
 def test_an_api_write_looks_its_token_up_once(base_url: str, db: Database, tenant: Tenant) -> None:
     """The gate checked the token before the body was read; the endpoint uses what it found."""
-    lookups: list[str] = []
+    with sql_statements(db) as executed:
 
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if "FROM api_tokens" in statement:
-            lookups.append(statement)
+        def lookups() -> int:
+            return sum("FROM api_tokens" in statement.sql for statement in executed)
 
-    event.listen(db.engine, "before_cursor_execute", count)
-    try:
         created = httpx.post(f"{base_url}/api/v1/contacts", headers=tenant.headers, json={"first_name": "Ana"})
         assert created.status_code == 201, created.text
-        assert len(lookups) == 1
-        lookups.clear()
+        assert lookups() == 1
+        executed.clear()
         # A request without a body is not gated: its endpoint looks the token up itself.
         assert httpx.get(f"{base_url}/api/v1/contacts", headers=tenant.headers).status_code == 200
-        assert len(lookups) == 1
-        lookups.clear()
+        assert lookups() == 1
+        executed.clear()
         revoked = {"Authorization": "Bearer tt_made_up_token"}
         assert httpx.post(f"{base_url}/api/v1/contacts", headers=revoked, json={"first_name": "Eva"}).status_code == 401
-        assert len(lookups) == 1
-    finally:
-        event.remove(db.engine, "before_cursor_execute", count)
+        assert lookups() == 1

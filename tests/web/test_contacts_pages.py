@@ -1,18 +1,17 @@
 """The contacts module in the browser: list, search, paging, bulk actions, contact page, merge, split."""
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from tertulia.contacts import repository as repo
 from tertulia.contacts.models import Contact, ContactIdentity, FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
+from tests.fakes import Statement, sql_statements
 from tests.web.helpers import sign_in_as
 
 XSS = "<script>alert(1)</script>"
@@ -23,22 +22,13 @@ def make_contact(db: Database, tenant: Tenant, **values: Any) -> int:
         return do_create_contact(session, tenant.actor(), values).id
 
 
-@contextmanager
-def captured_sql(db: Database) -> Iterator[list[str]]:
-    """SQL sent to the database. SQLite renders every LIMIT as "LIMIT ? OFFSET ?" with an offset
-    of 0, so a statement counts as using OFFSET only when that offset is not zero."""
-    statements: list[str] = []
-
-    def before(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
-        if "OFFSET" in statement.upper() and isinstance(parameters, tuple | list) and parameters[-1] == 0:
-            statement = re.sub("offset", "zero_offset_of", statement, flags=re.IGNORECASE)
-        statements.append(statement)
-
-    event.listen(db.engine, "before_cursor_execute", before)
-    try:
-        yield statements
-    finally:
-        event.remove(db.engine, "before_cursor_execute", before)
+def as_sent(statement: Statement) -> str:
+    """The statement's SQL. SQLite renders every LIMIT as "LIMIT ? OFFSET ?" with an offset of 0, so
+    a statement counts as using OFFSET only when that offset is not zero."""
+    parameters = statement.parameters
+    if "OFFSET" in statement.sql.upper() and isinstance(parameters, tuple | list) and parameters[-1] == 0:
+        return re.sub("offset", "zero_offset_of", statement.sql, flags=re.IGNORECASE)
+    return statement.sql
 
 
 def test_typed_names_are_escaped_everywhere(client: TestClient, db: Database, tenant: Tenant) -> None:
@@ -87,8 +77,9 @@ def test_keyset_paging_without_offset_or_full_count(client: TestClient, db: Data
         for index in range(55):
             do_create_contact(session, tenant.actor(), {"first_name": f"Person{index:02d}"})
     sign_in_as(client, db, tenant.owner_id, "owner-password")
-    with captured_sql(db) as statements:
+    with sql_statements(db) as executed:
         first = client.get("/contacts").text
+    statements = [as_sent(statement) for statement in executed]
     contact_sql = [s for s in statements if "FROM contacts" in s]
     assert contact_sql
     assert not any(re.search(r"\boffset\b", s, re.IGNORECASE) for s in contact_sql)

@@ -32,6 +32,8 @@ service and the inbox find with isinstance():
   `follow_up` makes the provider calls a callback asks for once it is stored (Telegram's
   answerCallbackQuery);
 - `ChatMenu`: `clean_menu`/`push_menu`, the persistent menu a customer sees (Telegram's commands);
+- `CallbackAnswer`: `callback_answer`, the body a provider expects in the answer to a callback
+  (Twilio: empty TwiML); the others get an empty 200;
 - `TemplateCatalogue`: `fetch_templates`, the account's pre-approved message templates (WhatsApp),
   kept by channels/message_templates.py.
 Every provider API URL comes from the channel's config (`api_base_url`), so tests point it at a
@@ -389,6 +391,15 @@ class MediaSource(Protocol):
         ...
 
     def follow_up(self, channel: Channel, call: dict[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class CallbackAnswer(Protocol):
+    """A provider that reads the body of our answer to its callbacks (Twilio reads TwiML)."""
+
+    def callback_answer(self, request: WebhookRequest) -> tuple[str, str]:
+        """The body and media type to answer a verified, stored callback with (status 200)."""
+        ...
 
 
 @runtime_checkable

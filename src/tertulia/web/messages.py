@@ -83,6 +83,7 @@ SERVICE_MESSAGES = (
     lazy("must be sms or messages"),
     lazy("must be the API key shown in the Vonage dashboard"),
     lazy("must be md5hash, md5, sha1, sha256 or sha512"),
+    lazy("must be a number of seconds from 30 to 86400"),
     lazy("must be channels or legacy"),
     lazy("must be the id Bird shows (letters, digits and dashes)"),
 )

@@ -47,7 +47,6 @@ from tertulia.channels.protocol import (
     DeliveryStatus,
     FetchedMedia,
     InboundMessage,
-    MessageType,
     OutboundMessage,
     ParsedWebhook,
     PermanentError,
@@ -70,7 +69,7 @@ TIMESTAMP_HEADER = "messagebird-request-timestamp"
 JWT_HEADER = "messagebird-signature-jwt"
 JWT_ALGORITHMS = ["HS256", "HS384", "HS512"]
 JWT_LEEWAY = 1.0  # seconds of clock difference tolerated on nbf and exp
-MAX_TEXT = 1600
+MAX_TEXT = sms.MAX_TEXT
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 FOLLOW_UPS = frozenset({"help_reply"})
 
@@ -96,24 +95,14 @@ def _api(channel: Channel) -> str:
 
 class BirdAdapter:
     type: ClassVar[str] = TYPE
-    rules: ClassVar[ChannelRules] = ChannelRules(
-        reply_window=None,
-        max_text_length=MAX_TEXT,
-        delivery_receipts=True,
-        message_types=frozenset({MessageType.TEXT}),
-        keyword_consent=True,
-    )
+    rules: ClassVar[ChannelRules] = sms.RULES
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
     secret_fields: ClassVar[frozenset[str]] = frozenset({"access_key", "signing_key"})
 
     # ----- callbacks ------------------------------------------------------------------------------
 
     def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        if request.method != "POST":
-            raise WebhookRejected("Bird posts its webhooks; set the method to POST")
-        key = str((channel.secrets or {}).get("signing_key") or "")
-        if not key:
-            raise WebhookRejected("the channel has no signing key")
+        key = sms.posted_secret("Bird", channel, request, "signing_key")
         urls = _urls(channel, request)
         if _api(channel) == LEGACY_API:
             token = request.headers.get(JWT_HEADER, "")

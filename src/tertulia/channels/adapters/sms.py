@@ -11,6 +11,9 @@ Rules: ../shared/reference/channels.md section 11.
   whole message UCS-2: 70 UTF-16 units, or 67 per part; an emoji is two units.
 - Keywords (`keyword`): the message's whole text, one word, any case. Opt-out (Twilio's defaults and
   their Spanish counterparts), opt-in and help.
+- What every SMS adapter shares: its rules (`RULES`: text only, at most 1600 characters, delivery
+  receipts, our own keyword consent) and the opening of its callback check (`posted_secret`: a
+  POST, and the channel's secret that signs it).
 """
 
 import enum
@@ -20,6 +23,10 @@ from dataclasses import dataclass
 import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
 import phonenumbers
 
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import ChannelRules, MessageType, WebhookRejected, WebhookRequest
+
+MAX_TEXT = 1600  # characters one message may have: Twilio's Body limit, and Vonage's and Bird's as used here
 GSM_SINGLE = 160
 GSM_PART = 153
 UCS2_SINGLE = 70
@@ -30,6 +37,26 @@ OPT_OUT = frozenset(
 )
 OPT_IN = frozenset({"START", "YES", "UNSTOP", "ALTA"})
 HELP = frozenset({"HELP", "INFO", "AYUDA"})
+
+
+RULES = ChannelRules(
+    reply_window=None,
+    max_text_length=MAX_TEXT,
+    delivery_receipts=True,
+    message_types=frozenset({MessageType.TEXT}),
+    keyword_consent=True,
+)
+
+
+def posted_secret(provider: str, channel: Channel, request: WebhookRequest, secret: str) -> str:
+    """The opening of an SMS provider's callback check: the callback must be a POST (SMS providers
+    have no handshake) and the channel must have the `secret` that signs it; its value."""
+    if request.method != "POST":
+        raise WebhookRejected(f"{provider} posts its callbacks: set the webhook's method to POST")
+    value = str((channel.secrets or {}).get(secret) or "")
+    if not value:
+        raise WebhookRejected(f"the channel has no {secret}")
+    return value
 
 
 class Keyword(enum.StrEnum):

@@ -15,7 +15,11 @@ Wire format: ../shared/reference/channels.md sections 8 and 11 (and twilio.com/d
   called: the request's own, the one rebuilt from X-Forwarded-Proto/-Host behind a proxy, and the
   callback URL registered at connect (what Twilio was told to call), each with and without the
   default port, as Twilio's own validator tries. A JSON body carries `bodySHA256` in the URL
-  instead, and only the URL is signed. There is no handshake.
+  instead, and only the URL is signed. There is no handshake. A callback a Webhook Rule signs with a
+  shared key says so in `X-Twilio-Webhooks-Signature-Settings: key=<key id>,algorithm=HMAC_SHA256`:
+  the same string is signed with that algorithm under the key's secret (`webhook_key_secret`; with
+  `webhook_key_sid`, only that key is accepted). Every callback is answered with empty TwiML,
+  `<Response/>` as text/xml: Twilio reads the answer to an incoming message as instructions.
 - Identity: the sender's number in E.164 (channels/adapters/sms.py), one contact per person; a short
   code or alphanumeric sender keeps its spelling.
 - Inbound: SMS text and MMS media (`MediaUrl{N}`/`MediaContentType{N}`, fetched with the account's
@@ -67,7 +71,13 @@ TYPE = "twilio"
 DEFAULT_API_BASE_URL = "https://api.twilio.com"
 API_VERSION = "2010-04-01"
 SIGNATURE_HEADER = "x-twilio-signature"
-MAX_BODY = 1600  # characters Twilio accepts in one message's Body
+# Present when a Webhook Rule signs the callback with a shared key (SharedKey) instead of the auth token.
+SIGNATURE_SETTINGS_HEADER = "x-twilio-webhooks-signature-settings"
+HMAC_SHA1 = "HMAC_SHA1"
+HMAC_SHA256 = "HMAC_SHA256"
+ALGORITHMS = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+MAX_BODY = sms.MAX_TEXT  # characters Twilio accepts in one message's Body
 MAX_MEDIA_BYTES = 5 * 1024 * 1024  # Twilio's MMS limit
 MAX_HELP_REPLY = 1600
 ACCOUNT_SID = re.compile(r"^AC[0-9a-fA-F]{32}$")
@@ -112,30 +122,30 @@ MEDIA_TYPES = {"image": MessageType.IMAGE, "audio": MessageType.AUDIO, "video": 
 
 class TwilioAdapter:
     type: ClassVar[str] = TYPE
-    rules: ClassVar[ChannelRules] = ChannelRules(
-        reply_window=None,
-        max_text_length=MAX_BODY,
-        delivery_receipts=True,
-        message_types=frozenset({MessageType.TEXT}),
-        keyword_consent=True,
-    )
+    rules: ClassVar[ChannelRules] = sms.RULES
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
-    secret_fields: ClassVar[frozenset[str]] = frozenset({"auth_token", "api_key_secret"})
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"auth_token", "api_key_secret", "webhook_key_secret"})
 
     # ----- callbacks ------------------------------------------------------------------------------
 
     def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        if request.method != "POST":
-            raise WebhookRejected("Twilio posts its callbacks; it has no handshake")
-        token = str((channel.secrets or {}).get("auth_token") or "")
+        # A Webhook Rule's shared key signs when the settings header says so; the auth token otherwise.
+        settings = request.headers.get(SIGNATURE_SETTINGS_HEADER, "").strip()
+        key = sms.posted_secret("Twilio", channel, request, "webhook_key_secret" if settings else "auth_token")
+        algorithm = _shared_key_algorithm(channel, settings) if settings else HMAC_SHA1
         given = request.headers.get(SIGNATURE_HEADER, "")
-        if not token or not given:
+        if not given:
             raise WebhookRejected("no X-Twilio-Signature")
         if not any(
-            hmac.compare_digest(given.encode(), signature(token, url, params).encode())
+            hmac.compare_digest(given.encode(), signature(key, url, params, algorithm).encode())
             for url, params in _signed_forms(channel, request)
         ):
             raise WebhookRejected("bad X-Twilio-Signature")
+
+    def callback_answer(self, request: WebhookRequest) -> tuple[str, str]:
+        """Empty TwiML: Twilio reads the answer to an incoming message as instructions, and an empty
+        <Response/> tells it to send nothing back (a reply goes out later through the REST API)."""
+        return EMPTY_TWIML, "text/xml"
 
     def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
         """Raises ValueError for a body that is neither an incoming message nor a status callback."""
@@ -219,6 +229,12 @@ class TwilioAdapter:
                     "config.from_number", "must be a phone number with its country code, like +14155550100"
                 )
             cleaned["from_number"] = normalised
+        webhook_key_sid = str(config.get("webhook_key_sid") or "").strip()
+        if webhook_key_sid:
+            cleaned["webhook_key_sid"] = webhook_key_sid
+        webhook_key_secret = str(secrets_.get("webhook_key_secret") or "").strip()
+        if webhook_key_secret:
+            kept["webhook_key_secret"] = webhook_key_secret
         help_reply = " ".join(str(config.get("help_reply") or "").split())
         if len(help_reply) > MAX_HELP_REPLY:
             raise ValidationFailed.field("config.help_reply", "must be at most 1600 characters")
@@ -317,13 +333,28 @@ class TwilioAdapter:
 # ----- the REST API ---------------------------------------------------------------------------------
 
 
-def signature(auth_token: str, url: str, params: list[tuple[str, str]]) -> str:
-    """X-Twilio-Signature for a callback to `url` with these form parameters. A name's repeated
+def signature(key: str, url: str, params: list[tuple[str, str]], algorithm: str = HMAC_SHA1) -> str:
+    """X-Twilio-Signature for a callback to `url` with these form parameters, under the auth token
+    (HMAC-SHA1) or a webhook shared key (the algorithm its settings header names). A name's repeated
     values are sorted, and an identical value counts once, as Twilio's own validator does."""
     names = sorted({name for name, _ in params})
     payload = url + "".join(name + value for name in names for value in sorted({v for n, v in params if n == name}))
-    digest = hmac.new(auth_token.encode(), payload.encode(), hashlib.sha1).digest()
+    digest = hmac.new(key.encode(), payload.encode(), ALGORITHMS[algorithm]).digest()
     return base64.b64encode(digest).decode()
+
+
+def _shared_key_algorithm(channel: Channel, settings: str) -> str:
+    """The algorithm X-Twilio-Webhooks-Signature-Settings (`key=<id>,algorithm=HMAC_SHA256`) names
+    for a callback signed with a shared key. Raises WebhookRejected for an algorithm we do not know,
+    or another key than the channel's `webhook_key_sid` when it has one."""
+    parts = dict(part.strip().partition("=")[::2] for part in settings.split(","))
+    algorithm = parts.get("algorithm", "").strip().upper() or HMAC_SHA1
+    if algorithm not in ALGORITHMS:
+        raise WebhookRejected(f"signed with {algorithm}, which this server does not know")
+    key_sid = str((channel.config or {}).get("webhook_key_sid") or "")
+    if key_sid and parts.get("key", "").strip() != key_sid:
+        raise WebhookRejected("signed with another webhook key than the channel's webhook_key_sid")
+    return algorithm
 
 
 def _form(body: bytes) -> list[tuple[str, str]]:

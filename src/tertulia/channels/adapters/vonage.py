@@ -16,7 +16,9 @@ Wire format: ../shared/reference/channels.md sections 9 and 11 (and developer.vo
   `_`; the legacy `md5hash` is md5 of the same string followed by the secret. Unsigned callbacks are
   refused: the account must have signed webhooks on. A GET is refused too (the inbound webhook method
   must be POST). Messages API: `Authorization: Bearer <JWT>`, HS256 with the signature secret, whose
-  `payload_hash` claim is the SHA-256 of the body.
+  `payload_hash` claim is the SHA-256 of the body. Either way a callback signed more than
+  `signature_max_age` seconds from now (default 300; 30 to 86400) is refused as a replay: the SMS
+  API's signed `timestamp`, the JWT's `iat`.
 - Identity: the sender's `msisdn` (`from` in the Messages API) in E.164, one contact per person.
 - Inbound: SMS text. A long SMS arrives in parts (`concat-ref`, `concat-total`, `concat-part`): each
   part is a message with payload `sms_part`, which the inbox reassembles (conversations/sms_parts.py)
@@ -51,7 +53,6 @@ from tertulia.channels.protocol import (
     DeliveryStatus,
     FetchedMedia,
     InboundMessage,
-    MessageType,
     OutboundMessage,
     ParsedWebhook,
     PermanentError,
@@ -62,6 +63,7 @@ from tertulia.channels.protocol import (
     WebhookRejected,
     WebhookRequest,
 )
+from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import ValidationFailed
 
 TYPE = "vonage"
@@ -71,7 +73,13 @@ DEFAULT_SMS_BASE_URL = "https://rest.nexmo.com"
 DEFAULT_MESSAGES_BASE_URL = "https://api.nexmo.com"
 SIGNATURE_METHODS = {"md5": hashlib.md5, "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha512": hashlib.sha512}
 LEGACY_MD5 = "md5hash"
-MAX_TEXT = 1600
+MAX_TEXT = sms.MAX_TEXT
+# How old a signed callback may be (its `timestamp`, or the JWT's `iat`), either way: a captured
+# callback replayed later is refused. Vonage retries a callback it got no 2xx for; a retry signed at
+# the first attempt's time is refused too once it is older than this, so a longer outage wants more.
+DEFAULT_SIGNATURE_MAX_AGE = 300
+MIN_SIGNATURE_MAX_AGE = 30
+MAX_SIGNATURE_MAX_AGE = 86_400  # Vonage's retry horizon for the SMS API
 API_KEY = re.compile(r"^[0-9a-zA-Z]{6,16}$")
 ALPHANUMERIC_SENDER = re.compile(r"^[0-9A-Za-z ]{1,11}$")
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
@@ -129,26 +137,17 @@ def _api(channel: Channel) -> str:
 
 class VonageAdapter:
     type: ClassVar[str] = TYPE
-    rules: ClassVar[ChannelRules] = ChannelRules(
-        reply_window=None,
-        max_text_length=MAX_TEXT,
-        delivery_receipts=True,
-        message_types=frozenset({MessageType.TEXT}),
-        keyword_consent=True,
-    )
+    rules: ClassVar[ChannelRules] = sms.RULES
     # Given with `--set` (CLI) or the form, but kept encrypted and never shown again.
     secret_fields: ClassVar[frozenset[str]] = frozenset({"api_secret", "signature_secret"})
 
     # ----- callbacks ------------------------------------------------------------------------------
 
     def verify_webhook(self, channel: Channel, request: WebhookRequest) -> None:
-        if request.method != "POST":
-            raise WebhookRejected("set the webhook's method to POST in the Vonage dashboard")
-        secret = str((channel.secrets or {}).get("signature_secret") or "")
-        if not secret:
-            raise WebhookRejected("the channel has no signature secret")
+        secret = sms.posted_secret("Vonage", channel, request, "signature_secret")
+        max_age = int((channel.config or {}).get("signature_max_age") or DEFAULT_SIGNATURE_MAX_AGE)
         if _api(channel) == MESSAGES_API:
-            _verify_jwt(secret, request)
+            _check_age(_verify_jwt(secret, request), max_age, "the token's iat")
             return
         try:
             params = _params(request.body)
@@ -158,6 +157,7 @@ class VonageAdapter:
         method = str((channel.config or {}).get("signature_method") or "md5")
         if not given or not hmac.compare_digest(given, sms_signature(secret, method, params)):
             raise WebhookRejected("bad or missing sig")
+        _check_age(params.get("timestamp"), max_age, "the signed timestamp")
 
     def parse_webhook(self, channel: Channel, request: WebhookRequest) -> ParsedWebhook:
         """Raises ValueError for a body that is neither an incoming message nor a receipt."""
@@ -214,6 +214,13 @@ class VonageAdapter:
         if method not in (*SIGNATURE_METHODS, LEGACY_MD5):
             raise ValidationFailed.field("config.signature_method", "must be md5hash, md5, sha1, sha256 or sha512")
         cleaned["signature_method"] = method
+        max_age = str(config.get("signature_max_age") or DEFAULT_SIGNATURE_MAX_AGE).strip()
+        if not max_age.isdigit() or not MIN_SIGNATURE_MAX_AGE <= int(max_age) <= MAX_SIGNATURE_MAX_AGE:
+            raise ValidationFailed.field(
+                "config.signature_max_age",
+                f"must be a number of seconds from {MIN_SIGNATURE_MAX_AGE} to {MAX_SIGNATURE_MAX_AGE}",
+            )
+        cleaned["signature_max_age"] = int(max_age)
         number = str(config.get("from_number") or "").strip()
         normalised = sms.e164(number) or (
             number if ALPHANUMERIC_SENDER.match(number) and not number.isdigit() else None
@@ -328,7 +335,19 @@ def sms_signature(secret: str, method: str, params: dict[str, Any]) -> str:
     return hmac.new(secret.encode(), joined.encode(), SIGNATURE_METHODS[method]).hexdigest()
 
 
-def _verify_jwt(secret: str, request: WebhookRequest) -> None:
+def _check_age(stamp: Any, max_age: int, what: str) -> None:
+    """Refuses a signed callback whose Unix time `stamp` is more than `max_age` seconds away from now."""
+    try:
+        signed_at = int(str(stamp))
+    except ValueError as exc:
+        raise WebhookRejected(f"{what} is missing or not a Unix time") from exc
+    age = utcnow().timestamp() - signed_at
+    if abs(age) > max_age:
+        raise WebhookRejected(f"{what} is {int(age)} s from now; at most {max_age} s is accepted (signature_max_age)")
+
+
+def _verify_jwt(secret: str, request: WebhookRequest) -> Any:
+    """Checks the Messages API webhook's JWT and its payload hash; its `iat`."""
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not token:
@@ -340,6 +359,7 @@ def _verify_jwt(secret: str, request: WebhookRequest) -> None:
     expected = hashlib.sha256(request.body).hexdigest()
     if not hmac.compare_digest(str(claims.get("payload_hash") or ""), expected):
         raise WebhookRejected("payload_hash does not match the body")
+    return claims["iat"]
 
 
 def _params(body: bytes) -> dict[str, Any]:

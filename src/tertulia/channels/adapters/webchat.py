@@ -249,6 +249,12 @@ def user_hash(channel: Channel, user_id: str) -> str:
     return callback_signature(channel, user_id.encode())
 
 
+def snippet(base_url: str, key: str) -> str:
+    """The one line a site pastes before its closing body tag (the channel's page shows it; the
+    platform guides, docs/channels/webchat-*.md, add the data attributes of a signed-in user)."""
+    return f'<script src="{base_url.rstrip("/")}/widget/{key}.js" async></script>'
+
+
 def check_origin(channel: Channel, origin: str | None) -> str | None:
     """The origin to echo in CORS headers; None when the request has no Origin (not a browser
     cross-origin call). A browser on a site not in the list is refused."""

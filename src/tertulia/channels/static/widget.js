@@ -2,6 +2,10 @@
  *   <script src="https://tertulia.example/widget/<key>.js" async></script>
  * Everything lives in a Shadow DOM so the host page's CSS cannot reach it; no cookies are used (the
  * visitor token is kept in localStorage); message text is only ever set with textContent.
+ * Strict Content-Security-Policy: no inline script, no eval, no inline style element (the styles are a
+ * constructed stylesheet; the colour a CSSOM custom property), no markup strings (Trusted Types). A
+ * host page lists this server's origin in script-src and its http(s) and ws(s) origins in connect-src
+ * (img-src too for https:// agent avatars); docs/channels/webchat-*.md.
  * Credentials: the kept visitor token goes only in the body of POST /session, which answers with an
  * access token valid for an hour, kept in memory. Requests carry the access token in Authorization and
  * the socket in its first frame (never in a URL, which logs keep); it is renewed before it expires,
@@ -98,6 +102,22 @@
     return out;
   }
 
+  // Built node by node, not with innerHTML: a site whose CSP requires Trusted Types
+  // (require-trusted-types-for 'script') refuses markup assigned as a string.
+  function chatIcon() {
+    var NS = "http://www.w3.org/2000/svg";
+    var svg = document.createElementNS(NS, "svg");
+    var attributes = {
+      width: "26", height: "26", viewBox: "0 0 24 24", fill: "none", stroke: "currentColor", "stroke-width": "2",
+      "stroke-linecap": "round", "stroke-linejoin": "round", "aria-hidden": "true"
+    };
+    Object.keys(attributes).forEach(function (name) { svg.setAttribute(name, attributes[name]); });
+    var path = document.createElementNS(NS, "path");
+    path.setAttribute("d", "M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z");
+    svg.appendChild(path);
+    return svg;
+  }
+
   var CSS = [
     ":host{all:initial;position:fixed;bottom:20px;z-index:2147483000;font-family:system-ui,-apple-system,'Segoe UI',Roboto,Arial,sans-serif;font-size:14px;line-height:1.45;color:#101828}",
     ":host(.left){left:20px}:host(.right){right:20px}",
@@ -147,7 +167,7 @@
     launcher.type = "button";
     launcher.setAttribute("aria-label", T.open);
     launcher.setAttribute("part", "launcher");
-    launcher.innerHTML = '<svg width="26" height="26" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M21 12a8 8 0 0 1-11.6 7.1L4 20l1-4.6A8 8 0 1 1 21 12z"/></svg>';
+    launcher.appendChild(chatIcon());
     var badge = el("span", "badge");
     badge.hidden = true;
     launcher.appendChild(badge);

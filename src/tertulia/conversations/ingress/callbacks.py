@@ -50,6 +50,7 @@ from tertulia.channels.http import RawBodyRoute
 from tertulia.channels.message_templates import do_apply_quality_changes, do_apply_template_changes
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
+    CallbackAnswer,
     ChannelError,
     InboundMessage,
     MediaSource,
@@ -214,7 +215,7 @@ class _Pending:
     key: str
     incoming: WebhookRequest
     loop: asyncio.AbstractEventLoop
-    future: "asyncio.Future[None]"
+    future: "asyncio.Future[Channel | None]"
 
 
 _STOP = object()
@@ -237,16 +238,17 @@ class CallbackWriter:
         self._lock = threading.Lock()
         self._channels: dict[str, tuple[float, Channel | None]] = {}  # key -> (looked up at, channel)
 
-    async def accept(self, key: str, incoming: WebhookRequest) -> None:
-        """Returns once the callback is stored; raises NotFound or PermissionDenied (stored nowhere)."""
+    async def accept(self, key: str, incoming: WebhookRequest) -> Channel | None:
+        """Returns once the callback is stored, with its channel; raises NotFound or PermissionDenied
+        (stored nowhere)."""
         with self._lock:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="callback-writer", daemon=True)
                 self._thread.start()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[Channel | None] = loop.create_future()
         self._queue.put(_Pending(key, incoming, loop, future))
-        await future
+        return await future
 
     def stop(self) -> None:
         with self._lock:
@@ -300,7 +302,7 @@ class CallbackWriter:
     def _store(self, batch: list[_Pending]) -> list[int]:
         """Stores the verified callbacks of `batch` in one transaction of the spool and answers every
         request of it; the stored rows' ids."""
-        accepted: list[_Pending] = []
+        accepted: list[tuple[_Pending, Channel]] = []
         rows: list[dict[str, Any]] = []
         for item in batch:
             try:
@@ -309,12 +311,12 @@ class CallbackWriter:
                 _settle(item, exc)
                 continue
             rows.append(_row(channel, item.incoming))
-            accepted.append(item)
+            accepted.append((item, channel))
         ids = callback_spool(self.database).add(rows)
         # Answered before the task is queued: the rows are what makes the 200 safe (a lost task is
         # swept up).
-        for item in accepted:
-            _settle(item, None)
+        for item, channel in accepted:
+            _settle(item, None, channel)
         return ids
 
 
@@ -333,14 +335,14 @@ def _row(channel: Channel, incoming: WebhookRequest) -> dict[str, Any]:
     }
 
 
-def _settle(item: _Pending, exc: BaseException | None) -> None:
+def _settle(item: _Pending, exc: BaseException | None, channel: Channel | None = None) -> None:
     def apply() -> None:
         if item.future.done():
             return
         if exc is not None:
             item.future.set_exception(exc)
         else:
-            item.future.set_result(None)
+            item.future.set_result(channel)
 
     with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
         item.loop.call_soon_threadsafe(apply)
@@ -358,7 +360,11 @@ async def _callback(key: str, request: Request) -> Response:
     if incoming.method == "GET":
         return await anyio.to_thread.run_sync(answer_handshake, db, key, incoming)
     writer: CallbackWriter = request.app.state.callback_writer
-    await writer.accept(key, incoming)
+    channel = await writer.accept(key, incoming)
+    adapter = get_adapter(channel.type) if channel is not None else None
+    if isinstance(adapter, CallbackAnswer):
+        body, media_type = adapter.callback_answer(incoming)
+        return Response(body, media_type=media_type)
     return Response(status_code=200)
 
 
