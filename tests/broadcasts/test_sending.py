@@ -1,0 +1,82 @@
+"""Sending a broadcast end to end through the API, the outbox and a local fake provider."""
+
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select, update
+
+from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.events.models import EventRecord
+from tertulia.kit.db import Database
+from tests.broadcasts.support import broadcast_messages, customers_write, fake_channel
+from tests.conftest import Tenant
+from tests.fakes import FakeHttpAdapter, fake_provider
+
+
+def test_send_now_reaches_each_contact_once_without_opening_conversations(
+    db: Database, client: TestClient, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        channel = fake_channel(db, tenant, provider.url)
+        ids = customers_write(db, channel, [f"+5215500000{n:02d}" for n in range(5)], first_name="Ana")
+        ids += customers_write(db, channel, ["+521550000099"])  # no first name: the fallback
+        with db.transaction() as session:
+            session.execute(update(Conversation).values(status=ConversationStatus.CLOSED))
+        created = client.post(
+            "/api/v1/broadcasts",
+            headers=tenant.headers,
+            json={
+                "name": "Promo de noviembre",
+                "labels": ["promo"],
+                "audience": "all",
+                "channel_id": channel.id,
+                "content": {"default": {"text": 'Hola {{contact.first_name | "cliente"}}, 20% hoy.'}},
+            },
+        )
+        assert created.status_code == 201, created.text
+        broadcast_id = created.json()["id"]
+        assert created.json()["status"] == "draft"
+        dry = client.post(f"/api/v1/broadcasts/{broadcast_id}/dry-run", headers=tenant.headers)
+        assert dry.status_code == 200, dry.text
+        assert dry.json()["counts"]["recipients"] == 6
+        assert dry.json()["refused"] is False
+        preview = client.post(f"/api/v1/broadcasts/{broadcast_id}/preview", headers=tenant.headers)
+        assert preview.status_code == 200, preview.text
+        assert [p["text"] for p in preview.json()] == ["Hola Ana, 20% hoy."] * 3
+        sent = client.post(f"/api/v1/broadcasts/{broadcast_id}/schedule", headers=tenant.headers, json={})
+        assert sent.status_code == 200, sent.text
+        got = client.get(f"/api/v1/broadcasts/{broadcast_id}", headers=tenant.headers).json()
+        assert got["status"] == "completed", got
+        assert got["counts"]["recipients"] == 6
+        assert got["results"]["sent"] == 6
+        assert sorted(provider.deliveries.values()) == [1] * 6
+    messages = broadcast_messages(db, broadcast_id)
+    assert sorted(m.contact_id for m in messages) == sorted(ids)
+    assert {m.text for m in messages} == {"Hola Ana, 20% hoy.", "Hola cliente, 20% hoy."}
+    with db.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).where(Conversation.status == ConversationStatus.OPEN)) == 0
+        kinds = list(session.scalars(select(EventRecord.type).where(EventRecord.type.like("broadcast.%"))))
+        opened = session.scalar(select(func.count()).where(EventRecord.type == "conversation.opened"))
+    assert kinds == ["broadcast.started", "broadcast.completed"]
+    assert opened == len(ids)  # only the customers' own first messages opened one
+    rows = client.get(f"/api/v1/broadcasts/{broadcast_id}/recipients?status=sent", headers=tenant.headers).json()
+    assert len(rows["items"]) == 6
+    csv_text = client.get(f"/api/v1/broadcasts/{broadcast_id}/recipients.csv", headers=tenant.headers).text
+    assert csv_text.splitlines()[0] == "contact_id,name,phone,email,channel_id,status,reason,time"
+    assert len(csv_text.splitlines()) == 7
+
+
+def test_agents_cannot_touch_broadcasts(client: TestClient, tenant: Tenant, db: Database) -> None:
+    from tertulia.users.models import Role  # noqa: PLC0415
+
+    with db.transaction() as session:
+        from tertulia.broadcasts import service  # noqa: PLC0415
+        from tertulia.kit.errors import PermissionDenied  # noqa: PLC0415
+
+        try:
+            service.do_create_broadcast(session, tenant.actor(Role.AGENT), service.DraftFields(name="x"))
+        except PermissionDenied:
+            pass
+        else:
+            raise AssertionError("an agent created a broadcast")
+    missing = client.get("/api/v1/broadcasts/999", headers=tenant.headers)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"]
