@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from tertulia.broadcasts import service
+from tertulia.broadcasts import audience, service
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
 from tertulia.broadcasts.schemas import (
     BroadcastCreate,
@@ -39,7 +39,7 @@ CSV: dict[int | str, dict[str, Any]] = {
 }
 
 
-def counts_out(counts: service.Counts) -> Counts:
+def counts_out(counts: audience.Counts) -> Counts:
     return Counts(
         audience=counts.audience,
         recipients=counts.recipients,

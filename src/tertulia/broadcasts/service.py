@@ -11,7 +11,10 @@ INSERT ... SELECT over the segment compiler's clause), then each exclusion reaso
 waiting rows. The dry run is the same snapshot in a savepoint that is rolled back after counting, so the
 dry run and the send can never disagree on the rules.
 
-Sending (`pump`) claims batches of waiting recipients per channel (FOR UPDATE SKIP LOCKED on
+The files: audience.py (content rendered for a contact, the snapshot and its counts), sender.py
+(start and pump, called by tasks.py), repository.py (all SQL), api.py (/api/v1/broadcasts).
+
+Sending (`sender.pump`) claims batches of waiting recipients per channel (FOR UPDATE SKIP LOCKED on
 PostgreSQL), writes one outgoing message per recipient (status pending: the outbox row, sender kind
 `broadcast`) in the same transaction that marks the recipient messaged, and queues the outbox's send
 after commit. A crash before the commit leaves the recipients waiting; after it, the messages are the
@@ -23,18 +26,30 @@ batch ahead of them, and several broadcasts take turns.
 
 import csv
 import io
-import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy import ColumnElement, String, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.broadcasts import repository as repo
+from tertulia.broadcasts import tasks
+from tertulia.broadcasts.audience import (
+    UNSUPPORTED_TYPES,
+    AudienceGone,
+    Counts,
+    LimitCheck,
+    Renderer,
+    broadcast_channels,
+    check_rendered,
+    content_for,
+    counts_of,
+    snapshot,
+)
 from tertulia.broadcasts.models import (
     Audience,
     Broadcast,
@@ -43,31 +58,22 @@ from tertulia.broadcasts.models import (
     BroadcastSettings,
     BroadcastStatus,
     ChannelMode,
-    ExclusionReason,
-    FailureReason,
     OverLimit,
     RecipientState,
 )
-from tertulia.channels.message_templates import check_template_message
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus, MessageType, channel_pace
-from tertulia.channels.registry import get_adapter
-from tertulia.channels.service import list_channels
+from tertulia.channels.protocol import DeliveryStatus
 from tertulia.contacts.models import Contact
 from tertulia.conversations import service as conversations_service
 from tertulia.conversations import variables
-from tertulia.conversations.models import Conversation, ConversationStatus, Direction, Message, SenderKind
-from tertulia.conversations.outbox import enqueue_send
+from tertulia.conversations.models import Direction, Message
 from tertulia.events.service import Event, actor_label, emit
 from tertulia.events.types import EventType
 from tertulia.kit.clock import as_utc, utcnow
-from tertulia.kit.db import Database, on_commit
+from tertulia.kit.db import on_commit
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed, found
 from tertulia.kit.text import fold, tidy_name
-from tertulia.segments import service as segments_service
-from tertulia.segments.compiler import compile_filter, custom_text
 from tertulia.segments.models import Segment
-from tertulia.users.models import User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.workspaces.service import get_workspace
 
@@ -81,34 +87,7 @@ MAX_REPLY_WINDOW_HOURS = 24 * 30
 DEFAULT_UNSUBSCRIBE_KEYWORDS = ("BAJA", "STOP")
 MAX_KEYWORDS = 30
 MAX_KEYWORD = 64
-# Channels a broadcast cannot go through (respond.io's list: web chat visitors are not reachable when
-# away, Instagram allows no automated message outside the window).
-UNSUPPORTED_TYPES = frozenset({"webchat", "instagram"})
-# The share of a channel's pace broadcasts may take per tick; the rest is for agents' replies.
-BROADCAST_SHARE = 0.8
-# A channel whose adapter sets no pace (SMS providers, fakes) is fed this many per second.
-DEFAULT_RATE = 20.0
-TICK_SECONDS = 1.0
-MAX_BATCH = 500
 CONTENT_KEYS = frozenset({"text", "file_ids", "quick_reply", "buttons", "template", "message_tag"})
-# Standard contact fields a variable may name, as the contact's columns.
-_CONTACT_COLUMNS = {
-    "first_name": Contact.first_name,
-    "last_name": Contact.last_name,
-    "email": Contact.email,
-    "phone": Contact.phone,
-    "country": Contact.country,
-    "language": Contact.language,
-}
-# WhatsApp's messaging limit tiers: unique customers a number may start conversations with in 24 h.
-TIERS = {
-    "TIER_50": 50,
-    "TIER_250": 250,
-    "TIER_1K": 1_000,
-    "TIER_2K": 2_000,
-    "TIER_10K": 10_000,
-    "TIER_100K": 100_000,
-}
 EDITABLE = frozenset({BroadcastStatus.DRAFT})
 
 
@@ -424,326 +403,6 @@ def do_resend_failed(session: Session, actor: Actor, source: Broadcast) -> Broad
     return copy
 
 
-# ----- content for a contact --------------------------------------------------------------------
-
-
-def content_for(item: Broadcast, channel_type: str) -> dict[str, Any] | None:
-    content = item.content or {}
-    spec = content.get(channel_type, content.get("default"))
-    return spec if isinstance(spec, dict) else None
-
-
-def _message_type(spec: dict[str, Any], attachments: list[dict[str, Any]]) -> MessageType:
-    if spec.get("template"):
-        return MessageType.TEMPLATE
-    if not attachments:
-        return MessageType.TEXT
-    content_type = str(attachments[0].get("content_type", ""))
-    for prefix, kind in (("image/", MessageType.IMAGE), ("video/", MessageType.VIDEO), ("audio/", MessageType.AUDIO)):
-        if content_type.startswith(prefix):
-            return kind
-    return MessageType.FILE
-
-
-@dataclass
-class Renderer:
-    """Renders a broadcast's content for its contacts; the workspace and the author are read once."""
-
-    session: Session
-    item: Broadcast
-    custom_keys: list[str]
-    user: dict[str, Any]
-    workspace: dict[str, Any]
-    attachments: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, session: Session, item: Broadcast) -> "Renderer":
-        workspace = get_workspace(session, item.workspace_id)
-        user = session.get(User, item.created_by_user_id) if item.created_by_user_id else None
-        return cls(
-            session,
-            item,
-            conversations_service.custom_keys(session, item.workspace_id),
-            {
-                "first_name": user.first_name if user else None,
-                "last_name": user.last_name if user else None,
-                "full_name": user.full_name if user else None,
-                "email": user.email if user else None,
-            },
-            {"name": workspace.name},
-        )
-
-    def context(self, contact: Contact) -> variables.VariableContext:
-        return variables.VariableContext(
-            contact={
-                "first_name": contact.first_name,
-                "last_name": contact.last_name,
-                "full_name": contact.full_name,
-                "email": contact.email,
-                "phone": contact.phone,
-                "country": contact.country,
-                "language": contact.language,
-            },
-            custom=dict(contact.custom or {}),
-            user=self.user,
-            workspace=self.workspace,
-        )
-
-    def render(self, channel: Channel, contact: Contact) -> "Rendered":
-        spec = content_for(self.item, channel.type)
-        if spec is None:
-            raise ValidationFailed.field(f"content.{channel.type}", "no content for this kind of channel")
-        context = self.context(contact)
-        where = f"content.{channel.type}"
-        file_ids = list(spec.get("file_ids") or [])
-        key = file_ids[0] if file_ids else 0
-        if key not in self.attachments:
-            self.attachments[key] = conversations_service.check_files(self.session, self.item.workspace_id, file_ids)
-        attachments = self.attachments[key]
-        message_type = _message_type(spec, attachments)
-        payload: dict[str, Any] = {"broadcast_id": self.item.id}
-        template = spec.get("template")
-        if isinstance(template, dict):
-            components = []
-            for component in template.get("components") or []:
-                parameters = []
-                for parameter in component.get("parameters") or []:
-                    if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
-                        text = variables.render(parameter["text"], context, self.custom_keys, f"{where}.template")
-                        parameters.append({**parameter, "text": text})
-                    else:
-                        parameters.append(parameter)
-                components.append({**component, "parameters": parameters} if parameters else component)
-            checked, text = check_template_message(self.session, channel, {**template, "components": components})
-            payload["template"] = checked
-            return Rendered(MessageType.TEMPLATE, text, [], payload)
-        raw = spec.get("text")
-        body = variables.render(raw, context, self.custom_keys, f"{where}.text") if isinstance(raw, str) else None
-        for key_name in ("quick_reply", "buttons"):
-            if spec.get(key_name):
-                payload[key_name] = spec[key_name]
-        if spec.get("message_tag"):
-            payload["message_tag"] = spec["message_tag"]
-        return Rendered(message_type, body or None, attachments, payload)
-
-
-@dataclass
-class Rendered:
-    type: MessageType
-    text: str | None
-    attachments: list[dict[str, Any]]
-    payload: dict[str, Any]
-
-
-def _check_rendered(channel: Channel, contact: Contact, rendered: Rendered) -> None:
-    """The channel's own rules on what it can carry (buttons, reply choices, files, lengths)."""
-    rules = get_adapter(channel.type).rules
-    if rendered.type not in rules.message_types:
-        raise ValidationFailed.field(
-            f"content.{channel.type}", f"{channel.type} cannot send {rendered.type.value} messages"
-        )
-    if rendered.type == MessageType.TEXT and not rendered.text:
-        raise ValidationFailed.field(f"content.{channel.type}.text", "renders empty")
-    if rendered.text and rendered.type != MessageType.TEMPLATE and len(rendered.text) > rules.max_text_length:
-        raise ValidationFailed.field(
-            f"content.{channel.type}.text", f"must be at most {rules.max_text_length} characters"
-        )
-    plan = conversations_service.OutboundPlan(contact, channel, "", rendered.text, rendered.type, rendered.attachments)
-    conversations_service.check_content(channel, plan, rendered.payload)
-    tag = rendered.payload.get("message_tag")
-    if tag is not None:
-        allowed = dict(rules.message_tags)
-        if tag not in allowed or tag == conversations_service.HUMAN_AGENT_TAG:
-            raise ValidationFailed.field(
-                f"content.{channel.type}.message_tag",
-                f"must be one of: {', '.join(t for t in allowed if t != conversations_service.HUMAN_AGENT_TAG)}",
-            )
-
-
-# ----- the audience -----------------------------------------------------------------------------
-
-
-def _filter_clause(session: Session, actor: Actor, segment: Segment) -> ColumnElement[bool]:
-    checked = segments_service.checked_segment_filter(session, actor, segment)
-    return compile_filter(checked, segments_service.eval_context(session, actor))
-
-
-def _system(workspace_id: int) -> Actor:
-    return Actor(workspace_id=workspace_id, kind="system")
-
-
-class AudienceGone(Exception):
-    def __init__(self, reason: FailureReason, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def _audience_clauses(session: Session, item: Broadcast) -> tuple[ColumnElement[bool], ColumnElement[bool] | None]:
-    actor = _system(item.workspace_id)
-    if item.audience == Audience.ALL:
-        audience: ColumnElement[bool] = Contact.workspace_id == item.workspace_id
-    elif item.audience == Audience.RESEND:
-        if item.resend_of_id is None:
-            raise AudienceGone(FailureReason.SEGMENT_DELETED, "the broadcast this resends was deleted")
-        audience = repo.failed_contacts_of(item.resend_of_id)
-    else:
-        segment = repo_segment(session, item.workspace_id, item.segment_id)
-        if segment is None:
-            raise AudienceGone(FailureReason.SEGMENT_DELETED, "the audience's segment was deleted")
-        audience = _filter_clause(session, actor, segment)
-    excluded: ColumnElement[bool] | None = None
-    if item.exclude_segment_chosen:
-        segment = repo_segment(session, item.workspace_id, item.exclude_segment_id)
-        if segment is None:
-            raise AudienceGone(FailureReason.SEGMENT_DELETED, "the exclusion segment was deleted")
-        excluded = _filter_clause(session, actor, segment)
-    return audience, excluded
-
-
-def repo_segment(session: Session, workspace_id: int, segment_id: int | None) -> Segment | None:
-    if segment_id is None:
-        return None
-    return session.scalar(select(Segment).where(Segment.workspace_id == workspace_id, Segment.id == segment_id))
-
-
-def broadcast_channels(session: Session, item: Broadcast) -> list[Channel]:
-    """The channels this broadcast may go through: its channel, or every active channel that can
-    broadcast (last interacted)."""
-    if item.channel_mode == ChannelMode.SPECIFIC:
-        channel = (
-            session.scalar(
-                select(Channel).where(Channel.workspace_id == item.workspace_id, Channel.id == item.channel_id)
-            )
-            if item.channel_id is not None
-            else None
-        )
-        if channel is None or not channel.active:
-            raise AudienceGone(FailureReason.CHANNEL_DISCONNECTED, "the broadcast's channel is disconnected")
-        return [channel]
-    return [c for c in list_channels(session, item.workspace_id) if c.active and c.type not in UNSUPPORTED_TYPES]
-
-
-def _empty_clause(spec: dict[str, Any], custom_keys: Sequence[str]) -> ColumnElement[bool] | None:
-    """True for a contact lacking a variable the content uses without a fallback."""
-    texts: list[str] = []
-    if isinstance(spec.get("text"), str):
-        texts.append(spec["text"])
-    for component in (spec.get("template") or {}).get("components") or []:
-        for parameter in component.get("parameters") or []:
-            if isinstance(parameter.get("text"), str):
-                texts.append(parameter["text"])
-    clauses: list[ColumnElement[bool]] = []
-    for text in texts:
-        for variable in variables.parse(text, custom_keys):
-            if variable.fallback:
-                continue
-            parts = variable.name.split(".")
-            if parts[0] != "contact":
-                continue
-            if len(parts) == 3:
-                value: Any = custom_text(parts[2])
-            elif parts[1] == "full_name":
-                clauses.append(
-                    (Contact.first_name.is_(None) | (Contact.first_name == ""))
-                    & (Contact.last_name.is_(None) | (Contact.last_name == ""))
-                )
-                continue
-            else:
-                value = _CONTACT_COLUMNS[parts[1]]
-            clauses.append(value.is_(None) | (value.cast(String) == ""))
-    return or_(*clauses) if clauses else None
-
-
-@dataclass
-class LimitCheck:
-    channel_id: int
-    limit: int
-    used: int
-    room: int
-    over: int
-
-
-def _snapshot(session: Session, item: Broadcast, now: datetime) -> list[LimitCheck]:
-    """Write the audience as recipient rows and apply every exclusion; the messaging-limit checks
-    of the WhatsApp channels involved."""
-    audience, excluded = _audience_clauses(session, item)
-    channels = broadcast_channels(session, item)
-    by_id = {c.id: c for c in channels}
-    with segments_service.filter_deadline(session):
-        repo.insert_audience(session, item, audience, excluded, now)
-    repo.exclude_blocked(session, item)
-    repo.exclude_opted_out(session, item)
-    if item.channel_mode == ChannelMode.SPECIFIC:
-        repo.assign_channel(session, item.id, channels[0].id)
-    else:
-        repo.assign_last_interacted(session, item.id, list(by_id))
-    repo.exclude_without_identity(session, item, channels)
-    used_channels = [by_id[c] for c in repo.waiting_channels(session, item.id) if c in by_id]
-    keys = conversations_service.custom_keys(session, item.workspace_id)
-    limits: list[LimitCheck] = []
-    for channel in used_channels:
-        rules = get_adapter(channel.type).rules
-        spec = content_for(item, channel.type) or {}
-        if rules.keyword_consent:
-            repo.exclude_sms_opted_out(session, item, channel)
-        if rules.reply_window is not None:
-            tag = spec.get("message_tag")
-            horizon = dict(rules.message_tags).get(tag) if tag else rules.reply_window
-            if spec.get("template"):
-                repo.mark_needs_template(session, item.id, channel.id, now - rules.reply_window)
-            elif tag is None or horizon is not None:
-                repo.exclude_window_closed(session, item, channel.id, now - (horizon or rules.reply_window))
-        empty = _empty_clause(spec, keys)
-        if empty is not None:
-            repo.exclude_empty_variables(session, item, [channel.id], empty)
-        limit = TIERS.get(channel.messaging_limit or "")
-        if channel.type == "whatsapp" and limit is not None:
-            used = repo.business_initiated_contacts(session, channel.id, now - timedelta(hours=24))
-            room = max(0, limit - used)
-            wanted = sum(
-                n
-                for state, _reason, channel_id, needs, n in repo.state_counts(session, item.id)
-                if state == RecipientState.WAITING and channel_id == channel.id and needs
-            )
-            over = max(0, wanted - room)
-            if over:
-                repo.exclude_past_limit(session, item, channel.id, room)
-            limits.append(LimitCheck(channel.id, limit, used, room, over))
-    return limits
-
-
-@dataclass
-class Counts:
-    audience: int = 0
-    recipients: int = 0
-    excluded: int = 0
-    skipped: int = 0
-    by_channel: dict[int, int] = field(default_factory=dict)
-    templates_by_channel: dict[int, int] = field(default_factory=dict)
-    excluded_by_reason: dict[str, int] = field(default_factory=dict)
-
-
-def _counts(session: Session, broadcast_id: int) -> Counts:
-    counts = Counts()
-    for state, reason, channel_id, needs_template, n in repo.state_counts(session, broadcast_id):
-        counts.audience += n
-        if state == RecipientState.EXCLUDED:
-            counts.excluded += n
-            key = reason or "unknown"
-            counts.excluded_by_reason[key] = counts.excluded_by_reason.get(key, 0) + n
-            continue
-        if state == RecipientState.SKIPPED:
-            counts.skipped += n
-            continue
-        counts.recipients += n
-        if channel_id is not None:
-            counts.by_channel[channel_id] = counts.by_channel.get(channel_id, 0) + n
-            if needs_template:
-                counts.templates_by_channel[channel_id] = counts.templates_by_channel.get(channel_id, 0) + n
-    return counts
-
-
 @dataclass
 class DryRun:
     counts: Counts
@@ -782,7 +441,7 @@ def check_ready(session: Session, actor: Actor, item: Broadcast) -> None:
             if exc.code in ("template_unknown", "template_not_approved", "template_parameters"):
                 raise
             continue  # a sample contact's empty values: the dry run counts real ones
-        _check_rendered(channel, sample, rendered)
+        check_rendered(channel, sample, rendered)
     if item.channel_mode == ChannelMode.LAST_INTERACTED and not any(content_for(item, c.type) for c in channels):
         raise ValidationFailed.field("content", "no content for any of the workspace's channels")
 
@@ -803,10 +462,10 @@ def dry_run(session: Session, actor: Actor, item: Broadcast) -> DryRun:
 def _dry_run_in(session: Session, item: Broadcast) -> DryRun:
     # A draft has no recipients: a dry run of a resend or a clone writes its own under the same id.
     try:
-        limits = _snapshot(session, item, utcnow())
+        limits = snapshot(session, item, utcnow())
     except AudienceGone as exc:
         return DryRun(Counts(), [], True, exc.detail)
-    counts = _counts(session, item.id)
+    counts = counts_of(session, item.id)
     over = sum(check.over for check in limits)
     if over and item.over_limit == OverLimit.REFUSE:
         return DryRun(counts, limits, True, f"{over} recipients are over the WhatsApp messaging limit")
@@ -827,7 +486,7 @@ def excluded_csv(session: Session, actor: Actor, item: Broadcast) -> str:
         savepoint = session.begin_nested()
         try:
             try:
-                _snapshot(session, item, utcnow())
+                snapshot(session, item, utcnow())
             except AudienceGone as exc:
                 raise Conflict(exc.detail, code=exc.reason.value) from exc
             return _csv(session, item, status=RecipientState.EXCLUDED.value)
@@ -886,7 +545,7 @@ def preview(session: Session, actor: Actor, item: Broadcast, limit: int = 3) -> 
     savepoint = session.begin_nested()
     try:
         try:
-            _snapshot(session, item, utcnow())
+            snapshot(session, item, utcnow())
         except AudienceGone as exc:
             raise Conflict(exc.detail, code=exc.reason.value) from exc
         rows = list(
@@ -975,7 +634,7 @@ def do_schedule(session: Session, actor: Actor, item: Broadcast, at: datetime | 
     item.updated_at = now
     session.flush()
     broadcast_id, eta = item.id, item.scheduled_at
-    on_commit(session, lambda: _tasks().enqueue_start(broadcast_id, eta))
+    on_commit(session, lambda: tasks.enqueue_start(broadcast_id, eta))
     return item
 
 
@@ -1006,7 +665,7 @@ def do_resume(session: Session, actor: Actor, item: Broadcast) -> Broadcast:
     item.updated_at = utcnow()
     session.flush()
     broadcast_id = item.id
-    on_commit(session, lambda: _tasks().enqueue_pump(broadcast_id))
+    on_commit(session, lambda: tasks.enqueue_pump(broadcast_id))
     return item
 
 
@@ -1020,223 +679,6 @@ def do_stop(session: Session, actor: Actor, item: Broadcast) -> Broadcast:
     item.updated_at = item.finished_at
     session.flush()
     return item
-
-
-def _tasks() -> Any:
-    # service -> tasks -> service: tasks imports this module, so it is looked up when needed.
-    from tertulia.broadcasts import tasks  # noqa: PLC0415 (service -> tasks -> service)
-
-    return tasks
-
-
-# ----- starting and sending (queued tasks call these) -------------------------------------------
-
-
-def _event(session: Session, item: Broadcast, event_type: EventType, reason: str | None = None) -> None:
-    counts = _counts(session, item.id)
-    payload: dict[str, Any] = {
-        "broadcast_id": item.id,
-        "name": item.name,
-        "status": item.status.value,
-        "recipients": counts.recipients,
-        "excluded": counts.excluded,
-    }
-    if event_type == EventType.BROADCAST_FAILED:
-        payload["reason"] = reason
-    emit(session, Event(event_type, item.workspace_id, payload, actor=actor_label("system")))
-
-
-def _fail(session: Session, item: Broadcast, reason: FailureReason, detail: str) -> None:
-    item.status = BroadcastStatus.FAILED
-    item.failure_reason = reason.value
-    item.failure_detail = detail
-    item.finished_at = utcnow()
-    repo.skip_waiting(session, item.id, reason.value)
-    session.flush()
-    _event(session, item, EventType.BROADCAST_FAILED, reason.value)
-
-
-def start(db: Database, broadcast_id: int) -> str:
-    """Start a due scheduled broadcast: snapshot its audience and begin sending. Idempotent: only the
-    transaction that moves it from scheduled to sending does anything."""
-    with db.transaction() as session:
-        item = session.scalar(select(Broadcast).where(Broadcast.id == broadcast_id).with_for_update())
-        now = utcnow()
-        if item is None or item.status != BroadcastStatus.SCHEDULED:
-            return "skipped"
-        if item.scheduled_at is not None and as_utc(item.scheduled_at) > now:
-            return "early"
-        # A start that crashed half-way rolled back; a finished one moved the status on.
-        try:
-            limits = _snapshot(session, item, now)
-        except AudienceGone as exc:
-            _fail(session, item, exc.reason, exc.detail)
-            return "failed"
-        over = sum(check.over for check in limits)
-        counts = _counts(session, item.id)
-        item.started_at = now
-        if over and item.over_limit == OverLimit.REFUSE:
-            _fail(session, item, FailureReason.OVER_MESSAGING_LIMIT, f"{over} recipients over the messaging limit")
-            return "failed"
-        if counts.recipients == 0:
-            _fail(session, item, FailureReason.EMPTY_AUDIENCE, "nobody in the audience can receive it")
-            return "failed"
-        item.status = BroadcastStatus.SENDING
-        session.flush()
-        _event(session, item, EventType.BROADCAST_STARTED)
-    return "started"
-
-
-@dataclass
-class Tick:
-    state: str  # "more" (recipients waiting), "finishing" (messages in the outbox), "done", "stopped"
-    written: int = 0
-
-
-def pump(db: Database, broadcast_id: int, clock: Callable[[], datetime] = utcnow) -> Tick:
-    """One turn of sending: for each channel with waiting recipients, claim this broadcast's share of
-    the channel's pace and write their messages (queued to the outbox after commit)."""
-    with db.transaction() as session:
-        item = session.scalar(select(Broadcast).where(Broadcast.id == broadcast_id))
-        if item is None or item.status != BroadcastStatus.SENDING:
-            return Tick("stopped")
-        channel_ids = repo.waiting_channels(session, item.id)
-    written = 0
-    for channel_id in channel_ids:
-        written += _pump_channel(db, broadcast_id, channel_id, clock)
-    with db.transaction() as session:
-        item = session.scalar(select(Broadcast).where(Broadcast.id == broadcast_id).with_for_update())
-        if item is None or item.status != BroadcastStatus.SENDING:
-            return Tick("stopped", written)
-        if repo.waiting_count(session, item.id):
-            return Tick("more", written)
-        if repo.pending_of(session, item.id):
-            return Tick("finishing", written)
-        item.status = BroadcastStatus.COMPLETED
-        item.finished_at = clock()
-        session.flush()
-        _event(session, item, EventType.BROADCAST_COMPLETED)
-    return Tick("done", written)
-
-
-def channel_budget(session: Session, channel: Channel, broadcasts_sharing: int) -> int:
-    """How many of this broadcast's recipients may be released on the channel in this tick."""
-    pace = channel_pace(get_adapter(channel.type).rules, channel)
-    rate = pace.messages / pace.seconds if pace is not None else DEFAULT_RATE
-    room = math.floor(rate * TICK_SECONDS * BROADCAST_SHARE) - repo.pending_broadcast_messages(
-        session, channel.workspace_id, channel.id
-    )
-    if room <= 0:
-        return 0
-    return min(MAX_BATCH, max(1, math.ceil(room / max(1, broadcasts_sharing))))
-
-
-def _pump_channel(db: Database, broadcast_id: int, channel_id: int, clock: Callable[[], datetime]) -> int:
-    with db.transaction() as session:
-        item = session.scalar(select(Broadcast).where(Broadcast.id == broadcast_id))
-        channel = session.get(Channel, channel_id)
-        if item is None or item.status != BroadcastStatus.SENDING:
-            return 0
-        if channel is None or not channel.active:
-            if item.channel_mode == ChannelMode.SPECIFIC:
-                _fail(session, item, FailureReason.CHANNEL_DISCONNECTED, "the broadcast's channel was disconnected")
-            else:
-                repo.skip_waiting(session, item.id, FailureReason.CHANNEL_DISCONNECTED.value, channel_id)
-            return 0
-        budget = channel_budget(session, channel, repo.sending_on_channel(session, channel.id))
-        if budget <= 0:
-            return 0
-        claimed = repo.claim_waiting(session, item.id, channel.id, budget)
-        if not claimed:
-            return 0
-        message_ids = _write_messages(session, item, channel, claimed, clock())
-        for hook in AFTER_BATCH_WRITTEN:
-            hook(item.id)
-    for message_id in message_ids:
-        enqueue_send(message_id)
-    return len(claimed)
-
-
-# Test-only: called with the broadcast id after a batch's messages are written and before its
-# transaction commits, to simulate a worker killed at that moment.
-AFTER_BATCH_WRITTEN: list[Callable[[int], None]] = []
-
-
-def _write_messages(
-    session: Session, item: Broadcast, channel: Channel, claimed: Sequence[BroadcastRecipient], now: datetime
-) -> list[int]:
-    adapter = get_adapter(channel.type)
-    contact_ids = [r.contact_id for r in claimed]
-    contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
-    identities = repo.identities_of(session, channel, contact_ids)
-    conversations = repo.latest_conversations(session, contact_ids)
-    missing = [cid for cid in contact_ids if cid not in conversations and cid in contacts]
-    if missing:
-        # A broadcast opens no conversation: a contact without one gets a closed one to hold the
-        # message in their history; their reply opens a new conversation as any message does.
-        created = [
-            Conversation(
-                workspace_id=item.workspace_id,
-                contact_id=cid,
-                channel_id=channel.id,
-                status=ConversationStatus.CLOSED,
-                bot_paused=False,
-                opened_at=now,
-                closed_at=now,
-                last_message_at=now,
-            )
-            for cid in missing
-        ]
-        session.add_all(created)
-        session.flush()
-        conversations.update({c.contact_id: c.id for c in created})
-    renderer = Renderer.of(session, item)
-    written: list[tuple[BroadcastRecipient, Message]] = []
-    for recipient in claimed:
-        contact = contacts.get(recipient.contact_id)
-        external = next(
-            (e for e in identities.get(recipient.contact_id, []) if adapter.owns_identity(channel, e)), None
-        )
-        if contact is None or external is None:
-            recipient.state, recipient.reason = RecipientState.SKIPPED, ExclusionReason.NO_IDENTITY.value
-            continue
-        try:
-            rendered = renderer.render(channel, contact)
-        except ValidationFailed as exc:
-            recipient.state, recipient.reason = RecipientState.SKIPPED, (exc.code or "render_failed")[:40]
-            continue
-        message = Message(
-            workspace_id=item.workspace_id,
-            conversation_id=conversations[contact.id],
-            contact_id=contact.id,
-            channel_id=channel.id,
-            direction=Direction.OUTGOING,
-            sender_kind=SenderKind.BROADCAST,
-            sender_user_id=None,
-            type=rendered.type,
-            text=rendered.text,
-            attachments=rendered.attachments,
-            payload={**rendered.payload, "recipient_id": external},
-            status=DeliveryStatus.PENDING,
-            status_at=now,
-            attempts=0,
-            created_at=now,
-        )
-        written.append((recipient, message))
-    session.add_all([m for _, m in written])
-    session.flush()
-    for recipient, message in written:
-        recipient.state = RecipientState.MESSAGED
-        recipient.message_id = message.id
-        recipient.messaged_at = now
-    repo.touch_contacts_written(session, [m.contact_id for _, m in written], now)
-    session.flush()
-    by_id = {
-        c.id: c for c in session.scalars(select(Conversation).where(Conversation.id.in_(set(conversations.values()))))
-    }
-    for _, message in written:
-        conversations_service.customer_message_created(session, by_id[message.conversation_id], message)
-    return [m.id for _, m in written]
 
 
 # ----- replies and unsubscribes (the event-log consumer) -----------------------------------------
@@ -1368,7 +810,7 @@ class Results:
 
 def results(session: Session, item: Broadcast) -> Results:
     """Recipients (the snapshot once started), sent, delivered, read, replied, failed."""
-    counts = _counts(session, item.id)
+    counts = counts_of(session, item.id)
     by_status = repo.delivery_counts(session, item.id)
     read = by_status.get(DeliveryStatus.READ.value, 0)
     delivered = by_status.get(DeliveryStatus.DELIVERED.value, 0) + read
@@ -1439,8 +881,3 @@ def recipient_rows(
 def recipients_csv(session: Session, actor: Actor, item: Broadcast, **filters: Any) -> str:
     actor.require(Permission.MANAGE_BROADCASTS)
     return _csv(session, item, **filters)
-
-
-def due_and_sending(db: Database) -> tuple[list[int], list[int]]:
-    with db.transaction(write=False) as session:
-        return repo.due_broadcast_ids(session, utcnow()), repo.sending_broadcast_ids(session)

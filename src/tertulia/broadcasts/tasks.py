@@ -14,7 +14,7 @@ from datetime import datetime
 import structlog
 from huey import crontab
 
-from tertulia.broadcasts import service
+from tertulia.broadcasts import sender
 from tertulia.kit.clock import utcnow
 from tertulia.kit.queue import huey, task_database
 
@@ -26,7 +26,7 @@ FINISHING_DELAY = 5.0
 
 @huey.task(name="broadcasts.start")  # type: ignore[untyped-decorator]
 def start_task(broadcast_id: int) -> str:
-    outcome = service.start(task_database(), broadcast_id)
+    outcome = sender.start(task_database(), broadcast_id)
     if outcome == "started":
         enqueue_pump(broadcast_id)
     return outcome
@@ -34,9 +34,9 @@ def start_task(broadcast_id: int) -> str:
 
 @huey.task(name="broadcasts.pump")  # type: ignore[untyped-decorator]
 def pump_task(broadcast_id: int) -> str:
-    tick = service.pump(task_database(), broadcast_id)
+    tick = sender.pump(task_database(), broadcast_id)
     if tick.state == "more":
-        pump_task.schedule(args=(broadcast_id,), delay=service.TICK_SECONDS)
+        pump_task.schedule(args=(broadcast_id,), delay=sender.TICK_SECONDS)
     elif tick.state == "finishing":
         pump_task.schedule(args=(broadcast_id,), delay=FINISHING_DELAY)
     return tick.state
@@ -62,7 +62,7 @@ def enqueue_pump(broadcast_id: int) -> None:
 def sweep() -> int:
     """Start due scheduled broadcasts and queue a pump for each sending one."""
     database = task_database()
-    due, sending = service.due_and_sending(database)
+    due, sending = sender.due_and_sending(database)
     for broadcast_id in due:
         enqueue_start_now(broadcast_id)
     for broadcast_id in sending:
