@@ -78,10 +78,13 @@ class FakeProvider:
     script: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     calls: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # When each call arrived (time.monotonic()) and with which key, in order.
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
 
     def handle(self, key: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls += 1
+            self.arrivals.append((time.monotonic(), key))
             if self.script:
                 return self.script.pop(0)
             if key not in self.ids:
