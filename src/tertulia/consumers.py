@@ -14,7 +14,7 @@ from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
 
 # Run inside the merge transaction, in this order.
-MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations,)
+MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations, broadcasts_service.move_merged_contact)
 
 # Run inside the receive transaction, after a batch of customers' messages is written: a reply to a
 # broadcast within its reply window (broadcast.replied, once per recipient), an unsubscribe keyword.

@@ -302,6 +302,10 @@ def snapshot(session: Session, item: Broadcast, now: datetime) -> list[LimitChec
     of the WhatsApp channels involved."""
     audience, excluded = _audience_clauses(session, item)
     channels = broadcast_channels(session, item)
+    if item.channel_mode == ChannelMode.LAST_INTERACTED:
+        # Only the channels the broadcast has content for: a contact whose last channel has none
+        # is reached on the last one that has (or excluded, no_identity).
+        channels = [c for c in channels if content_for(item, c.type) is not None]
     by_id = {c.id: c for c in channels}
     with segments_service.filter_deadline(session):
         repo.insert_audience(session, item, audience, excluded, now)

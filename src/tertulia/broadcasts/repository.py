@@ -541,3 +541,22 @@ def opt_out(session: Session, workspace_id: int, contact_id: int) -> BroadcastOp
             BroadcastOptOut.workspace_id == workspace_id, BroadcastOptOut.contact_id == contact_id
         )
     )
+
+
+def move_to_survivor(session: Session, survivor_id: int, merged_id: int) -> None:
+    """A merge: the merged contact's recipient rows and opt-out become the survivor's, except where
+    the survivor already has one (the survivor's is kept; the other goes with the merged contact)."""
+    survivor_broadcasts = select(R.broadcast_id).where(R.contact_id == survivor_id)
+    session.execute(
+        update(R)
+        .where(R.contact_id == merged_id, R.broadcast_id.not_in(survivor_broadcasts))
+        .values(contact_id=survivor_id)
+        .execution_options(synchronize_session=False)
+    )
+    if session.scalar(select(BroadcastOptOut.id).where(BroadcastOptOut.contact_id == survivor_id)) is None:
+        session.execute(
+            update(BroadcastOptOut)
+            .where(BroadcastOptOut.contact_id == merged_id)
+            .values(contact_id=survivor_id)
+            .execution_options(synchronize_session=False)
+        )

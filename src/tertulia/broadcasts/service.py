@@ -790,6 +790,11 @@ def do_set_opted_out(session: Session, actor: Actor, contact: Contact, opted_out
             session.flush()
 
 
+def move_merged_contact(session: Session, survivor_id: int, merged_id: int) -> None:
+    """The contact-merge hook (installed by `tertulia.consumers`): broadcasts follow the survivor."""
+    repo.move_to_survivor(session, survivor_id, merged_id)
+
+
 def is_opted_out(session: Session, workspace_id: int, contact_id: int) -> bool:
     return repo.opt_out(session, workspace_id, contact_id) is not None
 

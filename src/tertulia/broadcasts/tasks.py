@@ -29,6 +29,8 @@ def start_task(broadcast_id: int) -> str:
     outcome = sender.start(task_database(), broadcast_id)
     if outcome == "started":
         enqueue_pump(broadcast_id)
+    elif outcome == "early":  # the queue's clock ran ahead of the database's time: a moment later
+        start_task.schedule(args=(broadcast_id,), delay=1.0)
     return outcome
 
 
