@@ -63,6 +63,7 @@ from tertulia.broadcasts.models import (
 )
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tertulia.channels.registry import registered_types
 from tertulia.contacts.models import Contact
 from tertulia.conversations import service as conversations_service
 from tertulia.conversations import variables
@@ -193,8 +194,11 @@ def check_content(session: Session, workspace_id: int, content: Any) -> dict[str
         raise ValidationFailed.field("content", "must be an object keyed by channel type (or default)")
     keys = conversations_service.custom_keys(session, workspace_id)
     clean: dict[str, Any] = {}
+    kinds = {"default", *(t for t in registered_types() if t not in UNSUPPORTED_TYPES)}
     for kind, spec in content.items():
         where = f"content.{kind}"
+        if kind not in kinds:
+            raise ValidationFailed.field(where, f"must be one of: {', '.join(sorted(kinds))}")
         if not isinstance(spec, dict):
             raise ValidationFailed.field(where, "must be an object")
         unknown = set(spec) - CONTENT_KEYS
