@@ -57,6 +57,17 @@ def test_send_now_reaches_each_contact_once_without_opening_conversations(
         opened = session.scalar(select(func.count()).where(EventRecord.type == "conversation.opened"))
     assert kinds == ["broadcast.started", "broadcast.completed"]
     assert opened == len(ids)  # only the customers' own first messages opened one
+    listed = client.get("/api/v1/broadcasts?label=promo", headers=tenant.headers).json()["items"]
+    assert [(b["id"], b["recipients"], b["results"]["sent"]) for b in listed] == [(broadcast_id, 6, 6)]
+    when = got["scheduled_at"]
+    calendar = client.get(
+        "/api/v1/broadcasts",
+        headers=tenant.headers,
+        params={"scheduled_from": when, "scheduled_to": "2100-01-01T00:00:00Z"},
+    ).json()["items"]
+    assert [b["id"] for b in calendar] == [broadcast_id]
+    naive = client.get("/api/v1/broadcasts", headers=tenant.headers, params={"scheduled_from": "2026-01-01T00:00:00"})
+    assert naive.status_code == 422
     rows = client.get(f"/api/v1/broadcasts/{broadcast_id}/recipients?status=sent", headers=tenant.headers).json()
     assert len(rows["items"]) == 6
     csv_text = client.get(f"/api/v1/broadcasts/{broadcast_id}/recipients.csv", headers=tenant.headers).text
