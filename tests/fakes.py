@@ -112,13 +112,16 @@ class FakeProvider:
     # Scripted answers for the next calls: (status, body); then 200.
     script: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     calls: int = 0
-    arrivals: list[tuple[str, float]] = field(default_factory=list)  # (idempotency key, time.time())
+    arrived_at: dict[str, float] = field(default_factory=dict)  # idempotency key -> first call's time.time()
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # When each call arrived (time.monotonic()) and with which key, in order.
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
 
     def handle(self, key: str) -> tuple[int, dict[str, Any]]:
         with self.lock:
             self.calls += 1
-            self.arrivals.append((key, time.time()))
+            self.arrived_at.setdefault(key, time.time())
+            self.arrivals.append((time.monotonic(), key))
             if self.script:
                 return self.script.pop(0)
             if key not in self.ids:

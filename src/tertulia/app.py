@@ -10,6 +10,7 @@ from tertulia import (
     __version__,
     tasks,  # noqa: F401  (registers every queue task with huey)
 )
+from tertulia.broadcasts.api import router as broadcasts_router
 from tertulia.channels.api import router as channels_router
 from tertulia.channels.views import CHANNELS
 from tertulia.channels.views import router as channels_pages
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     install_widget(app)  # the widget's visitor API, socket and CORS (/widget/...)
     app.include_router(users_router)
     app.include_router(segments_router)
+    app.include_router(broadcasts_router)  # /api/v1/broadcasts
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile

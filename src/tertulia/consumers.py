@@ -1,18 +1,24 @@
-"""Who listens to what, in one place: the event-log consumers and the synchronous contact-merge
-hooks. Every process calls `install()` once at start (the app factory, the task registry, the CLI);
-nothing registers itself by being imported.
+"""Who listens to what, in one place: the event-log consumers, the synchronous contact-merge
+hooks and the hooks on customers' messages arriving. Every process calls `install()` once at start
+(the app factory, the task registry, the CLI); nothing registers itself by being imported.
 
 To add a consumer (outgoing webhooks, workflow triggers, report rollups, the bot): write it in its
 domain as an `events.dispatcher.Consumer` and list it in EVENT_CONSUMERS.
 """
 
+from tertulia.broadcasts import service as broadcasts_service
 from tertulia.contacts import hooks as contact_hooks
+from tertulia.conversations import hooks as conversation_hooks
 from tertulia.conversations.merge import move_conversations
 from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
 
 # Run inside the merge transaction, in this order.
-MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations,)
+MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations, broadcasts_service.move_merged_contact)
+
+# Run inside the receive transaction, after a batch of customers' messages is written: a reply to a
+# broadcast within its reply window (broadcast.replied, once per recipient), an unsubscribe keyword.
+RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (broadcasts_service.do_record_replies,)
 
 # Fed from the event log by `events.tasks`, each from its own position. None yet: webhooks and
 # workflows come next.
@@ -22,5 +28,6 @@ EVENT_CONSUMERS: tuple[Consumer, ...] = ()
 def install() -> None:
     """Idempotent; consumers registered through `dispatcher.register` (tests) are kept."""
     contact_hooks.set_merge_hooks(MERGE_HOOKS)
+    conversation_hooks.set_received_hooks(RECEIVED_HOOKS)
     for consumer in EVENT_CONSUMERS:
         dispatcher.register(consumer)

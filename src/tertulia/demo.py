@@ -4,8 +4,11 @@ inbox with conversations on every kind of channel (`demo_inbox.py`)."""
 import random
 from datetime import timedelta
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.broadcasts.service import DraftFields, do_create_broadcast
+from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
@@ -13,6 +16,7 @@ from tertulia.demo_inbox import seed_inbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
+from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
@@ -153,5 +157,80 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
         },
     )
     seed_inbox(session, actor, agent.id, rng)
+    seed_broadcasts(session, actor)
     session.flush()
     return created
+
+
+def seed_broadcasts(session: Session, actor: Actor) -> None:
+    """Two drafts to open in the broadcast editor: a promotion to the Pro plan on each contact's last
+    channel, and a WhatsApp-only notice that leaves out the contacts already tagged VIP."""
+    pro = do_create_segment(
+        session,
+        actor,
+        "Plan Pro",
+        {
+            "match": "all",
+            "groups": [
+                {
+                    "match": "all",
+                    "conditions": [
+                        {
+                            "category": "contact_field",
+                            "field": "plan",
+                            "operator": "is_any_of",
+                            "value": ["Pro"],
+                        }
+                    ],
+                }
+            ],
+        },
+    )
+    vip = do_create_segment(
+        session,
+        actor,
+        "VIP",
+        {
+            "match": "all",
+            "groups": [
+                {"match": "all", "conditions": [{"category": "tag", "operator": "has_any_of", "value": ["VIP"]}]}
+            ],
+        },
+    )
+    do_create_broadcast(
+        session,
+        actor,
+        DraftFields(
+            name="Buen Fin: 20% en el plan anual",
+            labels=["promo", "buen-fin"],
+            segment_id=pro.id,
+            channel_mode="last_interacted",
+            content={
+                "default": {
+                    "text": 'Hola {{contact.first_name | "cliente"}}, este Buen Fin tu plan anual tiene 20% de '
+                    "descuento. ¿Te interesa? Responde SÍ y te contactamos. Para no recibir más avisos, responde BAJA."
+                },
+            },
+        ),
+    )
+    whatsapp = session.scalar(
+        select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.type == "whatsapp")
+    )
+    do_create_broadcast(
+        session,
+        actor,
+        DraftFields(
+            name="Aviso de horario de diciembre",
+            labels=["avisos"],
+            audience="all",
+            exclude_segment_id=vip.id,
+            channel_id=whatsapp.id if whatsapp is not None else None,
+            content={
+                "whatsapp": {
+                    "text": 'Hola {{contact.first_name | "cliente"}}: del 24 al 26 de diciembre atendemos de 10 a '
+                    "14 h. ¡Felices fiestas!"
+                }
+            },
+            reply_window_hours=48,
+        ),
+    )

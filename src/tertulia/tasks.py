@@ -9,22 +9,27 @@ Tasks (name, module, what queues it):
 - `contacts.run_import` (contacts.tasks): a CSV import; after the job is started.
 - `mail.deliver` (mail.tasks): an email of the outbox; after commit.
 - `segments.refresh_counts` (segments.tasks): a workspace's ageing segment counts; after a read.
+- `broadcasts.start` (broadcasts.tasks): a scheduled broadcast, at its time; `broadcasts.pump`: one
+  tick of a sending broadcast's messages, queued again while recipients wait.
 - `channels.sync_templates` (channels.tasks): a channel's message templates read from its provider;
   after a channel is connected, or a manager asks.
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
-`conversations.sweep_callbacks`, `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
+`conversations.sweep_callbacks`, `broadcasts.sweep` (due broadcasts started, sending ones
+pumped), `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
 hours), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
-pending outgoing messages with no task waiting, and queued or interrupted imports. A task a dead
+pending outgoing messages with no task waiting, queued or interrupted imports, and broadcasts due
+or still sending. A task a dead
 consumer had taken off the queue is gone from it; the database still says what is to do.
 When a consumer is asked to stop, running imports are handed back to the queue after their batch.
 """
 
 from tertulia import consumers
+from tertulia.broadcasts import tasks as broadcasts_tasks
 from tertulia.channels import tasks as channels_tasks
 from tertulia.contacts import import_runner
 from tertulia.contacts import tasks as contacts_tasks
@@ -38,6 +43,7 @@ from tertulia.segments import tasks as segments_tasks
 consumers.install()
 
 __all__ = [
+    "broadcasts_tasks",
     "channels_tasks",
     "contacts_tasks",
     "conversations_callbacks",
@@ -55,4 +61,5 @@ def _requeue_interrupted_imports() -> int:
 
 queue.at_consumer_start(conversations_outbox.requeue_pending_outbound)
 queue.at_consumer_start(_requeue_interrupted_imports)
+queue.at_consumer_start(broadcasts_tasks.sweep)
 queue.at_consumer_stop(import_runner.release_running_imports)

@@ -191,7 +191,7 @@ def test_a_batch_spaces_a_paced_channel_s_sends_and_leaves_the_rest_for_a_later_
     assert set(sent) <= set(within)
     counted = sorted(outcomes[i].counted_at or 0.0 for i in sent)
     assert _spaced(counted, pace)
-    arrived = dict(provider.arrivals)
+    arrived = provider.arrived_at
     assert all(arrived[f"tertulia-msg-{i}"] >= (outcomes[i].counted_at or 0.0) - 0.005 for i in sent)
     assert provider.calls == len(sent)
     assert sorted(later) == sorted(set(ids) - set(sent))
@@ -218,5 +218,5 @@ def test_batches_one_after_another_count_every_send_within_the_pace(
     assert set(provider.deliveries.values()) == {1}
     assert sorted(counted) == sorted(ids)
     assert _spaced(sorted(counted.values()), pace)
-    arrived = dict(provider.arrivals)
+    arrived = provider.arrived_at
     assert all(arrived[f"tertulia-msg-{i}"] >= at - 0.005 for i, at in counted.items())

@@ -19,6 +19,7 @@ from tertulia.contacts.service import do_record_blocked_message, record
 from tertulia.conversations import events
 from tertulia.conversations import repository as repo
 from tertulia.conversations.events import InboxEvent
+from tertulia.conversations.hooks import received_hooks
 from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
 from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.conversations.service import (
@@ -168,6 +169,9 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
             # How the customer came (a Telegram /start deep link, an ad): kept in the contact's history.
             actor = Actor.system(conversation.workspace_id, "channel")
             record(session, actor, message.contact_id, "referral", "referral", None, referral)
+    if written:
+        for hook in received_hooks():
+            hook(session, [message for _, message in written])
     for index, original in repeats.items():
         first = results[original]
         assert first is not None

@@ -382,6 +382,7 @@ class _Claim:
     outbound: OutboundMessage
     attempt: int
     at: float | None = None  # when the send is counted (seconds since the epoch): it is not made sooner
+    due: float | None = None  # the same moment on this process's monotonic clock (the app's may be moved)
 
 
 def spacing_of(pace: Pace) -> float:
@@ -443,6 +444,7 @@ def process_outbound_batch(
         ]
         paces = lock_paces(session, keys, clock())
         moment = clock().timestamp()
+        moment_here = time.monotonic()
         next_send: dict[str, float] = {}  # per paced channel: when its next send is spaced to
         waiting = _older_pending(session, messages)
         claimed_ids: set[int] = set()
@@ -483,8 +485,11 @@ def process_outbound_batch(
             message.attempts += 1
             message.status_at = utcnow()
             claimed_ids.add(message.id)
-            claim_at = at if pace is not None else None
-            claims.append(_Claim(channel, _outbound(session, message, recipient_id), message.attempts, claim_at))
+            outbound = _outbound(session, message, recipient_id)
+            if pace is not None:
+                claims.append(_Claim(channel, outbound, message.attempts, at, moment_here + at - moment))
+            else:
+                claims.append(_Claim(channel, outbound, message.attempts))
         for reason, refused_messages in failed.items():
             advance_many(session, refused_messages, DeliveryStatus.FAILED, reason)
             outcomes.update({m.id: Outcome("failed", reason=reason) for m in refused_messages})
@@ -541,13 +546,13 @@ def _dispatch(claims: Sequence[_Claim]) -> list[_Result]:
     """Each claim's provider call, made at its counted moment (this thread waits for it; the calls
     overlap on the sender threads), or not at all when that moment has passed."""
     pending: list[_Result | Future[_Result]] = []
-    for claim in sorted(claims, key=lambda c: c.at or 0.0):
-        if claim.at is not None:
-            now = time.time()
-            if now > claim.at + BATCH_LATE:
+    for claim in sorted(claims, key=lambda c: c.due or 0.0):
+        if claim.due is not None:
+            now = time.monotonic()
+            if now > claim.due + BATCH_LATE:
                 pending.append(_Result(claim, late=True))
                 continue
-            time.sleep(max(0.0, claim.at - now))
+            time.sleep(max(0.0, claim.due - now))
         pending.append(_senders.submit(_send_one, claim))
     return [item if isinstance(item, _Result) else item.result() for item in pending]
 

@@ -27,6 +27,10 @@ class EventType(enum.StrEnum):
     MESSAGE_STATUS_CHANGED = "message.status_changed"
     MESSAGE_BLOCKED = "message.blocked"
     COMMENT_ADDED = "comment.added"
+    BROADCAST_STARTED = "broadcast.started"
+    BROADCAST_COMPLETED = "broadcast.completed"
+    BROADCAST_FAILED = "broadcast.failed"
+    BROADCAST_REPLIED = "broadcast.replied"
 
 
 class ContactCreated(TypedDict):
@@ -148,6 +152,29 @@ class MessageBlocked(TypedDict):
     type: str  # text, image, ...
 
 
+class BroadcastChanged(TypedDict):
+    """broadcast.started / completed / failed: the broadcast and its counts at that moment."""
+
+    broadcast_id: int
+    name: str
+    status: str
+    # failed only: segment_deleted, empty_audience, channel_disconnected, over_messaging_limit
+    reason: NotRequired[str | None]
+    recipients: int
+    excluded: int
+
+
+class BroadcastReplied(TypedDict):
+    """A recipient answered on the broadcast's channel within its reply window (once per recipient)."""
+
+    broadcast_id: int
+    contact_id: int
+    channel_id: int | None
+    message_id: int  # the broadcast's message to them
+    reply_message_id: int
+    workflow_id: int | None  # the workflow the broadcast names for replies, when it names one
+
+
 PAYLOADS: dict[EventType, type] = {
     EventType.CONTACT_CREATED: ContactCreated,
     EventType.CONTACT_UPDATED: ContactUpdated,
@@ -166,4 +193,8 @@ PAYLOADS: dict[EventType, type] = {
     EventType.MESSAGE_STATUS_CHANGED: MessageStatusChanged,
     EventType.MESSAGE_BLOCKED: MessageBlocked,
     EventType.COMMENT_ADDED: MessageWritten,
+    EventType.BROADCAST_STARTED: BroadcastChanged,
+    EventType.BROADCAST_COMPLETED: BroadcastChanged,
+    EventType.BROADCAST_FAILED: BroadcastChanged,
+    EventType.BROADCAST_REPLIED: BroadcastReplied,
 }
