@@ -1,0 +1,153 @@
+"""The broadcasts pages: Owners and Managers only, a draft edited with errors beside the fields in
+es and en, the preview as real contacts receive it, the dry run and its CSV, scheduling in the
+workspace's zone, the results page with its live fragment, CSV, resend to failed, and another
+workspace's broadcast not found."""
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from fastapi.testclient import TestClient
+
+from tertulia.broadcasts.models import BroadcastStatus
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database
+from tertulia.segments.service import do_create_segment
+from tests.broadcasts.support import customers_write, draft, fake_channel, get
+from tests.conftest import Tenant
+from tests.fakes import FakeHttpAdapter, fake_provider, fakehttp_adapter
+from tests.web.helpers import sign_in_as
+
+
+def _error_beside(html: str, field: str) -> str:
+    match = re.search(rf'<p class="field-error" id="{re.escape(field)}-error" role="alert">(.*?)</p>', html, re.S)
+    assert match, f"no error beside {field}"
+    return match.group(1)
+
+
+__all__ = ["fakehttp_adapter"]
+
+
+def test_agents_are_refused_and_the_nav_hides_the_module(client: TestClient, db: Database, tenant: Tenant) -> None:
+    broadcast_id = draft(db, tenant, name="Aviso")
+    token = sign_in_as(client, db, tenant.agent_id, "agent-password")
+    assert client.get("/broadcasts").status_code == 403
+    assert client.get(f"/broadcasts/{broadcast_id}").status_code == 403
+    refused = client.post(f"/broadcasts/{broadcast_id}/delete", data={"csrf_token": token})
+    assert refused.status_code == 403
+    assert 'href="/broadcasts"' not in client.get("/contacts").text
+    assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+
+
+def test_another_workspaces_broadcast_is_not_found(
+    client: TestClient, db: Database, make_tenant: Callable[..., Tenant]
+) -> None:
+    mine, theirs = make_tenant(), make_tenant()
+    other = draft(db, theirs, name="Ajeno")
+    token = sign_in_as(client, db, mine.manager_id, "manager-password")
+    for path in ("", "/dry-run", "/results", "/live", "/recipients.csv", "/excluded.csv"):
+        assert client.get(f"/broadcasts/{other}{path}").status_code == 404, path
+    assert client.post(f"/broadcasts/{other}/clone", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/broadcasts/{other}", data={"csrf_token": token, "name": "x"}).status_code == 404
+
+
+def test_errors_beside_the_fields_in_spanish_and_english(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    empty = client.post("/broadcasts", data={"csrf_token": token, "name": "  "})
+    assert empty.status_code == 422
+    assert _error_beside(empty.text, "name") == "is required"
+    created = client.post("/broadcasts", data={"csrf_token": token, "name": "Promo"}, follow_redirects=False)
+    assert created.status_code == 303
+    url = created.headers["location"]
+    bad = client.post(
+        url,
+        data={"csrf_token": token, "name": "Promo", "text": "Hola {{contact.nope}}", "reply_window_hours": "x"},
+        headers={"Accept-Language": "es"},
+    )
+    assert bad.status_code == 422
+    assert _error_beside(bad.text, "reply_window_hours") == "debe ser un número entero"
+    assert "{{contact.nope}}" in bad.text  # what was typed is kept
+    client.cookies.set("tertulia_lang", "es")
+    text_error = client.post(url, data={"csrf_token": token, "name": "Promo", "text": "Hola {{contact.nope}}"})
+    assert text_error.status_code == 422
+    assert _error_beside(text_error.text, "text")
+
+
+def test_draft_preview_dry_run_schedule_results_and_resend(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        channel = fake_channel(db, tenant, provider.url)
+        ids = customers_write(db, channel, ["+5215500000001", "+5215500000002", "+5215500000003"])
+        with db.transaction() as session:
+            segment = do_create_segment(session, tenant.actor(), "Todos", {"match": "all", "groups": []})
+        token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+        url = client.post("/broadcasts", data={"csrf_token": token, "name": "Promo"}, follow_redirects=False).headers[
+            "location"
+        ]
+        saved = client.post(
+            url,
+            data={
+                "csrf_token": token,
+                "name": "Promo",
+                "labels": "nov, ventas",
+                "audience": "segment",
+                "segment_id": str(segment.id),
+                "channel_mode": "specific",
+                "channel_id": str(channel.id),
+                "text": 'Hola {{contact.first_name | "cliente"}}',
+                "reply_window_hours": "48",
+                "then": "dry-run",
+            },
+            follow_redirects=False,
+        )
+        assert saved.status_code == 303, saved.text
+        assert saved.headers["location"].endswith("/dry-run")
+        editor = client.get(url)
+        assert editor.text.count('data-testid="preview-item"') == 3
+        assert "Hola cliente" in editor.text
+        dry = client.get(saved.headers["location"])
+        assert re.search(r'data-testid="dry-recipients">3<', dry.text)
+        assert client.get(f"{url}/excluded.csv").text.startswith("contact_id,name")
+        past = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": "2020-01-01T10:00"})
+        assert past.status_code == 422
+        assert _error_beside(past.text, "scheduled_at") == "is in the past"
+        later = (utcnow() + timedelta(days=1)).astimezone(ZoneInfo("America/Mexico_City"))
+        scheduled = client.post(
+            f"{url}/schedule",
+            data={"csrf_token": token, "scheduled_at": later.strftime("%Y-%m-%dT%H:%M")},
+            follow_redirects=False,
+        )
+        assert scheduled.status_code == 303
+        broadcast_id = int(url.rsplit("/", 1)[1])
+        assert get(db, broadcast_id).status == BroadcastStatus.SCHEDULED
+        listing = client.get("/broadcasts")
+        assert 'data-testid="calendar-item"' in client.get(f"/broadcasts?month={later:%Y-%m}").text
+        assert "Promo" in listing.text
+        assert client.post(f"{url}/cancel", data={"csrf_token": token}).status_code == 200
+        assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+        # Send now: one recipient's message is refused by the provider.
+        provider.script.append((400, {"error": "recipient unknown"}))
+        sent = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""}, follow_redirects=False)
+        assert sent.status_code == 303
+        assert get(db, broadcast_id).status == BroadcastStatus.COMPLETED
+        results = client.get(url)
+        assert 'data-testid="bar-sent" data-count="2"' in results.text
+        assert 'data-testid="bar-failed" data-count="1"' in results.text
+        assert 'hx-trigger="every 5s"' not in results.text  # finished: no more polling
+        assert client.get(f"{url}/live").text.count('data-testid="bar-') == 5
+        failed_rows = client.get(f"{url}/results?status=failed").text
+        assert failed_rows.count('data-testid="recipient-row"') == 1
+        assert "recipient unknown" in failed_rows
+        failures = client.get(f"{url}/recipients.csv?status=failed").text.splitlines()
+        assert len(failures) == 2
+        assert "recipient unknown" in failures[1]
+        resent = client.post(f"{url}/resend-failed", data={"csrf_token": token}, follow_redirects=False)
+        assert resent.status_code == 303
+        new_url = resent.headers["location"]
+        assert new_url != url
+        new_draft = client.get(new_url)
+        assert 'data-testid="resend-audience"' in new_draft.text
+        assert new_draft.text.count('data-testid="preview-item"') == 1
+        assert len(ids) == 3
