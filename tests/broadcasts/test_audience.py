@@ -16,6 +16,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ProviderTemplate
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact
+from tertulia.conversations.models import SmsConsent
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import service as segments_service
@@ -194,3 +195,36 @@ def test_the_snapshot_is_the_segments_members(
         }
     assert snapshot == members
     assert members == {cid for cid, country in zip(ids, countries, strict=True) if country in chosen}
+
+
+def test_a_number_that_texted_stop_is_opted_out_on_that_sms_channel(
+    db: Database, client: TestClient, tenant: Tenant
+) -> None:
+    with db.transaction() as session:
+        sms = do_create_channel(
+            session,
+            tenant.actor(),
+            "twilio",
+            "SMS",
+            {"account_sid": "AC" + "0" * 32, "from_number": "+525512345678", "api_base_url": NO_GRAPH},
+            {"auth_token": "0" * 32},
+        )
+        session.expunge(sms)
+    stays, stopped = customers_write(db, sms, ["+5215500000001", "+5215500000002"])
+    with db.transaction() as session:
+        session.add(
+            SmsConsent(
+                workspace_id=tenant.workspace_id,
+                channel_id=sms.id,
+                recipient="+5215500000002",
+                opted_out=True,
+                keyword="STOP",
+            )
+        )
+    broadcast_id = draft(
+        db, tenant, name="SMS", audience="all", channel_id=sms.id, content={"default": {"text": "Hola"}}
+    )
+    dry = client.post(f"/api/v1/broadcasts/{broadcast_id}/dry-run", headers=tenant.headers).json()
+    assert dry["counts"]["recipients"] == 1
+    assert dry["counts"]["excluded_by_reason"] == {"opted_out": 1}
+    assert (stays, stopped) != (0, 0)

@@ -1,11 +1,15 @@
 """Sending a broadcast end to end through the API, the outbox and a local fake provider."""
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
-from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.broadcasts import service
+from tertulia.conversations.models import Conversation, ConversationStatus, StoredFile
 from tertulia.events.models import EventRecord
 from tertulia.kit.db import Database
+from tertulia.kit.errors import PermissionDenied
+from tertulia.users.models import Role
 from tests.broadcasts.support import broadcast_messages, customers_write, fake_channel
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
@@ -57,6 +61,17 @@ def test_send_now_reaches_each_contact_once_without_opening_conversations(
         opened = session.scalar(select(func.count()).where(EventRecord.type == "conversation.opened"))
     assert kinds == ["broadcast.started", "broadcast.completed"]
     assert opened == len(ids)  # only the customers' own first messages opened one
+    listed = client.get("/api/v1/broadcasts?label=promo", headers=tenant.headers).json()["items"]
+    assert [(b["id"], b["recipients"], b["results"]["sent"]) for b in listed] == [(broadcast_id, 6, 6)]
+    when = got["scheduled_at"]
+    calendar = client.get(
+        "/api/v1/broadcasts",
+        headers=tenant.headers,
+        params={"scheduled_from": when, "scheduled_to": "2100-01-01T00:00:00Z"},
+    ).json()["items"]
+    assert [b["id"] for b in calendar] == [broadcast_id]
+    naive = client.get("/api/v1/broadcasts", headers=tenant.headers, params={"scheduled_from": "2026-01-01T00:00:00"})
+    assert naive.status_code == 422
     rows = client.get(f"/api/v1/broadcasts/{broadcast_id}/recipients?status=sent", headers=tenant.headers).json()
     assert len(rows["items"]) == 6
     csv_text = client.get(f"/api/v1/broadcasts/{broadcast_id}/recipients.csv", headers=tenant.headers).text
@@ -65,18 +80,43 @@ def test_send_now_reaches_each_contact_once_without_opening_conversations(
 
 
 def test_agents_cannot_touch_broadcasts(client: TestClient, tenant: Tenant, db: Database) -> None:
-    from tertulia.users.models import Role  # noqa: PLC0415
-
-    with db.transaction() as session:
-        from tertulia.broadcasts import service  # noqa: PLC0415
-        from tertulia.kit.errors import PermissionDenied  # noqa: PLC0415
-
-        try:
-            service.do_create_broadcast(session, tenant.actor(Role.AGENT), service.DraftFields(name="x"))
-        except PermissionDenied:
-            pass
-        else:
-            raise AssertionError("an agent created a broadcast")
+    with db.transaction() as session, pytest.raises(PermissionDenied):
+        service.do_create_broadcast(session, tenant.actor(Role.AGENT), service.DraftFields(name="x"))
     missing = client.get("/api/v1/broadcasts/999", headers=tenant.headers)
     assert missing.status_code == 404
     assert missing.json()["error"]["code"]
+
+
+def test_a_file_goes_with_its_caption_and_reply_choices_only_where_the_channel_has_them(
+    db: Database, client: TestClient, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        channel = fake_channel(db, tenant, provider.url)
+        customers_write(db, channel, ["+5215500000001"])
+        with db.transaction() as session:
+            stored = StoredFile(
+                workspace_id=tenant.workspace_id,
+                storage_key=f"broadcast-test/{tenant.workspace_id}/promo.jpg",
+                name="promo.jpg",
+                size=1234,
+                content_type="image/jpeg",
+            )
+            session.add(stored)
+            session.flush()
+            file_id = stored.id
+        body = {
+            "name": "Con foto",
+            "audience": "all",
+            "channel_id": channel.id,
+            "content": {"default": {"text": "Mira la promo", "file_ids": [file_id]}},
+        }
+        created = client.post("/api/v1/broadcasts", headers=tenant.headers, json=body).json()
+        base = f"/api/v1/broadcasts/{created['id']}"
+        preview = client.post(f"{base}/preview", headers=tenant.headers).json()
+        assert (preview[0]["type"], preview[0]["text"]) == ("image", "Mira la promo")
+        assert [a["file_id"] for a in preview[0]["attachments"]] == [file_id]
+        choices = {"default": {"text": "¿Vienes?", "quick_reply": {"buttons": [{"id": "si", "title": "Sí"}]}}}
+        assert client.patch(base, headers=tenant.headers, json={"content": choices}).status_code == 200
+        refused = client.post(f"{base}/schedule", headers=tenant.headers, json={})
+        assert refused.status_code == 422  # this provider has no reply choices
+        assert refused.json()["error"]["details"]

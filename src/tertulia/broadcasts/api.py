@@ -2,6 +2,7 @@
 their CSV exports, clone, resend to failed), the workspace's unsubscribe keywords and opt-outs.
 Owners, Managers and API tokens only (`manage_broadcasts`)."""
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -51,9 +52,10 @@ def counts_out(counts: audience.Counts) -> Counts:
     )
 
 
-def broadcast_out(session: Any, item: Broadcast, *, with_results: bool = True) -> BroadcastOut:
+def broadcast_out(session: Any, item: Broadcast, summary: service.Summary | None = None) -> BroadcastOut:
     started = item.status not in (BroadcastStatus.DRAFT, BroadcastStatus.SCHEDULED)
-    results = service.results(session, item) if started and with_results else None
+    results = service.results(session, item) if started and summary is None else None
+    figures: Any = summary if summary is not None else results
     return BroadcastOut(
         id=item.id,
         name=item.name,
@@ -77,16 +79,19 @@ def broadcast_out(session: Any, item: Broadcast, *, with_results: bool = True) -
         resend_of_id=item.resend_of_id,
         created_at=item.created_at,
         updated_at=item.updated_at,
+        recipients=(summary.recipients if summary else results.counts.recipients if results else None)
+        if started
+        else None,
         counts=counts_out(results.counts) if results else None,
         results=ResultsOut(
-            sent=results.sent,
-            delivered=results.delivered,
-            read=results.read,
-            replied=results.replied,
-            failed=results.failed,
-            pending=results.pending,
+            sent=figures.sent,
+            delivered=figures.delivered,
+            read=figures.read,
+            replied=figures.replied,
+            failed=figures.failed,
+            pending=figures.pending,
         )
-        if results
+        if started and figures is not None
         else None,
     )
 
@@ -125,16 +130,28 @@ def list_broadcasts(
     actor: ApiActor,
     status: str | None = None,
     label: Annotated[str | None, Query(max_length=40)] = None,
+    scheduled_from: datetime | None = None,
+    scheduled_to: datetime | None = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> BroadcastPage:
-    """Newest first; filter by status and label."""
+    """Newest first; filter by status, label and when it was or is to be sent (`scheduled_from` <=
+    time < `scheduled_to`, with their offsets: a calendar). Each started one has its recipients and
+    results (not the per-reason counts: read one broadcast for those)."""
     rows = service.list_broadcasts(
-        session, actor, status=status, label=label, before_id=_cursor_id(cursor), limit=limit
+        session,
+        actor,
+        status=status,
+        label=label,
+        before_id=_cursor_id(cursor),
+        limit=limit,
+        scheduled_from=scheduled_from,
+        scheduled_to=scheduled_to,
     )
     page = rows[:limit]
     next_cursor = encode_cursor({"id": page[-1].id}) if len(rows) > limit and page else None
-    return BroadcastPage(items=[broadcast_out(session, b) for b in page], next_cursor=next_cursor)
+    figures = service.summaries(session, actor, page)
+    return BroadcastPage(items=[broadcast_out(session, b, figures[b.id]) for b in page], next_cursor=next_cursor)
 
 
 @router.get("/broadcasts/{broadcast_id}", response_model=BroadcastOut)

@@ -49,11 +49,23 @@ def broadcast(session: Session, workspace_id: int, broadcast_id: int, *, lock: b
 
 
 def broadcasts_page(
-    session: Session, workspace_id: int, *, status: str | None, label: str | None, before_id: int | None, limit: int
+    session: Session,
+    workspace_id: int,
+    *,
+    status: str | None,
+    label: str | None,
+    before_id: int | None,
+    limit: int,
+    scheduled_from: datetime | None = None,
+    scheduled_to: datetime | None = None,
 ) -> list[Broadcast]:
     query = select(Broadcast).where(Broadcast.workspace_id == workspace_id)
     if status is not None:
         query = query.where(Broadcast.status == status)
+    if scheduled_from is not None:
+        query = query.where(Broadcast.scheduled_at >= scheduled_from)
+    if scheduled_to is not None:
+        query = query.where(Broadcast.scheduled_at < scheduled_to)
     if before_id is not None:
         query = query.where(Broadcast.id < before_id)
     rows = list(session.scalars(query.order_by(Broadcast.id.desc()).limit(limit + 1 if label is None else 2000)))
@@ -342,6 +354,33 @@ def delivery_counts(session: Session, broadcast_id: int) -> dict[str, int]:
         session.scalar(select(func.count()).where(R.broadcast_id == broadcast_id, R.replied_at.is_not(None))) or 0
     )
     return counts
+
+
+def summaries(session: Session, broadcast_ids: Sequence[int]) -> dict[int, dict[str, int]]:
+    """For a page of broadcasts, three grouped queries: recipients by state, messages by delivery
+    status, and replies, keyed by broadcast id."""
+    found: dict[int, dict[str, int]] = {b: {} for b in broadcast_ids}
+    if not broadcast_ids:
+        return found
+    ids = list(broadcast_ids)
+    for broadcast_id, state, n in session.execute(
+        select(R.broadcast_id, R.state, func.count()).where(R.broadcast_id.in_(ids)).group_by(R.broadcast_id, R.state)
+    ):
+        found[int(broadcast_id)][f"state:{state}"] = int(n)
+    for broadcast_id, status, n in session.execute(
+        select(R.broadcast_id, Message.status, func.count())
+        .join(Message, Message.id == R.message_id)
+        .where(R.broadcast_id.in_(ids))
+        .group_by(R.broadcast_id, Message.status)
+    ):
+        found[int(broadcast_id)][str(status)] = int(n)
+    for broadcast_id, n in session.execute(
+        select(R.broadcast_id, func.count())
+        .where(R.broadcast_id.in_(ids), R.replied_at.is_not(None))
+        .group_by(R.broadcast_id)
+    ):
+        found[int(broadcast_id)]["replied"] = int(n)
+    return found
 
 
 def recipients_query(

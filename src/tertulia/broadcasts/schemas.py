@@ -117,7 +117,10 @@ class BroadcastOut(BaseModel):
     resend_of_id: int | None
     created_at: datetime
     updated_at: datetime
-    counts: Counts | None = Field(default=None, description="Once started: the snapshot's counts.")
+    recipients: int | None = Field(default=None, description="Once started: contacts messaged or waiting.")
+    counts: Counts | None = Field(
+        default=None, description="Once started, on a single broadcast's read: the snapshot's counts."
+    )
     results: ResultsOut | None = Field(default=None, description="Once started: what happened to the messages.")
 
 

@@ -63,6 +63,7 @@ from tertulia.broadcasts.models import (
 )
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tertulia.channels.registry import registered_types
 from tertulia.contacts.models import Contact
 from tertulia.conversations import service as conversations_service
 from tertulia.conversations import variables
@@ -107,14 +108,62 @@ def list_broadcasts(
     label: str | None = None,
     before_id: int | None = None,
     limit: int = 50,
+    scheduled_from: datetime | None = None,
+    scheduled_to: datetime | None = None,
 ) -> list[Broadcast]:
-    """Newest first, keyset on id; limit+1 rows so the caller knows whether there is a next page."""
+    """Newest first, keyset on id; limit+1 rows so the caller knows whether there is a next page.
+    `scheduled_from`/`scheduled_to` (aware) bound the time it was or is to be sent (a calendar)."""
     actor.require(Permission.MANAGE_BROADCASTS)
     if status is not None and status not in {s.value for s in BroadcastStatus}:
         raise ValidationFailed.field("status", f"must be one of: {', '.join(s.value for s in BroadcastStatus)}")
+    for name, value in (("scheduled_from", scheduled_from), ("scheduled_to", scheduled_to)):
+        if value is not None and value.tzinfo is None:
+            raise ValidationFailed.field(name, "must carry its offset (e.g. 2026-12-01T00:00:00-06:00)")
     return repo.broadcasts_page(
-        session, actor.workspace_id, status=status, label=label, before_id=before_id, limit=limit
+        session,
+        actor.workspace_id,
+        status=status,
+        label=label,
+        before_id=before_id,
+        limit=limit,
+        scheduled_from=scheduled_from,
+        scheduled_to=scheduled_to,
     )
+
+
+@dataclass
+class Summary:
+    """A list row's figures: recipients (messaged or waiting), excluded, and the messages' fate."""
+
+    recipients: int
+    excluded: int
+    sent: int
+    delivered: int
+    read: int
+    replied: int
+    failed: int
+    pending: int
+
+
+def summaries(session: Session, actor: Actor, items: Sequence[Broadcast]) -> dict[int, Summary]:
+    """Figures for a page of broadcasts in three queries (drafts and scheduled ones have none yet)."""
+    actor.require(Permission.MANAGE_BROADCASTS)
+    found: dict[int, Summary] = {}
+    for broadcast_id, raw in repo.summaries(session, [b.id for b in items]).items():
+        read = raw.get(DeliveryStatus.READ.value, 0)
+        delivered = raw.get(DeliveryStatus.DELIVERED.value, 0) + read
+        found[broadcast_id] = Summary(
+            recipients=raw.get(f"state:{RecipientState.WAITING.value}", 0)
+            + raw.get(f"state:{RecipientState.MESSAGED.value}", 0),
+            excluded=raw.get(f"state:{RecipientState.EXCLUDED.value}", 0),
+            sent=raw.get(DeliveryStatus.SENT.value, 0) + delivered,
+            delivered=delivered,
+            read=read,
+            replied=raw.get("replied", 0),
+            failed=raw.get(DeliveryStatus.FAILED.value, 0),
+            pending=raw.get(DeliveryStatus.PENDING.value, 0),
+        )
+    return found
 
 
 # ----- checking a draft -------------------------------------------------------------------------
@@ -193,8 +242,11 @@ def check_content(session: Session, workspace_id: int, content: Any) -> dict[str
         raise ValidationFailed.field("content", "must be an object keyed by channel type (or default)")
     keys = conversations_service.custom_keys(session, workspace_id)
     clean: dict[str, Any] = {}
+    kinds = {"default", *(t for t in registered_types() if t not in UNSUPPORTED_TYPES)}
     for kind, spec in content.items():
         where = f"content.{kind}"
+        if kind not in kinds:
+            raise ValidationFailed.field(where, f"must be one of: {', '.join(sorted(kinds))}")
         if not isinstance(spec, dict):
             raise ValidationFailed.field(where, "must be an object")
         unknown = set(spec) - CONTENT_KEYS
