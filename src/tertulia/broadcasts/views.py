@@ -212,7 +212,7 @@ def _list(
     ]
     previous = (shown - timedelta(days=1)).replace(day=1)
     following = (shown + timedelta(days=32)).replace(day=1)
-    counts = {b.id: service.results(ctx.session, b) for b in items if b.status not in (BroadcastStatus.DRAFT,)}
+    counts = service.summaries(ctx.session, ctx.actor, items)
     context = {
         "broadcasts": items,
         "status": status,
