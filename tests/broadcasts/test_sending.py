@@ -61,6 +61,7 @@ def test_send_now_reaches_each_contact_once_without_opening_conversations(
         opened = session.scalar(select(func.count()).where(EventRecord.type == "conversation.opened"))
     assert kinds == ["broadcast.started", "broadcast.completed"]
     assert opened == len(ids)  # only the customers' own first messages opened one
+    assert client.get("/api/v1/broadcasts?label=prom", headers=tenant.headers).json()["items"] == []
     listed = client.get("/api/v1/broadcasts?label=promo", headers=tenant.headers).json()["items"]
     assert [(b["id"], b["recipients"], b["results"]["sent"]) for b in listed] == [(broadcast_id, 6, 6)]
     when = got["scheduled_at"]

@@ -1,5 +1,5 @@
-"""A broadcast survives the worker sending it being killed (SIGKILL) mid-send: a second worker
-process goes on where it stopped, and the local fake provider received every recipient's message
+"""A broadcast survives the worker sending it being killed (SIGKILL) mid-send: two more worker
+processes go on together where it stopped, and the local fake provider received every recipient's message
 exactly once (it counts deliveries per idempotency key, as providers that take one do), within the
 channel's pace in every second."""
 
@@ -83,7 +83,8 @@ def test_a_worker_killed_mid_broadcast(
             at_kill = len(provider.deliveries)
             assert 0 < at_kill < RECIPIENTS, "the broadcast ended before the kill"
             assert get(db, broadcast_id).status == "sending"
-            with worker(db, log):
+            # Two worker processes go on with it together (claims: FOR UPDATE SKIP LOCKED on PostgreSQL).
+            with worker(db, log), worker(db, log):
                 wait_for(lambda: get(db, broadcast_id).status == "completed", 120, log)
         finally:
             queue.huey.flush()

@@ -13,6 +13,7 @@ from sqlalchemy import (
     ColumnElement,
     and_,
     case,
+    cast,
     exists,
     false,
     func,
@@ -22,6 +23,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from tertulia.broadcasts.models import (
@@ -68,10 +70,13 @@ def broadcasts_page(
         query = query.where(Broadcast.scheduled_at < scheduled_to)
     if before_id is not None:
         query = query.where(Broadcast.id < before_id)
-    rows = list(session.scalars(query.order_by(Broadcast.id.desc()).limit(limit + 1 if label is None else 2000)))
     if label is not None:
-        rows = [b for b in rows if label in (b.labels or [])][: limit + 1]
-    return rows
+        if session.get_bind().dialect.name == "postgresql":
+            query = query.where(Broadcast.labels.op("@>")(cast([label], JSONB)))
+        else:
+            labels = func.json_each(Broadcast.labels).table_valued("value")
+            query = query.where(exists(select(labels.c.value).where(labels.c.value == label)))
+    return list(session.scalars(query.order_by(Broadcast.id.desc()).limit(limit + 1)))
 
 
 def due_broadcast_ids(session: Session, now: datetime) -> list[int]:
