@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 
-from tertulia.broadcasts.models import BroadcastStatus
+from tertulia.broadcasts.models import Broadcast, BroadcastStatus
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments.service import do_create_segment
@@ -151,3 +151,55 @@ def test_draft_preview_dry_run_schedule_results_and_resend(
         assert 'data-testid="resend-audience"' in new_draft.text
         assert new_draft.text.count('data-testid="preview-item"') == 1
         assert len(ids) == 3
+
+
+def _set_status(db: Database, broadcast_id: int, status: BroadcastStatus) -> None:
+    with db.transaction() as session:
+        item = session.get(Broadcast, broadcast_id)
+        assert item is not None
+        item.status = status
+
+
+def test_pause_resume_stop_clone_delete_and_a_refused_action(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        channel = fake_channel(db, tenant, provider.url)
+        customers_write(db, channel, ["+5215500000009"])
+        broadcast_id = draft(
+            db, tenant, name="Aviso", audience="all", channel_id=channel.id, content={"default": {"text": "Hola"}}
+        )
+        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+        base = f"/broadcasts/{broadcast_id}"
+        # Pausing a draft does not fit its status: the editor again, the reason on top, in Spanish.
+        client.cookies.set("tertulia_lang", "es")
+        refused = client.post(f"{base}/pause", data={"csrf_token": token})
+        assert refused.status_code == 409
+        assert "No se puede hacer mientras la difusión está en estado borrador." in refused.text
+        assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+        client.cookies.set("tertulia_lang", "en")
+        # As a start leaves it: sending (the pages' buttons follow the status).
+        _set_status(db, broadcast_id, BroadcastStatus.SENDING)
+        assert 'data-testid="pause"' in client.get(base).text
+        assert 'hx-trigger="every 5s"' in client.get(base).text  # under way: the figures refresh
+        assert client.post(f"{base}/pause", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+        assert get(db, broadcast_id).status == BroadcastStatus.PAUSED
+        page = client.get(base).text
+        assert 'data-testid="resume"' in page
+        assert 'data-testid="stop"' in page
+        assert client.post(f"{base}/stop", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+        assert get(db, broadcast_id).status == BroadcastStatus.CANCELLED
+        cloned = client.post(f"{base}/clone", data={"csrf_token": token}, follow_redirects=False)
+        assert cloned.status_code == 303
+        copy_url = cloned.headers["location"]
+        assert "Aviso (copy)" in client.get(copy_url).text
+        deleted = client.post(f"{copy_url}/delete", data={"csrf_token": token}, follow_redirects=False)
+        assert deleted.headers["location"] == "/broadcasts"
+        assert client.get(copy_url).status_code == 404
+        # A cancelled broadcast cannot be deleted: the results page says why.
+        kept = client.post(f"{base}/delete", data={"csrf_token": token})
+        assert kept.status_code == 409
+        assert "This cannot be done while the broadcast is cancelled." in kept.text
+        listing = client.get("/broadcasts?status=cancelled")
+        assert listing.text.count('data-testid="broadcast-row"') == 1
+        assert client.get("/broadcasts?status=draft").text.count('data-testid="broadcast-row"') == 0

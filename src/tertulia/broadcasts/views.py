@@ -23,7 +23,7 @@ from tertulia.broadcasts.audience import UNSUPPORTED_TYPES
 from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus
 from tertulia.channels.models import Channel
 from tertulia.kit.clock import as_utc, utcnow
-from tertulia.kit.errors import DomainError, ValidationFailed
+from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.types import ID
 from tertulia.segments.models import Segment
@@ -303,6 +303,21 @@ def _mapped(ctx: WebContext, exc: DomainError) -> dict[str, str]:
     return errors
 
 
+def _refusal(ctx: WebContext, exc: DomainError) -> str:
+    """An action's refusal that names no field, in the reader's language where the catalogue has it."""
+    if isinstance(exc, Conflict) and exc.code == "broadcast_status":
+        status = exc.details.get("status") if isinstance(exc.details, dict) else None
+        label = ctx.fmt.gettext(STATUS_LABELS.get(str(status), str(status)))
+        return ctx.fmt.gettext(i18n.lazy("This cannot be done while the broadcast is %(status)s.")) % {
+            "status": label.lower()
+        }
+    if isinstance(exc, Conflict) and exc.code == "nothing_failed":
+        return ctx.fmt.gettext(i18n.lazy("No recipient of this broadcast failed."))
+    if isinstance(exc, Conflict):
+        return ctx.fmt.gettext(exc.message)
+    return "; ".join(field_errors(ctx, exc).values())
+
+
 def _int(value: str, key: str) -> int | None:
     text = value.strip()
     if not text:
@@ -563,7 +578,7 @@ def schedule_broadcast(
     def again(exc: DomainError) -> Response:
         errors = _mapped(ctx, exc)
         if "scheduled_at" not in errors:
-            errors = {"scheduled_at": "; ".join(errors.values())}
+            errors = {"scheduled_at": _refusal(ctx, exc)}
         return _dry_run_page(ctx, item, errors=errors, status_code=422)
 
     return submit(
@@ -582,7 +597,7 @@ def _action(path: str, name: str, do: Any, target: str) -> None:
 
         def again(exc: DomainError) -> Response:
             page = _editor if item.status == BroadcastStatus.DRAFT else _results
-            return page(ctx, item, errors={"__all__": "; ".join(field_errors(ctx, exc).values())}, status_code=409)
+            return page(ctx, item, errors={"__all__": _refusal(ctx, exc)}, status_code=409)
 
         def done(result: Any) -> Response:
             new = result.id if isinstance(result, Broadcast) else item.id
