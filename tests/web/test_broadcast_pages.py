@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 
+from tertulia.broadcasts import service
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
@@ -203,3 +204,34 @@ def test_pause_resume_stop_clone_delete_and_a_refused_action(
         listing = client.get("/broadcasts?status=cancelled")
         assert listing.text.count('data-testid="broadcast-row"') == 1
         assert client.get("/broadcasts?status=draft").text.count('data-testid="broadcast-row"') == 0
+
+
+def test_unsubscribe_keywords_and_the_over_limit_choice(client: TestClient, db: Database, tenant: Tenant) -> None:
+    broadcast_id = draft(db, tenant, name="Aviso")
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    assert 'value="BAJA, STOP"' in client.get("/broadcasts").text
+    client.cookies.set("tertulia_lang", "es")
+    long_word = "x" * 65
+    bad = client.post("/broadcasts/unsubscribe-keywords", data={"csrf_token": token, "keywords": f"BAJA {long_word}"})
+    assert bad.status_code == 422
+    assert _error_beside(bad.text, "keywords") == "debe ser una sola palabra de 1 a 64 caracteres"
+    assert long_word in bad.text
+    saved = client.post(
+        "/broadcasts/unsubscribe-keywords",
+        data={"csrf_token": token, "keywords": "BAJA, cancelar  Stop"},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303
+    with db.transaction(write=False) as session:
+        assert service.unsubscribe_keywords(session, tenant.workspace_id) == ["BAJA", "cancelar", "Stop"]
+    client.cookies.set("tertulia_lang", "en")
+    wrong = client.post(f"/broadcasts/{broadcast_id}/over-limit", data={"csrf_token": token, "over_limit": "maybe"})
+    assert wrong.status_code == 422
+    assert _error_beside(wrong.text, "over_limit") == "must be refuse or partial"
+    partly = client.post(
+        f"/broadcasts/{broadcast_id}/over-limit",
+        data={"csrf_token": token, "over_limit": "partial"},
+        follow_redirects=False,
+    )
+    assert partly.status_code == 303
+    assert get(db, broadcast_id).over_limit == "partial"

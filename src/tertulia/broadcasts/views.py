@@ -91,6 +91,8 @@ SERVICE_MESSAGES = (
     i18n.lazy("is in the past"),
     i18n.lazy("must be a segment id"),
     i18n.lazy("must be a channel id"),
+    i18n.lazy("must be one word of 1 to 64 characters"),
+    i18n.lazy("must be a list of at most 30 keywords"),
 )
 
 
@@ -195,6 +197,7 @@ def _list(
     month: str | None = None,
     *,
     typed: str = "",
+    keywords: str | None = None,
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
@@ -227,6 +230,9 @@ def _list(
         "workspace_zone": _zone(ctx).key,
         "typed": typed,
         "errors": errors or {},
+        "keywords": keywords
+        if keywords is not None
+        else ", ".join(service.unsubscribe_keywords(ctx.session, ctx.actor.workspace_id)),
         "times": {b.id: _times(ctx, b.scheduled_at) for b in items},
         **_labels(ctx),
     }
@@ -241,6 +247,25 @@ def create_broadcast(ctx: UserPage, name: Annotated[str, Form(max_length=500)] =
         lambda: service.do_create_broadcast(ctx.session, ctx.actor, service.DraftFields(name=name)),
         again=lambda exc: _list(ctx, None, typed=name, errors=errors_beside(ctx, exc), status_code=422),
         done=lambda item: ctx.redirect(f"/broadcasts/{item.id}"),
+    )
+
+
+@router.post("/unsubscribe-keywords")
+def save_unsubscribe_keywords(ctx: UserPage, keywords: Annotated[str, Form(max_length=3000)] = "") -> Response:
+    """The words that, sent alone by a contact, stop their broadcasts (commas or spaces between them)."""
+    _require(ctx)
+    words = [w for w in keywords.replace(",", " ").split() if w]
+
+    def again(exc: DomainError) -> Response:
+        message = "; ".join(field_errors(ctx, exc).values())
+        return _list(ctx, None, keywords=keywords, errors={"keywords": message}, status_code=422)
+
+    return submit(
+        ctx,
+        lambda: service.do_set_unsubscribe_keywords(ctx.session, ctx.actor, words),
+        again=again,
+        redirect="/broadcasts#keywords",
+        flash="settings_saved",
     )
 
 
