@@ -12,10 +12,11 @@ from fastapi.testclient import TestClient
 
 from tertulia.broadcasts import service
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
-from tertulia.kit.clock import utcnow
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.segments.service import do_create_segment
 from tests.broadcasts.support import customers_write, draft, fake_channel, get
+from tests.broadcasts.test_audience import whatsapp
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider, fakehttp_adapter
 from tests.web.helpers import sign_in_as
@@ -235,3 +236,49 @@ def test_unsubscribe_keywords_and_the_over_limit_choice(client: TestClient, db: 
     )
     assert partly.status_code == 303
     assert get(db, broadcast_id).over_limit == "partial"
+
+
+def test_a_whatsapp_template_with_a_mapped_parameter_over_the_messaging_limit(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = whatsapp(db, tenant, messaging_limit="TIER_50")
+    with travel(timedelta(hours=-25)):  # every window closed: each one gets the template
+        customers_write(db, channel, [f"52155{n:08d}" for n in range(53)])
+    broadcast_id = draft(db, tenant, name="Promo")
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    url = f"/broadcasts/{broadcast_id}"
+    assert 'data-testid="template-list"' in client.get(url).text
+    form = {
+        "csrf_token": token,
+        "name": "Promo",
+        "audience": "all",
+        "channel_mode": "specific",
+        "channel_id": str(channel.id),
+        "template_name": "promo",
+        "template_language": "es_MX",
+        "template_params": '{{contact.first_name | "cliente"}}',
+    }
+    saved = client.post(url, data={**form, "then": "dry-run"}, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    editor = client.get(url).text
+    assert editor.count('data-testid="preview-item"') == 3
+    assert "Hola cliente, tenemos 20% para ti." in editor
+    refused = client.get(f"{url}/dry-run").text
+    assert 'data-testid="refusal"' in refused
+    assert 'data-testid="messaging-limit"' in refused
+    # Refused on sending too: the reason beside the time.
+    sent = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""})
+    assert sent.status_code == 422
+    assert "over the WhatsApp messaging limit" in _error_beside(sent.text, "scheduled_at")
+    assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+    client.post(f"{url}/over-limit", data={"csrf_token": token, "over_limit": "partial"})
+    partly = client.get(f"{url}/dry-run").text
+    assert 'data-testid="refusal"' not in partly
+    assert re.search(r'data-testid="dry-recipients">50<', partly)
+    assert re.search(r'<tr data-reason="messaging_limit"><td>[^<]+</td><td>3</td>', partly)
+    # An unknown template is a draft still, whose preview says what is wrong.
+    unknown = client.post(url, data={**form, "template_name": "nope"}, follow_redirects=False)
+    assert unknown.status_code == 303
+    not_ready = re.search(r'data-testid="preview-not-ready">([^<]+)<', client.get(url).text)
+    assert not_ready
+    assert "nope" in not_ready.group(1)

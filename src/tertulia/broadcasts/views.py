@@ -21,6 +21,7 @@ from starlette.responses import Response
 from tertulia.broadcasts import service
 from tertulia.broadcasts.audience import UNSUPPORTED_TYPES
 from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus
+from tertulia.channels.message_templates import component_text, slots, templates_of
 from tertulia.channels.models import Channel
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
@@ -404,6 +405,25 @@ def _save(ctx: WebContext, item: Broadcast, form: dict[str, str]) -> Broadcast:
     return service.do_update_broadcast(ctx.session, ctx.actor, item, fields)
 
 
+def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]:
+    """The approved WhatsApp templates of the workspace's numbers, to pick a name and map its parameters."""
+    found: list[dict[str, Any]] = []
+    for channel in channels:
+        if channel.type != "whatsapp":
+            continue
+        for template in templates_of(ctx.session, channel, approved_only=True):
+            found.append(
+                {
+                    "channel": channel.name,
+                    "name": template.name,
+                    "language": template.language,
+                    "body": component_text(template, "BODY") or "",
+                    "parameters": len(slots(template)),
+                }
+            )
+    return found
+
+
 def _previews(ctx: WebContext, item: Broadcast) -> tuple[list[service.Preview], str]:
     """Three contacts of the audience as they would receive it, or why there is no preview yet."""
     try:
@@ -422,12 +442,14 @@ def _editor(
     status_code: int = 200,
 ) -> Response:
     previews, not_ready = _previews(ctx, item) if not errors else ([], "")
+    channels = _channels(ctx)
     context = {
         "item": item,
         "typed": typed or _typed(item),
         "errors": errors or {},
         "segments": _segments(ctx),
-        "channels": _channels(ctx),
+        "channels": channels,
+        "templates": _templates(ctx, channels),
         "message_tags": MESSAGE_TAGS,
         "variables": VARIABLES,
         "previews": previews,
