@@ -116,7 +116,13 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     expect(page.locator("textarea[name=text]")).to_have_value("Hola {{contacto.nombre}}")
 
     page.fill("input[name=labels]", "invierno, promo")
-    page.fill("textarea[name=text]", 'Hola {{contact.first_name | "cliente"}}, ¡20 % en todo!')
+    # The variable button puts the variable at the cursor, the cursor inside its fallback's quotes.
+    page.fill("textarea[name=text]", "Hola ")
+    page.locator("[data-testid=insert-variable]", has_text="contact.first_name").click()
+    page.keyboard.type("cliente")
+    page.locator("textarea[name=text]").press("End")
+    page.keyboard.type(", ¡20 % en todo!")
+    expect(page.locator("textarea[name=text]")).to_have_value('Hola {{contact.first_name | "cliente"}}, ¡20 % en todo!')
     page.click("[data-testid=save-draft]")
     page.wait_for_url(broadcast_url)
     previews = page.locator("[data-testid=preview-text]")
