@@ -26,6 +26,7 @@ from tertulia.broadcasts.models import Broadcast, BroadcastStatus
 from tertulia.channels import registry
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
+from tertulia.contacts.models import Contact
 from tertulia.kit import queue
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
@@ -74,6 +75,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             segment_id = segment.id
         customers_write(database, channel, ["+34600000001", "+34600000002"], first_name="Lucía")
         customers_write(database, channel, ["+34600000003"])
+        (blocked,) = customers_write(database, channel, ["+34600000004"], first_name="Bruno")
+        with database.transaction() as session:
+            contact = session.get(Contact, blocked)
+            assert contact is not None
+            contact.blocked = True
         with serve_tertulia(database) as url:
             yield Setup(url, database, provider, channel, segment_id)
     queue.huey.immediate = False
@@ -133,10 +139,17 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
 
     page.click("[data-testid=save-dry-run]")
     page.wait_for_url(re.compile(r"/dry-run$"))
-    expect(page.locator("[data-testid=dry-audience]")).to_have_text("3")
+    expect(page.locator("[data-testid=dry-audience]")).to_have_text("4")
     expect(page.locator("[data-testid=dry-recipients]")).to_have_text("3")
-    expect(page.locator("[data-testid=dry-excluded]")).to_have_text("0")
+    expect(page.locator("[data-testid=dry-excluded]")).to_have_text("1")
+    expect(page.locator("[data-reason=blocked]")).to_contain_text("1")
     _shot(page, "82-broadcast-dry-run.png")
+    with page.expect_download() as excluded_info:
+        page.click("[data-testid=excluded-csv]")
+    excluded = Path(excluded_info.value.path()).read_text().splitlines()
+    assert len(excluded) == 2
+    assert "Bruno" in excluded[1]
+    assert "blocked" in excluded[1]
 
     # A minute ahead, in the workspace's zone.
     madrid = (utcnow() + timedelta(minutes=2)).astimezone(ZoneInfo(WORKSPACE_ZONE))
@@ -166,7 +179,8 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     expect(page.locator("[data-testid=bar-failed]")).to_have_attribute("data-count", "1")
     page.reload()
     expect(page.locator("[data-testid=broadcast-status]")).to_have_attribute("data-status", "completed")
-    expect(page.locator("[data-testid=recipient-row]")).to_have_count(3)
+    expect(page.locator("[data-testid=recipient-row]")).to_have_count(4)  # the blocked one, excluded
+    expect(page.locator("[data-testid=recipient-row][data-status=excluded]")).to_have_count(1)
     _shot(page, "83-broadcast-results.png")
 
     with page.expect_download() as download_info:
