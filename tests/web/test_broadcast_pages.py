@@ -282,3 +282,45 @@ def test_a_whatsapp_template_with_a_mapped_parameter_over_the_messaging_limit(
     not_ready = re.search(r'data-testid="preview-not-ready">([^<]+)<', client.get(url).text)
     assert not_ready
     assert "nope" in not_ready.group(1)
+
+
+def test_quick_replies_buttons_file_and_messenger_tag_are_kept_as_content(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    broadcast_id = draft(db, tenant, name="Aviso")
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    uploaded = client.post(
+        "/api/v1/files", headers=tenant.headers, files={"file": ("nota.txt", b"hola", "text/plain")}
+    ).json()
+    url = f"/broadcasts/{broadcast_id}"
+    form = {
+        "csrf_token": token,
+        "name": "Aviso",
+        "text": "Hola",
+        "file_id": str(uploaded["id"]),
+        "quick_replies": "Sí\nNo",
+        "buttons": "Ver la tienda | https://example.com/tienda\nLlamar",
+        "message_tag": "POST_PURCHASE_UPDATE",
+    }
+    assert client.post(url, data=form, follow_redirects=False).status_code == 303
+    content = get(db, broadcast_id).content
+    assert content["default"] == {
+        "text": "Hola",
+        "file_ids": [uploaded["id"]],
+        "quick_reply": {"buttons": [{"id": "Sí", "title": "Sí"}, {"id": "No", "title": "No"}]},
+        "buttons": [
+            {"title": "Ver la tienda", "url": "https://example.com/tienda"},
+            {"title": "Llamar", "payload": "Llamar"},
+        ],
+    }
+    assert content["messenger"]["message_tag"] == "POST_PURCHASE_UPDATE"
+    page = client.get(url).text
+    assert "Ver la tienda | https://example.com/tienda" in page
+    assert '<option value="POST_PURCHASE_UPDATE" selected>' in page
+    # HUMAN_AGENT is for a person's answer: not offered, and refused beside the field if sent.
+    refused = client.post(url, data={**form, "message_tag": "HUMAN_AGENT"})
+    assert refused.status_code == 422
+    assert _error_beside(refused.text, "message_tag") == "choose one of the listed tags"
+    missing = client.post(url, data={**form, "file_id": "999999"})
+    assert missing.status_code == 422
+    assert _error_beside(missing.text, "file_id")

@@ -297,6 +297,10 @@ def _typed(item: Broadcast) -> dict[str, str]:
         "text": str(default.get("text") or ""),
         "file_id": str((default.get("file_ids") or [""])[0]),
         "quick_replies": "\n".join(b.get("title", "") for b in quick.get("buttons") or []),
+        "buttons": "\n".join(
+            f"{b.get('title', '')} | {b['url']}" if b.get("url") else str(b.get("title", ""))
+            for b in default.get("buttons") or []
+        ),
         "template_name": str(template.get("name") or ""),
         "template_language": str(language.get("code") if isinstance(language, dict) else language or ""),
         "template_params": "\n".join(params),
@@ -311,10 +315,12 @@ def _form_field(key: str) -> str:
         return "template_name" if key in ("content.whatsapp.template", "content.whatsapp") else "template_params"
     if key.startswith("content.messenger.message_tag") or key == "content.messenger":
         return "message_tag"
-    if key.endswith(".file_ids"):
+    if ".file_ids" in key or key.startswith("attachments"):
         return "file_id"
-    if key.endswith((".quick_reply", ".buttons")):
+    if ".quick_reply" in key:
         return "quick_replies"
+    if ".buttons" in key:
+        return "buttons"
     if key.startswith("content"):
         return "text"
     if key.startswith("labels"):
@@ -322,10 +328,37 @@ def _form_field(key: str) -> str:
     return key
 
 
+FORM_FIELDS = frozenset(
+    {
+        "name",
+        "labels",
+        "audience",
+        "segment_id",
+        "exclude_segment_id",
+        "channel_mode",
+        "channel_id",
+        "text",
+        "file_id",
+        "quick_replies",
+        "buttons",
+        "template_name",
+        "template_language",
+        "template_params",
+        "message_tag",
+        "reply_window_hours",
+        "then",
+        "scheduled_at",
+        "over_limit",
+    }
+)
+
+
 def _mapped(ctx: WebContext, exc: DomainError) -> dict[str, str]:
+    """The service's messages beside the editor's fields; one that names no field of the form on top."""
     errors: dict[str, str] = {}
     for key, message in field_errors(ctx, exc).items():
-        errors.setdefault(_form_field(key), message)
+        field = _form_field(key)
+        errors.setdefault(field if field in FORM_FIELDS else "__all__", message)
     return errors
 
 
@@ -366,6 +399,13 @@ def _content(form: dict[str, str]) -> dict[str, Any]:
     titles = [line.strip() for line in form["quick_replies"].splitlines() if line.strip()]
     if titles:
         default["quick_reply"] = {"buttons": [{"id": t[:64], "title": t} for t in titles]}
+    buttons = []
+    for line in form["buttons"].splitlines():
+        title, _, link = (part.strip() for part in line.partition("|"))
+        if title:
+            buttons.append({"title": title, "url": link} if link else {"title": title, "payload": title[:64]})
+    if buttons:
+        default["buttons"] = buttons
     if default:
         content["default"] = default
     if form["template_name"].strip():
@@ -471,25 +511,6 @@ def broadcast_page(ctx: UserPage, broadcast_id: ID) -> Response:
     return _results(ctx, item)
 
 
-EDITOR_FIELDS = (
-    "name",
-    "labels",
-    "audience",
-    "segment_id",
-    "exclude_segment_id",
-    "channel_mode",
-    "channel_id",
-    "text",
-    "file_id",
-    "quick_replies",
-    "template_name",
-    "template_language",
-    "template_params",
-    "message_tag",
-    "reply_window_hours",
-)
-
-
 @router.post("/{broadcast_id}")
 def save_broadcast(
     ctx: UserPage,
@@ -504,6 +525,7 @@ def save_broadcast(
     text: Annotated[str, Form(max_length=10_000)] = "",
     file_id: Annotated[str, Form(max_length=20)] = "",
     quick_replies: Annotated[str, Form(max_length=2000)] = "",
+    buttons: Annotated[str, Form(max_length=4000)] = "",
     template_name: Annotated[str, Form(max_length=512)] = "",
     template_language: Annotated[str, Form(max_length=20)] = "",
     template_params: Annotated[str, Form(max_length=5000)] = "",
@@ -523,6 +545,7 @@ def save_broadcast(
         "text": text,
         "file_id": file_id,
         "quick_replies": quick_replies,
+        "buttons": buttons,
         "template_name": template_name,
         "template_language": template_language,
         "template_params": template_params,
