@@ -125,7 +125,12 @@ def test_draft_preview_dry_run_schedule_results_and_resend(
         broadcast_id = int(url.rsplit("/", 1)[1])
         assert get(db, broadcast_id).status == BroadcastStatus.SCHEDULED
         listing = client.get("/broadcasts")
-        assert 'data-testid="calendar-item"' in client.get(f"/broadcasts?month={later:%Y-%m}").text
+        month = client.get(f"/broadcasts?month={later:%Y-%m}").text
+        day = re.search(rf'data-day="{later:%Y-%m-%d}">(.*?)</td>', month, re.S)
+        assert day, "the day of the schedule is in the grid"
+        assert f"{later:%H:%M} Promo" in day.group(1)  # the owner's zone is the workspace's here
+        assert 'data-testid="calendar-item"' not in client.get("/broadcasts?month=2020-01").text
+        assert client.get("/broadcasts?month=2026-13").status_code == 200  # a month that is none: this one
         assert "Promo" in listing.text
         assert client.post(f"{url}/cancel", data={"csrf_token": token}).status_code == 200
         assert get(db, broadcast_id).status == BroadcastStatus.DRAFT

@@ -10,7 +10,7 @@ sending or paused: the backend emits no broadcast events on the agents' socket.
 
 import calendar
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
@@ -80,6 +80,13 @@ LIVE_STATUSES = frozenset({BroadcastStatus.SCHEDULED, BroadcastStatus.SENDING, B
 CALENDAR_STATUSES = frozenset(
     {BroadcastStatus.SCHEDULED, BroadcastStatus.SENDING, BroadcastStatus.PAUSED, BroadcastStatus.COMPLETED}
 )
+BAR_LABELS: dict[str, str] = {
+    "sent": i18n.lazy("Sent"),
+    "delivered": i18n.lazy("Delivered"),
+    "read": i18n.lazy("Read"),
+    "replied": i18n.lazy("Replied"),
+    "failed": i18n.lazy("Failed"),
+}
 RESULT_BARS = ("sent", "delivered", "read", "replied", "failed")
 RECIPIENTS_SHOWN = 200
 # Messages the service raises that a page shows beside a field (extraction only; the wording is the service's).
@@ -183,6 +190,31 @@ def _calendar(items: list[Broadcast], month: date, zone: ZoneInfo, today: date) 
     return weeks
 
 
+def _scheduled_between(ctx: WebContext, first: date, last: date) -> list[Broadcast]:
+    """The calendar's broadcasts: those with a time in [first, last) (a week's margin each side covers
+    every time zone and the weeks the grid shows of the months around)."""
+    _require(ctx)
+    start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+    end = datetime(last.year, last.month, last.day, tzinfo=UTC)
+    return list(
+        ctx.session.scalars(
+            select(Broadcast)
+            .where(
+                Broadcast.workspace_id == ctx.actor.workspace_id,
+                Broadcast.scheduled_at >= start,
+                Broadcast.scheduled_at < end,
+                Broadcast.status.in_(list(CALENDAR_STATUSES)),
+            )
+            .order_by(Broadcast.scheduled_at)
+            .limit(1000)
+        )
+    )
+
+
+def _bar_labels(ctx: WebContext) -> dict[str, str]:
+    return {key: ctx.fmt.gettext(label) for key, label in BAR_LABELS.items()}
+
+
 @router.get("")
 def broadcasts_page(
     ctx: UserPage,
@@ -209,13 +241,9 @@ def _list(
     zone = ctx.fmt.zone
     today = utcnow().astimezone(zone).date()
     shown = _month(month, today)
-    scheduled = [
-        b
-        for b in service.list_broadcasts(ctx.session, ctx.actor, limit=500)
-        if b.scheduled_at is not None and b.status in CALENDAR_STATUSES
-    ]
     previous = (shown - timedelta(days=1)).replace(day=1)
     following = (shown + timedelta(days=32)).replace(day=1)
+    scheduled = _scheduled_between(ctx, shown - timedelta(days=7), following + timedelta(days=7))
     counts = service.summaries(ctx.session, ctx.actor, items)
     context = {
         "broadcasts": items,
@@ -724,13 +752,7 @@ def _results(
         "errors": errors or {},
         "times": _times(ctx, item.scheduled_at),
         "shown": RECIPIENTS_SHOWN,
-        "bar_labels": {
-            "sent": ctx.fmt.gettext(i18n.lazy("Sent")),
-            "delivered": ctx.fmt.gettext(i18n.lazy("Delivered")),
-            "read": ctx.fmt.gettext(i18n.lazy("Read")),
-            "replied": ctx.fmt.gettext(i18n.lazy("Replied")),
-            "failed": ctx.fmt.gettext(i18n.lazy("Failed")),
-        },
+        "bar_labels": _bar_labels(ctx),
         **_summary(ctx, item),
         **_labels(ctx),
     }
@@ -748,10 +770,7 @@ def results_page(
 def live_results(ctx: UserPage, broadcast_id: ID) -> Response:
     """The counts and bars alone, polled by the results page while the broadcast is under way."""
     item = _item(ctx, broadcast_id)
-    context = {"item": item, **_summary(ctx, item), **_labels(ctx)}
-    context["bar_labels"] = {
-        key: ctx.fmt.gettext(RECIPIENT_STATUS_LABELS.get(key, i18n.lazy("Replied"))) for key in RESULT_BARS
-    }
+    context = {"item": item, "bar_labels": _bar_labels(ctx), **_summary(ctx, item), **_labels(ctx)}
     return ctx.render("broadcasts/_live.html", context)
 
 
