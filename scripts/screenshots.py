@@ -265,7 +265,7 @@ def capture(base: str) -> None:
         shoot(page, "06-new-contact")
         page.goto(f"{base}/profile")
         shoot(page, "07-profile")
-        page.goto(f"{base}/broadcasts")
+        page.goto(f"{base}/workflows")
         shoot(page, "08-coming-soon")
         capture_settings(page, base)
         capture_segments(page, base)

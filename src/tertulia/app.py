@@ -11,6 +11,7 @@ from tertulia import (
     tasks,  # noqa: F401  (registers every queue task with huey)
 )
 from tertulia.broadcasts.api import router as broadcasts_router
+from tertulia.broadcasts.views import router as broadcasts_pages
 from tertulia.channels.api import router as channels_router
 from tertulia.channels.views import CHANNELS
 from tertulia.channels.views import router as channels_pages
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(inbox_settings_pages)  # also the files library, /messages/files
     app.include_router(inbox_pages)
     app.include_router(channels_pages)  # Settings > Channels and the widget script
+    app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(ApiCredentialGate)  # inside the size limit: a body too big is refused unread first

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from tertulia.broadcasts.service import DraftFields, do_create_broadcast
 from tertulia.channels.service import do_create_channel
 from tertulia.channels.views import SMS_FORMS
 from tertulia.contacts.import_jobs import do_create_import
@@ -68,7 +69,7 @@ VALID = {
 }
 # Fields the reader never types (hidden values, a button's own value, the file input): their refusal
 # is shown at the top of the form or beside the control that sent it, so any field error will do.
-NOT_TYPED = {"next", "return_to", "ids", "confirm", "segment", "action", "csrf_token", "members", "file"}
+NOT_TYPED = {"next", "then", "return_to", "ids", "confirm", "segment", "action", "csrf_token", "members", "file"}
 # Forms a page reads itself (request.state.form) rather than through declared Form() parameters.
 HAND_READ = {
     "/contacts/import": ["file"],
@@ -198,6 +199,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             {"access_key": "clave", "signing_key": "firma"},
         )
         job = do_create_import(session, actor, "c.csv", b"first_name\nLuz\n")
+        broadcast = do_create_broadcast(session, actor, DraftFields(name="Aviso"))
         tag_id = session.scalar(select(Tag.id).where(Tag.workspace_id == tenant.workspace_id))
         ids = {
             "team_id": team.id,
@@ -210,6 +212,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             "bird": bird.id,
             "job_id": job.id,
             "category_id": category.id,
+            "broadcast_id": broadcast.id,
         }
     with db.transaction() as session:
         do_request_password_reset(session, email_of(db, tenant.manager_id))
@@ -220,6 +223,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "segment_id": str(segment["id"]),
         "snippet_id": str(snippet["id"]),
         "category_id": str(ids["category_id"]),
+        "broadcast_id": str(ids["broadcast_id"]),
         "key": field["key"],
         "file_id": str(uploaded["id"]),
         "tag_id": str(tag_id),

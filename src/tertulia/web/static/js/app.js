@@ -114,6 +114,21 @@
       var host = document.getElementById("filter-drawer");
       if (host) host.innerHTML = "";
     }
+    // A variable button (the broadcast editor): its text goes into the field at the cursor, which
+    // then waits `data-cursor-back` characters before its end (inside the fallback's quotes).
+    var insert = target.closest("[data-insert]");
+    if (insert) {
+      var field = document.querySelector(insert.getAttribute("data-insert-into"));
+      if (field) {
+        var text = insert.getAttribute("data-insert");
+        var start = field.selectionStart || 0;
+        var end = field.selectionEnd || 0;
+        field.value = field.value.slice(0, start) + text + field.value.slice(end);
+        field.focus();
+        var back = parseInt(insert.getAttribute("data-cursor-back") || "0", 10);
+        field.selectionStart = field.selectionEnd = start + text.length - back;
+      }
+    }
     var copy = target.closest("[data-copy]");
     if (copy) {
       var source = document.querySelector(copy.getAttribute("data-copy"));

@@ -1,0 +1,200 @@
+"""Broadcasts in a real browser, against a local fake provider (tests/fakes.py: a real HTTP server).
+
+A manager builds a broadcast to a segment with a variable and its fallback, sees the preview as
+three contacts of the audience would receive it, runs the dry run, schedules it a minute ahead in
+the workspace's time zone (shown in theirs too), and the scheduler's sweep runs with the clock moved
+past that minute (no real wait). The results page, open meanwhile, fills in by itself (it polls its
+live fragment); one message is refused by the provider: the failures export has it, and "resend to
+failed" opens a new draft for that contact. SQLite only, like the other browser tests.
+
+With TERTULIA_SCREENSHOT_DIR set, the screens are saved there (docs/screenshots/ is refreshed so).
+"""
+
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tertulia.broadcasts import tasks
+from tertulia.broadcasts.models import Broadcast, BroadcastStatus
+from tertulia.channels import registry
+from tertulia.channels.models import Channel
+from tertulia.channels.service import do_create_channel
+from tertulia.contacts.models import Contact
+from tertulia.kit import queue
+from tertulia.kit.clock import travel, utcnow
+from tertulia.kit.db import Database
+from tertulia.provisioning import do_create_workspace_with_owner
+from tertulia.segments.service import do_create_segment
+from tertulia.users.models import Role, User
+from tertulia.users.permissions import Actor
+from tests.broadcasts.support import customers_write
+from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
+from tests.live_server import fresh_sqlite_database, serve_tertulia
+
+pytestmark = pytest.mark.browser
+
+OWNER = ("owner@difusiones.example.com", "owner-password")
+WORKSPACE_ZONE = "Europe/Madrid"
+OWNER_ZONE = "America/Mexico_City"
+
+
+@dataclass
+class Setup:
+    url: str
+    database: Database
+    provider: FakeProvider
+    channel: Channel
+    segment_id: int
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    require_chromium()
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("broadcasts"))
+    queue.huey.immediate = True
+    queue.use_database(database)
+    with registry.registered(FakeHttpAdapter()), fake_provider() as provider:
+        with database.transaction() as session:
+            created = do_create_workspace_with_owner(
+                session, "Tienda Co", *OWNER, timezone=WORKSPACE_ZONE, default_language="es"
+            )
+            owner = session.get(User, created.owner.id)
+            assert owner is not None
+            owner.timezone = OWNER_ZONE
+            actor = Actor(workspace_id=created.workspace.id, kind="user", user_id=owner.id, role=Role.OWNER)
+            channel = do_create_channel(session, actor, "fakehttp", "Tienda", {"url": provider.url})
+            segment = do_create_segment(session, actor, "Clientes", {"match": "all", "groups": []})
+            segment_id = segment.id
+        customers_write(database, channel, ["+34600000001", "+34600000002"], first_name="Lucía")
+        customers_write(database, channel, ["+34600000003"])
+        (blocked,) = customers_write(database, channel, ["+34600000004"], first_name="Bruno")
+        with database.transaction() as session:
+            contact = session.get(Contact, blocked)
+            assert contact is not None
+            contact.blocked = True
+        with serve_tertulia(database) as url:
+            yield Setup(url, database, provider, channel, segment_id)
+    queue.huey.immediate = False
+    queue.use_database(None)
+    database.dispose()
+
+
+def _shot(page: Page, name: str) -> None:
+    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
+    if folder:
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def _status(setup: Setup, broadcast_id: int) -> BroadcastStatus:
+    with setup.database.transaction(write=False) as session:
+        item = session.get(Broadcast, broadcast_id)
+        assert item is not None
+        return item.status
+
+
+def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: Browser) -> None:
+    context = browser.new_context(locale="es-ES", viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    page = context.new_page()
+    problems: list[str] = []
+    watch(page, problems)
+    sign_in_at(page, setup.url, "/broadcasts", *OWNER)
+
+    page.fill("[data-testid=new-broadcast] input[name=name]", "Rebajas de invierno")
+    page.click("[data-testid=new-broadcast] button[type=submit]")
+    page.wait_for_url(re.compile(r"/broadcasts/\d+$"))
+    broadcast_url = page.url
+    broadcast_id = int(broadcast_url.rsplit("/", 1)[1])
+
+    # A bad variable: the error beside the text, in Spanish; what was typed is kept.
+    page.select_option("select[name=segment_id]", str(setup.segment_id))
+    page.select_option("select[name=channel_id]", str(setup.channel.id))
+    page.fill("textarea[name=text]", "Hola {{contacto.nombre}}")
+    page.click("[data-testid=save-draft]")
+    expect(page.locator("#text-error")).to_be_visible()
+    expect(page.locator("textarea[name=text]")).to_have_value("Hola {{contacto.nombre}}")
+
+    page.fill("input[name=labels]", "invierno, promo")
+    # The variable button puts the variable at the cursor, the cursor inside its fallback's quotes.
+    page.fill("textarea[name=text]", "Hola ")
+    page.locator("[data-testid=insert-variable]", has_text="contact.first_name").click()
+    page.keyboard.type("cliente")
+    page.locator("textarea[name=text]").press("End")
+    page.keyboard.type(", ¡20 % en todo!")
+    expect(page.locator("textarea[name=text]")).to_have_value('Hola {{contact.first_name | "cliente"}}, ¡20 % en todo!')
+    page.click("[data-testid=save-draft]")
+    page.wait_for_url(broadcast_url)
+    previews = page.locator("[data-testid=preview-text]")
+    expect(previews).to_have_count(3)
+    expect(previews.filter(has_text="Hola Lucía")).to_have_count(2)
+    expect(previews.filter(has_text="Hola cliente")).to_have_count(1)
+    _shot(page, "81-broadcast-editor.png")
+
+    page.click("[data-testid=save-dry-run]")
+    page.wait_for_url(re.compile(r"/dry-run$"))
+    expect(page.locator("[data-testid=dry-audience]")).to_have_text("4")
+    expect(page.locator("[data-testid=dry-recipients]")).to_have_text("3")
+    expect(page.locator("[data-testid=dry-excluded]")).to_have_text("1")
+    expect(page.locator("[data-reason=blocked]")).to_contain_text("1")
+    _shot(page, "82-broadcast-dry-run.png")
+    with page.expect_download() as excluded_info:
+        page.click("[data-testid=excluded-csv]")
+    excluded = Path(excluded_info.value.path()).read_text().splitlines()
+    assert len(excluded) == 2
+    assert "Bruno" in excluded[1]
+    assert "blocked" in excluded[1]
+
+    # A minute ahead, in the workspace's zone.
+    madrid = (utcnow() + timedelta(minutes=2)).astimezone(ZoneInfo(WORKSPACE_ZONE))
+    page.fill("input[name=scheduled_at]", madrid.strftime("%Y-%m-%dT%H:%M"))
+    page.click("[data-testid=schedule-submit]")
+    page.wait_for_url(broadcast_url)
+    expect(page.locator("[data-testid=broadcast-status]")).to_have_attribute("data-status", "scheduled")
+    expect(page.locator("[data-testid=time-workspace]")).to_contain_text(madrid.strftime("%H:%M"))
+    mexico = madrid.astimezone(ZoneInfo(OWNER_ZONE))
+    expect(page.locator("[data-testid=time-mine]")).to_contain_text(mexico.strftime("%H:%M"))
+
+    list_page = context.new_page()
+    watch(list_page, problems)
+    list_page.goto(f"{setup.url}/broadcasts?month={mexico:%Y-%m}")
+    expect(list_page.locator("[data-testid=calendar-item]")).to_contain_text("Rebajas de invierno")
+    _shot(list_page, "80-broadcasts-list-calendar.png")
+    list_page.close()
+
+    # The scheduler's sweep with the clock three minutes on: the broadcast starts and sends. The
+    # provider refuses one message. The open page fills in by itself.
+    expect(page.locator("[data-testid=bar-sent]")).to_have_attribute("data-count", "0")
+    setup.provider.script.append((400, {"error": "recipient unknown"}))
+    with travel(timedelta(minutes=3)):
+        tasks.sweep()
+        assert _status(setup, broadcast_id) == BroadcastStatus.COMPLETED
+    expect(page.locator("[data-testid=bar-sent]")).to_have_attribute("data-count", "2", timeout=20_000)
+    expect(page.locator("[data-testid=bar-failed]")).to_have_attribute("data-count", "1")
+    page.reload()
+    expect(page.locator("[data-testid=broadcast-status]")).to_have_attribute("data-status", "completed")
+    expect(page.locator("[data-testid=recipient-row]")).to_have_count(4)  # the blocked one, excluded
+    expect(page.locator("[data-testid=recipient-row][data-status=excluded]")).to_have_count(1)
+    _shot(page, "83-broadcast-results.png")
+
+    with page.expect_download() as download_info:
+        page.click("[data-testid=failed-csv]")
+    lines = Path(download_info.value.path()).read_text().splitlines()
+    assert lines[0].startswith("contact_id,name")
+    assert len(lines) == 2
+    assert "recipient unknown" in lines[1]
+
+    page.click("[data-testid=resend-failed]")
+    page.wait_for_url(re.compile(r"/broadcasts/\d+$"))
+    assert page.url != broadcast_url
+    expect(page.locator("[data-testid=resend-audience]")).to_be_visible()
+    expect(page.locator("[data-testid=preview-item]")).to_have_count(1)
+    _shot(page, "84-broadcast-resend-draft.png")
+    context.close()
+    assert problems == []

@@ -1,0 +1,331 @@
+"""The broadcasts pages: Owners and Managers only, a draft edited with errors beside the fields in
+es and en, the preview as real contacts receive it, the dry run and its CSV, scheduling in the
+workspace's zone, the results page with its live fragment, CSV, resend to failed, and another
+workspace's broadcast not found."""
+
+import re
+from collections.abc import Callable
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from fastapi.testclient import TestClient
+
+from tertulia.broadcasts import service
+from tertulia.broadcasts.models import Broadcast, BroadcastStatus
+from tertulia.kit.clock import travel, utcnow
+from tertulia.kit.db import Database
+from tertulia.segments.service import do_create_segment
+from tests.broadcasts.support import customers_write, draft, fake_channel, get
+from tests.broadcasts.test_audience import whatsapp
+from tests.conftest import Tenant
+from tests.fakes import FakeHttpAdapter, fake_provider, fakehttp_adapter
+from tests.web.helpers import sign_in_as
+
+
+def _error_beside(html: str, field: str) -> str:
+    match = re.search(rf'<p class="field-error" id="{re.escape(field)}-error" role="alert">(.*?)</p>', html, re.S)
+    assert match, f"no error beside {field}"
+    return match.group(1)
+
+
+__all__ = ["fakehttp_adapter"]
+
+
+def test_agents_are_refused_and_the_nav_hides_the_module(client: TestClient, db: Database, tenant: Tenant) -> None:
+    broadcast_id = draft(db, tenant, name="Aviso")
+    token = sign_in_as(client, db, tenant.agent_id, "agent-password")
+    assert client.get("/broadcasts").status_code == 403
+    assert client.get(f"/broadcasts/{broadcast_id}").status_code == 403
+    refused = client.post(f"/broadcasts/{broadcast_id}/delete", data={"csrf_token": token})
+    assert refused.status_code == 403
+    assert 'href="/broadcasts"' not in client.get("/contacts").text
+    assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+
+
+def test_another_workspaces_broadcast_is_not_found(
+    client: TestClient, db: Database, make_tenant: Callable[..., Tenant]
+) -> None:
+    mine, theirs = make_tenant(), make_tenant()
+    other = draft(db, theirs, name="Ajeno")
+    token = sign_in_as(client, db, mine.manager_id, "manager-password")
+    for path in ("", "/dry-run", "/results", "/live", "/recipients.csv", "/excluded.csv"):
+        assert client.get(f"/broadcasts/{other}{path}").status_code == 404, path
+    assert client.post(f"/broadcasts/{other}/clone", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/broadcasts/{other}", data={"csrf_token": token, "name": "x"}).status_code == 404
+
+
+def test_errors_beside_the_fields_in_spanish_and_english(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    empty = client.post("/broadcasts", data={"csrf_token": token, "name": "  "})
+    assert empty.status_code == 422
+    assert _error_beside(empty.text, "name") == "is required"
+    created = client.post("/broadcasts", data={"csrf_token": token, "name": "Promo"}, follow_redirects=False)
+    assert created.status_code == 303
+    url = created.headers["location"]
+    bad = client.post(
+        url,
+        data={"csrf_token": token, "name": "Promo", "text": "Hola {{contact.nope}}", "reply_window_hours": "x"},
+        headers={"Accept-Language": "es"},
+    )
+    assert bad.status_code == 422
+    assert _error_beside(bad.text, "reply_window_hours") == "debe ser un número entero"
+    assert "{{contact.nope}}" in bad.text  # what was typed is kept
+    client.cookies.set("tertulia_lang", "es")
+    text_error = client.post(url, data={"csrf_token": token, "name": "Promo", "text": "Hola {{contact.nope}}"})
+    assert text_error.status_code == 422
+    assert _error_beside(text_error.text, "text")
+
+
+def test_draft_preview_dry_run_schedule_results_and_resend(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        channel = fake_channel(db, tenant, provider.url)
+        ids = customers_write(db, channel, ["+5215500000001", "+5215500000002", "+5215500000003"])
+        with db.transaction() as session:
+            segment = do_create_segment(session, tenant.actor(), "Todos", {"match": "all", "groups": []})
+        token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+        url = client.post("/broadcasts", data={"csrf_token": token, "name": "Promo"}, follow_redirects=False).headers[
+            "location"
+        ]
+        saved = client.post(
+            url,
+            data={
+                "csrf_token": token,
+                "name": "Promo",
+                "labels": "nov, ventas",
+                "audience": "segment",
+                "segment_id": str(segment.id),
+                "channel_mode": "specific",
+                "channel_id": str(channel.id),
+                "text": 'Hola {{contact.first_name | "cliente"}}',
+                "reply_window_hours": "48",
+                "then": "dry-run",
+            },
+            follow_redirects=False,
+        )
+        assert saved.status_code == 303, saved.text
+        assert saved.headers["location"].endswith("/dry-run")
+        editor = client.get(url)
+        assert editor.text.count('data-testid="preview-item"') == 3
+        assert "Hola cliente" in editor.text
+        dry = client.get(saved.headers["location"])
+        assert re.search(r'data-testid="dry-recipients">3<', dry.text)
+        assert client.get(f"{url}/excluded.csv").text.startswith("contact_id,name")
+        past = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": "2020-01-01T10:00"})
+        assert past.status_code == 422
+        assert _error_beside(past.text, "scheduled_at") == "is in the past"
+        later = (utcnow() + timedelta(days=1)).astimezone(ZoneInfo("America/Mexico_City"))
+        scheduled = client.post(
+            f"{url}/schedule",
+            data={"csrf_token": token, "scheduled_at": later.strftime("%Y-%m-%dT%H:%M")},
+            follow_redirects=False,
+        )
+        assert scheduled.status_code == 303
+        broadcast_id = int(url.rsplit("/", 1)[1])
+        assert get(db, broadcast_id).status == BroadcastStatus.SCHEDULED
+        listing = client.get("/broadcasts")
+        month = client.get(f"/broadcasts?month={later:%Y-%m}").text
+        day = re.search(rf'data-day="{later:%Y-%m-%d}">(.*?)</td>', month, re.S)
+        assert day, "the day of the schedule is in the grid"
+        assert f"{later:%H:%M} Promo" in day.group(1)  # the owner's zone is the workspace's here
+        assert 'data-testid="calendar-item"' not in client.get("/broadcasts?month=2020-01").text
+        assert client.get("/broadcasts?month=2026-13").status_code == 200  # a month that is none: this one
+        assert "Promo" in listing.text
+        assert client.post(f"{url}/cancel", data={"csrf_token": token}).status_code == 200
+        assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+        # Send now: one recipient's message is refused by the provider.
+        provider.script.append((400, {"error": "recipient unknown"}))
+        sent = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""}, follow_redirects=False)
+        assert sent.status_code == 303
+        assert get(db, broadcast_id).status == BroadcastStatus.COMPLETED
+        results = client.get(url)
+        assert 'data-testid="bar-sent" data-count="2"' in results.text
+        assert 'data-testid="bar-failed" data-count="1"' in results.text
+        assert 'hx-trigger="every 5s"' not in results.text  # finished: no more polling
+        assert client.get(f"{url}/live").text.count('data-testid="bar-') == 5
+        failed_rows = client.get(f"{url}/results?status=failed").text
+        assert failed_rows.count('data-testid="recipient-row"') == 1
+        assert "recipient unknown" in failed_rows
+        failures = client.get(f"{url}/recipients.csv?status=failed").text.splitlines()
+        assert len(failures) == 2
+        assert "recipient unknown" in failures[1]
+        resent = client.post(f"{url}/resend-failed", data={"csrf_token": token}, follow_redirects=False)
+        assert resent.status_code == 303
+        new_url = resent.headers["location"]
+        assert new_url != url
+        new_draft = client.get(new_url)
+        assert 'data-testid="resend-audience"' in new_draft.text
+        assert new_draft.text.count('data-testid="preview-item"') == 1
+        assert len(ids) == 3
+
+
+def _set_status(db: Database, broadcast_id: int, status: BroadcastStatus) -> None:
+    with db.transaction() as session:
+        item = session.get(Broadcast, broadcast_id)
+        assert item is not None
+        item.status = status
+
+
+def test_pause_resume_stop_clone_delete_and_a_refused_action(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        channel = fake_channel(db, tenant, provider.url)
+        customers_write(db, channel, ["+5215500000009"])
+        broadcast_id = draft(
+            db, tenant, name="Aviso", audience="all", channel_id=channel.id, content={"default": {"text": "Hola"}}
+        )
+        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+        base = f"/broadcasts/{broadcast_id}"
+        # Pausing a draft does not fit its status: the editor again, the reason on top, in Spanish.
+        client.cookies.set("tertulia_lang", "es")
+        refused = client.post(f"{base}/pause", data={"csrf_token": token})
+        assert refused.status_code == 409
+        assert "No se puede hacer mientras la difusión está en estado borrador." in refused.text
+        assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+        client.cookies.set("tertulia_lang", "en")
+        # As a start leaves it: sending (the pages' buttons follow the status).
+        _set_status(db, broadcast_id, BroadcastStatus.SENDING)
+        assert 'data-testid="pause"' in client.get(base).text
+        assert 'hx-trigger="every 5s"' in client.get(base).text  # under way: the figures refresh
+        assert client.post(f"{base}/pause", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+        assert get(db, broadcast_id).status == BroadcastStatus.PAUSED
+        page = client.get(base).text
+        assert 'data-testid="resume"' in page
+        assert 'data-testid="stop"' in page
+        assert client.post(f"{base}/stop", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+        assert get(db, broadcast_id).status == BroadcastStatus.CANCELLED
+        cloned = client.post(f"{base}/clone", data={"csrf_token": token}, follow_redirects=False)
+        assert cloned.status_code == 303
+        copy_url = cloned.headers["location"]
+        assert "Aviso (copy)" in client.get(copy_url).text
+        deleted = client.post(f"{copy_url}/delete", data={"csrf_token": token}, follow_redirects=False)
+        assert deleted.headers["location"] == "/broadcasts"
+        assert client.get(copy_url).status_code == 404
+        # A cancelled broadcast cannot be deleted: the results page says why.
+        kept = client.post(f"{base}/delete", data={"csrf_token": token})
+        assert kept.status_code == 409
+        assert "This cannot be done while the broadcast is cancelled." in kept.text
+        listing = client.get("/broadcasts?status=cancelled")
+        assert listing.text.count('data-testid="broadcast-row"') == 1
+        assert client.get("/broadcasts?status=draft").text.count('data-testid="broadcast-row"') == 0
+
+
+def test_unsubscribe_keywords_and_the_over_limit_choice(client: TestClient, db: Database, tenant: Tenant) -> None:
+    broadcast_id = draft(db, tenant, name="Aviso")
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    assert 'value="BAJA, STOP"' in client.get("/broadcasts").text
+    client.cookies.set("tertulia_lang", "es")
+    long_word = "x" * 65
+    bad = client.post("/broadcasts/unsubscribe-keywords", data={"csrf_token": token, "keywords": f"BAJA {long_word}"})
+    assert bad.status_code == 422
+    assert _error_beside(bad.text, "keywords") == "debe ser una sola palabra de 1 a 64 caracteres"
+    assert long_word in bad.text
+    saved = client.post(
+        "/broadcasts/unsubscribe-keywords",
+        data={"csrf_token": token, "keywords": "BAJA, cancelar  Stop"},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303
+    with db.transaction(write=False) as session:
+        assert service.unsubscribe_keywords(session, tenant.workspace_id) == ["BAJA", "cancelar", "Stop"]
+    client.cookies.set("tertulia_lang", "en")
+    wrong = client.post(f"/broadcasts/{broadcast_id}/over-limit", data={"csrf_token": token, "over_limit": "maybe"})
+    assert wrong.status_code == 422
+    assert _error_beside(wrong.text, "over_limit") == "must be refuse or partial"
+    partly = client.post(
+        f"/broadcasts/{broadcast_id}/over-limit",
+        data={"csrf_token": token, "over_limit": "partial"},
+        follow_redirects=False,
+    )
+    assert partly.status_code == 303
+    assert get(db, broadcast_id).over_limit == "partial"
+
+
+def test_a_whatsapp_template_with_a_mapped_parameter_over_the_messaging_limit(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = whatsapp(db, tenant, messaging_limit="TIER_50")
+    with travel(timedelta(hours=-25)):  # every window closed: each one gets the template
+        customers_write(db, channel, [f"52155{n:08d}" for n in range(53)])
+    broadcast_id = draft(db, tenant, name="Promo")
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    url = f"/broadcasts/{broadcast_id}"
+    assert 'data-testid="template-list"' in client.get(url).text
+    form = {
+        "csrf_token": token,
+        "name": "Promo",
+        "audience": "all",
+        "channel_mode": "specific",
+        "channel_id": str(channel.id),
+        "template_name": "promo",
+        "template_language": "es_MX",
+        "template_params": '{{contact.first_name | "cliente"}}',
+    }
+    saved = client.post(url, data={**form, "then": "dry-run"}, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    editor = client.get(url).text
+    assert editor.count('data-testid="preview-item"') == 3
+    assert "Hola cliente, tenemos 20% para ti." in editor
+    refused = client.get(f"{url}/dry-run").text
+    assert 'data-testid="refusal"' in refused
+    assert 'data-testid="messaging-limit"' in refused
+    # Refused on sending too: the reason beside the time.
+    sent = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""})
+    assert sent.status_code == 422
+    assert "over the WhatsApp messaging limit" in _error_beside(sent.text, "scheduled_at")
+    assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+    client.post(f"{url}/over-limit", data={"csrf_token": token, "over_limit": "partial"})
+    partly = client.get(f"{url}/dry-run").text
+    assert 'data-testid="refusal"' not in partly
+    assert re.search(r'data-testid="dry-recipients">50<', partly)
+    assert re.search(r'<tr data-reason="messaging_limit"><td>[^<]+</td><td>3</td>', partly)
+    # An unknown template is a draft still, whose preview says what is wrong.
+    unknown = client.post(url, data={**form, "template_name": "nope"}, follow_redirects=False)
+    assert unknown.status_code == 303
+    not_ready = re.search(r'data-testid="preview-not-ready">([^<]+)<', client.get(url).text)
+    assert not_ready
+    assert "nope" in not_ready.group(1)
+
+
+def test_quick_replies_buttons_file_and_messenger_tag_are_kept_as_content(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    broadcast_id = draft(db, tenant, name="Aviso")
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    uploaded = client.post(
+        "/api/v1/files", headers=tenant.headers, files={"file": ("nota.txt", b"hola", "text/plain")}
+    ).json()
+    url = f"/broadcasts/{broadcast_id}"
+    form = {
+        "csrf_token": token,
+        "name": "Aviso",
+        "text": "Hola",
+        "file_id": str(uploaded["id"]),
+        "quick_replies": "Sí\nNo",
+        "buttons": "Ver la tienda | https://example.com/tienda\nLlamar",
+        "message_tag": "POST_PURCHASE_UPDATE",
+    }
+    assert client.post(url, data=form, follow_redirects=False).status_code == 303
+    content = get(db, broadcast_id).content
+    assert content["default"] == {
+        "text": "Hola",
+        "file_ids": [uploaded["id"]],
+        "quick_reply": {"buttons": [{"id": "Sí", "title": "Sí"}, {"id": "No", "title": "No"}]},
+        "buttons": [
+            {"title": "Ver la tienda", "url": "https://example.com/tienda"},
+            {"title": "Llamar", "payload": "Llamar"},
+        ],
+    }
+    assert content["messenger"]["message_tag"] == "POST_PURCHASE_UPDATE"
+    page = client.get(url).text
+    assert "Ver la tienda | https://example.com/tienda" in page
+    assert '<option value="POST_PURCHASE_UPDATE" selected>' in page
+    # HUMAN_AGENT is for a person's answer: not offered, and refused beside the field if sent.
+    refused = client.post(url, data={**form, "message_tag": "HUMAN_AGENT"})
+    assert refused.status_code == 422
+    assert _error_beside(refused.text, "message_tag") == "choose one of the listed tags"
+    missing = client.post(url, data={**form, "file_id": "999999"})
+    assert missing.status_code == 422
+    assert _error_beside(missing.text, "file_id")
