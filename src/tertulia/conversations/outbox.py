@@ -53,8 +53,8 @@ from tertulia.channels.protocol import (
 )
 from tertulia.channels.registry import get_adapter
 from tertulia.contacts import identities
+from tertulia.conversations import email_threads, sms_consent
 from tertulia.conversations import repository as repo
-from tertulia.conversations import sms_consent
 from tertulia.conversations.files import do_sweep_unsent_uploads
 from tertulia.conversations.models import Direction, Message, OutboundPace, StoredFile
 from tertulia.conversations.status import advance_message_status
@@ -300,6 +300,12 @@ def process_outbound(
         # Restarts the stuck-message clock: a message in backoff is not "stuck".
         message.status_at = utcnow()
         attempt = message.attempts
+        if rules.mail_threading and "email_thread" not in (message.payload or {}):
+            # Fixed on the first try, so every retry sends the same thread headers.
+            message.payload = {
+                **(message.payload or {}),
+                "email_thread": email_threads.outbound_context(session, channel, message),
+            }
         outbound = OutboundMessage(
             message_id=message.id,
             idempotency_key=f"tertulia-msg-{message.id}",
