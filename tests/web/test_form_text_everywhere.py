@@ -197,6 +197,14 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             {"workspace_id": "ws-1", "channel_id": "ch-1", "from_number": "+31612345678"},
             {"access_key": "clave", "signing_key": "firma"},
         )
+        email = do_create_channel(
+            session,
+            actor,
+            "email",
+            "Correo",
+            {"address": "soporte@example.com", "incoming_host": "imap.example.com", "smtp_host": "smtp.example.com"},
+            {"password": "secreto"},
+        )
         job = do_create_import(session, actor, "c.csv", b"first_name\nLuz\n")
         tag_id = session.scalar(select(Tag.id).where(Tag.workspace_id == tenant.workspace_id))
         ids = {
@@ -208,6 +216,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             "twilio": twilio.id,
             "vonage": vonage.id,
             "bird": bird.id,
+            "email": email.id,
             "job_id": job.id,
             "category_id": category.id,
         }
@@ -235,6 +244,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "twilio": str(ids["twilio"]),
         "vonage": str(ids["vonage"]),
         "bird": str(ids["bird"]),
+        "email": str(ids["email"]),
         "/password-reset/{token}": reset,
         "/invitations/{token}": invitation.token,
     }
@@ -250,6 +260,8 @@ def _url(path: str, field: str, world: dict[str, str]) -> str:
     provider = next((name for name, (config, secrets) in SMS_FORMS.items() if field in (*config, *secrets)), "twilio")
     if path.endswith(("/sms", "/sms/test")):
         channel = world[provider]
+    if path.endswith(("/email", "/email/test")) and "{channel_id}" in path:
+        channel = world["email"]
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -133,6 +133,7 @@ class ProviderRefused(ValidationFailed):
 
 
 PROVIDER_NAMES = {
+    "email": "Email",
     "telegram": "Telegram",
     "webchat": "Web chat",
     "whatsapp": "WhatsApp",

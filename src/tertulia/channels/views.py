@@ -126,6 +126,8 @@ PROVIDER_SAYS = {
     ),
     "menu": i18n.lazy("%(provider)s refused the menu: %(reason)s"),
     "number": i18n.lazy("%(provider)s does not know this sender: %(reason)s"),
+    "login": i18n.lazy("The mail server refused the login: %(reason)s"),
+    "mailserver": i18n.lazy("The mail server answered: %(reason)s"),
 }
 
 
@@ -195,6 +197,8 @@ def _list(
     instagram_errors: dict[str, str] | None = None,
     sms: dict[str, dict[str, Any]] | None = None,
     sms_errors: dict[str, dict[str, str]] | None = None,
+    email: dict[str, Any] | None = None,
+    email_errors: dict[str, str] | None = None,
 ) -> Response:
     everything = service.list_channels(ctx.session, ctx.actor.workspace_id)
     context = {
@@ -212,6 +216,8 @@ def _list(
         "instagram_errors": instagram_errors or {},
         "sms": {**SMS_VALUES, **(sms or {})},
         "sms_errors": sms_errors or {},
+        "email": email or EMAIL_VALUES,
+        "email_errors": email_errors or {},
     }
     return _render(ctx, "list.html", context, status_code=status)
 
@@ -271,6 +277,69 @@ def connect_telegram(ctx: UserPage, form: Annotated[TelegramForm, Form()]) -> Re
     config = {"api_base_url": form.api_base_url}
     secrets = {"bot_token": form.bot_token}
     return _connect(ctx, "telegram", form.name, config, secrets, kept=kept, done=_to_channel_page(ctx))
+
+
+EMAIL_FIELDS = (
+    "address",
+    "from_name",
+    "incoming_protocol",
+    "incoming_host",
+    "incoming_port",
+    "incoming_security",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "username",
+    "folder",
+    "sent_folder",
+    "poll_seconds",
+)
+EMAIL_VALUES: dict[str, Any] = {
+    "name": "",
+    "address": "",
+    "from_name": "",
+    "incoming_protocol": "imap",
+    "incoming_host": "",
+    "incoming_port": "",
+    "incoming_security": "ssl",
+    "smtp_host": "",
+    "smtp_port": "",
+    "smtp_security": "ssl",
+    "username": "",
+    "folder": "INBOX",
+    "sent_folder": "Sent",
+    "poll_seconds": "60",
+}
+EMAIL_TEST_FAILED = i18n.lazy("The mail server answered: %(reason)s")
+
+
+class EmailForm(BaseModel):
+    name: str = ""
+    address: str = ""
+    from_name: str = ""
+    incoming_protocol: str = "imap"
+    incoming_host: str = ""
+    incoming_port: str = ""
+    incoming_security: str = "ssl"
+    smtp_host: str = ""
+    smtp_port: str = ""
+    smtp_security: str = "ssl"
+    username: str = ""
+    folder: str = "INBOX"
+    sent_folder: str = "Sent"
+    poll_seconds: str = "60"
+    # Write-only: never put back into the page.
+    password: str = ""
+
+
+@router.post("/settings/channels/email")
+def connect_email(ctx: UserPage, form: Annotated[EmailForm, Form()]) -> Response:
+    """Connect a mailbox: both servers are asked (log in, read the greeting) before it is saved."""
+    values = form.model_dump()
+    config = {name: values[name] for name in EMAIL_FIELDS}
+    kept = {"name": form.name, **config}
+    name = form.name or form.address
+    return _connect(ctx, "email", name, config, {"password": form.password}, kept=kept, done=_to_channel_page(ctx))
 
 
 class WhatsAppForm(BaseModel):
@@ -473,6 +542,8 @@ def channel_page(ctx: UserPage, channel_id: ID) -> Response:
         return _meta_detail(ctx, channel, {}, 200)
     if channel.type in SMS_FORMS:
         return _sms_detail(ctx, channel, {}, 200)
+    if channel.type == "email":
+        return _email_detail(ctx, channel, {}, 200)
     if channel.type != "webchat":
         raise NotFound("Channel not found.")
     return _detail(ctx, channel, _form_values(channel), {}, 200)
@@ -599,6 +670,8 @@ def reconnect_channel(ctx: UserPage, channel_id: int) -> Response:
             if channel.type in META_TYPES
             else _sms_detail(ctx, channel, _errors(ctx, exc), 422)
             if channel.type in SMS_FORMS
+            else _email_detail(ctx, channel, _errors(ctx, exc), 422)
+            if channel.type == "email"
             else _telegram_detail(ctx, channel, _errors(ctx, exc), 422)
         ),
         redirect=f"/settings/channels/{channel_id}",
@@ -995,6 +1068,70 @@ def update_sms(ctx: UserPage, channel_id: int, form: Annotated[SmsSecretsForm, F
         ctx,
         save,
         again=lambda exc: _sms_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
+
+
+# ----- email ------------------------------------------------------------------------------------
+
+
+def _email_detail(
+    ctx: WebContext,
+    channel: Channel,
+    errors: dict[str, str],
+    status: int,
+    *,
+    report: dict[str, Any] | None = None,
+    test_error: str | None = None,
+) -> Response:
+    [row] = _overview(ctx, [channel])
+    context = {
+        **row,
+        "config": channel.config or {},
+        "callback_url": service.callback_url(_base_url(ctx), channel),
+        "errors": errors,
+        "report": report,
+        "test_error": test_error,
+    }
+    return _render(ctx, "email.html", context, status_code=status)
+
+
+@router.post("/settings/channels/{channel_id}/email/test")
+def test_email(ctx: UserPage, channel_id: ID) -> Response:
+    """Log in to the incoming server and to SMTP and show what each answered, or the error."""
+    channel = _access(ctx, channel_id, "email")
+    try:
+        report = service.check_connection(ctx.actor, channel)
+    except ChannelError as exc:
+        return _email_detail(
+            ctx, channel, {}, 422, test_error=ctx.fmt.gettext(EMAIL_TEST_FAILED) % {"reason": exc.reason}
+        )
+    return _email_detail(ctx, channel, {}, 200, report=report)
+
+
+class EmailSecretsForm(BaseModel):
+    # Write-only: empty keeps the stored value.
+    password: str = ""
+
+
+@router.post("/settings/channels/{channel_id}/email")
+def update_email(ctx: UserPage, channel_id: int, form: Annotated[EmailSecretsForm, Form()]) -> Response:
+    """A new password (or app password): kept, then both servers are asked again."""
+    channel = _access(ctx, channel_id, "email")
+    replacements = (
+        {"password": form.password} if form.password.strip() and "password" in (channel.secrets or {}) else {}
+    )
+
+    def save() -> Channel:
+        service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, replacements)
+        return service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx))
+
+    return submit(
+        ctx,
+        save,
+        again=lambda exc: _email_detail(ctx, channel, _errors(ctx, exc), 422),
         redirect=f"/settings/channels/{channel_id}",
         flash="channel_connected",
         catch=(DomainError,),

@@ -85,6 +85,19 @@ SERVICE_MESSAGES = (
     lazy("must be md5hash, md5, sha1, sha256 or sha512"),
     lazy("must be channels or legacy"),
     lazy("must be the id Bird shows (letters, digits and dashes)"),
+    # Email (channels/adapters/email.py)
+    lazy("must be the mailbox's email address"),
+    lazy("must be imap or pop3"),
+    lazy("must be the server's host name"),
+    lazy("must be ssl, starttls or plain"),
+    lazy("plain (unencrypted) is allowed only for a server on this machine"),
+    lazy("is not a folder name"),
+    lazy("is required (the mailbox's or an app password)"),
+    lazy("must be a number from 1 to 65535"),
+    lazy("must be a number from 10 to 3600"),
+    lazy("is not a valid email address"),
+    lazy("must be at most 998 characters"),
+    lazy("at most 50 recipients"),
 )
 ROLE_NAMES = (lazy("Owner"), lazy("Manager"), lazy("Agent"))
 FALLBACK_TITLES = (lazy("Something went wrong"),)

@@ -115,9 +115,7 @@ class EmailAdapter:
         message_types=frozenset({MessageType.TEXT, MessageType.IMAGE, MessageType.FILE}),
         mail_threading=True,
     )
-    secret_fields: ClassVar[frozenset[str]] = frozenset(
-        {"password", "oauth_client_secret", "oauth_refresh_token", "oauth_code"}
-    )
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"password", "oauth_client_secret", "oauth_refresh_token"})
 
     # ----- raw mail posted to the callback URL, and the fetcher's spooled mail ---------------------
 
@@ -227,7 +225,7 @@ class EmailAdapter:
             report = self.check_connection(channel)
         except ChannelError as exc:
             field = getattr(exc, "field", "config.incoming_host")
-            raise SetupRefused(exc.reason, field=field, code=exc.code or "unreachable") from exc
+            raise SetupRefused(exc.reason, field=field, code=exc.code or "mailserver") from exc
         return {"imap_capabilities": report.get("incoming"), "smtp_greeting": report.get("smtp")}
 
     def disconnect(self, channel: Channel) -> None:
@@ -252,16 +250,22 @@ class EmailAdapter:
                 with pop3_session(channel) as pop:
                     incoming = {"protocol": "pop3", "greeting": _text(pop.getwelcome()), "messages": pop.stat()[0]}
         except ChannelError as exc:
-            field = "secrets.password" if exc.code == "login" else "config.incoming_host"
-            raise ConnectionProblem(f"{config.protocol.upper()}: {exc.reason}", field=field) from exc
+            login = exc.code == "login"
+            raise ConnectionProblem(
+                f"{config.protocol.upper()}: {exc.reason}",
+                field="secrets.password" if login else "config.incoming_host",
+                code="login" if login else "mailserver",
+            ) from exc
         try:
             with smtp_session(channel) as smtp:
                 code, answer = smtp.noop()
                 outgoing = {"greeting": f"{code} {_text(answer)}", "extensions": sorted(smtp.esmtp_features)}
         except smtplib.SMTPAuthenticationError as exc:
-            raise ConnectionProblem(f"SMTP: {exc.smtp_code} {_text(exc.smtp_error)}", field="secrets.password") from exc
+            raise ConnectionProblem(
+                f"SMTP: {exc.smtp_code} {_text(exc.smtp_error)}", field="secrets.password", code="login"
+            ) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise ConnectionProblem(f"SMTP: {exc}", field="config.smtp_host") from exc
+            raise ConnectionProblem(f"SMTP: {exc}", field="config.smtp_host", code="mailserver") from exc
         return {"incoming": incoming, "smtp": outgoing}
 
     # ----- files -------------------------------------------------------------------------------------
@@ -282,7 +286,7 @@ class EmailAdapter:
 
 class ConnectionProblem(ChannelError):
     def __init__(self, reason: str, *, field: str, code: str | None = None) -> None:
-        super().__init__(reason, code=code or "unreachable")
+        super().__init__(reason, code=code or "mailserver")
         self.field = field
 
 
