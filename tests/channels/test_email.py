@@ -8,11 +8,13 @@ import time
 from email.utils import make_msgid
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from tertulia.channels.adapters.email import ConnectionProblem, EmailAdapter, reply_address
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
+from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.contacts.service import do_create_contact
 from tertulia.conversations.ingress import mailbox as fetcher
@@ -21,6 +23,7 @@ from tertulia.conversations.models import Conversation, Mailbox, Message
 from tertulia.conversations.models import Direction as MessageDirection
 from tertulia.conversations.service import do_reply
 from tertulia.kit.db import Database
+from tertulia.users.models import User
 from tests.channels.email_support import (
     ANA,
     BOB,
@@ -77,8 +80,8 @@ def test_customer_mail_becomes_a_message_of_the_sender_contact(db: Database, ten
     # Nothing new: a second look spools nothing, and the place in the mailbox is kept.
     assert fetch_and_write(db, channel.id).spooled == 0
     state = mailbox_state(db, channel.id)
-    assert state.last_uid == 1
-    assert state.uidvalidity
+    folder, uidvalidity, uid = message.payload["email"]["mailbox"].split(":")
+    assert (folder, state.uidvalidity, state.last_uid) == ("INBOX", int(uidvalidity), int(uid))
     assert len(messages_of(db, channel.id)) == 1
 
 
@@ -391,3 +394,51 @@ def test_check_connection_shows_both_servers_answers(db: Database, tenant: Tenan
         EmailAdapter().check_connection(stored)
     assert refused.value.field == "secrets.password"
     assert "refused the login" in refused.value.reason
+
+
+def test_the_composer_sets_subject_cc_and_bcc_and_the_agent_signs(
+    client: TestClient, db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail)
+    mail.send(customer_mail())
+    fetch_and_write(db, channel.id)
+    [incoming] = messages_of(db, channel.id)
+    with db.transaction() as session:
+        owner = session.get(User, tenant.owner_id)
+        assert owner is not None
+        owner.email_signature = "Laura\nSoporte de la tienda"
+    url = f"/api/v1/conversations/{incoming.conversation_id}/messages"
+    bad = client.post(url, headers=tenant.headers, json={"text": "hola", "email": {"cc": ["no es correo"]}})
+    assert bad.status_code == 422
+    assert bad.json()["error"]["details"] == {"message.email.cc": "is not a valid email address"}
+    sent = client.post(
+        url,
+        headers=tenant.headers,
+        json={"text": "Va la factura.", "email": {"subject": "Factura 1234", "cc": [BOB], "bcc": ["list@example.org"]}},
+    )
+    assert sent.status_code == 201, sent.text
+    [delivered] = mail.dovecot.wait_for(ANA, 1)
+    assert delivered["Subject"] == "Factura 1234"
+    assert delivered["Cc"] == BOB
+    assert delivered["Bcc"] is None  # blind: in the envelope only
+    assert delivered["In-Reply-To"] is not None
+    assert delivered.get_content().strip() == "Va la factura."  # sent with an API token: no person, no signature
+    assert len(mail.dovecot.wait_for("list@example.org", 1)) == 1
+    assert len(mail.dovecot.wait_for(BOB, 1)) == 1
+    _reply(db, tenant, incoming.conversation_id, "Saludos.")  # the owner writes: signed
+    signed = mail.dovecot.wait_for(ANA, 2)[-1]
+    assert signed.get_content().replace("\r\n", "\n").rstrip() == "Saludos.\n\n-- \nLaura\nSoporte de la tienda"
+    assert signed["Subject"] == "Re: Factura 1234"  # the thread goes on under the subject the agent set
+
+
+def test_only_email_channels_take_email_options(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with db.transaction() as session:
+        contact = do_create_contact(session, tenant.actor(), {"first_name": "Ana"})
+        webchat = do_create_channel(session, tenant.actor(), "webchat", "Web", {"allowed_origins": []}, {})
+        ids = (contact.id, webchat.id)
+    refused = client.post(
+        f"/api/v1/contacts/id:{ids[0]}/messages",
+        headers=tenant.headers,
+        json={"channel_id": ids[1], "message": {"text": "hola", "email": {"subject": "x"}}},
+    )
+    assert refused.status_code == 422

@@ -98,6 +98,8 @@ SERVICE_MESSAGES = (
     lazy("is not a valid email address"),
     lazy("must be at most 998 characters"),
     lazy("at most 50 recipients"),
+    lazy("must be one line"),
+    lazy("the files are too large for one email"),
 )
 ROLE_NAMES = (lazy("Owner"), lazy("Manager"), lazy("Agent"))
 FALLBACK_TITLES = (lazy("Something went wrong"),)

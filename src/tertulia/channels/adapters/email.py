@@ -214,6 +214,41 @@ class EmailAdapter:
                 cleaned[key] = config[key]
         return cleaned, kept
 
+    def check_outbound(
+        self,
+        channel: Channel,
+        message_type: MessageType,
+        text: str | None,
+        attachments: list[dict[str, Any]],
+        payload: dict[str, Any],
+    ) -> None:
+        """The composer's subject, CC and BCC: a subject on one line, real addresses, at most
+        MAX_RECIPIENTS in all; the files under what mail servers take in one message."""
+        options = payload.get("email")
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise ValidationFailed.field("message.email", "must be an object")
+        subject = options.get("subject")
+        if subject is not None and (not isinstance(subject, str) or len(subject) > 998):
+            raise ValidationFailed.field("message.email.subject", "must be at most 998 characters")
+        if isinstance(subject, str) and ("\r" in subject or "\n" in subject):
+            raise ValidationFailed.field("message.email.subject", "must be one line")
+        total = 1
+        for name in ("cc", "bcc"):
+            addresses = options.get(name) or []
+            if not isinstance(addresses, list):
+                raise ValidationFailed.field(f"message.email.{name}", "is not a valid email address")
+            for address in addresses:
+                if not isinstance(address, str) or not _ADDRESS.match(address.strip()):
+                    raise ValidationFailed.field(f"message.email.{name}", "is not a valid email address")
+            total += len(addresses)
+        if total > MAX_RECIPIENTS:
+            raise ValidationFailed.field("message.email.cc", "at most 50 recipients")
+        size = sum(int(a.get("size") or 0) for a in attachments)
+        if size > MAX_SEND_BYTES * 3 // 4:  # base64 makes files a third larger
+            raise ValidationFailed.field("message.attachments", "the files are too large for one email")
+
     def owns_identity(self, channel: Channel, external_id: str) -> bool:
         # An address is the same person whichever of the workspace's mailboxes writes to it.
         return "@" in external_id

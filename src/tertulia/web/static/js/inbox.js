@@ -705,6 +705,9 @@
     if (!note && !channelField.hidden && channelSelect.value) body.channel_id = Number(channelSelect.value);
     if (!note && quoted) body.reply_to_message_id = quoted.id;
     if (quickReply) { body.type = "quick_reply"; body.quick_reply = quickReply; }
+    var emailOptions = note ? null : emailPayload();
+    if (emailOptions) body.email = emailOptions;
+    clearEmailErrors();
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
@@ -721,6 +724,7 @@
         clearFiles(true);
         clearQuote();
         clearChoices();
+        clearEmailFields();
       }
       if (state.current && state.current.id === id) {
         addMessage(m, false);
@@ -730,6 +734,7 @@
       // The API's own message (it says which field); a network failure has no useful text.
       showComposerError(error instanceof TypeError ? T.error : error.message);
       showChoiceErrors(error.details);
+      showEmailErrors(error.details);
     }).then(function () {
       input.disabled = false;
       input.focus();
@@ -1103,10 +1108,47 @@
     var count = units === 0 ? 0 : units <= single ? 1 : Math.ceil(units / part);
     return { encoding: gsm ? "GSM-7" : "UCS-2", units: units, segments: count, limit: count > 1 ? part * count : single };
   }
+  // Email channels: subject, CC and BCC beside the text (the API's message.email).
+  var emailBox = $("[data-email-fields]");
+  function emailField(name) { return emailBox.querySelector('[data-email-field="' + name + '"]'); }
+  function emailError(name) { return emailBox.querySelector('[data-email-error="' + name + '"]'); }
+  function addressList(value) {
+    return value.split(/[,;\s]+/).map(function (a) { return a.trim(); }).filter(Boolean);
+  }
+  function emailPayload() {
+    if (emailBox.hidden) return null;
+    var payload = { cc: addressList(emailField("cc").value), bcc: addressList(emailField("bcc").value) };
+    var subject = emailField("subject").value.trim();
+    if (subject) payload.subject = subject;
+    return payload;
+  }
+  function clearEmailErrors() {
+    ["subject", "cc", "bcc"].forEach(function (name) {
+      emailError(name).textContent = "";
+      emailField(name).removeAttribute("aria-invalid");
+    });
+  }
+  function showEmailErrors(details) {
+    if (!details || emailBox.hidden) return false;
+    var shown = false;
+    Object.keys(details).forEach(function (key) {
+      var found = /^message\.email\.(subject|cc|bcc)$/.exec(key);
+      if (!found) return;
+      emailError(found[1]).textContent = details[key];
+      emailField(found[1]).setAttribute("aria-invalid", "true");
+      shown = true;
+    });
+    return shown;
+  }
+  function clearEmailFields() {
+    ["subject", "cc", "bcc"].forEach(function (name) { emailField(name).value = ""; });
+    clearEmailErrors();
+  }
   function renderSegments() {
     var c = state.current;
     var picked = c ? pickedChannel(c) : null;
     var type = picked ? picked.type : c ? c.channel_type : null;
+    emailBox.hidden = !(type === "email" && state.mode !== "note");
     var sms = SMS_TYPES.indexOf(type) >= 0 && state.mode !== "note";
     segmentsLine.hidden = !sms;
     if (!sms) return;
