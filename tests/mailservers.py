@@ -9,6 +9,7 @@ as anyone else, every process runs as that user. Reference: ../shared/reference/
 """
 
 import asyncio
+import base64
 import contextlib
 import imaplib
 import os
@@ -49,7 +50,7 @@ log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
 ssl = no
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login{oauth_mechanisms}
 mail_location = maildir:{dir}/mail/%u/Maildir
 first_valid_uid = {uid}
 last_valid_uid = 0
@@ -69,7 +70,9 @@ namespace inbox {{
 passdb {{
   driver = passwd-file
   args = scheme=PLAIN username_format=%u {dir}/users
+  mechanisms = plain login
 }}
+{oauth_passdb}
 userdb {{
   driver = static
   args = uid={uid} gid={gid} home={dir}/mail/%u
@@ -164,8 +167,26 @@ def _count(client: imaplib.IMAP4) -> int:
     return len(data[0].split())
 
 
+OAUTH_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {dir}/oauth2.conf.ext
+}}
+"""
+# Dovecot asks the authorisation server whether a bearer token is live (RFC 7662 introspection).
+OAUTH_CONF = """\
+introspection_mode = post
+introspection_url = {url}
+username_attribute = email
+active_attribute = active
+active_value = true
+"""
+
+
 @contextlib.contextmanager
-def dovecot() -> Iterator[Dovecot]:
+def dovecot(introspection_url: str | None = None) -> Iterator[Dovecot]:
+    """`introspection_url`: also accept XOAUTH2, checking tokens there (tests/fake_oauth.py)."""
     directory = Path(tempfile.mkdtemp(prefix="tertulia-dovecot-"))
     if os.getuid() == 0:
         account = pwd.getpwnam("dovecot")
@@ -187,8 +208,12 @@ def dovecot() -> Iterator[Dovecot]:
             group=group,
             imap_port=imap_port,
             pop3_port=pop3_port,
+            oauth_mechanisms=" xoauth2 oauthbearer" if introspection_url else "",
+            oauth_passdb=OAUTH_PASSDB.format(dir=directory) if introspection_url else "",
         )
     )
+    if introspection_url:
+        (directory / "oauth2.conf.ext").write_text(OAUTH_CONF.format(url=introspection_url))
     if os.getuid() == 0:
         os.chown(directory / "mail", uid, gid)
         directory.chmod(0o755)
@@ -232,6 +257,19 @@ class SmtpServer:
     rejected: set[str] = field(default_factory=set)
     fail_next: list[str] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=lambda: dict.fromkeys(USERS, PASSWORD))
+    # Bearer tokens accepted with SASL XOAUTH2 (a fake authorisation server's live tokens).
+    oauth_tokens: set[str] | None = None
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        """SASL XOAUTH2 (developers.google.com/gmail/imap/xoauth2-protocol): the initial response is
+        base64 of "user=<address>^Aauth=Bearer <token>^A^A"."""
+        if self.oauth_tokens is None or len(args) < 2:
+            return AuthResult(success=False, handled=False)
+        pairs = [part.split("=", 1) for part in base64.b64decode(args[1]).decode().split("\x01") if "=" in part]
+        fields = dict(pairs)
+        token = fields.get("auth", "").removeprefix("Bearer ")
+        ok = token in self.oauth_tokens and fields.get("user") in self.users
+        return AuthResult(success=ok, handled=False, auth_data=fields.get("user"))
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:  # noqa: N802
         if self.fail_next:
@@ -260,9 +298,9 @@ class SmtpServer:
 
 
 @contextlib.contextmanager
-def smtp_server(into: Dovecot | None = None) -> Iterator[SmtpServer]:
+def smtp_server(into: Dovecot | None = None, oauth_tokens: set[str] | None = None) -> Iterator[SmtpServer]:
     loop = asyncio.new_event_loop()
-    box = SmtpServer(port=0, dovecot=into)
+    box = SmtpServer(port=0, dovecot=into, oauth_tokens=oauth_tokens)
 
     def protocol() -> SMTP:
         return SMTP(box, hostname="mx.shop.test", authenticator=box.authenticate, auth_require_tls=False, loop=loop)

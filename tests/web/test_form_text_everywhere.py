@@ -68,7 +68,19 @@ VALID = {
 }
 # Fields the reader never types (hidden values, a button's own value, the file input): their refusal
 # is shown at the top of the form or beside the control that sent it, so any field error will do.
-NOT_TYPED = {"next", "return_to", "ids", "confirm", "segment", "action", "csrf_token", "members", "file"}
+NOT_TYPED = {
+    "next",
+    "return_to",
+    "ids",
+    "confirm",
+    "segment",
+    "action",
+    "csrf_token",
+    "members",
+    "file",
+    "state",
+    "code",
+}
 # Forms a page reads itself (request.state.form) rather than through declared Form() parameters.
 HAND_READ = {
     "/contacts/import": ["file"],

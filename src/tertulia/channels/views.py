@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -24,7 +25,7 @@ from tertulia.channels.protocol import PACE_SETTING, ChannelError, channel_pace
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import ProviderRefused
 from tertulia.kit.errors import DomainError, NotFound
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.security import new_token
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -293,6 +294,10 @@ EMAIL_FIELDS = (
     "folder",
     "sent_folder",
     "poll_seconds",
+    "auth",
+    "oauth_client_id",
+    "oauth_auth_url",
+    "oauth_token_url",
 )
 EMAIL_VALUES: dict[str, Any] = {
     "name": "",
@@ -309,6 +314,10 @@ EMAIL_VALUES: dict[str, Any] = {
     "folder": "INBOX",
     "sent_folder": "Sent",
     "poll_seconds": "60",
+    "auth": "password",
+    "oauth_client_id": "",
+    "oauth_auth_url": "",
+    "oauth_token_url": "",
 }
 EMAIL_TEST_FAILED = i18n.lazy("The mail server answered: %(reason)s")
 
@@ -328,8 +337,13 @@ class EmailForm(BaseModel):
     folder: str = "INBOX"
     sent_folder: str = "Sent"
     poll_seconds: str = "60"
+    auth: str = "password"
+    oauth_client_id: str = ""
+    oauth_auth_url: str = ""
+    oauth_token_url: str = ""
     # Write-only: never put back into the page.
     password: str = ""
+    oauth_client_secret: str = ""
 
 
 @router.post("/settings/channels/email")
@@ -339,7 +353,10 @@ def connect_email(ctx: UserPage, form: Annotated[EmailForm, Form()]) -> Response
     config = {name: values[name] for name in EMAIL_FIELDS}
     kept = {"name": form.name, **config}
     name = form.name or form.address
-    return _connect(ctx, "email", name, config, {"password": form.password}, kept=kept, done=_to_channel_page(ctx))
+    secrets = {"password": form.password, "oauth_client_secret": form.oauth_client_secret}
+    if form.auth != "oauth2":
+        config = {k: v for k, v in config.items() if not k.startswith("oauth_")}
+    return _connect(ctx, "email", name, config, secrets, kept=kept, done=_to_channel_page(ctx))
 
 
 class WhatsAppForm(BaseModel):
@@ -1085,10 +1102,13 @@ def _email_detail(
     *,
     report: dict[str, Any] | None = None,
     test_error: str | None = None,
+    oauth_code: dict[str, str] | None = None,
 ) -> Response:
     [row] = _overview(ctx, [channel])
     context = {
         **row,
+        "oauth_code": oauth_code,
+        "authorised": bool((channel.secrets or {}).get("oauth_refresh_token")),
         "config": channel.config or {},
         "callback_url": service.callback_url(_base_url(ctx), channel),
         "errors": errors,
@@ -1133,6 +1153,59 @@ def update_email(ctx: UserPage, channel_id: int, form: Annotated[EmailSecretsFor
         save,
         again=lambda exc: _email_detail(ctx, channel, _errors(ctx, exc), 422),
         redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
+
+
+def _oauth_redirect(ctx: WebContext) -> str:
+    return f"{_base_url(ctx)}/settings/channels/email/oauth"
+
+
+@router.post("/settings/channels/{channel_id}/email/authorise")
+def authorise_email(ctx: UserPage, channel_id: ID) -> Response:
+    """To the mail provider's consent page (Google's), which comes back to `email_oauth_callback`."""
+    channel = _access(ctx, channel_id, "email")
+    try:
+        url = service.mailbox_authorization_url(ctx.actor, channel, _oauth_redirect(ctx))
+    except DomainError as exc:
+        return _email_detail(ctx, channel, _errors(ctx, exc), 422)
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("/settings/channels/email/oauth")
+def email_oauth_callback(ctx: UserPage, state: str = "", code: str = "", error: str = "") -> Response:
+    """The provider's answer comes back here; the person confirms, and the code is traded (POST)."""
+    channel = _access(ctx, service.channel_of_oauth_state(ctx.actor, state), "email")
+    if error or not code:
+        reason = ctx.fmt.gettext(EMAIL_TEST_FAILED) % {"reason": error or "no code"}
+        return _email_detail(ctx, channel, {}, 422, test_error=reason)
+    return _email_detail(ctx, channel, {}, 200, oauth_code={"state": state, "code": code})
+
+
+class OAuthCodeForm(BaseModel):
+    state: str = ""
+    code: str = ""
+
+
+@router.post("/settings/channels/email/oauth")
+def finish_email_oauth(ctx: UserPage, form: Annotated[OAuthCodeForm, Form()]) -> Response:
+    """Trade the code for a refresh token, then connect the mailbox with it."""
+    try:
+        check_form_text(ctx.request)
+        channel_id = service.channel_of_oauth_state(ctx.actor, form.state)
+    except DomainError as exc:
+        # Not a request this page made: said above the connect form, there is no channel to show.
+        problem = next(iter(_errors(ctx, exc).values()), "")
+        return _list(ctx, _form_values(None), {}, 422, email_errors={"state": problem})
+    channel = _access(ctx, channel_id, "email")
+    return submit(
+        ctx,
+        lambda: service.do_authorise_mailbox(
+            ctx.session, ctx.actor, channel, form.code, _oauth_redirect(ctx), base_url=_base_url(ctx)
+        ),
+        again=lambda exc: _email_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel.id}",
         flash="channel_connected",
         catch=(DomainError,),
     )

@@ -100,6 +100,10 @@ SERVICE_MESSAGES = (
     lazy("at most 50 recipients"),
     lazy("must be one line"),
     lazy("the files are too large for one email"),
+    lazy("is required for OAuth (the app's client id)"),
+    lazy("is required for OAuth (the app's client secret)"),
+    lazy("must be password or oauth2"),
+    lazy("this authorisation was not asked for here; start again"),
 )
 ROLE_NAMES = (lazy("Owner"), lazy("Manager"), lazy("Agent"))
 FALLBACK_TITLES = (lazy("Something went wrong"),)

@@ -256,6 +256,8 @@ class EmailAdapter:
     # ----- connecting -------------------------------------------------------------------------------
 
     def connect(self, channel: Channel, callback_url: str) -> dict[str, Any]:
+        if config_of(channel).auth == "oauth2" and not (channel.secrets or {}).get("oauth_refresh_token"):
+            return {}  # saved first; the servers are asked once the mailbox is authorised
         try:
             report = self.check_connection(channel)
         except ChannelError as exc:
