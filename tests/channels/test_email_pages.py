@@ -15,6 +15,7 @@ from tertulia.cli import app
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit.db import Database
+from tertulia.users.models import User
 from tests.channels.email_support import SUPPORT, MailServers, customer_mail, fetch_and_write
 from tests.conftest import Tenant
 from tests.mailservers import PASSWORD
@@ -155,3 +156,18 @@ def _connect_cli(tenant: Tenant, mail: MailServers) -> Result:
             f"password={PASSWORD}",
         ],
     )
+
+
+def test_the_email_signature_is_set_on_the_profile(client: TestClient, db: Database, tenant: Tenant) -> None:
+    csrf = sign_in_as(client, db, tenant.agent_id, "agent-password")
+    form = {"first_name": "Laura", "last_name": "Gil", "csrf_token": csrf}
+    too_long = client.post("/profile", data={**form, "email_signature": "x" * 2001})
+    assert too_long.status_code == 422
+    assert 'id="email_signature-error"' in too_long.text
+    saved = client.post("/profile", data={**form, "email_signature": "Laura  \r\nSoporte\r\n"}, follow_redirects=False)
+    assert saved.status_code == 303
+    with db.transaction(write=False) as session:
+        user = session.get(User, tenant.agent_id)
+        assert user is not None
+        assert user.email_signature == "Laura\nSoporte"
+    assert "Soporte</textarea>" in client.get("/profile").text
