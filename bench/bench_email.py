@@ -103,7 +103,7 @@ def main() -> None:
             pass
         if profile:
             profile.disable()
-            pstats.Stats(profile).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profile).sort_stats("tottime").print_stats(15)
         elapsed = time.perf_counter() - started
         again = fetch_mailbox(db, channel_id, enqueue=False).spooled
     with db.transaction(write=False) as session:

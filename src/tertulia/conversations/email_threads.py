@@ -80,7 +80,8 @@ def thread_contacts(session: Session, items: Sequence[tuple[Channel, InboundMess
                     found[index] = found[index] or int(known[key])
     for index, (channel, message) in enumerate(items):
         email = _email(message)
-        if found[index] is None and email is not None and email.get("subject_key"):
+        # Only a reply ("Re: ...") can continue a thread by its subject.
+        if found[index] is None and email is not None and email.get("reply") and email.get("subject_key"):
             found[index] = _by_subject(session, channel, message, str(email["subject_key"]))
     return found
 

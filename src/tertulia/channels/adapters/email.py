@@ -51,7 +51,13 @@ from typing import Any, ClassVar
 import structlog
 
 from tertulia.channels.adapters import email_oauth
-from tertulia.channels.adapters.email_parse import ParsedMail, format_address, normalised_subject, parse
+from tertulia.channels.adapters.email_parse import (
+    ParsedMail,
+    format_address,
+    is_reply_subject,
+    normalised_subject,
+    parse,
+)
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelError,
@@ -494,6 +500,7 @@ def _inbound(channel: Channel, mail: ParsedMail, raw: bytes, mailbox: str | None
         "message_id": mail.message_id,
         "subject": mail.subject,
         "subject_key": normalised_subject(mail.subject),
+        "reply": is_reply_subject(mail.subject),
         "from": mail.from_address,
         "to": mail.to,
         "cc": mail.cc,

@@ -2,8 +2,10 @@
 view, its files, the headers that thread it, and whether it is automatic mail (an auto-reply, a
 bounce, a mailing list's) that must never be answered.
 
-Parsing uses the standard library (`email.message_from_bytes(raw, policy=email.policy.default)`,
-../shared/reference/channels.md §12). HTML is cleaned with nh3 (ammonia): no scripts, styles, event
+Parsing uses the standard library (../shared/reference/channels.md §12) with its compat32 policy:
+the structure, and only the headers we read decoded (RFC 2047) one by one; `policy.default` builds a
+header object for every header each time one is read, which was most of the time spent per message.
+HTML is cleaned with nh3 (ammonia): no scripts, styles, event
 handlers or forms; images keep their address in `data-src` only, so nothing remote loads until the
 agent asks (the page swaps `data-src` back in). Quoted history ("On ... wrote:" and the `>` lines
 under it) and a signature after the standard "-- " line are split off the plain text, kept in the
@@ -14,9 +16,11 @@ import base64
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from email import message_from_bytes, policy
+from email import message_from_bytes
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.headerregistry import Address
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -61,8 +65,7 @@ class ParsedMail:
 
 
 def parse(raw: bytes) -> ParsedMail:
-    message = message_from_bytes(raw, policy=policy.default)
-    assert isinstance(message, EmailMessage)
+    message = message_from_bytes(raw)
     from_name, from_address = _first_address(message, "from")
     text, html = _bodies(message)
     main, quoted, signature = split_quoted(text)
@@ -87,12 +90,19 @@ def parse(raw: bytes) -> ParsedMail:
     )
 
 
-def _header(message: Message, name: str) -> str:
+def _decoded_words(value: str) -> str:
+    """RFC 2047 encoded words decoded (`=?utf-8?q?...?=`), the text as it was otherwise."""
+    if "=?" not in value:
+        return value
     try:
-        value = message.get(name)
-    except (ValueError, IndexError, AttributeError):
-        return ""
-    return " ".join(str(value).split()) if value is not None else ""
+        return str(make_header(decode_header(value)))
+    except (ValueError, LookupError, UnicodeDecodeError, HeaderParseError):
+        return value
+
+
+def _header(message: Message, name: str) -> str:
+    value = message.get(name)
+    return " ".join(_decoded_words(str(value)).split()) if value is not None else ""
 
 
 def _addresses(message: Message, name: str) -> list[str]:
@@ -115,7 +125,7 @@ def _first_address(message: Message, name: str) -> tuple[str | None, str | None]
         return None, None
     for display, address in getaddresses(values):
         if "@" in address:
-            return (" ".join(display.split()) or None), address.strip().lower()
+            return (" ".join(_decoded_words(display).split()) or None), address.strip().lower()
     return None, None
 
 
@@ -134,6 +144,11 @@ def _date(message: Message) -> datetime | None:
         return parsedate_to_datetime(str(value)) if value else None
     except (ValueError, TypeError, IndexError):
         return None
+
+
+def is_reply_subject(subject: str) -> bool:
+    """Whether the subject says it answers or forwards something (Re:, AW:, SV:, Fwd: ...)."""
+    return bool(_PREFIX.match(subject or ""))
 
 
 def normalised_subject(subject: str) -> str:
@@ -159,12 +174,12 @@ def automatic_reason(message: Message) -> str | None:
     return None
 
 
-def _bounce(message: EmailMessage) -> tuple[str | None, str] | None:
+def _bounce(message: Message) -> tuple[str | None, str] | None:
     """A delivery status notification (RFC 3464, multipart/report; report-type=delivery-status): the
     id of the message that failed and the reason the reporting server gave."""
     if message.get_content_type() != "multipart/report":
         return None
-    if message.get_param("report-type", "").lower() != "delivery-status":  # type: ignore[union-attr]
+    if str(message.get_param("report-type", "")).lower() != "delivery-status":
         return None
     original: str | None = None
     reason = ""
@@ -209,21 +224,36 @@ def _original_id(part: Message) -> str | None:
 
 
 def _content(part: Message) -> str:
+    raw = part.get_payload(decode=True)
+    if not isinstance(raw, bytes):
+        return ""
     try:
-        content = part.get_content()  # type: ignore[attr-defined]
-    except (LookupError, ValueError, AssertionError):
-        raw = part.get_payload(decode=True)
-        content = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
-    return content if isinstance(content, str) else ""
+        return raw.decode(part.get_content_charset() or "utf-8", "replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", "replace")
 
 
-def _bodies(message: EmailMessage) -> tuple[str, str | None]:
-    """The plain text (from the HTML when there is no plain part) and the HTML, if any."""
-    plain_part = message.get_body(preferencelist=("plain",))
-    html_part = message.get_body(preferencelist=("html",))
-    html = _content(html_part) if html_part is not None else None
-    if plain_part is not None:
-        text = _content(plain_part)
+def _bodies(message: Message) -> tuple[str, str | None]:
+    """The plain text (from the HTML when there is no plain part) and the HTML, if any: the first
+    of each that is not an attachment, outside attached messages."""
+    plain: str | None = None
+    html: str | None = None
+    pending = [message]
+    while pending:
+        part = pending.pop(0)
+        if part.is_multipart():
+            if part.get_content_type() != "message/rfc822":
+                pending[:0] = [p for p in part.get_payload() if isinstance(p, Message)]
+            continue
+        if (part.get_content_disposition() or "") == "attachment":
+            continue
+        kind = part.get_content_type()
+        if kind == "text/plain" and plain is None:
+            plain = _content(part)
+        elif kind == "text/html" and html is None:
+            html = _content(part)
+    if plain is not None:
+        text = plain
     elif html is not None:
         text = html_to_text(html)
     else:
@@ -317,7 +347,7 @@ def split_quoted(text: str) -> tuple[str, str, str]:
 # ----- files ----------------------------------------------------------------------------------------
 
 
-def _attachments(message: EmailMessage) -> list[dict[str, Any]]:
+def _attachments(message: Message) -> list[dict[str, Any]]:
     """Attachments and inline images as references our file storage takes in (`provider_file` with
     the bytes, read by `EmailAdapter.fetch_media`)."""
     found: list[dict[str, Any]] = []
@@ -325,7 +355,8 @@ def _attachments(message: EmailMessage) -> list[dict[str, Any]]:
         if part.is_multipart() or part.get_content_maintype() == "message":
             continue
         disposition = (part.get_content_disposition() or "").lower()
-        filename = part.get_filename()
+        given = part.get_filename()
+        filename = _decoded_words(given) if given else None
         kind = part.get_content_type()
         if disposition != "attachment" and not (filename or (kind.startswith("image/") and part.get("content-id"))):
             continue
