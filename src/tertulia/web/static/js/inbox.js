@@ -259,7 +259,10 @@
     var bubble = el("div", "msg-bubble");
     if (kind === "comment") bubble.appendChild(el("span", "msg-label", T.internal));
     var content = kind === "comment" ? commentText(m) : contentNode(m);
+    var mail = kind === "incoming" && m.payload && m.payload.email;
+    if (mail && mail.subject) bubble.appendChild(el("div", "msg-email-subject", mail.subject));
     bubble.appendChild(content);
+    if (mail) emailExtras(bubble, mail);
     var offered = kind === "outgoing" ? choicesNode(m.payload || {}) : null;
     if (offered) bubble.appendChild(offered);
     if (kind === "incoming" && m.type === "postback" && m.payload && m.payload.postback && m.payload.postback.data != null) {
@@ -295,6 +298,43 @@
     if (kind === "incoming" && payload.comment) bubble.appendChild(privateReplyNode(m, payload));
     node.appendChild(bubble);
     return node;
+  }
+
+  // An email's quoted history and signature, collapsed; its HTML (sanitised by the server, remote
+  // images held back in data-src) in a sandboxed frame, images loaded only when the agent asks.
+  function collapsed(label, text, testid) {
+    var box = el("details", "msg-email-part");
+    box.setAttribute("data-testid", testid);
+    box.appendChild(el("summary", "", label));
+    box.appendChild(el("pre", "msg-email-pre", text));
+    return box;
+  }
+  function emailExtras(bubble, mail) {
+    if (mail.quoted) bubble.appendChild(collapsed(T.email_quoted, mail.quoted, "email-quoted"));
+    if (mail.signature) bubble.appendChild(collapsed(T.email_signature, mail.signature, "email-signature"));
+    if (!mail.html) return;
+    var box = el("details", "msg-email-part");
+    box.setAttribute("data-testid", "email-html");
+    box.appendChild(el("summary", "", T.email_html));
+    var frame = document.createElement("iframe");
+    frame.className = "msg-email-html";
+    frame.setAttribute("sandbox", "");
+    frame.setAttribute("referrerpolicy", "no-referrer");
+    box.addEventListener("toggle", function () {
+      if (box.open && !frame.srcdoc) frame.srcdoc = mail.html;
+    });
+    box.appendChild(frame);
+    if (/data-src=/.test(mail.html)) {
+      var images = el("button", "button small", T.email_images);
+      images.type = "button";
+      images.setAttribute("data-testid", "email-load-images");
+      images.addEventListener("click", function () {
+        frame.srcdoc = mail.html.replace(/data-src=/g, "src=");
+        images.remove();
+      });
+      box.appendChild(images);
+    }
+    bubble.appendChild(box);
   }
 
   // A comment on the business's post (Messenger, Instagram): one private reply, within 7 days.
