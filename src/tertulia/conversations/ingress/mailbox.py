@@ -16,7 +16,6 @@ watch-email`, or the consumer's watcher threads).
 """
 
 import threading
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -232,9 +231,12 @@ def watch_mailbox(db: Database, channel_id: int, stop: threading.Event, *, idle_
             return
         config = email_adapter.config_of(channel)
         fetch_mailbox(db, channel_id)
+        if config.protocol != "imap":
+            stop.wait(config.poll_seconds)  # POP3 has no push: read every poll_seconds
+            continue
         try:
             with email_adapter.imap_session(channel) as client:
-                if "IDLE" not in client.capabilities or config.protocol != "imap":
+                if "IDLE" not in client.capabilities:
                     stop.wait(config.poll_seconds)
                     continue
                 email_adapter.select_folder(client, config.folder)
@@ -250,7 +252,8 @@ def watch_mailbox(db: Database, channel_id: int, stop: threading.Event, *, idle_
 
 
 def start_watchers(db: Database, stop: threading.Event) -> list[threading.Thread]:
-    """One IDLE watcher thread per active IMAP email channel (daemon threads; `stop` ends them)."""
+    """One watcher thread per active email channel: IDLE over IMAP, else reading every poll_seconds
+    (daemon threads; `stop` ends them)."""
     with db.transaction(write=False) as session:
         ids = list(
             session.scalars(select(Channel.id).where(Channel.type == email_adapter.TYPE, Channel.active.is_(True)))
@@ -261,5 +264,4 @@ def start_watchers(db: Database, stop: threading.Event) -> list[threading.Thread
     ]
     for thread in threads:
         thread.start()
-    time.sleep(0)
     return threads
