@@ -8,7 +8,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= 2
 
-.PHONY: install run test lint contracts typecheck pytest chromium bench screenshots clean
+.PHONY: install run test lint contracts typecheck pytest chromium dovecot bench screenshots clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -29,6 +29,12 @@ chromium:
 		echo "Installing Chromium from Debian..."; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The email channel's tests run a private Dovecot (IMAP and POP3) from Debian's packages.
+dovecot:
+	@command -v dovecot >/dev/null || { \
+		echo "Installing Dovecot from Debian..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-imapd dovecot-pop3d >/dev/null; }
+
 lint: install
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
@@ -41,7 +47,7 @@ contracts: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install chromium
+pytest: install chromium dovecot
 	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 test: lint typecheck pytest

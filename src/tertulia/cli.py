@@ -456,6 +456,29 @@ def channel_connect(
     typer.echo(json.dumps(result))
 
 
+@channel_app.command("watch-email")
+def channel_watch_email() -> None:
+    """Read email channels' new mail as it arrives: one IMAP IDLE connection per active mailbox (a
+    server without IDLE is read every poll_seconds). Runs until stopped; the mail goes through the
+    queue like any callback. Without it, `tertulia serve`/`worker` read each mailbox every minute."""
+    import signal
+    import threading
+
+    from tertulia.conversations.ingress.mailbox import start_watchers
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    threads = start_watchers(get_database(), stop)
+    typer.echo(f"watching {len(threads)} mailbox(es)")
+    try:
+        while not stop.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        stop.set()
+    for thread in threads:
+        thread.join(10)
+
+
 @channel_app.command("list")
 def channel_list(workspace: Annotated[str, typer.Option(help="Workspace name.")]) -> None:
     """The workspace's channels, one JSON object a line: id, type, name, state, callback URL."""

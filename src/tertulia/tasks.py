@@ -17,7 +17,8 @@ Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `co
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
 `conversations.sweep_callbacks`, `broadcasts.sweep` (due broadcasts started, sending ones
-pumped), `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
+pumped), `conversations.fetch_mailboxes` (email channels whose poll interval has passed),
+`conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
 hours), and the event log's dispatcher and pruning (`events.tasks`).
 
@@ -35,6 +36,7 @@ from tertulia.contacts import import_runner
 from tertulia.contacts import tasks as contacts_tasks
 from tertulia.conversations import outbox as conversations_outbox
 from tertulia.conversations.ingress import callbacks as conversations_callbacks
+from tertulia.conversations.ingress import mailbox as conversations_mailbox
 from tertulia.events import tasks as events_tasks
 from tertulia.kit import queue
 from tertulia.mail import tasks as mail_tasks
@@ -47,6 +49,7 @@ __all__ = [
     "channels_tasks",
     "contacts_tasks",
     "conversations_callbacks",
+    "conversations_mailbox",
     "conversations_outbox",
     "events_tasks",
     "mail_tasks",

@@ -11,15 +11,15 @@ refusing a message by policy. The tests then prove, for every adapter:
 - the handshake is answered (a provider without one rejects every GET);
 - sample callbacks parse to messages with provider ids (and, through the endpoint, a callback posted
   twice stores each message once);
-- `send` against a real local HTTP server maps 429 and 5xx to `TransientError` and a policy refusal
-  to `PermanentError` carrying the provider's reason;
+- `send` against a real local server (HTTP, or the adapter's own protocol: SMTP) maps 429 and 5xx
+  to `TransientError` and a policy refusal to `PermanentError` carrying the provider's reason;
 - delivery statuses only move forward, whatever order the receipts arrive in.
 """
 
 import json
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -90,6 +90,10 @@ class AdapterCase:
     # For providers that sign the URL they called with the body (Twilio): signing headers for
     # (channel, URL, body); `sign` is then unused.
     sign_url: Callable[[Channel, str, bytes], Headers] | None = None
+    # A provider that is not an HTTP API (email's SMTP server): a real local server answering each
+    # send with the next of the scripted (HTTP-like status, body) answers; yields what `send_config`
+    # takes. None: `scripted_provider`, an HTTP server.
+    provider: Callable[[list[tuple[int, dict[str, Any]]]], AbstractContextManager[str]] | None = None
 
     def signed(self, channel: Channel, body: bytes, url: str = "") -> Headers:
         if self.sign_url is not None:
@@ -240,7 +244,8 @@ def test_send_maps_provider_errors(case: AdapterCase, db: Database, tenant: Tena
     refusal = case.refusal
     answers = [(429, case.error_body(429, "slow down")), (503, case.error_body(503, "down"))]
     accepted, provider_id = case.accepted
-    with scripted_provider([*answers, (refusal.status, refusal.body), (200, accepted)]) as url:
+    provider = case.provider or scripted_provider
+    with provider([*answers, (refusal.status, refusal.body), (200, accepted)]) as url:
         channel = _channel(db, tenant, case, case.send_config(url))
         with pytest.raises(TransientError) as throttled:
             case.adapter.send(channel, _outbound(case))

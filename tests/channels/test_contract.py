@@ -5,6 +5,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -13,6 +14,7 @@ import pytest
 from tertulia.channels import registry
 from tertulia.channels.adapters import ADAPTERS
 from tertulia.channels.adapters.bird import BirdAdapter
+from tertulia.channels.adapters.email import EmailAdapter, ingest_signature, message_id_for
 from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.meta_graph import hub_signature
@@ -47,6 +49,7 @@ from tests.channels.fake_vonage import NUMBER as VONAGE_NUMBER
 from tests.channels.fake_vonage import SIGNATURE_SECRET as VONAGE_SIGNATURE_SECRET
 from tests.channels.fake_vonage import messages_token, problem
 from tests.fakes import FAKE_SECRET, FakeHttpAdapter
+from tests.mailservers import scripted_smtp
 
 
 def _json(data: object) -> bytes:
@@ -433,6 +436,66 @@ def _bird() -> AdapterCase:
     )
 
 
+INGEST_SECRET = "ingest-secret-for-tests"
+TOKEN_SECRET = "token-secret-for-tests"
+
+
+def _email() -> AdapterCase:
+    """Raw RFC 5322 mail, as the fetcher spools it or a mail server's pipe posts it (signed with the
+    channel's ingest secret); sending goes to a real SMTP server (aiosmtpd) answering as scripted:
+    4xx is transient, 5xx a refusal with the server's words."""
+
+    def sign(channel: Channel, body: bytes) -> dict[str, str]:
+        return {"X-Tertulia-Signature": f"sha256={ingest_signature(str(channel.secrets['ingest_secret']), body)}"}
+
+    def raw(message_id: str, text: str, sender: str = "ana@example.com") -> bytes:
+        return (
+            f"From: Ana Ruiz <{sender}>\r\nTo: support@shop.example.com\r\nSubject: Pedido\r\n"
+            f"Date: Thu, 26 Nov 2026 10:00:00 +0000\r\nMessage-ID: {message_id}\r\n"
+            f"Content-Type: text/plain; charset=utf-8\r\n\r\n{text}\r\n"
+        ).encode()
+
+    @contextmanager
+    def smtp(answers: list[tuple[int, dict[str, Any]]]) -> Iterator[str]:
+        script = ["250 OK" if status == 200 else str(body["smtp"]) for status, body in answers]
+        with scripted_smtp(script) as port:
+            yield str(port)
+
+    def error_body(status: int, text: str) -> dict[str, Any]:
+        code = {429: "421 4.7.0", 503: "451 4.3.0"}.get(status, "550 5.7.1")
+        return {"smtp": f"{code} {text}"}
+
+    config = {
+        "address": "support@shop.example.com",
+        "incoming_host": "127.0.0.1",
+        "incoming_port": 9,
+        "incoming_security": "plain",
+        "smtp_host": "127.0.0.1",
+        "smtp_port": 9,
+        "smtp_security": "plain",
+        "sent_folder": "",
+    }
+    secrets = {"password": "pw", "ingest_secret": INGEST_SECRET, "token_secret": TOKEN_SECRET}
+    sent_id = message_id_for(Channel(config=config, secrets=secrets), 7)
+    return AdapterCase(
+        adapter=EmailAdapter(),
+        sign=sign,
+        handshake=None,
+        samples=[
+            (raw("<a1@example.com>", "Hola ñandú"), ["<a1@example.com>"]),
+            (raw("<b2@example.com>", "Otra", "bob@example.net"), ["<b2@example.com>"]),
+        ],
+        config=config,
+        secrets=secrets,
+        send_config=lambda port: {"smtp_port": int(port)},
+        provider=smtp,
+        refusal=Refusal(550, error_body(550, "Message rejected as spam"), "550 5.7.1 Message rejected as spam"),
+        error_body=error_body,
+        accepted=({}, sent_id),
+        recipient_id="ana@example.com",
+    )
+
+
 # Production adapters, plus the test-only HTTP provider that exercises the sending half.
 CASES: dict[str, Callable[[], AdapterCase]] = {
     "webchat": _webchat,
@@ -444,6 +507,7 @@ CASES: dict[str, Callable[[], AdapterCase]] = {
     "twilio": _twilio,
     "vonage": _vonage,
     "bird": _bird,
+    "email": _email,
 }
 
 

@@ -69,7 +69,20 @@ VALID = {
 }
 # Fields the reader never types (hidden values, a button's own value, the file input): their refusal
 # is shown at the top of the form or beside the control that sent it, so any field error will do.
-NOT_TYPED = {"next", "then", "return_to", "ids", "confirm", "segment", "action", "csrf_token", "members", "file"}
+NOT_TYPED = {
+    "next",
+    "then",
+    "return_to",
+    "ids",
+    "confirm",
+    "segment",
+    "action",
+    "csrf_token",
+    "members",
+    "file",
+    "state",
+    "code",
+}
 # Forms a page reads itself (request.state.form) rather than through declared Form() parameters.
 HAND_READ = {
     "/contacts/import": ["file"],
@@ -198,6 +211,14 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             {"workspace_id": "ws-1", "channel_id": "ch-1", "from_number": "+31612345678"},
             {"access_key": "clave", "signing_key": "firma"},
         )
+        email = do_create_channel(
+            session,
+            actor,
+            "email",
+            "Correo",
+            {"address": "soporte@example.com", "incoming_host": "imap.example.com", "smtp_host": "smtp.example.com"},
+            {"password": "secreto"},
+        )
         job = do_create_import(session, actor, "c.csv", b"first_name\nLuz\n")
         broadcast = do_create_broadcast(session, actor, DraftFields(name="Aviso"))
         tag_id = session.scalar(select(Tag.id).where(Tag.workspace_id == tenant.workspace_id))
@@ -210,6 +231,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             "twilio": twilio.id,
             "vonage": vonage.id,
             "bird": bird.id,
+            "email": email.id,
             "job_id": job.id,
             "category_id": category.id,
             "broadcast_id": broadcast.id,
@@ -239,6 +261,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "twilio": str(ids["twilio"]),
         "vonage": str(ids["vonage"]),
         "bird": str(ids["bird"]),
+        "email": str(ids["email"]),
         "/password-reset/{token}": reset,
         "/invitations/{token}": invitation.token,
     }
@@ -254,6 +277,8 @@ def _url(path: str, field: str, world: dict[str, str]) -> str:
     provider = next((name for name, (config, secrets) in SMS_FORMS.items() if field in (*config, *secrets)), "twilio")
     if path.endswith(("/sms", "/sms/test")):
         channel = world[provider]
+    if path.endswith(("/email", "/email/test")) and "{channel_id}" in path:
+        channel = world["email"]
 
     def fill(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -310,6 +310,9 @@ class ChannelRules:
     # The provider calls back with our own sent messages (Messenger and Instagram "echoes"); one may
     # be stored before the send is recorded, and the outbox then drops it (payload "echo").
     echoes: bool = False
+    # Email: the outbox gives each message its thread's headers (payload "email_thread":
+    # conversations/email_threads.py), and inbound mail is threaded by them.
+    mail_threading: bool = False
 
 
 class ChannelError(Exception):

@@ -14,6 +14,7 @@ from sqlalchemy import BigInteger, Select, String, column, func, select, table
 from sqlalchemy.orm import Session
 
 from tertulia.channels import repository as repo
+from tertulia.channels.adapters import email_oauth
 from tertulia.channels.health import record_error
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ChannelError, ChatMenu, ConnectionCheck, ProviderSetup, SetupRefused
@@ -23,7 +24,7 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import ValidationFailed, found
 from tertulia.kit.models import UTCDateTime
-from tertulia.kit.security import new_token
+from tertulia.kit.security import new_token, sign, signature_matches
 from tertulia.kit.text import tidy_name
 from tertulia.users.permissions import Actor, Permission
 
@@ -133,6 +134,7 @@ class ProviderRefused(ValidationFailed):
 
 
 PROVIDER_NAMES = {
+    "email": "Email",
     "telegram": "Telegram",
     "webchat": "Web chat",
     "whatsapp": "WhatsApp",
@@ -338,3 +340,46 @@ def check_connection(actor: Actor, channel: Channel) -> dict[str, Any]:
     if not isinstance(adapter, ConnectionCheck):
         raise ValidationFailed.field("type", f"{channel.type} channels have no provider account to check")
     return adapter.check_connection(channel)
+
+
+# ----- mailboxes authorised through OAuth 2.0 (email channels with auth "oauth2") ---------------
+
+OAUTH_STATE = "email-oauth-state"
+
+
+def oauth_state(actor: Actor, channel: Channel) -> str:
+    """The `state` of the authorisation request: which channel, bound to the person who asked."""
+    message = f"{channel.id}:{actor.user_id}"
+    return f"{channel.id}.{sign(OAUTH_STATE, message)}"
+
+
+def mailbox_authorization_url(actor: Actor, channel: Channel, redirect_uri: str) -> str:
+    actor.require(Permission.MANAGE_CHANNELS)
+    if channel.type != "email" or (channel.config or {}).get("auth") != "oauth2":
+        raise ValidationFailed.field("auth", "this mailbox does not use OAuth")
+    return email_oauth.authorization_url(channel.config or {}, redirect_uri, oauth_state(actor, channel))
+
+
+def channel_of_oauth_state(actor: Actor, state: str) -> int:
+    channel_id, _, signature = state.partition(".")
+    if not channel_id.isdigit() or not signature_matches(OAUTH_STATE, f"{channel_id}:{actor.user_id}", signature):
+        raise ValidationFailed.field("state", "this authorisation was not asked for here; start again")
+    return int(channel_id)
+
+
+def do_authorise_mailbox(
+    session: Session, actor: Actor, channel: Channel, code: str, redirect_uri: str, *, base_url: str
+) -> Channel:
+    """Trade the authorisation code for the refresh token we keep, then connect (log in to both
+    servers with XOAUTH2). Raises `ProviderRefused` with the authorisation server's words."""
+    actor.require(Permission.MANAGE_CHANNELS)
+    try:
+        answer = email_oauth.exchange_code(channel.config or {}, channel.secrets or {}, code, redirect_uri)
+    except ChannelError as exc:
+        raise ProviderRefused("OAuth", "__all__", exc.reason, "token") from exc
+    refresh = answer.get("refresh_token")
+    if not refresh:
+        raise ProviderRefused("OAuth", "__all__", "no refresh token came back (offline access refused)", "token")
+    channel.secrets = {**(channel.secrets or {}), "oauth_refresh_token": str(refresh)}
+    session.flush()
+    return do_reconnect_channel(session, actor, channel, base_url=base_url)

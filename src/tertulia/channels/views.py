@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 from starlette.responses import Response
 
@@ -25,7 +26,7 @@ from tertulia.channels.protocol import PACE_SETTING, ChannelError, channel_pace
 from tertulia.channels.registry import get_adapter
 from tertulia.channels.service import ProviderRefused
 from tertulia.kit.errors import DomainError, NotFound
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.security import new_token
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -127,6 +128,8 @@ PROVIDER_SAYS = {
     ),
     "menu": i18n.lazy("%(provider)s refused the menu: %(reason)s"),
     "number": i18n.lazy("%(provider)s does not know this sender: %(reason)s"),
+    "login": i18n.lazy("The mail server refused the login: %(reason)s"),
+    "mailserver": i18n.lazy("The mail server answered: %(reason)s"),
 }
 
 
@@ -196,6 +199,8 @@ def _list(
     instagram_errors: dict[str, str] | None = None,
     sms: dict[str, dict[str, Any]] | None = None,
     sms_errors: dict[str, dict[str, str]] | None = None,
+    email: dict[str, Any] | None = None,
+    email_errors: dict[str, str] | None = None,
 ) -> Response:
     everything = service.list_channels(ctx.session, ctx.actor.workspace_id)
     context = {
@@ -213,6 +218,8 @@ def _list(
         "instagram_errors": instagram_errors or {},
         "sms": {**SMS_VALUES, **(sms or {})},
         "sms_errors": sms_errors or {},
+        "email": email or EMAIL_VALUES,
+        "email_errors": email_errors or {},
     }
     return _render(ctx, "list.html", context, status_code=status)
 
@@ -272,6 +279,85 @@ def connect_telegram(ctx: UserPage, form: Annotated[TelegramForm, Form()]) -> Re
     config = {"api_base_url": form.api_base_url}
     secrets = {"bot_token": form.bot_token}
     return _connect(ctx, "telegram", form.name, config, secrets, kept=kept, done=_to_channel_page(ctx))
+
+
+EMAIL_FIELDS = (
+    "address",
+    "from_name",
+    "incoming_protocol",
+    "incoming_host",
+    "incoming_port",
+    "incoming_security",
+    "smtp_host",
+    "smtp_port",
+    "smtp_security",
+    "username",
+    "folder",
+    "sent_folder",
+    "poll_seconds",
+    "auth",
+    "oauth_client_id",
+    "oauth_auth_url",
+    "oauth_token_url",
+)
+EMAIL_VALUES: dict[str, Any] = {
+    "name": "",
+    "address": "",
+    "from_name": "",
+    "incoming_protocol": "imap",
+    "incoming_host": "",
+    "incoming_port": "",
+    "incoming_security": "ssl",
+    "smtp_host": "",
+    "smtp_port": "",
+    "smtp_security": "ssl",
+    "username": "",
+    "folder": "INBOX",
+    "sent_folder": "Sent",
+    "poll_seconds": "60",
+    "auth": "password",
+    "oauth_client_id": "",
+    "oauth_auth_url": "",
+    "oauth_token_url": "",
+}
+EMAIL_TEST_FAILED = i18n.lazy("The mail server answered: %(reason)s")
+
+
+class EmailForm(BaseModel):
+    name: str = ""
+    address: str = ""
+    from_name: str = ""
+    incoming_protocol: str = "imap"
+    incoming_host: str = ""
+    incoming_port: str = ""
+    incoming_security: str = "ssl"
+    smtp_host: str = ""
+    smtp_port: str = ""
+    smtp_security: str = "ssl"
+    username: str = ""
+    folder: str = "INBOX"
+    sent_folder: str = "Sent"
+    poll_seconds: str = "60"
+    auth: str = "password"
+    oauth_client_id: str = ""
+    oauth_auth_url: str = ""
+    oauth_token_url: str = ""
+    # Write-only: never put back into the page.
+    password: str = ""
+    oauth_client_secret: str = ""
+
+
+@router.post("/settings/channels/email")
+def connect_email(ctx: UserPage, form: Annotated[EmailForm, Form()]) -> Response:
+    """Connect a mailbox: both servers are asked (log in, read the greeting) before it is saved."""
+    values = form.model_dump()
+    config = {name: values[name] for name in EMAIL_FIELDS}
+    kept = {"name": form.name, **config}
+    name = form.name or form.address
+    secrets = {"password": form.password, "oauth_client_secret": form.oauth_client_secret}
+    if form.auth != "oauth2":
+        config = {k: v for k, v in config.items() if not k.startswith("oauth_")}
+    return _connect(ctx, "email", name, config, secrets, kept=kept, done=_to_channel_page(ctx))
 
 
 class WhatsAppForm(BaseModel):
@@ -473,6 +559,8 @@ def channel_page(ctx: UserPage, channel_id: ID) -> Response:
         return _meta_detail(ctx, channel, {}, 200)
     if channel.type in SMS_FORMS:
         return _sms_detail(ctx, channel, {}, 200)
+    if channel.type == "email":
+        return _email_detail(ctx, channel, {}, 200)
     if channel.type != "webchat":
         raise NotFound("Channel not found.")
     return _detail(ctx, channel, _form_values(channel), {}, 200)
@@ -599,6 +687,8 @@ def reconnect_channel(ctx: UserPage, channel_id: int) -> Response:
             if channel.type in META_TYPES
             else _sms_detail(ctx, channel, _errors(ctx, exc), 422)
             if channel.type in SMS_FORMS
+            else _email_detail(ctx, channel, _errors(ctx, exc), 422)
+            if channel.type == "email"
             else _telegram_detail(ctx, channel, _errors(ctx, exc), 422)
         ),
         redirect=f"/settings/channels/{channel_id}",
@@ -1010,6 +1100,126 @@ def update_sms(ctx: UserPage, channel_id: int, form: Annotated[SmsSecretsForm, F
         save,
         again=lambda exc: _sms_detail(ctx, channel, _errors(ctx, exc), 422),
         redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
+
+
+# ----- email ------------------------------------------------------------------------------------
+
+
+def _email_detail(
+    ctx: WebContext,
+    channel: Channel,
+    errors: dict[str, str],
+    status: int,
+    *,
+    report: dict[str, Any] | None = None,
+    test_error: str | None = None,
+    oauth_code: dict[str, str] | None = None,
+) -> Response:
+    [row] = _overview(ctx, [channel])
+    context = {
+        **row,
+        "oauth_code": oauth_code,
+        "authorised": bool((channel.secrets or {}).get("oauth_refresh_token")),
+        "config": channel.config or {},
+        "callback_url": service.callback_url(_base_url(ctx), channel),
+        "errors": errors,
+        "report": report,
+        "test_error": test_error,
+    }
+    return _render(ctx, "email.html", context, status_code=status)
+
+
+@router.post("/settings/channels/{channel_id}/email/test")
+def test_email(ctx: UserPage, channel_id: ID) -> Response:
+    """Log in to the incoming server and to SMTP and show what each answered, or the error."""
+    channel = _access(ctx, channel_id, "email")
+    try:
+        report = service.check_connection(ctx.actor, channel)
+    except ChannelError as exc:
+        return _email_detail(
+            ctx, channel, {}, 422, test_error=ctx.fmt.gettext(EMAIL_TEST_FAILED) % {"reason": exc.reason}
+        )
+    return _email_detail(ctx, channel, {}, 200, report=report)
+
+
+class EmailSecretsForm(BaseModel):
+    # Write-only: empty keeps the stored value.
+    password: str = ""
+
+
+@router.post("/settings/channels/{channel_id}/email")
+def update_email(ctx: UserPage, channel_id: int, form: Annotated[EmailSecretsForm, Form()]) -> Response:
+    """A new password (or app password): kept, then both servers are asked again."""
+    channel = _access(ctx, channel_id, "email")
+    replacements = (
+        {"password": form.password} if form.password.strip() and "password" in (channel.secrets or {}) else {}
+    )
+
+    def save() -> Channel:
+        service.do_replace_channel_secrets(ctx.session, ctx.actor, channel, replacements)
+        return service.do_reconnect_channel(ctx.session, ctx.actor, channel, base_url=_base_url(ctx))
+
+    return submit(
+        ctx,
+        save,
+        again=lambda exc: _email_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel_id}",
+        flash="channel_connected",
+        catch=(DomainError,),
+    )
+
+
+def _oauth_redirect(ctx: WebContext) -> str:
+    return f"{_base_url(ctx)}/settings/channels/email/oauth"
+
+
+@router.post("/settings/channels/{channel_id}/email/authorise")
+def authorise_email(ctx: UserPage, channel_id: ID) -> Response:
+    """To the mail provider's consent page (Google's), which comes back to `email_oauth_callback`."""
+    channel = _access(ctx, channel_id, "email")
+    try:
+        url = service.mailbox_authorization_url(ctx.actor, channel, _oauth_redirect(ctx))
+    except DomainError as exc:
+        return _email_detail(ctx, channel, _errors(ctx, exc), 422)
+    return RedirectResponse(url, status_code=303)
+
+
+@router.get("/settings/channels/email/oauth")
+def email_oauth_callback(ctx: UserPage, state: str = "", code: str = "", error: str = "") -> Response:
+    """The provider's answer comes back here; the person confirms, and the code is traded (POST)."""
+    channel = _access(ctx, service.channel_of_oauth_state(ctx.actor, state), "email")
+    if error or not code:
+        reason = ctx.fmt.gettext(EMAIL_TEST_FAILED) % {"reason": error or "no code"}
+        return _email_detail(ctx, channel, {}, 422, test_error=reason)
+    return _email_detail(ctx, channel, {}, 200, oauth_code={"state": state, "code": code})
+
+
+class OAuthCodeForm(BaseModel):
+    state: str = ""
+    code: str = ""
+
+
+@router.post("/settings/channels/email/oauth")
+def finish_email_oauth(ctx: UserPage, form: Annotated[OAuthCodeForm, Form()]) -> Response:
+    """Trade the code for a refresh token, then connect the mailbox with it."""
+    try:
+        check_form_text(ctx.request)
+        channel_id = service.channel_of_oauth_state(ctx.actor, form.state)
+    except DomainError as exc:
+        # Not a request this page made: said above the connect form, there is no channel to show.
+        problem = next(iter(_errors(ctx, exc).values()), "")
+        return _list(ctx, _form_values(None), {}, 422, email_errors={"state": problem})
+    channel = _access(ctx, channel_id, "email")
+    return submit(
+        ctx,
+        lambda: service.do_authorise_mailbox(
+            ctx.session, ctx.actor, channel, form.code, _oauth_redirect(ctx), base_url=_base_url(ctx)
+        ),
+        again=lambda exc: _email_detail(ctx, channel, _errors(ctx, exc), 422),
+        redirect=f"/settings/channels/{channel.id}",
         flash="channel_connected",
         catch=(DomainError,),
     )

@@ -148,6 +148,15 @@ class SuggestedReply(BaseModel):
     payload: str | None = Field(default=None, max_length=1000)
 
 
+class EmailOptions(BaseModel):
+    """Email channels: the subject (empty: "Re:" and the thread's), copies and blind copies."""
+
+    model_config = ConfigDict(extra="forbid")
+    subject: str | None = Field(default=None, max_length=998)
+    cc: list[str] = Field(default_factory=list, max_length=50)
+    bcc: list[str] = Field(default_factory=list, max_length=50)
+
+
 class MessageBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     # `whatsapp_template` is the stored type `template` with a WhatsApp template; `quick_reply` is a
@@ -169,6 +178,8 @@ class MessageBody(BaseModel):
     # Messenger/Instagram: the message tag that allows a message outside the 24-hour window
     # (ACCOUNT_UPDATE, POST_PURCHASE_UPDATE, CONFIRMED_EVENT_UPDATE, HUMAN_AGENT within 7 days).
     message_tag: str | None = Field(default=None, max_length=40, pattern=r"^[A-Z_]+$")
+    # Email channels only (others refuse it, 422).
+    email: EmailOptions | None = None
 
     @model_validator(mode="after")
     def _template_with_its_type(self) -> "MessageBody":
@@ -209,6 +220,8 @@ class MessageBody(BaseModel):
             payload["preview_url"] = True
         if self.quick_replies:
             payload["quick_replies"] = [q.model_dump(exclude_none=True) for q in self.quick_replies]
+        if self.email is not None:
+            payload["email"] = self.email.model_dump(exclude_none=True)
         return payload
 
 

@@ -16,7 +16,7 @@ from tertulia.channels.protocol import DeliveryStatus, InboundEdit, InboundMessa
 from tertulia.contacts import identities
 from tertulia.contacts.models import Contact
 from tertulia.contacts.service import do_record_blocked_message, record
-from tertulia.conversations import events
+from tertulia.conversations import email_threads, events
 from tertulia.conversations import repository as repo
 from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.hooks import received_hooks
@@ -197,10 +197,23 @@ def _blocked(session: Session, channel: Channel, inbound: InboundMessage, contac
 
 
 def _contacts_for(session: Session, items: Sequence[tuple[Channel, InboundMessage]]) -> list[Contact]:
-    """The contact behind each sender, in order (contacts/identities.py decides who is who)."""
-    return identities.resolve_senders(
-        session, [(channel.workspace_id, channel.type, _sender(inbound)) for channel, inbound in items]
+    """The contact behind each sender, in order (contacts/identities.py decides who is who); mail that
+    answers a thread we know goes to that thread's contact (conversations/email_threads.py)."""
+    threaded = email_threads.thread_contacts(session, items)
+    rest = [index for index, contact_id in enumerate(threaded) if contact_id is None]
+    resolved = identities.resolve_senders(
+        session, [(items[i][0].workspace_id, items[i][0].type, _sender(items[i][1])) for i in rest]
     )
+    by_index = dict(zip(rest, resolved, strict=True))
+    contacts: list[Contact] = []
+    for index, contact_id in enumerate(threaded):
+        if contact_id is None:
+            contacts.append(by_index[index])
+            continue
+        contact = session.get(Contact, contact_id)
+        assert contact is not None
+        contacts.append(contact)
+    return contacts
 
 
 def _sender(inbound: InboundMessage) -> identities.Sender:

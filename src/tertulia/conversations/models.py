@@ -4,7 +4,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Enum, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
+from sqlalchemy import BigInteger, Enum, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.channels.protocol import DeliveryStatus, MessageType
@@ -246,3 +246,25 @@ class SmsPart(IdMixin, Base):
     text: Mapped[str] = mapped_column(Text, default="")
     assembled: Mapped[bool] = mapped_column(default=False)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Mailbox(Base):
+    """Where the fetcher of an email channel stands in its mailbox (conversations/ingress/mailbox.py):
+    IMAP's UIDVALIDITY and the highest UID already spooled (mail is read by UID, and a new
+    UIDVALIDITY means the server renumbered the folder: it is read again from the start, the
+    Message-IDs keeping it from being stored twice), or for POP3 the UIDLs already spooled. Advanced
+    only after the mail is in the callback spool, so a restart never skips mail."""
+
+    __tablename__ = "email_mailboxes"
+
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    folder: Mapped[str] = mapped_column(String(200))
+    uidvalidity: Mapped[int | None] = mapped_column(BigInteger)
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    pop_uidls: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    # The last look at the server, the last new mail found, the next look due, and the last failure.
+    fetched_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    received_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
+    error: Mapped[str | None] = mapped_column(Text)

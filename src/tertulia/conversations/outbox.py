@@ -59,8 +59,8 @@ from tertulia.channels.protocol import (
 )
 from tertulia.channels.registry import get_adapter
 from tertulia.contacts import identities
+from tertulia.conversations import email_threads, sms_consent
 from tertulia.conversations import repository as repo
-from tertulia.conversations import sms_consent
 from tertulia.conversations.files import do_sweep_unsent_uploads
 from tertulia.conversations.models import Direction, Message, OutboundPace, StoredFile
 from tertulia.conversations.status import advance_many, advance_message_status
@@ -329,7 +329,7 @@ def process_outbound(
         # Restarts the stuck-message clock: a message in backoff is not "stuck".
         message.status_at = utcnow()
         attempt = message.attempts
-        outbound = _outbound(session, message, recipient_id)
+        outbound = _outbound(session, channel, rules, message, recipient_id)
         session.expunge(channel)
     adapter = get_adapter(channel.type)
     try:
@@ -485,7 +485,7 @@ def process_outbound_batch(
             message.attempts += 1
             message.status_at = utcnow()
             claimed_ids.add(message.id)
-            outbound = _outbound(session, message, recipient_id)
+            outbound = _outbound(session, channel, rules, message, recipient_id)
             if pace is not None:
                 claims.append(_Claim(channel, outbound, message.attempts, at, moment_here + at - moment))
             else:
@@ -508,7 +508,15 @@ def _clock_at(moment: float) -> Callable[[], datetime]:
     return lambda: datetime.fromtimestamp(moment, tz=UTC)
 
 
-def _outbound(session: Session, message: Message, recipient_id: str) -> OutboundMessage:
+def _outbound(
+    session: Session, channel: Channel, rules: ChannelRules, message: Message, recipient_id: str
+) -> OutboundMessage:
+    if rules.mail_threading and "email_thread" not in (message.payload or {}):
+        # Fixed on the first try, so every retry sends the same thread headers.
+        message.payload = {
+            **(message.payload or {}),
+            "email_thread": email_threads.outbound_context(session, channel, message),
+        }
     return OutboundMessage(
         message_id=message.id,
         idempotency_key=f"tertulia-msg-{message.id}",

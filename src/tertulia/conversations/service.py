@@ -525,6 +525,8 @@ def check_content(channel: Channel, plan: OutboundPlan, payload: dict[str, Any])
     adapter = get_adapter(channel.type)
     if payload.get("buttons") and not adapter.rules.buttons:
         raise ValidationFailed.field("message.buttons", f"{channel.type} messages cannot carry buttons")
+    if payload.get("email") and not adapter.rules.mail_threading:
+        raise ValidationFailed.field("message.email", f"{channel.type} messages have no subject, CC or BCC")
     quick_reply = payload.get("quick_reply")
     if quick_reply:
         limits = adapter.rules.reply_choices

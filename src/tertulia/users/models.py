@@ -1,7 +1,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, UniqueConstraint, true
+from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, BigID, IdMixin, TimestampMixin
@@ -43,6 +43,8 @@ class User(IdMixin, TimestampMixin, Base):
     # Inbox alerts for a new message in a conversation assigned to this person (static/js/inbox.js).
     notify_desktop: Mapped[bool] = mapped_column(default=True, server_default=true())
     notify_sound: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # Put under the person's replies on email channels (plain text, after the standard "-- " line).
+    email_signature: Mapped[str | None] = mapped_column(Text)
 
     @property
     def full_name(self) -> str:

@@ -288,8 +288,10 @@ def do_update_profile(
     language: str | None,
     timezone: str | None,
     avatar_url: str | None,
+    email_signature: str | None = None,
 ) -> User:
-    """Validate every field (all problems reported at once), then save."""
+    """Validate every field (all problems reported at once), then save. `email_signature` None
+    leaves it as it is; empty text removes it."""
     errors: dict[str, str] = {}
     values: dict[str, Any] = {}
     checks: dict[str, Callable[[], Any]] = {
@@ -299,6 +301,8 @@ def do_update_profile(
         "timezone": lambda: check_timezone(timezone.strip()) if timezone and timezone.strip() else None,
         "avatar_url": lambda: _check_avatar_url(avatar_url),
     }
+    if email_signature is not None:
+        checks["email_signature"] = lambda: _check_signature(email_signature)
     for name, check in checks.items():
         try:
             values[name] = check()
@@ -310,6 +314,17 @@ def do_update_profile(
         setattr(user, name, value)
     session.flush()
     return user
+
+
+MAX_SIGNATURE = 2000
+
+
+def _check_signature(value: str) -> str | None:
+    """Plain text put under the person's replies on email channels."""
+    cleaned = "\n".join(line.rstrip() for line in value.replace("\r\n", "\n").split("\n")).strip()
+    if len(cleaned) > MAX_SIGNATURE:
+        raise ValidationFailed.field("email_signature", f"must be at most {MAX_SIGNATURE} characters")
+    return cleaned or None
 
 
 def _check_profile_language(value: str | None) -> str | None:

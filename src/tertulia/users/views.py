@@ -253,6 +253,7 @@ def _profile_values(ctx: WebContext) -> dict[str, str]:
         "avatar_url": user.avatar_url or "",
         "language": user.language or "",
         "timezone": user.timezone or "",
+        "email_signature": user.email_signature or "",
     }
 
 
@@ -295,6 +296,7 @@ def save_profile(
     avatar_url: Annotated[str, Form()] = "",
     language: Annotated[str, Form()] = "",
     timezone: Annotated[str, Form()] = "",
+    email_signature: Annotated[str, Form()] = "",
 ) -> Response:
     values = {
         "first_name": first_name,
@@ -302,6 +304,7 @@ def save_profile(
         "avatar_url": avatar_url,
         "language": language,
         "timezone": timezone,
+        "email_signature": email_signature,
     }
     try:
         check_form_text(ctx.request)
@@ -313,6 +316,7 @@ def save_profile(
             language=language or None,
             timezone=timezone or None,
             avatar_url=avatar_url or None,
+            email_signature=email_signature,
         )
     except ValidationFailed as exc:
         ctx.session.rollback()

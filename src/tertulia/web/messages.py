@@ -86,6 +86,25 @@ SERVICE_MESSAGES = (
     lazy("must be a number of seconds from 30 to 86400"),
     lazy("must be channels or legacy"),
     lazy("must be the id Bird shows (letters, digits and dashes)"),
+    # Email (channels/adapters/email.py)
+    lazy("must be the mailbox's email address"),
+    lazy("must be imap or pop3"),
+    lazy("must be the server's host name"),
+    lazy("must be ssl, starttls or plain"),
+    lazy("plain (unencrypted) is allowed only for a server on this machine"),
+    lazy("is not a folder name"),
+    lazy("is required (the mailbox's or an app password)"),
+    lazy("must be a number from 1 to 65535"),
+    lazy("must be a number from 10 to 3600"),
+    lazy("is not a valid email address"),
+    lazy("must be at most 998 characters"),
+    lazy("at most 50 recipients"),
+    lazy("must be one line"),
+    lazy("the files are too large for one email"),
+    lazy("is required for OAuth (the app's client id)"),
+    lazy("is required for OAuth (the app's client secret)"),
+    lazy("must be password or oauth2"),
+    lazy("this authorisation was not asked for here; start again"),
 )
 ROLE_NAMES = (lazy("Owner"), lazy("Manager"), lazy("Agent"))
 FALLBACK_TITLES = (lazy("Something went wrong"),)

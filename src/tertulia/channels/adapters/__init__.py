@@ -2,6 +2,7 @@
 module here and adding an instance to `ADAPTERS`; `channels.registry` serves them by type."""
 
 from tertulia.channels.adapters.bird import BirdAdapter
+from tertulia.channels.adapters.email import EmailAdapter
 from tertulia.channels.adapters.instagram import InstagramAdapter
 from tertulia.channels.adapters.messenger import MessengerAdapter
 from tertulia.channels.adapters.telegram import TelegramAdapter
@@ -20,4 +21,5 @@ ADAPTERS: tuple[ChannelAdapter, ...] = (
     TwilioAdapter(),
     VonageAdapter(),
     BirdAdapter(),
+    EmailAdapter(),
 )

@@ -6,7 +6,7 @@ contact was excluded or the message written for them; `broadcast_settings` the w
 unsubscribe keywords; `broadcast_opt_outs` the contacts who asked for no more broadcasts.
 
 Revision ID: 0270_broadcasts
-Revises: 0240_outbound_slots
+Revises: 0250_email_channel
 Create Date: 2026-11-26
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0270_broadcasts"
-down_revision: str | None = "0240_outbound_slots"
+down_revision: str | None = "0250_email_channel"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -259,7 +259,10 @@
     var bubble = el("div", "msg-bubble");
     if (kind === "comment") bubble.appendChild(el("span", "msg-label", T.internal));
     var content = kind === "comment" ? commentText(m) : contentNode(m);
+    var mail = kind === "incoming" && m.payload && m.payload.email;
+    if (mail && mail.subject) bubble.appendChild(el("div", "msg-email-subject", mail.subject));
     bubble.appendChild(content);
+    if (mail) emailExtras(bubble, mail);
     var offered = kind === "outgoing" ? choicesNode(m.payload || {}) : null;
     if (offered) bubble.appendChild(offered);
     if (kind === "incoming" && m.type === "postback" && m.payload && m.payload.postback && m.payload.postback.data != null) {
@@ -295,6 +298,43 @@
     if (kind === "incoming" && payload.comment) bubble.appendChild(privateReplyNode(m, payload));
     node.appendChild(bubble);
     return node;
+  }
+
+  // An email's quoted history and signature, collapsed; its HTML (sanitised by the server, remote
+  // images held back in data-src) in a sandboxed frame, images loaded only when the agent asks.
+  function collapsed(label, text, testid) {
+    var box = el("details", "msg-email-part");
+    box.setAttribute("data-testid", testid);
+    box.appendChild(el("summary", "", label));
+    box.appendChild(el("pre", "msg-email-pre", text));
+    return box;
+  }
+  function emailExtras(bubble, mail) {
+    if (mail.quoted) bubble.appendChild(collapsed(T.email_quoted, mail.quoted, "email-quoted"));
+    if (mail.signature) bubble.appendChild(collapsed(T.email_signature, mail.signature, "email-signature"));
+    if (!mail.html) return;
+    var box = el("details", "msg-email-part");
+    box.setAttribute("data-testid", "email-html");
+    box.appendChild(el("summary", "", T.email_html));
+    var frame = document.createElement("iframe");
+    frame.className = "msg-email-html";
+    frame.setAttribute("sandbox", "");
+    frame.setAttribute("referrerpolicy", "no-referrer");
+    box.addEventListener("toggle", function () {
+      if (box.open && !frame.srcdoc) frame.srcdoc = mail.html;
+    });
+    box.appendChild(frame);
+    if (/data-src=/.test(mail.html)) {
+      var images = el("button", "button small", T.email_images);
+      images.type = "button";
+      images.setAttribute("data-testid", "email-load-images");
+      images.addEventListener("click", function () {
+        frame.srcdoc = mail.html.replace(/data-src=/g, "src=");
+        images.remove();
+      });
+      box.appendChild(images);
+    }
+    bubble.appendChild(box);
   }
 
   // A comment on the business's post (Messenger, Instagram): one private reply, within 7 days.
@@ -705,6 +745,9 @@
     if (!note && !channelField.hidden && channelSelect.value) body.channel_id = Number(channelSelect.value);
     if (!note && quoted) body.reply_to_message_id = quoted.id;
     if (quickReply) { body.type = "quick_reply"; body.quick_reply = quickReply; }
+    var emailOptions = note ? null : emailPayload();
+    if (emailOptions) body.email = emailOptions;
+    clearEmailErrors();
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
@@ -721,6 +764,7 @@
         clearFiles(true);
         clearQuote();
         clearChoices();
+        clearEmailFields();
       }
       if (state.current && state.current.id === id) {
         addMessage(m, false);
@@ -730,6 +774,7 @@
       // The API's own message (it says which field); a network failure has no useful text.
       showComposerError(error instanceof TypeError ? T.error : error.message);
       showChoiceErrors(error.details);
+      showEmailErrors(error.details);
     }).then(function () {
       input.disabled = false;
       input.focus();
@@ -1103,10 +1148,47 @@
     var count = units === 0 ? 0 : units <= single ? 1 : Math.ceil(units / part);
     return { encoding: gsm ? "GSM-7" : "UCS-2", units: units, segments: count, limit: count > 1 ? part * count : single };
   }
+  // Email channels: subject, CC and BCC beside the text (the API's message.email).
+  var emailBox = $("[data-email-fields]");
+  function emailField(name) { return emailBox.querySelector('[data-email-field="' + name + '"]'); }
+  function emailError(name) { return emailBox.querySelector('[data-email-error="' + name + '"]'); }
+  function addressList(value) {
+    return value.split(/[,;\s]+/).map(function (a) { return a.trim(); }).filter(Boolean);
+  }
+  function emailPayload() {
+    if (emailBox.hidden) return null;
+    var payload = { cc: addressList(emailField("cc").value), bcc: addressList(emailField("bcc").value) };
+    var subject = emailField("subject").value.trim();
+    if (subject) payload.subject = subject;
+    return payload;
+  }
+  function clearEmailErrors() {
+    ["subject", "cc", "bcc"].forEach(function (name) {
+      emailError(name).textContent = "";
+      emailField(name).removeAttribute("aria-invalid");
+    });
+  }
+  function showEmailErrors(details) {
+    if (!details || emailBox.hidden) return false;
+    var shown = false;
+    Object.keys(details).forEach(function (key) {
+      var found = /^message\.email\.(subject|cc|bcc)$/.exec(key);
+      if (!found) return;
+      emailError(found[1]).textContent = details[key];
+      emailField(found[1]).setAttribute("aria-invalid", "true");
+      shown = true;
+    });
+    return shown;
+  }
+  function clearEmailFields() {
+    ["subject", "cc", "bcc"].forEach(function (name) { emailField(name).value = ""; });
+    clearEmailErrors();
+  }
   function renderSegments() {
     var c = state.current;
     var picked = c ? pickedChannel(c) : null;
     var type = picked ? picked.type : c ? c.channel_type : null;
+    emailBox.hidden = !(type === "email" && state.mode !== "note");
     var sms = SMS_TYPES.indexOf(type) >= 0 && state.mode !== "note";
     segmentsLine.hidden = !sms;
     if (!sms) return;

@@ -1,0 +1,121 @@
+"""An email conversation in a real browser: the customer's mail with its subject, the quoted history
+and signature collapsed, the HTML shown in a sandboxed frame with remote images held back until asked;
+the composer's subject, CC and BCC, with a bad address refused beside its field; and the mailbox's
+settings page.
+
+With TERTULIA_SCREENSHOT_DIR set, the conversation and the settings page are saved there
+(docs/screenshots/ is refreshed so)."""
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, expect
+
+from tertulia.channels.adapters.email import parse_mail
+from tertulia.channels.service import do_create_channel
+from tertulia.conversations.inbound import do_receive
+from tertulia.kit import queue
+from tertulia.kit.db import Database
+from tertulia.provisioning import do_create_workspace_with_owner
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.live_server import fresh_sqlite_database, serve_tertulia
+
+pytestmark = pytest.mark.browser
+
+OWNER = ("owner@mail.example.com", "owner-password")
+RAW = (
+    b"From: Ana Ruiz <ana@example.com>\r\nTo: support@shop.example.com\r\nSubject: Factura de marzo\r\n"
+    b"Message-ID: <m1@example.com>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n'
+    b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n"
+    b"Hola, no me lleg\xc3\xb3 la factura.\r\n\r\n-- \r\nAna Ruiz\r\n\r\n"
+    b"El lun, Soporte escribi\xc3\xb3:\r\n> Le enviamos la factura.\r\n"
+    b"--b\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+    b"<p>Hola, no me lleg\xc3\xb3 la <b>factura</b>.</p>"
+    b'<img src="https://tracker.example/p.gif"><script>x()</script>\r\n'
+    b"--b--\r\n"
+)
+
+
+@dataclass
+class Setup:
+    url: str
+    conversation_id: int
+    channel_id: int
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    require_chromium()
+    database: Database = fresh_sqlite_database(tmp_path_factory.mktemp("email-composer"))
+    with database.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Tienda Co", *OWNER, default_language="en")
+        owner = Actor(workspace_id=created.workspace.id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        # Servers on this machine that answer nothing (the discard port): the running server's
+        # periodic fetch tries them and the page shows its error; nothing leaves the machine.
+        config = {
+            "address": "support@shop.example.com",
+            "incoming_host": "127.0.0.1",
+            "incoming_port": 9,
+            "incoming_security": "plain",
+            "smtp_host": "127.0.0.1",
+            "smtp_port": 9,
+            "smtp_security": "plain",
+            "from_name": "Soporte",
+        }
+        channel = do_create_channel(session, owner, "email", "Soporte", config, {"password": "x"})
+        [inbound] = parse_mail(channel, RAW).messages
+        received = do_receive(session, channel, inbound)
+        assert received.conversation is not None
+        conversation_id, channel_id = received.conversation.id, channel.id
+    queue.use_database(database)
+    with serve_tertulia(database) as base:
+        yield Setup(base, conversation_id, channel_id)
+    queue.use_database(None)
+    database.dispose()
+
+
+def test_an_email_conversation_and_its_composer(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    page = browser.new_context().new_page()
+    watch(page, problems)
+    sign_in_at(page, setup.url, f"/messages/{setup.conversation_id}", *OWNER)
+    thread = page.get_by_test_id("thread")
+    expect(thread).to_contain_text("Factura de marzo")
+    expect(thread).to_contain_text("Hola, no me llegó la factura.")
+    quoted = page.get_by_test_id("email-quoted")
+    expect(quoted).not_to_have_attribute("open", "")
+    html = page.get_by_test_id("email-html")
+    html.locator("summary").click()
+    frame = html.locator("iframe")
+    expect(frame).to_have_attribute("sandbox", "")
+    inner = page.frame_locator('[data-testid="email-html"] iframe')
+    expect(inner.locator("b")).to_have_text("factura")
+    expect(inner.locator("img")).to_have_attribute("data-src", "https://tracker.example/p.gif")
+    assert inner.locator("script").count() == 0
+    expect(page.get_by_test_id("email-load-images")).to_be_visible()
+
+    expect(page.get_by_test_id("email-fields")).to_be_visible()
+    page.get_by_test_id("email-subject").fill("Su factura de marzo")
+    page.get_by_test_id("email-cc").fill("contabilidad@example.com")
+    page.get_by_test_id("composer-input").fill("Se la reenviamos hoy.")
+    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
+    if folder:
+        page.screenshot(path=str(Path(folder) / "65-inbox-email.png"))
+    page.get_by_test_id("email-cc").fill("no es correo")
+    page.get_by_test_id("composer-input").press("Enter")
+    expect(page.get_by_test_id("email-cc-error")).to_have_text("is not a valid email address")
+    expect(page.get_by_test_id("email-cc")).to_have_attribute("aria-invalid", "true")
+    page.get_by_test_id("mode-note").click()
+    expect(page.get_by_test_id("email-fields")).to_be_hidden()
+    page.goto(f"{setup.url}/settings/channels/{setup.channel_id}")
+    expect(page.get_by_test_id("email-status")).to_contain_text("support@shop.example.com")
+    if folder:
+        page.screenshot(path=str(Path(folder) / "66-settings-email.png"), full_page=True)
+    problems = [p for p in problems if "tracker.example" not in p]
+    assert problems == []
