@@ -10,13 +10,13 @@ from tertulia.contacts import hooks as contact_hooks
 from tertulia.conversations.merge import move_conversations
 from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
+from tertulia.webhooks import fanout as webhooks_fanout
 
 # Run inside the merge transaction, in this order.
 MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations,)
 
-# Fed from the event log by `events.tasks`, each from its own position. None yet: webhooks and
-# workflows come next.
-EVENT_CONSUMERS: tuple[Consumer, ...] = ()
+# Fed from the event log by `events.tasks`, each from its own position.
+EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER,)
 
 
 def install() -> None:
