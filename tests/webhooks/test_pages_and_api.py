@@ -51,7 +51,7 @@ def test_owners_and_managers_add_an_endpoint_and_see_its_secret_once(
     created = client.post(
         "/settings/webhooks",
         data={
-            "url": "https://hooks.example.com/tertulia",
+            "url": "https://hooks.example.invalid/tertulia",
             "events": ["contact.created", "message.received"],
             "description": "CRM sync",
             "csrf_token": token,
@@ -62,7 +62,7 @@ def test_owners_and_managers_add_an_endpoint_and_see_its_secret_once(
     secret = re.search(r'value="(whsec_[^"]+)"', created.text)
     assert secret is not None
     again = client.get("/settings/webhooks")
-    assert "hooks.example.com/tertulia" in again.text
+    assert "hooks.example.invalid/tertulia" in again.text
     assert secret.group(1) not in again.text  # shown once
     with db.transaction(write=False) as session:
         endpoint = session.scalars(select(WebhookEndpoint)).one()
@@ -79,13 +79,13 @@ def test_owners_and_managers_add_an_endpoint_and_see_its_secret_once(
 
 
 def test_an_agent_is_refused_the_page_the_forms_and_the_api(client: TestClient, db: Database, tenant: Tenant) -> None:
-    endpoint = create_endpoint(client, tenant.headers, "https://hooks.example.com/x", ["contact.created"])
+    endpoint = create_endpoint(client, tenant.headers, "https://hooks.example.invalid/x", ["contact.created"])
     token = sign_in_as(client, db, tenant.agent_id, "agent-password")
     assert client.get("/settings/webhooks").status_code == 403
     assert 'href="/settings/webhooks"' not in client.get("/contacts").text
     refused = client.post(
         "/settings/webhooks",
-        data={"url": "https://hooks.example.com/y", "events": ["contact.created"], "csrf_token": token},
+        data={"url": "https://hooks.example.invalid/y", "events": ["contact.created"], "csrf_token": token},
     )
     assert refused.status_code == 403
     assert client.post(f"/settings/webhooks/{endpoint['id']}/delete", data={"csrf_token": token}).status_code == 403
@@ -96,7 +96,7 @@ def test_an_agent_is_refused_the_page_the_forms_and_the_api(client: TestClient, 
 
 
 def test_an_api_token_manages_endpoints(client: TestClient, db: Database, tenant: Tenant) -> None:
-    created = create_endpoint(client, tenant.headers, "https://hooks.example.com/x", ["contact.created"])
+    created = create_endpoint(client, tenant.headers, "https://hooks.example.invalid/x", ["contact.created"])
     assert created["secret"].startswith("whsec_")
     listed = client.get("/api/v1/webhooks", headers=tenant.headers).json()
     assert [e["id"] for e in listed] == [created["id"]]
@@ -122,7 +122,7 @@ def test_another_workspaces_endpoint_is_not_found(
     client: TestClient, db: Database, tenant: Tenant, make_tenant: Callable[..., Tenant]
 ) -> None:
     other = make_tenant("Otra")
-    theirs = create_endpoint(client, other.headers, "https://hooks.example.com/x", ["contact.created"])
+    theirs = create_endpoint(client, other.headers, "https://hooks.example.invalid/x", ["contact.created"])
     sent = client.post(f"/api/v1/webhooks/{theirs['id']}/test", headers=other.headers).json()
     base = f"/api/v1/webhooks/{theirs['id']}"
     for method, path in [
@@ -139,7 +139,7 @@ def test_another_workspaces_endpoint_is_not_found(
         assert response.status_code == 404, (method, path, response.text)
         assert response.json()["error"]["code"] == "not_found"
     # Its delivery through one of our endpoints is not found either.
-    ours = create_endpoint(client, tenant.headers, "https://hooks.example.com/y", ["contact.created"])
+    ours = create_endpoint(client, tenant.headers, "https://hooks.example.invalid/y", ["contact.created"])
     crossed = client.get(f"/api/v1/webhooks/{ours['id']}/deliveries/{sent['id']}", headers=tenant.headers)
     assert crossed.status_code == 404
     token = sign_in_as(client, db, tenant.owner_id, "owner-password")
