@@ -68,6 +68,8 @@ class Policy:
     disable_after_failures: int = 100
     timeout_seconds: float = 10.0
     base_url: str = "http://127.0.0.1:8000"
+    # A claimed delivery whose worker died is claimable again after timeout + this margin.
+    lease_margin_seconds: float = LEASE_MARGIN_SECONDS
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> "Policy":
@@ -83,7 +85,7 @@ class Policy:
 
     @property
     def lease(self) -> timedelta:
-        return timedelta(seconds=self.timeout_seconds + LEASE_MARGIN_SECONDS)
+        return timedelta(seconds=self.timeout_seconds + self.lease_margin_seconds)
 
 
 def retry_delay(policy: Policy, attempt: int) -> float:
