@@ -163,25 +163,37 @@ def claim(db: Database, owner: str, policy: Policy, limit: int = BATCH_SIZE) -> 
 # ----- HTTP -------------------------------------------------------------------------------------
 
 _client_lock = threading.Lock()
-_client: httpx.Client | None = None
+_clients: dict[str, httpx.Client] = {}
 _pool: ThreadPoolExecutor | None = None
 _owner_pid = 0
+MAX_CLIENTS = 256
 
 
-def _resources() -> tuple[httpx.Client, ThreadPoolExecutor]:
-    """The process's webhook client (its own connection pool: connections are made to checked
-    addresses, not host names, so they are kept apart from the providers' client) and send threads."""
-    global _client, _pool, _owner_pid
+def _new_client() -> httpx.Client:
+    return httpx.Client(
+        limits=httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=30.0),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+def _resources(host: str = "") -> tuple[httpx.Client, ThreadPoolExecutor]:
+    """The process's send threads and its client for `host`. Requests go to checked addresses, not
+    names, and a connection pool is keyed by address: one client per host name keeps a connection
+    (and the TLS name it was verified for) from serving another name on the same address. A forked
+    child builds its own."""
+    global _pool, _owner_pid
     with _client_lock:
-        if _client is None or _pool is None or _owner_pid != os.getpid():
-            _client = httpx.Client(
-                limits=httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=30.0),
-                follow_redirects=False,
-                trust_env=False,
-            )
+        if _pool is None or _owner_pid != os.getpid():
+            _clients.clear()  # inherited through fork: left alone, not closed (the parent's sockets)
             _pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="webhook-send")
             _owner_pid = os.getpid()
-        return _client, _pool
+        client = _clients.get(host)
+        if client is None:
+            if len(_clients) >= MAX_CLIENTS:
+                _clients.clear()  # not closed: another thread may be sending with one; dropped, they close
+            client = _clients[host] = _new_client()
+        return client, _pool
 
 
 def _address_url(url: str, address: str, port: int) -> tuple[str, str]:
@@ -215,7 +227,7 @@ def send(claimed: Claimed, policy: Policy, client: httpx.Client | None = None) -
         **signing.headers(claimed.secrets, claimed.message_id, int(time.time()), body),
     }
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    http = client or _resources()[0]
+    http = client or _resources(target.host)[0]
     try:
         request = http.build_request(
             "POST", address_url, content=body, headers=headers, extensions=extensions, timeout=policy.timeout_seconds
@@ -356,8 +368,8 @@ def deliver_batch(db: Database, policy: Policy, owner: str, limit: int = BATCH_S
     claimed = claim(db, owner, policy, limit)
     if not claimed:
         return 0
-    client, pool = _resources()
-    outcomes = list(pool.map(lambda c: send(c, policy, client), claimed))
+    pool = _resources()[1]
+    outcomes = list(pool.map(lambda c: send(c, policy), claimed))
     for item in claimed:
         for hook in AFTER_SEND:
             hook(item.id)
