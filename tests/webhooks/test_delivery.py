@@ -14,6 +14,9 @@ from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
 from tertulia.app import create_app
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage
+from tertulia.conversations.inbound import do_receive
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
 from tertulia.kit import queue
@@ -26,6 +29,7 @@ from tertulia.webhooks.addresses import is_public
 from tertulia.webhooks.fanout import CONSUMER, fan_out
 from tertulia.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tests.conftest import Tenant
+from tests.conversations.support import make_webchat
 from tests.web.helpers import email_of
 from tests.webhooks.support import create_endpoint, policy, private_addresses_allowed, receiver
 
@@ -436,3 +440,33 @@ def test_test_events_and_redelivery(client: TestClient, db: Database, tenant: Te
     shown = client.get(f"/api/v1/webhooks/{endpoint['id']}/deliveries/{delivery_id}", headers=tenant.headers).json()
     assert shown["state"] == "delivered"
     assert [a["attempt"] for a in shown["attempt_log"]] == [1, 2]
+
+
+@pytest.mark.usefixtures("allowed")
+def test_an_incoming_message_carries_the_apis_message_and_conversation_shapes(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = make_webchat(db, tenant)
+    with receiver() as hooks:
+        create_endpoint(client, tenant.headers, hooks.url, ["message.received", "conversation.opened"])
+        with db.transaction() as session:
+            row = session.get(Channel, channel.id)
+            assert row is not None
+            received = do_receive(
+                session, row, InboundMessage(sender_id="visitor-1", provider_message_id="m-1", text="Hola")
+            )
+            conversation_id, contact_id = received.conversation.id, received.conversation.contact_id
+        deadline = time.monotonic() + 10
+        while len(hooks.requests) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    by_type = {r.json["type"]: r.json for r in hooks.requests}
+    assert set(by_type) == {"message.received", "conversation.opened"}
+    messages = client.get(f"/api/v1/conversations/{conversation_id}/messages", headers=tenant.headers).json()
+    assert by_type["message.received"]["data"]["message"] == messages["items"][-1]
+    conversation = client.get(f"/api/v1/conversations/{conversation_id}", headers=tenant.headers).json()
+    sent_conversation = by_type["conversation.opened"]["data"]["conversation"]
+    assert sent_conversation["id"] == conversation["id"]
+    assert set(sent_conversation) <= set(conversation)
+    assert by_type["message.received"]["data"]["contact"]["id"] == contact_id
+    # Both are about one contact, in the order they happened.
+    assert [r.json["type"] for r in hooks.requests] == ["conversation.opened", "message.received"]
