@@ -470,3 +470,27 @@ def test_an_incoming_message_carries_the_apis_message_and_conversation_shapes(
     assert by_type["message.received"]["data"]["contact"]["id"] == contact_id
     # Both are about one contact, in the order they happened.
     assert [r.json["type"] for r in hooks.requests] == ["conversation.opened", "message.received"]
+
+
+@pytest.mark.usefixtures("allowed")
+def test_a_real_queue_consumer_dispatches_fans_out_and_retries(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    queue.huey.immediate = False
+    queue.huey.flush()
+    consumer = queue.start_consumer(2)
+    try:
+        with receiver() as hooks:
+            hooks.script += [503, 503]
+            endpoint = create_endpoint(client, tenant.headers, hooks.url, ["contact.created"])
+            _contact(client, tenant, "Ana")
+            deadline = time.monotonic() + 60  # generous: retries are scheduled tasks on a loaded machine
+            while not hooks.answered() and time.monotonic() < deadline:
+                time.sleep(0.1)
+    finally:
+        consumer.stop()
+        queue.huey.flush()
+    assert [r.status for r in hooks.requests] == [503, 503, 200]
+    (row,) = _deliveries(db, endpoint["id"])
+    assert row.state == "delivered"
+    assert row.attempts == 3

@@ -391,8 +391,10 @@ def deliver_until_idle(db: Database, policy: Policy | None = None, *, budget_sec
 
 
 def seconds_until_next(db: Database) -> float | None:
+    """Seconds until the earliest retry still to come, or None."""
+    now = utcnow()
     with db.transaction(write=False) as session:
-        due = repository.next_due(session)
+        due = repository.next_due(session, now)
     if due is None:
         return None
-    return max(0.0, (due - utcnow()).total_seconds())
+    return max(0.0, (due - now).total_seconds())

@@ -67,12 +67,17 @@ def claimable_ids(session: Session, now: datetime, limit: int) -> list[int]:
     return list(session.scalars(query))
 
 
-def next_due(session: Session) -> datetime | None:
-    """When the earliest waiting retry is due (for scheduling a follow-up)."""
+def next_due(session: Session, now: datetime) -> datetime | None:
+    """When the earliest retry still to come is due (for scheduling a follow-up). Rows already due
+    but waiting behind an earlier one of their contact are not counted: that one's retry frees them."""
     query = (
         select(WebhookDelivery.next_attempt_at)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-        .where(WebhookEndpoint.enabled, WebhookDelivery.state == DeliveryState.PENDING)
+        .where(
+            WebhookEndpoint.enabled,
+            WebhookDelivery.state == DeliveryState.PENDING,
+            WebhookDelivery.next_attempt_at > now,
+        )
         .order_by(WebhookDelivery.next_attempt_at)
         .limit(1)
     )

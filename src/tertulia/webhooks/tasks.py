@@ -73,10 +73,16 @@ def _follow_up(delay: float) -> None:
 
 def run() -> int:
     db = task_database()
+    started = time.monotonic()
     attempted = delivery.deliver_until_idle(db, budget_seconds=BUDGET_SECONDS)
-    wait = delivery.seconds_until_next(db)
-    if wait is not None and not huey.immediate:
-        _follow_up(wait)
+    if huey.immediate:
+        return attempted
+    if time.monotonic() - started >= BUDGET_SECONDS:
+        _follow_up(0.1)  # stopped for its budget, not because nothing was due
+    else:
+        wait = delivery.seconds_until_next(db)
+        if wait is not None:
+            _follow_up(wait)
     return attempted
 
 
