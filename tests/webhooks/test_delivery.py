@@ -320,7 +320,7 @@ def test_a_name_resolving_to_a_private_address_is_refused_at_send_time(
         endpoint = create_endpoint(client, tenant.headers, url, ["contact.created"])
         _contact(client, tenant, "Ana")
         _fan_out(db)
-        assert delivery.deliver_until_idle(db, policy(allow_private=False)) == 1
+        assert delivery.deliver_until_idle(db, policy(allow_private=False, retry_base_seconds=60)) == 1
         assert hooks.requests == []
         (row,) = _deliveries(db, endpoint["id"])
         assert row.state == "pending"
