@@ -490,7 +490,12 @@ def test_a_real_queue_consumer_dispatches_fans_out_and_retries(
     finally:
         consumer.stop()
         queue.huey.flush()
-    assert [r.status for r in hooks.requests] == [503, 503, 200]
     (row,) = _deliveries(db, endpoint["id"])
+    assert [r.status for r in hooks.requests] == [503, 503, 200], (
+        row.state,
+        row.next_attempt_at,
+        utcnow(),
+        row.attempts,
+    )
     assert row.state == "delivered"
     assert row.attempts == 3
