@@ -391,10 +391,10 @@ def deliver_until_idle(db: Database, policy: Policy | None = None, *, budget_sec
 
 
 def seconds_until_next(db: Database) -> float | None:
-    """Seconds until the earliest retry still to come, or None."""
+    """Seconds until the earliest waiting delivery that is free to go is due (0: now), or None."""
     now = utcnow()
     with db.transaction(write=False) as session:
-        due = repository.next_due(session, now)
+        due = repository.next_due(session)
     if due is None:
         return None
     return max(0.0, (due - now).total_seconds())

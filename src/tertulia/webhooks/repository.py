@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased
@@ -38,10 +38,8 @@ def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.execute(statement, list(rows))
 
 
-def claimable_ids(session: Session, now: datetime, limit: int) -> list[int]:
-    """Deliveries that may be attempted now, oldest first, locked (PostgreSQL: skipping rows another
-    worker holds). A delivery waits while an earlier one of its endpoint and ordering key is open
-    (pending or sending), so one contact's events reach an endpoint in order."""
+def _not_blocked() -> Any:
+    """No earlier delivery of the same endpoint and ordering key (the contact) is open."""
     earlier = aliased(WebhookDelivery)
     blocked = exists().where(
         earlier.endpoint_id == WebhookDelivery.endpoint_id,
@@ -49,6 +47,13 @@ def claimable_ids(session: Session, now: datetime, limit: int) -> list[int]:
         earlier.id < WebhookDelivery.id,
         earlier.state.in_(DeliveryState.OPEN),
     )
+    return or_(WebhookDelivery.ordering_key.is_(None), ~blocked)
+
+
+def claimable_ids(session: Session, now: datetime, limit: int) -> list[int]:
+    """Deliveries that may be attempted now, oldest first, locked (PostgreSQL: skipping rows another
+    worker holds). A delivery waits while an earlier one of its endpoint and ordering key is open
+    (pending or sending), so one contact's events reach an endpoint in order."""
     query = (
         select(WebhookDelivery.id)
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
@@ -58,7 +63,7 @@ def claimable_ids(session: Session, now: datetime, limit: int) -> list[int]:
                 and_(WebhookDelivery.state == DeliveryState.PENDING, WebhookDelivery.next_attempt_at <= now),
                 and_(WebhookDelivery.state == DeliveryState.SENDING, WebhookDelivery.lease_until < now),
             ),
-            or_(WebhookDelivery.ordering_key.is_(None), ~blocked),
+            _not_blocked(),
         )
         .order_by(WebhookDelivery.id)
         .limit(limit)
@@ -67,19 +72,14 @@ def claimable_ids(session: Session, now: datetime, limit: int) -> list[int]:
     return list(session.scalars(query))
 
 
-def next_due(session: Session, now: datetime) -> datetime | None:
-    """When the earliest retry still to come is due (for scheduling a follow-up). Rows already due
-    but waiting behind an earlier one of their contact are not counted: that one's retry frees them."""
+def next_due(session: Session) -> datetime | None:
+    """When the earliest waiting delivery that is not held behind an earlier one of its contact is
+    due (for scheduling a follow-up; it may be due already). A held one is freed by the retry of the
+    one before it, which is counted."""
     query = (
-        select(WebhookDelivery.next_attempt_at)
+        select(func.min(WebhookDelivery.next_attempt_at))
         .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-        .where(
-            WebhookEndpoint.enabled,
-            WebhookDelivery.state == DeliveryState.PENDING,
-            WebhookDelivery.next_attempt_at > now,
-        )
-        .order_by(WebhookDelivery.next_attempt_at)
-        .limit(1)
+        .where(WebhookEndpoint.enabled, WebhookDelivery.state == DeliveryState.PENDING, _not_blocked())
     )
     return session.scalar(query)
 
