@@ -47,11 +47,14 @@ from tertulia.users.views import router as users_pages
 from tertulia.web import install_web, shell_router
 from tertulia.web.sections import install_sections
 from tertulia.web.sections import router as settings_home
+from tertulia.webhooks.api import router as webhooks_router
+from tertulia.webhooks.views import WEBHOOKS
+from tertulia.webhooks.views import router as webhooks_pages
 from tertulia.workspaces.views import GENERAL
 from tertulia.workspaces.views import router as workspace_settings_pages
 
 # The Settings navigation, in this order; each section's pages live in its domain.
-SETTINGS_SECTIONS = (GENERAL, USERS, TEAMS, FIELDS, TAGS, SNIPPETS, CLOSING_CATEGORIES, TOKENS, CHANNELS)
+SETTINGS_SECTIONS = (GENERAL, USERS, TEAMS, FIELDS, TAGS, SNIPPETS, CLOSING_CATEGORIES, TOKENS, CHANNELS, WEBHOOKS)
 
 SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"
 SWAGGER_UI_CSS = "/static/vendor/swagger-ui-5.35.0.css"
@@ -89,6 +92,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(users_router)
     app.include_router(segments_router)
     app.include_router(broadcasts_router)  # /api/v1/broadcasts
+    app.include_router(webhooks_router)  # /api/v1/webhooks
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
@@ -104,6 +108,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(inbox_pages)
     app.include_router(channels_pages)  # Settings > Channels and the widget script
     app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
+    app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(ApiCredentialGate)  # inside the size limit: a body too big is refused unread first

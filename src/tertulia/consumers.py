@@ -12,6 +12,7 @@ from tertulia.conversations import hooks as conversation_hooks
 from tertulia.conversations.merge import move_conversations
 from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
+from tertulia.webhooks import fanout as webhooks_fanout
 
 # Run inside the merge transaction, in this order.
 MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations, broadcasts_service.move_merged_contact)
@@ -20,9 +21,8 @@ MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations, broadcas
 # broadcast within its reply window (broadcast.replied, once per recipient), an unsubscribe keyword.
 RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (broadcasts_service.do_record_replies,)
 
-# Fed from the event log by `events.tasks`, each from its own position. None yet: webhooks and
-# workflows come next.
-EVENT_CONSUMERS: tuple[Consumer, ...] = ()
+# Fed from the event log by `events.tasks`, each from its own position.
+EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER,)
 
 
 def install() -> None:

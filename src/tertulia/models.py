@@ -10,6 +10,7 @@ from tertulia.kit.models import Base
 from tertulia.mail import models as mail_models
 from tertulia.segments import models as segments_models
 from tertulia.users import models as users_models
+from tertulia.webhooks import models as webhooks_models
 from tertulia.workspaces import models as workspaces_models
 
 __all__ = [
@@ -23,5 +24,6 @@ __all__ = [
     "mail_models",
     "segments_models",
     "users_models",
+    "webhooks_models",
     "workspaces_models",
 ]

@@ -163,6 +163,10 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
     ).json()
     uploaded = client.post("/api/v1/files", headers=api, files={"file": ("nota.txt", b"hola", "text/plain")}).json()
     webchat = make_webchat(db, tenant)
+    webhook = client.post(
+        "/api/v1/webhooks", headers=api, json={"url": "https://hooks.example.invalid/x", "events": ["contact.created"]}
+    ).json()
+    webhook_delivery = client.post(f"/api/v1/webhooks/{webhook['id']}/test", headers=api).json()
     with db.transaction() as session:
         actor = tenant.actor()
         team = do_create_team(session, actor, "Ventas")
@@ -255,6 +259,8 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "user_id": str(tenant.agent_id),
         "name": "first_name",
         "webchat": str(webchat.id),
+        "endpoint_id": str(webhook["id"]),
+        "delivery_id": str(webhook_delivery["id"]),
         "telegram": str(ids["telegram"]),
         "messenger": str(ids["messenger"]),
         "instagram": str(ids["instagram"]),

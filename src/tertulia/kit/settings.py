@@ -67,6 +67,15 @@ class Settings(BaseSettings):
     widget_sockets_per_ip: int = 50
     # The event log keeps events this long once every registered consumer has processed them.
     event_retention_days: float = 30.0
+    # Outgoing webhooks (docs/webhooks.md). Endpoints on private, loopback or link-local addresses
+    # (and plain http, which is only allowed for them) are refused unless this is true.
+    webhooks_allow_private: bool = False
+    # Retries: base * 2^(n-1) seconds (capped at 3 hours) until retry_window_hours after the first attempt.
+    webhooks_retry_base_seconds: float = 10.0
+    webhooks_retry_window_hours: float = 24.0
+    # An endpoint is disabled after this many failures in a row, or after failing for the whole window.
+    webhooks_disable_after_failures: int = 100
+    webhooks_timeout_seconds: float = 10.0
     log_level: str = "info"
     # "plain" (key=value lines) or "json" (one object per line, for log collectors).
     log_format: Literal["plain", "json"] = "plain"

@@ -78,6 +78,9 @@ FLASH_MESSAGES: dict[str, str] = {
     "file_uploaded": i18n.lazy("The file has been uploaded."),
     "file_deleted": i18n.lazy("The file has been deleted."),
     "notifications_saved": i18n.lazy("Your notification settings have been saved."),
+    "webhook_deleted": i18n.lazy("The webhook endpoint has been deleted."),
+    "webhook_test_queued": i18n.lazy("A test event is on its way. Reload the page to see how it went."),
+    "webhook_redeliver_queued": i18n.lazy("The delivery will be sent again. Reload the page to see how it went."),
 }
 
 
