@@ -315,6 +315,7 @@ def snapshot(session: Session, item: Broadcast, now: datetime) -> list[LimitChec
         repo.assign_channel(session, item.id, channels[0].id)
     else:
         repo.assign_last_interacted(session, item.id, list(by_id))
+    repo.refresh_statistics(session)
     repo.exclude_without_identity(session, item, channels)
     used_channels = [by_id[c] for c in repo.waiting_channels(session, item.id) if c in by_id]
     keys = conversations_service.custom_keys(session, item.workspace_id)
