@@ -111,6 +111,12 @@ def test_an_email_conversation_and_its_composer(browser: Browser, setup: Setup) 
     page.get_by_test_id("composer-input").press("Enter")
     expect(page.get_by_test_id("email-cc-error")).to_have_text("is not a valid email address")
     expect(page.get_by_test_id("email-cc")).to_have_attribute("aria-invalid", "true")
+    page.get_by_test_id("email-cc").fill("contabilidad@example.com")
+    page.get_by_test_id("email-bcc").fill("a@b")
+    page.get_by_test_id("composer-input").press("Enter")
+    expect(page.get_by_test_id("email-bcc-error")).to_have_text("is not a valid email address")
+    expect(page.get_by_test_id("email-cc-error")).to_have_text("")
+    page.get_by_test_id("email-bcc").fill("")
     page.get_by_test_id("mode-note").click()
     expect(page.get_by_test_id("email-fields")).to_be_hidden()
     page.goto(f"{setup.url}/settings/channels/{setup.channel_id}")
@@ -119,3 +125,15 @@ def test_an_email_conversation_and_its_composer(browser: Browser, setup: Setup) 
         page.screenshot(path=str(Path(folder) / "66-settings-email.png"), full_page=True)
     problems = [p for p in problems if "tracker.example" not in p]
     assert problems == []
+
+
+def test_the_composer_refuses_a_bad_address_in_the_reader_s_language(browser: Browser, setup: Setup) -> None:
+    page = browser.new_context(locale="es-ES").new_page()
+    sign_in_at(page, setup.url, f"/messages/{setup.conversation_id}", *OWNER)
+    expect(page.get_by_test_id("email-fields")).to_be_visible()
+    page.get_by_test_id("email-cc").fill("no es correo")
+    page.get_by_test_id("composer-input").fill("Se la reenviamos hoy.")
+    page.get_by_test_id("composer-input").press("Enter")
+    expect(page.get_by_test_id("email-cc-error")).to_have_text("no es una dirección de correo válida")
+    expect(page.get_by_test_id("email-cc")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_test_id("composer-input")).to_have_value("Se la reenviamos hoy.")  # nothing was sent

@@ -748,6 +748,10 @@
     var emailOptions = note ? null : emailPayload();
     if (emailOptions) body.email = emailOptions;
     clearEmailErrors();
+    if (emailOptions) {
+      var problems = emailProblems(emailOptions);
+      if (Object.keys(problems).length) { showEmailErrors(prefixed(problems)); return; }
+    }
     input.disabled = true;
     api("POST", "/conversations/" + id + path, body, true).then(function (m) {
       input.value = "";
@@ -1155,12 +1159,32 @@
   function addressList(value) {
     return value.split(/[,;\s]+/).map(function (a) { return a.trim(); }).filter(Boolean);
   }
+  // The server's own address rule (channels/adapters/email.py _ADDRESS) and limits, checked here so
+  // the reader sees the refusal in their language; the API still checks (its text is English).
+  var ADDRESS = /^[^@\s<>()\[\],;:"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z0-9-]{2,63}$/;
+  var MAX_EMAIL_RECIPIENTS = 50;
+  function emailProblems(payload) {
+    var problems = {};
+    ["cc", "bcc"].forEach(function (name) {
+      if (payload[name].some(function (a) { return !ADDRESS.test(a); })) problems[name] = T.email_bad_address;
+    });
+    if (!problems.cc && 1 + payload.cc.length + payload.bcc.length > MAX_EMAIL_RECIPIENTS) {
+      problems.cc = T.email_too_many;
+    }
+    if (payload.subject && payload.subject.length > 998) problems.subject = T.email_subject_long;
+    return problems;
+  }
   function emailPayload() {
     if (emailBox.hidden) return null;
     var payload = { cc: addressList(emailField("cc").value), bcc: addressList(emailField("bcc").value) };
     var subject = emailField("subject").value.trim();
     if (subject) payload.subject = subject;
     return payload;
+  }
+  function prefixed(problems) {
+    var details = {};
+    Object.keys(problems).forEach(function (name) { details["message.email." + name] = problems[name]; });
+    return details;
   }
   function clearEmailErrors() {
     ["subject", "cc", "bcc"].forEach(function (name) {
