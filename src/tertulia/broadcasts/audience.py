@@ -307,13 +307,12 @@ def snapshot(session: Session, item: Broadcast, now: datetime) -> list[LimitChec
         # is reached on the last one that has (or excluded, no_identity).
         channels = [c for c in channels if content_for(item, c.type) is not None]
     by_id = {c.id: c for c in channels}
+    specific = channels[0].id if item.channel_mode == ChannelMode.SPECIFIC else None
     with segments_service.filter_deadline(session):
-        repo.insert_audience(session, item, audience, excluded, now)
+        repo.insert_audience(session, item, audience, excluded, now, channel_id=specific)
     repo.exclude_blocked(session, item)
     repo.exclude_opted_out(session, item)
-    if item.channel_mode == ChannelMode.SPECIFIC:
-        repo.assign_channel(session, item.id, channels[0].id)
-    else:
+    if specific is None:
         repo.assign_last_interacted(session, item.id, list(by_id))
     repo.refresh_statistics(session)
     repo.exclude_without_identity(session, item, channels)
