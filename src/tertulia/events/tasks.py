@@ -11,13 +11,13 @@
 Consumers are registered by `tertulia.consumers.install()`, which every process calls at start.
 """
 
-import threading
 import time
 
 import structlog
 from huey import crontab
 
 from tertulia.events import dispatcher
+from tertulia.kit.nudges import Nudger
 from tertulia.kit.queue import huey, task_database
 from tertulia.kit.settings import get_settings
 
@@ -28,11 +28,6 @@ NUDGE_EVERY_SECONDS = 0.05
 DISPATCH_BUDGET_SECONDS = 10.0
 UNSETTLED_RETRY_SECONDS = 1.0
 
-_nudge_lock = threading.Lock()
-_last_nudge = float("-inf")
-_trailing: threading.Timer | None = None
-_follow_up_at = float("-inf")
-
 
 def has_consumers() -> bool:
     return bool(dispatcher.registered())
@@ -40,47 +35,7 @@ def has_consumers() -> bool:
 
 def nudge() -> None:
     """Ask for a dispatch soon (coalesced per process)."""
-    global _last_nudge, _trailing
-    with _nudge_lock:
-        now = time.monotonic()
-        wait = _last_nudge + NUDGE_EVERY_SECONDS - now
-        if wait > 0:
-            if _trailing is None:
-                _trailing = threading.Timer(wait, _trailing_nudge)
-                _trailing.daemon = True
-                _trailing.start()
-            return
-        _last_nudge = now
-    _enqueue()
-
-
-def _trailing_nudge() -> None:
-    global _last_nudge, _trailing
-    with _nudge_lock:
-        _trailing = None
-        _last_nudge = time.monotonic()
-    _enqueue()
-
-
-def _enqueue() -> None:
-    try:
-        dispatch_task()
-    except Exception as exc:  # the periodic catch-up delivers them
-        log.warning("events_nudge_failed", error=str(exc))
-
-
-def _follow_up(delay: float) -> None:
-    """Schedule one dispatch in `delay` seconds unless one is already due before then."""
-    global _follow_up_at
-    due = time.monotonic() + delay
-    with _nudge_lock:
-        if _follow_up_at > time.monotonic() and _follow_up_at <= due:
-            return
-        _follow_up_at = due
-    try:
-        dispatch_task.schedule(delay=max(delay, 0.1))
-    except Exception as exc:
-        log.warning("events_follow_up_failed", error=str(exc))
+    _nudger.nudge()
 
 
 def dispatch_until_idle(budget_seconds: float = DISPATCH_BUDGET_SECONDS) -> int:
@@ -93,9 +48,9 @@ def dispatch_until_idle(budget_seconds: float = DISPATCH_BUDGET_SECONDS) -> int:
         if report.delivered == 0 or time.monotonic() >= deadline:
             break
     if report.retry_in is not None:
-        _follow_up(report.retry_in)
+        _nudger.follow_up(report.retry_in)
     if report.unsettled or report.delivered:
-        _follow_up(UNSETTLED_RETRY_SECONDS)
+        _nudger.follow_up(UNSETTLED_RETRY_SECONDS)
     return delivered
 
 
@@ -112,3 +67,9 @@ def catch_up() -> int:
 @huey.periodic_task(crontab(minute="23"), name="events.prune")  # type: ignore[untyped-decorator]
 def prune_task() -> int:
     return dispatcher.prune(task_database(), get_settings().event_retention_days)
+
+
+# After the tasks it queues; the functions above look it up when they run.
+_nudger = Nudger(
+    "events.dispatch", dispatch_task, lambda delay: dispatch_task.schedule(delay=delay), NUDGE_EVERY_SECONDS
+)
