@@ -67,12 +67,16 @@ class Statement:
 
 
 @contextmanager
-def sql_statements(db: Database) -> Iterator[list[Statement]]:
-    """The statements sent to `db` while the block runs, in order (from every thread)."""
+def sql_statements(db: Database, *, this_thread_only: bool = False) -> Iterator[list[Statement]]:
+    """The statements sent to `db` while the block runs, in order: from every thread (a request served
+    by the test client runs on another one), or with `this_thread_only` only the caller's, so a
+    background thread of the same process (a queue consumer, a dispatch nudge) cannot be counted."""
     executed: list[Statement] = []
+    caller = threading.get_ident()
 
     def record(_conn: Any, _cursor: Any, sql: str, parameters: Any, _context: Any, executemany: bool) -> None:
-        executed.append(Statement(sql, parameters, executemany))
+        if not this_thread_only or threading.get_ident() == caller:
+            executed.append(Statement(sql, parameters, executemany))
 
     event.listen(db.engine, "before_cursor_execute", record)
     try:

@@ -2,13 +2,14 @@
 created through the API's validation, never refused over a bad field, never attached to someone
 else's contact over an email or phone."""
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from tertulia.contacts.identities import Sender, contact_id_for, resolve_sender, resolve_senders
 from tertulia.contacts.models import Contact, ContactActivity
 from tertulia.contacts.service import do_create_contact
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
+from tests.fakes import sql_statements
 
 
 def test_a_new_sender_becomes_a_contact_with_only_the_valid_fields(db: Database, tenant: Tenant) -> None:
@@ -49,17 +50,7 @@ def test_known_senders_cost_one_query_whatever_their_number(db: Database, tenant
     senders = [(tenant.workspace_id, "webchat", Sender(external_id=f"1:v:{n}", first_name=f"P{n}")) for n in range(20)]
     with db.transaction() as session:
         created = [c.id for c in resolve_senders(session, senders)]
-    statements: list[str] = []
-    engine = db.engine
-
-    def count(*_args: object) -> None:
-        statements.append("x")
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        with db.transaction(write=False) as session:
-            found = [c.id for c in resolve_senders(session, list(reversed(senders)))]
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    with sql_statements(db, this_thread_only=True) as statements, db.transaction(write=False) as session:
+        found = [c.id for c in resolve_senders(session, list(reversed(senders)))]
     assert found == list(reversed(created))
     assert len(statements) <= 2  # the lookup (and, on some drivers, the transaction's own setup)
