@@ -51,7 +51,7 @@ def test_a_starting_consumer_sends_pending_replies_at_once(client: TestClient, d
             while _status(db, message_id) == DeliveryStatus.PENDING and time.monotonic() < deadline:
                 time.sleep(0.05)
         finally:
-            consumer.stop()
+            consumer.stop(graceful=True)
             queue.huey.flush()
         assert _status(db, message_id) == DeliveryStatus.SENT
         assert dict(provider.deliveries) == {f"tertulia-msg-{message_id}": 1}

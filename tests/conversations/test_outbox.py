@@ -99,7 +99,7 @@ def test_transient_errors_are_retried_by_a_real_consumer(client: TestClient, db:
             while _message(db, message_id).status == DeliveryStatus.PENDING and time.monotonic() < deadline:
                 time.sleep(0.1)
     finally:
-        consumer.stop()
+        consumer.stop(graceful=True)
         queue.huey.flush()
     message = _message(db, message_id)
     assert message.status == DeliveryStatus.SENT

@@ -33,7 +33,7 @@ def test_embedded_consumer_runs_a_task_and_stops() -> None:
         while not done and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        consumer.stop()
+        consumer.stop(graceful=True)
         queue.huey.flush()
     assert done == [42]
 
@@ -63,7 +63,7 @@ def test_a_stopping_consumer_runs_the_stop_jobs_first() -> None:
     queue.at_consumer_stop(record)
     try:
         consumer = queue.start_consumer(1)
-        consumer.stop()
+        consumer.stop(graceful=True)
     finally:
         queue._stop_jobs.remove(record)
         queue.huey.flush()

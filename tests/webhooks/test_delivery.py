@@ -490,7 +490,7 @@ def test_a_real_queue_consumer_dispatches_fans_out_and_retries(
             while not hooks.answered() and time.monotonic() < deadline:
                 time.sleep(0.1)
     finally:
-        consumer.stop()
+        consumer.stop(graceful=True)
         queue.huey.flush()
     (row,) = _deliveries(db, endpoint["id"])
     assert [r.status for r in hooks.requests] == [503, 503, 200], (
