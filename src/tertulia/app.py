@@ -40,6 +40,7 @@ from tertulia.kit.settings import Settings, get_settings
 from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
+from tertulia.users.auth import RateLimitHeaders
 from tertulia.users.session_auth import ApiCredentialGate
 from tertulia.users.settings_views import TEAMS, TOKENS, USERS
 from tertulia.users.settings_views import router as users_settings_pages
@@ -111,6 +112,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
+    app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token
     app.add_middleware(ApiCredentialGate)  # inside the size limit: a body too big is refused unread first
     app.add_middleware(
         BodyLimitMiddleware, settings.request_max_bytes, upload_limits(settings, import_max_bytes=MAX_IMPORT_BYTES)

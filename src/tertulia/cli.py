@@ -178,14 +178,35 @@ def workspace_create(
 def token_create(
     workspace: Annotated[str, typer.Option(help="Workspace name.")],
     name: Annotated[str, typer.Option("--name", help="A label for the token.")] = "API token",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option("--scope", help="admin (default), read_only, contacts, messages or broadcasts; repeatable."),
+    ] = None,
+    expires: Annotated[
+        str | None, typer.Option("--expires", help="When it stops working: an ISO 8601 time with its offset.")
+    ] = None,
 ) -> None:
     """Create an API token; prints only the token on stdout."""
+    from datetime import datetime
+
     from tertulia.users.service import do_create_api_token
     from tertulia.workspaces.service import get_workspace_by_name
 
     try:
+        expires_at = datetime.fromisoformat(expires) if expires else None
+    except ValueError as exc:
+        raise typer.BadParameter(
+            "must be an ISO 8601 time, e.g. 2027-01-31T23:59:00+01:00", param_hint="--expires"
+        ) from exc
+    try:
         with get_database().transaction() as session:
-            issued = do_create_api_token(session, get_workspace_by_name(session, workspace).id, name)
+            issued = do_create_api_token(
+                session,
+                get_workspace_by_name(session, workspace).id,
+                name,
+                scopes=scope or ["admin"],
+                expires_at=expires_at,
+            )
     except DomainError as exc:
         raise fail(exc) from exc
     typer.echo(issued.secret)

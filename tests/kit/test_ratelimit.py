@@ -130,3 +130,18 @@ def test_concurrent_processes_cannot_both_take_the_last_place() -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         answers = list(pool.map(lambda n: limiters[n % 4].hit("race", 10, 60), range(80)))
     assert answers.count(0) == 10
+
+
+def test_take_tells_the_places_left_and_when_one_frees(counter: RateLimiter) -> None:
+    first = counter.take("budget", 2, 30)
+    assert (first.allowed, first.limit, first.remaining) == (True, 2, 1)
+    assert 29 <= first.reset_seconds <= 30
+    second = counter.take("budget", 2, 30)
+    assert (second.allowed, second.remaining) == (True, 0)
+    refused = counter.take("budget", 2, 30)
+    assert not refused.allowed
+    assert refused.remaining == 0
+    assert refused.retry_after == refused.reset_seconds
+    assert 1 <= refused.retry_after <= 30
+    assert counter.take("other", 2, 30).remaining == 1  # budgets are per key
+    assert counter.hit("budget", 2, 30) > 0  # `hit` counts against the same budget

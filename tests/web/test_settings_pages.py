@@ -257,7 +257,7 @@ def test_api_token_shown_once_then_listed_by_prefix_and_revoked(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     token = _owner(client, db, tenant)
-    created = client.post("/settings/tokens", data={"name": "Web <form>", "csrf_token": token})
+    created = client.post("/settings/tokens", data={"name": "Web <form>", "scopes": "admin", "csrf_token": token})
     assert created.status_code == 200
     assert created.headers["cache-control"] == "no-store"
     with db.transaction(write=False) as session:
@@ -268,7 +268,7 @@ def test_api_token_shown_once_then_listed_by_prefix_and_revoked(
     listing = client.get("/settings/tokens")
     assert 'data-testid="new-token"' not in listing.text
     assert "Web &lt;form&gt;" in listing.text
-    too_long = client.post("/settings/tokens", data={"name": "x" * 200, "csrf_token": token})
+    too_long = client.post("/settings/tokens", data={"name": "x" * 200, "scopes": "admin", "csrf_token": token})
     assert too_long.status_code == 422
     client.post(f"/settings/tokens/{api_token.id}/revoke", data={"csrf_token": token})
     assert "Web &lt;form&gt;" not in client.get("/settings/tokens").text

@@ -321,6 +321,11 @@ def read_only(endpoint: _Endpoint) -> _Endpoint:
     return endpoint
 
 
+def is_read(request: Request) -> bool:
+    """Whether the request only reads: a GET, HEAD or OPTIONS, or a POST marked `read_only`."""
+    return request.method in ("GET", "HEAD", "OPTIONS") or getattr(request.scope.get("endpoint"), _READ_ONLY, False)
+
+
 async def db_session(request: Request) -> AsyncIterator[Session]:
     """One transaction per request, committed before the response is sent.
 
@@ -331,9 +336,7 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     event loop, before they take a connection, and commit in a worker thread of their own.
     """
     limits = _limits(request)
-    write = request.method not in ("GET", "HEAD", "OPTIONS") and not getattr(
-        request.scope.get("endpoint"), _READ_ONLY, False
-    )
+    write = not is_read(request)
     async with limits.sessions, limits.writes if write else _NO_LIMIT:
         session = get_db(request).session(write=write)
         try:

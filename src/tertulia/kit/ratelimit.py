@@ -8,6 +8,8 @@ In-process by default (one `tertulia serve` process, e.g. on SQLite); in Redis w
   times per key (a sorted set in Redis, changed by one Lua script, so concurrent processes cannot
   both take the last place), not a fixed window, which lets up to twice the limit through across a
   window's edge. It holds at most `limit` entries per key; refused requests are not recorded.
+  `take` is the same count, also saying how many places are left and when the next one frees (the
+  API's X-RateLimit-* headers).
 - `SlotLimiter.acquire(key, limit, holder)`: take one of `limit` slots for as long as `holder` keeps it
   (`release` gives it back). In Redis a slot is a lease that the holder renews (`renew`) at least
   every `SLOT_LEASE_SECONDS / 3`; a process that dies without releasing loses its slots when their
@@ -19,6 +21,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from dataclasses import dataclass
 from typing import Protocol
 
 import redis
@@ -29,9 +32,27 @@ log = structlog.get_logger()
 SLOT_LEASE_SECONDS = 60
 
 
+@dataclass(frozen=True)
+class Allowance:
+    """One request's place in its budget."""
+
+    limit: int
+    remaining: int  # places left in the window after this request
+    reset_seconds: int  # until the oldest counted request leaves the window (a place frees), at least 1
+    retry_after: int  # 0 when the request was let through, else whole seconds to wait
+
+    @property
+    def allowed(self) -> bool:
+        return self.retry_after == 0
+
+
 class RateLimiter(Protocol):
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
         """Count one request; return 0 if allowed, else seconds until the window resets."""
+        ...
+
+    def take(self, key: str, limit: int, window_seconds: int) -> Allowance:
+        """`hit`, with what is left of the budget."""
         ...
 
 
@@ -57,6 +78,9 @@ class MemoryRateLimiter:
         self._accepted: dict[str, tuple[int, deque[float]]] = {}
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
+        return self.take(key, limit, window_seconds).retry_after
+
+    def take(self, key: str, limit: int, window_seconds: int) -> Allowance:
         now = time.monotonic()
         with self._lock:
             _, times = self._accepted.setdefault(key, (window_seconds, deque()))
@@ -66,8 +90,9 @@ class MemoryRateLimiter:
                 times.append(now)
                 if len(self._accepted) > self.MAX_KEYS:
                     self._prune(now)
-                return 0
-            return _wait(times[0] + window_seconds - now)
+                return Allowance(limit, limit - len(times), _wait(times[0] + window_seconds - now), 0)
+            wait = _wait(times[0] + window_seconds - now)
+            return Allowance(limit, 0, wait, wait)
 
     def _prune(self, now: float) -> None:
         kept = self._accepted.items()
@@ -80,20 +105,21 @@ def _wait(seconds: float) -> int:
 
 
 # The accepted requests of a key: member = a unique id, score = when (Redis's own clock, so the
-# processes' clocks do not matter). Returns 0 (accepted and recorded) or the milliseconds until the
-# oldest entry leaves the window.
+# processes' clocks do not matter). Returns {accepted (1 or 0), requests counted in the window, the
+# milliseconds until the oldest of them leaves it}.
 _HIT = """
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local window = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local accepted = 0
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
     redis.call('ZADD', KEYS[1], now, ARGV[3])
     redis.call('PEXPIRE', KEYS[1], window + 1000)
-    return 0
+    accepted = 1
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return math.max(1, tonumber(oldest[2]) + window - now)
+return {accepted, redis.call('ZCARD', KEYS[1]), math.max(1, tonumber(oldest[2]) + window - now)}
 """
 
 
@@ -109,15 +135,23 @@ class RedisRateLimiter:
         self._hit = self._redis.register_script(_HIT)
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
+        return self.take(key, limit, window_seconds).retry_after
+
+    def take(self, key: str, limit: int, window_seconds: int) -> Allowance:
         # Not "rl:": the fixed-window counters kept strings under "rl:<key>:<window>"; a new name means
         # a process of the previous release, during a rolling upgrade, never meets a sorted set.
         redis_key = f"{self._prefix}:rl2:{key}"
         try:
-            wait_ms = int(self._hit(keys=[redis_key], args=[limit, window_seconds * 1000, uuid.uuid4().hex]))
+            accepted, counted, oldest_ms = self._hit(
+                keys=[redis_key], args=[limit, window_seconds * 1000, uuid.uuid4().hex]
+            )
         except redis.RedisError as exc:
             log.warning("rate_limiter_unavailable", error=str(exc))
-            return 0
-        return 0 if wait_ms == 0 else _wait(wait_ms / 1000)
+            return Allowance(limit, limit, window_seconds, 0)
+        reset = _wait(int(oldest_ms) / 1000)
+        if int(accepted):
+            return Allowance(limit, max(0, limit - int(counted)), reset, 0)
+        return Allowance(limit, 0, reset, reset)
 
 
 class MemorySlotLimiter:

@@ -4,7 +4,7 @@ from datetime import datetime
 from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tertulia.kit.models import Base, BigID, IdMixin, TimestampMixin
+from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin
 
 
 class Role(enum.StrEnum):
@@ -18,6 +18,17 @@ class ActivityStatus(enum.StrEnum):
     AWAY = "away"
     BUSY = "busy"
     OFFLINE = "offline"
+
+
+class TokenScope(enum.StrEnum):
+    """What an API token may reach (docs/api.md, "Token scopes"). `admin` is everything a token may
+    do; `read_only` is reading every resource; the others are reading and writing one group."""
+
+    READ_ONLY = "read_only"
+    CONTACTS = "contacts"
+    MESSAGES = "messages"
+    BROADCASTS = "broadcasts"
+    ADMIN = "admin"
 
 
 def _enum(cls: type[enum.StrEnum], name: str) -> Enum:
@@ -126,6 +137,9 @@ class ApiToken(IdMixin, TimestampMixin, Base):
     created_by_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("users.id", ondelete="SET NULL"))
     last_used_at: Mapped[datetime | None]
     revoked_at: Mapped[datetime | None]
+    # TokenScope values; tokens made before scopes existed are "admin", what they could always do.
+    scopes: Mapped[list[str]] = mapped_column(JSONType, default=lambda: [TokenScope.ADMIN.value])
+    expires_at: Mapped[datetime | None]  # refused from this moment on; None: until revoked
 
 
 class LoginThrottle(Base):

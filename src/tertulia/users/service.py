@@ -1,7 +1,8 @@
 """Users, memberships and API tokens: the rules. Repositories of this size live inline here."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,15 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.kit.clock import utcnow
-from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed, found
+from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, Unauthorized, ValidationFailed, found
 from tertulia.kit.security import hash_password, new_token, token_digest
-from tertulia.users.models import ActivityStatus, ApiToken, Membership, Role, User
+from tertulia.users.models import ActivityStatus, ApiToken, Membership, Role, TokenScope, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.users.sessions import do_sign_out_of_workspace
 from tertulia.workspaces.service import check_timezone
 
 MIN_PASSWORD_LENGTH = 8
 API_TOKEN_PREFIX = "tt_"  # noqa: S105 (a prefix, not a secret)
+MAX_TOKEN_LIFETIME = timedelta(days=5 * 366)
 
 
 def normalize_email(value: str, field: str = "email") -> str:
@@ -101,12 +103,44 @@ class IssuedToken:
     secret: str  # shown once, never stored
 
 
+def check_token_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes in their catalogue order; at least one, each a TokenScope."""
+    chosen = set(scopes)
+    unknown = sorted(chosen - set(TokenScope))
+    if unknown:
+        raise ValidationFailed.field("scopes", f"unknown scope: {', '.join(unknown)}")
+    if not chosen:
+        raise ValidationFailed.field("scopes", "choose at least one scope")
+    return [scope.value for scope in TokenScope if scope.value in chosen]
+
+
+def check_token_expiry(expires_at: datetime | None) -> datetime | None:
+    if expires_at is None:
+        return None
+    if expires_at.tzinfo is None:
+        raise ValidationFailed.field("expires_at", "must carry a time zone")
+    now = utcnow()
+    if expires_at <= now:
+        raise ValidationFailed.field("expires_at", "must be in the future")
+    if expires_at > now + MAX_TOKEN_LIFETIME:
+        raise ValidationFailed.field("expires_at", "must be at most five years from now")
+    return expires_at
+
+
 def do_create_api_token(
-    session: Session, workspace_id: int, name: str, *, created_by_id: int | None = None
+    session: Session,
+    workspace_id: int,
+    name: str,
+    *,
+    created_by_id: int | None = None,
+    scopes: Iterable[str] = (TokenScope.ADMIN,),
+    expires_at: datetime | None = None,
 ) -> IssuedToken:
     label = name.strip() or "API token"
     if len(label) > 120:
         raise ValidationFailed.field("name", "must be at most 120 characters")
+    chosen = check_token_scopes(scopes)
+    expiry = check_token_expiry(expires_at)
     secret = new_token(API_TOKEN_PREFIX)
     token = ApiToken(
         workspace_id=workspace_id,
@@ -114,6 +148,8 @@ def do_create_api_token(
         prefix=secret[: len(API_TOKEN_PREFIX) + 6],
         token_hash=token_digest(secret),
         created_by_id=created_by_id,
+        scopes=chosen,
+        expires_at=expiry,
     )
     session.add(token)
     session.flush()
@@ -134,15 +170,31 @@ def do_revoke_api_token(session: Session, workspace_id: int, token_id: int) -> A
 
 
 def find_active_api_token(session: Session, secret: str) -> ApiToken | None:
-    return session.scalar(
+    """The token, unless unknown or revoked; raises Unauthorized (code token_expired) once it has
+    expired, so an integration's logs say why it stopped working."""
+    token = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == token_digest(secret), ApiToken.revoked_at.is_(None))
     )
+    if token is not None and token.expires_at is not None and token.expires_at <= utcnow():
+        raise Unauthorized(
+            f"This API token expired on {token.expires_at.isoformat(timespec='seconds')}.", code="token_expired"
+        )
+    return token
 
 
-def do_create_api_token_for(session: Session, actor: Actor, name: str) -> IssuedToken:
+def do_create_api_token_for(
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    scopes: Iterable[str] = (TokenScope.ADMIN,),
+    expires_at: datetime | None = None,
+) -> IssuedToken:
     """Create a token from the UI or the API: only who may manage API tokens."""
     actor.require(Permission.MANAGE_API_TOKENS)
-    return do_create_api_token(session, actor.workspace_id, name, created_by_id=actor.user_id)
+    return do_create_api_token(
+        session, actor.workspace_id, name, created_by_id=actor.user_id, scopes=scopes, expires_at=expires_at
+    )
 
 
 def list_api_tokens_for(session: Session, actor: Actor) -> list[ApiToken]:

@@ -2,6 +2,8 @@
 permission (docs/permissions.md); the rules live in users/service.py, invitations.py and teams.py.
 """
 
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import Annotated, Any
 
@@ -12,7 +14,7 @@ from tertulia.kit.errors import Conflict, DomainError, PermissionDenied, Validat
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.types import ID
 from tertulia.users.invitations import do_invite, do_revoke_invitation, list_invitations
-from tertulia.users.models import Role
+from tertulia.users.models import Role, TokenScope
 from tertulia.users.permissions import Permission
 from tertulia.users.service import (
     IssuedToken,
@@ -184,22 +186,58 @@ def delete_team(ctx: UserPage, team_id: ID) -> Response:
 # ----- API tokens ---------------------------------------------------------------------------
 
 
+TOKEN_SCOPE_LABELS = (
+    (TokenScope.ADMIN, i18n.lazy("Everything (admin)"), i18n.lazy("Every resource a token may use, read and write.")),
+    (TokenScope.READ_ONLY, i18n.lazy("Read only"), i18n.lazy("Read every resource; change nothing.")),
+    (TokenScope.CONTACTS, i18n.lazy("Contacts"), i18n.lazy("Contacts, custom fields, tags and segments.")),
+    (TokenScope.MESSAGES, i18n.lazy("Messages"), i18n.lazy("Conversations, messages, files, snippets.")),
+    (TokenScope.BROADCASTS, i18n.lazy("Broadcasts"), i18n.lazy("Broadcasts, their settings and opt-outs.")),
+)
+
+
+@dataclass
+class TypedToken:
+    name: str = ""
+    scopes: tuple[str, ...] = (TokenScope.ADMIN.value,)
+    expires_on: str = ""
+
+
+def _token_expiry(ctx: WebContext, expires_on: str) -> datetime | None:
+    """A token chosen to expire "on" a day works through that day, in the person's time zone."""
+    if not expires_on.strip():
+        return None
+    try:
+        day = date.fromisoformat(expires_on.strip())
+    except ValueError as exc:
+        raise ValidationFailed.field("expires_at", "must be a date (YYYY-MM-DD)") from exc
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=ctx.fmt.zone)
+
+
 @section_page(router, "/tokens", TOKENS)
 def _tokens(
-    ctx: WebContext, *, secret: str | None = None, typed: str = "", errors: dict[str, str] | None = None
+    ctx: WebContext, *, secret: str | None = None, typed: TypedToken | None = None, errors: dict[str, str] | None = None
 ) -> Response:
+    if errors and "expires_at" in errors:
+        errors["expires_on"] = errors.pop("expires_at")
     context = {
         "tokens": [t for t in list_api_tokens_for(ctx.session, ctx.actor) if t.revoked_at is None],
         "secret": secret,
-        "typed": typed,
+        "typed": typed or TypedToken(),
+        "scope_options": TOKEN_SCOPE_LABELS,
         "errors": errors or {},
     }
     return _render(ctx, TOKENS, "tokens.html", context, status_code=422 if errors else 200)
 
 
 @router.post("/tokens")
-def create_token(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
+def create_token(
+    ctx: UserPage,
+    name: Annotated[str, Form()] = "",
+    scopes: Annotated[list[str] | None, Form()] = None,
+    expires_on: Annotated[str, Form()] = "",
+) -> Response:
     open_section(ctx, TOKENS)
+    typed = TypedToken(name, tuple(scopes or ()), expires_on)
 
     def issued(token: IssuedToken) -> Response:
         # The secret is shown in this response only; it is stored as an HMAC and cannot be shown again.
@@ -209,8 +247,10 @@ def create_token(ctx: UserPage, name: Annotated[str, Form()] = "") -> Response:
 
     return submit(
         ctx,
-        lambda: do_create_api_token_for(ctx.session, ctx.actor, name),
-        again=lambda exc: _tokens(ctx, typed=name, errors=field_errors(ctx, exc)),
+        lambda: do_create_api_token_for(
+            ctx.session, ctx.actor, name, scopes=typed.scopes, expires_at=_token_expiry(ctx, expires_on)
+        ),
+        again=lambda exc: _tokens(ctx, typed=typed, errors=field_errors(ctx, exc)),
         done=issued,
         catch=(ValidationFailed,),
     )
