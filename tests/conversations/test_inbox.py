@@ -435,3 +435,29 @@ def test_unsent_uploads_are_swept_after_a_day_sent_ones_stay(client: TestClient,
     assert left == {sent, snippet_file, fresh}
     with pytest.raises(FileNotFoundError):
         storage.get_storage().get(forgotten_key)
+
+
+def test_conversations_filter_by_assignee_channel_and_change_time(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    shop, other_shop = make_webchat(db, tenant), make_webchat(db, tenant)
+    new_visitor(client, shop, name="Ana").say("hola")
+    new_visitor(client, other_shop, name="Beto").say("buenas")
+    with db.transaction() as session:
+        ana, beto = sorted(session.scalars(select(Conversation)), key=lambda c: c.channel_id or 0)
+        ana_id, beto_id = ana.id, beto.id
+        # Both last changed an hour ago, except Beto's, assigned just now.
+        hour_ago = utcnow() - timedelta(hours=1)
+        session.execute(update(Conversation).values(last_message_at=hour_ago, updated_at=hour_ago))
+    assigned = client.post(
+        f"/api/v1/conversations/{beto_id}/assign", headers=tenant.headers, json={"user_id": tenant.agent_id}
+    )
+    assert assigned.status_code == 200, assigned.text
+    assert [c["id"] for c in _conversations(client, tenant, channel_id=shop.id)] == [ana_id]
+    assert [c["id"] for c in _conversations(client, tenant, assignee_id=tenant.agent_id)] == [beto_id]
+    assert _conversations(client, tenant, assignee_id=tenant.owner_id) == []
+    since = (utcnow() - timedelta(minutes=5)).isoformat()
+    assert [c["id"] for c in _conversations(client, tenant, updated_since=since)] == [beto_id]
+    naive = client.get("/api/v1/conversations", headers=tenant.headers, params={"updated_since": "2026-01-01T10:00:00"})
+    assert naive.status_code == 422
+    assert "updated_since" in naive.json()["error"]["details"]

@@ -20,6 +20,7 @@ from tertulia.contacts.schemas import (
     IdentityOut,
     MergeBody,
     MergeSuggestionOut,
+    TagBody,
     TagOut,
     TagsBody,
 )
@@ -213,6 +214,31 @@ def split_identity(session: DbSession, actor: ApiActor, identifier: Identifier, 
 def list_tags(session: DbSession, actor: ApiActor) -> list[TagOut]:
     actor.require(Permission.VIEW_CONTACTS)
     return [TagOut.model_validate(t, from_attributes=True) for t in repo.list_tags(session, actor.workspace_id)]
+
+
+@router.post("/tags", response_model=TagOut, status_code=201, tags=["tags"])
+def create_tag(session: DbSession, actor: ApiActor, body: TagBody) -> TagOut:
+    return TagOut.model_validate(service.do_create_tag(session, actor, body.name), from_attributes=True)
+
+
+@router.get("/tags/{tag_id}", response_model=TagOut, tags=["tags"])
+def get_tag(session: DbSession, actor: ApiActor, tag_id: ID) -> TagOut:
+    tag = service.access_tag(session, actor, tag_id, Permission.VIEW_CONTACTS)
+    return TagOut.model_validate(tag, from_attributes=True)
+
+
+@router.patch("/tags/{tag_id}", response_model=TagOut, tags=["tags"])
+def rename_tag(session: DbSession, actor: ApiActor, tag_id: ID, body: TagBody) -> TagOut:
+    """Saved segments name tags by text: a filter on the old name stops matching."""
+    tag = service.do_rename_tag(session, actor, service.access_tag(session, actor, tag_id), body.name)
+    return TagOut.model_validate(tag, from_attributes=True)
+
+
+@router.delete("/tags/{tag_id}", status_code=204, tags=["tags"])
+def delete_tag(session: DbSession, actor: ApiActor, tag_id: ID) -> Response:
+    """Removes the tag from every contact, then from the catalogue."""
+    service.do_delete_tag(session, actor, service.access_tag(session, actor, tag_id))
+    return Response(status_code=204)
 
 
 @router.get("/custom-fields", response_model=list[CustomFieldOut], tags=["custom fields"])

@@ -79,6 +79,10 @@ class TagsBody(Strict):
     tags: list[TagName] = Field(min_length=1, max_length=100)
 
 
+class TagBody(Strict):
+    name: TagName
+
+
 class TagOut(BaseModel):
     id: int
     name: str

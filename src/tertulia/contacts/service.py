@@ -480,26 +480,41 @@ def do_remove_tags(session: Session, actor: Actor, contact: Contact, names: Sequ
     return [tag.name for tag in removed]
 
 
-def access_tag(session: Session, actor: Actor, tag_id: int) -> Tag:
-    return access_in_workspace(
-        session, actor, Tag, tag_id, permission=Permission.MANAGE_TAGS, not_found=f"No tag {tag_id}."
-    )
+def access_tag(session: Session, actor: Actor, tag_id: int, permission: Permission = Permission.MANAGE_TAGS) -> Tag:
+    return access_in_workspace(session, actor, Tag, tag_id, permission=permission, not_found=f"No tag {tag_id}.")
 
 
-def do_rename_tag(session: Session, actor: Actor, tag: Tag, name: str) -> Tag:
-    """Saved segment filters name tags by text, so a filter on the old name stops matching."""
-    actor.require(Permission.MANAGE_TAGS)
+def _check_tag_name(session: Session, workspace_id: int, name: Any, tag_id: int | None) -> str:
+    """A tag's new name, cleaned; no other tag of the workspace may have it (case and accents aside)."""
     text = tidy_name(name) if isinstance(name, str) else ""
     if not text:
         raise ValidationFailed.field("name", "must be a non-empty tag name")
     if len(text) > MAX_TAG_LENGTH:
         raise ValidationFailed.field("name", f"must be at most {MAX_TAG_LENGTH} characters")
     key = name_key(text)
-    other = repo.tags_by_keys(session, actor.workspace_id, [key]).get(key)
-    if other is not None and other.id != tag.id:
+    other = repo.tags_by_keys(session, workspace_id, [key]).get(key)
+    if other is not None and other.id != tag_id:
         raise Conflict(
             f"A tag named {other.name!r} already exists.", code="duplicate_tag", details={"name": "already exists"}
         )
+    return text
+
+
+def do_create_tag(session: Session, actor: Actor, name: str) -> Tag:
+    """A tag in the catalogue before any contact has it (tagging a contact creates one as well)."""
+    actor.require(Permission.MANAGE_TAGS)
+    text = _check_tag_name(session, actor.workspace_id, name, None)
+    tag = Tag(workspace_id=actor.workspace_id, name=text, name_key=name_key(text))
+    session.add(tag)
+    session.flush()
+    return tag
+
+
+def do_rename_tag(session: Session, actor: Actor, tag: Tag, name: str) -> Tag:
+    """Saved segment filters name tags by text, so a filter on the old name stops matching."""
+    actor.require(Permission.MANAGE_TAGS)
+    text = _check_tag_name(session, actor.workspace_id, name, tag.id)
+    key = name_key(text)
     tag.name = text
     tag.name_key = key
     session.flush()

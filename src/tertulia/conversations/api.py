@@ -353,6 +353,12 @@ def list_conversations(
         ),
     ] = None,
     search: Annotated[str | None, Query(max_length=200)] = None,
+    assignee_id: Annotated[ID | None, Query(description="Only those assigned to this user")] = None,
+    channel_id: Annotated[ID | None, Query(description="Only those on this channel")] = None,
+    updated_since: Annotated[
+        datetime | None,
+        Query(description="Only those with a message or a change (status, assignee, team) at or after this time"),
+    ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 30,
 ) -> dict[str, Any]:
@@ -360,6 +366,10 @@ def list_conversations(
     visible = viewer.visibility_clause()
     if view == "mine" and actor.user_id is None:
         raise ValidationFailed.field("view", "'mine' needs a signed-in user")
+    if view == "mine" and assignee_id is not None:
+        raise ValidationFailed.field("assignee_id", "cannot be combined with view=mine")
+    if updated_since is not None and updated_since.tzinfo is None:
+        raise ValidationFailed.field("updated_since", "must carry a time zone (e.g. 2026-11-26T10:00:00Z)")
     if view == "team" and team_id is None:
         raise ValidationFailed.field("team_id", "is required for view=team")
     contact_ids = None
@@ -371,11 +381,13 @@ def list_conversations(
         actor.workspace_id,
         status=None if status == "all" else ConversationStatus(status),
         visible=visible,
-        assignee_id=actor.user_id if view == "mine" else None,
+        assignee_id=actor.user_id if view == "mine" else assignee_id,
         unassigned=view == "unassigned",
         team_id=team_id if view == "team" else None,
         contact_ids=contact_ids,
         contact_filter=contacts_repo.search_clause(search) if search else None,
+        channel_id=channel_id,
+        changed_since=updated_since,
         after=_conversation_cursor(cursor),
         limit=limit,
     )

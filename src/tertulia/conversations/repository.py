@@ -200,10 +200,13 @@ def conversations_page(
     team_id: int | None = None,
     contact_ids: Sequence[int] | None = None,
     contact_filter: ColumnElement[bool] | None = None,
+    channel_id: int | None = None,
+    changed_since: datetime | None = None,
     after: tuple[datetime, int] | None,
     limit: int,
 ) -> list[Conversation]:
-    """Latest message first, keyset on (last_message_at, id); fetches limit+1."""
+    """Latest message first, keyset on (last_message_at, id); fetches limit+1. `changed_since`: a
+    message came or the conversation itself changed (status, assignee, team) at or after it."""
     query = select(Conversation).where(Conversation.workspace_id == workspace_id)
     if status is not None:
         query = query.where(Conversation.status == status)
@@ -220,6 +223,12 @@ def conversations_page(
     if contact_filter is not None:
         matching = select(Contact.id).where(Contact.workspace_id == workspace_id, contact_filter)
         query = query.where(Conversation.contact_id.in_(matching))
+    if channel_id is not None:
+        query = query.where(Conversation.channel_id == channel_id)
+    if changed_since is not None:
+        query = query.where(
+            or_(Conversation.last_message_at >= changed_since, Conversation.updated_at >= changed_since)
+        )
     if after is not None:
         at, last_id = after
         query = query.where(
