@@ -5,6 +5,7 @@ import random
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -15,13 +16,22 @@ from tertulia.cli import app as cli
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
 from tertulia.events.service import Event, emit, write_pending
+from tertulia.events.tasks import nudges_paused
 from tertulia.events.types import EventType
 from tertulia.kit import db as kit_db
-from tertulia.kit import queue
 from tertulia.kit import settings as kit_settings
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.events.support import Recorder, all_events, event, registered, write_events
+
+
+@pytest.fixture(autouse=True)
+def _no_background_dispatch() -> Iterator[None]:
+    """These tests feed consumers by hand. The writes they make would otherwise ask for a dispatch,
+    which a timer thread runs a moment later (inline, with the tests' immediate queue) for every
+    registered consumer, the test's own included, taking their lease under the test's feet."""
+    with nudges_paused():
+        yield
 
 
 def test_each_consumer_gets_every_event_once_in_order(db: Database) -> None:
@@ -176,10 +186,6 @@ def test_concurrent_writers_and_dispatchers_lose_nothing_and_keep_each_conversat
 
 def test_retention_prunes_only_old_events_every_consumer_has_processed(db: Database) -> None:
     ids = write_events(db, 4)
-    # The dispatch nudges those writes queued are dropped: a queue consumer left running in this
-    # process would otherwise dispatch them to every registered consumer, "behind" included, while
-    # the test moves its position by hand.
-    queue.huey.flush()
     dispatcher.dispatch(db)  # the consumers the app registers (webhooks) are up to date
     with db.transaction() as session:
         session.execute(

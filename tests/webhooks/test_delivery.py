@@ -524,3 +524,20 @@ def test_a_broadcast_s_start_and_end_reach_an_endpoint_with_its_counts(
     assert {b["data"]["broadcast"]["broadcast_id"] for b in bodies} == {broadcast_id}
     assert bodies[0]["data"]["broadcast"]["recipients"] == 2
     assert bodies[1]["data"]["broadcast"]["status"] == "completed"
+
+
+@pytest.mark.usefixtures("allowed")
+def test_a_deleted_contact_reaches_the_endpoint_as_it_was(client: TestClient, db: Database, tenant: Tenant) -> None:
+    contact = _contact(client, tenant, "Ana")
+    tagged = client.post(f"/api/v1/contacts/id:{contact['id']}/tags", headers=tenant.headers, json={"tags": ["VIP"]})
+    before = tagged.json()
+    with receiver() as hooks:
+        endpoint = create_endpoint(client, tenant.headers, hooks.url, ["contact.deleted"])
+        assert client.delete(f"/api/v1/contacts/id:{contact['id']}", headers=tenant.headers).status_code == 204
+        assert len(hooks.requests) == 1
+    payload = Webhook(endpoint["secret"]).verify(hooks.requests[0].body, hooks.requests[0].headers)
+    assert payload["type"] == "contact.deleted"
+    assert payload["data"]["contact"] == before  # with its tags, in the API's shape
+    with db.transaction(write=False) as session:
+        [event] = session.scalars(select(EventRecord).where(EventRecord.type == "contact.deleted"))
+        assert event.contact_id == contact["id"]

@@ -414,7 +414,10 @@ def do_record_blocked_message(
 
 
 def do_delete_contact(session: Session, actor: Actor, contact: Contact) -> None:
+    """The event carries the contact as it was: nothing can be read of it once it is gone."""
     actor.require(Permission.DELETE_CONTACTS)
+    snapshot = contacts_out(session, [contact])[0].model_dump(mode="json")
+    _emit(session, actor, EventType.CONTACT_DELETED, contact.id, {"contact_id": contact.id, "contact": snapshot})
     session.delete(contact)
     session.flush()
 

@@ -12,6 +12,7 @@ Consumers are registered by `tertulia.consumers.install()`, which every process 
 """
 
 import time
+from contextlib import AbstractContextManager
 
 import structlog
 from huey import crontab
@@ -36,6 +37,12 @@ def has_consumers() -> bool:
 def nudge() -> None:
     """Ask for a dispatch soon (coalesced per process)."""
     _nudger.nudge()
+
+
+def nudges_paused() -> AbstractContextManager[None]:
+    """No dispatch is asked for by this process's commits while the block runs (tests that feed
+    consumers by hand)."""
+    return _nudger.paused()
 
 
 def dispatch_until_idle(budget_seconds: float = DISPATCH_BUDGET_SECONDS) -> int:

@@ -15,6 +15,7 @@ class EventType(enum.StrEnum):
     CONTACT_TAGGED = "contact.tagged"
     CONTACT_UNTAGGED = "contact.untagged"
     CONTACT_MERGED = "contact.merged"
+    CONTACT_DELETED = "contact.deleted"
     CONTACT_IDENTITY_LINKED = "contact.identity_linked"
     CONTACT_MERGE_SUGGESTED = "contact.merge_suggested"
     CONVERSATION_OPENED = "conversation.opened"
@@ -55,6 +56,11 @@ class ContactTagged(TypedDict):
 
     contact_id: int
     tag: str
+
+
+class ContactDeleted(TypedDict):
+    contact_id: int  # no longer exists
+    contact: dict[str, Any]  # the API's shape of the contact just before it was deleted
 
 
 class ContactMerged(TypedDict):

@@ -3,7 +3,8 @@
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import structlog
 
@@ -30,9 +31,27 @@ class Nudger:
         self._last = float("-inf")
         self._trailing: threading.Timer | None = None
         self._follow_up_at = float("-inf")
+        self._paused = 0
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No run is asked for while the block runs, and a trailing one still waiting is dropped: for
+        code that drives the task's work by hand and must not meet a run on a timer thread."""
+        with self._lock:
+            self._paused += 1
+            if self._trailing is not None:
+                self._trailing.cancel()
+                self._trailing = None
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._paused -= 1
 
     def nudge(self) -> None:
         with self._lock:
+            if self._paused:
+                return
             now = time.monotonic()
             wait = self._last + self._every - now
             if wait > 0:
@@ -47,7 +66,7 @@ class Nudger:
     def follow_up(self, delay: float) -> None:
         due = time.monotonic() + delay
         with self._lock:
-            if time.monotonic() < self._follow_up_at <= due:
+            if self._paused or time.monotonic() < self._follow_up_at <= due:
                 return
             self._follow_up_at = due
         try:
@@ -59,6 +78,8 @@ class Nudger:
         with self._lock:
             self._trailing = None
             self._last = time.monotonic()
+            if self._paused:
+                return
         self._enqueue()
 
     def _enqueue(self) -> None:

@@ -1,8 +1,8 @@
 """The events an endpoint can subscribe to, and which event-log events produce them.
 
 Webhook event names follow the event log's (`<entity>.<past tense>`), close to respond.io's. A few
-are listed for endpoints to choose but nothing emits them yet (EMITTED is False): contact deletion
-and workflows write no event-log event yet; docs/webhooks.md says so.
+are listed for endpoints to choose but nothing emits them yet (EMITTED is False): workflows write no
+event-log event yet; docs/webhooks.md says so.
 """
 
 from collections.abc import Mapping
@@ -23,7 +23,7 @@ class WebhookEvent:
 EVENTS: tuple[WebhookEvent, ...] = (
     WebhookEvent("contact.created", i18n.lazy("Contact created")),
     WebhookEvent("contact.updated", i18n.lazy("Contact updated")),
-    WebhookEvent("contact.deleted", i18n.lazy("Contact deleted"), emitted=False),
+    WebhookEvent("contact.deleted", i18n.lazy("Contact deleted")),
     WebhookEvent("contact.merged", i18n.lazy("Contacts merged")),
     WebhookEvent("contact.tag_added", i18n.lazy("Contact tag added")),
     WebhookEvent("contact.tag_removed", i18n.lazy("Contact tag removed")),
@@ -48,6 +48,7 @@ FROM_LOG: dict[EventType, str] = {
     EventType.CONTACT_CREATED: "contact.created",
     EventType.CONTACT_UPDATED: "contact.updated",
     EventType.CONTACT_MERGED: "contact.merged",
+    EventType.CONTACT_DELETED: "contact.deleted",
     EventType.CONTACT_TAGGED: "contact.tag_added",
     EventType.CONTACT_UNTAGGED: "contact.tag_removed",
     EventType.MESSAGE_RECEIVED: "message.received",

@@ -73,6 +73,8 @@ def event_data(session: Session, event: EventRecord, event_type: str) -> dict[st
         data["merged_name"] = payload.get("merged_name")
     elif event_type == "contact.created":
         data["source"] = payload.get("source")
+    elif event_type == "contact.deleted":
+        data["contact"] = payload.get("contact")  # as it was: the row is gone
     elif event_type in ("message.received", "message.sent"):
         data["message"] = payload.get("message")
     elif event_type == "comment.added":
