@@ -541,3 +541,27 @@ def test_a_deleted_contact_reaches_the_endpoint_as_it_was(client: TestClient, db
     with db.transaction(write=False) as session:
         [event] = session.scalars(select(EventRecord).where(EventRecord.type == "contact.deleted"))
         assert event.contact_id == contact["id"]
+
+
+@pytest.mark.usefixtures("allowed", "queued")
+def test_the_delivery_log_forgets_finished_deliveries_after_its_retention(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with receiver() as hooks:
+        endpoint = create_endpoint(client, tenant.headers, hooks.url, ["contact.created"])
+        for name in ("Ana", "Beto", "Carla"):
+            _contact(client, tenant, name)
+        _drain(db, policy())
+    old, recent, waiting = _deliveries(db, endpoint["id"])
+    assert old.state == recent.state == waiting.state == "delivered"
+    with db.transaction() as session:
+        long_ago = utcnow() - timedelta(days=31)
+        aged = update(WebhookDelivery).where(WebhookDelivery.id.in_([old.id, waiting.id]))
+        session.execute(aged.values(created_at=long_ago))
+        # One of the old ones is still waiting for a retry: it stays whatever its age.
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == waiting.id).values(state="pending"))
+    assert delivery.prune_log(db, 30, batch=1) == 1
+    assert [d.id for d in _deliveries(db, endpoint["id"])] == [recent.id, waiting.id]
+    assert _attempts(db, old.id) == []
+    assert len(_attempts(db, recent.id)) == 1
+    assert delivery.prune_log(db, 30) == 0

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # An endpoint is disabled after this many failures in a row, or after failing for the whole window.
     webhooks_disable_after_failures: int = 100
     webhooks_timeout_seconds: float = 10.0
+    # Finished deliveries (and their attempts) are kept this long in the delivery log.
+    webhooks_log_retention_days: float = 30.0
     log_level: str = "info"
     # "plain" (key=value lines) or "json" (one object per line, for log collectors).
     log_format: Literal["plain", "json"] = "plain"

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import structlog
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from tertulia.events.dispatcher import new_owner
@@ -398,3 +398,27 @@ def seconds_until_next(db: Database) -> float | None:
     if due is None:
         return None
     return max(0.0, (due - now).total_seconds())
+
+
+def prune_log(db: Database, retention_days: float, *, now: datetime | None = None, batch: int = 5000) -> int:
+    """Delete finished deliveries (delivered or failed) older than `retention_days`, with their
+    attempts, a batch per transaction; open ones are kept whatever their age. Oldest first by id, so
+    each batch is found at the start of the primary key without an index on the time."""
+    cutoff = (now or utcnow()) - timedelta(days=retention_days)
+    finished = (DeliveryState.DELIVERED, DeliveryState.FAILED)
+    doomed = (
+        select(WebhookDelivery.id)
+        .where(WebhookDelivery.state.in_(finished), WebhookDelivery.created_at < cutoff)
+        .order_by(WebhookDelivery.id)
+        .limit(batch)
+    )
+    deleted = 0
+    while True:
+        with db.transaction() as session:
+            ids = list(session.scalars(doomed))
+            if ids:
+                session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(ids)))
+                session.execute(delete(WebhookDelivery).where(WebhookDelivery.id.in_(ids)))
+        deleted += len(ids)
+        if len(ids) < batch:
+            return deleted

@@ -5,6 +5,8 @@
   process), after a redelivery or test event, and when an endpoint is enabled again.
 - `webhooks.deliver_due` (every minute) does the same for nudges lost with a dead process, and for
   deliveries whose worker died mid-send (their lease expired).
+- `webhooks.prune_log` (hourly) deletes finished deliveries older than
+  `TERTULIA_WEBHOOKS_LOG_RETENTION_DAYS` with their attempts.
 """
 
 import time
@@ -14,6 +16,7 @@ from huey import crontab
 
 from tertulia.kit.nudges import Nudger
 from tertulia.kit.queue import huey, task_database
+from tertulia.kit.settings import get_settings
 from tertulia.webhooks import delivery
 
 log = structlog.get_logger("tertulia.webhooks")
@@ -50,6 +53,11 @@ def deliver_task() -> int:
 @huey.periodic_task(crontab(minute="*"), name="webhooks.deliver_due")  # type: ignore[untyped-decorator]
 def deliver_due_task() -> int:
     return run()
+
+
+@huey.periodic_task(crontab(minute="41"), name="webhooks.prune_log")  # type: ignore[untyped-decorator]
+def prune_log_task() -> int:
+    return delivery.prune_log(task_database(), get_settings().webhooks_log_retention_days)
 
 
 # After the tasks it queues; the functions above look it up when they run.
