@@ -22,7 +22,8 @@ Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `co
 pumped), `conversations.fetch_mailboxes` (email channels whose poll interval has passed),
 `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
-hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), and the event log's dispatcher and pruning (`events.tasks`).
+hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), and the event log's dispatcher and
+pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
 pending outgoing messages with no task waiting, queued or interrupted imports, and broadcasts due
