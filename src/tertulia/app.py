@@ -10,6 +10,7 @@ from tertulia import (
     __version__,
     tasks,  # noqa: F401  (registers every queue task with huey)
 )
+from tertulia.assistant.api import router as assistant_router
 from tertulia.broadcasts.api import router as broadcasts_router
 from tertulia.broadcasts.views import router as broadcasts_pages
 from tertulia.channels.api import router as channels_router
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(segments_router)
     app.include_router(broadcasts_router)  # /api/v1/broadcasts
     app.include_router(webhooks_router)  # /api/v1/webhooks
+    app.include_router(assistant_router)  # /api/v1/knowledge, /api/v1/assistant
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
