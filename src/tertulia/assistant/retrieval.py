@@ -70,7 +70,7 @@ _FILLER = {
         oye oigan disculpa disculpe perdon alguien ayuda ayudar ayudame necesito informacion info
         podrian podria pueden puede puedo hay tienen tenes teneis saludos ok vale bueno este esta
         cuanto cuanta cuantos cuantas hacen hace hago tiene tengo haber cual cuales alguno alguna
-        ustedes vosotros usted aca aqui ahi""",
+        ustedes vosotros usted aca aqui ahi q k xq pq porq tb tmb xfa""",
     "en": """hi hello hey good morning afternoon evening thanks thank please pls quick question ask
         wondering wonder know tell want would like could can may help hello there you guys u ur
         whats im ive id dont cant didnt doesnt isnt wont get got""",
