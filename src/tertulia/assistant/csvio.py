@@ -93,7 +93,7 @@ def read_rows(data: bytes) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     if missing:
         raise ValidationFailed.field(
             "file",
-            "The header must be question;alternatives;answer;topic;language (missing: " + ", ".join(missing) + ").",
+            "The first line must name the columns question;alternatives;answer;topic;language.",
         )
     rows: list[tuple[int, dict[str, str]]] = []
     for cells in reader:
