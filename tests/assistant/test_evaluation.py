@@ -6,7 +6,7 @@ import pytest
 
 from tests.assistant.evaluation import Knowledge, build, evaluate, load_knowledge, load_questions
 
-TOP1_FLOOR = 0.57  # measured: 60.8 % on the test split
+TOP1_FLOOR = 0.58  # measured: 62.4 % on the test split
 HANDOFF_RECALL_FLOOR = 0.8  # measured: 84.6 %
 
 

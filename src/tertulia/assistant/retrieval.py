@@ -55,6 +55,7 @@ CACHE_WORKSPACES = 64
 UNKNOWN_WEIGHT = 1.0
 # BM25's best candidates that the confidence re-ranks, and the weight of BM25 in that ranking.
 CANDIDATES = 10
+MIN_IDF_ENTRIES = 100
 # Entries' phrasings are short and of similar length: length normalisation matters little.
 BM25_K1 = 1.5
 BM25_B = 0.75
@@ -197,7 +198,10 @@ class LanguageIndex:
         for docs in docs_of_entry:
             for token in set().union(*(corpus[d] for d in docs if not doc_is_answer[d])):
                 frequency[token] = frequency.get(token, 0) + 1
-        total = max(len(docs_of_entry), 1)
+        # A small knowledge base says little about which words are rare: it counts as at least
+        # MIN_IDF_ENTRIES entries, the others without these words, so a word of its only entry
+        # still weighs like a rare one and an unknown word does not outweigh everything.
+        total = max(len(docs_of_entry), MIN_IDF_ENTRIES)
         idf = {t: math.log(1 + (total - df + 0.5) / (df + 0.5)) for t, df in frequency.items()}
         max_idf = math.log(1 + (total + 0.5) / 0.5)
         by_initial: dict[str, list[str]] = {}
