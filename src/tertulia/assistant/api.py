@@ -9,18 +9,21 @@ GET  /api/v1/knowledge/entries/export             CSV (question;alternatives;ans
 POST /api/v1/knowledge/entries/import             CSV body (text/csv); ?dry_run=true; row report
 GET/PUT /api/v1/knowledge/synonyms                the workspace's synonym groups
 POST /api/v1/assistant/answer                     what the assistant answers (no side effects)
+GET/PUT /api/v1/assistant/channels/{id}/settings  the bot's settings on a channel (PUT: the fields given)
 """
 
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from tertulia.assistant import csvio, retrieval, service
+from tertulia.assistant import bot_settings, csvio, retrieval, service
 from tertulia.assistant.models import KnowledgeEntry, entry_dict
 from tertulia.assistant.schemas import (
     ActiveBody,
     AnswerBody,
     AnswerOut,
+    BotSettingsBody,
+    BotSettingsOut,
     BulkBody,
     BulkOut,
     CountOut,
@@ -167,3 +170,25 @@ def answer(session: DbSession, actor: ApiActor, body: AnswerBody) -> AnswerOut:
         buttons=list(result.buttons),
         language=result.language,
     )
+
+
+def _bot_out(channel_id: int, values: bot_settings.BotValues) -> BotSettingsOut:
+    return BotSettingsOut(
+        channel_id=channel_id,
+        enabled=values.enabled,
+        threshold=values.threshold,
+        handoff_keywords=values.handoff_keywords,
+        handoff_message=values.handoff_message,
+        max_bot_answers=values.max_bot_answers,
+    )
+
+
+@router.get("/assistant/channels/{channel_id}/settings", response_model=BotSettingsOut)
+def get_bot_settings(session: DbSession, actor: ApiActor, channel_id: ID) -> BotSettingsOut:
+    return _bot_out(channel_id, bot_settings.get_settings(session, actor, channel_id))
+
+
+@router.put("/assistant/channels/{channel_id}/settings", response_model=BotSettingsOut)
+def put_bot_settings(session: DbSession, actor: ApiActor, channel_id: ID, body: BotSettingsBody) -> BotSettingsOut:
+    values = bot_settings.do_save_settings(session, actor, channel_id, body.model_dump(exclude_none=True))
+    return _bot_out(channel_id, values)

@@ -4,7 +4,7 @@ in-memory index is stale."""
 
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin
@@ -59,6 +59,25 @@ class KnowledgeVersion(Base):
     # Random at every change: a workspace id used again after a deletion (SQLite reuses the highest
     # id) starts its count again, and must not meet an index cached for its predecessor.
     stamp: Mapped[str] = mapped_column(String(32))
+
+
+class ChannelBotSettings(IdMixin, TimestampMixin, Base):
+    """How the assistant behaves on one channel. A channel without a row has the defaults (the bot
+    off). Read by the bot; nothing sends on these settings yet."""
+
+    __tablename__ = "assistant_channel_settings"
+    __table_args__ = (
+        UniqueConstraint("channel_id", name="uq_assistant_channel_settings_channel_id"),
+        Index("ix_assistant_channel_settings_workspace_id", "workspace_id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
+    enabled: Mapped[bool] = mapped_column(default=False)
+    threshold: Mapped[float] = mapped_column(Float)
+    handoff_keywords: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    handoff_message: Mapped[str] = mapped_column(Text, default="")
+    max_bot_answers: Mapped[int] = mapped_column(Integer)
 
 
 def entry_dict(entry: KnowledgeEntry) -> dict[str, Any]:

@@ -124,3 +124,22 @@ class AnswerOut(BaseModel):
     reason: str = Field(description="matched, low_confidence, no_match, empty_question or no_knowledge.")
     buttons: list[str]
     language: str | None
+
+
+class BotSettingsBody(Strict):
+    enabled: bool | None = None
+    threshold: float | None = Field(default=None, description="Confidence (0 to 1) below which the bot hands off.")
+    handoff_keywords: Annotated[list[Annotated[str, described(50)]], described(max_items=50)] | None = Field(
+        default=None, description="Words that make a customer's message a request for a person."
+    )
+    handoff_message: Annotated[str, described(1000)] | None = None
+    max_bot_answers: int | None = Field(default=None, description="Answers per conversation before handing off.")
+
+
+class BotSettingsOut(BaseModel):
+    channel_id: int
+    enabled: bool
+    threshold: float
+    handoff_keywords: list[str]
+    handoff_message: str
+    max_bot_answers: int

@@ -1,4 +1,5 @@
-"""knowledge_entries, knowledge_synonyms, knowledge_versions: the assistant's knowledge matrix
+"""knowledge_entries, knowledge_synonyms, knowledge_versions, assistant_channel_settings: the
+assistant's knowledge matrix and its per-channel settings
 
 Revision ID: 0310_knowledge
 Revises: 0280_outgoing_webhooks
@@ -74,9 +75,35 @@ def upgrade() -> None:
         _workspace_fk("knowledge_versions"),
         sa.PrimaryKeyConstraint("workspace_id", name=op.f("pk_knowledge_versions")),
     )
+    op.create_table(
+        "assistant_channel_settings",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("workspace_id", ID, nullable=False),
+        sa.Column("channel_id", ID, nullable=False),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("threshold", sa.Float(), nullable=False),
+        sa.Column("handoff_keywords", tertulia.kit.models.JSONType, nullable=False),
+        sa.Column("handoff_message", sa.Text(), nullable=False),
+        sa.Column("max_bot_answers", sa.Integer(), nullable=False),
+        _time("created_at", False),
+        _time("updated_at", False),
+        _workspace_fk("assistant_channel_settings"),
+        sa.ForeignKeyConstraint(
+            ["channel_id"],
+            ["channels.id"],
+            name=op.f("fk_assistant_channel_settings_channel_id_channels"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_assistant_channel_settings")),
+        sa.UniqueConstraint("channel_id", name=op.f("uq_assistant_channel_settings_channel_id")),
+    )
+    op.create_index(
+        "ix_assistant_channel_settings_workspace_id", "assistant_channel_settings", ["workspace_id"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("assistant_channel_settings")
     op.drop_table("knowledge_versions")
     op.drop_table("knowledge_synonyms")
     op.drop_table("knowledge_entries")
