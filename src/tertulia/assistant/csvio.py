@@ -10,8 +10,9 @@ Every row is checked with the same rules as the API; a bad row is reported with 
 in one file: the later is reported as a duplicate of the earlier line.
 
 Export neutralises formulas: a cell starting with `=`, `+`, `-`, `@`, tab or carriage return gets
-a leading `'` (the contacts export's rule), which the import removes again, so a file exported
-and imported back is unchanged.
+a leading `'` (the contacts export's rule), which the import removes again; a cell that already
+starts with quotes before such a character gets one more. So a file exported and imported back is
+unchanged.
 """
 
 import csv
@@ -61,9 +62,17 @@ def _decode(data: bytes) -> str:
 
 
 def _unprotect(value: str) -> str:
-    if value.startswith("'") and value[1:].startswith(_FORMULA_START):
+    if value.startswith("'") and value.lstrip("'").startswith(_FORMULA_START):
         return value[1:]
     return value
+
+
+def _protect(value: str) -> str:
+    """The export's cell: never a formula (`safe_cell`), and a cell that already starts with the
+    quote the import would remove keeps it (one more quote), so the import gives it back as it was."""
+    if value.startswith("'") and value.lstrip("'").startswith(_FORMULA_START):
+        return "'" + value
+    return safe_cell(value)
 
 
 def _split(cell: str) -> list[str]:
@@ -158,7 +167,7 @@ def export_csv(entries: Sequence[KnowledgeEntry]) -> str:
             SEPARATOR.join(entry.buttons or []),
             "true" if entry.active else "false",
         ]
-        writer.writerow([safe_cell(c) for c in cells])
+        writer.writerow([_protect(c) for c in cells])
     return out.getvalue()
 
 
