@@ -39,7 +39,7 @@ from tertulia.assistant import repository
 from tertulia.assistant.models import LANGUAGES, KnowledgeEntry
 from tertulia.kit.text import fold
 
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD = 0.53
 # The answer's own words can find an entry no phrasing covers, but they are a weaker signal.
 ANSWER_WEIGHT = 1.0
 # Blend of the question's coverage by the entry and the best phrasing's coverage by the question.
@@ -78,6 +78,34 @@ _FILLER = {
 }
 
 
+# Words customers use for the same thing in any shop's questions, on top of a workspace's synonyms.
+BUILTIN_SYNONYMS: dict[str, list[list[str]]] = {
+    "es": [
+        ["precio", "cuesta", "cuestan", "costo", "cobran", "cobrar", "tarifa", "vale", "valen"],
+        ["tarda", "tardan", "tardar", "demora", "demoran", "demorar", "plazo"],
+        ["pedido", "orden", "compra"],
+        ["roto", "rota", "dañado", "dañada", "golpeado", "rayado", "averiado"],
+        ["equivocado", "equivocada", "incorrecto", "incorrecta"],
+        ["llega", "llegar", "recibir", "recibo"],
+        ["trabajo", "empleo", "vacante", "vacantes", "currículum", "cv"],
+        ["registrarme", "registrarse", "registro", "cuenta"],
+        ["descuento", "rebaja", "promoción"],
+    ],
+    "en": [
+        ["price", "cost", "charge", "fee"],
+        ["long", "fast", "quick", "soon"],
+        ["order", "purchase"],
+        ["broken", "damaged", "smashed", "cracked", "scratched"],
+        ["wrong", "incorrect"],
+        ["job", "work", "vacancy", "hiring", "career", "cv"],
+        ["fix", "repair", "mend"],
+        ["sign in", "log in", "login"],
+        ["discount", "money off"],
+    ],
+}
+USE_BUILTIN = True
+
+
 def _stopwords(language: str) -> frozenset[str]:
     base = STOPWORDS_SPANISH if language == "es" else STOPWORDS_EN_PLUS
     return frozenset(fold(w) for w in [*base, *_FILLER[language].split()])
@@ -106,10 +134,15 @@ class Analyzer:
         self._stop = _STOP[language]
         self._single: dict[str, str] = {}
         self._phrases: list[tuple[tuple[str, ...], str]] = []
-        for index, group in enumerate(synonym_groups):
-            token = f"syn{index}"
-            for term in group:
-                stems = tuple(self._stems(self.words(term)))
+        groups = [*(BUILTIN_SYNONYMS[language] if USE_BUILTIN else ()), *synonym_groups]
+        # Groups that share a word are one group (the built-in "precio, cuesta" and a workspace's
+        # "precio, tarifa"): each word gets the token of the first group that has it.
+        for index, group in enumerate(groups):
+            stems_of = [tuple(self._stems(self.words(term))) for term in group]
+            token = next(
+                (self._single[s[0]] for s in stems_of if len(s) == 1 and s[0] in self._single), f"syn{index}"
+            )
+            for stems in stems_of:
                 if len(stems) == 1:
                     self._single.setdefault(stems[0], token)
                 elif stems:
