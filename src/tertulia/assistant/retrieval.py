@@ -139,9 +139,7 @@ class Analyzer:
         # "precio, tarifa"): each word gets the token of the first group that has it.
         for index, group in enumerate(groups):
             stems_of = [tuple(self._stems(self.words(term))) for term in group]
-            token = next(
-                (self._single[s[0]] for s in stems_of if len(s) == 1 and s[0] in self._single), f"syn{index}"
-            )
+            token = next((self._single[s[0]] for s in stems_of if len(s) == 1 and s[0] in self._single), f"syn{index}")
             for stems in stems_of:
                 if len(stems) == 1:
                     self._single.setdefault(stems[0], token)
