@@ -66,7 +66,7 @@ def test_a_manager_adds_an_entry_and_tries_a_question(browser: Browser, base_url
     tried = page.get_by_test_id("tried-answer")
     expect(tried).to_contain_text("Respondida desde el conocimiento.")
     expect(tried).to_contain_text("Los pedidos llegan en 2 a 4 días hábiles.")
-    _shot(page, "72-settings-knowledge.png")
+    _shot(page, "95-settings-knowledge.png")
 
     page.fill("#f-ask", "¿venden motos?")
     page.get_by_test_id("try-question").get_by_role("button", name="Preguntar").click()

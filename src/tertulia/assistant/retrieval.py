@@ -103,7 +103,6 @@ BUILTIN_SYNONYMS: dict[str, list[list[str]]] = {
         ["discount", "money off"],
     ],
 }
-USE_BUILTIN = True
 
 
 def _stopwords(language: str) -> frozenset[str]:
@@ -134,7 +133,7 @@ class Analyzer:
         self._stop = _STOP[language]
         self._single: dict[str, str] = {}
         self._phrases: list[tuple[tuple[str, ...], str]] = []
-        groups = [*(BUILTIN_SYNONYMS[language] if USE_BUILTIN else ()), *synonym_groups]
+        groups = [*BUILTIN_SYNONYMS[language], *synonym_groups]
         # Groups that share a word are one group (the built-in "precio, cuesta" and a workspace's
         # "precio, tarifa"): each word gets the token of the first group that has it.
         for index, group in enumerate(groups):
