@@ -114,6 +114,16 @@ _STOP = {lang: _stopwords(lang) for lang in LANGUAGES}
 
 
 @dataclass(frozen=True)
+class IndexedEntry:
+    """What an index keeps of an entry: the index outlives the session that read it, so it holds
+    plain values, never ORM objects."""
+
+    id: int
+    answer: str
+    buttons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Answer:
     answer: str | None
     entry_id: int | None
@@ -180,7 +190,7 @@ class Analyzer:
 @dataclass
 class LanguageIndex:
     analyzer: Analyzer
-    entries: list[KnowledgeEntry]
+    entries: list[IndexedEntry]
     # Per document: the entry's position, and whether it is the answer's document.
     doc_entry: np.ndarray
     doc_is_answer: np.ndarray
@@ -240,7 +250,7 @@ class LanguageIndex:
                 by_initial.setdefault(word[0], []).append(word)
         return cls(
             analyzer=analyzer,
-            entries=list(entries),
+            entries=[IndexedEntry(e.id, e.answer, tuple(e.buttons or ())) for e in entries],
             doc_entry=np.array(doc_entry, dtype=np.int64),
             doc_is_answer=np.array(doc_is_answer, dtype=bool),
             doc_tokens=[frozenset(tokens) for tokens in corpus],
@@ -363,7 +373,7 @@ class WorkspaceIndex:
                 confidence=confidence,
                 handoff=confidence < threshold,
                 reason="matched" if confidence >= threshold else "low_confidence",
-                buttons=tuple(entry.buttons or ()),
+                buttons=entry.buttons,
                 language=lang,
             )
             if best is None or candidate.confidence > best.confidence:
@@ -402,8 +412,6 @@ def index_for(session: Session, workspace_id: int) -> WorkspaceIndex:
                 return cached
         entries = repository.all_entries(session, workspace_id, active_only=True)
         synonyms = [(s.language, list(s.terms or [])) for s in repository.synonyms(session, workspace_id)]
-        for entry in entries:
-            session.expunge(entry)  # the index outlives this session
         built = WorkspaceIndex.build(current, entries, synonyms)
         with _cache_lock:
             _cache[workspace_id] = built
