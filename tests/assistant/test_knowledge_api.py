@@ -250,3 +250,20 @@ def test_answers_follow_the_knowledge_and_its_synonyms(client: TestClient, db: D
         json={"synonyms": [{"language": "en", "terms": ["alone"]}]},
     )
     assert bad.json()["error"]["details"] == {"synonyms[0].terms": "A group needs at least two words or phrases."}
+
+
+def test_oversized_input_is_refused_not_failed(client: TestClient, tenant: Tenant) -> None:
+    huge_cell = b"question;alternatives;answer;topic;language\n\xc2\xbfX?;;" + b"a" * 300_000 + b";t;es\n"
+    refused = client.post(
+        f"{ENTRIES}/import", headers={**tenant.headers, "Content-Type": "text/csv"}, content=huge_cell
+    )
+    assert refused.status_code == 200  # one bad row: reported, not a failure of the file
+    assert refused.json()["rejected"][0]["errors"] == {"answer": "The answer is too long (4,000 characters at most)."}
+    long_question = client.post(
+        "/api/v1/assistant/answer", headers=tenant.headers, json={"question": "hola " * 500, "language": "es"}
+    )
+    assert long_question.status_code == 422
+    assert "question" in long_question.json()["error"]["details"]
+    too_many = client.post(f"{ENTRIES}/bulk-delete", headers=tenant.headers, json={"ids": list(range(1, 1002))})
+    assert too_many.status_code == 422
+    assert too_many.json()["error"]["details"] == {"ids": "At most 1,000 entries in one request."}

@@ -37,12 +37,18 @@ from tertulia.assistant.schemas import (
     SynonymGroup,
     SynonymsBody,
 )
+from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, read_only
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
 
 router = APIRouter(prefix="/api/v1", tags=["assistant"], route_class=CheckedInputRoute, responses=API_ERRORS)
+
+
+def _check_ids(ids: list[int]) -> None:
+    if len(ids) > service.MAX_BULK:
+        raise ValidationFailed.field("ids", "At most 1,000 entries in one request.")
 
 
 def _out(entry: KnowledgeEntry) -> EntryOut:
@@ -103,6 +109,8 @@ def import_entries(
 @router.post("/knowledge/entries/bulk", response_model=BulkOut)
 def bulk_upsert(session: DbSession, actor: ApiActor, body: BulkBody) -> BulkOut:
     actor.require(Permission.MANAGE_KNOWLEDGE)
+    if len(body.entries) > service.MAX_BULK:
+        raise ValidationFailed.field("entries", "At most 1,000 entries in one request.")
     batch = [
         service.check_entry_values(session, actor.workspace_id, item.model_dump(), prefix=f"entries[{i}].")
         for i, item in enumerate(body.entries)
@@ -113,11 +121,13 @@ def bulk_upsert(session: DbSession, actor: ApiActor, body: BulkBody) -> BulkOut:
 
 @router.post("/knowledge/entries/bulk-delete", response_model=CountOut)
 def bulk_delete(session: DbSession, actor: ApiActor, body: IdsBody) -> CountOut:
+    _check_ids(body.ids)
     return CountOut(count=service.do_delete_entries(session, actor, body.ids))
 
 
 @router.post("/knowledge/entries/bulk-active", response_model=CountOut)
 def bulk_active(session: DbSession, actor: ApiActor, body: ActiveBody) -> CountOut:
+    _check_ids(body.ids)
     return CountOut(count=service.do_set_active(session, actor, body.ids, body.active))
 
 
@@ -160,6 +170,8 @@ def put_synonyms(session: DbSession, actor: ApiActor, body: SynonymsBody) -> Syn
 def answer(session: DbSession, actor: ApiActor, body: AnswerBody) -> AnswerOut:
     """The answer the assistant would give to `question` from the workspace's active entries.
     Changes nothing: the same call the bot makes, for trying out the knowledge."""
+    if len(body.question) > retrieval.MAX_QUESTION:
+        raise ValidationFailed.field("question", "The question is too long (2,000 characters at most).")
     result = retrieval.answer(session, actor.workspace_id, body.question, body.language, body.threshold)
     return AnswerOut(
         answer=result.answer,

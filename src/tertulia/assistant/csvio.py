@@ -93,7 +93,14 @@ def read_rows(data: bytes) -> tuple[list[str], list[tuple[int, dict[str, str]]]]
     text = _decode(data)
     if has_unsafe_characters(text):
         raise ValidationFailed.field("file", "The file contains NUL characters or unpaired surrogates.")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";")
+    try:
+        return _read(text)
+    except csv.Error as exc:  # a cell over the csv module's size limit, a stray quote at the end
+        raise ValidationFailed.field("file", "The file is not a CSV file this page can read.") from exc
+
+
+def _read(text: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=";", strict=False)
     try:
         header = [h.strip().lower() for h in next(reader)]
     except StopIteration:

@@ -49,6 +49,7 @@ QUESTION_COVERAGE_WEIGHT = 0.75
 TYPO_MAX_WORDS = 12
 TYPO_MIN_LENGTH = 4
 CACHE_WORKSPACES = 64
+MAX_QUESTION = 2000
 # How much a word the knowledge base does not know weighs, as a share of the rarest known word's
 # weight: an unknown word is often what the question is about ("motos"), but also often just a
 # word nobody wrote into the entries.

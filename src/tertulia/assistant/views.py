@@ -117,7 +117,7 @@ def _knowledge(
         after=int(after) if after.isdigit() and len(after) < 18 else None,
         limit=PAGE_SIZE + 1,
     )
-    question = replace_unsafe_characters(params.get("ask", ""))[:2000]
+    question = replace_unsafe_characters(params.get("ask", ""))[: retrieval.MAX_QUESTION]
     ask_language = params.get("ask_language") if params.get("ask_language") in LANGUAGES else None
     tried: dict[str, Any] | None = None
     if question.strip():
