@@ -10,6 +10,9 @@ from tertulia import (
     __version__,
     tasks,  # noqa: F401  (registers every queue task with huey)
 )
+from tertulia.assistant.api import router as assistant_router
+from tertulia.assistant.views import KNOWLEDGE
+from tertulia.assistant.views import router as assistant_pages
 from tertulia.broadcasts.api import router as broadcasts_router
 from tertulia.broadcasts.views import router as broadcasts_pages
 from tertulia.channels.api import router as channels_router
@@ -55,7 +58,19 @@ from tertulia.workspaces.views import GENERAL
 from tertulia.workspaces.views import router as workspace_settings_pages
 
 # The Settings navigation, in this order; each section's pages live in its domain.
-SETTINGS_SECTIONS = (GENERAL, USERS, TEAMS, FIELDS, TAGS, SNIPPETS, CLOSING_CATEGORIES, TOKENS, CHANNELS, WEBHOOKS)
+SETTINGS_SECTIONS = (
+    GENERAL,
+    USERS,
+    TEAMS,
+    FIELDS,
+    TAGS,
+    SNIPPETS,
+    CLOSING_CATEGORIES,
+    TOKENS,
+    CHANNELS,
+    WEBHOOKS,
+    KNOWLEDGE,
+)
 
 SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"
 SWAGGER_UI_CSS = "/static/vendor/swagger-ui-5.35.0.css"
@@ -94,6 +109,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(segments_router)
     app.include_router(broadcasts_router)  # /api/v1/broadcasts
     app.include_router(webhooks_router)  # /api/v1/webhooks
+    app.include_router(assistant_router)  # /api/v1/knowledge, /api/v1/assistant
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
@@ -110,6 +126,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(channels_pages)  # Settings > Channels and the widget script
     app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
     app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
+    app.include_router(assistant_pages)  # Settings > Assistant > Knowledge
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token

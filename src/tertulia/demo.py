@@ -7,6 +7,7 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.assistant import service as knowledge
 from tertulia.broadcasts.service import DraftFields, do_create_broadcast
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
@@ -158,6 +159,7 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     )
     seed_inbox(session, actor, agent.id, rng)
     seed_broadcasts(session, actor)
+    seed_knowledge(session, actor)
     session.flush()
     return created
 
@@ -234,3 +236,47 @@ def seed_broadcasts(session: Session, actor: Actor) -> None:
             reply_window_hours=48,
         ),
     )
+
+
+DEMO_KNOWLEDGE = [
+    {
+        "question": "¿Cuál es su horario de atención?",
+        "alternatives": ["¿A qué hora abren?", "¿Atienden los sábados?"],
+        "answer": (
+            'Hola {{contact.first_name | "👋"}}, atendemos de lunes a viernes de 9:00 a 18:00 '
+            "y los sábados de 10:00 a 14:00."
+        ),
+        "topic": "atención",
+        "language": "es",
+    },
+    {
+        "question": "¿Cuánto cuesta el plan Pro?",
+        "alternatives": ["Precio del plan Pro", "¿Qué incluye el plan Pro?"],
+        "answer": "El plan Pro cuesta 29 USD al mes por agente e incluye canales ilimitados y reportes.",
+        "buttons": ["Quiero el plan Pro", "Hablar con ventas"],
+        "topic": "planes",
+        "language": "es",
+    },
+    {
+        "question": "¿Cómo cambio mi contraseña?",
+        "alternatives": ["Olvidé mi contraseña", "No puedo entrar a mi cuenta"],
+        "answer": "Entra en Perfil > Contraseña, o pulsa «¿Olvidaste tu contraseña?» en la página de acceso.",
+        "topic": "cuenta",
+        "language": "es",
+    },
+    {
+        "question": "What are your support hours?",
+        "alternatives": ["When are you open?"],
+        "answer": "We answer Monday to Friday, 9:00 to 18:00 (Mexico City time).",
+        "topic": "support",
+        "language": "en",
+    },
+]
+
+
+def seed_knowledge(session: Session, actor: Actor) -> None:
+    """A few knowledge entries and a synonym group, to try on Settings > Assistant > Knowledge."""
+    batch = [knowledge.check_entry_values(session, actor.workspace_id, raw) for raw in DEMO_KNOWLEDGE]
+    knowledge.do_upsert_entries(session, actor, batch)
+    groups = knowledge.check_synonyms([{"language": "es", "terms": ["contraseña", "clave", "password"]}])
+    knowledge.do_replace_synonyms(session, actor, groups)

@@ -1,5 +1,6 @@
 """Imports every domain's models so `Base.metadata` is complete (Alembic, tests)."""
 
+from tertulia.assistant import models as assistant_models
 from tertulia.broadcasts import models as broadcasts_models
 from tertulia.channels import models as channels_models
 from tertulia.contacts import import_models as contacts_import_models
@@ -15,6 +16,7 @@ from tertulia.workspaces import models as workspaces_models
 
 __all__ = [
     "Base",
+    "assistant_models",
     "broadcasts_models",
     "channels_models",
     "contacts_import_models",

@@ -167,6 +167,11 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "/api/v1/webhooks", headers=api, json={"url": "https://hooks.example.invalid/x", "events": ["contact.created"]}
     ).json()
     webhook_delivery = client.post(f"/api/v1/webhooks/{webhook['id']}/test", headers=api).json()
+    knowledge = client.post(
+        "/api/v1/knowledge/entries",
+        headers=api,
+        json={"question": "¿Horario?", "answer": "De 9 a 18.", "language": "es"},
+    ).json()
     with db.transaction() as session:
         actor = tenant.actor()
         team = do_create_team(session, actor, "Ventas")
@@ -261,6 +266,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "webchat": str(webchat.id),
         "endpoint_id": str(webhook["id"]),
         "delivery_id": str(webhook_delivery["id"]),
+        "entry_id": str(knowledge["id"]),
         "telegram": str(ids["telegram"]),
         "messenger": str(ids["messenger"]),
         "instagram": str(ids["instagram"]),

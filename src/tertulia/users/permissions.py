@@ -26,6 +26,7 @@ class Permission(enum.StrEnum):
     MANAGE_SNIPPETS = "manage_snippets"
     MANAGE_API_TOKENS = "manage_api_tokens"
     MANAGE_WEBHOOKS = "manage_webhooks"
+    MANAGE_KNOWLEDGE = "manage_knowledge"
     VIEW_CONTACTS = "view_contacts"
     EDIT_CONTACTS = "edit_contacts"
     DELETE_CONTACTS = "delete_contacts"

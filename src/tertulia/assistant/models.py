@@ -1,0 +1,95 @@
+"""Knowledge entries (a question, its other phrasings and the answer), per-workspace synonyms, and
+the workspace's knowledge version, which every change bumps so each process knows when its
+in-memory index is stale."""
+
+from typing import Any
+
+from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin
+
+LANGUAGES = ("es", "en")
+
+
+class KnowledgeEntry(IdMixin, TimestampMixin, Base):
+    """`question_key` is the folded question (case, accents, spacing): one entry per question and
+    language in a workspace, which is also what a CSV import matches on. `search_key` is the folded
+    text of every field, for the list's search."""
+
+    __tablename__ = "knowledge_entries"
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id", "language", "question_key", name="uq_knowledge_entries_workspace_id_language_question_key"
+        ),
+        Index("ix_knowledge_entries_workspace_id_id", "workspace_id", "id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    question: Mapped[str] = mapped_column(String(500))
+    question_key: Mapped[str] = mapped_column(String(500))
+    alternatives: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    answer: Mapped[str] = mapped_column(Text)
+    buttons: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    topic: Mapped[str] = mapped_column(String(100), default="")
+    language: Mapped[str] = mapped_column(String(2))
+    active: Mapped[bool] = mapped_column(default=True)
+    search_key: Mapped[str] = mapped_column(Text, default="")
+
+
+class KnowledgeSynonym(IdMixin, Base):
+    """A group of words or phrases the assistant treats as one (`bici`, `bicicleta`, `bike`)."""
+
+    __tablename__ = "knowledge_synonyms"
+    __table_args__ = (Index("ix_knowledge_synonyms_workspace_id", "workspace_id"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    language: Mapped[str] = mapped_column(String(2))
+    terms: Mapped[list[str]] = mapped_column(JSONType, default=list)
+
+
+class KnowledgeVersion(Base):
+    """One row per workspace with knowledge; `version` grows with every change to its entries or
+    synonyms (in the same transaction), so a process holding an index of an older version rebuilds."""
+
+    __tablename__ = "knowledge_versions"
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    # Random at every change: a workspace id used again after a deletion (SQLite reuses the highest
+    # id) starts its count again, and must not meet an index cached for its predecessor.
+    stamp: Mapped[str] = mapped_column(String(32))
+
+
+class ChannelBotSettings(IdMixin, TimestampMixin, Base):
+    """How the assistant behaves on one channel. A channel without a row has the defaults (the bot
+    off). Read by the bot; nothing sends on these settings yet."""
+
+    __tablename__ = "assistant_channel_settings"
+    __table_args__ = (
+        UniqueConstraint("channel_id", name="uq_assistant_channel_settings_channel_id"),
+        Index("ix_assistant_channel_settings_workspace_id", "workspace_id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
+    enabled: Mapped[bool] = mapped_column(default=False)
+    threshold: Mapped[float] = mapped_column(Float)
+    handoff_keywords: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    handoff_message: Mapped[str] = mapped_column(Text, default="")
+    max_bot_answers: Mapped[int] = mapped_column(Integer)
+
+
+def entry_dict(entry: KnowledgeEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "question": entry.question,
+        "alternatives": list(entry.alternatives or []),
+        "answer": entry.answer,
+        "buttons": list(entry.buttons or []),
+        "topic": entry.topic,
+        "language": entry.language,
+        "active": entry.active,
+        "created_at": entry.created_at,
+        "updated_at": entry.updated_at,
+    }

@@ -1,0 +1,433 @@
+"""Offline retrieval: which knowledge entry answers a customer's question, and how sure we are.
+
+Text is folded (case and accents, `kit.text.fold`), split into words, stripped of stop words and
+stemmed with Snowball (Spanish or English, PyStemmer). Synonyms (a few built-in groups of everyday
+customer-service words, and the workspace's own) map every term of a group (a word or a phrase) to
+one token. In a short question, a word the knowledge base does not
+know is replaced by the closest known word within one or two edits (rapidfuzz), so "debolucion"
+finds "devolución".
+
+Each entry is indexed as several documents (its question, each other phrasing, and its answer
+with its topic), ranked with BM25 (bm25s); an entry scores as its best phrasing plus its answer.
+The BM25 score ranks but does not say whether an entry answers the question at all, so a
+confidence is computed for the best candidates, which also re-ranks them: the share of the
+question's information (IDF-weighted words, an unknown word weighing as the rarest) that the
+entry's phrasings cover, blended with the share of the best phrasing the question covers. A
+threshold on it (`DEFAULT_THRESHOLD`: the lowest that hands off at least 95 % of the evaluation
+set's unanswerable dev questions, see docs/assistant.md) separates answers from hand-offs.
+
+Indexes live in memory, per process, per workspace and language, with the workspace's knowledge
+version they were built from; a question first reads the version (one primary-key row) and
+rebuilds when it moved, so every process sees a change on its next question.
+"""
+
+import math
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import bm25s
+import numpy as np
+import Stemmer
+from bm25s.stopwords import STOPWORDS_EN_PLUS, STOPWORDS_SPANISH
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+from sqlalchemy.orm import Session
+
+from tertulia.assistant import repository
+from tertulia.assistant.models import LANGUAGES, KnowledgeEntry
+from tertulia.kit.text import fold
+
+DEFAULT_THRESHOLD = 0.53
+# The answer's words count as much as a phrasing's: entries have few phrasings, and the answer
+# often holds the words customers use (chosen on the evaluation set's dev split, as the others).
+ANSWER_WEIGHT = 1.0
+# Blend of the question's coverage by the entry and the best phrasing's coverage by the question.
+QUESTION_COVERAGE_WEIGHT = 0.75
+# Typo tolerance applies to questions of at most this many words (long messages are not worth
+# the time, and have enough other words to match).
+TYPO_MAX_WORDS = 12
+TYPO_MIN_LENGTH = 4
+CACHE_WORKSPACES = 64
+MAX_QUESTION = 2000
+# How much a word the knowledge base does not know weighs, as a share of the rarest known word's
+# weight: an unknown word is often what the question is about ("motos"), but also often just a
+# word nobody wrote into the entries.
+UNKNOWN_WEIGHT = 1.0
+# BM25's best candidates that the confidence re-ranks, and the weight of BM25 in that ranking.
+CANDIDATES = 10
+RANK_BM25_WEIGHT = 0.3
+# A smaller knowledge base counts as this many entries for the IDF (see LanguageIndex.build).
+MIN_IDF_ENTRIES = 100
+# bm25s's defaults: phrasings are short and of similar length, and other values changed nothing.
+BM25_K1 = 1.5
+BM25_B = 0.75
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STEMMERS = {"es": "spanish", "en": "english"}
+# Words that carry no meaning in a customer's question beyond the stop words of the language:
+# greetings, courtesy and the frame of asking.
+_FILLER = {
+    "es": """hola buenas buenos buen dia dias tarde tardes noche noches gracias porfa favor consulta
+        consultar pregunta preguntar quisiera queria quiero saber ustedes usted vos che amigo amiga
+        oye oigan disculpa disculpe perdon alguien ayuda ayudar ayudame necesito informacion info
+        podrian podria pueden puede puedo hay tienen tenes teneis saludos ok vale bueno este esta
+        cuanto cuanta cuantos cuantas hacen hace hago tiene tengo haber cual cuales alguno alguna
+        vosotros aca aqui ahi q k xq pq porq tb tmb xfa""",
+    "en": """hi hello hey good morning afternoon evening thanks thank please pls quick question ask
+        wondering wonder know tell want would like could can may help hello there you guys u ur
+        whats im ive id dont cant didnt doesnt isnt wont get got""",
+}
+
+
+# Words customers use for the same thing in any shop's questions, on top of a workspace's synonyms.
+BUILTIN_SYNONYMS: dict[str, list[list[str]]] = {
+    "es": [
+        ["precio", "cuesta", "cuestan", "costo", "cobran", "cobrar", "tarifa", "valen"],
+        ["tarda", "tardan", "tardar", "demora", "demoran", "demorar", "plazo"],
+        ["pedido", "orden", "compra"],
+        ["roto", "rota", "dañado", "dañada", "golpeado", "rayado", "averiado"],
+        ["equivocado", "equivocada", "incorrecto", "incorrecta"],
+        ["llega", "llegar", "recibir", "recibo"],
+        ["trabajo", "empleo", "vacante", "vacantes", "currículum", "cv"],
+        ["registrarme", "registrarse", "registro", "cuenta"],
+        ["descuento", "rebaja", "promoción"],
+    ],
+    "en": [
+        ["price", "cost", "charge", "fee"],
+        ["long", "fast", "soon"],
+        ["order", "purchase"],
+        ["broken", "damaged", "smashed", "cracked", "scratched"],
+        ["wrong", "incorrect"],
+        ["job", "work", "vacancy", "hiring", "career", "cv"],
+        ["fix", "repair", "mend"],
+        ["sign in", "log in", "login"],
+        ["discount", "money off"],
+    ],
+}
+
+
+def _stopwords(language: str) -> frozenset[str]:
+    base = STOPWORDS_SPANISH if language == "es" else STOPWORDS_EN_PLUS
+    return frozenset(fold(w) for w in [*base, *_FILLER[language].split()])
+
+
+_STOP = {lang: _stopwords(lang) for lang in LANGUAGES}
+
+
+@dataclass(frozen=True)
+class IndexedEntry:
+    """What an index keeps of an entry: the index outlives the session that read it, so it holds
+    plain values, never ORM objects."""
+
+    id: int
+    answer: str
+    buttons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Answer:
+    answer: str | None
+    entry_id: int | None
+    confidence: float
+    handoff: bool
+    reason: str  # "matched", "low_confidence", "no_match", "empty_question", "no_knowledge"
+    buttons: tuple[str, ...] = ()
+    language: str | None = None
+
+
+class Analyzer:
+    """Text to index tokens for one language, with the workspace's synonyms."""
+
+    def __init__(self, language: str, synonym_groups: Iterable[Sequence[str]] = ()) -> None:
+        self.language = language
+        self._stemmer = Stemmer.Stemmer(_STEMMERS[language])
+        self._stop = _STOP[language]
+        self._single: dict[str, str] = {}
+        self._phrases: list[tuple[tuple[str, ...], str]] = []
+        groups = [*BUILTIN_SYNONYMS[language], *synonym_groups]
+        # Groups that share a word are one group (the built-in "precio, cuesta" and a workspace's
+        # "precio, tarifa"): each word gets the token of the first group that has it.
+        for index, group in enumerate(groups):
+            stems_of = [tuple(self._stems(self.words(term))) for term in group]
+            token = next((self._single[s[0]] for s in stems_of if len(s) == 1 and s[0] in self._single), f"syn{index}")
+            for stems in stems_of:
+                if len(stems) == 1:
+                    self._single.setdefault(stems[0], token)
+                elif stems:
+                    self._phrases.append((stems, token))
+        self._phrases.sort(key=lambda p: -len(p[0]))
+
+    def words(self, text: str) -> list[str]:
+        """Folded content words (no stop words), before stemming."""
+        return [w for w in _WORD.findall(fold(text)) if w not in self._stop]
+
+    def _stems(self, words: Sequence[str]) -> list[str]:
+        return list(self._stemmer.stemWords(list(words)))
+
+    def stem(self, word: str) -> str:
+        return str(self._stemmer.stemWord(word))
+
+    def from_words(self, words: Sequence[str]) -> list[str]:
+        stems = self._stems(words)
+        if not self._single and not self._phrases:
+            return stems
+        out: list[str] = []
+        i = 0
+        while i < len(stems):
+            for phrase, token in self._phrases:
+                if tuple(stems[i : i + len(phrase)]) == phrase:
+                    out.append(token)
+                    i += len(phrase)
+                    break
+            else:
+                out.append(self._single.get(stems[i], stems[i]))
+                i += 1
+        return out
+
+    def tokens(self, text: str) -> list[str]:
+        return self.from_words(self.words(text))
+
+
+@dataclass
+class LanguageIndex:
+    analyzer: Analyzer
+    entries: list[IndexedEntry]
+    # Per document: the entry's position, and whether it is the answer's document.
+    doc_entry: np.ndarray
+    doc_is_answer: np.ndarray
+    doc_tokens: list[frozenset[str]]
+    docs_of_entry: list[list[int]]
+    retriever: bm25s.BM25 | None
+    idf: dict[str, float]
+    max_idf: float
+    # Folded surface words of the corpus by their first letter, for typo tolerance.
+    words_by_initial: dict[str, list[str]] = field(default_factory=dict)
+    known_words: frozenset[str] = frozenset()
+
+    @classmethod
+    def build(
+        cls, language: str, entries: Sequence[KnowledgeEntry], synonyms: Iterable[Sequence[str]]
+    ) -> "LanguageIndex":
+        analyzer = Analyzer(language, synonyms)
+        corpus: list[list[str]] = []
+        doc_entry: list[int] = []
+        doc_is_answer: list[bool] = []
+        docs_of_entry: list[list[int]] = []
+        words: set[str] = set()
+        for position, entry in enumerate(entries):
+            docs: list[int] = []
+            for text in [entry.question, *(entry.alternatives or [])]:
+                surface = analyzer.words(text)
+                words.update(surface)
+                docs.append(len(corpus))
+                corpus.append(analyzer.from_words(surface))
+                doc_entry.append(position)
+                doc_is_answer.append(False)
+            surface = analyzer.words(f"{entry.topic} {entry.answer}")
+            words.update(surface)
+            docs.append(len(corpus))
+            corpus.append(analyzer.from_words(surface))
+            doc_entry.append(position)
+            doc_is_answer.append(True)
+            docs_of_entry.append(docs)
+        retriever = None
+        if corpus:
+            retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B)
+            retriever.index(corpus, show_progress=False)
+        # Document frequency per entry (a word in three phrasings of one entry is one entry's word).
+        frequency: dict[str, int] = {}
+        for docs in docs_of_entry:
+            for token in set().union(*(corpus[d] for d in docs if not doc_is_answer[d])):
+                frequency[token] = frequency.get(token, 0) + 1
+        # A small knowledge base says little about which words are rare: it counts as at least
+        # MIN_IDF_ENTRIES entries, the others without these words, so a word of its only entry
+        # still weighs like a rare one and an unknown word does not outweigh everything.
+        total = max(len(docs_of_entry), MIN_IDF_ENTRIES)
+        idf = {t: math.log(1 + (total - df + 0.5) / (df + 0.5)) for t, df in frequency.items()}
+        max_idf = math.log(1 + (total + 0.5) / 0.5)
+        by_initial: dict[str, list[str]] = {}
+        for word in sorted(words):
+            if len(word) >= TYPO_MIN_LENGTH - 1:
+                by_initial.setdefault(word[0], []).append(word)
+        return cls(
+            analyzer=analyzer,
+            entries=[IndexedEntry(e.id, e.answer, tuple(e.buttons or ())) for e in entries],
+            doc_entry=np.array(doc_entry, dtype=np.int64),
+            doc_is_answer=np.array(doc_is_answer, dtype=bool),
+            doc_tokens=[frozenset(tokens) for tokens in corpus],
+            docs_of_entry=docs_of_entry,
+            retriever=retriever,
+            idf=idf,
+            max_idf=max_idf,
+            words_by_initial=by_initial,
+            known_words=frozenset(words),
+        )
+
+    def _correct(self, words: list[str]) -> list[str]:
+        """Unknown words of a short question replaced by the closest known word (same first
+        letter; one edit up to six letters, two beyond)."""
+        if len(words) > TYPO_MAX_WORDS:
+            return words
+        fixed: list[str] = []
+        for word in words:
+            if len(word) < TYPO_MIN_LENGTH or word in self.known_words or word.isdigit():
+                fixed.append(word)
+                continue
+            choices = self.words_by_initial.get(word[0], [])
+            limit = 1 if len(word) <= 6 else 2
+            best = process.extractOne(word, choices, scorer=Levenshtein.distance, score_cutoff=limit)
+            fixed.append(best[0] if best is not None else word)
+        return fixed
+
+    def _weight(self, token: str) -> float:
+        return self.idf.get(token, UNKNOWN_WEIGHT * self.max_idf)
+
+    def search(self, question: str, limit: int = 5) -> tuple[list[tuple[int, float]], list[str]]:
+        """The best entries (position, confidence), best first, and the question's tokens.
+
+        BM25 proposes candidates (an entry scores as its best phrasing plus a share of its answer's
+        score); they are ranked by confidence, with the BM25 score relative to the best candidate's
+        as a smaller second term, so a candidate that covers more of the question wins."""
+        tokens = self.analyzer.from_words(self._correct(self.analyzer.words(question)))
+        if not tokens or self.retriever is None:
+            return [], tokens
+        known = [t for t in tokens if t in self.retriever.vocab_dict]
+        if not known:
+            return [], tokens
+        scores = np.asarray(self.retriever.get_scores(known), dtype=np.float64)
+        phrasing = np.where(self.doc_is_answer, 0.0, scores)
+        per_entry = np.zeros(len(self.entries), dtype=np.float64)
+        np.maximum.at(per_entry, self.doc_entry, phrasing)
+        per_entry[self.doc_entry[self.doc_is_answer]] += ANSWER_WEIGHT * scores[self.doc_is_answer]
+        count = min(CANDIDATES, int(np.count_nonzero(per_entry)))
+        if count == 0:
+            return [], tokens
+        top = np.argpartition(-per_entry, count - 1)[:count]
+        best = float(per_entry[top].max())
+        ranked = []
+        for position in (int(i) for i in top):
+            confidence = self.confidence(position, tokens)
+            rank = confidence + RANK_BM25_WEIGHT * float(per_entry[position]) / best
+            ranked.append((rank, position, confidence))
+        ranked.sort(reverse=True)
+        return [(position, confidence) for _, position, confidence in ranked[:limit]], tokens
+
+    def confidence(self, position: int, tokens: Sequence[str]) -> float:
+        wanted = set(tokens)
+        total = sum(self._weight(t) for t in wanted)
+        if total <= 0:
+            return 0.0
+        docs = self.docs_of_entry[position]
+        phrasing_docs = [d for d in docs if not self.doc_is_answer[d]]
+        covered_by_phrasings: set[str] = set().union(*(self.doc_tokens[d] & wanted for d in phrasing_docs))
+        covered_by_answer = (self.doc_tokens[docs[-1]] & wanted) - covered_by_phrasings
+        question_share = (
+            sum(self._weight(t) for t in covered_by_phrasings)
+            + ANSWER_WEIGHT * sum(self._weight(t) for t in covered_by_answer)
+        ) / total
+        best_phrasing = 0.0
+        for d in phrasing_docs:
+            own = self.doc_tokens[d]
+            weight = sum(self._weight(t) for t in own)
+            if weight > 0:
+                best_phrasing = max(best_phrasing, sum(self._weight(t) for t in own & wanted) / weight)
+        blend = QUESTION_COVERAGE_WEIGHT * question_share + (1 - QUESTION_COVERAGE_WEIGHT) * best_phrasing
+        return round(min(max(blend, 0.0), 1.0), 4)
+
+
+@dataclass
+class WorkspaceIndex:
+    version: tuple[int, str]
+    languages: dict[str, LanguageIndex]
+
+    @classmethod
+    def build(
+        cls, version: tuple[int, str], entries: Sequence[KnowledgeEntry], synonyms: Sequence[tuple[str, Sequence[str]]]
+    ) -> "WorkspaceIndex":
+        languages = {
+            language: LanguageIndex.build(
+                language,
+                [e for e in entries if e.language == language and e.active],
+                [terms for lang, terms in synonyms if lang == language],
+            )
+            for language in LANGUAGES
+        }
+        return cls(version, languages)
+
+    def answer(self, question: str, language: str | None = None, threshold: float = DEFAULT_THRESHOLD) -> Answer:
+        """The asked language first; the other one is tried when it does not answer (a customer
+        writing in English to a Spanish channel)."""
+        order = [language, *(lang for lang in LANGUAGES if lang != language)] if language else list(LANGUAGES)
+        best: Answer | None = None
+        asked_anything = False
+        for lang in order:
+            index = self.languages[lang]
+            ranked, tokens = index.search(question, limit=1)
+            asked_anything = asked_anything or bool(tokens)
+            if not ranked:
+                continue
+            position, confidence = ranked[0]
+            entry = index.entries[position]
+            candidate = Answer(
+                answer=entry.answer,
+                entry_id=entry.id,
+                confidence=confidence,
+                handoff=confidence < threshold,
+                reason="matched" if confidence >= threshold else "low_confidence",
+                buttons=entry.buttons,
+                language=lang,
+            )
+            if best is None or candidate.confidence > best.confidence:
+                best = candidate
+            if not candidate.handoff:
+                break
+        if best is None:
+            if not any(index.entries for index in self.languages.values()):
+                return Answer(None, None, 0.0, True, "no_knowledge")
+            return Answer(None, None, 0.0, True, "no_match" if asked_anything else "empty_question")
+        if best.handoff:
+            # A hand-off says what was found (for the agent's note) but never answers.
+            return Answer(None, best.entry_id, best.confidence, True, "low_confidence", language=best.language)
+        return best
+
+
+_cache: OrderedDict[int, WorkspaceIndex] = OrderedDict()
+_cache_lock = threading.Lock()
+_build_locks: dict[int, threading.Lock] = {}
+
+
+def index_for(session: Session, workspace_id: int) -> WorkspaceIndex:
+    """The workspace's index at its current knowledge version, built at most once per change per
+    process (concurrent questions wait for the one build)."""
+    current = repository.version(session, workspace_id)
+    with _cache_lock:
+        cached = _cache.get(workspace_id)
+        if cached is not None and cached.version == current:
+            _cache.move_to_end(workspace_id)
+            return cached
+        build_lock = _build_locks.setdefault(workspace_id, threading.Lock())
+    with build_lock:
+        with _cache_lock:
+            cached = _cache.get(workspace_id)
+            if cached is not None and cached.version == current:
+                return cached
+        entries = repository.all_entries(session, workspace_id, active_only=True)
+        synonyms = [(s.language, list(s.terms or [])) for s in repository.synonyms(session, workspace_id)]
+        built = WorkspaceIndex.build(current, entries, synonyms)
+        with _cache_lock:
+            _cache[workspace_id] = built
+            _cache.move_to_end(workspace_id)
+            while len(_cache) > CACHE_WORKSPACES:
+                _cache.popitem(last=False)
+        return built
+
+
+def answer(
+    session: Session, workspace_id: int, question: str, language: str | None = None, threshold: float | None = None
+) -> Answer:
+    """What the assistant answers to `question` from the workspace's active entries; no side effects."""
+    index = index_for(session, workspace_id)
+    return index.answer(question, language, DEFAULT_THRESHOLD if threshold is None else threshold)
