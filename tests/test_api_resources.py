@@ -26,10 +26,11 @@ class Resource:
     prefix: str = ""  # before the key in the path ("id:" for contacts)
     has_detail: bool = True  # GET /name/{key}
     deletable: bool = True
+    under: str = ""  # a resource whose objects live below its name ("entries" of the knowledge)
 
     @property
     def collection(self) -> str:
-        return f"/api/v1/{self.name}"
+        return f"/api/v1/{self.name}" + (f"/{self.under}" if self.under else "")
 
     def path(self, created: dict[str, Any]) -> str:
         return f"{self.collection}/{self.prefix}{created[self.key]}"
@@ -62,6 +63,13 @@ RESOURCES = [
         "admin",
         {"url": "https://example.com/hook", "events": ["contact.created"]},
         {"description": "CRM"},
+    ),
+    Resource(
+        "knowledge",
+        "admin",
+        {"question": "¿Hacen envíos a Canarias?", "answer": "Sí, en 3 a 5 días.", "language": "es"},
+        {"answer": "Sí, en 3 a 5 días laborables."},
+        under="entries",
     ),
     Resource("conversations", "messages"),
     Resource("channels", "admin"),
@@ -182,5 +190,6 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
     }
     # Resources tested elsewhere in their own shape: files are uploads (multipart); broadcast
     # settings and opt-outs are a singleton and a set keyed by contact.
-    elsewhere = {"files", "broadcast-settings", "broadcast-opt-outs"}
+    # The assistant's answer and its per-channel settings are not a collection (tests/assistant).
+    elsewhere = {"files", "broadcast-settings", "broadcast-opt-outs", "assistant"}
     assert resources - elsewhere - {r.name for r in RESOURCES} == set()
