@@ -1,6 +1,7 @@
 """The business-hours functions: worked examples (DST days included) and properties checked against a
 naive minute-by-minute twin on random schedules."""
 
+import itertools
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -178,13 +179,15 @@ def test_next_opening_and_closing_agree_with_is_open(hours: BusinessHours, at: d
     if is_open(hours, at):
         assert opening == at
         if closing is not None:
-            assert closing > at and not is_open(hours, closing)
+            assert closing > at
+            assert not is_open(hours, closing)
             assert is_open(hours, closing - timedelta(minutes=1))
             assert open_time(hours, at, closing) == closing - at
     else:
         assert closing == at
         if opening is not None:
-            assert opening > at and is_open(hours, opening)
+            assert opening > at
+            assert is_open(hours, opening)
             assert not is_open(hours, opening - timedelta(minutes=1))
             assert open_time(hours, at, opening) == timedelta()
             assert closed_period_start(hours, opening - timedelta(minutes=1)) == closed_period_start(hours, at)
@@ -197,6 +200,8 @@ def test_intervals_are_open_inside_and_closed_between(hours: BusinessHours, star
     stretches = open_intervals(hours, start, end)
     for s, e in stretches:
         assert start <= s < e <= end
-        assert is_open(hours, s) and is_open(hours, e - timedelta(minutes=1))
-    for (_, e1), (s2, _) in zip(stretches, stretches[1:], strict=False):
-        assert e1 < s2 and not is_open(hours, e1)
+        assert is_open(hours, s)
+        assert is_open(hours, e - timedelta(minutes=1))
+    for (_, e1), (s2, _) in itertools.pairwise(stretches):
+        assert e1 < s2
+        assert not is_open(hours, e1)

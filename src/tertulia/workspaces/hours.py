@@ -158,9 +158,9 @@ def _parse_day(name: str, raw: object, errors: dict[str, str]) -> tuple[Block, .
         errors[path] = TOO_MANY_BLOCKS
         return ()
     blocks: list[tuple[int, Block]] = []
-    for index, item in enumerate(raw):
+    for index, given in enumerate(raw):
         here = f"{path}[{index}]"
-        item = item if isinstance(item, Mapping) else {}
+        item = given if isinstance(given, Mapping) else {}
         start, end = parse_time(item.get("start")), parse_time(item.get("end"))
         if start is None or start == MINUTES_PER_DAY:
             errors[f"{here}.start"] = BAD_TIME
@@ -191,8 +191,8 @@ def _parse_holidays(raw: object, errors: dict[str, str]) -> tuple[Holiday, ...]:
         return ()
     seen: set[date] = set()
     out: list[Holiday] = []
-    for index, item in enumerate(raw):
-        item = item if isinstance(item, Mapping) else {}
+    for index, given in enumerate(raw):
+        item = given if isinstance(given, Mapping) else {}
         try:
             day = date.fromisoformat(str(item.get("date", "")).strip())
         except ValueError:
