@@ -27,7 +27,7 @@ from tertulia.conversations.ingress.callbacks import router as callbacks_router
 from tertulia.conversations.ingress.widget import install as install_widget
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
-from tertulia.conversations.settings_views import CLOSING_CATEGORIES, SNIPPETS
+from tertulia.conversations.settings_views import AWAY_MESSAGE, CLOSING_CATEGORIES, SNIPPETS
 from tertulia.conversations.settings_views import router as inbox_settings_pages
 from tertulia.conversations.views import router as inbox_pages
 from tertulia.conversations.ws import router as inbox_ws_router
@@ -55,7 +55,19 @@ from tertulia.workspaces.views import GENERAL
 from tertulia.workspaces.views import router as workspace_settings_pages
 
 # The Settings navigation, in this order; each section's pages live in its domain.
-SETTINGS_SECTIONS = (GENERAL, USERS, TEAMS, FIELDS, TAGS, SNIPPETS, CLOSING_CATEGORIES, TOKENS, CHANNELS, WEBHOOKS)
+SETTINGS_SECTIONS = (
+    GENERAL,
+    USERS,
+    TEAMS,
+    FIELDS,
+    TAGS,
+    SNIPPETS,
+    CLOSING_CATEGORIES,
+    AWAY_MESSAGE,
+    TOKENS,
+    CHANNELS,
+    WEBHOOKS,
+)
 
 SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"
 SWAGGER_UI_CSS = "/static/vendor/swagger-ui-5.35.0.css"
