@@ -172,11 +172,11 @@ def _parse_day(name: str, raw: object, errors: dict[str, str]) -> tuple[Block, .
             errors[f"{here}.end"] = END_BEFORE_START
             continue
         blocks.append((index, Block(start, end)))
-    # Overlap (not touching: 09:00-13:00 and 13:00-17:00 are fine) against any other block.
+    # Overlap (touching is fine: 09:00-13:00 and 13:00-17:00): reported at the block written after
+    # the one it overlaps, so the message points at the block to change.
     for index, block in blocks:
         if any(
-            other_index != index and block.start < other.end and other.start < block.end
-            for other_index, other in blocks
+            other_index < index and block.start < other.end and other.start < block.end for other_index, other in blocks
         ):
             errors.setdefault(f"{path}[{index}]", OVERLAP)
     return tuple(sorted(block for _, block in blocks))

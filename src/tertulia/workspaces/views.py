@@ -168,8 +168,7 @@ def hours_errors(ctx: WebContext, exc: DomainError, values: dict[str, str]) -> d
     for path, message in field_errors(ctx, exc).items():
         match = _PATH.match(path)
         if match is None:
-            key = path.removeprefix("week.")
-            errors.setdefault(key if key in (*WEEKDAYS, "timezone", "holidays") else "__all__", message)
+            errors.setdefault(path.removeprefix("week."), message)
             continue
         key = match.group("day") or "holidays"
         separator = "\n" if key == "holidays" else ","
@@ -191,7 +190,10 @@ class HoursForm(BaseModel):
     saturday: str = ""
     sunday: str = ""
     holidays: str = ""
-    follow_workspace: str = ""
+
+
+class TeamHoursForm(HoursForm):
+    follow_workspace: str = ""  # a checkbox: "1" when ticked
 
 
 def _hours_page(
@@ -231,10 +233,11 @@ def team_business_hours(ctx: UserPage, team_id: ID) -> Response:
 
 def _save_hours(ctx: WebContext, team: Team | None, form: HoursForm) -> Response:
     values = form.model_dump()
+    follow = isinstance(form, TeamHoursForm) and bool(form.follow_workspace)
     url = f"/settings/general/business-hours/teams/{team.id}" if team else "/settings/general/business-hours"
 
     def save() -> object:
-        if team is not None and form.follow_workspace:
+        if team is not None and follow:
             do_follow_workspace_hours(ctx.session, ctx.actor, team.id)
             return None
         return do_set_business_hours(ctx.session, ctx.actor, hours_data(values), team_id=team.id if team else None)
@@ -255,7 +258,7 @@ def save_business_hours(ctx: UserPage, form: Annotated[HoursForm, Form()]) -> Re
 
 
 @router.post("/general/business-hours/teams/{team_id}")
-def save_team_business_hours(ctx: UserPage, team_id: ID, form: Annotated[HoursForm, Form()]) -> Response:
+def save_team_business_hours(ctx: UserPage, team_id: ID, form: Annotated[TeamHoursForm, Form()]) -> Response:
     open_section(ctx, GENERAL)
     return _save_hours(ctx, check_team_of(ctx.session, ctx.actor, team_id), form)
 
