@@ -2,16 +2,17 @@
 conversation per closed period, from the team's hours when the conversation's team has its own, and
 never counted as a person's activity (auto-close)."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
 from tertulia.conversations.away import do_set_away_message
 from tertulia.conversations.inbound import do_receive_many
-from tertulia.conversations.models import Conversation, Message, SenderKind
+from tertulia.conversations.models import AwayMessageSend, Conversation, Message, SenderKind
 from tertulia.conversations.service import do_assign, do_close, do_reopen
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
@@ -167,3 +168,27 @@ def test_api_and_page(client: TestClient, db: Database, tenant: Tenant) -> None:
     done = client.post("/settings/away-message", data={"csrf_token": token, "enabled": "1", "text": "Abrimos el lunes"})
     assert done.status_code == 200
     assert "Abrimos el lunes" in done.text
+
+
+def test_messages_written_at_once_send_one_away_message(db: Database, tenant: Tenant) -> None:
+    channel = _setup(db, tenant)
+    with travel(_at(1, 10)):
+        conversation = _writes(db, channel, "sara", "Hola")  # open: the conversation exists
+    failures: list[BaseException] = []
+
+    def write(n: int) -> None:
+        try:
+            _writes(db, channel, "sara", f"mensaje {n}")
+        except BaseException as exc:  # pragma: no cover - reported below
+            failures.append(exc)
+
+    with travel(_at(2, 10)):
+        writers = [threading.Thread(target=write, args=(n,)) for n in range(4)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join()
+    assert failures == []
+    assert len(_away_messages(db, conversation)) == 1
+    with db.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(AwayMessageSend)) == 1

@@ -1,6 +1,7 @@
 """Business hours and auto-close as settings: the API (field paths in refusals), the versions that
 reports read (hours_at), team hours, and the pages (errors beside the weekday, in Spanish)."""
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -160,3 +161,25 @@ def test_pages_show_the_error_beside_the_weekday_in_spanish(client: TestClient, 
     auto = client.post("/settings/general/auto-close", data={"csrf_token": token, "auto_close_minutes": "1440"})
     assert auto.status_code == 200  # followed the redirect back to the page
     assert '<option value="1440" selected>1 día</option>' in auto.text
+
+
+def test_team_page_sets_own_hours_and_follows_again(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with db.transaction() as session:
+        team_id = do_create_team(session, tenant.actor(), "Soporte nocturno").id
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    assert f'href="/settings/general/business-hours/teams/{team_id}"' in client.get("/settings/general").text
+    url = f"/settings/general/business-hours/teams/{team_id}"
+    page = client.get(url)
+    assert page.status_code == 200
+    assert re.search(r'data-testid="follow-workspace"[^>]* checked', page.text)
+    own = {"csrf_token": token, "enabled": "1", "timezone": "UTC", "monday": "22:00-24:00", "tuesday": "00:00-06:00"}
+    assert client.post(url, data=own, follow_redirects=False).status_code == 303
+    api = client.get(f"/api/v1/teams/{team_id}/business-hours", headers=tenant.headers).json()
+    assert api["follow_workspace"] is False
+    assert api["week"]["tuesday"] == [{"start": "00:00", "end": "06:00"}]
+    assert not re.search(r'data-testid="follow-workspace"[^>]* checked', client.get(url).text)
+    with travel(timedelta(seconds=1)):
+        back = client.post(url, data={**own, "follow_workspace": "1"}, follow_redirects=False)
+    assert back.status_code == 303
+    assert client.get(f"/api/v1/teams/{team_id}/business-hours", headers=tenant.headers).json()["follow_workspace"]
+    assert client.get("/settings/general/business-hours/teams/999999").status_code == 404
