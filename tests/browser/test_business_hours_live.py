@@ -66,7 +66,7 @@ def test_a_manager_fixes_an_overlapping_block_and_saves(browser: Browser, served
     expect(page.locator("#monday-error")).to_have_text("13:30-18:00: se solapa con otro bloque del mismo día")
     expect(page.get_by_test_id("hours-monday")).to_have_value("09:00-14:00, 13:30-18:00")
     expect(page.locator("#tuesday-error")).to_have_count(0)
-    _shot(page, "80-settings-business-hours-error.png")
+    _shot(page, "90-settings-business-hours-error.png")
 
     page.get_by_test_id("hours-monday").fill("09:00-14:00, 16:00-19:00")
     page.get_by_role("button", name="Guardar horario").click()
@@ -74,7 +74,21 @@ def test_a_manager_fixes_an_overlapping_block_and_saves(browser: Browser, served
     expect(page.locator("#monday-error")).to_have_count(0)
     expect(page.get_by_test_id("hours-monday")).to_have_value("09:00-14:00, 16:00-19:00")
     expect(page.get_by_test_id("hours-holidays")).to_have_value("2026-12-25 Navidad")
-    _shot(page, "81-settings-business-hours.png")
+    _shot(page, "91-settings-business-hours.png")
+
+    page.get_by_role("link", name="Volver a General").click()
+    page.select_option("#f-auto_close_minutes", "1440")
+    page.get_by_role("button", name="Guardar cierre automático").click()
+    expect(page.locator("#f-auto_close_minutes")).to_have_value("1440")
+    _shot(page, "92-settings-general-auto-close.png")
+
+    page.get_by_test_id("settings-away-message").click()
+    page.get_by_test_id("away-enabled").check()
+    page.get_by_test_id("away-text").fill('Hola {{contact.first_name | "cliente"}}, abrimos el lunes a las 9.')
+    page.get_by_role("button", name="Guardar mensaje de fuera de horario").click()
+    expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
+    expect(page.get_by_test_id("away-hours-off")).to_have_count(0)  # business hours are on now
+    _shot(page, "93-settings-away-message.png")
     context.close()
     assert problems == []
 
