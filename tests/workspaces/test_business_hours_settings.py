@@ -6,12 +6,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
-from tertulia.kit.clock import travel, utcnow
+from tertulia.kit.clock import as_utc, travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.users.teams import do_create_team
-from tertulia.workspaces.hours import is_open
-from tertulia.workspaces.service import hours_at
+from tertulia.workspaces.hours import WEEKDAYS, is_open, open_time
+from tertulia.workspaces.models import BusinessHoursVersion
+from tertulia.workspaces.service import hours_at, hours_history
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
 
@@ -183,3 +185,31 @@ def test_team_page_sets_own_hours_and_follows_again(client: TestClient, db: Data
     assert back.status_code == 303
     assert client.get(f"/api/v1/teams/{team_id}/business-hours", headers=tenant.headers).json()["follow_workspace"]
     assert client.get("/settings/general/business-hours/teams/999999").status_code == 404
+
+
+def test_history_measures_each_part_under_the_hours_then(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with db.transaction() as session:
+        team_id = do_create_team(session, tenant.actor(), "Ventas").id
+    headers = _signed_in(client, db, tenant)
+    nine_to_five = {"timezone": "UTC", "week": {day: [{"start": "09:00", "end": "17:00"}] for day in WEEKDAYS}}
+    all_day = {"timezone": "UTC", "week": {day: [{"start": "00:00", "end": "24:00"}] for day in WEEKDAYS}}
+    assert client.put("/api/v1/workspace/business-hours", headers=headers, json=nine_to_five).status_code == 200
+    start = utcnow()
+    with travel(timedelta(days=1)):
+        assert client.put("/api/v1/workspace/business-hours", headers=headers, json=all_day).status_code == 200
+    with travel(timedelta(days=2)):
+        url = f"/api/v1/teams/{team_id}/business-hours"
+        assert client.put(url, headers=headers, json={"timezone": "UTC"}).status_code == 200  # never open
+    end = start + timedelta(days=3)
+    with db.transaction(write=False) as session:
+        saved = session.scalars(select(BusinessHoursVersion.valid_from).order_by(BusinessHoursVersion.id)).all()
+        changed, team_from = as_utc(saved[1]), as_utc(saved[2])
+        history = hours_history(session, tenant.workspace_id)
+        expected = open_time(hours_at(session, tenant.workspace_id, start), start, changed) + (end - changed)
+        assert history.open_time(start, end) == expected
+        team_expected = expected - (end - team_from)
+        assert history.open_time(start, end, team_id) == team_expected
+        for offset in range(0, 72, 5):
+            at = start + timedelta(hours=offset)
+            for team in (None, team_id):
+                assert history.at(at, team) == hours_at(session, tenant.workspace_id, at, team), (offset, team)

@@ -17,6 +17,8 @@ from tertulia.workspaces.hours import (
     Block,
     BusinessHours,
     Holiday,
+    HoursHistory,
+    Version,
     business_seconds,
     closed_period_start,
     is_open,
@@ -204,3 +206,17 @@ def test_intervals_are_open_inside_and_closed_between(hours: BusinessHours, star
     for (_, e1), (s2, _) in itertools.pairwise(stretches):
         assert e1 < s2
         assert not is_open(hours, e1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(schedules(), schedules(), instants, instants, instants, instants)
+def test_history_is_additive_and_uses_the_hours_then(
+    first: BusinessHours, second: BusinessHours, change: datetime, a: datetime, b: datetime, c: datetime
+) -> None:
+    history = HoursHistory([Version(utc(2026, 3, 1), None, first), Version(change, None, second)])
+    a, b, c = sorted((a, b, c))
+    assert history.open_time(a, c) == history.open_time(a, b) + history.open_time(b, c)
+    before, after = min(a, change), max(c, change)
+    assert history.open_time(before, change) == open_time(first, before, change)
+    assert history.open_time(change, after) == open_time(second, change, after)
+    assert history.at(utc(2026, 2, 1)) == ALWAYS_OPEN

@@ -17,6 +17,7 @@ day and 00:00-06:00 on the next; they touch, so the functions below treat them a
 A disabled schedule is "always open". Every function takes and returns aware datetimes (UTC out).
 """
 
+import itertools
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -361,3 +362,62 @@ def _constant_offset_pieces(zone: tzinfo, t0: datetime, t1: datetime) -> list[tu
         start, offset, probe = change, _offset(zone, change), change
     pieces.append((start, t1, offset))
     return pieces
+
+
+# ----- history ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Version:
+    """Hours saved at `valid_from` for the workspace (team_id None) or a team; `hours` None: the team
+    follows the workspace's hours from then on."""
+
+    valid_from: datetime
+    team_id: int | None
+    hours: BusinessHours | None
+
+
+class HoursHistory:
+    """Every version of a workspace's hours, in memory: what a report over many conversations loads
+    once (workspaces.service.hours_history) instead of asking the database per conversation."""
+
+    def __init__(self, versions: Iterable[Version]) -> None:
+        self._versions: dict[int | None, list[Version]] = {}
+        for version in sorted(versions, key=lambda v: v.valid_from):
+            self._versions.setdefault(version.team_id, []).append(version)
+
+    def _latest(self, team_id: int | None, at: datetime) -> Version | None:
+        found = None
+        for version in self._versions.get(team_id, []):
+            if version.valid_from > at:
+                break
+            found = version
+        return found
+
+    def at(self, at: datetime, team_id: int | None = None) -> BusinessHours:
+        """The hours in force at `at`: the team's own then, else the workspace's; always open before
+        any were saved (the same answer as workspaces.service.hours_at)."""
+        t = _aware(at)
+        if team_id is not None:
+            own = self._latest(team_id, t)
+            if own is not None and own.hours is not None:
+                return own.hours
+        workspace = self._latest(None, t)
+        return workspace.hours if workspace is not None and workspace.hours is not None else ALWAYS_OPEN
+
+    def open_time(self, start: datetime, end: datetime, team_id: int | None = None) -> timedelta:
+        """Open time in [start, end), each part under the hours in force then: a change of hours
+        between start and end applies from its valid_from on."""
+        t0, t1 = _aware(start), _aware(end)
+        if t1 <= t0:
+            return timedelta()
+        cuts = sorted(
+            {v.valid_from for key in {None, team_id} for v in self._versions.get(key, []) if t0 < v.valid_from < t1}
+        )
+        total = timedelta()
+        for a, b in itertools.pairwise([t0, *cuts, t1]):
+            total += open_time(self.at(a, team_id), a, b)
+        return total
+
+    def business_seconds(self, start: datetime, end: datetime, team_id: int | None = None) -> float:
+        return self.open_time(start, end, team_id).total_seconds()

@@ -10,12 +10,12 @@ import pycountry
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tertulia.kit.clock import utcnow
+from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
 from tertulia.kit.text import fold
 from tertulia.users.models import Team
 from tertulia.users.permissions import Actor, Permission
-from tertulia.workspaces.hours import ALWAYS_OPEN, BusinessHours, parse_hours
+from tertulia.workspaces.hours import ALWAYS_OPEN, BusinessHours, HoursHistory, Version, parse_hours
 from tertulia.workspaces.models import BusinessHoursVersion, Workspace
 
 SUPPORTED_LANGUAGES = ("en", "es")
@@ -159,6 +159,17 @@ def hours_at(session: Session, workspace_id: int, at: datetime, team_id: int | N
             return parse_hours(team_version.schedule)
     version = _version_at(session, workspace_id, None, at)
     return parse_hours(version.schedule) if version is not None and version.schedule is not None else ALWAYS_OPEN
+
+
+def hours_history(session: Session, workspace_id: int) -> HoursHistory:
+    """Every version of the workspace's and its teams' hours, for reports that measure many intervals
+    (`HoursHistory.business_seconds(t0, t1, team_id)`): one query."""
+    query = select(BusinessHoursVersion).where(BusinessHoursVersion.workspace_id == workspace_id)
+    rows = session.scalars(query.order_by(BusinessHoursVersion.valid_from, BusinessHoursVersion.id))
+    return HoursHistory(
+        Version(as_utc(row.valid_from), row.team_id, parse_hours(row.schedule) if row.schedule is not None else None)
+        for row in rows
+    )
 
 
 def current_hours(session: Session, workspace_id: int, team_id: int | None = None) -> BusinessHours | None:
