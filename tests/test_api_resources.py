@@ -190,6 +190,7 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
     }
     # Resources tested elsewhere in their own shape: files are uploads (multipart); broadcast
     # settings and opt-outs are a singleton and a set keyed by contact.
-    # The assistant's answer and its per-channel settings are not a collection (tests/assistant).
-    elsewhere = {"files", "broadcast-settings", "broadcast-opt-outs", "assistant"}
+    # Not collections: the assistant's answer and per-channel settings (tests/assistant), the
+    # workspace's business hours, away message and auto-close (tests/workspaces, tests/conversations).
+    elsewhere = {"files", "broadcast-settings", "broadcast-opt-outs", "assistant", "workspace"}
     assert resources - elsewhere - {r.name for r in RESOURCES} == set()

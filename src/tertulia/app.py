@@ -30,7 +30,7 @@ from tertulia.conversations.ingress.callbacks import router as callbacks_router
 from tertulia.conversations.ingress.widget import install as install_widget
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
-from tertulia.conversations.settings_views import CLOSING_CATEGORIES, SNIPPETS
+from tertulia.conversations.settings_views import AWAY_MESSAGE, CLOSING_CATEGORIES, SNIPPETS
 from tertulia.conversations.settings_views import router as inbox_settings_pages
 from tertulia.conversations.views import router as inbox_pages
 from tertulia.conversations.ws import router as inbox_ws_router
@@ -54,6 +54,7 @@ from tertulia.web.sections import router as settings_home
 from tertulia.webhooks.api import router as webhooks_router
 from tertulia.webhooks.views import WEBHOOKS
 from tertulia.webhooks.views import router as webhooks_pages
+from tertulia.workspaces.api import router as workspace_router
 from tertulia.workspaces.views import GENERAL
 from tertulia.workspaces.views import router as workspace_settings_pages
 
@@ -66,6 +67,7 @@ SETTINGS_SECTIONS = (
     TAGS,
     SNIPPETS,
     CLOSING_CATEGORIES,
+    AWAY_MESSAGE,
     TOKENS,
     CHANNELS,
     WEBHOOKS,
@@ -110,6 +112,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(broadcasts_router)  # /api/v1/broadcasts
     app.include_router(webhooks_router)  # /api/v1/webhooks
     app.include_router(assistant_router)  # /api/v1/knowledge, /api/v1/assistant
+    app.include_router(workspace_router)  # business hours and auto-close (/api/v1/workspace/...)
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile

@@ -8,6 +8,7 @@ domain as an `events.dispatcher.Consumer` and list it in EVENT_CONSUMERS.
 
 from tertulia.broadcasts import service as broadcasts_service
 from tertulia.contacts import hooks as contact_hooks
+from tertulia.conversations import away
 from tertulia.conversations import hooks as conversation_hooks
 from tertulia.conversations.merge import move_conversations
 from tertulia.events import dispatcher
@@ -18,8 +19,12 @@ from tertulia.webhooks import fanout as webhooks_fanout
 MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations, broadcasts_service.move_merged_contact)
 
 # Run inside the receive transaction, after a batch of customers' messages is written: a reply to a
-# broadcast within its reply window (broadcast.replied, once per recipient), an unsubscribe keyword.
-RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (broadcasts_service.do_record_replies,)
+# broadcast within its reply window (broadcast.replied, once per recipient), an unsubscribe keyword;
+# the away message when the workspace or the conversation's team is closed (once per closed period).
+RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (
+    broadcasts_service.do_record_replies,
+    away.send_away_messages,
+)
 
 # Fed from the event log by `events.tasks`, each from its own position.
 EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER,)

@@ -13,6 +13,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
+from tertulia.conversations.away import do_set_away_message
 from tertulia.demo_inbox import seed_inbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
@@ -21,6 +22,7 @@ from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workspaces.service import do_set_business_hours
 
 DEMO_WORKSPACE = "Demo"
 DEMO_OWNER_EMAIL = "owner@demo.example.com"
@@ -160,8 +162,38 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     seed_inbox(session, actor, agent.id, rng)
     seed_broadcasts(session, actor)
     seed_knowledge(session, actor)
+    seed_hours(session, actor)
     session.flush()
     return created
+
+
+def seed_hours(session: Session, actor: Actor) -> None:
+    """Business hours of a shop in Mexico City with two holidays, and the away message on (after the
+    inbox is seeded, so the seeded conversations get none)."""
+    weekday = [{"start": "09:00", "end": "14:00"}, {"start": "16:00", "end": "19:00"}]
+    do_set_business_hours(
+        session,
+        actor,
+        {
+            "enabled": True,
+            "timezone": "America/Mexico_City",
+            "week": {
+                **dict.fromkeys(("monday", "tuesday", "wednesday", "thursday", "friday"), weekday),
+                "saturday": [{"start": "10:00", "end": "14:00"}],
+            },
+            "holidays": [
+                {"date": "2026-12-25", "name": "Navidad"},
+                {"date": "2027-01-01", "name": "Año Nuevo"},
+            ],
+        },
+    )
+    do_set_away_message(
+        session,
+        actor,
+        enabled=True,
+        text='¡Hola {{contact.first_name | ""}}! Ahora estamos cerrados; te respondemos en cuanto abramos '
+        "(lunes a viernes de 9 a 14 y de 16 a 19 h, sábados de 10 a 14 h).",
+    )
 
 
 def seed_broadcasts(session: Session, actor: Actor) -> None:

@@ -18,7 +18,8 @@ Tasks (name, module, what queues it):
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
-`conversations.sweep_callbacks`, `broadcasts.sweep` (due broadcasts started, sending ones
+`conversations.sweep_callbacks`, `conversations.auto_close` (open conversations past the workspace's
+auto-close inactivity are closed), `broadcasts.sweep` (due broadcasts started, sending ones
 pumped), `conversations.fetch_mailboxes` (email channels whose poll interval has passed),
 `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
@@ -37,6 +38,7 @@ from tertulia.broadcasts import tasks as broadcasts_tasks
 from tertulia.channels import tasks as channels_tasks
 from tertulia.contacts import import_runner
 from tertulia.contacts import tasks as contacts_tasks
+from tertulia.conversations import autoclose as conversations_autoclose
 from tertulia.conversations import outbox as conversations_outbox
 from tertulia.conversations.ingress import callbacks as conversations_callbacks
 from tertulia.conversations.ingress import mailbox as conversations_mailbox
@@ -52,6 +54,7 @@ __all__ = [
     "broadcasts_tasks",
     "channels_tasks",
     "contacts_tasks",
+    "conversations_autoclose",
     "conversations_callbacks",
     "conversations_mailbox",
     "conversations_outbox",

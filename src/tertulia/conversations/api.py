@@ -42,6 +42,7 @@ Settings
     GET/POST /api/v1/snippets, PATCH/DELETE /api/v1/snippets/{id},
     POST /api/v1/snippets/{id}/render {"conversation_id"} -> {"text"} (variables filled in)
     GET/POST /api/v1/closing-categories, PATCH/DELETE /api/v1/closing-categories/{id}
+    GET/PUT  /api/v1/workspace/away-message {"enabled", "text"} (conversations/away.py)
     (channels: channels/api.py)
 Files
     POST /api/v1/files (multipart `file`, optional `conversation_id`), GET /api/v1/files (library),
@@ -67,7 +68,7 @@ from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
 from tertulia.contacts.schemas import IDENTIFIER_PATTERN, Identifier
 from tertulia.contacts.service import access_contact
-from tertulia.conversations import events, files, schemas, service
+from tertulia.conversations import away, events, files, schemas, service
 from tertulia.conversations import repository as repo
 from tertulia.conversations.auth import InboxActor
 from tertulia.conversations.events import InboxEvent
@@ -724,6 +725,23 @@ def update_category(session: DbSession, actor: InboxActor, category_id: ID, body
 def delete_category(session: DbSession, actor: InboxActor, category_id: ID) -> Response:
     service.do_delete_closing_category(session, actor, service.access_closing_category(session, actor, category_id))
     return Response(status_code=204)
+
+
+class AwayMessageBody(BaseModel):
+    enabled: bool = False
+    text: str = Field("", description="with the inbox's variables ({{contact.first_name}}...)")
+
+
+@router.get("/workspace/away-message", tags=["away message"], response_model=AwayMessageBody)
+def get_away_message(session: DbSession, actor: InboxActor) -> AwayMessageBody:
+    row = away.away_settings(session, actor.workspace_id)
+    return AwayMessageBody(enabled=row.enabled, text=row.text)
+
+
+@router.put("/workspace/away-message", tags=["away message"], response_model=AwayMessageBody)
+def put_away_message(session: DbSession, actor: InboxActor, body: AwayMessageBody) -> AwayMessageBody:
+    row = away.do_set_away_message(session, actor, enabled=body.enabled, text=body.text)
+    return AwayMessageBody(enabled=row.enabled, text=row.text)
 
 
 # ----- files --------------------------------------------------------------------------------

@@ -35,6 +35,10 @@ def move_conversations(session: Session, survivor_id: int, merged_id: int) -> No
             keep.last_incoming_at is None or drop.last_incoming_at > keep.last_incoming_at
         ):
             keep.last_incoming_at = drop.last_incoming_at
+        if drop.last_agent_message_at is not None and (
+            keep.last_agent_message_at is None or drop.last_agent_message_at > keep.last_agent_message_at
+        ):
+            keep.last_agent_message_at = drop.last_agent_message_at
         session.flush()
         session.execute(delete(Conversation).where(Conversation.id == drop.id))
     session.execute(update(Conversation).where(Conversation.contact_id == merged_id).values(contact_id=survivor_id))

@@ -29,6 +29,11 @@ class Direction(enum.StrEnum):
 
 
 class SenderKind(enum.StrEnum):
+    """Who wrote a message. Automated kinds (bot, workflow, broadcast, system) do not count as
+    activity for auto-close; a contact's message and a person's (user, or an API token acting for
+    one) do (HUMAN_SENDERS). A module that sends on its own writes with an Actor of kind "bot",
+    "workflow" or "broadcast" and gets the matching kind here."""
+
     CONTACT = "contact"
     USER = "user"
     BOT = "bot"
@@ -36,6 +41,21 @@ class SenderKind(enum.StrEnum):
     BROADCAST = "broadcast"
     API = "api"
     SYSTEM = "system"
+
+
+# Outgoing messages by these reset the auto-close timer (Conversation.last_agent_message_at).
+HUMAN_SENDERS = frozenset({SenderKind.USER, SenderKind.API})
+
+
+class ClosingSource(enum.StrEnum):
+    """Who closed a conversation (Conversation.closing_source, and the closed event's payload)."""
+
+    USER = "user"
+    API = "api"
+    WORKFLOW = "workflow"
+    BOT = "bot"
+    SYSTEM = "system"
+    AUTO_CLOSE = "auto-close"
 
 
 class Conversation(IdMixin, TimestampMixin, Base):
@@ -68,10 +88,14 @@ class Conversation(IdMixin, TimestampMixin, Base):
         BigID, ForeignKey("closing_categories.id", ondelete="SET NULL")
     )
     closing_summary: Mapped[str | None] = mapped_column(Text)
+    closing_source: Mapped[ClosingSource | None] = mapped_column(_enum(ClosingSource, "closing_source"))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None]
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_incoming_at: Mapped[datetime | None]
+    # The latest outgoing message written by a person (HUMAN_SENDERS): with last_incoming_at and
+    # opened_at, what auto-close measures inactivity from.
+    last_agent_message_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     last_message_preview: Mapped[str | None] = mapped_column(String(200))
 
 
@@ -268,3 +292,29 @@ class Mailbox(Base):
     received_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True, index=True)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class AwayMessage(Base):
+    """Settings > Away message: what a customer who writes while the workspace (or the conversation's
+    team) is closed is told, at most once per conversation per closed period (conversations/away.py)."""
+
+    __tablename__ = "away_messages"
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), primary_key=True)
+    enabled: Mapped[bool] = mapped_column(default=False)
+    text: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class AwayMessageSend(IdMixin, Base):
+    """One away message sent: unique per conversation and closed period (the instant the hours open
+    again, or "never"), so a second message in the same closed period sends nothing."""
+
+    __tablename__ = "away_message_sends"
+    __table_args__ = (UniqueConstraint("conversation_id", "period"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[int] = mapped_column(BigID, ForeignKey("conversations.id", ondelete="CASCADE"))
+    period: Mapped[str] = mapped_column(String(40))
+    message_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("messages.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -42,6 +42,7 @@ def conversation_dict(conversation: Conversation) -> dict[str, Any]:
         "bot_paused": conversation.bot_paused,
         "closing_category_id": conversation.closing_category_id,
         "closing_summary": conversation.closing_summary,
+        "closing_source": conversation.closing_source.value if conversation.closing_source else None,
         "opened_at": conversation.opened_at.isoformat(),
         "closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
         "last_message_at": conversation.last_message_at.isoformat(),

@@ -28,7 +28,9 @@ from tertulia.conversations import events, mentions, sms_consent, variables
 from tertulia.conversations import repository as repo
 from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import (
+    HUMAN_SENDERS,
     ClosingCategory,
+    ClosingSource,
     Conversation,
     ConversationRead,
     ConversationStatus,
@@ -635,6 +637,8 @@ def do_send(
     session.add(message)
     session.flush()
     conversation.last_message_at = now
+    if message.sender_kind in HUMAN_SENDERS:
+        conversation.last_agent_message_at = now
     conversation.channel_id = channel.id
     conversation.last_message_preview = preview_of(plan.text, message_type)
     contact.last_outgoing_at = now
@@ -838,17 +842,33 @@ def do_assign(
     return conversation
 
 
+def _closing_source(actor: Actor) -> ClosingSource:
+    try:
+        return ClosingSource(actor.kind)
+    except ValueError:
+        return ClosingSource.SYSTEM
+
+
 def do_close(
-    session: Session, actor: Actor, conversation: Conversation, *, category_id: int | None, summary: str | None
+    session: Session,
+    actor: Actor,
+    conversation: Conversation,
+    *,
+    category_id: int | None,
+    summary: str | None,
+    source: ClosingSource | None = None,
 ) -> Conversation:
+    """`source` defaults to the actor's kind; automatic closers (auto-close) name theirs and need no
+    closing category even where the workspace asks people for one."""
     if conversation.status == ConversationStatus.CLOSED:
         raise Conflict("This conversation is already closed.", code="already_closed")
+    source = source or _closing_source(actor)
     category: ClosingCategory | None = None
     if category_id is not None:
         category = repo.closing_category(session, actor.workspace_id, category_id)
         if category is None:
             raise ValidationFailed.field("category_id", f"no closing category {category_id}")
-    elif repo.closing_categories(session, actor.workspace_id):
+    elif source != ClosingSource.AUTO_CLOSE and repo.closing_categories(session, actor.workspace_id):
         raise ValidationFailed.field("category_id", "choose a closing category")
     note = (summary or "").strip() or None
     if note is not None and len(note) > MAX_SUMMARY:
@@ -858,6 +878,7 @@ def do_close(
     conversation.closed_at = now
     conversation.closing_category_id = category.id if category else None
     conversation.closing_summary = note
+    conversation.closing_source = source
     conversation.updated_at = now
     session.flush()
     name = category.name if category else None
@@ -865,11 +886,19 @@ def do_close(
         session,
         actor,
         conversation,
-        f"Closed: {name}" if category else "Closed",
+        f"Closed: {name}"
+        if category
+        else ("Closed automatically after inactivity" if source == ClosingSource.AUTO_CLOSE else "Closed"),
         "conversation_closed",
         InboxEvent.CONVERSATION_CLOSED,
-        line={"event": "closed", "category_id": category.id if category else None, "category": name, "summary": note},
-        new={"conversation_id": conversation.id, "category": name, "summary": note},
+        line={
+            "event": "closed",
+            "category_id": category.id if category else None,
+            "category": name,
+            "summary": note,
+            "source": source.value,
+        },
+        new={"conversation_id": conversation.id, "category": name, "summary": note, "source": source.value},
     )
     return conversation
 

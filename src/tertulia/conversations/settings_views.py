@@ -1,5 +1,5 @@
-"""Inbox pages in the web app: Settings > Snippets, Settings > Closing categories, and the workspace's
-Files library (beside Messages).
+"""Inbox pages in the web app: Settings > Snippets, Settings > Closing categories, Settings > Away
+message, and the workspace's Files library (beside Messages).
 
 The rules live in conversations/service.py (snippets, closing categories) and conversations/files.py
 (uploads); these views only turn their errors into messages beside the field, in the person's
@@ -16,7 +16,7 @@ from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from tertulia.conversations import files, service, variables
+from tertulia.conversations import away, files, service, variables
 from tertulia.conversations import repository as repo
 from tertulia.conversations.models import Snippet, StoredFile
 from tertulia.kit.errors import Conflict, DomainError, NotFound, ValidationFailed
@@ -27,11 +27,13 @@ from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import first_message, keep_one, submit
 from tertulia.web.sections import Section, open_section, render_section, section_page
+from tertulia.workspaces.service import current_hours
 
 router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
 SNIPPETS = Section("snippets", i18n.lazy("Snippets"), Permission.MANAGE_SNIPPETS)
 CLOSING_CATEGORIES = Section("closing-categories", i18n.lazy("Closing categories"), Permission.MANAGE_WORKSPACE)
+AWAY_MESSAGE = Section("away-message", i18n.lazy("Away message"), Permission.MANAGE_WORKSPACE)
 
 FILES_PAGE_SIZE = 50
 PREVIEW_CHARS = 120
@@ -43,6 +45,8 @@ SERVICE_MESSAGES = (
     i18n.lazy("must be at most 10000 characters"),
     i18n.lazy("is required (at most 100 characters)"),
     i18n.lazy("This file has been sent or is in a snippet; it is kept."),
+    i18n.lazy("write the message to turn it on"),
+    i18n.lazy("must be at most 2000 characters"),
 )
 
 
@@ -398,4 +402,39 @@ def upload_file(ctx: UserPage) -> Response:
         redirect="/messages/files",
         flash="file_uploaded",
         catch=(ValidationFailed,),
+    )
+
+
+# ----- away message -------------------------------------------------------------------------
+
+
+@section_page(router, "/settings/away-message", AWAY_MESSAGE)
+def _away_message(
+    ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None
+) -> Response:
+    row = away.away_settings(ctx.session, ctx.actor.workspace_id)
+    hours = current_hours(ctx.session, ctx.actor.workspace_id)
+    context = {
+        "typed": typed or {"enabled": "1" if row.enabled else "", "text": row.text},
+        "errors": errors or {},
+        "variables": _variable_names(ctx),
+        "hours_on": hours is not None and hours.enabled,
+    }
+    return render_section(
+        ctx, AWAY_MESSAGE, "conversations/settings/away_message.html", context, status_code=422 if errors else 200
+    )
+
+
+@router.post("/settings/away-message")
+def save_away_message(
+    ctx: UserPage, enabled: Annotated[str, Form()] = "", text: Annotated[str, Form()] = ""
+) -> Response:
+    open_section(ctx, AWAY_MESSAGE)
+    typed = {"enabled": enabled, "text": text}
+    return submit(
+        ctx,
+        lambda: away.do_set_away_message(ctx.session, ctx.actor, enabled=bool(enabled), text=text),
+        again=lambda exc: _away_message(ctx, typed=typed, errors=_errors(ctx, exc, dict)),
+        redirect="/settings/away-message",
+        flash="settings_saved",
     )

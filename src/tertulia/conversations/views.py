@@ -38,6 +38,7 @@ SCRIPT_TEXTS: dict[str, str] = {
     "sys_assigned": i18n.lazy("Assigned to %(name)s"),
     "sys_closed": i18n.lazy("Closed (system line)"),
     "sys_closed_as": i18n.lazy("Closed: %(category)s"),
+    "sys_auto_closed": i18n.lazy("Closed automatically after inactivity"),
     "sys_reopened": i18n.lazy("Reopened"),
     "sys_bot_paused": i18n.lazy("Bot paused"),
     "sys_bot_resumed": i18n.lazy("Bot resumed"),

@@ -101,6 +101,8 @@ class ConversationSnapshot(TypedDict):
     bot_paused: bool
     closing_category_id: int | None
     closing_summary: str | None
+    # Who closed it: "user", "api", "workflow", "bot", "system" or "auto-close" (ClosingSource).
+    closing_source: str | None
     opened_at: str
     closed_at: str | None
     last_message_at: str

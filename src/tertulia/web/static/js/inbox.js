@@ -242,6 +242,7 @@
       if (!names.length || names.some(function (n) { return !n; })) return m.text || "";
       return T.sys_assigned.replace("%(name)s", names.join(" / "));
     }
+    if (p.event === "closed" && p.source === "auto-close") return T.sys_auto_closed;
     if (p.event === "closed") return p.category ? T.sys_closed_as.replace("%(category)s", p.category) : T.sys_closed;
     if (p.event === "reopened") return T.sys_reopened;
     if (p.event === "bot") return p.paused ? T.sys_bot_paused : T.sys_bot_resumed;
