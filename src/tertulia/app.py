@@ -38,6 +38,9 @@ from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter, make_slot_limiter
 from tertulia.kit.settings import Settings, get_settings
 from tertulia.reports.api import router as reports_router
+from tertulia.reports.views import STATIC_DIR as REPORTS_STATIC
+from tertulia.reports.views import STATIC_PREFIX as REPORTS_STATIC_PREFIX
+from tertulia.reports.views import router as reports_pages
 from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
@@ -45,7 +48,7 @@ from tertulia.users.session_auth import ApiCredentialGate
 from tertulia.users.settings_views import TEAMS, TOKENS, USERS
 from tertulia.users.settings_views import router as users_settings_pages
 from tertulia.users.views import router as users_pages
-from tertulia.web import install_web, shell_router
+from tertulia.web import CachedStaticFiles, install_web, shell_router
 from tertulia.web.sections import install_sections
 from tertulia.web.sections import router as settings_home
 from tertulia.webhooks.api import router as webhooks_router
@@ -111,6 +114,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(channels_pages)  # Settings > Channels and the widget script
     app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
     app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
+    app.include_router(reports_pages)  # /reports
+    # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
+    app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(ApiCredentialGate)  # inside the size limit: a body too big is refused unread first
