@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
+from tertulia.contacts.exporter import safe_cell
 from tertulia.kit.db import Database
 from tertulia.reports.service import REPORTS
 from tertulia.users.models import Role
@@ -59,8 +60,7 @@ def _csv(client: TestClient, tenant: Tenant, name: str, table: str, params: dict
 def _as_cell(value: Any) -> str:
     if value is None:
         return ""
-    text = str(value)
-    return "'" + text if text.startswith(("=", "+", "-", "@", "\t", "\r")) else text
+    return safe_cell(value) if isinstance(value, str) else str(value)
 
 
 def test_every_csv_equals_its_json_table(

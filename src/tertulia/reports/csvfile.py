@@ -1,28 +1,26 @@
-"""CSV files of report tables and exports, safe to open in a spreadsheet.
-
-A cell that a spreadsheet would read as a formula (starting with = + - @, a tab or a carriage
-return) is written with a leading apostrophe, so the program shows it as text (OWASP's advice on
-CSV injection). Numbers are written as numbers: only text cells are changed.
-"""
+"""CSV files of report tables, safe to open in a spreadsheet: text cells follow the contacts
+export's rule against formula injection (`contacts.exporter.safe_cell`: a leading `'` before
+= + - @ tab or CR, phone numbers and plain negative numbers left alone); numbers are written as
+numbers."""
 
 import csv
 import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+from tertulia.contacts.exporter import safe_cell
 
 
-def neutralise(value: Any) -> Any:
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return safe_cell(value) if isinstance(value, str) else value
 
 
 def render(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([neutralise(c) for c in columns])
+    writer.writerow([_cell(c) for c in columns])
     for row in rows:
-        writer.writerow(["" if v is None else neutralise(v) for v in row])
+        writer.writerow([_cell(v) for v in row])
     return out.getvalue()
