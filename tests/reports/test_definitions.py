@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.events.models import EventRecord
+from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tertulia.reports import rollups
 from tertulia.reports.models import ConversationFact, Rollup
@@ -228,3 +229,31 @@ def test_bad_parameters_are_field_errors(client: TestClient, tenant: Tenant) -> 
         assert response.status_code == 422, (params, response.text)
         assert field in response.json()["error"]["details"], (params, response.text)
     assert client.get("/api/v1/reports/nope", headers=tenant.headers).status_code == 404
+
+
+def test_events_not_yet_applied_show_at_once_and_are_not_counted_twice_once_applied(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    queue.huey.immediate = False  # nothing runs inline: the consumer waits until fed
+    try:
+        with fake_provider() as provider:
+            shop = _shop(db, tenant, provider.url)
+            with at(f"{DAY} 10:00"):
+                conversation = shop.customer_writes("+5215550000008")
+            with at(f"{DAY} 10:03"):
+                shop.reply(conversation, tenant.actor())
+            with at(f"{DAY} 10:30"):
+                shop.close(conversation)
+            with db.transaction(write=False) as session:
+                assert session.scalar(select(func.count()).select_from(Rollup)) == 0
+            before = report(client, tenant, "conversations", **_custom(DAY, DAY))["tables"]
+            feed(db)
+            with db.transaction(write=False) as session:
+                assert session.scalar(select(func.count()).select_from(Rollup)) > 0
+            after = report(client, tenant, "conversations", **_custom(DAY, DAY))["tables"]
+    finally:
+        queue.huey.flush()
+    assert before == after
+    summary = _summary({"tables": after})
+    assert (summary["opened"]["count"], summary["closed"]["count"], summary["first_response"]["count"]) == (1, 1, 1)
+    assert abs(summary["first_response"]["median_seconds"] - 180) <= 2

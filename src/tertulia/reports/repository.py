@@ -117,6 +117,19 @@ def _filter_clauses(filters: Filters) -> list[ColumnElement[bool]]:
     return clauses
 
 
+def row_matches(row: dict[str, Any], filters: Filters) -> bool:
+    """`_filter_clauses` for a rollup row held in memory (`rollups.pending_rows`)."""
+    for name in ("channel_id", "team_id", "user_id", "source"):
+        wanted = getattr(filters, name)
+        if wanted is not None and row[name] != wanted:
+            return False
+    return not (
+        filters.category_id is not None
+        and row["metric"] in CATEGORY_METRICS
+        and row["category_id"] != filters.category_id
+    )
+
+
 @dataclass(frozen=True)
 class Cell:
     period: str

@@ -53,6 +53,9 @@ HUMAN_SENDERS = frozenset({SenderKind.USER.value})
 SOURCES = ("incoming", "user", "api", "workflow", "bot", "broadcast", "system")
 SENDER_KINDS = tuple(k.value for k in SenderKind if k is not SenderKind.CONTACT)
 MAX_LABEL = 64
+# At most this many not yet applied events are added to a report (the consumer is normally a second
+# behind; when it is far behind, reports show the rollups plus the oldest of the waiting events).
+PENDING_LIMIT = 5000
 
 
 def source_of(actor: str | None) -> str:
@@ -111,15 +114,31 @@ class _Changes:
             row[0] += 1
             row[1] += total
 
-    def write(self, session: Session) -> None:
+    def as_rows(self) -> list[dict[str, Any]]:
         columns = repository.KEY_COLUMNS[1:]
-        repository.add_rollups(
-            session,
-            [
-                {"workspace_id": self.workspace_id, **dict(zip(columns, key, strict=True)), "count": int(c), "total": t}
-                for key, (c, t) in self.rows.items()
-            ],
-        )
+        return [
+            {"workspace_id": self.workspace_id, **dict(zip(columns, key, strict=True)), "count": int(c), "total": t}
+            for key, (c, t) in self.rows.items()
+        ]
+
+    def write(self, session: Session) -> None:
+        repository.add_rollups(session, self.as_rows())
+
+
+class _Facts:
+    """Fact rows by conversation id, those added in this run included (the preview never flushes,
+    so a new row is not in the session's identity map)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.added: dict[int, ConversationFact] = {}
+
+    def get(self, conversation_id: int) -> ConversationFact | None:
+        return self.added.get(conversation_id) or repository.fact(self.session, conversation_id)
+
+    def add(self, fact: ConversationFact) -> None:
+        self.added[fact.conversation_id] = fact
+        self.session.add(fact)
 
 
 def _new_fact(event: EventRecord, snapshot: dict[str, Any]) -> ConversationFact:
@@ -144,12 +163,12 @@ def _new_fact(event: EventRecord, snapshot: dict[str, Any]) -> ConversationFact:
     )
 
 
-def _fact_from_inbox(session: Session, event: EventRecord) -> ConversationFact | None:
+def _fact_from_inbox(facts: _Facts, event: EventRecord) -> ConversationFact | None:
     """A conversation whose opening the rollups never saw (it predates them): its fact as the inbox
     has it now, without counting an opening."""
     if event.conversation_id is None:
         return None
-    conversation = session.get(Conversation, event.conversation_id)
+    conversation = facts.session.get(Conversation, event.conversation_id)
     if conversation is None or conversation.workspace_id != event.workspace_id:
         return None
     fact = _new_fact(
@@ -165,21 +184,21 @@ def _fact_from_inbox(session: Session, event: EventRecord) -> ConversationFact |
     )
     fact.source = ""
     fact.status = "open" if conversation.status == ConversationStatus.OPEN else "closed"
-    session.add(fact)
+    facts.add(fact)
     return fact
 
 
-def _conversation_event(session: Session, event: EventRecord, changes: _Changes) -> None:
+def _conversation_event(facts: _Facts, event: EventRecord, changes: _Changes) -> None:
     snapshot: dict[str, Any] = event.payload["conversation"]
-    fact = repository.fact(session, int(snapshot["id"]))
+    fact = facts.get(int(snapshot["id"]))
     if event.type == EventType.CONVERSATION_OPENED:
         if fact is None:
             fact = _new_fact(event, snapshot)
-            session.add(fact)
+            facts.add(fact)
             changes.count("opened", fact)
         return
     if fact is None:
-        fact = _fact_from_inbox(session, event)
+        fact = _fact_from_inbox(facts, event)
         if fact is None:
             return
     fact.channel_id = snapshot.get("channel_id") or fact.channel_id
@@ -210,16 +229,16 @@ def _conversation_event(session: Session, event: EventRecord, changes: _Changes)
         changes.count("reopened", fact)
 
 
-def _message_event(session: Session, event: EventRecord, changes: _Changes) -> None:
+def _message_event(facts: _Facts, event: EventRecord, changes: _Changes) -> None:
     message: dict[str, Any] = event.payload["message"]
     conversation_id = int(message["conversation_id"])
-    fact = repository.fact(session, conversation_id)
+    fact = facts.get(conversation_id)
     if fact is None:
-        fact = _fact_from_inbox(session, event)
+        fact = _fact_from_inbox(facts, event)
         if fact is None:
             return
     if fact.merged_into_id is not None:
-        fact = repository.fact(session, fact.merged_into_id) or fact
+        fact = facts.get(fact.merged_into_id) or fact
     written = _time(message.get("created_at")) or as_utc(event.created_at)
     if event.type == EventType.MESSAGE_RECEIVED:
         fact.incoming_count += 1
@@ -239,20 +258,21 @@ def _message_event(session: Session, event: EventRecord, changes: _Changes) -> N
         changes.duration("first_response", fact, seconds, user_id=int(sender) if sender else None)
 
 
-def _status_event(session: Session, event: EventRecord, changes: _Changes) -> None:
+def _status_event(facts: _Facts, event: EventRecord, changes: _Changes) -> None:
     if event.payload.get("status") != "failed" or event.conversation_id is None:
         return
-    fact = repository.fact(session, event.conversation_id) or _fact_from_inbox(session, event)
+    fact = facts.get(event.conversation_id) or _fact_from_inbox(facts, event)
     if fact is None:
         return
     changes.count("failed", fact, label=str(event.payload.get("reason") or "unknown"))
 
 
-def _merge_event(session: Session, event: EventRecord) -> None:
+def _merge_event(facts: _Facts, event: EventRecord) -> None:
     """The merged contact's conversations now belong to the survivor. An open conversation of the
     merged contact that the merge folded into the survivor's open one (the inbox deleted it) keeps
     its counts where they fell; its waiting customer, if not answered yet, now waits in the
     survivor's conversation from the earlier of the two times."""
+    session = facts.session
     survivor_id = int(event.payload["contact_id"])
     merged_id = int(event.payload["merged_contact_id"])
     survivor_open = session.scalar(
@@ -262,7 +282,7 @@ def _merge_event(session: Session, event: EventRecord) -> None:
             Conversation.status == ConversationStatus.OPEN,
         )
     )
-    keep = repository.fact(session, survivor_open) if survivor_open is not None else None
+    keep = facts.get(survivor_open) if survivor_open is not None else None
     for fact in repository.facts_of_contact(session, event.workspace_id, merged_id):
         fact.contact_id = survivor_id
         if fact.status != "open" or session.get(Conversation, fact.conversation_id) is not None:
@@ -275,22 +295,51 @@ def _merge_event(session: Session, event: EventRecord) -> None:
         fact.waiting_since = None
 
 
+def _changes(facts: _Facts, event: EventRecord) -> _Changes:
+    changes = _Changes(event.workspace_id, as_utc(event.created_at), _zone(facts.session, event.workspace_id))
+    if event.type == EventType.CONTACT_MERGED:
+        _merge_event(facts, event)
+    elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+        _message_event(facts, event, changes)
+    elif event.type == EventType.MESSAGE_STATUS_CHANGED:
+        _status_event(facts, event, changes)
+    elif "conversation" in event.payload:
+        _conversation_event(facts, event, changes)
+    return changes
+
+
 def apply(session: Session, event: EventRecord) -> bool:
     """Apply one event in the caller's transaction; False when it was applied before."""
     if not repository.claim_event(session, event.id):
         return False
-    changes = _Changes(event.workspace_id, as_utc(event.created_at), _zone(session, event.workspace_id))
-    if event.type == EventType.CONTACT_MERGED:
-        _merge_event(session, event)
-    elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
-        _message_event(session, event, changes)
-    elif event.type == EventType.MESSAGE_STATUS_CHANGED:
-        _status_event(session, event, changes)
-    elif "conversation" in event.payload:
-        _conversation_event(session, event, changes)
+    changes = _changes(_Facts(session), event)
     session.flush()
     changes.write(session)
     return True
+
+
+def pending_rows(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
+    """The rollup increments of this workspace's events the consumer has not applied yet, computed
+    in memory and never written: reports add them to the rollups, so a number shows as soon as its
+    event is committed. `session` must be thrown away afterwards (its fact rows were changed in
+    memory); nothing is flushed."""
+    position = repository.cursor_position(session)
+    events = list(
+        session.scalars(
+            select(EventRecord)
+            .where(
+                EventRecord.id > position, EventRecord.workspace_id == workspace_id, EventRecord.type.in_(sorted(TYPES))
+            )
+            .order_by(EventRecord.id)
+            .limit(limit)
+        )
+    )
+    rows: list[dict[str, Any]] = []
+    with session.no_autoflush:
+        facts = _Facts(session)
+        for event in events:
+            rows.extend(_changes(facts, event).as_rows())
+    return rows
 
 
 def apply_event(db: Database, event: EventRecord) -> bool:

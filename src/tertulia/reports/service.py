@@ -6,7 +6,8 @@ numbers are the same by construction.
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -19,7 +20,7 @@ from tertulia.channels.models import Channel
 from tertulia.conversations.models import ClosingCategory
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
-from tertulia.reports import histogram, repository
+from tertulia.reports import histogram, repository, rollups
 from tertulia.reports.repository import Cell, Filters
 from tertulia.reports.rollups import SENDER_KINDS, SOURCES
 from tertulia.users.models import Membership, Team
@@ -143,22 +144,56 @@ def check_filters(session: Session, actor: Actor, filters: Filters) -> Filters:
 
 
 class _Read:
-    """The cells of one report for the range and the previous period."""
+    """The cells of one report for the range and the previous period: the rollups, plus the events
+    the consumer has not applied yet (`rollups.pending_rows`), read in one snapshot."""
 
     def __init__(self, session: Session, workspace_id: int, window: Range, filters: Filters) -> None:
         self.session = session
         self.workspace_id = workspace_id
         self.window = window
         self.filters = filters
+        self.pending = [
+            row for row in rollups.pending_rows(session, workspace_id) if repository.row_matches(row, filters)
+        ]
 
     def cells(
-        self, window: Range, metrics: Iterable[str], *, grain: str | None = None, by_channel: bool = False
+        self,
+        window: Range,
+        metrics: Iterable[str],
+        *,
+        grain: str | None = None,
+        by_channel: bool = False,
+        by_category: bool = False,
     ) -> list[Cell]:
         chosen = grain or window.grain
         first, last = window.bounds(chosen)
-        return repository.cells(
-            self.session, self.workspace_id, chosen, first, last, metrics, self.filters, by_channel=by_channel
+        wanted = set(metrics)
+        found = repository.cells(
+            self.session,
+            self.workspace_id,
+            chosen,
+            first,
+            last,
+            wanted,
+            self.filters,
+            by_channel=by_channel,
+            by_category=by_category,
         )
+        found.extend(
+            Cell(
+                period=row["period"],
+                metric=row["metric"],
+                label=row["label"],
+                bucket=row["bucket"],
+                count=row["count"],
+                total=row["total"],
+                channel_id=row["channel_id"],
+                category_id=row["category_id"],
+            )
+            for row in self.pending
+            if row["grain"] == chosen and first <= row["period"] <= last and row["metric"] in wanted
+        )
+        return found
 
 
 def _counts(cells: Iterable[Cell]) -> dict[str, int]:
@@ -264,16 +299,7 @@ def _conversations(read: _Read) -> dict[str, Table]:
             ]
         )
     by_category: dict[int, int] = defaultdict(int)
-    category_cells = repository.cells(
-        read.session,
-        read.workspace_id,
-        read.window.grain,
-        *read.window.bounds(read.window.grain),
-        ["closed"],
-        read.filters,
-        by_category=True,
-    )
-    for cell in category_cells:
+    for cell in read.cells(read.window, ["closed"], by_category=True):
         by_category[cell.category_id] += cell.count
     names = _names(read.session, ClosingCategory, read.workspace_id, by_category)
     return {
@@ -379,6 +405,23 @@ BUILDERS: dict[str, Callable[[_Read], dict[str, Table]]] = {
 }
 
 
+@contextmanager
+def _snapshot(session: Session) -> Iterator[Session]:
+    """A session of its own for one report: every read in one snapshot (REPEATABLE READ on
+    PostgreSQL; SQLite's read transaction is one), so a rollup and the events not yet applied to it
+    are never both counted; and thrown away, because the pending events are applied to its fact rows
+    in memory."""
+    engine = session.get_bind().engine
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="REPEATABLE READ")
+    snapshot = Session(engine, autoflush=False)
+    try:
+        yield snapshot
+    finally:
+        snapshot.rollback()
+        snapshot.close()
+
+
 def today_in(session: Session, workspace_id: int) -> date:
     return datetime.astimezone(utcnow(), zone_of(session, workspace_id)).date()
 
@@ -399,6 +442,8 @@ def build_report(
     window = check_range(preset, start, end, today_in(session, actor.workspace_id))
     chosen = check_filters(session, actor, filters or Filters())
     previous = window.previous()
+    with _snapshot(session) as snapshot:
+        tables = builder(_Read(snapshot, actor.workspace_id, window, chosen))
     return {
         "report": name,
         "timezone": zone_of(session, actor.workspace_id).key,
@@ -406,5 +451,5 @@ def build_report(
         "previous": {"from": previous.first.isoformat(), "to": previous.last.isoformat()},
         "grain": "hour" if window.grain == "h" else "day",
         "filters": chosen.as_query(),
-        "tables": builder(_Read(session, actor.workspace_id, window, chosen)),
+        "tables": tables,
     }
