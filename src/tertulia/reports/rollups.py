@@ -78,7 +78,7 @@ def _zone(session: Session, workspace_id: int) -> ZoneInfo:
         return ZoneInfo("UTC")
 
 
-class _Changes:
+class Changes:
     """The rollup increments of one event, merged by key, written in one statement."""
 
     def __init__(self, workspace_id: int, at: datetime, zone: ZoneInfo) -> None:
@@ -188,7 +188,7 @@ def _fact_from_inbox(facts: _Facts, event: EventRecord) -> ConversationFact | No
     return fact
 
 
-def _conversation_event(facts: _Facts, event: EventRecord, changes: _Changes) -> None:
+def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
     snapshot: dict[str, Any] = event.payload["conversation"]
     fact = facts.get(int(snapshot["id"]))
     if event.type == EventType.CONVERSATION_OPENED:
@@ -229,7 +229,7 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: _Changes) ->
         changes.count("reopened", fact)
 
 
-def _message_event(facts: _Facts, event: EventRecord, changes: _Changes) -> None:
+def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
     message: dict[str, Any] = event.payload["message"]
     conversation_id = int(message["conversation_id"])
     fact = facts.get(conversation_id)
@@ -258,7 +258,7 @@ def _message_event(facts: _Facts, event: EventRecord, changes: _Changes) -> None
         changes.duration("first_response", fact, seconds, user_id=int(sender) if sender else None)
 
 
-def _status_event(facts: _Facts, event: EventRecord, changes: _Changes) -> None:
+def _status_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
     if event.payload.get("status") != "failed" or event.conversation_id is None:
         return
     fact = facts.get(event.conversation_id) or _fact_from_inbox(facts, event)
@@ -295,8 +295,8 @@ def _merge_event(facts: _Facts, event: EventRecord) -> None:
         fact.waiting_since = None
 
 
-def _changes(facts: _Facts, event: EventRecord) -> _Changes:
-    changes = _Changes(event.workspace_id, as_utc(event.created_at), _zone(facts.session, event.workspace_id))
+def _changes(facts: _Facts, event: EventRecord) -> Changes:
+    changes = Changes(event.workspace_id, as_utc(event.created_at), _zone(facts.session, event.workspace_id))
     if event.type == EventType.CONTACT_MERGED:
         _merge_event(facts, event)
     elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
