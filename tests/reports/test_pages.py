@@ -83,6 +83,12 @@ def test_every_csv_equals_its_json_table(
                 assert rows[1:] == [[_as_cell(v) for v in row] for row in table["rows"]], (name, table_name, params)
                 checked += 1
     assert checked == 4 * 12
+    # The workspace's totals (read without filters) and the detailed rows (read with a filter every
+    # conversation here passes) are two copies of the same numbers.
+    for name in REPORTS:
+        whole = report(client, tenant, name, range="custom", **{"from": DAY, "to": DAY})["tables"]
+        detailed = report(client, tenant, name, range="custom", channel_id=shop.channel_id, **{"from": DAY, "to": DAY})
+        assert detailed["tables"] == whole, name
     # Some numbers really are there (the comparison is not of empty tables).
     day = report(client, tenant, "messages", range="custom", **{"from": DAY, "to": DAY})
     assert day["tables"]["by_channel"]["rows"][0][1] == "=Tienda"

@@ -85,7 +85,9 @@ class Rollup(Base):
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(BigID)
-    grain: Mapped[str] = mapped_column(String(1))  # "d" (period "2026-11-26") or "h" ("2026-11-26T09")
+    # "d" (period "2026-11-26") or "h" ("2026-11-26T09"); "D" and "H" for the workspace's totals
+    # (every dimension NONE), which unfiltered reports read.
+    grain: Mapped[str] = mapped_column(String(1))
     period: Mapped[str] = mapped_column(String(13))
     metric: Mapped[str] = mapped_column(String(24))
     # What a metric is split by besides the dimensions: the sender kind of an outgoing message, the

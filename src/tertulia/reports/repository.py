@@ -91,6 +91,15 @@ class Filters:
     def as_query(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
 
+    @property
+    def empty(self) -> bool:
+        return not self.as_query()
+
+
+# Rollups come twice: by every dimension (grains "d" and "h") and as the workspace's totals ("D"
+# and "H"), which unfiltered reports read.
+TOTALS = {"d": "D", "h": "H"}
+
 
 # The closing category is known only when a conversation closes: it filters these metrics and
 # leaves the others whole.
@@ -186,3 +195,30 @@ def cells(
         )
         for row in session.execute(query)
     ]
+
+
+def breakdown(
+    session: Session,
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metrics: Iterable[str],
+    filters: Filters,
+    column: str,
+) -> dict[tuple[int, str], int]:
+    """Counts of `metrics` by one dimension (`channel_id`, `category_id`) over periods first..last."""
+    dimension = getattr(Rollup, column)
+    query = (
+        select(dimension, Rollup.metric, func.sum(Rollup.count))
+        .where(
+            Rollup.workspace_id == workspace_id,
+            Rollup.grain == grain,
+            Rollup.period >= first,
+            Rollup.period <= last,
+            Rollup.metric.in_(sorted(set(metrics))),
+            *_filter_clauses(filters),
+        )
+        .group_by(dimension, Rollup.metric)
+    )
+    return {(int(value), str(metric)): int(count or 0) for value, metric, count in session.execute(query)}

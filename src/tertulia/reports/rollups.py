@@ -97,12 +97,13 @@ class Changes:
     def _add(
         self, metric: str, fact: ConversationFact, user_id: int | None, label: str, bucket: int, total: float
     ) -> None:
+        label = label[:MAX_LABEL]
         for grain, period in self.periods:
-            key = (
+            detailed = (
                 grain,
                 period,
                 metric,
-                label[:MAX_LABEL],
+                label,
                 fact.channel_id,
                 fact.team_id,
                 fact.assignee_id if user_id is None else user_id,
@@ -110,9 +111,13 @@ class Changes:
                 fact.source,
                 bucket,
             )
-            row = self.rows[key]
-            row[0] += 1
-            row[1] += total
+            # The same increment in the workspace's totals (no dimensions): an unfiltered report
+            # reads rows bounded by periods x metrics x buckets, however busy the workspace.
+            whole = (repository.TOTALS[grain], period, metric, label, NONE, NONE, NONE, NONE, "", bucket)
+            for key in (detailed, whole):
+                row = self.rows[key]
+                row[0] += 1
+                row[1] += total
 
     def as_rows(self) -> list[dict[str, Any]]:
         columns = repository.KEY_COLUMNS[1:]

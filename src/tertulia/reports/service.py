@@ -167,6 +167,8 @@ class _Read:
     ) -> list[Cell]:
         chosen = grain or window.grain
         first, last = window.bounds(chosen)
+        if self.filters.empty and not by_channel and not by_category:
+            chosen = repository.TOTALS[chosen]
         wanted = set(metrics)
         found = repository.cells(
             self.session,
@@ -194,6 +196,21 @@ class _Read:
             if row["grain"] == chosen and first <= row["period"] <= last and row["metric"] in wanted
         )
         return found
+
+
+def _breakdown(read: "_Read", metrics: Iterable[str], column: str) -> dict[tuple[int, str], int]:
+    """Counts by one dimension for the report's range: rollups plus pending events."""
+    grain = read.window.grain
+    first, last = read.window.bounds(grain)
+    wanted = set(metrics)
+    counts = defaultdict(
+        int,
+        repository.breakdown(read.session, read.workspace_id, grain, first, last, wanted, read.filters, column),
+    )
+    for row in read.pending:
+        if row["grain"] == grain and first <= row["period"] <= last and row["metric"] in wanted:
+            counts[(row[column], row["metric"])] += row["count"]
+    return dict(counts)
 
 
 def _counts(cells: Iterable[Cell]) -> dict[str, int]:
@@ -299,8 +316,8 @@ def _conversations(read: _Read) -> dict[str, Table]:
             ]
         )
     by_category: dict[int, int] = defaultdict(int)
-    for cell in read.cells(read.window, ["closed"], by_category=True):
-        by_category[cell.category_id] += cell.count
+    for (category, _metric), count in _breakdown(read, ["closed"], "category_id").items():
+        by_category[category] += count
     names = _names(read.session, ClosingCategory, read.workspace_id, by_category)
     return {
         "summary": _summary(["opened", "closed", "reopened"], ["first_response", "resolution"], now, before),
@@ -355,7 +372,7 @@ def _responses(read: _Read) -> dict[str, Table]:
 
 def _messages(read: _Read) -> dict[str, Table]:
     metrics = ("incoming", "outgoing", "failed")
-    now = read.cells(read.window, metrics, by_channel=True)
+    now = read.cells(read.window, metrics)
     before = read.cells(read.window.previous(), metrics)
     per_period = _by_period(now)
     series = []
@@ -365,8 +382,9 @@ def _messages(read: _Read) -> dict[str, Table]:
     senders: dict[str, int] = dict.fromkeys(SENDER_KINDS, 0)
     reasons: dict[str, int] = defaultdict(int)
     channels: dict[int, dict[str, int]] = defaultdict(lambda: {"incoming": 0, "outgoing": 0, "failed": 0})
+    for (channel_id, metric), count in _breakdown(read, metrics, "channel_id").items():
+        channels[channel_id][metric] += count
     for cell in now:
-        channels[cell.channel_id][cell.metric] += cell.count
         if cell.metric == "outgoing":
             senders[cell.label] = senders.get(cell.label, 0) + cell.count
         elif cell.metric == "failed":
