@@ -65,13 +65,15 @@ class ConversationFact(Base):
 
 
 class Rollup(Base):
+    # The key leads with the metric before the period, so a report reads each metric's periods as
+    # one range of the index (the heatmap's incoming hours are not spread among every other metric).
     __tablename__ = "report_rollups"
     __table_args__ = (
         UniqueConstraint(
             "workspace_id",
             "grain",
-            "period",
             "metric",
+            "period",
             "label",
             "channel_id",
             "team_id",

@@ -81,8 +81,8 @@ def upgrade() -> None:
         sa.UniqueConstraint(
             "workspace_id",
             "grain",
-            "period",
             "metric",
+            "period",
             "label",
             "channel_id",
             "team_id",
