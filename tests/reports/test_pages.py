@@ -103,7 +103,10 @@ def test_every_csv_equals_its_json_table(
 
 @pytest.mark.parametrize(
     ("language", "heading", "definition"),
-    [("es", "Informes", "Tiempo de primera respuesta"), ("en", "Reports", "First response time")],
+    [
+        ("es", "Resumen, con el periodo anterior", "Tiempo de primera respuesta"),
+        ("en", "Summary, with the previous period", "First response time"),
+    ],
 )
 def test_the_page_in_both_languages_with_tables_and_csv_links(
     db: Database, tenant: Tenant, client: TestClient, language: str, heading: str, definition: str
@@ -120,5 +123,6 @@ def test_the_page_in_both_languages_with_tables_and_csv_links(
     bad = client.get("/reports/conversations", params={"range": "custom", "from": DAY})
     assert bad.status_code == 200
     assert "field-error" in bad.text
+    assert ("Un periodo personalizado necesita" if language == "es" else "A custom range needs") in bad.text
     assert client.get("/reports/nothing").status_code == 404
     assert client.get("/reports", follow_redirects=False).headers["location"] == "/reports/conversations"

@@ -69,7 +69,7 @@ LABELS: dict[str, str] = {
     "period": i18n.lazy("Period"),
     "opened": i18n.lazy("Opened"),
     "closed": i18n.lazy("Closed"),
-    "reopened": i18n.lazy("Reopened"),
+    "reopened": i18n.lazy("Reopened conversations"),
     "first_response": i18n.lazy("First response time"),
     "resolution": i18n.lazy("Resolution time"),
     "assignment": i18n.lazy("Time to first assignment"),
@@ -81,7 +81,7 @@ LABELS: dict[str, str] = {
     "percent": i18n.lazy("Share %"),
     "incoming": i18n.lazy("Incoming"),
     "outgoing": i18n.lazy("Outgoing"),
-    "failed": i18n.lazy("Failed"),
+    "failed": i18n.lazy("Failed messages"),
     "sender": i18n.lazy("Sent by"),
     "channel_id": i18n.lazy("Channel id"),
     "channel": i18n.lazy("Channel"),
@@ -145,6 +145,14 @@ DEFINITIONS: dict[str, str] = {
     ),
 }
 
+
+# The service's field errors, as the form says them.
+FIELD_ERRORS: dict[str, str] = {
+    "range": i18n.lazy("Choose one of the date ranges."),
+    "from": i18n.lazy("A custom range needs a start and an end."),
+    "to": i18n.lazy("A custom range needs a start and an end, at most 366 days apart, the end not before the start."),
+}
+CHOOSE_ONE = i18n.lazy("Choose one of the options.")
 
 CHARTED = frozenset({"series", "buckets", "outgoing_by_sender", "closed_by_category", "failed_reasons"})
 
@@ -213,6 +221,10 @@ def _choices(ctx: WebContext) -> dict[str, list[tuple[int, str]]]:
     }
 
 
+def _translated(ctx: WebContext, texts: dict[str, str]) -> dict[str, str]:
+    return {key: ctx.fmt.gettext(text) for key, text in texts.items()}
+
+
 def _int(value: str | None) -> int | None:
     try:
         return int(value) if value else None
@@ -263,26 +275,27 @@ def report_page(
     except DomainError as exc:
         if exc.status_code != 422:
             raise
-        errors = {k: str(v) for k, v in (exc.details or {}).items()}
+        errors = {key: ctx.fmt.gettext(FIELD_ERRORS.get(key, CHOOSE_ONE)) for key in exc.details or {}}
     query = urlencode({k: v for k, v in chosen.items() if v})
+    labels = _translated(ctx, LABELS)
     return ctx.render(
         "reports/report.html",
         {
             "name": name,
-            "titles": REPORT_TITLES,
+            "titles": _translated(ctx, REPORT_TITLES),
             "report": report,
             "errors": errors,
             "chosen": chosen,
             "query": query,
             "choices": _choices(ctx),
             "sees_all": ctx.actor.can(Permission.VIEW_REPORTS),
-            "presets": PRESET_LABELS,
-            "sources": {k: SOURCE_LABELS[k] for k in SOURCES},
-            "labels": LABELS,
-            "table_titles": TABLE_TITLES,
-            "definitions": DEFINITIONS,
+            "presets": _translated(ctx, PRESET_LABELS),
+            "sources": _translated(ctx, {k: SOURCE_LABELS[k] for k in SOURCES}),
+            "labels": labels,
+            "table_titles": _translated(ctx, TABLE_TITLES),
+            "definitions": _translated(ctx, DEFINITIONS),
             "charted": CHARTED,
-            "chart_labels": {key: ctx.fmt.gettext(label) for key, label in LABELS.items()},
+            "chart_labels": labels,
             "duration": duration,
             "heat_level": heat_level,
             "chart_js": static_url("chart-4.5.1.umd.min.js"),

@@ -30,7 +30,11 @@
   // Which columns each chart draws: the first column names the bars, the others are series.
   function spec(report, name, table, labels) {
     var first = table.columns[0];
-    var names = column(table, first).map(function (value) { return label(labels, value === null ? "–" : String(value)); });
+    var names = column(table, first).map(function (value) {
+      var text = value === null ? "–" : String(value);
+      // An hour of a one-day range ("2026-11-26T09") reads as its time.
+      return /^\d{4}-\d{2}-\d{2}T\d{2}$/.test(text) ? text.slice(11) + ":00" : label(labels, text);
+    });
     var series;
     var type = "bar";
     if (name === "series" && report === "responses") {
