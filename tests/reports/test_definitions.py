@@ -257,3 +257,46 @@ def test_events_not_yet_applied_show_at_once_and_are_not_counted_twice_once_appl
     summary = _summary({"tables": after})
     assert (summary["opened"]["count"], summary["closed"]["count"], summary["first_response"]["count"]) == (1, 1, 1)
     assert abs(summary["first_response"]["median_seconds"] - 180) <= 2
+
+
+def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_counts_once(
+    db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    queue.huey.immediate = False
+    try:
+        with fake_provider() as provider:
+            shop = _shop(db, tenant, provider.url)
+            shop.customer_writes("+5215550000009")
+    finally:
+        queue.huey.flush()
+    with db.transaction(write=False) as session:
+        events = list(
+            session.scalars(
+                select(EventRecord).where(EventRecord.type.in_(sorted(rollups.TYPES))).order_by(EventRecord.id)
+            )
+        )
+        session.expunge_all()
+    assert [e.type for e in events] == ["conversation.opened", "message.received"]
+
+    class Crash(Exception):
+        pass
+
+    for event in events:  # the worker dies after applying, before its transaction commits
+        try:
+            with db.transaction() as session:
+                assert rollups.apply(session, event) is True
+                raise Crash
+        except Crash:
+            pass
+    with db.transaction(write=False) as session:
+        assert session.scalar(select(func.count()).select_from(Rollup)) == 0
+        assert session.scalar(select(func.count()).select_from(ConversationFact)) == 0
+    assert [rollups.apply_event(db, e) for e in events] == [True, True]
+    assert [rollups.apply_event(db, e) for e in events] == [False, False]
+    with db.transaction(write=False) as session:
+        counts = dict(
+            session.execute(
+                select(Rollup.metric, func.sum(Rollup.count)).where(Rollup.grain == "d").group_by(Rollup.metric)
+            ).all()
+        )
+    assert counts == {"opened": 1, "incoming": 1}

@@ -126,3 +126,16 @@ def test_the_page_in_both_languages_with_tables_and_csv_links(
     assert ("Un periodo personalizado necesita" if language == "es" else "A custom range needs") in bad.text
     assert client.get("/reports/nothing").status_code == 404
     assert client.get("/reports", follow_redirects=False).headers["location"] == "/reports/conversations"
+
+
+def test_an_agent_sees_their_own_numbers_without_the_person_filter(
+    db: Database, tenant: Tenant, client: TestClient
+) -> None:
+    sign_in_as(client, db, tenant.agent_id, "agent-password")
+    page = client.get("/reports/responses")
+    assert page.status_code == 200, page.text
+    assert 'name="user_id"' not in page.text
+    assert "You see your own numbers" in page.text or "Ves tus propios números" in page.text
+    refused = client.get("/reports/responses", params={"user_id": tenant.owner_id})
+    assert refused.status_code == 200
+    assert "field-error" in refused.text and 'id="report-data"' not in refused.text
