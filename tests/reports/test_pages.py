@@ -138,4 +138,5 @@ def test_an_agent_sees_their_own_numbers_without_the_person_filter(
     assert "You see your own numbers" in page.text or "Ves tus propios números" in page.text
     refused = client.get("/reports/responses", params={"user_id": tenant.owner_id})
     assert refused.status_code == 200
-    assert "field-error" in refused.text and 'id="report-data"' not in refused.text
+    assert "field-error" in refused.text
+    assert 'id="report-data"' not in refused.text
