@@ -8,7 +8,9 @@ from sqlalchemy import func, select
 
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
-from tertulia.events.models import EventRecord
+from tertulia.events import service as event_log
+from tertulia.events.models import ConsumerPosition, EventRecord
+from tertulia.events.types import EventType
 from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tertulia.reports import rollups
@@ -300,3 +302,14 @@ def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_counts_once(
             ).all()
         )
     assert counts == {"opened": 1, "incoming": 1}
+
+
+def test_an_event_without_the_catalogues_shape_is_passed_over_not_retried(db: Database, tenant: Tenant) -> None:
+    with db.transaction() as session:
+        event_log.emit(session, event_log.Event(EventType.MESSAGE_RECEIVED, tenant.workspace_id, {"n": 1}))
+        event_log.emit(session, event_log.Event(EventType.CONVERSATION_CLOSED, tenant.workspace_id, {}))
+    feed(db)
+    with db.transaction(write=False) as session:
+        newest = session.scalar(select(func.max(EventRecord.id)))
+        assert session.scalar(select(func.count()).select_from(Rollup)) == 0
+        assert session.get(ConsumerPosition, rollups.CONSUMER_NAME).last_event_id == newest  # type: ignore[union-attr]

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -30,6 +31,8 @@ from tertulia.kit.queue import task_database
 from tertulia.reports import histogram, repository
 from tertulia.reports.models import NONE, ConversationFact
 from tertulia.workspaces.models import Workspace
+
+log = structlog.get_logger("tertulia.reports")
 
 CONSUMER_NAME = "reports"
 
@@ -300,15 +303,32 @@ def _merge_event(facts: _Facts, event: EventRecord) -> None:
         fact.waiting_since = None
 
 
+def _well_formed(event: EventRecord) -> bool:
+    """Whether the payload has what this consumer reads (the catalogue's shape, events.types). An
+    event without it is passed over, not retried for ever: it would hold every later event back."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    if event.type == EventType.CONTACT_MERGED:
+        return "contact_id" in payload and "merged_contact_id" in payload
+    if event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+        message = payload.get("message")
+        return isinstance(message, dict) and "conversation_id" in message
+    if event.type == EventType.MESSAGE_STATUS_CHANGED:
+        return "status" in payload
+    conversation = payload.get("conversation")
+    return isinstance(conversation, dict) and "id" in conversation and "contact_id" in conversation
+
+
 def _changes(facts: _Facts, event: EventRecord) -> Changes:
     changes = Changes(event.workspace_id, as_utc(event.created_at), _zone(facts.session, event.workspace_id))
-    if event.type == EventType.CONTACT_MERGED:
+    if not _well_formed(event):
+        log.warning("report_event_skipped", event_id=event.id, type=event.type)
+    elif event.type == EventType.CONTACT_MERGED:
         _merge_event(facts, event)
     elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
         _message_event(facts, event, changes)
     elif event.type == EventType.MESSAGE_STATUS_CHANGED:
         _status_event(facts, event, changes)
-    elif "conversation" in event.payload:
+    else:
         _conversation_event(facts, event, changes)
     return changes
 
