@@ -231,6 +231,9 @@ def test_bad_parameters_are_field_errors(client: TestClient, tenant: Tenant) -> 
         assert response.status_code == 422, (params, response.text)
         assert field in response.json()["error"]["details"], (params, response.text)
     assert client.get("/api/v1/reports/nope", headers=tenant.headers).status_code == 404
+    missing = client.get("/api/v1/reports/messages/nope.csv", headers=tenant.headers)
+    assert missing.status_code == 404
+    assert "heatmap" in missing.json()["error"]["details"]["tables"]
 
 
 def test_events_not_yet_applied_show_at_once_and_are_not_counted_twice_once_applied(
