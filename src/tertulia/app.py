@@ -40,6 +40,10 @@ from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter, make_slot_limiter
 from tertulia.kit.settings import Settings, get_settings
+from tertulia.reports.api import router as reports_router
+from tertulia.reports.views import STATIC_DIR as REPORTS_STATIC
+from tertulia.reports.views import STATIC_PREFIX as REPORTS_STATIC_PREFIX
+from tertulia.reports.views import router as reports_pages
 from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
@@ -48,7 +52,7 @@ from tertulia.users.session_auth import ApiCredentialGate
 from tertulia.users.settings_views import TEAMS, TOKENS, USERS
 from tertulia.users.settings_views import router as users_settings_pages
 from tertulia.users.views import router as users_pages
-from tertulia.web import install_web, shell_router
+from tertulia.web import CachedStaticFiles, install_web, shell_router
 from tertulia.web.sections import install_sections
 from tertulia.web.sections import router as settings_home
 from tertulia.webhooks.api import router as webhooks_router
@@ -113,6 +117,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(webhooks_router)  # /api/v1/webhooks
     app.include_router(assistant_router)  # /api/v1/knowledge, /api/v1/assistant
     app.include_router(workspace_router)  # business hours and auto-close (/api/v1/workspace/...)
+    app.include_router(reports_router)  # /api/v1/reports
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
@@ -130,6 +135,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
     app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
     app.include_router(assistant_pages)  # Settings > Assistant > Knowledge
+    app.include_router(reports_pages)  # /reports
+    # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
+    app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token

@@ -13,6 +13,7 @@ from tertulia.conversations import hooks as conversation_hooks
 from tertulia.conversations.merge import move_conversations
 from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
+from tertulia.reports import rollups as reports_rollups
 from tertulia.webhooks import fanout as webhooks_fanout
 
 # Run inside the merge transaction, in this order.
@@ -27,7 +28,7 @@ RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (
 )
 
 # Fed from the event log by `events.tasks`, each from its own position.
-EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER,)
+EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER, reports_rollups.CONSUMER)
 
 
 def install() -> None:

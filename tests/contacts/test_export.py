@@ -76,6 +76,7 @@ def test_safe_cell_rule() -> None:
     assert safe_cell("+cmd|' /C calc'!A0") == "'+cmd|' /C calc'!A0"
     assert safe_cell("-2+3") == "'-2+3"
     assert safe_cell("\tx") == "'\tx"
+    assert safe_cell("\r=1+1") == "'\r=1+1"
     # Phone numbers and negative numbers stay as they are.
     assert safe_cell("+525512345678") == "+525512345678"
     assert safe_cell("+52 55 1234 5678") == "+52 55 1234 5678"

@@ -248,7 +248,7 @@ def test_settings_need_manage_workspace(client: TestClient, db: Database, tenant
 
 def test_coming_soon_modules_and_unknown_pages(client: TestClient, db: Database, tenant: Tenant) -> None:
     sign_in_as(client, db, tenant.agent_id, "agent-password")
-    for path in ("/workflows", "/reports"):
+    for path in ("/workflows",):
         response = client.get(path)
         assert response.status_code == 200
         assert "Coming soon" in response.text

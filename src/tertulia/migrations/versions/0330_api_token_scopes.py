@@ -1,7 +1,7 @@
 """api_tokens.scopes and api_tokens.expires_at: tokens limited to parts of the API and to a date
 
 Revision ID: 0330_api_token_scopes
-Revises: 0310_knowledge
+Revises: 0320_reports
 Create Date: 2026-11-26
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0330_api_token_scopes"
-down_revision: str | None = "0310_knowledge"
+down_revision: str | None = "0320_reports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

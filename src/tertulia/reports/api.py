@@ -1,0 +1,74 @@
+"""JSON endpoints for reports (owners and managers; an agent gets their own numbers).
+
+GET /api/v1/reports/{name}                 conversations, responses or messages: every table as JSON
+GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
+
+Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
+last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
+source.
+"""
+
+from datetime import date
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from tertulia.kit.errors import NotFound
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
+from tertulia.kit.types import ID
+from tertulia.reports import csvfile, service
+from tertulia.reports.repository import Filters
+from tertulia.reports.schemas import ReportOut
+from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
+
+router = APIRouter(prefix="/api/v1", tags=["reports"], route_class=CheckedInputRoute, responses=API_ERRORS)
+
+
+class ReportQuery:
+    def __init__(
+        self,
+        range: Annotated[str, Query(description="A preset, or custom with from and to.")] = "last_7_days",
+        from_: Annotated[date | None, Query(alias="from")] = None,
+        to: Annotated[date | None, Query()] = None,
+        channel_id: Annotated[ID | None, Query()] = None,
+        team_id: Annotated[ID | None, Query()] = None,
+        user_id: Annotated[ID | None, Query()] = None,
+        category_id: Annotated[ID | None, Query()] = None,
+        source: Annotated[str | None, Query(max_length=16)] = None,
+    ) -> None:
+        self.preset = range
+        self.start = from_
+        self.end = to
+        self.filters = Filters(channel_id, team_id, user_id, category_id, source)
+
+
+Params = Annotated[ReportQuery, Depends()]
+
+
+def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) -> dict[str, Any]:
+    return service.build_report(
+        session, actor, name, preset=params.preset, start=params.start, end=params.end, filters=params.filters
+    )
+
+
+@router.get("/reports/{name}", response_model=ReportOut, response_model_by_alias=True)
+def get_report(session: DbSession, actor: ApiActor, name: str, params: Params) -> dict[str, Any]:
+    return _build(session, actor, name, params)
+
+
+@router.get(
+    "/reports/{name}/{table}.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def get_report_csv(session: DbSession, actor: ApiActor, name: str, table: str, params: Params) -> Response:
+    report = _build(session, actor, name, params)
+    chosen = report["tables"].get(table)
+    if chosen is None:
+        raise NotFound(f"No table {table!r} in the {name} report.", details={"tables": sorted(report["tables"])})
+    filename = f"{name}-{table}-{report['range']['from']}-{report['range']['to']}.csv"
+    return Response(
+        csvfile.render(chosen["columns"], chosen["rows"]),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

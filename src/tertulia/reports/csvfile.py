@@ -1,0 +1,26 @@
+"""CSV files of report tables, safe to open in a spreadsheet: text cells follow the contacts
+export's rule against formula injection (`contacts.exporter.safe_cell`: a leading `'` before
+= + - @ tab or CR, phone numbers and plain negative numbers left alone); numbers are written as
+numbers."""
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from tertulia.contacts.exporter import safe_cell
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    return safe_cell(value) if isinstance(value, str) else value
+
+
+def render(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([_cell(c) for c in columns])
+    for row in rows:
+        writer.writerow([_cell(v) for v in row])
+    return out.getvalue()

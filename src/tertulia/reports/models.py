@@ -1,0 +1,105 @@
+"""The reports' three tables, all written by the event-log consumer (`reports.rollups`) only.
+
+`report_cursor` is the last event the rollups include, moved in the same transaction as the rows an
+event changes: an event delivered twice finds its id at or below it and changes nothing.
+
+`report_conversations` holds what the reports need to know about each conversation as it stood after
+the events read so far (when its clock started, whether it was answered, its dimensions). Like the
+event log it has no foreign keys: its rows outlive a deleted or merged conversation.
+
+`report_rollups` holds the numbers: one row per workspace, grain (day or hour, in the workspace's
+time zone when the event happened), metric and combination of dimensions; durations are kept as
+a histogram, one row per bucket (`reports.histogram`), with the exact count and sum of each bucket.
+"""
+
+from datetime import datetime
+
+from sqlalchemy import Float, Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tertulia.kit.models import Base, BigID
+
+NONE = 0  # a dimension without a value (no team, no assignee): 0 rather than NULL, so it is a key
+
+
+class ReportCursor(Base):
+    __tablename__ = "report_cursor"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_event_id: Mapped[int] = mapped_column(BigID, default=0)
+
+
+class ConversationFact(Base):
+    __tablename__ = "report_conversations"
+    __table_args__ = (
+        Index("ix_report_conversations_workspace_id_opened_at", "workspace_id", "opened_at"),
+        Index("ix_report_conversations_contact_id", "contact_id"),
+    )
+
+    conversation_id: Mapped[int] = mapped_column(BigID, primary_key=True, autoincrement=False)
+    workspace_id: Mapped[int] = mapped_column(BigID)
+    contact_id: Mapped[int] = mapped_column(BigID)
+    channel_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    team_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    assignee_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    category_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    # What opened it: incoming, user, api, workflow, bot, broadcast, system (see rollups.source_of).
+    source: Mapped[str] = mapped_column(String(16), default="")
+    status: Mapped[str] = mapped_column(String(8), default="open")  # open, closed, merged
+    opened_at: Mapped[datetime]
+    # The current open period: from the opening or the last reopening.
+    period_started_at: Mapped[datetime]
+    # The first response clock of the current period: set by the customer's first message, stopped
+    # (responded) by the first reply of a person.
+    waiting_since: Mapped[datetime | None]
+    responded: Mapped[bool] = mapped_column(default=False)
+    first_response_seconds: Mapped[float | None] = mapped_column(Float)
+    first_assigned_at: Mapped[datetime | None]
+    first_assignee_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    closed_at: Mapped[datetime | None]
+    resolution_seconds: Mapped[float | None] = mapped_column(Float)
+    reopen_count: Mapped[int] = mapped_column(Integer, default=0)
+    incoming_count: Mapped[int] = mapped_column(Integer, default=0)
+    outgoing_count: Mapped[int] = mapped_column(Integer, default=0)
+    merged_into_id: Mapped[int | None] = mapped_column(BigID)
+
+
+class Rollup(Base):
+    # The key leads with the metric before the period, so a report reads each metric's periods as
+    # one range of the index (the heatmap's incoming hours are not spread among every other metric).
+    __tablename__ = "report_rollups"
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "grain",
+            "metric",
+            "period",
+            "label",
+            "channel_id",
+            "team_id",
+            "user_id",
+            "category_id",
+            "source",
+            "bucket",
+            name="uq_report_rollups_key",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(BigID)
+    # "d" (period "2026-11-26") or "h" ("2026-11-26T09"); "D" and "H" for the workspace's totals
+    # (every dimension NONE), which unfiltered reports read.
+    grain: Mapped[str] = mapped_column(String(1))
+    period: Mapped[str] = mapped_column(String(13))
+    metric: Mapped[str] = mapped_column(String(24))
+    # What a metric is split by besides the dimensions: the sender kind of an outgoing message, the
+    # reason a message failed.
+    label: Mapped[str] = mapped_column(String(64), default="")
+    channel_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    team_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    user_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    category_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    source: Mapped[str] = mapped_column(String(16), default="")
+    bucket: Mapped[int] = mapped_column(SmallInteger, default=-1)  # -1: a count, not a duration
+    count: Mapped[int] = mapped_column(BigID, default=0)
+    total: Mapped[float] = mapped_column(Float, default=0.0)  # seconds, for durations

@@ -1,0 +1,224 @@
+"""The reports' SQL: the consumer's cursor and upserts, and the grouped reads of the rollups."""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from tertulia.reports.models import ConversationFact, ReportCursor, Rollup
+
+CURSOR = "reports"
+KEY_COLUMNS = (
+    "workspace_id",
+    "grain",
+    "period",
+    "metric",
+    "label",
+    "channel_id",
+    "team_id",
+    "user_id",
+    "category_id",
+    "source",
+    "bucket",
+)
+
+
+def _insert(session: Session) -> Any:
+    return postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def claim_event(session: Session, event_id: int) -> bool:
+    """Move the cursor to `event_id` if it is below it: True when this event is new to the rollups.
+    The UPDATE also locks the cursor row, so two workers never apply events side by side."""
+    moved = session.execute(
+        update(ReportCursor)
+        .where(ReportCursor.name == CURSOR, ReportCursor.last_event_id < event_id)
+        .values(last_event_id=event_id)
+    )
+    if moved.rowcount == 1:  # type: ignore[attr-defined]
+        return True
+    if session.get(ReportCursor, CURSOR) is not None:
+        return False
+    # The very first event: a worker racing this one fails on the primary key and is retried.
+    session.add(ReportCursor(name=CURSOR, last_event_id=event_id))
+    session.flush()
+    return True
+
+
+def cursor_position(session: Session) -> int:
+    row = session.get(ReportCursor, CURSOR)
+    return row.last_event_id if row is not None else 0
+
+
+def add_rollups(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Add each row's count and total to the row with its key (created at zero when missing)."""
+    if not rows:
+        return
+    statement = _insert(session)(Rollup).values(list(rows))
+    statement = statement.on_conflict_do_update(
+        index_elements=list(KEY_COLUMNS),
+        set_={"count": Rollup.count + statement.excluded.count, "total": Rollup.total + statement.excluded.total},
+    )
+    session.execute(statement)
+
+
+def fact(session: Session, conversation_id: int) -> ConversationFact | None:
+    return session.get(ConversationFact, conversation_id)
+
+
+def facts_of_contact(session: Session, workspace_id: int, contact_id: int) -> list[ConversationFact]:
+    return list(
+        session.scalars(
+            select(ConversationFact).where(
+                ConversationFact.workspace_id == workspace_id, ConversationFact.contact_id == contact_id
+            )
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Filters:
+    channel_id: int | None = None
+    team_id: int | None = None
+    user_id: int | None = None
+    category_id: int | None = None
+    source: str | None = None
+
+    def as_query(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+    @property
+    def empty(self) -> bool:
+        return not self.as_query()
+
+
+# Rollups come twice: by every dimension (grains "d" and "h") and as the workspace's totals ("D"
+# and "H"), which unfiltered reports read.
+TOTALS = {"d": "D", "h": "H"}
+
+
+# The closing category is known only when a conversation closes: it filters these metrics and
+# leaves the others whole.
+CATEGORY_METRICS = ("closed", "resolution")
+
+
+def _filter_clauses(filters: Filters) -> list[ColumnElement[bool]]:
+    clauses: list[ColumnElement[bool]] = []
+    if filters.channel_id is not None:
+        clauses.append(Rollup.channel_id == filters.channel_id)
+    if filters.team_id is not None:
+        clauses.append(Rollup.team_id == filters.team_id)
+    if filters.user_id is not None:
+        clauses.append(Rollup.user_id == filters.user_id)
+    if filters.source is not None:
+        clauses.append(Rollup.source == filters.source)
+    if filters.category_id is not None:
+        clauses.append(
+            or_(
+                and_(Rollup.metric.in_(CATEGORY_METRICS), Rollup.category_id == filters.category_id),
+                not_(Rollup.metric.in_(CATEGORY_METRICS)),
+            )
+        )
+    return clauses
+
+
+def row_matches(row: dict[str, Any], filters: Filters) -> bool:
+    """`_filter_clauses` for a rollup row held in memory (`rollups.pending_rows`)."""
+    for name in ("channel_id", "team_id", "user_id", "source"):
+        wanted = getattr(filters, name)
+        if wanted is not None and row[name] != wanted:
+            return False
+    return not (
+        filters.category_id is not None
+        and row["metric"] in CATEGORY_METRICS
+        and row["category_id"] != filters.category_id
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    period: str
+    metric: str
+    label: str
+    bucket: int
+    count: int
+    total: float
+    channel_id: int = 0
+    category_id: int = 0
+
+
+def cells(
+    session: Session,
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metrics: Iterable[str],
+    filters: Filters,
+    *,
+    by_channel: bool = False,
+    by_category: bool = False,
+) -> list[Cell]:
+    """Sums of the rollups of `metrics` with periods first..last (inclusive), by period, metric,
+    label and bucket (and channel or closing category when asked)."""
+    group: list[Any] = [Rollup.period, Rollup.metric, Rollup.label, Rollup.bucket]
+    if by_channel:
+        group.append(Rollup.channel_id)
+    if by_category:
+        group.append(Rollup.category_id)
+    query = (
+        select(*group, func.sum(Rollup.count), func.sum(Rollup.total))
+        .where(
+            Rollup.workspace_id == workspace_id,
+            Rollup.grain == grain,
+            Rollup.period >= first,
+            Rollup.period <= last,
+            Rollup.metric.in_(sorted(set(metrics))),
+            *_filter_clauses(filters),
+        )
+        .group_by(*group)
+    )
+    return [
+        Cell(
+            period=row[0],
+            metric=row[1],
+            label=row[2],
+            bucket=int(row[3]),
+            channel_id=int(row[4]) if by_channel else 0,
+            category_id=int(row[4]) if by_category else 0,
+            count=int(row[-2] or 0),
+            total=float(row[-1] or 0.0),
+        )
+        for row in session.execute(query)
+    ]
+
+
+def breakdown(
+    session: Session,
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metrics: Iterable[str],
+    filters: Filters,
+    column: str,
+) -> dict[tuple[int, str], int]:
+    """Counts of `metrics` by one dimension (`channel_id`, `category_id`) over periods first..last."""
+    dimension = getattr(Rollup, column)
+    query = (
+        select(dimension, Rollup.metric, func.sum(Rollup.count))
+        .where(
+            Rollup.workspace_id == workspace_id,
+            Rollup.grain == grain,
+            Rollup.period >= first,
+            Rollup.period <= last,
+            Rollup.metric.in_(sorted(set(metrics))),
+            *_filter_clauses(filters),
+        )
+        .group_by(dimension, Rollup.metric)
+    )
+    return {(int(value), str(metric)): int(count or 0) for value, metric, count in session.execute(query)}

@@ -1,0 +1,379 @@
+"""The event-log consumer that keeps the reports' facts and rollups (docs/reports.md has the
+definitions this code implements).
+
+Each event is applied in one transaction that also moves the reports' own cursor
+(`repository.claim_event`): an event delivered again (the log is at least once) finds the cursor at
+or past it and changes nothing, and a crash before the commit leaves neither the numbers nor the
+cursor moved. Events reach the consumer in id order, so a conversation's fact row is always the
+conversation as it stood just before the event.
+
+Which date counts: the event's, in the workspace's time zone at the time the event is applied (so a
+past period does not change when later things happen). Durations count on the date of the event
+that ends them: a first response on the reply's date, a resolution on the close's.
+"""
+
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tertulia.conversations.models import Conversation, ConversationStatus, SenderKind
+from tertulia.events.dispatcher import Consumer
+from tertulia.events.models import EventRecord
+from tertulia.events.types import EventType
+from tertulia.kit.clock import as_utc
+from tertulia.kit.db import Database
+from tertulia.kit.queue import task_database
+from tertulia.reports import histogram, repository
+from tertulia.reports.models import NONE, ConversationFact
+from tertulia.workspaces.models import Workspace
+
+log = structlog.get_logger("tertulia.reports")
+
+CONSUMER_NAME = "reports"
+
+TYPES = frozenset(
+    {
+        EventType.CONVERSATION_OPENED,
+        EventType.CONVERSATION_ASSIGNED,
+        EventType.CONVERSATION_UNASSIGNED,
+        EventType.CONVERSATION_CLOSED,
+        EventType.CONVERSATION_REOPENED,
+        EventType.MESSAGE_RECEIVED,
+        EventType.MESSAGE_SENT,
+        EventType.MESSAGE_STATUS_CHANGED,
+        EventType.CONTACT_MERGED,
+    }
+)
+
+# Only a person's reply stops the first response clock; bots, workflows, broadcasts, integrations
+# (API tokens) and the system do not.
+HUMAN_SENDERS = frozenset({SenderKind.USER.value})
+SOURCES = ("incoming", "user", "api", "workflow", "bot", "broadcast", "system")
+SENDER_KINDS = tuple(k.value for k in SenderKind if k is not SenderKind.CONTACT)
+MAX_LABEL = 64
+# At most this many not yet applied events are added to a report (the consumer is normally a second
+# behind; when it is far behind, reports show the rollups plus the oldest of the waiting events).
+PENDING_LIMIT = 5000
+
+
+def source_of(actor: str | None) -> str:
+    """What opened a conversation, from the opening event's actor ("channel": a customer's message)."""
+    kind = (actor or "system").split(":", 1)[0]
+    if kind in ("channel", "contact"):
+        return "incoming"
+    return kind if kind in SOURCES else "system"
+
+
+def _time(value: str | None) -> datetime | None:
+    return as_utc(datetime.fromisoformat(value)) if value else None
+
+
+def _zone(session: Session, workspace_id: int) -> ZoneInfo:
+    name = session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+class Changes:
+    """The rollup increments of one event, merged by key, written in one statement."""
+
+    def __init__(self, workspace_id: int, at: datetime, zone: ZoneInfo) -> None:
+        local = at.astimezone(zone)
+        self.workspace_id = workspace_id
+        self.periods = (("d", local.strftime("%Y-%m-%d")), ("h", local.strftime("%Y-%m-%dT%H")))
+        self.rows: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0.0])
+
+    def count(self, metric: str, fact: ConversationFact, *, user_id: int | None = None, label: str = "") -> None:
+        self._add(metric, fact, user_id, label, -1, 0.0)
+
+    def duration(self, metric: str, fact: ConversationFact, seconds: float, *, user_id: int | None = None) -> None:
+        seconds = max(0.0, seconds)
+        self._add(metric, fact, user_id, "", histogram.bucket_of(seconds), seconds)
+
+    def _add(
+        self, metric: str, fact: ConversationFact, user_id: int | None, label: str, bucket: int, total: float
+    ) -> None:
+        label = label[:MAX_LABEL]
+        for grain, period in self.periods:
+            detailed = (
+                grain,
+                period,
+                metric,
+                label,
+                fact.channel_id,
+                fact.team_id,
+                fact.assignee_id if user_id is None else user_id,
+                fact.category_id if metric in repository.CATEGORY_METRICS else NONE,
+                fact.source,
+                bucket,
+            )
+            # The same increment in the workspace's totals (no dimensions): an unfiltered report
+            # reads rows bounded by periods x metrics x buckets, however busy the workspace.
+            whole = (repository.TOTALS[grain], period, metric, label, NONE, NONE, NONE, NONE, "", bucket)
+            for key in (detailed, whole):
+                row = self.rows[key]
+                row[0] += 1
+                row[1] += total
+
+    def as_rows(self) -> list[dict[str, Any]]:
+        columns = repository.KEY_COLUMNS[1:]
+        return [
+            {"workspace_id": self.workspace_id, **dict(zip(columns, key, strict=True)), "count": int(c), "total": t}
+            for key, (c, t) in self.rows.items()
+        ]
+
+    def write(self, session: Session) -> None:
+        repository.add_rollups(session, self.as_rows())
+
+
+class _Facts:
+    """Fact rows by conversation id, those added in this run included (the preview never flushes,
+    so a new row is not in the session's identity map)."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.added: dict[int, ConversationFact] = {}
+
+    def get(self, conversation_id: int) -> ConversationFact | None:
+        return self.added.get(conversation_id) or repository.fact(self.session, conversation_id)
+
+    def add(self, fact: ConversationFact) -> None:
+        self.added[fact.conversation_id] = fact
+        self.session.add(fact)
+
+
+def _new_fact(event: EventRecord, snapshot: dict[str, Any]) -> ConversationFact:
+    opened = _time(snapshot.get("opened_at")) or as_utc(event.created_at)
+    return ConversationFact(
+        conversation_id=int(snapshot["id"]),
+        workspace_id=event.workspace_id,
+        contact_id=int(snapshot["contact_id"]),
+        channel_id=snapshot.get("channel_id") or NONE,
+        team_id=snapshot.get("team_id") or NONE,
+        assignee_id=snapshot.get("assignee_id") or NONE,
+        category_id=NONE,
+        source=source_of(event.actor),
+        status="open",
+        opened_at=opened,
+        period_started_at=opened,
+        responded=False,
+        first_assignee_id=NONE,
+        reopen_count=0,
+        incoming_count=0,
+        outgoing_count=0,
+    )
+
+
+def _fact_from_inbox(facts: _Facts, event: EventRecord) -> ConversationFact | None:
+    """A conversation whose opening the rollups never saw (it predates them): its fact as the inbox
+    has it now, without counting an opening."""
+    if event.conversation_id is None:
+        return None
+    conversation = facts.session.get(Conversation, event.conversation_id)
+    if conversation is None or conversation.workspace_id != event.workspace_id:
+        return None
+    fact = _new_fact(
+        event,
+        {
+            "id": conversation.id,
+            "contact_id": conversation.contact_id,
+            "channel_id": conversation.channel_id,
+            "team_id": conversation.team_id,
+            "assignee_id": conversation.assignee_id,
+            "opened_at": conversation.opened_at.isoformat(),
+        },
+    )
+    fact.source = ""
+    fact.status = "open" if conversation.status == ConversationStatus.OPEN else "closed"
+    facts.add(fact)
+    return fact
+
+
+def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
+    snapshot: dict[str, Any] = event.payload["conversation"]
+    fact = facts.get(int(snapshot["id"]))
+    if event.type == EventType.CONVERSATION_OPENED:
+        if fact is None:
+            fact = _new_fact(event, snapshot)
+            facts.add(fact)
+            changes.count("opened", fact)
+        return
+    if fact is None:
+        fact = _fact_from_inbox(facts, event)
+        if fact is None:
+            return
+    fact.channel_id = snapshot.get("channel_id") or fact.channel_id
+    fact.team_id = snapshot.get("team_id") or NONE
+    fact.assignee_id = snapshot.get("assignee_id") or NONE
+    at = as_utc(event.created_at)
+    if event.type == EventType.CONVERSATION_ASSIGNED:
+        if fact.assignee_id != NONE and fact.first_assigned_at is None:
+            fact.first_assigned_at = at
+            fact.first_assignee_id = fact.assignee_id
+            changes.duration("assignment", fact, (at - as_utc(fact.period_started_at)).total_seconds())
+    elif event.type == EventType.CONVERSATION_CLOSED:
+        closed = _time(snapshot.get("closed_at")) or at
+        fact.status = "closed"
+        fact.closed_at = closed
+        fact.category_id = snapshot.get("closing_category_id") or NONE
+        fact.resolution_seconds = max(0.0, (closed - as_utc(fact.period_started_at)).total_seconds())
+        fact.waiting_since = None
+        changes.count("closed", fact)
+        changes.duration("resolution", fact, fact.resolution_seconds)
+    elif event.type == EventType.CONVERSATION_REOPENED:
+        fact.status = "open"
+        fact.reopen_count += 1
+        fact.period_started_at = _time(snapshot.get("opened_at")) or at
+        fact.closed_at = None
+        fact.waiting_since = None
+        fact.responded = False
+        changes.count("reopened", fact)
+
+
+def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
+    message: dict[str, Any] = event.payload["message"]
+    conversation_id = int(message["conversation_id"])
+    fact = facts.get(conversation_id)
+    if fact is None:
+        fact = _fact_from_inbox(facts, event)
+        if fact is None:
+            return
+    if fact.merged_into_id is not None:
+        fact = facts.get(fact.merged_into_id) or fact
+    written = _time(message.get("created_at")) or as_utc(event.created_at)
+    if event.type == EventType.MESSAGE_RECEIVED:
+        fact.incoming_count += 1
+        if fact.status == "open" and not fact.responded and fact.waiting_since is None:
+            fact.waiting_since = max(written, as_utc(fact.period_started_at))
+        changes.count("incoming", fact)
+        return
+    kind = str(message.get("sender_kind") or SenderKind.SYSTEM.value)
+    sender = message.get("sender_user_id")
+    fact.outgoing_count += 1
+    changes.count("outgoing", fact, label=kind, user_id=int(sender) if sender else None)
+    if kind in HUMAN_SENDERS and fact.waiting_since is not None and not fact.responded:
+        seconds = max(0.0, (written - as_utc(fact.waiting_since)).total_seconds())
+        fact.responded = True
+        if fact.first_response_seconds is None:
+            fact.first_response_seconds = seconds
+        changes.duration("first_response", fact, seconds, user_id=int(sender) if sender else None)
+
+
+def _status_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
+    if event.payload.get("status") != "failed" or event.conversation_id is None:
+        return
+    fact = facts.get(event.conversation_id) or _fact_from_inbox(facts, event)
+    if fact is None:
+        return
+    changes.count("failed", fact, label=str(event.payload.get("reason") or "unknown"))
+
+
+def _merge_event(facts: _Facts, event: EventRecord) -> None:
+    """The merged contact's conversations now belong to the survivor. An open conversation of the
+    merged contact that the merge folded into the survivor's open one (the inbox deleted it) keeps
+    its counts where they fell; its waiting customer, if not answered yet, now waits in the
+    survivor's conversation from the earlier of the two times."""
+    session = facts.session
+    survivor_id = int(event.payload["contact_id"])
+    merged_id = int(event.payload["merged_contact_id"])
+    survivor_open = session.scalar(
+        select(Conversation.id).where(
+            Conversation.workspace_id == event.workspace_id,
+            Conversation.contact_id == survivor_id,
+            Conversation.status == ConversationStatus.OPEN,
+        )
+    )
+    keep = facts.get(survivor_open) if survivor_open is not None else None
+    for fact in repository.facts_of_contact(session, event.workspace_id, merged_id):
+        fact.contact_id = survivor_id
+        if fact.status != "open" or session.get(Conversation, fact.conversation_id) is not None:
+            continue
+        fact.status = "merged"
+        fact.merged_into_id = survivor_open
+        if keep is not None and fact.waiting_since is not None and not fact.responded and not keep.responded:
+            waited = as_utc(fact.waiting_since)
+            keep.waiting_since = waited if keep.waiting_since is None else min(as_utc(keep.waiting_since), waited)
+        fact.waiting_since = None
+
+
+def _well_formed(event: EventRecord) -> bool:
+    """Whether the payload has what this consumer reads (the catalogue's shape, events.types). An
+    event without it is passed over, not retried for ever: it would hold every later event back."""
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    if event.type == EventType.CONTACT_MERGED:
+        return "contact_id" in payload and "merged_contact_id" in payload
+    if event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+        message = payload.get("message")
+        return isinstance(message, dict) and "conversation_id" in message
+    if event.type == EventType.MESSAGE_STATUS_CHANGED:
+        return "status" in payload
+    conversation = payload.get("conversation")
+    return isinstance(conversation, dict) and "id" in conversation and "contact_id" in conversation
+
+
+def _changes(facts: _Facts, event: EventRecord) -> Changes:
+    changes = Changes(event.workspace_id, as_utc(event.created_at), _zone(facts.session, event.workspace_id))
+    if not _well_formed(event):
+        log.warning("report_event_skipped", event_id=event.id, type=event.type)
+    elif event.type == EventType.CONTACT_MERGED:
+        _merge_event(facts, event)
+    elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+        _message_event(facts, event, changes)
+    elif event.type == EventType.MESSAGE_STATUS_CHANGED:
+        _status_event(facts, event, changes)
+    else:
+        _conversation_event(facts, event, changes)
+    return changes
+
+
+def apply(session: Session, event: EventRecord) -> bool:
+    """Apply one event in the caller's transaction; False when it was applied before."""
+    if not repository.claim_event(session, event.id):
+        return False
+    changes = _changes(_Facts(session), event)
+    session.flush()
+    changes.write(session)
+    return True
+
+
+def pending_rows(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
+    """The rollup increments of this workspace's events the consumer has not applied yet, computed
+    in memory and never written: reports add them to the rollups, so a number shows as soon as its
+    event is committed. `session` must be thrown away afterwards (its fact rows were changed in
+    memory); nothing is flushed."""
+    position = repository.cursor_position(session)
+    events = list(
+        session.scalars(
+            select(EventRecord)
+            .where(
+                EventRecord.id > position, EventRecord.workspace_id == workspace_id, EventRecord.type.in_(sorted(TYPES))
+            )
+            .order_by(EventRecord.id)
+            .limit(limit)
+        )
+    )
+    rows: list[dict[str, Any]] = []
+    with session.no_autoflush:
+        facts = _Facts(session)
+        for event in events:
+            rows.extend(_changes(facts, event).as_rows())
+    return rows
+
+
+def apply_event(db: Database, event: EventRecord) -> bool:
+    with db.transaction() as session:
+        return apply(session, event)
+
+
+def handle(event: EventRecord) -> None:
+    apply_event(task_database(), event)
+
+
+CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES)

@@ -1,0 +1,473 @@
+"""Reports read from the rollups: ranges, filters, who may see what, and each report's tables.
+
+Every report is a set of tables ({"columns": [...], "rows": [[...], ...]}): the page draws its charts
+from them, shows them as text tables, and the CSV download of a chart is the same table, so the
+numbers are the same by construction.
+"""
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tertulia.channels.models import Channel
+from tertulia.conversations.models import ClosingCategory
+from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import NotFound, ValidationFailed
+from tertulia.reports import histogram, repository, rollups
+from tertulia.reports.repository import Cell, Filters
+from tertulia.reports.rollups import SENDER_KINDS, SOURCES
+from tertulia.users.models import Membership, Team
+from tertulia.users.permissions import Actor, Permission
+from tertulia.workspaces.models import Workspace
+
+PRESETS = ("today", "yesterday", "last_7_days", "last_14_days", "last_30_days", "this_month", "last_month", "custom")
+MAX_DAYS = 366
+REPORTS = ("conversations", "responses", "messages")
+BUCKET_NAMES = ("<30s", "30s-2m", "2m-5m", "5m-10m", "10m-30m", "30m-1h", ">1h")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+Table = dict[str, list[Any]]
+
+
+@dataclass(frozen=True)
+class Range:
+    first: date
+    last: date
+    preset: str
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+    @property
+    def grain(self) -> str:
+        return "h" if self.first == self.last else "d"
+
+    def previous(self) -> "Range":
+        return Range(self.first - timedelta(days=self.days), self.first - timedelta(days=1), self.preset)
+
+    def bounds(self, grain: str) -> tuple[str, str]:
+        if grain == "h":
+            return f"{self.first.isoformat()}T00", f"{self.last.isoformat()}T23"
+        return self.first.isoformat(), self.last.isoformat()
+
+    def periods(self) -> list[str]:
+        if self.grain == "h":
+            return [f"{self.first.isoformat()}T{hour:02d}" for hour in range(24)]
+        return [(self.first + timedelta(days=n)).isoformat() for n in range(self.days)]
+
+
+def zone_of(session: Session, workspace_id: int) -> ZoneInfo:
+    name = session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def check_range(preset: str, start: date | None, end: date | None, today: date) -> Range:
+    """The dates of a preset (the last N days end today), or a custom range of at most a year."""
+    if preset not in PRESETS:
+        raise ValidationFailed.field("range", f"must be one of {', '.join(PRESETS)}")
+    if preset == "custom":
+        if start is None or end is None:
+            field = "from" if start is None else "to"
+            raise ValidationFailed.field(field, "a custom range needs both from and to")
+        if end < start:
+            raise ValidationFailed.field("to", "must not be before from")
+        if (end - start).days + 1 > MAX_DAYS:
+            raise ValidationFailed.field("to", f"a range is at most {MAX_DAYS} days")
+        return Range(start, end, preset)
+    if preset == "today":
+        return Range(today, today, preset)
+    if preset == "yesterday":
+        yesterday = today - timedelta(days=1)
+        return Range(yesterday, yesterday, preset)
+    if preset.startswith("last_") and preset.endswith("_days"):
+        days = int(preset.split("_")[1])
+        return Range(today - timedelta(days=days - 1), today, preset)
+    if preset == "this_month":
+        return Range(_month_start(today), today, preset)
+    end_of_last = _month_start(today) - timedelta(days=1)
+    return Range(_month_start(end_of_last), end_of_last, preset)
+
+
+def check_filters(session: Session, actor: Actor, filters: Filters) -> Filters:
+    """Filters naming things of this workspace; an agent's reports are always their own numbers."""
+    ws = actor.workspace_id
+    checks: list[tuple[str, int | None, Any]] = [
+        (
+            "channel_id",
+            filters.channel_id,
+            select(Channel.id).where(Channel.workspace_id == ws, Channel.id == filters.channel_id),
+        ),
+        ("team_id", filters.team_id, select(Team.id).where(Team.workspace_id == ws, Team.id == filters.team_id)),
+        (
+            "user_id",
+            filters.user_id,
+            select(Membership.id).where(Membership.workspace_id == ws, Membership.user_id == filters.user_id),
+        ),
+        (
+            "category_id",
+            filters.category_id,
+            select(ClosingCategory.id).where(
+                ClosingCategory.workspace_id == ws, ClosingCategory.id == filters.category_id
+            ),
+        ),
+    ]
+    for field, value, query in checks:
+        if value is not None and session.scalar(query) is None:
+            raise ValidationFailed.field(field, f"no such {field.removesuffix('_id')} in this workspace")
+    if filters.source is not None and filters.source not in SOURCES:
+        raise ValidationFailed.field("source", f"must be one of {', '.join(SOURCES)}")
+    if not actor.can(Permission.VIEW_REPORTS):
+        if actor.user_id is None:
+            raise NotFound("No such report.")
+        if filters.user_id is not None and filters.user_id != actor.user_id:
+            raise ValidationFailed.field("user_id", "you may see only your own numbers")
+        return Filters(filters.channel_id, filters.team_id, actor.user_id, filters.category_id, filters.source)
+    return filters
+
+
+# ----- reading --------------------------------------------------------------------------------
+
+
+class _Read:
+    """The cells of one report for the range and the previous period: the rollups, plus the events
+    the consumer has not applied yet (`rollups.pending_rows`), read in one snapshot."""
+
+    def __init__(self, session: Session, workspace_id: int, window: Range, filters: Filters) -> None:
+        self.session = session
+        self.workspace_id = workspace_id
+        self.window = window
+        self.filters = filters
+        self.pending = [
+            row for row in rollups.pending_rows(session, workspace_id) if repository.row_matches(row, filters)
+        ]
+
+    def cells(
+        self,
+        window: Range,
+        metrics: Iterable[str],
+        *,
+        grain: str | None = None,
+        by_channel: bool = False,
+        by_category: bool = False,
+    ) -> list[Cell]:
+        chosen = grain or window.grain
+        first, last = window.bounds(chosen)
+        if self.filters.empty and not by_channel and not by_category:
+            chosen = repository.TOTALS[chosen]
+        wanted = set(metrics)
+        found = repository.cells(
+            self.session,
+            self.workspace_id,
+            chosen,
+            first,
+            last,
+            wanted,
+            self.filters,
+            by_channel=by_channel,
+            by_category=by_category,
+        )
+        found.extend(
+            Cell(
+                period=row["period"],
+                metric=row["metric"],
+                label=row["label"],
+                bucket=row["bucket"],
+                count=row["count"],
+                total=row["total"],
+                channel_id=row["channel_id"],
+                category_id=row["category_id"],
+            )
+            for row in self.pending
+            if row["grain"] == chosen and first <= row["period"] <= last and row["metric"] in wanted
+        )
+        return found
+
+
+def _breakdown(read: "_Read", metrics: Iterable[str], column: str) -> dict[tuple[int, str], int]:
+    """Counts by one dimension for the report's range: rollups plus pending events."""
+    grain = read.window.grain
+    first, last = read.window.bounds(grain)
+    wanted = set(metrics)
+    counts = defaultdict(
+        int,
+        repository.breakdown(read.session, read.workspace_id, grain, first, last, wanted, read.filters, column),
+    )
+    for row in read.pending:
+        if row["grain"] == grain and first <= row["period"] <= last and row["metric"] in wanted:
+            counts[(row[column], row["metric"])] += row["count"]
+    return dict(counts)
+
+
+def _counts(cells: Iterable[Cell]) -> dict[str, int]:
+    totals: dict[str, int] = defaultdict(int)
+    for cell in cells:
+        totals[cell.metric] += cell.count
+    return totals
+
+
+def _histograms(cells: Iterable[Cell]) -> dict[str, dict[int, tuple[int, float]]]:
+    found: dict[str, dict[int, tuple[int, float]]] = defaultdict(dict)
+    for cell in cells:
+        if cell.bucket >= 0:
+            histogram.add(found[cell.metric], cell.bucket, cell.count, cell.total)
+    return found
+
+
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _change(now: float | None, before: float | None) -> float | None:
+    if now is None or before is None or before == 0:
+        return None
+    return round((now - before) * 100.0 / before, 1)
+
+
+SUMMARY_COLUMNS = [
+    "metric",
+    "count",
+    "average_seconds",
+    "median_seconds",
+    "p90_seconds",
+    "previous_count",
+    "previous_average_seconds",
+    "previous_median_seconds",
+    "previous_p90_seconds",
+    "change_percent",
+]
+
+
+def _summary(counts: list[str], durations: list[str], now: list[Cell], before: list[Cell]) -> Table:
+    rows: list[list[Any]] = []
+    now_counts, before_counts = _counts(now), _counts(before)
+    for metric in counts:
+        value, previous = now_counts.get(metric, 0), before_counts.get(metric, 0)
+        rows.append([metric, value, None, None, None, previous, None, None, None, _change(value, previous)])
+    now_h, before_h = _histograms(now), _histograms(before)
+    for metric in durations:
+        a, b = histogram.stats(now_h.get(metric, {})), histogram.stats(before_h.get(metric, {}))
+        rows.append(
+            [
+                metric,
+                a.count,
+                _seconds(a.average),
+                _seconds(a.median),
+                _seconds(a.p90),
+                b.count,
+                _seconds(b.average),
+                _seconds(b.median),
+                _seconds(b.p90),
+                _change(a.median, b.median),
+            ]
+        )
+    return {"columns": SUMMARY_COLUMNS, "rows": rows}
+
+
+def _by_period(cells: Iterable[Cell]) -> dict[str, list[Cell]]:
+    grouped: dict[str, list[Cell]] = defaultdict(list)
+    for cell in cells:
+        grouped[cell.period].append(cell)
+    return grouped
+
+
+def _names(session: Session, model: Any, workspace_id: int, ids: Iterable[int]) -> dict[int, str]:
+    wanted = sorted({i for i in ids if i})
+    if not wanted:
+        return {}
+    rows = session.execute(select(model.id, model.name).where(model.workspace_id == workspace_id, model.id.in_(wanted)))
+    return {int(i): str(n) for i, n in rows}
+
+
+# ----- the reports ----------------------------------------------------------------------------
+
+
+def _conversations(read: _Read) -> dict[str, Table]:
+    metrics = ("opened", "closed", "reopened", "first_response", "resolution")
+    now = read.cells(read.window, metrics)
+    before = read.cells(read.window.previous(), metrics)
+    per_period = _by_period(now)
+    series: list[list[Any]] = []
+    for period in read.window.periods():
+        counts = _counts(per_period.get(period, []))
+        durations = _histograms(per_period.get(period, []))
+        series.append(
+            [
+                period,
+                counts.get("opened", 0),
+                counts.get("closed", 0),
+                counts.get("reopened", 0),
+                _seconds(histogram.stats(durations.get("first_response", {})).median),
+                _seconds(histogram.stats(durations.get("resolution", {})).median),
+            ]
+        )
+    by_category: dict[int, int] = defaultdict(int)
+    for (category, _metric), count in _breakdown(read, ["closed"], "category_id").items():
+        by_category[category] += count
+    names = _names(read.session, ClosingCategory, read.workspace_id, by_category)
+    return {
+        "summary": _summary(["opened", "closed", "reopened"], ["first_response", "resolution"], now, before),
+        "series": {
+            "columns": [
+                "period",
+                "opened",
+                "closed",
+                "reopened",
+                "first_response_median_seconds",
+                "resolution_median_seconds",
+            ],
+            "rows": series,
+        },
+        "closed_by_category": {
+            "columns": ["category_id", "category", "closed"],
+            "rows": [
+                [category or None, names.get(category, f"#{category}") if category else None, count]
+                for category, count in sorted(by_category.items(), key=lambda item: (-item[1], item[0]))
+            ],
+        },
+    }
+
+
+def _responses(read: _Read) -> dict[str, Table]:
+    metrics = ("first_response", "assignment")
+    now = read.cells(read.window, metrics)
+    before = read.cells(read.window.previous(), metrics)
+    per_period = _by_period(now)
+    series: list[list[Any]] = []
+    for period in read.window.periods():
+        stats = histogram.stats(_histograms(per_period.get(period, [])).get("first_response", {}))
+        series.append([period, stats.count, _seconds(stats.average), _seconds(stats.median), _seconds(stats.p90)])
+    first = _histograms(now).get("first_response", {})
+    counts = histogram.response_table(first)
+    total = sum(counts)
+    return {
+        "summary": _summary([], ["first_response", "assignment"], now, before),
+        "series": {
+            "columns": ["period", "count", "average_seconds", "median_seconds", "p90_seconds"],
+            "rows": series,
+        },
+        "buckets": {
+            "columns": ["bucket", "count", "percent"],
+            "rows": [
+                [name, count, round(count * 100.0 / total, 1) if total else None]
+                for name, count in zip(BUCKET_NAMES, counts, strict=True)
+            ],
+        },
+    }
+
+
+def _messages(read: _Read) -> dict[str, Table]:
+    metrics = ("incoming", "outgoing", "failed")
+    now = read.cells(read.window, metrics)
+    before = read.cells(read.window.previous(), metrics)
+    per_period = _by_period(now)
+    series = []
+    for period in read.window.periods():
+        counts = _counts(per_period.get(period, []))
+        series.append([period, counts.get("incoming", 0), counts.get("outgoing", 0), counts.get("failed", 0)])
+    senders: dict[str, int] = dict.fromkeys(SENDER_KINDS, 0)
+    reasons: dict[str, int] = defaultdict(int)
+    channels: dict[int, dict[str, int]] = defaultdict(lambda: {"incoming": 0, "outgoing": 0, "failed": 0})
+    for (channel_id, metric), count in _breakdown(read, metrics, "channel_id").items():
+        channels[channel_id][metric] += count
+    for cell in now:
+        if cell.metric == "outgoing":
+            senders[cell.label] = senders.get(cell.label, 0) + cell.count
+        elif cell.metric == "failed":
+            reasons[cell.label] += cell.count
+    names = _names(read.session, Channel, read.workspace_id, channels)
+    heat = [[0] * 24 for _ in WEEKDAYS]
+    for cell in read.cells(read.window, ["incoming"], grain="h"):
+        day, hour = date.fromisoformat(cell.period[:10]), int(cell.period[11:13])
+        heat[day.weekday()][hour] += cell.count
+    return {
+        "summary": _summary(list(metrics), [], now, before),
+        "series": {"columns": ["period", "incoming", "outgoing", "failed"], "rows": series},
+        "outgoing_by_sender": {"columns": ["sender", "count"], "rows": [[k, v] for k, v in senders.items()]},
+        "by_channel": {
+            "columns": ["channel_id", "channel", "incoming", "outgoing", "failed"],
+            "rows": [
+                [cid or None, names.get(cid, f"#{cid}") if cid else None, c["incoming"], c["outgoing"], c["failed"]]
+                for cid, c in sorted(channels.items(), key=lambda item: (-sum(item[1].values()), item[0]))
+            ],
+        },
+        "failed_reasons": {
+            "columns": ["reason", "count"],
+            "rows": [[k, v] for k, v in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))],
+        },
+        "heatmap": {
+            "columns": ["weekday", *[f"{hour:02d}" for hour in range(24)]],
+            "rows": [[name, *row] for name, row in zip(WEEKDAYS, heat, strict=True)],
+        },
+    }
+
+
+BUILDERS: dict[str, Callable[[_Read], dict[str, Table]]] = {
+    "conversations": _conversations,
+    "responses": _responses,
+    "messages": _messages,
+}
+
+
+@contextmanager
+def _snapshot(session: Session) -> Iterator[Session]:
+    """A session of its own for one report: every read in one snapshot (REPEATABLE READ on
+    PostgreSQL; SQLite's read transaction is one), so a rollup and the events not yet applied to it
+    are never both counted; and thrown away, because the pending events are applied to its fact rows
+    in memory."""
+    engine = session.get_bind().engine
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="REPEATABLE READ")
+    snapshot = Session(engine, autoflush=False)
+    try:
+        yield snapshot
+    finally:
+        snapshot.rollback()
+        snapshot.close()
+
+
+def today_in(session: Session, workspace_id: int) -> date:
+    return datetime.astimezone(utcnow(), zone_of(session, workspace_id)).date()
+
+
+def build_report(
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    preset: str = "last_7_days",
+    start: date | None = None,
+    end: date | None = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    builder = BUILDERS.get(name)
+    if builder is None:
+        raise NotFound(f"No report {name!r}.", details={"reports": list(REPORTS)})
+    window = check_range(preset, start, end, today_in(session, actor.workspace_id))
+    chosen = check_filters(session, actor, filters or Filters())
+    previous = window.previous()
+    with _snapshot(session) as snapshot:
+        tables = builder(_Read(snapshot, actor.workspace_id, window, chosen))
+    return {
+        "report": name,
+        "timezone": zone_of(session, actor.workspace_id).key,
+        "range": {"preset": window.preset, "from": window.first.isoformat(), "to": window.last.isoformat()},
+        "previous": {"from": previous.first.isoformat(), "to": previous.last.isoformat()},
+        "grain": "hour" if window.grain == "h" else "day",
+        "filters": chosen.as_query(),
+        "tables": tables,
+    }

@@ -1,0 +1,119 @@
+// The Reports page's charts: drawn with the vendored Chart.js from the tables the server rendered
+// into #report-data (the same numbers as the text tables and the CSV files). No inline script:
+// the page's Content-Security-Policy allows scripts from this site only.
+(function () {
+  "use strict";
+
+  var COLORS = ["#4f46e5", "#16a34a", "#f59e0b", "#dc2626", "#0891b2", "#7c3aed", "#64748b"];
+
+  function column(table, name) {
+    var index = table.columns.indexOf(name);
+    return table.rows.map(function (row) { return row[index]; });
+  }
+
+  function label(labels, key) {
+    return labels[key] || key;
+  }
+
+  function dataset(labels, table, name, index, type) {
+    var color = COLORS[index % COLORS.length];
+    return {
+      label: label(labels, name),
+      data: column(table, name),
+      backgroundColor: color,
+      borderColor: color,
+      type: type || undefined,
+      spanGaps: true,
+    };
+  }
+
+  // Which columns each chart draws: the first column names the bars, the others are series.
+  function spec(report, name, table, labels) {
+    var first = table.columns[0];
+    var names = column(table, first).map(function (value) {
+      var text = value === null ? "–" : String(value);
+      // An hour of a one-day range ("2026-11-26T09") reads as its time.
+      return /^\d{4}-\d{2}-\d{2}T\d{2}$/.test(text) ? text.slice(11) + ":00" : label(labels, text);
+    });
+    var series;
+    var type = "bar";
+    if (name === "series" && report === "responses") {
+      type = "line";
+      series = ["median_seconds", "average_seconds", "p90_seconds"];
+    } else if (name === "series" && report === "conversations") {
+      series = ["opened", "closed", "reopened"];
+    } else if (name === "series") {
+      series = ["incoming", "outgoing", "failed"];
+    } else if (name === "closed_by_category") {
+      names = column(table, "category").map(function (value) { return value === null ? "–" : String(value); });
+      series = ["closed"];
+    } else {
+      series = [table.columns[table.columns.length - 1] === "percent" ? "count" : table.columns[1]];
+    }
+    return {
+      type: type,
+      data: {
+        labels: names,
+        datasets: series.map(function (key, index) { return dataset(labels, table, key, index); }),
+      },
+      options: {
+        responsive: true,
+        maintainAspectRatio: false,
+        animation: false,
+        plugins: { legend: { display: series.length > 1 } },
+        scales: { y: { beginAtZero: true } },
+      },
+    };
+  }
+
+  function draw() {
+    var holder = document.getElementById("report-data");
+    if (!holder || typeof window.Chart === "undefined") {
+      return;
+    }
+    var data = JSON.parse(holder.textContent);
+    document.querySelectorAll("canvas[data-chart]").forEach(function (canvas) {
+      var name = canvas.getAttribute("data-chart");
+      var table = data.tables[name];
+      if (!table) {
+        return;
+      }
+      var chart = new window.Chart(canvas, spec(data.name, name, table, data.labels));
+      canvas.setAttribute("data-drawn", chart.data.datasets.length ? "true" : "false");
+    });
+  }
+
+  // Choosing a preset clears the custom dates, and typing a date chooses "custom".
+  function wireRange() {
+    var range = document.getElementById("f-range");
+    var start = document.getElementById("f-from");
+    var end = document.getElementById("f-to");
+    if (!range || !start || !end) {
+      return;
+    }
+    range.addEventListener("change", function () {
+      if (range.value !== "custom") {
+        start.value = "";
+        end.value = "";
+      }
+    });
+    [start, end].forEach(function (input) {
+      input.addEventListener("change", function () {
+        if (input.value) {
+          range.value = "custom";
+        }
+      });
+    });
+  }
+
+  function start() {
+    wireRange();
+    draw();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,306 @@
+"""The Reports module's pages: one page per report with its range and filters, the charts (drawn in
+the browser by the vendored Chart.js from the same tables the page shows as text), a definition for
+every number, and a CSV link for every table (the API's CSV of the same table)."""
+
+import hashlib
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+from starlette.responses import RedirectResponse, Response
+
+from tertulia.channels.models import Channel
+from tertulia.conversations.models import ClosingCategory
+from tertulia.kit.errors import DomainError, NotFound
+from tertulia.kit.http import CheckedInputRoute
+from tertulia.reports import service
+from tertulia.reports.repository import Filters
+from tertulia.reports.rollups import SOURCES
+from tertulia.users.models import Membership, Team, User
+from tertulia.users.permissions import Permission
+from tertulia.web import i18n
+from tertulia.web.context import UserPage, WebContext
+
+router = APIRouter(prefix="/reports", include_in_schema=False, route_class=CheckedInputRoute)
+
+STATIC_DIR = Path(__file__).parent / "static"
+STATIC_PREFIX = "/static/reports"
+
+REPORT_TITLES: dict[str, str] = {
+    "conversations": i18n.lazy("Conversations"),
+    "responses": i18n.lazy("Responses"),
+    "messages": i18n.lazy("Messages"),
+}
+PRESET_LABELS: dict[str, str] = {
+    "today": i18n.lazy("Today"),
+    "yesterday": i18n.lazy("Yesterday"),
+    "last_7_days": i18n.lazy("Last 7 days"),
+    "last_14_days": i18n.lazy("Last 14 days"),
+    "last_30_days": i18n.lazy("Last 30 days"),
+    "this_month": i18n.lazy("This month"),
+    "last_month": i18n.lazy("Last month"),
+    "custom": i18n.lazy("Custom"),
+}
+SOURCE_LABELS: dict[str, str] = {
+    "incoming": i18n.lazy("A customer's message"),
+    "user": i18n.lazy("A team member"),
+    "api": i18n.lazy("The API"),
+    "workflow": i18n.lazy("A workflow"),
+    "bot": i18n.lazy("A bot"),
+    "broadcast": i18n.lazy("A broadcast"),
+    "system": i18n.lazy("The system"),
+}
+# Column and row names of the tables, as the page shows them (the CSV keeps the API's names).
+LABELS: dict[str, str] = {
+    "metric": i18n.lazy("Metric"),
+    "count": i18n.lazy("Count"),
+    "average_seconds": i18n.lazy("Average"),
+    "median_seconds": i18n.lazy("Median"),
+    "p90_seconds": i18n.lazy("90th percentile"),
+    "previous_count": i18n.lazy("Previous count"),
+    "previous_average_seconds": i18n.lazy("Previous average"),
+    "previous_median_seconds": i18n.lazy("Previous median"),
+    "previous_p90_seconds": i18n.lazy("Previous 90th percentile"),
+    "change_percent": i18n.lazy("Change %"),
+    "period": i18n.lazy("Period"),
+    "opened": i18n.lazy("Opened"),
+    "closed": i18n.lazy("Closed"),
+    "reopened": i18n.lazy("Reopened conversations"),
+    "first_response": i18n.lazy("First response time"),
+    "resolution": i18n.lazy("Resolution time"),
+    "assignment": i18n.lazy("Time to first assignment"),
+    "first_response_median_seconds": i18n.lazy("First response (median)"),
+    "resolution_median_seconds": i18n.lazy("Resolution (median)"),
+    "category_id": i18n.lazy("Category id"),
+    "category": i18n.lazy("Closing category"),
+    "bucket": i18n.lazy("Response time"),
+    "percent": i18n.lazy("Share %"),
+    "incoming": i18n.lazy("Incoming"),
+    "outgoing": i18n.lazy("Outgoing"),
+    "failed": i18n.lazy("Failed messages"),
+    "sender": i18n.lazy("Sent by"),
+    "channel_id": i18n.lazy("Channel id"),
+    "channel": i18n.lazy("Channel"),
+    "reason": i18n.lazy("Reason"),
+    "weekday": i18n.lazy("Weekday"),
+    "contact": i18n.lazy("Customer"),
+    "user": i18n.lazy("Team member"),
+    "bot": i18n.lazy("Bot"),
+    "workflow": i18n.lazy("Workflow"),
+    "broadcast": i18n.lazy("Broadcast"),
+    "api": i18n.lazy("API"),
+    "system": i18n.lazy("System"),
+    "mon": i18n.lazy("Monday"),
+    "tue": i18n.lazy("Tuesday"),
+    "wed": i18n.lazy("Wednesday"),
+    "thu": i18n.lazy("Thursday"),
+    "fri": i18n.lazy("Friday"),
+    "sat": i18n.lazy("Saturday"),
+    "sun": i18n.lazy("Sunday"),
+}
+TABLE_TITLES: dict[str, str] = {
+    "summary": i18n.lazy("Summary, with the previous period"),
+    "series": i18n.lazy("Over time"),
+    "closed_by_category": i18n.lazy("Closed by closing category"),
+    "buckets": i18n.lazy("First responses by time taken"),
+    "outgoing_by_sender": i18n.lazy("Outgoing messages by sender"),
+    "by_channel": i18n.lazy("Messages by channel"),
+    "failed_reasons": i18n.lazy("Failed messages by reason"),
+    "heatmap": i18n.lazy("Incoming messages by weekday and hour"),
+}
+# The definition shown beside each number (docs/reports.md says the same at more length).
+DEFINITIONS: dict[str, str] = {
+    "opened": i18n.lazy(
+        "Conversations that started in the period, counted on the day they started. Reopenings are counted apart."
+    ),
+    "closed": i18n.lazy(
+        "Closings in the period, counted on the day of the closing. A conversation closed twice counts twice."
+    ),
+    "reopened": i18n.lazy("Closed conversations opened again in the period, counted on the day of the reopening."),
+    "first_response": i18n.lazy(
+        "From the customer's first message (after the opening or a reopening) to the first reply of a team member. "
+        "Replies of bots, workflows, broadcasts and the API do not stop the clock. Counted on the day of the reply."
+    ),
+    "resolution": i18n.lazy(
+        "From the opening (or the last reopening) to the closing, counted on the day of the closing."
+    ),
+    "assignment": i18n.lazy(
+        "From the opening to the first assignment to a person, counted on the day of the assignment."
+    ),
+    "incoming": i18n.lazy("Customers' messages received in the period."),
+    "outgoing": i18n.lazy(
+        "Messages sent to customers in the period, by team members, bots, workflows, broadcasts and the API."
+    ),
+    "failed": i18n.lazy(
+        "Messages the channel could not deliver, with the reason it gave, counted on the day of the failure."
+    ),
+    "times": i18n.lazy(
+        "Times show the median, the average and the 90th percentile. Medians and percentiles are read from "
+        "histograms and are within 1 second or 9.1% of the exact value; counts and averages are exact. Dates "
+        "are the event's, in the workspace's time zone."
+    ),
+}
+
+
+# The service's field errors, as the form says them.
+FIELD_ERRORS: dict[str, str] = {
+    "range": i18n.lazy("Choose one of the date ranges."),
+    "from": i18n.lazy("A custom range needs a start and an end."),
+    "to": i18n.lazy("A custom range needs a start and an end, at most 366 days apart, the end not before the start."),
+}
+CHOOSE_ONE = i18n.lazy("Choose one of the options.")
+
+CHARTED = frozenset({"series", "buckets", "outgoing_by_sender", "closed_by_category", "failed_reasons"})
+
+
+def duration(seconds: float | None) -> str:
+    """A time as people read it: 45 s, 4 min 10 s, 9 h 15 min, 2 d 3 h."""
+    if seconds is None:
+        return "–"
+    whole = round(seconds)
+    days, rest = divmod(whole, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
+
+
+def heat_level(value: int, table: dict[str, Any]) -> int:
+    """0-4: how dark a heatmap cell is, relative to the busiest hour."""
+    peak = max((v for row in table["rows"] for v in row[1:]), default=0)
+    return 0 if not peak or not value else 1 + min(3, (value * 4 - 1) // peak)
+
+
+@cache
+def _version(name: str) -> str:
+    return hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest()[:12]
+
+
+def static_url(name: str) -> str:
+    return f"{STATIC_PREFIX}/{name}?v={_version(name)}"
+
+
+def _choices(ctx: WebContext) -> dict[str, list[tuple[int, str]]]:
+    ws = ctx.actor.workspace_id
+    session = ctx.session
+    people = session.execute(
+        select(User.id, User.first_name, User.last_name, User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == ws)
+        .order_by(User.first_name, User.id)
+    )
+    return {
+        "channels": [
+            (int(i), str(n))
+            for i, n in session.execute(
+                select(Channel.id, Channel.name).where(Channel.workspace_id == ws).order_by(Channel.name)
+            )
+        ],
+        "teams": [
+            (int(i), str(n))
+            for i, n in session.execute(select(Team.id, Team.name).where(Team.workspace_id == ws).order_by(Team.name))
+        ],
+        "categories": [
+            (int(i), str(n))
+            for i, n in session.execute(
+                select(ClosingCategory.id, ClosingCategory.name)
+                .where(ClosingCategory.workspace_id == ws)
+                .order_by(ClosingCategory.position)
+            )
+        ],
+        "users": [(int(i), " ".join(p for p in (first, last) if p) or str(e)) for i, first, last, e in people],
+    }
+
+
+def _translated(ctx: WebContext, texts: dict[str, str]) -> dict[str, str]:
+    return {key: ctx.fmt.gettext(text) for key, text in texts.items()}
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value else None
+    except ValueError:
+        return None
+
+
+def _date(value: str | None) -> date | None:
+    try:
+        return date.fromisoformat(value) if value else None
+    except ValueError:
+        return None
+
+
+@router.get("")
+def reports_home(_ctx: UserPage) -> Response:
+    return RedirectResponse("/reports/conversations", status_code=303)
+
+
+@router.get("/{name}")
+def report_page(
+    ctx: UserPage,
+    name: str,
+    range: Annotated[str, Query(max_length=20)] = "last_7_days",
+    from_: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+    to: Annotated[str | None, Query(max_length=10)] = None,
+    channel_id: Annotated[str | None, Query(max_length=20)] = None,
+    team_id: Annotated[str | None, Query(max_length=20)] = None,
+    user_id: Annotated[str | None, Query(max_length=20)] = None,
+    category_id: Annotated[str | None, Query(max_length=20)] = None,
+    source: Annotated[str | None, Query(max_length=16)] = None,
+) -> Response:
+    if name not in REPORT_TITLES:
+        raise NotFound("No such report.")
+    filters = Filters(_int(channel_id), _int(team_id), _int(user_id), _int(category_id), source or None)
+    chosen = {
+        "range": range,
+        "from": from_ or "",
+        "to": to or "",
+        **{k: ("" if v is None else str(v)) for k, v in filters.__dict__.items()},
+    }
+    errors: dict[str, str] = {}
+    report: dict[str, Any] | None = None
+    try:
+        report = service.build_report(
+            ctx.session, ctx.actor, name, preset=range, start=_date(from_), end=_date(to), filters=filters
+        )
+    except DomainError as exc:
+        if exc.status_code != 422:
+            raise
+        errors = {key: ctx.fmt.gettext(FIELD_ERRORS.get(key, CHOOSE_ONE)) for key in exc.details or {}}
+    query = urlencode({k: v for k, v in chosen.items() if v})
+    labels = _translated(ctx, LABELS)
+    return ctx.render(
+        "reports/report.html",
+        {
+            "name": name,
+            "titles": _translated(ctx, REPORT_TITLES),
+            "report": report,
+            "errors": errors,
+            "chosen": chosen,
+            "query": query,
+            "choices": _choices(ctx),
+            "sees_all": ctx.actor.can(Permission.VIEW_REPORTS),
+            "presets": _translated(ctx, PRESET_LABELS),
+            "sources": _translated(ctx, {k: SOURCE_LABELS[k] for k in SOURCES}),
+            "labels": labels,
+            "table_titles": _translated(ctx, TABLE_TITLES),
+            "definitions": _translated(ctx, DEFINITIONS),
+            "charted": CHARTED,
+            "chart_labels": labels,
+            "duration": duration,
+            "heat_level": heat_level,
+            "chart_js": static_url("chart-4.5.1.umd.min.js"),
+            "reports_js": static_url("reports.js"),
+            "reports_css": static_url("reports.css"),
+        },
+        active="reports",
+    )

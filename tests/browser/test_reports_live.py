@@ -1,0 +1,100 @@
+"""The Reports page in a real browser: the charts draw under the CSP (no script errors, no
+violations), the range changes, and a table downloads as CSV with the numbers shown. SQLite only,
+like the other browser tests. With TERTULIA_SCREENSHOT_DIR set, the screens are saved there."""
+
+import csv
+import io
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tertulia.channels.protocol import InboundMessage
+from tertulia.channels.service import do_create_channel
+from tertulia.conversations import service as inbox
+from tertulia.conversations.inbound import do_receive
+from tertulia.events import dispatcher
+from tertulia.provisioning import do_create_workspace_with_owner
+from tertulia.reports.rollups import CONSUMER, apply_event
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.live_server import fresh_sqlite_database, serve_tertulia
+
+pytestmark = pytest.mark.browser
+
+OWNER = ("owner@reports.example.com", "owner-password")
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_chromium()
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("reports"))
+    with database.transaction() as session:
+        created = do_create_workspace_with_owner(
+            session, "Tienda Co", OWNER[0], OWNER[1], timezone="America/Mexico_City", default_language="es"
+        )
+        owner = Actor(workspace_id=created.workspace.id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        channel = do_create_channel(session, owner, "webchat", "Web", {"allowed_origins": ["https://shop.example"]})
+        for n in range(3):
+            received = do_receive(
+                session,
+                channel,
+                InboundMessage(sender_id=f"{channel.id}:v:visitor{n}", provider_message_id=f"p{n}", text="hola"),
+            )
+            assert received.conversation is not None
+            inbox.do_reply(session, owner, received.conversation, text="¡Hola! ¿En qué te ayudo?")
+            if n:
+                inbox.do_close(session, owner, received.conversation, category_id=None, summary=None)
+    # The consumer as the app's worker runs it, on this database.
+    consumer = dispatcher.Consumer(CONSUMER.name, lambda event: apply_event(database, event), CONSUMER.types)
+    assert dispatcher.dispatch(database, [consumer]).delivered > 0
+    with serve_tertulia(database) as url:
+        yield url
+    database.dispose()
+
+
+def _shot(page: Page, name: str) -> None:
+    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
+    if folder:
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def test_open_a_report_change_the_range_and_download_a_csv(browser: Browser, base_url: str) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", accept_downloads=True)
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, base_url, "/reports/conversations", *OWNER)
+    summary = page.get_by_test_id("report-table-summary")
+    expect(summary.locator("tbody tr").first).to_contain_text("Abiertas")
+    expect(summary.locator("tbody tr").first.locator("td").first).to_have_text("3")
+    expect(page.locator("canvas[data-chart=series]")).to_have_attribute("data-drawn", "true")
+
+    _shot(page, "96-reports-conversations.png")
+    page.select_option("[data-testid=range]", "today")
+    page.get_by_test_id("apply-filters").click()
+    page.wait_for_url(re.compile(r"range=today"))
+    expect(page.get_by_test_id("range")).to_have_value("today")
+    expect(summary.locator("tbody tr").nth(1).locator("td").first).to_have_text("2")  # closed today
+    expect(page.locator("canvas[data-chart=series]")).to_have_attribute("data-drawn", "true")
+
+    page.get_by_test_id("report-tab-messages").click()
+    page.wait_for_url(re.compile(r"/reports/messages\?range=today"))
+    expect(page.get_by_test_id("report-table-heatmap")).to_be_visible()
+    expect(page.locator("canvas[data-chart=outgoing_by_sender]")).to_have_attribute("data-drawn", "true")
+    _shot(page, "97-reports-messages.png")
+
+    page.get_by_test_id("report-tab-conversations").click()
+    with page.expect_download() as download:
+        page.get_by_test_id("csv-summary").click()
+    rows = list(csv.reader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8"))))
+    assert rows[0][:2] == ["metric", "count"]
+    assert rows[1][:2] == ["opened", "3"]
+    assert rows[2][:2] == ["closed", "2"]
+    assert download.value.suggested_filename.startswith("conversations-summary-")
+    context.close()
+    assert problems == []
