@@ -83,6 +83,9 @@ class Result:
 @dataclass(frozen=True)
 class ContactWrote:
     text: str
+    # When the message was written: a message older than the question or wait is not an answer
+    # (the message that opened the conversation arrives after the run has asked).
+    at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,8 @@ class _Engine:
         elif isinstance(event, ContactWrote):
             if state.status != WAITING or state.wait is None:
                 return self.out
+            if event.at is not None and event.at < _parse(state.wait["since"]):
+                return self.out
             step = self.wf.by_id[str(state.at)]
             if state.wait["kind"] == "question":
                 self.answer(step, event.text)
@@ -354,7 +359,12 @@ class _Engine:
                 self.act(step, "ask", "send_message", params)
             case "wait":
                 until = self.ctx.now + timedelta(seconds=config.duration.seconds)
-                state.wait = {"kind": "wait", "until": _iso(until), "on_message": config.until_contact_writes}
+                state.wait = {
+                    "kind": "wait",
+                    "since": _iso(self.ctx.now),
+                    "until": _iso(until),
+                    "on_message": config.until_contact_writes,
+                }
                 state.status = WAITING
             case "branch":
                 self.branch(step)
@@ -489,7 +499,12 @@ class _Engine:
                     return
                 if phase == "ask":
                     until = self.ctx.now + timedelta(seconds=config.timeout.seconds)
-                    self.state.wait = {"kind": "question", "until": _iso(until), "attempts": 0}
+                    self.state.wait = {
+                        "kind": "question",
+                        "since": _iso(self.ctx.now),
+                        "until": _iso(until),
+                        "attempts": 0,
+                    }
                 else:
                     assert self.state.wait is not None
                 self.state.status = WAITING

@@ -79,6 +79,7 @@ class WorkflowRun(IdMixin, Base):
         # One run per contact and workflow at a time: `active_contact_id` is the contact while the
         # run is active and NULL afterwards (NULLs never collide in a unique index).
         UniqueConstraint("workflow_id", "active_contact_id", name="uq_workflow_runs_workflow_id_active_contact_id"),
+        UniqueConstraint("workflow_id", "trigger_event_id", name="uq_workflow_runs_workflow_id_trigger_event_id"),
         Index("ix_workflow_runs_due_at", "due_at"),
         Index("ix_workflow_runs_workflow_id_contact_id", "workflow_id", "contact_id"),
         Index("ix_workflow_runs_contact_id_status", "contact_id", "status"),
@@ -97,6 +98,10 @@ class WorkflowRun(IdMixin, Base):
     # The action under way outside a transaction (an HTTP request): its key, kind and parameters.
     pending_action: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     due_at: Mapped[datetime | None]
+    # The event that started it (an event fed twice starts nothing twice) and the newest event fed
+    # to it (a message fed twice is one answer).
+    trigger_event_id: Mapped[int | None] = mapped_column(BigID)
+    last_event_id: Mapped[int] = mapped_column(BigID, default=0)
     steps: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(1000))
     started_at: Mapped[datetime]

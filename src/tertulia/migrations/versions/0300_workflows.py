@@ -89,6 +89,8 @@ def upgrade() -> None:
         sa.Column("inbox", JSON, nullable=False),
         sa.Column("pending_action", JSON, nullable=True),
         sa.Column("due_at", tertulia.kit.models.UTCDateTime(), nullable=True),
+        sa.Column("trigger_event_id", ID, nullable=True),
+        sa.Column("last_event_id", ID, nullable=False),
         sa.Column("steps", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.String(length=1000), nullable=True),
         sa.Column("started_at", tertulia.kit.models.UTCDateTime(), nullable=False),
@@ -121,6 +123,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_workflow_runs")),
         sa.UniqueConstraint("workflow_id", "active_contact_id", name="uq_workflow_runs_workflow_id_active_contact_id"),
+        sa.UniqueConstraint("workflow_id", "trigger_event_id", name="uq_workflow_runs_workflow_id_trigger_event_id"),
     )
     with op.batch_alter_table("workflow_runs", schema=None) as batch_op:
         batch_op.create_index("ix_workflow_runs_contact_id_status", ["contact_id", "status"], unique=False)
