@@ -50,6 +50,8 @@ from tertulia.web.sections import router as settings_home
 from tertulia.webhooks.api import router as webhooks_router
 from tertulia.webhooks.views import WEBHOOKS
 from tertulia.webhooks.views import router as webhooks_pages
+from tertulia.workflows.api import router as workflows_router
+from tertulia.workflows.views import router as workflows_pages
 from tertulia.workspaces.views import GENERAL
 from tertulia.workspaces.views import router as workspace_settings_pages
 
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(segments_router)
     app.include_router(broadcasts_router)  # /api/v1/broadcasts
     app.include_router(webhooks_router)  # /api/v1/webhooks
+    app.include_router(workflows_router)  # /api/v1/workflows
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
@@ -109,6 +112,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(channels_pages)  # Settings > Channels and the widget script
     app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
     app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
+    app.include_router(workflows_pages)  # /workflows (Owners and Managers)
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(ApiCredentialGate)  # inside the size limit: a body too big is refused unread first

@@ -64,7 +64,9 @@ def advance(db: Database, now: datetime | None = None) -> None:
 
 def runs(db: Database, workflow_id: int) -> list[WorkflowRun]:
     with db.transaction(write=False) as session:
-        found = list(session.scalars(select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id).order_by(WorkflowRun.id)))
+        found = list(
+            session.scalars(select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id).order_by(WorkflowRun.id))
+        )
         for run in found:
             session.expunge(run)
         return found
@@ -72,7 +74,9 @@ def runs(db: Database, workflow_id: int) -> list[WorkflowRun]:
 
 def logs(db: Database, run_id: int) -> list[tuple[str, str]]:
     with db.transaction(write=False) as session:
-        rows = session.scalars(select(WorkflowRunLog).where(WorkflowRunLog.run_id == run_id).order_by(WorkflowRunLog.id))
+        rows = session.scalars(
+            select(WorkflowRunLog).where(WorkflowRunLog.run_id == run_id).order_by(WorkflowRunLog.id)
+        )
         return [(row.step_id, row.outcome) for row in rows]
 
 

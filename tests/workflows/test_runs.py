@@ -23,7 +23,12 @@ def channel(db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter) -> 
 WELCOME = {
     "trigger": {"type": "conversation_opened", "config": {"sources": ["contact"]}},
     "steps": [
-        {"id": "hello", "type": "send_message", "config": {"text": "Hola {{contact.first_name | \"amigo\"}}"}, "next": "ask"},
+        {
+            "id": "hello",
+            "type": "send_message",
+            "config": {"text": 'Hola {{contact.first_name | "amigo"}}'},
+            "next": "ask",
+        },
         {
             "id": "ask",
             "type": "ask_question",
@@ -55,7 +60,8 @@ def test_welcome_and_question_answered(db: Database, tenant: Tenant, channel: tu
     assert sent_texts(db, contact_id)[-1] == "Eso no parece un email"
     customer_writes(db, channel[0], "ana", "Ana@Example.com")
     feed(db)
-    assert sent_texts(db, contact_id)[-1] == "Gracias, ana@example.com"
+    [run] = runs(db, workflow_id)
+    assert sent_texts(db, contact_id)[-1] == "Gracias, ana@example.com", (logs(db, run.id), run.state, run.inbox)
     [run] = runs(db, workflow_id)
     assert run.status == "finished"
     assert [step for step, _ in logs(db, run.id)] == ["hello", "ask", "ask", "ask", "thanks"]

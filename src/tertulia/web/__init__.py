@@ -32,7 +32,6 @@ shell_router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
 
 # Modules not yet live: the shell links them and shows what is coming.
 COMING_SOON: dict[str, tuple[str, str]] = {
-    "workflows": (i18n.lazy("Workflows"), i18n.lazy("Automate replies, assignment and follow-ups.")),
     "reports": (i18n.lazy("Reports"), i18n.lazy("Response times, volumes and team performance.")),
 }
 
@@ -79,11 +78,6 @@ def _coming_soon(ctx: WebContext, module: str) -> Response:
     title, blurb = COMING_SOON[module]
     context = {"title": ctx.fmt.gettext(title), "blurb": ctx.fmt.gettext(blurb)}
     return ctx.render("coming_soon.html", context, active=module)
-
-
-@shell_router.get("/workflows")
-def workflows(ctx: UserPage) -> Response:
-    return _coming_soon(ctx, "workflows")
 
 
 @shell_router.get("/reports")

@@ -76,7 +76,7 @@ def active_run_counts(session: Session, workspace_id: int) -> dict[int, int]:
         .where(WorkflowRun.workspace_id == workspace_id, WorkflowRun.status.in_(RunStatus.ACTIVE))
         .group_by(WorkflowRun.workflow_id)
     )
-    return {int(workflow_id): int(count) for workflow_id, count in session.execute(query).tuples()}
+    return {int(workflow_id): int(count) for workflow_id, count in session.execute(query)}
 
 
 def run(session: Session, run_id: int, *, lock: bool = False) -> WorkflowRun | None:

@@ -212,6 +212,9 @@ def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
         return None
     if run.due_at is None or run.due_at > now:
         return None
+    # The time once the run is ours: a message written while this turn waited for the lock is
+    # newer than a question asked in it, so it is not taken for an answer to that question.
+    now = max(now, utcnow())
     version = session.get(WorkflowVersion, run.version_id)
     workflow = session.get(Workflow, run.workflow_id)
     contact = session.get(Contact, run.contact_id)

@@ -82,7 +82,8 @@ def checked_version(session: Session, version: WorkflowVersion) -> lang.Workflow
     """The runnable form of a stored version. Checked loosely: a channel or user deleted since it was
     published fails the step that names it when the step runs, not the whole run."""
     fields = segments_repo.custom_field_types(session, version.workspace_id)
-    key = (version.id, tuple(sorted(fields.items())))
+    # The creation time too: a deleted workflow's version id may be handed out again (SQLite).
+    key = (version.id, version.created_at, tuple(sorted(fields.items())))
     cached = _CACHE.get(key)
     if cached is not None:
         _CACHE.move_to_end(key)
@@ -372,3 +373,15 @@ def runs_of_contact(session: Session, workspace_id: int, contact_id: int) -> Seq
             .limit(50)
         )
     )
+
+
+def current_definition(session: Session, workflow: Workflow) -> dict[str, Any]:
+    """The draft if there is one, else the published (or newest) version's definition."""
+    shown = (
+        repo.version(session, workflow.draft_version_id)
+        or repo.version(session, workflow.published_version_id)
+        or repo.latest_version(session, workflow.id)
+    )
+    if shown is None:
+        raise NotFound("This workflow has no definition.")
+    return shown.definition
