@@ -263,6 +263,7 @@ def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
         if state.status not in engine.ACTIVE:
             break
     _save(session, workflow, run, state, now)
+    _crash("end_of_turn")
     return None
 
 
