@@ -248,10 +248,10 @@ def test_settings_need_manage_workspace(client: TestClient, db: Database, tenant
 
 def test_coming_soon_modules_and_unknown_pages(client: TestClient, db: Database, tenant: Tenant) -> None:
     sign_in_as(client, db, tenant.agent_id, "agent-password")
-    for path in ("/workflows", "/reports"):
-        response = client.get(path)
-        assert response.status_code == 200
-        assert "Coming soon" in response.text
+    response = client.get("/reports")
+    assert response.status_code == 200
+    assert "Coming soon" in response.text
+    assert client.get("/workflows").status_code == 403  # a live module now, for owners and managers
     missing = client.get("/no-such-page")
     assert missing.status_code == 404
     assert "Page not found" in missing.text

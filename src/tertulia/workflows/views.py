@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from tertulia.contacts import service as contacts_service
 from tertulia.kit.errors import DomainError, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
@@ -184,6 +184,7 @@ def simulate_workflow(
     workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id)
     typed = contact.replace("\x00", "\ufffd")
     try:
+        check_form_text(ctx.request)
         found = contacts_service.access_contact(ctx.session, ctx.actor, contact.strip() or "id:0")
         checked = service.check_definition(
             ctx.session, ctx.actor.workspace_id, service.current_definition(ctx.session, workflow), workflow.id
