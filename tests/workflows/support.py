@@ -1,6 +1,7 @@
 """Helpers for the workflow tests: a channel on a fake provider, customers who write, workflows
 saved and published through the service, and reading runs, logs and messages back."""
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -52,10 +53,24 @@ def publish(db: Database, tenant: Tenant, definition: dict[str, Any], name: str 
         return workflow.id
 
 
-def feed(db: Database) -> None:
+def dispatch(db: Database, timeout: float = 15.0) -> None:
+    """Feed the trigger consumer every event written so far (another dispatcher may hold its lease
+    for a moment, and PostgreSQL's horizon may hold back the newest events: wait for the position)."""
+    newest = dispatcher.newest_event_id(db)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dispatcher.dispatch(db, [CONSUMER])
+        status = {s.name: s for s in dispatcher.consumer_status(db)}.get(CONSUMER.name)
+        if status is not None and status.last_event_id >= newest:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the workflows consumer did not catch up")
+
+
+def feed(db: Database, *, allow_private: bool = True) -> None:
     """Run the trigger consumer over every event so far, then every due run."""
-    dispatcher.dispatch(db, [CONSUMER])
-    runner.run_due(db, policy=runner.Policy(allow_private=True))
+    dispatch(db)
+    runner.run_due(db, policy=runner.Policy(allow_private=allow_private))
 
 
 def advance(db: Database, now: datetime | None = None) -> None:
