@@ -20,6 +20,7 @@ from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workflows.service import do_create_workflow
 
 DEMO_WORKSPACE = "Demo"
 DEMO_OWNER_EMAIL = "owner@demo.example.com"
@@ -158,8 +159,72 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     )
     seed_inbox(session, actor, agent.id, rng)
     seed_broadcasts(session, actor)
+    seed_workflows(session, actor)
     session.flush()
     return created
+
+
+def seed_workflows(session: Session, actor: Actor) -> None:
+    """Two drafts to simulate and publish: a welcome that asks for the email, and routing for VIP
+    contacts. Drafts, so the demo's own history (its conversations, its tags) starts no runs."""
+    do_create_workflow(
+        session,
+        actor,
+        "Bienvenida y correo",
+        {
+            "trigger": {"type": "conversation_opened", "config": {"sources": ["contact"]}},
+            "steps": [
+                {
+                    "id": "bienvenida",
+                    "type": "send_message",
+                    "config": {"text": '¡Hola {{contact.first_name | ""}}! Gracias por escribirnos.'},
+                    "next": "correo",
+                },
+                {
+                    "id": "correo",
+                    "type": "ask_question",
+                    "config": {
+                        "text": "¿Nos compartes tu correo para enviarte la cotización?",
+                        "kind": "email",
+                        "retry_text": "Ese correo no parece válido, ¿lo revisas?",
+                        "max_attempts": 2,
+                        "timeout": {"amount": 2, "unit": "hours"},
+                        "save_to": {"kind": "field", "name": "email"},
+                    },
+                    "next": "gracias",
+                    "on": {"invalid": "asignar", "timeout": "asignar"},
+                },
+                {
+                    "id": "gracias",
+                    "type": "send_message",
+                    "config": {"text": "¡Listo! En breve te escribe alguien del equipo."},
+                    "next": "asignar",
+                },
+                {"id": "asignar", "type": "assign", "config": {"to": "workspace", "strategy": "least_open"}},
+            ],
+        },
+    )
+    do_create_workflow(
+        session,
+        actor,
+        "Clientes VIP",
+        {
+            "trigger": {"type": "tag_added", "config": {"tags": ["VIP"]}},
+            "steps": [
+                {
+                    "id": "nota",
+                    "type": "add_comment",
+                    "config": {"text": "Cliente VIP: atender con prioridad."},
+                    "next": "asignar",
+                },
+                {
+                    "id": "asignar",
+                    "type": "assign",
+                    "config": {"to": "workspace", "strategy": "round_robin", "only_online": True},
+                },
+            ],
+        },
+    )
 
 
 def seed_broadcasts(session: Session, actor: Actor) -> None:

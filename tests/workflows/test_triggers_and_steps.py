@@ -320,3 +320,24 @@ def test_http_request_maps_the_answer_and_private_addresses_are_refused(
     assert "failed" in tags_of(db, second)
     failed_run = runs(db, workflow_id)[-1]
     assert any("refused" in (outcome or "") or step == "call" for step, outcome in logs(db, failed_run.id))
+
+
+def test_stopping_a_workflow_ends_its_runs_and_starts_no_more(db: Database, tenant: Tenant, channel: Channel) -> None:
+    waiting = {"id": "w", "type": "wait", "config": {"duration": {"amount": 1, "unit": "days"}}, "next": "t"}
+    workflow_id = publish(db, tenant, one(waiting, TAG_MARK | {"id": "t"}, trigger={"type": "tag_added", "config": {}}))
+    first = customer_writes(db, channel, "z1", "hola")
+    act(db, tenant, first, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["a"]))
+    feed(db)
+    with db.transaction() as session:
+        stopped = service.do_stop(
+            session, tenant.actor(), service.access_workflow(session, tenant.actor(), workflow_id)
+        )
+    assert stopped == 1
+    [run] = runs(db, workflow_id)
+    assert run.status == "stopped"
+    assert run.active_contact_id is None
+    assert logs(db, run.id)[-1] == ("w", "stopped")
+    second = customer_writes(db, channel, "z2", "hola")
+    act(db, tenant, second, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["a"]))
+    feed(db)
+    assert len(runs(db, workflow_id)) == 1
