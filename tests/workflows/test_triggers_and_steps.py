@@ -15,18 +15,21 @@ from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType
 from tertulia.kit import queue
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import repository as segments_repo
 from tertulia.users.models import User
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_set_activity_status
-from tertulia.workflows import service
+from tertulia.workflows import runner, service
+from tertulia.workflows.models import WorkflowRun
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter
 from tests.webhooks.support import receiver
 from tests.workflows.support import (
     channel_on_fake,
     customer_writes,
+    dispatch,
     feed,
     logs,
     open_conversation,
@@ -341,3 +344,40 @@ def test_stopping_a_workflow_ends_its_runs_and_starts_no_more(db: Database, tena
     act(db, tenant, second, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["a"]))
     feed(db)
     assert len(runs(db, workflow_id)) == 1
+
+
+def test_a_message_during_an_http_request_does_not_send_it_again(
+    db: Database, tenant: Tenant, channel: Channel
+) -> None:
+    with receiver() as server:
+        flow = one(
+            {"id": "call", "type": "http_request", "config": {"url": server.url, "body": '{"a": 1}'}, "next": "wait"},
+            {
+                "id": "wait",
+                "type": "wait",
+                "config": {"duration": {"amount": 1, "unit": "hours"}, "until_contact_writes": True},
+            },
+            trigger={"type": "tag_added", "config": {}},
+        )
+        workflow_id = publish(db, tenant, flow)
+        contact_id = customer_writes(db, channel, "w1", "hola")
+        act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["go"]))
+        dispatch(db)
+        [run] = runs(db, workflow_id)
+        with db.transaction() as session:
+            call = runner._turn(session, run.id, utcnow())  # the request is under way (not made yet)
+        assert call is not None
+        customer_writes(db, channel, "w1", "¿sigues ahí?")
+        dispatch(db)
+        runner.run_due(db, policy=runner.Policy(allow_private=True))
+        assert server.requests == []  # the lease holds: nobody sends it a second time
+        outcome = runner.http_request(call, runner.Policy(allow_private=True))
+        with db.transaction() as session:
+            stored = session.get(WorkflowRun, run.id)
+            assert stored is not None
+            runner._record_effect(session, stored, call.key, call.step_id, "http_request", outcome)
+            stored.due_at = utcnow()
+        runner.run_due(db, policy=runner.Policy(allow_private=True))
+        assert len(server.requests) == 1
+    [run] = runs(db, workflow_id)
+    assert run.status == "waiting"  # the message came before the wait began, so it did not cut it short

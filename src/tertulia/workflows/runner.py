@@ -133,7 +133,10 @@ def contact_wrote(session: Session, workspace_id: int, contact_id: int, text: st
             continue  # this event was fed before (the log is at least once)
         run.inbox = [*run.inbox, {"type": "wrote", "text": text, "at": at.isoformat()}]
         run.last_event_id = event_id
-        run.due_at = utcnow()
+        if run.pending_action is None:
+            # An HTTP request under way keeps its lease: the message waits for its result, and
+            # making the run due now would send the request a second time.
+            run.due_at = utcnow()
         fed += 1
     session.flush()
     return fed
