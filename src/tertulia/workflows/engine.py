@@ -20,7 +20,7 @@ import copy
 import json
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -121,8 +121,12 @@ class Context:
 
     now: datetime
     eval: EvalContext
-    contact: ContactSnapshot | None = None
+    # The contact, or a function that loads it (only branches need it).
+    contact: ContactSnapshot | Callable[[], ContactSnapshot] | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
+
+    def snapshot(self) -> ContactSnapshot | None:
+        return self.contact() if callable(self.contact) else self.contact
 
 
 @dataclass
@@ -410,7 +414,7 @@ class _Engine:
         return body
 
     def branch(self, step: Step) -> None:
-        contact = self.ctx.contact
+        contact = self.ctx.snapshot()
         if contact is not None:
             contact = self.with_variables(contact)
         for index, (branch, checked) in enumerate(zip(step.config.branches, step.filters, strict=True)):

@@ -22,7 +22,7 @@ honours it sees one request.
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -352,14 +352,26 @@ class _Performer:
         self.contact = contact
         self.now = now
         self.actor = workflow_actor(run.workspace_id)
+        self._context: engine.Context | None = None
         timezone = segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
         self.eval = EvalContext(workspace_id=run.workspace_id, timezone=ZoneInfo(timezone), now=now)
 
     def context(self) -> engine.Context:
-        session, contact = self.session, self.contact
-        session.refresh(contact)
-        snapshot = ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
-        return engine.Context(now=self.now, eval=self.eval, contact=snapshot, values=variable_values(session, contact))
+        """What the engine may read, loaded when it reads it (most steps read nothing) and again
+        after each action (which may have changed the contact)."""
+        if self._context is None:
+            session, contact = self.session, self.contact
+
+            def snapshot() -> ContactSnapshot:
+                session.refresh(contact)
+                return ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
+
+            def values() -> dict[str, Any]:
+                session.refresh(contact)
+                return variable_values(session, contact)
+
+            self._context = engine.Context(now=self.now, eval=self.eval, contact=snapshot, values=_Lazy(values))
+        return self._context
 
     def write_logs(self, logs: list[engine.Log]) -> None:
         for entry in logs:
@@ -378,6 +390,7 @@ class _Performer:
 
     def perform(self, action: engine.Action) -> engine.Result:
         session = self.session
+        self._context = None
         done = repo.effect(session, self.run.id, action.key)
         if done is not None:  # recorded by an earlier attempt that committed (cannot happen inside one turn)
             return engine.Result(action.key, done.ok, done.result, done.result.get("error"))
@@ -510,6 +523,28 @@ class _Performer:
         if started is None:
             raise DomainError("the contact is already in that workflow", code="already_running")
         return {"run_id": started.id}
+
+
+class _Lazy(Mapping[str, Any]):
+    """A mapping loaded on first use."""
+
+    def __init__(self, load: Callable[[], dict[str, Any]]) -> None:
+        self._load = load
+        self._data: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = self._load()
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
 
 
 def variable_values(session: Session, contact: Contact) -> dict[str, Any]:
