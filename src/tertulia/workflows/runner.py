@@ -265,6 +265,10 @@ def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
             state = output.state
         if state.status not in engine.ACTIVE:
             break
+    if fed == 0 and state.status == engine.ACTING:
+        # Waiting for an action that is not under way (no request pending): it can never go on.
+        _finish(session, workflow, run, state, "the run waited for an action that was not under way")
+        return None
     _save(session, workflow, run, state, now)
     _crash("end_of_turn")
     return None
