@@ -192,6 +192,6 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
     # settings and opt-outs are a singleton and a set keyed by contact.
     # Not collections: the assistant's answer and per-channel settings (tests/assistant), the
     # workspace's business hours, away message and auto-close (tests/workspaces, tests/conversations),
-    # the reports (tests/reports).
-    elsewhere = {"files", "broadcast-settings", "broadcast-opt-outs", "assistant", "workspace", "reports"}
+    # the reports (tests/reports); workflows, whose bodies are whole definitions (tests/workflows).
+    elsewhere = {"files", "broadcast-settings", "broadcast-opt-outs", "assistant", "workspace", "reports", "workflows"}
     assert resources - elsewhere - {r.name for r in RESOURCES} == set()

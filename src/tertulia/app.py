@@ -58,6 +58,8 @@ from tertulia.web.sections import router as settings_home
 from tertulia.webhooks.api import router as webhooks_router
 from tertulia.webhooks.views import WEBHOOKS
 from tertulia.webhooks.views import router as webhooks_pages
+from tertulia.workflows.api import router as workflows_router
+from tertulia.workflows.views import router as workflows_pages
 from tertulia.workspaces.api import router as workspace_router
 from tertulia.workspaces.views import GENERAL
 from tertulia.workspaces.views import router as workspace_settings_pages
@@ -118,6 +120,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(assistant_router)  # /api/v1/knowledge, /api/v1/assistant
     app.include_router(workspace_router)  # business hours and auto-close (/api/v1/workspace/...)
     app.include_router(reports_router)  # /api/v1/reports
+    app.include_router(workflows_router)  # /api/v1/workflows
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
@@ -138,6 +141,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(reports_pages)  # /reports
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
+    app.include_router(workflows_pages)  # /workflows (Owners and Managers)
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token

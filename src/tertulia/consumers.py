@@ -15,6 +15,7 @@ from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
 from tertulia.reports import rollups as reports_rollups
 from tertulia.webhooks import fanout as webhooks_fanout
+from tertulia.workflows import triggers as workflow_triggers
 
 # Run inside the merge transaction, in this order.
 MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations, broadcasts_service.move_merged_contact)
@@ -28,7 +29,11 @@ RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (
 )
 
 # Fed from the event log by `events.tasks`, each from its own position.
-EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER, reports_rollups.CONSUMER)
+EVENT_CONSUMERS: tuple[Consumer, ...] = (
+    webhooks_fanout.CONSUMER,
+    reports_rollups.CONSUMER,
+    workflow_triggers.CONSUMER,
+)
 
 
 def install() -> None:

@@ -22,6 +22,7 @@ from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workflows.service import do_create_workflow
 from tertulia.workspaces.service import do_set_business_hours
 
 DEMO_WORKSPACE = "Demo"
@@ -163,6 +164,7 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     seed_broadcasts(session, actor)
     seed_knowledge(session, actor)
     seed_hours(session, actor)
+    seed_workflows(session, actor)
     session.flush()
     return created
 
@@ -193,6 +195,69 @@ def seed_hours(session: Session, actor: Actor) -> None:
         enabled=True,
         text='¡Hola {{contact.first_name | ""}}! Ahora estamos cerrados; te respondemos en cuanto abramos '
         "(lunes a viernes de 9 a 14 y de 16 a 19 h, sábados de 10 a 14 h).",
+    )
+
+
+def seed_workflows(session: Session, actor: Actor) -> None:
+    """Two drafts to simulate and publish: a welcome that asks for the email, and routing for VIP
+    contacts. Drafts, so the demo's own history (its conversations, its tags) starts no runs."""
+    do_create_workflow(
+        session,
+        actor,
+        "Bienvenida y correo",
+        {
+            "trigger": {"type": "conversation_opened", "config": {"sources": ["contact"]}},
+            "steps": [
+                {
+                    "id": "bienvenida",
+                    "type": "send_message",
+                    "config": {"text": '¡Hola {{contact.first_name | ""}}! Gracias por escribirnos.'},
+                    "next": "correo",
+                },
+                {
+                    "id": "correo",
+                    "type": "ask_question",
+                    "config": {
+                        "text": "¿Nos compartes tu correo para enviarte la cotización?",
+                        "kind": "email",
+                        "retry_text": "Ese correo no parece válido, ¿lo revisas?",
+                        "max_attempts": 2,
+                        "timeout": {"amount": 2, "unit": "hours"},
+                        "save_to": {"kind": "field", "name": "email"},
+                    },
+                    "next": "gracias",
+                    "on": {"invalid": "asignar", "timeout": "asignar"},
+                },
+                {
+                    "id": "gracias",
+                    "type": "send_message",
+                    "config": {"text": "¡Listo! En breve te escribe alguien del equipo."},
+                    "next": "asignar",
+                },
+                {"id": "asignar", "type": "assign", "config": {"to": "workspace", "strategy": "least_open"}},
+            ],
+        },
+    )
+    do_create_workflow(
+        session,
+        actor,
+        "Clientes VIP",
+        {
+            "trigger": {"type": "tag_added", "config": {"tags": ["VIP"]}},
+            "steps": [
+                {
+                    "id": "nota",
+                    "type": "add_comment",
+                    "config": {"text": "Cliente VIP: atender con prioridad."},
+                    "next": "asignar",
+                },
+                {
+                    "id": "asignar",
+                    "type": "assign",
+                    "config": {"to": "workspace", "strategy": "round_robin", "only_online": True},
+                },
+            ],
+        },
     )
 
 

@@ -13,6 +13,7 @@ from tertulia.reports import models as reports_models
 from tertulia.segments import models as segments_models
 from tertulia.users import models as users_models
 from tertulia.webhooks import models as webhooks_models
+from tertulia.workflows import models as workflows_models
 from tertulia.workspaces import models as workspaces_models
 
 __all__ = [
@@ -29,5 +30,6 @@ __all__ = [
     "segments_models",
     "users_models",
     "webhooks_models",
+    "workflows_models",
     "workspaces_models",
 ]

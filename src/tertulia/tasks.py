@@ -15,6 +15,8 @@ Tasks (name, module, what queues it):
   after a channel is connected, or a manager asks.
 - `webhooks.deliver` (webhooks.tasks): webhook deliveries that are due; after the event-log consumer
   writes them, a redelivery or a test event.
+- `workflows.advance` (workflows.tasks): workflow runs that are due; after the trigger consumer
+  starts runs or hands them what a contact wrote.
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
@@ -23,8 +25,8 @@ auto-close inactivity are closed), `broadcasts.sweep` (due broadcasts started, s
 pumped), `conversations.fetch_mailboxes` (email channels whose poll interval has passed),
 `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
-hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), and the event log's dispatcher and
-pruning (`events.tasks`).
+hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), `workflows.sweep` (runs whose wait
+ended or whose worker died), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
 pending outgoing messages with no task waiting, queued or interrupted imports, and broadcasts due
@@ -47,6 +49,7 @@ from tertulia.kit import queue
 from tertulia.mail import tasks as mail_tasks
 from tertulia.segments import tasks as segments_tasks
 from tertulia.webhooks import tasks as webhooks_tasks
+from tertulia.workflows import tasks as workflows_tasks
 
 consumers.install()
 
@@ -62,6 +65,7 @@ __all__ = [
     "mail_tasks",
     "segments_tasks",
     "webhooks_tasks",
+    "workflows_tasks",
 ]
 
 
@@ -73,4 +77,5 @@ def _requeue_interrupted_imports() -> int:
 queue.at_consumer_start(conversations_outbox.requeue_pending_outbound)
 queue.at_consumer_start(_requeue_interrupted_imports)
 queue.at_consumer_start(broadcasts_tasks.sweep)
+queue.at_consumer_start(workflows_tasks.sweep)
 queue.at_consumer_stop(import_runner.release_running_imports)

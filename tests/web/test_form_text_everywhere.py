@@ -33,6 +33,7 @@ from tertulia.users.models import Role
 from tertulia.users.passwords import do_request_password_reset
 from tertulia.users.teams import do_create_team
 from tertulia.web.context import LANGUAGE_COOKIE
+from tertulia.workflows.service import do_create_workflow
 from tests.channels import meta_samples as meta
 from tests.channels.fake_telegram import BOT_TOKEN
 from tests.conftest import Tenant
@@ -244,6 +245,9 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
             "job_id": job.id,
             "category_id": category.id,
             "broadcast_id": broadcast.id,
+            "workflow_id": do_create_workflow(
+                session, actor, "Flujo", {"trigger": {"type": "manual"}, "steps": [{"id": "a", "type": "unassign"}]}
+            ).id,
         }
     with db.transaction() as session:
         do_request_password_reset(session, email_of(db, tenant.manager_id))
@@ -255,6 +259,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "snippet_id": str(snippet["id"]),
         "category_id": str(ids["category_id"]),
         "broadcast_id": str(ids["broadcast_id"]),
+        "workflow_id": str(ids["workflow_id"]),
         "key": field["key"],
         "file_id": str(uploaded["id"]),
         "tag_id": str(tag_id),

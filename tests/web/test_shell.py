@@ -246,12 +246,9 @@ def test_settings_need_manage_workspace(client: TestClient, db: Database, tenant
     assert client.get("/settings").status_code == 200
 
 
-def test_coming_soon_modules_and_unknown_pages(client: TestClient, db: Database, tenant: Tenant) -> None:
+def test_modules_agents_may_not_open_and_unknown_pages(client: TestClient, db: Database, tenant: Tenant) -> None:
     sign_in_as(client, db, tenant.agent_id, "agent-password")
-    for path in ("/workflows",):
-        response = client.get(path)
-        assert response.status_code == 200
-        assert "Coming soon" in response.text
+    assert client.get("/workflows").status_code == 403  # owners and managers only
     missing = client.get("/no-such-page")
     assert missing.status_code == 404
     assert "Page not found" in missing.text

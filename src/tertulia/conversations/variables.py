@@ -7,7 +7,7 @@ as an empty string.
 """
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,19 +56,41 @@ def _known(name: str, custom_keys: Iterable[str] | None) -> bool:
 def parse(text: str, custom_keys: Iterable[str] | None = None, field_name: str = "text") -> list[Variable]:
     """Every variable in `text`; raises ValidationFailed naming the first bad one."""
     keys = list(custom_keys) if custom_keys is not None else None
+    return parse_names(text, lambda name: _known(name, keys), field_name)
+
+
+def parse_names(text: str, known: Callable[[str], bool], field_name: str = "text") -> list[Variable]:
+    """The same syntax with another set of names (workflows add `trigger.*`, `vars.*`...): `known`
+    says which dotted names exist."""
     found: list[Variable] = []
     for match in _TAG.finditer(text):
         body = _BODY.match(match.group(1))
         if body is None:
             piped = _PIPED.match(match.group(1))
-            if piped is not None and _known(piped.group("name"), keys):
+            if piped is not None and known(piped.group("name")):
                 raise ValidationFailed.field(field_name, f"the fallback of {match.group(0)} must be in double quotes")
-        if body is None or not _known(body.group("name"), keys):
+        if body is None or not known(body.group("name")):
             raise ValidationFailed.field(field_name, f"unknown variable {match.group(0)}")
         found.append(Variable(body.group("name"), body.group("fallback")))
     if "{{" in _TAG.sub("", text):
         raise ValidationFailed.field(field_name, "unclosed {{ in text")
     return found
+
+
+def substitute_names(text: str, lookup: Callable[[str], Any]) -> str:
+    """Replace every variable of an already checked text by `lookup(name)`, or its fallback when
+    that is None or empty. Anything that is not a well-formed variable is left as it is."""
+
+    def substitute(match: re.Match[str]) -> str:
+        body = _BODY.match(match.group(1))
+        if body is None:
+            return match.group(0)
+        value = lookup(body.group("name"))
+        if value is None or value == "":
+            return body.group("fallback") or ""
+        return str(value)
+
+    return _TAG.sub(substitute, text)
 
 
 def _lookup(name: str, ctx: VariableContext) -> Any:
@@ -81,13 +103,4 @@ def _lookup(name: str, ctx: VariableContext) -> Any:
 
 def render(text: str, ctx: VariableContext, custom_keys: Iterable[str] | None = None, field_name: str = "text") -> str:
     parse(text, custom_keys, field_name)
-
-    def substitute(match: re.Match[str]) -> str:
-        body = _BODY.match(match.group(1))
-        assert body is not None  # parse() has checked every tag
-        value = _lookup(body.group("name"), ctx)
-        if value is None or value == "":
-            return body.group("fallback") or ""
-        return str(value)
-
-    return _TAG.sub(substitute, text)
+    return substitute_names(text, lambda name: _lookup(name, ctx))

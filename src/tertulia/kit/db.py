@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 from tertulia.kit import realtime
 from tertulia.kit.errors import TooSlow
@@ -209,12 +209,17 @@ def database_of(session: Session) -> Database:
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run `callback` after this session's transaction commits; drop it on rollback."""
+    """Run `callback` after this session's transaction commits; drop it on rollback. Registered
+    inside a savepoint, it waits for the whole transaction, and is dropped if the savepoint rolls
+    back (SQLAlchemy reports a savepoint's release as a commit, and its rollback as a rollback)."""
     session.info.setdefault("on_commit", []).append(callback)
 
 
 @event.listens_for(Session, "after_commit")
 def _run_on_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: not a commit yet
+    session.info.pop("on_commit_marks", None)
     callbacks = session.info.pop("on_commit", [])
     # A transaction's realtime events leave together: one publish for a batch, not one each.
     with realtime.batched():
@@ -222,9 +227,30 @@ def _run_on_commit(session: Session) -> None:
             callback()
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_on_commit(session: Session) -> None:
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info.setdefault("on_commit_marks", {})[transaction] = len(session.info.get("on_commit") or ())
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_on_commit(session: Session, previous_transaction: SessionTransaction) -> None:
+    marks: dict[SessionTransaction, int] = session.info.get("on_commit_marks") or {}
+    if previous_transaction.nested:
+        mark = marks.pop(previous_transaction, None)
+        callbacks = session.info.get("on_commit")
+        if mark is not None and callbacks is not None:
+            del callbacks[mark:]
+        return
     session.info.pop("on_commit", None)
+    session.info.pop("on_commit_marks", None)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_all_on_commit(session: Session) -> None:
+    if not session.in_nested_transaction():
+        session.info.pop("on_commit", None)
+        session.info.pop("on_commit_marks", None)
 
 
 @contextmanager

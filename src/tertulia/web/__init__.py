@@ -22,18 +22,13 @@ from tertulia.kit.errors import DomainError
 from tertulia.kit.http import CheckedInputRoute, is_page_request
 from tertulia.kit.types import ID_OUT_OF_RANGE
 from tertulia.web import i18n
-from tertulia.web.context import LANGUAGE_COOKIE, CsrfRejected, LoginRequired, UserPage, WebContext, login_url
+from tertulia.web.context import LANGUAGE_COOKIE, CsrfRejected, LoginRequired, UserPage, login_url
 from tertulia.web.security import SecurityHeadersMiddleware
 from tertulia.web.templating import STATIC_DIR, render
 
 STATIC_MAX_AGE = 365 * 24 * 3600
 
 shell_router = APIRouter(include_in_schema=False, route_class=CheckedInputRoute)
-
-# Modules not yet live: the shell links them and shows what is coming.
-COMING_SOON: dict[str, tuple[str, str]] = {
-    "workflows": (i18n.lazy("Workflows"), i18n.lazy("Automate replies, assignment and follow-ups.")),
-}
 
 
 class CachedStaticFiles(StaticFiles):
@@ -72,17 +67,6 @@ async def _call(handler: Any, request: Request, exc: Exception) -> Any:
 @shell_router.get("/")
 def home(_ctx: UserPage) -> Response:
     return RedirectResponse("/contacts", status_code=303)
-
-
-def _coming_soon(ctx: WebContext, module: str) -> Response:
-    title, blurb = COMING_SOON[module]
-    context = {"title": ctx.fmt.gettext(title), "blurb": ctx.fmt.gettext(blurb)}
-    return ctx.render("coming_soon.html", context, active=module)
-
-
-@shell_router.get("/workflows")
-def workflows(ctx: UserPage) -> Response:
-    return _coming_soon(ctx, "workflows")
 
 
 def install_web(app: FastAPI) -> None:

@@ -2,7 +2,7 @@
 assistant's knowledge matrix and its per-channel settings
 
 Revision ID: 0310_knowledge
-Revises: 0290_business_hours
+Revises: 0300_workflows
 Create Date: 2026-11-26
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0310_knowledge"
-down_revision: str | None = "0290_business_hours"
+down_revision: str | None = "0300_workflows"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

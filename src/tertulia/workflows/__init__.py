@@ -1,0 +1,1 @@
+"""Workflows: triggers, steps and durable runs (docs/workflows.md)."""

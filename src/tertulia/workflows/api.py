@@ -1,0 +1,113 @@
+"""JSON endpoints for workflows (`manage_workflows`: owners, managers and API tokens).
+
+GET/POST /api/v1/workflows                      list; create from JSON (422 names the step and field)
+GET/PATCH /api/v1/workflows/{id}                one workflow; a new name and/or definition
+POST /api/v1/workflows/{id}/publish             publish its draft
+POST /api/v1/workflows/{id}/stop                stop it and end its runs
+POST /api/v1/workflows/{id}/simulate            run it on a contact without doing anything
+GET  /api/v1/workflows/{id}/runs                its runs with their logs, newest first
+POST /api/v1/workflows/{id}/runs/{run}/stop     stop one run
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from tertulia.contacts import service as contacts_service
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
+from tertulia.kit.types import ID
+from tertulia.users.permissions import Permission
+from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
+from tertulia.workflows import repository as repo
+from tertulia.workflows import service
+from tertulia.workflows.models import Workflow
+from tertulia.workflows.schemas import (
+    RunOut,
+    RunPage,
+    SimulateBody,
+    SimulationOut,
+    StopOut,
+    WorkflowBody,
+    WorkflowOut,
+    WorkflowPatch,
+)
+from tertulia.workflows.simulate import simulate
+
+router = APIRouter(prefix="/api/v1", tags=["workflows"], route_class=CheckedInputRoute, responses=API_ERRORS)
+
+
+def _out(session: DbSession, workflow: Workflow) -> WorkflowOut:
+    return WorkflowOut(**service.workflow_dict(session, workflow))
+
+
+@router.get("/workflows", response_model=list[WorkflowOut])
+def list_workflows(session: DbSession, actor: ApiActor) -> list[WorkflowOut]:
+    counts = repo.active_run_counts(session, actor.workspace_id)
+    return [
+        WorkflowOut(**service.workflow_dict(session, w, counts.get(w.id, 0)))
+        for w in service.list_workflows(session, actor)
+    ]
+
+
+@router.post("/workflows", response_model=WorkflowOut, status_code=201)
+def create_workflow(session: DbSession, actor: ApiActor, body: WorkflowBody) -> WorkflowOut:
+    return _out(session, service.do_create_workflow(session, actor, body.name, body.definition))
+
+
+@router.get("/workflows/{workflow_id}", response_model=WorkflowOut)
+def get_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> WorkflowOut:
+    return _out(session, service.access_workflow(session, actor, workflow_id))
+
+
+@router.patch("/workflows/{workflow_id}", response_model=WorkflowOut)
+def update_workflow(session: DbSession, actor: ApiActor, workflow_id: ID, body: WorkflowPatch) -> WorkflowOut:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    return _out(session, service.do_update_workflow(session, actor, workflow, body.name, body.definition))
+
+
+@router.post("/workflows/{workflow_id}/publish", response_model=WorkflowOut)
+def publish_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> WorkflowOut:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    return _out(session, service.do_publish(session, actor, workflow))
+
+
+@router.post("/workflows/{workflow_id}/stop", response_model=StopOut)
+def stop_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> StopOut:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    stopped = service.do_stop(session, actor, workflow)
+    return StopOut(workflow=_out(session, workflow), runs_stopped=stopped)
+
+
+@router.post("/workflows/{workflow_id}/simulate", response_model=SimulationOut)
+def simulate_workflow(session: DbSession, actor: ApiActor, workflow_id: ID, body: SimulateBody) -> SimulationOut:
+    workflow = service.access_workflow(session, actor, workflow_id)
+    contact = contacts_service.access_contact(session, actor, body.contact, Permission.VIEW_CONTACTS)
+    checked = service.check_definition(
+        session, actor.workspace_id, service.current_definition(session, workflow), workflow.id
+    )
+    result = simulate(session, checked, contact, answers=body.answers)
+    return SimulationOut.model_validate(result, from_attributes=True)
+
+
+@router.get("/workflows/{workflow_id}/runs", response_model=RunPage)
+def list_runs(
+    session: DbSession,
+    actor: ApiActor,
+    workflow_id: ID,
+    before: Annotated[ID | None, Query(description="A run id: older ones.")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> RunPage:
+    workflow = service.access_workflow(session, actor, workflow_id)
+    items = service.runs_with_logs(session, workflow, before_id=before, limit=limit + 1)
+    page = items[:limit]
+    return RunPage(
+        items=[RunOut(**service.run_dict(item)) for item in page],
+        next_cursor=page[-1].run.id if len(items) > limit else None,
+    )
+
+
+@router.post("/workflows/{workflow_id}/runs/{run_id}/stop", response_model=RunOut)
+def stop_run(session: DbSession, actor: ApiActor, workflow_id: ID, run_id: ID) -> RunOut:
+    workflow = service.access_workflow(session, actor, workflow_id)
+    run = service.do_stop_run(session, actor, service.access_run(session, actor, workflow, run_id, lock=True))
+    return RunOut(**service.run_dict(service.RunWithLogs(run, repo.logs_of(session, [run.id])[run.id])))

@@ -1,0 +1,774 @@
+"""The workflow definition language: its JSON shape, its checks, and the checked form the engine runs.
+
+A definition is one trigger and a list of steps. The first step is where a run starts; every step
+names the step after it (`next`, or none: the run ends) and, for outcomes that leave the straight
+path, `on` (`failure`, `invalid`, `timeout`). A branch step lists its branches in its config, each
+with conditions and a `next`; its own `next` is the else branch. Conditions are the segments'
+filter language (segments/language.py), plus one category of our own, `variable`, over the run's
+variables. Texts use the inbox's variable syntax (conversations/variables.py) with the names listed
+in `TRIGGER_VARIABLES`, `conversation.*`, `assignee.*`, `vars.*` and `system.*`.
+
+`check_definition` never stops at the first problem: it returns every error it finds, keyed by the
+path of the step and field at fault (`steps[3].config.text`), so a builder can show each beside its
+field. docs/workflows.md describes the format for people.
+"""
+
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from tertulia.contacts.models import FieldType
+from tertulia.conversations import variables
+from tertulia.kit.errors import ValidationFailed
+from tertulia.segments import language as filters
+from tertulia.segments.language import CheckedFilter
+
+MAX_STEPS = 100
+MAX_BRANCHES = 9
+MAX_OPTIONS = 10
+MAX_OPTION_LENGTH = 20
+MAX_JUMPS = 10
+MAX_HEADERS = 10
+MAX_MAPPINGS = 10
+MAX_TEXT = 2000
+MAX_WAIT_SECONDS = 7 * 24 * 3600
+MAX_HTTP_TIMEOUT = 30
+STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+VAR_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
+UNIT_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400}
+# A run's variables enter the filter language as custom fields with this prefix (see
+# `_filter_with_variables`), so conditions on them are checked and evaluated by the segments' code.
+# Names are at most 50 characters so the prefixed key stays a valid custom key (64).
+VAR_PREFIX = "wfvar__"
+
+TriggerType = Literal[
+    "conversation_opened",
+    "conversation_closed",
+    "tag_added",
+    "tag_removed",
+    "field_changed",
+    "broadcast_replied",
+    "manual",
+]
+TRIGGER_TYPES: tuple[str, ...] = (
+    "conversation_opened",
+    "conversation_closed",
+    "tag_added",
+    "tag_removed",
+    "field_changed",
+    "broadcast_replied",
+    "manual",
+)
+# Who opened or closed a conversation, from the event's actor (events.service.actor_label).
+SOURCES = ("contact", "user", "api", "workflow", "system")
+TRIGGER_VARIABLES: dict[str, frozenset[str]] = {
+    "conversation_opened": frozenset({"source", "conversation_id"}),
+    "conversation_closed": frozenset({"source", "conversation_id", "category", "summary"}),
+    "tag_added": frozenset({"tag"}),
+    "tag_removed": frozenset({"tag"}),
+    "field_changed": frozenset({"field", "old_value", "new_value"}),
+    "broadcast_replied": frozenset({"broadcast_id", "channel_id"}),
+    "manual": frozenset(),  # any name: the starting workflow passes its variables
+}
+CONTACT_VARIABLES = variables.CONTACT_FIELDS | {"id"}
+CONVERSATION_VARIABLES = frozenset({"id", "status", "channel_id", "opened_at", "closed_at", "closing_summary"})
+ASSIGNEE_VARIABLES = variables.USER_FIELDS
+SYSTEM_VARIABLES = frozenset({"current_date", "current_time", "current_datetime"})
+
+STEP_TYPES = (
+    "send_message",
+    "ask_question",
+    "wait",
+    "branch",
+    "update_field",
+    "add_tags",
+    "remove_tags",
+    "assign",
+    "unassign",
+    "open_conversation",
+    "close_conversation",
+    "add_comment",
+    "jump_to",
+    "start_workflow",
+    "http_request",
+)
+# Outcomes a step may send elsewhere than `next`.
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "send_message": ("failure",),
+    "ask_question": ("invalid", "timeout"),
+    "assign": ("failure",),
+    "http_request": ("failure",),
+}
+# The standard contact fields an update_field step may set (the others are the system's).
+UPDATABLE_FIELDS = ("first_name", "last_name", "email", "phone", "language", "country")
+
+
+# ----- the JSON shape ---------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TriggerIn(_Strict):
+    type: TriggerType
+    config: dict[str, Any] = Field(default_factory=dict)
+    # The segments' filter JSON over the contact, checked when the trigger fires.
+    conditions: dict[str, Any] = Field(default_factory=dict)
+    once_per_contact: bool = False
+
+
+class StepIn(_Strict):
+    id: str
+    type: str
+    name: str | None = Field(default=None, max_length=100)
+    config: dict[str, Any] | None = None
+    next: str | None = None
+    on: dict[str, str] = Field(default_factory=dict)
+
+
+class DefinitionIn(_Strict):
+    trigger: TriggerIn
+    steps: list[StepIn]
+
+
+# Trigger configs.
+
+
+class OpenedConfig(_Strict):
+    sources: list[Literal["contact", "user", "api", "workflow", "system"]] = Field(default_factory=list)
+
+
+class ClosedConfig(_Strict):
+    sources: list[Literal["contact", "user", "api", "workflow", "system"]] = Field(default_factory=list)
+    category_ids: list[int] = Field(default_factory=list)
+
+
+class TagConfig(_Strict):
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(default_factory=list, max_length=50)
+
+
+class FieldChangedConfig(_Strict):
+    fields: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(min_length=1, max_length=50)
+
+
+class BroadcastReplyConfig(_Strict):
+    broadcast_ids: list[int] = Field(default_factory=list, max_length=100)
+
+
+class EmptyConfig(_Strict):
+    pass
+
+
+TRIGGER_CONFIGS: dict[str, type[_Strict]] = {
+    "conversation_opened": OpenedConfig,
+    "conversation_closed": ClosedConfig,
+    "tag_added": TagConfig,
+    "tag_removed": TagConfig,
+    "field_changed": FieldChangedConfig,
+    "broadcast_replied": BroadcastReplyConfig,
+    "manual": EmptyConfig,
+}
+
+# Step configs.
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT)]
+
+
+class Duration(_Strict):
+    amount: int = Field(ge=1)
+    unit: Literal["minutes", "hours", "days"]
+
+    @property
+    def seconds(self) -> int:
+        return self.amount * UNIT_SECONDS[self.unit]
+
+
+class SendMessageConfig(_Strict):
+    # "last_interacted", or a channel id.
+    channel: Literal["last_interacted"] | int = "last_interacted"
+    text: Text
+
+
+class SaveTo(_Strict):
+    kind: Literal["field", "variable", "tag"]
+    # A contact field name, a variable name, or nothing for a tag (the chosen option is the tag).
+    name: str | None = None
+
+
+class AskQuestionConfig(_Strict):
+    text: Text
+    kind: Literal["text", "choice", "number", "email", "phone", "date"] = "text"
+    options: list[Annotated[str, Field(min_length=1, max_length=MAX_OPTION_LENGTH)]] = Field(
+        default_factory=list, max_length=MAX_OPTIONS
+    )
+    min: float | None = None
+    max: float | None = None
+    retry_text: Text | None = None
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    timeout: Duration = Field(default_factory=lambda: Duration(amount=1, unit="days"))
+    save_to: SaveTo | None = None
+    channel: Literal["last_interacted"] | int = "last_interacted"
+
+
+class WaitConfig(_Strict):
+    duration: Duration
+    until_contact_writes: bool = False
+
+
+class BranchIn(_Strict):
+    name: str = Field(min_length=1, max_length=100)
+    conditions: dict[str, Any]
+    next: str | None = None
+
+
+class BranchConfig(_Strict):
+    branches: list[BranchIn] = Field(min_length=1, max_length=MAX_BRANCHES)
+
+
+class UpdateFieldConfig(_Strict):
+    field: str = Field(min_length=1, max_length=100)
+    # Text with variables; an empty text clears the field.
+    value: str = Field(max_length=MAX_TEXT)
+
+
+class TagsConfig(_Strict):
+    tags: list[Annotated[str, Field(min_length=1, max_length=100)]] = Field(min_length=1, max_length=20)
+
+
+class AssignConfig(_Strict):
+    to: Literal["user", "team", "workspace"]
+    user_id: int | None = None
+    team_id: int | None = None
+    strategy: Literal["round_robin", "least_open"] = "round_robin"
+    only_online: bool = False
+
+
+class CloseConfig(_Strict):
+    category_id: int | None = None
+    summary: str | None = Field(default=None, max_length=MAX_TEXT)
+
+
+class CommentConfig(_Strict):
+    text: Text
+
+
+class JumpConfig(_Strict):
+    target: str
+    max_jumps: int = Field(default=3, ge=1, le=MAX_JUMPS)
+    # When the jumps are used up: go on to `next`, or end the run.
+    when_exhausted: Literal["continue", "exit"] = "continue"
+
+
+class StartWorkflowConfig(_Strict):
+    workflow_id: int = Field(ge=1)
+
+
+class Header(_Strict):
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    value: str = Field(max_length=MAX_TEXT)
+
+
+class ResponseMapping(_Strict):
+    path: str = Field(min_length=1, max_length=200, pattern=r"^\$(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*$")
+    variable: str
+
+
+class HttpConfig(_Strict):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str = Field(min_length=1, max_length=2000)
+    headers: list[Header] = Field(default_factory=list, max_length=MAX_HEADERS)
+    # A JSON text with variables; sent as application/json after the variables are filled in.
+    body: str | None = Field(default=None, max_length=20_000)
+    timeout_seconds: int = Field(default=10, ge=1, le=MAX_HTTP_TIMEOUT)
+    response: list[ResponseMapping] = Field(default_factory=list, max_length=MAX_MAPPINGS)
+    status_variable: str | None = None
+
+
+STEP_CONFIGS: dict[str, type[_Strict]] = {
+    "send_message": SendMessageConfig,
+    "ask_question": AskQuestionConfig,
+    "wait": WaitConfig,
+    "branch": BranchConfig,
+    "update_field": UpdateFieldConfig,
+    "add_tags": TagsConfig,
+    "remove_tags": TagsConfig,
+    "assign": AssignConfig,
+    "unassign": EmptyConfig,
+    "open_conversation": EmptyConfig,
+    "close_conversation": CloseConfig,
+    "add_comment": CommentConfig,
+    "jump_to": JumpConfig,
+    "start_workflow": StartWorkflowConfig,
+    "http_request": HttpConfig,
+}
+# Steps that work without any configuration: the others must have one.
+NO_CONFIG_STEPS = frozenset({"unassign", "open_conversation", "close_conversation"})
+
+
+# ----- the checked form -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    id: str
+    type: str
+    name: str | None
+    config: Any  # the step's config model
+    next: str | None
+    on: Mapping[str, str]
+    # branch: one checked filter per branch, in order.
+    filters: tuple[CheckedFilter, ...] = ()
+
+
+@dataclass(frozen=True)
+class Workflow:
+    """A checked definition: what the engine runs."""
+
+    trigger: TriggerIn
+    trigger_config: Any
+    conditions: CheckedFilter
+    steps: tuple[Step, ...]
+    by_id: Mapping[str, Step]
+    variable_kinds: Mapping[str, str]
+
+    @property
+    def first(self) -> Step:
+        return self.steps[0]
+
+
+SegmentLoader = Callable[[int], Mapping[str, Any] | None]
+
+
+@dataclass
+class CheckContext:
+    """What checking a definition needs from its workspace. Sets left as None are not checked
+    (a definition read back from storage was checked when it was saved)."""
+
+    custom_fields: Mapping[str, FieldType]
+    load_segment: SegmentLoader = lambda _id: None
+    channel_ids: frozenset[int] | None = None
+    user_ids: frozenset[int] | None = None
+    team_ids: frozenset[int] | None = None
+    closing_category_ids: frozenset[int] | None = None
+    # Workflows of the workspace with a manual trigger (what start_workflow may name).
+    manual_workflow_ids: frozenset[int] | None = None
+    self_workflow_id: int | None = None
+
+
+class DefinitionErrors(ValidationFailed):
+    """422 with every error of the definition, by path."""
+
+    def __init__(self, errors: Mapping[str, str]) -> None:
+        first = next(iter(errors.items()))
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{first[0]}: {first[1]}{more}", details=dict(errors))
+
+
+def _loc_path(prefix: str, loc: tuple[int | str, ...]) -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+def _model_errors(exc: PydanticValidationError, prefix: str) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for error in exc.errors():
+        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part in ("int", "str")))
+        # Union members (a channel id or "last_interacted") add their own name to the location.
+        loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("literal[") or p == "int")))
+        found.setdefault(_loc_path(prefix, loc), error["msg"])
+    return found
+
+
+def variables_in(raw: Any) -> Iterator[tuple[str, str]]:
+    """(name, path) of every variable a filter's `variable` conditions name."""
+    if not isinstance(raw, Mapping):
+        return
+    for g_index, group in enumerate(raw.get("groups") or []):
+        if not isinstance(group, Mapping):
+            continue
+        for c_index, condition in enumerate(group.get("conditions") or []):
+            if isinstance(condition, Mapping) and condition.get("category") == "variable":
+                yield str(condition.get("field")), f"groups[{g_index}].conditions[{c_index}].field"
+
+
+def _filter_with_variables(raw: Any) -> Any:
+    """The filter with `variable` conditions written as conditions on prefixed custom fields, so the
+    segments' checker and evaluator handle them (the engine puts the variables there)."""
+    if not isinstance(raw, Mapping):
+        return raw
+    groups = []
+    for group in raw.get("groups") or []:
+        if not isinstance(group, Mapping):
+            groups.append(group)
+            continue
+        conditions = []
+        for condition in group.get("conditions") or []:
+            if isinstance(condition, Mapping) and condition.get("category") == "variable":
+                name = f"{VAR_PREFIX}{condition.get('field')}"
+                conditions.append({**condition, "category": "contact_field", "field": name})
+            else:
+                conditions.append(condition)
+        groups.append({**group, "conditions": conditions})
+    return {**raw, "groups": groups}
+
+
+def _variable_kind(kind: str) -> FieldType:
+    return FieldType.NUMBER if kind == "number" else FieldType.TEXT
+
+
+class _Checker:
+    def __init__(self, ctx: CheckContext) -> None:
+        self.ctx = ctx
+        self.errors: dict[str, str] = {}
+        self.variable_kinds: dict[str, str] = {}
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.setdefault(path, message)
+
+    def run(self, raw: Any) -> Workflow | None:
+        if not isinstance(raw, Mapping):
+            self.error("definition", "must be an object with trigger and steps")
+            return None
+        try:
+            parsed = DefinitionIn.model_validate(raw)
+        except PydanticValidationError as exc:
+            self.errors.update(_model_errors(exc, ""))
+            return None
+        if not parsed.steps:
+            self.error("steps", "a workflow needs at least one step")
+            return None
+        if len(parsed.steps) > MAX_STEPS:
+            self.error("steps", f"at most {MAX_STEPS} steps")
+            return None
+        trigger_config = self.trigger_config(parsed.trigger)
+        configs = [self.step_config(index, step) for index, step in enumerate(parsed.steps)]
+        ids = self.step_ids(parsed.steps)
+        self.collect_variables(parsed.steps, configs)
+        conditions = self.filter(parsed.trigger.conditions, "trigger.conditions", allow_variables=False)
+        steps: list[Step] = []
+        for index, (step, config) in enumerate(zip(parsed.steps, configs, strict=True)):
+            path = f"steps[{index}]"
+            self.edges(step, config, ids, path)
+            filters: tuple[CheckedFilter, ...] = ()
+            if config is not None:
+                self.references(step.type, config, f"{path}.config", ids)
+                self.texts(parsed.trigger.type, step.type, config, f"{path}.config")
+                if isinstance(config, BranchConfig):
+                    filters = tuple(
+                        self.filter(branch.conditions, f"{path}.config.branches[{b}].conditions", allow_variables=True)
+                        or CheckedFilter("all", ())
+                        for b, branch in enumerate(config.branches)
+                    )
+            steps.append(Step(index, step.id, step.type, step.name, config, step.next, dict(step.on), filters))
+        if len(ids) == len(steps):
+            self.graph(steps)
+        if self.errors:
+            return None
+        assert conditions is not None
+        return Workflow(
+            trigger=parsed.trigger,
+            trigger_config=trigger_config,
+            conditions=conditions,
+            steps=tuple(steps),
+            by_id={s.id: s for s in steps},
+            variable_kinds=dict(self.variable_kinds),
+        )
+
+    # -- trigger
+
+    def trigger_config(self, trigger: TriggerIn) -> Any:
+        model = TRIGGER_CONFIGS[trigger.type]
+        try:
+            config = model.model_validate(trigger.config)
+        except PydanticValidationError as exc:
+            self.errors.update(_model_errors(exc, "trigger.config"))
+            return None
+        if trigger.type == "manual" and trigger.once_per_contact:
+            self.error("trigger.once_per_contact", "a manual trigger has no once-per-contact setting")
+        if isinstance(config, FieldChangedConfig):
+            for index, name in enumerate(config.fields):
+                if not self.known_field(name):
+                    self.error(f"trigger.config.fields[{index}]", f"unknown contact field {name!r}")
+        if isinstance(config, ClosedConfig) and self.ctx.closing_category_ids is not None:
+            for index, category in enumerate(config.category_ids):
+                if category not in self.ctx.closing_category_ids:
+                    self.error(f"trigger.config.category_ids[{index}]", f"no closing category {category}")
+        return config
+
+    def known_field(self, name: str) -> bool:
+        return name in UPDATABLE_FIELDS or name in self.ctx.custom_fields
+
+    # -- steps
+
+    def step_config(self, index: int, step: StepIn) -> Any:
+        path = f"steps[{index}]"
+        if step.type not in STEP_CONFIGS:
+            self.error(f"{path}.type", f"unknown step type; use one of: {', '.join(STEP_TYPES)}")
+            return None
+        if not step.config and step.type not in NO_CONFIG_STEPS:
+            self.error(f"{path}.config", "this step needs its configuration")
+            return None
+        try:
+            return STEP_CONFIGS[step.type].model_validate(step.config or {})
+        except PydanticValidationError as exc:
+            self.errors.update(_model_errors(exc, f"{path}.config"))
+            return None
+
+    def step_ids(self, steps: list[StepIn]) -> set[str]:
+        seen: set[str] = set()
+        for index, step in enumerate(steps):
+            if not STEP_ID.match(step.id):
+                self.error(f"steps[{index}].id", "lower-case letters, digits, - and _ (at most 64)")
+            elif step.id in seen:
+                self.error(f"steps[{index}].id", f"another step already has the id {step.id!r}")
+            seen.add(step.id)
+        return seen
+
+    def collect_variables(self, steps: list[StepIn], configs: list[Any]) -> None:
+        """The variables a run may have: answers saved as variables and HTTP response values."""
+        for index, config in enumerate(configs):
+            path = f"steps[{index}].config"
+            names: list[tuple[str, str, str]] = []
+            if isinstance(config, AskQuestionConfig) and config.save_to is not None:
+                kind = "number" if config.kind == "number" else "text"
+                if config.save_to.kind == "variable":
+                    names.append((config.save_to.name or "", f"{path}.save_to.name", kind))
+            if isinstance(config, HttpConfig):
+                names.extend(
+                    (m.variable, f"{path}.response[{i}].variable", "text") for i, m in enumerate(config.response)
+                )
+                if config.status_variable is not None:
+                    names.append((config.status_variable, f"{path}.status_variable", "number"))
+            for name, name_path, kind in names:
+                if not VAR_NAME.match(name):
+                    self.error(name_path, "a variable name: lower-case letters, digits and _ (at most 64)")
+                    continue
+                known = self.variable_kinds.get(name)
+                if known is not None and known != kind:
+                    self.error(name_path, f"the variable {name!r} is a {known} elsewhere in this workflow")
+                self.variable_kinds[name] = kind
+        del steps
+
+    def edges(self, step: StepIn, config: Any, ids: set[str], path: str) -> None:
+        if step.next is not None and step.next not in ids:
+            self.error(f"{path}.next", f"no step {step.next!r}")
+        exits = isinstance(config, JumpConfig) and config.when_exhausted == "exit"
+        if exits and step.next is not None:
+            self.error(f"{path}.next", "a jump that ends the run when its jumps are used up has no next step")
+        allowed = OUTCOMES.get(step.type, ())
+        for outcome, target in step.on.items():
+            if outcome not in allowed:
+                message = f"use one of: {', '.join(allowed)}" if allowed else "this step has no other outcomes"
+                self.error(f"{path}.on.{outcome}", f"unknown outcome; {message}")
+            elif target not in ids:
+                self.error(f"{path}.on.{outcome}", f"no step {target!r}")
+        if isinstance(config, BranchConfig):
+            for b, branch in enumerate(config.branches):
+                if branch.next is not None and branch.next not in ids:
+                    self.error(f"{path}.config.branches[{b}].next", f"no step {branch.next!r}")
+
+    def references(self, step_type: str, config: Any, path: str, ids: set[str]) -> None:
+        ctx = self.ctx
+        channel = getattr(config, "channel", None)
+        if isinstance(channel, int) and ctx.channel_ids is not None and channel not in ctx.channel_ids:
+            self.error(f"{path}.channel", f"no channel {channel}")
+        if isinstance(config, AskQuestionConfig):
+            self.question(config, path)
+        if isinstance(config, WaitConfig) and config.duration.seconds > MAX_WAIT_SECONDS:
+            self.error(f"{path}.duration", "at most 7 days")
+        if isinstance(config, UpdateFieldConfig) and not self.known_field(config.field):
+            self.error(f"{path}.field", f"unknown contact field {config.field!r}")
+        if isinstance(config, AssignConfig):
+            if config.to == "user":
+                if config.user_id is None:
+                    self.error(f"{path}.user_id", "choose the user")
+                elif ctx.user_ids is not None and config.user_id not in ctx.user_ids:
+                    self.error(f"{path}.user_id", f"no member {config.user_id} in this workspace")
+            if config.to == "team":
+                if config.team_id is None:
+                    self.error(f"{path}.team_id", "choose the team")
+                elif ctx.team_ids is not None and config.team_id not in ctx.team_ids:
+                    self.error(f"{path}.team_id", f"no team {config.team_id}")
+        category = config.category_id if isinstance(config, CloseConfig) else None
+        if category is not None and ctx.closing_category_ids is not None and category not in ctx.closing_category_ids:
+            self.error(f"{path}.category_id", f"no closing category {category}")
+        if isinstance(config, JumpConfig) and config.target not in ids:
+            self.error(f"{path}.target", f"no step {config.target!r}")
+        if isinstance(config, StartWorkflowConfig):
+            if config.workflow_id == ctx.self_workflow_id:
+                self.error(f"{path}.workflow_id", "a workflow cannot start itself")
+            elif ctx.manual_workflow_ids is not None and config.workflow_id not in ctx.manual_workflow_ids:
+                self.error(f"{path}.workflow_id", f"no workflow {config.workflow_id} with a manual trigger")
+        if isinstance(config, HttpConfig) and not re.match(r"^https?://", config.url.strip(), re.IGNORECASE):
+            self.error(f"{path}.url", "must start with https:// or http://")
+        del step_type
+
+    def question(self, config: AskQuestionConfig, path: str) -> None:
+        if config.kind == "choice" and len(config.options) < 2:
+            self.error(f"{path}.options", "a multiple choice question needs 2 to 10 options")
+        if config.kind != "choice" and config.options:
+            self.error(f"{path}.options", "only a multiple choice question has options")
+        if config.kind != "number" and (config.min is not None or config.max is not None):
+            self.error(f"{path}.min", "only a number question has a minimum and maximum")
+        if config.min is not None and config.max is not None and config.min > config.max:
+            self.error(f"{path}.max", "must not be below the minimum")
+        if config.timeout.seconds > MAX_WAIT_SECONDS:
+            self.error(f"{path}.timeout", "at most 7 days")
+        save = config.save_to
+        if save is not None:
+            if save.kind == "tag" and config.kind != "choice":
+                self.error(f"{path}.save_to.kind", "only a multiple choice answer can be saved as a tag")
+            if save.kind == "tag" and save.name is not None:
+                self.error(f"{path}.save_to.name", "the chosen option is the tag; give no name")
+            if save.kind == "field" and not self.known_field(save.name or ""):
+                self.error(f"{path}.save_to.name", f"unknown contact field {save.name!r}")
+
+    def texts(self, trigger_type: str, step_type: str, config: Any, path: str) -> None:
+        for name, text in _texts_of(config):
+            try:
+                variables.parse_names(text, lambda n: self.known_variable(trigger_type, n), f"{path}.{name}")
+            except ValidationFailed as exc:
+                for where, message in (exc.details or {}).items():
+                    self.error(where, message)
+        if isinstance(config, HttpConfig) and config.body is not None and f"{path}.body" not in self.errors:
+            try:
+                json.loads(variables.substitute_names(config.body, lambda _name: "0"))
+            except ValueError:
+                self.error(f"{path}.body", "must be JSON (variables may stand in for values)")
+        del step_type
+
+    def known_variable(self, trigger_type: str, name: str) -> bool:
+        head, _, rest = name.partition(".")
+        if head == "contact":
+            if rest.startswith("custom."):
+                return rest.removeprefix("custom.") in self.ctx.custom_fields
+            return rest in CONTACT_VARIABLES
+        if head == "conversation":
+            return rest in CONVERSATION_VARIABLES
+        if head == "assignee":
+            return rest in ASSIGNEE_VARIABLES
+        if head == "system":
+            return rest in SYSTEM_VARIABLES
+        if head == "vars":
+            return rest in self.variable_kinds
+        if head == "trigger":
+            return "." not in rest and (trigger_type == "manual" or rest in TRIGGER_VARIABLES[trigger_type])
+        return False
+
+    def filter(self, raw: Any, path: str, *, allow_variables: bool) -> CheckedFilter | None:
+        custom: dict[str, FieldType] = dict(self.ctx.custom_fields)
+        if allow_variables:
+            for name, where in variables_in(raw):
+                if name not in self.variable_kinds:
+                    self.error(f"{path}.{where}", f"unknown variable {name!r}")
+                    return None
+            custom.update({f"{VAR_PREFIX}{n}": _variable_kind(k) for n, k in self.variable_kinds.items()})
+            raw = _filter_with_variables(raw)
+        ctx = filters.CheckContext(custom_fields=custom, load_segment=self.ctx.load_segment)
+        try:
+            return filters.check_filter(raw, ctx, path)
+        except ValidationFailed as exc:
+            for where, message in (exc.details or {path: exc.message}).items():
+                self.error(where, message)
+            return None
+
+    # -- the graph
+
+    def graph(self, steps: list[Step]) -> None:
+        """Every step reachable from the first; no cycle except through a jump_to step."""
+        by_id = {s.id: s for s in steps}
+        reached: set[str] = set()
+        pending = [steps[0].id]
+        while pending:
+            current = pending.pop()
+            if current in reached:
+                continue
+            reached.add(current)
+            pending.extend(t for t in successors(by_id[current], jumps=True) if t in by_id)
+        for step in steps:
+            if step.id not in reached:
+                self.error(f"steps[{step.index}]", "no path leads to this step (unreachable)")
+        # Depth-first search for a cycle over the edges other than jumps.
+        state: dict[str, int] = {}
+
+        def visit(step_id: str) -> bool:
+            state[step_id] = 1
+            for target in successors(by_id[step_id], jumps=False):
+                if target not in by_id:
+                    continue
+                mark = state.get(target, 0)
+                if mark == 1:
+                    step = by_id[step_id]
+                    self.error(
+                        f"steps[{step.index}].next", f"makes a loop back to {target!r}; loops must use a jump_to step"
+                    )
+                    return True
+                if mark == 0 and visit(target):
+                    return True
+            state[step_id] = 2
+            return False
+
+        for step in steps:
+            if state.get(step.id, 0) == 0 and visit(step.id):
+                return
+
+
+def successors(step: Step, *, jumps: bool) -> list[str]:
+    found = [t for t in (step.next, *step.on.values()) if t is not None]
+    if isinstance(step.config, BranchConfig):
+        found.extend(b.next for b in step.config.branches if b.next is not None)
+    if jumps and isinstance(step.config, JumpConfig):
+        found.append(step.config.target)
+    return found
+
+
+def _texts_of(config: Any) -> list[tuple[str, str]]:
+    """(field path, text) of every text with variables in a step's config."""
+    if isinstance(config, SendMessageConfig | CommentConfig):
+        return [("text", config.text)]
+    if isinstance(config, AskQuestionConfig):
+        found = [("text", config.text)]
+        if config.retry_text:
+            found.append(("retry_text", config.retry_text))
+        return found
+    if isinstance(config, UpdateFieldConfig):
+        return [("value", config.value)]
+    if isinstance(config, CloseConfig) and config.summary:
+        return [("summary", config.summary)]
+    if isinstance(config, HttpConfig):
+        found = [("url", config.url)]
+        found.extend((f"headers[{i}].value", h.value) for i, h in enumerate(config.headers))
+        if config.body is not None:
+            found.append(("body", config.body))
+        return found
+    return []
+
+
+def check_definition(raw: Any, ctx: CheckContext) -> tuple[Workflow | None, dict[str, str]]:
+    """The checked workflow and no errors, or None and every error found (path -> message)."""
+    checker = _Checker(ctx)
+    workflow = checker.run(raw)
+    return workflow, checker.errors
+
+
+def load_definition(raw: Any, ctx: CheckContext) -> Workflow:
+    """A definition that must be valid (it was checked when saved): DefinitionErrors otherwise."""
+    workflow, errors = check_definition(raw, ctx)
+    if workflow is None:
+        raise DefinitionErrors(errors or {"definition": "not a valid workflow"})
+    return workflow
+
+
+DEFINITION_SCHEMA = TypeAdapter(DefinitionIn).json_schema()

@@ -1,0 +1,163 @@
+"""SQL for workflows, their versions, runs, logs and effects."""
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from tertulia.workflows.models import (
+    RunStatus,
+    VersionState,
+    Workflow,
+    WorkflowEffect,
+    WorkflowRun,
+    WorkflowRunLog,
+    WorkflowVersion,
+)
+
+
+def workflow(session: Session, workspace_id: int, workflow_id: int, *, lock: bool = False) -> Workflow | None:
+    query = select(Workflow).where(Workflow.workspace_id == workspace_id, Workflow.id == workflow_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def workflows(session: Session, workspace_id: int) -> list[Workflow]:
+    return list(session.scalars(select(Workflow).where(Workflow.workspace_id == workspace_id).order_by(Workflow.id)))
+
+
+def version(session: Session, version_id: int | None) -> WorkflowVersion | None:
+    return session.get(WorkflowVersion, version_id) if version_id is not None else None
+
+
+def latest_version(session: Session, workflow_id: int) -> WorkflowVersion | None:
+    return session.scalar(
+        select(WorkflowVersion)
+        .where(WorkflowVersion.workflow_id == workflow_id)
+        .order_by(WorkflowVersion.number.desc())
+        .limit(1)
+    )
+
+
+def published_versions(session: Session, workspace_id: int, trigger_types: Sequence[str]) -> list[WorkflowVersion]:
+    return list(
+        session.scalars(
+            select(WorkflowVersion)
+            .where(
+                WorkflowVersion.workspace_id == workspace_id,
+                WorkflowVersion.state == VersionState.PUBLISHED,
+                WorkflowVersion.trigger_type.in_(trigger_types),
+            )
+            .order_by(WorkflowVersion.workflow_id)
+        )
+    )
+
+
+def manual_workflow_ids(session: Session, workspace_id: int) -> set[int]:
+    """Workflows whose newest version has a manual trigger (what a start_workflow step may name)."""
+    newest = (
+        select(WorkflowVersion.workflow_id, func.max(WorkflowVersion.number).label("number"))
+        .where(WorkflowVersion.workspace_id == workspace_id)
+        .group_by(WorkflowVersion.workflow_id)
+        .subquery()
+    )
+    query = select(WorkflowVersion.workflow_id).join(
+        newest,
+        (newest.c.workflow_id == WorkflowVersion.workflow_id) & (newest.c.number == WorkflowVersion.number),
+    )
+    return set(session.scalars(query.where(WorkflowVersion.trigger_type == "manual")))
+
+
+def active_run_counts(session: Session, workspace_id: int) -> dict[int, int]:
+    query = (
+        select(WorkflowRun.workflow_id, func.count())
+        .where(WorkflowRun.workspace_id == workspace_id, WorkflowRun.status.in_(RunStatus.ACTIVE))
+        .group_by(WorkflowRun.workflow_id)
+    )
+    return {int(workflow_id): int(count) for workflow_id, count in session.execute(query)}
+
+
+def run(session: Session, run_id: int, *, lock: bool = False) -> WorkflowRun | None:
+    query = select(WorkflowRun).where(WorkflowRun.id == run_id)
+    if lock:
+        query = query.with_for_update()
+    return session.scalar(query)
+
+
+def runs_page(session: Session, workflow_id: int, *, before_id: int | None, limit: int) -> list[WorkflowRun]:
+    query = select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id)
+    if before_id is not None:
+        query = query.where(WorkflowRun.id < before_id)
+    return list(session.scalars(query.order_by(WorkflowRun.id.desc()).limit(limit)))
+
+
+def active_run(session: Session, workflow_id: int, contact_id: int) -> WorkflowRun | None:
+    return session.scalar(
+        select(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id, WorkflowRun.active_contact_id == contact_id)
+    )
+
+
+def ever_ran(session: Session, workflow_id: int, contact_id: int) -> bool:
+    query = select(WorkflowRun.id).where(WorkflowRun.workflow_id == workflow_id, WorkflowRun.contact_id == contact_id)
+    return session.scalar(query.limit(1)) is not None
+
+
+def active_runs_of_contact(session: Session, workspace_id: int, contact_id: int) -> list[WorkflowRun]:
+    return list(
+        session.scalars(
+            select(WorkflowRun)
+            .where(
+                WorkflowRun.workspace_id == workspace_id,
+                WorkflowRun.contact_id == contact_id,
+                WorkflowRun.status.in_(RunStatus.ACTIVE),
+            )
+            .order_by(WorkflowRun.id)
+            .with_for_update()
+        )
+    )
+
+
+def active_runs_of_workflow(session: Session, workflow_id: int) -> list[WorkflowRun]:
+    return list(
+        session.scalars(
+            select(WorkflowRun)
+            .where(WorkflowRun.workflow_id == workflow_id, WorkflowRun.status.in_(RunStatus.ACTIVE))
+            .with_for_update()
+        )
+    )
+
+
+def due_run_ids(session: Session, now: datetime, limit: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(WorkflowRun.id)
+            .where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(RunStatus.ACTIVE))
+            .order_by(WorkflowRun.due_at, WorkflowRun.id)
+            .limit(limit)
+        )
+    )
+
+
+def next_due(session: Session) -> datetime | None:
+    return session.scalar(select(func.min(WorkflowRun.due_at)).where(WorkflowRun.status.in_(RunStatus.ACTIVE)))
+
+
+def effect(session: Session, run_id: int, key: str) -> WorkflowEffect | None:
+    return session.scalar(select(WorkflowEffect).where(WorkflowEffect.run_id == run_id, WorkflowEffect.key == key))
+
+
+def logs_of(session: Session, run_ids: Sequence[int]) -> dict[int, list[WorkflowRunLog]]:
+    found: dict[int, list[WorkflowRunLog]] = {run_id: [] for run_id in run_ids}
+    if not run_ids:
+        return found
+    query = select(WorkflowRunLog).where(WorkflowRunLog.run_id.in_(run_ids)).order_by(WorkflowRunLog.id)
+    for row in session.scalars(query):
+        found[row.run_id].append(row)
+    return found
+
+
+def clear_due(session: Session, run_ids: Sequence[int]) -> None:
+    if run_ids:
+        session.execute(update(WorkflowRun).where(WorkflowRun.id.in_(run_ids)).values(due_at=None))

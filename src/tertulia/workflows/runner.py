@@ -1,0 +1,651 @@
+"""Durable runs: starting them, feeding them their inputs, and doing what the engine asks.
+
+A run is a row. Its `inbox` holds inputs in order (the start, what the contact wrote) and `due_at`
+says when a worker should look at it (now, the end of a wait, a question's timeout). `run_due`
+processes every due run; the event consumer (triggers.py) and the periodic sweep (tasks.py) call it.
+
+One run is advanced in one transaction at a time: the row is locked, each input is fed to the
+engine, every action the engine asks for is done through the services in the same transaction
+(a savepoint each, so a refused action rolls back alone and becomes a failure result), each is
+recorded in `workflow_effects` under its key, and the new state is written. A crash anywhere rolls
+all of it back, so the retry repeats the same inputs from the same state: nothing is done twice and
+nothing is skipped. Messages are written to the outbox in that transaction and delivered after it
+commits, by the outbox's own task.
+
+HTTP requests are the exception: they leave the server, so they cannot wait inside a transaction.
+The run is committed with the request as its `pending_action` and `due_at` pushed past the
+request's timeout (a lease); the request is made; its result is recorded as the effect under the
+action's key and fed back in a new transaction. A crash after the request and before that record
+makes the retry send the request again, with the same `Idempotency-Key` header, so a receiver that
+honours it sees one request.
+"""
+
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo
+
+import httpx
+import structlog
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from tertulia.channels.models import Channel
+from tertulia.contacts import service as contacts_service
+from tertulia.contacts.models import Contact
+from tertulia.conversations import repository as conversations_repo
+from tertulia.conversations import service as conversations_service
+from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database
+from tertulia.kit.errors import DomainError
+from tertulia.kit.settings import get_settings
+from tertulia.segments import repository as segments_repo
+from tertulia.segments.evaluator import ContactSnapshot
+from tertulia.segments.timing import EvalContext
+from tertulia.users.models import ActivityStatus, Membership, TeamMember, User
+from tertulia.users.permissions import Actor
+from tertulia.webhooks.addresses import AddressRefused, check_url_shape, resolve
+from tertulia.workflows import engine, service
+from tertulia.workflows import language as lang
+from tertulia.workflows import repository as repo
+from tertulia.workflows.models import RunStatus, Workflow, WorkflowEffect, WorkflowRun, WorkflowRunLog, WorkflowVersion
+
+log = structlog.get_logger("tertulia.workflows")
+
+# Inputs fed to one run in one transaction before the next due run gets its turn.
+MAX_INPUTS_PER_TURN = 20
+LEASE_MARGIN = timedelta(seconds=60)
+MAX_RESPONSE_BYTES = 256 * 1024
+USER_AGENT = "Tertulia-Workflows/1"
+
+# Test hook: called at named points of processing; a test raises from it to simulate a crash there.
+crash_point: Callable[[str], None] | None = None
+
+
+def _crash(point: str) -> None:
+    if crash_point is not None:
+        crash_point(point)
+
+
+def workflow_actor(workspace_id: int) -> Actor:
+    return Actor.system(workspace_id, "workflow")
+
+
+# ----- starting -------------------------------------------------------------------------------------
+
+
+def start_run(
+    session: Session,
+    workflow: Workflow,
+    version: WorkflowVersion,
+    contact_id: int,
+    trigger_values: dict[str, Any],
+    *,
+    once_per_contact: bool,
+    conversation_id: int | None = None,
+    event_id: int | None = None,
+) -> WorkflowRun | None:
+    """A new run for the contact, or None: already in this workflow, once per contact and ran before,
+    or this event already started one."""
+    if repo.active_run(session, workflow.id, contact_id) is not None:
+        return None
+    if once_per_contact and repo.ever_ran(session, workflow.id, contact_id):
+        return None
+    now = utcnow()
+    run = WorkflowRun(
+        workspace_id=workflow.workspace_id,
+        workflow_id=workflow.id,
+        version_id=version.id,
+        contact_id=contact_id,
+        active_contact_id=contact_id,
+        conversation_id=conversation_id,
+        status=RunStatus.RUNNING,
+        state=engine.new_state(trigger_values).to_json(),
+        inbox=[{"type": "start"}],
+        due_at=now,
+        trigger_event_id=event_id,
+        last_event_id=event_id or 0,
+        steps=0,
+        started_at=now,
+        updated_at=now,
+    )
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        return None  # a concurrent start won (one run per contact and workflow), or a repeated event
+    return run
+
+
+def contact_wrote(session: Session, workspace_id: int, contact_id: int, text: str, at: datetime, event_id: int) -> int:
+    """Hand a message of the contact to each of its runs in progress; how many got it."""
+    runs = repo.active_runs_of_contact(session, workspace_id, contact_id)
+    fed = 0
+    for run in runs:
+        if event_id <= run.last_event_id:
+            continue  # this event was fed before (the log is at least once)
+        run.inbox = [*run.inbox, {"type": "wrote", "text": text, "at": at.isoformat()}]
+        run.last_event_id = event_id
+        if run.pending_action is None:
+            # An HTTP request under way keeps its lease: the message waits for its result, and
+            # making the run due now would send the request a second time.
+            run.due_at = utcnow()
+        fed += 1
+    session.flush()
+    return fed
+
+
+# ----- processing -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    run_id: int
+    key: str
+    step_id: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Policy:
+    allow_private: bool
+
+    @classmethod
+    def default(cls) -> "Policy":
+        return cls(allow_private=bool(get_settings().webhooks_allow_private))
+
+
+def run_due(
+    db: Database, *, now: datetime | None = None, policy: Policy | None = None, budget_seconds: float = 10.0
+) -> int:
+    """Process due runs until none is due or the budget is spent; how many turns were taken."""
+    policy = policy or Policy.default()
+    started = time.monotonic()
+    turns = 0
+    while time.monotonic() - started < budget_seconds:
+        moment = now or utcnow()
+        with db.transaction(write=False) as session:
+            due = repo.due_run_ids(session, moment, 100)
+        if not due:
+            break
+        for run_id in due:
+            process_run(db, run_id, now=now, policy=policy)
+            turns += 1
+    return turns
+
+
+def seconds_until_next(db: Database) -> float | None:
+    with db.transaction(write=False) as session:
+        moment = repo.next_due(session)
+    if moment is None:
+        return None
+    return max(0.0, (moment - utcnow()).total_seconds())
+
+
+def process_run(db: Database, run_id: int, *, now: datetime | None = None, policy: Policy | None = None) -> None:
+    """Advance one run as far as it goes now (HTTP requests made between transactions)."""
+    policy = policy or Policy.default()
+    for _ in range(lang.MAX_STEPS):
+        moment = now or utcnow()
+        with db.transaction() as session:
+            call = _turn(session, run_id, moment)
+        if call is None:
+            return
+        outcome = http_request(call, policy)
+        _crash("after_http")
+        with db.transaction() as session:
+            run = repo.run(session, run_id, lock=True)
+            if run is None or run.status not in RunStatus.ACTIVE or repo.effect(session, run_id, call.key) is not None:
+                continue
+            _record_effect(session, run, call.key, call.step_id, "http_request", outcome)
+            run.pending_action = None
+            run.due_at = moment
+
+
+def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
+    run = repo.run(session, run_id, lock=True)
+    if run is None or run.status not in RunStatus.ACTIVE:
+        return None
+    if run.due_at is None or run.due_at > now:
+        return None
+    # The time once the run is ours: a message written while this turn waited for the lock is
+    # newer than a question asked in it, so it is not taken for an answer to that question.
+    now = max(now, utcnow())
+    version = session.get(WorkflowVersion, run.version_id)
+    workflow = session.get(Workflow, run.workflow_id)
+    contact = session.get(Contact, run.contact_id)
+    assert version is not None
+    assert workflow is not None
+    if contact is None:
+        service.end_run(session, run, RunStatus.STOPPED, "the contact was deleted")
+        return None
+    try:
+        checked = service.checked_version(session, version)
+    except DomainError as exc:
+        _finish(
+            session,
+            workflow,
+            run,
+            engine.RunState.from_json(run.state),
+            f"the definition no longer checks: {exc.message}",
+        )
+        return None
+    state = engine.RunState.from_json(run.state)
+    performer = _Performer(session, workflow, run, contact, now)
+    fed = 0
+    while fed < MAX_INPUTS_PER_TURN:
+        event = _next_input(session, run, state, now)
+        if event is None:
+            break
+        if isinstance(event, HttpCall):
+            return event
+        fed += 1
+        output = engine.advance(checked, state, event, performer.context())
+        state = output.state
+        while True:
+            performer.write_logs(output.logs)
+            if not output.actions:
+                break
+            action = output.actions[0]
+            if action.kind == "http_request":
+                run.pending_action = {"key": action.key, "step": action.step_id, "params": action.params}
+                run.due_at = now + timedelta(seconds=int(action.params["timeout_seconds"])) + LEASE_MARGIN
+                _save(session, workflow, run, state, now)
+                return HttpCall(run.id, action.key, action.step_id, action.params)
+            result = performer.perform(action)
+            _crash("after_action")
+            output = engine.advance(checked, state, result, performer.context())
+            state = output.state
+        if state.status not in engine.ACTIVE:
+            break
+    if fed == 0 and state.status == engine.ACTING:
+        # Waiting for an action that is not under way (no request pending): it can never go on.
+        _finish(session, workflow, run, state, "the run waited for an action that was not under way")
+        return None
+    _save(session, workflow, run, state, now)
+    _crash("end_of_turn")
+    return None
+
+
+def _next_input(session: Session, run: WorkflowRun, state: engine.RunState, now: datetime) -> Any:
+    """The next input for the engine: a finished HTTP request's result, the oldest inbox item, or
+    the passing of time; None when there is nothing to feed."""
+    if state.status == engine.ACTING and state.pending is not None:
+        effect = repo.effect(session, run.id, state.pending["key"])
+        if effect is not None:
+            return engine.Result(effect.key, effect.ok, effect.result, effect.result.get("error"))
+        pending = run.pending_action
+        if pending is not None and pending["key"] == state.pending["key"]:
+            # A request whose worker died before recording it: its lease (due_at) has passed.
+            run.due_at = now + timedelta(seconds=int(pending["params"]["timeout_seconds"])) + LEASE_MARGIN
+            return HttpCall(run.id, pending["key"], pending["step"], pending["params"])
+        return None
+    if run.inbox:
+        item, run.inbox = run.inbox[0], run.inbox[1:]
+        if item["type"] == "start":
+            return engine.Start()
+        return engine.ContactWrote(item["text"], datetime.fromisoformat(item["at"]))
+    if state.status == engine.WAITING and run.due_at is not None and run.due_at <= now:
+        run.due_at = None  # fed once; _save sets the next due time
+        return engine.Tick()
+    return None
+
+
+def _save(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, now: datetime) -> None:
+    run.state = state.to_json()
+    run.steps = len(state.path)
+    run.updated_at = now
+    if state.status not in engine.ACTIVE:
+        _finish(session, workflow, run, state, state.error)
+        return
+    run.status = state.status
+    if state.status != engine.ACTING:
+        run.pending_action = None
+        resume = engine.resume_at(state)
+        run.due_at = now if run.inbox or state.status == engine.RUNNING else resume
+
+
+def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, error: str | None) -> None:
+    now = utcnow()
+    status = RunStatus.FAILED if error is not None else RunStatus.FINISHED
+    run.state = {**state.to_json(), "status": status}
+    run.status = status
+    run.active_contact_id = None
+    run.due_at = None
+    run.pending_action = None
+    run.finished_at = now
+    run.updated_at = now
+    run.inbox = []
+    if error is not None:
+        run.last_error = error[:1000]
+        workflow.last_error = error[:1000]
+        workflow.last_error_at = now
+        log.info("workflow run failed", run_id=run.id, workflow_id=workflow.id, error=error)
+    session.flush()
+
+
+def _record_effect(
+    session: Session, run: WorkflowRun, key: str, step_id: str, kind: str, result: engine.Result
+) -> None:
+    data = dict(result.data)
+    if result.error is not None:
+        data["error"] = result.error
+    session.add(
+        WorkflowEffect(run_id=run.id, key=key, step_id=step_id, kind=kind, ok=result.ok, result=data, at=utcnow())
+    )
+    session.flush()
+
+
+# ----- the actions ----------------------------------------------------------------------------------
+
+
+class _Performer:
+    """Does the engine's actions for one run, through the services, inside the run's transaction."""
+
+    def __init__(self, session: Session, workflow: Workflow, run: WorkflowRun, contact: Contact, now: datetime) -> None:
+        self.session = session
+        self.workflow = workflow
+        self.run = run
+        self.contact = contact
+        self.now = now
+        self.actor = workflow_actor(run.workspace_id)
+        self._context: engine.Context | None = None
+        timezone = segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
+        self.eval = EvalContext(workspace_id=run.workspace_id, timezone=ZoneInfo(timezone), now=now)
+
+    def context(self) -> engine.Context:
+        """What the engine may read, loaded when it reads it (most steps read nothing) and again
+        after each action (which may have changed the contact)."""
+        if self._context is None:
+            session, contact = self.session, self.contact
+
+            def snapshot() -> ContactSnapshot:
+                session.refresh(contact)
+                return ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
+
+            def values() -> dict[str, Any]:
+                session.refresh(contact)
+                return variable_values(session, contact)
+
+            self._context = engine.Context(now=self.now, eval=self.eval, contact=snapshot, values=_Lazy(values))
+        return self._context
+
+    def write_logs(self, logs: list[engine.Log]) -> None:
+        for entry in logs:
+            self.session.add(
+                WorkflowRunLog(
+                    workspace_id=self.run.workspace_id,
+                    workflow_id=self.run.workflow_id,
+                    run_id=self.run.id,
+                    step_id=entry.step_id,
+                    step_type=entry.step_type,
+                    outcome=entry.outcome[:200],
+                    error=entry.error[:1000] if entry.error else None,
+                    at=utcnow(),
+                )
+            )
+
+    def perform(self, action: engine.Action) -> engine.Result:
+        session = self.session
+        self._context = None
+        done = repo.effect(session, self.run.id, action.key)
+        if done is not None:  # recorded by an earlier attempt that committed (cannot happen inside one turn)
+            return engine.Result(action.key, done.ok, done.result, done.result.get("error"))
+        try:
+            with session.begin_nested():
+                data = self.do(action)
+            result = engine.Result(action.key, True, data)
+        except DomainError as exc:
+            result = engine.Result(action.key, False, {}, exc.message)
+        _record_effect(session, self.run, action.key, action.step_id, action.kind, result)
+        return result
+
+    def conversation(self) -> Conversation:
+        found = conversations_repo.open_conversation(self.session, self.run.workspace_id, self.contact.id, lock=True)
+        if found is None:
+            raise DomainError("the contact has no open conversation", code="no_conversation")
+        return found
+
+    def do(self, action: engine.Action) -> dict[str, Any]:
+        session, actor, contact, params = self.session, self.actor, self.contact, action.params
+        match action.kind:
+            case "send_message":
+                channel = self.channel(params["channel"])
+                message = conversations_service.do_send(session, actor, contact, channel, text=params["text"])
+                self.run.conversation_id = message.conversation_id
+                return {"message_id": message.id, "channel_id": channel.id}
+            case "update_field":
+                name, value = params["field"], params["value"] or None
+                values = {name: value} if name in lang.UPDATABLE_FIELDS else {"custom_fields": {name: value}}
+                contacts_service.do_update_contact(session, actor, contact, values)
+                return {}
+            case "add_tags":
+                return {"tags": contacts_service.do_add_tags(session, actor, contact, params["tags"])}
+            case "remove_tags":
+                return {"tags": contacts_service.do_remove_tags(session, actor, contact, params["tags"])}
+            case "assign":
+                return self.assign(action.step_id, params)
+            case "unassign":
+                conversations_service.do_assign(session, actor, self.conversation(), user_id=None, team_id=None)
+                return {}
+            case "open_conversation":
+                reachable = conversations_service.reply_channels(session, contact.workspace_id, contact.id)
+                last = conversations_service.default_reply_channel(session, contact.id, reachable)
+                conversation, created = conversations_service.open_conversation_for(
+                    session, contact, last.id if last else None
+                )
+                if created:
+                    conversations_service.record_opened(session, actor, conversation)
+                return {"conversation_id": conversation.id, "created": created}
+            case "close_conversation":
+                conversations_service.do_close(
+                    session, actor, self.conversation(), category_id=params["category_id"], summary=params["summary"]
+                )
+                return {}
+            case "add_comment":
+                message = conversations_service.do_comment(session, actor, self.conversation(), params["text"])
+                return {"message_id": message.id}
+            case "start_workflow":
+                return self.start_workflow(params)
+        raise AssertionError(action.kind)
+
+    def channel(self, choice: Any) -> Channel:
+        session = self.session
+        if choice == "last_interacted":
+            reachable = conversations_service.reply_channels(session, self.run.workspace_id, self.contact.id)
+            chosen = conversations_service.default_reply_channel(session, self.contact.id, reachable)
+            if chosen is None:
+                raise DomainError("the contact has no channel to be reached on", code="no_channel")
+            return chosen
+        channel = session.scalar(
+            select(Channel).where(Channel.workspace_id == self.run.workspace_id, Channel.id == int(choice))
+        )
+        if channel is None or not channel.active:
+            raise DomainError(f"channel {choice} is not connected", code="no_channel")
+        return channel
+
+    def assign(self, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
+        session, workspace_id = self.session, self.run.workspace_id
+        conversation = self.conversation()
+        team_id = params.get("team_id") if params["to"] == "team" else None
+        if params["to"] == "user":
+            candidates = [int(params["user_id"])]
+        else:
+            members = select(Membership.user_id).where(Membership.workspace_id == workspace_id, Membership.active)
+            if team_id is not None:
+                members = members.join(TeamMember, TeamMember.user_id == Membership.user_id).where(
+                    TeamMember.team_id == team_id
+                )
+            candidates = sorted(set(session.scalars(members)))
+        if params.get("only_online") and candidates:
+            online = select(User.id).where(User.id.in_(candidates), User.activity_status == ActivityStatus.ONLINE)
+            candidates = sorted(set(session.scalars(online)))
+        if not candidates:
+            raise DomainError("no user qualifies for the assignment", code="nobody")
+        if len(candidates) == 1 or params["to"] == "user":
+            chosen = candidates[0]
+        elif params.get("strategy") == "least_open":
+            counts = dict(
+                session.execute(
+                    select(Conversation.assignee_id, func.count())
+                    .where(
+                        Conversation.workspace_id == workspace_id,
+                        Conversation.status == ConversationStatus.OPEN,
+                        Conversation.assignee_id.in_(candidates),
+                    )
+                    .group_by(Conversation.assignee_id)
+                ).all()
+            )
+            chosen = min(candidates, key=lambda user_id: (counts.get(user_id, 0), user_id))
+        else:
+            locked = session.scalar(select(Workflow).where(Workflow.id == self.workflow.id).with_for_update())
+            assert locked is not None
+            last = (locked.round_robin or {}).get(step_id)
+            later = [user_id for user_id in candidates if last is None or user_id > last]
+            chosen = later[0] if later else candidates[0]
+            locked.round_robin = {**(locked.round_robin or {}), step_id: chosen}
+        conversations_service.do_assign(session, self.actor, conversation, user_id=chosen, team_id=team_id)
+        return {"user_id": chosen}
+
+    def start_workflow(self, params: dict[str, Any]) -> dict[str, Any]:
+        session = self.session
+        target = repo.workflow(session, self.run.workspace_id, int(params["workflow_id"]))
+        version = repo.version(session, target.published_version_id) if target is not None else None
+        if target is None or version is None or version.trigger_type != "manual":
+            raise DomainError(
+                f"workflow {params['workflow_id']} is not a published manual workflow", code="no_workflow"
+            )
+        values = {**{str(k): v for k, v in (params.get("vars") or {}).items()}, "workflow_id": self.workflow.id}
+        started = start_run(session, target, version, self.contact.id, values, once_per_contact=False)
+        if started is None:
+            raise DomainError("the contact is already in that workflow", code="already_running")
+        return {"run_id": started.id}
+
+
+class _Lazy(Mapping[str, Any]):
+    """A mapping loaded on first use."""
+
+    def __init__(self, load: Callable[[], dict[str, Any]]) -> None:
+        self._load = load
+        self._data: dict[str, Any] | None = None
+
+    def _get(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = self._load()
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
+def variable_values(session: Session, contact: Contact) -> dict[str, Any]:
+    """The `contact.*`, `conversation.*` and `assignee.*` values of texts, by dotted name."""
+    values: dict[str, Any] = {
+        "contact.id": contact.id,
+        "contact.first_name": contact.first_name,
+        "contact.last_name": contact.last_name,
+        "contact.full_name": contact.full_name,
+        "contact.email": contact.email,
+        "contact.phone": contact.phone,
+        "contact.country": contact.country,
+        "contact.language": contact.language,
+    }
+    for key, value in (contact.custom or {}).items():
+        values[f"contact.custom.{key}"] = value
+    conversation = conversations_repo.open_conversation(session, contact.workspace_id, contact.id)
+    if conversation is not None:
+        values.update(
+            {
+                "conversation.id": conversation.id,
+                "conversation.status": conversation.status.value
+                if hasattr(conversation.status, "value")
+                else conversation.status,
+                "conversation.channel_id": conversation.channel_id,
+                "conversation.opened_at": conversation.opened_at.isoformat(),
+                "conversation.closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
+                "conversation.closing_summary": conversation.closing_summary,
+            }
+        )
+        assignee = session.get(User, conversation.assignee_id) if conversation.assignee_id else None
+        if assignee is not None:
+            values.update(
+                {
+                    "assignee.first_name": assignee.first_name,
+                    "assignee.last_name": assignee.last_name,
+                    "assignee.full_name": assignee.full_name,
+                    "assignee.email": assignee.email,
+                }
+            )
+    return values
+
+
+# ----- HTTP -----------------------------------------------------------------------------------------
+
+
+def http_request(call: HttpCall, policy: Policy, client: httpx.Client | None = None) -> engine.Result:
+    """Make a workflow's HTTP request to a checked address (never a private one unless allowed)."""
+    params = call.params
+    url = str(params["url"])
+    try:
+        check_url_shape(url, allow_private=policy.allow_private)
+        target = resolve(url, allow_private=policy.allow_private)
+    except (ValueError, AddressRefused) as exc:
+        return engine.Result(call.key, False, {}, f"refused: {exc}")
+    parts = urlsplit(url)
+    literal = f"[{target.address}]" if ":" in target.address else target.address
+    host_header = parts.netloc.rsplit("@", 1)[-1]
+    address_url = urlunsplit((parts.scheme, f"{literal}:{target.port}", parts.path or "/", parts.query, ""))
+    headers: dict[str, str] = dict(params.get("headers") or [])
+    headers.update(
+        {"Host": host_header, "User-Agent": USER_AGENT, "Idempotency-Key": f"wfrun-{call.run_id}-{call.key}"}
+    )
+    content = None
+    if params.get("body") is not None:
+        content = json.dumps(params["body"]).encode()
+        headers.setdefault("Content-Type", "application/json")
+    extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    http = client or httpx.Client(follow_redirects=False, trust_env=False)
+    try:
+        request = http.build_request(
+            params["method"],
+            address_url,
+            content=content,
+            headers=headers,
+            extensions=extensions,
+            timeout=float(params["timeout_seconds"]),
+        )
+        response = http.send(request, stream=True)
+        try:
+            raw = b""
+            for chunk in response.iter_bytes():
+                raw += chunk
+                if len(raw) > MAX_RESPONSE_BYTES:
+                    break
+        finally:
+            response.close()
+    except httpx.HTTPError as exc:
+        return engine.Result(call.key, False, {}, f"{type(exc).__name__}: {exc}"[:1000])
+    finally:
+        if client is None:
+            http.close()
+    try:
+        document = json.loads(raw[:MAX_RESPONSE_BYTES]) if raw else None
+    except ValueError:
+        document = None
+    ok = 200 <= response.status_code < 300
+    return engine.Result(
+        call.key, ok, {"status": response.status_code, "json": document}, None if ok else f"HTTP {response.status_code}"
+    )

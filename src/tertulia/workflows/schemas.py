@@ -1,0 +1,109 @@
+"""The API's shapes for workflows, their runs and simulations (OpenAPI-described). A definition is
+the JSON of docs/workflows.md; it is checked by `language.check_definition`, which answers every
+error with the path of the step and field at fault."""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tertulia.contacts.schemas import IDENTIFIER_PATTERN
+from tertulia.kit.types import described
+
+Name = Annotated[str, described(120)]
+Answer = Annotated[str, described(2000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkflowBody(Strict):
+    name: Name
+    definition: dict[str, Any] = Field(description="The workflow: a trigger and its steps (docs/workflows.md).")
+
+
+class WorkflowPatch(Strict):
+    name: Name | None = None
+    definition: dict[str, Any] | None = Field(
+        default=None, description="A new definition: a published workflow gets a new draft version."
+    )
+
+
+class SimulateBody(Strict):
+    contact: str = Field(
+        description="The contact: id:12, email:ana@example.com or phone:+5215512345678.",
+        json_schema_extra={"pattern": IDENTIFIER_PATTERN, "maxLength": 300},
+    )
+    answers: Annotated[list[Answer], described(max_items=50)] = Field(
+        default_factory=list, description="What the contact answers to each question, in order."
+    )
+
+
+class WorkflowOut(BaseModel):
+    id: int
+    name: str
+    status: str = Field(description="draft, published or stopped.")
+    trigger_type: str | None
+    definition: dict[str, Any] | None = Field(description="The draft if there is one, else the published version.")
+    version: int | None
+    has_draft: bool
+    published_version: int | None
+    runs_in_progress: int
+    last_error: str | None
+    last_error_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class StopOut(BaseModel):
+    workflow: WorkflowOut
+    runs_stopped: int
+
+
+class LogOut(BaseModel):
+    step_id: str
+    step_type: str
+    outcome: str
+    error: str | None
+    at: datetime
+
+
+class RunOut(BaseModel):
+    id: int
+    contact_id: int
+    version_id: int
+    status: str = Field(description="running, acting, waiting, finished, failed or stopped.")
+    at_step: str | None
+    variables: dict[str, Any]
+    due_at: datetime | None
+    started_at: datetime
+    finished_at: datetime | None
+    last_error: str | None
+    logs: list[LogOut]
+
+
+class RunPage(BaseModel):
+    items: list[RunOut]
+    next_cursor: int | None
+
+
+class SimulatedAction(BaseModel):
+    step_id: str
+    kind: str
+    params: dict[str, Any]
+
+
+class SimulatedLog(BaseModel):
+    step_id: str
+    outcome: str
+    error: str | None
+
+
+class SimulationOut(BaseModel):
+    path: list[str] = Field(description="The steps the run would go through, in order.")
+    actions: list[SimulatedAction] = Field(description="What it would do, in order; none of it was done.")
+    logs: list[SimulatedLog]
+    status: str
+    error: str | None
+    variables: dict[str, Any]

@@ -1,0 +1,387 @@
+"""The workflow rules: saving definitions (checked, with every error by path), versions, publishing
+and stopping, runs and their logs. Owners and managers (`manage_workflows`) edit; a service never
+commits.
+
+Versions: a new workflow has one draft version. Publishing makes the draft the published version
+(the one before it is retired: its runs finish on it). Saving a workflow whose newest version is
+published or stopped makes a new draft version; the published one keeps starting runs until the
+draft is published. Stopping ends every run in progress and starts no more.
+"""
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
+
+from tertulia.channels.models import Channel
+from tertulia.conversations.models import ClosingCategory
+from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
+from tertulia.kit.text import tidy_name
+from tertulia.segments import counts as segment_counts
+from tertulia.segments import repository as segments_repo
+from tertulia.users.models import Membership, Team
+from tertulia.users.permissions import Actor, Permission
+from tertulia.workflows import language as lang
+from tertulia.workflows import repository as repo
+from tertulia.workflows.models import (
+    RunStatus,
+    VersionState,
+    Workflow,
+    WorkflowRun,
+    WorkflowRunLog,
+    WorkflowStatus,
+    WorkflowVersion,
+)
+
+MAX_NAME = 120
+
+
+def check_context(session: Session, workspace_id: int, self_workflow_id: int | None = None) -> lang.CheckContext:
+    filters = segment_counts.check_context(session, workspace_id)
+
+    def ids(query: Select[int]) -> frozenset[int]:
+        return frozenset(session.scalars(query))
+
+    return lang.CheckContext(
+        custom_fields=filters.custom_fields,
+        load_segment=filters.load_segment,
+        channel_ids=ids(select(Channel.id).where(Channel.workspace_id == workspace_id)),
+        user_ids=ids(select(Membership.user_id).where(Membership.workspace_id == workspace_id, Membership.active)),
+        team_ids=ids(select(Team.id).where(Team.workspace_id == workspace_id)),
+        closing_category_ids=ids(select(ClosingCategory.id).where(ClosingCategory.workspace_id == workspace_id)),
+        manual_workflow_ids=frozenset(repo.manual_workflow_ids(session, workspace_id)),
+        self_workflow_id=self_workflow_id,
+    )
+
+
+def check_definition(
+    session: Session, workspace_id: int, raw: Any, self_workflow_id: int | None = None
+) -> lang.Workflow:
+    workflow, errors = lang.check_definition(raw, check_context(session, workspace_id, self_workflow_id))
+    if workflow is None:
+        raise lang.DefinitionErrors(errors)
+    return workflow
+
+
+def definition_errors(session: Session, workflow: Workflow, version: WorkflowVersion) -> dict[str, str]:
+    """What is wrong with a stored definition today (a custom field or channel it names is gone)."""
+    return lang.check_definition(version.definition, check_context(session, workflow.workspace_id, workflow.id))[1]
+
+
+# Checked definitions of versions, for runs: a published version never changes, but what checking
+# depends on (custom field types) may; the key holds both.
+_CACHE: "OrderedDict[tuple[Any, ...], lang.Workflow]" = OrderedDict()
+_CACHE_SIZE = 512
+
+
+def checked_version(session: Session, version: WorkflowVersion) -> lang.Workflow:
+    """The runnable form of a stored version. Checked loosely: a channel or user deleted since it was
+    published fails the step that names it when the step runs, not the whole run."""
+    fields = segments_repo.custom_field_types(session, version.workspace_id)
+    # The creation time too: a deleted workflow's version id may be handed out again (SQLite).
+    key = (version.id, version.created_at, tuple(sorted(fields.items())))
+    cached = _CACHE.get(key)
+    if cached is not None:
+        _CACHE.move_to_end(key)
+        return cached
+    ctx = segment_counts.check_context(session, version.workspace_id)
+    checked = lang.load_definition(version.definition, lang.CheckContext(ctx.custom_fields, ctx.load_segment))
+    _CACHE[key] = checked
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return checked
+
+
+# ----- workflows ----------------------------------------------------------------------------------
+
+
+def check_name(name: Any) -> str:
+    if not isinstance(name, str) or not tidy_name(name).strip():
+        raise ValidationFailed.field("name", "must not be empty")
+    cleaned = tidy_name(name).strip()
+    if len(cleaned) > MAX_NAME:
+        raise ValidationFailed.field("name", f"must be at most {MAX_NAME} characters")
+    return cleaned
+
+
+def access_workflow(session: Session, actor: Actor, workflow_id: int, *, lock: bool = False) -> Workflow:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    found = repo.workflow(session, actor.workspace_id, workflow_id, lock=lock)
+    if found is None:
+        raise NotFound(f"No workflow {workflow_id}.")
+    return found
+
+
+def list_workflows(session: Session, actor: Actor) -> list[Workflow]:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    return repo.workflows(session, actor.workspace_id)
+
+
+def do_create_workflow(session: Session, actor: Actor, name: Any, definition: Any) -> Workflow:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    cleaned = check_name(name)
+    checked = check_definition(session, actor.workspace_id, definition)
+    now = utcnow()
+    workflow = Workflow(workspace_id=actor.workspace_id, name=cleaned, status=WorkflowStatus.DRAFT, round_robin={})
+    session.add(workflow)
+    session.flush()
+    draft = _new_version(session, workflow, definition, checked, 1, now)
+    workflow.draft_version_id = draft.id
+    session.flush()
+    return workflow
+
+
+def _new_version(
+    session: Session, workflow: Workflow, definition: Any, checked: lang.Workflow, number: int, now: Any
+) -> WorkflowVersion:
+    version = WorkflowVersion(
+        workspace_id=workflow.workspace_id,
+        workflow_id=workflow.id,
+        number=number,
+        definition=dict(definition),
+        trigger_type=checked.trigger.type,
+        state=VersionState.DRAFT,
+        created_at=now,
+    )
+    session.add(version)
+    session.flush()
+    return version
+
+
+def do_update_workflow(session: Session, actor: Actor, workflow: Workflow, name: Any, definition: Any) -> Workflow:
+    """A new name and/or definition. A published or stopped workflow gets a new draft version."""
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    if name is not None:
+        workflow.name = check_name(name)
+    if definition is not None:
+        checked = check_definition(session, actor.workspace_id, definition, workflow.id)
+        _reject_self_start(checked, workflow.id)
+        draft = repo.version(session, workflow.draft_version_id)
+        if draft is not None and draft.state == VersionState.DRAFT:
+            draft.definition = dict(definition)
+            draft.trigger_type = checked.trigger.type
+        else:
+            latest = repo.latest_version(session, workflow.id)
+            number = (latest.number if latest else 0) + 1
+            draft = _new_version(session, workflow, definition, checked, number, utcnow())
+            workflow.draft_version_id = draft.id
+    workflow.updated_at = utcnow()
+    session.flush()
+    return workflow
+
+
+def _reject_self_start(checked: lang.Workflow, workflow_id: int) -> None:
+    for step in checked.steps:
+        if isinstance(step.config, lang.StartWorkflowConfig) and step.config.workflow_id == workflow_id:
+            raise ValidationFailed.field(f"steps[{step.index}].config.workflow_id", "a workflow cannot start itself")
+
+
+def _starts(version: WorkflowVersion | None) -> set[int]:
+    if version is None:
+        return set()
+    return {
+        step.get("config", {}).get("workflow_id")
+        for step in version.definition.get("steps", [])
+        if isinstance(step, Mapping) and step.get("type") == "start_workflow" and isinstance(step.get("config"), dict)
+    } - {None}
+
+
+def _check_no_cycle(session: Session, workflow: Workflow, version: WorkflowVersion) -> None:
+    """Publishing must not close a cycle of workflows starting each other."""
+    pending = list(_starts(version))
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if current == workflow.id:
+            raise ValidationFailed.field("definition", "workflows would start each other in a cycle")
+        if current in seen:
+            continue
+        seen.add(current)
+        other = repo.workflow(session, workflow.workspace_id, current)
+        if other is not None:
+            pending.extend(_starts(repo.version(session, other.published_version_id)))
+
+
+def do_publish(session: Session, actor: Actor, workflow: Workflow) -> Workflow:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    draft = repo.version(session, workflow.draft_version_id)
+    if draft is None or draft.state != VersionState.DRAFT:
+        if workflow.status == WorkflowStatus.PUBLISHED:
+            raise Conflict("This workflow is published and has no changes to publish.", code="nothing_to_publish")
+        # A stopped workflow published again: its newest version, as a new version.
+        latest = repo.latest_version(session, workflow.id)
+        if latest is None:
+            raise Conflict("This workflow has no definition.", code="nothing_to_publish")
+        do_update_workflow(session, actor, workflow, None, latest.definition)
+        draft = repo.version(session, workflow.draft_version_id)
+        assert draft is not None
+    check_definition(session, actor.workspace_id, draft.definition, workflow.id)
+    _check_no_cycle(session, workflow, draft)
+    now = utcnow()
+    current = repo.version(session, workflow.published_version_id)
+    if current is not None and current.state == VersionState.PUBLISHED:
+        current.state = VersionState.RETIRED
+    draft.state = VersionState.PUBLISHED
+    draft.published_at = now
+    workflow.published_version_id = draft.id
+    workflow.draft_version_id = None
+    workflow.status = WorkflowStatus.PUBLISHED
+    workflow.updated_at = now
+    session.flush()
+    return workflow
+
+
+def do_stop(session: Session, actor: Actor, workflow: Workflow) -> int:
+    """Stop the workflow and end its runs in progress; how many runs were ended."""
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    if workflow.status != WorkflowStatus.PUBLISHED:
+        raise Conflict("This workflow is not published.", code="not_published")
+    now = utcnow()
+    published = repo.version(session, workflow.published_version_id)
+    if published is not None:
+        published.state = VersionState.STOPPED
+    workflow.status = WorkflowStatus.STOPPED
+    workflow.published_version_id = None
+    workflow.updated_at = now
+    runs = repo.active_runs_of_workflow(session, workflow.id)
+    for run in runs:
+        end_run(session, run, RunStatus.STOPPED, "the workflow was stopped")
+    session.flush()
+    return len(runs)
+
+
+def end_run(session: Session, run: WorkflowRun, status: str, reason: str | None) -> None:
+    now = utcnow()
+    run.status = status
+    run.active_contact_id = None
+    run.due_at = None
+    run.pending_action = None
+    run.finished_at = now
+    run.updated_at = now
+    if reason is not None:
+        state = dict(run.state)
+        at = state.get("at")
+        state["status"] = status
+        run.state = state
+        session.add(
+            WorkflowRunLog(
+                workspace_id=run.workspace_id,
+                workflow_id=run.workflow_id,
+                run_id=run.id,
+                step_id=str(at or "-"),
+                step_type="-",
+                outcome=status,
+                error=reason,
+                at=now,
+            )
+        )
+
+
+# ----- runs ---------------------------------------------------------------------------------------
+
+
+def access_run(session: Session, actor: Actor, workflow: Workflow, run_id: int, *, lock: bool = False) -> WorkflowRun:
+    run = repo.run(session, run_id, lock=lock)
+    if run is None or run.workflow_id != workflow.id or run.workspace_id != actor.workspace_id:
+        raise NotFound(f"No run {run_id} of this workflow.")
+    return run
+
+
+def do_stop_run(session: Session, actor: Actor, run: WorkflowRun) -> WorkflowRun:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    if run.status not in RunStatus.ACTIVE:
+        raise Conflict("This run is not in progress.", code="not_running")
+    by = f"user {actor.user_id}" if actor.user_id else actor.kind
+    end_run(session, run, RunStatus.STOPPED, f"stopped by {by}")
+    session.flush()
+    return run
+
+
+@dataclass(frozen=True)
+class RunWithLogs:
+    run: WorkflowRun
+    logs: list[WorkflowRunLog]
+
+
+def runs_with_logs(
+    session: Session, workflow: Workflow, *, before_id: int | None = None, limit: int = 50
+) -> list[RunWithLogs]:
+    runs = repo.runs_page(session, workflow.id, before_id=before_id, limit=limit)
+    logs = repo.logs_of(session, [r.id for r in runs])
+    return [RunWithLogs(run, logs[run.id]) for run in runs]
+
+
+def workflow_dict(session: Session, workflow: Workflow, active_runs: int | None = None) -> dict[str, Any]:
+    draft = repo.version(session, workflow.draft_version_id)
+    published = repo.version(session, workflow.published_version_id)
+    shown = draft or published or repo.latest_version(session, workflow.id)
+    if active_runs is None:
+        active_runs = repo.active_run_counts(session, workflow.workspace_id).get(workflow.id, 0)
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "status": workflow.status,
+        "trigger_type": shown.trigger_type if shown else None,
+        "definition": shown.definition if shown else None,
+        "version": shown.number if shown else None,
+        "has_draft": draft is not None,
+        "published_version": published.number if published else None,
+        "runs_in_progress": active_runs,
+        "last_error": workflow.last_error,
+        "last_error_at": workflow.last_error_at,
+        "created_at": workflow.created_at,
+        "updated_at": workflow.updated_at,
+    }
+
+
+def run_dict(item: RunWithLogs) -> dict[str, Any]:
+    run = item.run
+    return {
+        "id": run.id,
+        "contact_id": run.contact_id,
+        "version_id": run.version_id,
+        "status": run.status,
+        "at_step": run.state.get("at"),
+        "variables": run.state.get("vars", {}),
+        "due_at": run.due_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "last_error": run.last_error,
+        "logs": [
+            {
+                "step_id": log.step_id,
+                "step_type": log.step_type,
+                "outcome": log.outcome,
+                "error": log.error,
+                "at": log.at,
+            }
+            for log in item.logs
+        ],
+    }
+
+
+def runs_of_contact(session: Session, workspace_id: int, contact_id: int) -> Sequence[WorkflowRun]:
+    return list(
+        session.scalars(
+            select(WorkflowRun)
+            .where(WorkflowRun.workspace_id == workspace_id, WorkflowRun.contact_id == contact_id)
+            .order_by(WorkflowRun.id.desc())
+            .limit(50)
+        )
+    )
+
+
+def current_definition(session: Session, workflow: Workflow) -> dict[str, Any]:
+    """The draft if there is one, else the published (or newest) version's definition."""
+    shown = (
+        repo.version(session, workflow.draft_version_id)
+        or repo.version(session, workflow.published_version_id)
+        or repo.latest_version(session, workflow.id)
+    )
+    if shown is None:
+        raise NotFound("This workflow has no definition.")
+    return shown.definition

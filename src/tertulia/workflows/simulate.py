@@ -1,0 +1,89 @@
+"""Running a definition on a contact without doing anything: the path it takes and the actions it
+would take, from the same engine as real runs.
+
+What a simulation assumes: every action succeeds (an HTTP request answers 200 with no body, an
+assignment finds someone), waits end at once, and a question gets the next of the given answers, or
+times out when there are none left. Actions are not applied, so a later branch sees the contact as
+it is now (a field the flow would have set is not set yet).
+"""
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from tertulia.contacts.models import Contact
+from tertulia.kit.clock import utcnow
+from tertulia.segments import repository as segments_repo
+from tertulia.segments.evaluator import ContactSnapshot
+from tertulia.segments.timing import EvalContext
+from tertulia.workflows import engine
+from tertulia.workflows import language as lang
+from tertulia.workflows.runner import variable_values
+
+MAX_INPUTS = 2000
+
+
+@dataclass
+class Simulation:
+    path: list[str] = field(default_factory=list)
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "running"
+    error: str | None = None
+    variables: dict[str, Any] = field(default_factory=dict)
+
+
+def simulate(
+    session: Session,
+    workflow: lang.Workflow,
+    contact: Contact,
+    *,
+    answers: list[str] | None = None,
+    trigger_values: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> Simulation:
+    moment = now or utcnow()
+    timezone = segments_repo.workspace_timezone(session, contact.workspace_id) or "UTC"
+    snapshot = ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
+    values = variable_values(session, contact)
+    pending_answers = list(answers or [])
+    state = engine.new_state(trigger_values or {})
+    result = Simulation()
+    event: engine.Input = engine.Start()
+    for _ in range(MAX_INPUTS):
+        ctx = engine.Context(
+            now=moment,
+            eval=EvalContext(workspace_id=contact.workspace_id, timezone=ZoneInfo(timezone), now=moment),
+            contact=snapshot,
+            values=values,
+        )
+        output = engine.advance(workflow, state, event, ctx)
+        state = output.state
+        result.logs.extend({"step_id": e.step_id, "outcome": e.outcome, "error": e.error} for e in output.logs)
+        if output.actions:
+            action = output.actions[0]
+            result.actions.append({"step_id": action.step_id, "kind": action.kind, "params": action.params})
+            event = engine.Result(action.key, True, _made_up(action))
+            continue
+        if state.status == engine.WAITING and state.wait is not None:
+            if state.wait["kind"] == "question" and pending_answers:
+                event = engine.ContactWrote(pending_answers.pop(0))
+            else:
+                moment = datetime.fromisoformat(state.wait["until"]) + timedelta(seconds=1)
+                event = engine.Tick()
+            continue
+        break
+    result.path = list(state.path)
+    result.status = state.status
+    result.error = state.error
+    result.variables = dict(state.vars)
+    return result
+
+
+def _made_up(action: engine.Action) -> dict[str, Any]:
+    if action.kind == "http_request":
+        return {"status": 200, "json": None}
+    return {}

@@ -1,0 +1,169 @@
+"""The event-log consumer that starts runs and hands them what the contact writes.
+
+Each event it reads becomes, in one transaction, new runs of the published workflows whose trigger
+it matches (type, config, conditions over the contact, once per contact) and inputs for the runs in
+progress of its contact (message.received). Events made by an import, and every event of a blocked
+contact, start nothing. Fed twice (the log is at least once), an event starts nothing twice: a run
+remembers the event that started it and the newest event fed to it.
+"""
+
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy.orm import Session
+
+from tertulia.contacts.models import Contact
+from tertulia.events.dispatcher import Consumer
+from tertulia.events.models import EventRecord
+from tertulia.events.types import EventType
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database, on_commit
+from tertulia.kit.errors import DomainError
+from tertulia.kit.queue import task_database
+from tertulia.kit.text import name_key, tidy_name
+from tertulia.segments import repository as segments_repo
+from tertulia.segments.evaluator import ContactSnapshot, matches
+from tertulia.segments.timing import EvalContext
+from tertulia.workflows import language as lang
+from tertulia.workflows import repository as repo
+from tertulia.workflows import runner, service, tasks
+from tertulia.workflows.models import Workflow
+
+CONSUMER_NAME = "workflows"
+
+TRIGGERS_BY_EVENT: dict[str, tuple[str, ...]] = {
+    EventType.CONVERSATION_OPENED: ("conversation_opened",),
+    EventType.CONVERSATION_CLOSED: ("conversation_closed",),
+    EventType.CONTACT_TAGGED: ("tag_added",),
+    EventType.CONTACT_UNTAGGED: ("tag_removed",),
+    EventType.CONTACT_UPDATED: ("field_changed",),
+    EventType.BROADCAST_REPLIED: ("broadcast_replied",),
+}
+TYPES = frozenset({*(EventType(t) for t in TRIGGERS_BY_EVENT), EventType.MESSAGE_RECEIVED})
+
+
+def source_of(actor: str | None) -> str:
+    """Who caused a conversation change, in the trigger's terms, from the event's actor label."""
+    kind = (actor or "system").split(":", 1)[0]
+    return {"channel": "contact", "contact": "contact", "user": "user", "api": "api", "workflow": "workflow"}.get(
+        kind, "system"
+    )
+
+
+def trigger_values(event: EventRecord, trigger_type: str, config: Any) -> dict[str, Any] | None:
+    """The trigger variables when the event matches the trigger's config; None when it does not."""
+    payload = event.payload
+    if trigger_type in ("conversation_opened", "conversation_closed"):
+        conversation = payload.get("conversation") or {}
+        source = source_of(event.actor)
+        if config.sources and source not in config.sources:
+            return None
+        values = {"source": source, "conversation_id": conversation.get("id")}
+        if trigger_type == "conversation_closed":
+            category = conversation.get("closing_category_id")
+            if config.category_ids and category not in config.category_ids:
+                return None
+            values.update({"category": category, "summary": conversation.get("closing_summary")})
+        return values
+    if trigger_type in ("tag_added", "tag_removed"):
+        tag = str(payload.get("tag") or "")
+        wanted = {name_key(tidy_name(name)) for name in config.tags}
+        if wanted and name_key(tidy_name(tag)) not in wanted:
+            return None
+        return {"tag": tag}
+    if trigger_type == "field_changed":
+        for change in payload.get("changes") or []:
+            name = str(change.get("field") or "").removeprefix("custom_fields.")
+            if name in config.fields:
+                return {"field": name, "old_value": change.get("old"), "new_value": change.get("new")}
+        return None
+    if trigger_type == "broadcast_replied":
+        return {"broadcast_id": payload.get("broadcast_id"), "channel_id": payload.get("channel_id")}
+    return None
+
+
+def _broadcast_matches(event: EventRecord, workflow: Workflow, config: Any) -> bool:
+    named = event.payload.get("workflow_id")
+    if named is not None:
+        return bool(named == workflow.id)
+    return not config.broadcast_ids or event.payload.get("broadcast_id") in config.broadcast_ids
+
+
+def consume(db: Database, event: EventRecord) -> int:
+    """Start the runs this event triggers, or feed it to the contact's runs; how many runs it touched."""
+    if event.contact_id is None or (event.actor or "").split(":", 1)[0] == "import":
+        return 0
+    if event.type == EventType.MESSAGE_RECEIVED:
+        return _contact_wrote(db, event)
+    trigger_types = TRIGGERS_BY_EVENT.get(event.type)
+    if not trigger_types:
+        return 0
+    with db.transaction(write=False) as session:
+        if not repo.published_versions(session, event.workspace_id, trigger_types):
+            return 0
+    started = 0
+    with db.transaction() as session:
+        contact = session.get(Contact, event.contact_id)
+        if contact is None or contact.workspace_id != event.workspace_id or contact.blocked:
+            return 0
+        snapshot: ContactSnapshot | None = None
+        for version in repo.published_versions(session, event.workspace_id, trigger_types):
+            workflow = session.get(Workflow, version.workflow_id)
+            if workflow is None:
+                continue
+            try:
+                checked = service.checked_version(session, version)
+            except DomainError:
+                continue  # a definition that no longer checks starts nothing (shown on its page)
+            values = trigger_values(event, version.trigger_type, checked.trigger_config)
+            if values is None:
+                continue
+            if version.trigger_type == "broadcast_replied" and not _broadcast_matches(
+                event, workflow, checked.trigger_config
+            ):
+                continue
+            if checked.conditions.groups:
+                snapshot = snapshot or ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
+                if not matches(checked.conditions, snapshot, _eval_context(session, event.workspace_id)):
+                    continue
+            run = runner.start_run(
+                session,
+                workflow,
+                version,
+                contact.id,
+                values,
+                once_per_contact=checked.trigger.once_per_contact,
+                conversation_id=event.conversation_id,
+                event_id=event.id,
+            )
+            started += run is not None
+        if started:
+            on_commit(session, tasks.nudge)
+    return started
+
+
+def _eval_context(session: Session, workspace_id: int) -> EvalContext:
+    timezone = segments_repo.workspace_timezone(session, workspace_id) or "UTC"
+    return EvalContext(workspace_id=workspace_id, timezone=ZoneInfo(timezone), now=utcnow())
+
+
+def _contact_wrote(db: Database, event: EventRecord) -> int:
+    message = event.payload.get("message") or {}
+    text = message.get("text") or ""
+    at = datetime.fromisoformat(message["created_at"]) if message.get("created_at") else event.created_at
+    assert event.contact_id is not None
+    with db.transaction() as session:
+        fed = runner.contact_wrote(session, event.workspace_id, event.contact_id, text, at, event.id)
+        if fed:
+            on_commit(session, tasks.nudge)
+    return fed
+
+
+def handle(event: EventRecord) -> None:
+    consume(task_database(), event)
+
+
+CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES)
+
+__all__ = ["CONSUMER", "consume", "lang"]
