@@ -41,6 +41,7 @@ from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
 from tertulia.users.auth import RateLimitHeaders
+from tertulia.users.presence import make_presence_store
 from tertulia.users.session_auth import ApiCredentialGate
 from tertulia.users.settings_views import TEAMS, TOKENS, USERS
 from tertulia.users.settings_views import router as users_settings_pages
@@ -77,6 +78,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url, settings.realtime_prefix)
     app.state.slot_limiter = make_slot_limiter(settings.realtime_url, settings.realtime_prefix)
+    app.state.presence = make_presence_store(settings.realtime_url, settings.realtime_prefix)
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
     app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)

@@ -1,4 +1,4 @@
-from sqlalchemy import String, true
+from sqlalchemy import String, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, IdMixin, TimestampMixin
@@ -15,3 +15,5 @@ class Workspace(IdMixin, TimestampMixin, Base):
     # Agents (who lack view_all_conversations) also see conversations assigned to nobody, so they can
     # pick up new chats; off, an agent sees only what is assigned to them or their teams.
     agents_see_unassigned: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # A person with no active tab for this long is shown away (users/presence.py); 1 to 60.
+    away_after_minutes: Mapped[int] = mapped_column(default=10, server_default=text("10"))
