@@ -37,6 +37,8 @@ from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter, make_slot_limiter
 from tertulia.kit.settings import Settings, get_settings
+from tertulia.notifications.api import router as notifications_router
+from tertulia.notifications.views import router as notifications_pages
 from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
@@ -96,6 +98,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(segments_router)
     app.include_router(broadcasts_router)  # /api/v1/broadcasts
     app.include_router(webhooks_router)  # /api/v1/webhooks
+    app.include_router(notifications_router)  # /api/v1/notifications (the signed-in person's)
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
@@ -112,6 +115,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(channels_pages)  # Settings > Channels and the widget script
     app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
     app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
+    app.include_router(notifications_pages)  # /notifications, /notifications/preferences
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token

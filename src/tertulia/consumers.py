@@ -12,6 +12,7 @@ from tertulia.conversations import hooks as conversation_hooks
 from tertulia.conversations.merge import move_conversations
 from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
+from tertulia.notifications import feed as notifications_feed
 from tertulia.webhooks import fanout as webhooks_fanout
 
 # Run inside the merge transaction, in this order.
@@ -22,7 +23,7 @@ MERGE_HOOKS: tuple[contact_hooks.MergeHook, ...] = (move_conversations, broadcas
 RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (broadcasts_service.do_record_replies,)
 
 # Fed from the event log by `events.tasks`, each from its own position.
-EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER,)
+EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER, notifications_feed.CONSUMER)
 
 
 def install() -> None:

@@ -8,6 +8,7 @@ from tertulia.conversations import models as conversations_models
 from tertulia.events import models as events_models
 from tertulia.kit.models import Base
 from tertulia.mail import models as mail_models
+from tertulia.notifications import models as notifications_models
 from tertulia.segments import models as segments_models
 from tertulia.users import models as users_models
 from tertulia.webhooks import models as webhooks_models
@@ -22,6 +23,7 @@ __all__ = [
     "conversations_models",
     "events_models",
     "mail_models",
+    "notifications_models",
     "segments_models",
     "users_models",
     "webhooks_models",

@@ -47,9 +47,47 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_user_status_periods")),
     )
     op.create_index("ix_user_status_periods_user_id_started_at", "user_status_periods", ["user_id", "started_at"])
+    op.create_table(
+        "notifications",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("workspace_id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("dedupe_key", sa.String(100), nullable=False),
+        sa.Column("event_id", ID, nullable=True),
+        sa.Column("conversation_id", ID, nullable=True),
+        sa.Column("params", tertulia.kit.models.JSONType, nullable=False),
+        sa.Column("link", sa.String(300), nullable=False),
+        _time("created_at", False),
+        _time("read_at"),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name=op.f("fk_notifications_workspace_id_workspaces"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_notifications_user_id_users"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notifications")),
+        sa.UniqueConstraint("user_id", "dedupe_key", name=op.f("uq_notifications_user_id_dedupe_key")),
+    )
+    op.create_index("ix_notifications_user_id_workspace_id_id", "notifications", ["user_id", "workspace_id", "id"])
+    op.create_table(
+        "notification_preferences",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=False),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("in_app", sa.Boolean(), nullable=False),
+        sa.Column("browser", sa.Boolean(), nullable=False),
+        sa.Column("email", sa.Boolean(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_notification_preferences_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_preferences")),
+        sa.UniqueConstraint("user_id", "kind", name=op.f("uq_notification_preferences_user_id_kind")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("notification_preferences")
+    op.drop_index("ix_notifications_user_id_workspace_id_id", table_name="notifications")
+    op.drop_table("notifications")
     op.drop_index("ix_user_status_periods_user_id_started_at", table_name="user_status_periods")
     op.drop_table("user_status_periods")
     with op.batch_alter_table("workspaces", schema=None) as batch_op:
