@@ -14,6 +14,7 @@ from fastapi import APIRouter, Query
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
 from tertulia.notifications import service
+from tertulia.notifications.texts import formatter_for
 from tertulia.users.session_auth import SessionOrTokenActor
 
 router = APIRouter(
@@ -31,7 +32,7 @@ def list_notifications(
 ) -> dict[str, Any]:
     rows = service.list_notifications(session, actor, before=before, limit=limit, unread_only=unread)
     user_id = actor.user_id or 0
-    fmt = service.formatter_for(session, user_id)
+    fmt = formatter_for(session, user_id)
     return {
         "data": [service.out(row, fmt) for row in rows],
         "unread": service.unread_count(session, actor.workspace_id, user_id),
@@ -54,4 +55,4 @@ def read_all(session: DbSession, actor: SessionOrTokenActor) -> dict[str, int]:
 @router.post("/{notification_id}/read")
 def read_one(session: DbSession, actor: SessionOrTokenActor, notification_id: ID) -> dict[str, Any]:
     row = service.do_mark_read(session, actor, notification_id)
-    return service.out(row, service.formatter_for(session, row.user_id))
+    return service.out(row, formatter_for(session, row.user_id))

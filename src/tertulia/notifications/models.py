@@ -1,8 +1,9 @@
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, BigID, IdMixin
@@ -15,6 +16,23 @@ class NotificationKind(enum.StrEnum):
     UNASSIGNED_IN_TEAM = "unassigned_in_team"  # a conversation waits in one of my teams, with no one on it
     BROADCAST_FINISHED = "broadcast_finished"  # a broadcast I created finished sending
     BROADCAST_FAILED = "broadcast_failed"  # a broadcast I created failed
+
+
+@dataclass(frozen=True)
+class Choice:
+    in_app: bool
+    browser: bool
+    email: bool
+
+
+DEFAULTS: dict[str, Choice] = {
+    NotificationKind.ASSIGNED: Choice(True, True, False),
+    NotificationKind.MENTIONED: Choice(True, True, True),
+    NotificationKind.NEW_MESSAGE: Choice(True, True, False),
+    NotificationKind.UNASSIGNED_IN_TEAM: Choice(True, False, False),
+    NotificationKind.BROADCAST_FINISHED: Choice(True, False, False),
+    NotificationKind.BROADCAST_FAILED: Choice(True, True, True),
+}
 
 
 class Notification(IdMixin, Base):
@@ -38,6 +56,10 @@ class Notification(IdMixin, Base):
     link: Mapped[str] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column()
     read_at: Mapped[datetime | None] = mapped_column()
+    # False: the person wants this kind by email only; it is never in the bell or the list.
+    in_app: Mapped[bool] = mapped_column(default=True, server_default=true())
+    # None: no email wanted; "pending" until sent ("sent") or read first ("skipped") (emails.py).
+    email_state: Mapped[str | None] = mapped_column(String(16))
 
 
 class NotificationPreference(IdMixin, Base):
@@ -51,3 +73,18 @@ class NotificationPreference(IdMixin, Base):
     in_app: Mapped[bool] = mapped_column()
     browser: Mapped[bool] = mapped_column()
     email: Mapped[bool] = mapped_column()
+
+
+class EmailMode(enum.StrEnum):
+    IMMEDIATE = "immediate"  # each notification by itself, as soon as the person is away or offline
+    DIGEST = "digest"  # what piled up, at most once every DIGEST_EVERY
+
+
+class NotificationEmailSettings(IdMixin, Base):
+    """How one person gets their notification emails; no row: immediate."""
+
+    __tablename__ = "notification_email_settings"
+
+    user_id: Mapped[int] = mapped_column(BigID, ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    mode: Mapped[str] = mapped_column(String(16))
+    digest_sent_at: Mapped[datetime | None] = mapped_column()

@@ -18,8 +18,9 @@ from tertulia.kit import realtime
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import NotFound, Unauthorized, ValidationFailed
-from tertulia.notifications.models import Notification, NotificationKind, NotificationPreference
-from tertulia.users.models import User
+from tertulia.notifications import tasks
+from tertulia.notifications.models import DEFAULTS, Choice, Notification, NotificationKind, NotificationPreference
+from tertulia.notifications.texts import formatter_for, title
 from tertulia.users.permissions import Actor
 from tertulia.web import i18n
 
@@ -27,60 +28,11 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
 EXCERPT = 140
 
-TITLES: dict[str, str] = {
-    NotificationKind.ASSIGNED: i18n.lazy("Conversation with %(contact)s assigned to you"),
-    NotificationKind.MENTIONED: i18n.lazy("%(name)s mentioned you"),
-    NotificationKind.NEW_MESSAGE: i18n.lazy("New message from %(contact)s"),
-    NotificationKind.UNASSIGNED_IN_TEAM: i18n.lazy("New conversation with %(contact)s waiting in %(team)s"),
-    NotificationKind.BROADCAST_FINISHED: i18n.lazy("Broadcast %(name)s finished sending"),
-    NotificationKind.BROADCAST_FAILED: i18n.lazy("Broadcast %(name)s failed"),
-}
-KIND_LABELS: dict[str, str] = {
-    NotificationKind.ASSIGNED: i18n.lazy("Assigned to me"),
-    NotificationKind.MENTIONED: i18n.lazy("Mentioned"),
-    NotificationKind.NEW_MESSAGE: i18n.lazy("New message in my conversations"),
-    NotificationKind.UNASSIGNED_IN_TEAM: i18n.lazy("New unassigned conversation in my teams"),
-    NotificationKind.BROADCAST_FINISHED: i18n.lazy("A broadcast finished"),
-    NotificationKind.BROADCAST_FAILED: i18n.lazy("A broadcast failed"),
-}
-
-
-@dataclass(frozen=True)
-class Choice:
-    in_app: bool
-    browser: bool
-    email: bool
-
-
-DEFAULTS: dict[str, Choice] = {
-    NotificationKind.ASSIGNED: Choice(True, True, False),
-    NotificationKind.MENTIONED: Choice(True, True, True),
-    NotificationKind.NEW_MESSAGE: Choice(True, True, False),
-    NotificationKind.UNASSIGNED_IN_TEAM: Choice(True, False, False),
-    NotificationKind.BROADCAST_FINISHED: Choice(True, False, False),
-    NotificationKind.BROADCAST_FAILED: Choice(True, True, True),
-}
-
 
 def _user_id(actor: Actor) -> int:
     if actor.user_id is None:
         raise Unauthorized("Notifications belong to a signed-in person; sign in instead of using a token.")
     return actor.user_id
-
-
-def title(notification: Notification, fmt: i18n.Formatter) -> str:
-    params = {key: str(value) for key, value in (notification.params or {}).items()}
-    template = fmt.gettext(TITLES.get(notification.kind, notification.kind))
-    try:
-        return template % params
-    except (KeyError, ValueError, TypeError):
-        return template
-
-
-def formatter_for(session: Session, user_id: int) -> i18n.Formatter:
-    user = session.get(User, user_id)
-    language = user.language if user is not None and user.language in i18n.LANGUAGES else i18n.DEFAULT_LANGUAGE
-    return i18n.Formatter(language or i18n.DEFAULT_LANGUAGE, i18n.safe_zone(user.timezone if user else None))
 
 
 def out(notification: Notification, fmt: i18n.Formatter, choice: Choice | None = None) -> dict[str, Any]:
@@ -171,8 +123,8 @@ def do_notify(session: Session, workspace_id: int, event_id: int, drafts: Sequen
             continue
         row = session.get(Notification, new_id)
         assert row is not None
-        if not choice.in_app:
-            row.read_at = now  # kept for its email only: never counted as unread
+        row.in_app = choice.in_app
+        row.email_state = "pending" if choice.email else None
         written.append(row)
     session.flush()
     events: list[dict[str, Any]] = []
@@ -199,6 +151,8 @@ def do_notify(session: Session, workspace_id: int, event_id: int, drafts: Sequen
                 realtime.publish(event)
 
         on_commit(session, publish)
+    if any(row.email_state == "pending" for row in written):
+        on_commit(session, tasks.queue_emails)
     return written
 
 
@@ -226,7 +180,9 @@ def list_notifications(
     user_id = _user_id(actor)
     if not 1 <= limit <= MAX_PAGE_SIZE:
         raise ValidationFailed.field("limit", f"must be between 1 and {MAX_PAGE_SIZE}")
-    query = select(Notification).where(Notification.workspace_id == actor.workspace_id, Notification.user_id == user_id)
+    query = select(Notification).where(
+        Notification.workspace_id == actor.workspace_id, Notification.user_id == user_id, Notification.in_app
+    )
     if before is not None:
         query = query.where(Notification.id < before)
     if unread_only:

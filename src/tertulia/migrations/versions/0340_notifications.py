@@ -60,6 +60,8 @@ def upgrade() -> None:
         sa.Column("link", sa.String(300), nullable=False),
         _time("created_at", False),
         _time("read_at"),
+        sa.Column("in_app", sa.Boolean(), nullable=False, server_default=sa.true()),
+        sa.Column("email_state", sa.String(16), nullable=True),
         sa.ForeignKeyConstraint(
             ["workspace_id"], ["workspaces.id"], name=op.f("fk_notifications_workspace_id_workspaces"), ondelete="CASCADE"
         ),
@@ -82,9 +84,22 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_preferences")),
         sa.UniqueConstraint("user_id", "kind", name=op.f("uq_notification_preferences_user_id_kind")),
     )
+    op.create_table(
+        "notification_email_settings",
+        sa.Column("id", ID, nullable=False),
+        sa.Column("user_id", ID, nullable=False),
+        sa.Column("mode", sa.String(16), nullable=False),
+        _time("digest_sent_at"),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_notification_email_settings_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_notification_email_settings")),
+        sa.UniqueConstraint("user_id", name=op.f("uq_notification_email_settings_user_id")),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("notification_email_settings")
     op.drop_table("notification_preferences")
     op.drop_index("ix_notifications_user_id_workspace_id_id", table_name="notifications")
     op.drop_table("notifications")
