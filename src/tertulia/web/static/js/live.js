@@ -31,7 +31,17 @@
     if (!n || !n.browser || !("Notification" in window) || Notification.permission !== "granted") return;
     if (!document.hidden && n.conversation_id && location.pathname === "/messages/" + n.conversation_id) return;
     var note = new Notification(n.title, { body: n.body || "", tag: "notification-" + n.id });
-    note.onclick = function () { window.focus(); location.href = "/notifications/" + n.id + "/open"; note.close(); };
+    note.onclick = function () {
+      window.focus();
+      note.close();
+      var csrf = document.querySelector('meta[name="csrf-token"]');
+      var go = function () { location.href = n.link; };
+      fetch("/api/v1/notifications/" + n.id + "/read", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { Accept: "application/json", "X-CSRF-Token": csrf ? csrf.content : "" }
+      }).then(go, go);
+    };
   }
 
   // What every socket's event means here; the inbox passes on every event it receives.
