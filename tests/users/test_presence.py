@@ -13,8 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from tertulia.app import create_app
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
+from tertulia.kit.settings import Settings
 from tertulia.users import presence
 from tertulia.users.models import ActivityStatus, StatusPeriod, User
 from tertulia.users.presence import (
@@ -245,3 +247,15 @@ def test_two_tabs_through_the_socket_one_closed(client: TestClient, db: Database
         }
         assert frames[1]["type"] == "error"
     _wait_for(db, tenant.agent_id, ActivityStatus.OFFLINE)
+
+
+def test_every_web_process_sweeps_statuses_left_behind(db: Database, tenant: Tenant) -> None:
+    """A status shown online with no tab behind it (its process died and this one restarted) goes
+    offline at the next sweep of a running app."""
+    with db.transaction() as session:
+        user = session.get(User, tenant.agent_id)
+        assert user is not None
+        presence.set_shown_status(session, user, ActivityStatus.ONLINE)
+    app = create_app(Settings(presence_sweep_seconds=0.1), db)
+    with TestClient(app):
+        _wait_for(db, tenant.agent_id, ActivityStatus.OFFLINE)
