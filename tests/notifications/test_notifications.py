@@ -2,16 +2,19 @@
 live count, and a re-fed event writing nothing new (SQLite and PostgreSQL)."""
 
 import time
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tertulia.conversations.models import Conversation
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
-from tertulia.notifications import feed
+from tertulia.notifications import feed, waiting
 from tertulia.notifications.models import Notification
 from tertulia.users.models import Role
 from tertulia.users.teams import do_create_team, do_set_team_members
@@ -48,6 +51,11 @@ def _rows(db: Database, user_id: int) -> list[tuple[str, str, bool]]:
     with db.transaction(write=False) as session:
         rows = session.scalars(select(Notification).where(Notification.user_id == user_id).order_by(Notification.id))
         return [(row.kind, row.link, row.read_at is None) for row in rows]
+
+
+def _contact_id(db: Database, conversation_id: int) -> int:
+    with db.transaction(write=False) as session:
+        return int(session.scalars(select(Conversation.contact_id).where(Conversation.id == conversation_id)).one())
 
 
 def _api(client: TestClient, agent: Agent, method: str = "GET", path: str = "") -> Any:
@@ -228,3 +236,38 @@ def test_the_bell_count_is_pushed_to_the_persons_sockets(client: TestClient, db:
         assert frame["data"]["unread"] == 1
         assert frame["data"]["notification"]["link"] == f"/messages/{conversation_id}"
         assert frame["data"]["notification"]["browser"] is True
+
+
+def test_a_customer_waiting_too_long_is_told_to_the_assignee_once_per_wait(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    conversation_id, visitor = _conversation(client, db, tenant)
+    client.post(
+        f"/api/v1/conversations/{conversation_id}/assign", headers=tenant.headers, json={"user_id": tenant.agent_id}
+    )
+    visitor.say("¿Hola?")
+    start = len(_rows(db, tenant.agent_id))
+    with travel(timedelta(minutes=waiting.WAITING_MINUTES - 1)):
+        assert waiting.notify_waiting(db, utcnow(), lambda: None) == 0
+    with travel(timedelta(minutes=waiting.WAITING_MINUTES + 1)):
+        assert waiting.notify_waiting(db, utcnow(), lambda: None) == 1
+        assert waiting.notify_waiting(db, utcnow(), lambda: None) == 0  # once per wait
+    assert [kind for kind, _link, _unread in _rows(db, tenant.agent_id)][start:] == ["waiting"]
+    # A reply ends the wait; a note does not.
+    client.post(
+        f"/api/v1/conversations/{conversation_id}/comments", headers=tenant.headers, json={"text": "nota interna"}
+    )
+    visitor.say("¿Alguien?")
+    _caught_up(db)
+    with travel(timedelta(minutes=2 * waiting.WAITING_MINUTES + 2)):
+        assert waiting.notify_waiting(db, utcnow(), lambda: None) == 1
+    reply = client.post(
+        f"/api/v1/conversations/{conversation_id}/messages", headers=tenant.headers, json={"text": "¡Aquí estamos!"}
+    )
+    assert reply.status_code == 201, reply.text
+    with travel(timedelta(minutes=4 * waiting.WAITING_MINUTES)):
+        assert waiting.notify_waiting(db, utcnow(), lambda: None) == 0
+    title = _api(client, sign_in(db, tenant))["data"][0]["title"]
+    assert (
+        title == f"#{_contact_id(db, conversation_id)} has waited {2 * waiting.WAITING_MINUTES + 2} minutes for a reply"
+    )

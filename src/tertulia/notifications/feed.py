@@ -23,9 +23,11 @@ from tertulia.conversations.models import Conversation
 from tertulia.events.dispatcher import Consumer
 from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
+from tertulia.kit.db import on_commit
 from tertulia.kit.queue import task_database
+from tertulia.notifications import tasks
 from tertulia.notifications.models import NotificationKind
-from tertulia.notifications.service import EXCERPT, Draft, do_notify
+from tertulia.notifications.service import EXCERPT, Draft, do_notify, wants_email
 from tertulia.users.models import Membership, Team, TeamMember, User
 
 CONSUMER_NAME = "notifications"
@@ -162,7 +164,9 @@ def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
 
 def handle(event: EventRecord) -> None:
     with task_database().transaction() as session:
-        do_notify(session, event.workspace_id, event.id, drafts_for(session, event))
+        written = do_notify(session, event.workspace_id, event.id, drafts_for(session, event))
+        if wants_email(written):
+            on_commit(session, tasks.queue_emails)
 
 
 CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES)

@@ -16,6 +16,7 @@ class NotificationKind(enum.StrEnum):
     UNASSIGNED_IN_TEAM = "unassigned_in_team"  # a conversation waits in one of my teams, with no one on it
     BROADCAST_FINISHED = "broadcast_finished"  # a broadcast I created finished sending
     BROADCAST_FAILED = "broadcast_failed"  # a broadcast I created failed
+    WAITING = "waiting"  # a customer in a conversation assigned to me has waited long for a reply
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ DEFAULTS: dict[str, Choice] = {
     NotificationKind.UNASSIGNED_IN_TEAM: Choice(True, False, False),
     NotificationKind.BROADCAST_FINISHED: Choice(True, False, False),
     NotificationKind.BROADCAST_FAILED: Choice(True, True, True),
+    NotificationKind.WAITING: Choice(True, True, False),
 }
 
 

@@ -18,7 +18,6 @@ from tertulia.kit import realtime
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import NotFound, Unauthorized, ValidationFailed
-from tertulia.notifications import tasks
 from tertulia.notifications.models import DEFAULTS, Choice, Notification, NotificationKind, NotificationPreference
 from tertulia.notifications.texts import formatter_for, title
 from tertulia.users.permissions import Actor
@@ -89,9 +88,11 @@ class Draft:
     params: dict[str, Any]
     link: str
     conversation_id: int | None = None
+    # What makes it once-only when no event does (e.g. "waiting:<conversation>:<since>").
+    key: str | None = None
 
 
-def do_notify(session: Session, workspace_id: int, event_id: int, drafts: Sequence[Draft]) -> list[Notification]:
+def do_notify(session: Session, workspace_id: int, event_id: int | None, drafts: Sequence[Draft]) -> list[Notification]:
     """Write what the preferences let through; a draft already written for this event and kind (a
     re-fed event) is skipped. The new rows, published to their people's sockets after commit."""
     now = utcnow()
@@ -101,7 +102,7 @@ def do_notify(session: Session, workspace_id: int, event_id: int, drafts: Sequen
         choice = preferences(session, draft.user_id)[draft.kind]
         if not (choice.in_app or choice.email):
             continue
-        key = f"event:{event_id}:{draft.kind.value}"
+        key = draft.key or f"event:{event_id}:{draft.kind.value}"
         statement = (
             insert(Notification)
             .values(
@@ -151,9 +152,12 @@ def do_notify(session: Session, workspace_id: int, event_id: int, drafts: Sequen
                 realtime.publish(event)
 
         on_commit(session, publish)
-    if any(row.email_state == "pending" for row in written):
-        on_commit(session, tasks.queue_emails)
     return written
+
+
+def wants_email(rows: Sequence[Notification]) -> bool:
+    """Whether the caller should queue the email task after commit (tasks.queue_emails)."""
+    return any(row.email_state == "pending" for row in rows)
 
 
 # ----- reading and marking read -----------------------------------------------------------------

@@ -11,7 +11,7 @@ from huey import crontab
 from tertulia.kit.clock import utcnow
 from tertulia.kit.queue import huey, task_database
 from tertulia.kit.settings import get_settings
-from tertulia.notifications import emails
+from tertulia.notifications import emails, waiting
 
 log = structlog.get_logger("tertulia.notifications")
 
@@ -28,6 +28,11 @@ def send_emails_task() -> int:
 @huey.periodic_task(crontab(minute="*"), name="notifications.send_emails_due")  # type: ignore[untyped-decorator]
 def send_emails_due_task() -> int:
     return run()
+
+
+@huey.periodic_task(crontab(minute="*"), name="notifications.notify_waiting")  # type: ignore[untyped-decorator]
+def notify_waiting_task() -> int:
+    return waiting.notify_waiting(task_database(), utcnow(), queue_emails)
 
 
 def queue_emails() -> None:

@@ -13,6 +13,7 @@ TITLES: dict[str, str] = {
     NotificationKind.UNASSIGNED_IN_TEAM: i18n.lazy("New conversation with %(contact)s waiting in %(team)s"),
     NotificationKind.BROADCAST_FINISHED: i18n.lazy("Broadcast %(name)s finished sending"),
     NotificationKind.BROADCAST_FAILED: i18n.lazy("Broadcast %(name)s failed"),
+    NotificationKind.WAITING: i18n.lazy("%(contact)s has waited %(minutes)s minutes for a reply"),
 }
 KIND_LABELS: dict[str, str] = {
     NotificationKind.ASSIGNED: i18n.lazy("Assigned to me"),
@@ -21,6 +22,7 @@ KIND_LABELS: dict[str, str] = {
     NotificationKind.UNASSIGNED_IN_TEAM: i18n.lazy("New unassigned conversation in my teams"),
     NotificationKind.BROADCAST_FINISHED: i18n.lazy("A broadcast finished"),
     NotificationKind.BROADCAST_FAILED: i18n.lazy("A broadcast failed"),
+    NotificationKind.WAITING: i18n.lazy("A customer waiting for a reply"),
 }
 
 
