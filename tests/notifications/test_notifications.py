@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tertulia.broadcasts.service import DraftFields, do_create_broadcast
 from tertulia.conversations.models import Conversation
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
@@ -271,3 +272,34 @@ def test_a_customer_waiting_too_long_is_told_to_the_assignee_once_per_wait(
     assert (
         title == f"#{_contact_id(db, conversation_id)} has waited {2 * waiting.WAITING_MINUTES + 2} minutes for a reply"
     )
+
+
+@pytest.mark.parametrize(
+    ("event_type", "kind", "words"),
+    [
+        ("broadcast.completed", "broadcast_finished", "finished sending"),
+        ("broadcast.failed", "broadcast_failed", "failed"),
+    ],
+)
+def test_a_broadcast_ending_tells_whoever_created_it(
+    client: TestClient, db: Database, tenant: Tenant, event_type: str, kind: str, words: str
+) -> None:
+    with db.transaction() as session:
+        broadcast = do_create_broadcast(session, tenant.actor(Role.MANAGER), DraftFields(name="Rebajas de enero"))
+        broadcast_id = broadcast.id
+    # The event as the sender records it (broadcasts.sender), fed to the consumer as the log would.
+    event = EventRecord(
+        id=10_000 + len(event_type),
+        workspace_id=tenant.workspace_id,
+        type=event_type,
+        actor="system",
+        payload={"broadcast_id": broadcast_id, "name": "Rebajas de enero", "status": "x", "reason": "empty_audience"},
+        created_at=utcnow(),
+    )
+    feed.handle(event)
+    feed.handle(event)
+    rows = _rows(db, tenant.manager_id)
+    assert rows == [(kind, f"/broadcasts/{broadcast_id}", True)]
+    assert _rows(db, tenant.owner_id) == []
+    title = _api(client, sign_in(db, tenant, Role.MANAGER))["data"][0]["title"]
+    assert title == f"Broadcast Rebajas de enero {words}"
