@@ -27,8 +27,11 @@
       .catch(function () { /* the next event or page load tries again */ });
   }
 
+  // The inbox page alerts about these itself (inbox.js, with its sound): one alert, not two.
+  var INBOX_ALERTS = { new_message: true, mentioned: true };
   function browserNotice(n) {
     if (!n || !n.browser || !("Notification" in window) || Notification.permission !== "granted") return;
+    if (INBOX_ALERTS[n.kind] && document.querySelector("[data-inbox]")) return;
     if (!document.hidden && n.conversation_id && location.pathname === "/messages/" + n.conversation_id) return;
     var note = new Notification(n.title, { body: n.body || "", tag: "notification-" + n.id });
     note.onclick = function () {
