@@ -118,7 +118,8 @@ def db(migrated_database: Database) -> Iterator[Database]:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(api_rate_limit_per_minute=100_000)
+    # No presence sweeps behind a test's back: tests that want one run it (tests/users/test_presence.py).
+    return Settings(api_rate_limit_per_minute=100_000, presence_sweep_seconds=0)
 
 
 @pytest.fixture

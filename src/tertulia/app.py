@@ -40,6 +40,8 @@ from tertulia.kit.limits import BodyLimitMiddleware, upload_limits
 from tertulia.kit.logging import configure_logging
 from tertulia.kit.ratelimit import make_rate_limiter, make_slot_limiter
 from tertulia.kit.settings import Settings, get_settings
+from tertulia.notifications.api import router as notifications_router
+from tertulia.notifications.views import router as notifications_pages
 from tertulia.reports.api import router as reports_router
 from tertulia.reports.views import STATIC_DIR as REPORTS_STATIC
 from tertulia.reports.views import STATIC_PREFIX as REPORTS_STATIC_PREFIX
@@ -48,6 +50,7 @@ from tertulia.segments.api import router as segments_router
 from tertulia.segments.views import router as segments_pages
 from tertulia.users.api import router as users_router
 from tertulia.users.auth import RateLimitHeaders
+from tertulia.users.presence import make_presence_store
 from tertulia.users.session_auth import ApiCredentialGate
 from tertulia.users.settings_views import TEAMS, TOKENS, USERS
 from tertulia.users.settings_views import router as users_settings_pages
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.db = database or Database(settings.resolved_database_url(), echo=settings.sql_echo)
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url, settings.realtime_prefix)
     app.state.slot_limiter = make_slot_limiter(settings.realtime_url, settings.realtime_prefix)
+    app.state.presence = make_presence_store(settings.realtime_url, settings.realtime_prefix)
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
     app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)
@@ -121,6 +125,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(workspace_router)  # business hours and auto-close (/api/v1/workspace/...)
     app.include_router(reports_router)  # /api/v1/reports
     app.include_router(workflows_router)  # /api/v1/workflows
+    app.include_router(notifications_router)  # /api/v1/notifications (the signed-in person's)
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
     app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
@@ -142,6 +147,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
     app.include_router(workflows_pages)  # /workflows (Owners and Managers)
+    app.include_router(notifications_pages)  # /notifications, /notifications/preferences
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token

@@ -13,6 +13,7 @@ from tertulia.conversations import hooks as conversation_hooks
 from tertulia.conversations.merge import move_conversations
 from tertulia.events import dispatcher
 from tertulia.events.dispatcher import Consumer
+from tertulia.notifications import feed as notifications_feed
 from tertulia.reports import rollups as reports_rollups
 from tertulia.webhooks import fanout as webhooks_fanout
 from tertulia.workflows import triggers as workflow_triggers
@@ -33,6 +34,7 @@ EVENT_CONSUMERS: tuple[Consumer, ...] = (
     webhooks_fanout.CONSUMER,
     reports_rollups.CONSUMER,
     workflow_triggers.CONSUMER,
+    notifications_feed.CONSUMER,
 )
 
 

@@ -13,6 +13,8 @@ Tasks (name, module, what queues it):
   tick of a sending broadcast's messages, queued again while recipients wait.
 - `channels.sync_templates` (channels.tasks): a channel's message templates read from its provider;
   after a channel is connected, or a manager asks.
+- `notifications.send_emails` (notifications.tasks): notification emails of people away or offline;
+  after notifications that want one are written.
 - `webhooks.deliver` (webhooks.tasks): webhook deliveries that are due; after the event-log consumer
   writes them, a redelivery or a test event.
 - `workflows.advance` (workflows.tasks): workflow runs that are due; after the trigger consumer
@@ -26,7 +28,8 @@ pumped), `conversations.fetch_mailboxes` (email channels whose poll interval has
 `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
 hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), `workflows.sweep` (runs whose wait
-ended or whose worker died), and the event log's dispatcher and pruning (`events.tasks`).
+ended or whose worker died), `notifications.send_emails_due` (emails of people gone away since, and
+digests come due), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
 pending outgoing messages with no task waiting, queued or interrupted imports, and broadcasts due
@@ -47,6 +50,7 @@ from tertulia.conversations.ingress import mailbox as conversations_mailbox
 from tertulia.events import tasks as events_tasks
 from tertulia.kit import queue
 from tertulia.mail import tasks as mail_tasks
+from tertulia.notifications import tasks as notifications_tasks
 from tertulia.segments import tasks as segments_tasks
 from tertulia.webhooks import tasks as webhooks_tasks
 from tertulia.workflows import tasks as workflows_tasks
@@ -63,6 +67,7 @@ __all__ = [
     "conversations_outbox",
     "events_tasks",
     "mail_tasks",
+    "notifications_tasks",
     "segments_tasks",
     "webhooks_tasks",
     "workflows_tasks",

@@ -34,6 +34,11 @@ router = APIRouter(prefix="/messages", include_in_schema=False, route_class=Chec
 # Texts the inbox script shows; translated here so the script carries no language of its own.
 SCRIPT_TEXTS: dict[str, str] = {
     "unassigned": i18n.lazy("Unassigned"),
+    # Activity statuses beside people (users/presence.py).
+    "status_online": i18n.lazy("Online"),
+    "status_away": i18n.lazy("Away"),
+    "status_busy": i18n.lazy("Busy"),
+    "status_offline": i18n.lazy("Offline"),
     # System lines are stored in English for the API; the inbox shows them in the reader's language.
     "sys_assigned": i18n.lazy("Assigned to %(name)s"),
     "sys_closed": i18n.lazy("Closed (system line)"),
@@ -192,7 +197,11 @@ def _inbox(ctx: WebContext, conversation_id: int | None) -> Response:
     actor = ctx.actor
     viewer = service.viewer_for(ctx.session, actor)
     members = [
-        {"id": m.user.id, "name": _member_name(m.user.first_name, m.user.last_name, m.user.email)}
+        {
+            "id": m.user.id,
+            "name": _member_name(m.user.first_name, m.user.last_name, m.user.email),
+            "status": m.user.activity_status.value,  # shown beside them, kept live by presence.changed
+        }
         for m in list_members(ctx.session, actor, include_inactive=False)
     ]
     teams = [{"id": t.team.id, "name": t.team.name} for t in list_teams(ctx.session, actor)]

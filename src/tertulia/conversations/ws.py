@@ -9,7 +9,13 @@ ends (sign-out, a password change or reset, deactivation) a `session.ended` even
 at once, in whichever process it is. Close codes: 4401 not signed in (or no longer), 4403 cross-site
 origin, 1013 the client fell behind (reconnect and reload).
 
-The inbox sends nothing but `{"type": "ping"}` (answered `{"type": "pong"}`); any other frame is
+Every page of the app holds one (static/js/live.js; the inbox its own), which is what keeps the
+person's activity status (users/presence.py): the socket holds a lease on their presence while open,
+and `{"type": "ping", "active": true}` says they used the tab. Other pages than the inbox connect with
+`?scope=me` and get only events addressed to the person (`notification.*`, their `presence.changed`);
+the inbox asks for those beside the conversations' events with `?personal=1`.
+
+The client sends nothing but `{"type": "ping"}` (answered `{"type": "pong"}`); any other frame is
 answered with an error frame, never dropped in silence, and a frame holding NUL or an unpaired
 surrogate anywhere gets the `validation_failed` error naming where, by the rule every HTTP body and
 the widget's socket follow (kit.text).
@@ -17,10 +23,12 @@ the widget's socket follow (kit.text).
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import anyio
+import structlog
 from fastapi import APIRouter, WebSocket
 
 from tertulia.contacts.service import VISITOR_ENDED
@@ -31,10 +39,14 @@ from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.sockets import SocketEnded, serve_events
 from tertulia.kit.text import check_input_text
+from tertulia.users import presence
 from tertulia.users.permissions import Actor
 from tertulia.users.sessions import SESSION_COOKIE, SESSION_ENDED, resolve_session, session_tag
 
+log = structlog.get_logger()
 router = APIRouter(route_class=CheckedInputRoute)
+# Events addressed to one person (notifications/): `user_id` says whose socket gets them.
+NOTIFICATION_PREFIX = "notification."
 TEAM_REFRESH_SECONDS = 30.0
 
 
@@ -69,11 +81,37 @@ async def agent_socket(websocket: WebSocket) -> None:
         return
     actor, viewer, tag = found
     await websocket.accept()
-    state = _AgentSocket(websocket, viewer, tag, authenticate)
+    # "?scope=me": a page other than the inbox, which wants only what is addressed to this person
+    # (notifications, their own status), not every conversation event of the workspace.
+    only_mine = websocket.query_params.get("scope") == "me"
+    # Events addressed to the person (notifications, statuses) go to clients that ask for them.
+    personal = only_mine or websocket.query_params.get("personal") == "1"
+    tab = presence.Tab(db, websocket.app.state.presence, actor.user_id or 0, actor.workspace_id, uuid.uuid4().hex)
+    state = _AgentSocket(websocket, viewer, tag, authenticate, tab, only_mine=only_mine, personal=personal)
     with realtime.get_hub().subscribe(actor.workspace_id, accepts=state.visible) as subscription:
-        # After subscribing: a client that loads what it shows once "hello" arrives misses nothing.
-        await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
-        await serve_events(websocket, subscription, state.render, send=state.send_text, on_frame=state.handle)
+        try:
+            # Present before "hello": whoever is told the socket is up can count on the status.
+            await anyio.to_thread.run_sync(tab.arrive)
+            # After subscribing: a client that loads what it shows once "hello" arrives misses nothing.
+            await websocket.send_json({"type": "hello", "user_id": actor.user_id, "workspace_id": actor.workspace_id})
+            async with anyio.create_task_group() as group:
+                group.start_soon(_hold_lease, tab)
+                await serve_events(websocket, subscription, state.render, send=state.send_text, on_frame=state.handle)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(tab.leave)
+
+
+async def _hold_lease(tab: presence.Tab) -> None:
+    """Renew this tab's presence lease while the socket is open; if this process dies, the lease
+    runs out and the person is no longer counted as here."""
+    while True:
+        await anyio.sleep(presence.RENEW_SECONDS)
+        try:
+            await anyio.to_thread.run_sync(tab.renew)
+        except Exception:  # Redis away for a moment: the next renewal tries again
+            log.warning("presence_renew_failed", user_id=tab.user_id)
 
 
 def answer_to(raw: str) -> dict[str, Any]:
@@ -86,9 +124,18 @@ def answer_to(raw: str) -> dict[str, Any]:
         check_input_text(frame)  # the same rule as every HTTP request body and the widget's frames
     except ValidationFailed as exc:
         return _error(exc.code, "The frame is not valid.", exc.details if isinstance(exc.details, dict) else {})
-    if isinstance(frame, dict) and frame.get("type") == "ping":
+    if isinstance(frame, dict) and frame.get("type") == "ping" and frame.get("active", False) in (True, False):
         return {"type": "pong"}
-    return _error("invalid_frame", 'This socket answers only {"type": "ping"}.', {})
+    return _error("invalid_frame", 'This socket answers only {"type": "ping", "active": true|false}.', {})
+
+
+def reports_activity(raw: str) -> bool:
+    """A ping saying the person used the tab since the last one."""
+    try:
+        frame = json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(frame, dict) and frame.get("type") == "ping" and frame.get("active") is True
 
 
 def _error(code: str, message: str, details: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +152,14 @@ class _AgentSocket:
         viewer: Viewer,
         session_tag: str,
         authenticate: Callable[[], tuple[Actor, Viewer, str] | None],
+        tab: presence.Tab,
+        *,
+        only_mine: bool = False,
+        personal: bool = False,
     ) -> None:
+        self.tab = tab
+        self.only_mine = only_mine
+        self.personal = personal
         self.websocket = websocket
         self.viewer = viewer
         self.session_tag = session_tag
@@ -119,7 +173,10 @@ class _AgentSocket:
             await self.websocket.send_text(text)
 
     async def handle(self, raw: str) -> None:
-        await self.send_text(json.dumps(answer_to(raw), separators=(",", ":")))
+        answer = answer_to(raw)
+        if answer.get("type") == "pong" and reports_activity(raw):
+            await anyio.to_thread.run_sync(self.tab.used)
+        await self.send_text(json.dumps(answer, separators=(",", ":")))
 
     def visible(self, event: realtime.Event) -> bool:
         # Runs for every event of the workspace, before it is queued: what this person may not
@@ -128,6 +185,16 @@ class _AgentSocket:
             return event.get("user_id") == self.viewer.user_id and event.get("session") in (None, self.session_tag)
         if event.get("type") == VISITOR_ENDED:
             return False  # for the visitor's own sockets only
+        kind = str(event.get("type") or "")
+        if kind == presence.PRESENCE_CHANGED:
+            if event.get("user_id") == self.viewer.user_id:
+                self.tab.saw(str((event.get("data") or {}).get("status")))
+                return self.personal
+            return self.personal and not self.only_mine  # everyone's dots in the inbox
+        if kind.startswith(NOTIFICATION_PREFIX):
+            return self.personal and event.get("user_id") == self.viewer.user_id
+        if self.only_mine:
+            return False
         return self.viewer.can_see_event(event)
 
     async def render(self, event: realtime.Event) -> str | None:

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     outbox_retry_base_seconds: float = 2.0
     # Namespaces realtime pub/sub channels when several installations share one Redis.
     realtime_prefix: str = "tertulia"
+    # How often each web process re-derives activity statuses (expired tab leases, inactivity); 0: never.
+    presence_sweep_seconds: float = 15.0
     upload_max_bytes: int = 20 * 1024 * 1024
     # Any request body, except on the routes that take files (which allow upload_max_bytes, or the
     # CSV import limit). Keep the reverse proxy's own limit at least as large as the biggest.

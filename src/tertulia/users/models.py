@@ -1,7 +1,7 @@
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, Integer, String, Text, UniqueConstraint, true
+from sqlalchemy import Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin
@@ -48,8 +48,15 @@ class User(IdMixin, TimestampMixin, Base):
     language: Mapped[str | None] = mapped_column(String(8))
     timezone: Mapped[str | None] = mapped_column(String(64))
     avatar_url: Mapped[str | None] = mapped_column(String(1000))
+    # What others see now (users/presence.py keeps it): the person's choice, made away after a
+    # while without activity and offline when no tab of theirs is open.
     activity_status: Mapped[ActivityStatus] = mapped_column(
         _enum(ActivityStatus, "activity_status"), default=ActivityStatus.OFFLINE
+    )
+    # What the person picked on their profile: "online" lets presence move them between online,
+    # away and offline; "away" and "busy" stay until they pick again (offline still when no tab).
+    status_choice: Mapped[ActivityStatus] = mapped_column(
+        _enum(ActivityStatus, "status_choice"), default=ActivityStatus.ONLINE, server_default="online"
     )
     # Inbox alerts for a new message in a conversation assigned to this person (static/js/inbox.js).
     notify_desktop: Mapped[bool] = mapped_column(default=True, server_default=true())
@@ -151,3 +158,16 @@ class LoginThrottle(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     first_failure_at: Mapped[datetime]
     locked_until: Mapped[datetime | None]
+
+
+class StatusPeriod(IdMixin, Base):
+    """One stretch of time a person spent in one activity status; the open one has no `ended_at`.
+    Time online over a range (reports) is the overlap of these rows with it."""
+
+    __tablename__ = "user_status_periods"
+    __table_args__ = (Index("ix_user_status_periods_user_id_started_at", "user_id", "started_at"),)
+
+    user_id: Mapped[int] = mapped_column(BigID, ForeignKey("users.id", ondelete="CASCADE"))
+    status: Mapped[ActivityStatus] = mapped_column(_enum(ActivityStatus, "period_status"))
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime | None] = mapped_column()

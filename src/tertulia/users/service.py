@@ -15,6 +15,7 @@ from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, Unauthoriz
 from tertulia.kit.security import hash_password, new_token, token_digest
 from tertulia.users.models import ActivityStatus, ApiToken, Membership, Role, TokenScope, User
 from tertulia.users.permissions import Actor, Permission
+from tertulia.users.presence import set_shown_status
 from tertulia.users.sessions import do_sign_out_of_workspace
 from tertulia.workspaces.service import check_timezone
 
@@ -408,10 +409,13 @@ def do_set_notification_preferences(session: Session, user: User, *, desktop: bo
 
 
 def do_set_activity_status(session: Session, user: User, status: ActivityStatus | str) -> User:
+    """The person's own choice, shown at once (they are on a page); presence takes it from there:
+    offline when their last tab closes, and with "online", away after a while without activity."""
     try:
-        user.activity_status = ActivityStatus(str(status))
+        choice = ActivityStatus(str(status))
     except ValueError as exc:
         allowed = ", ".join(s.value for s in ActivityStatus)
         raise ValidationFailed.field("status", f"must be one of {allowed}") from exc
-    session.flush()
+    user.status_choice = choice
+    set_shown_status(session, user, choice)
     return user

@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, true
+from sqlalchemy import ForeignKey, Index, Integer, String, text, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.clock import utcnow
@@ -22,6 +22,8 @@ class Workspace(IdMixin, TimestampMixin, Base):
     # Auto-close: open conversations with no word from the contact or a person of the team for this
     # many minutes are closed (conversations/autoclose.py); None is off.
     auto_close_minutes: Mapped[int | None] = mapped_column(Integer)
+    # A person with no active tab for this long is shown away (users/presence.py); 1 to 60.
+    away_after_minutes: Mapped[int] = mapped_column(default=10, server_default=text("10"))
 
 
 class BusinessHoursVersion(IdMixin, Base):

@@ -21,6 +21,10 @@ from tertulia.workspaces.models import BusinessHoursVersion, Workspace
 SUPPORTED_LANGUAGES = ("en", "es")
 
 
+MIN_AWAY_MINUTES = 1
+MAX_AWAY_MINUTES = 60
+
+
 def check_workspace_name(session: Session, name: str, *, exclude_id: int | None = None) -> str:
     cleaned = " ".join(name.split())
     if not cleaned:
@@ -87,6 +91,7 @@ def do_update_workspace(
     timezone: str,
     default_language: str,
     agents_see_unassigned: bool | None = None,
+    away_after_minutes: int | None = None,
 ) -> Workspace:
     """General settings; every value is checked before any is changed (None: left as it is)."""
     actor.require(Permission.MANAGE_WORKSPACE)
@@ -105,6 +110,8 @@ def do_update_workspace(
         except (ValidationFailed, Conflict) as exc:
             details = exc.details if isinstance(exc.details, dict) else {}
             errors[field_name] = str(details.get(field_name) or details.get("name") or exc.message)
+    if away_after_minutes is not None and not MIN_AWAY_MINUTES <= away_after_minutes <= MAX_AWAY_MINUTES:
+        errors["away_after_minutes"] = f"must be between {MIN_AWAY_MINUTES} and {MAX_AWAY_MINUTES} minutes"
     if errors:
         raise ValidationFailed("The workspace settings are not valid.", details=errors)
     if checked["default_language"] not in SUPPORTED_LANGUAGES:
@@ -116,6 +123,8 @@ def do_update_workspace(
     workspace.default_language = str(checked["default_language"])
     if agents_see_unassigned is not None:
         workspace.agents_see_unassigned = agents_see_unassigned
+    if away_after_minutes is not None:
+        workspace.away_after_minutes = away_after_minutes
     session.flush()
     return workspace
 

@@ -46,6 +46,7 @@ def _general(ctx: WebContext, values: dict[str, str] | None = None, errors: dict
         "timezone": workspace.timezone,
         "default_language": workspace.default_language,
         "agents_see_unassigned": "1" if workspace.agents_see_unassigned else "",
+        "away_after_minutes": str(workspace.away_after_minutes),
     }
     values.setdefault("auto_close_minutes", str(workspace.auto_close_minutes or ""))
     context = {
@@ -269,12 +270,16 @@ class GeneralForm(BaseModel):
     timezone: str = ""
     default_language: str = ""
     agents_see_unassigned: str = ""  # a checkbox: "1" when ticked, absent when not
+    away_after_minutes: str = ""
 
 
 @router.post("/general")
 def save_general(ctx: UserPage, form: Annotated[GeneralForm, Form()]) -> Response:
     open_section(ctx, GENERAL)
     values = form.model_dump()
+    away = form.away_after_minutes.strip()
+    if away and not away.isdigit():
+        away = "0"  # refused by the service with the range, beside the field
     return submit(
         ctx,
         lambda: do_update_workspace(
@@ -285,6 +290,7 @@ def save_general(ctx: UserPage, form: Annotated[GeneralForm, Form()]) -> Respons
             timezone=form.timezone,
             default_language=form.default_language,
             agents_see_unassigned=bool(form.agents_see_unassigned),
+            away_after_minutes=int(away[:6]) if away else None,
         ),
         again=lambda exc: _general(ctx, values, errors_beside(ctx, exc)),
         redirect="/settings/general",

@@ -67,7 +67,8 @@
   }
 
   var membersById = {};
-  DATA.members.forEach(function (m) { membersById[m.id] = m.name; });
+  var statusById = {};
+  DATA.members.forEach(function (m) { membersById[m.id] = m.name; statusById[m.id] = m.status; });
   (DATA.people || []).forEach(function (p) { if (!membersById[p.id]) membersById[p.id] = p.name; });
   var teamsById = {};
   DATA.teams.forEach(function (t) { teamsById[t.id] = t.name; });
@@ -153,6 +154,12 @@
     if (c.team_id && teamsById[c.team_id]) owner += " · " + teamsById[c.team_id];
     var badge = channelBadge(c.channel_id);
     if (badge) meta.appendChild(badge);
+    if (c.assignee_id && statusById[c.assignee_id]) {
+      var dot = el("span", "status-dot status-" + statusById[c.assignee_id]);
+      dot.setAttribute("data-status-user", String(c.assignee_id));
+      dot.title = T["status_" + statusById[c.assignee_id]] || "";
+      meta.appendChild(dot);
+    }
     meta.appendChild(el("span", "", owner));
     button.appendChild(top);
     button.appendChild(bottom);
@@ -228,7 +235,29 @@
   var thread = $("[data-thread]");
   var assignUser = $("[data-assign-user]");
   var assignTeam = $("[data-assign-team]");
-  DATA.members.forEach(function (m) { assignUser.appendChild(new Option(m.name, String(m.id))); });
+  function memberLabel(m) {
+    var status = statusById[m.id];
+    return status && T["status_" + status] ? m.name + " · " + T["status_" + status] : m.name;
+  }
+  DATA.members.forEach(function (m) {
+    var option = new Option(memberLabel(m), String(m.id));
+    option.setAttribute("data-status-user", String(m.id));
+    assignUser.appendChild(option);
+  });
+  // A teammate's activity status changed: their dots and their name in the assignee list.
+  function showStatus(userId, status) {
+    if (!status) return;
+    statusById[userId] = status;
+    DATA.members.forEach(function (m) {
+      if (m.id !== userId) return;
+      var option = assignUser.querySelector('option[data-status-user="' + userId + '"]');
+      if (option) option.textContent = memberLabel(m);
+    });
+    document.querySelectorAll('.status-dot[data-status-user="' + userId + '"]').forEach(function (dot) {
+      dot.className = "status-dot status-" + status;
+      dot.title = T["status_" + status] || status;
+    });
+  }
   DATA.teams.forEach(function (t) { assignTeam.appendChild(new Option(t.name, String(t.id))); });
 
   function systemText(m) {
@@ -1802,10 +1831,15 @@
   var liveState = $("[data-live-state]");
   var retry = 0;
   function connect() {
-    var socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws");
+    var socket = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws?personal=1");
+    // live.js (every page) keeps the person's presence and the bell from this socket's events.
+    if (window.tertuliaLive) window.tertuliaLive.attach(socket);
     socket.onmessage = function (raw) {
       var event;
       try { event = JSON.parse(raw.data); } catch (e) { return; }
+      if (window.tertuliaLive) window.tertuliaLive.event(event);
+      if (event.type === "presence.changed") { showStatus(event.user_id, event.data && event.data.status); return; }
+      if (event.type.indexOf("notification.") === 0) return;
       if (event.type === "hello") {
         // Subscribed from here on: catch up on whatever happened before (page load, or while away).
         loadList(false);

@@ -1,0 +1,172 @@
+"""The event-log consumer that tells people what concerns them (the `notifications` consumer).
+
+Which events notify whom:
+- `conversation.assigned` to a person: that person (`assigned`), unless they assigned it themselves;
+  to a team with no one on it: the team's members (`unassigned_in_team`), but whoever moved it.
+- `conversation.opened` with a team and no assignee: the team's members (`unassigned_in_team`).
+- `comment.added`: each teammate @mentioned in the note (`mentioned`), never its author.
+- `message.received`: the conversation's assignee (`new_message`).
+- `broadcast.completed` / `broadcast.failed`: whoever created the broadcast (`broadcast_finished`,
+  `broadcast_failed`).
+Only active members of the event's workspace are told. A notification's key is its event and kind,
+unique per person, so the log's at-least-once delivery writes each one once.
+"""
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tertulia.broadcasts.models import Broadcast
+from tertulia.contacts.models import Contact
+from tertulia.conversations.models import Conversation
+from tertulia.events.dispatcher import Consumer
+from tertulia.events.models import EventRecord
+from tertulia.events.types import EventType
+from tertulia.kit.db import on_commit
+from tertulia.kit.queue import task_database
+from tertulia.notifications import tasks
+from tertulia.notifications.models import NotificationKind
+from tertulia.notifications.service import EXCERPT, Draft, do_notify, wants_email
+from tertulia.users.models import Membership, Team, TeamMember, User
+
+CONSUMER_NAME = "notifications"
+TYPES = frozenset(
+    {
+        EventType.CONVERSATION_ASSIGNED,
+        EventType.CONVERSATION_OPENED,
+        EventType.COMMENT_ADDED,
+        EventType.MESSAGE_RECEIVED,
+        EventType.BROADCAST_COMPLETED,
+        EventType.BROADCAST_FAILED,
+    }
+)
+
+
+def _actor_user(event: EventRecord) -> int | None:
+    actor = event.actor or ""
+    if actor.startswith("user:") and actor[5:].isdigit():
+        return int(actor[5:])
+    return None
+
+
+def _members(session: Session, workspace_id: int, user_ids: set[int]) -> set[int]:
+    if not user_ids:
+        return set()
+    return set(
+        session.scalars(
+            select(Membership.user_id).where(
+                Membership.workspace_id == workspace_id, Membership.active, Membership.user_id.in_(user_ids)
+            )
+        )
+    )
+
+
+def _contact_name(session: Session, contact_id: int | None) -> str:
+    contact = session.get(Contact, contact_id) if contact_id is not None else None
+    if contact is None:
+        return f"#{contact_id}" if contact_id is not None else "?"
+    return contact.full_name or f"#{contact.id}"
+
+
+def _link(conversation_id: int | None) -> str:
+    return f"/messages/{conversation_id}" if conversation_id is not None else "/messages"
+
+
+def _team_members(session: Session, team_id: int) -> tuple[str, set[int]]:
+    team = session.get(Team, team_id)
+    members = set(session.scalars(select(TeamMember.user_id).where(TeamMember.team_id == team_id)))
+    return (team.name if team is not None else f"#{team_id}"), members
+
+
+def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
+    payload: dict[str, Any] = event.payload or {}
+    by = _actor_user(event)
+    drafts: list[Draft] = []
+    conversation: dict[str, Any] = payload.get("conversation") or {}
+    if event.type in (EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_OPENED):
+        conversation_id = conversation.get("id")
+        contact = _contact_name(session, conversation.get("contact_id"))
+        assignee = conversation.get("assignee_id")
+        team_id = conversation.get("team_id")
+        if event.type == EventType.CONVERSATION_ASSIGNED and isinstance(assignee, int) and assignee != by:
+            drafts.append(
+                Draft(
+                    assignee, NotificationKind.ASSIGNED, {"contact": contact}, _link(conversation_id), conversation_id
+                )
+            )
+        elif assignee is None and isinstance(team_id, int):
+            team, members = _team_members(session, team_id)
+            drafts.extend(
+                Draft(
+                    user_id,
+                    NotificationKind.UNASSIGNED_IN_TEAM,
+                    {"contact": contact, "team": team},
+                    _link(conversation_id),
+                    conversation_id,
+                )
+                for user_id in sorted(members - {by} if by else members)
+            )
+    elif event.type == EventType.COMMENT_ADDED:
+        message: dict[str, Any] = payload.get("message") or {}
+        author = message.get("sender_user_id")
+        mentioned = [u for u in (message.get("payload") or {}).get("mentions") or [] if isinstance(u, int)]
+        writer = session.get(User, author) if isinstance(author, int) else None
+        name = writer.full_name if writer is not None else "?"
+        excerpt = str(message.get("text") or "")[:EXCERPT]
+        drafts.extend(
+            Draft(
+                user_id,
+                NotificationKind.MENTIONED,
+                {"name": name, "excerpt": excerpt},
+                _link(event.conversation_id),
+                event.conversation_id,
+            )
+            for user_id in dict.fromkeys(mentioned)
+            if user_id != author
+        )
+    elif event.type == EventType.MESSAGE_RECEIVED and event.conversation_id is not None:
+        message = payload.get("message") or {}
+        row = session.get(Conversation, event.conversation_id)
+        if row is not None and row.assignee_id is not None:
+            drafts.append(
+                Draft(
+                    row.assignee_id,
+                    NotificationKind.NEW_MESSAGE,
+                    {
+                        "contact": _contact_name(session, row.contact_id),
+                        "excerpt": str(message.get("text") or "")[:EXCERPT],
+                    },
+                    _link(row.id),
+                    row.id,
+                )
+            )
+    elif event.type in (EventType.BROADCAST_COMPLETED, EventType.BROADCAST_FAILED):
+        broadcast_id = payload.get("broadcast_id")
+        broadcast = session.get(Broadcast, broadcast_id) if isinstance(broadcast_id, int) else None
+        if broadcast is not None and broadcast.created_by_user_id is not None:
+            kind = (
+                NotificationKind.BROADCAST_FINISHED
+                if event.type == EventType.BROADCAST_COMPLETED
+                else NotificationKind.BROADCAST_FAILED
+            )
+            drafts.append(
+                Draft(
+                    broadcast.created_by_user_id,
+                    kind,
+                    {"name": str(payload.get("name") or broadcast.name), "excerpt": str(payload.get("reason") or "")},
+                    f"/broadcasts/{broadcast.id}",
+                )
+            )
+    allowed = _members(session, event.workspace_id, {d.user_id for d in drafts})
+    return [d for d in drafts if d.user_id in allowed]
+
+
+def handle(event: EventRecord) -> None:
+    with task_database().transaction() as session:
+        written = do_notify(session, event.workspace_id, event.id, drafts_for(session, event))
+        if wants_email(written):
+            on_commit(session, tasks.queue_emails)
+
+
+CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES)

@@ -1,0 +1,3 @@
+from tests.fakes import fakehttp_adapter, immediate_queue
+
+__all__ = ["fakehttp_adapter", "immediate_queue"]
