@@ -43,6 +43,7 @@ from tertulia.kit.settings import Settings, get_settings
 from tertulia.notifications.api import router as notifications_router
 from tertulia.notifications.views import router as notifications_pages
 from tertulia.reports.api import router as reports_router
+from tertulia.reports.dashboard_views import router as dashboard_pages
 from tertulia.reports.views import STATIC_DIR as REPORTS_STATIC
 from tertulia.reports.views import STATIC_PREFIX as REPORTS_STATIC_PREFIX
 from tertulia.reports.views import router as reports_pages
@@ -144,6 +145,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
     app.include_router(assistant_pages)  # Settings > Assistant > Knowledge
     app.include_router(reports_pages)  # /reports
+    app.include_router(dashboard_pages)  # /dashboard
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
     app.include_router(workflows_pages)  # /workflows (Owners and Managers)

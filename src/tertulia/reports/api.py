@@ -2,6 +2,7 @@
 
 GET /api/v1/reports/{name}                 conversations, responses or messages: every table as JSON
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
+GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard)
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
 last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
@@ -16,9 +17,9 @@ from fastapi import APIRouter, Depends, Query, Response
 from tertulia.kit.errors import NotFound
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
-from tertulia.reports import csvfile, service
+from tertulia.reports import csvfile, dashboard, service
 from tertulia.reports.repository import Filters
-from tertulia.reports.schemas import ReportOut
+from tertulia.reports.schemas import DashboardOut, ReportOut
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
 
 router = APIRouter(prefix="/api/v1", tags=["reports"], route_class=CheckedInputRoute, responses=API_ERRORS)
@@ -49,6 +50,11 @@ def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) 
     return service.build_report(
         session, actor, name, preset=params.preset, start=params.start, end=params.end, filters=params.filters
     )
+
+
+@router.get("/dashboard", response_model=DashboardOut)
+def get_dashboard(session: DbSession, actor: ApiActor) -> dict[str, Any]:
+    return dashboard.build_dashboard(session, actor)
 
 
 @router.get("/reports/{name}", response_model=ReportOut, response_model_by_alias=True)

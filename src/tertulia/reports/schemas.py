@@ -1,5 +1,7 @@
 """The API's shapes for reports."""
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
 Cell = str | int | float | None
@@ -18,3 +20,61 @@ class ReportOut(BaseModel):
     grain: str
     filters: dict[str, int | str]
     tables: dict[str, TableOut]
+
+
+class WaitingOut(BaseModel):
+    conversation_id: int
+    contact: str
+    waiting_since: datetime
+    waiting_seconds: int
+    assignee_id: int | None
+
+
+class WaitingListOut(BaseModel):
+    count: int
+    oldest: list[WaitingOut]
+
+
+class TeamMemberOut(BaseModel):
+    user_id: int
+    name: str
+    avatar_url: str | None
+    role: str
+    status: str
+    open: int
+
+
+class UpcomingBroadcastOut(BaseModel):
+    broadcast_id: int
+    name: str
+    scheduled_at: datetime | None
+
+
+class ChannelErrorOut(BaseModel):
+    channel_id: int
+    name: str
+    type: str
+    error: str | None
+    error_at: datetime | None
+
+
+class ChecklistStepOut(BaseModel):
+    step: str
+    done: bool
+
+
+class DashboardOut(BaseModel):
+    """Parts an agent does not see (the workspace's, not their own) are null for them."""
+
+    scope: str  # "workspace" or "own"
+    timezone: str
+    generated_at: datetime
+    open: int
+    unassigned: int | None
+    waiting: WaitingListOut
+    today: dict[str, int]  # opened, closed
+    team: list[TeamMemberOut] | None
+    upcoming_broadcasts: list[UpcomingBroadcastOut] | None
+    channels_in_error: list[ChannelErrorOut] | None
+    # null once every step is done
+    getting_started: list[ChecklistStepOut] | None

@@ -471,3 +471,14 @@ def build_report(
         "filters": chosen.as_query(),
         "tables": tables,
     }
+
+
+def counts_today(session: Session, workspace_id: int, filters: Filters, metrics: Iterable[str]) -> dict[str, int]:
+    """Today's counts of `metrics` (workspace time zone) as the "today" report reads them: rollups
+    plus the events not applied yet, in one snapshot."""
+    today = today_in(session, workspace_id)
+    window = Range(today, today, "today")
+    wanted = list(metrics)
+    with _snapshot(session) as snapshot:
+        totals = _counts(_Read(snapshot, workspace_id, window, filters).cells(window, wanted))
+    return {metric: totals.get(metric, 0) for metric in wanted}

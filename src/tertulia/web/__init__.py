@@ -66,7 +66,7 @@ async def _call(handler: Any, request: Request, exc: Exception) -> Any:
 
 @shell_router.get("/")
 def home(_ctx: UserPage) -> Response:
-    return RedirectResponse("/contacts", status_code=303)
+    return RedirectResponse("/dashboard", status_code=303)
 
 
 def install_web(app: FastAPI) -> None:

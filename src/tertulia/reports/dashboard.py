@@ -1,0 +1,212 @@
+"""The Dashboard: what needs attention now, read with a handful of indexed queries.
+
+Owners and managers (Permission.VIEW_REPORTS) see the workspace; anyone else sees the numbers of the
+conversations assigned to them, and none of the workspace-wide parts (unassigned, team, broadcasts,
+channels, the getting-started checklist). Counts of open conversations use the conversations'
+(workspace, status) and (workspace, assignee, status) indexes; today's openings and closings come
+from the reports' rollups, so no query reads messages.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from tertulia.broadcasts.models import Broadcast, BroadcastStatus
+from tertulia.channels.health import Health, health_of
+from tertulia.channels.models import Channel
+from tertulia.contacts.models import Contact
+from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import NotFound
+from tertulia.reports import service
+from tertulia.reports.repository import Filters
+from tertulia.segments.models import Segment
+from tertulia.users.models import Invitation, Membership, User
+from tertulia.users.permissions import Actor, Permission
+
+WAITING_SHOWN = 10
+BROADCASTS_SHOWN = 5
+CHECKLIST = ("connect_channel", "invite_teammates", "answer_message", "create_segment")
+REFRESH_SECONDS = 30
+
+
+@dataclass(frozen=True)
+class Scope:
+    workspace_id: int
+    # None: the whole workspace; otherwise only the conversations assigned to this person.
+    assignee_id: int | None
+
+    @property
+    def whole_workspace(self) -> bool:
+        return self.assignee_id is None
+
+
+def scope_of(actor: Actor) -> Scope:
+    if actor.can(Permission.VIEW_REPORTS):
+        return Scope(actor.workspace_id, None)
+    if actor.user_id is None:
+        raise NotFound("No dashboard.")
+    return Scope(actor.workspace_id, actor.user_id)
+
+
+def _open(scope: Scope) -> list[ColumnElement[bool]]:
+    where = [Conversation.workspace_id == scope.workspace_id, Conversation.status == ConversationStatus.OPEN]
+    if scope.assignee_id is not None:
+        where.append(Conversation.assignee_id == scope.assignee_id)
+    return where
+
+
+def _waiting() -> ColumnElement[bool]:
+    """A customer wrote and no person has replied since the conversation (re)opened; replies of bots,
+    workflows and broadcasts do not count, as in the first-response report."""
+    return and_(
+        Conversation.last_incoming_at.is_not(None),
+        or_(Conversation.last_agent_message_at.is_(None), Conversation.last_agent_message_at < Conversation.opened_at),
+    )
+
+
+def _count(session: Session, *where: ColumnElement[bool]) -> int:
+    return int(session.scalar(select(func.count(Conversation.id)).where(*where)) or 0)
+
+
+def _today(session: Session, scope: Scope) -> dict[str, int]:
+    """Opened and closed today, in the workspace's time zone: the Conversations report's "today"."""
+    return service.counts_today(session, scope.workspace_id, Filters(user_id=scope.assignee_id), ("opened", "closed"))
+
+
+def _waiting_list(session: Session, scope: Scope, now: datetime) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Conversation.id, Conversation.opened_at, Conversation.assignee_id, Contact)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .where(*_open(scope), _waiting())
+        .order_by(Conversation.opened_at, Conversation.id)
+        .limit(WAITING_SHOWN)
+    )
+    return [
+        {
+            "conversation_id": int(cid),
+            "contact": contact.full_name,
+            "waiting_since": opened_at,
+            "waiting_seconds": max(0, int((now - opened_at).total_seconds())),
+            "assignee_id": assignee_id,
+        }
+        for cid, opened_at, assignee_id, contact in rows
+    ]
+
+
+def _team(session: Session, workspace_id: int) -> list[dict[str, Any]]:
+    open_by_person = dict(
+        session.execute(
+            select(Conversation.assignee_id, func.count(Conversation.id))
+            .where(
+                Conversation.workspace_id == workspace_id,
+                Conversation.status == ConversationStatus.OPEN,
+                Conversation.assignee_id.is_not(None),
+            )
+            .group_by(Conversation.assignee_id)
+        ).all()
+    )
+    people = session.execute(
+        select(User, Membership.role)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id, Membership.active.is_(True))
+        .order_by(User.first_name, User.last_name, User.id)
+    )
+    return [
+        {
+            "user_id": user.id,
+            "name": user.full_name,
+            "avatar_url": user.avatar_url,
+            "role": role.value,
+            "status": user.activity_status.value,
+            "open": int(open_by_person.get(user.id, 0)),
+        }
+        for user, role in people
+    ]
+
+
+def _broadcasts(session: Session, workspace_id: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Broadcast.id, Broadcast.name, Broadcast.scheduled_at)
+        .where(Broadcast.workspace_id == workspace_id, Broadcast.status == BroadcastStatus.SCHEDULED)
+        .order_by(Broadcast.scheduled_at, Broadcast.id)
+        .limit(BROADCASTS_SHOWN)
+    )
+    return [{"broadcast_id": int(i), "name": str(n), "scheduled_at": at} for i, n, at in rows]
+
+
+def _channels_in_error(session: Session, workspace_id: int) -> list[dict[str, Any]]:
+    # A workspace has a handful of channels: their health is worked out here, as Settings shows it.
+    channels = session.scalars(
+        select(Channel)
+        .where(Channel.workspace_id == workspace_id, Channel.active.is_(True), Channel.last_error_at.is_not(None))
+        .order_by(Channel.name, Channel.id)
+    )
+    found = []
+    for channel in channels:
+        health = health_of(channel)
+        if health.state == Health.ERROR:
+            found.append(
+                {
+                    "channel_id": channel.id,
+                    "name": channel.name,
+                    "type": channel.type,
+                    "error": health.last_error,
+                    "error_at": health.last_error_at,
+                }
+            )
+    return found
+
+
+def _exists(session: Session, query: Any) -> bool:
+    return session.scalar(select(query.exists())) is True
+
+
+def _checklist(session: Session, workspace_id: int) -> dict[str, bool]:
+    ws = workspace_id
+    teammates = select(Membership.id).where(Membership.workspace_id == ws).offset(1)
+    return {
+        "connect_channel": _exists(session, select(Channel.id).where(Channel.workspace_id == ws)),
+        "invite_teammates": _exists(session, select(Invitation.id).where(Invitation.workspace_id == ws))
+        or _exists(session, teammates),
+        "answer_message": _exists(
+            session,
+            select(Conversation.id).where(
+                Conversation.workspace_id == ws, Conversation.last_agent_message_at.is_not(None)
+            ),
+        ),
+        # The default segments every workspace starts with have no author; a person's segment has one.
+        "create_segment": _exists(
+            session, select(Segment.id).where(Segment.workspace_id == ws, Segment.created_by_user_id.is_not(None))
+        ),
+    }
+
+
+def build_dashboard(session: Session, actor: Actor) -> dict[str, Any]:
+    scope = scope_of(actor)
+    now = utcnow()
+    board: dict[str, Any] = {
+        "scope": "workspace" if scope.whole_workspace else "own",
+        "timezone": service.zone_of(session, scope.workspace_id).key,
+        "generated_at": now,
+        "open": _count(session, *_open(scope)),
+        "unassigned": None,
+        "waiting": {"count": _count(session, *_open(scope), _waiting()), "oldest": _waiting_list(session, scope, now)},
+        "today": _today(session, scope),
+        "team": None,
+        "upcoming_broadcasts": None,
+        "channels_in_error": None,
+        "getting_started": None,
+    }
+    if scope.whole_workspace:
+        board["unassigned"] = _count(session, *_open(scope), Conversation.assignee_id.is_(None))
+        board["team"] = _team(session, scope.workspace_id)
+        board["upcoming_broadcasts"] = _broadcasts(session, scope.workspace_id)
+        board["channels_in_error"] = _channels_in_error(session, scope.workspace_id)
+        steps = _checklist(session, scope.workspace_id)
+        # Shown while a step is left to do; a workspace that has done them all never sees it.
+        board["getting_started"] = None if all(steps.values()) else [{"step": k, "done": steps[k]} for k in CHECKLIST]
+    return board
