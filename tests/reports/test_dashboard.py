@@ -1,7 +1,8 @@
 """The Dashboard against a hand-built scenario, on both databases: the numbers, who sees what, the
 getting-started checklist, and that one workspace never sees another's."""
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -10,6 +11,7 @@ from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus, Cha
 from tertulia.channels.health import record_error
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.segments.service import do_create_segment
@@ -17,6 +19,7 @@ from tertulia.users.invitations import do_invite
 from tertulia.users.models import ActivityStatus, Role, User
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_set_activity_status
+from tertulia.workflows.models import Workflow, WorkflowStatus
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
 from tests.reports.support import Shop, at, feed
@@ -146,7 +149,14 @@ def test_an_agent_sees_only_their_own_conversations(
     # As in the reports filtered on them: a closing counts for the assignee at the time, an
     # opening for the assignee when it opened (nobody, for conversations assigned afterwards).
     assert board["today"] == {"opened": 0, "closed": 1}
-    for part in ("unassigned", "team", "upcoming_broadcasts", "channels_in_error", "getting_started"):
+    for part in (
+        "unassigned",
+        "team",
+        "upcoming_broadcasts",
+        "channels_in_error",
+        "workflows_in_error",
+        "getting_started",
+    ):
         assert board[part] is None
     assert page.status_code == 200
     assert 'data-testid="stat-unassigned"' not in page.text
@@ -224,3 +234,37 @@ def test_the_dashboard_speaks_spanish(db: Database, tenant: Tenant, client: Test
     assert "Esperando una primera respuesta" in page.text
     assert "Primeros pasos" in page.text
     assert "Waiting for a first response" not in page.text
+
+
+def test_published_workflows_that_failed_lately_are_listed(
+    db: Database, tenant: Tenant, client: TestClient, make_tenant: Callable[..., Tenant]
+) -> None:
+    other = make_tenant()
+    now = utcnow()
+
+    def workflow(workspace_id: int, name: str, status: str, failed_ago: timedelta | None) -> int:
+        with db.transaction() as session:
+            row = Workflow(
+                workspace_id=workspace_id,
+                name=name,
+                status=status,
+                last_error="HTTP request: 502 from the CRM" if failed_ago else None,
+                last_error_at=now - failed_ago if failed_ago else None,
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    failing = workflow(tenant.workspace_id, "Alta en el CRM", WorkflowStatus.PUBLISHED, timedelta(hours=2))
+    workflow(tenant.workspace_id, "Fallo antiguo", WorkflowStatus.PUBLISHED, timedelta(days=8))
+    workflow(tenant.workspace_id, "Parado", WorkflowStatus.STOPPED, timedelta(hours=1))
+    workflow(tenant.workspace_id, "Sano", WorkflowStatus.PUBLISHED, None)
+    workflow(other.workspace_id, "De otros", WorkflowStatus.PUBLISHED, timedelta(hours=1))
+    board = _board(client, tenant.headers)
+    assert [(w["workflow_id"], w["error"]) for w in board["workflows_in_error"]] == [
+        (failing, "HTTP request: 502 from the CRM")
+    ]
+    sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = client.get("/dashboard")
+    assert f'href="/workflows/{failing}"' in page.text
+    assert "Fallo antiguo" not in page.text

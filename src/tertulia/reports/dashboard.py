@@ -8,7 +8,7 @@ from the reports' rollups, so no query reads messages.
 """
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
@@ -26,9 +26,12 @@ from tertulia.reports.repository import Filters
 from tertulia.segments.models import Segment
 from tertulia.users.models import Invitation, Membership, User
 from tertulia.users.permissions import Actor, Permission
+from tertulia.workflows.models import Workflow, WorkflowStatus
 
 WAITING_SHOWN = 10
 BROADCASTS_SHOWN = 5
+# A published workflow whose last failed run is newer than this is listed.
+WORKFLOW_ERRORS_SINCE = timedelta(days=7)
 CHECKLIST = ("connect_channel", "invite_teammates", "answer_message", "create_segment")
 REFRESH_SECONDS = 30
 
@@ -161,6 +164,20 @@ def _channels_in_error(session: Session, workspace_id: int) -> list[dict[str, An
     return found
 
 
+def _workflows_in_error(session: Session, workspace_id: int, now: datetime) -> list[dict[str, Any]]:
+    """Published workflows whose last failed run is recent enough to still need a look."""
+    rows = session.execute(
+        select(Workflow.id, Workflow.name, Workflow.last_error, Workflow.last_error_at)
+        .where(
+            Workflow.workspace_id == workspace_id,
+            Workflow.status == WorkflowStatus.PUBLISHED,
+            Workflow.last_error_at >= now - WORKFLOW_ERRORS_SINCE,
+        )
+        .order_by(Workflow.last_error_at.desc(), Workflow.id)
+    )
+    return [{"workflow_id": int(i), "name": str(n), "error": e, "error_at": at} for i, n, e, at in rows]
+
+
 def _exists(session: Session, query: Any) -> bool:
     return session.scalar(select(query.exists())) is True
 
@@ -199,6 +216,7 @@ def build_dashboard(session: Session, actor: Actor) -> dict[str, Any]:
         "team": None,
         "upcoming_broadcasts": None,
         "channels_in_error": None,
+        "workflows_in_error": None,
         "getting_started": None,
     }
     if scope.whole_workspace:
@@ -206,6 +224,7 @@ def build_dashboard(session: Session, actor: Actor) -> dict[str, Any]:
         board["team"] = _team(session, scope.workspace_id)
         board["upcoming_broadcasts"] = _broadcasts(session, scope.workspace_id)
         board["channels_in_error"] = _channels_in_error(session, scope.workspace_id)
+        board["workflows_in_error"] = _workflows_in_error(session, scope.workspace_id, now)
         steps = _checklist(session, scope.workspace_id)
         # Shown while a step is left to do; a workspace that has done them all never sees it.
         board["getting_started"] = None if all(steps.values()) else [{"step": k, "done": steps[k]} for k in CHECKLIST]

@@ -58,6 +58,13 @@ class ChannelErrorOut(BaseModel):
     error_at: datetime | None
 
 
+class WorkflowErrorOut(BaseModel):
+    workflow_id: int
+    name: str
+    error: str | None
+    error_at: datetime | None
+
+
 class ChecklistStepOut(BaseModel):
     step: str
     done: bool
@@ -76,5 +83,6 @@ class DashboardOut(BaseModel):
     team: list[TeamMemberOut] | None
     upcoming_broadcasts: list[UpcomingBroadcastOut] | None
     channels_in_error: list[ChannelErrorOut] | None
+    workflows_in_error: list[WorkflowErrorOut] | None
     # null once every step is done
     getting_started: list[ChecklistStepOut] | None
