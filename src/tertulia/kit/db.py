@@ -208,49 +208,70 @@ def database_of(session: Session) -> Database:
     return database
 
 
+_ON_COMMIT = "on_commit"
+_ON_COMMIT_MARKS = "on_commit_savepoint_marks"
+_ON_COMMIT_ROLLED_BACK = "on_commit_savepoints_rolled_back"
+
+
 def on_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run `callback` after this session's transaction commits; drop it on rollback. Registered
-    inside a savepoint, it waits for the whole transaction, and is dropped if the savepoint rolls
-    back (SQLAlchemy reports a savepoint's release as a commit, and its rollback as a rollback)."""
-    session.info.setdefault("on_commit", []).append(callback)
+    """Run `callback` once the outermost transaction commits, after the callbacks registered before it.
+
+    Savepoints (`begin_nested`) do not run callbacks: releasing one is not a commit, and the outer
+    transaction may still roll back. A savepoint that rolls back drops the callbacks registered inside
+    it (and inside its own savepoints), no others; a rollback of the whole transaction drops them all.
+    A callback that raises stops the ones after it, and its error leaves `session.commit()`, the
+    transaction already committed."""
+    session.info.setdefault(_ON_COMMIT, []).append(callback)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    # Callbacks are appended in order, and a savepoint ends after every savepoint opened inside it, so
+    # the callbacks past its mark when it ends are the ones registered inside it.
+    if transaction.nested:
+        session.info.setdefault(_ON_COMMIT_MARKS, {})[transaction] = len(session.info.get(_ON_COMMIT) or ())
 
 
 @event.listens_for(Session, "after_commit")
 def _run_on_commit(session: Session) -> None:
+    # `after_commit` also fires when a savepoint is released; the outermost transaction has no
+    # savepoint open by the time it commits (its commit releases them first).
     if session.in_nested_transaction():
-        return  # a savepoint released: not a commit yet
-    session.info.pop("on_commit_marks", None)
-    callbacks = session.info.pop("on_commit", [])
+        return
+    callbacks = session.info.pop(_ON_COMMIT, [])
     # A transaction's realtime events leave together: one publish for a batch, not one each.
     with realtime.batched():
         for callback in callbacks:
             callback()
 
 
-@event.listens_for(Session, "after_transaction_create")
-def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.nested:
-        session.info.setdefault("on_commit_marks", {})[transaction] = len(session.info.get("on_commit") or ())
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_on_commit(session: Session, previous_transaction: SessionTransaction) -> None:
-    marks: dict[SessionTransaction, int] = session.info.get("on_commit_marks") or {}
-    if previous_transaction.nested:
-        mark = marks.pop(previous_transaction, None)
-        callbacks = session.info.get("on_commit")
-        if mark is not None and callbacks is not None:
-            del callbacks[mark:]
-        return
-    session.info.pop("on_commit", None)
-    session.info.pop("on_commit_marks", None)
-
-
 @event.listens_for(Session, "after_rollback")
-def _drop_all_on_commit(session: Session) -> None:
-    if not session.in_nested_transaction():
-        session.info.pop("on_commit", None)
-        session.info.pop("on_commit_marks", None)
+def _note_rolled_back_savepoint(session: Session) -> None:
+    # Fired for the database rollback of the innermost savepoint (or of the transaction when there is
+    # none), whether asked for or caused by a failed flush inside it. After a failed flush the savepoint
+    # object is only closed later, with no `after_soft_rollback` of its own, so it is noted here and
+    # its callbacks dropped when it ends.
+    savepoint = session.get_nested_transaction()
+    if savepoint is not None:
+        session.info.setdefault(_ON_COMMIT_ROLLED_BACK, set()).add(savepoint)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _end(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        # A commit has run its callbacks already: whatever is left was rolled back or never committed.
+        for key in (_ON_COMMIT, _ON_COMMIT_MARKS, _ON_COMMIT_ROLLED_BACK):
+            session.info.pop(key, None)
+        return
+    if not transaction.nested:
+        return  # a flush's inner transaction
+    mark = (session.info.get(_ON_COMMIT_MARKS) or {}).pop(transaction, None)
+    rolled_back: set[SessionTransaction] = session.info.get(_ON_COMMIT_ROLLED_BACK) or set()
+    if transaction in rolled_back:
+        rolled_back.discard(transaction)
+        callbacks: list[Callable[[], None]] | None = session.info.get(_ON_COMMIT)
+        if callbacks is not None and mark is not None:
+            del callbacks[mark:]
 
 
 @contextmanager
