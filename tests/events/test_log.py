@@ -2,6 +2,7 @@
 the inbox and contacts record the catalogue's events."""
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
@@ -13,7 +14,7 @@ from tertulia.conversations.models import Conversation, DeliveryStatus, Message
 from tertulia.conversations.status import advance_message_status
 from tertulia.events.service import emit, write_pending
 from tertulia.kit.db import Database
-from tertulia.users.models import Role
+from tertulia.users.models import Role, User
 from tests.conftest import Tenant
 from tests.conversations.support import make_webchat
 from tests.events.support import all_events, event
@@ -193,3 +194,22 @@ def test_a_batch_of_inbound_messages_writes_its_events_with_one_statement(db: Da
     assert event_inserts(executed) == [64]
     received = [e for e in all_events(db) if e.type == "message.received"][-64:]
     assert [e.payload["message"]["text"] for e in received] == [f"m{n}" for n in range(64)]
+
+
+def test_a_savepoint_whose_flush_failed_takes_its_events_only(db: Database) -> None:
+    """The path of a lost race (kit.db.race_guard): the savepoint's INSERT fails, the transaction
+    goes on, and the events emitted before the savepoint are still written."""
+    with db.transaction() as session:
+        session.add(User(email="taken@example.com", password_hash="x"))
+        session.flush()
+    with db.transaction() as session:
+        emit(session, event(n=1))
+        try:
+            with session.begin_nested():
+                emit(session, event(n=2))
+                session.add(User(email="taken@example.com", password_hash="x"))
+                session.flush()
+        except IntegrityError:
+            pass
+        emit(session, event(n=3))
+    assert [e.payload["n"] for e in all_events(db)] == [1, 3]

@@ -27,11 +27,12 @@ from tertulia.events import tasks
 from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import on_commit
+from tertulia.kit.db import on_commit, savepoint_scoped
 
 _PENDING = "events_pending"
-_MARKS = "events_savepoint_marks"
 _NUDGE = "events_nudge_queued"
+# A savepoint that rolls back (or whose flush fails) takes the events emitted inside it, no others.
+savepoint_scoped(_PENDING)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,32 +104,8 @@ def _write_on_commit(session: Session) -> None:
         write_pending(session)
 
 
-@sa_event.listens_for(Session, "after_transaction_create")
-def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.nested:
-        session.info.setdefault(_MARKS, {})[transaction] = pending_count(session)
-
-
-@sa_event.listens_for(Session, "after_soft_rollback")
-def _drop_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    marks: dict[SessionTransaction, int] = session.info.get(_MARKS) or {}
-    if previous_transaction.nested and previous_transaction in marks:
-        pending = session.info.get(_PENDING)
-        if pending is not None:
-            del pending[marks.pop(previous_transaction) :]
-    elif not previous_transaction.nested:
-        _forget(session)
-
-
 @sa_event.listens_for(Session, "after_transaction_end")
 def _end(session: Session, transaction: SessionTransaction) -> None:
-    # A savepoint's mark stays until the whole transaction ends: SQLAlchemy reports a savepoint's
-    # end before its rollback (`after_soft_rollback`), which still needs the mark.
     if transaction.parent is None and not transaction.nested:
-        _forget(session)
-
-
-def _forget(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-    session.info.pop(_MARKS, None)
-    session.info.pop(_NUDGE, None)
+        session.info.pop(_PENDING, None)
+        session.info.pop(_NUDGE, None)

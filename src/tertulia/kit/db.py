@@ -211,6 +211,16 @@ def database_of(session: Session) -> Database:
 _ON_COMMIT = "on_commit"
 _ON_COMMIT_MARKS = "on_commit_savepoint_marks"
 _ON_COMMIT_ROLLED_BACK = "on_commit_savepoints_rolled_back"
+# `session.info` lists that a rolled-back savepoint trims back to what they held when it began.
+_SAVEPOINT_SCOPED: list[str] = [_ON_COMMIT]
+
+
+def savepoint_scoped(key: str) -> None:
+    """Declare `session.info[key]` a list of things done in the transaction (the event log's pending
+    events): a savepoint that rolls back, or whose flush fails, removes what was appended inside it
+    and nothing else, as it does for `on_commit` callbacks. Call once, at import."""
+    if key not in _SAVEPOINT_SCOPED:
+        _SAVEPOINT_SCOPED.append(key)
 
 
 def on_commit(session: Session, callback: Callable[[], None]) -> None:
@@ -229,7 +239,8 @@ def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
     # Callbacks are appended in order, and a savepoint ends after every savepoint opened inside it, so
     # the callbacks past its mark when it ends are the ones registered inside it.
     if transaction.nested:
-        session.info.setdefault(_ON_COMMIT_MARKS, {})[transaction] = len(session.info.get(_ON_COMMIT) or ())
+        marks = {key: len(session.info.get(key) or ()) for key in _SAVEPOINT_SCOPED}
+        session.info.setdefault(_ON_COMMIT_MARKS, {})[transaction] = marks
 
 
 @event.listens_for(Session, "after_commit")
@@ -265,13 +276,14 @@ def _end(session: Session, transaction: SessionTransaction) -> None:
         return
     if not transaction.nested:
         return  # a flush's inner transaction
-    mark = (session.info.get(_ON_COMMIT_MARKS) or {}).pop(transaction, None)
+    marks: dict[str, int] | None = (session.info.get(_ON_COMMIT_MARKS) or {}).pop(transaction, None)
     rolled_back: set[SessionTransaction] = session.info.get(_ON_COMMIT_ROLLED_BACK) or set()
     if transaction in rolled_back:
         rolled_back.discard(transaction)
-        callbacks: list[Callable[[], None]] | None = session.info.get(_ON_COMMIT)
-        if callbacks is not None and mark is not None:
-            del callbacks[mark:]
+        for key, mark in (marks or {}).items():
+            done: list[Any] | None = session.info.get(key)
+            if done is not None:
+                del done[mark:]
 
 
 @contextmanager
