@@ -6,6 +6,7 @@ To add a consumer (outgoing webhooks, workflow triggers, report rollups, the bot
 domain as an `events.dispatcher.Consumer` and list it in EVENT_CONSUMERS.
 """
 
+from tertulia.assistant import bot as assistant_bot
 from tertulia.broadcasts import service as broadcasts_service
 from tertulia.contacts import hooks as contact_hooks
 from tertulia.conversations import away
@@ -28,7 +29,11 @@ RECEIVED_HOOKS: tuple[conversation_hooks.ReceivedHook, ...] = (
 )
 
 # Fed from the event log by `events.tasks`, each from its own position.
-EVENT_CONSUMERS: tuple[Consumer, ...] = (webhooks_fanout.CONSUMER, reports_rollups.CONSUMER)
+EVENT_CONSUMERS: tuple[Consumer, ...] = (
+    webhooks_fanout.CONSUMER,
+    reports_rollups.CONSUMER,
+    assistant_bot.CONSUMER,
+)
 
 
 def install() -> None:

@@ -192,6 +192,8 @@ def _bot_out(channel_id: int, values: bot_settings.BotValues) -> BotSettingsOut:
         handoff_keywords=values.handoff_keywords,
         handoff_message=values.handoff_message,
         max_bot_answers=values.max_bot_answers,
+        hours=values.hours,
+        keep_paused=values.keep_paused,
     )
 
 
