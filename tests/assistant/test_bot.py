@@ -9,6 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tertulia.assistant import bot
@@ -29,6 +30,7 @@ from tertulia.kit.db import Database
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
+from tests.web.helpers import sign_in_as
 
 ENTRIES = [
     {
@@ -300,3 +302,34 @@ def test_pause_does_not_carry_over_without_keep_paused(db: Database, tenant: Ten
     second = shop.customer_writes("¿a qué hora abren?", sender="luis")
     [reply] = shop.outgoing(second)
     assert reply.payload["bot"]["outcome"] == "answered"
+
+
+def test_close_api_turns_the_bot_back_on(
+    db: Database, tenant: Tenant, provider: FakeProvider, client: TestClient
+) -> None:
+    shop = Shop(db, tenant, provider, keep_paused=True)
+    first = shop.customer_writes("quiero un agente", sender="eva")
+    headers = {"X-CSRF-Token": sign_in_as(client, db, tenant.owner_id, "owner-password")}
+    closed = client.post(f"/api/v1/conversations/{first}/close", headers=headers, json={"resume_bot": True})
+    assert closed.status_code == 200, closed.text
+    assert closed.json()["bot_paused"] is False
+    second = shop.customer_writes("¿a qué hora abren?", sender="eva")
+    [reply] = shop.outgoing(second)
+    assert reply.payload["bot"]["outcome"] == "answered"
+
+
+def test_hours_option_is_validated(db: Database, tenant: Tenant, provider: FakeProvider, client: TestClient) -> None:
+    shop = Shop(db, tenant, provider)
+    refused = client.put(
+        f"/api/v1/assistant/channels/{shop.channel_id}/settings",
+        headers=tenant.headers,
+        json={"hours": "weekends", "keep_paused": True},
+    )
+    assert refused.status_code == 422
+    assert refused.json()["error"]["details"] == {"hours": "Choose always or only outside business hours."}
+    saved = client.put(
+        f"/api/v1/assistant/channels/{shop.channel_id}/settings",
+        headers=tenant.headers,
+        json={"hours": "outside", "keep_paused": True},
+    )
+    assert (saved.json()["hours"], saved.json()["keep_paused"]) == ("outside", True)
