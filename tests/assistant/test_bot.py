@@ -333,3 +333,23 @@ def test_hours_option_is_validated(db: Database, tenant: Tenant, provider: FakeP
         json={"hours": "outside", "keep_paused": True},
     )
     assert (saved.json()["hours"], saved.json()["keep_paused"]) == ("outside", True)
+
+
+def test_suggested_replies_for_the_last_customer_message(
+    db: Database, tenant: Tenant, provider: FakeProvider, client: TestClient
+) -> None:
+    shop = Shop(db, tenant, provider, enabled=False)
+    conversation_id = shop.customer_writes("hola")
+    shop.customer_writes("¿puedo pagar con tarjeta de débito?")
+    url = f"/api/v1/assistant/conversations/{conversation_id}/suggestions"
+    got = client.get(url, headers=tenant.headers)
+    assert got.status_code == 200, got.text
+    body = got.json()
+    assert body["question"] == "¿puedo pagar con tarjeta de débito?"
+    assert 1 <= len(body["items"]) <= 3
+    assert body["items"][0]["answer"] == "Aceptamos todas las tarjetas de crédito y débito."
+    confidences = [item["confidence"] for item in body["items"]]
+    assert confidences == sorted(confidences, reverse=True)
+    # Suggestions send nothing.
+    assert shop.outgoing(conversation_id) == []
+    assert client.get("/api/v1/assistant/conversations/999999/suggestions", headers=tenant.headers).status_code == 404

@@ -223,3 +223,28 @@ def handle(event: EventRecord) -> None:
 
 
 CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=frozenset({EventType.MESSAGE_RECEIVED}))
+
+
+def last_customer_text(session: Session, conversation_id: int) -> str:
+    """The text of the customer's latest message in the conversation ("" when none has text)."""
+    return (
+        session.scalar(
+            select(Message.text)
+            .where(
+                Message.conversation_id == conversation_id,
+                Message.direction == Direction.INCOMING,
+                Message.text.is_not(None),
+            )
+            .order_by(Message.id.desc())
+            .limit(1)
+        )
+        or ""
+    )
+
+
+def suggested_replies(session: Session, actor: Actor, conversation_id: int) -> tuple[str, list[retrieval.Answer]]:
+    """The customer's last message and the top knowledge answers for it, for a person who may see
+    the conversation (another's is not found)."""
+    conversation = inbox.access_conversation(session, actor, conversation_id)
+    text = last_customer_text(session, conversation.id)
+    return text, retrieval.suggestions(session, actor.workspace_id, text) if text.strip() else []

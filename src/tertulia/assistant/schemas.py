@@ -149,3 +149,15 @@ class BotSettingsOut(BaseModel):
     max_bot_answers: int
     hours: str
     keep_paused: bool
+
+
+class SuggestionOut(BaseModel):
+    entry_id: int
+    answer: str
+    confidence: float
+    language: str | None
+
+
+class SuggestionsOut(BaseModel):
+    question: str = Field(description="The customer's last message the suggestions answer.")
+    items: list[SuggestionOut]
