@@ -146,7 +146,16 @@ def respond(session: Session, workspace_id: int, message_id: int) -> BotTurn | N
     """The bot's turn for one incoming message, in the caller's transaction; None when it does
     nothing (not its conversation to answer, or the turn was already taken)."""
     message = session.get(Message, message_id)
-    if message is None or message.workspace_id != workspace_id or message.direction != Direction.INCOMING:
+    if (
+        message is None
+        or message.workspace_id != workspace_id
+        or message.direction != Direction.INCOMING
+        or message.channel_id is None
+    ):
+        return None
+    # The channel's settings first: with the bot off (most channels) nothing is locked.
+    settings = bot_settings.settings_for(session, workspace_id, message.channel_id)
+    if not settings.enabled:
         return None
     conversation = conversations_repo.conversation(session, workspace_id, message.conversation_id, lock=True)
     if (
@@ -154,11 +163,7 @@ def respond(session: Session, workspace_id: int, message_id: int) -> BotTurn | N
         or conversation.status != ConversationStatus.OPEN
         or conversation.assignee_id is not None
         or conversation.bot_paused
-        or message.channel_id is None
     ):
-        return None
-    settings = bot_settings.settings_for(session, workspace_id, message.channel_id)
-    if not settings.enabled:
         return None
     if settings.hours == "outside" and is_open(
         hours_at(session, workspace_id, message.created_at, conversation.team_id), message.created_at
