@@ -1,6 +1,7 @@
 """Suggested replies in a real browser: a customer asks through the web chat, the agent opens the
 conversation, sees the knowledge's best answers under "Respuestas sugeridas" and puts one into the
-composer with one click (no script error, no CSP violation)."""
+composer with one click, then closes the conversation turning the paused bot back on (no script
+error, no CSP violation)."""
 
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ ANSWER = "Sí, enviamos a todo el país en 48 horas."
 @dataclass
 class Setup:
     url: str
+    database: Database
     conversation_id: int
 
 
@@ -67,7 +69,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         assert said.status_code == 201, said.text
         with database.transaction(write=False) as session:
             conversation_id = session.scalars(select(Conversation.id)).one()
-        yield Setup(base, conversation_id)
+        yield Setup(base, database, conversation_id)
     queue.huey.immediate = False
     queue.use_database(None)
     database.dispose()
@@ -78,6 +80,10 @@ def test_agent_inserts_a_suggested_reply(browser: Browser, setup: Setup) -> None
     context = browser.new_context(locale="es-ES")
     page = context.new_page()
     watch(page, problems)
+    with setup.database.transaction() as session:
+        conversation = session.get(Conversation, setup.conversation_id)
+        assert conversation is not None
+        conversation.bot_paused = True
     sign_in_at(page, setup.url, f"/messages/{setup.conversation_id}", *AGENT)
     bar = page.get_by_test_id("suggestions")
     expect(bar).to_be_visible()
@@ -88,5 +94,18 @@ def test_agent_inserts_a_suggested_reply(browser: Browser, setup: Setup) -> None
     box = page.get_by_test_id("composer-input")
     expect(box).to_have_value(ANSWER)
     expect(box).to_be_focused()
+
+    # Closing with "turn the bot back on" (offered because the bot is paused here) resumes it.
+    page.get_by_test_id("close-conversation").click()
+    resume = page.get_by_test_id("close-resume-bot")
+    expect(resume).to_be_visible()
+    expect(page.locator("[data-close-resume-field]")).to_contain_text("Volver a encender el bot")
+    resume.check()
+    page.get_by_test_id("confirm-close").click()
+    expect(page.get_by_test_id("reopen-conversation")).to_be_visible()
+    with setup.database.transaction(write=False) as session:
+        closed = session.get(Conversation, setup.conversation_id)
+        assert closed is not None
+        assert (closed.status.value, closed.bot_paused) == ("closed", False)
     context.close()
     assert problems == []

@@ -578,6 +578,8 @@
   var closeForm = $("[data-close-form]");
   $("[data-close-open]").addEventListener("click", function () {
     closeForm.reset();
+    // Only a paused bot has something to turn back on.
+    $("[data-close-resume-field]").hidden = !(state.current && state.current.bot_paused);
     if (typeof dialog.showModal === "function") dialog.showModal();
     else dialog.setAttribute("open", "");
   });
@@ -589,7 +591,8 @@
     var summary = closeForm.elements.summary.value.trim();
     api("POST", "/conversations/" + state.current.id + "/close", {
       category_id: numberOrNull(category),
-      summary: summary || null
+      summary: summary || null,
+      resume_bot: closeForm.elements.resume_bot.checked
     }).then(function (c) {
       dialog.close();
       state.current = Object.assign({}, state.current, c);
