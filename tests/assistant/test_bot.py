@@ -4,7 +4,7 @@ past its maximum; a redelivered event sends once; paused, assigned and open-hour
 nothing; closing with "turn the bot back on" ends a pause that would carry over."""
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,6 +25,7 @@ from tertulia.conversations.models import Conversation, Direction, Message, Send
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
+from tertulia.kit import queue
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.workspaces.service import do_set_business_hours
@@ -353,3 +354,21 @@ def test_suggested_replies_for_the_last_customer_message(
     # Suggestions send nothing.
     assert shop.outgoing(conversation_id) == []
     assert client.get("/api/v1/assistant/conversations/999999/suggestions", headers=tenant.headers).status_code == 404
+
+
+def test_a_stale_message_is_left_to_people(db: Database, tenant: Tenant, provider: FakeProvider) -> None:
+    """The bot reaching a message long after it arrived (its first run over an old log, a backlog)
+    does not answer it."""
+    shop = Shop(db, tenant, provider)
+    queue.huey.immediate = False  # the bot runs only when fed, here much later
+    with db.transaction() as session:
+        channel = session.get(Channel, shop.channel_id)
+        assert channel is not None
+        received = do_receive(
+            session, channel, InboundMessage(sender_id="old", provider_message_id="old-1", text="¿a qué hora abren?")
+        )
+        assert received.conversation is not None
+        conversation_id = received.conversation.id
+    with travel(bot.STALE_AFTER + timedelta(minutes=1)):
+        feed(db)
+    assert shop.outgoing(conversation_id) == []

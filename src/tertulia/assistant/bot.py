@@ -14,6 +14,9 @@ closed at the message's time). It then asks the same function as POST /api/v1/as
   the team what the customer asked and what the bot found. The conversation stays unassigned,
   in the people's queue.
 
+A message the bot gets to more than STALE_AFTER after it arrived is left alone (the first run
+reads the log from its start; a backlog after an outage is not answered late).
+
 Idempotent: everything happens in one transaction that first claims the message's `BotTurn` row
 (unique per incoming message, inserted with ON CONFLICT DO NOTHING). A redelivered event finds the
 claim and sends nothing; a crash before the commit leaves neither the claim nor the message.
@@ -24,6 +27,7 @@ conversation starts paused unless the previous one was closed with "turn the bot
 """
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 import structlog
 from sqlalchemy import func, select
@@ -54,6 +58,10 @@ CONSUMER_NAME = "assistant-bot"
 AUTOMATION = "assistant"
 ANSWERED = "answered"
 HANDOFF = "handoff"
+# A message older than this when the bot gets to it is left to people: the consumer starts from the
+# beginning of the log when first deployed, and catches up after an outage, and an answer that late
+# (to a question the customer may have moved on from) does more harm than none.
+STALE_AFTER = timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,7 @@ def respond(session: Session, workspace_id: int, message_id: int) -> BotTurn | N
         or message.workspace_id != workspace_id
         or message.direction != Direction.INCOMING
         or message.channel_id is None
+        or message.created_at < utcnow() - STALE_AFTER
     ):
         return None
     # The channel's settings first: with the bot off (most channels) nothing is locked.
