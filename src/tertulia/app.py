@@ -11,7 +11,7 @@ from tertulia import (
     tasks,  # noqa: F401  (registers every queue task with huey)
 )
 from tertulia.assistant.api import router as assistant_router
-from tertulia.assistant.views import KNOWLEDGE
+from tertulia.assistant.views import BOT, KNOWLEDGE
 from tertulia.assistant.views import router as assistant_pages
 from tertulia.broadcasts.api import router as broadcasts_router
 from tertulia.broadcasts.views import router as broadcasts_pages
@@ -82,6 +82,7 @@ SETTINGS_SECTIONS = (
     CHANNELS,
     WEBHOOKS,
     KNOWLEDGE,
+    BOT,
 )
 
 SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"

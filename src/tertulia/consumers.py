@@ -6,6 +6,7 @@ To add a consumer (outgoing webhooks, workflow triggers, report rollups, the bot
 domain as an `events.dispatcher.Consumer` and list it in EVENT_CONSUMERS.
 """
 
+from tertulia.assistant import bot as assistant_bot
 from tertulia.broadcasts import service as broadcasts_service
 from tertulia.contacts import hooks as contact_hooks
 from tertulia.conversations import away
@@ -35,6 +36,7 @@ EVENT_CONSUMERS: tuple[Consumer, ...] = (
     reports_rollups.CONSUMER,
     workflow_triggers.CONSUMER,
     notifications_feed.CONSUMER,
+    assistant_bot.CONSUMER,
 )
 
 

@@ -10,13 +10,14 @@ POST /api/v1/knowledge/entries/import             CSV body (text/csv); ?dry_run=
 GET/PUT /api/v1/knowledge/synonyms                the workspace's synonym groups
 POST /api/v1/assistant/answer                     what the assistant answers (no side effects)
 GET/PUT /api/v1/assistant/channels/{id}/settings  the bot's settings on a channel (PUT: the fields given)
+GET  /api/v1/assistant/conversations/{id}/suggestions  the top answers for the customer's last message
 """
 
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from tertulia.assistant import bot_settings, csvio, retrieval, service
+from tertulia.assistant import bot, bot_settings, csvio, retrieval, service
 from tertulia.assistant.models import KnowledgeEntry, entry_dict
 from tertulia.assistant.schemas import (
     ActiveBody,
@@ -34,9 +35,12 @@ from tertulia.assistant.schemas import (
     IdsBody,
     ImportOut,
     RowErrorOut,
+    SuggestionOut,
+    SuggestionsOut,
     SynonymGroup,
     SynonymsBody,
 )
+from tertulia.conversations.auth import InboxActor
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, read_only
 from tertulia.kit.types import ID
@@ -192,6 +196,8 @@ def _bot_out(channel_id: int, values: bot_settings.BotValues) -> BotSettingsOut:
         handoff_keywords=values.handoff_keywords,
         handoff_message=values.handoff_message,
         max_bot_answers=values.max_bot_answers,
+        hours=values.hours,
+        keep_paused=values.keep_paused,
     )
 
 
@@ -204,3 +210,18 @@ def get_bot_settings(session: DbSession, actor: ApiActor, channel_id: ID) -> Bot
 def put_bot_settings(session: DbSession, actor: ApiActor, channel_id: ID, body: BotSettingsBody) -> BotSettingsOut:
     values = bot_settings.do_save_settings(session, actor, channel_id, body.model_dump(exclude_none=True))
     return _bot_out(channel_id, values)
+
+
+@router.get("/assistant/conversations/{conversation_id}/suggestions", response_model=SuggestionsOut)
+@read_only
+def suggestions(session: DbSession, actor: InboxActor, conversation_id: ID) -> SuggestionsOut:
+    """Up to three knowledge answers for the customer's last message, most confident first, for an
+    agent to put into the composer (variables are filled in when the reply is sent)."""
+    text, found = bot.suggested_replies(session, actor, conversation_id)
+    return SuggestionsOut(
+        question=text,
+        items=[
+            SuggestionOut(entry_id=a.entry_id or 0, answer=a.answer or "", confidence=a.confidence, language=a.language)
+            for a in found
+        ],
+    )

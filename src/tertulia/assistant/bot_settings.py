@@ -1,7 +1,8 @@
 """Per-channel settings of the assistant's bot: on or off, the confidence below which it hands off,
 the words that make a customer's message a hand-off request, the hand-off message, and how many
-answers it gives in one conversation before handing off. Nothing sends on them yet; the bot reads
-them through `settings_for` and `asks_for_a_person`."""
+answers it gives in one conversation before handing off, whether it works always or only outside
+business hours, and whether a pause lasts into the contact's next conversation. The bot
+(`assistant.bot`) reads them through `settings_for` and `asks_for_a_person`."""
 
 import re
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ MAX_KEYWORDS = 50
 MAX_KEYWORD = 50
 MAX_MESSAGE = 1000
 MAX_ANSWERS = 100
+HOURS = ("always", "outside")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class BotValues:
     handoff_keywords: list[str]
     handoff_message: str
     max_bot_answers: int
+    hours: str = "always"
+    keep_paused: bool = False
 
 
 DEFAULTS = BotValues(False, retrieval.DEFAULT_THRESHOLD, list(DEFAULT_KEYWORDS), DEFAULT_MESSAGE, DEFAULT_MAX_ANSWERS)
@@ -43,7 +47,13 @@ def values_of(row: ChannelBotSettings | None) -> BotValues:
     if row is None:
         return DEFAULTS
     return BotValues(
-        row.enabled, row.threshold, list(row.handoff_keywords or []), row.handoff_message, row.max_bot_answers
+        row.enabled,
+        row.threshold,
+        list(row.handoff_keywords or []),
+        row.handoff_message,
+        row.max_bot_answers,
+        row.hours or "always",
+        bool(row.keep_paused),
     )
 
 
@@ -74,9 +84,15 @@ def check_values(raw: Mapping[str, Any], current: BotValues = DEFAULTS) -> BotVa
     answers = raw.get("max_bot_answers", current.max_bot_answers)
     if isinstance(answers, bool) or not isinstance(answers, int) or not 1 <= answers <= MAX_ANSWERS:
         errors["max_bot_answers"] = "Enter a number of answers between 1 and 100."
+    hours = raw.get("hours", current.hours)
+    if hours not in HOURS:
+        errors["hours"] = "Choose always or only outside business hours."
+    keep_paused = raw.get("keep_paused", current.keep_paused)
+    if not isinstance(keep_paused, bool):
+        errors["keep_paused"] = "Must be true or false."
     if errors:
         raise ValidationFailed("The assistant's settings are not valid.", details=errors)
-    return BotValues(bool(enabled), float(threshold), keywords, message, int(answers))
+    return BotValues(bool(enabled), float(threshold), keywords, message, int(answers), str(hours), bool(keep_paused))
 
 
 def _row(session: Session, channel_id: int) -> ChannelBotSettings | None:
@@ -108,6 +124,8 @@ def do_save_settings(session: Session, actor: Actor, channel_id: int, raw: Mappi
     row.handoff_keywords = values.handoff_keywords
     row.handoff_message = values.handoff_message
     row.max_bot_answers = values.max_bot_answers
+    row.hours = values.hours
+    row.keep_paused = values.keep_paused
     session.flush()
     return values
 

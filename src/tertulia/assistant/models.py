@@ -2,12 +2,14 @@
 the workspace's knowledge version, which every change bumps so each process knows when its
 in-memory index is stale."""
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin
+from tertulia.kit.clock import utcnow
+from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin, UTCDateTime
 
 LANGUAGES = ("es", "en")
 
@@ -63,7 +65,9 @@ class KnowledgeVersion(Base):
 
 class ChannelBotSettings(IdMixin, TimestampMixin, Base):
     """How the assistant behaves on one channel. A channel without a row has the defaults (the bot
-    off). Read by the bot; nothing sends on these settings yet."""
+    off). `hours` is "always" or "outside" (only while the business hours are closed);
+    `keep_paused` makes a pause last into the contact's next conversation until someone closes a
+    conversation with "turn the bot back on"."""
 
     __tablename__ = "assistant_channel_settings"
     __table_args__ = (
@@ -78,6 +82,30 @@ class ChannelBotSettings(IdMixin, TimestampMixin, Base):
     handoff_keywords: Mapped[list[str]] = mapped_column(JSONType, default=list)
     handoff_message: Mapped[str] = mapped_column(Text, default="")
     max_bot_answers: Mapped[int] = mapped_column(Integer)
+    hours: Mapped[str] = mapped_column(String(20), default="always")
+    keep_paused: Mapped[bool] = mapped_column(default=False)
+
+
+class BotTurn(IdMixin, Base):
+    """What the bot did with one customer's message: answered it or handed off. One row per
+    message (unique): the key that makes a redelivered message.received send nothing twice, and
+    what the maximum of answers per conversation counts."""
+
+    __tablename__ = "assistant_bot_turns"
+    __table_args__ = (
+        UniqueConstraint("message_id", name="uq_assistant_bot_turns_message_id"),
+        Index("ix_assistant_bot_turns_conversation_id", "conversation_id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int] = mapped_column(BigID, ForeignKey("conversations.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(BigID, ForeignKey("messages.id", ondelete="CASCADE"))
+    outcome: Mapped[str] = mapped_column(String(20))  # "answered" or "handoff"
+    reason: Mapped[str] = mapped_column(String(40))
+    entry_id: Mapped[int | None] = mapped_column(BigID)
+    confidence: Mapped[float] = mapped_column(Float, default=0.0)
+    reply_message_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("messages.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 def entry_dict(entry: KnowledgeEntry) -> dict[str, Any]:

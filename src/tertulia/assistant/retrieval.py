@@ -393,6 +393,17 @@ class WorkspaceIndex:
             return Answer(None, best.entry_id, best.confidence, True, "low_confidence", language=best.language)
         return best
 
+    def suggest(self, question: str, limit: int = 3) -> list[tuple[IndexedEntry, float, str]]:
+        """The best entries in either language for an agent to choose from, most confident first
+        (no threshold: the agent judges)."""
+        found: list[tuple[IndexedEntry, float, str]] = []
+        for lang in LANGUAGES:
+            index = self.languages[lang]
+            ranked, _tokens = index.search(question, limit=limit)
+            found.extend((index.entries[position], confidence, lang) for position, confidence in ranked)
+        found.sort(key=lambda item: -item[1])
+        return found[:limit]
+
 
 _cache: OrderedDict[int, WorkspaceIndex] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -431,3 +442,12 @@ def answer(
     """What the assistant answers to `question` from the workspace's active entries; no side effects."""
     index = index_for(session, workspace_id)
     return index.answer(question, language, DEFAULT_THRESHOLD if threshold is None else threshold)
+
+
+def suggestions(session: Session, workspace_id: int, question: str, limit: int = 3) -> list[Answer]:
+    """The top `limit` entries for `question` (the inbox's suggested replies); no side effects."""
+    index = index_for(session, workspace_id)
+    return [
+        Answer(entry.answer, entry.id, confidence, False, "suggested", entry.buttons, lang)
+        for entry, confidence, lang in index.suggest(question[:MAX_QUESTION], limit)
+    ]

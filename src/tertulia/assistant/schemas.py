@@ -134,6 +134,10 @@ class BotSettingsBody(Strict):
     )
     handoff_message: Annotated[str, described(1000)] | None = None
     max_bot_answers: int | None = Field(default=None, description="Answers per conversation before handing off.")
+    hours: str | None = Field(default=None, description='"always", or "outside": only while business hours are closed.')
+    keep_paused: bool | None = Field(
+        default=None, description="A pause lasts into the contact's next conversation until a close turns it back on."
+    )
 
 
 class BotSettingsOut(BaseModel):
@@ -143,3 +147,17 @@ class BotSettingsOut(BaseModel):
     handoff_keywords: list[str]
     handoff_message: str
     max_bot_answers: int
+    hours: str
+    keep_paused: bool
+
+
+class SuggestionOut(BaseModel):
+    entry_id: int
+    answer: str
+    confidence: float
+    language: str | None
+
+
+class SuggestionsOut(BaseModel):
+    question: str = Field(description="The customer's last message the suggestions answer.")
+    items: list[SuggestionOut]

@@ -1,14 +1,16 @@
 """Settings > Assistant > Knowledge: the knowledge entries (list with search, create, edit, delete),
 CSV import with its row report and export, the synonyms, and a box to try a question against the
-knowledge as the assistant would answer it. `manage_knowledge` (owners and managers)."""
+knowledge as the assistant would answer it. Settings > Assistant > Bot: the bot's settings, one
+channel at a time. `manage_knowledge` (owners and managers)."""
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.responses import Response
 
-from tertulia.assistant import csvio, retrieval, service
+from tertulia.assistant import bot_settings, csvio, retrieval, service
 from tertulia.assistant.models import LANGUAGES, KnowledgeEntry
+from tertulia.channels.service import list_channels
 from tertulia.kit.errors import DomainError, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.text import replace_unsafe_characters
@@ -293,3 +295,89 @@ def delete_entry(ctx: UserPage, entry_id: ID) -> Response:
     open_section(ctx, KNOWLEDGE)
     service.do_delete_entry(ctx.session, ctx.actor, service.access_entry(ctx.session, ctx.actor, entry_id))
     return ctx.redirect("/settings/knowledge", flash="settings_saved")
+
+
+# ----- Settings > Assistant > Bot: the bot's settings per channel ---------------------------------
+
+BOT = Section("assistant-bot", i18n.lazy("Bot"), Permission.MANAGE_KNOWLEDGE)
+
+
+def _bot_typed(values: bot_settings.BotValues) -> dict[str, Any]:
+    return {
+        "enabled": values.enabled,
+        "threshold": f"{values.threshold:g}",
+        "handoff_keywords": ", ".join(values.handoff_keywords),
+        "handoff_message": values.handoff_message,
+        "max_bot_answers": str(values.max_bot_answers),
+        "hours": values.hours,
+        "keep_paused": values.keep_paused,
+    }
+
+
+def _number(text: str, kind: type[int] | type[float]) -> int | float | str:
+    """The typed number, or the text itself so the check names the field."""
+    try:
+        return kind(text.strip().replace(",", "."))
+    except ValueError:
+        return text
+
+
+@section_page(router, "/assistant-bot", BOT)
+def _bot_page(
+    ctx: WebContext,
+    *,
+    channel_id: int | None = None,
+    typed: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+) -> Response:
+    channels = list_channels(ctx.session, ctx.actor.workspace_id)
+    asked = ctx.request.query_params.get("channel", "")
+    if channel_id is None and asked.isdigit() and len(asked) < 18:
+        channel_id = int(asked)
+    current = next((c for c in channels if c.id == channel_id), channels[0] if channels else None)
+    if current is not None and typed is None:
+        typed = _bot_typed(bot_settings.get_settings(ctx.session, ctx.actor, current.id))
+    context = {"channels": channels, "current": current, "typed": typed or {}, "errors": errors or {}}
+    return render_section(ctx, BOT, "assistant/bot.html", context, status_code=422 if errors else 200)
+
+
+@router.post("/assistant-bot/{channel_id}")
+def save_bot(
+    ctx: UserPage,
+    channel_id: ID,
+    enabled: Annotated[str | None, Form()] = None,
+    threshold: Annotated[str, Form()] = "",
+    handoff_keywords: Annotated[str, Form()] = "",
+    handoff_message: Annotated[str, Form()] = "",
+    max_bot_answers: Annotated[str, Form()] = "",
+    hours: Annotated[str, Form()] = "always",
+    keep_paused: Annotated[str | None, Form()] = None,
+) -> Response:
+    open_section(ctx, BOT)
+    clean = replace_unsafe_characters
+    typed = {
+        "enabled": enabled is not None,
+        "threshold": clean(threshold),
+        "handoff_keywords": clean(handoff_keywords),
+        "handoff_message": clean(handoff_message),
+        "max_bot_answers": clean(max_bot_answers),
+        "hours": clean(hours),
+        "keep_paused": keep_paused is not None,
+    }
+    raw = {
+        "enabled": enabled is not None,
+        "threshold": _number(threshold, float),
+        "handoff_keywords": [w for w in handoff_keywords.split(",") if w.strip()],
+        "handoff_message": handoff_message,
+        "max_bot_answers": _number(max_bot_answers, int),
+        "hours": hours,
+        "keep_paused": keep_paused is not None,
+    }
+    return submit(
+        ctx,
+        lambda: bot_settings.do_save_settings(ctx.session, ctx.actor, channel_id, raw),
+        again=lambda exc: _bot_page(ctx, channel_id=channel_id, typed=typed, errors=field_errors(ctx, exc)),
+        redirect=f"/settings/assistant-bot?channel={channel_id}",
+        flash="settings_saved",
+        catch=(ValidationFailed,),
+    )

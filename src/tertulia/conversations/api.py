@@ -257,6 +257,10 @@ class CloseBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     category_id: ID | None = None
     summary: str | None = Field(default=None, max_length=5_000)
+    resume_bot: bool = Field(
+        default=False,
+        description="Turn the bot back on: a pause does not carry over to the contact's next conversation.",
+    )
 
 
 class BotBody(BaseModel):
@@ -551,7 +555,9 @@ def assign(session: DbSession, actor: InboxActor, conversation_id: ID, body: Ass
 @router.post("/conversations/{conversation_id}/close")
 def close(session: DbSession, actor: InboxActor, conversation_id: ID, body: CloseBody) -> dict[str, Any]:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
-    service.do_close(session, actor, conversation, category_id=body.category_id, summary=body.summary)
+    service.do_close(
+        session, actor, conversation, category_id=body.category_id, summary=body.summary, resume_bot=body.resume_bot
+    )
     return schemas.conversation_dict(conversation)
 
 

@@ -857,9 +857,12 @@ def do_close(
     category_id: int | None,
     summary: str | None,
     source: ClosingSource | None = None,
+    resume_bot: bool = False,
 ) -> Conversation:
     """`source` defaults to the actor's kind; automatic closers (auto-close) name theirs and need no
-    closing category even where the workspace asks people for one."""
+    closing category even where the workspace asks people for one. `resume_bot` turns the bot back
+    on as the conversation closes, so a pause does not carry over to the contact's next one (where
+    the channel's bot keeps pauses, see assistant.bot)."""
     if conversation.status == ConversationStatus.CLOSED:
         raise Conflict("This conversation is already closed.", code="already_closed")
     source = source or _closing_source(actor)
@@ -873,6 +876,8 @@ def do_close(
     note = (summary or "").strip() or None
     if note is not None and len(note) > MAX_SUMMARY:
         raise ValidationFailed.field("summary", f"must be at most {MAX_SUMMARY} characters")
+    if resume_bot:
+        do_set_bot_paused(session, actor, conversation, False)
     now = utcnow()
     conversation.status = ConversationStatus.CLOSED
     conversation.closed_at = now

@@ -551,6 +551,7 @@
       renderHead(c);
       toBottom();
       markRead();
+      loadSuggestions();
       loadContactPanel(c);
       if (push && window.history.pushState) window.history.pushState({ id: id }, "", "/messages/" + id);
     }).catch(function () {});
@@ -606,6 +607,8 @@
   var closeForm = $("[data-close-form]");
   $("[data-close-open]").addEventListener("click", function () {
     closeForm.reset();
+    // Only a paused bot has something to turn back on.
+    $("[data-close-resume-field]").hidden = !(state.current && state.current.bot_paused);
     if (typeof dialog.showModal === "function") dialog.showModal();
     else dialog.setAttribute("open", "");
   });
@@ -617,7 +620,8 @@
     var summary = closeForm.elements.summary.value.trim();
     api("POST", "/conversations/" + state.current.id + "/close", {
       category_id: numberOrNull(category),
-      summary: summary || null
+      summary: summary || null,
+      resume_bot: closeForm.elements.resume_bot.checked
     }).then(function (c) {
       dialog.close();
       state.current = Object.assign({}, state.current, c);
@@ -750,6 +754,36 @@
       composer.requestSubmit();
     }
   });
+
+  // ----- suggested replies: the knowledge's best answers to the customer's last message -----
+  var suggestionsBar = $("[data-suggestions]");
+  var suggestionList = $("[data-suggestion-list]");
+  var suggestSeq = 0;
+  function loadSuggestions() {
+    if (!suggestionsBar || !suggestionList) return;
+    var seq = ++suggestSeq;
+    if (!state.current) { suggestionsBar.hidden = true; return; }
+    var id = state.current.id;
+    api("GET", "/assistant/conversations/" + id + "/suggestions", undefined, true).then(function (data) {
+      if (seq !== suggestSeq || !state.current || state.current.id !== id) return;
+      var items = data.items || [];
+      suggestionList.textContent = "";
+      items.forEach(function (item) {
+        var button = el("button", "suggestion", item.answer);
+        button.type = "button";
+        button.title = item.answer;
+        button.setAttribute("data-testid", "suggestion");
+        button.addEventListener("click", function () { insertSuggestion(item.answer); });
+        suggestionList.appendChild(button);
+      });
+      suggestionsBar.hidden = items.length === 0;
+    }).catch(function () { if (seq === suggestSeq) suggestionsBar.hidden = true; });
+  }
+  function insertSuggestion(text) {
+    input.value = text;
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    input.focus();
+  }
 
   composer.addEventListener("submit", function (event) {
     event.preventDefault();
@@ -1859,7 +1893,7 @@
         var message = event.data && event.data.message;
         if (!message) return;
         if (isCurrent) {
-          if (message.direction === "incoming") { hideTyping(); refreshCurrent(); }
+          if (message.direction === "incoming") { hideTyping(); refreshCurrent(); loadSuggestions(); }
           var stick = nearBottom();
           addMessage(message, false);
           if (stick) toBottom();

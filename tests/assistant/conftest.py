@@ -1,0 +1,3 @@
+from tests.fakes import fakehttp_adapter
+
+__all__ = ["fakehttp_adapter"]
