@@ -192,6 +192,17 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
     # settings and opt-outs are a singleton and a set keyed by contact.
     # Not collections: the assistant's answer and per-channel settings (tests/assistant), the
     # workspace's business hours, away message and auto-close (tests/workspaces, tests/conversations),
-    # the reports (tests/reports); workflows, whose bodies are whole definitions (tests/workflows).
-    elsewhere = {"files", "broadcast-settings", "broadcast-opt-outs", "assistant", "workspace", "reports", "workflows"}
+    # the reports and the dashboard (tests/reports); workflows, whose bodies are whole definitions
+    # (tests/workflows); the signed-in person's notifications, which no token reads (tests/notifications).
+    elsewhere = {
+        "files",
+        "broadcast-settings",
+        "broadcast-opt-outs",
+        "assistant",
+        "workspace",
+        "reports",
+        "workflows",
+        "dashboard",
+        "notifications",
+    }
     assert resources - elsewhere - {r.name for r in RESOURCES} == set()

@@ -38,17 +38,19 @@ GENERAL = Section("general", i18n.lazy("General"), Permission.MANAGE_WORKSPACE)
 
 
 @section_page(router, "/general", GENERAL)
-def _general(ctx: WebContext, values: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
+def _general(ctx: WebContext, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
+    """The page's forms show what is stored, except the fields of the form just refused (`typed`)."""
     workspace = get_workspace(ctx.session, ctx.actor.workspace_id)
-    values = values or {
+    stored = {
         "name": workspace.name,
         "default_country": workspace.default_country or "",
         "timezone": workspace.timezone,
         "default_language": workspace.default_language,
         "agents_see_unassigned": "1" if workspace.agents_see_unassigned else "",
         "away_after_minutes": str(workspace.away_after_minutes),
+        "auto_close_minutes": str(workspace.auto_close_minutes or ""),
     }
-    values.setdefault("auto_close_minutes", str(workspace.auto_close_minutes or ""))
+    values = {**stored, **(typed or {})}
     context = {
         "values": values,
         "errors": errors or {},
@@ -101,19 +103,10 @@ def save_auto_close(ctx: UserPage, form: Annotated[AutoCloseForm, Form()]) -> Re
     open_section(ctx, GENERAL)
     raw = form.auto_close_minutes.strip()
     minutes = int(raw) if raw.isdigit() else None
-    workspace = get_workspace(ctx.session, ctx.actor.workspace_id)
-    kept = {
-        "name": workspace.name,
-        "default_country": workspace.default_country or "",
-        "timezone": workspace.timezone,
-        "default_language": workspace.default_language,
-        "agents_see_unassigned": "1" if workspace.agents_see_unassigned else "",
-        "auto_close_minutes": raw,
-    }
     return submit(
         ctx,
         lambda: do_set_auto_close(ctx.session, ctx.actor, minutes if raw else None),
-        again=lambda exc: _general(ctx, kept, errors_beside(ctx, exc, "auto_close_minutes")),
+        again=lambda exc: _general(ctx, {"auto_close_minutes": raw}, errors_beside(ctx, exc, "auto_close_minutes")),
         redirect="/settings/general",
         flash="settings_saved",
     )
