@@ -7,6 +7,7 @@
 """
 
 import time
+from contextlib import AbstractContextManager
 
 from huey import crontab
 
@@ -21,6 +22,12 @@ BUDGET_SECONDS = 10.0
 def nudge() -> None:
     """Ask for a run of `workflows.advance` soon (coalesced per process)."""
     _nudger.nudge()
+
+
+def nudges_paused() -> AbstractContextManager[None]:
+    """No advance is asked for by this process's commits while the block runs (tests that run the
+    runner by hand)."""
+    return _nudger.paused()
 
 
 def run() -> int:
