@@ -33,6 +33,7 @@ from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.reports import histogram
 from tertulia.reports.models import ConversationFact, Rollup
+from tertulia.reports.repository import KEY_COLUMNS
 from tertulia.reports.rollups import Changes
 from tertulia.reports.service import REPORTS, build_report
 from tertulia.users.permissions import Actor
@@ -88,21 +89,7 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
         changes = Changes(workspace_id, at, zone)
         record(changes)
         for row in changes.as_rows():
-            key = tuple(
-                row[c]
-                for c in (
-                    "grain",
-                    "period",
-                    "metric",
-                    "label",
-                    "channel_id",
-                    "team_id",
-                    "user_id",
-                    "category_id",
-                    "source",
-                    "bucket",
-                )
-            )
+            key = tuple(row[c] for c in KEY_COLUMNS if c != "workspace_id")  # one workspace here
             have = totals.setdefault(key, [0, 0.0])
             have[0] += row["count"]
             have[1] += row["total"]
