@@ -28,6 +28,7 @@ from sqlalchemy import delete, text  # noqa: E402
 from tertulia import consumers  # noqa: E402
 from tertulia.app import create_app  # noqa: E402
 from tertulia.conversations.ingress.callbacks import callback_spool  # noqa: E402
+from tertulia.events import tasks as events_tasks  # noqa: E402
 from tertulia.kit import queue  # noqa: E402
 from tertulia.kit.db import Database  # noqa: E402
 from tertulia.kit.settings import Settings  # noqa: E402
@@ -37,6 +38,7 @@ from tertulia.provisioning import do_create_workspace_with_owner  # noqa: E402
 from tertulia.users.models import Role  # noqa: E402
 from tertulia.users.permissions import Actor  # noqa: E402
 from tertulia.users.service import do_add_member, do_create_api_token, do_create_user  # noqa: E402
+from tertulia.workflows import tasks as workflows_tasks  # noqa: E402
 
 consumers.install()  # as every process does at start: merge hooks and event consumers
 
@@ -173,3 +175,12 @@ def make_tenant(db: Database) -> Callable[..., Tenant]:
 @pytest.fixture
 def tenant(make_tenant: Callable[..., Tenant]) -> Tenant:
     return make_tenant(default_country="MX", timezone="America/Mexico_City")
+
+
+@pytest.fixture
+def no_background_work() -> Iterator[None]:
+    """For tests that feed event consumers and run the workflow runner by hand: their writes would
+    otherwise ask for a dispatch and an advance, which timer threads run a moment later (inline, with
+    the tests' immediate queue), racing the test for the same consumer lease and run rows."""
+    with events_tasks.nudges_paused(), workflows_tasks.nudges_paused():
+        yield

@@ -23,26 +23,17 @@ from tertulia.conversations import service as inbox
 from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
 from tertulia.events import dispatcher
-from tertulia.events import tasks as events_tasks
 from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
 from tertulia.kit import queue
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
-from tertulia.workflows import tasks as workflows_tasks
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
 from tests.web.helpers import sign_in_as
 
-
-@pytest.fixture(autouse=True)
-def _no_background_work() -> Iterator[None]:
-    """These tests feed the consumers and run the runner by hand. Their writes would otherwise ask
-    for a dispatch and an advance, which timer threads run a moment later (inline, with the tests'
-    immediate queue), racing the test for the same consumer lease and run rows."""
-    with events_tasks.nudges_paused(), workflows_tasks.nudges_paused():
-        yield
+pytestmark = pytest.mark.usefixtures("no_background_work")
 
 
 ENTRIES = [

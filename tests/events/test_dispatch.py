@@ -5,7 +5,6 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -16,7 +15,6 @@ from tertulia.cli import app as cli
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
 from tertulia.events.service import Event, emit, write_pending
-from tertulia.events.tasks import nudges_paused
 from tertulia.events.types import EventType
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
@@ -24,14 +22,7 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.events.support import Recorder, all_events, event, registered, write_events
 
-
-@pytest.fixture(autouse=True)
-def _no_background_dispatch() -> Iterator[None]:
-    """These tests feed consumers by hand. The writes they make would otherwise ask for a dispatch,
-    which a timer thread runs a moment later (inline, with the tests' immediate queue) for every
-    registered consumer, the test's own included, taking their lease under the test's feet."""
-    with nudges_paused():
-        yield
+pytestmark = pytest.mark.usefixtures("no_background_work")
 
 
 def test_each_consumer_gets_every_event_once_in_order(db: Database) -> None:

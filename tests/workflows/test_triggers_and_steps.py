@@ -13,7 +13,6 @@ from tertulia.contacts.models import Contact, FieldType
 from tertulia.conversations import service as conversations_service
 from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.events import service as event_log
-from tertulia.events import tasks as events_tasks
 from tertulia.events.types import EventType
 from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
@@ -23,7 +22,6 @@ from tertulia.users.models import User
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_set_activity_status
 from tertulia.workflows import runner, service
-from tertulia.workflows import tasks as workflows_tasks
 from tertulia.workflows.models import WorkflowRun
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter
@@ -40,14 +38,7 @@ from tests.workflows.support import (
     sent_texts,
 )
 
-
-@pytest.fixture(autouse=True)
-def _no_background_work() -> Iterator[None]:
-    """These tests feed the consumers and run the runner by hand. Their writes would otherwise ask
-    for a dispatch and an advance, which timer threads run a moment later (inline, with the tests'
-    immediate queue), racing the test for the same consumer lease and run rows."""
-    with events_tasks.nudges_paused(), workflows_tasks.nudges_paused():
-        yield
+pytestmark = pytest.mark.usefixtures("no_background_work")
 
 
 @pytest.fixture
