@@ -12,6 +12,7 @@ from tertulia import (
 )
 from tertulia.assistant.api import router as assistant_router
 from tertulia.assistant.views import BOT, KNOWLEDGE
+from tertulia.assistant.views import MAX_IMPORT_BYTES as KNOWLEDGE_IMPORT_MAX_BYTES
 from tertulia.assistant.views import router as assistant_pages
 from tertulia.broadcasts.api import router as broadcasts_router
 from tertulia.broadcasts.views import router as broadcasts_pages
@@ -156,7 +157,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token
     app.add_middleware(ApiCredentialGate)  # inside the size limit: a body too big is refused unread first
     app.add_middleware(
-        BodyLimitMiddleware, settings.request_max_bytes, upload_limits(settings, import_max_bytes=MAX_IMPORT_BYTES)
+        BodyLimitMiddleware,
+        settings.request_max_bytes,
+        upload_limits(
+            settings, import_max_bytes=MAX_IMPORT_BYTES, knowledge_import_max_bytes=KNOWLEDGE_IMPORT_MAX_BYTES
+        ),
     )
 
     install_api_docs(app, path="/api/docs", js_url=SWAGGER_UI_JS, css_url=SWAGGER_UI_CSS)

@@ -1190,6 +1190,7 @@ def authorise_email(ctx: UserPage, channel_id: ID) -> Response:
 @router.get("/settings/channels/email/oauth")
 def email_oauth_callback(ctx: UserPage, state: str = "", code: str = "", error: str = "") -> Response:
     """The provider's answer comes back here; the person confirms, and the code is traded (POST)."""
+    ctx.actor.require(Permission.MANAGE_CHANNELS)
     channel = _access(ctx, service.channel_of_oauth_state(ctx.actor, state), "email")
     if error or not code:
         reason = ctx.fmt.gettext(EMAIL_TEST_FAILED) % {"reason": error or "no code"}
@@ -1205,6 +1206,7 @@ class OAuthCodeForm(BaseModel):
 @router.post("/settings/channels/email/oauth")
 def finish_email_oauth(ctx: UserPage, form: Annotated[OAuthCodeForm, Form()]) -> Response:
     """Trade the code for a refresh token, then connect the mailbox with it."""
+    ctx.actor.require(Permission.MANAGE_CHANNELS)
     try:
         check_form_text(ctx.request)
         channel_id = service.channel_of_oauth_state(ctx.actor, form.state)

@@ -50,9 +50,11 @@ class BodyTooLarge(HTTPException):
 WIDGET_MAX_BYTES = 128 * 1024
 
 
-def upload_limits(settings: Settings, *, import_max_bytes: int) -> list[BodyLimit]:
-    """The routes that take files (the per-file upload limit, or the CSV import limit), and the
-    public widget, held to less than the default."""
+def upload_limits(settings: Settings, *, import_max_bytes: int, knowledge_import_max_bytes: int) -> list[BodyLimit]:
+    """The routes that take files (the per-file upload limit, or a CSV import's limit), and the
+    public widget, held to less than the default. A page's upload gets room for its envelope above
+    the file's own limit, so its handler, not this middleware, refuses a file just over it: with the
+    message beside the field, in the reader's language."""
     upload = settings.upload_max_bytes + MULTIPART_OVERHEAD
     return [
         BodyLimit("POST", re.compile(r"/widget/.*"), WIDGET_MAX_BYTES),
@@ -60,6 +62,7 @@ def upload_limits(settings: Settings, *, import_max_bytes: int) -> list[BodyLimi
         BodyLimit("POST", re.compile(r"/messages/files"), upload),
         BodyLimit("POST", re.compile(r"/settings/snippets(/\d+)?"), upload),
         BodyLimit("POST", re.compile(r"/contacts/import"), import_max_bytes + MULTIPART_OVERHEAD),
+        BodyLimit("POST", re.compile(r"/settings/knowledge/import"), knowledge_import_max_bytes + MULTIPART_OVERHEAD),
     ]
 
 
