@@ -37,7 +37,9 @@ MANAGER = ("marta@flujos.example.com", "marta-password")
 SHOP = "https://tienda.example"
 QUESTION = "¿Buscas ventas o soporte?"
 THANKS = "Gracias por esperar, ya te atendemos."
-CONDITION = {"groups": [{"conditions": [{"category": "variable", "field": "area", "operator": "is", "value": "ventas"}]}]}
+CONDITION = {
+    "groups": [{"conditions": [{"category": "variable", "field": "area", "operator": "is", "value": "ventas"}]}]
+}
 
 
 @dataclass
@@ -59,9 +61,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         do_add_member(session, workspace_id, manager.id, Role.MANAGER)
         owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
         channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
-        contact = do_create_contact(
-            session, owner, {"first_name": "Ana", "email": "ana@x.example"}
-        )
+        contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
         key, contact_id = channel.key, contact.id
     queue.huey.immediate = True
     queue.use_database(database)
@@ -174,7 +174,8 @@ def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, 
     page.get_by_test_id("builder-toggle").click()
     saved = json.loads(page.locator("#f-definition").input_value())
     assert [s["id"] for s in saved["steps"]] == ["welcome", "pregunta", "rama", "ventas", "espera", "gracias"]
-    assert saved["steps"][2]["next"] == "espera" and "next" not in saved["steps"][3]
+    assert saved["steps"][2]["next"] == "espera"
+    assert "next" not in saved["steps"][3]
     page.get_by_test_id("builder-toggle").click()
     expect(page.get_by_test_id("builder")).to_be_visible()
 
@@ -192,12 +193,15 @@ def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, 
         token = httpx.post(f"{widget}/session", headers={"Origin": SHOP}, json={"name": "Luis"}).json()["access_token"]
         headers = {"Origin": SHOP, "Authorization": f"Bearer {token}"}
         for number, text in enumerate(["hola", "soporte", "sigo aquí"]):
-            said = httpx.post(f"{widget}/messages", headers=headers, json={"text": text, "client_msg_id": f"builder-{number:04d}"})
+            said = httpx.post(
+                f"{widget}/messages", headers=headers, json={"text": text, "client_msg_id": f"builder-{number:04d}"}
+            )
             assert said.status_code == 201, said.text
             feed(setup.database)
         history = httpx.get(f"{widget}/messages", headers=headers).json()
     texts = [item.get("text") for item in history["items"]]
-    assert QUESTION in " ".join(t or "" for t in texts) and THANKS in texts
+    assert QUESTION in " ".join(t or "" for t in texts)
+    assert THANKS in texts
     assert [run.status for run in runs(setup.database, workflow_id)] == ["finished"]
 
     with setup.database.transaction(write=False) as session:

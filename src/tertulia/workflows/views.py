@@ -24,9 +24,8 @@ from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors, submit
-from tertulia.workflows import language
+from tertulia.workflows import language, service
 from tertulia.workflows import repository as repo
-from tertulia.workflows import service
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.simulate import Simulation, simulate
 

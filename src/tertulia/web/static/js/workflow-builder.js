@@ -681,7 +681,7 @@
           const on = el("input", { type: "checkbox", id: id, checked: value !== undefined && value !== null });
           on.addEventListener("change", function () {
             if (on.checked) slot.set(defaultObject(schema, ctx.defs));
-            else slot.set(described.nullable ? undefined : undefined);
+            else slot.set(undefined);
             clearError(ctx.owner, path);
             ctx.onChange();
             body.hidden = !on.checked;
