@@ -1,6 +1,7 @@
 """/api/v1/workflows and the workflow pages: validation with paths, permissions, publish, stop,
 simulate, runs."""
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 from tertulia.channels.models import Channel
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.workflows import language
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, FakeProvider
 from tests.web.helpers import sign_in_as
@@ -159,3 +161,52 @@ def test_editing_a_published_workflow_makes_a_draft_and_runs_keep_their_version(
     tags = client.get(f"/api/v1/contacts/id:{contact_id}", headers=tenant.headers).json()["tags"]
     assert "first" in tags
     assert "second" not in tags
+
+
+def _builder_data(html: str) -> dict[str, Any]:
+    start = html.index('<script type="application/json" id="workflow-builder-data">')
+    body = html[html.index(">", start) + 1 : html.index("</script>", start)]
+    found: dict[str, Any] = json.loads(body)
+    return found
+
+
+def test_the_builder_gets_every_config_schema_and_the_errors_of_a_refused_save(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    created = client.post("/api/v1/workflows", headers=tenant.headers, json={"name": "B", "definition": FLOW})
+    workflow_id = created.json()["id"]
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    client.post("/language", data={"language": "es", "next": "/workflows", "csrf_token": token})
+    data = _builder_data(client.get(f"/workflows/{workflow_id}").text)
+    # Every step and trigger type of the language, each with the schema its form is drawn from.
+    assert set(data["steps"]) == set(language.STEP_CONFIGS)
+    assert set(data["triggers"]) == set(language.TRIGGER_CONFIGS)
+    question = data["steps"]["ask_question"]
+    assert question["label"] == "Hacer una pregunta"
+    assert list(question["schema"]["properties"])[:2] == ["text", "kind"]  # the model's order, not sorted
+    assert data["labels"]["fields"]["max_attempts"] == "Intentos como máximo"
+    assert data["outcomes"]["ask_question"] == ["invalid", "timeout"]
+    assert data["definition"] == FLOW
+    assert data["errors"] == {}
+
+    # A name that would end the data block early if it were not escaped.
+    first = {**FLOW["steps"][0], "name": "</script><b>x", "config": {"text": ""}}
+    wrong = {**FLOW, "steps": [first, *FLOW["steps"][1:]]}
+    refused = client.post(
+        f"/workflows/{workflow_id}", data={"name": "B", "definition": json.dumps(wrong), "csrf_token": token}
+    )
+    assert refused.status_code == 422
+    data = _builder_data(refused.text)
+    assert data["definition"] == wrong  # what was typed, not what is stored
+    assert list(data["errors"]) == ["steps[0].config.text"]
+
+    # Published, then saved again from the page: the list says a draft waits to be published.
+    assert client.post(f"/api/v1/workflows/{workflow_id}/publish", headers=tenant.headers).status_code == 200
+    assert "Cambios sin publicar" not in client.get("/workflows").text
+    saved = client.post(
+        f"/workflows/{workflow_id}",
+        data={"name": "B", "definition": json.dumps(FLOW), "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303, saved.text
+    assert "Cambios sin publicar" in client.get("/workflows").text

@@ -1,13 +1,19 @@
 """Workflows in the web app (Owners and Managers, as the API): the list with each workflow's status,
-runs in progress and last error, and a workflow's page with its JSON definition (edited as JSON
-until the visual builder arrives), what is wrong with it, a simulation on a contact, publish and
-stop, and its runs with their logs.
+runs in progress and last error, and a workflow's page with its visual builder (and the JSON it
+edits, under "Advanced"), what is wrong with it, a simulation on a contact, publish and stop, and
+its runs with their logs.
+
+The builder (web/static/js/workflow-builder.js) draws its forms from the JSON schemas of the
+language's step and trigger configs (`builder_data`), so a step type added to language.py gets a
+form without a change here; labels for the names we know are translated, others read as the
+schema's title.
 """
 
 import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from jinja2.utils import htmlsafe_json_dumps
 from starlette.responses import Response
 
 from tertulia.contacts import service as contacts_service
@@ -18,8 +24,8 @@ from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors, submit
+from tertulia.workflows import language, service
 from tertulia.workflows import repository as repo
-from tertulia.workflows import service
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.simulate import Simulation, simulate
 
@@ -38,11 +44,193 @@ RUN_STATUS_LABELS: dict[str, str] = {
     "failed": i18n.lazy("Failed"),
     "stopped": i18n.lazy("Stopped"),
 }
+STEP_LABELS: dict[str, str] = {
+    "send_message": i18n.lazy("Send a message"),
+    "ask_question": i18n.lazy("Ask a question"),
+    "wait": i18n.lazy("Wait"),
+    "branch": i18n.lazy("Branch"),
+    "update_field": i18n.lazy("Update a contact field"),
+    "add_tags": i18n.lazy("Add tags"),
+    "remove_tags": i18n.lazy("Remove tags"),
+    "assign": i18n.lazy("Assign"),
+    "unassign": i18n.lazy("Unassign"),
+    "open_conversation": i18n.lazy("Open the conversation"),
+    "close_conversation": i18n.lazy("Close the conversation"),
+    "add_comment": i18n.lazy("Add an internal comment"),
+    "jump_to": i18n.lazy("Jump to"),
+    "start_workflow": i18n.lazy("Start another workflow"),
+    "http_request": i18n.lazy("HTTP request"),
+}
+TRIGGER_LABELS: dict[str, str] = {
+    "conversation_opened": i18n.lazy("Conversation opened"),
+    "conversation_closed": i18n.lazy("Conversation closed"),
+    "tag_added": i18n.lazy("Tag added"),
+    "tag_removed": i18n.lazy("Tag removed"),
+    "field_changed": i18n.lazy("Contact field changed"),
+    "broadcast_replied": i18n.lazy("Broadcast reply"),
+    "manual": i18n.lazy("Manual (started by another workflow)"),
+}
+# Field names of the configs, wherever they appear (a name with two meanings reads well for both).
+FIELD_LABELS: dict[str, str] = {
+    "id": i18n.lazy("Step id"),
+    "name": i18n.lazy("Name"),
+    "next": i18n.lazy("Then go to"),
+    "text": i18n.lazy("Text"),
+    "channel": i18n.lazy("Channel"),
+    "kind": i18n.lazy("Kind"),
+    "options": i18n.lazy("Options"),
+    "min": i18n.lazy("Minimum"),
+    "max": i18n.lazy("Maximum"),
+    "retry_text": i18n.lazy("Retry message"),
+    "max_attempts": i18n.lazy("Maximum attempts"),
+    "timeout": i18n.lazy("Timeout"),
+    "amount": i18n.lazy("Amount"),
+    "unit": i18n.lazy("Unit"),
+    "save_to": i18n.lazy("Save the answer to"),
+    "duration": i18n.lazy("Duration"),
+    "until_contact_writes": i18n.lazy("End the wait when the contact writes"),
+    "branches": i18n.lazy("Branches"),
+    "conditions": i18n.lazy("Conditions (filter JSON)"),
+    "field": i18n.lazy("Field"),
+    "value": i18n.lazy("Value"),
+    "tags": i18n.lazy("Tags"),
+    "to": i18n.lazy("Assign to"),
+    "user_id": i18n.lazy("User id"),
+    "team_id": i18n.lazy("Team id"),
+    "strategy": i18n.lazy("Strategy"),
+    "only_online": i18n.lazy("Only online users"),
+    "category_id": i18n.lazy("Closing category id"),
+    "summary": i18n.lazy("Summary"),
+    "target": i18n.lazy("Target step"),
+    "max_jumps": i18n.lazy("Maximum jumps"),
+    "when_exhausted": i18n.lazy("When the jumps are used up"),
+    "workflow_id": i18n.lazy("Workflow id"),
+    "method": i18n.lazy("Method"),
+    "url": i18n.lazy("URL"),
+    "headers": i18n.lazy("Headers"),
+    "body": i18n.lazy("Body (JSON)"),
+    "timeout_seconds": i18n.lazy("Timeout (seconds)"),
+    "response": i18n.lazy("Response values"),
+    "path": i18n.lazy("JSON path"),
+    "variable": i18n.lazy("Variable"),
+    "status_variable": i18n.lazy("Save the status code to the variable"),
+    "sources": i18n.lazy("Sources"),
+    "category_ids": i18n.lazy("Closing category ids"),
+    "fields": i18n.lazy("Fields"),
+    "broadcast_ids": i18n.lazy("Broadcast ids"),
+    "once_per_contact": i18n.lazy("Only once per contact"),
+}
+# Where a step's other outcomes (`on`) lead.
+OUTCOME_LABELS: dict[str, str] = {
+    "failure": i18n.lazy("On failure go to"),
+    "invalid": i18n.lazy("On an invalid answer go to"),
+    "timeout": i18n.lazy("On timeout go to"),
+}
+VALUE_LABELS: dict[str, str] = {
+    "last_interacted": i18n.lazy("Last interacted channel"),
+    "minutes": i18n.lazy("minutes"),
+    "hours": i18n.lazy("hours"),
+    "days": i18n.lazy("days"),
+    "text": i18n.lazy("Text"),
+    "choice": i18n.lazy("Multiple choice"),
+    "number": i18n.lazy("Number"),
+    "email": i18n.lazy("Email"),
+    "phone": i18n.lazy("Phone"),
+    "date": i18n.lazy("Date"),
+    "field": i18n.lazy("Contact field"),
+    "variable": i18n.lazy("Variable"),
+    "tag": i18n.lazy("Tag"),
+    "contact": i18n.lazy("Contact"),
+    "user": i18n.lazy("User"),
+    "api": i18n.lazy("API"),
+    "workflow": i18n.lazy("Workflow"),
+    "system": i18n.lazy("System"),
+    "team": i18n.lazy("Team"),
+    "workspace": i18n.lazy("Anyone in the workspace"),
+    "round_robin": i18n.lazy("Round robin"),
+    "least_open": i18n.lazy("Least open conversations"),
+    "continue": i18n.lazy("Continue to the next step"),
+    "exit": i18n.lazy("End the run"),
+}
+# The builder's own words (buttons, hints, messages), passed to its script.
+UI_TEXTS: dict[str, str] = {
+    "trigger": i18n.lazy("Trigger"),
+    "add_step": i18n.lazy("Add step"),
+    "step_type": i18n.lazy("Type of the new step"),
+    "duplicate": i18n.lazy("Duplicate"),
+    "move_up": i18n.lazy("Move up"),
+    "move_down": i18n.lazy("Move down"),
+    "delete": i18n.lazy("Delete"),
+    "select": i18n.lazy("Configure"),
+    "zoom_in": i18n.lazy("Zoom in"),
+    "zoom_out": i18n.lazy("Zoom out"),
+    "zoom_reset": i18n.lazy("Reset zoom"),
+    "canvas": i18n.lazy("Workflow canvas: drag or use the arrow keys to move, + and - to zoom"),
+    "panel": i18n.lazy("Configure the selected step"),
+    "end": i18n.lazy("End the run"),
+    "else": i18n.lazy("Else"),
+    "start": i18n.lazy("Start"),
+    "ends": i18n.lazy("Ends"),
+    "add": i18n.lazy("Add"),
+    "remove": i18n.lazy("Remove"),
+    "none": i18n.lazy("None"),
+    "one_per_line": i18n.lazy("One per line"),
+    "not_json": i18n.lazy("Not valid JSON"),
+    "set": i18n.lazy("Use this setting"),
+    "channel_id": i18n.lazy("Channel id"),
+    "advanced": i18n.lazy("Advanced: JSON"),
+    "builder": i18n.lazy("Builder"),
+    "json_broken": i18n.lazy("The JSON is not valid: fix it under “Advanced: JSON” to use the builder."),
+    "nothing_selected": i18n.lazy("Choose the trigger or a step to configure it."),
+    "type": i18n.lazy("Type"),
+    "step_deleted": i18n.lazy("Step deleted"),
+    "step_added": i18n.lazy("Step added"),
+    "outcomes": i18n.lazy("Other outcomes"),
+    "item": i18n.lazy("Item"),
+}
 MAX_DEFINITION = 400_000
 STARTER: dict[str, Any] = {
     "trigger": {"type": "conversation_opened", "config": {"sources": ["contact"]}},
     "steps": [{"id": "welcome", "type": "send_message", "config": {"text": 'Hola {{contact.first_name | ""}} 👋'}}],
 }
+
+
+def builder_data(ctx: WebContext, definition: Any, errors: dict[str, str]) -> dict[str, Any]:
+    """What the builder's script needs, as one JSON data block: the definition it edits, the errors
+    found in it by path, the config schemas of every step and trigger type, and its words."""
+
+    def words(labels: dict[str, str]) -> dict[str, str]:
+        return {key: ctx.fmt.gettext(value) for key, value in labels.items()}
+
+    step_labels = words(STEP_LABELS)
+    trigger_labels = words(TRIGGER_LABELS)
+    return {
+        "definition": definition,
+        "errors": errors,
+        "steps": {
+            name: {"label": step_labels.get(name, ""), "schema": model.model_json_schema()}
+            for name, model in language.STEP_CONFIGS.items()
+        },
+        "triggers": {
+            name: {"label": trigger_labels.get(name, ""), "schema": model.model_json_schema()}
+            for name, model in language.TRIGGER_CONFIGS.items()
+        },
+        "outcomes": {name: list(outcomes) for name, outcomes in language.OUTCOMES.items()},
+        "no_config": sorted(language.NO_CONFIG_STEPS),
+        "labels": {
+            "fields": words(FIELD_LABELS),
+            "values": words(VALUE_LABELS),
+            "outcomes": words(OUTCOME_LABELS),
+            "ui": words(UI_TEXTS),
+        },
+    }
+
+
+def _parsed_or_none(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
 
 
 def _require(ctx: WebContext) -> None:
@@ -115,9 +303,16 @@ def _page(
     assert shown is not None
     problems = service.definition_errors(ctx.session, workflow, shown)
     runs = service.runs_with_logs(ctx.session, workflow, limit=50)
+    shown_text = typed if typed is not None else json.dumps(definition, indent=2, ensure_ascii=False)
+    # Errors of what was just typed, else those of the stored version: each beside its step and field.
+    placed = {k: v for k, v in (errors or {}).items() if k not in ("name", "__all__", "contact", "answers")}
     context = {
         "workflow": workflow,
-        "definition": typed if typed is not None else json.dumps(definition, indent=2, ensure_ascii=False),
+        "definition": shown_text,
+        # Not the tojson filter: it sorts keys, and the forms follow the schemas' field order.
+        "builder": htmlsafe_json_dumps(
+            builder_data(ctx, _parsed_or_none(shown_text), placed or (problems if typed is None else {}))
+        ),
         "problems": problems,
         "errors": errors or {},
         "has_draft": draft is not None,

@@ -1,0 +1,216 @@
+"""The workflow builder in a real browser, in Spanish: a manager builds a flow with a question, a
+branch and a wait from cards, sees the server's error beside the field at fault, fixes it, simulates
+the flow on a contact, publishes it, and watches it run on a web-chat conversation (no script error,
+no CSP violation). SQLite only, like the other browser tests."""
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Locator, Page, expect
+from sqlalchemy import select
+
+from tertulia.channels.service import do_create_channel
+from tertulia.contacts.service import do_create_contact
+from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
+from tertulia.conversations.models import Conversation
+from tertulia.events import tasks as events_tasks
+from tertulia.kit import queue
+from tertulia.kit.db import Database
+from tertulia.provisioning import do_create_workspace_with_owner
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workflows import tasks as workflows_tasks
+from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.live_server import fresh_sqlite_database, serve_tertulia
+from tests.workflows.support import feed, runs
+
+pytestmark = pytest.mark.browser
+
+MANAGER = ("marta@flujos.example.com", "marta-password")
+SHOP = "https://tienda.example"
+QUESTION = "¿Buscas ventas o soporte?"
+THANKS = "Gracias por esperar, ya te atendemos."
+CONDITION = {
+    "groups": [{"conditions": [{"category": "variable", "field": "area", "operator": "is", "value": "ventas"}]}]
+}
+
+
+@dataclass
+class Setup:
+    url: str
+    database: Database
+    channel_key: str
+    contact_id: int
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    require_chromium()
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("builder"))
+    with database.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Tienda Flujos", "owner@flujos.example.com", "owner-pass")
+        workspace_id = created.workspace.id
+        manager = do_create_user(session, MANAGER[0], MANAGER[1], first_name="Marta")
+        do_add_member(session, workspace_id, manager.id, Role.MANAGER)
+        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
+        contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
+        key, contact_id = channel.key, contact.id
+    queue.huey.immediate = True
+    queue.use_database(database)
+    with serve_tertulia(database) as url:
+        yield Setup(url, database, key, contact_id)
+    queue.huey.immediate = False
+    queue.use_database(None)
+    database.dispose()
+
+
+def _shot(page: Page, name: str) -> None:
+    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
+    if folder:
+        page.screenshot(path=str(Path(folder) / name), full_page=True)
+
+
+def _card(page: Page, step_id: str) -> Locator:
+    return page.locator(f'[data-testid=step-card][data-step-id="{step_id}"]')
+
+
+def _field(page: Page, path: str, control: str = "input") -> Locator:
+    return page.get_by_test_id("builder-panel").locator(f'[data-field="{path}"] {control}').first
+
+
+def _add(page: Page, step_type: str, step_id: str) -> None:
+    page.get_by_test_id("new-step-type").select_option(step_type)
+    page.get_by_test_id("add-step").click()
+    _field(page, "id").fill(step_id)
+    expect(_card(page, step_id)).to_have_class(re.compile("is-selected"))
+
+
+def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, setup.url, "/workflows", *MANAGER)
+    page.fill("#f-name", "Atención web")
+    page.get_by_role("button", name="Crear borrador").click()
+    page.wait_for_url(re.compile(r"/workflows/\d+$"))
+    workflow_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.get_by_test_id("builder")).to_be_visible()
+    expect(page.locator("#f-definition")).to_be_hidden()
+    expect(page.get_by_test_id("trigger-card")).to_contain_text("Conversación abierta")
+
+    # The question, after the welcome message; its text is left empty on purpose.
+    _card(page, "welcome").get_by_role("button", name=re.compile("^Configurar")).click()
+    _add(page, "ask_question", "pregunta")
+    _field(page, "config.kind", "select").select_option("choice")
+    _field(page, "config.options", "textarea").fill("ventas\nsoporte")
+    page.get_by_test_id("builder-panel").locator('[data-testid="object-save_to"] input[type=checkbox]').first.check()
+    _field(page, "config.save_to.kind", "select").select_option("variable")
+    _field(page, "config.save_to.name").fill("area")
+
+    # A branch: "Ventas" goes to its own message, else a wait that ends when the contact writes.
+    _add(page, "branch", "rama")
+    _field(page, "config.branches[0].name").fill("Ventas")
+    _field(page, "config.branches[0].conditions", "textarea").fill(json.dumps(CONDITION))
+    _add(page, "send_message", "ventas")
+    _field(page, "config.text", "textarea").fill("Te paso con el equipo de ventas.")
+    _add(page, "wait", "espera")
+    _field(page, "config.duration.amount").fill("10")
+    _field(page, "config.until_contact_writes").check()
+    _add(page, "send_message", "gracias")
+    _field(page, "config.text", "textarea").fill(THANKS)
+    # Connect the outcomes: the sales message ends the run; the branch goes to it, else to the wait.
+    _card(page, "ventas").get_by_role("button", name=re.compile("^Configurar")).click()
+    _field(page, "next", "select").select_option("")
+    _card(page, "rama").get_by_role("button", name=re.compile("^Configurar")).click()
+    _field(page, "config.branches[0].next", "select").select_option("ventas")
+    _field(page, "next", "select").select_option("espera")
+    expect(_card(page, "rama").get_by_test_id("branch-column")).to_have_text(
+        [re.compile("Ventas.*→ ventas"), re.compile("Si no.*→ espera")]
+    )
+
+    # Keyboard: move the thanks card up and back down; zoom out and back.
+    move_up = _card(page, "gracias").get_by_role("button", name="Subir: gracias")
+    move_up.focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("step-card").nth(4)).to_have_attribute("data-step-id", "gracias")
+    page.keyboard.press("Tab")  # from "Subir" to "Bajar" on the same card, which kept the focus
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("step-card").nth(5)).to_have_attribute("data-step-id", "gracias")
+    canvas = page.get_by_test_id("builder-canvas")
+    canvas.focus()
+    page.keyboard.press("-")
+    expect(page.locator("[data-zoom-level]")).to_have_text("83%")
+    page.keyboard.press("0")
+    expect(page.locator("[data-zoom-level]")).to_have_text("100%")
+
+    # Saving with the question's text empty: the server's error comes back beside that field.
+    page.get_by_test_id("save-definition").click()
+    expect(_card(page, "pregunta").get_by_test_id("card-error")).to_be_visible()
+    text_error = page.get_by_test_id("builder-panel").locator('[data-field="config.text"] [data-testid=field-error]')
+    expect(text_error).not_to_be_empty()
+    expect(_field(page, "config.text", "textarea")).to_have_attribute("aria-invalid", "true")
+    _shot(page, "85-workflow-builder-error.png")
+    _field(page, "config.text", "textarea").fill(QUESTION)
+    expect(text_error).to_be_empty()
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
+    expect(page.get_by_test_id("card-error")).to_have_count(0)
+    expect(page.get_by_test_id("definition-problems")).to_have_count(0)
+    page.get_by_test_id("zoom-out").click()
+    page.get_by_test_id("zoom-out").click()
+    _card(page, "rama").get_by_role("button", name=re.compile("^Configurar")).click()
+    _shot(page, "86-workflow-builder.png")
+
+    # The advanced JSON editor holds the same definition.
+    page.get_by_test_id("builder-toggle").click()
+    saved = json.loads(page.locator("#f-definition").input_value())
+    assert [s["id"] for s in saved["steps"]] == ["welcome", "pregunta", "rama", "ventas", "espera", "gracias"]
+    assert saved["steps"][2]["next"] == "espera"
+    assert "next" not in saved["steps"][3]
+    page.get_by_test_id("builder-toggle").click()
+    expect(page.get_by_test_id("builder")).to_be_visible()
+
+    page.fill("#f-contact", f"id:{setup.contact_id}")
+    page.fill("#f-answers", "soporte")
+    page.get_by_role("button", name="Simular").click()
+    expect(page.get_by_test_id("simulation-result")).to_contain_text("welcome → pregunta → rama → espera → gracias")
+    page.get_by_test_id("publish").click()
+    expect(page.get_by_test_id("workflow-status")).to_have_text("Publicado")
+
+    # A visitor writes on the web chat: the flow asks, branches to the wait, and thanks them when
+    # they write again. The consumer and the runner are fed by hand, so nothing races the test.
+    with events_tasks.nudges_paused(), workflows_tasks.nudges_paused():
+        widget = f"{setup.url}/widget/{setup.channel_key}"
+        token = httpx.post(f"{widget}/session", headers={"Origin": SHOP}, json={"name": "Luis"}).json()["access_token"]
+        headers = {"Origin": SHOP, "Authorization": f"Bearer {token}"}
+        for number, text in enumerate(["hola", "soporte", "sigo aquí"]):
+            said = httpx.post(
+                f"{widget}/messages", headers=headers, json={"text": text, "client_msg_id": f"builder-{number:04d}"}
+            )
+            assert said.status_code == 201, said.text
+            feed(setup.database)
+        history = httpx.get(f"{widget}/messages", headers=headers).json()
+    texts = [item.get("text") for item in history["items"]]
+    assert QUESTION in " ".join(t or "" for t in texts)
+    assert THANKS in texts
+    assert [run.status for run in runs(setup.database, workflow_id)] == ["finished"]
+
+    with setup.database.transaction(write=False) as session:
+        conversation_id = session.scalars(select(Conversation.id)).one()
+    page.goto(f"{setup.url}/messages/{conversation_id}")
+    expect(page.get_by_text(QUESTION).first).to_be_visible()
+    expect(page.get_by_text(THANKS).first).to_be_visible()
+    page.goto(f"{setup.url}/workflows/{workflow_id}")
+    expect(page.get_by_test_id("run-row")).to_contain_text("Terminada")
+    _shot(page, "87-workflow-run.png")
+    context.close()
+    assert problems == []
