@@ -477,8 +477,10 @@ def test_api_lists_templates_and_makes_drafts_that_say_what_is_missing(client: T
 def test_gallery_page_creates_a_draft(client: TestClient, db: Database, tenant: Tenant) -> None:
     csrf = sign_in_as(client, db, tenant.manager_id, "manager-password")
     assert 'href="/workflows/new/templates"' in client.get("/workflows").text
-    page = client.get("/workflows/new/templates")
+    page = client.get("/workflows/new/templates", headers={"accept-language": "es"})
     assert page.status_code == 200
+    assert "Enrutamiento de agentes" in page.text
+    assert "‹Equipo de ventas› · por turnos · solo conectados" in page.text  # the steps' preview
     assert page.text.count('data-testid="template-card"') == len(TEMPLATE_IDS)
     refused = client.post("/workflows/new/templates/sales_team_assignment", data={"csrf_token": csrf, "value_0": "abc"})
     assert refused.status_code == 422

@@ -290,37 +290,33 @@ def _short(text: Any, limit: int = 90) -> str:
     return value if len(value) <= limit else value[: limit - 1].rstrip() + "…"
 
 
-def preview(found: Template, language: str) -> list[dict[str, str]]:
-    """Each step of the template as (id, type, detail): the gallery's preview of what it does."""
+def preview(found: Template, language: str) -> list[dict[str, Any]]:
+    """Each step of the template as its id, type, a detail (a text, a tag, a team) and terms the page
+    translates (`round_robin`, `only_online`, a wait's unit): the gallery's preview of what it does."""
     chosen = language_of(language)
     shown = {
         p.key: f"‹{p.label.get(chosen, p.key)}›" if p.kind in ID_KINDS else p.default_for(chosen)
         for p in found.placeholders
     }
     definition = build(found, shown, chosen)
-    steps: list[dict[str, str]] = []
+    steps: list[dict[str, Any]] = []
     for step in definition["steps"]:
         config = step.get("config") or {}
-        detail = ""
+        detail, terms = "", []
         if "text" in config:
             detail = _short(config["text"])
         elif step["type"] == "assign":
-            detail = " · ".join(
-                str(part)
-                for part in (config.get("to"), config.get("team_id"), config.get("strategy"))
-                if part not in (None, "workspace")
-            )
-            if config.get("only_online"):
-                detail += " · online"
+            detail = str(config.get("team_id") or "")
+            terms = [config.get("strategy", "round_robin")] + (["only_online"] if config.get("only_online") else [])
         elif "tags" in config:
             detail = ", ".join(str(t) for t in config["tags"])
         elif step["type"] == "wait":
-            detail = f"{config['duration']['amount']} {config['duration']['unit']}"
+            detail, terms = str(config["duration"]["amount"]), [config["duration"]["unit"]]
         elif step["type"] == "branch":
             detail = ", ".join(str(b["name"]) for b in config["branches"])
         elif step["type"] == "jump_to":
             detail = f"→ {config['target']} (×{config['max_jumps']})"
-        steps.append({"id": step["id"], "type": step["type"], "detail": detail})
+        steps.append({"id": step["id"], "type": step["type"], "detail": detail, "terms": terms})
     return steps
 
 

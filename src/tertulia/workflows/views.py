@@ -250,6 +250,15 @@ STEP_TYPE_LABELS: dict[str, str] = {
     "http_request": i18n.lazy("HTTP request"),
 }
 
+PREVIEW_TERMS: dict[str, str] = {
+    "round_robin": i18n.lazy("in turn"),
+    "least_open": i18n.lazy("fewest open conversations"),
+    "only_online": i18n.lazy("online only"),
+    "minutes": i18n.lazy("minutes"),
+    "hours": i18n.lazy("hours"),
+    "days": i18n.lazy("days"),
+}
+
 
 def _gallery(ctx: WebContext, *, failed: str | None = None, errors: dict[str, str] | None = None) -> Response:
     _require(ctx)
@@ -277,6 +286,7 @@ def _gallery(ctx: WebContext, *, failed: str | None = None, errors: dict[str, st
         "categories": sorted(categories, key=lambda c: c[1].lower()),
         "category_labels": {k: ctx.fmt.gettext(v) for k, v in TEMPLATE_CATEGORY_LABELS.items()},
         "step_labels": {k: ctx.fmt.gettext(v) for k, v in STEP_TYPE_LABELS.items()},
+        "terms": {k: ctx.fmt.gettext(v) for k, v in PREVIEW_TERMS.items()},
         "failed": failed,
         "errors": errors or {},
     }
