@@ -193,7 +193,8 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
     # Not collections: the assistant's answer and per-channel settings (tests/assistant), the
     # workspace's business hours, away message and auto-close (tests/workspaces, tests/conversations),
     # the reports and the dashboard (tests/reports); workflows, whose bodies are whole definitions
-    # (tests/workflows); the signed-in person's notifications, which no token reads (tests/notifications).
+    # and their templates (tests/workflows); the signed-in person's notifications, which no token
+    # reads (tests/notifications).
     elsewhere = {
         "files",
         "broadcast-settings",
@@ -202,6 +203,7 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
         "workspace",
         "reports",
         "workflows",
+        "workflow-templates",
         "dashboard",
         "notifications",
     }

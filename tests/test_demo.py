@@ -12,6 +12,9 @@ from tertulia.demo import seed_demo
 from tertulia.demo_inbox import SCRIPTS
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.workflows import catalogue
+from tertulia.workflows import service as workflows_service
+from tertulia.workflows.models import Workflow, WorkflowVersion
 
 
 def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database) -> None:
@@ -48,3 +51,15 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
         ).all()
     assert "Lucía" in names
     assert "Emma" in names
+    # Drafts made from the workflow templates, with nothing to fix (their teams and field exist).
+    with db.transaction(write=False) as session:
+        drafts = session.scalars(select(Workflow).where(Workflow.workspace_id == workspace_id)).all()
+        from_templates = {catalogue.template(t).name["es"] for t in ("agent_routing", "csat_survey", "mark_spam")}
+        problems = {
+            w.name: workflows_service.definition_errors(
+                session, w, session.get_one(WorkflowVersion, w.draft_version_id)
+            )
+            for w in drafts
+            if w.name in from_templates
+        }
+    assert problems == {name: {} for name in from_templates}

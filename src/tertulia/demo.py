@@ -19,9 +19,11 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
 from tertulia.segments.service import do_create_segment
-from tertulia.users.models import Role
+from tertulia.users.models import Membership, Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
+from tertulia.users.teams import do_create_team, do_set_team_members
+from tertulia.workflows.catalogue import do_create_from_template
 from tertulia.workflows.service import do_create_workflow
 from tertulia.workspaces.service import do_set_business_hours
 
@@ -199,8 +201,11 @@ def seed_hours(session: Session, actor: Actor) -> None:
 
 
 def seed_workflows(session: Session, actor: Actor) -> None:
-    """Two drafts to simulate and publish: a welcome that asks for the email, and routing for VIP
-    contacts. Drafts, so the demo's own history (its conversations, its tags) starts no runs."""
+    """Drafts to simulate and publish: a welcome that asks for the email, routing for VIP contacts,
+    and three made from the template gallery (agent routing between a sales and a support team, the
+    satisfaction survey saved to a "csat" field, marking spam). Drafts, so the demo's own history
+    (its conversations, its tags) starts no runs."""
+    seed_workflows_from_templates(session, actor)
     do_create_workflow(
         session,
         actor,
@@ -259,6 +264,22 @@ def seed_workflows(session: Session, actor: Actor) -> None:
             ],
         },
     )
+
+
+def seed_workflows_from_templates(session: Session, actor: Actor) -> None:
+    """What the templates need (two teams, a number field for the rating), then drafts from them
+    with nothing left to fix: the teams are found by their names ("Ventas", "Soporte")."""
+    members = sorted(
+        session.scalars(
+            select(Membership.user_id).where(Membership.workspace_id == actor.workspace_id, Membership.active)
+        )
+    )
+    for name in ("Ventas", "Soporte"):
+        team = do_create_team(session, actor, name)
+        do_set_team_members(session, actor, team.id, members)
+    do_create_custom_field(session, actor, "csat", "Satisfacción (1-5)", FieldType.NUMBER)
+    for template_id in ("agent_routing", "csat_survey", "mark_spam"):
+        do_create_from_template(session, actor, template_id, language="es")
 
 
 def seed_broadcasts(session: Session, actor: Actor) -> None:

@@ -7,21 +7,24 @@ POST /api/v1/workflows/{id}/stop                stop it and end its runs
 POST /api/v1/workflows/{id}/simulate            run it on a contact without doing anything
 GET  /api/v1/workflows/{id}/runs                its runs with their logs, newest first
 POST /api/v1/workflows/{id}/runs/{run}/stop     stop one run
+GET  /api/v1/workflow-templates[/{id}]          the templates; POST .../{id}/workflows: a draft from one
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from tertulia.contacts import service as contacts_service
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
+from tertulia.workflows import catalogue, service
 from tertulia.workflows import repository as repo
-from tertulia.workflows import service
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.schemas import (
+    FromTemplateBody,
+    FromTemplateOut,
     RunOut,
     RunPage,
     SimulateBody,
@@ -30,9 +33,11 @@ from tertulia.workflows.schemas import (
     WorkflowBody,
     WorkflowOut,
     WorkflowPatch,
+    WorkflowTemplateOut,
 )
 from tertulia.workflows.simulate import simulate
 
+TemplateId = Annotated[str, Path(max_length=64, description="A template id, e.g. assign_agent.")]
 router = APIRouter(prefix="/api/v1", tags=["workflows"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 
@@ -111,3 +116,31 @@ def stop_run(session: DbSession, actor: ApiActor, workflow_id: ID, run_id: ID) -
     workflow = service.access_workflow(session, actor, workflow_id)
     run = service.do_stop_run(session, actor, service.access_run(session, actor, workflow, run_id, lock=True))
     return RunOut(**service.run_dict(service.RunWithLogs(run, repo.logs_of(session, [run.id])[run.id])))
+
+
+# ----- templates (workflows/catalogue.py; docs/workflows-templates.md) ------------------------------
+# GET  /api/v1/workflow-templates                       the gallery, both languages
+# GET  /api/v1/workflow-templates/{id}                  one template
+# POST /api/v1/workflow-templates/{id}/workflows        a draft from it (201, with what to fix)
+
+
+@router.get("/workflow-templates", response_model=list[WorkflowTemplateOut])
+def list_templates(actor: ApiActor) -> list[WorkflowTemplateOut]:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    return [WorkflowTemplateOut(**catalogue.template_dict(t)) for t in catalogue.templates()]
+
+
+@router.get("/workflow-templates/{template_id}", response_model=WorkflowTemplateOut)
+def get_template(actor: ApiActor, template_id: TemplateId) -> WorkflowTemplateOut:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    return WorkflowTemplateOut(**catalogue.template_dict(catalogue.template(template_id)))
+
+
+@router.post("/workflow-templates/{template_id}/workflows", response_model=FromTemplateOut, status_code=201)
+def create_from_template(
+    session: DbSession, actor: ApiActor, template_id: TemplateId, body: FromTemplateBody
+) -> FromTemplateOut:
+    created = catalogue.do_create_from_template(
+        session, actor, template_id, values=body.values, language=body.language, name=body.name
+    )
+    return FromTemplateOut(**service.workflow_dict(session, created.workflow), problems=created.problems)

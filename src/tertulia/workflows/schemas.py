@@ -107,3 +107,40 @@ class SimulationOut(BaseModel):
     status: str
     error: str | None
     variables: dict[str, Any]
+
+
+# ----- templates ----------------------------------------------------------------------------------
+
+
+class TemplatePlaceholderOut(BaseModel):
+    key: str
+    kind: str = Field(description="team, tag, custom_field or closing_category.")
+    label: dict[str, str] = Field(description="By language: es, en.")
+    default: Any = Field(description="A value, or one per language; teams and categories: chosen by name.")
+
+
+class WorkflowTemplateOut(BaseModel):
+    id: str
+    category: str
+    example: bool = Field(description="One of the nine example flows of respond.io's Spanish help centre.")
+    name: dict[str, str] = Field(description="By language: es, en.")
+    description: dict[str, str]
+    trigger_type: str
+    placeholders: list[TemplatePlaceholderOut]
+    definition: dict[str, Any] = Field(description="By language: the definition with the placeholders' defaults.")
+
+
+class FromTemplateBody(Strict):
+    name: Name | None = Field(default=None, description="The template's name in `language` when left out.")
+    language: Annotated[str, described(10)] | None = Field(
+        default=None, description="es or en: the language of the messages it sends (default es)."
+    )
+    values: dict[str, Any] = Field(
+        default_factory=dict, description="Placeholder key -> value: a team or category id, a tag, a field key."
+    )
+
+
+class FromTemplateOut(WorkflowOut):
+    problems: dict[str, str] = Field(
+        description="What to fix before publishing (path -> message): what the workspace lacks, as the checker says."
+    )

@@ -12,19 +12,22 @@ schema's title.
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form
+from fastapi import APIRouter, Form, Path
 from jinja2.utils import htmlsafe_json_dumps
+from sqlalchemy import select
 from starlette.responses import Response
 
 from tertulia.contacts import service as contacts_service
+from tertulia.conversations.models import ClosingCategory
 from tertulia.kit.errors import DomainError, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.types import ID
+from tertulia.users.models import Team
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors, submit
-from tertulia.workflows import language, service
+from tertulia.workflows import catalogue, language, service
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.simulate import Simulation, simulate
@@ -406,4 +409,113 @@ def stop_run(ctx: UserPage, workflow_id: ID, run_id: ID) -> Response:
         ),
         again=lambda exc: _page(ctx, workflow, errors=field_errors(ctx, exc), status_code=409),
         redirect=f"/workflows/{workflow.id}",
+    )
+
+
+# ----- create from a template (workflows/catalogue.py) ----------------------------------------------
+# Under /workflows/new/ so the paths cannot be read as a workflow's id. A card's form names its
+# placeholders by position (value_0, value_1, ...): the catalogue says which key each one is.
+
+MAX_TEMPLATE_VALUES = 4
+TEMPLATE_CATEGORY_LABELS: dict[str, str] = {
+    "bot": i18n.lazy("Bot"),
+    "assignment": i18n.lazy("Assignment"),
+    "routing": i18n.lazy("Routing"),
+    "away": i18n.lazy("Away"),
+    "welcome": i18n.lazy("Welcome"),
+    "data": i18n.lazy("Data collection"),
+    "marketing": i18n.lazy("Marketing"),
+    "hygiene": i18n.lazy("Hygiene"),
+}
+STEP_TYPE_LABELS: dict[str, str] = {
+    "send_message": i18n.lazy("Send a message"),
+    "ask_question": i18n.lazy("Ask a question"),
+    "wait": i18n.lazy("Wait"),
+    "branch": i18n.lazy("Branch"),
+    "update_field": i18n.lazy("Update a contact field"),
+    "add_tags": i18n.lazy("Add tags"),
+    "remove_tags": i18n.lazy("Remove tags"),
+    "assign": i18n.lazy("Assign"),
+    "unassign": i18n.lazy("Unassign"),
+    "open_conversation": i18n.lazy("Open the conversation"),
+    "close_conversation": i18n.lazy("Close the conversation"),
+    "add_comment": i18n.lazy("Add an internal note"),
+    "jump_to": i18n.lazy("Jump to"),
+    "start_workflow": i18n.lazy("Start another workflow"),
+    "http_request": i18n.lazy("HTTP request"),
+}
+
+PREVIEW_TERMS: dict[str, str] = {
+    "round_robin": i18n.lazy("in turn"),
+    "least_open": i18n.lazy("fewest open conversations"),
+    "only_online": i18n.lazy("online only"),
+    "minutes": i18n.lazy("minutes"),
+    "hours": i18n.lazy("hours"),
+    "days": i18n.lazy("days"),
+}
+
+
+def _gallery(ctx: WebContext, *, failed: str | None = None, errors: dict[str, str] | None = None) -> Response:
+    _require(ctx)
+    language = catalogue.language_of(ctx.fmt.language)
+    session, workspace_id = ctx.session, ctx.actor.workspace_id
+    teams = [(t.id, t.name) for t in session.scalars(select(Team).where(Team.workspace_id == workspace_id))]
+    categories = [
+        (c.id, c.name)
+        for c in session.scalars(select(ClosingCategory).where(ClosingCategory.workspace_id == workspace_id))
+    ]
+    cards = [
+        {
+            "template": found,
+            "name": found.name.get(language, found.name["es"]),
+            "description": found.description.get(language, found.description["es"]),
+            "steps": catalogue.preview(found, language),
+            "values": catalogue.suggested_values(session, workspace_id, found, language),
+            "labels": {p.key: p.label.get(language, p.key) for p in found.placeholders},
+        }
+        for found in catalogue.templates()
+    ]
+    context = {
+        "cards": cards,
+        "teams": sorted(teams, key=lambda t: t[1].lower()),
+        "categories": sorted(categories, key=lambda c: c[1].lower()),
+        "category_labels": {k: ctx.fmt.gettext(v) for k, v in TEMPLATE_CATEGORY_LABELS.items()},
+        "step_labels": {k: ctx.fmt.gettext(v) for k, v in STEP_TYPE_LABELS.items()},
+        "terms": {k: ctx.fmt.gettext(v) for k, v in PREVIEW_TERMS.items()},
+        "failed": failed,
+        "errors": errors or {},
+    }
+    status_code = 422 if errors else 200
+    return ctx.render("workflows/templates.html", context, active="workflows", status_code=status_code)
+
+
+@router.get("/new/templates")
+def templates_page(ctx: UserPage) -> Response:
+    return _gallery(ctx)
+
+
+@router.post("/new/templates/{template_id}")
+def create_from_template(
+    ctx: UserPage,
+    template_id: Annotated[str, Path(max_length=64)],
+    value_0: Annotated[str, Form(max_length=200)] = "",
+    value_1: Annotated[str, Form(max_length=200)] = "",
+    value_2: Annotated[str, Form(max_length=200)] = "",
+    value_3: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    _require(ctx)
+    found = catalogue.template(template_id)
+    given = (value_0, value_1, value_2, value_3)[:MAX_TEMPLATE_VALUES]
+    values = {p.key: given[i].strip() for i, p in enumerate(found.placeholders[:MAX_TEMPLATE_VALUES])}
+
+    def create() -> Workflow:
+        return catalogue.do_create_from_template(
+            ctx.session, ctx.actor, found.id, values=values, language=ctx.fmt.language
+        ).workflow
+
+    return submit(
+        ctx,
+        create,
+        again=lambda exc: _gallery(ctx, failed=found.id, errors=field_errors(ctx, exc)),
+        done=lambda workflow: ctx.redirect(f"/workflows/{workflow.id}"),
     )

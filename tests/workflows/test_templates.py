@@ -1,0 +1,496 @@
+"""The workflow templates (workflows/catalogue.py): every one passes the checker in both languages,
+the gallery page and the API make drafts from them (saying what the workspace lacks), and each runs
+end to end: created from its template, published, fed customers' messages through the inbound path,
+with its outcome asserted (assignment, messages, tags, fields, closing, opt-out)."""
+
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from tertulia.broadcasts import service as broadcasts_service
+from tertulia.channels.models import Channel
+from tertulia.contacts import service as contacts_service
+from tertulia.contacts.models import Contact, FieldType
+from tertulia.conversations import service as conversations_service
+from tertulia.conversations.models import Conversation, Direction, Message
+from tertulia.events import service as event_log
+from tertulia.events.types import EventType
+from tertulia.kit import queue
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database
+from tertulia.segments import repository as segments_repo
+from tertulia.users import teams
+from tertulia.users.models import User
+from tertulia.users.service import do_set_activity_status
+from tertulia.workflows import catalogue, service
+from tertulia.workflows import language as lang
+from tests.conftest import Tenant
+from tests.fakes import FakeHttpAdapter
+from tests.web.helpers import sign_in_as
+from tests.workflows.support import advance, channel_on_fake, customer_writes, feed, open_conversation, runs, sent_texts
+
+TEMPLATE_IDS = [t.id for t in catalogue.templates()]
+NINE = {
+    "close_and_resume_bot",
+    "assign_agent",
+    "sales_team_assignment",
+    "support_team_assignment",
+    "priority_support_assignment",
+    "agent_assigned_message",
+    "out_of_hours",
+    "agents_at_capacity",
+    "agent_routing",
+}
+EXTRA = {"welcome_message", "welcome_ask_email", "away_message", "csat_survey", "unsubscribe_broadcasts", "mark_spam"}
+
+
+def test_the_catalogue_has_the_nine_examples_and_the_six_others() -> None:
+    assert set(TEMPLATE_IDS) == NINE | EXTRA
+    assert {t.id for t in catalogue.templates() if t.example} == NINE
+
+
+@pytest.mark.parametrize("language", catalogue.LANGUAGES)
+@pytest.mark.parametrize("template_id", TEMPLATE_IDS)
+def test_every_template_passes_the_checker(template_id: str, language: str) -> None:
+    found = catalogue.template(template_id)
+    values = {p.key: 7 if p.kind in catalogue.ID_KINDS else p.default_for(language) for p in found.placeholders}
+    definition = catalogue.build(found, values, language)
+    ctx = lang.CheckContext(
+        custom_fields={"csat": FieldType.NUMBER},
+        channel_ids=frozenset(),
+        user_ids=frozenset(),
+        team_ids=frozenset({7}),
+        closing_category_ids=frozenset({7}),
+        manual_workflow_ids=frozenset(),
+    )
+    checked, errors = lang.check_definition(definition, ctx)
+    assert errors == {}
+    assert checked is not None
+    assert "$text" not in str(definition)
+    assert "$placeholder" not in str(definition)
+    assert found.name[language]
+    assert found.description[language]
+    assert all(p.label[language] for p in found.placeholders)
+
+
+# ----- the workspace, its people and its customers ---------------------------------------------------
+
+
+@pytest.fixture
+def channel(db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter) -> Iterator[Channel]:
+    with channel_on_fake(db, tenant) as (found, _provider):
+        queue.huey.immediate = False
+        try:
+            yield found
+        finally:
+            queue.huey.immediate = True
+            queue.huey.flush()
+
+
+def set_online(db: Database, *user_ids: int) -> None:
+    with db.transaction() as session:
+        for user_id in user_ids:
+            user = session.get(User, user_id)
+            assert user is not None
+            do_set_activity_status(session, user, "online")
+
+
+def make_team(db: Database, tenant: Tenant, name: str, *members: int) -> int:
+    with db.transaction() as session:
+        team = teams.do_create_team(session, tenant.actor(), name)
+        teams.do_set_team_members(session, tenant.actor(), team.id, list(members))
+        return team.id
+
+
+def use(db: Database, tenant: Tenant, template_id: str, language: str = "es", **values: Any) -> int:
+    """Create a draft from the template (the workspace's suggestions fill what is not given), check it
+    has nothing to fix, publish it; its id."""
+    with db.transaction() as session:
+        created = catalogue.do_create_from_template(
+            session, tenant.actor(), template_id, values=values, language=language
+        )
+        assert created.problems == {}
+        service.do_publish(session, tenant.actor(), created.workflow)
+        return created.workflow.id
+
+
+def act(db: Database, tenant: Tenant, contact_id: int, do: Callable[..., Any]) -> None:
+    with db.transaction() as session:
+        found = session.get(Contact, contact_id)
+        assert found is not None
+        do(session, tenant.actor(), found)
+
+
+def tags_of(db: Database, contact_id: int) -> list[str]:
+    with db.transaction(write=False) as session:
+        return sorted(segments_repo.contact_tag_keys(session, contact_id))
+
+
+def assignee(db: Database, contact_id: int) -> int | None:
+    conversation = open_conversation(db, contact_id)
+    assert conversation is not None
+    return conversation.assignee_id
+
+
+def conversations_of(db: Database, contact_id: int) -> list[Conversation]:
+    with db.transaction(write=False) as session:
+        found = list(
+            session.scalars(select(Conversation).where(Conversation.contact_id == contact_id).order_by(Conversation.id))
+        )
+        for conversation in found:
+            session.expunge(conversation)
+        return found
+
+
+def notes_of(db: Database, contact_id: int) -> list[str]:
+    with db.transaction(write=False) as session:
+        query = select(Message.text).where(Message.contact_id == contact_id, Message.direction == Direction.COMMENT)
+        return [text or "" for text in session.scalars(query)]
+
+
+def close(db: Database, tenant: Tenant, contact_id: int) -> None:
+    conversation = open_conversation(db, contact_id)
+    assert conversation is not None
+    with db.transaction() as session:
+        found = session.get(Conversation, conversation.id)
+        assert found is not None
+        conversations_service.do_close(session, tenant.actor(), found, category_id=None, summary=None)
+
+
+def assign_to(db: Database, tenant: Tenant, contact_id: int, user_id: int) -> None:
+    conversation = open_conversation(db, contact_id)
+    assert conversation is not None
+    with db.transaction() as session:
+        found = session.get(Conversation, conversation.id)
+        assert found is not None
+        conversations_service.do_assign(session, tenant.actor(), found, user_id=user_id, team_id=None)
+
+
+def text_of(template_id: str, key: str, language: str = "es") -> str:
+    return str(catalogue.template(template_id).texts[key][language])
+
+
+# ----- the nine examples ---------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel) -> None:
+    workflow_id = use(db, tenant, "close_and_resume_bot")
+    contact_id = customer_writes(db, channel, "bot-1", "quiero hablar con una persona")
+    assign_to(db, tenant, contact_id, tenant.agent_id)
+    act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["bot"]))
+    feed(db)
+    [first] = conversations_of(db, contact_id)
+    assert (first.status, first.assignee_id, first.closing_summary) == (
+        "closed",
+        None,
+        text_of("close_and_resume_bot", "summary"),
+    )
+    assert sent_texts(db, contact_id) == [text_of("close_and_resume_bot", "goodbye")]
+    assert tags_of(db, contact_id) == []
+    assert [r.status for r in runs(db, workflow_id)] == ["finished"]
+    customer_writes(db, channel, "bot-1", "otra pregunta")
+    feed(db)
+    second = conversations_of(db, contact_id)[-1]
+    assert (second.status, second.assignee_id, second.bot_paused) == ("open", None, False)
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_assign_to_an_agent_online_or_tell_the_contact_to_wait(db: Database, tenant: Tenant, channel: Channel) -> None:
+    use(db, tenant, "assign_agent")
+    nobody = customer_writes(db, channel, "as-1", "hola")
+    feed(db)
+    assert assignee(db, nobody) is None
+    welcome, later = sent_texts(db, nobody)
+    assert welcome.startswith("¡Hola")
+    assert later == text_of("assign_agent", "later")
+    set_online(db, tenant.agent_id)
+    served = customer_writes(db, channel, "as-2", "hola")
+    feed(db)
+    assert assignee(db, served) == tenant.agent_id
+    assert len(sent_texts(db, served)) == 1
+
+
+@pytest.mark.usefixtures("no_background_work")
+@pytest.mark.parametrize(
+    ("template_id", "team_name"), [("sales_team_assignment", "Ventas"), ("support_team_assignment", "Soporte")]
+)
+def test_team_assignment_prefers_online_members_and_falls_back_to_the_team(
+    db: Database, tenant: Tenant, channel: Channel, template_id: str, team_name: str
+) -> None:
+    make_team(db, tenant, team_name, tenant.agent_id, tenant.manager_id)
+    use(db, tenant, template_id)  # the team is found by its name
+    offline = customer_writes(db, channel, f"{template_id}-1", "hola")
+    feed(db)
+    assert assignee(db, offline) in {tenant.agent_id, tenant.manager_id}
+    assert sent_texts(db, offline) == [text_of(template_id, "later")]
+    set_online(db, tenant.manager_id)
+    for n in range(2):
+        online = customer_writes(db, channel, f"{template_id}-online-{n}", "hola")
+        feed(db)
+        assert assignee(db, online) == tenant.manager_id
+        assert sent_texts(db, online) == []
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_priority_support_only_for_vip_contacts(db: Database, tenant: Tenant, channel: Channel) -> None:
+    team_id = make_team(db, tenant, "Soporte alto", tenant.agent_id)
+    workflow_id = use(db, tenant, "priority_support_assignment", priority_team=team_id)
+    regular = customer_writes(db, channel, "vip-0", "hola")
+    feed(db)
+    assert assignee(db, regular) is None
+    assert runs(db, workflow_id) == []
+    vip = customer_writes(db, channel, "vip-1", "hola")
+    act(db, tenant, vip, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["VIP"]))
+    feed(db)
+    assert assignee(db, vip) == tenant.agent_id  # offline, so the second assign step took it
+    assert notes_of(db, vip) == [text_of("priority_support_assignment", "offline")]
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_agent_assigned_message_names_the_agent(db: Database, tenant: Tenant, channel: Channel) -> None:
+    with db.transaction() as session:
+        agent = session.get(User, tenant.agent_id)
+        assert agent is not None
+        agent.first_name = "Marta"
+    set_online(db, tenant.agent_id)
+    use(db, tenant, "agent_assigned_message", language="en")
+    contact_id = customer_writes(db, channel, "named-1", "hola")
+    feed(db)
+    who = assignee(db, contact_id)
+    assert who is not None
+    with db.transaction(write=False) as session:
+        user = session.get(User, who)
+        assert user is not None
+        expected = f"{user.first_name or 'our team'} is looking after you"
+    [message] = sent_texts(db, contact_id)
+    assert expected in message
+    assert message.startswith("Hi")
+
+
+@pytest.mark.usefixtures("no_background_work")
+@pytest.mark.parametrize(("template_id", "tag"), [("out_of_hours", "fuera-de-horario"), ("away_message", None)])
+def test_nobody_online_gets_the_away_text(
+    db: Database, tenant: Tenant, channel: Channel, template_id: str, tag: str | None
+) -> None:
+    use(db, tenant, template_id)
+    contact_id = customer_writes(db, channel, f"{template_id}-1", "hola")
+    feed(db)
+    [away] = sent_texts(db, contact_id)
+    assert away.endswith(text_of(template_id, "away").rsplit("!", 1)[-1])
+    assert assignee(db, contact_id) is None
+    assert tags_of(db, contact_id) == ([tag] if tag else [])
+    set_online(db, tenant.owner_id)
+    served = customer_writes(db, channel, f"{template_id}-2", "hola")
+    feed(db)
+    assert assignee(db, served) == tenant.owner_id
+    assert sent_texts(db, served) == []
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_agents_at_capacity_retries_until_someone_is_free(db: Database, tenant: Tenant, channel: Channel) -> None:
+    workflow_id = use(db, tenant, "agents_at_capacity")
+    contact_id = customer_writes(db, channel, "busy-1", "hola")
+    feed(db)
+    assert sent_texts(db, contact_id) == [text_of("agents_at_capacity", "busy")]
+    assert [r.status for r in runs(db, workflow_id)] == ["waiting"]
+    advance(db, utcnow() + timedelta(minutes=11))  # still nobody: it waits again, without a second message
+    assert [r.status for r in runs(db, workflow_id)] == ["waiting"]
+    set_online(db, tenant.agent_id)
+    advance(db, utcnow() + timedelta(minutes=22))
+    assert assignee(db, contact_id) == tenant.agent_id
+    assert [r.status for r in runs(db, workflow_id)] == ["finished"]
+    assert len(sent_texts(db, contact_id)) == 1
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_agent_routing_asks_the_area_and_assigns_within_its_team(
+    db: Database, tenant: Tenant, channel: Channel
+) -> None:
+    make_team(db, tenant, "Ventas", tenant.agent_id)
+    make_team(db, tenant, "Soporte", tenant.manager_id)
+    use(db, tenant, "agent_routing")
+    sales = customer_writes(db, channel, "route-1", "hola")
+    support = customer_writes(db, channel, "route-2", "hola")
+    feed(db)
+    assert "1. Ventas\n2. Soporte" in sent_texts(db, sales)[0]
+    customer_writes(db, channel, "route-1", "ventas")
+    customer_writes(db, channel, "route-2", "2")
+    feed(db)
+    assert assignee(db, sales) == tenant.agent_id
+    assert assignee(db, support) == tenant.manager_id
+
+
+# ----- the others -----------------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_welcome_message_once_per_contact(db: Database, tenant: Tenant, channel: Channel) -> None:
+    use(db, tenant, "welcome_message")
+    contact_id = customer_writes(db, channel, "w-1", "hola")
+    feed(db)
+    close(db, tenant, contact_id)
+    customer_writes(db, channel, "w-1", "hola otra vez")
+    feed(db)
+    assert len(conversations_of(db, contact_id)) == 2
+    [welcome] = sent_texts(db, contact_id)
+    assert welcome.endswith("¿En qué podemos ayudarte?")
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_welcome_and_ask_for_email_saves_it(db: Database, tenant: Tenant, channel: Channel) -> None:
+    use(db, tenant, "welcome_ask_email")
+    contact_id = customer_writes(db, channel, "e-1", "hola")
+    feed(db)
+    customer_writes(db, channel, "e-1", "no sé")
+    feed(db)
+    customer_writes(db, channel, "e-1", "Ana@Example.com")
+    feed(db)
+    texts = sent_texts(db, contact_id)
+    assert texts[-2:] == [text_of("welcome_ask_email", "retry"), "¡Gracias! Te escribiremos a ana@example.com."]
+    with db.transaction(write=False) as session:
+        found = session.get(Contact, contact_id)
+        assert found is not None
+        assert found.email == "ana@example.com"
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_csat_survey_saves_the_rating_to_a_field(db: Database, tenant: Tenant, channel: Channel) -> None:
+    with db.transaction() as session:
+        missing = catalogue.do_create_from_template(session, tenant.actor(), "csat_survey")
+        assert missing.problems == {"steps[0].config.save_to.name": "unknown contact field 'csat'"}
+        with pytest.raises(lang.DefinitionErrors):
+            service.do_publish(session, tenant.actor(), missing.workflow)
+    with db.transaction() as session:
+        contacts_service.do_create_custom_field(session, tenant.actor(), "csat", "CSAT", FieldType.NUMBER)
+    use(db, tenant, "csat_survey")
+    contact_id = customer_writes(db, channel, "csat-1", "gracias, todo resuelto")
+    close(db, tenant, contact_id)
+    feed(db)
+    assert sent_texts(db, contact_id) == [text_of("csat_survey", "question")]
+    customer_writes(db, channel, "csat-1", "9")
+    feed(db)
+    customer_writes(db, channel, "csat-1", "5")
+    feed(db)
+    assert sent_texts(db, contact_id)[1:] == [text_of("csat_survey", "retry"), text_of("csat_survey", "thanks")]
+    with db.transaction(write=False) as session:
+        found = session.get(Contact, contact_id)
+        assert found is not None
+        assert found.custom["csat"] == 5
+
+
+@pytest.mark.usefixtures("no_background_work")
+@pytest.mark.parametrize(("answer", "opted_out"), [("baja", True), ("1", False)])
+def test_unsubscribe_from_broadcasts(
+    db: Database, tenant: Tenant, channel: Channel, answer: str, opted_out: bool
+) -> None:
+    use(db, tenant, "unsubscribe_broadcasts")
+    contact_id = customer_writes(db, channel, "unsub-1", "¿qué es esto?")
+    with db.transaction() as session:
+        payload = {
+            "broadcast_id": 3,
+            "contact_id": contact_id,
+            "channel_id": channel.id,
+            "message_id": 1,
+            "reply_message_id": 2,
+            "workflow_id": None,
+        }
+        event_log.emit(
+            session, event_log.Event(EventType.BROADCAST_REPLIED, tenant.workspace_id, payload, contact_id=contact_id)
+        )
+    feed(db)
+    customer_writes(db, channel, "unsub-1", answer)
+    feed(db)
+    with db.transaction(write=False) as session:
+        assert broadcasts_service.is_opted_out(session, tenant.workspace_id, contact_id) is opted_out
+    expected = "done" if opted_out else "kept"
+    assert sent_texts(db, contact_id)[-1] == text_of("unsubscribe_broadcasts", expected)
+    assert tags_of(db, contact_id) == (["sin-difusiones"] if opted_out else [])
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_mark_as_spam_closes_with_the_spam_category(db: Database, tenant: Tenant, channel: Channel) -> None:
+    with db.transaction() as session:
+        spam = conversations_service.do_create_closing_category(session, tenant.actor(), "Spam").id
+        conversations_service.do_create_closing_category(session, tenant.actor(), "Venta")
+    use(db, tenant, "mark_spam")  # the category is found by its name
+    contact_id = customer_writes(db, channel, "spam-1", "gana dinero rápido")
+    assign_to(db, tenant, contact_id, tenant.agent_id)
+    act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["Spam"]))
+    feed(db)
+    [conversation] = conversations_of(db, contact_id)
+    assert (conversation.status, conversation.assignee_id) == ("closed", None)
+    assert conversation.closing_category_id == spam
+    assert sent_texts(db, contact_id) == []
+
+
+# ----- the gallery and the API ------------------------------------------------------------------------
+
+
+def test_api_lists_templates_and_makes_drafts_that_say_what_is_missing(client: TestClient, tenant: Tenant) -> None:
+    listed = client.get("/api/v1/workflow-templates", headers=tenant.headers)
+    assert listed.status_code == 200
+    assert [t["id"] for t in listed.json()] == TEMPLATE_IDS
+    one = client.get("/api/v1/workflow-templates/sales_team_assignment", headers=tenant.headers).json()
+    assert one["name"]["es"] == "Asignación automática para equipos de ventas"
+    assert one["placeholders"][0]["key"] == "sales_team"
+    assert client.get("/api/v1/workflow-templates/nope", headers=tenant.headers).status_code == 404
+
+    created = client.post(
+        "/api/v1/workflow-templates/sales_team_assignment/workflows", headers=tenant.headers, json={"language": "en"}
+    )
+    assert created.status_code == 201
+    body = created.json()
+    assert body["status"] == "draft"
+    assert body["name"] == "Automatic assignment for sales teams"
+    assert body["problems"] == {
+        "steps[0].config.team_id": "choose the team",
+        "steps[2].config.team_id": "choose the team",
+    }
+    refused = client.post(f"/api/v1/workflows/{body['id']}/publish", headers=tenant.headers)
+    assert refused.status_code == 422
+    assert "steps[0].config.team_id" in refused.json()["error"]["details"]
+
+    bad = client.post(
+        "/api/v1/workflow-templates/sales_team_assignment/workflows",
+        headers=tenant.headers,
+        json={"values": {"sales_team": "²", "other": 1}},
+    )
+    assert bad.status_code == 422
+    assert set(bad.json()["error"]["details"]) == {"values.sales_team", "values.other"}
+
+    given = client.post(
+        "/api/v1/workflow-templates/mark_spam/workflows",
+        headers=tenant.headers,
+        json={"name": "Spam", "values": {"spam_tag": "basura"}},
+    ).json()
+    assert given["problems"] == {}
+    assert given["definition"]["trigger"]["config"]["tags"] == ["basura"]
+    published = client.post(f"/api/v1/workflows/{given['id']}/publish", headers=tenant.headers)
+    assert published.json()["status"] == "published"
+
+
+def test_gallery_page_creates_a_draft(client: TestClient, db: Database, tenant: Tenant) -> None:
+    csrf = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    assert 'href="/workflows/new/templates"' in client.get("/workflows").text
+    page = client.get("/workflows/new/templates", headers={"accept-language": "es"})
+    assert page.status_code == 200
+    assert "Enrutamiento de agentes" in page.text
+    assert "‹Equipo de ventas› · por turnos · solo conectados" in page.text  # the steps' preview
+    assert page.text.count('data-testid="template-card"') == len(TEMPLATE_IDS)
+    refused = client.post("/workflows/new/templates/sales_team_assignment", data={"csrf_token": csrf, "value_0": "abc"})
+    assert refused.status_code == 422
+    assert "values.sales_team" not in refused.text
+    assert "has-error" in refused.text
+    made = client.post("/workflows/new/templates/welcome_message", data={"csrf_token": csrf}, follow_redirects=False)
+    assert made.status_code == 303
+    draft = client.get(made.headers["location"])
+    assert draft.status_code == 200
+    assert "welcome" in draft.text
+    agent = TestClient(client.app, raise_server_exceptions=False)
+    sign_in_as(agent, db, tenant.agent_id, "agent-password")
+    assert agent.get("/workflows/new/templates").status_code == 403
