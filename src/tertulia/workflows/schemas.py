@@ -5,7 +5,7 @@ error with the path of the step and field at fault."""
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from tertulia.contacts.schemas import IDENTIFIER_PATTERN
 from tertulia.kit.types import described
@@ -37,6 +37,11 @@ class SimulateBody(Strict):
     )
     answers: Annotated[list[Answer], described(max_items=50)] = Field(
         default_factory=list, description="What the contact answers to each question, in order."
+    )
+    at: AwareDatetime | None = Field(
+        default=None,
+        description="The moment the simulated run starts (ISO 8601 with an offset); date & time steps read it. "
+        "Default: now.",
     )
 
 
