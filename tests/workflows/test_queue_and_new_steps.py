@@ -17,6 +17,8 @@ from tertulia.contacts.models import Contact
 from tertulia.conversations import service as conversations_service
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Conversation
+from tertulia.events.models import EventRecord
+from tertulia.events.types import EventType
 from tertulia.kit import queue as job_queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
@@ -340,3 +342,60 @@ def test_a_location_question_takes_a_shared_location(db: Database, tenant: Tenan
     feed(db)
     run = run_of(db, workflow_id, contact_id)
     assert (run.status, run.state["vars"]) == ("finished", {"where": "40.416800,-3.703800 Sol"})
+
+
+class Crash(Exception):
+    pass
+
+
+def test_a_crash_while_the_queue_assigns_assigns_once(db: Database, tenant: Tenant, channel: Channel) -> None:
+    workflow_id = publish(
+        db,
+        tenant,
+        {
+            "trigger": OPENED,
+            "steps": [
+                {
+                    "id": "a",
+                    "type": "assign",
+                    "config": {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 1, "unit": "hours"}},
+                    "next": "ok",
+                },
+                tag("ok"),
+            ],
+        },
+    )
+    contact_id = customer_writes(db, channel, "c1", "hola")
+    feed(db)
+    [run_id] = queued_run_ids(db, tenant.workspace_id)
+    set_status(db, tenant.manager_id, "online")
+    with db.transaction() as session:
+        queue.wake_after_presence(session)
+    points: list[str] = []
+
+    def crash_once(point: str) -> None:
+        points.append(point)
+        if len(points) == 1:
+            raise Crash(point)
+
+    runner.crash_point = crash_once
+    try:
+        with pytest.raises(Crash):
+            runner.process_run(db, run_id)  # the assignment is made, then the process dies
+        advance(db)
+    finally:
+        runner.crash_point = None
+    assert points[0] == "after_action"
+    assert open_conversation(db, contact_id).assignee_id == tenant.manager_id  # type: ignore[union-attr]
+    with db.transaction(write=False) as session:
+        assigned = session.scalars(
+            select(EventRecord).where(
+                EventRecord.contact_id == contact_id, EventRecord.type == EventType.CONVERSATION_ASSIGNED
+            )
+        ).all()
+    assert len(assigned) == 1
+    assert [outcome for step, outcome in logs(db, run_id) if step == "a"] == [
+        "queued",
+        f"assigned to user {tenant.manager_id}",
+    ]
+    assert run_of(db, workflow_id, contact_id).status == "finished"
