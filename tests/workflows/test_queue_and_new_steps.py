@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tertulia.assistant import bot_settings
@@ -399,3 +400,45 @@ def test_a_crash_while_the_queue_assigns_assigns_once(db: Database, tenant: Tena
         f"assigned to user {tenant.manager_id}",
     ]
     assert run_of(db, workflow_id, contact_id).status == "finished"
+
+
+def test_the_api_simulates_a_date_time_step_at_a_given_moment_and_reports_bad_windows(
+    client: TestClient, tenant: Tenant
+) -> None:
+    christmas = {"mode": "date_range", "start": "2026-12-24", "end": "2026-12-25", "timezone": "America/Mexico_City"}
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "d", "type": "date_time", "config": christmas, "next": "in", "on": {"failure": "out"}},
+            tag("in"),
+            tag("out"),
+        ],
+    }
+    bad = {
+        **definition,
+        "steps": [
+            {
+                "id": "d",
+                "type": "date_time",
+                "config": {"mode": "weekly", "windows": [{"days": ["friday"], "start": "18:00", "end": "09:00"}]},
+            }
+        ],
+    }
+    refused = client.post("/api/v1/workflows", headers=tenant.headers, json={"name": "Bad", "definition": bad})
+    assert refused.status_code == 422
+    assert set(refused.json()["error"]["details"]) == {"steps[0].config.windows[0].end"}
+    created = client.post("/api/v1/workflows", headers=tenant.headers, json={"name": "Xmas", "definition": definition})
+    assert created.status_code == 201, created.text
+    contact = client.post("/api/v1/contacts", headers=tenant.headers, json={"first_name": "Ana"})
+    assert contact.status_code == 201, contact.text
+    url = f"/api/v1/workflows/{created.json()['id']}/simulate"
+    body = {"contact": f"id:{contact.json()['id']}"}
+    inside = client.post(url, headers=tenant.headers, json={**body, "at": "2026-12-25T23:30:00-06:00"})
+    # 05:30 UTC on the 26th is still 23:30 on the 25th in Mexico City: inside the range.
+    utc_next_day = client.post(url, headers=tenant.headers, json={**body, "at": "2026-12-26T05:30:00Z"})
+    assert (inside.json()["path"], utc_next_day.json()["path"]) == (["d", "in"], ["d", "in"])
+    later = client.post(url, headers=tenant.headers, json={**body, "at": "2026-12-26T06:00:00Z"})
+    assert later.json()["path"] == ["d", "out"]
+    far = client.post(url, headers=tenant.headers, json={**body, "at": "9999-12-31T23:59:59Z"})
+    assert far.status_code == 422
+    assert "at" in str(far.json()["error"])
