@@ -19,6 +19,7 @@ different pools do not hold each other up (an older run that only online agents 
 stop a newer one that anyone may).
 """
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -28,6 +29,12 @@ from sqlalchemy.orm import Session
 from tertulia.users.models import ActivityStatus, Membership, StatusPeriod
 from tertulia.workflows import engine
 from tertulia.workflows.models import RunStatus, WorkflowQueueEntry, WorkflowRun
+
+
+def is_queued(state: Mapping[str, Any]) -> bool:
+    """Whether a stored run state waits in the queue (the runner syncs the row only around these)."""
+    wait = state.get("wait")
+    return isinstance(wait, Mapping) and wait.get("kind") == "queue"
 
 
 def sync(session: Session, run: WorkflowRun, state: engine.RunState, now: datetime) -> None:

@@ -316,10 +316,12 @@ def _next_input(session: Session, run: WorkflowRun, state: engine.RunState, now:
 
 
 def _save(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, now: datetime) -> None:
+    was_queued = queue.is_queued(run.state)
     run.state = state.to_json()
     run.steps = len(state.path)
     run.updated_at = now
-    queue.sync(session, run, state, now)
+    if was_queued or queue.is_queued(run.state):
+        queue.sync(session, run, state, now)
     if state.status not in engine.ACTIVE:
         _finish(session, workflow, run, state, state.error)
         return
@@ -341,6 +343,7 @@ def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engin
     run.finished_at = now
     run.updated_at = now
     run.inbox = []
+    queue.leave(session, run.id)
     if error is not None:
         run.last_error = error[:1000]
         workflow.last_error = error[:1000]
