@@ -28,6 +28,7 @@ from tertulia.events.types import EventType
 from tertulia.kit import queue
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
+from tertulia.users.permissions import Actor
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
@@ -375,3 +376,23 @@ def test_a_stale_message_is_left_to_people(db: Database, tenant: Tenant, provide
     with travel(bot.STALE_AFTER + timedelta(minutes=1)):
         feed(db)
     assert shop.outgoing(conversation_id) == []
+
+
+def test_a_bot_turned_on_in_the_conversation_is_not_paused_again_by_the_carry_over(
+    db: Database, tenant: Tenant, provider: FakeProvider
+) -> None:
+    """A workflow's hand-off to the assistant (or a person) resumes the bot in a conversation that
+    started paused because the previous one ended paused: the carry-over does not undo it."""
+    shop = Shop(db, tenant, provider, keep_paused=True)
+    first = shop.customer_writes("quiero un agente", sender="eva")
+    _close(db, tenant, first, resume_bot=False)
+    second = shop.customer_writes("hola", sender="eva")
+    assert shop.conversation(second).bot_paused is True
+    with db.transaction() as session:
+        conversation = session.get(Conversation, second)
+        assert conversation is not None
+        inbox.do_set_bot_paused(session, Actor.system(tenant.workspace_id, "workflow"), conversation, False)
+    shop.customer_writes("¿a qué hora abren?", sender="eva")
+    assert shop.conversation(second).bot_paused is False
+    [reply] = shop.outgoing(second)
+    assert reply.payload["bot"]["outcome"] == "answered"

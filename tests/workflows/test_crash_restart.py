@@ -45,7 +45,7 @@ def channel(db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter) -> 
             queue.huey.flush()
 
 
-STEP_KINDS = ("send", "tag", "comment", "wait", "ask", "field")
+STEP_KINDS = ("send", "tag", "comment", "wait", "ask", "field", "hours", "queue")
 
 
 def step(index: int, kind: str) -> dict[str, Any]:
@@ -70,6 +70,13 @@ def step(index: int, kind: str) -> dict[str, Any]:
             "save_to": {"kind": "variable", "name": "a"},
         }
         return {"id": sid, "type": "ask_question", "config": {**config, "timeout": {"amount": 1, "unit": "hours"}}}
+    if kind == "hours":  # every day, all day: always inside
+        windows = [{"days": ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]}]
+        config = {"mode": "weekly", "windows": [{**windows[0], "start": "00:00", "end": "24:00"}]}
+        return {"id": sid, "type": "date_time", "config": config}
+    if kind == "queue":  # nobody is online: the run waits in the queue until a tick times it out
+        config = {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 1, "unit": "hours"}}
+        return {"id": sid, "type": "assign", "config": config}
     return {
         "id": sid,
         "type": "update_field",

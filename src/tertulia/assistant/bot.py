@@ -120,6 +120,8 @@ def _pause_carries_over(session: Session, conversation: Conversation) -> bool:
     conversation the bot has not acted in yet)."""
     if session.scalar(select(BotTurn.id).where(BotTurn.conversation_id == conversation.id).limit(1)) is not None:
         return False
+    if _resumed_here(session, conversation):
+        return False  # a person or a workflow turned the bot on in this conversation: that decides
     previous = session.scalar(
         select(Conversation.bot_paused)
         .where(
@@ -132,6 +134,17 @@ def _pause_carries_over(session: Session, conversation: Conversation) -> bool:
         .limit(1)
     )
     return bool(previous)
+
+
+def _resumed_here(session: Session, conversation: Conversation) -> bool:
+    """Whether the bot was turned back on in this conversation (its "Bot resumed" system line)."""
+    lines = session.scalars(
+        select(Message.payload).where(
+            Message.conversation_id == conversation.id,
+            Message.direction == Direction.SYSTEM,
+        )
+    )
+    return any((line or {}).get("event") == "bot" and (line or {}).get("paused") is False for line in lines)
 
 
 def handoff_note(text: str, decision: Decision) -> str:

@@ -90,7 +90,7 @@ def simulate_workflow(session: DbSession, actor: ApiActor, workflow_id: ID, body
     checked = service.check_definition(
         session, actor.workspace_id, service.current_definition(session, workflow), workflow.id
     )
-    result = simulate(session, checked, contact, answers=body.answers)
+    result = simulate(session, checked, contact, answers=body.answers, now=body.at)
     return SimulationOut.model_validate(result, from_attributes=True)
 
 

@@ -13,7 +13,9 @@ Inputs:
 - Start: a new run begins at its first step.
 - Result(key, ok, data, error): the outcome of the action with that key (a stale key is ignored).
 - ContactWrote(text): the contact wrote; answers a question, or cuts a wait short when asked to.
-- Tick: time passed (ctx.now); a question's timeout or a wait's end is due.
+- Tick: time passed (ctx.now); a question's timeout, a wait's end or a queue's timeout is due.
+- QueueWake: someone may now qualify for the assignment a run waits for in the queue (queue.py):
+  try again (a fresh action key), or time out if the queue's timeout has passed.
 """
 
 import copy
@@ -24,19 +26,24 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from tertulia.conversations import variables
 from tertulia.kit.text import fold
 from tertulia.segments.evaluator import ContactSnapshot, matches
 from tertulia.segments.timing import EvalContext
 from tertulia.workflows import language as lang
+from tertulia.workflows import schedule
 from tertulia.workflows.language import Step, Workflow
+from tertulia.workspaces.hours import BusinessHours
 
 # Runaway protection: a run that executes more steps than this within one minute is stopped.
 MAX_STEPS_PER_MINUTE = 200
 MAX_PATH = 500
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 PHONE = re.compile(r"^\+?[0-9 ().-]{7,20}$")
+URL_HOST = re.compile(r"^(?=.{4,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+STARS = "\u2b50\u2605"  # ⭐ and ★: a rating given as stars
 
 RUNNING, ACTING, WAITING, FINISHED, FAILED, STOPPED = "running", "acting", "waiting", "finished", "failed", "stopped"
 ACTIVE = (RUNNING, ACTING, WAITING)
@@ -86,6 +93,8 @@ class ContactWrote:
     # When the message was written: a message older than the question or wait is not an answer
     # (the message that opened the conversation arrives after the run has asked).
     at: datetime | None = None
+    # A shared location ({"latitude", "longitude", "name"?, "address"?}) when the channel gave one.
+    location: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,12 @@ class Tick:
     pass
 
 
-Input = Start | Result | ContactWrote | Tick
+@dataclass(frozen=True)
+class QueueWake:
+    pass
+
+
+Input = Start | Result | ContactWrote | Tick | QueueWake
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,9 @@ class Context:
     # The contact, or a function that loads it (only branches need it).
     contact: ContactSnapshot | Callable[[], ContactSnapshot] | None = None
     values: Mapping[str, Any] = field(default_factory=dict)
+    # The business hours a date & time step reads: a team's (its own, else the workspace's), or with
+    # None the team of the contact's open conversation, else the workspace's. None: always open.
+    business_hours: Callable[[int | None], BusinessHours] | None = None
 
     def snapshot(self) -> ContactSnapshot | None:
         return self.contact() if callable(self.contact) else self.contact
@@ -201,12 +218,16 @@ def json_path(document: Any, path: str) -> Any:
 # ----- answers -----------------------------------------------------------------------------------
 
 
-def check_answer(config: lang.AskQuestionConfig, text: str) -> tuple[bool, Any]:
+def check_answer(
+    config: lang.AskQuestionConfig, text: str, location: Mapping[str, Any] | None = None
+) -> tuple[bool, Any]:
     """(valid, the value to save)."""
     answer = text.strip()
+    kind = config.kind
+    if kind == "location":
+        return check_location(answer, location)
     if not answer:
         return False, None
-    kind = config.kind
     if kind == "text":
         return True, answer[: lang.MAX_TEXT]
     if kind == "choice":
@@ -238,7 +259,65 @@ def check_answer(config: lang.AskQuestionConfig, text: str) -> tuple[bool, Any]:
             except ValueError:
                 continue
         return False, None
+    if kind == "url":
+        return check_url(answer)
+    if kind == "rating":
+        return check_rating(answer)
     raise AssertionError(kind)
+
+
+def check_url(answer: str) -> tuple[bool, Any]:
+    """A web address: http(s) with a host that has a dot; "example.com/x" is taken as https."""
+    candidate = answer if re.match(r"^https?://", answer, re.IGNORECASE) else f"https://{answer}"
+    if any(c.isspace() for c in candidate) or len(candidate) > lang.MAX_TEXT:
+        return False, None
+    parts = urlsplit(candidate)
+    host = (parts.hostname or "").lower()
+    if not URL_HOST.match(host) or parts.username is not None:
+        return False, None
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False, None
+    return True, urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path, parts.query, parts.fragment))
+
+
+def check_rating(answer: str) -> tuple[bool, Any]:
+    """1 to 5: the digit ("4", "4/5", "4 stars") or as many stars ("⭐⭐⭐⭐")."""
+    stars = [c for c in answer if not c.isspace() and c != "\ufe0f"]
+    if stars and all(c in STARS for c in stars):
+        count = len(stars)
+    else:
+        match = re.match(r"^([1-5])(?:\s*/\s*5|\s*[a-z]*)?$", fold(answer))
+        if match is None:
+            return False, None
+        count = int(match.group(1))
+    return (True, count) if 1 <= count <= 5 else (False, None)
+
+
+def check_location(answer: str, location: Mapping[str, Any] | None) -> tuple[bool, Any]:
+    """A shared location becomes "latitude,longitude" (with its name or address after it when the
+    channel gave one); on channels without locations, any text is taken as the address."""
+    if location is not None:
+        try:
+            latitude, longitude = float(location["latitude"]), float(location["longitude"])
+        except (KeyError, TypeError, ValueError):
+            latitude = longitude = math.nan
+        if -90 <= latitude <= 90 and -180 <= longitude <= 180:
+            label = str(location.get("name") or location.get("address") or "").strip()
+            value = f"{latitude:.6f},{longitude:.6f}"
+            return True, f"{value} {label}"[: lang.MAX_TEXT].strip()
+    if not answer:
+        return False, None
+    return True, answer[: lang.MAX_TEXT]
+
+
+def queue_pool(config: lang.AssignConfig) -> str:
+    """Who an assignment may go to, as a key: runs waiting with the same key are served in order,
+    since whoever qualifies for one qualifies for all of them."""
+    return json.dumps(
+        [config.to, config.user_id, config.team_id, config.only_online, config.max_open], separators=(",", ":")
+    )
 
 
 # ----- the engine --------------------------------------------------------------------------------
@@ -281,7 +360,7 @@ class _Engine:
                 return self.out
             step = self.wf.by_id[str(state.at)]
             if state.wait["kind"] == "question":
-                self.answer(step, event.text)
+                self.answer(step, event.text, event.location)
             elif state.wait.get("on_message"):
                 self.log(step, "cut_short")
                 self.end_wait()
@@ -295,9 +374,21 @@ class _Engine:
             if kind == "question":
                 self.log(step, "timeout")
                 self.go(step.on.get("timeout"))
+            elif kind == "queue":
+                self.log(step, "timeout")
+                self.go(step.on.get("timeout", step.next))
             else:
                 self.log(step, "waited")
                 self.go(step.next)
+        elif isinstance(event, QueueWake):
+            if state.status != WAITING or state.wait is None or state.wait["kind"] != "queue":
+                return self.out
+            if self.ctx.now >= _parse(state.wait["until"]):
+                return self.feed(Tick())
+            step = self.wf.by_id[str(state.at)]
+            # The wait stays while the action is under way: a retry that finds nobody goes back to it.
+            self.act(step, "queue", "assign", {**step.config.model_dump(mode="json"), "retry": True})
+            return self.out
         self.run()
         return self.out
 
@@ -377,7 +468,7 @@ class _Engine:
             case "add_tags" | "remove_tags":
                 self.act(step, "do", step.type, {"tags": list(config.tags)})
             case "assign":
-                self.act(step, "do", "assign", config.model_dump())
+                self.act(step, "do", "assign", config.model_dump(mode="json"))
             case "unassign" | "open_conversation":
                 self.act(step, "do", step.type, {})
             case "close_conversation":
@@ -401,6 +492,10 @@ class _Engine:
                 self.act(step, "do", "start_workflow", {"workflow_id": config.workflow_id, "vars": dict(state.vars)})
             case "http_request":
                 self.http(step, config)
+            case "date_time":
+                self.date_time(step, config)
+            case "hand_to_assistant":
+                self.act(step, "do", "hand_to_assistant", {})
             case _:
                 raise AssertionError(step.type)
 
@@ -478,6 +573,51 @@ class _Engine:
             return
         self.outcome_failure(step, result.error or f"status {status}")
 
+    def date_time(self, step: Step, config: lang.DateTimeConfig) -> None:
+        hours = None
+        if config.mode == "business_hours" and self.ctx.business_hours is not None:
+            hours = self.ctx.business_hours(config.team_id)
+        if schedule.inside(config, self.ctx.now, schedule.zone_of(config, self.ctx.eval.timezone), hours):
+            self.log(step, "inside")
+            self.go(step.next)
+        else:
+            self.log(step, "outside")
+            self.go(step.on.get("failure"))
+
+    def after_assign(self, step: Step, phase: str, result: Result) -> None:
+        config: lang.AssignConfig = step.config
+        if result.ok:
+            if phase == "queue":
+                self.end_wait()
+            if result.data.get("already"):
+                self.log(step, f"already assigned to user {result.data.get('user_id')}")
+            else:
+                self.log(step, f"assigned to user {result.data.get('user_id')}")
+            self.go(step.next)
+            return
+        if result.data.get("queued") and config.queue_timeout is not None:
+            if phase == "queue":
+                assert self.state.wait is not None  # kept while the retry was under way
+            else:
+                until = self.ctx.now + timedelta(seconds=config.queue_timeout.seconds)
+                self.state.wait = {
+                    "kind": "queue",
+                    "since": _iso(self.ctx.now),
+                    "until": _iso(until),
+                    "pool": queue_pool(config),
+                }
+                self.log(step, "queued", result.error)
+            self.state.status = WAITING
+            return
+        if phase == "queue":
+            self.end_wait()
+        if "failure" in step.on:
+            self.log(step, "failure", result.error)
+            self.go(step.on["failure"])
+        else:
+            self.log(step, "not_assigned", result.error)
+            self.go(step.next)
+
     def outcome_failure(self, step: Step, error: str) -> None:
         target = step.on.get("failure")
         if target is not None:
@@ -519,14 +659,15 @@ class _Engine:
         elif step.type == "http_request":
             self.after_http(step, config, result)
         elif step.type == "assign":
-            if result.ok:
-                self.log(step, f"assigned to user {result.data.get('user_id')}")
-                self.go(step.next)
-            elif "failure" in step.on:
-                self.log(step, "failure", result.error)
-                self.go(step.on["failure"])
+            self.after_assign(step, phase, result)
+        elif step.type == "hand_to_assistant":
+            if not result.ok:
+                self.outcome_failure(step, result.error or "not handed to the assistant")
+            elif config.then == "end":
+                self.log(step, "handed to the assistant; the run ends")
+                self.go(None)
             else:
-                self.log(step, "not_assigned", result.error)
+                self.log(step, "handed to the assistant")
                 self.go(step.next)
         else:
             # Updates, tags, conversation changes, comments, starting a workflow: a failure is logged
@@ -534,11 +675,11 @@ class _Engine:
             self.log(step, "done" if result.ok else "skipped", None if result.ok else result.error)
             self.go(step.next)
 
-    def answer(self, step: Step, text: str) -> None:
+    def answer(self, step: Step, text: str, location: Mapping[str, Any] | None = None) -> None:
         config: lang.AskQuestionConfig = step.config
         wait = self.state.wait
         assert wait is not None
-        valid, value = check_answer(config, text)
+        valid, value = check_answer(config, text, location)
         if not valid:
             wait["attempts"] = int(wait.get("attempts", 0)) + 1
             if wait["attempts"] >= config.max_attempts:

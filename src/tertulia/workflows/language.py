@@ -27,6 +27,7 @@ from tertulia.conversations import variables
 from tertulia.kit.errors import ValidationFailed
 from tertulia.segments import language as filters
 from tertulia.segments.language import CheckedFilter
+from tertulia.workflows import schedule
 
 MAX_STEPS = 100
 MAX_BRANCHES = 9
@@ -38,6 +39,8 @@ MAX_MAPPINGS = 10
 MAX_TEXT = 2000
 MAX_WAIT_SECONDS = 7 * 24 * 3600
 MAX_HTTP_TIMEOUT = 30
+MAX_WINDOWS = 14
+MAX_OPEN_LIMIT = 10_000
 STEP_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 VAR_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,49}$")
 UNIT_SECONDS = {"minutes": 60, "hours": 3600, "days": 86400}
@@ -96,13 +99,17 @@ STEP_TYPES = (
     "jump_to",
     "start_workflow",
     "http_request",
+    "date_time",
+    "hand_to_assistant",
 )
 # Outcomes a step may send elsewhere than `next`.
 OUTCOMES: dict[str, tuple[str, ...]] = {
     "send_message": ("failure",),
     "ask_question": ("invalid", "timeout"),
-    "assign": ("failure",),
+    "assign": ("failure", "timeout"),
     "http_request": ("failure",),
+    "date_time": ("failure",),
+    "hand_to_assistant": ("failure",),
 }
 # The standard contact fields an update_field step may set (the others are the system's).
 UPDATABLE_FIELDS = ("first_name", "last_name", "email", "phone", "language", "country")
@@ -203,7 +210,7 @@ class SaveTo(_Strict):
 
 class AskQuestionConfig(_Strict):
     text: Text
-    kind: Literal["text", "choice", "number", "email", "phone", "date"] = "text"
+    kind: Literal["text", "choice", "number", "email", "phone", "date", "url", "rating", "location"] = "text"
     options: list[Annotated[str, Field(min_length=1, max_length=MAX_OPTION_LENGTH)]] = Field(
         default_factory=list, max_length=MAX_OPTIONS
     )
@@ -247,6 +254,11 @@ class AssignConfig(_Strict):
     team_id: int | None = None
     strategy: Literal["round_robin", "least_open"] = "round_robin"
     only_online: bool = False
+    # Only users with fewer open conversations assigned to them than this.
+    max_open: int | None = Field(default=None, ge=1, le=MAX_OPEN_LIMIT)
+    # When nobody qualifies: wait in the queue this long (first come, first served), then take the
+    # `timeout` branch. None: no queue (the `failure` branch, or on to `next`).
+    queue_timeout: Duration | None = None
 
 
 class CloseConfig(_Strict):
@@ -290,6 +302,38 @@ class HttpConfig(_Strict):
     status_variable: str | None = None
 
 
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class TimeWindow(_Strict):
+    days: list[Weekday] = Field(min_length=1, max_length=7)
+    # Local wall-clock times HH:MM in the step's time zone; the end is later the same day (24:00 allowed).
+    start: str = Field(max_length=5)
+    end: str = Field(max_length=5)
+
+
+class DateTimeConfig(_Strict):
+    """Is "now" inside: the business hours (of a team, else the workspace's), a date range, or
+    weekly time windows? Inside goes to `next`, outside to `on.failure` (the run ends without it)."""
+
+    mode: Literal["business_hours", "date_range", "weekly"]
+    # business_hours: a team's hours (its own, else the workspace's); None: the team of the
+    # contact's open conversation, else the workspace's hours. The schedule has its own time zone.
+    team_id: int | None = None
+    # date_range and weekly: an IANA zone; None: the workspace's time zone.
+    timezone: str | None = Field(default=None, max_length=64)
+    # date_range: "YYYY-MM-DD" (a whole day: the end date is included) or "YYYY-MM-DD HH:MM" (the
+    # end moment is not); either may be left open, not both.
+    start: str | None = Field(default=None, max_length=16)
+    end: str | None = Field(default=None, max_length=16)
+    windows: list[TimeWindow] = Field(default_factory=list, max_length=MAX_WINDOWS)
+
+
+class AssistantConfig(_Strict):
+    # After turning the assistant's bot on: end the run (the bot has the conversation), or go on.
+    then: Literal["end", "continue"] = "end"
+
+
 STEP_CONFIGS: dict[str, type[_Strict]] = {
     "send_message": SendMessageConfig,
     "ask_question": AskQuestionConfig,
@@ -306,9 +350,11 @@ STEP_CONFIGS: dict[str, type[_Strict]] = {
     "jump_to": JumpConfig,
     "start_workflow": StartWorkflowConfig,
     "http_request": HttpConfig,
+    "date_time": DateTimeConfig,
+    "hand_to_assistant": AssistantConfig,
 }
 # Steps that work without any configuration: the others must have one.
-NO_CONFIG_STEPS = frozenset({"unassign", "open_conversation", "close_conversation"})
+NO_CONFIG_STEPS = frozenset({"unassign", "open_conversation", "close_conversation", "hand_to_assistant"})
 
 
 # ----- the checked form -------------------------------------------------------------------------
@@ -542,7 +588,7 @@ class _Checker:
             path = f"steps[{index}].config"
             names: list[tuple[str, str, str]] = []
             if isinstance(config, AskQuestionConfig) and config.save_to is not None:
-                kind = "number" if config.kind == "number" else "text"
+                kind = "number" if config.kind in ("number", "rating") else "text"
                 if config.save_to.kind == "variable":
                     names.append((config.save_to.name or "", f"{path}.save_to.name", kind))
             if isinstance(config, HttpConfig):
@@ -567,6 +613,10 @@ class _Checker:
         exits = isinstance(config, JumpConfig) and config.when_exhausted == "exit"
         if exits and step.next is not None:
             self.error(f"{path}.next", "a jump that ends the run when its jumps are used up has no next step")
+        if isinstance(config, AssistantConfig) and config.then == "end" and step.next is not None:
+            self.error(f"{path}.next", "a hand-off that ends the run has no next step (or choose to continue)")
+        if isinstance(config, AssignConfig) and config.queue_timeout is None and "timeout" in step.on:
+            self.error(f"{path}.on.timeout", "only an assignment that waits in the queue has a timeout")
         allowed = OUTCOMES.get(step.type, ())
         for outcome, target in step.on.items():
             if outcome not in allowed:
@@ -596,11 +646,18 @@ class _Checker:
                     self.error(f"{path}.user_id", "choose the user")
                 elif ctx.user_ids is not None and config.user_id not in ctx.user_ids:
                     self.error(f"{path}.user_id", f"no member {config.user_id} in this workspace")
+            if config.queue_timeout is not None and config.queue_timeout.seconds > MAX_WAIT_SECONDS:
+                self.error(f"{path}.queue_timeout", "at most 7 days")
             if config.to == "team":
                 if config.team_id is None:
                     self.error(f"{path}.team_id", "choose the team")
                 elif ctx.team_ids is not None and config.team_id not in ctx.team_ids:
                     self.error(f"{path}.team_id", f"no team {config.team_id}")
+        if isinstance(config, DateTimeConfig):
+            for where, message in schedule.check(config).items():
+                self.error(f"{path}.{where}", message)
+            if config.team_id is not None and ctx.team_ids is not None and config.team_id not in ctx.team_ids:
+                self.error(f"{path}.team_id", f"no team {config.team_id}")
         category = config.category_id if isinstance(config, CloseConfig) else None
         if category is not None and ctx.closing_category_ids is not None and category not in ctx.closing_category_ids:
             self.error(f"{path}.category_id", f"no closing category {category}")

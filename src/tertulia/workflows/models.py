@@ -140,3 +140,23 @@ class WorkflowEffect(IdMixin, Base):
     ok: Mapped[bool] = mapped_column(default=True)
     result: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     at: Mapped[datetime]
+
+
+class WorkflowQueueEntry(IdMixin, Base):
+    """A run whose assign step found nobody who qualifies and waits in the queue (workflows/queue.py).
+    `pool` says who may take it (runs with the same pool are served first come, first served, by
+    `queued_at`); `attempted_at` is its last try, so a sweep can tell whether someone came online
+    since. The row exists exactly while the run's state waits in the queue (written with it)."""
+
+    __tablename__ = "workflow_queue"
+    __table_args__ = (
+        UniqueConstraint("run_id", name="uq_workflow_queue_run_id"),
+        Index("ix_workflow_queue_workspace_id_pool_queued_at", "workspace_id", "pool", "queued_at"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    run_id: Mapped[int] = mapped_column(BigID, ForeignKey("workflow_runs.id", ondelete="CASCADE"))
+    step_id: Mapped[str] = mapped_column(String(64))
+    pool: Mapped[str] = mapped_column(String(200))
+    queued_at: Mapped[datetime]
+    attempted_at: Mapped[datetime]

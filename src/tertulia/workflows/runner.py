@@ -35,6 +35,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from tertulia.assistant import bot_settings
 from tertulia.channels.models import Channel
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
@@ -51,10 +52,12 @@ from tertulia.segments.timing import EvalContext
 from tertulia.users.models import ActivityStatus, Membership, TeamMember, User
 from tertulia.users.permissions import Actor
 from tertulia.webhooks.addresses import AddressRefused, check_url_shape, resolve
-from tertulia.workflows import engine, service
+from tertulia.workflows import engine, queue, service
 from tertulia.workflows import language as lang
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import RunStatus, Workflow, WorkflowEffect, WorkflowRun, WorkflowRunLog, WorkflowVersion
+from tertulia.workspaces.hours import BusinessHours
+from tertulia.workspaces.service import hours_at
 
 log = structlog.get_logger("tertulia.workflows")
 
@@ -124,14 +127,26 @@ def start_run(
     return run
 
 
-def contact_wrote(session: Session, workspace_id: int, contact_id: int, text: str, at: datetime, event_id: int) -> int:
-    """Hand a message of the contact to each of its runs in progress; how many got it."""
+def contact_wrote(
+    session: Session,
+    workspace_id: int,
+    contact_id: int,
+    text: str,
+    at: datetime,
+    event_id: int,
+    location: Mapping[str, Any] | None = None,
+) -> int:
+    """Hand a message of the contact to each of its runs in progress; how many got it. `location`:
+    the place the contact shared, when the message is a location."""
     runs = repo.active_runs_of_contact(session, workspace_id, contact_id)
     fed = 0
     for run in runs:
         if event_id <= run.last_event_id:
             continue  # this event was fed before (the log is at least once)
-        run.inbox = [*run.inbox, {"type": "wrote", "text": text, "at": at.isoformat()}]
+        item: dict[str, Any] = {"type": "wrote", "text": text, "at": at.isoformat()}
+        if location is not None:
+            item["location"] = dict(location)
+        run.inbox = [*run.inbox, item]
         run.last_event_id = event_id
         if run.pending_action is None:
             # An HTTP request under way keeps its lease: the message waits for its result, and
@@ -291,17 +306,22 @@ def _next_input(session: Session, run: WorkflowRun, state: engine.RunState, now:
         item, run.inbox = run.inbox[0], run.inbox[1:]
         if item["type"] == "start":
             return engine.Start()
-        return engine.ContactWrote(item["text"], datetime.fromisoformat(item["at"]))
+        return engine.ContactWrote(item["text"], datetime.fromisoformat(item["at"]), item.get("location"))
     if state.status == engine.WAITING and run.due_at is not None and run.due_at <= now:
         run.due_at = None  # fed once; _save sets the next due time
+        if state.wait is not None and state.wait.get("kind") == "queue":
+            return engine.QueueWake()  # woken (queue.wake), or its timeout: the engine tells which
         return engine.Tick()
     return None
 
 
 def _save(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, now: datetime) -> None:
+    was_queued = queue.is_queued(run.state)
     run.state = state.to_json()
     run.steps = len(state.path)
     run.updated_at = now
+    if was_queued or queue.is_queued(run.state):
+        queue.sync(session, run, state, now)
     if state.status not in engine.ACTIVE:
         _finish(session, workflow, run, state, state.error)
         return
@@ -323,6 +343,7 @@ def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engin
     run.finished_at = now
     run.updated_at = now
     run.inbox = []
+    queue.leave(session, run.id)
     if error is not None:
         run.last_error = error[:1000]
         workflow.last_error = error[:1000]
@@ -374,8 +395,13 @@ class _Performer:
                 session.refresh(contact)
                 return variable_values(session, contact)
 
-            self._context = engine.Context(now=self.now, eval=self.eval, contact=snapshot, values=_Lazy(values))
+            self._context = engine.Context(
+                now=self.now, eval=self.eval, contact=snapshot, values=_Lazy(values), business_hours=self.hours
+            )
         return self._context
+
+    def hours(self, team_id: int | None) -> BusinessHours:
+        return business_hours(self.session, self.run.workspace_id, self.contact.id, team_id, self.now)
 
     def write_logs(self, logs: list[engine.Log]) -> None:
         for entry in logs:
@@ -402,6 +428,8 @@ class _Performer:
             with session.begin_nested():
                 data = self.do(action)
             result = engine.Result(action.key, True, data)
+        except Queued as exc:
+            result = engine.Result(action.key, False, {"queued": True}, exc.message)
         except DomainError as exc:
             result = engine.Result(action.key, False, {}, exc.message)
         _record_effect(session, self.run, action.key, action.step_id, action.kind, result)
@@ -454,6 +482,8 @@ class _Performer:
                 return {"message_id": message.id}
             case "start_workflow":
                 return self.start_workflow(params)
+            case "hand_to_assistant":
+                return self.hand_to_assistant()
         raise AssertionError(action.kind)
 
     def channel(self, choice: Any) -> Channel:
@@ -474,6 +504,13 @@ class _Performer:
     def assign(self, step_id: str, params: dict[str, Any]) -> dict[str, Any]:
         session, workspace_id = self.session, self.run.workspace_id
         conversation = self.conversation()
+        if params.get("retry") and conversation.assignee_id is not None:
+            # Someone took the queued conversation by hand while it waited.
+            return {"user_id": conversation.assignee_id, "already": True}
+        queued = params.get("queue_timeout") is not None
+        pool = engine.queue_pool(lang.AssignConfig.model_validate({k: v for k, v in params.items() if k != "retry"}))
+        if queued and queue.ahead(session, self.run, pool):
+            raise Queued("an earlier conversation waits in the queue for the same people")
         team_id = params.get("team_id") if params["to"] == "team" else None
         if params["to"] == "user":
             candidates = [int(params["user_id"])]
@@ -487,22 +524,18 @@ class _Performer:
         if params.get("only_online") and candidates:
             online = select(User.id).where(User.id.in_(candidates), User.activity_status == ActivityStatus.ONLINE)
             candidates = sorted(set(session.scalars(online)))
+        counts: dict[int, int] = {}
+        if candidates and (params.get("max_open") is not None or params.get("strategy") == "least_open"):
+            counts = open_counts(session, workspace_id, candidates)
+        if params.get("max_open") is not None:
+            candidates = [user_id for user_id in candidates if counts.get(user_id, 0) < int(params["max_open"])]
         if not candidates:
+            if queued:
+                raise Queued("no user qualifies for the assignment yet: waiting in the queue")
             raise DomainError("no user qualifies for the assignment", code="nobody")
         if len(candidates) == 1 or params["to"] == "user":
             chosen = candidates[0]
         elif params.get("strategy") == "least_open":
-            counts = dict(
-                session.execute(
-                    select(Conversation.assignee_id, func.count())
-                    .where(
-                        Conversation.workspace_id == workspace_id,
-                        Conversation.status == ConversationStatus.OPEN,
-                        Conversation.assignee_id.in_(candidates),
-                    )
-                    .group_by(Conversation.assignee_id)
-                ).all()
-            )
             chosen = min(candidates, key=lambda user_id: (counts.get(user_id, 0), user_id))
         else:
             locked = session.scalar(select(Workflow).where(Workflow.id == self.workflow.id).with_for_update())
@@ -513,6 +546,22 @@ class _Performer:
             locked.round_robin = {**(locked.round_robin or {}), step_id: chosen}
         conversations_service.do_assign(session, self.actor, conversation, user_id=chosen, team_id=team_id)
         return {"user_id": chosen}
+
+    def hand_to_assistant(self) -> dict[str, Any]:
+        """The assistant's bot takes the conversation: no person assigned (its team stays), the bot
+        not paused. The channel's bot must be on, or the step fails (nobody would answer)."""
+        session, conversation = self.session, self.conversation()
+        if conversation.channel_id is None:
+            raise DomainError("the conversation has no channel for the assistant to answer on", code="bot_off")
+        settings = bot_settings.settings_for(session, self.run.workspace_id, conversation.channel_id)
+        if not settings.enabled:
+            raise DomainError("the assistant's bot is off on this conversation's channel", code="bot_off")
+        if conversation.assignee_id is not None:
+            conversations_service.do_assign(
+                session, self.actor, conversation, user_id=None, team_id=conversation.team_id
+            )
+        conversations_service.do_set_bot_paused(session, self.actor, conversation, False)
+        return {"conversation_id": conversation.id}
 
     def start_workflow(self, params: dict[str, Any]) -> dict[str, Any]:
         session = self.session
@@ -527,6 +576,38 @@ class _Performer:
         if started is None:
             raise DomainError("the contact is already in that workflow", code="already_running")
         return {"run_id": started.id}
+
+
+class Queued(DomainError):
+    """Nobody qualifies for an assignment that may wait: the run joins (or stays in) the queue."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="queued")
+
+
+def open_counts(session: Session, workspace_id: int, user_ids: list[int]) -> dict[int, int]:
+    """Open conversations assigned to each of these users."""
+    rows = session.execute(
+        select(Conversation.assignee_id, func.count())
+        .where(
+            Conversation.workspace_id == workspace_id,
+            Conversation.status == ConversationStatus.OPEN,
+            Conversation.assignee_id.in_(user_ids),
+        )
+        .group_by(Conversation.assignee_id)
+    ).all()
+    return {int(user_id): int(count) for user_id, count in rows if user_id is not None}
+
+
+def business_hours(
+    session: Session, workspace_id: int, contact_id: int, team_id: int | None, now: datetime
+) -> BusinessHours:
+    """The hours a date & time step reads: the team's (its own, else the workspace's); with no team
+    named, those of the team of the contact's open conversation, else the workspace's."""
+    if team_id is None:
+        conversation = conversations_repo.open_conversation(session, workspace_id, contact_id)
+        team_id = conversation.team_id if conversation is not None else None
+    return hours_at(session, workspace_id, now, team_id)
 
 
 class _Lazy(Mapping[str, Any]):

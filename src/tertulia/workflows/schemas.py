@@ -5,7 +5,7 @@ error with the path of the step and field at fault."""
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from tertulia.contacts.schemas import IDENTIFIER_PATTERN
 from tertulia.kit.types import described
@@ -30,6 +30,9 @@ class WorkflowPatch(Strict):
     )
 
 
+MIN_SIMULATED_YEAR, MAX_SIMULATED_YEAR = 2000, 2200
+
+
 class SimulateBody(Strict):
     contact: str = Field(
         description="The contact: id:12, email:ana@example.com or phone:+5215512345678.",
@@ -38,6 +41,19 @@ class SimulateBody(Strict):
     answers: Annotated[list[Answer], described(max_items=50)] = Field(
         default_factory=list, description="What the contact answers to each question, in order."
     )
+    at: AwareDatetime | None = Field(
+        default=None,
+        description="The moment the simulated run starts (ISO 8601 with an offset); date & time steps read it. "
+        "Default: now.",
+    )
+
+    @field_validator("at")
+    @classmethod
+    def _within_reach(cls, value: datetime | None) -> datetime | None:
+        # Waits and timeouts are added to it: keep it far from the calendar's ends.
+        if value is not None and not (MIN_SIMULATED_YEAR <= value.year <= MAX_SIMULATED_YEAR):
+            raise ValueError(f"must be between the years {MIN_SIMULATED_YEAR} and {MAX_SIMULATED_YEAR}")
+        return value
 
 
 class WorkflowOut(BaseModel):

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
@@ -31,6 +31,7 @@ from tertulia.workflows.models import (
     RunStatus,
     VersionState,
     Workflow,
+    WorkflowQueueEntry,
     WorkflowRun,
     WorkflowRunLog,
     WorkflowStatus,
@@ -256,6 +257,7 @@ def do_stop(session: Session, actor: Actor, workflow: Workflow) -> int:
 
 def end_run(session: Session, run: WorkflowRun, status: str, reason: str | None) -> None:
     now = utcnow()
+    session.execute(delete(WorkflowQueueEntry).where(WorkflowQueueEntry.run_id == run.id))
     run.status = status
     run.active_contact_id = None
     run.due_at = None

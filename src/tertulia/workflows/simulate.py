@@ -2,13 +2,16 @@
 would take, from the same engine as real runs.
 
 What a simulation assumes: every action succeeds (an HTTP request answers 200 with no body, an
-assignment finds someone), waits end at once, and a question gets the next of the given answers, or
-times out when there are none left. Actions are not applied, so a later branch sees the contact as
-it is now (a field the flow would have set is not set yet).
+assignment finds someone at once, so it never waits in the queue; the assistant takes the
+conversation), waits end at once, a date & time step reads the simulation's `now` (the current
+time unless given) against the hours, range or windows as they are saved, and a question gets the
+next of the given answers, or times out when there are none left. Actions are not applied, so a
+later branch sees the contact as it is now (a field the flow would have set is not set yet).
 """
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -21,7 +24,7 @@ from tertulia.segments.evaluator import ContactSnapshot
 from tertulia.segments.timing import EvalContext
 from tertulia.workflows import engine
 from tertulia.workflows import language as lang
-from tertulia.workflows.runner import variable_values
+from tertulia.workflows.runner import business_hours, variable_values
 
 MAX_INPUTS = 2000
 
@@ -59,6 +62,7 @@ def simulate(
             eval=EvalContext(workspace_id=contact.workspace_id, timezone=ZoneInfo(timezone), now=moment),
             contact=snapshot,
             values=values,
+            business_hours=partial(business_hours, session, contact.workspace_id, contact.id, now=moment),
         )
         output = engine.advance(workflow, state, event, ctx)
         state = output.state

@@ -13,7 +13,7 @@ from huey import crontab
 
 from tertulia.kit.nudges import Nudger
 from tertulia.kit.queue import huey, task_database
-from tertulia.workflows import runner
+from tertulia.workflows import queue, runner
 
 NUDGE_EVERY_SECONDS = 0.05
 BUDGET_SECONDS = 10.0
@@ -52,7 +52,14 @@ def advance_task() -> int:
 
 @huey.periodic_task(crontab(minute="*"), name="workflows.sweep")  # type: ignore[untyped-decorator]
 def sweep_task() -> int:
+    wake_queue_after_presence()
     return run()
+
+
+def wake_queue_after_presence() -> int:
+    """Queued assignments get another try where an agent came online since (not an event: see queue.py)."""
+    with task_database().transaction() as session:
+        return queue.wake_after_presence(session)
 
 
 def sweep() -> int:

@@ -26,8 +26,8 @@ from tertulia.segments import repository as segments_repo
 from tertulia.segments.evaluator import ContactSnapshot, matches
 from tertulia.segments.timing import EvalContext
 from tertulia.workflows import language as lang
+from tertulia.workflows import queue, runner, service, tasks
 from tertulia.workflows import repository as repo
-from tertulia.workflows import runner, service, tasks
 from tertulia.workflows.models import Workflow
 
 CONSUMER_NAME = "workflows"
@@ -40,7 +40,12 @@ TRIGGERS_BY_EVENT: dict[str, tuple[str, ...]] = {
     EventType.CONTACT_UPDATED: ("field_changed",),
     EventType.BROADCAST_REPLIED: ("broadcast_replied",),
 }
-TYPES = frozenset({*(EventType(t) for t in TRIGGERS_BY_EVENT), EventType.MESSAGE_RECEIVED})
+# Events after which someone may qualify for an assignment waiting in the queue (queue.py): an
+# agent's load went down, or a queued conversation was assigned by hand or closed.
+QUEUE_WAKERS = frozenset(
+    {EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_UNASSIGNED, EventType.CONVERSATION_CLOSED}
+)
+TYPES = frozenset({*(EventType(t) for t in TRIGGERS_BY_EVENT), EventType.MESSAGE_RECEIVED, *QUEUE_WAKERS})
 
 
 def source_of(actor: str | None) -> str:
@@ -92,6 +97,19 @@ def _broadcast_matches(event: EventRecord, workflow: Workflow, config: Any) -> b
 
 def consume(db: Database, event: EventRecord) -> int:
     """Start the runs this event triggers, or feed it to the contact's runs; how many runs it touched."""
+    woken = _wake_queue(db, event) if event.type in QUEUE_WAKERS else 0
+    return woken + _consume(db, event)
+
+
+def _wake_queue(db: Database, event: EventRecord) -> int:
+    with db.transaction() as session:
+        woken = queue.wake(session, event.workspace_id)
+        if woken:
+            on_commit(session, tasks.nudge)
+    return woken
+
+
+def _consume(db: Database, event: EventRecord) -> int:
     if event.contact_id is None or (event.actor or "").split(":", 1)[0] == "import":
         return 0
     if event.type == EventType.MESSAGE_RECEIVED:
@@ -152,9 +170,18 @@ def _contact_wrote(db: Database, event: EventRecord) -> int:
     message = event.payload.get("message") or {}
     text = message.get("text") or ""
     at = datetime.fromisoformat(message["created_at"]) if message.get("created_at") else event.created_at
+    location = (message.get("payload") or {}).get("location") if message.get("type") == "location" else None
     assert event.contact_id is not None
     with db.transaction() as session:
-        fed = runner.contact_wrote(session, event.workspace_id, event.contact_id, text, at, event.id)
+        fed = runner.contact_wrote(
+            session,
+            event.workspace_id,
+            event.contact_id,
+            text,
+            at,
+            event.id,
+            location if isinstance(location, dict) else None,
+        )
         if fed:
             on_commit(session, tasks.nudge)
     return fed
