@@ -63,6 +63,8 @@ STEP_LABELS: dict[str, str] = {
     "jump_to": i18n.lazy("Jump to"),
     "start_workflow": i18n.lazy("Start another workflow"),
     "http_request": i18n.lazy("HTTP request"),
+    "date_time": i18n.lazy("Date and time"),
+    "hand_to_assistant": i18n.lazy("Hand to the AI assistant"),
 }
 TRIGGER_LABELS: dict[str, str] = {
     "conversation_opened": i18n.lazy("Conversation opened"),
@@ -122,6 +124,15 @@ FIELD_LABELS: dict[str, str] = {
     "fields": i18n.lazy("Fields"),
     "broadcast_ids": i18n.lazy("Broadcast ids"),
     "once_per_contact": i18n.lazy("Only once per contact"),
+    "mode": i18n.lazy("Check against"),
+    "timezone": i18n.lazy("Time zone"),
+    "start": i18n.lazy("Start"),
+    "end": i18n.lazy("End"),
+    "windows": i18n.lazy("Time windows"),
+    "days": i18n.lazy("Days"),
+    "max_open": i18n.lazy("Only users with fewer open conversations than"),
+    "queue_timeout": i18n.lazy("Wait in the queue at most"),
+    "then": i18n.lazy("Afterwards"),
 }
 # Where a step's other outcomes (`on`) lead.
 OUTCOME_LABELS: dict[str, str] = {
@@ -154,6 +165,20 @@ VALUE_LABELS: dict[str, str] = {
     "least_open": i18n.lazy("Least open conversations"),
     "continue": i18n.lazy("Continue to the next step"),
     "exit": i18n.lazy("End the run"),
+    "url": i18n.lazy("URL"),
+    "rating": i18n.lazy("Rating (1-5)"),
+    "location": i18n.lazy("Location"),
+    "business_hours": i18n.lazy("Business hours"),
+    "date_range": i18n.lazy("A date range"),
+    "weekly": i18n.lazy("Weekly time windows"),
+    "end": i18n.lazy("End the run"),
+    "monday": i18n.lazy("Monday"),
+    "tuesday": i18n.lazy("Tuesday"),
+    "wednesday": i18n.lazy("Wednesday"),
+    "thursday": i18n.lazy("Thursday"),
+    "friday": i18n.lazy("Friday"),
+    "saturday": i18n.lazy("Saturday"),
+    "sunday": i18n.lazy("Sunday"),
 }
 # The builder's own words (buttons, hints, messages), passed to its script.
 UI_TEXTS: dict[str, str] = {
