@@ -211,7 +211,7 @@ def test_the_builder_gets_every_config_schema_and_the_errors_of_a_refused_save(
     assert choices["channel"] == choices["team_id"] == []  # none in this workspace yet
 
     # A name that would end the data block early if it were not escaped.
-    first = {**FLOW["steps"][0], "name": "</script><b>x", "config": {"text": ""}}
+    first = {**FLOW["steps"][0], "name": "</script><b>x", "config": {"text": ""}, "next": "nowhere"}
     wrong = {**FLOW, "steps": [first, *FLOW["steps"][1:]]}
     refused = client.post(
         f"/workflows/{workflow_id}", data={"name": "B", "definition": json.dumps(wrong), "csrf_token": token}
@@ -219,7 +219,12 @@ def test_the_builder_gets_every_config_schema_and_the_errors_of_a_refused_save(
     assert refused.status_code == 422
     data = _builder_data(refused.text)
     assert data["definition"] == wrong  # what was typed, not what is stored
-    assert data["errors"] == {"steps[0].config.text": "Al menos 1 caracteres"}  # pydantic's words, translated
+    # Pydantic's words and the checker's, in the page's language.
+    assert data["errors"] == {
+        "steps[0].config.text": "Al menos 1 carácter",
+        "steps[0].next": "No hay ningún paso 'nowhere'",
+        **{f"steps[{i}]": "Ningún camino lleva a este paso (inalcanzable)" for i in range(1, len(FLOW["steps"]))},
+    }
 
     # Published, then saved again from the page: the list says a draft waits to be published.
     assert client.post(f"/api/v1/workflows/{workflow_id}/publish", headers=tenant.headers).status_code == 200

@@ -208,10 +208,6 @@ ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), msgid)
     for pattern, msgid in (
         (r"Field required", i18n.lazy("Required")),
-        (r"String should have at least (?P<n>\d+) characters?", i18n.lazy("At least %(n)s characters")),
-        (r"String should have at most (?P<n>\d+) characters?", i18n.lazy("At most %(n)s characters")),
-        (r"List should have at least (?P<n>\d+) items? after validation, not \d+", i18n.lazy("At least %(n)s items")),
-        (r"List should have at most (?P<n>\d+) items? after validation, not \d+", i18n.lazy("At most %(n)s items")),
         (r"Input should be a valid integer.*", i18n.lazy("Not a valid whole number")),
         (r"Input should be a valid number.*", i18n.lazy("Not a valid number")),
         (r"Input should be a valid string", i18n.lazy("Must be text")),
@@ -239,10 +235,38 @@ ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 )
 
 
+# Those that count (the singular and plural msgids of one catalogue entry).
+COUNTED_WORDINGS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(pattern), singular, plural)
+    for pattern, singular, plural in (
+        (
+            r"String should have at least (?P<n>\d+) characters?",
+            "At least %(n)s character",
+            "At least %(n)s characters",
+        ),
+        (r"String should have at most (?P<n>\d+) characters?", "At most %(n)s character", "At most %(n)s characters"),
+        (
+            r"List should have at least (?P<n>\d+) items? after validation, not \d+",
+            "At least %(n)s item",
+            "At least %(n)s items",
+        ),
+        (
+            r"List should have at most (?P<n>\d+) items? after validation, not \d+",
+            "At most %(n)s item",
+            "At most %(n)s items",
+        ),
+    )
+)
+
+
 def translated_errors(ctx: WebContext, errors: dict[str, str]) -> dict[str, str]:
     """The errors of a definition by path, each in the page's language where its wording is known."""
 
     def one(message: str) -> str:
+        for pattern, singular, plural in COUNTED_WORDINGS:
+            counted = pattern.fullmatch(message)
+            if counted:
+                return ctx.fmt.ngettext(singular, plural, int(counted["n"])) % counted.groupdict()
         for pattern, msgid in ERROR_WORDINGS:
             found = pattern.fullmatch(message)
             if found:
