@@ -133,9 +133,15 @@ def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, 
     _card(page, "rama").get_by_role("button", name=re.compile("^Configurar")).click()
     _field(page, "config.branches[0].next", "select").select_option("ventas")
     _field(page, "next", "select").select_option("espera")
-    expect(_card(page, "rama").get_by_test_id("branch-column")).to_have_text(
+    # The branches side by side under the card; a path's target selects that step.
+    fork = page.locator('[data-testid=branch-fork][data-step-id="rama"]')
+    expect(fork.get_by_test_id("branch-column")).to_have_text(
         [re.compile("Ventas.*→ ventas"), re.compile("Si no.*→ espera")]
     )
+    fork.get_by_role("button", name="Va a: ventas").click()
+    expect(_card(page, "ventas")).to_have_class(re.compile("is-selected"))
+    # References are pickers of the workspace's names: the sales message goes out on "Tienda".
+    _field(page, "config.channel", "select").select_option(label="Tienda")
 
     # Keyboard: move the thanks card up and back down; zoom out and back.
     move_up = _card(page, "gracias").get_by_role("button", name="Subir: gracias")
@@ -176,6 +182,7 @@ def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, 
     assert [s["id"] for s in saved["steps"]] == ["welcome", "pregunta", "rama", "ventas", "espera", "gracias"]
     assert saved["steps"][2]["next"] == "espera"
     assert "next" not in saved["steps"][3]
+    assert isinstance(saved["steps"][3]["config"]["channel"], int)
     page.get_by_test_id("builder-toggle").click()
     expect(page.get_by_test_id("builder")).to_be_visible()
 

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from tertulia.channels.models import Channel
+from tertulia.conversations.service import do_create_closing_category
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.workflows import language
@@ -175,6 +176,17 @@ def test_the_builder_gets_every_config_schema_and_the_errors_of_a_refused_save(
 ) -> None:
     created = client.post("/api/v1/workflows", headers=tenant.headers, json={"name": "B", "definition": FLOW})
     workflow_id = created.json()["id"]
+    # What the pickers list: a custom field whose label would end the data block early if it were
+    # not escaped, a workflow another may start (manual trigger), the workspace's closing categories.
+    field = {"key": "plan", "label": "</script><i>Plan", "type": "text"}
+    assert client.post("/api/v1/custom-fields", headers=tenant.headers, json=field).status_code == 201
+    note = {key: value for key, value in FLOW["steps"][0].items() if key != "next"}
+    manual = {"trigger": {"type": "manual"}, "steps": [note]}
+    started = client.post("/api/v1/workflows", headers=tenant.headers, json={"name": "Sub", "definition": manual})
+    assert started.status_code == 201, started.text
+    with db.transaction() as session:
+        do_create_closing_category(session, tenant.actor(), "Resuelto & cerrado")
+    categories = client.get("/api/v1/closing-categories", headers=tenant.headers).json()
     token = sign_in_as(client, db, tenant.manager_id, "manager-password")
     client.post("/language", data={"language": "es", "next": "/workflows", "csrf_token": token})
     data = _builder_data(client.get(f"/workflows/{workflow_id}").text)
@@ -188,9 +200,18 @@ def test_the_builder_gets_every_config_schema_and_the_errors_of_a_refused_save(
     assert data["outcomes"]["ask_question"] == ["invalid", "timeout"]
     assert data["definition"] == FLOW
     assert data["errors"] == {}
+    choices = data["choices"]
+    assert choices["field"][0] == {"value": "first_name", "label": "Nombre"}
+    assert {"value": "plan", "label": "</script><i>Plan (plan)"} in choices["field"]
+    assert choices["save_to.name"] == choices["fields"] == choices["field"]
+    assert choices["workflow_id"] == [{"value": started.json()["id"], "label": "Sub"}]  # not itself: not manual
+    assert sorted(c["value"] for c in choices["category_id"]) == sorted(c["id"] for c in categories)
+    assert {c["label"] for c in choices["category_ids"]} == {c["name"] for c in categories}
+    assert {c["value"] for c in choices["user_id"]} == {tenant.owner_id, tenant.manager_id, tenant.agent_id}
+    assert choices["channel"] == choices["team_id"] == []  # none in this workspace yet
 
     # A name that would end the data block early if it were not escaped.
-    first = {**FLOW["steps"][0], "name": "</script><b>x", "config": {"text": ""}}
+    first = {**FLOW["steps"][0], "name": "</script><b>x", "config": {"text": ""}, "next": "nowhere"}
     wrong = {**FLOW, "steps": [first, *FLOW["steps"][1:]]}
     refused = client.post(
         f"/workflows/{workflow_id}", data={"name": "B", "definition": json.dumps(wrong), "csrf_token": token}
@@ -198,7 +219,12 @@ def test_the_builder_gets_every_config_schema_and_the_errors_of_a_refused_save(
     assert refused.status_code == 422
     data = _builder_data(refused.text)
     assert data["definition"] == wrong  # what was typed, not what is stored
-    assert list(data["errors"]) == ["steps[0].config.text"]
+    # Pydantic's words and the checker's, in the page's language.
+    assert data["errors"] == {
+        "steps[0].config.text": "Al menos 1 carácter",
+        "steps[0].next": "No hay ningún paso 'nowhere'",
+        **{f"steps[{i}]": "Ningún camino lleva a este paso (inalcanzable)" for i in range(1, len(FLOW["steps"]))},
+    }
 
     # Published, then saved again from the page: the list says a draft waits to be published.
     assert client.post(f"/api/v1/workflows/{workflow_id}/publish", headers=tenant.headers).status_code == 200

@@ -17,13 +17,14 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
+from tertulia.contacts.models import CustomField, Tag
 from tertulia.conversations.models import ClosingCategory
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
 from tertulia.kit.text import tidy_name
 from tertulia.segments import counts as segment_counts
 from tertulia.segments import repository as segments_repo
-from tertulia.users.models import Membership, Team
+from tertulia.users.models import Membership, Team, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.workflows import language as lang
 from tertulia.workflows import repository as repo
@@ -57,6 +58,72 @@ def check_context(session: Session, workspace_id: int, self_workflow_id: int | N
         manual_workflow_ids=frozenset(repo.manual_workflow_ids(session, workspace_id)),
         self_workflow_id=self_workflow_id,
     )
+
+
+# A choice of a picker in the builder: the value stored in the definition and the name shown.
+Choice = tuple[int | str, str]
+
+
+def reference_choices(
+    session: Session, workspace_id: int, self_workflow_id: int | None = None
+) -> dict[str, list[Choice]]:
+    """What the workspace has that a definition names by id or key (channels, users, teams,
+    closing categories, the workflows a step may start, contact fields, tags), by the config field
+    names that hold them, so the builder draws pickers: any step or trigger that uses one of these
+    names gets one. The same sets the checker accepts (`check_context`)."""
+
+    def named(query: Select[int, str]) -> list[Choice]:
+        return [(row[0], row[1] or f"#{row[0]}") for row in session.execute(query)]
+
+    channels = named(
+        select(Channel.id, Channel.name).where(Channel.workspace_id == workspace_id).order_by(Channel.name)
+    )
+    users: list[Choice] = [
+        (user_id, " ".join(part for part in (first, last) if part) or email)
+        for user_id, first, last, email in session.execute(
+            select(User.id, User.first_name, User.last_name, User.email)
+            .join(Membership, Membership.user_id == User.id)
+            .where(Membership.workspace_id == workspace_id, Membership.active)
+            .order_by(User.first_name, User.last_name, User.email)
+        )
+    ]
+    teams = named(select(Team.id, Team.name).where(Team.workspace_id == workspace_id).order_by(Team.name))
+    categories = named(
+        select(ClosingCategory.id, ClosingCategory.name)
+        .where(ClosingCategory.workspace_id == workspace_id)
+        .order_by(ClosingCategory.position, ClosingCategory.name)
+    )
+    startable = repo.manual_workflow_ids(session, workspace_id) - {self_workflow_id}
+    workflows = (
+        named(select(Workflow.id, Workflow.name).where(Workflow.id.in_(startable)).order_by(Workflow.name))
+        if startable
+        else []
+    )
+    custom = session.execute(
+        select(CustomField.key, CustomField.label)
+        .where(CustomField.workspace_id == workspace_id)
+        .order_by(CustomField.position, CustomField.key)
+    )
+    fields: list[Choice] = [(name, name) for name in lang.UPDATABLE_FIELDS]
+    fields += [(key, f"{label} ({key})" if label and label != key else key) for key, label in custom]
+    tags: list[Choice] = [
+        (name, name)
+        for (name,) in session.execute(
+            select(Tag.name).where(Tag.workspace_id == workspace_id).order_by(Tag.name_key).limit(500)
+        )
+    ]
+    return {
+        "channel": channels,
+        "user_id": users,
+        "team_id": teams,
+        "category_id": categories,
+        "category_ids": categories,
+        "workflow_id": workflows,
+        "field": fields,
+        "fields": fields,
+        "save_to.name": fields,
+        "tags": tags,
+    }
 
 
 def check_definition(

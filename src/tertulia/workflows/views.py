@@ -10,6 +10,7 @@ schema's title.
 """
 
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Path
@@ -100,16 +101,16 @@ FIELD_LABELS: dict[str, str] = {
     "value": i18n.lazy("Value"),
     "tags": i18n.lazy("Tags"),
     "to": i18n.lazy("Assign to"),
-    "user_id": i18n.lazy("User id"),
-    "team_id": i18n.lazy("Team id"),
+    "user_id": i18n.lazy("User"),
+    "team_id": i18n.lazy("Team"),
     "strategy": i18n.lazy("Strategy"),
     "only_online": i18n.lazy("Only online users"),
-    "category_id": i18n.lazy("Closing category id"),
+    "category_id": i18n.lazy("Closing category"),
     "summary": i18n.lazy("Summary"),
     "target": i18n.lazy("Target step"),
     "max_jumps": i18n.lazy("Maximum jumps"),
     "when_exhausted": i18n.lazy("When the jumps are used up"),
-    "workflow_id": i18n.lazy("Workflow id"),
+    "workflow_id": i18n.lazy("Workflow"),
     "method": i18n.lazy("Method"),
     "url": i18n.lazy("URL"),
     "headers": i18n.lazy("Headers"),
@@ -120,7 +121,7 @@ FIELD_LABELS: dict[str, str] = {
     "variable": i18n.lazy("Variable"),
     "status_variable": i18n.lazy("Save the status code to the variable"),
     "sources": i18n.lazy("Sources"),
-    "category_ids": i18n.lazy("Closing category ids"),
+    "category_ids": i18n.lazy("Closing categories"),
     "fields": i18n.lazy("Fields"),
     "broadcast_ids": i18n.lazy("Broadcast ids"),
     "once_per_contact": i18n.lazy("Only once per contact"),
@@ -133,6 +134,15 @@ FIELD_LABELS: dict[str, str] = {
     "max_open": i18n.lazy("Only users with fewer open conversations than"),
     "queue_timeout": i18n.lazy("Wait in the queue at most"),
     "then": i18n.lazy("Afterwards"),
+}
+# The standard contact fields in the field pickers (custom fields show their own label).
+CONTACT_FIELD_LABELS: dict[str, str] = {
+    "first_name": i18n.lazy("First name"),
+    "last_name": i18n.lazy("Last name"),
+    "email": i18n.lazy("Email"),
+    "phone": i18n.lazy("Phone"),
+    "language": i18n.lazy("Language"),
+    "country": i18n.lazy("Country"),
 }
 # Where a step's other outcomes (`on`) lead.
 OUTCOME_LABELS: dict[str, str] = {
@@ -215,7 +225,87 @@ UI_TEXTS: dict[str, str] = {
     "step_added": i18n.lazy("Step added"),
     "outcomes": i18n.lazy("Other outcomes"),
     "item": i18n.lazy("Item"),
+    "choose": i18n.lazy("Choose…"),
+    "add_from_list": i18n.lazy("Add one of the workspace's"),
+    "not_found": i18n.lazy("not found"),
+    "goes_to": i18n.lazy("Goes to"),
 }
+# The checker's and pydantic's most frequent messages, in the page's language: each English wording
+# (its numbers and names captured) and the msgid it reads as. Others are shown as they come.
+ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), msgid)
+    for pattern, msgid in (
+        (r"Field required", i18n.lazy("Required")),
+        (r"Input should be a valid integer.*", i18n.lazy("Not a valid whole number")),
+        (r"Input should be a valid number.*", i18n.lazy("Not a valid number")),
+        (r"Input should be a valid string", i18n.lazy("Must be text")),
+        (r"Input should be greater than or equal to (?P<n>\S+)", i18n.lazy("Must be %(n)s or more")),
+        (r"Input should be less than or equal to (?P<n>\S+)", i18n.lazy("Must be %(n)s or less")),
+        (r"Input should be (?P<options>'.*')", i18n.lazy("Must be one of: %(options)s")),
+        (r"String should match pattern .*", i18n.lazy("Not in the expected format")),
+        (r"Extra inputs are not permitted", i18n.lazy("Not a setting of this step")),
+        (r"no step (?P<id>'.*')", i18n.lazy("No step %(id)s")),
+        (r"unknown step type; use one of: (?P<types>.*)", i18n.lazy("Unknown step type; use one of: %(types)s")),
+        (r"no path leads to this step \(unreachable\)", i18n.lazy("No path leads to this step (unreachable)")),
+        (r"this step needs its configuration", i18n.lazy("This step needs its configuration")),
+        (r"unknown contact field (?P<name>'.*')", i18n.lazy("Unknown contact field %(name)s")),
+        (r"unknown variable (?P<name>'.*')", i18n.lazy("Unknown variable %(name)s")),
+        (r"another step already has the id (?P<id>'.*')", i18n.lazy("Another step already has the id %(id)s")),
+        (r"no channel (?P<id>\d+)", i18n.lazy("No channel %(id)s in this workspace")),
+        (r"no member (?P<id>\d+) in this workspace", i18n.lazy("No user %(id)s in this workspace")),
+        (r"no team (?P<id>\d+)", i18n.lazy("No team %(id)s in this workspace")),
+        (r"no closing category (?P<id>\d+)", i18n.lazy("No closing category %(id)s in this workspace")),
+        (r"no workflow (?P<id>\d+) with a manual trigger", i18n.lazy("No workflow %(id)s with a manual trigger")),
+        (r"choose the user", i18n.lazy("Choose the user")),
+        (r"choose the team", i18n.lazy("Choose the team")),
+        (r"at most 7 days", i18n.lazy("At most 7 days")),
+    )
+)
+
+
+# Those that count (the singular and plural msgids of one catalogue entry).
+COUNTED_WORDINGS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
+    (re.compile(pattern), singular, plural)
+    for pattern, singular, plural in (
+        (
+            r"String should have at least (?P<n>\d+) characters?",
+            "At least %(n)s character",
+            "At least %(n)s characters",
+        ),
+        (r"String should have at most (?P<n>\d+) characters?", "At most %(n)s character", "At most %(n)s characters"),
+        (
+            r"List should have at least (?P<n>\d+) items? after validation, not \d+",
+            "At least %(n)s item",
+            "At least %(n)s items",
+        ),
+        (
+            r"List should have at most (?P<n>\d+) items? after validation, not \d+",
+            "At most %(n)s item",
+            "At most %(n)s items",
+        ),
+    )
+)
+
+
+def translated_errors(ctx: WebContext, errors: dict[str, str]) -> dict[str, str]:
+    """The errors of a definition by path, each in the page's language where its wording is known."""
+
+    def one(message: str) -> str:
+        for pattern, singular, plural in COUNTED_WORDINGS:
+            counted = pattern.fullmatch(message)
+            if counted:
+                return ctx.fmt.ngettext(singular, plural, int(counted["n"])) % counted.groupdict()
+        for pattern, msgid in ERROR_WORDINGS:
+            found = pattern.fullmatch(message)
+            if found:
+                return ctx.fmt.gettext(msgid) % found.groupdict()
+        return message
+
+    return {path: one(message) for path, message in errors.items()}
+
+
+# The pickers of contact fields, whose standard names get their label in the page's language.
+FIELD_PICKERS = frozenset({"field", "fields", "save_to.name"})
 MAX_DEFINITION = 400_000
 STARTER: dict[str, Any] = {
     "trigger": {"type": "conversation_opened", "config": {"sources": ["contact"]}},
@@ -223,14 +313,19 @@ STARTER: dict[str, Any] = {
 }
 
 
-def builder_data(ctx: WebContext, definition: Any, errors: dict[str, str]) -> dict[str, Any]:
+def builder_data(
+    ctx: WebContext, definition: Any, errors: dict[str, str], choices: dict[str, list[service.Choice]]
+) -> dict[str, Any]:
     """What the builder's script needs, as one JSON data block: the definition it edits, the errors
-    found in it by path, the config schemas of every step and trigger type, and its words."""
+    found in it by path, the config schemas of every step and trigger type, the workspace's
+    channels, users, teams, ... by the config field names that hold them (`choices`, drawn as
+    pickers), and its words."""
 
     def words(labels: dict[str, str]) -> dict[str, str]:
         return {key: ctx.fmt.gettext(value) for key, value in labels.items()}
 
     step_labels = words(STEP_LABELS)
+    field_names = words(CONTACT_FIELD_LABELS)
     trigger_labels = words(TRIGGER_LABELS)
     return {
         "definition": definition,
@@ -245,6 +340,13 @@ def builder_data(ctx: WebContext, definition: Any, errors: dict[str, str]) -> di
         },
         "outcomes": {name: list(outcomes) for name, outcomes in language.OUTCOMES.items()},
         "no_config": sorted(language.NO_CONFIG_STEPS),
+        "choices": {
+            name: [
+                {"value": value, "label": field_names.get(str(value), label) if name in FIELD_PICKERS else label}
+                for value, label in listed
+            ]
+            for name, listed in choices.items()
+        },
         "labels": {
             "fields": words(FIELD_LABELS),
             "values": words(VALUE_LABELS),
@@ -329,20 +431,27 @@ def _page(
         or repo.latest_version(ctx.session, workflow.id)
     )
     assert shown is not None
-    problems = service.definition_errors(ctx.session, workflow, shown)
+    problems = translated_errors(ctx, service.definition_errors(ctx.session, workflow, shown))
     runs = service.runs_with_logs(ctx.session, workflow, limit=50)
     shown_text = typed if typed is not None else json.dumps(definition, indent=2, ensure_ascii=False)
     # Errors of what was just typed, else those of the stored version: each beside its step and field.
-    placed = {k: v for k, v in (errors or {}).items() if k not in ("name", "__all__", "contact", "answers")}
+    placed = translated_errors(
+        ctx, {k: v for k, v in (errors or {}).items() if k not in ("name", "__all__", "contact", "answers")}
+    )
     context = {
         "workflow": workflow,
         "definition": shown_text,
         # Not the tojson filter: it sorts keys, and the forms follow the schemas' field order.
         "builder": htmlsafe_json_dumps(
-            builder_data(ctx, _parsed_or_none(shown_text), placed or (problems if typed is None else {}))
+            builder_data(
+                ctx,
+                _parsed_or_none(shown_text),
+                placed or (problems if typed is None else {}),
+                service.reference_choices(ctx.session, ctx.actor.workspace_id, workflow.id),
+            )
         ),
         "problems": problems,
-        "errors": errors or {},
+        "errors": translated_errors(ctx, errors or {}),
         "has_draft": draft is not None,
         "runs": runs,
         "in_progress": repo.active_run_counts(ctx.session, ctx.actor.workspace_id).get(workflow.id, 0),

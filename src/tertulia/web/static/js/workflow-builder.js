@@ -328,12 +328,6 @@
     }, extra || {}));
   }
 
-  function target(id) {
-    if (!id) return el("span", { class: "wfb-target wfb-end", text: UI.ends });
-    const found = steps().find(function (step) { return step.id === id; });
-    return el("span", { class: "wfb-target", text: "→ " + (found ? stepTitle(found) : id) });
-  }
-
   function errorNote(owner) {
     const found = Object.values(ownErrors(owner));
     if (!found.length) return null;
@@ -370,33 +364,54 @@
     return card;
   }
 
+  // Where a step's paths go, as columns under its card: a branch's branches and else, or the next
+  // step and the other outcomes (failure, invalid, timeout) once one of them is set.
+  function forkOf(step) {
+    const config = step.config || {};
+    const columns = [];
+    const column = function (name, goes, extra) {
+      return el("div", { class: "wfb-fork-column" + (extra ? " " + extra : ""), "data-testid": "branch-column" }, [
+        el("div", { class: "wfb-fork-box" }, [
+          el("span", { class: "wfb-column-name", text: name }),
+          goesTo(goes),
+        ]),
+      ]);
+    };
+    if (step.type === "branch" && Array.isArray(config.branches)) {
+      config.branches.forEach(function (branch, b) {
+        columns.push(column(branch.name || UI.item + " " + (b + 1), branch.next));
+      });
+      columns.push(column(UI.else, step.next, "wfb-else"));
+    } else {
+      const outcomes = (DATA.outcomes[step.type] || []).filter(function (outcome) { return (step.on || {})[outcome]; });
+      if (!outcomes.length) return null;
+      columns.push(column(FIELDS.next, step.next));
+      outcomes.forEach(function (outcome) {
+        columns.push(column(OUTCOME_WORDS[outcome] || humanize(outcome), step.on[outcome], "wfb-outcome"));
+      });
+    }
+    return el("div", { class: "wfb-fork", "data-testid": "branch-fork", "data-step-id": step.id, role: "group", "aria-label": UI.goes_to + ": " + stepTitle(step) }, columns);
+  }
+
+  // A path's end: the step it goes to (a button that selects it) or the end of the run.
+  function goesTo(id) {
+    if (!id) return el("span", { class: "wfb-target wfb-end", text: UI.ends });
+    const found = steps().find(function (step) { return step.id === id; });
+    if (!found) return el("span", { class: "wfb-target wfb-missing", text: "→ " + id + " (" + UI.not_found + ")" });
+    return el("button", {
+      type: "button",
+      class: "wfb-target wfb-goto",
+      "data-action": "goto",
+      "data-key": keyOf(found),
+      "aria-label": UI.goes_to + ": " + stepTitle(found),
+      text: "→ " + stepTitle(found),
+    });
+  }
+
   function stepCard(step, index) {
     const active = selected === step;
     const label = stepTitle(step);
-    const outcomes = DATA.outcomes[step.type] || [];
     const config = step.config || {};
-    const columns = [];
-    if (step.type === "branch" && Array.isArray(config.branches)) {
-      config.branches.forEach(function (branch, b) {
-        columns.push(el("div", { class: "wfb-column", "data-testid": "branch-column" }, [
-          el("span", { class: "wfb-column-name", text: branch.name || UI.item + " " + (b + 1) }),
-          target(branch.next),
-        ]));
-      });
-      columns.push(el("div", { class: "wfb-column wfb-else", "data-testid": "branch-column" }, [
-        el("span", { class: "wfb-column-name", text: UI.else }),
-        target(step.next),
-      ]));
-    } else {
-      outcomes.forEach(function (outcome) {
-        const goes = (step.on || {})[outcome];
-        if (!goes) return;
-        columns.push(el("div", { class: "wfb-column wfb-outcome" }, [
-          el("span", { class: "wfb-column-name", text: OUTCOME_WORDS[outcome] || humanize(outcome) }),
-          target(goes),
-        ]));
-      });
-    }
     const summary = summaryOf(config);
     return el("div", {
       class: "wfb-card" + (active ? " is-selected" : "") + (Object.keys(ownErrors(step)).length ? " has-errors" : ""),
@@ -422,23 +437,24 @@
         button(UI.delete + ": " + label, "delete", step, { class: "wfb-icon danger" }),
       ]),
       errorNote(step),
-      columns.length ? el("div", { class: "wfb-columns" }, columns) : null,
     ]);
   }
 
-  function connector(step, index) {
+  function connector(step, index, forked) {
     const below = steps()[index + 1];
-    if (step.type === "branch") return el("div", { class: "wfb-gap" });
+    if (forked) return el("div", { class: "wfb-gap" });
     if (below && step.next === below.id) return el("div", { class: "wfb-arrow", "aria-hidden": "true" });
-    return el("div", { class: "wfb-gap" }, [el("span", { class: "wfb-jump" }, [target(step.next)])]);
+    return el("div", { class: "wfb-gap" }, [el("span", { class: "wfb-jump" }, [goesTo(step.next)])]);
   }
 
   function drawCanvas() {
     const canvas = root.querySelector("[data-canvas]");
     const flow = el("div", { class: "wfb-flow" }, [triggerCard(), el("div", { class: "wfb-arrow", "aria-hidden": "true" })]);
     steps().forEach(function (step, index) {
+      const fork = forkOf(step);
       flow.append(stepCard(step, index));
-      if (index < steps().length - 1 || step.type === "branch" || step.next) flow.append(connector(step, index));
+      if (fork) flow.append(fork);
+      if (index < steps().length - 1 || fork || step.next) flow.append(connector(step, index, Boolean(fork)));
     });
     canvas.replaceChildren(flow);
     const general = root.querySelector("[data-general-errors]");
@@ -457,15 +473,33 @@
     if (level) level.textContent = Math.round(view.scale * 100) + "%";
   }
 
-  function zoom(factor) {
+  // Zooms around a point of the viewport (the pointer, else its centre), which stays where it is.
+  function zoom(factor, point) {
     if (factor === 0) {
       view.scale = 1;
       view.x = 0;
       view.y = 0;
     } else {
-      view.scale = Math.min(2, Math.max(0.3, view.scale * factor));
+      const viewport = root.querySelector(".wfb-viewport");
+      const at = point || { x: viewport.clientWidth / 2, y: viewport.clientHeight / 2 };
+      const scale = Math.min(2, Math.max(0.3, view.scale * factor));
+      view.x = at.x - (at.x - view.x) * (scale / view.scale);
+      view.y = at.y - (at.y - view.y) * (scale / view.scale);
+      view.scale = scale;
     }
     applyView();
+  }
+
+  // Pans so that a card out of sight comes into the viewport.
+  function reveal(node) {
+    const viewport = root.querySelector(".wfb-viewport");
+    const box = viewport.getBoundingClientRect();
+    const card = node.getBoundingClientRect();
+    let dx = 0;
+    let dy = 0;
+    if (card.top < box.top || card.bottom > box.bottom) dy = box.top + box.height / 3 - card.top;
+    if (card.left < box.left || card.right > box.right) dx = box.left + box.width / 2 - (card.left + card.width / 2);
+    if (dx || dy) pan(dx, dy);
   }
 
   function pan(dx, dy) {
@@ -495,8 +529,32 @@
     };
   }
 
+  // The workspace's channels, users, fields, ... for a field of this name (or "parent.name", for a
+  // name that means different things in different places, like save_to.name).
+  function choicesFor(name, path) {
+    const parts = path.replace(/\[\d+\]/g, "").split(".");
+    const parent = parts.length > 1 ? parts[parts.length - 2] + "." + name : null;
+    return (parent && DATA.choices[parent]) || DATA.choices[name] || null;
+  }
+
+  function choiceLabel(choices, value) {
+    const found = choices.find(function (choice) { return choice.value === value; });
+    return found ? found.label : null;
+  }
+
+  // A select of the choices; a value the workspace no longer has stays, marked, so it is not lost.
+  function choiceOptions(select, choices, value, prefix) {
+    choices.forEach(function (choice) {
+      select.append(el("option", { value: (prefix || "") + choice.value, text: choice.label, selected: value === choice.value }));
+    });
+    if (value !== undefined && value !== null && value !== "" && choiceLabel(choices, value) === null) {
+      select.append(el("option", { value: (prefix || "") + value, text: value + " (" + UI.not_found + ")", selected: true }));
+    }
+  }
+
   function renderField(ctx, name, raw, slot, path, required) {
     const described = kindOf(raw, ctx.defs, name);
+    const choices = choicesFor(name, path);
     const schema = described.schema;
     const id = fieldId();
     const errorId = id + "-error";
@@ -564,6 +622,16 @@
         const input = describe(long ? el("textarea", { "data-path": path, rows: 3 }) : el("input", { type: "text", "data-path": path }));
         input.value = value === undefined || value === null ? "" : value;
         if (schema.maxLength) input.maxLength = schema.maxLength;
+        if (choices && !long) {
+          const listId = id + "-choices";
+          input.setAttribute("list", listId);
+          input.setAttribute("data-testid", "picker-" + name);
+          const list = el("datalist", { id: listId });
+          choices.forEach(function (choice) {
+            list.append(el("option", { value: choice.value, label: choice.label === choice.value ? null : choice.label }));
+          });
+          wrapper.append(list);
+        }
         input.addEventListener("input", function () {
           changed(input.value === "" && (described.nullable || !required) ? undefined : input.value);
         });
@@ -571,6 +639,17 @@
         break;
       }
       case "number": {
+        if (choices) {
+          const select = describe(el("select", { "data-path": path, "data-testid": "picker-" + name }));
+          select.append(el("option", { value: "", text: described.nullable || !required ? "—" : UI.choose }));
+          choiceOptions(select, choices, value);
+          select.addEventListener("change", function () {
+            if (select.value === "") return changed(described.nullable && required ? null : undefined);
+            changed(Number(select.value));
+          });
+          wrapper.append(el("label", { for: id, text: label }), select);
+          break;
+        }
         const input = describe(el("input", { type: "number", "data-path": path, step: schema.type === "integer" ? 1 : "any" }));
         if (schema.minimum !== undefined) input.min = schema.minimum;
         if (schema.maximum !== undefined) input.max = schema.maximum;
@@ -599,6 +678,19 @@
           select.append(el("option", { value: "const:" + option, text: valueLabel(option), selected: value === option }));
         });
         const otherChosen = value !== undefined && value !== null && described.consts.indexOf(value) < 0;
+        if (choices) {
+          // The other kind's values are the workspace's (a channel), listed by name.
+          select.setAttribute("data-testid", "picker-" + name);
+          choiceOptions(select, choices, otherChosen ? value : undefined, "pick:");
+          select.addEventListener("change", function () {
+            if (select.value === "") return changed(described.nullable ? null : undefined);
+            if (select.value.startsWith("const:")) return changed(select.value.slice(6));
+            const picked = select.value.slice(5);
+            changed(described.other.type === "string" ? picked : Number(picked));
+          });
+          wrapper.append(el("label", { for: id, text: label }), select);
+          break;
+        }
         const otherLabel = name === "channel" ? UI.channel_id : humanize(described.other.type || "value");
         select.append(el("option", { value: "other", text: otherLabel, selected: otherChosen }));
         const input = el("input", { type: described.other.type === "string" ? "text" : "number", "aria-label": otherLabel, "data-path": path + ".value" });
@@ -633,6 +725,26 @@
       }
       case "list": {
         const numeric = described.items.type === "integer" || described.items.type === "number";
+        if (choices && numeric) {
+          // Ids must name something the workspace has: ticks, by name.
+          const set = el("fieldset", { class: "wfb-fieldset", "data-testid": "picker-" + name }, [el("legend", { text: label })]);
+          const chosen = Array.isArray(value) ? value : [];
+          const shown = choices.concat(chosen.filter(function (item) { return choiceLabel(choices, item) === null; }).map(function (item) {
+            return { value: item, label: item + " (" + UI.not_found + ")" };
+          }));
+          shown.forEach(function (choice) {
+            const box = el("input", { type: "checkbox", value: String(choice.value), checked: chosen.indexOf(choice.value) >= 0 });
+            box.addEventListener("change", function () {
+              const now = Array.from(set.querySelectorAll("input:checked")).map(function (input) { return Number(input.value); });
+              changed(now.length || required ? now : undefined);
+            });
+            set.append(el("label", { class: "wfb-check" }, [box, document.createTextNode(" " + choice.label)]));
+          });
+          if (!shown.length) set.append(el("span", { class: "hint", text: UI.none }));
+          if (messages.length) set.setAttribute("aria-describedby", errorId);
+          wrapper.append(set);
+          break;
+        }
         const input = describe(el("textarea", { "data-path": path, rows: 3, "aria-describedby": id + "-hint" }));
         input.value = (Array.isArray(value) ? value : []).join("\n");
         input.addEventListener("input", function () {
@@ -642,6 +754,21 @@
         });
         if (messages.length) input.setAttribute("aria-describedby", errorId + " " + id + "-hint");
         wrapper.append(el("label", { for: id, text: label }), input, el("span", { class: "hint", id: id + "-hint", text: UI.one_per_line }));
+        if (choices && choices.length) {
+          // Free text (a new tag is fine), with the workspace's names one choice away.
+          const adder = el("select", { "aria-label": UI.add_from_list + ": " + label, "data-testid": "picker-" + name });
+          adder.append(el("option", { value: "", text: UI.add_from_list + "…" }));
+          choices.forEach(function (choice) { adder.append(el("option", { value: String(choice.value), text: choice.label })); });
+          adder.addEventListener("change", function () {
+            if (!adder.value) return;
+            const lines = input.value.split("\n").map(function (line) { return line.trim(); }).filter(Boolean);
+            if (lines.indexOf(adder.value) < 0) lines.push(adder.value);
+            input.value = lines.join("\n");
+            adder.value = "";
+            input.dispatchEvent(new Event("input"));
+          });
+          wrapper.append(adder);
+        }
         break;
       }
       case "json": {
@@ -892,7 +1019,12 @@
       const owner = [definition.trigger].concat(steps()).find(function (object) { return keyOf(object) === key; });
       if (!owner) return;
       const action = hit.getAttribute("data-action");
-      if (action === "select") {
+      if (action === "goto") {
+        selected = owner;
+        changed({ panel: true, focus: [owner, "select"] });
+        const card = root.querySelector('[data-key="' + key + '"][data-action="select"]');
+        if (card) reveal(card);
+      } else if (action === "select") {
         selected = owner;
         changed({ panel: true, focus: [owner, "select"] });
       } else if (action === "up") move(owner, -1);
@@ -931,7 +1063,10 @@
     viewport.addEventListener("pointercancel", stop);
     viewport.addEventListener("wheel", function (event) {
       event.preventDefault();
-      if (event.ctrlKey) zoom(event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP);
+      if (event.ctrlKey) {
+        const box = viewport.getBoundingClientRect();
+        zoom(event.deltaY < 0 ? ZOOM_STEP : 1 / ZOOM_STEP, { x: event.clientX - box.left, y: event.clientY - box.top });
+      }
       else pan(-event.deltaX, -event.deltaY);
     }, { passive: false });
   }
