@@ -7,23 +7,28 @@ POST /api/v1/workflows/{id}/stop                stop it and end its runs
 POST /api/v1/workflows/{id}/simulate            run it on a contact without doing anything
 GET  /api/v1/workflows/{id}/runs                its runs with their logs, newest first
 POST /api/v1/workflows/{id}/runs/{run}/stop     stop one run
+POST /api/v1/workflows/{id}/run                 run a shortcut on a contact (edit_contacts)
+GET  /api/v1/workflows/{id}/hook                its incoming-webhook URL and secret (made on first use)
+POST /api/v1/workflows/{id}/hook/regenerate     a new secret; the old URL stops working
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 
 from tertulia.contacts import service as contacts_service
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
+from tertulia.workflows import hooks, service, shortcuts
 from tertulia.workflows import repository as repo
-from tertulia.workflows import service
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.schemas import (
+    HookOut,
     RunOut,
     RunPage,
+    RunShortcutBody,
     SimulateBody,
     SimulationOut,
     StopOut,
@@ -111,3 +116,30 @@ def stop_run(session: DbSession, actor: ApiActor, workflow_id: ID, run_id: ID) -
     workflow = service.access_workflow(session, actor, workflow_id)
     run = service.do_stop_run(session, actor, service.access_run(session, actor, workflow, run_id, lock=True))
     return RunOut(**service.run_dict(service.RunWithLogs(run, repo.logs_of(session, [run.id])[run.id])))
+
+
+@router.post("/workflows/{workflow_id}/run", response_model=RunOut, status_code=201)
+def run_shortcut(session: DbSession, actor: ApiActor, workflow_id: ID, body: RunShortcutBody) -> RunOut:
+    contact = contacts_service.access_contact(session, actor, body.contact, Permission.EDIT_CONTACTS)
+    run = shortcuts.do_run_shortcut(
+        session, actor, workflow_id, contact, body.answers, conversation_id=body.conversation_id
+    )
+    return RunOut(**service.run_dict(service.RunWithLogs(run, [])))
+
+
+def _hook_out(session: DbSession, request: Request, actor: ApiActor, workflow: Workflow) -> HookOut:
+    info = hooks.hook_info(session, actor, workflow, request.app.state.settings.base_url)
+    return HookOut(url=info.url, secret=info.secret, header=info.header, curl=info.curl)
+
+
+@router.get("/workflows/{workflow_id}/hook", response_model=HookOut)
+def get_hook(session: DbSession, request: Request, actor: ApiActor, workflow_id: ID) -> HookOut:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    return _hook_out(session, request, actor, workflow)
+
+
+@router.post("/workflows/{workflow_id}/hook/regenerate", response_model=HookOut)
+def regenerate_hook(session: DbSession, request: Request, actor: ApiActor, workflow_id: ID) -> HookOut:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    hooks.do_regenerate(session, actor, workflow)
+    return _hook_out(session, request, actor, workflow)
