@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from tertulia.channels.http import RawBodyRoute
 from tertulia.kit.errors import DomainError, RateLimited, ValidationFailed
 from tertulia.kit.http import get_db
+from tertulia.kit.types import ID
 from tertulia.workflows import hooks
 
 router = APIRouter(prefix=hooks.PATH, tags=["workflow hooks"], route_class=RawBodyRoute)
@@ -97,14 +98,14 @@ async def _receive(request: Request, workflow_id: int, secret: str | None) -> JS
 
 
 @router.post("/{workflow_id}/{secret}", response_model=HookAnswer, status_code=202)
-async def receive_with_secret(request: Request, workflow_id: int, secret: str) -> JSONResponse:
+async def receive_with_secret(request: Request, workflow_id: ID, secret: str) -> JSONResponse:
     return await _receive(request, workflow_id, secret)
 
 
 @router.post("/{workflow_id}", response_model=HookAnswer, status_code=202)
 async def receive_with_header(
     request: Request,
-    workflow_id: int,
+    workflow_id: ID,
     secret: Annotated[str | None, Header(alias=hooks.HEADER)] = None,
 ) -> JSONResponse:
     return await _receive(request, workflow_id, secret)
