@@ -168,18 +168,20 @@ def test_an_agent_runs_a_shortcut_from_the_menu(client: TestClient, db: Database
     assert "Motivo" in menu.text
     assert "Pro" in menu.text
 
-    form = {"csrf_token": token, "contact_id": str(contact_id), "answer_0": "", "answer_1": "diez"}
-    refused = client.post(f"/workflows/{workflow_id}/shortcut", data=form, headers={"HX-Request": "true"})
+    form = {"csrf_token": token, "answer_0": "", "answer_1": "diez"}
+    refused = client.post(f"/workflows/{workflow_id}/shortcut/{contact_id}", data=form, headers={"HX-Request": "true"})
     assert refused.status_code == 422
     assert 'id="answers.reason-error"' in refused.text
     assert 'value="diez"' in refused.text  # what was typed is kept
 
     client.post("/language", data={"csrf_token": token, "language": "es"})
-    refused_es = client.post(f"/workflows/{workflow_id}/shortcut", data=form, headers={"HX-Request": "true"})
+    refused_es = client.post(
+        f"/workflows/{workflow_id}/shortcut/{contact_id}", data=form, headers={"HX-Request": "true"}
+    )
     assert "este campo es obligatorio" in refused_es.text
 
     form.update({"answer_0": "Llamada", "answer_1": "3"})
-    done = client.post(f"/workflows/{workflow_id}/shortcut", data=form, headers={"HX-Request": "true"})
+    done = client.post(f"/workflows/{workflow_id}/shortcut/{contact_id}", data=form, headers={"HX-Request": "true"})
     assert done.status_code == 200
     assert 'data-testid="shortcut-done"' in done.text
     advance(db)

@@ -2,7 +2,7 @@
 
 - The "Run shortcut" menu (`GET /workflows/shortcuts/menu?contact_id=`), an htmx fragment the inbox's
   contact panel and the contact's page load: the workspace's published shortcut workflows, each
-  with its form. Posting one (`POST /workflows/{id}/shortcut`) answers the menu again, with the
+  with its form. Posting one (`POST /workflows/{id}/shortcut/{contact id}`) answers the menu again, with the
   errors beside the fields or a line saying the run started. Agents may use it (`edit_contacts`).
 - The incoming-webhook card of a workflow's page (`GET /workflows/{id}/hook`, a fragment): its URL,
   a curl example to copy, and regenerating the secret (`POST /workflows/{id}/hook/regenerate`).
@@ -14,7 +14,7 @@ from fastapi import APIRouter, Form, Query
 from starlette.responses import Response
 
 from tertulia.contacts import repository as contacts_repo
-from tertulia.kit.errors import DomainError, NotFound
+from tertulia.kit.errors import DomainError, NotFound, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -28,6 +28,14 @@ router = APIRouter(prefix="/workflows", include_in_schema=False, route_class=Che
 
 STARTED = i18n.lazy("The shortcut started.")
 Answer = Annotated[str, Form(max_length=2000)]
+
+
+def check_form_text_named(ctx: WebContext, names: dict[str, str]) -> None:
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        details = {names.get(key, key): message for key, message in (exc.details or {}).items()}
+        raise ValidationFailed(exc.message, details=details) from exc
 
 
 def _menu(
@@ -64,11 +72,11 @@ def shortcuts_menu(
     return _menu(ctx, contact_id, conversation_id)
 
 
-@router.post("/{workflow_id}/shortcut")
+@router.post("/{workflow_id}/shortcut/{contact_id}")
 def run_shortcut(
     ctx: UserPage,
     workflow_id: ID,
-    contact_id: Annotated[ID, Form()],
+    contact_id: ID,
     conversation_id: Annotated[str, Form(max_length=30)] = "",
     answer_0: Answer = "",
     answer_1: Answer = "",
@@ -80,7 +88,6 @@ def run_shortcut(
     conversation = int(conversation_id) if conversation_id.isdigit() and len(conversation_id) < 19 else None
     typed: dict[str, str] = {}
     try:
-        check_form_text(ctx.request)
         ctx.actor.require(Permission.EDIT_CONTACTS)
         contact = contacts_repo.contact_by_id(ctx.session, ctx.actor.workspace_id, contact_id)
         if contact is None:
@@ -90,6 +97,9 @@ def run_shortcut(
         )
         answers: dict[str, Any] = {item.name: given[index] for index, item in enumerate(form)}
         typed = dict(answers)
+        # A refusal of the form's text (NUL) names the input; the page shows it beside its field.
+        names = {f"answer_{index}": f"answers.{item.name}" for index, item in enumerate(form)}
+        check_form_text_named(ctx, names)
         shortcuts.do_run_shortcut(ctx.session, ctx.actor, workflow_id, contact, answers, conversation_id=conversation)
     except DomainError as exc:
         if isinstance(exc, NotFound) and not typed:
