@@ -50,9 +50,9 @@ def test_run_a_shortcut_from_the_contact_page(page: Page, shop: tuple[str, Datab
     sign_in_at(page, base_url, f"/contacts/{contact_id}", *OWNER)
     page.get_by_test_id("run-shortcut").click()
     page.get_by_role("button", name="Run", exact=True).click()
-    expect(page.locator('[id="answers.reason-error"]')).to_have_text("this field is required")
+    expect(page.locator('[id="answers.reason-error"]')).to_have_text("this field is required", timeout=15_000)
     page.get_by_label("Reason").fill("Llamar mañana")
     page.get_by_role("button", name="Run", exact=True).click()
-    expect(page.get_by_test_id("shortcut-done")).to_have_text("The shortcut started.")
+    expect(page.get_by_test_id("shortcut-done")).to_have_text("The shortcut started.", timeout=15_000)
     with database.transaction(write=False) as session:
         assert list(session.scalars(select(WorkflowRun.contact_id))) == [contact_id]
