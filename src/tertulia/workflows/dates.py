@@ -23,7 +23,7 @@ already in the workflow at its occurrence gets no second run (the occurrence is 
 with no run).
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -41,8 +41,7 @@ from tertulia.kit.errors import Conflict, DomainError
 from tertulia.kit.queue import huey, task_database
 from tertulia.segments import repository as segments_repo
 from tertulia.segments.language import CUSTOM_KEY
-from tertulia.workflows import repository as repo
-from tertulia.workflows import service, starts
+from tertulia.workflows import starts
 from tertulia.workflows.models import (
     VersionState,
     Workflow,
@@ -261,6 +260,3 @@ def fires_of_contact(session: Session, workflow_id: int, contact_id: int) -> lis
 @huey.periodic_task(crontab(minute="*"), name="workflows.date_sweep")  # type: ignore[untyped-decorator]
 def date_sweep_task() -> int:
     return sweep(task_database())
-
-
-__all__ = ["Iterable", "date_sweep_task", "repo", "service", "sweep"]
