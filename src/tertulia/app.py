@@ -64,6 +64,8 @@ from tertulia.webhooks.api import router as webhooks_router
 from tertulia.webhooks.views import WEBHOOKS
 from tertulia.webhooks.views import router as webhooks_pages
 from tertulia.workflows.api import router as workflows_router
+from tertulia.workflows.hooks_api import router as workflow_hooks_router
+from tertulia.workflows.trigger_views import router as workflow_trigger_pages
 from tertulia.workflows.views import router as workflows_pages
 from tertulia.workspaces.api import router as workspace_router
 from tertulia.workspaces.views import GENERAL
@@ -128,6 +130,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(workspace_router)  # business hours and auto-close (/api/v1/workspace/...)
     app.include_router(reports_router)  # /api/v1/reports
     app.include_router(workflows_router)  # /api/v1/workflows
+    app.include_router(workflow_hooks_router)  # workflows' incoming webhooks (/hooks/workflows/{id}/{secret})
     app.include_router(notifications_router)  # /api/v1/notifications (the signed-in person's)
     # Pages (HTML):
     app.include_router(shell_router)  # /, and the modules that are not live yet
@@ -150,6 +153,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(dashboard_pages)  # /dashboard
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
+    app.include_router(workflow_trigger_pages)  # the shortcut menu, the incoming-webhook card
     app.include_router(workflows_pages)  # /workflows (Owners and Managers)
     app.include_router(notifications_pages)  # /notifications, /notifications/preferences
     install_sections(app, SETTINGS_SECTIONS)

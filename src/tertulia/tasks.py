@@ -28,7 +28,8 @@ pumped), `conversations.fetch_mailboxes` (email channels whose poll interval has
 `conversations.flush_stale_sms_parts` (every 5 minutes: long SMS
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
 hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), `workflows.sweep` (runs whose wait
-ended or whose worker died), `notifications.send_emails_due` (emails of people gone away since, and
+ended or whose worker died), `workflows.date_sweep` (date triggers whose time came),
+`notifications.send_emails_due` (emails of people gone away since, and
 digests come due), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
@@ -53,6 +54,7 @@ from tertulia.mail import tasks as mail_tasks
 from tertulia.notifications import tasks as notifications_tasks
 from tertulia.segments import tasks as segments_tasks
 from tertulia.webhooks import tasks as webhooks_tasks
+from tertulia.workflows import dates as workflows_dates
 from tertulia.workflows import tasks as workflows_tasks
 
 consumers.install()
@@ -70,6 +72,7 @@ __all__ = [
     "notifications_tasks",
     "segments_tasks",
     "webhooks_tasks",
+    "workflows_dates",
     "workflows_tasks",
 ]
 

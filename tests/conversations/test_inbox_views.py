@@ -63,6 +63,8 @@ def test_conversation_link_and_contact_panel(client: TestClient, db: Database, t
     assert panel.status_code == 200
     assert "ana@example.com" in panel.text
     assert "Ana &lt;img src=x&gt;" in panel.text
+    # The workflows' Run shortcut menu is loaded into the panel, told the conversation it is run from.
+    assert f"/workflows/shortcuts/menu?contact_id={contact_id}&amp;conversation_id={conversation_id}" in panel.text
     wrong = client.get(f"/messages/contacts/{contact_id + 999}/panel?conversation_id={conversation_id}", headers=cookie)
     assert wrong.status_code == 404
 

@@ -262,5 +262,11 @@ def contact_panel(ctx: UserPage, contact_id: ID, conversation_id: ID) -> Respons
     segments = segments_of_contact(ctx.session, ctx.actor, contact) if ctx.actor.can(Permission.VIEW_CONTACTS) else []
     return ctx.render(
         "conversations/_contact_panel.html",
-        {"contact": contact, "custom_values": custom_values, "tags": tags, "segments": segments},
+        {
+            "contact": contact,
+            "custom_values": custom_values,
+            "tags": tags,
+            "segments": segments,
+            "conversation_id": conversation.id,
+        },
     )

@@ -8,25 +8,30 @@ POST /api/v1/workflows/{id}/simulate            run it on a contact without doin
 GET  /api/v1/workflows/{id}/runs                its runs with their logs, newest first
 POST /api/v1/workflows/{id}/runs/{run}/stop     stop one run
 GET  /api/v1/workflow-templates[/{id}]          the templates; POST .../{id}/workflows: a draft from one
+POST /api/v1/workflows/{id}/run                 run a shortcut on a contact (edit_contacts)
+GET  /api/v1/workflows/{id}/hook                its incoming-webhook URL and secret (made on first use)
+POST /api/v1/workflows/{id}/hook/regenerate     a new secret; the old URL stops working
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 
 from tertulia.contacts import service as contacts_service
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
-from tertulia.workflows import catalogue, service
+from tertulia.workflows import catalogue, hooks, service, shortcuts
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.schemas import (
     FromTemplateBody,
     FromTemplateOut,
+    HookOut,
     RunOut,
     RunPage,
+    RunShortcutBody,
     SimulateBody,
     SimulationOut,
     StopOut,
@@ -144,3 +149,30 @@ def create_from_template(
         session, actor, template_id, values=body.values, language=body.language, name=body.name
     )
     return FromTemplateOut(**service.workflow_dict(session, created.workflow), problems=created.problems)
+
+
+@router.post("/workflows/{workflow_id}/run", response_model=RunOut, status_code=201)
+def run_shortcut(session: DbSession, actor: ApiActor, workflow_id: ID, body: RunShortcutBody) -> RunOut:
+    contact = contacts_service.access_contact(session, actor, body.contact, Permission.EDIT_CONTACTS)
+    run = shortcuts.do_run_shortcut(
+        session, actor, workflow_id, contact, body.answers, conversation_id=body.conversation_id
+    )
+    return RunOut(**service.run_dict(service.RunWithLogs(run, [])))
+
+
+def _hook_out(session: DbSession, request: Request, actor: ApiActor, workflow: Workflow) -> HookOut:
+    info = hooks.hook_info(session, actor, workflow, request.app.state.settings.base_url)
+    return HookOut(url=info.url, secret=info.secret, header=info.header, curl=info.curl)
+
+
+@router.get("/workflows/{workflow_id}/hook", response_model=HookOut)
+def get_hook(session: DbSession, request: Request, actor: ApiActor, workflow_id: ID) -> HookOut:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    return _hook_out(session, request, actor, workflow)
+
+
+@router.post("/workflows/{workflow_id}/hook/regenerate", response_model=HookOut)
+def regenerate_hook(session: DbSession, request: Request, actor: ApiActor, workflow_id: ID) -> HookOut:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    hooks.do_regenerate(session, actor, workflow)
+    return _hook_out(session, request, actor, workflow)

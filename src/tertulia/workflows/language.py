@@ -27,7 +27,7 @@ from tertulia.conversations import variables
 from tertulia.kit.errors import ValidationFailed
 from tertulia.segments import language as filters
 from tertulia.segments.language import CheckedFilter
-from tertulia.workflows import schedule
+from tertulia.workflows import schedule, trigger_kinds
 
 MAX_STEPS = 100
 MAX_BRANCHES = 9
@@ -57,6 +57,9 @@ TriggerType = Literal[
     "field_changed",
     "broadcast_replied",
     "manual",
+    "shortcut",
+    "incoming_webhook",
+    "date",
 ]
 TRIGGER_TYPES: tuple[str, ...] = (
     "conversation_opened",
@@ -66,6 +69,7 @@ TRIGGER_TYPES: tuple[str, ...] = (
     "field_changed",
     "broadcast_replied",
     "manual",
+    *trigger_kinds.CONFIGS,
 )
 # Who opened or closed a conversation, from the event's actor (events.service.actor_label).
 SOURCES = ("contact", "user", "api", "workflow", "system")
@@ -77,6 +81,7 @@ TRIGGER_VARIABLES: dict[str, frozenset[str]] = {
     "field_changed": frozenset({"field", "old_value", "new_value"}),
     "broadcast_replied": frozenset({"broadcast_id", "channel_id"}),
     "manual": frozenset(),  # any name: the starting workflow passes its variables
+    **trigger_kinds.VARIABLES,
 }
 CONTACT_VARIABLES = variables.CONTACT_FIELDS | {"id"}
 CONVERSATION_VARIABLES = frozenset({"id", "status", "channel_id", "opened_at", "closed_at", "closing_summary"})
@@ -180,6 +185,7 @@ TRIGGER_CONFIGS: dict[str, type[_Strict]] = {
     "field_changed": FieldChangedConfig,
     "broadcast_replied": BroadcastReplyConfig,
     "manual": EmptyConfig,
+    **trigger_kinds.CONFIGS,  # type: ignore[dict-item]
 }
 
 # Step configs.
@@ -479,6 +485,8 @@ class _Checker:
         self.ctx = ctx
         self.errors: dict[str, str] = {}
         self.variable_kinds: dict[str, str] = {}
+        # The `trigger.*` names of the shortcut, webhook and date triggers (trigger_kinds.py).
+        self.trigger_known: Callable[[str], bool] | None = None
 
     def error(self, path: str, message: str) -> None:
         self.errors.setdefault(path, message)
@@ -551,6 +559,9 @@ class _Checker:
             for index, category in enumerate(config.category_ids):
                 if category not in self.ctx.closing_category_ids:
                     self.error(f"trigger.config.category_ids[{index}]", f"no closing category {category}")
+        for path, message in trigger_kinds.check(config, self.ctx.custom_fields).items():
+            self.error(path, message)
+        self.trigger_known = trigger_kinds.known_variable(trigger.type, config)
         return config
 
     def known_field(self, name: str) -> bool:
@@ -720,6 +731,8 @@ class _Checker:
             return rest in SYSTEM_VARIABLES
         if head == "vars":
             return rest in self.variable_kinds
+        if head == "trigger" and self.trigger_known is not None:
+            return self.trigger_known(rest)
         if head == "trigger":
             return "." not in rest and (trigger_type == "manual" or rest in TRIGGER_VARIABLES[trigger_type])
         return False

@@ -160,3 +160,52 @@ class WorkflowQueueEntry(IdMixin, Base):
     pool: Mapped[str] = mapped_column(String(200))
     queued_at: Mapped[datetime]
     attempted_at: Mapped[datetime]
+
+
+class WorkflowHook(IdMixin, Base):
+    """A regenerated incoming-webhook secret (hooks.py). The secret itself is never stored: it is
+    an HMAC of the workflow's id and this nonce under the installation's secret key, so the page
+    can show it again and a copied database does not reveal it. No row: the first secret."""
+
+    __tablename__ = "workflow_hooks"
+    __table_args__ = (UniqueConstraint("workflow_id", name="uq_workflow_hooks_workflow_id"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workflow_id: Mapped[int] = mapped_column(BigID, ForeignKey("workflows.id", ondelete="CASCADE"))
+    nonce: Mapped[str] = mapped_column(String(64))
+    rotated_at: Mapped[datetime]
+
+
+class WorkflowDateFire(IdMixin, Base):
+    """One occurrence of a date trigger that fired for a contact (dates.py). The unique key is what
+    makes the sweep fire each occurrence at most once; a new date in the field is a new occurrence."""
+
+    __tablename__ = "workflow_date_fires"
+    __table_args__ = (
+        UniqueConstraint(
+            "workflow_id", "contact_id", "occurrence", name="uq_workflow_date_fires_workflow_id_contact_id_occurrence"
+        ),
+        Index("ix_workflow_date_fires_contact_id", "contact_id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    workflow_id: Mapped[int] = mapped_column(BigID, ForeignKey("workflows.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigID, ForeignKey("contacts.id", ondelete="CASCADE"))
+    # The date (or instant) the occurrence is about, ISO: "2027-03-14" for a yearly birthday.
+    occurrence: Mapped[str] = mapped_column(String(40))
+    fire_at: Mapped[datetime]
+    # The run it started; None when it started none (the contact was in the workflow already).
+    run_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("workflow_runs.id", ondelete="SET NULL"))
+    at: Mapped[datetime]
+
+
+class WorkflowDateSweep(Base):
+    """How far the date sweep has looked for a workflow: fire times up to `swept_until` are done.
+    Moved in the transaction that starts the runs, so a crash repeats the same window."""
+
+    __tablename__ = "workflow_date_sweeps"
+
+    workflow_id: Mapped[int] = mapped_column(
+        BigID, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    swept_until: Mapped[datetime]

@@ -160,3 +160,23 @@ class FromTemplateOut(WorkflowOut):
     problems: dict[str, str] = Field(
         description="What to fix before publishing (path -> message): what the workspace lacks, as the checker says."
     )
+
+
+class RunShortcutBody(Strict):
+    contact: str = Field(
+        description="The contact: id:12, email:ana@example.com or phone:+5215512345678.",
+        json_schema_extra={"pattern": IDENTIFIER_PATTERN, "maxLength": 300},
+    )
+    answers: Annotated[dict[str, Any], described(max_items=5)] = Field(
+        default_factory=dict, description="The answers to the shortcut's form, by field name."
+    )
+    conversation_id: int | None = Field(
+        default=None, ge=1, description="The contact's open conversation it is run from (trigger.conversation_id)."
+    )
+
+
+class HookOut(BaseModel):
+    url: str = Field(description="POST a JSON object here to start a run; the secret is its last part.")
+    secret: str
+    header: str = Field(description="Or POST to the URL without the secret, giving it in this header.")
+    curl: str

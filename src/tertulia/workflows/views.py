@@ -75,6 +75,9 @@ TRIGGER_LABELS: dict[str, str] = {
     "field_changed": i18n.lazy("Contact field changed"),
     "broadcast_replied": i18n.lazy("Broadcast reply"),
     "manual": i18n.lazy("Manual (started by another workflow)"),
+    "shortcut": i18n.lazy("Shortcut (run by hand from the inbox or a contact)"),
+    "incoming_webhook": i18n.lazy("Incoming webhook"),
+    "date": i18n.lazy("A date of the contact"),
 }
 # Field names of the configs, wherever they appear (a name with two meanings reads well for both).
 FIELD_LABELS: dict[str, str] = {
@@ -134,6 +137,13 @@ FIELD_LABELS: dict[str, str] = {
     "max_open": i18n.lazy("Only users with fewer open conversations than"),
     "queue_timeout": i18n.lazy("Wait in the queue at most"),
     "then": i18n.lazy("Afterwards"),
+    "form": i18n.lazy("Form"),
+    "label": i18n.lazy("Label"),
+    "required": i18n.lazy("Required"),
+    "direction": i18n.lazy("Before or after"),
+    "offset": i18n.lazy("How long"),
+    "time": i18n.lazy("At (local time)"),
+    "repeat": i18n.lazy("Repeat"),
 }
 # The standard contact fields in the field pickers (custom fields show their own label).
 CONTACT_FIELD_LABELS: dict[str, str] = {
@@ -189,6 +199,10 @@ VALUE_LABELS: dict[str, str] = {
     "friday": i18n.lazy("Friday"),
     "saturday": i18n.lazy("Saturday"),
     "sunday": i18n.lazy("Sunday"),
+    "before": i18n.lazy("Before"),
+    "after": i18n.lazy("After"),
+    "once": i18n.lazy("Once"),
+    "yearly": i18n.lazy("Every year"),
 }
 # The builder's own words (buttons, hints, messages), passed to its script.
 UI_TEXTS: dict[str, str] = {

@@ -1,7 +1,7 @@
 """workflow_queue: runs whose assign step waits for someone to qualify
 
 Revision ID: 0370_workflow_queue
-Revises: 0350_bot
+Revises: 0360_workflow_triggers
 Create Date: 2026-11-26
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0370_workflow_queue"
-down_revision: str | None = "0350_bot"
+down_revision: str | None = "0360_workflow_triggers"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
