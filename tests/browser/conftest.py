@@ -1,7 +1,7 @@
-"""What every browser test shares: Debian's Chromium (one per test process; a fresh context per
-test), a console watcher, signing in through the login page, a served workspace with one member, a
-customer writing through the web chat, and screenshots for the docs. Browser tests share the
-machine with the rest of the suite, so assertions get room."""
+"""What every browser test shares: Debian's Chromium (one per module), a console watcher, signing
+in through the login page, a served workspace with one member, a customer writing through the web
+chat, and screenshots for the docs. Browser tests share the machine with the rest of the suite,
+so assertions get room."""
 
 import os
 import re
@@ -35,9 +35,10 @@ def require_chromium() -> None:
         pytest.skip(f"{CHROMIUM} is not installed")
 
 
-# One Chromium per test process: launching it (and Playwright's driver) for each module cost about
-# two seconds apiece. Tests do not share pages or cookies: each opens a context of its own.
-@pytest.fixture(scope="session")
+# One per module, not per test process: a module's own fixtures (a fake provider, the queue made
+# immediate, its server) are set up before it launches; with one Chromium for the whole process,
+# launched before them, tests/browser/test_broadcasts_live.py's first page never finished loading.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     require_chromium()
     with sync_playwright() as playwright:
