@@ -7,6 +7,9 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_WORKERS ?= 2
+# A worker that runs out of tests takes part of what the other has left, instead of the suite ending
+# with one worker alone on a tail of slow tests (browser modules, the schema test on PostgreSQL).
+PYTEST_DIST ?= worksteal
 
 .PHONY: install run test lint contracts typecheck pytest chromium dovecot bench screenshots clean
 
@@ -48,7 +51,7 @@ typecheck: install
 	$(BIN)/mypy
 
 pytest: install chromium dovecot
-	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

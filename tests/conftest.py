@@ -92,17 +92,43 @@ def migrated_database(request: pytest.FixtureRequest) -> Iterator[Database]:
     database.dispose()
 
 
+_TABLES = [table.name for table in Base.metadata.sorted_tables]
+# One query that names the tables holding any row: most tests write to a handful of the tables.
+_TABLES_WITH_ROWS = " UNION ALL ".join(
+    f"SELECT '{name}' FROM (SELECT 1 FROM {name} LIMIT 1) AS probe" for name in _TABLES
+)
+# The sequences of those tables' identity and serial columns that have handed out a value since
+# they were last reset (pg_sequences.last_value is NULL until then).
+_USED_SEQUENCES = """
+    SELECT format('%I.%I', sequences.schemaname, sequences.sequencename), sequences.start_value
+    FROM pg_sequences AS sequences
+    JOIN pg_class AS sequence ON sequence.relname = sequences.sequencename AND sequence.relkind = 'S'
+    JOIN pg_namespace AS namespace ON namespace.oid = sequence.relnamespace AND namespace.nspname = sequences.schemaname
+    JOIN pg_depend AS owner ON owner.objid = sequence.oid AND owner.deptype IN ('a', 'i')
+    JOIN pg_class AS owning_table ON owning_table.oid = owner.refobjid
+    WHERE sequences.last_value IS NOT NULL AND owning_table.relname = ANY(:tables)
+"""
+
+
 def _empty_all_tables(database: Database) -> None:
-    tables = [t.name for t in Base.metadata.sorted_tables]
+    """Leave every table empty and, on PostgreSQL, every identity counting from its start again (as
+    a TRUNCATE ... RESTART IDENTITY of all tables would). Only the tables a test wrote to are
+    touched: a TRUNCATE of all 60-odd tables took 0.3-1.5 s per test on PostgreSQL, a DELETE of the
+    few rows a test leaves takes milliseconds. Children go before their parents, as on SQLite."""
     spool = callback_spool(database)  # on SQLite, a file of its own
     with spool.database.transaction() as session:
         session.execute(delete(spool.table))
     with database.transaction() as session:
-        if database.dialect == "postgresql":
-            session.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for name in reversed(tables):
+        filled = {name for (name,) in session.execute(text(_TABLES_WITH_ROWS))}
+        for name in reversed(_TABLES):
+            if name in filled:
                 session.execute(text(f"DELETE FROM {name}"))
+        if database.dialect == "postgresql":
+            for sequence, start in session.execute(text(_USED_SEQUENCES), {"tables": _TABLES}).all():
+                session.execute(
+                    text("SELECT setval(CAST(:sequence AS regclass), :start, false)"),
+                    {"sequence": sequence, "start": start},
+                )
 
 
 @pytest.fixture

@@ -1,12 +1,27 @@
-"""What every browser test shares: Debian's Chromium, a console watcher and signing in through the
-login page. Browser tests share the machine with the rest of the suite, so assertions get room."""
+"""What every browser test shares: Debian's Chromium (one per module), a console watcher, signing
+in through the login page, a served workspace with one member, a customer writing through the web
+chat, and screenshots for the docs. Browser tests share the machine with the rest of the suite,
+so assertions get room."""
 
+import os
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
-from playwright.sync_api import Browser, ConsoleMessage, Page, expect, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
+from sqlalchemy.orm import Session
+
+from tertulia.kit.db import Database
+from tertulia.provisioning import do_create_workspace_with_owner
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tertulia.users.service import do_add_member, do_create_user
+from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -20,6 +35,9 @@ def require_chromium() -> None:
         pytest.skip(f"{CHROMIUM} is not installed")
 
 
+# One per module, not per test process: a module's own fixtures (a fake provider, the queue made
+# immediate, its server) are set up before it launches; with one Chromium for the whole process,
+# launched before them, tests/browser/test_broadcasts_live.py's first page never finished loading.
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     require_chromium()
@@ -66,3 +84,96 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
     # A CSP violation or a script error would show up here.
     assert problems == []
+
+
+@pytest.fixture
+def spanish_page(browser: Browser) -> Iterator[Page]:
+    """A page of its own context in Spanish (es-ES), watched like `page`."""
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    problems: list[str] = []
+    watch(page, problems)
+    yield page
+    context.close()
+    assert problems == []
+
+
+def shot(target: Page | Locator, name: str) -> None:
+    """With TERTULIA_SCREENSHOT_DIR set, a screenshot for the docs: the whole page, or one element."""
+    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
+    if not folder:
+        return
+    if isinstance(target, Page):
+        target.screenshot(path=str(Path(folder) / name), full_page=True)
+    else:
+        target.screenshot(path=str(Path(folder) / name))
+
+
+@dataclass
+class Seeded:
+    """A workspace, its owner (as an actor) and one member."""
+
+    workspace_id: int
+    owner: Actor
+    member_id: int
+
+
+def seed_workspace(
+    session: Session,
+    name: str,
+    owner_email: str,
+    member: tuple[str, str],
+    *,
+    role: Role = Role.MANAGER,
+    first_name: str = "",
+    last_name: str = "",
+    **workspace: Any,
+) -> Seeded:
+    """Workspace `name` (with `workspace` settings), owned by `owner_email`, with `member` (email,
+    password) in `role`."""
+    created = do_create_workspace_with_owner(session, name, owner_email, "owner-password", **workspace)
+    workspace_id = created.workspace.id
+    user = do_create_user(session, member[0], member[1], first_name=first_name, last_name=last_name)
+    do_add_member(session, workspace_id, user.id, role)
+    owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+    return Seeded(workspace_id, owner, user.id)
+
+
+@dataclass
+class Served:
+    """The app served on a fresh SQLite database holding one seeded workspace."""
+
+    url: str
+    database: Database
+    workspace_id: int
+
+
+@contextmanager
+def serve_workspace(
+    directory: Path, name: str, owner_email: str, member: tuple[str, str], **seed: Any
+) -> Iterator[Served]:
+    """A fresh database in `directory` with `seed_workspace(name, owner_email, member, **seed)`,
+    served until the block ends; the database is disposed of after."""
+    require_chromium()
+    database = fresh_sqlite_database(directory)
+    with database.transaction() as session:
+        workspace_id = seed_workspace(session, name, owner_email, member, **seed).workspace_id
+    try:
+        with serve_tertulia(database) as url:
+            yield Served(url, database, workspace_id)
+    finally:
+        database.dispose()
+
+
+def customer_writes(base_url: str, channel_key: str, origin: str, name: str, text: str, client_msg_id: str) -> None:
+    """A customer called `name` starts a web-chat session from `origin` and says `text`, through the
+    widget's own API (so replies can reach them)."""
+    headers = {"Origin": origin}
+    started = httpx.post(f"{base_url}/widget/{channel_key}/session", headers=headers, json={"name": name})
+    assert started.status_code == 200, started.text
+    said = httpx.post(
+        f"{base_url}/widget/{channel_key}/messages",
+        headers={**headers, "Authorization": f"Bearer {started.json()['access_token']}"},
+        json={"text": text, "client_msg_id": client_msg_id},
+    )
+    assert said.status_code == 201, said.text

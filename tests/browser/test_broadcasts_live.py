@@ -10,7 +10,6 @@ failed" opens a new draft for that contact. SQLite only, like the other browser 
 With TERTULIA_SCREENSHOT_DIR set, the screens are saved there (docs/screenshots/ is refreshed so).
 """
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tertulia.broadcasts import tasks
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
@@ -35,7 +34,7 @@ from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Role, User
 from tertulia.users.permissions import Actor
 from tests.broadcasts.support import customers_write
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
@@ -87,12 +86,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     database.dispose()
 
 
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
-    if folder:
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
-
-
 def _status(setup: Setup, broadcast_id: int) -> BroadcastStatus:
     with setup.database.transaction(write=False) as session:
         item = session.get(Broadcast, broadcast_id)
@@ -135,7 +128,7 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     expect(previews).to_have_count(3)
     expect(previews.filter(has_text="Hola Lucía")).to_have_count(2)
     expect(previews.filter(has_text="Hola cliente")).to_have_count(1)
-    _shot(page, "81-broadcast-editor.png")
+    shot(page, "81-broadcast-editor.png")
 
     page.click("[data-testid=save-dry-run]")
     page.wait_for_url(re.compile(r"/dry-run$"))
@@ -143,7 +136,7 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     expect(page.locator("[data-testid=dry-recipients]")).to_have_text("3")
     expect(page.locator("[data-testid=dry-excluded]")).to_have_text("1")
     expect(page.locator("[data-reason=blocked]")).to_contain_text("1")
-    _shot(page, "82-broadcast-dry-run.png")
+    shot(page, "82-broadcast-dry-run.png")
     with page.expect_download() as excluded_info:
         page.click("[data-testid=excluded-csv]")
     excluded = Path(excluded_info.value.path()).read_text().splitlines()
@@ -165,7 +158,7 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     watch(list_page, problems)
     list_page.goto(f"{setup.url}/broadcasts?month={mexico:%Y-%m}")
     expect(list_page.locator("[data-testid=calendar-item]")).to_contain_text("Rebajas de invierno")
-    _shot(list_page, "80-broadcasts-list-calendar.png")
+    shot(list_page, "80-broadcasts-list-calendar.png")
     list_page.close()
 
     # The scheduler's sweep with the clock three minutes on: the broadcast starts and sends. The
@@ -181,7 +174,7 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     expect(page.locator("[data-testid=broadcast-status]")).to_have_attribute("data-status", "completed")
     expect(page.locator("[data-testid=recipient-row]")).to_have_count(4)  # the blocked one, excluded
     expect(page.locator("[data-testid=recipient-row][data-status=excluded]")).to_have_count(1)
-    _shot(page, "83-broadcast-results.png")
+    shot(page, "83-broadcast-results.png")
 
     with page.expect_download() as download_info:
         page.click("[data-testid=failed-csv]")
@@ -195,6 +188,6 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     assert page.url != broadcast_url
     expect(page.locator("[data-testid=resend-audience]")).to_be_visible()
     expect(page.locator("[data-testid=preview-item]")).to_have_count(1)
-    _shot(page, "84-broadcast-resend-draft.png")
+    shot(page, "84-broadcast-resend-draft.png")
     context.close()
     assert problems == []

@@ -11,7 +11,6 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, FilePayload, expect
 from sqlalchemy import func, select
@@ -19,14 +18,11 @@ from sqlalchemy import func, select
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Conversation, Mention, Message, StoredFile
-from tertulia.kit import queue
 from tertulia.kit.db import Database
-from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
-from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
-from tests.browser.conftest import require_chromium, sign_in_at, watch
-from tests.live_server import fresh_sqlite_database, serve_tertulia
+from tests.browser.conftest import customer_writes, require_chromium, seed_workspace, sign_in_at, watch
+from tests.live_server import fresh_sqlite_database, immediate_deliveries, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -59,33 +55,18 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
     database = fresh_sqlite_database(tmp_path_factory.mktemp("composer"))
     with database.transaction() as session:
-        created = do_create_workspace_with_owner(session, "Tienda Co", "owner@composer.example.com", "owner-password")
-        workspace_id = created.workspace.id
-        agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Marta", last_name="Gil")
-        do_add_member(session, workspace_id, agent.id, Role.MANAGER)
-        teammate = do_create_user(session, *TEAMMATE, first_name="Joaquina", last_name="Núñez")
-        do_add_member(session, workspace_id, teammate.id, Role.AGENT)
-        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
-        channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
-        teammate_id, key = teammate.id, channel.key
-    queue.huey.immediate = True
-    queue.use_database(database)
-    with serve_tertulia(database) as base:
-        # The customer writes through the web-chat widget's own API, so replies can reach them.
-        headers = {"Origin": SHOP}
-        started = httpx.post(f"{base}/widget/{key}/session", headers=headers, json={"name": "Lucía Pérez"})
-        token = started.json()["access_token"]
-        said = httpx.post(
-            f"{base}/widget/{key}/messages",
-            headers={**headers, "Authorization": f"Bearer {token}"},
-            json={"text": "¿Me mandáis una foto?", "client_msg_id": "composer-0001"},
+        seeded = seed_workspace(
+            session, "Tienda Co", "owner@composer.example.com", AGENT, first_name="Marta", last_name="Gil"
         )
-        assert said.status_code == 201, said.text
+        teammate = do_create_user(session, *TEAMMATE, first_name="Joaquina", last_name="Núñez")
+        do_add_member(session, seeded.workspace_id, teammate.id, Role.AGENT)
+        channel = do_create_channel(session, seeded.owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
+        teammate_id, key = teammate.id, channel.key
+    with immediate_deliveries(database), serve_tertulia(database) as base:
+        customer_writes(base, key, SHOP, "Lucía Pérez", "¿Me mandáis una foto?", "composer-0001")
         with database.transaction(write=False) as session:
             conversation_id = session.scalars(select(Conversation.id)).one()
         yield Setup(base, database, teammate_id, conversation_id)
-    queue.huey.immediate = False
-    queue.use_database(None)
     database.dispose()
 
 

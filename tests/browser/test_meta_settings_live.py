@@ -10,20 +10,18 @@ With TERTULIA_SCREENSHOT_DIR set, the screens are saved there (docs/screenshots/
 SQLite only, like the other browser tests.
 """
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
 from tertulia.channels.adapters.messenger import PROFILES
 from tertulia.channels.models import Channel
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.channels import meta_samples as meta
 from tests.channels import whatsapp_samples as wa
 from tests.channels.fake_graph import TOKEN
@@ -67,16 +65,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     PROFILES.clear()
 
 
-def _shot(target: Page | Locator, name: str) -> None:
-    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
-    if not folder:
-        return
-    if isinstance(target, Page):
-        target.screenshot(path=str(Path(folder) / name), full_page=True)
-    else:
-        target.screenshot(path=str(Path(folder) / name))
-
-
 def _key(setup: Setup, channel_type: str) -> str:
     with setup.database.transaction(write=False) as session:
         key = session.scalar(select(Channel.key).where(Channel.type == channel_type))
@@ -107,7 +95,7 @@ def test_connect_whatsapp_messenger_and_instagram_from_settings(browser: Browser
     )
     expect(form.locator("input[name=phone_number_id]")).to_have_attribute("aria-invalid", "true")
     expect(form.locator("input[name=phone_number_id]")).to_have_value("10654-abc")  # kept to correct
-    _shot(form.locator("xpath=.."), "62-settings-whatsapp-connect.png")  # the card: title, steps, form
+    shot(form.locator("xpath=.."), "62-settings-whatsapp-connect.png")  # the card: title, steps, form
     form.locator("input[name=phone_number_id]").fill(wa.PHONE_NUMBER_ID)
     # Secrets are never sent back to the page: typed again.
     form.locator("input[name=access_token]").fill(TOKEN)
@@ -130,7 +118,7 @@ def test_connect_whatsapp_messenger_and_instagram_from_settings(browser: Browser
     expect(page.get_by_test_id("verify-token")).to_be_visible()
     expect(page.get_by_test_id("chat-menu-link")).to_be_visible()
     assert meta.PAGE_ID in setup.page.subscribed
-    _shot(page, "63-settings-messenger.png")
+    shot(page, "63-settings-messenger.png")
 
     # Instagram with Instagram Login: the account's @username names it.
     page.goto(f"{setup.url}/settings/channels")
@@ -145,6 +133,6 @@ def test_connect_whatsapp_messenger_and_instagram_from_settings(browser: Browser
     expect(page.get_by_test_id("callback-url")).to_have_value(f"{setup.url}/webhooks/{_key(setup, 'instagram')}")
     expect(page.get_by_test_id("verify-token")).to_be_visible()
     assert "me" in setup.instagram.subscribed
-    _shot(page, "64-settings-instagram.png")
+    shot(page, "64-settings-instagram.png")
     context.close()
     assert problems == []

@@ -9,17 +9,15 @@ marks the button picked. Then the same with a list (button label, a section, two
 descriptions) and a `list_reply`. SQLite only, like the other browser tests.
 """
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tertulia.channels.adapters.whatsapp import signature
 from tertulia.channels.models import Channel
@@ -28,7 +26,7 @@ from tertulia.kit import queue
 from tertulia.kit.clock import travel
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.channels import whatsapp_samples as wa
 from tests.channels.fake_graph import TOKEN, FakeGraph, fake_graph
 from tests.live_server import fresh_sqlite_database, serve_tertulia
@@ -59,12 +57,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     queue.huey.immediate = False
     queue.use_database(None)
     database.dispose()
-
-
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
-    if folder:
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -169,7 +161,7 @@ def test_reply_buttons_and_a_list_from_the_composer_with_the_customers_pick(brow
     page.get_by_test_id("choice-remove").nth(2).click()
     expect(titles).to_have_count(2)
     expect(errors.nth(1)).to_have_text("")
-    _shot(page, "60-inbox-reply-buttons.png")
+    shot(page, "60-inbox-reply-buttons.png")
     box.press("Enter")
     sent = thread.locator(".msg-outgoing").last
     expect(sent.get_by_test_id("message-buttons").locator("[data-choice-id]")).to_have_text(["Azul", "Rojo"])
@@ -229,7 +221,7 @@ def test_reply_buttons_and_a_list_from_the_composer_with_the_customers_pick(brow
         _callback(setup, key, _pick("wamid.tap2", "wamid.sent2", "list_reply", pick))
         expect(thread.locator(".msg-incoming .msg-choice").last).to_have_text("Eligió: Talla M")
         expect(listed.locator('[data-choice-id="Talla M"]')).to_have_attribute("data-picked", "true")
-        _shot(page, "61-inbox-reply-buttons-picked.png")
+        shot(page, "61-inbox-reply-buttons-picked.png")
 
     # After a reload the picks are still shown (drawn from the history, not from live events).
     page.reload()

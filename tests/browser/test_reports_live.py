@@ -4,13 +4,12 @@ like the other browser tests. With TERTULIA_SCREENSHOT_DIR set, the screens are 
 
 import csv
 import io
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
@@ -21,7 +20,7 @@ from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.reports.rollups import CONSUMER, apply_event
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
@@ -57,12 +56,6 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     database.dispose()
 
 
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
-    if folder:
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
-
-
 def test_open_a_report_change_the_range_and_download_a_csv(browser: Browser, base_url: str) -> None:
     problems: list[str] = []
     context = browser.new_context(locale="es-ES", accept_downloads=True)
@@ -74,7 +67,7 @@ def test_open_a_report_change_the_range_and_download_a_csv(browser: Browser, bas
     expect(summary.locator("tbody tr").first.locator("td").first).to_have_text("3")
     expect(page.locator("canvas[data-chart=series]")).to_have_attribute("data-drawn", "true")
 
-    _shot(page, "96-reports-conversations.png")
+    shot(page, "96-reports-conversations.png")
     page.select_option("[data-testid=range]", "today")
     page.get_by_test_id("apply-filters").click()
     page.wait_for_url(re.compile(r"range=today"))
@@ -86,7 +79,7 @@ def test_open_a_report_change_the_range_and_download_a_csv(browser: Browser, bas
     page.wait_for_url(re.compile(r"/reports/messages\?range=today"))
     expect(page.get_by_test_id("report-table-heatmap")).to_be_visible()
     expect(page.locator("canvas[data-chart=outgoing_by_sender]")).to_have_attribute("data-drawn", "true")
-    _shot(page, "97-reports-messages.png")
+    shot(page, "97-reports-messages.png")
 
     page.get_by_test_id("report-tab-conversations").click()
     with page.expect_download() as download:

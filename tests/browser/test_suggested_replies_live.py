@@ -6,7 +6,6 @@ error, no CSP violation)."""
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 from sqlalchemy import select
@@ -15,14 +14,10 @@ from tertulia.assistant.service import check_entry_values, do_create_entry
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.conversations.models import Conversation
-from tertulia.kit import queue
 from tertulia.kit.db import Database
-from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
-from tertulia.users.permissions import Actor
-from tertulia.users.service import do_add_member, do_create_user
-from tests.browser.conftest import require_chromium, sign_in_at, watch
-from tests.live_server import fresh_sqlite_database, serve_tertulia
+from tests.browser.conftest import customer_writes, require_chromium, seed_workspace, sign_in_at, watch
+from tests.live_server import fresh_sqlite_database, immediate_deliveries, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
@@ -43,35 +38,28 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
     database: Database = fresh_sqlite_database(tmp_path_factory.mktemp("suggest"))
     with database.transaction() as session:
-        created = do_create_workspace_with_owner(session, "Tienda Co", "owner@suggest.example.com", "owner-password")
-        workspace_id = created.workspace.id
-        agent = do_create_user(session, AGENT[0], AGENT[1], first_name="Rosa", last_name="Díaz")
-        do_add_member(session, workspace_id, agent.id, Role.AGENT)
-        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
-        channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
+        seeded = seed_workspace(
+            session,
+            "Tienda Co",
+            "owner@suggest.example.com",
+            AGENT,
+            role=Role.AGENT,
+            first_name="Rosa",
+            last_name="Díaz",
+        )
+        channel = do_create_channel(session, seeded.owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
         key = channel.key
         for raw in (
             {"question": "¿Hacen envíos a domicilio?", "alternatives": ["¿Mandan a casa?"], "answer": ANSWER},
             {"question": "¿Cuál es el horario?", "alternatives": ["¿A qué hora abren?"], "answer": "De 9 a 19 h."},
         ):
-            do_create_entry(session, owner, check_entry_values(session, workspace_id, {**raw, "language": "es"}))
-    queue.huey.immediate = True
-    queue.use_database(database)
-    with serve_tertulia(database) as base:
-        headers = {"Origin": SHOP}
-        started = httpx.post(f"{base}/widget/{key}/session", headers=headers, json={"name": "Lucía Pérez"})
-        token = started.json()["access_token"]
-        said = httpx.post(
-            f"{base}/widget/{key}/messages",
-            headers={**headers, "Authorization": f"Bearer {token}"},
-            json={"text": "hola, ¿hacen envios a domicilio?", "client_msg_id": "suggest-0001"},
-        )
-        assert said.status_code == 201, said.text
+            values = check_entry_values(session, seeded.workspace_id, {**raw, "language": "es"})
+            do_create_entry(session, seeded.owner, values)
+    with immediate_deliveries(database), serve_tertulia(database) as base:
+        customer_writes(base, key, SHOP, "Lucía Pérez", "hola, ¿hacen envios a domicilio?", "suggest-0001")
         with database.transaction(write=False) as session:
             conversation_id = session.scalars(select(Conversation.id)).one()
         yield Setup(base, database, conversation_id)
-    queue.huey.immediate = False
-    queue.use_database(None)
     database.dispose()
 
 

@@ -9,22 +9,20 @@ fake's sendMessage. SQLite only, like the other browser tests.
 With TERTULIA_SCREENSHOT_DIR set, the screens are saved there (docs/screenshots/ is refreshed so).
 """
 
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import telegram
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
 from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.channels.fake_telegram import BOT_TOKEN, FakeTelegram, fake_telegram
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
@@ -56,12 +54,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     queue.huey.immediate = False
     queue.use_database(None)
     database.dispose()
-
-
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
-    if folder:
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
 def _update(update_id: int, text: str) -> str:
@@ -97,7 +89,7 @@ def test_connect_receive_live_and_answer(browser: Browser, setup: Setup) -> None
     form.locator("input[name=api_base_url]").fill(setup.fake.url)
     form.locator("button[type=submit]").click()
     expect(page.locator(".has-error")).to_contain_text("Telegram rechazó el token: Unauthorized")
-    _shot(page, "32-settings-telegram-error.png")
+    shot(page, "32-settings-telegram-error.png")
 
     form = page.get_by_test_id("connect-telegram")
     form.locator("input[name=bot_token]").fill(BOT_TOKEN)
@@ -108,7 +100,7 @@ def test_connect_receive_live_and_answer(browser: Browser, setup: Setup) -> None
     expect(page.get_by_test_id("bot-name")).to_contain_text("@tertulia_test_bot")
     expect(page.get_by_test_id("channel-state")).to_have_text("Conectado")
     assert setup.fake.webhooks[BOT_TOKEN]["url"].startswith(f"{setup.url}/webhooks/")
-    _shot(page, "33-settings-telegram.png")
+    shot(page, "33-settings-telegram.png")
 
     # The chat menu: saved, pushed to Telegram, Telegram's answer shown.
     page.get_by_test_id("chat-menu-link").click()
@@ -116,7 +108,7 @@ def test_connect_receive_live_and_answer(browser: Browser, setup: Setup) -> None
     page.get_by_test_id("chat-menu").locator("button[type=submit]").click()
     expect(page.get_by_test_id("provider-answer")).to_contain_text('"ok": true')
     assert [c["command"] for c in setup.fake.commands[BOT_TOKEN]] == ["precios", "horario"]
-    _shot(page, "34-telegram-chat-menu.png")
+    shot(page, "34-telegram-chat-menu.png")
 
     # The customer writes; Telegram delivers the update to our webhook; the inbox shows it live.
     page.goto(f"{setup.url}/messages")
@@ -147,10 +139,10 @@ def test_connect_receive_live_and_answer(browser: Browser, setup: Setup) -> None
     [call] = setup.fake.sent("sendMessage")
     assert (call.params["chat_id"], call.params["text"]) == (424242, "¡Sí! Enviamos a todo México &lt;3")
     expect(thread.locator(".msg-outgoing .msg-meta")).to_contain_text("Enviado")
-    _shot(page, "35-inbox-telegram.png")
+    shot(page, "35-inbox-telegram.png")
 
     page.goto(f"{setup.url}/settings/channels")
     expect(page.get_by_test_id("channel-today")).to_have_text("1 / 1")
-    _shot(page, "36-settings-channels.png")
+    shot(page, "36-settings-channels.png")
     context.close()
     assert problems == []

@@ -11,16 +11,14 @@ templates only, the agent sends an approved template whose body parameter is the
 delivered, then read, and the ticks follow live. SQLite only, like the other browser tests.
 """
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, expect
 
 from tertulia.channels.adapters.whatsapp import signature
 from tertulia.channels.models import Channel
@@ -29,7 +27,7 @@ from tertulia.kit import queue
 from tertulia.kit.clock import travel
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as samples
 from tests.channels.fake_graph import TOKEN, FakeGraph, fake_graph
@@ -60,12 +58,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     queue.huey.immediate = False
     queue.use_database(None)
     database.dispose()
-
-
-def _shot(page: Page, name: str) -> None:
-    folder = os.environ.get("TERTULIA_SCREENSHOT_DIR")
-    if folder:
-        page.screenshot(path=str(Path(folder) / name), full_page=True)
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -126,7 +118,7 @@ def test_connect_receive_answer_then_only_templates_after_a_day(browser: Browser
     expect(page.locator('[data-template="abandoned_cart"]').get_by_test_id("template-status")).to_have_text(
         "En revisión"
     )
-    _shot(page, "45-settings-whatsapp-templates.png")
+    shot(page, "45-settings-whatsapp-templates.png")
 
     # The customer writes; the inbox shows it live.
     page.goto(f"{setup.url}/messages")
@@ -173,7 +165,7 @@ def test_connect_receive_answer_then_only_templates_after_a_day(browser: Browser
         expect(page.get_by_test_id("template-send")).to_be_disabled()
         page.get_by_test_id("template-param-body-2").fill("lunes")
         expect(page.get_by_test_id("template-send")).to_be_enabled()
-        _shot(page, "46-inbox-whatsapp-template.png")
+        shot(page, "46-inbox-whatsapp-template.png")
         page.get_by_test_id("template-send").click()
         sent = page.get_by_test_id("thread").locator(".msg-outgoing").last
         expect(sent.locator(".msg-text")).to_contain_text("Hola Sheena, tu pedido llega el lunes.")
@@ -188,6 +180,6 @@ def test_connect_receive_answer_then_only_templates_after_a_day(browser: Browser
         expect(sent.locator(".msg-meta")).to_contain_text("Entregado")
         _callback(setup, channel["key"], wa.status("wamid.sent2", "read"))
         expect(sent.locator(".msg-meta")).to_contain_text("Leído")
-        _shot(page, "47-inbox-whatsapp-read.png")
+        shot(page, "47-inbox-whatsapp-read.png")
     context.close()
     assert problems == []
