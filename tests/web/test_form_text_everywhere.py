@@ -260,6 +260,7 @@ def _world(client: TestClient, db: Database, tenant: Tenant) -> dict[str, str]:
         "category_id": str(ids["category_id"]),
         "broadcast_id": str(ids["broadcast_id"]),
         "workflow_id": str(ids["workflow_id"]),
+        "template_id": "assign_agent",
         "key": field["key"],
         "file_id": str(uploaded["id"]),
         "tag_id": str(tag_id),

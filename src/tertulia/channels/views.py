@@ -236,6 +236,8 @@ def _connect(
 ) -> Response:
     """Connect a channel from its form on the channels page: refused, the page again with what the
     manager typed (never the secrets) and each error beside its field in that form; connected, `done`."""
+    # Before the form is handled: a refusal would show the channels list again, which only managers see.
+    ctx.actor.require(Permission.MANAGE_CHANNELS)
     return submit(
         ctx,
         lambda: service.do_connect_channel(

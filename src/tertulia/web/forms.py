@@ -8,7 +8,7 @@ from typing import TypeVar
 
 from starlette.responses import Response
 
-from tertulia.kit.errors import Conflict, DomainError, PermissionDenied, Unauthorized, ValidationFailed
+from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
 from tertulia.kit.http import check_form_text
 from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, replace_unsafe_characters
 from tertulia.web import i18n
@@ -72,10 +72,6 @@ def submit(
         check_form_text(ctx.request)
         result = action()
     except catch as exc:
-        # A refusal of the person, not of what they typed: `again` would show them the page they
-        # may not see (a channels list to an agent), so the error page answers instead.
-        if isinstance(exc, (PermissionDenied, Unauthorized)):
-            raise
         ctx.session.rollback()
         return again(exc)
     if done is not None:
