@@ -78,10 +78,14 @@ _CACHE: "OrderedDict[tuple[Any, ...], lang.Workflow]" = OrderedDict()
 _CACHE_SIZE = 512
 
 
-def checked_version(session: Session, version: WorkflowVersion) -> lang.Workflow:
+def checked_version(
+    session: Session, version: WorkflowVersion, *, fields: Mapping[str, Any] | None = None
+) -> lang.Workflow:
     """The runnable form of a stored version. Checked loosely: a channel or user deleted since it was
-    published fails the step that names it when the step runs, not the whole run."""
-    fields = segments_repo.custom_field_types(session, version.workspace_id)
+    published fails the step that names it when the step runs, not the whole run. `fields`: the
+    workspace's custom field types when the caller has them (a batch of runs loads them once)."""
+    if fields is None:
+        fields = segments_repo.custom_field_types(session, version.workspace_id)
     # The creation time too: a deleted workflow's version id may be handed out again (SQLite).
     key = (version.id, version.created_at, tuple(sorted(fields.items())))
     cached = _CACHE.get(key)
