@@ -7,11 +7,18 @@ POST /api/v1/workflows/{id}/stop                stop it and end its runs
 POST /api/v1/workflows/{id}/simulate            run it on a contact without doing anything
 GET  /api/v1/workflows/{id}/runs                its runs with their logs, newest first
 POST /api/v1/workflows/{id}/runs/{run}/stop     stop one run
+GET  /api/v1/workflows/{id}/export              the JSON that POST /api/v1/workflows creates it from
+POST /api/v1/workflows/{id}/clone               a new draft "Copy of ..." with its definition
+DELETE /api/v1/workflows/{id}                   delete it with its runs (those in progress end)
+GET  /api/v1/contacts/{id}/workflow-runs        a contact's runs, newest first, with their last log lines
+POST /api/v1/contacts/{id}/workflow-runs/{run}/stop   stop one of them (stop the workflow for this contact)
+
+Importing is creating: POST /api/v1/workflows with an exported JSON, checked like any definition.
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from tertulia.contacts import service as contacts_service
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
@@ -22,12 +29,15 @@ from tertulia.workflows import repository as repo
 from tertulia.workflows import service
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.schemas import (
+    ContactRunOut,
+    ContactRunPage,
     RunOut,
     RunPage,
     SimulateBody,
     SimulationOut,
     StopOut,
     WorkflowBody,
+    WorkflowExport,
     WorkflowOut,
     WorkflowPatch,
 )
@@ -111,3 +121,36 @@ def stop_run(session: DbSession, actor: ApiActor, workflow_id: ID, run_id: ID) -
     workflow = service.access_workflow(session, actor, workflow_id)
     run = service.do_stop_run(session, actor, service.access_run(session, actor, workflow, run_id, lock=True))
     return RunOut(**service.run_dict(service.RunWithLogs(run, repo.logs_of(session, [run.id])[run.id])))
+
+
+@router.get("/workflows/{workflow_id}/export", response_model=WorkflowExport)
+def export_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> WorkflowExport:
+    workflow = service.access_workflow(session, actor, workflow_id)
+    return WorkflowExport(**service.export_dict(session, workflow))
+
+
+@router.post("/workflows/{workflow_id}/clone", response_model=WorkflowOut, status_code=201)
+def clone_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> WorkflowOut:
+    workflow = service.access_workflow(session, actor, workflow_id)
+    return _out(session, service.do_clone(session, actor, workflow))
+
+
+@router.delete("/workflows/{workflow_id}", status_code=204, response_class=Response)
+def delete_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    service.do_delete(session, actor, workflow)
+    return Response(status_code=204)
+
+
+@router.get("/contacts/{contact_id}/workflow-runs", response_model=ContactRunPage)
+def contact_runs(session: DbSession, actor: ApiActor, contact_id: ID) -> ContactRunPage:
+    contact = contacts_service.access_contact(session, actor, f"id:{contact_id}", Permission.VIEW_CONTACTS)
+    return ContactRunPage(items=[ContactRunOut(**item) for item in service.contact_runs(session, actor, contact.id)])
+
+
+@router.post("/contacts/{contact_id}/workflow-runs/{run_id}/stop", response_model=ContactRunOut)
+def stop_contact_run(session: DbSession, actor: ApiActor, contact_id: ID, run_id: ID) -> ContactRunOut:
+    contact = contacts_service.access_contact(session, actor, f"id:{contact_id}", Permission.VIEW_CONTACTS)
+    run = service.access_contact_run(session, actor, contact.id, run_id, lock=True)
+    service.do_stop_run(session, actor, run)
+    return ContactRunOut(**service.contact_run_dict(session, run))

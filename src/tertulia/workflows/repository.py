@@ -3,7 +3,7 @@
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tertulia.contacts.models import Contact
@@ -193,3 +193,14 @@ def logs_of(session: Session, run_ids: Sequence[int]) -> dict[int, list[Workflow
 def clear_due(session: Session, run_ids: Sequence[int]) -> None:
     if run_ids:
         session.execute(update(WorkflowRun).where(WorkflowRun.id.in_(run_ids)).values(due_at=None))
+
+
+def delete_workflow(session: Session, workflow_id: int) -> None:
+    """The workflow and every row of it, children first (no reliance on foreign-key cascades)."""
+    run_ids = select(WorkflowRun.id).where(WorkflowRun.workflow_id == workflow_id).scalar_subquery()
+    session.execute(delete(WorkflowEffect).where(WorkflowEffect.run_id.in_(run_ids)))
+    session.execute(delete(WorkflowRunLog).where(WorkflowRunLog.workflow_id == workflow_id))
+    session.execute(delete(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id))
+    session.execute(delete(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id))
+    session.execute(delete(Workflow).where(Workflow.id == workflow_id))
+    session.expire_all()

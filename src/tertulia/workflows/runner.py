@@ -442,9 +442,7 @@ def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engin
     session.flush()
 
 
-def _emit_failed(
-    session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, error: str
-) -> None:
+def _emit_failed(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, error: str) -> None:
     """`workflow.run_failed` in the event log, in the run's transaction (outgoing webhooks deliver it)."""
     payload: WorkflowRunFailed = {
         "workflow_id": workflow.id,
