@@ -1,6 +1,7 @@
 """Cloning, deleting, exporting and importing workflows through the API, and a contact's runs
 (listed and stopped for that contact)."""
 
+import json
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from tertulia.kit.db import Database
 from tertulia.workflows import runner
 from tertulia.workflows.models import Workflow, WorkflowRun, WorkflowVersion
 from tests.conftest import Tenant
+from tests.web.helpers import csrf_from, sign_in_as
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
 
@@ -90,7 +92,7 @@ def test_a_contacts_runs_are_listed_and_stopped_for_that_contact(
     ).json()["id"]
     assert client.post(f"/api/v1/workflows/{workflow_id}/publish", headers=headers).status_code == 200
     contact_id, run_id = _run_for_a_contact(db, tenant, workflow_id)
-    listed = client.get(f"/api/v1/contacts/{contact_id}/workflow-runs", headers=headers)
+    listed = client.get(f"/api/v1/contacts/id:{contact_id}/workflow-runs", headers=headers)
     assert listed.status_code == 200
     [item] = listed.json()["items"]
     assert item["id"] == run_id
@@ -100,10 +102,57 @@ def test_a_contacts_runs_are_listed_and_stopped_for_that_contact(
     assert [log["step_id"] for log in item["last_logs"]] == ["tag"]
 
     other = client.post("/api/v1/contacts", headers=headers, json={"first_name": "Otro"}).json()["id"]
-    assert client.post(f"/api/v1/contacts/{other}/workflow-runs/{run_id}/stop", headers=headers).status_code == 404
-    stopped = client.post(f"/api/v1/contacts/{contact_id}/workflow-runs/{run_id}/stop", headers=headers)
+    assert client.post(f"/api/v1/contacts/id:{other}/workflow-runs/{run_id}/stop", headers=headers).status_code == 404
+    stopped = client.post(f"/api/v1/contacts/id:{contact_id}/workflow-runs/{run_id}/stop", headers=headers)
     assert stopped.status_code == 200
     assert stopped.json()["status"] == "stopped"
-    again = client.post(f"/api/v1/contacts/{contact_id}/workflow-runs/{run_id}/stop", headers=headers)
+    again = client.post(f"/api/v1/contacts/id:{contact_id}/workflow-runs/{run_id}/stop", headers=headers)
     assert again.status_code == 409
-    assert client.get("/api/v1/contacts/999999/workflow-runs", headers=headers).status_code == 404
+    assert client.get("/api/v1/contacts/id:999999/workflow-runs", headers=headers).status_code == 404
+
+
+def test_the_pages_clone_export_import_and_delete(client: TestClient, db: Database, tenant: Tenant) -> None:
+    workflow_id = client.post(
+        "/api/v1/workflows", headers=tenant.headers, json={"name": "Eco", "definition": FLOW}
+    ).json()["id"]
+    sign_in_as(client, db, tenant.manager_id, "manager-password")
+    page = client.get(f"/workflows/{workflow_id}")
+    assert 'data-testid="clone"' in page.text
+    token = csrf_from(page)
+    exported = client.get(f"/workflows/{workflow_id}/export")
+    assert exported.status_code == 200
+    assert "attachment" in exported.headers["content-disposition"]
+    assert exported.json() == {"name": "Eco", "definition": FLOW}
+
+    cloned = client.post(f"/workflows/{workflow_id}/clone", data={"csrf_token": token}, follow_redirects=False)
+    assert cloned.status_code == 303
+    assert "Copy of Eco" in client.get(cloned.headers["location"]).text
+
+    wrong = json.loads(exported.text)
+    wrong["definition"]["steps"][0]["config"]["tags"] = []
+    refused = client.post(
+        "/workflows/import",
+        data={"csrf_token": token},
+        files={"file": ("eco.json", json.dumps(wrong).encode(), "application/json")},
+    )
+    assert refused.status_code == 422
+    assert 'data-testid="import-error"' in refused.text
+    assert "steps[0].config.tags" in refused.text
+    not_json = client.post(
+        "/workflows/import", data={"csrf_token": token}, files={"file": ("eco.json", b"{nope", "application/json")}
+    )
+    assert not_json.status_code == 422
+    assert 'id="file-error"' in not_json.text
+
+    imported = client.post(
+        "/workflows/import",
+        data={"csrf_token": token},
+        files={"file": ("eco.json", exported.content, "application/json")},
+        follow_redirects=False,
+    )
+    assert imported.status_code == 303
+    deleted = client.post(f"/workflows/{workflow_id}/delete", data={"csrf_token": token}, follow_redirects=False)
+    assert deleted.status_code == 303
+    assert client.get(f"/workflows/{workflow_id}").status_code == 404
+    listing = client.get("/workflows").text
+    assert listing.count('data-testid="workflow-row"') == 2  # the clone and the import

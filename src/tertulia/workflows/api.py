@@ -10,8 +10,8 @@ POST /api/v1/workflows/{id}/runs/{run}/stop     stop one run
 GET  /api/v1/workflows/{id}/export              the JSON that POST /api/v1/workflows creates it from
 POST /api/v1/workflows/{id}/clone               a new draft "Copy of ..." with its definition
 DELETE /api/v1/workflows/{id}                   delete it with its runs (those in progress end)
-GET  /api/v1/contacts/{id}/workflow-runs        a contact's runs, newest first, with their last log lines
-POST /api/v1/contacts/{id}/workflow-runs/{run}/stop   stop one of them (stop the workflow for this contact)
+GET  /api/v1/contacts/{identifier}/workflow-runs        a contact's runs, newest first, with their last logs
+POST /api/v1/contacts/{identifier}/workflow-runs/{run}/stop   stop one (the workflow for this contact)
 
 Importing is creating: POST /api/v1/workflows with an exported JSON, checked like any definition.
 """
@@ -21,6 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from tertulia.contacts import service as contacts_service
+from tertulia.contacts.schemas import Identifier
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -142,15 +143,15 @@ def delete_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> Res
     return Response(status_code=204)
 
 
-@router.get("/contacts/{contact_id}/workflow-runs", response_model=ContactRunPage)
-def contact_runs(session: DbSession, actor: ApiActor, contact_id: ID) -> ContactRunPage:
-    contact = contacts_service.access_contact(session, actor, f"id:{contact_id}", Permission.VIEW_CONTACTS)
+@router.get("/contacts/{identifier}/workflow-runs", response_model=ContactRunPage)
+def contact_runs(session: DbSession, actor: ApiActor, identifier: Identifier) -> ContactRunPage:
+    contact = contacts_service.access_contact(session, actor, identifier, Permission.VIEW_CONTACTS)
     return ContactRunPage(items=[ContactRunOut(**item) for item in service.contact_runs(session, actor, contact.id)])
 
 
-@router.post("/contacts/{contact_id}/workflow-runs/{run_id}/stop", response_model=ContactRunOut)
-def stop_contact_run(session: DbSession, actor: ApiActor, contact_id: ID, run_id: ID) -> ContactRunOut:
-    contact = contacts_service.access_contact(session, actor, f"id:{contact_id}", Permission.VIEW_CONTACTS)
+@router.post("/contacts/{identifier}/workflow-runs/{run_id}/stop", response_model=ContactRunOut)
+def stop_contact_run(session: DbSession, actor: ApiActor, identifier: Identifier, run_id: ID) -> ContactRunOut:
+    contact = contacts_service.access_contact(session, actor, identifier, Permission.VIEW_CONTACTS)
     run = service.access_contact_run(session, actor, contact.id, run_id, lock=True)
     service.do_stop_run(session, actor, run)
     return ContactRunOut(**service.contact_run_dict(session, run))

@@ -8,6 +8,7 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from tertulia.contacts import service as contacts_service
@@ -61,7 +62,13 @@ def workflows_page(ctx: UserPage) -> Response:
     return _list(ctx)
 
 
-def _list(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
+def _list(
+    ctx: WebContext,
+    *,
+    typed: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    import_errors: dict[str, str] | None = None,
+) -> Response:
     _require(ctx)
     items = service.list_workflows(ctx.session, ctx.actor)
     counts = repo.active_run_counts(ctx.session, ctx.actor.workspace_id)
@@ -71,8 +78,10 @@ def _list(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[
         "status_labels": {k: ctx.fmt.gettext(v) for k, v in STATUS_LABELS.items()},
         "typed": typed or {"name": "", "definition": json.dumps(STARTER, indent=2, ensure_ascii=False)},
         "errors": errors or {},
+        "import_errors": import_errors or {},
     }
-    return ctx.render("workflows/list.html", context, active="workflows", status_code=422 if errors else 200)
+    failed = errors or import_errors
+    return ctx.render("workflows/list.html", context, active="workflows", status_code=422 if failed else 200)
 
 
 @router.post("")
@@ -93,6 +102,35 @@ def create_workflow(
         again=lambda exc: _list(ctx, typed=typed, errors=field_errors(ctx, exc)),
         done=lambda workflow: ctx.redirect(f"/workflows/{workflow.id}"),
     )
+
+
+# Before "/{workflow_id}": the path would match it first.
+@router.post("/import")
+def import_workflow(ctx: UserPage) -> Response:
+    """A workflow from an exported JSON file: a new draft, or the list with the errors beside the
+    upload (each at the path of the step and field at fault)."""
+    _require(ctx)
+    # The CSRF check has already parsed the multipart body.
+    form = getattr(ctx.request.state, "form", None)
+    file = form.get("file") if form is not None else None
+    if not isinstance(file, UploadFile) or not file.filename:
+        return _list(ctx, import_errors={"file": ctx._("Choose a JSON file exported from a workflow.")})
+    file.file.seek(0)
+    data = file.file.read(MAX_IMPORT_BYTES + 1)
+    try:
+        if len(data) > MAX_IMPORT_BYTES:
+            raise ValidationFailed.field("file", ctx._("The file is too big."))
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise ValidationFailed.field("file", ctx._("The file is not JSON.")) from exc
+        if not isinstance(document, dict) or not isinstance(document.get("definition"), dict):
+            raise ValidationFailed.field("file", ctx._("The file is not an exported workflow."))
+        workflow = service.do_create_workflow(ctx.session, ctx.actor, document.get("name"), document["definition"])
+    except DomainError as exc:
+        ctx.session.rollback()
+        return _list(ctx, import_errors=field_errors(ctx, exc))
+    return ctx.redirect(f"/workflows/{workflow.id}")
 
 
 def _page(
@@ -211,4 +249,42 @@ def stop_run(ctx: UserPage, workflow_id: ID, run_id: ID) -> Response:
         ),
         again=lambda exc: _page(ctx, workflow, errors=field_errors(ctx, exc), status_code=409),
         redirect=f"/workflows/{workflow.id}",
+    )
+
+
+# ----- clone, delete, export, import ----------------------------------------------------------------
+
+MAX_IMPORT_BYTES = MAX_DEFINITION
+
+
+@router.post("/{workflow_id}/clone")
+def clone_workflow(ctx: UserPage, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id)
+    return submit(
+        ctx,
+        lambda: service.do_clone(ctx.session, ctx.actor, workflow),
+        again=lambda exc: _page(ctx, workflow, errors=field_errors(ctx, exc), status_code=422),
+        done=lambda copy: ctx.redirect(f"/workflows/{copy.id}"),
+    )
+
+
+@router.post("/{workflow_id}/delete")
+def delete_workflow(ctx: UserPage, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id, lock=True)
+    return submit(
+        ctx,
+        lambda: service.do_delete(ctx.session, ctx.actor, workflow),
+        again=lambda exc: _page(ctx, workflow, errors=field_errors(ctx, exc), status_code=409),
+        redirect="/workflows",
+    )
+
+
+@router.get("/{workflow_id}/export")
+def export_workflow(ctx: UserPage, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id)
+    body = json.dumps(service.export_dict(ctx.session, workflow), indent=2, ensure_ascii=False)
+    return Response(
+        body.encode(),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="workflow-{workflow.id}.json"'},
     )
