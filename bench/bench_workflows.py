@@ -4,7 +4,7 @@
 "sqlite,postgresql"):
 
 Resume. A workspace with RUNS contacts (TERTULIA_BENCH_WORKFLOWS_RUNS, 10000), a published workflow
-(wait 1 minute, add a tag, add a second tag) and one run per contact, started and taken to its wait
+(wait 1 day, add a tag, add a second tag) and one run per contact, started and taken to its wait
 (all waiting on the same resume time). Then WORKERS worker processes (TERTULIA_BENCH_WORKFLOWS_WORKERS,
 default 2 on PostgreSQL and 1 on SQLite, whose writer is alone anyway) call `runner.run_due` at a
 moment past the wait until nothing is due. Reported: seconds from the start signal until every run
@@ -55,7 +55,8 @@ STEPS_PER_RUN = 3
 FLOW = {
     "trigger": {"type": "manual"},
     "steps": [
-        {"id": "wait", "type": "wait", "config": {"duration": {"amount": 1, "unit": "minutes"}}, "next": "a"},
+        # A day, not a minute: preparing many runs takes minutes, and no wait may end before the workers start.
+        {"id": "wait", "type": "wait", "config": {"duration": {"amount": 1, "unit": "days"}}, "next": "a"},
         {"id": "a", "type": "add_tags", "config": {"tags": ["bench-a"]}, "next": "b"},
         {"id": "b", "type": "add_tags", "config": {"tags": ["bench-b"]}},
     ],
@@ -80,7 +81,7 @@ def _workers(kind: str) -> int:
 
 
 def _prepare_waiting_runs(url: str, count: int) -> None:
-    """`count` runs of one workflow, each taken to its one-minute wait."""
+    """`count` runs of one workflow, each taken to its one-day wait."""
     db = Database(url)
     with db.transaction() as session:
         created = do_create_workspace_with_owner(session, "Bench", "bench@example.com", "bench-password")
@@ -148,7 +149,7 @@ def _unbatched(db: Database, moment: datetime, *, budget_seconds: float) -> int:
 def resume(kind: str, count: int, workers: int, *, batched: bool) -> str:
     url = fresh_database_url(kind, "workflows")
     _prepare_waiting_runs(url, count)
-    moment = utcnow() + timedelta(minutes=2)
+    moment = utcnow() + timedelta(days=2)
     context = multiprocessing.get_context("spawn")
     readiness = [context.Event() for _ in range(workers)]
     go = context.Event()
