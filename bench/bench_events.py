@@ -14,44 +14,25 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import psycopg
-
+from bench.databases import fresh_database_url
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.events import service as event_log
 from tertulia.kit.db import Database
-from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.permissions import Actor
 
 BATCH = 64
 SENDERS = int(os.environ.get("TERTULIA_BENCH_EVENTS_SENDERS", "640"))
 ROUNDS = int(os.environ.get("TERTULIA_BENCH_EVENTS_ROUNDS", "60"))
-POSTGRES_ADMIN = os.environ.get("TERTULIA_BENCH_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
-DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "events"
 
 
 def _database(kind: str) -> Database:
-    if kind == "sqlite":
-        DATA.mkdir(parents=True, exist_ok=True)
-        path = DATA / "events.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        url = f"sqlite:///{path}"
-    else:
-        name = "tertulia_bench_events"
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-        url = f"{base}/{name}"
-    upgrade(url)
-    return Database(url)
+    return Database(fresh_database_url(kind, "events"))
 
 
 def _batch(channel: Channel, round_number: int) -> list[tuple[Channel, InboundMessage]]:

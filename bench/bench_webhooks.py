@@ -26,23 +26,21 @@ import statistics
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TERTULIA_SECRET_KEY", "bench-secret-key")
 
 import json
 
-import psycopg
 from sqlalchemy import func, select
 
+from bench.databases import fresh_database_url
 from tertulia.contacts.models import Contact
 from tertulia.events import dispatcher
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType
 from tertulia.kit import queue
 from tertulia.kit.db import Database
-from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.permissions import Actor
 from tertulia.webhooks import delivery
@@ -53,30 +51,14 @@ from tertulia.webhooks.models import WebhookDelivery
 RATE = float(os.environ.get("TERTULIA_BENCH_RATE", "500"))
 SECONDS = float(os.environ.get("TERTULIA_BENCH_SECONDS", "10"))
 BACKEND = os.environ.get("TERTULIA_BENCH_BACKEND", "postgresql")
-POSTGRES_ADMIN = os.environ.get("TERTULIA_BENCH_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
 DRAIN_SECONDS = float(os.environ.get("TERTULIA_BENCH_DRAIN_SECONDS", "180"))
 ENDPOINTS = 3
 CONTACTS = 200
 TICK = 0.01
-DATA = Path(__file__).resolve().parent.parent / "data" / "bench" / "webhooks"
 
 
 def _database_url() -> str:
-    if BACKEND == "sqlite":
-        DATA.mkdir(parents=True, exist_ok=True)
-        path = DATA / "webhooks.db"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        url = f"sqlite:///{path}"
-    else:
-        name = "tertulia_bench_webhooks"
-        with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-        base = POSTGRES_ADMIN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
-        url = f"{base}/{name}"
-    upgrade(url)
-    return url
+    return fresh_database_url(BACKEND, "webhooks")
 
 
 class Receiver:

@@ -114,7 +114,7 @@ def test_an_api_token_manages_endpoints(client: TestClient, db: Database, tenant
     assert bad.json()["error"]["details"] == {"events": "Choose at least one event."}
     events = client.get("/api/v1/webhooks/events", headers=tenant.headers).json()
     assert {"name": "contact.deleted", "emitted": True} in events
-    assert {"name": "workflow.run_failed", "emitted": False} in events
+    assert {"name": "workflow.run_failed", "emitted": True} in events
     assert client.delete(f"/api/v1/webhooks/{created['id']}", headers=tenant.headers).status_code == 204
     assert _count(db) == 0
 

@@ -32,6 +32,7 @@ class EventType(enum.StrEnum):
     BROADCAST_COMPLETED = "broadcast.completed"
     BROADCAST_FAILED = "broadcast.failed"
     BROADCAST_REPLIED = "broadcast.replied"
+    WORKFLOW_RUN_FAILED = "workflow.run_failed"
 
 
 class ContactCreated(TypedDict):
@@ -183,6 +184,18 @@ class BroadcastReplied(TypedDict):
     workflow_id: int | None  # the workflow the broadcast names for replies, when it names one
 
 
+class WorkflowRunFailed(TypedDict):
+    """A workflow run ended with an error: a step failed with no failure branch, runaway protection
+    stopped it, or its definition no longer checks."""
+
+    workflow_id: int
+    workflow_name: str
+    run_id: int
+    contact_id: int
+    step_id: str | None  # the step it was at
+    error: str
+
+
 PAYLOADS: dict[EventType, type] = {
     EventType.CONTACT_CREATED: ContactCreated,
     EventType.CONTACT_UPDATED: ContactUpdated,
@@ -205,4 +218,5 @@ PAYLOADS: dict[EventType, type] = {
     EventType.BROADCAST_COMPLETED: BroadcastChanged,
     EventType.BROADCAST_FAILED: BroadcastChanged,
     EventType.BROADCAST_REPLIED: BroadcastReplied,
+    EventType.WORKFLOW_RUN_FAILED: WorkflowRunFailed,
 }

@@ -1,8 +1,8 @@
 """The events an endpoint can subscribe to, and which event-log events produce them.
 
 Webhook event names follow the event log's (`<entity>.<past tense>`), close to respond.io's. A few
-are listed for endpoints to choose but nothing emits them yet (EMITTED is False): workflows write no
-event-log event yet; docs/webhooks.md says so.
+may be listed for endpoints to choose before anything emits them (`emitted` False); docs/webhooks.md
+says which.
 """
 
 from collections.abc import Mapping
@@ -38,7 +38,7 @@ EVENTS: tuple[WebhookEvent, ...] = (
     WebhookEvent("broadcast.started", i18n.lazy("Broadcast started")),
     WebhookEvent("broadcast.completed", i18n.lazy("Broadcast completed")),
     WebhookEvent("broadcast.failed", i18n.lazy("Broadcast failed")),
-    WebhookEvent("workflow.run_failed", i18n.lazy("Workflow run failed"), emitted=False),
+    WebhookEvent("workflow.run_failed", i18n.lazy("Workflow run failed")),
 )
 NAMES: tuple[str, ...] = tuple(e.name for e in EVENTS)
 TEST_EVENT = "webhook.test"
@@ -63,6 +63,7 @@ FROM_LOG: dict[EventType, str] = {
     EventType.BROADCAST_STARTED: "broadcast.started",
     EventType.BROADCAST_COMPLETED: "broadcast.completed",
     EventType.BROADCAST_FAILED: "broadcast.failed",
+    EventType.WORKFLOW_RUN_FAILED: "workflow.run_failed",
 }
 LOG_TYPES: frozenset[EventType] = frozenset(FROM_LOG)
 ASSIGNEE_FIELD = "assignee_id"

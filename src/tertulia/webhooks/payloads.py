@@ -84,6 +84,8 @@ def event_data(session: Session, event: EventRecord, event_type: str) -> dict[st
         data["message"] = message_dict(message) if message is not None else None
         data["status"] = payload.get("status")
         data["reason"] = payload.get("reason")
+    elif event_type == "workflow.run_failed":
+        data["run"] = payload  # the workflow, run, step and error (events.types.WorkflowRunFailed)
     elif event_type.startswith("broadcast."):
         # The broadcast and its counts when it happened (events.types.BroadcastChanged).
         data["broadcast"] = payload

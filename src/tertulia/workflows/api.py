@@ -11,13 +11,21 @@ GET  /api/v1/workflow-templates[/{id}]          the templates; POST .../{id}/wor
 POST /api/v1/workflows/{id}/run                 run a shortcut on a contact (edit_contacts)
 GET  /api/v1/workflows/{id}/hook                its incoming-webhook URL and secret (made on first use)
 POST /api/v1/workflows/{id}/hook/regenerate     a new secret; the old URL stops working
+GET  /api/v1/workflows/{id}/export              the JSON that POST /api/v1/workflows creates it from
+POST /api/v1/workflows/{id}/clone               a new draft "Copy of ..." with its definition
+DELETE /api/v1/workflows/{id}                   delete it with its runs (those in progress end)
+GET  /api/v1/contacts/{identifier}/workflow-runs        a contact's runs, newest first, with their last logs
+POST /api/v1/contacts/{identifier}/workflow-runs/{run}/stop   stop one (the workflow for this contact)
+
+Importing is creating: POST /api/v1/workflows with an exported JSON, checked like any definition.
 """
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from tertulia.contacts import service as contacts_service
+from tertulia.contacts.schemas import Identifier
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -26,6 +34,8 @@ from tertulia.workflows import catalogue, hooks, service, shortcuts
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.schemas import (
+    ContactRunOut,
+    ContactRunPage,
     FromTemplateBody,
     FromTemplateOut,
     HookOut,
@@ -36,6 +46,7 @@ from tertulia.workflows.schemas import (
     SimulationOut,
     StopOut,
     WorkflowBody,
+    WorkflowExport,
     WorkflowOut,
     WorkflowPatch,
     WorkflowTemplateOut,
@@ -176,3 +187,36 @@ def regenerate_hook(session: DbSession, request: Request, actor: ApiActor, workf
     workflow = service.access_workflow(session, actor, workflow_id, lock=True)
     hooks.do_regenerate(session, actor, workflow)
     return _hook_out(session, request, actor, workflow)
+
+
+@router.get("/workflows/{workflow_id}/export", response_model=WorkflowExport)
+def export_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> WorkflowExport:
+    workflow = service.access_workflow(session, actor, workflow_id)
+    return WorkflowExport(**service.export_dict(session, workflow))
+
+
+@router.post("/workflows/{workflow_id}/clone", response_model=WorkflowOut, status_code=201)
+def clone_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> WorkflowOut:
+    workflow = service.access_workflow(session, actor, workflow_id)
+    return _out(session, service.do_clone(session, actor, workflow))
+
+
+@router.delete("/workflows/{workflow_id}", status_code=204, response_class=Response)
+def delete_workflow(session: DbSession, actor: ApiActor, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(session, actor, workflow_id, lock=True)
+    service.do_delete(session, actor, workflow)
+    return Response(status_code=204)
+
+
+@router.get("/contacts/{identifier}/workflow-runs", response_model=ContactRunPage)
+def contact_runs(session: DbSession, actor: ApiActor, identifier: Identifier) -> ContactRunPage:
+    contact = contacts_service.access_contact(session, actor, identifier, Permission.VIEW_CONTACTS)
+    return ContactRunPage(items=[ContactRunOut(**item) for item in service.contact_runs(session, actor, contact.id)])
+
+
+@router.post("/contacts/{identifier}/workflow-runs/{run_id}/stop", response_model=ContactRunOut)
+def stop_contact_run(session: DbSession, actor: ApiActor, identifier: Identifier, run_id: ID) -> ContactRunOut:
+    contact = contacts_service.access_contact(session, actor, identifier, Permission.VIEW_CONTACTS)
+    run = service.access_contact_run(session, actor, contact.id, run_id, lock=True)
+    service.do_stop_run(session, actor, run)
+    return ContactRunOut(**service.contact_run_dict(session, run))

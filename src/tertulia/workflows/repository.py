@@ -1,11 +1,12 @@
 """SQL for workflows, their versions, runs, logs and effects."""
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from tertulia.contacts.models import Contact
 from tertulia.workflows.models import (
     RunStatus,
     VersionState,
@@ -129,15 +130,46 @@ def active_runs_of_workflow(session: Session, workflow_id: int) -> list[Workflow
     )
 
 
-def due_run_ids(session: Session, now: datetime, limit: int) -> list[int]:
-    return list(
-        session.scalars(
-            select(WorkflowRun.id)
-            .where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(RunStatus.ACTIVE))
-            .order_by(WorkflowRun.due_at, WorkflowRun.id)
-            .limit(limit)
-        )
-    )
+def due_run_ids(session: Session, now: datetime, limit: int, *, exclude: Collection[int] = ()) -> list[int]:
+    query = select(WorkflowRun.id).where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(RunStatus.ACTIVE))
+    if exclude:
+        query = query.where(WorkflowRun.id.not_in(list(exclude)))
+    return list(session.scalars(query.order_by(WorkflowRun.due_at, WorkflowRun.id).limit(limit)))
+
+
+def claim_due_runs(session: Session, now: datetime, limit: int, *, exclude: Collection[int] = ()) -> list[WorkflowRun]:
+    """Lock up to `limit` due runs, oldest due first, skipping runs another transaction holds
+    (PostgreSQL; SQLite's writer is alone and ignores the clause)."""
+    query = select(WorkflowRun).where(WorkflowRun.due_at <= now, WorkflowRun.status.in_(RunStatus.ACTIVE))
+    if exclude:
+        query = query.where(WorkflowRun.id.not_in(list(exclude)))
+    query = query.order_by(WorkflowRun.due_at, WorkflowRun.id).limit(limit).with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def load_for_runs(session: Session, runs: Sequence[WorkflowRun]) -> list[object]:
+    """Load the runs' workflows, versions and contacts in three queries; later `session.get` calls
+    find them in the session's identity map while the caller keeps the returned list (the map
+    holds its objects weakly)."""
+    if not runs:
+        return []
+    workflow_ids = sorted({run.workflow_id for run in runs})
+    version_ids = sorted({run.version_id for run in runs})
+    contact_ids = sorted({run.contact_id for run in runs})
+    return [
+        *session.scalars(select(Workflow).where(Workflow.id.in_(workflow_ids))),
+        *session.scalars(select(WorkflowVersion).where(WorkflowVersion.id.in_(version_ids))),
+        *session.scalars(select(Contact).where(Contact.id.in_(contact_ids))),
+    ]
+
+
+def effect_keys(session: Session, run_ids: Sequence[int]) -> dict[int, set[str]]:
+    found: dict[int, set[str]] = {run_id: set() for run_id in run_ids}
+    if run_ids:
+        query = select(WorkflowEffect.run_id, WorkflowEffect.key).where(WorkflowEffect.run_id.in_(run_ids))
+        for run_id, key in session.execute(query):
+            found[run_id].add(key)
+    return found
 
 
 def next_due(session: Session) -> datetime | None:
@@ -161,3 +193,14 @@ def logs_of(session: Session, run_ids: Sequence[int]) -> dict[int, list[Workflow
 def clear_due(session: Session, run_ids: Sequence[int]) -> None:
     if run_ids:
         session.execute(update(WorkflowRun).where(WorkflowRun.id.in_(run_ids)).values(due_at=None))
+
+
+def delete_workflow(session: Session, workflow_id: int) -> None:
+    """The workflow and every row of it, children first (no reliance on foreign-key cascades)."""
+    run_ids = select(WorkflowRun.id).where(WorkflowRun.workflow_id == workflow_id).scalar_subquery()
+    session.execute(delete(WorkflowEffect).where(WorkflowEffect.run_id.in_(run_ids)))
+    session.execute(delete(WorkflowRunLog).where(WorkflowRunLog.workflow_id == workflow_id))
+    session.execute(delete(WorkflowRun).where(WorkflowRun.workflow_id == workflow_id))
+    session.execute(delete(WorkflowVersion).where(WorkflowVersion.workflow_id == workflow_id))
+    session.execute(delete(Workflow).where(Workflow.id == workflow_id))
+    session.expire_all()

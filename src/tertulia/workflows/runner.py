@@ -42,6 +42,8 @@ from tertulia.contacts.models import Contact
 from tertulia.conversations import repository as conversations_repo
 from tertulia.conversations import service as conversations_service
 from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.events import service as event_log
+from tertulia.events.types import EventType, WorkflowRunFailed
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError
@@ -63,6 +65,8 @@ log = structlog.get_logger("tertulia.workflows")
 
 # Inputs fed to one run in one transaction before the next due run gets its turn.
 MAX_INPUTS_PER_TURN = 20
+# Due runs claimed and turned in one transaction (see run_due).
+BATCH_SIZE = 50
 LEASE_MARGIN = timedelta(seconds=60)
 MAX_RESPONSE_BYTES = 256 * 1024
 USER_AGENT = "Tertulia-Workflows/1"
@@ -178,22 +182,102 @@ class Policy:
 
 
 def run_due(
-    db: Database, *, now: datetime | None = None, policy: Policy | None = None, budget_seconds: float = 10.0
+    db: Database,
+    *,
+    now: datetime | None = None,
+    policy: Policy | None = None,
+    budget_seconds: float = 10.0,
+    batch_size: int | None = None,
 ) -> int:
-    """Process due runs until none is due or the budget is spent; how many turns were taken."""
+    """Process due runs until none is due or the budget is spent; how many turns were taken.
+
+    Due runs are claimed a batch at a time, and a batch's turns share one transaction: the runs are
+    locked with `FOR UPDATE SKIP LOCKED` (PostgreSQL), so another worker claims other runs instead of
+    waiting for these; SQLite has one writer at a time anyway. Each run's turn is a savepoint, so a
+    run whose turn raises rolls back alone and is left due for a later sweep. A crash rolls the
+    whole batch back, and the retry repeats every turn of it from the same states."""
     policy = policy or Policy.default()
+    size = batch_size or BATCH_SIZE
     started = time.monotonic()
     turns = 0
+    skipped: set[int] = set()
     while time.monotonic() - started < budget_seconds:
         moment = now or utcnow()
+        # A read first: on SQLite a write transaction takes the database's write lock, and most
+        # sweeps find nothing due.
         with db.transaction(write=False) as session:
-            due = repo.due_run_ids(session, moment, 100)
-        if not due:
-            break
-        for run_id in due:
-            process_run(db, run_id, now=now, policy=policy)
-            turns += 1
+            if not repo.due_run_ids(session, moment, 1, exclude=skipped):
+                break
+        with db.transaction() as session:
+            claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
+            calls = _turn_batch(session, claimed, moment, skipped)
+        turns += len(claimed)
+        for call in calls:
+            _make_request(db, call, now=now, policy=policy)
     return turns
+
+
+def _turn_batch(session: Session, runs: list[WorkflowRun], now: datetime, skipped: set[int]) -> list["HttpCall"]:
+    """One turn of each claimed run, in this transaction; the HTTP requests they ask for."""
+    loaded = _BatchLoad.of(session, runs)
+    calls: list[HttpCall] = []
+    # The turns' log lines and effect records, added together at the end: one INSERT each for the
+    # batch instead of one a row (nothing in a turn reads them back).
+    deferred: list[WorkflowRunLog | WorkflowEffect] = []
+    for run in runs:
+        rows: list[WorkflowRunLog | WorkflowEffect] = []
+        try:
+            with session.begin_nested():
+                call = _turn_of(session, run, now, loaded, rows)
+        except Exception:
+            if crash_point is not None:
+                raise  # a simulated crash ends the process's work, as a real one would
+            log.exception("workflow run turn failed", run_id=run.id)
+            skipped.add(run.id)
+            continue
+        deferred.extend(rows)
+        if call is not None:
+            calls.append(call)
+    session.add_all(deferred)
+    session.flush()
+    return calls
+
+
+@dataclass
+class _BatchLoad:
+    """What the turns of a batch read, loaded once for the batch: the runs' workflows, versions and
+    contacts (in the session's identity map), each workspace's time zone and custom field types,
+    and the effect keys already recorded for the runs."""
+
+    timezones: dict[int, str]
+    field_types: dict[int, dict[str, Any]]
+    effect_keys: dict[int, set[str]]
+    # Strong references: the session's identity map holds its objects weakly.
+    rows: list[Any]
+
+    @classmethod
+    def of(cls, session: Session, runs: list[WorkflowRun]) -> "_BatchLoad":
+        workspaces = {run.workspace_id for run in runs}
+        return cls(
+            timezones={w: segments_repo.workspace_timezone(session, w) or "UTC" for w in workspaces},
+            field_types={w: dict(segments_repo.custom_field_types(session, w)) for w in workspaces},
+            effect_keys=repo.effect_keys(session, [run.id for run in runs]),
+            rows=repo.load_for_runs(session, runs),
+        )
+
+
+def _make_request(db: Database, call: "HttpCall", *, now: datetime | None, policy: Policy) -> None:
+    """Make a run's HTTP request between transactions and record its result; the run is due again."""
+    moment = now or utcnow()
+    outcome = http_request(call, policy)
+    _crash("after_http")
+    with db.transaction() as session:
+        run = repo.run(session, call.run_id, lock=True)
+        if run is None or run.status not in RunStatus.ACTIVE or repo.effect(session, call.run_id, call.key) is not None:
+            return
+        _record_effect(session, run, call.key, call.step_id, "http_request", outcome)
+        run.pending_action = None
+        run.due_at = moment
 
 
 def seconds_until_next(db: Database) -> float | None:
@@ -226,7 +310,22 @@ def process_run(db: Database, run_id: int, *, now: datetime | None = None, polic
 
 def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
     run = repo.run(session, run_id, lock=True)
-    if run is None or run.status not in RunStatus.ACTIVE:
+    if run is None:
+        return None
+    return _turn_of(session, run, now, None)
+
+
+def _turn_of(
+    session: Session,
+    run: WorkflowRun,
+    now: datetime,
+    loaded: "_BatchLoad | None",
+    deferred: "list[WorkflowRunLog | WorkflowEffect] | None" = None,
+) -> HttpCall | None:
+    """One turn of a locked run; `loaded` holds what a batch loaded for it (None: load it here), and
+    `deferred` takes the turn's log lines and effect records for the caller to add (None: added
+    to the session as they are made)."""
+    if run.status not in RunStatus.ACTIVE:
         return None
     if run.due_at is None or run.due_at > now:
         return None
@@ -242,7 +341,9 @@ def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
         service.end_run(session, run, RunStatus.STOPPED, "the contact was deleted")
         return None
     try:
-        checked = service.checked_version(session, version)
+        checked = service.checked_version(
+            session, version, fields=loaded.field_types[run.workspace_id] if loaded else None
+        )
     except DomainError as exc:
         _finish(
             session,
@@ -253,7 +354,16 @@ def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
         )
         return None
     state = engine.RunState.from_json(run.state)
-    performer = _Performer(session, workflow, run, contact, now)
+    performer = _Performer(
+        session,
+        workflow,
+        run,
+        contact,
+        now,
+        timezone=loaded.timezones[run.workspace_id] if loaded else None,
+        effect_keys=loaded.effect_keys.get(run.id, set()) if loaded else None,
+        deferred=deferred,
+    )
     fed = 0
     while fed < MAX_INPUTS_PER_TURN:
         event = _next_input(session, run, state, now)
@@ -349,18 +459,51 @@ def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engin
         workflow.last_error = error[:1000]
         workflow.last_error_at = now
         log.info("workflow run failed", run_id=run.id, workflow_id=workflow.id, error=error)
+        _emit_failed(session, workflow, run, state, error)
     session.flush()
 
 
+def _emit_failed(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, error: str) -> None:
+    """`workflow.run_failed` in the event log, in the run's transaction (outgoing webhooks deliver it)."""
+    payload: WorkflowRunFailed = {
+        "workflow_id": workflow.id,
+        "workflow_name": workflow.name,
+        "run_id": run.id,
+        "contact_id": run.contact_id,
+        "step_id": state.at,
+        "error": error[:1000],
+    }
+    event_log.emit(
+        session,
+        event_log.Event(
+            EventType.WORKFLOW_RUN_FAILED,
+            run.workspace_id,
+            payload,
+            conversation_id=run.conversation_id,
+            contact_id=run.contact_id,
+            actor="workflow",
+        ),
+    )
+
+
 def _record_effect(
-    session: Session, run: WorkflowRun, key: str, step_id: str, kind: str, result: engine.Result
+    session: Session,
+    run: WorkflowRun,
+    key: str,
+    step_id: str,
+    kind: str,
+    result: engine.Result,
+    *,
+    deferred: "list[WorkflowRunLog | WorkflowEffect] | None" = None,
 ) -> None:
     data = dict(result.data)
     if result.error is not None:
         data["error"] = result.error
-    session.add(
-        WorkflowEffect(run_id=run.id, key=key, step_id=step_id, kind=kind, ok=result.ok, result=data, at=utcnow())
-    )
+    effect = WorkflowEffect(run_id=run.id, key=key, step_id=step_id, kind=kind, ok=result.ok, result=data, at=utcnow())
+    if deferred is not None:
+        deferred.append(effect)  # added with the batch's other rows, in the same transaction
+        return
+    session.add(effect)
     session.flush()
 
 
@@ -370,7 +513,18 @@ def _record_effect(
 class _Performer:
     """Does the engine's actions for one run, through the services, inside the run's transaction."""
 
-    def __init__(self, session: Session, workflow: Workflow, run: WorkflowRun, contact: Contact, now: datetime) -> None:
+    def __init__(
+        self,
+        session: Session,
+        workflow: Workflow,
+        run: WorkflowRun,
+        contact: Contact,
+        now: datetime,
+        *,
+        timezone: str | None = None,
+        effect_keys: set[str] | None = None,
+        deferred: "list[WorkflowRunLog | WorkflowEffect] | None" = None,
+    ) -> None:
         self.session = session
         self.workflow = workflow
         self.run = run
@@ -378,7 +532,10 @@ class _Performer:
         self.now = now
         self.actor = workflow_actor(run.workspace_id)
         self._context: engine.Context | None = None
-        timezone = segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
+        # The run's recorded effect keys when a batch loaded them (None: ask the database each time).
+        self.effect_keys = effect_keys
+        self.deferred = deferred
+        timezone = timezone or segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
         self.eval = EvalContext(workspace_id=run.workspace_id, timezone=ZoneInfo(timezone), now=now)
 
     def context(self) -> engine.Context:
@@ -404,8 +561,9 @@ class _Performer:
         return business_hours(self.session, self.run.workspace_id, self.contact.id, team_id, self.now)
 
     def write_logs(self, logs: list[engine.Log]) -> None:
+        add = self.session.add if self.deferred is None else self.deferred.append
         for entry in logs:
-            self.session.add(
+            add(
                 WorkflowRunLog(
                     workspace_id=self.run.workspace_id,
                     workflow_id=self.run.workflow_id,
@@ -421,7 +579,8 @@ class _Performer:
     def perform(self, action: engine.Action) -> engine.Result:
         session = self.session
         self._context = None
-        done = repo.effect(session, self.run.id, action.key)
+        known = self.effect_keys is None or action.key in self.effect_keys
+        done = repo.effect(session, self.run.id, action.key) if known else None
         if done is not None:  # recorded by an earlier attempt that committed (cannot happen inside one turn)
             return engine.Result(action.key, done.ok, done.result, done.result.get("error"))
         try:
@@ -432,7 +591,7 @@ class _Performer:
             result = engine.Result(action.key, False, {"queued": True}, exc.message)
         except DomainError as exc:
             result = engine.Result(action.key, False, {}, exc.message)
-        _record_effect(session, self.run, action.key, action.step_id, action.kind, result)
+        _record_effect(session, self.run, action.key, action.step_id, action.kind, result, deferred=self.deferred)
         return result
 
     def conversation(self) -> Conversation:

@@ -180,3 +180,34 @@ class HookOut(BaseModel):
     secret: str
     header: str = Field(description="Or POST to the URL without the secret, giving it in this header.")
     curl: str
+
+
+class WorkflowExport(BaseModel):
+    """The same JSON as creating a workflow: POST it to /api/v1/workflows to import it."""
+
+    name: str
+    definition: dict[str, Any]
+
+
+class ContactRunLog(BaseModel):
+    step_id: str
+    step_type: str
+    outcome: str
+    error: str | None
+    at: datetime
+
+
+class ContactRunOut(BaseModel):
+    id: int
+    workflow_id: int
+    workflow_name: str
+    status: str = Field(description="running, acting, waiting, finished, failed or stopped.")
+    at_step: str | None = Field(description="The step it is at (or ended at).")
+    started_at: datetime
+    finished_at: datetime | None
+    last_error: str | None
+    last_logs: list[ContactRunLog] = Field(description="Its last log lines, oldest first (at most 5).")
+
+
+class ContactRunPage(BaseModel):
+    items: list[ContactRunOut]

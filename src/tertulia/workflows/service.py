@@ -146,10 +146,14 @@ _CACHE: "OrderedDict[tuple[Any, ...], lang.Workflow]" = OrderedDict()
 _CACHE_SIZE = 512
 
 
-def checked_version(session: Session, version: WorkflowVersion) -> lang.Workflow:
+def checked_version(
+    session: Session, version: WorkflowVersion, *, fields: Mapping[str, Any] | None = None
+) -> lang.Workflow:
     """The runnable form of a stored version. Checked loosely: a channel or user deleted since it was
-    published fails the step that names it when the step runs, not the whole run."""
-    fields = segments_repo.custom_field_types(session, version.workspace_id)
+    published fails the step that names it when the step runs, not the whole run. `fields`: the
+    workspace's custom field types when the caller has them (a batch of runs loads them once)."""
+    if fields is None:
+        fields = segments_repo.custom_field_types(session, version.workspace_id)
     # The creation time too: a deleted workflow's version id may be handed out again (SQLite).
     key = (version.id, version.created_at, tuple(sorted(fields.items())))
     cached = _CACHE.get(key)
@@ -454,3 +458,76 @@ def current_definition(session: Session, workflow: Workflow) -> dict[str, Any]:
     if shown is None:
         raise NotFound("This workflow has no definition.")
     return shown.definition
+
+
+# ----- clone, delete, export ------------------------------------------------------------------------
+
+COPY_PREFIX = "Copy of "
+
+
+def export_dict(session: Session, workflow: Workflow) -> dict[str, Any]:
+    """The workflow as JSON: its name and its current definition, the body that creates it again
+    (`POST /api/v1/workflows`); importing is creating from it, checked like any new workflow."""
+    return {"name": workflow.name, "definition": current_definition(session, workflow)}
+
+
+def do_clone(session: Session, actor: Actor, workflow: Workflow) -> Workflow:
+    """A new draft with the workflow's current definition, named "Copy of ..."; no runs."""
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    name = f"{COPY_PREFIX}{workflow.name}"[:MAX_NAME]
+    return do_create_workflow(session, actor, name, current_definition(session, workflow))
+
+
+def do_delete(session: Session, actor: Actor, workflow: Workflow) -> int:
+    """Delete the workflow with its versions, runs, their logs and effects; how many runs were in
+    progress. Those runs end where they are: nothing more is sent for them (messages already
+    written to the outbox still go). Other workflows whose step starts this one fail that step."""
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    in_progress = len(repo.active_runs_of_workflow(session, workflow.id))
+    repo.delete_workflow(session, workflow.id)
+    return in_progress
+
+
+# ----- a contact's runs -----------------------------------------------------------------------------
+
+LAST_LOGS = 5
+
+
+def contact_run_dict(
+    session: Session, run: WorkflowRun, logs: Sequence[WorkflowRunLog] | None = None
+) -> dict[str, Any]:
+    workflow = session.get(Workflow, run.workflow_id)
+    if logs is None:
+        logs = repo.logs_of(session, [run.id])[run.id]
+    return {
+        "id": run.id,
+        "workflow_id": run.workflow_id,
+        "workflow_name": workflow.name if workflow is not None else "",
+        "status": run.status,
+        "at_step": run.state.get("at"),
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "last_error": run.last_error,
+        "last_logs": [
+            {"step_id": e.step_id, "step_type": e.step_type, "outcome": e.outcome, "error": e.error, "at": e.at}
+            for e in list(logs)[-LAST_LOGS:]
+        ],
+    }
+
+
+def contact_runs(session: Session, actor: Actor, contact_id: int) -> list[dict[str, Any]]:
+    """The contact's runs (the newest 50), each with its workflow's name and last log lines."""
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    runs = runs_of_contact(session, actor.workspace_id, contact_id)
+    logs = repo.logs_of(session, [run.id for run in runs])
+    return [contact_run_dict(session, run, logs[run.id]) for run in runs]
+
+
+def access_contact_run(
+    session: Session, actor: Actor, contact_id: int, run_id: int, *, lock: bool = False
+) -> WorkflowRun:
+    actor.require(Permission.MANAGE_WORKFLOWS)
+    run = repo.run(session, run_id, lock=lock)
+    if run is None or run.contact_id != contact_id or run.workspace_id != actor.workspace_id:
+        raise NotFound(f"No workflow run {run_id} of this contact.")
+    return run

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, Path
 from jinja2.utils import htmlsafe_json_dumps
 from sqlalchemy import select
+from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from tertulia.contacts import service as contacts_service
@@ -393,7 +394,13 @@ def workflows_page(ctx: UserPage) -> Response:
     return _list(ctx)
 
 
-def _list(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[str, str] | None = None) -> Response:
+def _list(
+    ctx: WebContext,
+    *,
+    typed: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    import_errors: dict[str, str] | None = None,
+) -> Response:
     _require(ctx)
     items = service.list_workflows(ctx.session, ctx.actor)
     counts = repo.active_run_counts(ctx.session, ctx.actor.workspace_id)
@@ -403,8 +410,10 @@ def _list(ctx: WebContext, *, typed: dict[str, str] | None = None, errors: dict[
         "status_labels": {k: ctx.fmt.gettext(v) for k, v in STATUS_LABELS.items()},
         "typed": typed or {"name": "", "definition": json.dumps(STARTER, indent=2, ensure_ascii=False)},
         "errors": errors or {},
+        "import_errors": import_errors or {},
     }
-    return ctx.render("workflows/list.html", context, active="workflows", status_code=422 if errors else 200)
+    failed = errors or import_errors
+    return ctx.render("workflows/list.html", context, active="workflows", status_code=422 if failed else 200)
 
 
 @router.post("")
@@ -425,6 +434,35 @@ def create_workflow(
         again=lambda exc: _list(ctx, typed=typed, errors=field_errors(ctx, exc)),
         done=lambda workflow: ctx.redirect(f"/workflows/{workflow.id}"),
     )
+
+
+# Before "/{workflow_id}": the path would match it first.
+@router.post("/import")
+def import_workflow(ctx: UserPage) -> Response:
+    """A workflow from an exported JSON file: a new draft, or the list with the errors beside the
+    upload (each at the path of the step and field at fault)."""
+    _require(ctx)
+    # The CSRF check has already parsed the multipart body.
+    form = getattr(ctx.request.state, "form", None)
+    file = form.get("file") if form is not None else None
+    if not isinstance(file, UploadFile) or not file.filename:
+        return _list(ctx, import_errors={"file": ctx._("Choose a JSON file exported from a workflow.")})
+    file.file.seek(0)
+    data = file.file.read(MAX_IMPORT_BYTES + 1)
+    try:
+        if len(data) > MAX_IMPORT_BYTES:
+            raise ValidationFailed.field("file", ctx._("The file is too big."))
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except ValueError as exc:
+            raise ValidationFailed.field("file", ctx._("The file is not JSON.")) from exc
+        if not isinstance(document, dict) or not isinstance(document.get("definition"), dict):
+            raise ValidationFailed.field("file", ctx._("The file is not an exported workflow."))
+        workflow = service.do_create_workflow(ctx.session, ctx.actor, document.get("name"), document["definition"])
+    except DomainError as exc:
+        ctx.session.rollback()
+        return _list(ctx, import_errors=field_errors(ctx, exc))
+    return ctx.redirect(f"/workflows/{workflow.id}")
 
 
 def _page(
@@ -575,24 +613,6 @@ TEMPLATE_CATEGORY_LABELS: dict[str, str] = {
     "marketing": i18n.lazy("Marketing"),
     "hygiene": i18n.lazy("Hygiene"),
 }
-STEP_TYPE_LABELS: dict[str, str] = {
-    "send_message": i18n.lazy("Send a message"),
-    "ask_question": i18n.lazy("Ask a question"),
-    "wait": i18n.lazy("Wait"),
-    "branch": i18n.lazy("Branch"),
-    "update_field": i18n.lazy("Update a contact field"),
-    "add_tags": i18n.lazy("Add tags"),
-    "remove_tags": i18n.lazy("Remove tags"),
-    "assign": i18n.lazy("Assign"),
-    "unassign": i18n.lazy("Unassign"),
-    "open_conversation": i18n.lazy("Open the conversation"),
-    "close_conversation": i18n.lazy("Close the conversation"),
-    "add_comment": i18n.lazy("Add an internal note"),
-    "jump_to": i18n.lazy("Jump to"),
-    "start_workflow": i18n.lazy("Start another workflow"),
-    "http_request": i18n.lazy("HTTP request"),
-}
-
 PREVIEW_TERMS: dict[str, str] = {
     "round_robin": i18n.lazy("in turn"),
     "least_open": i18n.lazy("fewest open conversations"),
@@ -628,7 +648,7 @@ def _gallery(ctx: WebContext, *, failed: str | None = None, errors: dict[str, st
         "teams": sorted(teams, key=lambda t: t[1].lower()),
         "categories": sorted(categories, key=lambda c: c[1].lower()),
         "category_labels": {k: ctx.fmt.gettext(v) for k, v in TEMPLATE_CATEGORY_LABELS.items()},
-        "step_labels": {k: ctx.fmt.gettext(v) for k, v in STEP_TYPE_LABELS.items()},
+        "step_labels": {k: ctx.fmt.gettext(v) for k, v in STEP_LABELS.items()},
         "terms": {k: ctx.fmt.gettext(v) for k, v in PREVIEW_TERMS.items()},
         "failed": failed,
         "errors": errors or {},
@@ -666,4 +686,42 @@ def create_from_template(
         create,
         again=lambda exc: _gallery(ctx, failed=found.id, errors=field_errors(ctx, exc)),
         done=lambda workflow: ctx.redirect(f"/workflows/{workflow.id}"),
+    )
+
+
+# ----- clone, delete, export, import ----------------------------------------------------------------
+
+MAX_IMPORT_BYTES = MAX_DEFINITION
+
+
+@router.post("/{workflow_id}/clone")
+def clone_workflow(ctx: UserPage, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id)
+    return submit(
+        ctx,
+        lambda: service.do_clone(ctx.session, ctx.actor, workflow),
+        again=lambda exc: _page(ctx, workflow, errors=field_errors(ctx, exc), status_code=422),
+        done=lambda copy: ctx.redirect(f"/workflows/{copy.id}"),
+    )
+
+
+@router.post("/{workflow_id}/delete")
+def delete_workflow(ctx: UserPage, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id, lock=True)
+    return submit(
+        ctx,
+        lambda: service.do_delete(ctx.session, ctx.actor, workflow),
+        again=lambda exc: _page(ctx, workflow, errors=field_errors(ctx, exc), status_code=409),
+        redirect="/workflows",
+    )
+
+
+@router.get("/{workflow_id}/export")
+def export_workflow(ctx: UserPage, workflow_id: ID) -> Response:
+    workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id)
+    body = json.dumps(service.export_dict(ctx.session, workflow), indent=2, ensure_ascii=False)
+    return Response(
+        body.encode(),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="workflow-{workflow.id}.json"'},
     )
