@@ -6,6 +6,11 @@
   errors beside the fields or a line saying the run started. Agents may use it (`edit_contacts`).
 - The incoming-webhook card of a workflow's page (`GET /workflows/{id}/hook`, a fragment): its URL,
   a curl example to copy, and regenerating the secret (`POST /workflows/{id}/hook/regenerate`).
+- The contact page's "Workflows" card (`GET /workflows/contacts/{contact id}/runs`, a fragment): the
+  contact's runs with their last log lines, and a Stop button for each one in progress
+  (`POST /workflows/contacts/{contact id}/runs/{run id}/stop`, "stop the workflow for this contact").
+  Managers and owners only (`manage_workflows`, as the API's contact runs): a run's log speaks of
+  the workflow's steps, which agents do not see elsewhere, so the contact page has no card for them.
 """
 
 from typing import Annotated, Any
@@ -14,7 +19,7 @@ from fastapi import APIRouter, Form, Query
 from starlette.responses import Response
 
 from tertulia.contacts import repository as contacts_repo
-from tertulia.kit.errors import DomainError, NotFound, ValidationFailed
+from tertulia.kit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, check_form_text
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -22,11 +27,16 @@ from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors
 from tertulia.workflows import hooks, service, shortcuts
+from tertulia.workflows.models import RunStatus
 from tertulia.workflows.trigger_kinds import MAX_FORM_FIELDS
+from tertulia.workflows.views import RUN_STATUS_LABELS, STEP_LABELS
 
 router = APIRouter(prefix="/workflows", include_in_schema=False, route_class=CheckedInputRoute)
 
 STARTED = i18n.lazy("The shortcut started.")
+RUN_STOPPED = i18n.lazy("The workflow was stopped for this contact.")
+# The card is a glance: the full log is on the workflow's page.
+CARD_LOGS = 3
 Answer = Annotated[str, Form(max_length=2000)]
 
 
@@ -132,3 +142,56 @@ def regenerate_hook(ctx: UserPage, workflow_id: ID) -> Response:
     if ctx.is_htmx:
         return _hook(ctx, workflow_id, regenerated=True)
     return ctx.redirect(f"/workflows/{workflow_id}")
+
+
+# ----- a contact's runs on the contact page ----------------------------------------------------------
+
+
+def _contact_runs(
+    ctx: WebContext,
+    contact_id: int,
+    *,
+    done: str | None = None,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    ctx.actor.require(Permission.MANAGE_WORKFLOWS)
+    contact = contacts_repo.contact_by_id(ctx.session, ctx.actor.workspace_id, contact_id)
+    if contact is None:
+        raise NotFound("Contact not found.")
+    runs = service.contact_runs(ctx.session, ctx.actor, contact.id)
+    for run in runs:
+        run["last_logs"] = run["last_logs"][-CARD_LOGS:]
+    context = {
+        "contact": contact,
+        "runs": runs,
+        "active": RunStatus.ACTIVE,
+        "run_labels": {k: ctx.fmt.gettext(v) for k, v in RUN_STATUS_LABELS.items()},
+        "step_labels": {k: ctx.fmt.gettext(v) for k, v in STEP_LABELS.items()},
+        "done": done,
+        "errors": errors or {},
+    }
+    return ctx.render("workflows/_contact_runs.html", context, status_code=status_code)
+
+
+@router.get("/contacts/{contact_id}/runs")
+def contact_runs(ctx: UserPage, contact_id: ID) -> Response:
+    return _contact_runs(ctx, contact_id)
+
+
+@router.post("/contacts/{contact_id}/runs/{run_id}/stop")
+def stop_contact_run(ctx: UserPage, contact_id: ID, run_id: ID) -> Response:
+    ctx.actor.require(Permission.MANAGE_WORKFLOWS)
+    check_form_text(ctx.request)
+    contact = contacts_repo.contact_by_id(ctx.session, ctx.actor.workspace_id, contact_id)
+    if contact is None:
+        raise NotFound("Contact not found.")
+    try:
+        run = service.access_contact_run(ctx.session, ctx.actor, contact.id, run_id, lock=True)
+        service.do_stop_run(ctx.session, ctx.actor, run)
+    except Conflict as exc:  # already ended (by itself or by someone else): the card shows it as it is
+        ctx.session.rollback()
+        return _contact_runs(ctx, contact_id, errors=field_errors(ctx, exc), status_code=409)
+    if not ctx.is_htmx:
+        return ctx.redirect(f"/contacts/{contact_id}", flash=ctx.fmt.gettext(RUN_STOPPED))
+    return _contact_runs(ctx, contact_id, done=ctx.fmt.gettext(RUN_STOPPED))
