@@ -28,10 +28,20 @@ from tertulia.users.models import User
 from tertulia.users.service import do_set_activity_status
 from tertulia.workflows import catalogue, service
 from tertulia.workflows import language as lang
+from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter
 from tests.web.helpers import sign_in_as
-from tests.workflows.support import advance, channel_on_fake, customer_writes, feed, open_conversation, runs, sent_texts
+from tests.workflows.support import (
+    advance,
+    channel_on_fake,
+    customer_writes,
+    dispatch,
+    feed,
+    open_conversation,
+    runs,
+    sent_texts,
+)
 
 TEMPLATE_IDS = [t.id for t in catalogue.templates()]
 NINE = {
@@ -273,19 +283,41 @@ def test_agent_assigned_message_names_the_agent(db: Database, tenant: Tenant, ch
 
 
 @pytest.mark.usefixtures("no_background_work")
-@pytest.mark.parametrize(("template_id", "tag"), [("out_of_hours", "fuera-de-horario"), ("away_message", None)])
-def test_nobody_online_gets_the_away_text(
-    db: Database, tenant: Tenant, channel: Channel, template_id: str, tag: str | None
-) -> None:
-    use(db, tenant, template_id)
-    contact_id = customer_writes(db, channel, f"{template_id}-1", "hola")
+def test_out_of_hours_answers_by_the_workspace_business_hours(db: Database, tenant: Tenant, channel: Channel) -> None:
+    with db.transaction() as session:
+        office = {day: [{"start": "09:00", "end": "18:00"}] for day in ("monday", "tuesday", "wednesday", "thursday")}
+        do_set_business_hours(session, tenant.actor(), {"timezone": "UTC", "week": office})
+    use(db, tenant, "out_of_hours")
+    # Next week's Wednesday (always after now: the runner does not go back in time).
+    today = utcnow()
+    wednesday = (today + timedelta(days=7 + (2 - today.weekday()) % 7)).replace(minute=0, second=0, microsecond=0)
+    inside = customer_writes(db, channel, "hours-1", "hola")
+    dispatch(db)
+    advance(db, wednesday.replace(hour=10))
+    assert assignee(db, inside) is not None
+    assert sent_texts(db, inside) == []
+    assert tags_of(db, inside) == []
+    outside = customer_writes(db, channel, "hours-2", "hola")
+    dispatch(db)
+    advance(db, wednesday.replace(hour=19))
+    [away] = sent_texts(db, outside)
+    assert away.endswith(text_of("out_of_hours", "away").rsplit("!", 1)[-1])
+    assert assignee(db, outside) is None
+    assert tags_of(db, outside) == ["fuera-de-horario"]
+    assert notes_of(db, outside) == [text_of("out_of_hours", "note")]
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_nobody_online_gets_the_away_text(db: Database, tenant: Tenant, channel: Channel) -> None:
+    use(db, tenant, "away_message")
+    contact_id = customer_writes(db, channel, "away_message-1", "hola")
     feed(db)
     [away] = sent_texts(db, contact_id)
-    assert away.endswith(text_of(template_id, "away").rsplit("!", 1)[-1])
+    assert away.endswith(text_of("away_message", "away").rsplit("!", 1)[-1])
     assert assignee(db, contact_id) is None
-    assert tags_of(db, contact_id) == ([tag] if tag else [])
+    assert tags_of(db, contact_id) == []
     set_online(db, tenant.owner_id)
-    served = customer_writes(db, channel, f"{template_id}-2", "hola")
+    served = customer_writes(db, channel, "away_message-2", "hola")
     feed(db)
     assert assignee(db, served) == tenant.owner_id
     assert sent_texts(db, served) == []
