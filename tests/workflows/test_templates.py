@@ -324,19 +324,29 @@ def test_nobody_online_gets_the_away_text(db: Database, tenant: Tenant, channel:
 
 
 @pytest.mark.usefixtures("no_background_work")
-def test_agents_at_capacity_retries_until_someone_is_free(db: Database, tenant: Tenant, channel: Channel) -> None:
-    workflow_id = use(db, tenant, "agents_at_capacity")
-    contact_id = customer_writes(db, channel, "busy-1", "hola")
-    feed(db)
-    assert sent_texts(db, contact_id) == [text_of("agents_at_capacity", "busy")]
-    assert [r.status for r in runs(db, workflow_id)] == ["waiting"]
-    advance(db, utcnow() + timedelta(minutes=11))  # still nobody: it waits again, without a second message
-    assert [r.status for r in runs(db, workflow_id)] == ["waiting"]
+def test_agents_at_capacity_queues_until_someone_is_free(db: Database, tenant: Tenant, channel: Channel) -> None:
     set_online(db, tenant.agent_id)
-    advance(db, utcnow() + timedelta(minutes=22))
-    assert assignee(db, contact_id) == tenant.agent_id
-    assert [r.status for r in runs(db, workflow_id)] == ["finished"]
-    assert len(sent_texts(db, contact_id)) == 1
+    workflow_id = use(db, tenant, "agents_at_capacity")
+    served = [customer_writes(db, channel, f"busy-{n}", "hola") for n in range(5)]  # max_open is 5
+    feed(db)
+    assert {assignee(db, contact_id) for contact_id in served} == {tenant.agent_id}
+    queued = customer_writes(db, channel, "busy-queued", "hola")
+    feed(db)
+    assert sent_texts(db, queued) == [text_of("agents_at_capacity", "busy")]
+    assert assignee(db, queued) is None
+    [run] = [r for r in runs(db, workflow_id) if r.contact_id == queued]
+    assert run.status == "waiting"
+    close(db, tenant, served[0])  # the agent frees a place: the queue wakes
+    feed(db)
+    assert assignee(db, queued) == tenant.agent_id
+    assert [r.status for r in runs(db, workflow_id) if r.contact_id == queued] == ["finished"]
+    assert len(sent_texts(db, queued)) == 1
+    late = customer_writes(db, channel, "busy-late", "hola")  # full again: it waits an hour, then a note
+    feed(db)
+    advance(db, utcnow() + timedelta(hours=1, minutes=1))
+    assert assignee(db, late) is None
+    assert notes_of(db, late) == [text_of("agents_at_capacity", "note")]
+    assert sent_texts(db, late) == [text_of("agents_at_capacity", "busy")]
 
 
 @pytest.mark.usefixtures("no_background_work")
