@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tertulia.assistant import bot, bot_settings
 from tertulia.broadcasts import service as broadcasts_service
 from tertulia.channels.models import Channel
 from tertulia.contacts import service as contacts_service
@@ -188,10 +189,15 @@ def text_of(template_id: str, key: str, language: str = "es") -> str:
 
 
 @pytest.mark.usefixtures("no_background_work")
-def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel) -> None:
+@pytest.mark.parametrize("bot_on", [False, True])
+def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel, bot_on: bool) -> None:
+    if bot_on:  # a channel whose bot keeps a pause into the contact's next conversation
+        with db.transaction() as session:
+            bot_settings.do_save_settings(session, tenant.actor(), channel.id, {"enabled": True, "keep_paused": True})
     workflow_id = use(db, tenant, "close_and_resume_bot")
     contact_id = customer_writes(db, channel, "bot-1", "quiero hablar con una persona")
     assign_to(db, tenant, contact_id, tenant.agent_id)
+    pause(db, tenant, contact_id)
     act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["bot"]))
     feed(db)
     [first] = conversations_of(db, contact_id)
@@ -200,13 +206,31 @@ def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel) ->
         None,
         text_of("close_and_resume_bot", "summary"),
     )
+    assert first.bot_paused is not bot_on  # handed to the assistant: the pause does not carry over
     assert sent_texts(db, contact_id) == [text_of("close_and_resume_bot", "goodbye")]
     assert tags_of(db, contact_id) == []
     assert [r.status for r in runs(db, workflow_id)] == ["finished"]
     customer_writes(db, channel, "bot-1", "otra pregunta")
     feed(db)
     second = conversations_of(db, contact_id)[-1]
-    assert (second.status, second.assignee_id, second.bot_paused) == ("open", None, False)
+    assert (second.status, second.assignee_id) == ("open", None)
+    if bot_on:
+        with db.transaction() as session:
+            newest = session.scalar(
+                select(Message.id).where(Message.conversation_id == second.id).order_by(Message.id.desc()).limit(1)
+            )
+            assert newest is not None
+            # The bot takes the message (a paused one carried over would not even be looked at).
+            assert bot.respond(session, tenant.workspace_id, newest) is not None
+
+
+def pause(db: Database, tenant: Tenant, contact_id: int) -> None:
+    conversation = open_conversation(db, contact_id)
+    assert conversation is not None
+    with db.transaction() as session:
+        found = session.get(Conversation, conversation.id)
+        assert found is not None
+        conversations_service.do_set_bot_paused(session, tenant.actor(), found, True)
 
 
 @pytest.mark.usefixtures("no_background_work")
