@@ -25,9 +25,9 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import repository as segments_repo
 from tertulia.users import teams
-from tertulia.users.models import User
+from tertulia.users.models import Role, User
 from tertulia.users.service import do_set_activity_status
-from tertulia.workflows import catalogue, service
+from tertulia.workflows import catalogue, service, shortcuts
 from tertulia.workflows import language as lang
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
@@ -198,7 +198,7 @@ def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel, bo
     contact_id = customer_writes(db, channel, "bot-1", "quiero hablar con una persona")
     assign_to(db, tenant, contact_id, tenant.agent_id)
     pause(db, tenant, contact_id)
-    act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["bot"]))
+    run_shortcut(db, tenant, workflow_id, contact_id)
     feed(db)
     [first] = conversations_of(db, contact_id)
     assert (first.status, first.assignee_id, first.closing_summary) == (
@@ -208,7 +208,6 @@ def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel, bo
     )
     assert first.bot_paused is not bot_on  # handed to the assistant: the pause does not carry over
     assert sent_texts(db, contact_id) == [text_of("close_and_resume_bot", "goodbye")]
-    assert tags_of(db, contact_id) == []
     assert [r.status for r in runs(db, workflow_id)] == ["finished"]
     customer_writes(db, channel, "bot-1", "otra pregunta")
     feed(db)
@@ -222,6 +221,18 @@ def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel, bo
             assert newest is not None
             # The bot takes the message (a paused one carried over would not even be looked at).
             assert bot.respond(session, tenant.workspace_id, newest) is not None
+
+
+def run_shortcut(db: Database, tenant: Tenant, workflow_id: int, contact_id: int) -> None:
+    """An agent runs the shortcut from the contact's open conversation."""
+    conversation = open_conversation(db, contact_id)
+    assert conversation is not None
+    with db.transaction() as session:
+        contact = session.get(Contact, contact_id)
+        assert contact is not None
+        shortcuts.do_run_shortcut(
+            session, tenant.actor(Role.AGENT), workflow_id, contact, {}, conversation_id=conversation.id
+        )
 
 
 def pause(db: Database, tenant: Tenant, contact_id: int) -> None:
@@ -483,15 +494,16 @@ def test_mark_as_spam_closes_with_the_spam_category(db: Database, tenant: Tenant
     with db.transaction() as session:
         spam = conversations_service.do_create_closing_category(session, tenant.actor(), "Spam").id
         conversations_service.do_create_closing_category(session, tenant.actor(), "Venta")
-    use(db, tenant, "mark_spam")  # the category is found by its name
+    workflow_id = use(db, tenant, "mark_spam")  # the category is found by its name
     contact_id = customer_writes(db, channel, "spam-1", "gana dinero rápido")
     assign_to(db, tenant, contact_id, tenant.agent_id)
-    act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["Spam"]))
+    run_shortcut(db, tenant, workflow_id, contact_id)
     feed(db)
     [conversation] = conversations_of(db, contact_id)
     assert (conversation.status, conversation.assignee_id) == ("closed", None)
     assert conversation.closing_category_id == spam
     assert sent_texts(db, contact_id) == []
+    assert tags_of(db, contact_id) == ["spam"]
 
 
 # ----- the gallery and the API ------------------------------------------------------------------------
@@ -535,7 +547,8 @@ def test_api_lists_templates_and_makes_drafts_that_say_what_is_missing(client: T
         json={"name": "Spam", "values": {"spam_tag": "basura"}},
     ).json()
     assert given["problems"] == {}
-    assert given["definition"]["trigger"]["config"]["tags"] == ["basura"]
+    assert given["definition"]["trigger"]["type"] == "shortcut"
+    assert given["definition"]["steps"][1]["config"]["tags"] == ["basura"]
     published = client.post(f"/api/v1/workflows/{given['id']}/publish", headers=tenant.headers)
     assert published.json()["status"] == "published"
 
