@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tertulia.assistant import bot, bot_settings
 from tertulia.broadcasts import service as broadcasts_service
 from tertulia.channels.models import Channel
 from tertulia.contacts import service as contacts_service
@@ -24,14 +25,24 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import repository as segments_repo
 from tertulia.users import teams
-from tertulia.users.models import User
+from tertulia.users.models import Role, User
 from tertulia.users.service import do_set_activity_status
-from tertulia.workflows import catalogue, service
+from tertulia.workflows import catalogue, service, shortcuts
 from tertulia.workflows import language as lang
+from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter
 from tests.web.helpers import sign_in_as
-from tests.workflows.support import advance, channel_on_fake, customer_writes, feed, open_conversation, runs, sent_texts
+from tests.workflows.support import (
+    advance,
+    channel_on_fake,
+    customer_writes,
+    dispatch,
+    feed,
+    open_conversation,
+    runs,
+    sent_texts,
+)
 
 TEMPLATE_IDS = [t.id for t in catalogue.templates()]
 NINE = {
@@ -178,11 +189,16 @@ def text_of(template_id: str, key: str, language: str = "es") -> str:
 
 
 @pytest.mark.usefixtures("no_background_work")
-def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel) -> None:
+@pytest.mark.parametrize("bot_on", [False, True])
+def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel, bot_on: bool) -> None:
+    if bot_on:  # a channel whose bot keeps a pause into the contact's next conversation
+        with db.transaction() as session:
+            bot_settings.do_save_settings(session, tenant.actor(), channel.id, {"enabled": True, "keep_paused": True})
     workflow_id = use(db, tenant, "close_and_resume_bot")
     contact_id = customer_writes(db, channel, "bot-1", "quiero hablar con una persona")
     assign_to(db, tenant, contact_id, tenant.agent_id)
-    act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["bot"]))
+    pause(db, tenant, contact_id)
+    run_shortcut(db, tenant, workflow_id, contact_id)
     feed(db)
     [first] = conversations_of(db, contact_id)
     assert (first.status, first.assignee_id, first.closing_summary) == (
@@ -190,13 +206,42 @@ def test_close_and_resume_bot(db: Database, tenant: Tenant, channel: Channel) ->
         None,
         text_of("close_and_resume_bot", "summary"),
     )
+    assert first.bot_paused is not bot_on  # handed to the assistant: the pause does not carry over
     assert sent_texts(db, contact_id) == [text_of("close_and_resume_bot", "goodbye")]
-    assert tags_of(db, contact_id) == []
     assert [r.status for r in runs(db, workflow_id)] == ["finished"]
     customer_writes(db, channel, "bot-1", "otra pregunta")
     feed(db)
     second = conversations_of(db, contact_id)[-1]
-    assert (second.status, second.assignee_id, second.bot_paused) == ("open", None, False)
+    assert (second.status, second.assignee_id) == ("open", None)
+    if bot_on:
+        with db.transaction() as session:
+            newest = session.scalar(
+                select(Message.id).where(Message.conversation_id == second.id).order_by(Message.id.desc()).limit(1)
+            )
+            assert newest is not None
+            # The bot takes the message (a paused one carried over would not even be looked at).
+            assert bot.respond(session, tenant.workspace_id, newest) is not None
+
+
+def run_shortcut(db: Database, tenant: Tenant, workflow_id: int, contact_id: int) -> None:
+    """An agent runs the shortcut from the contact's open conversation."""
+    conversation = open_conversation(db, contact_id)
+    assert conversation is not None
+    with db.transaction() as session:
+        contact = session.get(Contact, contact_id)
+        assert contact is not None
+        shortcuts.do_run_shortcut(
+            session, tenant.actor(Role.AGENT), workflow_id, contact, {}, conversation_id=conversation.id
+        )
+
+
+def pause(db: Database, tenant: Tenant, contact_id: int) -> None:
+    conversation = open_conversation(db, contact_id)
+    assert conversation is not None
+    with db.transaction() as session:
+        found = session.get(Conversation, conversation.id)
+        assert found is not None
+        conversations_service.do_set_bot_paused(session, tenant.actor(), found, True)
 
 
 @pytest.mark.usefixtures("no_background_work")
@@ -273,38 +318,70 @@ def test_agent_assigned_message_names_the_agent(db: Database, tenant: Tenant, ch
 
 
 @pytest.mark.usefixtures("no_background_work")
-@pytest.mark.parametrize(("template_id", "tag"), [("out_of_hours", "fuera-de-horario"), ("away_message", None)])
-def test_nobody_online_gets_the_away_text(
-    db: Database, tenant: Tenant, channel: Channel, template_id: str, tag: str | None
-) -> None:
-    use(db, tenant, template_id)
-    contact_id = customer_writes(db, channel, f"{template_id}-1", "hola")
+def test_out_of_hours_answers_by_the_workspace_business_hours(db: Database, tenant: Tenant, channel: Channel) -> None:
+    with db.transaction() as session:
+        office = {day: [{"start": "09:00", "end": "18:00"}] for day in ("monday", "tuesday", "wednesday", "thursday")}
+        do_set_business_hours(session, tenant.actor(), {"timezone": "UTC", "week": office})
+    use(db, tenant, "out_of_hours")
+    # Next week's Wednesday (always after now: the runner does not go back in time).
+    today = utcnow()
+    wednesday = (today + timedelta(days=7 + (2 - today.weekday()) % 7)).replace(minute=0, second=0, microsecond=0)
+    inside = customer_writes(db, channel, "hours-1", "hola")
+    dispatch(db)
+    advance(db, wednesday.replace(hour=10))
+    assert assignee(db, inside) is not None
+    assert sent_texts(db, inside) == []
+    assert tags_of(db, inside) == []
+    outside = customer_writes(db, channel, "hours-2", "hola")
+    dispatch(db)
+    advance(db, wednesday.replace(hour=19))
+    [away] = sent_texts(db, outside)
+    assert away.endswith(text_of("out_of_hours", "away").rsplit("!", 1)[-1])
+    assert assignee(db, outside) is None
+    assert tags_of(db, outside) == ["fuera-de-horario"]
+    assert notes_of(db, outside) == [text_of("out_of_hours", "note")]
+
+
+@pytest.mark.usefixtures("no_background_work")
+def test_nobody_online_gets_the_away_text(db: Database, tenant: Tenant, channel: Channel) -> None:
+    use(db, tenant, "away_message")
+    contact_id = customer_writes(db, channel, "away_message-1", "hola")
     feed(db)
     [away] = sent_texts(db, contact_id)
-    assert away.endswith(text_of(template_id, "away").rsplit("!", 1)[-1])
+    assert away.endswith(text_of("away_message", "away").rsplit("!", 1)[-1])
     assert assignee(db, contact_id) is None
-    assert tags_of(db, contact_id) == ([tag] if tag else [])
+    assert tags_of(db, contact_id) == []
     set_online(db, tenant.owner_id)
-    served = customer_writes(db, channel, f"{template_id}-2", "hola")
+    served = customer_writes(db, channel, "away_message-2", "hola")
     feed(db)
     assert assignee(db, served) == tenant.owner_id
     assert sent_texts(db, served) == []
 
 
 @pytest.mark.usefixtures("no_background_work")
-def test_agents_at_capacity_retries_until_someone_is_free(db: Database, tenant: Tenant, channel: Channel) -> None:
-    workflow_id = use(db, tenant, "agents_at_capacity")
-    contact_id = customer_writes(db, channel, "busy-1", "hola")
-    feed(db)
-    assert sent_texts(db, contact_id) == [text_of("agents_at_capacity", "busy")]
-    assert [r.status for r in runs(db, workflow_id)] == ["waiting"]
-    advance(db, utcnow() + timedelta(minutes=11))  # still nobody: it waits again, without a second message
-    assert [r.status for r in runs(db, workflow_id)] == ["waiting"]
+def test_agents_at_capacity_queues_until_someone_is_free(db: Database, tenant: Tenant, channel: Channel) -> None:
     set_online(db, tenant.agent_id)
-    advance(db, utcnow() + timedelta(minutes=22))
-    assert assignee(db, contact_id) == tenant.agent_id
-    assert [r.status for r in runs(db, workflow_id)] == ["finished"]
-    assert len(sent_texts(db, contact_id)) == 1
+    workflow_id = use(db, tenant, "agents_at_capacity")
+    served = [customer_writes(db, channel, f"busy-{n}", "hola") for n in range(5)]  # max_open is 5
+    feed(db)
+    assert {assignee(db, contact_id) for contact_id in served} == {tenant.agent_id}
+    queued = customer_writes(db, channel, "busy-queued", "hola")
+    feed(db)
+    assert sent_texts(db, queued) == [text_of("agents_at_capacity", "busy")]
+    assert assignee(db, queued) is None
+    [run] = [r for r in runs(db, workflow_id) if r.contact_id == queued]
+    assert run.status == "waiting"
+    close(db, tenant, served[0])  # the agent frees a place: the queue wakes
+    feed(db)
+    assert assignee(db, queued) == tenant.agent_id
+    assert [r.status for r in runs(db, workflow_id) if r.contact_id == queued] == ["finished"]
+    assert len(sent_texts(db, queued)) == 1
+    late = customer_writes(db, channel, "busy-late", "hola")  # full again: it waits an hour, then a note
+    feed(db)
+    advance(db, utcnow() + timedelta(hours=1, minutes=1))
+    assert assignee(db, late) is None
+    assert notes_of(db, late) == [text_of("agents_at_capacity", "note")]
+    assert sent_texts(db, late) == [text_of("agents_at_capacity", "busy")]
 
 
 @pytest.mark.usefixtures("no_background_work")
@@ -417,15 +494,16 @@ def test_mark_as_spam_closes_with_the_spam_category(db: Database, tenant: Tenant
     with db.transaction() as session:
         spam = conversations_service.do_create_closing_category(session, tenant.actor(), "Spam").id
         conversations_service.do_create_closing_category(session, tenant.actor(), "Venta")
-    use(db, tenant, "mark_spam")  # the category is found by its name
+    workflow_id = use(db, tenant, "mark_spam")  # the category is found by its name
     contact_id = customer_writes(db, channel, "spam-1", "gana dinero rápido")
     assign_to(db, tenant, contact_id, tenant.agent_id)
-    act(db, tenant, contact_id, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["Spam"]))
+    run_shortcut(db, tenant, workflow_id, contact_id)
     feed(db)
     [conversation] = conversations_of(db, contact_id)
     assert (conversation.status, conversation.assignee_id) == ("closed", None)
     assert conversation.closing_category_id == spam
     assert sent_texts(db, contact_id) == []
+    assert tags_of(db, contact_id) == ["spam"]
 
 
 # ----- the gallery and the API ------------------------------------------------------------------------
@@ -469,7 +547,8 @@ def test_api_lists_templates_and_makes_drafts_that_say_what_is_missing(client: T
         json={"name": "Spam", "values": {"spam_tag": "basura"}},
     ).json()
     assert given["problems"] == {}
-    assert given["definition"]["trigger"]["config"]["tags"] == ["basura"]
+    assert given["definition"]["trigger"]["type"] == "shortcut"
+    assert given["definition"]["steps"][1]["config"]["tags"] == ["basura"]
     published = client.post(f"/api/v1/workflows/{given['id']}/publish", headers=tenant.headers)
     assert published.json()["status"] == "published"
 
