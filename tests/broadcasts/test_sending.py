@@ -57,7 +57,11 @@ def test_send_now_reaches_each_contact_once_without_opening_conversations(
     assert {m.text for m in messages} == {"Hola Ana, 20% hoy.", "Hola cliente, 20% hoy."}
     with db.transaction(write=False) as session:
         assert session.scalar(select(func.count()).where(Conversation.status == ConversationStatus.OPEN)) == 0
-        kinds = list(session.scalars(select(EventRecord.type).where(EventRecord.type.like("broadcast.%"))))
+        kinds = list(
+            session.scalars(
+                select(EventRecord.type).where(EventRecord.type.like("broadcast.%")).order_by(EventRecord.id)
+            )
+        )
         opened = session.scalar(select(func.count()).where(EventRecord.type == "conversation.opened"))
     assert kinds == ["broadcast.started", "broadcast.completed"]
     assert opened == len(ids)  # only the customers' own first messages opened one

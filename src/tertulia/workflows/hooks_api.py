@@ -16,11 +16,18 @@ from pydantic import BaseModel, Field
 
 from tertulia.channels.http import RawBodyRoute
 from tertulia.kit.errors import DomainError, RateLimited, ValidationFailed
-from tertulia.kit.http import get_db
+from tertulia.kit.http import error_responses, get_db
 from tertulia.kit.types import ID
 from tertulia.workflows import hooks
 
-router = APIRouter(prefix=hooks.PATH, tags=["workflow hooks"], route_class=RawBodyRoute)
+# A wrong secret or workflow is a 404 (never a 401: the URL is the credential); a body that is not
+# a JSON object, 422; too big, 413; too many, 429; a body that cannot be read, 400.
+router = APIRouter(
+    prefix=hooks.PATH,
+    tags=["workflow hooks"],
+    route_class=RawBodyRoute,
+    responses=error_responses(400, 404, 413, 422, 429),
+)
 
 WRONG_SECRETS_PER_MINUTE = 30
 
