@@ -74,9 +74,8 @@ def sign_in_at(page: Page, base_url: str, path: str, email: str, password: str) 
     page.wait_for_url(re.compile(re.escape(path) + "$"))
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(locale="en-US")
+def _watched_page(browser: Browser, locale: str) -> Iterator[Page]:
+    context = browser.new_context(locale=locale)
     page = context.new_page()
     problems: list[str] = []
     watch(page, problems)
@@ -87,15 +86,14 @@ def page(browser: Browser) -> Iterator[Page]:
 
 
 @pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    yield from _watched_page(browser, "en-US")
+
+
+@pytest.fixture
 def spanish_page(browser: Browser) -> Iterator[Page]:
     """A page of its own context in Spanish (es-ES), watched like `page`."""
-    context = browser.new_context(locale="es-ES")
-    page = context.new_page()
-    problems: list[str] = []
-    watch(page, problems)
-    yield page
-    context.close()
-    assert problems == []
+    yield from _watched_page(browser, "es-ES")
 
 
 def shot(target: Page | Locator, name: str) -> None:

@@ -2,7 +2,6 @@
 against the app's services, on both databases. The queue does not run inline: each test feeds the
 trigger consumer and the runner itself."""
 
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +19,6 @@ from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Conversation
 from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
-from tertulia.kit import queue as job_queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import repository as segments_repo
@@ -32,10 +30,8 @@ from tertulia.workflows.models import WorkflowQueueEntry, WorkflowRun
 from tertulia.workflows.simulate import simulate
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
-from tests.fakes import FakeHttpAdapter
 from tests.workflows.support import (
     advance,
-    channel_on_fake,
     counter,
     customer_writes,
     dispatch,
@@ -49,17 +45,6 @@ from tests.workflows.support import (
 pytestmark = pytest.mark.usefixtures("no_background_work")
 
 OPENED = {"type": "conversation_opened", "config": {}}
-
-
-@pytest.fixture
-def channel(db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter) -> Iterator[Channel]:
-    with channel_on_fake(db, tenant) as (found, _provider):
-        job_queue.huey.immediate = False
-        try:
-            yield found
-        finally:
-            job_queue.huey.immediate = True
-            job_queue.huey.flush()
 
 
 def tag(name: str) -> dict[str, Any]:

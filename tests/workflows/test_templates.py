@@ -3,7 +3,7 @@ the gallery page and the API make drafts from them (saying what the workspace la
 end to end: created from its template, published, fed customers' messages through the inbound path,
 with its outcome asserted (assignment, messages, tags, fields, closing, opt-out)."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -20,7 +20,6 @@ from tertulia.conversations import service as conversations_service
 from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType
-from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import repository as segments_repo
@@ -31,11 +30,9 @@ from tertulia.workflows import catalogue, service, shortcuts
 from tertulia.workflows import language as lang
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
-from tests.fakes import FakeHttpAdapter
 from tests.web.helpers import sign_in_as
 from tests.workflows.support import (
     advance,
-    channel_on_fake,
     customer_writes,
     dispatch,
     feed,
@@ -89,17 +86,6 @@ def test_every_template_passes_the_checker(template_id: str, language: str) -> N
 
 
 # ----- the workspace, its people and its customers ---------------------------------------------------
-
-
-@pytest.fixture
-def channel(db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter) -> Iterator[Channel]:
-    with channel_on_fake(db, tenant) as (found, _provider):
-        queue.huey.immediate = False
-        try:
-            yield found
-        finally:
-            queue.huey.immediate = True
-            queue.huey.flush()
 
 
 def set_online(db: Database, *user_ids: int) -> None:

@@ -1,7 +1,6 @@
 """Every trigger and step against the app's services, on both databases. The queue does not run
 inline here: each test feeds the trigger consumer and sweeps due runs itself (support.feed)."""
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from tertulia.conversations import service as conversations_service
 from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType
-from tertulia.kit import queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import repository as segments_repo
@@ -24,10 +22,8 @@ from tertulia.users.service import do_set_activity_status
 from tertulia.workflows import runner, service
 from tertulia.workflows.models import WorkflowRun
 from tests.conftest import Tenant
-from tests.fakes import FakeHttpAdapter
 from tests.webhooks.support import receiver
 from tests.workflows.support import (
-    channel_on_fake,
     customer_writes,
     dispatch,
     feed,
@@ -39,17 +35,6 @@ from tests.workflows.support import (
 )
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
-
-
-@pytest.fixture
-def channel(db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter) -> Iterator[Channel]:
-    with channel_on_fake(db, tenant) as (found, _provider):
-        queue.huey.immediate = False
-        try:
-            yield found
-        finally:
-            queue.huey.immediate = True
-            queue.huey.flush()
 
 
 def one(*steps: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
