@@ -142,7 +142,8 @@ def test_ids_given_win_over_names_in_the_text(client: TestClient, db: Database, 
     assert nobody.status_code == 201, nobody.text
     with db.transaction(write=False) as session:
         assert list(session.scalars(select(Mention.user_id).order_by(Mention.id))) == [tenant.manager_id]
-        payloads = [m.payload for m in session.scalars(select(Message).where(Message.direction == "comment"))]
+        comments = select(Message).where(Message.direction == "comment").order_by(Message.id)
+        payloads = [m.payload for m in session.scalars(comments)]
     assert payloads == [{"mentions": [tenant.manager_id]}, {"mentions": []}]
     assert lopez not in payloads[0]["mentions"]
 
