@@ -101,6 +101,45 @@ def test_a_failure_mid_batch_keeps_what_was_handled(db: Database) -> None:
     assert seen == [ids[0], ids[1], ids[2], ids[2], ids[3]]
 
 
+def test_a_batch_handler_takes_each_read_whole(db: Database) -> None:
+    ids = write_events(db, dispatcher.BATCH_SIZE + 3)
+    batches: list[list[int]] = []
+    single = Recorder("whole")
+    consumer = dispatcher.Consumer(
+        "whole", single.handle, handle_batch=lambda rows: batches.append([row.id for row in rows])
+    )
+    report = dispatcher.dispatch(db, [consumer])
+    assert report.delivered == len(ids)
+    assert batches == [ids[: dispatcher.BATCH_SIZE], ids[dispatcher.BATCH_SIZE :]]
+    assert single.ids == []
+    assert {s.name: s for s in dispatcher.consumer_status(db)}["whole"].last_event_id == ids[-1]
+
+
+def test_a_failing_batch_is_handled_again_one_event_at_a_time(db: Database) -> None:
+    """The batch handler is all or nothing; when it raises, the events go through `handle` one by
+    one, so those before the bad one count as handled and only the bad one waits for its retry."""
+    ids = write_events(db, 5)
+    seen: list[int] = []
+
+    def handle_batch(rows: list[EventRecord]) -> None:
+        raise RuntimeError("one of these is bad")
+
+    def handle(record: EventRecord) -> None:
+        if record.id == ids[3] and ids[3] not in seen:
+            seen.append(record.id)
+            raise RuntimeError("fourth one")
+        seen.append(record.id)
+
+    consumer = dispatcher.Consumer("split", handle, retry_base_seconds=0.01, handle_batch=handle_batch)
+    report = dispatcher.dispatch(db, [consumer])
+    assert (report.delivered, report.deliveries[0].error) == (3, "RuntimeError: fourth one")
+    assert {s.name: s for s in dispatcher.consumer_status(db)}["split"].last_event_id == ids[2]
+    time.sleep(0.02)
+    dispatcher.dispatch(db, [consumer])  # ids[3] and ids[4]: a batch again, which fails again
+    assert seen == [ids[0], ids[1], ids[2], ids[3], ids[3], ids[4]]
+    assert {s.name: s for s in dispatcher.consumer_status(db)}["split"].last_event_id == ids[4]
+
+
 def test_a_transaction_in_flight_holds_back_the_later_ids_not_lose_its_own(db: Database) -> None:
     """The commit-order gap: a lower id committed after a higher one is still delivered, first."""
     if db.dialect == "sqlite":

@@ -5,7 +5,7 @@ Guarantees:
   it. A process killed between a commit and the dispatch, or in the middle of a handler, loses
   nothing: the next dispatch (the after-commit nudge of any later write, or the periodic catch-up)
   starts again from the stored position, so an event may be delivered twice, never zero times.
-- In order: one consumer sees events in id order, one at a time, so in order per conversation
+- In order: one consumer sees events in id order, one at a time (or in batches, in order), so in order per conversation
   (changes to one conversation are serialised by its row lock, and a later change's events are
   inserted after the earlier change committed, so they get higher ids).
 - Isolation: a consumer whose handler raises is retried with exponential backoff (its position
@@ -81,12 +81,18 @@ _KEPT_CANDIDATES = 64
 class Consumer:
     """`handle` is called once per event, in id order, outside any transaction of ours: it opens
     its own if it needs one, and must be idempotent (delivery is at least once). `types` limits
-    the events it is given (None: all)."""
+    the events it is given (None: all).
+
+    `handle_batch`, when given, takes a whole read (up to BATCH_SIZE events, in id order) at once,
+    so a consumer can write their effects in one transaction instead of one per event. It must be
+    all or nothing: when it raises, the same events go through `handle` one by one, so a failing
+    event is found, the events before it count as handled, and it alone waits for the retry."""
 
     name: str
     handle: Callable[[EventRecord], None]
     types: frozenset[EventType] | None = None
     retry_base_seconds: float = 1.0
+    handle_batch: Callable[[list[EventRecord]], None] | None = None
 
 
 _registry_lock = threading.Lock()
@@ -299,7 +305,12 @@ def deliver(db: Database, consumer: Consumer, upto: int, *, owner: str | None = 
     while position < upto:
         rows = _read(db, position, upto, consumer.types, BATCH_SIZE)
         handled = position
-        for row in rows:
+        one_by_one = rows
+        if _handled_as_a_batch(consumer, rows):
+            handled = rows[-1].id
+            result.delivered += len(rows)
+            one_by_one = []
+        for row in one_by_one:
             try:
                 consumer.handle(row)
             except Exception as exc:
@@ -327,6 +338,23 @@ def deliver(db: Database, consumer: Consumer, upto: int, *, owner: str | None = 
             return result
     _advance(db, consumer.name, owner, position, release=True)
     return result
+
+
+def _handled_as_a_batch(consumer: Consumer, rows: list[EventRecord]) -> bool:
+    if consumer.handle_batch is None or len(rows) < 2:
+        return False
+    try:
+        consumer.handle_batch(rows)
+    except Exception as exc:
+        log.warning(
+            "event_consumer_batch_failed",
+            consumer=consumer.name,
+            first_event_id=rows[0].id,
+            last_event_id=rows[-1].id,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return False
+    return True
 
 
 @dataclass

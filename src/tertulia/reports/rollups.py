@@ -372,8 +372,18 @@ def apply_event(db: Database, event: EventRecord) -> bool:
         return apply(session, event)
 
 
+def apply_events(db: Database, events: list[EventRecord]) -> int:
+    """Apply a read of the log in one transaction; how many were new."""
+    with db.transaction() as session:
+        return sum(apply(session, event) for event in events)
+
+
 def handle(event: EventRecord) -> None:
     apply_event(task_database(), event)
 
 
-CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES)
+def handle_batch(events: list[EventRecord]) -> None:
+    apply_events(task_database(), events)
+
+
+CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES, handle_batch=handle_batch)

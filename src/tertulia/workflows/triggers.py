@@ -1,10 +1,11 @@
 """The event-log consumer that starts runs and hands them what the contact writes.
 
-Each event it reads becomes, in one transaction, new runs of the published workflows whose trigger
-it matches (type, config, conditions over the contact, once per contact) and inputs for the runs in
-progress of its contact (message.received). Events made by an import, and every event of a blocked
-contact, start nothing. Fed twice (the log is at least once), an event starts nothing twice: a run
-remembers the event that started it and the newest event fed to it.
+Each event it reads becomes new runs of the published workflows whose trigger it matches (type,
+config, conditions over the contact, once per contact) and inputs for the runs in progress of its
+contact (message.received). A read of the log (up to the dispatcher's batch) is handled in one
+transaction. Events made by an import, and every event of a blocked contact, start nothing. Fed
+twice (the log is at least once), an event starts nothing twice: a run remembers the event that
+started it and the newest event fed to it.
 """
 
 from datetime import datetime
@@ -28,7 +29,7 @@ from tertulia.segments.timing import EvalContext
 from tertulia.workflows import language as lang
 from tertulia.workflows import queue, runner, service, tasks
 from tertulia.workflows import repository as repo
-from tertulia.workflows.models import Workflow
+from tertulia.workflows.models import Workflow, WorkflowVersion
 
 CONSUMER_NAME = "workflows"
 
@@ -97,67 +98,84 @@ def _broadcast_matches(event: EventRecord, workflow: Workflow, config: Any) -> b
 
 def consume(db: Database, event: EventRecord) -> int:
     """Start the runs this event triggers, or feed it to the contact's runs; how many runs it touched."""
-    woken = _wake_queue(db, event) if event.type in QUEUE_WAKERS else 0
-    return woken + _consume(db, event)
+    return consume_batch(db, [event])
 
 
-def _wake_queue(db: Database, event: EventRecord) -> int:
+def consume_batch(db: Database, events: list[EventRecord]) -> int:
+    """`consume` for several events (in id order) in one transaction: one commit for a read of the
+    log instead of one or two per event. All or nothing, as the dispatcher's batches must be."""
+    touched = 0
     with db.transaction() as session:
-        woken = queue.wake(session, event.workspace_id)
-        if woken:
+        published = _PublishedVersions(session)
+        for workspace_id in sorted({event.workspace_id for event in events if event.type in QUEUE_WAKERS}):
+            touched += queue.wake(session, workspace_id)
+        for event in events:
+            touched += _consume(session, event, published)
+        if touched:
             on_commit(session, tasks.nudge)
-    return woken
+    return touched
 
 
-def _consume(db: Database, event: EventRecord) -> int:
+class _PublishedVersions:
+    """The published versions by workspace and trigger types, read once per batch."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._found: dict[tuple[int, tuple[str, ...]], list[WorkflowVersion]] = {}
+
+    def of(self, workspace_id: int, trigger_types: tuple[str, ...]) -> list[WorkflowVersion]:
+        key = (workspace_id, trigger_types)
+        if key not in self._found:
+            self._found[key] = repo.published_versions(self._session, workspace_id, trigger_types)
+        return self._found[key]
+
+
+def _consume(session: Session, event: EventRecord, published: _PublishedVersions) -> int:
     if event.contact_id is None or (event.actor or "").split(":", 1)[0] == "import":
         return 0
     if event.type == EventType.MESSAGE_RECEIVED:
-        return _contact_wrote(db, event)
+        return _contact_wrote(session, event)
     trigger_types = TRIGGERS_BY_EVENT.get(event.type)
     if not trigger_types:
         return 0
-    with db.transaction(write=False) as session:
-        if not repo.published_versions(session, event.workspace_id, trigger_types):
-            return 0
+    versions = published.of(event.workspace_id, trigger_types)
+    if not versions:
+        return 0
+    contact = session.get(Contact, event.contact_id)
+    if contact is None or contact.workspace_id != event.workspace_id or contact.blocked:
+        return 0
     started = 0
-    with db.transaction() as session:
-        contact = session.get(Contact, event.contact_id)
-        if contact is None or contact.workspace_id != event.workspace_id or contact.blocked:
-            return 0
-        snapshot: ContactSnapshot | None = None
-        for version in repo.published_versions(session, event.workspace_id, trigger_types):
-            workflow = session.get(Workflow, version.workflow_id)
-            if workflow is None:
+    snapshot: ContactSnapshot | None = None
+    for version in versions:
+        workflow = session.get(Workflow, version.workflow_id)
+        if workflow is None:
+            continue
+        try:
+            checked = service.checked_version(session, version)
+        except DomainError:
+            continue  # a definition that no longer checks starts nothing (shown on its page)
+        values = trigger_values(event, version.trigger_type, checked.trigger_config)
+        if values is None:
+            continue
+        if version.trigger_type == "broadcast_replied" and not _broadcast_matches(
+            event, workflow, checked.trigger_config
+        ):
+            continue
+        if checked.conditions.groups:
+            snapshot = snapshot or ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
+            if not matches(checked.conditions, snapshot, _eval_context(session, event.workspace_id)):
                 continue
-            try:
-                checked = service.checked_version(session, version)
-            except DomainError:
-                continue  # a definition that no longer checks starts nothing (shown on its page)
-            values = trigger_values(event, version.trigger_type, checked.trigger_config)
-            if values is None:
-                continue
-            if version.trigger_type == "broadcast_replied" and not _broadcast_matches(
-                event, workflow, checked.trigger_config
-            ):
-                continue
-            if checked.conditions.groups:
-                snapshot = snapshot or ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
-                if not matches(checked.conditions, snapshot, _eval_context(session, event.workspace_id)):
-                    continue
-            run = runner.start_run(
-                session,
-                workflow,
-                version,
-                contact.id,
-                values,
-                once_per_contact=checked.trigger.once_per_contact,
-                conversation_id=event.conversation_id,
-                event_id=event.id,
-            )
-            started += run is not None
-        if started:
-            on_commit(session, tasks.nudge)
+        run = runner.start_run(
+            session,
+            workflow,
+            version,
+            contact.id,
+            values,
+            once_per_contact=checked.trigger.once_per_contact,
+            conversation_id=event.conversation_id,
+            event_id=event.id,
+        )
+        started += run is not None
     return started
 
 
@@ -166,31 +184,31 @@ def _eval_context(session: Session, workspace_id: int) -> EvalContext:
     return EvalContext(workspace_id=workspace_id, timezone=ZoneInfo(timezone), now=utcnow())
 
 
-def _contact_wrote(db: Database, event: EventRecord) -> int:
+def _contact_wrote(session: Session, event: EventRecord) -> int:
     message = event.payload.get("message") or {}
     text = message.get("text") or ""
     at = datetime.fromisoformat(message["created_at"]) if message.get("created_at") else event.created_at
     location = (message.get("payload") or {}).get("location") if message.get("type") == "location" else None
     assert event.contact_id is not None
-    with db.transaction() as session:
-        fed = runner.contact_wrote(
-            session,
-            event.workspace_id,
-            event.contact_id,
-            text,
-            at,
-            event.id,
-            location if isinstance(location, dict) else None,
-        )
-        if fed:
-            on_commit(session, tasks.nudge)
-    return fed
+    return runner.contact_wrote(
+        session,
+        event.workspace_id,
+        event.contact_id,
+        text,
+        at,
+        event.id,
+        location if isinstance(location, dict) else None,
+    )
 
 
 def handle(event: EventRecord) -> None:
     consume(task_database(), event)
 
 
-CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES)
+def handle_batch(events: list[EventRecord]) -> None:
+    consume_batch(task_database(), events)
+
+
+CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=TYPES, handle_batch=handle_batch)
 
 __all__ = ["CONSUMER", "consume", "lang"]
