@@ -445,6 +445,8 @@ def _save(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.
 def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, error: str | None) -> None:
     now = utcnow()
     status = RunStatus.FAILED if error is not None else RunStatus.FINISHED
+    if queue.is_queued(run.state):  # _save has already synced the queue row of any other run
+        queue.leave(session, run.id)
     run.state = {**state.to_json(), "status": status}
     run.status = status
     run.active_contact_id = None
@@ -453,7 +455,6 @@ def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engin
     run.finished_at = now
     run.updated_at = now
     run.inbox = []
-    queue.leave(session, run.id)
     if error is not None:
         run.last_error = error[:1000]
         workflow.last_error = error[:1000]
