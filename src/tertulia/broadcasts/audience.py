@@ -66,18 +66,6 @@ def content_for(item: Broadcast, channel_type: str) -> dict[str, Any] | None:
     return spec if isinstance(spec, dict) else None
 
 
-def _message_type(spec: dict[str, Any], attachments: list[dict[str, Any]]) -> MessageType:
-    if spec.get("template"):
-        return MessageType.TEMPLATE
-    if not attachments:
-        return MessageType.TEXT
-    content_type = str(attachments[0].get("content_type", ""))
-    for prefix, kind in (("image/", MessageType.IMAGE), ("video/", MessageType.VIDEO), ("audio/", MessageType.AUDIO)):
-        if content_type.startswith(prefix):
-            return kind
-    return MessageType.FILE
-
-
 @dataclass
 class Renderer:
     """Renders a broadcast's content for its contacts; the workspace and the author are read once."""
@@ -133,7 +121,7 @@ class Renderer:
         if key not in self.attachments:
             self.attachments[key] = conversations_service.check_files(self.session, self.item.workspace_id, file_ids)
         attachments = self.attachments[key]
-        message_type = _message_type(spec, attachments)
+        message_type = conversations_service.message_type_of(attachments)
         payload: dict[str, Any] = {"broadcast_id": self.item.id}
         template = spec.get("template")
         if isinstance(template, dict):

@@ -314,6 +314,17 @@ def check_files(session: Session, workspace_id: int, file_ids: Sequence[int]) ->
     return attachments
 
 
+def message_type_of(attachments: Sequence[dict[str, Any]]) -> MessageType:
+    """A message's type from its first file's content type (text when it has none)."""
+    if not attachments:
+        return MessageType.TEXT
+    content_type = str(attachments[0].get("content_type", ""))
+    for prefix, kind in (("image/", MessageType.IMAGE), ("video/", MessageType.VIDEO), ("audio/", MessageType.AUDIO)):
+        if content_type.startswith(prefix):
+            return kind
+    return MessageType.FILE
+
+
 @dataclass
 class OutboundPlan:
     contact: Contact

@@ -448,7 +448,7 @@ class _Engine:
         state = self.state
         match step.type:
             case "send_message":
-                self.act(step, "send", "send_message", {"channel": config.channel, "text": self.text(config.text)})
+                self.act(step, "send", "send_message", self.message(config))
             case "ask_question":
                 params = {"channel": config.channel, "text": self.question_text(config, config.text)}
                 self.act(step, "ask", "send_message", params)
@@ -498,6 +498,27 @@ class _Engine:
                 self.act(step, "do", "hand_to_assistant", {})
             case _:
                 raise AssertionError(step.type)
+
+    def message(self, config: lang.SendMessageConfig) -> dict[str, Any]:
+        """The send's parameters, every text rendered now: the runner picks the variant of the kind
+        of channel it sends on (the default message when there is none)."""
+        variants = {
+            variant.channel_type: {
+                "text": self.text(variant.text) if variant.text is not None else None,
+                "file_id": variant.file_id,
+                "template": {
+                    "name": variant.template.name,
+                    "language": variant.template.language,
+                    "parameters": [self.text(value) for value in variant.template.parameters],
+                    "header_parameters": [self.text(value) for value in variant.template.header_parameters],
+                }
+                if variant.template is not None
+                else None,
+            }
+            for variant in config.variants
+        }
+        text = self.text(config.text)
+        return {"channel": config.channel, "text": text, "file_id": config.file_id, "variants": variants}
 
     def text(self, text: str) -> str:
         return render(text, self.state, self.ctx)

@@ -25,6 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 from tertulia.contacts.models import FieldType
 from tertulia.conversations import variables
 from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.types import MAX_ID
 from tertulia.segments import language as filters
 from tertulia.segments.language import CheckedFilter
 from tertulia.workflows import schedule, trigger_kinds
@@ -202,10 +203,38 @@ class Duration(_Strict):
         return self.amount * UNIT_SECONDS[self.unit]
 
 
+CHANNEL_TYPES = ("whatsapp", "messenger", "instagram", "telegram", "webchat", "email", "twilio", "vonage", "bird")
+MAX_TEMPLATE_PARAMETERS = 20
+
+
+class TemplateConfig(_Strict):
+    """A WhatsApp message template approved for the channel: its name, language and the values of
+    its positional parameters ({{1}}, {{2}}, ... in order, variables allowed) in the body and in a
+    text header."""
+
+    name: str = Field(min_length=1, max_length=512)
+    language: str = Field(min_length=2, max_length=15)
+    parameters: list[Text] = Field(default_factory=list, max_length=MAX_TEMPLATE_PARAMETERS)
+    header_parameters: list[Text] = Field(default_factory=list, max_length=1)
+
+
+class MessageVariant(_Strict):
+    """What a kind of channel sends instead of the default message: its own text, a file (with the
+    text as its caption), or (WhatsApp) a template, which may be sent outside the 24-hour window."""
+
+    channel_type: Literal[CHANNEL_TYPES]  # type: ignore[valid-type]
+    text: Text | None = None
+    file_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    template: TemplateConfig | None = None
+
+
 class SendMessageConfig(_Strict):
     # "last_interacted", or a channel id.
     channel: Literal["last_interacted"] | int = "last_interacted"
     text: Text
+    # An uploaded file sent with the text as its caption.
+    file_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    variants: list[MessageVariant] = Field(default_factory=list, max_length=len(CHANNEL_TYPES))
 
 
 class SaveTo(_Strict):
@@ -412,6 +441,8 @@ class CheckContext:
     # Workflows of the workspace with a manual trigger (what start_workflow may name).
     manual_workflow_ids: frozenset[int] | None = None
     self_workflow_id: int | None = None
+    # Whether an uploaded file of the workspace has this id (a message may send one).
+    file_exists: Callable[[int], bool] | None = None
 
 
 class DefinitionErrors(ValidationFailed):
@@ -647,6 +678,8 @@ class _Checker:
             self.error(f"{path}.channel", f"no channel {channel}")
         if isinstance(config, AskQuestionConfig):
             self.question(config, path)
+        if isinstance(config, SendMessageConfig):
+            self.message(config, path)
         if isinstance(config, WaitConfig) and config.duration.seconds > MAX_WAIT_SECONDS:
             self.error(f"{path}.duration", "at most 7 days")
         if isinstance(config, UpdateFieldConfig) and not self.known_field(config.field):
@@ -702,6 +735,27 @@ class _Checker:
                 self.error(f"{path}.save_to.name", "the chosen option is the tag; give no name")
             if save.kind == "field" and not self.known_field(save.name or ""):
                 self.error(f"{path}.save_to.name", f"unknown contact field {save.name!r}")
+
+    def message(self, config: SendMessageConfig, path: str) -> None:
+        files = [("file_id", config.file_id)]
+        seen: set[str] = set()
+        for index, variant in enumerate(config.variants):
+            where = f"{path}.variants[{index}]"
+            if variant.channel_type in seen:
+                self.error(f"{where}.channel_type", f"{variant.channel_type} has a message already")
+            seen.add(variant.channel_type)
+            if variant.template is not None:
+                if variant.channel_type != "whatsapp":
+                    self.error(f"{where}.template", "only WhatsApp channels send templates")
+                if variant.text is not None or variant.file_id is not None:
+                    self.error(f"{where}.template", "a template is sent on its own: leave the text and file empty")
+            elif variant.text is None and variant.file_id is None:
+                self.error(where, "needs a text, a file or a template")
+            files.append((f"variants[{index}].file_id", variant.file_id))
+        exists = self.ctx.file_exists
+        for name, file_id in files:
+            if file_id is not None and exists is not None and not exists(file_id):
+                self.error(f"{path}.{name}", f"no file {file_id}")
 
     def texts(self, trigger_type: str, step_type: str, config: Any, path: str) -> None:
         for name, text in _texts_of(config):
@@ -806,7 +860,16 @@ def successors(step: Step, *, jumps: bool) -> list[str]:
 
 def _texts_of(config: Any) -> list[tuple[str, str]]:
     """(field path, text) of every text with variables in a step's config."""
-    if isinstance(config, SendMessageConfig | CommentConfig):
+    if isinstance(config, SendMessageConfig):
+        found = [("text", config.text)]
+        for index, variant in enumerate(config.variants):
+            if variant.text is not None:
+                found.append((f"variants[{index}].text", variant.text))
+            for part in ("parameters", "header_parameters"):
+                for position, value in enumerate(getattr(variant.template, part) if variant.template else []):
+                    found.append((f"variants[{index}].template.{part}[{position}]", value))
+        return found
+    if isinstance(config, CommentConfig):
         return [("text", config.text)]
     if isinstance(config, AskQuestionConfig):
         found = [("text", config.text)]

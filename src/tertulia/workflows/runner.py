@@ -37,11 +37,12 @@ from sqlalchemy.orm import Session
 
 from tertulia.assistant import bot_settings
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import MessageType
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
 from tertulia.conversations import repository as conversations_repo
 from tertulia.conversations import service as conversations_service
-from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.conversations.models import Conversation, ConversationStatus, Message
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType, WorkflowRunFailed
 from tertulia.kit.clock import utcnow
@@ -606,7 +607,7 @@ class _Performer:
         match action.kind:
             case "send_message":
                 channel = self.channel(params["channel"])
-                message = conversations_service.do_send(session, actor, contact, channel, text=params["text"])
+                message = self.send(channel, params)
                 self.run.conversation_id = message.conversation_id
                 return {"message_id": message.id, "channel_id": channel.id}
             case "update_field":
@@ -645,6 +646,40 @@ class _Performer:
             case "hand_to_assistant":
                 return self.hand_to_assistant()
         raise AssertionError(action.kind)
+
+    def send(self, channel: Channel, params: dict[str, Any]) -> Message:
+        """The variant for this kind of channel, or the default message (a question's text has no other)."""
+        session, actor, contact = self.session, self.actor, self.contact
+        variant = (params.get("variants") or {}).get(channel.type)
+        spec = variant or {"text": params["text"], "file_id": params.get("file_id")}
+        template = spec.get("template")
+        if template is not None:
+            components = [
+                {"type": part, "parameters": [{"type": "text", "text": value} for value in values]}
+                for part, values in (("header", template.get("header_parameters")), ("body", template["parameters"]))
+                if values
+            ]
+            payload = {
+                "template": {
+                    "name": template["name"],
+                    "language": {"code": template["language"]},
+                    "components": components,
+                }
+            }
+            return conversations_service.do_send(
+                session, actor, contact, channel, text=None, message_type=MessageType.TEMPLATE, payload=payload
+            )
+        file_ids = [spec["file_id"]] if spec.get("file_id") else []
+        attachments = conversations_service.check_files(session, contact.workspace_id, file_ids)
+        return conversations_service.do_send(
+            session,
+            actor,
+            contact,
+            channel,
+            text=spec.get("text"),
+            message_type=conversations_service.message_type_of(attachments),
+            file_ids=file_ids,
+        )
 
     def channel(self, choice: Any) -> Channel:
         session = self.session

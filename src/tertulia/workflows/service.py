@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import CustomField, Tag
-from tertulia.conversations.models import ClosingCategory
+from tertulia.conversations.models import ClosingCategory, StoredFile
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
 from tertulia.kit.text import tidy_name
@@ -57,6 +57,12 @@ def check_context(session: Session, workspace_id: int, self_workflow_id: int | N
         closing_category_ids=ids(select(ClosingCategory.id).where(ClosingCategory.workspace_id == workspace_id)),
         manual_workflow_ids=frozenset(repo.manual_workflow_ids(session, workspace_id)),
         self_workflow_id=self_workflow_id,
+        file_exists=lambda file_id: (
+            session.scalar(
+                select(StoredFile.id).where(StoredFile.workspace_id == workspace_id, StoredFile.id == file_id)
+            )
+            is not None
+        ),
     )
 
 

@@ -145,6 +145,13 @@ FIELD_LABELS: dict[str, str] = {
     "offset": i18n.lazy("How long"),
     "time": i18n.lazy("At (local time)"),
     "repeat": i18n.lazy("Repeat"),
+    "file_id": i18n.lazy("File (id of an uploaded file)"),
+    "variants": i18n.lazy("Per-channel messages"),
+    "channel_type": i18n.lazy("Kind of channel"),
+    "template": i18n.lazy("WhatsApp template"),
+    "language": i18n.lazy("Language code"),
+    "parameters": i18n.lazy("Body parameters, in order"),
+    "header_parameters": i18n.lazy("Header parameter"),
 }
 # The standard contact fields in the field pickers (custom fields show their own label).
 CONTACT_FIELD_LABELS: dict[str, str] = {
