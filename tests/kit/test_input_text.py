@@ -68,6 +68,9 @@ def _post_json(client: TestClient, url: str, body: Any, headers: dict[str, str])
         ("/api/v1/snippets", {"shortcut": "hi", "text": "{bad}"}, "text"),
         ("/api/v1/closing-categories", {"name": "{bad}"}, "name"),
         ("/api/v1/custom-fields", {"key": "plan", "label": "Plan", "type": "list", "options": ["{bad}"]}, "options[0]"),
+        ("/api/v1/workflows", {"name": "{bad}", "definition": {}}, "name"),
+        ("/api/v1/workflows/1/run", {"contact": "id:1", "answers": {"reason": "{bad}"}}, "answers.reason"),
+        ("/api/v1/workflow-templates/assign_agent/workflows", {"values": {"team": "{bad}"}}, "values.team"),
     ],
 )
 def test_api_bodies_refuse_nul_and_unpaired_surrogates(

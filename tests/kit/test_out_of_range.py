@@ -162,6 +162,15 @@ def _filter_of(condition: dict[str, Any]) -> dict[str, Any]:
         ("GET", f"/api/v1/contacts/id:{BIG}/messages", None, "identifier"),
         ("GET", f"/api/v1/contacts/id:{BIG}", None, "identifier"),
         ("GET", f"/api/v1/contacts/id:{'9' * 5000}", None, "identifier"),  # past int()'s digit limit
+        ("GET", f"/api/v1/workflows/{BIG}/export", None, "workflow_id"),
+        ("POST", f"/api/v1/workflows/{BIG}/clone", None, "workflow_id"),
+        ("DELETE", f"/api/v1/workflows/{BIG}", None, "workflow_id"),
+        ("POST", f"/api/v1/workflows/{BIG}/run", {"contact": "id:1"}, "workflow_id"),
+        ("POST", "/api/v1/workflows/1/run", {"contact": "id:1", "conversation_id": BIG}, "conversation_id"),
+        ("POST", "/api/v1/workflows/1/run", {"contact": f"id:{BIG}"}, "identifier"),
+        ("GET", f"/api/v1/workflows/1/runs?before={BIG}", None, "before"),
+        ("POST", f"/hooks/workflows/{BIG}/secret", {"email": "a@example.com"}, "workflow_id"),
+        ("POST", f"/hooks/workflows/{BIG}", {"email": "a@example.com"}, "workflow_id"),
         (
             "POST",
             "/api/v1/segments/preview",
@@ -236,6 +245,13 @@ def test_the_widget_bounds_before_id(client: TestClient, db: Database, tenant: T
         ("POST", f"/settings/closing-categories/{BIG}/rename", {"name": "x"}),
         ("POST", "/settings/teams/{team}/members", {"members": str(BIG)}),
         ("POST", "/contacts/filter/count", {"segment": str(BIG)}),
+        ("GET", f"/workflows/{BIG}", None),
+        ("GET", f"/workflows/{BIG}/export", None),
+        ("GET", f"/workflows/shortcuts/menu?contact_id={BIG}", None),
+        ("GET", f"/workflows/contacts/{BIG}/runs", None),
+        ("POST", f"/workflows/{BIG}/clone", {}),
+        ("POST", f"/workflows/{BIG}/delete", {}),
+        ("POST", f"/workflows/{BIG}/shortcut/{{contact}}", {"answer_0": "x"}),
     ],
 )
 def test_pages_with_an_id_no_row_can_have_are_not_found(

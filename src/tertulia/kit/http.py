@@ -235,9 +235,13 @@ async def check_request_text(request: Request, *, form: bool, json: bool) -> Non
     elif json and _is_json(content_type) and await request.body():
         try:
             body = await request.json()
+            check_input_text(body)
         except ValueError:
             return  # FastAPI answers malformed JSON with its own 422
-        check_input_text(body)
+        except RecursionError as exc:
+            # Arrays or objects nested past the parser's (or this walk's) recursion limit: a
+            # request no route takes, refused here before anything else recurses into it.
+            raise ValidationFailed.field("request", "nested too deeply") from exc
 
 
 def unsafe_form_fields(form: FormData) -> dict[str, str]:

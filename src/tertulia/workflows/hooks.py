@@ -9,7 +9,12 @@ compared in constant time. Regenerating it draws a new nonce (`WorkflowHook`): t
 working at once. Rotating the installation's secret key changes every hook URL. A wrong or missing
 secret is answered 404, like an unknown workflow, and nothing of the request is stored.
 
-The body must be a JSON object of at most `MAX_BODY` bytes. Its fields, flattened (`{"order":
+The body must be a JSON object of at most `MAX_BODY` bytes, nested at most `MAX_NESTING` levels
+(deeper is a 422, never a 500 from the parser's recursion). `NaN` and `Infinity` are not JSON (422).
+Numbers no 64-bit integer or finite double holds (`1e999`, a 30-digit id) are kept as the text they
+were written as, and NUL characters and unpaired surrogates in names and texts become U+FFFD: the
+sender is another system, which may not be able to change its payload, and both databases store the
+result alike (PostgreSQL refuses NUL and lone surrogates in JSON, SQLite kept them). Its fields, flattened (`{"order":
 {"total": 5}}` is `order.total`; list items are `_0`, `_1`...; names lower-cased with anything but
 letters, digits and `_` made `_`), become `trigger.*` variables, at most `MAX_VARIABLES` of them,
 texts cut at `MAX_VALUE` characters. The contact is the one with the body's `id`, else its `email`,
@@ -22,6 +27,8 @@ blocked, conditions not met, already in the workflow, once per contact): the req
 nothing will come of sending it again.
 """
 
+import json
+import math
 import re
 import secrets
 from collections.abc import Mapping
@@ -37,7 +44,9 @@ from tertulia.contacts.models import Contact
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, NotFound, ValidationFailed
 from tertulia.kit.security import same_secret, sign
+from tertulia.kit.text import replace_unsafe_characters
 from tertulia.users.permissions import Actor, Permission
+from tertulia.workflows import language as lang
 from tertulia.workflows import repository as repo
 from tertulia.workflows import starts
 from tertulia.workflows.models import Workflow, WorkflowHook
@@ -47,6 +56,7 @@ PATH = "/hooks/workflows"
 HEADER = "X-Tertulia-Secret"
 SIGNING_PURPOSE = "workflows.hook"
 MAX_BODY = 64 * 1024
+MAX_NESTING = 64
 MAX_VARIABLES = 100
 MAX_DEPTH = 5
 MAX_LIST_ITEMS = 20
@@ -115,6 +125,45 @@ def verified_workflow(session: Session, workflow_id: int, secret: str | None) ->
 
 
 # ----- the body ---------------------------------------------------------------------------------
+
+
+NOT_JSON = "must be JSON"
+NOT_AN_OBJECT = "must be a JSON object"
+TOO_DEEP = f"must not be nested more than {MAX_NESTING} levels deep"
+_INT64 = 2**63
+
+
+def _not_a_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _integer(text: str) -> int | str:
+    # Counted in digits first: int() refuses over 4,300 of them, and a 64-bit id has at most 19.
+    if len(text.lstrip("-")) <= 19 and -_INT64 <= (value := int(text)) < _INT64:
+        return value
+    return text
+
+
+def _decimal(text: str) -> float | str:
+    value = float(text)
+    return value if math.isfinite(value) else text
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The request's JSON object, bounded and with its texts made storable (the module's docstring);
+    ValidationFailed at `body` when it is not one."""
+    try:
+        body = json.loads(raw, parse_int=_integer, parse_float=_decimal, parse_constant=_not_a_constant)
+    except RecursionError as exc:
+        raise ValidationFailed.field("body", TOO_DEEP) from exc
+    except ValueError as exc:  # not UTF-8, not JSON, NaN or Infinity
+        raise ValidationFailed.field("body", NOT_JSON) from exc
+    if not isinstance(body, dict):
+        raise ValidationFailed.field("body", NOT_AN_OBJECT)
+    if lang.nesting_depth(body, MAX_NESTING) > MAX_NESTING:
+        raise ValidationFailed.field("body", TOO_DEEP)
+    cleaned: dict[str, Any] = replace_unsafe_characters(body)
+    return cleaned
 
 
 def _name(key: Any) -> str:

@@ -6,7 +6,6 @@ Errors have the API's shape. Requests are counted per workflow once the secret m
 per-token budget a minute) and per client address when it does not, so guessing costs time.
 """
 
-import json
 from typing import Annotated, Any
 
 import anyio
@@ -15,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from tertulia.channels.http import RawBodyRoute
-from tertulia.kit.errors import DomainError, RateLimited, ValidationFailed
+from tertulia.kit.errors import DomainError, RateLimited
 from tertulia.kit.http import error_responses, get_db
 from tertulia.kit.types import ID
 from tertulia.workflows import hooks
@@ -63,13 +62,7 @@ async def _body(request: Request) -> dict[str, Any]:
         raw.extend(chunk)
         if len(raw) > hooks.MAX_BODY:
             raise TooLarge(f"The body must be at most {hooks.MAX_BODY // 1024} KB.")
-    try:
-        body = json.loads(bytes(raw))
-    except ValueError as exc:
-        raise ValidationFailed.field("body", "must be JSON") from exc
-    if not isinstance(body, dict):
-        raise ValidationFailed.field("body", "must be a JSON object")
-    return body
+    return hooks.parse_body(bytes(raw))
 
 
 async def _receive(request: Request, workflow_id: int, secret: str | None) -> JSONResponse:

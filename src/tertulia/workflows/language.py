@@ -14,6 +14,7 @@ field. docs/workflows.md describes the format for people.
 """
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ UPDATABLE_FIELDS = ("first_name", "last_name", "email", "phone", "language", "co
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or infinity in a number: PostgreSQL's JSON cannot store them, and no step means them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TriggerIn(_Strict):
@@ -889,8 +891,46 @@ def _texts_of(config: Any) -> list[tuple[str, str]]:
     return []
 
 
+NOT_FINITE = "must be a finite number (not NaN or infinity)"
+
+
+def non_finite_path(raw: Any) -> str | None:
+    """The path (`steps[0].config.min`) of a NaN or infinite number anywhere in a definition, even
+    where a config takes any JSON (conditions): PostgreSQL's JSON cannot store one. Walked without
+    recursion, as it is what a client sent."""
+    pending: list[tuple[Any, str]] = [(raw, "")]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path or "definition"
+        if isinstance(value, Mapping):
+            pending.extend((item, f"{path}.{key}" if path else str(key)) for key, item in value.items())
+        elif isinstance(value, list | tuple):
+            pending.extend((item, f"{path}[{index}]") for index, item in enumerate(value))
+    return None
+
+
+def nesting_depth(value: Any, stop_past: int) -> int:
+    """How deep objects and arrays go in JSON-like data (1 for a flat object), counted without
+    recursion since a client sent it; the count stops once it passes `stop_past`."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        current, depth = pending.pop()
+        if isinstance(current, Mapping | list | tuple):
+            deepest = max(deepest, depth)
+            if depth > stop_past:
+                return depth
+            items = current.values() if isinstance(current, Mapping) else current
+            pending.extend((item, depth + 1) for item in items)
+    return deepest
+
+
 def check_definition(raw: Any, ctx: CheckContext) -> tuple[Workflow | None, dict[str, str]]:
     """The checked workflow and no errors, or None and every error found (path -> message)."""
+    not_finite = non_finite_path(raw)
+    if not_finite is not None:
+        return None, {not_finite: NOT_FINITE}
     checker = _Checker(ctx)
     workflow = checker.run(raw)
     return workflow, checker.errors

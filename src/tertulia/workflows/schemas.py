@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 from tertulia.contacts.schemas import IDENTIFIER_PATTERN
-from tertulia.kit.types import described
+from tertulia.kit.types import ID, described
 
 Name = Annotated[str, described(120)]
 Answer = Annotated[str, described(2000)]
@@ -170,8 +170,8 @@ class RunShortcutBody(Strict):
     answers: Annotated[dict[str, Any], described(max_items=5)] = Field(
         default_factory=dict, description="The answers to the shortcut's form, by field name."
     )
-    conversation_id: int | None = Field(
-        default=None, ge=1, description="The contact's open conversation it is run from (trigger.conversation_id)."
+    conversation_id: ID | None = Field(
+        default=None, description="The contact's open conversation it is run from (trigger.conversation_id)."
     )
 
 

@@ -8,6 +8,7 @@ published or stopped makes a new draft version; the published one keeps starting
 draft is published. Stopping ends every run in progress and starts no more.
 """
 
+import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -177,10 +178,18 @@ def checked_version(
 # ----- workflows ----------------------------------------------------------------------------------
 
 
+# C0 and C1 control characters (tabs and line breaks too): a name is one line of plain text, and
+# an escape sequence in one would reach terminals through logs and exports.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+NO_CONTROL_CHARACTERS = "must not contain control characters"  # translated in web/messages.py
+
+
 def check_name(name: Any) -> str:
     if not isinstance(name, str) or not tidy_name(name).strip():
         raise ValidationFailed.field("name", "must not be empty")
     cleaned = tidy_name(name).strip()
+    if _CONTROL.search(cleaned):
+        raise ValidationFailed.field("name", NO_CONTROL_CHARACTERS)
     if len(cleaned) > MAX_NAME:
         raise ValidationFailed.field("name", f"must be at most {MAX_NAME} characters")
     return cleaned

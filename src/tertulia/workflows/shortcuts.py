@@ -116,14 +116,22 @@ def do_run_shortcut(
     *,
     conversation_id: int | None = None,
 ) -> WorkflowRun:
-    """Start the shortcut on the contact: 404 for no such workflow in the workspace, 409 when it is
-    not a published shortcut or the contact may not start it (blocked, conditions, once per
-    contact, already in it), 422 for bad answers."""
+    """Start the shortcut on the contact: 404 for no such workflow in the workspace (or, for someone
+    who cannot manage workflows, one that is not a published shortcut), 409 when it is not a
+    published shortcut or the contact may not start it (blocked, conditions, once per contact,
+    already in it), 422 for bad answers."""
     actor.require(Permission.EDIT_CONTACTS)
     workflow = repo.workflow(session, actor.workspace_id, workflow_id)
     if workflow is None or contact.workspace_id != actor.workspace_id:
         raise NotFound(f"No workflow {workflow_id}.")
-    version, checked = starts.published(session, workflow, "shortcut")
+    try:
+        version, checked = starts.published(session, workflow, "shortcut")
+    except Conflict:
+        if not actor.can(Permission.MANAGE_WORKFLOWS):
+            # Agents see workflows only as the shortcuts of their menu: any other id is no workflow
+            # to them (its status, trigger or checker's complaints are the managers' to read).
+            raise NotFound(f"No workflow {workflow_id}.") from None
+        raise
     config = checked.trigger_config
     values = clean_answers(tuple(config.form) if isinstance(config, ShortcutConfig) else (), answers)
     if conversation_id is not None:

@@ -34,7 +34,8 @@ WEBHOOK_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No NaN or infinity in a number: PostgreSQL's JSON cannot store them, and no step means them.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class FormField(_Strict):
