@@ -11,7 +11,7 @@ from tertulia import (
     tasks,  # noqa: F401  (registers every queue task with huey)
 )
 from tertulia.assistant.api import router as assistant_router
-from tertulia.assistant.views import BOT, KNOWLEDGE
+from tertulia.assistant.views import BOT, KNOWLEDGE, MODEL
 from tertulia.assistant.views import MAX_IMPORT_BYTES as KNOWLEDGE_IMPORT_MAX_BYTES
 from tertulia.assistant.views import router as assistant_pages
 from tertulia.broadcasts.api import router as broadcasts_router
@@ -86,6 +86,7 @@ SETTINGS_SECTIONS = (
     WEBHOOKS,
     KNOWLEDGE,
     BOT,
+    MODEL,
 )
 
 SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"

@@ -15,9 +15,9 @@ GET  /api/v1/assistant/conversations/{id}/suggestions  the top answers for the c
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
-from tertulia.assistant import bot, bot_settings, csvio, retrieval, service
+from tertulia.assistant import bot, bot_settings, csvio, grounded, retrieval, service
 from tertulia.assistant.models import KnowledgeEntry, entry_dict
 from tertulia.assistant.schemas import (
     ActiveBody,
@@ -42,7 +42,7 @@ from tertulia.assistant.schemas import (
 )
 from tertulia.conversations.auth import InboxActor
 from tertulia.kit.errors import ValidationFailed
-from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, read_only
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, get_db, read_only
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
@@ -171,12 +171,20 @@ def put_synonyms(session: DbSession, actor: ApiActor, body: SynonymsBody) -> Syn
 
 @router.post("/assistant/answer", response_model=AnswerOut)
 @read_only
-def answer(session: DbSession, actor: ApiActor, body: AnswerBody) -> AnswerOut:
-    """The answer the assistant would give to `question` from the workspace's active entries.
-    Changes nothing: the same call the bot makes, for trying out the knowledge."""
+def answer(request: Request, session: DbSession, actor: ApiActor, body: AnswerBody) -> AnswerOut:
+    """The answer the assistant would give to `question` from the workspace's active entries, written
+    by the workspace's language model when one is set (`source`). Changes no data: the same call the
+    bot makes, for trying out the knowledge; a model call's tokens and error are recorded (in a
+    transaction of their own, the request's being a read)."""
     if len(body.question) > retrieval.MAX_QUESTION:
         raise ValidationFailed.field("question", "The question is too long (2,000 characters at most).")
-    result = retrieval.answer(session, actor.workspace_id, body.question, body.language, body.threshold)
+    outcome = grounded.compose(
+        session, actor.workspace_id, body.question, body.language, body.threshold, use_model=body.use_model
+    )
+    if outcome.called:
+        with get_db(request).transaction() as accounting:
+            grounded.record(accounting, actor.workspace_id, outcome)
+    result = outcome.answer
     return AnswerOut(
         answer=result.answer,
         entry_id=result.entry_id,
@@ -185,6 +193,8 @@ def answer(session: DbSession, actor: ApiActor, body: AnswerBody) -> AnswerOut:
         reason=result.reason,
         buttons=list(result.buttons),
         language=result.language,
+        source=outcome.source,
+        model_status=outcome.model_status,
     )
 
 

@@ -6,6 +6,12 @@ the conversation is open, has no person assigned (a team alone is fine), the bot
 it, and the channel's bot is on (and, with the "outside" hours option, the business hours are
 closed at the message's time). It then asks the same function as POST /api/v1/assistant/answer:
 
+With a language model set (Settings > Assistant > Language model), the model writes the answer
+from the retrieved entries (`assistant.grounded`): that call is made in a read transaction before
+the turn's write transaction (`prepare`), so no lock is held while the model writes, and its
+outcome is handed to `respond`. An ungrounded answer hands off; a failure of the model falls back
+to retrieval's answer, never to silence.
+
 - a confident answer, with answers left (`max_bot_answers` per conversation), is sent through the
   outbox as a message of sender kind "bot" (payload `automation: "assistant"`, the entry and the
   confidence);
@@ -34,7 +40,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tertulia.assistant import bot_settings, retrieval
+from tertulia.assistant import bot_settings, grounded, model_settings, retrieval
 from tertulia.assistant.models import BotTurn
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import Contact
@@ -67,20 +73,33 @@ STALE_AFTER = timedelta(minutes=30)
 @dataclass(frozen=True)
 class Decision:
     outcome: str  # ANSWERED or HANDOFF
-    reason: str  # "matched", "keyword", "max_answers", or the retrieval's hand-off reason
+    reason: str  # "matched", "keyword", "max_answers", or the answer's hand-off reason ("ungrounded"...)
     found: retrieval.Answer | None
+    source: str = grounded.RETRIEVAL  # who wrote the answer: grounded.MODEL or grounded.RETRIEVAL
 
 
-def decide(session: Session, workspace_id: int, text: str, settings: bot_settings.BotValues, answered: int) -> Decision:
-    """What the bot does with a customer's message, given how many answers it already gave here."""
+def decide(
+    session: Session,
+    workspace_id: int,
+    text: str,
+    settings: bot_settings.BotValues,
+    answered: int,
+    draft: grounded.Outcome | None = None,
+) -> Decision:
+    """What the bot does with a customer's message, given how many answers it already gave here;
+    `draft` is the model's outcome prepared for this message (without one: retrieval alone)."""
     if bot_settings.asks_for_a_person(text, settings.handoff_keywords):
         return Decision(HANDOFF, "keyword", None)
     if answered >= settings.max_bot_answers:
         return Decision(HANDOFF, "max_answers", None)
-    found = retrieval.answer(session, workspace_id, text[: retrieval.MAX_QUESTION], None, settings.threshold)
+    if draft is not None:
+        found, source = draft.answer, draft.source
+    else:
+        found = retrieval.answer(session, workspace_id, text[: retrieval.MAX_QUESTION], None, settings.threshold)
+        source = grounded.RETRIEVAL
     if found.handoff or not found.answer:
-        return Decision(HANDOFF, found.reason, found)
-    return Decision(ANSWERED, "matched", found)
+        return Decision(HANDOFF, found.reason, found, source)
+    return Decision(ANSWERED, "matched", found, source)
 
 
 def _claim(session: Session, conversation: Conversation, message_id: int, decision: Decision) -> int | None:
@@ -153,6 +172,8 @@ def handoff_note(text: str, decision: Decision) -> str:
         found = "The customer asked for a person."
     elif decision.reason == "max_answers":
         found = "The bot reached its maximum of answers in this conversation."
+    elif decision.reason == "ungrounded":
+        found = "The language model's answer was not grounded in the knowledge entries it was given."
     elif decision.found is not None and decision.found.entry_id is not None:
         found = (
             f"Best knowledge entry #{decision.found.entry_id}, confidence {decision.found.confidence:.2f} "
@@ -163,18 +184,62 @@ def handoff_note(text: str, decision: Decision) -> str:
     return f"Bot handed off. The customer asked: “{asked}”. {found}"
 
 
-def respond(session: Session, workspace_id: int, message_id: int) -> BotTurn | None:
-    """The bot's turn for one incoming message, in the caller's transaction; None when it does
-    nothing (not its conversation to answer, or the turn was already taken)."""
-    message = session.get(Message, message_id)
-    if (
+def _eligible_message(message: Message | None, workspace_id: int) -> bool:
+    return not (
         message is None
         or message.workspace_id != workspace_id
         or message.direction != Direction.INCOMING
         or message.channel_id is None
         or message.created_at < utcnow() - STALE_AFTER
+    )
+
+
+def prepare(session: Session, workspace_id: int, message_id: int) -> grounded.Outcome | None:
+    """The language model's outcome for a message the bot will probably answer (the checks of
+    `respond`, without locks); None when the workspace has no model or the bot will not answer with
+    one. Reads only: run it before the turn's write transaction, since the endpoint may take
+    seconds, and hand the outcome to `respond`, which checks everything again."""
+    message = session.get(Message, message_id)
+    if not _eligible_message(message, workspace_id) or model_settings.active_model(session, workspace_id) is None:
+        return None
+    assert message is not None
+    assert message.channel_id is not None
+    settings = bot_settings.settings_for(session, workspace_id, message.channel_id)
+    if not settings.enabled:
+        return None
+    conversation = conversations_repo.conversation(session, workspace_id, message.conversation_id)
+    text = message.text or ""
+    if (
+        conversation is None
+        or conversation.status != ConversationStatus.OPEN
+        or conversation.assignee_id is not None
+        or conversation.bot_paused
+        or bot_settings.asks_for_a_person(text, settings.handoff_keywords)
+        or answers_given(session, conversation.id) >= settings.max_bot_answers
     ):
         return None
+    if settings.hours == "outside" and is_open(
+        hours_at(session, workspace_id, message.created_at, conversation.team_id), message.created_at
+    ):
+        return None
+    return grounded.compose(
+        session, workspace_id, text[: retrieval.MAX_QUESTION], None, settings.threshold, conversation_id=conversation.id
+    )
+
+
+def respond(
+    session: Session, workspace_id: int, message_id: int, draft: grounded.Outcome | None = None
+) -> BotTurn | None:
+    """The bot's turn for one incoming message, in the caller's transaction; None when it does
+    nothing (not its conversation to answer, or the turn was already taken). `draft` is `prepare`'s
+    outcome for the same message: its tokens are recorded whatever the bot then does."""
+    message = session.get(Message, message_id)
+    if not _eligible_message(message, workspace_id):
+        return None
+    assert message is not None
+    assert message.channel_id is not None
+    if draft is not None:
+        grounded.record(session, workspace_id, draft, message.conversation_id)
     # The channel's settings first: with the bot off (most channels) nothing is locked.
     settings = bot_settings.settings_for(session, workspace_id, message.channel_id)
     if not settings.enabled:
@@ -196,7 +261,7 @@ def respond(session: Session, workspace_id: int, message_id: int) -> BotTurn | N
         inbox.do_set_bot_paused(session, actor, conversation, True)
         return None
     text = message.text or ""
-    decision = decide(session, workspace_id, text, settings, answers_given(session, conversation.id))
+    decision = decide(session, workspace_id, text, settings, answers_given(session, conversation.id), draft)
     claimed = _claim(session, conversation, message.id, decision)
     if claimed is None:
         return None
@@ -219,6 +284,7 @@ def respond(session: Session, workspace_id: int, message_id: int) -> BotTurn | N
                 "automation": AUTOMATION,
                 "bot": {
                     "outcome": decision.outcome,
+                    "source": decision.source,
                     "entry_id": found.entry_id if found else None,
                     "confidence": round(found.confidence, 4) if found else None,
                 },
@@ -241,8 +307,10 @@ def handle_event(db: Database, event: EventRecord) -> None:
     message_id = message.get("id")
     if not isinstance(message_id, int) or message.get("direction") != Direction.INCOMING.value:
         return
+    with db.transaction(write=False) as session:
+        draft = prepare(session, event.workspace_id, message_id)
     with db.transaction() as session:
-        respond(session, event.workspace_id, message_id)
+        respond(session, event.workspace_id, message_id, draft)
 
 
 def handle(event: EventRecord) -> None:

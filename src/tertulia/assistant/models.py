@@ -9,6 +9,7 @@ from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueCo
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.clock import utcnow
+from tertulia.kit.crypto import EncryptedJSON
 from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin, UTCDateTime
 
 LANGUAGES = ("es", "en")
@@ -105,6 +106,50 @@ class BotTurn(IdMixin, Base):
     entry_id: Mapped[int | None] = mapped_column(BigID)
     confidence: Mapped[float] = mapped_column(Float, default=0.0)
     reply_message_id: Mapped[int | None] = mapped_column(BigID, ForeignKey("messages.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ModelSettings(IdMixin, TimestampMixin, Base):
+    """The workspace's OpenAI-compatible language model (one row at most per workspace; none: the
+    assistant answers from retrieval alone). `secrets` holds the API key, encrypted like channel
+    secrets and never shown back. `last_error` is the last failure of a call or of "Test
+    connection", cleared by the next success; the settings page shows it."""
+
+    __tablename__ = "assistant_model_settings"
+    __table_args__ = (UniqueConstraint("workspace_id", name="uq_assistant_model_settings_workspace_id"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    enabled: Mapped[bool] = mapped_column(default=False)
+    base_url: Mapped[str] = mapped_column(String(500), default="")
+    model: Mapped[str] = mapped_column(String(200), default="")
+    secrets: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("assistant.model_secrets"), default=dict)
+    timeout_seconds: Mapped[float] = mapped_column(Float)
+    max_retries: Mapped[int] = mapped_column(Integer)
+    conversation_token_budget: Mapped[int] = mapped_column(Integer)
+    monthly_token_budget: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    last_error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_success_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ModelUsage(IdMixin, Base):
+    """Tokens one call to the model spent (a ledger: one row a call, never updated, so concurrent
+    calls need no lock). `month` is "YYYY-MM" in UTC; `conversation_id` is null for calls outside a
+    conversation (the answer endpoint, "Test connection")."""
+
+    __tablename__ = "assistant_model_usage"
+    __table_args__ = (
+        Index("ix_assistant_model_usage_workspace_id_month", "workspace_id", "month"),
+        Index("ix_assistant_model_usage_conversation_id", "conversation_id"),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    conversation_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=True
+    )
+    month: Mapped[str] = mapped_column(String(7))
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 

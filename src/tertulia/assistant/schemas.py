@@ -114,6 +114,9 @@ class AnswerBody(Strict):
     threshold: float | None = Field(
         default=None, ge=0, le=1, description="Confidence below which to hand off (default: the assistant's)."
     )
+    use_model: bool = Field(
+        default=True, description="Let the workspace's language model write the answer, when one is set."
+    )
 
 
 class AnswerOut(BaseModel):
@@ -121,9 +124,18 @@ class AnswerOut(BaseModel):
     entry_id: int | None = Field(description="The best entry, also on a hand-off (what the agent's note shows).")
     confidence: float = Field(description="0 to 1.")
     handoff: bool
-    reason: str = Field(description="matched, low_confidence, no_match, empty_question or no_knowledge.")
+    reason: str = Field(
+        description="matched, low_confidence, no_match, empty_question, no_knowledge, or ungrounded (the "
+        "language model's answer cited no given entry, or one it was not given)."
+    )
     buttons: list[str]
     language: str | None
+    source: str = Field(default="retrieval", description="Which path answered: llm (the language model) or retrieval.")
+    model_status: str = Field(
+        default="off",
+        description="grounded or ungrounded (source llm); off, no_candidates, budget, error or invalid_output "
+        "(source retrieval: why the model did not answer).",
+    )
 
 
 class BotSettingsBody(Strict):

@@ -1,18 +1,21 @@
 """Settings > Assistant > Knowledge: the knowledge entries (list with search, create, edit, delete),
 CSV import with its row report and export, the synonyms, and a box to try a question against the
 knowledge as the assistant would answer it. Settings > Assistant > Bot: the bot's settings, one
-channel at a time. `manage_knowledge` (owners and managers)."""
+channel at a time. Settings > Assistant > Language model: the optional OpenAI-compatible model,
+its "Test connection" and its last error. `manage_knowledge` (owners and managers)."""
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.responses import Response
 
-from tertulia.assistant import bot_settings, csvio, retrieval, service
+from tertulia.assistant import bot_settings, csvio, model_settings, retrieval, service
 from tertulia.assistant.models import LANGUAGES, KnowledgeEntry
 from tertulia.channels.service import list_channels
+from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import DomainError, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, get_db, read_only
 from tertulia.kit.text import replace_unsafe_characters
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -381,3 +384,119 @@ def save_bot(
         flash="settings_saved",
         catch=(ValidationFailed,),
     )
+
+
+# ----- Settings > Assistant > Language model: the optional OpenAI-compatible model ---------------
+
+MODEL = Section("assistant-model", i18n.lazy("Language model"), Permission.MANAGE_KNOWLEDGE)
+MODEL_FIELDS = (
+    "base_url",
+    "model",
+    "timeout_seconds",
+    "max_retries",
+    "conversation_token_budget",
+    "monthly_token_budget",
+)
+
+
+def _model_typed(values: model_settings.ModelValues) -> dict[str, Any]:
+    return {
+        "enabled": values.enabled,
+        "base_url": values.base_url,
+        "model": values.model,
+        "timeout_seconds": f"{values.timeout_seconds:g}",
+        "max_retries": str(values.max_retries),
+        "conversation_token_budget": str(values.conversation_token_budget),
+        "monthly_token_budget": str(values.monthly_token_budget),
+    }
+
+
+@section_page(router, "/assistant-model", MODEL)
+def _model_page(
+    ctx: WebContext,
+    *,
+    typed: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    tested: bool | None = None,
+    test_error: str = "",
+) -> Response:
+    status = model_settings.get_status(ctx.session, ctx.actor)
+    if tested is not None:
+        # This request's read began before the outcome was recorded (on SQLite it keeps reading
+        # that snapshot): show the outcome itself.
+        status = replace(
+            status,
+            last_error=test_error,
+            last_error_at=utcnow() if test_error else status.last_error_at,
+            last_success_at=status.last_success_at if test_error else utcnow(),
+        )
+    context = {
+        "status": status,
+        "typed": typed or _model_typed(status.values),
+        "errors": errors or {},
+        "tested": tested,
+    }
+    return render_section(ctx, MODEL, "assistant/model.html", context, status_code=422 if errors else 200)
+
+
+@router.post("/assistant-model")
+def save_model(
+    ctx: UserPage,
+    enabled: Annotated[str | None, Form()] = None,
+    base_url: Annotated[str, Form()] = "",
+    model: Annotated[str, Form()] = "",
+    api_key: Annotated[str, Form()] = "",
+    clear_api_key: Annotated[str | None, Form()] = None,
+    timeout_seconds: Annotated[str, Form()] = "",
+    max_retries: Annotated[str, Form()] = "",
+    conversation_token_budget: Annotated[str, Form()] = "",
+    monthly_token_budget: Annotated[str, Form()] = "",
+) -> Response:
+    open_section(ctx, MODEL)
+    clean = replace_unsafe_characters
+    texts = dict(
+        zip(
+            MODEL_FIELDS,
+            (base_url, model, timeout_seconds, max_retries, conversation_token_budget, monthly_token_budget),
+            strict=True,
+        )
+    )
+    # What was typed comes back on an error, except the API key: a secret is never rendered.
+    typed = {"enabled": enabled is not None, **{name: clean(value) for name, value in texts.items()}}
+    raw = {
+        "enabled": enabled is not None,
+        "base_url": base_url,
+        "model": model,
+        "timeout_seconds": _number(timeout_seconds, float),
+        "max_retries": _number(max_retries, int),
+        "conversation_token_budget": _number(conversation_token_budget, int),
+        "monthly_token_budget": _number(monthly_token_budget, int),
+    }
+    return submit(
+        ctx,
+        lambda: model_settings.do_save(
+            ctx.session, ctx.actor, raw, api_key=api_key, clear_api_key=clear_api_key is not None
+        ),
+        again=lambda exc: _model_page(ctx, typed=typed, errors=field_errors(ctx, exc)),
+        redirect="/settings/assistant-model",
+        flash="settings_saved",
+        catch=(ValidationFailed,),
+    )
+
+
+@router.post("/assistant-model/test")
+@read_only
+def test_model(ctx: UserPage) -> Response:
+    """One small completion with the saved settings. The request's transaction is a read (the
+    endpoint may take its whole timeout); the outcome is recorded in a short one of its own, and
+    the page shows it (the error, or that it worked)."""
+    open_section(ctx, MODEL)
+    try:
+        worked, error = model_settings.try_connection(ctx.session, ctx.actor)
+    except ValidationFailed as exc:
+        return _model_page(ctx, errors=field_errors(ctx, exc))
+    with get_db(ctx.request).transaction() as session:
+        model_settings.record_call(
+            session, ctx.actor.workspace_id, None, prompt_tokens=0, completion_tokens=0, error=None if worked else error
+        )
+    return _model_page(ctx, tested=worked, test_error=error)

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     webhooks_timeout_seconds: float = 10.0
     # Finished deliveries (and their attempts) are kept this long in the delivery log.
     webhooks_log_retention_days: float = 30.0
+    # The assistant's language model (docs/assistant.md): a base URL on a private or local address (a
+    # local Ollama or vLLM, and plain http to it) is allowed unless this is false.
+    assistant_model_allow_private: bool = True
     log_level: str = "info"
     # "plain" (key=value lines) or "json" (one object per line, for log collectors).
     log_format: Literal["plain", "json"] = "plain"

@@ -1,0 +1,225 @@
+"""Answers written by the workspace's language model from the retrieved knowledge, and only from it.
+
+Retrieval runs first, as without a model. Its best entries (up to CANDIDATES, each with a
+confidence of at least half the threshold) go to the model with their ids; the model must answer in
+JSON, `{"answer": "...", "entry_ids": [12]}`, citing the entries it used, or
+`{"answer": "", "entry_ids": []}` when they do not answer the question. Its answer is used only
+when it is not empty, cites at least one entry, and cites only entries it was given; any other
+answer is **ungrounded** and becomes the hand-off (reason "ungrounded"), as a low confidence would.
+
+The model never makes the assistant silent or worse than retrieval: with no model set, nothing to
+ground on (no candidates), a budget spent, or any failure of the endpoint (timeout, error, an answer
+that is not the JSON asked for, or a text with a variable the inbox cannot fill), the answer is
+retrieval's own (`source` "retrieval", `model_status` saying why).
+
+`compose` only reads and calls the endpoint; the caller records what the call spent and how it went
+(`record`) in its own transaction, so no write lock is held while the model writes.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tertulia.assistant import model_settings, retrieval
+from tertulia.assistant.llm import ModelError, chat
+from tertulia.assistant.models import KnowledgeEntry
+from tertulia.contacts.repository import custom_fields
+from tertulia.conversations import variables
+from tertulia.kit.errors import ValidationFailed
+
+CANDIDATES = 5
+MAX_COMPLETION_TOKENS = 600
+MAX_ANSWER = 4000
+
+RETRIEVAL = "retrieval"
+MODEL = "llm"
+
+SYSTEM_PROMPT = """You are a customer-service assistant for a business. Answer the customer's \
+question using ONLY the knowledge entries given below; never add facts that are not in them.
+Reply in the customer's language, briefly and kindly.
+Keep any placeholder written like {{contact.first_name}} exactly as it is.
+Reply with a JSON object and nothing else:
+{"answer": "<your answer>", "entry_ids": [<the ids of the entries your answer uses>]}
+If the entries do not answer the question, reply {"answer": "", "entry_ids": []}."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the assistant answers, which path wrote it, and what the model call spent."""
+
+    answer: retrieval.Answer
+    source: str  # MODEL or RETRIEVAL
+    # Why: "grounded", "ungrounded" (source MODEL); "off", "no_candidates", "budget", "error",
+    # "invalid_output" (source RETRIEVAL).
+    model_status: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    called: bool = False  # whether the endpoint was called (what `record` records)
+
+
+def _retrieval(found: retrieval.Answer, status: str) -> Outcome:
+    return Outcome(found, RETRIEVAL, status)
+
+
+def build_messages(question: str, entries: list[KnowledgeEntry]) -> list[dict[str, str]]:
+    knowledge = "\n\n".join(
+        f"[entry {entry.id}] ({entry.language})\nQuestion: {entry.question}\nAnswer: {entry.answer}"
+        for entry in entries
+    )
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": f"Knowledge entries:\n\n{knowledge}\n\nCustomer's question:\n{question}"},
+    ]
+
+
+_FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+def parse_reply(content: str) -> tuple[str, list[object]] | None:
+    """The model's (answer, cited ids), or None when the reply is not the JSON object asked for (a
+    fenced ```json block is accepted: models add one however they are asked)."""
+    text = _FENCE.sub("", content.strip())
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    answer = data.get("answer")
+    cited = data.get("entry_ids")
+    if answer is None:
+        answer = ""
+    if cited is None:
+        cited = []
+    if not isinstance(answer, str) or not isinstance(cited, list):
+        return None
+    return answer.strip(), cited
+
+
+def grounded_ids(cited: list[object], given: set[int]) -> list[int] | None:
+    """The cited ids when every one is a given entry's id (and there is one); None otherwise."""
+    ids: list[int] = []
+    for value in cited:
+        if isinstance(value, bool):
+            return None
+        number = int(value.strip()) if isinstance(value, str) and value.strip().isdigit() else value
+        if not isinstance(number, int) or number not in given:
+            return None
+        if number not in ids:
+            ids.append(number)
+    return ids or None
+
+
+def _fillable(session: Session, workspace_id: int, text: str) -> bool:
+    """Whether the inbox can fill the text's variables when it is sent (an unknown one would make
+    the send fail, and the customer get nothing)."""
+    try:
+        variables.parse(text, [f.key for f in custom_fields(session, workspace_id)], field_name="answer")
+    except ValidationFailed:
+        return False
+    return True
+
+
+def compose(
+    session: Session,
+    workspace_id: int,
+    question: str,
+    language: str | None = None,
+    threshold: float | None = None,
+    *,
+    conversation_id: int | None = None,
+    use_model: bool = True,
+) -> Outcome:
+    """The assistant's answer to `question`: the model's when it is set, within budget, and its
+    answer grounded; retrieval's otherwise. Reads only (see `record`)."""
+    limit = retrieval.DEFAULT_THRESHOLD if threshold is None else threshold
+    found = retrieval.answer(session, workspace_id, question, language, limit)
+    model = model_settings.active_model(session, workspace_id) if use_model else None
+    if model is None:
+        return _retrieval(found, "off")
+    if found.reason in ("empty_question", "no_knowledge"):
+        return _retrieval(found, "no_candidates")
+    floor = limit / 2
+    ranked = [a for a in retrieval.suggestions(session, workspace_id, question, CANDIDATES) if a.confidence >= floor]
+    if not ranked:
+        return _retrieval(found, "no_candidates")
+    if model_settings.over_budget(session, workspace_id, model, conversation_id):
+        return _retrieval(found, "budget")
+    rows = {
+        e.id: e
+        for e in session.scalars(
+            select(KnowledgeEntry).where(
+                KnowledgeEntry.workspace_id == workspace_id,
+                KnowledgeEntry.id.in_([a.entry_id for a in ranked if a.entry_id is not None]),
+            )
+        )
+    }
+    entries = [rows[a.entry_id] for a in ranked if a.entry_id in rows]
+    if not entries:
+        return _retrieval(found, "no_candidates")
+    try:
+        completion = chat(model.endpoint, build_messages(question, entries), max_tokens=MAX_COMPLETION_TOKENS)
+    except ModelError as exc:
+        return Outcome(found, RETRIEVAL, "error", error=exc.message, called=True)
+    prompt, written_tokens = completion.prompt_tokens, completion.completion_tokens
+    parsed = parse_reply(completion.content)
+    if parsed is None:
+        error = "The model did not answer with the JSON object it was asked for."
+        return Outcome(
+            found,
+            RETRIEVAL,
+            "invalid_output",
+            error=error,
+            called=True,
+            prompt_tokens=prompt,
+            completion_tokens=written_tokens,
+        )
+    text, cited = parsed
+    ids = grounded_ids(cited, set(rows))
+    if not text or ids is None:
+        handoff = retrieval.Answer(None, found.entry_id, found.confidence, True, "ungrounded", language=found.language)
+        return Outcome(
+            handoff, MODEL, "ungrounded", called=True, prompt_tokens=prompt, completion_tokens=written_tokens
+        )
+    if len(text) > MAX_ANSWER or not _fillable(session, workspace_id, text):
+        error = "The model's answer was too long or had a placeholder the inbox cannot fill."
+        return Outcome(
+            found,
+            RETRIEVAL,
+            "invalid_output",
+            error=error,
+            called=True,
+            prompt_tokens=prompt,
+            completion_tokens=written_tokens,
+        )
+    first = rows[ids[0]]
+    confidence = max((a.confidence for a in ranked if a.entry_id in ids), default=0.0)
+    written = retrieval.Answer(
+        answer=text,
+        entry_id=first.id,
+        confidence=confidence,
+        handoff=False,
+        reason="matched",
+        buttons=tuple(first.buttons or ()),
+        language=first.language,
+    )
+    return Outcome(written, MODEL, "grounded", called=True, prompt_tokens=prompt, completion_tokens=written_tokens)
+
+
+def record(session: Session, workspace_id: int, outcome: Outcome, conversation_id: int | None = None) -> None:
+    """What the call spent, per conversation and month, and its error or success for the settings
+    page; nothing when the model was not called."""
+    if not outcome.called:
+        return
+    model_settings.record_call(
+        session,
+        workspace_id,
+        conversation_id,
+        prompt_tokens=outcome.prompt_tokens,
+        completion_tokens=outcome.completion_tokens,
+        error=outcome.error,
+    )

@@ -1,0 +1,187 @@
+"""A client for any OpenAI-compatible chat completions endpoint (OpenAI, Azure OpenAI's v1 API, a
+local Ollama or vLLM): `POST {base_url}/chat/completions` with `model`, `messages`, `temperature`
+and `max_tokens`; the answer is `choices[0].message.content`, the tokens spent
+`usage.prompt_tokens` and `usage.completion_tokens`.
+
+Guarantees:
+- Every attempt has the endpoint's timeout (connect, write, and each read); a call makes at most
+  `1 + max_retries` attempts, waiting RETRY_BASE_SECONDS, twice that, ... (at most RETRY_MAX_SECONDS,
+  or the endpoint's Retry-After when it is shorter than that) between them.
+- Retried: timeouts, connection errors, 408, 429 and 5xx. Not retried: any other 4xx (a wrong key,
+  an unknown model, a malformed request fail the same way every time) and a 2xx whose body is not a
+  chat completion.
+- A failure is a `ModelError` whose message is short and safe to show a manager: the status and the
+  endpoint's own error message (cut), never the API key (removed if an endpoint echoes it).
+
+Nothing here touches the database: the caller records usage and errors.
+"""
+
+import contextlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+RETRY_BASE_SECONDS = 0.5
+RETRY_MAX_SECONDS = 4.0
+MAX_RESPONSE_BYTES = 1024 * 1024
+MAX_ERROR_TEXT = 300
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    model: str
+    api_key: str
+    timeout_seconds: float
+    max_retries: int
+
+
+@dataclass(frozen=True)
+class Completion:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    attempts: int
+
+
+class ModelError(Exception):
+    """The endpoint did not give a usable completion; `message` is what the settings page shows."""
+
+    def __init__(self, message: str, *, retryable: bool, attempts: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable
+        self.attempts = attempts
+
+
+def chat_url(base_url: str) -> str:
+    """`{base_url}/chat/completions`, keeping a query string (Azure's `?api-version=`) at the end."""
+    parts = urlsplit(base_url.strip())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/chat/completions", parts.query, ""))
+
+
+def _headers(endpoint: Endpoint) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept": "application/json"}
+    if endpoint.api_key:
+        headers["authorization"] = f"Bearer {endpoint.api_key}"
+        host = (urlsplit(endpoint.base_url).hostname or "").lower()
+        if host.endswith(".azure.com"):
+            headers["api-key"] = endpoint.api_key  # Azure OpenAI's key header
+    return headers
+
+
+def _safe(text: str, endpoint: Endpoint) -> str:
+    clean = " ".join(text.split())
+    if endpoint.api_key:
+        clean = clean.replace(endpoint.api_key, "***")
+    return clean[:MAX_ERROR_TEXT]
+
+
+def _error_text(status: int, body: bytes, endpoint: Endpoint) -> str:
+    """`HTTP 401: Incorrect API key provided` from OpenAI's error shape, else the body's start."""
+    detail = ""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        detail = body.decode("utf-8", "replace")
+    else:
+        error = data.get("error") if isinstance(data, dict) else None
+        if isinstance(error, dict):
+            detail = str(error.get("message") or error.get("code") or "")
+        elif isinstance(error, str):
+            detail = error
+        elif isinstance(data, dict) and isinstance(data.get("message"), str):
+            detail = data["message"]
+    detail = _safe(detail, endpoint)
+    return f"HTTP {status}: {detail}" if detail else f"HTTP {status}"
+
+
+def _completion(body: bytes, attempts: int) -> Completion:
+    try:
+        data = json.loads(body)
+        content = data["choices"][0]["message"]["content"]
+        usage = data.get("usage") or {}
+        prompt = int(usage.get("prompt_tokens") or 0)
+        completion = int(usage.get("completion_tokens") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ModelError(
+            "The endpoint answered, but not with a chat completion (choices[0].message.content).",
+            retryable=False,
+            attempts=attempts,
+        ) from exc
+    if not isinstance(content, str):
+        content = ""
+    return Completion(content, max(prompt, 0), max(completion, 0), attempts)
+
+
+def _wait(attempt: int, retry_after: str | None) -> float:
+    wait = float(min(RETRY_BASE_SECONDS * 2**attempt, RETRY_MAX_SECONDS))
+    if retry_after is not None:
+        with contextlib.suppress(ValueError):
+            wait = min(max(float(retry_after), 0.0), RETRY_MAX_SECONDS)
+    return wait
+
+
+def _read(response: httpx.Response) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body.extend(chunk)
+        if len(body) > MAX_RESPONSE_BYTES:
+            raise ModelError("The endpoint's answer is larger than 1 MB.", retryable=False)
+    return bytes(body)
+
+
+def chat(
+    endpoint: Endpoint,
+    messages: Sequence[dict[str, str]],
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Completion:
+    """One chat completion, with the endpoint's timeout and retries; a `ModelError` otherwise."""
+    payload: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": list(messages),
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    url = chat_url(endpoint.base_url)
+    attempts = 1 + max(endpoint.max_retries, 0)
+    last: ModelError | None = None
+    with httpx.Client(timeout=httpx.Timeout(endpoint.timeout_seconds), follow_redirects=False) as client:
+        for attempt in range(attempts):
+            retry_after: str | None = None
+            try:
+                with client.stream("POST", url, json=payload, headers=_headers(endpoint)) as response:
+                    body = _read(response)
+                    status = response.status_code
+                    retry_after = response.headers.get("retry-after")
+            except httpx.TimeoutException:
+                last = ModelError(
+                    f"No answer within {endpoint.timeout_seconds:g} s (timeout).", retryable=True, attempts=attempt + 1
+                )
+            except httpx.HTTPError as exc:
+                last = ModelError(
+                    _safe(f"Could not reach the endpoint: {exc}", endpoint), retryable=True, attempts=attempt + 1
+                )
+            except ModelError as exc:
+                exc.attempts = attempt + 1
+                raise
+            else:
+                if 200 <= status < 300:
+                    return _completion(body, attempt + 1)
+                retryable = status in RETRYABLE_STATUSES or status >= 500
+                last = ModelError(_error_text(status, body, endpoint), retryable=retryable, attempts=attempt + 1)
+                if not retryable:
+                    raise last
+            if attempt + 1 < attempts:
+                sleep(_wait(attempt, retry_after))
+    assert last is not None
+    raise last

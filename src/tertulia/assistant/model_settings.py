@@ -1,0 +1,294 @@
+"""The workspace's optional language model (Settings > Assistant > Language model,
+`manage_knowledge`): an OpenAI-compatible endpoint, its model and API key, the client's timeout and
+retries, and token budgets per conversation and per month. Also what the model has spent
+(`ModelUsage`, one row per call) and the last error, which the settings page shows.
+
+The API key is write-only, like channel secrets: stored encrypted (`ModelSettings.secrets`), never
+rendered; a form left empty keeps it. Nothing here commits."""
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tertulia.assistant.llm import Endpoint, ModelError, chat
+from tertulia.assistant.models import ModelSettings, ModelUsage
+from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.settings import get_settings
+from tertulia.users.permissions import Actor, Permission
+from tertulia.webhooks.addresses import check_url_shape
+
+DEFAULT_TIMEOUT = 15.0
+DEFAULT_RETRIES = 2
+DEFAULT_CONVERSATION_BUDGET = 20_000
+DEFAULT_MONTHLY_BUDGET = 2_000_000
+MAX_TIMEOUT = 120.0
+MAX_RETRIES = 5
+MAX_BUDGET = 1_000_000_000
+MAX_BASE_URL = 500
+MAX_MODEL = 200
+MAX_API_KEY = 500
+SUCCESS_WRITE_EVERY = timedelta(minutes=1)
+BUDGET_ERROR = "Enter a number of tokens between 1 and 1,000,000,000."
+
+
+@dataclass(frozen=True)
+class ModelValues:
+    enabled: bool
+    base_url: str
+    model: str
+    timeout_seconds: float
+    max_retries: int
+    conversation_token_budget: int
+    monthly_token_budget: int
+
+
+DEFAULTS = ModelValues(
+    False, "", "", DEFAULT_TIMEOUT, DEFAULT_RETRIES, DEFAULT_CONVERSATION_BUDGET, DEFAULT_MONTHLY_BUDGET
+)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """What the settings page shows besides the values: whether a key is stored (never the key),
+    the last error and when, the last success, and this month's tokens."""
+
+    values: ModelValues
+    has_api_key: bool
+    last_error: str
+    last_error_at: datetime | None
+    last_success_at: datetime | None
+    month_tokens: int
+
+
+def values_of(row: ModelSettings | None) -> ModelValues:
+    if row is None:
+        return DEFAULTS
+    return ModelValues(
+        row.enabled,
+        row.base_url,
+        row.model,
+        row.timeout_seconds,
+        row.max_retries,
+        row.conversation_token_budget,
+        row.monthly_token_budget,
+    )
+
+
+def _integer(value: Any, low: int, high: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        return None
+    return value
+
+
+def check_values(raw: Mapping[str, Any], current: ModelValues = DEFAULTS) -> ModelValues:
+    """Every field's problem at once; a field left out keeps its current value."""
+    errors: dict[str, str] = {}
+    enabled = raw.get("enabled", current.enabled)
+    if not isinstance(enabled, bool):
+        errors["enabled"] = "Must be true or false."
+    base_url = str(raw.get("base_url", current.base_url) or "").strip()
+    if base_url:
+        try:
+            # Private and local addresses are allowed (a local Ollama or vLLM is the point) unless the
+            # installation forbids them; plain http only to those.
+            base_url = check_url_shape(base_url, allow_private=get_settings().assistant_model_allow_private)
+        except ValueError:
+            errors["base_url"] = "Enter the endpoint's base URL, such as https://api.openai.com/v1."
+        else:
+            if len(base_url) > MAX_BASE_URL:
+                errors["base_url"] = "The URL is too long (500 characters at most)."
+    model = " ".join(str(raw.get("model", current.model) or "").split())
+    if len(model) > MAX_MODEL:
+        errors["model"] = "The model name is too long (200 characters at most)."
+    if enabled is True and not base_url and "base_url" not in errors:
+        errors["base_url"] = "Enter the endpoint's base URL, such as https://api.openai.com/v1."
+    if enabled is True and not model:
+        errors["model"] = "Enter the model's name."
+    timeout = raw.get("timeout_seconds", current.timeout_seconds)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= MAX_TIMEOUT:
+        errors["timeout_seconds"] = "Enter a timeout between 1 and 120 seconds."
+    retries = _integer(raw.get("max_retries", current.max_retries), 0, MAX_RETRIES)
+    if retries is None:
+        errors["max_retries"] = "Enter a number of retries between 0 and 5."
+    per_conversation = _integer(raw.get("conversation_token_budget", current.conversation_token_budget), 1, MAX_BUDGET)
+    if per_conversation is None:
+        errors["conversation_token_budget"] = BUDGET_ERROR
+    monthly = _integer(raw.get("monthly_token_budget", current.monthly_token_budget), 1, MAX_BUDGET)
+    if monthly is None:
+        errors["monthly_token_budget"] = BUDGET_ERROR
+    if errors:
+        raise ValidationFailed("The language model's settings are not valid.", details=errors)
+    assert retries is not None
+    assert per_conversation is not None
+    assert monthly is not None
+    return ModelValues(bool(enabled), base_url, model, float(timeout), retries, per_conversation, monthly)
+
+
+def check_api_key(value: str) -> str:
+    key = value.strip()
+    if len(key) > MAX_API_KEY or any(c.isspace() for c in key):
+        raise ValidationFailed.field("api_key", "The API key is too long or has spaces in it.")
+    return key
+
+
+def row_for(session: Session, workspace_id: int) -> ModelSettings | None:
+    return session.scalar(select(ModelSettings).where(ModelSettings.workspace_id == workspace_id))
+
+
+def month_of(moment: datetime) -> str:
+    return moment.strftime("%Y-%m")
+
+
+def month_tokens(session: Session, workspace_id: int, month: str) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(ModelUsage.prompt_tokens + ModelUsage.completion_tokens), 0)).where(
+            ModelUsage.workspace_id == workspace_id, ModelUsage.month == month
+        )
+    )
+    return int(total or 0)
+
+
+def conversation_tokens(session: Session, workspace_id: int, conversation_id: int) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(ModelUsage.prompt_tokens + ModelUsage.completion_tokens), 0)).where(
+            ModelUsage.workspace_id == workspace_id, ModelUsage.conversation_id == conversation_id
+        )
+    )
+    return int(total or 0)
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """A workspace's model, ready to call: the endpoint and its budgets."""
+
+    endpoint: Endpoint
+    conversation_token_budget: int
+    monthly_token_budget: int
+
+
+def active_model(session: Session, workspace_id: int) -> ActiveModel | None:
+    """The workspace's model when it is on and complete; None: retrieval alone."""
+    row = row_for(session, workspace_id)
+    if row is None or not row.enabled or not row.base_url or not row.model:
+        return None
+    endpoint = Endpoint(
+        row.base_url, row.model, str((row.secrets or {}).get("api_key") or ""), row.timeout_seconds, row.max_retries
+    )
+    return ActiveModel(endpoint, row.conversation_token_budget, row.monthly_token_budget)
+
+
+def over_budget(session: Session, workspace_id: int, model: ActiveModel, conversation_id: int | None) -> bool:
+    if month_tokens(session, workspace_id, month_of(utcnow())) >= model.monthly_token_budget:
+        return True
+    return (
+        conversation_id is not None
+        and conversation_tokens(session, workspace_id, conversation_id) >= model.conversation_token_budget
+    )
+
+
+def record_call(
+    session: Session,
+    workspace_id: int,
+    conversation_id: int | None,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    error: str | None,
+) -> None:
+    """What one call spent (when it spent anything) and how it went: an error is kept for the
+    settings page until a call succeeds."""
+    now = utcnow()
+    if prompt_tokens or completion_tokens:
+        session.add(
+            ModelUsage(
+                workspace_id=workspace_id,
+                conversation_id=conversation_id,
+                month=month_of(now),
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
+                created_at=now,
+            )
+        )
+    row = row_for(session, workspace_id)
+    if row is not None:
+        if error is None:
+            # Written at most once a minute while calls succeed: every bot turn writing the one row
+            # would make concurrent turns of the workspace wait for each other's commit.
+            if row.last_error or row.last_success_at is None or row.last_success_at < now - SUCCESS_WRITE_EVERY:
+                row.last_error = ""
+                row.last_success_at = now
+        else:
+            row.last_error = error[:1000]
+            row.last_error_at = now
+    session.flush()
+
+
+def get_status(session: Session, actor: Actor) -> ModelStatus:
+    actor.require(Permission.MANAGE_KNOWLEDGE)
+    row = row_for(session, actor.workspace_id)
+    return ModelStatus(
+        values_of(row),
+        bool(row is not None and (row.secrets or {}).get("api_key")),
+        row.last_error if row is not None else "",
+        row.last_error_at if row is not None else None,
+        row.last_success_at if row is not None else None,
+        month_tokens(session, actor.workspace_id, month_of(utcnow())),
+    )
+
+
+def do_save(
+    session: Session, actor: Actor, raw: Mapping[str, Any], *, api_key: str = "", clear_api_key: bool = False
+) -> ModelValues:
+    """Saves the fields given; `api_key` replaces the stored key when not empty."""
+    actor.require(Permission.MANAGE_KNOWLEDGE)
+    row = row_for(session, actor.workspace_id)
+    values = check_values(raw, values_of(row))
+    key = check_api_key(api_key)
+    if row is None:
+        row = ModelSettings(workspace_id=actor.workspace_id, secrets={})
+        session.add(row)
+    changed_endpoint = (row.base_url, row.model) != (values.base_url, values.model) or bool(key) or clear_api_key
+    row.enabled = values.enabled
+    row.base_url = values.base_url
+    row.model = values.model
+    row.timeout_seconds = values.timeout_seconds
+    row.max_retries = values.max_retries
+    row.conversation_token_budget = values.conversation_token_budget
+    row.monthly_token_budget = values.monthly_token_budget
+    if key:
+        row.secrets = {**(row.secrets or {}), "api_key": key}
+    elif clear_api_key:
+        row.secrets = {k: v for k, v in (row.secrets or {}).items() if k != "api_key"}
+    if changed_endpoint:
+        row.last_error = ""  # an error of the previous endpoint says nothing about this one
+    session.flush()
+    return values
+
+
+TEST_MESSAGES = [
+    {"role": "system", "content": "You check that a connection works."},
+    {"role": "user", "content": "Answer with the single word OK."},
+]
+
+
+def try_connection(session: Session, actor: Actor) -> tuple[bool, str]:
+    """One small completion with the saved settings (no retries), for "Test connection": whether it
+    worked and the error otherwise. Reads only; the caller records the outcome (`record_call`)
+    in a transaction of its own, so no write lock is held while the endpoint answers."""
+    actor.require(Permission.MANAGE_KNOWLEDGE)
+    row = row_for(session, actor.workspace_id)
+    if row is None or not row.base_url or not row.model:
+        raise ValidationFailed.field("base_url", "Save the endpoint's base URL and model first.")
+    endpoint = Endpoint(row.base_url, row.model, str((row.secrets or {}).get("api_key") or ""), row.timeout_seconds, 0)
+    try:
+        completion = chat(endpoint, TEST_MESSAGES, max_tokens=5)
+    except ModelError as exc:
+        return False, exc.message
+    if not completion.content.strip():
+        return False, "The endpoint answered with an empty message."
+    return True, ""
