@@ -45,6 +45,8 @@ from tertulia.notifications.api import router as notifications_router
 from tertulia.notifications.views import router as notifications_pages
 from tertulia.reports.api import router as reports_router
 from tertulia.reports.dashboard_views import router as dashboard_pages
+from tertulia.reports.export_views import DATA_EXPORT
+from tertulia.reports.export_views import router as data_export_pages
 from tertulia.reports.views import STATIC_DIR as REPORTS_STATIC
 from tertulia.reports.views import STATIC_PREFIX as REPORTS_STATIC_PREFIX
 from tertulia.reports.views import router as reports_pages
@@ -87,6 +89,7 @@ SETTINGS_SECTIONS = (
     KNOWLEDGE,
     BOT,
     MODEL,
+    DATA_EXPORT,
 )
 
 SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"
@@ -152,6 +155,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(assistant_pages)  # Settings > Assistant > Knowledge
     app.include_router(reports_pages)  # /reports
     app.include_router(dashboard_pages)  # /dashboard
+    app.include_router(data_export_pages)  # Settings > Data export
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
     app.include_router(workflow_trigger_pages)  # the shortcut menu, the incoming-webhook card

@@ -10,6 +10,7 @@ from tertulia.events import models as events_models
 from tertulia.kit.models import Base
 from tertulia.mail import models as mail_models
 from tertulia.notifications import models as notifications_models
+from tertulia.reports import export_models as reports_export_models
 from tertulia.reports import models as reports_models
 from tertulia.segments import models as segments_models
 from tertulia.users import models as users_models
@@ -28,6 +29,7 @@ __all__ = [
     "events_models",
     "mail_models",
     "notifications_models",
+    "reports_export_models",
     "reports_models",
     "segments_models",
     "users_models",

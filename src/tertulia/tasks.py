@@ -19,6 +19,8 @@ Tasks (name, module, what queues it):
   writes them, a redelivery or a test event.
 - `workflows.advance` (workflows.tasks): workflow runs that are due; after the trigger consumer
   starts runs or hands them what a contact wrote.
+- `reports.run_export` (reports.export_tasks): a data export (Settings > Data export); after it is
+  requested.
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,
@@ -29,11 +31,12 @@ pumped), `conversations.fetch_mailboxes` (email channels whose poll interval has
 still missing parts after 30 minutes), `mail.deliver_pending`, `channels.sync_all_templates` (every six
 hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), `workflows.sweep` (runs whose wait
 ended or whose worker died), `workflows.date_sweep` (date triggers whose time came),
+`reports.sweep_exports` (interrupted data exports queued again, expired export files removed),
 `notifications.send_emails_due` (emails of people gone away since, and
 digests come due), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
-pending outgoing messages with no task waiting, queued or interrupted imports, and broadcasts due
+pending outgoing messages with no task waiting, queued or interrupted imports and data exports, and broadcasts due
 or still sending. A task a dead
 consumer had taken off the queue is gone from it; the database still says what is to do.
 When a consumer is asked to stop, running imports are handed back to the queue after their batch.
@@ -52,6 +55,7 @@ from tertulia.events import tasks as events_tasks
 from tertulia.kit import queue
 from tertulia.mail import tasks as mail_tasks
 from tertulia.notifications import tasks as notifications_tasks
+from tertulia.reports import export_tasks as reports_export_tasks
 from tertulia.segments import tasks as segments_tasks
 from tertulia.webhooks import tasks as webhooks_tasks
 from tertulia.workflows import dates as workflows_dates
@@ -70,6 +74,7 @@ __all__ = [
     "events_tasks",
     "mail_tasks",
     "notifications_tasks",
+    "reports_export_tasks",
     "segments_tasks",
     "webhooks_tasks",
     "workflows_dates",
@@ -85,5 +90,6 @@ def _requeue_interrupted_imports() -> int:
 queue.at_consumer_start(conversations_outbox.requeue_pending_outbound)
 queue.at_consumer_start(_requeue_interrupted_imports)
 queue.at_consumer_start(broadcasts_tasks.sweep)
+queue.at_consumer_start(reports_export_tasks.requeue_at_start)
 queue.at_consumer_start(workflows_tasks.sweep)
 queue.at_consumer_stop(import_runner.release_running_imports)

@@ -22,7 +22,7 @@ FOR_AGENTS = ("/workflows/shortcuts/menu", "/workflows/{workflow_id}/shortcut/{c
 
 def test_an_agent_is_refused_every_managed_page_and_form(client: TestClient, db: Database, tenant: Tenant) -> None:
     # Objects no form of the world needs: an id is enough, the permission is checked before the row.
-    world = {"token_id": "1", "run_id": "1", "notification_id": "1", **_world(client, db, tenant)}
+    world = {"token_id": "1", "run_id": "1", "notification_id": "1", "export_id": "1", **_world(client, db, tenant)}
     token = sign_in_as(client, db, tenant.agent_id, "agent-password")
     required = {form.path: form.required for form in page_forms(client.app)}
     before = _counts(db)

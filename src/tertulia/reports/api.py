@@ -3,21 +3,25 @@
 GET /api/v1/reports/{name}                 conversations, responses or messages: every table as JSON
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
 GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard)
+POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs/data-export.md)
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
 last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
 source.
 """
 
-from datetime import date
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, Field
+from starlette.responses import FileResponse
 
 from tertulia.kit.errors import NotFound
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
-from tertulia.reports import csvfile, dashboard, service
+from tertulia.reports import csvfile, dashboard, exports, service
+from tertulia.reports.export_runner import FILES
 from tertulia.reports.repository import Filters
 from tertulia.reports.schemas import DashboardOut, ReportOut
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
@@ -78,3 +82,59 @@ def get_report_csv(session: DbSession, actor: ApiActor, name: str, table: str, p
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+# ----- data exports (docs/data-export.md) -----------------------------------------------------
+
+
+class ExportIn(BaseModel):
+    from_: date = Field(alias="from")
+    to: date
+    files: list[str] | None = Field(default=None, max_length=len(FILES), description=f"Any of {', '.join(FILES)}")
+
+
+class ExportOut(BaseModel):
+    id: int
+    status: str  # queued, running, done, failed, expired
+    from_: str = Field(alias="from")
+    to: str
+    files: list[str]
+    percent: int
+    processed_rows: int
+    total_rows: int
+    size_bytes: int | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    expires_at: datetime | None
+    download_url: str | None
+
+    model_config = {"populate_by_name": True}
+
+
+@router.post("/exports", response_model=ExportOut, status_code=202, response_model_by_alias=True)
+def create_export(session: DbSession, actor: ApiActor, body: ExportIn) -> dict[str, Any]:
+    """Start an export; 409 `export_running` while another of the workspace is queued or running."""
+    export = exports.do_create_export(session, actor, body.from_, body.to, body.files)
+    return exports.summary(export)
+
+
+@router.get("/exports", response_model=list[ExportOut], response_model_by_alias=True)
+def list_exports(session: DbSession, actor: ApiActor) -> list[dict[str, Any]]:
+    return [exports.summary(export) for export in exports.recent_exports(session, actor)]
+
+
+@router.get("/exports/{export_id}", response_model=ExportOut, response_model_by_alias=True)
+def get_export(session: DbSession, actor: ApiActor, export_id: ID) -> dict[str, Any]:
+    return exports.summary(exports.access_export(session, actor, export_id))
+
+
+@router.get(
+    "/exports/{export_id}/download",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}}}},
+)
+def download_export(session: DbSession, actor: ApiActor, export_id: ID) -> FileResponse:
+    """The zip while it has not expired (7 days after it was finished); 404 `export_expired` after."""
+    path, filename = exports.download_file(session, actor, export_id)
+    return FileResponse(path, media_type="application/zip", filename=filename, headers={"Cache-Control": "no-store"})

@@ -11,7 +11,8 @@ from typing import Any
 from tertulia.contacts.exporter import safe_cell
 
 
-def _cell(value: Any) -> Any:
+def cell(value: Any) -> Any:
+    """One value as a CSV cell: text neutralised, numbers kept, None empty."""
     if value is None:
         return ""
     return safe_cell(value) if isinstance(value, str) else value
@@ -20,7 +21,7 @@ def _cell(value: Any) -> Any:
 def render(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([_cell(c) for c in columns])
+    writer.writerow([cell(c) for c in columns])
     for row in rows:
-        writer.writerow([_cell(v) for v in row])
+        writer.writerow([cell(v) for v in row])
     return out.getvalue()

@@ -17,7 +17,7 @@ from datetime import datetime
 from sqlalchemy import Float, Index, Integer, SmallInteger, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tertulia.kit.models import Base, BigID
+from tertulia.kit.models import Base, BigID, UTCDateTime
 
 NONE = 0  # a dimension without a value (no team, no assignee): 0 rather than NULL, so it is a key
 
@@ -103,3 +103,28 @@ class Rollup(Base):
     bucket: Mapped[int] = mapped_column(SmallInteger, default=-1)  # -1: a count, not a duration
     count: Mapped[int] = mapped_column(BigID, default=0)
     total: Mapped[float] = mapped_column(Float, default=0.0)  # seconds, for durations
+
+
+class ReportItem(Base):
+    """One counted occurrence behind a bar: a conversation opened, closed or reopened, or a first
+    response, written by the consumer beside the rollup increment it explains, with the same period
+    (local hour) and dimensions. The drill-down lists these, so its count is the bar's by
+    construction. Like the facts it has no foreign keys. Only events applied since migration 0380
+    have items."""
+
+    __tablename__ = "report_items"
+    __table_args__ = (Index("ix_report_items_workspace_id_metric_period", "workspace_id", "metric", "period"),)
+
+    id: Mapped[int] = mapped_column(BigID, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(BigID)
+    conversation_id: Mapped[int] = mapped_column(BigID)
+    metric: Mapped[str] = mapped_column(String(24))
+    period: Mapped[str] = mapped_column(String(13))  # the local hour, "2026-11-26T09"
+    channel_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    team_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    user_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    category_id: Mapped[int] = mapped_column(BigID, default=NONE)
+    source: Mapped[str] = mapped_column(String(16), default="")
+    bucket: Mapped[int] = mapped_column(SmallInteger, default=-1)
+    seconds: Mapped[float | None] = mapped_column(Float)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())

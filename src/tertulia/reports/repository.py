@@ -4,12 +4,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, not_, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from tertulia.reports.models import ConversationFact, ReportCursor, Rollup
+from tertulia.reports.models import ConversationFact, ReportCursor, ReportItem, Rollup
 
 CURSOR = "reports"
 KEY_COLUMNS = (
@@ -66,6 +66,11 @@ def add_rollups(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.execute(statement)
 
 
+def add_items(session: Session, items: Sequence[dict[str, Any]]) -> None:
+    if items:
+        session.execute(insert(ReportItem), list(items))
+
+
 def fact(session: Session, conversation_id: int) -> ConversationFact | None:
     return session.get(ConversationFact, conversation_id)
 
@@ -106,21 +111,23 @@ TOTALS = {"d": "D", "h": "H"}
 CATEGORY_METRICS = ("closed", "resolution")
 
 
-def _filter_clauses(filters: Filters) -> list[ColumnElement[bool]]:
+def _filter_clauses(filters: Filters, table: Any = Rollup) -> list[ColumnElement[bool]]:
+    """The filters as clauses on the rollups, or on the items (`ReportItem`), which have the same
+    dimension columns: the drill-down filters exactly as the bar it explains."""
     clauses: list[ColumnElement[bool]] = []
     if filters.channel_id is not None:
-        clauses.append(Rollup.channel_id == filters.channel_id)
+        clauses.append(table.channel_id == filters.channel_id)
     if filters.team_id is not None:
-        clauses.append(Rollup.team_id == filters.team_id)
+        clauses.append(table.team_id == filters.team_id)
     if filters.user_id is not None:
-        clauses.append(Rollup.user_id == filters.user_id)
+        clauses.append(table.user_id == filters.user_id)
     if filters.source is not None:
-        clauses.append(Rollup.source == filters.source)
+        clauses.append(table.source == filters.source)
     if filters.category_id is not None:
         clauses.append(
             or_(
-                and_(Rollup.metric.in_(CATEGORY_METRICS), Rollup.category_id == filters.category_id),
-                not_(Rollup.metric.in_(CATEGORY_METRICS)),
+                and_(table.metric.in_(CATEGORY_METRICS), table.category_id == filters.category_id),
+                not_(table.metric.in_(CATEGORY_METRICS)),
             )
         )
     return clauses
@@ -222,3 +229,47 @@ def breakdown(
         .group_by(dimension, Rollup.metric)
     )
     return {(int(value), str(metric)): int(count or 0) for value, metric, count in session.execute(query)}
+
+
+def _item_query(
+    workspace_id: int, metric: str, first: str, last: str, filters: Filters, buckets: tuple[int, int] | None
+) -> list[ColumnElement[bool]]:
+    clauses = [
+        ReportItem.workspace_id == workspace_id,
+        ReportItem.metric == metric,
+        ReportItem.period >= first,
+        ReportItem.period <= last,
+        *_filter_clauses(filters, ReportItem),
+    ]
+    if buckets is not None:
+        clauses += [ReportItem.bucket >= buckets[0], ReportItem.bucket < buckets[1]]
+    return clauses
+
+
+def count_items(
+    session: Session,
+    workspace_id: int,
+    metric: str,
+    first: str,
+    last: str,
+    filters: Filters,
+    buckets: tuple[int, int] | None = None,
+) -> int:
+    clauses = _item_query(workspace_id, metric, first, last, filters, buckets)
+    return int(session.scalar(select(func.count()).select_from(ReportItem).where(*clauses)) or 0)
+
+
+def items(
+    session: Session,
+    workspace_id: int,
+    metric: str,
+    first: str,
+    last: str,
+    filters: Filters,
+    buckets: tuple[int, int] | None = None,
+    limit: int = 1000,
+) -> list[ReportItem]:
+    """The items of `metric` with local hours first..last (inclusive, "YYYY-MM-DDTHH"), filtered as
+    the rollups are, in time order; `buckets` (low, high) keeps histogram buckets low <= b < high."""
+    query = select(ReportItem).where(*_item_query(workspace_id, metric, first, last, filters, buckets))
+    return list(session.scalars(query.order_by(ReportItem.at, ReportItem.id).limit(limit)))

@@ -56,6 +56,8 @@ HUMAN_SENDERS = frozenset({SenderKind.USER.value})
 SOURCES = ("incoming", "user", "api", "workflow", "bot", "broadcast", "system")
 SENDER_KINDS = tuple(k.value for k in SenderKind if k is not SenderKind.CONTACT)
 MAX_LABEL = 64
+# The metrics whose occurrences are kept one by one (`models.ReportItem`) for the drill-down lists.
+ITEM_METRICS = frozenset({"opened", "closed", "reopened", "first_response"})
 # At most this many not yet applied events are added to a report (the consumer is normally a second
 # behind; when it is far behind, reports show the rollups plus the oldest of the waiting events).
 PENDING_LIMIT = 5000
@@ -87,8 +89,10 @@ class Changes:
     def __init__(self, workspace_id: int, at: datetime, zone: ZoneInfo) -> None:
         local = at.astimezone(zone)
         self.workspace_id = workspace_id
+        self.at = at
         self.periods = (("d", local.strftime("%Y-%m-%d")), ("h", local.strftime("%Y-%m-%dT%H")))
         self.rows: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0.0])
+        self.items: list[dict[str, Any]] = []
 
     def count(self, metric: str, fact: ConversationFact, *, user_id: int | None = None, label: str = "") -> None:
         self._add(metric, fact, user_id, label, -1, 0.0)
@@ -101,6 +105,23 @@ class Changes:
         self, metric: str, fact: ConversationFact, user_id: int | None, label: str, bucket: int, total: float
     ) -> None:
         label = label[:MAX_LABEL]
+        if metric in ITEM_METRICS:
+            self.items.append(
+                {
+                    "workspace_id": self.workspace_id,
+                    "conversation_id": fact.conversation_id,
+                    "metric": metric,
+                    "period": self.periods[1][1],
+                    "channel_id": fact.channel_id,
+                    "team_id": fact.team_id,
+                    "user_id": fact.assignee_id if user_id is None else user_id,
+                    "category_id": fact.category_id if metric in repository.CATEGORY_METRICS else NONE,
+                    "source": fact.source,
+                    "bucket": bucket,
+                    "seconds": total if bucket >= 0 else None,
+                    "at": self.at,
+                }
+            )
         for grain, period in self.periods:
             detailed = (
                 grain,
@@ -131,6 +152,7 @@ class Changes:
 
     def write(self, session: Session) -> None:
         repository.add_rollups(session, self.as_rows())
+        repository.add_items(session, self.items)
 
 
 class _Facts:
@@ -365,6 +387,28 @@ def pending_rows(session: Session, workspace_id: int, limit: int = PENDING_LIMIT
         for event in events:
             rows.extend(_changes(facts, event).as_rows())
     return rows
+
+
+def pending_items(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
+    """`pending_rows`' twin for the drill-down: the items of the events not applied yet (same
+    snapshot rules: `session` is thrown away afterwards)."""
+    position = repository.cursor_position(session)
+    events = list(
+        session.scalars(
+            select(EventRecord)
+            .where(
+                EventRecord.id > position, EventRecord.workspace_id == workspace_id, EventRecord.type.in_(sorted(TYPES))
+            )
+            .order_by(EventRecord.id)
+            .limit(limit)
+        )
+    )
+    items: list[dict[str, Any]] = []
+    with session.no_autoflush:
+        facts = _Facts(session)
+        for event in events:
+            items.extend(_changes(facts, event).items)
+    return items
 
 
 def apply_event(db: Database, event: EventRecord) -> bool:

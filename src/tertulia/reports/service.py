@@ -482,3 +482,99 @@ def counts_today(session: Session, workspace_id: int, filters: Filters, metrics:
     with _snapshot(session) as snapshot:
         totals = _counts(_Read(snapshot, workspace_id, window, filters).cells(window, wanted))
     return {metric: totals.get(metric, 0) for metric in wanted}
+
+
+# ----- drill-down -----------------------------------------------------------------------------
+
+# What a bar can be opened into: the report, and the metrics of its bars that have items.
+DRILLABLE: dict[str, tuple[str, ...]] = {
+    "conversations": ("opened", "closed", "reopened"),
+    "responses": ("first_response",),
+}
+DRILL_LIMIT = 500
+
+
+def _bucket_span(name: str) -> tuple[int, int]:
+    """The histogram buckets of one column of the responses table ("2m-5m"), low <= b < high: each
+    limit is an edge (histogram.RESPONSE_TABLE_EDGES), so the split is exact."""
+    if name not in BUCKET_NAMES:
+        raise ValidationFailed.field("bucket", f"must be one of {', '.join(BUCKET_NAMES)}")
+    index = BUCKET_NAMES.index(name)
+    edges = histogram.RESPONSE_TABLE_EDGES
+    low = 0 if index == 0 else histogram.bucket_of(edges[index - 1])
+    high = len(histogram.EDGES) if index == len(edges) else histogram.bucket_of(edges[index])
+    return low, high
+
+
+def _hours(window: Range, period: str | None) -> tuple[str, str]:
+    """The local hours a bar covers: one day or hour of the range (its series' period), or all of it."""
+    if period is None:
+        return f"{window.first.isoformat()}T00", f"{window.last.isoformat()}T23"
+    try:
+        day = date.fromisoformat(period[:10])
+    except ValueError:
+        raise ValidationFailed.field("period", "must be a date or a date and hour of the range") from None
+    if not window.first <= day <= window.last:
+        raise ValidationFailed.field("period", "must be within the date range")
+    if len(period) == 10:
+        return f"{period}T00", f"{period}T23"
+    if len(period) == 13 and period[10] == "T" and period[11:].isdigit() and int(period[11:]) < 24:
+        return period, period
+    raise ValidationFailed.field("period", "must be a date or a date and hour of the range")
+
+
+def drill_down(
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    metric: str,
+    period: str | None = None,
+    bucket: str | None = None,
+    preset: str = "last_7_days",
+    start: date | None = None,
+    end: date | None = None,
+    filters: Filters | None = None,
+) -> dict[str, Any]:
+    """The occurrences behind one bar of a report, with the report's range and filters: `count` is
+    the bar's number (rollups and items are written together, pending events added alike) and
+    `items` the first DRILL_LIMIT of them, oldest first, with their conversations."""
+    if name not in DRILLABLE:
+        raise NotFound(f"No report {name!r} with lists.", details={"reports": list(DRILLABLE)})
+    if metric not in DRILLABLE[name]:
+        raise ValidationFailed.field("metric", f"must be one of {', '.join(DRILLABLE[name])}")
+    window = check_range(preset, start, end, today_in(session, actor.workspace_id))
+    chosen = check_filters(session, actor, filters or Filters())
+    first, last = _hours(window, period)
+    span = _bucket_span(bucket) if bucket is not None else None
+    with _snapshot(session) as snapshot:
+        stored_count = repository.count_items(snapshot, actor.workspace_id, metric, first, last, chosen, span)
+        stored = repository.items(snapshot, actor.workspace_id, metric, first, last, chosen, span, limit=DRILL_LIMIT)
+        pending = [
+            item
+            for item in rollups.pending_items(snapshot, actor.workspace_id)
+            if item["metric"] == metric
+            and first <= item["period"] <= last
+            and repository.row_matches(item, chosen)
+            and (span is None or span[0] <= item["bucket"] < span[1])
+        ]
+        # Read now: the snapshot's rollback expires its rows.
+        found: list[dict[str, Any]] = [
+            {"conversation_id": i.conversation_id, "at": i.at, "seconds": i.seconds, "channel_id": i.channel_id}
+            for i in stored
+        ]
+    found += [
+        {"conversation_id": i["conversation_id"], "at": i["at"], "seconds": i["seconds"], "channel_id": i["channel_id"]}
+        for i in pending
+    ][: max(0, DRILL_LIMIT - len(found))]
+    return {
+        "report": name,
+        "metric": metric,
+        "period": period,
+        "bucket": bucket,
+        "timezone": zone_of(session, actor.workspace_id).key,
+        "range": {"preset": window.preset, "from": window.first.isoformat(), "to": window.last.isoformat()},
+        "filters": chosen.as_query(),
+        "count": stored_count + len(pending),
+        "items": found,
+    }

@@ -14,7 +14,8 @@ from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
 from tertulia.channels.models import Channel
-from tertulia.conversations.models import ClosingCategory
+from tertulia.contacts.models import Contact
+from tertulia.conversations.models import ClosingCategory, Conversation
 from tertulia.kit.errors import DomainError, NotFound
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.reports import service
@@ -153,6 +154,16 @@ FIELD_ERRORS: dict[str, str] = {
     "to": i18n.lazy("A custom range needs a start and an end, at most 366 days apart, the end not before the start."),
 }
 CHOOSE_ONE = i18n.lazy("Choose one of the options.")
+
+# Table cells that open the list of conversations behind them: (table, column) -> metric.
+DRILL_LINKS: dict[str, dict[tuple[str, str], str]] = {
+    "conversations": {
+        ("series", "opened"): "opened",
+        ("series", "closed"): "closed",
+        ("series", "reopened"): "reopened",
+    },
+    "responses": {("buckets", "count"): "first_response", ("series", "count"): "first_response"},
+}
 
 CHARTED = frozenset({"series", "buckets", "outgoing_by_sender", "closed_by_category", "failed_reasons"})
 
@@ -295,12 +306,90 @@ def report_page(
             "table_titles": _translated(ctx, TABLE_TITLES),
             "definitions": _translated(ctx, DEFINITIONS),
             "charted": CHARTED,
+            "drill_links": DRILL_LINKS.get(name, {}),
             "chart_labels": labels,
             "duration": duration,
             "heat_level": heat_level,
             "chart_js": static_url("chart-4.5.1.umd.min.js"),
             "reports_js": static_url("reports.js"),
             "reports_css": static_url("reports.css"),
+        },
+        active="reports",
+    )
+
+
+DRILL_TITLES: dict[str, str] = {
+    "opened": i18n.lazy("Conversations opened"),
+    "closed": i18n.lazy("Closings"),
+    "reopened": i18n.lazy("Reopenings"),
+    "first_response": i18n.lazy("First responses"),
+}
+
+
+@router.get("/{name}/list")
+def drill_down_page(
+    ctx: UserPage,
+    name: str,
+    metric: Annotated[str, Query(max_length=24)],
+    period: Annotated[str | None, Query(max_length=13)] = None,
+    bucket: Annotated[str | None, Query(max_length=16)] = None,
+    range: Annotated[str, Query(max_length=20)] = "last_7_days",
+    from_: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+    to: Annotated[str | None, Query(max_length=10)] = None,
+    channel_id: Annotated[str | None, Query(max_length=20)] = None,
+    team_id: Annotated[str | None, Query(max_length=20)] = None,
+    user_id: Annotated[str | None, Query(max_length=20)] = None,
+    category_id: Annotated[str | None, Query(max_length=20)] = None,
+    source: Annotated[str | None, Query(max_length=16)] = None,
+) -> Response:
+    """The conversations behind one bar (a day or hour of the series, a bucket of first responses),
+    with the report's range and filters; the count is the bar's number."""
+    if name not in service.DRILLABLE:
+        raise NotFound("No such report.")
+    filters = Filters(_int(channel_id), _int(team_id), _int(user_id), _int(category_id), source or None)
+    listed = service.drill_down(
+        ctx.session,
+        ctx.actor,
+        name,
+        metric=metric,
+        period=period or None,
+        bucket=bucket or None,
+        preset=range,
+        start=_date(from_),
+        end=_date(to),
+        filters=filters,
+    )
+    chosen = {"range": range, "from": from_ or "", "to": to or "", **filters.as_query()}
+    ids = sorted({item["conversation_id"] for item in listed["items"]})
+    # A conversation deleted since (with its contact) is still counted; it is listed without a link.
+    contacts = {
+        int(cid): " ".join(p for p in (first, last) if p) or f"#{contact_id}"
+        for cid, contact_id, first, last in ctx.session.execute(
+            select(Conversation.id, Contact.id, Contact.first_name, Contact.last_name)
+            .join(Contact, Contact.id == Conversation.contact_id)
+            .where(Conversation.workspace_id == ctx.actor.workspace_id, Conversation.id.in_(ids))
+        )
+    }
+    channels = {
+        int(i): str(n)
+        for i, n in ctx.session.execute(
+            select(Channel.id, Channel.name).where(Channel.workspace_id == ctx.actor.workspace_id)
+        )
+    }
+    zone = service.zone_of(ctx.session, ctx.actor.workspace_id)
+    return ctx.render(
+        "reports/list.html",
+        {
+            "name": name,
+            "listed": listed,
+            "title": ctx.fmt.gettext(DRILL_TITLES[metric]),
+            "report_title": ctx.fmt.gettext(REPORT_TITLES[name]),
+            "back": f"/reports/{name}?{urlencode({k: v for k, v in chosen.items() if v})}",
+            "contacts": contacts,
+            "channels": channels,
+            "zone": zone,
+            "duration": duration,
+            "limit": service.DRILL_LIMIT,
         },
         active="reports",
     )

@@ -35,6 +35,7 @@ class Permission(enum.StrEnum):
     EXPORT_CONTACTS = "export_contacts"
     VIEW_ALL_CONVERSATIONS = "view_all_conversations"
     VIEW_REPORTS = "view_reports"
+    EXPORT_DATA = "export_data"
 
 
 # Modelled on respond.io's access levels. Owners and managers hold the same permissions; what sets

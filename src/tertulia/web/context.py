@@ -57,6 +57,7 @@ FLASH_MESSAGES: dict[str, str] = {
     "password_reset": i18n.lazy("Your password has been reset. Sign in with the new one."),
     "welcome": i18n.lazy("Welcome to Tertulia!"),
     "settings_saved": i18n.lazy("Your changes have been saved."),
+    "export_started": i18n.lazy("The export has started. It appears below; download it when it is ready."),
     "channel_connected": i18n.lazy("The channel is connected."),
     "channel_disconnected": i18n.lazy("The channel is disconnected. Its conversations are kept."),
     "templates_sync_queued": i18n.lazy("Reading the templates from WhatsApp. Reload the page in a moment."),

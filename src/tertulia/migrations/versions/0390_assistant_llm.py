@@ -2,7 +2,7 @@
 the API key encrypted) and the tokens each call spent
 
 Revision ID: 0390_assistant_llm
-Revises: 0370_workflow_queue
+Revises: 0380_data_exports
 Create Date: 2026-11-27
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import tertulia.kit.models
 
 revision: str = "0390_assistant_llm"
-down_revision: str | None = "0370_workflow_queue"
+down_revision: str | None = "0380_data_exports"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -24,6 +24,7 @@
       borderColor: color,
       type: type || undefined,
       spanGaps: true,
+      key: name,
     };
   }
 
@@ -66,6 +67,25 @@
     };
   }
 
+  // Clicking a bar opens the conversations behind it (the same range and filters): a day or hour
+  // of the conversations series, a bucket of first responses.
+  function drillUrl(data, chartName, table, datasetKey, index) {
+    var value = table.rows[index] && table.rows[index][0];
+    if (value === null || value === undefined) {
+      return null;
+    }
+    var extra = null;
+    if (data.name === "conversations" && chartName === "series") {
+      extra = "metric=" + encodeURIComponent(datasetKey) + "&period=" + encodeURIComponent(value);
+    } else if (data.name === "responses" && chartName === "buckets") {
+      extra = "metric=first_response&bucket=" + encodeURIComponent(value);
+    }
+    if (!extra) {
+      return null;
+    }
+    return data.list_url + "?" + extra + (data.query ? "&" + data.query : "");
+  }
+
   function draw() {
     var holder = document.getElementById("report-data");
     if (!holder || typeof window.Chart === "undefined") {
@@ -78,7 +98,18 @@
       if (!table) {
         return;
       }
-      var chart = new window.Chart(canvas, spec(data.name, name, table, data.labels));
+      var config = spec(data.name, name, table, data.labels);
+      var keys = config.data.datasets.map(function (set) { return set.key; });
+      config.options.onClick = function (_event, elements) {
+        if (!elements.length) {
+          return;
+        }
+        var url = drillUrl(data, name, table, keys[elements[0].datasetIndex], elements[0].index);
+        if (url) {
+          window.location.assign(url);
+        }
+      };
+      var chart = new window.Chart(canvas, config);
       canvas.setAttribute("data-drawn", chart.data.datasets.length ? "true" : "false");
     });
   }
