@@ -3,6 +3,7 @@ answers from a script (per request), else 200."""
 
 import json
 import os
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +15,7 @@ from fastapi.testclient import TestClient
 
 from tertulia.kit.settings import get_settings
 from tertulia.webhooks.delivery import Policy
+from tests.webhooks.tls import ServerCertificate
 
 
 @dataclass
@@ -43,7 +45,8 @@ class Receiver:
 
 
 @contextmanager
-def receiver() -> Iterator[Receiver]:
+def receiver(tls: ServerCertificate | None = None) -> Iterator[Receiver]:
+    """A receiver on 127.0.0.1; over https with `tls`'s certificate (tests/webhooks/tls.py)."""
     state = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -71,7 +74,15 @@ def receiver() -> Iterator[Receiver]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    scheme = "http"
+    if tls is not None:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        # The handshake happens on accept; a client refusing the certificate is an OSError there,
+        # which the server ignores.
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        scheme = "https"
+    state.url = f"{scheme}://127.0.0.1:{server.server_address[1]}/hooks"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

@@ -4,16 +4,24 @@ A channel is in error while its last error is newer than the last sign of life f
 callback received or a message it accepted). The timestamps are written by the callback task and the
 outbox at most once a minute per channel (an UPDATE only when the stored one is older, or older than
 the last error), so a busy channel's row is not rewritten by every message.
+
+The moments the state changes are events (`channel.errored`, `channel.recovered`), emitted once per
+change, not once per failed message: the UPDATE that makes the change is conditional on the state
+before it, so of two workers recording errors at once only the first one's matches (PostgreSQL
+re-checks the condition on the row the other committed; SQLite has one writer at a time). A
+channel a person disconnected is neither: its state is "disconnected" whatever fails.
 """
 
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, or_, update
+from sqlalchemy import ColumnElement, Row, and_, or_, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tertulia.channels.models import Channel
+from tertulia.events.service import Event, emit
+from tertulia.events.types import EventType
 
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_ERROR = 1000
@@ -53,17 +61,77 @@ def _stale(column: InstrumentedAttribute[datetime | None], at: datetime) -> Colu
     return or_(column.is_(None), column < at - TOUCH_EVERY, Channel.last_error_at > column)
 
 
+def _before(
+    column: InstrumentedAttribute[datetime | None], moment: InstrumentedAttribute[datetime | None] | datetime
+) -> ColumnElement[bool]:
+    return or_(column.is_(None), column < moment)
+
+
+def _in_error() -> ColumnElement[bool]:
+    """health_of's ERROR, in SQL: an active channel whose last error is newer than every sign of life."""
+    return and_(
+        Channel.active.is_(True),
+        Channel.last_error_at.is_not(None),
+        _before(Channel.last_callback_at, Channel.last_error_at),
+        _before(Channel.last_sent_at, Channel.last_error_at),
+    )
+
+
+_CHANGED = (Channel.id, Channel.workspace_id, Channel.name, Channel.type, Channel.last_error)
+
+
+def _emit_change(session: Session, kind: EventType, row: Row[int, int, str, str, str | None]) -> None:
+    channel_id, workspace_id, name, channel_type, error = row
+    payload = {"channel_id": channel_id, "name": name, "channel_type": channel_type, "error": error}
+    emit(session, Event(kind, workspace_id, payload, actor="channel"))
+
+
+def _touch(session: Session, column: InstrumentedAttribute[datetime | None], channel_id: int, at: datetime) -> None:
+    # A sign of life newer than the error ends an error state: that UPDATE, and the event, first.
+    recovered = session.execute(
+        update(Channel)
+        .where(Channel.id == channel_id, _in_error(), Channel.last_error_at < at)
+        .values({column.key: at})
+        .returning(*_CHANGED)
+    ).first()
+    if recovered is not None:
+        _emit_change(session, EventType.CHANNEL_RECOVERED, recovered)
+        return
+    session.execute(update(Channel).where(Channel.id == channel_id, _stale(column, at)).values({column.key: at}))
+
+
 def touch_callback(session: Session, channel_id: int, at: datetime) -> None:
-    column = Channel.last_callback_at
-    session.execute(update(Channel).where(Channel.id == channel_id, _stale(column, at)).values(last_callback_at=at))
+    _touch(session, Channel.last_callback_at, channel_id, at)
 
 
 def touch_sent(session: Session, channel_id: int, at: datetime) -> None:
-    column = Channel.last_sent_at
-    session.execute(update(Channel).where(Channel.id == channel_id, _stale(column, at)).values(last_sent_at=at))
+    _touch(session, Channel.last_sent_at, channel_id, at)
 
 
 def record_error(session: Session, channel_id: int, reason: str, at: datetime) -> None:
-    session.execute(
-        update(Channel).where(Channel.id == channel_id).values(last_error=reason[:MAX_ERROR], last_error_at=at)
-    )
+    values = {"last_error": reason[:MAX_ERROR], "last_error_at": at}
+    # Connected until now, and this error newer than every sign of life: the channel goes into error.
+    errored = session.execute(
+        update(Channel)
+        .where(
+            Channel.id == channel_id,
+            Channel.active.is_(True),
+            ~_in_error(),
+            _before(Channel.last_callback_at, at),
+            _before(Channel.last_sent_at, at),
+        )
+        .values(values)
+        .returning(*_CHANGED)
+    ).first()
+    if errored is not None:
+        _emit_change(session, EventType.CHANNEL_ERRORED, errored)
+        return
+    session.execute(update(Channel).where(Channel.id == channel_id).values(values))
+
+
+def record_reconnected(session: Session, channel: Channel, was: Health) -> None:
+    """A person connected the channel again (a new token) and the provider accepted it: an error
+    state it was in ends here (the caller cleared the error)."""
+    if was == Health.ERROR:
+        payload = {"channel_id": channel.id, "name": channel.name, "channel_type": channel.type, "error": None}
+        emit(session, Event(EventType.CHANNEL_RECOVERED, channel.workspace_id, payload, actor="channel"))

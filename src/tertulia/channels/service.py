@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from tertulia.channels import repository as repo
 from tertulia.channels.adapters import email_oauth
-from tertulia.channels.health import record_error
+from tertulia.channels.health import health_of, record_error, record_reconnected
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ChannelError, ChatMenu, ConnectionCheck, ProviderSetup, SetupRefused
 from tertulia.channels.registry import get_adapter, registered_types
@@ -214,7 +214,9 @@ def do_connect_channel(
 
 
 def _connect(session: Session, channel: Channel, base_url: str) -> None:
+    was = health_of(channel).state
     _ask_provider(channel, base_url)
+    record_reconnected(session, channel, was)
     session.flush()
     _sync_templates_after_commit(session, channel)
 
@@ -272,9 +274,12 @@ def do_disconnect_channel(session: Session, actor: Actor, channel: Channel) -> s
             adapter.disconnect(channel)
         except ChannelError as exc:
             problem = exc.reason
-            record_error(session, channel.id, exc.reason, utcnow())
     channel.active = False
     session.flush()
+    if problem is not None:
+        # Recorded once the channel is inactive: a person disconnecting it is not the channel failing
+        # (no channel.errored for its owners).
+        record_error(session, channel.id, problem, utcnow())
     return problem
 
 

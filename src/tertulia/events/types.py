@@ -33,6 +33,8 @@ class EventType(enum.StrEnum):
     BROADCAST_FAILED = "broadcast.failed"
     BROADCAST_REPLIED = "broadcast.replied"
     WORKFLOW_RUN_FAILED = "workflow.run_failed"
+    CHANNEL_ERRORED = "channel.errored"
+    CHANNEL_RECOVERED = "channel.recovered"
 
 
 class ContactCreated(TypedDict):
@@ -196,6 +198,18 @@ class WorkflowRunFailed(TypedDict):
     error: str
 
 
+class ChannelHealthChanged(TypedDict):
+    """channel.errored: a connected channel's provider refused (a send, a mailbox read, a failed
+    disconnect) and nothing has worked since; channel.recovered: it works again (the provider
+    accepted a message or called back, or a person connected it anew). Once per change of state
+    (channels/health.py), never per failed message."""
+
+    channel_id: int
+    name: str
+    channel_type: str  # "whatsapp", "telegram", ...
+    error: str | None  # the error that put it in error (errored), the last one kept (recovered)
+
+
 PAYLOADS: dict[EventType, type] = {
     EventType.CONTACT_CREATED: ContactCreated,
     EventType.CONTACT_UPDATED: ContactUpdated,
@@ -219,4 +233,6 @@ PAYLOADS: dict[EventType, type] = {
     EventType.BROADCAST_FAILED: BroadcastChanged,
     EventType.BROADCAST_REPLIED: BroadcastReplied,
     EventType.WORKFLOW_RUN_FAILED: WorkflowRunFailed,
+    EventType.CHANNEL_ERRORED: ChannelHealthChanged,
+    EventType.CHANNEL_RECOVERED: ChannelHealthChanged,
 }

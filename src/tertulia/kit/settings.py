@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     # An endpoint is disabled after this many failures in a row, or after failing for the whole window.
     webhooks_disable_after_failures: int = 100
     webhooks_timeout_seconds: float = 10.0
+    # A PEM file of certificate authorities trusted for https endpoints besides the usual public
+    # ones (certifi's bundle): endpoints inside a company whose certificates its own CA signed.
+    webhooks_ca_file: str | None = None
     # Finished deliveries (and their attempts) are kept this long in the delivery log.
     webhooks_log_retention_days: float = 30.0
     # The assistant's language model (docs/assistant.md): a base URL on a private or local address (a

@@ -8,6 +8,9 @@ Which events notify whom:
 - `message.received`: the conversation's assignee (`new_message`).
 - `broadcast.completed` / `broadcast.failed`: whoever created the broadcast (`broadcast_finished`,
   `broadcast_failed`).
+- `channel.errored` / `channel.recovered`: the workspace's owners and managers (`channel_error`,
+  `channel_recovered`); a recovery also marks the channel's unread `channel_error` notifications
+  read, since what they told of is over. channels/health.py emits each once per change of state.
 Only active members of the event's workspace are told. A notification's key is its event and kind,
 unique per person, so the log's at-least-once delivery writes each one once.
 """
@@ -27,8 +30,8 @@ from tertulia.kit.db import on_commit
 from tertulia.kit.queue import task_database
 from tertulia.notifications import tasks
 from tertulia.notifications.models import NotificationKind
-from tertulia.notifications.service import EXCERPT, Draft, do_notify, wants_email
-from tertulia.users.models import Membership, Team, TeamMember, User
+from tertulia.notifications.service import EXCERPT, Draft, do_mark_ended, do_notify, wants_email
+from tertulia.users.models import Membership, Role, Team, TeamMember, User
 
 CONSUMER_NAME = "notifications"
 TYPES = frozenset(
@@ -39,8 +42,16 @@ TYPES = frozenset(
         EventType.MESSAGE_RECEIVED,
         EventType.BROADCAST_COMPLETED,
         EventType.BROADCAST_FAILED,
+        EventType.CHANNEL_ERRORED,
+        EventType.CHANNEL_RECOVERED,
     }
 )
+CHANNEL_KINDS = {
+    EventType.CHANNEL_ERRORED: NotificationKind.CHANNEL_ERROR,
+    EventType.CHANNEL_RECOVERED: NotificationKind.CHANNEL_RECOVERED,
+}
+# Who looks after channels: the roles that may connect them again.
+CHANNEL_KEEPERS = (Role.OWNER, Role.MANAGER)
 
 
 def _actor_user(event: EventRecord) -> int | None:
@@ -77,6 +88,20 @@ def _team_members(session: Session, team_id: int) -> tuple[str, set[int]]:
     team = session.get(Team, team_id)
     members = set(session.scalars(select(TeamMember.user_id).where(TeamMember.team_id == team_id)))
     return (team.name if team is not None else f"#{team_id}"), members
+
+
+def _channel_link(channel_id: object) -> str:
+    return f"/settings/channels/{channel_id}" if isinstance(channel_id, int) else "/settings/channels"
+
+
+def _channel_keepers(session: Session, workspace_id: int) -> list[int]:
+    return list(
+        session.scalars(
+            select(Membership.user_id)
+            .where(Membership.workspace_id == workspace_id, Membership.active, Membership.role.in_(CHANNEL_KEEPERS))
+            .order_by(Membership.user_id)
+        )
+    )
 
 
 def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
@@ -158,12 +183,21 @@ def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
                     f"/broadcasts/{broadcast.id}",
                 )
             )
+    elif event.type in CHANNEL_KINDS:
+        params = {"name": str(payload.get("name") or ""), "excerpt": str(payload.get("error") or "")[:EXCERPT]}
+        drafts.extend(
+            Draft(user_id, CHANNEL_KINDS[EventType(event.type)], params, _channel_link(payload.get("channel_id")))
+            for user_id in _channel_keepers(session, event.workspace_id)
+        )
     allowed = _members(session, event.workspace_id, {d.user_id for d in drafts})
     return [d for d in drafts if d.user_id in allowed]
 
 
 def handle(event: EventRecord) -> None:
     with task_database().transaction() as session:
+        if event.type == EventType.CHANNEL_RECOVERED:
+            link = _channel_link((event.payload or {}).get("channel_id"))
+            do_mark_ended(session, event.workspace_id, NotificationKind.CHANNEL_ERROR, link)
         written = do_notify(session, event.workspace_id, event.id, drafts_for(session, event))
         if wants_email(written):
             on_commit(session, tasks.queue_emails)

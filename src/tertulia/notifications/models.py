@@ -17,6 +17,8 @@ class NotificationKind(enum.StrEnum):
     BROADCAST_FINISHED = "broadcast_finished"  # a broadcast I created finished sending
     BROADCAST_FAILED = "broadcast_failed"  # a broadcast I created failed
     WAITING = "waiting"  # a customer in a conversation assigned to me has waited long for a reply
+    CHANNEL_ERROR = "channel_error"  # a channel stopped working (owners and managers)
+    CHANNEL_RECOVERED = "channel_recovered"  # a channel that had stopped works again
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ DEFAULTS: dict[str, Choice] = {
     NotificationKind.BROADCAST_FINISHED: Choice(True, False, False),
     NotificationKind.BROADCAST_FAILED: Choice(True, True, True),
     NotificationKind.WAITING: Choice(True, True, False),
+    NotificationKind.CHANNEL_ERROR: Choice(True, True, True),
+    NotificationKind.CHANNEL_RECOVERED: Choice(True, False, False),
 }
 
 

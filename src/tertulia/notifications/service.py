@@ -155,6 +155,43 @@ def do_notify(session: Session, workspace_id: int, event_id: int | None, drafts:
     return written
 
 
+def do_mark_ended(session: Session, workspace_id: int, kind: NotificationKind, link: str) -> int:
+    """Mark read everyone's unread notifications of `kind` linking to `link`: what they told of has
+    ended (a channel works again), so they leave the bell and no email is sent for them. Their
+    people's bells are told after commit; how many were marked."""
+    users = list(
+        session.scalars(
+            update(Notification)
+            .where(
+                Notification.workspace_id == workspace_id,
+                Notification.kind == kind.value,
+                Notification.link == link,
+                Notification.read_at.is_(None),
+            )
+            .values(read_at=utcnow())
+            .returning(Notification.user_id)
+            .execution_options(synchronize_session=False)
+        )
+    )
+    events = [
+        {
+            "type": "notification.read",
+            "workspace_id": workspace_id,
+            "user_id": user_id,
+            "data": {"unread": unread_count(session, workspace_id, user_id)},
+        }
+        for user_id in sorted(set(users))
+    ]
+    if events:
+
+        def publish() -> None:
+            for event in events:
+                realtime.publish(event)
+
+        on_commit(session, publish)
+    return len(users)
+
+
 def wants_email(rows: Sequence[Notification]) -> bool:
     """Whether the caller should queue the email task after commit (tasks.queue_emails)."""
     return any(row.email_state == "pending" for row in rows)

@@ -14,6 +14,8 @@ TITLES: dict[str, str] = {
     NotificationKind.BROADCAST_FINISHED: i18n.lazy("Broadcast %(name)s finished sending"),
     NotificationKind.BROADCAST_FAILED: i18n.lazy("Broadcast %(name)s failed"),
     NotificationKind.WAITING: i18n.lazy("%(contact)s has waited %(minutes)s minutes for a reply"),
+    NotificationKind.CHANNEL_ERROR: i18n.lazy("Channel %(name)s stopped working"),
+    NotificationKind.CHANNEL_RECOVERED: i18n.lazy("Channel %(name)s works again"),
 }
 KIND_LABELS: dict[str, str] = {
     NotificationKind.ASSIGNED: i18n.lazy("Assigned to me"),
@@ -23,6 +25,8 @@ KIND_LABELS: dict[str, str] = {
     NotificationKind.BROADCAST_FINISHED: i18n.lazy("A broadcast finished"),
     NotificationKind.BROADCAST_FAILED: i18n.lazy("A broadcast failed"),
     NotificationKind.WAITING: i18n.lazy("A customer waiting for a reply"),
+    NotificationKind.CHANNEL_ERROR: i18n.lazy("A channel stopped working"),
+    NotificationKind.CHANNEL_RECOVERED: i18n.lazy("A channel works again"),
 }
 
 

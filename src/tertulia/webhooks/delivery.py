@@ -14,6 +14,11 @@ Guarantees:
   first attempt; then the delivery is `failed` (and no longer holds its contact's later events).
 - Safe targets: the host is resolved at send time and the request goes to the address that was
   checked (addresses.py); private, loopback and link-local addresses are refused unless allowed.
+- TLS: an https endpoint's certificate is verified against the endpoint's host name and the public
+  authorities (httpx's default: certifi's bundle), plus those of `TERTULIA_WEBHOOKS_CA_FILE`. A
+  certificate that does not verify is a failed attempt like any other (retried, counted towards
+  disabling), recorded with the reason in words ("TLS certificate not trusted: ..."); nothing is
+  ever sent without verification.
 - Disabling: an endpoint that fails `disable_after_failures` times in a row, or has failed for the
   whole retry window without a success, is disabled and the workspace's owners get an email (the
   mail outbox, in the same transaction). Its open deliveries wait; enabling it again resumes them.
@@ -21,6 +26,7 @@ Guarantees:
 
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +74,8 @@ class Policy:
     disable_after_failures: int = 100
     timeout_seconds: float = 10.0
     base_url: str = "http://127.0.0.1:8000"
+    # Certificate authorities trusted besides the public ones (a PEM file), for https endpoints.
+    ca_file: str | None = None
     # A claimed delivery whose worker died is claimable again after timeout + this margin.
     lease_margin_seconds: float = LEASE_MARGIN_SECONDS
 
@@ -81,6 +89,7 @@ class Policy:
             disable_after_failures=s.webhooks_disable_after_failures,
             timeout_seconds=s.webhooks_timeout_seconds,
             base_url=s.base_url,
+            ca_file=s.webhooks_ca_file,
         )
 
     @property
@@ -163,21 +172,29 @@ def claim(db: Database, owner: str, policy: Policy, limit: int = BATCH_SIZE) -> 
 # ----- HTTP -------------------------------------------------------------------------------------
 
 _client_lock = threading.Lock()
-_clients: dict[str, httpx.Client] = {}
+_clients: dict[tuple[str, str | None], httpx.Client] = {}
 _pool: ThreadPoolExecutor | None = None
 _owner_pid = 0
 MAX_CLIENTS = 256
 
 
-def _new_client() -> httpx.Client:
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    context = httpx.create_ssl_context(trust_env=False)  # what the client verifies with by default
+    if ca_file:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+def _new_client(ca_file: str | None = None) -> httpx.Client:
     return httpx.Client(
+        verify=_tls_context(ca_file),
         limits=httpx.Limits(max_connections=16, max_keepalive_connections=8, keepalive_expiry=30.0),
         follow_redirects=False,
         trust_env=False,
     )
 
 
-def _resources(host: str = "") -> tuple[httpx.Client, ThreadPoolExecutor]:
+def _resources(host: str = "", ca_file: str | None = None) -> tuple[httpx.Client, ThreadPoolExecutor]:
     """The process's send threads and its client for `host`. Requests go to checked addresses, not
     names, and a connection pool is keyed by address: one client per host name keeps a connection
     (and the TLS name it was verified for) from serving another name on the same address. A forked
@@ -188,11 +205,11 @@ def _resources(host: str = "") -> tuple[httpx.Client, ThreadPoolExecutor]:
             _clients.clear()  # inherited through fork: left alone, not closed (the parent's sockets)
             _pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="webhook-send")
             _owner_pid = os.getpid()
-        client = _clients.get(host)
+        client = _clients.get((host, ca_file))
         if client is None:
             if len(_clients) >= MAX_CLIENTS:
                 _clients.clear()  # not closed: another thread may be sending with one; dropped, they close
-            client = _clients[host] = _new_client()
+            client = _clients[host, ca_file] = _new_client(ca_file)
         return client, _pool
 
 
@@ -227,7 +244,7 @@ def send(claimed: Claimed, policy: Policy, client: httpx.Client | None = None) -
         **signing.headers(claimed.secrets, claimed.message_id, int(time.time()), body),
     }
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
-    http = client or _resources(target.host)[0]
+    http = client or _resources(target.host, policy.ca_file)[0]
     try:
         request = http.build_request(
             "POST", address_url, content=body, headers=headers, extensions=extensions, timeout=policy.timeout_seconds
@@ -242,59 +259,94 @@ def send(claimed: Claimed, policy: Policy, client: httpx.Client | None = None) -
         finally:
             response.close()
     except httpx.HTTPError as exc:
-        return Outcome(None, None, f"{type(exc).__name__}: {exc}"[:1000], elapsed())
+        return Outcome(None, None, _failure_reason(exc)[:1000], elapsed())
     excerpt = raw.decode("utf-8", errors="replace")[:EXCERPT_CHARS]
     error = None if 200 <= response.status_code < 300 else f"HTTP {response.status_code}"
     return Outcome(response.status_code, excerpt, error, elapsed())
+
+
+def _failure_reason(exc: httpx.HTTPError) -> str:
+    """What went wrong, in words a person setting up the endpoint can act on."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            # verify_message: "unable to get local issuer certificate", "Hostname mismatch, ...".
+            detail = cause.verify_message or cause.reason or str(cause)
+            return f"TLS certificate not trusted: {detail}"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS handshake failed: {cause.reason or cause}"
+        cause = cause.__cause__ or cause.__context__
+    return f"{type(exc).__name__}: {exc}"
 
 
 # ----- recording --------------------------------------------------------------------------------
 
 
 def record(db: Database, owner: str, policy: Policy, results: list[tuple[Claimed, Outcome]]) -> None:
+    """Record a batch's outcomes in one transaction. The attempts are one INSERT, the successes one
+    UPDATE per HTTP status (and one endpoint check per endpoint), a failure its own UPDATE: per
+    delivery statements made recording the slowest part of the path (docs/benchmarks.md)."""
     now = utcnow()
     with db.transaction() as session:
+        session.add_all(
+            WebhookAttempt(
+                delivery_id=claimed.id,
+                attempt=claimed.attempt,
+                at=now,
+                status=outcome.status,
+                response_excerpt=outcome.excerpt,
+                error=outcome.error,
+                duration_ms=outcome.duration_ms,
+            )
+            for claimed, outcome in results
+        )
+        session.flush()
+        # Only rows this worker still holds move (a lease that expired was claimed by another).
+        held = (WebhookDelivery.lease_owner == owner, WebhookDelivery.state == DeliveryState.SENDING)
+        released = {"lease_owner": None, "lease_until": None}
+        by_status: dict[int | None, list[Claimed]] = {}
         for claimed, outcome in results:
-            session.add(
-                WebhookAttempt(
-                    delivery_id=claimed.id,
-                    attempt=claimed.attempt,
-                    at=now,
-                    status=outcome.status,
-                    response_excerpt=outcome.excerpt,
-                    error=outcome.error,
-                    duration_ms=outcome.duration_ms,
+            if outcome.ok:
+                by_status.setdefault(outcome.status, []).append(claimed)
+        succeeded_endpoints: set[int] = set()
+        for status, claimed_ok in by_status.items():
+            moved = set(
+                session.scalars(
+                    update(WebhookDelivery)
+                    .where(WebhookDelivery.id.in_([c.id for c in claimed_ok]), *held)
+                    .values(
+                        **released, last_status=status, last_error=None, state=DeliveryState.DELIVERED, delivered_at=now
+                    )
+                    .returning(WebhookDelivery.id)
+                    .execution_options(synchronize_session=False)
                 )
             )
-            values: dict[str, object] = {
-                "lease_owner": None,
-                "lease_until": None,
-                "last_status": outcome.status,
-                "last_error": outcome.error,
-            }
+            for claimed in claimed_ok:
+                if claimed.id in moved:
+                    succeeded_endpoints.add(claimed.endpoint_id)
+                else:
+                    log.warning("webhook_lease_lost", delivery_id=claimed.id)
+        for endpoint_id in sorted(succeeded_endpoints):
+            _succeeded(session, endpoint_id, now)
+        for claimed, outcome in results:
             if outcome.ok:
-                values.update(state=DeliveryState.DELIVERED, delivered_at=now)
-            elif now >= claimed.first_attempt_at + policy.retry_window:
+                continue
+            values: dict[str, object] = {**released, "last_status": outcome.status, "last_error": outcome.error}
+            if now >= claimed.first_attempt_at + policy.retry_window:
                 values.update(state=DeliveryState.FAILED)
             else:
                 delay = timedelta(seconds=retry_delay(policy, claimed.attempt))
                 values.update(state=DeliveryState.PENDING, next_attempt_at=now + delay)
-            moved = session.execute(
+            failed = session.execute(
                 update(WebhookDelivery)
-                .where(
-                    WebhookDelivery.id == claimed.id,
-                    WebhookDelivery.lease_owner == owner,
-                    WebhookDelivery.state == DeliveryState.SENDING,
-                )
+                .where(WebhookDelivery.id == claimed.id, *held)
                 .values(**values)
+                .execution_options(synchronize_session=False)
             )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if failed.rowcount != 1:  # type: ignore[attr-defined]
                 log.warning("webhook_lease_lost", delivery_id=claimed.id)
                 continue
-            if outcome.ok:
-                _succeeded(session, claimed.endpoint_id, now)
-            else:
-                _failed(session, claimed.endpoint_id, now, policy)
+            _failed(session, claimed.endpoint_id, now, policy)
 
 
 def _succeeded(session: Session, endpoint_id: int, now: datetime) -> None:

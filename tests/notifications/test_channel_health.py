@@ -1,0 +1,265 @@
+"""A channel that stops working tells its owners and managers once (`channel.errored`, the
+`channel_error` notification), however many messages fail, and again once when it works again
+(`channel.recovered`, `channel_recovered`, the error notifications marked read). SQLite and
+PostgreSQL."""
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, update
+
+from tertulia.channels.health import Health, health_of, record_error, touch_callback
+from tertulia.channels.models import Channel
+from tertulia.channels.service import do_disconnect_channel
+from tertulia.events import dispatcher
+from tertulia.events.models import EventRecord
+from tertulia.kit.clock import utcnow
+from tertulia.kit.db import Database
+from tertulia.notifications import feed
+from tertulia.notifications.models import Notification
+from tertulia.users.models import Membership, Role
+from tests.channels.fake_telegram import BOT_TOKEN, fake_telegram
+from tests.conftest import Tenant
+from tests.conversations.support import fake_channel_with_contact, sign_in
+from tests.fakes import fake_provider
+
+pytestmark = pytest.mark.usefixtures("immediate_queue", "fakehttp_adapter")
+
+UNAUTHORIZED = (401, {"error": "the access token has expired"})
+
+
+def _send(client: TestClient, tenant: Tenant, channel_id: int, contact_id: int, text: str = "hola") -> None:
+    response = client.post(
+        f"/api/v1/contacts/id:{contact_id}/messages",
+        headers=tenant.headers,
+        json={"channel_id": channel_id, "message": {"type": "text", "text": text}},
+    )
+    assert response.status_code == 201, response.text
+
+
+def _caught_up(db: Database, timeout: float = 15.0) -> None:
+    newest = dispatcher.newest_event_id(db)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dispatcher.dispatch(db, [feed.CONSUMER])
+        status = {s.name: s for s in dispatcher.consumer_status(db)}[feed.CONSUMER_NAME]
+        if status.last_event_id >= newest:
+            return
+        time.sleep(0.02)
+    raise AssertionError("the notifications consumer did not catch up")
+
+
+def _notifications(db: Database, user_id: int) -> list[tuple[str, str, bool, dict[str, Any]]]:
+    _caught_up(db)
+    with db.transaction(write=False) as session:
+        rows = session.scalars(select(Notification).where(Notification.user_id == user_id).order_by(Notification.id))
+        return [(row.kind, row.link, row.read_at is None, dict(row.params)) for row in rows]
+
+
+def _channel_events(db: Database, workspace_id: int) -> list[tuple[str, dict[str, Any]]]:
+    with db.transaction(write=False) as session:
+        rows = session.scalars(
+            select(EventRecord)
+            .where(EventRecord.workspace_id == workspace_id, EventRecord.type.like("channel.%"))
+            .order_by(EventRecord.id)
+        )
+        return [(row.type, dict(row.payload)) for row in rows]
+
+
+def _health(db: Database, channel_id: int) -> Health:
+    with db.transaction(write=False) as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        return health_of(channel).state
+
+
+def test_repeated_failures_notify_owners_and_managers_once_and_recovery_clears(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_provider() as provider:
+        channel_id, contact_id = fake_channel_with_contact(db, tenant, provider.url)
+        _send(client, tenant, channel_id, contact_id, "first")  # works: the channel is connected
+        provider.script += [UNAUTHORIZED] * 3
+        for n in range(3):
+            _send(client, tenant, channel_id, contact_id, f"refused {n}")
+        assert provider.calls == 4
+        assert _health(db, channel_id) == Health.ERROR
+        link = f"/settings/channels/{channel_id}"
+        expected = ("channel_error", link, True, {"name": "Fake", "excerpt": "the access token has expired"})
+        for user_id in (tenant.owner_id, tenant.manager_id):
+            assert _notifications(db, user_id) == [expected]
+        assert _notifications(db, tenant.agent_id) == []  # agents cannot reconnect a channel
+        assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == ["channel.errored"]
+
+        # The owner sees it in their own language in the API, with the reason as its body.
+        owner = sign_in(db, tenant, Role.OWNER)
+        listed = client.get("/api/v1/notifications", headers={"Cookie": owner.headers["Cookie"]}).json()
+        assert listed["unread"] == 1
+        assert listed["data"][0]["title"] == "Channel Fake stopped working"
+        assert listed["data"][0]["body"] == "the access token has expired"
+
+        _send(client, tenant, channel_id, contact_id, "works again")
+        _send(client, tenant, channel_id, contact_id, "still works")
+    assert _health(db, channel_id) == Health.CONNECTED
+    events = _channel_events(db, tenant.workspace_id)
+    assert [kind for kind, _payload in events] == ["channel.errored", "channel.recovered"]
+    assert events[0][1] == {
+        "channel_id": channel_id,
+        "name": "Fake",
+        "channel_type": "fakehttp",
+        "error": "the access token has expired",
+    }
+    for user_id in (tenant.owner_id, tenant.manager_id):
+        rows = _notifications(db, user_id)
+        # The error notification was marked read: what it told of is over.
+        assert [(kind, unread) for kind, _link, unread, _params in rows] == [
+            ("channel_error", False),
+            ("channel_recovered", True),
+        ]
+
+
+def test_a_second_outage_notifies_again(client: TestClient, db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        channel_id, contact_id = fake_channel_with_contact(db, tenant, provider.url)
+        for _outage in range(2):
+            provider.script += [UNAUTHORIZED, UNAUTHORIZED]
+            _send(client, tenant, channel_id, contact_id)
+            _send(client, tenant, channel_id, contact_id)
+            _send(client, tenant, channel_id, contact_id)  # accepted
+    kinds = [kind for kind, _payload in _channel_events(db, tenant.workspace_id)]
+    assert kinds == ["channel.errored", "channel.recovered", "channel.errored", "channel.recovered"]
+    rows = _notifications(db, tenant.owner_id)
+    assert [kind for kind, *_rest in rows] == ["channel_error", "channel_recovered"] * 2
+
+
+def test_errors_recorded_directly_change_state_once(db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    start = utcnow()
+    for n in range(4):  # a mailbox that keeps refusing the login, read after read
+        with db.transaction() as session:
+            record_error(session, channel_id, f"login refused ({n})", start + timedelta(seconds=n))
+    events = _channel_events(db, tenant.workspace_id)
+    assert [(kind, payload["error"]) for kind, payload in events] == [("channel.errored", "login refused (0)")]
+    with db.transaction() as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        assert channel.last_error == "login refused (3)"  # the newest reason is still shown
+        # A sign of life older than the error is not a recovery.
+        touch_callback(session, channel_id, start - timedelta(minutes=5))
+    assert len(_channel_events(db, tenant.workspace_id)) == 1
+    with db.transaction() as session:
+        touch_callback(session, channel_id, start + timedelta(seconds=10))
+        touch_callback(session, channel_id, start + timedelta(seconds=11))
+    assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == [
+        "channel.errored",
+        "channel.recovered",
+    ]
+    with db.transaction() as session:
+        # An error older than the last sign of life leaves the channel connected: no event.
+        record_error(session, channel_id, "late report of an old failure", start + timedelta(seconds=5))
+    assert len(_channel_events(db, tenant.workspace_id)) == 2
+    assert _health(db, channel_id) == Health.CONNECTED
+
+
+def test_a_disconnected_channel_failing_tells_no_one(db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    with db.transaction() as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        do_disconnect_channel(session, tenant.actor(), channel)
+    with db.transaction() as session:
+        record_error(session, channel_id, "the token was revoked", utcnow())
+    assert _channel_events(db, tenant.workspace_id) == []
+    assert _health(db, channel_id) == Health.DISCONNECTED
+    assert _notifications(db, tenant.owner_id) == []
+
+
+def test_two_workers_recording_errors_at_once_emit_one_event(db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    first_wrote = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with db.transaction() as session:
+                record_error(session, channel_id, "refused by the first worker", utcnow())
+                first_wrote.set()
+                release.wait(10)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+            first_wrote.set()
+
+    def second() -> None:
+        try:
+            with db.transaction() as session:
+                # Waits for the first worker's row lock (PostgreSQL) or write lock (SQLite).
+                record_error(session, channel_id, "refused by the second worker", utcnow())
+        except BaseException as exc:
+            errors.append(exc)
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert first_wrote.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    time.sleep(0.3)  # the second is now waiting on the first's lock
+    release.set()
+    one.join(15)
+    two.join(15)
+    assert errors == []
+    assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == ["channel.errored"]
+    with db.transaction(write=False) as session:
+        stored = session.scalar(select(Channel.last_error).where(Channel.id == channel_id))
+    assert stored == "refused by the second worker"
+
+
+def test_a_member_made_agent_is_not_told(db: Database, client: TestClient, tenant: Tenant) -> None:
+    with db.transaction() as session:
+        session.execute(
+            update(Membership)
+            .where(Membership.workspace_id == tenant.workspace_id, Membership.user_id == tenant.manager_id)
+            .values(role=Role.AGENT)
+        )
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    with db.transaction() as session:
+        record_error(session, channel_id, "the token was revoked", utcnow())
+    assert [kind for kind, *_rest in _notifications(db, tenant.owner_id)] == ["channel_error"]
+    assert _notifications(db, tenant.manager_id) == []
+
+
+def test_connecting_a_channel_in_error_again_is_a_recovery(client: TestClient, db: Database, tenant: Tenant) -> None:
+    owner = sign_in(db, tenant, Role.OWNER).headers  # connecting takes manage_channels: a person
+    with fake_telegram() as fake:
+        fake.add_bot()
+        created = client.post(
+            "/api/v1/channels",
+            json={"type": "telegram", "config": {"api_base_url": fake.url}, "secrets": {"bot_token": BOT_TOKEN}},
+            headers=owner,
+        )
+        assert created.status_code == 201, created.text
+        channel_id = int(created.json()["id"])
+        with db.transaction() as session:
+            record_error(session, channel_id, "Unauthorized", utcnow())
+        assert [kind for kind, *_rest in _notifications(db, tenant.owner_id)] == ["channel_error"]
+        again = client.post(f"/api/v1/channels/{channel_id}/connect", headers=owner)
+        assert again.status_code == 200, again.text
+    assert _health(db, channel_id) == Health.CONNECTED
+    events = _channel_events(db, tenant.workspace_id)
+    assert [(kind, payload["error"]) for kind, payload in events] == [
+        ("channel.errored", "Unauthorized"),
+        ("channel.recovered", None),
+    ]
+    rows = _notifications(db, tenant.owner_id)
+    assert [(kind, unread) for kind, _link, unread, _params in rows] == [
+        ("channel_error", False),
+        ("channel_recovered", True),
+    ]
