@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,19 +17,20 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
+from tertulia.contacts.import_models import ImportJob
 from tertulia.conversations.models import ClosingCategory
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.reports import histogram, repository, rollups
 from tertulia.reports.repository import Cell, Filters
-from tertulia.reports.rollups import SENDER_KINDS, SOURCES
-from tertulia.users.models import Membership, Team
+from tertulia.reports.rollups import ASSIGNMENT_SOURCES, CLOSING_SOURCES, CONTACT_SOURCES, SENDER_KINDS, SOURCES
+from tertulia.users.models import Membership, Team, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.workspaces.models import Workspace
 
 PRESETS = ("today", "yesterday", "last_7_days", "last_14_days", "last_30_days", "this_month", "last_month", "custom")
 MAX_DAYS = 366
-REPORTS = ("conversations", "responses", "messages")
+REPORTS = ("conversations", "responses", "messages", "resolutions", "assignments", "contacts")
 BUCKET_NAMES = ("<30s", "30s-2m", "2m-5m", "5m-10m", "10m-30m", "30m-1h", ">1h")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -285,6 +286,19 @@ def _by_period(cells: Iterable[Cell]) -> dict[str, list[Cell]]:
     return grouped
 
 
+def _people(session: Session, workspace_id: int, ids: Iterable[int]) -> dict[int, str]:
+    """Members' names (or emails) by user id; someone who left the workspace keeps "#id"."""
+    wanted = sorted({i for i in ids if i})
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(User.id, User.first_name, User.last_name, User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id, User.id.in_(wanted))
+    )
+    return {int(i): " ".join(p for p in (first, last) if p) or str(email) for i, first, last, email in rows}
+
+
 def _names(session: Session, model: Any, workspace_id: int, ids: Iterable[int]) -> dict[int, str]:
     wanted = sorted({i for i in ids if i})
     if not wanted:
@@ -416,11 +430,178 @@ def _messages(read: _Read) -> dict[str, Table]:
     }
 
 
+# Who closed: a person, a bot, or anything else (workflows, the API, the system, the auto-close).
+CLOSED_BY = {"user": "closed_by_person", "bot": "closed_by_bot"}
+
+
+def _closed_by(cells: Iterable[Cell]) -> list[Cell]:
+    """The closings split by who closed them, as counts of their own (closed_by_person,
+    closed_by_bot, closed_by_other) so the summary compares them like any metric."""
+    return [
+        Cell(
+            period=c.period,
+            metric=CLOSED_BY.get(c.label, "closed_by_other"),
+            label=c.label,
+            bucket=c.bucket,
+            count=c.count,
+            total=c.total,
+        )
+        for c in cells
+        if c.metric == "closed"
+    ]
+
+
+def _resolutions(read: _Read) -> dict[str, Table]:
+    metrics = ("closed", "resolution", "assignment")
+    now = read.cells(read.window, metrics)
+    before = read.cells(read.window.previous(), metrics)
+    split = ["closed_by_person", "closed_by_bot", "closed_by_other"]
+    per_period = _by_period(now + _closed_by(now))
+    series: list[list[Any]] = []
+    for period in read.window.periods():
+        cells = per_period.get(period, [])
+        counts = _counts(cells)
+        durations = _histograms(cells)
+        series.append(
+            [
+                period,
+                counts.get("closed", 0),
+                *(counts.get(metric, 0) for metric in split),
+                _seconds(histogram.stats(durations.get("resolution", {})).median),
+                _seconds(histogram.stats(durations.get("assignment", {})).median),
+            ]
+        )
+    by_source: dict[str, dict[int, tuple[int, float]]] = {source: {} for source in CLOSING_SOURCES}
+    for cell in now:
+        if cell.metric == "resolution":
+            histogram.add(by_source.setdefault(cell.label or "unknown", {}), cell.bucket, cell.count, cell.total)
+    source_rows: list[list[Any]] = []
+    for source, buckets in by_source.items():
+        stats = histogram.stats(buckets)
+        source_rows.append([source, stats.count, _seconds(stats.average), _seconds(stats.median), _seconds(stats.p90)])
+    return {
+        "summary": _summary(
+            ["closed", *split], ["resolution", "assignment"], now + _closed_by(now), before + _closed_by(before)
+        ),
+        "series": {
+            "columns": ["period", "closed", *split, "resolution_median_seconds", "assignment_median_seconds"],
+            "rows": series,
+        },
+        "by_closer": {
+            "columns": ["closer", "closed", "average_seconds", "median_seconds", "p90_seconds"],
+            "rows": source_rows,
+        },
+    }
+
+
+def _assignments(read: _Read) -> dict[str, Table]:
+    counted = ("assigned", "unassigned")
+    now = read.cells(read.window, [*counted, "assignment"])
+    before = read.cells(read.window.previous(), [*counted, "assignment"])
+    per_period = _by_period(now)
+    series = []
+    for period in read.window.periods():
+        counts = _counts(per_period.get(period, []))
+        series.append([period, counts.get("assigned", 0), counts.get("unassigned", 0)])
+    sources: dict[str, dict[str, int]] = {source: {"assigned": 0, "unassigned": 0} for source in ASSIGNMENT_SOURCES}
+    for cell in now:
+        if cell.metric in counted:
+            sources.setdefault(cell.label, {"assigned": 0, "unassigned": 0})[cell.metric] += cell.count
+
+    def by(column: str) -> dict[int, dict[str, int]]:
+        found: dict[int, dict[str, int]] = defaultdict(lambda: {"assigned": 0, "unassigned": 0})
+        for (value, metric), count in _breakdown(read, counted, column).items():
+            found[value][metric] += count
+        return found
+
+    def ranked(found: dict[int, dict[str, int]]) -> list[tuple[int, dict[str, int]]]:
+        return sorted(found.items(), key=lambda item: (-item[1]["assigned"], -item[1]["unassigned"], item[0]))
+
+    users, teams = by("user_id"), by("team_id")
+    people = _people(read.session, read.workspace_id, users)
+    team_names = _names(read.session, Team, read.workspace_id, teams)
+    return {
+        "summary": _summary(list(counted), ["assignment"], now, before),
+        "series": {"columns": ["period", "assigned", "unassigned"], "rows": series},
+        "by_source": {
+            "columns": ["source", "assigned", "unassigned"],
+            "rows": [[source, c["assigned"], c["unassigned"]] for source, c in sources.items()],
+        },
+        "by_user": {
+            "columns": ["user_id", "person", "assigned", "unassigned"],
+            "rows": [
+                [uid or None, people.get(uid, f"#{uid}") if uid else None, c["assigned"], c["unassigned"]]
+                for uid, c in ranked(users)
+            ],
+        },
+        "by_team": {
+            "columns": ["team_id", "team", "assigned", "unassigned"],
+            "rows": [
+                [tid or None, team_names.get(tid, f"#{tid}") if tid else None, c["assigned"], c["unassigned"]]
+                for tid, c in ranked(teams)
+            ],
+        },
+    }
+
+
+def _imported(read: _Read, window: Range) -> list[Cell]:
+    """Contacts created by imports, as cells of contacts_added (label "import"): an import adds its
+    contacts in batches without an event each, so they are read from the import jobs, on the date
+    the job finished (a job that failed half way counts the contacts it did create)."""
+    zone = zone_of(read.session, read.workspace_id)
+    start = datetime.combine(window.first, time.min, zone).astimezone(UTC)
+    end = datetime.combine(window.last + timedelta(days=1), time.min, zone).astimezone(UTC)
+    query = select(ImportJob.finished_at, ImportJob.created_count).where(
+        ImportJob.workspace_id == read.workspace_id,
+        ImportJob.finished_at >= start,
+        ImportJob.finished_at < end,
+        ImportJob.created_count > 0,
+    )
+    if read.filters.user_id is not None:
+        query = query.where(ImportJob.user_id == read.filters.user_id)
+    cells = []
+    for finished, created in read.session.execute(query):
+        if finished is None:
+            continue
+        local = finished.astimezone(zone)
+        period = local.strftime("%Y-%m-%dT%H") if window.grain == "h" else local.strftime("%Y-%m-%d")
+        cells.append(
+            Cell(period=period, metric="contacts_added", label="import", bucket=-1, count=int(created), total=0.0)
+        )
+    return cells
+
+
+def _contacts(read: _Read) -> dict[str, Table]:
+    metrics = ("contacts_added", "contacts_deleted", "contacts_merged")
+    now = read.cells(read.window, metrics) + _imported(read, read.window)
+    before = read.cells(read.window.previous(), metrics) + _imported(read, read.window.previous())
+    per_period = _by_period(now)
+    series = []
+    for period in read.window.periods():
+        counts = _counts(per_period.get(period, []))
+        series.append([period, *(counts.get(metric, 0) for metric in metrics)])
+    sources: dict[str, int] = dict.fromkeys(CONTACT_SOURCES, 0)
+    for cell in now:
+        if cell.metric == "contacts_added":
+            sources[cell.label] = sources.get(cell.label, 0) + cell.count
+    return {
+        "summary": _summary(list(metrics), [], now, before),
+        "series": {"columns": ["period", *metrics], "rows": series},
+        "added_by_source": {"columns": ["source", "count"], "rows": [[k, v] for k, v in sources.items()]},
+    }
+
+
 BUILDERS: dict[str, Callable[[_Read], dict[str, Table]]] = {
     "conversations": _conversations,
     "responses": _responses,
     "messages": _messages,
+    "resolutions": _resolutions,
+    "assignments": _assignments,
+    "contacts": _contacts,
 }
+
+# The filters a report applies; the others name conversations, which contacts' numbers have none of.
+APPLIED_FILTERS: dict[str, tuple[str, ...]] = {"contacts": ("user_id",)}
 
 
 @contextmanager
@@ -459,6 +640,9 @@ def build_report(
         raise NotFound(f"No report {name!r}.", details={"reports": list(REPORTS)})
     window = check_range(preset, start, end, today_in(session, actor.workspace_id))
     chosen = check_filters(session, actor, filters or Filters())
+    if name in APPLIED_FILTERS:
+        applied = APPLIED_FILTERS[name]
+        chosen = Filters(**{k: (v if k in applied else None) for k, v in chosen.__dict__.items()})
     previous = window.previous()
     with _snapshot(session) as snapshot:
         tables = builder(_Read(snapshot, actor.workspace_id, window, chosen))

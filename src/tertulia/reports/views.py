@@ -34,6 +34,9 @@ REPORT_TITLES: dict[str, str] = {
     "conversations": i18n.lazy("Conversations"),
     "responses": i18n.lazy("Responses"),
     "messages": i18n.lazy("Messages"),
+    "resolutions": i18n.lazy("Resolutions"),
+    "assignments": i18n.lazy("Assignments"),
+    "contacts": i18n.lazy("Contacts"),
 }
 PRESET_LABELS: dict[str, str] = {
     "today": i18n.lazy("Today"),
@@ -101,6 +104,26 @@ LABELS: dict[str, str] = {
     "fri": i18n.lazy("Friday"),
     "sat": i18n.lazy("Saturday"),
     "sun": i18n.lazy("Sunday"),
+    "closed_by_person": i18n.lazy("Closed by a person"),
+    "closed_by_bot": i18n.lazy("Closed by a bot"),
+    "closed_by_other": i18n.lazy("Closed by automation or the system"),
+    "assignment_median_seconds": i18n.lazy("Time to first assignment (median)"),
+    "closer": i18n.lazy("Closed by"),
+    "auto-close": i18n.lazy("Auto-close"),
+    "unknown": i18n.lazy("Not recorded"),
+    "assigned": i18n.lazy("Assignments"),
+    "unassigned": i18n.lazy("Unassignments"),
+    "source": i18n.lazy("Source"),
+    "user_id": i18n.lazy("Team member id"),
+    "person": i18n.lazy("Team member"),
+    "team_id": i18n.lazy("Team id"),
+    "team": i18n.lazy("Team"),
+    "contacts_added": i18n.lazy("Contacts added"),
+    "contacts_deleted": i18n.lazy("Contacts deleted"),
+    "contacts_merged": i18n.lazy("Contacts merged"),
+    "manual": i18n.lazy("By hand"),
+    "import": i18n.lazy("An import"),
+    "other": i18n.lazy("Other"),
 }
 TABLE_TITLES: dict[str, str] = {
     "summary": i18n.lazy("Summary, with the previous period"),
@@ -111,6 +134,11 @@ TABLE_TITLES: dict[str, str] = {
     "by_channel": i18n.lazy("Messages by channel"),
     "failed_reasons": i18n.lazy("Failed messages by reason"),
     "heatmap": i18n.lazy("Incoming messages by weekday and hour"),
+    "by_closer": i18n.lazy("Closings by who closed them"),
+    "by_source": i18n.lazy("Assignments and unassignments by source"),
+    "by_user": i18n.lazy("Assignments and unassignments by team member"),
+    "by_team": i18n.lazy("Assignments and unassignments by team"),
+    "added_by_source": i18n.lazy("Contacts added by source"),
 }
 # The definition shown beside each number (docs/reports.md says the same at more length).
 DEFINITIONS: dict[str, str] = {
@@ -138,6 +166,25 @@ DEFINITIONS: dict[str, str] = {
     "failed": i18n.lazy(
         "Messages the channel could not deliver, with the reason it gave, counted on the day of the failure."
     ),
+    "closed_by_person": i18n.lazy("Closings done by a team member (in the inbox or through their own session)."),
+    "closed_by_bot": i18n.lazy("Closings done by the bot."),
+    "closed_by_other": i18n.lazy(
+        "Closings done by workflows, the API, the system or the auto-close of inactive conversations."
+    ),
+    "assigned": i18n.lazy(
+        "Times a person became a conversation's assignee (from nobody or from someone else), counted for that "
+        "person on the day it happened. Moving a conversation between teams alone is not counted."
+    ),
+    "unassigned": i18n.lazy(
+        "Times a person was removed from a conversation and nobody took their place, counted for the person "
+        "who lost it."
+    ),
+    "contacts_added": i18n.lazy(
+        "Contacts created in the period: by hand, by an import (on the day the import finished), through the "
+        "API, or by a new customer's first message."
+    ),
+    "contacts_deleted": i18n.lazy("Contacts deleted in the period."),
+    "contacts_merged": i18n.lazy("Merges of two contacts into one in the period (each merge removes one contact)."),
     "times": i18n.lazy(
         "Times show the median, the average and the 90th percentile. Medians and percentiles are read from "
         "histograms and are within 1 second or 9.1% of the exact value; counts and averages are exact. Dates "
@@ -154,7 +201,20 @@ FIELD_ERRORS: dict[str, str] = {
 }
 CHOOSE_ONE = i18n.lazy("Choose one of the options.")
 
-CHARTED = frozenset({"series", "buckets", "outgoing_by_sender", "closed_by_category", "failed_reasons"})
+CHARTED = frozenset(
+    {
+        "series",
+        "buckets",
+        "outgoing_by_sender",
+        "closed_by_category",
+        "failed_reasons",
+        "by_closer",
+        "by_source",
+        "added_by_source",
+    }
+)
+# Columns holding names, shown as they are (not as numbers).
+TEXT_COLUMNS = frozenset({"category", "channel", "person", "team"})
 
 
 def duration(seconds: float | None) -> str:
@@ -295,6 +355,8 @@ def report_page(
             "table_titles": _translated(ctx, TABLE_TITLES),
             "definitions": _translated(ctx, DEFINITIONS),
             "charted": CHARTED,
+            "text_columns": TEXT_COLUMNS,
+            "applied_filters": service.APPLIED_FILTERS.get(name),
             "chart_labels": labels,
             "duration": duration,
             "heat_level": heat_level,

@@ -5,6 +5,14 @@
   "use strict";
 
   var COLORS = ["#4f46e5", "#16a34a", "#f59e0b", "#dc2626", "#0891b2", "#7c3aed", "#64748b"];
+  // The counts each report's "series" chart draws (its times are in the table).
+  var SERIES = {
+    conversations: ["opened", "closed", "reopened"],
+    messages: ["incoming", "outgoing", "failed"],
+    resolutions: ["closed_by_person", "closed_by_bot", "closed_by_other"],
+    assignments: ["assigned", "unassigned"],
+    contacts: ["contacts_added", "contacts_deleted", "contacts_merged"],
+  };
 
   function column(table, name) {
     var index = table.columns.indexOf(name);
@@ -40,10 +48,10 @@
     if (name === "series" && report === "responses") {
       type = "line";
       series = ["median_seconds", "average_seconds", "p90_seconds"];
-    } else if (name === "series" && report === "conversations") {
-      series = ["opened", "closed", "reopened"];
     } else if (name === "series") {
-      series = ["incoming", "outgoing", "failed"];
+      series = SERIES[report] || [table.columns[1]];
+    } else if (name === "by_source" && report === "assignments") {
+      series = ["assigned", "unassigned"];
     } else if (name === "closed_by_category") {
       names = column(table, "category").map(function (value) { return value === null ? "–" : String(value); });
       series = ["closed"];
