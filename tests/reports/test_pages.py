@@ -82,7 +82,7 @@ def test_every_csv_equals_its_json_table(
                 assert rows[0] == table["columns"]
                 assert rows[1:] == [[_as_cell(v) for v in row] for row in table["rows"]], (name, table_name, params)
                 checked += 1
-    assert checked == 4 * 23
+    assert checked == 4 * 29
     # The workspace's totals (read without filters) and the detailed rows (read with a filter every
     # conversation here passes) are two copies of the same numbers.
     for name in REPORTS:
@@ -166,6 +166,12 @@ def test_an_agent_sees_their_own_numbers_without_the_person_filter(
         ("assignments", "en", ["Assignments and unassignments by source", "Unassignments", "Workflow"]),
         ("contacts", "es", ["Contactos añadidos por origen", "A mano", "solo se aplica el filtro de miembro"]),
         ("contacts", "en", ["Contacts added by source", "By hand", "only the team member filter applies"]),
+        ("users", "es", ["Una fila por miembro del equipo", "Tiempo en línea", "Contactos cerrados"]),
+        ("users", "en", ["One row per team member", "Time online", "Contacts closed"]),
+        ("leaderboard", "es", ["Clasificar por", "A quién clasificar", "Mensajes enviados"]),
+        ("leaderboard", "en", ["Rank on", "Who to rank", "Messages sent"]),
+        ("broadcasts", "es", ["Una fila por difusión", "Destinatarios", "Solo se aplican los filtros de canal"]),
+        ("broadcasts", "en", ["One row per broadcast", "Recipients", "Only the channel and team member"]),
     ],
 )
 def test_the_new_reports_render_in_both_languages(
@@ -179,5 +185,8 @@ def test_the_new_reports_render_in_both_languages(
         assert text in page.text, text
     for other in REPORTS:
         assert f'data-testid="report-tab-{other}"' in page.text
-    assert f'href="/api/v1/reports/{name}/series.csv?range=custom&amp;from={DAY}&amp;to={DAY}"' in page.text
-    assert 'data-chart="series"' in page.text
+    first_table = {"users": "summary", "leaderboard": "leaderboard"}.get(name, "series")
+    options = "&amp;metric=closed&amp;by=user" if name == "leaderboard" else ""
+    csv_link = f"/api/v1/reports/{name}/{first_table}.csv?range=custom&amp;from={DAY}&amp;to={DAY}{options}"
+    assert f'href="{csv_link}"' in page.text
+    assert 'data-chart="' in page.text

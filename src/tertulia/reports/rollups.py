@@ -52,6 +52,7 @@ TYPES = frozenset(
         EventType.CONTACT_MERGED,
         EventType.CONTACT_CREATED,
         EventType.CONTACT_DELETED,
+        EventType.COMMENT_ADDED,
     }
 )
 
@@ -282,6 +283,8 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
         closed_by = str(snapshot.get("closing_source") or "")
         changes.count("closed", fact, label=closed_by)
         changes.duration("resolution", fact, fact.resolution_seconds, label=closed_by)
+        # One row per contact, so a range can count the different contacts closed (per person).
+        changes.count("closed_contact", fact, label=str(fact.contact_id))
     elif event.type == EventType.CONVERSATION_REOPENED:
         fact.status = "open"
         fact.reopen_count += 1
@@ -327,6 +330,10 @@ def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
             return
     if fact.merged_into_id is not None:
         fact = facts.get(fact.merged_into_id) or fact
+    if event.type == EventType.COMMENT_ADDED:
+        author = message.get("sender_user_id")
+        changes.count("comments", fact, user_id=int(author) if author else NONE)
+        return
     written = _time(message.get("created_at")) or as_utc(event.created_at)
     if event.type == EventType.MESSAGE_RECEIVED:
         fact.incoming_count += 1
@@ -391,7 +398,7 @@ def _well_formed(event: EventRecord) -> bool:
         return "contact_id" in payload and "merged_contact_id" in payload
     if event.type in (EventType.CONTACT_CREATED, EventType.CONTACT_DELETED):
         return "contact_id" in payload
-    if event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+    if event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.COMMENT_ADDED):
         message = payload.get("message")
         return isinstance(message, dict) and "conversation_id" in message
     if event.type == EventType.MESSAGE_STATUS_CHANGED:
@@ -409,7 +416,7 @@ def _changes(facts: _Facts, event: EventRecord) -> Changes:
         _contact_event(event, changes)
     elif event.type in (EventType.CONTACT_CREATED, EventType.CONTACT_DELETED):
         _contact_event(event, changes)
-    elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+    elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.COMMENT_ADDED):
         _message_event(facts, event, changes)
     elif event.type == EventType.MESSAGE_STATUS_CHANGED:
         _status_event(facts, event, changes)
