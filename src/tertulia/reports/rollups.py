@@ -170,7 +170,7 @@ class Changes:
             # The same increment in the workspace's totals (no dimensions): an unfiltered report
             # reads rows bounded by periods x metrics x buckets, however busy the workspace.
             whole = (repository.TOTALS[grain], period, metric, label, NONE, NONE, NONE, NONE, "", bucket)
-            for key in (detailed, whole):
+            for key in (detailed,) if metric in repository.DETAILED_ONLY else (detailed, whole):
                 row = self.rows[key]
                 row[0] += 1
                 row[1] += total
