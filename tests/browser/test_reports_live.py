@@ -118,5 +118,33 @@ def test_clicking_a_bar_lists_the_conversations_behind_it(browser: Browser, base
     expect(page.get_by_test_id("list-count")).to_have_attribute("data-count", "3")
     expect(page.get_by_test_id("list-row")).to_have_count(3)
     shot(page, "98-reports-list.png")
+
+
+def test_the_new_reports_draw_their_charts(browser: Browser, base_url: str) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, base_url, "/reports/resolutions?range=today", *OWNER)
+    expect(page.locator("canvas[data-chart=by_closer]")).to_have_attribute("data-drawn", "true")
+    expect(page.locator("canvas[data-chart=series]")).to_have_attribute("data-drawn", "true")
+    for name, chart in [
+        ("assignments", "by_source"),
+        ("contacts", "added_by_source"),
+        ("users", "users"),
+        ("leaderboard", "leaderboard"),
+        ("broadcasts", "by_broadcast"),
+    ]:
+        page.get_by_test_id(f"report-tab-{name}").click()
+        page.wait_for_url(re.compile(rf"/reports/{name}\?range=today"))
+        expect(page.locator(f"canvas[data-chart={chart}]")).to_have_attribute("data-drawn", "true")
+    page.get_by_test_id("report-tab-leaderboard").click()
+    page.wait_for_url(re.compile(r"/reports/leaderboard\?range=today"))
+    page.select_option("[data-testid=leaderboard-metric]", "messages_sent")
+    page.get_by_test_id("apply-filters").click()
+    page.wait_for_url(re.compile(r"metric=messages_sent"))
+    leaderboard = page.get_by_test_id("report-table-leaderboard")
+    expect(leaderboard.locator("tbody tr").first.locator("td").nth(2)).to_have_text("3")  # the owner's replies
+    shot(page, "98-reports-leaderboard.png")
     context.close()
     assert problems == []

@@ -82,7 +82,7 @@ def test_every_csv_equals_its_json_table(
                 assert rows[0] == table["columns"]
                 assert rows[1:] == [[_as_cell(v) for v in row] for row in table["rows"]], (name, table_name, params)
                 checked += 1
-    assert checked == 4 * 12
+    assert checked == 4 * 29
     # The workspace's totals (read without filters) and the detailed rows (read with a filter every
     # conversation here passes) are two copies of the same numbers.
     for name in REPORTS:
@@ -90,6 +90,13 @@ def test_every_csv_equals_its_json_table(
         detailed = report(client, tenant, name, range="custom", channel_id=shop.channel_id, **{"from": DAY, "to": DAY})
         assert detailed["tables"] == whole, name
     # Some numbers really are there (the comparison is not of empty tables).
+    day_params = {"range": "custom", "from": DAY, "to": DAY}
+    assignments = report(client, tenant, "assignments", **day_params)["tables"]
+    assert [row[2:] for row in assignments["by_user"]["rows"]] == [[2, 0], [2, 0]]
+    assert _csv(client, tenant, "assignments", "by_source", day_params)[1] == ["user", "4", "0"]
+    resolutions = report(client, tenant, "resolutions", **day_params)["tables"]
+    assert resolutions["by_closer"]["rows"][0][:2] == ["user", 3]
+    assert _csv(client, tenant, "contacts", "added_by_source", day_params)[4] == ["incoming", "4"]
     day = report(client, tenant, "messages", range="custom", **{"from": DAY, "to": DAY})
     assert day["tables"]["by_channel"]["rows"][0][1] == "=Tienda"
     assert (
@@ -140,3 +147,46 @@ def test_an_agent_sees_their_own_numbers_without_the_person_filter(
     assert refused.status_code == 200
     assert "field-error" in refused.text
     assert 'id="report-data"' not in refused.text
+
+
+@pytest.mark.parametrize(
+    ("name", "language", "expected"),
+    [
+        (
+            "resolutions",
+            "es",
+            ["Resoluciones", "Cierres según quién cerró", "Cerradas por un bot", "Cierres hechos por el bot."],
+        ),
+        (
+            "resolutions",
+            "en",
+            ["Resolutions", "Closings by who closed them", "Closed by a bot", "Closings done by the bot."],
+        ),
+        ("assignments", "es", ["Asignaciones y desasignaciones por origen", "Desasignaciones", "Flujo de trabajo"]),
+        ("assignments", "en", ["Assignments and unassignments by source", "Unassignments", "Workflow"]),
+        ("contacts", "es", ["Contactos añadidos por origen", "A mano", "solo se aplica el filtro de miembro"]),
+        ("contacts", "en", ["Contacts added by source", "By hand", "only the team member filter applies"]),
+        ("users", "es", ["Una fila por miembro del equipo", "Tiempo en línea", "Contactos cerrados"]),
+        ("users", "en", ["One row per team member", "Time online", "Contacts closed"]),
+        ("leaderboard", "es", ["Clasificar por", "A quién clasificar", "Mensajes enviados"]),
+        ("leaderboard", "en", ["Rank on", "Who to rank", "Messages sent"]),
+        ("broadcasts", "es", ["Una fila por difusión", "Destinatarios", "Solo se aplican los filtros de canal"]),
+        ("broadcasts", "en", ["One row per broadcast", "Recipients", "Only the channel and team member"]),
+    ],
+)
+def test_the_new_reports_render_in_both_languages(
+    db: Database, tenant: Tenant, client: TestClient, name: str, language: str, expected: list[str]
+) -> None:
+    sign_in_as(client, db, tenant.manager_id, "manager-password")
+    client.cookies.set("tertulia_lang", language)
+    page = client.get(f"/reports/{name}", params={"range": "custom", "from": DAY, "to": DAY})
+    assert page.status_code == 200, page.text
+    for text in expected:
+        assert text in page.text, text
+    for other in REPORTS:
+        assert f'data-testid="report-tab-{other}"' in page.text
+    first_table = {"users": "summary", "leaderboard": "leaderboard"}.get(name, "series")
+    options = "&amp;metric=closed&amp;by=user" if name == "leaderboard" else ""
+    csv_link = f"/api/v1/reports/{name}/{first_table}.csv?range=custom&amp;from={DAY}&amp;to={DAY}{options}"
+    assert f'href="{csv_link}"' in page.text
+    assert 'data-chart="' in page.text

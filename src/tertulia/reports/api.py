@@ -1,13 +1,14 @@
 """JSON endpoints for reports (owners and managers; an agent gets their own numbers).
 
-GET /api/v1/reports/{name}                 conversations, responses or messages: every table as JSON
+GET /api/v1/reports/{name}                 conversations, responses, messages, resolutions, assignments,
+                                           contacts, users, leaderboard, broadcasts: every table as JSON
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
 GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard)
 POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs/data-export.md)
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
 last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
-source.
+source; for the leaderboard, metric and by.
 """
 
 from datetime import date, datetime
@@ -40,11 +41,15 @@ class ReportQuery:
         user_id: Annotated[ID | None, Query()] = None,
         category_id: Annotated[ID | None, Query()] = None,
         source: Annotated[str | None, Query(max_length=16)] = None,
+        metric: Annotated[str | None, Query(max_length=24, description="The leaderboard's metric.")] = None,
+        by: Annotated[str | None, Query(max_length=8, description="The leaderboard's rows: user or team.")] = None,
     ) -> None:
         self.preset = range
         self.start = from_
         self.end = to
         self.filters = Filters(channel_id, team_id, user_id, category_id, source)
+        self.metric = metric
+        self.by = by
 
 
 Params = Annotated[ReportQuery, Depends()]
@@ -52,7 +57,15 @@ Params = Annotated[ReportQuery, Depends()]
 
 def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) -> dict[str, Any]:
     return service.build_report(
-        session, actor, name, preset=params.preset, start=params.start, end=params.end, filters=params.filters
+        session,
+        actor,
+        name,
+        preset=params.preset,
+        start=params.start,
+        end=params.end,
+        filters=params.filters,
+        metric=params.metric,
+        by=params.by,
     )
 
 

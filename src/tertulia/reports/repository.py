@@ -108,7 +108,12 @@ TOTALS = {"d": "D", "h": "H"}
 
 # The closing category is known only when a conversation closes: it filters these metrics and
 # leaves the others whole.
-CATEGORY_METRICS = ("closed", "resolution")
+CATEGORY_METRICS = ("closed", "resolution", "closed_contact")
+# Metrics with one label per contact, read only as distinct labels (`labels_by`) from the detailed
+# rows: they get no copy in the workspace's totals, which nothing reads for them.
+DETAILED_ONLY = ("closed_contact",)
+# The dimensions a report may group its cells by.
+DIMENSIONS = ("channel_id", "category_id", "user_id", "team_id")
 
 
 def _filter_clauses(filters: Filters, table: Any = Rollup) -> list[ColumnElement[bool]]:
@@ -154,8 +159,21 @@ class Cell:
     bucket: int
     count: int
     total: float
-    channel_id: int = 0
-    category_id: int = 0
+    # The value of the dimension the cells were grouped by (repository.cells' `by`), else 0.
+    key: int = 0
+
+
+def _range_clauses(
+    workspace_id: int, grain: str, first: str, last: str, metrics: Iterable[str], filters: Filters
+) -> list[ColumnElement[bool]]:
+    return [
+        Rollup.workspace_id == workspace_id,
+        Rollup.grain == grain,
+        Rollup.period >= first,
+        Rollup.period <= last,
+        Rollup.metric.in_(sorted(set(metrics))),
+        *_filter_clauses(filters),
+    ]
 
 
 def cells(
@@ -167,26 +185,16 @@ def cells(
     metrics: Iterable[str],
     filters: Filters,
     *,
-    by_channel: bool = False,
-    by_category: bool = False,
+    by: str | None = None,
 ) -> list[Cell]:
     """Sums of the rollups of `metrics` with periods first..last (inclusive), by period, metric,
-    label and bucket (and channel or closing category when asked)."""
+    label and bucket (and one dimension of DIMENSIONS when `by` names it)."""
     group: list[Any] = [Rollup.period, Rollup.metric, Rollup.label, Rollup.bucket]
-    if by_channel:
-        group.append(Rollup.channel_id)
-    if by_category:
-        group.append(Rollup.category_id)
+    if by is not None:
+        group.append(getattr(Rollup, by))
     query = (
         select(*group, func.sum(Rollup.count), func.sum(Rollup.total))
-        .where(
-            Rollup.workspace_id == workspace_id,
-            Rollup.grain == grain,
-            Rollup.period >= first,
-            Rollup.period <= last,
-            Rollup.metric.in_(sorted(set(metrics))),
-            *_filter_clauses(filters),
-        )
+        .where(*_range_clauses(workspace_id, grain, first, last, metrics, filters))
         .group_by(*group)
     )
     return [
@@ -195,13 +203,34 @@ def cells(
             metric=row[1],
             label=row[2],
             bucket=int(row[3]),
-            channel_id=int(row[4]) if by_channel else 0,
-            category_id=int(row[4]) if by_category else 0,
+            key=int(row[4]) if by is not None else 0,
             count=int(row[-2] or 0),
             total=float(row[-1] or 0.0),
         )
         for row in session.execute(query)
     ]
+
+
+def labels_by(
+    session: Session,
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metric: str,
+    filters: Filters,
+    column: str,
+) -> set[tuple[int, str]]:
+    """The different labels of `metric` over periods first..last, with the value of one dimension:
+    distinct counts (the contacts closed, per person) that sums cannot give."""
+    dimension = getattr(Rollup, column)
+    query = (
+        select(dimension, Rollup.label)
+        .where(*_range_clauses(workspace_id, grain, first, last, [metric], filters))
+        .group_by(dimension, Rollup.label)
+        .having(func.sum(Rollup.count) > 0)
+    )
+    return {(int(value), str(label)) for value, label in session.execute(query)}
 
 
 def breakdown(
@@ -218,14 +247,7 @@ def breakdown(
     dimension = getattr(Rollup, column)
     query = (
         select(dimension, Rollup.metric, func.sum(Rollup.count))
-        .where(
-            Rollup.workspace_id == workspace_id,
-            Rollup.grain == grain,
-            Rollup.period >= first,
-            Rollup.period <= last,
-            Rollup.metric.in_(sorted(set(metrics))),
-            *_filter_clauses(filters),
-        )
+        .where(*_range_clauses(workspace_id, grain, first, last, metrics, filters))
         .group_by(dimension, Rollup.metric)
     )
     return {(int(value), str(metric)): int(count or 0) for value, metric, count in session.execute(query)}

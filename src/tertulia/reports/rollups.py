@@ -10,6 +10,9 @@ conversation as it stood just before the event.
 Which date counts: the event's, in the workspace's time zone at the time the event is applied (so a
 past period does not change when later things happen). Durations count on the date of the event
 that ends them: a first response on the reply's date, a resolution on the close's.
+
+Contacts' events (added, deleted, merged) have no conversation: they are counted with every
+dimension empty but the team member who did it.
 """
 
 from collections import defaultdict
@@ -21,7 +24,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tertulia.conversations.models import Conversation, ConversationStatus, SenderKind
+from tertulia.conversations.models import ClosingSource, Conversation, ConversationStatus, SenderKind
 from tertulia.events.dispatcher import Consumer
 from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
@@ -47,6 +50,9 @@ TYPES = frozenset(
         EventType.MESSAGE_SENT,
         EventType.MESSAGE_STATUS_CHANGED,
         EventType.CONTACT_MERGED,
+        EventType.CONTACT_CREATED,
+        EventType.CONTACT_DELETED,
+        EventType.COMMENT_ADDED,
     }
 )
 
@@ -55,6 +61,14 @@ TYPES = frozenset(
 HUMAN_SENDERS = frozenset({SenderKind.USER.value})
 SOURCES = ("incoming", "user", "api", "workflow", "bot", "broadcast", "system")
 SENDER_KINDS = tuple(k.value for k in SenderKind if k is not SenderKind.CONTACT)
+# Who closed a conversation (the closed event's closing_source); "" for closings counted before the
+# rollups kept it.
+CLOSING_SOURCES = tuple(s.value for s in ClosingSource)
+# Who assigned or unassigned a conversation, from the event's actor.
+ASSIGNMENT_SOURCES = ("user", "workflow", "api", "bot", "system")
+# How a contact was added: by a person (manual), an import, the API, a customer's first message
+# (incoming), anything else (workflows, the system).
+CONTACT_SOURCES = ("manual", "import", "api", "incoming", "other")
 MAX_LABEL = 64
 # The metrics whose occurrences are kept one by one (`models.ReportItem`) for the drill-down lists.
 ITEM_METRICS = frozenset({"opened", "closed", "reopened", "first_response"})
@@ -69,6 +83,29 @@ def source_of(actor: str | None) -> str:
     if kind in ("channel", "contact"):
         return "incoming"
     return kind if kind in SOURCES else "system"
+
+
+def actor_kind(actor: str | None) -> str:
+    return (actor or "system").split(":", 1)[0]
+
+
+def actor_user(actor: str | None) -> int:
+    """The team member behind an event's actor ("user:12"), or NONE."""
+    kind, _, rest = (actor or "").partition(":")
+    return int(rest) if kind == "user" and rest.isdigit() else NONE
+
+
+def assignment_source(actor: str | None) -> str:
+    kind = actor_kind(actor)
+    return kind if kind in ASSIGNMENT_SOURCES else "system"
+
+
+def contact_source(actor: str | None, source: str | None) -> str:
+    """How a contact was added, from contact.created's source ("channel:webchat") and actor."""
+    kind = actor_kind(actor)
+    if (source or "").startswith("channel") or kind == "channel":
+        return "incoming"
+    return {"user": "manual", "api": "api", "import": "import"}.get(kind, "other")
 
 
 def _time(value: str | None) -> datetime | None:
@@ -94,51 +131,78 @@ class Changes:
         self.rows: dict[tuple[Any, ...], list[float]] = defaultdict(lambda: [0, 0.0])
         self.items: list[dict[str, Any]] = []
 
-    def count(self, metric: str, fact: ConversationFact, *, user_id: int | None = None, label: str = "") -> None:
-        self._add(metric, fact, user_id, label, -1, 0.0)
+    def count(
+        self,
+        metric: str,
+        fact: ConversationFact,
+        *,
+        user_id: int | None = None,
+        team_id: int | None = None,
+        label: str = "",
+    ) -> None:
+        dimensions = self._dimensions(metric, fact, user_id, team_id)
+        self._item(metric, fact.conversation_id, dimensions, -1, 0.0)
+        self._add(metric, dimensions, label, -1, 0.0)
 
-    def duration(self, metric: str, fact: ConversationFact, seconds: float, *, user_id: int | None = None) -> None:
+    def duration(
+        self, metric: str, fact: ConversationFact, seconds: float, *, user_id: int | None = None, label: str = ""
+    ) -> None:
         seconds = max(0.0, seconds)
-        self._add(metric, fact, user_id, "", histogram.bucket_of(seconds), seconds)
+        dimensions = self._dimensions(metric, fact, user_id, None)
+        bucket = histogram.bucket_of(seconds)
+        self._item(metric, fact.conversation_id, dimensions, bucket, seconds)
+        self._add(metric, dimensions, label, bucket, seconds)
+
+    def count_unattached(self, metric: str, *, user_id: int, label: str = "") -> None:
+        """A count that belongs to no conversation (contacts' events): only the team member is known."""
+        self._add(metric, (NONE, NONE, user_id, NONE, ""), label, -1, 0.0)
+
+    @staticmethod
+    def _dimensions(
+        metric: str, fact: ConversationFact, user_id: int | None, team_id: int | None
+    ) -> tuple[int, int, int, int, str]:
+        return (
+            fact.channel_id,
+            fact.team_id if team_id is None else team_id,
+            fact.assignee_id if user_id is None else user_id,
+            fact.category_id if metric in repository.CATEGORY_METRICS else NONE,
+            fact.source,
+        )
+
+    def _item(
+        self, metric: str, conversation_id: int, dimensions: tuple[int, int, int, int, str], bucket: int, total: float
+    ) -> None:
+        """The conversation behind a counted increment, for the drill-down lists (same dimensions)."""
+        if metric not in ITEM_METRICS:
+            return
+        channel_id, team_id, user_id, category_id, source = dimensions
+        self.items.append(
+            {
+                "workspace_id": self.workspace_id,
+                "conversation_id": conversation_id,
+                "metric": metric,
+                "period": self.periods[1][1],
+                "channel_id": channel_id,
+                "team_id": team_id,
+                "user_id": user_id,
+                "category_id": category_id,
+                "source": source,
+                "bucket": bucket,
+                "seconds": total if bucket >= 0 else None,
+                "at": self.at,
+            }
+        )
 
     def _add(
-        self, metric: str, fact: ConversationFact, user_id: int | None, label: str, bucket: int, total: float
+        self, metric: str, dimensions: tuple[int, int, int, int, str], label: str, bucket: int, total: float
     ) -> None:
         label = label[:MAX_LABEL]
-        if metric in ITEM_METRICS:
-            self.items.append(
-                {
-                    "workspace_id": self.workspace_id,
-                    "conversation_id": fact.conversation_id,
-                    "metric": metric,
-                    "period": self.periods[1][1],
-                    "channel_id": fact.channel_id,
-                    "team_id": fact.team_id,
-                    "user_id": fact.assignee_id if user_id is None else user_id,
-                    "category_id": fact.category_id if metric in repository.CATEGORY_METRICS else NONE,
-                    "source": fact.source,
-                    "bucket": bucket,
-                    "seconds": total if bucket >= 0 else None,
-                    "at": self.at,
-                }
-            )
         for grain, period in self.periods:
-            detailed = (
-                grain,
-                period,
-                metric,
-                label,
-                fact.channel_id,
-                fact.team_id,
-                fact.assignee_id if user_id is None else user_id,
-                fact.category_id if metric in repository.CATEGORY_METRICS else NONE,
-                fact.source,
-                bucket,
-            )
+            detailed = (grain, period, metric, label, *dimensions, bucket)
             # The same increment in the workspace's totals (no dimensions): an unfiltered report
             # reads rows bounded by periods x metrics x buckets, however busy the workspace.
             whole = (repository.TOTALS[grain], period, metric, label, NONE, NONE, NONE, NONE, "", bucket)
-            for key in (detailed, whole):
+            for key in (detailed,) if metric in repository.DETAILED_ONLY else (detailed, whole):
                 row = self.rows[key]
                 row[0] += 1
                 row[1] += total
@@ -235,6 +299,8 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
     fact.team_id = snapshot.get("team_id") or NONE
     fact.assignee_id = snapshot.get("assignee_id") or NONE
     at = as_utc(event.created_at)
+    if event.type in (EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_UNASSIGNED):
+        _assignment_counts(event, fact, changes)
     if event.type == EventType.CONVERSATION_ASSIGNED:
         if fact.assignee_id != NONE and fact.first_assigned_at is None:
             fact.first_assigned_at = at
@@ -247,8 +313,11 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
         fact.category_id = snapshot.get("closing_category_id") or NONE
         fact.resolution_seconds = max(0.0, (closed - as_utc(fact.period_started_at)).total_seconds())
         fact.waiting_since = None
-        changes.count("closed", fact)
-        changes.duration("resolution", fact, fact.resolution_seconds)
+        closed_by = str(snapshot.get("closing_source") or "")
+        changes.count("closed", fact, label=closed_by)
+        changes.duration("resolution", fact, fact.resolution_seconds, label=closed_by)
+        # One row per contact, so a range can count the different contacts closed (per person).
+        changes.count("closed_contact", fact, label=str(fact.contact_id))
     elif event.type == EventType.CONVERSATION_REOPENED:
         fact.status = "open"
         fact.reopen_count += 1
@@ -257,6 +326,31 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
         fact.waiting_since = None
         fact.responded = False
         changes.count("reopened", fact)
+
+
+def _assignment_counts(event: EventRecord, fact: ConversationFact, changes: Changes) -> None:
+    """An assignment: a person becomes the assignee (from nobody or from someone else), counted for
+    them under the conversation's new team. An unassignment: the person is removed and nobody takes
+    their place, counted for the person who lost it under the team it had. Team-only changes are
+    neither. `fact` already holds the new assignee and team."""
+    previous_user = event.payload.get("previous_assignee_id") or NONE
+    previous_team = event.payload.get("previous_team_id") or NONE
+    source = assignment_source(event.actor)
+    if fact.assignee_id not in (NONE, previous_user):
+        changes.count("assigned", fact, label=source)
+    elif fact.assignee_id == NONE and previous_user != NONE:
+        changes.count("unassigned", fact, user_id=int(previous_user), team_id=int(previous_team), label=source)
+
+
+def _contact_event(event: EventRecord, changes: Changes) -> None:
+    by = actor_user(event.actor)
+    if event.type == EventType.CONTACT_CREATED:
+        source = contact_source(event.actor, event.payload.get("source"))
+        changes.count_unattached("contacts_added", user_id=by, label=source)
+    elif event.type == EventType.CONTACT_DELETED:
+        changes.count_unattached("contacts_deleted", user_id=by)
+    elif event.type == EventType.CONTACT_MERGED:
+        changes.count_unattached("contacts_merged", user_id=by)
 
 
 def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
@@ -269,6 +363,10 @@ def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
             return
     if fact.merged_into_id is not None:
         fact = facts.get(fact.merged_into_id) or fact
+    if event.type == EventType.COMMENT_ADDED:
+        author = message.get("sender_user_id")
+        changes.count("comments", fact, user_id=int(author) if author else NONE)
+        return
     written = _time(message.get("created_at")) or as_utc(event.created_at)
     if event.type == EventType.MESSAGE_RECEIVED:
         fact.incoming_count += 1
@@ -331,7 +429,9 @@ def _well_formed(event: EventRecord) -> bool:
     payload = event.payload if isinstance(event.payload, dict) else {}
     if event.type == EventType.CONTACT_MERGED:
         return "contact_id" in payload and "merged_contact_id" in payload
-    if event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+    if event.type in (EventType.CONTACT_CREATED, EventType.CONTACT_DELETED):
+        return "contact_id" in payload
+    if event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.COMMENT_ADDED):
         message = payload.get("message")
         return isinstance(message, dict) and "conversation_id" in message
     if event.type == EventType.MESSAGE_STATUS_CHANGED:
@@ -346,7 +446,10 @@ def _changes(facts: _Facts, event: EventRecord) -> Changes:
         log.warning("report_event_skipped", event_id=event.id, type=event.type)
     elif event.type == EventType.CONTACT_MERGED:
         _merge_event(facts, event)
-    elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT):
+        _contact_event(event, changes)
+    elif event.type in (EventType.CONTACT_CREATED, EventType.CONTACT_DELETED):
+        _contact_event(event, changes)
+    elif event.type in (EventType.MESSAGE_RECEIVED, EventType.MESSAGE_SENT, EventType.COMMENT_ADDED):
         _message_event(facts, event, changes)
     elif event.type == EventType.MESSAGE_STATUS_CHANGED:
         _status_event(facts, event, changes)

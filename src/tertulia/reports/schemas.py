@@ -19,6 +19,7 @@ class ReportOut(BaseModel):
     previous: dict[str, str]  # from, to
     grain: str
     filters: dict[str, int | str]
+    options: dict[str, str]  # the leaderboard's metric and by; empty for other reports
     tables: dict[str, TableOut]
 
 

@@ -9,27 +9,42 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
+from tertulia.broadcasts import repository as broadcasts_repo
+from tertulia.broadcasts.models import Broadcast, RecipientState
 from tertulia.channels.models import Channel
-from tertulia.conversations.models import ClosingCategory
-from tertulia.kit.clock import utcnow
+from tertulia.channels.protocol import DeliveryStatus
+from tertulia.contacts.import_models import ImportJob
+from tertulia.conversations.models import ClosingCategory, SenderKind
+from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.reports import histogram, repository, rollups
+from tertulia.reports.models import NONE
 from tertulia.reports.repository import Cell, Filters
-from tertulia.reports.rollups import SENDER_KINDS, SOURCES
-from tertulia.users.models import Membership, Team
+from tertulia.reports.rollups import ASSIGNMENT_SOURCES, CLOSING_SOURCES, CONTACT_SOURCES, SENDER_KINDS, SOURCES
+from tertulia.users.models import ActivityStatus, Membership, StatusPeriod, Team, TeamMember, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.workspaces.models import Workspace
 
 PRESETS = ("today", "yesterday", "last_7_days", "last_14_days", "last_30_days", "this_month", "last_month", "custom")
 MAX_DAYS = 366
-REPORTS = ("conversations", "responses", "messages")
+REPORTS = (
+    "conversations",
+    "responses",
+    "messages",
+    "resolutions",
+    "assignments",
+    "contacts",
+    "users",
+    "leaderboard",
+    "broadcasts",
+)
 BUCKET_NAMES = ("<30s", "30s-2m", "2m-5m", "5m-10m", "10m-30m", "30m-1h", ">1h")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -147,40 +162,34 @@ class _Read:
     """The cells of one report for the range and the previous period: the rollups, plus the events
     the consumer has not applied yet (`rollups.pending_rows`), read in one snapshot."""
 
-    def __init__(self, session: Session, workspace_id: int, window: Range, filters: Filters) -> None:
+    def __init__(
+        self,
+        session: Session,
+        workspace_id: int,
+        window: Range,
+        filters: Filters,
+        ranking: "Ranking | None" = None,
+    ) -> None:
         self.session = session
         self.workspace_id = workspace_id
         self.window = window
         self.filters = filters
+        self.ranking = ranking or Ranking()
         self.pending = [
             row for row in rollups.pending_rows(session, workspace_id) if repository.row_matches(row, filters)
         ]
 
     def cells(
-        self,
-        window: Range,
-        metrics: Iterable[str],
-        *,
-        grain: str | None = None,
-        by_channel: bool = False,
-        by_category: bool = False,
+        self, window: Range, metrics: Iterable[str], *, grain: str | None = None, by: str | None = None
     ) -> list[Cell]:
+        """The cells of `metrics` in `window`, grouped by one dimension when `by` names it (each
+        cell's `key` is then its value)."""
         chosen = grain or window.grain
         first, last = window.bounds(chosen)
-        if self.filters.empty and not by_channel and not by_category:
+        if self.filters.empty and by is None:
             chosen = repository.TOTALS[chosen]
         wanted = set(metrics)
-        found = repository.cells(
-            self.session,
-            self.workspace_id,
-            chosen,
-            first,
-            last,
-            wanted,
-            self.filters,
-            by_channel=by_channel,
-            by_category=by_category,
-        )
+        found = repository.cells(self.session, self.workspace_id, chosen, first, last, wanted, self.filters, by=by)
         found.extend(
             Cell(
                 period=row["period"],
@@ -189,11 +198,23 @@ class _Read:
                 bucket=row["bucket"],
                 count=row["count"],
                 total=row["total"],
-                channel_id=row["channel_id"],
-                category_id=row["category_id"],
+                key=row[by] if by is not None else 0,
             )
             for row in self.pending
             if row["grain"] == chosen and first <= row["period"] <= last and row["metric"] in wanted
+        )
+        return found
+
+    def labels_by(self, window: Range, metric: str, column: str) -> set[tuple[int, str]]:
+        """The different labels of `metric` in `window` with one dimension's value, pending events
+        included."""
+        grain = window.grain
+        first, last = window.bounds(grain)
+        found = repository.labels_by(self.session, self.workspace_id, grain, first, last, metric, self.filters, column)
+        found.update(
+            (row[column], row["label"])
+            for row in self.pending
+            if row["grain"] == grain and first <= row["period"] <= last and row["metric"] == metric and row["count"]
         )
         return found
 
@@ -283,6 +304,19 @@ def _by_period(cells: Iterable[Cell]) -> dict[str, list[Cell]]:
     for cell in cells:
         grouped[cell.period].append(cell)
     return grouped
+
+
+def _people(session: Session, workspace_id: int, ids: Iterable[int]) -> dict[int, str]:
+    """Members' names (or emails) by user id; someone who left the workspace keeps "#id"."""
+    wanted = sorted({i for i in ids if i})
+    if not wanted:
+        return {}
+    rows = session.execute(
+        select(User.id, User.first_name, User.last_name, User.email)
+        .join(Membership, Membership.user_id == User.id)
+        .where(Membership.workspace_id == workspace_id, User.id.in_(wanted))
+    )
+    return {int(i): " ".join(p for p in (first, last) if p) or str(email) for i, first, last, email in rows}
 
 
 def _names(session: Session, model: Any, workspace_id: int, ids: Iterable[int]) -> dict[int, str]:
@@ -416,11 +450,532 @@ def _messages(read: _Read) -> dict[str, Table]:
     }
 
 
+# Who closed: a person, a bot, or anything else (workflows, the API, the system, the auto-close).
+CLOSED_BY = {"user": "closed_by_person", "bot": "closed_by_bot"}
+
+
+def _closed_by(cells: Iterable[Cell]) -> list[Cell]:
+    """The closings split by who closed them, as counts of their own (closed_by_person,
+    closed_by_bot, closed_by_other) so the summary compares them like any metric."""
+    return [
+        Cell(
+            period=c.period,
+            metric=CLOSED_BY.get(c.label, "closed_by_other"),
+            label=c.label,
+            bucket=c.bucket,
+            count=c.count,
+            total=c.total,
+        )
+        for c in cells
+        if c.metric == "closed"
+    ]
+
+
+def _resolutions(read: _Read) -> dict[str, Table]:
+    metrics = ("closed", "resolution", "assignment")
+    now = read.cells(read.window, metrics)
+    before = read.cells(read.window.previous(), metrics)
+    split = ["closed_by_person", "closed_by_bot", "closed_by_other"]
+    per_period = _by_period(now + _closed_by(now))
+    series: list[list[Any]] = []
+    for period in read.window.periods():
+        cells = per_period.get(period, [])
+        counts = _counts(cells)
+        durations = _histograms(cells)
+        series.append(
+            [
+                period,
+                counts.get("closed", 0),
+                *(counts.get(metric, 0) for metric in split),
+                _seconds(histogram.stats(durations.get("resolution", {})).median),
+                _seconds(histogram.stats(durations.get("assignment", {})).median),
+            ]
+        )
+    by_source: dict[str, dict[int, tuple[int, float]]] = {source: {} for source in CLOSING_SOURCES}
+    for cell in now:
+        if cell.metric == "resolution":
+            histogram.add(by_source.setdefault(cell.label or "unknown", {}), cell.bucket, cell.count, cell.total)
+    source_rows: list[list[Any]] = []
+    for source, buckets in by_source.items():
+        stats = histogram.stats(buckets)
+        source_rows.append([source, stats.count, _seconds(stats.average), _seconds(stats.median), _seconds(stats.p90)])
+    return {
+        "summary": _summary(
+            ["closed", *split], ["resolution", "assignment"], now + _closed_by(now), before + _closed_by(before)
+        ),
+        "series": {
+            "columns": ["period", "closed", *split, "resolution_median_seconds", "assignment_median_seconds"],
+            "rows": series,
+        },
+        "by_closer": {
+            "columns": ["closer", "closed", "average_seconds", "median_seconds", "p90_seconds"],
+            "rows": source_rows,
+        },
+    }
+
+
+def _assignments(read: _Read) -> dict[str, Table]:
+    counted = ("assigned", "unassigned")
+    now = read.cells(read.window, [*counted, "assignment"])
+    before = read.cells(read.window.previous(), [*counted, "assignment"])
+    per_period = _by_period(now)
+    series = []
+    for period in read.window.periods():
+        counts = _counts(per_period.get(period, []))
+        series.append([period, counts.get("assigned", 0), counts.get("unassigned", 0)])
+    sources: dict[str, dict[str, int]] = {source: {"assigned": 0, "unassigned": 0} for source in ASSIGNMENT_SOURCES}
+    for cell in now:
+        if cell.metric in counted:
+            sources.setdefault(cell.label, {"assigned": 0, "unassigned": 0})[cell.metric] += cell.count
+
+    def by(column: str) -> dict[int, dict[str, int]]:
+        found: dict[int, dict[str, int]] = defaultdict(lambda: {"assigned": 0, "unassigned": 0})
+        for (value, metric), count in _breakdown(read, counted, column).items():
+            found[value][metric] += count
+        return found
+
+    def ranked(found: dict[int, dict[str, int]]) -> list[tuple[int, dict[str, int]]]:
+        return sorted(found.items(), key=lambda item: (-item[1]["assigned"], -item[1]["unassigned"], item[0]))
+
+    users, teams = by("user_id"), by("team_id")
+    people = _people(read.session, read.workspace_id, users)
+    team_names = _names(read.session, Team, read.workspace_id, teams)
+    return {
+        "summary": _summary(list(counted), ["assignment"], now, before),
+        "series": {"columns": ["period", "assigned", "unassigned"], "rows": series},
+        "by_source": {
+            "columns": ["source", "assigned", "unassigned"],
+            "rows": [[source, c["assigned"], c["unassigned"]] for source, c in sources.items()],
+        },
+        "by_user": {
+            "columns": ["user_id", "person", "assigned", "unassigned"],
+            "rows": [
+                [uid or None, people.get(uid, f"#{uid}") if uid else None, c["assigned"], c["unassigned"]]
+                for uid, c in ranked(users)
+            ],
+        },
+        "by_team": {
+            "columns": ["team_id", "team", "assigned", "unassigned"],
+            "rows": [
+                [tid or None, team_names.get(tid, f"#{tid}") if tid else None, c["assigned"], c["unassigned"]]
+                for tid, c in ranked(teams)
+            ],
+        },
+    }
+
+
+def _imported(read: _Read, window: Range) -> list[Cell]:
+    """Contacts created by imports, as cells of contacts_added (label "import"): an import adds its
+    contacts in batches without an event each, so they are read from the import jobs, on the date
+    the job finished (a job that failed half way counts the contacts it did create)."""
+    zone = zone_of(read.session, read.workspace_id)
+    start = datetime.combine(window.first, time.min, zone).astimezone(UTC)
+    end = datetime.combine(window.last + timedelta(days=1), time.min, zone).astimezone(UTC)
+    query = select(ImportJob.finished_at, ImportJob.created_count).where(
+        ImportJob.workspace_id == read.workspace_id,
+        ImportJob.finished_at >= start,
+        ImportJob.finished_at < end,
+        ImportJob.created_count > 0,
+    )
+    if read.filters.user_id is not None:
+        query = query.where(ImportJob.user_id == read.filters.user_id)
+    cells = []
+    for finished, created in read.session.execute(query):
+        if finished is None:
+            continue
+        local = finished.astimezone(zone)
+        period = local.strftime("%Y-%m-%dT%H") if window.grain == "h" else local.strftime("%Y-%m-%d")
+        cells.append(
+            Cell(period=period, metric="contacts_added", label="import", bucket=-1, count=int(created), total=0.0)
+        )
+    return cells
+
+
+def _contacts(read: _Read) -> dict[str, Table]:
+    metrics = ("contacts_added", "contacts_deleted", "contacts_merged")
+    now = read.cells(read.window, metrics) + _imported(read, read.window)
+    before = read.cells(read.window.previous(), metrics) + _imported(read, read.window.previous())
+    per_period = _by_period(now)
+    series = []
+    for period in read.window.periods():
+        counts = _counts(per_period.get(period, []))
+        series.append([period, *(counts.get(metric, 0) for metric in metrics)])
+    sources: dict[str, int] = dict.fromkeys(CONTACT_SOURCES, 0)
+    for cell in now:
+        if cell.metric == "contacts_added":
+            sources[cell.label] = sources.get(cell.label, 0) + cell.count
+    return {
+        "summary": _summary(list(metrics), [], now, before),
+        "series": {"columns": ["period", *metrics], "rows": series},
+        "added_by_source": {"columns": ["source", "count"], "rows": [[k, v] for k, v in sources.items()]},
+    }
+
+
+# ----- per person or team: the users report and the leaderboard ------------------------------
+
+
+def _count_rows(metrics: Iterable[str], now: dict[str, int], before: dict[str, int]) -> list[list[Any]]:
+    """Summary rows (SUMMARY_COLUMNS) of plain counts: this period, the previous one, the change."""
+    return [
+        [metric, now[metric], None, None, None, before[metric], None, None, None, _change(now[metric], before[metric])]
+        for metric in metrics
+    ]
+
+
+# What the users report counts per person (and the leaderboard ranks): counts, then times.
+PER_COUNTS = ("assigned", "closed", "contacts_closed", "messages_sent", "comments")
+PER_TIMES = ("first_response", "resolution")
+PER_ROLLUPS = ("assigned", "closed", "outgoing", "comments", "first_response", "resolution")
+
+
+@dataclass
+class _Numbers:
+    counts: dict[str, int]
+    times: dict[str, dict[int, tuple[int, float]]]
+    online_seconds: float = 0.0
+    away_seconds: float = 0.0
+
+    @classmethod
+    def empty(cls) -> "_Numbers":
+        return cls(dict.fromkeys(PER_COUNTS, 0), {metric: {} for metric in PER_TIMES})
+
+
+def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) -> None:
+    """Add cells to their person's or team's numbers (`keyed`: grouped by a dimension, else all
+    under 0). Messages sent are the outgoing messages of a person (sender kind user)."""
+    for cell in cells:
+        numbers = per.setdefault(cell.key if keyed else 0, _Numbers.empty())
+        if cell.metric in PER_TIMES:
+            histogram.add(numbers.times[cell.metric], cell.bucket, cell.count, cell.total)
+        elif cell.metric == "outgoing":
+            if cell.label == SenderKind.USER.value:
+                numbers.counts["messages_sent"] += cell.count
+        else:
+            numbers.counts[cell.metric] += cell.count
+
+
+def _per(read: "_Read", window: Range, column: str) -> dict[int, _Numbers]:
+    """Every number of PER_COUNTS and PER_TIMES in `window`, by person (`user_id`) or team."""
+    per: dict[int, _Numbers] = {}
+    _as_numbers(read.cells(window, PER_ROLLUPS, by=column), per, keyed=True)
+    for key, _contact in read.labels_by(window, "closed_contact", column):
+        per.setdefault(key, _Numbers.empty()).counts["contacts_closed"] += 1
+    return per
+
+
+def _whole(read: "_Read", window: Range) -> _Numbers:
+    per: dict[int, _Numbers] = {}
+    _as_numbers(read.cells(window, PER_ROLLUPS), per, keyed=False)
+    numbers = per.get(0, _Numbers.empty())
+    # The same contact closed by two people is one contact of the workspace.
+    numbers.counts["contacts_closed"] = len(
+        {label for _key, label in read.labels_by(window, "closed_contact", "user_id")}
+    )
+    return numbers
+
+
+def _utc_bounds(read: "_Read", window: Range) -> tuple[datetime, datetime]:
+    zone = zone_of(read.session, read.workspace_id)
+    start = datetime.combine(window.first, time.min, zone).astimezone(UTC)
+    end = datetime.combine(window.last + timedelta(days=1), time.min, zone).astimezone(UTC)
+    return start, end
+
+
+def _time_in_status(read: "_Read", window: Range, user_ids: Iterable[int]) -> dict[int, dict[str, float]]:
+    """Seconds each person was shown online and away within the range (status periods; an open
+    period runs to now). Presence is a person's, not a workspace's."""
+    wanted = sorted(set(user_ids))
+    found: dict[int, dict[str, float]] = {uid: {"online": 0.0, "away": 0.0} for uid in wanted}
+    if not wanted:
+        return found
+    start, end = _utc_bounds(read, window)
+    now = utcnow()
+    rows = read.session.execute(
+        select(StatusPeriod.user_id, StatusPeriod.status, StatusPeriod.started_at, StatusPeriod.ended_at).where(
+            StatusPeriod.user_id.in_(wanted),
+            StatusPeriod.status.in_([ActivityStatus.ONLINE, ActivityStatus.AWAY]),
+            StatusPeriod.started_at < end,
+            or_(StatusPeriod.ended_at.is_(None), StatusPeriod.ended_at > start),
+        )
+    )
+    for user_id, status, began, ended in rows:
+        seconds = (min(as_utc(ended) if ended else now, end) - max(as_utc(began), start)).total_seconds()
+        if seconds > 0:
+            found[int(user_id)][ActivityStatus(status).value] += seconds
+    return found
+
+
+def _members(read: "_Read") -> list[int]:
+    """The people a users report lists: the workspace's active members (of the team, when filtered
+    on one), or the one person filtered on."""
+    if read.filters.user_id is not None:
+        return [read.filters.user_id]
+    query = select(Membership.user_id).where(Membership.workspace_id == read.workspace_id, Membership.active)
+    if read.filters.team_id is not None:
+        query = query.join(
+            TeamMember, (TeamMember.user_id == Membership.user_id) & (TeamMember.team_id == read.filters.team_id)
+        )
+    return [int(uid) for uid in read.session.scalars(query)]
+
+
+def _teams(read: "_Read") -> list[int]:
+    """The teams a leaderboard of teams lists: every team of the workspace, or the one filtered on."""
+    if read.filters.team_id is not None:
+        return [read.filters.team_id]
+    return [int(tid) for tid in read.session.scalars(select(Team.id).where(Team.workspace_id == read.workspace_id))]
+
+
+def _time_columns(stats: histogram.Stats) -> list[float | None]:
+    return [_seconds(stats.median), _seconds(stats.average), _seconds(stats.p90)]
+
+
+USER_COLUMNS = [
+    "user_id",
+    "person",
+    *PER_COUNTS,
+    "first_response_median_seconds",
+    "first_response_average_seconds",
+    "first_response_p90_seconds",
+    "resolution_median_seconds",
+    "resolution_average_seconds",
+    "resolution_p90_seconds",
+    "online_seconds",
+    "away_seconds",
+]
+
+
+def _users(read: "_Read") -> dict[str, Table]:
+    per = _per(read, read.window, "user_id")
+    ids = [uid for uid in dict.fromkeys([*_members(read), *sorted(per)]) if uid != NONE]
+    presence = _time_in_status(read, read.window, ids)
+    names = _people(read.session, read.workspace_id, ids)
+    rows: list[list[Any]] = []
+    for uid in ids:
+        numbers = per.get(uid, _Numbers.empty())
+        rows.append(
+            [
+                uid,
+                names.get(uid, f"#{uid}"),
+                *(numbers.counts[metric] for metric in PER_COUNTS),
+                *_time_columns(histogram.stats(numbers.times["first_response"])),
+                *_time_columns(histogram.stats(numbers.times["resolution"])),
+                round(presence[uid]["online"]),
+                round(presence[uid]["away"]),
+            ]
+        )
+    rows.sort(key=lambda row: (str(row[1]).casefold(), row[0]))
+    now, before = _whole(read, read.window), _whole(read, read.window.previous())
+    summary = _count_rows(PER_COUNTS, now.counts, before.counts)
+    for metric in PER_TIMES:
+        a, b = histogram.stats(now.times[metric]), histogram.stats(before.times[metric])
+        summary.append(
+            [
+                metric,
+                a.count,
+                _seconds(a.average),
+                _seconds(a.median),
+                _seconds(a.p90),
+                b.count,
+                _seconds(b.average),
+                _seconds(b.median),
+                _seconds(b.p90),
+                _change(a.median, b.median),
+            ]
+        )
+    return {
+        "summary": {"columns": SUMMARY_COLUMNS, "rows": summary},
+        "users": {"columns": USER_COLUMNS, "rows": rows},
+    }
+
+
+LEADERBOARD_METRICS = (*PER_COUNTS, "first_response", "resolution", "online")
+LEADERBOARD_BY = ("user", "team")
+TOP = 10
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The leaderboard's choice: what to rank (a count, a median time, time online) and whom."""
+
+    metric: str = "closed"
+    by: str = "user"
+
+    def as_query(self) -> dict[str, str]:
+        return {"metric": self.metric, "by": self.by}
+
+
+def check_ranking(metric: str | None, by: str | None) -> Ranking:
+    chosen = Ranking(metric or "closed", by or "user")
+    if chosen.metric not in LEADERBOARD_METRICS:
+        raise ValidationFailed.field("metric", f"must be one of {', '.join(LEADERBOARD_METRICS)}")
+    if chosen.by not in LEADERBOARD_BY:
+        raise ValidationFailed.field("by", f"must be one of {', '.join(LEADERBOARD_BY)}")
+    if chosen.by == "team" and chosen.metric == "online":
+        raise ValidationFailed.field("metric", "time online is a person's, not a team's")
+    return chosen
+
+
+def _score(numbers: _Numbers, metric: str) -> float | None:
+    if metric in PER_COUNTS:
+        return numbers.counts[metric]
+    if metric == "online":
+        return round(numbers.online_seconds)
+    return _seconds(histogram.stats(numbers.times[metric]).median)
+
+
+def _ranked(per: dict[int, _Numbers], names: dict[int, str], metric: str) -> list[tuple[int, int, float | None]]:
+    """(rank, id, value): counts and time online highest first, times lowest first; no value last.
+    Equal values share a rank (1, 2, 2, 4)."""
+    higher_first = metric in PER_COUNTS or metric == "online"
+    scored = [(key, _score(numbers, metric)) for key, numbers in per.items()]
+
+    def order(item: tuple[int, float | None]) -> tuple[bool, float, str, int]:
+        key, value = item
+        sortable = 0.0 if value is None else (-value if higher_first else value)
+        return (value is None, sortable, names.get(key, "").casefold(), key)
+
+    ranked: list[tuple[int, int, float | None]] = []
+    previous: float | None = None
+    rank = 0
+    for position, (key, value) in enumerate(sorted(scored, key=order), start=1):
+        if position == 1 or value != previous:
+            rank = position
+        ranked.append((rank, key, value))
+        previous = value
+    return ranked
+
+
+def _leaderboard(read: "_Read") -> dict[str, Table]:
+    ranking = read.ranking
+    column = "user_id" if ranking.by == "user" else "team_id"
+
+    def gather(window: Range) -> dict[int, _Numbers]:
+        per = _per(read, window, column)
+        for key in _members(read) if ranking.by == "user" else _teams(read):
+            per.setdefault(key, _Numbers.empty())
+        per.pop(NONE, None)
+        if ranking.metric == "online":
+            for uid, seconds in _time_in_status(read, window, per).items():
+                per[uid].online_seconds = seconds["online"]
+        return per
+
+    now, before = gather(read.window), gather(read.window.previous())
+    if ranking.by == "user":
+        names = _people(read.session, read.workspace_id, [*now, *before])
+    else:
+        names = _names(read.session, Team, read.workspace_id, [*now, *before])
+    previous = {key: (rank, value) for rank, key, value in _ranked(before, names, ranking.metric)}
+    rows: list[list[Any]] = []
+    for rank, key, value in _ranked(now, names, ranking.metric):
+        earlier = previous.get(key, (None, None))
+        rows.append([rank, key, names.get(key, f"#{key}"), value, earlier[0], earlier[1]])
+    unit = "seconds" if ranking.metric in (*PER_TIMES, "online") else "count"
+    return {
+        "leaderboard": {
+            "columns": ["rank", "id", "name", f"value_{unit}", "previous_rank", f"previous_value_{unit}"],
+            "rows": rows,
+        }
+    }
+
+
+# ----- broadcasts -------------------------------------------------------------------------------
+
+BROADCAST_COUNTS = ("recipients", "sent", "delivered", "read", "replied", "failed")
+
+
+def _broadcasts_in(read: "_Read", window: Range) -> list[Broadcast]:
+    """Broadcasts that started sending in the range (drafts and scheduled ones have not), of the
+    channel filtered on, and created by the person filtered on."""
+    start, end = _utc_bounds(read, window)
+    query = select(Broadcast).where(
+        Broadcast.workspace_id == read.workspace_id,
+        Broadcast.started_at >= start,
+        Broadcast.started_at < end,
+    )
+    if read.filters.channel_id is not None:
+        query = query.where(Broadcast.channel_id == read.filters.channel_id)
+    if read.filters.user_id is not None:
+        query = query.where(Broadcast.created_by_user_id == read.filters.user_id)
+    return list(read.session.scalars(query.order_by(Broadcast.started_at, Broadcast.id)))
+
+
+def _broadcast_numbers(read: "_Read", items: list[Broadcast]) -> dict[int, dict[str, int]]:
+    """The broadcasts pages' own figures (broadcasts.repository.summaries): recipients (waiting or
+    messaged), then the messages: sent (sent, delivered or read), delivered (or read), read, failed;
+    replied: recipients who answered within the reply window."""
+    found: dict[int, dict[str, int]] = {}
+    for broadcast_id, raw in broadcasts_repo.summaries(read.session, [b.id for b in items]).items():
+        read_count = raw.get(DeliveryStatus.READ.value, 0)
+        delivered = raw.get(DeliveryStatus.DELIVERED.value, 0) + read_count
+        found[broadcast_id] = {
+            "recipients": raw.get(f"state:{RecipientState.WAITING.value}", 0)
+            + raw.get(f"state:{RecipientState.MESSAGED.value}", 0),
+            "sent": raw.get(DeliveryStatus.SENT.value, 0) + delivered,
+            "delivered": delivered,
+            "read": read_count,
+            "replied": raw.get("replied", 0),
+            "failed": raw.get(DeliveryStatus.FAILED.value, 0),
+        }
+    return found
+
+
+def _broadcasts(read: "_Read") -> dict[str, Table]:
+    zone = zone_of(read.session, read.workspace_id)
+    items = _broadcasts_in(read, read.window)
+    numbers = _broadcast_numbers(read, items)
+    earlier = _broadcasts_in(read, read.window.previous())
+    earlier_numbers = _broadcast_numbers(read, earlier)
+    per_period: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(("broadcasts", *BROADCAST_COUNTS), 0))
+    rows: list[list[Any]] = []
+    for item in items:
+        if item.started_at is None:  # not started: never in a range (the query asks for a start)
+            continue
+        local = as_utc(item.started_at).astimezone(zone)
+        period = local.strftime("%Y-%m-%dT%H") if read.window.grain == "h" else local.strftime("%Y-%m-%d")
+        counts = numbers.get(item.id, dict.fromkeys(BROADCAST_COUNTS, 0))
+        per_period[period]["broadcasts"] += 1
+        for metric in BROADCAST_COUNTS:
+            per_period[period][metric] += counts[metric]
+        rows.append(
+            [
+                item.id,
+                item.name,
+                local.strftime("%Y-%m-%d %H:%M"),
+                item.status.value,
+                *(counts[metric] for metric in BROADCAST_COUNTS),
+                f"/broadcasts/{item.id}",
+            ]
+        )
+    totals = ("broadcasts", *BROADCAST_COUNTS)
+    now = {metric: sum(p[metric] for p in per_period.values()) for metric in totals}
+    before = {metric: sum(n[metric] for n in earlier_numbers.values()) for metric in BROADCAST_COUNTS}
+    before["broadcasts"] = len(earlier)
+    summary = _count_rows(totals, now, before)
+    series = [[period, *(per_period[period][m] for m in totals)] for period in read.window.periods()]
+    return {
+        "summary": {"columns": SUMMARY_COLUMNS, "rows": summary},
+        "series": {"columns": ["period", *totals], "rows": series},
+        "by_broadcast": {
+            "columns": ["broadcast_id", "broadcast", "started", "status", *BROADCAST_COUNTS, "link"],
+            "rows": rows,
+        },
+    }
+
+
 BUILDERS: dict[str, Callable[[_Read], dict[str, Table]]] = {
     "conversations": _conversations,
     "responses": _responses,
     "messages": _messages,
+    "resolutions": _resolutions,
+    "assignments": _assignments,
+    "contacts": _contacts,
+    "users": _users,
+    "leaderboard": _leaderboard,
+    "broadcasts": _broadcasts,
 }
+
+# The filters a report applies; the others name conversations, which contacts' numbers have none of.
+APPLIED_FILTERS: dict[str, tuple[str, ...]] = {"contacts": ("user_id",), "broadcasts": ("channel_id", "user_id")}
 
 
 @contextmanager
@@ -453,15 +1008,23 @@ def build_report(
     start: date | None = None,
     end: date | None = None,
     filters: Filters | None = None,
+    metric: str | None = None,
+    by: str | None = None,
 ) -> dict[str, Any]:
+    """One report's tables. `metric` and `by` choose what the leaderboard ranks, and whom; other
+    reports ignore them."""
     builder = BUILDERS.get(name)
     if builder is None:
         raise NotFound(f"No report {name!r}.", details={"reports": list(REPORTS)})
     window = check_range(preset, start, end, today_in(session, actor.workspace_id))
+    ranking = check_ranking(metric, by) if name == "leaderboard" else None
     chosen = check_filters(session, actor, filters or Filters())
+    if name in APPLIED_FILTERS:
+        applied = APPLIED_FILTERS[name]
+        chosen = Filters(**{k: (v if k in applied else None) for k, v in chosen.__dict__.items()})
     previous = window.previous()
     with _snapshot(session) as snapshot:
-        tables = builder(_Read(snapshot, actor.workspace_id, window, chosen))
+        tables = builder(_Read(snapshot, actor.workspace_id, window, chosen, ranking))
     return {
         "report": name,
         "timezone": zone_of(session, actor.workspace_id).key,
@@ -469,6 +1032,7 @@ def build_report(
         "previous": {"from": previous.first.isoformat(), "to": previous.last.isoformat()},
         "grain": "hour" if window.grain == "h" else "day",
         "filters": chosen.as_query(),
+        "options": ranking.as_query() if ranking is not None else {},
         "tables": tables,
     }
 

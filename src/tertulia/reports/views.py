@@ -13,6 +13,7 @@ from fastapi import APIRouter, Query
 from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
+from tertulia.broadcasts.views import STATUS_LABELS as BROADCAST_STATUS_LABELS
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import Contact
 from tertulia.conversations.models import ClosingCategory, Conversation
@@ -35,6 +36,12 @@ REPORT_TITLES: dict[str, str] = {
     "conversations": i18n.lazy("Conversations"),
     "responses": i18n.lazy("Responses"),
     "messages": i18n.lazy("Messages"),
+    "resolutions": i18n.lazy("Resolutions"),
+    "assignments": i18n.lazy("Assignments"),
+    "contacts": i18n.lazy("Contacts"),
+    "users": i18n.lazy("Users"),
+    "leaderboard": i18n.lazy("Leaderboard"),
+    "broadcasts": i18n.lazy("Broadcasts"),
 }
 PRESET_LABELS: dict[str, str] = {
     "today": i18n.lazy("Today"),
@@ -102,6 +109,54 @@ LABELS: dict[str, str] = {
     "fri": i18n.lazy("Friday"),
     "sat": i18n.lazy("Saturday"),
     "sun": i18n.lazy("Sunday"),
+    "closed_by_person": i18n.lazy("Closed by a person"),
+    "closed_by_bot": i18n.lazy("Closed by a bot"),
+    "closed_by_other": i18n.lazy("Closed by automation or the system"),
+    "assignment_median_seconds": i18n.lazy("Time to first assignment (median)"),
+    "closer": i18n.lazy("Closed by"),
+    "auto-close": i18n.lazy("Auto-close"),
+    "unknown": i18n.lazy("Not recorded"),
+    "assigned": i18n.lazy("Assignments"),
+    "unassigned": i18n.lazy("Unassignments"),
+    "source": i18n.lazy("Source"),
+    "user_id": i18n.lazy("Team member id"),
+    "person": i18n.lazy("Team member"),
+    "team_id": i18n.lazy("Team id"),
+    "team": i18n.lazy("Team"),
+    "contacts_added": i18n.lazy("Contacts added"),
+    "contacts_deleted": i18n.lazy("Contacts deleted"),
+    "contacts_merged": i18n.lazy("Contacts merged"),
+    "manual": i18n.lazy("By hand"),
+    "import": i18n.lazy("An import"),
+    "other": i18n.lazy("Other"),
+    "contacts_closed": i18n.lazy("Contacts closed"),
+    "messages_sent": i18n.lazy("Messages sent"),
+    "comments": i18n.lazy("Comments"),
+    "first_response_average_seconds": i18n.lazy("First response (average)"),
+    "first_response_p90_seconds": i18n.lazy("First response (90th percentile)"),
+    "resolution_average_seconds": i18n.lazy("Resolution (average)"),
+    "resolution_p90_seconds": i18n.lazy("Resolution (90th percentile)"),
+    "online_seconds": i18n.lazy("Time online"),
+    "away_seconds": i18n.lazy("Time away"),
+    "online": i18n.lazy("Time online"),
+    "rank": i18n.lazy("Rank"),
+    "id": i18n.lazy("Id"),
+    "name": i18n.lazy("Name"),
+    "value_count": i18n.lazy("Value"),
+    "value_seconds": i18n.lazy("Value"),
+    "previous_rank": i18n.lazy("Previous rank"),
+    "previous_value_count": i18n.lazy("Previous value"),
+    "previous_value_seconds": i18n.lazy("Previous value"),
+    "broadcasts": i18n.lazy("Broadcasts"),
+    "recipients": i18n.lazy("Recipients"),
+    "sent": i18n.lazy("Sent"),
+    "delivered": i18n.lazy("Delivered"),
+    "read": i18n.lazy("Read"),
+    "replied": i18n.lazy("Replied"),
+    "broadcast_id": i18n.lazy("Broadcast id"),
+    "started": i18n.lazy("Started"),
+    "status": i18n.lazy("Status"),
+    "link": i18n.lazy("Link"),
 }
 TABLE_TITLES: dict[str, str] = {
     "summary": i18n.lazy("Summary, with the previous period"),
@@ -112,6 +167,14 @@ TABLE_TITLES: dict[str, str] = {
     "by_channel": i18n.lazy("Messages by channel"),
     "failed_reasons": i18n.lazy("Failed messages by reason"),
     "heatmap": i18n.lazy("Incoming messages by weekday and hour"),
+    "by_closer": i18n.lazy("Closings by who closed them"),
+    "by_source": i18n.lazy("Assignments and unassignments by source"),
+    "by_user": i18n.lazy("Assignments and unassignments by team member"),
+    "by_team": i18n.lazy("Assignments and unassignments by team"),
+    "added_by_source": i18n.lazy("Contacts added by source"),
+    "users": i18n.lazy("One row per team member"),
+    "leaderboard": i18n.lazy("Ranking"),
+    "by_broadcast": i18n.lazy("One row per broadcast"),
 }
 # The definition shown beside each number (docs/reports.md says the same at more length).
 DEFINITIONS: dict[str, str] = {
@@ -139,6 +202,38 @@ DEFINITIONS: dict[str, str] = {
     "failed": i18n.lazy(
         "Messages the channel could not deliver, with the reason it gave, counted on the day of the failure."
     ),
+    "closed_by_person": i18n.lazy("Closings done by a team member (in the inbox or through their own session)."),
+    "closed_by_bot": i18n.lazy("Closings done by the bot."),
+    "closed_by_other": i18n.lazy(
+        "Closings done by workflows, the API, the system or the auto-close of inactive conversations."
+    ),
+    "assigned": i18n.lazy(
+        "Times a person became a conversation's assignee (from nobody or from someone else), counted for that "
+        "person on the day it happened. Moving a conversation between teams alone is not counted."
+    ),
+    "unassigned": i18n.lazy(
+        "Times a person was removed from a conversation and nobody took their place, counted for the person "
+        "who lost it."
+    ),
+    "contacts_added": i18n.lazy(
+        "Contacts created in the period: by hand, by an import (on the day the import finished), through the "
+        "API, or by a new customer's first message."
+    ),
+    "contacts_deleted": i18n.lazy("Contacts deleted in the period."),
+    "contacts_merged": i18n.lazy("Merges of two contacts into one in the period (each merge removes one contact)."),
+    "contacts_closed": i18n.lazy(
+        "Different contacts whose conversations were closed in the period (a contact closed twice counts once)."
+    ),
+    "messages_sent": i18n.lazy(
+        "Messages team members wrote to customers in the period (not bots, workflows or the API)."
+    ),
+    "comments": i18n.lazy("Internal comments team members wrote in conversations in the period."),
+    "broadcasts": i18n.lazy("Broadcasts that started sending in the period, counted on the day they started."),
+    "recipients": i18n.lazy("Contacts of those broadcasts' audiences that were not excluded."),
+    "sent": i18n.lazy("Broadcast messages the channel accepted (sent, delivered or read)."),
+    "delivered": i18n.lazy("Broadcast messages delivered (or read)."),
+    "read": i18n.lazy("Broadcast messages read, where the channel reports it."),
+    "replied": i18n.lazy("Recipients who answered within the broadcast's reply window."),
     "times": i18n.lazy(
         "Times show the median, the average and the 90th percentile. Medians and percentiles are read from "
         "histograms and are within 1 second or 9.1% of the exact value; counts and averages are exact. Dates "
@@ -146,13 +241,32 @@ DEFINITIONS: dict[str, str] = {
     ),
 }
 
+# What a report's rows are, said once above its tables.
+REPORT_NOTES: dict[str, str] = {
+    "users": i18n.lazy(
+        "One row per active team member. Assignments, closings, contacts closed, first response and resolution "
+        "times belong to the conversation's assignee at the time; messages sent and comments to their author. "
+        "Time online and away is the person's status in the app during the period, in any workspace."
+    ),
+    "leaderboard": i18n.lazy(
+        "Counts and time online rank highest first, times (medians) lowest first; equal values share a rank and "
+        "those without a value come last. The top 10 are shown; the others are under Show all."
+    ),
+    "broadcasts": i18n.lazy(
+        "Broadcasts that started sending in the period, with their numbers as they are now (a broadcast's "
+        "deliveries, reads and replies keep coming after the day it started). Only the channel and team member "
+        "(who created the broadcast) filters apply."
+    ),
+}
 
 # The service's field errors, as the form says them.
 FIELD_ERRORS: dict[str, str] = {
     "range": i18n.lazy("Choose one of the date ranges."),
     "from": i18n.lazy("A custom range needs a start and an end."),
     "to": i18n.lazy("A custom range needs a start and an end, at most 366 days apart, the end not before the start."),
+    "metric": i18n.lazy("Choose one of the options (time online ranks people, not teams)."),
 }
+LEADERBOARD_BY_LABELS: dict[str, str] = {"user": i18n.lazy("Team members"), "team": i18n.lazy("Teams")}
 CHOOSE_ONE = i18n.lazy("Choose one of the options.")
 
 # Table cells that open the list of conversations behind them: (table, column) -> metric.
@@ -165,7 +279,23 @@ DRILL_LINKS: dict[str, dict[tuple[str, str], str]] = {
     "responses": {("buckets", "count"): "first_response", ("series", "count"): "first_response"},
 }
 
-CHARTED = frozenset({"series", "buckets", "outgoing_by_sender", "closed_by_category", "failed_reasons"})
+CHARTED = frozenset(
+    {
+        "series",
+        "buckets",
+        "outgoing_by_sender",
+        "closed_by_category",
+        "failed_reasons",
+        "by_closer",
+        "by_source",
+        "added_by_source",
+        "users",
+        "leaderboard",
+        "by_broadcast",
+    }
+)
+# Columns holding names, shown as they are (not as numbers).
+TEXT_COLUMNS = frozenset({"category", "channel", "person", "team", "name", "broadcast", "started"})
 
 
 def duration(seconds: float | None) -> str:
@@ -267,6 +397,8 @@ def report_page(
     user_id: Annotated[str | None, Query(max_length=20)] = None,
     category_id: Annotated[str | None, Query(max_length=20)] = None,
     source: Annotated[str | None, Query(max_length=16)] = None,
+    metric: Annotated[str | None, Query(max_length=24)] = None,
+    by: Annotated[str | None, Query(max_length=8)] = None,
 ) -> Response:
     if name not in REPORT_TITLES:
         raise NotFound("No such report.")
@@ -277,17 +409,29 @@ def report_page(
         "to": to or "",
         **{k: ("" if v is None else str(v)) for k, v in filters.__dict__.items()},
     }
+    if name == "leaderboard":
+        chosen.update(metric=metric or "closed", by=by or "user")
     errors: dict[str, str] = {}
     report: dict[str, Any] | None = None
     try:
         report = service.build_report(
-            ctx.session, ctx.actor, name, preset=range, start=_date(from_), end=_date(to), filters=filters
+            ctx.session,
+            ctx.actor,
+            name,
+            preset=range,
+            start=_date(from_),
+            end=_date(to),
+            filters=filters,
+            metric=metric,
+            by=by,
         )
     except DomainError as exc:
         if exc.status_code != 422:
             raise
         errors = {key: ctx.fmt.gettext(FIELD_ERRORS.get(key, CHOOSE_ONE)) for key in exc.details or {}}
     query = urlencode({k: v for k, v in chosen.items() if v})
+    # The other reports' tabs keep the range and filters, not the leaderboard's own choice.
+    shared_query = urlencode({k: v for k, v in chosen.items() if v and k not in ("metric", "by")})
     labels = _translated(ctx, LABELS)
     return ctx.render(
         "reports/report.html",
@@ -298,6 +442,12 @@ def report_page(
             "errors": errors,
             "chosen": chosen,
             "query": query,
+            "shared_query": shared_query,
+            "note": ctx.fmt.gettext(REPORT_NOTES[name]) if name in REPORT_NOTES else None,
+            "leaderboard_metrics": [(key, labels[key]) for key in service.LEADERBOARD_METRICS],
+            "leaderboard_by": _translated(ctx, LEADERBOARD_BY_LABELS),
+            "status_labels": _translated(ctx, BROADCAST_STATUS_LABELS),
+            "top": service.TOP,
             "choices": _choices(ctx),
             "sees_all": ctx.actor.can(Permission.VIEW_REPORTS),
             "presets": _translated(ctx, PRESET_LABELS),
@@ -307,6 +457,8 @@ def report_page(
             "definitions": _translated(ctx, DEFINITIONS),
             "charted": CHARTED,
             "drill_links": DRILL_LINKS.get(name, {}),
+            "text_columns": TEXT_COLUMNS,
+            "applied_filters": service.APPLIED_FILTERS.get(name),
             "chart_labels": labels,
             "duration": duration,
             "heat_level": heat_level,

@@ -5,6 +5,21 @@
   "use strict";
 
   var COLORS = ["#4f46e5", "#16a34a", "#f59e0b", "#dc2626", "#0891b2", "#7c3aed", "#64748b"];
+  // The counts each report's "series" chart draws (its times are in the table).
+  var SERIES = {
+    conversations: ["opened", "closed", "reopened"],
+    messages: ["incoming", "outgoing", "failed"],
+    resolutions: ["closed_by_person", "closed_by_bot", "closed_by_other"],
+    assignments: ["assigned", "unassigned"],
+    contacts: ["contacts_added", "contacts_deleted", "contacts_merged"],
+    broadcasts: ["sent", "delivered", "read", "replied", "failed"],
+  };
+  // Tables whose bars are named by a text column (a person, a team, a broadcast), and what they draw.
+  var NAMED = {
+    users: ["person", ["assigned", "closed", "messages_sent"]],
+    by_broadcast: ["broadcast", ["sent", "delivered", "read", "replied", "failed"]],
+  };
+  var TOP = 10;
 
   function column(table, name) {
     var index = table.columns.indexOf(name);
@@ -41,10 +56,18 @@
     if (name === "series" && report === "responses") {
       type = "line";
       series = ["median_seconds", "average_seconds", "p90_seconds"];
-    } else if (name === "series" && report === "conversations") {
-      series = ["opened", "closed", "reopened"];
     } else if (name === "series") {
-      series = ["incoming", "outgoing", "failed"];
+      series = SERIES[report] || [table.columns[1]];
+    } else if (name === "by_source" && report === "assignments") {
+      series = ["assigned", "unassigned"];
+    } else if (NAMED[name]) {
+      names = column(table, NAMED[name][0]).map(function (value) { return value === null ? "–" : String(value); });
+      series = NAMED[name][1];
+    } else if (name === "leaderboard") {
+      // The top of the ranking; the whole of it is in the table.
+      table = { columns: table.columns, rows: table.rows.slice(0, TOP) };
+      names = column(table, "name").map(function (value) { return value === null ? "–" : String(value); });
+      series = [table.columns[3]];
     } else if (name === "closed_by_category") {
       names = column(table, "category").map(function (value) { return value === null ? "–" : String(value); });
       series = ["closed"];
