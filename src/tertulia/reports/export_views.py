@@ -119,6 +119,7 @@ def _card(ctx: WebContext, export: DataExport) -> Response:
         {
             "export": export,
             "summary": exports.summary(export),
+            "file_labels": {key: ctx.fmt.gettext(label) for key, label in FILE_LABELS.items()},
             "status_labels": {key: ctx.fmt.gettext(label) for key, label in STATUS_LABELS.items()},
         },
     )
