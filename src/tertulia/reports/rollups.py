@@ -468,11 +468,9 @@ def apply(session: Session, event: EventRecord) -> bool:
     return True
 
 
-def pending_rows(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
-    """The rollup increments of this workspace's events the consumer has not applied yet, computed
-    in memory and never written: reports add them to the rollups, so a number shows as soon as its
-    event is committed. `session` must be thrown away afterwards (its fact rows were changed in
-    memory); nothing is flushed."""
+def _pending_changes(session: Session, workspace_id: int, limit: int) -> list[Changes]:
+    """The changes of this workspace's events the consumer has not applied yet, computed in memory
+    and never written (the fact rows are changed in memory only: `session` is thrown away after)."""
     position = repository.cursor_position(session)
     events = list(
         session.scalars(
@@ -484,34 +482,22 @@ def pending_rows(session: Session, workspace_id: int, limit: int = PENDING_LIMIT
             .limit(limit)
         )
     )
-    rows: list[dict[str, Any]] = []
     with session.no_autoflush:
         facts = _Facts(session)
-        for event in events:
-            rows.extend(_changes(facts, event).as_rows())
-    return rows
+        return [_changes(facts, event) for event in events]
+
+
+def pending_rows(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
+    """The rollup increments of this workspace's events the consumer has not applied yet: reports
+    add them to the rollups, so a number shows as soon as its event is committed. `session` must be
+    thrown away afterwards; nothing is flushed."""
+    return [row for changes in _pending_changes(session, workspace_id, limit) for row in changes.as_rows()]
 
 
 def pending_items(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
     """`pending_rows`' twin for the drill-down: the items of the events not applied yet (same
     snapshot rules: `session` is thrown away afterwards)."""
-    position = repository.cursor_position(session)
-    events = list(
-        session.scalars(
-            select(EventRecord)
-            .where(
-                EventRecord.id > position, EventRecord.workspace_id == workspace_id, EventRecord.type.in_(sorted(TYPES))
-            )
-            .order_by(EventRecord.id)
-            .limit(limit)
-        )
-    )
-    items: list[dict[str, Any]] = []
-    with session.no_autoflush:
-        facts = _Facts(session)
-        for event in events:
-            items.extend(_changes(facts, event).items)
-    return items
+    return [item for changes in _pending_changes(session, workspace_id, limit) for item in changes.items]
 
 
 def apply_event(db: Database, event: EventRecord) -> bool:

@@ -281,21 +281,7 @@ def _summary(counts: list[str], durations: list[str], now: list[Cell], before: l
         rows.append([metric, value, None, None, None, previous, None, None, None, _change(value, previous)])
     now_h, before_h = _histograms(now), _histograms(before)
     for metric in durations:
-        a, b = histogram.stats(now_h.get(metric, {})), histogram.stats(before_h.get(metric, {}))
-        rows.append(
-            [
-                metric,
-                a.count,
-                _seconds(a.average),
-                _seconds(a.median),
-                _seconds(a.p90),
-                b.count,
-                _seconds(b.average),
-                _seconds(b.median),
-                _seconds(b.p90),
-                _change(a.median, b.median),
-            ]
-        )
+        rows.append(_duration_row(metric, now_h.get(metric, {}), before_h.get(metric, {})))
     return {"columns": SUMMARY_COLUMNS, "rows": rows}
 
 
@@ -614,6 +600,24 @@ def _contacts(read: _Read) -> dict[str, Table]:
 # ----- per person or team: the users report and the leaderboard ------------------------------
 
 
+def _duration_row(metric: str, now: dict[int, tuple[int, float]], before: dict[int, tuple[int, float]]) -> list[Any]:
+    """A summary row (SUMMARY_COLUMNS) of a time: count, average, median and p90 in this period and
+    the previous one, and the change of the median."""
+    a, b = histogram.stats(now), histogram.stats(before)
+    return [
+        metric,
+        a.count,
+        _seconds(a.average),
+        _seconds(a.median),
+        _seconds(a.p90),
+        b.count,
+        _seconds(b.average),
+        _seconds(b.median),
+        _seconds(b.p90),
+        _change(a.median, b.median),
+    ]
+
+
 def _count_rows(metrics: Iterable[str], now: dict[str, int], before: dict[str, int]) -> list[list[Any]]:
     """Summary rows (SUMMARY_COLUMNS) of plain counts: this period, the previous one, the change."""
     return [
@@ -767,21 +771,7 @@ def _users(read: "_Read") -> dict[str, Table]:
     now, before = _whole(read, read.window), _whole(read, read.window.previous())
     summary = _count_rows(PER_COUNTS, now.counts, before.counts)
     for metric in PER_TIMES:
-        a, b = histogram.stats(now.times[metric]), histogram.stats(before.times[metric])
-        summary.append(
-            [
-                metric,
-                a.count,
-                _seconds(a.average),
-                _seconds(a.median),
-                _seconds(a.p90),
-                b.count,
-                _seconds(b.average),
-                _seconds(b.median),
-                _seconds(b.p90),
-                _change(a.median, b.median),
-            ]
-        )
+        summary.append(_duration_row(metric, now.times[metric], before.times[metric]))
     return {
         "summary": {"columns": SUMMARY_COLUMNS, "rows": summary},
         "users": {"columns": USER_COLUMNS, "rows": rows},
