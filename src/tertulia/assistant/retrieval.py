@@ -56,10 +56,13 @@ TYPO_MAX_WORDS = 12
 TYPO_MIN_LENGTH = 4
 CACHE_WORKSPACES = 64
 MAX_QUESTION = 2000
-# How much a word the knowledge base does not know weighs, as a share of the rarest known word's
-# weight: an unknown word is often what the question is about ("motos"), but also often just a
-# word nobody wrote into the entries.
-UNKNOWN_WEIGHT = 1.0
+# How much a word the knowledge base does not know weighs, as a multiple of the weight of a word
+# of one entry: an unknown word is often what the question is about ("motos"), but also often just
+# a word nobody wrote into the entries. A multiple of the rarest known word's weight (not the IDF
+# of a word in no entry, which grows more slowly) keeps the balance the same at any size: with
+# 10,000 entries the rarest words weighed nearly as much as an unknown one and unanswerable
+# questions got through. 1.26 is that IDF's ratio at MIN_IDF_ENTRIES, where the threshold is set.
+UNKNOWN_WEIGHT = 1.26
 # BM25's best candidates and the character n-grams' best candidates, which the confidence
 # re-ranks; the weights of BM25 (relative to the best candidate's) and of the character n-gram
 # similarity (of the entry's best phrasing, and of its answer) in that ranking.
@@ -298,7 +301,7 @@ class LanguageIndex:
     retriever: bm25s.BM25 | None
     grams: CharGrams
     idf: dict[str, float]
-    max_idf: float
+    unknown_idf: float
     # Folded surface words of the corpus by their first letter, for typo tolerance.
     words_by_initial: dict[str, list[str]] = field(default_factory=dict)
     known_words: frozenset[str] = frozenset()
@@ -346,7 +349,7 @@ class LanguageIndex:
         # still weighs like a rare one and an unknown word does not outweigh everything.
         total = max(len(docs_of_entry), MIN_IDF_ENTRIES)
         idf = {t: math.log(1 + (total - df + 0.5) / (df + 0.5)) for t, df in frequency.items()}
-        max_idf = math.log(1 + (total + 0.5) / 0.5)
+        unknown_idf = UNKNOWN_WEIGHT * math.log(1 + (total - 1 + 0.5) / 1.5)
         by_initial: dict[str, list[str]] = {}
         for word in sorted(words):
             if len(word) >= TYPO_MIN_LENGTH - 1:
@@ -362,7 +365,7 @@ class LanguageIndex:
             retriever=retriever,
             grams=CharGrams(surfaces),
             idf=idf,
-            max_idf=max_idf,
+            unknown_idf=unknown_idf,
             words_by_initial=by_initial,
             known_words=frozenset(words),
         )
@@ -384,7 +387,7 @@ class LanguageIndex:
         return fixed
 
     def _weight(self, token: str) -> float:
-        return self.idf.get(token, UNKNOWN_WEIGHT * self.max_idf)
+        return self.idf.get(token, self.unknown_idf)
 
     def search(self, question: str, limit: int = 5) -> tuple[list[tuple[int, float]], list[str]]:
         """The best entries (position, confidence), best first, and the question's tokens.
