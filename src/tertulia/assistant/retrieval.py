@@ -13,7 +13,7 @@ plus its answer; and character n-grams of the folded words (3 to 5 letters, TF-I
 entry scoring as its best phrasing, which is close for typos and word forms the stemmer does not
 join. Each proposes its best candidates. The scores rank but do not say whether an entry answers
 the question at all, so a confidence is computed for the candidates: the share of the question's
-information (IDF-weighted words, an unknown word weighing as the rarest) that the entry's
+information (IDF-weighted words, an unknown word a little more than the rarest) that the entry's
 phrasings cover, blended with the share of the best phrasing the question covers. Candidates are
 ranked by that confidence plus, as smaller terms, the relative BM25 score and the n-gram
 similarities. A threshold on the confidence (`DEFAULT_THRESHOLD`: the lowest that hands off at
@@ -216,8 +216,9 @@ def _word_grams(word: str) -> list[str]:
 
 
 class CharGrams:
-    """TF-IDF cosine similarity over the character n-grams of folded words: close for a typo, a
-    plural or a conjugation the stemmer does not join ("envien", "enviamos"), which words miss.
+    """TF-IDF cosine similarity over the character n-grams of folded words: close for what words
+    miss, a misspelt first letter ("vicicleta", which typo correction does not try), more than two
+    edits, a word form the stemmer does not join.
 
     Built with arrays (a knowledge base repeats few words many times): each distinct word's grams
     once, then (document, gram) pairs counted and sorted by gram into posting lists."""
