@@ -303,6 +303,22 @@ def test_a_dropped_connection_is_opened_again(db: Database, tenant: Tenant, mail
     assert _texts(db, channel.id) == ["tras la caída"]
 
 
+def test_a_mail_server_that_stays_unreachable_shows_on_the_channel(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail, incoming_port=free_port())  # nothing listens there
+    with _watchers(db) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        _until(lambda: _channel_error(db, channel.id), timeout=10, what="the channel's last error")
+        assert watchers.watching == {channel.id}  # it keeps trying
+    assert "could not be reached" in (_channel_error(db, channel.id) or "")
+
+
+def _channel_error(db: Database, channel_id: int) -> str | None:
+    with db.transaction(write=False) as session:
+        return session.scalar(select(Channel.last_error).where(Channel.id == channel_id))
+
+
 def test_idle_is_issued_again_on_the_same_connection_and_a_stop_ends_it_at_once(
     db: Database, tenant: Tenant, mail: MailServers
 ) -> None:

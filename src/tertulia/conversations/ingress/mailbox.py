@@ -18,6 +18,7 @@ soon as the server says new mail exists, or reads every `poll_seconds` (POP3, IM
 reads the mailboxes whose `poll_seconds` have passed and that no watcher holds.
 """
 
+import hashlib
 import imaplib
 import json
 import threading
@@ -244,12 +245,12 @@ def _wait_for_mail(
     IDLE (the caller polls instead)."""
     config = email_adapter.config_of(channel)
     with email_adapter.idle_session(channel) as client:
+        backoff[0] = 1.0
         if "IDLE" not in client.capabilities:
             return False
         email_adapter.select_folder(client, config.folder)
         # Read after the SELECT: mail that arrives from here on is announced by the IDLE below.
         fetch_mailbox(db, channel.id)
-        backoff[0] = 1.0
         while not stop.is_set():
             if email_adapter.wait_idle(client, idle_seconds, stop.is_set):
                 fetch_mailbox(db, channel.id)
@@ -278,8 +279,13 @@ def watch_mailbox(
                 fetch_mailbox(db, channel_id)
                 stop.wait(config.poll_seconds)
         except (ChannelError, OSError, imaplib.IMAP4.error) as exc:
-            reason = getattr(exc, "reason", None) or str(exc)
+            reason = exc.reason if isinstance(exc, ChannelError) else f"the IMAP server could not be reached: {exc}"
             log.info("email_watch_interrupted", channel_id=channel_id, reason=reason, retry_in=backoff[0])
+            if backoff[0] > 1.0:
+                # Failing again after a wait: the channel's page shows it (a single dropped connection,
+                # which servers and routers do to idle ones, is not the mailbox failing).
+                _state(db, channel)  # the mailbox's row, if never read yet
+                _advance(db, channel, error=reason)
             stop.wait(backoff[0])
             backoff[0] = min(backoff[0] * 2, MAX_BACKOFF)
 
@@ -292,8 +298,11 @@ class _Watcher:
 
 
 def _fingerprint(channel: Channel) -> str:
-    """What a running watcher was started with: a change of the settings starts it again."""
-    return json.dumps(channel.config or {}, sort_keys=True, default=str)
+    """What a running watcher was started with: a change of the settings or of the password starts
+    it again (not OAuth tokens, which are refreshed on their own)."""
+    password = str((channel.secrets or {}).get("password") or "")
+    secret = hashlib.sha256(password.encode()).hexdigest()
+    return json.dumps([channel.config or {}, secret], sort_keys=True, default=str)
 
 
 class MailWatchers:
