@@ -17,7 +17,7 @@ from contextlib import contextmanager, suppress
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from tertulia.channels.adapters import email as email_adapter
 from tertulia.channels.models import Channel
@@ -358,3 +358,34 @@ def test_an_idle_refused_by_a_dead_server_is_a_transient_error(db: Database, ten
                 client.noop()
     finally:
         proxy.close()
+
+
+def _lock_backend(db: Database) -> int | None:
+    with db.transaction(write=False) as session:
+        found = session.execute(
+            text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2")
+        ).scalar()
+        return int(found) if found is not None else None
+
+
+def test_a_watcher_whose_lock_connection_is_lost_stops_and_claims_again(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("advisory locks live on a PostgreSQL connection; SQLite's file locks have none to lose")
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    with _watchers(db) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        first = _lock_backend(db)
+        assert first is not None
+        with db.transaction() as session:
+            session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        # The locks went with that connection: the watcher stops, then the mailbox is claimed again
+        # on a new connection and watched again.
+        _until(lambda: _lock_backend(db) not in (None, first), what="the lock taken again")
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher again")
+        time.sleep(1)
+        mail.send(customer_mail(body="tras perder el bloqueo"))
+        _until(lambda: messages_of(db, channel.id), what="the message")
+        time.sleep(0.5)
+    assert _texts(db, channel.id) == ["tras perder el bloqueo"]

@@ -55,6 +55,8 @@ class ProcessLocks:
         self._engine: Engine | None = None
         self._connection: Connection | None = None
         self._files: dict[int, int] = {}
+        # Set when the connection holding locks was lost, until `alive()` reports it.
+        self._lost = False
         file_url = sidecar_url(url, f"locks-{namespace}")
         self._directory = Path(file_url.split("///", 1)[1]) if file_url and fcntl is not None else None
         self._postgres = url.startswith("postgresql")
@@ -83,6 +85,7 @@ class ProcessLocks:
             with contextlib.suppress(SQLAlchemyError):
                 self._connection.close()
         self._connection = None
+        self._lost = self._lost or bool(self.held)
         self.held.clear()
 
     # ----- the holder's calls ----------------------------------------------------------------------
@@ -152,6 +155,9 @@ class ProcessLocks:
     def alive(self) -> bool:
         """Whether the locks this holder took are still its own (PostgreSQL: the connection answers).
         False once they were lost: `held` is then empty, and whatever they guarded must stop."""
+        if self._lost:
+            self._lost = False
+            return False
         if not self._postgres or self._connection is None:
             return True
         try:
@@ -160,6 +166,7 @@ class ProcessLocks:
         except SQLAlchemyError as exc:
             log.warning("process_locks_lost", namespace=self.namespace, reason=str(exc))
             self._pg_lost()
+            self._lost = False
             return False
 
     def close(self) -> None:
@@ -167,6 +174,7 @@ class ProcessLocks:
             self.release(id_)
         if self._connection is not None:
             self._pg_lost()
+        self._lost = False
         if self._engine is not None:
             self._engine.dispose()
             self._engine = None
