@@ -6,14 +6,17 @@ the survivor takes over from a killed holder, and nothing is lost or doubled."""
 
 import imaplib
 import os
+import select as io_select
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -31,6 +34,7 @@ from tertulia.kit.process_locks import ProcessLocks
 from tests.channels.email_support import SUPPORT, MailServers, customer_mail, email_channel, messages_of
 from tests.conftest import Tenant
 from tests.live_server import free_port
+from tests.webhooks.tls import TestAuthority
 
 SCAN = 0.2  # the tests' watchers look at the channels five times a second
 
@@ -238,10 +242,12 @@ def _state_fetched(db: Database, channel_id: int) -> bool:
 
 
 class _Proxy:
-    """A TCP relay to the IMAP server whose open connections the test can cut (a dropped link)."""
+    """A TCP relay to the IMAP server whose open connections the test can cut (a dropped link); with
+    `tls`, it speaks TLS to the client (an IMAP server on port 993, as most providers run)."""
 
-    def __init__(self, target: int) -> None:
+    def __init__(self, target: int, tls: ssl.SSLContext | None = None) -> None:
         self.target = target
+        self.tls = tls
         self.port = free_port()
         self.accepted = 0
         self._listener = socket.create_server(("127.0.0.1", self.port))
@@ -253,29 +259,42 @@ class _Proxy:
         while True:
             try:
                 near, _ = self._listener.accept()
+                if self.tls is not None:
+                    near = self.tls.wrap_socket(near, server_side=True)
             except OSError:
-                return
+                if self._listener.fileno() == -1:
+                    return
+                continue
             far = socket.create_connection(("127.0.0.1", self.target))
             with self._lock:
                 self.accepted += 1
                 self._open += [near, far]
-            for source, sink in ((near, far), (far, near)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+            threading.Thread(target=self._relay, args=(near, far), daemon=True).start()
 
     @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
-        with suppress(OSError):
-            while chunk := source.recv(65536):
-                sink.sendall(chunk)
-        with suppress(OSError):
-            sink.shutdown(socket.SHUT_RDWR)
+    def _relay(near: socket.socket, far: socket.socket) -> None:
+        # Both directions in one thread: a TLS socket is not read and written from two threads at once.
+        with suppress(OSError, ValueError):
+            while True:
+                ready = [s for s in (near, far) if isinstance(s, ssl.SSLSocket) and s.pending()]
+                if not ready:
+                    ready, _, _ = io_select.select([near, far], [], [], 1.0)
+                for source in ready:
+                    chunk = source.recv(65536)
+                    if not chunk:
+                        raise OSError("closed")
+                    (far if source is near else near).sendall(chunk)
+        for sock in (near, far):
+            with suppress(OSError):
+                sock.close()
 
     def cut(self) -> None:
         with self._lock:
             for sock in self._open:
                 with suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
+                with suppress(OSError):
+                    sock.close()
             self._open.clear()
 
     def close(self) -> None:
@@ -389,3 +408,33 @@ def test_a_watcher_whose_lock_connection_is_lost_stops_and_claims_again(
         _until(lambda: messages_of(db, channel.id), what="the message")
         time.sleep(0.5)
     assert _texts(db, channel.id) == ["tras perder el bloqueo"]
+
+
+def test_idle_over_tls_reads_mail_as_it_arrives(
+    db: Database, tenant: Tenant, mail: MailServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The IDLE wait looks at the socket and at what TLS already decrypted (`pending`): a server
+    on 993, as providers run IMAP."""
+    authority = TestAuthority(tmp_path)
+    certificate = authority.issue("127.0.0.1")
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(certificate.cert_file, certificate.key_file)
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority.ca_file))  # what the default context trusts
+    proxy = _Proxy(mail.dovecot.imap_port, tls=server_side)
+    try:
+        channel = email_channel(db, tenant, mail, incoming_port=proxy.port, incoming_security="ssl")
+        with email_adapter.idle_session(channel) as client:
+            assert isinstance(client.socket(), ssl.SSLSocket)
+            email_adapter.select_folder(client, "INBOX")
+            assert email_adapter.wait_idle(client, 0.5) is False
+            threading.Timer(0.5, lambda: mail.send(customer_mail(subject="tls", body="por TLS"))).start()
+            assert email_adapter.wait_idle(client, 30.0) is True
+        with _watchers(db) as watchers:
+            _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+            _until(lambda: messages_of(db, channel.id), what="the first message")
+            time.sleep(1)
+            mail.send(customer_mail(subject="tls 2", body="otra por TLS"))
+            _until(lambda: len(messages_of(db, channel.id)) == 2, timeout=10, what="the second message")
+    finally:
+        proxy.close()
+    assert _texts(db, channel.id) == ["por TLS", "otra por TLS"]
