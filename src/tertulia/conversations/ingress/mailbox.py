@@ -325,6 +325,7 @@ class MailWatchers:
         self.idle_seconds = idle_seconds
         self._locks = ProcessLocks(db.url, WATCH_NAMESPACE)
         self._watchers: dict[int, _Watcher] = {}
+        self._watchers_lock = threading.Lock()  # `watching` is read from other threads
         self._stopping: dict[int, threading.Thread] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -332,7 +333,8 @@ class MailWatchers:
     @property
     def watching(self) -> set[int]:
         """The channels this process watches now."""
-        return set(self._watchers)
+        with self._watchers_lock:
+            return set(self._watchers)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, daemon=True, name="mail-watchers")
@@ -359,7 +361,8 @@ class MailWatchers:
             self._locks.close()
 
     def _retire(self, channel_id: int) -> None:
-        watcher = self._watchers.pop(channel_id)
+        with self._watchers_lock:
+            watcher = self._watchers.pop(channel_id)
         watcher.stop.set()
         self._stopping[channel_id] = watcher.thread
 
@@ -391,7 +394,8 @@ class MailWatchers:
     def _begin(self, channel_id: int, fingerprint: str) -> None:
         stop = threading.Event()
         thread = threading.Thread(target=self._watch, args=(channel_id, stop), daemon=True, name=f"mail-{channel_id}")
-        self._watchers[channel_id] = _Watcher(fingerprint, stop, thread)
+        with self._watchers_lock:
+            self._watchers[channel_id] = _Watcher(fingerprint, stop, thread)
         log.info("email_watch_started", channel_id=channel_id)
         thread.start()
 
