@@ -38,10 +38,11 @@ import mimetypes
 import poplib
 import re
 import secrets
+import select
 import smtplib
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -773,36 +774,105 @@ def fetch_new(client: imaplib.IMAP4, folder: str, last_uid: int, uidvalidity: in
     return MailboxBatch(uidvalidity=current, messages=messages, more=len(uids) > len(chosen))
 
 
-def wait_idle(client: imaplib.IMAP4, seconds: float) -> bool:
-    """IMAP IDLE (RFC 2177) on the selected folder for at most `seconds`: whether the server said
-    something changed (EXISTS or RECENT) before then."""
-    tag = client._new_tag().decode()
-    client.send(f"{tag} IDLE\r\n".encode())
-    line = client.readline()
-    if not line.startswith(b"+"):
-        return False
-    sock = client.socket()
+# RFC 2177: a server may log out a client idle for 30 minutes; IDLE is re-issued well before (29 at most).
+IDLE_SECONDS = 25 * 60
+
+
+class _IdleReader:
+    """imaplib's reader on an IDLE connection. imaplib reads through a buffered file, whose read-ahead
+    `select` cannot see and which is unusable once a read timed out; this one keeps its own buffer, so
+    the wait for the server's next line is a `select` that a stop request interrupts."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+
+    def waiting(self) -> bool:
+        pending = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
+        return bool(self._buffer) or pending > 0
+
+    def _more(self) -> bool:
+        chunk: bytes = self._sock.recv(65536)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int = -1) -> bytes:
+        while b"\n" not in self._buffer and (limit < 0 or len(self._buffer) < limit) and self._more():
+            pass
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if limit >= 0:
+            end = min(end, limit)
+        line, self._buffer = self._buffer[:end], self._buffer[end:]
+        return line
+
+    def read(self, size: int) -> bytes:
+        while len(self._buffer) < size and self._more():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def idle_session(channel: Channel) -> Iterator[imaplib.IMAP4]:
+    """A logged-in IMAP session for `wait_idle` (a mailbox's watcher: it only selects and idles)."""
+    with imap_session(channel) as client:
+        # Right after the login's tagged answer the server has nothing more to say, so nothing is
+        # left behind in imaplib's own buffer.
+        client.file = _IdleReader(client.sock)  # type: ignore[assignment]
+        yield client
+
+
+def _news(line: bytes) -> bool:
+    """Whether an untagged answer says the folder changed (new mail: EXISTS, RECENT)."""
+    return line.startswith(b"*") and (b"EXISTS" in line or b"RECENT" in line)
+
+
+def wait_idle(client: imaplib.IMAP4, seconds: float, stop: Callable[[], bool] = lambda: False) -> bool:
+    """IMAP IDLE (RFC 2177) on the selected folder of an `idle_session` for at most `seconds`, or
+    until `stop()` (asked about every second): whether the server said the folder changed.
+    `TransientError` when the connection dropped or the server ended the IDLE itself."""
+    reader = client.file
+    if not isinstance(reader, _IdleReader):
+        raise TypeError("wait_idle needs a client from idle_session")
+    tag = client._new_tag()
+    client.send(tag + b" IDLE\r\n")
     changed = False
+    while True:
+        line = client.readline()
+        if not line:
+            raise TransientError("the IMAP server closed the connection")
+        if line.startswith(b"+"):
+            break
+        if line.startswith(tag):
+            raise TransientError(f"the IMAP server refused IDLE: {_text(line)}")
+        changed = changed or _news(line)
+    sock = client.socket()
     deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
-            try:
-                line = client.readline()
-            except TimeoutError:
+    while not changed and not stop():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if not reader.waiting():
+            readable, _, _ = select.select([sock], [], [], min(1.0, left))
+            if not readable:
                 continue
-            if not line:
-                break
-            if b"EXISTS" in line or b"RECENT" in line:
-                changed = True
-                break
-    finally:
-        sock.settimeout(TIMEOUT)
-        client.send(b"DONE\r\n")
-        while True:
-            line = client.readline()
-            if not line or line.startswith(tag.encode()):
-                break
+        line = client.readline()
+        if not line or line.startswith(b"* BYE"):
+            raise TransientError(f"the IMAP server ended the connection: {_text(line) or 'closed'}")
+        changed = _news(line)
+    client.send(b"DONE\r\n")
+    while True:
+        line = client.readline()
+        if not line:
+            raise TransientError("the IMAP server closed the connection")
+        if line.startswith(tag):
+            if not line[len(tag) :].lstrip().upper().startswith(b"OK"):
+                raise TransientError(f"the IMAP server ended IDLE: {_text(line)}")
+            break
+        changed = changed or _news(line)
     return changed
 
 
