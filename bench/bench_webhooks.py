@@ -145,11 +145,25 @@ def worker(url: str, ready: Any) -> None:
     queue.use_database(db)  # the consumer's handler writes through the tasks' database, as in a worker
     rules = delivery.Policy(allow_private=True, retry_base_seconds=0.5, timeout_seconds=2.0, lease_margin_seconds=3.0)
     ready.set()
+    _work(db, rules)
+
+
+def _work(db: Database, rules: delivery.Policy, profiler: cProfile.Profile | None = None, profile_to: str = "") -> None:
+    """A worker's loop, until killed: read the event log, deliver what is due, nap when idle. A
+    profiler, if any, is stopped and written to `profile_to` once the worker has been idle for 2 s."""
+    idle_since: float | None = None
     while True:
         report = dispatcher.dispatch(db, [CONSUMER], settle_wait=0.02)
         sent = delivery.deliver_until_idle(db, rules, budget_seconds=0.5)
-        if not sent and not report.delivered:
-            time.sleep(0.005)
+        if sent or report.delivered:
+            idle_since = None
+            continue
+        idle_since = idle_since or time.perf_counter()
+        if profiler is not None and time.perf_counter() - idle_since > 2.0:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
+            profiler = None
+        time.sleep(0.005)
 
 
 def _setup(url: str, receiver: Receiver) -> tuple[int, list[int]]:
@@ -293,20 +307,7 @@ def throughput_worker(url: str, ready: Any, go: Any, profile_to: str | None) -> 
     go.wait()
     if profiler is not None:
         profiler.enable()
-    idle_since: float | None = None
-    while True:
-        report = dispatcher.dispatch(db, [CONSUMER], settle_wait=0.02)
-        sent = delivery.deliver_until_idle(db, rules, budget_seconds=0.5)
-        if sent or report.delivered:
-            idle_since = None
-        else:
-            idle_since = idle_since or time.perf_counter()
-            if profiler is not None and time.perf_counter() - idle_since > 2.0:
-                profiler.disable()
-                assert profile_to is not None
-                profiler.dump_stats(profile_to)
-                profiler = None
-            time.sleep(0.005)
+    _work(db, rules, profiler, profile_to or "")
 
 
 def _write_backlog(url: str, workspace_id: int, contacts: list[int], count: int) -> None:

@@ -7,15 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from tertulia.cli import app
+from tertulia.contacts.import_models import ImportJob
 from tertulia.contacts.models import Contact
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
+from tests.reports.support import report
+from tests.web.helpers import sign_in_as
 
 CSV = (
     "Nombre;Correo;Teléfono;Etiquetas\n"
@@ -45,7 +49,19 @@ def emails(db: Database, tenant: Tenant) -> list[str | None]:
         )
 
 
-def test_import_dry_run_then_real_run_with_rejected_rows_file(cli_db: Database, tenant: Tenant, tmp_path: Path) -> None:
+def jobs(db: Database, tenant: Tenant) -> list[tuple[str, str, int, int, int, int | None]]:
+    with db.transaction(write=False) as session:
+        found = session.scalars(
+            select(ImportJob).where(ImportJob.workspace_id == tenant.workspace_id).order_by(ImportJob.id)
+        )
+        return [
+            (j.status.value, j.filename, j.created_count, j.updated_count, j.rejected_count, j.user_id) for j in found
+        ]
+
+
+def test_import_dry_run_then_real_run_with_rejected_rows_file(
+    cli_db: Database, client: TestClient, tenant: Tenant, tmp_path: Path
+) -> None:
     source = tmp_path / "contactos.csv"
     source.write_bytes(CSV.encode("cp1252"))
     runner = CliRunner()
@@ -54,6 +70,7 @@ def test_import_dry_run_then_real_run_with_rejected_rows_file(cli_db: Database, 
     assert "Dry run" in dry.output
     assert "would be created: 2" in dry.output
     assert emails(cli_db, tenant) == []
+    assert jobs(cli_db, tenant) == []  # a dry run leaves no record
 
     rejected = tmp_path / "rechazados.csv"
     real = runner.invoke(
@@ -71,6 +88,20 @@ def test_import_dry_run_then_real_run_with_rejected_rows_file(cli_db: Database, 
     assert rows[0] == ["Nombre", "Correo", "Teléfono", "Etiquetas", "error"]
     assert rows[1][:2] == ["[bold]Mala[/", "no-es-correo"]
     assert rows[1][4].startswith("line 3: ")
+    # Recorded as an import, so it shows in the history and the contacts report counts it.
+    assert jobs(cli_db, tenant) == [("done", "contactos.csv", 2, 0, 1, None)]
+    body = report(client, tenant, "contacts", range="today")
+    added = {row[0]: row[1:] for row in body["tables"]["added_by_source"]["rows"]}
+    assert added["import"] == [2]
+    sign_in_as(client, cli_db, tenant.owner_id, "owner-password")
+    history = client.get("/contacts/import")
+    assert history.status_code == 200
+    assert "contactos.csv" in history.text
+    with cli_db.transaction(write=False) as session:
+        job_id = session.scalars(select(ImportJob.id).where(ImportJob.workspace_id == tenant.workspace_id)).one()
+    shown = client.get(f"/contacts/import/{job_id}")  # no stored file: the finished job's figures
+    assert shown.status_code == 200
+    assert "contactos.csv" in shown.text
 
     update = tmp_path / "update.csv"
     update.write_text("Correo,Apodo\njose@example.com,Pepe\n", encoding="utf-8")
@@ -92,6 +123,7 @@ def test_import_dry_run_then_real_run_with_rejected_rows_file(cli_db: Database, 
     with cli_db.transaction(write=False) as session:
         names = session.scalars(select(Contact.first_name).where(Contact.email == "jose@example.com")).all()
     assert names == ["Pepe"]
+    assert jobs(cli_db, tenant)[-1] == ("done", "update.csv", 0, 1, 0, None)
 
 
 def test_import_fails_when_the_file_or_mapping_is_unusable(cli_db: Database, tenant: Tenant, tmp_path: Path) -> None:

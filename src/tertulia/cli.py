@@ -1,5 +1,7 @@
 """The `tertulia` command line."""
 
+import dataclasses
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -249,11 +251,15 @@ def contacts_import(
     """Import contacts from a CSV file, committing batch by batch, and report every rejected row."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from tertulia.contacts.import_jobs import record_command_line_import
     from tertulia.contacts.importer import ImportOptions, ImportReport, import_contacts, parse_mapping_option
+    from tertulia.kit.clock import utcnow
     from tertulia.users.permissions import Actor
     from tertulia.workspaces.service import get_workspace_by_name
 
     written: list[ImportReport] = []
+    workspace_id: int | None = None
+    started_at = utcnow()
     session = get_database().session()
     try:
         with Progress(
@@ -271,7 +277,8 @@ def contacts_import(
 
             def on_batch_written(report: ImportReport) -> None:
                 session.commit()
-                written[:] = [report]
+                # A copy: the report goes on counting rows that the next commit may never store.
+                written[:] = [dataclasses.replace(report, rejected=list(report.rejected))]
 
             options = ImportOptions(
                 mapping=parse_mapping_option(mapping) if mapping else None,
@@ -280,20 +287,24 @@ def contacts_import(
                 batch_size=batch_size,
                 workers=workers,
             )
-            actor = Actor.system(get_workspace_by_name(session, workspace).id, kind="import")
+            workspace_id = get_workspace_by_name(session, workspace).id
+            actor = Actor.system(workspace_id, kind="import")
             report = import_contacts(
                 session, actor, file, options, on_progress=on_progress, on_batch_written=on_batch_written
             )
         if dry_run:
             session.rollback()
         else:
+            record_command_line_import(session, workspace_id, file.name, report, started_at=started_at)
             session.commit()
     except DomainError as exc:
         session.rollback()
+        _record_partial(workspace_id, file.name, written, started_at, exc.message)
         _report_partial(written)
         raise fail(exc) from exc
-    except BaseException:
+    except BaseException as exc:
         session.rollback()
+        _record_partial(workspace_id, file.name, written, started_at, f"The import stopped: {type(exc).__name__}.")
         _report_partial(written)
         raise
     finally:
@@ -308,6 +319,19 @@ def contacts_import(
             err.print(f"[red]error:[/red] cannot write {rejected_out}: {exc.strerror or exc}")
             raise typer.Exit(code=1) from exc
         err.print(f"Wrote {count} rejected rows to {rejected_out}")
+
+
+def _record_partial(
+    workspace_id: int | None, filename: str, written: list["ImportReport"], started_at: datetime, error: str
+) -> None:
+    """An import that stopped after committing batches is recorded as failed with what they wrote,
+    so its contacts are counted and it shows in the imports history."""
+    if workspace_id is None or not written or written[0].dry_run or not written[0].written_through_line:
+        return
+    from tertulia.contacts.import_jobs import record_command_line_import
+
+    with get_database().transaction() as session:
+        record_command_line_import(session, workspace_id, filename, written[0], started_at=started_at, error=error)
 
 
 def _report_partial(written: list["ImportReport"]) -> None:

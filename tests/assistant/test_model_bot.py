@@ -13,7 +13,7 @@ from tertulia.assistant.model_settings import conversation_tokens
 from tertulia.assistant.models import KnowledgeEntry
 from tertulia.kit.db import Database
 from tests.assistant.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI, Reply, error, fake_openai
-from tests.assistant.test_bot import ENTRIES, Shop, feed
+from tests.assistant.support import ENTRIES, Shop, feed
 from tests.assistant.test_model import configure
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider

@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
-from tests.assistant.test_bot import feed
+from tests.assistant.support import feed
 from tests.conftest import Tenant
 from tests.conversations.support import SHOP, Agent, Visitor, sign_in
 

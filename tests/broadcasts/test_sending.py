@@ -5,13 +5,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 
 from tertulia.broadcasts import service
-from tertulia.conversations.models import Conversation, ConversationStatus, StoredFile
+from tertulia.conversations.models import Conversation, ConversationStatus
 from tertulia.events.models import EventRecord
 from tertulia.kit.db import Database
 from tertulia.kit.errors import PermissionDenied
 from tertulia.users.models import Role
 from tests.broadcasts.support import broadcast_messages, customers_write, fake_channel
 from tests.conftest import Tenant
+from tests.conversations.support import stored_image
 from tests.fakes import FakeHttpAdapter, fake_provider
 
 
@@ -98,17 +99,7 @@ def test_a_file_goes_with_its_caption_and_reply_choices_only_where_the_channel_h
     with fake_provider() as provider:
         channel = fake_channel(db, tenant, provider.url)
         customers_write(db, channel, ["+5215500000001"])
-        with db.transaction() as session:
-            stored = StoredFile(
-                workspace_id=tenant.workspace_id,
-                storage_key=f"broadcast-test/{tenant.workspace_id}/promo.jpg",
-                name="promo.jpg",
-                size=1234,
-                content_type="image/jpeg",
-            )
-            session.add(stored)
-            session.flush()
-            file_id = stored.id
+        file_id = stored_image(db, tenant.workspace_id)
         body = {
             "name": "Con foto",
             "audience": "all",

@@ -48,8 +48,10 @@ def test_a_manager_exports_the_workspace_data_and_downloads_it(spanish_page: Pag
             break
         page.wait_for_timeout(250)
     expect(row).to_have_attribute("data-status", "done")
+    expect(page.locator("#export-running")).to_have_count(0)  # the hint goes with the running export
     expect(row).to_contain_text("Contactos")  # the files by their names, not their keys
     shot(page, "99-settings-data-export.png")
+    expect(page.locator(".flash")).to_be_hidden(timeout=10_000)  # the toast fades out after a few seconds
     with page.expect_download() as download:
         row.get_by_test_id("export-download").click()
     path = download.value.path()

@@ -26,6 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from fastapi.testclient import TestClient
+
 from tests.channels import whatsapp_samples as wa
 
 TOKEN = "EAAG-test-token"
@@ -110,3 +112,22 @@ def fake_graph(templates: list[dict[str, Any]] | None = None) -> Iterator[FakeGr
     finally:
         server.shutdown()
         server.server_close()
+
+
+def connect_whatsapp(client: TestClient, manager_headers: dict[str, str], graph: FakeGraph) -> dict[str, Any]:
+    """The samples' WhatsApp number connected through the API against this fake (its templates read
+    from it); the created channel as the API returns it."""
+    body = {
+        "type": "whatsapp",
+        "name": "Ventas",
+        "config": {
+            "phone_number_id": wa.PHONE_NUMBER_ID,
+            "business_account_id": wa.BUSINESS_ACCOUNT_ID,
+            "api_base_url": graph.url,
+            "display_phone_number": "+1 555 078 3881",
+        },
+        "secrets": {"access_token": TOKEN, "app_secret": wa.APP_SECRET},
+    }
+    created = client.post("/api/v1/channels", headers=manager_headers, json=body)
+    assert created.status_code == 201, created.text
+    return dict(created.json())

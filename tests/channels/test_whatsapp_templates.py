@@ -20,7 +20,7 @@ from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as samples
-from tests.channels.fake_graph import TOKEN, FakeGraph, fake_graph
+from tests.channels.fake_graph import TOKEN, FakeGraph, connect_whatsapp, fake_graph
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.fakes import callbacks_written
@@ -41,16 +41,7 @@ def _manager(db: Database, tenant: Tenant) -> dict[str, str]:
 
 
 def _connect(client: TestClient, tenant: Tenant, graph: FakeGraph) -> dict[str, Any]:
-    db: Database = client.app.state.db  # type: ignore[attr-defined]
-    body = {
-        "type": "whatsapp",
-        "name": "Ventas",
-        "config": {**CONFIG, "api_base_url": graph.url, "display_phone_number": "+1 555 078 3881"},
-        "secrets": SECRETS,
-    }
-    created = client.post("/api/v1/channels", headers=_manager(db, tenant), json=body)
-    assert created.status_code == 201, created.text
-    return dict(created.json())
+    return connect_whatsapp(client, _manager(client.app.state.db, tenant), graph)  # type: ignore[attr-defined]
 
 
 def _stored(db: Database, channel_id: int) -> dict[str, MessageTemplate]:

@@ -9,6 +9,7 @@ from tertulia.contacts import import_runner
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.kit.fencing import FencedRun, LostClaim
 from tests.conftest import Tenant
 
 
@@ -56,10 +57,12 @@ def test_only_one_runner_holds_a_job(db: Database, tenant: Tenant) -> None:
         )
     second = import_runner.claim(db, job_id, stale_after=import_runner.RESUME_AFTER)
     assert second is not None
-    stalled = import_runner._Run(db, job_id, first)
-    with pytest.raises(import_runner.LostClaim), db.transaction() as session:
+    stalled = FencedRun(db, ImportJob, job_id, running=ImportStatus.RUNNING, failed=ImportStatus.FAILED, token=first)
+    with pytest.raises(LostClaim), db.transaction() as session:
         stalled.write(session, processed_rows=999)
-    taken_over = import_runner._Run(db, job_id, second)
+    taken_over = FencedRun(
+        db, ImportJob, job_id, running=ImportStatus.RUNNING, failed=ImportStatus.FAILED, token=second
+    )
     with db.transaction() as session:
         taken_over.write(session, processed_rows=10)
     with db.transaction(write=False) as session:

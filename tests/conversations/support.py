@@ -16,6 +16,7 @@ from tertulia.channels.adapters.webchat import Visitor as TokenClaims
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
+from tertulia.conversations.models import StoredFile
 from tertulia.kit.db import Database
 from tertulia.kit.settings import get_settings
 from tertulia.users.models import Role, User
@@ -129,3 +130,19 @@ def token_from_before(claims: TokenClaims) -> str:
     key = hmac.new(get_settings().resolved_secret_key().encode(), b"webchat-visitor-token", hashlib.sha256).digest()
     signature = base64.urlsafe_b64encode(hmac.new(key, encoded.encode(), hashlib.sha256).digest()).decode().rstrip("=")
     return f"{encoded}.{signature}"
+
+
+def stored_image(db: Database, workspace_id: int, name: str = "promo.jpg") -> int:
+    """A JPEG file row of the workspace, as an upload leaves it (its bytes are not needed: providers
+    are sent its link, and the fakes do not fetch it); its id."""
+    with db.transaction() as session:
+        stored = StoredFile(
+            workspace_id=workspace_id,
+            storage_key=f"test/{workspace_id}/{name}",
+            name=name,
+            size=1234,
+            content_type="image/jpeg",
+        )
+        session.add(stored)
+        session.flush()
+        return stored.id

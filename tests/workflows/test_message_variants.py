@@ -13,7 +13,7 @@ from sqlalchemy import select
 from tertulia.channels.adapters.whatsapp import signature
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import MessageType
-from tertulia.conversations.models import Direction, Message, StoredFile
+from tertulia.conversations.models import Direction, Message
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
@@ -21,9 +21,9 @@ from tertulia.workflows import runner, service
 from tertulia.workflows.models import WorkflowRun, WorkflowVersion
 from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as samples
-from tests.channels.fake_graph import TOKEN, FakeGraph, fake_graph
+from tests.channels.fake_graph import FakeGraph, connect_whatsapp, fake_graph
 from tests.conftest import Tenant
-from tests.conversations.support import sign_in
+from tests.conversations.support import sign_in, stored_image
 from tests.fakes import FakeHttpAdapter, callbacks_written
 from tests.workflows.support import channel_on_fake, customer_writes, runs
 
@@ -72,23 +72,10 @@ def graph() -> Iterator[FakeGraph]:
 def whatsapp_customer(client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph) -> int:
     """A WhatsApp number connected through the API (its templates read from the fake Graph API) and
     a customer who wrote to it; the contact's id."""
-    body = {
-        "type": "whatsapp",
-        "name": "Ventas",
-        "config": {
-            "phone_number_id": wa.PHONE_NUMBER_ID,
-            "business_account_id": wa.BUSINESS_ACCOUNT_ID,
-            "api_base_url": graph.url,
-            "display_phone_number": "+1 555 078 3881",
-        },
-        "secrets": {"access_token": TOKEN, "app_secret": wa.APP_SECRET},
-    }
-    manager = sign_in(db, tenant, Role.MANAGER).headers
-    created = client.post("/api/v1/channels", headers=manager, json=body)
-    assert created.status_code == 201, created.text
+    created = connect_whatsapp(client, sign_in(db, tenant, Role.MANAGER).headers, graph)
     raw = wa.body(wa.TEXT)
     signed = {"X-Hub-Signature-256": f"sha256={signature(Channel(secrets={'app_secret': wa.APP_SECRET}), raw)}"}
-    assert client.post(f"/webhooks/{created.json()['key']}", content=raw, headers=signed).status_code == 200
+    assert client.post(f"/webhooks/{created['key']}", content=raw, headers=signed).status_code == 200
     callbacks_written(db)
     with db.transaction(write=False) as session:
         contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
@@ -129,17 +116,7 @@ def test_other_channels_get_the_default_message_with_its_file(
     db: Database, tenant: Tenant, fake_channel: Channel
 ) -> None:
     contact_id = customer_writes(db, fake_channel, "+5215500000007", "hola")
-    with db.transaction() as session:
-        photo = StoredFile(
-            workspace_id=tenant.workspace_id,
-            storage_key=f"workflow-test/{tenant.workspace_id}/promo.jpg",
-            name="promo.jpg",
-            size=1234,
-            content_type="image/jpeg",
-        )
-        session.add(photo)
-        session.flush()
-        photo_id = photo.id
+    photo_id = stored_image(db, tenant.workspace_id)
     variants = [{"channel_type": "whatsapp", "template": TEMPLATE}]
     workflow_id = start(db, tenant, definition(file_id=photo_id, variants=variants), contact_id)
     runner.run_due(db, policy=runner.Policy(allow_private=True))

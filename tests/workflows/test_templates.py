@@ -26,7 +26,7 @@ from tertulia.segments import repository as segments_repo
 from tertulia.users import teams
 from tertulia.users.models import Role, User
 from tertulia.users.service import do_set_activity_status
-from tertulia.workflows import catalogue, service, shortcuts
+from tertulia.workflows import catalogue, queue, service, shortcuts
 from tertulia.workflows import language as lang
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
@@ -94,6 +94,20 @@ def set_online(db: Database, *user_ids: int) -> None:
             user = session.get(User, user_id)
             assert user is not None
             do_set_activity_status(session, user, "online")
+
+
+def set_offline(db: Database, user_id: int) -> None:
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        do_set_activity_status(session, user, "offline")
+
+
+def wake_after_presence(db: Database) -> None:
+    """What the minute sweep does after an agent comes online, then the runner's turn."""
+    with db.transaction() as session:
+        queue.wake_after_presence(session)
+    advance(db)
 
 
 def make_team(db: Database, tenant: Tenant, name: str, *members: int) -> int:
@@ -250,21 +264,32 @@ def test_assign_to_an_agent_online_or_tell_the_contact_to_wait(db: Database, ten
 @pytest.mark.parametrize(
     ("template_id", "team_name"), [("sales_team_assignment", "Ventas"), ("support_team_assignment", "Soporte")]
 )
-def test_team_assignment_prefers_online_members_and_falls_back_to_the_team(
+def test_team_assignment_prefers_online_members_queues_and_falls_back_to_the_team(
     db: Database, tenant: Tenant, channel: Channel, template_id: str, team_name: str
 ) -> None:
     make_team(db, tenant, team_name, tenant.agent_id, tenant.manager_id)
-    use(db, tenant, template_id)  # the team is found by its name
-    offline = customer_writes(db, channel, f"{template_id}-1", "hola")
+    workflow_id = use(db, tenant, template_id)  # the team is found by its name
+    waiting = customer_writes(db, channel, f"{template_id}-1", "hola")
     feed(db)
-    assert assignee(db, offline) in {tenant.agent_id, tenant.manager_id}
-    assert sent_texts(db, offline) == [text_of(template_id, "later")]
+    assert assignee(db, waiting) is None  # nobody online: it waits in the queue
+    assert sent_texts(db, waiting) == [text_of(template_id, "later")]
     set_online(db, tenant.manager_id)
+    wake_after_presence(db)
+    assert assignee(db, waiting) == tenant.manager_id  # the first one online takes it
+    assert [r.status for r in runs(db, workflow_id) if r.contact_id == waiting] == ["finished"]
     for n in range(2):
         online = customer_writes(db, channel, f"{template_id}-online-{n}", "hola")
         feed(db)
         assert assignee(db, online) == tenant.manager_id
         assert sent_texts(db, online) == []
+    set_offline(db, tenant.manager_id)
+    late = customer_writes(db, channel, f"{template_id}-late", "hola")
+    feed(db)
+    advance(db, utcnow() + timedelta(minutes=29))
+    assert assignee(db, late) is None
+    advance(db, utcnow() + timedelta(minutes=31))  # nobody came online: any member of the team
+    assert assignee(db, late) in {tenant.agent_id, tenant.manager_id}
+    assert sent_texts(db, late) == [text_of(template_id, "later")]
 
 
 @pytest.mark.usefixtures("no_background_work")
@@ -278,8 +303,18 @@ def test_priority_support_only_for_vip_contacts(db: Database, tenant: Tenant, ch
     vip = customer_writes(db, channel, "vip-1", "hola")
     act(db, tenant, vip, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["VIP"]))
     feed(db)
-    assert assignee(db, vip) == tenant.agent_id  # offline, so the second assign step took it
+    assert assignee(db, vip) is None  # nobody online: it waits up to 10 minutes
+    assert notes_of(db, vip) == []
+    advance(db, utcnow() + timedelta(minutes=11))
+    assert assignee(db, vip) == tenant.agent_id  # still offline, so the fallback took it
     assert notes_of(db, vip) == [text_of("priority_support_assignment", "offline")]
+    other = customer_writes(db, channel, "vip-2", "hola")
+    act(db, tenant, other, lambda s, a, c: contacts_service.do_add_tags(s, a, c, ["VIP"]))
+    feed(db)
+    set_online(db, tenant.agent_id)
+    wake_after_presence(db)
+    assert assignee(db, other) == tenant.agent_id  # came online within the 10 minutes: no note
+    assert notes_of(db, other) == []
 
 
 @pytest.mark.usefixtures("no_background_work")
@@ -514,6 +549,7 @@ def test_api_lists_templates_and_makes_drafts_that_say_what_is_missing(client: T
     assert body["problems"] == {
         "steps[0].config.team_id": "choose the team",
         "steps[2].config.team_id": "choose the team",
+        "steps[3].config.team_id": "choose the team",
     }
     refused = client.post(f"/api/v1/workflows/{body['id']}/publish", headers=tenant.headers)
     assert refused.status_code == 422

@@ -1,20 +1,24 @@
 """Offline retrieval: which knowledge entry answers a customer's question, and how sure we are.
 
-Text is folded (case and accents, `kit.text.fold`), split into words, stripped of stop words and
-stemmed with Snowball (Spanish or English, PyStemmer). Synonyms (a few built-in groups of everyday
-customer-service words, and the workspace's own) map every term of a group (a word or a phrase) to
-one token. In a short question, a word the knowledge base does not
-know is replaced by the closest known word within one or two edits (rapidfuzz), so "debolucion"
-finds "devolución".
+Text is folded (case and accents, `kit.text.fold`), split into words, stripped of stop words (the
+question words "dónde", "cuándo", "where" and "when" are kept) and stemmed with Snowball (Spanish
+or English, PyStemmer). Synonyms (a few built-in groups of everyday customer-service words, and the
+workspace's own) map every term of a group (a word or a phrase) to one token. In a short question,
+a word the knowledge base does not know is replaced by the closest known word within one or two
+edits (rapidfuzz), so "debolucion" finds "devolución".
 
 Each entry is indexed as several documents (its question, each other phrasing, and its answer
-with its topic), ranked with BM25 (bm25s); an entry scores as its best phrasing plus its answer.
-The BM25 score ranks but does not say whether an entry answers the question at all, so a
-confidence is computed for the best candidates, which also re-ranks them: the share of the
-question's information (IDF-weighted words, an unknown word weighing as the rarest) that the
-entry's phrasings cover, blended with the share of the best phrasing the question covers. A
-threshold on it (`DEFAULT_THRESHOLD`: the lowest that hands off at least 95 % of the evaluation
-set's unanswerable dev questions, see docs/assistant.md) separates answers from hand-offs.
+with its topic), two ways: words, ranked with BM25 (bm25s), an entry scoring as its best phrasing
+plus its answer; and character n-grams of the folded words (3 to 5 letters, TF-IDF cosine), an
+entry scoring as its best phrasing, which is close for typos and word forms the stemmer does not
+join. Each proposes its best candidates. The scores rank but do not say whether an entry answers
+the question at all, so a confidence is computed for the candidates: the share of the question's
+information (IDF-weighted words, an unknown word a little more than the rarest) that the entry's
+phrasings cover, blended with the share of the best phrasing the question covers. Candidates are
+ranked by that confidence plus, as smaller terms, the relative BM25 score and the n-gram
+similarities. A threshold on the confidence (`DEFAULT_THRESHOLD`: the lowest that hands off at
+least 95 % of the evaluation set's unanswerable dev questions, see docs/assistant.md) separates
+answers from hand-offs.
 
 Indexes live in memory, per process, per workspace and language, with the workspace's knowledge
 version they were built from; a question first reads the version (one primary-key row) and
@@ -24,7 +28,7 @@ rebuilds when it moved, so every process sees a change on its next question.
 import math
 import re
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -40,7 +44,7 @@ from tertulia.assistant import repository
 from tertulia.assistant.models import LANGUAGES, KnowledgeEntry
 from tertulia.kit.text import fold
 
-DEFAULT_THRESHOLD = 0.53
+DEFAULT_THRESHOLD = 0.56
 # The answer's words count as much as a phrasing's: entries have few phrasings, and the answer
 # often holds the words customers use (chosen on the evaluation set's dev split, as the others).
 ANSWER_WEIGHT = 1.0
@@ -52,13 +56,23 @@ TYPO_MAX_WORDS = 12
 TYPO_MIN_LENGTH = 4
 CACHE_WORKSPACES = 64
 MAX_QUESTION = 2000
-# How much a word the knowledge base does not know weighs, as a share of the rarest known word's
-# weight: an unknown word is often what the question is about ("motos"), but also often just a
-# word nobody wrote into the entries.
-UNKNOWN_WEIGHT = 1.0
-# BM25's best candidates that the confidence re-ranks, and the weight of BM25 in that ranking.
+# How much a word the knowledge base does not know weighs, as a multiple of the weight of a word
+# of one entry: an unknown word is often what the question is about ("motos"), but also often just
+# a word nobody wrote into the entries. A multiple of the rarest known word's weight (not the IDF
+# of a word in no entry, which grows more slowly) keeps the balance the same at any size: with
+# 10,000 entries the rarest words weighed nearly as much as an unknown one and unanswerable
+# questions got through. 1.26 is that IDF's ratio at MIN_IDF_ENTRIES, where the threshold is set.
+UNKNOWN_WEIGHT = 1.26
+# BM25's best candidates and the character n-grams' best candidates, which the confidence
+# re-ranks; the weights of BM25 (relative to the best candidate's) and of the character n-gram
+# similarity (of the entry's best phrasing, and of its answer) in that ranking.
 CANDIDATES = 10
 RANK_BM25_WEIGHT = 0.3
+RANK_GRAMS_WEIGHT = 1.0
+RANK_GRAMS_ANSWER_WEIGHT = 0.3
+# Character n-grams within words (a word is padded with a space each side).
+GRAM_MIN = 3
+GRAM_MAX = 5
 # A smaller knowledge base counts as this many entries for the IDF (see LanguageIndex.build).
 MIN_IDF_ENTRIES = 100
 # bm25s's defaults: phrasings are short and of similar length, and other values changed nothing.
@@ -109,9 +123,14 @@ BUILTIN_SYNONYMS: dict[str, list[list[str]]] = {
 }
 
 
+# Question words the stop-word lists drop but that say what kind of answer is wanted (a place, a
+# time): "¿dónde está mi pedido?" is not "¿cuándo llega mi pedido?".
+_KEPT = {"es": {"donde", "cuando"}, "en": {"where", "when"}}
+
+
 def _stopwords(language: str) -> frozenset[str]:
     base = STOPWORDS_SPANISH if language == "es" else STOPWORDS_EN_PLUS
-    return frozenset(fold(w) for w in [*base, *_FILLER[language].split()])
+    return frozenset(fold(w) for w in [*base, *_FILLER[language].split()]) - _KEPT[language]
 
 
 _STOP = {lang: _stopwords(lang) for lang in LANGUAGES}
@@ -191,6 +210,84 @@ class Analyzer:
         return self.from_words(self.words(text))
 
 
+def _word_grams(word: str) -> list[str]:
+    padded = f" {word} "
+    return [padded[i : i + n] for n in range(GRAM_MIN, GRAM_MAX + 1) for i in range(len(padded) - n + 1)]
+
+
+class CharGrams:
+    """TF-IDF cosine similarity over the character n-grams of folded words: close for what words
+    miss, a misspelt first letter ("vicicleta", which typo correction does not try), more than two
+    edits, a word form the stemmer does not join.
+
+    Built with arrays (a knowledge base repeats few words many times): each distinct word's grams
+    once, then (document, gram) pairs counted and sorted by gram into posting lists."""
+
+    def __init__(self, docs: Sequence[Sequence[str]]) -> None:
+        self.size = len(docs)
+        self.gram_ids: dict[str, int] = {}
+        word_ids: dict[str, int] = {}
+        flat: list[int] = []  # every distinct word's gram ids, one word after another
+        offsets: list[int] = []
+        occurrence_words: list[int] = []
+        occurrence_docs: list[int] = []
+        for doc, words in enumerate(docs):
+            for word in words:
+                word_id = word_ids.get(word)
+                if word_id is None:
+                    word_id = word_ids[word] = len(offsets)
+                    offsets.append(len(flat))
+                    flat.extend(self.gram_ids.setdefault(g, len(self.gram_ids)) for g in _word_grams(word))
+                occurrence_words.append(word_id)
+                occurrence_docs.append(doc)
+        offsets.append(len(flat))
+        count = len(self.gram_ids)
+        # A gram no document has weighs as the rarest would: it makes the question less like any.
+        self.max_idf = math.log(self.size + 1) + 1
+        if not occurrence_words:
+            self.idf = np.zeros(0, dtype=np.float64)
+            self.starts = np.zeros(1, dtype=np.int64)
+            self.docs = np.zeros(0, dtype=np.int64)
+            self.values = np.zeros(0, dtype=np.float64)
+            return
+        # The grams of every word occurrence, gathered from the distinct words' grams.
+        bounds = np.array(offsets, dtype=np.int64)
+        occurring = np.array(occurrence_words, dtype=np.int64)
+        lengths = bounds[occurring + 1] - bounds[occurring]
+        firsts = np.repeat(bounds[occurring], lengths)
+        steps = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        pair_grams = np.array(flat, dtype=np.int64)[firsts + steps]
+        pair_docs = np.repeat(np.array(occurrence_docs, dtype=np.int64), lengths)
+        keys, tf = np.unique(pair_grams * self.size + pair_docs, return_counts=True)
+        grams, owners = keys // self.size, keys % self.size  # sorted by gram, then document
+        frequency = np.bincount(grams, minlength=count)
+        self.idf = np.log((self.size + 1) / (frequency + 1)) + 1
+        weights = (1 + np.log(tf)) * self.idf[grams]
+        norms = np.sqrt(np.bincount(owners, weights=weights * weights, minlength=self.size))
+        self.docs = owners
+        self.values = weights / np.where(norms > 0, norms, 1.0)[owners]
+        self.starts = np.concatenate([[0], np.cumsum(frequency)])
+
+    def similarity(self, words: Sequence[str]) -> np.ndarray:
+        """Cosine similarity of every document to `words`."""
+        counted = Counter(g for word in words for g in _word_grams(word))
+        docs: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        norm = 0.0
+        for gram, tf in counted.items():
+            gram_id = self.gram_ids.get(gram)
+            weight = (1 + math.log(tf)) * (self.max_idf if gram_id is None else float(self.idf[gram_id]))
+            norm += weight * weight
+            if gram_id is not None:
+                start, end = int(self.starts[gram_id]), int(self.starts[gram_id + 1])
+                docs.append(self.docs[start:end])
+                values.append(self.values[start:end] * weight)
+        if not docs:
+            return np.zeros(self.size, dtype=np.float64)
+        summed = np.bincount(np.concatenate(docs), weights=np.concatenate(values), minlength=self.size)
+        return np.asarray(summed / math.sqrt(norm), dtype=np.float64)
+
+
 @dataclass
 class LanguageIndex:
     analyzer: Analyzer
@@ -199,10 +296,13 @@ class LanguageIndex:
     doc_entry: np.ndarray
     doc_is_answer: np.ndarray
     doc_tokens: list[frozenset[str]]
+    # Per entry: its first document.
+    entry_start: np.ndarray
     docs_of_entry: list[list[int]]
     retriever: bm25s.BM25 | None
+    grams: CharGrams
     idf: dict[str, float]
-    max_idf: float
+    unknown_idf: float
     # Folded surface words of the corpus by their first letter, for typo tolerance.
     words_by_initial: dict[str, list[str]] = field(default_factory=dict)
     known_words: frozenset[str] = frozenset()
@@ -213,6 +313,7 @@ class LanguageIndex:
     ) -> "LanguageIndex":
         analyzer = Analyzer(language, synonyms)
         corpus: list[list[str]] = []
+        surfaces: list[list[str]] = []
         doc_entry: list[int] = []
         doc_is_answer: list[bool] = []
         docs_of_entry: list[list[int]] = []
@@ -224,12 +325,14 @@ class LanguageIndex:
                 words.update(surface)
                 docs.append(len(corpus))
                 corpus.append(analyzer.from_words(surface))
+                surfaces.append(surface)
                 doc_entry.append(position)
                 doc_is_answer.append(False)
             surface = analyzer.words(f"{entry.topic} {entry.answer}")
             words.update(surface)
             docs.append(len(corpus))
             corpus.append(analyzer.from_words(surface))
+            surfaces.append(surface)
             doc_entry.append(position)
             doc_is_answer.append(True)
             docs_of_entry.append(docs)
@@ -247,7 +350,7 @@ class LanguageIndex:
         # still weighs like a rare one and an unknown word does not outweigh everything.
         total = max(len(docs_of_entry), MIN_IDF_ENTRIES)
         idf = {t: math.log(1 + (total - df + 0.5) / (df + 0.5)) for t, df in frequency.items()}
-        max_idf = math.log(1 + (total + 0.5) / 0.5)
+        unknown_idf = UNKNOWN_WEIGHT * math.log(1 + (total - 1 + 0.5) / 1.5)
         by_initial: dict[str, list[str]] = {}
         for word in sorted(words):
             if len(word) >= TYPO_MIN_LENGTH - 1:
@@ -258,10 +361,12 @@ class LanguageIndex:
             doc_entry=np.array(doc_entry, dtype=np.int64),
             doc_is_answer=np.array(doc_is_answer, dtype=bool),
             doc_tokens=[frozenset(tokens) for tokens in corpus],
+            entry_start=np.array([docs[0] for docs in docs_of_entry], dtype=np.int64),
             docs_of_entry=docs_of_entry,
             retriever=retriever,
+            grams=CharGrams(surfaces),
             idf=idf,
-            max_idf=max_idf,
+            unknown_idf=unknown_idf,
             words_by_initial=by_initial,
             known_words=frozenset(words),
         )
@@ -283,37 +388,60 @@ class LanguageIndex:
         return fixed
 
     def _weight(self, token: str) -> float:
-        return self.idf.get(token, UNKNOWN_WEIGHT * self.max_idf)
+        return self.idf.get(token, self.unknown_idf)
 
     def search(self, question: str, limit: int = 5) -> tuple[list[tuple[int, float]], list[str]]:
         """The best entries (position, confidence), best first, and the question's tokens.
 
-        BM25 proposes candidates (an entry scores as its best phrasing plus a share of its answer's
-        score); they are ranked by confidence, with the BM25 score relative to the best candidate's
-        as a smaller second term, so a candidate that covers more of the question wins."""
-        tokens = self.analyzer.from_words(self._correct(self.analyzer.words(question)))
+        BM25 (an entry scores as its best phrasing plus its answer) and the character n-grams (an
+        entry scores as its best phrasing) each propose candidates; they are ranked by the word
+        coverage, plus the BM25 score relative to the best candidate's and the n-gram similarities
+        as smaller terms, so a candidate that covers more of the question wins. The confidence is
+        the coverage alone (blending the n-gram similarity into it did not separate answers from
+        hand-offs better, see docs/assistant.md)."""
+        words = self.analyzer.words(question)
+        tokens = self.analyzer.from_words(self._correct(words))
         if not tokens or self.retriever is None:
             return [], tokens
         known = [t for t in tokens if t in self.retriever.vocab_dict]
         if not known:
             return [], tokens
         scores = np.asarray(self.retriever.get_scores(known), dtype=np.float64)
-        phrasing = np.where(self.doc_is_answer, 0.0, scores)
-        per_entry = np.zeros(len(self.entries), dtype=np.float64)
-        np.maximum.at(per_entry, self.doc_entry, phrasing)
+        per_entry = self._per_entry(scores)
         per_entry[self.doc_entry[self.doc_is_answer]] += ANSWER_WEIGHT * scores[self.doc_is_answer]
-        count = min(CANDIDATES, int(np.count_nonzero(per_entry)))
-        if count == 0:
+        similar = self.grams.similarity(words)
+        grams_phrasing = self._per_entry(similar)
+        grams_answer = np.zeros(len(self.entries), dtype=np.float64)
+        grams_answer[self.doc_entry[self.doc_is_answer]] = similar[self.doc_is_answer]
+        candidates = set(self._top(per_entry)) | set(self._top(grams_phrasing))
+        if not candidates:
             return [], tokens
-        top = np.argpartition(-per_entry, count - 1)[:count]
-        best = float(per_entry[top].max())
+        best = float(per_entry.max()) or 1.0
         ranked = []
-        for position in (int(i) for i in top):
+        for position in candidates:
             confidence = self.confidence(position, tokens)
-            rank = confidence + RANK_BM25_WEIGHT * float(per_entry[position]) / best
+            rank = (
+                confidence
+                + RANK_BM25_WEIGHT * float(per_entry[position]) / best
+                + RANK_GRAMS_WEIGHT * float(grams_phrasing[position])
+                + RANK_GRAMS_ANSWER_WEIGHT * float(grams_answer[position])
+            )
             ranked.append((rank, position, confidence))
         ranked.sort(reverse=True)
         return [(position, confidence) for _, position, confidence in ranked[:limit]], tokens
+
+    def _per_entry(self, doc_scores: np.ndarray) -> np.ndarray:
+        """Each entry's best phrasing's score."""
+        # An entry's documents are consecutive (phrasings, then the answer), so a segmented max.
+        masked = np.where(self.doc_is_answer, 0.0, doc_scores)
+        return np.asarray(np.maximum.reduceat(masked, self.entry_start), dtype=np.float64)
+
+    @staticmethod
+    def _top(per_entry: np.ndarray) -> list[int]:
+        count = min(CANDIDATES, int(np.count_nonzero(per_entry)))
+        if count == 0:
+            return []
+        return [int(i) for i in np.argpartition(-per_entry, count - 1)[:count]]
 
     def confidence(self, position: int, tokens: Sequence[str]) -> float:
         wanted = set(tokens)

@@ -8,6 +8,7 @@ commits each batch of contacts with the job's counters, so progress on screen is
 
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from sqlalchemy.orm import Session
 from tertulia.contacts import tasks
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.contacts.import_runner import data_path
-from tertulia.contacts.importer import check_headers, guess_mapping, open_source, resolve_mapping
+from tertulia.contacts.importer import ImportReport, check_headers, guess_mapping, open_source, resolve_mapping
 from tertulia.contacts.repository import custom_fields
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
@@ -35,6 +36,7 @@ __all__ = [
     "guessed_mapping",
     "job_summary",
     "preview_file",
+    "record_command_line_import",
 ]
 
 MAX_IMPORT_BYTES = 50 * 1024 * 1024
@@ -69,6 +71,43 @@ def do_create_import(session: Session, actor: Actor, filename: str, data: bytes)
         filename=tidy_name(Path(filename).name)[:255] or "contacts.csv",
         file_path=relative,
         status=ImportStatus.UPLOADED,
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def record_command_line_import(
+    session: Session,
+    workspace_id: int,
+    filename: str,
+    report: ImportReport,
+    *,
+    started_at: datetime,
+    error: str | None = None,
+) -> ImportJob:
+    """The job row of an import run by `tertulia contacts import`, written when it ends: done, or
+    failed with what its committed batches wrote. It has no stored file and no runner: it is the
+    record that shows the import in the imports history and counts its contacts in the reports,
+    as a web import's row does. Written in the transaction of the import's last batch, so the
+    counts are those of what was committed."""
+    job = ImportJob(
+        workspace_id=workspace_id,
+        user_id=None,
+        filename=tidy_name(Path(filename).name)[:255] or "contacts.csv",
+        file_path="",
+        mapping=report.mapping,
+        update_existing=report.update_existing,
+        status=ImportStatus.FAILED if error else ImportStatus.DONE,
+        total_rows=report.total_rows,
+        processed_rows=report.processed_rows,
+        created_count=report.created,
+        updated_count=report.updated + report.merged,
+        unchanged_count=report.unchanged,
+        rejected_count=len(report.rejected),
+        error=error[:2000] if error else None,
+        started_at=started_at,
+        finished_at=utcnow(),
     )
     session.add(job)
     session.flush()

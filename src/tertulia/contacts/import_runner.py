@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from tertulia.contacts.import_models import ImportJob, ImportStatus
@@ -35,6 +35,7 @@ from tertulia.contacts.importer import ImportOptions, ImportReport, RejectedRow,
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.errors import DomainError, ValidationFailed
+from tertulia.kit.fencing import FencedRun, LostClaim, claim_job
 from tertulia.kit.queue import huey
 from tertulia.kit.settings import get_settings
 from tertulia.users.models import Membership
@@ -58,10 +59,6 @@ def data_path(relative: str) -> Path:
 
 def progress_path(job: ImportJob) -> Path:
     return data_path(f"{job.workspace_id}/job-{job.id}.progress.jsonl")
-
-
-class LostClaim(Exception):
-    """Another runner claimed the job: this one must stop without writing."""
 
 
 class _Released(Exception):
@@ -128,56 +125,9 @@ def claim(database: Database, job_id: int, stale_after: timedelta = RESUME_AFTER
     to be run here (done, failed, or running elsewhere with a live heartbeat)."""
     if _stopping.is_set() and not huey.immediate:  # inline (immediate) runs have no consumer to stop
         return None
-    now = utcnow()
-    with database.transaction() as session:
-        job = session.get(ImportJob, job_id)
-        if job is None:
-            return None
-        runnable = job.status == ImportStatus.QUEUED or (
-            job.status == ImportStatus.RUNNING and job.updated_at < now - stale_after
-        )
-        if not runnable:
-            return None
-        claimed = session.execute(
-            update(ImportJob)
-            .where(ImportJob.id == job_id, ImportJob.status == job.status, ImportJob.updated_at == job.updated_at)
-            .values(status=ImportStatus.RUNNING, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        return now if getattr(claimed, "rowcount", 0) == 1 else None
-
-
-class _Run:
-    def __init__(self, database: Database, job_id: int, token: datetime) -> None:
-        self.database = database
-        self.job_id = job_id
-        self.token = token
-
-    def write(self, session: Session, **values: Any) -> None:
-        """Update the job row if this runner still holds it, with a new heartbeat; else LostClaim."""
-        now = max(utcnow(), self.token + timedelta(microseconds=1))
-        done = session.execute(
-            update(ImportJob)
-            .where(
-                ImportJob.id == self.job_id,
-                ImportJob.status == ImportStatus.RUNNING,
-                ImportJob.updated_at == self.token,
-            )
-            .values(updated_at=now, **values)
-            .execution_options(synchronize_session=False)
-        )
-        if getattr(done, "rowcount", 0) != 1:
-            raise LostClaim
-        self.token = now
-
-    def fail(self, message: str) -> None:
-        try:
-            with self.database.transaction() as session:
-                self.write(session, status=ImportStatus.FAILED, error=message[:2000], finished_at=utcnow())
-        except LostClaim:
-            pass
-        except Exception:
-            log.exception("import_failure_not_recorded", job_id=self.job_id)
+    return claim_job(
+        database, ImportJob, job_id, queued=ImportStatus.QUEUED, running=ImportStatus.RUNNING, stale_after=stale_after
+    )
 
 
 def _actor_for(session: Session, job: ImportJob) -> Actor:
@@ -195,7 +145,7 @@ def run_import(database: Database, job_id: int, stale_after: timedelta = RESUME_
     token = claim(database, job_id, stale_after)
     if token is None:
         return
-    run = _Run(database, job_id, token)
+    run = FencedRun(database, ImportJob, job_id, running=ImportStatus.RUNNING, failed=ImportStatus.FAILED, token=token)
     with _active_lock:
         _active.add(job_id)
     try:
@@ -212,7 +162,7 @@ def run_import(database: Database, job_id: int, stale_after: timedelta = RESUME_
             _active.discard(job_id)
 
 
-def _run(run: _Run) -> None:
+def _run(run: FencedRun) -> None:
     session = run.database.session()
     try:
         job = session.get(ImportJob, run.job_id)

@@ -25,7 +25,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import structlog
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
@@ -35,6 +35,7 @@ from tertulia.contacts.models import Contact
 from tertulia.conversations.models import ClosingCategory, Conversation, Direction, Message
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.kit.fencing import FencedRun, LostClaim, claim_job
 from tertulia.kit.settings import get_settings
 from tertulia.reports.csvfile import cell
 from tertulia.reports.export_models import DataExport, ExportStatus
@@ -106,72 +107,19 @@ def export_path(relative: str) -> Path:
     return path
 
 
-class LostClaim(Exception):
-    """Another runner claimed the export: this one must stop without writing."""
-
-
 def claim(database: Database, export_id: int, stale_after: timedelta = RESUME_AFTER) -> datetime | None:
     """Take the export for this runner; its fencing token (the heartbeat), or None."""
-    now = utcnow()
-    with database.transaction() as session:
-        export = session.get(DataExport, export_id)
-        if export is None:
-            return None
-        runnable = export.status == ExportStatus.QUEUED or (
-            export.status == ExportStatus.RUNNING and export.updated_at < now - stale_after
-        )
-        if not runnable:
-            return None
-        claimed = session.execute(
-            update(DataExport)
-            .where(
-                DataExport.id == export_id,
-                DataExport.status == export.status,
-                DataExport.updated_at == export.updated_at,
-            )
-            .values(
-                status=ExportStatus.RUNNING,
-                updated_at=now,
-                runs=DataExport.runs + 1,
-                processed_rows=0,
-                started_at=func.coalesce(DataExport.started_at, now),
-            )
-            .execution_options(synchronize_session=False)
-        )
-        return now if getattr(claimed, "rowcount", 0) == 1 else None
-
-
-class _Run:
-    def __init__(self, database: Database, export_id: int, token: datetime) -> None:
-        self.database = database
-        self.export_id = export_id
-        self.token = token
-
-    def write(self, **values: Any) -> None:
-        """Update the row if this runner still holds it, with a new heartbeat; else LostClaim."""
-        now = max(utcnow(), self.token + timedelta(microseconds=1))
-        with self.database.transaction() as session:
-            done = session.execute(
-                update(DataExport)
-                .where(
-                    DataExport.id == self.export_id,
-                    DataExport.status == ExportStatus.RUNNING,
-                    DataExport.updated_at == self.token,
-                )
-                .values(updated_at=now, **values)
-                .execution_options(synchronize_session=False)
-            )
-            if getattr(done, "rowcount", 0) != 1:
-                raise LostClaim
-        self.token = now
-
-    def fail(self, message: str) -> None:
-        try:
-            self.write(status=ExportStatus.FAILED, error=message[:2000], finished_at=utcnow())
-        except LostClaim:
-            pass
-        except Exception:
-            log.exception("export_failure_not_recorded", export_id=self.export_id)
+    return claim_job(
+        database,
+        DataExport,
+        export_id,
+        queued=ExportStatus.QUEUED,
+        running=ExportStatus.RUNNING,
+        stale_after=stale_after,
+        runs=DataExport.runs + 1,
+        processed_rows=0,
+        started_at=func.coalesce(DataExport.started_at, utcnow()),
+    )
 
 
 # ----- the rows -----------------------------------------------------------------------------
@@ -417,7 +365,9 @@ def run_export(
     token = claim(database, export_id, stale_after)
     if token is None:
         return
-    run = _Run(database, export_id, token)
+    run = FencedRun(
+        database, DataExport, export_id, running=ExportStatus.RUNNING, failed=ExportStatus.FAILED, token=token
+    )
     try:
         _run(run, on_rows)
     except LostClaim:
@@ -427,9 +377,9 @@ def run_export(
         run.fail("The export failed unexpectedly.")
 
 
-def _run(run: _Run, on_rows: ProgressHook | None) -> None:
+def _run(run: FencedRun, on_rows: ProgressHook | None) -> None:
     with run.database.transaction(write=False) as session:
-        export = session.get(DataExport, run.export_id)
+        export = session.get(DataExport, run.job_id)
         assert export is not None  # claimed a moment ago; deleted only with its workspace
         if export.runs > MAX_RUNS:
             run.fail(f"The export was interrupted {export.runs - 1} times; start it again.")
@@ -437,7 +387,7 @@ def _run(run: _Run, on_rows: ProgressHook | None) -> None:
         workspace_id = export.workspace_id
         start, end = utc_bounds(export.first_day, export.last_day, _zone(session, workspace_id))
         total = count_rows(session, export, start, end)
-        run.write(total_rows=total, processed_rows=0)
+        run.write_alone(total_rows=total, processed_rows=0)
         part = export_path(f"{workspace_id}/export-{export.id}-{secrets.token_hex(6)}.part")
         part.parent.mkdir(parents=True, exist_ok=True)
         _remove_parts(workspace_id, export.id)
@@ -447,7 +397,7 @@ def _run(run: _Run, on_rows: ProgressHook | None) -> None:
         def progress(rows: int) -> None:
             nonlocal done
             done += rows
-            run.write(processed_rows=min(done, total) if total else done)
+            run.write_alone(processed_rows=min(done, total) if total else done)
             if on_rows is not None:
                 on_rows(done)
 
@@ -465,7 +415,7 @@ def _run(run: _Run, on_rows: ProgressHook | None) -> None:
             part.unlink(missing_ok=True)
             raise
         try:
-            run.write(
+            run.write_alone(
                 status=ExportStatus.DONE,
                 processed_rows=done,
                 total_rows=max(total, done),
@@ -477,7 +427,7 @@ def _run(run: _Run, on_rows: ProgressHook | None) -> None:
         except Exception:
             target.unlink(missing_ok=True)
             raise
-        log.info("export_done", export_id=run.export_id, rows=done)
+        log.info("export_done", export_id=run.job_id, rows=done)
 
 
 def _write_file(

@@ -117,6 +117,9 @@ def _card(ctx: WebContext, export: DataExport) -> Response:
     return ctx.render(
         "reports/settings/_export_row.html",
         {
+            # The polled row of a finished export also removes the page's "an export is running" hint
+            # (one export runs at a time per workspace, so none is running now).
+            "polled": True,
             "export": export,
             "summary": exports.summary(export),
             "file_labels": {key: ctx.fmt.gettext(label) for key, label in FILE_LABELS.items()},

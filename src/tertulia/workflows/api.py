@@ -51,7 +51,7 @@ from tertulia.workflows.schemas import (
     WorkflowPatch,
     WorkflowTemplateOut,
 )
-from tertulia.workflows.simulate import simulate
+from tertulia.workflows.simulate import simulate, trigger_values
 
 TemplateId = Annotated[str, Path(max_length=64, description="A template id, e.g. assign_agent.")]
 router = APIRouter(prefix="/api/v1", tags=["workflows"], route_class=CheckedInputRoute, responses=API_ERRORS)
@@ -106,7 +106,8 @@ def simulate_workflow(session: DbSession, actor: ApiActor, workflow_id: ID, body
     checked = service.check_definition(
         session, actor.workspace_id, service.current_definition(session, workflow), workflow.id
     )
-    result = simulate(session, checked, contact, answers=body.answers, now=body.at)
+    given = trigger_values(checked, body.form, actor.user_id)
+    result = simulate(session, checked, contact, answers=body.answers, trigger_values=given, now=body.at)
     return SimulationOut.model_validate(result, from_attributes=True)
 
 

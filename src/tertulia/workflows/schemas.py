@@ -41,6 +41,11 @@ class SimulateBody(Strict):
     answers: Annotated[list[Answer], described(max_items=50)] = Field(
         default_factory=list, description="What the contact answers to each question, in order."
     )
+    form: Annotated[dict[str, Any], described(max_items=5)] = Field(
+        default_factory=dict,
+        description="For a shortcut: the answers to its form, by field name, checked as when a person runs it "
+        "(they become trigger.<name>; trigger.user_id is the caller).",
+    )
     at: AwareDatetime | None = Field(
         default=None,
         description="The moment the simulated run starts (ISO 8601 with an offset); date & time steps read it. "

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError as PydanticValidationError
 from sqlalchemy.orm import Session
 
 from tertulia.contacts.models import Contact
@@ -47,42 +48,60 @@ def published_shortcuts(session: Session, actor: Actor) -> list[Shortcut]:
             _, checked = starts.published(session, workflow, "shortcut")
         except Conflict:
             continue  # a definition that no longer checks is shown on its own page
-        config = checked.trigger_config
-        found.append(Shortcut(workflow, tuple(config.form) if isinstance(config, ShortcutConfig) else ()))
+        found.append(Shortcut(workflow, form_of(checked.trigger_config)))
     return sorted(found, key=lambda s: (s.workflow.name.casefold(), s.workflow.id))
 
 
-def clean_answers(form: tuple[FormField, ...], answers: Mapping[str, Any]) -> dict[str, Any]:
-    """The answers as variables; a ValidationFailed with every bad one at `answers.<name>`."""
+def form_of(trigger_config: Any) -> tuple[FormField, ...]:
+    """The form of a checked shortcut trigger's config; none for any other trigger."""
+    return tuple(trigger_config.form) if isinstance(trigger_config, ShortcutConfig) else ()
+
+
+def drafted_form(definition: Mapping[str, Any]) -> tuple[FormField, ...]:
+    """The form of a definition as saved (it may not check yet): its shortcut trigger's fields, or
+    none when the trigger is not a shortcut or its form is not valid."""
+    trigger = definition.get("trigger")
+    if not isinstance(trigger, Mapping) or trigger.get("type") != "shortcut":
+        return ()
+    try:
+        return form_of(ShortcutConfig.model_validate(trigger.get("config") or {}))
+    except PydanticValidationError:
+        return ()
+
+
+def clean_answers(
+    form: tuple[FormField, ...], answers: Mapping[str, Any], *, prefix: str = "answers"
+) -> dict[str, Any]:
+    """The answers as variables; a ValidationFailed with every bad one at `<prefix>.<name>`."""
     errors: dict[str, str] = {}
     cleaned: dict[str, Any] = {}
     names = {item.name for item in form}
     for name in answers:
         if name not in names:
-            errors[f"answers.{name}"] = NOT_IN_FORM
+            errors[f"{prefix}.{name}"] = NOT_IN_FORM
     for item in form:
         raw = answers.get(item.name)
         if isinstance(raw, str):
             raw = raw.strip()
         if raw is None or raw == "":
             if item.required:
-                errors[f"answers.{item.name}"] = REQUIRED
+                errors[f"{prefix}.{item.name}"] = REQUIRED
             cleaned[item.name] = None
             continue
         if item.kind == "number":
             number = _number(raw)
             if number is None:
-                errors[f"answers.{item.name}"] = NOT_A_NUMBER
+                errors[f"{prefix}.{item.name}"] = NOT_A_NUMBER
             cleaned[item.name] = number
         elif item.kind == "choice":
             chosen = next((o for o in item.options if isinstance(raw, str) and o.casefold() == raw.casefold()), None)
             if chosen is None:
-                errors[f"answers.{item.name}"] = NOT_AN_OPTION
+                errors[f"{prefix}.{item.name}"] = NOT_AN_OPTION
             cleaned[item.name] = chosen
         else:
             text = raw if isinstance(raw, str) else str(raw)
             if isinstance(raw, bool | dict | list) or len(text) > MAX_ANSWER:
-                errors[f"answers.{item.name}"] = TOO_LONG if len(text) > MAX_ANSWER else "must be text"
+                errors[f"{prefix}.{item.name}"] = TOO_LONG if len(text) > MAX_ANSWER else "must be text"
             cleaned[item.name] = text
     if errors:
         raise ValidationFailed("; ".join(f"{k}: {v}" for k, v in errors.items()), details=errors)
@@ -132,8 +151,7 @@ def do_run_shortcut(
             # to them (its status, trigger or checker's complaints are the managers' to read).
             raise NotFound(f"No workflow {workflow_id}.") from None
         raise
-    config = checked.trigger_config
-    values = clean_answers(tuple(config.form) if isinstance(config, ShortcutConfig) else (), answers)
+    values = clean_answers(form_of(checked.trigger_config), answers)
     if conversation_id is not None:
         conversation = conversations_repo.open_conversation(session, actor.workspace_id, contact.id)
         if conversation is None or conversation.id != conversation_id:

@@ -4,11 +4,13 @@ would take, from the same engine as real runs.
 What a simulation assumes: every action succeeds (an HTTP request answers 200 with no body, an
 assignment finds someone at once, so it never waits in the queue; the assistant takes the
 conversation), waits end at once, a date & time step reads the simulation's `now` (the current
-time unless given) against the hours, range or windows as they are saved, and a question gets the
-next of the given answers, or times out when there are none left. Actions are not applied, so a
+time unless given) against the hours, range or windows as they are saved, a question gets the
+next of the given answers, or times out when there are none left, and a shortcut's form gets the
+given answers, checked as when a person runs it. Actions are not applied, so a
 later branch sees the contact as it is now (a field the flow would have set is not set yet).
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -19,10 +21,11 @@ from sqlalchemy.orm import Session
 
 from tertulia.contacts.models import Contact
 from tertulia.kit.clock import utcnow
+from tertulia.kit.errors import ValidationFailed
 from tertulia.segments import repository as segments_repo
 from tertulia.segments.evaluator import ContactSnapshot
 from tertulia.segments.timing import EvalContext
-from tertulia.workflows import engine
+from tertulia.workflows import engine, shortcuts
 from tertulia.workflows import language as lang
 from tertulia.workflows.runner import business_hours, variable_values
 
@@ -85,6 +88,20 @@ def simulate(
     result.error = state.error
     result.variables = dict(state.vars)
     return result
+
+
+def trigger_values(workflow: lang.Workflow, form: Mapping[str, Any], user_id: int | None) -> dict[str, Any]:
+    """The trigger variables a simulated start gets: a shortcut's form answers (checked: 422 at
+    `form.<name>`), who runs it, and no conversation. Answers for a trigger with no form are refused,
+    rather than ignored, so a mistaken simulation does not look like a passing one."""
+    fields = shortcuts.form_of(workflow.trigger_config)
+    if not fields:
+        if form:
+            raise ValidationFailed.field("form", "the trigger has no form: only a shortcut takes answers")
+        return {}
+    values = shortcuts.clean_answers(fields, form, prefix="form")
+    values.update({"user_id": user_id, "conversation_id": None})
+    return values
 
 
 def _made_up(action: engine.Action) -> dict[str, Any]:

@@ -30,10 +30,13 @@ from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors, submit
-from tertulia.workflows import catalogue, language, service
+from tertulia.workflows import catalogue, language, service, shortcuts
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import Workflow
-from tertulia.workflows.simulate import Simulation, simulate
+from tertulia.workflows.simulate import Simulation, simulate, trigger_values
+from tertulia.workflows.trigger_kinds import MAX_FORM_FIELDS
+
+FormAnswer = Annotated[str, Form(max_length=2000)]
 
 router = APIRouter(prefix="/workflows", include_in_schema=False, route_class=CheckedInputRoute)
 
@@ -488,6 +491,7 @@ def _page(
     errors: dict[str, str] | None = None,
     simulation: Simulation | None = None,
     contact: str = "",
+    form_typed: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
     definition = service.current_definition(ctx.session, workflow)
@@ -503,7 +507,12 @@ def _page(
     shown_text = typed if typed is not None else json.dumps(definition, indent=2, ensure_ascii=False)
     # Errors of what was just typed, else those of the stored version: each beside its step and field.
     placed = translated_errors(
-        ctx, {k: v for k, v in (errors or {}).items() if k not in ("name", "__all__", "contact", "answers")}
+        ctx,
+        {
+            k: v
+            for k, v in (errors or {}).items()
+            if k not in ("name", "__all__", "contact", "answers") and not k.startswith("form.")
+        },
     )
     context = {
         "workflow": workflow,
@@ -526,6 +535,8 @@ def _page(
         "run_labels": {k: ctx.fmt.gettext(v) for k, v in RUN_STATUS_LABELS.items()},
         "simulation": simulation,
         "contact": contact,
+        "shortcut_form": shortcuts.drafted_form(definition),
+        "form_typed": form_typed or {},
     }
     return ctx.render("workflows/workflow.html", context, active="workflows", status_code=status_code)
 
@@ -579,9 +590,18 @@ def simulate_workflow(
     workflow_id: ID,
     contact: Annotated[str, Form(max_length=300)] = "",
     answers: Annotated[str, Form(max_length=10_000)] = "",
+    form_0: FormAnswer = "",
+    form_1: FormAnswer = "",
+    form_2: FormAnswer = "",
+    form_3: FormAnswer = "",
+    form_4: FormAnswer = "",
 ) -> Response:
     workflow = service.access_workflow(ctx.session, ctx.actor, workflow_id)
     typed = contact.replace("\x00", "\ufffd")
+    # A shortcut's form is posted by position (form_0, ...), as the inbox's shortcut menu does.
+    posted = (form_0, form_1, form_2, form_3, form_4)[:MAX_FORM_FIELDS]
+    fields = shortcuts.drafted_form(service.current_definition(ctx.session, workflow))
+    form_typed = {item.name: posted[index] for index, item in enumerate(fields)}
     try:
         check_form_text(ctx.request)
         found = contacts_service.access_contact(ctx.session, ctx.actor, contact.strip() or "id:0")
@@ -589,15 +609,16 @@ def simulate_workflow(
             ctx.session, ctx.actor.workspace_id, service.current_definition(ctx.session, workflow), workflow.id
         )
         given = [line.strip() for line in answers.splitlines() if line.strip()]
-        result = simulate(ctx.session, checked, found, answers=given)
+        values = trigger_values(checked, form_typed, ctx.actor.user_id)
+        result = simulate(ctx.session, checked, found, answers=given, trigger_values=values)
     except DomainError as exc:
         errors = field_errors(ctx, exc)
         if "identifier" in errors:
             errors = {"contact": errors.pop("identifier"), **errors}
         elif "__all__" in errors and exc.code == "not_found":
             errors = {"contact": errors.pop("__all__")}
-        return _page(ctx, workflow, errors=errors, contact=typed, status_code=422)
-    return _page(ctx, workflow, simulation=result, contact=typed)
+        return _page(ctx, workflow, errors=errors, contact=typed, form_typed=form_typed, status_code=422)
+    return _page(ctx, workflow, simulation=result, contact=typed, form_typed=form_typed)
 
 
 @router.post("/{workflow_id}/runs/{run_id}/stop")
