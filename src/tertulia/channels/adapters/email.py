@@ -26,6 +26,10 @@ Reference: ../shared/reference/channels.md §12 (threading, parsing, loop safety
   CC and BCC from the composer (payload "email"), the thread's headers from the outbox (payload
   "email_thread"). The Message-ID is derived from our message id, so a retried send carries the
   same one. SMTP 4xx and network trouble are transient, 5xx permanent with the server's words.
+  Whose fault (`Fault`): a refused login (SMTP 530/534/535/538, IMAP or POP3 LOGIN, OAuth's
+  token endpoint) is the channel's credentials, a refused sender address (MAIL FROM) or folder its
+  account, a server that cannot be reached the provider's; a refused recipient (550/551/553), a
+  full mailbox (552) or a refused message (554) is that message's alone.
   No receipts: a message the server accepted is SENT; a later bounce makes it FAILED.
 """
 
@@ -64,6 +68,7 @@ from tertulia.channels.protocol import (
     ChannelError,
     ChannelRules,
     DeliveryStatus,
+    Fault,
     FetchedMedia,
     InboundMessage,
     MessageType,
@@ -151,6 +156,14 @@ class EmailAdapter:
                 refused = client.sendmail(sender, recipients, data)
         except smtplib.SMTPRecipientsRefused as exc:
             raise _smtp_error(*_first_refusal(exc.recipients)) from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            # Whatever the code (XOAUTH2's failure arrives as a 334 challenge): the login was refused.
+            raise PermanentError(
+                f"{exc.smtp_code} {_text(exc.smtp_error)}", code=str(exc.smtp_code), fault=Fault.CREDENTIALS
+            ) from exc
+        except smtplib.SMTPSenderRefused as exc:
+            # The server will not send from the mailbox's address: every message would be refused.
+            raise _smtp_error(exc.smtp_code, exc.smtp_error, sender=True) from exc
         except smtplib.SMTPResponseException as exc:
             raise _smtp_error(exc.smtp_code, exc.smtp_error) from exc
         except (smtplib.SMTPException, OSError) as exc:
@@ -595,11 +608,21 @@ def _first_refusal(recipients: dict[str, tuple[int, bytes]]) -> tuple[int, bytes
     return next(iter(recipients.values()), (550, b"refused"))
 
 
-def _smtp_error(code: int, answer: bytes | str) -> ChannelError:
+# RFC 4954: authentication required (530), mechanism too weak (534), credentials invalid (535),
+# encryption required for the mechanism (538).
+SMTP_AUTH_CODES = frozenset({530, 534, 535, 538})
+# A recipient's mailbox busy or greylisted for now (450): retried, that message's alone.
+SMTP_RECIPIENT_TRANSIENT = frozenset({450})
+
+
+def _smtp_error(code: int, answer: bytes | str, *, sender: bool = False) -> ChannelError:
     reason = f"{code} {_text(answer)}"
+    if code in SMTP_AUTH_CODES:
+        return PermanentError(reason, code=str(code), fault=Fault.CREDENTIALS)
     if 400 <= code < 500 or code == -1:
-        return TransientError(reason, code=str(code))
-    return PermanentError(reason, code=str(code))
+        fault = Fault.MESSAGE if code in SMTP_RECIPIENT_TRANSIENT and not sender else Fault.PROVIDER
+        return TransientError(reason, code=str(code), fault=fault)
+    return PermanentError(reason, code=str(code), fault=Fault.ACCOUNT if sender else Fault.MESSAGE)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -661,7 +684,9 @@ def imap_session(channel: Channel) -> Iterator[imaplib.IMAP4]:
             else:
                 client.login(config.username, str((channel.secrets or {}).get("password") or ""))
         except imaplib.IMAP4.error as exc:
-            raise PermanentError(f"the IMAP server refused the login: {_text(exc)}", code="login") from exc
+            raise PermanentError(
+                f"the IMAP server refused the login: {_text(exc)}", code="login", fault=Fault.CREDENTIALS
+            ) from exc
         except OSError as exc:
             raise TransientError(f"the IMAP server could not be reached: {exc}") from exc
         yield client
@@ -688,12 +713,14 @@ def pop3_session(channel: Channel) -> Iterator[poplib.POP3]:
     try:
         try:
             if config.auth == "oauth2":
-                raise PermanentError("OAuth mailboxes are read over IMAP, not POP3", code="login")
+                raise PermanentError("OAuth mailboxes are read over IMAP, not POP3", code="login", fault=Fault.ACCOUNT)
             else:
                 client.user(config.username)
                 client.pass_(str((channel.secrets or {}).get("password") or ""))
         except poplib.error_proto as exc:
-            raise PermanentError(f"the POP3 server refused the login: {_text(exc)}", code="login") from exc
+            raise PermanentError(
+                f"the POP3 server refused the login: {_text(exc)}", code="login", fault=Fault.CREDENTIALS
+            ) from exc
         yield client
     finally:
         with suppress(poplib.error_proto, OSError):
@@ -742,10 +769,12 @@ def select_folder(client: imaplib.IMAP4, folder: str) -> int:
     """Selects `folder` (read-only: we never change the customer's flags) and returns UIDVALIDITY."""
     status, answer = client.select(_quoted(folder), readonly=True)
     if status != "OK":
-        raise PermanentError(f"the folder {folder!r} could not be opened: {_text(answer[0] if answer else '')}")
+        raise PermanentError(
+            f"the folder {folder!r} could not be opened: {_text(answer[0] if answer else '')}", fault=Fault.ACCOUNT
+        )
     _, values = client.response("UIDVALIDITY")
     if not values or values[0] is None:
-        raise PermanentError("the IMAP server gave no UIDVALIDITY")
+        raise PermanentError("the IMAP server gave no UIDVALIDITY", fault=Fault.PROVIDER)
     return int(values[0])
 
 

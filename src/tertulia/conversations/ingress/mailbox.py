@@ -31,9 +31,9 @@ from huey import crontab
 from sqlalchemy import select
 
 from tertulia.channels.adapters import email as email_adapter
-from tertulia.channels.health import record_error
+from tertulia.channels.health import record_failure
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import ChannelError
+from tertulia.channels.protocol import ChannelError, TransientError
 from tertulia.conversations.ingress.callbacks import callback_spool, enqueue_callbacks
 from tertulia.conversations.models import Mailbox
 from tertulia.kit.clock import utcnow
@@ -101,7 +101,7 @@ def _advance(
     last_uid: int | None = None,
     pop_uidls: list[str] | None = None,
     spooled: int = 0,
-    error: str | None = None,
+    failure: ChannelError | None = None,
 ) -> None:
     now = utcnow()
     config = email_adapter.config_of(channel)
@@ -120,9 +120,11 @@ def _advance(
         state.due_at = now + timedelta(seconds=config.poll_seconds)
         if spooled:
             state.received_at = now
-        state.error = error
-        if error is not None:
-            record_error(session, channel.id, error, now)
+        state.error = failure.reason if failure is not None else None
+        if failure is not None:
+            # The mailbox page shows every failure; the channel is in error only when it is the
+            # channel's own (a refused login, a folder gone, a server that cannot be reached).
+            record_failure(session, channel.id, failure, now)
 
 
 def _channel(db: Database, channel_id: int) -> Channel | None:
@@ -147,12 +149,12 @@ def fetch_mailbox(db: Database, channel_id: int, *, batch: int = FETCH_BATCH, en
                 spooled = _fetch_imap(db, channel, batch, enqueue=enqueue)
         except ChannelError as exc:
             log.warning("email_fetch_failed", channel_id=channel_id, reason=exc.reason)
-            _advance(db, channel, error=exc.reason)
+            _advance(db, channel, failure=exc)
             return FetchReport(0, error=exc.reason)
         except OSError as exc:
             reason = f"the mail server could not be reached: {exc}"
             log.warning("email_fetch_failed", channel_id=channel_id, reason=reason)
-            _advance(db, channel, error=reason)
+            _advance(db, channel, failure=TransientError(reason))
             return FetchReport(0, error=reason)
     return FetchReport(spooled)
 
