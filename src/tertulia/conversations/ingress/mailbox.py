@@ -287,7 +287,7 @@ def watch_mailbox(
                 # Failing again after a wait: the channel's page shows it (a single dropped connection,
                 # which servers and routers do to idle ones, is not the mailbox failing).
                 _state(db, channel)  # the mailbox's row, if never read yet
-                _advance(db, channel, error=reason)
+                _advance(db, channel, failure=exc if isinstance(exc, ChannelError) else TransientError(reason))
             stop.wait(backoff[0])
             backoff[0] = min(backoff[0] * 2, MAX_BACKOFF)
 
