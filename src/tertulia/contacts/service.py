@@ -439,10 +439,51 @@ def check_tag_names(names: Sequence[Any], field: str = "tags") -> list[str]:
     return list(cleaned.values())
 
 
-def ensure_tags(session: Session, workspace_id: int, names: Sequence[str]) -> list[Tag]:
+@dataclass
+class TagCache:
+    """Tags and contacts' tag sets read once for many tag changes in one transaction (a batch of
+    workflow runs), so that a change costs no query and its rows are written with the others.
+
+    Only sound while every change to these contacts' tags in the transaction goes through it, and
+    while nothing it saw is rolled back: a caller that rolls back a savepoint holding any change
+    made through it must stop using it. `contact_ids`: the contacts whose tag sets are read
+    together, the first time any of them is needed."""
+
+    contact_ids: Sequence[int]
+    tags: dict[tuple[int, str], Tag] = field(default_factory=dict)
+    present: dict[int, set[int]] | None = None
+
+    def tags_for(self, session: Session, workspace_id: int, keys: Sequence[str]) -> dict[str, Tag]:
+        """The existing tags among these name keys, in their order (one query for keys not seen yet;
+        a key found missing is asked again, since another transaction may have created it)."""
+        missing = [key for key in keys if (workspace_id, key) not in self.tags]
+        if missing:
+            for key, tag in repo.tags_by_keys(session, workspace_id, missing).items():
+                self.tags[(workspace_id, key)] = tag
+        return {key: self.tags[(workspace_id, key)] for key in keys if (workspace_id, key) in self.tags}
+
+    def present_of(self, session: Session, contact_id: int) -> set[int]:
+        if self.present is None:
+            wanted = sorted({*self.contact_ids, contact_id})
+            self.present = {contact: set() for contact in wanted}
+            rows = session.execute(
+                select(ContactTag.contact_id, ContactTag.tag_id).where(ContactTag.contact_id.in_(wanted))
+            )
+            for contact, tag_id in rows:
+                self.present[contact].add(tag_id)
+        if contact_id not in self.present:
+            self.present[contact_id] = repo.contact_tag_ids(session, contact_id)
+        return self.present[contact_id]
+
+
+def ensure_tags(session: Session, workspace_id: int, names: Sequence[str], cache: TagCache | None = None) -> list[Tag]:
     """The catalogue entries for these names, created on first use."""
-    by_key = repo.tags_by_keys(session, workspace_id, (name_key(n) for n in names))
+    if cache is None:
+        by_key = repo.tags_by_keys(session, workspace_id, (name_key(n) for n in names))
+    else:
+        by_key = cache.tags_for(session, workspace_id, [name_key(n) for n in names])
     result: list[Tag] = []
+    created = False
     for name in names:
         key = name_key(name)
         tag = by_key.get(key)
@@ -450,36 +491,59 @@ def ensure_tags(session: Session, workspace_id: int, names: Sequence[str]) -> li
             tag = Tag(workspace_id=workspace_id, name=name, name_key=key)
             session.add(tag)
             by_key[key] = tag
+            created = True
+            if cache is not None:
+                cache.tags[(workspace_id, key)] = tag
         result.append(tag)
-    session.flush()
+    if created or cache is None:
+        session.flush()  # the new tags' ids
     return result
 
 
-def do_add_tags(session: Session, actor: Actor, contact: Contact, names: Sequence[Any]) -> list[str]:
+def do_add_tags(
+    session: Session, actor: Actor, contact: Contact, names: Sequence[Any], *, cache: TagCache | None = None
+) -> list[str]:
+    """Tag the contact. With a `cache`, nothing is read that the cache holds and the new rows are
+    left for the caller's next flush (one INSERT for a batch's rows)."""
     actor.require(Permission.EDIT_CONTACTS)
-    tags = ensure_tags(session, actor.workspace_id, check_tag_names(names))
-    present = repo.contact_tag_ids(session, contact.id)
+    tags = ensure_tags(session, actor.workspace_id, check_tag_names(names), cache)
+    present = repo.contact_tag_ids(session, contact.id) if cache is None else cache.present_of(session, contact.id)
     added = [tag for tag in tags if tag.id not in present]
     for tag in added:
         session.add(ContactTag(contact_id=contact.id, tag_id=tag.id))
         record(session, actor, contact.id, "tag_added", "tags", None, tag.name)
     if added:
         contact.updated_at = utcnow()
-    session.flush()
+    if cache is None:
+        session.flush()
+    else:
+        present.update(tag.id for tag in added)
     return [tag.name for tag in added]
 
 
-def do_remove_tags(session: Session, actor: Actor, contact: Contact, names: Sequence[Any]) -> list[str]:
+def do_remove_tags(
+    session: Session, actor: Actor, contact: Contact, names: Sequence[Any], *, cache: TagCache | None = None
+) -> list[str]:
+    """Untag the contact; `cache` as for `do_add_tags` (the DELETE itself is not deferred)."""
     actor.require(Permission.EDIT_CONTACTS)
-    wanted = repo.tags_by_keys(session, actor.workspace_id, (name_key(n) for n in check_tag_names(names)))
-    present = repo.contact_tag_ids(session, contact.id)
-    removed = [tag for tag in wanted.values() if tag.id in present]
+    keys = [name_key(n) for n in check_tag_names(names)]
+    if cache is None:
+        wanted = repo.tags_by_keys(session, actor.workspace_id, keys)
+        present = repo.contact_tag_ids(session, contact.id)
+    else:
+        wanted = cache.tags_for(session, actor.workspace_id, keys)
+        present = cache.present_of(session, contact.id)
+    # In the order asked for (the query's row order is the database's).
+    removed = [wanted[key] for key in dict.fromkeys(keys) if key in wanted and wanted[key].id in present]
     if removed:
         repo.remove_contact_tags(session, contact.id, [tag.id for tag in removed])
         for tag in removed:
             record(session, actor, contact.id, "tag_removed", "tags", tag.name, None)
         contact.updated_at = utcnow()
-    session.flush()
+    if cache is None:
+        session.flush()
+    else:
+        present.difference_update(tag.id for tag in removed)
     return [tag.name for tag in removed]
 
 

@@ -12,6 +12,13 @@ all of it back, so the retry repeats the same inputs from the same state: nothin
 nothing is skipped. Messages are written to the outbox in that transaction and delivered after it
 commits, by the outbox's own task.
 
+Due runs are turned in batches (`run_due`), first optimistically: no savepoint around each run's
+turn nor around the tag actions, tags read once for the batch, and the batch's rows written in one
+flush at its end. Savepoints only matter when something rolls back, so when nothing in the batch
+raises, this commits exactly what the careful way would have. When anything raises (a refused tag
+action, a bug in one step, a unique violation at the flush), the whole attempt is rolled back and
+the batch is turned again the careful way: a savepoint per run and per action, as described above.
+
 HTTP requests are the exception: they leave the server, so they cannot wait inside a transaction.
 The run is committed with the request as its `pending_action` and `due_at` pushed past the
 request's timeout (a lease); the request is made; its result is recorded as the effect under the
@@ -74,6 +81,8 @@ USER_AGENT = "Tertulia-Workflows/1"
 
 # Test hook: called at named points of processing; a test raises from it to simulate a crash there.
 crash_point: Callable[[str], None] | None = None
+# Test hook: False turns every batch the careful way (tests compare the two; see the docstring).
+OPTIMISTIC_BATCHES = True
 
 
 def _crash(point: str) -> None:
@@ -105,8 +114,28 @@ def start_run(
         return None
     if once_per_contact and repo.ever_ran(session, workflow.id, contact_id):
         return None
+    run = new_run(workflow, version, contact_id, trigger_values, conversation_id=conversation_id, event_id=event_id)
+    try:
+        with session.begin_nested():
+            session.add(run)
+            session.flush()
+    except IntegrityError:
+        return None  # a concurrent start won (one run per contact and workflow), or a repeated event
+    return run
+
+
+def new_run(
+    workflow: Workflow,
+    version: WorkflowVersion,
+    contact_id: int,
+    trigger_values: dict[str, Any],
+    *,
+    conversation_id: int | None = None,
+    event_id: int | None = None,
+) -> WorkflowRun:
+    """The row of a new run, due now, for the caller to add (`start_run` checks and adds it)."""
     now = utcnow()
-    run = WorkflowRun(
+    return WorkflowRun(
         workspace_id=workflow.workspace_id,
         workflow_id=workflow.id,
         version_id=version.id,
@@ -123,13 +152,6 @@ def start_run(
         started_at=now,
         updated_at=now,
     )
-    try:
-        with session.begin_nested():
-            session.add(run)
-            session.flush()
-    except IntegrityError:
-        return None  # a concurrent start won (one run per contact and workflow), or a repeated event
-    return run
 
 
 def contact_wrote(
@@ -204,23 +226,44 @@ def run_due(
     skipped: set[int] = set()
     while time.monotonic() - started < budget_seconds:
         moment = now or utcnow()
-        # A read first: on SQLite a write transaction takes the database's write lock, and most
-        # sweeps find nothing due.
-        with db.transaction(write=False) as session:
-            if not repo.due_run_ids(session, moment, 1, exclude=skipped):
-                break
-        with db.transaction() as session:
-            claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
-            calls = _turn_batch(session, claimed, moment, skipped)
+        # A read first on SQLite: there a write transaction takes the database's write lock, and
+        # most sweeps find nothing due (on PostgreSQL a claim of nothing locks nothing).
+        if db.dialect != "postgresql":
+            with db.transaction(write=False) as session:
+                if not repo.due_run_ids(session, moment, 1, exclude=skipped):
+                    break
+        try:
+            if not OPTIMISTIC_BATCHES:
+                raise NotFast
+            with db.transaction() as session:
+                claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
+                calls = _turn_batch(session, claimed, moment, skipped, fast=True)
+        except NotFast:
+            # Rolled back: the same due runs again, each in its own savepoint.
+            with db.transaction() as session:
+                claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
+                calls = _turn_batch(session, claimed, moment, skipped, fast=False)
+        if not claimed:
+            break
         turns += len(claimed)
         for call in calls:
             _make_request(db, call, now=now, policy=policy)
     return turns
 
 
-def _turn_batch(session: Session, runs: list[WorkflowRun], now: datetime, skipped: set[int]) -> list["HttpCall"]:
-    """One turn of each claimed run, in this transaction; the HTTP requests they ask for."""
-    loaded = _BatchLoad.of(session, runs)
+class NotFast(Exception):
+    """Something raised in an optimistic batch: it is rolled back and done again the careful way."""
+
+
+def _turn_batch(
+    session: Session, runs: list[WorkflowRun], now: datetime, skipped: set[int], *, fast: bool = False
+) -> list["HttpCall"]:
+    """One turn of each claimed run, in this transaction; the HTTP requests they ask for.
+
+    `fast`: no savepoint around each turn, and anything raised ends the attempt with `NotFast`
+    (the caller rolls the transaction back). Otherwise each turn is a savepoint, and a turn that
+    raises is rolled back alone, its run left due and skipped for the rest of the sweep."""
+    loaded = _BatchLoad.of(session, runs, fast=fast)
     calls: list[HttpCall] = []
     # The turns' log lines and effect records, added together at the end: one INSERT each for the
     # batch instead of one a row (nothing in a turn reads them back).
@@ -228,11 +271,16 @@ def _turn_batch(session: Session, runs: list[WorkflowRun], now: datetime, skippe
     for run in runs:
         rows: list[WorkflowRunLog | WorkflowEffect] = []
         try:
-            with session.begin_nested():
+            if fast:
                 call = _turn_of(session, run, now, loaded, rows)
-        except Exception:
+            else:
+                with session.begin_nested():
+                    call = _turn_of(session, run, now, loaded, rows)
+        except Exception as exc:
             if crash_point is not None:
                 raise  # a simulated crash ends the process's work, as a real one would
+            if fast:
+                raise NotFast from exc
             log.exception("workflow run turn failed", run_id=run.id)
             skipped.add(run.id)
             continue
@@ -240,7 +288,12 @@ def _turn_batch(session: Session, runs: list[WorkflowRun], now: datetime, skippe
         if call is not None:
             calls.append(call)
     session.add_all(deferred)
-    session.flush()
+    try:
+        session.flush()
+    except Exception as exc:
+        if fast and crash_point is None:
+            raise NotFast from exc
+        raise
     return calls
 
 
@@ -248,22 +301,28 @@ def _turn_batch(session: Session, runs: list[WorkflowRun], now: datetime, skippe
 class _BatchLoad:
     """What the turns of a batch read, loaded once for the batch: the runs' workflows, versions and
     contacts (in the session's identity map), each workspace's time zone and custom field types,
-    and the effect keys already recorded for the runs."""
+    and the effect keys already recorded for the runs. In an optimistic batch (`fast`), also the
+    tags and the contacts' tag sets, read on first use (see `contacts.service.TagCache`: sound
+    there because nothing of the attempt is rolled back unless all of it is)."""
 
     timezones: dict[int, str]
     field_types: dict[int, dict[str, Any]]
     effect_keys: dict[int, set[str]]
     # Strong references: the session's identity map holds its objects weakly.
     rows: list[Any]
+    fast: bool = False
+    tags: contacts_service.TagCache | None = None
 
     @classmethod
-    def of(cls, session: Session, runs: list[WorkflowRun]) -> "_BatchLoad":
+    def of(cls, session: Session, runs: list[WorkflowRun], *, fast: bool = False) -> "_BatchLoad":
         workspaces = {run.workspace_id for run in runs}
         return cls(
             timezones={w: segments_repo.workspace_timezone(session, w) or "UTC" for w in workspaces},
             field_types={w: dict(segments_repo.custom_field_types(session, w)) for w in workspaces},
             effect_keys=repo.effect_keys(session, [run.id for run in runs]),
             rows=repo.load_for_runs(session, runs),
+            fast=fast,
+            tags=contacts_service.TagCache([run.contact_id for run in runs]) if fast else None,
         )
 
 
@@ -341,6 +400,8 @@ def _turn_of(
     if contact is None:
         service.end_run(session, run, RunStatus.STOPPED, "the contact was deleted")
         return None
+    # An optimistic batch flushes its rows once at its end (see the module's docstring).
+    fast = loaded is not None and loaded.fast
     try:
         checked = service.checked_version(
             session, version, fields=loaded.field_types[run.workspace_id] if loaded else None
@@ -352,6 +413,7 @@ def _turn_of(
             run,
             engine.RunState.from_json(run.state),
             f"the definition no longer checks: {exc.message}",
+            flush=not fast,
         )
         return None
     state = engine.RunState.from_json(run.state)
@@ -364,6 +426,7 @@ def _turn_of(
         timezone=loaded.timezones[run.workspace_id] if loaded else None,
         effect_keys=loaded.effect_keys.get(run.id, set()) if loaded else None,
         deferred=deferred,
+        tags=loaded.tags if loaded else None,
     )
     fed = 0
     while fed < MAX_INPUTS_PER_TURN:
@@ -383,7 +446,7 @@ def _turn_of(
             if action.kind == "http_request":
                 run.pending_action = {"key": action.key, "step": action.step_id, "params": action.params}
                 run.due_at = now + timedelta(seconds=int(action.params["timeout_seconds"])) + LEASE_MARGIN
-                _save(session, workflow, run, state, now)
+                _save(session, workflow, run, state, now, flush=not fast)
                 return HttpCall(run.id, action.key, action.step_id, action.params)
             result = performer.perform(action)
             _crash("after_action")
@@ -393,9 +456,9 @@ def _turn_of(
             break
     if fed == 0 and state.status == engine.ACTING:
         # Waiting for an action that is not under way (no request pending): it can never go on.
-        _finish(session, workflow, run, state, "the run waited for an action that was not under way")
+        _finish(session, workflow, run, state, "the run waited for an action that was not under way", flush=not fast)
         return None
-    _save(session, workflow, run, state, now)
+    _save(session, workflow, run, state, now, flush=not fast)
     _crash("end_of_turn")
     return None
 
@@ -426,7 +489,9 @@ def _next_input(session: Session, run: WorkflowRun, state: engine.RunState, now:
     return None
 
 
-def _save(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, now: datetime) -> None:
+def _save(
+    session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, now: datetime, *, flush: bool = True
+) -> None:
     was_queued = queue.is_queued(run.state)
     run.state = state.to_json()
     run.steps = len(state.path)
@@ -434,7 +499,7 @@ def _save(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.
     if was_queued or queue.is_queued(run.state):
         queue.sync(session, run, state, now)
     if state.status not in engine.ACTIVE:
-        _finish(session, workflow, run, state, state.error)
+        _finish(session, workflow, run, state, state.error, flush=flush)
         return
     run.status = state.status
     if state.status != engine.ACTING:
@@ -443,7 +508,16 @@ def _save(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.
         run.due_at = now if run.inbox or state.status == engine.RUNNING else resume
 
 
-def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, error: str | None) -> None:
+def _finish(
+    session: Session,
+    workflow: Workflow,
+    run: WorkflowRun,
+    state: engine.RunState,
+    error: str | None,
+    *,
+    flush: bool = True,
+) -> None:
+    """End the run. `flush`: write it now (an optimistic batch leaves it for its one flush)."""
     now = utcnow()
     status = RunStatus.FAILED if error is not None else RunStatus.FINISHED
     if queue.is_queued(run.state):  # _save has already synced the queue row of any other run
@@ -462,7 +536,8 @@ def _finish(session: Session, workflow: Workflow, run: WorkflowRun, state: engin
         workflow.last_error_at = now
         log.info("workflow run failed", run_id=run.id, workflow_id=workflow.id, error=error)
         _emit_failed(session, workflow, run, state, error)
-    session.flush()
+    if flush:
+        session.flush()
 
 
 def _emit_failed(session: Session, workflow: Workflow, run: WorkflowRun, state: engine.RunState, error: str) -> None:
@@ -526,6 +601,7 @@ class _Performer:
         timezone: str | None = None,
         effect_keys: set[str] | None = None,
         deferred: "list[WorkflowRunLog | WorkflowEffect] | None" = None,
+        tags: contacts_service.TagCache | None = None,
     ) -> None:
         self.session = session
         self.workflow = workflow
@@ -537,6 +613,8 @@ class _Performer:
         # The run's recorded effect keys when a batch loaded them (None: ask the database each time).
         self.effect_keys = effect_keys
         self.deferred = deferred
+        # Set in an optimistic batch: tag actions read through it, without a savepoint.
+        self.tags = tags
         timezone = timezone or segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
         self.eval = EvalContext(workspace_id=run.workspace_id, timezone=ZoneInfo(timezone), now=now)
 
@@ -585,6 +663,12 @@ class _Performer:
         done = repo.effect(session, self.run.id, action.key) if known else None
         if done is not None:  # recorded by an earlier attempt that committed (cannot happen inside one turn)
             return engine.Result(action.key, done.ok, done.result, done.result.get("error"))
+        if self.tags is not None and action.kind in _OPTIMISTIC_ACTIONS:
+            # No savepoint: in an optimistic batch anything raised here rolls the whole attempt
+            # back (see the module's docstring), so a refused action never leaves half its writes.
+            result = engine.Result(action.key, True, self.do(action))
+            _record_effect(session, self.run, action.key, action.step_id, action.kind, result, deferred=self.deferred)
+            return result
         try:
             with session.begin_nested():
                 data = self.do(action)
@@ -616,9 +700,10 @@ class _Performer:
                 contacts_service.do_update_contact(session, actor, contact, values)
                 return {}
             case "add_tags":
-                return {"tags": contacts_service.do_add_tags(session, actor, contact, params["tags"])}
+                return {"tags": contacts_service.do_add_tags(session, actor, contact, params["tags"], cache=self.tags)}
             case "remove_tags":
-                return {"tags": contacts_service.do_remove_tags(session, actor, contact, params["tags"])}
+                tags = contacts_service.do_remove_tags(session, actor, contact, params["tags"], cache=self.tags)
+                return {"tags": tags}
             case "assign":
                 return self.assign(action.step_id, params)
             case "unassign":
@@ -771,6 +856,11 @@ class _Performer:
         if started is None:
             raise DomainError("the contact is already in that workflow", code="already_running")
         return {"run_id": started.id}
+
+
+# Actions done without a savepoint in an optimistic batch: they change nothing that the batch's tag
+# cache does not see, and refuse (raise) only in the rare case that sends the batch the careful way.
+_OPTIMISTIC_ACTIONS = frozenset({"add_tags", "remove_tags"})
 
 
 class Queued(DomainError):

@@ -6,12 +6,19 @@ contact (message.received). A read of the log (up to the dispatcher's batch) is 
 transaction. Events made by an import, and every event of a blocked contact, start nothing. Fed
 twice (the log is at least once), an event starts nothing twice: a run remembers the event that
 started it and the newest event fed to it.
+
+A read is first handled optimistically: the contacts, the runs of its contacts in the workflows it
+may start and the workspaces' custom field types are read once, and the new runs are inserted
+together at its end without a savepoint each. If anything raises (a concurrent start of the same
+run, an event fed twice whose run has ended), the attempt is rolled back and the read is handled
+again the careful way, each start in its own savepoint (`runner.start_run`).
 """
 
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.contacts.models import Contact
@@ -29,7 +36,7 @@ from tertulia.segments.timing import EvalContext
 from tertulia.workflows import language as lang
 from tertulia.workflows import queue, runner, service, tasks
 from tertulia.workflows import repository as repo
-from tertulia.workflows.models import Workflow, WorkflowVersion
+from tertulia.workflows.models import Workflow, WorkflowRun, WorkflowVersion
 
 CONSUMER_NAME = "workflows"
 
@@ -104,33 +111,142 @@ def consume(db: Database, event: EventRecord) -> int:
 def consume_batch(db: Database, events: list[EventRecord]) -> int:
     """`consume` for several events (in id order) in one transaction: one commit for a read of the
     log instead of one or two per event. All or nothing, as the dispatcher's batches must be."""
+    if runner.OPTIMISTIC_BATCHES:
+        try:
+            return _consume_all(db, events, fast=True)
+        except runner.NotFast:
+            pass  # rolled back: handled again the careful way
+    return _consume_all(db, events, fast=False)
+
+
+def _consume_all(db: Database, events: list[EventRecord], *, fast: bool) -> int:
     touched = 0
     with db.transaction() as session:
-        published = _PublishedVersions(session)
-        for workspace_id in sorted({event.workspace_id for event in events if event.type in QUEUE_WAKERS}):
-            touched += queue.wake(session, workspace_id)
-        for event in events:
-            touched += _consume(session, event, published)
+        try:
+            batch = _Batch(session, events, fast=fast)
+            for workspace_id in sorted({event.workspace_id for event in events if event.type in QUEUE_WAKERS}):
+                touched += queue.wake(session, workspace_id)
+            for event in events:
+                touched += _consume(session, event, batch)
+            session.flush()  # the new runs of an optimistic attempt
+        except Exception as exc:
+            if fast:
+                raise runner.NotFast from exc
+            raise
         if touched:
             on_commit(session, tasks.nudge)
     return touched
 
 
-class _PublishedVersions:
-    """The published versions by workspace and trigger types, read once per batch."""
+class _Batch:
+    """What a read of the log reads once: the published versions by workspace and trigger types
+    with their workflows, the workspaces' custom field types, the events' contacts, and (when
+    `fast`) which of those contacts are in, or have been through, those workflows."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, events: list[EventRecord], *, fast: bool) -> None:
         self._session = session
+        self._events = events
+        self.fast = fast
         self._found: dict[tuple[int, tuple[str, ...]], list[WorkflowVersion]] = {}
+        self._fields: dict[int, dict[str, Any]] = {}
+        self._contacts: dict[int, Contact] | None = None
+        # Strong references: the session's identity map holds its objects weakly.
+        self._workflows: dict[int, Workflow] = {}
+        # For the workflows in `_runs_read`: the (workflow id, contact id) pairs of the events'
+        # contacts with a run in progress, and those that ever had a run.
+        self._runs_read: set[int] = set()
+        self._active: set[tuple[int, int]] = set()
+        self._ran: set[tuple[int, int]] = set()
 
-    def of(self, workspace_id: int, trigger_types: tuple[str, ...]) -> list[WorkflowVersion]:
+    def published(self, workspace_id: int, trigger_types: tuple[str, ...]) -> list[WorkflowVersion]:
         key = (workspace_id, trigger_types)
         if key not in self._found:
-            self._found[key] = repo.published_versions(self._session, workspace_id, trigger_types)
+            versions = repo.published_versions(self._session, workspace_id, trigger_types)
+            wanted = [v.workflow_id for v in versions if v.workflow_id not in self._workflows]
+            if wanted:
+                for workflow in self._session.scalars(select(Workflow).where(Workflow.id.in_(wanted))):
+                    self._workflows[workflow.id] = workflow
+            self._found[key] = versions
         return self._found[key]
 
+    def workflow(self, workflow_id: int) -> Workflow | None:
+        return self._workflows.get(workflow_id)
 
-def _consume(session: Session, event: EventRecord, published: _PublishedVersions) -> int:
+    def fields(self, workspace_id: int) -> dict[str, Any]:
+        if workspace_id not in self._fields:
+            self._fields[workspace_id] = dict(segments_repo.custom_field_types(self._session, workspace_id))
+        return self._fields[workspace_id]
+
+    def contact(self, contact_id: int) -> Contact | None:
+        if self._contacts is None:
+            wanted: set[int] = set()
+            for event in self._events:
+                if event.contact_id is not None and event.type in TRIGGERS_BY_EVENT:
+                    wanted.add(event.contact_id)
+            self._contacts = {
+                c.id: c for c in self._session.scalars(select(Contact).where(Contact.id.in_(sorted(wanted))))
+            }
+        if contact_id not in self._contacts:
+            found = self._session.get(Contact, contact_id)
+            if found is None:
+                return None
+            self._contacts[contact_id] = found
+        return self._contacts[contact_id]
+
+    def start(
+        self,
+        workflow: Workflow,
+        version: WorkflowVersion,
+        contact_id: int,
+        values: dict[str, Any],
+        *,
+        once_per_contact: bool,
+        conversation_id: int | None,
+        event_id: int,
+    ) -> bool:
+        """Start a run (see `runner.start_run`); whether one started."""
+        if not self.fast:
+            started = runner.start_run(
+                self._session,
+                workflow,
+                version,
+                contact_id,
+                values,
+                once_per_contact=once_per_contact,
+                conversation_id=conversation_id,
+                event_id=event_id,
+            )
+            return started is not None
+        self._read_runs(workflow.id)
+        pair = (workflow.id, contact_id)
+        if pair in self._active or (once_per_contact and pair in self._ran):
+            return False
+        run = runner.new_run(workflow, version, contact_id, values, conversation_id=conversation_id, event_id=event_id)
+        self._session.add(run)  # inserted with the others at the end of the read
+        self._active.add(pair)
+        self._ran.add(pair)
+        return True
+
+    def _read_runs(self, workflow_id: int) -> None:
+        """The runs of the batch's contacts in this workflow and in the other workflows read so far
+        whose runs are not read yet (one query, usually once per batch)."""
+        if workflow_id in self._runs_read:
+            return
+        workflow_ids = sorted({workflow_id, *self._workflows} - self._runs_read)
+        contact_ids = sorted({event.contact_id for event in self._events if event.contact_id is not None})
+        rows = self._session.execute(
+            select(WorkflowRun.workflow_id, WorkflowRun.contact_id, WorkflowRun.active_contact_id).where(
+                WorkflowRun.workflow_id.in_(workflow_ids), WorkflowRun.contact_id.in_(contact_ids)
+            )
+        )
+        for run_workflow_id, contact_id, active_contact_id in rows:
+            self._ran.add((run_workflow_id, contact_id))
+            if active_contact_id is not None:
+                self._active.add((run_workflow_id, active_contact_id))
+        self._runs_read.update(workflow_ids)
+
+
+def _consume(session: Session, event: EventRecord, batch: _Batch) -> int:
     if event.contact_id is None or (event.actor or "").split(":", 1)[0] == "import":
         return 0
     if event.type == EventType.MESSAGE_RECEIVED:
@@ -138,20 +254,14 @@ def _consume(session: Session, event: EventRecord, published: _PublishedVersions
     trigger_types = TRIGGERS_BY_EVENT.get(event.type)
     if not trigger_types:
         return 0
-    versions = published.of(event.workspace_id, trigger_types)
-    if not versions:
-        return 0
-    contact = session.get(Contact, event.contact_id)
-    if contact is None or contact.workspace_id != event.workspace_id or contact.blocked:
-        return 0
-    started = 0
-    snapshot: ContactSnapshot | None = None
-    for version in versions:
-        workflow = session.get(Workflow, version.workflow_id)
+    # The event against each trigger first: most events match none, and then no contact is read.
+    matching: list[tuple[WorkflowVersion, Workflow, lang.Workflow, dict[str, Any]]] = []
+    for version in batch.published(event.workspace_id, trigger_types):
+        workflow = batch.workflow(version.workflow_id)
         if workflow is None:
             continue
         try:
-            checked = service.checked_version(session, version)
+            checked = service.checked_version(session, version, fields=batch.fields(event.workspace_id))
         except DomainError:
             continue  # a definition that no longer checks starts nothing (shown on its page)
         values = trigger_values(event, version.trigger_type, checked.trigger_config)
@@ -161,12 +271,20 @@ def _consume(session: Session, event: EventRecord, published: _PublishedVersions
             event, workflow, checked.trigger_config
         ):
             continue
+        matching.append((version, workflow, checked, values))
+    if not matching:
+        return 0
+    contact = batch.contact(event.contact_id)
+    if contact is None or contact.workspace_id != event.workspace_id or contact.blocked:
+        return 0
+    started = 0
+    snapshot: ContactSnapshot | None = None
+    for version, workflow, checked, values in matching:
         if checked.conditions.groups:
             snapshot = snapshot or ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
             if not matches(checked.conditions, snapshot, _eval_context(session, event.workspace_id)):
                 continue
-        run = runner.start_run(
-            session,
+        started += batch.start(
             workflow,
             version,
             contact.id,
@@ -175,7 +293,6 @@ def _consume(session: Session, event: EventRecord, published: _PublishedVersions
             conversation_id=event.conversation_id,
             event_id=event.id,
         )
-        started += run is not None
     return started
 
 
