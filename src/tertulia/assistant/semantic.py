@@ -84,8 +84,10 @@ _lock = threading.Lock()
 
 
 def _unit(matrix: np.ndarray) -> np.ndarray:
+    # float32: half the memory (10,000 entries of 3 phrasings at 1,536 dimensions: 184 MB), and
+    # cosines need no more precision.
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.asarray(matrix / np.where(norms > 0, norms, 1.0), dtype=np.float64)
+    return np.asarray(matrix / np.where(norms > 0, norms, 1.0), dtype=np.float32)
 
 
 def _compute(target: _Vectors, index: retrieval.WorkspaceIndex, endpoint: Endpoint, budget: int) -> None:
@@ -168,7 +170,8 @@ def _similarities(target: _Vectors, question: np.ndarray) -> retrieval.Semantic:
         if len(starts) == 0 or rows.shape[0] == 0:
             by_language[language] = np.zeros(0, dtype=np.float64)
             continue
-        by_language[language] = np.asarray(np.maximum.reduceat(rows @ question, starts), dtype=np.float64)
+        similarity = rows @ question.astype(np.float32)
+        by_language[language] = np.asarray(np.maximum.reduceat(similarity, starts), dtype=np.float64)
     return retrieval.Semantic(target.version, by_language)
 
 
