@@ -14,11 +14,17 @@ and https://platform.openai.com/docs/api-reference/embeddings/create), which Oll
 - errors are `{"error": {"message", "type", "param", "code"}}` with the HTTP status (401 for a wrong
   key, 429 for a rate limit, 5xx for the server's own trouble).
 
-A test scripts the next answers (`script`: status, body, delay); past the script every chat call
-gets `content` as the model's message. Every request is kept (path, headers, JSON body).
+A test scripts the next answers (`script` for chat completions, `embedding_script` for embeddings:
+status, body, delay); past the script every chat call gets `content` as the model's message, and
+every text sent to embeddings a deterministic bag-of-words vector (`embedding`): each folded word
+of four letters or more, or the meaning `meanings` gives it ("" drops it), adds one to a hashed
+dimension, so texts sharing words, or words a test declares alike, are close and others are not.
+Every request is kept (path, headers, JSON body).
 """
 
+import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -27,8 +33,26 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tertulia.kit.text import fold
+
 PROMPT_TOKENS = 120
 COMPLETION_TOKENS = 30
+DIMENSIONS = 512
+
+
+def embedding(text: str, meanings: dict[str, str] | None = None) -> list[float]:
+    vector = [0.0] * DIMENSIONS
+    for word in re.findall(r"[a-z0-9]+", fold(text)):
+        meaning = (meanings or {}).get(word, word)
+        if len(word) < 4 or not meaning:
+            continue
+        vector[int(hashlib.sha256(meaning.encode()).hexdigest(), 16) % DIMENSIONS] += 1.0
+    return vector
+
+
+def embedding_tokens(texts: list[str]) -> int:
+    """What the fake charges for `texts`: one token a word."""
+    return sum(len(text.split()) for text in texts)
 
 
 @dataclass(frozen=True)
@@ -71,6 +95,8 @@ class FakeOpenAI:
     base_url: str = ""
     content: str = ""
     script: list[Reply] = field(default_factory=list)
+    embedding_script: list[Reply] = field(default_factory=list)
+    meanings: dict[str, str] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     released: threading.Event = field(default_factory=threading.Event)
@@ -82,11 +108,17 @@ class FakeOpenAI:
     def chat_calls(self) -> int:
         return sum(1 for r in self.requests if r.path.endswith("/chat/completions"))
 
+    @property
+    def embedding_requests(self) -> list[Request]:
+        with self.lock:
+            return [r for r in self.requests if r.path.endswith("/embeddings")]
+
     def handle(self, path: str, headers: dict[str, str], body: dict[str, Any]) -> Reply:
         with self.lock:
             self.requests.append(Request(path, headers, body))
-            if self.script:
-                return self.script.pop(0)
+            script = self.embedding_script if path.endswith("/embeddings") else self.script
+            if script:
+                return script.pop(0)
             return Reply()
 
     def body_for(self, path: str, reply: Reply, body: dict[str, Any]) -> dict[str, Any]:
@@ -98,11 +130,11 @@ class FakeOpenAI:
             return {
                 "object": "list",
                 "data": [
-                    {"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]}
+                    {"object": "embedding", "index": i, "embedding": embedding(str(t), self.meanings)}
                     for i, t in enumerate(texts)
                 ],
                 "model": body.get("model", "fake-embedding"),
-                "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+                "usage": {"prompt_tokens": embedding_tokens(texts), "total_tokens": embedding_tokens(texts)},
             }
         return completion(self.content)
 

@@ -12,7 +12,15 @@ from tertulia.assistant import llm
 from tertulia.assistant.model_settings import conversation_tokens
 from tertulia.assistant.models import KnowledgeEntry
 from tertulia.kit.db import Database
-from tests.assistant.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI, Reply, error, fake_openai
+from tests.assistant.fake_openai import (
+    COMPLETION_TOKENS,
+    PROMPT_TOKENS,
+    FakeOpenAI,
+    Reply,
+    embedding_tokens,
+    error,
+    fake_openai,
+)
 from tests.assistant.support import ENTRIES, Shop, feed
 from tests.assistant.test_model import configure
 from tests.conftest import Tenant
@@ -113,3 +121,31 @@ def test_the_conversation_budget_stops_the_model(
     other = shop.customer_writes("hola, a que hora abren?", sender="visitor-2")
     [reply] = shop.outgoing(other)
     assert reply.payload["bot"]["source"] == "llm"
+
+
+def test_with_embeddings_the_bot_understands_a_question_in_other_words(
+    db: Database, tenant: Tenant, provider: FakeProvider, endpoint: FakeOpenAI
+) -> None:
+    shop = Shop(db, tenant, provider, handoff_message="Te paso con una persona.")
+    configure(db, tenant, endpoint)
+    hours = _entry_id(shop, ENTRIES[0]["question"])
+    endpoint.answer_with("Abrimos de lunes a sábado, de 9 a 19 h.", [hours])
+    question = "¿Cuándo puedo ir al local?"  # no word of any entry
+    without = shop.customer_writes(question)
+    [handoff] = shop.outgoing(without)
+    assert handoff.text == "Te paso con una persona."
+    assert endpoint.chat_calls == 0  # nothing found to ground an answer on
+    alike = dict.fromkeys(("cuando", "local", "horario", "tienda", "hora", "abren", "atienden"), "horario")
+    endpoint.meanings = alike
+    configure(db, tenant, endpoint, embedding_model="fake-embedding")
+    conversation_id = shop.customer_writes(question, sender="visitor-2")
+    [reply] = shop.outgoing(conversation_id)
+    assert reply.text == "Abrimos de lunes a sábado, de 9 a 19 h."
+    assert reply.payload["bot"]["source"] == "llm"
+    # The conversation pays for its question's embedding, not for the knowledge's.
+    asked = [r for r in endpoint.embedding_requests if r.body["input"] == [question]]
+    assert len(asked) == 1
+    with db.transaction(write=False) as session:
+        assert conversation_tokens(session, tenant.workspace_id, conversation_id) == (
+            PROMPT_TOKENS + COMPLETION_TOKENS + embedding_tokens([question])
+        )

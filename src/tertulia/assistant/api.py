@@ -195,6 +195,7 @@ def answer(request: Request, session: DbSession, actor: ApiActor, body: AnswerBo
         language=result.language,
         source=outcome.source,
         model_status=outcome.model_status,
+        embeddings=outcome.embeddings,
     )
 
 

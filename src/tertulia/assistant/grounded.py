@@ -12,18 +12,22 @@ ground on (no candidates), a budget spent, or any failure of the endpoint (timeo
 that is not the JSON asked for, or a text with a variable the inbox cannot fill), the answer is
 retrieval's own (`source` "retrieval", `model_status` saying why).
 
+With an embeddings model named, the question's embedding is fused into retrieval's ranking and
+confidence first (`semantic`), within the endpoint's timeout and falling back to lexical retrieval
+on any failure; its tokens and error are recorded with the chat's.
+
 `compose` only reads and calls the endpoint; the caller records what the call spent and how it went
 (`record`) in its own transaction, so no write lock is held while the model writes.
 """
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tertulia.assistant import model_settings, retrieval
+from tertulia.assistant import model_settings, retrieval, semantic
 from tertulia.assistant.llm import ModelError, chat
 from tertulia.assistant.models import KnowledgeEntry
 from tertulia.contacts.repository import custom_fields
@@ -59,6 +63,12 @@ class Outcome:
     completion_tokens: int = 0
     error: str | None = None
     called: bool = False  # whether the endpoint was called (what `record` records)
+    # Embeddings (`semantic.Lookup`): "off", "ready", "building", "budget" or "error"; the
+    # question's tokens, the entries' vectors' tokens, and the error.
+    embeddings: str = semantic.OFF
+    embedding_tokens: int = 0
+    index_tokens: int = 0
+    embedding_error: str | None = None
 
 
 def _retrieval(found: retrieval.Answer, status: str) -> Outcome:
@@ -135,16 +145,41 @@ def compose(
     use_model: bool = True,
 ) -> Outcome:
     """The assistant's answer to `question`: the model's when it is set, within budget, and its
-    answer grounded; retrieval's otherwise. Reads only (see `record`)."""
+    answer grounded; retrieval's otherwise, with the question's embedding fused into retrieval's
+    ranking when embeddings are on and answer in time (`semantic`). Reads only (see `record`)."""
     limit = retrieval.DEFAULT_THRESHOLD if threshold is None else threshold
-    found = retrieval.answer(session, workspace_id, question, language, limit)
     model = model_settings.active_model(session, workspace_id) if use_model else None
     if model is None:
-        return _retrieval(found, "off")
+        return _retrieval(retrieval.answer(session, workspace_id, question, language, limit), "off")
+    looked = semantic.lookup(session, workspace_id, model, question, conversation_id)
+    outcome = _written(session, workspace_id, question, language, limit, model, looked.semantic, conversation_id)
+    return replace(
+        outcome,
+        called=outcome.called or looked.called,
+        embeddings=looked.status,
+        embedding_tokens=looked.tokens,
+        index_tokens=looked.index_tokens,
+        embedding_error=looked.error,
+    )
+
+
+def _written(
+    session: Session,
+    workspace_id: int,
+    question: str,
+    language: str | None,
+    limit: float,
+    model: model_settings.ActiveModel,
+    similar: retrieval.Semantic | None,
+    conversation_id: int | None,
+) -> Outcome:
+    found = retrieval.answer(session, workspace_id, question, language, limit, similar)
     if found.reason in ("empty_question", "no_knowledge"):
         return _retrieval(found, "no_candidates")
     floor = limit / 2
-    ranked = [a for a in retrieval.suggestions(session, workspace_id, question, CANDIDATES) if a.confidence >= floor]
+    ranked = [
+        a for a in retrieval.suggestions(session, workspace_id, question, CANDIDATES, similar) if a.confidence >= floor
+    ]
     if not ranked:
         return _retrieval(found, "no_candidates")
     if model_settings.over_budget(session, workspace_id, model, conversation_id):
@@ -211,15 +246,22 @@ def compose(
 
 
 def record(session: Session, workspace_id: int, outcome: Outcome, conversation_id: int | None = None) -> None:
-    """What the call spent, per conversation and month, and its error or success for the settings
-    page; nothing when the model was not called."""
+    """What the calls spent, per conversation and month, and their error or success for the
+    settings page (the chat's error first, else the embeddings'); nothing when the endpoint was not
+    called. The entries' vectors count for the month only, not for the conversation that happened
+    to see them computed."""
     if not outcome.called:
         return
+    error = outcome.error or outcome.embedding_error
+    if outcome.index_tokens:
+        model_settings.record_call(
+            session, workspace_id, None, prompt_tokens=outcome.index_tokens, completion_tokens=0, error=error
+        )
     model_settings.record_call(
         session,
         workspace_id,
         conversation_id,
-        prompt_tokens=outcome.prompt_tokens,
+        prompt_tokens=outcome.prompt_tokens + outcome.embedding_tokens,
         completion_tokens=outcome.completion_tokens,
-        error=outcome.error,
+        error=error,
     )

@@ -1,7 +1,9 @@
-"""A client for any OpenAI-compatible chat completions endpoint (OpenAI, Azure OpenAI's v1 API, a
-local Ollama or vLLM): `POST {base_url}/chat/completions` with `model`, `messages`, `temperature`
-and `max_tokens`; the answer is `choices[0].message.content`, the tokens spent
-`usage.prompt_tokens` and `usage.completion_tokens`.
+"""A client for any OpenAI-compatible endpoint (OpenAI, Azure OpenAI's v1 API, a local Ollama or
+vLLM): chat completions, `POST {base_url}/chat/completions` with `model`, `messages`, `temperature`
+and `max_tokens`, the answer `choices[0].message.content`, the tokens spent `usage.prompt_tokens`
+and `usage.completion_tokens`; and embeddings, `POST {base_url}/embeddings` with `model` and
+`input` (a list of texts, EMBED_BATCH a request), the vectors `data[].embedding` by `data[].index`,
+the tokens `usage.prompt_tokens`.
 
 Guarantees:
 - Every attempt has the endpoint's timeout (connect, write, and each read); a call makes at most
@@ -31,6 +33,9 @@ RETRY_MAX_SECONDS = 4.0
 MAX_RESPONSE_BYTES = 1024 * 1024
 MAX_ERROR_TEXT = 300
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# Texts per embeddings request: OpenAI takes up to 2,048, local servers often far fewer; 64 keeps
+# each request small enough to answer well within a timeout.
+EMBED_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -50,20 +55,35 @@ class Completion:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Embeddings:
+    vectors: list[list[float]]
+    tokens: int
+
+
 class ModelError(Exception):
     """The endpoint did not give a usable completion; `message` is what the settings page shows."""
 
-    def __init__(self, message: str, *, retryable: bool, attempts: int = 1) -> None:
+    def __init__(self, message: str, *, retryable: bool, attempts: int = 1, tokens: int = 0) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.attempts = attempts
+        self.tokens = tokens  # what the call spent before it failed (embeddings' earlier batches)
+
+
+def _url(base_url: str, path: str) -> str:
+    """`{base_url}{path}`, keeping a query string (Azure's `?api-version=`) at the end."""
+    parts = urlsplit(base_url.strip())
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + path, parts.query, ""))
 
 
 def chat_url(base_url: str) -> str:
-    """`{base_url}/chat/completions`, keeping a query string (Azure's `?api-version=`) at the end."""
-    parts = urlsplit(base_url.strip())
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/chat/completions", parts.query, ""))
+    return _url(base_url, "/chat/completions")
+
+
+def embeddings_url(base_url: str) -> str:
+    return _url(base_url, "/embeddings")
 
 
 def _headers(endpoint: Endpoint) -> dict[str, str]:
@@ -137,22 +157,9 @@ def _read(response: httpx.Response) -> bytes:
     return bytes(body)
 
 
-def chat(
-    endpoint: Endpoint,
-    messages: Sequence[dict[str, str]],
-    *,
-    max_tokens: int,
-    temperature: float = 0.0,
-    sleep: Callable[[float], None] = time.sleep,
-) -> Completion:
-    """One chat completion, with the endpoint's timeout and retries; a `ModelError` otherwise."""
-    payload: dict[str, Any] = {
-        "model": endpoint.model,
-        "messages": list(messages),
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-    }
-    url = chat_url(endpoint.base_url)
+def _post(endpoint: Endpoint, url: str, payload: dict[str, Any], sleep: Callable[[float], None]) -> tuple[bytes, int]:
+    """One POST with the endpoint's timeout and retries: a 2xx body and the attempts it took, or a
+    `ModelError`."""
     attempts = 1 + max(endpoint.max_retries, 0)
     last: ModelError | None = None
     with httpx.Client(timeout=httpx.Timeout(endpoint.timeout_seconds), follow_redirects=False) as client:
@@ -176,7 +183,7 @@ def chat(
                 raise
             else:
                 if 200 <= status < 300:
-                    return _completion(body, attempt + 1)
+                    return body, attempt + 1
                 retryable = status in RETRYABLE_STATUSES or status >= 500
                 last = ModelError(_error_text(status, body, endpoint), retryable=retryable, attempts=attempt + 1)
                 if not retryable:
@@ -185,3 +192,76 @@ def chat(
                 sleep(_wait(attempt, retry_after))
     assert last is not None
     raise last
+
+
+def chat(
+    endpoint: Endpoint,
+    messages: Sequence[dict[str, str]],
+    *,
+    max_tokens: int,
+    temperature: float = 0.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Completion:
+    """One chat completion, with the endpoint's timeout and retries; a `ModelError` otherwise."""
+    payload: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": list(messages),
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    body, attempts = _post(endpoint, chat_url(endpoint.base_url), payload, sleep)
+    return _completion(body, attempts)
+
+
+def _vectors(body: bytes, count: int, attempts: int) -> tuple[list[list[float]], int]:
+    """The batch's vectors in input order (`data[].index`), and its tokens (`usage.prompt_tokens`,
+    or `total_tokens` for endpoints that give only that)."""
+    try:
+        data = json.loads(body)
+        items = sorted(data["data"], key=lambda item: int(item["index"]))
+        vectors = [[float(x) for x in item["embedding"]] for item in items]
+        usage = data.get("usage") or {}
+        tokens = int(usage.get("prompt_tokens") or usage.get("total_tokens") or 0)
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ModelError(
+            "The endpoint answered, but not with embeddings (data[].embedding).", retryable=False, attempts=attempts
+        ) from exc
+    if len(vectors) != count or not vectors or len({len(v) for v in vectors}) != 1 or not vectors[0]:
+        raise ModelError(
+            "The endpoint's embeddings do not match the texts sent (one vector each, of one size).",
+            retryable=False,
+            attempts=attempts,
+        )
+    return vectors, max(tokens, 0)
+
+
+def embed(
+    endpoint: Endpoint,
+    texts: Sequence[str],
+    *,
+    batch_size: int = EMBED_BATCH,
+    token_budget: int | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Embeddings:
+    """The texts' embedding vectors, `batch_size` texts a request, each request with the
+    endpoint's timeout and retries. `token_budget`: no further request once the tokens spent reach
+    it (a `ModelError`, with what was spent). A `ModelError` carries the tokens already spent in
+    `tokens`, so the caller can count them."""
+    vectors: list[list[float]] = []
+    tokens = 0
+    url = embeddings_url(endpoint.base_url)
+    for start in range(0, len(texts), max(batch_size, 1)):
+        if token_budget is not None and tokens >= token_budget:
+            raise ModelError("The token budget ran out while computing embeddings.", retryable=False, tokens=tokens)
+        chunk = list(texts[start : start + max(batch_size, 1)])
+        try:
+            body, attempts = _post(endpoint, url, {"model": endpoint.model, "input": chunk}, sleep)
+            batch, spent = _vectors(body, len(chunk), attempts)
+        except ModelError as exc:
+            exc.tokens = tokens
+            raise
+        if vectors and len(batch[0]) != len(vectors[0]):
+            raise ModelError("The endpoint's embeddings changed size between requests.", retryable=False, tokens=tokens)
+        vectors.extend(batch)
+        tokens += spent
+    return Embeddings(vectors, tokens)

@@ -7,14 +7,14 @@ The API key is write-only, like channel secrets: stored encrypted (`ModelSetting
 rendered; a form left empty keeps it. Nothing here commits."""
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tertulia.assistant.llm import Endpoint, ModelError, chat
+from tertulia.assistant.llm import Endpoint, ModelError, chat, embed
 from tertulia.assistant.models import ModelSettings, ModelUsage
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import ValidationFailed
@@ -45,6 +45,7 @@ class ModelValues:
     max_retries: int
     conversation_token_budget: int
     monthly_token_budget: int
+    embedding_model: str = ""  # empty: no embeddings, retrieval stays lexical
 
 
 DEFAULTS = ModelValues(
@@ -76,6 +77,7 @@ def values_of(row: ModelSettings | None) -> ModelValues:
         row.max_retries,
         row.conversation_token_budget,
         row.monthly_token_budget,
+        row.embedding_model,
     )
 
 
@@ -109,6 +111,9 @@ def check_values(raw: Mapping[str, Any], current: ModelValues = DEFAULTS) -> Mod
         errors["base_url"] = "Enter the endpoint's base URL, such as https://api.openai.com/v1."
     if enabled is True and not model:
         errors["model"] = "Enter the model's name."
+    embedding_model = " ".join(str(raw.get("embedding_model", current.embedding_model) or "").split())
+    if len(embedding_model) > MAX_MODEL:
+        errors["embedding_model"] = "The model name is too long (200 characters at most)."
     timeout = raw.get("timeout_seconds", current.timeout_seconds)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 1 <= timeout <= MAX_TIMEOUT:
         errors["timeout_seconds"] = "Enter a timeout between 1 and 120 seconds."
@@ -126,7 +131,9 @@ def check_values(raw: Mapping[str, Any], current: ModelValues = DEFAULTS) -> Mod
     assert retries is not None
     assert per_conversation is not None
     assert monthly is not None
-    return ModelValues(bool(enabled), base_url, model, float(timeout), retries, per_conversation, monthly)
+    return ModelValues(
+        bool(enabled), base_url, model, float(timeout), retries, per_conversation, monthly, embedding_model
+    )
 
 
 def check_api_key(value: str) -> str:
@@ -169,6 +176,8 @@ class ActiveModel:
     endpoint: Endpoint
     conversation_token_budget: int
     monthly_token_budget: int
+    # The same endpoint with the embeddings model; None when no embeddings model is named.
+    embeddings: Endpoint | None = None
 
 
 def active_model(session: Session, workspace_id: int) -> ActiveModel | None:
@@ -176,10 +185,18 @@ def active_model(session: Session, workspace_id: int) -> ActiveModel | None:
     row = row_for(session, workspace_id)
     if row is None or not row.enabled or not row.base_url or not row.model:
         return None
-    endpoint = Endpoint(
-        row.base_url, row.model, str((row.secrets or {}).get("api_key") or ""), row.timeout_seconds, row.max_retries
+    key = str((row.secrets or {}).get("api_key") or "")
+    endpoint = Endpoint(row.base_url, row.model, key, row.timeout_seconds, row.max_retries)
+    embeddings = (
+        Endpoint(row.base_url, row.embedding_model, key, row.timeout_seconds, row.max_retries)
+        if row.embedding_model
+        else None
     )
-    return ActiveModel(endpoint, row.conversation_token_budget, row.monthly_token_budget)
+    return ActiveModel(endpoint, row.conversation_token_budget, row.monthly_token_budget, embeddings)
+
+
+def remaining_monthly_tokens(session: Session, workspace_id: int, model: ActiveModel) -> int:
+    return max(model.monthly_token_budget - month_tokens(session, workspace_id, month_of(utcnow())), 0)
 
 
 def over_budget(session: Session, workspace_id: int, model: ActiveModel, conversation_id: int | None) -> bool:
@@ -252,10 +269,15 @@ def do_save(
     if row is None:
         row = ModelSettings(workspace_id=actor.workspace_id, secrets={})
         session.add(row)
-    changed_endpoint = (row.base_url, row.model) != (values.base_url, values.model) or bool(key) or clear_api_key
+    changed_endpoint = (
+        (row.base_url, row.model, row.embedding_model) != (values.base_url, values.model, values.embedding_model)
+        or bool(key)
+        or clear_api_key
+    )
     row.enabled = values.enabled
     row.base_url = values.base_url
     row.model = values.model
+    row.embedding_model = values.embedding_model
     row.timeout_seconds = values.timeout_seconds
     row.max_retries = values.max_retries
     row.conversation_token_budget = values.conversation_token_budget
@@ -277,9 +299,10 @@ TEST_MESSAGES = [
 
 
 def try_connection(session: Session, actor: Actor) -> tuple[bool, str]:
-    """One small completion with the saved settings (no retries), for "Test connection": whether it
-    worked and the error otherwise. Reads only; the caller records the outcome (`record_call`)
-    in a transaction of its own, so no write lock is held while the endpoint answers."""
+    """One small completion with the saved settings (no retries), and one embedding when an
+    embeddings model is named, for "Test connection": whether it worked and the error otherwise.
+    Reads only; the caller records the outcome (`record_call`) in a transaction of its own, so no
+    write lock is held while the endpoint answers."""
     actor.require(Permission.MANAGE_KNOWLEDGE)
     row = row_for(session, actor.workspace_id)
     if row is None or not row.base_url or not row.model:
@@ -291,4 +314,9 @@ def try_connection(session: Session, actor: Actor) -> tuple[bool, str]:
         return False, exc.message
     if not completion.content.strip():
         return False, "The endpoint answered with an empty message."
+    if row.embedding_model:
+        try:
+            embed(replace(endpoint, model=row.embedding_model), ["OK"])
+        except ModelError as exc:
+            return False, f"Embeddings: {exc.message}"
     return True, ""

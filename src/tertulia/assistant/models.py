@@ -122,6 +122,8 @@ class ModelSettings(IdMixin, TimestampMixin, Base):
     enabled: Mapped[bool] = mapped_column(default=False)
     base_url: Mapped[str] = mapped_column(String(500), default="")
     model: Mapped[str] = mapped_column(String(200), default="")
+    # The embeddings model on the same endpoint; empty: retrieval stays lexical.
+    embedding_model: Mapped[str] = mapped_column(String(200), default="", server_default="")
     secrets: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON("assistant.model_secrets"), default=dict)
     timeout_seconds: Mapped[float] = mapped_column(Float)
     max_retries: Mapped[int] = mapped_column(Integer)

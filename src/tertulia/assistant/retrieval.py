@@ -20,6 +20,13 @@ similarities. A threshold on the confidence (`DEFAULT_THRESHOLD`: the lowest tha
 least 95 % of the evaluation set's unanswerable dev questions, see docs/assistant.md) separates
 answers from hand-offs.
 
+With embeddings on (an embeddings model named in the workspace's language model settings,
+`assistant/semantic.py`), each entry also has the cosine similarity of its closest phrasing to the
+question (`Semantic`): its best entries join the candidates, the similarity is one more ranking
+term (RANK_SEMANTIC_WEIGHT), and the confidence is the larger of the word coverage and the
+similarity mapped onto the same scale (`semantic_confidence`), so an entry is answered when either
+says it clearly matches. Without them nothing here changes.
+
 Indexes live in memory, per process, per workspace and language, with the workspace's knowledge
 version they were built from; a question first reads the version (one primary-key row) and
 rebuilds when it moved, so every process sees a change on its next question.
@@ -78,6 +85,10 @@ MIN_IDF_ENTRIES = 100
 # bm25s's defaults: phrasings are short and of similar length, and other values changed nothing.
 BM25_K1 = 1.5
 BM25_B = 0.75
+# Embeddings (optional): the similarity's weight in the ranking, and the cosine below which it
+# says nothing about whether an entry answers (see `semantic_confidence`).
+RANK_SEMANTIC_WEIGHT = 1.0
+SEMANTIC_FLOOR = 0.4
 
 _WORD = re.compile(r"[a-z0-9]+")
 _STEMMERS = {"es": "spanish", "en": "english"}
@@ -144,6 +155,24 @@ class IndexedEntry:
     id: int
     answer: str
     buttons: tuple[str, ...]
+    phrasings: tuple[str, ...] = ()  # the question and its other phrasings (what embeddings embed)
+
+
+@dataclass(frozen=True)
+class Semantic:
+    """The question's embedding's cosine similarity to each entry's closest phrasing, per language
+    (an array in the index's entry order), for the index of `version` only."""
+
+    version: tuple[int, str]
+    by_language: dict[str, np.ndarray]
+
+
+def semantic_confidence(similarity: float) -> float:
+    """A cosine similarity on the confidence's scale: 0 at SEMANTIC_FLOOR and below, 1 at 1. With
+    the default threshold (0.56) an entry is answered on its embedding alone from a cosine of
+    about 0.74: paraphrases score above that with common embedding models, questions on another
+    subject of the same shop mostly below it."""
+    return round(min(max((similarity - SEMANTIC_FLOOR) / (1 - SEMANTIC_FLOOR), 0.0), 1.0), 4)
 
 
 @dataclass(frozen=True)
@@ -357,7 +386,10 @@ class LanguageIndex:
                 by_initial.setdefault(word[0], []).append(word)
         return cls(
             analyzer=analyzer,
-            entries=[IndexedEntry(e.id, e.answer, tuple(e.buttons or ())) for e in entries],
+            entries=[
+                IndexedEntry(e.id, e.answer, tuple(e.buttons or ()), (e.question, *(e.alternatives or [])))
+                for e in entries
+            ],
             doc_entry=np.array(doc_entry, dtype=np.int64),
             doc_is_answer=np.array(doc_is_answer, dtype=bool),
             doc_tokens=[frozenset(tokens) for tokens in corpus],
@@ -390,7 +422,9 @@ class LanguageIndex:
     def _weight(self, token: str) -> float:
         return self.idf.get(token, self.unknown_idf)
 
-    def search(self, question: str, limit: int = 5) -> tuple[list[tuple[int, float]], list[str]]:
+    def search(
+        self, question: str, limit: int = 5, semantic: np.ndarray | None = None
+    ) -> tuple[list[tuple[int, float]], list[str]]:
         """The best entries (position, confidence), best first, and the question's tokens.
 
         BM25 (an entry scores as its best phrasing plus its answer) and the character n-grams (an
@@ -398,15 +432,22 @@ class LanguageIndex:
         coverage, plus the BM25 score relative to the best candidate's and the n-gram similarities
         as smaller terms, so a candidate that covers more of the question wins. The confidence is
         the coverage alone (blending the n-gram similarity into it did not separate answers from
-        hand-offs better, see docs/assistant.md)."""
+        hand-offs better, see docs/assistant.md). `semantic` (embeddings on): each entry's cosine
+        similarity to the question, fused as the module's docstring says."""
         words = self.analyzer.words(question)
         tokens = self.analyzer.from_words(self._correct(words))
         if not tokens or self.retriever is None:
             return [], tokens
+        if semantic is not None and len(semantic) != len(self.entries):
+            semantic = None
         known = [t for t in tokens if t in self.retriever.vocab_dict]
-        if not known:
+        if not known and semantic is None:
             return [], tokens
-        scores = np.asarray(self.retriever.get_scores(known), dtype=np.float64)
+        scores = (
+            np.asarray(self.retriever.get_scores(known), dtype=np.float64)
+            if known
+            else np.zeros(len(self.doc_entry), dtype=np.float64)
+        )
         per_entry = self._per_entry(scores)
         per_entry[self.doc_entry[self.doc_is_answer]] += ANSWER_WEIGHT * scores[self.doc_is_answer]
         similar = self.grams.similarity(words)
@@ -414,6 +455,8 @@ class LanguageIndex:
         grams_answer = np.zeros(len(self.entries), dtype=np.float64)
         grams_answer[self.doc_entry[self.doc_is_answer]] = similar[self.doc_is_answer]
         candidates = set(self._top(per_entry)) | set(self._top(grams_phrasing))
+        if semantic is not None:
+            candidates |= set(self._top(np.maximum(semantic, 0.0)))
         if not candidates:
             return [], tokens
         best = float(per_entry.max()) or 1.0
@@ -426,6 +469,10 @@ class LanguageIndex:
                 + RANK_GRAMS_WEIGHT * float(grams_phrasing[position])
                 + RANK_GRAMS_ANSWER_WEIGHT * float(grams_answer[position])
             )
+            if semantic is not None:
+                similarity = float(semantic[position])
+                confidence = max(confidence, semantic_confidence(similarity))
+                rank += RANK_SEMANTIC_WEIGHT * similarity
             ranked.append((rank, position, confidence))
         ranked.sort(reverse=True)
         return [(position, confidence) for _, position, confidence in ranked[:limit]], tokens
@@ -485,7 +532,18 @@ class WorkspaceIndex:
         }
         return cls(version, languages)
 
-    def answer(self, question: str, language: str | None = None, threshold: float = DEFAULT_THRESHOLD) -> Answer:
+    def _semantic(self, semantic: Semantic | None, language: str) -> np.ndarray | None:
+        if semantic is None or semantic.version != self.version:
+            return None  # computed for another build of the index: its positions mean nothing here
+        return semantic.by_language.get(language)
+
+    def answer(
+        self,
+        question: str,
+        language: str | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        semantic: Semantic | None = None,
+    ) -> Answer:
         """The asked language first; the other one is tried when it does not answer (a customer
         writing in English to a Spanish channel)."""
         order = [language, *(lang for lang in LANGUAGES if lang != language)] if language else list(LANGUAGES)
@@ -493,7 +551,7 @@ class WorkspaceIndex:
         asked_anything = False
         for lang in order:
             index = self.languages[lang]
-            ranked, tokens = index.search(question, limit=1)
+            ranked, tokens = index.search(question, limit=1, semantic=self._semantic(semantic, lang))
             asked_anything = asked_anything or bool(tokens)
             if not ranked:
                 continue
@@ -521,13 +579,15 @@ class WorkspaceIndex:
             return Answer(None, best.entry_id, best.confidence, True, "low_confidence", language=best.language)
         return best
 
-    def suggest(self, question: str, limit: int = 3) -> list[tuple[IndexedEntry, float, str]]:
+    def suggest(
+        self, question: str, limit: int = 3, semantic: Semantic | None = None
+    ) -> list[tuple[IndexedEntry, float, str]]:
         """The best entries in either language for an agent to choose from, most confident first
         (no threshold: the agent judges)."""
         found: list[tuple[IndexedEntry, float, str]] = []
         for lang in LANGUAGES:
             index = self.languages[lang]
-            ranked, _tokens = index.search(question, limit=limit)
+            ranked, _tokens = index.search(question, limit=limit, semantic=self._semantic(semantic, lang))
             found.extend((index.entries[position], confidence, lang) for position, confidence in ranked)
         found.sort(key=lambda item: -item[1])
         return found[:limit]
@@ -565,17 +625,24 @@ def index_for(session: Session, workspace_id: int) -> WorkspaceIndex:
 
 
 def answer(
-    session: Session, workspace_id: int, question: str, language: str | None = None, threshold: float | None = None
+    session: Session,
+    workspace_id: int,
+    question: str,
+    language: str | None = None,
+    threshold: float | None = None,
+    semantic: Semantic | None = None,
 ) -> Answer:
     """What the assistant answers to `question` from the workspace's active entries; no side effects."""
     index = index_for(session, workspace_id)
-    return index.answer(question, language, DEFAULT_THRESHOLD if threshold is None else threshold)
+    return index.answer(question, language, DEFAULT_THRESHOLD if threshold is None else threshold, semantic)
 
 
-def suggestions(session: Session, workspace_id: int, question: str, limit: int = 3) -> list[Answer]:
+def suggestions(
+    session: Session, workspace_id: int, question: str, limit: int = 3, semantic: Semantic | None = None
+) -> list[Answer]:
     """The top `limit` entries for `question` (the inbox's suggested replies); no side effects."""
     index = index_for(session, workspace_id)
     return [
         Answer(entry.answer, entry.id, confidence, False, "suggested", entry.buttons, lang)
-        for entry, confidence, lang in index.suggest(question[:MAX_QUESTION], limit)
+        for entry, confidence, lang in index.suggest(question[:MAX_QUESTION], limit, semantic)
     ]

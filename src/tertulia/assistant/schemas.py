@@ -136,6 +136,11 @@ class AnswerOut(BaseModel):
         description="grounded or ungrounded (source llm); off, no_candidates, budget, error or invalid_output "
         "(source retrieval: why the model did not answer).",
     )
+    embeddings: str = Field(
+        default="off",
+        description="off (no embeddings model), ready (the question's embedding was fused into retrieval), "
+        "building (the knowledge's embeddings are not computed yet), budget or error: retrieval was lexical.",
+    )
 
 
 class BotSettingsBody(Strict):

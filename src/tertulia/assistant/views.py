@@ -392,6 +392,7 @@ MODEL = Section("assistant-model", i18n.lazy("Language model"), Permission.MANAG
 MODEL_FIELDS = (
     "base_url",
     "model",
+    "embedding_model",
     "timeout_seconds",
     "max_retries",
     "conversation_token_budget",
@@ -404,6 +405,7 @@ def _model_typed(values: model_settings.ModelValues) -> dict[str, Any]:
         "enabled": values.enabled,
         "base_url": values.base_url,
         "model": values.model,
+        "embedding_model": values.embedding_model,
         "timeout_seconds": f"{values.timeout_seconds:g}",
         "max_retries": str(values.max_retries),
         "conversation_token_budget": str(values.conversation_token_budget),
@@ -445,6 +447,7 @@ def save_model(
     enabled: Annotated[str | None, Form()] = None,
     base_url: Annotated[str, Form()] = "",
     model: Annotated[str, Form()] = "",
+    embedding_model: Annotated[str, Form()] = "",
     api_key: Annotated[str, Form()] = "",
     clear_api_key: Annotated[str | None, Form()] = None,
     timeout_seconds: Annotated[str, Form()] = "",
@@ -457,7 +460,15 @@ def save_model(
     texts = dict(
         zip(
             MODEL_FIELDS,
-            (base_url, model, timeout_seconds, max_retries, conversation_token_budget, monthly_token_budget),
+            (
+                base_url,
+                model,
+                embedding_model,
+                timeout_seconds,
+                max_retries,
+                conversation_token_budget,
+                monthly_token_budget,
+            ),
             strict=True,
         )
     )
@@ -467,6 +478,7 @@ def save_model(
         "enabled": enabled is not None,
         "base_url": base_url,
         "model": model,
+        "embedding_model": embedding_model,
         "timeout_seconds": _number(timeout_seconds, float),
         "max_retries": _number(max_retries, int),
         "conversation_token_budget": _number(conversation_token_budget, int),
