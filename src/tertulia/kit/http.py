@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import inspect
 import json
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, TypeVar
 
@@ -263,6 +263,15 @@ def check_form_text(request: Request) -> None:
     refusals: dict[str, str] = getattr(request.state, "unsafe_form_text", None) or {}
     if refusals:
         raise _refusal(refusals)
+
+
+def check_form_text_named(request: Request, names: Mapping[str, str]) -> None:
+    """`check_form_text` for a form whose inputs are posted under other names than the fields the
+    page shows errors beside (`answer_0` for `answers.reason`): each refusal is renamed."""
+    request.state.form_text_checked = True
+    refusals: dict[str, str] = getattr(request.state, "unsafe_form_text", None) or {}
+    if refusals:
+        raise _refusal({names.get(key, key): message for key, message in refusals.items()})
 
 
 def unchecked_form_text(request: Request) -> ValidationFailed | None:

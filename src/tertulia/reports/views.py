@@ -3,13 +3,14 @@ the browser by the vendored Chart.js from the same tables the page shows as text
 every number, and a CSV link for every table (the API's CSV of the same table)."""
 
 import hashlib
+from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from sqlalchemy import select
 from starlette.responses import RedirectResponse, Response
 
@@ -398,6 +399,54 @@ def _date(value: str | None) -> date | None:
         return None
 
 
+@dataclass(frozen=True)
+class Asked:
+    """The range and filters in a report page's address, read leniently: a bad id is no filter and a
+    bad date is none, which the report then refuses beside its field."""
+
+    range: str
+    from_: str
+    to: str
+    filters: Filters
+    business_hours: bool
+
+    @property
+    def start(self) -> date | None:
+        return _date(self.from_)
+
+    @property
+    def end(self) -> date | None:
+        return _date(self.to)
+
+    def chosen(self, *, business_hours: bool) -> dict[str, str]:
+        """What the page keeps in its links (tabs, CSV, lists), with the toggle as it applied."""
+        return {
+            "range": self.range,
+            "from": self.from_,
+            "to": self.to,
+            **{k: ("" if v is None else str(v)) for k, v in self.filters.__dict__.items()},
+            "business_hours": "1" if business_hours else "",
+        }
+
+
+def asked(
+    range: Annotated[str, Query(max_length=20)] = "last_7_days",
+    from_: Annotated[str | None, Query(alias="from", max_length=10)] = None,
+    to: Annotated[str | None, Query(max_length=10)] = None,
+    channel_id: Annotated[str | None, Query(max_length=20)] = None,
+    team_id: Annotated[str | None, Query(max_length=20)] = None,
+    user_id: Annotated[str | None, Query(max_length=20)] = None,
+    category_id: Annotated[str | None, Query(max_length=20)] = None,
+    source: Annotated[str | None, Query(max_length=16)] = None,
+    business_hours: Annotated[str | None, Query(max_length=8)] = None,
+) -> Asked:
+    filters = Filters(_int(channel_id), _int(team_id), _int(user_id), _int(category_id), source or None)
+    return Asked(range, from_ or "", to or "", filters, _on(business_hours))
+
+
+AskedRange = Annotated[Asked, Depends(asked)]
+
+
 @router.get("")
 def reports_home(_ctx: UserPage) -> Response:
     return RedirectResponse("/reports/conversations", status_code=303)
@@ -407,32 +456,17 @@ def reports_home(_ctx: UserPage) -> Response:
 def report_page(
     ctx: UserPage,
     name: str,
-    range: Annotated[str, Query(max_length=20)] = "last_7_days",
-    from_: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-    to: Annotated[str | None, Query(max_length=10)] = None,
-    channel_id: Annotated[str | None, Query(max_length=20)] = None,
-    team_id: Annotated[str | None, Query(max_length=20)] = None,
-    user_id: Annotated[str | None, Query(max_length=20)] = None,
-    category_id: Annotated[str | None, Query(max_length=20)] = None,
-    source: Annotated[str | None, Query(max_length=16)] = None,
+    query: AskedRange,
     metric: Annotated[str | None, Query(max_length=24)] = None,
     by: Annotated[str | None, Query(max_length=8)] = None,
-    business_hours: Annotated[str | None, Query(max_length=8)] = None,
 ) -> Response:
     if name not in REPORT_TITLES:
         raise NotFound("No such report.")
-    filters = Filters(_int(channel_id), _int(team_id), _int(user_id), _int(category_id), source or None)
     has_hours = service.has_business_hours(ctx.session, ctx.actor.workspace_id)
     # Kept in the addresses (tabs, CSV, lists) only where it can apply, so a shared link never asks
     # a workspace without hours for it.
-    in_hours = _on(business_hours) and has_hours
-    chosen = {
-        "range": range,
-        "from": from_ or "",
-        "to": to or "",
-        **{k: ("" if v is None else str(v)) for k, v in filters.__dict__.items()},
-        "business_hours": "1" if in_hours else "",
-    }
+    in_hours = query.business_hours and has_hours
+    chosen = query.chosen(business_hours=in_hours)
     if name == "leaderboard":
         chosen.update(metric=metric or "closed", by=by or "user")
     errors: dict[str, str] = {}
@@ -442,10 +476,10 @@ def report_page(
             ctx.session,
             ctx.actor,
             name,
-            preset=range,
-            start=_date(from_),
-            end=_date(to),
-            filters=filters,
+            preset=query.range,
+            start=query.start,
+            end=query.end,
+            filters=query.filters,
             metric=metric,
             by=by,
             business_hours=in_hours,
@@ -454,7 +488,7 @@ def report_page(
         if exc.status_code != 422:
             raise
         errors = {key: ctx.fmt.gettext(FIELD_ERRORS.get(key, CHOOSE_ONE)) for key in exc.details or {}}
-    query = urlencode({k: v for k, v in chosen.items() if v})
+    address = urlencode({k: v for k, v in chosen.items() if v})
     # The other reports' tabs keep the range and filters, not the leaderboard's own choice.
     shared_query = urlencode({k: v for k, v in chosen.items() if v and k not in ("metric", "by")})
     labels = _translated(ctx, LABELS)
@@ -466,7 +500,7 @@ def report_page(
             "report": report,
             "errors": errors,
             "chosen": chosen,
-            "query": query,
+            "query": address,
             "shared_query": shared_query,
             "note": ctx.fmt.gettext(REPORT_NOTES[name]) if name in REPORT_NOTES else None,
             "leaderboard_metrics": [(key, labels[key]) for key in service.LEADERBOARD_METRICS],
@@ -510,24 +544,15 @@ DRILL_TITLES: dict[str, str] = {
 def drill_down_page(
     ctx: UserPage,
     name: str,
+    query: AskedRange,
     metric: Annotated[str, Query(max_length=24)],
     period: Annotated[str | None, Query(max_length=13)] = None,
     bucket: Annotated[str | None, Query(max_length=16)] = None,
-    range: Annotated[str, Query(max_length=20)] = "last_7_days",
-    from_: Annotated[str | None, Query(alias="from", max_length=10)] = None,
-    to: Annotated[str | None, Query(max_length=10)] = None,
-    channel_id: Annotated[str | None, Query(max_length=20)] = None,
-    team_id: Annotated[str | None, Query(max_length=20)] = None,
-    user_id: Annotated[str | None, Query(max_length=20)] = None,
-    category_id: Annotated[str | None, Query(max_length=20)] = None,
-    source: Annotated[str | None, Query(max_length=16)] = None,
-    business_hours: Annotated[str | None, Query(max_length=8)] = None,
 ) -> Response:
     """The conversations behind one bar (a day or hour of the series, a bucket of first responses),
     with the report's range and filters; the count is the bar's number."""
     if name not in service.DRILLABLE:
         raise NotFound("No such report.")
-    filters = Filters(_int(channel_id), _int(team_id), _int(user_id), _int(category_id), source or None)
     listed = service.drill_down(
         ctx.session,
         ctx.actor,
@@ -535,19 +560,13 @@ def drill_down_page(
         metric=metric,
         period=period or None,
         bucket=bucket or None,
-        preset=range,
-        start=_date(from_),
-        end=_date(to),
-        filters=filters,
-        business_hours=_on(business_hours),
+        preset=query.range,
+        start=query.start,
+        end=query.end,
+        filters=query.filters,
+        business_hours=query.business_hours,
     )
-    chosen = {
-        "range": range,
-        "from": from_ or "",
-        "to": to or "",
-        **filters.as_query(),
-        "business_hours": "1" if listed["business_hours"] else "",
-    }
+    chosen = query.chosen(business_hours=listed["business_hours"])
     ids = sorted({item["conversation_id"] for item in listed["items"]})
     # A conversation deleted since (with its contact) is still counted; it is listed without a link.
     contacts = {

@@ -19,8 +19,8 @@ from fastapi import APIRouter, Form, Query
 from starlette.responses import Response
 
 from tertulia.contacts import repository as contacts_repo
-from tertulia.kit.errors import Conflict, DomainError, NotFound, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute, check_form_text
+from tertulia.kit.errors import Conflict, DomainError, NotFound
+from tertulia.kit.http import CheckedInputRoute, check_form_text, check_form_text_named
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
@@ -38,14 +38,6 @@ RUN_STOPPED = i18n.lazy("The workflow was stopped for this contact.")
 # The card is a glance: the full log is on the workflow's page.
 CARD_LOGS = 3
 Answer = Annotated[str, Form(max_length=2000)]
-
-
-def check_form_text_named(ctx: WebContext, names: dict[str, str]) -> None:
-    try:
-        check_form_text(ctx.request)
-    except ValidationFailed as exc:
-        details = {names.get(key, key): message for key, message in (exc.details or {}).items()}
-        raise ValidationFailed(exc.message, details=details) from exc
 
 
 def _menu(
@@ -109,7 +101,7 @@ def run_shortcut(
         typed = dict(answers)
         # A refusal of the form's text (NUL) names the input; the page shows it beside its field.
         names = {f"answer_{index}": f"answers.{item.name}" for index, item in enumerate(form)}
-        check_form_text_named(ctx, names)
+        check_form_text_named(ctx.request, names)
         shortcuts.do_run_shortcut(ctx.session, ctx.actor, workflow_id, contact, answers, conversation_id=conversation)
     except DomainError as exc:
         if isinstance(exc, NotFound) and not typed:

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from tertulia.contacts import service as contacts_service
 from tertulia.conversations.models import ClosingCategory
 from tertulia.kit.errors import DomainError, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute, check_form_text
+from tertulia.kit.http import CheckedInputRoute, check_form_text_named
 from tertulia.kit.text import check_input_text
 from tertulia.kit.types import ID
 from tertulia.users.models import Team
@@ -511,7 +511,7 @@ def _page(
         {
             k: v
             for k, v in (errors or {}).items()
-            if k not in ("name", "__all__", "contact", "answers") and not k.startswith("form.")
+            if k not in ("name", "__all__", "contact", "answers") and not k.startswith(("form.", "form_"))
         },
     )
     context = {
@@ -602,8 +602,12 @@ def simulate_workflow(
     posted = (form_0, form_1, form_2, form_3, form_4)[:MAX_FORM_FIELDS]
     fields = shortcuts.drafted_form(service.current_definition(ctx.session, workflow))
     form_typed = {item.name: posted[index] for index, item in enumerate(fields)}
+    # A refused text is shown beside the field it came from; a posted form_N with no such field in
+    # the form (a trigger that is not a shortcut) keeps its name and is shown above the simulation's
+    # fields.
+    placed = {f"form_{index}": f"form.{item.name}" for index, item in enumerate(fields)}
     try:
-        check_form_text(ctx.request)
+        check_form_text_named(ctx.request, placed)
         found = contacts_service.access_contact(ctx.session, ctx.actor, contact.strip() or "id:0")
         checked = service.check_definition(
             ctx.session, ctx.actor.workspace_id, service.current_definition(ctx.session, workflow), workflow.id
