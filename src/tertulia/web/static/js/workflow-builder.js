@@ -798,9 +798,11 @@
               if (again) again.focus();
             });
           });
+          const summary = el("span", { class: "hint", id: id + "-summary", "data-testid": "conditions-summary", text: conditionSummary(value) });
+          input.addEventListener("input", function () { summary.textContent = conditionSummary(slot.get()); });
           wrapper.append(
             el("span", { class: "label", text: label }),
-            el("div", { class: "wfb-conditions" }, [edit, el("span", { class: "hint", id: id + "-summary", "data-testid": "conditions-summary", text: conditionSummary(value) })]),
+            el("div", { class: "wfb-conditions" }, [edit, summary]),
             el("details", { class: "wfb-advanced", "data-testid": "conditions-advanced" }, [
               el("summary", { text: conditions.words.advanced }),
               el("label", { for: id, text: label + " (JSON)" }), input, local,
@@ -1026,7 +1028,10 @@
     const host = conditions.dialog.querySelector("[data-condition-host]");
     host.innerHTML = html;
     if (window.htmx) window.htmx.process(host);
-    const first = host.querySelector("select, input:not([type=hidden]), button");
+    // After a refused Apply, the first condition with an error; else the first control.
+    const wrong = Array.from(host.querySelectorAll(".field-error")).find(function (node) { return node.textContent.trim(); });
+    const place = wrong ? wrong.closest(".condition, .filter-group") || host : host;
+    const first = place.querySelector("select, input:not([type=hidden]), button") || host.querySelector("select, button");
     if (first) first.focus();
   }
 
