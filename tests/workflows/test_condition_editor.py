@@ -63,7 +63,9 @@ def _error_beside(html: str, slot: str) -> str:
 
 def test_the_panel_opens_on_the_fields_json_with_its_values(client: TestClient, db: Database, tenant: Tenant) -> None:
     token = _manager(client, db, tenant)
-    answer = client.post(PANEL, data={"csrf_token": token, "scope": "trigger", "source": json.dumps(TAGGED)})
+    answer = client.post(
+        PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps(TAGGED)}
+    )
     assert answer.status_code == 200, answer.text
     html = answer.text
     assert _selected(html, "g0.c0.cat") == ["tag"]
@@ -77,7 +79,7 @@ def test_the_panel_opens_on_the_fields_json_with_its_values(client: TestClient, 
     assert "Apply" in html
     assert "filter-count" not in html
     assert "save-new" not in html
-    assert 'name="scope" value="trigger"' in html
+    assert 'name="editor_scope" value="trigger"' in html
     assert 'label="Variables"' not in html
 
 
@@ -86,19 +88,24 @@ def test_a_branch_offers_the_variables_its_workflow_declares(client: TestClient,
     source = {
         "groups": [{"conditions": [{"category": "variable", "field": "area", "operator": "is", "value": "ventas"}]}]
     }
-    data = {"csrf_token": token, "scope": "branch", "source": json.dumps(source), "definition": json.dumps(DEFINITION)}
+    data = {
+        "csrf_token": token,
+        "editor_scope": "branch",
+        "editor_source": json.dumps(source),
+        "editor_definition": json.dumps(DEFINITION),
+    }
     html = client.post(PANEL, data=data).text
     assert _selected(html, "g0.c0.cat") == ["var:area"]
     assert 'name="g0.c0.value" value="ventas"' in html
-    variables = re.search(r'name="variables" value="([^"]*)"', html)
+    variables = re.search(r'name="editor_variables" value="([^"]*)"', html)
     assert variables
     assert json.loads(markup.unescape(variables.group(1))) == {"area": "text"}
     applied = client.post(
         APPLY,
         data={
             "csrf_token": token,
-            "scope": "branch",
-            "variables": json.dumps({"area": "text"}),
+            "editor_scope": "branch",
+            "editor_variables": json.dumps({"area": "text"}),
             "match": "all",
             "g0.match": "all",
             "g0.c0.cat": "var:area",
@@ -115,7 +122,7 @@ def test_pickers_re_render_the_panel_and_apply_answers_the_filter_json(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     token = _manager(client, db, tenant)
-    form = {"csrf_token": token, "scope": "trigger", "match": "any", "g0.match": "all", "g0.c0.cat": "tag"}
+    form = {"csrf_token": token, "editor_scope": "trigger", "match": "any", "g0.match": "all", "g0.c0.cat": "tag"}
     # The category changed to Tags: the operator becomes the first a tag has, with its tag picker.
     html = client.post(PANEL, data={**form, "g0.c0.op": "is"}).text
     assert _selected(html, "g0.c0.op") == ["has_any_of"]
@@ -137,7 +144,7 @@ def test_a_bad_value_is_refused_beside_its_condition_in_spanish(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     token = _manager(client, db, tenant, "es")
-    form = {"csrf_token": token, "scope": "trigger", "match": "all", "g0.match": "all"}
+    form = {"csrf_token": token, "editor_scope": "trigger", "match": "all", "g0.match": "all"}
     bad = {**form, "g0.c0.cat": "field:first_name", "g0.c0.op": "is", "g0.c0.value": "Ana", "g0.c1.cat": "field:points"}
     answer = client.post(APPLY, data={**bad, "g0.c1.op": "gt", "g0.c1.value": "mucho"})
     assert answer.status_code == 422
@@ -159,9 +166,17 @@ def test_english_errors_and_json_that_is_not_json(client: TestClient, db: Databa
     )
     assert answer.status_code == 422
     assert _error_beside(answer.text, "g0-c0") == "a value is required"
-    broken = client.post(PANEL, data={"csrf_token": token, "source": "{nope"})
-    assert broken.status_code == 422
-    assert "edit them under Advanced" in _error_beside(broken.text, "filter")
+    for wrong in ("{nope", "[" * 5000 + "]" * 5000, '{"groups": ' + "[" * 25 + "1" + "]" * 25 + "}"):
+        broken = client.post(PANEL, data={"csrf_token": token, "editor_source": wrong})
+        assert broken.status_code == 422
+        assert "edit them under Advanced" in _error_beside(broken.text, "filter")
+    # A definition that is not JSON offers no variables, and the panel still opens.
+    opened = client.post(
+        PANEL,
+        data={"csrf_token": token, "editor_scope": "branch", "editor_source": "{}", "editor_definition": "[" * 5000},
+    )
+    assert opened.status_code == 200
+    assert 'name="editor_variables" value="{}"' in opened.text
 
 
 def test_a_variable_no_step_declares_and_variables_on_a_trigger_are_refused(
@@ -169,10 +184,12 @@ def test_a_variable_no_step_declares_and_variables_on_a_trigger_are_refused(
 ) -> None:
     token = _manager(client, db, tenant)
     form = {"csrf_token": token, "match": "all", "g0.match": "all", "g0.c0.cat": "var:zona", "g0.c0.op": "is"}
-    branch = client.post(APPLY, data={**form, "scope": "branch", "variables": "{}", "g0.c0.value": "norte"})
+    branch = client.post(
+        APPLY, data={**form, "editor_scope": "branch", "editor_variables": "{}", "g0.c0.value": "norte"}
+    )
     assert branch.status_code == 422
     assert _error_beside(branch.text, "g0-c0") == "unknown variable 'zona'"
-    trigger = client.post(APPLY, data={**form, "scope": "trigger", "g0.c0.value": "norte"})
+    trigger = client.post(APPLY, data={**form, "editor_scope": "trigger", "g0.c0.value": "norte"})
     assert trigger.status_code == 422
     assert "unknown category" in _error_beside(trigger.text, "g0-c0")
 
@@ -186,7 +203,7 @@ def test_another_workspaces_segment_and_field_are_refused(
         do_create_custom_field(session, other.actor(), "secret_score", "Secret", FieldType.NUMBER)
     token = _manager(client, db, tenant)
     source = {"groups": [{"conditions": [{"category": "segment", "operator": "in", "value": foreign}]}]}
-    html = client.post(PANEL, data={"csrf_token": token, "source": json.dumps(source)}).text
+    html = client.post(PANEL, data={"csrf_token": token, "editor_source": json.dumps(source)}).text
     assert "Ajenos" not in html  # the picker lists this workspace's segments only
     form = {"csrf_token": token, "match": "all", "g0.match": "all"}
     segment = client.post(APPLY, data={**form, "g0.c0.cat": "segment", "g0.c0.op": "in", "g0.c0.value": str(foreign)})
@@ -199,5 +216,5 @@ def test_another_workspaces_segment_and_field_are_refused(
 
 def test_agents_may_not_use_the_editor(client: TestClient, db: Database, tenant: Tenant) -> None:
     token = sign_in_as(client, db, tenant.agent_id, "agent-password")
-    assert client.post(PANEL, data={"csrf_token": token, "source": "{}"}).status_code == 403
+    assert client.post(PANEL, data={"csrf_token": token, "editor_source": "{}"}).status_code == 403
     assert client.post(APPLY, data={"csrf_token": token, "match": "all"}).status_code == 403

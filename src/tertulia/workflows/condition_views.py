@@ -4,8 +4,8 @@ A trigger's conditions and a branch's are the segments' filter language (plus, i
 `variable` category over the run's variables), so the builder edits them with the panel people use
 for segments (segments/panel.py and its template), server-rendered here:
 
-- `POST /workflows/conditions/panel` renders the panel: from posted JSON (`source`, when the
-  dialog opens, with `definition` for a branch, whose declared variables the Category picker offers)
+- `POST /workflows/conditions/panel` renders the panel: from posted JSON (`editor_source`, when the
+  dialog opens, with `editor_definition` for a branch, whose declared variables the Category picker offers)
   or from the panel's own fields as its pickers change (htmx re-renders it, as on the contacts page).
 - `POST /workflows/conditions/apply` turns the panel's fields into the filter JSON (panel.py's
   translation), checks it as saving the definition would, and answers `{"conditions": ...}`, which
@@ -50,6 +50,9 @@ PANEL_URL = "/workflows/conditions/panel"
 # A filter is far smaller than this; the cap keeps a pasted document from being parsed at all.
 MAX_SOURCE = 200_000
 MAX_VARIABLES = 200
+# A filter nests 5 deep (filter, groups, a group, conditions, a condition) plus a value's list or
+# "ago" object; a definition's step configs go a little deeper.
+MAX_NESTING = 20
 TITLES = {
     "trigger": i18n.lazy("Trigger conditions"),
     "branch": i18n.lazy("Branch conditions"),
@@ -114,7 +117,7 @@ def _render(
         "title": ctx.fmt.gettext(TITLES[scope]),
         "apply": ctx.fmt.gettext(APPLY),
         # The variables as the panel knows them, unknown ones kept visible included.
-        "hidden": {"scope": scope, "variables": json.dumps(cat.variables if scope == "branch" else {})},
+        "hidden": {"editor_scope": scope, "editor_variables": json.dumps(cat.variables if scope == "branch" else {})},
     }
     context = {
         "editor": editor,
@@ -143,12 +146,21 @@ def _typed(ctx: WebContext, cat: Catalogue) -> RawFilter:
     return from_form(FormData([(key, replace_unsafe_characters(value)) for key, value in form.multi_items()]), cat)
 
 
-def _parsed(text: str) -> Any:
+def _loaded(text: str) -> Any:
+    """JSON a client sent, or None when it is not JSON, nests past any filter's depth (the panel
+    reads it recursively) or holds NaN or an infinity."""
     try:
         value = json.loads(text)
-    except ValueError as exc:
-        raise ValidationFailed.field("filter", NOT_JSON) from exc
-    if language.non_finite_path(value) is not None:
+    except (ValueError, RecursionError):  # RecursionError: arrays nested past the parser's limit
+        return None
+    if language.nesting_depth(value, MAX_NESTING) > MAX_NESTING or language.non_finite_path(value) is not None:
+        return None
+    return value
+
+
+def _parsed(text: str) -> Any:
+    value = _loaded(text)
+    if value is None:
         raise ValidationFailed.field("filter", NOT_JSON)
     return value
 
@@ -157,47 +169,45 @@ def _parsed(text: str) -> Any:
 @read_only
 def conditions_panel(
     ctx: UserPage,
-    scope: Annotated[str, Form()] = "trigger",
-    source: OptionalText = None,
-    definition: OptionalText = None,
-    variables: Text = "",
+    editor_scope: Annotated[str, Form()] = "trigger",
+    editor_source: OptionalText = None,
+    editor_definition: OptionalText = None,
+    editor_variables: Text = "",
     action: Annotated[str, Form(max_length=40)] = "",
 ) -> Response:
-    """The panel from the field's JSON (`source`) when the dialog opens, else from its own fields
-    after a picker or an add/remove button changed."""
+    """The panel from the field's JSON (`editor_source`) when the dialog opens, else from its own
+    fields after a picker or an add/remove button changed."""
     ctx.actor.require(Permission.MANAGE_WORKFLOWS)
-    scope = _scope(scope)
-    known = _variables(variables)
-    if scope == "branch" and definition is not None:
-        try:
-            parsed_definition = json.loads(definition)
-        except ValueError:
-            parsed_definition = None
+    scope = _scope(editor_scope)
+    known = _variables(editor_variables)
+    if scope == "branch" and editor_definition is not None:
         check = service.check_context(ctx.session, ctx.actor.workspace_id)
-        known = language.variable_kinds_of(parsed_definition, check)
+        known = language.variable_kinds_of(_loaded(editor_definition), check)
     cat = _catalogue(ctx, known if scope == "branch" else {})
-    if source is not None:
-        try:
-            stored = _parsed(source)
-        except ValidationFailed as exc:
-            return _render(ctx, RawFilter(), cat, scope, errors=_slots(ctx, exc), status_code=422)
-        return _render(ctx, from_filter(stored if isinstance(stored, dict) else None, cat), cat, scope)
     try:
         check_form_text(ctx.request)
     except ValidationFailed as exc:
         return _render(ctx, _typed(ctx, cat), cat, scope, errors=_slots(ctx, exc), status_code=422)
+    if editor_source is not None:
+        try:
+            stored = _parsed(editor_source)
+        except ValidationFailed as exc:
+            return _render(ctx, RawFilter(), cat, scope, errors=_slots(ctx, exc), status_code=422)
+        return _render(ctx, from_filter(stored if isinstance(stored, dict) else None, cat), cat, scope)
     raw = apply_action(from_form(ctx.request.state.form, cat), action, cat)
     return _render(ctx, raw, cat, scope)
 
 
 @router.post("/conditions/apply")
 @read_only
-def apply_conditions(ctx: UserPage, scope: Annotated[str, Form()] = "trigger", variables: Text = "") -> Response:
+def apply_conditions(
+    ctx: UserPage, editor_scope: Annotated[str, Form()] = "trigger", editor_variables: Text = ""
+) -> Response:
     """The panel's fields as the filter JSON, checked against the workspace (its fields, tags and
     segments; a branch's variables): `{"conditions": ...}`, or the panel with the errors (422)."""
     ctx.actor.require(Permission.MANAGE_WORKFLOWS)
-    scope = _scope(scope)
-    declared = _variables(variables) if scope == "branch" else None
+    scope = _scope(editor_scope)
+    declared = _variables(editor_variables) if scope == "branch" else None
     cat = _catalogue(ctx, declared or {})
     try:
         check_form_text(ctx.request)

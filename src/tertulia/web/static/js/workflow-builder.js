@@ -1043,8 +1043,8 @@
   function openConditions(scope, current, onApply) {
     const dialog = conditions.dialog;
     conditions.onApply = onApply;
-    const params = new URLSearchParams({ scope: scope, source: JSON.stringify(current) });
-    if (scope === "branch") params.set("definition", JSON.stringify(definition));
+    const params = new URLSearchParams({ editor_scope: scope, editor_source: JSON.stringify(current) });
+    if (scope === "branch") params.set("editor_definition", JSON.stringify(definition));
     dialog.querySelector("[data-condition-host]").replaceChildren(el("p", { class: "muted", text: "…" }));
     if (!dialog.open) dialog.showModal();
     postForm(dialog.dataset.panelUrl, params).then(function (response) {
