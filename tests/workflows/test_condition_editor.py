@@ -189,6 +189,10 @@ def test_a_variable_no_step_declares_and_variables_on_a_trigger_are_refused(
     )
     assert branch.status_code == 422
     assert _error_beside(branch.text, "g0-c0") == "unknown variable 'zona'"
+    # A variables list that is not JSON (nested past the parser's limit) declares none.
+    broken = client.post(APPLY, data={**form, "editor_scope": "branch", "editor_variables": "[" * 5000})
+    assert broken.status_code == 422
+    assert _error_beside(broken.text, "g0-c0") == "unknown variable 'zona'"
     trigger = client.post(APPLY, data={**form, "editor_scope": "trigger", "g0.c0.value": "norte"})
     assert trigger.status_code == 422
     assert "unknown category" in _error_beside(trigger.text, "g0-c0")

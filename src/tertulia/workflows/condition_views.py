@@ -4,9 +4,10 @@ A trigger's conditions and a branch's are the segments' filter language (plus, i
 `variable` category over the run's variables), so the builder edits them with the panel people use
 for segments (segments/panel.py and its template), server-rendered here:
 
-- `POST /workflows/conditions/panel` renders the panel: from posted JSON (`editor_source`, when the
-  dialog opens, with `editor_definition` for a branch, whose declared variables the Category picker offers)
-  or from the panel's own fields as its pickers change (htmx re-renders it, as on the contacts page).
+- `POST /workflows/conditions/panel` renders the panel: from posted JSON (`editor_source`, when
+  the dialog opens, with `editor_definition` for a branch, whose declared variables the Category
+  picker offers) or from the panel's own fields as its pickers change (htmx re-renders it, as on
+  the contacts page).
 - `POST /workflows/conditions/apply` turns the panel's fields into the filter JSON (panel.py's
   translation), checks it as saving the definition would, and answers `{"conditions": ...}`, which
   the builder's script writes into the field; a bad value answers 422 with the panel again and the
@@ -73,10 +74,7 @@ def _scope(value: str) -> str:
 def _variables(text: str) -> dict[str, str]:
     """The panel's hidden list of variables (name -> kind), as the dialog was opened with; anything
     malformed is dropped (it only decides what the Category picker offers)."""
-    try:
-        parsed = json.loads(text) if text else {}
-    except ValueError:
-        return {}
+    parsed = _loaded(text) if text else {}
     if not isinstance(parsed, dict):
         return {}
     return {
