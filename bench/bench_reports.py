@@ -35,8 +35,11 @@ from tertulia.reports import histogram
 from tertulia.reports.models import ConversationFact, Rollup
 from tertulia.reports.repository import KEY_COLUMNS
 from tertulia.reports.rollups import Changes
-from tertulia.reports.service import REPORTS, build_report
+from tertulia.reports.service import REPORTS, TIMED_REPORTS, build_report
+from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
+from tertulia.workspaces.hours import business_seconds, parse_hours
+from tertulia.workspaces.service import do_set_business_hours
 
 CONVERSATIONS = int(os.environ.get("TERTULIA_BENCH_CONVERSATIONS", "20000"))
 ZONE = "America/Mexico_City"
@@ -44,6 +47,12 @@ END = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 CHANNELS, TEAMS, USERS, CATEGORIES = 6, 4, 25, 6
 SOURCES = ("incoming", "incoming", "incoming", "user", "broadcast")
 RUNS = 5
+# The workspace's business hours: every duration is also kept within them, and the reports with times
+# are measured with the toggle on too.
+OFFICE = {
+    "timezone": ZONE,
+    "week": {d: [{"start": "09:00", "end": "19:00"}] for d in ("monday", "tuesday", "wednesday", "thursday", "friday")},
+}
 
 
 def _urls() -> dict[str, str]:
@@ -82,6 +91,12 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
     """The rollup rows of `n` conversations over the year before END, and how many messages."""
     rng = random.Random(seed)
     zone = ZoneInfo(ZONE)
+    # Every duration is also kept in business hours (an office week), as the consumer does.
+    office = parse_hours(OFFICE)
+
+    def both(start: datetime, end: datetime) -> tuple[float, float]:
+        return (end - start).total_seconds(), business_seconds(office, start, end)
+
     totals: dict[tuple[Any, ...], list[float]] = {}
     messages = 0
 
@@ -107,7 +122,7 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
         agent = rng.randint(1, USERS)
         assigned = opened + timedelta(seconds=_seconds(rng, 120))
         fact.assignee_id = agent
-        add(assigned, lambda c, f=fact, s=(assigned - opened).total_seconds(): c.duration("assignment", f, s))
+        add(assigned, lambda c, f=fact, s=both(opened, assigned): c.duration("assignment", f, *s))
         at = opened
         for m in range(rng.randint(1, 8)):
             at += timedelta(seconds=_seconds(rng, 60))
@@ -119,9 +134,7 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
         first = opened + timedelta(seconds=_seconds(rng, 300))
         add(
             first,
-            lambda c, f=fact, s=(first - opened).total_seconds(), u=agent: c.duration(
-                "first_response", f, s, user_id=u
-            ),
+            lambda c, f=fact, s=both(opened, first), u=agent: c.duration("first_response", f, *s, user_id=u),
         )
         reply = first
         for _ in range(rng.randint(1, 6)):
@@ -134,7 +147,7 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
             closed = reply + timedelta(seconds=_seconds(rng, 3600))
             fact.category_id = rng.randint(1, CATEGORIES)
             add(closed, lambda c, f=fact: c.count("closed", f))
-            add(closed, lambda c, f=fact, s=(closed - opened).total_seconds(): c.duration("resolution", f, s))
+            add(closed, lambda c, f=fact, s=both(opened, closed): c.duration("resolution", f, *s))
             if rng.random() < 0.1:
                 again = closed + timedelta(seconds=_seconds(rng, 86400))
                 add(again, lambda c, f=fact: c.count("reopened", f))
@@ -178,9 +191,12 @@ def _median_ms(action: Any) -> float:
 def run(name: str, url: str) -> dict[str, Any]:
     db = _fresh(name, url)
     with db.transaction() as session:
-        workspace_id = do_create_workspace_with_owner(
+        created = do_create_workspace_with_owner(
             session, "Bench", "owner@bench.example.com", "owner-password", timezone=ZONE
-        ).workspace.id
+        )
+        workspace_id = created.workspace.id
+        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        do_set_business_hours(session, owner, OFFICE)
     started = time.perf_counter()
     rows, messages = generate(workspace_id, CONVERSATIONS)
     generated = time.perf_counter() - started
@@ -210,6 +226,13 @@ def run(name: str, url: str) -> dict[str, Any]:
                     build_report(session, actor, report, preset="custom", start=first, end=end)
 
             figures[f"{report}_{days}d_ms"] = _median_ms(build)
+            if report in TIMED_REPORTS:
+
+                def build_in_hours(report: str = report, first: Any = first) -> None:
+                    with db.transaction(write=False) as session:
+                        build_report(session, actor, report, preset="custom", start=first, end=end, business_hours=True)
+
+                figures[f"{report}_{days}d_business_hours_ms"] = _median_ms(build_in_hours)
     db.dispose()
     return figures
 

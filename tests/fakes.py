@@ -23,6 +23,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelRules,
     DeliveryStatus,
+    Fault,
     InboundMessage,
     OutboundMessage,
     ParsedWebhook,
@@ -168,7 +169,8 @@ FAKE_SECRET = "fake-provider-secret"
 
 
 class FakeHttpAdapter:
-    """A provider adapter the way a real one is written: HTTP out, errors mapped by status; callbacks
+    """A provider adapter the way a real one is written: HTTP out, errors mapped by status (401 and 403
+    the channel's credentials, any other 4xx the message's, 429 and 5xx retried); callbacks
     shaped like Meta's (X-Signature = hex HMAC-SHA256(secret, raw body); a GET handshake echoes
     `challenge` when `verify_token` is the secret)."""
 
@@ -214,7 +216,13 @@ class FakeHttpAdapter:
             raise TransientError(str(exc)) from exc
         if response.status_code == 429 or response.status_code >= 500:
             raise TransientError(response.json().get("error", "provider busy"), retry_after=0)
+        if response.status_code in (401, 403):
+            # The channel's credentials refused: every message would fail the same way.
+            raise PermanentError(
+                response.json().get("error", "unauthorized"), code=str(response.status_code), fault=Fault.CREDENTIALS
+            )
         if response.status_code >= 400:
+            # This one recipient or message refused.
             raise PermanentError(response.json().get("error", "rejected"), code=str(response.status_code))
         return SendResult(provider_message_id=response.json()["id"])
 

@@ -503,25 +503,27 @@ def channel_connect(
 
 @channel_app.command("watch-email")
 def channel_watch_email() -> None:
-    """Read email channels' new mail as it arrives: one IMAP IDLE connection per active mailbox (a
-    server without IDLE is read every poll_seconds). Runs until stopped; the mail goes through the
-    queue like any callback. Without it, `tertulia serve`/`worker` read each mailbox every minute."""
+    """Only the email channels' watchers, without the queue's workers: one IMAP IDLE connection per
+    active mailbox (a server without IDLE, or POP3, read every poll_seconds), picking up channels
+    connected, changed or disconnected while it runs. `tertulia worker` and `tertulia serve` (with its
+    embedded queue) run the same watchers; each mailbox has one watcher whichever processes run.
+    Runs until stopped; the mail goes through the queue like any callback."""
     import signal
     import threading
 
-    from tertulia.conversations.ingress.mailbox import start_watchers
+    from tertulia.conversations.ingress.mailbox import MailWatchers
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    threads = start_watchers(get_database(), stop)
-    typer.echo(f"watching {len(threads)} mailbox(es)")
+    watchers = MailWatchers(get_database())
+    watchers.start()
+    typer.echo("watching the email channels' mailboxes")
     try:
         while not stop.wait(1.0):
             pass
     except KeyboardInterrupt:
         stop.set()
-    for thread in threads:
-        thread.join(10)
+    watchers.stop()
 
 
 @channel_app.command("list")

@@ -40,6 +40,10 @@ pending outgoing messages with no task waiting, queued or interrupted imports an
 or still sending. A task a dead
 consumer had taken off the queue is gone from it; the database still says what is to do.
 When a consumer is asked to stop, running imports are handed back to the queue after their batch.
+
+Beside its workers, a consumer runs the email channels' watchers (`conversations.ingress.mailbox.
+MailWatchers`: IMAP IDLE or reading every poll_seconds, one per mailbox across processes); they
+start with it and stop with it.
 """
 
 from tertulia import consumers
@@ -92,4 +96,6 @@ queue.at_consumer_start(_requeue_interrupted_imports)
 queue.at_consumer_start(broadcasts_tasks.sweep)
 queue.at_consumer_start(reports_export_tasks.requeue_at_start)
 queue.at_consumer_start(workflows_tasks.sweep)
+queue.at_consumer_start(conversations_mailbox.start_process_watchers)
 queue.at_consumer_stop(import_runner.release_running_imports)
+queue.at_consumer_stop(conversations_mailbox.stop_process_watchers)

@@ -7,26 +7,66 @@ import csv
 import io
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, expect
 
+from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations import service as inbox
 from tertulia.conversations.inbound import do_receive
+from tertulia.conversations.models import Conversation
 from tertulia.events import dispatcher
+from tertulia.kit.clock import travel
+from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.reports.rollups import CONSUMER, apply_event
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
+from tertulia.workspaces.service import do_set_business_hours
 from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
 
 OWNER = ("owner@reports.example.com", "owner-password")
+# A second workspace, open 09:00-19:00 on weekdays, where a customer wrote at 18:55 on Friday
+# 6 November 2026 and was answered at 09:05 on Monday: 2 d 14 h 10 min, or 10 business minutes.
+HOURS_OWNER = ("owner@hours.example.com", "owner-password")
+ZONE = ZoneInfo("America/Mexico_City")
+
+
+def _at(local: str) -> timedelta:
+    return datetime.fromisoformat(local).replace(tzinfo=ZONE) - datetime.now(UTC)
+
+
+def _weekend_reply(database: Database) -> None:
+    with travel(_at("2026-11-02 08:00")), database.transaction() as session:
+        created = do_create_workspace_with_owner(
+            session, "Horario Co", HOURS_OWNER[0], HOURS_OWNER[1], timezone="America/Mexico_City"
+        )
+        owner = Actor(workspace_id=created.workspace.id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        weekdays = ("monday", "tuesday", "wednesday", "thursday", "friday")
+        week = {day: [{"start": "09:00", "end": "19:00"}] for day in weekdays}
+        do_set_business_hours(session, owner, {"timezone": "America/Mexico_City", "week": week})
+        channel = do_create_channel(session, owner, "webchat", "Web", {"allowed_origins": ["https://shop.example"]})
+        channel_id = channel.id
+    with travel(_at("2026-11-06 18:55")), database.transaction() as session:
+        found = session.get(Channel, channel_id)
+        assert found is not None
+        received = do_receive(
+            session, found, InboundMessage(sender_id=f"{channel_id}:v:late", provider_message_id="late", text="hola")
+        )
+        assert received.conversation is not None
+        conversation_id = received.conversation.id
+    with travel(_at("2026-11-09 09:05")), database.transaction() as session:
+        conversation = session.get(Conversation, conversation_id)
+        assert conversation is not None
+        inbox.do_reply(session, owner, conversation, text="Buenos días")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +89,7 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             inbox.do_reply(session, owner, received.conversation, text="¡Hola! ¿En qué te ayudo?")
             if n:
                 inbox.do_close(session, owner, received.conversation, category_id=None, summary=None)
+    _weekend_reply(database)
     # The consumer as the app's worker runs it, on this database.
     consumer = dispatcher.Consumer(CONSUMER.name, lambda event: apply_event(database, event), CONSUMER.types)
     assert dispatcher.dispatch(database, [consumer]).delivered > 0
@@ -146,5 +187,39 @@ def test_the_new_reports_draw_their_charts(browser: Browser, base_url: str) -> N
     leaderboard = page.get_by_test_id("report-table-leaderboard")
     expect(leaderboard.locator("tbody tr").first.locator("td").nth(2)).to_have_text("3")  # the owner's replies
     shot(page, "98-reports-leaderboard.png")
+    context.close()
+    assert problems == []
+
+
+def test_the_business_hours_toggle_changes_the_times(browser: Browser, base_url: str) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, base_url, "/reports/responses?range=custom&from=2026-11-09&to=2026-11-09", *HOURS_OWNER)
+    first_response = page.get_by_test_id("report-table-summary").locator("tbody tr").first
+    median = first_response.locator("td").nth(2)
+    expect(median).to_have_text(re.compile(r"^2 d 14 h$"))
+    toggle = page.get_by_test_id("business-hours")
+    expect(toggle).to_be_enabled()
+    expect(toggle).not_to_be_checked()
+    expect(page.get_by_label("Solo horario laboral", exact=True)).to_be_visible()
+    toggle.check()
+    page.get_by_test_id("apply-filters").click()
+    page.wait_for_url(re.compile(r"business_hours=1"))
+    expect(page.get_by_test_id("business-hours")).to_be_checked()
+    expect(median).to_have_text(re.compile(r"^(9 min 59 s|10 min [0-2] s)$"))  # the clock runs on a moment
+    expect(page.get_by_test_id("report-business-hours")).to_be_visible()
+    expect(page.locator("canvas[data-chart=buckets]")).to_have_attribute("data-drawn", "true")
+    shot(page, "98-reports-business-hours.png")
+    # The first workspace has no business hours: the toggle is there, disabled, with the reason.
+    context.close()
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, base_url, "/reports/responses?business_hours=1", *OWNER)
+    expect(page.get_by_test_id("business-hours")).to_be_disabled()
+    expect(page.get_by_test_id("business-hours")).not_to_be_checked()
+    expect(page.get_by_test_id("business-hours-unavailable")).to_be_visible()
     context.close()
     assert problems == []

@@ -13,6 +13,8 @@ refusing a message by policy. The tests then prove, for every adapter:
   twice stores each message once);
 - `send` against a real local server (HTTP, or the adapter's own protocol: SMTP) maps 429 and 5xx
   to `TransientError` and a policy refusal to `PermanentError` carrying the provider's reason;
+- a refusal of one recipient is that message's fault (the channel stays connected), and the
+  provider's refusal of the channel's credentials is the channel's (`Fault.CREDENTIALS`);
 - delivery statuses only move forward, whatever order the receipts arrive in.
 """
 
@@ -31,7 +33,9 @@ from sqlalchemy import select
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelAdapter,
+    ChannelError,
     DeliveryStatus,
+    Fault,
     MessageType,
     OutboundMessage,
     PermanentError,
@@ -75,6 +79,10 @@ class AdapterCase:
     # For adapters that call a provider: the config pointing `send` at `url`, and its refusal shape.
     send_config: Callable[[str], dict[str, Any]] | None = None
     refusal: Refusal | None = None
+    # The provider's answer when it refuses the channel's credentials (an expired or revoked token, a
+    # wrong key), as its documentation shows it; None where a test of its own covers it (email: the
+    # SMTP login, tests/channels/test_email.py).
+    credentials_refusal: tuple[int, dict[str, Any]] | None = None
     # A status callback body for (provider message id, status), for adapters with receipts; None for
     # a status the provider never reports.
     status_body: Callable[[str, DeliveryStatus], bytes | None] | None = None
@@ -256,6 +264,25 @@ def test_send_maps_provider_errors(case: AdapterCase, db: Database, tenant: Tena
             case.adapter.send(channel, _outbound(case))
         assert refused.value.reason == refusal.reason
         assert case.adapter.send(channel, _outbound(case)).provider_message_id == provider_id
+
+
+def test_send_tells_a_broken_channel_from_a_refused_recipient(case: AdapterCase, db: Database, tenant: Tenant) -> None:
+    if case.send_config is None or case.refusal is None:
+        pytest.skip("no provider to refuse anything")
+    answers = [(case.refusal.status, case.refusal.body)]
+    if case.credentials_refusal is not None:
+        answers.append(case.credentials_refusal)
+    provider = case.provider or scripted_provider
+    with provider(answers) as url:
+        channel = _channel(db, tenant, case, case.send_config(url))
+        with pytest.raises(PermanentError) as refused:
+            case.adapter.send(channel, _outbound(case))
+        assert (refused.value.fault, refused.value.channel_level) == (Fault.MESSAGE, False)
+        if case.credentials_refusal is None:
+            return
+        with pytest.raises(ChannelError) as locked_out:
+            case.adapter.send(channel, _outbound(case))
+        assert (locked_out.value.fault, locked_out.value.channel_level) == (Fault.CREDENTIALS, True)
 
 
 # ----- statuses -------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from tests.channels.contract import (
     test_handshake_is_answered,
     test_samples_parse_to_messages_with_provider_ids,
     test_send_maps_provider_errors,
+    test_send_tells_a_broken_channel_from_a_refused_recipient,
     test_statuses_only_move_forward,
 )
 from tests.channels.fake_meta_graph import graph_error
@@ -91,6 +92,7 @@ def _fakehttp() -> AdapterCase:
         samples=[(sample, ["wamid.A"])],
         send_config=lambda url: {"url": url},
         refusal=Refusal(400, {"error": "outside the 24-hour window"}, "outside the 24-hour window"),
+        credentials_refusal=(401, {"error": "the access token has expired"}),
         status_body=status_body,
         recipient_id="5215512345678",
         retry_after=0,
@@ -130,6 +132,7 @@ def _telegram() -> AdapterCase:
             error_body(403, "Forbidden: bot was blocked by the user"),
             "Forbidden: bot was blocked by the user",
         ),
+        credentials_refusal=(401, error_body(401, "Unauthorized")),
         error_body=error_body,
         accepted=(accepted, "5551234:42"),
         retry_after=3,
@@ -159,6 +162,7 @@ def _whatsapp() -> AdapterCase:
         secrets={"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET},
         send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
         refusal=Refusal(400, wa.RE_ENGAGEMENT, wa.RE_ENGAGEMENT_REASON),
+        credentials_refusal=(401, graph_error(190, "Error validating access token: Session has expired", 463)),
         status_body=lambda provider_id, status: wa.body(wa.status(provider_id, status.value)),
         recipient_id="16505551234",
         accepted=(wa.accepted("prov-1"), "prov-1"),
@@ -217,6 +221,8 @@ def _messenger() -> AdapterCase:
             "Sent outside the 24-hour window without a message tag that allows it. "
             "(#10) This message is sent outside of allowed window.",
         ),
+        # Graph answers an invalid token 400 with code 190: the code decides, not the status.
+        credentials_refusal=(400, graph_error(190, "Invalid OAuth access token - Cannot parse access token")),
         status_body=status_body,
         error_body=_graph_error_body,
         accepted=({"recipient_id": meta.PSID, "message_id": "m_accepted"}, "m_accepted"),
@@ -256,6 +262,8 @@ def _instagram() -> AdapterCase:
             "Sent outside the 24-hour window without a message tag that allows it. "
             "(#10) This message is sent outside of allowed window.",
         ),
+        # Graph answers an invalid token 400 with code 190: the code decides, not the status.
+        credentials_refusal=(400, graph_error(190, "Invalid OAuth access token - Cannot parse access token")),
         status_body=status_body,
         error_body=_graph_error_body,
         accepted=({"recipient_id": meta.IGSID, "message_id": "m_ig_accepted"}, "m_ig_accepted"),
@@ -308,6 +316,15 @@ def _twilio() -> AdapterCase:
             refusal,
             "The recipient replied STOP: they must text START before they can be sent messages again. "
             "Twilio: Attempt to send to unsubscribed recipient (21610)",
+        ),
+        credentials_refusal=(
+            401,
+            {
+                "code": 20003,
+                "message": "Authenticate",
+                "more_info": "https://www.twilio.com/docs/errors/20003",
+                "status": 401,
+            },
         ),
         status_body=lambda sid, status: tw.body(
             tw.status(
@@ -377,6 +394,7 @@ def _vonage() -> AdapterCase:
         secrets={"api_secret": VONAGE_SECRET, "signature_secret": VONAGE_SIGNATURE_SECRET},
         send_config=lambda url: {"api_base_url": url.removesuffix("/send")},
         refusal=Refusal(422, refusal, "Invalid params: The value of the `to` parameter is barred."),
+        credentials_refusal=(401, problem(401, "Unauthorized", "You did not provide correct credentials.")),
         status_body=status_body,
         error_body=lambda status, text: problem(
             status, "Too Many Requests" if status == 429 else "Internal Error", text
@@ -423,6 +441,7 @@ def _bird() -> AdapterCase:
             {"code": "InvalidPayload", "message": "receiver is not a valid phone number"},
             "receiver is not a valid phone number",
         ),
+        credentials_refusal=(401, {"code": "Unauthorized", "message": "The access key is not valid"}),
         status_body=status_body,
         error_body=lambda status, text: {
             "code": "TooManyRequests" if status == 429 else "InternalError",
@@ -531,5 +550,6 @@ __all__ = [
     "test_handshake_is_answered",
     "test_samples_parse_to_messages_with_provider_ids",
     "test_send_maps_provider_errors",
+    "test_send_tells_a_broken_channel_from_a_refused_recipient",
     "test_statuses_only_move_forward",
 ]

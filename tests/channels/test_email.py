@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from tertulia.channels.adapters.email import ConnectionProblem, EmailAdapter, reply_address
+from tertulia.channels.health import Health, health_of
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus
+from tertulia.channels.protocol import DeliveryStatus, Fault, MessageType, OutboundMessage, PermanentError
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
 from tertulia.contacts.service import do_create_contact
@@ -22,6 +23,7 @@ from tertulia.conversations.ingress.callbacks import callback_spool
 from tertulia.conversations.models import Conversation, Mailbox, Message
 from tertulia.conversations.models import Direction as MessageDirection
 from tertulia.conversations.service import do_reply
+from tertulia.events.models import EventRecord
 from tertulia.kit.db import Database
 from tertulia.users.models import User
 from tests.channels.email_support import (
@@ -394,6 +396,52 @@ def test_check_connection_shows_both_servers_answers(db: Database, tenant: Tenan
         EmailAdapter().check_connection(stored)
     assert refused.value.field == "secrets.password"
     assert "refused the login" in refused.value.reason
+
+
+def test_a_refused_login_puts_the_mailbox_in_error_and_a_refused_recipient_does_not(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail)
+    to_bob = OutboundMessage(
+        message_id=7,
+        idempotency_key="tertulia-msg-7",
+        recipient_id=BOB,
+        type=MessageType.TEXT,
+        text="Hola",
+        attachments=[],
+        payload={},
+    )
+    mail.smtp.rejected.add(BOB)
+    with pytest.raises(PermanentError) as refused:
+        EmailAdapter().send(channel, to_bob)
+    assert (refused.value.code, refused.value.fault) == ("550", Fault.MESSAGE)
+
+    with db.transaction() as session:
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        stored.secrets = {**stored.secrets, "password": "wrong"}
+        session.flush()
+        session.expunge(stored)
+    with pytest.raises(PermanentError) as locked_out:
+        EmailAdapter().send(stored, to_bob)
+    assert (locked_out.value.code, locked_out.value.fault) == ("535", Fault.CREDENTIALS)
+
+    for _ in range(2):  # read after read, the IMAP login is refused: one change of state
+        report = fetch_and_write(db, channel.id)
+        assert report.error is not None
+        assert "refused the login" in report.error
+    with db.transaction(write=False) as session:
+        events = session.scalars(
+            select(EventRecord).where(
+                EventRecord.workspace_id == tenant.workspace_id, EventRecord.type.like("channel.%")
+            )
+        ).all()
+        assert [(e.type, e.payload["fault"], e.payload["code"]) for e in events] == [
+            ("channel.errored", "credentials", "login")
+        ]
+        found = session.get(Channel, channel.id)
+        assert found is not None
+        assert health_of(found).state == Health.ERROR
 
 
 def test_the_composer_sets_subject_cc_and_bcc_and_the_agent_signs(

@@ -23,6 +23,7 @@ from tertulia.contacts.models import Contact, ContactActivity, ContactIdentity
 from tertulia.conversations.ingress.callbacks import MAX_ATTEMPTS, callback_spool, process_callbacks
 from tertulia.conversations.models import Direction, Message, StoredFile
 from tertulia.conversations.outbox import HEADROOM, pace_turn
+from tertulia.events.models import EventRecord
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit import storage
@@ -374,9 +375,80 @@ def test_replies_go_out_with_buttons_and_quotes_and_failures_keep_telegrams_reas
         )
         found = session.get(Channel, channel["id"])
         assert found is not None
-        assert found.last_error == "Forbidden: bot was blocked by the user"
+        # One customer blocking the bot is that message's failure: the channel still works.
+        assert (found.last_error, found.last_error_at) == (None, None)
     state = client.get(f"/api/v1/channels/{channel['id']}", headers=_manager(db, tenant)).json()["health"]
-    assert (state["state"], state["last_error"]) == ("error", "Forbidden: bot was blocked by the user")
+    assert (state["state"], state["last_error"]) == ("connected", None)
+    assert _channel_events(db, tenant.workspace_id) == []
+
+
+def _channel_events(db: Database, workspace_id: int) -> list[tuple[str, dict[str, Any]]]:
+    with db.transaction(write=False) as session:
+        rows = session.scalars(
+            select(EventRecord)
+            .where(EventRecord.workspace_id == workspace_id, EventRecord.type.like("channel.%"))
+            .order_by(EventRecord.id)
+        )
+        return [(row.type, dict(row.payload)) for row in rows]
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_revoked_token_puts_the_channel_in_error_once_and_a_blocked_chat_does_not(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTelegram
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    for update_id, chat in ((1, 424242), (2, 515151)):
+        sender = telegram.User(id=chat, first_name="Cliente", is_bot=False)
+        room = telegram.Chat(id=chat, type="private", first_name="Cliente")
+        built = telegram.Message(message_id=70 + update_id, date=WHEN, chat=room, from_user=sender, text="hola")
+        assert _post(client, fake, telegram.Update(update_id=update_id, message=built).to_json()) == 200
+    callbacks_written(db)
+    conversations = sorted({m.conversation_id for m in channel_messages(db, channel["id"])})
+    assert len(conversations) == 2
+
+    def reply(conversation_id: int, text: str) -> Message:
+        posted = client.post(
+            f"/api/v1/conversations/{conversation_id}/messages", json={"text": text}, headers=tenant.headers
+        )
+        assert posted.status_code == 201, posted.text
+        with db.transaction(write=False) as session:
+            message = session.get(Message, posted.json()["id"])
+            assert message is not None
+            return message
+
+    fake.blocked.add(424242)
+    assert reply(conversations[0], "uno").status == DeliveryStatus.FAILED
+    assert _channel_events(db, tenant.workspace_id) == []
+
+    fake.bots.pop(BOT_TOKEN)  # the bot's token revoked with @BotFather's /revoke
+    for text in ("dos", "tres"):
+        refused = reply(conversations[1], text)
+        assert (refused.status, refused.status_reason) == (DeliveryStatus.FAILED, "Unauthorized")
+        time.sleep(1.05)  # one message a second per chat
+    state = client.get(f"/api/v1/channels/{channel['id']}", headers=_manager(db, tenant)).json()["health"]
+    assert (state["state"], state["last_error"]) == ("error", "Unauthorized")
+    assert _channel_events(db, tenant.workspace_id) == [
+        (
+            "channel.errored",
+            {
+                "channel_id": channel["id"],
+                "name": "@tertulia_test_bot",
+                "channel_type": "telegram",
+                "error": "Unauthorized",
+                "fault": "credentials",
+                "code": "401",
+            },
+        )
+    ]
+
+    fake.add_bot()  # a new token given to the channel works again
+    assert reply(conversations[1], "cuatro").status == DeliveryStatus.SENT
+    assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == [
+        "channel.errored",
+        "channel.recovered",
+    ]
+    state = client.get(f"/api/v1/channels/{channel['id']}", headers=_manager(db, tenant)).json()["health"]
+    assert state["state"] == "connected"
 
 
 @pytest.mark.usefixtures("immediate_queue")

@@ -24,6 +24,7 @@ from tertulia.contacts.models import ContactIdentity
 from tertulia.conversations.ingress.callbacks import do_flush_stale_sms_parts
 from tertulia.conversations.models import Message, SmsConsent, SmsPart
 from tertulia.conversations.sms_parts import PART_WAIT
+from tertulia.events.models import EventRecord
 from tertulia.kit import db as kit_db
 from tertulia.kit import settings as kit_settings
 from tertulia.kit.clock import travel, utcnow
@@ -325,6 +326,15 @@ def test_vonage_refusals_fail_the_message_and_throttling_is_retried(
     barred = send_reply(client, db, tenant, incoming.conversation_id, "Hola")
     assert (barred.status, barred.status_reason) == (DeliveryStatus.FAILED, "Number barred. (7)")
     fake.barred.clear()
+    # A barred number is that message's failure: the channel still works and no one is told.
+    shown = client.get(f"/api/v1/channels/{channel['id']}", headers=sign_in(db, tenant, Role.MANAGER).headers)
+    assert (shown.json()["health"]["state"], shown.json()["health"]["last_error"]) == ("connected", None)
+    assert _channel_events(db, tenant.workspace_id) == []
+    # Status 4 ("Bad Credentials") is the channel's: it goes into error, once.
+    fake.fail_next_sms("4", "Bad Credentials")
+    locked_out = send_reply(client, db, tenant, incoming.conversation_id, "Hola de nuevo")
+    assert (locked_out.status, locked_out.status_reason) == (DeliveryStatus.FAILED, "Bad Credentials (4)")
+    assert _channel_events(db, tenant.workspace_id) == [("channel.errored", "credentials", "4")]
     fake.fail_next_sms("1", "Throughput Rate Exceeded - please wait [ 10 ] and retry")
     waiting = send_reply(client, db, tenant, incoming.conversation_id, "Hola otra vez")
     assert waiting.status == DeliveryStatus.PENDING
@@ -332,6 +342,16 @@ def test_vonage_refusals_fail_the_message_and_throttling_is_retried(
         found = session.get(Channel, channel["id"])
         assert found is not None
         assert found.last_error == "Throughput Rate Exceeded - please wait [ 10 ] and retry (1)"
+
+
+def _channel_events(db: Database, workspace_id: int) -> list[tuple[str, str | None, str | None]]:
+    with db.transaction(write=False) as session:
+        rows = session.scalars(
+            select(EventRecord)
+            .where(EventRecord.workspace_id == workspace_id, EventRecord.type.like("channel.%"))
+            .order_by(EventRecord.id)
+        )
+        return [(row.type, row.payload.get("fault"), row.payload.get("code")) for row in rows]
 
 
 # ----- the Messages API -----------------------------------------------------------------------------------

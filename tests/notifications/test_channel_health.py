@@ -1,7 +1,8 @@
 """A channel that stops working tells its owners and managers once (`channel.errored`, the
 `channel_error` notification), however many messages fail, and again once when it works again
-(`channel.recovered`, `channel_recovered`, the error notifications marked read). SQLite and
-PostgreSQL."""
+(`channel.recovered`, `channel_recovered`, the error notifications marked read). Only the channel's
+own failure counts (refused credentials here): a refused recipient fails its message and nothing
+more. SQLite and PostgreSQL."""
 
 import threading
 import time
@@ -15,6 +16,7 @@ from sqlalchemy import select, update
 from tertulia.channels.health import Health, health_of, record_error, touch_callback
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_disconnect_channel
+from tertulia.conversations.models import Message
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
 from tertulia.kit.clock import utcnow
@@ -30,6 +32,7 @@ from tests.fakes import fake_provider
 pytestmark = pytest.mark.usefixtures("immediate_queue", "fakehttp_adapter")
 
 UNAUTHORIZED = (401, {"error": "the access token has expired"})
+RECIPIENT_REFUSED = (400, {"error": "the recipient has opted out"})
 
 
 def _send(client: TestClient, tenant: Tenant, channel_id: int, contact_id: int, text: str = "hola") -> None:
@@ -112,7 +115,10 @@ def test_repeated_failures_notify_owners_and_managers_once_and_recovery_clears(
         "name": "Fake",
         "channel_type": "fakehttp",
         "error": "the access token has expired",
+        "fault": "credentials",
+        "code": "401",
     }
+    assert events[1][1]["fault"] is None  # a recovery has no fault of its own
     for user_id in (tenant.owner_id, tenant.manager_id):
         rows = _notifications(db, user_id)
         # The error notification was marked read: what it told of is over.
@@ -120,6 +126,45 @@ def test_repeated_failures_notify_owners_and_managers_once_and_recovery_clears(
             ("channel_error", False),
             ("channel_recovered", True),
         ]
+
+
+def test_refused_recipients_leave_the_channel_connected_and_tell_no_one(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_provider() as provider:
+        channel_id, contact_id = fake_channel_with_contact(db, tenant, provider.url)
+        provider.script += [RECIPIENT_REFUSED] * 3
+        for n in range(3):
+            _send(client, tenant, channel_id, contact_id, f"refused {n}")
+        assert provider.calls == 3
+        with db.transaction(write=False) as session:
+            failed = session.scalars(
+                select(Message.status_reason).where(Message.channel_id == channel_id).order_by(Message.id)
+            ).all()
+            channel = session.get(Channel, channel_id)
+            assert channel is not None
+            assert (channel.last_error, channel.last_error_at) == (None, None)
+        assert failed == ["the recipient has opted out"] * 3  # each message failed with its reason
+        assert _health(db, channel_id) == Health.CONNECTED
+        assert _channel_events(db, tenant.workspace_id) == []
+        for user_id in (tenant.owner_id, tenant.manager_id):
+            assert _notifications(db, user_id) == []
+
+        # In the middle of an outage a refused recipient neither ends it nor starts another.
+        provider.script += [UNAUTHORIZED, RECIPIENT_REFUSED, UNAUTHORIZED]
+        for n in range(3):
+            _send(client, tenant, channel_id, contact_id, f"outage {n}")
+        assert _health(db, channel_id) == Health.ERROR
+        with db.transaction(write=False) as session:
+            assert session.scalar(select(Channel.last_error).where(Channel.id == channel_id)) == (
+                "the access token has expired"
+            )
+        _send(client, tenant, channel_id, contact_id, "works again")
+    assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == [
+        "channel.errored",
+        "channel.recovered",
+    ]
+    assert [kind for kind, *_rest in _notifications(db, tenant.owner_id)] == ["channel_error", "channel_recovered"]
 
 
 def test_a_second_outage_notifies_again(client: TestClient, db: Database, tenant: Tenant) -> None:

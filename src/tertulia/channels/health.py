@@ -10,6 +10,13 @@ change, not once per failed message: the UPDATE that makes the change is conditi
 before it, so of two workers recording errors at once only the first one's matches (PostgreSQL
 re-checks the condition on the row the other committed; SQLite has one writer at a time). A
 channel a person disconnected is neither: its state is "disconnected" whatever fails.
+
+Only a failure of the channel itself counts (`record_failure`): the provider refused its
+credentials, its account is misconfigured, suspended or rate-limited as a whole, or the provider
+cannot be reached. A refusal of one message (a bad or opted-out number, a customer who blocked the
+bot, the 24-hour window) is that message's failure, recorded on the message alone: the channel
+stays connected and no one is told (`ChannelError.fault`, mapped by each adapter from its
+provider's error codes).
 """
 
 import enum
@@ -20,6 +27,7 @@ from sqlalchemy import ColumnElement, Row, and_, or_, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import ChannelError, Fault
 from tertulia.events.service import Event, emit
 from tertulia.events.types import EventType
 
@@ -80,9 +88,22 @@ def _in_error() -> ColumnElement[bool]:
 _CHANGED = (Channel.id, Channel.workspace_id, Channel.name, Channel.type, Channel.last_error)
 
 
-def _emit_change(session: Session, kind: EventType, row: Row[int, int, str, str, str | None]) -> None:
+def _emit_change(
+    session: Session,
+    kind: EventType,
+    row: Row[int, int, str, str, str | None],
+    fault: Fault | None = None,
+    code: str | None = None,
+) -> None:
     channel_id, workspace_id, name, channel_type, error = row
-    payload = {"channel_id": channel_id, "name": name, "channel_type": channel_type, "error": error}
+    payload = {
+        "channel_id": channel_id,
+        "name": name,
+        "channel_type": channel_type,
+        "error": error,
+        "fault": fault.value if fault is not None else None,
+        "code": code,
+    }
     emit(session, Event(kind, workspace_id, payload, actor="channel"))
 
 
@@ -108,7 +129,28 @@ def touch_sent(session: Session, channel_id: int, at: datetime) -> None:
     _touch(session, Channel.last_sent_at, channel_id, at)
 
 
-def record_error(session: Session, channel_id: int, reason: str, at: datetime) -> None:
+def record_failure(
+    session: Session, channel_id: int, error: ChannelError, at: datetime, reason: str | None = None
+) -> bool:
+    """Record a provider's refusal against the channel when it is the channel's fault (`reason`, when
+    given, is the words to keep: the outbox's "gave up after 5 attempts: ..."). A refusal of one
+    message leaves the channel as it was; whether it was recorded."""
+    if not error.channel_level:
+        return False
+    record_error(session, channel_id, reason or error.reason, at, fault=error.fault, code=error.code)
+    return True
+
+
+def record_error(
+    session: Session,
+    channel_id: int,
+    reason: str,
+    at: datetime,
+    *,
+    fault: Fault | None = None,
+    code: str | None = None,
+) -> None:
+    """The channel itself failed (callers decide that: `record_failure` for a provider's error)."""
     values = {"last_error": reason[:MAX_ERROR], "last_error_at": at}
     # Connected until now, and this error newer than every sign of life: the channel goes into error.
     errored = session.execute(
@@ -124,7 +166,7 @@ def record_error(session: Session, channel_id: int, reason: str, at: datetime) -
         .returning(*_CHANGED)
     ).first()
     if errored is not None:
-        _emit_change(session, EventType.CHANNEL_ERRORED, errored)
+        _emit_change(session, EventType.CHANNEL_ERRORED, errored, fault, code)
         return
     session.execute(update(Channel).where(Channel.id == channel_id).values(values))
 
@@ -133,5 +175,12 @@ def record_reconnected(session: Session, channel: Channel, was: Health) -> None:
     """A person connected the channel again (a new token) and the provider accepted it: an error
     state it was in ends here (the caller cleared the error)."""
     if was == Health.ERROR:
-        payload = {"channel_id": channel.id, "name": channel.name, "channel_type": channel.type, "error": None}
+        payload = {
+            "channel_id": channel.id,
+            "name": channel.name,
+            "channel_type": channel.type,
+            "error": None,
+            "fault": None,
+            "code": None,
+        }
         emit(session, Event(EventType.CHANNEL_RECOVERED, channel.workspace_id, payload, actor="channel"))

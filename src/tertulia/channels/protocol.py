@@ -9,7 +9,10 @@
    `TransientError` (retry with backoff: throttling, 5xx, timeouts) or `PermanentError` (record the
    provider's reason: blocked, not on WhatsApp, outside the 24-hour window, ...). `idempotency_key`
    is our message id: send it to providers that accept one; the others rely on our outbox never
-   calling `send` again once the provider id is recorded.
+   calling `send` again once the provider id is recorded. Each error carries a `Fault`: the
+   adapter maps its provider's documented codes to whose fault the refusal is (the channel's
+   credentials, its account, the provider itself, or this one message), so that only a broken
+   channel is marked in error and its owners told (channels/health.py).
 4. `rules`: what the composer and the outbox must enforce before calling `send` (reply window,
    templates outside it, text length, receipts).
 5. `public_config`: what may be shown to the agent UI or embedded in a public page;
@@ -315,23 +318,63 @@ class ChannelRules:
     mail_threading: bool = False
 
 
+class Fault(enum.StrEnum):
+    """Whose fault a provider's refusal is: the channel's (every message will fail the same way until
+    someone acts) or one message's. Only a channel's fault puts the channel in error and tells its
+    owners (channels/health.py); a refused recipient is that message's failure alone."""
+
+    # The provider refused the channel's credentials or they lack a permission: an expired or revoked
+    # token, a wrong password, a missing scope (Meta 190, 10, 200-299; Telegram 401; Twilio 20003;
+    # SMTP 535).
+    CREDENTIALS = "credentials"
+    # The account or number itself: misconfigured (a sender the account does not own), suspended,
+    # restricted, out of credit, or rate-limited as a whole (Meta 4, 80007, 130429, 368, 131031).
+    ACCOUNT = "account"
+    # The provider could not be reached or failed (network trouble, timeouts, 5xx, an answer that
+    # makes no sense).
+    PROVIDER = "provider"
+    # This message or its recipient: a bad or unreachable number, an opt-out, a blocked bot, the
+    # 24-hour window, a template or file the provider refused, a per-recipient pace.
+    MESSAGE = "message"
+
+
+CHANNEL_FAULTS = frozenset({Fault.CREDENTIALS, Fault.ACCOUNT, Fault.PROVIDER})
+
+
 class ChannelError(Exception):
-    def __init__(self, reason: str, *, code: str | None = None) -> None:
+    """A provider's refusal (or our own, before the provider is asked). `fault` says whose it is;
+    left out, it is the class's `default_fault`."""
+
+    default_fault: ClassVar[Fault] = Fault.PROVIDER
+
+    def __init__(self, reason: str, *, code: str | None = None, fault: Fault | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.code = code
+        self.fault = fault if fault is not None else self.default_fault
+
+    @property
+    def channel_level(self) -> bool:
+        """Whether the channel itself is broken (not just this one message)."""
+        return self.fault in CHANNEL_FAULTS
 
 
 class TransientError(ChannelError):
-    """Worth retrying: throttled, provider 5xx, network trouble."""
+    """Worth retrying: throttled, provider 5xx, network trouble. By default the provider's fault;
+    an adapter marks a per-recipient pace `Fault.MESSAGE`."""
 
-    def __init__(self, reason: str, *, code: str | None = None, retry_after: float | None = None) -> None:
-        super().__init__(reason, code=code)
+    def __init__(
+        self, reason: str, *, code: str | None = None, retry_after: float | None = None, fault: Fault | None = None
+    ) -> None:
+        super().__init__(reason, code=code, fault=fault)
         self.retry_after = retry_after
 
 
 class PermanentError(ChannelError):
-    """Retrying cannot help; the message is failed with this reason."""
+    """Retrying cannot help; the message is failed with this reason. By default the message's fault;
+    an adapter marks refused credentials or a broken account as the channel's."""
+
+    default_fault: ClassVar[Fault] = Fault.MESSAGE
 
 
 class WebhookRejected(ChannelError):
@@ -341,8 +384,8 @@ class WebhookRejected(ChannelError):
 class SetupRefused(ChannelError):
     """The provider refused to connect the channel; `field` names the setting at fault (for the form)."""
 
-    def __init__(self, reason: str, *, field: str, code: str | None = None) -> None:
-        super().__init__(reason, code=code)
+    def __init__(self, reason: str, *, field: str, code: str | None = None, fault: Fault | None = None) -> None:
+        super().__init__(reason, code=code, fault=fault)
         self.field = field
 
 

@@ -39,17 +39,33 @@ def channel_out(channel: Channel, actor: Actor) -> dict[str, Any]:
         "config": channel.config or {},
     }
     if actor.can(Permission.MANAGE_CHANNELS):
-        health = health_of(channel)
-        result["health"] = {
-            "state": health.state.value,
-            "last_callback_at": _iso(health.last_callback_at),
-            "last_sent_at": _iso(health.last_sent_at),
-            "last_error": health.last_error,
-            "last_error_at": _iso(health.last_error_at),
-        }
+        result["health"] = health_out(channel)
         result["key"] = channel.key
         result["secrets"] = dict.fromkeys(sorted(channel.secrets or {}), "set")
     return result
+
+
+def health_out(channel: Channel) -> dict[str, Any]:
+    health = health_of(channel)
+    return {
+        "state": health.state.value,
+        "last_callback_at": _iso(health.last_callback_at),
+        "last_sent_at": _iso(health.last_sent_at),
+        "last_error": health.last_error,
+        "last_error_at": _iso(health.last_error_at),
+    }
+
+
+def channel_summary(channel: Channel) -> dict[str, Any]:
+    """A channel as the API shows it to those who manage channels, without its config, key and
+    secrets: what an outgoing webhook about the channel carries."""
+    return {
+        "id": channel.id,
+        "type": channel.type,
+        "name": channel.name,
+        "active": channel.active,
+        "health": health_out(channel),
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

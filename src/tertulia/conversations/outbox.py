@@ -45,9 +45,10 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tertulia.channels.health import record_error, touch_sent
+from tertulia.channels.health import record_failure, touch_sent
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
+    ChannelError,
     ChannelRules,
     DeliveryStatus,
     OutboundMessage,
@@ -336,14 +337,15 @@ def process_outbound(
         result = adapter.send(channel, outbound)
     except TransientError as exc:
         if attempt >= settings.outbox_max_attempts:
-            return _fail(db, message_id, f"gave up after {attempt} attempts: {exc.reason}")
+            return _fail(db, message_id, f"gave up after {attempt} attempts: {exc.reason}", exc)
         delay = exc.retry_after if exc.retry_after is not None else backoff(attempt, settings.outbox_retry_base_seconds)
         log.info("outbox_transient", message_id=message_id, attempt=attempt, reason=exc.reason, retry_in=delay)
-        with db.transaction() as session:
-            record_error(session, channel.id, exc.reason, utcnow())
+        if exc.channel_level:
+            with db.transaction() as session:
+                record_failure(session, channel.id, exc, utcnow())
         return Outcome("retry", retry_in=delay, reason=exc.reason)
     except PermanentError as exc:
-        return _fail(db, message_id, exc.reason)
+        return _fail(db, message_id, exc.reason, exc)
     for hook in AFTER_PROVIDER_CALL:
         hook(message_id)
     with db.transaction() as session:
@@ -585,7 +587,8 @@ def _record_batch(db: Database, results: Sequence[_Result], max_attempts: int, r
         messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(ids)).with_for_update())}
         sent: dict[DeliveryStatus, list[Message]] = {}
         failed: dict[str, list[Message]] = {}
-        errors: dict[int, str] = {}
+        # The channels that failed themselves (not one message's refusal): the last error of each.
+        errors: dict[int, tuple[ChannelError, str]] = {}
         for result in results:
             claim = result.claim
             message = messages.get(claim.outbound.message_id)
@@ -608,7 +611,8 @@ def _record_batch(db: Database, results: Sequence[_Result], max_attempts: int, r
             if isinstance(error, TransientError) and claim.attempt < max_attempts:
                 delay = error.retry_after if error.retry_after is not None else backoff(claim.attempt, retry_base)
                 outcomes[message.id] = Outcome("retry", retry_in=delay, reason=error.reason)
-                errors[claim.channel.id] = error.reason
+                if error.channel_level:
+                    errors[claim.channel.id] = (error, error.reason)
                 continue
             reason = (
                 error.reason
@@ -616,7 +620,8 @@ def _record_batch(db: Database, results: Sequence[_Result], max_attempts: int, r
                 else f"gave up after {claim.attempt} attempts: {error.reason}"
             )
             failed.setdefault(reason, []).append(message)
-            errors[claim.channel.id] = reason
+            if error.channel_level:
+                errors[claim.channel.id] = (error, reason)
             outcomes[message.id] = Outcome("failed", reason=reason)
         session.flush()
         for status, moved in sent.items():
@@ -625,8 +630,8 @@ def _record_batch(db: Database, results: Sequence[_Result], max_attempts: int, r
             advance_many(session, failures, DeliveryStatus.FAILED, reason)
         for channel_id in {r.claim.channel.id for r in results if r.sent is not None}:
             touch_sent(session, channel_id, now)
-        for channel_id, reason in errors.items():
-            record_error(session, channel_id, reason, now)
+        for channel_id, (failure, reason) in errors.items():
+            record_failure(session, channel_id, failure, now, reason)
     return outcomes
 
 
@@ -654,13 +659,14 @@ def _drop_echo_of(session: Session, message: Message, provider_message_id: str) 
         session.flush()
 
 
-def _fail(db: Database, message_id: int, reason: str) -> Outcome:
+def _fail(db: Database, message_id: int, reason: str, error: ChannelError) -> Outcome:
     with db.transaction() as session:
         message = session.get(Message, message_id, with_for_update=True)
         if message is not None:
             advance_message_status(session, message, DeliveryStatus.FAILED, reason)
             if message.channel_id is not None:
-                record_error(session, message.channel_id, reason, utcnow())
+                # The channel is in error only when it failed itself, not when one recipient was refused.
+                record_failure(session, message.channel_id, error, utcnow(), reason)
     log.info("outbox_failed", message_id=message_id, reason=reason)
     return Outcome("failed", reason=reason)
 

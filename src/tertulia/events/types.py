@@ -199,15 +199,21 @@ class WorkflowRunFailed(TypedDict):
 
 
 class ChannelHealthChanged(TypedDict):
-    """channel.errored: a connected channel's provider refused (a send, a mailbox read, a failed
-    disconnect) and nothing has worked since; channel.recovered: it works again (the provider
-    accepted a message or called back, or a person connected it anew). Once per change of state
-    (channels/health.py), never per failed message."""
+    """channel.errored: a connected channel's provider refused the channel itself (its credentials,
+    its account; or could not be reached) on a send, a mailbox read or a failed disconnect, and
+    nothing has worked since (a refusal of one message or recipient is not one); channel.recovered:
+    it works again (the provider accepted a message or called back, or a person connected it anew).
+    Once per change of state (channels/health.py), never per failed message."""
 
     channel_id: int
     name: str
     channel_type: str  # "whatsapp", "telegram", ...
     error: str | None  # the error that put it in error (errored), the last one kept (recovered)
+    # Whose fault the error was (channels.protocol.Fault: "credentials", "account", "provider") and
+    # the provider's code ("whatsapp:190", "20003", "535"); null on a recovery and where unknown.
+    # Absent from events written before they were recorded.
+    fault: NotRequired[str | None]
+    code: NotRequired[str | None]
 
 
 PAYLOADS: dict[EventType, type] = {

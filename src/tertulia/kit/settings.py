@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     # Separates installations (or test runs) that share one Redis.
     queue_name: str = "tertulia"
     queue_embedded: bool = True
+    # Email channels' watchers (IMAP IDLE, or reading every poll_seconds) in every process that
+    # consumes the queue; one per mailbox across processes (conversations/ingress/mailbox.py).
+    email_watchers: bool = True
     outbox_max_attempts: int = 8
     outbox_retry_base_seconds: float = 2.0
     # Namespaces realtime pub/sub channels when several installations share one Redis.

@@ -8,7 +8,8 @@ POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
 last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
-source; for the leaderboard, metric and by.
+source, business_hours (times within business hours only, in the reports that show times); for the
+leaderboard, metric and by.
 """
 
 from datetime import date, datetime
@@ -43,6 +44,13 @@ class ReportQuery:
         source: Annotated[str | None, Query(max_length=16)] = None,
         metric: Annotated[str | None, Query(max_length=24, description="The leaderboard's metric.")] = None,
         by: Annotated[str | None, Query(max_length=8, description="The leaderboard's rows: user or team.")] = None,
+        business_hours: Annotated[
+            bool,
+            Query(
+                description="Times count only the workspace's business hours (reports with times; "
+                "a 422 in a workspace without business hours)."
+            ),
+        ] = False,
     ) -> None:
         self.preset = range
         self.start = from_
@@ -50,6 +58,7 @@ class ReportQuery:
         self.filters = Filters(channel_id, team_id, user_id, category_id, source)
         self.metric = metric
         self.by = by
+        self.business_hours = business_hours
 
 
 Params = Annotated[ReportQuery, Depends()]
@@ -66,6 +75,7 @@ def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) 
         filters=params.filters,
         metric=params.metric,
         by=params.by,
+        business_hours=params.business_hours,
     )
 
 

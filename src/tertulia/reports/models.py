@@ -54,10 +54,13 @@ class ConversationFact(Base):
     waiting_since: Mapped[datetime | None]
     responded: Mapped[bool] = mapped_column(default=False)
     first_response_seconds: Mapped[float | None] = mapped_column(Float)
+    # The same time counting only business hours (reports.rollups: the hours in force then).
+    first_response_business_seconds: Mapped[float | None] = mapped_column(Float)
     first_assigned_at: Mapped[datetime | None]
     first_assignee_id: Mapped[int] = mapped_column(BigID, default=NONE)
     closed_at: Mapped[datetime | None]
     resolution_seconds: Mapped[float | None] = mapped_column(Float)
+    resolution_business_seconds: Mapped[float | None] = mapped_column(Float)
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
     incoming_count: Mapped[int] = mapped_column(Integer, default=0)
     outgoing_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -11,6 +11,12 @@ Which date counts: the event's, in the workspace's time zone at the time the eve
 past period does not change when later things happen). Durations count on the date of the event
 that ends them: a first response on the reply's date, a resolution on the close's.
 
+Business hours: every duration is also measured counting only the open time of the business hours
+in force while it ran (the conversation's team's own hours, else the workspace's; each part of the
+duration under the version in force then, `workspaces.hours.HoursHistory`), and kept as a metric of
+its own (`first_response_bh`, `resolution_bh`, `assignment_bh`) beside the calendar one. A duration
+measured while no hours were set counts in full (no hours: always open).
+
 Contacts' events (added, deleted, merged) have no conversation: they are counted with every
 dimension empty but the team member who did it.
 """
@@ -33,7 +39,9 @@ from tertulia.kit.db import Database
 from tertulia.kit.queue import task_database
 from tertulia.reports import histogram, repository
 from tertulia.reports.models import NONE, ConversationFact
+from tertulia.workspaces.hours import HoursHistory
 from tertulia.workspaces.models import Workspace
+from tertulia.workspaces.service import hours_history
 
 log = structlog.get_logger("tertulia.reports")
 
@@ -71,7 +79,17 @@ ASSIGNMENT_SOURCES = ("user", "workflow", "api", "bot", "system")
 CONTACT_SOURCES = ("manual", "import", "api", "incoming", "other")
 MAX_LABEL = 64
 # The metrics whose occurrences are kept one by one (`models.ReportItem`) for the drill-down lists.
-ITEM_METRICS = frozenset({"opened", "closed", "reopened", "first_response"})
+ITEM_METRICS = frozenset({"opened", "closed", "reopened", "first_response", "first_response_bh"})
+# The durations, each also kept in business hours under its name with this suffix.
+DURATION_METRICS = ("first_response", "resolution", "assignment")
+BUSINESS_SUFFIX = "_bh"
+
+
+def in_business_hours(metric: str) -> str:
+    """The rollup metric holding `metric`'s business-hours values (itself for counts)."""
+    return metric + BUSINESS_SUFFIX if metric in DURATION_METRICS else metric
+
+
 # At most this many not yet applied events are added to a report (the consumer is normally a second
 # behind; when it is far behind, reports show the rollups plus the oldest of the waiting events).
 PENDING_LIMIT = 5000
@@ -145,13 +163,23 @@ class Changes:
         self._add(metric, dimensions, label, -1, 0.0)
 
     def duration(
-        self, metric: str, fact: ConversationFact, seconds: float, *, user_id: int | None = None, label: str = ""
+        self,
+        metric: str,
+        fact: ConversationFact,
+        seconds: float,
+        business_seconds: float,
+        *,
+        user_id: int | None = None,
+        label: str = "",
     ) -> None:
-        seconds = max(0.0, seconds)
+        """A duration, counted twice with the same dimensions: on the calendar under `metric`, and
+        within business hours under its `_bh` twin."""
         dimensions = self._dimensions(metric, fact, user_id, None)
-        bucket = histogram.bucket_of(seconds)
-        self._item(metric, fact.conversation_id, dimensions, bucket, seconds)
-        self._add(metric, dimensions, label, bucket, seconds)
+        for name, given in ((metric, seconds), (in_business_hours(metric), business_seconds)):
+            value = max(0.0, given)
+            bucket = histogram.bucket_of(value)
+            self._item(name, fact.conversation_id, dimensions, bucket, value)
+            self._add(name, dimensions, label, bucket, value)
 
     def count_unattached(self, metric: str, *, user_id: int, label: str = "") -> None:
         """A count that belongs to no conversation (contacts' events): only the team member is known."""
@@ -226,6 +254,17 @@ class _Facts:
     def __init__(self, session: Session) -> None:
         self.session = session
         self.added: dict[int, ConversationFact] = {}
+        # Kept on the session, so a batch of events (one transaction) reads each workspace's hours once.
+        self._hours: dict[int, HoursHistory] = session.info.setdefault("report_hours", {})
+
+    def business_seconds(self, fact: ConversationFact, start: datetime, end: datetime) -> float:
+        """The open time of [start, end) under the hours in force then: the conversation's team's
+        own, else the workspace's. A version saved after `end` cannot change the answer, so applying
+        an event late (or replaying it for a report) gives the same value."""
+        history = self._hours.get(fact.workspace_id)
+        if history is None:
+            history = self._hours[fact.workspace_id] = hours_history(self.session, fact.workspace_id)
+        return history.business_seconds(start, end, fact.team_id if fact.team_id != NONE else None)
 
     def get(self, conversation_id: int) -> ConversationFact | None:
         return self.added.get(conversation_id) or repository.fact(self.session, conversation_id)
@@ -305,17 +344,22 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
         if fact.assignee_id != NONE and fact.first_assigned_at is None:
             fact.first_assigned_at = at
             fact.first_assignee_id = fact.assignee_id
-            changes.duration("assignment", fact, (at - as_utc(fact.period_started_at)).total_seconds())
+            started = as_utc(fact.period_started_at)
+            changes.duration(
+                "assignment", fact, (at - started).total_seconds(), facts.business_seconds(fact, started, at)
+            )
     elif event.type == EventType.CONVERSATION_CLOSED:
         closed = _time(snapshot.get("closed_at")) or at
         fact.status = "closed"
         fact.closed_at = closed
         fact.category_id = snapshot.get("closing_category_id") or NONE
-        fact.resolution_seconds = max(0.0, (closed - as_utc(fact.period_started_at)).total_seconds())
+        started = as_utc(fact.period_started_at)
+        fact.resolution_seconds = max(0.0, (closed - started).total_seconds())
+        fact.resolution_business_seconds = facts.business_seconds(fact, started, closed)
         fact.waiting_since = None
         closed_by = str(snapshot.get("closing_source") or "")
         changes.count("closed", fact, label=closed_by)
-        changes.duration("resolution", fact, fact.resolution_seconds, label=closed_by)
+        changes.duration("resolution", fact, fact.resolution_seconds, fact.resolution_business_seconds, label=closed_by)
         # One row per contact, so a range can count the different contacts closed (per person).
         changes.count("closed_contact", fact, label=str(fact.contact_id))
     elif event.type == EventType.CONVERSATION_REOPENED:
@@ -379,11 +423,14 @@ def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
     fact.outgoing_count += 1
     changes.count("outgoing", fact, label=kind, user_id=int(sender) if sender else None)
     if kind in HUMAN_SENDERS and fact.waiting_since is not None and not fact.responded:
-        seconds = max(0.0, (written - as_utc(fact.waiting_since)).total_seconds())
+        waited = as_utc(fact.waiting_since)
+        seconds = max(0.0, (written - waited).total_seconds())
+        business = facts.business_seconds(fact, waited, written)
         fact.responded = True
         if fact.first_response_seconds is None:
             fact.first_response_seconds = seconds
-        changes.duration("first_response", fact, seconds, user_id=int(sender) if sender else None)
+            fact.first_response_business_seconds = business
+        changes.duration("first_response", fact, seconds, business, user_id=int(sender) if sender else None)
 
 
 def _status_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:

@@ -20,6 +20,7 @@ class ReportOut(BaseModel):
     grain: str
     filters: dict[str, int | str]
     options: dict[str, str]  # the leaderboard's metric and by; empty for other reports
+    business_hours: bool  # whether times count business hours only (the toggle, where it applies)
     tables: dict[str, TableOut]
 
 

@@ -8,7 +8,7 @@ numbers are the same by construction.
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -30,7 +30,7 @@ from tertulia.reports.repository import Cell, Filters
 from tertulia.reports.rollups import ASSIGNMENT_SOURCES, CLOSING_SOURCES, CONTACT_SOURCES, SENDER_KINDS, SOURCES
 from tertulia.users.models import ActivityStatus, Membership, StatusPeriod, Team, TeamMember, User
 from tertulia.users.permissions import Actor, Permission
-from tertulia.workspaces.models import Workspace
+from tertulia.workspaces.models import BusinessHoursVersion, Workspace
 
 PRESETS = ("today", "yesterday", "last_7_days", "last_14_days", "last_30_days", "this_month", "last_month", "custom")
 MAX_DAYS = 366
@@ -45,6 +45,9 @@ REPORTS = (
     "leaderboard",
     "broadcasts",
 )
+# The reports that show times, where the business-hours toggle applies (the others count things).
+TIMED_REPORTS = ("conversations", "responses", "resolutions", "assignments", "users", "leaderboard")
+NO_BUSINESS_HOURS = "this workspace has no business hours (Settings > General)"
 BUCKET_NAMES = ("<30s", "30s-2m", "2m-5m", "5m-10m", "10m-30m", "30m-1h", ">1h")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
@@ -155,6 +158,27 @@ def check_filters(session: Session, actor: Actor, filters: Filters) -> Filters:
     return filters
 
 
+def has_business_hours(session: Session, workspace_id: int) -> bool:
+    """Whether the workspace (or one of its teams) has ever saved enabled business hours: without
+    any, a time in business hours is the calendar time, and the toggle would change nothing."""
+    schedules = session.scalars(
+        select(BusinessHoursVersion.schedule).where(
+            BusinessHoursVersion.workspace_id == workspace_id, BusinessHoursVersion.schedule.is_not(None)
+        )
+    )
+    return any(isinstance(schedule, dict) and schedule.get("enabled", True) for schedule in schedules)
+
+
+def check_business_hours(session: Session, workspace_id: int, name: str, business_hours: bool) -> bool:
+    """The toggle as it applies: only to the reports that show times, and only in a workspace with
+    business hours (asking for it in one without is a 422)."""
+    if not business_hours or name not in TIMED_REPORTS:
+        return False
+    if not has_business_hours(session, workspace_id):
+        raise ValidationFailed.field("business_hours", NO_BUSINESS_HOURS)
+    return True
+
+
 # ----- reading --------------------------------------------------------------------------------
 
 
@@ -169,12 +193,14 @@ class _Read:
         window: Range,
         filters: Filters,
         ranking: "Ranking | None" = None,
+        business_hours: bool = False,
     ) -> None:
         self.session = session
         self.workspace_id = workspace_id
         self.window = window
         self.filters = filters
         self.ranking = ranking or Ranking()
+        self.business_hours = business_hours
         self.pending = [
             row for row in rollups.pending_rows(session, workspace_id) if repository.row_matches(row, filters)
         ]
@@ -183,17 +209,22 @@ class _Read:
         self, window: Range, metrics: Iterable[str], *, grain: str | None = None, by: str | None = None
     ) -> list[Cell]:
         """The cells of `metrics` in `window`, grouped by one dimension when `by` names it (each
-        cell's `key` is then its value)."""
+        cell's `key` is then its value). With the business-hours toggle on, a time's cells are its
+        business-hours twin's, named as the time (so every report reads them alike)."""
         chosen = grain or window.grain
         first, last = window.bounds(chosen)
         if self.filters.empty and by is None:
             chosen = repository.TOTALS[chosen]
-        wanted = set(metrics)
+        named = {rollups.in_business_hours(m) if self.business_hours else m: m for m in metrics}
+        wanted = set(named)
         found = repository.cells(self.session, self.workspace_id, chosen, first, last, wanted, self.filters, by=by)
+        if self.business_hours:
+            # Only then: a year's report reads tens of thousands of cells.
+            found = [c if named[c.metric] == c.metric else replace(c, metric=named[c.metric]) for c in found]
         found.extend(
             Cell(
                 period=row["period"],
-                metric=row["metric"],
+                metric=named[row["metric"]],
                 label=row["label"],
                 bucket=row["bucket"],
                 count=row["count"],
@@ -1000,9 +1031,11 @@ def build_report(
     filters: Filters | None = None,
     metric: str | None = None,
     by: str | None = None,
+    business_hours: bool = False,
 ) -> dict[str, Any]:
     """One report's tables. `metric` and `by` choose what the leaderboard ranks, and whom; other
-    reports ignore them."""
+    reports ignore them. `business_hours`: times count only the open time of the business hours
+    (the reports that show times; the others ignore it)."""
     builder = BUILDERS.get(name)
     if builder is None:
         raise NotFound(f"No report {name!r}.", details={"reports": list(REPORTS)})
@@ -1012,9 +1045,10 @@ def build_report(
     if name in APPLIED_FILTERS:
         applied = APPLIED_FILTERS[name]
         chosen = Filters(**{k: (v if k in applied else None) for k, v in chosen.__dict__.items()})
+    in_hours = check_business_hours(session, actor.workspace_id, name, business_hours)
     previous = window.previous()
     with _snapshot(session) as snapshot:
-        tables = builder(_Read(snapshot, actor.workspace_id, window, chosen, ranking))
+        tables = builder(_Read(snapshot, actor.workspace_id, window, chosen, ranking, in_hours))
     return {
         "report": name,
         "timezone": zone_of(session, actor.workspace_id).key,
@@ -1023,6 +1057,7 @@ def build_report(
         "grain": "hour" if window.grain == "h" else "day",
         "filters": chosen.as_query(),
         "options": ranking.as_query() if ranking is not None else {},
+        "business_hours": in_hours,
         "tables": tables,
     }
 
@@ -1089,25 +1124,31 @@ def drill_down(
     start: date | None = None,
     end: date | None = None,
     filters: Filters | None = None,
+    business_hours: bool = False,
 ) -> dict[str, Any]:
     """The occurrences behind one bar of a report, with the report's range and filters: `count` is
     the bar's number (rollups and items are written together, pending events added alike) and
-    `items` the first DRILL_LIMIT of them, oldest first, with their conversations."""
+    `items` the first DRILL_LIMIT of them, oldest first, with their conversations. With
+    `business_hours`, a time's buckets and seconds are its business-hours ones."""
     if name not in DRILLABLE:
         raise NotFound(f"No report {name!r} with lists.", details={"reports": list(DRILLABLE)})
     if metric not in DRILLABLE[name]:
         raise ValidationFailed.field("metric", f"must be one of {', '.join(DRILLABLE[name])}")
     window = check_range(preset, start, end, today_in(session, actor.workspace_id))
     chosen = check_filters(session, actor, filters or Filters())
+    in_hours = check_business_hours(session, actor.workspace_id, name, business_hours)
     first, last = _hours(window, period)
     span = _bucket_span(bucket) if bucket is not None else None
+    stored_metric = rollups.in_business_hours(metric) if in_hours else metric
     with _snapshot(session) as snapshot:
-        stored_count = repository.count_items(snapshot, actor.workspace_id, metric, first, last, chosen, span)
-        stored = repository.items(snapshot, actor.workspace_id, metric, first, last, chosen, span, limit=DRILL_LIMIT)
+        stored_count = repository.count_items(snapshot, actor.workspace_id, stored_metric, first, last, chosen, span)
+        stored = repository.items(
+            snapshot, actor.workspace_id, stored_metric, first, last, chosen, span, limit=DRILL_LIMIT
+        )
         pending = [
             item
             for item in rollups.pending_items(snapshot, actor.workspace_id)
-            if item["metric"] == metric
+            if item["metric"] == stored_metric
             and first <= item["period"] <= last
             and repository.row_matches(item, chosen)
             and (span is None or span[0] <= item["bucket"] < span[1])
@@ -1129,6 +1170,7 @@ def drill_down(
         "timezone": zone_of(session, actor.workspace_id).key,
         "range": {"preset": window.preset, "from": window.first.isoformat(), "to": window.last.isoformat()},
         "filters": chosen.as_query(),
+        "business_hours": in_hours,
         "count": stored_count + len(pending),
         "items": found,
     }

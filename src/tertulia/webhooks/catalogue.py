@@ -39,6 +39,8 @@ EVENTS: tuple[WebhookEvent, ...] = (
     WebhookEvent("broadcast.completed", i18n.lazy("Broadcast completed")),
     WebhookEvent("broadcast.failed", i18n.lazy("Broadcast failed")),
     WebhookEvent("workflow.run_failed", i18n.lazy("Workflow run failed")),
+    WebhookEvent("channel.errored", i18n.lazy("Channel in error")),
+    WebhookEvent("channel.recovered", i18n.lazy("Channel recovered")),
 )
 NAMES: tuple[str, ...] = tuple(e.name for e in EVENTS)
 TEST_EVENT = "webhook.test"
@@ -64,6 +66,8 @@ FROM_LOG: dict[EventType, str] = {
     EventType.BROADCAST_COMPLETED: "broadcast.completed",
     EventType.BROADCAST_FAILED: "broadcast.failed",
     EventType.WORKFLOW_RUN_FAILED: "workflow.run_failed",
+    EventType.CHANNEL_ERRORED: "channel.errored",
+    EventType.CHANNEL_RECOVERED: "channel.recovered",
 }
 LOG_TYPES: frozenset[EventType] = frozenset(FROM_LOG)
 ASSIGNEE_FIELD = "assignee_id"

@@ -9,6 +9,7 @@ from typing import Any
 
 from tertulia.events.dispatcher import Consumer
 from tertulia.events.models import EventRecord
+from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database, on_commit
 from tertulia.kit.queue import task_database
@@ -18,9 +19,13 @@ from tertulia.webhooks.models import DeliveryState
 from tertulia.webhooks.payloads import envelope, event_data, message_id
 
 CONSUMER_NAME = "webhooks"
+CHANNEL_EVENTS = frozenset({EventType.CHANNEL_ERRORED, EventType.CHANNEL_RECOVERED})
 
 
 def ordering_key(event: EventRecord) -> str | None:
+    if event.type in CHANNEL_EVENTS:
+        # A channel's errored and recovered arrive in the order they happened.
+        return f"channel:{event.payload.get('channel_id')}"
     if event.contact_id is not None:
         return f"contact:{event.contact_id}"
     if event.conversation_id is not None:

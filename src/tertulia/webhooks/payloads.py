@@ -7,7 +7,10 @@
 the objects in the API's shapes: `contact` as `GET /api/v1/contacts/{id}` answers it (read when the
 delivery is written, so close to the event's time; None when the contact no longer exists),
 `message` and `conversation` as the inbox's API does (the snapshot the event recorded), plus the
-event's own facts (`changes`, `tag`, `previous_assignee_id`, ...). docs/webhooks.md shows each.
+event's own facts (`changes`, `tag`, `previous_assignee_id`, ...). A channel's events carry no
+contact: `channel` (its id, type, name, whether it is connected and its health, as
+`GET /api/v1/channels/{id}` shows them, read when the delivery is written) and the error with whose
+fault it was. docs/webhooks.md shows each.
 """
 
 import json
@@ -16,6 +19,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from tertulia.channels.models import Channel
+from tertulia.channels.schemas import channel_summary
 from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
 from tertulia.contacts.service import contact_out
@@ -56,8 +61,30 @@ def contact_json(session: Session, workspace_id: int, contact_id: int | None) ->
     return contact_out(contact, tags).model_dump(mode="json")
 
 
+def channel_json(session: Session, workspace_id: int, payload: dict[str, Any]) -> dict[str, Any]:
+    """The channel as the API shows it now; the event's own facts when it no longer exists."""
+    channel = session.get(Channel, payload.get("channel_id"))
+    if channel is None or channel.workspace_id != workspace_id:
+        return {
+            "id": payload.get("channel_id"),
+            "type": payload.get("channel_type"),
+            "name": payload.get("name"),
+            "active": False,
+            "health": None,
+        }
+    return channel_summary(channel)
+
+
 def event_data(session: Session, event: EventRecord, event_type: str) -> dict[str, Any]:
     payload = dict(event.payload)
+    if event_type in ("channel.errored", "channel.recovered"):
+        # About a channel, not a contact (events.types.ChannelHealthChanged).
+        return {
+            "channel": channel_json(session, event.workspace_id, payload),
+            "error": payload.get("error"),
+            "fault": payload.get("fault"),
+            "code": payload.get("code"),
+        }
     data: dict[str, Any] = {"contact": contact_json(session, event.workspace_id, event.contact_id)}
     if event_type == "contact.updated":
         data["changes"] = payload.get("changes", [])

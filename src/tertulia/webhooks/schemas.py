@@ -6,11 +6,14 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from tertulia.kit.types import described
+from tertulia.webhooks.catalogue import NAMES
 from tertulia.webhooks.models import WebhookAttempt, WebhookDelivery
 
 Url = Annotated[str, described(2000, format="uri")]
 Description = Annotated[str, described(500)]
-EventName = Annotated[str, described(64)]
+# The schema lists the events an endpoint can subscribe to (catalogue.NAMES, the channel's health
+# among them); the service refuses any other name with its own message.
+EventName = Annotated[str, described(64), Field(json_schema_extra={"enum": list(NAMES)})]
 
 
 class Strict(BaseModel):

@@ -25,7 +25,10 @@ Wire format: ../shared/reference/channels.md sections 10 and 11 (docs.bird.com, 
   expired, delivery_failed = failed with the statusErrorCode).
 - Outbound: text. Channels API answers errors as `{"code", "message"}`, legacy as
   `{"errors": [{"code", "description", "parameter"}]}`: 429 and 5xx transient, anything else a
-  PermanentError with the provider's own words.
+  PermanentError with the provider's own words. Whose fault: the HTTP status (HTTP_FAULTS: 401/403
+  the access key, 402 the balance, 404 a workspace or channel id that does not exist, 429 the
+  account's rate limit) or the legacy error code (LEGACY_FAULTS: 2 the access key, 25 the
+  balance); a refused number or body fails the message alone.
 """
 
 import base64
@@ -45,6 +48,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelRules,
     DeliveryStatus,
+    Fault,
     FetchedMedia,
     InboundMessage,
     OutboundMessage,
@@ -341,11 +345,12 @@ class Api:
         if response.status_code < 300:
             return answer
         reason, code = _error(answer, response.status_code)
+        fault = _fault(answer, response.status_code, code)
         if response.status_code == 429 or response.status_code >= 500:
             retry_after = response.headers.get("retry-after")
             wait = float(retry_after) if retry_after and retry_after.isdigit() else None
-            raise TransientError(reason, code=code, retry_after=wait)
-        raise PermanentError(reason, code=code)
+            raise TransientError(reason, code=code, retry_after=wait, fault=fault)
+        raise PermanentError(reason, code=code, fault=fault)
 
     def send_text(self, to: str, text: str, reference: str | None) -> str:
         recipient = sms.e164(to)
@@ -373,6 +378,26 @@ class Api:
         if not sent.get("id"):
             raise PermanentError("Bird accepted the message without an id")
         return str(sent["id"])
+
+
+HTTP_FAULTS: dict[int, Fault] = {
+    401: Fault.CREDENTIALS,
+    403: Fault.CREDENTIALS,
+    402: Fault.ACCOUNT,
+    # Sending goes to the channel's own path (/workspaces/{id}/channels/{id}/messages, or the
+    # legacy /messages): not found means the settings name something Bird does not have.
+    404: Fault.ACCOUNT,
+    429: Fault.ACCOUNT,
+}
+# The legacy REST API's error codes (2: "Request not allowed (incorrect access_key)", 25: not enough
+# balance, 99: internal error); 9, 10, 20 and 21 (missing or invalid parameters) fail the message.
+LEGACY_FAULTS: dict[str, Fault] = {"2": Fault.CREDENTIALS, "25": Fault.ACCOUNT, "99": Fault.PROVIDER}
+
+
+def _fault(answer: dict[str, Any], status: int, code: str) -> Fault | None:
+    if isinstance(answer.get("errors"), list) and code in LEGACY_FAULTS:
+        return LEGACY_FAULTS[code]
+    return HTTP_FAULTS.get(status)
 
 
 def _error(answer: dict[str, Any], status: int) -> tuple[str, str]:

@@ -26,6 +26,10 @@ Reference: ../shared/reference/channels.md §12 (threading, parsing, loop safety
   CC and BCC from the composer (payload "email"), the thread's headers from the outbox (payload
   "email_thread"). The Message-ID is derived from our message id, so a retried send carries the
   same one. SMTP 4xx and network trouble are transient, 5xx permanent with the server's words.
+  Whose fault (`Fault`): a refused login (SMTP 530/534/535/538, IMAP or POP3 LOGIN, OAuth's
+  token endpoint) is the channel's credentials, a refused sender address (MAIL FROM) or folder its
+  account, a server that cannot be reached the provider's; a refused recipient (550/551/553), a
+  full mailbox (552) or a refused message (554) is that message's alone.
   No receipts: a message the server accepted is SENT; a later bounce makes it FAILED.
 """
 
@@ -38,10 +42,11 @@ import mimetypes
 import poplib
 import re
 import secrets
+import select
 import smtplib
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -63,6 +68,7 @@ from tertulia.channels.protocol import (
     ChannelError,
     ChannelRules,
     DeliveryStatus,
+    Fault,
     FetchedMedia,
     InboundMessage,
     MessageType,
@@ -150,6 +156,14 @@ class EmailAdapter:
                 refused = client.sendmail(sender, recipients, data)
         except smtplib.SMTPRecipientsRefused as exc:
             raise _smtp_error(*_first_refusal(exc.recipients)) from exc
+        except smtplib.SMTPAuthenticationError as exc:
+            # Whatever the code (XOAUTH2's failure arrives as a 334 challenge): the login was refused.
+            raise PermanentError(
+                f"{exc.smtp_code} {_text(exc.smtp_error)}", code=str(exc.smtp_code), fault=Fault.CREDENTIALS
+            ) from exc
+        except smtplib.SMTPSenderRefused as exc:
+            # The server will not send from the mailbox's address: every message would be refused.
+            raise _smtp_error(exc.smtp_code, exc.smtp_error, sender=True) from exc
         except smtplib.SMTPResponseException as exc:
             raise _smtp_error(exc.smtp_code, exc.smtp_error) from exc
         except (smtplib.SMTPException, OSError) as exc:
@@ -594,11 +608,21 @@ def _first_refusal(recipients: dict[str, tuple[int, bytes]]) -> tuple[int, bytes
     return next(iter(recipients.values()), (550, b"refused"))
 
 
-def _smtp_error(code: int, answer: bytes | str) -> ChannelError:
+# RFC 4954: authentication required (530), mechanism too weak (534), credentials invalid (535),
+# encryption required for the mechanism (538).
+SMTP_AUTH_CODES = frozenset({530, 534, 535, 538})
+# A recipient's mailbox busy or greylisted for now (450): retried, that message's alone.
+SMTP_RECIPIENT_TRANSIENT = frozenset({450})
+
+
+def _smtp_error(code: int, answer: bytes | str, *, sender: bool = False) -> ChannelError:
     reason = f"{code} {_text(answer)}"
+    if code in SMTP_AUTH_CODES:
+        return PermanentError(reason, code=str(code), fault=Fault.CREDENTIALS)
     if 400 <= code < 500 or code == -1:
-        return TransientError(reason, code=str(code))
-    return PermanentError(reason, code=str(code))
+        fault = Fault.MESSAGE if code in SMTP_RECIPIENT_TRANSIENT and not sender else Fault.PROVIDER
+        return TransientError(reason, code=str(code), fault=fault)
+    return PermanentError(reason, code=str(code), fault=Fault.ACCOUNT if sender else Fault.MESSAGE)
 
 
 def _ssl_context() -> ssl.SSLContext:
@@ -660,7 +684,9 @@ def imap_session(channel: Channel) -> Iterator[imaplib.IMAP4]:
             else:
                 client.login(config.username, str((channel.secrets or {}).get("password") or ""))
         except imaplib.IMAP4.error as exc:
-            raise PermanentError(f"the IMAP server refused the login: {_text(exc)}", code="login") from exc
+            raise PermanentError(
+                f"the IMAP server refused the login: {_text(exc)}", code="login", fault=Fault.CREDENTIALS
+            ) from exc
         except OSError as exc:
             raise TransientError(f"the IMAP server could not be reached: {exc}") from exc
         yield client
@@ -687,12 +713,14 @@ def pop3_session(channel: Channel) -> Iterator[poplib.POP3]:
     try:
         try:
             if config.auth == "oauth2":
-                raise PermanentError("OAuth mailboxes are read over IMAP, not POP3", code="login")
+                raise PermanentError("OAuth mailboxes are read over IMAP, not POP3", code="login", fault=Fault.ACCOUNT)
             else:
                 client.user(config.username)
                 client.pass_(str((channel.secrets or {}).get("password") or ""))
         except poplib.error_proto as exc:
-            raise PermanentError(f"the POP3 server refused the login: {_text(exc)}", code="login") from exc
+            raise PermanentError(
+                f"the POP3 server refused the login: {_text(exc)}", code="login", fault=Fault.CREDENTIALS
+            ) from exc
         yield client
     finally:
         with suppress(poplib.error_proto, OSError):
@@ -741,10 +769,12 @@ def select_folder(client: imaplib.IMAP4, folder: str) -> int:
     """Selects `folder` (read-only: we never change the customer's flags) and returns UIDVALIDITY."""
     status, answer = client.select(_quoted(folder), readonly=True)
     if status != "OK":
-        raise PermanentError(f"the folder {folder!r} could not be opened: {_text(answer[0] if answer else '')}")
+        raise PermanentError(
+            f"the folder {folder!r} could not be opened: {_text(answer[0] if answer else '')}", fault=Fault.ACCOUNT
+        )
     _, values = client.response("UIDVALIDITY")
     if not values or values[0] is None:
-        raise PermanentError("the IMAP server gave no UIDVALIDITY")
+        raise PermanentError("the IMAP server gave no UIDVALIDITY", fault=Fault.PROVIDER)
     return int(values[0])
 
 
@@ -773,36 +803,105 @@ def fetch_new(client: imaplib.IMAP4, folder: str, last_uid: int, uidvalidity: in
     return MailboxBatch(uidvalidity=current, messages=messages, more=len(uids) > len(chosen))
 
 
-def wait_idle(client: imaplib.IMAP4, seconds: float) -> bool:
-    """IMAP IDLE (RFC 2177) on the selected folder for at most `seconds`: whether the server said
-    something changed (EXISTS or RECENT) before then."""
-    tag = client._new_tag().decode()
-    client.send(f"{tag} IDLE\r\n".encode())
-    line = client.readline()
-    if not line.startswith(b"+"):
-        return False
-    sock = client.socket()
+# RFC 2177: a server may log out a client idle for 30 minutes; IDLE is re-issued well before (29 at most).
+IDLE_SECONDS = 25 * 60
+
+
+class _IdleReader:
+    """imaplib's reader on an IDLE connection. imaplib reads through a buffered file, whose read-ahead
+    `select` cannot see and which is unusable once a read timed out; this one keeps its own buffer, so
+    the wait for the server's next line is a `select` that a stop request interrupts."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buffer = b""
+
+    def waiting(self) -> bool:
+        pending = self._sock.pending() if isinstance(self._sock, ssl.SSLSocket) else 0
+        return bool(self._buffer) or pending > 0
+
+    def _more(self) -> bool:
+        chunk: bytes = self._sock.recv(65536)
+        self._buffer += chunk
+        return bool(chunk)
+
+    def readline(self, limit: int = -1) -> bytes:
+        while b"\n" not in self._buffer and (limit < 0 or len(self._buffer) < limit) and self._more():
+            pass
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if limit >= 0:
+            end = min(end, limit)
+        line, self._buffer = self._buffer[:end], self._buffer[end:]
+        return line
+
+    def read(self, size: int) -> bytes:
+        while len(self._buffer) < size and self._more():
+            pass
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def close(self) -> None:
+        pass
+
+
+@contextmanager
+def idle_session(channel: Channel) -> Iterator[imaplib.IMAP4]:
+    """A logged-in IMAP session for `wait_idle` (a mailbox's watcher: it only selects and idles)."""
+    with imap_session(channel) as client:
+        # Right after the login's tagged answer the server has nothing more to say, so nothing is
+        # left behind in imaplib's own buffer.
+        client.file = _IdleReader(client.sock)  # type: ignore[assignment]
+        yield client
+
+
+def _news(line: bytes) -> bool:
+    """Whether an untagged answer says the folder changed (new mail: EXISTS, RECENT)."""
+    return line.startswith(b"*") and (b"EXISTS" in line or b"RECENT" in line)
+
+
+def wait_idle(client: imaplib.IMAP4, seconds: float, stop: Callable[[], bool] = lambda: False) -> bool:
+    """IMAP IDLE (RFC 2177) on the selected folder of an `idle_session` for at most `seconds`, or
+    until `stop()` (asked about every second): whether the server said the folder changed.
+    `TransientError` when the connection dropped or the server ended the IDLE itself."""
+    reader = client.file
+    if not isinstance(reader, _IdleReader):
+        raise TypeError("wait_idle needs a client from idle_session")
+    tag = client._new_tag()
+    client.send(tag + b" IDLE\r\n")
     changed = False
+    while True:
+        line = client.readline()
+        if not line:
+            raise TransientError("the IMAP server closed the connection")
+        if line.startswith(b"+"):
+            break
+        if line.startswith(tag):
+            raise TransientError(f"the IMAP server refused IDLE: {_text(line)}")
+        changed = changed or _news(line)
+    sock = client.socket()
     deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.1, min(5.0, deadline - time.monotonic())))
-            try:
-                line = client.readline()
-            except TimeoutError:
+    while not changed and not stop():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if not reader.waiting():
+            readable, _, _ = select.select([sock], [], [], min(1.0, left))
+            if not readable:
                 continue
-            if not line:
-                break
-            if b"EXISTS" in line or b"RECENT" in line:
-                changed = True
-                break
-    finally:
-        sock.settimeout(TIMEOUT)
-        client.send(b"DONE\r\n")
-        while True:
-            line = client.readline()
-            if not line or line.startswith(tag.encode()):
-                break
+        line = client.readline()
+        if not line or line.startswith(b"* BYE"):
+            raise TransientError(f"the IMAP server ended the connection: {_text(line) or 'closed'}")
+        changed = _news(line)
+    client.send(b"DONE\r\n")
+    while True:
+        line = client.readline()
+        if not line:
+            raise TransientError("the IMAP server closed the connection")
+        if line.startswith(tag):
+            if not line[len(tag) :].lstrip().upper().startswith(b"OK"):
+                raise TransientError(f"the IMAP server ended IDLE: {_text(line)}")
+            break
+        changed = changed or _news(line)
     return changed
 
 

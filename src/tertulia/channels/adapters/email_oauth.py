@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 import httpx
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import PermanentError, TransientError
+from tertulia.channels.protocol import Fault, PermanentError, TransientError
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.outgoing_http import provider_http
 
@@ -92,7 +92,11 @@ def _token_call(config: dict[str, Any], form: dict[str, str]) -> dict[str, Any]:
         raise TransientError(f"the authorisation server answered {response.status_code}")
     if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
         error = body.get("error_description") or body.get("error") if isinstance(body, dict) else None
-        raise PermanentError(f"the authorisation server refused: {error or response.status_code}", code="oauth")
+        # invalid_grant (a revoked or expired refresh token), a deleted client: the mailbox must be
+        # authorised again.
+        raise PermanentError(
+            f"the authorisation server refused: {error or response.status_code}", code="oauth", fault=Fault.CREDENTIALS
+        )
     return body
 
 
@@ -115,7 +119,9 @@ def access_token(channel: Channel) -> str:
     config, secrets = channel.config or {}, channel.secrets or {}
     refresh = str(secrets.get("oauth_refresh_token") or "")
     if not refresh:
-        raise PermanentError("the mailbox has not been authorised yet (no refresh token)", code="oauth")
+        raise PermanentError(
+            "the mailbox has not been authorised yet (no refresh token)", code="oauth", fault=Fault.CREDENTIALS
+        )
     key = (channel.id, refresh)
     with _lock:
         cached = _tokens.get(key)

@@ -32,6 +32,7 @@ import httpx
 
 from tertulia.channels.adapters import meta_graph
 from tertulia.channels.adapters.messenger import (
+    FAULTS,
     MAX_QUICK_REPLIES,
     QUICK_REPLY_PAYLOAD,
     QUICK_REPLY_TITLE,
@@ -255,7 +256,7 @@ class InstagramAdapter(MetaMessagingAdapter):
         except httpx.TransportError as exc:
             raise TransientError(f"Instagram could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
-            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
+            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES, faults=FAULTS)
 
     # ----- chat menu: ice breakers ----------------------------------------------------------------
 
@@ -280,5 +281,5 @@ class InstagramAdapter(MetaMessagingAdapter):
         except httpx.TransportError as exc:
             raise TransientError(f"Instagram could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
-            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
+            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES, faults=FAULTS)
         return response.text

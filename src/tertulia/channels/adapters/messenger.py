@@ -46,6 +46,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelRules,
     DeliveryStatus,
+    Fault,
     FetchedMedia,
     InboundMessage,
     MessageType,
@@ -112,6 +113,16 @@ RETRYABLE_CODES: dict[int, float | None] = {
     32: 60.0,
     613: 60.0,
     1200: None,
+}
+# Whose fault Messenger's and Instagram's codes are, before the Graph codes every Meta platform
+# shares (meta_graph.GRAPH_FAULTS: 190 the token, 10 and 200-299 permissions, 4/17/32/613 rate
+# limits). Code 10 is a permission unless its subcode says otherwise.
+FAULTS: dict[tuple[int, int | None], Fault] = {
+    (10, 2018278): Fault.MESSAGE,  # outside the 24-hour window without an allowing tag
+    (10, 1893063): Fault.ACCOUNT,  # the Page is temporarily restricted from sending
+    (551, None): Fault.MESSAGE,  # this person is not available (blocked the Page, left)
+    (100, 2018001): Fault.MESSAGE,  # no matching user
+    (100, 33): Fault.ACCOUNT,  # the Page or account id does not exist for this token
 }
 EXPLANATIONS: dict[tuple[int, int | None], str] = {
     (10, 2018278): "Sent outside the 24-hour window without a message tag that allows it.",
@@ -372,7 +383,7 @@ class MetaMessagingAdapter:
                 code="unreachable",
             ) from exc
         if not response.is_success:
-            error = meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
+            error = meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES, faults=FAULTS)
             code = "token" if field.startswith("secrets.") else "callback"
             raise SetupRefused(error.reason, field=field, code=code)
         try:
@@ -447,7 +458,7 @@ class MetaMessagingAdapter:
             raise TransientError(f"{self.provider} could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
             raise meta_graph.graph_error(
-                response, provider=self.provider, retryable=RETRYABLE_CODES, explain=EXPLANATIONS
+                response, provider=self.provider, retryable=RETRYABLE_CODES, explain=EXPLANATIONS, faults=FAULTS
             )
         try:
             answer = response.json()
@@ -614,7 +625,7 @@ class MessengerAdapter(MetaMessagingAdapter):
         except httpx.TransportError as exc:
             raise TransientError(f"Messenger could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
-            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
+            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES, faults=FAULTS)
 
     # ----- chat menu: the persistent menu and the Get Started button ------------------------------
 
@@ -651,7 +662,7 @@ class MessengerAdapter(MetaMessagingAdapter):
         except httpx.TransportError as exc:
             raise TransientError(f"{self.provider} could not be reached ({type(exc).__name__})") from exc
         if not response.is_success:
-            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES)
+            raise meta_graph.graph_error(response, provider=self.provider, retryable=RETRYABLE_CODES, faults=FAULTS)
         return response.text
 
 

@@ -4,7 +4,10 @@
 handshake answered with `hub.challenge` when `hub.verify_token` matches, then POSTs signed with
 `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>`), and the Graph API refuses a
 request with the same error shape (`{"error": {"message", "type", "code", "error_subcode",
-"error_data", "fbtrace_id"}}`). Each adapter keeps its own table of which codes are worth retrying.
+"error_data", "fbtrace_id"}}`). Each adapter keeps its own table of which codes are worth retrying,
+and of whose fault a code is (`Fault`) beyond the codes every Graph API shares (GRAPH_FAULTS: the
+token, permissions, app and account rate limits, a blocked account). Meta's `type` says little
+("OAuthException" also comes with 131047, the 24-hour window), so the code decides.
 
 A channel of any of them keeps `app_secret` and `verify_token` among its secrets and its Graph root
 in `api_base_url` + `api_version` (tests point them at a local fake).
@@ -19,13 +22,33 @@ from typing import Any
 import httpx
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import PermanentError, TransientError, WebhookRejected, WebhookRequest
+from tertulia.channels.protocol import Fault, PermanentError, TransientError, WebhookRejected, WebhookRequest
 from tertulia.kit.errors import ValidationFailed
 
 DEFAULT_API_VERSION = "v26.0"
 SIGNATURE_HEADER = "x-hub-signature-256"
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 _VERSION = re.compile(r"^v[0-9]{1,3}\.[0-9]$")
+
+# Whose fault a Graph error code is, for every Meta platform (Graph API error handling; §3.4 of
+# the channel reference): (code, subcode), or (code, None) for any subcode. An adapter's own table
+# is looked at first (Messenger's code 10 with subcode 2018278 is the 24-hour window, not a
+# permission). Codes 200-299 are permissions (PERMISSION_CODES).
+GRAPH_FAULTS: dict[tuple[int, int | None], Fault] = {
+    (190, None): Fault.CREDENTIALS,  # access token invalid, expired or revoked
+    (102, None): Fault.CREDENTIALS,  # API session (the user's login) no longer valid
+    (10, None): Fault.CREDENTIALS,  # the app lacks a permission
+    (3, None): Fault.CREDENTIALS,  # the app lacks the capability
+    (4, None): Fault.ACCOUNT,  # application-level rate limit
+    (17, None): Fault.ACCOUNT,  # user-level rate limit
+    (32, None): Fault.ACCOUNT,  # Page-level rate limit
+    (613, None): Fault.ACCOUNT,  # calls exceed the rate limit
+    (80007, None): Fault.ACCOUNT,  # business-account rate limit
+    (368, None): Fault.ACCOUNT,  # temporarily blocked for policy violations
+    (1, None): Fault.PROVIDER,  # unknown error
+    (2, None): Fault.PROVIDER,  # service temporarily unavailable
+}
+PERMISSION_CODES = range(200, 300)
 
 
 def hub_signature(app_secret: str, body: bytes) -> str:
@@ -93,23 +116,43 @@ def graph_error_of(response: httpx.Response) -> dict[str, Any] | None:
     return error if isinstance(error, dict) else None
 
 
+def graph_fault(
+    code: int | None, subcode: int | None, status: int, faults: Mapping[tuple[int, int | None], Fault] | None = None
+) -> Fault | None:
+    """Whose fault a Graph error is: the adapter's table, then GRAPH_FAULTS, by (code, subcode) then
+    (code, any); then by HTTP status (401: the token). None: the error class's default (a retryable
+    error the provider's, any other the message's)."""
+    if code is not None:
+        for table in (faults or {}, GRAPH_FAULTS):
+            found = table.get((code, subcode)) or table.get((code, None))
+            if found is not None:
+                return found
+        if code in PERMISSION_CODES:
+            return Fault.CREDENTIALS
+    if status == 401:
+        return Fault.CREDENTIALS
+    return None
+
+
 def graph_error(
     response: httpx.Response,
     *,
     provider: str,
     retryable: Mapping[int, float | None],
     explain: Mapping[tuple[int, int | None], str] | None = None,
+    faults: Mapping[tuple[int, int | None], Fault] | None = None,
 ) -> TransientError | PermanentError:
     """The error a refused Graph request means: retryable (throttling, Meta's faults; `retryable`
     maps a code to the seconds to wait, None for the usual backoff) or permanent. The reason is
     Meta's own words, after our explanation of the (code, subcode) when `explain` has one; the
-    error's code is `<provider>:<code>`."""
+    error's code is `<provider>:<code>`; its fault is `graph_fault`'s."""
     error = graph_error_of(response)
     if error is None:
         reason = f"{provider} answered HTTP {response.status_code}"
+        fault = graph_fault(None, None, response.status_code)
         if response.status_code == 429 or response.status_code >= 500:
-            return TransientError(reason, code=f"http:{response.status_code}")
-        return PermanentError(reason, code=f"http:{response.status_code}")
+            return TransientError(reason, code=f"http:{response.status_code}", fault=fault)
+        return PermanentError(reason, code=f"http:{response.status_code}", fault=fault)
     code = error.get("code")
     subcode = error.get("error_subcode")
     reason = graph_reason(error)
@@ -119,8 +162,14 @@ def graph_error(
     if explained:
         reason = f"{explained} {reason}"
     tagged = f"{provider.lower()}:{code}"
+    fault = graph_fault(
+        code if isinstance(code, int) else None,
+        subcode if isinstance(subcode, int) else None,
+        response.status_code,
+        faults,
+    )
     if isinstance(code, int) and code in retryable:
-        return TransientError(reason, code=tagged, retry_after=retryable[code])
+        return TransientError(reason, code=tagged, retry_after=retryable[code], fault=fault)
     if response.status_code == 429 or response.status_code >= 500:
-        return TransientError(reason, code=tagged)
-    return PermanentError(reason, code=tagged)
+        return TransientError(reason, code=tagged, fault=fault)
+    return PermanentError(reason, code=tagged, fault=fault)

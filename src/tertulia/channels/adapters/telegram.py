@@ -28,7 +28,9 @@ Wire format: ../shared/reference/channels.md section 6 (and core.telegram.org/bo
   There are no receipts: a message Telegram accepted is SENT.
 - Errors: 429 is a TransientError with Telegram's `retry_after`; 5xx and timeouts are transient;
   anything else (403 "bot was blocked by the user", 400 "chat not found") is a PermanentError whose
-  reason is Telegram's description.
+  reason is Telegram's description. Only 401/404 (the token) and 409 (another consumer of the
+  bot's updates) are the channel's fault (FAULTS): a blocked bot or a missing chat fails that
+  message and leaves the channel connected.
 """
 
 import hmac
@@ -49,6 +51,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import (
     ChannelError,
     ChannelRules,
+    Fault,
     FetchedMedia,
     InboundEdit,
     InboundMessage,
@@ -381,6 +384,20 @@ class BotApi:
         return b"".join(chunks)
 
 
+# Whose fault a Bot API refusal is, by its error code (the docs warn the codes may change, so an
+# unknown one fails the message alone): 401 is a token Telegram no longer knows (revoked with
+# /revoke, or the bot deleted), 404 a token it never knew; 409 another getUpdates or webhook taking
+# the bot's updates. 403 is one chat's ("bot was blocked by the user", "user is deactivated", "bot
+# was kicked"), 400 one message's ("chat not found", a text too long).
+FAULTS: dict[str, Fault] = {
+    "401": Fault.CREDENTIALS,
+    "404": Fault.CREDENTIALS,
+    "409": Fault.ACCOUNT,
+    "403": Fault.MESSAGE,
+    "400": Fault.MESSAGE,
+}
+
+
 def _result(response: httpx.Response) -> Any:
     try:
         body = response.json()
@@ -396,12 +413,14 @@ def _result(response: httpx.Response) -> Any:
     if response.status_code == 429 or code == "429":
         retry_after = parameters.get("retry_after")
         wait = float(retry_after) if isinstance(retry_after, int | float) else None
-        raise TransientError(description, code="429", retry_after=wait)
+        # Telegram does not say whether the flood control is one chat's or the whole bot's; the
+        # outbox keeps the bot's 30 a second, so it is taken as the chat's (retried, no alarm).
+        raise TransientError(description, code="429", retry_after=wait, fault=Fault.MESSAGE)
     if response.status_code >= 500:
         raise TransientError(description, code=code)
     if "migrate_to_chat_id" in parameters:
         description = f"{description} (the group is now chat {parameters['migrate_to_chat_id']})"
-    raise PermanentError(description, code=code)
+    raise PermanentError(description, code=code, fault=FAULTS.get(code, FAULTS.get(str(response.status_code))))
 
 
 # ----- inbound ----------------------------------------------------------------------------------------

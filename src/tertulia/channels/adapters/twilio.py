@@ -33,7 +33,10 @@ Wire format: ../shared/reference/channels.md sections 8 and 11 (and twilio.com/d
 - Outbound: text, at most 1600 characters (Twilio's limit for `Body`); Twilio splits it into
   segments itself. Errors: HTTP 429, code 20429 and 63017 (rate limits), 5xx and timeouts are
   TransientErrors; anything else is a PermanentError whose reason is Twilio's message and code
-  (21610: the recipient replied STOP).
+  (21610: the recipient replied STOP). Whose fault (FAULTS): a refused login (20003, HTTP 401),
+  an inactive account, a sender the account does not own, a Messaging Service without numbers or
+  the account's rate limit are the channel's; a bad or unsubscribed recipient, a carrier's refusal,
+  the WhatsApp window are the message's alone.
 """
 
 import base64
@@ -52,6 +55,7 @@ from tertulia.channels.protocol import (
     ChannelError,
     ChannelRules,
     DeliveryStatus,
+    Fault,
     FetchedMedia,
     InboundMessage,
     MessageType,
@@ -116,6 +120,28 @@ ERRORS = {
     "30034": "Message from an unregistered number (US A2P 10DLC)",
     "63016": "Outside the WhatsApp 24-hour window: only templates may be sent",
     "63017": "Rate limit exceeded",
+}
+# Whose fault Twilio's error codes are (twilio.com/docs/errors). Unlisted 4xx codes fail the message.
+FAULTS: dict[str, Fault] = {
+    "20003": Fault.CREDENTIALS,  # authentication failed (wrong Account SID, token or API key)
+    "20008": Fault.CREDENTIALS,  # test credentials cannot send
+    "20005": Fault.ACCOUNT,  # the account is not active (suspended, closed)
+    "20404": Fault.ACCOUNT,  # the account (or its Messages resource) was not found
+    "20429": Fault.ACCOUNT,  # too many requests for the account
+    "63017": Fault.ACCOUNT,  # the sender's rate limit
+    "21212": Fault.ACCOUNT,  # the From number is invalid
+    "21606": Fault.ACCOUNT,  # the From number is not an SMS-capable number of the account
+    "21659": Fault.ACCOUNT,  # the From number is not a Twilio number
+    "21703": Fault.ACCOUNT,  # the Messaging Service has no number available to send from
+    "21704": Fault.ACCOUNT,  # the Messaging Service contains no phone numbers
+    "21705": Fault.ACCOUNT,  # the Messaging Service is invalid
+    "30034": Fault.ACCOUNT,  # an unregistered US A2P 10DLC number
+    "21211": Fault.MESSAGE,  # invalid To number
+    "21408": Fault.MESSAGE,  # the recipient's region is not enabled
+    "21610": Fault.MESSAGE,  # the recipient replied STOP
+    "21614": Fault.MESSAGE,  # not a mobile number
+    "21617": Fault.MESSAGE,  # body too long
+    "63016": Fault.MESSAGE,  # outside the WhatsApp window
 }
 MEDIA_TYPES = {"image": MessageType.IMAGE, "audio": MessageType.AUDIO, "video": MessageType.VIDEO}
 
@@ -486,13 +512,14 @@ def _result(response: httpx.Response) -> dict[str, Any]:
     code = str(body.get("code") or response.status_code)
     message = str(body.get("message") or f"Twilio answered HTTP {response.status_code}")
     reason = f"{ERRORS[code]}. Twilio: {message} ({code})" if code == "21610" else f"{message} ({code})"
+    fault = FAULTS.get(code) or (Fault.CREDENTIALS if response.status_code == 401 else None)
     if response.status_code == 429 or code in RATE_LIMITED:
         retry_after = response.headers.get("retry-after")
         wait = float(retry_after) if retry_after and retry_after.isdigit() else None
-        raise TransientError(reason, code=code, retry_after=wait)
+        raise TransientError(reason, code=code, retry_after=wait, fault=fault or Fault.ACCOUNT)
     if response.status_code >= 500:
-        raise TransientError(reason, code=code)
-    raise PermanentError(reason, code=code)
+        raise TransientError(reason, code=code, fault=fault)
+    raise PermanentError(reason, code=code, fault=fault)
 
 
 # ----- inbound ----------------------------------------------------------------------------------------

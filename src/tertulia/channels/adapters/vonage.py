@@ -31,7 +31,10 @@ Wire format: ../shared/reference/channels.md sections 9 and 11 (and developer.vo
 - Outbound: text, `type=unicode` when the text is not GSM-7 (SMS API). SMS API answers 200 with a
   `status` per part: 1 (throttled) and 5 (internal error) are TransientErrors, any other non-zero
   status a PermanentError with Vonage's `error-text`. Messages API answers RFC 7807 problems: 429
-  and 5xx transient, anything else permanent with the title and detail.
+  and 5xx transient, anything else permanent with the title and detail. Whose fault: the SMS API's
+  status (SMS_FAULTS: 4 bad credentials, 8/9/11 the account barred, out of credit or not enabled,
+  15 a sender the account may not use) or the Messages API's HTTP status (HTTP_FAULTS: 401 the
+  credentials, 402 the balance); a barred or invalid number fails the message alone.
 """
 
 import hashlib
@@ -51,6 +54,7 @@ from tertulia.channels.protocol import (
     ChannelError,
     ChannelRules,
     DeliveryStatus,
+    Fault,
     FetchedMedia,
     InboundMessage,
     OutboundMessage,
@@ -86,6 +90,29 @@ TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 FOLLOW_UPS = frozenset({"help_reply"})
 # SMS API send statuses worth retrying: 1 throttled, 5 internal error.
 SMS_RETRYABLE = frozenset({"1", "5"})
+# Whose fault an SMS API status is (developer.vonage.com/messaging/sms/guides/troubleshooting-sms);
+# an unlisted one (2, 3, 6 bad parameters, 7 number barred, 12 too long, 22 bad network, 29 not a
+# whitelisted destination, 33 number deactivated) fails the message.
+SMS_FAULTS: dict[str, Fault] = {
+    "1": Fault.ACCOUNT,  # throttled: faster than the account's limit (retried)
+    "4": Fault.CREDENTIALS,  # invalid credentials
+    "14": Fault.CREDENTIALS,  # invalid signature
+    "32": Fault.CREDENTIALS,  # signature and API secret both given, disallowed
+    "8": Fault.ACCOUNT,  # the account is barred
+    "9": Fault.ACCOUNT,  # partner quota violation: not enough credit
+    "10": Fault.ACCOUNT,  # too many existing binds
+    "11": Fault.ACCOUNT,  # the account is not enabled for HTTP
+    "15": Fault.ACCOUNT,  # invalid sender address (the account may not send from it)
+    "23": Fault.ACCOUNT,  # invalid callback URL
+    "5": Fault.PROVIDER,  # internal error (retried)
+}
+# Whose fault a refused HTTP request is (the Messages API's RFC 7807 problems, the account API).
+HTTP_FAULTS: dict[int, Fault] = {
+    401: Fault.CREDENTIALS,
+    403: Fault.CREDENTIALS,
+    402: Fault.ACCOUNT,  # low balance
+    429: Fault.ACCOUNT,  # the account's rate limit
+}
 OPTED_OUT = "9"  # DLR err-code: the recipient opted out (Vonage "Messaging Opted-out Numbers")
 
 DLR_STATUSES = {
@@ -420,9 +447,10 @@ class Api:
         reason = str(
             body.get("error-code-label") or body.get("title") or f"Vonage answered HTTP {response.status_code}"
         )
+        fault = HTTP_FAULTS.get(response.status_code)
         if response.status_code == 429 or response.status_code >= 500:
-            raise TransientError(reason, code=str(response.status_code))
-        raise PermanentError(reason, code=str(response.status_code))
+            raise TransientError(reason, code=str(response.status_code), fault=fault)
+        raise PermanentError(reason, code=str(response.status_code), fault=fault)
 
     def send_text(self, to: str, text: str, reference: str | None) -> str:
         recipient = sms.e164(to)
@@ -470,10 +498,15 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 def _sms_result(response: httpx.Response) -> str:
     body = _json(response)
+    fault = HTTP_FAULTS.get(response.status_code)
     if response.status_code == 429 or response.status_code >= 500:
-        raise TransientError(f"Vonage answered HTTP {response.status_code}", code=str(response.status_code))
+        raise TransientError(
+            f"Vonage answered HTTP {response.status_code}", code=str(response.status_code), fault=fault
+        )
     if response.status_code >= 300:
-        raise PermanentError(f"Vonage answered HTTP {response.status_code}", code=str(response.status_code))
+        raise PermanentError(
+            f"Vonage answered HTTP {response.status_code}", code=str(response.status_code), fault=fault
+        )
     parts = [p for p in body.get("messages") or [] if isinstance(p, dict)]
     if not parts:
         raise PermanentError("Vonage answered without a message")
@@ -482,8 +515,8 @@ def _sms_result(response: httpx.Response) -> str:
         if status != "0":
             reason = f"{part.get('error-text') or 'refused'} ({status})"
             if status in SMS_RETRYABLE:
-                raise TransientError(reason, code=status)
-            raise PermanentError(reason, code=status)
+                raise TransientError(reason, code=status, fault=SMS_FAULTS.get(status))
+            raise PermanentError(reason, code=status, fault=SMS_FAULTS.get(status))
     # A long message is sent in parts, each with its id; the first part's receipt is the message's.
     return str(parts[0].get("message-id"))
 
@@ -496,11 +529,12 @@ def _messages_result(response: httpx.Response) -> str:
     detail = str(body.get("detail") or "")
     reason = f"{title}: {detail}" if detail else title
     code = str(body.get("type") or response.status_code).rpartition("#")[2]
+    fault = HTTP_FAULTS.get(response.status_code)
     if response.status_code == 429 or response.status_code >= 500:
         retry_after = response.headers.get("retry-after")
         wait = float(retry_after) if retry_after and retry_after.isdigit() else None
-        raise TransientError(reason, code=code, retry_after=wait)
-    raise PermanentError(reason, code=code)
+        raise TransientError(reason, code=code, retry_after=wait, fault=fault)
+    raise PermanentError(reason, code=code, fault=fault)
 
 
 # ----- inbound ----------------------------------------------------------------------------------------

@@ -23,6 +23,9 @@ The widget's public endpoints, CORS and the visitor's socket are the inbox's ent
   ("<identity>:<id>") as the widget's own messages of that user, so a message relayed twice, or
   through both ways, is stored once. The identity secret already lets that server vouch for who
   a visitor is; these callbacks need no more trust than that.
+
+Sending is ours alone (the visitor reads it from the inbox's socket): there is no provider to
+refuse anything, so web chat raises no `ChannelError` and never goes into error.
 """
 
 import base64

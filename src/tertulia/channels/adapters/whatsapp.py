@@ -14,7 +14,9 @@ contacts/identities.py links both to one contact (a later message carrying both 
 Sending: `POST {api_base_url}/{api_version}/{phone_number_id}/messages` with the access token.
 Graph errors are mapped by code (§3.4): throttling and transient faults are retried, policy
 refusals (outside the 24-hour window, undeliverable, template problems, blocked accounts) fail the
-message with Meta's own title and details as the reason.
+message with Meta's own title and details as the reason. Whose fault each code is (FAULTS): the
+token, a permission, the number's or account's limits and locks are the channel's (it goes into
+error, its owners are told); a customer's refusal or the window is the message's alone.
 
 - Files are ours, so Meta cannot fetch them by link: each is uploaded first
   (`POST /{phone_number_id}/media`, multipart `file`, `type`, `messaging_product=whatsapp`, answered
@@ -51,6 +53,7 @@ from tertulia.channels.protocol import (
     PACE_SETTING,
     ChannelRules,
     DeliveryStatus,
+    Fault,
     FetchedMedia,
     InboundMessage,
     ListLimits,
@@ -95,6 +98,32 @@ RETRYABLE_CODES: dict[int, float | None] = {
     2: None,  # service temporarily unavailable
     131000: None,  # something went wrong
     133004: None,  # server temporarily unavailable
+}
+
+# Whose fault WhatsApp's own codes are (§3.4), beside the Graph codes every Meta platform shares
+# (meta_graph.GRAPH_FAULTS: 190 the token, 10 and 200-299 permissions, 4 and 80007 rate limits,
+# 368 a blocked account). A code not listed fails the one message.
+FAULTS: dict[tuple[int, int | None], Fault] = {
+    # The number or business account as a whole.
+    (130429, None): Fault.ACCOUNT,  # the number's throughput reached
+    (131048, None): Fault.ACCOUNT,  # spam rate limit: the number may send less after blocks or flags
+    (131031, None): Fault.ACCOUNT,  # the business account is locked
+    (131042, None): Fault.ACCOUNT,  # a payment problem on the business account
+    (131045, None): Fault.ACCOUNT,  # the number is not registered (certificate)
+    (131037, None): Fault.ACCOUNT,  # the number's display name is not approved
+    (131057, None): Fault.ACCOUNT,  # the business account is in maintenance mode
+    (133010, None): Fault.ACCOUNT,  # the number is not registered with the Cloud API
+    (100, 33): Fault.ACCOUNT,  # the phone number id does not exist (or the token cannot see it)
+    # One customer or one message.
+    (131026, None): Fault.MESSAGE,  # undeliverable: not on WhatsApp, an old app, the business blocked
+    (131047, None): Fault.MESSAGE,  # more than 24 hours since the customer's last message
+    (131049, None): Fault.MESSAGE,  # this customer's marketing cap
+    (131050, None): Fault.MESSAGE,  # this customer stopped marketing messages
+    (131051, None): Fault.MESSAGE,  # unsupported message type
+    (131052, None): Fault.MESSAGE,  # media download failed
+    (131053, None): Fault.MESSAGE,  # media upload failed
+    (131056, None): Fault.MESSAGE,  # too many messages to this customer (retried)
+    (130472, None): Fault.MESSAGE,  # the customer is in a Meta experiment
 }
 
 # Templates are read a page at a time; a business account holds at most 6,000 of them (Meta's
@@ -913,4 +942,4 @@ def _unique_choices(
 def graph_error(response: httpx.Response) -> TransientError | PermanentError:
     """The error a refused request means: retryable (throttling, Meta's faults) or permanent, with
     Meta's reason and `whatsapp:<code>` as its code."""
-    return meta_graph.graph_error(response, provider="WhatsApp", retryable=RETRYABLE_CODES)
+    return meta_graph.graph_error(response, provider="WhatsApp", retryable=RETRYABLE_CODES, faults=FAULTS)

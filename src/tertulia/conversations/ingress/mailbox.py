@@ -9,12 +9,18 @@ mailbox's place (`Mailbox`) moved past it, so a fetcher that dies in between rea
 again next time, and the Message-ID (or the hash of a message without one) keeps it from being
 stored twice: a restart neither loses nor duplicates mail.
 
-When to look: `fetch_due_mailboxes` (every minute) reads each active email channel whose
-`poll_seconds` have passed; `watch_mailbox` keeps an IMAP connection in IDLE (RFC 2177) when the
-server offers it and reads as soon as the server says new mail exists (`tertulia channel
-watch-email`, or the consumer's watcher threads).
+When to look: every process that consumes the queue (`tertulia worker`, `tertulia serve` with its
+embedded queue) runs `MailWatchers`: one thread per active email channel whose lock it holds
+(kit/process_locks.py, so one watcher per mailbox across processes), which keeps an IMAP
+connection in IDLE (RFC 2177, re-issued every 25 minutes) when the server offers it and reads as
+soon as the server says new mail exists, or reads every `poll_seconds` (POP3, IMAP without IDLE).
+`tertulia channel watch-email` runs the same watchers alone. `fetch_due_mailboxes` (every minute)
+reads the mailboxes whose `poll_seconds` have passed and that no watcher holds.
 """
 
+import hashlib
+import imaplib
+import json
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,14 +31,16 @@ from huey import crontab
 from sqlalchemy import select
 
 from tertulia.channels.adapters import email as email_adapter
-from tertulia.channels.health import record_error
+from tertulia.channels.health import record_failure
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import ChannelError
+from tertulia.channels.protocol import ChannelError, TransientError
 from tertulia.conversations.ingress.callbacks import callback_spool, enqueue_callbacks
 from tertulia.conversations.models import Mailbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.kit.process_locks import ProcessLocks, held_by_anyone
 from tertulia.kit.queue import huey, task_database
+from tertulia.kit.settings import get_settings
 
 log = structlog.get_logger()
 
@@ -93,7 +101,7 @@ def _advance(
     last_uid: int | None = None,
     pop_uidls: list[str] | None = None,
     spooled: int = 0,
-    error: str | None = None,
+    failure: ChannelError | None = None,
 ) -> None:
     now = utcnow()
     config = email_adapter.config_of(channel)
@@ -112,9 +120,11 @@ def _advance(
         state.due_at = now + timedelta(seconds=config.poll_seconds)
         if spooled:
             state.received_at = now
-        state.error = error
-        if error is not None:
-            record_error(session, channel.id, error, now)
+        state.error = failure.reason if failure is not None else None
+        if failure is not None:
+            # The mailbox page shows every failure; the channel is in error only when it is the
+            # channel's own (a refused login, a folder gone, a server that cannot be reached).
+            record_failure(session, channel.id, failure, now)
 
 
 def _channel(db: Database, channel_id: int) -> Channel | None:
@@ -139,12 +149,12 @@ def fetch_mailbox(db: Database, channel_id: int, *, batch: int = FETCH_BATCH, en
                 spooled = _fetch_imap(db, channel, batch, enqueue=enqueue)
         except ChannelError as exc:
             log.warning("email_fetch_failed", channel_id=channel_id, reason=exc.reason)
-            _advance(db, channel, error=exc.reason)
+            _advance(db, channel, failure=exc)
             return FetchReport(0, error=exc.reason)
         except OSError as exc:
             reason = f"the mail server could not be reached: {exc}"
             log.warning("email_fetch_failed", channel_id=channel_id, reason=reason)
-            _advance(db, channel, error=reason)
+            _advance(db, channel, failure=TransientError(reason))
             return FetchReport(0, error=reason)
     return FetchReport(spooled)
 
@@ -210,7 +220,11 @@ def due_channels(db: Database) -> list[int]:
 
 
 def fetch_due_mailboxes(db: Database) -> int:
-    return sum(fetch_mailbox(db, channel_id).spooled for channel_id in due_channels(db))
+    """Reads the due mailboxes that no watcher holds (a watcher reads its own, by IDLE or every
+    poll_seconds)."""
+    due = due_channels(db)
+    watched = watched_channels(db, due)
+    return sum(fetch_mailbox(db, channel_id).spooled for channel_id in due if channel_id not in watched)
 
 
 @huey.periodic_task(crontab(minute="*"), name="conversations.fetch_mailboxes")  # type: ignore[untyped-decorator]
@@ -218,50 +232,208 @@ def fetch_mailboxes() -> int:
     return fetch_due_mailboxes(task_database())
 
 
-# ----- IDLE ------------------------------------------------------------------------------------------
+# ----- watchers --------------------------------------------------------------------------------------
+
+WATCH_NAMESPACE = "email-watchers"
+SCAN_SECONDS = 2.0  # how soon a connected, changed or disconnected channel is noticed
+MAX_BACKOFF = 60.0
 
 
-def watch_mailbox(db: Database, channel_id: int, stop: threading.Event, *, idle_seconds: float = 25 * 60) -> None:
-    """Reads the channel's mail whenever the IMAP server says some arrived (IDLE), until `stop` is
-    set; a server without IDLE is read every `poll_seconds`. Connection trouble waits and retries."""
-    backoff = 1.0
+def _wait_for_mail(
+    db: Database, channel: Channel, stop: threading.Event, idle_seconds: float, backoff: list[float]
+) -> bool:
+    """One IDLE connection's life: select the folder, read what is there, then IDLE (re-issued every
+    `idle_seconds`) and read each time the server says mail arrived. False when the server has no
+    IDLE (the caller polls instead)."""
+    config = email_adapter.config_of(channel)
+    with email_adapter.idle_session(channel) as client:
+        backoff[0] = 1.0
+        if "IDLE" not in client.capabilities:
+            return False
+        email_adapter.select_folder(client, config.folder)
+        # Read after the SELECT: mail that arrives from here on is announced by the IDLE below.
+        fetch_mailbox(db, channel.id)
+        while not stop.is_set():
+            if email_adapter.wait_idle(client, idle_seconds, stop.is_set):
+                fetch_mailbox(db, channel.id)
+    return True
+
+
+def watch_mailbox(
+    db: Database, channel_id: int, stop: threading.Event, *, idle_seconds: float = email_adapter.IDLE_SECONDS
+) -> None:
+    """Reads the channel's mail whenever the IMAP server says some arrived (IDLE, re-issued every
+    `idle_seconds`), until `stop` is set or the channel is gone or disconnected; a server without
+    IDLE, or POP3, is read every `poll_seconds`. A dropped connection is opened again after a wait
+    that doubles (1 s up to a minute) while it keeps failing."""
+    backoff = [1.0]
     while not stop.is_set():
         channel = _channel(db, channel_id)
         if channel is None:
             return
         config = email_adapter.config_of(channel)
-        fetch_mailbox(db, channel_id)
         if config.protocol != "imap":
-            stop.wait(config.poll_seconds)  # POP3 has no push: read every poll_seconds
+            fetch_mailbox(db, channel_id)
+            stop.wait(config.poll_seconds)  # POP3 has no push
             continue
         try:
-            with email_adapter.imap_session(channel) as client:
-                if "IDLE" not in client.capabilities:
-                    stop.wait(config.poll_seconds)
-                    continue
-                email_adapter.select_folder(client, config.folder)
-                backoff = 1.0
-                while not stop.is_set():
-                    # A short IDLE when asked to stop soon; the server is told DONE before it times us out.
-                    if email_adapter.wait_idle(client, min(idle_seconds, 5.0)):
-                        fetch_mailbox(db, channel_id)
-        except (ChannelError, OSError) as exc:
-            log.info("email_watch_interrupted", channel_id=channel_id, reason=str(exc))
-            stop.wait(backoff)
-            backoff = min(backoff * 2, 60.0)
+            if not _wait_for_mail(db, channel, stop, idle_seconds, backoff):
+                fetch_mailbox(db, channel_id)
+                stop.wait(config.poll_seconds)
+        except (ChannelError, OSError, imaplib.IMAP4.error) as exc:
+            reason = exc.reason if isinstance(exc, ChannelError) else f"the IMAP server could not be reached: {exc}"
+            log.info("email_watch_interrupted", channel_id=channel_id, reason=reason, retry_in=backoff[0])
+            if backoff[0] > 1.0:
+                # Failing again after a wait: the channel's page shows it (a single dropped connection,
+                # which servers and routers do to idle ones, is not the mailbox failing).
+                _state(db, channel)  # the mailbox's row, if never read yet
+                _advance(db, channel, failure=exc if isinstance(exc, ChannelError) else TransientError(reason))
+            stop.wait(backoff[0])
+            backoff[0] = min(backoff[0] * 2, MAX_BACKOFF)
 
 
-def start_watchers(db: Database, stop: threading.Event) -> list[threading.Thread]:
-    """One watcher thread per active email channel: IDLE over IMAP, else reading every poll_seconds
-    (daemon threads; `stop` ends them)."""
-    with db.transaction(write=False) as session:
-        ids = list(
-            session.scalars(select(Channel.id).where(Channel.type == email_adapter.TYPE, Channel.active.is_(True)))
-        )
-    threads = [
-        threading.Thread(target=watch_mailbox, args=(db, channel_id, stop), daemon=True, name=f"mail-{channel_id}")
-        for channel_id in ids
-    ]
-    for thread in threads:
+@dataclass
+class _Watcher:
+    fingerprint: str
+    stop: threading.Event
+    thread: threading.Thread
+
+
+def _fingerprint(channel: Channel) -> str:
+    """What a running watcher was started with: a change of the settings or of the password starts
+    it again (not OAuth tokens, which are refreshed on their own)."""
+    password = str((channel.secrets or {}).get("password") or "")
+    secret = hashlib.sha256(password.encode()).hexdigest()
+    return json.dumps([channel.config or {}, secret], sort_keys=True, default=str)
+
+
+class MailWatchers:
+    """This process's watchers: one thread per active email channel whose lock it holds (see
+    kit/process_locks.py: a PostgreSQL advisory lock, or a file lock beside an SQLite database), so
+    however many processes run watchers, each mailbox has one. Every `scan_seconds` it looks at the
+    channels: it starts watchers for channels connected since (whose lock it gets), stops those of
+    channels disconnected or deleted, starts a watcher again when its settings changed, and takes
+    over the mailboxes of a process that died (its locks went with it)."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        scan_seconds: float = SCAN_SECONDS,
+        idle_seconds: float = email_adapter.IDLE_SECONDS,
+    ) -> None:
+        self.db = db
+        self.scan_seconds = scan_seconds
+        self.idle_seconds = idle_seconds
+        self._locks = ProcessLocks(db.url, WATCH_NAMESPACE)
+        self._watchers: dict[int, _Watcher] = {}
+        self._watchers_lock = threading.Lock()  # `watching` is read from other threads
+        self._stopping: dict[int, threading.Thread] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def watching(self) -> set[int]:
+        """The channels this process watches now."""
+        with self._watchers_lock:
+            return set(self._watchers)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="mail-watchers")
+        self._thread.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.scan()
+                except Exception:  # a database hiccup must not end this process's watchers
+                    log.exception("email_watchers_scan_failed")
+                self._stop.wait(self.scan_seconds)
+        finally:
+            for channel_id in list(self._watchers):
+                self._retire(channel_id)
+            for thread in self._stopping.values():
+                thread.join(10)
+            self._locks.close()
+
+    def _retire(self, channel_id: int) -> None:
+        with self._watchers_lock:
+            watcher = self._watchers.pop(channel_id)
+        watcher.stop.set()
+        self._stopping[channel_id] = watcher.thread
+
+    def scan(self) -> None:
+        if not self._locks.alive():
+            # The locks went with the database connection: another process may hold them now.
+            for channel_id in list(self._watchers):
+                self._retire(channel_id)
+        with self.db.transaction(write=False) as session:
+            channels = list(
+                session.scalars(select(Channel).where(Channel.type == email_adapter.TYPE, Channel.active.is_(True)))
+            )
+            wanted = {channel.id: _fingerprint(channel) for channel in channels}
+        for channel_id, watcher in list(self._watchers.items()):
+            if wanted.get(channel_id) != watcher.fingerprint or not watcher.thread.is_alive():
+                self._retire(channel_id)
+        # A watcher's lock is let go only once its thread has ended, never while it may still read.
+        for channel_id, thread in list(self._stopping.items()):
+            if not thread.is_alive():
+                del self._stopping[channel_id]
+                if channel_id not in self._watchers:
+                    self._locks.release(channel_id)
+        candidates = [i for i in wanted if i not in self._watchers and i not in self._stopping]
+        self._locks.claim(candidates)
+        for channel_id in candidates:
+            if channel_id in self._locks.held:
+                self._begin(channel_id, wanted[channel_id])
+
+    def _begin(self, channel_id: int, fingerprint: str) -> None:
+        stop = threading.Event()
+        thread = threading.Thread(target=self._watch, args=(channel_id, stop), daemon=True, name=f"mail-{channel_id}")
+        with self._watchers_lock:
+            self._watchers[channel_id] = _Watcher(fingerprint, stop, thread)
+        log.info("email_watch_started", channel_id=channel_id)
         thread.start()
-    return threads
+
+    def _watch(self, channel_id: int, stop: threading.Event) -> None:
+        try:
+            watch_mailbox(self.db, channel_id, stop, idle_seconds=self.idle_seconds)
+        except Exception:  # the next scan starts it again
+            log.exception("email_watch_failed", channel_id=channel_id)
+        finally:
+            log.info("email_watch_stopped", channel_id=channel_id)
+
+
+def watched_channels(db: Database, channel_ids: list[int]) -> set[int]:
+    """Which of the channels a watcher (of any process) holds now."""
+    return held_by_anyone(db.url, WATCH_NAMESPACE, channel_ids)
+
+
+_process_watchers: MailWatchers | None = None
+_process_lock = threading.Lock()
+
+
+def start_process_watchers() -> None:
+    """The watchers of a process that consumes the queue (`tertulia worker`, or `tertulia serve`
+    with its embedded queue); `TERTULIA_EMAIL_WATCHERS=false` leaves them out."""
+    global _process_watchers
+    if not get_settings().email_watchers:
+        return
+    with _process_lock:
+        if _process_watchers is None:
+            _process_watchers = MailWatchers(task_database())
+            _process_watchers.start()
+
+
+def stop_process_watchers() -> None:
+    global _process_watchers
+    with _process_lock:
+        watchers, _process_watchers = _process_watchers, None
+    if watchers is not None:
+        watchers.stop()

@@ -1,0 +1,440 @@
+"""The email channels' watchers that every queue consumer runs (conversations/ingress/mailbox.py
+`MailWatchers`), against the real Dovecot of tests/mailservers.py: mail appears within seconds of its
+delivery, channels connected, changed or disconnected while they run are picked up, one watcher holds
+a mailbox however many run (a PostgreSQL advisory lock, or a file lock beside the SQLite database),
+the survivor takes over from a killed holder, and nothing is lost or doubled."""
+
+import imaplib
+import os
+import select as io_select
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from tertulia.channels.adapters import email as email_adapter
+from tertulia.channels.models import Channel
+from tertulia.channels.service import do_disconnect_channel, do_update_channel_config
+from tertulia.conversations.ingress import mailbox as fetcher
+from tertulia.conversations.ingress.callbacks import callback_spool, process_callbacks
+from tertulia.conversations.models import Mailbox
+from tertulia.kit import queue
+from tertulia.kit.db import Database
+from tertulia.kit.process_locks import ProcessLocks
+from tests.channels.email_support import SUPPORT, MailServers, customer_mail, email_channel, messages_of
+from tests.conftest import Tenant
+from tests.live_server import free_port
+from tests.webhooks.tls import TestAuthority
+
+SCAN = 0.2  # the tests' watchers look at the channels five times a second
+
+
+def _until(condition: Callable[[], object], timeout: float = 15.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _texts(db: Database, channel_id: int) -> list[str]:
+    return [m.text or "" for m in messages_of(db, channel_id)]
+
+
+@contextmanager
+def _watchers(db: Database, **options: float) -> Iterator[fetcher.MailWatchers]:
+    watchers = fetcher.MailWatchers(db, scan_seconds=SCAN, **options)
+    watchers.start()
+    try:
+        yield watchers
+    finally:
+        watchers.stop()
+
+
+def _write_spooled(db: Database) -> None:
+    """What the queued callback task does with the spool (for mail a killed process spooled)."""
+    while callback_spool(db).waiting():
+        if not process_callbacks(db):
+            break
+
+
+def test_the_workers_watchers_read_new_mail_of_a_channel_connected_while_they_run(
+    client: TestClient, db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """Through a real queue consumer (as `tertulia worker` and `tertulia serve` run it): its watchers
+    start with it, notice the channel connected after them, and the mail goes through the queue."""
+    queue.huey.immediate = False
+    queue.huey.flush()
+    consumer = queue.start_consumer(1)
+    try:
+        channel = email_channel(db, tenant, mail, poll_seconds=3600)
+        _until(lambda: fetcher.watched_channels(db, [channel.id]), what="the channel's watcher")
+        time.sleep(0.5)  # its IDLE has begun
+        started = time.monotonic()
+        mail.send(customer_mail(subject="push", body="llegó por IDLE"))
+        _until(lambda: messages_of(db, channel.id), timeout=10, what="the message")
+        took = time.monotonic() - started
+    finally:
+        consumer.stop(graceful=True)
+        queue.huey.flush()
+    assert _texts(db, channel.id) == ["llegó por IDLE"]
+    assert took < 5, took
+    # The consumer's watchers stopped with it and let go of the mailbox.
+    assert fetcher.watched_channels(db, [channel.id]) == set()
+
+
+def test_two_watchers_for_one_mailbox_one_holds_it_and_the_other_takes_over(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    first = fetcher.MailWatchers(db, scan_seconds=SCAN)
+    second = fetcher.MailWatchers(db, scan_seconds=SCAN)
+    first.start()
+    second.start()
+    try:
+        _until(lambda: first.watching | second.watching, what="a watcher")
+        time.sleep(10 * SCAN)  # both have looked several times
+        assert len(first.watching) + len(second.watching) == 1
+        holder, other = (first, second) if first.watching else (second, first)
+        for n in range(3):
+            mail.send(customer_mail(subject=f"uno {n}", body=f"primero {n}"))
+        _until(lambda: len(messages_of(db, channel.id)) == 3, what="three messages")
+        holder.stop()
+        _until(lambda: other.watching == {channel.id}, what="the other watcher")
+        mail.send(customer_mail(subject="dos", body="después del relevo"))
+        _until(lambda: len(messages_of(db, channel.id)) == 4, what="the fourth message")
+        time.sleep(1)
+    finally:
+        first.stop()
+        second.stop()
+    assert _texts(db, channel.id) == ["primero 0", "primero 1", "primero 2", "después del relevo"]
+
+
+def _watch_email_process(db: Database) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "TERTULIA_DATABASE_URL": db.url,
+        # What it spools stays in the spool (the test writes it): its own queue is nobody's.
+        "TERTULIA_QUEUE_URL": "memory://",
+        "TERTULIA_LOG_LEVEL": "warning",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "tertulia", "channel", "watch-email"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _last_uid(db: Database, channel_id: int) -> int:
+    with db.transaction(write=False) as session:
+        state = session.get(Mailbox, channel_id)
+        return int(state.last_uid) if state is not None else 0
+
+
+def test_killing_the_holder_hands_the_mailbox_over_and_nothing_is_lost_or_doubled(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    process = _watch_email_process(db)
+    try:
+        _until(lambda: fetcher.watched_channels(db, [channel.id]), timeout=60, what="the process's watcher")
+        with _watchers(db) as survivor:
+            time.sleep(10 * SCAN)
+            assert survivor.watching == set()  # the process holds the mailbox
+            mail.send(customer_mail(subject="uno", body="leído por el proceso"))
+            _until(lambda: _last_uid(db, channel.id) > 0, what="the process reading the first mail")
+            assert messages_of(db, channel.id) == []  # spooled only: its queue is nobody's
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+            mail.send(customer_mail(subject="dos", body="llegó sin vigilante"))
+            _until(lambda: survivor.watching == {channel.id}, what="the takeover")
+            _until(lambda: "llegó sin vigilante" in _texts(db, channel.id), what="the mail of the gap")
+            time.sleep(0.5)
+            mail.send(customer_mail(subject="tres", body="después del relevo"))
+            _until(lambda: "después del relevo" in _texts(db, channel.id), what="the mail after the takeover")
+        _write_spooled(db)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert sorted(_texts(db, channel.id)) == sorted(
+        ["leído por el proceso", "llegó sin vigilante", "después del relevo"]
+    )
+    assert callback_spool(db).waiting() == 0
+
+
+def test_disconnecting_the_channel_stops_its_watcher(db: Database, tenant: Tenant, mail: MailServers) -> None:
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    with _watchers(db) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        with db.transaction() as session:
+            stored = session.get(Channel, channel.id)
+            assert stored is not None
+            do_disconnect_channel(session, tenant.actor(), stored)
+        _until(lambda: watchers.watching == set(), timeout=5, what="the watcher to stop")
+        _until(lambda: not fetcher.watched_channels(db, [channel.id]), timeout=5, what="the mailbox let go")
+        assert not [t for t in threading.enumerate() if t.name == f"mail-{channel.id}"]
+        mail.send(customer_mail(body="nadie la lee"))
+        time.sleep(1.5)
+    assert messages_of(db, channel.id) == []
+
+
+def test_a_changed_setting_is_picked_up_without_a_restart(db: Database, tenant: Tenant, mail: MailServers) -> None:
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    with _watchers(db) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        with db.transaction() as session:
+            stored = session.get(Channel, channel.id)
+            assert stored is not None
+            do_update_channel_config(session, tenant.actor(), stored, {"folder": "Sent", "sent_folder": ""})
+        time.sleep(0.5)  # the watcher started again on the new folder
+        mail.send(customer_mail(body="en la otra carpeta"), to=SUPPORT)  # INBOX: no longer read
+        mail.dovecot.deliver(SUPPORT, customer_mail(subject="otra", body="leída en Sent").as_bytes(), folder="Sent")
+        _until(lambda: messages_of(db, channel.id), what="the message of the new folder")
+        time.sleep(0.5)
+    assert _texts(db, channel.id) == ["leída en Sent"]
+
+
+def test_a_mailbox_without_idle_is_read_every_poll_seconds_and_the_minute_sweep_leaves_it(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail, incoming_protocol="pop3", incoming_port=mail.dovecot.pop3_port)
+    with db.transaction() as session:
+        # Below the page's 10 s lower bound, to keep the test short.
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        stored.config = {**stored.config, "poll_seconds": 1}
+    with _watchers(db) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        _until(lambda: _state_fetched(db, channel.id), what="the first look")
+        for n in range(3):
+            mail.send(customer_mail(subject=f"pop {n}", body=f"sondeo {n}"))
+            _until(lambda n=n: len(messages_of(db, channel.id)) == n + 1, timeout=5, what=f"message {n}")  # type: ignore[misc]
+    assert _texts(db, channel.id) == ["sondeo 0", "sondeo 1", "sondeo 2"]
+    # The minute sweep leaves a mailbox to the watcher holding it (of whichever process), and reads it
+    # once nobody does.
+    mail.send(customer_mail(subject="pop 3", body="sondeo 3"))
+    time.sleep(1.1)
+    assert fetcher.due_channels(db) == [channel.id]
+    holder = ProcessLocks(db.url, fetcher.WATCH_NAMESPACE)
+    try:
+        assert holder.claim([channel.id]) == {channel.id}
+        assert fetcher.fetch_due_mailboxes(db) == 0
+    finally:
+        holder.close()
+    assert fetcher.fetch_due_mailboxes(db) == 1
+
+
+def _state_fetched(db: Database, channel_id: int) -> bool:
+    with db.transaction(write=False) as session:
+        return session.scalar(select(Mailbox.fetched_at).where(Mailbox.channel_id == channel_id)) is not None
+
+
+class _Proxy:
+    """A TCP relay to the IMAP server whose open connections the test can cut (a dropped link); with
+    `tls`, it speaks TLS to the client (an IMAP server on port 993, as most providers run)."""
+
+    def __init__(self, target: int, tls: ssl.SSLContext | None = None) -> None:
+        self.target = target
+        self.tls = tls
+        self.port = free_port()
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                near, _ = self._listener.accept()
+                if self.tls is not None:
+                    near = self.tls.wrap_socket(near, server_side=True)
+            except OSError:
+                if self._listener.fileno() == -1:
+                    return
+                continue
+            far = socket.create_connection(("127.0.0.1", self.target))
+            with self._lock:
+                self.accepted += 1
+                self._open += [near, far]
+            threading.Thread(target=self._relay, args=(near, far), daemon=True).start()
+
+    @staticmethod
+    def _relay(near: socket.socket, far: socket.socket) -> None:
+        # Both directions in one thread: a TLS socket is not read and written from two threads at once.
+        with suppress(OSError, ValueError):
+            while True:
+                ready = [s for s in (near, far) if isinstance(s, ssl.SSLSocket) and s.pending()]
+                if not ready:
+                    ready, _, _ = io_select.select([near, far], [], [], 1.0)
+                for source in ready:
+                    chunk = source.recv(65536)
+                    if not chunk:
+                        raise OSError("closed")
+                    (far if source is near else near).sendall(chunk)
+        for sock in (near, far):
+            with suppress(OSError):
+                sock.close()
+
+    def cut(self) -> None:
+        with self._lock:
+            for sock in self._open:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                with suppress(OSError):
+                    sock.close()
+            self._open.clear()
+
+    def close(self) -> None:
+        self._listener.close()
+        self.cut()
+
+
+def test_a_dropped_connection_is_opened_again(db: Database, tenant: Tenant, mail: MailServers) -> None:
+    proxy = _Proxy(mail.dovecot.imap_port)
+    try:
+        channel = email_channel(db, tenant, mail, incoming_port=proxy.port, poll_seconds=3600)
+        with _watchers(db) as watchers:
+            _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+            _until(lambda: proxy.accepted >= 2, what="the IDLE connection and its first read")
+            time.sleep(0.5)
+            before = proxy.accepted
+            proxy.cut()
+            _until(lambda: proxy.accepted > before + 1, timeout=10, what="a new connection")
+            time.sleep(0.5)
+            mail.send(customer_mail(body="tras la caída"))
+            _until(lambda: messages_of(db, channel.id), timeout=10, what="the message")
+            assert watchers.watching == {channel.id}
+    finally:
+        proxy.close()
+    assert _texts(db, channel.id) == ["tras la caída"]
+
+
+def test_a_mail_server_that_stays_unreachable_shows_on_the_channel(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail, incoming_port=free_port())  # nothing listens there
+    with _watchers(db) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        _until(lambda: _channel_error(db, channel.id), timeout=10, what="the channel's last error")
+        assert watchers.watching == {channel.id}  # it keeps trying
+    assert "could not be reached" in (_channel_error(db, channel.id) or "")
+
+
+def _channel_error(db: Database, channel_id: int) -> str | None:
+    with db.transaction(write=False) as session:
+        return session.scalar(select(Channel.last_error).where(Channel.id == channel_id))
+
+
+def test_idle_is_issued_again_on_the_same_connection_and_a_stop_ends_it_at_once(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail)
+    with email_adapter.idle_session(channel) as client:
+        email_adapter.select_folder(client, "INBOX")
+        started = time.monotonic()
+        assert email_adapter.wait_idle(client, 1.0) is False  # nothing arrived: DONE after a second
+        assert 0.9 < time.monotonic() - started < 3
+        assert email_adapter.wait_idle(client, 1.0) is False  # issued again, on the same connection
+        assert client.noop()[0] == "OK"
+        started = time.monotonic()
+        assert email_adapter.wait_idle(client, 60.0, lambda: time.monotonic() - started > 0.3) is False
+        assert time.monotonic() - started < 2.5
+        mail.send(customer_mail())
+        assert email_adapter.wait_idle(client, 30.0) is True
+    # The watchers re-issue IDLE well inside RFC 2177's 29 minutes; with a short period mail still
+    # comes in across several re-issues.
+    assert email_adapter.IDLE_SECONDS <= 29 * 60
+    with _watchers(db, idle_seconds=0.5) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        time.sleep(2)
+        mail.send(customer_mail(subject="otra", body="tras varios IDLE"))
+        _until(lambda: "tras varios IDLE" in _texts(db, channel.id), what="the message")
+
+
+def test_an_idle_refused_by_a_dead_server_is_a_transient_error(db: Database, tenant: Tenant, mail: MailServers) -> None:
+    proxy = _Proxy(mail.dovecot.imap_port)
+    try:
+        channel = email_channel(db, tenant, mail, incoming_port=proxy.port)
+        with email_adapter.idle_session(channel) as client:
+            email_adapter.select_folder(client, "INBOX")
+            threading.Timer(0.5, proxy.cut).start()
+            with pytest.raises(email_adapter.TransientError):
+                email_adapter.wait_idle(client, 30.0)
+            with suppress(imaplib.IMAP4.error, OSError):
+                client.noop()
+    finally:
+        proxy.close()
+
+
+def _lock_backend(db: Database) -> int | None:
+    with db.transaction(write=False) as session:
+        found = session.execute(
+            text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2")
+        ).scalar()
+        return int(found) if found is not None else None
+
+
+def test_a_watcher_whose_lock_connection_is_lost_stops_and_claims_again(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("advisory locks live on a PostgreSQL connection; SQLite's file locks have none to lose")
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    with _watchers(db) as watchers:
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+        first = _lock_backend(db)
+        assert first is not None
+        with db.transaction() as session:
+            session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
+        # The locks went with that connection: the watcher stops, then the mailbox is claimed again
+        # on a new connection and watched again.
+        _until(lambda: _lock_backend(db) not in (None, first), what="the lock taken again")
+        _until(lambda: watchers.watching == {channel.id}, what="the watcher again")
+        time.sleep(1)
+        mail.send(customer_mail(body="tras perder el bloqueo"))
+        _until(lambda: messages_of(db, channel.id), what="the message")
+        time.sleep(0.5)
+    assert _texts(db, channel.id) == ["tras perder el bloqueo"]
+
+
+def test_idle_over_tls_reads_mail_as_it_arrives(
+    db: Database, tenant: Tenant, mail: MailServers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The IDLE wait looks at the socket and at what TLS already decrypted (`pending`): a server
+    on 993, as providers run IMAP."""
+    authority = TestAuthority(tmp_path)
+    certificate = authority.issue("127.0.0.1")
+    server_side = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_side.load_cert_chain(certificate.cert_file, certificate.key_file)
+    monkeypatch.setenv("SSL_CERT_FILE", str(authority.ca_file))  # what the default context trusts
+    proxy = _Proxy(mail.dovecot.imap_port, tls=server_side)
+    try:
+        channel = email_channel(db, tenant, mail, incoming_port=proxy.port, incoming_security="ssl")
+        with email_adapter.idle_session(channel) as client:
+            assert isinstance(client.socket(), ssl.SSLSocket)
+            email_adapter.select_folder(client, "INBOX")
+            assert email_adapter.wait_idle(client, 0.5) is False
+            threading.Timer(0.5, lambda: mail.send(customer_mail(subject="tls", body="por TLS"))).start()
+            assert email_adapter.wait_idle(client, 30.0) is True
+        with _watchers(db) as watchers:
+            _until(lambda: watchers.watching == {channel.id}, what="the watcher")
+            _until(lambda: messages_of(db, channel.id), what="the first message")
+            time.sleep(1)
+            mail.send(customer_mail(subject="tls 2", body="otra por TLS"))
+            _until(lambda: len(messages_of(db, channel.id)) == 2, timeout=10, what="the second message")
+    finally:
+        proxy.close()
+    assert _texts(db, channel.id) == ["por TLS", "otra por TLS"]
