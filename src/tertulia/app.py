@@ -66,6 +66,7 @@ from tertulia.webhooks.api import router as webhooks_router
 from tertulia.webhooks.views import WEBHOOKS
 from tertulia.webhooks.views import router as webhooks_pages
 from tertulia.workflows.api import router as workflows_router
+from tertulia.workflows.condition_views import router as workflow_condition_pages
 from tertulia.workflows.hooks_api import router as workflow_hooks_router
 from tertulia.workflows.trigger_views import router as workflow_trigger_pages
 from tertulia.workflows.views import router as workflows_pages
@@ -158,6 +159,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(data_export_pages)  # Settings > Data export
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
+    app.include_router(workflow_condition_pages)  # the builder's conditions editor (the filter panel)
     app.include_router(workflow_trigger_pages)  # the shortcut menu, the incoming-webhook card
     app.include_router(workflows_pages)  # /workflows (Owners and Managers)
     app.include_router(notifications_pages)  # /notifications, /notifications/preferences

@@ -119,7 +119,18 @@ def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, 
     # A branch: "Ventas" goes to its own message, else a wait that ends when the contact writes.
     _add(page, "branch", "rama")
     _field(page, "config.branches[0].name").fill("Ventas")
+    # The raw JSON of the conditions is folded under "Advanced"; the dialog opens on what it holds,
+    # with the variable the question declares offered as a category.
+    branch_conditions = page.get_by_test_id("builder-panel").locator('[data-field="config.branches[0].conditions"]')
+    branch_conditions.locator("summary").click()
     _field(page, "config.branches[0].conditions", "textarea").fill(json.dumps(CONDITION))
+    branch_conditions.get_by_role("button", name="Editar condiciones").click()
+    dialog = page.get_by_test_id("condition-dialog")
+    expect(dialog.locator("#filter-title")).to_have_text("Condiciones de la rama")
+    expect(dialog.get_by_test_id("category")).to_have_value("var:area")
+    expect(dialog.locator('input[name="g0.c0.value"]')).to_have_value("ventas")
+    dialog.get_by_role("button", name="Cancelar").click()
+    expect(dialog).to_be_hidden()
     _add(page, "send_message", "ventas")
     _field(page, "config.text", "textarea").fill("Te paso con el equipo de ventas.")
     _add(page, "wait", "espera")

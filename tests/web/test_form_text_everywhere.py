@@ -83,6 +83,11 @@ NOT_TYPED = {
     "file",
     "state",
     "code",
+    # The workflow builder's conditions dialog: hidden, or posted by its script.
+    "editor_scope",
+    "editor_source",
+    "editor_definition",
+    "editor_variables",
 }
 # Forms a page reads itself (request.state.form) rather than through declared Form() parameters.
 HAND_READ = {
@@ -96,6 +101,8 @@ HAND_READ = {
     "/contacts/import/{job_id}/start": ["col-0"],
     "/contacts/{contact_id}/merge/{other_id}": ["keep.first_name"],
     "/contacts/segments": ["g0.c0.value"],
+    "/workflows/conditions/panel": ["g0.c0.value"],
+    "/workflows/conditions/apply": ["g0.c0.value"],
 }
 FILTER_FIELDS = {"g0.match": "all", "g0.c0.cat": "field:first_name", "g0.c0.op": "is"}
 

@@ -75,12 +75,17 @@ class Catalogue:
     tags: list[str]
     segments: list[tuple[int, str]]
     people: dict[int, str]
+    # A workflow's run variables by name ("text" or "number"), offered as `var:<name>` categories
+    # and written as the workflows' `variable` conditions; segments have none.
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 def kind_of(category: str, catalogue: Catalogue) -> str:
     if category.startswith("field:"):
         choice = catalogue.fields.get(category[6:])
         return choice.kind if choice else "text"
+    if category.startswith("var:"):
+        return "number" if catalogue.variables.get(category[4:]) == "number" else "text"
     return category  # "tag", "segment", "last_incoming_message", "last_outgoing_message"
 
 
@@ -160,12 +165,16 @@ def from_form(form: Mapping[str, Any], catalogue: Catalogue) -> RawFilter:
 
 
 def normalise(condition: RawCondition, catalogue: Catalogue) -> RawCondition:
-    valid = {f"field:{name}" for name in catalogue.fields} | {
-        "tag",
-        "last_incoming_message",
-        "last_outgoing_message",
-        "segment",
-    }
+    valid = (
+        {f"field:{name}" for name in catalogue.fields}
+        | {
+            "tag",
+            "last_incoming_message",
+            "last_outgoing_message",
+            "segment",
+        }
+        | {f"var:{name}" for name in catalogue.variables}
+    )
     if condition.category not in valid:
         condition.category = "field:first_name"
     allowed = operators_for(condition.category, catalogue)
@@ -265,6 +274,9 @@ def to_filter(raw: RawFilter, catalogue: Catalogue) -> dict[str, Any]:
             if condition.category.startswith("field:"):
                 out["category"] = "contact_field"
                 out["field"] = condition.category[6:]
+            elif condition.category.startswith("var:"):
+                out["category"] = "variable"
+                out["field"] = condition.category[4:]
             else:
                 out["category"] = condition.category
             value = condition_value(condition, catalogue)
@@ -302,6 +314,8 @@ def from_filter(stored: Mapping[str, Any] | None, catalogue: Catalogue) -> RawFi
             category = str(item.get("category", ""))
             if category == "contact_field":
                 category = f"field:{item.get('field', '')}"
+            elif category == "variable":
+                category = f"var:{item.get('field', '')}"
             condition = RawCondition(category=category, operator=str(item.get("operator", "")))
             value = item.get("value")
             if isinstance(value, Mapping):
@@ -321,6 +335,8 @@ def from_filter(stored: Mapping[str, Any] | None, catalogue: Catalogue) -> RawFi
             # A condition on a field that no longer exists is kept visible, not silently dropped.
             if category.startswith("field:") and category[6:] not in catalogue.fields:
                 catalogue.fields[category[6:]] = FieldChoice(category[6:], category[6:], "text")
+            if category.startswith("var:") and category[4:] not in catalogue.variables:
+                catalogue.variables[category[4:]] = "text"
             raw_group.conditions.append(normalise(condition, catalogue))
         if raw_group.conditions:
             raw.groups.append(raw_group)

@@ -945,3 +945,31 @@ def load_definition(raw: Any, ctx: CheckContext) -> Workflow:
 
 
 DEFINITION_SCHEMA = TypeAdapter(DefinitionIn).json_schema()
+
+
+def variable_kinds_of(raw: Any, ctx: CheckContext) -> dict[str, str]:
+    """The run variables a definition declares, by name ("text" or "number"): what its branches'
+    conditions may name. Empty while the definition's shape is wrong (a draft being edited); the
+    steps whose config is wrong declare nothing."""
+    if not isinstance(raw, Mapping):
+        return {}
+    try:
+        parsed = DefinitionIn.model_validate(raw)
+    except PydanticValidationError:
+        return {}
+    checker = _Checker(ctx)
+    steps = parsed.steps[:MAX_STEPS]
+    checker.collect_variables(steps, [checker.step_config(index, step) for index, step in enumerate(steps)])
+    return dict(checker.variable_kinds)
+
+
+def check_conditions(raw: Any, ctx: CheckContext, variable_kinds: Mapping[str, str] | None) -> CheckedFilter | None:
+    """A trigger's (no variables: `variable_kinds` None) or a branch's conditions on their own, as
+    saving the definition checks them; ValidationFailed with every error by path inside the filter."""
+    checker = _Checker(ctx)
+    checker.variable_kinds = dict(variable_kinds or {})
+    checked = checker.filter(raw, "", allow_variables=variable_kinds is not None)
+    if checker.errors:
+        details = {path.lstrip("."): message for path, message in checker.errors.items()}
+        raise ValidationFailed("The conditions have errors.", details=details)
+    return checked

@@ -784,6 +784,32 @@
             local.textContent = UI.not_json;
           }
         });
+        if (name === "conditions" && conditions.dialog) {
+          // The segments' filter panel in a dialog; the JSON stays under "Advanced" for what the
+          // panel cannot say (a condition it does not know keeps the JSON as it is).
+          const scope = ctx.owner === definition.trigger ? "trigger" : "branch";
+          const edit = el("button", { type: "button", class: "button small", "data-testid": "edit-conditions", "aria-describedby": id + "-summary", text: conditions.words.edit });
+          edit.addEventListener("click", function () {
+            const current = slot.get();
+            openConditions(scope, current === undefined ? { groups: [] } : current, function (applied) {
+              changed(applied);
+              ctx.redraw();
+              const again = root.querySelector('[data-panel] [data-field="' + path + '"] [data-testid=edit-conditions]');
+              if (again) again.focus();
+            });
+          });
+          const summary = el("span", { class: "hint", id: id + "-summary", "data-testid": "conditions-summary", text: conditionSummary(value) });
+          input.addEventListener("input", function () { summary.textContent = conditionSummary(slot.get()); });
+          wrapper.append(
+            el("span", { class: "label", text: label }),
+            el("div", { class: "wfb-conditions" }, [edit, summary]),
+            el("details", { class: "wfb-advanced", "data-testid": "conditions-advanced" }, [
+              el("summary", { text: conditions.words.advanced }),
+              el("label", { for: id, text: label + " (JSON)" }), input, local,
+            ]),
+          );
+          break;
+        }
         wrapper.append(el("label", { for: id, text: label }), input, local);
         break;
       }
@@ -963,6 +989,90 @@
       const first = panel.querySelector('[data-field^="' + focusPath + '"] input, [data-field^="' + focusPath + '"] textarea, [data-field^="' + focusPath + '"] select');
       if (first) first.focus();
     }
+  }
+
+  // ----- the conditions dialog -------------------------------------------------------------------
+
+  // The server renders the segments' filter panel in it (workflows/condition_views.py): from the
+  // field's JSON when it opens, again as its pickers change (htmx, as on the contacts page), and
+  // "Apply" answers the filter JSON (or the panel with the errors beside their conditions, 422).
+  const conditions = { dialog: document.querySelector("[data-condition-dialog]"), words: {}, onApply: null };
+  if (conditions.dialog) {
+    const data = conditions.dialog.dataset;
+    conditions.words = { edit: data.edit, advanced: data.advanced, none: data.none, count: data.count, failed: data.failed };
+  }
+
+  function conditionSummary(value) {
+    const groups = value && Array.isArray(value.groups) ? value.groups : [];
+    const count = groups.reduce(function (sum, group) {
+      return sum + (group && Array.isArray(group.conditions) ? group.conditions.length : 0);
+    }, 0);
+    return count ? conditions.words.count.replace("{n}", String(count)) : conditions.words.none;
+  }
+
+  function csrfToken() {
+    const meta = document.querySelector('meta[name="csrf-token"]');
+    return meta ? meta.getAttribute("content") : "";
+  }
+
+  function postForm(url, params) {
+    return fetch(url, {
+      method: "POST",
+      body: params,
+      credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrfToken(), "HX-Request": "true" },
+    });
+  }
+
+  function showConditionPanel(html) {
+    const host = conditions.dialog.querySelector("[data-condition-host]");
+    host.innerHTML = html;
+    if (window.htmx) window.htmx.process(host);
+    // After a refused Apply, the first condition with an error; else the first control.
+    const wrong = Array.from(host.querySelectorAll(".field-error")).find(function (node) { return node.textContent.trim(); });
+    const place = wrong ? wrong.closest(".condition, .filter-group") || host : host;
+    const first = place.querySelector("select, input:not([type=hidden]), button") || host.querySelector("select, button");
+    if (first) first.focus();
+  }
+
+  function conditionFailure() {
+    const slot = conditions.dialog.querySelector("#err-filter");
+    if (slot) slot.textContent = conditions.words.failed;
+  }
+
+  function openConditions(scope, current, onApply) {
+    const dialog = conditions.dialog;
+    conditions.onApply = onApply;
+    const params = new URLSearchParams({ editor_scope: scope, editor_source: JSON.stringify(current) });
+    if (scope === "branch") params.set("editor_definition", JSON.stringify(definition));
+    dialog.querySelector("[data-condition-host]").replaceChildren(el("p", { class: "muted", text: "…" }));
+    if (!dialog.open) dialog.showModal();
+    postForm(dialog.dataset.panelUrl, params).then(function (response) {
+      if (response.ok || response.status === 422) return response.text().then(showConditionPanel);
+      conditionFailure();
+    }, conditionFailure);
+  }
+
+  if (conditions.dialog) {
+    conditions.dialog.addEventListener("click", function (event) {
+      if (event.target.closest("[data-close-dialog]")) conditions.dialog.close();
+    });
+    conditions.dialog.addEventListener("submit", function (event) {
+      const panelForm = event.target.closest("[data-condition-form]");
+      if (!panelForm) return;
+      event.preventDefault();
+      postForm(conditions.dialog.dataset.applyUrl, new URLSearchParams(new FormData(panelForm))).then(function (response) {
+        if (response.ok) {
+          return response.json().then(function (answer) {
+            const apply = conditions.onApply;
+            conditions.dialog.close();
+            if (apply) apply(answer.conditions);
+          });
+        }
+        if (response.status === 422) return response.text().then(showConditionPanel);
+        conditionFailure();
+      }, conditionFailure);
+    });
   }
 
   // ----- putting it together ---------------------------------------------------------------------

@@ -1,0 +1,221 @@
+"""The conditions editor of the workflow builder: the segments' filter panel in a dialog.
+
+A trigger's conditions and a branch's are the segments' filter language (plus, in branches, the
+`variable` category over the run's variables), so the builder edits them with the panel people use
+for segments (segments/panel.py and its template), server-rendered here:
+
+- `POST /workflows/conditions/panel` renders the panel: from posted JSON (`editor_source`, when
+  the dialog opens, with `editor_definition` for a branch, whose declared variables the Category
+  picker offers) or from the panel's own fields as its pickers change (htmx re-renders it, as on
+  the contacts page).
+- `POST /workflows/conditions/apply` turns the panel's fields into the filter JSON (panel.py's
+  translation), checks it as saving the definition would, and answers `{"conditions": ...}`, which
+  the builder's script writes into the field; a bad value answers 422 with the panel again and the
+  message beside its condition.
+
+Neither changes anything (the definition is only saved by the builder's form). Owners and Managers
+only (`manage_workflows`), like the builder.
+"""
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form
+from starlette.datastructures import FormData
+from starlette.responses import JSONResponse, Response
+
+from tertulia.kit.errors import ValidationFailed
+from tertulia.kit.http import CheckedInputRoute, check_form_text, read_only
+from tertulia.kit.text import replace_unsafe_characters
+from tertulia.segments.panel import (
+    Catalogue,
+    FieldChoice,
+    RawFilter,
+    apply_action,
+    error_slots,
+    from_filter,
+    from_form,
+    operators_for,
+    to_filter,
+    widget,
+)
+from tertulia.segments.views import CATEGORY_LABELS, UNIT_LABELS, catalogue, operator_label
+from tertulia.users.permissions import Permission
+from tertulia.web import i18n
+from tertulia.web.context import UserPage, WebContext
+from tertulia.workflows import language, service
+
+router = APIRouter(prefix="/workflows", include_in_schema=False, route_class=CheckedInputRoute)
+
+PANEL_URL = "/workflows/conditions/panel"
+# A filter is far smaller than this; the cap keeps a pasted document from being parsed at all.
+MAX_SOURCE = 200_000
+MAX_VARIABLES = 200
+# A filter nests 5 deep (filter, groups, a group, conditions, a condition) plus a value's list or
+# "ago" object; a definition's step configs go a little deeper.
+MAX_NESTING = 20
+TITLES = {
+    "trigger": i18n.lazy("Trigger conditions"),
+    "branch": i18n.lazy("Branch conditions"),
+}
+APPLY = i18n.lazy("Apply")
+NOT_JSON = i18n.lazy("The conditions are not JSON; edit them under Advanced.")
+# language.check_conditions' message, shown at the top when no condition holds the error.
+NOT_CHECKED = i18n.lazy("The conditions have errors.")
+
+Text = Annotated[str, Form(max_length=MAX_SOURCE)]
+OptionalText = Annotated[str | None, Form(max_length=MAX_SOURCE)]
+
+
+def _scope(value: str) -> str:
+    return "branch" if value == "branch" else "trigger"
+
+
+def _variables(text: str) -> dict[str, str]:
+    """The panel's hidden list of variables (name -> kind), as the dialog was opened with; anything
+    malformed is dropped (it only decides what the Category picker offers)."""
+    parsed = _loaded(text) if text else {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {
+        name: "number" if kind == "number" else "text"
+        for name, kind in list(parsed.items())[:MAX_VARIABLES]
+        if isinstance(name, str) and language.VAR_NAME.match(name)
+    }
+
+
+def _catalogue(ctx: WebContext, variables: dict[str, str]) -> Catalogue:
+    cat = catalogue(ctx)
+    cat.variables = dict(variables)
+    # A field or variable the panel was opened with but the workspace lacks (another workspace's
+    # field, a variable no step declares) stays as it is, as panel.from_filter keeps it visible, so
+    # Apply refuses it beside its condition rather than turning it into another field.
+    form = ctx.request.state.form
+    for key, value in form.multi_items():
+        if not key.endswith(".cat") or not isinstance(value, str):
+            continue
+        if value.startswith("field:") and value[6:] and value[6:] not in cat.fields:
+            cat.fields[value[6:]] = FieldChoice(value[6:], value[6:], "text")
+        elif value.startswith("var:") and language.VAR_NAME.match(value[4:]) and value[4:] not in cat.variables:
+            cat.variables[value[4:]] = "text"
+    return cat
+
+
+def _render(
+    ctx: WebContext,
+    raw: RawFilter,
+    cat: Catalogue,
+    scope: str,
+    *,
+    errors: dict[str, str] | None = None,
+    status_code: int = 200,
+) -> Response:
+    editor = {
+        "panel_url": PANEL_URL,
+        "title": ctx.fmt.gettext(TITLES[scope]),
+        "apply": ctx.fmt.gettext(APPLY),
+        # The variables as the panel knows them, unknown ones kept visible included.
+        "hidden": {"editor_scope": scope, "editor_variables": json.dumps(cat.variables if scope == "branch" else {})},
+    }
+    context = {
+        "editor": editor,
+        "raw": raw,
+        "cat": cat,
+        "segment": None,
+        "errors": errors or {},
+        "operators_for": lambda category: operators_for(category, cat),
+        "widget": lambda category, operator: widget(category, operator, cat),
+        "operator_label": lambda category, operator: operator_label(ctx, category, operator),
+        "category_labels": {k: ctx.fmt.gettext(v) for k, v in CATEGORY_LABELS.items()},
+        "units": {k: ctx.fmt.gettext(v) for k, v in UNIT_LABELS.items()},
+    }
+    return ctx.render("contacts/_filter_panel.html", context, status_code=status_code)
+
+
+def _slots(ctx: WebContext, exc: ValidationFailed) -> dict[str, str]:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    slots = error_slots(details) or {"filter": exc.message}
+    return {slot: ctx.fmt.gettext(message) for slot, message in slots.items()}
+
+
+def _typed(ctx: WebContext, cat: Catalogue) -> RawFilter:
+    """The panel as submitted, with what kit.text refused made visible (U+FFFD) to show it again."""
+    form = ctx.request.state.form
+    return from_form(FormData([(key, replace_unsafe_characters(value)) for key, value in form.multi_items()]), cat)
+
+
+def _loaded(text: str) -> Any:
+    """JSON a client sent, or None when it is not JSON, nests past any filter's depth (the panel
+    reads it recursively) or holds NaN or an infinity."""
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):  # RecursionError: arrays nested past the parser's limit
+        return None
+    if language.nesting_depth(value, MAX_NESTING) > MAX_NESTING or language.non_finite_path(value) is not None:
+        return None
+    return value
+
+
+def _parsed(text: str) -> Any:
+    value = _loaded(text)
+    if value is None:
+        raise ValidationFailed.field("filter", NOT_JSON)
+    return value
+
+
+@router.post("/conditions/panel")
+@read_only
+def conditions_panel(
+    ctx: UserPage,
+    editor_scope: Annotated[str, Form()] = "trigger",
+    editor_source: OptionalText = None,
+    editor_definition: OptionalText = None,
+    editor_variables: Text = "",
+    action: Annotated[str, Form(max_length=40)] = "",
+) -> Response:
+    """The panel from the field's JSON (`editor_source`) when the dialog opens, else from its own
+    fields after a picker or an add/remove button changed."""
+    ctx.actor.require(Permission.MANAGE_WORKFLOWS)
+    scope = _scope(editor_scope)
+    known = _variables(editor_variables)
+    if scope == "branch" and editor_definition is not None:
+        check = service.check_context(ctx.session, ctx.actor.workspace_id)
+        known = language.variable_kinds_of(_loaded(editor_definition), check)
+    cat = _catalogue(ctx, known if scope == "branch" else {})
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _render(ctx, _typed(ctx, cat), cat, scope, errors=_slots(ctx, exc), status_code=422)
+    if editor_source is not None:
+        try:
+            stored = _parsed(editor_source)
+        except ValidationFailed as exc:
+            return _render(ctx, RawFilter(), cat, scope, errors=_slots(ctx, exc), status_code=422)
+        return _render(ctx, from_filter(stored if isinstance(stored, dict) else None, cat), cat, scope)
+    raw = apply_action(from_form(ctx.request.state.form, cat), action, cat)
+    return _render(ctx, raw, cat, scope)
+
+
+@router.post("/conditions/apply")
+@read_only
+def apply_conditions(
+    ctx: UserPage, editor_scope: Annotated[str, Form()] = "trigger", editor_variables: Text = ""
+) -> Response:
+    """The panel's fields as the filter JSON, checked against the workspace (its fields, tags and
+    segments; a branch's variables): `{"conditions": ...}`, or the panel with the errors (422)."""
+    ctx.actor.require(Permission.MANAGE_WORKFLOWS)
+    scope = _scope(editor_scope)
+    declared = _variables(editor_variables) if scope == "branch" else None
+    cat = _catalogue(ctx, declared or {})
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        return _render(ctx, _typed(ctx, cat), cat, scope, errors=_slots(ctx, exc), status_code=422)
+    raw = from_form(ctx.request.state.form, cat)
+    conditions = to_filter(raw, cat)
+    check = service.check_context(ctx.session, ctx.actor.workspace_id)
+    try:
+        language.check_conditions(conditions, check, declared)
+    except ValidationFailed as exc:
+        return _render(ctx, raw, cat, scope, errors=_slots(ctx, exc), status_code=422)
+    return JSONResponse({"conditions": conditions})

@@ -1,0 +1,117 @@
+"""The builder's conditions editor in a real browser, in Spanish: a manager opens the trigger's
+conditions in the dialog (the segments' filter panel), picks a tag condition, sees the error beside it
+while no tag is chosen, applies, saves, and finds the conditions in the saved definition (no script
+error, no CSP violation). SQLite only, like the other browser tests."""
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from playwright.sync_api import Browser, expect
+from sqlalchemy import select
+
+from tertulia.contacts.service import do_create_tag
+from tertulia.kit.db import Database
+from tertulia.provisioning import do_create_workspace_with_owner
+from tertulia.users.models import Role
+from tertulia.users.permissions import Actor
+from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workflows.models import WorkflowVersion
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
+from tests.live_server import fresh_sqlite_database, serve_tertulia
+
+pytestmark = pytest.mark.browser
+
+MANAGER = ("nora@condiciones.example.com", "nora-password")
+VIP_ONLY = {"match": "all", "groups": [{"match": "all", "conditions": [
+    {"category": "tag", "operator": "has_any_of", "value": ["vip"]},
+]}]}  # fmt: skip
+
+
+@dataclass
+class Setup:
+    url: str
+    database: Database
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    require_chromium()
+    database = fresh_sqlite_database(tmp_path_factory.mktemp("conditions"))
+    with database.transaction() as session:
+        created = do_create_workspace_with_owner(session, "Tienda Condiciones", "owner@cond.example.com", "owner-pass")
+        workspace_id = created.workspace.id
+        manager = do_create_user(session, MANAGER[0], MANAGER[1], first_name="Nora")
+        do_add_member(session, workspace_id, manager.id, Role.MANAGER)
+        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        do_create_tag(session, owner, "vip")
+        do_create_tag(session, owner, "nuevo")
+    with serve_tertulia(database) as url:
+        yield Setup(url, database)
+    database.dispose()
+
+
+def test_trigger_conditions_are_edited_in_the_filter_panel(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, setup.url, "/workflows", *MANAGER)
+    page.fill("#f-name", "Clientes VIP")
+    page.get_by_role("button", name="Crear borrador").click()
+    page.wait_for_url(re.compile(r"/workflows/\d+$"))
+    workflow_id = int(page.url.rsplit("/", 1)[1])
+
+    page.get_by_test_id("trigger-card").get_by_role("button").first.click()
+    panel = page.get_by_test_id("builder-panel")
+    conditions = panel.locator('[data-field="conditions"]')
+    expect(conditions.get_by_test_id("conditions-summary")).to_have_text("Sin condiciones: se aplica siempre.")
+    # The raw JSON is still there, folded under "Avanzado".
+    expect(conditions.locator("textarea")).to_be_hidden()
+    conditions.get_by_role("button", name="Editar condiciones").click()
+
+    dialog = page.get_by_test_id("condition-dialog")
+    expect(dialog).to_be_visible()
+    expect(dialog.locator("#filter-title")).to_have_text("Condiciones del disparador")
+    dialog.get_by_test_id("add-group").click()
+    expect(dialog.get_by_test_id("condition")).to_have_count(1)
+    # Tags: the server re-renders the panel with the tag operators, then the workspace's tags.
+    dialog.get_by_test_id("category").select_option("tag")
+    expect(dialog.get_by_test_id("operator")).to_have_value("exists")
+    dialog.get_by_test_id("operator").select_option("has_any_of")
+    expect(dialog.locator('select[name="g0.c0.values"]')).to_be_visible()
+
+    # Applying with no tag chosen: the server's message beside the condition, the dialog stays open.
+    dialog.get_by_test_id("apply-conditions").click()
+    expect(dialog.locator("#err-g0-c0")).to_have_text("falta un valor")
+    expect(dialog).to_be_visible()
+    shot(page, "88-workflow-conditions-dialog.png")
+
+    dialog.locator('select[name="g0.c0.values"]').select_option("vip")
+    dialog.get_by_test_id("apply-conditions").click()
+    expect(dialog).to_be_hidden()
+    expect(conditions.get_by_test_id("conditions-summary")).to_have_text("Condiciones definidas: 1")
+    conditions.get_by_test_id("conditions-advanced").locator("summary").click()
+    assert json.loads(conditions.locator("textarea").input_value()) == VIP_ONLY
+
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
+    expect(page.get_by_test_id("definition-problems")).to_have_count(0)
+    with setup.database.transaction(write=False) as session:
+        saved = session.scalars(
+            select(WorkflowVersion.definition)
+            .where(WorkflowVersion.workflow_id == workflow_id)
+            .order_by(WorkflowVersion.id.desc())
+        ).first()
+    assert saved is not None
+    assert saved["trigger"]["conditions"] == VIP_ONLY
+    # The saved page opens the dialog on the saved conditions.
+    page.get_by_test_id("trigger-card").get_by_role("button").first.click()
+    page.get_by_test_id("builder-panel").get_by_role("button", name="Editar condiciones").click()
+    expect(dialog.locator('select[name="g0.c0.values"] option:checked')).to_have_text("vip")
+    dialog.get_by_role("button", name="Cancelar").click()
+    expect(dialog).to_be_hidden()
+    context.close()
+    assert problems == []

@@ -1,0 +1,224 @@
+"""The builder's conditions editor (workflows/condition_views.py): the segments' filter panel from a
+trigger's or branch's JSON, re-rendered as its pickers change, and "Apply" back to the JSON, with
+bad values refused beside their condition and another workspace's fields and segments refused."""
+
+import html as markup
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from tertulia.contacts.models import FieldType
+from tertulia.contacts.service import do_create_custom_field, do_create_tag
+from tertulia.kit.db import Database
+from tertulia.segments.service import do_create_segment
+from tests.conftest import Tenant
+from tests.web.helpers import sign_in_as
+
+PANEL = "/workflows/conditions/panel"
+APPLY = "/workflows/conditions/apply"
+TAGGED = {"match": "all", "groups": [{"match": "all", "conditions": [
+    {"category": "tag", "operator": "has_any_of", "value": ["vip"]},
+    {"category": "contact_field", "field": "points", "operator": "gt", "value": 10},
+]}]}  # fmt: skip
+# A question whose answer is saved as the variable "area", then a branch on it.
+DEFINITION: dict[str, Any] = {
+    "trigger": {"type": "conversation_opened"},
+    "steps": [
+        {
+            "id": "ask",
+            "type": "ask_question",
+            "config": {"text": "¿Ventas o soporte?", "kind": "text", "save_to": {"kind": "variable", "name": "area"}},
+            "next": "split",
+        },
+        {"id": "split", "type": "branch", "config": {"branches": [{"conditions": {"groups": []}}]}},
+    ],
+}
+
+
+def _manager(client: TestClient, db: Database, tenant: Tenant, language: str = "en") -> str:
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    client.post("/language", data={"language": language, "next": "/workflows", "csrf_token": token})
+    with db.transaction() as session:
+        do_create_tag(session, tenant.actor(), "vip")
+        do_create_tag(session, tenant.actor(), "nuevo")
+        do_create_custom_field(session, tenant.actor(), "points", "Points", FieldType.NUMBER)
+    return token
+
+
+def _selected(html: str, name: str) -> list[str]:
+    """The selected options of the select called `name`."""
+    found = re.search(rf'<select[^>]*name="{re.escape(name)}"[^>]*>(.*?)</select>', html, re.S)
+    assert found, f"no select {name}"
+    return re.findall(r'<option value="([^"]*)"[^>]*\sselected', found.group(1))
+
+
+def _error_beside(html: str, slot: str) -> str:
+    found = re.search(rf'<p class="field-error" id="err-{slot}"[^>]*>(.*?)</p>', html, re.S)
+    assert found, f"no error slot {slot}"
+    return markup.unescape(found.group(1).strip())
+
+
+def test_the_panel_opens_on_the_fields_json_with_its_values(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = _manager(client, db, tenant)
+    answer = client.post(
+        PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps(TAGGED)}
+    )
+    assert answer.status_code == 200, answer.text
+    html = answer.text
+    assert _selected(html, "g0.c0.cat") == ["tag"]
+    assert _selected(html, "g0.c0.op") == ["has_any_of"]
+    assert _selected(html, "g0.c0.values") == ["vip"]
+    assert _selected(html, "g0.c1.cat") == ["field:points"]
+    assert _selected(html, "g0.c1.op") == ["gt"]
+    assert 'name="g0.c1.value" value="10"' in html
+    # The dialog's panel: Apply instead of the count and the segment buttons; no variables for a trigger.
+    assert 'data-testid="apply-conditions"' in html
+    assert "Apply" in html
+    assert "filter-count" not in html
+    assert "save-new" not in html
+    assert 'name="editor_scope" value="trigger"' in html
+    assert 'label="Variables"' not in html
+
+
+def test_a_branch_offers_the_variables_its_workflow_declares(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = _manager(client, db, tenant)
+    source = {
+        "groups": [{"conditions": [{"category": "variable", "field": "area", "operator": "is", "value": "ventas"}]}]
+    }
+    data = {
+        "csrf_token": token,
+        "editor_scope": "branch",
+        "editor_source": json.dumps(source),
+        "editor_definition": json.dumps(DEFINITION),
+    }
+    html = client.post(PANEL, data=data).text
+    assert _selected(html, "g0.c0.cat") == ["var:area"]
+    assert 'name="g0.c0.value" value="ventas"' in html
+    variables = re.search(r'name="editor_variables" value="([^"]*)"', html)
+    assert variables
+    assert json.loads(markup.unescape(variables.group(1))) == {"area": "text"}
+    applied = client.post(
+        APPLY,
+        data={
+            "csrf_token": token,
+            "editor_scope": "branch",
+            "editor_variables": json.dumps({"area": "text"}),
+            "match": "all",
+            "g0.match": "all",
+            "g0.c0.cat": "var:area",
+            "g0.c0.op": "is",
+            "g0.c0.value": "soporte",
+        },
+    )
+    assert applied.status_code == 200, applied.text
+    condition = {"category": "variable", "field": "area", "operator": "is", "value": "soporte"}
+    assert applied.json() == {"conditions": {"match": "all", "groups": [{"match": "all", "conditions": [condition]}]}}
+
+
+def test_pickers_re_render_the_panel_and_apply_answers_the_filter_json(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant)
+    form = {"csrf_token": token, "editor_scope": "trigger", "match": "any", "g0.match": "all", "g0.c0.cat": "tag"}
+    # The category changed to Tags: the operator becomes the first a tag has, with its tag picker.
+    html = client.post(PANEL, data={**form, "g0.c0.op": "is"}).text
+    assert _selected(html, "g0.c0.op") == ["has_any_of"]
+    assert 'name="g0.c0.values"' in html
+    assert '<option value="nuevo"' in html
+    added = client.post(PANEL, data={**form, "g0.c0.op": "has_any_of", "action": "add_condition:0"}).text
+    assert 'name="g0.c1.cat"' in added
+    applied = client.post(APPLY, data={**form, "g0.c0.op": "has_none_of", "g0.c0.values": ["vip", "nuevo"]})
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["conditions"] == {
+        "match": "any",
+        "groups": [
+            {"match": "all", "conditions": [{"category": "tag", "operator": "has_none_of", "value": ["vip", "nuevo"]}]}
+        ],
+    }
+
+
+def test_a_bad_value_is_refused_beside_its_condition_in_spanish(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant, "es")
+    form = {"csrf_token": token, "editor_scope": "trigger", "match": "all", "g0.match": "all"}
+    bad = {**form, "g0.c0.cat": "field:first_name", "g0.c0.op": "is", "g0.c0.value": "Ana", "g0.c1.cat": "field:points"}
+    answer = client.post(APPLY, data={**bad, "g0.c1.op": "gt", "g0.c1.value": "mucho"})
+    assert answer.status_code == 422
+    assert _error_beside(answer.text, "g0-c1") == "debe ser un número"
+    assert _error_beside(answer.text, "g0-c0") == ""
+    # What was typed is shown again, to be corrected.
+    assert 'name="g0.c1.value" value="mucho"' in answer.text
+    assert "Aplicar" in answer.text
+    empty = client.post(APPLY, data={**form, "g0.c0.cat": "field:first_name", "g0.c0.op": "is", "g0.c0.value": ""})
+    assert empty.status_code == 422
+    assert _error_beside(empty.text, "g0-c0") == "falta un valor"
+
+
+def test_english_errors_and_json_that_is_not_json(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = _manager(client, db, tenant)
+    answer = client.post(
+        APPLY,
+        data={"csrf_token": token, "match": "all", "g0.match": "all", "g0.c0.cat": "field:points", "g0.c0.op": "lt"},
+    )
+    assert answer.status_code == 422
+    assert _error_beside(answer.text, "g0-c0") == "a value is required"
+    for wrong in ("{nope", "[" * 5000 + "]" * 5000, '{"groups": ' + "[" * 25 + "1" + "]" * 25 + "}"):
+        broken = client.post(PANEL, data={"csrf_token": token, "editor_source": wrong})
+        assert broken.status_code == 422
+        assert "edit them under Advanced" in _error_beside(broken.text, "filter")
+    # A definition that is not JSON offers no variables, and the panel still opens.
+    opened = client.post(
+        PANEL,
+        data={"csrf_token": token, "editor_scope": "branch", "editor_source": "{}", "editor_definition": "[" * 5000},
+    )
+    assert opened.status_code == 200
+    assert 'name="editor_variables" value="{}"' in opened.text
+
+
+def test_a_variable_no_step_declares_and_variables_on_a_trigger_are_refused(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant)
+    form = {"csrf_token": token, "match": "all", "g0.match": "all", "g0.c0.cat": "var:zona", "g0.c0.op": "is"}
+    branch = client.post(
+        APPLY, data={**form, "editor_scope": "branch", "editor_variables": "{}", "g0.c0.value": "norte"}
+    )
+    assert branch.status_code == 422
+    assert _error_beside(branch.text, "g0-c0") == "unknown variable 'zona'"
+    # A variables list that is not JSON (nested past the parser's limit) declares none.
+    broken = client.post(APPLY, data={**form, "editor_scope": "branch", "editor_variables": "[" * 5000})
+    assert broken.status_code == 422
+    assert _error_beside(broken.text, "g0-c0") == "unknown variable 'zona'"
+    trigger = client.post(APPLY, data={**form, "editor_scope": "trigger", "g0.c0.value": "norte"})
+    assert trigger.status_code == 422
+    assert "unknown category" in _error_beside(trigger.text, "g0-c0")
+
+
+def test_another_workspaces_segment_and_field_are_refused(
+    client: TestClient, db: Database, tenant: Tenant, make_tenant: Callable[..., Tenant]
+) -> None:
+    other = make_tenant()
+    with db.transaction() as session:
+        foreign = do_create_segment(session, other.actor(), "Ajenos", {"groups": []}).id
+        do_create_custom_field(session, other.actor(), "secret_score", "Secret", FieldType.NUMBER)
+    token = _manager(client, db, tenant)
+    source = {"groups": [{"conditions": [{"category": "segment", "operator": "in", "value": foreign}]}]}
+    html = client.post(PANEL, data={"csrf_token": token, "editor_source": json.dumps(source)}).text
+    assert "Ajenos" not in html  # the picker lists this workspace's segments only
+    form = {"csrf_token": token, "match": "all", "g0.match": "all"}
+    segment = client.post(APPLY, data={**form, "g0.c0.cat": "segment", "g0.c0.op": "in", "g0.c0.value": str(foreign)})
+    assert segment.status_code == 422
+    assert _error_beside(segment.text, "g0-c0") == f"no segment {foreign}"
+    field = client.post(APPLY, data={**form, "g0.c0.cat": "field:secret_score", "g0.c0.op": "is", "g0.c0.value": "3"})
+    assert field.status_code == 422
+    assert "secret_score" in _error_beside(field.text, "g0-c0")
+
+
+def test_agents_may_not_use_the_editor(client: TestClient, db: Database, tenant: Tenant) -> None:
+    token = sign_in_as(client, db, tenant.agent_id, "agent-password")
+    assert client.post(PANEL, data={"csrf_token": token, "editor_source": "{}"}).status_code == 403
+    assert client.post(APPLY, data={"csrf_token": token, "match": "all"}).status_code == 403
