@@ -68,6 +68,8 @@ from tertulia.webhooks.views import router as webhooks_pages
 from tertulia.workflows.api import router as workflows_router
 from tertulia.workflows.condition_views import router as workflow_condition_pages
 from tertulia.workflows.hooks_api import router as workflow_hooks_router
+from tertulia.workflows.settings_views import HTTP_HOSTS
+from tertulia.workflows.settings_views import router as workflow_settings_pages
 from tertulia.workflows.trigger_views import router as workflow_trigger_pages
 from tertulia.workflows.views import router as workflows_pages
 from tertulia.workspaces.api import router as workspace_router
@@ -87,6 +89,7 @@ SETTINGS_SECTIONS = (
     TOKENS,
     CHANNELS,
     WEBHOOKS,
+    HTTP_HOSTS,
     KNOWLEDGE,
     BOT,
     MODEL,
@@ -162,6 +165,7 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.include_router(workflow_condition_pages)  # the builder's conditions editor (the filter panel)
     app.include_router(workflow_trigger_pages)  # the shortcut menu, the incoming-webhook card
     app.include_router(workflows_pages)  # /workflows (Owners and Managers)
+    app.include_router(workflow_settings_pages)  # Settings > Workflow HTTP hosts
     app.include_router(notifications_pages)  # /notifications, /notifications/preferences
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them

@@ -10,6 +10,7 @@ rebinding) cannot steer it elsewhere.
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -81,8 +82,9 @@ class Target:
     scheme: str
 
 
-def resolve(url: str, *, allow_private: bool) -> Target:
-    """Resolve the URL's host now and pick an address that may be called (AddressRefused if none)."""
+def resolve(url: str, *, allow_private: bool, also_allowed: Callable[[IPAddress], bool] | None = None) -> Target:
+    """Resolve the URL's host now and pick an address that may be called (AddressRefused if none).
+    `also_allowed` lets a caller accept some private addresses (a workspace's allowed hosts)."""
     parts = urlsplit(url)
     host = (parts.hostname or "").lower()
     port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -98,7 +100,7 @@ def resolve(url: str, *, allow_private: bool) -> Target:
     if not addresses:
         raise AddressRefused(f"{host} has no address")
     if not allow_private:
-        refused = [a for a in addresses if not is_public(a)]
+        refused = [a for a in addresses if not is_public(a) and not (also_allowed and also_allowed(a))]
         if refused:
             # Any private answer refuses the whole name: picking the public one would leave the
             # endpoint to whichever address the resolver lists first next time.

@@ -16,6 +16,8 @@ POST /api/v1/workflows/{id}/clone               a new draft "Copy of ..." with i
 DELETE /api/v1/workflows/{id}                   delete it with its runs (those in progress end)
 GET  /api/v1/contacts/{identifier}/workflow-runs        a contact's runs, newest first, with their last logs
 POST /api/v1/contacts/{identifier}/workflow-runs/{run}/stop   stop one (the workflow for this contact)
+GET/PUT /api/v1/workflow-settings/http-hosts    the private hosts HTTP request steps may call (PUT:
+                                                manage_workspace, so owners and managers, not tokens)
 
 Importing is creating: POST /api/v1/workflows with an exported JSON, checked like any definition.
 """
@@ -30,7 +32,7 @@ from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
-from tertulia.workflows import catalogue, hooks, service, shortcuts
+from tertulia.workflows import catalogue, hooks, http_hosts, service, shortcuts
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import Workflow
 from tertulia.workflows.schemas import (
@@ -39,6 +41,8 @@ from tertulia.workflows.schemas import (
     FromTemplateBody,
     FromTemplateOut,
     HookOut,
+    HttpHostsBody,
+    HttpHostsOut,
     RunOut,
     RunPage,
     RunShortcutBody,
@@ -221,3 +225,13 @@ def stop_contact_run(session: DbSession, actor: ApiActor, identifier: Identifier
     run = service.access_contact_run(session, actor, contact.id, run_id, lock=True)
     service.do_stop_run(session, actor, run)
     return ContactRunOut(**service.contact_run_dict(session, run))
+
+
+@router.get("/workflow-settings/http-hosts", response_model=HttpHostsOut)
+def get_http_hosts(session: DbSession, actor: ApiActor) -> HttpHostsOut:
+    return HttpHostsOut(hosts=http_hosts.http_hosts(session, actor))
+
+
+@router.put("/workflow-settings/http-hosts", response_model=HttpHostsOut)
+def put_http_hosts(session: DbSession, actor: ApiActor, body: HttpHostsBody) -> HttpHostsOut:
+    return HttpHostsOut(hosts=http_hosts.do_set_http_hosts(session, actor, body.hosts))

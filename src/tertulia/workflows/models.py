@@ -209,3 +209,17 @@ class WorkflowDateSweep(Base):
         BigID, ForeignKey("workflows.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )
     swept_until: Mapped[datetime]
+
+
+class WorkflowHttpHost(IdMixin, Base):
+    """A host the workspace's HTTP request steps may call although it is private or local
+    (http_hosts.py): a host name (`crm.internal`, `*.corp.example`), an IP address or a network
+    (`10.20.0.0/16`), stored normalised. Edited by owners and managers as one list."""
+
+    __tablename__ = "workflow_http_hosts"
+    __table_args__ = (UniqueConstraint("workspace_id", "host", name="uq_workflow_http_hosts_workspace_id_host"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    host: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime]
+

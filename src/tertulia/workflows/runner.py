@@ -61,8 +61,8 @@ from tertulia.segments.evaluator import ContactSnapshot
 from tertulia.segments.timing import EvalContext
 from tertulia.users.models import ActivityStatus, Membership, TeamMember, User
 from tertulia.users.permissions import Actor
-from tertulia.webhooks.addresses import AddressRefused, check_url_shape, resolve
-from tertulia.workflows import engine, queue, service
+from tertulia.webhooks.addresses import AddressRefused
+from tertulia.workflows import engine, http_hosts, queue, service
 from tertulia.workflows import language as lang
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import RunStatus, Workflow, WorkflowEffect, WorkflowRun, WorkflowRunLog, WorkflowVersion
@@ -193,6 +193,8 @@ class HttpCall:
     key: str
     step_id: str
     params: dict[str, Any]
+    # The workspace's allowed private hosts (http_hosts.py), read in the turn that asked for it.
+    allowed_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -447,7 +449,8 @@ def _turn_of(
                 run.pending_action = {"key": action.key, "step": action.step_id, "params": action.params}
                 run.due_at = now + timedelta(seconds=int(action.params["timeout_seconds"])) + LEASE_MARGIN
                 _save(session, workflow, run, state, now, flush=not fast)
-                return HttpCall(run.id, action.key, action.step_id, action.params)
+                allowed = http_hosts.allowed_hosts(session, run.workspace_id)
+                return HttpCall(run.id, action.key, action.step_id, action.params, allowed)
             result = performer.perform(action)
             _crash("after_action")
             output = engine.advance(checked, state, result, performer.context())
@@ -474,7 +477,13 @@ def _next_input(session: Session, run: WorkflowRun, state: engine.RunState, now:
         if pending is not None and pending["key"] == state.pending["key"]:
             # A request whose worker died before recording it: its lease (due_at) has passed.
             run.due_at = now + timedelta(seconds=int(pending["params"]["timeout_seconds"])) + LEASE_MARGIN
-            return HttpCall(run.id, pending["key"], pending["step"], pending["params"])
+            return HttpCall(
+                run.id,
+                pending["key"],
+                pending["step"],
+                pending["params"],
+                http_hosts.allowed_hosts(session, run.workspace_id),
+            )
         return None
     if run.inbox:
         item, run.inbox = run.inbox[0], run.inbox[1:]
@@ -966,8 +975,7 @@ def http_request(call: HttpCall, policy: Policy, client: httpx.Client | None = N
     params = call.params
     url = str(params["url"])
     try:
-        check_url_shape(url, allow_private=policy.allow_private)
-        target = resolve(url, allow_private=policy.allow_private)
+        target = http_hosts.target(url, call.allowed_hosts, allow_private=policy.allow_private)
     except (ValueError, AddressRefused) as exc:
         return engine.Result(call.key, False, {}, f"refused: {exc}")
     parts = urlsplit(url)

@@ -216,3 +216,15 @@ class ContactRunOut(BaseModel):
 
 class ContactRunPage(BaseModel):
     items: list[ContactRunOut]
+
+
+class HttpHostsBody(Strict):
+    hosts: list[Annotated[str, Field(max_length=1000)]] = Field(
+        max_length=500,
+        description="Host names (crm.internal, *.corp.example), IP addresses or networks (10.20.0.0/16) that HTTP "
+        "request steps may call although they are private or local; at most 50. Replaces the list.",
+    )
+
+
+class HttpHostsOut(BaseModel):
+    hosts: list[str]
