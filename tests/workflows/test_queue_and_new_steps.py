@@ -22,7 +22,9 @@ from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.segments import repository as segments_repo
+from tertulia.users import presence
 from tertulia.users.models import User
+from tertulia.users.presence import MemoryPresenceStore
 from tertulia.users.service import do_set_activity_status
 from tertulia.users.teams import do_create_team
 from tertulia.workflows import queue, runner, service
@@ -427,3 +429,55 @@ def test_the_api_simulates_a_date_time_step_at_a_given_moment_and_reports_bad_wi
     far = client.post(url, headers=tenant.headers, json={**body, "at": "9999-12-31T23:59:59Z"})
     assert far.status_code == 422
     assert "at" in str(far.json()["error"])
+
+
+def test_an_agent_coming_online_assigns_a_queued_conversation_without_the_sweep(
+    db: Database, tenant: Tenant, channel: Channel
+) -> None:
+    workflow_id = publish(
+        db,
+        tenant,
+        {
+            "trigger": OPENED,
+            "steps": [
+                {
+                    "id": "a",
+                    "type": "assign",
+                    "config": {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 1, "unit": "days"}},
+                    "next": "ok",
+                },
+                tag("ok"),
+            ],
+        },
+    )
+    waiting = customer_writes(db, channel, "p1", "hola")
+    feed(db)
+    [queued] = queued_run_ids(db, tenant.workspace_id)
+    assert run_of(db, workflow_id, waiting).due_at > utcnow() + timedelta(hours=23)  # type: ignore[operator]
+
+    # Someone going away or busy is no reason to try again.
+    set_status(db, tenant.manager_id, "busy")
+    dispatch(db)
+    assert run_of(db, workflow_id, waiting).due_at > utcnow() + timedelta(hours=23)  # type: ignore[operator]
+
+    # The agent opens the inbox: their tab makes them online, which is an event in the log.
+    store = MemoryPresenceStore()
+    presence.Tab(db, store, tenant.agent_id, tenant.workspace_id, "tab-1").arrive()
+    with db.transaction(write=False) as session:
+        came = session.scalars(
+            select(EventRecord)
+            .where(EventRecord.type == EventType.USER_STATUS_CHANGED, EventRecord.workspace_id == tenant.workspace_id)
+            .order_by(EventRecord.id)
+        ).all()
+    assert [(e.payload["user_id"], e.payload["status"]) for e in came] == [
+        (tenant.manager_id, "busy"),
+        (tenant.agent_id, "online"),
+    ]
+    # The consumer reads it and the runner assigns: no call to the minute sweep's presence check.
+    dispatch(db)
+    assert run_of(db, workflow_id, waiting).due_at <= utcnow()  # type: ignore[operator]
+    advance(db)
+    assert open_conversation(db, waiting).assignee_id == tenant.agent_id  # type: ignore[union-attr]
+    assert tags_of(db, waiting) == ["ok"]
+    assert queued_run_ids(db, tenant.workspace_id) == []
+    assert run_of(db, workflow_id, waiting).id == queued

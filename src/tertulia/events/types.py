@@ -35,6 +35,7 @@ class EventType(enum.StrEnum):
     WORKFLOW_RUN_FAILED = "workflow.run_failed"
     CHANNEL_ERRORED = "channel.errored"
     CHANNEL_RECOVERED = "channel.recovered"
+    USER_STATUS_CHANGED = "user.status_changed"
 
 
 class ContactCreated(TypedDict):
@@ -216,6 +217,15 @@ class ChannelHealthChanged(TypedDict):
     code: NotRequired[str | None]
 
 
+class UserStatusChanged(TypedDict):
+    """The activity status shown for a person changed (users/presence.py: their choice, their tabs
+    opening or closing, inactivity); one event in each workspace they are an active member of."""
+
+    user_id: int
+    status: str  # "online", "away", "busy", "offline"
+    previous_status: str
+
+
 PAYLOADS: dict[EventType, type] = {
     EventType.CONTACT_CREATED: ContactCreated,
     EventType.CONTACT_UPDATED: ContactUpdated,
@@ -241,4 +251,5 @@ PAYLOADS: dict[EventType, type] = {
     EventType.WORKFLOW_RUN_FAILED: WorkflowRunFailed,
     EventType.CHANNEL_ERRORED: ChannelHealthChanged,
     EventType.CHANNEL_RECOVERED: ChannelHealthChanged,
+    EventType.USER_STATUS_CHANGED: UserStatusChanged,
 }

@@ -18,8 +18,9 @@ every process) as the realtime hub does. The status is re-derived when a tab ope
 becomes active again, and by a sweep in every web process (`sweep`, every SWEEP_SECONDS) that
 catches expired leases and inactivity. Every change closes the person's open `user_status_periods`
 row and opens one for the new status, so time online over any range can be computed
-(`time_in_status`), and is published as a realtime `presence.changed` event to the person's
-workspaces so inboxes update their dots.
+(`time_in_status`), is published as a realtime `presence.changed` event to the person's
+workspaces so inboxes update their dots, and is recorded as a `user.status_changed` event in each
+of those workspaces' event log (the workflows' queue wakes on it).
 
 Other modules ask through `online_user_ids` (who can take work now) and `statuses`.
 """
@@ -35,6 +36,8 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from tertulia.events.service import Event, actor_label, emit
+from tertulia.events.types import EventType, UserStatusChanged
 from tertulia.kit import realtime
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database, on_commit
@@ -187,6 +190,7 @@ def set_shown_status(session: Session, user: User, status: ActivityStatus, at: d
     """Show `status` for `user`, recording the period; False when it was already shown."""
     if user.activity_status == status:
         return False
+    previous = ActivityStatus(user.activity_status)
     at = at or utcnow()
     session.execute(
         update(StatusPeriod)
@@ -204,6 +208,11 @@ def set_shown_status(session: Session, user: User, status: ActivityStatus, at: d
         {"type": PRESENCE_CHANGED, "workspace_id": ws, "user_id": user.id, "data": {"status": status.value}}
         for ws in workspaces
     ]
+    # Durable too, in the same transaction: consumers that act on who is available (the workflows'
+    # assignment queue) learn of it at once instead of polling the status periods.
+    payload = UserStatusChanged(user_id=user.id, status=status.value, previous_status=previous.value)
+    for ws in workspaces:
+        emit(session, Event(EventType.USER_STATUS_CHANGED, ws, payload, actor=actor_label("user", user.id)))
 
     def publish() -> None:
         for event in events:

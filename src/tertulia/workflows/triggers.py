@@ -53,7 +53,22 @@ TRIGGERS_BY_EVENT: dict[str, tuple[str, ...]] = {
 QUEUE_WAKERS = frozenset(
     {EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_UNASSIGNED, EventType.CONVERSATION_CLOSED}
 )
-TYPES = frozenset({*(EventType(t) for t in TRIGGERS_BY_EVENT), EventType.MESSAGE_RECEIVED, *QUEUE_WAKERS})
+TYPES = frozenset(
+    {
+        *(EventType(t) for t in TRIGGERS_BY_EVENT),
+        EventType.MESSAGE_RECEIVED,
+        *QUEUE_WAKERS,
+        EventType.USER_STATUS_CHANGED,
+    }
+)
+
+
+def wakes_queue(event: EventRecord) -> bool:
+    """Whether someone may now qualify for a queued assignment: a load went down, a queued
+    conversation was taken or closed, or a person came online (users/presence.py)."""
+    if event.type in QUEUE_WAKERS:
+        return True
+    return event.type == EventType.USER_STATUS_CHANGED and event.payload.get("status") == "online"
 
 
 def source_of(actor: str | None) -> str:
@@ -124,7 +139,7 @@ def _consume_all(db: Database, events: list[EventRecord], *, fast: bool) -> int:
     with db.transaction() as session:
         try:
             batch = _Batch(session, events, fast=fast)
-            for workspace_id in sorted({event.workspace_id for event in events if event.type in QUEUE_WAKERS}):
+            for workspace_id in sorted({event.workspace_id for event in events if wakes_queue(event)}):
                 touched += queue.wake(session, workspace_id)
             for event in events:
                 touched += _consume(session, event, batch)
