@@ -193,7 +193,8 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
     # Not collections: the assistant's answer and per-channel settings (tests/assistant), the
     # workspace's business hours, away message and auto-close (tests/workspaces, tests/conversations),
     # the reports and the dashboard (tests/reports); workflows, whose bodies are whole definitions
-    # and their templates (tests/workflows); the signed-in person's notifications, which no token
+    # and their templates, and the workflows' settings (a singleton list of allowed HTTP hosts,
+    # tests/workflows/test_http_hosts.py); the signed-in person's notifications, which no token
     # reads (tests/notifications); data exports, jobs created with 202 and never edited
     # (tests/reports/test_data_export.py).
     elsewhere = {
@@ -205,6 +206,7 @@ def test_every_api_resource_is_described_here(client: TestClient) -> None:
         "reports",
         "workflows",
         "workflow-templates",
+        "workflow-settings",
         "dashboard",
         "notifications",
         "exports",
