@@ -222,4 +222,3 @@ class WorkflowHttpHost(IdMixin, Base):
     workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
     host: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime]
-
