@@ -6,7 +6,7 @@ numbers are the same by construction.
 """
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
@@ -305,11 +305,7 @@ SUMMARY_COLUMNS = [
 
 
 def _summary(counts: list[str], durations: list[str], now: list[Cell], before: list[Cell]) -> Table:
-    rows: list[list[Any]] = []
-    now_counts, before_counts = _counts(now), _counts(before)
-    for metric in counts:
-        value, previous = now_counts.get(metric, 0), before_counts.get(metric, 0)
-        rows.append([metric, value, None, None, None, previous, None, None, None, _change(value, previous)])
+    rows = _count_rows(counts, _counts(now), _counts(before))
     now_h, before_h = _histograms(now), _histograms(before)
     for metric in durations:
         rows.append(_duration_row(metric, now_h.get(metric, {}), before_h.get(metric, {})))
@@ -649,10 +645,22 @@ def _duration_row(metric: str, now: dict[int, tuple[int, float]], before: dict[i
     ]
 
 
-def _count_rows(metrics: Iterable[str], now: dict[str, int], before: dict[str, int]) -> list[list[Any]]:
-    """Summary rows (SUMMARY_COLUMNS) of plain counts: this period, the previous one, the change."""
+def _count_rows(metrics: Iterable[str], now: Mapping[str, int], before: Mapping[str, int]) -> list[list[Any]]:
+    """Summary rows (SUMMARY_COLUMNS) of plain counts: this period, the previous one, the change; a
+    metric with no count is 0."""
     return [
-        [metric, now[metric], None, None, None, before[metric], None, None, None, _change(now[metric], before[metric])]
+        [
+            metric,
+            now.get(metric, 0),
+            None,
+            None,
+            None,
+            before.get(metric, 0),
+            None,
+            None,
+            None,
+            _change(now.get(metric, 0), before.get(metric, 0)),
+        ]
         for metric in metrics
     ]
 
