@@ -590,8 +590,8 @@ class Preview:
 
 
 def preview(session: Session, actor: Actor, item: Broadcast, limit: int = 3) -> list[Preview]:
-    """The message as `limit` real contacts of the audience would receive it (the first recipients of
-    a dry run: exclusions applied)."""
+    """The message as `limit` real contacts of the audience would receive it (the oldest contacts
+    among the recipients of a dry run: exclusions applied)."""
     actor.require(Permission.MANAGE_BROADCASTS)
     check_ready(session, actor, item)
     savepoint = session.begin_nested()
@@ -607,7 +607,9 @@ def preview(session: Session, actor: Actor, item: Broadcast, limit: int = 3) -> 
                     BroadcastRecipient.broadcast_id == item.id,
                     BroadcastRecipient.state == RecipientState.WAITING,
                 )
-                .order_by(BroadcastRecipient.id)
+                # By contact: the snapshot inserts recipients in whatever order the audience query
+                # yields them, and a preview should show the same contacts every time.
+                .order_by(BroadcastRecipient.contact_id)
                 .limit(limit)
             )
         )
