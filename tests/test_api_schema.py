@@ -29,6 +29,9 @@ CASES_PER_OPERATION = 3
 CONFIG = schemathesis.Config.from_dict(
     {
         "seed": SEED,
+        # Conformance, not speed: a write (a hook's secret made on first read) can wait its turn for
+        # SQLite's one writer well past the default 10 s when the machine runs other suites beside.
+        "request-timeout": 60,
         "generation": {"max-examples": CASES_PER_OPERATION, "database": "none", "mode": "all", "no-shrink": True},
         "phases": {"examples": {"enabled": False}, "coverage": {"enabled": False}, "stateful": {"enabled": False}},
         "checks": {
