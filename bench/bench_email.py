@@ -17,12 +17,13 @@ import cProfile
 import json
 import os
 import pstats
-import shutil
 import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
+
+from bench.email_setup import Mailbox, connect_mailboxes, customer_mail, fresh_data_dir
 
 DATA = Path(os.environ.get("TERTULIA_BENCH_DATA", "./data/bench-email")).resolve()
 EMAILS = int(os.environ.get("TERTULIA_BENCH_EMAILS", "10000"))
@@ -31,14 +32,9 @@ SUPPORT = "support@shop.example.com"
 
 
 def _mail(n: int) -> EmailMessage:
-    sender = f"customer{n % SENDERS}@example.com"
-    message = EmailMessage()
-    message["From"] = f"Customer {n % SENDERS} <{sender}>"
-    message["To"] = SUPPORT
-    message["Subject"] = f"Order {n}"
+    body = f"Hello, about order {n}: it has not arrived yet.\n\nThanks.\n"
+    message = customer_mail(n, SUPPORT, customer=n % SENDERS, idstring="bench", body=body)
     message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(idstring=f"bench{n}", domain="example.com")
-    message.set_content(f"Hello, about order {n}: it has not arrived yet.\n\nThanks.\n")
     kind = n % 20
     if kind < 5:
         message.add_alternative(
@@ -50,24 +46,15 @@ def _mail(n: int) -> EmailMessage:
 
 
 def main() -> None:
-    shutil.rmtree(DATA, ignore_errors=True)
-    DATA.mkdir(parents=True)
-    os.environ["TERTULIA_DATA_DIR"] = str(DATA)
-    os.environ["TERTULIA_DATABASE_URL"] = f"sqlite:///{DATA / 'tertulia.db'}"
+    url = fresh_data_dir(DATA)
     from sqlalchemy import func, select  # noqa: PLC0415 (after the environment is set)
-    from tests.mailservers import PASSWORD, dovecot  # noqa: PLC0415
+    from tests.mailservers import dovecot  # noqa: PLC0415
 
-    from tertulia.channels.service import do_create_channel  # noqa: PLC0415
     from tertulia.conversations.ingress.callbacks import callback_spool, process_callbacks  # noqa: PLC0415
     from tertulia.conversations.ingress.mailbox import fetch_mailbox  # noqa: PLC0415
     from tertulia.conversations.models import Message  # noqa: PLC0415
     from tertulia.kit.db import Database  # noqa: PLC0415
-    from tertulia.migrations import upgrade  # noqa: PLC0415
-    from tertulia.provisioning import do_create_workspace_with_owner  # noqa: PLC0415
-    from tertulia.users.permissions import Actor  # noqa: PLC0415
 
-    url = os.environ["TERTULIA_DATABASE_URL"]
-    upgrade(url)
     db = Database(url)
     with dovecot() as server:
         started = time.perf_counter()
@@ -79,20 +66,7 @@ def main() -> None:
             client.append("INBOX", "", None, mail.as_bytes())
         client.logout()
         loaded = time.perf_counter() - started
-        with db.transaction() as session:
-            workspace = do_create_workspace_with_owner(session, "Bench", "owner@example.com", "owner-password")
-            config = {
-                "address": SUPPORT,
-                "incoming_host": "127.0.0.1",
-                "incoming_port": server.imap_port,
-                "incoming_security": "plain",
-                "smtp_host": "127.0.0.1",
-                "smtp_port": 25,
-                "smtp_security": "plain",
-            }
-            actor = Actor.system(workspace.workspace.id, "bench")
-            channel = do_create_channel(session, actor, "email", "Support", config, {"password": PASSWORD})
-            channel_id = channel.id
+        [channel_id] = connect_mailboxes(db, [Mailbox("Support", SUPPORT, server.imap_port)])
         started = time.perf_counter()
         spooled = fetch_mailbox(db, channel_id, batch=500, enqueue=False).spooled
         fetched = time.perf_counter() - started

@@ -15,12 +15,12 @@ reaction plus reading and writing one mail. Checked: every mail stored once.
 
 import json
 import os
-import shutil
 import statistics
 import time
 from email.message import EmailMessage
-from email.utils import make_msgid
 from pathlib import Path
+
+from bench.email_setup import Mailbox, connect_mailboxes, customer_mail, fresh_data_dir
 
 DATA = Path(os.environ.get("TERTULIA_BENCH_DATA", "./data/bench-email-watch")).resolve()
 MAILS = int(os.environ.get("TERTULIA_BENCH_MAILS", "30"))
@@ -31,60 +31,32 @@ POP3_BOX = "bob@example.net"  # another of the test server's mailboxes
 
 
 def _mail(n: int, to: str) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = f"Customer {n} <customer{n}@example.com>"
-    message["To"] = to
-    message["Subject"] = f"Order {n}"
-    message["Message-ID"] = make_msgid(idstring=f"watch{n}", domain="example.com")
-    message.set_content(f"Hello, about order {n}.\n")
-    return message
+    return customer_mail(n, to, customer=n, idstring="watch", body=f"Hello, about order {n}.\n")
 
 
 def main() -> None:
-    shutil.rmtree(DATA, ignore_errors=True)
-    DATA.mkdir(parents=True)
-    os.environ["TERTULIA_DATA_DIR"] = str(DATA)
-    os.environ["TERTULIA_DATABASE_URL"] = f"sqlite:///{DATA / 'tertulia.db'}"
+    url = fresh_data_dir(DATA)
     from sqlalchemy import select  # noqa: PLC0415 (after the environment is set)
-    from tests.mailservers import PASSWORD, dovecot  # noqa: PLC0415
+    from tests.mailservers import dovecot  # noqa: PLC0415
 
-    from tertulia.channels.service import do_create_channel  # noqa: PLC0415
     from tertulia.conversations.ingress.mailbox import MailWatchers  # noqa: PLC0415
     from tertulia.conversations.models import Message  # noqa: PLC0415
     from tertulia.kit import queue  # noqa: PLC0415
     from tertulia.kit.db import Database  # noqa: PLC0415
-    from tertulia.migrations import upgrade  # noqa: PLC0415
-    from tertulia.provisioning import do_create_workspace_with_owner  # noqa: PLC0415
-    from tertulia.users.permissions import Actor  # noqa: PLC0415
 
-    url = os.environ["TERTULIA_DATABASE_URL"]
-    upgrade(url)
     db = Database(url)
     queue.huey.immediate = True
     queue.use_database(db)
     with dovecot() as server:
-        channels: dict[str, tuple[int, str]] = {}
-        with db.transaction() as session:
-            workspace = do_create_workspace_with_owner(session, "Bench", "owner@example.com", "owner-password")
-            actor = Actor.system(workspace.workspace.id, "bench")
-            for kind, box, protocol, port in (
-                ("idle", IMAP_BOX, "imap", server.imap_port),
-                ("poll", POP3_BOX, "pop3", server.pop3_port),
-            ):
-                config = {
-                    "address": box,
-                    "incoming_protocol": protocol,
-                    "incoming_host": "127.0.0.1",
-                    "incoming_port": port,
-                    "incoming_security": "plain",
-                    "smtp_host": "127.0.0.1",
-                    "smtp_port": 25,
-                    "smtp_security": "plain",
-                    "sent_folder": "",
-                    "poll_seconds": 10,
-                }
-                channel = do_create_channel(session, actor, "email", kind, config, {"password": PASSWORD})
-                channels[kind] = (channel.id, box)
+        options = {"sent_folder": "", "poll_seconds": 10}
+        idle, poll = connect_mailboxes(
+            db,
+            [
+                Mailbox("idle", IMAP_BOX, server.imap_port, "imap", options),
+                Mailbox("poll", POP3_BOX, server.pop3_port, "pop3", options),
+            ],
+        )
+        channels = {"idle": (idle, IMAP_BOX), "poll": (poll, POP3_BOX)}
         watchers = MailWatchers(db)
         watchers.start()
         try:
