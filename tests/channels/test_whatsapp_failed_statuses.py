@@ -21,6 +21,7 @@ from tertulia.channels.adapters.whatsapp import FAULTS, RETRYABLE_CODES, graph_e
 from tertulia.channels.health import Health, health_of
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, Fault
+from tertulia.conversations.ingress.callbacks import callback_spool, process_callbacks
 from tertulia.conversations.models import Message
 from tertulia.conversations.outbox import process_outbound
 from tertulia.events.models import EventRecord
@@ -245,3 +246,46 @@ def test_meta_s_own_failures_reported_later_are_counted_not_told(
     assert _events(db, tenant.workspace_id) == []
     with db.transaction(write=False) as session:
         assert session.scalar(select(Channel.provider_failures).where(Channel.id == channel.id)) == 1
+
+
+def _spooled(channel: Channel, data: dict[str, Any], received_at: datetime) -> dict[str, Any]:
+    """A spool row for a callback as the callback writer stores it, arrived at `received_at`."""
+    return {
+        "workspace_id": channel.workspace_id,
+        "channel_id": channel.id,
+        "method": "POST",
+        "url": f"http://testserver/webhooks/{channel.key}",
+        "headers": {},
+        "query": {},
+        "body": wa.body(data),
+        "received_at": received_at,
+        "attempts": 0,
+        "lease_until": None,
+    }
+
+
+@pytest.mark.parametrize("failure_last", [False, True])
+def test_in_one_batch_of_callbacks_the_newer_of_a_failure_and_a_sign_of_life_decides(
+    db: Database, tenant: Tenant, failure_last: bool
+) -> None:
+    channel = _connected(db, tenant)
+    now = utcnow()
+    failed_at, heard_at = (now + timedelta(seconds=1), now) if failure_last else (now, now + timedelta(seconds=1))
+    # Statuses of messages sent from elsewhere on the same number: the account is the channel's all the same.
+    callback_spool(db).add(
+        [
+            _spooled(channel, wa.failed_status("wamid.elsewhere1", 131042), failed_at),
+            _spooled(channel, wa.status("wamid.elsewhere2", "delivered"), heard_at),
+        ]
+    )
+    assert process_callbacks(db) == 2
+    with db.transaction(write=False) as session:
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        assert (stored.last_callback_at, stored.last_error_at) == (heard_at, failed_at)
+    if failure_last:
+        assert _state(db, channel.id) == (Health.ERROR, _reason(131042))
+        assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131042")]
+    else:
+        assert _state(db, channel.id) == (Health.CONNECTED, _reason(131042))
+        assert _events(db, tenant.workspace_id) == []
