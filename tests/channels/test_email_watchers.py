@@ -23,12 +23,14 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from tertulia.channels.adapters import email as email_adapter
+from tertulia.channels.health import PROVIDER_OUTAGE_AFTER
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_disconnect_channel, do_update_channel_config
 from tertulia.conversations.ingress import mailbox as fetcher
 from tertulia.conversations.ingress.callbacks import callback_spool, process_callbacks
 from tertulia.conversations.models import Mailbox
 from tertulia.kit import queue
+from tertulia.kit.clock import travel
 from tertulia.kit.db import Database
 from tertulia.kit.process_locks import ProcessLocks
 from tests.channels.email_support import SUPPORT, MailServers, customer_mail, email_channel, messages_of
@@ -328,7 +330,11 @@ def test_a_mail_server_that_stays_unreachable_shows_on_the_channel(
     channel = email_channel(db, tenant, mail, incoming_port=free_port())  # nothing listens there
     with _watchers(db) as watchers:
         _until(lambda: watchers.watching == {channel.id}, what="the watcher")
-        _until(lambda: _channel_error(db, channel.id), timeout=10, what="the channel's last error")
+        # The mailbox shows the failure at once; the channel is not in error for what may be a blip.
+        _until(lambda: _mailbox_error(db, channel.id), timeout=10, what="the mailbox's error")
+        assert _channel_error(db, channel.id) is None
+        with travel(PROVIDER_OUTAGE_AFTER):  # still failing five minutes later: an outage
+            _until(lambda: _channel_error(db, channel.id), timeout=20, what="the channel's last error")
         assert watchers.watching == {channel.id}  # it keeps trying
     assert "could not be reached" in (_channel_error(db, channel.id) or "")
 
@@ -336,6 +342,11 @@ def test_a_mail_server_that_stays_unreachable_shows_on_the_channel(
 def _channel_error(db: Database, channel_id: int) -> str | None:
     with db.transaction(write=False) as session:
         return session.scalar(select(Channel.last_error).where(Channel.id == channel_id))
+
+
+def _mailbox_error(db: Database, channel_id: int) -> str | None:
+    with db.transaction(write=False) as session:
+        return session.scalar(select(Mailbox.error).where(Mailbox.channel_id == channel_id))
 
 
 def test_idle_is_issued_again_on_the_same_connection_and_a_stop_ends_it_at_once(

@@ -14,6 +14,12 @@ Sources:
   business-scoped-user-ids (updated 2026-11-05): `contacts[].user_id` beside or instead of `wa_id`
   (assembled).
 - SIGNATURE_VECTOR: self-computed vector of the reference notes (§2).
+- failed_status(): a `failed` status with its `errors[]`, in the syntax of Meta's status webhook
+  reference (developers.facebook.com/documentation/business-messaging/whatsapp/webhooks/reference/
+  messages/status: `statuses[]` of `id`, `status`, `timestamp`, `recipient_id` and, when failed,
+  `errors[]` of `code`, `title`, `message`, `error_data.details`, `href`); the codes' titles and
+  details in ASYNC_ERRORS are those of Meta's error-codes page
+  (developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes) (assembled).
 """
 
 import json
@@ -369,3 +375,79 @@ def accepted(provider_id: str) -> dict[str, Any]:
         "contacts": [{"input": "16505551234", "wa_id": "16505551234"}],
         "messages": [{"id": provider_id, "message_status": "accepted"}],
     }
+
+
+# Errors Meta reports later, in a failed status: code -> (title, details), as the error-codes page
+# gives them. The first ones are the channel's (the account, the number, the token), the last ones
+# one message's.
+ASYNC_ERRORS: dict[int, tuple[str, str]] = {
+    131031: (
+        "Account has been locked",
+        "Your WhatsApp Business Account has been restricted or disabled for violating a platform policy, or we "
+        "were unable to verify data included in the request against data set on the WhatsApp Business Account.",
+    ),
+    131042: (
+        "Business eligibility payment issue",
+        "Message failed to send because there were one or more errors related to your payment method.",
+    ),
+    131045: ("Incorrect certificate", "Message failed to send due to a phone number registration error."),
+    368: (
+        "Temporarily blocked for policies violations",
+        "The WhatsApp Business Account associated with the app has been restricted or disabled for violating a "
+        "platform policy.",
+    ),
+    190: ("Access token has expired", "Your access token has expired."),
+    131005: ("Access denied", "Permission is either not granted or has been removed."),
+    130429: (
+        "Rate limit hit",
+        "Message failed to send because there were too many messages sent from this phone number in a short "
+        "period of time",
+    ),
+    131048: (
+        "Spam rate limit hit",
+        "Message failed to send because there are restrictions on how many messages can be sent from this phone "
+        "number. This may be because too many previous messages were blocked or flagged as spam.",
+    ),
+    80007: ("Rate limit issues", "The WhatsApp Business Account has reached its rate limit."),
+    131000: ("Something went wrong", "Message failed to send due to an unknown error."),
+    131026: ("Message undeliverable", "Unable to deliver message."),
+    131047: (
+        "Re-engagement message",
+        "Message failed to send because more than 24 hours have passed since the customer last replied to this number.",
+    ),
+    131051: ("Unsupported message type", "Unsupported message type."),
+    131049: (
+        "Meta chose not to deliver.",
+        "This message was not delivered to maintain healthy ecosystem engagement.",
+    ),
+    131056: (
+        "(Business Account, Consumer Account) pair rate limit hit",
+        "Too many messages sent from the sender phone number to the same recipient phone number in a short "
+        "period of time.",
+    ),
+}
+CHANNEL_LEVEL_ASYNC = (131031, 131042, 131045, 368, 190, 131005, 130429, 131048, 80007)
+MESSAGE_LEVEL_ASYNC = (131026, 131047, 131051, 131049, 131056)
+
+
+def failed_status(provider_id: str, code: int, timestamp: str = "1698266950") -> dict[str, Any]:
+    """A callback saying our message `provider_id` failed with error `code` (ASYNC_ERRORS)."""
+    title, details = ASYNC_ERRORS[code]
+    error = {
+        "code": code,
+        "title": title,
+        "message": title,
+        "error_data": {"details": details},
+        "href": "https://developers.facebook.com/documentation/business-messaging/whatsapp/support/error-codes/",
+    }
+    return envelope(
+        statuses=[
+            {
+                "id": provider_id,
+                "status": "failed",
+                "timestamp": timestamp,
+                "recipient_id": "16505551234",
+                "errors": [error],
+            }
+        ]
+    )

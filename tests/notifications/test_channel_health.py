@@ -2,24 +2,37 @@
 `channel_error` notification), however many messages fail, and again once when it works again
 (`channel.recovered`, `channel_recovered`, the error notifications marked read). Only the channel's
 own failure counts (refused credentials here): a refused recipient fails its message and nothing
-more. SQLite and PostgreSQL."""
+more. A provider that cannot be reached or fails counts only when it keeps failing (an outage, not
+a blip), and two workers counting its failures at once still tell people once. SQLite and
+PostgreSQL."""
 
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from tertulia.channels.health import Health, health_of, record_error, touch_callback
+from tertulia.channels.health import (
+    PROVIDER_OUTAGE_AFTER,
+    Health,
+    health_of,
+    record_error,
+    record_failure,
+    touch_callback,
+    touch_sent,
+)
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import Fault, PermanentError, TransientError
 from tertulia.channels.service import do_disconnect_channel
 from tertulia.conversations.models import Message
+from tertulia.conversations.outbox import process_outbound
 from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
-from tertulia.kit.clock import utcnow
+from tertulia.kit import queue
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.notifications import feed
 from tertulia.notifications.models import Notification
@@ -33,6 +46,8 @@ pytestmark = pytest.mark.usefixtures("immediate_queue", "fakehttp_adapter")
 
 UNAUTHORIZED = (401, {"error": "the access token has expired"})
 RECIPIENT_REFUSED = (400, {"error": "the recipient has opted out"})
+PROVIDER_DOWN = (503, {"error": "the provider is down"})
+UNREACHABLE = TransientError("the provider could not be reached (ConnectError)", code="connect")
 
 
 def _send(client: TestClient, tenant: Tenant, channel_id: int, contact_id: int, text: str = "hola") -> None:
@@ -42,6 +57,17 @@ def _send(client: TestClient, tenant: Tenant, channel_id: int, contact_id: int, 
         json={"channel_id": channel_id, "message": {"type": "text", "text": text}},
     )
     assert response.status_code == 201, response.text
+
+
+def _queued(client: TestClient, tenant: Tenant, channel_id: int, contact_id: int, text: str) -> int:
+    """A message written and queued, not yet sent: the test runs the outbox."""
+    response = client.post(
+        f"/api/v1/contacts/id:{contact_id}/messages",
+        headers=tenant.headers,
+        json={"channel_id": channel_id, "message": {"type": "text", "text": text}},
+    )
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
 
 
 def _caught_up(db: Database, timeout: float = 15.0) -> None:
@@ -308,3 +334,165 @@ def test_connecting_a_channel_in_error_again_is_a_recovery(client: TestClient, d
         ("channel_error", False),
         ("channel_recovered", True),
     ]
+
+
+# ----- the provider's own failures: an outage, not a blip --------------------------------------------
+
+
+def _record_provider_failures(db: Database, channel_id: int, *moments: datetime) -> None:
+    for at in moments:
+        with db.transaction() as session:
+            record_failure(session, channel_id, UNREACHABLE, at)
+
+
+def test_provider_failures_put_a_channel_in_error_only_when_they_go_on(db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    start = utcnow()
+    minutes = [start + timedelta(minutes=n) for n in range(20)]
+    # A blip: two failures a minute apart, then the provider answers again.
+    _record_provider_failures(db, channel_id, minutes[0], minutes[1])
+    # Many failures, but a short while: still a blip.
+    _record_provider_failures(db, channel_id, *(minutes[1] + timedelta(seconds=n) for n in range(1, 20)))
+    assert _health(db, channel_id) == Health.CONNECTED
+    with db.transaction() as session:
+        touch_sent(session, channel_id, minutes[2])  # it works again: the run is over
+    # A long while, but only two failures since the last sign of life.
+    _record_provider_failures(db, channel_id, minutes[3], minutes[9])
+    assert _health(db, channel_id) == Health.CONNECTED
+    with db.transaction() as session:
+        touch_callback(session, channel_id, minutes[10])
+    assert _channel_events(db, tenant.workspace_id) == []
+    with db.transaction(write=False) as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        assert (channel.last_error, channel.last_error_at) == (None, None)  # nothing shown for a blip
+
+    # Three failures over five minutes with no sign of life in between: an outage (PROVIDER_OUTAGE_*).
+    _record_provider_failures(db, channel_id, minutes[11], minutes[13])
+    assert _health(db, channel_id) == Health.CONNECTED
+    _record_provider_failures(db, channel_id, minutes[16], minutes[17])
+    assert _health(db, channel_id) == Health.ERROR
+    events = _channel_events(db, tenant.workspace_id)
+    assert [(kind, payload["fault"], payload["code"], payload["error"]) for kind, payload in events] == [
+        ("channel.errored", "provider", "connect", "the provider could not be reached (ConnectError)")
+    ]
+    assert [kind for kind, *_rest in _notifications(db, tenant.owner_id)] == ["channel_error"]
+    with db.transaction(write=False) as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        assert (channel.first_provider_failure_at, channel.provider_failures) == (minutes[11], 4)
+
+    with db.transaction() as session:
+        touch_sent(session, channel_id, minutes[18])
+    assert _health(db, channel_id) == Health.CONNECTED
+    # A new run starts from nothing: one failure after the recovery is a blip again.
+    _record_provider_failures(db, channel_id, minutes[19])
+    assert _health(db, channel_id) == Health.CONNECTED
+    assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == [
+        "channel.errored",
+        "channel.recovered",
+    ]
+
+
+def test_refused_credentials_still_count_at_once_in_the_middle_of_a_provider_run(db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    start = utcnow()
+    _record_provider_failures(db, channel_id, start)
+    with db.transaction() as session:
+        refused = PermanentError("the token was revoked", code="401", fault=Fault.CREDENTIALS)
+        assert record_failure(session, channel_id, refused, start + timedelta(seconds=1))
+    events = _channel_events(db, tenant.workspace_id)
+    assert [(kind, payload["fault"]) for kind, payload in events] == [("channel.errored", "credentials")]
+
+
+def test_a_provider_outage_through_the_outbox_notifies_once_and_a_retried_blip_never(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_provider() as provider:
+        channel_id, contact_id = fake_channel_with_contact(db, tenant, provider.url)
+        _send(client, tenant, channel_id, contact_id, "first")  # sent at once: the channel is connected
+        queue.huey.immediate = False  # from here the test runs the outbox itself
+        try:
+            provider.script += [PROVIDER_DOWN, PROVIDER_DOWN]
+            blip = _queued(client, tenant, channel_id, contact_id, "through a blip")
+            assert [process_outbound(db, blip).state for _attempt in range(3)] == ["retry", "retry", "sent"]
+            assert _health(db, channel_id) == Health.CONNECTED
+            assert _channel_events(db, tenant.workspace_id) == []
+
+            provider.script += [PROVIDER_DOWN] * 4
+            down = _queued(client, tenant, channel_id, contact_id, "through an outage")
+            assert process_outbound(db, down).state == "retry"
+            with travel(timedelta(minutes=2)):
+                assert process_outbound(db, down).state == "retry"
+            assert _health(db, channel_id) == Health.CONNECTED
+            with travel(timedelta(minutes=5)):
+                assert process_outbound(db, down).state == "retry"
+                assert _health(db, channel_id) == Health.ERROR
+            with travel(timedelta(minutes=6)):
+                assert process_outbound(db, down).state == "retry"
+            with travel(timedelta(minutes=7)):
+                assert process_outbound(db, down).state == "sent"
+        finally:
+            queue.huey.flush()
+    events = _channel_events(db, tenant.workspace_id)
+    assert [(kind, payload["fault"], payload["error"]) for kind, payload in events] == [
+        ("channel.errored", "provider", "the provider is down"),
+        ("channel.recovered", None, "the provider is down"),  # a recovery names what it recovered from
+    ]
+    assert [kind for kind, *_rest in _notifications(db, tenant.owner_id)] == ["channel_error", "channel_recovered"]
+
+
+@pytest.mark.parametrize("failures_before", [1, 2])
+def test_two_workers_counting_provider_failures_at_once_emit_one_event(
+    db: Database, tenant: Tenant, failures_before: int
+) -> None:
+    """With one failure before, neither worker's failure alone is the third: only counting both (the
+    second reading the row the first committed) makes the outage. With two, the first's is the
+    third, and the second finds the channel in error already."""
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    now = utcnow()
+    _record_provider_failures(
+        db, channel_id, *(now - PROVIDER_OUTAGE_AFTER - timedelta(minutes=n) for n in range(failures_before, 0, -1))
+    )
+    first_counted = threading.Event()
+    release = threading.Event()
+    errors: list[BaseException] = []
+    recorded: list[bool] = []
+
+    def first() -> None:
+        try:
+            with db.transaction() as session:
+                recorded.append(record_failure(session, channel_id, UNREACHABLE, now))
+                first_counted.set()
+                release.wait(10)  # holds the row (PostgreSQL) or the write lock (SQLite)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+            first_counted.set()
+
+    def second() -> None:
+        try:
+            with db.transaction() as session:
+                recorded.append(record_failure(session, channel_id, UNREACHABLE, now + timedelta(seconds=1)))
+        except BaseException as exc:
+            errors.append(exc)
+
+    one = threading.Thread(target=first)
+    one.start()
+    assert first_counted.wait(10)
+    two = threading.Thread(target=second)
+    two.start()
+    time.sleep(0.3)  # the second is now waiting on the first's lock
+    release.set()
+    one.join(15)
+    two.join(15)
+    assert errors == []
+    assert recorded == ([False, True] if failures_before == 1 else [True, True])
+    assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == ["channel.errored"]
+    with db.transaction(write=False) as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        assert channel.provider_failures == failures_before + 2  # neither worker's count was lost
+    assert _health(db, channel_id) == Health.ERROR

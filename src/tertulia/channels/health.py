@@ -3,7 +3,8 @@
 A channel is in error while its last error is newer than the last sign of life from the provider (a
 callback received or a message it accepted). The timestamps are written by the callback task and the
 outbox at most once a minute per channel (an UPDATE only when the stored one is older, or older than
-the last error), so a busy channel's row is not rewritten by every message.
+the last error or the start of a run of provider failures), so a busy channel's row is not rewritten
+by every message.
 
 The moments the state changes are events (`channel.errored`, `channel.recovered`), emitted once per
 change, not once per failed message: the UPDATE that makes the change is conditional on the state
@@ -16,23 +17,40 @@ credentials, its account is misconfigured, suspended or rate-limited as a whole,
 cannot be reached. A refusal of one message (a bad or opted-out number, a customer who blocked the
 bot, the 24-hour window) is that message's failure, recorded on the message alone: the channel
 stays connected and no one is told (`ChannelError.fault`, mapped by each adapter from its
-provider's error codes).
+provider's error codes). A failure the provider reports later, in a status callback (WhatsApp's
+failed statuses with their errors), counts the same way (`status_failure`, recorded by the callback
+task at the time the callback arrived; such a callback is no sign of life).
+
+Refused credentials and a broken account put the channel in error at once. A provider that cannot
+be reached or fails (`Fault.PROVIDER`: timeouts, connection errors, 5xx) does only when it keeps
+failing: a run of provider failures with no sign of life since its first one, at least
+PROVIDER_OUTAGE_AFTER long and PROVIDER_OUTAGE_FAILURES failures strong. A blip (one timeout, a
+5xx that the retry gets past) changes nothing anyone sees. The run lives on the channel's row
+(`first_provider_failure_at`, `provider_failures`), counted by one UPDATE that reads the row as it
+is when it writes (two workers failing at once count two, PostgreSQL re-reading the row the other
+committed), and ended by any sign of life newer than its start; the UPDATE that then puts the
+channel in error is the same conditional one as for any other error, so a run still emits once.
 """
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Row, and_, or_, update
+from sqlalchemy import ColumnElement, Row, and_, case, literal, or_, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import ChannelError, Fault
+from tertulia.channels.protocol import ChannelError, DeliveryStatus, Fault, StatusUpdate
 from tertulia.events.service import Event, emit
 from tertulia.events.types import EventType
 
 TOUCH_EVERY = timedelta(minutes=1)
 MAX_ERROR = 1000
+# A provider failing puts the channel in error once it has failed this long since the first failure
+# of the run, with no sign of life since, and this many times: an outage, not a blip.
+PROVIDER_OUTAGE_AFTER = timedelta(minutes=5)
+PROVIDER_OUTAGE_FAILURES = 3
 
 
 class Health(enum.StrEnum):
@@ -65,14 +83,29 @@ def health_of(channel: Channel) -> ChannelHealth:
 
 def _stale(column: InstrumentedAttribute[datetime | None], at: datetime) -> ColumnElement[bool]:
     """Worth writing: never written, older than TOUCH_EVERY, or older than the last error (so a
-    channel that works again stops showing as in error at once)."""
-    return or_(column.is_(None), column < at - TOUCH_EVERY, Channel.last_error_at > column)
+    channel that works again stops showing as in error at once) or than the start of a run of
+    provider failures (so the run ends at once)."""
+    return or_(
+        column.is_(None),
+        column < at - TOUCH_EVERY,
+        Channel.last_error_at > column,
+        Channel.first_provider_failure_at > column,
+    )
 
 
 def _before(
     column: InstrumentedAttribute[datetime | None], moment: InstrumentedAttribute[datetime | None] | datetime
 ) -> ColumnElement[bool]:
     return or_(column.is_(None), column < moment)
+
+
+def _provider_run_going_on() -> ColumnElement[bool]:
+    """A run of provider failures with no sign of life since its first one."""
+    return and_(
+        Channel.first_provider_failure_at.is_not(None),
+        _before(Channel.last_callback_at, Channel.first_provider_failure_at),
+        _before(Channel.last_sent_at, Channel.first_provider_failure_at),
+    )
 
 
 def _in_error() -> ColumnElement[bool]:
@@ -134,11 +167,49 @@ def record_failure(
 ) -> bool:
     """Record a provider's refusal against the channel when it is the channel's fault (`reason`, when
     given, is the words to keep: the outbox's "gave up after 5 attempts: ..."). A refusal of one
-    message leaves the channel as it was; whether it was recorded."""
+    message leaves the channel as it was; a provider failure is counted in its run and recorded only
+    once the run is an outage. Whether it was recorded."""
     if not error.channel_level:
+        return False
+    if error.fault == Fault.PROVIDER and not _provider_outage(session, channel_id, at):
         return False
     record_error(session, channel_id, reason or error.reason, at, fault=error.fault, code=error.code)
     return True
+
+
+def _provider_outage(session: Session, channel_id: int, at: datetime) -> bool:
+    """Count one provider failure in the channel's run (a new run when none is going on); whether the
+    run is now an outage: PROVIDER_OUTAGE_AFTER since its first failure, PROVIDER_OUTAGE_FAILURES
+    failures. The SET expressions read the row the UPDATE writes, so failures recorded at once by
+    two workers are both counted (the second waits for the first's row lock, then reads its row)."""
+    going_on = _provider_run_going_on()
+    run = session.execute(
+        update(Channel)
+        .where(Channel.id == channel_id)
+        .values(
+            first_provider_failure_at=case(
+                (going_on, Channel.first_provider_failure_at),
+                else_=literal(at, Channel.first_provider_failure_at.type),
+            ),
+            provider_failures=case((going_on, Channel.provider_failures + 1), else_=1),
+        )
+        .returning(Channel.first_provider_failure_at, Channel.provider_failures)
+    ).first()
+    if run is None:
+        return False
+    since, failures = run
+    return since is not None and failures >= PROVIDER_OUTAGE_FAILURES and at - since >= PROVIDER_OUTAGE_AFTER
+
+
+def status_failure(statuses: Iterable[StatusUpdate]) -> ChannelError | None:
+    """The last failure among a callback's statuses that is the channel's own (an error whose fault
+    is the credentials', the account's or the provider's), if any: the provider is telling us the
+    channel failed, not that it works."""
+    found: ChannelError | None = None
+    for status in statuses:
+        if status.status == DeliveryStatus.FAILED and status.error is not None and status.error.channel_level:
+            found = status.error
+    return found
 
 
 def record_error(

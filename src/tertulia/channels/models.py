@@ -34,6 +34,10 @@ class Channel(IdMixin, TimestampMixin, Base):
     last_sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+    # The run of provider failures (unreachable, 5xx) going on since the last sign of life: when it
+    # began and how many so far. Only a run long and dense enough puts the channel in error.
+    first_provider_failure_at: Mapped[datetime | None]
+    provider_failures: Mapped[int] = mapped_column(default=0, server_default="0")
     # What the provider says about the number (WhatsApp's phone_number_quality_update webhook): its
     # latest quality event (FLAGGED, UNFLAGGED, UPGRADE, ...) and messaging limit tier (TIER_2K, ...).
     quality_event: Mapped[str | None] = mapped_column(String(40))

@@ -12,7 +12,8 @@
    calling `send` again once the provider id is recorded. Each error carries a `Fault`: the
    adapter maps its provider's documented codes to whose fault the refusal is (the channel's
    credentials, its account, the provider itself, or this one message), so that only a broken
-   channel is marked in error and its owners told (channels/health.py).
+   channel is marked in error and its owners told (channels/health.py). A failure the provider
+   reports later, in a status callback, carries the same error (`StatusUpdate.error`).
 4. `rules`: what the composer and the outbox must enforce before calling `send` (reply window,
    templates outside it, text length, receipts).
 5. `public_config`: what may be shown to the agent UI or embedded in a public page;
@@ -149,6 +150,10 @@ class StatusUpdate:
     # The provider says the recipient opted out of messages (Vonage's err-code 9): recorded in our
     # own consent (conversations/sms_consent.py) beside the status.
     opted_out: bool = False
+    # A failed status's error, mapped the way a refused send's is (its code and `Fault`): a failure
+    # the provider reports later (WhatsApp's statuses[].errors[]) counts against the channel when it
+    # is the channel's own, as a refused send does (channels/health.py). None: no error given.
+    error: "ChannelError | None" = None
 
 
 @dataclass(frozen=True)
@@ -331,7 +336,8 @@ class Fault(enum.StrEnum):
     # restricted, out of credit, or rate-limited as a whole (Meta 4, 80007, 130429, 368, 131031).
     ACCOUNT = "account"
     # The provider could not be reached or failed (network trouble, timeouts, 5xx, an answer that
-    # makes no sense).
+    # makes no sense). Only an outage counts against the channel, not a blip: failures that go on
+    # (channels/health.py, PROVIDER_OUTAGE_AFTER and PROVIDER_OUTAGE_FAILURES).
     PROVIDER = "provider"
     # This message or its recipient: a bad or unreachable number, an opt-out, a blocked bot, the
     # 24-hour window, a template or file the provider refused, a per-recipient pace.

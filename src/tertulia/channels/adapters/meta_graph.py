@@ -7,7 +7,9 @@ request with the same error shape (`{"error": {"message", "type", "code", "error
 "error_data", "fbtrace_id"}}`). Each adapter keeps its own table of which codes are worth retrying,
 and of whose fault a code is (`Fault`) beyond the codes every Graph API shares (GRAPH_FAULTS: the
 token, permissions, app and account rate limits, a blocked account). Meta's `type` says little
-("OAuthException" also comes with 131047, the 24-hour window), so the code decides.
+("OAuthException" also comes with 131047, the 24-hour window), so the code decides. An error
+object a webhook reports later (WhatsApp's `statuses[].errors[]`) is judged by the same rules
+(`classify_graph_error`, without an HTTP status).
 
 A channel of any of them keeps `app_secret` and `verify_token` among its secrets and its Graph root
 in `api_base_url` + `api_version` (tests point them at a local fake).
@@ -117,11 +119,14 @@ def graph_error_of(response: httpx.Response) -> dict[str, Any] | None:
 
 
 def graph_fault(
-    code: int | None, subcode: int | None, status: int, faults: Mapping[tuple[int, int | None], Fault] | None = None
+    code: int | None,
+    subcode: int | None,
+    status: int | None,
+    faults: Mapping[tuple[int, int | None], Fault] | None = None,
 ) -> Fault | None:
     """Whose fault a Graph error is: the adapter's table, then GRAPH_FAULTS, by (code, subcode) then
-    (code, any); then by HTTP status (401: the token). None: the error class's default (a retryable
-    error the provider's, any other the message's)."""
+    (code, any); then by HTTP status (401: the token; None for an error a webhook reported). None:
+    the error class's default (a retryable error the provider's, any other the message's)."""
     if code is not None:
         for table in (faults or {}, GRAPH_FAULTS):
             found = table.get((code, subcode)) or table.get((code, None))
@@ -153,6 +158,23 @@ def graph_error(
         if response.status_code == 429 or response.status_code >= 500:
             return TransientError(reason, code=f"http:{response.status_code}", fault=fault)
         return PermanentError(reason, code=f"http:{response.status_code}", fault=fault)
+    return classify_graph_error(
+        error, response.status_code, provider=provider, retryable=retryable, explain=explain, faults=faults
+    )
+
+
+def classify_graph_error(
+    error: Mapping[str, Any],
+    status: int | None,
+    *,
+    provider: str,
+    retryable: Mapping[int, float | None],
+    explain: Mapping[tuple[int, int | None], str] | None = None,
+    faults: Mapping[tuple[int, int | None], Fault] | None = None,
+) -> TransientError | PermanentError:
+    """One Graph error object (`{"code", "error_subcode", "message"|"title", "error_data"}`) as our
+    error, by the same rules whether it answered a request (`status`, its HTTP status) or a webhook
+    reported it later (`status` None: WhatsApp's `statuses[].errors[]`)."""
     code = error.get("code")
     subcode = error.get("error_subcode")
     reason = graph_reason(error)
@@ -165,11 +187,11 @@ def graph_error(
     fault = graph_fault(
         code if isinstance(code, int) else None,
         subcode if isinstance(subcode, int) else None,
-        response.status_code,
+        status,
         faults,
     )
     if isinstance(code, int) and code in retryable:
         return TransientError(reason, code=tagged, retry_after=retryable[code], fault=fault)
-    if response.status_code == 429 or response.status_code >= 500:
+    if status is not None and (status == 429 or status >= 500):
         return TransientError(reason, code=tagged, fault=fault)
     return PermanentError(reason, code=tagged, fault=fault)

@@ -16,7 +16,10 @@ Graph errors are mapped by code (§3.4): throttling and transient faults are ret
 refusals (outside the 24-hour window, undeliverable, template problems, blocked accounts) fail the
 message with Meta's own title and details as the reason. Whose fault each code is (FAULTS): the
 token, a permission, the number's or account's limits and locks are the channel's (it goes into
-error, its owners are told); a customer's refusal or the window is the message's alone.
+error, its owners are told); a customer's refusal or the window is the message's alone. Meta also
+reports failures later, in `statuses[]` with status `failed` and `errors[]` (Meta's status webhook
+reference); those errors are judged by the same table (`status_error`), so an account locked or
+unpaid puts the channel in error from the callback even when the send itself was accepted.
 
 - Files are ours, so Meta cannot fetch them by link: each is uploaded first
   (`POST /{phone_number_id}/media`, multipart `file`, `type`, `messaging_product=whatsapp`, answered
@@ -43,7 +46,6 @@ import httpx
 
 from tertulia.channels.adapters import meta_graph
 from tertulia.channels.adapters.meta_graph import (
-    graph_reason,
     handshake_reply,
     hub_signature,
     verify_hub_request,
@@ -100,20 +102,23 @@ RETRYABLE_CODES: dict[int, float | None] = {
     133004: None,  # server temporarily unavailable
 }
 
-# Whose fault WhatsApp's own codes are (§3.4), beside the Graph codes every Meta platform shares
-# (meta_graph.GRAPH_FAULTS: 190 the token, 10 and 200-299 permissions, 4 and 80007 rate limits,
-# 368 a blocked account). A code not listed fails the one message.
+# Whose fault WhatsApp's own codes are (§3.4; Meta's error-codes page for 131005, 131042, 131045),
+# beside the Graph codes every Meta platform shares (meta_graph.GRAPH_FAULTS: 190 the token, 10 and
+# 200-299 permissions, 4 and 80007 rate limits, 368 a blocked account). The same table judges a
+# refused send and a failure a status callback reports later (`status_error`). A code not listed
+# fails the one message (a retryable one counts as the provider's).
 FAULTS: dict[tuple[int, int | None], Fault] = {
     # The number or business account as a whole.
     (130429, None): Fault.ACCOUNT,  # the number's throughput reached
     (131048, None): Fault.ACCOUNT,  # spam rate limit: the number may send less after blocks or flags
-    (131031, None): Fault.ACCOUNT,  # the business account is locked
+    (131031, None): Fault.ACCOUNT,  # the business account is locked (a policy, or data Meta could not verify)
     (131042, None): Fault.ACCOUNT,  # a payment problem on the business account
     (131045, None): Fault.ACCOUNT,  # the number is not registered (certificate)
     (131037, None): Fault.ACCOUNT,  # the number's display name is not approved
     (131057, None): Fault.ACCOUNT,  # the business account is in maintenance mode
     (133010, None): Fault.ACCOUNT,  # the number is not registered with the Cloud API
     (100, 33): Fault.ACCOUNT,  # the phone number id does not exist (or the token cannot see it)
+    (131005, None): Fault.CREDENTIALS,  # access denied: a permission not granted or removed (HTTP 403)
     # One customer or one message.
     (131026, None): Fault.MESSAGE,  # undeliverable: not on WhatsApp, an old app, the business blocked
     (131047, None): Fault.MESSAGE,  # more than 24 hours since the customer's last message
@@ -701,17 +706,22 @@ def _status(item: dict[str, Any]) -> StatusUpdate:
     status = STATUSES.get(str(item.get("status", "")))
     if status is None or not item.get("id"):
         raise ValueError(f"unknown status {item.get('status')!r}")
-    reason = None
     errors = _dicts(item.get("errors"))
-    if status == DeliveryStatus.FAILED and errors:
-        reason = _reason(errors[0])
+    error = status_error(errors[0]) if status == DeliveryStatus.FAILED and errors else None
     return StatusUpdate(
-        provider_message_id=str(item["id"]), status=status, reason=reason, at=_timestamp(item.get("timestamp"))
+        provider_message_id=str(item["id"]),
+        status=status,
+        reason=error.reason if error is not None else None,
+        at=_timestamp(item.get("timestamp")),
+        error=error,
     )
 
 
-def _reason(error: dict[str, Any]) -> str:
-    return graph_reason(error)
+def status_error(error: dict[str, Any]) -> TransientError | PermanentError:
+    """A failed status's error (`{"code", "title", "message", "error_data": {"details"}, "href"}`) by
+    the rules and tables of a refused send (`graph_error`): the same code is the same fault whether
+    Meta refuses the request or reports the failure later."""
+    return meta_graph.classify_graph_error(error, None, provider="WhatsApp", retryable=RETRYABLE_CODES, faults=FAULTS)
 
 
 # ----- sending, piece by piece -----------------------------------------------------------------

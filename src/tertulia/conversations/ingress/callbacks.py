@@ -24,6 +24,11 @@ retry it forever); a body the adapter cannot parse is logged and dropped. If a b
 callbacks are retried one transaction each; a callback that still fails keeps its lease and is
 claimed again by the periodic sweep once the lease has run out (which also finds rows whose task
 was lost), and dropped, logged, after MAX_ATTEMPTS claims.
+
+Each callback written is a sign of life of its channel (channels/health.py), at the time it arrived,
+except one reporting a failed status whose error is the channel's own (an account locked, a token
+revoked: `StatusUpdate.error`): that one is recorded as the channel's failure at that time instead,
+after the batch's signs of life, so the newer of the two decides the channel's state.
 """
 
 import asyncio
@@ -45,7 +50,7 @@ from sqlalchemy import Column, MetaData, Row, Table, delete, func, insert, or_, 
 from sqlalchemy.orm import Session
 
 from tertulia.channels import repository as channels_repo
-from tertulia.channels.health import touch_callback
+from tertulia.channels.health import record_failure, status_failure, touch_callback
 from tertulia.channels.http import RawBodyRoute
 from tertulia.channels.message_templates import do_apply_quality_changes, do_apply_template_changes
 from tertulia.channels.models import Channel
@@ -501,6 +506,7 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
     inbound: list[tuple[Channel, InboundMessage]] = []
     rest: list[tuple[Channel, ParsedWebhook]] = []
     heard: dict[int, datetime] = {}
+    failures: dict[int, tuple[datetime, ChannelError]] = {}
     for item in prepared:
         channel = channels[item.row.channel_id]
         if channel is None or not channel.active:
@@ -512,7 +518,14 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
             else:
                 received_files.discard(message)
         rest.append((channel, item.parsed))
-        heard[channel.id] = max(heard.get(channel.id, item.row.received_at), item.row.received_at)
+        at = item.row.received_at
+        failure = status_failure(item.parsed.statuses)
+        if failure is not None:
+            # The provider says the channel failed: no sign of life (the newest such callback counts).
+            if channel.id not in failures or failures[channel.id][0] <= at:
+                failures[channel.id] = (at, failure)
+        else:
+            heard[channel.id] = max(heard.get(channel.id, at), at)
     # Parts of a long SMS wait for the rest; the last one in becomes the whole message.
     inbound = sms_parts.do_reassemble(session, inbound)
     if inbound:
@@ -541,6 +554,9 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
             do_apply_quality_changes(session, channel, parsed.quality)
     for channel_id, at in heard.items():
         touch_callback(session, channel_id, at)
+    # After the signs of life: a failure older than one of them was already over.
+    for channel_id, (at, failure) in failures.items():
+        record_failure(session, channel_id, failure, at)
 
 
 def _follow_up(prepared: Sequence[Prepared]) -> None:
