@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from babel.messages.pofile import read_po
 from playwright.sync_api import Browser, Locator, Page, expect
 from sqlalchemy import select
 
@@ -30,6 +31,7 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workflows import tasks as workflows_tasks
+from tertulia.workflows.models import WorkflowVersion
 from tertulia.workflows.service import do_create_workflow
 from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
@@ -38,6 +40,8 @@ from tests.workflows.support import feed, runs
 pytestmark = pytest.mark.browser
 
 MANAGER = ("marta@flujos.example.com", "marta-password")
+ENGLISH_MANAGER = ("ellen@flujos.example.com", "ellen-password")
+SPANISH_CATALOGUE = Path(__file__).parents[2] / "src/tertulia/web/translations/es/LC_MESSAGES/messages.po"
 SHOP = "https://tienda.example"
 QUESTION = "¿Buscas ventas o soporte?"
 THANKS = "Gracias por esperar, ya te atendemos."
@@ -82,6 +86,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         workspace_id = created.workspace.id
         manager = do_create_user(session, MANAGER[0], MANAGER[1], first_name="Marta")
         do_add_member(session, workspace_id, manager.id, Role.MANAGER)
+        english = do_create_user(session, ENGLISH_MANAGER[0], ENGLISH_MANAGER[1], first_name="Ellen", language="en")
+        do_add_member(session, workspace_id, english.id, Role.MANAGER)
         owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
         channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
         contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
@@ -343,5 +349,87 @@ def test_branches_and_jumps_are_joined_to_their_target_cards(browser: Browser, s
     _check_link(page, "otra-vez", "rama", _card(page, "otra-vez"))
     page.get_by_test_id("zoom-reset").click()
     _check_link(page, "otra-vez", "rama", _card(page, "otra-vez"))
+    context.close()
+    assert problems == []
+
+
+def _spanish_words() -> set[str]:
+    """Every Spanish translation that differs from its English original (names like "Email" that
+    are the same in both languages prove nothing)."""
+    with SPANISH_CATALOGUE.open("rb") as file:
+        catalogue = read_po(file)
+    words: set[str] = set()
+    for message in catalogue:
+        pairs = (
+            zip(message.id, message.string, strict=False)
+            if isinstance(message.id, tuple)
+            else [(message.id, message.string)]
+        )
+        words.update(str(translated) for original, translated in pairs if translated and translated != original)
+    return words
+
+
+def _no_spanish(texts: list[str], spanish: set[str]) -> None:
+    found = [text for text in texts if text.strip() and text.strip() in spanish]
+    assert found == [], found
+
+
+def test_a_manager_whose_language_is_english_builds_in_english(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    spanish = _spanish_words()
+    # The browser asks for Spanish; the manager's own language wins.
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, setup.url, "/workflows", *ENGLISH_MANAGER)
+    page.fill("#f-name", "Web care")
+    page.get_by_role("button", name="Create draft").click()
+    page.wait_for_url(re.compile(r"/workflows/\d+$"))
+    workflow_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.get_by_test_id("trigger-card")).to_contain_text("Conversation opened")
+
+    # The step palette: every type by its English name.
+    palette = page.get_by_test_id("new-step-type").locator("option").all_inner_texts()
+    assert "Send a message" in palette
+    assert "Wait" in palette
+    _no_spanish(palette, spanish)
+    expect(page.get_by_test_id("add-step")).to_have_text("Add step")
+
+    # A step's form: its labels, options and outcomes in English.
+    _card(page, "welcome").get_by_role("button", name=re.compile("^Configure")).click()
+    _add(page, "wait", "pause")
+    panel = page.get_by_test_id("builder-panel")
+    expect(panel.locator(".wfb-panel-title")).to_have_text("Wait")
+    form_words = panel.locator("label, legend, option, h3").all_inner_texts()
+    _no_spanish(form_words, spanish)
+    canvas_words = (
+        page.get_by_test_id("builder-canvas").locator(".wfb-kind, .wfb-target, .wfb-column-name").all_inner_texts()
+    )
+    _no_spanish(canvas_words, spanish)
+
+    # An error from the server, beside its field, in English.
+    _field(page, "config.duration.amount").fill("0")
+    page.get_by_test_id("save-definition").click()
+    amount_error = panel.locator('[data-field="config.duration.amount"] [data-testid=field-error]')
+    expect(amount_error).to_have_text("Must be 1 or more")
+    expect(_card(page, "pause").get_by_test_id("card-error")).to_have_text("Must be 1 or more")
+
+    # Fixed and saved: the flash and the saved definition.
+    _field(page, "config.duration.amount").fill("15")
+    _field(page, "config.duration.unit", "select").select_option("minutes")
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Your changes have been saved")
+    expect(page.get_by_test_id("card-error")).to_have_count(0)
+    expect(_card(page, "pause")).to_contain_text("15 minutes")
+    with setup.database.transaction(write=False) as session:
+        saved = session.scalars(
+            select(WorkflowVersion.definition)
+            .where(WorkflowVersion.workflow_id == workflow_id)
+            .order_by(WorkflowVersion.id.desc())
+        ).first()
+    assert saved is not None
+    assert [step["id"] for step in saved["steps"]] == ["welcome", "pause"]
+    assert saved["steps"][1]["config"]["duration"] == {"amount": 15, "unit": "minutes"}
+    _no_spanish(page.locator("main").inner_text().splitlines(), spanish)
     context.close()
     assert problems == []
