@@ -1,17 +1,21 @@
 """The workflow builder in a real browser, in Spanish: a manager builds a flow with a question, a
 branch and a wait from cards, sees the server's error beside the field at fault, fixes it, simulates
 the flow on a contact, publishes it, and watches it run on a web-chat conversation (no script error,
-no CSP violation). SQLite only, like the other browser tests."""
+no CSP violation). A branch's paths and a jump are joined to their target cards by lines that follow
+edits, zoom and resizes; and a manager whose language is English builds and saves in English.
+SQLite only, like the other browser tests."""
 
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+from babel.messages.pofile import read_po
 from playwright.sync_api import Browser, Locator, Page, expect
 from sqlalchemy import select
 
@@ -27,18 +31,40 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workflows import tasks as workflows_tasks
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tertulia.workflows.models import WorkflowVersion
+from tertulia.workflows.service import do_create_workflow
+from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 from tests.workflows.support import feed, runs
 
 pytestmark = pytest.mark.browser
 
 MANAGER = ("marta@flujos.example.com", "marta-password")
+ENGLISH_MANAGER = ("ellen@flujos.example.com", "ellen-password")
+SPANISH_CATALOGUE = Path(__file__).parents[2] / "src/tertulia/web/translations/es/LC_MESSAGES/messages.po"
 SHOP = "https://tienda.example"
 QUESTION = "¿Buscas ventas o soporte?"
 THANKS = "Gracias por esperar, ya te atendemos."
 CONDITION = {
     "groups": [{"conditions": [{"category": "variable", "field": "area", "operator": "is", "value": "ventas"}]}]
+}
+
+
+VIP_TAG = {"groups": [{"conditions": [{"category": "tag", "operator": "has_any_of", "value": ["vip"]}]}]}
+LINKED = {
+    "trigger": {"type": "conversation_opened", "config": {}},
+    "steps": [
+        {"id": "hola", "type": "send_message", "config": {"text": "Hola"}, "next": "rama"},
+        {
+            "id": "rama",
+            "type": "branch",
+            "config": {"branches": [{"name": "VIP", "conditions": VIP_TAG, "next": "vip"}]},
+            "next": "resto",
+        },
+        {"id": "vip", "type": "send_message", "config": {"text": "Bienvenido"}, "next": "otra-vez"},
+        {"id": "resto", "type": "send_message", "config": {"text": "Un momento"}, "next": "otra-vez"},
+        {"id": "otra-vez", "type": "jump_to", "config": {"target": "rama", "max_jumps": 2, "when_exhausted": "exit"}},
+    ],
 }
 
 
@@ -48,6 +74,7 @@ class Setup:
     database: Database
     channel_key: str
     contact_id: int
+    linked_id: int
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +86,17 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         workspace_id = created.workspace.id
         manager = do_create_user(session, MANAGER[0], MANAGER[1], first_name="Marta")
         do_add_member(session, workspace_id, manager.id, Role.MANAGER)
+        english = do_create_user(session, ENGLISH_MANAGER[0], ENGLISH_MANAGER[1], first_name="Ellen", language="en")
+        do_add_member(session, workspace_id, english.id, Role.MANAGER)
         owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
         channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
         contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
-        key, contact_id = channel.key, contact.id
+        linked = do_create_workflow(session, owner, "Con ramas", LINKED)
+        key, contact_id, linked_id = channel.key, contact.id, linked.id
     queue.huey.immediate = True
     queue.use_database(database)
     with serve_tertulia(database) as url:
-        yield Setup(url, database, key, contact_id)
+        yield Setup(url, database, key, contact_id, linked_id)
     queue.huey.immediate = False
     queue.use_database(None)
     database.dispose()
@@ -230,5 +260,176 @@ def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, 
     page.goto(f"{setup.url}/workflows/{workflow_id}")
     expect(page.get_by_test_id("run-row")).to_contain_text("Terminada")
     _shot(page, "87-workflow-run.png")
+    context.close()
+    assert problems == []
+
+
+# Where a connector starts and ends on the screen, from its path's own geometry.
+LINK_ENDS = """link => {
+    const matrix = link.getScreenCTM();
+    const start = link.getPointAtLength(0).matrixTransform(matrix);
+    const end = link.getPointAtLength(link.getTotalLength()).matrixTransform(matrix);
+    return [[start.x, start.y], [end.x, end.y]];
+}"""
+
+
+def _on_border(point: list[float], box: dict[str, float] | None, room: float = 1.5) -> bool:
+    """Whether a point lies on a box's outline (within `room` pixels)."""
+    assert box is not None
+    x, y = point
+    left, top, right, bottom = box["x"], box["y"], box["x"] + box["width"], box["y"] + box["height"]
+    inside = left - room <= x <= right + room and top - room <= y <= bottom + room
+    near_edge = min(abs(x - left), abs(x - right), abs(y - top), abs(y - bottom)) <= room
+    return inside and near_edge
+
+
+def _link(page: Page, source: str, target: str, kind: str = "") -> Locator:
+    of_kind = f'[data-kind="{kind}"]' if kind else ""
+    return page.locator(f'[data-testid=builder-link][data-from="{source}"][data-to="{target}"]{of_kind}')
+
+
+def _check_link(page: Page, source: str, target: str, source_box: Locator, kind: str = "") -> None:
+    """The connector starts on the source's box and ends on the target card's; lines are redrawn
+    on the next frame after a resize, so this waits a little for them."""
+    link = _link(page, source, target, kind)
+    expect(link).to_have_count(1)
+    deadline = time.monotonic() + 5
+    while True:
+        start, end = link.evaluate(LINK_ENDS)
+        source_on, target_on = source_box.bounding_box(), _card(page, target).bounding_box()
+        if _on_border(start, source_on) and _on_border(end, target_on):
+            return
+        assert time.monotonic() < deadline, (source, target, start, source_on, end, target_on)
+        page.wait_for_timeout(100)
+
+
+def test_branches_and_jumps_are_joined_to_their_target_cards(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, setup.url, f"/workflows/{setup.linked_id}", *MANAGER)
+    fork = page.locator('[data-testid=branch-fork][data-step-id="rama"]')
+    vip_column = fork.get_by_test_id("branch-column").nth(0).locator(".wfb-fork-box")
+    else_column = fork.get_by_test_id("branch-column").nth(1).locator(".wfb-fork-box")
+
+    # One line per path that goes to a card: the branch, its else, the jump back, the "→ step" chip.
+    links = page.get_by_test_id("builder-link")
+    expect(links).to_have_count(4)
+    assert page.get_by_test_id("builder-links").get_attribute("aria-hidden") == "true"
+    expect(_link(page, "rama", "vip")).to_have_attribute("data-kind", "branch")
+    expect(_link(page, "rama", "resto")).to_have_attribute("data-kind", "else")
+    expect(_link(page, "otra-vez", "rama")).to_have_attribute("data-kind", "jump")
+    _check_link(page, "rama", "vip", vip_column)
+    _check_link(page, "rama", "resto", else_column)
+    _check_link(page, "otra-vez", "rama", _card(page, "otra-vez"))
+    expect(_link(page, "vip", "otra-vez")).to_have_attribute("data-kind", "next")
+    _check_link(page, "vip", "otra-vez", page.locator(".wfb-jump").filter(has_text="otra-vez"))
+    # The jump's target is still said in words, and selects its card.
+    _card(page, "otra-vez").get_by_role("button", name="Va a: rama").click()
+    expect(_card(page, "rama")).to_have_class(re.compile("is-selected"))
+    page.get_by_test_id("zoom-out").click()
+    page.get_by_test_id("zoom-out").click()
+    page.get_by_test_id("builder-canvas").focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowDown")
+    _check_link(page, "otra-vez", "rama", _card(page, "otra-vez"))
+    shot(page, "89-workflow-builder-links.png")
+    page.get_by_test_id("zoom-reset").click()
+
+    # An edit redraws: the else now goes to the VIP message.
+    _field(page, "next", "select").select_option("vip")
+    expect(_link(page, "rama", "resto")).to_have_count(0)
+    _check_link(page, "rama", "vip", else_column, "else")
+    _check_link(page, "rama", "vip", vip_column, "branch")
+    # Zooming and a narrower window (the side panel goes under the canvas) keep the ends on the cards.
+    page.get_by_test_id("zoom-out").click()
+    _check_link(page, "otra-vez", "rama", _card(page, "otra-vez"))
+    page.set_viewport_size({"width": 1000, "height": 900})
+    _check_link(page, "otra-vez", "rama", _card(page, "otra-vez"))
+    page.get_by_test_id("zoom-reset").click()
+    _check_link(page, "otra-vez", "rama", _card(page, "otra-vez"))
+    context.close()
+    assert problems == []
+
+
+def _spanish_words() -> set[str]:
+    """Every Spanish translation that differs from its English original (names like "Email" that
+    are the same in both languages prove nothing)."""
+    with SPANISH_CATALOGUE.open("rb") as file:
+        catalogue = read_po(file)
+    words: set[str] = set()
+    for message in catalogue:
+        pairs = (
+            zip(message.id, message.string, strict=False)
+            if isinstance(message.id, tuple)
+            else [(message.id, message.string)]
+        )
+        words.update(str(translated) for original, translated in pairs if translated and translated != original)
+    return words
+
+
+def _no_spanish(texts: list[str], spanish: set[str]) -> None:
+    found = [text for text in texts if text.strip() and text.strip() in spanish]
+    assert found == [], found
+
+
+def test_a_manager_whose_language_is_english_builds_in_english(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    spanish = _spanish_words()
+    # The browser asks for Spanish; the manager's own language wins.
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, setup.url, "/workflows", *ENGLISH_MANAGER)
+    page.fill("#f-name", "Web care")
+    page.get_by_role("button", name="Create draft").click()
+    page.wait_for_url(re.compile(r"/workflows/\d+$"))
+    workflow_id = int(page.url.rsplit("/", 1)[1])
+    expect(page.get_by_test_id("trigger-card")).to_contain_text("Conversation opened")
+
+    # The step palette: every type by its English name.
+    palette = page.get_by_test_id("new-step-type").locator("option").all_inner_texts()
+    assert "Send a message" in palette
+    assert "Wait" in palette
+    _no_spanish(palette, spanish)
+    expect(page.get_by_test_id("add-step")).to_have_text("Add step")
+
+    # A step's form: its labels, options and outcomes in English.
+    _card(page, "welcome").get_by_role("button", name=re.compile("^Configure")).click()
+    _add(page, "wait", "pause")
+    panel = page.get_by_test_id("builder-panel")
+    expect(panel.locator(".wfb-panel-title")).to_have_text("Wait")
+    form_words = panel.locator("label, legend, option, h3").all_inner_texts()
+    _no_spanish(form_words, spanish)
+    canvas_words = (
+        page.get_by_test_id("builder-canvas").locator(".wfb-kind, .wfb-target, .wfb-column-name").all_inner_texts()
+    )
+    _no_spanish(canvas_words, spanish)
+
+    # An error from the server, beside its field, in English.
+    _field(page, "config.duration.amount").fill("0")
+    page.get_by_test_id("save-definition").click()
+    amount_error = panel.locator('[data-field="config.duration.amount"] [data-testid=field-error]')
+    expect(amount_error).to_have_text("Must be 1 or more")
+    expect(_card(page, "pause").get_by_test_id("card-error")).to_have_text("Must be 1 or more")
+
+    # Fixed and saved: the flash and the saved definition.
+    _field(page, "config.duration.amount").fill("15")
+    _field(page, "config.duration.unit", "select").select_option("minutes")
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Your changes have been saved")
+    expect(page.get_by_test_id("card-error")).to_have_count(0)
+    expect(_card(page, "pause")).to_contain_text("15 minutes")
+    with setup.database.transaction(write=False) as session:
+        saved = session.scalars(
+            select(WorkflowVersion.definition)
+            .where(WorkflowVersion.workflow_id == workflow_id)
+            .order_by(WorkflowVersion.id.desc())
+        ).first()
+    assert saved is not None
+    assert [step["id"] for step in saved["steps"]] == ["welcome", "pause"]
+    assert saved["steps"][1]["config"]["duration"] == {"amount": 15, "unit": "minutes"}
+    _no_spanish(page.locator("main").inner_text().splitlines(), spanish)
     context.close()
     assert problems == []

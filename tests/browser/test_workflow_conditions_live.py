@@ -1,7 +1,8 @@
 """The builder's conditions editor in a real browser, in Spanish: a manager opens the trigger's
-conditions in the dialog (the segments' filter panel), picks a tag condition, sees the error beside it
-while no tag is chosen, applies, saves, and finds the conditions in the saved definition (no script
-error, no CSP violation). SQLite only, like the other browser tests."""
+conditions in the dialog (the segments' filter panel), watches the live count of matching contacts
+follow the conditions, finds no "Me" among the assignees, picks a tag condition, sees the error
+beside it while no tag is chosen, applies, saves, and finds the conditions in the saved definition
+(no script error, no CSP violation). SQLite only, like the other browser tests."""
 
 import json
 import re
@@ -12,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
-from tertulia.contacts.service import do_create_tag
+from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_tag
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
@@ -48,6 +49,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
         do_create_tag(session, owner, "vip")
         do_create_tag(session, owner, "nuevo")
+        for name, tags in (("Ana", ["vip"]), ("Luis", ["vip"]), ("Eva", ["nuevo"])):
+            do_add_tags(session, owner, do_create_contact(session, owner, {"first_name": name}), tags)
     with serve_tertulia(database) as url:
         yield Setup(url, database)
     database.dispose()
@@ -75,11 +78,29 @@ def test_trigger_conditions_are_edited_in_the_filter_panel(browser: Browser, set
     dialog = page.get_by_test_id("condition-dialog")
     expect(dialog).to_be_visible()
     expect(dialog.locator("#filter-title")).to_have_text("Condiciones del disparador")
+    # The live count, as on the contacts page: every contact while there is no condition.
+    count = dialog.get_by_test_id("filter-count")
+    expect(count).to_have_attribute("data-count", "3")
+    expect(count).to_contain_text("contactos coinciden")
     dialog.get_by_test_id("add-group").click()
     expect(dialog.get_by_test_id("condition")).to_have_count(1)
+    # The assignee: the workspace's people, no "Me" (nobody is looking when a workflow runs).
+    dialog.get_by_test_id("category").select_option("field:assignee")
+    expect(dialog.get_by_test_id("operator").locator("option")).to_have_count(4)  # the assignee's operators
+    dialog.get_by_test_id("operator").select_option("is")
+    assignee = dialog.locator('select[name="g0.c0.value"]')
+    expect(assignee).to_be_visible()
+    expect(assignee.locator('option[value="me"]')).to_have_count(0)
+    expect(assignee.locator("option")).to_contain_text(["Nora"])
+    # Typing a name counts again as it goes.
+    dialog.get_by_test_id("category").select_option("field:first_name")
+    expect(assignee).to_have_count(0)
+    dialog.locator('input[name="g0.c0.value"]').fill("Ana")
+    expect(count).to_have_attribute("data-count", "1")
+    expect(count).to_contain_text("contacto coincide")
     # Tags: the server re-renders the panel with the tag operators, then the workspace's tags.
     dialog.get_by_test_id("category").select_option("tag")
-    expect(dialog.get_by_test_id("operator")).to_have_value("exists")
+    expect(dialog.get_by_test_id("operator").locator("option")).to_have_count(5)  # a tag's operators
     dialog.get_by_test_id("operator").select_option("has_any_of")
     expect(dialog.locator('select[name="g0.c0.values"]')).to_be_visible()
 
@@ -87,9 +108,12 @@ def test_trigger_conditions_are_edited_in_the_filter_panel(browser: Browser, set
     dialog.get_by_test_id("apply-conditions").click()
     expect(dialog.locator("#err-g0-c0")).to_have_text("falta un valor")
     expect(dialog).to_be_visible()
+    expect(count).to_have_attribute("data-count", "")
     shot(page, "88-workflow-conditions-dialog.png")
 
     dialog.locator('select[name="g0.c0.values"]').select_option("vip")
+    expect(count).to_have_attribute("data-count", "2")
+    expect(dialog.locator("#err-g0-c0")).to_have_text("")
     dialog.get_by_test_id("apply-conditions").click()
     expect(dialog).to_be_hidden()
     expect(conditions.get_by_test_id("conditions-summary")).to_have_text("Condiciones definidas: 1")

@@ -103,6 +103,7 @@ HAND_READ = {
     "/contacts/segments": ["g0.c0.value"],
     "/workflows/conditions/panel": ["g0.c0.value"],
     "/workflows/conditions/apply": ["g0.c0.value"],
+    "/workflows/conditions/count": ["g0.c0.value"],
 }
 FILTER_FIELDS = {"g0.match": "all", "g0.c0.cat": "field:first_name", "g0.c0.op": "is"}
 

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from tertulia.contacts.models import FieldType
-from tertulia.contacts.service import do_create_custom_field, do_create_tag
+from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field, do_create_tag
 from tertulia.kit.db import Database
 from tertulia.segments.service import do_create_segment
 from tests.conftest import Tenant
@@ -19,6 +19,7 @@ from tests.web.helpers import sign_in_as
 
 PANEL = "/workflows/conditions/panel"
 APPLY = "/workflows/conditions/apply"
+COUNT = "/workflows/conditions/count"
 TAGGED = {"match": "all", "groups": [{"match": "all", "conditions": [
     {"category": "tag", "operator": "has_any_of", "value": ["vip"]},
     {"category": "contact_field", "field": "points", "operator": "gt", "value": 10},
@@ -55,6 +56,17 @@ def _selected(html: str, name: str) -> list[str]:
     return re.findall(r'<option value="([^"]*)"[^>]*\sselected', found.group(1))
 
 
+def _count_of(html: str) -> str:
+    """The live count the panel or the count route shows ("" when none)."""
+    found = re.search(r'id="filter-count"[^>]*data-count="([^"]*)"', html)
+    assert found, "no count"
+    return found.group(1)
+
+
+def _words(html: str) -> str:
+    return " ".join(re.sub(r"<[^>]+>", " ", html).split())
+
+
 def _error_beside(html: str, slot: str) -> str:
     found = re.search(rf'<p class="field-error" id="err-{slot}"[^>]*>(.*?)</p>', html, re.S)
     assert found, f"no error slot {slot}"
@@ -74,10 +86,12 @@ def test_the_panel_opens_on_the_fields_json_with_its_values(client: TestClient, 
     assert _selected(html, "g0.c1.cat") == ["field:points"]
     assert _selected(html, "g0.c1.op") == ["gt"]
     assert 'name="g0.c1.value" value="10"' in html
-    # The dialog's panel: Apply instead of the count and the segment buttons; no variables for a trigger.
+    # The dialog's panel: Apply instead of the segment buttons, with the live count (of no contact
+    # yet); no variables for a trigger.
     assert 'data-testid="apply-conditions"' in html
     assert "Apply" in html
-    assert "filter-count" not in html
+    assert _count_of(html) == "0"
+    assert f'hx-post="{COUNT}"' in html
     assert "save-new" not in html
     assert 'name="editor_scope" value="trigger"' in html
     assert 'label="Variables"' not in html
@@ -222,3 +236,76 @@ def test_agents_may_not_use_the_editor(client: TestClient, db: Database, tenant:
     token = sign_in_as(client, db, tenant.agent_id, "agent-password")
     assert client.post(PANEL, data={"csrf_token": token, "editor_source": "{}"}).status_code == 403
     assert client.post(APPLY, data={"csrf_token": token, "match": "all"}).status_code == 403
+    assert client.post(COUNT, data={"csrf_token": token, "match": "all"}).status_code == 403
+
+
+def test_the_dialog_counts_the_contacts_its_conditions_match_now(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant)
+    with db.transaction() as session:
+        for name, tags in (("Ana", ["vip"]), ("Luis", ["vip", "nuevo"]), ("Eva", [])):
+            contact = do_create_contact(session, tenant.actor(), {"first_name": name})
+            if tags:
+                do_add_tags(session, tenant.actor(), contact, tags)
+    opened = client.post(PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": "{}"})
+    assert _count_of(opened.text) == "3"
+    assert "3 contacts match" in _words(opened.text)
+    opened = client.post(
+        PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps(TAGGED)}
+    )
+    assert _count_of(opened.text) == "0"  # nobody has the points
+    form = {"csrf_token": token, "editor_scope": "trigger", "match": "all", "g0.match": "all", "g0.c0.cat": "tag"}
+    vip = client.post(COUNT, data={**form, "g0.c0.op": "has_any_of", "g0.c0.values": ["vip"]})
+    assert vip.status_code == 200, vip.text
+    assert _count_of(vip.text) == "2"
+    both = client.post(COUNT, data={**form, "g0.c0.op": "has_all_of", "g0.c0.values": ["vip", "nuevo"]})
+    assert _count_of(both.text) == "1"
+    assert "1 contact matches" in _words(both.text)
+    # A picker's change re-renders the panel with a fresh count.
+    rendered = client.post(PANEL, data={**form, "g0.c0.op": "has_none_of", "g0.c0.values": ["vip"]})
+    assert _count_of(rendered.text) == "1"
+    # A bad value: no count, the message beside its condition (out of band), in the page's language.
+    bad = {**form, "g0.c0.cat": "field:points", "g0.c0.op": "gt", "g0.c0.value": "lots"}
+    refused = client.post(COUNT, data=bad)
+    assert refused.status_code == 422
+    assert _count_of(refused.text) == ""
+    assert _error_beside(refused.text, "g0-c0") == "must be a number"
+    # A branch's conditions on variables depend on each run: not counted, and said so.
+    on_variable = {
+        "csrf_token": token,
+        "editor_scope": "branch",
+        "editor_variables": json.dumps({"area": "text"}),
+        "match": "all",
+        "g0.match": "all",
+        "g0.c0.cat": "var:area",
+        "g0.c0.op": "is",
+        "g0.c0.value": "ventas",
+    }
+    note = client.post(COUNT, data=on_variable)
+    assert note.status_code == 200, note.text
+    assert _count_of(note.text) == ""
+    assert "Conditions on variables depend on each run: no count." in note.text
+    assert client.post(PANEL, data=on_variable).text.count("depend on each run") == 1
+
+
+def test_the_dialog_offers_no_me_assignee_unless_the_condition_says_it(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant)
+    form = {"csrf_token": token, "match": "all", "g0.match": "all", "g0.c0.cat": "field:assignee", "g0.c0.op": "is"}
+    dialog = client.post(PANEL, data={**form, "editor_scope": "trigger"}).text
+    assert 'name="g0.c0.value"' in dialog
+    assert '<option value="me"' not in dialog
+    assert f'<option value="{tenant.agent_id}"' in dialog
+    # The contacts page's panel still has it: someone is looking there.
+    contacts = client.post("/contacts/filter/panel", data=form).text
+    assert '<option value="me"' in contacts
+    # A stored condition that says "me" is shown as it is, not turned into someone.
+    mine = {
+        "groups": [
+            {"conditions": [{"category": "contact_field", "field": "assignee", "operator": "is", "value": "me"}]}
+        ]
+    }
+    kept = client.post(PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps(mine)})
+    assert _selected(kept.text, "g0.c0.value") == ["me"]

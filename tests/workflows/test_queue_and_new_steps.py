@@ -26,7 +26,7 @@ from tertulia.users import presence
 from tertulia.users.models import User
 from tertulia.users.presence import MemoryPresenceStore
 from tertulia.users.service import do_set_activity_status
-from tertulia.users.teams import do_create_team
+from tertulia.users.teams import do_create_team, do_set_team_members
 from tertulia.workflows import queue, runner, service
 from tertulia.workflows.models import WorkflowQueueEntry, WorkflowRun
 from tertulia.workflows.simulate import simulate
@@ -481,3 +481,72 @@ def test_an_agent_coming_online_assigns_a_queued_conversation_without_the_sweep(
     assert tags_of(db, waiting) == ["ok"]
     assert queued_run_ids(db, tenant.workspace_id) == []
     assert run_of(db, workflow_id, waiting).id == queued
+
+
+def test_an_online_agent_joining_the_team_takes_its_queued_conversation_without_the_sweep(
+    db: Database, tenant: Tenant, channel: Channel
+) -> None:
+    with db.transaction() as session:
+        team_id = do_create_team(session, tenant.actor(), "Ventas").id
+    workflow_id = publish(
+        db,
+        tenant,
+        {
+            "trigger": OPENED,
+            "steps": [
+                {
+                    "id": "a",
+                    "type": "assign",
+                    "config": {
+                        "to": "team",
+                        "team_id": team_id,
+                        "only_online": True,
+                        "queue_timeout": {"amount": 1, "unit": "days"},
+                    },
+                    "next": "ok",
+                },
+                tag("ok"),
+            ],
+        },
+    )
+    # The agent is online but in no team: the team's conversation waits.
+    presence.Tab(db, MemoryPresenceStore(), tenant.agent_id, tenant.workspace_id, "tab-1").arrive()
+    waiting = customer_writes(db, channel, "t1", "hola")
+    feed(db)
+    assert queued_run_ids(db, tenant.workspace_id) == [run_of(db, workflow_id, waiting).id]
+    assert run_of(db, workflow_id, waiting).due_at > utcnow() + timedelta(hours=23)  # type: ignore[operator]
+
+    # An offline manager joining is tried (nobody qualifies yet); leaving frees nobody: no new try.
+    with db.transaction() as session:
+        do_set_team_members(session, tenant.actor(), team_id, [tenant.manager_id])
+    dispatch(db)
+    assert run_of(db, workflow_id, waiting).due_at <= utcnow()  # type: ignore[operator]
+    advance(db)
+    assert run_of(db, workflow_id, waiting).due_at > utcnow() + timedelta(hours=23)  # type: ignore[operator]
+    with db.transaction() as session:
+        do_set_team_members(session, tenant.actor(), team_id, [])
+    dispatch(db)
+    assert run_of(db, workflow_id, waiting).due_at > utcnow() + timedelta(hours=23)  # type: ignore[operator]
+    with db.transaction(write=False) as session:
+        changes = session.scalars(
+            select(EventRecord)
+            .where(EventRecord.type == EventType.TEAM_MEMBERS_CHANGED, EventRecord.workspace_id == tenant.workspace_id)
+            .order_by(EventRecord.id)
+        ).all()
+    assert [(e.payload["added_user_ids"], e.payload["removed_user_ids"]) for e in changes] == [
+        ([tenant.manager_id], []),
+        ([], [tenant.manager_id]),
+    ]
+    assert open_conversation(db, waiting).assignee_id is None  # type: ignore[union-attr]
+
+    # The online agent joins the team: the event wakes the queue and the runner assigns them.
+    with db.transaction() as session:
+        do_set_team_members(session, tenant.actor(), team_id, [tenant.agent_id])
+    dispatch(db)
+    assert run_of(db, workflow_id, waiting).due_at <= utcnow()  # type: ignore[operator]
+    advance(db)
+    conversation = open_conversation(db, waiting)
+    assert conversation is not None
+    assert (conversation.assignee_id, conversation.team_id) == (tenant.agent_id, team_id)
+    assert tags_of(db, waiting) == ["ok"]
+    assert queued_run_ids(db, tenant.workspace_id) == []

@@ -36,6 +36,7 @@ class EventType(enum.StrEnum):
     CHANNEL_ERRORED = "channel.errored"
     CHANNEL_RECOVERED = "channel.recovered"
     USER_STATUS_CHANGED = "user.status_changed"
+    TEAM_MEMBERS_CHANGED = "team.members_changed"
 
 
 class ContactCreated(TypedDict):
@@ -226,6 +227,14 @@ class UserStatusChanged(TypedDict):
     previous_status: str
 
 
+class TeamMembersChanged(TypedDict):
+    """Who is in a team changed (users/teams.py); only when someone joined or left."""
+
+    team_id: int
+    added_user_ids: list[int]
+    removed_user_ids: list[int]
+
+
 PAYLOADS: dict[EventType, type] = {
     EventType.CONTACT_CREATED: ContactCreated,
     EventType.CONTACT_UPDATED: ContactUpdated,
@@ -252,4 +261,5 @@ PAYLOADS: dict[EventType, type] = {
     EventType.CHANNEL_ERRORED: ChannelHealthChanged,
     EventType.CHANNEL_RECOVERED: ChannelHealthChanged,
     EventType.USER_STATUS_CHANGED: UserStatusChanged,
+    EventType.TEAM_MEMBERS_CHANGED: TeamMembersChanged,
 }

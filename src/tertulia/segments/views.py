@@ -136,7 +136,9 @@ def operator_label(ctx: WebContext, category: str, operator: str) -> str:
     return ctx.fmt.gettext(special or OPERATOR_LABELS.get(operator, operator))
 
 
-def _count(ctx: WebContext, raw_filter: dict[str, Any]) -> tuple[int | None, dict[str, str]]:
+def matching_count(ctx: WebContext, raw_filter: dict[str, Any]) -> tuple[int | None, dict[str, str]]:
+    """How many contacts match a filter now, for a panel's live count (also the workflows'
+    conditions dialog); None with the errors by panel slot when it cannot be counted."""
     try:
         return count_matching(ctx.session, filter_clause(ctx.session, ctx.actor, raw_filter)), {}
     except TooSlow as exc:
@@ -157,7 +159,7 @@ def _panel(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
-    count, filter_errors = _count(ctx, to_filter(raw, cat))
+    count, filter_errors = matching_count(ctx, to_filter(raw, cat))
     all_errors = dict(filter_errors)
     all_errors.update(errors or {})
     context = {
@@ -303,7 +305,7 @@ def filter_count(ctx: UserPage, segment: Annotated[ID | None, Form()] = None) ->
         }
         return ctx.render("contacts/_filter_count.html", context, status_code=422)
     raw = from_form(ctx.request.state.form, cat)
-    count, errors = _count(ctx, to_filter(raw, cat))
+    count, errors = matching_count(ctx, to_filter(raw, cat))
     context = {"count": count, "errors": errors, "raw": raw, "oob": True}
     return ctx.render("contacts/_filter_count.html", context, status_code=422 if errors else 200)
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from tertulia.events.service import Event, actor_label, emit
+from tertulia.events.types import EventType, TeamMembersChanged
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.kit.text import fold, tidy_name
 from tertulia.users.models import Membership, Team, TeamMember
@@ -102,15 +104,21 @@ def check_team_member_ids(session: Session, workspace_id: int, user_ids: Sequenc
 
 
 def do_set_team_members(session: Session, actor: Actor, team_id: int, user_ids: Sequence[object]) -> TeamWithMembers:
-    """Replace the team's members with exactly `user_ids`."""
+    """Replace the team's members with exactly `user_ids`; a change is a `team.members_changed` event
+    (a new member may take the assignments waiting in the workflows' queue for the team)."""
     team = access_team(session, actor, team_id)
     wanted = check_team_member_ids(session, actor.workspace_id, user_ids)
     current = set(session.scalars(select(TeamMember.user_id).where(TeamMember.team_id == team.id)))
     removed = current - set(wanted)
     if removed:
         session.execute(delete(TeamMember).where(TeamMember.team_id == team.id, TeamMember.user_id.in_(removed)))
-    session.add_all(TeamMember(team_id=team.id, user_id=user_id) for user_id in wanted if user_id not in current)
+    added = [user_id for user_id in wanted if user_id not in current]
+    session.add_all(TeamMember(team_id=team.id, user_id=user_id) for user_id in added)
     session.flush()
+    if added or removed:
+        payload = TeamMembersChanged(team_id=team.id, added_user_ids=added, removed_user_ids=sorted(removed))
+        label = actor_label(actor.kind, actor.user_id, actor.token_id)
+        emit(session, Event(EventType.TEAM_MEMBERS_CHANGED, actor.workspace_id, payload, actor=label))
     return TeamWithMembers(team=team, member_ids=sorted(wanted))
 
 

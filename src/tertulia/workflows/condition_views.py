@@ -13,7 +13,12 @@ for segments (segments/panel.py and its template), server-rendered here:
   the builder's script writes into the field; a bad value answers 422 with the panel again and the
   message beside its condition.
 
-Neither changes anything (the definition is only saved by the builder's form). Owners and Managers
+- `POST /workflows/conditions/count` answers the live count of the contacts the panel's
+  conditions match now, as values are typed (the segments' count, `segments.views.matching_count`);
+  the panel's renders carry it too. Conditions on a branch's variables depend on the run, so a
+  filter with any is not counted (a note says why).
+
+None changes anything (the definition is only saved by the builder's form). Owners and Managers
 only (`manage_workflows`), like the builder.
 """
 
@@ -39,7 +44,7 @@ from tertulia.segments.panel import (
     to_filter,
     widget,
 )
-from tertulia.segments.views import CATEGORY_LABELS, UNIT_LABELS, catalogue, operator_label
+from tertulia.segments.views import CATEGORY_LABELS, UNIT_LABELS, catalogue, matching_count, operator_label
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
@@ -48,6 +53,7 @@ from tertulia.workflows import language, service
 router = APIRouter(prefix="/workflows", include_in_schema=False, route_class=CheckedInputRoute)
 
 PANEL_URL = "/workflows/conditions/panel"
+COUNT_URL = "/workflows/conditions/count"
 # A filter is far smaller than this; the cap keeps a pasted document from being parsed at all.
 MAX_SOURCE = 200_000
 MAX_VARIABLES = 200
@@ -62,6 +68,7 @@ APPLY = i18n.lazy("Apply")
 NOT_JSON = i18n.lazy("The conditions are not JSON; edit them under Advanced.")
 # language.check_conditions' message, shown at the top when no condition holds the error.
 NOT_CHECKED = i18n.lazy("The conditions have errors.")
+NOT_COUNTED = i18n.lazy("Conditions on variables depend on each run: no count.")
 
 Text = Annotated[str, Form(max_length=MAX_SOURCE)]
 OptionalText = Annotated[str | None, Form(max_length=MAX_SOURCE)]
@@ -101,6 +108,23 @@ def _catalogue(ctx: WebContext, variables: dict[str, str]) -> Catalogue:
     return cat
 
 
+def _uses_variables(conditions: dict[str, Any]) -> bool:
+    return any(
+        condition.get("category") == "variable"
+        for group in conditions.get("groups") or []
+        for condition in group.get("conditions") or []
+    )
+
+
+def _count(ctx: WebContext, raw: RawFilter, cat: Catalogue) -> dict[str, Any]:
+    """The live count's context: `count`, `count_note` and the errors that kept it from counting."""
+    conditions = to_filter(raw, cat)
+    if _uses_variables(conditions):
+        return {"count": None, "count_note": ctx.fmt.gettext(NOT_COUNTED), "count_errors": {}}
+    count, errors = matching_count(ctx, conditions)
+    return {"count": count, "count_note": "", "count_errors": errors}
+
+
 def _render(
     ctx: WebContext,
     raw: RawFilter,
@@ -110,8 +134,10 @@ def _render(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
+    counted = _count(ctx, raw, cat)
     editor = {
         "panel_url": PANEL_URL,
+        "count_url": COUNT_URL,
         "title": ctx.fmt.gettext(TITLES[scope]),
         "apply": ctx.fmt.gettext(APPLY),
         # The variables as the panel knows them, unknown ones kept visible included.
@@ -122,7 +148,9 @@ def _render(
         "raw": raw,
         "cat": cat,
         "segment": None,
-        "errors": errors or {},
+        "count": counted["count"],
+        "count_note": counted["count_note"],
+        "errors": {**counted["count_errors"], **(errors or {})},
         "operators_for": lambda category: operators_for(category, cat),
         "widget": lambda category, operator: widget(category, operator, cat),
         "operator_label": lambda category, operator: operator_label(ctx, category, operator),
@@ -219,3 +247,23 @@ def apply_conditions(
     except ValidationFailed as exc:
         return _render(ctx, raw, cat, scope, errors=_slots(ctx, exc), status_code=422)
     return JSONResponse({"conditions": conditions})
+
+
+@router.post("/conditions/count")
+@read_only
+def conditions_count(
+    ctx: UserPage, editor_scope: Annotated[str, Form()] = "trigger", editor_variables: Text = ""
+) -> Response:
+    """The live count while values are typed; errors go beside their conditions (out of band)."""
+    ctx.actor.require(Permission.MANAGE_WORKFLOWS)
+    scope = _scope(editor_scope)
+    cat = _catalogue(ctx, _variables(editor_variables) if scope == "branch" else {})
+    try:
+        check_form_text(ctx.request)
+    except ValidationFailed as exc:
+        refused = {"count": None, "errors": _slots(ctx, exc), "raw": _typed(ctx, cat), "oob": True}
+        return ctx.render("contacts/_filter_count.html", refused, status_code=422)
+    raw = from_form(ctx.request.state.form, cat)
+    counted = _count(ctx, raw, cat)
+    context = {**counted, "errors": counted["count_errors"], "raw": raw, "oob": True}
+    return ctx.render("contacts/_filter_count.html", context, status_code=422 if counted["count_errors"] else 200)

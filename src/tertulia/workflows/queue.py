@@ -7,7 +7,8 @@ save), so the row exists exactly while the run waits. Nothing is a delayed job.
 Waking: anything that may let someone qualify makes the workspace's queued runs due
 (`wake`): the workflow event consumer calls it for `conversation.assigned`, `conversation.unassigned`
 and `conversation.closed` (an agent's load went down, or a queued conversation was taken by hand)
-and for `user.status_changed` to online (someone became available). The periodic sweep's
+for `user.status_changed` to online (someone became available) and for `team.members_changed` with
+someone added (a new member may take the team's assignments). The periodic sweep's
 `wake_after_presence` (workspaces where an agent came online since a run's last attempt) is kept as
 a safety net for online periods older than that event. A woken run's due time is the moment it
 joined the queue, so the runner takes the oldest first; the engine then tries the assignment again

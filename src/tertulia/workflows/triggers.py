@@ -59,15 +59,19 @@ TYPES = frozenset(
         EventType.MESSAGE_RECEIVED,
         *QUEUE_WAKERS,
         EventType.USER_STATUS_CHANGED,
+        EventType.TEAM_MEMBERS_CHANGED,
     }
 )
 
 
 def wakes_queue(event: EventRecord) -> bool:
     """Whether someone may now qualify for a queued assignment: a load went down, a queued
-    conversation was taken or closed, or a person came online (users/presence.py)."""
+    conversation was taken or closed, a person came online (users/presence.py) or joined a team
+    (users/teams.py: the queue of a team's assignments)."""
     if event.type in QUEUE_WAKERS:
         return True
+    if event.type == EventType.TEAM_MEMBERS_CHANGED:
+        return bool(event.payload.get("added_user_ids"))
     return event.type == EventType.USER_STATUS_CHANGED and event.payload.get("status") == "online"
 
 

@@ -370,7 +370,8 @@
     const config = step.config || {};
     const columns = [];
     const column = function (name, goes, extra) {
-      return el("div", { class: "wfb-fork-column" + (extra ? " " + extra : ""), "data-testid": "branch-column" }, [
+      const kind = extra === "wfb-else" ? "else" : extra === "wfb-outcome" ? "outcome" : step.type === "branch" ? "branch" : "next";
+      return el("div", { class: "wfb-fork-column" + (extra ? " " + extra : ""), "data-testid": "branch-column", "data-link-kind": kind, "data-link-from": step.id }, [
         el("div", { class: "wfb-fork-box" }, [
           el("span", { class: "wfb-column-name", text: name }),
           goesTo(goes),
@@ -403,6 +404,7 @@
       class: "wfb-target wfb-goto",
       "data-action": "goto",
       "data-key": keyOf(found),
+      "data-target": found.id,
       "aria-label": UI.goes_to + ": " + stepTitle(found),
       text: "→ " + stepTitle(found),
     });
@@ -430,6 +432,10 @@
         el("span", { class: "wfb-name", text: label }),
         summary ? el("span", { class: "wfb-summary", text: summary }) : null,
       ]),
+      step.type === "jump_to" ? el("div", { class: "wfb-card-link", "data-link-kind": "jump", "data-link-from": step.id }, [
+        el("span", { class: "wfb-column-name", text: FIELDS.target }),
+        goesTo(config.target),
+      ]) : null,
       el("div", { class: "wfb-tools" }, [
         button(UI.move_up + ": " + label, "up", step, { disabled: index === 0 }),
         button(UI.move_down + ": " + label, "down", step, { disabled: index === steps().length - 1 }),
@@ -444,7 +450,7 @@
     const below = steps()[index + 1];
     if (forked) return el("div", { class: "wfb-gap" });
     if (below && step.next === below.id) return el("div", { class: "wfb-arrow", "aria-hidden": "true" });
-    return el("div", { class: "wfb-gap" }, [el("span", { class: "wfb-jump" }, [goesTo(step.next)])]);
+    return el("div", { class: "wfb-gap" }, [el("span", { class: "wfb-jump", "data-link-kind": "next", "data-link-from": step.id }, [goesTo(step.next)])]);
   }
 
   function drawCanvas() {
@@ -456,7 +462,7 @@
       if (fork) flow.append(fork);
       if (index < steps().length - 1 || fork || step.next) flow.append(connector(step, index, Boolean(fork)));
     });
-    canvas.replaceChildren(flow);
+    canvas.replaceChildren(el("div", { class: "wfb-links-host", "data-links": true }), flow);
     const general = root.querySelector("[data-general-errors]");
     const entries = Object.entries(generalErrors);
     general.replaceChildren.apply(general, entries.map(function ([path, message]) {
@@ -464,6 +470,118 @@
     }));
     general.hidden = !entries.length;
     applyView();
+    drawLinks();
+  }
+
+  // ----- connectors ------------------------------------------------------------------------------
+
+  // A line from every path that goes elsewhere (a branch, the else, an outcome, a "→ step" chip, a
+  // jump's target) to the card it goes to. Decoration only: the "→ step" buttons stay the
+  // accessible way. Drawn in the canvas's own coordinates, inside the canvas, so panning, zooming
+  // and scrolling move the lines with the cards; a change of layout (an edit, a resize) redraws them.
+  const SVG = "http://www.w3.org/2000/svg";
+  const LANE_GAP = 14;
+  const ARRIVAL_GAP = 8;
+
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    Object.entries(attrs).forEach(function ([name, value]) { node.setAttribute(name, String(value)); });
+    return node;
+  }
+
+  function boxIn(canvasBox, node) {
+    const box = node.getBoundingClientRect();
+    const left = (box.left - canvasBox.left) / view.scale;
+    const top = (box.top - canvasBox.top) / view.scale;
+    return { left: left, top: top, right: left + box.width / view.scale, bottom: top + box.height / view.scale, width: box.width / view.scale, height: box.height / view.scale };
+  }
+
+  function round(value) {
+    return Math.round(value * 10) / 10;
+  }
+
+  function pathOf(points) {
+    return points.map(function (point, index) { return (index ? "L" : "M") + round(point[0]) + " " + round(point[1]); }).join(" ");
+  }
+
+  function drawLinks() {
+    const canvas = root.querySelector("[data-canvas]");
+    const host = canvas && canvas.querySelector("[data-links]");
+    if (!host || root.hidden) return;
+    const canvasBox = canvas.getBoundingClientRect();
+    const flow = canvas.querySelector(".wfb-flow");
+    const cards = Array.from(flow.children);
+    const flowRight = cards.reduce(function (right, node) { return Math.max(right, boxIn(canvasBox, node).right); }, 0);
+    const layer = svg("svg", { class: "wfb-links", "aria-hidden": "true", focusable: "false", "data-testid": "builder-links" });
+    const marker = svg("marker", { id: "wfb-link-head", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+    marker.append(svg("path", { d: "M0 0 L10 5 L0 10 z", class: "wfb-link-head" }));
+    const defs = svg("defs", {});
+    defs.append(marker);
+    layer.append(defs);
+    const arrivals = new Map();
+    let lanes = 0;
+    let width = flowRight;
+    let height = boxIn(canvasBox, flow).bottom;
+    flow.querySelectorAll("[data-action=goto][data-target]").forEach(function (goto) {
+      const targetId = goto.getAttribute("data-target");
+      const card = flow.querySelector('[data-testid=step-card][data-step-id="' + CSS.escape(targetId) + '"]');
+      const holder = goto.closest("[data-link-from]");
+      if (!card || !holder) return;
+      const kind = holder.getAttribute("data-link-kind");
+      const sourceCard = goto.closest(".wfb-card");
+      const source = sourceCard || holder.querySelector(".wfb-fork-box") || holder;
+      const from = boxIn(canvasBox, source);
+      const to = boxIn(canvasBox, card);
+      const column = holder.classList.contains("wfb-fork-column") ? holder : null;
+      const centre = (from.left + from.right) / 2;
+      let points;
+      // A path of a fork whose target is the card just below it, straight underneath: a plain drop.
+      const fork = column ? column.parentElement : null;
+      const below = fork && fork.nextElementSibling ? fork.nextElementSibling.nextElementSibling : null;
+      if (fork && below === card && centre > to.left + 12 && centre < to.right - 12) {
+        points = [[centre, from.bottom], [centre, to.top]];
+      } else {
+        const lane = flowRight + LANE_GAP * (lanes + 1);
+        lanes += 1;
+        const arrived = arrivals.get(card) || 0;
+        arrivals.set(card, arrived + 1);
+        const endY = Math.min(to.top + 16 + ARRIVAL_GAP * arrived, to.bottom - 4);
+        if (column) {
+          // Down from the column into the gap under its fork, then out to its lane.
+          const index = Array.prototype.indexOf.call(fork.children, column);
+          const drop = boxIn(canvasBox, fork).bottom + 6 + 4 * (index % 5);
+          points = [[centre, from.bottom], [centre, drop], [lane, drop], [lane, endY], [to.right, endY]];
+        } else {
+          const startY = sourceCard ? (boxIn(canvasBox, goto).top + boxIn(canvasBox, goto).bottom) / 2 : (from.top + from.bottom) / 2;
+          points = [[from.right, startY], [lane, startY], [lane, endY], [to.right, endY]];
+        }
+        width = Math.max(width, lane + LANE_GAP);
+      }
+      height = Math.max(height, to.bottom, from.bottom + 40);
+      layer.append(svg("path", {
+        d: pathOf(points),
+        class: "wfb-link wfb-link-" + kind,
+        "marker-end": "url(#wfb-link-head)",
+        "data-testid": "builder-link",
+        "data-kind": kind,
+        "data-from": holder.getAttribute("data-link-from"),
+        "data-to": targetId,
+      }));
+    });
+    layer.setAttribute("width", String(Math.ceil(width + LANE_GAP)));
+    layer.setAttribute("height", String(Math.ceil(height)));
+    host.replaceChildren(layer);
+  }
+
+  let linksPending = false;
+
+  function scheduleLinks() {
+    if (linksPending) return;
+    linksPending = true;
+    window.requestAnimationFrame(function () {
+      linksPending = false;
+      drawLinks();
+    });
   }
 
   function applyView() {
@@ -1226,6 +1344,9 @@
   }
 
   buildShell();
+  window.addEventListener("resize", scheduleLinks);
+  window.addEventListener("scroll", scheduleLinks, { passive: true });
+  if (window.ResizeObserver) new ResizeObserver(scheduleLinks).observe(root.querySelector("[data-canvas]"));
   toggle.hidden = false;
   toggle.addEventListener("click", function () { setMode(root.hidden === false); });
   form.addEventListener("submit", function () {
