@@ -30,6 +30,10 @@ __all__ = ["endpoint"]
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
 
+# The endpoint's timeout, which is also how long a question waits for the entries' vectors: the
+# question must find them ready even on a loaded machine.
+SLOW_MACHINE = 20.0
+
 
 @pytest.fixture
 def provider(fakehttp_adapter: FakeHttpAdapter) -> Iterator[FakeProvider]:
@@ -71,7 +75,7 @@ def test_a_restarted_process_loads_the_vectors_instead_of_embedding_again(
     db: Database, tenant: Tenant, endpoint: FakeOpenAI
 ) -> None:
     ids = knowledge(db, tenant)
-    with_embeddings(db, tenant, endpoint)
+    with_embeddings(db, tenant, endpoint, timeout_seconds=SLOW_MACHINE)
     assert lookup(db, tenant, PARAPHRASE).status == semantic.READY
     assert sorted(phrasings_sent(endpoint)) == sorted([HOURS["question"], *HOURS["alternatives"], *cards_phrasings()])
     rows = stored(db, tenant)
@@ -93,7 +97,7 @@ def test_a_restarted_process_loads_the_vectors_instead_of_embedding_again(
 
 def test_an_edited_entry_embeds_only_its_changed_phrasing(db: Database, tenant: Tenant, endpoint: FakeOpenAI) -> None:
     ids = knowledge(db, tenant)
-    with_embeddings(db, tenant, endpoint)
+    with_embeddings(db, tenant, endpoint, timeout_seconds=SLOW_MACHINE)
     assert lookup(db, tenant, PARAPHRASE).status == semantic.READY
     requests = len(endpoint.embedding_requests)
     with db.transaction() as session:
@@ -115,10 +119,10 @@ def test_an_edited_entry_embeds_only_its_changed_phrasing(db: Database, tenant: 
 
 def test_another_embeddings_model_embeds_everything_again(db: Database, tenant: Tenant, endpoint: FakeOpenAI) -> None:
     knowledge(db, tenant)
-    with_embeddings(db, tenant, endpoint)
+    with_embeddings(db, tenant, endpoint, timeout_seconds=SLOW_MACHINE)
     assert lookup(db, tenant, PARAPHRASE).status == semantic.READY
     requests = len(endpoint.embedding_requests)
-    configure(db, tenant, endpoint, embedding_model="other-embedding")
+    configure(db, tenant, endpoint, embedding_model="other-embedding", timeout_seconds=SLOW_MACHINE)
     assert lookup(db, tenant, PARAPHRASE).status == semantic.READY
     assert len(phrasings_sent(endpoint, requests)) == 4
     assert all(r.body["model"] == "other-embedding" for r in endpoint.embedding_requests[requests:])
@@ -143,7 +147,7 @@ def test_suggested_replies_and_try_a_question_use_the_embeddings(
     url = f"/api/v1/assistant/conversations/{conversation_id}/suggestions"
     # Lexical alone: the paraphrase shares no word with any entry.
     assert client.get(url, headers=tenant.headers).json()["items"] == []
-    with_embeddings(db, tenant, endpoint)
+    with_embeddings(db, tenant, endpoint, timeout_seconds=SLOW_MACHINE)
     suggested = client.get(url, headers=tenant.headers)
     assert suggested.status_code == 200, suggested.text
     items = suggested.json()["items"]

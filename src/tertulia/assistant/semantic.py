@@ -38,7 +38,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from tertulia.assistant import model_settings, repository, retrieval
-from tertulia.assistant.llm import Endpoint, ModelError, embed
+from tertulia.assistant.llm import EMBED_BATCH, Endpoint, ModelError, embed
 from tertulia.kit.db import Database, database_of
 
 log = structlog.get_logger("tertulia.assistant.semantic")
@@ -151,14 +151,24 @@ def _gather(
                 raise ModelError("The month's token budget cannot cover the knowledge's embeddings.", retryable=False)
     tokens = 0
     try:
-        if missing:
-            result = embed(endpoint, [p.text for p in missing])
-            tokens = result.tokens
-            for phrasing, vector in zip(missing, result.vectors, strict=True):
+        # Stored a batch at a time: a failure halfway through a large knowledge base keeps what was
+        # paid for, and the next attempt asks for the rest only.
+        for start in range(0, len(missing), EMBED_BATCH):
+            batch = missing[start : start + EMBED_BATCH]
+            try:
+                result = embed(endpoint, [p.text for p in batch])
+            except ModelError as exc:
+                tokens += exc.tokens
+                raise
+            tokens += result.tokens
+            for phrasing, vector in zip(batch, result.vectors, strict=True):
                 found[(phrasing.entry_id, phrasing.hash)] = _as_bytes(vector)
-    except ModelError as exc:
-        tokens = exc.tokens
-        raise
+            _store(
+                database,
+                workspace_id,
+                endpoint.model,
+                [(p.entry_id, p.hash, found[(p.entry_id, p.hash)]) for p in batch],
+            )
     finally:
         if reservation is not None:
             with database.transaction() as session:
@@ -173,24 +183,31 @@ def _gather(
                 session, workspace_id, [row for row, *_ in stored], other_than_model=endpoint.model
             )
         raise ModelError("The stored embeddings are not all of one size; they will be computed again.", retryable=False)
-    _keep(database, workspace_id, index.version, endpoint.model, phrasings, missing, found, stored)
+    _prune(database, workspace_id, index.version, endpoint.model, phrasings, stored)
     matrix = np.vstack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
     return matrix, layout, tokens
 
 
-def _keep(
+def _store(database: Database, workspace_id: int, model: str, rows: list[tuple[int, str, bytes]]) -> None:
+    try:
+        with database.transaction() as session:
+            repository.add_embeddings(session, workspace_id, model, rows)
+    except Exception:  # storing is an economy: the vectors are used all the same
+        log.exception("assistant.embeddings.store_failed", model=model)
+
+
+def _prune(
     database: Database,
     workspace_id: int,
     version: tuple[int, str],
     model: str,
     phrasings: list[_Phrasing],
-    embedded: list[_Phrasing],
-    vectors: dict[tuple[int, str], bytes],
     stored: list[tuple[int, int, str, bytes]],
 ) -> None:
-    """The new vectors stored; while the index is still the knowledge's current version, the rows
-    it no longer needs removed (a changed phrasing's old text, another model's). A process still on
-    an older version removes nothing: what it thinks stale may be another's new phrasing."""
+    """While the index is still the knowledge's current version, the stored rows it no longer needs
+    removed (a changed phrasing's old text, another model's). A process still on an older version
+    removes nothing: what it thinks stale may be another's new phrasing. (An entry deleted takes its
+    rows with it; an inactive one keeps them, for when it is active again.)"""
     current = {(p.entry_id, p.hash) for p in phrasings}
     entries = {entry_id for entry_id, _hash in current}
     stale = [
@@ -198,12 +215,10 @@ def _keep(
     ]
     try:
         with database.transaction() as session:
-            rows = [(p.entry_id, p.hash, vectors[(p.entry_id, p.hash)]) for p in embedded]
-            repository.add_embeddings(session, workspace_id, model, rows)
             if repository.version(session, workspace_id) == version:
                 repository.delete_embeddings(session, workspace_id, stale, other_than_model=model)
-    except Exception:  # storing is an economy: the vectors are used all the same
-        log.exception("assistant.embeddings.store_failed", model=model)
+    except Exception:
+        log.exception("assistant.embeddings.prune_failed", model=model)
 
 
 def _compute(
