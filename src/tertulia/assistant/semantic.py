@@ -1,7 +1,7 @@
 """Embeddings for retrieval, an optional extra of the workspace's language model: with an
 embeddings model named in its settings, each knowledge entry's phrasings (its question and other
-phrasings) are embedded once per knowledge version, and each question is embedded when it is
-asked; `retrieval` fuses the cosine similarities with its lexical ranking (see its docstring).
+phrasings) are embedded once (and again when its text changes), and each question is embedded
+when it is asked; `retrieval` fuses the cosine similarities with its lexical ranking (see its docstring).
 
 The answer path never waits on the endpoint for longer than the endpoint's timeout, and never fails
 because of it:
