@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
 from tertulia.assistant import llm
-from tertulia.assistant.model_settings import do_save
+from tertulia.assistant.model_settings import do_save, record_call
 from tertulia.assistant.models import ModelSettings, ModelUsage
 from tertulia.assistant.service import check_entry_values, do_create_entry
 from tertulia.kit.db import Database
@@ -219,9 +219,12 @@ def test_a_spent_monthly_budget_means_retrieval_only(
     client: TestClient, db: Database, tenant: Tenant, endpoint: FakeOpenAI
 ) -> None:
     ids = knowledge(db, tenant)
-    configure(db, tenant, endpoint, monthly_token_budget=PROMPT_TOKENS + COMPLETION_TOKENS)
+    configure(db, tenant, endpoint, monthly_token_budget=5000)
     endpoint.answer_with("Abrimos a las 9.", [ids["hours"]])
     assert ask(client, tenant)["source"] == "llm"
+    with db.transaction() as session:  # the rest of the month's budget spent elsewhere
+        spent = 5000 - PROMPT_TOKENS - COMPLETION_TOKENS
+        record_call(session, tenant.workspace_id, None, prompt_tokens=spent, completion_tokens=0, error=None)
     second = ask(client, tenant)
     assert endpoint.chat_calls == 1
     assert second["source"] == "retrieval"

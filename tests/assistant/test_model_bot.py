@@ -17,6 +17,7 @@ from tests.assistant.fake_openai import (
     PROMPT_TOKENS,
     FakeOpenAI,
     Reply,
+    completion,
     embedding_tokens,
     error,
     fake_openai,
@@ -108,9 +109,12 @@ def test_the_conversation_budget_stops_the_model(
     db: Database, tenant: Tenant, provider: FakeProvider, endpoint: FakeOpenAI
 ) -> None:
     shop = Shop(db, tenant, provider)
-    configure(db, tenant, endpoint, conversation_token_budget=PROMPT_TOKENS + COMPLETION_TOKENS)
+    # Room for one call's reservation (its prompt's estimate and the 600 tokens it may write), not
+    # for another after the first spent 1,530.
+    configure(db, tenant, endpoint, conversation_token_budget=2000)
     hours = _entry_id(shop, ENTRIES[0]["question"])
     endpoint.answer_with("De 9 a 19 h.", [hours])
+    endpoint.script = [Reply(body=completion(endpoint.content, prompt_tokens=1500, completion_tokens=30))]
     conversation_id = shop.customer_writes("hola, a que hora abren?")
     shop.customer_writes("¿puedo pagar con tarjeta?")
     first, second = shop.outgoing(conversation_id)

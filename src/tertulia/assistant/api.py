@@ -203,7 +203,8 @@ def _bot_out(channel_id: int, values: bot_settings.BotValues) -> BotSettingsOut:
     return BotSettingsOut(
         channel_id=channel_id,
         enabled=values.enabled,
-        threshold=values.threshold,
+        threshold=values.applied_threshold,
+        threshold_is_default=values.threshold is None,
         handoff_keywords=values.handoff_keywords,
         handoff_message=values.handoff_message,
         max_bot_answers=values.max_bot_answers,
@@ -219,16 +220,24 @@ def get_bot_settings(session: DbSession, actor: ApiActor, channel_id: ID) -> Bot
 
 @router.put("/assistant/channels/{channel_id}/settings", response_model=BotSettingsOut)
 def put_bot_settings(session: DbSession, actor: ApiActor, channel_id: ID, body: BotSettingsBody) -> BotSettingsOut:
-    values = bot_settings.do_save_settings(session, actor, channel_id, body.model_dump(exclude_none=True))
+    raw = body.model_dump(exclude_none=True)
+    if "threshold" in body.model_fields_set and body.threshold is None:
+        raw["threshold"] = None  # back to the assistant's default
+    values = bot_settings.do_save_settings(session, actor, channel_id, raw)
     return _bot_out(channel_id, values)
 
 
 @router.get("/assistant/conversations/{conversation_id}/suggestions", response_model=SuggestionsOut)
 @read_only
-def suggestions(session: DbSession, actor: InboxActor, conversation_id: ID) -> SuggestionsOut:
+def suggestions(request: Request, session: DbSession, actor: InboxActor, conversation_id: ID) -> SuggestionsOut:
     """Up to three knowledge answers for the customer's last message, most confident first, for an
-    agent to put into the composer (variables are filled in when the reply is sent)."""
-    text, found = bot.suggested_replies(session, actor, conversation_id)
+    agent to put into the composer (variables are filled in when the reply is sent). Ranked as the
+    bot's answer is, with the message's embedding when embeddings are on (its tokens are recorded
+    in a transaction of their own, the request's being a read)."""
+    text, found, looked = bot.suggested_replies(session, actor, conversation_id)
+    if looked.called:
+        with get_db(request).transaction() as accounting:
+            grounded.record_lookup(accounting, actor.workspace_id, looked, conversation_id)
     return SuggestionsOut(
         question=text,
         items=[

@@ -40,7 +40,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tertulia.assistant import bot_settings, grounded, model_settings, retrieval
+from tertulia.assistant import bot_settings, grounded, model_settings, retrieval, semantic
 from tertulia.assistant.models import BotTurn
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import Contact
@@ -95,7 +95,9 @@ def decide(
     if draft is not None:
         found, source = draft.answer, draft.source
     else:
-        found = retrieval.answer(session, workspace_id, text[: retrieval.MAX_QUESTION], None, settings.threshold)
+        found = retrieval.answer(
+            session, workspace_id, text[: retrieval.MAX_QUESTION], None, settings.applied_threshold
+        )
         source = grounded.RETRIEVAL
     if found.handoff or not found.answer:
         return Decision(HANDOFF, found.reason, found, source)
@@ -223,7 +225,12 @@ def prepare(session: Session, workspace_id: int, message_id: int) -> grounded.Ou
     ):
         return None
     return grounded.compose(
-        session, workspace_id, text[: retrieval.MAX_QUESTION], None, settings.threshold, conversation_id=conversation.id
+        session,
+        workspace_id,
+        text[: retrieval.MAX_QUESTION],
+        None,
+        settings.applied_threshold,
+        conversation_id=conversation.id,
     )
 
 
@@ -232,14 +239,12 @@ def respond(
 ) -> BotTurn | None:
     """The bot's turn for one incoming message, in the caller's transaction; None when it does
     nothing (not its conversation to answer, or the turn was already taken). `draft` is `prepare`'s
-    outcome for the same message: its tokens are recorded whatever the bot then does."""
+    outcome for the same message (`record_draft` records its tokens, whatever the bot then does)."""
     message = session.get(Message, message_id)
     if not _eligible_message(message, workspace_id):
         return None
     assert message is not None
     assert message.channel_id is not None
-    if draft is not None:
-        grounded.record(session, workspace_id, draft, message.conversation_id)
     # The channel's settings first: with the bot off (most channels) nothing is locked.
     settings = bot_settings.settings_for(session, workspace_id, message.channel_id)
     if not settings.enabled:
@@ -309,8 +314,20 @@ def handle_event(db: Database, event: EventRecord) -> None:
         return
     with db.transaction(write=False) as session:
         draft = prepare(session, event.workspace_id, message_id)
+    if draft is not None:
+        with db.transaction() as session:
+            record_draft(session, event.workspace_id, message_id, draft)
     with db.transaction() as session:
         respond(session, event.workspace_id, message_id, draft)
+
+
+def record_draft(session: Session, workspace_id: int, message_id: int, draft: grounded.Outcome) -> None:
+    """What `prepare`'s calls spent, against the message's conversation, in a short transaction of
+    its own: settling the budgets' counters locks their rows, which the turn's longer transaction
+    would hold for the workspace's other turns to wait on."""
+    message = session.get(Message, message_id)
+    if message is not None and message.workspace_id == workspace_id:
+        grounded.record(session, workspace_id, draft, message.conversation_id)
 
 
 def handle(event: EventRecord) -> None:
@@ -337,9 +354,16 @@ def last_customer_text(session: Session, conversation_id: int) -> str:
     )
 
 
-def suggested_replies(session: Session, actor: Actor, conversation_id: int) -> tuple[str, list[retrieval.Answer]]:
+def suggested_replies(
+    session: Session, actor: Actor, conversation_id: int
+) -> tuple[str, list[retrieval.Answer], semantic.Lookup]:
     """The customer's last message and the top knowledge answers for it, for a person who may see
-    the conversation (another's is not found)."""
+    the conversation (another's is not found), ranked as the bot's answer is (with the message's
+    embedding when embeddings are on and ready); and the lookup, for the caller to record what the
+    embedding spent (`grounded.record_lookup`, against the conversation)."""
     conversation = inbox.access_conversation(session, actor, conversation_id)
     text = last_customer_text(session, conversation.id)
-    return text, retrieval.suggestions(session, actor.workspace_id, text) if text.strip() else []
+    if not text.strip():
+        return text, [], semantic.Lookup(None, semantic.OFF)
+    looked = grounded.retrieve(session, actor.workspace_id, text[: retrieval.MAX_QUESTION], conversation.id)
+    return text, retrieval.suggestions(session, actor.workspace_id, text, semantic=looked.semantic), looked

@@ -32,15 +32,21 @@ HOURS = ("always", "outside")
 @dataclass(frozen=True)
 class BotValues:
     enabled: bool
-    threshold: float
+    # None: the assistant's default (retrieval.DEFAULT_THRESHOLD), which moves when it is measured
+    # again; a number only when a person set one.
+    threshold: float | None
     handoff_keywords: list[str]
     handoff_message: str
     max_bot_answers: int
     hours: str = "always"
     keep_paused: bool = False
 
+    @property
+    def applied_threshold(self) -> float:
+        return retrieval.DEFAULT_THRESHOLD if self.threshold is None else self.threshold
 
-DEFAULTS = BotValues(False, retrieval.DEFAULT_THRESHOLD, list(DEFAULT_KEYWORDS), DEFAULT_MESSAGE, DEFAULT_MAX_ANSWERS)
+
+DEFAULTS = BotValues(False, None, list(DEFAULT_KEYWORDS), DEFAULT_MESSAGE, DEFAULT_MAX_ANSWERS)
 
 
 def values_of(row: ChannelBotSettings | None) -> BotValues:
@@ -63,8 +69,10 @@ def check_values(raw: Mapping[str, Any], current: BotValues = DEFAULTS) -> BotVa
     enabled = raw.get("enabled", current.enabled)
     if not isinstance(enabled, bool):
         errors["enabled"] = "Must be true or false."
-    threshold = raw.get("threshold", current.threshold)
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1:
+    threshold = raw.get("threshold", current.threshold)  # None: the default
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 <= threshold <= 1
+    ):
         errors["threshold"] = "Enter a confidence between 0 and 1."
     keywords: list[str] = []
     for word in raw.get("handoff_keywords", current.handoff_keywords) or []:
@@ -92,7 +100,15 @@ def check_values(raw: Mapping[str, Any], current: BotValues = DEFAULTS) -> BotVa
         errors["keep_paused"] = "Must be true or false."
     if errors:
         raise ValidationFailed("The assistant's settings are not valid.", details=errors)
-    return BotValues(bool(enabled), float(threshold), keywords, message, int(answers), str(hours), bool(keep_paused))
+    return BotValues(
+        bool(enabled),
+        None if threshold is None else float(threshold),
+        keywords,
+        message,
+        int(answers),
+        str(hours),
+        bool(keep_paused),
+    )
 
 
 def _row(session: Session, channel_id: int) -> ChannelBotSettings | None:

@@ -16,8 +16,10 @@ With an embeddings model named, the question's embedding is fused into retrieval
 confidence first (`semantic`), within the endpoint's timeout and falling back to lexical retrieval
 on any failure; its tokens and error are recorded with the chat's.
 
-`compose` only reads and calls the endpoint; the caller records what the call spent and how it went
-(`record`) in its own transaction, so no write lock is held while the model writes.
+`compose` reads and calls the endpoint; before each call it reserves the call's estimated tokens
+(`model_settings.reserve`, a short transaction of its own, so concurrent calls cannot together pass
+a budget). The caller records what the calls spent and how they went (`record`, which settles the
+reservations) in its own transaction, so no write lock is held while the model writes.
 """
 
 import json
@@ -67,8 +69,9 @@ class Outcome:
     # question's tokens, the entries' vectors' tokens, and the error.
     embeddings: str = semantic.OFF
     embedding_tokens: int = 0
-    index_tokens: int = 0
     embedding_error: str | None = None
+    # Tokens set aside before the calls (the question's embedding, the chat), settled by `record`.
+    reservations: tuple[model_settings.Reservation, ...] = ()
 
 
 def _retrieval(found: retrieval.Answer, status: str) -> Outcome:
@@ -158,8 +161,8 @@ def compose(
         called=outcome.called or looked.called,
         embeddings=looked.status,
         embedding_tokens=looked.tokens,
-        index_tokens=looked.index_tokens,
         embedding_error=looked.error,
+        reservations=(*outcome.reservations, *((looked.reservation,) if looked.reservation else ())),
     )
 
 
@@ -182,8 +185,6 @@ def _written(
     ]
     if not ranked:
         return _retrieval(found, "no_candidates")
-    if model_settings.over_budget(session, workspace_id, model, conversation_id):
-        return _retrieval(found, "budget")
     rows = {
         e.id: e
         for e in session.scalars(
@@ -196,8 +197,27 @@ def _written(
     entries = [rows[a.entry_id] for a in ranked if a.entry_id in rows]
     if not entries:
         return _retrieval(found, "no_candidates")
+    messages = build_messages(question, entries)
+    estimate = model_settings.estimate_tokens((m["content"] for m in messages), MAX_COMPLETION_TOKENS)
+    reservation = model_settings.reserve(session, workspace_id, model, conversation_id, estimate)
+    if reservation is None:
+        return _retrieval(found, "budget")
+    return replace(_asked(session, workspace_id, model, messages, found, ranked, rows), reservations=(reservation,))
+
+
+def _asked(
+    session: Session,
+    workspace_id: int,
+    model: model_settings.ActiveModel,
+    messages: list[dict[str, str]],
+    found: retrieval.Answer,
+    ranked: list[retrieval.Answer],
+    rows: dict[int, KnowledgeEntry],
+) -> Outcome:
+    """The model's answer to `messages`, kept only when grounded in `rows`; retrieval's `found`
+    otherwise."""
     try:
-        completion = chat(model.endpoint, build_messages(question, entries), max_tokens=MAX_COMPLETION_TOKENS)
+        completion = chat(model.endpoint, messages, max_tokens=MAX_COMPLETION_TOKENS)
     except ModelError as exc:
         return Outcome(found, RETRIEVAL, "error", error=exc.message, called=True)
     prompt, written_tokens = completion.prompt_tokens, completion.completion_tokens
@@ -246,22 +266,47 @@ def _written(
 
 
 def record(session: Session, workspace_id: int, outcome: Outcome, conversation_id: int | None = None) -> None:
-    """What the calls spent, per conversation and month, and their error or success for the
-    settings page (the chat's error first, else the embeddings'); nothing when the endpoint was not
-    called. The entries' vectors count for the month only, not for the conversation that happened
-    to see them computed."""
-    if not outcome.called:
+    """What the calls spent, per conversation and month (settling their reservations), and their
+    error or success for the settings page (the chat's error first, else the embeddings'); nothing
+    when the endpoint was not called. (The entries' vectors are recorded where they are computed,
+    for the month only.)"""
+    if not outcome.called and not outcome.reservations:
         return
-    error = outcome.error or outcome.embedding_error
-    if outcome.index_tokens:
-        model_settings.record_call(
-            session, workspace_id, None, prompt_tokens=outcome.index_tokens, completion_tokens=0, error=error
-        )
     model_settings.record_call(
         session,
         workspace_id,
         conversation_id,
         prompt_tokens=outcome.prompt_tokens + outcome.embedding_tokens,
         completion_tokens=outcome.completion_tokens,
-        error=error,
+        error=outcome.error or outcome.embedding_error,
+        reservations=outcome.reservations,
+    )
+
+
+def retrieve(session: Session, workspace_id: int, question: str, conversation_id: int | None = None) -> semantic.Lookup:
+    """The question's similarities to the entries for retrieval's fused ranking (`retrieval.answer`
+    and `retrieval.suggestions` with `semantic`) when the workspace's embeddings are on and ready;
+    the lexical ranking's `Lookup` otherwise. What the bot's answer uses, for the pages that show
+    retrieval alone (suggested replies, "Try a question"); record it with `record_lookup`."""
+    model = model_settings.active_model(session, workspace_id)
+    return semantic.lookup(session, workspace_id, model, question, conversation_id)
+
+
+def record_lookup(
+    session: Session, workspace_id: int, looked: semantic.Lookup, conversation_id: int | None = None
+) -> None:
+    record(
+        session,
+        workspace_id,
+        Outcome(
+            retrieval.Answer(None, None, 0.0, True, "no_match"),
+            RETRIEVAL,
+            "off",
+            called=looked.called,
+            embeddings=looked.status,
+            embedding_tokens=looked.tokens,
+            embedding_error=looked.error,
+            reservations=(looked.reservation,) if looked.reservation else (),
+        ),
+        conversation_id,
     )

@@ -3,20 +3,28 @@
 retries, and token budgets per conversation and per month. Also what the model has spent
 (`ModelUsage`, one row per call) and the last error, which the settings page shows.
 
+Budgets are kept by `TokenCounter` rows (the month's, and each conversation's): a call first
+reserves its estimated tokens (`reserve`: a conditional UPDATE in a short transaction of its own,
+refused when the reservation would pass the budget), then settles the difference with what it
+really spent when it is recorded (`record_call`). So concurrent calls cannot together overrun a
+budget; only a call that spends more than its estimate can pass it, by that difference.
+
 The API key is write-only, like channel secrets: stored encrypted (`ModelSettings.secrets`), never
 rendered; a form left empty keeps it. Nothing here commits."""
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tertulia.assistant.llm import Endpoint, ModelError, chat, embed
-from tertulia.assistant.models import ModelSettings, ModelUsage
+from tertulia.assistant.models import ModelSettings, ModelUsage, TokenCounter
 from tertulia.kit.clock import utcnow
+from tertulia.kit.db import database_of
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.settings import get_settings
 from tertulia.users.permissions import Actor, Permission
@@ -34,6 +42,11 @@ MAX_MODEL = 200
 MAX_API_KEY = 500
 SUCCESS_WRITE_EVERY = timedelta(minutes=1)
 BUDGET_ERROR = "Enter a number of tokens between 1 and 1,000,000,000."
+# Before a call its prompt is estimated at one token per CHARS_PER_TOKEN characters (OpenAI's
+# tokenizers average about four for English and Spanish text; three leaves a margin), plus
+# MESSAGE_TOKENS for each message's or input's framing.
+CHARS_PER_TOKEN = 3
+MESSAGE_TOKENS = 4
 
 
 @dataclass(frozen=True)
@@ -195,17 +208,140 @@ def active_model(session: Session, workspace_id: int) -> ActiveModel | None:
     return ActiveModel(endpoint, row.conversation_token_budget, row.monthly_token_budget, embeddings)
 
 
-def remaining_monthly_tokens(session: Session, workspace_id: int, model: ActiveModel) -> int:
-    return max(model.monthly_token_budget - month_tokens(session, workspace_id, month_of(utcnow())), 0)
-
-
 def over_budget(session: Session, workspace_id: int, model: ActiveModel, conversation_id: int | None) -> bool:
+    """Whether a budget is already spent, a quick look before any work (not a guarantee: only
+    `reserve` is atomic)."""
     if month_tokens(session, workspace_id, month_of(utcnow())) >= model.monthly_token_budget:
         return True
     return (
         conversation_id is not None
         and conversation_tokens(session, workspace_id, conversation_id) >= model.conversation_token_budget
     )
+
+
+def estimate_tokens(texts: Iterable[str], completion_tokens: int = 0) -> int:
+    """A call's tokens before it is made: its texts' (see CHARS_PER_TOKEN) and the most it may write."""
+    return sum(len(text) // CHARS_PER_TOKEN + MESSAGE_TOKENS for text in texts) + completion_tokens
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens set aside in the month's counter (and the conversation's, when there is one) for a
+    call about to be made; `record_call` settles them with what the call spent."""
+
+    workspace_id: int
+    month: str
+    conversation_id: int | None
+    tokens: int
+
+
+def _scopes(month: str, conversation_id: int | None) -> list[tuple[str, int | None]]:
+    month_scope: list[tuple[str, int | None]] = [(f"month:{month}", None)]
+    return month_scope + ([(f"conversation:{conversation_id}", conversation_id)] if conversation_id else [])
+
+
+def _counters(session: Session, workspace_id: int, month: str, conversation_id: int | None) -> None:
+    """The counters of the scopes, created when missing with what the ledger holds for them (a
+    workspace that spent tokens before the counters existed, or a new month or conversation)."""
+    scopes = _scopes(month, conversation_id)
+    existing = set(
+        session.scalars(
+            select(TokenCounter.scope).where(
+                TokenCounter.workspace_id == workspace_id, TokenCounter.scope.in_([scope for scope, _ in scopes])
+            )
+        )
+    )
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    for scope, conversation in scopes:
+        if scope in existing:
+            continue
+        spent = (
+            month_tokens(session, workspace_id, month)
+            if conversation is None
+            else conversation_tokens(session, workspace_id, conversation)
+        )
+        session.execute(
+            insert(TokenCounter)
+            .values(workspace_id=workspace_id, scope=scope, conversation_id=conversation, tokens=spent)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "scope"])
+        )
+
+
+def _add(session: Session, workspace_id: int, month: str, conversation_id: int | None, tokens: int) -> None:
+    for scope, _conversation in _scopes(month, conversation_id):
+        session.execute(
+            update(TokenCounter)
+            .where(TokenCounter.workspace_id == workspace_id, TokenCounter.scope == scope)
+            .values(tokens=TokenCounter.tokens + tokens)
+        )
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def reserve(
+    session: Session, workspace_id: int, model: ActiveModel, conversation_id: int | None, tokens: int
+) -> Reservation | None:
+    """Sets `tokens` aside for a call, in a short write transaction of its own (committed before the
+    call, so every process sees it); None when the month's or the conversation's budget cannot
+    take them. One conditional UPDATE per counter: concurrent reservations wait for each other on
+    the row (PostgreSQL) or the write lock (SQLite) and each sees the others' tokens. `session` is
+    the caller's (a read transaction: on SQLite a write one would hold the lock this needs)."""
+    tokens = max(tokens, 1)
+    month = month_of(utcnow())
+    budgets = [model.monthly_token_budget, model.conversation_token_budget]
+    try:
+        with database_of(session).transaction() as writing:
+            _counters(writing, workspace_id, month, conversation_id)
+            for (scope, _conversation), budget in zip(_scopes(month, conversation_id), budgets, strict=False):
+                reserved = writing.execute(
+                    update(TokenCounter)
+                    .where(
+                        TokenCounter.workspace_id == workspace_id,
+                        TokenCounter.scope == scope,
+                        TokenCounter.tokens + tokens <= budget,
+                    )
+                    .values(tokens=TokenCounter.tokens + tokens)
+                )
+                if reserved.rowcount != 1:  # type: ignore[attr-defined]
+                    raise _OverBudget
+    except _OverBudget:
+        return None
+    return Reservation(workspace_id, month, conversation_id, tokens)
+
+
+def record_usage(
+    session: Session,
+    workspace_id: int,
+    conversation_id: int | None,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    reservations: Sequence[Reservation] = (),
+) -> None:
+    """What calls spent: a row of the ledger, and the counters given back the calls' reservations
+    and charged what was spent instead."""
+    for reservation in reservations:
+        _add(session, workspace_id, reservation.month, reservation.conversation_id, -reservation.tokens)
+    spent = prompt_tokens + completion_tokens
+    if not spent:
+        session.flush()
+        return
+    now = utcnow()
+    _counters(session, workspace_id, month_of(now), conversation_id)  # before the ledger row it would count
+    _add(session, workspace_id, month_of(now), conversation_id, spent)
+    session.add(
+        ModelUsage(
+            workspace_id=workspace_id,
+            conversation_id=conversation_id,
+            month=month_of(now),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            created_at=now,
+        )
+    )
+    session.flush()
 
 
 def record_call(
@@ -216,21 +352,19 @@ def record_call(
     prompt_tokens: int,
     completion_tokens: int,
     error: str | None,
+    reservations: Sequence[Reservation] = (),
 ) -> None:
-    """What one call spent (when it spent anything) and how it went: an error is kept for the
-    settings page until a call succeeds."""
+    """What one call spent (`record_usage`) and how it went: an error is kept for the settings page
+    until a call succeeds."""
+    record_usage(
+        session,
+        workspace_id,
+        conversation_id,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        reservations=reservations,
+    )
     now = utcnow()
-    if prompt_tokens or completion_tokens:
-        session.add(
-            ModelUsage(
-                workspace_id=workspace_id,
-                conversation_id=conversation_id,
-                month=month_of(now),
-                prompt_tokens=prompt_tokens,
-                completion_tokens=completion_tokens,
-                created_at=now,
-            )
-        )
     row = row_for(session, workspace_id)
     if row is not None:
         if error is None:

@@ -5,7 +5,7 @@ in-memory index is stale."""
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.clock import utcnow
@@ -79,7 +79,8 @@ class ChannelBotSettings(IdMixin, TimestampMixin, Base):
     workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
     channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"))
     enabled: Mapped[bool] = mapped_column(default=False)
-    threshold: Mapped[float] = mapped_column(Float)
+    # None: the assistant's default threshold, whatever it is when the bot reads it.
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
     handoff_keywords: Mapped[list[str]] = mapped_column(JSONType, default=list)
     handoff_message: Mapped[str] = mapped_column(Text, default="")
     max_bot_answers: Mapped[int] = mapped_column(Integer)
@@ -153,6 +154,49 @@ class ModelUsage(IdMixin, Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class EntryEmbedding(IdMixin, Base):
+    """One embedded phrasing of a knowledge entry: the vector `model` gave for the text whose SHA-256
+    is `text_hash`, as little-endian float32 bytes. A process loads these instead of asking the
+    endpoint again; a changed phrasing has another hash and is embedded again, a deleted entry takes
+    its rows with it."""
+
+    __tablename__ = "assistant_entry_embeddings"
+    __table_args__ = (
+        UniqueConstraint(
+            "workspace_id",
+            "entry_id",
+            "model",
+            "text_hash",
+            name="uq_assistant_entry_embeddings_entry_model_text",
+        ),
+    )
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    entry_id: Mapped[int] = mapped_column(BigID, ForeignKey("knowledge_entries.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    text_hash: Mapped[str] = mapped_column(String(64))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TokenCounter(IdMixin, Base):
+    """Tokens spent and reserved in one budget's scope: a workspace's month (`scope` "month:2026-11")
+    or a conversation ("conversation:42", `conversation_id` set so the row goes with it). A call
+    reserves its estimate with a conditional UPDATE (`tokens + estimate <= budget`) before it is
+    made and settles the difference after, so concurrent calls cannot together pass the budget.
+    `assistant_model_usage` stays the ledger of what each call spent."""
+
+    __tablename__ = "assistant_token_counters"
+    __table_args__ = (UniqueConstraint("workspace_id", "scope", name="uq_assistant_token_counters_workspace_id_scope"),)
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"))
+    scope: Mapped[str] = mapped_column(String(40))
+    conversation_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey("conversations.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 def entry_dict(entry: KnowledgeEntry) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The SQL of the knowledge matrix: entries by workspace (keyset pages, folded search), synonyms,
-and the version counter that tells every process when its index is stale."""
+the version counter that tells every process when its index is stale, and the entries' stored
+embeddings."""
 
 import secrets
 from collections.abc import Sequence
@@ -9,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from tertulia.assistant.models import KnowledgeEntry, KnowledgeSynonym, KnowledgeVersion
+from tertulia.assistant.models import EntryEmbedding, KnowledgeEntry, KnowledgeSynonym, KnowledgeVersion
 from tertulia.kit.clock import utcnow
 
 
@@ -126,3 +127,64 @@ def set_active(session: Session, workspace_id: int, ids: Sequence[int], active: 
         .values(active=active, updated_at=utcnow())
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# ----- the entries' stored embeddings ---------------------------------------------------------------
+
+
+def stored_embeddings(session: Session, workspace_id: int, model: str) -> list[tuple[int, int, str, bytes]]:
+    """The workspace's stored vectors of `model`: (row id, entry id, text hash, float32 bytes)."""
+    rows = session.execute(
+        select(EntryEmbedding.id, EntryEmbedding.entry_id, EntryEmbedding.text_hash, EntryEmbedding.vector).where(
+            EntryEmbedding.workspace_id == workspace_id, EntryEmbedding.model == model
+        )
+    )
+    return [(int(row_id), int(entry_id), str(text_hash), bytes(vector)) for row_id, entry_id, text_hash, vector in rows]
+
+
+def add_embeddings(session: Session, workspace_id: int, model: str, rows: Sequence[tuple[int, str, bytes]]) -> None:
+    """(entry id, text hash, vector bytes) rows; one another process stored first is kept, and an
+    entry deleted meanwhile is skipped (its foreign key would refuse the row)."""
+    if not rows:
+        return
+    existing = set(
+        session.scalars(
+            select(KnowledgeEntry.id).where(
+                KnowledgeEntry.workspace_id == workspace_id, KnowledgeEntry.id.in_({entry for entry, _, _ in rows})
+            )
+        )
+    )
+    values = [
+        {
+            "workspace_id": workspace_id,
+            "entry_id": entry_id,
+            "model": model,
+            "text_hash": text_hash,
+            "vector": vector,
+            "created_at": utcnow(),
+        }
+        for entry_id, text_hash, vector in rows
+        if entry_id in existing
+    ]
+    if not values:
+        return
+    insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(EntryEmbedding).on_conflict_do_nothing(
+            index_elements=["workspace_id", "entry_id", "model", "text_hash"]
+        ),
+        values,
+    )
+
+
+def delete_embeddings(session: Session, workspace_id: int, ids: Sequence[int], *, other_than_model: str) -> None:
+    """The rows `ids`, and every row of another model than `other_than_model`."""
+    if ids:
+        session.execute(
+            delete(EntryEmbedding).where(EntryEmbedding.workspace_id == workspace_id, EntryEmbedding.id.in_(ids))
+        )
+    session.execute(
+        delete(EntryEmbedding).where(
+            EntryEmbedding.workspace_id == workspace_id, EntryEmbedding.model != other_than_model
+        )
+    )

@@ -145,7 +145,10 @@ class AnswerOut(BaseModel):
 
 class BotSettingsBody(Strict):
     enabled: bool | None = None
-    threshold: float | None = Field(default=None, description="Confidence (0 to 1) below which the bot hands off.")
+    threshold: float | None = Field(
+        default=None,
+        description="Confidence (0 to 1) below which the bot hands off; null: follow the assistant's default.",
+    )
     handoff_keywords: Annotated[list[Annotated[str, described(50)]], described(max_items=50)] | None = Field(
         default=None, description="Words that make a customer's message a request for a person."
     )
@@ -160,7 +163,10 @@ class BotSettingsBody(Strict):
 class BotSettingsOut(BaseModel):
     channel_id: int
     enabled: bool
-    threshold: float
+    threshold: float = Field(description="The confidence in use: the channel's own, or the assistant's default.")
+    threshold_is_default: bool = Field(
+        description="The channel follows the assistant's default threshold (it moves when the default does)."
+    )
     handoff_keywords: list[str]
     handoff_message: str
     max_bot_answers: int

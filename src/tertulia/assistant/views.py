@@ -10,12 +10,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, UploadFile
 from starlette.responses import Response
 
-from tertulia.assistant import bot_settings, csvio, model_settings, retrieval, service
+from tertulia.assistant import bot_settings, csvio, grounded, model_settings, retrieval, service
 from tertulia.assistant.models import LANGUAGES, KnowledgeEntry
 from tertulia.channels.service import list_channels
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import DomainError, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute, get_db, read_only
+from tertulia.kit.http import CheckedInputRoute, get_db, is_read, read_only
 from tertulia.kit.text import replace_unsafe_characters
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
@@ -99,6 +99,18 @@ def _synonym_text(ctx: WebContext) -> dict[str, str]:
     return {lang: "\n".join(", ".join(g.terms) for g in groups if g.language == lang) for lang in LANGUAGES}
 
 
+def _try_question(ctx: WebContext, question: str, language: str | None) -> retrieval.Answer:
+    """Retrieval's answer ranked as the bot's is: with the question's embedding when embeddings are
+    on and ready (on a page read only; its tokens recorded in a short transaction of their own)."""
+    if not is_read(ctx.request):
+        return retrieval.answer(ctx.session, ctx.actor.workspace_id, question, language)
+    looked = grounded.retrieve(ctx.session, ctx.actor.workspace_id, question)
+    if looked.called:
+        with get_db(ctx.request).transaction() as accounting:
+            grounded.record_lookup(accounting, ctx.actor.workspace_id, looked)
+    return retrieval.answer(ctx.session, ctx.actor.workspace_id, question, language, None, looked.semantic)
+
+
 @section_page(router, "/knowledge", KNOWLEDGE)
 def _knowledge(
     ctx: WebContext,
@@ -126,7 +138,7 @@ def _knowledge(
     ask_language = params.get("ask_language") if params.get("ask_language") in LANGUAGES else None
     tried: dict[str, Any] | None = None
     if question.strip():
-        answer = retrieval.answer(ctx.session, ctx.actor.workspace_id, question, ask_language)
+        answer = _try_question(ctx, question, ask_language)
         entry = next((e for e in entries if e.id == answer.entry_id), None)
         if entry is None and answer.entry_id is not None:
             entry = ctx.session.get(KnowledgeEntry, answer.entry_id)
@@ -308,7 +320,7 @@ BOT = Section("assistant-bot", i18n.lazy("Bot"), Permission.MANAGE_KNOWLEDGE)
 def _bot_typed(values: bot_settings.BotValues) -> dict[str, Any]:
     return {
         "enabled": values.enabled,
-        "threshold": f"{values.threshold:g}",
+        "threshold": "" if values.threshold is None else f"{values.threshold:g}",
         "handoff_keywords": ", ".join(values.handoff_keywords),
         "handoff_message": values.handoff_message,
         "max_bot_answers": str(values.max_bot_answers),
@@ -340,7 +352,13 @@ def _bot_page(
     current = next((c for c in channels if c.id == channel_id), channels[0] if channels else None)
     if current is not None and typed is None:
         typed = _bot_typed(bot_settings.get_settings(ctx.session, ctx.actor, current.id))
-    context = {"channels": channels, "current": current, "typed": typed or {}, "errors": errors or {}}
+    context = {
+        "channels": channels,
+        "current": current,
+        "typed": typed or {},
+        "errors": errors or {},
+        "default_threshold": retrieval.DEFAULT_THRESHOLD,
+    }
     return render_section(ctx, BOT, "assistant/bot.html", context, status_code=422 if errors else 200)
 
 
@@ -369,7 +387,7 @@ def save_bot(
     }
     raw = {
         "enabled": enabled is not None,
-        "threshold": _number(threshold, float),
+        "threshold": _number(threshold, float) if threshold.strip() else None,  # empty: the default
         "handoff_keywords": [w for w in handoff_keywords.split(",") if w.strip()],
         "handoff_message": handoff_message,
         "max_bot_answers": _number(max_bot_answers, int),
