@@ -354,8 +354,8 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
     at = as_utc(event.created_at)
     if event.type in (EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_UNASSIGNED):
         _assignment_counts(event, fact, changes)
-    if event.type == EventType.CONVERSATION_ASSIGNED:
         _assignment_clocks(event, fact, at)
+    if event.type == EventType.CONVERSATION_ASSIGNED:
         if fact.assignee_id != NONE and fact.first_assigned_at is None:
             fact.first_assigned_at = at
             fact.first_assignment_waiting_since = at
