@@ -215,6 +215,37 @@ def test_an_unassignment_stops_the_last_assignment_clock(
     _times(summary["reply_time"], 1, 1800, 1800, 1800)
 
 
+def test_a_merge_moves_the_unanswered_customer_and_drops_the_folded_assignment(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        shop = _shop(db, tenant, provider.url)
+        with at(f"{DAY} 08:00"):
+            first = shop.customer_writes("+5215550000241")
+        with at(f"{DAY} 08:05"):
+            shop.reply(first, tenant.actor())  # 300 s
+        with at(f"{DAY} 08:30"):
+            second = shop.customer_writes("+5215550000242")
+        with at(f"{DAY} 08:35"):
+            shop.assign(second, tenant.agent_id)
+        with at(f"{DAY} 09:00"):
+            # The second conversation is folded into the first: its customer, unanswered since
+            # 08:30, now waits there; its assignment is gone with it.
+            shop.merge(shop.contact_of(first), shop.contact_of(second))
+        with at(f"{DAY} 09:10"):
+            shop.reply(first, tenant.actor())  # 2400 s, from 08:30
+        feed(db)
+    body = report(client, tenant, "responses", **_custom(DAY, DAY))
+    summary = _rows(body, "summary")
+    _times(summary["reply_time"], 2, 1350, 300, 2400)
+    # The first conversation had its first response at 08:05; the folded one never had one.
+    _times(summary["first_response"], 1, 300, 300, 300)
+    assert summary["first_assign_response"]["count"] == 0
+    assert summary["last_assign_response"]["count"] == 0
+    per = _rows(body, "per_conversation")["replies_per_conversation"]
+    assert (per["replies"], per["conversations"], per["average"]) == (2, 1, 2.0)
+
+
 def test_reply_and_assignment_times_in_business_hours(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:

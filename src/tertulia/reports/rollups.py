@@ -14,9 +14,10 @@ that ends them: a first response on the reply's date, a resolution on the close'
 Reply times: every reply of a person that answers the customer is timed from the customer's
 earliest message since the previous reply of a person (`reply_time`); the first reply of a person
 after the conversation's first assignment, and after its latest assignment, is timed from that
-assignment (`first_assign_response`, `last_assign_response`). Each reply of a person also counts
-its conversation (`replied_conversation`, labelled with the conversation), so a range can divide
-the replies by the different conversations replied to.
+assignment (`first_assign_response`, `last_assign_response`). Each reply of a person is counted
+(`replies`) and so is its conversation (`replied_conversation`, labelled with the conversation),
+so a range can divide the replies by the different conversations replied to; both are written from
+the same event, so they start together (the outgoing messages counted before have no conversation).
 
 Business hours: every duration is also measured counting only the open time of the business hours
 in force while it ran (the conversation's team's own hours, else the workspace's; each part of the
@@ -487,6 +488,7 @@ def _reply_times(
 ) -> None:
     """A reply of a person: counted for its conversation, and the end of every clock that runs (the
     customer's oldest unanswered message, the first and the latest assignment), each measured."""
+    changes.count("replies", fact, user_id=replier)
     changes.count("replied_conversation", fact, user_id=replier, label=str(fact.conversation_id))
     for column, metric in REPLY_CLOCKS:
         started: datetime | None = getattr(fact, column)

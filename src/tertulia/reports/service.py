@@ -428,7 +428,7 @@ def _bucket_table(buckets: dict[int, tuple[int, float]]) -> Table:
 
 def _replies(read: _Read, window: Range) -> tuple[int, int]:
     """The replies of people in `window` and the different conversations they went to."""
-    replies = sum(c.count for c in read.cells(window, ["outgoing"]) if c.label == SenderKind.USER.value)
+    replies = _counts(read.cells(window, ["replies"])).get("replies", 0)
     conversations = {label for _user, label in read.labels_by(window, "replied_conversation", "user_id")}
     return replies, len(conversations)
 
