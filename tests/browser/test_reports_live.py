@@ -175,6 +175,8 @@ def test_the_new_reports_draw_their_charts(browser: Browser, base_url: str) -> N
         ("users", "users"),
         ("leaderboard", "leaderboard"),
         ("broadcasts", "by_broadcast"),
+        ("responses", "reply_series"),
+        ("responses", "reply_buckets"),
     ]:
         page.get_by_test_id(f"report-tab-{name}").click()
         page.wait_for_url(re.compile(rf"/reports/{name}\?range=today"))
@@ -200,6 +202,9 @@ def test_the_business_hours_toggle_changes_the_times(browser: Browser, base_url:
     first_response = page.get_by_test_id("report-table-summary").locator("tbody tr").first
     median = first_response.locator("td").nth(2)
     expect(median).to_have_text(re.compile(r"^2 d 14 h$"))
+    # The reply time (the third row): the same reply, so the same times.
+    reply_median = page.get_by_test_id("report-table-summary").locator("tbody tr").nth(2).locator("td").nth(2)
+    expect(reply_median).to_have_text(re.compile(r"^2 d 14 h$"))
     toggle = page.get_by_test_id("business-hours")
     expect(toggle).to_be_enabled()
     expect(toggle).not_to_be_checked()
@@ -209,6 +214,7 @@ def test_the_business_hours_toggle_changes_the_times(browser: Browser, base_url:
     page.wait_for_url(re.compile(r"business_hours=1"))
     expect(page.get_by_test_id("business-hours")).to_be_checked()
     expect(median).to_have_text(re.compile(r"^(9 min 59 s|10 min [0-2] s)$"))  # the clock runs on a moment
+    expect(reply_median).to_have_text(re.compile(r"^(9 min 59 s|10 min [0-2] s)$"))
     expect(page.get_by_test_id("report-business-hours")).to_be_visible()
     expect(page.locator("canvas[data-chart=buckets]")).to_have_attribute("data-drawn", "true")
     shot(page, "98-reports-business-hours.png")

@@ -74,6 +74,12 @@ class Shop:
             assert conversation is not None
             inbox.do_assign(session, self.tenant.actor(), conversation, user_id=user_id, team_id=None)
 
+    def unassign(self, conversation_id: int) -> None:
+        with self.db.transaction() as session:
+            conversation = session.get(Conversation, conversation_id)
+            assert conversation is not None
+            inbox.do_assign(session, self.tenant.actor(), conversation, user_id=None, team_id=None)
+
     def close(self, conversation_id: int, category_id: int | None = None) -> None:
         with self.db.transaction() as session:
             conversation = session.get(Conversation, conversation_id)

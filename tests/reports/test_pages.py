@@ -82,7 +82,7 @@ def test_every_csv_equals_its_json_table(
                 assert rows[0] == table["columns"]
                 assert rows[1:] == [[_as_cell(v) for v in row] for row in table["rows"]], (name, table_name, params)
                 checked += 1
-    assert checked == 4 * 29
+    assert checked == 4 * 32
     # The workspace's totals (read without filters) and the detailed rows (read with a filter every
     # conversation here passes) are two copies of the same numbers.
     for name in REPORTS:
@@ -172,6 +172,16 @@ def test_an_agent_sees_their_own_numbers_without_the_person_filter(
         ("leaderboard", "en", ["Rank on", "Who to rank", "Messages sent"]),
         ("broadcasts", "es", ["Una fila por difusión", "Destinatarios", "Solo se aplican los filtros de canal"]),
         ("broadcasts", "en", ["One row per broadcast", "Recipients", "Only the channel and team member"]),
+        (
+            "responses",
+            "es",
+            ["Tiempo de cada respuesta", "De la última asignación a la respuesta", "Respuestas por conversación"],
+        ),
+        (
+            "responses",
+            "en",
+            ["Reply time over time", "Last assignment to response", "Responses per conversation"],
+        ),
     ],
 )
 def test_the_new_reports_render_in_both_languages(

@@ -56,7 +56,14 @@ class ConversationFact(Base):
     first_response_seconds: Mapped[float | None] = mapped_column(Float)
     # The same time counting only business hours (reports.rollups: the hours in force then).
     first_response_business_seconds: Mapped[float | None] = mapped_column(Float)
+    # The reply clock: the customer's earliest message not answered yet by a person (since the last
+    # reply of a person, or the (re)opening); stopped, and measured, by the next reply of a person.
+    reply_waiting_since: Mapped[datetime | None]
     first_assigned_at: Mapped[datetime | None]
+    # The assignment clocks: the first assignment of the conversation, and its latest assignment,
+    # each until the next reply of a person (then measured and cleared); a closing clears both.
+    first_assignment_waiting_since: Mapped[datetime | None]
+    last_assignment_waiting_since: Mapped[datetime | None]
     first_assignee_id: Mapped[int] = mapped_column(BigID, default=NONE)
     closed_at: Mapped[datetime | None]
     resolution_seconds: Mapped[float | None] = mapped_column(Float)

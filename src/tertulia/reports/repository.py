@@ -109,9 +109,9 @@ TOTALS = {"d": "D", "h": "H"}
 # The closing category is known only when a conversation closes: it filters these metrics and
 # leaves the others whole.
 CATEGORY_METRICS = ("closed", "resolution", "resolution_bh", "closed_contact")
-# Metrics with one label per contact, read only as distinct labels (`labels_by`) from the detailed
-# rows: they get no copy in the workspace's totals, which nothing reads for them.
-DETAILED_ONLY = ("closed_contact",)
+# Metrics with one label per contact (or conversation), read only as distinct labels (`labels_by`)
+# from the detailed rows: they get no copy in the workspace's totals, which nothing reads for them.
+DETAILED_ONLY = ("closed_contact", "replied_conversation")
 # The dimensions a report may group its cells by.
 DIMENSIONS = ("channel_id", "category_id", "user_id", "team_id")
 

@@ -11,10 +11,18 @@ Which date counts: the event's, in the workspace's time zone at the time the eve
 past period does not change when later things happen). Durations count on the date of the event
 that ends them: a first response on the reply's date, a resolution on the close's.
 
+Reply times: every reply of a person that answers the customer is timed from the customer's
+earliest message since the previous reply of a person (`reply_time`); the first reply of a person
+after the conversation's first assignment, and after its latest assignment, is timed from that
+assignment (`first_assign_response`, `last_assign_response`). Each reply of a person is counted
+(`replies`) and so is its conversation (`replied_conversation`, labelled with the conversation),
+so a range can divide the replies by the different conversations replied to; both are written from
+the same event, so they start together (the outgoing messages counted before have no conversation).
+
 Business hours: every duration is also measured counting only the open time of the business hours
 in force while it ran (the conversation's team's own hours, else the workspace's; each part of the
 duration under the version in force then, `workspaces.hours.HoursHistory`), and kept as a metric of
-its own (`first_response_bh`, `resolution_bh`, `assignment_bh`) beside the calendar one. A duration
+its own (`first_response_bh`, `resolution_bh`, `assignment_bh`, ...) beside the calendar one. A duration
 measured while no hours were set counts in full (no hours: always open).
 
 Contacts' events (added, deleted, merged) have no conversation: they are counted with every
@@ -81,7 +89,14 @@ MAX_LABEL = 64
 # The metrics whose occurrences are kept one by one (`models.ReportItem`) for the drill-down lists.
 ITEM_METRICS = frozenset({"opened", "closed", "reopened", "first_response", "first_response_bh"})
 # The durations, each also kept in business hours under its name with this suffix.
-DURATION_METRICS = ("first_response", "resolution", "assignment")
+DURATION_METRICS = (
+    "first_response",
+    "resolution",
+    "assignment",
+    "reply_time",
+    "first_assign_response",
+    "last_assign_response",
+)
 BUSINESS_SUFFIX = "_bh"
 
 
@@ -340,9 +355,11 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
     at = as_utc(event.created_at)
     if event.type in (EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_UNASSIGNED):
         _assignment_counts(event, fact, changes)
+        _assignment_clocks(event, fact, at)
     if event.type == EventType.CONVERSATION_ASSIGNED:
         if fact.assignee_id != NONE and fact.first_assigned_at is None:
             fact.first_assigned_at = at
+            fact.first_assignment_waiting_since = at
             fact.first_assignee_id = fact.assignee_id
             started = as_utc(fact.period_started_at)
             changes.duration(
@@ -357,6 +374,7 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
         fact.resolution_seconds = max(0.0, (closed - started).total_seconds())
         fact.resolution_business_seconds = facts.business_seconds(fact, started, closed)
         fact.waiting_since = None
+        _stop_reply_clocks(fact)
         closed_by = str(snapshot.get("closing_source") or "")
         changes.count("closed", fact, label=closed_by)
         changes.duration("resolution", fact, fact.resolution_seconds, fact.resolution_business_seconds, label=closed_by)
@@ -369,7 +387,25 @@ def _conversation_event(facts: _Facts, event: EventRecord, changes: Changes) -> 
         fact.closed_at = None
         fact.waiting_since = None
         fact.responded = False
+        _stop_reply_clocks(fact)
         changes.count("reopened", fact)
+
+
+def _assignment_clocks(event: EventRecord, fact: ConversationFact, at: datetime) -> None:
+    """The latest assignment's clock: started when a person becomes the assignee (an assignment, as
+    counted), stopped without a value when nobody is left assigned. `fact` holds the new assignee."""
+    previous_user = event.payload.get("previous_assignee_id") or NONE
+    if fact.assignee_id not in (NONE, previous_user):
+        fact.last_assignment_waiting_since = at
+    elif fact.assignee_id == NONE:
+        fact.last_assignment_waiting_since = None
+
+
+def _stop_reply_clocks(fact: ConversationFact) -> None:
+    """A closing or a reopening: what was not answered in the open period is not measured."""
+    fact.reply_waiting_since = None
+    fact.first_assignment_waiting_since = None
+    fact.last_assignment_waiting_since = None
 
 
 def _assignment_counts(event: EventRecord, fact: ConversationFact, changes: Changes) -> None:
@@ -416,13 +452,18 @@ def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
         fact.incoming_count += 1
         if fact.status == "open" and not fact.responded and fact.waiting_since is None:
             fact.waiting_since = max(written, as_utc(fact.period_started_at))
+        if fact.status == "open" and fact.reply_waiting_since is None:
+            fact.reply_waiting_since = max(written, as_utc(fact.period_started_at))
         changes.count("incoming", fact)
         return
     kind = str(message.get("sender_kind") or SenderKind.SYSTEM.value)
     sender = message.get("sender_user_id")
     fact.outgoing_count += 1
     changes.count("outgoing", fact, label=kind, user_id=int(sender) if sender else None)
-    if kind in HUMAN_SENDERS and fact.waiting_since is not None and not fact.responded:
+    if kind not in HUMAN_SENDERS:
+        return
+    replier = int(sender) if sender else None
+    if fact.waiting_since is not None and not fact.responded:
         waited = as_utc(fact.waiting_since)
         seconds = max(0.0, (written - waited).total_seconds())
         business = facts.business_seconds(fact, waited, written)
@@ -430,7 +471,33 @@ def _message_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
         if fact.first_response_seconds is None:
             fact.first_response_seconds = seconds
             fact.first_response_business_seconds = business
-        changes.duration("first_response", fact, seconds, business, user_id=int(sender) if sender else None)
+        changes.duration("first_response", fact, seconds, business, user_id=replier)
+    _reply_times(facts, fact, written, changes, replier)
+
+
+# A person's reply stops these clocks (the fact's column, and the metric it is measured as).
+REPLY_CLOCKS = (
+    ("reply_waiting_since", "reply_time"),
+    ("first_assignment_waiting_since", "first_assign_response"),
+    ("last_assignment_waiting_since", "last_assign_response"),
+)
+
+
+def _reply_times(
+    facts: _Facts, fact: ConversationFact, written: datetime, changes: Changes, replier: int | None
+) -> None:
+    """A reply of a person: counted for its conversation, and the end of every clock that runs (the
+    customer's oldest unanswered message, the first and the latest assignment), each measured."""
+    changes.count("replies", fact, user_id=replier)
+    changes.count("replied_conversation", fact, user_id=replier, label=str(fact.conversation_id))
+    for column, metric in REPLY_CLOCKS:
+        started: datetime | None = getattr(fact, column)
+        if started is None:
+            continue
+        since = as_utc(started)
+        seconds = (written - since).total_seconds()
+        changes.duration(metric, fact, seconds, facts.business_seconds(fact, since, written), user_id=replier)
+        setattr(fact, column, None)
 
 
 def _status_event(facts: _Facts, event: EventRecord, changes: Changes) -> None:
@@ -446,7 +513,8 @@ def _merge_event(facts: _Facts, event: EventRecord) -> None:
     """The merged contact's conversations now belong to the survivor. An open conversation of the
     merged contact that the merge folded into the survivor's open one (the inbox deleted it) keeps
     its counts where they fell; its waiting customer, if not answered yet, now waits in the
-    survivor's conversation from the earlier of the two times."""
+    survivor's conversation from the earlier of the two times (for the first response and for the
+    reply time alike); its assignment clocks stop unmeasured (that conversation is gone)."""
     session = facts.session
     survivor_id = int(event.payload["contact_id"])
     merged_id = int(event.payload["merged_contact_id"])
@@ -467,7 +535,13 @@ def _merge_event(facts: _Facts, event: EventRecord) -> None:
         if keep is not None and fact.waiting_since is not None and not fact.responded and not keep.responded:
             waited = as_utc(fact.waiting_since)
             keep.waiting_since = waited if keep.waiting_since is None else min(as_utc(keep.waiting_since), waited)
+        if keep is not None and fact.reply_waiting_since is not None:
+            waited = as_utc(fact.reply_waiting_since)
+            keep.reply_waiting_since = (
+                waited if keep.reply_waiting_since is None else min(as_utc(keep.reply_waiting_since), waited)
+            )
         fact.waiting_since = None
+        _stop_reply_clocks(fact)
 
 
 def _well_formed(event: EventRecord) -> bool:

@@ -389,31 +389,81 @@ def _conversations(read: _Read) -> dict[str, Table]:
     }
 
 
-def _responses(read: _Read) -> dict[str, Table]:
-    metrics = ("first_response", "assignment")
-    now = read.cells(read.window, metrics)
-    before = read.cells(read.window.previous(), metrics)
-    per_period = _by_period(now)
-    series: list[list[Any]] = []
+# The times the responses report shows: the first response, the first assignment, every reply,
+# and the first and latest assignment until a person replied.
+RESPONSE_TIMES = ("first_response", "assignment", "reply_time", "first_assign_response", "last_assign_response")
+PER_CONVERSATION_COLUMNS = [
+    "metric",
+    "replies",
+    "conversations",
+    "average",
+    "previous_replies",
+    "previous_conversations",
+    "previous_average",
+    "change_percent",
+]
+
+
+def _time_series(read: _Read, per_period: Mapping[str, list[Cell]], metric: str) -> Table:
+    """One time's count, average, median and p90 per day (or hour) of the range."""
+    rows: list[list[Any]] = []
     for period in read.window.periods():
-        stats = histogram.stats(_histograms(per_period.get(period, [])).get("first_response", {}))
-        series.append([period, stats.count, _seconds(stats.average), _seconds(stats.median), _seconds(stats.p90)])
-    first = _histograms(now).get("first_response", {})
-    counts = histogram.response_table(first)
+        stats = histogram.stats(_histograms(per_period.get(period, [])).get(metric, {}))
+        rows.append([period, stats.count, _seconds(stats.average), _seconds(stats.median), _seconds(stats.p90)])
+    return {"columns": ["period", "count", "average_seconds", "median_seconds", "p90_seconds"], "rows": rows}
+
+
+def _bucket_table(buckets: dict[int, tuple[int, float]]) -> Table:
+    """How many times fall in each column of the response table (<30s ... >1h), with shares."""
+    counts = histogram.response_table(buckets)
     total = sum(counts)
     return {
-        "summary": _summary([], ["first_response", "assignment"], now, before),
-        "series": {
-            "columns": ["period", "count", "average_seconds", "median_seconds", "p90_seconds"],
-            "rows": series,
-        },
-        "buckets": {
-            "columns": ["bucket", "count", "percent"],
-            "rows": [
-                [name, count, round(count * 100.0 / total, 1) if total else None]
-                for name, count in zip(BUCKET_NAMES, counts, strict=True)
-            ],
-        },
+        "columns": ["bucket", "count", "percent"],
+        "rows": [
+            [name, count, round(count * 100.0 / total, 1) if total else None]
+            for name, count in zip(BUCKET_NAMES, counts, strict=True)
+        ],
+    }
+
+
+def _replies(read: _Read, window: Range) -> tuple[int, int]:
+    """The replies of people in `window` and the different conversations they went to."""
+    replies = _counts(read.cells(window, ["replies"])).get("replies", 0)
+    conversations = {label for _user, label in read.labels_by(window, "replied_conversation", "user_id")}
+    return replies, len(conversations)
+
+
+def _per_conversation(read: _Read) -> Table:
+    """Replies of people per conversation replied to, in the range and the previous period."""
+    replies, conversations = _replies(read, read.window)
+    previous_replies, previous_conversations = _replies(read, read.window.previous())
+    average = round(replies / conversations, 2) if conversations else None
+    previous = round(previous_replies / previous_conversations, 2) if previous_conversations else None
+    row = [
+        "replies_per_conversation",
+        replies,
+        conversations,
+        average,
+        previous_replies,
+        previous_conversations,
+        previous,
+        _change(average, previous),
+    ]
+    return {"columns": PER_CONVERSATION_COLUMNS, "rows": [row]}
+
+
+def _responses(read: _Read) -> dict[str, Table]:
+    now = read.cells(read.window, RESPONSE_TIMES)
+    before = read.cells(read.window.previous(), RESPONSE_TIMES)
+    per_period = _by_period(now)
+    every = _histograms(now)
+    return {
+        "summary": _summary([], list(RESPONSE_TIMES), now, before),
+        "series": _time_series(read, per_period, "first_response"),
+        "buckets": _bucket_table(every.get("first_response", {})),
+        "per_conversation": _per_conversation(read),
+        "reply_series": _time_series(read, per_period, "reply_time"),
+        "reply_buckets": _bucket_table(every.get("reply_time", {})),
     }
 
 

@@ -82,6 +82,16 @@ LABELS: dict[str, str] = {
     "first_response": i18n.lazy("First response time"),
     "resolution": i18n.lazy("Resolution time"),
     "assignment": i18n.lazy("Time to first assignment"),
+    "reply_time": i18n.lazy("Reply time"),
+    "first_assign_response": i18n.lazy("First assignment to first response"),
+    "last_assign_response": i18n.lazy("Last assignment to response"),
+    "replies_per_conversation": i18n.lazy("Responses per conversation"),
+    "replies": i18n.lazy("Replies"),
+    "conversations": i18n.lazy("Conversations replied to"),
+    "average": i18n.lazy("Average"),
+    "previous_replies": i18n.lazy("Previous replies"),
+    "previous_conversations": i18n.lazy("Previous conversations replied to"),
+    "previous_average": i18n.lazy("Previous average"),
     "first_response_median_seconds": i18n.lazy("First response (median)"),
     "resolution_median_seconds": i18n.lazy("Resolution (median)"),
     "category_id": i18n.lazy("Category id"),
@@ -164,6 +174,9 @@ TABLE_TITLES: dict[str, str] = {
     "series": i18n.lazy("Over time"),
     "closed_by_category": i18n.lazy("Closed by closing category"),
     "buckets": i18n.lazy("First responses by time taken"),
+    "per_conversation": i18n.lazy("Responses per conversation"),
+    "reply_series": i18n.lazy("Reply time over time"),
+    "reply_buckets": i18n.lazy("Replies by time taken"),
     "outgoing_by_sender": i18n.lazy("Outgoing messages by sender"),
     "by_channel": i18n.lazy("Messages by channel"),
     "failed_reasons": i18n.lazy("Failed messages by reason"),
@@ -195,6 +208,23 @@ DEFINITIONS: dict[str, str] = {
     ),
     "assignment": i18n.lazy(
         "From the opening to the first assignment to a person, counted on the day of the assignment."
+    ),
+    "reply_time": i18n.lazy(
+        "For every reply of a team member that answers the customer: the time since the customer's oldest "
+        "message not answered yet (their first message after the previous reply of a team member). Replies of "
+        "bots, workflows, broadcasts and the API do not stop the clock. Counted on the day of the reply."
+    ),
+    "first_assign_response": i18n.lazy(
+        "From the conversation's first assignment to a person to the next reply of a team member, once per "
+        "conversation. A closing before any reply stops it without a time. Counted on the day of the reply."
+    ),
+    "last_assign_response": i18n.lazy(
+        "From each assignment to a person (the latest, when it was reassigned) to the next reply of a team "
+        "member. An unassignment or a closing before any reply stops it without a time. Counted on the day of "
+        "the reply."
+    ),
+    "replies_per_conversation": i18n.lazy(
+        "Replies of team members in the period divided by the different conversations they replied to."
     ),
     "incoming": i18n.lazy("Customers' messages received in the period."),
     "outgoing": i18n.lazy(
@@ -297,6 +327,8 @@ CHARTED = frozenset(
     {
         "series",
         "buckets",
+        "reply_series",
+        "reply_buckets",
         "outgoing_by_sender",
         "closed_by_category",
         "failed_reasons",

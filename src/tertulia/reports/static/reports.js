@@ -53,7 +53,7 @@
     });
     var series;
     var type = "bar";
-    if (name === "series" && report === "responses") {
+    if ((name === "series" || name === "reply_series") && report === "responses") {
       type = "line";
       series = ["median_seconds", "average_seconds", "p90_seconds"];
     } else if (name === "series") {
