@@ -2,7 +2,7 @@
 the budgets' check-and-charge atomic, and a channel's bot threshold that follows the default
 
 Revision ID: 0520_assistant_vectors
-Revises: 0470_workflow_http_hosts
+Revises: 0500_channel_provider_failures
 Create Date: 2026-11-27
 """
 
