@@ -515,7 +515,7 @@ def channel_watch_email() -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    watchers = MailWatchers(get_database())
+    watchers = MailWatchers(get_database(), kind="watch-email")
     watchers.start()
     typer.echo("watching the email channels' mailboxes")
     try:
