@@ -25,7 +25,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -320,8 +320,8 @@ def watch_mailbox(
 @dataclass
 class _Watcher:
     fingerprint: str
-    stop: threading.Event
-    thread: threading.Thread
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread = field(init=False)
     # The mode last recorded for the mailbox (written when it changes only).
     mode: str | None = None
 
@@ -468,7 +468,11 @@ class MailWatchers:
         for channel_id in taken[room:]:  # more were free than this process's share
             self._locks.release(channel_id)
         for channel_id in taken[:room]:
-            self._begin(channel_id, wanted[channel_id])
+            try:
+                self._begin(channel_id, wanted[channel_id])
+            except Exception:  # its lock is let go, to be claimed again at a later look
+                log.exception("email_watch_start_failed", channel_id=channel_id)
+                self._locks.release(channel_id)
 
     def _let_go(self, channel_id: int) -> None:
         try:
@@ -479,18 +483,13 @@ class MailWatchers:
             self._locks.release(channel_id)
 
     def _begin(self, channel_id: int, fingerprint: str) -> None:
-        stop = threading.Event()
-        watcher = _Watcher(fingerprint, stop, threading.Thread())
+        watcher = _Watcher(fingerprint)
         watcher.thread = threading.Thread(
             target=self._watch, args=(channel_id, watcher), daemon=True, name=f"mail-{channel_id}"
         )
-        try:
-            if self.watcher_id is not None:
-                with self.db.transaction() as session:
-                    email_watch.take(session, channel_id, self.watcher_id)
-        except Exception:
-            self._locks.release(channel_id)  # claimed again at a later scan
-            raise
+        if self.watcher_id is not None:
+            with self.db.transaction() as session:
+                email_watch.take(session, channel_id, self.watcher_id)
         with self._watchers_lock:
             self._watchers[channel_id] = watcher
         log.info("email_watch_started", channel_id=channel_id)
@@ -499,8 +498,12 @@ class MailWatchers:
     def _record_mode(self, channel_id: int, watcher: _Watcher, mode: str) -> None:
         if watcher.mode == mode or self.watcher_id is None:
             return
-        with self.db.transaction() as session:
-            email_watch.set_mode(session, channel_id, self.watcher_id, mode)
+        try:
+            with self.db.transaction() as session:
+                email_watch.set_mode(session, channel_id, self.watcher_id, mode)
+        except Exception:  # what the page shows must not end the watcher; written at the next connection
+            log.exception("email_watch_mode_not_recorded", channel_id=channel_id)
+            return
         watcher.mode = mode
 
     def _watch(self, channel_id: int, watcher: _Watcher) -> None:
