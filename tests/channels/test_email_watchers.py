@@ -96,7 +96,8 @@ def test_the_workers_watchers_read_new_mail_of_a_channel_connected_while_they_ru
     try:
         channel = email_channel(db, tenant, mail, poll_seconds=3600)
         _until(lambda: fetcher.watched_channels(db, [channel.id]), what="the channel's watcher")
-        assert _watch(db, channel.id).kind == "serve"  # the consumer `tertulia serve` embeds
+        # The consumer `tertulia serve` embeds (the record follows the lock).
+        _until(lambda: _watch(db, channel.id).kind == "serve", timeout=5, what="the watcher's record")
         time.sleep(0.5)  # its IDLE has begun
         started = time.monotonic()
         mail.send(customer_mail(subject="push", body="llegó por IDLE"))
