@@ -14,8 +14,10 @@ embedded queue) runs `MailWatchers`: one thread per active email channel whose l
 (kit/process_locks.py, so one watcher per mailbox across processes), which keeps an IMAP
 connection in IDLE (RFC 2177, re-issued every 25 minutes) when the server offers it and reads as
 soon as the server says new mail exists, or reads every `poll_seconds` (POP3, IMAP without IDLE).
-`tertulia channel watch-email` runs the same watchers alone. `fetch_due_mailboxes` (every minute)
-reads the mailboxes whose `poll_seconds` have passed and that no watcher holds.
+`tertulia channel watch-email` runs the same watchers alone. The processes split the mailboxes
+between them by their heartbeats, and record who watches each mailbox and how
+(channels/email_watch.py, shown on the channel's page and in the API). `fetch_due_mailboxes` (every
+minute) reads the mailboxes whose `poll_seconds` have passed and that no watcher holds.
 """
 
 import hashlib
