@@ -326,6 +326,45 @@ def test_a_process_gives_back_its_extra_mailboxes_and_takes_them_again_when_the_
         assert session.scalars(select(EmailWatch.watcher_id)).all() == [None] * 4
 
 
+def test_a_mailbox_that_a_live_process_cannot_take_is_watched_beyond_the_share(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """A process that keeps its heartbeat but takes no mailbox (its locks' connection failing) still
+    counts in the split; what it leaves unwatched is taken by another process, beyond its share,
+    after two heartbeats, and kept."""
+    channels = {email_channel(db, tenant, mail, address=a, poll_seconds=3600).id: a for a in MAILBOXES[:2]}
+    with db.transaction() as session:
+        stuck = email_watch.register(session, "worker")
+    beating = threading.Event()
+
+    def keep_beating() -> None:
+        while not beating.wait(HEARTBEAT / 2):
+            with db.transaction() as session:
+                email_watch.beat(session, stuck, "worker")
+
+    beater = threading.Thread(target=keep_beating, daemon=True)
+    beater.start()
+    try:
+        with _watchers(db) as watchers:
+            _until(lambda: len(watchers.watching) == 1, what="its share")
+            shared = time.monotonic()
+            _until(lambda: watchers.watching == set(channels), what="the unwatched mailbox taken")
+            took = time.monotonic() - shared
+            time.sleep(3 * HEARTBEAT)
+            assert watchers.watching == set(channels)  # not given back, to be left unwatched again
+            for address in channels.values():
+                mail.send(customer_mail(CUSTOMER, body=f"para {address}"), to=address)
+            for channel_id, address in channels.items():
+                _until(lambda channel_id=channel_id: messages_of(db, channel_id), what=f"the mail of {address}")  # type: ignore[misc]
+            time.sleep(0.5)
+    finally:
+        beating.set()
+        beater.join(5)
+    assert email_watch.LIVE_HEARTBEATS * HEARTBEAT - 0.5 < took < (email_watch.LIVE_HEARTBEATS + 2) * HEARTBEAT + 1
+    for channel_id, address in channels.items():
+        assert _texts(db, channel_id) == [f"para {address}"]
+
+
 def _watcher_cell(page: str) -> str:
     return page.split('data-testid="email-watcher">')[1].split("</dd>", maxsplit=1)[0]
 

@@ -373,6 +373,10 @@ class MailWatchers:
         self.idle_seconds = idle_seconds
         self.watcher_id: int | None = None
         self._next_beat = 0.0
+        self._next_probe = 0.0
+        # Mailboxes found free at each probe since (monotonic), and those taken that way.
+        self._free_since: dict[int, float] = {}
+        self._rescued: set[int] = set()
         self._locks = ProcessLocks(db.url, WATCH_NAMESPACE)
         self._watchers: dict[int, _Watcher] = {}
         self._watchers_lock = threading.Lock()  # `watching` is read from other threads
@@ -418,6 +422,7 @@ class MailWatchers:
             self._locks.close()
 
     def _retire(self, channel_id: int) -> None:
+        self._rescued.discard(channel_id)
         with self._watchers_lock:
             watcher = self._watchers.pop(channel_id)
         watcher.stop.set()
@@ -450,9 +455,14 @@ class MailWatchers:
             if wanted.get(channel_id) != watcher.fingerprint or not watcher.thread.is_alive():
                 self._retire(channel_id)
         share = fair_share(len(wanted), processes)
-        if len(self._watchers) > share + SHARE_SLACK:
+        counted = [i for i in self._watchers if i not in self._rescued]
+        for channel_id in sorted(self._rescued):
+            if len(counted) < share:  # within the share now (the process that could not take it is gone)
+                self._rescued.discard(channel_id)
+                counted.append(channel_id)
+        if len(counted) > share + SHARE_SLACK:
             # The newest go (a dict keeps the order the watchers were started in).
-            extra = list(self._watchers)[share:]
+            extra = counted[share:]
             log.info("email_watch_balancing", giving_back=extra, share=share, processes=processes)
             for channel_id in extra:
                 self._retire(channel_id)
@@ -462,19 +472,46 @@ class MailWatchers:
                 del self._stopping[channel_id]
                 if channel_id not in self._watchers:
                     self._let_go(channel_id)
-        room = share - len(self._watchers)
-        if room <= 0:
-            return
+        room = share - len(counted)
         candidates = [i for i in wanted if i not in self._watchers and i not in self._stopping]
+        if room <= 0:
+            self._probe(candidates, wanted)
+            return
         taken = sorted(self._locks.claim(candidates))
         for channel_id in taken[room:]:  # more were free than this process's share
             self._locks.release(channel_id)
         for channel_id in taken[:room]:
-            try:
-                self._begin(channel_id, wanted[channel_id])
-            except Exception:  # its lock is let go, to be claimed again at a later look
-                log.exception("email_watch_start_failed", channel_id=channel_id)
-                self._locks.release(channel_id)
+            self._start(channel_id, wanted[channel_id])
+
+    def _probe(self, candidates: list[int], wanted: dict[int, str]) -> None:
+        """Once a heartbeat, a process at its share looks for mailboxes nobody holds: one found free
+        at every look for two heartbeats (a live process that cannot take it, its locks' connection
+        failing) is taken beyond the share, and kept (it does not count against the share, so it is
+        not given back to be left unwatched again)."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + email_watch.heartbeat_seconds()
+        free = self._locks.claim(candidates)
+        self._free_since = {i: self._free_since.get(i, now) for i in free}
+        unwatched_for = email_watch.LIVE_HEARTBEATS * email_watch.heartbeat_seconds()
+        for channel_id in sorted(free):
+            if now - self._free_since[channel_id] < unwatched_for:
+                self._locks.release(channel_id)  # likely being handed over: the next look says
+                continue
+            log.info("email_watch_unwatched_taken", channel_id=channel_id)
+            del self._free_since[channel_id]
+            if self._start(channel_id, wanted[channel_id]):
+                self._rescued.add(channel_id)
+
+    def _start(self, channel_id: int, fingerprint: str) -> bool:
+        try:
+            self._begin(channel_id, fingerprint)
+            return True
+        except Exception:  # its lock is let go, to be claimed again at a later look
+            log.exception("email_watch_start_failed", channel_id=channel_id)
+            self._locks.release(channel_id)
+            return False
 
     def _let_go(self, channel_id: int) -> None:
         try:
