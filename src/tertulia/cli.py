@@ -506,7 +506,8 @@ def channel_watch_email() -> None:
     """Only the email channels' watchers, without the queue's workers: one IMAP IDLE connection per
     active mailbox (a server without IDLE, or POP3, read every poll_seconds), picking up channels
     connected, changed or disconnected while it runs. `tertulia worker` and `tertulia serve` (with its
-    embedded queue) run the same watchers; each mailbox has one watcher whichever processes run.
+    embedded queue) run the same watchers; each mailbox has one watcher whichever processes run,
+    and the processes split the mailboxes between them.
     Runs until stopped; the mail goes through the queue like any callback."""
     import signal
     import threading
@@ -515,7 +516,7 @@ def channel_watch_email() -> None:
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    watchers = MailWatchers(get_database())
+    watchers = MailWatchers(get_database(), kind="watch-email")
     watchers.start()
     typer.echo("watching the email channels' mailboxes")
     try:

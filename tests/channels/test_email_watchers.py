@@ -16,29 +16,45 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
+from tertulia.channels import email_watch
 from tertulia.channels.adapters import email as email_adapter
 from tertulia.channels.health import PROVIDER_OUTAGE_AFTER
-from tertulia.channels.models import Channel
+from tertulia.channels.models import Channel, EmailWatch, EmailWatcher
 from tertulia.channels.service import do_disconnect_channel, do_update_channel_config
 from tertulia.conversations.ingress import mailbox as fetcher
 from tertulia.conversations.ingress.callbacks import callback_spool, process_callbacks
 from tertulia.conversations.models import Mailbox
 from tertulia.kit import queue
-from tertulia.kit.clock import travel
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.process_locks import ProcessLocks
+from tertulia.kit.settings import get_settings
 from tests.channels.email_support import SUPPORT, MailServers, customer_mail, email_channel, messages_of
 from tests.conftest import Tenant
 from tests.live_server import free_port
+from tests.web.helpers import sign_in_as
 from tests.webhooks.tls import TestAuthority
 
 SCAN = 0.2  # the tests' watchers look at the channels five times a second
+HEARTBEAT = 1.0  # and say they are alive every second (a process silent for two is taken as gone)
+
+
+@pytest.fixture(autouse=True)
+def _short_heartbeats(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Through the environment, so a `tertulia channel watch-email` started by a test has it too."""
+    monkeypatch.setenv("TERTULIA_EMAIL_WATCH_HEARTBEAT_SECONDS", str(HEARTBEAT))
+    get_settings.cache_clear()
+    yield
+    monkeypatch.undo()
+    get_settings.cache_clear()
 
 
 def _until(condition: Callable[[], object], timeout: float = 15.0, what: str = "the condition") -> None:
@@ -54,7 +70,7 @@ def _texts(db: Database, channel_id: int) -> list[str]:
 
 
 @contextmanager
-def _watchers(db: Database, **options: float) -> Iterator[fetcher.MailWatchers]:
+def _watchers(db: Database, **options: Any) -> Iterator[fetcher.MailWatchers]:
     watchers = fetcher.MailWatchers(db, scan_seconds=SCAN, **options)
     watchers.start()
     try:
@@ -81,6 +97,8 @@ def test_the_workers_watchers_read_new_mail_of_a_channel_connected_while_they_ru
     try:
         channel = email_channel(db, tenant, mail, poll_seconds=3600)
         _until(lambda: fetcher.watched_channels(db, [channel.id]), what="the channel's watcher")
+        # The consumer `tertulia serve` embeds (the record follows the lock).
+        _until(lambda: _watch(db, channel.id).kind == "serve", timeout=5, what="the watcher's record")
         time.sleep(0.5)  # its IDLE has begun
         started = time.monotonic()
         mail.send(customer_mail(subject="push", body="llegó por IDLE"))
@@ -176,6 +194,262 @@ def test_killing_the_holder_hands_the_mailbox_over_and_nothing_is_lost_or_double
     assert callback_spool(db).waiting() == 0
 
 
+MAILBOXES = ("support@shop.example.com", "ana@example.com", "bob@example.net", "list@example.org")
+CUSTOMER = "carla@cliente.example"
+
+
+def _holders(db: Database) -> dict[int, int]:
+    """Which process (pid) the recorded watch of each mailbox names, among the live ones."""
+    with db.transaction(write=False) as session:
+        rows = session.execute(
+            select(EmailWatch.channel_id, EmailWatcher.pid).join(EmailWatcher, EmailWatcher.id == EmailWatch.watcher_id)
+        )
+        return {int(channel_id): int(pid) for channel_id, pid in rows}
+
+
+class _Customers:
+    """Mail written to each of the mailboxes in turn, a few times a second, until stopped."""
+
+    def __init__(self, mail: MailServers, addresses: dict[int, str]) -> None:
+        self.mail = mail
+        self.addresses = addresses
+        self.sent: dict[int, list[str]] = {channel_id: [] for channel_id in addresses}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(0.15):
+            channel_id = list(self.addresses)[n % len(self.addresses)]
+            body = f"correo {n}"
+            self.mail.send(customer_mail(CUSTOMER, subject=f"asunto {n}", body=body), to=self.addresses[channel_id])
+            self.sent[channel_id].append(body)
+            n += 1
+
+    def __enter__(self) -> "_Customers":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_the_mailboxes_are_split_between_processes_and_the_survivor_takes_them_all(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """A `tertulia channel watch-email` holding all four mailboxes gives two of them to watchers
+    started after it; once it is killed, the survivor takes all four within a few heartbeats. Mail
+    delivered all along is stored once each."""
+    channels = {
+        email_channel(db, tenant, mail, address=address, poll_seconds=3600).id: address for address in MAILBOXES
+    }
+    everything = set(channels)
+    process = _watch_email_process(db)
+    customers = _Customers(mail, channels)
+    try:
+        with customers:
+            _until(
+                lambda: fetcher.watched_channels(db, list(everything)) == everything,
+                timeout=60,
+                what="the process watching every mailbox",
+            )
+            # Its records follow each lock it took.
+            _until(lambda: _holders(db) == dict.fromkeys(channels, process.pid), what="the process's records")
+            assert {_watch(db, channel_id).kind for channel_id in channels} == {"watch-email"}
+            with _watchers(db) as survivor:
+                _until(lambda: len(survivor.watching) == 2, timeout=20, what="the survivor's share")
+                _until(
+                    lambda: fetcher.watched_channels(db, list(everything)) == everything,
+                    timeout=10,
+                    what="every mailbox watched again",
+                )
+                time.sleep(4 * HEARTBEAT)  # several heartbeats and scans: the split holds
+                assert len(survivor.watching) == 2
+                assert fetcher.watched_channels(db, list(everything)) == everything
+                _until(lambda: len(_holders(db)) == 4, timeout=5, what="the records")
+                holders = _holders(db)
+                assert sorted(holders.values()) == sorted([process.pid] * 2 + [os.getpid()] * 2)
+                assert {i for i, pid in holders.items() if pid == os.getpid()} == survivor.watching
+                process.send_signal(signal.SIGKILL)
+                process.wait(10)
+                killed = time.monotonic()
+                _until(lambda: survivor.watching == everything, timeout=20, what="the takeover")
+                took = time.monotonic() - killed
+                _until(lambda: set(_holders(db).values()) == {os.getpid()}, timeout=5, what="the records")
+                time.sleep(1)
+                customers.stop()
+                _write_spooled(db)  # what the killed process spooled
+                for channel_id, sent in customers.sent.items():
+                    _until(
+                        lambda channel_id=channel_id, sent=sent: len(messages_of(db, channel_id)) >= len(sent),  # type: ignore[misc]
+                        what=f"the mail of channel {channel_id}",
+                    )
+                time.sleep(0.5)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    # Two heartbeats before the dead process stops counting, then a scan.
+    assert took < 2 * HEARTBEAT + 3, took
+    assert sum(len(sent) for sent in customers.sent.values()) > 30
+    for channel_id, sent in customers.sent.items():
+        assert sorted(_texts(db, channel_id)) == sorted(sent), channel_id
+    assert callback_spool(db).waiting() == 0
+
+
+def test_a_process_gives_back_its_extra_mailboxes_and_takes_them_again_when_the_other_stops(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """Two sets of watchers in this process: the first takes all four, gives two to the second,
+    and takes them back at once when the second stops (a process that stops lets go of its own)."""
+    channels = [email_channel(db, tenant, mail, address=address, poll_seconds=3600).id for address in MAILBOXES]
+    with _watchers(db) as first:
+        _until(lambda: first.watching == set(channels), what="the first watchers")
+        with _watchers(db) as second:
+            _until(lambda: len(second.watching) == 2, what="the second's share")
+            _until(lambda: len(first.watching) == 2, what="the first's share")
+            assert first.watching | second.watching == set(channels)
+            time.sleep(3 * HEARTBEAT)
+            assert (len(first.watching), len(second.watching)) == (2, 2)
+            leaving = second.watcher_id
+        _until(lambda: first.watching == set(channels), timeout=5, what="the mailboxes taken back")
+        with db.transaction(write=False) as session:
+            assert session.get(EmailWatcher, leaving) is None
+            assert email_watch.live_watchers(session, first.watcher_id) == 1
+        mail.send(customer_mail(CUSTOMER, body="después"), to=MAILBOXES[3])
+        _until(lambda: messages_of(db, channels[3]), what="the message")
+    assert _texts(db, channels[3]) == ["después"]
+    with db.transaction(write=False) as session:
+        assert session.scalars(select(EmailWatch.watcher_id)).all() == [None] * 4
+
+
+def test_a_mailbox_that_a_live_process_cannot_take_is_watched_beyond_the_share(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """A process that keeps its heartbeat but takes no mailbox (its locks' connection failing) still
+    counts in the split; what it leaves unwatched is taken by another process, beyond its share,
+    after two heartbeats, and kept."""
+    channels = {email_channel(db, tenant, mail, address=a, poll_seconds=3600).id: a for a in MAILBOXES[:2]}
+    with db.transaction() as session:
+        stuck = email_watch.register(session, "worker")
+    beating = threading.Event()
+
+    def keep_beating() -> None:
+        while not beating.wait(HEARTBEAT / 2):
+            with db.transaction() as session:
+                email_watch.beat(session, stuck, "worker")
+
+    beater = threading.Thread(target=keep_beating, daemon=True)
+    beater.start()
+    try:
+        with _watchers(db) as watchers:
+            _until(lambda: len(watchers.watching) == 1, what="its share")
+            shared = time.monotonic()
+            _until(lambda: watchers.watching == set(channels), what="the unwatched mailbox taken")
+            took = time.monotonic() - shared
+            time.sleep(3 * HEARTBEAT)
+            assert watchers.watching == set(channels)  # not given back, to be left unwatched again
+            for address in channels.values():
+                mail.send(customer_mail(CUSTOMER, body=f"para {address}"), to=address)
+            for channel_id, address in channels.items():
+                _until(lambda channel_id=channel_id: messages_of(db, channel_id), what=f"the mail of {address}")  # type: ignore[misc]
+            time.sleep(0.5)
+    finally:
+        beating.set()
+        beater.join(5)
+    assert email_watch.LIVE_HEARTBEATS * HEARTBEAT - 0.5 < took < (email_watch.LIVE_HEARTBEATS + 2) * HEARTBEAT + 1
+    for channel_id, address in channels.items():
+        assert _texts(db, channel_id) == [f"para {address}"]
+
+
+def _watcher_cell(page: str) -> str:
+    return page.split('data-testid="email-watcher">')[1].split("</dd>", maxsplit=1)[0]
+
+
+def test_the_channel_page_and_the_api_say_which_process_watches_the_mailbox(
+    client: TestClient, db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = f"/settings/channels/{channel.id}"
+    api = f"/api/v1/channels/{channel.id}"
+    english, spanish = {"Accept-Language": "en"}, {"Accept-Language": "es"}
+    assert "Not watched: no process holds it; the minute sweep reads it." in _watcher_cell(
+        client.get(page, headers=english).text
+    )
+    assert client.get(api).json()["watcher"] == {
+        "watched": False,
+        "process": None,
+        "since": None,
+        "mode": None,
+        "last_check_at": None,
+        "last_mail_at": None,
+        "last_error": None,
+        "last_error_at": None,
+    }
+    host, pid = socket.gethostname(), os.getpid()
+    with _watchers(db, kind="worker"):
+        _until(lambda: _watch(db, channel.id).mode == email_watch.IDLE, what="the watcher in IDLE")
+        _until(lambda: _watch(db, channel.id).checked_at, what="its read right after the SELECT")
+        shown = _watcher_cell(client.get(page, headers=english).text)
+        assert f"worker on {host} (pid {pid}) since" in shown
+        assert "IMAP IDLE: new mail at once" in shown
+        assert "last sign of life" in shown
+        shown = _watcher_cell(client.get(page, headers=spanish).text)
+        assert f"worker en {host} (pid {pid}) desde" in shown
+        assert "IMAP IDLE: el correo nuevo al instante" in shown
+        assert "Vigilado por" in client.get(page, headers=spanish).text
+        watcher = client.get(api).json()["watcher"]
+        assert watcher["watched"] is True
+        assert watcher["mode"] == "idle"
+        assert watcher["since"] is not None
+        assert {key: watcher["process"][key] for key in ("kind", "host", "pid")} == {
+            "kind": "worker",
+            "host": host,
+            "pid": pid,
+        }
+        assert watcher["last_check_at"] is not None
+        assert watcher["last_mail_at"] is None
+        mail.send(customer_mail(body="vigilado"))
+        _until(lambda: messages_of(db, channel.id), what="the message")
+        # The mailbox's place is moved once the spool has the mail, just after the inline task wrote it.
+        _until(lambda: client.get(api).json()["watcher"]["last_mail_at"], timeout=5, what="the last mail")
+    # Stopped: nobody holds the mailbox; what was last read stays.
+    after = client.get(page, headers=spanish).text
+    assert "Sin vigilar: ningún proceso lo tiene; lo lee la revisión de cada minuto." in _watcher_cell(after)
+    watcher = client.get(api).json()["watcher"]
+    assert (watcher["watched"], watcher["process"], watcher["mode"]) == (False, None, None)
+    assert watcher["last_mail_at"] is not None
+    # A process that died without letting go shows as watching until its heartbeat is stale.
+    with db.transaction() as session:
+        gone = email_watch.register(session, "serve")
+        email_watch.take(session, channel.id, gone)
+        email_watch.set_mode(session, channel.id, gone, email_watch.POLL)
+    watcher = client.get(api).json()["watcher"]
+    assert (watcher["watched"], watcher["process"]["kind"], watcher["mode"]) == (True, "serve", "poll")
+    assert "read every 3600 s" in _watcher_cell(client.get(page, headers=english).text)
+    with db.transaction() as session:
+        stale = utcnow() - timedelta(seconds=email_watch.STALE_HEARTBEATS * HEARTBEAT + 1)
+        session.execute(update(EmailWatcher).where(EmailWatcher.id == gone).values(heartbeat_at=stale))
+    assert client.get(api).json()["watcher"]["watched"] is False
+    assert "Not watched" in _watcher_cell(client.get(page, headers=english).text)
+
+
+def _watch(db: Database, channel_id: int) -> email_watch.WatchState:
+    with db.transaction(write=False) as session:
+        return email_watch.watch_of(session, channel_id)
+
+
+def test_fair_share() -> None:
+    assert [fetcher.fair_share(4, n) for n in (1, 2, 3, 4, 5)] == [4, 2, 2, 1, 1]
+    assert fetcher.fair_share(0, 3) == 0
+    assert fetcher.fair_share(5, 0) == 5
+
+
 def test_disconnecting_the_channel_stops_its_watcher(db: Database, tenant: Tenant, mail: MailServers) -> None:
     channel = email_channel(db, tenant, mail, poll_seconds=3600)
     with _watchers(db) as watchers:
@@ -223,6 +497,7 @@ def test_a_mailbox_without_idle_is_read_every_poll_seconds_and_the_minute_sweep_
         for n in range(3):
             mail.send(customer_mail(subject=f"pop {n}", body=f"sondeo {n}"))
             _until(lambda n=n: len(messages_of(db, channel.id)) == n + 1, timeout=5, what=f"message {n}")  # type: ignore[misc]
+        assert _watch(db, channel.id).mode == email_watch.POLL
     assert _texts(db, channel.id) == ["sondeo 0", "sondeo 1", "sondeo 2"]
     # The minute sweep leaves a mailbox to the watcher holding it (of whichever process), and reads it
     # once nobody does.
@@ -321,6 +596,11 @@ def test_a_dropped_connection_is_opened_again(db: Database, tenant: Tenant, mail
             assert watchers.watching == {channel.id}
     finally:
         proxy.close()
+    # Not the channel's failure (it came back at once), but the mailbox's page says it happened.
+    assert _channel_error(db, channel.id) is None
+    dropped = _watch(db, channel.id)
+    assert dropped.error is not None
+    assert dropped.error_at is not None
     assert _texts(db, channel.id) == ["tras la caída"]
 
 

@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api/v1", tags=["channels"], route_class=CheckedInput
 
 @router.get("/channels")
 def list_channels(session: DbSession, actor: SessionOrTokenActor) -> list[dict[str, Any]]:
-    return [channel_out(c, actor) for c in service.list_channels(session, actor.workspace_id)]
+    return [channel_out(c, actor, session) for c in service.list_channels(session, actor.workspace_id)]
 
 
 def _base_url(request: Request) -> str:
@@ -43,7 +43,7 @@ def create_channel(
     channel = service.do_connect_channel(
         session, actor, body.type, body.name, body.config, body.secrets, base_url=_base_url(request)
     )
-    result = {**channel_out(channel, actor), "callback_url": service.callback_url(_base_url(request), channel)}
+    result = {**channel_out(channel, actor, session), "callback_url": service.callback_url(_base_url(request), channel)}
     # Secrets the adapter generated (web chat's identity secret, WhatsApp's verify token) are shown in
     # this answer only, like a new API token; the ones the caller gave are never read back.
     result.update({name: value for name, value in channel.secrets.items() if name not in body.secrets})
@@ -52,7 +52,7 @@ def create_channel(
 
 @router.get("/channels/{channel_id}")
 def get_channel(session: DbSession, actor: SessionOrTokenActor, channel_id: ID) -> dict[str, Any]:
-    return channel_out(service.access_channel(session, actor, channel_id), actor)
+    return channel_out(service.access_channel(session, actor, channel_id), actor, session)
 
 
 @router.patch("/channels/{channel_id}")
@@ -63,7 +63,7 @@ def update_channel(
     service.do_update_channel_config(session, actor, channel, body.config)
     if body.secrets:
         service.do_replace_channel_secrets(session, actor, channel, body.secrets)
-    return channel_out(channel, actor)
+    return channel_out(channel, actor, session)
 
 
 @router.post("/channels/{channel_id}/connect")
@@ -72,14 +72,14 @@ def connect_channel(
 ) -> dict[str, Any]:
     channel = service.access_channel(session, actor, channel_id)
     service.do_reconnect_channel(session, actor, channel, base_url=_base_url(request))
-    return channel_out(channel, actor)
+    return channel_out(channel, actor, session)
 
 
 @router.post("/channels/{channel_id}/disconnect")
 def disconnect_channel(session: DbSession, actor: SessionOrTokenActor, channel_id: int) -> dict[str, Any]:
     channel = service.access_channel(session, actor, channel_id)
     problem = service.do_disconnect_channel(session, actor, channel)
-    return {**channel_out(channel, actor), "provider_refused": problem}
+    return {**channel_out(channel, actor, session), "provider_refused": problem}
 
 
 @router.get("/channels/{channel_id}/templates")

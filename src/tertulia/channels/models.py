@@ -3,11 +3,11 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.crypto import EncryptedJSON
-from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin
+from tertulia.kit.models import Base, BigID, IdMixin, JSONType, TimestampMixin, UTCDateTime
 
 
 class Channel(IdMixin, TimestampMixin, Base):
@@ -73,3 +73,39 @@ class MessageTemplate(IdMixin, TimestampMixin, Base):
     # Set by a template_category_update webhook: the category it had before.
     previous_category: Mapped[str | None] = mapped_column(String(32))
     status_changed_at: Mapped[datetime | None]
+
+
+class EmailWatcher(IdMixin, Base):
+    """A process that runs the email channels' watchers (`tertulia worker`, `tertulia serve` with its
+    embedded queue, `tertulia channel watch-email`), while it runs: its heartbeat says it is alive,
+    and the live ones split the mailboxes between them (channels/email_watch.py)."""
+
+    __tablename__ = "email_watchers"
+
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    # worker, serve or watch-email
+    kind: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class EmailWatch(Base):
+    """Who reads an email channel's mailbox and how it went: the watcher process holding it (none
+    when no process does, and the minute sweep reads it), since when, whether it waits in IMAP IDLE
+    or reads every poll_seconds; the last look at the server, the last new mail found there, and the
+    last thing that went wrong (kept after later looks succeed)."""
+
+    __tablename__ = "email_watches"
+
+    channel_id: Mapped[int] = mapped_column(BigID, ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    watcher_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey("email_watchers.id", ondelete="SET NULL"), index=True
+    )
+    watched_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # idle or poll; None until the watcher has asked the server
+    mode: Mapped[str | None] = mapped_column(String(8))
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    mail_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    error: Mapped[str | None] = mapped_column(Text)
+    error_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -4,7 +4,10 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
 
+from tertulia.channels.adapters import email as email_adapter
+from tertulia.channels.email_watch import WatchState, watch_of
 from tertulia.channels.health import health_of
 from tertulia.channels.models import Channel
 from tertulia.users.permissions import Actor, Permission
@@ -28,9 +31,10 @@ class ChannelPatch(BaseModel):
     secrets: dict[str, str] = Field(default_factory=dict)
 
 
-def channel_out(channel: Channel, actor: Actor) -> dict[str, Any]:
+def channel_out(channel: Channel, actor: Actor, session: Session) -> dict[str, Any]:
     """A channel as the API shows it: the public key and which secrets are set (never their values:
-    they are encrypted at rest and write-only) only to those who manage channels."""
+    they are encrypted at rest and write-only) only to those who manage channels, and for an email
+    channel, which process watches its mailbox (read-only)."""
     result: dict[str, Any] = {
         "id": channel.id,
         "type": channel.type,
@@ -42,7 +46,28 @@ def channel_out(channel: Channel, actor: Actor) -> dict[str, Any]:
         result["health"] = health_out(channel)
         result["key"] = channel.key
         result["secrets"] = dict.fromkeys(sorted(channel.secrets or {}), "set")
+        if channel.type == email_adapter.TYPE:
+            result["watcher"] = watcher_out(watch_of(session, channel.id))
     return result
+
+
+def watcher_out(state: WatchState) -> dict[str, Any]:
+    """Who watches an email channel's mailbox (`process`: null when no live process holds it, and the
+    minute sweep reads it), how, and how its looks at the server went."""
+    return {
+        "watched": state.watched,
+        "process": (
+            {"kind": state.kind, "host": state.host, "pid": state.pid, "heartbeat_at": _iso(state.heartbeat_at)}
+            if state.watched
+            else None
+        ),
+        "since": _iso(state.since),
+        "mode": state.mode,
+        "last_check_at": _iso(state.checked_at),
+        "last_mail_at": _iso(state.mail_at),
+        "last_error": state.error,
+        "last_error_at": _iso(state.error_at),
+    }
 
 
 def health_out(channel: Channel) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 from starlette.responses import Response
 
-from tertulia.channels import message_templates, service
+from tertulia.channels import email_watch, message_templates, service
 from tertulia.channels.adapters import webchat
 from tertulia.channels.health import health_of
 from tertulia.channels.models import Channel
@@ -1130,6 +1130,7 @@ def _email_detail(
         "errors": errors,
         "report": report,
         "test_error": test_error,
+        "watch": email_watch.watch_of(ctx.session, channel.id),
     }
     return _render(ctx, "email.html", context, status_code=status)
 

@@ -94,6 +94,13 @@ def expiring_lock(name: str, ttl_seconds: float) -> Iterator[bool]:
 
 
 _start_jobs: list[Callable[[], object]] = []
+# "worker" in `tertulia worker`; otherwise the consumer is the one `tertulia serve` embeds.
+_consumer_kind = "serve"
+
+
+def consumer_kind() -> str:
+    """What runs this process's consumer: "worker" or "serve" (what its start-up jobs may record)."""
+    return _consumer_kind
 
 
 _stop_jobs: list[Callable[[], object]] = []
@@ -158,8 +165,10 @@ def run_worker(workers: int) -> None:
     Events its tasks emit reach the web processes' sockets only through a shared realtime hub
     (`TERTULIA_REALTIME_URL=redis://...`); publishing needs no listener, so the hub is not started.
     """
+    global _consumer_kind
     settings = get_settings()
     realtime.set_hub(realtime.make_hub(settings.realtime_url, settings.realtime_prefix))
+    _consumer_kind = "worker"
     run_start_jobs()
     consumer = _Consumer(
         huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     # Email channels' watchers (IMAP IDLE, or reading every poll_seconds) in every process that
     # consumes the queue; one per mailbox across processes (conversations/ingress/mailbox.py).
     email_watchers: bool = True
+    # How often each watcher process says it is alive; the live ones split the mailboxes between them,
+    # and one silent for two heartbeats is taken as gone (its mailboxes are taken over).
+    email_watch_heartbeat_seconds: float = 30.0
     outbox_max_attempts: int = 8
     outbox_retry_base_seconds: float = 2.0
     # Namespaces realtime pub/sub channels when several installations share one Redis.

@@ -14,15 +14,20 @@ embedded queue) runs `MailWatchers`: one thread per active email channel whose l
 (kit/process_locks.py, so one watcher per mailbox across processes), which keeps an IMAP
 connection in IDLE (RFC 2177, re-issued every 25 minutes) when the server offers it and reads as
 soon as the server says new mail exists, or reads every `poll_seconds` (POP3, IMAP without IDLE).
-`tertulia channel watch-email` runs the same watchers alone. `fetch_due_mailboxes` (every minute)
-reads the mailboxes whose `poll_seconds` have passed and that no watcher holds.
+`tertulia channel watch-email` runs the same watchers alone. The processes split the mailboxes
+between them by their heartbeats, and record who watches each mailbox and how
+(channels/email_watch.py, shown on the channel's page and in the API). `fetch_due_mailboxes` (every
+minute) reads the mailboxes whose `poll_seconds` have passed and that no watcher holds.
 """
 
 import hashlib
 import imaplib
 import json
+import math
 import threading
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -30,6 +35,7 @@ import structlog
 from huey import crontab
 from sqlalchemy import select
 
+from tertulia.channels import email_watch
 from tertulia.channels.adapters import email as email_adapter
 from tertulia.channels.health import record_failure
 from tertulia.channels.models import Channel
@@ -39,7 +45,7 @@ from tertulia.conversations.models import Mailbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.process_locks import ProcessLocks, held_by_anyone
-from tertulia.kit.queue import huey, task_database
+from tertulia.kit.queue import consumer_kind, huey, task_database
 from tertulia.kit.settings import get_settings
 
 log = structlog.get_logger()
@@ -121,6 +127,7 @@ def _advance(
         if spooled:
             state.received_at = now
         state.error = failure.reason if failure is not None else None
+        email_watch.note_look(session, channel.id, found_mail=spooled > 0, error=state.error)
         if failure is not None:
             # The mailbox page shows every failure; the channel is in error only when it is the
             # channel's own (a refused login, a folder gone, a server that cannot be reached).
@@ -239,8 +246,17 @@ SCAN_SECONDS = 2.0  # how soon a connected, changed or disconnected channel is n
 MAX_BACKOFF = 60.0
 
 
+def _ignore_mode(mode: str) -> None:
+    pass
+
+
 def _wait_for_mail(
-    db: Database, channel: Channel, stop: threading.Event, idle_seconds: float, backoff: list[float]
+    db: Database,
+    channel: Channel,
+    stop: threading.Event,
+    idle_seconds: float,
+    backoff: list[float],
+    on_mode: Callable[[str], None],
 ) -> bool:
     """One IDLE connection's life: select the folder, read what is there, then IDLE (re-issued every
     `idle_seconds`) and read each time the server says mail arrived. False when the server has no
@@ -250,6 +266,7 @@ def _wait_for_mail(
         backoff[0] = 1.0
         if "IDLE" not in client.capabilities:
             return False
+        on_mode(email_watch.IDLE)
         email_adapter.select_folder(client, config.folder)
         # Read after the SELECT: mail that arrives from here on is announced by the IDLE below.
         fetch_mailbox(db, channel.id)
@@ -260,12 +277,18 @@ def _wait_for_mail(
 
 
 def watch_mailbox(
-    db: Database, channel_id: int, stop: threading.Event, *, idle_seconds: float = email_adapter.IDLE_SECONDS
+    db: Database,
+    channel_id: int,
+    stop: threading.Event,
+    *,
+    idle_seconds: float = email_adapter.IDLE_SECONDS,
+    on_mode: Callable[[str], None] = _ignore_mode,
 ) -> None:
     """Reads the channel's mail whenever the IMAP server says some arrived (IDLE, re-issued every
     `idle_seconds`), until `stop` is set or the channel is gone or disconnected; a server without
     IDLE, or POP3, is read every `poll_seconds`. A dropped connection is opened again after a wait
-    that doubles (1 s up to a minute) while it keeps failing."""
+    that doubles (1 s up to a minute) while it keeps failing. `on_mode` is told which of the two
+    (email_watch.IDLE or POLL) each connection uses."""
     backoff = [1.0]
     while not stop.is_set():
         channel = _channel(db, channel_id)
@@ -273,16 +296,20 @@ def watch_mailbox(
             return
         config = email_adapter.config_of(channel)
         if config.protocol != "imap":
+            on_mode(email_watch.POLL)
             fetch_mailbox(db, channel_id)
             stop.wait(config.poll_seconds)  # POP3 has no push
             continue
         try:
-            if not _wait_for_mail(db, channel, stop, idle_seconds, backoff):
+            if not _wait_for_mail(db, channel, stop, idle_seconds, backoff, on_mode):
+                on_mode(email_watch.POLL)
                 fetch_mailbox(db, channel_id)
                 stop.wait(config.poll_seconds)
         except (ChannelError, OSError, imaplib.IMAP4.error) as exc:
             reason = exc.reason if isinstance(exc, ChannelError) else f"the IMAP server could not be reached: {exc}"
             log.info("email_watch_interrupted", channel_id=channel_id, reason=reason, retry_in=backoff[0])
+            with db.transaction() as session:
+                email_watch.note_error(session, channel_id, reason)
             if backoff[0] > 1.0:
                 # Failing again after a wait: the channel's page shows it (a single dropped connection,
                 # which servers and routers do to idle ones, is not the mailbox failing).
@@ -295,8 +322,10 @@ def watch_mailbox(
 @dataclass
 class _Watcher:
     fingerprint: str
-    stop: threading.Event
-    thread: threading.Thread
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread = field(init=False)
+    # The mode last recorded for the mailbox (written when it changes only).
+    mode: str | None = None
 
 
 def _fingerprint(channel: Channel) -> str:
@@ -307,24 +336,47 @@ def _fingerprint(channel: Channel) -> str:
     return json.dumps([channel.config or {}, secret], sort_keys=True, default=str)
 
 
+def fair_share(mailboxes: int, processes: int) -> int:
+    """How many mailboxes a process takes while others run watchers too."""
+    return math.ceil(mailboxes / max(1, processes))
+
+
+SHARE_SLACK = 1  # a process gives mailboxes back only when above its share by more than this
+
+
 class MailWatchers:
     """This process's watchers: one thread per active email channel whose lock it holds (see
     kit/process_locks.py: a PostgreSQL advisory lock, or a file lock beside an SQLite database), so
     however many processes run watchers, each mailbox has one. Every `scan_seconds` it looks at the
     channels: it starts watchers for channels connected since (whose lock it gets), stops those of
     channels disconnected or deleted, starts a watcher again when its settings changed, and takes
-    over the mailboxes of a process that died (its locks went with it)."""
+    over the mailboxes of a process that died (its locks went with it).
+
+    The processes split the mailboxes (channels/email_watch.py): each writes a heartbeat every
+    `email_watch_heartbeat_seconds`, and takes mailboxes only up to its fair share, ceil(mailboxes /
+    live processes); one holding more than its share + SHARE_SLACK (the first to start took them
+    all) stops the watchers of its newest ones down to its share, closing their IDLE connections,
+    and lets their locks go for the others to take. A process that died stops counting after two
+    heartbeats, and the others' shares grow to take its mailboxes."""
 
     def __init__(
         self,
         db: Database,
         *,
+        kind: str = "watch-email",
         scan_seconds: float = SCAN_SECONDS,
         idle_seconds: float = email_adapter.IDLE_SECONDS,
     ) -> None:
         self.db = db
+        self.kind = kind
         self.scan_seconds = scan_seconds
         self.idle_seconds = idle_seconds
+        self.watcher_id: int | None = None
+        self._next_beat = 0.0
+        self._next_probe = 0.0
+        # Mailboxes found free at each probe since (monotonic), and those taken that way.
+        self._free_since: dict[int, float] = {}
+        self._rescued: set[int] = set()
         self._locks = ProcessLocks(db.url, WATCH_NAMESPACE)
         self._watchers: dict[int, _Watcher] = {}
         self._watchers_lock = threading.Lock()  # `watching` is read from other threads
@@ -360,50 +412,148 @@ class MailWatchers:
                 self._retire(channel_id)
             for thread in self._stopping.values():
                 thread.join(10)
+            self._stopping.clear()
+            try:
+                if self.watcher_id is not None:
+                    with self.db.transaction() as session:
+                        email_watch.unregister(session, self.watcher_id)
+            except Exception:  # its row goes stale instead; the locks are let go below all the same
+                log.exception("email_watchers_unregister_failed")
             self._locks.close()
 
     def _retire(self, channel_id: int) -> None:
+        self._rescued.discard(channel_id)
         with self._watchers_lock:
             watcher = self._watchers.pop(channel_id)
         watcher.stop.set()
         self._stopping[channel_id] = watcher.thread
+
+    def _beat(self) -> None:
+        """This process's row at the first scan, then its heartbeat when due."""
+        if self.watcher_id is not None and time.monotonic() < self._next_beat:
+            return
+        with self.db.transaction() as session:
+            if self.watcher_id is None:
+                self.watcher_id = email_watch.register(session, self.kind)
+            else:
+                self.watcher_id = email_watch.beat(session, self.watcher_id, self.kind)
+        self._next_beat = time.monotonic() + email_watch.heartbeat_seconds()
 
     def scan(self) -> None:
         if not self._locks.alive():
             # The locks went with the database connection: another process may hold them now.
             for channel_id in list(self._watchers):
                 self._retire(channel_id)
+        self._beat()
         with self.db.transaction(write=False) as session:
             channels = list(
                 session.scalars(select(Channel).where(Channel.type == email_adapter.TYPE, Channel.active.is_(True)))
             )
             wanted = {channel.id: _fingerprint(channel) for channel in channels}
+            processes = email_watch.live_watchers(session, self.watcher_id)
         for channel_id, watcher in list(self._watchers.items()):
             if wanted.get(channel_id) != watcher.fingerprint or not watcher.thread.is_alive():
+                self._retire(channel_id)
+        share = fair_share(len(wanted), processes)
+        counted = [i for i in self._watchers if i not in self._rescued]
+        for channel_id in sorted(self._rescued):
+            if len(counted) < share:  # within the share now (the process that could not take it is gone)
+                self._rescued.discard(channel_id)
+                counted.append(channel_id)
+        if len(counted) > share + SHARE_SLACK:
+            # The newest go (a dict keeps the order the watchers were started in).
+            extra = counted[share:]
+            log.info("email_watch_balancing", giving_back=extra, share=share, processes=processes)
+            for channel_id in extra:
                 self._retire(channel_id)
         # A watcher's lock is let go only once its thread has ended, never while it may still read.
         for channel_id, thread in list(self._stopping.items()):
             if not thread.is_alive():
                 del self._stopping[channel_id]
                 if channel_id not in self._watchers:
-                    self._locks.release(channel_id)
+                    self._let_go(channel_id)
+        room = share - len(counted)
         candidates = [i for i in wanted if i not in self._watchers and i not in self._stopping]
-        self._locks.claim(candidates)
-        for channel_id in candidates:
-            if channel_id in self._locks.held:
-                self._begin(channel_id, wanted[channel_id])
+        if room <= 0:
+            self._probe(candidates, wanted)
+            return
+        taken = sorted(self._locks.claim(candidates))
+        for channel_id in taken[room:]:  # more were free than this process's share
+            self._locks.release(channel_id)
+        for channel_id in taken[:room]:
+            self._start(channel_id, wanted[channel_id])
+
+    def _probe(self, candidates: list[int], wanted: dict[int, str]) -> None:
+        """Once a heartbeat, a process at its share looks for mailboxes nobody holds: one found free
+        at every look for two heartbeats (a live process that cannot take it, its locks' connection
+        failing) is taken beyond the share, and kept (it does not count against the share, so it is
+        not given back to be left unwatched again)."""
+        now = time.monotonic()
+        if now < self._next_probe:
+            return
+        self._next_probe = now + email_watch.heartbeat_seconds()
+        free = self._locks.claim(candidates)
+        self._free_since = {i: self._free_since.get(i, now) for i in free}
+        unwatched_for = email_watch.LIVE_HEARTBEATS * email_watch.heartbeat_seconds()
+        for channel_id in sorted(free):
+            if now - self._free_since[channel_id] < unwatched_for:
+                self._locks.release(channel_id)  # likely being handed over: the next look says
+                continue
+            log.info("email_watch_unwatched_taken", channel_id=channel_id)
+            del self._free_since[channel_id]
+            if self._start(channel_id, wanted[channel_id]):
+                self._rescued.add(channel_id)
+
+    def _start(self, channel_id: int, fingerprint: str) -> bool:
+        try:
+            self._begin(channel_id, fingerprint)
+            return True
+        except Exception:  # its lock is let go, to be claimed again at a later look
+            log.exception("email_watch_start_failed", channel_id=channel_id)
+            self._locks.release(channel_id)
+            return False
+
+    def _let_go(self, channel_id: int) -> None:
+        try:
+            if self.watcher_id is not None:
+                with self.db.transaction() as session:
+                    email_watch.let_go(session, channel_id, self.watcher_id)
+        finally:
+            self._locks.release(channel_id)
 
     def _begin(self, channel_id: int, fingerprint: str) -> None:
-        stop = threading.Event()
-        thread = threading.Thread(target=self._watch, args=(channel_id, stop), daemon=True, name=f"mail-{channel_id}")
+        watcher = _Watcher(fingerprint)
+        watcher.thread = threading.Thread(
+            target=self._watch, args=(channel_id, watcher), daemon=True, name=f"mail-{channel_id}"
+        )
+        if self.watcher_id is not None:
+            with self.db.transaction() as session:
+                email_watch.take(session, channel_id, self.watcher_id)
         with self._watchers_lock:
-            self._watchers[channel_id] = _Watcher(fingerprint, stop, thread)
+            self._watchers[channel_id] = watcher
         log.info("email_watch_started", channel_id=channel_id)
-        thread.start()
+        watcher.thread.start()
 
-    def _watch(self, channel_id: int, stop: threading.Event) -> None:
+    def _record_mode(self, channel_id: int, watcher: _Watcher, mode: str) -> None:
+        if watcher.mode == mode or self.watcher_id is None:
+            return
         try:
-            watch_mailbox(self.db, channel_id, stop, idle_seconds=self.idle_seconds)
+            with self.db.transaction() as session:
+                email_watch.set_mode(session, channel_id, self.watcher_id, mode)
+        except Exception:  # what the page shows must not end the watcher; written at the next connection
+            log.exception("email_watch_mode_not_recorded", channel_id=channel_id)
+            return
+        watcher.mode = mode
+
+    def _watch(self, channel_id: int, watcher: _Watcher) -> None:
+        try:
+            watch_mailbox(
+                self.db,
+                channel_id,
+                watcher.stop,
+                idle_seconds=self.idle_seconds,
+                on_mode=lambda mode: self._record_mode(channel_id, watcher, mode),
+            )
         except Exception:  # the next scan starts it again
             log.exception("email_watch_failed", channel_id=channel_id)
         finally:
@@ -427,7 +577,7 @@ def start_process_watchers() -> None:
         return
     with _process_lock:
         if _process_watchers is None:
-            _process_watchers = MailWatchers(task_database())
+            _process_watchers = MailWatchers(task_database(), kind=consumer_kind())
             _process_watchers.start()
 
 
