@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Row, and_, case, literal, or_, update
+from sqlalchemy import ColumnElement, Row, and_, case, literal, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from tertulia.channels.models import Channel
@@ -141,6 +141,18 @@ def _emit_change(
 
 
 def _touch(session: Session, column: InstrumentedAttribute[datetime | None], channel_id: int, at: datetime) -> None:
+    # Most touches find the sign of life fresh and no error or provider failure after it: both
+    # UPDATEs below would match nothing. One read says so for less than the UPDATEs cost (every send
+    # and callback batch of a busy channel touches it), and the UPDATEs keep their conditions for a
+    # writer racing this one.
+    row = session.execute(
+        select(column, Channel.last_error_at, Channel.first_provider_failure_at).where(Channel.id == channel_id)
+    ).first()
+    if row is None:
+        return
+    last, error_at, failing_since = row
+    if last is not None and last >= at - TOUCH_EVERY and all(t is None or t <= last for t in (error_at, failing_since)):
+        return
     # A sign of life newer than the error ends an error state: that UPDATE, and the event, first.
     recovered = session.execute(
         update(Channel)
