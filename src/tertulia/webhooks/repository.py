@@ -2,7 +2,7 @@
 that hands deliveries to workers (FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite's one writer at a
 time needs no row locks)."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,17 @@ def endpoints_of(session: Session, workspace_id: int) -> list[WebhookEndpoint]:
 def enabled_endpoints(session: Session, workspace_id: int) -> list[WebhookEndpoint]:
     query = select(WebhookEndpoint).where(WebhookEndpoint.workspace_id == workspace_id, WebhookEndpoint.enabled)
     return list(session.scalars(query.order_by(WebhookEndpoint.id)))
+
+
+def subscribed_events(session: Session, workspace_ids: Iterable[int]) -> dict[int, set[str]]:
+    """The event names the enabled endpoints of each workspace subscribe to (workspaces with none left out)."""
+    query = select(WebhookEndpoint.workspace_id, WebhookEndpoint.events).where(
+        WebhookEndpoint.workspace_id.in_(sorted(set(workspace_ids))), WebhookEndpoint.enabled
+    )
+    found: dict[int, set[str]] = {}
+    for workspace_id, names in session.execute(query):
+        found.setdefault(int(workspace_id), set()).update(names or [])
+    return found
 
 
 def insert_deliveries(session: Session, rows: Sequence[dict[str, Any]]) -> None:
