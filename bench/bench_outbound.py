@@ -14,14 +14,27 @@ postgresql (PostgreSQL + Redis, `tertulia serve --workers 2` and one `tertulia w
 Knobs: TERTULIA_BENCH_RATE (500), TERTULIA_BENCH_SECONDS (10), TERTULIA_BENCH_NUMBERS (1),
 TERTULIA_BENCH_LIMIT (80, the per-number limit configured on each channel), TERTULIA_BENCH_MODE
 ("api", or "drain": RATE x SECONDS replies already pending when the worker starts, a backlog such as a
-broadcast leaves, queued by the consumer in batches at start-up), TERTULIA_BENCH_THREADS
+broadcast leaves, queued by the consumer in batches at start-up; or "count", below), TERTULIA_BENCH_THREADS
 (4, the separate worker's threads: `tertulia worker`'s default; sending waits on the provider and the
 database, so threads overlap those waits).
+
+"count" measures the work per reply instead of the rate, in one process (CPU time and SQL statements
+do not depend on what else shares the machine, which throughput there does): RATE x SECONDS replies
+are posted through the API one after the other (the app in process, the queue in memory and not
+consumed); then the tasks they queued run in this thread, the sends first (paced ones when due),
+the event log's dispatches set aside; then the event log's consumers catch up in one go. Each phase
+prints its process CPU and statements per reply. The API's figure includes the in-process test
+client's own cost, printed beside it as the CPU of a `GET /healthz`.
 """
 
 import os
 
 os.environ.setdefault("TERTULIA_SECRET_KEY", "bench-secret-key")
+if os.environ.get("TERTULIA_BENCH_MODE") == "count":
+    # One process: the queue and the realtime hub in memory, the queue run by hand (read at import).
+    os.environ["TERTULIA_QUEUE_URL"] = "memory://"
+    os.environ["TERTULIA_REALTIME_URL"] = "memory://"
+    os.environ.setdefault("TERTULIA_LOG_LEVEL", "warning")
 
 import asyncio
 import bisect
@@ -35,18 +48,27 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
+from fastapi.testclient import TestClient
+from sqlalchemy import event
 
 from bench.bench_callbacks import _Connections, _exchange, _percentile, _worker
-from bench.bench_inbox import POSTGRES_ADMIN, REDIS_URL, _free_port, _server, _server_env
+from bench.bench_inbox import POSTGRES_ADMIN, REDIS_URL, _cpu_seconds, _free_port, _server, _server_env
 from bench.bench_segments import RESULTS
+from tertulia import consumers
+from tertulia.app import create_app
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.service import do_reply
+from tertulia.events import dispatcher
+from tertulia.kit import queue
 from tertulia.kit.db import Database
+from tertulia.kit.queue import huey
+from tertulia.kit.settings import Settings
 from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
@@ -135,7 +157,14 @@ def _prepare(url: str, graph_base: str) -> tuple[str, list[Target]]:
                     Target(item.conversation.id, inbound.sender_id)
                     for item, (_, inbound) in zip(received, items, strict=True)
                 ]
+        # The event log's consumers catch up on the seed (contacts, conversations, customers' messages)
+        # here, so the worker's CPU during the run is the replies' alone.
+        consumers.install()
+        queue.use_database(db)  # the consumers write through the queue's database
+        while (report := dispatcher.dispatch(db)).delivered or report.unsettled:
+            pass
     finally:
+        queue.use_database(None)
         db.dispose()
     return token, targets
 
@@ -231,7 +260,114 @@ def _database() -> tuple[str, dict[str, str], int]:
     return url, _server_env(url, REDIS_URL, REDIS_URL), 2
 
 
+@dataclass
+class _Phase:
+    """Process CPU and SQL statements from when it starts."""
+
+    statements: list[int]
+    cpu: float = field(default_factory=time.process_time)
+    first: int = 0
+
+    def __post_init__(self) -> None:
+        self.first = self.statements[0]
+
+    def per(self, count: int) -> dict[str, float]:
+        return {
+            "cpu_ms": round((time.process_time() - self.cpu) * 1000 / count, 2),
+            "statements": round((self.statements[0] - self.first) / count, 1),
+        }
+
+
+def _run_queued_sends(expected: int, log: Path, tasks: Counter[str]) -> None:
+    """The queue's tasks in this thread, scheduled ones when due, until the provider has `expected`
+    requests and nothing waits; the event log's dispatches are counted and set aside."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        task = huey.dequeue()
+        if task is None:
+            for due in huey.read_schedule(datetime.now(UTC).replace(tzinfo=None)):  # huey keeps naive UTC
+                huey.enqueue(due)
+            task = huey.dequeue()
+        if task is None:
+            if len(_arrivals(log)) >= expected and huey.scheduled_count() == 0:
+                return
+            time.sleep(0.01)
+            continue
+        tasks[task.name] += 1
+        if task.name != "events.dispatch":
+            huey.execute(task)
+    raise SystemExit("the sends did not finish within 10 minutes")
+
+
+def count() -> None:
+    """TERTULIA_BENCH_MODE=count (the module's docstring)."""
+    shutil.rmtree(DATA, ignore_errors=True)
+    DATA.mkdir(parents=True)
+    log = DATA / "provider.log"
+    url, _, _ = _database()
+    os.environ["TERTULIA_DATA_DIR"] = str(DATA)
+    warm = 20
+    with _fake_graph(log) as graph_base:
+        token, targets = _prepare(url, graph_base)
+        if len(targets) <= warm:
+            raise SystemExit(f"count needs more than {warm} replies (TERTULIA_BENCH_RATE x TERTULIA_BENCH_SECONDS)")
+        db = Database(url)
+        queue.use_database(db)
+        statements = [0]
+
+        def counted(*_: object) -> None:
+            statements[0] += 1
+
+        event.listen(db.engine, "before_cursor_execute", counted)
+        settings = Settings(api_rate_limit_per_minute=1_000_000, presence_sweep_seconds=0, queue_embedded=False)
+        headers = {"Authorization": f"Bearer {token}"}
+        figures: dict[str, object] = {"backend": BACKEND, "replies": len(targets) - warm, "numbers": NUMBERS}
+        with TestClient(create_app(settings, db)) as client:
+            for n, target in enumerate(targets):
+                if n == warm:
+                    health = _Phase(statements)
+                    for _ in range(100):
+                        client.get("/healthz")
+                    figures["healthz_cpu_ms"] = health.per(100)["cpu_ms"]
+                    api = _Phase(statements)
+                response = client.post(
+                    f"/api/v1/conversations/{target.conversation_id}/messages",
+                    json={"type": "text", "text": f"Su pedido {n} va en camino"},
+                    headers=headers,
+                )
+                if response.status_code != 201:
+                    raise SystemExit(f"reply refused: {response.status_code} {response.text}")
+            figures["api"] = api.per(len(targets) - warm)
+        tasks: Counter[str] = Counter()
+        sends = _Phase(statements)
+        _run_queued_sends(len(targets), log, tasks)
+        figures["worker_sends"] = sends.per(len(targets))
+        figures["tasks"] = dict(tasks)
+        events = _Phase(statements)
+        while (report := dispatcher.dispatch(db)).delivered or report.unsettled:
+            pass
+        figures["worker_events"] = events.per(len(targets))
+        db.dispose()
+    arrivals = _arrivals(log)
+    received = Counter(to for _, _, to in arrivals)
+    figures["at_provider"] = len(arrivals)
+    figures["sent_twice"] = sum(n - 1 for n in received.values() if n > 1)
+    print(json.dumps(figures, indent=2))
+    print(
+        f"outbound count ({BACKEND}): per reply, API {figures['api']} (GET /healthz {figures['healthz_cpu_ms']} ms), "
+        f"worker sends {figures['worker_sends']}, event log {figures['worker_events']}; "
+        f"{len(arrivals)} at the provider, {figures['sent_twice']} twice",
+        flush=True,
+    )
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"outbound-count-{BACKEND}.json").write_text(json.dumps(figures, indent=2))
+
+
 def main() -> None:
+    if MODE == "count":
+        count()
+        return
+    load_before = round(os.getloadavg()[0], 2)
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
     log = DATA / "provider.log"
@@ -244,7 +380,11 @@ def main() -> None:
     bottleneck = LIMIT * NUMBERS
     with _fake_graph(log) as graph_base:
         token, targets = _prepare(url, graph_base)
-        with _server(env, web_processes) as (base, _), _worker(env, DATA / "worker.log", separate_worker, THREADS):
+        with (
+            _server(env, web_processes) as (base, web_pids),
+            _worker(env, DATA / "worker.log", separate_worker, THREADS) as worker_pids,
+        ):
+            cpu_before = (_cpu_seconds(web_pids), _cpu_seconds(worker_pids))
             if MODE == "drain":
                 # The consumer queues the backlog it finds at start-up; nothing is posted.
                 started = time.time()
@@ -256,6 +396,8 @@ def main() -> None:
             while len(_arrivals(log)) < tally.accepted and time.monotonic() < deadline:
                 time.sleep(0.5)
             time.sleep(1.0)  # anything sent twice would arrive now
+            web_cpu = _cpu_seconds(web_pids) - cpu_before[0]
+            worker_cpu = _cpu_seconds(worker_pids) - cpu_before[1]
     arrivals = _arrivals(log)
     per_number: dict[str, list[float]] = defaultdict(list)
     for at, number, _ in arrivals:
@@ -277,6 +419,7 @@ def main() -> None:
     first_post = min(tally.posted_at.values()) if tally.posted_at else 0.0
     report = {
         "backend": BACKEND,
+        "load_average_before": load_before,
         "mode": MODE,
         "drained_per_second": round(len(arrivals) / (max(t for t, _, _ in arrivals) - min(tally.posted_at.values())), 1)
         if arrivals and MODE == "drain"
@@ -298,6 +441,12 @@ def main() -> None:
         "sent_twice": sum(count - 1 for count in received.values() if count > 1),
         "per_number": numbers,
         "drain_seconds": round(max(t for t, _, _ in arrivals) - first_post, 1) if arrivals else None,
+        # Process CPU over the run (posting and draining) per message at the provider: the figure the
+        # shared machine's noise moves least. With one process (SQLite) the worker's is in the web's.
+        "cpu_ms_per_message": {
+            "web": round(web_cpu * 1000 / max(1, len(arrivals)), 2),
+            "worker": round(worker_cpu * 1000 / max(1, len(arrivals)), 2) if separate_worker else None,
+        },
         "post_to_provider_s": {f"p{round(q * 100)}": round(_percentile(delays, q) / 1000, 2) for q in (0.5, 0.99)}
         if delays
         else None,
