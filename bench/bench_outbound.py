@@ -355,7 +355,7 @@ def count() -> None:
     print(json.dumps(figures, indent=2))
     print(
         f"outbound count ({BACKEND}): per reply, API {figures['api']} (GET /healthz {figures['healthz_cpu_ms']} ms), "
-        f"worker sends {figures['worker_sends']}, event log {figures['worker_events']}; "
+        f"worker sends {figures['worker_sends']} (tasks {figures['tasks']}), event log {figures['worker_events']}; "
         f"{len(arrivals)} at the provider, {figures['sent_twice']} twice",
         flush=True,
     )
