@@ -8,8 +8,9 @@ POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
 last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
-source, business_hours (times within business hours only, in the reports that show times); for the
-leaderboard, metric and by.
+source, tag_id or tag (a contact tag, by id or name: the conversations whose contact has it now; the
+conversations, responses, resolutions and assignments reports), business_hours (times within
+business hours only, in the reports that show times); for the leaderboard, metric and by.
 """
 
 from datetime import date, datetime
@@ -42,6 +43,10 @@ class ReportQuery:
         user_id: Annotated[ID | None, Query()] = None,
         category_id: Annotated[ID | None, Query()] = None,
         source: Annotated[str | None, Query(max_length=16)] = None,
+        tag_id: Annotated[
+            ID | None, Query(description="Conversations whose contact has this tag now (conversation reports).")
+        ] = None,
+        tag: Annotated[str | None, Query(max_length=100, description="The tag by name, instead of tag_id.")] = None,
         metric: Annotated[str | None, Query(max_length=24, description="The leaderboard's metric.")] = None,
         by: Annotated[str | None, Query(max_length=8, description="The leaderboard's rows: user or team.")] = None,
         business_hours: Annotated[
@@ -55,7 +60,8 @@ class ReportQuery:
         self.preset = range
         self.start = from_
         self.end = to
-        self.filters = Filters(channel_id, team_id, user_id, category_id, source)
+        self.filters = Filters(channel_id, team_id, user_id, category_id, source, tag_id)
+        self.tag = tag
         self.metric = metric
         self.by = by
         self.business_hours = business_hours
@@ -72,7 +78,7 @@ def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) 
         preset=params.preset,
         start=params.start,
         end=params.end,
-        filters=params.filters,
+        filters=service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
         metric=params.metric,
         by=params.by,
         business_hours=params.business_hours,
