@@ -3,7 +3,8 @@
 GET /api/v1/reports/{name}                 conversations, responses, messages, resolutions, assignments,
                                            contacts, users, leaderboard, broadcasts: every table as JSON
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
-GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard)
+GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard);
+                                           business_hours as the reports
 POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs/data-export.md)
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
@@ -86,8 +87,18 @@ def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) 
 
 
 @router.get("/dashboard", response_model=DashboardOut)
-def get_dashboard(session: DbSession, actor: ApiActor) -> dict[str, Any]:
-    return dashboard.build_dashboard(session, actor)
+def get_dashboard(
+    session: DbSession,
+    actor: ApiActor,
+    business_hours: Annotated[
+        bool,
+        Query(
+            description="Waiting times and today's median times count only the business hours (a 422 in a "
+            "workspace without business hours)."
+        ),
+    ] = False,
+) -> dict[str, Any]:
+    return dashboard.build_dashboard(session, actor, business_hours=business_hours)
 
 
 @router.get("/reports/{name}", response_model=ReportOut, response_model_by_alias=True)

@@ -1169,15 +1169,15 @@ def build_report(
     }
 
 
-def counts_today(session: Session, workspace_id: int, filters: Filters, metrics: Iterable[str]) -> dict[str, int]:
-    """Today's counts of `metrics` (workspace time zone) as the "today" report reads them: rollups
-    plus the events not applied yet, in one snapshot."""
+def cells_today(
+    session: Session, workspace_id: int, filters: Filters, metrics: Iterable[str], business_hours: bool = False
+) -> list[Cell]:
+    """Today's cells of `metrics` (workspace time zone) as the "today" report reads them: rollups
+    plus the events not applied yet, in one snapshot; times in business hours with the toggle."""
     today = today_in(session, workspace_id)
     window = Range(today, today, "today")
-    wanted = list(metrics)
     with _snapshot(session) as snapshot:
-        totals = _counts(_Read(snapshot, workspace_id, window, filters).cells(window, wanted))
-    return {metric: totals.get(metric, 0) for metric in wanted}
+        return _Read(snapshot, workspace_id, window, filters, business_hours=business_hours).cells(window, metrics)
 
 
 # ----- drill-down -----------------------------------------------------------------------------

@@ -421,7 +421,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _on(value: str | None) -> bool:
+def is_on(value: str | None) -> bool:
     """A checkbox or query flag: "1", "true", "on", "yes" are on."""
     return (value or "").strip().lower() in ("1", "true", "on", "yes")
 
@@ -482,7 +482,7 @@ def asked(
     business_hours: Annotated[str | None, Query(max_length=8)] = None,
 ) -> Asked:
     filters = Filters(_int(channel_id), _int(team_id), _int(user_id), _int(category_id), source or None)
-    return Asked(range, from_ or "", to or "", filters, _on(business_hours), (tag or "").strip())
+    return Asked(range, from_ or "", to or "", filters, is_on(business_hours), (tag or "").strip())
 
 
 AskedRange = Annotated[Asked, Depends(asked)]
