@@ -24,7 +24,6 @@ from tertulia.conversations import service as inbox
 from tertulia.conversations.models import Conversation
 from tertulia.kit import queue
 from tertulia.kit.db import Database
-from tertulia.users.models import Role
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
 from tests.reports.support import Shop, at, feed, report, system
@@ -93,8 +92,8 @@ def _play(shop: Shop, tenant: Tenant, plan: list[Step], customers: set[int]) -> 
                 closed.discard(step.customer)
             elif step.customer in closed:
                 continue
-            elif step.action == "reply":
-                shop.reply(conversation, tenant.actor(Role.AGENT))
+            elif step.action == "reply":  # the owner may reply whoever has the conversation
+                shop.reply(conversation, tenant.actor())
             elif step.action == "bot":
                 shop.reply(conversation, system(tenant, "bot"), "automático")
             elif step.action == "assign":

@@ -117,12 +117,13 @@ class Rollup(Base):
 
 class ReportItem(Base):
     """One counted occurrence behind a bar: a conversation opened, closed or reopened, assigned or
-    unassigned, a first response, resolution or assignment time, written by the consumer beside the
-    rollup increment it explains, with the same period (local hour), dimensions and label. The
-    drill-down lists these, so its count is the bar's by construction; a report filtered on a
-    contact tag adds them up instead of the rollups (they name their conversation). Like the facts
-    it has no foreign keys. Only events applied since migration 0380 have items (0490 for times
-    other than first responses, assignments and labels)."""
+    unassigned, a reply of a person, a first response, resolution, assignment or reply time, written
+    by the consumer beside the rollup increment it explains, with the same period (local hour),
+    dimensions and label. The drill-down lists these, so its count is the bar's by construction; a
+    report filtered on a contact tag adds them up instead of the rollups (they name their
+    conversation). Like the facts it has no foreign keys. Only events applied since migration 0380
+    have items (0490 for all but openings, closings, reopenings and first responses, and for
+    labels)."""
 
     __tablename__ = "report_items"
     __table_args__ = (Index("ix_report_items_workspace_id_metric_period", "workspace_id", "metric", "period"),)

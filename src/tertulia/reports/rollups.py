@@ -88,7 +88,8 @@ CONTACT_SOURCES = ("manual", "import", "api", "incoming", "other")
 MAX_LABEL = 64
 # The metrics whose occurrences are kept one by one (`models.ReportItem`): for the drill-down lists,
 # and for the reports a contact tag filters (every number of the conversations, responses,
-# resolutions and assignments reports). Messages and comments, by far the most numerous, have none.
+# resolutions and assignments reports, the replies of people and their times included). Incoming
+# messages, messages of bots and automations, and comments, which no tagged report counts, have none.
 ITEM_METRICS = frozenset(
     {
         "opened",
@@ -102,6 +103,14 @@ ITEM_METRICS = frozenset(
         "resolution_bh",
         "assignment",
         "assignment_bh",
+        "replies",
+        "replied_conversation",
+        "reply_time",
+        "reply_time_bh",
+        "first_assign_response",
+        "first_assign_response_bh",
+        "last_assign_response",
+        "last_assign_response_bh",
     }
 )
 # The durations, each also kept in business hours under its name with this suffix.

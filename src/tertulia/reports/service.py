@@ -268,6 +268,8 @@ class _Read:
         included."""
         grain = window.grain
         first, last = window.bounds(grain)
+        if self.filters.tag_id is not None:  # the items' cells, pending events included
+            return {(c.key, c.label) for c in self.cells(window, [metric], by=column) if c.count}
         found = repository.labels_by(self.session, self.workspace_id, grain, first, last, metric, self.filters, column)
         found.update(
             (row[column], row["label"])

@@ -1,7 +1,7 @@
 """report_tag_filter: the drill-down items keep the rollup label (who closed, who assigned), so a
 report filtered on a contact tag, which reads the items instead of the rollups, splits closings and
-assignments as the rollups do. Items written before this revision have an empty label; resolution
-and assignment times, assignments and unassignments have items from this revision on.
+assignments as the rollups do. Items written before this revision have an empty label; resolution,
+assignment and reply times, assignments, unassignments and replies have items from this revision on.
 
 Revision ID: 0490_report_tag_filter
 Revises: 0470_workflow_http_hosts
