@@ -12,6 +12,11 @@ second closing) are turned into rollup rows by `reports.rollups.Changes`, the co
 aggregation, so the tables have the shape and size the consumer would give them. Then each report
 is built by `reports.service.build_report` (what the API does, without HTTP) for the last 90 and 365
 days; the figure is the median of 5 runs after one warm-up.
+
+The same aggregation's items (`report_items`), one fact row and one contact per conversation, and a
+tag on a tenth of the contacts are loaded too, so the reports a tag filters are also measured with
+it (`..._tag_ms`), in the same run as without. TERTULIA_BENCH_REPORTS (every report by default)
+names the reports to build, comma-separated.
 """
 
 import os
@@ -19,6 +24,7 @@ import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,14 +34,15 @@ os.environ.setdefault("TERTULIA_SECRET_KEY", "bench-secret-key")
 import psycopg
 from sqlalchemy import insert, text
 
+from tertulia.contacts.models import Contact, ContactTag, Tag
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.reports import histogram
-from tertulia.reports.models import ConversationFact, Rollup
-from tertulia.reports.repository import KEY_COLUMNS
+from tertulia.reports.models import ConversationFact, ReportItem, Rollup
+from tertulia.reports.repository import KEY_COLUMNS, Filters
 from tertulia.reports.rollups import Changes
-from tertulia.reports.service import REPORTS, TIMED_REPORTS, build_report
+from tertulia.reports.service import REPORTS, TAG_REPORTS, TIMED_REPORTS, build_report
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.workspaces.hours import business_seconds, parse_hours
@@ -47,6 +54,8 @@ END = datetime(2026, 11, 25, 23, 0, tzinfo=UTC)
 CHANNELS, TEAMS, USERS, CATEGORIES = 6, 4, 25, 6
 SOURCES = ("incoming", "incoming", "incoming", "user", "broadcast")
 RUNS = 5
+TAGGED_SHARE = 0.1  # of the contacts, who have the tag the filtered reports ask for
+CHOSEN = [r for r in os.environ.get("TERTULIA_BENCH_REPORTS", ",".join(REPORTS)).split(",") if r]
 # The workspace's business hours: every duration is also kept within them, and the reports with times
 # are measured with the toggle on too.
 OFFICE = {
@@ -87,8 +96,11 @@ def _seconds(rng: random.Random, median: float, spread: float = 1.2) -> float:
     return rng.lognormvariate(0, spread) * median
 
 
-def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, Any]], int]:
-    """The rollup rows of `n` conversations over the year before END, and how many messages."""
+def generate(
+    workspace_id: int, n: int, seed: int = 7
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int]:
+    """The rollup rows of `n` conversations over the year before END, their items, their fact rows
+    (conversation i + 1 of contact i + 1), and how many messages."""
     rng = random.Random(seed)
     zone = ZoneInfo(ZONE)
     # Every duration is also kept in business hours (an office week), as the consumer does.
@@ -98,20 +110,24 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
         return (end - start).total_seconds(), business_seconds(office, start, end)
 
     totals: dict[tuple[Any, ...], list[float]] = {}
+    items: list[dict[str, Any]] = []
+    facts: list[dict[str, Any]] = []
     messages = 0
 
     def add(at: datetime, record: Any) -> None:
         changes = Changes(workspace_id, at, zone)
         record(changes)
+        items.extend(changes.items)
         for row in changes.as_rows():
             key = tuple(row[c] for c in KEY_COLUMNS if c != "workspace_id")  # one workspace here
             have = totals.setdefault(key, [0, 0.0])
             have[0] += row["count"]
             have[1] += row["total"]
 
-    for _ in range(n):
+    for number in range(1, n + 1):
         opened = END - timedelta(seconds=rng.random() * 365 * 86400)
         fact = ConversationFact(
+            conversation_id=number,
             channel_id=rng.randint(1, CHANNELS),
             team_id=rng.randint(0, TEAMS),
             assignee_id=0,
@@ -151,6 +167,15 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
             if rng.random() < 0.1:
                 again = closed + timedelta(seconds=_seconds(rng, 86400))
                 add(again, lambda c, f=fact: c.count("reopened", f))
+        facts.append(
+            {
+                "conversation_id": number,
+                "workspace_id": workspace_id,
+                "contact_id": number,
+                "opened_at": opened,
+                "period_started_at": opened,
+            }
+        )
     rows = [
         dict(
             zip(
@@ -175,7 +200,7 @@ def generate(workspace_id: int, n: int, seed: int = 7) -> tuple[list[dict[str, A
         )
         for key, value in totals.items()
     ]
-    return rows, messages
+    return rows, items, facts, messages
 
 
 def _median_ms(action: Any) -> float:
@@ -198,34 +223,54 @@ def run(name: str, url: str) -> dict[str, Any]:
         owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
         do_set_business_hours(session, owner, OFFICE)
     started = time.perf_counter()
-    rows, messages = generate(workspace_id, CONVERSATIONS)
+    rows, items, facts, messages = generate(workspace_id, CONVERSATIONS)
     generated = time.perf_counter() - started
     started = time.perf_counter()
+    rng = random.Random(11)
     with db.transaction() as session:
-        for at in range(0, len(rows), 20_000):
-            session.execute(insert(Rollup), rows[at : at + 20_000])
+        tag = Tag(workspace_id=workspace_id, name="VIP", name_key="vip")
+        session.add(tag)
+        session.flush()
+        tag_id = tag.id
+        contacts = [{"id": f["contact_id"], "workspace_id": workspace_id, "custom": {}} for f in facts]
+        tagged = [{"contact_id": c["id"], "tag_id": tag_id} for c in contacts if rng.random() < TAGGED_SHARE]
+        for model, batch in (
+            (Rollup, rows),
+            (ReportItem, items),
+            (Contact, contacts),
+            (ContactTag, tagged),
+            (ConversationFact, facts),
+        ):
+            for at in range(0, len(batch), 20_000):
+                session.execute(insert(model), batch[at : at + 20_000])
     loaded = time.perf_counter() - started
     if name == "postgresql":
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE report_rollups"))
+            for table in ("report_rollups", "report_items", "report_conversations", "contacts", "contact_tags"):
+                conn.execute(text(f"VACUUM ANALYZE {table}"))
     actor = Actor.system(workspace_id)
     figures: dict[str, Any] = {
         "conversations": CONVERSATIONS,
         "messages": messages,
         "rollup_rows": len(rows),
+        "item_rows": len(items),
+        "tagged_contacts": len(tagged),
         "generate_s": round(generated, 1),
         "load_s": round(loaded, 1),
     }
     end = (END.astimezone(ZoneInfo(ZONE))).date()
+    by_tag = Filters(tag_id=tag_id)
     for days in (90, 365):
         first = end - timedelta(days=days - 1)
-        for report in REPORTS:
+        for report in CHOSEN:
 
-            def build(report: str = report, first: Any = first) -> None:
+            def build(report: str = report, first: Any = first, filters: Filters | None = None) -> None:
                 with db.transaction(write=False) as session:
-                    build_report(session, actor, report, preset="custom", start=first, end=end)
+                    build_report(session, actor, report, preset="custom", start=first, end=end, filters=filters)
 
             figures[f"{report}_{days}d_ms"] = _median_ms(build)
+            if report in TAG_REPORTS:
+                figures[f"{report}_{days}d_tag_ms"] = _median_ms(partial(build, report, first, by_tag))
             if report in TIMED_REPORTS:
 
                 def build_in_hours(report: str = report, first: Any = first) -> None:

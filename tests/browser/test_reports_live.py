@@ -17,6 +17,8 @@ from playwright.sync_api import Browser, expect
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
+from tertulia.contacts.models import Contact
+from tertulia.contacts.service import do_add_tags
 from tertulia.conversations import service as inbox
 from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation
@@ -89,6 +91,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             inbox.do_reply(session, owner, received.conversation, text="¡Hola! ¿En qué te ayudo?")
             if n:
                 inbox.do_close(session, owner, received.conversation, category_id=None, summary=None)
+            else:  # the one customer with the VIP tag, still waiting
+                contact = session.get(Contact, received.conversation.contact_id)
+                assert contact is not None
+                do_add_tags(session, owner, contact, ["VIP"])
     _weekend_reply(database)
     # The consumer as the app's worker runs it, on this database.
     consumer = dispatcher.Consumer(CONSUMER.name, lambda event: apply_event(database, event), CONSUMER.types)
@@ -227,5 +233,29 @@ def test_the_business_hours_toggle_changes_the_times(browser: Browser, base_url:
     expect(page.get_by_test_id("business-hours")).to_be_disabled()
     expect(page.get_by_test_id("business-hours")).not_to_be_checked()
     expect(page.get_by_test_id("business-hours-unavailable")).to_be_visible()
+    context.close()
+    assert problems == []
+
+
+def test_the_tag_filter_narrows_a_report_to_the_tagged_contacts(browser: Browser, base_url: str) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES")
+    page = context.new_page()
+    watch(page, problems)
+    sign_in_at(page, base_url, "/reports/conversations", *OWNER)
+    opened = page.get_by_test_id("report-table-summary").locator("tbody tr").first.locator("td").first
+    expect(opened).to_have_text("3")
+    page.get_by_test_id("report-tag").fill("VIP")
+    page.get_by_test_id("apply-filters").click()
+    page.wait_for_url(re.compile(r"tag=VIP"))
+    expect(page.get_by_test_id("report-tag")).to_have_value("VIP")
+    expect(opened).to_have_text("1")
+    expect(page.get_by_test_id("report-tag-note")).to_be_visible()
+    expect(page.locator("canvas[data-chart=series]")).to_have_attribute("data-drawn", "true")
+    shot(page, "98-reports-tag.png")
+    # The tabs keep the tag; a report it does not filter says so.
+    page.get_by_test_id("report-tab-messages").click()
+    page.wait_for_url(re.compile(r"/reports/messages\?.*tag=VIP"))
+    expect(page.get_by_test_id("report-tag-ignored")).to_be_visible()
     context.close()
     assert problems == []

@@ -28,8 +28,18 @@ from tertulia.reports.exports import do_create_export
 from tertulia.users.models import Role
 from tertulia.users.service import do_create_api_token
 from tests.conftest import Tenant
-from tests.fakes import FakeHttpAdapter
-from tests.reports.support import Shop, at
+from tests.fakes import FakeHttpAdapter, fake_provider
+from tests.reports.support import Shop, at, feed
+from tests.reports.test_business_hours import (
+    FIRST_RESPONSE,
+    FRIDAY,
+    MONDAY,
+    NINE_TO_SEVEN,
+    RESOLUTION,
+    _set_hours,
+    _shop,
+    _weekend,
+)
 from tests.reports.test_pages import DAY, _busy_day
 from tests.web.helpers import sign_in_as
 
@@ -297,3 +307,25 @@ def test_agents_are_refused_and_other_workspaces_exports_are_not_found(
 def test_the_actor_role_of_an_agent_cannot_create(db: Database, tenant: Tenant) -> None:
     with db.transaction() as session, pytest.raises(Exception, match="permission"):
         do_create_export(session, tenant.actor(Role.AGENT), date(2026, 11, 1), date(2026, 11, 2))
+
+
+def test_the_conversations_file_has_business_hours_times_beside_the_calendar_ones(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter, exports_folder: Path
+) -> None:
+    with at("2026-11-02 08:00"):
+        _set_hours(db, tenant, NINE_TO_SEVEN)
+    with fake_provider() as provider:
+        _weekend(_shop(db, tenant, provider.url), tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
+        feed(db)
+    created = _start(client, tenant, **{"from": FRIDAY, "to": MONDAY})
+    header, *rows = _zip(client, tenant, created["id"])["conversations"]
+    times = header.index("first_response_seconds"), header.index("resolution_seconds")
+    assert header[times[0] : times[1] + 2] == [
+        "first_response_seconds",
+        "first_response_business_seconds",
+        "resolution_seconds",
+        "resolution_business_seconds",
+    ]
+    [row] = rows
+    exported = [float(cell) for cell in row[times[0] : times[1] + 2]]
+    assert exported == pytest.approx([FIRST_RESPONSE[0], FIRST_RESPONSE[1], RESOLUTION[0], RESOLUTION[1]], abs=2)

@@ -3,13 +3,15 @@
 GET /api/v1/reports/{name}                 conversations, responses, messages, resolutions, assignments,
                                            contacts, users, leaderboard, broadcasts: every table as JSON
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
-GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard)
+GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard);
+                                           business_hours as the reports
 POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs/data-export.md)
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
 last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
-source, business_hours (times within business hours only, in the reports that show times); for the
-leaderboard, metric and by.
+source, tag_id or tag (a contact tag, by id or name: the conversations whose contact has it now; the
+conversations, responses, resolutions and assignments reports), business_hours (times within
+business hours only, in the reports that show times); for the leaderboard, metric and by.
 """
 
 from datetime import date, datetime
@@ -42,6 +44,10 @@ class ReportQuery:
         user_id: Annotated[ID | None, Query()] = None,
         category_id: Annotated[ID | None, Query()] = None,
         source: Annotated[str | None, Query(max_length=16)] = None,
+        tag_id: Annotated[
+            ID | None, Query(description="Conversations whose contact has this tag now (conversation reports).")
+        ] = None,
+        tag: Annotated[str | None, Query(max_length=100, description="The tag by name, instead of tag_id.")] = None,
         metric: Annotated[str | None, Query(max_length=24, description="The leaderboard's metric.")] = None,
         by: Annotated[str | None, Query(max_length=8, description="The leaderboard's rows: user or team.")] = None,
         business_hours: Annotated[
@@ -55,7 +61,8 @@ class ReportQuery:
         self.preset = range
         self.start = from_
         self.end = to
-        self.filters = Filters(channel_id, team_id, user_id, category_id, source)
+        self.filters = Filters(channel_id, team_id, user_id, category_id, source, tag_id)
+        self.tag = tag
         self.metric = metric
         self.by = by
         self.business_hours = business_hours
@@ -72,7 +79,7 @@ def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) 
         preset=params.preset,
         start=params.start,
         end=params.end,
-        filters=params.filters,
+        filters=service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
         metric=params.metric,
         by=params.by,
         business_hours=params.business_hours,
@@ -80,8 +87,18 @@ def _build(session: DbSession, actor: ApiActor, name: str, params: ReportQuery) 
 
 
 @router.get("/dashboard", response_model=DashboardOut)
-def get_dashboard(session: DbSession, actor: ApiActor) -> dict[str, Any]:
-    return dashboard.build_dashboard(session, actor)
+def get_dashboard(
+    session: DbSession,
+    actor: ApiActor,
+    business_hours: Annotated[
+        bool,
+        Query(
+            description="Waiting times and today's median times count only the business hours (a 422 in a "
+            "workspace without business hours)."
+        ),
+    ] = False,
+) -> dict[str, Any]:
+    return dashboard.build_dashboard(session, actor, business_hours=business_hours)
 
 
 @router.get("/reports/{name}", response_model=ReportOut, response_model_by_alias=True)

@@ -19,14 +19,16 @@ from tertulia.channels.health import Health, health_of
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import Contact
 from tertulia.conversations.models import Conversation, ConversationStatus
-from tertulia.kit.clock import utcnow
-from tertulia.kit.errors import NotFound
-from tertulia.reports import service
+from tertulia.kit.clock import as_utc, utcnow
+from tertulia.kit.errors import NotFound, ValidationFailed
+from tertulia.reports import histogram, service
 from tertulia.reports.repository import Filters
 from tertulia.segments.models import Segment
 from tertulia.users.models import Invitation, Membership, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.workflows.models import Workflow, WorkflowStatus
+from tertulia.workspaces.hours import HoursHistory
+from tertulia.workspaces.service import hours_history
 
 WAITING_SHOWN = 10
 BROADCASTS_SHOWN = 5
@@ -75,29 +77,63 @@ def _count(session: Session, *where: ColumnElement[bool]) -> int:
     return int(session.scalar(select(func.count(Conversation.id)).where(*where)) or 0)
 
 
-def _today(session: Session, scope: Scope) -> dict[str, int]:
-    """Opened and closed today, in the workspace's time zone: the Conversations report's "today"."""
-    return service.counts_today(session, scope.workspace_id, Filters(user_id=scope.assignee_id), ("opened", "closed"))
+TODAY_TIMES = ("first_response", "resolution")
 
 
-def _waiting_list(session: Session, scope: Scope, now: datetime) -> list[dict[str, Any]]:
+def _today(session: Session, scope: Scope, business_hours: bool) -> tuple[dict[str, int], dict[str, float | None]]:
+    """Opened and closed today, in the workspace's time zone, and the median first response and
+    resolution times of today: the Conversations report's "today" (with the business-hours toggle
+    as it has it)."""
+    cells = service.cells_today(
+        session,
+        scope.workspace_id,
+        Filters(user_id=scope.assignee_id),
+        ("opened", "closed", *TODAY_TIMES),
+        business_hours,
+    )
+    counts = {metric: sum(c.count for c in cells if c.metric == metric) for metric in ("opened", "closed")}
+    times: dict[str, float | None] = {}
+    for metric in TODAY_TIMES:
+        buckets: dict[int, tuple[int, float]] = {}
+        for cell in cells:
+            if cell.metric == metric and cell.bucket >= 0:
+                histogram.add(buckets, cell.bucket, cell.count, cell.total)
+        median = histogram.stats(buckets).median
+        times[f"{metric}_median_seconds"] = None if median is None else round(median, 1)
+    return counts, times
+
+
+def _waiting_list(session: Session, scope: Scope, now: datetime, hours: HoursHistory | None) -> list[dict[str, Any]]:
+    """The customers waiting longest; with `hours`, each wait counts only the open time of the
+    business hours (the conversation's team's own, else the workspace's), as the reports' times."""
     rows = session.execute(
-        select(Conversation.id, Conversation.opened_at, Conversation.assignee_id, Contact)
+        select(Conversation.id, Conversation.opened_at, Conversation.assignee_id, Conversation.team_id, Contact)
         .join(Contact, Contact.id == Conversation.contact_id)
         .where(*_open(scope), _waiting())
         .order_by(Conversation.opened_at, Conversation.id)
         .limit(WAITING_SHOWN)
     )
-    return [
-        {
-            "conversation_id": int(cid),
-            "contact": contact.full_name,
-            "waiting_since": opened_at,
-            "waiting_seconds": max(0, int((now - opened_at).total_seconds())),
-            "assignee_id": assignee_id,
-        }
-        for cid, opened_at, assignee_id, contact in rows
-    ]
+    found = []
+    for cid, opened_at, assignee_id, team_id, contact in rows:
+        since = as_utc(opened_at)
+        waited = (now - since).total_seconds() if hours is None else hours.business_seconds(since, now, team_id)
+        found.append(
+            {
+                "conversation_id": int(cid),
+                "contact": contact.full_name,
+                "waiting_since": opened_at,
+                "waiting_seconds": max(0, int(waited)),
+                "assignee_id": assignee_id,
+            }
+        )
+    return found
+
+
+def check_business_hours(session: Session, workspace_id: int, business_hours: bool) -> bool:
+    """The toggle as the reports have it: asking for it in a workspace without hours is a 422."""
+    if business_hours and not service.has_business_hours(session, workspace_id):
+        raise ValidationFailed.field("business_hours", service.NO_BUSINESS_HOURS)
+    return business_hours
 
 
 def _team(session: Session, workspace_id: int) -> list[dict[str, Any]]:
@@ -202,17 +238,27 @@ def _checklist(session: Session, workspace_id: int) -> dict[str, bool]:
     }
 
 
-def build_dashboard(session: Session, actor: Actor) -> dict[str, Any]:
+def build_dashboard(session: Session, actor: Actor, *, business_hours: bool = False) -> dict[str, Any]:
+    """`business_hours`: the times (how long customers wait, today's median first response and
+    resolution) count only the business hours, as the reports' toggle; a 422 without hours."""
     scope = scope_of(actor)
+    in_hours = check_business_hours(session, scope.workspace_id, business_hours)
     now = utcnow()
+    hours = hours_history(session, scope.workspace_id) if in_hours else None
+    counts, times = _today(session, scope, in_hours)
     board: dict[str, Any] = {
         "scope": "workspace" if scope.whole_workspace else "own",
         "timezone": service.zone_of(session, scope.workspace_id).key,
         "generated_at": now,
+        "business_hours": in_hours,
         "open": _count(session, *_open(scope)),
         "unassigned": None,
-        "waiting": {"count": _count(session, *_open(scope), _waiting()), "oldest": _waiting_list(session, scope, now)},
-        "today": _today(session, scope),
+        "waiting": {
+            "count": _count(session, *_open(scope), _waiting()),
+            "oldest": _waiting_list(session, scope, now, hours),
+        },
+        "today": counts,
+        "times_today": times,
         "team": None,
         "upcoming_broadcasts": None,
         "channels_in_error": None,

@@ -1,14 +1,14 @@
 """The Dashboard page (/dashboard, where a signed-in person lands) and its live part, which the page
 asks for again every REFRESH_SECONDS with htmx polling: no inline script, so the CSP stays as it is."""
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.responses import Response
 
 from tertulia.kit.http import CheckedInputRoute
-from tertulia.reports import dashboard
-from tertulia.reports.views import duration, static_url
+from tertulia.reports import dashboard, service
+from tertulia.reports.views import DEFINITIONS, NO_HOURS, duration, is_on, static_url
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 
@@ -28,8 +28,14 @@ STATUS_LABELS: dict[str, str] = {
 }
 
 
-def _context(ctx: WebContext) -> dict[str, Any]:
-    board = dashboard.build_dashboard(ctx.session, ctx.actor)
+BusinessHours = Annotated[str | None, Query(max_length=8)]
+
+
+def _context(ctx: WebContext, asked: str | None) -> dict[str, Any]:
+    has_hours = service.has_business_hours(ctx.session, ctx.actor.workspace_id)
+    # As on the reports: a shared address asking for hours in a workspace without them shows the
+    # calendar times and the disabled toggle, not an error.
+    board = dashboard.build_dashboard(ctx.session, ctx.actor, business_hours=is_on(asked) and has_hours)
     steps = []
     for step in board["getting_started"] or []:
         label, href = STEP_LABELS[step["step"]]
@@ -40,16 +46,19 @@ def _context(ctx: WebContext) -> dict[str, Any]:
         "statuses": {key: ctx.fmt.gettext(label) for key, label in STATUS_LABELS.items()},
         "duration": duration,
         "refresh_seconds": dashboard.REFRESH_SECONDS,
+        "has_hours": has_hours,
+        "no_hours": ctx.fmt.gettext(NO_HOURS),
+        "business_hours_definition": ctx.fmt.gettext(DEFINITIONS["business_hours"]),
     }
 
 
 @router.get("")
-def dashboard_page(ctx: UserPage) -> Response:
-    context = _context(ctx)
+def dashboard_page(ctx: UserPage, business_hours: BusinessHours = None) -> Response:
+    context = _context(ctx, business_hours)
     context["reports_css"] = static_url("reports.css")
     return ctx.render("reports/dashboard.html", context, active="dashboard")
 
 
 @router.get("/live")
-def dashboard_live(ctx: UserPage) -> Response:
-    return ctx.render("reports/_dashboard_live.html", _context(ctx), active="dashboard")
+def dashboard_live(ctx: UserPage, business_hours: BusinessHours = None) -> Response:
+    return ctx.render("reports/_dashboard_live.html", _context(ctx, business_hours), active="dashboard")

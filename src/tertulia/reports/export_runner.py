@@ -70,7 +70,9 @@ CONVERSATION_COLUMNS = [
     "closing_summary",
     "closing_source",
     "first_response_seconds",
+    "first_response_business_seconds",
     "resolution_seconds",
+    "resolution_business_seconds",
     "reopen_count",
     "incoming_messages",
     "outgoing_messages",
@@ -196,13 +198,19 @@ def _conversations_query(workspace_id: int, start: datetime, end: datetime) -> R
             Conversation.closing_source,
             ConversationFact.first_assignee_id,
             ConversationFact.first_response_seconds,
+            ConversationFact.first_response_business_seconds,
             ConversationFact.resolution_seconds,
+            ConversationFact.resolution_business_seconds,
             ConversationFact.reopen_count,
         )
         .outerjoin(ConversationFact, ConversationFact.conversation_id == Conversation.id)
         .where(Conversation.workspace_id == workspace_id, Conversation.opened_at >= start, Conversation.opened_at < end)
     )
     return query
+
+
+def _tenths(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
 
 
 def conversation_rows(
@@ -243,8 +251,10 @@ def conversation_rows(
                 names.categories.get(row.closing_category_id or 0, ""),
                 row.closing_summary,
                 _enum(row.closing_source),
-                None if row.first_response_seconds is None else round(row.first_response_seconds, 1),
-                None if row.resolution_seconds is None else round(row.resolution_seconds, 1),
+                _tenths(row.first_response_seconds),
+                _tenths(row.first_response_business_seconds),
+                _tenths(row.resolution_seconds),
+                _tenths(row.resolution_business_seconds),
                 row.reopen_count,
                 counts.get((row.id, Direction.INCOMING.value), 0),
                 counts.get((row.id, Direction.OUTGOING.value), 0),

@@ -116,11 +116,14 @@ class Rollup(Base):
 
 
 class ReportItem(Base):
-    """One counted occurrence behind a bar: a conversation opened, closed or reopened, or a first
-    response, written by the consumer beside the rollup increment it explains, with the same period
-    (local hour) and dimensions. The drill-down lists these, so its count is the bar's by
-    construction. Like the facts it has no foreign keys. Only events applied since migration 0380
-    have items."""
+    """One counted occurrence behind a bar: a conversation opened, closed or reopened, assigned or
+    unassigned, a reply of a person, a first response, resolution, assignment or reply time, written
+    by the consumer beside the rollup increment it explains, with the same period (local hour),
+    dimensions and label. The drill-down lists these, so its count is the bar's by construction; a
+    report filtered on a contact tag adds them up instead of the rollups (they name their
+    conversation). Like the facts it has no foreign keys. Only events applied since migration 0380
+    have items (0490 for all but openings, closings, reopenings and first responses, and for
+    labels)."""
 
     __tablename__ = "report_items"
     __table_args__ = (Index("ix_report_items_workspace_id_metric_period", "workspace_id", "metric", "period"),)
@@ -135,6 +138,7 @@ class ReportItem(Base):
     user_id: Mapped[int] = mapped_column(BigID, default=NONE)
     category_id: Mapped[int] = mapped_column(BigID, default=NONE)
     source: Mapped[str] = mapped_column(String(16), default="")
+    label: Mapped[str] = mapped_column(String(64), default="", server_default="")
     bucket: Mapped[int] = mapped_column(SmallInteger, default=-1)
     seconds: Mapped[float | None] = mapped_column(Float)
     at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from tertulia.contacts.models import ContactTag
 from tertulia.reports.models import ConversationFact, ReportCursor, ReportItem, Rollup
 
 CURSOR = "reports"
@@ -92,6 +93,9 @@ class Filters:
     user_id: int | None = None
     category_id: int | None = None
     source: str | None = None
+    # A contact tag: not a dimension of the rollups (a contact has many, and they change), so a
+    # report filtered on one reads the items of the conversations whose contact has it now.
+    tag_id: int | None = None
 
     def as_query(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}
@@ -253,6 +257,73 @@ def breakdown(
     return {(int(value), str(metric)): int(count or 0) for value, metric, count in session.execute(query)}
 
 
+def _tag_clauses(workspace_id: int, filters: Filters) -> list[ColumnElement[bool]]:
+    """The items of conversations whose contact has the tag now (the fact row follows a merge to
+    the surviving contact)."""
+    if filters.tag_id is None:
+        return []
+    tagged = (
+        select(ConversationFact.conversation_id)
+        .join(ContactTag, ContactTag.contact_id == ConversationFact.contact_id)
+        .where(ConversationFact.workspace_id == workspace_id, ContactTag.tag_id == filters.tag_id)
+    )
+    return [ReportItem.conversation_id.in_(tagged)]
+
+
+def tagged_contacts(session: Session, tag_id: int, contact_ids: Iterable[int]) -> set[int]:
+    """Which of these contacts have the tag now."""
+    wanted = sorted(set(contact_ids))
+    if not wanted:
+        return set()
+    query = select(ContactTag.contact_id).where(ContactTag.tag_id == tag_id, ContactTag.contact_id.in_(wanted))
+    return {int(contact_id) for contact_id in session.scalars(query)}
+
+
+def item_cells(
+    session: Session,
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metrics: Iterable[str],
+    filters: Filters,
+    *,
+    by: str | None = None,
+) -> list[Cell]:
+    """`cells` added up from the items instead of the rollups (each item is one increment of its
+    rollup, with the same period, dimensions, label and bucket), so the tag filter can apply. Items
+    are kept by the hour: a day is the first 10 characters of the hour."""
+    period: Any = ReportItem.period if grain == "h" else func.substr(ReportItem.period, 1, 10)
+    low, high = (first, last) if grain == "h" else (f"{first}T00", f"{last}T23")
+    group: list[Any] = [period, ReportItem.metric, ReportItem.label, ReportItem.bucket]
+    if by is not None:
+        group.append(getattr(ReportItem, by))
+    query = (
+        select(*group, func.count(), func.sum(func.coalesce(ReportItem.seconds, 0.0)))
+        .where(
+            ReportItem.workspace_id == workspace_id,
+            ReportItem.metric.in_(sorted(set(metrics))),
+            ReportItem.period >= low,
+            ReportItem.period <= high,
+            *_filter_clauses(filters, ReportItem),
+            *_tag_clauses(workspace_id, filters),
+        )
+        .group_by(*group)
+    )
+    return [
+        Cell(
+            period=row[0],
+            metric=row[1],
+            label=row[2],
+            bucket=int(row[3]),
+            key=int(row[4]) if by is not None else 0,
+            count=int(row[-2] or 0),
+            total=float(row[-1] or 0.0),
+        )
+        for row in session.execute(query)
+    ]
+
+
 def _item_query(
     workspace_id: int, metric: str, first: str, last: str, filters: Filters, buckets: tuple[int, int] | None
 ) -> list[ColumnElement[bool]]:
@@ -262,6 +333,7 @@ def _item_query(
         ReportItem.period >= first,
         ReportItem.period <= last,
         *_filter_clauses(filters, ReportItem),
+        *_tag_clauses(workspace_id, filters),
     ]
     if buckets is not None:
         clauses += [ReportItem.bucket >= buckets[0], ReportItem.bucket < buckets[1]]

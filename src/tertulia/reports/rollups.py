@@ -86,8 +86,33 @@ ASSIGNMENT_SOURCES = ("user", "workflow", "api", "bot", "system")
 # (incoming), anything else (workflows, the system).
 CONTACT_SOURCES = ("manual", "import", "api", "incoming", "other")
 MAX_LABEL = 64
-# The metrics whose occurrences are kept one by one (`models.ReportItem`) for the drill-down lists.
-ITEM_METRICS = frozenset({"opened", "closed", "reopened", "first_response", "first_response_bh"})
+# The metrics whose occurrences are kept one by one (`models.ReportItem`): for the drill-down lists,
+# and for the reports a contact tag filters (every number of the conversations, responses,
+# resolutions and assignments reports, the replies of people and their times included). Incoming
+# messages, messages of bots and automations, and comments, which no tagged report counts, have none.
+ITEM_METRICS = frozenset(
+    {
+        "opened",
+        "closed",
+        "reopened",
+        "assigned",
+        "unassigned",
+        "first_response",
+        "first_response_bh",
+        "resolution",
+        "resolution_bh",
+        "assignment",
+        "assignment_bh",
+        "replies",
+        "replied_conversation",
+        "reply_time",
+        "reply_time_bh",
+        "first_assign_response",
+        "first_assign_response_bh",
+        "last_assign_response",
+        "last_assign_response_bh",
+    }
+)
 # The durations, each also kept in business hours under its name with this suffix.
 DURATION_METRICS = (
     "first_response",
@@ -174,7 +199,7 @@ class Changes:
         label: str = "",
     ) -> None:
         dimensions = self._dimensions(metric, fact, user_id, team_id)
-        self._item(metric, fact.conversation_id, dimensions, -1, 0.0)
+        self._item(metric, fact.conversation_id, dimensions, label, -1, 0.0)
         self._add(metric, dimensions, label, -1, 0.0)
 
     def duration(
@@ -193,7 +218,7 @@ class Changes:
         for name, given in ((metric, seconds), (in_business_hours(metric), business_seconds)):
             value = max(0.0, given)
             bucket = histogram.bucket_of(value)
-            self._item(name, fact.conversation_id, dimensions, bucket, value)
+            self._item(name, fact.conversation_id, dimensions, label, bucket, value)
             self._add(name, dimensions, label, bucket, value)
 
     def count_unattached(self, metric: str, *, user_id: int, label: str = "") -> None:
@@ -213,9 +238,16 @@ class Changes:
         )
 
     def _item(
-        self, metric: str, conversation_id: int, dimensions: tuple[int, int, int, int, str], bucket: int, total: float
+        self,
+        metric: str,
+        conversation_id: int,
+        dimensions: tuple[int, int, int, int, str],
+        label: str,
+        bucket: int,
+        total: float,
     ) -> None:
-        """The conversation behind a counted increment, for the drill-down lists (same dimensions)."""
+        """The conversation behind a counted increment (same dimensions and label), for the
+        drill-down lists and the tag filter."""
         if metric not in ITEM_METRICS:
             return
         channel_id, team_id, user_id, category_id, source = dimensions
@@ -230,6 +262,7 @@ class Changes:
                 "user_id": user_id,
                 "category_id": category_id,
                 "source": source,
+                "label": label[:MAX_LABEL],
                 "bucket": bucket,
                 "seconds": total if bucket >= 0 else None,
                 "at": self.at,
@@ -589,9 +622,10 @@ def apply(session: Session, event: EventRecord) -> bool:
     return True
 
 
-def _pending_changes(session: Session, workspace_id: int, limit: int) -> list[Changes]:
+def _pending_changes(session: Session, workspace_id: int, limit: int) -> tuple[list[Changes], _Facts]:
     """The changes of this workspace's events the consumer has not applied yet, computed in memory
-    and never written (the fact rows are changed in memory only: `session` is thrown away after)."""
+    and never written (the fact rows are changed in memory only: `session` is thrown away after),
+    with the fact rows as those events leave them."""
     position = repository.cursor_position(session)
     events = list(
         session.scalars(
@@ -605,20 +639,36 @@ def _pending_changes(session: Session, workspace_id: int, limit: int) -> list[Ch
     )
     with session.no_autoflush:
         facts = _Facts(session)
-        return [_changes(facts, event) for event in events]
+        return [_changes(facts, event) for event in events], facts
 
 
 def pending_rows(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
     """The rollup increments of this workspace's events the consumer has not applied yet: reports
     add them to the rollups, so a number shows as soon as its event is committed. `session` must be
     thrown away afterwards; nothing is flushed."""
-    return [row for changes in _pending_changes(session, workspace_id, limit) for row in changes.as_rows()]
+    return [row for changes in _pending_changes(session, workspace_id, limit)[0] for row in changes.as_rows()]
 
 
 def pending_items(session: Session, workspace_id: int, limit: int = PENDING_LIMIT) -> list[dict[str, Any]]:
     """`pending_rows`' twin for the drill-down: the items of the events not applied yet (same
     snapshot rules: `session` is thrown away afterwards)."""
-    return [item for changes in _pending_changes(session, workspace_id, limit) for item in changes.items]
+    return [item for changes in _pending_changes(session, workspace_id, limit)[0] for item in changes.items]
+
+
+def pending_items_with_contacts(
+    session: Session, workspace_id: int, limit: int = PENDING_LIMIT
+) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """`pending_items`, and the contact of each of their conversations after those events (a merge
+    moves a conversation to the surviving contact), for the tag filter."""
+    changed, facts = _pending_changes(session, workspace_id, limit)
+    found = [item for changes in changed for item in changes.items]
+    contacts: dict[int, int] = {}
+    with session.no_autoflush:
+        for conversation_id in {item["conversation_id"] for item in found}:
+            fact = facts.get(conversation_id)
+            if fact is not None:
+                contacts[conversation_id] = fact.contact_id
+    return found, contacts
 
 
 def apply_event(db: Database, event: EventRecord) -> bool:

@@ -78,10 +78,13 @@ class DashboardOut(BaseModel):
     scope: str  # "workspace" or "own"
     timezone: str
     generated_at: datetime
+    business_hours: bool  # whether the times count business hours only
     open: int
     unassigned: int | None
     waiting: WaitingListOut
     today: dict[str, int]  # opened, closed
+    # first_response_median_seconds, resolution_median_seconds (null: none measured today)
+    times_today: dict[str, float | None]
     team: list[TeamMemberOut] | None
     upcoming_broadcasts: list[UpcomingBroadcastOut] | None
     channels_in_error: list[ChannelErrorOut] | None

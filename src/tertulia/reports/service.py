@@ -21,9 +21,11 @@ from tertulia.broadcasts.models import Broadcast, RecipientState
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
 from tertulia.contacts.import_models import ImportJob
+from tertulia.contacts.models import Tag
 from tertulia.conversations.models import ClosingCategory, SenderKind
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
+from tertulia.kit.text import name_key
 from tertulia.reports import histogram, repository, rollups
 from tertulia.reports.models import NONE
 from tertulia.reports.repository import Cell, Filters
@@ -47,6 +49,10 @@ REPORTS = (
 )
 # The reports that show times, where the business-hours toggle applies (the others count things).
 TIMED_REPORTS = ("conversations", "responses", "resolutions", "assignments", "users", "leaderboard")
+# The reports a contact tag filters: every number of theirs has items (rollups.ITEM_METRICS), which
+# name the conversation, and so its contact. The others ignore the tag (messages, comments and
+# contacts closed per person have no items; contacts and broadcasts belong to no conversation).
+TAG_REPORTS = ("conversations", "responses", "resolutions", "assignments")
 NO_BUSINESS_HOURS = "this workspace has no business hours (Settings > General)"
 BUCKET_NAMES = ("<30s", "30s-2m", "2m-5m", "5m-10m", "10m-30m", "30m-1h", ">1h")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -144,6 +150,9 @@ def check_filters(session: Session, actor: Actor, filters: Filters) -> Filters:
             ),
         ),
     ]
+    checks.append(
+        ("tag_id", filters.tag_id, select(Tag.id).where(Tag.workspace_id == ws, Tag.id == filters.tag_id)),
+    )
     for field, value, query in checks:
         if value is not None and session.scalar(query) is None:
             raise ValidationFailed.field(field, f"no such {field.removesuffix('_id')} in this workspace")
@@ -154,8 +163,21 @@ def check_filters(session: Session, actor: Actor, filters: Filters) -> Filters:
             raise NotFound("No such report.")
         if filters.user_id is not None and filters.user_id != actor.user_id:
             raise ValidationFailed.field("user_id", "you may see only your own numbers")
-        return Filters(filters.channel_id, filters.team_id, actor.user_id, filters.category_id, filters.source)
+        return replace(filters, user_id=actor.user_id)
     return filters
+
+
+def with_tag_named(session: Session, workspace_id: int, filters: Filters, name: str | None) -> Filters:
+    """The filters with the tag given by name (as tags compare: "VIP" is "vip"); a name no tag of
+    the workspace has is a 422 on `tag`, and so is a name beside a `tag_id`."""
+    if not name:
+        return filters
+    if filters.tag_id is not None:
+        raise ValidationFailed.field("tag", "give the tag by name or by tag_id, not both")
+    found = session.scalar(select(Tag.id).where(Tag.workspace_id == workspace_id, Tag.name_key == name_key(name)))
+    if found is None:
+        raise ValidationFailed.field("tag", "no such tag in this workspace")
+    return replace(filters, tag_id=int(found))
 
 
 def has_business_hours(session: Session, workspace_id: int) -> bool:
@@ -201,9 +223,12 @@ class _Read:
         self.filters = filters
         self.ranking = ranking or Ranking()
         self.business_hours = business_hours
-        self.pending = [
-            row for row in rollups.pending_rows(session, workspace_id) if repository.row_matches(row, filters)
-        ]
+        if filters.tag_id is None:
+            self.pending = [
+                row for row in rollups.pending_rows(session, workspace_id) if repository.row_matches(row, filters)
+            ]
+        else:
+            self.pending = _pending_tagged(session, workspace_id, filters)
 
     def cells(
         self, window: Range, metrics: Iterable[str], *, grain: str | None = None, by: str | None = None
@@ -217,7 +242,9 @@ class _Read:
             chosen = repository.TOTALS[chosen]
         named = {rollups.in_business_hours(m) if self.business_hours else m: m for m in metrics}
         wanted = set(named)
-        found = repository.cells(self.session, self.workspace_id, chosen, first, last, wanted, self.filters, by=by)
+        # A tag is no dimension of the rollups: the same cells are added up from the items.
+        read = repository.cells if self.filters.tag_id is None else repository.item_cells
+        found = read(self.session, self.workspace_id, chosen, first, last, wanted, self.filters, by=by)
         if self.business_hours:
             # Only then: a year's report reads tens of thousands of cells.
             found = [c if named[c.metric] == c.metric else replace(c, metric=named[c.metric]) for c in found]
@@ -241,6 +268,8 @@ class _Read:
         included."""
         grain = window.grain
         first, last = window.bounds(grain)
+        if self.filters.tag_id is not None:  # the items' cells, pending events included
+            return {(c.key, c.label) for c in self.cells(window, [metric], by=column) if c.count}
         found = repository.labels_by(self.session, self.workspace_id, grain, first, last, metric, self.filters, column)
         found.update(
             (row[column], row["label"])
@@ -250,14 +279,34 @@ class _Read:
         return found
 
 
+def _pending_tagged(session: Session, workspace_id: int, filters: Filters) -> list[dict[str, Any]]:
+    """The items of the events not applied yet, of conversations whose contact has the tag, as the
+    rollup rows they stand for (one increment each, by the hour and by the day)."""
+    assert filters.tag_id is not None
+    items, contacts = rollups.pending_items_with_contacts(session, workspace_id)
+    tagged = repository.tagged_contacts(session, filters.tag_id, contacts.values())
+    rows: list[dict[str, Any]] = []
+    for item in items:
+        if contacts.get(item["conversation_id"]) not in tagged or not repository.row_matches(item, filters):
+            continue
+        increment = {**item, "count": 1, "total": item["seconds"] or 0.0}
+        rows.append({**increment, "grain": "h"})
+        rows.append({**increment, "grain": "d", "period": item["period"][:10]})
+    return rows
+
+
 def _breakdown(read: "_Read", metrics: Iterable[str], column: str) -> dict[tuple[int, str], int]:
     """Counts by one dimension for the report's range: rollups plus pending events."""
+    if read.filters.tag_id is not None:
+        counts: dict[tuple[int, str], int] = defaultdict(int)
+        for cell in read.cells(read.window, metrics, by=column):
+            counts[(cell.key, cell.metric)] += cell.count
+        return dict(counts)
     grain = read.window.grain
     first, last = read.window.bounds(grain)
     wanted = set(metrics)
     counts = defaultdict(
-        int,
-        repository.breakdown(read.session, read.workspace_id, grain, first, last, wanted, read.filters, column),
+        int, repository.breakdown(read.session, read.workspace_id, grain, first, last, wanted, read.filters, column)
     )
     for row in read.pending:
         if row["grain"] == grain and first <= row["period"] <= last and row["metric"] in wanted:
@@ -1103,6 +1152,8 @@ def build_report(
     if name in APPLIED_FILTERS:
         applied = APPLIED_FILTERS[name]
         chosen = Filters(**{k: (v if k in applied else None) for k, v in chosen.__dict__.items()})
+    if name not in TAG_REPORTS:
+        chosen = replace(chosen, tag_id=None)
     in_hours = check_business_hours(session, actor.workspace_id, name, business_hours)
     previous = window.previous()
     with _snapshot(session) as snapshot:
@@ -1120,15 +1171,15 @@ def build_report(
     }
 
 
-def counts_today(session: Session, workspace_id: int, filters: Filters, metrics: Iterable[str]) -> dict[str, int]:
-    """Today's counts of `metrics` (workspace time zone) as the "today" report reads them: rollups
-    plus the events not applied yet, in one snapshot."""
+def cells_today(
+    session: Session, workspace_id: int, filters: Filters, metrics: Iterable[str], business_hours: bool = False
+) -> list[Cell]:
+    """Today's cells of `metrics` (workspace time zone) as the "today" report reads them: rollups
+    plus the events not applied yet, in one snapshot; times in business hours with the toggle."""
     today = today_in(session, workspace_id)
     window = Range(today, today, "today")
-    wanted = list(metrics)
     with _snapshot(session) as snapshot:
-        totals = _counts(_Read(snapshot, workspace_id, window, filters).cells(window, wanted))
-    return {metric: totals.get(metric, 0) for metric in wanted}
+        return _Read(snapshot, workspace_id, window, filters, business_hours=business_hours).cells(window, metrics)
 
 
 # ----- drill-down -----------------------------------------------------------------------------
@@ -1203,9 +1254,14 @@ def drill_down(
         stored = repository.items(
             snapshot, actor.workspace_id, stored_metric, first, last, chosen, span, limit=DRILL_LIMIT
         )
+        waiting = (
+            rollups.pending_items(snapshot, actor.workspace_id)
+            if chosen.tag_id is None
+            else [row for row in _pending_tagged(snapshot, actor.workspace_id, chosen) if row["grain"] == "h"]
+        )
         pending = [
             item
-            for item in rollups.pending_items(snapshot, actor.workspace_id)
+            for item in waiting
             if item["metric"] == stored_metric
             and first <= item["period"] <= last
             and repository.row_matches(item, chosen)

@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 
 from tertulia.broadcasts.views import STATUS_LABELS as BROADCAST_STATUS_LABELS
 from tertulia.channels.models import Channel
+from tertulia.contacts import repository as contacts_repo
 from tertulia.contacts.models import Contact
 from tertulia.conversations.models import ClosingCategory, Conversation
 from tertulia.kit.errors import DomainError, NotFound
@@ -306,6 +307,7 @@ FIELD_ERRORS: dict[str, str] = {
     "business_hours": i18n.lazy(
         "This workspace has no business hours: set them in Settings > General to use this option."
     ),
+    "tag": i18n.lazy("No tag of this workspace has this name."),
 }
 NO_HOURS = i18n.lazy(
     "This workspace has no business hours yet: set them in Settings > General to count times within them."
@@ -419,7 +421,7 @@ def _int(value: str | None) -> int | None:
         return None
 
 
-def _on(value: str | None) -> bool:
+def is_on(value: str | None) -> bool:
     """A checkbox or query flag: "1", "true", "on", "yes" are on."""
     return (value or "").strip().lower() in ("1", "true", "on", "yes")
 
@@ -441,6 +443,7 @@ class Asked:
     to: str
     filters: Filters
     business_hours: bool
+    tag: str  # a contact tag by name, as the form's field has it
 
     @property
     def start(self) -> date | None:
@@ -456,9 +459,14 @@ class Asked:
             "range": self.range,
             "from": self.from_,
             "to": self.to,
-            **{k: ("" if v is None else str(v)) for k, v in self.filters.__dict__.items()},
+            **{k: ("" if v is None else str(v)) for k, v in self.filters.__dict__.items() if k != "tag_id"},
+            "tag": self.tag,
             "business_hours": "1" if business_hours else "",
         }
+
+    def resolved(self, ctx: WebContext) -> Filters:
+        """The filters with the tag named in the form (a 422 on `tag` when no tag has the name)."""
+        return service.with_tag_named(ctx.session, ctx.actor.workspace_id, self.filters, self.tag)
 
 
 def asked(
@@ -470,10 +478,11 @@ def asked(
     user_id: Annotated[str | None, Query(max_length=20)] = None,
     category_id: Annotated[str | None, Query(max_length=20)] = None,
     source: Annotated[str | None, Query(max_length=16)] = None,
+    tag: Annotated[str | None, Query(max_length=100)] = None,
     business_hours: Annotated[str | None, Query(max_length=8)] = None,
 ) -> Asked:
     filters = Filters(_int(channel_id), _int(team_id), _int(user_id), _int(category_id), source or None)
-    return Asked(range, from_ or "", to or "", filters, _on(business_hours))
+    return Asked(range, from_ or "", to or "", filters, is_on(business_hours), (tag or "").strip())
 
 
 AskedRange = Annotated[Asked, Depends(asked)]
@@ -511,7 +520,8 @@ def report_page(
             preset=query.range,
             start=query.start,
             end=query.end,
-            filters=query.filters,
+            # Only these reports show the tag field; the others ignore a tag kept in the address.
+            filters=query.resolved(ctx) if name in service.TAG_REPORTS else query.filters,
             metric=metric,
             by=by,
             business_hours=in_hours,
@@ -550,6 +560,8 @@ def report_page(
             "drill_links": DRILL_LINKS.get(name, {}),
             "text_columns": TEXT_COLUMNS,
             "applied_filters": service.APPLIED_FILTERS.get(name),
+            "tagged": name in service.TAG_REPORTS,
+            "tag_names": contacts_repo.tag_suggestions(ctx.session, ctx.actor.workspace_id),
             "timed": name in service.TIMED_REPORTS,
             "has_hours": has_hours,
             "no_hours": ctx.fmt.gettext(NO_HOURS),
@@ -595,7 +607,7 @@ def drill_down_page(
         preset=query.range,
         start=query.start,
         end=query.end,
-        filters=query.filters,
+        filters=query.resolved(ctx),
         business_hours=query.business_hours,
     )
     chosen = query.chosen(business_hours=listed["business_hours"])

@@ -1,0 +1,316 @@
+"""The contact tag filter: a report filtered on a tag equals the same report of a workspace where only
+the tagged contacts' conversations happened (hypothesis, through the real inbox, the event log and
+the consumer, with the events both pending and applied), and the filter's API, CSV, page and
+drill-down."""
+
+import csv
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from tertulia.channels.models import Channel
+from tertulia.channels.service import do_create_channel
+from tertulia.contacts.models import Contact, Tag
+from tertulia.contacts.service import do_add_tags, do_create_tag
+from tertulia.conversations import service as inbox
+from tertulia.conversations.models import Conversation
+from tertulia.kit import queue
+from tertulia.kit.db import Database
+from tests.conftest import Tenant
+from tests.fakes import FakeHttpAdapter, fake_provider
+from tests.reports.support import Shop, at, feed, report, system
+from tests.web.helpers import sign_in_as
+
+DAY = "2026-11-04"
+WIDE = {"range": "custom", "from": "2026-11-03", "to": "2026-11-06"}
+ONE_DAY = {"range": "custom", "from": DAY, "to": DAY}
+TAGGED_REPORTS = ("conversations", "responses", "resolutions", "assignments")
+CUSTOMERS = 4
+ACTIONS = ("write", "write", "reply", "bot", "assign", "reassign", "unassign", "close", "reopen")
+
+
+@dataclass(frozen=True)
+class Step:
+    customer: int
+    action: str
+    seconds: int
+
+
+steps = st.lists(
+    st.builds(
+        Step,
+        customer=st.integers(0, CUSTOMERS - 1),
+        action=st.sampled_from(ACTIONS),
+        # Not whole minutes: the two workspaces' clocks differ by the milliseconds the steps take,
+        # and a time a few milliseconds either side of a bucket's edge (2 min) would fall apart.
+        seconds=st.sampled_from([67, 247, 2107, 9007, 42007]),
+    ),
+    min_size=4,
+    max_size=18,
+)
+
+
+def _shop(db: Database, tenant: Tenant, url: str) -> Shop:
+    with db.transaction() as session:
+        channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "Tienda", {"url": url})
+    return Shop(db, tenant, channel.id)
+
+
+def _phone(customer: int) -> str:
+    return f"+52155500001{customer:02d}"
+
+
+def _play(shop: Shop, tenant: Tenant, plan: list[Step], customers: set[int]) -> dict[int, int]:
+    """The plan's steps of `customers`, at the plan's times (so two workspaces playing different
+    customers see the same customer's events at the same instants). A step that does not fit the
+    conversation's state (a reply before any message, closing a closed one) is passed over, alike
+    in both. The conversation of each customer who wrote."""
+    clock = datetime.fromisoformat(f"{DAY} 08:00")
+    conversations: dict[int, int] = {}
+    closed: set[int] = set()
+    for step in plan:
+        clock += timedelta(seconds=step.seconds)
+        if step.customer not in customers:
+            continue
+        conversation = conversations.get(step.customer)
+        with at(clock.isoformat(sep=" ")):
+            if step.action == "write":
+                conversations[step.customer] = shop.customer_writes(_phone(step.customer))
+                closed.discard(step.customer)
+            elif conversation is None:
+                continue
+            elif step.action == "reopen" and step.customer in closed:
+                shop.reopen(conversation)
+                closed.discard(step.customer)
+            elif step.customer in closed:
+                continue
+            elif step.action == "reply":  # the owner may reply whoever has the conversation
+                shop.reply(conversation, tenant.actor())
+            elif step.action == "bot":
+                shop.reply(conversation, system(tenant, "bot"), "automático")
+            elif step.action == "assign":
+                shop.assign(conversation, tenant.agent_id)
+            elif step.action == "reassign":
+                shop.assign(conversation, tenant.manager_id)
+            elif step.action == "unassign":
+                _unassign(shop, conversation)
+            elif step.action == "close":
+                shop.close(conversation)
+                closed.add(step.customer)
+    return conversations
+
+
+def _unassign(shop: Shop, conversation_id: int) -> None:
+    with shop.db.transaction() as session:
+        conversation = session.get(Conversation, conversation_id)
+        assert conversation is not None
+        inbox.do_assign(session, shop.tenant.actor(), conversation, user_id=None, team_id=None)
+
+
+def _tag(db: Database, tenant: Tenant, shop: Shop, conversations: dict[int, int], customers: set[int]) -> None:
+    with db.transaction() as session:
+        do_create_tag(session, tenant.actor(), "VIP")  # it exists even when nobody who wrote has it
+        for customer in sorted(customers & set(conversations)):
+            contact = session.get(Contact, shop.contact_of(conversations[customer]))
+            assert contact is not None
+            do_add_tags(session, tenant.actor(), contact, ["VIP"])
+
+
+def _comparable(name: str, tables: dict[str, Any], people: dict[int, str]) -> dict[str, Any]:
+    """The tables, with the team members named by role (the two workspaces' ids differ)."""
+    if name != "assignments":
+        return tables
+    by_user = tables["by_user"]
+    rows = [[people.get(row[0], row[0]), None, *row[2:]] for row in by_user["rows"]]
+    return {**tables, "by_user": {"columns": by_user["columns"], "rows": sorted(rows, key=str)}}
+
+
+def _reports(client: TestClient, tenant: Tenant, **params: Any) -> dict[str, Any]:
+    people = {tenant.agent_id: "agent", tenant.manager_id: "manager", tenant.owner_id: "owner"}
+    found: dict[str, Any] = {}
+    for window in (ONE_DAY, WIDE):
+        for name in TAGGED_REPORTS:
+            body = report(client, tenant, name, **window, **params)
+            found[f"{name} {window['from']}"] = _comparable(name, body["tables"], people)
+    return found
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    # No shrinking: each example plays two workspaces through the inbox, and shrinking a failure
+    # took over five minutes; the failing plan is printed whole, and short enough to read.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+@given(plan=steps, tagged=st.sets(st.integers(0, CUSTOMERS - 1), max_size=CUSTOMERS))
+def test_a_tag_filtered_report_is_the_report_of_the_tagged_contacts_alone(
+    db: Database,
+    make_tenant: Callable[..., Tenant],
+    client: TestClient,
+    fakehttp_adapter: FakeHttpAdapter,
+    plan: list[Step],
+    tagged: set[int],
+) -> None:
+    everyone = make_tenant(default_country="MX", timezone="America/Mexico_City")
+    alone = make_tenant(default_country="MX", timezone="America/Mexico_City")
+    queue.huey.immediate = False  # the consumer runs only when fed
+    try:
+        with fake_provider() as provider:
+            shop = _shop(db, everyone, provider.url)
+            conversations = _play(shop, everyone, plan, set(range(CUSTOMERS)))
+            _play(_shop(db, alone, provider.url), alone, plan, tagged)
+            _tag(db, everyone, shop, conversations, tagged)
+            pending = _reports(client, everyone, tag="vip")
+            feed(db)
+            applied = _reports(client, everyone, tag="VIP")
+            expected = _reports(client, alone)
+    finally:
+        queue.huey.flush()
+    assert _alike(applied, expected)
+    assert _alike(pending, expected)
+
+
+def _alike(found: Any, expected: Any) -> bool:
+    """Equal, times to a tenth of a second: the two workspaces' events are milliseconds apart."""
+    if isinstance(found, dict) and isinstance(expected, dict):
+        return found.keys() == expected.keys() and all(_alike(found[k], expected[k]) for k in found)
+    if isinstance(found, list) and isinstance(expected, list):
+        return len(found) == len(expected) and all(_alike(a, b) for a, b in zip(found, expected, strict=True))
+    if isinstance(found, float) and isinstance(expected, float):
+        return abs(found - expected) <= 0.15
+    return bool(found == expected)
+
+
+def _two_customers(db: Database, tenant: Tenant) -> tuple[Shop, int]:
+    """On DAY a tagged customer (VIP) answered after 5 minutes and closed at 09:30, and an untagged
+    one answered after 20 minutes and left open; the VIP tag's id."""
+    with fake_provider() as provider:
+        shop = _shop(db, tenant, provider.url)
+        with at(f"{DAY} 09:00"):
+            vip = shop.customer_writes(_phone(1))
+        with at(f"{DAY} 09:05"):
+            shop.reply(vip, tenant.actor())
+        with at(f"{DAY} 09:30"):
+            shop.close(vip)
+        with at(f"{DAY} 10:00"):
+            other = shop.customer_writes(_phone(2))
+        with at(f"{DAY} 10:20"):
+            shop.reply(other, tenant.actor())
+        with db.transaction() as session:
+            contact = session.get(Contact, shop.contact_of(vip))
+            assert contact is not None
+            do_add_tags(session, tenant.actor(), contact, ["VIP"])
+            tag_id = session.scalar(select(Tag.id).where(Tag.workspace_id == tenant.workspace_id, Tag.name == "VIP"))
+            assert tag_id is not None
+        feed(db)
+    return shop, tag_id
+
+
+def _summary(body: dict[str, Any]) -> dict[str, list[Any]]:
+    return {row[0]: row for row in body["tables"]["summary"]["rows"]}
+
+
+def test_the_tag_filter_in_the_api_the_csv_and_the_reports_it_does_not_apply_to(
+    db: Database,
+    tenant: Tenant,
+    make_tenant: Callable[..., Tenant],
+    client: TestClient,
+    fakehttp_adapter: FakeHttpAdapter,
+) -> None:
+    _, tag_id = _two_customers(db, tenant)
+    conversations = report(client, tenant, "conversations", **ONE_DAY, tag_id=tag_id)
+    assert conversations["filters"] == {"tag_id": tag_id}
+    summary = _summary(conversations)
+    assert [summary["opened"][1], summary["closed"][1]] == [1, 1]
+    assert summary["first_response"][1:3] == [1, pytest.approx(300, abs=1)]
+    assert summary["resolution"][1:3] == [1, pytest.approx(1800, abs=1)]
+    whole = _summary(report(client, tenant, "conversations", **ONE_DAY))
+    assert [whole["opened"][1], whole["first_response"][1]] == [2, 2]
+    assert report(client, tenant, "conversations", **ONE_DAY, tag="vip")["tables"] == conversations["tables"]
+    csv_file = client.get(
+        "/api/v1/reports/responses/summary.csv", headers=tenant.headers, params={**ONE_DAY, "tag_id": tag_id}
+    )
+    assert csv_file.status_code == 200, csv_file.text
+    rows = list(csv.reader(io.StringIO(csv_file.text)))
+    assert rows[1][:2] == ["first_response", "1"]
+    assert float(rows[1][2]) == pytest.approx(300, abs=1)
+    # Messages have no items to filter: the report ignores the tag, and says so in its filters.
+    messages = report(client, tenant, "messages", **ONE_DAY, tag_id=tag_id)
+    assert messages["filters"] == {}
+    assert _summary(messages)["incoming"][1] == 2
+    # A tag of no workspace, another workspace's tag, a name nobody has: 422 naming the field.
+    with db.transaction() as session:
+        elsewhere = make_tenant()
+        foreign = do_create_tag(session, elsewhere.actor(), "VIP").id
+    for params, field in (
+        ({"tag_id": 999_999_999}, "tag_id"),
+        ({"tag_id": foreign}, "tag_id"),
+        ({"tag": "nadie"}, "tag"),
+        ({"tag": "VIP", "tag_id": tag_id}, "tag"),
+    ):
+        refused = client.get("/api/v1/reports/conversations", headers=tenant.headers, params=params)
+        assert refused.status_code == 422, params
+        error = refused.json()["error"]
+        assert set(error) == {"code", "message", "details"}
+        assert field in error["details"], params
+        refused_csv = client.get("/api/v1/reports/conversations/summary.csv", headers=tenant.headers, params=params)
+        assert refused_csv.status_code == 422
+
+
+@pytest.mark.parametrize(
+    ("language", "label", "note", "unknown"),
+    [
+        ("es", "Etiqueta del contacto", "Conversaciones de contactos con la etiqueta VIP ahora", "Ninguna etiqueta"),
+        ("en", "Contact tag", "Conversations of contacts tagged VIP now", "No tag of this workspace"),
+    ],
+)
+def test_the_page_and_the_drill_down_with_a_tag(
+    db: Database,
+    tenant: Tenant,
+    client: TestClient,
+    fakehttp_adapter: FakeHttpAdapter,
+    language: str,
+    label: str,
+    note: str,
+    unknown: str,
+) -> None:
+    _two_customers(db, tenant)
+    sign_in_as(client, db, tenant.manager_id, "manager-password")
+    client.cookies.set("tertulia_lang", language)
+    page = client.get("/reports/conversations", params={**ONE_DAY, "tag": "VIP"})
+    assert page.status_code == 200, page.text
+    assert label in page.text
+    assert note in page.text
+    assert 'name="tag" value="VIP"' in page.text
+    assert '<option value="VIP">' in page.text
+    # The CSV links, the tabs and the lists keep the tag.
+    assert (
+        f"/api/v1/reports/conversations/summary.csv?range=custom&amp;from={DAY}&amp;to={DAY}&amp;tag=VIP" in page.text
+    )
+    assert "drill-series-opened" in page.text
+    listed = client.get(
+        "/reports/conversations/list", params={**ONE_DAY, "tag": "VIP", "metric": "opened", "period": f"{DAY}T09"}
+    )
+    assert listed.status_code == 200, listed.text
+    assert 'data-count="1"' in listed.text
+    nobody = client.get(
+        "/reports/conversations/list", params={**ONE_DAY, "tag": "VIP", "metric": "opened", "period": f"{DAY}T10"}
+    )
+    assert 'data-count="0"' in nobody.text
+    bad = client.get("/reports/responses", params={**ONE_DAY, "tag": "nadie"})
+    assert bad.status_code == 200
+    assert unknown in bad.text
+    assert 'id="report-data"' not in bad.text
+    # A report the tag does not filter shows no tag field and says it is not applied.
+    messages = client.get("/reports/messages", params={**ONE_DAY, "tag": "VIP"})
+    assert 'data-testid="report-tag"' not in messages.text
+    assert 'data-testid="report-tag-ignored"' in messages.text
