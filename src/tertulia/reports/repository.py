@@ -4,7 +4,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, not_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, insert, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -201,18 +201,7 @@ def cells(
         .where(*_range_clauses(workspace_id, grain, first, last, metrics, filters))
         .group_by(*group)
     )
-    return [
-        Cell(
-            period=row[0],
-            metric=row[1],
-            label=row[2],
-            bucket=int(row[3]),
-            key=int(row[4]) if by is not None else 0,
-            count=int(row[-2] or 0),
-            total=float(row[-1] or 0.0),
-        )
-        for row in session.execute(query)
-    ]
+    return _cells(session, query, by)
 
 
 def labels_by(
@@ -310,18 +299,7 @@ def item_cells(
         )
         .group_by(*group)
     )
-    return [
-        Cell(
-            period=row[0],
-            metric=row[1],
-            label=row[2],
-            bucket=int(row[3]),
-            key=int(row[4]) if by is not None else 0,
-            count=int(row[-2] or 0),
-            total=float(row[-1] or 0.0),
-        )
-        for row in session.execute(query)
-    ]
+    return _cells(session, query, by)
 
 
 def _item_query(
@@ -367,3 +345,19 @@ def items(
     the rollups are, in time order; `buckets` (low, high) keeps histogram buckets low <= b < high."""
     query = select(ReportItem).where(*_item_query(workspace_id, metric, first, last, filters, buckets))
     return list(session.scalars(query.order_by(ReportItem.at, ReportItem.id).limit(limit)))
+
+
+def _cells(session: Session, query: Select[Any], by: str | None) -> list[Cell]:
+    """The rows of a grouped query (period, metric, label, bucket, [the `by` dimension], count, total)."""
+    return [
+        Cell(
+            period=row[0],
+            metric=row[1],
+            label=row[2],
+            bucket=int(row[3]),
+            key=int(row[4]) if by is not None else 0,
+            count=int(row[-2] or 0),
+            total=float(row[-1] or 0.0),
+        )
+        for row in session.execute(query)
+    ]
