@@ -97,6 +97,8 @@ def test_twilio_a_suspended_account_reported_later_puts_the_channel_in_error_onc
     suspended = send_reply(client, db, tenant, conversation_id, "¿Hola?")
     later = send_reply(client, db, tenant, conversation_id, "¿Hola otra vez?")
 
+    # Twilio's status callback (tests/channels/twilio_samples.py: twilio.com/docs/messaging/guides/
+    # outbound-message-logging) with the codes of twilio.com/docs/api/errors/30003 and /30002.
     # A customer's unreachable handset (30003): that message failed, the channel is fine.
     assert twilio_fake.status(client, str(unreachable.provider_message_id), "undelivered", "30003").status_code == 200
     callbacks_written(db)
@@ -110,6 +112,17 @@ def test_twilio_a_suspended_account_reported_later_puts_the_channel_in_error_onc
     assert _message(db, suspended.id) == (DeliveryStatus.FAILED, "30002: Account suspended")
     assert _state(db, channel_id) == Health.ERROR
     assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "30002")]
+
+    # Twilio goes on accepting sends: no sign of life. A message delivered is one.
+    accepted = [send_reply(client, db, tenant, conversation_id, f"Intento {n}") for n in range(3)]
+    assert _state(db, channel_id) == Health.ERROR
+    assert twilio_fake.status(client, str(accepted[-1].provider_message_id), "delivered").status_code == 200
+    callbacks_written(db)
+    assert _state(db, channel_id) == Health.CONNECTED
+    assert _events(db, tenant.workspace_id) == [
+        ("channel.errored", "account", "30002"),
+        ("channel.recovered", None, None),
+    ]
 
 
 # ----- Vonage -----------------------------------------------------------------------------------------
