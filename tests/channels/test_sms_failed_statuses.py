@@ -5,6 +5,7 @@ callback `ErrorCode`, Vonage's delivery receipt `err-code` and Messages API stat
 `failure`. SQLite and PostgreSQL."""
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -19,6 +20,7 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, Fault
 from tertulia.conversations.models import Message
 from tertulia.events.models import EventRecord
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.channels import twilio_samples as tw
 from tests.channels.fake_bird import FakeBird, fake_bird, outbound_status
@@ -31,6 +33,7 @@ from tests.channels.support import channel_messages, connect, send_reply
 from tests.channels.test_bird import _connect as bird_connect
 from tests.channels.test_vonage import _connect as vonage_connect
 from tests.channels.test_vonage import _inbound as vonage_inbound
+from tests.channels.test_whatsapp import _connected as whatsapp_channel
 from tests.conftest import Tenant
 from tests.fakes import callbacks_written
 
@@ -290,3 +293,28 @@ def test_bird_service_failures_are_the_provider_s_and_failures_without_a_code_no
     assert provider.fault == Fault.PROVIDER
     assert bird._failure_error({}, "r") is None
     assert health.status_failure([]) is None
+
+
+def test_an_older_refused_send_does_not_end_an_error_reported_later_without_an_event(
+    db: Database, tenant: Tenant
+) -> None:
+    """A status callback's error (t), a send accepted (t+2), then a refusal the outbox timed before
+    that send (t+1), written last: the channel stays in error, as no callback has shown it works."""
+    channel = whatsapp_channel(db, tenant)
+    start = utcnow()
+    unpaid = twilio.PermanentError("30002: Account suspended", code="30002", fault=Fault.ACCOUNT)
+    refused = twilio.PermanentError("Authenticate (20003)", code="20003", fault=Fault.CREDENTIALS)
+    with db.transaction() as session:
+        health.record_failure(session, channel.id, unpaid, start, from_status=True)
+        health.touch_sent(session, channel.id, start + timedelta(seconds=2))
+        health.record_failure(session, channel.id, refused, start + timedelta(seconds=1))
+    assert _state(db, channel.id) == Health.ERROR
+    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "30002")]
+    with db.transaction() as session:
+        health.record_failure(session, channel.id, refused, start + timedelta(seconds=3))
+        health.touch_sent(session, channel.id, start + timedelta(seconds=4))  # a refusal's kind: ended
+    assert _state(db, channel.id) == Health.CONNECTED
+    assert [kind for kind, _fault, _code in _events(db, tenant.workspace_id)] == [
+        "channel.errored",
+        "channel.recovered",
+    ]

@@ -280,7 +280,14 @@ def record_error(
     if errored is not None:
         _emit_change(session, EventType.CHANNEL_ERRORED, errored, fault, code)
         return
-    session.execute(update(Channel).where(Channel.id == channel_id).values(values))
+    # An error a status callback reported stays one while a send was accepted after this error: that
+    # send did not end it, and this error must not end it either (no channel.recovered is emitted here).
+    keeps_origin = and_(Channel.last_error_from_status.is_(True), ~_before(Channel.last_sent_at, at))
+    session.execute(
+        update(Channel)
+        .where(Channel.id == channel_id)
+        .values({**values, "last_error_from_status": or_(literal(from_status), keeps_origin)})
+    )
 
 
 def record_reconnected(session: Session, channel: Channel, was: Health) -> None:
