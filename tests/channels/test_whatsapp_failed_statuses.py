@@ -1,8 +1,9 @@
 """Failures Meta reports later, in a `failed` status with its `errors[]`: judged by the same codes and
 the same table as a refused send, so a locked, unpaid or unregistered account, a revoked token or a
 throttled number puts the channel in error (once, its owners and managers told) even though Meta
-accepted the send, while a customer's refusal only fails the message. A later sign of life (a
-delivered status, a customer's message, an accepted send) ends the error. SQLite and PostgreSQL."""
+accepted the send, while a customer's refusal only fails the message. Only a later callback (a
+delivered status, a customer's message) ends such an error: Meta accepting the next send proves
+nothing, since that is how the failure began. SQLite and PostgreSQL."""
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -111,19 +112,29 @@ def test_a_code_reported_later_is_the_same_fault_as_when_a_send_is_refused(code:
 # ----- through the callbacks, on both databases ------------------------------------------------------
 
 
-def _turns() -> Callable[[], datetime]:
+Clock = Callable[[], datetime]
+
+
+def _turns() -> Clock:
     """A clock that moves 7 s a call: one message every 6 s to the same customer, so each goes at once."""
     start = utcnow()
     calls = iter(range(1, 1000))
     return lambda: start + timedelta(seconds=7 * next(calls))
 
 
-def _accepted(client: TestClient, db: Database, tenant: Tenant, channel: Channel, count: int) -> list[str]:
+def _accepted(
+    client: TestClient, db: Database, tenant: Tenant, channel: Channel, count: int, clock: Clock | None = None
+) -> list[str]:
     """`count` messages to Sheena (who has just written) that Meta accepted; their wamids."""
     _post(client, channel, wa.TEXT)
+    return _sent(client, db, tenant, channel, count, clock or _turns())
+
+
+def _sent(client: TestClient, db: Database, tenant: Tenant, channel: Channel, count: int, clock: Clock) -> list[str]:
+    """`count` more messages to Sheena that Meta accepted, with no callback between them, each in its
+    turn on `clock`; their wamids."""
     with db.transaction(write=False) as session:
         contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
-    clock = _turns()
     ids: list[int] = []
     for n in range(count):
         body = {"channel_id": channel.id, "message": {"type": "text", "text": f"mensaje {n}"}}
@@ -219,14 +230,56 @@ def test_an_account_failure_reported_later_puts_the_channel_in_error_once_until_
 
 
 @pytest.mark.usefixtures("immediate_queue")
-def test_a_revoked_token_reported_later_ends_with_the_next_accepted_send(
+def test_an_error_reported_later_outlasts_accepted_sends_until_a_callback_shows_the_channel_works(
     client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
 ) -> None:
+    """An unpaid account: Meta accepts every send and fails it later. The sends Meta keeps accepting
+    are no sign of life (that is how the failure began): the channel stays in error, told once, until
+    a callback shows it works."""
     channel = _connected(db, tenant, api_base_url=graph.base_url)
-    (revoked,) = _accepted(client, db, tenant, channel, 1)
+    clock = _turns()
+    unpaid, delivered = _accepted(client, db, tenant, channel, 2, clock)
+    _post(client, channel, wa.failed_status(unpaid, 131042))
+    assert _state(db, channel.id) == (Health.ERROR, _reason(131042))
+    for _ in range(3):
+        _sent(client, db, tenant, channel, 1, clock)
+        assert _state(db, channel.id) == (Health.ERROR, _reason(131042))
+    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131042")]
+
+    _post(client, channel, wa.status(delivered, "delivered"))
+    assert _state(db, channel.id)[0] == Health.CONNECTED
+    assert _events(db, tenant.workspace_id) == [
+        ("channel.errored", "account", "whatsapp:131042"),
+        ("channel.recovered", None, None),
+    ]
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_a_refused_send_after_an_error_reported_later_is_ended_by_the_next_accepted_send(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    """The last error decides what ends it: a token revoked, reported later, then refused outright when
+    sending; once a new token is in place the send Meta accepts ends it, told once each way."""
+    channel = _connected(db, tenant, api_base_url=graph.base_url)
+    clock = _turns()
+    (revoked,) = _accepted(client, db, tenant, channel, 1, clock)
     _post(client, channel, wa.failed_status(revoked, 190))
+    graph.fail_next("messages", 401, wa.graph_error(190, "Error validating access token"))
+    with db.transaction(write=False) as session:
+        contact_id = session.scalar(select(Message.contact_id).where(Message.provider_message_id == wa.TEXT_ID))
+    body = {"channel_id": channel.id, "message": {"type": "text", "text": "¿Hola?"}}
+    posted = client.post(f"/api/v1/contacts/id:{contact_id}/messages", headers=tenant.headers, json=body)
+    assert posted.status_code == 201, posted.text
+    process_outbound(db, int(posted.json()["id"]), clock)
+    with db.transaction(write=False) as session:
+        refused = session.get(Message, int(posted.json()["id"]))
+        assert refused is not None
+        assert refused.status == DeliveryStatus.FAILED
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        assert stored.last_error_from_status is False  # the refused send is the last error now
     assert _state(db, channel.id)[0] == Health.ERROR
-    _accepted(client, db, tenant, channel, 1)  # Meta takes a message again
+    _sent(client, db, tenant, channel, 1, clock)
     assert _state(db, channel.id)[0] == Health.CONNECTED
     assert _events(db, tenant.workspace_id) == [
         ("channel.errored", "credentials", "whatsapp:190"),

@@ -1,10 +1,15 @@
 """Whether a channel works, as Settings > Channels shows it: connected, in error or disconnected.
 
 A channel is in error while its last error is newer than the last sign of life from the provider (a
-callback received or a message it accepted). The timestamps are written by the callback task and the
-outbox at most once a minute per channel (an UPDATE only when the stored one is older, or older than
-the last error or the start of a run of provider failures), so a busy channel's row is not rewritten
-by every message.
+callback received or a message it accepted). An error a status callback reported (the provider
+accepted the send and failed it later: an unpaid or locked account) is ended only by a callback, a
+delivered or read status or a customer's message: the next send being accepted proves nothing,
+since that is how the failure began (`last_error_from_status`). Without that, an account that
+accepts every send and fails it later would go into error and out of it with each message.
+
+The timestamps are written by the callback task and the outbox at most once a minute per channel
+(an UPDATE only when the stored one is older, or older than the last error or the start of a run of
+provider failures), so a busy channel's row is not rewritten by every message.
 
 The moments the state changes are events (`channel.errored`, `channel.recovered`), emitted once per
 change, not once per failed message: the UPDATE that makes the change is conditional on the state
@@ -18,8 +23,9 @@ cannot be reached. A refusal of one message (a bad or opted-out number, a custom
 bot, the 24-hour window) is that message's failure, recorded on the message alone: the channel
 stays connected and no one is told (`ChannelError.fault`, mapped by each adapter from its
 provider's error codes). A failure the provider reports later, in a status callback (WhatsApp's
-failed statuses with their errors), counts the same way (`status_failure`, recorded by the callback
-task at the time the callback arrived; such a callback is no sign of life).
+failed statuses with their errors, Twilio's ErrorCode, Vonage's err-code and error, Bird's failure),
+counts the same way (`status_failure`, recorded by the callback task at the time the callback
+arrived, `from_status`; such a callback is no sign of life).
 
 Refused credentials and a broken account put the channel in error at once. A provider that cannot
 be reached or fails (`Fault.PROVIDER`: timeouts, connection errors, 5xx) does only when it keeps
@@ -69,7 +75,11 @@ class ChannelHealth:
 
 
 def health_of(channel: Channel) -> ChannelHealth:
-    alive = max((t for t in (channel.last_callback_at, channel.last_sent_at) if t is not None), default=None)
+    # An error a status callback reported is ended by a callback only (the module's docstring).
+    signs = [channel.last_callback_at]
+    if not channel.last_error_from_status:
+        signs.append(channel.last_sent_at)
+    alive = max((t for t in signs if t is not None), default=None)
     if not channel.active:
         state = Health.DISCONNECTED
     elif channel.last_error_at is not None and (alive is None or channel.last_error_at > alive):
@@ -109,12 +119,13 @@ def _provider_run_going_on() -> ColumnElement[bool]:
 
 
 def _in_error() -> ColumnElement[bool]:
-    """health_of's ERROR, in SQL: an active channel whose last error is newer than every sign of life."""
+    """health_of's ERROR, in SQL: an active channel whose last error is newer than every sign of life
+    (for an error a status callback reported, every callback)."""
     return and_(
         Channel.active.is_(True),
         Channel.last_error_at.is_not(None),
         _before(Channel.last_callback_at, Channel.last_error_at),
-        _before(Channel.last_sent_at, Channel.last_error_at),
+        or_(Channel.last_error_from_status.is_(True), _before(Channel.last_sent_at, Channel.last_error_at)),
     )
 
 
@@ -153,10 +164,14 @@ def _touch(session: Session, column: InstrumentedAttribute[datetime | None], cha
     last, error_at, failing_since = row
     if last is not None and last >= at - TOUCH_EVERY and all(t is None or t <= last for t in (error_at, failing_since)):
         return
-    # A sign of life newer than the error ends an error state: that UPDATE, and the event, first.
+    # A sign of life newer than the error ends an error state: that UPDATE, and the event, first. An
+    # accepted send does not end an error a status callback reported; it is still written below.
+    ends = [Channel.last_error_at < at]
+    if column is Channel.last_sent_at:
+        ends.append(Channel.last_error_from_status.is_(False))
     recovered = session.execute(
         update(Channel)
-        .where(Channel.id == channel_id, _in_error(), Channel.last_error_at < at)
+        .where(Channel.id == channel_id, _in_error(), *ends)
         .values({column.key: at})
         .returning(*_CHANGED)
     ).first()
@@ -175,17 +190,25 @@ def touch_sent(session: Session, channel_id: int, at: datetime) -> None:
 
 
 def record_failure(
-    session: Session, channel_id: int, error: ChannelError, at: datetime, reason: str | None = None
+    session: Session,
+    channel_id: int,
+    error: ChannelError,
+    at: datetime,
+    reason: str | None = None,
+    *,
+    from_status: bool = False,
 ) -> bool:
     """Record a provider's refusal against the channel when it is the channel's fault (`reason`, when
-    given, is the words to keep: the outbox's "gave up after 5 attempts: ..."). A refusal of one
-    message leaves the channel as it was; a provider failure is counted in its run and recorded only
-    once the run is an outage. Whether it was recorded."""
+    given, is the words to keep: the outbox's "gave up after 5 attempts: ..."; `from_status`: a status
+    callback reported it). A refusal of one message leaves the channel as it was; a provider failure
+    is counted in its run and recorded only once the run is an outage. Whether it was recorded."""
     if not error.channel_level:
         return False
     if error.fault == Fault.PROVIDER and not _provider_outage(session, channel_id, at):
         return False
-    record_error(session, channel_id, reason or error.reason, at, fault=error.fault, code=error.code)
+    record_error(
+        session, channel_id, reason or error.reason, at, fault=error.fault, code=error.code, from_status=from_status
+    )
     return True
 
 
@@ -232,18 +255,24 @@ def record_error(
     *,
     fault: Fault | None = None,
     code: str | None = None,
+    from_status: bool = False,
 ) -> None:
-    """The channel itself failed (callers decide that: `record_failure` for a provider's error)."""
-    values = {"last_error": reason[:MAX_ERROR], "last_error_at": at}
-    # Connected until now, and this error newer than every sign of life: the channel goes into error.
+    """The channel itself failed (callers decide that: `record_failure` for a provider's error).
+    `from_status`: a status callback reported it, and only a callback ends it."""
+    values = {"last_error": reason[:MAX_ERROR], "last_error_at": at, "last_error_from_status": from_status}
+    # Connected until now, and this error newer than every sign of life that ends it: the channel goes
+    # into error. `~_in_error()` reads the row as it was (its own error's origin), so a channel already
+    # in error, whichever error put it there, does not go into error again.
+    newer_than_life = [_before(Channel.last_callback_at, at)]
+    if not from_status:
+        newer_than_life.append(_before(Channel.last_sent_at, at))
     errored = session.execute(
         update(Channel)
         .where(
             Channel.id == channel_id,
             Channel.active.is_(True),
             ~_in_error(),
-            _before(Channel.last_callback_at, at),
-            _before(Channel.last_sent_at, at),
+            *newer_than_life,
         )
         .values(values)
         .returning(*_CHANGED)
@@ -251,7 +280,14 @@ def record_error(
     if errored is not None:
         _emit_change(session, EventType.CHANNEL_ERRORED, errored, fault, code)
         return
-    session.execute(update(Channel).where(Channel.id == channel_id).values(values))
+    # An error a status callback reported stays one while a send was accepted after this error: that
+    # send did not end it, and this error must not end it either (no channel.recovered is emitted here).
+    keeps_origin = and_(Channel.last_error_from_status.is_(True), ~_before(Channel.last_sent_at, at))
+    session.execute(
+        update(Channel)
+        .where(Channel.id == channel_id)
+        .values({**values, "last_error_from_status": or_(literal(from_status), keeps_origin)})
+    )
 
 
 def record_reconnected(session: Session, channel: Channel, was: Health) -> None:

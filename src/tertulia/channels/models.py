@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.crypto import EncryptedJSON
@@ -34,6 +34,9 @@ class Channel(IdMixin, TimestampMixin, Base):
     last_sent_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+    # Whether the last error came from a status callback (a failure the provider reported after it had
+    # accepted the send): only a callback, not another accepted send, shows the channel works again.
+    last_error_from_status: Mapped[bool] = mapped_column(default=False, server_default=false())
     # The run of provider failures (unreachable, 5xx) going on since the last sign of life: when it
     # began and how many so far. Only a run long and dense enough puts the channel in error.
     first_provider_failure_at: Mapped[datetime | None]

@@ -150,9 +150,10 @@ class StatusUpdate:
     # The provider says the recipient opted out of messages (Vonage's err-code 9): recorded in our
     # own consent (conversations/sms_consent.py) beside the status.
     opted_out: bool = False
-    # A failed status's error, mapped the way a refused send's is (its code and `Fault`): a failure
-    # the provider reports later (WhatsApp's statuses[].errors[]) counts against the channel when it
-    # is the channel's own, as a refused send does (channels/health.py). None: no error given.
+    # A failed status's error, mapped the way a refused send's is (its code and `Fault`, by the same
+    # table of the adapter): a failure the provider reports later (WhatsApp's statuses[].errors[],
+    # Twilio's ErrorCode, Vonage's err-code or error, Bird's failure) counts against the channel when
+    # it is the channel's own, as a refused send does (channels/health.py). None: no error given.
     error: "ChannelError | None" = None
 
 

@@ -235,6 +235,7 @@ def _ask_provider(channel: Channel, base_url: str) -> None:
     channel.active = True
     channel.last_error = None
     channel.last_error_at = None
+    channel.last_error_from_status = False
 
 
 def _sync_templates_after_commit(session: Session, channel: Channel) -> None:

@@ -28,7 +28,9 @@ Wire format: ../shared/reference/channels.md sections 10 and 11 (docs.bird.com, 
   PermanentError with the provider's own words. Whose fault: the HTTP status (HTTP_FAULTS: 401/403
   the access key, 402 the balance, 404 a workspace or channel id that does not exist, 429 the
   account's rate limit) or the legacy error code (LEGACY_FAULTS: 2 the access key, 25 the
-  balance); a refused number or body fails the message alone.
+  balance); a refused number or body fails the message alone. A failed status's `failure` is judged
+  the same way (FAILURE_SOURCE_FAULTS): a failure whose source is Bird's accounting is the
+  account's, like a 402; a code 12XXX Bird's own; an unknown subscriber (15005) the message's.
 """
 
 import base64
@@ -394,6 +396,16 @@ HTTP_FAULTS: dict[int, Fault] = {
 LEGACY_FAULTS: dict[str, Fault] = {"2": Fault.CREDENTIALS, "25": Fault.ACCOUNT, "99": Fault.PROVIDER}
 
 
+# A failed message's `failure` in a status webhook, `{"code": 15005, "source": {"name", "code"}}`
+# (docs.bird.com/api/channels-api/message-status-and-interactions/message-failure-codes and
+# /message-failure-sources): the source "accounting" is the workspace's billing (Bird's 402 when it
+# refuses a send), codes 12XXX are Bird's own service errors; the rest (11XXX the message as
+# submitted, 14XXX and 15XXX the recipient or their network, as "unknown subscriber" 15005) fail the
+# message.
+FAILURE_SOURCE_FAULTS: dict[str, Fault] = {"accounting": HTTP_FAULTS[402]}
+SERVICE_FAILURES = range(12000, 13000)
+
+
 def _fault(answer: dict[str, Any], status: int, code: str) -> Fault | None:
     if isinstance(answer.get("errors"), list) and code in LEGACY_FAULTS:
         return LEGACY_FAULTS[code]
@@ -450,12 +462,30 @@ def _channel_status(message: dict[str, Any]) -> list[StatusUpdate]:
     if status is None:
         return []
     reason = None
+    error = None
     if status == DeliveryStatus.FAILED:
         failure = message.get("failure") if isinstance(message.get("failure"), dict) else {}
         reason = str(message.get("reason") or (failure or {}).get("description") or message["status"])
+        error = _failure_error(failure or {}, reason)
     contacts = ((message.get("receiver") or {}).get("contacts")) or [{}]
     recipient = sms.e164(str(contacts[0].get("identifierValue") or "")) if isinstance(contacts[0], dict) else None
-    return [StatusUpdate(provider_message_id=str(message["id"]), status=status, reason=reason, recipient_id=recipient)]
+    return [
+        StatusUpdate(
+            provider_message_id=str(message["id"]), status=status, reason=reason, recipient_id=recipient, error=error
+        )
+    ]
+
+
+def _failure_error(failure: dict[str, Any], reason: str) -> PermanentError | None:
+    """A failed message's `failure` as our error (FAILURE_SOURCE_FAULTS); None when it has no code."""
+    code = failure.get("code")
+    if not isinstance(code, int):
+        return None
+    source = failure.get("source") if isinstance(failure.get("source"), dict) else {}
+    fault = FAILURE_SOURCE_FAULTS.get(str((source or {}).get("name") or ""))
+    if fault is None and code in SERVICE_FAILURES:
+        fault = Fault.PROVIDER
+    return PermanentError(reason, code=str(code), fault=fault)
 
 
 def _parse_legacy(channel: Channel, params: dict[str, str]) -> ParsedWebhook:

@@ -36,7 +36,10 @@ Wire format: ../shared/reference/channels.md sections 8 and 11 (and twilio.com/d
   (21610: the recipient replied STOP). Whose fault (FAULTS): a refused login (20003, HTTP 401),
   an inactive account, a sender the account does not own, a Messaging Service without numbers or
   the account's rate limit are the channel's; a bad or unsubscribed recipient, a carrier's refusal,
-  the WhatsApp window are the message's alone.
+  the WhatsApp window are the message's alone. A status callback's `ErrorCode` is judged by the same
+  table: an account suspended after the send was queued (30002) or an unregistered 10DLC number
+  (30034) puts the channel in error; an unreachable, unknown or landline number or a carrier's
+  filter (30003-30008) fails the message alone.
 """
 
 import base64
@@ -117,6 +120,9 @@ ERRORS = {
     "30006": "Landline or unreachable carrier",
     "30007": "Message filtered by the carrier",
     "30008": "Unknown error",
+    "30001": "Queue overflow: the account sent faster than its queue could hold",
+    "30002": "Account suspended",
+    "30032": "Toll-free number not verified",
     "30034": "Message from an unregistered number (US A2P 10DLC)",
     "63016": "Outside the WhatsApp 24-hour window: only templates may be sent",
     "63017": "Rate limit exceeded",
@@ -136,6 +142,16 @@ FAULTS: dict[str, Fault] = {
     "21704": Fault.ACCOUNT,  # the Messaging Service contains no phone numbers
     "21705": Fault.ACCOUNT,  # the Messaging Service is invalid
     "30034": Fault.ACCOUNT,  # an unregistered US A2P 10DLC number
+    # Reported later, in a status callback's ErrorCode (twilio.com/docs/api/errors/<code>):
+    "30001": Fault.ACCOUNT,  # queue overflow: the account sends faster than its queue holds
+    "30002": Fault.ACCOUNT,  # the account was suspended (unpaid, or a policy violation) after queueing
+    "30032": Fault.ACCOUNT,  # an unverified toll-free sender
+    "30003": Fault.MESSAGE,  # unreachable handset
+    "30004": Fault.MESSAGE,  # blocked (by the recipient or their carrier)
+    "30005": Fault.MESSAGE,  # unknown handset
+    "30006": Fault.MESSAGE,  # a landline or an unreachable carrier
+    "30007": Fault.MESSAGE,  # filtered by the carrier (this message's content)
+    "30008": Fault.MESSAGE,  # unknown error, for this message
     "21211": Fault.MESSAGE,  # invalid To number
     "21408": Fault.MESSAGE,  # the recipient's region is not enabled
     "21610": Fault.MESSAGE,  # the recipient replied STOP
@@ -572,11 +588,14 @@ def _status(params: dict[str, str]) -> list[StatusUpdate]:
     if not sid or status is None:
         return []
     reason = None
+    error = None
     if status == DeliveryStatus.FAILED:
         code = params.get("ErrorCode", "")
         if code:
             reason = f"{code}: {ERRORS.get(code, 'see twilio.com/docs/errors/' + code)}"
+            # The same code, the same fault as when Twilio refuses the send (FAULTS).
+            error = PermanentError(reason, code=code, fault=FAULTS.get(code))
         else:
             reason = params["MessageStatus"]
     recipient = sms.e164(params.get("To"))
-    return [StatusUpdate(provider_message_id=sid, status=status, reason=reason, recipient_id=recipient)]
+    return [StatusUpdate(provider_message_id=sid, status=status, reason=reason, recipient_id=recipient, error=error)]

@@ -32,9 +32,13 @@ Wire format: ../shared/reference/channels.md sections 9 and 11 (and developer.vo
   `status` per part: 1 (throttled) and 5 (internal error) are TransientErrors, any other non-zero
   status a PermanentError with Vonage's `error-text`. Messages API answers RFC 7807 problems: 429
   and 5xx transient, anything else permanent with the title and detail. Whose fault: the SMS API's
-  status (SMS_FAULTS: 4 bad credentials, 8/9/11 the account barred, out of credit or not enabled,
-  15 a sender the account may not use) or the Messages API's HTTP status (HTTP_FAULTS: 401 the
-  credentials, 402 the balance); a barred or invalid number fails the message alone.
+  status or the Messages API's error code (FAULTS: 4 bad credentials, 8/9/11 the account barred, out
+  of credit or not enabled, 15 a sender the account may not use; 1060 the account barred, 1070 its
+  quota, 1120 its sender refused), else the HTTP status (HTTP_FAULTS: 401 the credentials, 402 the
+  balance); a barred or invalid number fails the message alone. A failure reported later is judged
+  by the same table: a delivery receipt's `err-code` ("dlr:50"/"dlr:51", the account's India DLT
+  entity or sender registration, are the channel's; an unreachable, barred or opted-out recipient
+  the message's) and a Messages API status's `error.type` code.
 """
 
 import hashlib
@@ -90,10 +94,15 @@ TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 FOLLOW_UPS = frozenset({"help_reply"})
 # SMS API send statuses worth retrying: 1 throttled, 5 internal error.
 SMS_RETRYABLE = frozenset({"1", "5"})
-# Whose fault an SMS API status is (developer.vonage.com/messaging/sms/guides/troubleshooting-sms);
-# an unlisted one (2, 3, 6 bad parameters, 7 number barred, 12 too long, 22 bad network, 29 not a
-# whitelisted destination, 33 number deactivated) fails the message.
-SMS_FAULTS: dict[str, Fault] = {
+# Whose fault Vonage's codes are, one table for a refused send and a failure reported later: the SMS
+# API's send statuses (developer.vonage.com/messaging/sms/guides/troubleshooting-sms), the Messages
+# API's error codes, in a refused request's and in a status webhook's `error.type`
+# (developer.vonage.com/api-errors/messages-olympus), and the SMS API's delivery receipt `err-code`s,
+# "dlr:<err-code>" (developer.vonage.com/messaging/sms/guides/delivery-receipts). An unlisted one
+# (2, 3, 6 bad parameters, 7 number barred, 12 too long, 22 bad network, 29 not a whitelisted
+# destination, 33 number deactivated; 1050 number barred; a receipt's unreachable, barred, opted-out
+# or filtered recipient) fails the message.
+FAULTS: dict[str, Fault] = {
     "1": Fault.ACCOUNT,  # throttled: faster than the account's limit (retried)
     "4": Fault.CREDENTIALS,  # invalid credentials
     "14": Fault.CREDENTIALS,  # invalid signature
@@ -105,7 +114,17 @@ SMS_FAULTS: dict[str, Fault] = {
     "15": Fault.ACCOUNT,  # invalid sender address (the account may not send from it)
     "23": Fault.ACCOUNT,  # invalid callback URL
     "5": Fault.PROVIDER,  # internal error (retried)
+    "1000": Fault.ACCOUNT,  # throttled: the account's submission capacity
+    "1030": Fault.PROVIDER,  # internal error
+    "1060": Fault.ACCOUNT,  # partner account barred
+    "1070": Fault.ACCOUNT,  # provider quota exceeded
+    "1080": Fault.ACCOUNT,  # the account is not enabled for REST
+    "1100": Fault.PROVIDER,  # communication failed
+    "1120": Fault.ACCOUNT,  # illegal sender address: local rules refuse the channel's sender id
+    "dlr:50": Fault.ACCOUNT,  # entity filter: the account's entity id (India DLT) wrong or missing
+    "dlr:51": Fault.ACCOUNT,  # header filter: the sender id (header) is not registered
 }
+RECEIPT_CODE = "dlr:{}"
 # Whose fault a refused HTTP request is (the Messages API's RFC 7807 problems, the account API).
 HTTP_FAULTS: dict[int, Fault] = {
     401: Fault.CREDENTIALS,
@@ -515,8 +534,8 @@ def _sms_result(response: httpx.Response) -> str:
         if status != "0":
             reason = f"{part.get('error-text') or 'refused'} ({status})"
             if status in SMS_RETRYABLE:
-                raise TransientError(reason, code=status, fault=SMS_FAULTS.get(status))
-            raise PermanentError(reason, code=status, fault=SMS_FAULTS.get(status))
+                raise TransientError(reason, code=status, fault=FAULTS.get(status))
+            raise PermanentError(reason, code=status, fault=FAULTS.get(status))
     # A long message is sent in parts, each with its id; the first part's receipt is the message's.
     return str(parts[0].get("message-id"))
 
@@ -529,7 +548,7 @@ def _messages_result(response: httpx.Response) -> str:
     detail = str(body.get("detail") or "")
     reason = f"{title}: {detail}" if detail else title
     code = str(body.get("type") or response.status_code).rpartition("#")[2]
-    fault = HTTP_FAULTS.get(response.status_code)
+    fault = FAULTS.get(code) or HTTP_FAULTS.get(response.status_code)
     if response.status_code == 429 or response.status_code >= 500:
         retry_after = response.headers.get("retry-after")
         wait = float(retry_after) if retry_after and retry_after.isdigit() else None
@@ -591,12 +610,16 @@ def _dlr(params: dict[str, Any]) -> list[StatusUpdate]:
         return []
     code = str(params.get("err-code") or "")
     reason = None
+    error = None
     if status == DeliveryStatus.FAILED:
         reason = (
             f"{code}: {DLR_ERRORS.get(code, 'see the Vonage delivery receipt codes')}"
             if code
             else str(params["status"])
         )
+        if code and code != "0":
+            tagged = RECEIPT_CODE.format(code)
+            error = PermanentError(reason, code=tagged, fault=FAULTS.get(tagged))
     return [
         StatusUpdate(
             provider_message_id=str(params["messageId"]),
@@ -604,8 +627,18 @@ def _dlr(params: dict[str, Any]) -> list[StatusUpdate]:
             reason=reason,
             recipient_id=sms.e164(str(params.get("msisdn") or "")),
             opted_out=code == OPTED_OUT,
+            error=error,
         )
     ]
+
+
+def _status_error(error: dict[str, Any], reason: str) -> PermanentError | None:
+    """A Messages API status webhook's `error` (`{"type": ".../messages-olympus#1060", "title": 1060,
+    "detail"}`) by the table a refused request is judged by; None when it names no code."""
+    code = str(error.get("type") or "").rpartition("#")[2] or str(error.get("title") or "")
+    if not code.isdigit():
+        return None
+    return PermanentError(reason, code=code, fault=FAULTS.get(code))
 
 
 def _parse_messages_api(channel: Channel, body: bytes) -> ParsedWebhook:
@@ -618,12 +651,18 @@ def _parse_messages_api(channel: Channel, body: bytes) -> ParsedWebhook:
         if not uuid or status is None:
             return ParsedWebhook()
         reason = None
+        failure = None
         if status == DeliveryStatus.FAILED:
             error: dict[str, Any] = event["error"] if isinstance(event.get("error"), dict) else {}
             title, detail = str(error.get("title") or event["status"]), str(error.get("detail") or "")
             reason = f"{title}: {detail}" if detail else title
+            failure = _status_error(error, reason)
         update = StatusUpdate(
-            provider_message_id=uuid, status=status, reason=reason, recipient_id=sms.e164(str(event.get("to") or ""))
+            provider_message_id=uuid,
+            status=status,
+            reason=reason,
+            recipient_id=sms.e164(str(event.get("to") or "")),
+            error=failure,
         )
         return ParsedWebhook(statuses=[update])
     if event.get("channel", "sms") != "sms" or event.get("message_type", "text") != "text":

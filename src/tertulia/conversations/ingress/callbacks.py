@@ -556,7 +556,7 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
         touch_callback(session, channel_id, at)
     # After the signs of life: a failure older than one of them was already over.
     for channel_id, (at, failure) in failures.items():
-        record_failure(session, channel_id, failure, at)
+        record_failure(session, channel_id, failure, at, from_status=True)
 
 
 def _follow_up(prepared: Sequence[Prepared]) -> None:
