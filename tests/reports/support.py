@@ -138,11 +138,10 @@ def report(client: Any, tenant: Tenant, name: str, **params: Any) -> dict[str, A
 
 REPLY_DAY = "2026-11-02"  # a Monday
 FRIDAY, MONDAY, TUESDAY = "2026-11-06", "2026-11-09", "2026-11-10"
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday")
 NINE_TO_SEVEN = {
     "timezone": "America/Mexico_City",
-    "week": {
-        day: [{"start": "09:00", "end": "19:00"}] for day in ("monday", "tuesday", "wednesday", "thursday", "friday")
-    },
+    "week": {day: [{"start": "09:00", "end": "19:00"}] for day in WEEKDAYS},
 }
 
 

@@ -772,10 +772,11 @@ def _count_rows(metrics: Iterable[str], now: Mapping[str, int], before: Mapping[
 # What the users report counts per person (and the leaderboard ranks): counts, then times.
 PER_COUNTS = ("assigned", "closed", "contacts_closed", "messages_sent", "comments")
 PER_TIMES = ("first_response", "resolution")
-PER_ROLLUPS = ("assigned", "closed", "outgoing", "comments", "first_response", "resolution", "replies", "reply_time")
-# Shown beside them (not ranked, not in the summary): the median reply time, and the replies per
-# conversation replied to, of the person (or team) the replies belong to.
+PER_ROLLUPS = ("assigned", "closed", "outgoing", "comments", "first_response", "resolution")
+# Shown beside them per person or team (not ranked, not in the summary): the median reply time, and
+# the replies per conversation replied to.
 REPLY_TIME = "reply_time"
+PER_REPLY_ROLLUPS = ("replies", REPLY_TIME)
 
 
 @dataclass
@@ -818,9 +819,10 @@ def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) 
 
 
 def _per(read: "_Read", window: Range, column: str) -> dict[int, _Numbers]:
-    """Every number of PER_COUNTS and PER_TIMES in `window`, by person (`user_id`) or team."""
+    """Every number of PER_COUNTS and PER_TIMES in `window`, and the replies' numbers, by person
+    (`user_id`) or team."""
     per: dict[int, _Numbers] = {}
-    _as_numbers(read.cells(window, PER_ROLLUPS, by=column), per, keyed=True)
+    _as_numbers(read.cells(window, (*PER_ROLLUPS, *PER_REPLY_ROLLUPS), by=column), per, keyed=True)
     for key, _contact in read.labels_by(window, "closed_contact", column):
         per.setdefault(key, _Numbers.empty()).counts["contacts_closed"] += 1
     for key, conversation in read.labels_by(window, "replied_conversation", column):
