@@ -165,6 +165,28 @@ def test_clicking_a_bar_lists_the_conversations_behind_it(browser: Browser, base
     expect(page.get_by_test_id("list-count")).to_have_attribute("data-count", "3")
     expect(page.get_by_test_id("list-row")).to_have_count(3)
     shot(page, "98-reports-list.png")
+    # The reply-time buckets open the replies behind them, one row per timed reply.
+    page.go_back()
+    replies = page.locator("canvas[data-chart=reply_buckets]")
+    expect(replies).to_have_attribute("data-drawn", "true")
+    found = page.evaluate(
+        """() => {
+          const chart = window.Chart.getChart(document.querySelector("canvas[data-chart=reply_buckets]"));
+          const bar = chart.getDatasetMeta(0).data[0];
+          const data = JSON.parse(document.getElementById("report-data").textContent);
+          return {x: bar.x, y: (bar.y + bar.base) / 2, count: data.tables.reply_buckets.rows[0][1]};
+        }"""
+    )
+    assert found["count"] >= 3  # every first response is a reply time too
+    replies.scroll_into_view_if_needed()
+    box = replies.bounding_box()
+    assert box is not None
+    page.mouse.click(box["x"] + found["x"], box["y"] + found["y"])
+    page.wait_for_url(re.compile(r"/reports/responses/list\?metric=reply_time&bucket=%3C30s&range=today"))
+    expect(page.get_by_test_id("list-count")).to_have_attribute("data-count", str(found["count"]))
+    expect(page.get_by_test_id("list-time")).to_have_count(found["count"])
+    context.close()
+    assert problems == []
 
 
 def test_the_new_reports_draw_their_charts(browser: Browser, base_url: str) -> None:

@@ -11,8 +11,8 @@ from sqlalchemy import select
 
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
-from tertulia.contacts.models import Contact
-from tertulia.contacts.service import do_merge_contacts
+from tertulia.contacts.models import Contact, Tag
+from tertulia.contacts.service import do_add_tags, do_merge_contacts
 from tertulia.conversations import service as inbox
 from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation
@@ -20,7 +20,9 @@ from tertulia.events import dispatcher
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.reports.rollups import CONSUMER
+from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
+from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 
 
@@ -102,6 +104,18 @@ class Shop:
             assert contact_id is not None
             return int(contact_id)
 
+    def tag(self, conversation_id: int, name: str) -> int:
+        """Tag the conversation's contact (the tag is created if new); the tag's id."""
+        with self.db.transaction() as session:
+            contact = session.get(Contact, self.contact_of(conversation_id))
+            assert contact is not None
+            do_add_tags(session, self.tenant.actor(), contact, [name])
+            tag_id = session.scalar(
+                select(Tag.id).where(Tag.workspace_id == self.tenant.workspace_id, Tag.name == name)
+            )
+            assert tag_id is not None
+            return int(tag_id)
+
     def merge(self, survivor_id: int, other_id: int) -> None:
         with self.db.transaction() as session:
             survivor = session.get(Contact, survivor_id)
@@ -120,3 +134,81 @@ def report(client: Any, tenant: Tenant, name: str, **params: Any) -> dict[str, A
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+REPLY_DAY = "2026-11-02"  # a Monday
+FRIDAY, MONDAY, TUESDAY = "2026-11-06", "2026-11-09", "2026-11-10"
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday")
+NINE_TO_SEVEN = {
+    "timezone": "America/Mexico_City",
+    "week": {day: [{"start": "09:00", "end": "19:00"}] for day in WEEKDAYS},
+}
+
+
+def reassignments_and_reopenings(shop: Shop) -> tuple[int, int]:
+    """On REPLY_DAY, two conversations (their ids). The first: assigned to the agent at 09:10,
+    reassigned to the owner at 09:15, answered by the owner at 09:25 (reply 1500 s, first assignment
+    900 s, last assignment 600 s); asked again at 09:40, reassigned to the agent at 09:45, answered by
+    the agent at 09:50 (reply 600 s, last assignment 300 s); closed, reopened, asked at 11:05 and
+    answered by the agent at 11:20 (reply 900 s). The second: assigned at 12:05 and closed at 12:10
+    unanswered (a closing stops the clocks), reopened, asked at 12:40 and answered by the agent at
+    12:47 (reply 420 s)."""
+    tenant = shop.tenant
+    agent = tenant.actor(Role.AGENT)
+    day = REPLY_DAY
+    with at(f"{day} 09:00"):
+        conversation = shop.customer_writes("+5215550000211")
+    with at(f"{day} 09:10"):
+        shop.assign(conversation, tenant.agent_id)  # the first assignment
+    with at(f"{day} 09:15"):
+        shop.assign(conversation, tenant.owner_id)  # reassigned: the latest assignment
+    with at(f"{day} 09:25"):
+        shop.reply(conversation, tenant.actor())
+    with at(f"{day} 09:40"):
+        shop.customer_writes("+5215550000211", "otra pregunta")
+    with at(f"{day} 09:45"):
+        shop.assign(conversation, tenant.agent_id)
+    with at(f"{day} 09:50"):
+        shop.reply(conversation, agent)
+    with at(f"{day} 10:00"):
+        shop.close(conversation)
+    with at(f"{day} 11:00"):
+        shop.reopen(conversation)
+    with at(f"{day} 11:05"):
+        shop.customer_writes("+5215550000211", "de nuevo")
+    with at(f"{day} 11:20"):
+        shop.reply(conversation, agent)  # no assignment since the reopening
+    with at(f"{day} 12:00"):
+        second = shop.customer_writes("+5215550000212")
+    with at(f"{day} 12:05"):
+        shop.assign(second, tenant.agent_id)
+    with at(f"{day} 12:10"):
+        shop.close(second)
+    with at(f"{day} 12:30"):
+        shop.reopen(second)
+    with at(f"{day} 12:40"):
+        shop.customer_writes("+5215550000212", "¿y mi pedido?")
+    with at(f"{day} 12:47"):
+        shop.reply(second, agent)
+    return conversation, second
+
+
+def a_weekend_in_business_hours(shop: Shop) -> int:
+    """Business hours 09:00-19:00 on weekdays, from REPLY_DAY; a customer writes on FRIDAY at 18:55,
+    is assigned to the owner at 09:02 on MONDAY and answered at 09:05 (2 d 14 h 10 min; 10 business
+    minutes), writes again at 18:58 and is answered on TUESDAY at 09:03 (14 h 5 min; 5 business
+    minutes). The conversation's id."""
+    tenant = shop.tenant
+    with at(f"{REPLY_DAY} 08:00"), shop.db.transaction() as session:
+        do_set_business_hours(session, tenant.actor(), NINE_TO_SEVEN)
+    with at(f"{FRIDAY} 18:55"):
+        conversation = shop.customer_writes("+5215550000231")
+    with at(f"{MONDAY} 09:02"):
+        shop.assign(conversation, tenant.owner_id)
+    with at(f"{MONDAY} 09:05"):
+        shop.reply(conversation, tenant.actor())
+    with at(f"{MONDAY} 18:58"):
+        shop.customer_writes("+5215550000231", "una cosa más")
+    with at(f"{TUESDAY} 09:03"):
+        shop.reply(conversation, tenant.actor())
+    return conversation

@@ -1,6 +1,7 @@
 """Drill-down: the list of conversations behind a bar of a report has as many rows as the bar's
 number, with the report's range and filters, for every bar of the conversations series and every
-bucket of first responses."""
+bucket of first responses; the reply-time and assignment-to-response bars list exactly their
+conversations (page and API, filters, tag, business hours, pending and applied events)."""
 
 import re
 from datetime import datetime, timedelta
@@ -10,9 +11,20 @@ from fastapi.testclient import TestClient
 
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
+from tests.broadcasts.support import fake_channel
 from tests.conftest import Tenant
-from tests.fakes import FakeHttpAdapter
-from tests.reports.support import Shop, at, feed, report
+from tests.fakes import FakeHttpAdapter, fake_provider
+from tests.reports.support import (
+    MONDAY,
+    REPLY_DAY,
+    TUESDAY,
+    Shop,
+    a_weekend_in_business_hours,
+    at,
+    feed,
+    reassignments_and_reopenings,
+    report,
+)
 from tests.reports.test_pages import DAY, _busy_day
 from tests.web.helpers import sign_in_as
 
@@ -122,3 +134,141 @@ def test_an_agents_list_is_their_own_numbers(
     assert _listed(client, "responses", params) == (2, 2)
     assert _listed(client, "responses", {**params, "bucket": ">1h"}) == (1, 1)
     assert _listed(client, "responses", {**params, "bucket": "<30s"}) == (0, 0)
+
+
+def _conversations(client: TestClient, tenant: Tenant, params: dict[str, Any]) -> list[int]:
+    """The conversations the API lists behind one bar, oldest first (one per occurrence); the
+    count is theirs."""
+    response = client.get("/api/v1/reports/responses/list", headers=tenant.headers, params=params)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["count"] == len(body["items"]), body
+    return [item["conversation_id"] for item in body["items"]]
+
+
+REPLY_CHARTS = {
+    "reply_time": ("reply_series", "reply_buckets"),
+    "first_assign_response": ("first_assign_series", "first_assign_buckets"),
+    "last_assign_response": ("last_assign_series", "last_assign_buckets"),
+}
+
+
+def test_the_reply_time_and_assignment_to_response_bars_list_their_conversations(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        shop = Shop(db, tenant, fake_channel(db, tenant, provider.url).id)
+        first, second = reassignments_and_reopenings(shop)
+        tag_id = shop.tag(second, "VIP")
+    day = {"range": "custom", "from": REPLY_DAY, "to": REPLY_DAY}
+    # Replies at 09:25 (the owner), 09:50, 11:20 and 12:47 (the agent); the first assignment is
+    # answered at 09:25, the latest at 09:25 (the owner's) and 09:50 (the agent's).
+    expected: dict[tuple[str, str], list[int]] = {
+        ("reply_time", REPLY_DAY): [first, first, first, second],
+        ("reply_time", f"{REPLY_DAY}T09"): [first, first],
+        ("reply_time", f"{REPLY_DAY}T11"): [first],
+        ("reply_time", f"{REPLY_DAY}T12"): [second],
+        ("reply_time", f"{REPLY_DAY}T10"): [],
+        ("first_assign_response", REPLY_DAY): [first],
+        ("first_assign_response", f"{REPLY_DAY}T09"): [first],
+        ("first_assign_response", f"{REPLY_DAY}T12"): [],
+        ("last_assign_response", REPLY_DAY): [first, first],
+        ("last_assign_response", f"{REPLY_DAY}T09"): [first, first],
+    }
+    # The same filters as the report: the person who replied, the channel, what opened it, the tag.
+    filtered: list[tuple[dict[str, Any], dict[str, list[int]]]] = [
+        (
+            {"user_id": tenant.owner_id},
+            {"reply_time": [first], "first_assign_response": [first], "last_assign_response": [first]},
+        ),
+        (
+            {"user_id": tenant.agent_id},
+            {"reply_time": [first, first, second], "first_assign_response": [], "last_assign_response": [first]},
+        ),
+        (
+            {"source": "incoming"},
+            {"reply_time": [first, first, first, second], "first_assign_response": [first]},
+        ),
+        ({"source": "user"}, {"reply_time": [], "last_assign_response": []}),
+        ({"tag_id": tag_id}, {"reply_time": [second], "first_assign_response": [], "last_assign_response": []}),
+        ({"tag": "vip"}, {"reply_time": [second]}),
+    ]
+
+    def check() -> None:
+        for (metric, period), conversations in expected.items():
+            assert _conversations(client, tenant, {**day, "metric": metric, "period": period}) == conversations
+        for extra, lists in filtered:
+            for metric, conversations in lists.items():
+                params = {**day, **extra, "metric": metric, "period": REPLY_DAY}
+                assert _conversations(client, tenant, params) == conversations, (extra, metric)
+        # Every bucket lists its count, and the buckets together list the day's occurrences; so
+        # does every hour of the series.
+        body = report(client, tenant, "responses", **day)
+        for metric, (series, buckets) in REPLY_CHARTS.items():
+            in_buckets: list[int] = []
+            for name, count, _share in body["tables"][buckets]["rows"]:
+                listed = _conversations(client, tenant, {**day, "metric": metric, "bucket": name})
+                assert len(listed) == count, (metric, name)
+                in_buckets += listed
+            in_hours: list[int] = []
+            for row in body["tables"][series]["rows"]:
+                listed = _conversations(client, tenant, {**day, "metric": metric, "period": row[0]})
+                assert len(listed) == row[1], (metric, row[0])
+                in_hours += listed
+            whole = _conversations(client, tenant, {**day, "metric": metric})
+            assert sorted(in_buckets) == sorted(in_hours) == sorted(whole) == sorted(expected[(metric, REPLY_DAY)])
+        # 900 s from the first assignment; nothing took an hour.
+        assert _conversations(client, tenant, {**day, "metric": "first_assign_response", "bucket": "10m-30m"}) == [
+            first
+        ]
+        assert _conversations(client, tenant, {**day, "metric": "reply_time", "bucket": ">1h"}) == []
+
+    check()  # pending: the consumer has not applied the events yet
+    feed(db)
+    check()
+
+
+def test_the_reply_time_lists_in_business_hours_and_on_the_page(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with fake_provider() as provider:
+        conversation = a_weekend_in_business_hours(Shop(db, tenant, fake_channel(db, tenant, provider.url).id))
+        feed(db)
+    week = {"range": "custom", "from": MONDAY, "to": TUESDAY}
+    # On the calendar both replies took more than an hour; in business hours, 10 and 5 minutes.
+    over_an_hour = {**week, "metric": "reply_time", "bucket": ">1h"}
+    assert _conversations(client, tenant, over_an_hour) == [conversation, conversation]
+    assert _conversations(client, tenant, {**over_an_hour, "business_hours": "true"}) == []
+    listed = client.get(
+        "/api/v1/reports/responses/list",
+        headers=tenant.headers,
+        params={**week, "metric": "reply_time", "period": TUESDAY, "business_hours": "true"},
+    ).json()
+    assert listed["business_hours"] is True
+    assert [item["conversation_id"] for item in listed["items"]] == [conversation]
+    assert abs(listed["items"][0]["seconds"] - 300) <= 2
+    assigned = {**week, "metric": "last_assign_response", "period": MONDAY, "business_hours": "true"}
+    assert _conversations(client, tenant, assigned) == [conversation]
+    # The page links each count of the new tables to its list, with the toggle kept.
+    sign_in_as(client, db, tenant.manager_id, "manager-password")
+    page = client.get("/reports/responses", params={**week, "business_hours": "1"})
+    assert page.status_code == 200, page.text
+    for metric, (series, buckets) in REPLY_CHARTS.items():
+        assert f'data-testid="drill-{series}-count"' in page.text, metric
+        assert f'data-testid="drill-{buckets}-count"' in page.text, metric
+    assert f"/reports/responses/list?metric=reply_time&amp;period={MONDAY}&amp;" in page.text
+    assert "/reports/responses/list?metric=last_assign_response&amp;bucket=2m-5m&amp;" in page.text
+    assert "business_hours=1" in page.text
+    count, rows = _listed(client, "responses", {**week, "metric": "reply_time", "business_hours": "1"})
+    assert (count, rows) == (2, 2)
+    in_hours = client.get("/reports/responses/list", params={**week, "metric": "reply_time", "business_hours": "1"})
+    assert in_hours.text.count('data-testid="list-time"') == 2
+    assert 'data-testid="list-business-hours"' in in_hours.text
+    # Refused, not answered wrong: a metric the report has no list of, a bucket that is none.
+    refused = client.get("/api/v1/reports/responses/list", headers=tenant.headers, params={**week, "metric": "replies"})
+    assert refused.status_code == 422
+    assert "metric" in refused.json()["error"]["details"]
+    no_metric = client.get("/api/v1/reports/responses/list", headers=tenant.headers, params=week)
+    assert no_metric.status_code == 422
+    wrong = {**week, "metric": "reply_time", "bucket": "2h"}
+    assert client.get("/api/v1/reports/responses/list", headers=tenant.headers, params=wrong).status_code == 422

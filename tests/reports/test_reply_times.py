@@ -12,19 +12,22 @@ from fastapi.testclient import TestClient
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.kit.db import Database
-from tertulia.users.models import Role
-from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed, report, system
+from tests.reports.support import (
+    MONDAY,
+    REPLY_DAY,
+    TUESDAY,
+    Shop,
+    a_weekend_in_business_hours,
+    at,
+    feed,
+    reassignments_and_reopenings,
+    report,
+    system,
+)
 
-DAY = "2026-11-02"  # a Monday
-FRIDAY, MONDAY, TUESDAY = "2026-11-06", "2026-11-09", "2026-11-10"
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday")
-NINE_TO_SEVEN = {
-    "timezone": "America/Mexico_City",
-    "week": {day: [{"start": "09:00", "end": "19:00"}] for day in WEEKDAYS},
-}
+DAY = REPLY_DAY  # a Monday
 TIMES = ("reply_time", "first_assign_response", "last_assign_response")
 
 
@@ -119,46 +122,10 @@ def test_every_reply_is_timed_from_the_oldest_message_it_answers_and_bots_do_not
 def test_reassignment_reopen_and_closing_for_the_assignment_and_reply_clocks(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    agent = tenant.actor(Role.AGENT)
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
-        with at(f"{DAY} 09:00"):
-            conversation = shop.customer_writes("+5215550000211")
-        with at(f"{DAY} 09:10"):
-            shop.assign(conversation, tenant.agent_id)  # the first assignment
-        with at(f"{DAY} 09:15"):
-            shop.assign(conversation, tenant.owner_id)  # reassigned: the latest assignment
-        with at(f"{DAY} 09:25"):
-            # reply 1500 s, first assignment 900 s, last assignment 600 s (the owner's)
-            shop.reply(conversation, tenant.actor())
-        with at(f"{DAY} 09:40"):
-            shop.customer_writes("+5215550000211", "otra pregunta")
-        with at(f"{DAY} 09:45"):
-            shop.assign(conversation, tenant.agent_id)
-        with at(f"{DAY} 09:50"):
-            shop.reply(conversation, agent)  # reply 600 s, last assignment 300 s (the agent's)
-        with at(f"{DAY} 10:00"):
-            shop.close(conversation)
-        with at(f"{DAY} 11:00"):
-            shop.reopen(conversation)
-        with at(f"{DAY} 11:05"):
-            shop.customer_writes("+5215550000211", "de nuevo")
-        with at(f"{DAY} 11:20"):
-            shop.reply(conversation, agent)  # reply 900 s; no assignment since the reopening
         # A closing stops the clocks that run: neither the assignment nor the unanswered message
-        # before it is measured after the reopening.
-        with at(f"{DAY} 12:00"):
-            second = shop.customer_writes("+5215550000212")
-        with at(f"{DAY} 12:05"):
-            shop.assign(second, tenant.agent_id)
-        with at(f"{DAY} 12:10"):
-            shop.close(second)
-        with at(f"{DAY} 12:30"):
-            shop.reopen(second)
-        with at(f"{DAY} 12:40"):
-            shop.customer_writes("+5215550000212", "¿y mi pedido?")
-        with at(f"{DAY} 12:47"):
-            shop.reply(second, agent)  # reply 420 s, from 12:40
+        # before it is measured after the reopening (the scenario's second conversation).
+        reassignments_and_reopenings(_shop(db, tenant, provider.url))
         feed(db)
     summary = _rows(report(client, tenant, "responses", **_custom(DAY, DAY)), "summary")
     # Sorted 420, 600, 900, 1500.
@@ -249,20 +216,8 @@ def test_a_merge_moves_the_unanswered_customer_and_drops_the_folded_assignment(
 def test_reply_and_assignment_times_in_business_hours(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with at("2026-11-02 08:00"), db.transaction() as session:
-        do_set_business_hours(session, tenant.actor(), NINE_TO_SEVEN)
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
-        with at(f"{FRIDAY} 18:55"):
-            conversation = shop.customer_writes("+5215550000231")
-        with at(f"{MONDAY} 09:02"):
-            shop.assign(conversation, tenant.owner_id)
-        with at(f"{MONDAY} 09:05"):
-            shop.reply(conversation, tenant.actor())  # 2 d 14 h 10 min; 10 business minutes
-        with at(f"{MONDAY} 18:58"):
-            shop.customer_writes("+5215550000231", "una cosa más")
-        with at(f"{TUESDAY} 09:03"):
-            shop.reply(conversation, tenant.actor())  # 14 h 5 min; 5 business minutes
+        a_weekend_in_business_hours(_shop(db, tenant, provider.url))
         feed(db)
     week = _custom(MONDAY, TUESDAY)
     calendar = _rows(report(client, tenant, "responses", **week), "summary")

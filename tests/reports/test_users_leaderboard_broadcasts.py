@@ -17,10 +17,11 @@ from tertulia.users.models import ActivityStatus, Role, User
 from tertulia.users.presence import set_shown_status
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.users.teams import do_create_team
+from tertulia.workspaces.service import do_set_business_hours
 from tests.broadcasts.support import broadcast_messages, customers_write, draft, fake_channel
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed, report, system
+from tests.reports.support import WEEKDAYS, Shop, at, feed, report, system
 from tests.web.helpers import sign_in_as
 
 DAY = "2026-11-02"  # a Monday
@@ -176,7 +177,12 @@ def test_the_leaderboard_ranks_people_and_teams_on_a_chosen_metric(
     assert teams["options"] == {"metric": "messages_sent", "by": "team"}
     assert teams["tables"]["leaderboard"]["columns"][3] == "value_count"
     # Every team is listed, in the previous period too (where it had none).
-    assert teams["tables"]["leaderboard"]["rows"] == [[1, team, "Soporte", 2, 1, 0]]
+    [team_row] = teams["tables"]["leaderboard"]["rows"]
+    assert team_row[:6] == [1, team, "Soporte", 2, 1, 0]
+    # Beside the ranking, the team's replies: the agent's two in the team's conversation.
+    assert teams["tables"]["leaderboard"]["columns"][6:] == ["reply_time_median_seconds", "replies_per_conversation"]
+    assert abs(team_row[6] - 240) <= 2
+    assert team_row[7] == 2.0
     refused = client.get(
         "/api/v1/reports/leaderboard", headers=tenant.headers, params={**_day(), "metric": "online", "by": "team"}
     )
@@ -253,3 +259,82 @@ def test_broadcasts_one_row_each_with_the_fate_of_their_messages(
     own = client.get("/api/v1/reports/broadcasts", params=_day())
     assert own.status_code == 200, own.text
     assert own.json()["tables"]["by_broadcast"]["rows"] == []
+
+
+def _reply_columns(row: dict[str, Any]) -> tuple[float | None, float | None]:
+    return row["reply_time_median_seconds"], row["replies_per_conversation"]
+
+
+def _near(found: float | None, expected: float) -> bool:
+    return found is not None and abs(found - expected) <= 2
+
+
+TEN_TO_SEVEN = {
+    "timezone": "America/Mexico_City",
+    "week": {day: [{"start": "10:00", "end": "19:00"}] for day in WEEKDAYS},
+}
+
+
+def test_users_and_leaderboard_show_each_persons_reply_time_and_responses_per_conversation(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    """The day of work: the agent's replies answer after 4 min (09:00 to 09:04, the bot's reply
+    does not stop the clock) and 10 min (11:05 to 11:15), both in one conversation; the owner's one
+    reply after 2 min. With business hours from 10:00, the agent's first reply took no business
+    time."""
+    with at(f"{BEFORE} 08:00"), db.transaction() as session:
+        do_set_business_hours(session, tenant.actor(), TEN_TO_SEVEN)
+        team = do_create_team(session, tenant.actor(), "Soporte").id
+    with fake_provider() as provider:
+        shop = Shop(db, tenant, fake_channel(db, tenant, provider.url).id)
+        _a_day_of_work(db, tenant, shop, team)
+        other_channel = fake_channel(db, tenant, provider.url).id
+    users = report(client, tenant, "users", **_day())
+    assert users["tables"]["users"]["columns"][-2:] == ["reply_time_median_seconds", "replies_per_conversation"]
+    rows = _rows_by_id(users, "users")
+    # Two replies: the nearest-rank median is the smaller one.
+    agent_median, agent_per = _reply_columns(rows[tenant.agent_id])
+    assert _near(agent_median, 240)
+    assert agent_per == 2.0
+    owner_median, owner_per = _reply_columns(rows[tenant.owner_id])
+    assert _near(owner_median, 120)
+    assert owner_per == 1.0
+    assert _reply_columns(rows[tenant.manager_id]) == (None, None)
+    in_hours = _rows_by_id(report(client, tenant, "users", **_day(), business_hours="true"), "users")
+    # Answered at 09:04 before the 10:00 opening: 0 business seconds; 600 s for the second reply.
+    assert _reply_columns(in_hours[tenant.agent_id]) == (0.0, 2.0)
+    assert _near(in_hours[tenant.owner_id]["reply_time_median_seconds"], 120)
+    # The filters apply: the person, the channel, the team (the owner's reply was in no team).
+    mine = _rows_by_id(report(client, tenant, "users", **_day(), user_id=tenant.agent_id), "users")
+    assert list(mine) == [tenant.agent_id]
+    assert _near(mine[tenant.agent_id]["reply_time_median_seconds"], 240)
+    elsewhere = _rows_by_id(report(client, tenant, "users", **_day(), channel_id=other_channel), "users")
+    assert all(_reply_columns(row) == (None, None) for row in elsewhere.values())
+    in_team = _rows_by_id(report(client, tenant, "users", **_day(), team_id=team), "users")
+    assert tenant.owner_id not in in_team
+    assert in_team[tenant.agent_id]["replies_per_conversation"] == 2.0
+    # The CSV has the same columns and numbers.
+    csv_lines = client.get(
+        "/api/v1/reports/users/users.csv", headers=tenant.headers, params={**_day(), "user_id": tenant.agent_id}
+    ).text.splitlines()
+    assert csv_lines[0].endswith(",reply_time_median_seconds,replies_per_conversation")
+    assert csv_lines[1].endswith(",2.0")
+    # The leaderboard shows them beside the ranked value, for people and in business hours.
+    board = report(client, tenant, "leaderboard", **_day(), metric="messages_sent")
+    columns = board["tables"]["leaderboard"]["columns"]
+    ranked = {row[1]: dict(zip(columns, row, strict=True)) for row in board["tables"]["leaderboard"]["rows"]}
+    assert ranked[tenant.agent_id]["value_count"] == 2
+    assert _near(ranked[tenant.agent_id]["reply_time_median_seconds"], 240)
+    assert ranked[tenant.agent_id]["replies_per_conversation"] == 2.0
+    assert ranked[tenant.owner_id]["replies_per_conversation"] == 1.0
+    assert _reply_columns(ranked[tenant.manager_id]) == (None, None)
+    timed = report(client, tenant, "leaderboard", **_day(), metric="first_response", business_hours="true")
+    fastest = {row[1]: row for row in timed["tables"]["leaderboard"]["rows"]}
+    assert fastest[tenant.agent_id][6:] == [0.0, 2.0]
+    # The page shows both columns, in the page's language.
+    sign_in_as(client, db, tenant.manager_id, "manager-password")
+    for name in ("users", "leaderboard"):
+        page = client.get(f"/reports/{name}", params=_day())
+        assert page.status_code == 200, page.text
+        assert "Reply time (median)" in page.text or "Tiempo de cada respuesta (mediana)" in page.text
+        assert "Responses per conversation" in page.text or "Respuestas por conversación" in page.text

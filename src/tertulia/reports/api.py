@@ -3,6 +3,8 @@
 GET /api/v1/reports/{name}                 conversations, responses, messages, resolutions, assignments,
                                            contacts, users, leaderboard, broadcasts: every table as JSON
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
+GET /api/v1/reports/{name}/list            the conversations behind one bar (conversations, responses):
+                                           metric, and period or bucket (docs/reports.md, Drill-down)
 GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard);
                                            business_hours as the reports
 POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs/data-export.md)
@@ -27,7 +29,7 @@ from tertulia.kit.types import ID
 from tertulia.reports import csvfile, dashboard, exports, service
 from tertulia.reports.export_runner import FILES
 from tertulia.reports.repository import Filters
-from tertulia.reports.schemas import DashboardOut, ReportOut
+from tertulia.reports.schemas import DashboardOut, DrillDownOut, ReportOut
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
 
 router = APIRouter(prefix="/api/v1", tags=["reports"], route_class=CheckedInputRoute, responses=API_ERRORS)
@@ -104,6 +106,32 @@ def get_dashboard(
 @router.get("/reports/{name}", response_model=ReportOut, response_model_by_alias=True)
 def get_report(session: DbSession, actor: ApiActor, name: str, params: Params) -> dict[str, Any]:
     return _build(session, actor, name, params)
+
+
+@router.get("/reports/{name}/list", response_model=DrillDownOut)
+def get_drill_down(
+    session: DbSession,
+    actor: ApiActor,
+    name: str,
+    params: Params,
+    period: Annotated[str | None, Query(max_length=13, description="A day or hour of the range.")] = None,
+    bucket: Annotated[str | None, Query(max_length=16, description="A column of a times table (<30s ... >1h).")] = None,
+) -> dict[str, Any]:
+    """The occurrences behind one bar (`metric`: the bar's number, with `period` or `bucket`), with
+    the report's range, filters and business-hours toggle; the page's list as JSON."""
+    return service.drill_down(
+        session,
+        actor,
+        name,
+        metric=params.metric or "",
+        period=period or None,
+        bucket=bucket or None,
+        preset=params.preset,
+        start=params.start,
+        end=params.end,
+        filters=service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
+        business_hours=params.business_hours,
+    )
 
 
 @router.get(

@@ -24,6 +24,29 @@ class ReportOut(BaseModel):
     tables: dict[str, TableOut]
 
 
+class ListedOut(BaseModel):
+    """One occurrence behind a bar: its conversation, when it was counted and, for a time, its
+    seconds (business-hours seconds with the toggle)."""
+
+    conversation_id: int
+    at: datetime
+    seconds: float | None
+    channel_id: int | None
+
+
+class DrillDownOut(BaseModel):
+    report: str
+    metric: str
+    period: str | None
+    bucket: str | None
+    timezone: str
+    range: dict[str, str]  # preset, from, to
+    filters: dict[str, int | str]
+    business_hours: bool
+    count: int  # the bar's number; `items` holds at most the first 500, oldest first
+    items: list[ListedOut]
+
+
 class WaitingOut(BaseModel):
     conversation_id: int
     contact: str

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -513,6 +514,10 @@ def _responses(read: _Read) -> dict[str, Table]:
         "per_conversation": _per_conversation(read),
         "reply_series": _time_series(read, per_period, "reply_time"),
         "reply_buckets": _bucket_table(every.get("reply_time", {})),
+        "first_assign_series": _time_series(read, per_period, "first_assign_response"),
+        "first_assign_buckets": _bucket_table(every.get("first_assign_response", {})),
+        "last_assign_series": _time_series(read, per_period, "last_assign_response"),
+        "last_assign_buckets": _bucket_table(every.get("last_assign_response", {})),
     }
 
 
@@ -768,6 +773,10 @@ def _count_rows(metrics: Iterable[str], now: Mapping[str, int], before: Mapping[
 PER_COUNTS = ("assigned", "closed", "contacts_closed", "messages_sent", "comments")
 PER_TIMES = ("first_response", "resolution")
 PER_ROLLUPS = ("assigned", "closed", "outgoing", "comments", "first_response", "resolution")
+# Shown beside them per person or team (not ranked, not in the summary): the median reply time, and
+# the replies per conversation replied to.
+REPLY_TIME = "reply_time"
+PER_REPLY_ROLLUPS = ("replies", REPLY_TIME)
 
 
 @dataclass
@@ -776,10 +785,21 @@ class _Numbers:
     times: dict[str, dict[int, tuple[int, float]]]
     online_seconds: float = 0.0
     away_seconds: float = 0.0
+    replies: int = 0
+    replied_conversations: set[str] = dataclass_field(default_factory=set)
 
     @classmethod
     def empty(cls) -> "_Numbers":
-        return cls(dict.fromkeys(PER_COUNTS, 0), {metric: {} for metric in PER_TIMES})
+        return cls(dict.fromkeys(PER_COUNTS, 0), {metric: {} for metric in (*PER_TIMES, REPLY_TIME)})
+
+    def reply_columns(self) -> list[float | None]:
+        """The median reply time and the replies per conversation replied to (two decimals, as the
+        responses report; none without replies)."""
+        conversations = len(self.replied_conversations)
+        return [
+            _seconds(histogram.stats(self.times[REPLY_TIME]).median),
+            round(self.replies / conversations, 2) if conversations else None,
+        ]
 
 
 def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) -> None:
@@ -787,8 +807,10 @@ def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) 
     under 0). Messages sent are the outgoing messages of a person (sender kind user)."""
     for cell in cells:
         numbers = per.setdefault(cell.key if keyed else 0, _Numbers.empty())
-        if cell.metric in PER_TIMES:
+        if cell.metric in numbers.times:
             histogram.add(numbers.times[cell.metric], cell.bucket, cell.count, cell.total)
+        elif cell.metric == "replies":
+            numbers.replies += cell.count
         elif cell.metric == "outgoing":
             if cell.label == SenderKind.USER.value:
                 numbers.counts["messages_sent"] += cell.count
@@ -797,11 +819,14 @@ def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) 
 
 
 def _per(read: "_Read", window: Range, column: str) -> dict[int, _Numbers]:
-    """Every number of PER_COUNTS and PER_TIMES in `window`, by person (`user_id`) or team."""
+    """Every number of PER_COUNTS and PER_TIMES in `window`, and the replies' numbers, by person
+    (`user_id`) or team."""
     per: dict[int, _Numbers] = {}
-    _as_numbers(read.cells(window, PER_ROLLUPS, by=column), per, keyed=True)
+    _as_numbers(read.cells(window, (*PER_ROLLUPS, *PER_REPLY_ROLLUPS), by=column), per, keyed=True)
     for key, _contact in read.labels_by(window, "closed_contact", column):
         per.setdefault(key, _Numbers.empty()).counts["contacts_closed"] += 1
+    for key, conversation in read.labels_by(window, "replied_conversation", column):
+        per.setdefault(key, _Numbers.empty()).replied_conversations.add(conversation)
     return per
 
 
@@ -871,6 +896,7 @@ def _time_columns(stats: histogram.Stats) -> list[float | None]:
     return [_seconds(stats.median), _seconds(stats.average), _seconds(stats.p90)]
 
 
+REPLY_COLUMNS = ["reply_time_median_seconds", "replies_per_conversation"]
 USER_COLUMNS = [
     "user_id",
     "person",
@@ -883,6 +909,7 @@ USER_COLUMNS = [
     "resolution_p90_seconds",
     "online_seconds",
     "away_seconds",
+    *REPLY_COLUMNS,
 ]
 
 
@@ -903,6 +930,7 @@ def _users(read: "_Read") -> dict[str, Table]:
                 *_time_columns(histogram.stats(numbers.times["resolution"])),
                 round(presence[uid]["online"]),
                 round(presence[uid]["away"]),
+                *numbers.reply_columns(),
             ]
         )
     rows.sort(key=lambda row: (str(row[1]).casefold(), row[0]))
@@ -996,11 +1024,19 @@ def _leaderboard(read: "_Read") -> dict[str, Table]:
     rows: list[list[Any]] = []
     for rank, key, value in _ranked(now, names, ranking.metric):
         earlier = previous.get(key, (None, None))
-        rows.append([rank, key, names.get(key, f"#{key}"), value, earlier[0], earlier[1]])
+        rows.append([rank, key, names.get(key, f"#{key}"), value, earlier[0], earlier[1], *now[key].reply_columns()])
     unit = "seconds" if ranking.metric in (*PER_TIMES, "online") else "count"
     return {
         "leaderboard": {
-            "columns": ["rank", "id", "name", f"value_{unit}", "previous_rank", f"previous_value_{unit}"],
+            "columns": [
+                "rank",
+                "id",
+                "name",
+                f"value_{unit}",
+                "previous_rank",
+                f"previous_value_{unit}",
+                *REPLY_COLUMNS,
+            ],
             "rows": rows,
         }
     }
@@ -1187,7 +1223,7 @@ def cells_today(
 # What a bar can be opened into: the report, and the metrics of its bars that have items.
 DRILLABLE: dict[str, tuple[str, ...]] = {
     "conversations": ("opened", "closed", "reopened"),
-    "responses": ("first_response",),
+    "responses": ("first_response", "reply_time", "first_assign_response", "last_assign_response"),
 }
 DRILL_LIMIT = 500
 

@@ -23,7 +23,7 @@ from tertulia.kit.errors import DomainError, NotFound
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.reports import service
 from tertulia.reports.repository import Filters
-from tertulia.reports.rollups import SOURCES
+from tertulia.reports.rollups import DURATION_METRICS, SOURCES
 from tertulia.users.models import Membership, Team, User
 from tertulia.users.permissions import Permission
 from tertulia.web import i18n
@@ -148,6 +148,7 @@ LABELS: dict[str, str] = {
     "first_response_p90_seconds": i18n.lazy("First response (90th percentile)"),
     "resolution_average_seconds": i18n.lazy("Resolution (average)"),
     "resolution_p90_seconds": i18n.lazy("Resolution (90th percentile)"),
+    "reply_time_median_seconds": i18n.lazy("Reply time (median)"),
     "online_seconds": i18n.lazy("Time online"),
     "away_seconds": i18n.lazy("Time away"),
     "online": i18n.lazy("Time online"),
@@ -178,6 +179,10 @@ TABLE_TITLES: dict[str, str] = {
     "per_conversation": i18n.lazy("Responses per conversation"),
     "reply_series": i18n.lazy("Reply time over time"),
     "reply_buckets": i18n.lazy("Replies by time taken"),
+    "first_assign_series": i18n.lazy("First assignment to first response over time"),
+    "first_assign_buckets": i18n.lazy("First assignment to first response by time taken"),
+    "last_assign_series": i18n.lazy("Last assignment to response over time"),
+    "last_assign_buckets": i18n.lazy("Last assignment to response by time taken"),
     "outgoing_by_sender": i18n.lazy("Outgoing messages by sender"),
     "by_channel": i18n.lazy("Messages by channel"),
     "failed_reasons": i18n.lazy("Failed messages by reason"),
@@ -283,8 +288,9 @@ DEFINITIONS: dict[str, str] = {
 # What a report's rows are, said once above its tables.
 REPORT_NOTES: dict[str, str] = {
     "users": i18n.lazy(
-        "One row per active team member. Assignments, closings, contacts closed, first response and resolution "
-        "times belong to the conversation's assignee at the time; messages sent and comments to their author. "
+        "One row per active team member. Assignments, closings, contacts closed and resolution times belong to "
+        "the conversation's assignee at the time; first responses, reply times, responses per conversation, "
+        "messages sent and comments to the person who wrote them. "
         "Time online and away is the person's status in the app during the period, in any workspace."
     ),
     "leaderboard": i18n.lazy(
@@ -322,7 +328,16 @@ DRILL_LINKS: dict[str, dict[tuple[str, str], str]] = {
         ("series", "closed"): "closed",
         ("series", "reopened"): "reopened",
     },
-    "responses": {("buckets", "count"): "first_response", ("series", "count"): "first_response"},
+    "responses": {
+        (table, "count"): metric
+        for tables, metric in (
+            (("series", "buckets"), "first_response"),
+            (("reply_series", "reply_buckets"), "reply_time"),
+            (("first_assign_series", "first_assign_buckets"), "first_assign_response"),
+            (("last_assign_series", "last_assign_buckets"), "last_assign_response"),
+        )
+        for table in tables
+    },
 }
 
 CHARTED = frozenset(
@@ -331,6 +346,10 @@ CHARTED = frozenset(
         "buckets",
         "reply_series",
         "reply_buckets",
+        "first_assign_series",
+        "first_assign_buckets",
+        "last_assign_series",
+        "last_assign_buckets",
         "outgoing_by_sender",
         "closed_by_category",
         "failed_reasons",
@@ -581,6 +600,9 @@ DRILL_TITLES: dict[str, str] = {
     "closed": i18n.lazy("Closings"),
     "reopened": i18n.lazy("Reopenings"),
     "first_response": i18n.lazy("First responses"),
+    "reply_time": i18n.lazy("Replies with a reply time"),
+    "first_assign_response": i18n.lazy("First responses after the first assignment"),
+    "last_assign_response": i18n.lazy("Responses after the last assignment"),
 }
 
 
@@ -634,6 +656,8 @@ def drill_down_page(
             "name": name,
             "listed": listed,
             "title": ctx.fmt.gettext(DRILL_TITLES[metric]),
+            # A time's list shows each one's seconds (in business hours with the toggle).
+            "time_label": ctx.fmt.gettext(LABELS[metric]) if metric in DURATION_METRICS else None,
             "report_title": ctx.fmt.gettext(REPORT_TITLES[name]),
             "back": f"/reports/{name}?{urlencode({k: v for k, v in chosen.items() if v})}",
             "contacts": contacts,

@@ -20,6 +20,17 @@
     by_broadcast: ["broadcast", ["sent", "delivered", "read", "replied", "failed"]],
   };
   var TOP = 10;
+  // The Responses report's charts of times, each with the time its bars and buckets open.
+  var RESPONSE_CHARTS = {
+    series: "first_response",
+    buckets: "first_response",
+    reply_series: "reply_time",
+    reply_buckets: "reply_time",
+    first_assign_series: "first_assign_response",
+    first_assign_buckets: "first_assign_response",
+    last_assign_series: "last_assign_response",
+    last_assign_buckets: "last_assign_response",
+  };
 
   function column(table, name) {
     var index = table.columns.indexOf(name);
@@ -53,7 +64,7 @@
     });
     var series;
     var type = "bar";
-    if ((name === "series" || name === "reply_series") && report === "responses") {
+    if (report === "responses" && RESPONSE_CHARTS[name] && /series$/.test(name)) {
       type = "line";
       series = ["median_seconds", "average_seconds", "p90_seconds"];
     } else if (name === "series") {
@@ -91,7 +102,7 @@
   }
 
   // Clicking a bar opens the conversations behind it (the same range and filters): a day or hour
-  // of the conversations series, a bucket of first responses.
+  // of the conversations series or of a Responses time's series, a bucket of a Responses time.
   function drillUrl(data, chartName, table, datasetKey, index) {
     var value = table.rows[index] && table.rows[index][0];
     if (value === null || value === undefined) {
@@ -100,8 +111,10 @@
     var extra = null;
     if (data.name === "conversations" && chartName === "series") {
       extra = "metric=" + encodeURIComponent(datasetKey) + "&period=" + encodeURIComponent(value);
-    } else if (data.name === "responses" && chartName === "buckets") {
-      extra = "metric=first_response&bucket=" + encodeURIComponent(value);
+    } else if (data.name === "responses" && RESPONSE_CHARTS[chartName]) {
+      // A bucket of a "…buckets" chart, or a day (or hour) of a "…series" chart.
+      extra = "metric=" + RESPONSE_CHARTS[chartName] +
+        (/buckets$/.test(chartName) ? "&bucket=" : "&period=") + encodeURIComponent(value);
     }
     if (!extra) {
       return null;
