@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tertulia.conversations.models import Message
+from tertulia.events.models import EventRecord
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tests.conftest import Tenant
@@ -59,3 +60,14 @@ def refused_reply(client: TestClient, tenant: Tenant, conversation_id: int, text
     assert response.status_code == 422, response.text
     assert response.json()["error"]["code"] == "opted_out"
     return str(response.json()["error"]["message"])
+
+
+def channel_events(db: Database, workspace_id: int) -> list[tuple[str, Any, Any]]:
+    """The workspace's channel.* events in order: (type, fault, code)."""
+    with db.transaction(write=False) as session:
+        rows = session.scalars(
+            select(EventRecord)
+            .where(EventRecord.workspace_id == workspace_id, EventRecord.type.like("channel.%"))
+            .order_by(EventRecord.id)
+        )
+        return [(row.type, row.payload["fault"], row.payload["code"]) for row in rows]

@@ -11,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
 
 from tertulia.channels import health
 from tertulia.channels.adapters import bird, twilio, vonage
@@ -19,7 +18,6 @@ from tertulia.channels.health import Health, health_of
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, Fault
 from tertulia.conversations.models import Message
-from tertulia.events.models import EventRecord
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.channels import twilio_samples as tw
@@ -29,7 +27,7 @@ from tests.channels.fake_twilio import ACCOUNT_SID, AUTH_TOKEN, NUMBER, FakeTwil
 from tests.channels.fake_vonage import CUSTOMER as VONAGE_CUSTOMER
 from tests.channels.fake_vonage import NUMBER as VONAGE_NUMBER
 from tests.channels.fake_vonage import FakeVonage, fake_vonage
-from tests.channels.support import channel_messages, connect, send_reply
+from tests.channels.support import channel_events, channel_messages, connect, send_reply
 from tests.channels.test_bird import _connect as bird_connect
 from tests.channels.test_vonage import _connect as vonage_connect
 from tests.channels.test_vonage import _inbound as vonage_inbound
@@ -45,16 +43,6 @@ def _state(db: Database, channel_id: int) -> Health:
         channel = session.get(Channel, channel_id)
         assert channel is not None
         return health_of(channel).state
-
-
-def _events(db: Database, workspace_id: int) -> list[tuple[str, Any, Any]]:
-    with db.transaction(write=False) as session:
-        rows = session.scalars(
-            select(EventRecord)
-            .where(EventRecord.workspace_id == workspace_id, EventRecord.type.like("channel.%"))
-            .order_by(EventRecord.id)
-        )
-        return [(row.type, row.payload["fault"], row.payload["code"]) for row in rows]
 
 
 def _message(db: Database, message_id: int) -> tuple[DeliveryStatus | None, str | None]:
@@ -106,7 +94,7 @@ def test_twilio_a_suspended_account_reported_later_puts_the_channel_in_error_onc
     assert twilio_fake.status(client, str(unreachable.provider_message_id), "undelivered", "30003").status_code == 200
     callbacks_written(db)
     assert _message(db, unreachable.id) == (DeliveryStatus.FAILED, "30003: Unreachable destination handset")
-    assert (_state(db, channel_id), _events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
+    assert (_state(db, channel_id), channel_events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
 
     # The account suspended after Twilio queued the message (30002): the channel's.
     for sid in (suspended.provider_message_id, later.provider_message_id):
@@ -114,7 +102,7 @@ def test_twilio_a_suspended_account_reported_later_puts_the_channel_in_error_onc
         callbacks_written(db)
     assert _message(db, suspended.id) == (DeliveryStatus.FAILED, "30002: Account suspended")
     assert _state(db, channel_id) == Health.ERROR
-    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "30002")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "30002")]
 
     # Twilio goes on accepting sends: no sign of life. A message delivered is one.
     accepted = [send_reply(client, db, tenant, conversation_id, f"Intento {n}") for n in range(3)]
@@ -122,7 +110,7 @@ def test_twilio_a_suspended_account_reported_later_puts_the_channel_in_error_onc
     assert twilio_fake.status(client, str(accepted[-1].provider_message_id), "delivered").status_code == 200
     callbacks_written(db)
     assert _state(db, channel_id) == Health.CONNECTED
-    assert _events(db, tenant.workspace_id) == [
+    assert channel_events(db, tenant.workspace_id) == [
         ("channel.errored", "account", "30002"),
         ("channel.recovered", None, None),
     ]
@@ -180,14 +168,14 @@ def test_vonage_a_receipt_s_err_code_fails_the_message_or_the_channel(
     assert vonage_fake.receipt(client, str(absent.provider_message_id), "failed", "3").status_code == 200
     callbacks_written(db)
     assert _message(db, absent.id) == (DeliveryStatus.FAILED, "3: Absent subscriber - permanent")
-    assert (_state(db, channel["id"]), _events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
+    assert (_state(db, channel["id"]), channel_events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
 
     # err-code 51, header filter: the account's sender id is not registered (India DLT).
     assert vonage_fake.receipt(client, str(unregistered.provider_message_id), "rejected", "51").status_code == 200
     callbacks_written(db)
     assert _message(db, unregistered.id) == (DeliveryStatus.FAILED, "51: Header filter")
     assert _state(db, channel["id"]) == Health.ERROR
-    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "dlr:51")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "dlr:51")]
 
 
 def _messages_status(sent: dict[str, Any], code: int, detail: str) -> dict[str, Any]:
@@ -222,14 +210,14 @@ def test_vonage_a_messages_api_rejection_fails_the_message_or_the_channel(
     assert vonage_fake.deliver_event(client, url, _messages_status(first, 1050, number_barred)).status_code == 200
     callbacks_written(db)
     assert _message(db, barred.id) == (DeliveryStatus.FAILED, f"1050: {number_barred}")
-    assert (_state(db, channel["id"]), _events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
+    assert (_state(db, channel["id"]), channel_events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
 
     account = "Partner account barred - The api_key you supplied is for an account that has been barred"
     assert vonage_fake.deliver_event(client, url, _messages_status(second, 1060, account)).status_code == 200
     callbacks_written(db)
     assert _message(db, account_barred.id) == (DeliveryStatus.FAILED, f"1060: {account}")
     assert _state(db, channel["id"]) == Health.ERROR
-    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "1060")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "1060")]
 
 
 # ----- Bird -------------------------------------------------------------------------------------------
@@ -271,7 +259,7 @@ def test_bird_a_failure_fails_the_message_or_the_channel(
     )
     callbacks_written(db)
     assert _message(db, unknown.id) == (DeliveryStatus.FAILED, subscriber)
-    assert (_state(db, channel["id"]), _events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
+    assert (_state(db, channel["id"]), channel_events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
 
     # A failure whose source is Bird's accounting (message-failure-sources): the workspace's billing.
     # The page names the source, not its codes: 14001 here is ours.
@@ -284,7 +272,7 @@ def test_bird_a_failure_fails_the_message_or_the_channel(
     callbacks_written(db)
     assert _message(db, unpaid.id) == (DeliveryStatus.FAILED, billing)
     assert _state(db, channel["id"]) == Health.ERROR
-    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "14001")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "14001")]
 
 
 def test_bird_service_failures_are_the_provider_s_and_failures_without_a_code_no_error() -> None:
@@ -309,12 +297,12 @@ def test_an_older_refused_send_does_not_end_an_error_reported_later_without_an_e
         health.touch_sent(session, channel.id, start + timedelta(seconds=2))
         health.record_failure(session, channel.id, refused, start + timedelta(seconds=1))
     assert _state(db, channel.id) == Health.ERROR
-    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "30002")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "30002")]
     with db.transaction() as session:
         health.record_failure(session, channel.id, refused, start + timedelta(seconds=3))
         health.touch_sent(session, channel.id, start + timedelta(seconds=4))  # a refusal's kind: ended
     assert _state(db, channel.id) == Health.CONNECTED
-    assert [kind for kind, _fault, _code in _events(db, tenant.workspace_id)] == [
+    assert [kind for kind, _fault, _code in channel_events(db, tenant.workspace_id)] == [
         "channel.errored",
         "channel.recovered",
     ]

@@ -25,10 +25,10 @@ from tertulia.channels.protocol import DeliveryStatus, Fault
 from tertulia.conversations.ingress.callbacks import callback_spool, process_callbacks
 from tertulia.conversations.models import Message
 from tertulia.conversations.outbox import process_outbound
-from tertulia.events.models import EventRecord
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.channels import whatsapp_samples as wa
+from tests.channels.support import channel_events
 from tests.channels.test_whatsapp import _connected, _parse, _post
 from tests.channels.whatsapp_graph import FakeGraph, fake_graph
 from tests.conftest import Tenant
@@ -156,16 +156,6 @@ def _state(db: Database, channel_id: int) -> tuple[Health, str | None]:
         return shown.state, shown.last_error
 
 
-def _events(db: Database, workspace_id: int) -> list[tuple[str, Any, Any]]:
-    with db.transaction(write=False) as session:
-        rows = session.scalars(
-            select(EventRecord)
-            .where(EventRecord.workspace_id == workspace_id, EventRecord.type.like("channel.%"))
-            .order_by(EventRecord.id)
-        )
-        return [(row.type, row.payload["fault"], row.payload["code"]) for row in rows]
-
-
 def _message(db: Database, provider_id: str) -> tuple[DeliveryStatus, str | None]:
     with db.transaction(write=False) as session:
         found = session.scalars(select(Message).where(Message.provider_message_id == provider_id)).one()
@@ -190,7 +180,7 @@ def test_an_account_failure_reported_later_puts_the_channel_in_error_once_until_
     _post(client, channel, wa.failed_status(locked, 131031))
     assert _message(db, locked) == (DeliveryStatus.FAILED, _reason(131031))
     assert _state(db, channel.id) == (Health.ERROR, _reason(131031))
-    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131031")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131031")]
     for user_id in (tenant.owner_id, tenant.manager_id):
         ((kind, link, _unread, params),) = _notifications(db, user_id)
         assert (kind, link) == ("channel_error", f"/settings/channels/{channel.id}")
@@ -200,12 +190,12 @@ def test_an_account_failure_reported_later_puts_the_channel_in_error_once_until_
     # Another one of the channel's failures while it is in error: shown, nobody told again.
     _post(client, channel, wa.failed_status(unpaid, 131042))
     assert _state(db, channel.id) == (Health.ERROR, _reason(131042))
-    assert len(_events(db, tenant.workspace_id)) == 1
+    assert len(channel_events(db, tenant.workspace_id)) == 1
 
     # A message delivered is a sign of life: the error is over.
     _post(client, channel, wa.status(delivered, "delivered"))
     assert _state(db, channel.id)[0] == Health.CONNECTED
-    assert [kind for kind, _fault, _code in _events(db, tenant.workspace_id)] == [
+    assert [kind for kind, _fault, _code in channel_events(db, tenant.workspace_id)] == [
         "channel.errored",
         "channel.recovered",
     ]
@@ -214,14 +204,14 @@ def test_an_account_failure_reported_later_puts_the_channel_in_error_once_until_
     _post(client, channel, wa.failed_status(refused, 131026))
     assert _message(db, refused) == (DeliveryStatus.FAILED, _reason(131026))
     assert _state(db, channel.id)[0] == Health.CONNECTED
-    assert len(_events(db, tenant.workspace_id)) == 2
+    assert len(channel_events(db, tenant.workspace_id)) == 2
 
     # A second outage, ended by a customer's message this time.
     _post(client, channel, wa.failed_status(blocked, 368))
     assert _state(db, channel.id)[0] == Health.ERROR
     _post(client, channel, _customer_writes("wamid.again", "¿Hola?"))
     assert _state(db, channel.id)[0] == Health.CONNECTED
-    assert _events(db, tenant.workspace_id) == [
+    assert channel_events(db, tenant.workspace_id) == [
         ("channel.errored", "account", "whatsapp:131031"),
         ("channel.recovered", None, None),
         ("channel.errored", "account", "whatsapp:368"),
@@ -244,11 +234,11 @@ def test_an_error_reported_later_outlasts_accepted_sends_until_a_callback_shows_
     for _ in range(3):
         _sent(client, db, tenant, channel, 1, clock)
         assert _state(db, channel.id) == (Health.ERROR, _reason(131042))
-    assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131042")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131042")]
 
     _post(client, channel, wa.status(delivered, "delivered"))
     assert _state(db, channel.id)[0] == Health.CONNECTED
-    assert _events(db, tenant.workspace_id) == [
+    assert channel_events(db, tenant.workspace_id) == [
         ("channel.errored", "account", "whatsapp:131042"),
         ("channel.recovered", None, None),
     ]
@@ -281,7 +271,7 @@ def test_a_refused_send_after_an_error_reported_later_is_ended_by_the_next_accep
     assert _state(db, channel.id)[0] == Health.ERROR
     _sent(client, db, tenant, channel, 1, clock)
     assert _state(db, channel.id)[0] == Health.CONNECTED
-    assert _events(db, tenant.workspace_id) == [
+    assert channel_events(db, tenant.workspace_id) == [
         ("channel.errored", "credentials", "whatsapp:190"),
         ("channel.recovered", None, None),
     ]
@@ -296,7 +286,7 @@ def test_meta_s_own_failures_reported_later_are_counted_not_told(
     _post(client, channel, wa.failed_status(failed, 131000))
     assert _message(db, failed)[0] == DeliveryStatus.FAILED
     assert _state(db, channel.id) == (Health.CONNECTED, None)
-    assert _events(db, tenant.workspace_id) == []
+    assert channel_events(db, tenant.workspace_id) == []
     with db.transaction(write=False) as session:
         assert session.scalar(select(Channel.provider_failures).where(Channel.id == channel.id)) == 1
 
@@ -338,7 +328,7 @@ def test_in_one_batch_of_callbacks_the_newer_of_a_failure_and_a_sign_of_life_dec
         assert (stored.last_callback_at, stored.last_error_at) == (heard_at, failed_at)
     if failure_last:
         assert _state(db, channel.id) == (Health.ERROR, _reason(131042))
-        assert _events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131042")]
+        assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "whatsapp:131042")]
     else:
         assert _state(db, channel.id) == (Health.CONNECTED, _reason(131042))
-        assert _events(db, tenant.workspace_id) == []
+        assert channel_events(db, tenant.workspace_id) == []
