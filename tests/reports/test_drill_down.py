@@ -1,8 +1,12 @@
 """Drill-down: the list of conversations behind a bar of a report has as many rows as the bar's
 number, with the report's range and filters, for every bar of the conversations series and every
 bucket of first responses; the reply-time and assignment-to-response bars list exactly their
-conversations (page and API, filters, tag, business hours, pending and applied events)."""
+conversations (page and API, filters, tag, business hours, pending and applied events); a list's
+CSV has the JSON's rows."""
 
+import csv
+import html
+import io
 import re
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,7 +29,7 @@ from tests.reports.support import (
     reassignments_and_reopenings,
     report,
 )
-from tests.reports.test_pages import DAY, _busy_day
+from tests.reports.test_pages import DAY, _as_cell, _busy_day, _csv
 from tests.web.helpers import sign_in_as
 
 COUNT = re.compile(r'data-testid="list-count" data-count="(\d+)"')
@@ -272,3 +276,77 @@ def test_the_reply_time_lists_in_business_hours_and_on_the_page(
     assert no_metric.status_code == 422
     wrong = {**week, "metric": "reply_time", "bucket": "2h"}
     assert client.get("/api/v1/reports/responses/list", headers=tenant.headers, params=wrong).status_code == 422
+
+
+def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    _busy_day(db, tenant)  # on the channel "=Tienda"
+    day = {"range": "custom", "from": DAY, "to": DAY}
+    # The contact of the conversation answered after 90 s gets a name a spreadsheet would run.
+    (answered,) = _conversations(client, tenant, {**day, "metric": "first_response", "bucket": "30s-2m"})
+    contact_id = client.get(f"/api/v1/conversations/{answered}", headers=tenant.headers).json()["contact_id"]
+    renamed = client.patch(
+        f"/api/v1/contacts/id:{contact_id}",
+        headers=tenant.headers,
+        json={"first_name": "=HYPERLINK(1)", "last_name": None},
+    )
+    assert renamed.status_code == 200, renamed.text
+    bars: list[tuple[str, dict[str, Any]]] = [
+        ("conversations", {"metric": "opened"}),
+        ("conversations", {"metric": "closed", "period": f"{DAY}T10"}),
+        ("responses", {"metric": "first_response"}),
+        ("responses", {"metric": "first_response", "bucket": "30s-2m"}),
+        ("responses", {"metric": "reply_time", "business_hours": "false"}),
+        ("responses", {"metric": "first_response", "bucket": "<30s"}),
+    ]
+    for name, bar in bars:
+        params = {**day, **bar}
+        listed = client.get(f"/api/v1/reports/{name}/list", headers=tenant.headers, params=params).json()
+        rows = _csv(client, tenant, name, "list", params)
+        assert rows[0] == ["conversation_id", "at", "contact", "channel_id", "channel", "seconds"]
+        assert len(rows) - 1 == len(listed["items"]) == listed["count"], (name, bar)
+        for row, item in zip(rows[1:], listed["items"], strict=True):
+            json_columns = ("conversation_id", "at", "channel_id", "seconds")
+            assert [row[0], row[1], row[3], row[5]] == [_as_cell(item[key]) for key in json_columns], (name, bar)
+            assert row[4] == "'=Tienda"  # a formula-looking channel name, neutralised
+            assert row[2]
+    # The renamed contact: neutralised, not a formula.
+    rows = _csv(client, tenant, "responses", "list", {**day, "metric": "first_response", "bucket": "30s-2m"})
+    assert [row[2] for row in rows[1:]] == ["'=HYPERLINK(1)"]
+    response = client.get(
+        "/api/v1/reports/responses/list.csv", headers=tenant.headers, params={**day, "metric": "first_response"}
+    )
+    assert response.headers["content-disposition"] == (
+        f'attachment; filename="responses-first_response-list-{DAY}-{DAY}.csv"'
+    )
+    # The JSON list's refusals, with the error's shape.
+    for name, bad, field in [
+        ("responses", {"metric": "replies"}, "metric"),
+        ("responses", {"metric": "reply_time", "bucket": "2h"}, "bucket"),
+        ("conversations", {"metric": "opened", "period": "2026-11-05"}, "period"),
+        ("conversations", {"metric": "opened", "range": "custom", "from": "2026-11-05", "to": DAY}, None),
+    ]:
+        for suffix in ("list", "list.csv"):
+            refused = client.get(f"/api/v1/reports/{name}/{suffix}", headers=tenant.headers, params={**day, **bad})
+            assert refused.status_code == 422, (suffix, bad)
+            error = refused.json()["error"]
+            assert set(error) == {"code", "message", "details"}
+            if field is not None:
+                assert field in error["details"], (suffix, error)
+    assert client.get("/api/v1/reports/messages/list.csv", headers=tenant.headers, params=day).status_code == 404
+    # An agent's CSV is their own list, as the JSON; the page links to it with the same query.
+    sign_in_as(client, db, tenant.agent_id, "agent-password")
+    mine = {**day, "metric": "first_response"}
+    own = client.get("/api/v1/reports/responses/list", params=mine).json()
+    assert own["count"] == 2
+    rows = list(csv.reader(io.StringIO(client.get("/api/v1/reports/responses/list.csv", params=mine).text)))
+    assert [int(row[0]) for row in rows[1:]] == [item["conversation_id"] for item in own["items"]]
+    page = client.get("/reports/responses/list", params={**mine, "bucket": ">1h"})
+    assert page.status_code == 200
+    link = re.search(r'href="(/api/v1/reports/responses/list\.csv\?[^"]*)"[^>]*data-testid="list-csv"', page.text)
+    assert link is not None, page.text
+    address = html.unescape(link.group(1))
+    assert f"range=custom&from={DAY}&to={DAY}&metric=first_response&bucket=%3E1h" in address
+    linked = list(csv.reader(io.StringIO(client.get(address).text)))
+    assert len(linked) - 1 == _listed(client, "responses", {**mine, "bucket": ">1h"})[0] == 1

@@ -5,6 +5,7 @@ GET /api/v1/reports/{name}                 conversations, responses, messages, r
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
 GET /api/v1/reports/{name}/list            the conversations behind one bar (conversations, responses):
                                            metric, and period or bucket (docs/reports.md, Drill-down)
+GET /api/v1/reports/{name}/list.csv        the same list as CSV, with contact and channel names
 GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard);
                                            business_hours as the reports
 POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs/data-export.md)
@@ -29,7 +30,7 @@ from tertulia.kit.types import ID
 from tertulia.reports import csvfile, dashboard, exports, service
 from tertulia.reports.export_runner import FILES
 from tertulia.reports.repository import Filters
-from tertulia.reports.schemas import DashboardOut, DrillDownOut, ReportOut
+from tertulia.reports.schemas import DashboardOut, DrillDownOut, ListedOut, ReportOut
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
 
 router = APIRouter(prefix="/api/v1", tags=["reports"], route_class=CheckedInputRoute, responses=API_ERRORS)
@@ -108,17 +109,13 @@ def get_report(session: DbSession, actor: ApiActor, name: str, params: Params) -
     return _build(session, actor, name, params)
 
 
-@router.get("/reports/{name}/list", response_model=DrillDownOut)
-def get_drill_down(
-    session: DbSession,
-    actor: ApiActor,
-    name: str,
-    params: Params,
-    period: Annotated[str | None, Query(max_length=13, description="A day or hour of the range.")] = None,
-    bucket: Annotated[str | None, Query(max_length=16, description="A column of a times table (<30s ... >1h).")] = None,
+Period = Annotated[str | None, Query(max_length=13, description="A day or hour of the range.")]
+Bucket = Annotated[str | None, Query(max_length=16, description="A column of a times table (<30s ... >1h).")]
+
+
+def _drill_down(
+    session: DbSession, actor: ApiActor, name: str, params: ReportQuery, period: str | None, bucket: str | None
 ) -> dict[str, Any]:
-    """The occurrences behind one bar (`metric`: the bar's number, with `period` or `bucket`), with
-    the report's range, filters and business-hours toggle; the page's list as JSON."""
     return service.drill_down(
         session,
         actor,
@@ -131,6 +128,45 @@ def get_drill_down(
         end=params.end,
         filters=service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
         business_hours=params.business_hours,
+    )
+
+
+@router.get("/reports/{name}/list", response_model=DrillDownOut)
+def get_drill_down(
+    session: DbSession, actor: ApiActor, name: str, params: Params, period: Period = None, bucket: Bucket = None
+) -> dict[str, Any]:
+    """The occurrences behind one bar (`metric`: the bar's number, with `period` or `bucket`), with
+    the report's range, filters and business-hours toggle; the page's list as JSON."""
+    return _drill_down(session, actor, name, params, period, bucket)
+
+
+LIST_COLUMNS = ("conversation_id", "at", "contact", "channel_id", "channel", "seconds")
+
+
+# Declared before the tables' CSV route, which would take "list" for a table's name.
+@router.get(
+    "/reports/{name}/list.csv",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}},
+)
+def get_drill_down_csv(
+    session: DbSession, actor: ApiActor, name: str, params: Params, period: Period = None, bucket: Bucket = None
+) -> Response:
+    """The same list as CSV: one row per item, as the JSON's, with its contact and channel names."""
+    listed = _drill_down(session, actor, name, params, period, bucket)
+    contacts, channels = service.listed_names(session, actor.workspace_id, listed["items"])
+    rows = []
+    for item in listed["items"]:
+        # Written as the JSON writes them (the same `at`), so both answers read alike.
+        out = ListedOut.model_validate(item).model_dump(mode="json")
+        contact = contacts.get(item["conversation_id"])
+        channel = channels.get(item["channel_id"]) if item["channel_id"] is not None else None
+        rows.append([out["conversation_id"], out["at"], contact, out["channel_id"], channel, out["seconds"]])
+    filename = f"{name}-{listed['metric']}-list-{listed['range']['from']}-{listed['range']['to']}.csv"
+    return Response(
+        csvfile.render(LIST_COLUMNS, rows),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 

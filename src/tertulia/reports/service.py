@@ -22,8 +22,8 @@ from tertulia.broadcasts.models import Broadcast, RecipientState
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus
 from tertulia.contacts.import_models import ImportJob
-from tertulia.contacts.models import Tag
-from tertulia.conversations.models import ClosingCategory, SenderKind
+from tertulia.contacts.models import Contact, Tag
+from tertulia.conversations.models import ClosingCategory, Conversation, SenderKind
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.kit.text import name_key
@@ -1324,3 +1324,25 @@ def drill_down(
         "count": stored_count + len(pending),
         "items": found,
     }
+
+
+def listed_names(
+    session: Session, workspace_id: int, items: Iterable[Mapping[str, Any]]
+) -> tuple[dict[int, str], dict[int, str]]:
+    """The names a drill-down list shows beside its items (the page and its CSV): each listed
+    conversation's contact, and the workspace's channels. A conversation deleted since (with its
+    contact) is still counted but has no name here."""
+    ids = sorted({item["conversation_id"] for item in items})
+    contacts = {
+        int(cid): " ".join(p for p in (first, last) if p) or f"#{contact_id}"
+        for cid, contact_id, first, last in session.execute(
+            select(Conversation.id, Contact.id, Contact.first_name, Contact.last_name)
+            .join(Contact, Contact.id == Conversation.contact_id)
+            .where(Conversation.workspace_id == workspace_id, Conversation.id.in_(ids))
+        )
+    }
+    channels = {
+        int(i): str(n)
+        for i, n in session.execute(select(Channel.id, Channel.name).where(Channel.workspace_id == workspace_id))
+    }
+    return contacts, channels

@@ -17,8 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from tertulia.broadcasts.views import STATUS_LABELS as BROADCAST_STATUS_LABELS
 from tertulia.channels.models import Channel
 from tertulia.contacts import repository as contacts_repo
-from tertulia.contacts.models import Contact
-from tertulia.conversations.models import ClosingCategory, Conversation
+from tertulia.conversations.models import ClosingCategory
 from tertulia.kit.errors import DomainError, NotFound
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.reports import service
@@ -633,22 +632,10 @@ def drill_down_page(
         business_hours=query.business_hours,
     )
     chosen = query.chosen(business_hours=listed["business_hours"])
-    ids = sorted({item["conversation_id"] for item in listed["items"]})
-    # A conversation deleted since (with its contact) is still counted; it is listed without a link.
-    contacts = {
-        int(cid): " ".join(p for p in (first, last) if p) or f"#{contact_id}"
-        for cid, contact_id, first, last in ctx.session.execute(
-            select(Conversation.id, Contact.id, Contact.first_name, Contact.last_name)
-            .join(Contact, Contact.id == Conversation.contact_id)
-            .where(Conversation.workspace_id == ctx.actor.workspace_id, Conversation.id.in_(ids))
-        )
-    }
-    channels = {
-        int(i): str(n)
-        for i, n in ctx.session.execute(
-            select(Channel.id, Channel.name).where(Channel.workspace_id == ctx.actor.workspace_id)
-        )
-    }
+    contacts, channels = service.listed_names(ctx.session, ctx.actor.workspace_id, listed["items"])
+    # The CSV of the same list: the page's query, with the bar it lists.
+    bar = {"metric": metric, "period": period or "", "bucket": bucket or ""}
+    csv_query = urlencode({k: v for k, v in {**chosen, **bar}.items() if v})
     zone = service.zone_of(ctx.session, ctx.actor.workspace_id)
     return ctx.render(
         "reports/list.html",
@@ -660,6 +647,7 @@ def drill_down_page(
             "time_label": ctx.fmt.gettext(LABELS[metric]) if metric in DURATION_METRICS else None,
             "report_title": ctx.fmt.gettext(REPORT_TITLES[name]),
             "back": f"/reports/{name}?{urlencode({k: v for k, v in chosen.items() if v})}",
+            "csv_url": f"/api/v1/reports/{name}/list.csv?{csv_query}",
             "contacts": contacts,
             "channels": channels,
             "zone": zone,
