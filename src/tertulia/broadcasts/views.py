@@ -25,7 +25,7 @@ from tertulia.channels.message_templates import component_text, slots, templates
 from tertulia.channels.models import Channel
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
-from tertulia.kit.http import CheckedInputRoute
+from tertulia.kit.http import CheckedInputRoute, writes
 from tertulia.kit.types import ID
 from tertulia.segments.models import Segment
 from tertulia.users.permissions import Permission
@@ -625,6 +625,7 @@ def _dry_run_page(
 
 
 @router.get("/{broadcast_id}/dry-run")
+@writes
 def dry_run_page(ctx: UserPage, broadcast_id: ID) -> Response:
     return _dry_run_page(ctx, _item(ctx, broadcast_id))
 

@@ -334,9 +334,29 @@ def read_only(endpoint: _Endpoint) -> _Endpoint:
     return endpoint
 
 
+_WRITES = "tertulia_writes"
+
+
+def writes(endpoint: _Endpoint) -> _Endpoint:
+    """For a GET whose work writes (a dry run written in a savepoint and rolled back, a secret made on
+    first read): its request transaction is a write one; who may ask is unchanged (a read-only token
+    still may). On SQLite a read transaction that starts writing cannot wait for the lock once
+    another writer has committed since it began (SQLite refuses at once: "database is locked"); a
+    write transaction takes the lock first, in turn."""
+    setattr(endpoint, _WRITES, True)
+    return endpoint
+
+
 def is_read(request: Request) -> bool:
-    """Whether the request only reads: a GET, HEAD or OPTIONS, or a POST marked `read_only`."""
+    """Whether the request only reads, as far as its asker goes (a read-only token may make it): a
+    GET, HEAD or OPTIONS, or a POST marked `read_only`."""
     return request.method in ("GET", "HEAD", "OPTIONS") or getattr(request.scope.get("endpoint"), _READ_ONLY, False)
+
+
+def _writes(request: Request) -> bool:
+    """Whether the request's transaction is a write one: it is not a read, or its endpoint is marked
+    `writes`."""
+    return not is_read(request) or getattr(request.scope.get("endpoint"), _WRITES, False)
 
 
 async def db_session(request: Request) -> AsyncIterator[Session]:
@@ -349,7 +369,7 @@ async def db_session(request: Request) -> AsyncIterator[Session]:
     event loop, before they take a connection, and commit in a worker thread of their own.
     """
     limits = _limits(request)
-    write = not is_read(request)
+    write = _writes(request)
     async with limits.sessions, limits.writes if write else _NO_LIMIT:
         session = get_db(request).session(write=write)
         try:

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.schemas import Identifier
-from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
+from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession, writes
 from tertulia.kit.types import ID
 from tertulia.users.permissions import Permission
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
@@ -182,6 +182,7 @@ def _hook_out(session: DbSession, request: Request, actor: ApiActor, workflow: W
 
 
 @router.get("/workflows/{workflow_id}/hook", response_model=HookOut)
+@writes
 def get_hook(session: DbSession, request: Request, actor: ApiActor, workflow_id: ID) -> HookOut:
     workflow = service.access_workflow(session, actor, workflow_id, lock=True)
     return _hook_out(session, request, actor, workflow)
