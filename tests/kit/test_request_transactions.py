@@ -3,7 +3,7 @@ writes (`kit.http.writes`); who may ask stays the method's business (a read-only
 
 from starlette.requests import Request
 
-from tertulia.broadcasts.views import dry_run_page
+from tertulia.broadcasts.views import broadcast_page, dry_run_page, excluded_csv
 from tertulia.kit.http import _writes, is_read
 from tertulia.segments.views import filter_panel_update
 from tertulia.workflows.api import get_hook, get_workflow
@@ -14,9 +14,10 @@ def _request(method: str, endpoint: object) -> Request:
 
 
 def test_a_get_whose_work_writes_gets_a_write_transaction_and_stays_a_read_for_tokens() -> None:
-    # The dry run writes the snapshot in a savepoint; on SQLite a read transaction turning into a
-    # write one fails at once ("database is locked") when another writer committed since it began.
-    for endpoint in (dry_run_page, get_hook):
+    # A broadcast's dry run, its draft's previews and its excluded contacts write the snapshot in a
+    # savepoint; on SQLite a read transaction turning into a write one fails at once ("database is
+    # locked") when another writer committed since it began.
+    for endpoint in (dry_run_page, broadcast_page, excluded_csv, get_hook):
         request = _request("GET", endpoint)
         assert _writes(request)
         assert is_read(request)

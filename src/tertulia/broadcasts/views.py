@@ -532,6 +532,7 @@ def _editor(
 
 
 @router.get("/{broadcast_id}")
+@writes
 def broadcast_page(ctx: UserPage, broadcast_id: ID) -> Response:
     item = _item(ctx, broadcast_id)
     if item.status == BroadcastStatus.DRAFT:
@@ -650,6 +651,7 @@ def _csv(text: str, filename: str) -> Response:
 
 
 @router.get("/{broadcast_id}/excluded.csv")
+@writes
 def excluded_csv(ctx: UserPage, broadcast_id: ID) -> Response:
     item = _item(ctx, broadcast_id)
     return _csv(service.excluded_csv(ctx.session, ctx.actor, item), f"broadcast-{item.id}-excluded.csv")
