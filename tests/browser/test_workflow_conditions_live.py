@@ -105,7 +105,13 @@ def test_trigger_conditions_are_edited_in_the_filter_panel(browser: Browser, set
     expect(dialog.locator('select[name="g0.c0.values"]')).to_be_visible()
 
     # Applying with no tag chosen: the server's message beside the condition, the dialog stays open.
-    dialog.get_by_test_id("apply-conditions").click()
+    # The panel already shows that message (the live count's), so wait for Apply's own answer: it
+    # re-renders the panel, and a choice made before it arrives would be drawn over.
+    with page.expect_response(lambda answer: answer.url.endswith("/workflows/conditions/apply")) as applied:
+        dialog.get_by_test_id("apply-conditions").click()
+    assert applied.value.status == 422
+    # The re-rendered panel puts the focus on the condition in error.
+    expect(dialog.get_by_test_id("category")).to_be_focused()
     expect(dialog.locator("#err-g0-c0")).to_have_text("falta un valor")
     expect(dialog).to_be_visible()
     expect(count).to_have_attribute("data-count", "")
