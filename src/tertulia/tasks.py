@@ -33,7 +33,8 @@ hours), `webhooks.deliver_due`, `webhooks.prune_log` (hourly), `workflows.sweep`
 ended or whose worker died), `workflows.date_sweep` (date triggers whose time came),
 `reports.sweep_exports` (interrupted data exports queued again, expired export files removed),
 `notifications.send_emails_due` (emails of people gone away since, and
-digests come due), and the event log's dispatcher and pruning (`events.tasks`).
+digests come due), `assistant.release_stale_reservations` (every 5 minutes: language-model token
+reservations a dead process never settled), and the event log's dispatcher and pruning (`events.tasks`).
 
 At consumer start (before it takes work), what a crashed process left behind is queued again:
 pending outgoing messages with no task waiting, queued or interrupted imports and data exports, and broadcasts due
@@ -47,6 +48,7 @@ start with it and stop with it.
 """
 
 from tertulia import consumers
+from tertulia.assistant import tasks as assistant_tasks
 from tertulia.broadcasts import tasks as broadcasts_tasks
 from tertulia.channels import tasks as channels_tasks
 from tertulia.contacts import import_runner
@@ -68,6 +70,7 @@ from tertulia.workflows import tasks as workflows_tasks
 consumers.install()
 
 __all__ = [
+    "assistant_tasks",
     "broadcasts_tasks",
     "channels_tasks",
     "contacts_tasks",

@@ -1,5 +1,5 @@
 """Concurrent answers cannot together pass the language model's budget, on both databases: each
-call reserves its estimated tokens with a conditional UPDATE before it is made, so with a month's
+call reserves the most it can spend with a conditional UPDATE before it is made, so with a month's
 (or a conversation's) budget of K calls, 3K answers asked at once make at most K calls to the
 (fake) endpoint, and the tokens recorded stay within the budget."""
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import select
 
-from tertulia.assistant import grounded, model_settings
+from tertulia.assistant import grounded, llm, model_settings
 from tertulia.assistant.models import KnowledgeEntry
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
@@ -53,7 +53,7 @@ def test_concurrent_answers_make_at_most_the_calls_the_budget_allows(
         hours = session.scalars(select(KnowledgeEntry).where(KnowledgeEntry.id == ids["hours"])).one()
         messages = grounded.build_messages(QUESTION, [hours])
     # Each call is charged exactly what it reserves, so the budget holds CALLS of them.
-    estimate = model_settings.estimate_tokens((m["content"] for m in messages), grounded.MAX_COMPLETION_TOKENS)
+    estimate = llm.chat_token_bound((m["content"] for m in messages), grounded.MAX_COMPLETION_TOKENS)
     budget = CALLS * estimate
     if conversation_id is None:
         configure(db, tenant, endpoint, monthly_token_budget=budget)

@@ -16,10 +16,11 @@ With an embeddings model named, the question's embedding is fused into retrieval
 confidence first (`semantic`), within the endpoint's timeout and falling back to lexical retrieval
 on any failure; its tokens and error are recorded with the chat's.
 
-`compose` reads and calls the endpoint; before each call it reserves the call's estimated tokens
-(`model_settings.reserve`, a short transaction of its own, so concurrent calls cannot together pass
-a budget). The caller records what the calls spent and how they went (`record`, which settles the
-reservations) in its own transaction, so no write lock is held while the model writes.
+`compose` reads and calls the endpoint; before each call it reserves the most the call can spend
+(`llm.chat_token_bound`; `model_settings.reserve`, a short transaction of its own, so concurrent
+calls cannot together pass a budget). The caller records what the calls spent and how they went
+(`record`, which settles the reservations) in its own transaction, so no write lock is held while
+the model writes.
 """
 
 import json
@@ -30,7 +31,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.assistant import model_settings, retrieval, semantic
-from tertulia.assistant.llm import ModelError, chat
+from tertulia.assistant.llm import ModelError, chat, chat_token_bound
 from tertulia.assistant.models import KnowledgeEntry
 from tertulia.contacts.repository import custom_fields
 from tertulia.conversations import variables
@@ -198,8 +199,8 @@ def _written(
     if not entries:
         return _retrieval(found, "no_candidates")
     messages = build_messages(question, entries)
-    estimate = model_settings.estimate_tokens((m["content"] for m in messages), MAX_COMPLETION_TOKENS)
-    reservation = model_settings.reserve(session, workspace_id, model, conversation_id, estimate)
+    bound = chat_token_bound((m["content"] for m in messages), MAX_COMPLETION_TOKENS)
+    reservation = model_settings.reserve(session, workspace_id, model, conversation_id, bound)
     if reservation is None:
         return _retrieval(found, "budget")
     return replace(_asked(session, workspace_id, model, messages, found, ranked, rows), reservations=(reservation,))
@@ -219,7 +220,17 @@ def _asked(
     try:
         completion = chat(model.endpoint, messages, max_tokens=MAX_COMPLETION_TOKENS)
     except ModelError as exc:
-        return Outcome(found, RETRIEVAL, "error", error=exc.message, called=True)
+        # Tokens only when the endpoint may have answered without saying what it spent: then the
+        # most it could have (the reservation), kept as spent.
+        return Outcome(
+            found,
+            RETRIEVAL,
+            "error",
+            error=exc.message,
+            called=True,
+            prompt_tokens=exc.tokens,
+            completion_tokens=exc.completion_tokens,
+        )
     prompt, written_tokens = completion.prompt_tokens, completion.completion_tokens
     parsed = parse_reply(completion.content)
     if parsed is None:

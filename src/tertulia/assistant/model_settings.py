@@ -4,27 +4,35 @@ retries, and token budgets per conversation and per month. Also what the model h
 (`ModelUsage`, one row per call) and the last error, which the settings page shows.
 
 Budgets are kept by `TokenCounter` rows (the month's, and each conversation's): a call first
-reserves its estimated tokens (`reserve`: a conditional UPDATE in a short transaction of its own,
-refused when the reservation would pass the budget), then settles the difference with what it
-really spent when it is recorded (`record_call`). So concurrent calls cannot together overrun a
-budget; only a call that spends more than its estimate can pass it, by that difference.
+reserves the most it can spend (`reserve`: a conditional UPDATE in a short transaction of its own,
+refused when the reservation would pass the budget), then settles it with what the endpoint says it
+really spent when it is recorded (`record_call`). The reservation is an upper bound
+(`llm.chat_token_bound`: the prompt's UTF-8 bytes, its framing, and the `max_tokens` the request
+sends), so neither concurrent calls together nor one call alone can overrun a budget (within the
+bound's assumptions and exceptions, which docs/assistant.md lists).
+
+Each reservation is also a `TokenReservation` row until it is settled; settling deletes it, and
+gives its tokens back only when the delete found it. A process that dies between reserving and
+settling leaves the row, and `release_stale_reservations` (a periodic task) gives back the tokens of
+rows older than RESERVATION_TIMEOUT, by the same delete: a reservation is given back once, whether
+the sweep runs twice or its call settles late.
 
 The API key is write-only, like channel secrets: stored encrypted (`ModelSettings.secrets`), never
 rendered; a form left empty keeps it. Nothing here commits."""
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tertulia.assistant.llm import Endpoint, ModelError, chat, embed
-from tertulia.assistant.models import ModelSettings, ModelUsage, TokenCounter
+from tertulia.assistant.models import ModelSettings, ModelUsage, TokenCounter, TokenReservation
 from tertulia.kit.clock import utcnow
-from tertulia.kit.db import database_of
+from tertulia.kit.db import Database, database_of
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.settings import get_settings
 from tertulia.users.permissions import Actor, Permission
@@ -42,11 +50,12 @@ MAX_MODEL = 200
 MAX_API_KEY = 500
 SUCCESS_WRITE_EVERY = timedelta(minutes=1)
 BUDGET_ERROR = "Enter a number of tokens between 1 and 1,000,000,000."
-# Before a call its prompt is estimated at one token per CHARS_PER_TOKEN characters (OpenAI's
-# tokenizers average about four for English and Spanish text; three leaves a margin), plus
-# MESSAGE_TOKENS for each message's or input's framing.
-CHARS_PER_TOKEN = 3
-MESSAGE_TOKENS = 4
+# A reservation still unsettled this long after it was made belongs to a process that died: the
+# longest call (a 120 s timeout for each of 6 attempts, and the waits between them) takes about 12.5
+# minutes.
+RESERVATION_TIMEOUT = timedelta(minutes=30)
+# Reservations released by one sweep, at most (each in a short transaction of its own).
+RELEASE_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -219,20 +228,17 @@ def over_budget(session: Session, workspace_id: int, model: ActiveModel, convers
     )
 
 
-def estimate_tokens(texts: Iterable[str], completion_tokens: int = 0) -> int:
-    """A call's tokens before it is made: its texts' (see CHARS_PER_TOKEN) and the most it may write."""
-    return sum(len(text) // CHARS_PER_TOKEN + MESSAGE_TOKENS for text in texts) + completion_tokens
-
-
 @dataclass(frozen=True)
 class Reservation:
     """Tokens set aside in the month's counter (and the conversation's, when there is one) for a
-    call about to be made; `record_call` settles them with what the call spent."""
+    call about to be made, recorded as `TokenReservation` `id`; `record_call` settles them with
+    what the call spent."""
 
     workspace_id: int
     month: str
     conversation_id: int | None
     tokens: int
+    id: int
 
 
 def _scopes(month: str, conversation_id: int | None) -> list[tuple[str, int | None]]:
@@ -286,10 +292,13 @@ def reserve(
     """Sets `tokens` aside for a call, in a short write transaction of its own (committed before the
     call, so every process sees it); None when the month's or the conversation's budget cannot
     take them. One conditional UPDATE per counter: concurrent reservations wait for each other on
-    the row (PostgreSQL) or the write lock (SQLite) and each sees the others' tokens. `session` is
-    the caller's (a read transaction: on SQLite a write one would hold the lock this needs)."""
+    the row (PostgreSQL) or the write lock (SQLite) and each sees the others' tokens. The same
+    transaction records the reservation (`TokenReservation`), so a process that dies before settling
+    it leaves a row for `release_stale_reservations`. `session` is the caller's (a read
+    transaction: on SQLite a write one would hold the lock this needs)."""
     tokens = max(tokens, 1)
-    month = month_of(utcnow())
+    now = utcnow()
+    month = month_of(now)
     budgets = [model.monthly_token_budget, model.conversation_token_budget]
     try:
         with database_of(session).transaction() as writing:
@@ -306,9 +315,57 @@ def reserve(
                 )
                 if reserved.rowcount != 1:  # type: ignore[attr-defined]
                     raise _OverBudget
+            row = TokenReservation(
+                workspace_id=workspace_id, month=month, conversation_id=conversation_id, tokens=tokens, created_at=now
+            )
+            writing.add(row)
+            writing.flush()
+            reservation_id = row.id
     except _OverBudget:
         return None
-    return Reservation(workspace_id, month, conversation_id, tokens)
+    return Reservation(workspace_id, month, conversation_id, tokens, reservation_id)
+
+
+def _claim(session: Session, reservation_id: int) -> bool:
+    """Deletes the reservation's row: True when this transaction found it, and so owes its tokens
+    back; False when its call or the sweep already gave them back. Concurrent claims of one row wait
+    for each other (its row lock on PostgreSQL, the write lock on SQLite), and only one finds it."""
+    deleted = session.execute(
+        delete(TokenReservation)
+        .where(TokenReservation.id == reservation_id)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(deleted.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def release_stale_reservations(database: Database, older_than: timedelta = RESERVATION_TIMEOUT) -> int:
+    """Gives back the tokens of reservations made more than `older_than` ago and never settled (their
+    process died mid-call); how many. Each in a short transaction of its own, claimed first and then
+    the counters (as `record_usage` does), so a late settle of the same call neither waits for a
+    long sweep nor gives the tokens back a second time."""
+    cutoff = utcnow() - older_than
+    with database.transaction(write=False) as session:
+        stale = list(
+            session.execute(
+                select(
+                    TokenReservation.id,
+                    TokenReservation.workspace_id,
+                    TokenReservation.month,
+                    TokenReservation.conversation_id,
+                    TokenReservation.tokens,
+                )
+                .where(TokenReservation.created_at < cutoff)
+                .order_by(TokenReservation.id)
+                .limit(RELEASE_BATCH)
+            )
+        )
+    released = 0
+    for reservation_id, workspace_id, month, conversation_id, tokens in stale:
+        with database.transaction() as session:
+            if _claim(session, reservation_id):
+                _add(session, workspace_id, month, conversation_id, -tokens)
+                released += 1
+    return released
 
 
 def record_usage(
@@ -321,8 +378,11 @@ def record_usage(
     reservations: Sequence[Reservation] = (),
 ) -> None:
     """What calls spent: a row of the ledger, and the counters given back the calls' reservations
-    and charged what was spent instead."""
-    for reservation in reservations:
+    (those the sweep has not released already) and charged what was spent instead."""
+    # Every row claimed before any counter is touched, in id order, as the sweep does: a transaction
+    # holding a counter never waits for a reservation's row.
+    owed = [r for r in sorted(reservations, key=lambda r: r.id) if _claim(session, r.id)]
+    for reservation in owed:
         _add(session, workspace_id, reservation.month, reservation.conversation_id, -reservation.tokens)
     spent = prompt_tokens + completion_tokens
     if not spent:

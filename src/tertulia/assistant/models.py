@@ -199,6 +199,24 @@ class TokenCounter(IdMixin, Base):
     tokens: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class TokenReservation(IdMixin, Base):
+    """Tokens a call has set aside in the counters (the month's, and the conversation's when there
+    is one) and not yet settled. Settling deletes the row and gives the tokens back only when the
+    delete found it, so a reservation is given back once: by its call, or, when the process died
+    before settling, by the sweep that releases reservations older than any call can last."""
+
+    __tablename__ = "assistant_token_reservations"
+
+    workspace_id: Mapped[int] = mapped_column(BigID, ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    month: Mapped[str] = mapped_column(String(7))
+    # SET NULL: a deleted conversation's counter goes with it, and the month's is still owed its tokens.
+    conversation_id: Mapped[int | None] = mapped_column(
+        BigID, ForeignKey("conversations.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    tokens: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+
+
 def entry_dict(entry: KnowledgeEntry) -> dict[str, Any]:
     return {
         "id": entry.id,

@@ -21,10 +21,10 @@ because of it:
   chat path does), and the question is answered lexically. A failed computation is tried again
   after RETRY_FAILED_SECONDS, not on every question.
 
-Every call first reserves its estimated tokens (`model_settings.reserve`): the entries' vectors
-against the month's budget only (the thread reserves, records and settles them itself), the
-question's against its conversation's as well (`Lookup.reservation`, settled when the caller
-records the question's tokens).
+Every call first reserves the most it can spend (`llm.prompt_token_bound`, `model_settings.reserve`):
+the entries' vectors against the month's budget only (the thread reserves, records and settles them
+itself), the question's against its conversation's as well (`Lookup.reservation`, settled when the
+caller records the question's tokens).
 """
 
 import hashlib
@@ -38,7 +38,7 @@ import structlog
 from sqlalchemy.orm import Session
 
 from tertulia.assistant import model_settings, repository, retrieval
-from tertulia.assistant.llm import EMBED_BATCH, Endpoint, ModelError, embed
+from tertulia.assistant.llm import EMBED_BATCH, Endpoint, ModelError, embed, prompt_token_bound
 from tertulia.kit.db import Database, database_of
 
 log = structlog.get_logger("tertulia.assistant.semantic")
@@ -145,8 +145,8 @@ def _gather(
         missing = list({(p.entry_id, p.hash): p for p in phrasings if (p.entry_id, p.hash) not in found}.values())
         reservation = None
         if missing:
-            estimate = model_settings.estimate_tokens(p.text for p in missing)
-            reservation = model_settings.reserve(session, workspace_id, model, None, estimate)
+            bound = prompt_token_bound(p.text for p in missing)
+            reservation = model_settings.reserve(session, workspace_id, model, None, bound)
             if reservation is None:
                 raise ModelError("The month's token budget cannot cover the knowledge's embeddings.", retryable=False)
     tokens = 0
@@ -335,9 +335,7 @@ def lookup(
     if left < MIN_REQUEST_SECONDS:
         return Lookup(None, BUILDING)
     text = question[: retrieval.MAX_QUESTION]
-    reservation = model_settings.reserve(
-        session, workspace_id, model, conversation_id, model_settings.estimate_tokens([text])
-    )
+    reservation = model_settings.reserve(session, workspace_id, model, conversation_id, prompt_token_bound([text]))
     if reservation is None:
         return Lookup(None, BUDGET)
     asked = replace(endpoint, timeout_seconds=min(endpoint.timeout_seconds, left), max_retries=0)
