@@ -319,12 +319,33 @@ def test_a_process_gives_back_its_extra_mailboxes_and_takes_them_again_when_the_
         _until(lambda: first.watching == set(channels), timeout=5, what="the mailboxes taken back")
         with db.transaction(write=False) as session:
             assert session.get(EmailWatcher, leaving) is None
-            assert email_watch.live_watchers(session, first.watcher_id) == 1
+            assert email_watch.live_loads(session, first.watcher_id, channels) == {first.watcher_id: 4}
         mail.send(customer_mail(CUSTOMER, body="después"), to=MAILBOXES[3])
         _until(lambda: messages_of(db, channels[3]), what="the message")
     assert _texts(db, channels[3]) == ["después"]
     with db.transaction(write=False) as session:
         assert session.scalars(select(EmailWatch.watcher_id)).all() == [None] * 4
+
+
+def test_three_mailboxes_held_by_one_process_end_split_two_and_one(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """The first watchers take all three; once the second run, the first gives one back (it holds
+    two more than the second), the second takes it, and two and one stays: neither holds two more
+    than the other."""
+    channels = [email_channel(db, tenant, mail, address=address, poll_seconds=3600).id for address in MAILBOXES[:3]]
+    with _watchers(db) as first:
+        _until(lambda: first.watching == set(channels), what="the first watchers")
+        with _watchers(db) as second:
+            _until(lambda: len(second.watching) == 1, timeout=10, what="the second's mailbox")
+            assert len(first.watching) == 2
+            assert first.watching | second.watching == set(channels)
+            time.sleep(2 * HEARTBEAT)  # ten scans and two heartbeats: nothing moves
+            assert (len(first.watching), len(second.watching)) == (2, 1)
+            with db.transaction(write=False) as session:
+                loads = email_watch.live_loads(session, first.watcher_id, channels)
+            assert loads == {first.watcher_id: 2, second.watcher_id: 1}
+            assert fetcher.watched_channels(db, channels) == set(channels)
 
 
 def test_a_mailbox_that_a_live_process_cannot_take_is_watched_beyond_the_share(
@@ -442,12 +463,6 @@ def test_the_channel_page_and_the_api_say_which_process_watches_the_mailbox(
 def _watch(db: Database, channel_id: int) -> email_watch.WatchState:
     with db.transaction(write=False) as session:
         return email_watch.watch_of(session, channel_id)
-
-
-def test_fair_share() -> None:
-    assert [fetcher.fair_share(4, n) for n in (1, 2, 3, 4, 5)] == [4, 2, 2, 1, 1]
-    assert fetcher.fair_share(0, 3) == 0
-    assert fetcher.fair_share(5, 0) == 5
 
 
 def test_disconnecting_the_channel_stops_its_watcher(db: Database, tenant: Tenant, mail: MailServers) -> None:
