@@ -156,6 +156,48 @@ def _watch_email_process(db: Database) -> subprocess.Popen[bytes]:
     )
 
 
+def test_a_worker_process_watches_the_mailbox_and_stores_its_mail(
+    db: Database, tenant: Tenant, mail: MailServers, tmp_path: Path
+) -> None:
+    """A real `tertulia worker`: its consumer starts the watchers, which take the mailbox (recorded
+    as the worker's) and read new mail as it arrives; the mail goes through that worker's own queue
+    into the conversation, and the mailbox is let go when the worker stops."""
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    env = {
+        **os.environ,
+        "TERTULIA_DATABASE_URL": db.url,
+        "TERTULIA_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "TERTULIA_DATA_DIR": str(tmp_path),
+        # A separate worker publishes its jobs' events through Redis (it refuses in-process realtime).
+        "TERTULIA_REALTIME_URL": "redis://127.0.0.1:6379/0",
+        "TERTULIA_REALTIME_PREFIX": f"test-email-worker-{os.getpid()}",
+        "TERTULIA_LOG_LEVEL": "warning",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tertulia", "worker", "--workers", "1"], env=env, stdout=out, stderr=out
+        )
+    try:
+        try:
+            _until(lambda: _watch(db, channel.id).mode == email_watch.IDLE, timeout=30, what="the worker's IDLE")
+            held = _watch(db, channel.id)
+            assert (held.kind, held.pid) == ("worker", worker.pid)
+            mail.send(customer_mail(subject="al worker", body="leído por el worker"))
+            _until(lambda: messages_of(db, channel.id), timeout=10, what="the message stored by the worker")
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}; worker log:\n{log.read_text(errors='replace')[-4000:]}") from None
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert _texts(db, channel.id) == ["leído por el worker"]
+    assert fetcher.watched_channels(db, [channel.id]) == set()
+    assert _watch(db, channel.id).watched is False
+
+
 def _last_uid(db: Database, channel_id: int) -> int:
     with db.transaction(write=False) as session:
         state = session.get(Mailbox, channel_id)
