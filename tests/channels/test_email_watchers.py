@@ -156,6 +156,48 @@ def _watch_email_process(db: Database) -> subprocess.Popen[bytes]:
     )
 
 
+def test_a_worker_process_watches_the_mailbox_and_stores_its_mail(
+    db: Database, tenant: Tenant, mail: MailServers, tmp_path: Path
+) -> None:
+    """A real `tertulia worker`: its consumer starts the watchers, which take the mailbox (recorded
+    as the worker's) and read new mail as it arrives; the mail goes through that worker's own queue
+    into the conversation, and the mailbox is let go when the worker stops."""
+    channel = email_channel(db, tenant, mail, poll_seconds=3600)
+    env = {
+        **os.environ,
+        "TERTULIA_DATABASE_URL": db.url,
+        "TERTULIA_QUEUE_URL": f"sqlite:///{tmp_path / 'queue.db'}",
+        "TERTULIA_DATA_DIR": str(tmp_path),
+        # A separate worker publishes its jobs' events through Redis (it refuses in-process realtime).
+        "TERTULIA_REALTIME_URL": "redis://127.0.0.1:6379/0",
+        "TERTULIA_REALTIME_PREFIX": f"test-email-worker-{os.getpid()}",
+        "TERTULIA_LOG_LEVEL": "warning",
+    }
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "tertulia", "worker", "--workers", "1"], env=env, stdout=out, stderr=out
+        )
+    try:
+        try:
+            _until(lambda: _watch(db, channel.id).mode == email_watch.IDLE, timeout=30, what="the worker's IDLE")
+            held = _watch(db, channel.id)
+            assert (held.kind, held.pid) == ("worker", worker.pid)
+            mail.send(customer_mail(subject="al worker", body="leído por el worker"))
+            _until(lambda: messages_of(db, channel.id), timeout=10, what="the message stored by the worker")
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}; worker log:\n{log.read_text(errors='replace')[-4000:]}") from None
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(20) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+    assert _texts(db, channel.id) == ["leído por el worker"]
+    assert fetcher.watched_channels(db, [channel.id]) == set()
+    assert _watch(db, channel.id).watched is False
+
+
 def _last_uid(db: Database, channel_id: int) -> int:
     with db.transaction(write=False) as session:
         state = session.get(Mailbox, channel_id)
@@ -319,12 +361,33 @@ def test_a_process_gives_back_its_extra_mailboxes_and_takes_them_again_when_the_
         _until(lambda: first.watching == set(channels), timeout=5, what="the mailboxes taken back")
         with db.transaction(write=False) as session:
             assert session.get(EmailWatcher, leaving) is None
-            assert email_watch.live_watchers(session, first.watcher_id) == 1
+            assert email_watch.live_loads(session, first.watcher_id, channels) == {first.watcher_id: 4}
         mail.send(customer_mail(CUSTOMER, body="después"), to=MAILBOXES[3])
         _until(lambda: messages_of(db, channels[3]), what="the message")
     assert _texts(db, channels[3]) == ["después"]
     with db.transaction(write=False) as session:
         assert session.scalars(select(EmailWatch.watcher_id)).all() == [None] * 4
+
+
+def test_three_mailboxes_held_by_one_process_end_split_two_and_one(
+    db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """The first watchers take all three; once the second run, the first gives one back (it holds
+    two more than the second), the second takes it, and two and one stays: neither holds two more
+    than the other."""
+    channels = [email_channel(db, tenant, mail, address=address, poll_seconds=3600).id for address in MAILBOXES[:3]]
+    with _watchers(db) as first:
+        _until(lambda: first.watching == set(channels), what="the first watchers")
+        with _watchers(db) as second:
+            _until(lambda: len(second.watching) == 1, timeout=10, what="the second's mailbox")
+            assert len(first.watching) == 2
+            assert first.watching | second.watching == set(channels)
+            time.sleep(2 * HEARTBEAT)  # ten scans and two heartbeats: nothing moves
+            assert (len(first.watching), len(second.watching)) == (2, 1)
+            with db.transaction(write=False) as session:
+                loads = email_watch.live_loads(session, first.watcher_id, channels)
+            assert loads == {first.watcher_id: 2, second.watcher_id: 1}
+            assert fetcher.watched_channels(db, channels) == set(channels)
 
 
 def test_a_mailbox_that_a_live_process_cannot_take_is_watched_beyond_the_share(
@@ -442,12 +505,6 @@ def test_the_channel_page_and_the_api_say_which_process_watches_the_mailbox(
 def _watch(db: Database, channel_id: int) -> email_watch.WatchState:
     with db.transaction(write=False) as session:
         return email_watch.watch_of(session, channel_id)
-
-
-def test_fair_share() -> None:
-    assert [fetcher.fair_share(4, n) for n in (1, 2, 3, 4, 5)] == [4, 2, 2, 1, 1]
-    assert fetcher.fair_share(0, 3) == 0
-    assert fetcher.fair_share(5, 0) == 5
 
 
 def test_disconnecting_the_channel_stops_its_watcher(db: Database, tenant: Tenant, mail: MailServers) -> None:

@@ -12,11 +12,13 @@ new mail and the last error are written in the transaction that moves the mailbo
 A process silent for `STALE_HEARTBEATS` heartbeats (two minutes by default) is shown as gone: its
 mailboxes are "not watched". For splitting, the watchers count a process as alive for
 `LIVE_HEARTBEATS` heartbeats only, so the mailboxes of one that died are taken over within about two
-heartbeats (its locks went with it at once; see kit/process_locks.py).
+heartbeats (its locks went with it at once; see kit/process_locks.py). How many mailboxes each live
+process holds, as recorded here, is what `mailboxes_to_hold` splits them by.
 """
 
 import os
 import socket
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -81,15 +83,46 @@ def unregister(session: Session, watcher_id: int) -> None:
     session.execute(delete(EmailWatcher).where(EmailWatcher.id == watcher_id))
 
 
-def live_watchers(session: Session, watcher_id: int | None) -> int:
-    """How many processes run watchers now, this one (`watcher_id`) included whatever its heartbeat."""
+def live_loads(session: Session, watcher_id: int | None, channel_ids: Collection[int]) -> dict[int, int]:
+    """The processes running watchers now, this one (`watcher_id`) included whatever its heartbeat,
+    each with how many of `channel_ids` (the mailboxes to watch) it is recorded as holding."""
     since = utcnow() - _silent_for(LIVE_HEARTBEATS)
-    others = session.scalar(
-        select(func.count())
-        .select_from(EmailWatcher)
-        .where(EmailWatcher.heartbeat_at >= since, EmailWatcher.id != (watcher_id or 0))
-    )
-    return int(others or 0) + 1
+    live = session.scalars(
+        select(EmailWatcher.id).where((EmailWatcher.heartbeat_at >= since) | (EmailWatcher.id == (watcher_id or 0)))
+    ).all()
+    loads = dict.fromkeys(live, 0)
+    if watcher_id is not None:
+        loads.setdefault(watcher_id, 0)
+    if loads and channel_ids:
+        held = session.execute(
+            select(EmailWatch.watcher_id, func.count())
+            .where(EmailWatch.watcher_id.in_(list(loads)), EmailWatch.channel_id.in_(list(channel_ids)))
+            .group_by(EmailWatch.watcher_id)
+        )
+        loads.update({holder: int(count) for holder, count in held if holder is not None})
+    return loads
+
+
+def mailboxes_to_hold(mailboxes: int, held: int, others: Sequence[int], free: int) -> int:
+    """How many of the `mailboxes` a process should hold, holding `held` while the other live
+    processes hold `others` and `free` are held by none (or are being handed over).
+
+    The split converges to the most even one (every process within one mailbox of every other) and
+    then nothing moves: a process gives mailboxes back only when it holds at least two more than
+    the least loaded other process and more than the even share rounded down, and no mailbox is
+    free (one free is on its way to someone: giving more then would overshoot, and what is given
+    would be taken back). It gives down to the even share rounded up, or to the share rounded down
+    when it holds exactly the rounded-up share (3 and 0 become 2 and 1; 2, 2 and 0 become 1, 1 and
+    2). It takes free mailboxes up to the share rounded up, but beyond the share rounded down only
+    while every other process holds at least that (the free ones go to those below it first)."""
+    if not others:
+        return mailboxes
+    processes = len(others) + 1
+    floor, ceil = mailboxes // processes, -(-mailboxes // processes)
+    least = min(others)
+    if free == 0 and held >= least + 2 and held > floor:
+        return ceil if held > ceil else floor
+    return max(held, min(ceil, max(floor, least + 1)))
 
 
 # ----- one mailbox ---------------------------------------------------------------------------------------

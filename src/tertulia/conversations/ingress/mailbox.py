@@ -23,7 +23,6 @@ minute) reads the mailboxes whose `poll_seconds` have passed and that no watcher
 import hashlib
 import imaplib
 import json
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -336,14 +335,6 @@ def _fingerprint(channel: Channel) -> str:
     return json.dumps([channel.config or {}, secret], sort_keys=True, default=str)
 
 
-def fair_share(mailboxes: int, processes: int) -> int:
-    """How many mailboxes a process takes while others run watchers too."""
-    return math.ceil(mailboxes / max(1, processes))
-
-
-SHARE_SLACK = 1  # a process gives mailboxes back only when above its share by more than this
-
-
 class MailWatchers:
     """This process's watchers: one thread per active email channel whose lock it holds (see
     kit/process_locks.py: a PostgreSQL advisory lock, or a file lock beside an SQLite database), so
@@ -353,11 +344,12 @@ class MailWatchers:
     over the mailboxes of a process that died (its locks went with it).
 
     The processes split the mailboxes (channels/email_watch.py): each writes a heartbeat every
-    `email_watch_heartbeat_seconds`, and takes mailboxes only up to its fair share, ceil(mailboxes /
-    live processes); one holding more than its share + SHARE_SLACK (the first to start took them
-    all) stops the watchers of its newest ones down to its share, closing their IDLE connections,
-    and lets their locks go for the others to take. A process that died stops counting after two
-    heartbeats, and the others' shares grow to take its mailboxes."""
+    `email_watch_heartbeat_seconds`, and holds as many as `email_watch.mailboxes_to_hold` says from
+    what every live process is recorded holding: it takes free ones up to that, and one holding at
+    least two more than the least loaded (the first to start took them all) stops the watchers of
+    its newest ones, closing their IDLE connections, and lets their locks go for the others to take.
+    The split ends at most one apart and then stays. A process that died stops counting after two
+    heartbeats, and the others take its mailboxes."""
 
     def __init__(
         self,
@@ -450,20 +442,23 @@ class MailWatchers:
                 session.scalars(select(Channel).where(Channel.type == email_adapter.TYPE, Channel.active.is_(True)))
             )
             wanted = {channel.id: _fingerprint(channel) for channel in channels}
-            processes = email_watch.live_watchers(session, self.watcher_id)
+            loads = email_watch.live_loads(session, self.watcher_id, list(wanted))
         for channel_id, watcher in list(self._watchers.items()):
             if wanted.get(channel_id) != watcher.fingerprint or not watcher.thread.is_alive():
                 self._retire(channel_id)
-        share = fair_share(len(wanted), processes)
+        others = [held for watcher_id, held in loads.items() if watcher_id != self.watcher_id]
+        # Recorded as nobody's, or still as this process's while their watchers stop: on their way.
+        free = len(wanted) - sum(loads.values()) + sum(1 for i in self._stopping if i in wanted)
         counted = [i for i in self._watchers if i not in self._rescued]
+        share = email_watch.mailboxes_to_hold(len(wanted), len(counted), others, free)
         for channel_id in sorted(self._rescued):
             if len(counted) < share:  # within the share now (the process that could not take it is gone)
                 self._rescued.discard(channel_id)
                 counted.append(channel_id)
-        if len(counted) > share + SHARE_SLACK:
+        if len(counted) > share:
             # The newest go (a dict keeps the order the watchers were started in).
             extra = counted[share:]
-            log.info("email_watch_balancing", giving_back=extra, share=share, processes=processes)
+            log.info("email_watch_balancing", giving_back=extra, share=share, others=others)
             for channel_id in extra:
                 self._retire(channel_id)
         # A watcher's lock is let go only once its thread has ended, never while it may still read.
