@@ -25,3 +25,12 @@ def render(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     for row in rows:
         writer.writerow([cell(v) for v in row])
     return out.getvalue()
+
+
+def render_rows(rows: Iterable[Sequence[Any]]) -> str:
+    """Rows without the header: the next part of a CSV sent in pieces."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    for row in rows:
+        writer.writerow([cell(v) for v in row])
+    return out.getvalue()
