@@ -27,7 +27,6 @@ from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, StreamingResponse
 
-from tertulia.kit.clock import as_utc
 from tertulia.kit.errors import NotFound
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
 from tertulia.kit.types import ID
@@ -179,7 +178,7 @@ def get_drill_down_csv(
             yield csvfile.render_rows(
                 [
                     i["conversation_id"],
-                    local_time(i["at"], zone),
+                    csvfile.local_time(i["at"], zone),
                     i["contact"],
                     i["channel_id"],
                     i["channel"],
@@ -194,12 +193,6 @@ def get_drill_down_csv(
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def local_time(moment: datetime, zone: ZoneInfo) -> str:
-    """A stored time (UTC) as ISO 8601 in the workspace's time zone, with its offset
-    (2026-11-27T09:15:00-03:00), to the second."""
-    return as_utc(moment).astimezone(zone).isoformat(timespec="seconds")
 
 
 @router.get(
