@@ -17,12 +17,16 @@ The same aggregation's items (`report_items`), one fact row and one contact per 
 tag on a tenth of the contacts are loaded too, so the reports a tag filters are also measured with
 it (`..._tag_ms`), in the same run as without. TERTULIA_BENCH_REPORTS (every report by default)
 names the reports to build, comma-separated.
+
+Last, a drill-down list's CSV over the year (every opening, read in pages as `list.csv` streams it):
+its rows, time and the peak of memory it allocates (`list_csv_365d_...`).
 """
 
 import os
 import random
 import statistics
 import time
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -38,11 +42,11 @@ from tertulia.contacts.models import Contact, ContactTag, Tag
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
-from tertulia.reports import histogram
+from tertulia.reports import csvfile, histogram
 from tertulia.reports.models import ConversationFact, ReportItem, Rollup
 from tertulia.reports.repository import KEY_COLUMNS, Filters
 from tertulia.reports.rollups import Changes
-from tertulia.reports.service import REPORTS, TAG_REPORTS, TIMED_REPORTS, build_report
+from tertulia.reports.service import REPORTS, TAG_REPORTS, TIMED_REPORTS, build_report, drill_down_pages
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.workspaces.hours import business_seconds, parse_hours
@@ -278,6 +282,30 @@ def run(name: str, url: str) -> dict[str, Any]:
                         build_report(session, actor, report, preset="custom", start=first, end=end, business_hours=True)
 
                 figures[f"{report}_{days}d_business_hours_ms"] = _median_ms(build_in_hours)
+    # A drill-down list's CSV over the whole year: every opening, read in pages and written out as the
+    # API streams it (`list.csv`), with the rows' count and the peak of memory it allocated.
+    first = end - timedelta(days=364)
+
+    def list_csv() -> int:
+        with db.transaction(write=False) as session:
+            head, pages = drill_down_pages(
+                session, actor, "conversations", metric="opened", preset="custom", start=first, end=end
+            )
+            zone = ZoneInfo(head["timezone"])
+            written = 0
+            for page in pages:
+                text = csvfile.render_rows(
+                    [i["conversation_id"], csvfile.local_time(i["at"], zone), i["contact"], i["channel"]] for i in page
+                )
+                written += text.count("\n")
+            return written
+
+    figures["list_csv_365d_rows"] = list_csv()
+    figures["list_csv_365d_ms"] = _median_ms(list_csv)
+    tracemalloc.start()
+    list_csv()
+    figures["list_csv_365d_peak_kib"] = round(tracemalloc.get_traced_memory()[1] / 1024)
+    tracemalloc.stop()
     db.dispose()
     return figures
 

@@ -276,8 +276,8 @@ def test_the_tag_filter_narrows_a_report_to_the_tagged_contacts(browser: Browser
     expect(page.locator("canvas[data-chart=series]")).to_have_attribute("data-drawn", "true")
     shot(page, "98-reports-tag.png")
     # The tabs keep the tag; a report it does not filter says so.
-    page.get_by_test_id("report-tab-messages").click()
-    page.wait_for_url(re.compile(r"/reports/messages\?.*tag=VIP"))
+    page.get_by_test_id("report-tab-contacts").click()
+    page.wait_for_url(re.compile(r"/reports/contacts\?.*tag=VIP"))
     expect(page.get_by_test_id("report-tag-ignored")).to_be_visible()
     context.close()
     assert problems == []

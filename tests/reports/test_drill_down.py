@@ -8,12 +8,15 @@ import csv
 import html
 import io
 import re
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from fastapi.testclient import TestClient
 
 from tertulia.kit.db import Database
+from tertulia.reports import repository, service
 from tertulia.users.models import Role
 from tests.broadcasts.support import fake_channel
 from tests.conftest import Tenant
@@ -305,10 +308,15 @@ def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
         listed = client.get(f"/api/v1/reports/{name}/list", headers=tenant.headers, params=params).json()
         rows = _csv(client, tenant, name, "list", params)
         assert rows[0] == ["conversation_id", "at", "contact", "channel_id", "channel", "seconds"]
-        assert len(rows) - 1 == len(listed["items"]) == listed["count"], (name, bar)
+        assert len(rows) - 1 == len(listed["items"]) == listed["count"] == listed["total"], (name, bar)
+        assert listed["truncated"] is False
         for row, item in zip(rows[1:], listed["items"], strict=True):
-            json_columns = ("conversation_id", "at", "channel_id", "seconds")
-            assert [row[0], row[1], row[3], row[5]] == [_as_cell(item[key]) for key in json_columns], (name, bar)
+            json_columns = ("conversation_id", "channel_id", "seconds")
+            assert [row[0], row[3], row[5]] == [_as_cell(item[key]) for key in json_columns], (name, bar)
+            # The JSON's instant to the second, in the workspace's time zone (Mexico City: UTC-6).
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-06:00", row[1]), row[1]
+            instant = datetime.fromisoformat(item["at"]).replace(microsecond=0)
+            assert datetime.fromisoformat(row[1]) == instant, (row[1], item["at"])
             assert row[4] == "'=Tienda"  # a formula-looking channel name, neutralised
             assert row[2]
     # The renamed contact: neutralised, not a formula.
@@ -350,3 +358,53 @@ def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
     assert f"range=custom&from={DAY}&to={DAY}&metric=first_response&bucket=%3E1h" in address
     linked = list(csv.reader(io.StringIO(client.get(address).text)))
     assert len(linked) - 1 == _listed(client, "responses", {**mine, "bucket": ">1h"})[0] == 1
+
+
+def test_a_long_list_says_it_is_cut_and_its_csv_has_every_row_in_order(
+    db: Database, make_tenant: Callable[..., Tenant], client: TestClient
+) -> None:
+    """More items than a list shows (some sharing an instant across the CSV's pages): the JSON and
+    the page say how many there are and that they show the first 500; the CSV has them all, once
+    each, oldest first, timed in the workspace's zone (Buenos Aires: UTC-3)."""
+    tenant = make_tenant(default_country="AR", timezone="America/Argentina/Buenos_Aires")
+    zone = ZoneInfo("America/Argentina/Buenos_Aires")
+    start = datetime(2026, 11, 4, 3, 0, tzinfo=UTC)  # 00:00 in Buenos Aires
+    total = service.DRILL_PAGE + 203
+    # Seven items per instant (then in id order), written newest first: the order is the time's, not the ids'.
+    moments = [start + timedelta(seconds=30 * (n // 7)) for n in range(total)][::-1]
+    items = [
+        {
+            "workspace_id": tenant.workspace_id,
+            "conversation_id": 1_000_000 + n,
+            "metric": "opened",
+            "period": moment.astimezone(zone).strftime("%Y-%m-%dT%H"),
+            "at": moment,
+        }
+        for n, moment in enumerate(moments)
+    ]
+    with db.transaction() as session:
+        repository.add_items(session, items)
+    day = {"range": "custom", "from": "2026-11-04", "to": "2026-11-04", "metric": "opened"}
+    expected = [item["conversation_id"] for item in sorted(items, key=lambda i: (i["at"], i["conversation_id"]))]
+    listed = client.get("/api/v1/reports/conversations/list", headers=tenant.headers, params=day).json()
+    assert (listed["count"], listed["total"], listed["truncated"]) == (total, total, True)
+    assert [item["conversation_id"] for item in listed["items"]] == expected[: service.DRILL_LIMIT]
+    rows = _csv(client, tenant, "conversations", "list", day)
+    assert [int(row[0]) for row in rows[1:]] == expected
+    assert rows[1][1] == "2026-11-04T00:00:00-03:00"
+    assert rows[-1][1] == (start + timedelta(seconds=30 * ((total - 1) // 7))).astimezone(zone).isoformat()
+    sign_in_as(client, db, tenant.manager_id, "manager-password")
+    for language, said, link in (
+        ("en", f"Showing the first 500 of {total:,}.", "Download the full list as CSV"),
+        ("es", f"Se muestran las primeras 500 de {total:,}.".replace(",", "."), "Descargar la lista completa en CSV"),
+    ):
+        client.cookies.set("tertulia_lang", language)
+        page = client.get("/reports/conversations/list", params=day)
+        assert page.status_code == 200
+        assert said in page.text, language
+        assert page.text.count('data-testid="list-row"') == service.DRILL_LIMIT
+        found = re.search(r'href="([^"]*)" download data-testid="list-truncated-csv">([^<]*)<', page.text)
+        assert found is not None, page.text
+        assert found.group(2) == link
+        assert len(_csv(client, tenant, "conversations", "list", day)) - 1 == total
+        assert html.unescape(found.group(1)).startswith("/api/v1/reports/conversations/list.csv?range=custom")

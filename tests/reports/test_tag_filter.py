@@ -32,7 +32,8 @@ from tests.web.helpers import sign_in_as
 DAY = "2026-11-04"
 WIDE = {"range": "custom", "from": "2026-11-03", "to": "2026-11-06"}
 ONE_DAY = {"range": "custom", "from": DAY, "to": DAY}
-TAGGED_REPORTS = ("conversations", "responses", "resolutions", "assignments")
+# The users report and the leaderboard last: see _reports.
+TAGGED_REPORTS = ("conversations", "responses", "messages", "resolutions", "assignments", "users", "leaderboard")
 CUSTOMERS = 4
 ACTIONS = ("write", "write", "reply", "bot", "assign", "reassign", "unassign", "close", "reopen")
 
@@ -124,20 +125,36 @@ def _tag(db: Database, tenant: Tenant, shop: Shop, conversations: dict[int, int]
             do_add_tags(session, tenant.actor(), contact, ["VIP"])
 
 
+# The tables whose rows name a team member or a channel by id (and name), at this column.
+KEYED_TABLES = {
+    ("assignments", "by_user"): 0,
+    ("users", "users"): 0,
+    ("leaderboard", "leaderboard"): 1,
+    ("messages", "by_channel"): 0,
+}
+
+
 def _comparable(name: str, tables: dict[str, Any], people: dict[int, str]) -> dict[str, Any]:
-    """The tables, with the team members named by role (the two workspaces' ids differ)."""
-    if name != "assignments":
-        return tables
-    by_user = tables["by_user"]
-    rows = [[people.get(row[0], row[0]), None, *row[2:]] for row in by_user["rows"]]
-    return {**tables, "by_user": {"columns": by_user["columns"], "rows": sorted(rows, key=str)}}
+    """The tables, with the team members named by role and the channel unnamed (the two
+    workspaces' ids differ), in an order that does not depend on ids."""
+    found = dict(tables)
+    for (report_name, table), column in KEYED_TABLES.items():
+        if report_name != name:
+            continue
+        rows = [
+            [*row[:column], people.get(row[column], "channel"), None, *row[column + 2 :]]
+            for row in tables[table]["rows"]
+        ]
+        found[table] = {"columns": tables[table]["columns"], "rows": sorted(rows, key=str)}
+    return found
 
 
 def _reports(client: TestClient, tenant: Tenant, **params: Any) -> dict[str, Any]:
     people = {tenant.agent_id: "agent", tenant.manager_id: "manager", tenant.owner_id: "owner"}
     found: dict[str, Any] = {}
     for window in (ONE_DAY, WIDE):
-        for name in TAGGED_REPORTS:
+        # The users report and the leaderboard have no series: one range reads both grains' items.
+        for name in TAGGED_REPORTS if window is WIDE else TAGGED_REPORTS[:5]:
             body = report(client, tenant, name, **window, **params)
             found[f"{name} {window['from']}"] = _comparable(name, body["tables"], people)
     return found
@@ -243,10 +260,24 @@ def test_the_tag_filter_in_the_api_the_csv_and_the_reports_it_does_not_apply_to(
     rows = list(csv.reader(io.StringIO(csv_file.text)))
     assert rows[1][:2] == ["first_response", "1"]
     assert float(rows[1][2]) == pytest.approx(300, abs=1)
-    # Messages have no items to filter: the report ignores the tag, and says so in its filters.
+    # The messages, users and leaderboard reports count the tagged customer's conversation only.
     messages = report(client, tenant, "messages", **ONE_DAY, tag_id=tag_id)
-    assert messages["filters"] == {}
-    assert _summary(messages)["incoming"][1] == 2
+    assert messages["filters"] == {"tag_id": tag_id}
+    assert [_summary(messages)[metric][1] for metric in ("incoming", "outgoing")] == [1, 1]
+    assert _summary(report(client, tenant, "messages", **ONE_DAY))["incoming"][1] == 2
+    users = report(client, tenant, "users", **ONE_DAY, tag="VIP")
+    assert users["filters"] == {"tag_id": tag_id}
+    owner = next(row for row in users["tables"]["users"]["rows"] if row[0] == tenant.owner_id)
+    columns = users["tables"]["users"]["columns"]
+    assert owner[columns.index("messages_sent")] == 1
+    assert owner[columns.index("first_response_median_seconds")] == pytest.approx(300, abs=1)
+    leaderboard = report(client, tenant, "leaderboard", **ONE_DAY, tag_id=tag_id, metric="messages_sent")
+    assert leaderboard["filters"] == {"tag_id": tag_id}
+    assert [row[1:4] for row in leaderboard["tables"]["leaderboard"]["rows"] if row[3]] == [
+        [tenant.owner_id, owner[1], 1]
+    ]
+    # Contacts belong to no conversation: that report ignores the tag, and says so in its filters.
+    assert report(client, tenant, "contacts", **ONE_DAY, tag_id=tag_id)["filters"] == {}
     # A tag of no workspace, another workspace's tag, a name nobody has: 422 naming the field.
     with db.transaction() as session:
         elsewhere = make_tenant()
@@ -267,10 +298,22 @@ def test_the_tag_filter_in_the_api_the_csv_and_the_reports_it_does_not_apply_to(
 
 
 @pytest.mark.parametrize(
-    ("language", "label", "note", "unknown"),
+    ("language", "label", "note", "unknown", "presence"),
     [
-        ("es", "Etiqueta del contacto", "Conversaciones de contactos con la etiqueta VIP ahora", "Ninguna etiqueta"),
-        ("en", "Contact tag", "Conversations of contacts tagged VIP now", "No tag of this workspace"),
+        (
+            "es",
+            "Etiqueta del contacto",
+            "Conversaciones de contactos con la etiqueta VIP ahora",
+            "Ninguna etiqueta",
+            "El tiempo en línea y ausente no se filtra por la etiqueta",
+        ),
+        (
+            "en",
+            "Contact tag",
+            "Conversations of contacts tagged VIP now",
+            "No tag of this workspace",
+            "Time online and away is not narrowed by the tag",
+        ),
     ],
 )
 def test_the_page_and_the_drill_down_with_a_tag(
@@ -282,6 +325,7 @@ def test_the_page_and_the_drill_down_with_a_tag(
     label: str,
     note: str,
     unknown: str,
+    presence: str,
 ) -> None:
     _two_customers(db, tenant)
     sign_in_as(client, db, tenant.manager_id, "manager-password")
@@ -310,7 +354,13 @@ def test_the_page_and_the_drill_down_with_a_tag(
     assert bad.status_code == 200
     assert unknown in bad.text
     assert 'id="report-data"' not in bad.text
+    # The users report filters on the tag too, and says time online is not narrowed by it.
+    users = client.get("/reports/users", params={**ONE_DAY, "tag": "VIP"})
+    assert 'data-testid="report-tag"' in users.text
+    assert 'data-testid="report-tag-presence"' in users.text
+    assert presence in users.text
+    assert 'data-testid="report-tag-presence"' not in client.get("/reports/users", params=ONE_DAY).text
     # A report the tag does not filter shows no tag field and says it is not applied.
-    messages = client.get("/reports/messages", params={**ONE_DAY, "tag": "VIP"})
-    assert 'data-testid="report-tag"' not in messages.text
-    assert 'data-testid="report-tag-ignored"' in messages.text
+    contacts = client.get("/reports/contacts", params={**ONE_DAY, "tag": "VIP"})
+    assert 'data-testid="report-tag"' not in contacts.text
+    assert 'data-testid="report-tag-ignored"' in contacts.text

@@ -5,24 +5,27 @@ GET /api/v1/reports/{name}                 conversations, responses, messages, r
 GET /api/v1/reports/{name}/{table}.csv     one table of it as CSV, the same numbers
 GET /api/v1/reports/{name}/list            the conversations behind one bar (conversations, responses):
                                            metric, and period or bucket (docs/reports.md, Drill-down)
-GET /api/v1/reports/{name}/list.csv        the same list as CSV, with contact and channel names
+GET /api/v1/reports/{name}/list.csv        the same list as CSV, every row (the JSON has the first 500),
+                                           with contact and channel names, times in the workspace's zone
 GET /api/v1/dashboard                      the Dashboard's numbers (docs/reports.md, Dashboard);
                                            business_hours as the reports
 POST /api/v1/exports, GET /api/v1/exports[/{id}[/download]]   data exports (docs/data-export.md)
 
 Parameters: range (today, yesterday, last_7_days, last_14_days, last_30_days, this_month,
 last_month, custom), from and to (dates, for custom), channel_id, team_id, user_id, category_id,
-source, tag_id or tag (a contact tag, by id or name: the conversations whose contact has it now; the
-conversations, responses, resolutions and assignments reports), business_hours (times within
-business hours only, in the reports that show times); for the leaderboard, metric and by.
+source, tag_id or tag (a contact tag, by id or name: the conversations whose contact has it now;
+every report but contacts and broadcasts), business_hours (times within business hours only, in the
+reports that show times); for the leaderboard, metric and by.
 """
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
-from starlette.responses import FileResponse
+from starlette.responses import FileResponse, StreamingResponse
 
 from tertulia.kit.errors import NotFound
 from tertulia.kit.http import API_ERRORS, CheckedInputRoute, DbSession
@@ -30,7 +33,7 @@ from tertulia.kit.types import ID
 from tertulia.reports import csvfile, dashboard, exports, service
 from tertulia.reports.export_runner import FILES
 from tertulia.reports.repository import Filters
-from tertulia.reports.schemas import DashboardOut, DrillDownOut, ListedOut, ReportOut
+from tertulia.reports.schemas import DashboardOut, DrillDownOut, ReportOut
 from tertulia.users.session_auth import SessionOrTokenActor as ApiActor
 
 router = APIRouter(prefix="/api/v1", tags=["reports"], route_class=CheckedInputRoute, responses=API_ERRORS)
@@ -152,19 +155,41 @@ LIST_COLUMNS = ("conversation_id", "at", "contact", "channel_id", "channel", "se
 def get_drill_down_csv(
     session: DbSession, actor: ApiActor, name: str, params: Params, period: Period = None, bucket: Bucket = None
 ) -> Response:
-    """The same list as CSV: one row per item, as the JSON's, with its contact and channel names."""
-    listed = _drill_down(session, actor, name, params, period, bucket)
-    contacts, channels = service.listed_names(session, actor.workspace_id, listed["items"])
-    rows = []
-    for item in listed["items"]:
-        # Written as the JSON writes them (the same `at`), so both answers read alike.
-        out = ListedOut.model_validate(item).model_dump(mode="json")
-        contact = contacts.get(item["conversation_id"])
-        channel = channels.get(item["channel_id"]) if item["channel_id"] is not None else None
-        rows.append([out["conversation_id"], out["at"], contact, out["channel_id"], channel, out["seconds"]])
-    filename = f"{name}-{listed['metric']}-list-{listed['range']['from']}-{listed['range']['to']}.csv"
-    return Response(
-        csvfile.render(LIST_COLUMNS, rows),
+    """The same list as CSV, every item (not the first 500): one row per item, with its contact and
+    channel names and its time in the workspace's time zone, read and sent in pages."""
+    head, pages = service.drill_down_pages(
+        session,
+        actor,
+        name,
+        metric=params.metric or "",
+        period=period or None,
+        bucket=bucket or None,
+        preset=params.preset,
+        start=params.start,
+        end=params.end,
+        filters=service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
+        business_hours=params.business_hours,
+    )
+    zone = ZoneInfo(head["timezone"])
+
+    def lines() -> Iterator[str]:
+        yield csvfile.render(LIST_COLUMNS, [])
+        for page in pages:
+            yield csvfile.render_rows(
+                [
+                    i["conversation_id"],
+                    csvfile.local_time(i["at"], zone),
+                    i["contact"],
+                    i["channel_id"],
+                    i["channel"],
+                    i["seconds"],
+                ]
+                for i in page
+            )
+
+    filename = f"{name}-{head['metric']}-list-{head['range']['from']}-{head['range']['to']}.csv"
+    return StreamingResponse(
+        lines(),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, func, insert, not_, or_, select, update
@@ -340,10 +341,16 @@ def items(
     filters: Filters,
     buckets: tuple[int, int] | None = None,
     limit: int = 1000,
+    after: tuple[datetime, int] | None = None,
 ) -> list[ReportItem]:
     """The items of `metric` with local hours first..last (inclusive, "YYYY-MM-DDTHH"), filtered as
-    the rollups are, in time order; `buckets` (low, high) keeps histogram buckets low <= b < high."""
-    query = select(ReportItem).where(*_item_query(workspace_id, metric, first, last, filters, buckets))
+    the rollups are, in time order (then id); `buckets` (low, high) keeps histogram buckets
+    low <= b < high; `after` (an item's time and id) starts past that item, for reading in pages."""
+    clauses = _item_query(workspace_id, metric, first, last, filters, buckets)
+    if after is not None:
+        at, item_id = after
+        clauses.append(or_(ReportItem.at > at, and_(ReportItem.at == at, ReportItem.id > item_id)))
+    query = select(ReportItem).where(*clauses)
     return list(session.scalars(query.order_by(ReportItem.at, ReportItem.id).limit(limit)))
 
 

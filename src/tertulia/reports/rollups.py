@@ -87,11 +87,16 @@ ASSIGNMENT_SOURCES = ("user", "workflow", "api", "bot", "system")
 CONTACT_SOURCES = ("manual", "import", "api", "incoming", "other")
 MAX_LABEL = 64
 # The metrics whose occurrences are kept one by one (`models.ReportItem`): for the drill-down lists,
-# and for the reports a contact tag filters (every number of the conversations, responses,
-# resolutions and assignments reports, the replies of people and their times included). Incoming
-# messages, messages of bots and automations, and comments, which no tagged report counts, have none.
+# and for the reports a contact tag filters: every number about a conversation (the conversations,
+# responses, resolutions, assignments, messages, users and leaderboard reports). Only the contacts'
+# own events, which belong to no conversation, have none.
 ITEM_METRICS = frozenset(
     {
+        "incoming",
+        "outgoing",
+        "failed",
+        "comments",
+        "closed_contact",
         "opened",
         "closed",
         "reopened",

@@ -44,6 +44,8 @@ class DrillDownOut(BaseModel):
     filters: dict[str, int | str]
     business_hours: bool
     count: int  # the bar's number; `items` holds at most the first 500, oldest first
+    total: int  # every item there is (the bar's number again); the CSV has them all
+    truncated: bool  # whether `items` holds fewer than `total`
     items: list[ListedOut]
 
 

@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import or_, select
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
 from tertulia.broadcasts import repository as broadcasts_repo
@@ -50,10 +50,13 @@ REPORTS = (
 )
 # The reports that show times, where the business-hours toggle applies (the others count things).
 TIMED_REPORTS = ("conversations", "responses", "resolutions", "assignments", "users", "leaderboard")
-# The reports a contact tag filters: every number of theirs has items (rollups.ITEM_METRICS), which
-# name the conversation, and so its contact. The others ignore the tag (messages, comments and
-# contacts closed per person have no items; contacts and broadcasts belong to no conversation).
-TAG_REPORTS = ("conversations", "responses", "resolutions", "assignments")
+# The reports a contact tag filters: every number of theirs about a conversation has items
+# (rollups.ITEM_METRICS), which name the conversation, and so its contact. Time online and away (the
+# users report and the leaderboard) is a person's, about no conversation: it stays whole. Contacts
+# and broadcasts belong to no conversation: those reports ignore the tag.
+TAG_REPORTS = ("conversations", "responses", "messages", "resolutions", "assignments", "users", "leaderboard")
+# The reports with a number the tag does not narrow (time online and away), said on the page.
+UNTAGGED_PRESENCE = ("users", "leaderboard")
 NO_BUSINESS_HOURS = "this workspace has no business hours (Settings > General)"
 BUCKET_NAMES = ("<30s", "30s-2m", "2m-5m", "5m-10m", "10m-30m", "30m-1h", ">1h")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -1148,7 +1151,14 @@ def _snapshot(session: Session) -> Iterator[Session]:
     PostgreSQL; SQLite's read transaction is one), so a rollup and the events not yet applied to it
     are never both counted; and thrown away, because the pending events are applied to its fact rows
     in memory."""
-    engine = session.get_bind().engine
+    with _snapshot_on(session.get_bind().engine) as snapshot:
+        yield snapshot
+
+
+@contextmanager
+def _snapshot_on(engine: Engine) -> Iterator[Session]:
+    """`_snapshot` without a request's session: for reading after the request's session is gone
+    (a CSV streamed after the endpoint returned)."""
     if engine.dialect.name == "postgresql":
         engine = engine.execution_options(isolation_level="REPEATABLE READ")
     snapshot = Session(engine, autoflush=False)
@@ -1257,6 +1267,92 @@ def _hours(window: Range, period: str | None) -> tuple[str, str]:
     raise ValidationFailed.field("period", "must be a date or a date and hour of the range")
 
 
+@dataclass(frozen=True)
+class _Bar:
+    """One bar's list, checked: the stored metric, the local hours and buckets it covers, and the
+    report's range, filters and toggle as they apply."""
+
+    name: str
+    metric: str
+    period: str | None
+    bucket: str | None
+    window: Range
+    filters: Filters
+    business_hours: bool
+    stored_metric: str
+    first: str
+    last: str
+    span: tuple[int, int] | None
+
+    def pending(self, snapshot: Session, workspace_id: int) -> list[dict[str, Any]]:
+        """The items of the events not applied yet that this bar counts, in event order."""
+        waiting = (
+            rollups.pending_items(snapshot, workspace_id)
+            if self.filters.tag_id is None
+            else [row for row in _pending_tagged(snapshot, workspace_id, self.filters) if row["grain"] == "h"]
+        )
+        return [
+            item
+            for item in waiting
+            if item["metric"] == self.stored_metric
+            and self.first <= item["period"] <= self.last
+            and repository.row_matches(item, self.filters)
+            and (self.span is None or self.span[0] <= item["bucket"] < self.span[1])
+        ]
+
+
+def _bar(
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    metric: str,
+    period: str | None,
+    bucket: str | None,
+    preset: str,
+    start: date | None,
+    end: date | None,
+    filters: Filters | None,
+    business_hours: bool,
+) -> _Bar:
+    if name not in DRILLABLE:
+        raise NotFound(f"No report {name!r} with lists.", details={"reports": list(DRILLABLE)})
+    if metric not in DRILLABLE[name]:
+        raise ValidationFailed.field("metric", f"must be one of {', '.join(DRILLABLE[name])}")
+    window = check_range(preset, start, end, today_in(session, actor.workspace_id))
+    chosen = check_filters(session, actor, filters or Filters())
+    in_hours = check_business_hours(session, actor.workspace_id, name, business_hours)
+    first, last = _hours(window, period)
+    span = _bucket_span(bucket) if bucket is not None else None
+    stored_metric = rollups.in_business_hours(metric) if in_hours else metric
+    return _Bar(name, metric, period, bucket, window, chosen, in_hours, stored_metric, first, last, span)
+
+
+def _listed(item: Any) -> dict[str, Any]:
+    """An item (a stored row or a pending one) as a list shows it."""
+    if isinstance(item, dict):
+        return {k: item[k] for k in ("conversation_id", "at", "seconds", "channel_id")}
+    return {
+        "conversation_id": item.conversation_id,
+        "at": item.at,
+        "seconds": item.seconds,
+        "channel_id": item.channel_id,
+    }
+
+
+def _answer(session: Session, actor: Actor, bar: _Bar) -> dict[str, Any]:
+    return {
+        "report": bar.name,
+        "metric": bar.metric,
+        "period": bar.period,
+        "bucket": bar.bucket,
+        "timezone": zone_of(session, actor.workspace_id).key,
+        "range": {"preset": bar.window.preset, "from": bar.window.first.isoformat(), "to": bar.window.last.isoformat()},
+        "filters": bar.filters.as_query(),
+        "business_hours": bar.business_hours,
+    }
+
+
 def drill_down(
     session: Session,
     actor: Actor,
@@ -1273,57 +1369,121 @@ def drill_down(
 ) -> dict[str, Any]:
     """The occurrences behind one bar of a report, with the report's range and filters: `count` is
     the bar's number (rollups and items are written together, pending events added alike) and
-    `items` the first DRILL_LIMIT of them, oldest first, with their conversations. With
-    `business_hours`, a time's buckets and seconds are its business-hours ones."""
-    if name not in DRILLABLE:
-        raise NotFound(f"No report {name!r} with lists.", details={"reports": list(DRILLABLE)})
-    if metric not in DRILLABLE[name]:
-        raise ValidationFailed.field("metric", f"must be one of {', '.join(DRILLABLE[name])}")
-    window = check_range(preset, start, end, today_in(session, actor.workspace_id))
-    chosen = check_filters(session, actor, filters or Filters())
-    in_hours = check_business_hours(session, actor.workspace_id, name, business_hours)
-    first, last = _hours(window, period)
-    span = _bucket_span(bucket) if bucket is not None else None
-    stored_metric = rollups.in_business_hours(metric) if in_hours else metric
+    `items` the first DRILL_LIMIT of them, oldest first, with their conversations (`total` is the
+    count again, `truncated` whether items holds fewer). With `business_hours`, a time's buckets
+    and seconds are its business-hours ones."""
+    bar = _bar(
+        session,
+        actor,
+        name,
+        metric=metric,
+        period=period,
+        bucket=bucket,
+        preset=preset,
+        start=start,
+        end=end,
+        filters=filters,
+        business_hours=business_hours,
+    )
+    workspace_id = actor.workspace_id
     with _snapshot(session) as snapshot:
-        stored_count = repository.count_items(snapshot, actor.workspace_id, stored_metric, first, last, chosen, span)
+        stored_count = repository.count_items(
+            snapshot, workspace_id, bar.stored_metric, bar.first, bar.last, bar.filters, bar.span
+        )
         stored = repository.items(
-            snapshot, actor.workspace_id, stored_metric, first, last, chosen, span, limit=DRILL_LIMIT
+            snapshot, workspace_id, bar.stored_metric, bar.first, bar.last, bar.filters, bar.span, limit=DRILL_LIMIT
         )
-        waiting = (
-            rollups.pending_items(snapshot, actor.workspace_id)
-            if chosen.tag_id is None
-            else [row for row in _pending_tagged(snapshot, actor.workspace_id, chosen) if row["grain"] == "h"]
-        )
-        pending = [
-            item
-            for item in waiting
-            if item["metric"] == stored_metric
-            and first <= item["period"] <= last
-            and repository.row_matches(item, chosen)
-            and (span is None or span[0] <= item["bucket"] < span[1])
-        ]
+        pending = bar.pending(snapshot, workspace_id)
         # Read now: the snapshot's rollback expires its rows.
-        found: list[dict[str, Any]] = [
-            {"conversation_id": i.conversation_id, "at": i.at, "seconds": i.seconds, "channel_id": i.channel_id}
-            for i in stored
-        ]
-    found += [
-        {"conversation_id": i["conversation_id"], "at": i["at"], "seconds": i["seconds"], "channel_id": i["channel_id"]}
-        for i in pending
-    ][: max(0, DRILL_LIMIT - len(found))]
+        found = [_listed(item) for item in stored]
+    found += [_listed(item) for item in pending][: max(0, DRILL_LIMIT - len(found))]
+    total = stored_count + len(pending)
     return {
-        "report": name,
-        "metric": metric,
-        "period": period,
-        "bucket": bucket,
-        "timezone": zone_of(session, actor.workspace_id).key,
-        "range": {"preset": window.preset, "from": window.first.isoformat(), "to": window.last.isoformat()},
-        "filters": chosen.as_query(),
-        "business_hours": in_hours,
-        "count": stored_count + len(pending),
+        **_answer(session, actor, bar),
+        "count": total,
+        "total": total,
+        "truncated": len(found) < total,
         "items": found,
     }
+
+
+# The rows a list's CSV reads at a time: the file holds every item, never all of them in memory.
+DRILL_PAGE = 1000
+
+
+def drill_down_pages(
+    session: Session,
+    actor: Actor,
+    name: str,
+    *,
+    metric: str,
+    period: str | None = None,
+    bucket: str | None = None,
+    preset: str = "last_7_days",
+    start: date | None = None,
+    end: date | None = None,
+    filters: Filters | None = None,
+    business_hours: bool = False,
+    page_size: int = DRILL_PAGE,
+) -> tuple[dict[str, Any], Iterator[list[dict[str, Any]]]]:
+    """Every occurrence behind one bar, for its CSV: the answer's head (as `drill_down`'s, without
+    the items), checked now so a bad parameter is a 422 before anything is sent, and the items in
+    pages, oldest first (keyset on the items' time and id), the events not applied yet last, each
+    with its contact's and channel's names (`contact`, `channel`; None when gone). The pages are read
+    in one snapshot of their own, opened when the first page is asked for."""
+    bar = _bar(
+        session,
+        actor,
+        name,
+        metric=metric,
+        period=period,
+        bucket=bucket,
+        preset=preset,
+        start=start,
+        end=end,
+        filters=filters,
+        business_hours=business_hours,
+    )
+    workspace_id = actor.workspace_id
+    # The request's session is closed before a streamed answer is sent: the pages read on their own.
+    engine = session.get_bind().engine
+
+    def named(snapshot: Session, page: list[dict[str, Any]], channels: dict[int, str]) -> list[dict[str, Any]]:
+        contacts = contact_names(snapshot, workspace_id, page)
+        return [
+            {**item, "contact": contacts.get(item["conversation_id"]), "channel": channels.get(item["channel_id"])}
+            for item in page
+        ]
+
+    def pages() -> Iterator[list[dict[str, Any]]]:
+        with _snapshot_on(engine) as snapshot:
+            channels = channel_names(snapshot, workspace_id)
+            after: tuple[datetime, int] | None = None
+            while True:
+                page = repository.items(
+                    snapshot,
+                    workspace_id,
+                    bar.stored_metric,
+                    bar.first,
+                    bar.last,
+                    bar.filters,
+                    bar.span,
+                    limit=page_size,
+                    after=after,
+                )
+                if page:
+                    after = (page[-1].at, page[-1].id)
+                    listed = [_listed(item) for item in page]
+                    # Rows already read need not stay in the session's identity map.
+                    snapshot.expunge_all()
+                    yield named(snapshot, listed, channels)
+                if len(page) < page_size:
+                    break
+            pending = [_listed(item) for item in bar.pending(snapshot, workspace_id)]
+            if pending:
+                yield named(snapshot, pending, channels)
+
+    return _answer(session, actor, bar), pages()
 
 
 def listed_names(
@@ -1332,8 +1492,13 @@ def listed_names(
     """The names a drill-down list shows beside its items (the page and its CSV): each listed
     conversation's contact, and the workspace's channels. A conversation deleted since (with its
     contact) is still counted but has no name here."""
+    return contact_names(session, workspace_id, items), channel_names(session, workspace_id)
+
+
+def contact_names(session: Session, workspace_id: int, items: Iterable[Mapping[str, Any]]) -> dict[int, str]:
+    """The contact's name of each listed item's conversation."""
     ids = sorted({item["conversation_id"] for item in items})
-    contacts = {
+    return {
         int(cid): " ".join(p for p in (first, last) if p) or f"#{contact_id}"
         for cid, contact_id, first, last in session.execute(
             select(Conversation.id, Contact.id, Contact.first_name, Contact.last_name)
@@ -1341,8 +1506,10 @@ def listed_names(
             .where(Conversation.workspace_id == workspace_id, Conversation.id.in_(ids))
         )
     }
-    channels = {
+
+
+def channel_names(session: Session, workspace_id: int) -> dict[int, str]:
+    return {
         int(i): str(n)
         for i, n in session.execute(select(Channel.id, Channel.name).where(Channel.workspace_id == workspace_id))
     }
-    return contacts, channels

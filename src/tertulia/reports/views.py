@@ -579,6 +579,7 @@ def report_page(
             "text_columns": TEXT_COLUMNS,
             "applied_filters": service.APPLIED_FILTERS.get(name),
             "tagged": name in service.TAG_REPORTS,
+            "presence_untagged": name in service.UNTAGGED_PRESENCE,
             "tag_names": contacts_repo.tag_suggestions(ctx.session, ctx.actor.workspace_id),
             "timed": name in service.TIMED_REPORTS,
             "has_hours": has_hours,
