@@ -402,3 +402,7 @@ def test_malformed_page_parameters_get_an_error_page(client: TestClient, db: Dat
     assert client.get("/api/v1/contacts?limit=abc", headers=tenant.headers).json()["error"]["code"] == (
         "validation_failed"
     )
+    # The error page names the site's icon, so the browser asks for no /favicon.ico (a 404 of its own).
+    icon = re.search(r'rel="icon" href="([^"]+)"', response.text)
+    assert icon is not None
+    assert client.get(icon.group(1)).status_code == 200
