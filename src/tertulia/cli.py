@@ -122,10 +122,14 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Seed only; do not start the server.")] = False,
 ) -> None:
     """Migrate, seed a demo workspace (once), print how to sign in, and serve."""
+    from tertulia import consumers
     from tertulia import demo as demo_data
     from tertulia.users.service import do_create_api_token
     from tertulia.workspaces.service import get_workspace_by_name
 
+    # The seed writes customers' messages through the inbox, whose hooks (a reply to a broadcast
+    # recorded against it) run only once installed, as in every serving process.
+    consumers.install()
     migrate()
     db = get_database()
     with db.transaction() as session:
@@ -138,8 +142,9 @@ def demo(
         issued = do_create_api_token(session, workspace.id, "demo")
     err.print(
         f"\n[bold]Tertulia is starting at http://{host}:{port}[/bold]\n"
-        f"  owner:  {demo_data.DEMO_OWNER_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
-        f"  agent:  {demo_data.DEMO_AGENT_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
+        f"  owner:   {demo_data.DEMO_OWNER_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
+        f"  manager: {demo_data.DEMO_MANAGER_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
+        f"  agent:   {demo_data.DEMO_AGENT_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
         f"  API token: {issued.secret}\n"
         f"  API docs:  http://{host}:{port}/api/docs\n"
     )
