@@ -8,11 +8,19 @@ from sqlalchemy import func, select
 from tertulia.broadcasts.models import Broadcast, BroadcastRecipient, BroadcastStatus, RecipientState
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import Contact
-from tertulia.conversations.models import Conversation, ConversationStatus, Direction, Message, SenderKind
+from tertulia.conversations.models import (
+    Conversation,
+    ConversationStatus,
+    Direction,
+    Message,
+    SenderKind,
+    StoredFile,
+)
 from tertulia.demo import seed_demo
 from tertulia.demo_inbox import PAST_CONVERSATIONS, SCRIPTS, SPAM_NAME
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.reports.export_models import DataExport
 from tertulia.reports.models import Rollup
 from tertulia.users.models import Membership, Role
 from tertulia.workflows import catalogue
@@ -112,8 +120,13 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
             for metric in ("opened", "first_response", "resolution")
         }
         roles = Counter(session.scalars(select(Membership.role).where(Membership.workspace_id == workspace_id)))
+        exports = session.scalars(select(DataExport).where(DataExport.workspace_id == workspace_id)).all()
+        library = session.scalars(select(StoredFile.name).where(StoredFile.workspace_id == workspace_id)).all()
     assert len(periods["opened"]) >= 10
     assert len(periods["first_response"]) >= 10
     assert len(periods["resolution"]) >= 10
     # A person of each role to sign in as.
     assert roles == {Role.OWNER: 1, Role.MANAGER: 1, Role.AGENT: 1}
+    # Settings > Data export and the files library are not empty either.
+    assert len(exports) == 1
+    assert library == ["lista-de-precios.csv"]

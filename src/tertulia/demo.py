@@ -19,6 +19,7 @@ from tertulia.demo_inbox import SPAM_NAME, seed_inbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
+from tertulia.reports.exports import do_create_export
 from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Membership, Role
 from tertulia.users.permissions import Actor
@@ -173,6 +174,9 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     seed_knowledge(session, actor)
     seed_hours(session, actor)
     seed_workflows(session, actor)
+    # A data export of the last 30 days, built in the background (Settings > Data export).
+    today = utcnow().date()
+    do_create_export(session, actor, today - timedelta(days=30), today)
     session.flush()
     return created
 

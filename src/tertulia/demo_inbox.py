@@ -28,6 +28,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact
 from tertulia.conversations import events
 from tertulia.conversations.events import InboxEvent
+from tertulia.conversations.files import do_store_file
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
 from tertulia.conversations.schemas import message_dict
@@ -176,6 +177,7 @@ SCRIPTS = (
     ),
 )
 CLOSING_CATEGORIES = ("Venta", "Soporte resuelto", "Sin respuesta necesaria")
+PRICE_LIST = "plan,precio_mensual_usd,agentes\nGratis,0,1\nBásico,12,3\nPro,29,10\nEmpresa,79,ilimitados\n"
 
 # Older conversations, answered and closed over the past four weeks, so the reports have a history:
 # (question, answer, thanks, closing category).
@@ -244,6 +246,11 @@ def seed_inbox(session: Session, actor: Actor, agent_id: int, rng: random.Random
     categories = {name: do_create_closing_category(session, actor, name).id for name in CLOSING_CATEGORIES}
     do_create_snippet(session, actor, "envio", "Enviamos a todo México en 2 o 3 días hábiles; gratis desde $799.")
     do_create_snippet(session, actor, "gracias", "¡Gracias por escribirnos! Quedamos atentos a lo que necesites.")
+    # A file in the library, sent with a snippet.
+    prices = do_store_file(
+        session, actor, name="lista-de-precios.csv", content_type="text/csv", data=PRICE_LIST.encode()
+    )
+    do_create_snippet(session, actor, "precios", "Te comparto nuestra lista de precios vigente.", file_id=prices.id)
     now = utcnow()
     past = _past_scripts(rng)
     for number, script in enumerate(past):
