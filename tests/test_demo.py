@@ -73,6 +73,14 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
     assert len(closed) == sum(1 for s in SCRIPTS if s.closed) + PAST_CONVERSATIONS + replied
     assert all(c.closing_category_id is not None for c in closed)
     assert {c.assignee_id is None for c in conversations} == {True, False}  # some wait in "Unassigned"
+    # Only the open conversations nobody answered wait for a first response (the dashboard's count).
+    unanswered = [
+        c
+        for c in conversations
+        if c.status == ConversationStatus.OPEN and c.last_agent_message_at is None and c.contact_id != spam_contact
+    ]
+    expected = [s for s in SCRIPTS if not s.closed and s.name != SPAM_NAME and all(w == "customer" for w, _ in s.lines)]
+    assert len(unanswered) == len(expected)
     scripted = Counter(who for s in SCRIPTS for who, _ in s.lines)
     assert by_direction[Direction.INCOMING] == scripted["customer"] + 2 * PAST_CONVERSATIONS + replied
     assert by_direction[Direction.OUTGOING] == scripted["agent"] + PAST_CONVERSATIONS + replied

@@ -26,13 +26,11 @@ from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, InboundMessage, MessageType
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact
-from tertulia.conversations import events
-from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.files import do_store_file
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
-from tertulia.conversations.schemas import message_dict
 from tertulia.conversations.service import (
+    customer_message_created,
     do_assign,
     do_close,
     do_comment,
@@ -466,14 +464,14 @@ def _past_reply(
     )
     session.add(message)
     session.flush()
-    conversation.last_message_at = at
+    # As a reply sent through the inbox leaves the conversation: the dashboard's "waiting for a first
+    # response" and auto-close read last_agent_message_at.
+    conversation.last_message_at = conversation.last_agent_message_at = at
     conversation.last_message_preview = message.text[:200] if message.text else None
     contact = session.get(Contact, conversation.contact_id)
     if contact is not None:
         contact.last_outgoing_at = at
-    events.emit(
-        session, events.make_event(InboxEvent.MESSAGE_CREATED, conversation, {"message": message_dict(message)})
-    )
+    customer_message_created(session, conversation, message)
     return message
 
 
