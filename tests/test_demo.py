@@ -3,6 +3,7 @@
 from collections import Counter
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from tertulia.broadcasts.models import Broadcast, BroadcastRecipient, BroadcastStatus, RecipientState
@@ -16,10 +17,11 @@ from tertulia.conversations.models import (
     SenderKind,
     StoredFile,
 )
-from tertulia.demo import seed_demo
+from tertulia.demo import demo_origins, seed_demo
 from tertulia.demo_inbox import PAST_CONVERSATIONS, SCRIPTS, SPAM_NAME
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
+from tertulia.kit.settings import get_settings
 from tertulia.reports.export_models import DataExport
 from tertulia.reports.models import Rollup
 from tertulia.users.models import Membership, Role
@@ -138,3 +140,17 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
     # Settings > Data export and the files library are not empty either.
     assert len(exports) == 1
     assert library == ["lista-de-precios.csv"]
+
+
+def test_the_demo_web_chat_allows_the_address_the_demo_is_served_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `tertulia demo --port 8731` sets the base URL to where it serves; a page from there embeds the chat.
+    try:
+        monkeypatch.setenv("TERTULIA_BASE_URL", "http://127.0.0.1:8731")
+        get_settings.cache_clear()
+        assert demo_origins() == ["http://127.0.0.1:8731", "http://localhost:8731"]
+        monkeypatch.setenv("TERTULIA_BASE_URL", "https://crm.example.com")
+        get_settings.cache_clear()
+        assert demo_origins() == ["https://crm.example.com"]
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()

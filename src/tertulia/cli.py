@@ -1,6 +1,7 @@
 """The `tertulia` command line."""
 
 import dataclasses
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +12,7 @@ from rich.console import Console
 from tertulia.kit.db import get_database
 from tertulia.kit.errors import DomainError
 from tertulia.kit.logging import configure_logging, uvicorn_options
-from tertulia.kit.settings import get_settings
+from tertulia.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from tertulia.contacts.importer import ImportReport
@@ -127,6 +128,11 @@ def demo(
     from tertulia.users.service import do_create_api_token
     from tertulia.workspaces.service import get_workspace_by_name
 
+    # Served elsewhere than the default address: links in mail and the web chat's allowed origins
+    # follow, unless a public URL was configured.
+    if get_settings().base_url == Settings.model_fields["base_url"].default:
+        os.environ["TERTULIA_BASE_URL"] = f"http://{host}:{port}"
+        get_settings.cache_clear()
     # The seed writes customers' messages through the inbox, whose hooks (a reply to a broadcast
     # recorded against it) run only once installed, as in every serving process.
     consumers.install()

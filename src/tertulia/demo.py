@@ -3,6 +3,7 @@ inbox with conversations on every kind of channel (`demo_inbox.py`)."""
 
 import random
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +19,7 @@ from tertulia.conversations.models import Conversation
 from tertulia.demo_inbox import SPAM_NAME, seed_inbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
+from tertulia.kit.settings import get_settings
 from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
 from tertulia.reports.exports import do_create_export
 from tertulia.segments.service import do_create_segment
@@ -164,7 +166,7 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
         "webchat",
         "Sitio web",
         {
-            "allowed_origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
+            "allowed_origins": demo_origins(),
             "theme": {"color": "#0e9384", "greeting": "¡Hola! ¿En qué te ayudamos?"},
             "ask_name": True,
         },
@@ -179,6 +181,16 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     do_create_export(session, actor, today - timedelta(days=30), today)
     session.flush()
     return created
+
+
+def demo_origins() -> list[str]:
+    """The demo's own address (TERTULIA_BASE_URL, which `tertulia demo --port` follows), and its
+    localhost twin, so a page served from it can embed the web chat."""
+    address = urlsplit(get_settings().base_url)
+    origins = [f"{address.scheme}://{address.netloc}"]
+    if address.hostname == "127.0.0.1":
+        origins.append(f"{address.scheme}://localhost" + (f":{address.port}" if address.port else ""))
+    return origins
 
 
 def seed_hours(session: Session, actor: Actor) -> None:
