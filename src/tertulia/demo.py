@@ -171,7 +171,7 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
             "ask_name": True,
         },
     )
-    seed_inbox(session, actor, agent.id, rng)
+    seed_inbox(session, actor, agent.id, rng, manager_id=manager.id)
     seed_broadcasts(session, actor)
     seed_knowledge(session, actor)
     seed_hours(session, actor)

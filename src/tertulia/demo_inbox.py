@@ -53,7 +53,7 @@ class Script:
     name: str
     lines: tuple[tuple[str, str], ...]  # (CUSTOMER or AGENT, text)
     hours_ago: float  # when the first line was written
-    assigned: str | None = None  # "owner", "agent" or None
+    assigned: str | None = None  # "owner", "manager", "agent" or None
     closed: str | None = None  # the closing category's name
     note: str | None = None  # an internal note, mentioning the agent
     sender: str | None = None  # the customer's id on the channel; None: a new customer
@@ -210,7 +210,9 @@ PAST_NAMES = (
 PAST_CONVERSATIONS = 30
 
 
-def seed_inbox(session: Session, actor: Actor, agent_id: int, rng: random.Random) -> None:
+def seed_inbox(
+    session: Session, actor: Actor, agent_id: int, rng: random.Random, manager_id: int | None = None
+) -> None:
     """Channels of every kind and SCRIPTS as their conversations, for the workspace of `actor` (an owner)."""
     channels = {
         "webchat": session.scalars(
@@ -249,14 +251,19 @@ def seed_inbox(session: Session, actor: Actor, agent_id: int, rng: random.Random
         session, actor, name="lista-de-precios.csv", content_type="text/csv", data=PRICE_LIST.encode()
     )
     do_create_snippet(session, actor, "precios", "Te comparto nuestra lista de precios vigente.", file_id=prices.id)
+    # Who each script's "owner", "manager" and "agent" are.
+    assert actor.user_id is not None  # the seed acts as the owner
+    people = {"owner": actor.user_id, "agent": agent_id}
+    if manager_id is not None:
+        people["manager"] = manager_id
     now = utcnow()
-    past = _past_scripts(rng)
+    past = _past_scripts(rng, sorted(people))
     for number, script in enumerate(past):
-        _seed_conversation(session, actor, agent_id, channels[script.channel], script, number, categories, rng, now)
+        _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
     # Between the past weeks and the last three days: a broadcast, and the customers who answered it.
     replies = _seed_sent_broadcast(session, actor, now - timedelta(hours=BROADCAST_HOURS_AGO), rng)
     for number, script in enumerate(replies + SCRIPTS, start=len(past)):
-        _seed_conversation(session, actor, agent_id, channels[script.channel], script, number, categories, rng, now)
+        _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
 
 
 BROADCAST_HOURS_AGO = 84
@@ -348,9 +355,9 @@ def _seed_sent_broadcast(session: Session, actor: Actor, at: datetime, rng: rand
     return tuple(replies)
 
 
-def _past_scripts(rng: random.Random) -> tuple[Script, ...]:
+def _past_scripts(rng: random.Random, assignees: list[str]) -> tuple[Script, ...]:
     """PAST_CONVERSATIONS closed conversations from PAST_EXCHANGES, spread over the past 4 to 28 days
-    (oldest first), answered by the owner or the agent."""
+    (oldest first), each answered by one of `assignees` ("owner", "manager", "agent")."""
     scripts = []
     for _ in range(PAST_CONVERSATIONS):
         question, answer, thanks, category = rng.choice(PAST_EXCHANGES)
@@ -360,7 +367,7 @@ def _past_scripts(rng: random.Random) -> tuple[Script, ...]:
                 rng.choice(PAST_NAMES),
                 ((CUSTOMER, question), (AGENT, answer), (CUSTOMER, thanks)),
                 hours_ago=rng.uniform(4 * 24, 28 * 24),
-                assigned=rng.choice(("owner", "agent", "agent")),
+                assigned=rng.choice(assignees),
                 closed=category,
             )
         )
@@ -370,7 +377,7 @@ def _past_scripts(rng: random.Random) -> tuple[Script, ...]:
 def _seed_conversation(
     session: Session,
     actor: Actor,
-    agent_id: int,
+    people: dict[str, int],
     channel: Channel,
     script: Script,
     number: int,
@@ -404,18 +411,20 @@ def _seed_conversation(
                 assert received.conversation is not None  # the demo's contacts are never blocked
                 conversation = received.conversation
             elif conversation is not None:
-                _past_reply(session, conversation, channel, script, line, number, agent_id, actor, at)
+                _past_reply(
+                    session, conversation, channel, script, line, number, people[script.assigned or "owner"], at
+                )
             else:
                 continue
             if line == 0 and script.assigned:
-                assignee = agent_id if script.assigned == "agent" else actor.user_id
+                assignee = people[script.assigned]
                 do_assign(session, actor, conversation, user_id=assignee, team_id=None)
     if conversation is None:
         return
     if script.note:
         at += timedelta(minutes=rng.randint(2, 15))
         with _clock_at(at):
-            do_comment(session, actor, conversation, script.note, [agent_id])
+            do_comment(session, actor, conversation, script.note, [people["agent"]])
     if script.closed:
         at += timedelta(minutes=rng.randint(3, 40))
         with _clock_at(at):
@@ -435,8 +444,7 @@ def _past_reply(
     script: Script,
     line: int,
     number: int,
-    agent_id: int,
-    actor: Actor,
+    sender_user_id: int,
     at: datetime,
 ) -> Message:
     """A reply the team sent before the demo began: delivered, and read unless it is the last line.
@@ -448,7 +456,7 @@ def _past_reply(
         channel_id=channel.id,
         direction=Direction.OUTGOING,
         sender_kind=SenderKind.USER,
-        sender_user_id=agent_id if script.assigned == "agent" else actor.user_id,
+        sender_user_id=sender_user_id,
         type=MessageType.TEXT,
         text=script.lines[line][1],
         attachments=[],
