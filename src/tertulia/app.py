@@ -62,6 +62,7 @@ from tertulia.users.views import router as users_pages
 from tertulia.web import CachedStaticFiles, install_web, shell_router
 from tertulia.web.sections import install_sections
 from tertulia.web.sections import router as settings_home
+from tertulia.web.templating import static_url
 from tertulia.webhooks.api import router as webhooks_router
 from tertulia.webhooks.views import WEBHOOKS
 from tertulia.webhooks.views import router as webhooks_pages
@@ -179,7 +180,9 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
         ),
     )
 
-    install_api_docs(app, path="/api/docs", js_url=SWAGGER_UI_JS, css_url=SWAGGER_UI_CSS)
+    install_api_docs(
+        app, path="/api/docs", js_url=SWAGGER_UI_JS, css_url=SWAGGER_UI_CSS, icon_url=static_url("img/favicon.svg")
+    )
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The `tertulia` command line."""
 
 import dataclasses
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,7 +12,7 @@ from rich.console import Console
 from tertulia.kit.db import get_database
 from tertulia.kit.errors import DomainError
 from tertulia.kit.logging import configure_logging, uvicorn_options
-from tertulia.kit.settings import get_settings
+from tertulia.kit.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from tertulia.contacts.importer import ImportReport
@@ -122,10 +123,19 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Seed only; do not start the server.")] = False,
 ) -> None:
     """Migrate, seed a demo workspace (once), print how to sign in, and serve."""
+    from tertulia import consumers
     from tertulia import demo as demo_data
     from tertulia.users.service import do_create_api_token
     from tertulia.workspaces.service import get_workspace_by_name
 
+    # Served elsewhere than the default address: links in mail and the web chat's allowed origins
+    # follow, unless a public URL was configured.
+    if get_settings().base_url == Settings.model_fields["base_url"].default:
+        os.environ["TERTULIA_BASE_URL"] = f"http://{host}:{port}"
+        get_settings.cache_clear()
+    # The seed writes customers' messages through the inbox, whose hooks (a reply to a broadcast
+    # recorded against it) run only once installed, as in every serving process.
+    consumers.install()
     migrate()
     db = get_database()
     with db.transaction() as session:
@@ -138,8 +148,9 @@ def demo(
         issued = do_create_api_token(session, workspace.id, "demo")
     err.print(
         f"\n[bold]Tertulia is starting at http://{host}:{port}[/bold]\n"
-        f"  owner:  {demo_data.DEMO_OWNER_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
-        f"  agent:  {demo_data.DEMO_AGENT_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
+        f"  owner:   {demo_data.DEMO_OWNER_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
+        f"  manager: {demo_data.DEMO_MANAGER_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
+        f"  agent:   {demo_data.DEMO_AGENT_EMAIL} / {demo_data.DEMO_PASSWORD}\n"
         f"  API token: {issued.secret}\n"
         f"  API docs:  http://{host}:{port}/api/docs\n"
     )

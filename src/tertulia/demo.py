@@ -3,6 +3,7 @@ inbox with conversations on every kind of channel (`demo_inbox.py`)."""
 
 import random
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,24 +12,29 @@ from tertulia.assistant import service as knowledge
 from tertulia.broadcasts.service import DraftFields, do_create_broadcast
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
-from tertulia.contacts.models import FieldType
+from tertulia.contacts.models import Contact, FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
 from tertulia.conversations.away import do_set_away_message
-from tertulia.demo_inbox import seed_inbox
+from tertulia.conversations.models import Conversation
+from tertulia.demo_inbox import SPAM_NAME, seed_inbox
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
+from tertulia.kit.settings import get_settings
 from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
+from tertulia.reports.exports import do_create_export
 from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Membership, Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.users.teams import do_create_team, do_set_team_members
 from tertulia.workflows.catalogue import do_create_from_template
-from tertulia.workflows.service import do_create_workflow
+from tertulia.workflows.service import do_create_workflow, do_publish
+from tertulia.workflows.shortcuts import do_run_shortcut
 from tertulia.workspaces.service import do_set_business_hours
 
 DEMO_WORKSPACE = "Demo"
 DEMO_OWNER_EMAIL = "owner@demo.example.com"
+DEMO_MANAGER_EMAIL = "gerente@demo.example.com"
 DEMO_AGENT_EMAIL = "agente@demo.example.com"
 DEMO_PASSWORD = "tertulia-demo"  # noqa: S105 (documented demo login)
 
@@ -103,6 +109,9 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     workspace = created.workspace
     agent = do_create_user(session, DEMO_AGENT_EMAIL, DEMO_PASSWORD, first_name="Ana", last_name="Agente")
     do_add_member(session, workspace.id, agent.id, Role.AGENT)
+    # A manager too, so each role's view of the product can be tried (docs/permissions.md).
+    manager = do_create_user(session, DEMO_MANAGER_EMAIL, DEMO_PASSWORD, first_name="Marco", last_name="Gerente")
+    do_add_member(session, workspace.id, manager.id, Role.MANAGER)
     actor = Actor(workspace_id=workspace.id, kind="user", user_id=created.owner.id, role=Role.OWNER)
     do_create_custom_field(session, actor, "plan", "Plan", FieldType.LIST, PLANS)
     do_create_custom_field(session, actor, "lifetime_value", "Valor de vida (MXN)", FieldType.NUMBER)
@@ -157,18 +166,31 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
         "webchat",
         "Sitio web",
         {
-            "allowed_origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
+            "allowed_origins": demo_origins(),
             "theme": {"color": "#0e9384", "greeting": "¡Hola! ¿En qué te ayudamos?"},
             "ask_name": True,
         },
     )
-    seed_inbox(session, actor, agent.id, rng)
+    seed_inbox(session, actor, agent.id, rng, manager_id=manager.id)
     seed_broadcasts(session, actor)
     seed_knowledge(session, actor)
     seed_hours(session, actor)
     seed_workflows(session, actor)
+    # A data export of the last 30 days, built in the background (Settings > Data export).
+    today = utcnow().date()
+    do_create_export(session, actor, today - timedelta(days=30), today)
     session.flush()
     return created
+
+
+def demo_origins() -> list[str]:
+    """The demo's own address (TERTULIA_BASE_URL, which `tertulia demo --port` follows), and its
+    localhost twin, so a page served from it can embed the web chat."""
+    address = urlsplit(get_settings().base_url)
+    origins = [f"{address.scheme}://{address.netloc}"]
+    if address.hostname == "127.0.0.1":
+        origins.append(f"{address.scheme}://localhost" + (f":{address.port}" if address.port else ""))
+    return origins
 
 
 def seed_hours(session: Session, actor: Actor) -> None:
@@ -204,7 +226,8 @@ def seed_workflows(session: Session, actor: Actor) -> None:
     """Drafts to simulate and publish: a welcome that asks for the email, routing for VIP contacts,
     and three made from the template gallery (agent routing between a sales and a support team, the
     satisfaction survey saved to a "csat" field, marking spam). Drafts, so the demo's own history
-    (its conversations, its tags) starts no runs."""
+    (its conversations, its tags) starts no runs; only the spam shortcut, which nothing but a person
+    starts, is published, and run once on the spam conversation."""
     seed_workflows_from_templates(session, actor)
     do_create_workflow(
         session,
@@ -278,8 +301,21 @@ def seed_workflows_from_templates(session: Session, actor: Actor) -> None:
         team = do_create_team(session, actor, name)
         do_set_team_members(session, actor, team.id, members)
     do_create_custom_field(session, actor, "csat", "Satisfacción (1-5)", FieldType.NUMBER)
-    for template_id in ("agent_routing", "csat_survey", "mark_spam"):
-        do_create_from_template(session, actor, template_id, language="es")
+    drafts = {
+        template_id: do_create_from_template(session, actor, template_id, language="es")
+        for template_id in ("agent_routing", "csat_survey", "mark_spam")
+    }
+    # The spam shortcut published and run once by hand on the spam conversation of the inbox, so
+    # Workflows shows a run and its log (the server carries it out as it starts).
+    mark_spam = do_publish(session, actor, drafts["mark_spam"].workflow)
+    spam = session.scalars(
+        select(Conversation)
+        .join(Contact, Contact.id == Conversation.contact_id)
+        .where(Conversation.workspace_id == actor.workspace_id, Contact.first_name == SPAM_NAME.split()[0])
+    ).first()
+    if spam is not None:
+        contact = session.get_one(Contact, spam.contact_id)
+        do_run_shortcut(session, actor, mark_spam.id, contact, {}, conversation_id=spam.id)
 
 
 def seed_broadcasts(session: Session, actor: Actor) -> None:

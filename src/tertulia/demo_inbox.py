@@ -4,34 +4,45 @@ The history is written the way it would have arrived: customer messages through 
 path (`do_receive_many`, which also finds or creates each contact), notes, assignments and closings
 through the inbox's services. Replies the team sent in the past are written as already delivered
 or read rows instead of through `do_reply`, which would queue them for the provider now; the demo's
-WhatsApp and Telegram channels hold placeholder credentials and reach no provider. Times are then
-moved back so the list reads like the last few days.
+WhatsApp and Telegram channels hold placeholder credentials and reach no provider. Each step is
+written with the application's clock moved back to when the script says it happened, so the
+event log, and the reports built from it, read like the past weeks rather than the second the demo
+was seeded: first responses, resolutions and a day-by-day series to look at.
 """
 
 import random
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.broadcasts.audience import Renderer, snapshot
+from tertulia.broadcasts.models import BroadcastRecipient, BroadcastStatus, RecipientState
+from tertulia.broadcasts.repository import identities_of, latest_conversations
+from tertulia.broadcasts.service import DraftFields, do_create_broadcast
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import DeliveryStatus, InboundMessage, MessageType
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact
+from tertulia.conversations.files import do_store_file
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
 from tertulia.conversations.service import (
+    customer_message_created,
     do_assign,
     do_close,
     do_comment,
     do_create_closing_category,
     do_create_snippet,
 )
-from tertulia.kit.clock import utcnow
+from tertulia.kit.clock import travel, utcnow
 from tertulia.users.permissions import Actor
 
 CUSTOMER, AGENT = "customer", "agent"
+# The customer whose conversation the demo marks as spam with the "Marcar como spam" shortcut.
+SPAM_NAME = "Ganancias Rápidas"
 
 
 @dataclass(frozen=True)
@@ -42,9 +53,10 @@ class Script:
     name: str
     lines: tuple[tuple[str, str], ...]  # (CUSTOMER or AGENT, text)
     hours_ago: float  # when the first line was written
-    assigned: str | None = None  # "owner", "agent" or None
+    assigned: str | None = None  # "owner", "manager", "agent" or None
     closed: str | None = None  # the closing category's name
     note: str | None = None  # an internal note, mentioning the agent
+    sender: str | None = None  # the customer's id on the channel; None: a new customer
 
 
 SCRIPTS = (
@@ -151,15 +163,56 @@ SCRIPTS = (
     ),
     Script(
         "webchat",
+        SPAM_NAME,
+        ((CUSTOMER, "💰 Gana $5,000 diarios desde casa, sin experiencia. Escríbeme a bit.ly/gana-ya"),),
+        hours_ago=0.7,
+    ),
+    Script(
+        "webchat",
         "Camila Pérez",
         ((CUSTOMER, "¿Tienen la chamarra azul en talla M?"),),
         hours_ago=0.1,
     ),
 )
 CLOSING_CATEGORIES = ("Venta", "Soporte resuelto", "Sin respuesta necesaria")
+PRICE_LIST = "plan,precio_mensual_usd,agentes\nGratis,0,1\nBásico,12,3\nPro,29,10\nEmpresa,79,ilimitados\n"
+
+# Older conversations, answered and closed over the past four weeks, so the reports have a history:
+# (question, answer, thanks, closing category).
+PAST_EXCHANGES = (
+    ("¿Tienen envío a Monterrey?", "¡Hola! Sí, llega en 2 o 3 días hábiles.", "Perfecto, gracias", "Venta"),
+    ("¿Puedo pagar con transferencia?", "Claro, te mandamos los datos por aquí.", "Listo, ya pagué", "Venta"),
+    (
+        "No me llega el correo de confirmación",
+        "Lo reenviamos; revisa también spam.",
+        "Ya llegó, gracias",
+        "Soporte resuelto",
+    ),
+    (
+        "¿Cómo cambio mi contraseña?",
+        "En Perfil > Contraseña; te mando el enlace.",
+        "Hecho, ¡gracias!",
+        "Soporte resuelto",
+    ),
+    ("¿El plan Básico tiene factura?", "Sí, todos los planes incluyen factura.", "Ok, gracias", "Venta"),
+    ("Gracias por la atención de ayer", "¡A ti! Quedamos atentos.", "👍", "Sin respuesta necesaria"),
+)
+PAST_NAMES = (
+    "Renata Ortega",
+    "Paula Sánchez",
+    "Martín Gómez",
+    "Ximena Ruiz",
+    "Iñaki Herrera",
+    "Olivia Brown",
+    "José Navarro",
+    "Chloe Evans",
+)
+PAST_CONVERSATIONS = 30
 
 
-def seed_inbox(session: Session, actor: Actor, agent_id: int, rng: random.Random) -> None:
+def seed_inbox(
+    session: Session, actor: Actor, agent_id: int, rng: random.Random, manager_id: int | None = None
+) -> None:
     """Channels of every kind and SCRIPTS as their conversations, for the workspace of `actor` (an owner)."""
     channels = {
         "webchat": session.scalars(
@@ -193,15 +246,138 @@ def seed_inbox(session: Session, actor: Actor, agent_id: int, rng: random.Random
     categories = {name: do_create_closing_category(session, actor, name).id for name in CLOSING_CATEGORIES}
     do_create_snippet(session, actor, "envio", "Enviamos a todo México en 2 o 3 días hábiles; gratis desde $799.")
     do_create_snippet(session, actor, "gracias", "¡Gracias por escribirnos! Quedamos atentos a lo que necesites.")
+    # A file in the library, sent with a snippet.
+    prices = do_store_file(
+        session, actor, name="lista-de-precios.csv", content_type="text/csv", data=PRICE_LIST.encode()
+    )
+    do_create_snippet(session, actor, "precios", "Te comparto nuestra lista de precios vigente.", file_id=prices.id)
+    # Who each script's "owner", "manager" and "agent" are.
+    assert actor.user_id is not None  # the seed acts as the owner
+    people = {"owner": actor.user_id, "agent": agent_id}
+    if manager_id is not None:
+        people["manager"] = manager_id
     now = utcnow()
-    for number, script in enumerate(SCRIPTS):
-        _seed_conversation(session, actor, agent_id, channels[script.channel], script, number, categories, rng, now)
+    past = _past_scripts(rng, sorted(people))
+    for number, script in enumerate(past):
+        _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
+    # Between the past weeks and the last three days: a broadcast, and the customers who answered it.
+    replies = _seed_sent_broadcast(session, actor, now - timedelta(hours=BROADCAST_HOURS_AGO), rng)
+    for number, script in enumerate(replies + SCRIPTS, start=len(past)):
+        _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
+
+
+BROADCAST_HOURS_AGO = 84
+BROADCAST_REPLIES = ("¡Me interesa! ¿Cómo lo activo?", "SÍ", "¿Aplica también al plan mensual?")
+
+
+def _seed_sent_broadcast(session: Session, actor: Actor, at: datetime, rng: random.Random) -> tuple[Script, ...]:
+    """A broadcast sent at `at` to every contact on their last channel, as the sender would have
+    written it (the audience snapshot with its exclusions, one message per recipient), with the
+    deliveries that came back since; and, as scripts to seed after it, the customers who replied
+    (each reply is recorded against the broadcast as it arrives)."""
+    with _clock_at(at):
+        item = do_create_broadcast(
+            session,
+            actor,
+            DraftFields(
+                name="Nuevo catálogo de temporada",
+                labels=["catalogo"],
+                audience="all",
+                channel_mode="last_interacted",
+                content={
+                    "default": {
+                        "text": 'Hola {{contact.first_name | "cliente"}}, ya está aquí el catálogo de temporada '
+                        "con envío gratis desde $799. Responde SÍ y te mandamos las novedades."
+                    }
+                },
+            ),
+        )
+        snapshot(session, item, at)
+        waiting = session.scalars(
+            select(BroadcastRecipient).where(
+                BroadcastRecipient.broadcast_id == item.id, BroadcastRecipient.state == RecipientState.WAITING
+            )
+        ).all()
+        renderer = Renderer.of(session, item)
+        conversations = latest_conversations(session, [r.contact_id for r in waiting])
+        replies: list[Script] = []
+        for recipient in waiting:
+            contact = session.get_one(Contact, recipient.contact_id)
+            channel = session.get_one(Channel, recipient.channel_id)
+            identity = identities_of(session, channel, [contact.id]).get(contact.id, [None])[0]
+            rendered = renderer.render(channel, contact)
+            chance = rng.random()
+            status = (
+                DeliveryStatus.FAILED
+                if chance < 0.1
+                # SMS has no read receipts.
+                else DeliveryStatus.DELIVERED
+                if chance < 0.35 or channel.type == "twilio"
+                else DeliveryStatus.READ
+            )
+            message = Message(
+                workspace_id=item.workspace_id,
+                conversation_id=conversations[contact.id],
+                contact_id=contact.id,
+                channel_id=channel.id,
+                direction=Direction.OUTGOING,
+                sender_kind=SenderKind.BROADCAST,
+                type=rendered.type,
+                text=rendered.text,
+                attachments=rendered.attachments,
+                payload={**rendered.payload, "recipient_id": identity},
+                status=status,
+                status_reason="The provider refused the message (demo)" if status == DeliveryStatus.FAILED else None,
+                status_at=at + timedelta(minutes=rng.randint(1, 30)),
+                attempts=1,
+                created_at=at,
+            )
+            session.add(message)
+            session.flush()
+            recipient.state, recipient.message_id, recipient.messaged_at = RecipientState.MESSAGED, message.id, at
+            if status == DeliveryStatus.READ and identity is not None and len(replies) < len(BROADCAST_REPLIES):
+                name = contact.full_name or contact.first_name or ""
+                replies.append(
+                    Script(
+                        channel.type,
+                        name,
+                        ((CUSTOMER, BROADCAST_REPLIES[len(replies)]), (AGENT, "¡Gracias! Te mandamos el catálogo.")),
+                        hours_ago=BROADCAST_HOURS_AGO - rng.uniform(0.2, 3),
+                        assigned="owner",
+                        closed="Venta",
+                        sender=identity,
+                    )
+                )
+        item.status = BroadcastStatus.COMPLETED
+        item.scheduled_at = item.started_at = at  # sent now, as "Send now" would have
+        item.finished_at = at + timedelta(minutes=2)
+        session.flush()
+    return tuple(replies)
+
+
+def _past_scripts(rng: random.Random, assignees: list[str]) -> tuple[Script, ...]:
+    """PAST_CONVERSATIONS closed conversations from PAST_EXCHANGES, spread over the past 4 to 28 days
+    (oldest first), each answered by one of `assignees` ("owner", "manager", "agent")."""
+    scripts = []
+    for _ in range(PAST_CONVERSATIONS):
+        question, answer, thanks, category = rng.choice(PAST_EXCHANGES)
+        scripts.append(
+            Script(
+                rng.choice(("webchat", "whatsapp", "whatsapp", "telegram", "twilio")),
+                rng.choice(PAST_NAMES),
+                ((CUSTOMER, question), (AGENT, answer), (CUSTOMER, thanks)),
+                hours_ago=rng.uniform(4 * 24, 28 * 24),
+                assigned=rng.choice(assignees),
+                closed=category,
+            )
+        )
+    return tuple(sorted(scripts, key=lambda script: -script.hours_ago))
 
 
 def _seed_conversation(
     session: Session,
     actor: Actor,
-    agent_id: int,
+    people: dict[str, int],
     channel: Channel,
     script: Script,
     number: int,
@@ -209,58 +385,78 @@ def _seed_conversation(
     rng: random.Random,
     now: datetime,
 ) -> None:
-    sender = _sender_id(script.channel, number, rng)
+    sender = script.sender or _sender_id(script.channel, number, rng)
     first_name, _, last_name = script.name.partition(" ")
     at = now - timedelta(hours=script.hours_ago)
     conversation: Conversation | None = None
-    times: dict[int, datetime] = {}  # message id -> when the script says it was written
     for line, (who, text) in enumerate(script.lines):
         if line:
             at += timedelta(minutes=rng.randint(1, 9), seconds=rng.randint(0, 59))
-        if who == CUSTOMER:
-            inbound = InboundMessage(
-                sender_id=sender,
-                provider_message_id=f"demo-{number}-{line}",
-                text=text,
-                display_name=script.name,
-                first_name=first_name,
-                last_name=last_name or None,
-                phone=f"+{sender}" if script.channel == "whatsapp" else sender if script.channel == "twilio" else None,
-            )
-            received = do_receive_many(session, [(channel, inbound)])[0]
-            assert received.conversation is not None  # the demo's contacts are never blocked
-            conversation, message = received.conversation, received.message
-        elif conversation is not None:
-            message = _past_reply(conversation, channel, script, line, number, agent_id, actor)
-            session.add(message)
-            session.flush()
-        else:
-            continue
-        times[message.id] = at
-        if line == 0 and script.assigned:
-            assignee = agent_id if script.assigned == "agent" else actor.user_id
-            do_assign(session, actor, conversation, user_id=assignee, team_id=None)
+        with _clock_at(at):
+            if who == CUSTOMER:
+                inbound = InboundMessage(
+                    sender_id=sender,
+                    provider_message_id=f"demo-{number}-{line}",
+                    text=text,
+                    display_name=script.name,
+                    first_name=first_name,
+                    last_name=last_name or None,
+                    phone=f"+{sender}"
+                    if script.channel == "whatsapp"
+                    else sender
+                    if script.channel == "twilio"
+                    else None,
+                )
+                received = do_receive_many(session, [(channel, inbound)])[0]
+                assert received.conversation is not None  # the demo's contacts are never blocked
+                conversation = received.conversation
+            elif conversation is not None:
+                _past_reply(
+                    session, conversation, channel, script, line, number, people[script.assigned or "owner"], at
+                )
+            else:
+                continue
+            if line == 0 and script.assigned:
+                assignee = people[script.assigned]
+                do_assign(session, actor, conversation, user_id=assignee, team_id=None)
     if conversation is None:
         return
     if script.note:
-        do_comment(session, actor, conversation, script.note, [agent_id])
+        at += timedelta(minutes=rng.randint(2, 15))
+        with _clock_at(at):
+            do_comment(session, actor, conversation, script.note, [people["agent"]])
     if script.closed:
-        do_close(session, actor, conversation, category_id=categories[script.closed], summary=None)
-    _move_back_in_time(session, conversation, times)
+        at += timedelta(minutes=rng.randint(3, 40))
+        with _clock_at(at):
+            do_close(session, actor, conversation, category_id=categories[script.closed], summary=None)
+    session.flush()
+
+
+def _clock_at(at: datetime) -> AbstractContextManager[None]:
+    """The application's clock set to `at` (in the past) for what is written inside the block."""
+    return travel(at - utcnow())
 
 
 def _past_reply(
-    conversation: Conversation, channel: Channel, script: Script, line: int, number: int, agent_id: int, actor: Actor
+    session: Session,
+    conversation: Conversation,
+    channel: Channel,
+    script: Script,
+    line: int,
+    number: int,
+    sender_user_id: int,
+    at: datetime,
 ) -> Message:
-    """A reply the team sent before the demo began: delivered, and read unless it is the last line."""
-    return Message(
+    """A reply the team sent before the demo began: delivered, and read unless it is the last line.
+    Recorded in the event log as a reply, so the reports time it."""
+    message = Message(
         workspace_id=conversation.workspace_id,
         conversation_id=conversation.id,
         contact_id=conversation.contact_id,
         channel_id=channel.id,
         direction=Direction.OUTGOING,
         sender_kind=SenderKind.USER,
-        sender_user_id=agent_id if script.assigned == "agent" else actor.user_id,
+        sender_user_id=sender_user_id,
         type=MessageType.TEXT,
         text=script.lines[line][1],
         attachments=[],
@@ -270,8 +466,21 @@ def _past_reply(
         status=DeliveryStatus.READ
         if line < len(script.lines) - 1 and channel.type != "twilio"
         else DeliveryStatus.DELIVERED,
+        status_at=at + timedelta(minutes=2),
         attempts=1,
+        created_at=at,
     )
+    session.add(message)
+    session.flush()
+    # As a reply sent through the inbox leaves the conversation: the dashboard's "waiting for a first
+    # response" and auto-close read last_agent_message_at.
+    conversation.last_message_at = conversation.last_agent_message_at = at
+    conversation.last_message_preview = message.text[:200] if message.text else None
+    contact = session.get(Contact, conversation.contact_id)
+    if contact is not None:
+        contact.last_outgoing_at = at
+    customer_message_created(session, conversation, message)
+    return message
 
 
 def _sender_id(channel_type: str, number: int, rng: random.Random) -> str:
@@ -284,33 +493,3 @@ def _sender_id(channel_type: str, number: int, rng: random.Random) -> str:
     if channel_type == "twilio":
         return f"+52155{rng.randrange(10_000_000, 100_000_000)}"
     return f"demo-visitor-{number}"
-
-
-def _move_back_in_time(session: Session, conversation: Conversation, times: dict[int, datetime]) -> None:
-    """Date the conversation, its contact and every message in it as the script says: scripted lines
-    at their times, the lines the inbox wrote itself (assignment, note, closing) just after the line
-    before them."""
-    messages = session.scalars(
-        select(Message).where(Message.conversation_id == conversation.id).order_by(Message.id)
-    ).all()
-    at = min(times.values())
-    for message in messages:
-        at = times.get(message.id, at + timedelta(seconds=40))
-        message.created_at = at
-        if message.status is not None:
-            message.status_at = at + timedelta(minutes=2)
-    customer = [m for m in messages if m.direction in (Direction.INCOMING, Direction.OUTGOING)]
-    incoming = [m.created_at for m in messages if m.direction == Direction.INCOMING]
-    outgoing = [m.created_at for m in messages if m.direction == Direction.OUTGOING]
-    conversation.opened_at = messages[0].created_at
-    conversation.last_message_at = customer[-1].created_at
-    conversation.last_message_preview = (customer[-1].text or "")[:200]
-    conversation.last_incoming_at = incoming[-1] if incoming else None
-    if conversation.closed_at is not None:
-        conversation.closed_at = messages[-1].created_at
-    contact = session.get(Contact, conversation.contact_id)
-    if contact is not None:
-        contact.created_at = min(contact.created_at, messages[0].created_at)
-        contact.last_incoming_at = incoming[-1] if incoming else contact.last_incoming_at
-        contact.last_outgoing_at = outgoing[-1] if outgoing else contact.last_outgoing_at
-    session.flush()

@@ -14,7 +14,7 @@ def test_api_docs_are_self_hosted_under_a_csp(client: TestClient) -> None:
     assert "cdn" not in page.text
     assert "<script>" not in page.text  # no inline script
     sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
-    assert len(sources) == 3
+    assert len(sources) == 4  # the icon too: without it the browser asks for /favicon.ico, a 404
     for source in sources:
         assert source.startswith("/"), source
         assert client.get(source).status_code == 200, source

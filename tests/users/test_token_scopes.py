@@ -166,6 +166,10 @@ def test_the_tokens_page_sets_scopes_and_expiry_and_explains_refusals_in_spanish
     refused = client.post("/settings/tokens", data={"name": "Nada", "expires_on": "2020-01-01", "csrf_token": csrf})
     assert refused.status_code == 422
     assert "elige al menos un alcance" in refused.text
+    # The scopes' names and hints are in Spanish too, in the form and in the list of tokens.
+    assert "Solo lectura" in refused.text
+    assert "Read only" not in refused.text
+    assert "Everything (admin)" not in refused.text
     with db.transaction(write=False) as session:
         assert session.query(ApiToken).filter(ApiToken.name == "Nada").count() == 0
     past = client.post(

@@ -2,6 +2,7 @@
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from babel.messages.pofile import read_po
@@ -9,13 +10,15 @@ from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import select
 
+import tertulia
 from tertulia.app import create_app
+from tertulia.channels.registry import registered_types
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings, get_settings
 from tertulia.mail.models import OutgoingEmail
 from tertulia.users.invitations import do_invite
 from tertulia.users.models import User
-from tertulia.web import i18n
+from tertulia.web import i18n, templating
 from tertulia.web.context import safe_next
 from tests.conftest import Tenant
 from tests.web.helpers import csrf_from, email_of, sign_in, sign_in_as
@@ -402,3 +405,19 @@ def test_malformed_page_parameters_get_an_error_page(client: TestClient, db: Dat
     assert client.get("/api/v1/contacts?limit=abc", headers=tenant.headers).json()["error"]["code"] == (
         "validation_failed"
     )
+    # The error page names the site's icon, so the browser asks for no /favicon.ico (a 404 of its own).
+    icon = re.search(r'rel="icon" href="([^"]+)"', response.text)
+    assert icon is not None
+    assert client.get(icon.group(1)).status_code == 200
+
+
+def test_every_icon_the_pages_ask_for_is_drawn() -> None:
+    # The icon macro draws nothing for a name it lacks: the empty states and Settings > Channels
+    # showed blank squares for "link" (webhooks) and for WhatsApp channels.
+    used = {"link", "sms", *registered_types()}
+    for folder in Path(tertulia.__file__).parent.rglob("templates"):
+        for template in folder.rglob("*.html"):
+            used.update(re.findall(r'icon\("([a-z_-]+)"', template.read_text()))
+    macro = templating.environment.from_string('{% from "macros.html" import icon %}{{ icon(name) }}')
+    blank = sorted(name for name in used if not re.search(r"<(path|rect|circle)", macro.render(name=name)))
+    assert blank == []

@@ -403,11 +403,13 @@ API_DOCS_CSP = "; ".join(
 )
 
 
-def install_api_docs(app: FastAPI, *, path: str, js_url: str, css_url: str) -> None:
-    """Serve Swagger UI at `path` for the app's OpenAPI schema (create the app with docs_url=None)."""
+def install_api_docs(app: FastAPI, *, path: str, js_url: str, css_url: str, icon_url: str) -> None:
+    """Serve Swagger UI at `path` for the app's OpenAPI schema (create the app with docs_url=None).
+    The page names its icon: otherwise the browser asks for /favicon.ico, a 404."""
     page = (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<title>{app.title} API</title><link rel="stylesheet" href="{css_url}"></head>'
+        f'<title>{app.title} API</title><link rel="icon" href="{icon_url}">'
+        f'<link rel="stylesheet" href="{css_url}"></head>'
         f'<body><div id="swagger-ui"></div><script src="{js_url}"></script>'
         f'<script src="{path}/start.js"></script></body></html>\n'
     )
