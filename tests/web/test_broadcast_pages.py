@@ -143,6 +143,9 @@ def test_draft_preview_dry_run_schedule_results_and_resend(
         assert 'data-testid="bar-sent" data-count="2"' in results.text
         assert 'data-testid="bar-failed" data-count="1"' in results.text
         assert 'hx-trigger="every 5s"' not in results.text  # finished: no more polling
+        # When it was sent, no longer "scheduled for".
+        assert 'data-testid="started-at"' in results.text
+        assert 'data-testid="scheduled-for"' not in results.text
         assert client.get(f"{url}/live").text.count('data-testid="bar-') == 5
         failed_rows = client.get(f"{url}/results?status=failed").text
         assert failed_rows.count('data-testid="recipient-row"') == 1

@@ -753,7 +753,7 @@ def _results(
         "filter": status,
         "statuses": sorted(service.RECIPIENT_STATUSES),
         "errors": errors or {},
-        "times": _times(ctx, item.scheduled_at),
+        "times": _times(ctx, item.started_at or item.scheduled_at),
         "shown": RECIPIENTS_SHOWN,
         "bar_labels": _bar_labels(ctx),
         **_summary(ctx, item),
