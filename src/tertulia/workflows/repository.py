@@ -147,6 +147,18 @@ def claim_due_runs(session: Session, now: datetime, limit: int, *, exclude: Coll
     return list(session.scalars(query))
 
 
+def claim_due_run(session: Session, run_id: int, now: datetime) -> WorkflowRun | None:
+    """Lock this run if it is due and no other transaction holds it (`claim_due_runs` for one run
+    named), its attributes read afresh."""
+    query = (
+        select(WorkflowRun)
+        .where(WorkflowRun.id == run_id, WorkflowRun.due_at <= now, WorkflowRun.status.in_(RunStatus.ACTIVE))
+        .with_for_update(skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalar(query)
+
+
 def load_for_runs(session: Session, runs: Sequence[WorkflowRun]) -> list[object]:
     """Load the runs' workflows, versions and contacts in three queries; later `session.get` calls
     find them in the session's identity map while the caller keeps the returned list (the map

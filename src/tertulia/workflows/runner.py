@@ -239,15 +239,15 @@ def run_due(
                 raise NotFast
             with db.transaction() as session:
                 claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
-                calls = _turn_batch(session, claimed, moment, skipped, fast=True)
+                taken, calls = _turn_batch(session, claimed, moment, skipped, fast=True, limit=size)
         except NotFast:
             # Rolled back: the same due runs again, each in its own savepoint.
             with db.transaction() as session:
                 claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
-                calls = _turn_batch(session, claimed, moment, skipped, fast=False)
+                taken, calls = _turn_batch(session, claimed, moment, skipped, fast=False, limit=size)
         if not claimed:
             break
-        turns += len(claimed)
+        turns += taken
         for call in calls:
             _make_request(db, call, now=now, policy=policy)
     return turns
@@ -258,20 +258,39 @@ class NotFast(Exception):
 
 
 def _turn_batch(
-    session: Session, runs: list[WorkflowRun], now: datetime, skipped: set[int], *, fast: bool = False
-) -> list["HttpCall"]:
-    """One turn of each claimed run, in this transaction; the HTTP requests they ask for.
+    session: Session,
+    runs: list[WorkflowRun],
+    now: datetime,
+    skipped: set[int],
+    *,
+    fast: bool = False,
+    limit: int | None = None,
+) -> tuple[int, list["HttpCall"]]:
+    """One turn of each claimed run, in this transaction; how many turns, and the HTTP requests
+    they ask for.
 
     `fast`: no savepoint around each turn, and anything raised ends the attempt with `NotFast`
     (the caller rolls the transaction back). Otherwise each turn is a savepoint, and a turn that
-    raises is rolled back alone, its run left due and skipped for the rest of the sweep."""
+    raises is rolled back alone, its run left due and skipped for the rest of the sweep.
+
+    A turn whose run leaves the head of the assignment queue makes the next run of its pool due
+    (queue.py); that run is claimed into this batch, in due order among the runs still to turn,
+    while the batch has fewer than `limit` turns: a queue drains a batch at a time, not a run a
+    batch."""
     loaded = _BatchLoad.of(session, runs, fast=fast)
+    pending = sorted(runs, key=_due_order, reverse=True)  # popped from the end: the earliest due
+    seen = {run.id for run in runs}
+    limit = max(limit or 0, len(runs))
+    turned = 0
     calls: list[HttpCall] = []
     # The turns' log lines and effect records, added together at the end: one INSERT each for the
     # batch instead of one a row (nothing in a turn reads them back).
     deferred: list[WorkflowRunLog | WorkflowEffect] = []
-    for run in runs:
+    while pending:
+        run = pending.pop()
+        turned += 1
         rows: list[WorkflowRunLog | WorkflowEffect] = []
+        queue.woken(session)  # only what this turn wakes
         try:
             if fast:
                 call = _turn_of(session, run, now, loaded, rows)
@@ -289,6 +308,16 @@ def _turn_batch(
         deferred.extend(rows)
         if call is not None:
             calls.append(call)
+        for run_id in queue.woken(session):
+            if run_id in seen or run_id in skipped or turned + len(pending) >= limit:
+                continue
+            successor = repo.claim_due_run(session, run_id, now)
+            if successor is None:
+                continue  # another worker holds it, or it is no longer due: a later claim takes it
+            seen.add(run_id)
+            loaded.add(session, successor)
+            pending.append(successor)
+            pending.sort(key=_due_order, reverse=True)
     session.add_all(deferred)
     try:
         session.flush()
@@ -296,7 +325,13 @@ def _turn_batch(
         if fast and crash_point is None:
             raise NotFast from exc
         raise
-    return calls
+    return turned, calls
+
+
+def _due_order(run: WorkflowRun) -> tuple[datetime, int]:
+    """The claim's order: the earliest due first, then the lowest id."""
+    assert run.due_at is not None
+    return run.due_at, run.id
 
 
 @dataclass
@@ -325,6 +360,23 @@ class _BatchLoad:
             rows=repo.load_for_runs(session, runs),
             fast=fast,
             tags=contacts_service.TagCache([run.contact_id for run in runs]) if fast else None,
+        )
+
+    def add(self, session: Session, run: WorkflowRun) -> None:
+        """What a run claimed into the batch after its start needs (see `_turn_batch`)."""
+        if run.workspace_id not in self.timezones:
+            self.timezones[run.workspace_id] = segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
+            self.field_types[run.workspace_id] = dict(segments_repo.custom_field_types(session, run.workspace_id))
+        self.effect_keys.update(repo.effect_keys(session, [run.id]))
+        # The batch's runs of the same pool share their workflow and version: in the identity map.
+        self.rows.extend(
+            row
+            for row in (
+                session.get(Workflow, run.workflow_id),
+                session.get(WorkflowVersion, run.version_id),
+                session.get(Contact, run.contact_id),
+            )
+            if row is not None
         )
 
 
