@@ -18,6 +18,11 @@ how runs reach it). One process, as the worker does: the `workflows` event consu
   that the consumer reads. Reported: seconds until every conversation was assigned, turns taken,
   whether the assignments followed the queue's order, and conversations assigned more than once
   (must be 0). Stops after TERTULIA_BENCH_QUEUE_DRAIN_SECONDS (600) and says so.
+- One place at a time: the same N runs waiting, the step assigning at most one open conversation
+  to each person; PLACES agents (TERTULIA_BENCH_QUEUE_PLACES, 3; 0 skips this) come online one
+  after the other, each freeing exactly one place (as an agent closing a conversation does); the
+  consumer and `run_due` run after each, twice (the agent's event, then the assignment's).
+  Reported: the mean seconds and turns a place. Draining a queue this way takes N places.
 """
 
 import os
@@ -37,38 +42,43 @@ from tertulia.kit import queue as job_queue
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
-from tertulia.users.models import User
+from tertulia.users.models import Role, User
 from tertulia.users.permissions import Actor
-from tertulia.users.service import do_set_activity_status
+from tertulia.users.service import do_add_member, do_create_user, do_set_activity_status
 from tertulia.workflows import queue, runner, service, tasks, triggers
 from tertulia.workflows.models import WorkflowEffect, WorkflowQueueEntry, WorkflowRun, WorkflowVersion
 
 SIZES = [int(n) for n in os.environ.get("TERTULIA_BENCH_QUEUE_SIZES", "1000,5000,10000").split(",")]
 WAKES = int(os.environ.get("TERTULIA_BENCH_QUEUE_WAKES", "3"))
+PLACES = int(os.environ.get("TERTULIA_BENCH_QUEUE_PLACES", "3"))
 DRAIN_SECONDS = float(os.environ.get("TERTULIA_BENCH_QUEUE_DRAIN_SECONDS", "600"))
-FLOW = {
-    "trigger": {"type": "manual"},
-    "steps": [
-        {
-            "id": "a",
-            "type": "assign",
-            "config": {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 7, "unit": "days"}},
-            "next": "done",
-        },
-        {"id": "done", "type": "add_tags", "config": {"tags": ["assigned"]}},
-    ],
-}
+
+
+def _flow(max_open: int | None) -> dict[str, Any]:
+    config: dict[str, Any] = {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 7, "unit": "days"}}
+    if max_open is not None:
+        config["max_open"] = max_open
+    return {
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "a", "type": "assign", "config": config, "next": "done"},
+            {"id": "done", "type": "add_tags", "config": {"tags": ["assigned"]}},
+        ],
+    }
+
+
 POLICY = runner.Policy(allow_private=False)
 
 
-def _prepare(url: str, count: int) -> tuple[int, int]:
-    """`count` runs waiting in the queue, oldest first by run id; (workspace id, owner id)."""
+def _prepare(url: str, count: int, *, one_each: bool = False) -> tuple[int, int]:
+    """`count` runs waiting in the queue, oldest first by run id; (workspace id, owner id).
+    `one_each`: the step assigns at most one open conversation to each person (`max_open` 1)."""
     db = Database(url)
     with db.transaction() as session:
         created = do_create_workspace_with_owner(session, "Bench", "bench@example.com", "bench-password")
         workspace_id, owner_id = created.workspace.id, created.owner.id
         actor = Actor.system(workspace_id)
-        workflow = service.do_create_workflow(session, actor, "Queue", FLOW)
+        workflow = service.do_create_workflow(session, actor, "Queue", _flow(1 if one_each else None))
         service.do_publish(session, actor, workflow)
         version = session.get(WorkflowVersion, workflow.published_version_id)
         assert version is not None
@@ -148,6 +158,41 @@ def _run_due_until_idle(db: Database) -> int:
     return turns
 
 
+def measure_places(kind: str, count: int) -> str:
+    """PLACES agents (max one open conversation each) come online one after the other: each frees
+    exactly one place, as an agent closing a conversation does."""
+    url = fresh_database_url(kind, "workflow_queue")
+    workspace_id, _owner_id = _prepare(url, count, one_each=True)
+    db = Database(url)
+    job_queue.use_database(db)
+    with db.transaction() as session:
+        agents = []
+        for n in range(PLACES):
+            agent = do_create_user(session, f"agent{n}@example.com", "agent-password")
+            do_add_member(session, workspace_id, agent.id, Role.AGENT)
+            agents.append(agent.id)
+    dispatcher.dispatch(db, [triggers.CONSUMER], settle_wait=0.0)
+    turns = 0
+    started = time.perf_counter()
+    with tasks.nudges_paused():
+        for agent_id in agents:
+            with db.transaction() as session:
+                agent = session.get(User, agent_id)
+                assert agent is not None
+                do_set_activity_status(session, agent, "online")
+            for _ in range(2):  # the agent's event, then the assignment's own event
+                dispatcher.dispatch(db, [triggers.CONSUMER], settle_wait=0.0)
+                turns += _run_due_until_idle(db)
+    elapsed = time.perf_counter() - started
+    with db.transaction(write=False) as session:
+        waiting = session.scalar(select(func.count()).select_from(WorkflowQueueEntry)) or 0
+    db.dispose()
+    return (
+        f"  one place at a time: {elapsed / PLACES * 1000:.0f} ms and {turns / PLACES:.0f} turns a place "
+        f"(mean of {PLACES}); assigned {count - waiting} of {PLACES} places"
+    )
+
+
 def measure(kind: str, count: int) -> list[str]:
     url = fresh_database_url(kind, "workflow_queue")
     started = time.perf_counter()
@@ -225,6 +270,8 @@ def main() -> None:
         for count in SIZES:
             for line in measure(name.strip(), count):
                 print(line, flush=True)
+            if PLACES:
+                print(measure_places(name.strip(), count), flush=True)
     print(f"started {started:%Y-%m-%d %H:%M} UTC, ended {utcnow():%H:%M} UTC, load average {os.getloadavg()}")
 
 
