@@ -276,10 +276,12 @@ def _turn_batch(
     A turn whose run leaves the head of the assignment queue makes the next run of its pool due
     (queue.py); that run is claimed into this batch, in due order among the runs still to turn,
     while the batch has fewer than `limit` turns: a queue drains a batch at a time, not a run a
-    batch."""
+    batch. The runs after it in the pool are locked and loaded with it, in one claim, and each is
+    turned only when the run before it leaves and wakes it."""
     loaded = _BatchLoad.of(session, runs, fast=fast)
     pending = sorted(runs, key=_due_order, reverse=True)  # popped from the end: the earliest due
     seen = {run.id for run in runs}
+    reserved: dict[int, WorkflowRun] = {}  # queued runs locked ahead of their wake (see below)
     limit = max(limit or 0, len(runs))
     turned = 0
     calls: list[HttpCall] = []
@@ -311,11 +313,18 @@ def _turn_batch(
         for run_id in queue.woken(session):
             if run_id in seen or run_id in skipped or turned + len(pending) >= limit:
                 continue
-            successor = repo.claim_due_run(session, run_id, now)
-            if successor is None:
+            if run_id not in reserved:
+                # The runs after it in its pool are likely next: locked and loaded together now,
+                # each turned only once the one before it leaves (woken then).
+                room = limit - turned - len(pending)
+                claimed_next = repo.claim_queue_next(session, run_id, room)
+                fresh = [r for r in claimed_next if r.id not in seen and r.id not in reserved]
+                loaded.add_all(session, fresh)
+                reserved.update({r.id: r for r in fresh})
+            successor = reserved.pop(run_id, None)
+            if successor is None or successor.due_at is None or successor.due_at > now:
                 continue  # another worker holds it, or it is no longer due: a later claim takes it
             seen.add(run_id)
-            loaded.add(session, successor)
             pending.append(successor)
             pending.sort(key=_due_order, reverse=True)
     session.add_all(deferred)
@@ -362,22 +371,15 @@ class _BatchLoad:
             tags=contacts_service.TagCache([run.contact_id for run in runs]) if fast else None,
         )
 
-    def add(self, session: Session, run: WorkflowRun) -> None:
-        """What a run claimed into the batch after its start needs (see `_turn_batch`)."""
-        if run.workspace_id not in self.timezones:
-            self.timezones[run.workspace_id] = segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
-            self.field_types[run.workspace_id] = dict(segments_repo.custom_field_types(session, run.workspace_id))
-        self.effect_keys.update(repo.effect_keys(session, [run.id]))
-        # The batch's runs of the same pool share their workflow and version: in the identity map.
-        self.rows.extend(
-            row
-            for row in (
-                session.get(Workflow, run.workflow_id),
-                session.get(WorkflowVersion, run.version_id),
-                session.get(Contact, run.contact_id),
-            )
-            if row is not None
-        )
+    def add_all(self, session: Session, runs: list[WorkflowRun]) -> None:
+        """What runs claimed into the batch after its start need (see `_turn_batch`)."""
+        if not runs:
+            return
+        for workspace_id in {run.workspace_id for run in runs} - set(self.timezones):
+            self.timezones[workspace_id] = segments_repo.workspace_timezone(session, workspace_id) or "UTC"
+            self.field_types[workspace_id] = dict(segments_repo.custom_field_types(session, workspace_id))
+        self.effect_keys.update(repo.effect_keys(session, [run.id for run in runs]))
+        self.rows.extend(repo.load_for_runs(session, runs))
 
 
 def _make_request(db: Database, call: "HttpCall", *, now: datetime | None, policy: Policy) -> None:
