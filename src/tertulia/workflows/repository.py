@@ -4,7 +4,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tertulia.contacts.models import Contact
 from tertulia.workflows.models import (
@@ -12,6 +12,7 @@ from tertulia.workflows.models import (
     VersionState,
     Workflow,
     WorkflowEffect,
+    WorkflowQueueEntry,
     WorkflowRun,
     WorkflowRunLog,
     WorkflowVersion,
@@ -144,6 +145,28 @@ def claim_due_runs(session: Session, now: datetime, limit: int, *, exclude: Coll
     if exclude:
         query = query.where(WorkflowRun.id.not_in(list(exclude)))
     query = query.order_by(WorkflowRun.due_at, WorkflowRun.id).limit(limit).with_for_update(skip_locked=True)
+    return list(session.scalars(query))
+
+
+def claim_queue_next(session: Session, run_id: int, limit: int) -> list[WorkflowRun]:
+    """Lock this queued run and up to `limit` - 1 runs after it in its pool's queue, in queue order,
+    skipping runs another transaction holds; their attributes read afresh."""
+    entry = aliased(WorkflowQueueEntry)
+    own = select(entry).where(entry.run_id == run_id).subquery()
+    query = (
+        select(WorkflowRun)
+        .join(WorkflowQueueEntry, WorkflowQueueEntry.run_id == WorkflowRun.id)
+        .join(own, (own.c.workspace_id == WorkflowQueueEntry.workspace_id) & (own.c.pool == WorkflowQueueEntry.pool))
+        .where(
+            WorkflowQueueEntry.queued_at >= own.c.queued_at,
+            (WorkflowQueueEntry.queued_at > own.c.queued_at) | (WorkflowQueueEntry.run_id >= own.c.run_id),
+            WorkflowRun.status.in_(RunStatus.ACTIVE),
+        )
+        .order_by(WorkflowQueueEntry.queued_at, WorkflowQueueEntry.run_id)
+        .limit(limit)
+        .with_for_update(of=WorkflowRun, skip_locked=True)
+        .execution_options(populate_existing=True)
+    )
     return list(session.scalars(query))
 
 

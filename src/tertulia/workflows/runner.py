@@ -239,15 +239,15 @@ def run_due(
                 raise NotFast
             with db.transaction() as session:
                 claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
-                calls = _turn_batch(session, claimed, moment, skipped, fast=True)
+                taken, calls = _turn_batch(session, claimed, moment, skipped, fast=True, limit=size)
         except NotFast:
             # Rolled back: the same due runs again, each in its own savepoint.
             with db.transaction() as session:
                 claimed = repo.claim_due_runs(session, moment, size, exclude=skipped)
-                calls = _turn_batch(session, claimed, moment, skipped, fast=False)
+                taken, calls = _turn_batch(session, claimed, moment, skipped, fast=False, limit=size)
         if not claimed:
             break
-        turns += len(claimed)
+        turns += taken
         for call in calls:
             _make_request(db, call, now=now, policy=policy)
     return turns
@@ -258,20 +258,41 @@ class NotFast(Exception):
 
 
 def _turn_batch(
-    session: Session, runs: list[WorkflowRun], now: datetime, skipped: set[int], *, fast: bool = False
-) -> list["HttpCall"]:
-    """One turn of each claimed run, in this transaction; the HTTP requests they ask for.
+    session: Session,
+    runs: list[WorkflowRun],
+    now: datetime,
+    skipped: set[int],
+    *,
+    fast: bool = False,
+    limit: int | None = None,
+) -> tuple[int, list["HttpCall"]]:
+    """One turn of each claimed run, in this transaction; how many turns, and the HTTP requests
+    they ask for.
 
     `fast`: no savepoint around each turn, and anything raised ends the attempt with `NotFast`
     (the caller rolls the transaction back). Otherwise each turn is a savepoint, and a turn that
-    raises is rolled back alone, its run left due and skipped for the rest of the sweep."""
+    raises is rolled back alone, its run left due and skipped for the rest of the sweep.
+
+    A turn whose run leaves the head of the assignment queue makes the next run of its pool due
+    (queue.py); that run is claimed into this batch, in due order among the runs still to turn,
+    while the batch has fewer than `limit` turns: a queue drains a batch at a time, not a run a
+    batch. The runs after it in the pool are locked and loaded with it, in one claim, and each is
+    turned only when the run before it leaves and wakes it."""
     loaded = _BatchLoad.of(session, runs, fast=fast)
+    pending = sorted(runs, key=_due_order, reverse=True)  # popped from the end: the earliest due
+    seen = {run.id for run in runs}
+    reserved: dict[int, WorkflowRun] = {}  # queued runs locked ahead of their wake (see below)
+    limit = max(limit or 0, len(runs))
+    turned = 0
     calls: list[HttpCall] = []
     # The turns' log lines and effect records, added together at the end: one INSERT each for the
     # batch instead of one a row (nothing in a turn reads them back).
     deferred: list[WorkflowRunLog | WorkflowEffect] = []
-    for run in runs:
+    while pending:
+        run = pending.pop()
+        turned += 1
         rows: list[WorkflowRunLog | WorkflowEffect] = []
+        queue.woken(session)  # only what this turn wakes
         try:
             if fast:
                 call = _turn_of(session, run, now, loaded, rows)
@@ -289,6 +310,23 @@ def _turn_batch(
         deferred.extend(rows)
         if call is not None:
             calls.append(call)
+        for run_id in queue.woken(session):
+            if run_id in seen or run_id in skipped or turned + len(pending) >= limit:
+                continue
+            if run_id not in reserved:
+                # The runs after it in its pool are likely next: locked and loaded together now,
+                # each turned only once the one before it leaves (woken then).
+                room = limit - turned - len(pending)
+                claimed_next = repo.claim_queue_next(session, run_id, room)
+                fresh = [r for r in claimed_next if r.id not in seen and r.id not in reserved]
+                loaded.add_all(session, fresh)
+                reserved.update({r.id: r for r in fresh})
+            successor = reserved.pop(run_id, None)
+            if successor is None or successor.due_at is None or successor.due_at > now:
+                continue  # another worker holds it, or it is no longer due: a later claim takes it
+            seen.add(run_id)
+            pending.append(successor)
+            pending.sort(key=_due_order, reverse=True)
     session.add_all(deferred)
     try:
         session.flush()
@@ -296,7 +334,13 @@ def _turn_batch(
         if fast and crash_point is None:
             raise NotFast from exc
         raise
-    return calls
+    return turned, calls
+
+
+def _due_order(run: WorkflowRun) -> tuple[datetime, int]:
+    """The claim's order: the earliest due first, then the lowest id."""
+    assert run.due_at is not None
+    return run.due_at, run.id
 
 
 @dataclass
@@ -326,6 +370,16 @@ class _BatchLoad:
             fast=fast,
             tags=contacts_service.TagCache([run.contact_id for run in runs]) if fast else None,
         )
+
+    def add_all(self, session: Session, runs: list[WorkflowRun]) -> None:
+        """What runs claimed into the batch after its start need (see `_turn_batch`)."""
+        if not runs:
+            return
+        for workspace_id in {run.workspace_id for run in runs} - set(self.timezones):
+            self.timezones[workspace_id] = segments_repo.workspace_timezone(session, workspace_id) or "UTC"
+            self.field_types[workspace_id] = dict(segments_repo.custom_field_types(session, workspace_id))
+        self.effect_keys.update(repo.effect_keys(session, [run.id for run in runs]))
+        self.rows.extend(repo.load_for_runs(session, runs))
 
 
 def _make_request(db: Database, call: "HttpCall", *, now: datetime | None, policy: Policy) -> None:

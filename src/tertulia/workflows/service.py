@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
@@ -28,12 +28,12 @@ from tertulia.segments import repository as segments_repo
 from tertulia.users.models import Membership, Team, User
 from tertulia.users.permissions import Actor, Permission
 from tertulia.workflows import language as lang
+from tertulia.workflows import queue
 from tertulia.workflows import repository as repo
 from tertulia.workflows.models import (
     RunStatus,
     VersionState,
     Workflow,
-    WorkflowQueueEntry,
     WorkflowRun,
     WorkflowRunLog,
     WorkflowStatus,
@@ -343,7 +343,7 @@ def do_stop(session: Session, actor: Actor, workflow: Workflow) -> int:
 
 def end_run(session: Session, run: WorkflowRun, status: str, reason: str | None) -> None:
     now = utcnow()
-    session.execute(delete(WorkflowQueueEntry).where(WorkflowQueueEntry.run_id == run.id))
+    queue.leave(session, run.id)
     run.status = status
     run.active_contact_id = None
     run.due_at = None
@@ -498,8 +498,11 @@ def do_delete(session: Session, actor: Actor, workflow: Workflow) -> int:
     progress. Those runs end where they are: nothing more is sent for them (messages already
     written to the outbox still go). Other workflows whose step starts this one fail that step."""
     actor.require(Permission.MANAGE_WORKFLOWS)
-    in_progress = len(repo.active_runs_of_workflow(session, workflow.id))
+    runs = repo.active_runs_of_workflow(session, workflow.id)
+    for run in runs:  # first, so that a run of another workflow next in a pool is woken
+        queue.leave(session, run.id)
     repo.delete_workflow(session, workflow.id)
+    in_progress = len(runs)
     return in_progress
 
 
