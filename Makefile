@@ -14,7 +14,7 @@ PYTEST_WORKERS ?= 3
 # with one worker alone on a tail of slow tests (browser modules, the schema test on PostgreSQL).
 PYTEST_DIST ?= worksteal
 
-.PHONY: install run test lint contracts typecheck pytest chromium dovecot bench screenshots clean
+.PHONY: install run test lint contracts typecheck bytecode pytest chromium dovecot bench screenshots clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -53,7 +53,14 @@ contracts: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install chromium dovecot
+# Bytecode written before the run (only what changed since the last one: about 2 s): where
+# PYTHONDONTWRITEBYTECODE is set, each process (the test workers, and every server and worker process
+# a test starts) would otherwise compile all it imports again; `tertulia worker` took 4.4 s to import
+# its tasks instead of 2.0 s.
+bytecode: install
+	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib src tests >/dev/null
+
+pytest: install chromium dovecot bytecode
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -1,4 +1,5 @@
-"""Import jobs on the queue: which jobs the sweep queues again, and one runner at a time."""
+"""Import jobs on the queue: which jobs the sweep queues again, one runner at a time, and the size of
+its committed batches."""
 
 from datetime import timedelta
 
@@ -6,10 +7,12 @@ import pytest
 from sqlalchemy import update
 
 from tertulia.contacts import import_runner
+from tertulia.contacts.import_jobs import do_create_import, do_start_import
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.fencing import FencedRun, LostClaim
+from tertulia.kit.settings import get_settings
 from tests.conftest import Tenant
 
 
@@ -69,3 +72,35 @@ def test_only_one_runner_holds_a_job(db: Database, tenant: Tenant) -> None:
         job = session.get(ImportJob, job_id)
         assert job is not None
         assert (job.status, job.processed_rows) == (ImportStatus.RUNNING, 10)
+
+
+def test_a_queued_import_commits_batches_of_the_configured_size(
+    db: Database, tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A queued import commits `TERTULIA_IMPORT_BATCH_SIZE` rows at a time: a runner asked to stop hands
+    the job back after one batch of exactly that many rows, and the next run finishes the rest."""
+    monkeypatch.setattr(get_settings(), "import_batch_size", 3)
+    rows = "\n".join(f"Person {n},person{n}@example.com" for n in range(10))
+    import_runner.release_running_imports(timeout=0.1)  # a consumer stopping: runs stop after a batch
+    try:
+        with db.transaction() as session:
+            job = do_create_import(session, tenant.actor(), "people.csv", f"name,email\n{rows}\n".encode())
+            do_start_import(
+                session, tenant.actor(), job, {"name": "first_name", "email": "email"}, update_existing=False
+            )
+            job_id = job.id
+    finally:
+        import_runner.accept_runs()
+    with db.transaction(write=False) as session:
+        handed_back = session.get(ImportJob, job_id)
+        assert handed_back is not None
+        assert (handed_back.status, handed_back.processed_rows, handed_back.created_count) == (
+            ImportStatus.QUEUED,
+            3,
+            3,
+        )
+    import_runner.run_import(db, job_id)
+    with db.transaction(write=False) as session:
+        done = session.get(ImportJob, job_id)
+        assert done is not None
+        assert (done.status, done.processed_rows, done.created_count) == (ImportStatus.DONE, 10, 10)

@@ -28,7 +28,10 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
 
-ROWS = 12_000
+ROWS = 6_000
+# Rows per committed batch in the workers (TERTULIA_IMPORT_BATCH_SIZE): twelve batches, so each stop
+# lands with batches still to go, at half the rows of the default size's six.
+BATCH_SIZE = 500
 REJECT_EVERY = 499  # rows with a broken email, rejected, spread over every batch
 
 
@@ -53,6 +56,7 @@ def _worker(db: Database, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     env = {
         **os.environ,
         "TERTULIA_DATABASE_URL": db.engine.url.render_as_string(hide_password=False),
+        "TERTULIA_IMPORT_BATCH_SIZE": str(BATCH_SIZE),
         # A separate worker publishes its jobs' events through Redis (it refuses in-process realtime).
         "TERTULIA_REALTIME_URL": "redis://127.0.0.1:6379/0",
         "TERTULIA_REALTIME_PREFIX": f"test-import-restart-{os.getpid()}",

@@ -9,6 +9,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,9 @@ def _redis_up() -> bool:
 pytestmark = pytest.mark.skipif(not _redis_up(), reason="Redis is not running on 127.0.0.1:6379")
 
 
-@pytest.fixture
-def two_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[str, str, str]]:
-    """Extra settings for the servers: parametrize the fixture indirectly with their environment."""
+@contextmanager
+def _servers(tmp_path: Path, settings: dict[str, str]) -> Iterator[tuple[str, str, str]]:
+    """Two `tertulia serve` and one `tertulia worker` on one SQLite file, with extra `settings`."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     upgrade(url)
     env = {
@@ -56,7 +57,7 @@ def two_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tupl
         "TERTULIA_REALTIME_URL": REDIS_URL,
         "TERTULIA_REALTIME_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
         "TERTULIA_LOG_LEVEL": "warning",
-        **getattr(request, "param", {}),
+        **settings,
     }
     ports = [free_port(), free_port()]
     commands = [["serve", "--port", str(port)] for port in ports] + [["worker", "--workers", "2"]]
@@ -95,6 +96,22 @@ def two_servers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tupl
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """Shared by the tests that need no extra settings (starting three processes is the slow part);
+    each makes its own workspace and users, so they do not see each other's data."""
+    with _servers(tmp_path_factory.mktemp("two-servers"), {}) as bases:
+        yield bases
+
+
+@pytest.fixture
+def limited_servers(tmp_path: Path) -> Iterator[tuple[str, str, str]]:
+    """Servers of their own, with a visitor's limits low enough to reach in a few requests."""
+    settings = {"TERTULIA_WIDGET_MESSAGES_PER_MINUTE": "3", "TERTULIA_WIDGET_SOCKETS_PER_VISITOR": "1"}
+    with _servers(tmp_path, settings) as bases:
+        yield bases
 
 
 def _recv(connection: ClientConnection, wanted: str) -> dict[str, Any]:
@@ -158,8 +175,8 @@ def test_signing_out_through_one_process_closes_the_socket_on_the_other(two_serv
     base_a, base_b, url = two_servers
     db = Database(url)
     with db.transaction() as session:
-        created = do_create_workspace_with_owner(session, "Salida", "owner@example.com", "owner-password")
-        signed = do_sign_in(session, "owner@example.com", "owner-password", client_ip=None)
+        created = do_create_workspace_with_owner(session, "Salida", "salida@example.com", "owner-password")
+        signed = do_sign_in(session, "salida@example.com", "owner-password", client_ip=None)
         cookie, csrf = signed.token, signed.web_session.csrf_token
     db.dispose()
     ws_b = base_b.replace("http://", "ws://")
@@ -180,15 +197,10 @@ def test_signing_out_through_one_process_closes_the_socket_on_the_other(two_serv
         assert time.monotonic() - started < 10
 
 
-@pytest.mark.parametrize(
-    "two_servers",
-    [{"TERTULIA_WIDGET_MESSAGES_PER_MINUTE": "3", "TERTULIA_WIDGET_SOCKETS_PER_VISITOR": "1"}],
-    indirect=True,
-)
-def test_a_visitors_limits_hold_across_processes(two_servers: tuple[str, str, str]) -> None:
+def test_a_visitors_limits_hold_across_processes(limited_servers: tuple[str, str, str]) -> None:
     """The message budget and the socket cap are counted in Redis, whichever process a request or a
     socket reaches."""
-    base_a, base_b, url = two_servers
+    base_a, base_b, url = limited_servers
     db = Database(url)
     with db.transaction() as session:
         created = do_create_workspace_with_owner(session, "Limites", "owner@example.com", "owner-password")

@@ -355,13 +355,21 @@ def _shown_beside(page: str, field: str, message: str) -> bool:
     return False
 
 
+# Every table's row count in one statement: it runs twice per form field, and a statement per table
+# was half the test's time.
+_COUNT_EVERY_TABLE = select(
+    *(
+        select(func.count()).select_from(table).scalar_subquery().label(table.name)
+        for table in Base.metadata.sorted_tables
+    )
+)
+
+
 def _counts(db: Database) -> dict[str, int]:
     """Rows per table: a refused form adds and removes none."""
     with db.transaction(write=False) as session:
-        return {
-            table.name: session.scalar(select(func.count()).select_from(table)) or 0
-            for table in Base.metadata.sorted_tables
-        }
+        row = session.execute(_COUNT_EVERY_TABLE).one()
+    return {table.name: row._mapping[table.name] or 0 for table in Base.metadata.sorted_tables}
 
 
 def test_every_page_form_shows_nul_beside_the_field(client: TestClient, db: Database, tenant: Tenant) -> None:

@@ -183,7 +183,11 @@ def _run(run: FencedRun) -> None:
             "unchanged_count": job.unchanged_count,
         }
         options = ImportOptions(
-            mapping=job.mapping, update_existing=job.update_existing, workers=0, skip_rows=job.processed_rows
+            mapping=job.mapping,
+            update_existing=job.update_existing,
+            workers=0,
+            skip_rows=job.processed_rows,
+            batch_size=get_settings().import_batch_size,
         )
         path = data_path(job.file_path)
         workspace_id = job.workspace_id

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     # Any request body, except on the routes that take files (which allow upload_max_bytes, or the
     # CSV import limit). Keep the reverse proxy's own limit at least as large as the biggest.
     request_max_bytes: int = 1024 * 1024
+    # Rows per committed batch of a CSV import run by the queue: each batch commits with the job's
+    # counters (what progress shows, and where a resumed import starts). Larger batches import a big
+    # file faster; smaller ones show progress and hand a job back on shutdown sooner.
+    import_batch_size: int = Field(default=2000, ge=1)
     # A segment filter's count or page is cancelled after this long (each statement), on both databases.
     filter_timeout_seconds: float = 10.0
     # The widget keeps a visitor token (renewed at each visit) and trades it for access tokens, the
