@@ -360,6 +360,9 @@ def test_the_page_and_the_drill_down_with_a_tag(
     assert 'data-testid="report-tag-presence"' in users.text
     assert presence in users.text
     assert 'data-testid="report-tag-presence"' not in client.get("/reports/users", params=ONE_DAY).text
+    leaderboard = client.get("/reports/leaderboard", params={**ONE_DAY, "tag": "VIP"})
+    assert 'data-testid="report-tag"' in leaderboard.text
+    assert presence in leaderboard.text
     # A report the tag does not filter shows no tag field and says it is not applied.
     contacts = client.get("/reports/contacts", params={**ONE_DAY, "tag": "VIP"})
     assert 'data-testid="report-tag"' not in contacts.text
