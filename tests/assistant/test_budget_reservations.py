@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from tertulia.assistant import grounded, llm, model_settings
-from tertulia.assistant.models import TokenCounter, TokenReservation
+from tertulia.assistant.models import KnowledgeEntry, TokenCounter, TokenReservation
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tests.assistant.fake_openai import FakeOpenAI, Reply, completion, error
@@ -63,6 +63,19 @@ def test_the_bound_is_bytes_not_characters() -> None:
     assert llm.chat_token_bound((m["content"] for m in messages), 600) == (
         sum(len(m["content"].encode()) + llm.FRAMING_TOKENS for m in messages) + llm.FRAMING_TOKENS + 600
     )
+
+
+def test_no_answer_reserves_less_than_the_minimum_the_settings_page_warns_about() -> None:
+    # The shortest prompt a call is made with: one entry of one character each, a one-character
+    # question.
+    shortest = KnowledgeEntry(id=1, language="en", question="?", answer="!")
+    messages = grounded.build_messages("?", [shortest])
+    bound = llm.chat_token_bound((m["content"] for m in messages), grounded.MAX_COMPLETION_TOKENS)
+    assert grounded.MIN_ANSWER_TOKENS < bound < grounded.MIN_ANSWER_TOKENS + 64
+    budgets = {"conversation_token_budget": grounded.MIN_ANSWER_TOKENS - 1, "monthly_token_budget": bound}
+    assert grounded.budget_warnings(budgets) == [
+        grounded.BudgetWarning("conversation_token_budget", "budget_below_one_answer", grounded.MIN_ANSWER_TOKENS)
+    ]
 
 
 @pytest.fixture

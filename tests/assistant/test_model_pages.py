@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from tertulia.assistant.grounded import MIN_ANSWER_TOKENS
 from tertulia.assistant.models import ModelSettings
 from tertulia.kit.db import Database
 from tertulia.web.context import LANGUAGE_COOKIE
@@ -130,3 +131,50 @@ def test_test_connection_shows_success_then_the_endpoints_error(
 def test_agents_cannot_open_it(client: TestClient, db: Database, tenant: Tenant) -> None:
     sign_in_as(client, db, tenant.agent_id, "agent-password")
     assert client.get(PAGE).status_code == 403
+
+
+@pytest.mark.parametrize(
+    ("language", "warning"),
+    [
+        ("es", "Con un presupuesto de menos de {minimum} tokens el modelo no puede escribir ninguna respuesta"),
+        ("en", "With a budget under {minimum} tokens the model cannot write any answer"),
+    ],
+)
+def test_a_budget_below_one_answer_is_saved_with_a_warning_beside_it(
+    client: TestClient, db: Database, tenant: Tenant, endpoint: FakeOpenAI, language: str, warning: str
+) -> None:
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    client.cookies.set(LANGUAGE_COOKIE, language)
+    below = str(MIN_ANSWER_TOKENS - 1)
+    saved = client.post(
+        PAGE, data={**_form(endpoint, conversation_token_budget=below), "csrf_token": token}, follow_redirects=False
+    )
+    assert saved.status_code == 303  # saved, not refused: a manager may switch the model off this way
+    assert _row(db, tenant).conversation_token_budget == MIN_ANSWER_TOKENS - 1
+    page = client.get(PAGE).text
+    assert 'data-testid="conversation-token-budget-warning"' in page
+    assert 'data-testid="monthly-token-budget-warning"' not in page
+    assert warning.format(minimum=MIN_ANSWER_TOKENS) in page
+    # A monthly budget of exactly one answer's reservation admits it; a refused form warns about
+    # what was typed.
+    refused = client.post(
+        PAGE,
+        data={
+            **_form(endpoint, conversation_token_budget="1", monthly_token_budget=str(MIN_ANSWER_TOKENS)),
+            "max_retries": "9",
+            "csrf_token": token,
+        },
+    )
+    assert refused.status_code == 422
+    assert 'data-testid="conversation-token-budget-warning"' in refused.text
+    assert 'data-testid="monthly-token-budget-warning"' not in refused.text
+    # A budget typed as something other than a plain number has its error, not a warning.
+    odd = client.post(PAGE, data={**_form(endpoint, conversation_token_budget="²"), "csrf_token": token})
+    assert odd.status_code == 422
+    assert "token-budget-warning" not in odd.text
+    client.post(
+        PAGE,
+        data={**_form(endpoint, conversation_token_budget=str(MIN_ANSWER_TOKENS)), "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert "token-budget-warning" not in client.get(PAGE).text

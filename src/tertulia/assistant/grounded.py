@@ -90,6 +90,34 @@ def build_messages(question: str, entries: list[KnowledgeEntry]) -> list[dict[st
     ]
 
 
+# The least any answer reserves (`llm.chat_token_bound`): the system prompt and the user message's
+# scaffolding with no entry and an empty question, their framing and the reply's, and the reply's
+# MAX_COMPLETION_TOKENS. A real prompt is longer (a call is made only with at least one entry and a
+# question; five Spanish entries of ~250 characters reserve about 2,400), so a budget below this
+# admits no call at all: the assistant answers from retrieval alone, whatever is asked.
+MIN_ANSWER_TOKENS = chat_token_bound((m["content"] for m in build_messages("", [])), MAX_COMPLETION_TOKENS)
+BUDGET_BELOW_ONE_ANSWER = "budget_below_one_answer"
+BUDGET_FIELDS = ("conversation_token_budget", "monthly_token_budget")
+
+
+@dataclass(frozen=True)
+class BudgetWarning:
+    """A budget that is saved (a manager may switch the model off this way) but admits no answer."""
+
+    field: str
+    code: str
+    minimum: int
+
+
+def budget_warnings(budgets: dict[str, int]) -> list[BudgetWarning]:
+    """A warning for each of `budgets` (by field name) below what one answer reserves."""
+    return [
+        BudgetWarning(field, BUDGET_BELOW_ONE_ANSWER, MIN_ANSWER_TOKENS)
+        for field in BUDGET_FIELDS
+        if field in budgets and budgets[field] < MIN_ANSWER_TOKENS
+    ]
+
+
 _FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 

@@ -4,6 +4,7 @@ knowledge as the assistant would answer it. Settings > Assistant > Bot: the bot'
 channel at a time. Settings > Assistant > Language model: the optional OpenAI-compatible model,
 its "Test connection" and its last error. `manage_knowledge` (owners and managers)."""
 
+import re
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -450,11 +451,21 @@ def _model_page(
             last_error_at=utcnow() if test_error else status.last_error_at,
             last_success_at=status.last_success_at if test_error else utcnow(),
         )
+    typed = typed or _model_typed(status.values)
+    # Beside what the form shows: the saved budgets, or on a refused form what was typed.
+    # A typed text that is not a plain number of tokens has its field's error instead.
+    budgets = {
+        field: int(typed[field])
+        for field in grounded.BUDGET_FIELDS
+        if re.fullmatch(r"[0-9]{1,10}", str(typed.get(field, "")))
+    }
     context = {
         "status": status,
-        "typed": typed or _model_typed(status.values),
+        "typed": typed,
         "errors": errors or {},
         "tested": tested,
+        "budget_warnings": {w.field: w.minimum for w in grounded.budget_warnings(budgets)},
+        "answer_reply_tokens": grounded.MAX_COMPLETION_TOKENS,
     }
     return render_section(ctx, MODEL, "assistant/model.html", context, status_code=422 if errors else 200)
 
