@@ -309,3 +309,73 @@ def test_the_dialog_offers_no_me_assignee_unless_the_condition_says_it(
     }
     kept = client.post(PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps(mine)})
     assert _selected(kept.text, "g0.c0.value") == ["me"]
+
+
+ME_NOTE = "'Me' has no meaning when a workflow runs: choose a person."
+ME_NOTE_ES = "«Yo» no significa nada cuando se ejecuta un flujo: elige a una persona."
+
+
+def _assignee_me(token: str, operator: str = "is") -> dict[str, Any]:
+    """A trigger's panel fields: a tag condition, then an assignee "me" one (the second slot)."""
+    return {
+        "csrf_token": token,
+        "editor_scope": "trigger",
+        "match": "all",
+        "g0.match": "all",
+        "g0.c0.cat": "tag",
+        "g0.c0.op": "has_any_of",
+        "g0.c0.values": ["vip"],
+        "g0.c1.cat": "field:assignee",
+        "g0.c1.op": operator,
+        "g0.c1.value": "me",
+    }
+
+
+def test_an_assignee_me_is_not_counted_and_apply_asks_for_a_person(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant)
+    with db.transaction() as session:
+        # Assigned to the manager looking: counting "me" as the viewer would say 1 (or 0 for "is not").
+        contact = do_create_contact(session, tenant.actor(), {"first_name": "Ana", "assignee_id": tenant.manager_id})
+        do_add_tags(session, tenant.actor(), contact, ["vip"])
+    for operator in ("is", "is_not"):
+        form = _assignee_me(token, operator)
+        counted = client.post(COUNT, data=form)
+        assert counted.status_code == 200, counted.text
+        assert _count_of(counted.text) == ""
+        assert ME_NOTE in markup.unescape(counted.text)
+        assert _error_beside(counted.text, "g0-c1") == ""
+        applied = client.post(APPLY, data=form)
+        assert applied.status_code == 422
+        assert _error_beside(applied.text, "g0-c1") == ME_NOTE
+        assert _error_beside(applied.text, "g0-c0") == ""
+        assert _selected(applied.text, "g0.c1.value") == ["me"]  # shown as it is, to be changed
+    # Opened from stored JSON: the note, not the viewer's count.
+    stored = {"groups": [{"conditions": [{"category": "contact_field", "field": "assignee", "operator": "is",
+                                          "value": "me"}]}]}  # fmt: skip
+    opened = client.post(
+        PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps(stored)}
+    )
+    assert _count_of(opened.text) == ""
+    assert ME_NOTE in markup.unescape(opened.text)
+    # A person instead: counted and applied.
+    person = {**_assignee_me(token), "g0.c1.value": str(tenant.manager_id)}
+    assert _count_of(client.post(COUNT, data=person).text) == "1"
+    chosen = client.post(APPLY, data=person)
+    assert chosen.status_code == 200, chosen.text
+    assert chosen.json()["conditions"]["groups"][0]["conditions"][1]["value"] == tenant.manager_id
+
+
+def test_an_assignee_me_is_refused_in_spanish_beside_other_errors(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant, "es")
+    form = {**_assignee_me(token), "g0.c0.cat": "field:points", "g0.c0.op": "gt", "g0.c0.value": "mucho"}
+    counted = client.post(COUNT, data=_assignee_me(token))
+    assert _count_of(counted.text) == ""
+    assert ME_NOTE_ES in counted.text
+    applied = client.post(APPLY, data=form)
+    assert applied.status_code == 422
+    assert _error_beside(applied.text, "g0-c0") == "debe ser un número"
+    assert _error_beside(applied.text, "g0-c1") == ME_NOTE_ES

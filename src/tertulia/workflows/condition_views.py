@@ -18,6 +18,12 @@ for segments (segments/panel.py and its template), server-rendered here:
   the panel's renders carry it too. Conditions on a branch's variables depend on the run, so a
   filter with any is not counted (a note says why).
 
+An assignee "me" (kept from a definition written before the picker dropped it, or typed in the
+JSON) is the person looking, and a run has none: the engine evaluates it with no user, so "is me"
+matches no one and "is not me" everyone, whatever the contact's assignee. The dialog does not count
+such a filter as if the viewer were "me" (a note says why) and Apply refuses it beside its
+condition, so a person gets chosen instead.
+
 None changes anything (the definition is only saved by the builder's form). Owners and Managers
 only (`manage_workflows`), like the builder.
 """
@@ -69,6 +75,7 @@ NOT_JSON = i18n.lazy("The conditions are not JSON; edit them under Advanced.")
 # language.check_conditions' message, shown at the top when no condition holds the error.
 NOT_CHECKED = i18n.lazy("The conditions have errors.")
 NOT_COUNTED = i18n.lazy("Conditions on variables depend on each run: no count.")
+NO_ME = i18n.lazy("'Me' has no meaning when a workflow runs: choose a person.")
 
 Text = Annotated[str, Form(max_length=MAX_SOURCE)]
 OptionalText = Annotated[str | None, Form(max_length=MAX_SOURCE)]
@@ -116,9 +123,24 @@ def _uses_variables(conditions: dict[str, Any]) -> bool:
     )
 
 
+def _me_slots(conditions: dict[str, Any]) -> list[str]:
+    """The panel slots (`g1-c0`) of the conditions whose assignee is "me": nobody at run time."""
+    return [
+        f"g{group_index}-c{condition_index}"
+        for group_index, group in enumerate(conditions.get("groups") or [])
+        for condition_index, condition in enumerate(group.get("conditions") or [])
+        if condition.get("category") == "contact_field"
+        and condition.get("field") == "assignee"
+        and condition.get("value") == "me"
+    ]
+
+
 def _count(ctx: WebContext, raw: RawFilter, cat: Catalogue) -> dict[str, Any]:
     """The live count's context: `count`, `count_note` and the errors that kept it from counting."""
     conditions = to_filter(raw, cat)
+    # Counting "me" as the viewer would show a number no run ever sees.
+    if _me_slots(conditions):
+        return {"count": None, "count_note": ctx.fmt.gettext(NO_ME), "count_errors": {}}
     if _uses_variables(conditions):
         return {"count": None, "count_note": ctx.fmt.gettext(NOT_COUNTED), "count_errors": {}}
     count, errors = matching_count(ctx, conditions)
@@ -242,10 +264,15 @@ def apply_conditions(
     raw = from_form(ctx.request.state.form, cat)
     conditions = to_filter(raw, cat)
     check = service.check_context(ctx.session, ctx.actor.workspace_id)
+    errors: dict[str, str] = {}
     try:
         language.check_conditions(conditions, check, declared)
     except ValidationFailed as exc:
-        return _render(ctx, raw, cat, scope, errors=_slots(ctx, exc), status_code=422)
+        errors = _slots(ctx, exc)
+    for slot in _me_slots(conditions):
+        errors.setdefault(slot, ctx.fmt.gettext(NO_ME))
+    if errors:
+        return _render(ctx, raw, cat, scope, errors=errors, status_code=422)
     return JSONResponse({"conditions": conditions})
 
 
