@@ -1,19 +1,30 @@
 """Settings > Assistant > Language model on both databases: an owner saves the endpoint with its
 API key, which is never rendered back and is kept when the form leaves it empty; errors show beside
 their fields in Spanish and English; "Test connection" shows that it works, or the endpoint's error
-(not retried); agents cannot open the page."""
+(not retried), its tokens reserved from the month's budget and recorded, or that the month's budget
+is spent and nothing was sent; agents cannot open the page."""
 
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from tertulia.assistant import model_settings
 from tertulia.assistant.grounded import MIN_ANSWER_TOKENS
-from tertulia.assistant.models import ModelSettings
+from tertulia.assistant.models import ModelSettings, ModelUsage, TokenCounter, TokenReservation
+from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.web.context import LANGUAGE_COOKIE
-from tests.assistant.fake_openai import FakeOpenAI, Reply, error, fake_openai
+from tests.assistant.fake_openai import (
+    COMPLETION_TOKENS,
+    PROMPT_TOKENS,
+    FakeOpenAI,
+    Reply,
+    embedding_tokens,
+    error,
+    fake_openai,
+)
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
 
@@ -126,6 +137,68 @@ def test_test_connection_shows_success_then_the_endpoints_error(
     assert _row(db, tenant).last_error == "HTTP 401: Incorrect API key provided"
     # The error stays on the page until a call works.
     assert "HTTP 401" in client.get(PAGE).text
+
+
+def _month_spending(db: Database, tenant: Tenant) -> tuple[int, list[tuple[int | None, int, int]], int]:
+    """The month's counter, the ledger's rows (conversation, prompt, completion) and the
+    reservations still unsettled."""
+    month = model_settings.month_of(utcnow())
+    with db.transaction(write=False) as session:
+        counter = session.scalar(
+            select(TokenCounter.tokens).where(
+                TokenCounter.workspace_id == tenant.workspace_id, TokenCounter.scope == f"month:{month}"
+            )
+        )
+        ledger = session.execute(
+            select(ModelUsage.conversation_id, ModelUsage.prompt_tokens, ModelUsage.completion_tokens)
+            .where(ModelUsage.workspace_id == tenant.workspace_id, ModelUsage.month == month)
+            .order_by(ModelUsage.id)
+        )
+        reservations = session.scalar(
+            select(func.count())
+            .select_from(TokenReservation)
+            .where(TokenReservation.workspace_id == tenant.workspace_id)
+        )
+        return int(counter or 0), [tuple(row) for row in ledger], int(reservations or 0)
+
+
+def test_test_connection_is_counted_and_refused_once_the_month_is_spent(
+    client: TestClient, db: Database, tenant: Tenant, endpoint: FakeOpenAI
+) -> None:
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    client.post(
+        PAGE, data={**_form(endpoint, embedding_model="nomic-embed-text"), "csrf_token": token}, follow_redirects=False
+    )
+    endpoint.content = "OK"
+    worked = client.post(f"{PAGE}/test", data={"csrf_token": token})
+    assert 'data-testid="model-test-ok"' in worked.text
+    spent = PROMPT_TOKENS + embedding_tokens(["OK"]) + COMPLETION_TOKENS
+    # What the endpoint reported, in the ledger (no conversation) and the month's counter; the
+    # reservation settled.
+    assert _month_spending(db, tenant) == (
+        spent,
+        [(None, PROMPT_TOKENS + embedding_tokens(["OK"]), COMPLETION_TOKENS)],
+        0,
+    )
+    assert f"Tokens used this month: {spent}." in client.get(PAGE).text
+
+    # The month's budget is now exactly what was spent: the next test is refused before any request.
+    client.post(
+        PAGE, data={**_form(endpoint, monthly_token_budget=str(spent)), "csrf_token": token}, follow_redirects=False
+    )
+    sent = len(endpoint.requests)
+    client.cookies.set(LANGUAGE_COOKIE, "es")
+    refused = client.post(f"{PAGE}/test", data={"csrf_token": token})
+    assert refused.status_code == 200
+    assert len(endpoint.requests) == sent
+    assert 'data-testid="model-test-refused"' in refused.text
+    assert "el presupuesto de tokens de este mes está agotado" in refused.text
+    assert 'data-testid="model-test-ok"' not in refused.text
+    assert _month_spending(db, tenant) == (
+        spent,
+        [(None, PROMPT_TOKENS + embedding_tokens(["OK"]), COMPLETION_TOKENS)],
+        0,
+    )
 
 
 def test_agents_cannot_open_it(client: TestClient, db: Database, tenant: Tenant) -> None:

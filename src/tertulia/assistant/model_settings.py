@@ -29,7 +29,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tertulia.assistant.llm import Endpoint, ModelError, chat, embed
+from tertulia.assistant.llm import Endpoint, ModelError, chat, chat_token_bound, embed, prompt_token_bound
 from tertulia.assistant.models import ModelSettings, ModelUsage, TokenCounter, TokenReservation
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database, database_of
@@ -492,25 +492,78 @@ TEST_MESSAGES = [
 ]
 
 
-def try_connection(session: Session, actor: Actor) -> tuple[bool, str]:
+# The most "Test connection" can spend: its chat (`max_tokens` of 5) and, when an embeddings model is
+# named, one embedding of "OK".
+TEST_MAX_TOKENS = 5
+TEST_EMBEDDING = "OK"
+
+
+@dataclass(frozen=True)
+class ConnectionTest:
+    """What "Test connection" found: whether it worked, the endpoint's error otherwise, and what it
+    spent against its reservation (settled by `record_connection_test`). `refused`: the month's
+    budget could not take the test, so nothing was sent."""
+
+    worked: bool
+    error: str = ""
+    refused: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reservation: Reservation | None = None
+
+
+def connection_test_bound(embeddings: bool) -> int:
+    bound = chat_token_bound((m["content"] for m in TEST_MESSAGES), TEST_MAX_TOKENS)
+    return bound + (prompt_token_bound([TEST_EMBEDDING]) if embeddings else 0)
+
+
+def try_connection(session: Session, actor: Actor) -> ConnectionTest:
     """One small completion with the saved settings (no retries), and one embedding when an
     embeddings model is named, for "Test connection": whether it worked and the error otherwise.
-    Reads only; the caller records the outcome (`record_call`) in a transaction of its own, so no
-    write lock is held while the endpoint answers."""
+    Its bound is reserved in the month's budget first (`reserve`, as every call to the model; no
+    conversation's), so it is refused, unsent, when the month's budget is spent. The caller records
+    the outcome (`record_connection_test`) in a transaction of its own, so no write lock is held
+    while the endpoint answers."""
     actor.require(Permission.MANAGE_KNOWLEDGE)
     row = row_for(session, actor.workspace_id)
     if row is None or not row.base_url or not row.model:
         raise ValidationFailed.field("base_url", "Save the endpoint's base URL and model first.")
     endpoint = Endpoint(row.base_url, row.model, str((row.secrets or {}).get("api_key") or ""), row.timeout_seconds, 0)
+    # The test runs whether or not the model is on; only the month's budget applies to it.
+    budgets = ActiveModel(endpoint, row.conversation_token_budget, row.monthly_token_budget)
+    bound = connection_test_bound(bool(row.embedding_model))
+    reservation = reserve(session, actor.workspace_id, budgets, None, bound)
+    if reservation is None:
+        return ConnectionTest(False, refused=True)
     try:
-        completion = chat(endpoint, TEST_MESSAGES, max_tokens=5)
+        completion = chat(endpoint, TEST_MESSAGES, max_tokens=TEST_MAX_TOKENS)
     except ModelError as exc:
-        return False, exc.message
+        return ConnectionTest(False, exc.message, False, exc.tokens, exc.completion_tokens, reservation)
+    prompt, written = completion.prompt_tokens, completion.completion_tokens
     if not completion.content.strip():
-        return False, "The endpoint answered with an empty message."
+        return ConnectionTest(
+            False, "The endpoint answered with an empty message.", False, prompt, written, reservation
+        )
     if row.embedding_model:
         try:
-            embed(replace(endpoint, model=row.embedding_model), ["OK"])
+            embedded = embed(replace(endpoint, model=row.embedding_model), [TEST_EMBEDDING])
         except ModelError as exc:
-            return False, f"Embeddings: {exc.message}"
-    return True, ""
+            return ConnectionTest(False, f"Embeddings: {exc.message}", False, prompt + exc.tokens, written, reservation)
+        prompt += embedded.tokens
+    return ConnectionTest(True, "", False, prompt, written, reservation)
+
+
+def record_connection_test(session: Session, workspace_id: int, test: ConnectionTest) -> None:
+    """Settles the test's reservation with what it spent (the month's ledger and counter) and keeps
+    its error or success for the settings page; nothing for a refused test, which reserved nothing."""
+    if test.reservation is None:
+        return
+    record_call(
+        session,
+        workspace_id,
+        None,
+        prompt_tokens=test.prompt_tokens,
+        completion_tokens=test.completion_tokens,
+        error=None if test.worked else test.error,
+        reservations=(test.reservation,),
+    )

@@ -440,6 +440,7 @@ def _model_page(
     errors: dict[str, str] | None = None,
     tested: bool | None = None,
     test_error: str = "",
+    test_refused: bool = False,
 ) -> Response:
     status = model_settings.get_status(ctx.session, ctx.actor)
     if tested is not None:
@@ -464,6 +465,7 @@ def _model_page(
         "typed": typed,
         "errors": errors or {},
         "tested": tested,
+        "test_refused": test_refused,
         "budget_warnings": {w.field: w.minimum for w in grounded.budget_warnings(budgets)},
         "answer_reply_tokens": grounded.MAX_COMPLETION_TOKENS,
     }
@@ -533,11 +535,11 @@ def test_model(ctx: UserPage) -> Response:
     the page shows it (the error, or that it worked)."""
     open_section(ctx, MODEL)
     try:
-        worked, error = model_settings.try_connection(ctx.session, ctx.actor)
+        test = model_settings.try_connection(ctx.session, ctx.actor)
     except ValidationFailed as exc:
         return _model_page(ctx, errors=field_errors(ctx, exc))
+    if test.refused:
+        return _model_page(ctx, test_refused=True)
     with get_db(ctx.request).transaction() as session:
-        model_settings.record_call(
-            session, ctx.actor.workspace_id, None, prompt_tokens=0, completion_tokens=0, error=None if worked else error
-        )
-    return _model_page(ctx, tested=worked, test_error=error)
+        model_settings.record_connection_test(session, ctx.actor.workspace_id, test)
+    return _model_page(ctx, tested=test.worked, test_error=test.error)
