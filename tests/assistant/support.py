@@ -8,14 +8,12 @@ from sqlalchemy import select
 from tertulia.assistant import bot
 from tertulia.assistant.bot_settings import do_save_settings
 from tertulia.assistant.service import check_entry_values, do_create_entry
-from tertulia.channels.models import Channel
-from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
-from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.events import dispatcher
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
+from tests.conversations.support import receive_customer_message
 from tests.fakes import FakeProvider
 
 ENTRIES = [
@@ -56,16 +54,7 @@ class Shop:
     def customer_writes(self, text: str, sender: str = "visitor-1") -> int:
         """Writes the message, lets the bot run; the conversation id."""
         self.counter += 1
-        with self.db.transaction() as session:
-            channel = session.get(Channel, self.channel_id)
-            assert channel is not None
-            received = do_receive(
-                session,
-                channel,
-                InboundMessage(sender_id=sender, provider_message_id=f"{sender}-{self.counter}", text=text),
-            )
-            assert received.conversation is not None
-            conversation_id = received.conversation.id
+        conversation_id = receive_customer_message(self.db, self.channel_id, sender, f"{sender}-{self.counter}", text)
         feed(self.db)
         return conversation_id
 

@@ -1,7 +1,7 @@
 """What every browser test shares: Debian's Chromium (one per module), a console watcher, signing
-in through the login page, a served workspace with one member, a customer writing through the web
-chat, and screenshots for the docs. Browser tests share the machine with the rest of the suite,
-so assertions get room."""
+in through the login page, a served workspace with one member, a new workflow draft, a customer
+writing through the web chat, and screenshots for the docs. Browser tests share the machine with
+the rest of the suite, so assertions get room."""
 
 import os
 import re
@@ -72,6 +72,19 @@ def sign_in_at(page: Page, base_url: str, path: str, email: str, password: str) 
     page.fill("input[name=password]", password)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(re.escape(path) + "$"))
+
+
+def create_workflow_draft(
+    page: Page, base_url: str, member: tuple[str, str], name: str, create_label: str = "Crear borrador"
+) -> int:
+    """Sign `member` (email, password) in on the workflows page and create a draft called `name` with
+    the button labelled `create_label` (in the member's language); the builder is open and the
+    result is the workflow's id."""
+    sign_in_at(page, base_url, "/workflows", *member)
+    page.fill("#f-name", name)
+    page.get_by_role("button", name=create_label).click()
+    page.wait_for_url(re.compile(r"/workflows/\d+$"))
+    return int(page.url.rsplit("/", 1)[1])
 
 
 def _watched_page(browser: Browser, locale: str) -> Iterator[Page]:

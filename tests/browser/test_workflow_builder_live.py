@@ -26,14 +26,12 @@ from tertulia.conversations.models import Conversation
 from tertulia.events import tasks as events_tasks
 from tertulia.kit import queue
 from tertulia.kit.db import Database
-from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
-from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workflows import tasks as workflows_tasks
 from tertulia.workflows.models import WorkflowVersion
 from tertulia.workflows.service import do_create_workflow
-from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
+from tests.browser.conftest import create_workflow_draft, require_chromium, seed_workspace, shot, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 from tests.workflows.support import feed, runs
 
@@ -82,13 +80,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
     database = fresh_sqlite_database(tmp_path_factory.mktemp("builder"))
     with database.transaction() as session:
-        created = do_create_workspace_with_owner(session, "Tienda Flujos", "owner@flujos.example.com", "owner-pass")
-        workspace_id = created.workspace.id
-        manager = do_create_user(session, MANAGER[0], MANAGER[1], first_name="Marta")
-        do_add_member(session, workspace_id, manager.id, Role.MANAGER)
+        seeded = seed_workspace(session, "Tienda Flujos", "owner@flujos.example.com", MANAGER, first_name="Marta")
         english = do_create_user(session, ENGLISH_MANAGER[0], ENGLISH_MANAGER[1], first_name="Ellen", language="en")
-        do_add_member(session, workspace_id, english.id, Role.MANAGER)
-        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        do_add_member(session, seeded.workspace_id, english.id, Role.MANAGER)
+        owner = seeded.owner
         channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
         contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
         linked = do_create_workflow(session, owner, "Con ramas", LINKED)
@@ -128,11 +123,7 @@ def test_a_manager_builds_simulates_publishes_and_sees_it_run(browser: Browser, 
     context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     watch(page, problems)
-    sign_in_at(page, setup.url, "/workflows", *MANAGER)
-    page.fill("#f-name", "Atención web")
-    page.get_by_role("button", name="Crear borrador").click()
-    page.wait_for_url(re.compile(r"/workflows/\d+$"))
-    workflow_id = int(page.url.rsplit("/", 1)[1])
+    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Atención web")
     expect(page.get_by_test_id("builder")).to_be_visible()
     expect(page.locator("#f-definition")).to_be_hidden()
     expect(page.get_by_test_id("trigger-card")).to_contain_text("Conversación abierta")
@@ -381,11 +372,7 @@ def test_a_manager_whose_language_is_english_builds_in_english(browser: Browser,
     context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     watch(page, problems)
-    sign_in_at(page, setup.url, "/workflows", *ENGLISH_MANAGER)
-    page.fill("#f-name", "Web care")
-    page.get_by_role("button", name="Create draft").click()
-    page.wait_for_url(re.compile(r"/workflows/\d+$"))
-    workflow_id = int(page.url.rsplit("/", 1)[1])
+    workflow_id = create_workflow_draft(page, setup.url, ENGLISH_MANAGER, "Web care", "Create draft")
     expect(page.get_by_test_id("trigger-card")).to_contain_text("Conversation opened")
 
     # The step palette: every type by its English name.

@@ -5,7 +5,6 @@ beside it while no tag is chosen, applies, saves, and finds the conditions in th
 (no script error, no CSP violation). SQLite only, like the other browser tests."""
 
 import json
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -15,12 +14,8 @@ from sqlalchemy import select
 
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_tag
 from tertulia.kit.db import Database
-from tertulia.provisioning import do_create_workspace_with_owner
-from tertulia.users.models import Role
-from tertulia.users.permissions import Actor
-from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workflows.models import WorkflowVersion
-from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
+from tests.browser.conftest import create_workflow_draft, require_chromium, seed_workspace, shot, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
@@ -42,11 +37,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_chromium()
     database = fresh_sqlite_database(tmp_path_factory.mktemp("conditions"))
     with database.transaction() as session:
-        created = do_create_workspace_with_owner(session, "Tienda Condiciones", "owner@cond.example.com", "owner-pass")
-        workspace_id = created.workspace.id
-        manager = do_create_user(session, MANAGER[0], MANAGER[1], first_name="Nora")
-        do_add_member(session, workspace_id, manager.id, Role.MANAGER)
-        owner = Actor(workspace_id=workspace_id, kind="user", user_id=created.owner.id, role=Role.OWNER)
+        owner = seed_workspace(
+            session, "Tienda Condiciones", "owner@cond.example.com", MANAGER, first_name="Nora"
+        ).owner
         do_create_tag(session, owner, "vip")
         do_create_tag(session, owner, "nuevo")
         for name, tags in (("Ana", ["vip"]), ("Luis", ["vip"]), ("Eva", ["nuevo"])):
@@ -61,11 +54,7 @@ def test_trigger_conditions_are_edited_in_the_filter_panel(browser: Browser, set
     context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     watch(page, problems)
-    sign_in_at(page, setup.url, "/workflows", *MANAGER)
-    page.fill("#f-name", "Clientes VIP")
-    page.get_by_role("button", name="Crear borrador").click()
-    page.wait_for_url(re.compile(r"/workflows/\d+$"))
-    workflow_id = int(page.url.rsplit("/", 1)[1])
+    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Clientes VIP")
 
     page.get_by_test_id("trigger-card").get_by_role("button").first.click()
     panel = page.get_by_test_id("builder-panel")

@@ -1,4 +1,5 @@
-"""Shared helpers for the inbox tests: channels, visitors, sign-in. Fake providers: tests/fakes.py."""
+"""Shared helpers for the inbox tests: channels, visitors, sign-in, customers' messages. Fake
+providers: tests/fakes.py."""
 
 import base64
 import hashlib
@@ -14,8 +15,10 @@ from starlette.testclient import WebSocketTestSession
 
 from tertulia.channels.adapters.webchat import Visitor as TokenClaims
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, ContactIdentity
+from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import StoredFile
 from tertulia.kit.db import Database
 from tertulia.kit.settings import get_settings
@@ -146,3 +149,16 @@ def stored_image(db: Database, workspace_id: int, name: str = "promo.jpg") -> in
         session.add(stored)
         session.flush()
         return stored.id
+
+
+def receive_customer_message(db: Database, channel_id: int, sender: str, message_id: str, text: str) -> int:
+    """A customer's message arriving on the channel, as the provider would deliver it; the id of the
+    conversation it lands in."""
+    with db.transaction() as session:
+        channel = session.get(Channel, channel_id)
+        assert channel is not None
+        received = do_receive(
+            session, channel, InboundMessage(sender_id=sender, provider_message_id=message_id, text=text)
+        )
+        assert received.conversation is not None
+        return received.conversation.id

@@ -8,12 +8,14 @@ PostgreSQL."""
 
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from tertulia.channels.health import (
     PROVIDER_OUTAGE_AFTER,
@@ -251,41 +253,51 @@ def test_a_disconnected_channel_failing_tells_no_one(db: Database, tenant: Tenan
     assert _notifications(db, tenant.owner_id) == []
 
 
-def test_two_workers_recording_errors_at_once_emit_one_event(db: Database, tenant: Tenant) -> None:
-    with fake_provider() as provider:
-        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+def _race_two_workers(db: Database, first: Callable[[Session], object], second: Callable[[Session], object]) -> None:
+    """Runs `first` in a transaction that stays open while `second` starts in its own transaction
+    and waits for the first's row lock (PostgreSQL) or write lock (SQLite); then lets both finish.
+    Either worker failing fails the test."""
     first_wrote = threading.Event()
     release = threading.Event()
     errors: list[BaseException] = []
 
-    def first() -> None:
+    def run_first() -> None:
         try:
             with db.transaction() as session:
-                record_error(session, channel_id, "refused by the first worker", utcnow())
+                first(session)
                 first_wrote.set()
                 release.wait(10)
         except BaseException as exc:  # reported below
             errors.append(exc)
             first_wrote.set()
 
-    def second() -> None:
+    def run_second() -> None:
         try:
             with db.transaction() as session:
-                # Waits for the first worker's row lock (PostgreSQL) or write lock (SQLite).
-                record_error(session, channel_id, "refused by the second worker", utcnow())
+                second(session)
         except BaseException as exc:
             errors.append(exc)
 
-    one = threading.Thread(target=first)
+    one = threading.Thread(target=run_first)
     one.start()
     assert first_wrote.wait(10)
-    two = threading.Thread(target=second)
+    two = threading.Thread(target=run_second)
     two.start()
     time.sleep(0.3)  # the second is now waiting on the first's lock
     release.set()
     one.join(15)
     two.join(15)
     assert errors == []
+
+
+def test_two_workers_recording_errors_at_once_emit_one_event(db: Database, tenant: Tenant) -> None:
+    with fake_provider() as provider:
+        channel_id, _contact_id = fake_channel_with_contact(db, tenant, provider.url)
+    _race_two_workers(
+        db,
+        lambda session: record_error(session, channel_id, "refused by the first worker", utcnow()),
+        lambda session: record_error(session, channel_id, "refused by the second worker", utcnow()),
+    )
     assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == ["channel.errored"]
     with db.transaction(write=False) as session:
         stored = session.scalar(select(Channel.last_error).where(Channel.id == channel_id))
@@ -457,38 +469,12 @@ def test_two_workers_counting_provider_failures_at_once_emit_one_event(
     _record_provider_failures(
         db, channel_id, *(now - PROVIDER_OUTAGE_AFTER - timedelta(minutes=n) for n in range(failures_before, 0, -1))
     )
-    first_counted = threading.Event()
-    release = threading.Event()
-    errors: list[BaseException] = []
     recorded: list[bool] = []
-
-    def first() -> None:
-        try:
-            with db.transaction() as session:
-                recorded.append(record_failure(session, channel_id, UNREACHABLE, now))
-                first_counted.set()
-                release.wait(10)  # holds the row (PostgreSQL) or the write lock (SQLite)
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-            first_counted.set()
-
-    def second() -> None:
-        try:
-            with db.transaction() as session:
-                recorded.append(record_failure(session, channel_id, UNREACHABLE, now + timedelta(seconds=1)))
-        except BaseException as exc:
-            errors.append(exc)
-
-    one = threading.Thread(target=first)
-    one.start()
-    assert first_counted.wait(10)
-    two = threading.Thread(target=second)
-    two.start()
-    time.sleep(0.3)  # the second is now waiting on the first's lock
-    release.set()
-    one.join(15)
-    two.join(15)
-    assert errors == []
+    _race_two_workers(
+        db,
+        lambda session: recorded.append(record_failure(session, channel_id, UNREACHABLE, now)),
+        lambda session: recorded.append(record_failure(session, channel_id, UNREACHABLE, now + timedelta(seconds=1))),
+    )
     assert recorded == ([False, True] if failures_before == 1 else [True, True])
     assert [kind for kind, _payload in _channel_events(db, tenant.workspace_id)] == ["channel.errored"]
     with db.transaction(write=False) as session:

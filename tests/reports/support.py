@@ -9,12 +9,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
-from tertulia.channels.models import Channel
-from tertulia.channels.protocol import InboundMessage
 from tertulia.contacts.models import Contact, Tag
 from tertulia.contacts.service import do_add_tags, do_merge_contacts
 from tertulia.conversations import service as inbox
-from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation
 from tertulia.events import dispatcher
 from tertulia.kit.clock import travel, utcnow
@@ -24,6 +21,7 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
+from tests.conversations.support import receive_customer_message
 
 
 def feed(db: Database) -> int:
@@ -53,16 +51,7 @@ class Shop:
 
     def customer_writes(self, sender: str, text: str = "hola") -> int:
         """The conversation id."""
-        with self.db.transaction() as session:
-            channel = session.get(Channel, self.channel_id)
-            assert channel is not None
-            received = do_receive(
-                session,
-                channel,
-                InboundMessage(sender_id=sender, provider_message_id=f"{sender}-{utcnow().timestamp()}", text=text),
-            )
-            assert received.conversation is not None
-            return received.conversation.id
+        return receive_customer_message(self.db, self.channel_id, sender, f"{sender}-{utcnow().timestamp()}", text)
 
     def reply(self, conversation_id: int, actor: Actor, text: str = "buenos días") -> int:
         with self.db.transaction() as session:

@@ -4,6 +4,8 @@ Monday to Friday, 09:00-19:00."""
 
 import csv
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -50,6 +52,16 @@ def _shop(db: Database, tenant: Tenant, url: str) -> Shop:
     return Shop(db, tenant, channel.id)
 
 
+@contextmanager
+def _shop_open_nine_to_seven(db: Database, tenant: Tenant) -> Iterator[Shop]:
+    """A shop on a fake provider (up for the block) in a workspace open 09:00-19:00 on weekdays since
+    the Monday before the scenarios' week."""
+    with at("2026-11-02 08:00"):
+        _set_hours(db, tenant, NINE_TO_SEVEN)
+    with fake_provider() as provider:
+        yield _shop(db, tenant, provider.url)
+
+
 def _weekend(shop: Shop, tenant: Tenant) -> int:
     """A message at 18:55 on Friday, assigned at 09:02 on Monday, answered at 09:05, closed at 09:35."""
     with at(f"{FRIDAY} 18:55"):
@@ -80,10 +92,7 @@ def _near(value: float | None, expected: float) -> bool:
 def test_a_friday_evening_message_answered_on_monday_is_ten_business_minutes(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
-    with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+    with _shop_open_nine_to_seven(db, tenant) as shop:
         conversation = _weekend(shop, tenant)
         # Before the consumer applies them, the report replays the pending events: same numbers.
         pending = report(client, tenant, "conversations", **_custom(MONDAY, MONDAY, business_hours="true"))
@@ -143,10 +152,7 @@ def test_a_friday_evening_message_answered_on_monday_is_ten_business_minutes(
 def test_the_csv_and_the_drill_down_follow_the_toggle(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
-    with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+    with _shop_open_nine_to_seven(db, tenant) as shop:
         conversation = _weekend(shop, tenant)
         feed(db)
     params = _custom(MONDAY, MONDAY, business_hours="1")
@@ -182,10 +188,7 @@ def test_the_csv_and_the_drill_down_follow_the_toggle(
 def test_opened_at_23_50_and_answered_next_morning_counts_the_five_open_minutes(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
-    with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+    with _shop_open_nine_to_seven(db, tenant) as shop:
         with at("2026-11-02 23:50"):
             conversation = shop.customer_writes("+5215550000102")
         with at("2026-11-03 09:05"):
@@ -202,10 +205,7 @@ def test_the_hours_in_force_then_count_not_those_saved_later(
 ) -> None:
     """The consumer applies the events only after the hours changed to open around the clock: the
     weekend still counts as closed, because those were the hours while the customer waited."""
-    with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
-    with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+    with _shop_open_nine_to_seven(db, tenant) as shop:
         _weekend(shop, tenant)
         with at(f"{MONDAY} 12:00"):
             _set_hours(db, tenant, ALWAYS)

@@ -6,17 +6,15 @@ from fastapi.testclient import TestClient
 
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
-from tests.fakes import FakeHttpAdapter, fake_provider
+from tests.fakes import FakeHttpAdapter
 from tests.reports.support import at, feed
 from tests.reports.test_business_hours import (
     FIRST_RESPONSE,
     FRIDAY,
     MONDAY,
-    NINE_TO_SEVEN,
     RESOLUTION,
     _near,
-    _set_hours,
-    _shop,
+    _shop_open_nine_to_seven,
     _weekend,
 )
 from tests.web.helpers import sign_in_as
@@ -25,10 +23,7 @@ from tests.web.helpers import sign_in_as
 def test_the_dashboard_times_in_business_hours(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
-    with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+    with _shop_open_nine_to_seven(db, tenant) as shop:
         _weekend(shop, tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
         with at(f"{FRIDAY} 18:58"):
             shop.customer_writes("+5215550000102")  # still waiting on Monday: 2 + 10 business minutes

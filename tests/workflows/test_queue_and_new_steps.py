@@ -78,6 +78,17 @@ ALL_WEEK = {day: [{"start": "00:00", "end": "24:00"}] for day in ("monday", "tue
 ALL_WEEK |= {day: [{"start": "00:00", "end": "24:00"}] for day in ("friday", "saturday", "sunday")}
 
 
+def publish_assign(db: Database, tenant: Tenant, config: dict[str, Any], *, tag_on_timeout: str = "") -> int:
+    """Publishes a workflow on opened conversations whose assign step "a" (with `config`) goes on to
+    tag "ok"; with `tag_on_timeout`, a queue timeout tags that instead. The workflow's id."""
+    assign: dict[str, Any] = {"id": "a", "type": "assign", "config": config, "next": "ok"}
+    steps = [assign, tag("ok")]
+    if tag_on_timeout:
+        assign["on"] = {"timeout": tag_on_timeout}
+        steps.append(tag(tag_on_timeout))
+    return publish(db, tenant, {"trigger": OPENED, "steps": steps})
+
+
 def test_date_time_reads_the_workspace_or_the_conversation_teams_hours(
     db: Database, tenant: Tenant, channel: Channel
 ) -> None:
@@ -138,28 +149,11 @@ def test_queue_first_come_first_served_capacity_presence_and_timeout(
     db: Database, tenant: Tenant, channel: Channel
 ) -> None:
     set_status(db, tenant.manager_id, "online")
-    workflow_id = publish(
+    workflow_id = publish_assign(
         db,
         tenant,
-        {
-            "trigger": OPENED,
-            "steps": [
-                {
-                    "id": "a",
-                    "type": "assign",
-                    "config": {
-                        "to": "workspace",
-                        "only_online": True,
-                        "max_open": 1,
-                        "queue_timeout": {"amount": 1, "unit": "hours"},
-                    },
-                    "next": "ok",
-                    "on": {"timeout": "late"},
-                },
-                tag("ok"),
-                tag("late"),
-            ],
-        },
+        {"to": "workspace", "only_online": True, "max_open": 1, "queue_timeout": {"amount": 1, "unit": "hours"}},
+        tag_on_timeout="late",
     )
     first = customer_writes(db, channel, "q1", "hola")
     feed(db)
@@ -213,21 +207,8 @@ def test_queue_first_come_first_served_capacity_presence_and_timeout(
 def test_a_queued_conversation_taken_by_hand_or_a_stopped_run_leaves_the_queue(
     db: Database, tenant: Tenant, channel: Channel
 ) -> None:
-    workflow_id = publish(
-        db,
-        tenant,
-        {
-            "trigger": OPENED,
-            "steps": [
-                {
-                    "id": "a",
-                    "type": "assign",
-                    "config": {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 2, "unit": "hours"}},
-                    "next": "ok",
-                },
-                tag("ok"),
-            ],
-        },
+    workflow_id = publish_assign(
+        db, tenant, {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 2, "unit": "hours"}}
     )
     taken = customer_writes(db, channel, "t1", "hola")
     stopped = customer_writes(db, channel, "t2", "hola")
@@ -337,21 +318,8 @@ class Crash(Exception):
 
 
 def test_a_crash_while_the_queue_assigns_assigns_once(db: Database, tenant: Tenant, channel: Channel) -> None:
-    workflow_id = publish(
-        db,
-        tenant,
-        {
-            "trigger": OPENED,
-            "steps": [
-                {
-                    "id": "a",
-                    "type": "assign",
-                    "config": {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 1, "unit": "hours"}},
-                    "next": "ok",
-                },
-                tag("ok"),
-            ],
-        },
+    workflow_id = publish_assign(
+        db, tenant, {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 1, "unit": "hours"}}
     )
     contact_id = customer_writes(db, channel, "c1", "hola")
     feed(db)
@@ -434,21 +402,8 @@ def test_the_api_simulates_a_date_time_step_at_a_given_moment_and_reports_bad_wi
 def test_an_agent_coming_online_assigns_a_queued_conversation_without_the_sweep(
     db: Database, tenant: Tenant, channel: Channel
 ) -> None:
-    workflow_id = publish(
-        db,
-        tenant,
-        {
-            "trigger": OPENED,
-            "steps": [
-                {
-                    "id": "a",
-                    "type": "assign",
-                    "config": {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 1, "unit": "days"}},
-                    "next": "ok",
-                },
-                tag("ok"),
-            ],
-        },
+    workflow_id = publish_assign(
+        db, tenant, {"to": "workspace", "only_online": True, "queue_timeout": {"amount": 1, "unit": "days"}}
     )
     waiting = customer_writes(db, channel, "p1", "hola")
     feed(db)
@@ -488,26 +443,10 @@ def test_an_online_agent_joining_the_team_takes_its_queued_conversation_without_
 ) -> None:
     with db.transaction() as session:
         team_id = do_create_team(session, tenant.actor(), "Ventas").id
-    workflow_id = publish(
+    workflow_id = publish_assign(
         db,
         tenant,
-        {
-            "trigger": OPENED,
-            "steps": [
-                {
-                    "id": "a",
-                    "type": "assign",
-                    "config": {
-                        "to": "team",
-                        "team_id": team_id,
-                        "only_online": True,
-                        "queue_timeout": {"amount": 1, "unit": "days"},
-                    },
-                    "next": "ok",
-                },
-                tag("ok"),
-            ],
-        },
+        {"to": "team", "team_id": team_id, "only_online": True, "queue_timeout": {"amount": 1, "unit": "days"}},
     )
     # The agent is online but in no team: the team's conversation waits.
     presence.Tab(db, MemoryPresenceStore(), tenant.agent_id, tenant.workspace_id, "tab-1").arrive()
