@@ -379,3 +379,57 @@ def test_an_assignee_me_is_refused_in_spanish_beside_other_errors(
     assert applied.status_code == 422
     assert _error_beside(applied.text, "g0-c0") == "debe ser un número"
     assert _error_beside(applied.text, "g0-c1") == ME_NOTE_ES
+
+
+def _in_segment(token: str, segment_id: int) -> dict[str, Any]:
+    """A trigger's panel fields: a tag condition, then "in segment" (the second slot)."""
+    return {
+        **_assignee_me(token),
+        "g0.c1.cat": "segment",
+        "g0.c1.op": "in",
+        "g0.c1.value": str(segment_id),
+    }
+
+
+def test_a_segment_that_says_me_even_nested_is_not_counted_and_apply_refuses_it(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant)
+    mine = {"groups": [{"conditions": [{"category": "contact_field", "field": "assignee", "operator": "is",
+                                         "value": "me"}]}]}  # fmt: skip
+    with db.transaction() as session:
+        # Assigned to the manager looking: counting "me" as the viewer would say 1.
+        contact = do_create_contact(session, tenant.actor(), {"first_name": "Ana", "assignee_id": tenant.manager_id})
+        do_add_tags(session, tenant.actor(), contact, ["vip"])
+        direct = do_create_segment(session, tenant.actor(), "Míos", mine).id
+        nested_filter = {"groups": [{"conditions": [{"category": "segment", "operator": "in", "value": direct}]}]}
+        nested = do_create_segment(session, tenant.actor(), "Míos <b>VIP</b>", nested_filter).id
+        everyone = do_create_segment(session, tenant.actor(), "Todos", {"groups": []}).id
+    for segment_id, name in ((direct, "Míos"), (nested, "Míos <b>VIP</b>")):
+        note = f"The segment {name} uses 'Me', which has no meaning when a workflow runs."
+        form = _in_segment(token, segment_id)
+        counted = client.post(COUNT, data=form)
+        assert counted.status_code == 200, counted.text
+        assert _count_of(counted.text) == ""
+        assert note in markup.unescape(counted.text)
+        assert "<b>VIP" not in counted.text  # the name is text, not markup
+        applied = client.post(APPLY, data=form)
+        assert applied.status_code == 422
+        assert _error_beside(applied.text, "g0-c1") == note
+        assert _error_beside(applied.text, "g0-c0") == ""
+    # A segment that does not depend on who is looking: counted and applied.
+    plain = _in_segment(token, everyone)
+    assert _count_of(client.post(COUNT, data=plain).text) == "1"
+    chosen = client.post(APPLY, data=plain)
+    assert chosen.status_code == 200, chosen.text
+    assert chosen.json()["conditions"]["groups"][0]["conditions"][1]["value"] == everyone
+
+    # In Spanish, "is not me" too.
+    client.post("/language", data={"language": "es", "next": "/workflows", "csrf_token": token})
+    with db.transaction() as session:
+        mine["groups"][0]["conditions"][0]["operator"] = "is_not"
+        others = do_create_segment(session, tenant.actor(), "Ajenos", mine).id
+    refused = client.post(APPLY, data=_in_segment(token, others))
+    assert refused.status_code == 422
+    expected = "El segmento Ajenos usa «Yo», que no significa nada cuando se ejecuta un flujo."
+    assert _error_beside(refused.text, "g0-c1") == expected

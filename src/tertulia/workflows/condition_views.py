@@ -20,9 +20,10 @@ for segments (segments/panel.py and its template), server-rendered here:
 
 An assignee "me" (kept from a definition written before the picker dropped it, or typed in the
 JSON) is the person looking, and a run has none: the engine evaluates it with no user, so "is me"
-matches no one and "is not me" everyone, whatever the contact's assignee. The dialog does not count
-such a filter as if the viewer were "me" (a note says why) and Apply refuses it beside its
-condition, so a person gets chosen instead.
+matches no one and "is not me" everyone, whatever the contact's assignee. The same holds for a
+segment condition whose segment says "me", itself or through a segment it nests. The dialog does
+not count such a filter as if the viewer were "me" (a note says why) and Apply refuses it beside its
+condition, so a person (or another segment) gets chosen instead.
 
 None changes anything (the definition is only saved by the builder's form). Owners and Managers
 only (`manage_workflows`), like the builder.
@@ -38,6 +39,8 @@ from starlette.responses import JSONResponse, Response
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, check_form_text, read_only
 from tertulia.kit.text import replace_unsafe_characters
+from tertulia.segments import counts as segment_counts
+from tertulia.segments.language import CheckedFilter, depends_on_viewer
 from tertulia.segments.panel import (
     Catalogue,
     FieldChoice,
@@ -76,6 +79,7 @@ NOT_JSON = i18n.lazy("The conditions are not JSON; edit them under Advanced.")
 NOT_CHECKED = i18n.lazy("The conditions have errors.")
 NOT_COUNTED = i18n.lazy("Conditions on variables depend on each run: no count.")
 NO_ME = i18n.lazy("'Me' has no meaning when a workflow runs: choose a person.")
+SEGMENT_ME = i18n.lazy("The segment %(name)s uses 'Me', which has no meaning when a workflow runs.")
 
 Text = Annotated[str, Form(max_length=MAX_SOURCE)]
 OptionalText = Annotated[str | None, Form(max_length=MAX_SOURCE)]
@@ -123,24 +127,40 @@ def _uses_variables(conditions: dict[str, Any]) -> bool:
     )
 
 
-def _me_slots(conditions: dict[str, Any]) -> list[str]:
-    """The panel slots (`g1-c0`) of the conditions whose assignee is "me": nobody at run time."""
-    return [
-        f"g{group_index}-c{condition_index}"
-        for group_index, group in enumerate(conditions.get("groups") or [])
-        for condition_index, condition in enumerate(group.get("conditions") or [])
-        if condition.get("category") == "contact_field"
-        and condition.get("field") == "assignee"
-        and condition.get("value") == "me"
-    ]
+def _viewer_notes(ctx: WebContext, conditions: dict[str, Any]) -> dict[str, str]:
+    """Why each condition that depends on who is looking means nothing at run time, by panel slot
+    (`g1-c0`): an assignee "me", or a segment whose filter says it, directly or through the
+    segments it nests (a run has no viewer, so "is me" matches no one)."""
+    notes: dict[str, str] = {}
+    segments: tuple[dict[int, str], dict[int, CheckedFilter | ValidationFailed]] | None = None
+    for group_index, group in enumerate(conditions.get("groups") or []):
+        for condition_index, condition in enumerate(group.get("conditions") or []):
+            slot = f"g{group_index}-c{condition_index}"
+            value = condition.get("value")
+            if condition.get("category") == "contact_field" and condition.get("field") == "assignee":
+                if value == "me":
+                    notes[slot] = ctx.fmt.gettext(NO_ME)
+                continue
+            if condition.get("category") != "segment" or not isinstance(value, int) or isinstance(value, bool):
+                continue
+            if segments is None:  # read (cached checked filters) only when a segment is used
+                versions, checked = segment_counts.checked_filters_by_id(ctx.session, ctx.actor.workspace_id)
+                segments = ({segment_id: name for segment_id, name, _at in versions}, checked)
+            names, checks = segments
+            # A segment that does not check (or is not this workspace's) is refused by the check itself.
+            segment = checks.get(value)
+            if isinstance(segment, CheckedFilter) and depends_on_viewer(segment):
+                notes[slot] = ctx.fmt.gettext(SEGMENT_ME) % {"name": names[value]}
+    return notes
 
 
 def _count(ctx: WebContext, raw: RawFilter, cat: Catalogue) -> dict[str, Any]:
     """The live count's context: `count`, `count_note` and the errors that kept it from counting."""
     conditions = to_filter(raw, cat)
     # Counting "me" as the viewer would show a number no run ever sees.
-    if _me_slots(conditions):
-        return {"count": None, "count_note": ctx.fmt.gettext(NO_ME), "count_errors": {}}
+    viewer_notes = _viewer_notes(ctx, conditions)
+    if viewer_notes:
+        return {"count": None, "count_note": next(iter(viewer_notes.values())), "count_errors": {}}
     if _uses_variables(conditions):
         return {"count": None, "count_note": ctx.fmt.gettext(NOT_COUNTED), "count_errors": {}}
     count, errors = matching_count(ctx, conditions)
@@ -269,8 +289,8 @@ def apply_conditions(
         language.check_conditions(conditions, check, declared)
     except ValidationFailed as exc:
         errors = _slots(ctx, exc)
-    for slot in _me_slots(conditions):
-        errors.setdefault(slot, ctx.fmt.gettext(NO_ME))
+    for slot, note in _viewer_notes(ctx, conditions).items():
+        errors.setdefault(slot, note)
     if errors:
         return _render(ctx, raw, cat, scope, errors=errors, status_code=422)
     return JSONResponse({"conditions": conditions})
