@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,11 +39,12 @@ from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.notifications import feed
 from tertulia.notifications.models import Notification
-from tertulia.users.models import Membership, Role
+from tertulia.users.models import Membership, Role, User
 from tests.channels.fake_telegram import BOT_TOKEN, fake_telegram
 from tests.conftest import Tenant
 from tests.conversations.support import fake_channel_with_contact, sign_in
 from tests.fakes import fake_provider
+from tests.web.helpers import sign_in_as
 
 pytestmark = pytest.mark.usefixtures("immediate_queue", "fakehttp_adapter")
 
@@ -482,3 +484,57 @@ def test_two_workers_counting_provider_failures_at_once_emit_one_event(
         assert channel is not None
         assert channel.provider_failures == failures_before + 2  # neither worker's count was lost
     assert _health(db, channel_id) == Health.ERROR
+
+
+def test_a_run_of_provider_failures_is_shown_while_it_builds(client: TestClient, db: Database, tenant: Tenant) -> None:
+    owner = sign_in(db, tenant, Role.OWNER).headers
+    with db.transaction() as session:
+        user = session.get(User, tenant.owner_id)
+        assert user is not None
+        user.timezone = "Asia/Kolkata"  # times on the pages are the viewer's: UTC+5:30, never a whole hour off
+    with fake_telegram() as fake:
+        fake.add_bot()
+        created = client.post(
+            "/api/v1/channels",
+            json={"type": "telegram", "config": {"api_base_url": fake.url}, "secrets": {"bot_token": BOT_TOKEN}},
+            headers=owner,
+        )
+    assert created.status_code == 201, created.text
+    channel_id = int(created.json()["id"])
+    assert created.json()["provider_failures"] is None
+    start = utcnow().replace(microsecond=0) + timedelta(seconds=1)
+    _record_provider_failures(db, channel_id, start, start + timedelta(minutes=1))
+    assert _health(db, channel_id) == Health.CONNECTED
+
+    shown = client.get(f"/api/v1/channels/{channel_id}", headers=owner).json()
+    assert shown["health"]["state"] == "connected"
+    assert shown["provider_failures"] == {"count": 2, "since": start.isoformat()}
+    listed = client.get("/api/v1/channels", headers=owner).json()
+    assert [c["provider_failures"] for c in listed if c["id"] == channel_id] == [
+        {"count": 2, "since": start.isoformat()}
+    ]
+    refused = client.patch(
+        f"/api/v1/channels/{channel_id}", json={"provider_failures": None}, headers=owner
+    )  # read-only, like health
+    assert refused.status_code == 422, refused.text
+    assert set(refused.json()["error"]) == {"code", "message", "details"}
+
+    local = start.astimezone(ZoneInfo("Asia/Kolkata"))
+    sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = client.get(f"/settings/channels/{channel_id}", headers={"Accept-Language": "es"})
+    assert page.status_code == 200
+    assert "Fallos del proveedor desde" in page.text
+    assert f"{local:%H:%M}: 2 (sin respuesta o error del servidor)" in page.text
+    assert "si siguen durante 5 minutos" in page.text
+    overview = client.get("/settings/channels", headers={"Accept-Language": "en"})
+    assert "Provider failures since" in overview.text
+    assert f"{local.hour % 12 or 12}:{local:%M}" in overview.text
+    assert (
+        ": 2 (no answer or server error). The channel is marked in error if they go on for 5 minutes." in overview.text
+    )
+
+    with db.transaction() as session:
+        touch_sent(session, channel_id, start + timedelta(minutes=2))  # it works again: nothing to show
+    assert 'data-testid="provider-run"' not in client.get(f"/settings/channels/{channel_id}").text
+    assert 'data-testid="provider-run"' not in client.get("/settings/channels").text
+    assert client.get(f"/api/v1/channels/{channel_id}", headers=owner).json()["provider_failures"] is None

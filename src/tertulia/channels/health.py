@@ -36,6 +36,8 @@ PROVIDER_OUTAGE_AFTER long and PROVIDER_OUTAGE_FAILURES failures strong. A blip 
 is when it writes (two workers failing at once count two, PostgreSQL re-reading the row the other
 committed), and ended by any sign of life newer than its start; the UPDATE that then puts the
 channel in error is the same conditional one as for any other error, so a run still emits once.
+While a run goes on, Settings > Channels and the channels API show it (`ChannelHealth.provider_run`):
+the channel is still connected, but whoever looks sees the provider failing before it is an outage.
 """
 
 import enum
@@ -66,12 +68,26 @@ class Health(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class ProviderRun:
+    """A run of provider failures going on: how many since when (UTC)."""
+
+    failures: int
+    since: datetime
+
+    @property
+    def outage_minutes(self) -> int:
+        return int(PROVIDER_OUTAGE_AFTER.total_seconds() // 60)
+
+
+@dataclass(frozen=True)
 class ChannelHealth:
     state: Health
     last_callback_at: datetime | None
     last_sent_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
+    # None when no run is going on, or the channel is disconnected (its failures are no one's concern).
+    provider_run: ProviderRun | None = None
 
 
 def health_of(channel: Channel) -> ChannelHealth:
@@ -87,8 +103,24 @@ def health_of(channel: Channel) -> ChannelHealth:
     else:
         state = Health.CONNECTED
     return ChannelHealth(
-        state, channel.last_callback_at, channel.last_sent_at, channel.last_error, channel.last_error_at
+        state,
+        channel.last_callback_at,
+        channel.last_sent_at,
+        channel.last_error,
+        channel.last_error_at,
+        _provider_run_of(channel),
     )
+
+
+def _provider_run_of(channel: Channel) -> ProviderRun | None:
+    """_provider_run_going_on, in Python: the row keeps an ended run's start and count until the
+    next failure starts a new one, so a sign of life since its start means no run."""
+    since = channel.first_provider_failure_at
+    if not channel.active or since is None or not channel.provider_failures:
+        return None
+    if any(t is not None and t >= since for t in (channel.last_callback_at, channel.last_sent_at)):
+        return None
+    return ProviderRun(channel.provider_failures, since)
 
 
 def _stale(column: InstrumentedAttribute[datetime | None], at: datetime) -> ColumnElement[bool]:

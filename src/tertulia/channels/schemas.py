@@ -44,6 +44,7 @@ def channel_out(channel: Channel, actor: Actor, session: Session) -> dict[str, A
     }
     if actor.can(Permission.MANAGE_CHANNELS):
         result["health"] = health_out(channel)
+        result["provider_failures"] = provider_failures_out(channel)
         result["key"] = channel.key
         result["secrets"] = dict.fromkeys(sorted(channel.secrets or {}), "set")
         if channel.type == email_adapter.TYPE:
@@ -79,6 +80,13 @@ def health_out(channel: Channel) -> dict[str, Any]:
         "last_error": health.last_error,
         "last_error_at": _iso(health.last_error_at),
     }
+
+
+def provider_failures_out(channel: Channel) -> dict[str, Any] | None:
+    """The run of provider failures going on (read-only): the channel is still connected and goes
+    into error if it lasts; null when there is none."""
+    run = health_of(channel).provider_run
+    return None if run is None else {"count": run.failures, "since": _iso(run.since)}
 
 
 def channel_summary(channel: Channel) -> dict[str, Any]:
