@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
@@ -40,7 +41,7 @@ from tertulia.kit.db import Database
 from tertulia.notifications import feed
 from tertulia.notifications.models import Notification
 from tertulia.users.models import Membership, Role, User
-from tests.channels.fake_telegram import BOT_TOKEN, fake_telegram
+from tests.channels.fake_telegram import BOT_TOKEN, FakeTelegram, fake_telegram
 from tests.conftest import Tenant
 from tests.conversations.support import fake_channel_with_contact, sign_in
 from tests.fakes import fake_provider
@@ -321,16 +322,22 @@ def test_a_member_made_agent_is_not_told(db: Database, client: TestClient, tenan
     assert _notifications(db, tenant.manager_id) == []
 
 
+def _connect_telegram(client: TestClient, fake: FakeTelegram, headers: dict[str, str]) -> httpx.Response:
+    """A Telegram channel connected through the API to the fake bot server (a new bot there)."""
+    fake.add_bot()
+    created = client.post(
+        "/api/v1/channels",
+        json={"type": "telegram", "config": {"api_base_url": fake.url}, "secrets": {"bot_token": BOT_TOKEN}},
+        headers=headers,
+    )
+    assert created.status_code == 201, created.text
+    return created
+
+
 def test_connecting_a_channel_in_error_again_is_a_recovery(client: TestClient, db: Database, tenant: Tenant) -> None:
     owner = sign_in(db, tenant, Role.OWNER).headers  # connecting takes manage_channels: a person
     with fake_telegram() as fake:
-        fake.add_bot()
-        created = client.post(
-            "/api/v1/channels",
-            json={"type": "telegram", "config": {"api_base_url": fake.url}, "secrets": {"bot_token": BOT_TOKEN}},
-            headers=owner,
-        )
-        assert created.status_code == 201, created.text
+        created = _connect_telegram(client, fake, owner)
         channel_id = int(created.json()["id"])
         with db.transaction() as session:
             record_error(session, channel_id, "Unauthorized", utcnow())
@@ -493,13 +500,7 @@ def test_a_run_of_provider_failures_is_shown_while_it_builds(client: TestClient,
         assert user is not None
         user.timezone = "Asia/Kolkata"  # times on the pages are the viewer's: UTC+5:30, never a whole hour off
     with fake_telegram() as fake:
-        fake.add_bot()
-        created = client.post(
-            "/api/v1/channels",
-            json={"type": "telegram", "config": {"api_base_url": fake.url}, "secrets": {"bot_token": BOT_TOKEN}},
-            headers=owner,
-        )
-    assert created.status_code == 201, created.text
+        created = _connect_telegram(client, fake, owner)
     channel_id = int(created.json()["id"])
     assert created.json()["provider_failures"] is None
     start = utcnow().replace(microsecond=0) + timedelta(seconds=1)

@@ -116,22 +116,26 @@ Period = Annotated[str | None, Query(max_length=13, description="A day or hour o
 Bucket = Annotated[str | None, Query(max_length=16, description="A column of a times table (<30s ... >1h).")]
 
 
+def _bar_arguments(
+    session: DbSession, actor: ApiActor, params: ReportQuery, period: str | None, bucket: str | None
+) -> dict[str, Any]:
+    """One bar's parameters, as the list and its CSV both pass them to the service."""
+    return {
+        "metric": params.metric or "",
+        "period": period or None,
+        "bucket": bucket or None,
+        "preset": params.preset,
+        "start": params.start,
+        "end": params.end,
+        "filters": service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
+        "business_hours": params.business_hours,
+    }
+
+
 def _drill_down(
     session: DbSession, actor: ApiActor, name: str, params: ReportQuery, period: str | None, bucket: str | None
 ) -> dict[str, Any]:
-    return service.drill_down(
-        session,
-        actor,
-        name,
-        metric=params.metric or "",
-        period=period or None,
-        bucket=bucket or None,
-        preset=params.preset,
-        start=params.start,
-        end=params.end,
-        filters=service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
-        business_hours=params.business_hours,
-    )
+    return service.drill_down(session, actor, name, **_bar_arguments(session, actor, params, period, bucket))
 
 
 @router.get("/reports/{name}/list", response_model=DrillDownOut)
@@ -158,17 +162,7 @@ def get_drill_down_csv(
     """The same list as CSV, every item (not the first 500): one row per item, with its contact and
     channel names and its time in the workspace's time zone, read and sent in pages."""
     head, pages = service.drill_down_pages(
-        session,
-        actor,
-        name,
-        metric=params.metric or "",
-        period=period or None,
-        bucket=bucket or None,
-        preset=params.preset,
-        start=params.start,
-        end=params.end,
-        filters=service.with_tag_named(session, actor.workspace_id, params.filters, params.tag),
-        business_hours=params.business_hours,
+        session, actor, name, **_bar_arguments(session, actor, params, period, bucket)
     )
     zone = ZoneInfo(head["timezone"])
 
