@@ -1,6 +1,7 @@
 """Import 100,000 contacts from CSV into a fresh SQLite file and a fresh PostgreSQL database.
 
-`python -m bench import` (`BENCH_IMPORT_ROWS` changes the size). The CSV looks like a real export:
+`python -m bench import` (`BENCH_IMPORT_ROWS` changes the size; `TERTULIA_BENCH_BACKEND=sqlite` or
+`postgresql` runs one database only). The CSV looks like a real export:
 Spanish and English names, emails, phones from five countries written the way people type them,
 three custom fields (list, date, number) and a tags column. Committed batch by batch, as the CLI does.
 """
@@ -28,6 +29,7 @@ from tertulia.users.permissions import Actor
 ROWS = int(os.environ.get("BENCH_IMPORT_ROWS", "100000"))
 POSTGRES_ADMIN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 POSTGRES_DB = "tertulia_bench_import"
+BACKENDS = os.environ.get("TERTULIA_BENCH_BACKEND", "sqlite,postgresql").split(",")
 HEADERS = [
     "Nombre",
     "Apellidos",
@@ -133,8 +135,10 @@ def main() -> None:
         size = csv_path.stat().st_size / 1e6
         print(f"CSV: {ROWS} rows, {size:.1f} MB, ';'-separated, 3 custom fields and tags")
         sqlite_path = Path(tmp) / "bench.db"
-        targets = [("SQLite", f"sqlite:///{sqlite_path}")]
+        targets = [("SQLite", f"sqlite:///{sqlite_path}")] if "sqlite" in BACKENDS else []
         try:
+            if "postgresql" not in BACKENDS:
+                raise psycopg.OperationalError("not asked for (TERTULIA_BENCH_BACKEND)")
             with psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=3) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{POSTGRES_DB}" WITH (FORCE)')
                 conn.execute(f'CREATE DATABASE "{POSTGRES_DB}"')

@@ -3,6 +3,7 @@
 from sqlalchemy import delete, func, select
 
 from tertulia.contacts import service
+from tertulia.contacts.importer import ImportOptions, import_contacts
 from tertulia.contacts.models import Contact, ContactTag, Tag
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
@@ -43,3 +44,32 @@ def test_tag_count_follows_adds_removes_merges_and_deletes(db: Database, tenant:
     with db.transaction() as session:
         service.do_delete_contact(session, actor, session.get_one(Contact, ids[0]))
     assert _assert_consistent(db) == {ids[2]: 0}
+
+
+def test_tag_count_after_an_import_that_creates_and_updates_tagged_contacts(db: Database, tenant: Tenant) -> None:
+    """The import writes new contacts' counts itself on PostgreSQL and tells the trigger not to count
+    their links; links it adds to existing contacts, and any writer after it in the same
+    transaction, are still counted by the trigger."""
+    actor = tenant.actor()
+    with db.transaction() as session:
+        ana_id = service.do_create_contact(session, actor, {"email": "ana@example.com", "tags": ["vip"]}).id
+    data = (
+        "name,email,tags\n"
+        "Ana,ana@example.com,vip; lead\n"  # existing: one new link, one she has
+        "Bea,bea@example.com,VIP; vip | Lead\n"  # new: the same tag twice in different cases
+        "Carla,carla@example.com,\n"
+        "Dora,dora@example.com,b2b\n"
+        "Eva,eva@example.com,b2b;vip;lead;nueva\n"
+    )
+    with db.transaction() as session:
+        options = ImportOptions(workers=0, batch_size=2, update_existing=True)
+        report = import_contacts(session, actor, data.encode(), options)
+        assert (report.created, report.updated) == (4, 1)
+        later = service.do_create_contact(session, actor, {"first_name": "Fer", "tags": ["vip", "b2b"]})
+        later_id = later.id
+    counts = _assert_consistent(db)
+    with db.transaction(write=False) as session:
+        by_email = dict(session.execute(select(Contact.email, Contact.id)).all())
+    assert counts[ana_id] == 2
+    assert [counts[by_email[f"{name}@example.com"]] for name in ("bea", "carla", "dora", "eva")] == [2, 0, 1, 4]
+    assert counts[later_id] == 2

@@ -882,21 +882,27 @@ class _Importer:
                 names.setdefault(fold(name), name)
         tag_ids = {tag.name_key: tag.id for tag in ensure_tags(session, actor.workspace_id, list(names.values()))}
         creates = list(batch.creates.values())
-        ids: Sequence[int] = []
+        # On PostgreSQL new contacts carry their tag_count in the COPY and the trigger is told not to
+        # count their links again: its UPDATE of each just-inserted row was the import's largest cost
+        # (migration 0600). SQLite's row trigger counts them as it does for every other writer.
+        precounted = session.get_bind().dialect.name == "postgresql"
+        new_links: list[dict[str, Any]] = []
         if creates:
             ids = _allocate_contact_ids(session, len(creates))
             rows: list[dict[str, Any]] = []
             for item, contact_id in zip(creates, ids, strict=True):
-                rows.append(self._insert_values(contact_id, item.cleaned, now))
+                keys = dict.fromkeys(fold(name) for name in item.tags)
+                new_links += [{"contact_id": contact_id, "tag_id": tag_ids[key], "created_at": now} for key in keys]
+                row = self._insert_values(contact_id, item.cleaned, now)
+                if precounted:
+                    row["tag_count"] = len(keys)
+                rows.append(row)
                 self.new_ids[item.line] = contact_id
                 self.new_refs[contact_id] = ("new", item.line)
                 activities.append({**activity_row(actor, contact_id, "imported"), "created_at": now})
             _bulk_insert(session, _table(Contact), rows)
             self.created_since_analyze += len(rows)
         links: list[dict[str, Any]] = []
-        for item, contact_id in zip(creates, ids, strict=True):
-            for key in dict.fromkeys(fold(name) for name in item.tags):
-                links.append({"contact_id": contact_id, "tag_id": tag_ids[key], "created_at": now})
         if batch.updates:
             updated_ids = [p.contact.id for p in batch.updates.values()]
             present: set[tuple[int, int]] = {
@@ -918,6 +924,12 @@ class _Importer:
                 if added:
                     contact.updated_at = now
             session.flush()
+        if precounted and new_links:
+            _set_tag_links_precounted(session, True)
+            _bulk_insert(session, _table(ContactTag), new_links)
+            _set_tag_links_precounted(session, False)
+        else:
+            links = new_links + links
         _bulk_insert(session, _table(ContactTag), links)
         _bulk_insert(session, _table(ContactActivity), activities)
 
@@ -959,6 +971,15 @@ def _allocate_contact_ids(session: Session, count: int) -> list[int]:
         return [int(value) for value in session.scalars(query, {"n": count})]
     start = int(session.scalar(select(func.max(Contact.id))) or 0) + 1
     return list(range(start, start + count))
+
+
+def _set_tag_links_precounted(session: Session, on: bool) -> None:
+    """Tell PostgreSQL's tag_count trigger (migration 0600) whether the links inserted next belong to
+    contacts whose tag_count is already written. Local to the transaction, so a failed COPY that rolls
+    it back cannot leave it on for anyone else."""
+    session.execute(
+        text("SELECT set_config('tertulia.tag_links_precounted', :value, true)"), {"value": "on" if on else "off"}
+    )
 
 
 def _table(model: type[Base]) -> Table:

@@ -58,8 +58,9 @@ class Contact(IdMixin, TimestampMixin, Base):
     # accent-insensitive with the same plain comparison on both databases. Kept by
     # service.apply_cleaned and do_merge_contacts; never written anywhere else.
     custom_folded: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default=text("'{}'"))
-    # How many tags the contact has; kept by database triggers on contact_tags (migration
-    # 0070_tag_count), never written by application code, so "has any tag" is an index lookup.
+    # How many tags the contact has, so "has any tag" is an index lookup. Kept by database triggers
+    # on contact_tags (migration 0070_tag_count); the only application writer is the CSV import on
+    # PostgreSQL, which writes it for the contacts it creates and tells the trigger so (0600).
     tag_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     # Blocked: the contact's messages are not put into the inbox, only counted here and recorded in
     # the event log (message.blocked); its web-chat visitors' tokens stop working (identities'
