@@ -113,7 +113,9 @@ def inbound(message_id: str, text: str, sender: str = CUSTOMER) -> dict[str, Any
 
 
 def outbound_status(message_id: str, status: str, to: str = CUSTOMER, reason: str | None = None) -> dict[str, Any]:
-    """An `sms.outbound` event for a message we sent (the same message object, direction outgoing)."""
+    """An `sms.outbound` event for a message we sent: the message object of `inbound` with direction
+    outgoing, its `status` one of docs.bird.com/api/channels-api/message-status-and-interactions
+    (sent, delivered; sending_failed and delivery_failed with a `reason`, message-failure-codes)."""
     payload: dict[str, Any] = {
         "id": message_id,
         "channelId": CHANNEL,

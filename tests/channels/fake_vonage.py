@@ -83,6 +83,10 @@ class FakeVonage:
         )
 
     def receipt(self, client: httpx.Client, message_id: str, status: str, err_code: str = "0") -> httpx.Response:
+        """A delivery receipt for a message sent: the fields of the typical DLR in
+        developer.vonage.com/messaging/sms/guides/delivery-receipts ("Understanding the delivery
+        receipt") and of the SMS API specification's DeliveryReceipt (its `network-code`, `price`
+        and `scts` examples), `err-code` one of that page's "DLR error codes"."""
         sent = next(m for m in self.sent if m["id"] == message_id)
         params = {
             "msisdn": sent["to"],

@@ -164,18 +164,52 @@ def test_vonage_a_receipt_s_err_code_fails_the_message_or_the_channel(
     channel = vonage_connect(client, db, tenant, vonage_fake)
     absent, unregistered = _vonage_reply_ids(client, db, tenant, vonage_fake, channel, 2)
 
-    # developer.vonage.com/messaging/sms/guides/delivery-receipts: err-code 3, the subscriber is gone.
+    # developer.vonage.com/messaging/sms/guides/delivery-receipts, "DLR error codes": err-code 3,
+    # "Absent Subscriber - Permanent", the recipient's number is no longer active.
     assert vonage_fake.receipt(client, str(absent.provider_message_id), "failed", "3").status_code == 200
     callbacks_written(db)
     assert _message(db, absent.id) == (DeliveryStatus.FAILED, "3: Absent subscriber - permanent")
     assert (_state(db, channel["id"]), channel_events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
 
-    # err-code 51, header filter: the account's sender id is not registered (India DLT).
+    # The same table: err-code 51, "Header Filter", "the header ID (`from` phone number) was incorrect
+    # or missing" (India's DLT registration): the channel's sender, not this customer.
     assert vonage_fake.receipt(client, str(unregistered.provider_message_id), "rejected", "51").status_code == 200
     callbacks_written(db)
     assert _message(db, unregistered.id) == (DeliveryStatus.FAILED, "51: Header filter")
     assert _state(db, channel["id"]) == Health.ERROR
     assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "dlr:51")]
+
+
+# The documented err-codes that are the channel's (the DLR error codes table): 16 the account's
+# requests per period, 39 a sender that is not the account's US number, 50 and 51 its India DLT entity
+# id and header. The others are the recipient's, their carrier's or the route's.
+CHANNEL_ERR_CODES = {"16", "39", "50", "51"}
+
+
+@pytest.mark.parametrize("err_code", sorted(vonage.DLR_ERRORS, key=int))
+def test_vonage_a_receipt_s_err_code_is_the_channel_s_only_when_documented_so(err_code: str) -> None:
+    """A receipt's err-code is tagged "dlr:" so that err-code 9 (opted out) is not read as send
+    status 9 (the account out of credit)."""
+    params = {"messageId": "0B00000127FDBC63", "msisdn": "447547232824", "status": "failed", "err-code": err_code}
+    (update,) = vonage._dlr(params)
+    assert update.status == DeliveryStatus.FAILED
+    if err_code == "0":
+        assert update.error is None
+        return
+    assert update.error is not None
+    assert (update.error.code, update.error.fault) == (
+        f"dlr:{err_code}",
+        Fault.ACCOUNT if err_code in CHANNEL_ERR_CODES else Fault.MESSAGE,
+    )
+    assert update.reason == f"{err_code}: {vonage.DLR_ERRORS[err_code]}"
+
+
+def test_vonage_an_err_code_vonage_does_not_document_fails_its_message_with_a_pointer() -> None:
+    params = {"messageId": "0B00000127FDBC63", "msisdn": "447547232824", "status": "failed", "err-code": "17"}
+    (update,) = vonage._dlr(params)
+    assert update.reason == "17: see the Vonage delivery receipt codes"
+    assert update.error is not None
+    assert update.error.fault == Fault.MESSAGE
 
 
 def _messages_status(sent: dict[str, Any], code: int, detail: str) -> dict[str, Any]:
@@ -229,10 +263,11 @@ def bird_fake() -> Iterator[FakeBird]:
         yield server
 
 
-def _bird_failed(message_id: str, failure: dict[str, Any], reason: str) -> dict[str, Any]:
-    """A `delivery_failed` message in its `sms.outbound` event, with the `reason` and `failure` of
-    docs.bird.com/api/channels-api/message-status-and-interactions/message-failure-codes."""
-    event = outbound_status(message_id, "delivery_failed", reason=reason)
+def _bird_failed(message_id: str, status: str, failure: dict[str, Any], reason: str | None) -> dict[str, Any]:
+    """A failed message (`delivery_failed` or `sending_failed`) in its `sms.outbound` event, with the
+    `reason` and `failure` of docs.bird.com/api/channels-api/message-status-and-interactions/
+    message-failure-codes."""
+    event = outbound_status(message_id, status, reason=reason)
     event["payload"]["failure"] = failure
     return event
 
@@ -250,36 +285,46 @@ def test_bird_a_failure_fails_the_message_or_the_channel(
     unknown = send_reply(client, db, tenant, conversation_id, "¿Sigue interesado?")
     unpaid = send_reply(client, db, tenant, conversation_id, "¿Hola?")
 
-    # The documented example, verbatim: an unknown subscriber, the message's.
+    # The example of message-failure-codes and message-failure-sources, verbatim: an unknown
+    # subscriber, the message's.
     subscriber = "details: unknown subscriber; reason: unknown_subscriber; code: 1"
     failure = {"code": 15005, "source": {"name": "sms-messagebird", "code": "1"}}
-    assert (
-        bird_fake.deliver(client, url, _bird_failed(str(unknown.provider_message_id), failure, subscriber)).status_code
-        == 200
-    )
+    unknown_event = _bird_failed(str(unknown.provider_message_id), "delivery_failed", failure, subscriber)
+    assert bird_fake.deliver(client, url, unknown_event).status_code == 200
     callbacks_written(db)
     assert _message(db, unknown.id) == (DeliveryStatus.FAILED, subscriber)
     assert (_state(db, channel["id"]), channel_events(db, tenant.workspace_id)) == (Health.CONNECTED, [])
 
-    # A failure whose source is Bird's accounting (message-failure-sources): the workspace's billing.
-    # The page names the source, not its codes: 14001 here is ours.
-    billing = "insufficient balance"
-    failure = {"code": 14001, "source": {"name": "accounting", "code": "insufficient_balance"}}
-    assert (
-        bird_fake.deliver(client, url, _bird_failed(str(unpaid.provider_message_id), failure, billing)).status_code
-        == 200
+    # A failure whose source is "accounting": per message-failure-sources, "an accounting/billing
+    # service error (before being sent to a third-party platform)", hence `sending_failed`. Neither
+    # that page nor message-failure-codes gives the code or the reason such a failure carries, so
+    # this payload has neither rather than made-up ones: the source alone makes it the workspace's.
+    unpaid_event = _bird_failed(
+        str(unpaid.provider_message_id), "sending_failed", {"source": {"name": "accounting"}}, None
     )
+    assert bird_fake.deliver(client, url, unpaid_event).status_code == 200
     callbacks_written(db)
-    assert _message(db, unpaid.id) == (DeliveryStatus.FAILED, billing)
+    assert _message(db, unpaid.id) == (DeliveryStatus.FAILED, "sending_failed")
     assert _state(db, channel["id"]) == Health.ERROR
-    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", "14001")]
+    assert channel_events(db, tenant.workspace_id) == [("channel.errored", "account", None)]
 
 
 def test_bird_service_failures_are_the_provider_s_and_failures_without_a_code_no_error() -> None:
+    # message-failure-codes: 12001 DEPENDENCY_ERROR, "a generic internal error from dependencies";
+    # message-failure-sources: "pre-processing", a failure before any third-party platform.
     provider = bird._failure_error({"code": 12001, "source": {"name": "pre-processing"}}, "r")
     assert provider is not None
     assert provider.fault == Fault.PROVIDER
+    # docs.bird.com/api/channels-api/message-status-and-interactions/message-failure-sources/
+    # sms-platform-extended-error-codes, verbatim: a carrier's network error, that message's.
+    network = bird._failure_error(
+        {"code": 15001, "source": {"name": "sms-messagebird", "code": "34"}},
+        "details: system failure; reason: received_network_error; code: 34",
+    )
+    assert network is not None
+    assert (network.fault, network.code) == (Fault.MESSAGE, "15001")
     assert bird._failure_error({}, "r") is None
+    assert bird._failure_error({"source": {"name": "sms-messagebird"}}, "r") is None
     assert health.status_failure([]) is None
 
 

@@ -10,15 +10,17 @@ from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, update
 from typer.testing import CliRunner
 from vonage_http_client.auth import Auth
 
+from tertulia.channels.adapters import vonage
 from tertulia.channels.adapters.vonage import sms_signature
 from tertulia.channels.models import Channel
-from tertulia.channels.protocol import DeliveryStatus
+from tertulia.channels.protocol import DeliveryStatus, Fault, TransientError
 from tertulia.cli import app
 from tertulia.contacts.models import ContactIdentity
 from tertulia.conversations.ingress.callbacks import do_flush_stale_sms_parts
@@ -342,6 +344,33 @@ def test_vonage_refusals_fail_the_message_and_throttling_is_retried(
         found = session.get(Channel, channel["id"])
         assert found is not None
         assert found.last_error == "Throughput Rate Exceeded - please wait [ 10 ] and retry (1)"
+
+
+# developer.vonage.com/api-errors/sms (the SMS API specification's x-errors): each status with its
+# description and documented resolution. "Back-off and retry" and a throttle or an internal error
+# are retried; the account's or the recipient's refusals are not.
+@pytest.mark.parametrize(
+    ("status", "error_text", "retried", "fault"),
+    [
+        ("1", "Throttled", True, Fault.ACCOUNT),
+        ("5", "Internal Error", True, Fault.PROVIDER),
+        ("10", "Too Many Existing Binds", True, Fault.ACCOUNT),
+        ("4", "Invalid Credentials", False, Fault.CREDENTIALS),
+        ("9", "Partner Quota Violation", False, Fault.ACCOUNT),
+        ("7", "Number Barred", False, Fault.MESSAGE),
+    ],
+)
+def test_an_sms_api_status_is_retried_as_vonage_s_resolution_says(
+    status: str, error_text: str, retried: bool, fault: Fault
+) -> None:
+    answer = {"message-count": "1", "messages": [{"status": status, "error-text": error_text}]}
+    with pytest.raises(vonage.ChannelError) as refused:
+        vonage._sms_result(httpx.Response(200, json=answer))
+    assert (isinstance(refused.value, TransientError), refused.value.fault, refused.value.code) == (
+        retried,
+        fault,
+        status,
+    )
 
 
 def _channel_events(db: Database, workspace_id: int) -> list[tuple[str, str | None, str | None]]:

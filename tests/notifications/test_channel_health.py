@@ -6,6 +6,7 @@ more. A provider that cannot be reached or fails counts only when it keeps faili
 a blip), and two workers counting its failures at once still tell people once. SQLite and
 PostgreSQL."""
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from tertulia.channels.health import (
 )
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import Fault, PermanentError, TransientError
-from tertulia.channels.service import do_disconnect_channel
+from tertulia.channels.service import do_create_channel, do_disconnect_channel
 from tertulia.conversations.models import Message
 from tertulia.conversations.outbox import process_outbound
 from tertulia.events import dispatcher
@@ -41,7 +42,13 @@ from tertulia.kit.db import Database
 from tertulia.notifications import feed
 from tertulia.notifications.models import Notification
 from tertulia.users.models import Membership, Role, User
+from tests.channels import meta_samples as meta
+from tests.channels.email_support import email_channel
 from tests.channels.fake_telegram import BOT_TOKEN, FakeTelegram, fake_telegram
+from tests.channels.fake_twilio import fake_twilio
+from tests.channels.test_messenger import SECRETS as MESSENGER_SECRETS
+from tests.channels.test_twilio import _connect as twilio_connect
+from tests.channels.test_whatsapp import _connected as whatsapp_channel
 from tests.conftest import Tenant
 from tests.conversations.support import fake_channel_with_contact, sign_in
 from tests.fakes import fake_provider
@@ -493,19 +500,57 @@ def test_two_workers_counting_provider_failures_at_once_emit_one_event(
     assert _health(db, channel_id) == Health.ERROR
 
 
-def test_a_run_of_provider_failures_is_shown_while_it_builds(client: TestClient, db: Database, tenant: Tenant) -> None:
-    owner = sign_in(db, tenant, Role.OWNER).headers
+VIEWER_ZONE = ZoneInfo("Asia/Kolkata")  # UTC+5:30: a time shown in the wrong zone is never a whole hour off
+PROVIDER_RUN_NOTE = re.compile(r'data-testid="provider-run">([^<]*)</div>')
+# The note of two provider failures, around the start time (the catalogues' words, per language).
+PROVIDER_RUN_WORDS = {
+    "en": (
+        "Provider failures since ",
+        ": 2 (no answer or server error). The channel is marked in error if they go on for 5 minutes.",
+    ),
+    "es": (
+        "Fallos del proveedor desde ",
+        ": 2 (sin respuesta o error del servidor). El canal se marca en error si siguen durante 5 minutos.",
+    ),
+}
+
+
+def _two_provider_failures_as_the_owner_sees_them(
+    client: TestClient, db: Database, tenant: Tenant, channel_id: int
+) -> datetime:
+    """Two provider failures a minute apart on the channel, still short of an outage, and the owner
+    signed in to the pages with a time zone of their own; the run's start."""
     with db.transaction() as session:
         user = session.get(User, tenant.owner_id)
         assert user is not None
-        user.timezone = "Asia/Kolkata"  # times on the pages are the viewer's: UTC+5:30, never a whole hour off
+        user.timezone = VIEWER_ZONE.key  # times on the pages are the viewer's
+    start = utcnow().replace(microsecond=0) + timedelta(seconds=1)
+    _record_provider_failures(db, channel_id, start, start + timedelta(minutes=1))
+    assert _health(db, channel_id) == Health.CONNECTED
+    sign_in_as(client, db, tenant.owner_id, "owner-password")
+    return start
+
+
+def _assert_provider_run_shown(page: httpx.Response, language: str, start: datetime) -> None:
+    """The page shows the run: its start in the viewer's time, its count and when it becomes an outage."""
+    assert page.status_code == 200
+    notes = PROVIDER_RUN_NOTE.findall(page.text)
+    prefix, suffix = PROVIDER_RUN_WORDS[language]
+    local = start.astimezone(VIEWER_ZONE)
+    clock = f"{local:%H:%M}" if language == "es" else f"{local.hour % 12 or 12}:{local:%M}"
+    [note] = notes
+    assert note.startswith(prefix), note
+    assert note.endswith(suffix), note
+    assert clock in note[len(prefix) : -len(suffix)], note
+
+
+def test_a_run_of_provider_failures_is_shown_while_it_builds(client: TestClient, db: Database, tenant: Tenant) -> None:
+    owner = sign_in(db, tenant, Role.OWNER).headers
     with fake_telegram() as fake:
         created = _connect_telegram(client, fake, owner)
     channel_id = int(created.json()["id"])
     assert created.json()["provider_failures"] is None
-    start = utcnow().replace(microsecond=0) + timedelta(seconds=1)
-    _record_provider_failures(db, channel_id, start, start + timedelta(minutes=1))
-    assert _health(db, channel_id) == Health.CONNECTED
+    start = _two_provider_failures_as_the_owner_sees_them(client, db, tenant, channel_id)
 
     shown = client.get(f"/api/v1/channels/{channel_id}", headers=owner).json()
     assert shown["health"]["state"] == "connected"
@@ -520,22 +565,57 @@ def test_a_run_of_provider_failures_is_shown_while_it_builds(client: TestClient,
     assert refused.status_code == 422, refused.text
     assert set(refused.json()["error"]) == {"code", "message", "details"}
 
-    local = start.astimezone(ZoneInfo("Asia/Kolkata"))
-    sign_in_as(client, db, tenant.owner_id, "owner-password")
     page = client.get(f"/settings/channels/{channel_id}", headers={"Accept-Language": "es"})
-    assert page.status_code == 200
-    assert "Fallos del proveedor desde" in page.text
-    assert f"{local:%H:%M}: 2 (sin respuesta o error del servidor)" in page.text
-    assert "si siguen durante 5 minutos" in page.text
-    overview = client.get("/settings/channels", headers={"Accept-Language": "en"})
-    assert "Provider failures since" in overview.text
-    assert f"{local.hour % 12 or 12}:{local:%M}" in overview.text
-    assert (
-        ": 2 (no answer or server error). The channel is marked in error if they go on for 5 minutes." in overview.text
-    )
+    _assert_provider_run_shown(page, "es", start)
+    _assert_provider_run_shown(client.get("/settings/channels", headers={"Accept-Language": "en"}), "en", start)
 
     with db.transaction() as session:
         touch_sent(session, channel_id, start + timedelta(minutes=2))  # it works again: nothing to show
     assert 'data-testid="provider-run"' not in client.get(f"/settings/channels/{channel_id}").text
     assert 'data-testid="provider-run"' not in client.get("/settings/channels").text
     assert client.get(f"/api/v1/channels/{channel_id}", headers=owner).json()["provider_failures"] is None
+
+
+def _whatsapp(request: pytest.FixtureRequest, client: TestClient, db: Database, tenant: Tenant) -> int:
+    return whatsapp_channel(db, tenant).id
+
+
+def _twilio(request: pytest.FixtureRequest, client: TestClient, db: Database, tenant: Tenant) -> int:
+    with fake_twilio() as fake:
+        fake.add_number()
+        return int(twilio_connect(client, db, tenant, fake)["id"])
+
+
+def _email(request: pytest.FixtureRequest, client: TestClient, db: Database, tenant: Tenant) -> int:
+    return email_channel(db, tenant, request.getfixturevalue("mail")).id
+
+
+def _messenger(request: pytest.FixtureRequest, client: TestClient, db: Database, tenant: Tenant) -> int:
+    """A Page's channel as connecting leaves it; its page asks Meta nothing."""
+    with db.transaction() as session:
+        config = {"page_id": meta.PAGE_ID}
+        return do_create_channel(session, tenant.actor(), "messenger", "Página", config, MESSENGER_SECRETS).id
+
+
+# Besides Telegram's, the pages with the note: WhatsApp's, the SMS page (Twilio here; Vonage and Bird
+# share it), the mailbox's and Meta's (Messenger here; Instagram shares it).
+CHANNEL_KINDS: dict[str, Callable[[pytest.FixtureRequest, TestClient, Database, Tenant], int]] = {
+    "whatsapp": _whatsapp,
+    "twilio": _twilio,
+    "email": _email,
+    "messenger": _messenger,
+}
+
+
+@pytest.mark.parametrize("kind", CHANNEL_KINDS)
+def test_every_provider_channel_s_page_shows_its_run_of_provider_failures(
+    request: pytest.FixtureRequest, client: TestClient, db: Database, tenant: Tenant, kind: str
+) -> None:
+    channel_id = CHANNEL_KINDS[kind](request, client, db, tenant)
+    start = _two_provider_failures_as_the_owner_sees_them(client, db, tenant, channel_id)
+    for language in ("en", "es"):
+        page = client.get(f"/settings/channels/{channel_id}", headers={"Accept-Language": language})
+        _assert_provider_run_shown(page, language, start)
+    with db.transaction() as session:
+        touch_sent(session, channel_id, start + timedelta(minutes=2))
+    assert 'data-testid="provider-run"' not in client.get(f"/settings/channels/{channel_id}").text

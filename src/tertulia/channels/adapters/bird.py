@@ -30,7 +30,8 @@ Wire format: ../shared/reference/channels.md sections 10 and 11 (docs.bird.com, 
   account's rate limit) or the legacy error code (LEGACY_FAULTS: 2 the access key, 25 the
   balance); a refused number or body fails the message alone. A failed status's `failure` is judged
   the same way (FAILURE_SOURCE_FAULTS): a failure whose source is Bird's accounting is the
-  account's, like a 402; a code 12XXX Bird's own; an unknown subscriber (15005) the message's.
+  account's, like a 402, with or without a code; a code 12XXX Bird's own; an unknown subscriber
+  (15005) or any other code the message's.
 """
 
 import base64
@@ -398,10 +399,12 @@ LEGACY_FAULTS: dict[str, Fault] = {"2": Fault.CREDENTIALS, "25": Fault.ACCOUNT, 
 
 # A failed message's `failure` in a status webhook, `{"code": 15005, "source": {"name", "code"}}`
 # (docs.bird.com/api/channels-api/message-status-and-interactions/message-failure-codes and
-# /message-failure-sources): the source "accounting" is the workspace's billing (Bird's 402 when it
-# refuses a send), codes 12XXX are Bird's own service errors; the rest (11XXX the message as
-# submitted, 14XXX and 15XXX the recipient or their network, as "unknown subscriber" 15005) fail the
-# message.
+# /message-failure-sources). Its source says where it failed: "accounting", "an accounting/billing
+# service error (before being sent to a third-party platform)", is the workspace's billing (Bird's
+# 402 when it refuses a send), whatever its code; Bird names no code for it, so the source alone
+# decides. Codes 12XXX are Bird's own "Service Errors ... not directly caused by the user" (12001
+# DEPENDENCY_ERROR); the rest (11XXX the message as submitted, 14XXX "Customer Error", 15XXX the
+# platform or carrier, as "unknown subscriber" 15005) fail the message alone.
 FAILURE_SOURCE_FAULTS: dict[str, Fault] = {"accounting": HTTP_FAULTS[402]}
 SERVICE_FAILURES = range(12000, 13000)
 
@@ -477,15 +480,17 @@ def _channel_status(message: dict[str, Any]) -> list[StatusUpdate]:
 
 
 def _failure_error(failure: dict[str, Any], reason: str) -> PermanentError | None:
-    """A failed message's `failure` as our error (FAILURE_SOURCE_FAULTS); None when it has no code."""
-    code = failure.get("code")
-    if not isinstance(code, int):
-        return None
+    """A failed message's `failure` as our error (FAILURE_SOURCE_FAULTS, SERVICE_FAILURES); None when
+    it names neither a code nor a source that decides whose fault it is."""
+    raw_code = failure.get("code")
+    code = raw_code if isinstance(raw_code, int) else None
     source = failure.get("source") if isinstance(failure.get("source"), dict) else {}
     fault = FAILURE_SOURCE_FAULTS.get(str((source or {}).get("name") or ""))
-    if fault is None and code in SERVICE_FAILURES:
+    if fault is None and code is not None and code in SERVICE_FAILURES:
         fault = Fault.PROVIDER
-    return PermanentError(reason, code=str(code), fault=fault)
+    if code is None and fault is None:
+        return None
+    return PermanentError(reason, code=None if code is None else str(code), fault=fault)
 
 
 def _parse_legacy(channel: Channel, params: dict[str, str]) -> ParsedWebhook:

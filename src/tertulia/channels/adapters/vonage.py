@@ -29,16 +29,18 @@ Wire format: ../shared/reference/channels.md sections 9 and 11 (and developer.vo
   Messages API status webhooks (submitted = sent, delivered, read, rejected/undeliverable = failed
   with the error's title and detail). Sent with every message: `callback` / `webhook_url`.
 - Outbound: text, `type=unicode` when the text is not GSM-7 (SMS API). SMS API answers 200 with a
-  `status` per part: 1 (throttled) and 5 (internal error) are TransientErrors, any other non-zero
-  status a PermanentError with Vonage's `error-text`. Messages API answers RFC 7807 problems: 429
-  and 5xx transient, anything else permanent with the title and detail. Whose fault: the SMS API's
+  `status` per part: 1 (throttled), 5 (internal error) and 10 (too many binds: "back-off and retry")
+  are TransientErrors, any other non-zero status a PermanentError with Vonage's `error-text`.
+  Messages API answers RFC 7807 problems: 429 and 5xx transient, anything else permanent with the
+  title and detail. Whose fault: the SMS API's
   status or the Messages API's error code (FAULTS: 4 bad credentials, 8/9/11 the account barred, out
   of credit or not enabled, 15 a sender the account may not use; 1060 the account barred, 1070 its
   quota, 1120 its sender refused), else the HTTP status (HTTP_FAULTS: 401 the credentials, 402 the
   balance); a barred or invalid number fails the message alone. A failure reported later is judged
-  by the same table: a delivery receipt's `err-code` ("dlr:50"/"dlr:51", the account's India DLT
-  entity or sender registration, are the channel's; an unreachable, barred or opted-out recipient
-  the message's) and a Messages API status's `error.type` code.
+  by the same table: a Messages API status's `error.type` code, and a delivery receipt's `err-code`
+  as "dlr:<err-code>" (apart from the send statuses it shares numbers with): 16, 39, 50 and 51 (the
+  account's quota, a sender refused for the US, its India DLT entity or header) are the channel's;
+  an unreachable, barred or opted-out recipient the message's.
 """
 
 import hashlib
@@ -92,16 +94,17 @@ API_KEY = re.compile(r"^[0-9a-zA-Z]{6,16}$")
 ALPHANUMERIC_SENDER = re.compile(r"^[0-9A-Za-z ]{1,11}$")
 TIMEOUT = httpx.Timeout(15.0, connect=5.0)
 FOLLOW_UPS = frozenset({"help_reply"})
-# SMS API send statuses worth retrying: 1 throttled, 5 internal error.
-SMS_RETRYABLE = frozenset({"1", "5"})
+# SMS API send statuses worth retrying: 1 throttled, 5 internal error, 10 too many existing binds
+# (its documented resolution: "Back-off and retry").
+SMS_RETRYABLE = frozenset({"1", "5", "10"})
 # Whose fault Vonage's codes are, one table for a refused send and a failure reported later: the SMS
 # API's send statuses (developer.vonage.com/messaging/sms/guides/troubleshooting-sms), the Messages
 # API's error codes, in a refused request's and in a status webhook's `error.type`
 # (developer.vonage.com/api-errors/messages-olympus), and the SMS API's delivery receipt `err-code`s,
-# "dlr:<err-code>" (developer.vonage.com/messaging/sms/guides/delivery-receipts). An unlisted one
-# (2, 3, 6 bad parameters, 7 number barred, 12 too long, 22 bad network, 29 not a whitelisted
-# destination, 33 number deactivated; 1050 number barred; a receipt's unreachable, barred, opted-out
-# or filtered recipient) fails the message.
+# "dlr:<err-code>" (DLR_ERRORS). An unlisted one (2, 3, 6 bad parameters, 7 number barred, 12 too
+# long, 22 bad network, 29 not a whitelisted destination, 33 number deactivated; 1050 number barred;
+# a receipt's unreachable, barred or opted-out recipient, a refused content template or consent)
+# fails the message.
 FAULTS: dict[str, Fault] = {
     "1": Fault.ACCOUNT,  # throttled: faster than the account's limit (retried)
     "4": Fault.CREDENTIALS,  # invalid credentials
@@ -121,8 +124,10 @@ FAULTS: dict[str, Fault] = {
     "1080": Fault.ACCOUNT,  # the account is not enabled for REST
     "1100": Fault.PROVIDER,  # communication failed
     "1120": Fault.ACCOUNT,  # illegal sender address: local rules refuse the channel's sender id
-    "dlr:50": Fault.ACCOUNT,  # entity filter: the account's entity id (India DLT) wrong or missing
-    "dlr:51": Fault.ACCOUNT,  # header filter: the sender id (header) is not registered
+    "dlr:16": Fault.ACCOUNT,  # gateway quota exceeded: the account's requests per period (US, France)
+    "dlr:39": Fault.ACCOUNT,  # illegal sender address for a US destination: not the account's US number
+    "dlr:50": Fault.ACCOUNT,  # entity filter: the account's `entity-id` (India DLT) incorrect or missing
+    "dlr:51": Fault.ACCOUNT,  # header filter: the header id (the channel's `from`) incorrect or missing
 }
 RECEIPT_CODE = "dlr:{}"
 # Whose fault a refused HTTP request is (the Messages API's RFC 7807 problems, the account API).
@@ -149,7 +154,12 @@ MESSAGES_STATUSES = {
     "rejected": DeliveryStatus.FAILED,
     "undeliverable": DeliveryStatus.FAILED,
 }
-# Delivery receipt error codes (developer.vonage.com/messaging/sms/guides/delivery-receipts).
+# Delivery receipt error codes, as Vonage documents them: the "DLR error codes" table of
+# developer.vonage.com/messaging/sms/guides/delivery-receipts, whose source
+# (`_documentation/en/messaging/sms/guides/delivery-receipts.md` in Nexmo/nexmo-developer) gained
+# 16 and 50-54 with the India DLT rules (pull request 3412, "Updated delivery-receipts documentation
+# with new errors in line with DLT", December 2020) and 39 later. Vonage API Support's "Vonage SMS
+# Delivery Error Codes and Descriptions" gives the same meanings as far as it could be read (0-14).
 DLR_ERRORS = {
     "0": "Delivered",
     "1": "Unknown",
@@ -168,6 +178,7 @@ DLR_ERRORS = {
     "14": "Number blocked by carrier",
     "15": "Prepaid insufficient funds",
     "16": "Gateway quota exceeded",
+    "39": "Illegal sender address for US destination",
     "50": "Entity filter",
     "51": "Header filter",
     "52": "Content filter",
