@@ -14,7 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from tertulia.assistant import bot_settings, model_settings
+from tertulia.assistant import bot, bot_settings, model_settings
 from tertulia.assistant.models import BotTurn
 from tertulia.broadcasts.models import Broadcast, BroadcastRecipient, BroadcastStatus, RecipientState
 from tertulia.channels.message_templates import slots, templates_of
@@ -40,12 +40,14 @@ from tertulia.demo_integrations import (
     WEBHOOK_EVENTS,
     WEBHOOK_URL,
 )
+from tertulia.events import dispatcher
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.settings import get_settings
 from tertulia.reports.export_models import DataExport
 from tertulia.reports.models import Rollup
 from tertulia.users.models import Membership, Role
+from tertulia.webhooks import fanout
 from tertulia.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tertulia.workflows import catalogue
 from tertulia.workflows import service as workflows_service
@@ -199,6 +201,14 @@ def test_the_demo_fills_webhooks_the_bot_templates_and_the_import_history(db: Da
     # The queue is immediate here: the import ran right after the seed's commit, as the server's
     # consumer runs it when it starts.
     with db.transaction(write=False) as session:
+        seeded_turns = session.scalar(select(func.count()).select_from(BotTurn))
+    # What a server does as it starts: the webhooks' and the bot's consumers read the whole log.
+    # Neither acts on the demo's history: the endpoint is off, and every web-chat message the bot
+    # is free to answer already had its turn.
+    for _ in range(50):
+        if not dispatcher.dispatch(db, [fanout.CONSUMER, bot.CONSUMER], settle_wait=2.0).unsettled:
+            break
+    with db.transaction(write=False) as session:
         endpoints = session.scalars(select(WebhookEndpoint).where(WebhookEndpoint.workspace_id == workspace_id)).all()
         deliveries = session.scalars(
             select(WebhookDelivery).where(WebhookDelivery.workspace_id == workspace_id).order_by(WebhookDelivery.id)
@@ -212,7 +222,7 @@ def test_the_demo_fills_webhooks_the_bot_templates_and_the_import_history(db: Da
         whatsapp = session.scalars(
             select(Channel).where(Channel.workspace_id == workspace_id, Channel.type == "whatsapp")
         ).one()
-        bot = bot_settings.settings_for(session, workspace_id, webchat.id)
+        webchat_bot = bot_settings.settings_for(session, workspace_id, webchat.id)
         others = {
             c.id: bot_settings.settings_for(session, workspace_id, c.id).enabled
             for c in session.scalars(
@@ -250,6 +260,7 @@ def test_the_demo_fills_webhooks_the_bot_templates_and_the_import_history(db: Da
     # 1. A switched-off webhook endpoint whose log is finished: delivered, one after a failed try.
     assert [(e.url, e.enabled, e.disabled_at is not None) for e in endpoints] == [(WEBHOOK_URL, False, True)]
     assert len(deliveries) == WEBHOOK_DELIVERIES
+    assert len(turns) == seeded_turns
     assert {d.state for d in deliveries} == {DeliveryState.DELIVERED}
     assert {d.event_type for d in deliveries} == set(WEBHOOK_EVENTS)
     tries = Counter(a.delivery_id for a in attempts)
@@ -259,8 +270,8 @@ def test_the_demo_fills_webhooks_the_bot_templates_and_the_import_history(db: Da
     assert all(d.delivered_at is not None and d.delivered_at < utcnow() - timedelta(days=1) for d in deliveries)
     # 2. The bot on the web chat only, no language model; it answered from the knowledge, handed
     # off when asked for a person (with the hand-off's note), and its replies were delivered.
-    assert bot.enabled
-    assert bot.max_bot_answers == BOT_SETTINGS["max_bot_answers"]
+    assert webchat_bot.enabled
+    assert webchat_bot.max_bot_answers == BOT_SETTINGS["max_bot_answers"]
     assert not any(others.values())
     assert model is None
     outcomes = Counter((t.outcome, t.reason) for t in turns)
@@ -342,8 +353,23 @@ def test_the_demo_command_seeds_and_serves_the_demo_workspace(tmp_path: Path) ->
                 },
             )
             assert signed.status_code == 303, signed.text
-            inbox = client.get("/messages")
-            assert inbox.status_code == 200
+            assert client.get("/messages").status_code == 200
+            # The inbox's list, as its page asks for it: open conversations, the bot's hand-off among them.
+            listed = client.get("/api/v1/conversations", params={"view": "all", "status": "all", "limit": 100})
+            assert listed.status_code == 200, listed.text
+            items = listed.json()["items"]
+            assert len(items) >= len(SCRIPTS) + len(BOT_SCRIPTS)
+            handed_off = next(c for c in items if "Beatriz" in json.dumps(c, ensure_ascii=False))
+            thread = client.get(f"/api/v1/conversations/{handed_off['id']}/messages").json()["items"]
+            assert any((m.get("payload") or {}).get("automation") == "assistant" for m in thread)
+            assert any(m["direction"] == "comment" and m["text"].startswith("Bot handed off.") for m in thread)
+            # The composer's template picker on a WhatsApp conversation: the approved templates.
+            on_whatsapp = next(c for c in items if "Lucía" in json.dumps(c, ensure_ascii=False))
+            picker = client.get(f"/api/v1/conversations/{on_whatsapp['id']}/templates").json()["items"]
+            assert {"confirmacion_pedido", "envio_en_camino", "promo_buen_fin", "order_update"} <= {
+                t["name"] for t in picker
+            }
+            assert all(t["status"] == "APPROVED" for t in picker)
             webhooks = client.get("/settings/webhooks")
             assert WEBHOOK_URL in webhooks.text
             endpoint = re.search(r'href="/settings/webhooks/(\d+)"', webhooks.text)
@@ -351,8 +377,8 @@ def test_the_demo_command_seeds_and_serves_the_demo_workspace(tmp_path: Path) ->
             log = client.get(f"/settings/webhooks/{endpoint.group(1)}").text
             assert log.count("contact.created") + log.count("conversation.closed") >= WEBHOOK_DELIVERIES
             assert "503" in log
-            bot = client.get("/settings/assistant-bot").text
-            assert "Te comunico con alguien del equipo" in bot
+            bot_page = client.get("/settings/assistant-bot").text
+            assert "Te comunico con alguien del equipo" in bot_page
             channels = client.get("/settings/channels").text
             templates_pages = [
                 client.get(f"/settings/channels/{channel_id}/templates")

@@ -78,7 +78,7 @@ LAST_NAMES_EN = ["Smith", "Johnson", "Brown", "Taylor", "Wilson", "Davies", "Eva
 ES_COUNTRIES = [
     ("MX", "+52 55 {:04d} {:04d}"),
     ("ES", "+34 6{:02d} {:03d} {:03d}"),
-    ("CO", "+57 310 {:03d} {:04d}"),
+    ("CO", "+57 31{:02d} {:03d} {:03d}"),  # a mobile: 3xx xxx xxxx
     ("AR", "+54 9 11 {:04d} {:04d}"),
 ]
 EN_COUNTRIES = [("US", "+1 415 555 {:04d}"), ("GB", "+44 7700 9{:05d}")]

@@ -356,7 +356,7 @@ def _seed_contact_history(
         if rng.random() >= HISTORY_SHARE or contact.phone is None:
             continue
         kind = rng.choice(("whatsapp", "whatsapp", "twilio"))
-        if kind == "whatsapp" and rng.random() < 0.4:
+        if kind == "whatsapp" and rng.random() < 0.55:
             hours_ago = BROADCAST_HOURS_AGO + rng.uniform(1, 20)
         else:
             hours_ago = rng.uniform(BROADCAST_HOURS_AGO + 24, 60 * 24)
