@@ -17,6 +17,7 @@ from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_
 from tertulia.conversations.away import do_set_away_message
 from tertulia.conversations.models import Conversation
 from tertulia.demo_inbox import SPAM_NAME, seed_inbox
+from tertulia.demo_integrations import seed_import, seed_webhook
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.kit.settings import get_settings
@@ -77,7 +78,7 @@ LAST_NAMES_EN = ["Smith", "Johnson", "Brown", "Taylor", "Wilson", "Davies", "Eva
 ES_COUNTRIES = [
     ("MX", "+52 55 {:04d} {:04d}"),
     ("ES", "+34 6{:02d} {:03d} {:03d}"),
-    ("CO", "+57 310 {:03d} {:04d}"),
+    ("CO", "+57 31{:02d} {:03d} {:03d}"),  # a mobile: 3xx xxx xxxx
     ("AR", "+54 9 11 {:04d} {:04d}"),
 ]
 EN_COUNTRIES = [("US", "+1 415 555 {:04d}"), ("GB", "+44 7700 9{:05d}")]
@@ -171,14 +172,18 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
             "ask_name": True,
         },
     )
+    # The knowledge first: the web chat's bot answers from it in the inbox's history.
+    seed_knowledge(session, actor)
     seed_inbox(session, actor, agent.id, rng, manager_id=manager.id)
     seed_broadcasts(session, actor)
-    seed_knowledge(session, actor)
     seed_hours(session, actor)
     seed_workflows(session, actor)
     # A data export of the last 30 days, built in the background (Settings > Data export).
     today = utcnow().date()
     do_create_export(session, actor, today - timedelta(days=30), today)
+    seed_webhook(session, actor, rng)
+    # Run by the import's own runner when the server starts, as the export is built.
+    seed_import(session, actor)
     session.flush()
     return created
 

@@ -4,7 +4,9 @@ The history is written the way it would have arrived: customer messages through 
 path (`do_receive_many`, which also finds or creates each contact), notes, assignments and closings
 through the inbox's services. Replies the team sent in the past are written as already delivered
 or read rows instead of through `do_reply`, which would queue them for the provider now; the demo's
-WhatsApp and Telegram channels hold placeholder credentials and reach no provider. Each step is
+WhatsApp and Telegram channels hold placeholder credentials and reach no provider. The web chat's bot
+takes its turn on each web-chat message of its last two days through its own `respond`, as its
+consumer would have when the message arrived; its replies are then recorded as read the same way. Each step is
 written with the application's clock moved back to when the script says it happened, so the
 event log, and the reports built from it, read like the past weeks rather than the second the demo
 was seeded: first responses, resolutions and a day-by-day series to look at.
@@ -18,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.assistant import bot, bot_settings
 from tertulia.broadcasts.audience import Renderer, snapshot
 from tertulia.broadcasts.models import BroadcastRecipient, BroadcastStatus, RecipientState
 from tertulia.broadcasts.repository import identities_of, latest_conversations
@@ -37,6 +40,7 @@ from tertulia.conversations.service import (
     do_create_closing_category,
     do_create_snippet,
 )
+from tertulia.demo_integrations import seed_templates
 from tertulia.kit.clock import travel, utcnow
 from tertulia.users.permissions import Actor
 
@@ -174,6 +178,55 @@ SCRIPTS = (
         hours_ago=0.1,
     ),
 )
+# The web chat's bot has answered since BOT_SINCE_HOURS ago: every customer message on the web chat
+# since then went through it as it arrived (`assistant.bot.respond`), so the scripts there show its
+# answers and hand-offs. These are the conversations it handled: answered from the knowledge
+# (customer lines only: the bot writes its own), and one where the customer asked for a person.
+BOT_SINCE_HOURS = 48
+BOT_SETTINGS = {
+    "enabled": True,
+    "threshold": None,  # the assistant's measured default
+    "handoff_keywords": [*bot_settings.DEFAULT_KEYWORDS, "ejecutivo", "hablar con alguien"],
+    "handoff_message": "Te comunico con alguien del equipo; te responde en unos minutos (lunes a viernes "
+    "de 9 a 19 h, sábados de 10 a 14 h).",
+    "max_bot_answers": 3,
+    "hours": "always",
+    "keep_paused": False,
+}
+BOT_SCRIPTS = (
+    Script(
+        "webchat",
+        "Martina Ríos",
+        ((CUSTOMER, "Hola, ¿cuál es su horario de atención?"), (CUSTOMER, "¿Atienden los sábados?")),
+        hours_ago=40,
+        closed="Soporte resuelto",
+    ),
+    Script(
+        "webchat",
+        "Olivia Brown",
+        ((CUSTOMER, "Hi! What are your support hours?"),),
+        hours_ago=20,
+        closed="Sin respuesta necesaria",
+    ),
+    Script(
+        "webchat",
+        "Ricardo Montes",
+        ((CUSTOMER, "¿Cuánto cuesta el plan Pro?"),),
+        hours_ago=9,
+        closed="Venta",
+    ),
+    Script(
+        "webchat",
+        "Beatriz Salazar",
+        (
+            (CUSTOMER, "Quiero hablar con un asesor, mi pedido #5120 llegó incompleto"),
+            (AGENT, "Hola Beatriz, soy Ana. Lamento lo del pedido, ¿me dices qué producto faltó?"),
+            (CUSTOMER, "Faltó la salsa verde de 500 ml"),
+        ),
+        hours_ago=4,
+        assigned="agent",
+    ),
+)
 CLOSING_CATEGORIES = ("Venta", "Soporte resuelto", "Sin respuesta necesaria")
 PRICE_LIST = "plan,precio_mensual_usd,agentes\nGratis,0,1\nBásico,12,3\nPro,29,10\nEmpresa,79,ilimitados\n"
 
@@ -243,6 +296,7 @@ def seed_inbox(
             {"auth_token": "0" * 32},
         ),
     }
+    seed_templates(session, channels["whatsapp"])
     categories = {name: do_create_closing_category(session, actor, name).id for name in CLOSING_CATEGORIES}
     do_create_snippet(session, actor, "envio", "Enviamos a todo México en 2 o 3 días hábiles; gratis desde $799.")
     do_create_snippet(session, actor, "gracias", "¡Gracias por escribirnos! Quedamos atentos a lo que necesites.")
@@ -257,16 +311,72 @@ def seed_inbox(
     if manager_id is not None:
         people["manager"] = manager_id
     now = utcnow()
+    _seed_contact_history(session, actor, people, channels, categories, rng, now)
     past = _past_scripts(rng, sorted(people))
     for number, script in enumerate(past):
         _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
     # Between the past weeks and the last three days: a broadcast, and the customers who answered it.
     replies = _seed_sent_broadcast(session, actor, now - timedelta(hours=BROADCAST_HOURS_AGO), rng)
-    for number, script in enumerate(replies + SCRIPTS, start=len(past)):
+    # The web chat's bot switched on, then the last two days' conversations (its own among them).
+    with _clock_at(now - timedelta(hours=BOT_SINCE_HOURS)):
+        bot_settings.do_save_settings(session, actor, channels["webchat"].id, BOT_SETTINGS)
+    recent = sorted(replies + SCRIPTS + BOT_SCRIPTS, key=lambda script: -script.hours_ago)
+    for number, script in enumerate(recent, start=len(past)):
         _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
 
 
 BROADCAST_HOURS_AGO = 84
+# The share of the generated contacts with a phone who wrote in before, on WhatsApp or by SMS (so
+# they have an identity there, and the broadcast a channel to reach them on).
+HISTORY_SHARE = 0.85
+HISTORY_PREFIX = "demo-history"
+
+
+def _seed_contact_history(
+    session: Session,
+    actor: Actor,
+    people: dict[str, int],
+    channels: dict[str, Channel],
+    categories: dict[str, int],
+    rng: random.Random,
+    now: datetime,
+) -> None:
+    """One answered and closed conversation for a share of the contacts already in the workspace
+    (the generated ones), written from their phone: WhatsApp and SMS vouch for the number, so the
+    inbound path joins each to its contact rather than making a new one. Spread over the two
+    months before the broadcast; some WhatsApp ones in the day before it, inside the 24-hour window
+    its free text needs there (the others are left out of it, as WhatsApp requires)."""
+    contacts = session.scalars(
+        select(Contact)
+        .where(Contact.workspace_id == actor.workspace_id, Contact.phone.is_not(None))
+        .order_by(Contact.id)
+    ).all()
+    scripts: list[Script] = []
+    for contact in contacts:
+        if rng.random() >= HISTORY_SHARE or contact.phone is None:
+            continue
+        kind = rng.choice(("whatsapp", "whatsapp", "twilio"))
+        if kind == "whatsapp" and rng.random() < 0.55:
+            hours_ago = BROADCAST_HOURS_AGO + rng.uniform(1, 20)
+        else:
+            hours_ago = rng.uniform(BROADCAST_HOURS_AGO + 24, 60 * 24)
+        question, answer, thanks, category = rng.choice(PAST_EXCHANGES)
+        script = Script(
+            kind,
+            contact.full_name or contact.first_name or "",
+            ((CUSTOMER, question), (AGENT, answer), (CUSTOMER, thanks)),
+            hours_ago=hours_ago,
+            assigned=rng.choice(sorted(people)),
+            closed=category,
+            sender=contact.phone.removeprefix("+") if kind == "whatsapp" else contact.phone,
+        )
+        scripts.append(script)
+    for number, script in enumerate(sorted(scripts, key=lambda script: -script.hours_ago)):
+        _seed_conversation(
+            session, actor, people, channels[script.channel], script, number, categories, rng, now, HISTORY_PREFIX
+        )
+
+
 BROADCAST_REPLIES = ("¡Me interesa! ¿Cómo lo activo?", "SÍ", "¿Aplica también al plan mensual?")
 
 
@@ -384,8 +494,9 @@ def _seed_conversation(
     categories: dict[str, int],
     rng: random.Random,
     now: datetime,
+    prefix: str = "demo",
 ) -> None:
-    sender = script.sender or _sender_id(script.channel, number, rng)
+    sender = script.sender or _sender_id(channel, number, rng)
     first_name, _, last_name = script.name.partition(" ")
     at = now - timedelta(hours=script.hours_ago)
     conversation: Conversation | None = None
@@ -396,7 +507,7 @@ def _seed_conversation(
             if who == CUSTOMER:
                 inbound = InboundMessage(
                     sender_id=sender,
-                    provider_message_id=f"demo-{number}-{line}",
+                    provider_message_id=f"{prefix}-{number}-{line}",
                     text=text,
                     display_name=script.name,
                     first_name=first_name,
@@ -410,9 +521,18 @@ def _seed_conversation(
                 received = do_receive_many(session, [(channel, inbound)])[0]
                 assert received.conversation is not None  # the demo's contacts are never blocked
                 conversation = received.conversation
+                if at >= now - timedelta(hours=BOT_SINCE_HOURS):
+                    _bot_turn(session, conversation, received.message, at)
             elif conversation is not None:
                 _past_reply(
-                    session, conversation, channel, script, line, number, people[script.assigned or "owner"], at
+                    session,
+                    conversation,
+                    channel,
+                    script,
+                    line,
+                    f"{prefix}-{number}",
+                    people[script.assigned or "owner"],
+                    at,
                 )
             else:
                 continue
@@ -432,6 +552,18 @@ def _seed_conversation(
     session.flush()
 
 
+def _bot_turn(session: Session, conversation: Conversation, message: Message, at: datetime) -> None:
+    """The bot's turn on a customer's message, as its consumer takes it when the message arrives
+    (nothing where the bot is off, or the conversation is a person's or paused). Its reply is
+    recorded as read by the visitor, as the team's past replies are."""
+    turn = bot.respond(session, conversation.workspace_id, message.id)
+    if turn is None or turn.reply_message_id is None:
+        return
+    reply = session.get_one(Message, turn.reply_message_id)
+    reply.status, reply.status_at, reply.attempts = DeliveryStatus.READ, at + timedelta(minutes=1), 1
+    session.flush()
+
+
 def _clock_at(at: datetime) -> AbstractContextManager[None]:
     """The application's clock set to `at` (in the past) for what is written inside the block."""
     return travel(at - utcnow())
@@ -443,7 +575,7 @@ def _past_reply(
     channel: Channel,
     script: Script,
     line: int,
-    number: int,
+    key: str,
     sender_user_id: int,
     at: datetime,
 ) -> Message:
@@ -461,7 +593,7 @@ def _past_reply(
         text=script.lines[line][1],
         attachments=[],
         payload={},
-        provider_message_id=f"demo-out-{number}-{line}",
+        provider_message_id=f"{key}-out-{line}",
         # SMS has no read receipts.
         status=DeliveryStatus.READ
         if line < len(script.lines) - 1 and channel.type != "twilio"
@@ -483,13 +615,13 @@ def _past_reply(
     return message
 
 
-def _sender_id(channel_type: str, number: int, rng: random.Random) -> str:
+def _sender_id(channel: Channel, number: int, rng: random.Random) -> str:
     """The customer's id on the channel: a phone number for WhatsApp (without +) and SMS (E.164), a chat
-    id for Telegram."""
-    if channel_type == "whatsapp":
+    id for Telegram, and a visitor of this web chat ("<channel id>:v:...", as the widget names them)."""
+    if channel.type == "whatsapp":
         return f"52155{rng.randrange(10_000_000, 100_000_000)}"
-    if channel_type == "telegram":
+    if channel.type == "telegram":
         return str(rng.randrange(100_000_000, 2_000_000_000))
-    if channel_type == "twilio":
+    if channel.type == "twilio":
         return f"+52155{rng.randrange(10_000_000, 100_000_000)}"
-    return f"demo-visitor-{number}"
+    return f"{channel.id}:v:demo-visitor-{number}"
