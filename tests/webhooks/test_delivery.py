@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 from standardwebhooks.webhooks import Webhook
 
@@ -24,7 +26,8 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
 from tertulia.mail.models import OutgoingEmail
-from tertulia.webhooks import delivery
+from tertulia.users.models import User
+from tertulia.webhooks import delivery, reasons
 from tertulia.webhooks.addresses import is_public
 from tertulia.webhooks.fanout import CONSUMER, fan_out
 from tertulia.webhooks.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -386,6 +389,7 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled(client: TestClient
         _contact(client, tenant, "Ana")
         _fan_out(db)
         with db.transaction() as session:
+            session.execute(update(User).where(User.id == tenant.owner_id).values(language="es"))
             session.execute(
                 update(WebhookEndpoint).values(failing_since=utcnow() - timedelta(hours=25), consecutive_failures=2)
             )
@@ -394,7 +398,11 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled(client: TestClient
         row = session.get(WebhookEndpoint, endpoint["id"])
         assert row is not None
         assert not row.enabled
-        assert "24 hours" in (row.disabled_reason or "")
+        assert row.disabled_reason == "every delivery failed for 24 hours"
+        mails = list(session.scalars(select(OutgoingEmail)))
+    # The owner reads Spanish: the email tells the reason in Spanish too.
+    assert [m.subject for m in mails] == ["Se desactivó un webhook de Tertulia"]
+    assert "todas las entregas fallaron durante 24 horas." in mails[0].body
 
 
 @pytest.mark.usefixtures("queued")
@@ -565,3 +573,14 @@ def test_the_delivery_log_forgets_finished_deliveries_after_its_retention(
     assert _attempts(db, old.id) == []
     assert len(_attempts(db, recent.id)) == 1
     assert delivery.prune_log(db, 30) == 0
+
+
+@given(st.integers(min_value=1, max_value=10**9), st.floats(min_value=0.01, max_value=99_999))
+def test_every_reason_built_is_read_back_and_told_in_spanish(failures: int, hours: float) -> None:
+    assert reasons.parse(reasons.in_a_row(failures)) == ("in_a_row", str(failures))
+    assert reasons.in_language(reasons.in_a_row(failures), "es") == f"{failures} entregas fallidas seguidas"
+    key, number = reasons.parse(reasons.for_hours(hours)) or ("", "")
+    assert (key, float(number)) == ("for_hours", float(f"{hours:g}"))
+    assert reasons.in_language(reasons.BY_PERSON, "es") == "lo desactivó una persona"
+    assert reasons.in_language("the address stopped resolving", "es") == "the address stopped resolving"
+    assert reasons.in_language(reasons.in_a_row(failures), "en") == reasons.in_a_row(failures)

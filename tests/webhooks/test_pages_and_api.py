@@ -6,12 +6,13 @@ from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
 from tertulia.kit.db import Database
 from tertulia.kit.settings import Settings
 from tertulia.users.models import Role
 from tertulia.web.context import LANGUAGE_COOKIE
+from tertulia.webhooks import reasons
 from tertulia.webhooks.models import WebhookEndpoint
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
@@ -170,6 +171,36 @@ def test_form_errors_are_shown_beside_their_fields(
     assert 'value="ftp://example.com/x"' in response.text  # what was typed is kept
     assert "Mi CRM" in response.text
     assert _count(db) == 0
+
+
+@pytest.mark.parametrize(
+    ("language", "by_person", "in_a_row", "for_hours"),
+    [
+        (
+            "es",
+            "Lo desactivó una persona.",
+            "12 entregas fallidas seguidas",
+            "Todas las entregas fallaron durante 24 horas",
+        ),
+        ("en", "Disabled by a person.", "12 failed deliveries in a row", "Every delivery failed for 24 hours"),
+    ],
+)
+def test_the_page_says_why_an_endpoint_is_off_in_the_readers_language(
+    client: TestClient, db: Database, tenant: Tenant, language: str, by_person: str, in_a_row: str, for_hours: str
+) -> None:
+    """The reason is stored in English (the API's), and told on the page in the reader's language."""
+    endpoint = create_endpoint(client, tenant.headers, "https://hooks.example.invalid/x", ["contact.created"])
+    token = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    client.cookies.set(LANGUAGE_COOKIE, language)
+    page = f"/settings/webhooks/{endpoint['id']}"
+    assert client.post(f"{page}/disable", data={"csrf_token": token}).status_code == 200
+    assert f'<span class="muted">{by_person}</span>' in client.get(page).text
+    shown = client.get(f"/api/v1/webhooks/{endpoint['id']}", headers=tenant.headers).json()
+    assert shown["disabled_reason"] == "Disabled by a person."
+    for stored, told in ((reasons.in_a_row(12), in_a_row), (reasons.for_hours(24.0), for_hours)):
+        with db.transaction() as session:
+            session.execute(update(WebhookEndpoint).values(disabled_reason=stored))
+        assert f'<span class="muted">{told}</span>' in client.get(page).text
 
 
 @pytest.mark.usefixtures("allowed")

@@ -47,7 +47,7 @@ from tertulia.kit.settings import Settings, get_settings
 from tertulia.mail.service import queue_template
 from tertulia.mail.texts import pick_language
 from tertulia.users.models import Membership, Role, User
-from tertulia.webhooks import repository, signing
+from tertulia.webhooks import reasons, repository, signing
 from tertulia.webhooks.addresses import AddressRefused, resolve
 from tertulia.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
@@ -378,9 +378,9 @@ def _failed(session: Session, endpoint_id: int, now: datetime, policy: Policy) -
     if endpoint is None or not endpoint.enabled:
         return
     if endpoint.consecutive_failures >= policy.disable_after_failures:
-        reason = f"{endpoint.consecutive_failures} failed deliveries in a row"
+        reason = reasons.in_a_row(endpoint.consecutive_failures)
     elif endpoint.failing_since is not None and endpoint.failing_since <= now - policy.retry_window:
-        reason = f"every delivery failed for {policy.retry_window.total_seconds() / 3600:g} hours"
+        reason = reasons.for_hours(policy.retry_window.total_seconds() / 3600)
     else:
         return
     disabled = session.execute(
@@ -406,9 +406,9 @@ def _tell_owners(session: Session, endpoint: WebhookEndpoint, reason: str, polic
     ).all()
     page = f"{policy.base_url.rstrip('/')}/settings/webhooks/{endpoint.id}"
     for email, language in owners:
-        queue_template(
-            session, email, "webhook_disabled", pick_language(language), url=endpoint.url, reason=reason, page=page
-        )
+        chosen = pick_language(language)
+        told = reasons.in_language(reason, chosen)
+        queue_template(session, email, "webhook_disabled", chosen, url=endpoint.url, reason=told, page=page)
 
 
 # ----- the loop ---------------------------------------------------------------------------------

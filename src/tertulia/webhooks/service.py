@@ -15,7 +15,7 @@ from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.users.permissions import Actor, Permission, access_in_workspace
-from tertulia.webhooks import repository, signing, tasks
+from tertulia.webhooks import reasons, repository, signing, tasks
 from tertulia.webhooks.addresses import check_url_shape
 from tertulia.webhooks.catalogue import NAMES, TEST_EVENT
 from tertulia.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -147,7 +147,7 @@ def do_set_enabled(session: Session, actor: Actor, endpoint: WebhookEndpoint, en
         on_commit(session, tasks.nudge)
     else:
         endpoint.disabled_at = now
-        endpoint.disabled_reason = "Disabled by a person."
+        endpoint.disabled_reason = reasons.BY_PERSON
     session.flush()
 
 

@@ -16,7 +16,7 @@ from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.web.forms import field_errors, submit
 from tertulia.web.sections import Section, open_section, render_section, section_page
-from tertulia.webhooks import service
+from tertulia.webhooks import reasons, service
 from tertulia.webhooks.catalogue import EVENTS
 from tertulia.webhooks.models import WebhookEndpoint
 
@@ -30,6 +30,22 @@ STATE_LABELS: dict[str, str] = {
     "delivered": i18n.lazy("Delivered"),
     "failed": i18n.lazy("Failed"),
 }
+
+# reasons.parse's keys; `%(n)s` is the reason's number.
+REASON_LABELS: dict[str, str] = {
+    "by_person": i18n.lazy("Disabled by a person."),
+    "in_a_row": i18n.lazy("%(n)s failed deliveries in a row"),
+    "for_hours": i18n.lazy("Every delivery failed for %(n)s hours"),
+}
+
+
+def _reason(ctx: WebContext, reason: str | None) -> str | None:
+    """Why the endpoint is off, in the reader's language (a reason of another form as stored)."""
+    parsed = reasons.parse(reason) if reason else None
+    if parsed is None:
+        return reason
+    key, number = parsed
+    return ctx._(REASON_LABELS[key], n=number) if number else ctx._(REASON_LABELS[key])
 
 
 def _allow_private(ctx: WebContext) -> bool:
@@ -115,6 +131,7 @@ def _endpoint_page(
         "secret": secret,
         "deliveries": rows,
         "states": STATE_LABELS,
+        "disabled_reason": _reason(ctx, endpoint.disabled_reason),
     }
     response = render_section(ctx, WEBHOOKS, "webhooks/endpoint.html", context, status_code=422 if errors else 200)
     if secret:
