@@ -6,8 +6,8 @@ import pytest
 
 from tests.assistant.evaluation import Knowledge, build, evaluate, load_knowledge, load_questions
 
-TOP1_FLOOR = 0.75  # measured: 78.8 % on the test split
-HANDOFF_RECALL_FLOOR = 0.88  # measured: 92.3 %
+TOP1_FLOOR = 0.75  # measured: 77.2 % on the test split
+HANDOFF_RECALL_FLOOR = 0.90  # measured: 94.2 %
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,8 @@ question words "dónde", "cuándo", "where" and "when" are kept) and stemmed wit
 or English, PyStemmer). Synonyms (a few built-in groups of everyday customer-service words, and the
 workspace's own) map every term of a group (a word or a phrase) to one token. In a short question,
 a word the knowledge base does not know is replaced by the closest known word within one or two
-edits (rapidfuzz), so "debolucion" finds "devolución".
+edits (rapidfuzz), so "debolucion" finds "devolución"; a word of the language (in wordfreq's list
+of its common words) is not a typo and is left as it is, so "rojo" does not become "robo".
 
 Each entry is indexed as several documents (its question, each other phrasing, and its answer
 with its topic), two ways: words, ranked with BM25 (bm25s), an entry scoring as its best phrasing
@@ -32,6 +33,7 @@ version they were built from; a question first reads the version (one primary-ke
 rebuilds when it moved, so every process sees a change on its next question.
 """
 
+import functools
 import math
 import re
 import threading
@@ -42,6 +44,7 @@ from dataclasses import dataclass, field
 import bm25s
 import numpy as np
 import Stemmer
+import wordfreq
 from bm25s.stopwords import STOPWORDS_EN_PLUS, STOPWORDS_SPANISH
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
@@ -145,6 +148,13 @@ def _stopwords(language: str) -> frozenset[str]:
 
 
 _STOP = {lang: _stopwords(lang) for lang in LANGUAGES}
+
+
+@functools.cache
+def language_words(language: str) -> frozenset[str]:
+    """The language's common words, folded (wordfreq's "small" list: about 30,000 words used at
+    least once per million words of its sources; about 0.1 s to load)."""
+    return frozenset(fold(word) for word in wordfreq.iter_wordlist(language, wordlist="small"))
 
 
 @dataclass(frozen=True)
@@ -341,6 +351,7 @@ class LanguageIndex:
         cls, language: str, entries: Sequence[KnowledgeEntry], synonyms: Iterable[Sequence[str]]
     ) -> "LanguageIndex":
         analyzer = Analyzer(language, synonyms)
+        language_words(language)  # loaded here, once per process, rather than on a question
         corpus: list[list[str]] = []
         surfaces: list[list[str]] = []
         doc_entry: list[int] = []
@@ -405,12 +416,16 @@ class LanguageIndex:
 
     def _correct(self, words: list[str]) -> list[str]:
         """Unknown words of a short question replaced by the closest known word (same first
-        letter; one edit up to six letters, two beyond)."""
+        letter; one edit up to six letters, two beyond). A word of the language is not a typo,
+        only one the knowledge base lacks: "correcting" it made the question about something else
+        ("rojo" into "robo", "tires" into "times", "cafe" into a product's "cage"), the more often
+        the larger the knowledge base, with more known words within an edit or two."""
         if len(words) > TYPO_MAX_WORDS:
             return words
+        dictionary = language_words(self.analyzer.language)
         fixed: list[str] = []
         for word in words:
-            if len(word) < TYPO_MIN_LENGTH or word in self.known_words or word.isdigit():
+            if len(word) < TYPO_MIN_LENGTH or word in self.known_words or word in dictionary or word.isdigit():
                 fixed.append(word)
                 continue
             choices = self.words_by_initial.get(word[0], [])
