@@ -9,7 +9,9 @@ Resume. A workspace with RUNS contacts (TERTULIA_BENCH_WORKFLOWS_RUNS, 10000), a
 default 2 on PostgreSQL and 1 on SQLite, whose writer is alone anyway) call `runner.run_due` at a
 moment past the wait until nothing is due. Reported: seconds from the start signal until every run
 finished, runs and steps (3 a run) per second, each worker's resident memory after its first second
-and at its end and its peak, and runs whose log shows a step twice (must be 0). The baseline, in the
+and at its end and its peak, the CPU time each worker process used (its own Python work, not the
+database's: a steadier figure than the time on a shared machine), and runs whose log shows a step
+twice (must be 0). The baseline, in the
 same run: BASELINE_RUNS runs (TERTULIA_BENCH_WORKFLOWS_BASELINE_RUNS, 1000) resumed by one worker
 the way the runner did before batching (one transaction per run, `runner.process_run`).
 
@@ -109,6 +111,7 @@ def _resume_worker(url: str, moment: datetime, batched: bool, ready: Any, go: An
     queue.use_database(db)
     ready.set()
     go.wait()
+    cpu_started = time.process_time()
     samples: list[float] = []
     turns = 0
     with tasks.nudges_paused():
@@ -124,6 +127,7 @@ def _resume_worker(url: str, moment: datetime, batched: bool, ready: Any, go: An
     results.put(
         {
             "turns": turns,
+            "cpu_seconds": time.process_time() - cpu_started,
             "rss_first_mb": samples[0],
             "rss_last_mb": samples[-1],
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -180,7 +184,8 @@ def resume(kind: str, count: int, workers: int, *, batched: bool) -> str:
     db.dispose()
     mode = "batched" if batched else "unbatched (one transaction per run)"
     memory = "; ".join(
-        f"worker {n + 1}: {r['turns']} turns, RSS {r['rss_first_mb']:.0f} -> {r['rss_last_mb']:.0f} MB, "
+        f"worker {n + 1}: {r['turns']} turns, CPU {r['cpu_seconds']:.2f} s, "
+        f"RSS {r['rss_first_mb']:.0f} -> {r['rss_last_mb']:.0f} MB, "
         f"peak {r['peak_rss_mb']:.0f} MB"
         for n, r in enumerate(reports)
     )

@@ -1,10 +1,14 @@
 """The engine as a pure function and the definition checker: no database, no I/O."""
 
+import copy
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tertulia.segments.evaluator import ContactSnapshot
 from tertulia.segments.timing import EvalContext
@@ -329,3 +333,44 @@ def test_checker_limits() -> None:
         }
     )
     assert "steps[0].config.max_jumps" in jumps
+
+
+_SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+_JSON = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+_STATES = st.builds(
+    engine.RunState,
+    at=st.none() | st.text(max_size=6),
+    vars=st.dictionaries(st.text(max_size=6), _JSON, max_size=4),
+    trigger=st.dictionaries(st.text(max_size=6), _JSON, max_size=4),
+    jumps=st.dictionaries(st.text(max_size=6), st.integers(), max_size=3),
+    seq=st.integers(min_value=0),
+    pending=st.none() | st.dictionaries(st.text(max_size=6), _JSON, max_size=3),
+    wait=st.none() | st.dictionaries(st.text(max_size=6), _JSON, max_size=3),
+    path=st.lists(st.text(max_size=6), max_size=10),
+)
+
+
+def _nested_containers(value: Any) -> list[Any]:
+    if isinstance(value, dict):
+        return [value, *(c for item in value.values() for c in _nested_containers(item))]
+    if isinstance(value, list):
+        return [value, *(c for item in value for c in _nested_containers(item))]
+    return []
+
+
+@given(_STATES)
+def test_state_copies_agree_with_the_generic_deep_copies_and_share_nothing(state: engine.RunState) -> None:
+    """The run state's own JSON copy gives what `dataclasses.asdict` and `copy.deepcopy` give, and
+    no dict or list of the copy is one of the original's (the engine mutates its copy)."""
+    as_json = state.to_json()
+    assert as_json == dataclasses.asdict(state)
+    assert engine.RunState.from_json(as_json) == engine.RunState(**copy.deepcopy(as_json))
+    copied = state.copied()
+    assert copied == state
+    mine = {id(c) for name in vars(state) for c in _nested_containers(getattr(state, name))}
+    assert mine.isdisjoint({id(c) for name in vars(copied) for c in _nested_containers(getattr(copied, name))})
+    assert mine.isdisjoint({id(c) for c in _nested_containers(as_json)})

@@ -30,7 +30,7 @@ honours it sees one request.
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -285,13 +285,11 @@ def _turn_batch(
     limit = max(limit or 0, len(runs))
     turned = 0
     calls: list[HttpCall] = []
-    # The turns' log lines and effect records, added together at the end: one INSERT each for the
-    # batch instead of one a row (nothing in a turn reads them back).
-    deferred: list[WorkflowRunLog | WorkflowEffect] = []
+    deferred = BatchRows()
     while pending:
         run = pending.pop()
         turned += 1
-        rows: list[WorkflowRunLog | WorkflowEffect] = []
+        rows = BatchRows()
         queue.woken(session)  # only what this turn wakes
         try:
             if fast:
@@ -327,14 +325,35 @@ def _turn_batch(
             seen.add(run_id)
             pending.append(successor)
             pending.sort(key=_due_order, reverse=True)
-    session.add_all(deferred)
     try:
         session.flush()
+        deferred.insert(session)
     except Exception as exc:
         if fast and crash_point is None:
             raise NotFast from exc
         raise
     return turned, calls
+
+
+@dataclass
+class BatchRows:
+    """A batch's log lines and effect records, inserted together at its end: nothing in a turn
+    reads them back, so they go in as plain rows, one executemany per table, without ORM objects
+    or the ids a flush would ask back (the generic multi-row INSERT that needs was re-parsed by
+    the driver on every batch: about a fifth of a batch's time)."""
+
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[dict[str, Any]] = field(default_factory=list)
+
+    def extend(self, other: "BatchRows") -> None:
+        self.logs.extend(other.logs)
+        self.effects.extend(other.effects)
+
+    def insert(self, session: Session) -> None:
+        if self.logs:
+            session.execute(insert(WorkflowRunLog), self.logs)
+        if self.effects:
+            session.execute(insert(WorkflowEffect), self.effects)
 
 
 def _due_order(run: WorkflowRun) -> tuple[datetime, int]:
@@ -436,7 +455,7 @@ def _turn_of(
     run: WorkflowRun,
     now: datetime,
     loaded: "_BatchLoad | None",
-    deferred: "list[WorkflowRunLog | WorkflowEffect] | None" = None,
+    deferred: "BatchRows | None" = None,
 ) -> HttpCall | None:
     """One turn of a locked run; `loaded` holds what a batch loaded for it (None: load it here), and
     `deferred` takes the turn's log lines and effect records for the caller to add (None: added
@@ -634,16 +653,16 @@ def _record_effect(
     kind: str,
     result: engine.Result,
     *,
-    deferred: "list[WorkflowRunLog | WorkflowEffect] | None" = None,
+    deferred: "BatchRows | None" = None,
 ) -> None:
     data = dict(result.data)
     if result.error is not None:
         data["error"] = result.error
-    effect = WorkflowEffect(run_id=run.id, key=key, step_id=step_id, kind=kind, ok=result.ok, result=data, at=utcnow())
+    values = {"run_id": run.id, "key": key, "step_id": step_id, "kind": kind, "ok": result.ok, "result": data}
     if deferred is not None:
-        deferred.append(effect)  # added with the batch's other rows, in the same transaction
+        deferred.effects.append({**values, "at": utcnow()})  # inserted with the batch's other rows
         return
-    session.add(effect)
+    session.add(WorkflowEffect(**values, at=utcnow()))
     session.flush()
 
 
@@ -663,7 +682,7 @@ class _Performer:
         *,
         timezone: str | None = None,
         effect_keys: set[str] | None = None,
-        deferred: "list[WorkflowRunLog | WorkflowEffect] | None" = None,
+        deferred: "BatchRows | None" = None,
         tags: contacts_service.TagCache | None = None,
     ) -> None:
         self.session = session
@@ -704,20 +723,21 @@ class _Performer:
         return business_hours(self.session, self.run.workspace_id, self.contact.id, team_id, self.now)
 
     def write_logs(self, logs: list[engine.Log]) -> None:
-        add = self.session.add if self.deferred is None else self.deferred.append
         for entry in logs:
-            add(
-                WorkflowRunLog(
-                    workspace_id=self.run.workspace_id,
-                    workflow_id=self.run.workflow_id,
-                    run_id=self.run.id,
-                    step_id=entry.step_id,
-                    step_type=entry.step_type,
-                    outcome=entry.outcome[:200],
-                    error=entry.error[:1000] if entry.error else None,
-                    at=utcnow(),
-                )
-            )
+            values = {
+                "workspace_id": self.run.workspace_id,
+                "workflow_id": self.run.workflow_id,
+                "run_id": self.run.id,
+                "step_id": entry.step_id,
+                "step_type": entry.step_type,
+                "outcome": entry.outcome[:200],
+                "error": entry.error[:1000] if entry.error else None,
+                "at": utcnow(),
+            }
+            if self.deferred is None:
+                self.session.add(WorkflowRunLog(**values))
+            else:
+                self.deferred.logs.append(values)
 
     def perform(self, action: engine.Action) -> engine.Result:
         session = self.session
