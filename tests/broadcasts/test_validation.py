@@ -1,12 +1,19 @@
 """Bad input is a 422 naming the field; an action that does not fit the status is a 409."""
 
 from datetime import timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
+from httpx import Response
 
-from tertulia.kit.clock import utcnow
+from tertulia.channels.message_templates import do_store_templates
+from tertulia.channels.models import Channel
+from tertulia.channels.protocol import ProviderTemplate
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tests.broadcasts.support import customers_write, fake_channel
+from tests.broadcasts.test_audience import whatsapp
+from tests.channels import whatsapp_template_samples as template_samples
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter
 
@@ -68,3 +75,47 @@ def test_refusals_name_the_field(
     )
     assert bad_keywords.status_code == 422
     assert "unsubscribe_keywords[0]" in bad_keywords.json()["error"]["details"]
+
+
+def test_a_named_templates_parameters_are_checked_by_name_before_sending(
+    db: Database, client: TestClient, tenant: Tenant
+) -> None:
+    channel = whatsapp(db, tenant)
+    with db.transaction() as session:
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        sale = template_samples.SPRING_SALE
+        listed = ProviderTemplate(
+            sale["id"], sale["name"], sale["language"], sale["category"], sale["status"], "NAMED", sale["components"]
+        )
+        do_store_templates(session, stored, [listed])
+    with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
+        customers_write(db, channel, ["5215500000001"])
+
+    def dry_run(body: list[dict[str, Any]]) -> Response:
+        template = {"name": "spring_sale", "language": "en_US", "components": body}
+        created = client.post(
+            "/api/v1/broadcasts",
+            headers=tenant.headers,
+            json={
+                "name": "Rebajas",
+                "audience": "all",
+                "channel_id": channel.id,
+                "content": {"whatsapp": {"template": template}},
+            },
+        )
+        assert created.status_code == 201, created.text
+        return client.post(f"/api/v1/broadcasts/{created.json()['id']}/dry-run", headers=tenant.headers)
+
+    header = {"type": "header", "parameters": [{"parameter_name": "sale_start_date", "text": "el lunes"}]}
+    first_name = {"parameter_name": "first_name", "variable": "contact.first_name", "fallback": "cliente"}
+    code = {"parameter_name": "discount_code", "text": "PRIMAVERA"}
+    ready = dry_run([header, {"type": "body", "parameters": [first_name, code]}])
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["counts"]["templates_by_channel"] == {str(channel.id): 1}
+    unknown = dry_run([header, {"type": "body", "parameters": [first_name, {**code, "parameter_name": "coupon"}]}])
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["code"] == "template_parameters"
+    assert unknown.json()["error"]["details"] == {
+        "message.template.components[1].parameters[1]": "parameter_name must be one of: first_name, discount_code"
+    }

@@ -2,8 +2,9 @@
 branch and a wait from cards, sees the server's error beside the field at fault, fixes it, simulates
 the flow on a contact, publishes it, and watches it run on a web-chat conversation (no script error,
 no CSP violation). A branch's paths and a jump are joined to their target cards by lines that follow
-edits, zoom and resizes; and a manager whose language is English builds and saves in English.
-SQLite only, like the other browser tests."""
+edits, zoom and resizes; a manager whose language is English builds and saves in English; and a
+WhatsApp template with named parameters is filled in by name. SQLite only, like the other browser
+tests."""
 
 import json
 import os
@@ -19,6 +20,8 @@ from babel.messages.pofile import read_po
 from playwright.sync_api import Browser, Locator, Page, expect
 from sqlalchemy import select
 
+from tertulia.channels.message_templates import do_store_templates
+from tertulia.channels.protocol import ProviderTemplate
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.service import do_create_contact
 from tertulia.conversations import outbox as _outbox  # noqa: F401  (registers the queue tasks)
@@ -32,6 +35,8 @@ from tertulia.workflows import tasks as workflows_tasks
 from tertulia.workflows.models import WorkflowVersion
 from tertulia.workflows.service import do_create_workflow
 from tests.browser.conftest import create_workflow_draft, require_chromium, seed_workspace, shot, sign_in_at, watch
+from tests.channels import whatsapp_samples as wa
+from tests.channels import whatsapp_template_samples as template_samples
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 from tests.workflows.support import feed, runs
 
@@ -85,6 +90,30 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         do_add_member(session, seeded.workspace_id, english.id, Role.MANAGER)
         owner = seeded.owner
         channel = do_create_channel(session, owner, "webchat", "Tienda", {"allowed_origins": [SHOP]})
+        number = do_create_channel(
+            session,
+            owner,
+            "whatsapp",
+            "WhatsApp Tienda",
+            {"phone_number_id": wa.PHONE_NUMBER_ID, "business_account_id": wa.BUSINESS_ACCOUNT_ID},
+            {"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET},
+        )
+        sale = template_samples.SPRING_SALE
+        do_store_templates(
+            session,
+            number,
+            [
+                ProviderTemplate(
+                    sale["id"],
+                    sale["name"],
+                    sale["language"],
+                    sale["category"],
+                    sale["status"],
+                    "NAMED",
+                    sale["components"],
+                )
+            ],
+        )
         contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
         linked = do_create_workflow(session, owner, "Con ramas", LINKED)
         key, contact_id, linked_id = channel.key, contact.id, linked.id
@@ -418,5 +447,64 @@ def test_a_manager_whose_language_is_english_builds_in_english(browser: Browser,
     assert [step["id"] for step in saved["steps"]] == ["welcome", "pause"]
     assert saved["steps"][1]["config"]["duration"] == {"amount": 15, "unit": "minutes"}
     _no_spanish(page.locator("main").inner_text().splitlines(), spanish)
+    context.close()
+    assert problems == []
+
+
+def test_a_named_whatsapp_template_is_filled_in_by_name(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Rebajas por WhatsApp")
+    _card(page, "welcome").get_by_role("button", name=re.compile("^Configurar")).click()
+    panel = page.get_by_test_id("builder-panel")
+    panel.get_by_test_id("add-variants").click()
+    _field(page, "config.variants[0].channel_type", "select").select_option("whatsapp")
+    panel.locator('[data-field="config.variants[0].template"] input[type=checkbox]').first.check()
+    template = "config.variants[0].template"
+    # The number's approved templates and their parameters' names are offered as the field is typed.
+    name = _field(page, f"{template}.name")
+    expect(page.locator(f"#{name.get_attribute('list')} option[value=spring_sale]")).to_have_count(1)
+    name.fill("spring_sale")
+    _field(page, f"{template}.language").fill("en_US")
+
+    # Saved without its values: the server says which names are missing, in Spanish, beside the list.
+    page.get_by_test_id("save-definition").click()
+    missing = panel.locator(f'[data-field="{template}.named_parameters"] > [data-testid=field-error]')
+    expect(missing).to_have_text(
+        "La plantilla 'spring_sale' necesita un valor para: sale_start_date, first_name, discount_code"
+    )
+    values = {
+        "sale_start_date": "el lunes",
+        "first_name": '{{contact.first_name | "cliente"}}',
+        "discount_code": "PRIMAVERA",
+    }
+    for index, (parameter, value) in enumerate(values.items()):
+        panel.get_by_test_id("add-named_parameters").click()
+        field = _field(page, f"{template}.named_parameters[{index}].name")
+        expect(page.locator(f"#{field.get_attribute('list')} option[value={parameter}]")).to_have_count(1)
+        field.fill(parameter)
+        _field(page, f"{template}.named_parameters[{index}].value", "textarea").fill(value)
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
+    expect(page.get_by_test_id("card-error")).to_have_count(0)
+    with setup.database.transaction(write=False) as session:
+        saved = session.scalars(
+            select(WorkflowVersion.definition)
+            .where(WorkflowVersion.workflow_id == workflow_id)
+            .order_by(WorkflowVersion.id.desc())
+        ).first()
+    assert saved is not None
+    assert saved["steps"][0]["config"]["variants"] == [
+        {
+            "channel_type": "whatsapp",
+            "template": {
+                "name": "spring_sale",
+                "language": "en_US",
+                "named_parameters": [{"name": k, "value": v} for k, v in values.items()],
+            },
+        }
+    ]
     context.close()
     assert problems == []

@@ -10,6 +10,13 @@ Sources:
   whats-app-business-hsm) and the named-parameter body of the Templates overview
   (developers.facebook.com/docs/whatsapp/business-management-api/message-templates, "Named
   parameters": "Thank you, {{first_name}}! Your order number is {{order_number}}.").
+- SPRING_SALE (kept out of TEMPLATES, which other tests count): a NAMED template with a named text
+  header, whose header is the example of Meta's template components reference
+  (developers.facebook.com/documentation/business-messaging/whatsapp/templates/components, "Text
+  header", named parameter syntax: "Our new sale starts {{sale_start_date}}!" with
+  `header_text_named_params`); its body follows the same page's named body syntax
+  (`body_text_named_params`). Sent, each value goes as `{"type": "text", "parameter_name": ...,
+  "text": ...}` in the component that uses it (../shared/reference/channels.md §3.3).
 - STATUS_APPROVED, STATUS_REJECTED: the two examples of the message_template_status_update webhook
   reference (developers.facebook.com/docs/whatsapp/business-management-api/webhooks/components,
   field message_template_status_update), verbatim (the REJECTED example's missing comma restored).
@@ -101,6 +108,34 @@ WELCOME: dict[str, Any] = {
 }
 
 TEMPLATES = [ORDER_DELIVERY_UPDATE, SEGUIMIENTO, ORDER_CONFIRMATION, ABANDONED_CART, WELCOME]
+
+SPRING_SALE: dict[str, Any] = {
+    "name": "spring_sale",
+    "parameter_format": "NAMED",
+    "components": [
+        {
+            "type": "HEADER",
+            "format": "TEXT",
+            "text": "Our new sale starts {{sale_start_date}}!",
+            "example": {"header_text_named_params": [{"param_name": "sale_start_date", "example": "December 1st"}]},
+        },
+        {
+            "type": "BODY",
+            "text": "Hi {{first_name}}, use code {{discount_code}} at checkout.",
+            "example": {
+                "body_text_named_params": [
+                    {"param_name": "first_name", "example": "Pablo"},
+                    {"param_name": "discount_code", "example": "SPRING25"},
+                ]
+            },
+        },
+        {"type": "FOOTER", "text": "Terms and conditions apply"},
+    ],
+    "language": "en_US",
+    "status": "APPROVED",
+    "category": "MARKETING",
+    "id": "1689556908129840",
+}
 
 
 def _account(field: str, value: dict[str, Any], time: int = 1751247548) -> dict[str, Any]:

@@ -12,12 +12,17 @@ from fastapi.testclient import TestClient
 
 from tertulia.broadcasts import service
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
+from tertulia.channels.models import Channel
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.segments.service import do_create_segment
+from tertulia.users.models import Role
 from tests.broadcasts.support import customers_write, draft, fake_channel, get
 from tests.broadcasts.test_audience import whatsapp
+from tests.channels import whatsapp_template_samples as template_samples
+from tests.channels.fake_graph import connect_whatsapp, fake_graph
 from tests.conftest import Tenant
+from tests.conversations.support import sign_in as conversation_sign_in
 from tests.fakes import FakeHttpAdapter, fake_provider, fakehttp_adapter
 from tests.web.helpers import sign_in_as
 
@@ -332,3 +337,87 @@ def test_quick_replies_buttons_file_and_messenger_tag_are_kept_as_content(
     missing = client.post(url, data={**form, "file_id": "999999"})
     assert missing.status_code == 422
     assert _error_beside(missing.text, "file_id")
+
+
+def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_form(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_graph([*template_samples.TEMPLATES, template_samples.SPRING_SALE]) as graph:
+        created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
+        with db.transaction(write=False) as session:
+            channel = session.get(Channel, created["id"])
+            assert channel is not None
+            session.expunge(channel)
+        with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
+            customers_write(db, channel, ["16505551234"], first_name="Ana")
+        broadcast_id = draft(db, tenant, name="Rebajas")
+        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+        url = f"/broadcasts/{broadcast_id}"
+        listed = client.get(url).text
+        assert "<code>spring_sale</code>" in listed
+        assert "sale_start_date, first_name, discount_code" in listed  # the names to write
+        form = {
+            "csrf_token": token,
+            "name": "Rebajas",
+            "audience": "all",
+            "channel_mode": "specific",
+            "channel_id": str(channel.id),
+            "template_name": "spring_sale",
+            "template_language": "en_US",
+            "template_params": 'first_name = {{contact.first_name | "cliente"}}\n'
+            "discount_code = PRIMAVERA\nsale_start_date=el lunes\n",
+        }
+        unknown = client.post(
+            url,
+            data={**form, "template_params": form["template_params"] + "coupon = X"},
+            headers={"Accept-Language": "es"},
+        )
+        assert unknown.status_code == 422
+        assert _error_beside(unknown.text, "template_params") == (
+            "La plantilla &#39;spring_sale&#39; no tiene el parámetro &#39;coupon&#39;"
+            " (tiene: sale_start_date, first_name, discount_code)"
+        )
+        unnamed = client.post(url, data={**form, "template_params": "Ana\nPRIMAVERA\nel lunes"})
+        assert unnamed.status_code == 422
+        assert _error_beside(unnamed.text, "template_params") == (
+            "This template&#39;s parameters have names: write one name = value per line."
+        )
+        assert client.post(url, data=form, follow_redirects=False).status_code == 303
+        assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
+            {"type": "header", "parameters": [{"text": "el lunes", "parameter_name": "sale_start_date"}]},
+            {
+                "type": "body",
+                "parameters": [
+                    {"text": '{{contact.first_name | "cliente"}}', "parameter_name": "first_name"},
+                    {"text": "PRIMAVERA", "parameter_name": "discount_code"},
+                ],
+            },
+        ]
+        editor = client.get(url).text  # a line per name, to edit again (the header's first)
+        assert "sale_start_date = el lunes\nfirst_name = {{contact.first_name | &#34;cliente&#34;}}\n" in editor
+        assert "\ndiscount_code = PRIMAVERA</textarea>" in editor
+        sent = client.post(f"/api/v1/broadcasts/{broadcast_id}/schedule", headers=tenant.headers, json={})
+        assert sent.status_code == 200, sent.text
+        assert graph.sent[-1]["body"] == {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "16505551234",
+            "type": "template",
+            "template": {
+                "name": "spring_sale",
+                "language": {"code": "en_US"},
+                "components": [
+                    {
+                        "type": "header",
+                        "parameters": [{"type": "text", "text": "el lunes", "parameter_name": "sale_start_date"}],
+                    },
+                    {
+                        "type": "body",
+                        "parameters": [
+                            {"type": "text", "text": "Ana", "parameter_name": "first_name"},
+                            {"type": "text", "text": "PRIMAVERA", "parameter_name": "discount_code"},
+                        ],
+                    },
+                ],
+            },
+        }

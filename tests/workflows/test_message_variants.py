@@ -1,6 +1,7 @@
 """A "send a message" step's own message per kind of channel: a WhatsApp template (which may go out
-after the 24-hour window has closed), a file with the text as its caption, and the default message
-for every other kind of channel; and the checker's errors for variants that cannot be sent."""
+after the 24-hour window has closed), positional or named, a file with the text as its caption, and
+the default message for every other kind of channel; and the checker's errors for variants that
+cannot be sent, among them named parameters the number's stored template does not ask for."""
 
 from collections.abc import Iterator
 from datetime import timedelta
@@ -65,7 +66,7 @@ def sent(db: Database, contact_id: int) -> list[Message]:
 
 @pytest.fixture
 def graph() -> Iterator[FakeGraph]:
-    with fake_graph(samples.TEMPLATES) as server:
+    with fake_graph([*samples.TEMPLATES, samples.SPRING_SALE]) as server:
         yield server
 
 
@@ -163,3 +164,195 @@ def test_a_missing_default_file_is_refused(client: TestClient, tenant: Tenant) -
     refused = client.post("/api/v1/workflows", headers=tenant.headers, json=body)
     assert refused.status_code == 422
     assert refused.json()["error"]["details"] == {"steps[0].config.file_id": "no file 123456"}
+
+
+# ----- NAMED templates ({{first_name}}): values by name --------------------------------------------
+
+SPRING_SALE = {
+    "name": "spring_sale",
+    "language": "en_US",
+    # In another order than the template's, which the request follows.
+    "named_parameters": [
+        {"name": "discount_code", "value": "PRIMAVERA"},
+        {"name": "first_name", "value": '{{contact.first_name | "cliente"}}'},
+        {"name": "sale_start_date", "value": "{{trigger.day}}"},
+    ],
+}
+
+
+def test_a_named_template_goes_out_with_each_value_by_name_where_the_template_uses_it(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    contact_id = whatsapp_customer(client, db, tenant, graph)
+    saved = client.post(
+        "/api/v1/workflows",
+        headers=tenant.headers,
+        json={
+            "name": "Rebajas",
+            "definition": definition(variants=[{"channel_type": "whatsapp", "template": SPRING_SALE}]),
+        },
+    )
+    assert saved.status_code == 201, saved.text
+    start(db, tenant, definition(variants=[{"channel_type": "whatsapp", "template": SPRING_SALE}]), contact_id)
+    with travel(timedelta(hours=25)):  # the reply window has closed: only a template may go out
+        runner.run_due(db, now=utcnow(), policy=runner.Policy(allow_private=True))
+    with db.transaction(write=False) as session:
+        run = session.scalar(select(WorkflowRun).where(WorkflowRun.contact_id == contact_id))
+        assert run is not None
+        assert run.status == "finished", run.last_error
+    assert graph.sent[-1]["body"] == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "16505551234",  # the customer of the webhook sample
+        "type": "template",
+        "template": {
+            "name": "spring_sale",
+            "language": {"code": "en_US"},
+            "components": [
+                {
+                    "type": "header",
+                    "parameters": [{"type": "text", "parameter_name": "sale_start_date", "text": "lunes"}],
+                },
+                {
+                    "type": "body",
+                    "parameters": [
+                        {"type": "text", "parameter_name": "first_name", "text": "Sheena"},
+                        {"type": "text", "parameter_name": "discount_code", "text": "PRIMAVERA"},
+                    ],
+                },
+            ],
+        },
+    }
+    [message] = sent(db, contact_id)
+    assert (
+        message.text
+        == "Our new sale starts lunes!\n\nHi Sheena, use code PRIMAVERA at checkout.\n\nTerms and conditions apply"
+    )
+
+
+def test_the_builder_offers_the_numbers_approved_templates_and_their_parameter_names(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    connect_whatsapp(client, sign_in(db, tenant, Role.MANAGER).headers, graph)
+    with db.transaction(write=False) as session:
+        choices = service.reference_choices(session, tenant.workspace_id)
+    # The APPROVED ones (abandoned_cart is PENDING: not sendable yet), by name.
+    assert [value for value, _label in choices["template.name"]] == [
+        "order_confirmation",
+        "order_delivery_update",
+        "seguimiento_pedido",
+        "spring_sale",
+        "welcome_template",
+    ]
+    assert [value for value, _label in choices["template.language"]] == ["en_US", "es_MX"]
+    assert ("discount_code", "discount_code (spring_sale)") in choices["named_parameters.name"]
+    assert ("first_name", "first_name (order_confirmation, spring_sale)") in choices["named_parameters.name"]
+    assert "1" not in [value for value, _label in choices["named_parameters.name"]]  # positional keys are no names
+
+
+def named(*pairs: tuple[str, str]) -> list[dict[str, str]]:
+    return [{"name": name, "value": value} for name, value in pairs]
+
+
+ALL_THREE = (("first_name", "Ana"), ("discount_code", "X1"), ("sale_start_date", "hoy"))
+
+
+@pytest.mark.parametrize(
+    ("template", "path", "message"),
+    [
+        (
+            {**SPRING_SALE, "named_parameters": named(*ALL_THREE, ("coupon", "X"))},
+            "named_parameters[3].name",
+            "template 'spring_sale' has no parameter 'coupon' (it has: sale_start_date, first_name, discount_code)",
+        ),
+        (
+            {**SPRING_SALE, "named_parameters": named(("first_name", "Ana"))},
+            "named_parameters",
+            "template 'spring_sale' needs a value for: sale_start_date, discount_code",
+        ),
+        (
+            {**SPRING_SALE, "named_parameters": named(*ALL_THREE, ("first_name", "Eva"))},
+            "named_parameters[3].name",
+            "parameter 'first_name' is given twice",
+        ),
+        (
+            {"name": "spring_sale", "language": "en_US", "parameters": ["Ana", "X1"], "header_parameters": ["hoy"]},
+            "parameters",
+            "template 'spring_sale' takes named parameters: give them by name under named_parameters",
+        ),
+        (
+            {**SPRING_SALE, "parameters": ["Ana"]},
+            "named_parameters",
+            "give positional or named parameters, not both",
+        ),
+        (
+            {"name": "seguimiento_pedido", "language": "es_MX", "named_parameters": named(("first_name", "Ana"))},
+            "named_parameters",
+            "template 'seguimiento_pedido' takes positional parameters: give them in order under parameters",
+        ),
+        (
+            {**TEMPLATE, "parameters": ["Ana"]},
+            "parameters",
+            "the body of 'seguimiento_pedido' takes 2 parameter(s), 1 given",
+        ),
+        (
+            {"name": "rebajas", "language": "es", "named_parameters": named(("first_name", "Ana"))},
+            "name",
+            "no WhatsApp number has a template 'rebajas' in 'es' (sync the templates if it is new)",
+        ),
+        (
+            {**SPRING_SALE, "named_parameters": named(*ALL_THREE[:2], ("sale_start_date", "{{contact.nope}}"))},
+            "named_parameters[2].value",
+            "unknown variable {{contact.nope}}",
+        ),
+        (
+            {**SPRING_SALE, "named_parameters": named(*ALL_THREE, ("first name", "Ana"))},
+            "named_parameters[3].name",
+            "String should match pattern '^[A-Za-z0-9_]+$'",
+        ),
+    ],
+)
+def test_named_parameters_that_do_not_fit_the_template_are_refused_naming_the_field(
+    client: TestClient,
+    db: Database,
+    tenant: Tenant,
+    graph: FakeGraph,
+    template: dict[str, Any],
+    path: str,
+    message: str,
+) -> None:
+    connect_whatsapp(client, sign_in(db, tenant, Role.MANAGER).headers, graph)
+    variants = [{"channel_type": "whatsapp", "template": template}]
+    refused = client.post(
+        "/api/v1/workflows",
+        headers=tenant.headers,
+        json={"name": "Rebajas", "definition": definition(variants=variants)},
+    )
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert set(error) == {"code", "message", "details"}
+    assert error["details"] == {f"steps[0].config.variants[0].template.{path}": message}
+
+
+def test_a_step_on_a_number_without_the_template_is_refused_even_when_another_has_it(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph
+) -> None:
+    created = connect_whatsapp(client, sign_in(db, tenant, Role.MANAGER).headers, graph)
+    with db.transaction() as session:
+        other = Channel(workspace_id=tenant.workspace_id, type="whatsapp", name="Soporte", key="wa-soporte-test")
+        session.add(other)
+        session.flush()
+        other_id = other.id
+    variants = [{"channel_type": "whatsapp", "template": SPRING_SALE}]
+    for channel, status in ((created["id"], 201), (other_id, 422)):
+        answer = client.post(
+            "/api/v1/workflows",
+            headers=tenant.headers,
+            json={"name": f"Rebajas {channel}", "definition": definition(channel=channel, variants=variants)},
+        )
+        assert answer.status_code == status, answer.text
+    assert answer.json()["error"]["details"] == {
+        "steps[0].config.variants[0].template.name": (
+            "no WhatsApp number has a template 'spring_sale' in 'en_US' (sync the templates if it is new)"
+        )
+    }

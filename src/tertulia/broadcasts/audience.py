@@ -131,7 +131,8 @@ class Renderer:
                 for parameter in component.get("parameters") or []:
                     if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
                         text = variables.render(parameter["text"], context, self.custom_keys, f"{where}.template")
-                        parameters.append({**parameter, "text": text})
+                        # Meta requires each parameter's type; a value given as {"text": ...} has none.
+                        parameters.append({"type": "text", **parameter, "text": text})
                     else:
                         parameters.append(parameter)
                 components.append({**component, "parameters": parameters} if parameters else component)

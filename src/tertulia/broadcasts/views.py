@@ -9,6 +9,7 @@ sending or paused: the backend emits no broadcast events on the agents' socket.
 """
 
 import calendar
+import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -21,8 +22,8 @@ from starlette.responses import Response
 from tertulia.broadcasts import service
 from tertulia.broadcasts.audience import UNSUPPORTED_TYPES
 from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus
-from tertulia.channels.message_templates import component_text, slots, templates_of
-from tertulia.channels.models import Channel
+from tertulia.channels.message_templates import component_text, find_template, slots, templates_of
+from tertulia.channels.models import Channel, MessageTemplate
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, writes
@@ -309,9 +310,15 @@ def _typed(item: Broadcast) -> dict[str, str]:
     messenger = content.get("messenger") or {}
     template = whatsapp.get("template") or {}
     params: list[str] = []
+    named: set[str] = set()
     for component in template.get("components") or []:
         for parameter in component.get("parameters") or []:
-            params.append(str(parameter.get("text", "")))
+            name = parameter.get("parameter_name")
+            if name is None:
+                params.append(str(parameter.get("text", "")))
+            elif name not in named:  # a name the header and body both use is one line
+                named.add(name)
+                params.append(f"{name} = {parameter.get('text', '')}")
     language = template.get("language")
     quick = default.get("quick_reply") or {}
     return {
@@ -414,7 +421,49 @@ def _int(value: str, key: str) -> int | None:
     return int(text)
 
 
-def _content(form: dict[str, str]) -> dict[str, Any]:
+NAMED_LINE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_]+)\s*=\s*(?P<value>.*?)\s*$")
+
+
+def _stored_template(ctx: WebContext, name: str, language: str) -> MessageTemplate | None:
+    """The workspace's synced WhatsApp template of this name and language (any of its numbers: the
+    numbers of one business account share them), to read its parameter format and names."""
+    for channel in _channels(ctx):
+        if channel.type == "whatsapp":
+            found = find_template(ctx.session, channel, name, language)
+            if found is not None:
+                return found
+    return None
+
+
+def _named_components(ctx: WebContext, template: MessageTemplate, lines: str) -> list[dict[str, Any]]:
+    """A named template's parameters from `name = value` lines, each in the header and body that
+    use the name (Meta's named form, `parameter_name`); a name the template lacks is refused here,
+    a missing one when the broadcast is checked for sending (a draft may be half filled)."""
+    text_slots = [s for s in slots(template) if s.kind == "text"]
+    known = list(dict.fromkeys(s.key for s in text_slots))
+    parts: dict[str, list[dict[str, Any]]] = {"header": [], "body": []}
+    for line in lines.splitlines():
+        if not line.strip():
+            continue
+        found = NAMED_LINE.match(line)
+        if found is None or not found["value"]:
+            raise ValidationFailed.field(
+                "template_params", i18n.lazy("This template's parameters have names: write one name = value per line.")
+            )
+        name = found["name"]
+        if name not in known:
+            message = ctx.fmt.gettext(i18n.lazy("Template %(template)s has no parameter %(name)s (it has: %(names)s)"))
+            raise ValidationFailed.field(
+                "template_params",
+                message % {"template": repr(template.name), "name": repr(name), "names": ", ".join(known)},
+            )
+        for slot in text_slots:
+            if slot.key == name:
+                parts[slot.component].append({"text": found["value"], "parameter_name": name})
+    return [{"type": part, "parameters": given} for part, given in parts.items() if given]
+
+
+def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
     """The content per channel type from the editor: the text (any channel), the WhatsApp template
     (sent when a contact's reply window is closed) and the Messenger tag."""
     content: dict[str, Any] = {}
@@ -437,12 +486,14 @@ def _content(form: dict[str, str]) -> dict[str, Any]:
     if default:
         content["default"] = default
     if form["template_name"].strip():
-        parameters = [{"text": line.strip()} for line in form["template_params"].splitlines() if line.strip()]
-        template: dict[str, Any] = {
-            "name": form["template_name"].strip(),
-            "language": form["template_language"].strip() or "es",
-            "components": [{"type": "body", "parameters": parameters}] if parameters else [],
-        }
+        name, language = form["template_name"].strip(), form["template_language"].strip() or "es"
+        stored = _stored_template(ctx, name, language)
+        if stored is not None and stored.parameter_format == "NAMED":
+            components = _named_components(ctx, stored, form["template_params"])
+        else:
+            parameters = [{"text": line.strip()} for line in form["template_params"].splitlines() if line.strip()]
+            components = [{"type": "body", "parameters": parameters}] if parameters else []
+        template: dict[str, Any] = {"name": name, "language": language, "components": components}
         content["whatsapp"] = {**default, "template": template}
     if form["message_tag"]:
         if form["message_tag"] not in MESSAGE_TAGS:
@@ -466,7 +517,7 @@ def _save(ctx: WebContext, item: Broadcast, form: dict[str, str]) -> Broadcast:
         exclude_segment_id=_int(form["exclude_segment_id"], "exclude_segment_id"),
         channel_mode=form["channel_mode"] or None,
         channel_id=_int(form["channel_id"], "channel_id") if form["channel_mode"] != "last_interacted" else None,
-        content=_content(form),
+        content=_content(ctx, form),
         reply_window_hours=_int(form["reply_window_hours"], "reply_window_hours"),
         unset=frozenset(unset),
     )
@@ -486,7 +537,10 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                     "name": template.name,
                     "language": template.language,
                     "body": component_text(template, "BODY") or "",
-                    "parameters": len(slots(template)),
+                    # A named template's names, to write as `name = value` lines; else how many.
+                    "parameters": ", ".join(dict.fromkeys(s.key for s in slots(template)))
+                    if template.parameter_format == "NAMED"
+                    else str(len(slots(template))),
                 }
             )
     return found

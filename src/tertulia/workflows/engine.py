@@ -534,6 +534,7 @@ class _Engine:
                     "language": variant.template.language,
                     "parameters": [self.text(value) for value in variant.template.parameters],
                     "header_parameters": [self.text(value) for value in variant.template.header_parameters],
+                    "named_parameters": {p.name: self.text(p.value) for p in variant.template.named_parameters},
                 }
                 if variant.template is not None
                 else None,

@@ -16,7 +16,7 @@ field. docs/workflows.md describes the format for people.
 import json
 import math
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -209,15 +209,24 @@ CHANNEL_TYPES = ("whatsapp", "messenger", "instagram", "telegram", "webchat", "e
 MAX_TEMPLATE_PARAMETERS = 20
 
 
+class NamedParameter(_Strict):
+    """The value of one of a NAMED template's parameters (`{{first_name}}` is `first_name`)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")
+    value: Text
+
+
 class TemplateConfig(_Strict):
     """A WhatsApp message template approved for the channel: its name, language and the values of
-    its positional parameters ({{1}}, {{2}}, ... in order, variables allowed) in the body and in a
-    text header."""
+    its parameters, variables allowed: for a POSITIONAL template ({{1}}, {{2}}, ...) in order in the
+    body and in a text header; for a NAMED one ({{first_name}}) by name, wherever the template uses
+    the name (its header or body)."""
 
     name: str = Field(min_length=1, max_length=512)
     language: str = Field(min_length=2, max_length=15)
     parameters: list[Text] = Field(default_factory=list, max_length=MAX_TEMPLATE_PARAMETERS)
     header_parameters: list[Text] = Field(default_factory=list, max_length=1)
+    named_parameters: list[NamedParameter] = Field(default_factory=list, max_length=MAX_TEMPLATE_PARAMETERS)
 
 
 class MessageVariant(_Strict):
@@ -429,6 +438,18 @@ class Workflow:
 SegmentLoader = Callable[[int], Mapping[str, Any] | None]
 
 
+@dataclass(frozen=True)
+class TemplateShape:
+    """What a stored WhatsApp template asks for, as the checker compares a step's values with it:
+    whether its parameters are NAMED, and the keys of the text parameters of its header and body
+    (`1`, `2`, ... or names), in order."""
+
+    name: str
+    named: bool
+    header: tuple[str, ...]
+    body: tuple[str, ...]
+
+
 @dataclass
 class CheckContext:
     """What checking a definition needs from its workspace. Sets left as None are not checked
@@ -445,6 +466,9 @@ class CheckContext:
     self_workflow_id: int | None = None
     # Whether an uploaded file of the workspace has this id (a message may send one).
     file_exists: Callable[[int], bool] | None = None
+    # The stored WhatsApp templates of this name and language that a step sending on this channel
+    # (an id, or "last_interacted": any of the workspace's numbers) may use.
+    whatsapp_templates: Callable[[int | str, str, str], Sequence[TemplateShape]] | None = None
 
 
 class DefinitionErrors(ValidationFailed):
@@ -751,6 +775,7 @@ class _Checker:
                     self.error(f"{where}.template", "only WhatsApp channels send templates")
                 if variant.text is not None or variant.file_id is not None:
                     self.error(f"{where}.template", "a template is sent on its own: leave the text and file empty")
+                self.template(config.channel, variant.template, f"{where}.template")
             elif variant.text is None and variant.file_id is None:
                 self.error(where, "needs a text, a file or a template")
             files.append((f"variants[{index}].file_id", variant.file_id))
@@ -758,6 +783,73 @@ class _Checker:
         for name, file_id in files:
             if file_id is not None and exists is not None and not exists(file_id):
                 self.error(f"{path}.{name}", f"no file {file_id}")
+
+    def template(self, channel: int | str, config: TemplateConfig, path: str) -> None:
+        """The parameters against the template as stored for the numbers the step may send on.
+        Named values can only be checked against it, so they are refused for a template no number
+        has (yet); positional values for one are left to the check when the message is sent."""
+        named = config.named_parameters
+        seen: set[str] = set()
+        for index, parameter in enumerate(named):
+            if parameter.name in seen:
+                self.error(f"{path}.named_parameters[{index}].name", f"parameter {parameter.name!r} is given twice")
+            seen.add(parameter.name)
+        if named and (config.parameters or config.header_parameters):
+            self.error(f"{path}.named_parameters", "give positional or named parameters, not both")
+            return
+        lookup = self.ctx.whatsapp_templates
+        if lookup is None:
+            return
+        shapes = lookup(channel, config.name, config.language)
+        if not shapes:
+            if named:
+                self.error(
+                    f"{path}.name",
+                    f"no WhatsApp number has a template {config.name!r} in {config.language!r}"
+                    " (sync the templates if it is new)",
+                )
+            return
+        for shape in shapes:
+            self.template_fits(shape, config, path)
+
+    def template_fits(self, shape: TemplateShape, config: TemplateConfig, path: str) -> None:
+        if not shape.named:
+            if config.named_parameters:
+                self.error(
+                    f"{path}.named_parameters",
+                    f"template {shape.name!r} takes positional parameters: give them in order under parameters",
+                )
+                return
+            for part, asked, given in (
+                ("body", shape.body, config.parameters),
+                ("header", shape.header, config.header_parameters),
+            ):
+                if len(given) != len(asked):
+                    field = "parameters" if part == "body" else "header_parameters"
+                    self.error(
+                        f"{path}.{field}",
+                        f"the {part} of {shape.name!r} takes {len(asked)} parameter(s), {len(given)} given",
+                    )
+            return
+        if config.parameters or config.header_parameters:
+            field = "parameters" if config.parameters else "header_parameters"
+            self.error(
+                f"{path}.{field}",
+                f"template {shape.name!r} takes named parameters: give them by name under named_parameters",
+            )
+            return
+        names = list(dict.fromkeys((*shape.header, *shape.body)))
+        for index, parameter in enumerate(config.named_parameters):
+            if parameter.name not in names:
+                self.error(
+                    f"{path}.named_parameters[{index}].name",
+                    f"template {shape.name!r} has no parameter {parameter.name!r}"
+                    f" (it has: {', '.join(names) or 'none'})",
+                )
+        named = {p.name for p in config.named_parameters}
+        missing = [name for name in names if name not in named]
+        if missing:
+            self.error(f"{path}.named_parameters", f"template {shape.name!r} needs a value for: {', '.join(missing)}")
 
     def texts(self, trigger_type: str, step_type: str, config: Any, path: str) -> None:
         for name, text in _texts_of(config):
@@ -870,6 +962,8 @@ def _texts_of(config: Any) -> list[tuple[str, str]]:
             for part in ("parameters", "header_parameters"):
                 for position, value in enumerate(getattr(variant.template, part) if variant.template else []):
                     found.append((f"variants[{index}].template.{part}[{position}]", value))
+            for position, named in enumerate(variant.template.named_parameters if variant.template else []):
+                found.append((f"variants[{index}].template.named_parameters[{position}].value", named.value))
         return found
     if isinstance(config, CommentConfig):
         return [("text", config.text)]

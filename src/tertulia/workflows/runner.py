@@ -43,6 +43,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from tertulia.assistant import bot_settings
+from tertulia.channels import message_templates
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import MessageType
 from tertulia.contacts import service as contacts_service
@@ -822,11 +823,19 @@ class _Performer:
         spec = variant or {"text": params["text"], "file_id": params.get("file_id")}
         template = spec.get("template")
         if template is not None:
-            components = [
-                {"type": part, "parameters": [{"type": "text", "text": value} for value in values]}
-                for part, values in (("header", template.get("header_parameters")), ("body", template["parameters"]))
-                if values
-            ]
+            named = template.get("named_parameters") or {}
+            components = (
+                self.named_components(channel, template, named)
+                if named
+                else [
+                    {"type": part, "parameters": [{"type": "text", "text": value} for value in values]}
+                    for part, values in (
+                        ("header", template.get("header_parameters")),
+                        ("body", template["parameters"]),
+                    )
+                    if values
+                ]
+            )
             payload = {
                 "template": {
                     "name": template["name"],
@@ -848,6 +857,24 @@ class _Performer:
             message_type=conversations_service.message_type_of(attachments),
             file_ids=file_ids,
         )
+
+    def named_components(
+        self, channel: Channel, template: dict[str, Any], values: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        """Meta's named form: each value as `parameter_name` in the header and body that use its
+        name, in the order of the number's stored template (the values' own order is not kept by
+        every database's JSON). A name the template no longer has goes in the body, where checking
+        the message refuses it by name (the template changed since the workflow was saved)."""
+        stored = message_templates.find_template(self.session, channel, template["name"], template["language"])
+        slots = [s for s in message_templates.slots(stored) if s.kind == "text"] if stored is not None else []
+        parts: dict[str, list[dict[str, Any]]] = {"header": [], "body": []}
+        for slot in slots:
+            if slot.key in values:
+                parts[slot.component].append({"type": "text", "parameter_name": slot.key, "text": values[slot.key]})
+        used = {s.key for s in slots}
+        for name in sorted(set(values) - used):
+            parts["body"].append({"type": "text", "parameter_name": name, "text": values[name]})
+        return [{"type": part, "parameters": given} for part, given in parts.items() if given]
 
     def channel(self, choice: Any) -> Channel:
         session = self.session

@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from tertulia.channels.models import Channel
+from tertulia.channels import message_templates
+from tertulia.channels.models import Channel, MessageTemplate
 from tertulia.contacts.models import CustomField, Tag
 from tertulia.conversations.models import ClosingCategory, StoredFile
 from tertulia.kit.clock import utcnow
@@ -64,7 +65,37 @@ def check_context(session: Session, workspace_id: int, self_workflow_id: int | N
             )
             is not None
         ),
+        whatsapp_templates=lambda channel, name, language: whatsapp_template_shapes(
+            session, workspace_id, channel, name, language
+        ),
     )
+
+
+def whatsapp_template_shapes(
+    session: Session, workspace_id: int, channel: int | str, name: str, language: str
+) -> list[lang.TemplateShape]:
+    """The stored templates of this name and language on the WhatsApp numbers a step may send on:
+    the step's channel, or every active number of the workspace for "last_interacted"."""
+    query = select(Channel).where(Channel.workspace_id == workspace_id, Channel.type == "whatsapp")
+    if isinstance(channel, int):
+        query = query.where(Channel.id == channel)
+    else:
+        query = query.where(Channel.active)
+    shapes = []
+    for number in session.scalars(query.order_by(Channel.id)):
+        template = message_templates.find_template(session, number, name, language)
+        if template is None:
+            continue
+        text_slots = [s for s in message_templates.slots(template) if s.kind == "text"]
+        shapes.append(
+            lang.TemplateShape(
+                name=template.name,
+                named=template.parameter_format == "NAMED",
+                header=tuple(s.key for s in text_slots if s.component == "header"),
+                body=tuple(s.key for s in text_slots if s.component == "body"),
+            )
+        )
+    return shapes
 
 
 # A choice of a picker in the builder: the value stored in the definition and the name shown.
@@ -119,8 +150,32 @@ def reference_choices(
             select(Tag.name).where(Tag.workspace_id == workspace_id).order_by(Tag.name_key).limit(500)
         )
     ]
+    templates = session.scalars(
+        select(MessageTemplate)
+        .join(Channel, Channel.id == MessageTemplate.channel_id)
+        .where(
+            MessageTemplate.workspace_id == workspace_id,
+            MessageTemplate.status == message_templates.APPROVED,
+            Channel.active,
+        )
+        .order_by(MessageTemplate.name, MessageTemplate.language)
+        .limit(500)
+    ).all()
+    template_names: list[Choice] = [(name, name) for name in dict.fromkeys(t.name for t in templates)]
+    template_languages: list[Choice] = [(code, code) for code in dict.fromkeys(sorted(t.language for t in templates))]
+    # Each name a NAMED template asks for, with the templates that ask for it.
+    asking: dict[str, list[str]] = {}
+    for template in templates:
+        if template.parameter_format == "NAMED":
+            for slot in message_templates.slots(template):
+                if slot.kind == "text" and template.name not in asking.setdefault(slot.key, []):
+                    asking[slot.key].append(template.name)
+    parameter_names: list[Choice] = [(key, f"{key} ({', '.join(names)})") for key, names in sorted(asking.items())]
     return {
         "channel": channels,
+        "template.name": template_names,
+        "template.language": template_languages,
+        "named_parameters.name": parameter_names,
         "user_id": users,
         "team_id": teams,
         "category_id": categories,

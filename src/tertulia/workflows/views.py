@@ -156,6 +156,7 @@ FIELD_LABELS: dict[str, str] = {
     "language": i18n.lazy("Language code"),
     "parameters": i18n.lazy("Body parameters, in order"),
     "header_parameters": i18n.lazy("Header parameter"),
+    "named_parameters": i18n.lazy("Named parameters (a named template)"),
 }
 # The standard contact fields in the field pickers (custom fields show their own label).
 CONTACT_FIELD_LABELS: dict[str, str] = {
@@ -285,6 +286,42 @@ ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"choose the user", i18n.lazy("Choose the user")),
         (r"choose the team", i18n.lazy("Choose the team")),
         (r"at most 7 days", i18n.lazy("At most 7 days")),
+        (r"parameter (?P<name>'.*') is given twice", i18n.lazy("Parameter %(name)s is given twice")),
+        (
+            r"give positional or named parameters, not both",
+            i18n.lazy("Fill in the body and header parameters or the named parameters, not both"),
+        ),
+        (
+            r"template (?P<template>'.*') takes positional parameters: give them in order under parameters",
+            i18n.lazy("Template %(template)s takes positional parameters: fill in the body parameters, in order"),
+        ),
+        (
+            r"template (?P<template>'.*') takes named parameters: give them by name under named_parameters",
+            i18n.lazy("Template %(template)s takes named parameters: add them under named parameters"),
+        ),
+        (
+            r"template (?P<template>'[^']*') has no parameter (?P<name>'.*') \(it has: (?P<names>.*)\)",
+            i18n.lazy("Template %(template)s has no parameter %(name)s (it has: %(names)s)"),
+        ),
+        (
+            r"template (?P<template>'.*') needs a value for: (?P<names>.*)",
+            i18n.lazy("Template %(template)s needs a value for: %(names)s"),
+        ),
+        (
+            r"the body of (?P<template>'.*') takes (?P<n>\d+) parameter\(s\), (?P<given>\d+) given",
+            i18n.lazy("The body of template %(template)s takes %(n)s parameter(s); %(given)s given"),
+        ),
+        (
+            r"the header of (?P<template>'.*') takes (?P<n>\d+) parameter\(s\), (?P<given>\d+) given",
+            i18n.lazy("The header of template %(template)s takes %(n)s parameter(s); %(given)s given"),
+        ),
+        (
+            r"no WhatsApp number has a template (?P<template>'.*') in (?P<language>'.*')"
+            r" \(sync the templates if it is new\)",
+            i18n.lazy(
+                "No WhatsApp number has a template %(template)s in %(language)s (sync the templates if it is new)"
+            ),
+        ),
     )
 )
 

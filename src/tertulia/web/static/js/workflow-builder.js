@@ -736,11 +736,12 @@
         break;
       }
       case "string": {
-        const long = (schema.maxLength || 0) > 300 || ["text", "body", "value", "summary", "retry_text"].indexOf(name) >= 0;
+        // A name picked from the workspace's (a template's, up to 512 characters) stays one line.
+        const long = !choices && ((schema.maxLength || 0) > 300 || ["text", "body", "value", "summary", "retry_text"].indexOf(name) >= 0);
         const input = describe(long ? el("textarea", { "data-path": path, rows: 3 }) : el("input", { type: "text", "data-path": path }));
         input.value = value === undefined || value === null ? "" : value;
         if (schema.maxLength) input.maxLength = schema.maxLength;
-        if (choices && !long) {
+        if (choices) {
           const listId = id + "-choices";
           input.setAttribute("list", listId);
           input.setAttribute("data-testid", "picker-" + name);
