@@ -305,7 +305,7 @@ def test_templates_go_out_after_the_window_with_variables_filled_in(
     positional = _template(
         "seguimiento_pedido",
         "es_MX",
-        {"type": "header", "parameters": [{"type": "text", "text": "#42"}]},
+        {"type": "header", "parameters": [{"text": "#42"}]},  # no type: Meta's needs it, added before sending
         _body('{{contact.first_name | "cliente"}}', "lunes"),
     )
     named = _template(

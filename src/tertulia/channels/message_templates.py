@@ -297,12 +297,14 @@ def check_template_message(session: Session, channel: Channel, given: dict[str, 
                 f"{path}.parameters",
                 f"the {kind} of {name!r} takes {len(asked)} parameter(s), {len(parameters)} given",
             )
+        sent: list[dict[str, Any]] = []
         for position, (parameter, slot) in enumerate(zip(parameters, asked, strict=True)):
             where = f"{path}.parameters[{position}]"
             if slot.kind != "text":
                 if parameter.get("type") != slot.kind:
                     raise _refuse("template_parameters", where, f"the header of {name!r} takes a {slot.kind}")
                 values[(kind, slot.key)] = parameter
+                sent.append(parameter)
                 continue
             key = slot.key
             if named:
@@ -317,7 +319,8 @@ def check_template_message(session: Session, channel: Channel, given: dict[str, 
             if parameter.get("type", "text") != "text" or not str(parameter.get("text") or "").strip():
                 raise _refuse("template_parameters", where, "must be a text parameter that is not empty")
             values[(kind, key)] = parameter
-        kept.append({**component, "type": kind, "parameters": parameters})
+            sent.append({**parameter, "type": "text"})  # Meta refuses a parameter without its type
+        kept.append({**component, "type": kind, "parameters": sent})
     missing = [s for s in wanted if (s.component, s.key) not in values]
     if missing:
         first = missing[0]
