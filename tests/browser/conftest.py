@@ -180,11 +180,16 @@ def customer_writes(base_url: str, channel_key: str, origin: str, name: str, tex
     """A customer called `name` starts a web-chat session from `origin` and says `text`, through the
     widget's own API (so replies can reach them)."""
     headers = {"Origin": origin}
-    started = httpx.post(f"{base_url}/widget/{channel_key}/session", headers=headers, json={"name": name})
+    # httpx's default 5 s: a just-started server on a loaded machine answered its first request later.
+    timeout = 30.0
+    started = httpx.post(
+        f"{base_url}/widget/{channel_key}/session", headers=headers, json={"name": name}, timeout=timeout
+    )
     assert started.status_code == 200, started.text
     said = httpx.post(
         f"{base_url}/widget/{channel_key}/messages",
         headers={**headers, "Authorization": f"Bearer {started.json()['access_token']}"},
         json={"text": text, "client_msg_id": client_msg_id},
+        timeout=timeout,
     )
     assert said.status_code == 201, said.text

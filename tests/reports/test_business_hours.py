@@ -21,7 +21,7 @@ from tertulia.users.teams import do_create_team
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed, report
+from tests.reports.support import DRIFT, Shop, at, feed, report
 from tests.web.helpers import sign_in_as
 
 FRIDAY, MONDAY = "2026-11-06", "2026-11-09"
@@ -86,7 +86,7 @@ def _summary(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _near(value: float | None, expected: float) -> bool:
     # The scenario's clock keeps running for a moment inside each travelled instant.
-    return value is not None and abs(value - expected) <= 2
+    return value is not None and abs(value - expected) <= DRIFT
 
 
 def test_a_friday_evening_message_answered_on_monday_is_ten_business_minutes(

@@ -15,6 +15,7 @@ from tertulia.kit.db import Database
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
 from tests.reports.support import (
+    DRIFT,
     MONDAY,
     REPLY_DAY,
     TUESDAY,
@@ -47,7 +48,7 @@ def _rows(body: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
 
 
 def _near(value: float | None, expected: float) -> bool:
-    return value is not None and abs(value - expected) <= 2
+    return value is not None and abs(value - expected) <= DRIFT
 
 
 def _times(row: dict[str, Any], count: int, average: float, median: float, p90: float) -> None:
