@@ -5,7 +5,7 @@ from them, shows them as text tables, and the CSV download of a chart is the sam
 numbers are the same by construction.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -879,24 +879,57 @@ def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) 
             numbers.counts[cell.metric] += cell.count
 
 
+# Counted as different labels (contacts, conversations), never summed.
+LABELLED = ("closed_contact", "replied_conversation")
+
+
+def _tagged_cells(
+    read: "_Read", window: Range, metrics: Iterable[str], labelled: Iterable[str], column: str
+) -> tuple[list[Cell], dict[str, set[tuple[int, str]]]]:
+    """With the tag filter: the cells of `metrics` and the (dimension value, label) pairs of the
+    `labelled` metrics (`_Read.labels_by`'s) from one read of the items, which name every label
+    anyway: each read is a scan of the range's items."""
+    wanted = set(labelled)
+    cells = read.cells(window, (*metrics, *wanted), by=column, whole=True)
+    pairs: dict[str, set[tuple[int, str]]] = {metric: set() for metric in wanted}
+    for cell in cells:
+        if cell.metric in wanted and cell.count:
+            pairs[cell.metric].add((cell.key, cell.label))
+    return [cell for cell in cells if cell.metric not in wanted], pairs
+
+
 def _per(read: "_Read", window: Range, column: str) -> dict[int, _Numbers]:
     """Every number of PER_COUNTS and PER_TIMES in `window`, and the replies' numbers, by person
     (`user_id`) or team."""
     per: dict[int, _Numbers] = {}
-    _as_numbers(read.cells(window, (*PER_ROLLUPS, *PER_REPLY_ROLLUPS), by=column, whole=True), per, keyed=True)
-    for key, count in read.label_counts(window, "closed_contact", column).items():
+    metrics = (*PER_ROLLUPS, *PER_REPLY_ROLLUPS)
+    if read.filters.tag_id is None:
+        _as_numbers(read.cells(window, metrics, by=column, whole=True), per, keyed=True)
+        closed = read.label_counts(window, "closed_contact", column)
+        replied = read.label_counts(window, "replied_conversation", column)
+    else:
+        cells, pairs = _tagged_cells(read, window, metrics, LABELLED, column)
+        _as_numbers(cells, per, keyed=True)
+        closed, replied = (Counter(key for key, _label in pairs[metric]) for metric in LABELLED)
+    for key, count in closed.items():
         per.setdefault(key, _Numbers.empty()).counts["contacts_closed"] += count
-    for key, count in read.label_counts(window, "replied_conversation", column).items():
+    for key, count in replied.items():
         per.setdefault(key, _Numbers.empty()).replied_conversations += count
     return per
 
 
 def _whole(read: "_Read", window: Range) -> _Numbers:
     per: dict[int, _Numbers] = {}
-    _as_numbers(read.cells(window, PER_ROLLUPS, whole=True), per, keyed=False)
+    if read.filters.tag_id is None:
+        _as_numbers(read.cells(window, PER_ROLLUPS, whole=True), per, keyed=False)
+        # The same contact closed by two people is one contact of the workspace.
+        closed = read.label_count(window, "closed_contact", "user_id")
+    else:
+        cells, pairs = _tagged_cells(read, window, PER_ROLLUPS, ["closed_contact"], "user_id")
+        _as_numbers(cells, per, keyed=False)
+        closed = len({label for _key, label in pairs["closed_contact"]})
     numbers = per.get(0, _Numbers.empty())
-    # The same contact closed by two people is one contact of the workspace.
-    numbers.counts["contacts_closed"] = read.label_count(window, "closed_contact", "user_id")
+    numbers.counts["contacts_closed"] = closed
     return numbers
 
 
@@ -1501,7 +1534,7 @@ def drill_down_pages(
         business_hours=business_hours,
     )
     workspace_id = actor.workspace_id
-    # The request's session is closed before a streamed answer is sent: the pages read on their own.
+    # The pages read on their own, not on the request's session (which may be gone by then).
     engine = session.get_bind().engine
 
     def named(snapshot: Session, page: list[dict[str, Any]], channels: dict[int, str]) -> list[dict[str, Any]]:
