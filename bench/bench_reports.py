@@ -18,8 +18,13 @@ tag on a tenth of the contacts are loaded too, so the reports a tag filters are 
 it (`..._tag_ms`), in the same run as without. TERTULIA_BENCH_REPORTS (every report by default)
 names the reports to build, comma-separated.
 
-Last, a drill-down list's CSV over the year (every opening, read in pages as `list.csv` streams it):
-its rows, time and the peak of memory it allocates (`list_csv_365d_...`).
+TERTULIA_BENCH_REPORTS_REUSE=1 keeps the database a previous run generated at the same URL (its
+size is not checked: keep TERTULIA_BENCH_CONVERSATIONS alike) instead of generating it again, for
+measuring two versions of the code on the same rows, one after the other.
+
+Last, a drill-down list's CSV over the year (every opening, read in pages and written whole before
+it is sent, as `list.csv` does): its rows, time and the peak of memory it allocates
+(`list_csv_365d_...`).
 """
 
 import os
@@ -100,11 +105,19 @@ def _seconds(rng: random.Random, median: float, spread: float = 1.2) -> float:
     return rng.lognormvariate(0, spread) * median
 
 
+def _replied(changes: Changes, fact: ConversationFact, user_id: int) -> None:
+    """A person's reply as the consumer counts it: one reply, and its conversation (one label per
+    conversation, so a range can count the different conversations replied to)."""
+    changes.count("replies", fact, user_id=user_id)
+    changes.count("replied_conversation", fact, user_id=user_id, label=str(fact.conversation_id))
+
+
 def generate(
     workspace_id: int, n: int, seed: int = 7
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int]:
     """The rollup rows of `n` conversations over the year before END, their items, their fact rows
-    (conversation i + 1 of contact i + 1), and how many messages."""
+    (conversation i + 1 of contact i + 1), and how many messages. The contact closed is labelled
+    with the conversation's number, which is its contact's."""
     rng = random.Random(seed)
     zone = ZoneInfo(ZONE)
     # Every duration is also kept in business hours (an office week), as the consumer does.
@@ -159,6 +172,7 @@ def generate(
         reply = first
         for _ in range(rng.randint(1, 6)):
             add(reply, lambda c, f=fact, u=agent: c.count("outgoing", f, label="user", user_id=u))
+            add(reply, lambda c, f=fact, u=agent: _replied(c, f, u))
             messages += 1
             if rng.random() < 0.01:
                 add(reply, lambda c, f=fact: c.count("failed", f, label=rng.choice(["131047", "rejected", "timeout"])))
@@ -167,6 +181,7 @@ def generate(
             closed = reply + timedelta(seconds=_seconds(rng, 3600))
             fact.category_id = rng.randint(1, CATEGORIES)
             add(closed, lambda c, f=fact: c.count("closed", f))
+            add(closed, lambda c, f=fact: c.count("closed_contact", f, label=str(f.conversation_id)))
             add(closed, lambda c, f=fact, s=both(opened, closed): c.duration("resolution", f, *s))
             if rng.random() < 0.1:
                 again = closed + timedelta(seconds=_seconds(rng, 86400))
@@ -217,7 +232,28 @@ def _median_ms(action: Any) -> float:
     return round(statistics.median(samples), 1)
 
 
-def run(name: str, url: str) -> dict[str, Any]:
+REUSE = os.environ.get("TERTULIA_BENCH_REPORTS_REUSE") == "1"
+
+
+def _reused(url: str) -> tuple[Database, int, int, dict[str, Any]] | None:
+    """The workspace and tag of a database a previous run generated, if there is one."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return None
+    db = Database(url)
+    try:
+        with db.transaction(write=False) as session:
+            found = session.execute(text("SELECT workspace_id, id FROM tags WHERE name_key = 'vip'")).first()
+            rows = session.scalar(text("SELECT count(*) FROM report_rollups"))
+    except Exception:  # no such database or tables: generate it
+        db.dispose()
+        return None
+    if found is None or not rows:
+        db.dispose()
+        return None
+    return db, int(found[0]), int(found[1]), {"conversations": CONVERSATIONS, "rollup_rows": rows, "reused": True}
+
+
+def _generated(name: str, url: str) -> tuple[Database, int, int, dict[str, Any]]:
     db = _fresh(name, url)
     with db.transaction() as session:
         created = do_create_workspace_with_owner(
@@ -252,7 +288,6 @@ def run(name: str, url: str) -> dict[str, Any]:
         with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             for table in ("report_rollups", "report_items", "report_conversations", "contacts", "contact_tags"):
                 conn.execute(text(f"VACUUM ANALYZE {table}"))
-    actor = Actor.system(workspace_id)
     figures: dict[str, Any] = {
         "conversations": CONVERSATIONS,
         "messages": messages,
@@ -262,6 +297,12 @@ def run(name: str, url: str) -> dict[str, Any]:
         "generate_s": round(generated, 1),
         "load_s": round(loaded, 1),
     }
+    return db, workspace_id, tag_id, figures
+
+
+def run(name: str, url: str) -> dict[str, Any]:
+    db, workspace_id, tag_id, figures = (REUSE and _reused(url)) or _generated(name, url)
+    actor = Actor.system(workspace_id)
     end = (END.astimezone(ZoneInfo(ZONE))).date()
     by_tag = Filters(tag_id=tag_id)
     for days in (90, 365):
@@ -282,8 +323,9 @@ def run(name: str, url: str) -> dict[str, Any]:
                         build_report(session, actor, report, preset="custom", start=first, end=end, business_hours=True)
 
                 figures[f"{report}_{days}d_business_hours_ms"] = _median_ms(build_in_hours)
-    # A drill-down list's CSV over the whole year: every opening, read in pages and written out as the
-    # API streams it (`list.csv`), with the rows' count and the peak of memory it allocated.
+    # A drill-down list's CSV over the whole year: every opening, read in pages and written whole
+    # before it is sent, then sent in pieces, as the API does (`list.csv`), with the rows' count and
+    # the peak of memory it allocated.
     first = end - timedelta(days=364)
 
     def list_csv() -> int:
@@ -292,13 +334,14 @@ def run(name: str, url: str) -> dict[str, Any]:
                 session, actor, "conversations", metric="opened", preset="custom", start=first, end=end
             )
             zone = ZoneInfo(head["timezone"])
-            written = 0
-            for page in pages:
-                text = csvfile.render_rows(
+
+            def rows(page: list[dict[str, Any]]) -> list[list[Any]]:
+                return [
                     [i["conversation_id"], csvfile.local_time(i["at"], zone), i["contact"], i["channel"]] for i in page
-                )
-                written += text.count("\n")
-            return written
+                ]
+
+            file, _size = csvfile.spooled(["conversation_id", "at", "contact", "channel"], (rows(p) for p in pages))
+            return sum(chunk.count(b"\n") for chunk in csvfile.chunks(file)) - 1  # the header
 
     figures["list_csv_365d_rows"] = list_csv()
     figures["list_csv_365d_ms"] = _median_ms(list_csv)

@@ -2,18 +2,21 @@
 number, with the report's range and filters, for every bar of the conversations series and every
 bucket of first responses; the reply-time and assignment-to-response bars list exactly their
 conversations (page and API, filters, tag, business hours, pending and applied events); a list's
-CSV has the JSON's rows."""
+CSV has the JSON's rows, and a database failure while it is read is an error, not a shorter file."""
 
 import csv
 import html
 import io
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 from fastapi.testclient import TestClient
+from sqlalchemy import Connection, event
 
 from tertulia.kit.db import Database
 from tertulia.reports import repository, service
@@ -409,3 +412,70 @@ def test_a_long_list_says_it_is_cut_and_its_csv_has_every_row_in_order(
         assert found.group(2) == link
         assert len(_csv(client, tenant, "conversations", "list", day)) - 1 == total
         assert html.unescape(found.group(1)).startswith("/api/v1/reports/conversations/list.csv?range=custom")
+
+
+@contextmanager
+def _connection_lost_at_second_page(db: Database) -> Iterator[list[str]]:
+    """The database connection reading a list's items is lost for real just before its second page
+    is read: on PostgreSQL its server process is terminated from another connection, on SQLite the
+    connection is closed. The statements of the pages read, as they are read."""
+    pages: list[str] = []
+
+    def before(conn: Connection, cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM report_items" not in statement or "ORDER BY report_items.at" not in statement:
+            return
+        pages.append(statement)
+        if len(pages) != 2:
+            return
+        raw: Any = conn.connection.dbapi_connection
+        if db.engine.dialect.name == "postgresql":
+            url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            with psycopg.connect(url, autocommit=True) as other:
+                other.execute("SELECT pg_terminate_backend(%s)", [raw.info.backend_pid])
+        else:
+            raw.close()
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    try:
+        yield pages
+    finally:
+        event.remove(db.engine, "before_cursor_execute", before)
+
+
+def test_a_lists_csv_cut_short_by_the_database_is_an_error_not_a_shorter_file(
+    db: Database, tenant: Tenant, client: TestClient
+) -> None:
+    """The list's CSV is written whole before it is sent: when the database fails after the first
+    page of items, the answer is the error (500, the error JSON, no file), not the first page's rows
+    looking like a whole file; once the database answers again, the same CSV is whole, with its
+    length said."""
+    start = datetime(2026, 11, 4, 15, 0, tzinfo=UTC)  # 09:00 in Mexico City
+    total = service.DRILL_PAGE + 5
+    with db.transaction() as session:
+        repository.add_items(
+            session,
+            [
+                {
+                    "workspace_id": tenant.workspace_id,
+                    "conversation_id": 2_000_000 + n,
+                    "metric": "opened",
+                    "period": "2026-11-04T09",
+                    "at": start + timedelta(seconds=n),
+                }
+                for n in range(total)
+            ],
+        )
+    day = {"range": "custom", "from": "2026-11-04", "to": "2026-11-04", "metric": "opened"}
+    address = "/api/v1/reports/conversations/list.csv"
+    with _connection_lost_at_second_page(db) as pages:
+        failed = client.get(address, headers=tenant.headers, params=day)
+    assert len(pages) == 2  # the first page was read, the second failed
+    assert failed.status_code == 500, failed.text[:200]
+    assert failed.headers["content-type"].startswith("application/json")
+    assert "content-disposition" not in failed.headers
+    assert failed.json()["error"]["code"] == "internal_error"
+    whole = client.get(address, headers=tenant.headers, params=day)
+    assert whole.status_code == 200
+    assert int(whole.headers["content-length"]) == len(whole.content)
+    rows = list(csv.reader(io.StringIO(whole.text)))
+    assert [int(row[0]) for row in rows[1:]] == [2_000_000 + n for n in range(total)]

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, func, insert, not_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, distinct, func, insert, not_, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -168,6 +168,10 @@ class Cell:
     key: int = 0
 
 
+# The period of a cell summed over its whole range (`cells(..., whole=True)`).
+WHOLE = ""
+
+
 def _range_clauses(
     workspace_id: int, grain: str, first: str, last: str, metrics: Iterable[str], filters: Filters
 ) -> list[ColumnElement[bool]]:
@@ -191,10 +195,15 @@ def cells(
     filters: Filters,
     *,
     by: str | None = None,
+    whole: bool = False,
 ) -> list[Cell]:
     """Sums of the rollups of `metrics` with periods first..last (inclusive), by period, metric,
-    label and bucket (and one dimension of DIMENSIONS when `by` names it)."""
-    group: list[Any] = [Rollup.period, Rollup.metric, Rollup.label, Rollup.bucket]
+    label and bucket (and one dimension of DIMENSIONS when `by` names it). `whole`: not by period,
+    one cell per metric, label and bucket for the whole range (period WHOLE), for the numbers that
+    add up the range: a year by day is hundreds of times the rows."""
+    group: list[Any] = [Rollup.metric, Rollup.label, Rollup.bucket]
+    if not whole:
+        group.insert(0, Rollup.period)
     if by is not None:
         group.append(getattr(Rollup, by))
     query = (
@@ -202,7 +211,36 @@ def cells(
         .where(*_range_clauses(workspace_id, grain, first, last, metrics, filters))
         .group_by(*group)
     )
-    return _cells(session, query, by)
+    return _cells(session, query, by, whole)
+
+
+def _label_pairs(
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metric: str,
+    filters: Filters,
+    column: str,
+    labels: Sequence[str] | None = None,
+) -> Select[Any]:
+    """The different (dimension value, label) pairs of `metric` over periods first..last whose
+    counts add up to more than zero; only these `labels` when given."""
+    dimension = getattr(Rollup, column)
+    clauses = _range_clauses(workspace_id, grain, first, last, [metric], filters)
+    if labels is not None:
+        clauses.append(Rollup.label.in_(labels))
+    return (
+        select(dimension.label("key"), Rollup.label.label("label"))
+        .where(*clauses)
+        .group_by(dimension, Rollup.label)
+        .having(func.sum(Rollup.count) > 0)
+    )
+
+
+# Labels asked for by name at a time (`labels_by`'s `labels`): well within both databases' limits
+# on a statement's parameters.
+LABELS_AT_ONCE = 1000
 
 
 def labels_by(
@@ -214,17 +252,54 @@ def labels_by(
     metric: str,
     filters: Filters,
     column: str,
+    labels: Iterable[str] | None = None,
 ) -> set[tuple[int, str]]:
     """The different labels of `metric` over periods first..last, with the value of one dimension:
-    distinct counts (the contacts closed, per person) that sums cannot give."""
-    dimension = getattr(Rollup, column)
-    query = (
-        select(dimension, Rollup.label)
-        .where(*_range_clauses(workspace_id, grain, first, last, [metric], filters))
-        .group_by(dimension, Rollup.label)
-        .having(func.sum(Rollup.count) > 0)
-    )
-    return {(int(value), str(label)) for value, label in session.execute(query)}
+    distinct counts (the contacts closed, per person) that sums cannot give. Only these `labels`
+    when given (which of the events not applied yet are already counted)."""
+    if labels is None:
+        query = _label_pairs(workspace_id, grain, first, last, metric, filters, column)
+        return {(int(value), str(label)) for value, label in session.execute(query)}
+    wanted = sorted(set(labels))
+    found: set[tuple[int, str]] = set()
+    for at in range(0, len(wanted), LABELS_AT_ONCE):
+        chunk = wanted[at : at + LABELS_AT_ONCE]
+        query = _label_pairs(workspace_id, grain, first, last, metric, filters, column, chunk)
+        found.update((int(value), str(label)) for value, label in session.execute(query))
+    return found
+
+
+def label_counts(
+    session: Session,
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metric: str,
+    filters: Filters,
+    column: str,
+) -> dict[int, int]:
+    """How many of `labels_by`'s pairs each value of the dimension has, counted by the database: a
+    year has one pair per conversation replied to, too many to bring over one by one."""
+    pairs = _label_pairs(workspace_id, grain, first, last, metric, filters, column).subquery()
+    query = select(pairs.c.key, func.count()).group_by(pairs.c.key)
+    return {int(value): int(count) for value, count in session.execute(query)}
+
+
+def label_count(
+    session: Session,
+    workspace_id: int,
+    grain: str,
+    first: str,
+    last: str,
+    metric: str,
+    filters: Filters,
+    column: str,
+) -> int:
+    """How many different labels `labels_by`'s pairs have, whatever the dimension's value (a
+    contact closed by two people is one contact)."""
+    pairs = _label_pairs(workspace_id, grain, first, last, metric, filters, column).subquery()
+    return int(session.scalar(select(func.count(distinct(pairs.c.label)))) or 0)
 
 
 def breakdown(
@@ -279,13 +354,16 @@ def item_cells(
     filters: Filters,
     *,
     by: str | None = None,
+    whole: bool = False,
 ) -> list[Cell]:
     """`cells` added up from the items instead of the rollups (each item is one increment of its
     rollup, with the same period, dimensions, label and bucket), so the tag filter can apply. Items
     are kept by the hour: a day is the first 10 characters of the hour."""
     period: Any = ReportItem.period if grain == "h" else func.substr(ReportItem.period, 1, 10)
     low, high = (first, last) if grain == "h" else (f"{first}T00", f"{last}T23")
-    group: list[Any] = [period, ReportItem.metric, ReportItem.label, ReportItem.bucket]
+    group: list[Any] = [ReportItem.metric, ReportItem.label, ReportItem.bucket]
+    if not whole:
+        group.insert(0, period)
     if by is not None:
         group.append(getattr(ReportItem, by))
     query = (
@@ -300,7 +378,7 @@ def item_cells(
         )
         .group_by(*group)
     )
-    return _cells(session, query, by)
+    return _cells(session, query, by, whole)
 
 
 def _item_query(
@@ -354,15 +432,17 @@ def items(
     return list(session.scalars(query.order_by(ReportItem.at, ReportItem.id).limit(limit)))
 
 
-def _cells(session: Session, query: Select[Any], by: str | None) -> list[Cell]:
-    """The rows of a grouped query (period, metric, label, bucket, [the `by` dimension], count, total)."""
+def _cells(session: Session, query: Select[Any], by: str | None, whole: bool) -> list[Cell]:
+    """The rows of a grouped query ([period unless `whole`], metric, label, bucket, [the `by`
+    dimension], count, total)."""
+    at = 0 if whole else 1
     return [
         Cell(
-            period=row[0],
-            metric=row[1],
-            label=row[2],
-            bucket=int(row[3]),
-            key=int(row[4]) if by is not None else 0,
+            period=WHOLE if whole else row[0],
+            metric=row[at],
+            label=row[at + 1],
+            bucket=int(row[at + 2]),
+            key=int(row[at + 3]) if by is not None else 0,
             count=int(row[-2] or 0),
             total=float(row[-1] or 0.0),
         )

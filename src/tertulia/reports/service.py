@@ -5,11 +5,10 @@ from them, shows them as text tables, and the CSV download of a chart is the sam
 numbers are the same by construction.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from dataclasses import field as dataclass_field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -235,11 +234,19 @@ class _Read:
             self.pending = _pending_tagged(session, workspace_id, filters)
 
     def cells(
-        self, window: Range, metrics: Iterable[str], *, grain: str | None = None, by: str | None = None
+        self,
+        window: Range,
+        metrics: Iterable[str],
+        *,
+        grain: str | None = None,
+        by: str | None = None,
+        whole: bool = False,
     ) -> list[Cell]:
         """The cells of `metrics` in `window`, grouped by one dimension when `by` names it (each
         cell's `key` is then its value). With the business-hours toggle on, a time's cells are its
-        business-hours twin's, named as the time (so every report reads them alike)."""
+        business-hours twin's, named as the time (so every report reads them alike). `whole`: summed
+        over the whole window (period repository.WHOLE, the pending events' cells too), for numbers
+        that ignore the period; the same sums as the cells by period, from far fewer rows."""
         chosen = grain or window.grain
         first, last = window.bounds(chosen)
         if self.filters.empty and by is None:
@@ -248,13 +255,13 @@ class _Read:
         wanted = set(named)
         # A tag is no dimension of the rollups: the same cells are added up from the items.
         read = repository.cells if self.filters.tag_id is None else repository.item_cells
-        found = read(self.session, self.workspace_id, chosen, first, last, wanted, self.filters, by=by)
+        found = read(self.session, self.workspace_id, chosen, first, last, wanted, self.filters, by=by, whole=whole)
         if self.business_hours:
             # Only then: a year's report reads tens of thousands of cells.
             found = [c if named[c.metric] == c.metric else replace(c, metric=named[c.metric]) for c in found]
         found.extend(
             Cell(
-                period=row["period"],
+                period=repository.WHOLE if whole else row["period"],
                 metric=named[row["metric"]],
                 label=row["label"],
                 bucket=row["bucket"],
@@ -273,14 +280,66 @@ class _Read:
         grain = window.grain
         first, last = window.bounds(grain)
         if self.filters.tag_id is not None:  # the items' cells, pending events included
-            return {(c.key, c.label) for c in self.cells(window, [metric], by=column) if c.count}
+            return {(c.key, c.label) for c in self.cells(window, [metric], by=column, whole=True) if c.count}
         found = repository.labels_by(self.session, self.workspace_id, grain, first, last, metric, self.filters, column)
-        found.update(
+        found.update(self._pending_labels(window, metric, column))
+        return found
+
+    def label_counts(self, window: Range, metric: str, column: str) -> dict[int, int]:
+        """How many of `labels_by`'s pairs each value of the dimension has, without reading every
+        pair: the database counts the rollups' pairs, and a pending event's pair adds one unless the
+        rollups have it already."""
+        if self.filters.tag_id is not None:
+            counts: dict[int, int] = defaultdict(int)
+            for key, _label in self.labels_by(window, metric, column):
+                counts[key] += 1
+            return dict(counts)
+        grain = window.grain
+        first, last = window.bounds(grain)
+        found = defaultdict(
+            int,
+            repository.label_counts(self.session, self.workspace_id, grain, first, last, metric, self.filters, column),
+        )
+        pending = self._pending_labels(window, metric, column)
+        for key, _label in pending - self._stored_among(window, metric, column, pending):
+            found[key] += 1
+        return dict(found)
+
+    def label_count(self, window: Range, metric: str, column: str) -> int:
+        """How many different labels `labels_by`'s pairs have, whatever the dimension's value, as
+        `label_counts` counts them."""
+        if self.filters.tag_id is not None:
+            return len({label for _key, label in self.labels_by(window, metric, column)})
+        grain = window.grain
+        first, last = window.bounds(grain)
+        stored = repository.label_count(
+            self.session, self.workspace_id, grain, first, last, metric, self.filters, column
+        )
+        pending = self._pending_labels(window, metric, column)
+        known = {label for _key, label in self._stored_among(window, metric, column, pending)}
+        return stored + len({label for _key, label in pending} - known)
+
+    def _pending_labels(self, window: Range, metric: str, column: str) -> set[tuple[int, str]]:
+        grain = window.grain
+        first, last = window.bounds(grain)
+        return {
             (row[column], row["label"])
             for row in self.pending
             if row["grain"] == grain and first <= row["period"] <= last and row["metric"] == metric and row["count"]
+        }
+
+    def _stored_among(
+        self, window: Range, metric: str, column: str, pairs: set[tuple[int, str]]
+    ) -> set[tuple[int, str]]:
+        """The rollups' pairs with the labels of these (the pending events' few)."""
+        if not pairs:
+            return set()
+        grain = window.grain
+        first, last = window.bounds(grain)
+        labels = {label for _key, label in pairs}
+        return repository.labels_by(
+            self.session, self.workspace_id, grain, first, last, metric, self.filters, column, labels
         )
-        return found
 
 
 def _pending_tagged(session: Session, workspace_id: int, filters: Filters) -> list[dict[str, Any]]:
@@ -399,7 +458,7 @@ def _names(session: Session, model: Any, workspace_id: int, ids: Iterable[int]) 
 def _conversations(read: _Read) -> dict[str, Table]:
     metrics = ("opened", "closed", "reopened", "first_response", "resolution")
     now = read.cells(read.window, metrics)
-    before = read.cells(read.window.previous(), metrics)
+    before = read.cells(read.window.previous(), metrics, whole=True)
     per_period = _by_period(now)
     series: list[list[Any]] = []
     for period in read.window.periods():
@@ -481,9 +540,8 @@ def _bucket_table(buckets: dict[int, tuple[int, float]]) -> Table:
 
 def _replies(read: _Read, window: Range) -> tuple[int, int]:
     """The replies of people in `window` and the different conversations they went to."""
-    replies = _counts(read.cells(window, ["replies"])).get("replies", 0)
-    conversations = {label for _user, label in read.labels_by(window, "replied_conversation", "user_id")}
-    return replies, len(conversations)
+    replies = _counts(read.cells(window, ["replies"], whole=True)).get("replies", 0)
+    return replies, read.label_count(window, "replied_conversation", "user_id")
 
 
 def _per_conversation(read: _Read) -> Table:
@@ -507,7 +565,7 @@ def _per_conversation(read: _Read) -> Table:
 
 def _responses(read: _Read) -> dict[str, Table]:
     now = read.cells(read.window, RESPONSE_TIMES)
-    before = read.cells(read.window.previous(), RESPONSE_TIMES)
+    before = read.cells(read.window.previous(), RESPONSE_TIMES, whole=True)
     per_period = _by_period(now)
     every = _histograms(now)
     return {
@@ -527,7 +585,7 @@ def _responses(read: _Read) -> dict[str, Table]:
 def _messages(read: _Read) -> dict[str, Table]:
     metrics = ("incoming", "outgoing", "failed")
     now = read.cells(read.window, metrics)
-    before = read.cells(read.window.previous(), metrics)
+    before = read.cells(read.window.previous(), metrics, whole=True)
     per_period = _by_period(now)
     series = []
     for period in read.window.periods():
@@ -594,7 +652,7 @@ def _closed_by(cells: Iterable[Cell]) -> list[Cell]:
 def _resolutions(read: _Read) -> dict[str, Table]:
     metrics = ("closed", "resolution", "assignment")
     now = read.cells(read.window, metrics)
-    before = read.cells(read.window.previous(), metrics)
+    before = read.cells(read.window.previous(), metrics, whole=True)
     split = ["closed_by_person", "closed_by_bot", "closed_by_other"]
     per_period = _by_period(now + _closed_by(now))
     series: list[list[Any]] = []
@@ -637,7 +695,7 @@ def _resolutions(read: _Read) -> dict[str, Table]:
 def _assignments(read: _Read) -> dict[str, Table]:
     counted = ("assigned", "unassigned")
     now = read.cells(read.window, [*counted, "assignment"])
-    before = read.cells(read.window.previous(), [*counted, "assignment"])
+    before = read.cells(read.window.previous(), [*counted, "assignment"], whole=True)
     per_period = _by_period(now)
     series = []
     for period in read.window.periods():
@@ -714,7 +772,7 @@ def _imported(read: _Read, window: Range) -> list[Cell]:
 def _contacts(read: _Read) -> dict[str, Table]:
     metrics = ("contacts_added", "contacts_deleted", "contacts_merged")
     now = read.cells(read.window, metrics) + _imported(read, read.window)
-    before = read.cells(read.window.previous(), metrics) + _imported(read, read.window.previous())
+    before = read.cells(read.window.previous(), metrics, whole=True) + _imported(read, read.window.previous())
     per_period = _by_period(now)
     series = []
     for period in read.window.periods():
@@ -789,7 +847,7 @@ class _Numbers:
     online_seconds: float = 0.0
     away_seconds: float = 0.0
     replies: int = 0
-    replied_conversations: set[str] = dataclass_field(default_factory=set)
+    replied_conversations: int = 0
 
     @classmethod
     def empty(cls) -> "_Numbers":
@@ -798,7 +856,7 @@ class _Numbers:
     def reply_columns(self) -> list[float | None]:
         """The median reply time and the replies per conversation replied to (two decimals, as the
         responses report; none without replies)."""
-        conversations = len(self.replied_conversations)
+        conversations = self.replied_conversations
         return [
             _seconds(histogram.stats(self.times[REPLY_TIME]).median),
             round(self.replies / conversations, 2) if conversations else None,
@@ -821,26 +879,57 @@ def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) 
             numbers.counts[cell.metric] += cell.count
 
 
+# Counted as different labels (contacts, conversations), never summed.
+LABELLED = ("closed_contact", "replied_conversation")
+
+
+def _tagged_cells(
+    read: "_Read", window: Range, metrics: Iterable[str], labelled: Iterable[str], column: str
+) -> tuple[list[Cell], dict[str, set[tuple[int, str]]]]:
+    """With the tag filter: the cells of `metrics` and the (dimension value, label) pairs of the
+    `labelled` metrics (`_Read.labels_by`'s) from one read of the items, which name every label
+    anyway: each read is a scan of the range's items."""
+    wanted = set(labelled)
+    cells = read.cells(window, (*metrics, *wanted), by=column, whole=True)
+    pairs: dict[str, set[tuple[int, str]]] = {metric: set() for metric in wanted}
+    for cell in cells:
+        if cell.metric in wanted and cell.count:
+            pairs[cell.metric].add((cell.key, cell.label))
+    return [cell for cell in cells if cell.metric not in wanted], pairs
+
+
 def _per(read: "_Read", window: Range, column: str) -> dict[int, _Numbers]:
     """Every number of PER_COUNTS and PER_TIMES in `window`, and the replies' numbers, by person
     (`user_id`) or team."""
     per: dict[int, _Numbers] = {}
-    _as_numbers(read.cells(window, (*PER_ROLLUPS, *PER_REPLY_ROLLUPS), by=column), per, keyed=True)
-    for key, _contact in read.labels_by(window, "closed_contact", column):
-        per.setdefault(key, _Numbers.empty()).counts["contacts_closed"] += 1
-    for key, conversation in read.labels_by(window, "replied_conversation", column):
-        per.setdefault(key, _Numbers.empty()).replied_conversations.add(conversation)
+    metrics = (*PER_ROLLUPS, *PER_REPLY_ROLLUPS)
+    if read.filters.tag_id is None:
+        _as_numbers(read.cells(window, metrics, by=column, whole=True), per, keyed=True)
+        closed = read.label_counts(window, "closed_contact", column)
+        replied = read.label_counts(window, "replied_conversation", column)
+    else:
+        cells, pairs = _tagged_cells(read, window, metrics, LABELLED, column)
+        _as_numbers(cells, per, keyed=True)
+        closed, replied = (Counter(key for key, _label in pairs[metric]) for metric in LABELLED)
+    for key, count in closed.items():
+        per.setdefault(key, _Numbers.empty()).counts["contacts_closed"] += count
+    for key, count in replied.items():
+        per.setdefault(key, _Numbers.empty()).replied_conversations += count
     return per
 
 
 def _whole(read: "_Read", window: Range) -> _Numbers:
     per: dict[int, _Numbers] = {}
-    _as_numbers(read.cells(window, PER_ROLLUPS), per, keyed=False)
+    if read.filters.tag_id is None:
+        _as_numbers(read.cells(window, PER_ROLLUPS, whole=True), per, keyed=False)
+        # The same contact closed by two people is one contact of the workspace.
+        closed = read.label_count(window, "closed_contact", "user_id")
+    else:
+        cells, pairs = _tagged_cells(read, window, PER_ROLLUPS, ["closed_contact"], "user_id")
+        _as_numbers(cells, per, keyed=False)
+        closed = len({label for _key, label in pairs["closed_contact"]})
     numbers = per.get(0, _Numbers.empty())
-    # The same contact closed by two people is one contact of the workspace.
-    numbers.counts["contacts_closed"] = len(
-        {label for _key, label in read.labels_by(window, "closed_contact", "user_id")}
-    )
+    numbers.counts["contacts_closed"] = closed
     return numbers
 
 
@@ -1445,7 +1534,7 @@ def drill_down_pages(
         business_hours=business_hours,
     )
     workspace_id = actor.workspace_id
-    # The request's session is closed before a streamed answer is sent: the pages read on their own.
+    # The pages read on their own, not on the request's session (which may be gone by then).
     engine = session.get_bind().engine
 
     def named(snapshot: Session, page: list[dict[str, Any]], channels: dict[int, str]) -> list[dict[str, Any]]:
