@@ -5,6 +5,7 @@ import functools
 import json
 import socket
 import sqlite3
+import subprocess
 import tempfile
 import threading
 import time
@@ -15,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 from fastapi import FastAPI
 
@@ -30,6 +32,23 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_until_serving(base: str, process: "subprocess.Popen[bytes]", deadline: float, what: str) -> None:
+    """Until the server `process` started answers /healthz at `base`; if it exits first or the
+    `deadline` (of time.monotonic) passes, fails with what it wrote on its stderr."""
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            # Killed first: reading the stderr of a live server would wait for ever.
+            process.kill()
+            _, errors = process.communicate()
+            raise AssertionError(errors.decode() if errors else f"{what} did not start")
+        time.sleep(0.1)
 
 
 @contextmanager

@@ -52,7 +52,7 @@ from tertulia.webhooks.models import DeliveryState, WebhookAttempt, WebhookDeliv
 from tertulia.workflows import catalogue
 from tertulia.workflows import service as workflows_service
 from tertulia.workflows.models import Workflow, WorkflowRun, WorkflowVersion
-from tests.live_server import free_port
+from tests.live_server import free_port, wait_until_serving
 from tests.reports.support import feed
 from tests.web.helpers import csrf_from
 
@@ -329,18 +329,7 @@ def test_the_demo_command_seeds_and_serves_the_demo_workspace(tmp_path: Path) ->
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                # Killed first: reading the stderr of a live server would wait for ever.
-                process.kill()
-                _, errors = process.communicate()
-                raise AssertionError(errors.decode() or "the demo did not start")
-            time.sleep(0.2)
+        wait_until_serving(base, process, deadline, "the demo")
         with httpx.Client(base_url=base, timeout=10) as client:
             login = client.get("/login")
             signed = client.post(

@@ -5,6 +5,7 @@ the rest of the suite, so assertions get room."""
 
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,6 +63,18 @@ def watch(page: Page, problems: list[str]) -> None:
     page.on("console", on_console)
     page.on("pageerror", lambda error: problems.append(str(error)))
     page.set_default_timeout(10_000)
+
+
+def wait_in_page(page: Page, expression: str, arg: Any = None, timeout: float = 15.0) -> None:
+    """Until `expression` (or the function it is, called with `arg`) is true in the page, polled
+    from here. Playwright's `wait_for_function` polls with a predicate it evals inside the page,
+    which the app's Content-Security-Policy (no 'unsafe-eval') refuses whenever the condition is
+    not already true at the first look; `page.evaluate` goes through the debugger protocol."""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression, arg):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still false after {timeout:g} s: {expression}")
+        time.sleep(0.05)
 
 
 def sign_in_at(page: Page, base_url: str, path: str, email: str, password: str) -> None:

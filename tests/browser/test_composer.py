@@ -21,7 +21,7 @@ from tertulia.conversations.models import Conversation, Mention, Message, Stored
 from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tertulia.users.service import do_add_member, do_create_user
-from tests.browser.conftest import customer_writes, require_chromium, seed_workspace, sign_in_at, watch
+from tests.browser.conftest import customer_writes, require_chromium, seed_workspace, sign_in_at, wait_in_page, watch
 from tests.live_server import fresh_sqlite_database, immediate_deliveries, serve_tertulia
 
 pytestmark = pytest.mark.browser
@@ -128,7 +128,7 @@ def test_emoji_attachments_and_mentions(browser: Browser, setup: Setup) -> None:
     image = sent.locator(".msg-image img")
     expect(image).to_have_attribute("alt", "foto <i onmouseover=x>.png")
     expect(sent.locator("a.msg-file")).to_contain_text("nota.txt")
-    page.wait_for_function("img => img.complete && img.naturalWidth === 24", arg=image.element_handle())
+    wait_in_page(page, "img => img.complete && img.naturalWidth === 24", image.element_handle())
     expect(chips.locator(".file-chip")).to_have_count(0)
     # The history renders attachments the same way after a reload (from the messages API).
     page.reload()

@@ -20,7 +20,7 @@ from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import ActivityStatus, Role, User
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
-from tests.browser.conftest import require_chromium, sign_in_at, watch
+from tests.browser.conftest import require_chromium, sign_in_at, wait_in_page, watch
 from tests.live_server import fresh_sqlite_database, immediate_deliveries, serve_tertulia
 
 pytestmark = pytest.mark.browser
@@ -116,7 +116,7 @@ def test_a_mention_rings_the_bell_notifies_the_browser_and_opens_the_conversatio
         inbox.do_comment(session, setup.owner, conversation, "@Marta Ríos ¿puedes mirar la talla?", [])
 
     expect(page.get_by_test_id("bell-count")).to_have_text("1")
-    page.wait_for_function("window.__notes.length === 1")
+    wait_in_page(page, "window.__notes.length === 1")
     title = page.evaluate("window.__notes[0].title")
     assert title.endswith("mentioned you")
     assert "talla" in page.evaluate("window.__notes[0].body")
@@ -138,7 +138,7 @@ def test_a_mention_rings_the_bell_notifies_the_browser_and_opens_the_conversatio
     with setup.database.transaction() as session:
         conversation = inbox.access_conversation(session, setup.owner, conversation_id)
         inbox.do_comment(session, setup.owner, conversation, "Otra cosa, @Marta Ríos", [])
-    page.wait_for_function("window.__notes.length === 1")
+    wait_in_page(page, "window.__notes.length === 1")
     page.evaluate("window.__notes[0].onclick()")
     page.wait_for_url(re.compile(rf"/messages/{conversation_id}$"))
     expect(page.get_by_test_id("bell-count")).to_be_hidden()

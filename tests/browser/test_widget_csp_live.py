@@ -31,7 +31,7 @@ from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_create_api_token
-from tests.browser.conftest import require_chromium, watch
+from tests.browser.conftest import require_chromium, wait_in_page, watch
 from tests.channels.webchat_guides import BASE_URL, KEYS, blocks, guide, section
 from tests.live_server import Site, free_port, fresh_sqlite_database, immediate_deliveries, serve_site, serve_tertulia
 
@@ -227,6 +227,6 @@ def test_a_site_not_allowed_gets_no_widget(browser: Browser, setup: Setup) -> No
     assert _violations(page) == []
     # The recorder hears a real violation (an origin connect-src does not list): its silence counts.
     page.evaluate("fetch('http://127.0.0.1:9/elsewhere').catch(function () {})")
-    page.wait_for_function("window.__cspViolations.length > 0")
+    wait_in_page(page, "window.__cspViolations.length > 0")
     assert _violations(page)[0]["directive"] == "connect-src"
     context.close()

@@ -332,10 +332,10 @@ def test_vonage_refusals_fail_the_message_and_throttling_is_retried(
     shown = client.get(f"/api/v1/channels/{channel['id']}", headers=sign_in(db, tenant, Role.MANAGER).headers)
     assert (shown.json()["health"]["state"], shown.json()["health"]["last_error"]) == ("connected", None)
     assert _channel_events(db, tenant.workspace_id) == []
-    # Status 4 ("Bad Credentials") is the channel's: it goes into error, once.
-    fake.fail_next_sms("4", "Bad Credentials")
+    # Status 4 ("Invalid Credentials", as Vonage documents it) is the channel's: it goes into error, once.
+    fake.fail_next_sms("4", "Invalid Credentials")
     locked_out = send_reply(client, db, tenant, incoming.conversation_id, "Hola de nuevo")
-    assert (locked_out.status, locked_out.status_reason) == (DeliveryStatus.FAILED, "Bad Credentials (4)")
+    assert (locked_out.status, locked_out.status_reason) == (DeliveryStatus.FAILED, "Invalid Credentials (4)")
     assert _channel_events(db, tenant.workspace_id) == [("channel.errored", "credentials", "4")]
     fake.fail_next_sms("1", "Throughput Rate Exceeded - please wait [ 10 ] and retry")
     waiting = send_reply(client, db, tenant, incoming.conversation_id, "Hola otra vez")

@@ -28,7 +28,7 @@ from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.users.sessions import SESSION_COOKIE, do_sign_in
 from tests.conversations.support import SHOP
-from tests.live_server import free_port
+from tests.live_server import free_port, wait_until_serving
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -74,18 +74,7 @@ def _servers(tmp_path: Path, settings: dict[str, str]) -> Iterator[tuple[str, st
         bases = [f"http://127.0.0.1:{port}" for port in ports]
         deadline = time.monotonic() + 90
         for base, process in zip(bases, processes[:2], strict=True):
-            while True:
-                try:
-                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if process.poll() is not None or time.monotonic() > deadline:
-                    # Killed first: reading the stderr of a live server would wait for ever.
-                    process.kill()
-                    _, errors = process.communicate()
-                    raise AssertionError(errors.decode() or "server did not start")
-                time.sleep(0.1)
+            wait_until_serving(base, process, deadline, "server")
         yield bases[0], bases[1], url
     finally:
         for process in processes:
