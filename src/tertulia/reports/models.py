@@ -14,7 +14,7 @@ a histogram, one row per bucket (`reports.histogram`), with the exact count and 
 
 from datetime import datetime
 
-from sqlalchemy import Float, Index, Integer, SmallInteger, String, UniqueConstraint
+from sqlalchemy import Float, Index, Integer, SmallInteger, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tertulia.kit.models import Base, BigID, UTCDateTime
@@ -74,6 +74,25 @@ class ConversationFact(Base):
     merged_into_id: Mapped[int | None] = mapped_column(BigID)
 
 
+# The metrics with one label per contact (or conversation), read only as distinct labels
+# (`repository.labels_by`), and the condition of their index, which the distinct counts repeat word
+# for word: SQLite uses a partial index only for a query with the same term, not for `metric = ?`.
+LABELLED_METRICS = ("closed_contact", "replied_conversation")
+LABELLED_WHERE = "metric IN ({})".format(", ".join(f"'{m}'" for m in LABELLED_METRICS))
+LABELLED_KEY = (
+    "workspace_id",
+    "grain",
+    "metric",
+    "period",
+    "label",
+    "channel_id",
+    "team_id",
+    "user_id",
+    "category_id",
+    "source",
+)
+
+
 class Rollup(Base):
     # The key leads with the metric before the period, so a report reads each metric's periods as
     # one range of the index (the heatmap's incoming hours are not spread among every other metric).
@@ -92,6 +111,17 @@ class Rollup(Base):
             "source",
             "bucket",
             name="uq_report_rollups_key",
+        ),
+        # The distinct counts (`repository.labels_by` and its counts) group the rows of a labelled
+        # metric by label and sum their counts: with `count` in an index they read it alone (an
+        # index-only scan) instead of one table page per row, rows that are scattered among every
+        # other metric's. Partial, so only the labelled metrics' writes touch it.
+        Index(
+            "ix_report_rollups_labelled_counts",
+            *LABELLED_KEY,
+            "count",
+            sqlite_where=text(LABELLED_WHERE),
+            postgresql_where=text(LABELLED_WHERE),
         ),
     )
 
@@ -126,7 +156,17 @@ class ReportItem(Base):
     labels)."""
 
     __tablename__ = "report_items"
-    __table_args__ = (Index("ix_report_items_workspace_id_metric_period", "workspace_id", "metric", "period"),)
+    # conversation_id in the index: a report filtered on a tag keeps only its conversations' items,
+    # and SQLite tests that on the index entry, reading the row of those items only.
+    __table_args__ = (
+        Index(
+            "ix_report_items_workspace_id_metric_period_conversation_id",
+            "workspace_id",
+            "metric",
+            "period",
+            "conversation_id",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigID, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(BigID)

@@ -5,13 +5,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, distinct, func, insert, not_, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, distinct, func, insert, not_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from tertulia.contacts.models import ContactTag
-from tertulia.reports.models import ConversationFact, ReportCursor, ReportItem, Rollup
+from tertulia.reports.models import (
+    LABELLED_METRICS,
+    LABELLED_WHERE,
+    ConversationFact,
+    ReportCursor,
+    ReportItem,
+    Rollup,
+)
 
 CURSOR = "reports"
 KEY_COLUMNS = (
@@ -116,7 +123,7 @@ TOTALS = {"d": "D", "h": "H"}
 CATEGORY_METRICS = ("closed", "resolution", "resolution_bh", "closed_contact")
 # Metrics with one label per contact (or conversation), read only as distinct labels (`labels_by`)
 # from the detailed rows: they get no copy in the workspace's totals, which nothing reads for them.
-DETAILED_ONLY = ("closed_contact", "replied_conversation")
+DETAILED_ONLY = LABELLED_METRICS
 # The dimensions a report may group its cells by.
 DIMENSIONS = ("channel_id", "category_id", "user_id", "team_id")
 
@@ -230,6 +237,9 @@ def _label_pairs(
     clauses = _range_clauses(workspace_id, grain, first, last, [metric], filters)
     if labels is not None:
         clauses.append(Rollup.label.in_(labels))
+    if metric in LABELLED_METRICS:
+        # The partial index's own condition, word for word, so both databases know it applies.
+        clauses.append(and_(text(LABELLED_WHERE)))
     return (
         select(dimension.label("key"), Rollup.label.label("label"))
         .where(*clauses)
