@@ -27,7 +27,7 @@ from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.kit.text import name_key
 from tertulia.reports import histogram, repository, rollups
-from tertulia.reports.models import NONE
+from tertulia.reports.models import LABELLED_METRICS, NONE
 from tertulia.reports.repository import Cell, Filters
 from tertulia.reports.rollups import ASSIGNMENT_SOURCES, CLOSING_SOURCES, CONTACT_SOURCES, SENDER_KINDS, SOURCES
 from tertulia.users.models import ActivityStatus, Membership, StatusPeriod, Team, TeamMember, User
@@ -879,10 +879,6 @@ def _as_numbers(cells: Iterable[Cell], per: dict[int, "_Numbers"], keyed: bool) 
             numbers.counts[cell.metric] += cell.count
 
 
-# Counted as different labels (contacts, conversations), never summed.
-LABELLED = ("closed_contact", "replied_conversation")
-
-
 def _tagged_cells(
     read: "_Read", window: Range, metrics: Iterable[str], labelled: Iterable[str], column: str
 ) -> tuple[list[Cell], dict[str, set[tuple[int, str]]]]:
@@ -908,9 +904,10 @@ def _per(read: "_Read", window: Range, column: str) -> dict[int, _Numbers]:
         closed = read.label_counts(window, "closed_contact", column)
         replied = read.label_counts(window, "replied_conversation", column)
     else:
-        cells, pairs = _tagged_cells(read, window, metrics, LABELLED, column)
+        cells, pairs = _tagged_cells(read, window, metrics, LABELLED_METRICS, column)
         _as_numbers(cells, per, keyed=True)
-        closed, replied = (Counter(key for key, _label in pairs[metric]) for metric in LABELLED)
+        closed = Counter(key for key, _label in pairs["closed_contact"])
+        replied = Counter(key for key, _label in pairs["replied_conversation"])
     for key, count in closed.items():
         per.setdefault(key, _Numbers.empty()).counts["contacts_closed"] += count
     for key, count in replied.items():
