@@ -131,8 +131,7 @@ class Renderer:
                 for parameter in component.get("parameters") or []:
                     if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
                         text = variables.render(parameter["text"], context, self.custom_keys, f"{where}.template")
-                        # Meta requires each parameter's type; a value given as {"text": ...} has none.
-                        parameters.append({"type": "text", **parameter, "text": text})
+                        parameters.append({**parameter, "text": text})  # typed by check_template_message
                     else:
                         parameters.append(parameter)
                 components.append({**component, "parameters": parameters} if parameters else component)
