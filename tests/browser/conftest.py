@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Locator, Page, expect, sync_playwright
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tertulia.kit.db import Database
@@ -22,6 +23,7 @@ from tertulia.provisioning import do_create_workspace_with_owner
 from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
+from tertulia.workflows.models import WorkflowVersion
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 CHROMIUM = "/usr/bin/chromium"
@@ -98,6 +100,18 @@ def create_workflow_draft(
     page.get_by_role("button", name=create_label).click()
     page.wait_for_url(re.compile(r"/workflows/\d+$"))
     return int(page.url.rsplit("/", 1)[1])
+
+
+def saved_definition(database: Database, workflow_id: int) -> dict[str, Any]:
+    """The definition of the workflow's newest version, as stored."""
+    with database.transaction(write=False) as session:
+        saved = session.scalars(
+            select(WorkflowVersion.definition)
+            .where(WorkflowVersion.workflow_id == workflow_id)
+            .order_by(WorkflowVersion.id.desc())
+        ).first()
+    assert saved is not None
+    return saved
 
 
 def _watched_page(browser: Browser, locale: str) -> Iterator[Page]:

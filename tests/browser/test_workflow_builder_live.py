@@ -32,9 +32,16 @@ from tertulia.kit.db import Database
 from tertulia.users.models import Role
 from tertulia.users.service import do_add_member, do_create_user
 from tertulia.workflows import tasks as workflows_tasks
-from tertulia.workflows.models import WorkflowVersion
 from tertulia.workflows.service import do_create_workflow
-from tests.browser.conftest import create_workflow_draft, require_chromium, seed_workspace, shot, sign_in_at, watch
+from tests.browser.conftest import (
+    create_workflow_draft,
+    require_chromium,
+    saved_definition,
+    seed_workspace,
+    shot,
+    sign_in_at,
+    watch,
+)
 from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as template_samples
 from tests.live_server import fresh_sqlite_database, serve_tertulia
@@ -437,13 +444,7 @@ def test_a_manager_whose_language_is_english_builds_in_english(browser: Browser,
     expect(page.locator(".flash").first).to_contain_text("Your changes have been saved")
     expect(page.get_by_test_id("card-error")).to_have_count(0)
     expect(_card(page, "pause")).to_contain_text("15 minutes")
-    with setup.database.transaction(write=False) as session:
-        saved = session.scalars(
-            select(WorkflowVersion.definition)
-            .where(WorkflowVersion.workflow_id == workflow_id)
-            .order_by(WorkflowVersion.id.desc())
-        ).first()
-    assert saved is not None
+    saved = saved_definition(setup.database, workflow_id)
     assert [step["id"] for step in saved["steps"]] == ["welcome", "pause"]
     assert saved["steps"][1]["config"]["duration"] == {"amount": 15, "unit": "minutes"}
     _no_spanish(page.locator("main").inner_text().splitlines(), spanish)
@@ -489,13 +490,7 @@ def test_a_named_whatsapp_template_is_filled_in_by_name(browser: Browser, setup:
     page.get_by_test_id("save-definition").click()
     expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
     expect(page.get_by_test_id("card-error")).to_have_count(0)
-    with setup.database.transaction(write=False) as session:
-        saved = session.scalars(
-            select(WorkflowVersion.definition)
-            .where(WorkflowVersion.workflow_id == workflow_id)
-            .order_by(WorkflowVersion.id.desc())
-        ).first()
-    assert saved is not None
+    saved = saved_definition(setup.database, workflow_id)
     assert saved["steps"][0]["config"]["variants"] == [
         {
             "channel_type": "whatsapp",

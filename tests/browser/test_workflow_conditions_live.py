@@ -10,12 +10,17 @@ from dataclasses import dataclass
 
 import pytest
 from playwright.sync_api import Browser, expect
-from sqlalchemy import select
 
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_tag
 from tertulia.kit.db import Database
-from tertulia.workflows.models import WorkflowVersion
-from tests.browser.conftest import create_workflow_draft, require_chromium, seed_workspace, shot, watch
+from tests.browser.conftest import (
+    create_workflow_draft,
+    require_chromium,
+    saved_definition,
+    seed_workspace,
+    shot,
+    watch,
+)
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
 pytestmark = pytest.mark.browser
@@ -118,13 +123,7 @@ def test_trigger_conditions_are_edited_in_the_filter_panel(browser: Browser, set
     page.get_by_test_id("save-definition").click()
     expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
     expect(page.get_by_test_id("definition-problems")).to_have_count(0)
-    with setup.database.transaction(write=False) as session:
-        saved = session.scalars(
-            select(WorkflowVersion.definition)
-            .where(WorkflowVersion.workflow_id == workflow_id)
-            .order_by(WorkflowVersion.id.desc())
-        ).first()
-    assert saved is not None
+    saved = saved_definition(setup.database, workflow_id)
     assert saved["trigger"]["conditions"] == VIP_ONLY
     # The saved page opens the dialog on the saved conditions.
     page.get_by_test_id("trigger-card").get_by_role("button").first.click()
