@@ -537,7 +537,8 @@ def _assert_provider_run_shown(page: httpx.Response, language: str, start: datet
     notes = PROVIDER_RUN_NOTE.findall(page.text)
     prefix, suffix = PROVIDER_RUN_WORDS[language]
     local = start.astimezone(VIEWER_ZONE)
-    clock = f"{local:%H:%M}" if language == "es" else f"{local.hour % 12 or 12}:{local:%M}"
+    # Spanish short times do not pad the hour ("0:06"), English ones are on a 12-hour clock.
+    clock = f"{local.hour}:{local:%M}" if language == "es" else f"{local.hour % 12 or 12}:{local:%M}"
     [note] = notes
     assert note.startswith(prefix), note
     assert note.endswith(suffix), note
