@@ -6,6 +6,7 @@ no server answers. With pytest-xdist each worker gets its own SQLite file and Po
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -145,11 +146,24 @@ def _empty_all_tables(database: Database) -> None:
                 )
 
 
+def _timer_threads_finished(timeout: float = 60.0) -> None:
+    """Wait for the timer threads (trailing nudges) that had already started their dispatch or advance.
+    One left running into the next test would work on that test's rows with this test's numbers: on
+    PostgreSQL the identities count from the start again, so a dispatch that took its horizon here
+    (event 57) and its lease there would move a consumer past events the next test has not yet written."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            assert not thread.is_alive(), f"background work still running after {timeout} s: {thread.name}"
+
+
 def _empty_after_the_test(database: Database) -> None:
     """Empty the tables once the test's background work is quiet. A dispatch or an advance that a
     timer thread started just before the end can still hold row locks; PostgreSQL may then pick
     the clean-up as a deadlock victim, and another attempt finds the work done."""
     with events_tasks.nudges_paused(), workflows_tasks.nudges_paused():
+        _timer_threads_finished()
         for attempt in range(5):
             try:
                 _empty_all_tables(database)

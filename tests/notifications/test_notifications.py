@@ -103,9 +103,10 @@ def test_assignment_notifies_the_assignee_unless_they_took_it(client: TestClient
 
 def test_a_customer_message_notifies_the_assignee(client: TestClient, db: Database, tenant: Tenant) -> None:
     conversation_id, visitor = _conversation(client, db, tenant)
-    client.post(
+    assigned = client.post(
         f"/api/v1/conversations/{conversation_id}/assign", headers=tenant.headers, json={"user_id": tenant.agent_id}
     )
+    assert assigned.status_code == 200, assigned.text
     visitor.say("¿Sigue ahí?")
     rows = _rows(db, tenant.agent_id)
     assert [kind for kind, _link, _unread in rows] == ["assigned", "new_message"]
