@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, Tag
 from tertulia.contacts.service import do_add_tags, do_merge_contacts
 from tertulia.conversations import service as inbox
@@ -118,6 +119,13 @@ class Shop:
             assert survivor is not None
             assert other is not None
             do_merge_contacts(session, self.tenant.actor(), survivor, other)
+
+
+def make_shop(db: Database, tenant: Tenant, url: str, name: str = "Tienda") -> Shop:
+    """A shop selling through a fake provider channel at `url`."""
+    with db.transaction() as session:
+        channel = do_create_channel(session, tenant.actor(), "fakehttp", name, {"url": url})
+    return Shop(db, tenant, channel.id)
 
 
 def system(tenant: Tenant, kind: str) -> Actor:

@@ -11,8 +11,6 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel
 from tertulia.conversations import service as inbox
 from tertulia.conversations.models import Conversation
 from tertulia.kit.db import Database
@@ -21,7 +19,7 @@ from tertulia.users.teams import do_create_team
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import DRIFT, Shop, at, feed, report
+from tests.reports.support import DRIFT, Shop, at, feed, make_shop, report
 from tests.web.helpers import sign_in_as
 
 FRIDAY, MONDAY = "2026-11-06", "2026-11-09"
@@ -46,12 +44,6 @@ def _set_hours(db: Database, tenant: Tenant, hours: dict[str, Any]) -> None:
         do_set_business_hours(session, tenant.actor(), hours)
 
 
-def _shop(db: Database, tenant: Tenant, url: str) -> Shop:
-    with db.transaction() as session:
-        channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "Tienda", {"url": url})
-    return Shop(db, tenant, channel.id)
-
-
 @contextmanager
 def _shop_open_nine_to_seven(db: Database, tenant: Tenant) -> Iterator[Shop]:
     """A shop on a fake provider (up for the block) in a workspace open 09:00-19:00 on weekdays since
@@ -59,7 +51,7 @@ def _shop_open_nine_to_seven(db: Database, tenant: Tenant) -> Iterator[Shop]:
     with at("2026-11-02 08:00"):
         _set_hours(db, tenant, NINE_TO_SEVEN)
     with fake_provider() as provider:
-        yield _shop(db, tenant, provider.url)
+        yield make_shop(db, tenant, provider.url)
 
 
 def _weekend(shop: Shop, tenant: Tenant) -> int:
@@ -227,7 +219,7 @@ def test_a_team_with_its_own_hours_measures_its_conversations_by_them(
             do_set_business_hours(session, tenant.actor(), ALWAYS, team_id=team.id)
             team_id = team.id
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{FRIDAY} 18:55"):
             conversation = shop.customer_writes("+5215550000103")
             with db.transaction() as session:

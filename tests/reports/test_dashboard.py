@@ -9,8 +9,6 @@ from fastapi.testclient import TestClient
 
 from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus, ChannelMode, OverLimit
 from tertulia.channels.health import record_error
-from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
 from tertulia.provisioning import do_create_workspace_with_owner
@@ -22,16 +20,10 @@ from tertulia.users.service import do_set_activity_status
 from tertulia.workflows.models import Workflow, WorkflowStatus
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed
+from tests.reports.support import Shop, at, feed, make_shop
 from tests.web.helpers import sign_in_as
 
 DAY = "2026-11-02"
-
-
-def _shop(db: Database, tenant: Tenant, url: str, name: str = "Tienda") -> Shop:
-    with db.transaction() as session:
-        channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", name, {"url": url})
-    return Shop(db, tenant, channel.id)
 
 
 def _board(client: TestClient, headers: dict[str, str] | None = None) -> dict[str, Any]:
@@ -46,7 +38,7 @@ def _scenario(db: Database, tenant: Tenant, url: str) -> dict[str, int]:
     a: agent's, answered; b: agent's, waiting since 09:00; c: unassigned, waiting since 08:00;
     d: manager's, answered and closed today; e: answered and closed yesterday, reopened at 09:30:
     waiting again, its earlier reply was before the reopening; f: opened yesterday, unassigned, waiting."""
-    shop = _shop(db, tenant, url)
+    shop = make_shop(db, tenant, url)
     with at("2026-11-01 18:00"):
         f = shop.customer_writes("+5215550000006")
         e = shop.customer_writes("+5215550000005")
@@ -95,7 +87,7 @@ def test_numbers_for_a_manager_match_the_scenario(
         # Another workspace, busy too, changes nothing here.
         other = make_tenant(timezone="America/Mexico_City")
         with at(f"{DAY} 09:45"):
-            _shop(db, other, provider.url, "Otra").customer_writes("+5215550000009")
+            make_shop(db, other, provider.url, "Otra").customer_writes("+5215550000009")
         feed(db)
 
     with at(f"{DAY} 10:00"):
@@ -180,7 +172,7 @@ def test_the_checklist_shows_what_is_left_and_disappears_once_done(
         "create_segment": False,
     }
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         conversation = shop.customer_writes("+5215550000001")
         assert steps() == {
             "connect_channel": True,

@@ -29,7 +29,7 @@ from tertulia.users.models import Role
 from tertulia.users.service import do_create_api_token
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed
+from tests.reports.support import Shop, at, feed, make_shop
 from tests.reports.test_business_hours import (
     FIRST_RESPONSE,
     FRIDAY,
@@ -37,7 +37,6 @@ from tests.reports.test_business_hours import (
     NINE_TO_SEVEN,
     RESOLUTION,
     _set_hours,
-    _shop,
     _weekend,
 )
 from tests.reports.test_pages import DAY, _busy_day
@@ -315,7 +314,7 @@ def test_the_conversations_file_has_business_hours_times_beside_the_calendar_one
     with at("2026-11-02 08:00"):
         _set_hours(db, tenant, NINE_TO_SEVEN)
     with fake_provider() as provider:
-        _weekend(_shop(db, tenant, provider.url), tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
+        _weekend(make_shop(db, tenant, provider.url), tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
         feed(db)
     created = _start(client, tenant, **{"from": FRIDAY, "to": MONDAY})
     header, *rows = _zip(client, tenant, created["id"])["conversations"]

@@ -6,8 +6,6 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel
 from tertulia.events import service as event_log
 from tertulia.events.models import ConsumerPosition, EventRecord
 from tertulia.events.types import EventType
@@ -18,16 +16,10 @@ from tertulia.reports.models import ConversationFact, Rollup
 from tertulia.users.models import Role
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import DRIFT, Shop, at, feed, report, system
+from tests.reports.support import DRIFT, at, feed, make_shop, report, system
 from tests.web.helpers import sign_in_as
 
 DAY = "2026-11-02"  # a Monday
-
-
-def _shop(db: Database, tenant: Tenant, url: str) -> Shop:
-    with db.transaction() as session:
-        channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "Tienda", {"url": url})
-    return Shop(db, tenant, channel.id)
 
 
 def _summary(body: dict[str, Any]) -> dict[str, list[Any]]:
@@ -43,7 +35,7 @@ def test_opened_at_23_50_and_answered_next_morning_counts_each_on_its_own_day(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 23:50"):
             conversation = shop.customer_writes("+5215550000001")
         with at("2026-11-03 09:05"):
@@ -71,7 +63,7 @@ def test_bot_workflow_and_broadcast_messages_do_not_stop_the_clock(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 10:00"):
             conversation = shop.customer_writes("+5215550000002")
         with at(f"{DAY} 10:00:05"):
@@ -102,7 +94,7 @@ def test_a_reopen_counts_and_starts_a_new_first_response_and_resolution(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         category = shop.category("Venta")
         with at(f"{DAY} 09:00"):
             conversation = shop.customer_writes("+5215550000003")
@@ -150,7 +142,7 @@ def test_a_merge_of_two_contacts_with_open_conversations(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 08:00"):
             first = shop.customer_writes("+5215550000004")
         with at(f"{DAY} 08:30"):
@@ -177,7 +169,7 @@ def test_a_merge_of_two_contacts_with_open_conversations(
 
 def test_an_event_delivered_twice_counts_once(db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         conversation = shop.customer_writes("+5215550000006")
         shop.reply(conversation, tenant.actor())
         feed(db)
@@ -204,7 +196,7 @@ def test_a_failed_message_counts_with_its_reason_on_its_channel(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         provider.script.append((400, {"error": "number not on the service"}))
         with at(f"{DAY} 11:00"):
             conversation = shop.customer_writes("+5215550000007")
@@ -242,7 +234,7 @@ def test_events_not_yet_applied_show_at_once_and_are_not_counted_twice_once_appl
     queue.huey.immediate = False  # nothing runs inline: the consumer waits until fed
     try:
         with fake_provider() as provider:
-            shop = _shop(db, tenant, provider.url)
+            shop = make_shop(db, tenant, provider.url)
             with at(f"{DAY} 10:00"):
                 conversation = shop.customer_writes("+5215550000008")
             with at(f"{DAY} 10:03"):
@@ -270,7 +262,7 @@ def test_a_crash_before_the_commit_leaves_nothing_and_the_retry_counts_once(
     queue.huey.immediate = False
     try:
         with fake_provider() as provider:
-            shop = _shop(db, tenant, provider.url)
+            shop = make_shop(db, tenant, provider.url)
             shop.customer_writes("+5215550000009")
     finally:
         queue.huey.flush()

@@ -9,8 +9,6 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
@@ -19,10 +17,10 @@ from tests.reports.support import (
     MONDAY,
     REPLY_DAY,
     TUESDAY,
-    Shop,
     a_weekend_in_business_hours,
     at,
     feed,
+    make_shop,
     reassignments_and_reopenings,
     report,
     system,
@@ -30,12 +28,6 @@ from tests.reports.support import (
 
 DAY = REPLY_DAY  # a Monday
 TIMES = ("reply_time", "first_assign_response", "last_assign_response")
-
-
-def _shop(db: Database, tenant: Tenant, url: str) -> Shop:
-    with db.transaction() as session:
-        channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "Tienda", {"url": url})
-    return Shop(db, tenant, channel.id)
 
 
 def _custom(first: str, last: str, **more: Any) -> dict[str, Any]:
@@ -61,7 +53,7 @@ def test_every_reply_is_timed_from_the_oldest_message_it_answers_and_bots_do_not
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 10:00"):
             conversation = shop.customer_writes("+5215550000201")
         with at(f"{DAY} 10:01"):
@@ -126,7 +118,7 @@ def test_reassignment_reopen_and_closing_for_the_assignment_and_reply_clocks(
     with fake_provider() as provider:
         # A closing stops the clocks that run: neither the assignment nor the unanswered message
         # before it is measured after the reopening (the scenario's second conversation).
-        reassignments_and_reopenings(_shop(db, tenant, provider.url))
+        reassignments_and_reopenings(make_shop(db, tenant, provider.url))
         feed(db)
     summary = _rows(report(client, tenant, "responses", **_custom(DAY, DAY)), "summary")
     # Sorted 420, 600, 900, 1500.
@@ -147,7 +139,7 @@ def test_reassignment_reopen_and_closing_for_the_assignment_and_reply_clocks(
     assert (per["replies"], per["conversations"], per["average"]) == (3, 2, 1.5)
     # The other filters apply: another channel has none of it; the category filters closings only.
     with fake_provider() as provider:
-        elsewhere = _shop(db, tenant, provider.url)
+        elsewhere = make_shop(db, tenant, provider.url)
     on_other = _rows(
         report(client, tenant, "responses", **_custom(DAY, DAY, channel_id=elsewhere.channel_id)), "summary"
     )
@@ -166,7 +158,7 @@ def test_an_unassignment_stops_the_last_assignment_clock(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 09:00"):
             conversation = shop.customer_writes("+5215550000221")
         with at(f"{DAY} 09:10"):
@@ -187,7 +179,7 @@ def test_a_merge_moves_the_unanswered_customer_and_drops_the_folded_assignment(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 08:00"):
             first = shop.customer_writes("+5215550000241")
         with at(f"{DAY} 08:05"):
@@ -218,7 +210,7 @@ def test_reply_and_assignment_times_in_business_hours(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        a_weekend_in_business_hours(_shop(db, tenant, provider.url))
+        a_weekend_in_business_hours(make_shop(db, tenant, provider.url))
         feed(db)
     week = _custom(MONDAY, TUESDAY)
     calendar = _rows(report(client, tenant, "responses", **week), "summary")

@@ -7,8 +7,6 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel
 from tertulia.contacts.import_jobs import do_create_import, do_start_import
 from tertulia.contacts.import_models import ImportJob, ImportStatus
 from tertulia.contacts.models import Contact
@@ -21,17 +19,11 @@ from tertulia.users.permissions import Actor
 from tertulia.users.teams import do_create_team
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import DRIFT, Shop, at, feed, report, system
+from tests.reports.support import DRIFT, at, feed, make_shop, report, system
 from tests.web.helpers import sign_in_as
 
 DAY = "2026-11-02"  # a Monday
 BEFORE = "2026-11-01"  # the previous period of a one-day range
-
-
-def _shop(db: Database, tenant: Tenant, url: str) -> Shop:
-    with db.transaction() as session:
-        channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "Tienda", {"url": url})
-    return Shop(db, tenant, channel.id)
 
 
 def _day(day: str = DAY) -> dict[str, str]:
@@ -69,7 +61,7 @@ def test_resolutions_split_by_who_closed_with_times_and_the_previous_period(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{BEFORE} 15:00"):
             yesterday = shop.customer_writes("+5215550001000")
         with at(f"{BEFORE} 15:20"):
@@ -134,7 +126,7 @@ def test_assignments_by_source_person_and_team(
     with db.transaction() as session:
         team = do_create_team(session, tenant.actor(), "Soporte").id
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 09:00"):
             first = shop.customer_writes("+5215550002001")
         with at(f"{DAY} 09:05"):
@@ -190,7 +182,7 @@ def test_contacts_added_by_source_deleted_and_merged(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{BEFORE} 12:00"), db.transaction() as session:
             do_create_contact(session, tenant.actor(), {"first_name": "Ayer"})
         with at(f"{DAY} 09:00"), db.transaction() as session:

@@ -6,8 +6,6 @@ drill-down."""
 import csv
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,115 +14,20 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact, Tag
 from tertulia.contacts.service import do_add_tags, do_create_tag
-from tertulia.conversations import service as inbox
-from tertulia.conversations.models import Conversation
 from tertulia.kit import queue
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed, report, system
+from tests.reports.plays import CUSTOMERS, DAY, Step, phone, play, steps, tag_customers
+from tests.reports.support import Shop, at, feed, make_shop, report
 from tests.web.helpers import sign_in_as
 
-DAY = "2026-11-04"
 WIDE = {"range": "custom", "from": "2026-11-03", "to": "2026-11-06"}
 ONE_DAY = {"range": "custom", "from": DAY, "to": DAY}
 # The users report and the leaderboard last: see _reports.
 TAGGED_REPORTS = ("conversations", "responses", "messages", "resolutions", "assignments", "users", "leaderboard")
-CUSTOMERS = 4
-ACTIONS = ("write", "write", "reply", "bot", "assign", "reassign", "unassign", "close", "reopen")
-
-
-@dataclass(frozen=True)
-class Step:
-    customer: int
-    action: str
-    seconds: int
-
-
-steps = st.lists(
-    st.builds(
-        Step,
-        customer=st.integers(0, CUSTOMERS - 1),
-        action=st.sampled_from(ACTIONS),
-        # Not whole minutes: the two workspaces' clocks differ by the milliseconds the steps take,
-        # and a time a few milliseconds either side of a bucket's edge (2 min) would fall apart.
-        seconds=st.sampled_from([67, 247, 2107, 9007, 42007]),
-    ),
-    min_size=4,
-    max_size=18,
-)
-
-
-def _shop(db: Database, tenant: Tenant, url: str) -> Shop:
-    with db.transaction() as session:
-        channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "Tienda", {"url": url})
-    return Shop(db, tenant, channel.id)
-
-
-def _phone(customer: int) -> str:
-    return f"+52155500001{customer:02d}"
-
-
-def _play(shop: Shop, tenant: Tenant, plan: list[Step], customers: set[int]) -> dict[int, int]:
-    """The plan's steps of `customers`, at the plan's times (so two workspaces playing different
-    customers see the same customer's events at the same instants). A step that does not fit the
-    conversation's state (a reply before any message, closing a closed one) is passed over, alike
-    in both. The conversation of each customer who wrote."""
-    clock = datetime.fromisoformat(f"{DAY} 08:00")
-    conversations: dict[int, int] = {}
-    closed: set[int] = set()
-    for step in plan:
-        clock += timedelta(seconds=step.seconds)
-        if step.customer not in customers:
-            continue
-        conversation = conversations.get(step.customer)
-        with at(clock.isoformat(sep=" ")):
-            if step.action == "write":
-                conversations[step.customer] = shop.customer_writes(_phone(step.customer))
-                closed.discard(step.customer)
-            elif conversation is None:
-                continue
-            elif step.action == "reopen" and step.customer in closed:
-                shop.reopen(conversation)
-                closed.discard(step.customer)
-            elif step.customer in closed:
-                continue
-            elif step.action == "reply":  # the owner may reply whoever has the conversation
-                shop.reply(conversation, tenant.actor())
-            elif step.action == "bot":
-                shop.reply(conversation, system(tenant, "bot"), "automático")
-            elif step.action == "assign":
-                shop.assign(conversation, tenant.agent_id)
-            elif step.action == "reassign":
-                shop.assign(conversation, tenant.manager_id)
-            elif step.action == "unassign":
-                _unassign(shop, conversation)
-            elif step.action == "close":
-                shop.close(conversation)
-                closed.add(step.customer)
-    return conversations
-
-
-def _unassign(shop: Shop, conversation_id: int) -> None:
-    with shop.db.transaction() as session:
-        conversation = session.get(Conversation, conversation_id)
-        assert conversation is not None
-        inbox.do_assign(session, shop.tenant.actor(), conversation, user_id=None, team_id=None)
-
-
-def _tag(db: Database, tenant: Tenant, shop: Shop, conversations: dict[int, int], customers: set[int]) -> None:
-    with db.transaction() as session:
-        do_create_tag(session, tenant.actor(), "VIP")  # it exists even when nobody who wrote has it
-        for customer in sorted(customers & set(conversations)):
-            contact = session.get(Contact, shop.contact_of(conversations[customer]))
-            assert contact is not None
-            do_add_tags(session, tenant.actor(), contact, ["VIP"])
-
-
 # The tables whose rows name a team member or a channel by id (and name), at this column.
 KEYED_TABLES = {
     ("assignments", "by_user"): 0,
@@ -182,10 +85,10 @@ def test_a_tag_filtered_report_is_the_report_of_the_tagged_contacts_alone(
     queue.huey.immediate = False  # the consumer runs only when fed
     try:
         with fake_provider() as provider:
-            shop = _shop(db, everyone, provider.url)
-            conversations = _play(shop, everyone, plan, set(range(CUSTOMERS)))
-            _play(_shop(db, alone, provider.url), alone, plan, tagged)
-            _tag(db, everyone, shop, conversations, tagged)
+            shop = make_shop(db, everyone, provider.url)
+            conversations = play(shop, everyone, plan, set(range(CUSTOMERS)))
+            play(make_shop(db, alone, provider.url), alone, plan, tagged)
+            tag_customers(db, everyone, shop, conversations, tagged)
             pending = _reports(client, everyone, tag="vip")
             feed(db)
             applied = _reports(client, everyone, tag="VIP")
@@ -211,15 +114,15 @@ def _two_customers(db: Database, tenant: Tenant) -> tuple[Shop, int]:
     """On DAY a tagged customer (VIP) answered after 5 minutes and closed at 09:30, and an untagged
     one answered after 20 minutes and left open; the VIP tag's id."""
     with fake_provider() as provider:
-        shop = _shop(db, tenant, provider.url)
+        shop = make_shop(db, tenant, provider.url)
         with at(f"{DAY} 09:00"):
-            vip = shop.customer_writes(_phone(1))
+            vip = shop.customer_writes(phone(1))
         with at(f"{DAY} 09:05"):
             shop.reply(vip, tenant.actor())
         with at(f"{DAY} 09:30"):
             shop.close(vip)
         with at(f"{DAY} 10:00"):
-            other = shop.customer_writes(_phone(2))
+            other = shop.customer_writes(phone(2))
         with at(f"{DAY} 10:20"):
             shop.reply(other, tenant.actor())
         with db.transaction() as session:

@@ -27,8 +27,8 @@ from tertulia.reports.repository import Cell, Filters
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import NINE_TO_SEVEN, at, feed
-from tests.reports.test_tag_filter import CUSTOMERS, Step, _play, _shop, _tag, steps
+from tests.reports.plays import CUSTOMERS, Step, play, steps, tag_customers
+from tests.reports.support import NINE_TO_SEVEN, at, feed, make_shop
 
 # The plans start on 2026-11-04 at 08:00 and last at most a few days: a range by day around them,
 # one by the hour (the plan's first day), and their previous periods (read by every summary).
@@ -192,11 +192,11 @@ def test_reading_a_range_whole_gives_the_numbers_of_reading_it_by_period(
     queue.huey.immediate = False  # the consumer runs only when fed: the plan's tail stays pending
     try:
         with fake_provider() as provider:
-            shop = _shop(db, tenant, provider.url)
-            conversations = _play(shop, tenant, plan[:applied], set(range(CUSTOMERS)))
+            shop = make_shop(db, tenant, provider.url)
+            conversations = play(shop, tenant, plan[:applied], set(range(CUSTOMERS)))
             feed(db)
-            conversations |= _play(shop, tenant, _after(plan, applied), set(range(CUSTOMERS)))
-            _tag(db, tenant, shop, conversations, tagged)
+            conversations |= play(shop, tenant, _after(plan, applied), set(range(CUSTOMERS)))
+            tag_customers(db, tenant, shop, conversations, tagged)
             tag_id = _vip(db, tenant)
             assert _compare(db, tenant, tag_id) > 0
     finally:
@@ -204,7 +204,7 @@ def test_reading_a_range_whole_gives_the_numbers_of_reading_it_by_period(
 
 
 def _after(plan: list[Step], applied: int) -> list[Step]:
-    """The plan's steps from `applied` on, at their times in the whole plan (`_play` starts its
+    """The plan's steps from `applied` on, at their times in the whole plan (`play` starts its
     clock anew); a step for a conversation of the first part is passed over."""
     tail = plan[applied:]
     if not tail:
