@@ -402,7 +402,7 @@ def test_an_endpoint_failing_for_the_whole_window_is_disabled(client: TestClient
         mails = list(session.scalars(select(OutgoingEmail)))
     # The owner reads Spanish: the email tells the reason in Spanish too.
     assert [m.subject for m in mails] == ["Se desactivó un webhook de Tertulia"]
-    assert "todas las entregas fallaron durante 24 horas." in mails[0].body
+    assert "Motivo: Todas las entregas fallaron durante 24 horas\n" in mails[0].body
 
 
 @pytest.mark.usefixtures("queued")
@@ -581,6 +581,7 @@ def test_every_reason_built_is_read_back_and_told_in_spanish(failures: int, hour
     assert reasons.in_language(reasons.in_a_row(failures), "es") == f"{failures} entregas fallidas seguidas"
     key, number = reasons.parse(reasons.for_hours(hours)) or ("", "")
     assert (key, float(number)) == ("for_hours", float(f"{hours:g}"))
-    assert reasons.in_language(reasons.BY_PERSON, "es") == "lo desactivó una persona"
+    assert reasons.in_language(reasons.BY_PERSON, "es") == "Lo desactivó una persona."
     assert reasons.in_language("the address stopped resolving", "es") == "the address stopped resolving"
     assert reasons.in_language(reasons.in_a_row(failures), "en") == reasons.in_a_row(failures)
+    assert reasons.in_language(reasons.for_hours(24), "en") == "Every delivery failed for 24 hours"

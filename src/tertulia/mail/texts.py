@@ -67,7 +67,7 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "en": (
             "A Tertulia webhook endpoint was disabled",
             "Hello,\n\n"
-            "Tertulia stopped sending events to the webhook endpoint {url}: {reason}.\n\n"
+            "Tertulia stopped sending events to the webhook endpoint {url}.\nReason: {reason}\n\n"
             "Events for it are kept and will be sent when you enable it again. Check that the endpoint\n"
             "answers with a 2xx status, then enable it here:\n"
             "{page}\n",
@@ -75,7 +75,7 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "es": (
             "Se desactivó un webhook de Tertulia",
             "Hola:\n\n"
-            "Tertulia dejó de enviar eventos al webhook {url}: {reason}.\n\n"
+            "Tertulia dejó de enviar eventos al webhook {url}.\nMotivo: {reason}\n\n"
             "Sus eventos se conservan y se enviarán cuando lo actives de nuevo. Comprueba que el endpoint\n"
             "responde con un estado 2xx y actívalo aquí:\n"
             "{page}\n",

@@ -3,15 +3,17 @@ and the owners' email tell it in the reader's language, so every reason is built
 
 import re
 
+from tertulia.web import i18n
+
 BY_PERSON = "Disabled by a person."
 _IN_A_ROW = re.compile(r"^(\d+) failed deliveries in a row$")
 _FOR_HOURS = re.compile(r"^every delivery failed for (\d+(?:\.\d+)?) hours$")
-# The reasons in Spanish, for the owners' email (mail.texts' languages, not the web's catalogues);
-# `%(n)s` is the reason's number.
-SPANISH = {
-    "by_person": "lo desactivó una persona",
-    "in_a_row": "%(n)s entregas fallidas seguidas",
-    "for_hours": "todas las entregas fallaron durante %(n)s horas",
+# parse's keys, as the page and the email say them (the web catalogues translate them); `%(n)s` is
+# the reason's number.
+LABELS: dict[str, str] = {
+    "by_person": i18n.lazy("Disabled by a person."),
+    "in_a_row": i18n.lazy("%(n)s failed deliveries in a row"),
+    "for_hours": i18n.lazy("Every delivery failed for %(n)s hours"),
 }
 
 
@@ -34,8 +36,10 @@ def parse(reason: str) -> tuple[str, str] | None:
 
 
 def in_language(reason: str, language: str) -> str:
+    """The reason in `language`; a reason of another form as stored."""
     parsed = parse(reason)
-    if language != "es" or parsed is None:
+    if parsed is None:
         return reason
     key, number = parsed
-    return SPANISH[key] % {"n": number}
+    told = i18n.translations(language).ugettext(LABELS[key])
+    return told % {"n": number} if number else told

@@ -31,21 +31,10 @@ STATE_LABELS: dict[str, str] = {
     "failed": i18n.lazy("Failed"),
 }
 
-# reasons.parse's keys; `%(n)s` is the reason's number.
-REASON_LABELS: dict[str, str] = {
-    "by_person": i18n.lazy("Disabled by a person."),
-    "in_a_row": i18n.lazy("%(n)s failed deliveries in a row"),
-    "for_hours": i18n.lazy("Every delivery failed for %(n)s hours"),
-}
-
 
 def _reason(ctx: WebContext, reason: str | None) -> str | None:
     """Why the endpoint is off, in the reader's language (a reason of another form as stored)."""
-    parsed = reasons.parse(reason) if reason else None
-    if parsed is None:
-        return reason
-    key, number = parsed
-    return ctx._(REASON_LABELS[key], n=number) if number else ctx._(REASON_LABELS[key])
+    return reasons.in_language(reason, ctx.fmt.language) if reason else None
 
 
 def _allow_private(ctx: WebContext) -> bool:
