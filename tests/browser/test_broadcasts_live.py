@@ -5,7 +5,9 @@ three contacts of the audience would receive it, runs the dry run, schedules it 
 the workspace's time zone (shown in theirs too), and the scheduler's sweep runs with the clock moved
 past that minute (no real wait). The results page, open meanwhile, fills in by itself (it polls its
 live fragment); one message is refused by the provider: the failures export has it, and "resend to
-failed" opens a new draft for that contact. SQLite only, like the other browser tests.
+failed" opens a new draft for that contact. Then a WhatsApp template whose header takes a value:
+its field appears as the template is typed, and a draft saved without it shows what is missing
+beside the fields, which the dry run links to. SQLite only, like the other browser tests.
 
 With TERTULIA_SCREENSHOT_DIR set, the screens are saved there (docs/screenshots/ is refreshed so).
 """
@@ -19,11 +21,14 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from playwright.sync_api import Browser, expect
+from sqlalchemy import select
 
 from tertulia.broadcasts import tasks
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
 from tertulia.channels import registry
+from tertulia.channels.message_templates import do_store_templates
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import ProviderTemplate
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.models import Contact
 from tertulia.kit import queue
@@ -34,7 +39,10 @@ from tertulia.segments.service import do_create_segment
 from tertulia.users.models import Role, User
 from tertulia.users.permissions import Actor
 from tests.broadcasts.support import customers_write
+from tests.broadcasts.test_audience import NO_GRAPH
 from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
+from tests.channels import whatsapp_samples as wa
+from tests.channels import whatsapp_template_samples as template_samples
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 
@@ -189,5 +197,90 @@ def test_build_dry_run_schedule_watch_export_and_resend(setup: Setup, browser: B
     expect(page.locator("[data-testid=resend-audience]")).to_be_visible()
     expect(page.locator("[data-testid=preview-item]")).to_have_count(1)
     shot(page, "84-broadcast-resend-draft.png")
+    context.close()
+    assert problems == []
+
+
+def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_shown_beside_it(
+    setup: Setup, browser: Browser
+) -> None:
+    """A positional template whose header takes a value: its field appears as the template is typed
+    (and goes for one whose header takes none); a draft saved without it shows what is missing
+    beside the fields, and the dry run points at them."""
+    with setup.database.transaction() as session:
+        owner = session.scalar(select(User).where(User.email == OWNER[0]))
+        assert owner is not None
+        actor = Actor(workspace_id=setup.channel.workspace_id, kind="user", user_id=owner.id, role=Role.OWNER)
+        number = do_create_channel(
+            session,
+            actor,
+            "whatsapp",
+            "WhatsApp",
+            {
+                "phone_number_id": wa.PHONE_NUMBER_ID,
+                "business_account_id": wa.BUSINESS_ACCOUNT_ID,
+                "api_base_url": NO_GRAPH,
+            },
+            {"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET},
+        )
+        seguimiento = template_samples.SEGUIMIENTO
+        promo_body = [{"type": "BODY", "text": "Hola {{1}}."}]
+        do_store_templates(
+            session,
+            number,
+            [
+                ProviderTemplate("1", "promo", "es_MX", "MARKETING", "APPROVED", "POSITIONAL", promo_body),
+                ProviderTemplate(
+                    seguimiento["id"],
+                    seguimiento["name"],
+                    seguimiento["language"],
+                    "UTILITY",
+                    "APPROVED",
+                    "POSITIONAL",
+                    seguimiento["components"],
+                ),
+            ],
+        )
+        number_id = number.id
+    context = browser.new_context(locale="es-ES", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems: list[str] = []
+    watch(page, problems)
+    sign_in_at(page, setup.url, "/broadcasts", *OWNER)
+    page.fill("[data-testid=new-broadcast] input[name=name]", "Pedidos")
+    page.click("[data-testid=new-broadcast] button[type=submit]")
+    page.wait_for_url(re.compile(r"/broadcasts/\d+$"))
+    broadcast_url = page.url
+    page.select_option("select[name=audience]", "all")
+    page.select_option("select[name=channel_id]", str(number_id))
+    page.locator("details", has_text="WhatsApp").locator("summary").click()
+    header = page.locator("[data-testid=template-header]")
+    expect(header).to_be_hidden()
+    page.fill("input[name=template_name]", "seguimiento_pedido")
+    page.fill("input[name=template_language]", "es-MX")  # either spelling
+    expect(header).to_be_visible()
+    page.fill("input[name=template_name]", "promo")
+    expect(header).to_be_hidden()
+    page.fill("input[name=template_name]", "seguimiento_pedido")
+    expect(header).to_be_visible()
+    page.fill("textarea[name=template_params]", "Ana")
+    page.click("[data-testid=save-dry-run]")
+    page.wait_for_url(broadcast_url)  # saved, but not ready for a dry run
+    expect(page.locator("#template_header-error")).to_have_text(
+        "El encabezado necesita un valor para su {{1}} (Pedido {{1}})"
+    )
+    expect(page.locator("#template_params-error")).to_have_text("El cuerpo lleva 2 valores, uno por línea; hay 1")
+    expect(page.locator("input[name=template_header]")).to_be_visible()
+    shot(page.locator("details", has_text="WhatsApp"), "84-broadcast-template-parameters.png")
+    page.goto(f"{broadcast_url}/dry-run")
+    expect(page.locator("[data-testid=dry-run-not-ready] li")).to_have_count(2)
+    page.locator("[data-testid=dry-run-not-ready] li[data-field=template_header] a").click()
+    page.wait_for_url(f"{broadcast_url}#f-template_header")
+    page.fill("input[name=template_header]", "#42")
+    page.fill("textarea[name=template_params]", "Ana\nel lunes")
+    page.click("[data-testid=save-draft]")
+    page.wait_for_url(broadcast_url)
+    expect(page.locator(".field-error")).to_have_count(0)
+    expect(page.locator("input[name=template_header]")).to_have_value("#42")
     context.close()
     assert problems == []

@@ -8,11 +8,16 @@ from collections.abc import Callable
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from tertulia.broadcasts import service
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
+from tertulia.channels.message_templates import do_store_templates
 from tertulia.channels.models import Channel
+from tertulia.channels.protocol import ProviderTemplate
 from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.db import Database
 from tertulia.segments.service import do_create_segment
@@ -289,12 +294,14 @@ def test_a_whatsapp_template_with_a_mapped_parameter_over_the_messaging_limit(
     assert 'data-testid="refusal"' not in partly
     assert re.search(r'data-testid="dry-recipients">50<', partly)
     assert re.search(r'<tr data-reason="messaging_limit"><td>[^<]+</td><td>3</td>', partly)
-    # An unknown template is a draft still, whose preview says what is wrong.
+    # An unknown template is a draft still, the template's name saying what is wrong; no preview yet.
     unknown = client.post(url, data={**form, "template_name": "nope"}, follow_redirects=False)
     assert unknown.status_code == 303
-    not_ready = re.search(r'data-testid="preview-not-ready">([^<]+)<', client.get(url).text)
-    assert not_ready
-    assert "nope" in not_ready.group(1)
+    editor = client.get(url).text
+    assert _error_beside(editor, "template_name") == (
+        "No WhatsApp number has a template &#39;nope&#39; in &#39;es_MX&#39; (sync the templates if it is new)"
+    )
+    assert 'data-testid="preview-not-ready"' in editor
 
 
 def test_quick_replies_buttons_file_and_messenger_tag_are_kept_as_content(
@@ -380,7 +387,8 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
         unnamed = client.post(url, data={**form, "template_params": "Ana\nPRIMAVERA\nel lunes"})
         assert unnamed.status_code == 422
         assert _error_beside(unnamed.text, "template_params") == (
-            "This template&#39;s parameters have names: write one name = value per line."
+            "Lines without a name: 1, 2, 3 (this template&#39;s parameters have names: write one name = value"
+            " per line); Missing parameters: sale_start_date, first_name, discount_code"
         )
         assert client.post(url, data=form, follow_redirects=False).status_code == 303
         assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
@@ -421,3 +429,299 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
                 ],
             },
         }
+
+
+# ----- a WhatsApp template's parameters: every problem beside its field, the header's own field -----
+
+
+def _templates_on(db: Database, tenant: Tenant) -> Channel:
+    """A WhatsApp number with promo (body {{1}}), seguimiento_pedido (positional, a text header
+    `Pedido {{1}}` and a body of two) and spring_sale (named, a header name and two body names)."""
+    channel = whatsapp(db, tenant)
+    promo = ProviderTemplate(
+        "1", "promo", "es_MX", "MARKETING", "APPROVED", "POSITIONAL", [{"type": "BODY", "text": "Hola {{1}}."}]
+    )
+    listed = [promo] + [
+        ProviderTemplate(
+            t["id"], t["name"], t["language"], t["category"], t["status"], t["parameter_format"], t["components"]
+        )
+        for t in (template_samples.SEGUIMIENTO, template_samples.SPRING_SALE)
+    ]
+    with db.transaction() as session:
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        do_store_templates(session, stored, listed)
+    return channel
+
+
+def _header_shown(html: str) -> bool:
+    match = re.search(r'data-testid="template-header"( hidden)?>', html)
+    assert match, "the header field is on the page"
+    return match.group(1) is None
+
+
+SPRING_SALE_PROBLEMS = "first_name = Ana\nfirst_name = Eva\ncoupon = X\nsin nombre\ndiscount_code =\n"
+
+
+def test_every_template_parameter_problem_is_beside_its_field_in_spanish_and_english(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    channel = _templates_on(db, tenant)
+    broadcast_id = draft(db, tenant, name="Rebajas")
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    url = f"/broadcasts/{broadcast_id}"
+    base = {"csrf_token": token, "name": "Rebajas", "audience": "all", "channel_id": str(channel.id)}
+    named = {**base, "template_name": "spring_sale", "template_language": "en_US"}
+    # A named template: a line without a name, a name it lacks, an empty value, a name given twice
+    # and the names not given, all at once beside the field; nothing is saved, everything is kept.
+    spanish = client.post(
+        url, data={**named, "template_params": SPRING_SALE_PROBLEMS}, headers={"Accept-Language": "es"}
+    )
+    assert spanish.status_code == 422
+    assert _error_beside(spanish.text, "template_params") == (
+        "Líneas sin nombre: 4 (los parámetros de esta plantilla tienen nombre: escribe uno por línea como"
+        " nombre = valor); La plantilla &#39;spring_sale&#39; no tiene el parámetro &#39;coupon&#39; (tiene:"
+        " sale_start_date, first_name, discount_code); discount_code no tiene valor (línea 5); first_name"
+        " aparece más de una vez (líneas 1, 2); Faltan parámetros: sale_start_date, discount_code"
+    )
+    assert "first_name = Eva\ncoupon = X\nsin nombre\ndiscount_code =\n</textarea>" in spanish.text
+    assert get(db, broadcast_id).content == {}
+    english = client.post(url, data={**named, "template_params": SPRING_SALE_PROBLEMS})
+    assert english.status_code == 422
+    assert _error_beside(english.text, "template_params") == (
+        "Lines without a name: 4 (this template&#39;s parameters have names: write one name = value per line);"
+        " Template &#39;spring_sale&#39; has no parameter &#39;coupon&#39; (it has: sale_start_date, first_name,"
+        " discount_code); discount_code has no value (line 5); first_name is given more than once (lines 1, 2);"
+        " Missing parameters: sale_start_date, discount_code"
+    )
+    # A named template's header is written by its name, not in the header field.
+    header_too = client.post(url, data={**named, "template_params": "first_name = Ana", "template_header": "el lunes"})
+    assert header_too.status_code == 422
+    assert _error_beside(header_too.text, "template_header") == (
+        "Write the header&#39;s parameter by its name among the parameters: sale_start_date = …"
+    )
+    assert _header_shown(header_too.text)
+    # A positional template with a text header: the header field, and the body's count.
+    positional = {**base, "template_name": "seguimiento_pedido", "template_language": "es_MX"}
+    too_many = client.post(
+        url, data={**positional, "template_params": "Ana\nel lunes\nsobra"}, headers={"Accept-Language": "es"}
+    )
+    assert too_many.status_code == 422
+    assert _error_beside(too_many.text, "template_params") == "El cuerpo lleva 2 valores, uno por línea; hay 3"
+    assert _error_beside(too_many.text, "template_header") == (
+        "El encabezado necesita un valor para su {{1}} (Pedido {{1}})"
+    )
+    assert _header_shown(too_many.text)
+    no_header = client.post(
+        url,
+        data={
+            **base,
+            "template_name": "promo",
+            "template_language": "es_MX",
+            "template_params": "Ana",
+            "template_header": "#42",
+        },
+    )
+    assert no_header.status_code == 422
+    assert _error_beside(no_header.text, "template_header") == (
+        "This template&#39;s header takes no text value: leave it empty"
+    )
+    # Shown only for a template whose header takes a value.
+    promo = client.post(
+        url,
+        data={**base, "template_name": "promo", "template_language": "es_MX", "template_params": "Ana"},
+        follow_redirects=False,
+    )
+    assert promo.status_code == 303
+    assert not _header_shown(client.get(url).text)
+    assert 'data-template-header="seguimiento_pedido|es_mx"' in client.get(url).text
+    # A template still missing values holds back only a broadcast that may go out on WhatsApp.
+    other = fake_channel(db, tenant, "http://127.0.0.1:9")
+    elsewhere = {**positional, "channel_id": str(other.id), "text": "Hola", "template_params": "Ana"}
+    assert client.post(url, data=elsewhere, follow_redirects=False).status_code == 303
+    assert 'class="field-error"' not in client.get(url).text
+    assert 'data-testid="dry-run-not-ready"' not in client.get(f"{url}/dry-run").text
+
+
+def test_a_draft_missing_template_parameters_is_saved_and_its_dry_run_and_schedule_point_at_the_fields(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = _templates_on(db, tenant)
+    with travel(timedelta(hours=-25)):
+        customers_write(db, channel, ["5215500000001"], first_name="Ana")
+    broadcast_id = draft(db, tenant, name="Pedidos")
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    url = f"/broadcasts/{broadcast_id}"
+    form = {
+        "csrf_token": token,
+        "name": "Pedidos",
+        "audience": "all",
+        "channel_id": str(channel.id),
+        "template_name": "seguimiento_pedido",
+        "template_language": "es_MX",
+        "template_params": '{{contact.first_name | "cliente"}}',
+    }
+    # Saved as typed, even asked to dry-run: the editor again, what is missing beside the fields.
+    saved = client.post(url, data={**form, "then": "dry-run"}, follow_redirects=False)
+    assert saved.status_code == 303
+    assert saved.headers["location"] == url
+    assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
+        {"type": "body", "parameters": [{"text": '{{contact.first_name | "cliente"}}'}]}
+    ]
+    client.cookies.set("tertulia_lang", "es")
+    editor = client.get(url).text
+    assert _error_beside(editor, "template_header") == "El encabezado necesita un valor para su {{1}} (Pedido {{1}})"
+    assert _error_beside(editor, "template_params") == "El cuerpo lleva 2 valores, uno por línea; hay 1"
+    assert _header_shown(editor)
+    assert re.search(r'data-testid="preview-not-ready">Completa los parámetros de la plantilla', editor)
+    # The dry run and scheduling are refused, each problem linked to its field in the editor.
+    dry = client.get(f"{url}/dry-run").text
+    assert 'data-testid="dry-run"' not in dry
+    assert (
+        f'<li data-field="template_header"><a href="{url}#f-template_header">Parámetro del encabezado</a>:'
+        " El encabezado necesita un valor para su {{1}} (Pedido {{1}})</li>"
+    ) in dry
+    assert f'<a href="{url}#f-template_params">Parámetros del cuerpo</a>: El cuerpo lleva 2 valores' in dry
+    refused = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""})
+    assert refused.status_code == 422
+    assert _error_beside(refused.text, "scheduled_at") == (
+        "Primero completa los parámetros de la plantilla en el editor (ver arriba)."
+    )
+    assert 'data-testid="dry-run-not-ready"' in refused.text
+    assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+    client.cookies.set("tertulia_lang", "en")
+    english = client.get(f"{url}/dry-run").text
+    assert (
+        f'<a href="{url}#f-template_params">Body parameters</a>: The body takes 2 values, one per line; 1 given'
+        in english
+    )
+    # Filled in: saved, and on to the dry run.
+    done = client.post(
+        url,
+        data={
+            **form,
+            "template_header": "#42",
+            "template_params": form["template_params"] + "\nel lunes",
+            "then": "dry-run",
+        },
+        follow_redirects=False,
+    )
+    assert done.status_code == 303
+    assert done.headers["location"] == f"{url}/dry-run"
+    assert re.search(r'data-testid="dry-recipients">1<', client.get(f"{url}/dry-run").text)
+    ready = client.get(url).text
+    assert 'class="field-error"' not in ready
+    assert "Pedido #42" in ready  # the preview, header filled in
+
+
+def test_a_positional_header_parameter_is_stored_shown_again_and_sent_as_a_text_header(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_graph(template_samples.TEMPLATES) as graph:
+        created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
+        with db.transaction(write=False) as session:
+            channel = session.get(Channel, created["id"])
+            assert channel is not None
+            session.expunge(channel)
+        with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
+            customers_write(db, channel, ["16505551234"], first_name="Ana")
+        broadcast_id = draft(db, tenant, name="Pedidos")
+        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+        url = f"/broadcasts/{broadcast_id}"
+        form = {
+            "csrf_token": token,
+            "name": "Pedidos",
+            "audience": "all",
+            "channel_mode": "specific",
+            "channel_id": str(channel.id),
+            "template_name": "seguimiento_pedido",
+            "template_language": "es_MX",
+            "template_header": "#42",
+            "template_params": '{{contact.first_name | "cliente"}}\nel lunes',
+        }
+        # A variable the header cannot use is refused beside the header field.
+        unknown = client.post(url, data={**form, "template_header": "{{contact.nope}}"})
+        assert unknown.status_code == 422
+        assert _error_beside(unknown.text, "template_header")
+        assert "template_params-error" not in unknown.text
+        assert client.post(url, data=form, follow_redirects=False).status_code == 303
+        assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
+            {"type": "header", "parameters": [{"text": "#42"}]},
+            {"type": "body", "parameters": [{"text": '{{contact.first_name | "cliente"}}'}, {"text": "el lunes"}]},
+        ]
+        editor = client.get(url).text  # shown again, each in its own field
+        assert _header_shown(editor)
+        assert re.search(r'<input id="f-template_header" name="template_header" type="text" value="#42"', editor)
+        assert "&#34;cliente&#34;}}\nel lunes</textarea>" in editor
+        assert "Pedido #42" in editor  # the preview
+        sent = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""}, follow_redirects=False)
+        assert sent.status_code == 303, sent.text
+        assert graph.sent[-1]["body"] == {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "16505551234",
+            "type": "template",
+            "template": {
+                "name": "seguimiento_pedido",
+                "language": {"code": "es_MX"},
+                "components": [
+                    {"type": "header", "parameters": [{"type": "text", "text": "#42"}]},
+                    {
+                        "type": "body",
+                        "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": "el lunes"}],
+                    },
+                ],
+            },
+        }
+
+
+@pytest.fixture
+def template_editor(client: TestClient, db: Database, tenant: Tenant) -> tuple[TestClient, str, dict[str, str]]:
+    channel = _templates_on(db, tenant)
+    broadcast_id = draft(db, tenant, name="Cualquiera")
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    base = {"csrf_token": token, "name": "Cualquiera", "audience": "all", "channel_id": str(channel.id)}
+    return client, f"/broadcasts/{broadcast_id}", base
+
+
+TEMPLATE_FIELDS = ("template_name", "template_header", "template_params")
+# Any character a form can carry (NUL included: refused beside its field), line breaks of every kind.
+_typed = st.text(st.characters(codec="utf-8"), max_size=40)
+_line = st.one_of(
+    _typed,
+    st.builds(
+        "{} = {}".format,
+        st.sampled_from(["first_name", "discount_code", "sale_start_date", "coupon", "1"]),
+        st.one_of(_typed, st.just('{{contact.first_name | "cliente"}}'), st.just("{{contact.nope}}")),
+    ),
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    template=st.sampled_from(
+        [("spring_sale", "en_US"), ("seguimiento_pedido", "es_MX"), ("promo", "es_MX"), ("nope", "es")]
+    ),
+    header=st.one_of(st.just(""), _typed),
+    lines=st.lists(_line, max_size=5).flatmap(
+        lambda items: st.sampled_from(["\n", "\r\n", "\r", "\u2028"]).map(lambda sep: sep.join(items))
+    ),
+)
+def test_any_text_in_the_template_fields_is_saved_or_refused_beside_them(
+    template_editor: tuple[TestClient, str, dict[str, str]], template: tuple[str, str], header: str, lines: str
+) -> None:
+    """On both databases: whatever is typed in the parameter fields, the draft is saved (its editor
+    and dry run then open) or refused with the reason beside a template field, never a 500."""
+    client, url, base = template_editor
+    name, language = template
+    form = {**base, "template_name": name, "template_language": language, "template_header": header}
+    answer = client.post(url, data={**form, "template_params": lines}, follow_redirects=False)
+    assert answer.status_code in (303, 422), answer.text
+    event(f"{name}: {answer.status_code}")
+    if answer.status_code == 422:
+        beside = [f for f in TEMPLATE_FIELDS if f'<p class="field-error" id="{f}-error" role="alert">' in answer.text]
+        assert beside, answer.text
+        return
+    editor = client.get(url)
+    assert editor.status_code == 200
+    assert client.get(f"{url}/dry-run").status_code == 200

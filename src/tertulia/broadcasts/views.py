@@ -9,7 +9,6 @@ sending or paused: the backend emits no broadcast events on the agents' socket.
 """
 
 import calendar
-import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any
@@ -19,10 +18,10 @@ from fastapi import APIRouter, Form, Query
 from sqlalchemy import select
 from starlette.responses import Response
 
-from tertulia.broadcasts import service
+from tertulia.broadcasts import service, template_form
 from tertulia.broadcasts.audience import UNSUPPORTED_TYPES
-from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus
-from tertulia.channels.message_templates import component_text, find_template, slots, templates_of
+from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus, ChannelMode
+from tertulia.channels.message_templates import component_text, find_template, language_key, slots, templates_of
 from tertulia.channels.models import Channel, MessageTemplate
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
@@ -66,6 +65,14 @@ REASON_LABELS: dict[str, str] = {
     "messaging_limit": i18n.lazy("Over the WhatsApp messaging limit"),
     "stopped": i18n.lazy("Stopped before their turn"),
 }
+# The editor's template fields, named where the dry run points at them.
+FIELD_LABELS: dict[str, str] = {
+    "template_name": i18n.lazy("Template name"),
+    "template_header": i18n.lazy("Header parameter"),
+    "template_params": i18n.lazy("Body parameters"),
+}
+PREVIEW_NEEDS_TEMPLATE = i18n.lazy("Complete the template's parameters (beside the fields) to see the preview.")
+SCHEDULE_NEEDS_TEMPLATE = i18n.lazy("Complete the template's parameters in the editor first (see above).")
 # The Messenger tags a broadcast may carry outside the 24-hour window (the adapter checks them too).
 MESSAGE_TAGS = ("ACCOUNT_UPDATE", "POST_PURCHASE_UPDATE", "CONFIRMED_EVENT_UPDATE")
 VARIABLES = (
@@ -310,12 +317,15 @@ def _typed(item: Broadcast) -> dict[str, str]:
     messenger = content.get("messenger") or {}
     template = whatsapp.get("template") or {}
     params: list[str] = []
+    header: list[str] = []
     named: set[str] = set()
     for component in template.get("components") or []:
         for parameter in component.get("parameters") or []:
             name = parameter.get("parameter_name")
             if name is None:
-                params.append(str(parameter.get("text", "")))
+                # A positional header's value has its own field; the body's are the lines.
+                into = header if str(component.get("type", "")).lower() == "header" else params
+                into.append(str(parameter.get("text", "")))
             elif name not in named:  # a name the header and body both use is one line
                 named.add(name)
                 params.append(f"{name} = {parameter.get('text', '')}")
@@ -338,14 +348,18 @@ def _typed(item: Broadcast) -> dict[str, str]:
         ),
         "template_name": str(template.get("name") or ""),
         "template_language": str(language.get("code") if isinstance(language, dict) else language or ""),
+        "template_header": " ".join(header),
         "template_params": "\n".join(params),
         "message_tag": str(messenger.get("message_tag") or ""),
         "reply_window_hours": str(item.reply_window_hours),
     }
 
 
-def _form_field(key: str) -> str:
-    """The editor's field for a name the service gave."""
+def _form_field(key: str, header_first: bool = False) -> str:
+    """The editor's field for a name the service gave (`header_first`: the template's first
+    component is the header field's value)."""
+    if header_first and key.startswith("content.whatsapp.template.components[0]"):
+        return "template_header"
     if key.startswith("content.whatsapp.template") or key == "content.whatsapp":
         return "template_name" if key in ("content.whatsapp.template", "content.whatsapp") else "template_params"
     if key.startswith("content.messenger.message_tag") or key == "content.messenger":
@@ -378,6 +392,7 @@ FORM_FIELDS = frozenset(
         "buttons",
         "template_name",
         "template_language",
+        "template_header",
         "template_params",
         "message_tag",
         "reply_window_hours",
@@ -388,11 +403,11 @@ FORM_FIELDS = frozenset(
 )
 
 
-def _mapped(ctx: WebContext, exc: DomainError) -> dict[str, str]:
+def _mapped(ctx: WebContext, exc: DomainError, header_first: bool = False) -> dict[str, str]:
     """The service's messages beside the editor's fields; one that names no field of the form on top."""
     errors: dict[str, str] = {}
     for key, message in field_errors(ctx, exc).items():
-        field = _form_field(key)
+        field = _form_field(key, header_first)
         errors.setdefault(field if field in FORM_FIELDS else "__all__", message)
     return errors
 
@@ -421,9 +436,6 @@ def _int(value: str, key: str) -> int | None:
     return int(text)
 
 
-NAMED_LINE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_]+)\s*=\s*(?P<value>.*?)\s*$")
-
-
 def _stored_template(ctx: WebContext, name: str, language: str) -> MessageTemplate | None:
     """The workspace's synced WhatsApp template of this name and language (any of its numbers: the
     numbers of one business account share them), to read its parameter format and names."""
@@ -435,32 +447,42 @@ def _stored_template(ctx: WebContext, name: str, language: str) -> MessageTempla
     return None
 
 
-def _named_components(ctx: WebContext, template: MessageTemplate, lines: str) -> list[dict[str, Any]]:
-    """A named template's parameters from `name = value` lines, each in the header and body that
-    use the name (Meta's named form, `parameter_name`); a name the template lacks is refused here,
-    a missing one when the broadcast is checked for sending (a draft may be half filled)."""
-    text_slots = [s for s in slots(template) if s.kind == "text"]
-    known = list(dict.fromkeys(s.key for s in text_slots))
-    parts: dict[str, list[dict[str, Any]]] = {"header": [], "body": []}
-    for line in lines.splitlines():
-        if not line.strip():
-            continue
-        found = NAMED_LINE.match(line)
-        if found is None or not found["value"]:
-            raise ValidationFailed.field(
-                "template_params", i18n.lazy("This template's parameters have names: write one name = value per line.")
-            )
-        name = found["name"]
-        if name not in known:
-            message = ctx.fmt.gettext(i18n.lazy("Template %(template)s has no parameter %(name)s (it has: %(names)s)"))
-            raise ValidationFailed.field(
-                "template_params",
-                message % {"template": repr(template.name), "name": repr(name), "names": ", ".join(known)},
-            )
-        for slot in text_slots:
-            if slot.key == name:
-                parts[slot.component].append({"text": found["value"], "parameter_name": name})
-    return [{"type": part, "parameters": given} for part, given in parts.items() if given]
+def _beside(ctx: WebContext, problems: list[template_form.Problem]) -> dict[str, str]:
+    """The template's problems in the reader's language, joined per field."""
+    by_field: dict[str, list[str]] = {}
+    for problem in problems:
+        by_field.setdefault(problem.beside, []).append(ctx.fmt.gettext(problem.message) % problem.values)
+    return {key: "; ".join(messages) for key, messages in by_field.items()}
+
+
+def _draft_template(item: Broadcast) -> tuple[str, str, Any] | None:
+    """The stored draft's WhatsApp template: name, language code and components."""
+    template = ((item.content or {}).get("whatsapp") or {}).get("template")
+    if not isinstance(template, dict) or not template.get("name"):
+        return None
+    language = template.get("language")
+    code = language.get("code") if isinstance(language, dict) else language
+    return str(template["name"]), str(code or ""), template.get("components")
+
+
+def _may_use_whatsapp(ctx: WebContext, item: Broadcast) -> bool:
+    """Whether the draft may go out on a WhatsApp number (its channel, not chosen yet, or each
+    contact's last with a WhatsApp number in the workspace): only then is its template's due."""
+    whatsapp = {c.id for c in _channels(ctx) if c.type == "whatsapp" and c.active}
+    if item.channel_mode == ChannelMode.LAST_INTERACTED:
+        return bool(whatsapp)
+    return item.channel_id is None or item.channel_id in whatsapp
+
+
+def _draft_problems(ctx: WebContext, item: Broadcast) -> dict[str, str]:
+    """What the stored draft's template still lacks, beside the editor's fields (empty: nothing).
+    The dry run and scheduling are refused while there is any."""
+    found = _draft_template(item)
+    if found is None or not _may_use_whatsapp(ctx, item):
+        return {}
+    name, language, components = found
+    stored = _stored_template(ctx, name, language)
+    return _beside(ctx, template_form.completeness(stored, name, language, components))
 
 
 def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
@@ -488,12 +510,12 @@ def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
     if form["template_name"].strip():
         name, language = form["template_name"].strip(), form["template_language"].strip() or "es"
         stored = _stored_template(ctx, name, language)
-        if stored is not None and stored.parameter_format == "NAMED":
-            components = _named_components(ctx, stored, form["template_params"])
-        else:
-            parameters = [{"text": line.strip()} for line in form["template_params"].splitlines() if line.strip()]
-            components = [{"type": "body", "parameters": parameters}] if parameters else []
-        template: dict[str, Any] = {"name": name, "language": language, "components": components}
+        read = template_form.read_form(stored, name, language, form["template_header"], form["template_params"])
+        if read.refuses_save:
+            # Every problem beside its field, the missing parameters too: one round to fix them all.
+            errors = _beside(ctx, read.problems)
+            raise ValidationFailed("; ".join(errors.values()), code="template_parameters", details=errors)
+        template: dict[str, Any] = {"name": name, "language": language, "components": read.components}
         content["whatsapp"] = {**default, "template": template}
     if form["message_tag"]:
         if form["message_tag"] not in MESSAGE_TAGS:
@@ -536,14 +558,32 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                     "channel": channel.name,
                     "name": template.name,
                     "language": template.language,
+                    "header": component_text(template, "HEADER") or "",
                     "body": component_text(template, "BODY") or "",
-                    # A named template's names, to write as `name = value` lines; else how many.
+                    # A named template's names, to write as `name = value` lines; else how many
+                    # values the body takes (a positional header's has its own field).
                     "parameters": ", ".join(dict.fromkeys(s.key for s in slots(template)))
                     if template.parameter_format == "NAMED"
-                    else str(len(slots(template))),
+                    else str(sum(1 for s in slots(template) if s.component == "body")),
+                    # Typed as name and language, this template shows the header field.
+                    "header_key": f"{template.name}|{language_key(template.language)}"
+                    if template_form.header_slot(template) is not None
+                    else "",
                 }
             )
     return found
+
+
+def _shows_header(ctx: WebContext, typed: dict[str, str], errors: dict[str, str]) -> bool:
+    """Whether the header field is shown: the typed template's header takes a value, or the
+    field holds one or a problem (the page's script shows it too as a template is typed)."""
+    if typed.get("template_header", "").strip() or errors.get("template_header"):
+        return True
+    name = typed.get("template_name", "").strip()
+    if not name:
+        return False
+    stored = _stored_template(ctx, name, typed.get("template_language", "").strip() or "es")
+    return template_form.header_slot(stored) is not None
 
 
 def _previews(ctx: WebContext, item: Broadcast) -> tuple[list[service.Preview], str]:
@@ -563,15 +603,27 @@ def _editor(
     errors: dict[str, str] | None = None,
     status_code: int = 200,
 ) -> Response:
-    previews, not_ready = _previews(ctx, item) if not errors else ([], "")
+    previews: list[service.Preview] = []
+    not_ready = ""
+    if not errors:
+        # The stored draft's template problems stay beside their fields until they are fixed.
+        errors = _draft_problems(ctx, item)
+        if errors:
+            not_ready = ctx.fmt.gettext(PREVIEW_NEEDS_TEMPLATE)
+        else:
+            previews, not_ready = _previews(ctx, item)
     channels = _channels(ctx)
+    templates = _templates(ctx, channels)
+    shown = typed or _typed(item)
     context = {
         "item": item,
-        "typed": typed or _typed(item),
-        "errors": errors or {},
+        "typed": shown,
+        "errors": errors,
         "segments": _segments(ctx),
         "channels": channels,
-        "templates": _templates(ctx, channels),
+        "templates": templates,
+        "header_keys": " ".join(sorted({t["header_key"] for t in templates if t["header_key"]})),
+        "show_header": _shows_header(ctx, shown, errors),
         "message_tags": MESSAGE_TAGS,
         "variables": VARIABLES,
         "previews": previews,
@@ -611,6 +663,7 @@ def save_broadcast(
     buttons: Annotated[str, Form(max_length=4000)] = "",
     template_name: Annotated[str, Form(max_length=512)] = "",
     template_language: Annotated[str, Form(max_length=20)] = "",
+    template_header: Annotated[str, Form(max_length=1000)] = "",
     template_params: Annotated[str, Form(max_length=5000)] = "",
     message_tag: Annotated[str, Form(max_length=40)] = "",
     reply_window_hours: Annotated[str, Form(max_length=10)] = "72",
@@ -631,11 +684,20 @@ def save_broadcast(
         "buttons": buttons,
         "template_name": template_name,
         "template_language": template_language,
+        "template_header": template_header,
         "template_params": template_params,
         "message_tag": message_tag,
         "reply_window_hours": reply_window_hours,
     }
-    target = f"/broadcasts/{item.id}/dry-run" if then == "dry-run" else f"/broadcasts/{item.id}"
+
+    def done(saved: Broadcast) -> Response:
+        # A draft whose template still lacks parameters is saved, and its editor shows what is
+        # missing beside the fields: the dry run waits until they are filled.
+        ready = then == "dry-run" and not _draft_problems(ctx, saved)
+        return ctx.redirect(
+            f"/broadcasts/{saved.id}/dry-run" if ready else f"/broadcasts/{saved.id}", flash="settings_saved"
+        )
+
     return submit(
         ctx,
         lambda: _save(ctx, item, form),
@@ -643,11 +705,10 @@ def save_broadcast(
             ctx,
             item,
             typed={k: v.replace("\x00", "\ufffd") for k, v in form.items()},
-            errors=_mapped(ctx, exc),
+            errors=_mapped(ctx, exc, header_first=bool(template_header.strip())),
             status_code=422,
         ),
-        redirect=target,
-        flash="settings_saved",
+        done=done,
     )
 
 
@@ -659,15 +720,19 @@ def _dry_run_page(
 ) -> Response:
     result: service.DryRun | None = None
     problem = ""
-    try:
-        result = service.dry_run(ctx.session, ctx.actor, item)
-    except DomainError as exc:
-        problem = "; ".join(field_errors(ctx, exc).values())
+    # The draft's template problems point at their fields in the editor; no dry run until fixed.
+    not_ready = _draft_problems(ctx, item) if item.status == BroadcastStatus.DRAFT else {}
+    if not not_ready:
+        try:
+            result = service.dry_run(ctx.session, ctx.actor, item)
+        except DomainError as exc:
+            problem = "; ".join(field_errors(ctx, exc).values())
     names = {c.id: c.name for c in _channels(ctx)}
     context = {
         "item": item,
         "result": result,
         "problem": problem,
+        "not_ready": [(key, ctx.fmt.gettext(FIELD_LABELS[key]), message) for key, message in not_ready.items()],
         "channel_names": names,
         "errors": errors or {},
         "workspace_zone": _zone(ctx).key,
@@ -736,9 +801,14 @@ def schedule_broadcast(
             errors = {"scheduled_at": _refusal(ctx, exc)}
         return _dry_run_page(ctx, item, errors=errors, status_code=422)
 
+    def schedule() -> Broadcast:
+        if item.status == BroadcastStatus.DRAFT and _draft_problems(ctx, item):
+            raise ValidationFailed.field("scheduled_at", SCHEDULE_NEEDS_TEMPLATE)
+        return service.do_schedule(ctx.session, ctx.actor, item, _parse_local(scheduled_at))
+
     return submit(
         ctx,
-        lambda: service.do_schedule(ctx.session, ctx.actor, item, _parse_local(scheduled_at)),
+        schedule,
         again=again,
         done=lambda done: ctx.redirect(f"/broadcasts/{done.id}"),
     )

@@ -158,6 +158,26 @@
   });
   document.addEventListener("DOMContentLoaded", showOptions);
 
+  // The broadcast editor's header parameter: shown while the typed template (name and language,
+  // spelt as `name|language` in `data-template-header`) has a header that takes one, or the field
+  // holds a value or a problem.
+  function showTemplateHeader() {
+    var box = document.querySelector("[data-template-header]");
+    var name = document.getElementById("f-template_name");
+    if (!box || !name) return;
+    var language = document.getElementById("f-template_language");
+    var code = (language && language.value.trim()) || "es";
+    var key = name.value.trim() + "|" + code.replace(/-/g, "_").toLowerCase();
+    var wanted = (box.getAttribute("data-template-header") || "").split(" ");
+    var input = box.querySelector("input");
+    box.hidden = !(wanted.indexOf(key) !== -1 || (input && input.value.trim() !== "") || box.querySelector(".field-error"));
+  }
+  document.addEventListener("input", function (event) {
+    var id = event.target && event.target.id;
+    if (id === "f-template_name" || id === "f-template_language") showTemplateHeader();
+  });
+  document.addEventListener("DOMContentLoaded", showTemplateHeader);
+
   // Alpine components (the CSP build evaluates no inline expressions; behaviour lives here).
   document.addEventListener("alpine:init", function () {
     window.Alpine.data("shell", function () {

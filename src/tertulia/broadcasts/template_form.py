@@ -1,0 +1,195 @@
+"""The broadcast editor's WhatsApp template fields read against the synced template: what was typed
+as Meta's components, and every problem with it, each for the field it belongs beside.
+
+What was written must be right; what is missing may come later. A line without a name, a name the
+template lacks or gives twice, a value left empty, more values than the body takes, or a header
+value the template has no place for refuse the save (the page shows the form again with everything
+typed and every problem beside its field). Parameters still missing (a name not given, fewer body
+values than the template takes, the header's value) do not: the draft is saved, the editor shows
+them beside the fields, and the dry run and scheduling are refused until they are filled.
+
+What a template needs is channels.message_templates' `slots`, the rule `check_template_message`
+applies to every template message when it is sent (the broadcast's too, per contact); this module
+only reads the editor's fields and says which of them a problem is about.
+
+The fields: `template_params`, one value per line in order (a POSITIONAL template's body), or one
+`name = value` per line (a NAMED template, header and body alike: a name goes to each component that
+uses it); `template_header`, the `{{1}}` of a POSITIONAL template's text header.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from tertulia.channels.message_templates import APPROVED, Slot, component_text, slots
+from tertulia.channels.models import MessageTemplate
+from tertulia.web import i18n
+
+NAME_FIELD = "template_name"
+HEADER_FIELD = "template_header"
+PARAMS_FIELD = "template_params"
+
+NAMED_LINE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_]+)\s*=\s*(?P<value>.*?)\s*$")
+
+NAMELESS = i18n.lazy(
+    "Lines without a name: %(lines)s (this template's parameters have names: write one name = value per line)"
+)
+EMPTY_VALUE = i18n.lazy("%(name)s has no value (line %(line)s)")
+UNKNOWN_NAME = i18n.lazy("Template %(template)s has no parameter %(name)s (it has: %(names)s)")
+GIVEN_TWICE = i18n.lazy("%(name)s is given more than once (lines %(lines)s)")
+MISSING_NAMES = i18n.lazy("Missing parameters: %(names)s")
+BODY_COUNT = i18n.lazy("The body takes %(wanted)s values, one per line; %(given)s given")
+MISSING_HEADER = i18n.lazy("The header needs a value for its {{1}} (%(header)s)")
+NO_HEADER = i18n.lazy("This template's header takes no text value: leave it empty")
+NAMED_HEADER = i18n.lazy("Write the header's parameter by its name among the parameters: %(name)s = …")
+MEDIA_HEADER = i18n.lazy(
+    "This template's header takes a file or a place, which the editor cannot fill: set the broadcast's"
+    " template through the API"
+)
+UNKNOWN_TEMPLATE = i18n.lazy(
+    "No WhatsApp number has a template %(template)s in %(language)s (sync the templates if it is new)"
+)
+NOT_APPROVED = i18n.lazy("Template %(name)s is %(status)s: only approved templates can be sent")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A problem shown beside the field `beside`: `message` is a catalogue entry, %-formatted with
+    `values` once translated; `refuses_save` False for a parameter still missing (the draft may be saved)."""
+
+    beside: str
+    message: str
+    values: dict[str, str] = field(default_factory=dict)
+    refuses_save: bool = True
+
+
+@dataclass
+class Read:
+    components: list[dict[str, Any]]
+    problems: list[Problem]
+
+    @property
+    def refuses_save(self) -> bool:
+        return any(p.refuses_save for p in self.problems)
+
+
+def header_slot(template: MessageTemplate | None) -> Slot | None:
+    """The parameter the header field fills: a POSITIONAL template's text header `{{1}}` (a NAMED
+    template's header parameter is written by its name with the others)."""
+    if template is None or template.parameter_format == "NAMED":
+        return None
+    return next((s for s in slots(template) if s.component == "header" and s.kind == "text"), None)
+
+
+def read_form(template: MessageTemplate | None, name: str, language: str, header: str, lines: str) -> Read:
+    """The typed header and parameter lines as the draft's components, with every problem. A
+    template not synced (None) keeps what was typed as positional values: the name is the problem."""
+    header = header.strip()
+    if template is None:
+        components: list[dict[str, Any]] = []
+        if header:
+            components.append({"type": "header", "parameters": [{"text": header}]})
+        body = [{"text": line.strip()} for line in lines.splitlines() if line.strip()]
+        if body:
+            components.append({"type": "body", "parameters": body})
+        return Read(components, completeness(None, name, language, components))
+    if template.parameter_format == "NAMED":
+        components, problems = _named(template, header, lines)
+    else:
+        components, problems = _positional(template, header, lines)
+    return Read(components, problems + completeness(template, name, language, components))
+
+
+def _positional(template: MessageTemplate, header: str, lines: str) -> tuple[list[dict[str, Any]], list[Problem]]:
+    components: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    if header:
+        if header_slot(template) is None:
+            problems.append(Problem(HEADER_FIELD, NO_HEADER))
+        else:
+            components.append({"type": "header", "parameters": [{"text": header}]})
+    body = [{"text": line.strip()} for line in lines.splitlines() if line.strip()]
+    if body:
+        components.append({"type": "body", "parameters": body})
+    return components, problems
+
+
+def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dict[str, Any]], list[Problem]]:
+    text_slots = [s for s in slots(template) if s.kind == "text"]
+    known = list(dict.fromkeys(s.key for s in text_slots))
+    problems: list[Problem] = []
+    if header:
+        in_header = [s.key for s in text_slots if s.component == "header"]
+        problems.append(
+            Problem(HEADER_FIELD, NAMED_HEADER, {"name": in_header[0]})
+            if in_header
+            else Problem(HEADER_FIELD, NO_HEADER)
+        )
+    nameless: list[int] = []
+    seen: dict[str, list[int]] = {}
+    values: dict[str, str] = {}
+    for number, line in enumerate(lines.splitlines(), start=1):
+        if not line.strip():
+            continue
+        found = NAMED_LINE.match(line)
+        if found is None:
+            nameless.append(number)
+            continue
+        name = found["name"]
+        seen.setdefault(name, []).append(number)
+        if not found["value"]:
+            problems.append(Problem(PARAMS_FIELD, EMPTY_VALUE, {"name": name, "line": str(number)}))
+        elif name not in known:
+            if len(seen[name]) == 1:
+                values_of = {"template": repr(template.name), "name": repr(name), "names": ", ".join(known)}
+                problems.append(Problem(PARAMS_FIELD, UNKNOWN_NAME, values_of))
+        else:
+            values.setdefault(name, found["value"])
+    if nameless:
+        problems.insert(0, Problem(PARAMS_FIELD, NAMELESS, {"lines": ", ".join(str(n) for n in nameless)}))
+    for name, numbers in seen.items():
+        if len(numbers) > 1:
+            problems.append(
+                Problem(PARAMS_FIELD, GIVEN_TWICE, {"name": name, "lines": ", ".join(str(n) for n in numbers)})
+            )
+    parts: dict[str, list[dict[str, Any]]] = {"header": [], "body": []}
+    for slot in text_slots:
+        if slot.key in values:
+            parts[slot.component].append({"text": values[slot.key], "parameter_name": slot.key})
+    return [{"type": part, "parameters": given} for part, given in parts.items() if given], problems
+
+
+def completeness(template: MessageTemplate | None, name: str, language: str, components: Any) -> list[Problem]:
+    """What the template still lacks in these components (the form's or a stored draft's): the
+    template itself (unknown, not approved), a media header, missing names, the header's value,
+    the body's count of values (more than it takes is an error, fewer is still to be filled)."""
+    if template is None:
+        return [Problem(NAME_FIELD, UNKNOWN_TEMPLATE, {"template": repr(name), "language": repr(language)}, False)]
+    problems: list[Problem] = []
+    if template.status != APPROVED:
+        problems.append(
+            Problem(NAME_FIELD, NOT_APPROVED, {"name": repr(template.name), "status": template.status}, False)
+        )
+    given: dict[str, list[dict[str, Any]]] = {"header": [], "body": []}
+    for component in components if isinstance(components, list) else []:
+        kind = str(component.get("type", "")).lower() if isinstance(component, dict) else ""
+        if kind in given:
+            given[kind].extend(p for p in component.get("parameters") or [] if isinstance(p, dict))
+    wanted = slots(template)
+    media = next((s for s in wanted if s.kind != "text"), None)
+    if media is not None and not any(p.get("type") == media.kind for p in given["header"]):
+        problems.append(Problem(NAME_FIELD, MEDIA_HEADER, {}, False))
+    if template.parameter_format == "NAMED":
+        named = {str(p.get("parameter_name")) for part in given.values() for p in part}
+        missing = [key for key in dict.fromkeys(s.key for s in wanted if s.kind == "text") if key not in named]
+        if missing:
+            problems.append(Problem(PARAMS_FIELD, MISSING_NAMES, {"names": ", ".join(missing)}, False))
+        return problems
+    if header_slot(template) is not None and not given["header"]:
+        header = component_text(template, "HEADER") or ""
+        problems.append(Problem(HEADER_FIELD, MISSING_HEADER, {"header": header}, False))
+    body = [s for s in wanted if s.component == "body"]
+    if len(given["body"]) != len(body):
+        counts = {"wanted": str(len(body)), "given": str(len(given["body"]))}
+        problems.append(Problem(PARAMS_FIELD, BODY_COUNT, counts, len(given["body"]) > len(body)))
+    return problems
