@@ -3,7 +3,8 @@ branch and a wait from cards, sees the server's error beside the field at fault,
 the flow on a contact, publishes it, and watches it run on a web-chat conversation (no script error,
 no CSP violation). A branch's paths and a jump are joined to their target cards by lines that follow
 edits, zoom and resizes; a manager whose language is English builds and saves in English; and a
-WhatsApp template with named parameters is filled in by name. SQLite only, like the other browser
+WhatsApp template with named parameters is filled in by name, and the header file's field shows for
+a template whose header is an image (only for it). SQLite only, like the other browser
 tests."""
 
 import json
@@ -46,6 +47,7 @@ from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as template_samples
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 from tests.workflows.support import feed, runs
+from tests.workflows.test_template_header_media import PROMO_PHOTO
 
 pytestmark = pytest.mark.browser
 
@@ -105,20 +107,20 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             {"phone_number_id": wa.PHONE_NUMBER_ID, "business_account_id": wa.BUSINESS_ACCOUNT_ID},
             {"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET},
         )
-        sale = template_samples.SPRING_SALE
         do_store_templates(
             session,
             number,
             [
                 ProviderTemplate(
-                    sale["id"],
-                    sale["name"],
-                    sale["language"],
-                    sale["category"],
-                    sale["status"],
-                    "NAMED",
-                    sale["components"],
+                    sample["id"],
+                    sample["name"],
+                    sample["language"],
+                    sample["category"],
+                    sample["status"],
+                    sample["parameter_format"],
+                    sample["components"],
                 )
+                for sample in (template_samples.SPRING_SALE, PROMO_PHOTO)
             ],
         )
         contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
@@ -498,6 +500,57 @@ def test_a_named_whatsapp_template_is_filled_in_by_name(browser: Browser, setup:
                 "name": "spring_sale",
                 "language": "en_US",
                 "named_parameters": [{"name": k, "value": v} for k, v in values.items()],
+            },
+        }
+    ]
+    context.close()
+    assert problems == []
+
+
+def test_the_header_file_field_shows_only_for_a_template_whose_header_is_a_file(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Promo con foto")
+    _card(page, "welcome").get_by_role("button", name=re.compile("^Configurar")).click()
+    panel = page.get_by_test_id("builder-panel")
+    panel.get_by_test_id("add-variants").click()
+    _field(page, "config.variants[0].channel_type", "select").select_option("whatsapp")
+    template = "config.variants[0].template"
+    panel.locator(f'[data-field="{template}"] input[type=checkbox]').first.check()
+    media = panel.locator(f'[data-field="{template}.header_media"]')
+    expect(media).to_be_hidden()  # no template chosen yet
+    name = _field(page, f"{template}.name")
+    name.fill("spring_sale")  # a text header
+    expect(media).to_be_hidden()
+    name.fill("promo_foto")  # an image header
+    expect(media).to_be_visible()
+    expect(media).to_contain_text("Archivo del encabezado (imagen, vídeo o documento)")
+    _field(page, f"{template}.language").fill("es_MX")
+    _field(page, f"{template}.parameters", "textarea").fill('{{contact.first_name | "cliente"}}')
+
+    # Saved without the file: the server asks for it, in Spanish, beside the field.
+    page.get_by_test_id("save-definition").click()
+    expect(media.locator("> [data-testid=field-error]")).to_have_text(
+        "La plantilla 'promo_foto' lleva un archivo en el encabezado: indica la URL https:// del archivo"
+    )
+    media.locator("input[type=checkbox]").first.check()
+    _field(page, f"{template}.header_media.link", "textarea").fill(
+        "https://cdn.tienda.example/promos/{{contact.first_name}}.jpg"
+    )
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
+    expect(page.get_by_test_id("card-error")).to_have_count(0)
+    saved = saved_definition(setup.database, workflow_id)
+    assert saved["steps"][0]["config"]["variants"] == [
+        {
+            "channel_type": "whatsapp",
+            "template": {
+                "name": "promo_foto",
+                "language": "es_MX",
+                "parameters": ['{{contact.first_name | "cliente"}}'],
+                "header_media": {"link": "https://cdn.tienda.example/promos/{{contact.first_name}}.jpg"},
             },
         }
     ]

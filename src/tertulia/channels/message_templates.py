@@ -12,13 +12,15 @@ messaging limit (`do_apply_quality_changes`); the callback task calls them.
 What a template message must be (`check_template_message`): a template this channel has, in that
 language, APPROVED, with exactly the parameters its header and body ask for: as many as there are
 `{{1}}`, `{{2}}`... for a POSITIONAL template, one per `{{name}}` (each `parameter_name`) for a NAMED
-one, none empty. Each refusal is a 422 whose code names the rule.
+one, none empty; a header that is an image, a video or a document takes that file by its https link
+(or an uploaded media id). Each refusal is a 422 whose code names the rule.
 """
 
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from sqlalchemy import delete, select
@@ -37,7 +39,24 @@ APPROVED = "APPROVED"
 MAX_SYNC_ERROR = 1000
 # Header formats that carry a file or a place rather than text: one parameter of that kind.
 MEDIA_HEADERS = {"IMAGE": "image", "VIDEO": "video", "DOCUMENT": "document", "LOCATION": "location"}
+# Those whose parameter is a file, given by its URL (`link`) or an uploaded media's `id`.
+FILE_KINDS = ("image", "video", "document")
+MAX_LINK = 2000
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
+
+
+def is_https_url(value: Any) -> bool:
+    """Whether `value` is an absolute https URL with a host and no spaces: what Meta fetches a
+    header's file from."""
+    if not isinstance(value, str) or not value or len(value) > MAX_LINK or value != value.strip():
+        return False
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return False
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme.lower() == "https" and bool(parts.hostname)
 
 
 def language_key(code: str) -> str:
@@ -302,7 +321,13 @@ def check_template_message(session: Session, channel: Channel, given: dict[str, 
             where = f"{path}.parameters[{position}]"
             if slot.kind != "text":
                 if parameter.get("type") != slot.kind:
-                    raise _refuse("template_parameters", where, f"the header of {name!r} takes a {slot.kind}")
+                    raise _refuse("template_parameters", where, f"the header of {name!r} takes {_a(slot.kind)}")
+                if slot.kind in FILE_KINDS and not _file_given(parameter.get(slot.kind)):
+                    raise _refuse(
+                        "template_parameters",
+                        f"{where}.{slot.kind}",
+                        f"the header of {name!r} takes {_a(slot.kind)}: give its https:// link or a media id",
+                    )
                 values[(kind, slot.key)] = parameter
                 sent.append(parameter)
                 continue
@@ -331,6 +356,20 @@ def check_template_message(session: Session, channel: Channel, given: dict[str, 
         )
     message = {"name": template.name, "language": {"code": template.language}, "components": kept}
     return message, rendered_text(template, values)
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in ("a", "e", "i", "o", "u") else f"a {kind}"
+
+
+def _file_given(media: Any) -> bool:
+    """A header file as Meta takes it: `{"link": "https://..."}` or `{"id": "..."}`."""
+    if not isinstance(media, dict):
+        return False
+    if "link" in media:
+        return is_https_url(media["link"])
+    found = media.get("id")
+    return isinstance(found, str) and bool(found.strip())
 
 
 def rendered_text(template: MessageTemplate, values: dict[tuple[str, str], dict[str, Any]]) -> str:

@@ -535,6 +535,7 @@ class _Engine:
                     "parameters": [self.text(value) for value in variant.template.parameters],
                     "header_parameters": [self.text(value) for value in variant.template.header_parameters],
                     "named_parameters": {p.name: self.text(p.value) for p in variant.template.named_parameters},
+                    "header_media": self.header_media(variant.template.header_media),
                 }
                 if variant.template is not None
                 else None,
@@ -546,6 +547,13 @@ class _Engine:
 
     def text(self, text: str) -> str:
         return render(text, self.state, self.ctx)
+
+    def header_media(self, media: lang.HeaderMedia | None) -> dict[str, Any] | None:
+        """A template's header file, its URL and name filled in (the URL is checked when sent)."""
+        if media is None:
+            return None
+        filename = self.text(media.filename).strip() if media.filename is not None else ""
+        return {"link": self.text(media.link).strip(), "filename": filename or None}
 
     def question_text(self, config: lang.AskQuestionConfig, text: str) -> str:
         body = self.text(text)

@@ -205,6 +205,9 @@ class Duration(_Strict):
         return self.amount * UNIT_SECONDS[self.unit]
 
 
+# The media headers a template step fills with a file by its URL (a location header it cannot).
+FILE_HEADERS = ("image", "video", "document")
+
 CHANNEL_TYPES = ("whatsapp", "messenger", "instagram", "telegram", "webchat", "email", "twilio", "vonage", "bird")
 MAX_TEMPLATE_PARAMETERS = 20
 
@@ -216,17 +219,32 @@ class NamedParameter(_Strict):
     value: Text
 
 
+MAX_MEDIA_LINK = 2000
+MAX_MEDIA_FILENAME = 240
+
+
+class HeaderMedia(_Strict):
+    """The file of a template whose header is an image, a video or a document: its https URL
+    (variables allowed, checked once filled in when the step runs) and, for a document, the file
+    name the customer sees."""
+
+    link: str = Field(min_length=1, max_length=MAX_MEDIA_LINK)
+    filename: str | None = Field(default=None, min_length=1, max_length=MAX_MEDIA_FILENAME)
+
+
 class TemplateConfig(_Strict):
     """A WhatsApp message template approved for the channel: its name, language and the values of
     its parameters, variables allowed: for a POSITIONAL template ({{1}}, {{2}}, ...) in order in the
     body and in a text header; for a NAMED one ({{first_name}}) by name, wherever the template uses
-    the name (its header or body)."""
+    the name (its header or body). A template whose header is an image, a video or a document takes
+    that file as `header_media`."""
 
     name: str = Field(min_length=1, max_length=512)
     language: str = Field(min_length=2, max_length=15)
     parameters: list[Text] = Field(default_factory=list, max_length=MAX_TEMPLATE_PARAMETERS)
     header_parameters: list[Text] = Field(default_factory=list, max_length=1)
     named_parameters: list[NamedParameter] = Field(default_factory=list, max_length=MAX_TEMPLATE_PARAMETERS)
+    header_media: HeaderMedia | None = None
 
 
 class MessageVariant(_Strict):
@@ -441,13 +459,15 @@ SegmentLoader = Callable[[int], Mapping[str, Any] | None]
 @dataclass(frozen=True)
 class TemplateShape:
     """What a stored WhatsApp template asks for, as the checker compares a step's values with it:
-    whether its parameters are NAMED, and the keys of the text parameters of its header and body
-    (`1`, `2`, ... or names), in order."""
+    whether its parameters are NAMED, the keys of the text parameters of its header and body
+    (`1`, `2`, ... or names), in order, and the kind of its media header (`image`, `video`,
+    `document`, `location`; None for a text header or none)."""
 
     name: str
     named: bool
     header: tuple[str, ...]
     body: tuple[str, ...]
+    media: str | None = None
 
 
 @dataclass
@@ -458,6 +478,8 @@ class CheckContext:
     custom_fields: Mapping[str, FieldType]
     load_segment: SegmentLoader = lambda _id: None
     channel_ids: frozenset[int] | None = None
+    # The kind of each channel of the workspace ("whatsapp", "telegram", ...), by id.
+    channel_types: Mapping[int, str] | None = None
     user_ids: frozenset[int] | None = None
     team_ids: frozenset[int] | None = None
     closing_category_ids: frozenset[int] | None = None
@@ -786,14 +808,25 @@ class _Checker:
 
     def template(self, channel: int | str, config: TemplateConfig, path: str) -> None:
         """The parameters against the template as stored for the numbers the step may send on.
-        Named values can only be checked against it, so they are refused for a template no number
-        has (yet); positional values for one are left to the check when the message is sent."""
+        Named values and a header file can only be checked against it, so named values are refused
+        for a template no number has (yet); positional values and a header file for one are left to
+        the check when the message is sent."""
         named = config.named_parameters
         seen: set[str] = set()
         for index, parameter in enumerate(named):
             if parameter.name in seen:
                 self.error(f"{path}.named_parameters[{index}].name", f"parameter {parameter.name!r} is given twice")
             seen.add(parameter.name)
+        if config.header_media is not None and not _may_be_https(config.header_media.link):
+            self.error(f"{path}.header_media.link", "must be an https:// URL (variables may stand in for it)")
+        kind = self.channel_kind(channel)
+        if kind is not None and kind != "whatsapp":
+            self.error(
+                f"{path}.name",
+                f"the step's channel {channel} is {_article(kind)} {kind} channel, not WhatsApp:"
+                " only WhatsApp sends templates",
+            )
+            return
         if named and (config.parameters or config.header_parameters):
             self.error(f"{path}.named_parameters", "give positional or named parameters, not both")
             return
@@ -811,6 +844,32 @@ class _Checker:
             return
         for shape in shapes:
             self.template_fits(shape, config, path)
+            self.header_media_fits(shape, config, path)
+
+    def channel_kind(self, channel: int | str) -> str | None:
+        """The kind of the step's channel when it names one the workspace has."""
+        kinds = self.ctx.channel_types
+        if not isinstance(channel, int) or kinds is None:
+            return None
+        return kinds.get(channel)
+
+    def header_media_fits(self, shape: TemplateShape, config: TemplateConfig, path: str) -> None:
+        media = config.header_media
+        if shape.media in FILE_HEADERS:
+            if media is None:
+                self.error(
+                    f"{path}.header_media",
+                    f"template {shape.name!r} has {_article(shape.media)} {shape.media} header:"
+                    " give the https:// URL of its file",
+                )
+            elif media.filename is not None and shape.media != "document":
+                self.error(
+                    f"{path}.header_media.filename",
+                    f"only a document header takes a file name; template {shape.name!r} has"
+                    f" {_article(shape.media)} {shape.media} header",
+                )
+        elif media is not None:
+            self.error(f"{path}.header_media", f"template {shape.name!r} has no image, video or document header")
 
     def template_fits(self, shape: TemplateShape, config: TemplateConfig, path: str) -> None:
         if not shape.named:
@@ -952,6 +1011,17 @@ def successors(step: Step, *, jumps: bool) -> list[str]:
     return found
 
 
+def _may_be_https(link: str) -> bool:
+    """Whether a header file's URL may be https once its variables are filled in: it starts with
+    https:// or with a variable (the URL it gives is checked when the step runs)."""
+    head = link.strip()
+    return head.lower().startswith("https://") or head.startswith("{{")
+
+
+def _article(word: str | None) -> str:
+    return "an" if (word or "")[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
 def _texts_of(config: Any) -> list[tuple[str, str]]:
     """(field path, text) of every text with variables in a step's config."""
     if isinstance(config, SendMessageConfig):
@@ -964,6 +1034,11 @@ def _texts_of(config: Any) -> list[tuple[str, str]]:
                     found.append((f"variants[{index}].template.{part}[{position}]", value))
             for position, named in enumerate(variant.template.named_parameters if variant.template else []):
                 found.append((f"variants[{index}].template.named_parameters[{position}].value", named.value))
+            media = variant.template.header_media if variant.template else None
+            if media is not None:
+                found.append((f"variants[{index}].template.header_media.link", media.link))
+                if media.filename is not None:
+                    found.append((f"variants[{index}].template.header_media.filename", media.filename))
         return found
     if isinstance(config, CommentConfig):
         return [("text", config.text)]

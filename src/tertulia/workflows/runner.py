@@ -836,6 +836,8 @@ class _Performer:
                     if values
                 ]
             )
+            if template.get("header_media"):
+                components.insert(0, self.header_media_component(channel, template, template["header_media"]))
             payload = {
                 "template": {
                     "name": template["name"],
@@ -875,6 +877,41 @@ class _Performer:
         for name in sorted(set(values) - used):
             parts["body"].append({"type": "text", "parameter_name": name, "text": values[name]})
         return [{"type": part, "parameters": given} for part, given in parts.items() if given]
+
+    def header_media_component(
+        self, channel: Channel, template: dict[str, Any], media: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Meta's header of a template whose header is a file: `{"type": "image", "image": {"link"}}`
+        (a document with its file name), the kind as the number's stored template says. The URL is
+        checked here, once its variables are filled in, so the run's log says what was wrong."""
+        name = template["name"]
+        stored = message_templates.find_template(self.session, channel, name, template["language"])
+        kind = next(
+            (
+                s.kind
+                for s in (message_templates.slots(stored) if stored is not None else [])
+                if s.component == "header" and s.kind in lang.FILE_HEADERS
+            ),
+            None,
+        )
+        if stored is not None and kind is None:
+            raise DomainError(
+                f"template {name!r} has no image, video or document header on this number any more:"
+                " remove the header file from the step",
+                code="template_header_media",
+            )
+        link = str(media.get("link") or "")
+        if not message_templates.is_https_url(link):
+            raise DomainError(
+                f"the header file's URL of template {name!r} is not an https:// URL once its variables"
+                f" are filled in: {link[:200]!r}",
+                code="template_header_media",
+            )
+        kind = kind or "image"  # an unknown template: refused by name when the message is checked
+        file: dict[str, Any] = {"link": link}
+        if kind == "document" and media.get("filename"):
+            file["filename"] = media["filename"]
+        return {"type": "header", "parameters": [{"type": kind, kind: file}]}
 
     def channel(self, choice: Any) -> Channel:
         session = self.session

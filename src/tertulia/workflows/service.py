@@ -50,10 +50,14 @@ def check_context(session: Session, workspace_id: int, self_workflow_id: int | N
     def ids(query: Select[int]) -> frozenset[int]:
         return frozenset(session.scalars(query))
 
+    # Rows, not the result: a result has keys(), which dict() would take for a mapping's.
+    rows = session.execute(select(Channel.id, Channel.type).where(Channel.workspace_id == workspace_id)).all()
+    channel_types: dict[int, str] = {row[0]: row[1] for row in rows}
     return lang.CheckContext(
         custom_fields=filters.custom_fields,
         load_segment=filters.load_segment,
-        channel_ids=ids(select(Channel.id).where(Channel.workspace_id == workspace_id)),
+        channel_ids=frozenset(channel_types),
+        channel_types=channel_types,
         user_ids=ids(select(Membership.user_id).where(Membership.workspace_id == workspace_id, Membership.active)),
         team_ids=ids(select(Team.id).where(Team.workspace_id == workspace_id)),
         closing_category_ids=ids(select(ClosingCategory.id).where(ClosingCategory.workspace_id == workspace_id)),
@@ -86,13 +90,15 @@ def whatsapp_template_shapes(
         template = message_templates.find_template(session, number, name, language)
         if template is None:
             continue
-        text_slots = [s for s in message_templates.slots(template) if s.kind == "text"]
+        found = message_templates.slots(template)
+        text_slots = [s for s in found if s.kind == "text"]
         shapes.append(
             lang.TemplateShape(
                 name=template.name,
                 named=template.parameter_format == "NAMED",
                 header=tuple(s.key for s in text_slots if s.component == "header"),
                 body=tuple(s.key for s in text_slots if s.component == "body"),
+                media=next((s.kind for s in found if s.kind != "text"), None),
             )
         )
     return shapes
@@ -150,17 +156,7 @@ def reference_choices(
             select(Tag.name).where(Tag.workspace_id == workspace_id).order_by(Tag.name_key).limit(500)
         )
     ]
-    templates = session.scalars(
-        select(MessageTemplate)
-        .join(Channel, Channel.id == MessageTemplate.channel_id)
-        .where(
-            MessageTemplate.workspace_id == workspace_id,
-            MessageTemplate.status == message_templates.APPROVED,
-            Channel.active,
-        )
-        .order_by(MessageTemplate.name, MessageTemplate.language)
-        .limit(500)
-    ).all()
+    templates = approved_templates(session, workspace_id)
     template_names: list[Choice] = [(name, name) for name in dict.fromkeys(t.name for t in templates)]
     template_languages: list[Choice] = [(code, code) for code in dict.fromkeys(sorted(t.language for t in templates))]
     # Each name a NAMED template asks for, with the templates that ask for it.
@@ -186,6 +182,32 @@ def reference_choices(
         "save_to.name": fields,
         "tags": tags,
     }
+
+
+def approved_templates(session: Session, workspace_id: int) -> Sequence[MessageTemplate]:
+    """The APPROVED templates of the workspace's active WhatsApp numbers (at most 500)."""
+    return session.scalars(
+        select(MessageTemplate)
+        .join(Channel, Channel.id == MessageTemplate.channel_id)
+        .where(
+            MessageTemplate.workspace_id == workspace_id,
+            MessageTemplate.status == message_templates.APPROVED,
+            Channel.active,
+        )
+        .order_by(MessageTemplate.name, MessageTemplate.language)
+        .limit(500)
+    ).all()
+
+
+def media_header_templates(session: Session, workspace_id: int) -> dict[str, str]:
+    """The names of the approved templates whose header is a file, with its kind (`image`,
+    `video`, `document`): the builder shows the header file's field for these."""
+    found: dict[str, str] = {}
+    for template in approved_templates(session, workspace_id):
+        for slot in message_templates.slots(template):
+            if slot.component == "header" and slot.kind in lang.FILE_HEADERS:
+                found.setdefault(template.name, slot.kind)
+    return found
 
 
 def check_definition(

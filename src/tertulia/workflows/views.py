@@ -157,6 +157,9 @@ FIELD_LABELS: dict[str, str] = {
     "parameters": i18n.lazy("Body parameters, in order"),
     "header_parameters": i18n.lazy("Header parameter"),
     "named_parameters": i18n.lazy("Named parameters (a named template)"),
+    "header_media": i18n.lazy("Header file (image, video or document)"),
+    "link": i18n.lazy("File URL (https://, variables allowed)"),
+    "filename": i18n.lazy("File name (documents only)"),
 }
 # The standard contact fields in the field pickers (custom fields show their own label).
 CONTACT_FIELD_LABELS: dict[str, str] = {
@@ -316,6 +319,30 @@ ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             i18n.lazy("The header of template %(template)s takes %(n)s parameter(s); %(given)s given"),
         ),
         (
+            r"the step's channel (?P<id>\d+) is an? (?P<kind>\w+) channel, not WhatsApp: only WhatsApp sends templates",
+            i18n.lazy(
+                "The step's channel (%(id)s, %(kind)s) is not a WhatsApp channel: only WhatsApp sends templates."
+                " Choose a WhatsApp channel or the last interacted one"
+            ),
+        ),
+        (r"only WhatsApp channels send templates", i18n.lazy("Only WhatsApp channels send templates")),
+        (
+            r"template (?P<template>'.*') has an? (image|video|document) header: give the https:// URL of its file",
+            i18n.lazy("Template %(template)s has a file in its header: give the https:// URL of the file"),
+        ),
+        (
+            r"only a document header takes a file name; template (?P<template>'.*') has an? \w+ header",
+            i18n.lazy("Only a document header takes a file name; template %(template)s has another kind of file"),
+        ),
+        (
+            r"template (?P<template>'.*') has no image, video or document header",
+            i18n.lazy("Template %(template)s has no image, video or document header: leave the header file empty"),
+        ),
+        (
+            r"must be an https:// URL \(variables may stand in for it\)",
+            i18n.lazy("Must be an https:// URL (a variable may stand in for it)"),
+        ),
+        (
             r"no WhatsApp number has a template (?P<template>'.*') in (?P<language>'.*')"
             r" \(sync the templates if it is new\)",
             i18n.lazy(
@@ -377,12 +404,17 @@ STARTER: dict[str, Any] = {
 
 
 def builder_data(
-    ctx: WebContext, definition: Any, errors: dict[str, str], choices: dict[str, list[service.Choice]]
+    ctx: WebContext,
+    definition: Any,
+    errors: dict[str, str],
+    choices: dict[str, list[service.Choice]],
+    media_templates: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """What the builder's script needs, as one JSON data block: the definition it edits, the errors
     found in it by path, the config schemas of every step and trigger type, the workspace's
     channels, users, teams, ... by the config field names that hold them (`choices`, drawn as
-    pickers), and its words."""
+    pickers), the templates whose header is a file (by name, with its kind: the header file's
+    field shows for these), and its words."""
 
     def words(labels: dict[str, str]) -> dict[str, str]:
         return {key: ctx.fmt.gettext(value) for key, value in labels.items()}
@@ -402,6 +434,7 @@ def builder_data(
             for name, model in language.TRIGGER_CONFIGS.items()
         },
         "outcomes": {name: list(outcomes) for name, outcomes in language.OUTCOMES.items()},
+        "media_templates": media_templates or {},
         "no_config": sorted(language.NO_CONFIG_STEPS),
         "choices": {
             name: [
@@ -561,6 +594,7 @@ def _page(
                 _parsed_or_none(shown_text),
                 placed or (problems if typed is None else {}),
                 service.reference_choices(ctx.session, ctx.actor.workspace_id, workflow.id),
+                service.media_header_templates(ctx.session, ctx.actor.workspace_id),
             )
         ),
         "problems": problems,

@@ -655,6 +655,23 @@
     return (parent && DATA.choices[parent]) || DATA.choices[name] || null;
   }
 
+  // A template's header file (header_media) is asked for only when the chosen template's header is
+  // an image, a video or a document; one already given (or refused) stays shown so it can be cleared.
+  function mediaFollowsTemplate(body, path, objectSlot) {
+    const media = body.querySelector(':scope > [data-field="' + path + '.header_media"]');
+    const name = body.querySelector(':scope > [data-field="' + path + '.name"] input');
+    if (!media || !name) return;
+    const kinds = DATA.media_templates || {};
+    const show = function () {
+      const current = objectSlot(false);
+      const given = Boolean(current) && current.header_media !== undefined && current.header_media !== null;
+      const wanted = Object.prototype.hasOwnProperty.call(kinds, name.value);
+      media.hidden = !(wanted || given || media.classList.contains("has-error"));
+    };
+    name.addEventListener("input", show);
+    show();
+  }
+
   function choiceLabel(choices, value) {
     const found = choices.find(function (choice) { return choice.value === value; });
     return found ? found.label : null;
@@ -948,6 +965,7 @@
           Object.entries(schema.properties).forEach(function ([child, childSchema]) {
             body.append(renderField(ctx, child, childSchema, slotIn(objectSlot, child), path + "." + child, (schema.required || []).indexOf(child) >= 0));
           });
+          mediaFollowsTemplate(body, path, objectSlot);
         };
         if (described.nullable || !required) {
           const on = el("input", { type: "checkbox", id: id, checked: value !== undefined && value !== null });
