@@ -147,15 +147,13 @@ def _empty_all_tables(database: Database) -> None:
 
 
 def _timer_threads_finished(timeout: float = 60.0) -> None:
-    """Cancel the timer threads still waiting (a trailing nudge, a test's own timer) and wait for
-    those already running their dispatch or advance. One left running into the next test would work
-    on that test's rows with this test's numbers: on PostgreSQL the identities count from the start
-    again, so a dispatch that took its horizon here (event 57) and its lease there would move a
-    consumer past events the next test has not yet written."""
+    """Wait for the timer threads (trailing nudges) that had already started their dispatch or advance.
+    One left running into the next test would work on that test's rows with this test's numbers: on
+    PostgreSQL the identities count from the start again, so a dispatch that took its horizon here
+    (event 57) and its lease there would move a consumer past events the next test has not yet written."""
     deadline = time.monotonic() + timeout
     for thread in threading.enumerate():
         if isinstance(thread, threading.Timer):
-            thread.cancel()  # one still waiting ends now; one running its function finishes it
             thread.join(max(0.0, deadline - time.monotonic()))
             assert not thread.is_alive(), f"background work still running after {timeout} s: {thread.name}"
 
