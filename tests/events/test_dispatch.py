@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tertulia.cli import app as cli
 from tertulia.events import dispatcher
-from tertulia.events.models import EventRecord
+from tertulia.events.models import ConsumerPosition, EventRecord
 from tertulia.events.service import Event, emit, write_pending
 from tertulia.events.types import EventType
 from tertulia.kit import db as kit_db
@@ -45,6 +45,39 @@ def test_a_consumer_is_given_only_its_types(db: Database) -> None:
     assert [e.type for e in picky.seen] == ["contact.created"]
     status = {s.name: s for s in dispatcher.consumer_status(db)}
     assert status["picky"].last_event_id == all_events(db)[-1].id
+
+
+def test_a_consumer_with_none_of_its_types_ahead_moves_on_unless_leased(db: Database) -> None:
+    picky = Recorder("picky")
+    consumer = picky.consumer(types=frozenset({EventType.CONTACT_CREATED}))
+    with db.transaction() as session:
+        emit(session, Event(EventType.CONTACT_CREATED, 1, {"contact_id": 1}))
+    dispatcher.dispatch(db, [consumer])
+    assert len(picky.seen) == 1
+    # Only types it ignores now: its position moves to the newest, no lease taken, nothing handled.
+    ignored = write_events(db, 3)
+    report = dispatcher.dispatch(db, [consumer])
+    assert report.deliveries == []
+    assert len(picky.seen) == 1
+    assert {s.name: s.last_event_id for s in dispatcher.consumer_status(db)}["picky"] == ignored[-1]
+    # Held by another dispatcher: left where it is, for the lease holder to move.
+    write_events(db, 2)
+    with db.transaction() as session:
+        session.execute(
+            update(ConsumerPosition)
+            .where(ConsumerPosition.name == "picky")
+            .values(lease_owner="elsewhere", lease_until=utcnow() + timedelta(seconds=60))
+        )
+    dispatcher.dispatch(db, [consumer])
+    assert {s.name: s.last_event_id for s in dispatcher.consumer_status(db)}["picky"] == ignored[-1]
+    # One of its types among the ignored ones: delivered, not skipped over.
+    with db.transaction() as session:
+        session.execute(update(ConsumerPosition).values(lease_owner=None, lease_until=None))
+        emit(session, Event(EventType.CONTACT_CREATED, 1, {"contact_id": 2}))
+    write_events(db, 2)
+    dispatcher.dispatch(db, [consumer])
+    assert [e.payload["contact_id"] for e in picky.seen] == [1, 2]
+    assert {s.name: s.last_event_id for s in dispatcher.consumer_status(db)}["picky"] == all_events(db)[-1].id
 
 
 def test_a_failing_consumer_is_retried_with_backoff_and_blocks_no_other(db: Database) -> None:

@@ -15,7 +15,9 @@ Guarantees:
   SQLite and PostgreSQL; PostgreSQL re-checks the condition after a concurrent update commits).
   The lease lasts LEASE_SECONDS and is renewed after every batch: a handler must finish a batch
   within it, or another worker may start on the same events. Leases use the workers' clocks, so
-  the machines running workers must keep their clocks in sync.
+  the machines running workers must keep their clocks in sync. A consumer none of whose types lies
+  between its position and the horizon is moved to the horizon without a lease, by one conditional
+  UPDATE (position unchanged, lease free) that loses nothing: there is nothing of its types to hand over.
 
 The commit-order gap (PostgreSQL). Ids come from a sequence when a row is inserted, but rows become
 visible when their transaction commits, and concurrent writers commit in any order: id 41 can become
@@ -75,6 +77,9 @@ MAX_ERROR_LENGTH = 2000
 SETTLE_WAIT_SECONDS = 0.5
 _SETTLE_POLL_SECONDS = 0.01
 _KEPT_CANDIDATES = 64
+# A consumer this far behind or less is checked for events of its types in one grouped read before
+# a lease is taken for it; further behind, the read would cost more than the lease it saves.
+SKIP_SCAN_LIMIT = 5000
 
 
 @dataclass(frozen=True)
@@ -387,18 +392,71 @@ def dispatch(
     upto, allocated = settled_horizon(db, settle_wait)
     report.unsettled = allocated > upto
     with db.transaction(write=False) as session:
-        positions = dict(
+        positions: dict[str, int] = dict(
             session.execute(
                 select(ConsumerPosition.name, ConsumerPosition.last_event_id).where(
                     ConsumerPosition.name.in_([c.name for c in chosen])
                 )
             ).all()
         )
+        idle = _with_nothing_to_read(session, chosen, positions, upto)
+    if idle:
+        _skip_ahead(db, idle, upto)
     for consumer in chosen:
-        if positions.get(consumer.name, -1) >= upto:
+        if positions.get(consumer.name, -1) >= upto or consumer.name in idle:
             continue  # up to date: no lease taken, no write
         report.deliveries.append(deliver(db, consumer, upto, owner=owner))
     return report
+
+
+def _with_nothing_to_read(
+    session: Session, chosen: list[Consumer], positions: dict[str, int], upto: int
+) -> dict[str, int]:
+    """{name: position} of the consumers none of whose types lies after their position up to
+    `upto`. Taking a lease, reading nothing and moving the position would cost each of them three
+    transactions per pass; outbound replies write only types most consumers ignore."""
+    behind = {
+        c.name: (positions[c.name], c.types)
+        for c in chosen
+        if c.types is not None and c.name in positions and 0 < upto - positions[c.name] <= SKIP_SCAN_LIMIT
+    }
+    if not behind:
+        return {}
+    lowest = min(position for position, _ in behind.values())
+    # The newest id of each type after the lowest position: a consumer has something to read when
+    # one of its types has an id after its own position.
+    newest = dict(
+        session.execute(
+            select(EventRecord.type, func.max(EventRecord.id))
+            .where(EventRecord.id > lowest, EventRecord.id <= upto)
+            .group_by(EventRecord.type)
+        ).all()
+    )
+    return {
+        name: position
+        for name, (position, types) in behind.items()
+        if all(newest.get(str(t), 0) <= position for t in types)
+    }
+
+
+def _skip_ahead(db: Database, idle: dict[str, int], upto: int) -> None:
+    """Move each idle consumer's position to `upto`, only if it is where it was read and nobody
+    holds its lease (or it waits for a retry): then no event of its types lies in between."""
+    now = utcnow()
+    by_position: dict[int, list[str]] = {}
+    for name, position in idle.items():
+        by_position.setdefault(position, []).append(name)
+    with db.transaction() as session:
+        for position, names in by_position.items():
+            session.execute(
+                update(ConsumerPosition)
+                .where(
+                    ConsumerPosition.name.in_(names),
+                    ConsumerPosition.last_event_id == position,
+                    or_(ConsumerPosition.lease_until.is_(None), ConsumerPosition.lease_until < now),
+                )
+                .values(last_event_id=upto, updated_at=now)
+            )
 
 
 # ----- lag and retention --------------------------------------------------------------------
