@@ -30,6 +30,7 @@ from tests.conftest import Tenant
 from tests.conversations.support import sign_in as conversation_sign_in
 from tests.fakes import FakeHttpAdapter, fake_provider, fakehttp_adapter
 from tests.web.helpers import sign_in_as
+from tests.workflows.test_template_header_media import INVOICE, PROMO_PHOTO
 
 
 def _error_beside(html: str, field: str) -> str:
@@ -436,7 +437,8 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
 
 def _templates_on(db: Database, tenant: Tenant) -> Channel:
     """A WhatsApp number with promo (body {{1}}), seguimiento_pedido (positional, a text header
-    `Pedido {{1}}` and a body of two) and spring_sale (named, a header name and two body names)."""
+    `Pedido {{1}}` and a body of two), spring_sale (named, a header name and two body names),
+    promo_foto (an IMAGE header, body {{1}}) and factura_lista (a DOCUMENT header, body {{1}})."""
     channel = whatsapp(db, tenant)
     promo = ProviderTemplate(
         "1", "promo", "es_MX", "MARKETING", "APPROVED", "POSITIONAL", [{"type": "BODY", "text": "Hola {{1}}."}]
@@ -445,7 +447,7 @@ def _templates_on(db: Database, tenant: Tenant) -> Channel:
         ProviderTemplate(
             t["id"], t["name"], t["language"], t["category"], t["status"], t["parameter_format"], t["components"]
         )
-        for t in (template_samples.SEGUIMIENTO, template_samples.SPRING_SALE)
+        for t in (template_samples.SEGUIMIENTO, template_samples.SPRING_SALE, PROMO_PHOTO, INVOICE)
     ]
     with db.transaction() as session:
         stored = session.get(Channel, channel.id)
@@ -454,9 +456,9 @@ def _templates_on(db: Database, tenant: Tenant) -> Channel:
     return channel
 
 
-def _header_shown(html: str) -> bool:
-    match = re.search(r'data-testid="template-header"( hidden)?>', html)
-    assert match, "the header field is on the page"
+def _header_shown(html: str, testid: str = "template-header") -> bool:
+    match = re.search(rf'data-testid="{testid}"( hidden)?>', html)
+    assert match, f"the {testid} field is on the page"
     return match.group(1) is None
 
 
@@ -675,6 +677,201 @@ def test_a_positional_header_parameter_is_stored_shown_again_and_sent_as_a_text_
         }
 
 
+# ----- a template whose header is a file: its https link (and a document's name) in their fields -----
+
+
+def test_header_file_problems_are_beside_its_fields_in_spanish_and_english(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    channel = _templates_on(db, tenant)
+    broadcast_id = draft(db, tenant, name="Fotos")
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    url = f"/broadcasts/{broadcast_id}"
+    base = {"csrf_token": token, "name": "Fotos", "audience": "all", "channel_id": str(channel.id)}
+    photo = {**base, "template_name": "promo_foto", "template_language": "es_MX", "template_params": "Ana"}
+    # Not an https link: refused beside the field, in the reader's language, everything kept.
+    spanish = client.post(
+        url,
+        data={**photo, "template_header_media": "http://tienda.example/promo.jpg"},
+        headers={"Accept-Language": "es"},
+    )
+    assert spanish.status_code == 422
+    assert _error_beside(spanish.text, "template_header_media") == (
+        "Escribe el enlace https:// completo del archivo, p. ej. https://tienda.example/promo.jpg"
+    )
+    assert re.search(
+        r'<input id="f-template_header_media" name="template_header_media" type="url"'
+        r' value="http://tienda.example/promo.jpg" aria-invalid="true"',
+        spanish.text,
+    )
+    assert _header_shown(spanish.text, "template-header-media")
+    assert not _header_shown(spanish.text, "template-header-filename")
+    english = client.post(url, data={**photo, "template_header_media": "promo.jpg"})
+    assert _error_beside(english.text, "template_header_media") == (
+        "Write the file&#39;s full https:// link, e.g. https://tienda.example/promo.jpg"
+    )
+    # One file for everyone: a variable in the link is refused.
+    varied = client.post(url, data={**photo, "template_header_media": "https://tienda.example/{{contact.id}}.jpg"})
+    assert varied.status_code == 422
+    assert _error_beside(varied.text, "template_header_media") == (
+        "The header&#39;s file is the same for every contact: write its link without variables"
+    )
+    # A file for a template whose header takes none; a file name for an image; a name without a link.
+    no_file = client.post(
+        url,
+        data={**photo, "template_name": "promo", "template_header_media": "https://tienda.example/promo.jpg"},
+        headers={"Accept-Language": "es"},
+    )
+    assert no_file.status_code == 422
+    assert _error_beside(no_file.text, "template_header_media") == (
+        "El encabezado de esta plantilla no lleva archivo: déjalo vacío"
+    )
+    assert _header_shown(no_file.text, "template-header-media")
+    named_image = client.post(
+        url,
+        data={
+            **photo,
+            "template_header_media": "https://tienda.example/promo.jpg",
+            "template_header_filename": "promo.jpg",
+        },
+    )
+    assert _error_beside(named_image.text, "template_header_filename") == (
+        "Only a document header takes a file name: leave it empty"
+    )
+    alone = client.post(
+        url,
+        data={**photo, "template_name": "factura_lista", "template_header_filename": "factura.pdf"},
+        headers={"Accept-Language": "es"},
+    )
+    assert _error_beside(alone.text, "template_header_filename") == (
+        "El nombre de archivo acompaña al enlace del documento: escribe también el enlace"
+    )
+    assert _header_shown(alone.text, "template-header-filename")
+    assert get(db, broadcast_id).content == {}
+    # Missing: the draft is saved, the field says what it needs, and the dry run points at it.
+    saved = client.post(url, data={**photo, "then": "dry-run"}, follow_redirects=False)
+    assert saved.status_code == 303
+    assert saved.headers["location"] == url
+    client.cookies.set("tertulia_lang", "es")
+    editor = client.get(url).text
+    assert _error_beside(editor, "template_header_media") == (
+        "El encabezado muestra una imagen: escribe su enlace https://"
+    )
+    assert _header_shown(editor, "template-header-media")
+    assert not _header_shown(editor, "template-header-filename")
+    assert not _header_shown(editor)  # the text header's field
+    assert 'data-template-header="factura_lista|es_mx promo_foto|es_mx"' in editor
+    assert 'data-template-header="factura_lista|es_mx"' in editor
+    dry = client.get(f"{url}/dry-run").text
+    assert (
+        f'<li data-field="template_header_media"><a href="{url}#f-template_header_media">Archivo del encabezado'
+        " (enlace https)</a>: El encabezado muestra una imagen: escribe su enlace https://</li>"
+    ) in dry
+    client.cookies.set("tertulia_lang", "en")
+    # Given: stored in Meta's form, and nothing left beside the fields.
+    link = "https://tienda.example/promos/verano.jpg"
+    done = client.post(url, data={**photo, "template_header_media": f" {link} "}, follow_redirects=False)
+    assert done.status_code == 303
+    assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
+        {"type": "header", "parameters": [{"type": "image", "image": {"link": link}}]},
+        {"type": "body", "parameters": [{"text": "Ana"}]},
+    ]
+    editor = client.get(url).text
+    assert 'class="field-error"' not in editor
+    assert f'name="template_header_media" type="url" value="{link}"' in editor
+    # A template whose header is a place is still set through the API.
+    listed = [
+        ProviderTemplate(
+            "9",
+            "entrega",
+            "es_MX",
+            "UTILITY",
+            "APPROVED",
+            "POSITIONAL",
+            template_samples.ORDER_DELIVERY_UPDATE["components"],
+        )
+    ]
+    with db.transaction() as session:
+        stored = session.get(Channel, channel.id)
+        assert stored is not None
+        do_store_templates(session, stored, listed)
+    place = {**photo, "template_name": "entrega", "template_params": "Ana\n42"}
+    assert client.post(url, data=place, follow_redirects=False).status_code == 303
+    editor = client.get(url).text
+    assert _error_beside(editor, "template_name").startswith("This template&#39;s header takes a file or a place")
+    assert not _header_shown(editor, "template-header-media")
+
+
+def test_a_header_document_is_stored_shown_again_and_sent_in_metas_form(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_graph([*template_samples.TEMPLATES, PROMO_PHOTO, INVOICE]) as graph:
+        created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
+        with db.transaction(write=False) as session:
+            channel = session.get(Channel, created["id"])
+            assert channel is not None
+            session.expunge(channel)
+        with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
+            customers_write(db, channel, ["16505551234"], first_name="Ana")
+        broadcast_id = draft(db, tenant, name="Facturas")
+        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+        url = f"/broadcasts/{broadcast_id}"
+        link = "https://cdn.tienda.example/f/noviembre.pdf"
+        form = {
+            "csrf_token": token,
+            "name": "Facturas",
+            "audience": "all",
+            "channel_mode": "specific",
+            "channel_id": str(channel.id),
+            "template_name": "factura_lista",
+            "template_language": "es_MX",
+            "template_header_media": link,
+            "template_header_filename": "factura-noviembre.pdf",
+            "template_params": "F-{{contact.first_name}}",
+        }
+        assert client.post(url, data=form, follow_redirects=False).status_code == 303
+        assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
+            {
+                "type": "header",
+                "parameters": [{"type": "document", "document": {"link": link, "filename": "factura-noviembre.pdf"}}],
+            },
+            {"type": "body", "parameters": [{"text": "F-{{contact.first_name}}"}]},
+        ]
+        editor = client.get(url).text  # shown again, each in its own field
+        assert _header_shown(editor, "template-header-media")
+        assert _header_shown(editor, "template-header-filename")
+        assert re.search(
+            rf'<input id="f-template_header_media" name="template_header_media" type="url" value="{link}"', editor
+        )
+        assert re.search(
+            r'<input id="f-template_header_filename" name="template_header_filename" type="text"'
+            r' value="factura-noviembre.pdf"',
+            editor,
+        )
+        assert "Tu factura F-Ana está lista." in editor  # the preview
+        sent = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""}, follow_redirects=False)
+        assert sent.status_code == 303, sent.text
+        assert graph.sent[-1]["body"] == {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": "16505551234",
+            "type": "template",
+            "template": {
+                "name": "factura_lista",
+                "language": {"code": "es_MX"},
+                "components": [
+                    {
+                        "type": "header",
+                        "parameters": [
+                            {"type": "document", "document": {"link": link, "filename": "factura-noviembre.pdf"}}
+                        ],
+                    },
+                    {"type": "body", "parameters": [{"type": "text", "text": "F-Ana"}]},
+                ],
+            },
+        }
+
+
 @pytest.fixture
 def template_editor(client: TestClient, db: Database, tenant: Tenant) -> tuple[TestClient, str, dict[str, str]]:
     channel = _templates_on(db, tenant)
@@ -684,7 +881,13 @@ def template_editor(client: TestClient, db: Database, tenant: Tenant) -> tuple[T
     return client, f"/broadcasts/{broadcast_id}", base
 
 
-TEMPLATE_FIELDS = ("template_name", "template_header", "template_params")
+TEMPLATE_FIELDS = (
+    "template_name",
+    "template_header",
+    "template_header_media",
+    "template_header_filename",
+    "template_params",
+)
 # Any character a form can carry (NUL included: refused beside its field), line breaks of every kind.
 _typed = st.text(st.characters(codec="utf-8"), max_size=40)
 _line = st.one_of(
@@ -700,21 +903,47 @@ _line = st.one_of(
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     template=st.sampled_from(
-        [("spring_sale", "en_US"), ("seguimiento_pedido", "es_MX"), ("promo", "es_MX"), ("nope", "es")]
+        [
+            ("spring_sale", "en_US"),
+            ("seguimiento_pedido", "es_MX"),
+            ("promo", "es_MX"),
+            ("promo_foto", "es_MX"),
+            ("factura_lista", "es_MX"),
+            ("nope", "es"),
+        ]
     ),
     header=st.one_of(st.just(""), _typed),
+    media=st.one_of(
+        st.just(""),
+        st.just("https://tienda.example/promo.jpg"),
+        st.builds("https://tienda.example/{}".format, _typed),
+        _typed,
+    ),
+    filename=st.one_of(st.just(""), st.just("catalogo.pdf"), _typed),
     lines=st.lists(_line, max_size=5).flatmap(
         lambda items: st.sampled_from(["\n", "\r\n", "\r", "\u2028"]).map(lambda sep: sep.join(items))
     ),
 )
 def test_any_text_in_the_template_fields_is_saved_or_refused_beside_them(
-    template_editor: tuple[TestClient, str, dict[str, str]], template: tuple[str, str], header: str, lines: str
+    template_editor: tuple[TestClient, str, dict[str, str]],
+    template: tuple[str, str],
+    header: str,
+    media: str,
+    filename: str,
+    lines: str,
 ) -> None:
     """On both databases: whatever is typed in the parameter fields, the draft is saved (its editor
     and dry run then open) or refused with the reason beside a template field, never a 500."""
     client, url, base = template_editor
     name, language = template
-    form = {**base, "template_name": name, "template_language": language, "template_header": header}
+    form = {
+        **base,
+        "template_name": name,
+        "template_language": language,
+        "template_header": header,
+        "template_header_media": media,
+        "template_header_filename": filename,
+    }
     answer = client.post(url, data={**form, "template_params": lines}, follow_redirects=False)
     assert answer.status_code in (303, 422), answer.text
     event(f"{name}: {answer.status_code}")

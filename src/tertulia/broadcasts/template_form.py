@@ -14,20 +14,27 @@ only reads the editor's fields and says which of them a problem is about.
 
 The fields: `template_params`, one value per line in order (a POSITIONAL template's body), or one
 `name = value` per line (a NAMED template, header and body alike: a name goes to each component that
-uses it); `template_header`, the `{{1}}` of a POSITIONAL template's text header.
+uses it); `template_header`, the `{{1}}` of a POSITIONAL template's text header;
+`template_header_media`, the https link of the file an IMAGE, VIDEO or DOCUMENT header shows, and
+`template_header_filename`, a DOCUMENT's file name (optional). The file is the same for every
+contact, so its link is a literal https URL, without variables; it is stored as Meta takes it:
+`{"type": "header", "parameters": [{"type": "image", "image": {"link": ...}}]}`. A LOCATION header
+is still set through the API.
 """
 
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tertulia.channels.message_templates import APPROVED, Slot, component_text, slots
+from tertulia.channels.message_templates import APPROVED, FILE_KINDS, Slot, component_text, is_https_url, slots
 from tertulia.channels.models import MessageTemplate
 from tertulia.web import i18n
 
 NAME_FIELD = "template_name"
 HEADER_FIELD = "template_header"
 PARAMS_FIELD = "template_params"
+MEDIA_FIELD = "template_header_media"
+FILENAME_FIELD = "template_header_filename"
 
 NAMED_LINE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_]+)\s*=\s*(?P<value>.*?)\s*$")
 
@@ -46,6 +53,18 @@ MEDIA_HEADER = i18n.lazy(
     "This template's header takes a file or a place, which the editor cannot fill: set the broadcast's"
     " template through the API"
 )
+MISSING_MEDIA = {
+    "image": i18n.lazy("The header shows an image: give its https:// link"),
+    "video": i18n.lazy("The header shows a video: give its https:// link"),
+    "document": i18n.lazy("The header shows a document: give its https:// link"),
+}
+NO_MEDIA = i18n.lazy("This template's header takes no file: leave it empty")
+NOT_HTTPS = i18n.lazy("Write the file's full https:// link, e.g. https://tienda.example/promo.jpg")
+MEDIA_VARIABLE = i18n.lazy("The header's file is the same for every contact: write its link without variables")
+NO_FILENAME = i18n.lazy("Only a document header takes a file name: leave it empty")
+FILENAME_ALONE = i18n.lazy("A file name goes with the document's link: give the link too")
+BAD_FILENAME = i18n.lazy("A file name without line breaks, slashes or braces, at most %(max)s characters")
+MAX_FILENAME = 240
 UNKNOWN_TEMPLATE = i18n.lazy(
     "No WhatsApp number has a template %(template)s in %(language)s (sync the templates if it is new)"
 )
@@ -81,10 +100,28 @@ def header_slot(template: MessageTemplate | None) -> Slot | None:
     return next((s for s in slots(template) if s.component == "header" and s.kind == "text"), None)
 
 
-def read_form(template: MessageTemplate | None, name: str, language: str, header: str, lines: str) -> Read:
-    """The typed header and parameter lines as the draft's components, with every problem. A
-    template not synced (None) keeps what was typed as positional values: the name is the problem."""
+def media_slot(template: MessageTemplate | None) -> Slot | None:
+    """The header's file (an image, a video or a document) the header file field gives; None for a
+    template whose header is text, a place, or absent."""
+    if template is None:
+        return None
+    return next((s for s in slots(template) if s.component == "header" and s.kind in FILE_KINDS), None)
+
+
+def read_form(
+    template: MessageTemplate | None,
+    name: str,
+    language: str,
+    header: str,
+    lines: str,
+    media: str = "",
+    filename: str = "",
+) -> Read:
+    """The typed header, header file and parameter lines as the draft's components, with every
+    problem. A template not synced (None) keeps what was typed as positional values (a file as an
+    image, or a document when it has a file name): the name is the problem."""
     header = header.strip()
+    file_part, problems = _media(template, media.strip(), filename.strip())
     if template is None:
         components: list[dict[str, Any]] = []
         if header:
@@ -92,12 +129,49 @@ def read_form(template: MessageTemplate | None, name: str, language: str, header
         body = [{"text": line.strip()} for line in lines.splitlines() if line.strip()]
         if body:
             components.append({"type": "body", "parameters": body})
-        return Read(components, completeness(None, name, language, components))
-    if template.parameter_format == "NAMED":
-        components, problems = _named(template, header, lines)
+    elif template.parameter_format == "NAMED":
+        components, found = _named(template, header, lines)
+        problems += found
     else:
-        components, problems = _positional(template, header, lines)
-    return Read(components, problems + completeness(template, name, language, components))
+        components, found = _positional(template, header, lines)
+        problems += found
+    if file_part is not None:
+        # The header's one parameter (both typed for a template not synced: kept, for the editor).
+        text = next((c for c in components if c["type"] == "header"), None)
+        if text is None:
+            components.insert(0, {"type": "header", "parameters": [file_part]})
+        else:
+            text["parameters"].append(file_part)
+    # A link refused is said once: not also as missing.
+    said = {p.beside for p in problems if p.beside == MEDIA_FIELD}
+    rest = [p for p in completeness(template, name, language, components) if p.beside not in said]
+    return Read(components, problems + rest)
+
+
+def _media(template: MessageTemplate | None, link: str, filename: str) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The header's file parameter in Meta's form, or the problems with the typed link and name."""
+    problems: list[Problem] = []
+    slot = media_slot(template)
+    kind = slot.kind if slot is not None else ("document" if filename else "image")
+    if link and template is not None and slot is None:
+        problems.append(Problem(MEDIA_FIELD, NO_MEDIA))
+    elif "{{" in link:
+        problems.append(Problem(MEDIA_FIELD, MEDIA_VARIABLE))
+    elif link and not is_https_url(link):
+        problems.append(Problem(MEDIA_FIELD, NOT_HTTPS))
+    if filename:
+        if kind != "document":
+            problems.append(Problem(FILENAME_FIELD, NO_FILENAME))
+        elif not link:
+            problems.append(Problem(FILENAME_FIELD, FILENAME_ALONE))
+        elif len(filename) > MAX_FILENAME or any(ch in "/\\{}" or ord(ch) < 32 or ord(ch) == 127 for ch in filename):
+            problems.append(Problem(FILENAME_FIELD, BAD_FILENAME, {"max": str(MAX_FILENAME)}))
+    if problems or not link:
+        return None, problems
+    file: dict[str, str] = {"link": link}
+    if filename:
+        file["filename"] = filename
+    return {"type": kind, kind: file}, problems
 
 
 def _positional(template: MessageTemplate, header: str, lines: str) -> tuple[list[dict[str, Any]], list[Problem]]:
@@ -161,7 +235,8 @@ def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dic
 
 def completeness(template: MessageTemplate | None, name: str, language: str, components: Any) -> list[Problem]:
     """What the template still lacks in these components (the form's or a stored draft's): the
-    template itself (unknown, not approved), a media header, missing names, the header's value,
+    template itself (unknown, not approved), the header's file (a place the editor cannot give),
+    missing names, the header's value,
     the body's count of values (more than it takes is an error, fewer is still to be filled)."""
     if template is None:
         return [Problem(NAME_FIELD, UNKNOWN_TEMPLATE, {"template": repr(name), "language": repr(language)}, False)]
@@ -177,8 +252,11 @@ def completeness(template: MessageTemplate | None, name: str, language: str, com
             given[kind].extend(p for p in component.get("parameters") or [] if isinstance(p, dict))
     wanted = slots(template)
     media = next((s for s in wanted if s.kind != "text"), None)
-    if media is not None and not any(p.get("type") == media.kind for p in given["header"]):
-        problems.append(Problem(NAME_FIELD, MEDIA_HEADER, {}, False))
+    if media is not None and media.kind not in FILE_KINDS:
+        if not any(p.get("type") == media.kind for p in given["header"]):
+            problems.append(Problem(NAME_FIELD, MEDIA_HEADER, {}, False))
+    elif media is not None and not any(_file_link(p, media.kind) for p in given["header"]):
+        problems.append(Problem(MEDIA_FIELD, MISSING_MEDIA[media.kind], {}, False))
     if template.parameter_format == "NAMED":
         named = {str(p.get("parameter_name")) for part in given.values() for p in part}
         missing = [key for key in dict.fromkeys(s.key for s in wanted if s.kind == "text") if key not in named]
@@ -193,3 +271,24 @@ def completeness(template: MessageTemplate | None, name: str, language: str, com
         counts = {"wanted": str(len(body)), "given": str(len(given["body"]))}
         problems.append(Problem(PARAMS_FIELD, BODY_COUNT, counts, len(given["body"]) > len(body)))
     return problems
+
+
+def file_parameter(parameter: Any) -> tuple[str, str] | None:
+    """A header parameter's file as the editor shows it (link, file name), or None for another kind."""
+    if not isinstance(parameter, dict) or parameter.get("type") not in FILE_KINDS:
+        return None
+    file = parameter.get(str(parameter["type"]))
+    if not isinstance(file, dict):
+        return "", ""
+    return str(file.get("link") or ""), str(file.get("filename") or "")
+
+
+def _file_link(parameter: dict[str, Any], kind: str) -> bool:
+    """Whether a header parameter gives this kind of file by an https link or a media id (as the API
+    may set it), the way `check_template_message` will take it."""
+    file = parameter.get(kind)
+    if parameter.get("type") != kind or not isinstance(file, dict):
+        return False
+    if "link" in file:
+        return is_https_url(file["link"])
+    return isinstance(file.get("id"), str) and bool(file["id"].strip())

@@ -69,6 +69,8 @@ REASON_LABELS: dict[str, str] = {
 FIELD_LABELS: dict[str, str] = {
     "template_name": i18n.lazy("Template name"),
     "template_header": i18n.lazy("Header parameter"),
+    "template_header_media": i18n.lazy("Header file (https link)"),
+    "template_header_filename": i18n.lazy("Document file name"),
     "template_params": i18n.lazy("Body parameters"),
 }
 PREVIEW_NEEDS_TEMPLATE = i18n.lazy("Complete the template's parameters (beside the fields) to see the preview.")
@@ -318,11 +320,15 @@ def _typed(item: Broadcast) -> dict[str, str]:
     template = whatsapp.get("template") or {}
     params: list[str] = []
     header: list[str] = []
+    media, filename = "", ""
     named: set[str] = set()
     for component in template.get("components") or []:
         for parameter in component.get("parameters") or []:
             name = parameter.get("parameter_name")
-            if name is None:
+            file = template_form.file_parameter(parameter)
+            if file is not None:  # the header's file: its link and a document's name
+                media, filename = file
+            elif name is None:
                 # A positional header's value has its own field; the body's are the lines.
                 into = header if str(component.get("type", "")).lower() == "header" else params
                 into.append(str(parameter.get("text", "")))
@@ -349,6 +355,8 @@ def _typed(item: Broadcast) -> dict[str, str]:
         "template_name": str(template.get("name") or ""),
         "template_language": str(language.get("code") if isinstance(language, dict) else language or ""),
         "template_header": " ".join(header),
+        "template_header_media": media,
+        "template_header_filename": filename,
         "template_params": "\n".join(params),
         "message_tag": str(messenger.get("message_tag") or ""),
         "reply_window_hours": str(item.reply_window_hours),
@@ -393,6 +401,8 @@ FORM_FIELDS = frozenset(
         "template_name",
         "template_language",
         "template_header",
+        "template_header_media",
+        "template_header_filename",
         "template_params",
         "message_tag",
         "reply_window_hours",
@@ -510,7 +520,15 @@ def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
     if form["template_name"].strip():
         name, language = form["template_name"].strip(), form["template_language"].strip() or "es"
         stored = _stored_template(ctx, name, language)
-        read = template_form.read_form(stored, name, language, form["template_header"], form["template_params"])
+        read = template_form.read_form(
+            stored,
+            name,
+            language,
+            form["template_header"],
+            form["template_params"],
+            form["template_header_media"],
+            form["template_header_filename"],
+        )
         if read.refuses_save:
             # Every problem beside its field, the missing parameters too: one round to fix them all.
             errors = _beside(ctx, read.problems)
@@ -553,6 +571,8 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
         if channel.type != "whatsapp":
             continue
         for template in templates_of(ctx.session, channel, approved_only=True):
+            key = f"{template.name}|{language_key(template.language)}"
+            media = template_form.media_slot(template)
             found.append(
                 {
                     "channel": channel.name,
@@ -565,25 +585,37 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                     "parameters": ", ".join(dict.fromkeys(s.key for s in slots(template)))
                     if template.parameter_format == "NAMED"
                     else str(sum(1 for s in slots(template) if s.component == "body")),
-                    # Typed as name and language, this template shows the header field.
-                    "header_key": f"{template.name}|{language_key(template.language)}"
-                    if template_form.header_slot(template) is not None
-                    else "",
+                    # Typed as name and language, this template shows the header field, or the
+                    # header file's (and a document's name).
+                    "header_key": key if template_form.header_slot(template) is not None else "",
+                    "media_key": key if media is not None else "",
+                    "document_key": key if media is not None and media.kind == "document" else "",
                 }
             )
     return found
 
 
-def _shows_header(ctx: WebContext, typed: dict[str, str], errors: dict[str, str]) -> bool:
-    """Whether the header field is shown: the typed template's header takes a value, or the
-    field holds one or a problem (the page's script shows it too as a template is typed)."""
-    if typed.get("template_header", "").strip() or errors.get("template_header"):
-        return True
+def _shown_fields(ctx: WebContext, typed: dict[str, str], errors: dict[str, str]) -> set[str]:
+    """The header fields shown: the header's value where the typed template's header takes one,
+    its file's link where it shows a file (and the file name for a document), or a field holding
+    a value or a problem (the page's script shows and hides them too as a template is typed)."""
+    shown = {
+        key
+        for key in ("template_header", "template_header_media", "template_header_filename")
+        if typed.get(key, "").strip() or errors.get(key)
+    }
     name = typed.get("template_name", "").strip()
     if not name:
-        return False
+        return shown
     stored = _stored_template(ctx, name, typed.get("template_language", "").strip() or "es")
-    return template_form.header_slot(stored) is not None
+    media = template_form.media_slot(stored)
+    if template_form.header_slot(stored) is not None:
+        shown.add("template_header")
+    if media is not None:
+        shown.add("template_header_media")
+        if media.kind == "document":
+            shown.add("template_header_filename")
+    return shown
 
 
 def _previews(ctx: WebContext, item: Broadcast) -> tuple[list[service.Preview], str]:
@@ -623,7 +655,9 @@ def _editor(
         "channels": channels,
         "templates": templates,
         "header_keys": " ".join(sorted({t["header_key"] for t in templates if t["header_key"]})),
-        "show_header": _shows_header(ctx, shown, errors),
+        "media_keys": " ".join(sorted({t["media_key"] for t in templates if t["media_key"]})),
+        "document_keys": " ".join(sorted({t["document_key"] for t in templates if t["document_key"]})),
+        "shown_fields": _shown_fields(ctx, shown, errors),
         "message_tags": MESSAGE_TAGS,
         "variables": VARIABLES,
         "previews": previews,
@@ -664,6 +698,8 @@ def save_broadcast(
     template_name: Annotated[str, Form(max_length=512)] = "",
     template_language: Annotated[str, Form(max_length=20)] = "",
     template_header: Annotated[str, Form(max_length=1000)] = "",
+    template_header_media: Annotated[str, Form(max_length=2000)] = "",
+    template_header_filename: Annotated[str, Form(max_length=500)] = "",
     template_params: Annotated[str, Form(max_length=5000)] = "",
     message_tag: Annotated[str, Form(max_length=40)] = "",
     reply_window_hours: Annotated[str, Form(max_length=10)] = "72",
@@ -685,6 +721,8 @@ def save_broadcast(
         "template_name": template_name,
         "template_language": template_language,
         "template_header": template_header,
+        "template_header_media": template_header_media,
+        "template_header_filename": template_header_filename,
         "template_params": template_params,
         "message_tag": message_tag,
         "reply_window_hours": reply_window_hours,

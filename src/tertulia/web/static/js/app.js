@@ -158,19 +158,20 @@
   });
   document.addEventListener("DOMContentLoaded", showOptions);
 
-  // The broadcast editor's header parameter: shown while the typed template (name and language,
-  // spelt as `name|language` in `data-template-header`) has a header that takes one, or the field
-  // holds a value or a problem.
+  // The broadcast editor's header fields (the header's parameter, its file's link, a document's
+  // name): each shown while the typed template (name and language, spelt as `name|language` in its
+  // `data-template-header`) has a header that takes it, or the field holds a value or a problem.
   function showTemplateHeader() {
-    var box = document.querySelector("[data-template-header]");
     var name = document.getElementById("f-template_name");
-    if (!box || !name) return;
+    if (!name) return;
     var language = document.getElementById("f-template_language");
     var code = (language && language.value.trim()) || "es";
     var key = name.value.trim() + "|" + code.replace(/-/g, "_").toLowerCase();
-    var wanted = (box.getAttribute("data-template-header") || "").split(" ");
-    var input = box.querySelector("input");
-    box.hidden = !(wanted.indexOf(key) !== -1 || (input && input.value.trim() !== "") || box.querySelector(".field-error"));
+    document.querySelectorAll("[data-template-header]").forEach(function (box) {
+      var wanted = (box.getAttribute("data-template-header") || "").split(" ");
+      var input = box.querySelector("input");
+      box.hidden = !(wanted.indexOf(key) !== -1 || (input && input.value.trim() !== "") || box.querySelector(".field-error"));
+    });
   }
   document.addEventListener("input", function (event) {
     var id = event.target && event.target.id;
