@@ -6,8 +6,9 @@ the workspace's time zone (shown in theirs too), and the scheduler's sweep runs 
 past that minute (no real wait). The results page, open meanwhile, fills in by itself (it polls its
 live fragment); one message is refused by the provider: the failures export has it, and "resend to
 failed" opens a new draft for that contact. Then a WhatsApp template whose header takes a value:
-its field appears as the template is typed, and a draft saved without it shows what is missing
-beside the fields, which the dry run links to. SQLite only, like the other browser tests.
+its field (or, for a document header, its link and file name) appears as the template is typed,
+and a draft saved without it shows what is missing beside the fields, which the dry run links to.
+SQLite only, like the other browser tests.
 
 With TERTULIA_SCREENSHOT_DIR set, the screens are saved there (docs/screenshots/ is refreshed so).
 """
@@ -45,6 +46,7 @@ from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as template_samples
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
 from tests.live_server import fresh_sqlite_database, serve_tertulia
+from tests.workflows.test_template_header_media import INVOICE
 
 pytestmark = pytest.mark.browser
 
@@ -239,6 +241,9 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
                     "POSITIONAL",
                     seguimiento["components"],
                 ),
+                ProviderTemplate(
+                    INVOICE["id"], INVOICE["name"], "es_MX", "UTILITY", "APPROVED", "POSITIONAL", INVOICE["components"]
+                ),
             ],
         )
         number_id = number.id
@@ -261,8 +266,18 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     expect(header).to_be_visible()
     page.fill("input[name=template_name]", "promo")
     expect(header).to_be_hidden()
+    # A template whose header is a document: its link's field and its file name's instead.
+    media = page.locator("[data-testid=template-header-media]")
+    filename = page.locator("[data-testid=template-header-filename]")
+    expect(media).to_be_hidden()
+    page.fill("input[name=template_name]", "factura_lista")
+    expect(media).to_be_visible()
+    expect(filename).to_be_visible()
+    expect(header).to_be_hidden()
     page.fill("input[name=template_name]", "seguimiento_pedido")
     expect(header).to_be_visible()
+    expect(media).to_be_hidden()
+    expect(filename).to_be_hidden()
     page.fill("textarea[name=template_params]", "Ana")
     page.click("[data-testid=save-dry-run]")
     page.wait_for_url(broadcast_url)  # saved, but not ready for a dry run
