@@ -762,6 +762,7 @@ def test_header_file_problems_are_beside_its_fields_in_spanish_and_english(
     assert not _header_shown(editor)  # the text header's field
     assert 'data-template-header="factura_lista|es_mx promo_foto|es_mx"' in editor
     assert 'data-template-header="factura_lista|es_mx"' in editor
+    assert "<code>promo_foto</code></td><td>es_MX</td><td>(una imagen)</td>" in editor  # the list
     dry = client.get(f"{url}/dry-run").text
     assert (
         f'<li data-field="template_header_media"><a href="{url}#f-template_header_media">Archivo del encabezado'

@@ -235,9 +235,9 @@ def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dic
 
 def completeness(template: MessageTemplate | None, name: str, language: str, components: Any) -> list[Problem]:
     """What the template still lacks in these components (the form's or a stored draft's): the
-    template itself (unknown, not approved), the header's file (a place the editor cannot give),
-    missing names, the header's value,
-    the body's count of values (more than it takes is an error, fewer is still to be filled)."""
+    template itself (unknown, not approved), the header's file (or its place, which the editor
+    cannot give), missing names, the header's value, the body's count of values (more than it
+    takes is an error, fewer is still to be filled)."""
     if template is None:
         return [Problem(NAME_FIELD, UNKNOWN_TEMPLATE, {"template": repr(name), "language": repr(language)}, False)]
     problems: list[Problem] = []

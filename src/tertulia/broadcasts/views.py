@@ -73,6 +73,13 @@ FIELD_LABELS: dict[str, str] = {
     "template_header_filename": i18n.lazy("Document file name"),
     "template_params": i18n.lazy("Body parameters"),
 }
+# A template's header that is a file or a place, in the list of templates (its text header otherwise).
+HEADER_KINDS: dict[str, str] = {
+    "image": i18n.lazy("(an image)"),
+    "video": i18n.lazy("(a video)"),
+    "document": i18n.lazy("(a document)"),
+    "location": i18n.lazy("(a place)"),
+}
 PREVIEW_NEEDS_TEMPLATE = i18n.lazy("Complete the template's parameters (beside the fields) to see the preview.")
 SCHEDULE_NEEDS_TEMPLATE = i18n.lazy("Complete the template's parameters in the editor first (see above).")
 # The Messenger tags a broadcast may carry outside the 24-hour window (the adapter checks them too).
@@ -578,7 +585,7 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                     "channel": channel.name,
                     "name": template.name,
                     "language": template.language,
-                    "header": component_text(template, "HEADER") or "",
+                    "header": component_text(template, "HEADER") or _header_kind(ctx, template),
                     "body": component_text(template, "BODY") or "",
                     # A named template's names, to write as `name = value` lines; else how many
                     # values the body takes (a positional header's has its own field).
@@ -593,6 +600,12 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                 }
             )
     return found
+
+
+def _header_kind(ctx: WebContext, template: MessageTemplate) -> str:
+    """A header that is a file or a place, named for the list of templates ("" without one)."""
+    kind = next((s.kind for s in slots(template) if s.component == "header" and s.kind != "text"), None)
+    return ctx.fmt.gettext(HEADER_KINDS[kind]) if kind in HEADER_KINDS else ""
 
 
 def _shown_fields(ctx: WebContext, typed: dict[str, str], errors: dict[str, str]) -> set[str]:
