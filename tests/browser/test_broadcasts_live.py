@@ -44,9 +44,9 @@ from tests.broadcasts.test_audience import NO_GRAPH
 from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
 from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as template_samples
+from tests.channels.whatsapp_template_samples import INVOICE
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
 from tests.live_server import fresh_sqlite_database, serve_tertulia
-from tests.workflows.test_template_header_media import INVOICE
 
 pytestmark = pytest.mark.browser
 

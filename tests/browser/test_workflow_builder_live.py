@@ -45,9 +45,9 @@ from tests.browser.conftest import (
 )
 from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as template_samples
+from tests.channels.whatsapp_template_samples import PROMO_PHOTO
 from tests.live_server import fresh_sqlite_database, serve_tertulia
 from tests.workflows.support import feed, runs
-from tests.workflows.test_template_header_media import PROMO_PHOTO
 
 pytestmark = pytest.mark.browser
 

@@ -24,6 +24,10 @@ Sources:
 - CATEGORY_CHANGED, CATEGORY_IMPENDING: the two examples of the template_category_update reference.
 - QUALITY_THROUGHPUT: the example of the phone_number_quality_update reference; QUALITY_FLAGGED
   follows its syntax with the FLAGGED event and `max_daily_conversations_per_business`.
+- PROMO_PHOTO and INVOICE (kept out of TEMPLATES): headers that are a file, following the media
+  header template of Meta's "Template media" page (developers.facebook.com/documentation/
+  business-messaging/whatsapp/templates/template-media: a HEADER component with `format` IMAGE and
+  its `example.header_handle`; INVOICE the same with DOCUMENT), each with a positional body.
 """
 
 from typing import Any
@@ -144,6 +148,40 @@ def _account(field: str, value: dict[str, Any], time: int = 1751247548) -> dict[
         "object": "whatsapp_business_account",
     }
 
+
+PROMO_PHOTO: dict[str, Any] = {
+    "name": "promo_foto",
+    "parameter_format": "POSITIONAL",
+    "components": [
+        {
+            "type": "HEADER",
+            "format": "IMAGE",
+            "example": {"header_handle": ["4::aW1hZ2UvanBlZw==:ARa1ZDhwbLZM3EENeeg"]},
+        },
+        {
+            "type": "BODY",
+            "text": "Hola {{1}}, esta semana tienes 20% en toda la tienda.",
+            "example": {"body_text": [["Ana"]]},
+        },
+    ],
+    "language": "es_MX",
+    "status": "APPROVED",
+    "category": "MARKETING",
+    "id": "991200000000001",
+}
+
+INVOICE: dict[str, Any] = {
+    "name": "factura_lista",
+    "parameter_format": "POSITIONAL",
+    "components": [
+        {"type": "HEADER", "format": "DOCUMENT", "example": {"header_handle": ["4::YXBwbGljYXRpb24vcGRm:ARbD"]}},
+        {"type": "BODY", "text": "Tu factura {{1}} está lista.", "example": {"body_text": [["F-1"]]}},
+    ],
+    "language": "es_MX",
+    "status": "APPROVED",
+    "category": "UTILITY",
+    "id": "991200000000002",
+}
 
 STATUS_APPROVED = _account(
     "message_template_status_update",

@@ -26,11 +26,11 @@ from tests.broadcasts.support import customers_write, draft, fake_channel, get
 from tests.broadcasts.test_audience import whatsapp
 from tests.channels import whatsapp_template_samples as template_samples
 from tests.channels.fake_graph import connect_whatsapp, fake_graph
+from tests.channels.whatsapp_template_samples import INVOICE, PROMO_PHOTO
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in as conversation_sign_in
 from tests.fakes import FakeHttpAdapter, fake_provider, fakehttp_adapter
 from tests.web.helpers import sign_in_as
-from tests.workflows.test_template_header_media import INVOICE, PROMO_PHOTO
 
 
 def _error_beside(html: str, field: str) -> str:

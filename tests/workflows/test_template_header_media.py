@@ -5,9 +5,7 @@ sent in Meta's form (`{"type": "header", "parameters": [{"type": "image", "image
 Also: a template on a step whose channel is not WhatsApp is refused saying so, and whatever a
 definition holds in these fields gets a 422 naming a field, never a 500.
 
-The two templates follow the media header template of Meta's "Template media" page
-(developers.facebook.com/documentation/business-messaging/whatsapp/templates/template-media: a
-HEADER component with `format` IMAGE and its `example.header_handle`), with a positional body."""
+The two templates are whatsapp_template_samples' PROMO_PHOTO and INVOICE."""
 
 import json
 from collections.abc import Iterator
@@ -30,44 +28,11 @@ from tertulia.workflows import runner
 from tertulia.workflows.models import WorkflowRun
 from tests.channels import whatsapp_template_samples as samples
 from tests.channels.fake_graph import FakeGraph, connect_whatsapp, fake_graph
+from tests.channels.whatsapp_template_samples import INVOICE, PROMO_PHOTO
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in
 from tests.web.helpers import sign_in_as
 from tests.workflows.test_message_variants import definition, sent, start, whatsapp_customer
-
-PROMO_PHOTO: dict[str, Any] = {
-    "name": "promo_foto",
-    "parameter_format": "POSITIONAL",
-    "components": [
-        {
-            "type": "HEADER",
-            "format": "IMAGE",
-            "example": {"header_handle": ["4::aW1hZ2UvanBlZw==:ARa1ZDhwbLZM3EENeeg"]},
-        },
-        {
-            "type": "BODY",
-            "text": "Hola {{1}}, esta semana tienes 20% en toda la tienda.",
-            "example": {"body_text": [["Ana"]]},
-        },
-    ],
-    "language": "es_MX",
-    "status": "APPROVED",
-    "category": "MARKETING",
-    "id": "991200000000001",
-}
-
-INVOICE: dict[str, Any] = {
-    "name": "factura_lista",
-    "parameter_format": "POSITIONAL",
-    "components": [
-        {"type": "HEADER", "format": "DOCUMENT", "example": {"header_handle": ["4::YXBwbGljYXRpb24vcGRm:ARbD"]}},
-        {"type": "BODY", "text": "Tu factura {{1}} está lista.", "example": {"body_text": [["F-1"]]}},
-    ],
-    "language": "es_MX",
-    "status": "APPROVED",
-    "category": "UTILITY",
-    "id": "991200000000002",
-}
 
 PHOTO_STEP = {
     "name": "promo_foto",
