@@ -556,14 +556,8 @@ def _merge_event(facts: _Facts, event: EventRecord) -> None:
     session = facts.session
     survivor_id = int(event.payload["contact_id"])
     merged_id = int(event.payload["merged_contact_id"])
-    survivor_open = session.scalar(
-        select(Conversation.id).where(
-            Conversation.workspace_id == event.workspace_id,
-            Conversation.contact_id == survivor_id,
-            Conversation.status == ConversationStatus.OPEN,
-        )
-    )
-    keep = facts.get(survivor_open) if survivor_open is not None else None
+    keep = _open_fact_of(facts, event.workspace_id, survivor_id)
+    survivor_open = keep.conversation_id if keep is not None else None
     for fact in repository.facts_of_contact(session, event.workspace_id, merged_id):
         fact.contact_id = survivor_id
         if fact.status != "open" or session.get(Conversation, fact.conversation_id) is not None:
@@ -580,6 +574,20 @@ def _merge_event(facts: _Facts, event: EventRecord) -> None:
             )
         fact.waiting_since = None
         _stop_reply_clocks(fact)
+
+
+def _open_fact_of(facts: _Facts, workspace_id: int, contact_id: int) -> ConversationFact | None:
+    """The contact's open conversation as the facts say at this event, not as the inbox says now:
+    a merge applied late (the consumer behind, a retry) must not see a closing or an opening that
+    came after it."""
+    found = {f.conversation_id: f for f in repository.facts_of_contact(facts.session, workspace_id, contact_id)}
+    found.update(
+        (f.conversation_id, f)
+        for f in facts.added.values()
+        if f.workspace_id == workspace_id and f.contact_id == contact_id
+    )
+    opened = [f for f in found.values() if f.status == "open"]
+    return max(opened, key=lambda f: as_utc(f.opened_at)) if opened else None
 
 
 def _well_formed(event: EventRecord) -> bool:
