@@ -25,7 +25,7 @@ from tertulia.users.models import Role
 from tests.broadcasts.support import customers_write, draft, fake_channel, get
 from tests.broadcasts.test_audience import whatsapp
 from tests.channels import whatsapp_template_samples as template_samples
-from tests.channels.fake_graph import connect_whatsapp, fake_graph
+from tests.channels.fake_graph import FakeGraph, connect_whatsapp, fake_graph
 from tests.channels.whatsapp_template_samples import INVOICE, PROMO_PHOTO
 from tests.conftest import Tenant
 from tests.conversations.support import sign_in as conversation_sign_in
@@ -347,20 +347,29 @@ def test_quick_replies_buttons_file_and_messenger_tag_are_kept_as_content(
     assert _error_beside(missing.text, "file_id")
 
 
+def _whatsapp_draft(
+    client: TestClient, db: Database, tenant: Tenant, graph: FakeGraph, name: str
+) -> tuple[int, int, str, str]:
+    """A WhatsApp number connected through the fake Graph API, Ana (its webhook sample's customer)
+    who last wrote 25 hours ago so a template must go out, and a draft named `name` open to the
+    manager: the number's channel id, the draft's id, the manager's CSRF token and the editor's URL."""
+    created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
+    with db.transaction(write=False) as session:
+        channel = session.get(Channel, created["id"])
+        assert channel is not None
+        session.expunge(channel)
+    with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
+        customers_write(db, channel, ["16505551234"], first_name="Ana")
+    broadcast_id = draft(db, tenant, name=name)
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    return channel.id, broadcast_id, token, f"/broadcasts/{broadcast_id}"
+
+
 def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_form(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     with fake_graph([*template_samples.TEMPLATES, template_samples.SPRING_SALE]) as graph:
-        created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
-        with db.transaction(write=False) as session:
-            channel = session.get(Channel, created["id"])
-            assert channel is not None
-            session.expunge(channel)
-        with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
-            customers_write(db, channel, ["16505551234"], first_name="Ana")
-        broadcast_id = draft(db, tenant, name="Rebajas")
-        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
-        url = f"/broadcasts/{broadcast_id}"
+        channel_id, broadcast_id, token, url = _whatsapp_draft(client, db, tenant, graph, "Rebajas")
         listed = client.get(url).text
         assert "<code>spring_sale</code>" in listed
         assert "sale_start_date, first_name, discount_code" in listed  # the names to write
@@ -369,7 +378,7 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
             "name": "Rebajas",
             "audience": "all",
             "channel_mode": "specific",
-            "channel_id": str(channel.id),
+            "channel_id": str(channel_id),
             "template_name": "spring_sale",
             "template_language": "en_US",
             "template_params": 'first_name = {{contact.first_name | "cliente"}}\n'
@@ -620,22 +629,13 @@ def test_a_positional_header_parameter_is_stored_shown_again_and_sent_as_a_text_
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     with fake_graph(template_samples.TEMPLATES) as graph:
-        created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
-        with db.transaction(write=False) as session:
-            channel = session.get(Channel, created["id"])
-            assert channel is not None
-            session.expunge(channel)
-        with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
-            customers_write(db, channel, ["16505551234"], first_name="Ana")
-        broadcast_id = draft(db, tenant, name="Pedidos")
-        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
-        url = f"/broadcasts/{broadcast_id}"
+        channel_id, broadcast_id, token, url = _whatsapp_draft(client, db, tenant, graph, "Pedidos")
         form = {
             "csrf_token": token,
             "name": "Pedidos",
             "audience": "all",
             "channel_mode": "specific",
-            "channel_id": str(channel.id),
+            "channel_id": str(channel_id),
             "template_name": "seguimiento_pedido",
             "template_language": "es_MX",
             "template_header": "#42",
@@ -807,23 +807,14 @@ def test_a_header_document_is_stored_shown_again_and_sent_in_metas_form(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     with fake_graph([*template_samples.TEMPLATES, PROMO_PHOTO, INVOICE]) as graph:
-        created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
-        with db.transaction(write=False) as session:
-            channel = session.get(Channel, created["id"])
-            assert channel is not None
-            session.expunge(channel)
-        with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
-            customers_write(db, channel, ["16505551234"], first_name="Ana")
-        broadcast_id = draft(db, tenant, name="Facturas")
-        token = sign_in_as(client, db, tenant.manager_id, "manager-password")
-        url = f"/broadcasts/{broadcast_id}"
+        channel_id, broadcast_id, token, url = _whatsapp_draft(client, db, tenant, graph, "Facturas")
         link = "https://cdn.tienda.example/f/noviembre.pdf"
         form = {
             "csrf_token": token,
             "name": "Facturas",
             "audience": "all",
             "channel_mode": "specific",
-            "channel_id": str(channel.id),
+            "channel_id": str(channel_id),
             "template_name": "factura_lista",
             "template_language": "es_MX",
             "template_header_media": link,
