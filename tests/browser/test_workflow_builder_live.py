@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 from babel.messages.pofile import read_po
-from playwright.sync_api import Browser, Locator, Page, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 from sqlalchemy import select
 
 from tertulia.channels.message_templates import do_store_templates
@@ -454,18 +454,31 @@ def test_a_manager_whose_language_is_english_builds_in_english(browser: Browser,
     assert problems == []
 
 
-def test_a_named_whatsapp_template_is_filled_in_by_name(browser: Browser, setup: Setup) -> None:
-    problems: list[str] = []
+TEMPLATE_FIELD = "config.variants[0].template"
+
+
+def _whatsapp_template_variant(
+    browser: Browser, setup: Setup, problems: list[str], title: str
+) -> tuple[BrowserContext, Page, int]:
+    """A new draft titled `title` open in the builder (Spanish) as the manager, its first step with
+    a WhatsApp variant that sends a template (TEMPLATE_FIELD); the context, the page and the id."""
     context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     watch(page, problems)
-    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Rebajas por WhatsApp")
+    workflow_id = create_workflow_draft(page, setup.url, MANAGER, title)
     _card(page, "welcome").get_by_role("button", name=re.compile("^Configurar")).click()
     panel = page.get_by_test_id("builder-panel")
     panel.get_by_test_id("add-variants").click()
     _field(page, "config.variants[0].channel_type", "select").select_option("whatsapp")
-    panel.locator('[data-field="config.variants[0].template"] input[type=checkbox]').first.check()
-    template = "config.variants[0].template"
+    panel.locator(f'[data-field="{TEMPLATE_FIELD}"] input[type=checkbox]').first.check()
+    return context, page, workflow_id
+
+
+def test_a_named_whatsapp_template_is_filled_in_by_name(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context, page, workflow_id = _whatsapp_template_variant(browser, setup, problems, "Rebajas por WhatsApp")
+    panel = page.get_by_test_id("builder-panel")
+    template = TEMPLATE_FIELD
     # The number's approved templates and their parameters' names are offered as the field is typed.
     name = _field(page, f"{template}.name")
     expect(page.locator(f"#{name.get_attribute('list')} option[value=spring_sale]")).to_have_count(1)
@@ -509,16 +522,9 @@ def test_a_named_whatsapp_template_is_filled_in_by_name(browser: Browser, setup:
 
 def test_the_header_file_field_shows_only_for_a_template_whose_header_is_a_file(browser: Browser, setup: Setup) -> None:
     problems: list[str] = []
-    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    watch(page, problems)
-    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Promo con foto")
-    _card(page, "welcome").get_by_role("button", name=re.compile("^Configurar")).click()
+    context, page, workflow_id = _whatsapp_template_variant(browser, setup, problems, "Promo con foto")
     panel = page.get_by_test_id("builder-panel")
-    panel.get_by_test_id("add-variants").click()
-    _field(page, "config.variants[0].channel_type", "select").select_option("whatsapp")
-    template = "config.variants[0].template"
-    panel.locator(f'[data-field="{template}"] input[type=checkbox]').first.check()
+    template = TEMPLATE_FIELD
     media = panel.locator(f'[data-field="{template}.header_media"]')
     expect(media).to_be_hidden()  # no template chosen yet
     name = _field(page, f"{template}.name")
