@@ -26,7 +26,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tertulia.channels.message_templates import APPROVED, FILE_KINDS, Slot, component_text, is_https_url, slots
+from tertulia.channels.message_templates import (
+    APPROVED,
+    FILE_KINDS,
+    Slot,
+    component_text,
+    file_header,
+    is_https_url,
+    slots,
+)
 from tertulia.channels.models import MessageTemplate
 from tertulia.web import i18n
 
@@ -100,14 +108,6 @@ def header_slot(template: MessageTemplate | None) -> Slot | None:
     return next((s for s in slots(template) if s.component == "header" and s.kind == "text"), None)
 
 
-def media_slot(template: MessageTemplate | None) -> Slot | None:
-    """The header's file (an image, a video or a document) the header file field gives; None for a
-    template whose header is text, a place, or absent."""
-    if template is None:
-        return None
-    return next((s for s in slots(template) if s.component == "header" and s.kind in FILE_KINDS), None)
-
-
 def read_form(
     template: MessageTemplate | None,
     name: str,
@@ -151,7 +151,7 @@ def read_form(
 def _media(template: MessageTemplate | None, link: str, filename: str) -> tuple[dict[str, Any] | None, list[Problem]]:
     """The header's file parameter in Meta's form, or the problems with the typed link and name."""
     problems: list[Problem] = []
-    slot = media_slot(template)
+    slot = file_header(template)
     kind = slot.kind if slot is not None else ("document" if filename else "image")
     if link and template is not None and slot is None:
         problems.append(Problem(MEDIA_FIELD, NO_MEDIA))

@@ -21,7 +21,14 @@ from starlette.responses import Response
 from tertulia.broadcasts import service, template_form
 from tertulia.broadcasts.audience import UNSUPPORTED_TYPES
 from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus, ChannelMode
-from tertulia.channels.message_templates import component_text, find_template, language_key, slots, templates_of
+from tertulia.channels.message_templates import (
+    component_text,
+    file_header,
+    find_template,
+    language_key,
+    slots,
+    templates_of,
+)
 from tertulia.channels.models import Channel, MessageTemplate
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
@@ -579,7 +586,7 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
             continue
         for template in templates_of(ctx.session, channel, approved_only=True):
             key = f"{template.name}|{language_key(template.language)}"
-            media = template_form.media_slot(template)
+            media = file_header(template)
             found.append(
                 {
                     "channel": channel.name,
@@ -621,7 +628,7 @@ def _shown_fields(ctx: WebContext, typed: dict[str, str], errors: dict[str, str]
     if not name:
         return shown
     stored = _stored_template(ctx, name, typed.get("template_language", "").strip() or "es")
-    media = template_form.media_slot(stored)
+    media = file_header(stored)
     if template_form.header_slot(stored) is not None:
         shown.add("template_header")
     if media is not None:

@@ -120,6 +120,14 @@ def slots(template: MessageTemplate) -> list[Slot]:
     return found
 
 
+def file_header(template: MessageTemplate | None) -> Slot | None:
+    """The parameter of a header that is a file (an image, a video or a document), given by its link
+    or media id; None for a header of text, a place, or none."""
+    if template is None:
+        return None
+    return next((s for s in slots(template) if s.component == "header" and s.kind in FILE_KINDS), None)
+
+
 def as_dict(template: MessageTemplate) -> dict[str, Any]:
     """The API's and the composer's shape: what to show and what to fill in."""
     return {

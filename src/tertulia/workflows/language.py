@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
+from tertulia.channels.message_templates import FILE_KINDS
 from tertulia.contacts.models import FieldType
 from tertulia.conversations import variables
 from tertulia.kit.errors import ValidationFailed
@@ -204,9 +205,6 @@ class Duration(_Strict):
     def seconds(self) -> int:
         return self.amount * UNIT_SECONDS[self.unit]
 
-
-# The media headers a template step fills with a file by its URL (a location header it cannot).
-FILE_HEADERS = ("image", "video", "document")
 
 CHANNEL_TYPES = ("whatsapp", "messenger", "instagram", "telegram", "webchat", "email", "twilio", "vonage", "bird")
 MAX_TEMPLATE_PARAMETERS = 20
@@ -855,7 +853,7 @@ class _Checker:
 
     def header_media_fits(self, shape: TemplateShape, config: TemplateConfig, path: str) -> None:
         media = config.header_media
-        if shape.media in FILE_HEADERS:
+        if shape.media in FILE_KINDS:  # a file by its URL (a location header it cannot fill)
             if media is None:
                 self.error(
                     f"{path}.header_media",

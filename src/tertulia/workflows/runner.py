@@ -886,14 +886,8 @@ class _Performer:
         checked here, once its variables are filled in, so the run's log says what was wrong."""
         name = template["name"]
         stored = message_templates.find_template(self.session, channel, name, template["language"])
-        kind = next(
-            (
-                s.kind
-                for s in (message_templates.slots(stored) if stored is not None else [])
-                if s.component == "header" and s.kind in lang.FILE_HEADERS
-            ),
-            None,
-        )
+        slot = message_templates.file_header(stored)
+        kind = slot.kind if slot is not None else None
         if stored is not None and kind is None:
             raise DomainError(
                 f"template {name!r} has no image, video or document header on this number any more:"

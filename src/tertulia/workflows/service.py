@@ -204,9 +204,8 @@ def media_header_templates(session: Session, workspace_id: int) -> dict[str, str
     `video`, `document`): the builder shows the header file's field for these."""
     found: dict[str, str] = {}
     for template in approved_templates(session, workspace_id):
-        for slot in message_templates.slots(template):
-            if slot.component == "header" and slot.kind in lang.FILE_HEADERS:
-                found.setdefault(template.name, slot.kind)
+        if (slot := message_templates.file_header(template)) is not None:
+            found.setdefault(template.name, slot.kind)
     return found
 
 
