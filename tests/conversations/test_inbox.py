@@ -156,7 +156,11 @@ def test_agent_flow_assign_reply_with_snippet_close_reopen(client: TestClient, d
 
     with db.transaction(write=False) as session:
         system = list(
-            session.scalars(select(Message.text).where(Message.conversation_id == cid, Message.direction == "system"))
+            session.scalars(
+                select(Message.text)
+                .where(Message.conversation_id == cid, Message.direction == "system")
+                .order_by(Message.id)
+            )
         )
         assert len(system) == 3
         assert system[0].startswith("Assigned to manager")
