@@ -1,15 +1,19 @@
 """A workspace where things happen at chosen local times, and the reports' consumer fed by hand."""
 
+import csv
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
+from tertulia.contacts.exporter import safe_cell
 from tertulia.contacts.models import Contact, Tag
 from tertulia.contacts.service import do_add_tags, do_merge_contacts
 from tertulia.conversations import service as inbox
@@ -23,6 +27,7 @@ from tertulia.users.permissions import Actor
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.conversations.support import receive_customer_message
+from tests.fakes import fake_provider
 
 
 def feed(db: Database) -> int:
@@ -215,3 +220,88 @@ def a_weekend_in_business_hours(shop: Shop) -> int:
     with at(f"{TUESDAY} 09:03"):
         shop.reply(conversation, tenant.actor())
     return conversation
+
+
+# The weekend scenario's calendar and business-hours durations: a message on Friday at 18:55,
+# assigned on Monday at 09:02, answered at 09:05 and closed at 09:35, in a workspace open 09:00-19:00.
+WEEKEND = 2 * 86400 + 14 * 3600
+FIRST_RESPONSE = (WEEKEND + 10 * 60, 10 * 60)
+ASSIGNMENT = (WEEKEND + 7 * 60, 7 * 60)
+RESOLUTION = (WEEKEND + 40 * 60, 40 * 60)
+
+
+def set_hours(db: Database, tenant: Tenant, hours: dict[str, Any]) -> None:
+    with db.transaction() as session:
+        do_set_business_hours(session, tenant.actor(), hours)
+
+
+@contextmanager
+def shop_open_nine_to_seven(db: Database, tenant: Tenant) -> Iterator[Shop]:
+    """A shop on a fake provider (up for the block) in a workspace open 09:00-19:00 on weekdays since
+    the Monday before the scenarios' week."""
+    with at("2026-11-02 08:00"):
+        set_hours(db, tenant, NINE_TO_SEVEN)
+    with fake_provider() as provider:
+        yield make_shop(db, tenant, provider.url)
+
+
+def weekend(shop: Shop, tenant: Tenant) -> int:
+    """A message at 18:55 on Friday, assigned at 09:02 on Monday, answered at 09:05, closed at 09:35."""
+    with at(f"{FRIDAY} 18:55"):
+        conversation = shop.customer_writes("+5215550000101")
+    with at(f"{MONDAY} 09:02"):
+        shop.assign(conversation, tenant.owner_id)
+    with at(f"{MONDAY} 09:05"):
+        shop.reply(conversation, tenant.actor())
+    with at(f"{MONDAY} 09:35"):
+        shop.close(conversation)
+    return conversation
+
+
+def near(value: float | None, expected: float) -> bool:
+    # The scenario's clock keeps running for a moment inside each travelled instant.
+    return value is not None and abs(value - expected) <= DRIFT
+
+
+BUSY_DAY = "2026-11-02"
+
+
+def busy_day(db: Database, tenant: Tenant) -> Shop:
+    """Four conversations on BUSY_DAY, answered after 20 s, 90 s, 400 s and 4000 s, three closed,
+    and a reply the provider refuses."""
+    start = datetime.fromisoformat(f"{BUSY_DAY} 00:00")
+    with fake_provider() as provider:
+        with db.transaction() as session:
+            channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "=Tienda", {"url": provider.url})
+        shop = Shop(db, tenant, channel.id)
+        category = shop.category("Venta")
+        conversation = 0
+        for n, (hour, wait) in enumerate([(9, 20), (10, 90), (11, 400), (22, 4000)]):
+            opened = start + timedelta(hours=hour)
+            with at(opened.isoformat(sep=" ")):
+                conversation = shop.customer_writes(f"+52155500001{n:02d}")
+            with at((opened + timedelta(seconds=wait)).isoformat(sep=" ")):
+                shop.assign(conversation, tenant.agent_id if n % 2 else tenant.owner_id)
+                shop.reply(conversation, tenant.actor(Role.AGENT) if n % 2 else tenant.actor())
+            if n < 3:
+                with at((opened + timedelta(hours=1)).isoformat(sep=" ")):
+                    shop.close(conversation, category)
+        provider.script.append((400, {"error": "-1 blocked"}))
+        with at(f"{BUSY_DAY} 23:59"):
+            shop.reply(conversation, tenant.actor())
+        feed(db)
+    return shop
+
+
+def report_csv(client: Any, tenant: Tenant, name: str, table: str, params: dict[str, Any]) -> list[list[str]]:
+    response = client.get(f"/api/v1/reports/{name}/{table}.csv", headers=tenant.headers, params=params)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    return list(csv.reader(io.StringIO(response.text)))
+
+
+def as_cell(value: Any) -> str:
+    """A JSON value as the CSV writes it."""
+    if value is None:
+        return ""
+    return safe_cell(value) if isinstance(value, str) else str(value)

@@ -4,8 +4,6 @@ Monday to Friday, 09:00-19:00."""
 
 import csv
 import io
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -19,52 +17,29 @@ from tertulia.users.teams import do_create_team
 from tertulia.workspaces.service import do_set_business_hours
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import DRIFT, Shop, at, feed, make_shop, report
+from tests.reports.support import (
+    ASSIGNMENT,
+    FIRST_RESPONSE,
+    FRIDAY,
+    MONDAY,
+    NINE_TO_SEVEN,
+    RESOLUTION,
+    WEEKDAYS,
+    at,
+    feed,
+    make_shop,
+    near,
+    report,
+    set_hours,
+    shop_open_nine_to_seven,
+    weekend,
+)
 from tests.web.helpers import sign_in_as
 
-FRIDAY, MONDAY = "2026-11-06", "2026-11-09"
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday")
-NINE_TO_SEVEN = {
-    "timezone": "America/Mexico_City",
-    "week": {day: [{"start": "09:00", "end": "19:00"}] for day in WEEKDAYS},
-}
 ALWAYS = {
     "timezone": "America/Mexico_City",
     "week": {day: [{"start": "00:00", "end": "24:00"}] for day in (*WEEKDAYS, "saturday", "sunday")},
 }
-# Calendar times of the weekend scenario: Friday 18:55 to Monday 09:02, 09:05 and 09:35.
-WEEKEND = 2 * 86400 + 14 * 3600
-FIRST_RESPONSE = (WEEKEND + 10 * 60, 10 * 60)
-ASSIGNMENT = (WEEKEND + 7 * 60, 7 * 60)
-RESOLUTION = (WEEKEND + 40 * 60, 40 * 60)
-
-
-def _set_hours(db: Database, tenant: Tenant, hours: dict[str, Any]) -> None:
-    with db.transaction() as session:
-        do_set_business_hours(session, tenant.actor(), hours)
-
-
-@contextmanager
-def _shop_open_nine_to_seven(db: Database, tenant: Tenant) -> Iterator[Shop]:
-    """A shop on a fake provider (up for the block) in a workspace open 09:00-19:00 on weekdays since
-    the Monday before the scenarios' week."""
-    with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
-    with fake_provider() as provider:
-        yield make_shop(db, tenant, provider.url)
-
-
-def _weekend(shop: Shop, tenant: Tenant) -> int:
-    """A message at 18:55 on Friday, assigned at 09:02 on Monday, answered at 09:05, closed at 09:35."""
-    with at(f"{FRIDAY} 18:55"):
-        conversation = shop.customer_writes("+5215550000101")
-    with at(f"{MONDAY} 09:02"):
-        shop.assign(conversation, tenant.owner_id)
-    with at(f"{MONDAY} 09:05"):
-        shop.reply(conversation, tenant.actor())
-    with at(f"{MONDAY} 09:35"):
-        shop.close(conversation)
-    return conversation
 
 
 def _custom(first: str, last: str, **more: Any) -> dict[str, Any]:
@@ -76,16 +51,11 @@ def _summary(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {row[0]: dict(zip(table["columns"], row, strict=True)) for row in table["rows"]}
 
 
-def _near(value: float | None, expected: float) -> bool:
-    # The scenario's clock keeps running for a moment inside each travelled instant.
-    return value is not None and abs(value - expected) <= DRIFT
-
-
 def test_a_friday_evening_message_answered_on_monday_is_ten_business_minutes(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with _shop_open_nine_to_seven(db, tenant) as shop:
-        conversation = _weekend(shop, tenant)
+    with shop_open_nine_to_seven(db, tenant) as shop:
+        conversation = weekend(shop, tenant)
         # Before the consumer applies them, the report replays the pending events: same numbers.
         pending = report(client, tenant, "conversations", **_custom(MONDAY, MONDAY, business_hours="true"))
         feed(db)
@@ -104,8 +74,8 @@ def test_a_friday_evening_message_answered_on_monday_is_ten_business_minutes(
         for metric, (calendar_seconds, business_seconds) in metrics.items():
             assert plain[metric]["count"] == in_hours[metric]["count"] == 1, (name, metric)
             for column in ("average_seconds", "median_seconds", "p90_seconds"):
-                assert _near(plain[metric][column], calendar_seconds), (name, metric, column)
-                assert _near(in_hours[metric][column], business_seconds), (name, metric, column)
+                assert near(plain[metric][column], calendar_seconds), (name, metric, column)
+                assert near(in_hours[metric][column], business_seconds), (name, metric, column)
         # Counts do not change.
         for metric in plain:
             if plain[metric]["average_seconds"] is None:
@@ -117,10 +87,10 @@ def test_a_friday_evening_message_answered_on_monday_is_ten_business_minutes(
     # The per-person row and the leaderboard read the same times.
     users = report(client, tenant, "users", **_custom(MONDAY, MONDAY, business_hours="true"))["tables"]["users"]
     owner = next(dict(zip(users["columns"], row, strict=True)) for row in users["rows"] if row[0] == tenant.owner_id)
-    assert _near(owner["first_response_median_seconds"], 600)
-    assert _near(owner["resolution_median_seconds"], 2400)
+    assert near(owner["first_response_median_seconds"], 600)
+    assert near(owner["resolution_median_seconds"], 2400)
     board = report(client, tenant, "leaderboard", **_custom(MONDAY, MONDAY, metric="first_response", business_hours=1))
-    assert _near(board["tables"]["leaderboard"]["rows"][0][3], 600)
+    assert near(board["tables"]["leaderboard"]["rows"][0][3], 600)
     # The bucket table moves the reply from "> 1 h" to the ten-minute edge ("5-10 min" below 600 s,
     # "10-30 min" from 600 s: the scenario's clock may add a fraction of a second either side).
     calendar_buckets = report(client, tenant, "responses", **_custom(MONDAY, MONDAY))["tables"]["buckets"]["rows"]
@@ -136,16 +106,16 @@ def test_a_friday_evening_message_answered_on_monday_is_ten_business_minutes(
         assert fact.first_response_seconds is not None
         assert fact.first_response_business_seconds is not None
         assert fact.resolution_business_seconds is not None
-        assert _near(fact.first_response_seconds, FIRST_RESPONSE[0])
-        assert _near(fact.first_response_business_seconds, 600)
-        assert _near(fact.resolution_business_seconds, 2400)
+        assert near(fact.first_response_seconds, FIRST_RESPONSE[0])
+        assert near(fact.first_response_business_seconds, 600)
+        assert near(fact.resolution_business_seconds, 2400)
 
 
 def test_the_csv_and_the_drill_down_follow_the_toggle(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with _shop_open_nine_to_seven(db, tenant) as shop:
-        conversation = _weekend(shop, tenant)
+    with shop_open_nine_to_seven(db, tenant) as shop:
+        conversation = weekend(shop, tenant)
         feed(db)
     params = _custom(MONDAY, MONDAY, business_hours="1")
     body = report(client, tenant, "conversations", **params)
@@ -155,7 +125,7 @@ def test_the_csv_and_the_drill_down_follow_the_toggle(
     by_metric = {row[0]: row for row in rows[1:]}
     json_rows = {row[0]: row for row in body["tables"]["summary"]["rows"]}
     assert by_metric["first_response"][2] == str(json_rows["first_response"][2])
-    assert _near(float(by_metric["first_response"][3]), 600)
+    assert near(float(by_metric["first_response"][3]), 600)
 
     def listed(**more: Any) -> dict[str, Any]:
         found = client.get(
@@ -180,16 +150,16 @@ def test_the_csv_and_the_drill_down_follow_the_toggle(
 def test_opened_at_23_50_and_answered_next_morning_counts_the_five_open_minutes(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with _shop_open_nine_to_seven(db, tenant) as shop:
+    with shop_open_nine_to_seven(db, tenant) as shop:
         with at("2026-11-02 23:50"):
             conversation = shop.customer_writes("+5215550000102")
         with at("2026-11-03 09:05"):
             shop.reply(conversation, tenant.actor())
         feed(db)
     day = _custom("2026-11-03", "2026-11-03")
-    assert _near(_summary(report(client, tenant, "responses", **day))["first_response"]["average_seconds"], 33_300)
+    assert near(_summary(report(client, tenant, "responses", **day))["first_response"]["average_seconds"], 33_300)
     business = _summary(report(client, tenant, "responses", **day, business_hours=1))
-    assert _near(business["first_response"]["average_seconds"], 300)
+    assert near(business["first_response"]["average_seconds"], 300)
 
 
 def test_the_hours_in_force_then_count_not_those_saved_later(
@@ -197,14 +167,14 @@ def test_the_hours_in_force_then_count_not_those_saved_later(
 ) -> None:
     """The consumer applies the events only after the hours changed to open around the clock: the
     weekend still counts as closed, because those were the hours while the customer waited."""
-    with _shop_open_nine_to_seven(db, tenant) as shop:
-        _weekend(shop, tenant)
+    with shop_open_nine_to_seven(db, tenant) as shop:
+        weekend(shop, tenant)
         with at(f"{MONDAY} 12:00"):
-            _set_hours(db, tenant, ALWAYS)
+            set_hours(db, tenant, ALWAYS)
         feed(db)
     business = _summary(report(client, tenant, "conversations", **_custom(MONDAY, MONDAY, business_hours=1)))
-    assert _near(business["first_response"]["median_seconds"], 600)
-    assert _near(business["resolution"]["median_seconds"], 2400)
+    assert near(business["first_response"]["median_seconds"], 600)
+    assert near(business["resolution"]["median_seconds"], 2400)
 
 
 def test_a_team_with_its_own_hours_measures_its_conversations_by_them(
@@ -213,7 +183,7 @@ def test_a_team_with_its_own_hours_measures_its_conversations_by_them(
     """The workspace is open 9-19 on weekdays; the team works weekends too (around the clock), so its
     conversation waited the whole weekend in business hours."""
     with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
+        set_hours(db, tenant, NINE_TO_SEVEN)
         with db.transaction() as session:
             team = do_create_team(session, tenant.actor(), "Guardia")
             do_set_business_hours(session, tenant.actor(), ALWAYS, team_id=team.id)
@@ -230,7 +200,7 @@ def test_a_team_with_its_own_hours_measures_its_conversations_by_them(
             shop.reply(conversation, tenant.actor())
         feed(db)
     business = _summary(report(client, tenant, "responses", **_custom(MONDAY, MONDAY, business_hours=1)))
-    assert _near(business["first_response"]["median_seconds"], FIRST_RESPONSE[0])
+    assert near(business["first_response"]["median_seconds"], FIRST_RESPONSE[0])
 
 
 def test_without_business_hours_the_toggle_is_refused_and_disabled(
@@ -256,7 +226,7 @@ def test_without_business_hours_the_toggle_is_refused_and_disabled(
     assert 'summary.csv?range=last_7_days" download' in page.text
     assert "&amp;business_hours=1" not in page.text
     # Once the workspace has hours, the toggle is there, and checked when asked for.
-    _set_hours(db, tenant, NINE_TO_SEVEN)
+    set_hours(db, tenant, NINE_TO_SEVEN)
     page = client.get("/reports/responses", params={"business_hours": "1"})
     toggle = page.text.split('data-testid="business-hours"', 1)[1].split(">", 1)[0]
     assert "disabled" not in toggle

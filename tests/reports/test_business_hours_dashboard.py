@@ -7,15 +7,16 @@ from fastapi.testclient import TestClient
 from tertulia.kit.db import Database
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter
-from tests.reports.support import at, feed
-from tests.reports.test_business_hours import (
+from tests.reports.support import (
     FIRST_RESPONSE,
     FRIDAY,
     MONDAY,
     RESOLUTION,
-    _near,
-    _shop_open_nine_to_seven,
-    _weekend,
+    at,
+    feed,
+    near,
+    shop_open_nine_to_seven,
+    weekend,
 )
 from tests.web.helpers import sign_in_as
 
@@ -23,8 +24,8 @@ from tests.web.helpers import sign_in_as
 def test_the_dashboard_times_in_business_hours(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    with _shop_open_nine_to_seven(db, tenant) as shop:
-        _weekend(shop, tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
+    with shop_open_nine_to_seven(db, tenant) as shop:
+        weekend(shop, tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
         with at(f"{FRIDAY} 18:58"):
             shop.customer_writes("+5215550000102")  # still waiting on Monday: 2 + 10 business minutes
         with at(f"{MONDAY} 09:10"):
@@ -41,10 +42,10 @@ def test_the_dashboard_times_in_business_hours(
     assert calendar["business_hours"] is False
     assert board["business_hours"] is True
     assert pending.json()["times_today"] == board["times_today"]
-    assert _near(board["times_today"]["first_response_median_seconds"], FIRST_RESPONSE[1])
-    assert _near(board["times_today"]["resolution_median_seconds"], RESOLUTION[1])
-    assert _near(calendar["times_today"]["first_response_median_seconds"], FIRST_RESPONSE[0])
-    assert _near(calendar["times_today"]["resolution_median_seconds"], RESOLUTION[0])
+    assert near(board["times_today"]["first_response_median_seconds"], FIRST_RESPONSE[1])
+    assert near(board["times_today"]["resolution_median_seconds"], RESOLUTION[1])
+    assert near(calendar["times_today"]["first_response_median_seconds"], FIRST_RESPONSE[0])
+    assert near(calendar["times_today"]["resolution_median_seconds"], RESOLUTION[0])
     [waiting] = board["waiting"]["oldest"]
     assert 12 * 60 <= waiting["waiting_seconds"] <= 12 * 60 + 30  # the clock runs on inside the instant
     assert calendar["waiting"]["oldest"][0]["waiting_seconds"] > 2 * 86400

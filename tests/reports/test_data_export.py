@@ -29,17 +29,21 @@ from tertulia.users.models import Role
 from tertulia.users.service import do_create_api_token
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed, make_shop
-from tests.reports.test_business_hours import (
+from tests.reports.support import (
+    BUSY_DAY,
     FIRST_RESPONSE,
     FRIDAY,
     MONDAY,
     NINE_TO_SEVEN,
     RESOLUTION,
-    _set_hours,
-    _weekend,
+    Shop,
+    at,
+    busy_day,
+    feed,
+    make_shop,
+    set_hours,
+    weekend,
 )
-from tests.reports.test_pages import DAY, _busy_day
 from tests.web.helpers import sign_in_as
 
 RANGE = {"from": "2026-11-01", "to": "2026-11-03"}
@@ -58,8 +62,8 @@ def exports_folder(tenant: Tenant) -> Iterator[Path]:
 def _shop_with_formulas(db: Database, tenant: Tenant) -> Shop:
     """The reports' busy day (its channel is named "=Tienda", a reply failed with "-1 blocked"), a
     customer who writes formulas, and a contact outside the range."""
-    shop = _busy_day(db, tenant)
-    with at(f"{DAY} 12:00"):
+    shop = busy_day(db, tenant)
+    with at(f"{BUSY_DAY} 12:00"):
         conversation = shop.customer_writes("+5215550007777", text='=HYPERLINK("http://x")')
     with db.transaction() as session:
         conv = session.get(Conversation, conversation)
@@ -312,9 +316,9 @@ def test_the_conversations_file_has_business_hours_times_beside_the_calendar_one
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter, exports_folder: Path
 ) -> None:
     with at("2026-11-02 08:00"):
-        _set_hours(db, tenant, NINE_TO_SEVEN)
+        set_hours(db, tenant, NINE_TO_SEVEN)
     with fake_provider() as provider:
-        _weekend(make_shop(db, tenant, provider.url), tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
+        weekend(make_shop(db, tenant, provider.url), tenant)  # Friday 18:55, answered Monday 09:05, closed 09:35
         feed(db)
     created = _start(client, tenant, **{"from": FRIDAY, "to": MONDAY})
     header, *rows = _zip(client, tenant, created["id"])["conversations"]

@@ -25,18 +25,21 @@ from tests.broadcasts.support import fake_channel
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, fake_provider
 from tests.reports.support import (
+    BUSY_DAY,
     DRIFT,
     MONDAY,
     REPLY_DAY,
     TUESDAY,
     Shop,
     a_weekend_in_business_hours,
+    as_cell,
     at,
+    busy_day,
     feed,
     reassignments_and_reopenings,
     report,
+    report_csv,
 )
-from tests.reports.test_pages import DAY, _as_cell, _busy_day, _csv
 from tests.web.helpers import sign_in_as
 
 COUNT = re.compile(r'data-testid="list-count" data-count="(\d+)"')
@@ -73,11 +76,11 @@ def _more_days(shop: Shop, tenant: Tenant) -> None:
 def test_every_bar_lists_as_many_conversations_as_it_counts(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    shop = _busy_day(db, tenant)
+    shop = busy_day(db, tenant)
     _more_days(shop, tenant)  # not fed: these are pending events, which the bars count too
     sign_in_as(client, db, tenant.manager_id, "manager-password")
     ranges: list[dict[str, Any]] = [
-        {"range": "custom", "from": DAY, "to": DAY},  # one day: bars by hour
+        {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY},  # one day: bars by hour
         {"range": "custom", "from": "2026-11-01", "to": "2026-11-04"},
         {"range": "custom", "from": "2026-11-01", "to": "2026-11-04", "user_id": tenant.agent_id},
         {"range": "custom", "from": "2026-11-01", "to": "2026-11-04", "channel_id": shop.channel_id},
@@ -115,13 +118,15 @@ def test_every_bar_lists_as_many_conversations_as_it_counts(
 def test_the_report_links_its_bars_to_their_lists_and_the_list_links_to_the_inbox(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    _busy_day(db, tenant)
+    busy_day(db, tenant)
     sign_in_as(client, db, tenant.owner_id, "owner-password")
-    params = {"range": "custom", "from": DAY, "to": DAY}
+    params = {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY}
     page = client.get("/reports/conversations", params=params)
     assert page.status_code == 200
-    assert f"/reports/conversations/list?metric=opened&amp;period={DAY}T09" in page.text
-    listed = client.get("/reports/conversations/list", params={**params, "metric": "opened", "period": f"{DAY}T09"})
+    assert f"/reports/conversations/list?metric=opened&amp;period={BUSY_DAY}T09" in page.text
+    listed = client.get(
+        "/reports/conversations/list", params={**params, "metric": "opened", "period": f"{BUSY_DAY}T09"}
+    )
     assert listed.status_code == 200
     assert re.search(r'href="/messages/\d+"', listed.text)
     responses = client.get("/reports/responses", params=params)
@@ -138,9 +143,9 @@ def test_the_report_links_its_bars_to_their_lists_and_the_list_links_to_the_inbo
 def test_an_agents_list_is_their_own_numbers(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    _busy_day(db, tenant)
+    busy_day(db, tenant)
     sign_in_as(client, db, tenant.agent_id, "agent-password")
-    params = {"range": "custom", "from": DAY, "to": DAY, "metric": "first_response"}
+    params = {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY, "metric": "first_response"}
     # The agent answered two of the four (90 s and 4000 s): only theirs are listed.
     assert _listed(client, "responses", params) == (2, 2)
     assert _listed(client, "responses", {**params, "bucket": ">1h"}) == (1, 1)
@@ -288,8 +293,8 @@ def test_the_reply_time_lists_in_business_hours_and_on_the_page(
 def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    _busy_day(db, tenant)  # on the channel "=Tienda"
-    day = {"range": "custom", "from": DAY, "to": DAY}
+    busy_day(db, tenant)  # on the channel "=Tienda"
+    day = {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY}
     # The contact of the conversation answered after 90 s gets a name a spreadsheet would run.
     (answered,) = _conversations(client, tenant, {**day, "metric": "first_response", "bucket": "30s-2m"})
     contact_id = client.get(f"/api/v1/conversations/{answered}", headers=tenant.headers).json()["contact_id"]
@@ -301,7 +306,7 @@ def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
     assert renamed.status_code == 200, renamed.text
     bars: list[tuple[str, dict[str, Any]]] = [
         ("conversations", {"metric": "opened"}),
-        ("conversations", {"metric": "closed", "period": f"{DAY}T10"}),
+        ("conversations", {"metric": "closed", "period": f"{BUSY_DAY}T10"}),
         ("responses", {"metric": "first_response"}),
         ("responses", {"metric": "first_response", "bucket": "30s-2m"}),
         ("responses", {"metric": "reply_time", "business_hours": "false"}),
@@ -310,13 +315,13 @@ def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
     for name, bar in bars:
         params = {**day, **bar}
         listed = client.get(f"/api/v1/reports/{name}/list", headers=tenant.headers, params=params).json()
-        rows = _csv(client, tenant, name, "list", params)
+        rows = report_csv(client, tenant, name, "list", params)
         assert rows[0] == ["conversation_id", "at", "contact", "channel_id", "channel", "seconds"]
         assert len(rows) - 1 == len(listed["items"]) == listed["count"] == listed["total"], (name, bar)
         assert listed["truncated"] is False
         for row, item in zip(rows[1:], listed["items"], strict=True):
             json_columns = ("conversation_id", "channel_id", "seconds")
-            assert [row[0], row[3], row[5]] == [_as_cell(item[key]) for key in json_columns], (name, bar)
+            assert [row[0], row[3], row[5]] == [as_cell(item[key]) for key in json_columns], (name, bar)
             # The JSON's instant to the second, in the workspace's time zone (Mexico City: UTC-6).
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d-06:00", row[1]), row[1]
             instant = datetime.fromisoformat(item["at"]).replace(microsecond=0)
@@ -324,20 +329,20 @@ def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
             assert row[4] == "'=Tienda"  # a formula-looking channel name, neutralised
             assert row[2]
     # The renamed contact: neutralised, not a formula.
-    rows = _csv(client, tenant, "responses", "list", {**day, "metric": "first_response", "bucket": "30s-2m"})
+    rows = report_csv(client, tenant, "responses", "list", {**day, "metric": "first_response", "bucket": "30s-2m"})
     assert [row[2] for row in rows[1:]] == ["'=HYPERLINK(1)"]
     response = client.get(
         "/api/v1/reports/responses/list.csv", headers=tenant.headers, params={**day, "metric": "first_response"}
     )
     assert response.headers["content-disposition"] == (
-        f'attachment; filename="responses-first_response-list-{DAY}-{DAY}.csv"'
+        f'attachment; filename="responses-first_response-list-{BUSY_DAY}-{BUSY_DAY}.csv"'
     )
     # The JSON list's refusals, with the error's shape.
     for name, bad, field in [
         ("responses", {"metric": "replies"}, "metric"),
         ("responses", {"metric": "reply_time", "bucket": "2h"}, "bucket"),
         ("conversations", {"metric": "opened", "period": "2026-11-05"}, "period"),
-        ("conversations", {"metric": "opened", "range": "custom", "from": "2026-11-05", "to": DAY}, None),
+        ("conversations", {"metric": "opened", "range": "custom", "from": "2026-11-05", "to": BUSY_DAY}, None),
     ]:
         for suffix in ("list", "list.csv"):
             refused = client.get(f"/api/v1/reports/{name}/{suffix}", headers=tenant.headers, params={**day, **bad})
@@ -359,7 +364,7 @@ def test_a_lists_csv_has_the_json_lists_rows_with_names_made_safe(
     link = re.search(r'href="(/api/v1/reports/responses/list\.csv\?[^"]*)"[^>]*data-testid="list-csv"', page.text)
     assert link is not None, page.text
     address = html.unescape(link.group(1))
-    assert f"range=custom&from={DAY}&to={DAY}&metric=first_response&bucket=%3E1h" in address
+    assert f"range=custom&from={BUSY_DAY}&to={BUSY_DAY}&metric=first_response&bucket=%3E1h" in address
     linked = list(csv.reader(io.StringIO(client.get(address).text)))
     assert len(linked) - 1 == _listed(client, "responses", {**mine, "bucket": ">1h"})[0] == 1
 
@@ -393,7 +398,7 @@ def test_a_long_list_says_it_is_cut_and_its_csv_has_every_row_in_order(
     listed = client.get("/api/v1/reports/conversations/list", headers=tenant.headers, params=day).json()
     assert (listed["count"], listed["total"], listed["truncated"]) == (total, total, True)
     assert [item["conversation_id"] for item in listed["items"]] == expected[: service.DRILL_LIMIT]
-    rows = _csv(client, tenant, "conversations", "list", day)
+    rows = report_csv(client, tenant, "conversations", "list", day)
     assert [int(row[0]) for row in rows[1:]] == expected
     assert rows[1][1] == "2026-11-04T00:00:00-03:00"
     assert rows[-1][1] == (start + timedelta(seconds=30 * ((total - 1) // 7))).astimezone(zone).isoformat()
@@ -410,7 +415,7 @@ def test_a_long_list_says_it_is_cut_and_its_csv_has_every_row_in_order(
         found = re.search(r'href="([^"]*)" download data-testid="list-truncated-csv">([^<]*)<', page.text)
         assert found is not None, page.text
         assert found.group(2) == link
-        assert len(_csv(client, tenant, "conversations", "list", day)) - 1 == total
+        assert len(report_csv(client, tenant, "conversations", "list", day)) - 1 == total
         assert html.unescape(found.group(1)).startswith("/api/v1/reports/conversations/list.csv?range=custom")
 
 

@@ -1,75 +1,26 @@
 """The Reports page: its tables are the API's, in the reader's language, with a CSV link per table;
 the CSV files equal the JSON for every report and a few filter combinations."""
 
-import csv
-import io
-from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel
-from tertulia.contacts.exporter import safe_cell
 from tertulia.kit.db import Database
 from tertulia.reports.service import REPORTS
-from tertulia.users.models import Role
 from tests.conftest import Tenant
-from tests.fakes import FakeHttpAdapter, fake_provider
-from tests.reports.support import Shop, at, feed, report
+from tests.fakes import FakeHttpAdapter
+from tests.reports.support import BUSY_DAY, as_cell, busy_day, report, report_csv
 from tests.web.helpers import sign_in_as
-
-DAY = "2026-11-02"
-
-
-def _busy_day(db: Database, tenant: Tenant) -> Shop:
-    """Four conversations on one day, answered after 20 s, 90 s, 400 s and 4000 s, three closed,
-    and a reply the provider refuses."""
-    start = datetime.fromisoformat(f"{DAY} 00:00")
-    with fake_provider() as provider:
-        with db.transaction() as session:
-            channel: Channel = do_create_channel(session, tenant.actor(), "fakehttp", "=Tienda", {"url": provider.url})
-        shop = Shop(db, tenant, channel.id)
-        category = shop.category("Venta")
-        conversation = 0
-        for n, (hour, wait) in enumerate([(9, 20), (10, 90), (11, 400), (22, 4000)]):
-            opened = start + timedelta(hours=hour)
-            with at(opened.isoformat(sep=" ")):
-                conversation = shop.customer_writes(f"+52155500001{n:02d}")
-            with at((opened + timedelta(seconds=wait)).isoformat(sep=" ")):
-                shop.assign(conversation, tenant.agent_id if n % 2 else tenant.owner_id)
-                shop.reply(conversation, tenant.actor(Role.AGENT) if n % 2 else tenant.actor())
-            if n < 3:
-                with at((opened + timedelta(hours=1)).isoformat(sep=" ")):
-                    shop.close(conversation, category)
-        provider.script.append((400, {"error": "-1 blocked"}))
-        with at(f"{DAY} 23:59"):
-            shop.reply(conversation, tenant.actor())
-        feed(db)
-    return shop
-
-
-def _csv(client: TestClient, tenant: Tenant, name: str, table: str, params: dict[str, Any]) -> list[list[str]]:
-    response = client.get(f"/api/v1/reports/{name}/{table}.csv", headers=tenant.headers, params=params)
-    assert response.status_code == 200, response.text
-    assert response.headers["content-type"].startswith("text/csv")
-    return list(csv.reader(io.StringIO(response.text)))
-
-
-def _as_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    return safe_cell(value) if isinstance(value, str) else str(value)
 
 
 def test_every_csv_equals_its_json_table(
     db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
 ) -> None:
-    shop = _busy_day(db, tenant)
+    shop = busy_day(db, tenant)
     combinations: list[dict[str, Any]] = [
         {"range": "last_30_days"},
-        {"range": "custom", "from": DAY, "to": DAY},
+        {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY},
         {"range": "custom", "from": "2026-10-20", "to": "2026-11-05", "channel_id": shop.channel_id},
         {"range": "custom", "from": "2026-10-20", "to": "2026-11-05", "user_id": tenant.agent_id, "source": "incoming"},
     ]
@@ -78,31 +29,38 @@ def test_every_csv_equals_its_json_table(
         for name in REPORTS:
             body = report(client, tenant, name, **params)
             for table_name, table in body["tables"].items():
-                rows = _csv(client, tenant, name, table_name, params)
+                rows = report_csv(client, tenant, name, table_name, params)
                 assert rows[0] == table["columns"]
-                assert rows[1:] == [[_as_cell(v) for v in row] for row in table["rows"]], (name, table_name, params)
+                assert rows[1:] == [[as_cell(v) for v in row] for row in table["rows"]], (name, table_name, params)
                 checked += 1
     assert checked == 4 * 36  # the tables of the nine reports
     # The workspace's totals (read without filters) and the detailed rows (read with a filter every
     # conversation here passes) are two copies of the same numbers.
     for name in REPORTS:
-        whole = report(client, tenant, name, range="custom", **{"from": DAY, "to": DAY})["tables"]
-        detailed = report(client, tenant, name, range="custom", channel_id=shop.channel_id, **{"from": DAY, "to": DAY})
+        whole = report(client, tenant, name, range="custom", **{"from": BUSY_DAY, "to": BUSY_DAY})["tables"]
+        detailed = report(
+            client, tenant, name, range="custom", channel_id=shop.channel_id, **{"from": BUSY_DAY, "to": BUSY_DAY}
+        )
         assert detailed["tables"] == whole, name
     # Some numbers really are there (the comparison is not of empty tables).
-    day_params = {"range": "custom", "from": DAY, "to": DAY}
+    day_params = {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY}
     assignments = report(client, tenant, "assignments", **day_params)["tables"]
     assert [row[2:] for row in assignments["by_user"]["rows"]] == [[2, 0], [2, 0]]
-    assert _csv(client, tenant, "assignments", "by_source", day_params)[1] == ["user", "4", "0"]
+    assert report_csv(client, tenant, "assignments", "by_source", day_params)[1] == ["user", "4", "0"]
     resolutions = report(client, tenant, "resolutions", **day_params)["tables"]
     assert resolutions["by_closer"]["rows"][0][:2] == ["user", 3]
-    assert _csv(client, tenant, "contacts", "added_by_source", day_params)[4] == ["incoming", "4"]
-    day = report(client, tenant, "messages", range="custom", **{"from": DAY, "to": DAY})
+    assert report_csv(client, tenant, "contacts", "added_by_source", day_params)[4] == ["incoming", "4"]
+    day = report(client, tenant, "messages", range="custom", **{"from": BUSY_DAY, "to": BUSY_DAY})
     assert day["tables"]["by_channel"]["rows"][0][1] == "=Tienda"
     assert (
-        _csv(client, tenant, "messages", "by_channel", {"range": "custom", "from": DAY, "to": DAY})[1][1] == "'=Tienda"
+        report_csv(client, tenant, "messages", "by_channel", {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY})[1][
+            1
+        ]
+        == "'=Tienda"
     )
-    assert _csv(client, tenant, "messages", "failed_reasons", {"range": "custom", "from": DAY, "to": DAY})[1] == [
+    assert report_csv(
+        client, tenant, "messages", "failed_reasons", {"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY}
+    )[1] == [
         "'-1 blocked",
         "1",
     ]
@@ -120,14 +78,17 @@ def test_the_page_in_both_languages_with_tables_and_csv_links(
 ) -> None:
     sign_in_as(client, db, tenant.manager_id, "manager-password")
     client.cookies.set("tertulia_lang", language)
-    page = client.get("/reports/conversations", params={"range": "custom", "from": DAY, "to": DAY})
+    page = client.get("/reports/conversations", params={"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY})
     assert page.status_code == 200, page.text
     assert heading in page.text
     assert definition in page.text
-    assert f'href="/api/v1/reports/conversations/summary.csv?range=custom&amp;from={DAY}&amp;to={DAY}"' in page.text
+    assert (
+        f'href="/api/v1/reports/conversations/summary.csv?range=custom&amp;from={BUSY_DAY}&amp;to={BUSY_DAY}"'
+        in page.text
+    )
     assert 'id="report-data"' in page.text
     assert "<canvas" in page.text
-    bad = client.get("/reports/conversations", params={"range": "custom", "from": DAY})
+    bad = client.get("/reports/conversations", params={"range": "custom", "from": BUSY_DAY})
     assert bad.status_code == 200
     assert "field-error" in bad.text
     assert ("Un periodo personalizado necesita" if language == "es" else "A custom range needs") in bad.text
@@ -189,7 +150,7 @@ def test_the_new_reports_render_in_both_languages(
 ) -> None:
     sign_in_as(client, db, tenant.manager_id, "manager-password")
     client.cookies.set("tertulia_lang", language)
-    page = client.get(f"/reports/{name}", params={"range": "custom", "from": DAY, "to": DAY})
+    page = client.get(f"/reports/{name}", params={"range": "custom", "from": BUSY_DAY, "to": BUSY_DAY})
     assert page.status_code == 200, page.text
     for text in expected:
         assert text in page.text, text
@@ -197,6 +158,6 @@ def test_the_new_reports_render_in_both_languages(
         assert f'data-testid="report-tab-{other}"' in page.text
     first_table = {"users": "summary", "leaderboard": "leaderboard"}.get(name, "series")
     options = "&amp;metric=closed&amp;by=user" if name == "leaderboard" else ""
-    csv_link = f"/api/v1/reports/{name}/{first_table}.csv?range=custom&amp;from={DAY}&amp;to={DAY}{options}"
+    csv_link = f"/api/v1/reports/{name}/{first_table}.csv?range=custom&amp;from={BUSY_DAY}&amp;to={BUSY_DAY}{options}"
     assert f'href="{csv_link}"' in page.text
     assert 'data-chart="' in page.text
