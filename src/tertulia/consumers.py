@@ -7,6 +7,7 @@ domain as an `events.dispatcher.Consumer` and list it in EVENT_CONSUMERS.
 """
 
 from tertulia.assistant import bot as assistant_bot
+from tertulia.broadcasts import hooks as broadcast_hooks
 from tertulia.broadcasts import service as broadcasts_service
 from tertulia.contacts import hooks as contact_hooks
 from tertulia.conversations import away
@@ -17,6 +18,7 @@ from tertulia.events.dispatcher import Consumer
 from tertulia.notifications import feed as notifications_feed
 from tertulia.reports import rollups as reports_rollups
 from tertulia.webhooks import fanout as webhooks_fanout
+from tertulia.workflows import broadcast_replies as workflow_broadcast_replies
 from tertulia.workflows import triggers as workflow_triggers
 
 # Run inside the merge transaction, in this order.
@@ -44,5 +46,7 @@ def install() -> None:
     """Idempotent; consumers registered through `dispatcher.register` (tests) are kept."""
     contact_hooks.set_merge_hooks(MERGE_HOOKS)
     conversation_hooks.set_received_hooks(RECEIVED_HOOKS)
+    # The workflows a broadcast may name to run for each contact who replies.
+    broadcast_hooks.set_reply_workflows(workflow_broadcast_replies.reply_workflows)
     for consumer in EVENT_CONSUMERS:
         dispatcher.register(consumer)

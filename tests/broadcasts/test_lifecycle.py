@@ -20,6 +20,7 @@ from tertulia.kit.db import Database
 from tests.broadcasts.support import broadcast_messages, customers_write, draft, fake_channel, get, recipients
 from tests.conftest import Tenant
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
+from tests.workflows.support import feed, publish, runs
 
 
 @contextmanager
@@ -216,6 +217,15 @@ def test_a_reply_within_the_window_counts_once_and_a_keyword_unsubscribes(
         channel = fake_channel(db, tenant, provider.url)
         other = fake_channel(db, tenant, provider.url)
         ana, ben, cris = customers_write(db, channel, ["+5215500000001", "+5215500000002", "+5215500000003"])
+        on_reply = publish(
+            db,
+            tenant,
+            {
+                "trigger": {"type": "broadcast_replied", "config": {}},
+                "steps": [{"id": "mark", "type": "add_tags", "config": {"tags": ["respondio"]}}],
+            },
+            name="Al responder",
+        )
         broadcast_id = draft(
             db,
             tenant,
@@ -223,7 +233,7 @@ def test_a_reply_within_the_window_counts_once_and_a_keyword_unsubscribes(
             audience="all",
             channel_id=channel.id,
             content={"default": {"text": "¿Vienes?"}},
-            reply_workflow_id=7,
+            reply_workflow_id=on_reply,
         )
         base = f"/api/v1/broadcasts/{broadcast_id}"
         assert send_now(client, tenant, base)["status"] == "completed"
@@ -239,8 +249,11 @@ def test_a_reply_within_the_window_counts_once_and_a_keyword_unsubscribes(
         with db.transaction(write=False) as session:
             events = list(session.scalars(select(EventRecord).where(EventRecord.type == "broadcast.replied")))
         assert [(e.payload["broadcast_id"], e.payload["contact_id"], e.payload["workflow_id"]) for e in events] == [
-            (broadcast_id, ana, 7)
+            (broadcast_id, ana, on_reply)
         ]
+        # The named workflow runs once, for the one contact who replied in time.
+        feed(db)
+        assert [(run.contact_id, run.status) for run in runs(db, on_reply)] == [(ana, "finished")]
         # BAJA (any case, any accent) opts the contact out of broadcasts; they are excluded after.
         customers_write(db, channel, ["+5215500000002"], text=" Baja ")
         with db.transaction(write=False) as session:

@@ -36,8 +36,8 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.broadcasts import hooks, tasks
 from tertulia.broadcasts import repository as repo
-from tertulia.broadcasts import tasks
 from tertulia.broadcasts.audience import (
     UNSUPPORTED_TYPES,
     AudienceGone,
@@ -352,6 +352,10 @@ def _apply(session: Session, actor: Actor, item: Broadcast, fields: DraftFields)
         workflow = fields.reply_workflow_id
         if workflow is not None and (not isinstance(workflow, int) or isinstance(workflow, bool) or workflow < 1):
             raise ValidationFailed.field("reply_workflow_id", "must be a workflow id")
+        if workflow is not None and workflow not in {w.id for w in hooks.reply_workflows(session, actor.workspace_id)}:
+            raise ValidationFailed.field(
+                "reply_workflow_id", "no workflow of this workspace with a broadcast reply trigger has this id"
+            )
         item.reply_workflow_id = workflow
 
 

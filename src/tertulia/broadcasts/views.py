@@ -18,7 +18,7 @@ from fastapi import APIRouter, Form, Query
 from sqlalchemy import select
 from starlette.responses import Response
 
-from tertulia.broadcasts import service, template_form
+from tertulia.broadcasts import hooks, service, template_form
 from tertulia.broadcasts.audience import UNSUPPORTED_TYPES
 from tertulia.broadcasts.models import Audience, Broadcast, BroadcastStatus, ChannelMode
 from tertulia.channels.message_templates import (
@@ -30,6 +30,7 @@ from tertulia.channels.message_templates import (
     templates_of,
 )
 from tertulia.channels.models import Channel, MessageTemplate
+from tertulia.channels.service import provider_name
 from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.errors import Conflict, DomainError, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, writes
@@ -91,6 +92,9 @@ PREVIEW_NEEDS_TEMPLATE = i18n.lazy("Complete the template's parameters (beside t
 SCHEDULE_NEEDS_TEMPLATE = i18n.lazy("Complete the template's parameters in the editor first (see above).")
 # The Messenger tags a broadcast may carry outside the 24-hour window (the adapter checks them too).
 MESSAGE_TAGS = ("ACCOUNT_UPDATE", "POST_PURCHASE_UPDATE", "CONFIRMED_EVENT_UPDATE")
+# The channel types a broadcast can be sent on, each of which may have a text of its own instead of
+# the default one (the editor's `text_<type>` fields).
+OWN_TEXT_TYPES = ("whatsapp", "messenger", "telegram", "email", "twilio", "vonage", "bird")
 VARIABLES = (
     "contact.first_name",
     "contact.last_name",
@@ -374,12 +378,35 @@ def _typed(item: Broadcast) -> dict[str, str]:
         "template_params": "\n".join(params),
         "message_tag": str(messenger.get("message_tag") or ""),
         "reply_window_hours": str(item.reply_window_hours),
+        "reply_workflow_id": str(item.reply_workflow_id or ""),
+        **{f"text_{kind}": _own_text(content, kind) for kind in OWN_TEXT_TYPES},
     }
 
 
-def _form_field(key: str, header_first: bool = False) -> str:
+def _own_text(content: dict[str, Any], kind: str) -> str:
+    """A channel type's own text, when it has one other than the default's."""
+    own = (content.get(kind) or {}).get("text")
+    default = (content.get("default") or {}).get("text")
+    return str(own) if own is not None and own != default else ""
+
+
+def _text_types(channels: list[Channel], typed: dict[str, str]) -> list[tuple[str, str]]:
+    """The channel types the editor offers a text of their own for: those with a channel in the
+    workspace, and any that already has one (so that saving keeps it)."""
+    connected = {c.type for c in channels}
+    return [
+        (kind, provider_name(kind))
+        for kind in OWN_TEXT_TYPES
+        if kind in connected or typed.get(f"text_{kind}", "").strip()
+    ]
+
+
+def _form_field(key: str, header_first: bool = False, own_texts: frozenset[str] = frozenset()) -> str:
     """The editor's field for a name the service gave (`header_first`: the template's first
-    component is the header field's value)."""
+    component is the header field's value; `own_texts`: the channel types given a text of their own)."""
+    kind, _, rest = key.removeprefix("content.").partition(".")
+    if key.startswith("content.") and kind in own_texts and rest.startswith("text"):
+        return f"text_{kind}"
     if header_first and key.startswith("content.whatsapp.template.components[0]"):
         return "template_header"
     if key.startswith("content.whatsapp.template") or key == "content.whatsapp":
@@ -420,6 +447,8 @@ FORM_FIELDS = frozenset(
         "template_params",
         "message_tag",
         "reply_window_hours",
+        "reply_workflow_id",
+        *(f"text_{kind}" for kind in OWN_TEXT_TYPES),
         "then",
         "scheduled_at",
         "over_limit",
@@ -427,11 +456,13 @@ FORM_FIELDS = frozenset(
 )
 
 
-def _mapped(ctx: WebContext, exc: DomainError, header_first: bool = False) -> dict[str, str]:
+def _mapped(
+    ctx: WebContext, exc: DomainError, header_first: bool = False, own_texts: frozenset[str] = frozenset()
+) -> dict[str, str]:
     """The service's messages beside the editor's fields; one that names no field of the form on top."""
     errors: dict[str, str] = {}
     for key, message in field_errors(ctx, exc).items():
-        field = _form_field(key, header_first)
+        field = _form_field(key, header_first, own_texts)
         errors.setdefault(field if field in FORM_FIELDS else "__all__", message)
     return errors
 
@@ -531,6 +562,9 @@ def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
         default["buttons"] = buttons
     if default:
         content["default"] = default
+    for kind in OWN_TEXT_TYPES:
+        if form[f"text_{kind}"].strip():
+            content[kind] = {**default, "text": form[f"text_{kind}"]}
     if form["template_name"].strip():
         name, language = form["template_name"].strip(), form["template_language"].strip() or "es"
         stored = _stored_template(ctx, name, language)
@@ -548,11 +582,11 @@ def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
             errors = _beside(ctx, read.problems)
             raise ValidationFailed("; ".join(errors.values()), code="template_parameters", details=errors)
         template: dict[str, Any] = {"name": name, "language": language, "components": read.components}
-        content["whatsapp"] = {**default, "template": template}
+        content["whatsapp"] = {**content.get("whatsapp", default), "template": template}
     if form["message_tag"]:
         if form["message_tag"] not in MESSAGE_TAGS:
             raise ValidationFailed.field("message_tag", i18n.lazy("choose one of the listed tags"))
-        content["messenger"] = {**default, "message_tag": form["message_tag"]}
+        content["messenger"] = {**content.get("messenger", default), "message_tag": form["message_tag"]}
     return content
 
 
@@ -563,6 +597,8 @@ def _save(ctx: WebContext, item: Broadcast, form: dict[str, str]) -> Broadcast:
         unset.add("exclude_segment_id")
     if not labels:
         unset.add("labels")
+    if not form["reply_workflow_id"].strip():
+        unset.add("reply_workflow_id")
     fields = service.DraftFields(
         name=form["name"],
         labels=labels or None,
@@ -573,6 +609,7 @@ def _save(ctx: WebContext, item: Broadcast, form: dict[str, str]) -> Broadcast:
         channel_id=_int(form["channel_id"], "channel_id") if form["channel_mode"] != "last_interacted" else None,
         content=_content(ctx, form),
         reply_window_hours=_int(form["reply_window_hours"], "reply_window_hours"),
+        reply_workflow_id=_int(form["reply_workflow_id"], "reply_workflow_id"),
         unset=frozenset(unset),
     )
     return service.do_update_broadcast(ctx.session, ctx.actor, item, fields)
@@ -680,6 +717,8 @@ def _editor(
         "shown_fields": _shown_fields(ctx, shown, errors),
         "message_tags": MESSAGE_TAGS,
         "variables": VARIABLES,
+        "text_types": _text_types(channels, shown),
+        "reply_workflows": hooks.reply_workflows(ctx.session, ctx.actor.workspace_id),
         "previews": previews,
         "not_ready": not_ready,
         "keywords": service.unsubscribe_keywords(ctx.session, ctx.actor.workspace_id),
@@ -723,6 +762,14 @@ def save_broadcast(
     template_params: Annotated[str, Form(max_length=5000)] = "",
     message_tag: Annotated[str, Form(max_length=40)] = "",
     reply_window_hours: Annotated[str, Form(max_length=10)] = "72",
+    reply_workflow_id: Annotated[str, Form(max_length=20)] = "",
+    text_whatsapp: Annotated[str, Form(max_length=10_000)] = "",
+    text_messenger: Annotated[str, Form(max_length=10_000)] = "",
+    text_telegram: Annotated[str, Form(max_length=10_000)] = "",
+    text_email: Annotated[str, Form(max_length=10_000)] = "",
+    text_twilio: Annotated[str, Form(max_length=10_000)] = "",
+    text_vonage: Annotated[str, Form(max_length=10_000)] = "",
+    text_bird: Annotated[str, Form(max_length=10_000)] = "",
     then: Annotated[str, Form(max_length=20)] = "",
 ) -> Response:
     item = _item(ctx, broadcast_id)
@@ -746,6 +793,14 @@ def save_broadcast(
         "template_params": template_params,
         "message_tag": message_tag,
         "reply_window_hours": reply_window_hours,
+        "reply_workflow_id": reply_workflow_id,
+        "text_whatsapp": text_whatsapp,
+        "text_messenger": text_messenger,
+        "text_telegram": text_telegram,
+        "text_email": text_email,
+        "text_twilio": text_twilio,
+        "text_vonage": text_vonage,
+        "text_bird": text_bird,
     }
 
     def done(saved: Broadcast) -> Response:
@@ -763,7 +818,12 @@ def save_broadcast(
             ctx,
             item,
             typed={k: v.replace("\x00", "\ufffd") for k, v in form.items()},
-            errors=_mapped(ctx, exc, header_first=bool(template_header.strip())),
+            errors=_mapped(
+                ctx,
+                exc,
+                header_first=bool(template_header.strip()),
+                own_texts=frozenset(k for k in OWN_TEXT_TYPES if form[f"text_{k}"].strip()),
+            ),
             status_code=422,
         ),
         done=done,
