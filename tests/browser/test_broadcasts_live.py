@@ -226,6 +226,7 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
             {"access_token": "EAAG-test-token", "app_secret": wa.APP_SECRET},
         )
         seguimiento = template_samples.SEGUIMIENTO
+        delivery = template_samples.ORDER_DELIVERY_UPDATE
         promo_body = [{"type": "BODY", "text": "Hola {{1}}."}]
         do_store_templates(
             session,
@@ -243,6 +244,15 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
                 ),
                 ProviderTemplate(
                     INVOICE["id"], INVOICE["name"], "es_MX", "UTILITY", "APPROVED", "POSITIONAL", INVOICE["components"]
+                ),
+                ProviderTemplate(
+                    delivery["id"],
+                    delivery["name"],
+                    "en_US",
+                    "UTILITY",
+                    "APPROVED",
+                    "POSITIONAL",
+                    delivery["components"],
                 ),
             ],
         )
@@ -274,6 +284,15 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     expect(media).to_be_visible()
     expect(filename).to_be_visible()
     expect(header).to_be_hidden()
+    # A template whose header is a place: its four fields instead.
+    place = page.locator("[data-testid=template-header-place]")
+    expect(place).to_be_hidden()
+    page.fill("input[name=template_name]", "order_delivery_update")
+    page.fill("input[name=template_language]", "en_US")
+    expect(place).to_be_visible()
+    expect(media).to_be_hidden()
+    page.fill("input[name=template_language]", "es_MX")
+    expect(place).to_be_hidden()
     page.fill("input[name=template_name]", "seguimiento_pedido")
     expect(header).to_be_visible()
     expect(media).to_be_hidden()
@@ -297,5 +316,25 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     page.wait_for_url(broadcast_url)
     expect(page.locator(".field-error")).to_have_count(0)
     expect(page.locator("input[name=template_header]")).to_have_value("#42")
+    # The place's fields: a latitude out of range is refused beside it, then the place is kept.
+    page.fill("input[name=template_header]", "")
+    page.fill("input[name=template_name]", "order_delivery_update")
+    page.fill("input[name=template_language]", "en_US")
+    page.fill("input[name=template_header_latitude]", "119.4326")
+    page.fill("input[name=template_header_longitude]", "-99.1332")
+    page.fill("input[name=template_header_place_name]", "Tienda Centro")
+    page.fill("textarea[name=template_params]", "Ana\n566701")
+    page.click("[data-testid=save-draft]")
+    expect(page.locator("#template_header_latitude-error")).to_have_text(
+        "La latitud es un número de -90 a 90, con punto para los decimales, p. ej. 19.4326"
+    )
+    expect(page.locator("input[name=template_header_place_name]")).to_have_value("Tienda Centro")
+    page.fill("input[name=template_header_latitude]", "19.4326")
+    page.click("[data-testid=save-draft]")
+    page.wait_for_url(broadcast_url)
+    expect(page.locator(".field-error")).to_have_count(0)
+    expect(page.locator("[data-testid=template-header-place]")).to_be_visible()
+    expect(page.locator("input[name=template_header_latitude]")).to_have_value("19.4326")
+    expect(page.locator("input[name=template_header_address]")).to_have_value("")
     context.close()
     assert problems == []

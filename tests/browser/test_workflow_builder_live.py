@@ -117,10 +117,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                     sample["language"],
                     sample["category"],
                     sample["status"],
-                    sample["parameter_format"],
+                    sample.get("parameter_format", "POSITIONAL"),
                     sample["components"],
                 )
-                for sample in (template_samples.SPRING_SALE, PROMO_PHOTO)
+                for sample in (template_samples.SPRING_SALE, PROMO_PHOTO, template_samples.ORDER_DELIVERY_UPDATE)
             ],
         )
         contact = do_create_contact(session, owner, {"first_name": "Ana", "email": "ana@x.example"})
@@ -542,6 +542,10 @@ def test_the_header_file_field_shows_only_for_a_template_whose_header_is_a_file(
         "La plantilla 'promo_foto' lleva un archivo en el encabezado: indica la URL https:// del archivo"
     )
     media.locator("input[type=checkbox]").first.check()
+    # Its media id is the other way to give the file (labelled as such, not as a step's id).
+    expect(panel.locator(f'[data-field="{template}.header_media.id"] label')).to_have_text(
+        "O el id de medio del archivo en WhatsApp (dígitos), en lugar de la URL"
+    )
     _field(page, f"{template}.header_media.link", "textarea").fill(
         "https://cdn.tienda.example/promos/{{contact.first_name}}.jpg"
     )
@@ -557,6 +561,62 @@ def test_the_header_file_field_shows_only_for_a_template_whose_header_is_a_file(
                 "language": "es_MX",
                 "parameters": ['{{contact.first_name | "cliente"}}'],
                 "header_media": {"link": "https://cdn.tienda.example/promos/{{contact.first_name}}.jpg"},
+            },
+        }
+    ]
+    context.close()
+    assert problems == []
+
+
+def test_the_header_place_fields_show_only_for_a_template_whose_header_is_a_place(
+    browser: Browser, setup: Setup
+) -> None:
+    problems: list[str] = []
+    context, page, workflow_id = _whatsapp_template_variant(browser, setup, problems, "Entregas")
+    panel = page.get_by_test_id("builder-panel")
+    template = TEMPLATE_FIELD
+    place = panel.locator(f'[data-field="{template}.header_location"]')
+    media = panel.locator(f'[data-field="{template}.header_media"]')
+    expect(place).to_be_hidden()
+    name = _field(page, f"{template}.name")
+    name.fill("promo_foto")  # an image header: the file's field, not the place's
+    expect(media).to_be_visible()
+    expect(place).to_be_hidden()
+    name.fill("order_delivery_update")
+    expect(place).to_be_visible()
+    expect(media).to_be_hidden()
+    expect(place).to_contain_text("Lugar del encabezado (plantilla de ubicación)")
+    _field(page, f"{template}.language").fill("en_US")
+    _field(page, f"{template}.parameters", "textarea").fill('{{contact.first_name | "cliente"}}\n566701')
+
+    # Saved without the place: the server asks for it, in Spanish, beside the field.
+    page.get_by_test_id("save-definition").click()
+    expect(place.locator("> [data-testid=field-error]")).to_have_text(
+        "La plantilla 'order_delivery_update' muestra un lugar en el encabezado: indica su latitud y su longitud"
+    )
+    place.locator("input[type=checkbox]").first.check()
+    expect(place).to_contain_text("Latitud (de -90 a 90, admite variables)")
+    expect(place).to_contain_text("Nombre del lugar (opcional)")
+    _field(page, f"{template}.header_location.latitude").fill("119.4326")
+    _field(page, f"{template}.header_location.longitude").fill("-99.1332")
+    page.get_by_test_id("save-definition").click()
+    latitude = panel.locator(f'[data-field="{template}.header_location.latitude"] > [data-testid=field-error]')
+    expect(latitude).to_have_text(
+        "Debe ser un número de -90 a 90, con punto para los decimales (puede ser una variable)"
+    )
+    _field(page, f"{template}.header_location.latitude").fill("19.4326")
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
+    expect(page.get_by_test_id("card-error")).to_have_count(0)
+    saved = saved_definition(setup.database, workflow_id)
+    assert saved["steps"][0]["config"]["variants"] == [
+        {
+            "channel_type": "whatsapp",
+            "template": {
+                "name": "order_delivery_update",
+                "language": "en_US",
+                "parameters": ['{{contact.first_name | "cliente"}}', "566701"],
+                "header_location": {"latitude": "19.4326", "longitude": "-99.1332"},
             },
         }
     ]

@@ -447,16 +447,29 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
 def _templates_on(db: Database, tenant: Tenant) -> Channel:
     """A WhatsApp number with promo (body {{1}}), seguimiento_pedido (positional, a text header
     `Pedido {{1}}` and a body of two), spring_sale (named, a header name and two body names),
-    promo_foto (an IMAGE header, body {{1}}) and factura_lista (a DOCUMENT header, body {{1}})."""
+    promo_foto (an IMAGE header, body {{1}}), factura_lista (a DOCUMENT header, body {{1}}) and
+    order_delivery_update (a LOCATION header, body of two)."""
     channel = whatsapp(db, tenant)
     promo = ProviderTemplate(
         "1", "promo", "es_MX", "MARKETING", "APPROVED", "POSITIONAL", [{"type": "BODY", "text": "Hola {{1}}."}]
     )
     listed = [promo] + [
         ProviderTemplate(
-            t["id"], t["name"], t["language"], t["category"], t["status"], t["parameter_format"], t["components"]
+            t["id"],
+            t["name"],
+            t["language"],
+            t["category"],
+            t["status"],
+            t.get("parameter_format", "POSITIONAL"),
+            t["components"],
         )
-        for t in (template_samples.SEGUIMIENTO, template_samples.SPRING_SALE, PROMO_PHOTO, INVOICE)
+        for t in (
+            template_samples.SEGUIMIENTO,
+            template_samples.SPRING_SALE,
+            PROMO_PHOTO,
+            INVOICE,
+            template_samples.ORDER_DELIVERY_UPDATE,
+        )
     ]
     with db.transaction() as session:
         stored = session.get(Channel, channel.id)
@@ -697,10 +710,11 @@ def test_header_file_problems_are_beside_its_fields_in_spanish_and_english(
     )
     assert spanish.status_code == 422
     assert _error_beside(spanish.text, "template_header_media") == (
-        "Escribe el enlace https:// completo del archivo, p. ej. https://tienda.example/promo.jpg"
+        "Escribe el enlace https:// completo del archivo, p. ej. https://tienda.example/promo.jpg, o su id de"
+        " medio de WhatsApp (solo dígitos)"
     )
     assert re.search(
-        r'<input id="f-template_header_media" name="template_header_media" type="url"'
+        r'<input id="f-template_header_media" name="template_header_media" type="text"'
         r' value="http://tienda.example/promo.jpg" aria-invalid="true"',
         spanish.text,
     )
@@ -708,7 +722,8 @@ def test_header_file_problems_are_beside_its_fields_in_spanish_and_english(
     assert not _header_shown(spanish.text, "template-header-filename")
     english = client.post(url, data={**photo, "template_header_media": "promo.jpg"})
     assert _error_beside(english.text, "template_header_media") == (
-        "Write the file&#39;s full https:// link, e.g. https://tienda.example/promo.jpg"
+        "Write the file&#39;s full https:// link, e.g. https://tienda.example/promo.jpg, or its WhatsApp media id"
+        " (digits only)"
     )
     # One file for everyone: a variable in the link is refused.
     varied = client.post(url, data={**photo, "template_header_media": "https://tienda.example/{{contact.id}}.jpg"})
@@ -766,7 +781,7 @@ def test_header_file_problems_are_beside_its_fields_in_spanish_and_english(
     dry = client.get(f"{url}/dry-run").text
     assert (
         f'<li data-field="template_header_media"><a href="{url}#f-template_header_media">Archivo del encabezado'
-        " (enlace https)</a>: El encabezado muestra una imagen: escribe su enlace https://</li>"
+        " (enlace https o id de medio)</a>: El encabezado muestra una imagen: escribe su enlace https://</li>"
     ) in dry
     client.cookies.set("tertulia_lang", "en")
     # Given: stored in Meta's form, and nothing left beside the fields.
@@ -779,28 +794,17 @@ def test_header_file_problems_are_beside_its_fields_in_spanish_and_english(
     ]
     editor = client.get(url).text
     assert 'class="field-error"' not in editor
-    assert f'name="template_header_media" type="url" value="{link}"' in editor
-    # A template whose header is a place is still set through the API.
-    listed = [
-        ProviderTemplate(
-            "9",
-            "entrega",
-            "es_MX",
-            "UTILITY",
-            "APPROVED",
-            "POSITIONAL",
-            template_samples.ORDER_DELIVERY_UPDATE["components"],
-        )
-    ]
-    with db.transaction() as session:
-        stored = session.get(Channel, channel.id)
-        assert stored is not None
-        do_store_templates(session, stored, listed)
-    place = {**photo, "template_name": "entrega", "template_params": "Ana\n42"}
-    assert client.post(url, data=place, follow_redirects=False).status_code == 303
+    assert f'name="template_header_media" type="text" value="{link}"' in editor
+    # A media id (digits) instead of the link: stored as Meta takes it, shown again.
+    done = client.post(url, data={**photo, "template_header_media": "1479537139650973"}, follow_redirects=False)
+    assert done.status_code == 303
+    assert get(db, broadcast_id).content["whatsapp"]["template"]["components"][0] == {
+        "type": "header",
+        "parameters": [{"type": "image", "image": {"id": "1479537139650973"}}],
+    }
     editor = client.get(url).text
-    assert _error_beside(editor, "template_name").startswith("This template&#39;s header takes a file or a place")
-    assert not _header_shown(editor, "template-header-media")
+    assert 'class="field-error"' not in editor
+    assert 'name="template_header_media" type="text" value="1479537139650973"' in editor
 
 
 def test_a_header_document_is_stored_shown_again_and_sent_in_metas_form(
@@ -833,7 +837,7 @@ def test_a_header_document_is_stored_shown_again_and_sent_in_metas_form(
         assert _header_shown(editor, "template-header-media")
         assert _header_shown(editor, "template-header-filename")
         assert re.search(
-            rf'<input id="f-template_header_media" name="template_header_media" type="url" value="{link}"', editor
+            rf'<input id="f-template_header_media" name="template_header_media" type="text" value="{link}"', editor
         )
         assert re.search(
             r'<input id="f-template_header_filename" name="template_header_filename" type="text"'
@@ -864,6 +868,144 @@ def test_a_header_document_is_stored_shown_again_and_sent_in_metas_form(
         }
 
 
+# ----- a template whose header is a place (LOCATION): its four fields --------------------------------
+# The template is Meta's sample ORDER_DELIVERY_UPDATE (whatsapp_template_samples); the place goes out
+# as Meta's location templates page shows (developers.facebook.com/documentation/business-messaging/
+# whatsapp/templates/utility-templates/location-templates).
+
+PLACE = {
+    "template_header_latitude": "19.4326",
+    "template_header_longitude": "-99.1332",
+    "template_header_place_name": "Tienda Centro",
+    "template_header_address": "Madero 1, Ciudad de México",
+}
+
+
+def test_a_place_header_s_problems_are_beside_its_fields_and_a_missing_place_stops_the_dry_run(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_graph([*template_samples.TEMPLATES, PROMO_PHOTO]) as graph:
+        channel_id, broadcast_id, token, url = _whatsapp_draft(client, db, tenant, graph, "Entregas")
+        form = {
+            "csrf_token": token,
+            "name": "Entregas",
+            "audience": "all",
+            "channel_mode": "specific",
+            "channel_id": str(channel_id),
+            "template_name": "order_delivery_update",
+            "template_language": "en_US",
+            "template_params": "Ana\n566701",
+        }
+        refusals = [
+            ({"template_header_latitude": "91", "template_header_longitude": "0"}, "template_header_latitude", 0),
+            ({"template_header_latitude": "19,43", "template_header_longitude": "0"}, "template_header_latitude", 0),
+            ({"template_header_latitude": "0", "template_header_longitude": "-181"}, "template_header_longitude", 1),
+            ({"template_header_place_name": "Tienda"}, "template_header_latitude", 0),
+            ({**PLACE, "template_header_address": "{{contact.city}}"}, "template_header_address", 2),
+        ]
+        messages = {
+            "es": [
+                "La latitud es un número de -90 a 90, con punto para los decimales, p. ej. 19.4326",
+                "La longitud es un número de -180 a 180, con punto para los decimales, p. ej. -99.1332",
+                "El lugar del encabezado es el mismo para todos los contactos: escríbelo sin variables",
+            ],
+            "en": [
+                "A latitude is a number from -90 to 90, with a point for decimals, e.g. 19.4326",
+                "A longitude is a number from -180 to 180, with a point for decimals, e.g. -99.1332",
+                "The header&#39;s place is the same for every contact: write it without variables",
+            ],
+        }
+        for language, said in messages.items():
+            for typed, field, which in refusals:
+                refused = client.post(url, data={**form, **typed}, headers={"Accept-Language": language})
+                assert refused.status_code == 422, typed
+                assert _error_beside(refused.text, field) == said[which]
+                assert _header_shown(refused.text, "template-header-place")
+                for key, value in typed.items():  # everything typed is kept
+                    assert f'name="{key}" type="text" value="{value}"' in refused.text
+        # A place for a template whose header shows none.
+        elsewhere = client.post(
+            url, data={**form, **PLACE, "template_name": "promo_foto", "template_language": "es_MX"}
+        )
+        assert _error_beside(elsewhere.text, "template_header_latitude") == (
+            "This template&#39;s header shows no place: leave the place&#39;s fields empty"
+        )
+        assert get(db, broadcast_id).content == {}
+        # Missing: saved; the editor says so beside the latitude; the dry run and scheduling wait.
+        saved = client.post(url, data={**form, "then": "dry-run"}, follow_redirects=False)
+        assert saved.headers["location"] == url
+        client.cookies.set("tertulia_lang", "es")
+        editor = client.get(url).text
+        assert _error_beside(editor, "template_header_latitude") == (
+            "El encabezado muestra un lugar en un mapa: indica su latitud y su longitud"
+        )
+        assert _header_shown(editor, "template-header-place")
+        assert not _header_shown(editor, "template-header-media")
+        assert 'data-template-header="order_delivery_update|en_us"' in editor
+        dry = client.get(f"{url}/dry-run").text
+        assert (
+            f'<li data-field="template_header_latitude"><a href="{url}#f-template_header_latitude">Latitud</a>:'
+            " El encabezado muestra un lugar en un mapa: indica su latitud y su longitud</li>"
+        ) in dry
+        refused = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""})
+        assert refused.status_code == 422
+        assert get(db, broadcast_id).status == BroadcastStatus.DRAFT
+        assert graph.sent == []
+        client.cookies.set("tertulia_lang", "en")
+        english = client.get(f"{url}/dry-run").text
+        assert (
+            f'<a href="{url}#f-template_header_latitude">Latitude</a>:'
+            " The header shows a place on a map: give its latitude and longitude"
+        ) in english
+
+
+def test_a_place_header_is_stored_shown_again_and_sent_in_metas_form(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    with fake_graph(template_samples.TEMPLATES) as graph:
+        channel_id, broadcast_id, token, url = _whatsapp_draft(client, db, tenant, graph, "Entregas")
+        form = {
+            "csrf_token": token,
+            "name": "Entregas",
+            "audience": "all",
+            "channel_mode": "specific",
+            "channel_id": str(channel_id),
+            "template_name": "order_delivery_update",
+            "template_language": "en_US",
+            **{key: f" {value} " for key, value in PLACE.items()},
+            "template_params": "{{contact.first_name}}\n566701",
+        }
+        done = client.post(url, data={**form, "then": "dry-run"}, follow_redirects=False)
+        assert done.status_code == 303, done.text
+        assert done.headers["location"] == f"{url}/dry-run"
+        place = {
+            "latitude": "19.4326",
+            "longitude": "-99.1332",
+            "name": "Tienda Centro",
+            "address": PLACE["template_header_address"],
+        }
+        assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
+            {"type": "header", "parameters": [{"type": "location", "location": place}]},
+            {"type": "body", "parameters": [{"text": "{{contact.first_name}}"}, {"text": "566701"}]},
+        ]
+        editor = client.get(url).text  # shown again, each in its own field
+        assert 'class="field-error"' not in editor
+        assert _header_shown(editor, "template-header-place")
+        for key, value in PLACE.items():
+            assert f'<input id="f-{key}" name="{key}" type="text" value="{value}"' in editor
+        assert "Good news Ana! Your order #566701 is on its way" in editor  # the preview
+        sent = client.post(f"{url}/schedule", data={"csrf_token": token, "scheduled_at": ""}, follow_redirects=False)
+        assert sent.status_code == 303, sent.text
+        assert graph.sent[-1]["body"]["template"] == {
+            "name": "order_delivery_update",
+            "language": {"code": "en_US"},
+            "components": [
+                {"type": "header", "parameters": [{"type": "location", "location": place}]},
+                {"type": "body", "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": "566701"}]},
+            ],
+        }
+
+
 @pytest.fixture
 def template_editor(client: TestClient, db: Database, tenant: Tenant) -> tuple[TestClient, str, dict[str, str]]:
     channel = _templates_on(db, tenant)
@@ -878,6 +1020,10 @@ TEMPLATE_FIELDS = (
     "template_header",
     "template_header_media",
     "template_header_filename",
+    "template_header_latitude",
+    "template_header_longitude",
+    "template_header_place_name",
+    "template_header_address",
     "template_params",
 )
 # Any character a form can carry (NUL included: refused beside its field), line breaks of every kind.
@@ -901,6 +1047,7 @@ _line = st.one_of(
             ("promo", "es_MX"),
             ("promo_foto", "es_MX"),
             ("factura_lista", "es_MX"),
+            ("order_delivery_update", "en_US"),
             ("nope", "es"),
         ]
     ),
@@ -912,6 +1059,15 @@ _line = st.one_of(
         _typed,
     ),
     filename=st.one_of(st.just(""), st.just("catalogo.pdf"), _typed),
+    place=st.fixed_dictionaries(
+        {},
+        optional={
+            "template_header_latitude": st.one_of(st.just("19.4326"), _typed),
+            "template_header_longitude": st.one_of(st.just("-99.1332"), st.just("1e400"), _typed),
+            "template_header_place_name": _typed,
+            "template_header_address": _typed,
+        },
+    ),
     lines=st.lists(_line, max_size=5).flatmap(
         lambda items: st.sampled_from(["\n", "\r\n", "\r", "\u2028"]).map(lambda sep: sep.join(items))
     ),
@@ -922,6 +1078,7 @@ def test_any_text_in_the_template_fields_is_saved_or_refused_beside_them(
     header: str,
     media: str,
     filename: str,
+    place: dict[str, str],
     lines: str,
 ) -> None:
     """On both databases: whatever is typed in the parameter fields, the draft is saved (its editor
@@ -935,6 +1092,7 @@ def test_any_text_in_the_template_fields_is_saved_or_refused_beside_them(
         "template_header": header,
         "template_header_media": media,
         "template_header_filename": filename,
+        **place,
     }
     answer = client.post(url, data={**form, "template_params": lines}, follow_redirects=False)
     assert answer.status_code in (303, 422), answer.text

@@ -15,11 +15,15 @@ only reads the editor's fields and says which of them a problem is about.
 The fields: `template_params`, one value per line in order (a POSITIONAL template's body), or one
 `name = value` per line (a NAMED template, header and body alike: a name goes to each component that
 uses it); `template_header`, the `{{1}}` of a POSITIONAL template's text header;
-`template_header_media`, the https link of the file an IMAGE, VIDEO or DOCUMENT header shows, and
-`template_header_filename`, a DOCUMENT's file name (optional). The file is the same for every
-contact, so its link is a literal https URL, without variables; it is stored as Meta takes it:
-`{"type": "header", "parameters": [{"type": "image", "image": {"link": ...}}]}`. A LOCATION header
-is still set through the API.
+`template_header_media`, the file an IMAGE, VIDEO or DOCUMENT header shows: its https link, or the
+media id WhatsApp gave it when it was uploaded (digits only: a value of digits is an id, anything
+else must be an https link), and `template_header_filename`, a DOCUMENT's file name (optional);
+`template_header_latitude`, `template_header_longitude`, `template_header_place_name` and
+`template_header_address`, the place a LOCATION header shows (the coordinates required, decimal
+numbers with a point; the name and address optional). The file and the place are the same for every
+contact, so they are literal, without variables; they are stored as Meta takes them:
+`{"type": "header", "parameters": [{"type": "image", "image": {"link": ...}}]}` (or `{"id": ...}`),
+`{"type": "location", "location": {"latitude": "19.4326", "longitude": "-99.1332", ...}}`.
 """
 
 import re
@@ -29,10 +33,13 @@ from typing import Any
 from tertulia.channels.message_templates import (
     APPROVED,
     FILE_KINDS,
+    MAX_PLACE_TEXT,
+    PlaceRefused,
     Slot,
     component_text,
     file_header,
     is_https_url,
+    place,
     slots,
 )
 from tertulia.channels.models import MessageTemplate
@@ -43,6 +50,20 @@ HEADER_FIELD = "template_header"
 PARAMS_FIELD = "template_params"
 MEDIA_FIELD = "template_header_media"
 FILENAME_FIELD = "template_header_filename"
+LATITUDE_FIELD = "template_header_latitude"
+LONGITUDE_FIELD = "template_header_longitude"
+PLACE_NAME_FIELD = "template_header_place_name"
+ADDRESS_FIELD = "template_header_address"
+PLACE_FIELDS = (LATITUDE_FIELD, LONGITUDE_FIELD, PLACE_NAME_FIELD, ADDRESS_FIELD)
+# Each key of Meta's place and its field.
+PLACE_KEYS = {
+    "latitude": LATITUDE_FIELD,
+    "longitude": LONGITUDE_FIELD,
+    "name": PLACE_NAME_FIELD,
+    "address": ADDRESS_FIELD,
+}
+# A value of digits in the header file's field is the id of a file uploaded to WhatsApp.
+MEDIA_ID = re.compile(r"[0-9]{1,64}")
 
 NAMED_LINE = re.compile(r"^\s*(?P<name>[A-Za-z0-9_]+)\s*=\s*(?P<value>.*?)\s*$")
 
@@ -57,22 +78,26 @@ BODY_COUNT = i18n.lazy("The body takes %(wanted)s values, one per line; %(given)
 MISSING_HEADER = i18n.lazy("The header needs a value for its {{1}} (%(header)s)")
 NO_HEADER = i18n.lazy("This template's header takes no text value: leave it empty")
 NAMED_HEADER = i18n.lazy("Write the header's parameter by its name among the parameters: %(name)s = …")
-MEDIA_HEADER = i18n.lazy(
-    "This template's header takes a file or a place, which the editor cannot fill: set the broadcast's"
-    " template through the API"
-)
 MISSING_MEDIA = {
     "image": i18n.lazy("The header shows an image: give its https:// link"),
     "video": i18n.lazy("The header shows a video: give its https:// link"),
     "document": i18n.lazy("The header shows a document: give its https:// link"),
 }
 NO_MEDIA = i18n.lazy("This template's header takes no file: leave it empty")
-NOT_HTTPS = i18n.lazy("Write the file's full https:// link, e.g. https://tienda.example/promo.jpg")
+NOT_HTTPS = i18n.lazy(
+    "Write the file's full https:// link, e.g. https://tienda.example/promo.jpg, or its WhatsApp media id (digits only)"
+)
 MEDIA_VARIABLE = i18n.lazy("The header's file is the same for every contact: write its link without variables")
 NO_FILENAME = i18n.lazy("Only a document header takes a file name: leave it empty")
 FILENAME_ALONE = i18n.lazy("A file name goes with the document's link: give the link too")
 BAD_FILENAME = i18n.lazy("A file name without line breaks, slashes or braces, at most %(max)s characters")
 MAX_FILENAME = 240
+MISSING_PLACE = i18n.lazy("The header shows a place on a map: give its latitude and longitude")
+NO_PLACE = i18n.lazy("This template's header shows no place: leave the place's fields empty")
+PLACE_VARIABLE = i18n.lazy("The header's place is the same for every contact: write it without variables")
+BAD_LATITUDE = i18n.lazy("A latitude is a number from -90 to 90, with a point for decimals, e.g. 19.4326")
+BAD_LONGITUDE = i18n.lazy("A longitude is a number from -180 to 180, with a point for decimals, e.g. -99.1332")
+BAD_PLACE_TEXT = i18n.lazy("At most %(max)s characters, without line breaks")
 UNKNOWN_TEMPLATE = i18n.lazy(
     "No WhatsApp number has a template %(template)s in %(language)s (sync the templates if it is new)"
 )
@@ -116,12 +141,16 @@ def read_form(
     lines: str,
     media: str = "",
     filename: str = "",
+    typed_place: dict[str, str] | None = None,
 ) -> Read:
-    """The typed header, header file and parameter lines as the draft's components, with every
-    problem. A template not synced (None) keeps what was typed as positional values (a file as an
-    image, or a document when it has a file name): the name is the problem."""
+    """The typed header, header file or place and parameter lines as the draft's components, with
+    every problem. A template not synced (None) keeps what was typed as positional values (a file as
+    an image, or a document when it has a file name): the name is the problem. `typed_place` is the
+    place's fields by name (`latitude`, `longitude`, `name`, `address`)."""
     header = header.strip()
     file_part, problems = _media(template, media.strip(), filename.strip())
+    place_part, place_problems = _place(template, typed_place or {})
+    problems += place_problems
     if template is None:
         components: list[dict[str, Any]] = []
         if header:
@@ -135,15 +164,19 @@ def read_form(
     else:
         components, found = _positional(template, header, lines)
         problems += found
-    if file_part is not None:
-        # The header's one parameter (both typed for a template not synced: kept, for the editor).
+    for part in (file_part, place_part):
+        if part is None:
+            continue
+        # The header's one parameter (several typed for a template not synced: kept, for the editor).
         text = next((c for c in components if c["type"] == "header"), None)
         if text is None:
-            components.insert(0, {"type": "header", "parameters": [file_part]})
+            components.insert(0, {"type": "header", "parameters": [part]})
         else:
-            text["parameters"].append(file_part)
-    # A link refused is said once: not also as missing.
-    said = {p.beside for p in problems if p.beside == MEDIA_FIELD}
+            text["parameters"].append(part)
+    # A link or a place refused is said once: not also as missing.
+    said = {p.beside for p in problems if p.beside in (MEDIA_FIELD, *PLACE_FIELDS)}
+    if said & set(PLACE_FIELDS):
+        said.add(LATITUDE_FIELD)  # where a missing place is said
     rest = [p for p in completeness(template, name, language, components) if p.beside not in said]
     return Read(components, problems + rest)
 
@@ -157,7 +190,7 @@ def _media(template: MessageTemplate | None, link: str, filename: str) -> tuple[
         problems.append(Problem(MEDIA_FIELD, NO_MEDIA))
     elif "{{" in link:
         problems.append(Problem(MEDIA_FIELD, MEDIA_VARIABLE))
-    elif link and not is_https_url(link):
+    elif link and not MEDIA_ID.fullmatch(link) and not is_https_url(link):
         problems.append(Problem(MEDIA_FIELD, NOT_HTTPS))
     if filename:
         if kind != "document":
@@ -168,10 +201,40 @@ def _media(template: MessageTemplate | None, link: str, filename: str) -> tuple[
             problems.append(Problem(FILENAME_FIELD, BAD_FILENAME, {"max": str(MAX_FILENAME)}))
     if problems or not link:
         return None, problems
-    file: dict[str, str] = {"link": link}
+    file: dict[str, str] = {"id": link} if MEDIA_ID.fullmatch(link) else {"link": link}
     if filename:
         file["filename"] = filename
     return {"type": kind, kind: file}, problems
+
+
+def _place(template: MessageTemplate | None, typed: dict[str, str]) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """The header's place in Meta's form, or the problems with its typed fields (nothing typed:
+    nothing, and the place is missing when the template shows one)."""
+    given = {key: value.strip() for key, value in typed.items() if key in PLACE_KEYS and value.strip()}
+    if not given:
+        return None, []
+    if template is not None and not any(s.component == "header" and s.kind == "location" for s in slots(template)):
+        return None, [Problem(PLACE_KEYS[key], NO_PLACE) for key in PLACE_KEYS if key in given][:1]
+    variables = [key for key, value in given.items() if "{{" in value]
+    if variables:
+        return None, [Problem(PLACE_KEYS[variables[0]], PLACE_VARIABLE)]
+    problems: list[Problem] = []
+    for key in ("name", "address"):
+        if "\n" in given.get(key, "") or "\r" in given.get(key, ""):
+            problems.append(Problem(PLACE_KEYS[key], BAD_PLACE_TEXT, {"max": str(MAX_PLACE_TEXT)}))
+    try:
+        found = place(given)
+    except PlaceRefused as exc:
+        if exc.field in ("latitude", "longitude"):
+            problems.insert(
+                0, Problem(PLACE_KEYS[exc.field], BAD_LATITUDE if exc.field == "latitude" else BAD_LONGITUDE)
+            )
+        elif exc.field in PLACE_KEYS and not problems:
+            problems.append(Problem(PLACE_KEYS[exc.field], BAD_PLACE_TEXT, {"max": str(MAX_PLACE_TEXT)}))
+        return None, problems
+    if problems:
+        return None, problems
+    return {"type": "location", "location": found}, []
 
 
 def _positional(template: MessageTemplate, header: str, lines: str) -> tuple[list[dict[str, Any]], list[Problem]]:
@@ -235,9 +298,9 @@ def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dic
 
 def completeness(template: MessageTemplate | None, name: str, language: str, components: Any) -> list[Problem]:
     """What the template still lacks in these components (the form's or a stored draft's): the
-    template itself (unknown, not approved), the header's file (or its place, which the editor
-    cannot give), missing names, the header's value, the body's count of values (more than it
-    takes is an error, fewer is still to be filled)."""
+    template itself (unknown, not approved), the header's file or place, missing names, the
+    header's value, the body's count of values (more than it takes is an error, fewer is still to
+    be filled)."""
     if template is None:
         return [Problem(NAME_FIELD, UNKNOWN_TEMPLATE, {"template": repr(name), "language": repr(language)}, False)]
     problems: list[Problem] = []
@@ -252,9 +315,9 @@ def completeness(template: MessageTemplate | None, name: str, language: str, com
             given[kind].extend(p for p in component.get("parameters") or [] if isinstance(p, dict))
     wanted = slots(template)
     media = next((s for s in wanted if s.kind != "text"), None)
-    if media is not None and media.kind not in FILE_KINDS:
-        if not any(p.get("type") == media.kind for p in given["header"]):
-            problems.append(Problem(NAME_FIELD, MEDIA_HEADER, {}, False))
+    if media is not None and media.kind == "location":
+        if not any(_place_given(p) for p in given["header"]):
+            problems.append(Problem(LATITUDE_FIELD, MISSING_PLACE, {}, False))
     elif media is not None and not any(_file_link(p, media.kind) for p in given["header"]):
         problems.append(Problem(MEDIA_FIELD, MISSING_MEDIA[media.kind], {}, False))
     if template.parameter_format == "NAMED":
@@ -274,13 +337,35 @@ def completeness(template: MessageTemplate | None, name: str, language: str, com
 
 
 def file_parameter(parameter: Any) -> tuple[str, str] | None:
-    """A header parameter's file as the editor shows it (link, file name), or None for another kind."""
+    """A header parameter's file as the editor shows it (link or media id, file name), or None for
+    another kind."""
     if not isinstance(parameter, dict) or parameter.get("type") not in FILE_KINDS:
         return None
     file = parameter.get(str(parameter["type"]))
     if not isinstance(file, dict):
         return "", ""
-    return str(file.get("link") or ""), str(file.get("filename") or "")
+    return str(file.get("link") or file.get("id") or ""), str(file.get("filename") or "")
+
+
+def place_parameter(parameter: Any) -> dict[str, str] | None:
+    """A header parameter's place as the editor's fields show it (by field name), or None for
+    another kind."""
+    if not isinstance(parameter, dict) or parameter.get("type") != "location":
+        return None
+    found = parameter.get("location")
+    found = found if isinstance(found, dict) else {}
+    return {field: str(found.get(key) or "") for key, field in PLACE_KEYS.items()}
+
+
+def _place_given(parameter: dict[str, Any]) -> bool:
+    """Whether a header parameter is a place `check_template_message` will take."""
+    if parameter.get("type") != "location":
+        return False
+    try:
+        place(parameter.get("location"))
+    except PlaceRefused:
+        return False
+    return True
 
 
 def _file_link(parameter: dict[str, Any], kind: str) -> bool:

@@ -77,8 +77,12 @@ REASON_LABELS: dict[str, str] = {
 FIELD_LABELS: dict[str, str] = {
     "template_name": i18n.lazy("Template name"),
     "template_header": i18n.lazy("Header parameter"),
-    "template_header_media": i18n.lazy("Header file (https link)"),
+    "template_header_media": i18n.lazy("Header file (https link or media id)"),
     "template_header_filename": i18n.lazy("Document file name"),
+    "template_header_latitude": i18n.lazy("Latitude"),
+    "template_header_longitude": i18n.lazy("Longitude"),
+    "template_header_place_name": i18n.lazy("Place name"),
+    "template_header_address": i18n.lazy("Address"),
     "template_params": i18n.lazy("Body parameters"),
 }
 # A template's header that is a file or a place, in the list of templates (its text header otherwise).
@@ -339,13 +343,17 @@ def _typed(item: Broadcast) -> dict[str, str]:
     params: list[str] = []
     header: list[str] = []
     media, filename = "", ""
+    place = dict.fromkeys(template_form.PLACE_FIELDS, "")
     named: set[str] = set()
     for component in template.get("components") or []:
         for parameter in component.get("parameters") or []:
             name = parameter.get("parameter_name")
             file = template_form.file_parameter(parameter)
-            if file is not None:  # the header's file: its link and a document's name
+            shown_place = template_form.place_parameter(parameter)
+            if file is not None:  # the header's file: its link or media id and a document's name
                 media, filename = file
+            elif shown_place is not None:  # the header's place: its coordinates, name and address
+                place = shown_place
             elif name is None:
                 # A positional header's value has its own field; the body's are the lines.
                 into = header if str(component.get("type", "")).lower() == "header" else params
@@ -375,6 +383,7 @@ def _typed(item: Broadcast) -> dict[str, str]:
         "template_header": " ".join(header),
         "template_header_media": media,
         "template_header_filename": filename,
+        **place,
         "template_params": "\n".join(params),
         "message_tag": str(messenger.get("message_tag") or ""),
         "reply_window_hours": str(item.reply_window_hours),
@@ -444,6 +453,7 @@ FORM_FIELDS = frozenset(
         "template_header",
         "template_header_media",
         "template_header_filename",
+        *template_form.PLACE_FIELDS,
         "template_params",
         "message_tag",
         "reply_window_hours",
@@ -576,6 +586,7 @@ def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
             form["template_params"],
             form["template_header_media"],
             form["template_header_filename"],
+            {key: form[field] for key, field in template_form.PLACE_KEYS.items()},
         )
         if read.refuses_save:
             # Every problem beside its field, the missing parameters too: one round to fix them all.
@@ -641,6 +652,7 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                     "header_key": key if template_form.header_slot(template) is not None else "",
                     "media_key": key if media is not None else "",
                     "document_key": key if media is not None and media.kind == "document" else "",
+                    "place_key": key if any(s.kind == "location" for s in slots(template)) else "",
                 }
             )
     return found
@@ -654,13 +666,16 @@ def _header_kind(ctx: WebContext, template: MessageTemplate) -> str:
 
 def _shown_fields(ctx: WebContext, typed: dict[str, str], errors: dict[str, str]) -> set[str]:
     """The header fields shown: the header's value where the typed template's header takes one,
-    its file's link where it shows a file (and the file name for a document), or a field holding
-    a value or a problem (the page's script shows and hides them too as a template is typed)."""
+    its file's link where it shows a file (and the file name for a document), its place's fields
+    where it shows a place, or a field holding a value or a problem (the place's four as one: any
+    of them) (the page's script shows and hides them too as a template is typed)."""
     shown = {
         key
         for key in ("template_header", "template_header_media", "template_header_filename")
         if typed.get(key, "").strip() or errors.get(key)
     }
+    if any(typed.get(key, "").strip() or errors.get(key) for key in template_form.PLACE_FIELDS):
+        shown.add("template_header_place")
     name = typed.get("template_name", "").strip()
     if not name:
         return shown
@@ -672,6 +687,8 @@ def _shown_fields(ctx: WebContext, typed: dict[str, str], errors: dict[str, str]
         shown.add("template_header_media")
         if media.kind == "document":
             shown.add("template_header_filename")
+    if stored is not None and any(s.kind == "location" for s in slots(stored)):
+        shown.add("template_header_place")
     return shown
 
 
@@ -714,6 +731,7 @@ def _editor(
         "header_keys": " ".join(sorted({t["header_key"] for t in templates if t["header_key"]})),
         "media_keys": " ".join(sorted({t["media_key"] for t in templates if t["media_key"]})),
         "document_keys": " ".join(sorted({t["document_key"] for t in templates if t["document_key"]})),
+        "place_keys": " ".join(sorted({t["place_key"] for t in templates if t["place_key"]})),
         "shown_fields": _shown_fields(ctx, shown, errors),
         "message_tags": MESSAGE_TAGS,
         "variables": VARIABLES,
@@ -759,6 +777,10 @@ def save_broadcast(
     template_header: Annotated[str, Form(max_length=1000)] = "",
     template_header_media: Annotated[str, Form(max_length=2000)] = "",
     template_header_filename: Annotated[str, Form(max_length=500)] = "",
+    template_header_latitude: Annotated[str, Form(max_length=100)] = "",
+    template_header_longitude: Annotated[str, Form(max_length=100)] = "",
+    template_header_place_name: Annotated[str, Form(max_length=1000)] = "",
+    template_header_address: Annotated[str, Form(max_length=1000)] = "",
     template_params: Annotated[str, Form(max_length=5000)] = "",
     message_tag: Annotated[str, Form(max_length=40)] = "",
     reply_window_hours: Annotated[str, Form(max_length=10)] = "72",
@@ -790,6 +812,10 @@ def save_broadcast(
         "template_header": template_header,
         "template_header_media": template_header_media,
         "template_header_filename": template_header_filename,
+        "template_header_latitude": template_header_latitude,
+        "template_header_longitude": template_header_longitude,
+        "template_header_place_name": template_header_place_name,
+        "template_header_address": template_header_address,
         "template_params": template_params,
         "message_tag": message_tag,
         "reply_window_hours": reply_window_hours,

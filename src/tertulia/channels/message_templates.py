@@ -13,12 +13,18 @@ What a template message must be (`check_template_message`): a template this chan
 language, APPROVED, with exactly the parameters its header and body ask for: as many as there are
 `{{1}}`, `{{2}}`... for a POSITIONAL template, one per `{{name}}` (each `parameter_name`) for a NAMED
 one, none empty; a header that is an image, a video or a document takes that file by its https link
-(or an uploaded media id). Each refusal is a 422 whose code names the rule.
+(or an uploaded media id); a LOCATION header takes a place: a latitude in [-90, 90] and a longitude
+in [-180, 180] (numbers or decimal strings, sent as decimal strings, the way Meta's location
+templates page writes them: developers.facebook.com/documentation/business-messaging/whatsapp/
+templates/utility-templates/location-templates), and optionally its name and address. Each
+refusal is a 422 whose code names the rule.
 """
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,6 +48,10 @@ MEDIA_HEADERS = {"IMAGE": "image", "VIDEO": "video", "DOCUMENT": "document", "LO
 # Those whose parameter is a file, given by its URL (`link`) or an uploaded media's `id`.
 FILE_KINDS = ("image", "video", "document")
 MAX_LINK = 2000
+# A place's name and address: Meta documents no limit; longer than this is a mistake, not a place.
+MAX_PLACE_TEXT = 500
+PLACE_KEYS = ("latitude", "longitude", "name", "address")
+_DECIMAL = re.compile(r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)$")
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}")
 
 
@@ -57,6 +67,66 @@ def is_https_url(value: Any) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() == "https" and bool(parts.hostname)
+
+
+class PlaceRefused(ValueError):
+    """A header's place that Meta would not take: `field` is the key at fault (`latitude`, ...,
+    or "" for the place as a whole), `rule` what it must be (`latitude`, `longitude`, `text`,
+    `unknown`, `shape`), for each sender to say it in its own words."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field or 'location'}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+def coordinate(value: Any, limit: int) -> str | None:
+    """A latitude (limit 90) or longitude (limit 180) as the decimal string Meta is sent, or None
+    when it is not a finite number in [-limit, limit]: a number or a decimal string (no exponent,
+    no NaN, no infinity, no thousands separator)."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) > 40 or not _DECIMAL.fullmatch(text):
+            return None
+        number = Decimal(text)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        number = Decimal(repr(value))
+    else:
+        if abs(value) > limit:  # before a huge integer becomes a Decimal
+            return None
+        number = Decimal(value)
+    if abs(number) > limit:
+        return None
+    return format(number, "f")
+
+
+def place(value: Any) -> dict[str, str]:
+    """A LOCATION header's place in Meta's form (`latitude`, `longitude` as decimal strings, `name`
+    and `address` when given), or PlaceRefused naming what is wrong."""
+    if not isinstance(value, dict):
+        raise PlaceRefused("", "shape")
+    unknown = [key for key in value if key not in PLACE_KEYS]
+    if unknown:
+        raise PlaceRefused(str(unknown[0]), "unknown")
+    found: dict[str, str] = {}
+    for key, limit in (("latitude", 90), ("longitude", 180)):
+        written = coordinate(value.get(key), limit)
+        if written is None:
+            raise PlaceRefused(key, key)
+        found[key] = written
+    for key in ("name", "address"):
+        text = value.get(key)
+        if text is None:
+            continue
+        if not isinstance(text, str) or len(text) > MAX_PLACE_TEXT or any(ord(ch) < 32 and ch != "\n" for ch in text):
+            raise PlaceRefused(key, "text")
+        if text.strip():
+            found[key] = text.strip()
+    return found
 
 
 def language_key(code: str) -> str:
@@ -336,8 +406,11 @@ def check_template_message(session: Session, channel: Channel, given: dict[str, 
                         f"{where}.{slot.kind}",
                         f"the header of {name!r} takes {_a(slot.kind)}: give its https:// link or a media id",
                     )
-                values[(kind, slot.key)] = parameter
-                sent.append(parameter)
+                taken = parameter
+                if slot.kind == "location":
+                    taken = {"type": "location", "location": _place_given(parameter.get("location"), name, where)}
+                values[(kind, slot.key)] = taken
+                sent.append(taken)
                 continue
             key = slot.key
             if named:
@@ -368,6 +441,25 @@ def check_template_message(session: Session, channel: Channel, given: dict[str, 
 
 def _a(kind: str) -> str:
     return f"an {kind}" if kind[:1] in ("a", "e", "i", "o", "u") else f"a {kind}"
+
+
+PLACE_RULES = {
+    "shape": "give its latitude and longitude",
+    "unknown": "a place has a latitude, a longitude, a name and an address only",
+    "latitude": "the latitude must be a number from -90 to 90",
+    "longitude": "the longitude must be a number from -180 to 180",
+    "text": f"must be text of at most {MAX_PLACE_TEXT} characters, without control characters",
+}
+
+
+def _place_given(value: Any, name: str, where: str) -> dict[str, str]:
+    try:
+        return place(value)
+    except PlaceRefused as exc:
+        path = f"{where}.location" + (f".{exc.field}" if exc.field else "")
+        raise _refuse(
+            "template_parameters", path, f"the header of {name!r} takes a place: {PLACE_RULES[exc.rule]}"
+        ) from None
 
 
 def _file_given(media: Any) -> bool:

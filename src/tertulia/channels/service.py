@@ -27,6 +27,7 @@ from tertulia.kit.models import UTCDateTime
 from tertulia.kit.security import new_token, sign, signature_matches
 from tertulia.kit.text import tidy_name
 from tertulia.users.permissions import Actor, Permission
+from tertulia.web import i18n
 
 
 def do_create_channel(
@@ -133,10 +134,11 @@ class ProviderRefused(ValidationFailed):
         self.kind = kind
 
 
+# Each type's name for people (the two that are words, not brands, translated where they are shown).
 PROVIDER_NAMES = {
-    "email": "Email",
+    "email": i18n.lazy("Email"),
     "telegram": "Telegram",
-    "webchat": "Web chat",
+    "webchat": i18n.lazy("Web chat"),
     "whatsapp": "WhatsApp",
     "messenger": "Messenger",
     "instagram": "Instagram",

@@ -536,6 +536,7 @@ class _Engine:
                     "header_parameters": [self.text(value) for value in variant.template.header_parameters],
                     "named_parameters": {p.name: self.text(p.value) for p in variant.template.named_parameters},
                     "header_media": self.header_media(variant.template.header_media),
+                    "header_location": self.header_location(variant.template.header_location),
                 }
                 if variant.template is not None
                 else None,
@@ -549,11 +550,25 @@ class _Engine:
         return render(text, self.state, self.ctx)
 
     def header_media(self, media: lang.HeaderMedia | None) -> dict[str, Any] | None:
-        """A template's header file, its URL and name filled in (the URL is checked when sent)."""
+        """A template's header file, its URL (or media id) and name filled in (the URL is checked
+        when sent)."""
         if media is None:
             return None
         filename = self.text(media.filename).strip() if media.filename is not None else ""
-        return {"link": self.text(media.link).strip(), "filename": filename or None}
+        if media.id is not None:
+            return {"id": media.id, "filename": filename or None}
+        return {"link": self.text(media.link or "").strip(), "filename": filename or None}
+
+    def header_location(self, place: lang.HeaderLocation | None) -> dict[str, Any] | None:
+        """A template's header place, its texts filled in (the coordinates are checked when sent)."""
+        if place is None:
+            return None
+        filled = {
+            key: self.text(value).strip() if isinstance(value, str) else value
+            for key in ("latitude", "longitude", "name", "address")
+            if (value := getattr(place, key)) is not None
+        }
+        return filled
 
     def question_text(self, config: lang.AskQuestionConfig, text: str) -> str:
         body = self.text(text)

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, WithJsonSchema
 from pydantic import ValidationError as PydanticValidationError
 
-from tertulia.channels.message_templates import FILE_KINDS
+from tertulia.channels.message_templates import FILE_KINDS, MAX_PLACE_TEXT, coordinate
 from tertulia.contacts.models import FieldType
 from tertulia.conversations import variables
 from tertulia.kit.errors import ValidationFailed
@@ -223,11 +223,41 @@ MAX_MEDIA_FILENAME = 240
 
 class HeaderMedia(_Strict):
     """The file of a template whose header is an image, a video or a document: its https URL
-    (variables allowed, checked once filled in when the step runs) and, for a document, the file
-    name the customer sees."""
+    (variables allowed, checked once filled in when the step runs) or the media id WhatsApp gave it
+    when it was uploaded (digits), one of the two, and, for a document, the file name the customer
+    sees."""
 
-    link: str = Field(min_length=1, max_length=MAX_MEDIA_LINK)
+    link: str | None = Field(default=None, min_length=1, max_length=MAX_MEDIA_LINK)
+    id: str | None = Field(default=None, pattern=r"^[0-9]{1,64}$")
     filename: str | None = Field(default=None, min_length=1, max_length=MAX_MEDIA_FILENAME)
+
+
+def _number_or_text(value: Any) -> Any:
+    """A coordinate is a number or a text (a decimal, or variables that give one); a boolean, which
+    the number type would take for 0 or 1, is neither."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError("must be a number, or text with variables")
+    return value
+
+
+MAX_COORDINATE_TEXT = 200
+# The builder shows a coordinate as a text field (a decimal or variables), which the checker takes.
+Coordinate = Annotated[
+    float | Annotated[str, Field(min_length=1, max_length=MAX_COORDINATE_TEXT)],
+    BeforeValidator(_number_or_text),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_COORDINATE_TEXT}),
+]
+
+
+class HeaderLocation(_Strict):
+    """The place a template whose header is a LOCATION shows: its latitude (-90 to 90) and
+    longitude (-180 to 180), numbers or text with variables (checked once filled in when the step
+    runs), and optionally its name and address."""
+
+    latitude: Coordinate
+    longitude: Coordinate
+    name: str | None = Field(default=None, min_length=1, max_length=MAX_PLACE_TEXT)
+    address: str | None = Field(default=None, min_length=1, max_length=MAX_PLACE_TEXT)
 
 
 class TemplateConfig(_Strict):
@@ -235,7 +265,7 @@ class TemplateConfig(_Strict):
     its parameters, variables allowed: for a POSITIONAL template ({{1}}, {{2}}, ...) in order in the
     body and in a text header; for a NAMED one ({{first_name}}) by name, wherever the template uses
     the name (its header or body). A template whose header is an image, a video or a document takes
-    that file as `header_media`."""
+    that file as `header_media`; one whose header is a place (LOCATION) takes it as `header_location`."""
 
     name: str = Field(min_length=1, max_length=512)
     language: str = Field(min_length=2, max_length=15)
@@ -243,6 +273,7 @@ class TemplateConfig(_Strict):
     header_parameters: list[Text] = Field(default_factory=list, max_length=1)
     named_parameters: list[NamedParameter] = Field(default_factory=list, max_length=MAX_TEMPLATE_PARAMETERS)
     header_media: HeaderMedia | None = None
+    header_location: HeaderLocation | None = None
 
 
 class MessageVariant(_Strict):
@@ -513,7 +544,11 @@ def _loc_path(prefix: str, loc: tuple[int | str, ...]) -> str:
 def _model_errors(exc: PydanticValidationError, prefix: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for error in exc.errors():
-        loc = tuple(part for part in error["loc"] if not (isinstance(part, str) and part in ("int", "str")))
+        loc = tuple(
+            part
+            for part in error["loc"]
+            if not (isinstance(part, str) and part in ("int", "str", "float", "constrained-str"))
+        )
         # Union members (a channel id or "last_interacted") add their own name to the location.
         loc = tuple(p for p in loc if not (isinstance(p, str) and (p.startswith("literal[") or p == "int")))
         found.setdefault(_loc_path(prefix, loc), error["msg"])
@@ -815,8 +850,23 @@ class _Checker:
             if parameter.name in seen:
                 self.error(f"{path}.named_parameters[{index}].name", f"parameter {parameter.name!r} is given twice")
             seen.add(parameter.name)
-        if config.header_media is not None and not _may_be_https(config.header_media.link):
+        media = config.header_media
+        if media is not None and (media.link is None) == (media.id is None):
+            self.error(
+                f"{path}.header_media", "give the file's https:// URL (link) or its media id (id), one of the two"
+            )
+        elif media is not None and media.link is not None and not _may_be_https(media.link):
             self.error(f"{path}.header_media.link", "must be an https:// URL (variables may stand in for it)")
+        if media is not None and config.header_location is not None:
+            self.error(f"{path}.header_location", "a template's header is a file or a place, not both")
+        if config.header_location is not None:
+            for key, limit in (("latitude", 90), ("longitude", 180)):
+                value = getattr(config.header_location, key)
+                if not (isinstance(value, str) and "{{" in value) and coordinate(value, limit) is None:
+                    self.error(
+                        f"{path}.header_location.{key}",
+                        f"must be a number from -{limit} to {limit} (variables may stand in for it)",
+                    )
         kind = self.channel_kind(channel)
         if kind is not None and kind != "whatsapp":
             self.error(
@@ -843,6 +893,7 @@ class _Checker:
         for shape in shapes:
             self.template_fits(shape, config, path)
             self.header_media_fits(shape, config, path)
+            self.header_location_fits(shape, config, path)
 
     def channel_kind(self, channel: int | str) -> str | None:
         """The kind of the step's channel when it names one the workspace has."""
@@ -853,7 +904,7 @@ class _Checker:
 
     def header_media_fits(self, shape: TemplateShape, config: TemplateConfig, path: str) -> None:
         media = config.header_media
-        if shape.media in FILE_KINDS:  # a file by its URL (a location header it cannot fill)
+        if shape.media in FILE_KINDS:  # a file by its URL or media id (a place: header_location)
             if media is None:
                 self.error(
                     f"{path}.header_media",
@@ -868,6 +919,15 @@ class _Checker:
                 )
         elif media is not None:
             self.error(f"{path}.header_media", f"template {shape.name!r} has no image, video or document header")
+
+    def header_location_fits(self, shape: TemplateShape, config: TemplateConfig, path: str) -> None:
+        if shape.media == "location" and config.header_location is None:
+            self.error(
+                f"{path}.header_location",
+                f"template {shape.name!r} has a location header: give the place's latitude and longitude",
+            )
+        elif shape.media != "location" and config.header_location is not None:
+            self.error(f"{path}.header_location", f"template {shape.name!r} has no location header")
 
     def template_fits(self, shape: TemplateShape, config: TemplateConfig, path: str) -> None:
         if not shape.named:
@@ -1034,9 +1094,15 @@ def _texts_of(config: Any) -> list[tuple[str, str]]:
                 found.append((f"variants[{index}].template.named_parameters[{position}].value", named.value))
             media = variant.template.header_media if variant.template else None
             if media is not None:
-                found.append((f"variants[{index}].template.header_media.link", media.link))
+                if media.link is not None:
+                    found.append((f"variants[{index}].template.header_media.link", media.link))
                 if media.filename is not None:
                     found.append((f"variants[{index}].template.header_media.filename", media.filename))
+            place = variant.template.header_location if variant.template else None
+            for key in ("latitude", "longitude", "name", "address"):
+                value = getattr(place, key) if place is not None else None
+                if isinstance(value, str):
+                    found.append((f"variants[{index}].template.header_location.{key}", value))
         return found
     if isinstance(config, CommentConfig):
         return [("text", config.text)]

@@ -838,6 +838,8 @@ class _Performer:
             )
             if template.get("header_media"):
                 components.insert(0, self.header_media_component(channel, template, template["header_media"]))
+            elif template.get("header_location"):
+                components.insert(0, self.header_location_component(channel, template, template["header_location"]))
             payload = {
                 "template": {
                     "name": template["name"],
@@ -895,17 +897,45 @@ class _Performer:
                 code="template_header_media",
             )
         link = str(media.get("link") or "")
-        if not message_templates.is_https_url(link):
+        if media.get("id"):
+            file: dict[str, Any] = {"id": str(media["id"])}
+        elif message_templates.is_https_url(link):
+            file = {"link": link}
+        else:
             raise DomainError(
                 f"the header file's URL of template {name!r} is not an https:// URL once its variables"
                 f" are filled in: {link[:200]!r}",
                 code="template_header_media",
             )
         kind = kind or "image"  # an unknown template: refused by name when the message is checked
-        file: dict[str, Any] = {"link": link}
         if kind == "document" and media.get("filename"):
             file["filename"] = media["filename"]
         return {"type": "header", "parameters": [{"type": kind, kind: file}]}
+
+    def header_location_component(
+        self, channel: Channel, template: dict[str, Any], given: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Meta's header of a template whose header is a place: `{"type": "location", "location":
+        {"latitude", "longitude", "name", "address"}}`. The place is checked here, once its
+        variables are filled in, so the run's log says what was wrong."""
+        name = template["name"]
+        stored = message_templates.find_template(self.session, channel, name, template["language"])
+        if stored is not None and not any(
+            s.component == "header" and s.kind == "location" for s in message_templates.slots(stored)
+        ):
+            raise DomainError(
+                f"template {name!r} has no location header on this number any more: remove the place from the step",
+                code="template_header_location",
+            )
+        try:
+            found = message_templates.place({key: value for key, value in given.items() if value != ""})
+        except message_templates.PlaceRefused as exc:
+            raise DomainError(
+                f"the place in the header of template {name!r} is not valid once its variables are filled in:"
+                f" {message_templates.PLACE_RULES[exc.rule]} ({exc.field}: {str(given.get(exc.field))[:200]!r})",
+                code="template_header_location",
+            ) from None
+        return {"type": "header", "parameters": [{"type": "location", "location": found}]}
 
     def channel(self, choice: Any) -> Channel:
         session = self.session

@@ -199,13 +199,18 @@ def approved_templates(session: Session, workspace_id: int) -> Sequence[MessageT
     ).all()
 
 
+MEDIA_KINDS = frozenset(message_templates.MEDIA_HEADERS.values())
+
+
 def media_header_templates(session: Session, workspace_id: int) -> dict[str, str]:
-    """The names of the approved templates whose header is a file, with its kind (`image`,
-    `video`, `document`): the builder shows the header file's field for these."""
+    """The names of the approved templates whose header is a file or a place, with its kind
+    (`image`, `video`, `document`, `location`): the builder shows the header file's field, or the
+    place's, for these."""
     found: dict[str, str] = {}
     for template in approved_templates(session, workspace_id):
-        if (slot := message_templates.file_header(template)) is not None:
-            found.setdefault(template.name, slot.kind)
+        kind = next((s.kind for s in message_templates.slots(template) if s.kind in MEDIA_KINDS), None)
+        if kind is not None:
+            found.setdefault(template.name, kind)
     return found
 
 

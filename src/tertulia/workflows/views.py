@@ -19,6 +19,8 @@ from sqlalchemy import select
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
+from tertulia.channels.models import Channel
+from tertulia.channels.service import provider_name
 from tertulia.contacts import service as contacts_service
 from tertulia.conversations.models import ClosingCategory
 from tertulia.kit.errors import DomainError, ValidationFailed
@@ -159,7 +161,13 @@ FIELD_LABELS: dict[str, str] = {
     "named_parameters": i18n.lazy("Named parameters (a named template)"),
     "header_media": i18n.lazy("Header file (image, video or document)"),
     "link": i18n.lazy("File URL (https://, variables allowed)"),
+    "header_media.id": i18n.lazy("Or the file's WhatsApp media id (digits), instead of the URL"),
     "filename": i18n.lazy("File name (documents only)"),
+    "header_location": i18n.lazy("Header place (a location template)"),
+    "latitude": i18n.lazy("Latitude (-90 to 90, variables allowed)"),
+    "longitude": i18n.lazy("Longitude (-180 to 180, variables allowed)"),
+    "header_location.name": i18n.lazy("Place name (optional)"),
+    "address": i18n.lazy("Address (optional)"),
 }
 # The standard contact fields in the field pickers (custom fields show their own label).
 CONTACT_FIELD_LABELS: dict[str, str] = {
@@ -318,13 +326,6 @@ ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             r"the header of (?P<template>'.*') takes (?P<n>\d+) parameter\(s\), (?P<given>\d+) given",
             i18n.lazy("The header of template %(template)s takes %(n)s parameter(s); %(given)s given"),
         ),
-        (
-            r"the step's channel (?P<id>\d+) is an? (?P<kind>\w+) channel, not WhatsApp: only WhatsApp sends templates",
-            i18n.lazy(
-                "The step's channel (%(id)s, %(kind)s) is not a WhatsApp channel: only WhatsApp sends templates."
-                " Choose a WhatsApp channel or the last interacted one"
-            ),
-        ),
         (r"only WhatsApp channels send templates", i18n.lazy("Only WhatsApp channels send templates")),
         (
             r"template (?P<template>'.*') has an? (image|video|document) header: give the https:// URL of its file",
@@ -343,6 +344,33 @@ ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             i18n.lazy("Must be an https:// URL (a variable may stand in for it)"),
         ),
         (
+            r"give the file's https:// URL \(link\) or its media id \(id\), one of the two",
+            i18n.lazy("Give the file's https:// URL or its media id, one of the two"),
+        ),
+        (
+            r"a template's header is a file or a place, not both",
+            i18n.lazy("A template's header is a file or a place: fill in only the one the template has"),
+        ),
+        (
+            r"must be a number from -(?P<n>\d+) to \d+ \(variables may stand in for it\)",
+            i18n.lazy(
+                "Must be a number from -%(n)s to %(n)s, with a point for decimals (a variable may stand in for it)"
+            ),
+        ),
+        (
+            r"Value error, must be a number, or text with variables",
+            i18n.lazy("Must be a number, or text with variables"),
+        ),
+        (r"Input should be a finite number", i18n.lazy("Must be a finite number")),
+        (
+            r"template (?P<template>'.*') has a location header: give the place's latitude and longitude",
+            i18n.lazy("Template %(template)s shows a place in its header: give its latitude and longitude"),
+        ),
+        (
+            r"template (?P<template>'.*') has no location header",
+            i18n.lazy("Template %(template)s shows no place in its header: leave the header place empty"),
+        ),
+        (
             r"no WhatsApp number has a template (?P<template>'.*') in (?P<language>'.*')"
             r" \(sync the templates if it is new\)",
             i18n.lazy(
@@ -352,6 +380,15 @@ ERROR_WORDINGS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 
+
+# A template on a step whose channel is not WhatsApp: said with the channel's name and its type's name.
+NOT_WHATSAPP = re.compile(
+    r"the step's channel (?P<id>\d+) is an? (?P<kind>\w+) channel, not WhatsApp: only WhatsApp sends templates"
+)
+NOT_WHATSAPP_TEXT = i18n.lazy(
+    "The step's channel (%(name)s, %(kind)s) is not a WhatsApp channel: only WhatsApp sends templates."
+    " Choose a WhatsApp channel or the last interacted one"
+)
 
 # Those that count (the singular and plural msgids of one catalogue entry).
 COUNTED_WORDINGS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
@@ -381,6 +418,12 @@ def translated_errors(ctx: WebContext, errors: dict[str, str]) -> dict[str, str]
     """The errors of a definition by path, each in the page's language where its wording is known."""
 
     def one(message: str) -> str:
+        not_whatsapp = NOT_WHATSAPP.fullmatch(message)
+        if not_whatsapp:
+            return ctx.fmt.gettext(NOT_WHATSAPP_TEXT) % {
+                "name": channel_name(int(not_whatsapp["id"])),
+                "kind": ctx.fmt.gettext(provider_name(not_whatsapp["kind"])),
+            }
         for pattern, singular, plural in COUNTED_WORDINGS:
             counted = pattern.fullmatch(message)
             if counted:
@@ -390,6 +433,12 @@ def translated_errors(ctx: WebContext, errors: dict[str, str]) -> dict[str, str]
             if found:
                 return ctx.fmt.gettext(msgid) % found.groupdict()
         return message
+
+    def channel_name(channel_id: int) -> str:
+        name = ctx.session.scalar(
+            select(Channel.name).where(Channel.workspace_id == ctx.actor.workspace_id, Channel.id == channel_id)
+        )
+        return name or f"#{channel_id}"
 
     return {path: one(message) for path, message in errors.items()}
 
@@ -413,8 +462,8 @@ def builder_data(
     """What the builder's script needs, as one JSON data block: the definition it edits, the errors
     found in it by path, the config schemas of every step and trigger type, the workspace's
     channels, users, teams, ... by the config field names that hold them (`choices`, drawn as
-    pickers), the templates whose header is a file (by name, with its kind: the header file's
-    field shows for these), and its words."""
+    pickers), the templates whose header is a file or a place (by name, with its kind: the header
+    file's field, or the place's, shows for these), and its words."""
 
     def words(labels: dict[str, str]) -> dict[str, str]:
         return {key: ctx.fmt.gettext(value) for key, value in labels.items()}

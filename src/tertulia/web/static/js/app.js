@@ -159,8 +159,9 @@
   document.addEventListener("DOMContentLoaded", showOptions);
 
   // The broadcast editor's header fields (the header's parameter, its file's link, a document's
-  // name): each shown while the typed template (name and language, spelt as `name|language` in its
-  // `data-template-header`) has a header that takes it, or the field holds a value or a problem.
+  // name, a place's four fields): each shown while the typed template (name and language, spelt as
+  // `name|language` in its `data-template-header`) has a header that takes it, or one of its fields
+  // holds a value or a problem.
   function showTemplateHeader() {
     var name = document.getElementById("f-template_name");
     if (!name) return;
@@ -169,8 +170,10 @@
     var key = name.value.trim() + "|" + code.replace(/-/g, "_").toLowerCase();
     document.querySelectorAll("[data-template-header]").forEach(function (box) {
       var wanted = (box.getAttribute("data-template-header") || "").split(" ");
-      var input = box.querySelector("input");
-      box.hidden = !(wanted.indexOf(key) !== -1 || (input && input.value.trim() !== "") || box.querySelector(".field-error"));
+      var filled = Array.prototype.some.call(box.querySelectorAll("input"), function (input) {
+        return input.value.trim() !== "";
+      });
+      box.hidden = !(wanted.indexOf(key) !== -1 || filled || box.querySelector(".field-error"));
     });
   }
   document.addEventListener("input", function (event) {

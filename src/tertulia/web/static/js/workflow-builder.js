@@ -61,8 +61,12 @@
     return text.charAt(0).toUpperCase() + text.slice(1);
   }
 
-  function fieldLabel(name, schema) {
-    return (schema && schema["x-label"]) || FIELDS[name] || (schema && schema.title) || humanize(name);
+  // A field's label: its own, or the one for "parent.name" (header_media.id is no step id), or the
+  // one for its name.
+  function fieldLabel(name, schema, path) {
+    const parts = (path || "").replace(/\[\d+\]/g, "").split(".");
+    const parent = parts.length > 1 ? FIELDS[parts[parts.length - 2] + "." + name] : null;
+    return (schema && schema["x-label"]) || parent || FIELDS[name] || (schema && schema.title) || humanize(name);
   }
 
   function valueLabel(value) {
@@ -656,20 +660,28 @@
   }
 
   // A template's header file (header_media) is asked for only when the chosen template's header is
-  // an image, a video or a document; one already given (or refused) stays shown so it can be cleared.
+  // an image, a video or a document, and its place (header_location) when it is a location; one
+  // already given (or refused) stays shown so it can be cleared.
   function mediaFollowsTemplate(body, path, objectSlot) {
-    const media = body.querySelector(':scope > [data-field="' + path + '.header_media"]');
     const name = body.querySelector(':scope > [data-field="' + path + '.name"] input');
-    if (!media || !name) return;
+    if (!name) return;
     const kinds = DATA.media_templates || {};
-    const show = function () {
-      const current = objectSlot(false);
-      const given = Boolean(current) && current.header_media !== undefined && current.header_media !== null;
-      const wanted = Object.prototype.hasOwnProperty.call(kinds, name.value);
-      media.hidden = !(wanted || given || media.classList.contains("has-error"));
-    };
-    name.addEventListener("input", show);
-    show();
+    const headers = [
+      ["header_media", function (kind) { return ["image", "video", "document"].indexOf(kind) >= 0; }],
+      ["header_location", function (kind) { return kind === "location"; }],
+    ];
+    headers.forEach(function ([field, takes]) {
+      const box = body.querySelector(':scope > [data-field="' + path + "." + field + '"]');
+      if (!box) return;
+      const show = function () {
+        const current = objectSlot(false);
+        const given = Boolean(current) && current[field] !== undefined && current[field] !== null;
+        const wanted = Object.prototype.hasOwnProperty.call(kinds, name.value) && takes(kinds[name.value]);
+        box.hidden = !(wanted || given || box.classList.contains("has-error"));
+      };
+      name.addEventListener("input", show);
+      show();
+    });
   }
 
   function choiceLabel(choices, value) {
@@ -702,7 +714,7 @@
         ctx.shown.add(key);
       }
     });
-    const label = fieldLabel(name, schema);
+    const label = fieldLabel(name, schema, path);
     const wrapper = el("div", { class: "field wfb-field" + (messages.length ? " has-error" : ""), "data-field": path });
     const errorBox = el("p", { class: "field-error", id: errorId, role: "alert", "data-testid": "field-error", text: messages.join(" · ") });
 
