@@ -157,7 +157,11 @@ class DefinitionIn(_Strict):
 
 
 class OpenedConfig(_Strict):
-    sources: list[Literal["contact", "user", "api", "workflow", "system"]] = Field(default_factory=list)
+    # "broadcast_reply": opened by a contact's reply to a broadcast (triggers._Batch.source); "contact"
+    # is any other message of theirs that opened one, never such a reply.
+    sources: list[Literal["contact", "broadcast_reply", "user", "api", "workflow", "system"]] = Field(
+        default_factory=list
+    )
 
 
 class ClosedConfig(_Strict):
