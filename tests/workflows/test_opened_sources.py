@@ -4,9 +4,11 @@ starts the workflow filtered on it and no other, on both databases."""
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from tertulia.broadcasts import sender
 from tertulia.broadcasts import service as broadcasts_service
+from tertulia.broadcasts.models import BroadcastRecipient
 from tertulia.channels.models import Channel
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
@@ -56,6 +58,13 @@ def send_broadcast(db: Database, tenant: Tenant, channel: Channel) -> int:
     return broadcast_id
 
 
+def replied(db: Database) -> list[int]:
+    """The contacts whose reply to a broadcast was recorded."""
+    with db.transaction(write=False) as session:
+        query = select(BroadcastRecipient.contact_id).where(BroadcastRecipient.replied_at.is_not(None))
+        return sorted(session.scalars(query))
+
+
 def tags_of(db: Database, contact_id: int) -> list[str]:
     with db.transaction(write=False) as session:
         return sorted(segments_repo.contact_tag_keys(session, contact_id))
@@ -80,8 +89,13 @@ def test_each_source_starts_only_the_workflows_filtered_on_it(
         name="Opener",
     )
 
+    # A customer who opens a conversation before the broadcast and replies to it there: the reply
+    # did not open the conversation, so it is "contact" (the consumer reads it all in one go).
+    chatting = customer_writes(db, channel, "src-chat", "hola, una pregunta")
     send_broadcast(db, tenant, channel)  # held in the closed conversations: it opens none
     customer_writes(db, channel, "src-0", "sí, voy")  # a reply within the window opens a conversation
+    customer_writes(db, channel, "src-chat", "sí, también voy")
+    assert replied(db) == sorted([replier, chatting])
     newcomer = customer_writes(db, channel, "src-new", "hola")  # not a recipient: an ordinary first message
     sent = client.post(
         f"/api/v1/contacts/id:{by_api}/messages", headers=tenant.headers, json={"message": {"text": "Tu pedido salió"}}
@@ -102,13 +116,14 @@ def test_each_source_starts_only_the_workflows_filtered_on_it(
     assert [r.status for r in runs(db, opener)] == ["finished"]
     assert tags_of(db, replier) == ["by-broadcast_reply"]
     assert tags_of(db, newcomer) == ["by-contact"]
+    assert tags_of(db, chatting) == ["by-contact"]
     assert tags_of(db, by_api) == ["by-api"]
     assert tags_of(db, by_user) == ["by-user"]
     assert tags_of(db, by_workflow) == ["by-workflow", "reopen"]
     [reply_run] = runs(db, flows["broadcast_reply"])
     assert reply_run.state["trigger"]["source"] == "broadcast_reply"
     assert {source: [r.contact_id for r in runs(db, flow)] for source, flow in flows.items()} == {
-        "contact": [newcomer],
+        "contact": [chatting, newcomer],
         "broadcast_reply": [replier],
         "api": [by_api],
         "user": [by_user],
