@@ -4,8 +4,8 @@ the flow on a contact, publishes it, and watches it run on a web-chat conversati
 no CSP violation). A branch's paths and a jump are joined to their target cards by lines that follow
 edits, zoom and resizes; a manager whose language is English builds and saves in English; and a
 WhatsApp template with named parameters is filled in by name, and the header file's field shows for
-a template whose header is an image (only for it). SQLite only, like the other browser
-tests."""
+a template whose header is an image (only for it); a step duplicated goes below its original and a
+step deleted joins its neighbours, as saved. SQLite only, like the other browser tests."""
 
 import json
 import os
@@ -620,5 +620,50 @@ def test_the_header_place_fields_show_only_for_a_template_whose_header_is_a_plac
             },
         }
     ]
+    context.close()
+    assert problems == []
+
+
+def test_duplicating_and_deleting_steps_keeps_the_chain(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Copias")
+    live = page.locator("[data-live]")
+    welcome_text = saved_definition(setup.database, workflow_id)["steps"][0]["config"]["text"]
+
+    # A copy goes right below its original, selected, with the same configuration and a new id; the
+    # original, which ended the run, now goes on to it.
+    _card(page, "welcome").get_by_role("button", name="Duplicar: welcome").click()
+    expect(_card(page, "welcome-1")).to_have_class(re.compile("is-selected"))
+    expect(live).to_have_text("Paso añadido: welcome-1")
+    expect(_field(page, "config.text", "textarea")).to_have_value(welcome_text)
+    _field(page, "config.text", "textarea").fill("Te atendemos enseguida")
+    _card(page, "welcome-1").get_by_role("button", name="Duplicar: welcome-1").click()
+    expect(_card(page, "welcome-2")).to_have_class(re.compile("is-selected"))
+    cards = page.get_by_test_id("step-card")
+    expect(cards).to_have_count(3)
+    assert [card.get_attribute("data-step-id") for card in cards.all()] == ["welcome", "welcome-1", "welcome-2"]
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("guardado")
+    saved = saved_definition(setup.database, workflow_id)
+    assert [(s["id"], s.get("next"), s["config"]["text"]) for s in saved["steps"]] == [
+        ("welcome", "welcome-1", welcome_text),
+        ("welcome-1", "welcome-2", "Te atendemos enseguida"),
+        ("welcome-2", None, "Te atendemos enseguida"),
+    ]
+
+    # Deleting the middle step joins its neighbours; the keyboard focus goes to the one that took
+    # its place (not lost with the deleted card's buttons).
+    _card(page, "welcome-1").get_by_role("button", name="Eliminar: welcome-1").click()
+    expect(_card(page, "welcome-1")).to_have_count(0)
+    expect(live).to_have_text("Paso eliminado: welcome-1")
+    expect(_card(page, "welcome-2").locator("[data-action=select]")).to_be_focused()
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("guardado")
+    expect(page.get_by_test_id("card-error")).to_have_count(0)
+    saved = saved_definition(setup.database, workflow_id)
+    assert [(s["id"], s.get("next")) for s in saved["steps"]] == [("welcome", "welcome-2"), ("welcome-2", None)]
     context.close()
     assert problems == []

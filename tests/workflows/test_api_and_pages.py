@@ -197,6 +197,10 @@ def test_the_builder_gets_every_config_schema_and_the_errors_of_a_refused_save(
     assert question["label"] == "Hacer una pregunta"
     assert list(question["schema"]["properties"])[:2] == ["text", "kind"]  # the model's order, not sorted
     assert data["labels"]["fields"]["max_attempts"] == "Intentos como máximo"
+    # The conversation-opened trigger offers a reply to a broadcast among its sources, by name.
+    opened = data["triggers"]["conversation_opened"]["schema"]["properties"]["sources"]["items"]["enum"]
+    assert opened[:2] == ["contact", "broadcast_reply"]
+    assert data["labels"]["values"]["broadcast_reply"] == "Respuesta a una difusión"
     assert data["outcomes"]["ask_question"] == ["invalid", "timeout"]
     assert data["definition"] == FLOW
     assert data["errors"] == {}

@@ -221,6 +221,39 @@ def test_jumps_are_capped_then_continue_or_exit() -> None:
         assert state.status == engine.FINISHED
 
 
+@pytest.mark.parametrize(("first_cap", "xs", "ys"), [(10, 11, 1), (4, 5, 7), (1, 2, 10)])
+def test_a_run_jumps_at_most_ten_times_over_all_its_jump_steps(first_cap: int, xs: int, ys: int) -> None:
+    """Each jump step allows up to 10, but the run's jumps are counted together: once 10 are used,
+    every jump step acts as used up (here: goes on to its next step)."""
+    workflow = flow(
+        {"id": "x", "type": "add_tags", "config": {"tags": ["x"]}, "next": "jx"},
+        {"id": "jx", "type": "jump_to", "config": {"target": "x", "max_jumps": first_cap}, "next": "y"},
+        {"id": "y", "type": "add_tags", "config": {"tags": ["y"]}, "next": "jy"},
+        {"id": "jy", "type": "jump_to", "config": {"target": "y", "max_jumps": 10}, "next": "done"},
+        {"id": "done", "type": "add_tags", "config": {"tags": ["done"]}},
+    )
+    state, actions, logs = drive(workflow, [])
+    assert [a.params["tags"][0] for a in actions] == ["x"] * xs + ["y"] * ys + ["done"]
+    assert sum(state.jumps.values()) == lang.MAX_JUMPS == 10
+    jumped = [log.step_id for log in logs if log.outcome == "jumped"]
+    assert (jumped.count("jx"), jumped.count("jy")) == (xs - 1, ys - 1)
+    assert [log.step_id for log in logs if log.outcome == "jumps_used_up"] == ["jx", "jy"]
+    assert state.status == engine.FINISHED
+
+
+def test_a_jump_step_left_with_jumps_ends_the_run_when_the_run_has_used_its_ten() -> None:
+    workflow = flow(
+        {"id": "x", "type": "add_tags", "config": {"tags": ["x"]}, "next": "jx"},
+        {"id": "jx", "type": "jump_to", "config": {"target": "x", "max_jumps": 10}, "next": "jy"},
+        {"id": "jy", "type": "jump_to", "config": {"target": "x", "max_jumps": 5, "when_exhausted": "exit"}},
+    )
+    state, actions, logs = drive(workflow, [])
+    assert len(actions) == 11  # the first pass and ten jumps of jx; jy never jumps
+    assert [log.outcome for log in logs if log.step_id == "jy"] == ["jumps_used_up"]
+    assert state.jumps == {"jx": 10}
+    assert state.status == engine.FINISHED
+
+
 def test_runaway_protection_stops_a_run_with_too_many_steps_in_a_minute() -> None:
     steps = [
         {

@@ -245,19 +245,32 @@ def pause(db: Database, tenant: Tenant, contact_id: int) -> None:
 
 
 @pytest.mark.usefixtures("no_background_work")
-def test_assign_to_an_agent_online_or_tell_the_contact_to_wait(db: Database, tenant: Tenant, channel: Channel) -> None:
-    use(db, tenant, "assign_agent")
-    nobody = customer_writes(db, channel, "as-1", "hola")
+def test_assign_to_an_agent_online_or_queue_then_say_we_will_get_back(
+    db: Database, tenant: Tenant, channel: Channel
+) -> None:
+    workflow_id = use(db, tenant, "assign_agent")
+    waiting = customer_writes(db, channel, "as-1", "hola")
     feed(db)
-    assert assignee(db, nobody) is None
-    welcome, later = sent_texts(db, nobody)
+    assert assignee(db, waiting) is None  # nobody online: it waits in the queue
+    [welcome] = sent_texts(db, waiting)
     assert welcome.startswith("¡Hola")
-    assert later == text_of("assign_agent", "later")
     set_online(db, tenant.agent_id)
+    wake_after_presence(db)
+    assert assignee(db, waiting) == tenant.agent_id  # the first one online takes it
+    assert sent_texts(db, waiting) == [welcome]  # taken in time: no "we'll get back to you"
     served = customer_writes(db, channel, "as-2", "hola")
     feed(db)
     assert assignee(db, served) == tenant.agent_id
     assert len(sent_texts(db, served)) == 1
+    set_offline(db, tenant.agent_id)
+    late = customer_writes(db, channel, "as-3", "hola")
+    feed(db)
+    advance(db, utcnow() + timedelta(minutes=9))
+    assert len(sent_texts(db, late)) == 1
+    advance(db, utcnow() + timedelta(minutes=11))  # nobody within 10 minutes: the timeout branch
+    assert sent_texts(db, late)[1:] == [text_of("assign_agent", "later")]
+    assert assignee(db, late) is None
+    assert [r.status for r in runs(db, workflow_id)] == ["finished"] * 3
 
 
 @pytest.mark.usefixtures("no_background_work")
@@ -472,13 +485,13 @@ def test_csat_survey_saves_the_rating_to_a_field(db: Database, tenant: Tenant, c
     assert sent_texts(db, contact_id) == [text_of("csat_survey", "question")]
     customer_writes(db, channel, "csat-1", "9")
     feed(db)
-    customer_writes(db, channel, "csat-1", "5")
+    customer_writes(db, channel, "csat-1", "⭐⭐⭐⭐")  # a rating question takes stars too
     feed(db)
     assert sent_texts(db, contact_id)[1:] == [text_of("csat_survey", "retry"), text_of("csat_survey", "thanks")]
     with db.transaction(write=False) as session:
         found = session.get(Contact, contact_id)
         assert found is not None
-        assert found.custom["csat"] == 5
+        assert found.custom["csat"] == 4
 
 
 @pytest.mark.usefixtures("no_background_work")

@@ -25,7 +25,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from tertulia.broadcasts.models import (
     Broadcast,
@@ -606,6 +606,32 @@ def mark_replied(session: Session, recipient_id: int, reply_message_id: int, at:
         .execution_options(synchronize_session=False)
     )
     return bool(getattr(result, "rowcount", 0))
+
+
+def conversations_opened_by_a_reply(
+    session: Session, contact_ids: Sequence[int], conversation_ids: Sequence[int]
+) -> set[int]:
+    """Of these conversations (of these contacts), those whose first message is a reply to a broadcast:
+    the reply opened them (`do_record_replies` marks it in the transaction that writes it). A reply
+    written into a conversation already open does not count. Served by the index on (contact_id,
+    replied_at)."""
+    if not conversation_ids:
+        return set()
+    earlier = aliased(Message)
+    rows = session.scalars(
+        select(Message.conversation_id)
+        .select_from(R)
+        .join(Message, Message.id == R.reply_message_id)
+        .where(
+            R.contact_id.in_(sorted(set(contact_ids))),
+            R.replied_at.is_not(None),
+            Message.conversation_id.in_(sorted(set(conversation_ids))),
+            ~exists(
+                select(earlier.id).where(earlier.conversation_id == Message.conversation_id, earlier.id < Message.id)
+            ),
+        )
+    )
+    return set(rows)
 
 
 def settings_of(session: Session, workspace_id: int) -> BroadcastSettings | None:

@@ -500,8 +500,10 @@ class _Engine:
             case "add_comment":
                 self.act(step, "do", "add_comment", {"text": self.text(config.text)})
             case "jump_to":
+                # Two caps: this step's own `max_jumps`, and MAX_JUMPS for the whole run, over all
+                # its jump steps (the "at most 10 jumps per run"); whichever comes first.
                 used = state.jumps.get(step.id, 0)
-                if used < config.max_jumps:
+                if used < config.max_jumps and sum(state.jumps.values()) < lang.MAX_JUMPS:
                     state.jumps[step.id] = used + 1
                     self.log(step, "jumped")
                     self.go(config.target)

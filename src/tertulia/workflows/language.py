@@ -36,7 +36,7 @@ MAX_STEPS = 100
 MAX_BRANCHES = 9
 MAX_OPTIONS = 10
 MAX_OPTION_LENGTH = 20
-MAX_JUMPS = 10
+MAX_JUMPS = 10  # per run, over all its jump steps (and the most one jump step may allow)
 MAX_HEADERS = 10
 MAX_MAPPINGS = 10
 MAX_TEXT = 2000
@@ -157,7 +157,11 @@ class DefinitionIn(_Strict):
 
 
 class OpenedConfig(_Strict):
-    sources: list[Literal["contact", "user", "api", "workflow", "system"]] = Field(default_factory=list)
+    # "broadcast_reply": opened by a contact's reply to a broadcast (triggers._Batch.source); "contact"
+    # is any other message of theirs that opened one, never such a reply.
+    sources: list[Literal["contact", "broadcast_reply", "user", "api", "workflow", "system"]] = Field(
+        default_factory=list
+    )
 
 
 class ClosedConfig(_Strict):

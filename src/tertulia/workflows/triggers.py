@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia.broadcasts import repository as broadcasts_repo
 from tertulia.contacts.models import Contact
 from tertulia.events.dispatcher import Consumer
 from tertulia.events.models import EventRecord
@@ -83,12 +84,16 @@ def source_of(actor: str | None) -> str:
     )
 
 
-def trigger_values(event: EventRecord, trigger_type: str, config: Any) -> dict[str, Any] | None:
-    """The trigger variables when the event matches the trigger's config; None when it does not."""
+def trigger_values(
+    event: EventRecord, trigger_type: str, config: Any, *, source: str | None = None
+) -> dict[str, Any] | None:
+    """The trigger variables when the event matches the trigger's config; None when it does not.
+    `source`: who opened or closed the conversation when known better than the event's actor says
+    (a contact's reply to a broadcast: "broadcast_reply", see `_Batch.source`)."""
     payload = event.payload
     if trigger_type in ("conversation_opened", "conversation_closed"):
         conversation = payload.get("conversation") or {}
-        source = source_of(event.actor)
+        source = source or source_of(event.actor)
         if config.sources and source not in config.sources:
             return None
         values = {"source": source, "conversation_id": conversation.get("id")}
@@ -169,6 +174,7 @@ class _Batch:
         self._found: dict[tuple[int, tuple[str, ...]], list[WorkflowVersion]] = {}
         self._fields: dict[int, dict[str, Any]] = {}
         self._contacts: dict[int, Contact] | None = None
+        self._opened_by_reply: set[int] | None = None
         # Strong references: the session's identity map holds its objects weakly.
         self._workflows: dict[int, Workflow] = {}
         # For the workflows in `_runs_read`: the (workflow id, contact id) pairs of the events'
@@ -195,6 +201,29 @@ class _Batch:
         if workspace_id not in self._fields:
             self._fields[workspace_id] = dict(segments_repo.custom_field_types(self._session, workspace_id))
         return self._fields[workspace_id]
+
+    def source(self, event: EventRecord) -> str:
+        """Who opened or closed the event's conversation (`source_of`), with a conversation that a
+        contact's reply to a broadcast opened told apart as "broadcast_reply". The conversations
+        opened by contacts in the read are looked up together, once."""
+        source = source_of(event.actor)
+        if source != "contact" or event.type != EventType.CONVERSATION_OPENED:
+            return source
+        if self._opened_by_reply is None:
+            opened = [
+                e
+                for e in self._events
+                if e.type == EventType.CONVERSATION_OPENED
+                and source_of(e.actor) == "contact"
+                and e.conversation_id is not None
+                and e.contact_id is not None
+            ]
+            self._opened_by_reply = broadcasts_repo.conversations_opened_by_a_reply(
+                self._session,
+                [e.contact_id for e in opened if e.contact_id is not None],
+                [e.conversation_id for e in opened if e.conversation_id is not None],
+            )
+        return "broadcast_reply" if event.conversation_id in self._opened_by_reply else source
 
     def contact(self, contact_id: int) -> Contact | None:
         if self._contacts is None:
@@ -275,6 +304,7 @@ def _consume(session: Session, event: EventRecord, batch: _Batch) -> int:
         return 0
     # The event against each trigger first: most events match none, and then no contact is read.
     matching: list[tuple[WorkflowVersion, Workflow, lang.Workflow, dict[str, Any]]] = []
+    source: str | None = None
     for version in batch.published(event.workspace_id, trigger_types):
         workflow = batch.workflow(version.workflow_id)
         if workflow is None:
@@ -283,7 +313,9 @@ def _consume(session: Session, event: EventRecord, batch: _Batch) -> int:
             checked = service.checked_version(session, version, fields=batch.fields(event.workspace_id))
         except DomainError:
             continue  # a definition that no longer checks starts nothing (shown on its page)
-        values = trigger_values(event, version.trigger_type, checked.trigger_config)
+        if version.trigger_type in ("conversation_opened", "conversation_closed"):
+            source = source or batch.source(event)
+        values = trigger_values(event, version.trigger_type, checked.trigger_config, source=source)
         if values is None:
             continue
         if version.trigger_type == "broadcast_replied" and not _broadcast_matches(

@@ -199,6 +199,7 @@ VALUE_LABELS: dict[str, str] = {
     "variable": i18n.lazy("Variable"),
     "tag": i18n.lazy("Tag"),
     "contact": i18n.lazy("Contact"),
+    "broadcast_reply": i18n.lazy("Broadcast reply"),
     "user": i18n.lazy("User"),
     "api": i18n.lazy("API"),
     "workflow": i18n.lazy("Workflow"),
