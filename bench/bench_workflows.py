@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import event, func, insert, select
 
 from bench.databases import fresh_database_url
 from tertulia.contacts.models import Contact
@@ -54,6 +54,9 @@ RUNS = int(os.environ.get("TERTULIA_BENCH_WORKFLOWS_RUNS", "10000"))
 BASELINE_RUNS = int(os.environ.get("TERTULIA_BENCH_WORKFLOWS_BASELINE_RUNS", "1000"))
 RATE = float(os.environ.get("TERTULIA_BENCH_WORKFLOWS_RATE", "100"))
 SECONDS = float(os.environ.get("TERTULIA_BENCH_WORKFLOWS_SECONDS", "60"))
+# The SQLite page cache of each worker's connections, in KiB (the application's own setting when
+# unset): a smaller one shows how much of a SQLite worker's growth in memory is that cache filling.
+SQLITE_CACHE_KIB = os.environ.get("TERTULIA_BENCH_WORKFLOWS_SQLITE_CACHE_KIB")
 STEPS_PER_RUN = 3
 FLOW = {
     "trigger": {"type": "manual"},
@@ -108,6 +111,13 @@ def _prepare_waiting_runs(url: str, count: int) -> None:
 
 def _resume_worker(url: str, moment: datetime, batched: bool, ready: Any, go: Any, results: Any) -> None:
     db = Database(url)
+    if SQLITE_CACHE_KIB and db.dialect == "sqlite":
+        kib = int(SQLITE_CACHE_KIB)
+
+        @event.listens_for(db.engine, "connect")
+        def smaller_cache(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute(f"PRAGMA cache_size=-{kib}")
+
     queue.use_database(db)
     ready.set()
     go.wait()
