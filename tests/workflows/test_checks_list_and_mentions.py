@@ -7,6 +7,7 @@ import html
 import re
 import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +19,9 @@ from tertulia.events import dispatcher
 from tertulia.kit.db import Database
 from tertulia.notifications import feed as notifications_feed
 from tertulia.notifications.models import Notification
+from tertulia.notifications.texts import title
 from tertulia.users.models import User
+from tertulia.web.i18n import Formatter
 from tertulia.workflows.models import Workflow
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
@@ -205,3 +208,8 @@ def test_an_internal_comment_step_mentions_the_named_teammate(
     assert list(mentions) == [tenant.manager_id]
     assert [kind for kind, _ in _notifications(db, tenant.manager_id)] == ["mentioned"]
     assert _notifications(db, tenant.agent_id) == []
+    # No person wrote the note: the notification says a workflow did, in the reader's language.
+    with db.transaction(write=False) as session:
+        [notification] = session.scalars(select(Notification).where(Notification.user_id == tenant.manager_id))
+    assert title(notification, Formatter("es", ZoneInfo("UTC"))) == "Un flujo de trabajo te mencionó"
+    assert title(notification, Formatter("en", ZoneInfo("UTC"))) == "A workflow mentioned you"

@@ -137,13 +137,15 @@ def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
         author = message.get("sender_user_id")
         mentioned = [u for u in (message.get("payload") or {}).get("mentions") or [] if isinstance(u, int)]
         writer = session.get(User, author) if isinstance(author, int) else None
-        name = writer.full_name if writer is not None else "?"
         excerpt = str(message.get("text") or "")[:EXCERPT]
+        # A note no person wrote (a workflow's comment step) is said to be by its kind of author,
+        # named in the reader's language when the notification is shown.
+        written_by = {"name": writer.full_name} if writer is not None else {"name": "", "by": event.actor or ""}
         drafts.extend(
             Draft(
                 user_id,
                 NotificationKind.MENTIONED,
-                {"name": name, "excerpt": excerpt},
+                {**written_by, "excerpt": excerpt},
                 _link(event.conversation_id),
                 event.conversation_id,
             )

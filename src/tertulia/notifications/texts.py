@@ -30,8 +30,18 @@ KIND_LABELS: dict[str, str] = {
 }
 
 
+# Who wrote a note that no person wrote, by the event's actor ("workflow", "bot", ...).
+AUTHORS: dict[str, str] = {
+    "workflow": i18n.lazy("A workflow"),
+    "bot": i18n.lazy("The assistant"),
+}
+SOMEONE = i18n.lazy("Someone")
+
+
 def title(notification: Notification, fmt: i18n.Formatter) -> str:
     params = {key: str(value) for key, value in (notification.params or {}).items()}
+    if "by" in params:
+        params["name"] = fmt.gettext(AUTHORS.get(params["by"], SOMEONE))
     template = fmt.gettext(TITLES.get(notification.kind, notification.kind))
     try:
         return template % params
