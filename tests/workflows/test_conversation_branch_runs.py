@@ -4,6 +4,8 @@ channel, an online or an away assignee), the batch reads the conversations in on
 that changes the conversation is seen by the branch after it, the simulator shows the conversation
 it read, and saving refuses unknown channels, teams and people and bad operators by path."""
 
+import html
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +27,7 @@ from tertulia.users.teams import do_create_team, do_set_team_members
 from tertulia.workflows import service
 from tertulia.workflows.simulate import simulate
 from tests.conftest import Tenant
+from tests.web.helpers import sign_in_as
 from tests.workflows.support import channel_on_fake, customer_writes, feed, open_conversation, publish, runs
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
@@ -294,3 +297,46 @@ def test_saving_refuses_unknown_rows_and_bad_operators_by_path(
     definition["steps"][0]["config"]["branches"][0]["conditions"] = {"groups": [{"conditions": [good]}]}  # type: ignore[index]
     response = client.post("/api/v1/workflows", headers=tenant.headers, json={"name": "Good", "definition": definition})
     assert response.status_code == 201, response.text
+
+
+def test_the_api_and_the_page_show_the_simulated_conversation(
+    client: TestClient, db: Database, tenant: Tenant, channel: Channel
+) -> None:
+    definition = {
+        "trigger": {"type": "manual"},
+        "steps": [
+            {"id": "b", "type": "branch", "config": {"branches": [branch("open", conv("status", "is", "open"))]}},
+            tag("open"),
+        ],
+    }
+    created = client.post("/api/v1/workflows", headers=tenant.headers, json={"name": "Sim", "definition": definition})
+    assert created.status_code == 201, created.text
+    workflow_id = created.json()["id"]
+    writer = customer_writes(db, channel, "sim-api", "hola")
+    simulated = client.post(
+        f"/api/v1/workflows/{workflow_id}/simulate", headers=tenant.headers, json={"contact": f"id:{writer}"}
+    )
+    assert simulated.status_code == 200, simulated.text
+    assert simulated.json()["path"] == ["b", "open"]
+    assert simulated.json()["conversation"] == {
+        "status": "open",
+        "channel_id": channel.id,
+        "channel_type": "fakehttp",
+        "team_id": None,
+        "assignee_id": None,
+        "assignee_status": None,
+    }
+    with db.transaction() as session:
+        silent = contacts_service.do_create_contact(session, tenant.actor(), {"first_name": "Sin"}).id
+    token = sign_in_as(client, db, tenant.manager_id, "manager-password")
+    client.post("/language", data={"csrf_token": token, "language": "es"})
+    page = client.post(f"/workflows/{workflow_id}/simulate", data={"csrf_token": token, "contact": f"id:{silent}"})
+    assert page.status_code == 200
+    shown = re.search(r'data-testid="simulation-conversation">(.*?)</p>', page.text, re.S)
+    assert shown is not None
+    assert "ninguna: el contacto no tiene conversación" in shown.group(1)
+    page = client.post(f"/workflows/{workflow_id}/simulate", data={"csrf_token": token, "contact": f"id:{writer}"})
+    shown = re.search(r'data-testid="simulation-conversation">(.*?)</p>', page.text, re.S)
+    assert shown is not None
+    assert "La conversación que leen sus ramas" in shown.group(1)
+    assert '"status": "open"' in html.unescape(shown.group(1))
