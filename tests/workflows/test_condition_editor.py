@@ -479,7 +479,9 @@ def test_a_branch_offers_the_conversation_and_writes_ids_a_trigger_does_not(
     # A team of no workspace: refused beside its condition.
     refused = client.post(APPLY, data={**form, "g0.c0.values": [str(team_id + 1000)]})
     assert refused.status_code == 422
-    assert _error_beside(refused.text, "g0-c0") == f"no team {team_id + 1000} in this workspace"
+    assert _error_beside(refused.text, "g0-c0") == (
+        f"No hay ningún equipo {team_id + 1000} en este espacio de trabajo (¿se eliminó?): elige otro."
+    )
     # A trigger's panel has no conversation categories, and its conditions refuse them.
     trigger = client.post(
         PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps({"groups": []})}

@@ -32,6 +32,7 @@ only (`manage_workflows`), like the builder.
 """
 
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
@@ -280,10 +281,27 @@ def _operator_label(ctx: WebContext, cat: Catalogue, category: str, operator: st
     return operator_label(ctx, category, operator)
 
 
+# conversation_conditions' messages about a row the workspace lacks (one deleted since the
+# condition was written), by kind of row, as shown beside the condition.
+MISSING_ROW = re.compile(r"^no (channel|team|member) (\d+) in this workspace$")
+MISSING_LABELS = {
+    "channel": i18n.lazy("There is no channel %(id)s in this workspace (deleted?): choose another."),
+    "team": i18n.lazy("There is no team %(id)s in this workspace (deleted?): choose another."),
+    "member": i18n.lazy("Person %(id)s is not a member of this workspace: choose another."),
+}
+
+
+def _translated(ctx: WebContext, message: str) -> str:
+    missing = MISSING_ROW.match(message)
+    if missing is not None:
+        return ctx.fmt.gettext(MISSING_LABELS[missing.group(1)]) % {"id": missing.group(2)}
+    return ctx.fmt.gettext(message)
+
+
 def _slots(ctx: WebContext, exc: ValidationFailed) -> dict[str, str]:
     details = exc.details if isinstance(exc.details, dict) else {}
     slots = error_slots(details) or {"filter": exc.message}
-    return {slot: ctx.fmt.gettext(message) for slot, message in slots.items()}
+    return {slot: _translated(ctx, message) for slot, message in slots.items()}
 
 
 def _typed(ctx: WebContext, cat: Catalogue) -> RawFilter:
