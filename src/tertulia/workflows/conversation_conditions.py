@@ -307,7 +307,8 @@ class FactsCache:
 
     def get(self, contact_id: int, workspace_id: int) -> ConversationFacts | None:
         if self.loaded is None:
-            facts = load(self.session, self.contacts | {(contact_id, workspace_id)})
+            self.contacts.add((contact_id, workspace_id))
+            facts = load(self.session, self.contacts)
             self.loaded = {contact: facts.get(contact) for contact, _workspace in self.contacts}
         if contact_id not in self.loaded:
             self.loaded[contact_id] = load(self.session, [(contact_id, workspace_id)]).get(contact_id)
