@@ -6,8 +6,9 @@ path, `on` (`failure`, `invalid`, `timeout`). A branch step lists its branches i
 with conditions and a `next`; its own `next` is the else branch. Conditions are the segments'
 filter language (segments/language.py), plus categories of our own in branches: `variable`, over the
 run's variables, and `conversation` and `assignee_status`, over the conversation the run is about
-(conversation_conditions.py). Texts use the inbox's variable syntax (conversations/variables.py) with the names listed
-in `TRIGGER_VARIABLES`, `conversation.*`, `assignee.*`, `vars.*` and `system.*`.
+(conversation_conditions.py). Texts use the inbox's variable syntax (conversations/variables.py)
+with the names listed in `TRIGGER_VARIABLES`, `conversation.*`, `assignee.*`, `vars.*` and
+`system.*`.
 
 `check_definition` never stops at the first problem: it returns every error it finds, keyed by the
 path of the step and field at fault (`steps[3].config.text`), so a builder can show each beside its
