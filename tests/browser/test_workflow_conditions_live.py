@@ -2,14 +2,15 @@
 conditions in the dialog (the segments' filter panel), watches the live count of matching contacts
 follow the conditions, finds no "Me" among the assignees, picks a tag condition, sees the error
 beside it while no tag is chosen, applies, saves, and finds the conditions in the saved definition
-(no script error, no CSP violation). SQLite only, like the other browser tests."""
+(no script error, no CSP violation); and adds a branch whose condition is the conversation's status,
+picked from the "Conversación" categories. SQLite only, like the other browser tests."""
 
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_tag
 from tertulia.kit.db import Database
@@ -131,5 +132,74 @@ def test_trigger_conditions_are_edited_in_the_filter_panel(browser: Browser, set
     expect(dialog.locator('select[name="g0.c0.values"] option:checked')).to_have_text("vip")
     dialog.get_by_role("button", name="Cancelar").click()
     expect(dialog).to_be_hidden()
+    context.close()
+    assert problems == []
+
+
+CLOSED_ONLY = {"match": "all", "groups": [{"match": "all", "conditions": [
+    {"category": "conversation", "field": "status", "operator": "is", "value": "closed"},
+]}]}  # fmt: skip
+
+
+def _panel_field(page: Page, path: str, control: str = "input") -> Locator:
+    return page.get_by_test_id("builder-panel").locator(f'[data-field="{path}"] {control}').first
+
+
+def test_a_branch_condition_on_the_conversation_status(browser: Browser, setup: Setup) -> None:
+    problems: list[str] = []
+    context = browser.new_context(locale="es-ES", viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    watch(page, problems)
+    workflow_id = create_workflow_draft(page, setup.url, MANAGER, "Rama por estado")
+    page.get_by_test_id("new-step-type").select_option("branch")
+    page.get_by_test_id("add-step").click()
+    _panel_field(page, "id").fill("estado")
+    _panel_field(page, "config.branches[0].name").fill("Cerrada")
+    conditions = page.get_by_test_id("builder-panel").locator('[data-field="config.branches[0].conditions"]')
+    conditions.get_by_role("button", name="Editar condiciones").click()
+    dialog = page.get_by_test_id("condition-dialog")
+    expect(dialog.locator("#filter-title")).to_have_text("Condiciones de la rama")
+    dialog.get_by_test_id("add-group").click()
+    category = dialog.get_by_test_id("category")
+    # The conversation's categories, in Spanish, under their own heading.
+    expect(category.locator('optgroup[label="Conversación"] option')).to_have_text(
+        [
+            "Estado de la conversación",
+            "Canal de la conversación",
+            "Tipo de canal de la conversación",
+            "Equipo de la conversación",
+            "Persona asignada a la conversación",
+            "Estado de la persona asignada",
+        ]
+    )
+    category.select_option("conversation:status")
+    expect(dialog.get_by_test_id("operator").locator("option")).to_have_text(["es", "no es"])
+    value = dialog.locator('select[name="g0.c0.value"]')
+    expect(value.locator("option")).to_have_text(["—", "abierta", "cerrada"])
+    value.select_option(label="cerrada")
+    # A run's conversation is not a contact's: no count of matching contacts.
+    expect(dialog.get_by_test_id("filter-count")).to_contain_text(
+        "Las condiciones sobre la conversación dependen de cada ejecución"
+    )
+    dialog.get_by_test_id("apply-conditions").click()
+    expect(dialog).to_be_hidden()
+    expect(conditions.get_by_test_id("conditions-summary")).to_have_text("Condiciones definidas: 1")
+    conditions.locator("summary").click()
+    assert json.loads(conditions.locator("textarea").input_value()) == CLOSED_ONLY
+
+    page.get_by_test_id("save-definition").click()
+    expect(page.locator(".flash").first).to_contain_text("Tus cambios se han guardado")
+    expect(page.get_by_test_id("definition-problems")).to_have_count(0)
+    saved = saved_definition(setup.database, workflow_id)
+    (branch,) = [step for step in saved["steps"] if step["id"] == "estado"]
+    assert branch["config"]["branches"][0]["conditions"] == CLOSED_ONLY
+    # Opened again, the dialog shows the saved condition.
+    page.get_by_test_id("step-card").filter(has_text="estado").get_by_role("button", name="Configurar").first.click()
+    page.get_by_test_id("builder-panel").locator('[data-field="config.branches[0].conditions"]').get_by_role(
+        "button", name="Editar condiciones"
+    ).click()
+    expect(dialog.get_by_test_id("category")).to_have_value("conversation:status")
+    expect(dialog.locator('select[name="g0.c0.value"]')).to_have_value("closed")
+    dialog.get_by_role("button", name="Cancelar").click()
     context.close()
     assert problems == []

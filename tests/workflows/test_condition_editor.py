@@ -14,6 +14,7 @@ from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field, do_create_tag
 from tertulia.kit.db import Database
 from tertulia.segments.service import do_create_segment
+from tertulia.users.teams import do_create_team
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
 
@@ -209,7 +210,7 @@ def test_a_variable_no_step_declares_and_variables_on_a_trigger_are_refused(
     assert _error_beside(broken.text, "g0-c0") == "unknown variable 'zona'"
     trigger = client.post(APPLY, data={**form, "editor_scope": "trigger", "g0.c0.value": "norte"})
     assert trigger.status_code == 422
-    assert "unknown category" in _error_beside(trigger.text, "g0-c0")
+    assert "exist only in a workflow's branch step" in _error_beside(trigger.text, "g0-c0")
 
 
 def test_another_workspaces_segment_and_field_are_refused(
@@ -433,3 +434,56 @@ def test_a_segment_that_says_me_even_nested_is_not_counted_and_apply_refuses_it(
     assert refused.status_code == 422
     expected = "El segmento Ajenos usa «Yo», que no significa nada cuando se ejecuta un flujo."
     assert _error_beside(refused.text, "g0-c1") == expected
+
+
+def test_a_branch_offers_the_conversation_and_writes_ids_a_trigger_does_not(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    token = _manager(client, db, tenant, "es")
+    with db.transaction() as session:
+        team_id = do_create_team(session, tenant.actor(), "Soporte").id
+        other_team = do_create_team(session, tenant.actor(), "Ventas").id
+    stored = {"groups": [{"conditions": [
+        {"category": "conversation", "field": "team", "operator": "is_any_of", "value": [team_id]},
+        {"category": "assignee_status", "operator": "is_not", "value": "away"},
+    ]}]}  # fmt: skip
+    opened = client.post(
+        PANEL, data={"csrf_token": token, "editor_scope": "branch", "editor_source": json.dumps(stored)}
+    )
+    assert opened.status_code == 200
+    assert _selected(opened.text, "g0.c0.cat") == ["conversation:team"]
+    assert _selected(opened.text, "g0.c0.values") == [str(team_id)]
+    assert _selected(opened.text, "g0.c1.cat") == ["assignee_status"]
+    assert _selected(opened.text, "g0.c1.value") == ["away"]
+    assert "Equipo de la conversación" in opened.text
+    assert "Ausente" in opened.text
+    assert "Las condiciones sobre la conversación dependen de cada ejecución" in _words(opened.text)
+    assert _count_of(opened.text) == ""
+    form = {
+        "csrf_token": token,
+        "editor_scope": "branch",
+        "match": "all",
+        "g0.match": "all",
+        "g0.c0.cat": "conversation:team",
+        "g0.c0.op": "is_any_of",
+        "g0.c0.values": [str(team_id), str(other_team)],
+        "g0.c1.cat": "conversation:assignee",
+        "g0.c1.op": "not_exists",
+    }
+    applied = client.post(APPLY, data=form)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["conditions"]["groups"][0]["conditions"] == [
+        {"category": "conversation", "field": "team", "operator": "is_any_of", "value": [team_id, other_team]},
+        {"category": "conversation", "field": "assignee", "operator": "not_exists"},
+    ]
+    # A team of no workspace: refused beside its condition.
+    refused = client.post(APPLY, data={**form, "g0.c0.values": [str(team_id + 1000)]})
+    assert refused.status_code == 422
+    assert _error_beside(refused.text, "g0-c0") == (
+        f"No hay ningún equipo {team_id + 1000} en este espacio de trabajo (¿se eliminó?): elige otro."
+    )
+    # A trigger's panel has no conversation categories, and its conditions refuse them.
+    trigger = client.post(
+        PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps({"groups": []})}
+    )
+    assert "conversation:status" not in trigger.text

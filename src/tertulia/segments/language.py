@@ -152,6 +152,10 @@ MESSAGE_CATEGORIES = {
     "last_outgoing_message": FieldRef("column", "last_outgoing_at", "datetime"),
 }
 CATEGORIES = ("contact_field", "tag", *MESSAGE_CATEGORIES, "segment")
+# Categories a workflow's branch conditions add (workflows/language.py, conversation_conditions.py)
+# over a run's variables, its conversation and its assignee: a segment, like a trigger's conditions,
+# is about contacts alone, so it refuses them by name rather than as unknown.
+WORKFLOW_ONLY_CATEGORIES = ("variable", "conversation", "assignee_status")
 
 
 def custom_field_ref(key: str, field_type: FieldType) -> FieldRef:
@@ -280,6 +284,12 @@ class _Checker:
 
     def condition(self, raw: ConditionIn, path: str, stack: tuple[int, ...]) -> Condition:
         category, operator = raw.category, raw.operator
+        if category in WORKFLOW_ONLY_CATEGORIES:
+            raise ValidationFailed.field(
+                f"{path}.category",
+                f"{category} conditions exist only in a workflow's branch step: a segment or a trigger's"
+                " conditions are about the contact alone, without a run or a conversation",
+            )
         if category not in CATEGORIES:
             raise ValidationFailed.field(f"{path}.category", f"unknown category; use one of: {', '.join(CATEGORIES)}")
         if category != "contact_field" and raw.field is not None:

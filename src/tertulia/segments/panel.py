@@ -67,6 +67,23 @@ class RawFilter:
         return sum(len(g.conditions) for g in self.groups)
 
 
+@dataclass(frozen=True)
+class ChoiceCategory:
+    """A category a caller adds to the Category picker, whose values are picked from a list (a
+    workflow branch's conditions on the run's conversation): the filter JSON's `category` and
+    `field`, its label, operators (with labels of their own where the usual ones read badly) and
+    the values offered as (value, label)."""
+
+    category: str
+    field_name: str | None
+    label: str
+    operators: tuple[str, ...]
+    choices: tuple[tuple[str, str], ...]
+    operator_labels: Mapping[str, str] = field(default_factory=dict)
+    # The values are ids, written as integers in the filter JSON.
+    ids: bool = False
+
+
 @dataclass
 class Catalogue:
     """What the pickers may offer in this workspace."""
@@ -78,9 +95,20 @@ class Catalogue:
     # A workflow's run variables by name ("text" or "number"), offered as `var:<name>` categories
     # and written as the workflows' `variable` conditions; segments have none.
     variables: dict[str, str] = field(default_factory=dict)
+    # Categories of a workflow's branch by panel key (`conversation:status`), under their own
+    # heading (`choice_group`); segments have none.
+    choices: dict[str, ChoiceCategory] = field(default_factory=dict)
+    choice_group: str = ""
+
+
+def choice_key(category: str, field_name: str | None) -> str:
+    """The panel's key of a ChoiceCategory: `conversation:status`, or `assignee_status`."""
+    return f"{category}:{field_name}" if field_name else category
 
 
 def kind_of(category: str, catalogue: Catalogue) -> str:
+    if category in catalogue.choices:
+        return "choice"
     if category.startswith("field:"):
         choice = catalogue.fields.get(category[6:])
         return choice.kind if choice else "text"
@@ -91,6 +119,8 @@ def kind_of(category: str, catalogue: Catalogue) -> str:
 
 def operators_for(category: str, catalogue: Catalogue) -> tuple[str, ...]:
     kind = kind_of(category, catalogue)
+    if kind == "choice":
+        return catalogue.choices[category].operators
     if kind == "tag":
         return TAG_OPS
     if kind == "segment":
@@ -107,6 +137,8 @@ def widget(category: str, operator: str, catalogue: Catalogue) -> str:
     kind = kind_of(category, catalogue)
     if operator in AGO_OPS:
         return "ago"
+    if kind == "choice":
+        return "choice" if operator in ("is", "is_not") else "choices"
     if kind == "tag":
         return "tags"
     if kind == "segment":
@@ -174,6 +206,7 @@ def normalise(condition: RawCondition, catalogue: Catalogue) -> RawCondition:
             "segment",
         }
         | {f"var:{name}" for name in catalogue.variables}
+        | set(catalogue.choices)
     )
     if condition.category not in valid:
         condition.category = "field:first_name"
@@ -260,6 +293,11 @@ def condition_value(condition: RawCondition, catalogue: Catalogue) -> Any:
             value = "me" if condition.value == "me" else _int_or_text(condition.value)
         case "segment":
             value = _int_or_text(condition.value)
+        case "choice" | "choices":
+            ids = catalogue.choices[condition.category].ids
+            picked = [condition.value] if kind == "choice" else condition.values
+            items = [_int_or_text(item) if ids else item for item in picked if item.strip()]
+            value = (items[0] if kind == "choice" else items) if items else None
         case _:
             value = condition.value or None
     return value
@@ -277,6 +315,11 @@ def to_filter(raw: RawFilter, catalogue: Catalogue) -> dict[str, Any]:
             elif condition.category.startswith("var:"):
                 out["category"] = "variable"
                 out["field"] = condition.category[4:]
+            elif condition.category in catalogue.choices:
+                choice = catalogue.choices[condition.category]
+                out["category"] = choice.category
+                if choice.field_name is not None:
+                    out["field"] = choice.field_name
             else:
                 out["category"] = condition.category
             value = condition_value(condition, catalogue)
@@ -316,6 +359,8 @@ def from_filter(stored: Mapping[str, Any] | None, catalogue: Catalogue) -> RawFi
                 category = f"field:{item.get('field', '')}"
             elif category == "variable":
                 category = f"var:{item.get('field', '')}"
+            elif choice_key(category, _text(item.get("field")) or None) in catalogue.choices:
+                category = choice_key(category, _text(item.get("field")) or None)
             condition = RawCondition(category=category, operator=str(item.get("operator", "")))
             value = item.get("value")
             if isinstance(value, Mapping):

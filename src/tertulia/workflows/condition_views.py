@@ -1,7 +1,9 @@
 """The conditions editor of the workflow builder: the segments' filter panel in a dialog.
 
 A trigger's conditions and a branch's are the segments' filter language (plus, in branches, the
-`variable` category over the run's variables), so the builder edits them with the panel people use
+`variable` category over the run's variables and the `conversation` and `assignee_status` ones over
+the run's conversation, offered under "Conversation" with the workspace's channels, teams and
+people to pick from), so the builder edits them with the panel people use
 for segments (segments/panel.py and its template), server-rendered here:
 
 - `POST /workflows/conditions/panel` renders the panel: from posted JSON (`editor_source`, when
@@ -30,12 +32,15 @@ only (`manage_workflows`), like the builder.
 """
 
 import json
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form
+from sqlalchemy import select
 from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, Response
 
+from tertulia.channels.models import Channel
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, check_form_text, read_only
 from tertulia.kit.text import replace_unsafe_characters
@@ -43,9 +48,11 @@ from tertulia.segments import counts as segment_counts
 from tertulia.segments.language import CheckedFilter, depends_on_viewer
 from tertulia.segments.panel import (
     Catalogue,
+    ChoiceCategory,
     FieldChoice,
     RawFilter,
     apply_action,
+    choice_key,
     error_slots,
     from_filter,
     from_form,
@@ -54,10 +61,13 @@ from tertulia.segments.panel import (
     widget,
 )
 from tertulia.segments.views import CATEGORY_LABELS, UNIT_LABELS, catalogue, matching_count, operator_label
+from tertulia.users.models import Team
 from tertulia.users.permissions import Permission
+from tertulia.users.service import member_names
 from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
-from tertulia.workflows import language, service
+from tertulia.workflows import conversation_conditions, language, service
+from tertulia.workflows.conversation_conditions import ASSIGNEE_STATUS, CONVERSATION, OPERATORS
 
 router = APIRouter(prefix="/workflows", include_in_schema=False, route_class=CheckedInputRoute)
 
@@ -78,6 +88,28 @@ NOT_JSON = i18n.lazy("The conditions are not JSON; edit them under Advanced.")
 # language.check_conditions' message, shown at the top when no condition holds the error.
 NOT_CHECKED = i18n.lazy("The conditions have errors.")
 NOT_COUNTED = i18n.lazy("Conditions on variables depend on each run: no count.")
+NOT_COUNTED_CONVERSATION = i18n.lazy("Conditions on the conversation depend on each run: no count.")
+CONVERSATION_GROUP = i18n.lazy("Conversation")
+# The branch's conversation categories (conversation_conditions.py), in the Category picker's order.
+CONVERSATION_LABELS = {
+    "status": i18n.lazy("Conversation status"),
+    "channel": i18n.lazy("Conversation channel"),
+    "channel_type": i18n.lazy("Conversation channel type"),
+    "team": i18n.lazy("Conversation team"),
+    "assignee": i18n.lazy("Conversation assignee"),
+    ASSIGNEE_STATUS: i18n.lazy("Assignee's status"),
+}
+STATUS_LABELS = {"open": i18n.lazy("open"), "closed": i18n.lazy("closed")}
+ACTIVITY_LABELS = {
+    "online": i18n.lazy("Online"),
+    "away": i18n.lazy("Away"),
+    "busy": i18n.lazy("Busy"),
+    "offline": i18n.lazy("Offline"),
+}
+CONVERSATION_OPERATOR_LABELS = {
+    "team": {"exists": i18n.lazy("has a team"), "not_exists": i18n.lazy("has no team")},
+    "assignee": {"exists": i18n.lazy("is assigned"), "not_exists": i18n.lazy("is unassigned")},
+}
 NO_ME = i18n.lazy("'Me' has no meaning when a workflow runs: choose a person.")
 SEGMENT_ME = i18n.lazy("The segment %(name)s uses 'Me', which has no meaning when a workflow runs.")
 
@@ -102,9 +134,47 @@ def _variables(text: str) -> dict[str, str]:
     }
 
 
-def _catalogue(ctx: WebContext, variables: dict[str, str]) -> Catalogue:
+def _conversation_choices(ctx: WebContext) -> dict[str, ChoiceCategory]:
+    """A branch's categories on the run's conversation and its assignee's status, with the
+    workspace's channels, channel types, teams and members to pick from."""
+    session, workspace_id, gettext = ctx.session, ctx.actor.workspace_id, ctx.fmt.gettext
+    channels = session.execute(
+        select(Channel.id, Channel.name, Channel.type).where(Channel.workspace_id == workspace_id).order_by(Channel.id)
+    ).all()
+    teams = session.execute(select(Team.id, Team.name).where(Team.workspace_id == workspace_id).order_by(Team.name))
+    values: dict[str, tuple[tuple[str, str], ...]] = {
+        "status": tuple((status, gettext(STATUS_LABELS[status])) for status in conversation_conditions.STATUSES),
+        "channel": tuple((str(row.id), f"{row.name} ({row.type})") for row in channels),
+        "channel_type": tuple(
+            (kind, kind) for kind in sorted({*language.CHANNEL_TYPES, *(row.type for row in channels)})
+        ),
+        "team": tuple((str(row.id), row.name) for row in teams),
+        "assignee": tuple((str(user_id), name) for user_id, name in member_names(session, workspace_id).items()),
+        ASSIGNEE_STATUS: tuple(
+            (status, gettext(ACTIVITY_LABELS[status])) for status in conversation_conditions.ACTIVITY_STATUSES
+        ),
+    }
+    found: dict[str, ChoiceCategory] = {}
+    for name, label in CONVERSATION_LABELS.items():
+        category, field = (ASSIGNEE_STATUS, None) if name == ASSIGNEE_STATUS else (CONVERSATION, name)
+        found[choice_key(category, field)] = ChoiceCategory(
+            category=category,
+            field_name=field,
+            label=gettext(label),
+            operators=OPERATORS[name],
+            choices=values[name],
+            operator_labels={op: gettext(text) for op, text in CONVERSATION_OPERATOR_LABELS.get(name, {}).items()},
+            ids=name in conversation_conditions.ID_FIELDS,
+        )
+    return found
+
+
+def _catalogue(ctx: WebContext, variables: dict[str, str], scope: str = "trigger") -> Catalogue:
     cat = catalogue(ctx)
     cat.variables = dict(variables)
+    if scope == "branch":
+        cat.choices = _conversation_choices(ctx)
+        cat.choice_group = ctx.fmt.gettext(CONVERSATION_GROUP)
     # A field or variable the panel was opened with but the workspace lacks (another workspace's
     # field, a variable no step declares) stays as it is, as panel.from_filter keeps it visible, so
     # Apply refuses it beside its condition rather than turning it into another field.
@@ -163,6 +233,8 @@ def _count(ctx: WebContext, raw: RawFilter, cat: Catalogue) -> dict[str, Any]:
         return {"count": None, "count_note": next(iter(viewer_notes.values())), "count_errors": {}}
     if _uses_variables(conditions):
         return {"count": None, "count_note": ctx.fmt.gettext(NOT_COUNTED), "count_errors": {}}
+    if conversation_conditions.uses(conditions):
+        return {"count": None, "count_note": ctx.fmt.gettext(NOT_COUNTED_CONVERSATION), "count_errors": {}}
     count, errors = matching_count(ctx, conditions)
     return {"count": count, "count_note": "", "count_errors": errors}
 
@@ -195,17 +267,41 @@ def _render(
         "errors": {**counted["count_errors"], **(errors or {})},
         "operators_for": lambda category: operators_for(category, cat),
         "widget": lambda category, operator: widget(category, operator, cat),
-        "operator_label": lambda category, operator: operator_label(ctx, category, operator),
+        "operator_label": lambda category, operator: _operator_label(ctx, cat, category, operator),
         "category_labels": {k: ctx.fmt.gettext(v) for k, v in CATEGORY_LABELS.items()},
         "units": {k: ctx.fmt.gettext(v) for k, v in UNIT_LABELS.items()},
     }
     return ctx.render("contacts/_filter_panel.html", context, status_code=status_code)
 
 
+def _operator_label(ctx: WebContext, cat: Catalogue, category: str, operator: str) -> str:
+    choice = cat.choices.get(category)
+    if choice is not None and operator in choice.operator_labels:
+        return choice.operator_labels[operator]
+    return operator_label(ctx, category, operator)
+
+
+# conversation_conditions' messages about a row the workspace lacks (one deleted since the
+# condition was written), by kind of row, as shown beside the condition.
+MISSING_ROW = re.compile(r"^no (channel|team|member) (\d+) in this workspace$")
+MISSING_LABELS = {
+    "channel": i18n.lazy("There is no channel %(id)s in this workspace (deleted?): choose another."),
+    "team": i18n.lazy("There is no team %(id)s in this workspace (deleted?): choose another."),
+    "member": i18n.lazy("Person %(id)s is not a member of this workspace: choose another."),
+}
+
+
+def _translated(ctx: WebContext, message: str) -> str:
+    missing = MISSING_ROW.match(message)
+    if missing is not None:
+        return ctx.fmt.gettext(MISSING_LABELS[missing.group(1)]) % {"id": missing.group(2)}
+    return ctx.fmt.gettext(message)
+
+
 def _slots(ctx: WebContext, exc: ValidationFailed) -> dict[str, str]:
     details = exc.details if isinstance(exc.details, dict) else {}
     slots = error_slots(details) or {"filter": exc.message}
-    return {slot: ctx.fmt.gettext(message) for slot, message in slots.items()}
+    return {slot: _translated(ctx, message) for slot, message in slots.items()}
 
 
 def _typed(ctx: WebContext, cat: Catalogue) -> RawFilter:
@@ -251,7 +347,7 @@ def conditions_panel(
     if scope == "branch" and editor_definition is not None:
         check = service.check_context(ctx.session, ctx.actor.workspace_id)
         known = language.variable_kinds_of(_loaded(editor_definition), check)
-    cat = _catalogue(ctx, known if scope == "branch" else {})
+    cat = _catalogue(ctx, known if scope == "branch" else {}, scope)
     try:
         check_form_text(ctx.request)
     except ValidationFailed as exc:
@@ -276,7 +372,7 @@ def apply_conditions(
     ctx.actor.require(Permission.MANAGE_WORKFLOWS)
     scope = _scope(editor_scope)
     declared = _variables(editor_variables) if scope == "branch" else None
-    cat = _catalogue(ctx, declared or {})
+    cat = _catalogue(ctx, declared or {}, scope)
     try:
         check_form_text(ctx.request)
     except ValidationFailed as exc:
@@ -304,7 +400,7 @@ def conditions_count(
     """The live count while values are typed; errors go beside their conditions (out of band)."""
     ctx.actor.require(Permission.MANAGE_WORKFLOWS)
     scope = _scope(editor_scope)
-    cat = _catalogue(ctx, _variables(editor_variables) if scope == "branch" else {})
+    cat = _catalogue(ctx, _variables(editor_variables) if scope == "branch" else {}, scope)
     try:
         check_form_text(ctx.request)
     except ValidationFailed as exc:

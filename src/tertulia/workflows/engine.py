@@ -32,8 +32,9 @@ from tertulia.conversations import variables
 from tertulia.kit.text import fold
 from tertulia.segments.evaluator import ContactSnapshot, matches
 from tertulia.segments.timing import EvalContext
+from tertulia.workflows import conversation_conditions, schedule
 from tertulia.workflows import language as lang
-from tertulia.workflows import schedule
+from tertulia.workflows.conversation_conditions import ConversationFacts
 from tertulia.workflows.language import Step, Workflow
 from tertulia.workspaces.hours import BusinessHours
 
@@ -164,9 +165,15 @@ class Context:
     # The business hours a date & time step reads: a team's (its own, else the workspace's), or with
     # None the team of the contact's open conversation, else the workspace's. None: always open.
     business_hours: Callable[[int | None], BusinessHours] | None = None
+    # The conversation the run is about (conversation_conditions.py), or a function that loads it
+    # (only branches with conversation or assignee status conditions need it); None: there is none.
+    conversation: ConversationFacts | Callable[[], ConversationFacts | None] | None = None
 
     def snapshot(self) -> ContactSnapshot | None:
         return self.contact() if callable(self.contact) else self.contact
+
+    def conversation_facts(self) -> ConversationFacts | None:
+        return self.conversation() if callable(self.conversation) else self.conversation
 
 
 @dataclass
@@ -582,6 +589,8 @@ class _Engine:
         contact = self.ctx.snapshot()
         if contact is not None:
             contact = self.with_variables(contact)
+            if step.reads_conversation:
+                contact = conversation_conditions.with_facts(contact, self.ctx.conversation_facts())
         for index, (branch, checked) in enumerate(zip(step.config.branches, step.filters, strict=True)):
             if contact is not None and matches(checked, contact, self.ctx.eval):
                 self.log(step, f"branch {index + 1}: {branch.name}")

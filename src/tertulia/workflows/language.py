@@ -4,9 +4,11 @@ A definition is one trigger and a list of steps. The first step is where a run s
 names the step after it (`next`, or none: the run ends) and, for outcomes that leave the straight
 path, `on` (`failure`, `invalid`, `timeout`). A branch step lists its branches in its config, each
 with conditions and a `next`; its own `next` is the else branch. Conditions are the segments'
-filter language (segments/language.py), plus one category of our own, `variable`, over the run's
-variables. Texts use the inbox's variable syntax (conversations/variables.py) with the names listed
-in `TRIGGER_VARIABLES`, `conversation.*`, `assignee.*`, `vars.*` and `system.*`.
+filter language (segments/language.py), plus categories of our own in branches: `variable`, over the
+run's variables, and `conversation` and `assignee_status`, over the conversation the run is about
+(conversation_conditions.py). Texts use the inbox's variable syntax (conversations/variables.py)
+with the names listed in `TRIGGER_VARIABLES`, `conversation.*`, `assignee.*`, `vars.*` and
+`system.*`.
 
 `check_definition` never stops at the first problem: it returns every error it finds, keyed by the
 path of the step and field at fault (`steps[3].config.text`), so a builder can show each beside its
@@ -30,7 +32,7 @@ from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.types import MAX_ID
 from tertulia.segments import language as filters
 from tertulia.segments.language import CheckedFilter
-from tertulia.workflows import schedule, trigger_kinds
+from tertulia.workflows import conversation_conditions, schedule, trigger_kinds
 
 MAX_STEPS = 100
 MAX_BRANCHES = 9
@@ -468,6 +470,9 @@ class Step:
     on: Mapping[str, str]
     # branch: one checked filter per branch, in order.
     filters: tuple[CheckedFilter, ...] = ()
+    # branch: whether a condition reads the run's conversation or its assignee's status
+    # (conversation_conditions.py), so the engine asks for them only then.
+    reads_conversation: bool = False
 
 
 @dataclass(frozen=True)
@@ -632,6 +637,7 @@ class _Checker:
             path = f"steps[{index}]"
             self.edges(step, config, ids, path)
             filters: tuple[CheckedFilter, ...] = ()
+            reads_conversation = False
             if config is not None:
                 self.references(step.type, config, f"{path}.config", ids)
                 self.texts(parsed.trigger.type, step.type, config, f"{path}.config")
@@ -641,7 +647,12 @@ class _Checker:
                         or CheckedFilter("all", ())
                         for b, branch in enumerate(config.branches)
                     )
-            steps.append(Step(index, step.id, step.type, step.name, config, step.next, dict(step.on), filters))
+                    reads_conversation = any(conversation_conditions.uses(b.conditions) for b in config.branches)
+            steps.append(
+                Step(
+                    index, step.id, step.type, step.name, config, step.next, dict(step.on), filters, reads_conversation
+                )
+            )
         if len(ids) == len(steps):
             self.graph(steps)
         if self.errors:
@@ -1015,6 +1026,19 @@ class _Checker:
                     return None
             custom.update({f"{VAR_PREFIX}{n}": _variable_kind(k) for n, k in self.variable_kinds.items()})
             raw = _filter_with_variables(raw)
+            known = conversation_conditions.Known(
+                channel_types=self.ctx.channel_types,
+                team_ids=self.ctx.team_ids,
+                user_ids=self.ctx.user_ids,
+                channel_kinds=CHANNEL_TYPES,
+            )
+            problems = conversation_conditions.check(raw, known)
+            for where, message in problems.items():
+                self.error(f"{path}.{where}", message)
+            if problems:
+                return None
+            custom.update(conversation_conditions.FIELD_TYPES)
+            raw = conversation_conditions.rewritten(raw)
         ctx = filters.CheckContext(custom_fields=custom, load_segment=self.ctx.load_segment)
         try:
             return filters.check_filter(raw, ctx, path)

@@ -66,6 +66,7 @@ from tertulia.webhooks.addresses import AddressRefused
 from tertulia.workflows import engine, http_hosts, queue, service
 from tertulia.workflows import language as lang
 from tertulia.workflows import repository as repo
+from tertulia.workflows.conversation_conditions import ConversationFacts, FactsCache
 from tertulia.workflows.models import RunStatus, Workflow, WorkflowEffect, WorkflowRun, WorkflowRunLog, WorkflowVersion
 from tertulia.workspaces.hours import BusinessHours
 from tertulia.workspaces.service import hours_at
@@ -367,7 +368,8 @@ def _due_order(run: WorkflowRun) -> tuple[datetime, int]:
 class _BatchLoad:
     """What the turns of a batch read, loaded once for the batch: the runs' workflows, versions and
     contacts (in the session's identity map), each workspace's time zone and custom field types,
-    and the effect keys already recorded for the runs. In an optimistic batch (`fast`), also the
+    the effect keys already recorded for the runs, and (in one query, the first time a branch
+    asks) the facts of the runs' conversations. In an optimistic batch (`fast`), also the
     tags and the contacts' tag sets, read on first use (see `contacts.service.TagCache`: sound
     there because nothing of the attempt is rolled back unless all of it is)."""
 
@@ -378,6 +380,7 @@ class _BatchLoad:
     rows: list[Any]
     fast: bool = False
     tags: contacts_service.TagCache | None = None
+    conversations: FactsCache | None = None
 
     @classmethod
     def of(cls, session: Session, runs: list[WorkflowRun], *, fast: bool = False) -> "_BatchLoad":
@@ -389,6 +392,7 @@ class _BatchLoad:
             rows=repo.load_for_runs(session, runs),
             fast=fast,
             tags=contacts_service.TagCache([run.contact_id for run in runs]) if fast else None,
+            conversations=FactsCache(session, [(run.contact_id, run.workspace_id) for run in runs]),
         )
 
     def add_all(self, session: Session, runs: list[WorkflowRun]) -> None:
@@ -400,6 +404,8 @@ class _BatchLoad:
             self.field_types[workspace_id] = dict(segments_repo.custom_field_types(session, workspace_id))
         self.effect_keys.update(repo.effect_keys(session, [run.id for run in runs]))
         self.rows.extend(repo.load_for_runs(session, runs))
+        if self.conversations is not None:
+            self.conversations.add((run.contact_id, run.workspace_id) for run in runs)
 
 
 def _make_request(db: Database, call: "HttpCall", *, now: datetime | None, policy: Policy) -> None:
@@ -503,6 +509,7 @@ def _turn_of(
         effect_keys=loaded.effect_keys.get(run.id, set()) if loaded else None,
         deferred=deferred,
         tags=loaded.tags if loaded else None,
+        conversations=loaded.conversations if loaded else None,
     )
     fed = 0
     while fed < MAX_INPUTS_PER_TURN:
@@ -685,6 +692,7 @@ class _Performer:
         effect_keys: set[str] | None = None,
         deferred: "BatchRows | None" = None,
         tags: contacts_service.TagCache | None = None,
+        conversations: FactsCache | None = None,
     ) -> None:
         self.session = session
         self.workflow = workflow
@@ -698,6 +706,8 @@ class _Performer:
         self.deferred = deferred
         # Set in an optimistic batch: tag actions read through it, without a savepoint.
         self.tags = tags
+        # The facts branch conditions read of the run's conversation (the batch's, else this run's).
+        self.conversations = conversations or FactsCache(session, [(contact.id, run.workspace_id)])
         timezone = timezone or segments_repo.workspace_timezone(session, run.workspace_id) or "UTC"
         self.eval = EvalContext(workspace_id=run.workspace_id, timezone=ZoneInfo(timezone), now=now)
 
@@ -715,8 +725,16 @@ class _Performer:
                 session.refresh(contact)
                 return variable_values(session, contact)
 
+            def conversation() -> ConversationFacts | None:
+                return self.conversations.get(contact.id, contact.workspace_id)
+
             self._context = engine.Context(
-                now=self.now, eval=self.eval, contact=snapshot, values=_Lazy(values), business_hours=self.hours
+                now=self.now,
+                eval=self.eval,
+                contact=snapshot,
+                values=_Lazy(values),
+                business_hours=self.hours,
+                conversation=conversation,
             )
         return self._context
 
@@ -743,6 +761,8 @@ class _Performer:
     def perform(self, action: engine.Action) -> engine.Result:
         session = self.session
         self._context = None
+        # The action may open, close or assign the contact's conversation.
+        self.conversations.forget(self.contact.id)
         known = self.effect_keys is None or action.key in self.effect_keys
         done = repo.effect(session, self.run.id, action.key) if known else None
         if done is not None:  # recorded by an earlier attempt that committed (cannot happen inside one turn)

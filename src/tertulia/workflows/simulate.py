@@ -8,10 +8,16 @@ time unless given) against the hours, range or windows as they are saved, a ques
 next of the given answers, or times out when there are none left, and a shortcut's form gets the
 given answers, checked as when a person runs it. Actions are not applied, so a
 later branch sees the contact as it is now (a field the flow would have set is not set yet).
+
+The simulated run is about the contact's conversation as a real run would be now: the open one,
+else their latest (conversation_conditions.py), read once; its facts (status, channel, team,
+assignee and the assignee's activity status) are in the result's `conversation`, None when the
+contact has none. Branches on it see it as it is, even after a step that would open, close or
+assign it.
 """
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
@@ -25,7 +31,7 @@ from tertulia.kit.errors import ValidationFailed
 from tertulia.segments import repository as segments_repo
 from tertulia.segments.evaluator import ContactSnapshot
 from tertulia.segments.timing import EvalContext
-from tertulia.workflows import engine, shortcuts
+from tertulia.workflows import conversation_conditions, engine, shortcuts
 from tertulia.workflows import language as lang
 from tertulia.workflows.runner import business_hours, variable_values
 
@@ -40,6 +46,8 @@ class Simulation:
     status: str = "running"
     error: str | None = None
     variables: dict[str, Any] = field(default_factory=dict)
+    # What branch conditions saw of the contact's conversation (None: the contact has none).
+    conversation: dict[str, Any] | None = None
 
 
 def simulate(
@@ -55,6 +63,7 @@ def simulate(
     timezone = segments_repo.workspace_timezone(session, contact.workspace_id) or "UTC"
     snapshot = ContactSnapshot.of(contact, segments_repo.contact_tag_keys(session, contact.id))
     values = variable_values(session, contact)
+    facts = conversation_conditions.load(session, [(contact.id, contact.workspace_id)]).get(contact.id)
     pending_answers = list(answers or [])
     state = engine.new_state(trigger_values or {})
     result = Simulation()
@@ -66,6 +75,7 @@ def simulate(
             contact=snapshot,
             values=values,
             business_hours=partial(business_hours, session, contact.workspace_id, contact.id, now=moment),
+            conversation=facts,
         )
         output = engine.advance(workflow, state, event, ctx)
         state = output.state
@@ -87,6 +97,7 @@ def simulate(
     result.status = state.status
     result.error = state.error
     result.variables = dict(state.vars)
+    result.conversation = asdict(facts) if facts is not None else None
     return result
 
 
