@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, ClassVar
@@ -147,7 +148,10 @@ class EmailAdapter:
 
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
         mail, recipients = build_mail(channel, message)
-        data = mail.as_bytes()
+        # CRLF line ends (RFC 5322 §2.1): smtplib sends bytes as given, and a mail with bare LFs reaches
+        # the server as one long line, which it refuses once the mail is over 1,000 bytes (RFC 5321
+        # §4.5.3.1.6), or which servers guarding against SMTP smuggling refuse at any size.
+        data = mail.as_bytes(policy=email_policy.SMTP)
         if len(data) > MAX_SEND_BYTES:
             raise PermanentError(f"the message is larger than {MAX_SEND_BYTES // (1024 * 1024)} MB")
         sender = config_of(channel).address
