@@ -549,3 +549,26 @@ def test_a_reply_with_files_arrives_with_their_names_types_and_bytes(
         assert stored is not None
         assert stored.status == DeliveryStatus.SENT
         assert [a["name"] for a in stored.attachments] == ["factura año 2026.pdf", "foto.png"]
+
+
+def test_threading_by_in_reply_to_alone(db: Database, tenant: Tenant, mail: MailServers) -> None:
+    """A mail program that writes In-Reply-To but no References, to our own address (no reply
+    token) and under a new subject from a new address: the one header is enough."""
+    channel = email_channel(db, tenant, mail)
+    mail.send(customer_mail())
+    fetch_and_write(db, channel.id)
+    [incoming] = messages_of(db, channel.id)
+    sent = _reply(db, tenant, incoming.conversation_id, "¿Cuál es su dirección?")
+    answer = customer_mail("carla@example.org", name="Carla", subject="dirección", body="Calle Mayor 1")
+    answer["In-Reply-To"] = str(sent.provider_message_id)
+    assert answer["References"] is None
+    assert answer["To"] == SUPPORT
+    # And one with an In-Reply-To we never sent: a new conversation.
+    unrelated = customer_mail("carla@example.org", name="Carla", subject="otra", body="otra cosa")
+    unrelated["In-Reply-To"] = "<not-ours@example.org>"
+    mail.send(answer)
+    mail.send(unrelated)
+    fetch_and_write(db, channel.id)
+    by_text = {m.text: m for m in messages_of(db, channel.id)}
+    assert by_text["Calle Mayor 1"].conversation_id == incoming.conversation_id
+    assert by_text["otra cosa"].conversation_id != incoming.conversation_id

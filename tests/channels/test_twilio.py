@@ -41,6 +41,7 @@ from tests.channels.fake_twilio import (
     NUMBER_SID,
     FakeTwilio,
     fake_twilio,
+    post_signed,
     sign,
 )
 from tests.channels.support import channel_messages, connect
@@ -677,3 +678,45 @@ def test_a_keyword_inside_a_sentence_is_no_keyword(
     assert stored.payload.get("sms_keyword") is None
     with db.transaction(write=False) as session:
         assert session.scalars(select(SmsConsent)).all() == []
+
+
+def test_a_messaging_service_sends_with_its_sid_instead_of_a_from_number(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio
+) -> None:
+    """A channel set up with a Messaging Service (no number): Twilio picks the sender from the
+    service's pool, so each send carries MessagingServiceSid and no From (Twilio's Messages
+    resource takes one or the other); the HELP reply too."""
+    service = "MG" + "0123456789abcdef" * 2
+    channel = _connect(
+        client, db, tenant, fake, from_number=None, messaging_service_sid=service, help_reply="Escribe BAJA."
+    )
+    # The service's inbound requests go where its settings say: the channel's callback URL, pasted there.
+    assert fake.numbers[NUMBER]["sms_url"] == ""
+    assert post_signed(client, channel["callback_url"], tw.inbound("SM" + "f6" * 16, "Hola")).status_code == 200
+    assert post_signed(client, channel["callback_url"], tw.inbound("SM" + "f7" * 16, "AYUDA")).status_code == 200
+    callbacks_written(db)
+    incoming = channel_messages(db, channel["id"])[0]
+    reply = client.post(
+        f"/api/v1/conversations/{incoming.conversation_id}/messages", json={"text": "Hola 👋"}, headers=tenant.headers
+    )
+    assert reply.status_code == 201, reply.text
+    help_sent, sent = fake.messages
+    for message in (help_sent, sent):
+        assert message["MessagingServiceSid"] == service
+        assert "From" not in message
+        assert message["To"] == tw.CUSTOMER
+    assert (help_sent["Body"], sent["Body"], sent["StatusCallback"]) == (
+        "Escribe BAJA.",
+        "Hola 👋",
+        channel["callback_url"],
+    )
+    with db.transaction(write=False) as session:
+        stored = session.get(Message, reply.json()["id"])
+        assert stored is not None
+        assert (stored.status, stored.provider_message_id) == (DeliveryStatus.SENT, sent["sid"])
+    assert fake.status(client, sent["sid"], "delivered").status_code == 200
+    callbacks_written(db)
+    with db.transaction(write=False) as session:
+        delivered = session.get(Message, reply.json()["id"])
+        assert delivered is not None
+        assert delivered.status == DeliveryStatus.DELIVERED
