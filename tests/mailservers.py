@@ -1,7 +1,10 @@
 """Real mail servers for the email channel's tests: a private Dovecot (IMAP and POP3) started from a
 generated config in a temporary folder on free ports, with a passwd-file user database, and an
 aiosmtpd SMTP server that delivers what it accepts into Dovecot's mailboxes over IMAP APPEND (so a
-message sent "to the customer" can be read back from the customer's mailbox).
+message sent "to the customer" can be read back from the customer's mailbox). Either can speak TLS
+with a certificate from the test authority (tests/webhooks/tls.py): Dovecot offers STARTTLS (STLS on
+POP3) and listens on implicit-TLS ports too; aiosmtpd offers STARTTLS or runs wrapped in TLS, as
+port 465 does.
 
 Dovecot comes from Debian's dovecot-imapd and dovecot-pop3d (.ci/run installs them). Run as root,
 its mail processes use the `dovecot` system user the package creates (Dovecot refuses uid 0); run
@@ -16,6 +19,7 @@ import os
 import pwd
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -28,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+from tests.webhooks.tls import ServerCertificate
 
 PASSWORD = "secret-pw"  # every test user's password
 USERS = ("support@shop.example.com", "ana@example.com", "bob@example.net", "list@example.org")
@@ -48,7 +54,7 @@ base_dir = {dir}/run
 state_dir = {dir}/state
 log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
-ssl = no
+{ssl}
 disable_plaintext_auth = no
 auth_mechanisms = plain login{oauth_mechanisms}
 mail_location = maildir:{dir}/mail/%u/Maildir
@@ -83,7 +89,8 @@ service imap-login {{
     port = {imap_port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = 127.0.0.1
+    port = {imaps_port}
   }}
 }}
 service pop3-login {{
@@ -92,7 +99,8 @@ service pop3-login {{
     port = {pop3_port}
   }}
   inet_listener pop3s {{
-    port = 0
+    address = 127.0.0.1
+    port = {pop3s_port}
   }}
 }}
 service anvil {{
@@ -112,6 +120,9 @@ class Dovecot:
     directory: Path
     imap_port: int
     pop3_port: int
+    # IMAP and POP3 wrapped in TLS from the first byte (993 and 995 elsewhere); 0 without `tls`.
+    imaps_port: int = 0
+    pop3s_port: int = 0
 
     def imap(self, user: str) -> imaplib.IMAP4:
         client = imaplib.IMAP4("127.0.0.1", self.imap_port, timeout=10)
@@ -185,8 +196,9 @@ active_value = true
 
 
 @contextlib.contextmanager
-def dovecot(introspection_url: str | None = None) -> Iterator[Dovecot]:
-    """`introspection_url`: also accept XOAUTH2, checking tokens there (tests/fake_oauth.py)."""
+def dovecot(introspection_url: str | None = None, tls: ServerCertificate | None = None) -> Iterator[Dovecot]:
+    """`introspection_url`: also accept XOAUTH2, checking tokens there (tests/fake_oauth.py).
+    `tls`: the server's certificate; STARTTLS is offered and the implicit-TLS ports listen."""
     directory = Path(tempfile.mkdtemp(prefix="tertulia-dovecot-"))
     if os.getuid() == 0:
         account = pwd.getpwnam("dovecot")
@@ -195,6 +207,8 @@ def dovecot(introspection_url: str | None = None) -> Iterator[Dovecot]:
     uid, gid, user = account.pw_uid, account.pw_gid, account.pw_name
     group = user if os.getuid() != 0 else "dovecot"
     imap_port, pop3_port = free_port(), free_port()
+    imaps_port, pop3s_port = (free_port(), free_port()) if tls else (0, 0)
+    ssl_setting = f"ssl = yes\nssl_cert = <{tls.cert_file}\nssl_key = <{tls.key_file}" if tls else "ssl = no"
     (directory / "users").write_text("".join(f"{u}:{{PLAIN}}{PASSWORD}\n" for u in USERS))
     for sub in ("run", "state", "mail"):
         (directory / sub).mkdir()
@@ -208,6 +222,9 @@ def dovecot(introspection_url: str | None = None) -> Iterator[Dovecot]:
             group=group,
             imap_port=imap_port,
             pop3_port=pop3_port,
+            imaps_port=imaps_port,
+            pop3s_port=pop3s_port,
+            ssl=ssl_setting,
             oauth_mechanisms=" xoauth2 oauthbearer" if introspection_url else "",
             oauth_passdb=OAUTH_PASSDB.format(dir=directory) if introspection_url else "",
         )
@@ -221,10 +238,11 @@ def dovecot(introspection_url: str | None = None) -> Iterator[Dovecot]:
     process = subprocess.Popen(  # noqa: S603 (our own config)
         [DOVECOT, "-F", "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    server = Dovecot(directory, imap_port, pop3_port)
+    server = Dovecot(directory, imap_port, pop3_port, imaps_port, pop3s_port)
     try:
-        _wait_listening(imap_port, directory)
-        _wait_listening(pop3_port, directory)
+        for port in (imap_port, pop3_port, imaps_port, pop3s_port):
+            if port:
+                _wait_listening(port, directory)
         yield server
     finally:
         process.terminate()
@@ -254,6 +272,8 @@ class SmtpServer:
     port: int
     dovecot: Dovecot | None
     received: list[tuple[str, list[str], bytes]] = field(default_factory=list)
+    # For each received message, the TLS version its session was encrypted with (None: in clear).
+    received_over: list[str | None] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)
     fail_next: list[str] = field(default_factory=list)
     users: dict[str, str] = field(default_factory=lambda: dict.fromkeys(USERS, PASSWORD))
@@ -282,6 +302,8 @@ class SmtpServer:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         content = bytes(envelope.content)
         self.received.append((envelope.mail_from, list(envelope.rcpt_tos), content))
+        secured = server.transport.get_extra_info("ssl_object") if server.transport is not None else None
+        self.received_over.append(secured.version() if secured is not None else None)
         if self.dovecot is not None:
             local = [r for r in envelope.rcpt_tos if r in USERS]
             await asyncio.get_running_loop().run_in_executor(None, self._deliver, local, content)
@@ -298,14 +320,32 @@ class SmtpServer:
 
 
 @contextlib.contextmanager
-def smtp_server(into: Dovecot | None = None, oauth_tokens: set[str] | None = None) -> Iterator[SmtpServer]:
+def smtp_server(
+    into: Dovecot | None = None,
+    oauth_tokens: set[str] | None = None,
+    *,
+    tls: ssl.SSLContext | None = None,
+    implicit_tls: bool = False,
+) -> Iterator[SmtpServer]:
+    """`tls`: the server's TLS context; with `implicit_tls` every connection is TLS from the first
+    byte (port 465, RFC 8314), otherwise STARTTLS is offered and required before MAIL."""
     loop = asyncio.new_event_loop()
     box = SmtpServer(port=0, dovecot=into, oauth_tokens=oauth_tokens)
+    starttls = tls if tls is not None and not implicit_tls else None
 
     def protocol() -> SMTP:
-        return SMTP(box, hostname="mx.shop.test", authenticator=box.authenticate, auth_require_tls=False, loop=loop)
+        return SMTP(
+            box,
+            hostname="mx.shop.test",
+            authenticator=box.authenticate,
+            auth_require_tls=starttls is not None,
+            tls_context=starttls,
+            require_starttls=starttls is not None,
+            loop=loop,
+        )
 
-    server = loop.run_until_complete(loop.create_server(protocol, "127.0.0.1", 0))
+    wrapped = tls if implicit_tls else None
+    server = loop.run_until_complete(loop.create_server(protocol, "127.0.0.1", 0, ssl=wrapped))
     box.port = server.sockets[0].getsockname()[1]
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()

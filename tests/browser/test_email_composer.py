@@ -6,15 +6,22 @@ settings page.
 With TERTULIA_SCREENSHOT_DIR set, the conversation and the settings page are saved there
 (docs/screenshots/ is refreshed so)."""
 
+import base64
 import os
+import ssl
+import threading
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import Browser, expect
 
 from tertulia.channels.adapters.email import parse_mail
+from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
 from tertulia.conversations.inbound import do_receive
 from tertulia.kit import queue
@@ -24,6 +31,7 @@ from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tests.browser.conftest import require_chromium, sign_in_at, watch
 from tests.live_server import fresh_sqlite_database, serve_tertulia
+from tests.webhooks.tls import TestAuthority
 
 pytestmark = pytest.mark.browser
 
@@ -47,6 +55,7 @@ class Setup:
     url: str
     conversation_id: int
     channel_id: int
+    database: Database
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +84,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         conversation_id, channel_id = received.conversation.id, channel.id
     queue.use_database(database)
     with serve_tertulia(database) as base:
-        yield Setup(base, conversation_id, channel_id)
+        yield Setup(base, conversation_id, channel_id, database)
     queue.use_database(None)
     database.dispose()
 
@@ -137,3 +146,93 @@ def test_the_composer_refuses_a_bad_address_in_the_reader_s_language(browser: Br
     expect(page.get_by_test_id("email-cc-error")).to_have_text("no es una dirección de correo válida")
     expect(page.get_by_test_id("email-cc")).to_have_attribute("aria-invalid", "true")
     expect(page.get_by_test_id("composer-input")).to_have_value("Se la reenviamos hoy.")  # nothing was sent
+
+
+# A 1x1 PNG (the smallest valid one): a remote image the browser can decode and size.
+PIXEL = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+)
+
+
+@dataclass
+class ImageHost:
+    """A remote image host on this machine, over HTTPS (the page's CSP allows remote images over
+    https: only), with a certificate from the test authority; it notes every path asked for."""
+
+    url: str
+    asked: list[str] = field(default_factory=list)
+
+
+@pytest.fixture(scope="module")
+def image_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageHost]:
+    certificate = TestAuthority(tmp_path_factory.mktemp("image-ca")).issue("127.0.0.1")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate.cert_file, certificate.key_file)
+    host = ImageHost(url="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            host.asked.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "image/png")
+            self.send_header("content-length", str(len(PIXEL)))
+            self.end_headers()
+            self.wfile.write(PIXEL)
+
+        def log_message(self, *_args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    host.url = f"https://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield host
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_load_images_shows_the_remote_image_only_when_clicked(
+    browser: Browser, setup: Setup, image_host: ImageHost
+) -> None:
+    raw = (
+        b"From: Bea Gil <bea@example.com>\r\nTo: support@shop.example.com\r\nSubject: Mi logo\r\n"
+        b"Message-ID: <logo1@example.com>\r\nMIME-Version: 1.0\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
+        b'<p>Este es el logo:</p><img alt="logo" src="' + image_host.url.encode() + b'/logo.png">\r\n'
+    )
+    with setup.database.transaction() as session:
+        channel = session.get(Channel, setup.channel_id)
+        assert channel is not None
+        [inbound] = parse_mail(channel, raw).messages
+        received = do_receive(session, channel, inbound)
+        assert received.conversation is not None
+        conversation_id = received.conversation.id
+    # The test authority is not in Chromium's store: this context accepts the host's certificate.
+    page = browser.new_context(ignore_https_errors=True).new_page()
+    problems: list[str] = []
+    watch(page, problems)
+    sign_in_at(page, setup.url, f"/messages/{conversation_id}", *OWNER)
+    html = page.get_by_test_id("email-html")
+    html.locator("summary").click()
+    inner = page.frame_locator('[data-testid="email-html"] iframe')
+    expect(inner.locator("p")).to_have_text("Este es el logo:")
+    expect(inner.locator("img")).to_have_attribute("data-src", f"{image_host.url}/logo.png")
+    assert image_host.asked == []  # held back: the sender cannot tell the mail was opened
+    # The button sits under the open frame, below the thread's visible part: scrolled to, as an
+    # agent scrolls the thread.
+    button = page.get_by_test_id("email-load-images")
+    button.scroll_into_view_if_needed()
+    button.click()
+    image = inner.locator("img")
+    expect(image).to_have_attribute("src", f"{image_host.url}/logo.png")
+    # Loaded and decoded: the browser knows its size (asked inside the sandboxed frame).
+    deadline = time.monotonic() + 10
+    while image.evaluate("img => img.complete ? img.naturalWidth : -1") != 1:
+        assert time.monotonic() < deadline, "the image did not load"
+        time.sleep(0.1)
+    assert image_host.asked == ["/logo.png"]
+    expect(page.get_by_test_id("email-load-images")).to_have_count(0)
+    assert problems == []

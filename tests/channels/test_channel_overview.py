@@ -11,7 +11,13 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
-from tertulia.channels.service import do_create_channel, message_counts, message_counts_query
+from tertulia.channels.service import (
+    do_create_channel,
+    last_received,
+    last_received_query,
+    message_counts,
+    message_counts_query,
+)
 from tertulia.contacts.models import Contact
 from tertulia.conversations.models import Conversation, ConversationStatus, Direction, Message, SenderKind
 from tertulia.kit.clock import utcnow
@@ -145,3 +151,39 @@ def test_a_disconnected_channels_conversations_stay_readable(client: TestClient,
     overview = client.get("/settings/channels")
     assert re.search(r'data-testid="channel-today">1 / 0<', overview.text)
     assert "Disconnected" in overview.text
+
+
+def test_last_received_is_the_newest_incoming_message_of_each_channel(db: Database, tenant: Tenant) -> None:
+    busy, quiet = _webchat(db, tenant, "Busy"), _webchat(db, tenant, "Quiet")
+    now = utcnow().replace(microsecond=0)
+    with db.transaction() as session:
+        _messages(
+            session,
+            tenant,
+            busy.id,
+            (Direction.INCOMING, now - timedelta(days=2)),
+            (Direction.INCOMING, now - timedelta(hours=5)),
+            (Direction.INCOMING, now - timedelta(days=1)),  # written later, older
+            (Direction.OUTGOING, now - timedelta(hours=1)),  # ours: not received
+            (Direction.COMMENT, now - timedelta(minutes=1)),  # a note: not received
+        )
+        _messages(session, tenant, quiet.id, (Direction.OUTGOING, now))
+    with db.transaction(write=False) as session:
+        assert last_received(session, [busy.id, quiet.id]) == {busy.id: now - timedelta(hours=5), quiet.id: None}
+        assert last_received(session, []) == {}
+
+
+def test_last_received_reads_the_top_of_the_index_per_channel(db: Database, tenant: Tenant) -> None:
+    query = last_received_query([1, 2])
+    with db.transaction(write=False) as session:
+        dialect = session.get_bind().dialect
+        sql = str(query.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
+        if dialect.name == "sqlite":
+            plan = " ".join(str(row[-1]) for row in session.execute(text("EXPLAIN QUERY PLAN " + sql)))
+            assert "COVERING INDEX ix_messages_channel_id_direction_created_at" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan  # no sort: the index is already in time order
+        else:
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = "\n".join(str(row[0]) for row in session.execute(text("EXPLAIN " + sql)))
+            assert "Index Only Scan Backward using ix_messages_channel_id_direction_created_at" in plan, plan
+            assert "Sort" not in plan, plan

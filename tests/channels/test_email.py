@@ -490,3 +490,85 @@ def test_only_email_channels_take_email_options(client: TestClient, db: Database
         json={"channel_id": ids[1], "message": {"text": "hola", "email": {"subject": "x"}}},
     )
     assert refused.status_code == 422
+
+
+def test_a_reply_with_files_arrives_with_their_names_types_and_bytes(
+    client: TestClient, db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    """Files uploaded to our storage and sent through the API as a reply are attachments of the mail
+    the customer's mailbox holds: the same names (a non-ASCII one too), types and bytes. The mail is
+    over 1,000 bytes: sent with bare LFs, it reached the server as one line and was refused."""
+    channel = email_channel(db, tenant, mail)
+    first = customer_mail()
+    mail.send(first)
+    fetch_and_write(db, channel.id)
+    [incoming] = messages_of(db, channel.id)
+    invoice = b"%PDF-1.4\n% factura 1234\n" + bytes(range(256)) * 8  # binary: every byte value survives
+    photo = b"\x89PNG\r\n\x1a\n" + b"\x00\xff" * 300
+    uploaded = [
+        client.post(
+            "/api/v1/files",
+            headers=tenant.headers,
+            files={"file": (name, data, kind)},
+            data={"conversation_id": str(incoming.conversation_id)},
+        )
+        for name, data, kind in (("factura año 2026.pdf", invoice, "application/pdf"), ("foto.png", photo, "image/png"))
+    ]
+    assert [u.status_code for u in uploaded] == [201, 201], [u.text for u in uploaded]
+    sent = client.post(
+        f"/api/v1/conversations/{incoming.conversation_id}/messages",
+        headers=tenant.headers,
+        json={
+            "type": "file",
+            "text": "Le adjunto la factura y la foto.",
+            "attachments": [u.json()["id"] for u in uploaded],
+        },
+    )
+    assert sent.status_code == 201, sent.text
+    [delivered] = mail.dovecot.wait_for(ANA, 1)
+    assert delivered["In-Reply-To"] == first["Message-ID"]
+    body = delivered.get_body(preferencelist=("plain",))
+    assert body is not None
+    assert body.get_content().strip() == "Le adjunto la factura y la foto."
+    found = [
+        (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+        for part in delivered.iter_attachments()
+    ]
+    assert found == [("factura año 2026.pdf", "application/pdf", invoice), ("foto.png", "image/png", photo)]
+    # What went over SMTP is that same mail (the envelope to Ana alone), and the Sent copy has the files.
+    [(sender, recipients, raw)] = mail.smtp.received
+    assert (sender, recipients) == (SUPPORT, [ANA])
+    assert raw.count(b"Content-Disposition: attachment") == 2
+    # Every line ends in CRLF, as SMTP needs: a bare LF made this mail one over-long line, refused.
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 998
+    [copy] = mail.dovecot.messages(SUPPORT, "Sent")
+    assert [part.get_filename() for part in copy.iter_attachments()] == ["factura año 2026.pdf", "foto.png"]
+    with db.transaction(write=False) as session:
+        stored = session.get(Message, sent.json()["id"])
+        assert stored is not None
+        assert stored.status == DeliveryStatus.SENT
+        assert [a["name"] for a in stored.attachments] == ["factura año 2026.pdf", "foto.png"]
+
+
+def test_threading_by_in_reply_to_alone(db: Database, tenant: Tenant, mail: MailServers) -> None:
+    """A mail program that writes In-Reply-To but no References, to our own address (no reply
+    token) and under a new subject from a new address: the one header is enough."""
+    channel = email_channel(db, tenant, mail)
+    mail.send(customer_mail())
+    fetch_and_write(db, channel.id)
+    [incoming] = messages_of(db, channel.id)
+    sent = _reply(db, tenant, incoming.conversation_id, "¿Cuál es su dirección?")
+    answer = customer_mail("carla@example.org", name="Carla", subject="dirección", body="Calle Mayor 1")
+    answer["In-Reply-To"] = str(sent.provider_message_id)
+    assert answer["References"] is None
+    assert answer["To"] == SUPPORT
+    # And one with an In-Reply-To we never sent: a new conversation.
+    unrelated = customer_mail("carla@example.org", name="Carla", subject="otra", body="otra cosa")
+    unrelated["In-Reply-To"] = "<not-ours@example.org>"
+    mail.send(answer)
+    mail.send(unrelated)
+    fetch_and_write(db, channel.id)
+    by_text = {m.text: m for m in messages_of(db, channel.id)}
+    assert by_text["Calle Mayor 1"].conversation_id == incoming.conversation_id
+    assert by_text["otra cosa"].conversation_id != incoming.conversation_id

@@ -3,6 +3,7 @@ refresh against a local fake authorisation server (tests/fake_oauth.py), and SAS
 servers: Dovecot checking each bearer token with the fake server (RFC 7662 introspection) and
 aiosmtpd accepting the live ones."""
 
+import time
 from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
@@ -176,3 +177,42 @@ def test_authorising_a_gmail_mailbox_from_the_page(
         assert channel is not None
         assert channel.secrets["oauth_refresh_token"] in oauth.refresh_tokens
         assert channel.last_error is None
+
+
+def test_an_expired_access_token_is_refreshed_and_the_new_one_used_on_imap_and_smtp(
+    db: Database,
+    tenant: Tenant,
+    oauth: FakeOAuth,
+    google: tuple[FakeOAuth, MailServers],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """We refresh a minute before a token runs out; one that lives 61 seconds is stale a second
+    later. The provider then refuses it too, so the fetch and the reply only work with a new token
+    obtained with the refresh token."""
+    mail = google[1]
+    monkeypatch.setattr(oauth, "expires_in", 61)
+    oauth.refresh_tokens.add("r-short")
+    before = set(oauth.access_tokens)
+    channel = _channel(db, tenant, oauth, mail, "r-short")
+    EmailAdapter().check_connection(channel)  # the first token: IMAP and SMTP log in with it
+    assert oauth.refreshes == 1
+    [first] = oauth.access_tokens - before
+    time.sleep(1.2)
+    oauth.access_tokens.discard(first)  # expired at the provider: Dovecot and the SMTP server refuse it
+
+    mail.send(customer_mail())
+    assert fetch_and_write(db, channel.id).spooled == 1
+    assert oauth.refreshes == 2
+    [second] = oauth.access_tokens - before  # the IMAP login used a new one
+    [incoming] = messages_of(db, channel.id)
+    with db.transaction() as session:
+        conversation = session.get(Conversation, incoming.conversation_id)
+        assert conversation is not None
+        do_reply(session, tenant.actor(), conversation, text="Con un token nuevo")
+    [delivered] = mail.dovecot.wait_for(ANA, 1)
+    assert delivered.get_content().strip() == "Con un token nuevo"
+    assert second != first
+    # The reply's SMTP and Sent-copy logins reused it, or took another once it went stale in its
+    # turn; never the expired one, which the servers would have refused.
+    assert first not in oauth.access_tokens
+    assert [m["Message-ID"] for m in mail.dovecot.messages(SUPPORT, "Sent")] == [delivered["Message-ID"]]

@@ -171,3 +171,36 @@ def test_the_email_signature_is_set_on_the_profile(client: TestClient, db: Datab
         assert user is not None
         assert user.email_signature == "Laura\nSoporte"
     assert "Soporte</textarea>" in client.get("/profile").text
+
+
+def test_a_pop3_mailbox_connected_from_the_page_and_its_connection_test(
+    client: TestClient, db: Database, tenant: Tenant, mail: MailServers
+) -> None:
+    csrf = sign_in_as(client, db, tenant.owner_id, "owner-password")
+    form = _form(mail, csrf, incoming_protocol="pop3", incoming_port=str(mail.dovecot.pop3_port), sent_folder="")
+    done = client.post("/settings/channels/email", data=form, follow_redirects=False)
+    assert done.status_code == 303, done.text
+    channel_id = int(done.headers["location"].rstrip("/").rpartition("/")[2])
+    mail.send(customer_mail())
+    tested = client.post(
+        f"/settings/channels/{channel_id}/email/test", data={"csrf_token": csrf}, headers={"Accept-Language": "en"}
+    )
+    assert tested.status_code == 200
+    result = tested.text.split('data-testid="email-test-result"')[1].split("</dl>")[0]
+    assert "+OK Dovecot" in result  # POP3's greeting
+    assert "IDLE" not in result  # an IMAP matter
+    assert "250" in result
+    with db.transaction() as session:
+        channel = session.scalar(select(Channel).where(Channel.id == channel_id))
+        assert channel is not None
+        channel.secrets = {**channel.secrets, "password": "not-any-more"}
+    for language, answered in (("en", "The mail server answered"), ("es", "El servidor de correo respondió")):
+        refused = client.post(
+            f"/settings/channels/{channel_id}/email/test",
+            data={"csrf_token": csrf},
+            headers={"Accept-Language": language},
+        )
+        assert refused.status_code == 422
+        error = refused.text.split('data-testid="test-error"')[1].split("</div>")[0]
+        assert answered in error
+        assert "POP3: the POP3 server refused the login" in error

@@ -3,14 +3,18 @@ connecting (the provider's refusals and our own checks beside the field, in Span
 secrets never put back into the page), the channel's page with its callback URL and health, and the
 connection test."""
 
+import re
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from tertulia.channels.models import Channel
+from tertulia.kit.clock import travel
 from tertulia.kit.db import Database
+from tests.channels import twilio_samples as tw
 from tests.channels.fake_bird import ACCESS_KEY as BIRD_KEY
 from tests.channels.fake_bird import CHANNEL as BIRD_CHANNEL
 from tests.channels.fake_bird import SIGNING_KEY as BIRD_SIGNING_KEY
@@ -21,7 +25,9 @@ from tests.channels.fake_vonage import API_KEY as VONAGE_KEY
 from tests.channels.fake_vonage import API_SECRET as VONAGE_SECRET
 from tests.channels.fake_vonage import NUMBER as VONAGE_NUMBER
 from tests.channels.fake_vonage import SIGNATURE_SECRET, fake_vonage
+from tests.channels.support import channel_messages, connect
 from tests.conftest import Tenant
+from tests.fakes import callbacks_written
 from tests.web.helpers import sign_in_as
 
 
@@ -240,3 +246,49 @@ def test_connecting_a_bird_channel_from_the_page(client: TestClient, db: Databas
         assert "Tienda SMS" in detail.text
         assert "/webhooks/" in detail.text
         assert BIRD_SIGNING_KEY not in detail.text
+
+
+def _shown(page: str, testid: str) -> str:
+    """The text of the element with this data-testid (the first), without its tags."""
+    found = re.search(rf'data-testid="{testid}"[^>]*>(.*?)</(?:dd|td)>', page, re.S)
+    assert found is not None, testid
+    return re.sub(r"<[^>]+>", "", found.group(1)).strip()
+
+
+@pytest.mark.usefixtures("immediate_queue")
+def test_the_page_shows_when_a_customer_last_wrote_not_when_a_status_last_came(
+    client: TestClient, db: Database, tenant: Tenant, twilio: FakeTwilio
+) -> None:
+    """ "Last message received" is the newest customer message; a delivery report since (a callback
+    too) does not move it. The last callback is shown beside it."""
+    channel = connect(
+        client,
+        db,
+        tenant,
+        "twilio",
+        {"api_base_url": twilio.url, "account_sid": ACCOUNT_SID, "from_number": NUMBER},
+        {"auth_token": AUTH_TOKEN},
+    )
+    sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = f"/settings/channels/{channel['id']}"
+    assert _shown(client.get(page, headers={"Accept-Language": "es"}).text, "last-received") == "nunca"
+    with travel(-timedelta(hours=3)):
+        assert twilio.deliver(client, tw.inbound("SM" + "3" * 32, "¿Tienen talla M?")).status_code == 200
+        callbacks_written(db)
+    [incoming] = channel_messages(db, channel["id"])
+    reply = client.post(
+        f"/api/v1/conversations/{incoming.conversation_id}/messages", json={"text": "Sí"}, headers=tenant.headers
+    )
+    assert reply.status_code == 201, reply.text
+    assert twilio.status(client, twilio.messages[0]["sid"], "delivered").status_code == 200
+    callbacks_written(db)
+
+    for language, three_hours in (("en", "3 hours ago"), ("es", "hace 3 horas")):
+        detail = client.get(page, headers={"Accept-Language": language}).text
+        assert _shown(detail, "last-received") == three_hours
+        assert "hour" not in _shown(detail, "last-callback")  # the delivery report, just now
+        assert "hora" not in _shown(detail, "last-callback")
+        listed = client.get("/settings/channels", headers={"Accept-Language": language}).text
+        assert _shown(listed, "channel-last-received") == three_hours
+    assert "Last message received" in client.get(page, headers={"Accept-Language": "en"}).text
+    assert "Último mensaje recibido" in client.get("/settings/channels", headers={"Accept-Language": "es"}).text

@@ -41,6 +41,7 @@ from tests.channels.fake_twilio import (
     NUMBER_SID,
     FakeTwilio,
     fake_twilio,
+    post_signed,
     sign,
 )
 from tests.channels.support import channel_messages, connect
@@ -597,3 +598,125 @@ def test_stop_blocks_the_next_send_with_a_readable_reason_and_start_lifts_it(
     with db.transaction(write=False) as session:
         [consent] = session.scalars(select(SmsConsent)).all()
         assert (consent.opted_out, consent.keyword) == (False, "start")
+
+
+OPT_OUT_WORDS = (
+    "STOP",
+    "STOPALL",
+    "UNSUBSCRIBE",
+    "CANCEL",
+    "END",
+    "QUIT",
+    "REVOKE",
+    "OPTOUT",
+    "BAJA",
+    "CANCELAR",
+    "ALTO",
+)
+OPT_IN_WORDS = ("START", "YES", "UNSTOP", "ALTA")
+
+
+def _as_typed(word: str) -> str:
+    """The word as a phone may send it: mixed case, with spaces around it."""
+    mixed = "".join(c.lower() if i % 2 else c for i, c in enumerate(word))
+    return f"  {mixed} \t"
+
+
+def test_the_keyword_lists_are_the_issues() -> None:
+    assert frozenset(OPT_OUT_WORDS) == sms.OPT_OUT
+    assert frozenset(OPT_IN_WORDS) == sms.OPT_IN
+
+
+@pytest.mark.parametrize(
+    ("opt_out", "opt_in"),
+    [(word, OPT_IN_WORDS[i % len(OPT_IN_WORDS)]) for i, word in enumerate(OPT_OUT_WORDS)],
+)
+def test_every_opt_out_keyword_blocks_sends_and_every_opt_in_lifts_the_block(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio, opt_out: str, opt_in: str
+) -> None:
+    """Each keyword, as typed (any case, spaces around), in a signed inbound callback: the consent
+    record changes with that message as evidence, a reply is refused before any call to Twilio,
+    and the opt-in keyword lets the next one out."""
+    channel = _connect(client, db, tenant, fake)
+    incoming = _incoming(client, db, fake, channel["id"])
+    url = f"/api/v1/conversations/{incoming.conversation_id}/messages"
+
+    def consent() -> tuple[bool, str, str | None]:
+        with db.transaction(write=False) as session:
+            [row] = session.scalars(select(SmsConsent).where(SmsConsent.channel_id == channel["id"])).all()
+            evidence = session.get(Message, row.evidence_message_id)
+            assert evidence is not None
+            assert row.recipient == tw.CUSTOMER
+            return row.opted_out, row.keyword, evidence.provider_message_id
+
+    out_sid, in_sid = "SM" + "c3" * 16, "SM" + "d4" * 16
+    assert fake.deliver(client, tw.inbound(out_sid, _as_typed(opt_out))).status_code == 200
+    callbacks_written(db)
+    assert consent() == (True, _as_typed(opt_out).strip(), out_sid)
+    refused = client.post(url, json={"text": "¿Le confirmo el pedido?"}, headers=tenant.headers)
+    assert refused.status_code == 422
+    assert refused.json()["error"]["code"] == "opted_out"
+    assert _as_typed(opt_out).strip() in refused.json()["error"]["message"]
+    assert fake.messages == []
+
+    assert fake.deliver(client, tw.inbound(in_sid, _as_typed(opt_in))).status_code == 200
+    callbacks_written(db)
+    assert consent() == (False, _as_typed(opt_in).strip(), in_sid)
+    allowed = client.post(url, json={"text": "¡Bienvenida de nuevo!"}, headers=tenant.headers)
+    assert allowed.status_code == 201, allowed.text
+    assert [m["Body"] for m in fake.messages] == ["¡Bienvenida de nuevo!"]
+
+
+@pytest.mark.parametrize("text", ["STOP now", "stopp", "please STOP", "ST OP"])
+def test_a_keyword_inside_a_sentence_is_no_keyword(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio, text: str
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    assert fake.deliver(client, tw.inbound("SM" + "e5" * 16, text)).status_code == 200
+    callbacks_written(db)
+    [stored] = channel_messages(db, channel["id"])
+    assert stored.payload.get("sms_keyword") is None
+    with db.transaction(write=False) as session:
+        assert session.scalars(select(SmsConsent)).all() == []
+
+
+def test_a_messaging_service_sends_with_its_sid_instead_of_a_from_number(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeTwilio
+) -> None:
+    """A channel set up with a Messaging Service (no number): Twilio picks the sender from the
+    service's pool, so each send carries MessagingServiceSid and no From (Twilio's Messages
+    resource takes one or the other); the HELP reply too."""
+    service = "MG" + "0123456789abcdef" * 2
+    channel = _connect(
+        client, db, tenant, fake, from_number=None, messaging_service_sid=service, help_reply="Escribe BAJA."
+    )
+    # The service's inbound requests go where its settings say: the channel's callback URL, pasted there.
+    assert fake.numbers[NUMBER]["sms_url"] == ""
+    assert post_signed(client, channel["callback_url"], tw.inbound("SM" + "f6" * 16, "Hola")).status_code == 200
+    assert post_signed(client, channel["callback_url"], tw.inbound("SM" + "f7" * 16, "AYUDA")).status_code == 200
+    callbacks_written(db)
+    incoming = channel_messages(db, channel["id"])[0]
+    reply = client.post(
+        f"/api/v1/conversations/{incoming.conversation_id}/messages", json={"text": "Hola 👋"}, headers=tenant.headers
+    )
+    assert reply.status_code == 201, reply.text
+    help_sent, sent = fake.messages
+    for message in (help_sent, sent):
+        assert message["MessagingServiceSid"] == service
+        assert "From" not in message
+        assert message["To"] == tw.CUSTOMER
+    assert (help_sent["Body"], sent["Body"], sent["StatusCallback"]) == (
+        "Escribe BAJA.",
+        "Hola 👋",
+        channel["callback_url"],
+    )
+    with db.transaction(write=False) as session:
+        stored = session.get(Message, reply.json()["id"])
+        assert stored is not None
+        assert (stored.status, stored.provider_message_id) == (DeliveryStatus.SENT, sent["sid"])
+    assert fake.status(client, sent["sid"], "delivered").status_code == 200
+    callbacks_written(db)
+    with db.transaction(write=False) as session:
+        delivered = session.get(Message, reply.json()["id"])
+        assert delivered is not None
+        assert delivered.status == DeliveryStatus.DELIVERED

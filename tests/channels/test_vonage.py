@@ -484,3 +484,38 @@ def test_a_long_sms_missing_a_part_is_shown_after_a_while_and_a_late_part_on_its
     assert (late.text, late.payload["sms_late_part"], late.conversation_id) == ("la segunda ", 2, shown.conversation_id)
     with db.transaction() as session:
         assert do_flush_stale_sms_parts(session, utcnow()) == 0
+
+
+def test_help_and_ayuda_are_answered_with_the_configured_reply_once(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage
+) -> None:
+    reply = "Tienda Lupita: escribe BAJA para no recibir más. Soporte: 555 0100."
+    channel = _connect(client, db, tenant, fake, help_reply=reply)
+    for message_id, text in (("0D0000000000001", "HELP"), ("0D0000000000002", "  ayuda "), ("0D0000000000003", "Info")):
+        assert fake.deliver(client, _inbound(message_id, text)).status_code == 200
+    assert fake.deliver(client, _inbound("0D0000000000002", "  ayuda ")).status_code == 200  # Vonage retrying
+    assert fake.deliver(client, _inbound("0D0000000000004", "ayuda con mi pedido")).status_code == 200
+    callbacks_written(db)
+    stored = channel_messages(db, channel["id"])
+    assert [m.payload.get("sms_keyword") for m in stored] == ["help", "help", "help", None]
+    # One answer per keyword message (a retried callback is not answered again), from the number,
+    # through the SMS API.
+    assert [(s["to"], s["from"], s["text"]) for s in fake.sent] == [
+        (CUSTOMER.lstrip("+"), NUMBER.lstrip("+"), reply)
+    ] * 3
+    assert fake.deliver(client, _inbound("0D0000000000001", "HELP")).status_code == 200  # retried much later
+    callbacks_written(db)
+    assert len(fake.sent) == 3
+    with db.transaction(write=False) as session:
+        assert session.scalars(select(SmsConsent)).all() == []  # asking for help changes no consent
+
+
+def test_without_a_help_reply_help_is_only_stored(
+    client: TestClient, db: Database, tenant: Tenant, fake: FakeVonage
+) -> None:
+    channel = _connect(client, db, tenant, fake)
+    assert fake.deliver(client, _inbound("0D0000000000005", "AYUDA")).status_code == 200
+    callbacks_written(db)
+    [stored] = channel_messages(db, channel["id"])
+    assert (stored.text, stored.payload.get("sms_keyword")) == ("AYUDA", "help")
+    assert fake.sent == []

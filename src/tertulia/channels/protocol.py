@@ -198,7 +198,9 @@ class ParsedWebhook:
     messages: list[InboundMessage] = field(default_factory=list)
     statuses: list[StatusUpdate] = field(default_factory=list)
     edits: list[InboundEdit] = field(default_factory=list)
-    # Provider calls to make once the callback's messages are stored (`MediaSource.follow_up`).
+    # Provider calls to make once the callback's messages are stored (`MediaSource.follow_up`). A call
+    # that answers one message names it (`message_id`, its provider message id) and is made once, not
+    # again for a repeat: a provider retrying its callback does not get the customer answered twice.
     follow_ups: list[dict[str, Any]] = field(default_factory=list)
     # For handshakes (Meta's hub.challenge): the exact body to answer with.
     reply: str | None = None

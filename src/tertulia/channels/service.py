@@ -339,6 +339,29 @@ def message_counts(session: Session, channel_ids: list[int], since: datetime) ->
     return counts
 
 
+def last_received_query(channel_ids: list[int]) -> Select[int, datetime]:
+    newest = (
+        select(_messages.c.created_at)
+        .where(_messages.c.channel_id == Channel.id, _messages.c.direction == "incoming")
+        .order_by(_messages.c.created_at.desc())
+        .limit(1)
+        .correlate(Channel)
+        .scalar_subquery()
+    )
+    return select(Channel.id, newest).where(Channel.id.in_(channel_ids))
+
+
+def last_received(session: Session, channel_ids: list[int]) -> dict[int, datetime | None]:
+    """When each channel last received a customer's message (Settings > Channels' "last message
+    received"): not the last callback, which delivery reports and provider pings also touch.
+
+    One probe per channel at the newest end of its incoming range in the index on messages
+    (channel_id, direction, created_at), so it costs the same however long the history."""
+    if not channel_ids:
+        return {}
+    return {int(channel_id): at for channel_id, at in session.execute(last_received_query(channel_ids))}
+
+
 def check_connection(actor: Actor, channel: Channel) -> dict[str, Any]:
     """Ask the provider about the channel's account (Settings' "Test connection"); nothing is written.
     Raises `ChannelError` with the provider's reason, or `ValidationFailed` for a channel that has no

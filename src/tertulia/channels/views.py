@@ -164,8 +164,13 @@ def _today_start(ctx: WebContext) -> datetime:
 
 
 def _overview(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]:
-    counts = service.message_counts(ctx.session, [c.id for c in channels], _today_start(ctx))
-    return [{"channel": c, "health": health_of(c), "today": counts.get(c.id, {})} for c in channels]
+    ids = [c.id for c in channels]
+    counts = service.message_counts(ctx.session, ids, _today_start(ctx))
+    received = service.last_received(ctx.session, ids)
+    return [
+        {"channel": c, "health": health_of(c), "today": counts.get(c.id, {}), "last_received": received.get(c.id)}
+        for c in channels
+    ]
 
 
 TELEGRAM_VALUES = {"name": "", "api_base_url": "https://api.telegram.org"}

@@ -431,7 +431,14 @@ def _error(answer: dict[str, Any], status: int) -> tuple[str, str]:
 def _help(channel: Channel, message: InboundMessage) -> list[dict[str, Any]]:
     help_reply = str((channel.config or {}).get("help_reply") or "")
     if help_reply and message.payload.get("sms_keyword") == sms.Keyword.HELP:
-        return [{"method": "help_reply", "to": message.sender_id, "text": help_reply}]
+        return [
+            {
+                "method": "help_reply",
+                "to": message.sender_id,
+                "text": help_reply,
+                "message_id": message.provider_message_id,
+            }
+        ]
     return []
 
 

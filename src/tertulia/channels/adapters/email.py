@@ -49,6 +49,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from email import policy as email_policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, ClassVar
@@ -147,7 +148,10 @@ class EmailAdapter:
 
     def send(self, channel: Channel, message: OutboundMessage) -> SendResult:
         mail, recipients = build_mail(channel, message)
-        data = mail.as_bytes()
+        # CRLF line ends (RFC 5322 §2.1): smtplib sends bytes as given, and a mail with bare LFs reaches
+        # the server as one long line, which it refuses once the mail is over 1,000 bytes (RFC 5321
+        # §4.5.3.1.6), or which servers guarding against SMTP smuggling refuse at any size.
+        data = mail.as_bytes(policy=email_policy.SMTP)
         if len(data) > MAX_SEND_BYTES:
             raise PermanentError(f"the message is larger than {MAX_SEND_BYTES // (1024 * 1024)} MB")
         sender = config_of(channel).address
@@ -167,7 +171,7 @@ class EmailAdapter:
         except smtplib.SMTPResponseException as exc:
             raise _smtp_error(exc.smtp_code, exc.smtp_error) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise TransientError(f"the mail server could not be reached: {exc}") from exc
+            raise TransientError(unreachable("mail", exc)) from exc
         if refused:
             log.info("email_some_recipients_refused", channel_id=channel.id, refused=sorted(refused))
         message_id = str(mail["Message-ID"])
@@ -322,7 +326,8 @@ class EmailAdapter:
                 f"SMTP: {exc.smtp_code} {_text(exc.smtp_error)}", field="secrets.password", code="login"
             ) from exc
         except (smtplib.SMTPException, OSError) as exc:
-            raise ConnectionProblem(f"SMTP: {exc}", field="config.smtp_host", code="mailserver") from exc
+            reason = untrusted("SMTP", exc) or str(exc)
+            raise ConnectionProblem(f"SMTP: {reason}", field="config.smtp_host", code="mailserver") from exc
         return {"incoming": incoming, "smtp": outgoing}
 
     # ----- files -------------------------------------------------------------------------------------
@@ -629,6 +634,19 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context()
 
 
+def untrusted(server: str, exc: BaseException) -> str | None:
+    """A certificate our trust store does not vouch for (an unknown authority, another host's name,
+    expired), said as such: "could not be reached" would send whoever reads it looking at the
+    network instead of at the certificate or the host name."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the {server} server's certificate is not trusted: {exc.verify_message or exc.reason}"
+    return None
+
+
+def unreachable(server: str, exc: BaseException) -> str:
+    return untrusted(server, exc) or f"the {server} server could not be reached: {exc}"
+
+
 @contextmanager
 def smtp_session(channel: Channel) -> Iterator[smtplib.SMTP]:
     """A logged-in SMTP session (password or XOAUTH2)."""
@@ -674,7 +692,7 @@ def imap_session(channel: Channel) -> Iterator[imaplib.IMAP4]:
             if config.incoming_security == "starttls":
                 client.starttls(ssl_context=_ssl_context())
     except (OSError, imaplib.IMAP4.error) as exc:
-        raise TransientError(f"the IMAP server could not be reached: {exc}") from exc
+        raise TransientError(unreachable("IMAP", exc)) from exc
     try:
         try:
             if config.auth == "oauth2":
@@ -688,7 +706,7 @@ def imap_session(channel: Channel) -> Iterator[imaplib.IMAP4]:
                 f"the IMAP server refused the login: {_text(exc)}", code="login", fault=Fault.CREDENTIALS
             ) from exc
         except OSError as exc:
-            raise TransientError(f"the IMAP server could not be reached: {exc}") from exc
+            raise TransientError(unreachable("IMAP", exc)) from exc
         yield client
     finally:
         with suppress(imaplib.IMAP4.error, OSError):
@@ -709,7 +727,7 @@ def pop3_session(channel: Channel) -> Iterator[poplib.POP3]:
             if config.incoming_security == "starttls":
                 client.stls(context=_ssl_context())
     except (OSError, poplib.error_proto) as exc:
-        raise TransientError(f"the POP3 server could not be reached: {exc}") from exc
+        raise TransientError(unreachable("POP3", exc)) from exc
     try:
         try:
             if config.auth == "oauth2":

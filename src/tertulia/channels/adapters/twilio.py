@@ -202,7 +202,13 @@ class TwilioAdapter:
         help_reply = str((channel.config or {}).get("help_reply") or "")
         if help_reply and message.payload.get("sms_keyword") == sms.Keyword.HELP:
             follow_ups.append(
-                {"method": "help_reply", "to": params["From"], "from": params.get("To"), "text": help_reply}
+                {
+                    "method": "help_reply",
+                    "to": params["From"],
+                    "from": params.get("To"),
+                    "text": help_reply,
+                    "message_id": sid,
+                }
             )
         return ParsedWebhook(messages=[message], follow_ups=follow_ups)
 

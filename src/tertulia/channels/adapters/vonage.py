@@ -580,7 +580,14 @@ def _keyword_payload(text: str | None, payload: dict[str, Any]) -> dict[str, Any
 def _help(channel: Channel, message: InboundMessage) -> list[dict[str, Any]]:
     help_reply = str((channel.config or {}).get("help_reply") or "")
     if help_reply and message.payload.get("sms_keyword") == sms.Keyword.HELP:
-        return [{"method": "help_reply", "to": message.sender_id, "text": help_reply}]
+        return [
+            {
+                "method": "help_reply",
+                "to": message.sender_id,
+                "text": help_reply,
+                "message_id": message.provider_message_id,
+            }
+        ]
     return []
 
 

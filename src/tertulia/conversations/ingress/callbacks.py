@@ -501,7 +501,9 @@ def _prepare(db: Database, rows: Sequence[Callback]) -> tuple[list[Prepared], li
     return ready, later
 
 
-def _write(session: Session, prepared: Sequence[Prepared]) -> None:
+def _write(session: Session, prepared: Sequence[Prepared]) -> set[tuple[int, str]]:
+    """Writes the callbacks; returns the messages among them that were new (not repeats of one
+    stored before or earlier in the batch), as (channel id, provider message id)."""
     channels = {p.row.channel_id: session.get(Channel, p.row.channel_id) for p in prepared}
     inbound: list[tuple[Channel, InboundMessage]] = []
     rest: list[tuple[Channel, ParsedWebhook]] = []
@@ -528,8 +530,14 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
             heard[channel.id] = max(heard.get(channel.id, at), at)
     # Parts of a long SMS wait for the rest; the last one in becomes the whole message.
     inbound = sms_parts.do_reassemble(session, inbound)
+    new: set[tuple[int, str]] = set()
     if inbound:
         results = do_receive_many(session, inbound)
+        new = {
+            (channel.id, message.provider_message_id)
+            for (channel, message), result in zip(inbound, results, strict=True)
+            if not result.duplicate and message.provider_message_id
+        }
         sms_consent.do_record_keywords(
             session, [(channel, message, result) for (channel, message), result in zip(inbound, results, strict=True)]
         )
@@ -557,11 +565,15 @@ def _write(session: Session, prepared: Sequence[Prepared]) -> None:
     # After the signs of life: a failure older than one of them was already over.
     for channel_id, (at, failure) in failures.items():
         record_failure(session, channel_id, failure, at, from_status=True)
+    return new
 
 
-def _follow_up(prepared: Sequence[Prepared]) -> None:
-    """The provider calls the stored callbacks ask for (Telegram's answerCallbackQuery); a failure is
-    logged: the customer's choice is stored either way."""
+def _follow_up(prepared: Sequence[Prepared], new: set[tuple[int, str]]) -> None:
+    """The provider calls the stored callbacks ask for (Telegram's answerCallbackQuery, an SMS HELP
+    reply); one answering a message is made once, for the callback that brought it first (`new`,
+    from `_write`), never for a repeat. A failure is logged: the customer's message is stored
+    either way."""
+    unanswered = set(new)
     for item in prepared:
         channel = item.channel
         if channel is None or not item.parsed.follow_ups:
@@ -570,6 +582,11 @@ def _follow_up(prepared: Sequence[Prepared]) -> None:
         if not isinstance(adapter, MediaSource):
             continue
         for call in item.parsed.follow_ups:
+            if "message_id" in call:
+                answers = (channel.id, call["message_id"])
+                if answers not in unanswered:
+                    continue
+                unanswered.discard(answers)
             try:
                 adapter.follow_up(channel, call)
             except (ChannelError, ValueError) as exc:
@@ -588,29 +605,35 @@ def process_callbacks(db: Database) -> int:
     prepared, _later = _prepare(db, rows)  # the later ones keep their lease and are claimed again
     try:
         with db.transaction() as session:
-            _write(session, prepared)
+            new = _write(session, prepared)
         written = prepared
     except Exception as exc:
         log.warning("callback_batch_failed", callbacks=len(prepared), error=str(exc))
-        written = [item for item in prepared if _write_alone(db, item)]
+        new = set()
+        written = []
+        for item in prepared:
+            alone = _write_alone(db, item)
+            if alone is not None:
+                written.append(item)
+                new |= alone
     # Before the rows go: a task that dies in between only makes a repeat call the provider refuses.
-    _follow_up(written)
+    _follow_up(written, new)
     spool.remove([int(item.row.id) for item in written])
     return len(rows)
 
 
-def _write_alone(db: Database, item: Prepared) -> bool:
-    """Whether the callback was written; one that fails keeps its lease and is claimed again after it
-    (its fetched files are removed: the next try fetches them again)."""
+def _write_alone(db: Database, item: Prepared) -> set[tuple[int, str]] | None:
+    """The callback's new messages (see `_write`) once it is written; None when it failed: it
+    keeps its lease and is claimed again after it (its fetched files are removed: the next try
+    fetches them again)."""
     try:
         with db.transaction() as session:
-            _write(session, [item])
+            return _write(session, [item])
     except Exception as exc:
         # Logged each time with its id and attempt, so the body can be found in the spool.
         log.exception("callback_failed", callback_id=item.row.id, attempt=item.row.attempts, error=str(exc))
         item.discard()
-        return False
-    return True
+        return None
 
 
 @huey.task(name="conversations.process_callbacks")  # type: ignore[untyped-decorator]
