@@ -12,10 +12,15 @@ from sqlalchemy import select
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
 from tertulia.channels.service import do_create_channel
+from tertulia.conversations import repository as conversations_repo
+from tertulia.conversations import service as conversations_service
 from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.models import Conversation, Direction, Message
 from tertulia.events import dispatcher
 from tertulia.kit.db import Database
+from tertulia.segments import repository as segments_repo
+from tertulia.users.models import User
+from tertulia.users.service import do_set_activity_status
 from tertulia.workflows import runner, service
 from tertulia.workflows.models import WorkflowRun, WorkflowRunLog
 from tertulia.workflows.triggers import CONSUMER
@@ -113,3 +118,24 @@ def open_conversation(db: Database, contact_id: int) -> Conversation | None:
         if found is not None:
             session.expunge(found)
         return found
+
+
+def tags_of(db: Database, contact_id: int) -> list[str]:
+    with db.transaction(write=False) as session:
+        return sorted(segments_repo.contact_tag_keys(session, contact_id))
+
+
+def set_status(db: Database, user_id: int, status: str) -> None:
+    """The user's activity status (online, away, busy, offline), as they would set it."""
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        assert user is not None
+        do_set_activity_status(session, user, status)
+
+
+def close_conversation(db: Database, tenant: Tenant, contact_id: int) -> None:
+    """An owner closes the contact's open conversation, with no category or summary."""
+    with db.transaction() as session:
+        conversation = conversations_repo.open_conversation(session, tenant.workspace_id, contact_id)
+        assert conversation is not None
+        conversations_service.do_close(session, tenant.actor(), conversation, category_id=None, summary=None)

@@ -20,15 +20,22 @@ from tertulia.contacts.models import Contact
 from tertulia.conversations import repository as conversations_repo
 from tertulia.conversations import service as conversations_service
 from tertulia.kit.db import Database
-from tertulia.segments import repository as segments_repo
-from tertulia.users.models import User
-from tertulia.users.service import do_set_activity_status
 from tertulia.users.teams import do_create_team, do_set_team_members
 from tertulia.workflows import service
 from tertulia.workflows.simulate import simulate
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
-from tests.workflows.support import channel_on_fake, customer_writes, feed, open_conversation, publish, runs
+from tests.workflows.support import (
+    channel_on_fake,
+    close_conversation,
+    customer_writes,
+    feed,
+    open_conversation,
+    publish,
+    runs,
+    set_status,
+    tags_of,
+)
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
 
@@ -49,30 +56,11 @@ def status_is(status: str) -> dict[str, Any]:
     return {"category": "assignee_status", "operator": "is", "value": status}
 
 
-def tags_of(db: Database, contact_id: int) -> list[str]:
-    with db.transaction(write=False) as session:
-        return sorted(segments_repo.contact_tag_keys(session, contact_id))
-
-
-def set_status(db: Database, user_id: int, status: str) -> None:
-    with db.transaction() as session:
-        user = session.get(User, user_id)
-        assert user is not None
-        do_set_activity_status(session, user, status)
-
-
 def assign(db: Database, tenant: Tenant, contact_id: int, user_id: int) -> None:
     with db.transaction() as session:
         conversation = conversations_repo.open_conversation(session, tenant.workspace_id, contact_id)
         assert conversation is not None
         conversations_service.do_assign(session, tenant.actor(), conversation, user_id=user_id, team_id=None)
-
-
-def close(db: Database, tenant: Tenant, contact_id: int) -> None:
-    with db.transaction() as session:
-        conversation = conversations_repo.open_conversation(session, tenant.workspace_id, contact_id)
-        assert conversation is not None
-        conversations_service.do_close(session, tenant.actor(), conversation, category_id=None, summary=None)
 
 
 def add_tag(db: Database, tenant: Tenant, contact_ids: list[int], name: str) -> None:
@@ -137,7 +125,7 @@ def test_a_batch_of_runs_branches_on_status_channel_and_assignee_status(
         assign(db, tenant, away, tenant.agent_id)
         assign(db, tenant, online, tenant.manager_id)
         assign(db, tenant, closed, tenant.manager_id)  # online, but the conversation is closed first
-        close(db, tenant, closed)
+        close_conversation(db, tenant, closed)
         contacts = [away, closed, elsewhere, online, never]
         add_tag(db, tenant, contacts, "go")
         with statements(db) as seen:
@@ -233,7 +221,7 @@ def test_the_simulator_shows_the_conversation_its_branches_read(db: Database, te
     assign(db, tenant, assigned, tenant.agent_id)
     set_status(db, tenant.agent_id, "busy")
     closed = customer_writes(db, channel, "s-closed", "hola")
-    close(db, tenant, closed)
+    close_conversation(db, tenant, closed)
     with db.transaction() as session:
         contact = contacts_service.do_create_contact(session, tenant.actor(), {"first_name": "Sin"})
         nobody = contact.id

@@ -13,11 +13,17 @@ from tertulia.channels.models import Channel
 from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
 from tertulia.conversations import service as conversations_service
-from tertulia.conversations.models import Conversation
 from tertulia.kit.db import Database
-from tertulia.segments import repository as segments_repo
 from tests.conftest import Tenant
-from tests.workflows.support import customer_writes, dispatch, feed, open_conversation, publish, runs
+from tests.workflows.support import (
+    close_conversation,
+    customer_writes,
+    dispatch,
+    feed,
+    publish,
+    runs,
+    tags_of,
+)
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
 
@@ -29,15 +35,6 @@ def mark_on_opened(source: str) -> dict[str, object]:
         "trigger": {"type": "conversation_opened", "config": {"sources": [source]}},
         "steps": [{"id": "mark", "type": "add_tags", "config": {"tags": [f"by-{source}"]}}],
     }
-
-
-def close_conversation(db: Database, tenant: Tenant, contact_id: int) -> None:
-    conversation = open_conversation(db, contact_id)
-    assert conversation is not None
-    with db.transaction() as session:
-        found = session.get(Conversation, conversation.id)
-        assert found is not None
-        conversations_service.do_close(session, tenant.actor(), found, category_id=None, summary=None)
 
 
 def send_broadcast(db: Database, tenant: Tenant, channel: Channel) -> int:
@@ -63,11 +60,6 @@ def replied(db: Database) -> list[int]:
     with db.transaction(write=False) as session:
         query = select(BroadcastRecipient.contact_id).where(BroadcastRecipient.replied_at.is_not(None))
         return sorted(session.scalars(query))
-
-
-def tags_of(db: Database, contact_id: int) -> list[str]:
-    with db.transaction(write=False) as session:
-        return sorted(segments_repo.contact_tag_keys(session, contact_id))
 
 
 def test_each_source_starts_only_the_workflows_filtered_on_it(

@@ -21,11 +21,8 @@ from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
-from tertulia.segments import repository as segments_repo
 from tertulia.users import presence
-from tertulia.users.models import User
 from tertulia.users.presence import MemoryPresenceStore
-from tertulia.users.service import do_set_activity_status
 from tertulia.users.teams import do_create_team, do_set_team_members
 from tertulia.workflows import queue, runner, service
 from tertulia.workflows.models import WorkflowQueueEntry, WorkflowRun
@@ -42,6 +39,8 @@ from tests.workflows.support import (
     open_conversation,
     publish,
     runs,
+    set_status,
+    tags_of,
 )
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
@@ -51,18 +50,6 @@ OPENED = {"type": "conversation_opened", "config": {}}
 
 def tag(name: str) -> dict[str, Any]:
     return {"id": name, "type": "add_tags", "config": {"tags": [name]}}
-
-
-def tags_of(db: Database, contact_id: int) -> list[str]:
-    with db.transaction(write=False) as session:
-        return sorted(segments_repo.contact_tag_keys(session, contact_id))
-
-
-def set_status(db: Database, user_id: int, status: str) -> None:
-    with db.transaction() as session:
-        user = session.get(User, user_id)
-        assert user is not None
-        do_set_activity_status(session, user, status)
 
 
 def queued_run_ids(db: Database, workspace_id: int) -> list[int]:

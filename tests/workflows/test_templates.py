@@ -22,7 +22,6 @@ from tertulia.events import service as event_log
 from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
-from tertulia.segments import repository as segments_repo
 from tertulia.users import teams
 from tertulia.users.models import Role, User
 from tertulia.users.service import do_set_activity_status
@@ -33,12 +32,14 @@ from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
 from tests.workflows.support import (
     advance,
+    close_conversation,
     customer_writes,
     dispatch,
     feed,
     open_conversation,
     runs,
     sent_texts,
+    tags_of,
 )
 
 TEMPLATE_IDS = [t.id for t in catalogue.templates()]
@@ -136,11 +137,6 @@ def act(db: Database, tenant: Tenant, contact_id: int, do: Callable[..., Any]) -
         do(session, tenant.actor(), found)
 
 
-def tags_of(db: Database, contact_id: int) -> list[str]:
-    with db.transaction(write=False) as session:
-        return sorted(segments_repo.contact_tag_keys(session, contact_id))
-
-
 def assignee(db: Database, contact_id: int) -> int | None:
     conversation = open_conversation(db, contact_id)
     assert conversation is not None
@@ -161,15 +157,6 @@ def notes_of(db: Database, contact_id: int) -> list[str]:
     with db.transaction(write=False) as session:
         query = select(Message.text).where(Message.contact_id == contact_id, Message.direction == Direction.COMMENT)
         return [text or "" for text in session.scalars(query)]
-
-
-def close(db: Database, tenant: Tenant, contact_id: int) -> None:
-    conversation = open_conversation(db, contact_id)
-    assert conversation is not None
-    with db.transaction() as session:
-        found = session.get(Conversation, conversation.id)
-        assert found is not None
-        conversations_service.do_close(session, tenant.actor(), found, category_id=None, summary=None)
 
 
 def assign_to(db: Database, tenant: Tenant, contact_id: int, user_id: int) -> None:
@@ -405,7 +392,7 @@ def test_agents_at_capacity_queues_until_someone_is_free(db: Database, tenant: T
     assert assignee(db, queued) is None
     [run] = [r for r in runs(db, workflow_id) if r.contact_id == queued]
     assert run.status == "waiting"
-    close(db, tenant, served[0])  # the agent frees a place: the queue wakes
+    close_conversation(db, tenant, served[0])  # the agent frees a place: the queue wakes
     feed(db)
     assert assignee(db, queued) == tenant.agent_id
     assert [r.status for r in runs(db, workflow_id) if r.contact_id == queued] == ["finished"]
@@ -444,7 +431,7 @@ def test_welcome_message_once_per_contact(db: Database, tenant: Tenant, channel:
     use(db, tenant, "welcome_message")
     contact_id = customer_writes(db, channel, "w-1", "hola")
     feed(db)
-    close(db, tenant, contact_id)
+    close_conversation(db, tenant, contact_id)
     customer_writes(db, channel, "w-1", "hola otra vez")
     feed(db)
     assert len(conversations_of(db, contact_id)) == 2
@@ -480,7 +467,7 @@ def test_csat_survey_saves_the_rating_to_a_field(db: Database, tenant: Tenant, c
         contacts_service.do_create_custom_field(session, tenant.actor(), "csat", "CSAT", FieldType.NUMBER)
     use(db, tenant, "csat_survey")
     contact_id = customer_writes(db, channel, "csat-1", "gracias, todo resuelto")
-    close(db, tenant, contact_id)
+    close_conversation(db, tenant, contact_id)
     feed(db)
     assert sent_texts(db, contact_id) == [text_of("csat_survey", "question")]
     customer_writes(db, channel, "csat-1", "9")

@@ -15,7 +15,6 @@ from tertulia.events import service as event_log
 from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import Database
-from tertulia.segments import repository as segments_repo
 from tertulia.users.models import User
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_set_activity_status
@@ -32,6 +31,7 @@ from tests.workflows.support import (
     publish,
     runs,
     sent_texts,
+    tags_of,
 )
 
 pytestmark = pytest.mark.usefixtures("no_background_work")
@@ -39,11 +39,6 @@ pytestmark = pytest.mark.usefixtures("no_background_work")
 
 def one(*steps: dict[str, Any], trigger: dict[str, Any]) -> dict[str, Any]:
     return {"trigger": trigger, "steps": list(steps)}
-
-
-def tags_of(db: Database, contact_id: int) -> list[str]:
-    with db.transaction(write=False) as session:
-        return sorted(segments_repo.contact_tag_keys(session, contact_id))
 
 
 def contact(db: Database, contact_id: int) -> Contact:
