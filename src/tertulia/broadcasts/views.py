@@ -399,12 +399,12 @@ def _own_text(content: dict[str, Any], kind: str) -> str:
     return str(own) if own is not None and own != default else ""
 
 
-def _text_types(channels: list[Channel], typed: dict[str, str]) -> list[tuple[str, str]]:
+def _text_types(ctx: WebContext, channels: list[Channel], typed: dict[str, str]) -> list[tuple[str, str]]:
     """The channel types the editor offers a text of their own for: those with a channel in the
     workspace, and any that already has one (so that saving keeps it)."""
     connected = {c.type for c in channels}
     return [
-        (kind, provider_name(kind))
+        (kind, ctx.fmt.gettext(provider_name(kind)))
         for kind in OWN_TEXT_TYPES
         if kind in connected or typed.get(f"text_{kind}", "").strip()
     ]
@@ -735,7 +735,7 @@ def _editor(
         "shown_fields": _shown_fields(ctx, shown, errors),
         "message_tags": MESSAGE_TAGS,
         "variables": VARIABLES,
-        "text_types": _text_types(channels, shown),
+        "text_types": _text_types(ctx, channels, shown),
         "reply_workflows": hooks.reply_workflows(ctx.session, ctx.actor.workspace_id),
         "previews": previews,
         "not_ready": not_ready,

@@ -41,6 +41,7 @@ from starlette.datastructures import FormData
 from starlette.responses import JSONResponse, Response
 
 from tertulia.channels.models import Channel
+from tertulia.channels.service import provider_name
 from tertulia.kit.errors import ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, check_form_text, read_only
 from tertulia.kit.text import replace_unsafe_characters
@@ -144,9 +145,10 @@ def _conversation_choices(ctx: WebContext) -> dict[str, ChoiceCategory]:
     teams = session.execute(select(Team.id, Team.name).where(Team.workspace_id == workspace_id).order_by(Team.name))
     values: dict[str, tuple[tuple[str, str], ...]] = {
         "status": tuple((status, gettext(STATUS_LABELS[status])) for status in conversation_conditions.STATUSES),
-        "channel": tuple((str(row.id), f"{row.name} ({row.type})") for row in channels),
+        "channel": tuple((str(row.id), f"{row.name} ({gettext(provider_name(row.type))})") for row in channels),
         "channel_type": tuple(
-            (kind, kind) for kind in sorted({*language.CHANNEL_TYPES, *(row.type for row in channels)})
+            (kind, gettext(provider_name(kind)))
+            for kind in sorted({*language.CHANNEL_TYPES, *(row.type for row in channels)})
         ),
         "team": tuple((str(row.id), row.name) for row in teams),
         "assignee": tuple((str(user_id), name) for user_id, name in member_names(session, workspace_id).items()),
