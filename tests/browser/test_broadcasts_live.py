@@ -268,7 +268,7 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     broadcast_url = page.url
     page.select_option("select[name=audience]", "all")
     page.select_option("select[name=channel_id]", str(number_id))
-    page.locator("details", has_text="WhatsApp").locator("summary").click()
+    page.get_by_test_id("whatsapp-template").locator("summary").click()
     header = page.locator("[data-testid=template-header]")
     expect(header).to_be_hidden()
     page.fill("input[name=template_name]", "seguimiento_pedido")
@@ -305,7 +305,7 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     )
     expect(page.locator("#template_params-error")).to_have_text("El cuerpo lleva 2 valores, uno por línea; hay 1")
     expect(page.locator("input[name=template_header]")).to_be_visible()
-    shot(page.locator("details", has_text="WhatsApp"), "84-broadcast-template-parameters.png")
+    shot(page.get_by_test_id("whatsapp-template"), "84-broadcast-template-parameters.png")
     page.goto(f"{broadcast_url}/dry-run")
     expect(page.locator("[data-testid=dry-run-not-ready] li")).to_have_count(2)
     page.locator("[data-testid=dry-run-not-ready] li[data-field=template_header] a").click()
