@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from tertulia.cli import app as cli
 from tertulia.events import dispatcher
+from tertulia.events.dispatcher import Consumer, Delivery
 from tertulia.events.models import ConsumerPosition, EventRecord
 from tertulia.events.service import Event, emit, write_pending
 from tertulia.events.types import EventType
@@ -80,16 +81,28 @@ def test_a_consumer_with_none_of_its_types_ahead_moves_on_unless_leased(db: Data
     assert {s.name: s.last_event_id for s in dispatcher.consumer_status(db)}["picky"] == all_events(db)[-1].id
 
 
+def _when_due(db: Database, consumers: list[Consumer], name: str) -> Delivery:
+    """Dispatch until `name` is leased again (its retry time has come): its delivery."""
+    deadline = time.monotonic() + 15
+    while True:
+        delivery = next(d for d in dispatcher.dispatch(db, consumers).deliveries if d.consumer == name)
+        if delivery.leased:
+            return delivery
+        assert time.monotonic() < deadline, f"{name} was never retried"
+        time.sleep(0.05)
+
+
 def test_a_failing_consumer_is_retried_with_backoff_and_blocks_no_other(db: Database) -> None:
+    # A retry second long enough that the dispatch below comes before it, even on a loaded machine.
     flaky, steady = Recorder("flaky", fail_times=2), Recorder("steady")
-    consumers = [flaky.consumer(retry_base_seconds=0.3), steady.consumer()]
+    consumers = [flaky.consumer(retry_base_seconds=1.0), steady.consumer()]
     ids = write_events(db, 3)
     report = dispatcher.dispatch(db, consumers)
     assert steady.ids == ids
     assert flaky.ids == []
     failed = next(d for d in report.deliveries if d.consumer == "flaky")
     assert failed.error == f"RuntimeError: boom at {ids[0]}"
-    assert failed.retry_in == 0.3
+    assert failed.retry_in == 1.0
     with registered(*consumers):
         status = {s.name: s for s in dispatcher.consumer_status(db)}
     assert status["flaky"].behind == 3
@@ -101,14 +114,13 @@ def test_a_failing_consumer_is_retried_with_backoff_and_blocks_no_other(db: Data
 
     # Before its retry time nobody feeds it, even when new events arrive for the others.
     later = write_events(db, 1)
-    dispatcher.dispatch(db, consumers)
+    early = next(d for d in dispatcher.dispatch(db, consumers).deliveries if d.consumer == "flaky")
+    assert not early.leased
     assert flaky.ids == []
     assert steady.ids == ids + later
-    time.sleep(0.35)
-    second = next(d for d in dispatcher.dispatch(db, consumers).deliveries if d.consumer == "flaky")
-    assert second.retry_in == 0.6  # doubled
-    time.sleep(0.65)
-    dispatcher.dispatch(db, consumers)
+    second = _when_due(db, consumers, "flaky")
+    assert second.retry_in == 2.0  # doubled
+    _when_due(db, consumers, "flaky")
     assert flaky.ids == ids + later
     with registered(*consumers):
         recovered = {s.name: s for s in dispatcher.consumer_status(db)}["flaky"]

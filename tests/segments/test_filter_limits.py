@@ -249,10 +249,11 @@ def test_many_tag_conditions_are_answered_within_the_time_limit(
     for conditions in (every_tag, each_tag):
         starts = range(0, len(conditions), MAX_CONDITIONS)
         filter_ = {"groups": [{"conditions": conditions[i : i + MAX_CONDITIONS]} for i in starts]}
-        started = time.monotonic()
+        # A statement over a filter that runs past `filter_timeout_seconds` is cancelled and
+        # answered 422 (too_slow): a 200 is an answer within the limit. How fast it is belongs to
+        # `bench segments`, not to a wall clock on a shared machine.
         response = _preview(client, tenant, filter_)
         assert response.status_code == 200, response.text
-        assert time.monotonic() - started < get_settings().filter_timeout_seconds
         assert [contact["first_name"] for contact in response.json()["contacts"]] == ["Tagged"]
 
 
