@@ -4,7 +4,10 @@ This is a composition point: it lists every router in the order it is mounted an
 section in the order the navigation shows it. Nothing is mounted or registered by importing a module.
 """
 
-from fastapi import FastAPI
+from functools import cache
+
+from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
 
 from tertulia import (
     __version__,
@@ -29,6 +32,7 @@ from tertulia.conversations.api import router as conversations_router
 from tertulia.conversations.ingress.callbacks import CallbackWriter
 from tertulia.conversations.ingress.callbacks import router as callbacks_router
 from tertulia.conversations.ingress.widget import install as install_widget
+from tertulia.conversations.ingress.widget import router as widget_router
 from tertulia.conversations.receiver import InboundWriter
 from tertulia.conversations.runtime import lifespan as inbox_lifespan
 from tertulia.conversations.settings_views import AWAY_MESSAGE, CLOSING_CATEGORIES, SNIPPETS
@@ -101,6 +105,71 @@ SWAGGER_UI_JS = "/static/vendor/swagger-ui-bundle-5.35.0.js"
 SWAGGER_UI_CSS = "/static/vendor/swagger-ui-5.35.0.css"
 
 
+# Every router, in mount order. Starlette tries routes in this order and the first match wins.
+ROUTERS: tuple[APIRouter, ...] = (
+    # Provider callbacks first: they are the busiest path (hundreds a second), and matching a request
+    # against every route before them was a third of an acknowledgement's time.
+    callbacks_router,  # provider callbacks (/webhooks/{key}, /channels/{key}/callback)
+    # JSON API (/api/v1/...), the agents' socket (/ws) and the provider callbacks (/webhooks/...):
+    contacts_router,
+    conversations_router,
+    inbox_ws_router,
+    channels_router,  # channel CRUD (/api/v1/channels)
+    widget_router,  # the widget's visitor API and socket (/widget/...)
+    users_router,
+    segments_router,
+    broadcasts_router,  # /api/v1/broadcasts
+    webhooks_router,  # /api/v1/webhooks
+    assistant_router,  # /api/v1/knowledge, /api/v1/assistant
+    workspace_router,  # business hours and auto-close (/api/v1/workspace/...)
+    reports_router,  # /api/v1/reports
+    workflows_router,  # /api/v1/workflows
+    workflow_hooks_router,  # workflows' incoming webhooks (/hooks/workflows/{id}/{secret})
+    notifications_router,  # /api/v1/notifications (the signed-in person's)
+    # Pages (HTML):
+    shell_router,  # /, and the modules that are not live yet
+    users_pages,  # sign-in, language, invitations, password reset, profile
+    # Before the contacts router: its /contacts/{contact_id} would otherwise claim /contacts/import.
+    contacts_import_pages,
+    segments_pages,
+    contacts_pages,
+    settings_home,  # /settings: the first section the person may open
+    workspace_settings_pages,
+    users_settings_pages,
+    contacts_settings_pages,
+    inbox_settings_pages,  # also the files library, /messages/files
+    inbox_pages,
+    channels_pages,  # Settings > Channels and the widget script
+    broadcasts_pages,  # /broadcasts (Owners and Managers)
+    webhooks_pages,  # Settings > Integrations > Webhooks
+    assistant_pages,  # Settings > Assistant > Knowledge
+    reports_pages,  # /reports
+    dashboard_pages,  # /dashboard
+    data_export_pages,  # Settings > Data export
+    workflow_condition_pages,  # the builder's conditions editor (the filter panel)
+    workflow_trigger_pages,  # the shortcut menu, the incoming-webhook card
+    workflows_pages,  # /workflows (Owners and Managers)
+    workflow_settings_pages,  # Settings > Workflow HTTP hosts
+    notifications_pages,  # /notifications, /notifications/preferences
+)
+
+
+@cache
+def _route_table() -> tuple[BaseRoute, ...]:
+    """ROUTERS mounted once per process and shared by every app the process creates.
+
+    FastAPI prepares an included router's routes (their dependencies and parameter models) on the
+    first request that reaches them, and keeps that work on the include. Included into each app
+    afresh, every new app paid it again: the first request to a page mounted late took 2-7 s. A
+    server creates one app per process, but the tests and benchmarks create one per test. Nothing in
+    the table belongs to an app: a route reads its settings and database from `request.app.state`.
+    (`app.dependency_overrides` would not reach these routes; nothing uses it.)"""
+    table = APIRouter(route_class=CheckedInputRoute)
+    for router in ROUTERS:
+        table.include_router(router)
+    return tuple(table.routes)
+
+
 def create_app(settings: Settings | None = None, database: Database | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)  # once per process; uvicorn's worker processes start here
@@ -121,53 +190,10 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
     app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)
-    # Every router, in mount order. Starlette tries routes in this order and the first match wins.
-    # Provider callbacks first: they are the busiest path (hundreds a second), and matching a request
-    # against every route before them was a third of an acknowledgement's time.
-    app.include_router(callbacks_router)  # provider callbacks (/webhooks/{key}, /channels/{key}/callback)
-    # JSON API (/api/v1/...), the agents' socket (/ws) and the provider callbacks (/webhooks/...):
-    app.include_router(contacts_router)
-    app.include_router(conversations_router)
-    app.include_router(inbox_ws_router)
-    app.include_router(channels_router)  # channel CRUD (/api/v1/channels)
-    install_widget(app)  # the widget's visitor API, socket and CORS (/widget/...)
-    app.include_router(users_router)
-    app.include_router(segments_router)
-    app.include_router(broadcasts_router)  # /api/v1/broadcasts
-    app.include_router(webhooks_router)  # /api/v1/webhooks
-    app.include_router(assistant_router)  # /api/v1/knowledge, /api/v1/assistant
-    app.include_router(workspace_router)  # business hours and auto-close (/api/v1/workspace/...)
-    app.include_router(reports_router)  # /api/v1/reports
-    app.include_router(workflows_router)  # /api/v1/workflows
-    app.include_router(workflow_hooks_router)  # workflows' incoming webhooks (/hooks/workflows/{id}/{secret})
-    app.include_router(notifications_router)  # /api/v1/notifications (the signed-in person's)
-    # Pages (HTML):
-    app.include_router(shell_router)  # /, and the modules that are not live yet
-    app.include_router(users_pages)  # sign-in, language, invitations, password reset, profile
-    # Before the contacts router: its /contacts/{contact_id} would otherwise claim /contacts/import.
-    app.include_router(contacts_import_pages)
-    app.include_router(segments_pages)
-    app.include_router(contacts_pages)
-    app.include_router(settings_home)  # /settings: the first section the person may open
-    app.include_router(workspace_settings_pages)
-    app.include_router(users_settings_pages)
-    app.include_router(contacts_settings_pages)
-    app.include_router(inbox_settings_pages)  # also the files library, /messages/files
-    app.include_router(inbox_pages)
-    app.include_router(channels_pages)  # Settings > Channels and the widget script
-    app.include_router(broadcasts_pages)  # /broadcasts (Owners and Managers)
-    app.include_router(webhooks_pages)  # Settings > Integrations > Webhooks
-    app.include_router(assistant_pages)  # Settings > Assistant > Knowledge
-    app.include_router(reports_pages)  # /reports
-    app.include_router(dashboard_pages)  # /dashboard
-    app.include_router(data_export_pages)  # Settings > Data export
+    install_widget(app)  # the widget's CORS
+    app.router.routes.extend(_route_table())
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")
-    app.include_router(workflow_condition_pages)  # the builder's conditions editor (the filter panel)
-    app.include_router(workflow_trigger_pages)  # the shortcut menu, the incoming-webhook card
-    app.include_router(workflows_pages)  # /workflows (Owners and Managers)
-    app.include_router(workflow_settings_pages)  # Settings > Workflow HTTP hosts
-    app.include_router(notifications_pages)  # /notifications, /notifications/preferences
     install_sections(app, SETTINGS_SECTIONS)
     install_web(app)  # after the routers: security headers, /static, and the error pages around them
     app.add_middleware(RateLimitHeaders)  # on every response of a request counted against an API token

@@ -713,5 +713,5 @@ async def _serve_visitor(
 
 
 def install(app: FastAPI) -> None:
+    """The widget's CORS; its routes (`router`) are mounted with the app's other routers."""
     app.add_middleware(WidgetCorsMiddleware)
-    app.include_router(router)
