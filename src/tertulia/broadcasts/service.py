@@ -89,6 +89,8 @@ DEFAULT_UNSUBSCRIBE_KEYWORDS = ("BAJA", "STOP")
 MAX_KEYWORDS = 30
 MAX_KEYWORD = 64
 CONTENT_KEYS = frozenset({"text", "file_ids", "quick_reply", "buttons", "template", "message_tag"})
+# Meta's limit on the text parameter of a template's header (the body's is far longer).
+MAX_HEADER_TEXT = 60
 EDITABLE = frozenset({BroadcastStatus.DRAFT})
 
 
@@ -233,6 +235,12 @@ def _template_parameter(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def header_text_length(text: str) -> int:
+    """A header value's length as far as it is known before sending: each variable as its fallback
+    (empty without one), since a contact's own value is only known when the message is rendered."""
+    return len(variables.substitute_names(text, lambda _name: None))
+
+
 def check_content(session: Session, workspace_id: int, content: Any) -> dict[str, Any]:
     """The content per channel type (`default` for any type without its own), each checked for shape
     and variables; the channel's own rules are checked when the broadcast is scheduled."""
@@ -276,11 +284,20 @@ def check_content(session: Session, workspace_id: int, content: Any) -> dict[str
                     _template_parameter(p, f"{where}.template.components[{index}].parameters[{position}]")
                     for position, p in enumerate(component.get("parameters") or [])
                 ]
+                header = str(component.get("type", "")).lower() == "header"
                 for position, parameter in enumerate(parameters):
                     if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
-                        variables.parse(
-                            parameter["text"], keys, f"{where}.template.components[{index}].parameters[{position}]"
-                        )
+                        path = f"{where}.template.components[{index}].parameters[{position}]"
+                        variables.parse(parameter["text"], keys, path)
+                        if header and (
+                            header_text_length(parameter["text"]) > MAX_HEADER_TEXT
+                            or len(parameter["text"].splitlines()) > 1
+                        ):
+                            raise ValidationFailed.field(
+                                path,
+                                f"a header's text is at most {MAX_HEADER_TEXT} characters on one line"
+                                " (a variable counted as its fallback)",
+                            )
                 components.append({**component, "parameters": parameters} if parameters else component)
             template = {**template, "components": components}
         if text is None and not file_ids and template is None:

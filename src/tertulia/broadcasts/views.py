@@ -76,7 +76,7 @@ REASON_LABELS: dict[str, str] = {
 # The editor's template fields, named where the dry run points at them.
 FIELD_LABELS: dict[str, str] = {
     "template_name": i18n.lazy("Template name"),
-    "template_header": i18n.lazy("Header parameter"),
+    "template_header": i18n.lazy("Header text value"),
     "template_header_media": i18n.lazy("Header file (https link or media id)"),
     "template_header_filename": i18n.lazy("Document file name"),
     "template_header_latitude": i18n.lazy("Latitude"),
@@ -354,11 +354,13 @@ def _typed(item: Broadcast) -> dict[str, str]:
                 media, filename = file
             elif shown_place is not None:  # the header's place: its coordinates, name and address
                 place = shown_place
+            elif str(component.get("type", "")).lower() == "header":
+                # The header's text value has its own field, named or not (a named one was once a
+                # `name = value` line: a draft saved then opens with it in the field).
+                header.append(str(parameter.get("text", "")))
             elif name is None:
-                # A positional header's value has its own field; the body's are the lines.
-                into = header if str(component.get("type", "")).lower() == "header" else params
-                into.append(str(parameter.get("text", "")))
-            elif name not in named:  # a name the header and body both use is one line
+                params.append(str(parameter.get("text", "")))
+            elif name not in named:
                 named.add(name)
                 params.append(f"{name} = {parameter.get('text', '')}")
     language = template.get("language")
@@ -642,9 +644,9 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                     "language": template.language,
                     "header": component_text(template, "HEADER") or _header_kind(ctx, template),
                     "body": component_text(template, "BODY") or "",
-                    # A named template's names, to write as `name = value` lines; else how many
-                    # values the body takes (a positional header's has its own field).
-                    "parameters": ", ".join(dict.fromkeys(s.key for s in slots(template)))
+                    # A named template's body names, to write as `name = value` lines; else how
+                    # many values the body takes (a text header's value has its own field).
+                    "parameters": ", ".join(dict.fromkeys(s.key for s in slots(template) if s.component == "body"))
                     if template.parameter_format == "NAMED"
                     else str(sum(1 for s in slots(template) if s.component == "body")),
                     # Typed as name and language, this template shows the header field, or the
