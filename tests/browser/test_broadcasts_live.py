@@ -317,7 +317,14 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     )
     expect(page.locator("#template_params-error")).to_have_text("El cuerpo lleva 2 valores, uno por línea; hay 1")
     expect(page.locator("input[name=template_header]")).to_be_visible()
+    # The list of templates fits the section (nothing cut on the right).
+    template_list = page.get_by_test_id("template-list")
+    widths = template_list.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
+    # Tall enough for the whole section to be in view below the sticky top bar for its screenshot.
+    page.set_viewport_size({"width": 1280, "height": 2000})
     shot(page.get_by_test_id("whatsapp-template"), "84-broadcast-template-parameters.png")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{broadcast_url}/dry-run")
     expect(page.locator("[data-testid=dry-run-not-ready] li")).to_have_count(2)
     page.locator("[data-testid=dry-run-not-ready] li[data-field=template_header] a").click()
@@ -414,5 +421,9 @@ def test_the_list_fits_a_1280_pixel_window_with_long_names(setup: Setup, browser
     expect(table.locator("thead th")).to_have_count(9)
     for th in table.locator("thead th").all():
         expect(th).to_be_visible()
+    shot(
+        page.locator("[data-testid=broadcast-table]").locator("xpath=ancestor::section[1]"),
+        "80-broadcasts-list-long-names.png",
+    )
     context.close()
     assert problems == []
