@@ -5,6 +5,7 @@ header's value was a `name = value` line open and save with it in the field."""
 
 import html
 import re
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,11 +17,15 @@ from tertulia.broadcasts.models import Audience, Broadcast
 from tertulia.channels.message_templates import do_store_templates
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import ProviderTemplate
+from tertulia.kit.clock import travel
 from tertulia.kit.db import Database
-from tests.broadcasts.support import draft, get
+from tertulia.users.models import Role
+from tests.broadcasts.support import customers_write, draft, get, recipients
 from tests.broadcasts.test_audience import whatsapp
 from tests.channels import whatsapp_template_samples as template_samples
+from tests.channels.fake_graph import connect_whatsapp, fake_graph
 from tests.conftest import Tenant
+from tests.conversations.support import sign_in as conversation_sign_in
 from tests.web.helpers import sign_in_as
 
 SPRING_SALE_HEADER = "Our new sale starts {{sale_start_date}}!"
@@ -359,3 +364,50 @@ def test_an_old_draft_with_its_header_among_the_lines_opens_with_it_in_the_field
         "At most 60 characters on one line, a variable counted as its fallback (61 written)"
     )
     assert _template(editor.db, broadcast_id) == OLD_NAMED_DRAFT["whatsapp"]["template"]
+
+
+def test_a_contact_whose_values_make_the_header_longer_than_60_characters_is_skipped_when_sent(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """The editor and the API can only count a variable as its fallback: a contact whose own value
+    makes the header longer than Meta takes is skipped (reason header_too_long), the others get it."""
+    header = '{{contact.first_name | "cliente"}}: ' + "z" * 40  # 42 + the name
+    with fake_graph([template_samples.SEGUIMIENTO]) as graph:
+        created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
+        with db.transaction(write=False) as session:
+            channel = session.get(Channel, created["id"])
+            assert channel is not None
+            session.expunge(channel)
+        with travel(timedelta(hours=-25)):  # the window has closed: the template goes out
+            (short,) = customers_write(db, channel, ["16505551234"], first_name="Ana")
+            (long,) = customers_write(db, channel, ["16505551235"], first_name="Maximiliana Guadalupe")
+        content = {
+            "whatsapp": {
+                "template": {
+                    "name": "seguimiento_pedido",
+                    "language": "es_MX",
+                    "components": [
+                        {"type": "header", "parameters": [{"text": header}]},
+                        {"type": "body", "parameters": [{"text": "Ana"}, {"text": "el lunes"}]},
+                    ],
+                }
+            }
+        }
+        made = client.post(
+            "/api/v1/broadcasts",
+            headers=tenant.headers,
+            json={"name": "Pedidos", "audience": "all", "channel_id": channel.id, "content": content},
+        )
+        assert made.status_code == 201, made.text
+        broadcast_id = made.json()["id"]
+        sent = client.post(f"/api/v1/broadcasts/{broadcast_id}/schedule", headers=tenant.headers, json={})
+        assert sent.status_code == 200, sent.text
+        states = {r.contact_id: (r.state.value, r.reason) for r in recipients(db, broadcast_id)}
+        assert states[long] == ("skipped", "header_too_long")
+        assert states[short][0] == "messaged"
+        assert len(graph.sent) == 1
+        assert graph.sent[0]["body"]["template"]["components"][0]["parameters"][0]["text"] == "Ana: " + "z" * 40
+    # The results page says why, in the reader's language.
+    sign_in_as(client, db, tenant.manager_id, "manager-password")
+    results = client.get(f"/broadcasts/{broadcast_id}", headers={"Accept-Language": "es"}).text
+    assert "Sus valores hacen el encabezado de la plantilla más largo de 60 caracteres" in results

@@ -39,6 +39,8 @@ from sqlalchemy.orm import Session
 from tertulia.broadcasts import hooks, tasks
 from tertulia.broadcasts import repository as repo
 from tertulia.broadcasts.audience import (
+    HEADER_TOO_LONG,
+    MAX_HEADER_TEXT,
     UNSUPPORTED_TYPES,
     AudienceGone,
     Counts,
@@ -89,8 +91,6 @@ DEFAULT_UNSUBSCRIBE_KEYWORDS = ("BAJA", "STOP")
 MAX_KEYWORDS = 30
 MAX_KEYWORD = 64
 CONTENT_KEYS = frozenset({"text", "file_ids", "quick_reply", "buttons", "template", "message_tag"})
-# Meta's limit on the text parameter of a template's header (the body's is far longer).
-MAX_HEADER_TEXT = 60
 EDITABLE = frozenset({BroadcastStatus.DRAFT})
 
 
@@ -511,7 +511,8 @@ def check_ready(session: Session, actor: Actor, item: Broadcast) -> None:
         try:
             rendered = renderer.render(channel, sample)
         except ValidationFailed as exc:
-            if exc.code in ("template_unknown", "template_not_approved", "template_parameters"):
+            # A header too long even for a sample contact (A B) is too long for everyone.
+            if exc.code in ("template_unknown", "template_not_approved", "template_parameters", HEADER_TOO_LONG):
                 raise
             continue  # a sample contact's empty values: the dry run counts real ones
         check_rendered(channel, sample, rendered)

@@ -1,12 +1,14 @@
-"""The broadcast editor's WhatsApp template fields read against the synced template: what was typed
-as Meta's components, and every problem with it, each for the field it belongs beside.
+"""The broadcast editor's WhatsApp template fields read against the synced template: what was typed as
+Meta's components, and every problem with it, each for the field it belongs beside.
 
 What was written must be right; what is missing may come later. A line without a name, a name the
-template lacks or gives twice, a value left empty, more values than the body takes, or a header
-value the template has no place for refuse the save (the page shows the form again with everything
-typed and every problem beside its field). Parameters still missing (a name not given, fewer body
-values than the template takes, the header's value) do not: the draft is saved, the editor shows
-them beside the fields, and the dry run and scheduling are refused until they are filled.
+template lacks or gives twice, a value left empty, more values than the body takes, a header value
+the template has no place for, longer than Meta's 60 characters (a variable counted as its fallback)
+or given both in its field and as a line, refuse the save (the page shows the form again with
+everything typed and every problem beside its field). Parameters still missing (a name not given,
+fewer body values than the template takes, the header's value) do not: the draft is saved, the
+editor shows them beside the fields, and the dry run and scheduling are refused until they are
+filled.
 
 What a template needs is channels.message_templates' `slots`, the rule `check_template_message`
 applies to every template message when it is sent (the broadcast's too, per contact); this module
@@ -18,23 +20,24 @@ of a TEXT header (`{{1}}`, or a NAMED template's `{{name}}`), at most MAX_HEADER
 one line, stored as the API stores it: `{"type": "header", "parameters": [{"text": ...}]}`, with its
 `parameter_name` for a NAMED template. A NAMED template's header value written as a `name = value`
 line (as the editor once took it, and as a page opened before it changed still posts it) is taken as
-the header's when the header field is empty;
-`template_header_media`, the file an IMAGE, VIDEO or DOCUMENT header shows: its https link, or the
-media id WhatsApp gave it when it was uploaded (digits only: a value of digits is an id, anything
-else must be an https link), and `template_header_filename`, a DOCUMENT's file name (optional);
-`template_header_latitude`, `template_header_longitude`, `template_header_place_name` and
-`template_header_address`, the place a LOCATION header shows (the coordinates required, decimal
-numbers with a point; the name and address optional). The file and the place are the same for every
-contact, so they are literal, without variables; they are stored as Meta takes them:
-`{"type": "header", "parameters": [{"type": "image", "image": {"link": ...}}]}` (or `{"id": ...}`),
-`{"type": "location", "location": {"latitude": "19.4326", "longitude": "-99.1332", ...}}`.
+the header's when the header field is empty; `template_header_media`, the file an IMAGE, VIDEO or
+DOCUMENT header shows: its https link, or the media id WhatsApp gave it when it was uploaded (digits
+only: a value of digits is an id, anything else must be an https link), and
+`template_header_filename`, a DOCUMENT's file name (optional); `template_header_latitude`,
+`template_header_longitude`, `template_header_place_name` and `template_header_address`, the place a
+LOCATION header shows (the coordinates required, decimal numbers with a point; the name and address
+optional). The file and the place are the same for every contact, so they are literal, without
+variables; they are stored as Meta takes them: `{"type": "header", "parameters": [{"type": "image",
+"image": {"link": ...}}]}` (or `{"id": ...}`), `{"type": "location", "location": {"latitude":
+"19.4326", "longitude": "-99.1332", ...}}`.
 """
 
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tertulia.broadcasts.service import MAX_HEADER_TEXT, header_text_length
+from tertulia.broadcasts.audience import MAX_HEADER_TEXT
+from tertulia.broadcasts.service import header_text_length
 from tertulia.channels.message_templates import (
     APPROVED,
     FILE_KINDS,

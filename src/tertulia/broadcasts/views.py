@@ -72,6 +72,7 @@ REASON_LABELS: dict[str, str] = {
     "variable_empty": i18n.lazy("A variable without value or fallback"),
     "messaging_limit": i18n.lazy("Over the WhatsApp messaging limit"),
     "stopped": i18n.lazy("Stopped before their turn"),
+    "header_too_long": i18n.lazy("Their values make the template's header longer than 60 characters"),
 }
 # The editor's template fields, named where the dry run points at them.
 FIELD_LABELS: dict[str, str] = {
