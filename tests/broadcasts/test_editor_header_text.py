@@ -411,3 +411,29 @@ def test_a_contact_whose_values_make_the_header_longer_than_60_characters_is_ski
     sign_in_as(client, db, tenant.manager_id, "manager-password")
     results = client.get(f"/broadcasts/{broadcast_id}", headers={"Accept-Language": "es"}).text
     assert "Sus valores hacen el encabezado de la plantilla más largo de 60 caracteres" in results
+
+
+def test_an_old_named_draft_whose_template_is_no_longer_synced_saves_with_its_names(editor: Editor) -> None:
+    """The template's problem is shown (not synced), and saving the draft as the page shows it keeps
+    each value with its parameter name, the header's too."""
+    broadcast_id, url, base = editor.new()
+    client = editor.client
+    gone = {**OLD_NAMED_DRAFT["whatsapp"]["template"], "name": "rebajas_2025"}
+    with editor.db.transaction() as session:
+        stored = session.get(Broadcast, broadcast_id)
+        assert stored is not None
+        stored.content = {"whatsapp": {"template": gone}}
+        stored.audience = Audience.ALL
+        stored.channel_id = editor.channel.id
+    page = client.get(url).text
+    assert _input(page, "template_header") == "el lunes"
+    assert _error_beside(page, "template_name") is not None  # no number has it
+    form = {
+        **base,
+        "template_name": _input(page, "template_name"),
+        "template_language": _input(page, "template_language"),
+        "template_header": _input(page, "template_header"),
+        "template_params": _textarea(page, "template_params"),
+    }
+    assert client.post(url, data=form, follow_redirects=False).status_code == 303
+    assert _template(editor.db, broadcast_id) == gone

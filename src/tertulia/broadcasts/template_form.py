@@ -163,11 +163,13 @@ def read_form(
     media: str = "",
     filename: str = "",
     typed_place: dict[str, str] | None = None,
+    before: Any = None,
 ) -> Read:
     """The typed header, header file or place and parameter lines as the draft's components, with
     every problem. A template not synced (None) keeps what was typed as positional values (a file as
-    an image, or a document when it has a file name): the name is the problem. `typed_place` is the
-    place's fields by name (`latitude`, `longitude`, `name`, `address`)."""
+    an image, or a document when it has a file name), or by name where the draft's components
+    (`before`) had names, so that saving a draft whose template is gone keeps them: the name is the
+    problem. `typed_place` is the place's fields by name (`latitude`, `longitude`, `name`, `address`)."""
     header = header.strip()
     file_part, problems = _media(template, media.strip(), filename.strip())
     place_part, place_problems = _place(template, typed_place or {})
@@ -175,10 +177,20 @@ def read_form(
     if header and (template is None or header_slot(template) is not None):
         problems += _header_text(header)
     if template is None:
+        named = _names_before(before)
         components: list[dict[str, Any]] = []
         if header:
-            components.append({"type": "header", "parameters": [{"text": header}]})
-        body = [{"text": line.strip()} for line in lines.splitlines() if line.strip()]
+            given = {"text": header}
+            if named["header"]:
+                given["parameter_name"] = named["header"][0]
+            components.append({"type": "header", "parameters": [given]})
+        body: list[dict[str, Any]] = []
+        for line in lines.splitlines():
+            by_name = NAMED_LINE.match(line) if named["body"] else None
+            if by_name is not None and by_name["value"]:
+                body.append({"text": by_name["value"], "parameter_name": by_name["name"]})
+            elif line.strip():
+                body.append({"text": line.strip()})
         if body:
             components.append({"type": "body", "parameters": body})
     elif template.parameter_format == "NAMED":
@@ -202,6 +214,18 @@ def read_form(
         said.add(LATITUDE_FIELD)  # where a missing place is said
     rest = [p for p in completeness(template, name, language, components) if p.beside not in said]
     return Read(components, problems + rest)
+
+
+def _names_before(components: Any) -> dict[str, list[str]]:
+    """The parameter names a draft's stored components carried, per component."""
+    names: dict[str, list[str]] = {"header": [], "body": []}
+    for component in components if isinstance(components, list) else []:
+        kind = str(component.get("type", "")).lower() if isinstance(component, dict) else ""
+        if kind in names:
+            for parameter in component.get("parameters") or []:
+                if isinstance(parameter, dict) and isinstance(parameter.get("parameter_name"), str):
+                    names[kind].append(parameter["parameter_name"])
+    return names
 
 
 def _media(template: MessageTemplate | None, link: str, filename: str) -> tuple[dict[str, Any] | None, list[Problem]]:

@@ -553,9 +553,10 @@ def _draft_problems(ctx: WebContext, item: Broadcast) -> dict[str, str]:
     return _beside(ctx, template_form.completeness(stored, name, language, components))
 
 
-def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
+def _content(ctx: WebContext, form: dict[str, str], item: Broadcast) -> dict[str, Any]:
     """The content per channel type from the editor: the text (any channel), the WhatsApp template
-    (sent when a contact's reply window is closed) and the Messenger tag."""
+    (sent when a contact's reply window is closed) and the Messenger tag. The draft (`item`) as
+    stored gives its template's parameter names when the template is no longer synced."""
     content: dict[str, Any] = {}
     default: dict[str, Any] = {}
     if form["text"].strip():
@@ -590,6 +591,7 @@ def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
             form["template_header_media"],
             form["template_header_filename"],
             {key: form[field] for key, field in template_form.PLACE_KEYS.items()},
+            before=(_draft_template(item) or ("", "", None))[2],
         )
         if read.refuses_save:
             # Every problem beside its field, the missing parameters too: one round to fix them all.
@@ -621,7 +623,7 @@ def _save(ctx: WebContext, item: Broadcast, form: dict[str, str]) -> Broadcast:
         exclude_segment_id=_int(form["exclude_segment_id"], "exclude_segment_id"),
         channel_mode=form["channel_mode"] or None,
         channel_id=_int(form["channel_id"], "channel_id") if form["channel_mode"] != "last_interacted" else None,
-        content=_content(ctx, form),
+        content=_content(ctx, form, item),
         reply_window_hours=_int(form["reply_window_hours"], "reply_window_hours"),
         reply_workflow_id=_int(form["reply_workflow_id"], "reply_workflow_id"),
         unset=frozenset(unset),
