@@ -24,7 +24,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 from sqlalchemy import select
 
-from tertulia.broadcasts import tasks
+from tertulia.broadcasts import service, tasks
 from tertulia.broadcasts.models import Broadcast, BroadcastStatus
 from tertulia.channels import registry
 from tertulia.channels.message_templates import do_store_templates
@@ -41,7 +41,7 @@ from tertulia.users.models import Role, User
 from tertulia.users.permissions import Actor
 from tests.broadcasts.support import customers_write
 from tests.broadcasts.test_audience import NO_GRAPH
-from tests.browser.conftest import require_chromium, shot, sign_in_at, watch
+from tests.browser.conftest import require_chromium, shot, sign_in_at, wait_in_page, watch
 from tests.channels import whatsapp_samples as wa
 from tests.channels import whatsapp_template_samples as template_samples
 from tests.channels.whatsapp_template_samples import INVOICE
@@ -227,6 +227,7 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
         )
         seguimiento = template_samples.SEGUIMIENTO
         delivery = template_samples.ORDER_DELIVERY_UPDATE
+        spring = template_samples.SPRING_SALE
         promo_body = [{"type": "BODY", "text": "Hola {{1}}."}]
         do_store_templates(
             session,
@@ -244,6 +245,9 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
                 ),
                 ProviderTemplate(
                     INVOICE["id"], INVOICE["name"], "es_MX", "UTILITY", "APPROVED", "POSITIONAL", INVOICE["components"]
+                ),
+                ProviderTemplate(
+                    spring["id"], spring["name"], "en_US", "MARKETING", "APPROVED", "NAMED", spring["components"]
                 ),
                 ProviderTemplate(
                     delivery["id"],
@@ -276,6 +280,14 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     expect(header).to_be_visible()
     page.fill("input[name=template_name]", "promo")
     expect(header).to_be_hidden()
+    # A named template's header parameter has the same field.
+    page.fill("input[name=template_name]", "spring_sale")
+    page.fill("input[name=template_language]", "en_US")
+    expect(header).to_be_visible()
+    expect(page.locator("label[for=f-template_header]")).to_have_text("Valor del texto del encabezado")
+    page.fill("input[name=template_language]", "es-MX")
+    page.fill("input[name=template_name]", "promo")
+    expect(header).to_be_hidden()
     # A template whose header is a document: its link's field and its file name's instead.
     media = page.locator("[data-testid=template-header-media]")
     filename = page.locator("[data-testid=template-header-filename]")
@@ -305,11 +317,25 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     )
     expect(page.locator("#template_params-error")).to_have_text("El cuerpo lleva 2 valores, uno por línea; hay 1")
     expect(page.locator("input[name=template_header]")).to_be_visible()
+    # The list of templates fits the section (nothing cut on the right).
+    template_list = page.get_by_test_id("template-list")
+    widths = template_list.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert widths[0] <= widths[1], widths
+    # Tall enough for the whole section to be in view below the sticky top bar for its screenshot.
+    page.set_viewport_size({"width": 1280, "height": 2000})
     shot(page.get_by_test_id("whatsapp-template"), "84-broadcast-template-parameters.png")
+    page.set_viewport_size({"width": 1280, "height": 900})
     page.goto(f"{broadcast_url}/dry-run")
     expect(page.locator("[data-testid=dry-run-not-ready] li")).to_have_count(2)
     page.locator("[data-testid=dry-run-not-ready] li[data-field=template_header] a").click()
     page.wait_for_url(f"{broadcast_url}#f-template_header")
+    # The field jumped to, and its label, are below the sticky top bar, not under it.
+    wait_in_page(page, "() => window.scrollY > 0")
+    bar = page.locator(".topbar").bounding_box()
+    label = page.locator("label[for=f-template_header]").bounding_box()
+    assert bar is not None
+    assert label is not None
+    assert label["y"] >= bar["y"] + bar["height"], (label, bar)
     page.fill("input[name=template_header]", "#42")
     page.fill("textarea[name=template_params]", "Ana\nel lunes")
     page.click("[data-testid=save-draft]")
@@ -336,5 +362,68 @@ def test_the_header_field_follows_the_typed_template_and_missing_parameters_are_
     expect(page.locator("[data-testid=template-header-place]")).to_be_visible()
     expect(page.locator("input[name=template_header_latitude]")).to_have_value("19.4326")
     expect(page.locator("input[name=template_header_address]")).to_have_value("")
+    context.close()
+    assert problems == []
+
+
+LONG_SEGMENT = "Clientes frecuentes de Ciudad de México con compras en los últimos 90 días y sin baja de difusiones"
+LONG_NAMES = (
+    "Reactivación de clientes inactivos de la tienda en línea: campaña de invierno con 20 % de descuento 2026",
+    "Promo_BlackFriday_2026_clientes_frecuentes_CDMX_y_area_metropolitana_segmento_premium_envio_2",
+)
+
+
+def test_the_list_fits_a_1280_pixel_window_with_long_names(setup: Setup, browser: Browser) -> None:
+    """Long names (one without spaces), long labels and a long segment as the audience: the table
+    and the calendar fit their card at 1280x800, so nothing needs a horizontal scroll."""
+    with setup.database.transaction() as session:
+        owner = session.scalar(select(User).where(User.email == OWNER[0]))
+        assert owner is not None
+        actor = Actor(workspace_id=setup.channel.workspace_id, kind="user", user_id=owner.id, role=Role.OWNER)
+        segment = do_create_segment(session, actor, LONG_SEGMENT, {"match": "all", "groups": []})
+        when = utcnow() + timedelta(days=1)
+        for number, name in enumerate(LONG_NAMES):
+            item = service.do_create_broadcast(
+                session,
+                actor,
+                service.DraftFields(
+                    name=name,
+                    labels=["invierno", "reactivación-clientes-inactivos-2026"],
+                    segment_id=segment.id,
+                    channel_id=setup.channel.id,
+                    content={"default": {"text": "Hola"}},
+                ),
+            )
+            # One scheduled and one completed: both show their time, and the list its figures.
+            item.status = BroadcastStatus.SCHEDULED if number == 0 else BroadcastStatus.COMPLETED
+            item.scheduled_at = when if number == 0 else utcnow()
+            if number:
+                item.started_at = item.finished_at = utcnow()
+    context = browser.new_context(locale="es-ES", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    problems: list[str] = []
+    watch(page, problems)
+    sign_in_at(page, setup.url, "/broadcasts", *OWNER)
+    for name in LONG_NAMES:
+        expect(page.locator("[data-testid=broadcast-row]", has_text=name)).to_be_visible()
+    table = page.get_by_test_id("broadcast-table")
+    sizes = table.evaluate(
+        "t => ({table: t.scrollWidth, box: t.parentElement.clientWidth, card: t.closest('.card').clientWidth,"
+        " page: document.documentElement.scrollWidth, window: document.documentElement.clientWidth})"
+    )
+    assert sizes["table"] <= sizes["box"], sizes
+    assert sizes["box"] <= sizes["card"], sizes
+    assert sizes["page"] <= sizes["window"], sizes  # nor does the page scroll sideways
+    calendar = page.get_by_test_id("calendar").locator("table")
+    fits = calendar.evaluate("t => [t.scrollWidth, t.parentElement.clientWidth]")
+    assert fits[0] <= fits[1], fits
+    # Every figure column is still there at this width.
+    expect(table.locator("thead th")).to_have_count(9)
+    for th in table.locator("thead th").all():
+        expect(th).to_be_visible()
+    shot(
+        page.locator("[data-testid=broadcast-table]").locator("xpath=ancestor::section[1]"),
+        "80-broadcasts-list-long-names.png",
+    )
     context.close()
     assert problems == []

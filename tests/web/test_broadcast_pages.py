@@ -372,7 +372,7 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
         channel_id, broadcast_id, token, url = _whatsapp_draft(client, db, tenant, graph, "Rebajas")
         listed = client.get(url).text
         assert "<code>spring_sale</code>" in listed
-        assert "sale_start_date, first_name, discount_code" in listed  # the names to write
+        assert "<td>first_name, discount_code</td>" in listed  # the body's names to write (the header has its field)
         form = {
             "csrf_token": token,
             "name": "Rebajas",
@@ -381,8 +381,8 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
             "channel_id": str(channel_id),
             "template_name": "spring_sale",
             "template_language": "en_US",
-            "template_params": 'first_name = {{contact.first_name | "cliente"}}\n'
-            "discount_code = PRIMAVERA\nsale_start_date=el lunes\n",
+            "template_header": "el lunes",
+            "template_params": 'first_name = {{contact.first_name | "cliente"}}\ndiscount_code = PRIMAVERA\n',
         }
         unknown = client.post(
             url,
@@ -392,13 +392,16 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
         assert unknown.status_code == 422
         assert _error_beside(unknown.text, "template_params") == (
             "La plantilla &#39;spring_sale&#39; no tiene el parámetro &#39;coupon&#39;"
-            " (tiene: sale_start_date, first_name, discount_code)"
+            " (tiene: first_name, discount_code)"
         )
-        unnamed = client.post(url, data={**form, "template_params": "Ana\nPRIMAVERA\nel lunes"})
+        unnamed = client.post(url, data={**form, "template_header": "", "template_params": "Ana\nPRIMAVERA\nel lunes"})
         assert unnamed.status_code == 422
         assert _error_beside(unnamed.text, "template_params") == (
             "Lines without a name: 1, 2, 3 (this template&#39;s parameters have names: write one name = value"
-            " per line); Missing parameters: sale_start_date, first_name, discount_code"
+            " per line); Missing parameters: first_name, discount_code"
+        )
+        assert _error_beside(unnamed.text, "template_header") == (
+            "The header needs a value for its {{sale_start_date}} (Our new sale starts {{sale_start_date}}!)"
         )
         assert client.post(url, data=form, follow_redirects=False).status_code == 303
         assert get(db, broadcast_id).content["whatsapp"]["template"]["components"] == [
@@ -411,9 +414,11 @@ def test_a_named_whatsapp_template_is_filled_by_name_and_sent_in_metas_named_for
                 ],
             },
         ]
-        editor = client.get(url).text  # a line per name, to edit again (the header's first)
-        assert "sale_start_date = el lunes\nfirst_name = {{contact.first_name | &#34;cliente&#34;}}\n" in editor
-        assert "\ndiscount_code = PRIMAVERA</textarea>" in editor
+        editor = client.get(url).text  # the header in its field, a line per body name, to edit again
+        assert re.search(r'<input id="f-template_header" name="template_header" type="text" value="el lunes"', editor)
+        assert (
+            ">first_name = {{contact.first_name | &#34;cliente&#34;}}\ndiscount_code = PRIMAVERA</textarea>" in editor
+        )
         sent = client.post(f"/api/v1/broadcasts/{broadcast_id}/schedule", headers=tenant.headers, json={})
         assert sent.status_code == 200, sent.text
         assert graph.sent[-1]["body"] == {
@@ -505,8 +510,8 @@ def test_every_template_parameter_problem_is_beside_its_field_in_spanish_and_eng
     assert _error_beside(spanish.text, "template_params") == (
         "Líneas sin nombre: 4 (los parámetros de esta plantilla tienen nombre: escribe uno por línea como"
         " nombre = valor); La plantilla &#39;spring_sale&#39; no tiene el parámetro &#39;coupon&#39; (tiene:"
-        " sale_start_date, first_name, discount_code); discount_code no tiene valor (línea 5); first_name"
-        " aparece más de una vez (líneas 1, 2); Faltan parámetros: sale_start_date, discount_code"
+        " first_name, discount_code); discount_code no tiene valor (línea 5); first_name"
+        " aparece más de una vez (líneas 1, 2); Faltan parámetros: discount_code"
     )
     assert "first_name = Eva\ncoupon = X\nsin nombre\ndiscount_code =\n</textarea>" in spanish.text
     assert get(db, broadcast_id).content == {}
@@ -514,15 +519,19 @@ def test_every_template_parameter_problem_is_beside_its_field_in_spanish_and_eng
     assert english.status_code == 422
     assert _error_beside(english.text, "template_params") == (
         "Lines without a name: 4 (this template&#39;s parameters have names: write one name = value per line);"
-        " Template &#39;spring_sale&#39; has no parameter &#39;coupon&#39; (it has: sale_start_date, first_name,"
+        " Template &#39;spring_sale&#39; has no parameter &#39;coupon&#39; (it has: first_name,"
         " discount_code); discount_code has no value (line 5); first_name is given more than once (lines 1, 2);"
-        " Missing parameters: sale_start_date, discount_code"
+        " Missing parameters: discount_code"
     )
-    # A named template's header is written by its name, not in the header field.
-    header_too = client.post(url, data={**named, "template_params": "first_name = Ana", "template_header": "el lunes"})
+    # A named template's header value has the header field: given there and as a line too, the line
+    # is refused.
+    header_too = client.post(
+        url, data={**named, "template_params": "first_name = Ana\nsale_start_date = hoy", "template_header": "el lunes"}
+    )
     assert header_too.status_code == 422
-    assert _error_beside(header_too.text, "template_header") == (
-        "Write the header&#39;s parameter by its name among the parameters: sale_start_date = …"
+    assert _error_beside(header_too.text, "template_params") == (
+        "sale_start_date is the header&#39;s parameter: its value goes in the header text field only;"
+        " Missing parameters: discount_code"
     )
     assert _header_shown(header_too.text)
     # A positional template with a text header: the header field, and the body's count.
@@ -558,7 +567,8 @@ def test_every_template_parameter_problem_is_beside_its_field_in_spanish_and_eng
     )
     assert promo.status_code == 303
     assert not _header_shown(client.get(url).text)
-    assert 'data-template-header="seguimiento_pedido|es_mx"' in client.get(url).text
+    # Every template with a TEXT header that takes a value, positional or named.
+    assert 'data-template-header="seguimiento_pedido|es_mx spring_sale|en_us"' in client.get(url).text
     # A template still missing values holds back only a broadcast that may go out on WhatsApp.
     other = fake_channel(db, tenant, "http://127.0.0.1:9")
     elsewhere = {**positional, "channel_id": str(other.id), "text": "Hola", "template_params": "Ana"}
@@ -602,7 +612,7 @@ def test_a_draft_missing_template_parameters_is_saved_and_its_dry_run_and_schedu
     dry = client.get(f"{url}/dry-run").text
     assert 'data-testid="dry-run"' not in dry
     assert (
-        f'<li data-field="template_header"><a href="{url}#f-template_header">Parámetro del encabezado</a>:'
+        f'<li data-field="template_header"><a href="{url}#f-template_header">Valor del texto del encabezado</a>:'
         " El encabezado necesita un valor para su {{1}} (Pedido {{1}})</li>"
     ) in dry
     assert f'<a href="{url}#f-template_params">Parámetros del cuerpo</a>: El cuerpo lleva 2 valores' in dry

@@ -60,6 +60,11 @@ TIERS = {
 # ----- content for a contact --------------------------------------------------------------------
 
 
+# Meta's limit on the text parameter of a template's header (the body's is far longer).
+MAX_HEADER_TEXT = 60
+HEADER_TOO_LONG = "header_too_long"
+
+
 def content_for(item: Broadcast, channel_type: str) -> dict[str, Any] | None:
     content = item.content or {}
     spec = content.get(channel_type, content.get("default"))
@@ -126,11 +131,16 @@ class Renderer:
         template = spec.get("template")
         if isinstance(template, dict):
             components = []
-            for component in template.get("components") or []:
+            for index, component in enumerate(template.get("components") or []):
                 parameters = []
-                for parameter in component.get("parameters") or []:
+                for position, parameter in enumerate(component.get("parameters") or []):
                     if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
                         text = variables.render(parameter["text"], context, self.custom_keys, f"{where}.template")
+                        if str(component.get("type", "")).lower() == "header" and len(text) > MAX_HEADER_TEXT:
+                            # Meta would refuse it: this contact's values make the header too long.
+                            path = f"{where}.template.components[{index}].parameters[{position}]"
+                            rule = f"at most {MAX_HEADER_TEXT} characters: {len(text)} with this contact's values"
+                            raise ValidationFailed(f"{path}: {rule}", code=HEADER_TOO_LONG, details={path: rule})
                         parameters.append({**parameter, "text": text})  # typed by check_template_message
                     else:
                         parameters.append(parameter)

@@ -39,6 +39,8 @@ from sqlalchemy.orm import Session
 from tertulia.broadcasts import hooks, tasks
 from tertulia.broadcasts import repository as repo
 from tertulia.broadcasts.audience import (
+    HEADER_TOO_LONG,
+    MAX_HEADER_TEXT,
     UNSUPPORTED_TYPES,
     AudienceGone,
     Counts,
@@ -233,6 +235,12 @@ def _template_parameter(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def header_text_length(text: str) -> int:
+    """A header value's length as far as it is known before sending: each variable as its fallback
+    (empty without one), since a contact's own value is only known when the message is rendered."""
+    return len(variables.substitute_names(text, lambda _name: None))
+
+
 def check_content(session: Session, workspace_id: int, content: Any) -> dict[str, Any]:
     """The content per channel type (`default` for any type without its own), each checked for shape
     and variables; the channel's own rules are checked when the broadcast is scheduled."""
@@ -276,11 +284,20 @@ def check_content(session: Session, workspace_id: int, content: Any) -> dict[str
                     _template_parameter(p, f"{where}.template.components[{index}].parameters[{position}]")
                     for position, p in enumerate(component.get("parameters") or [])
                 ]
+                header = str(component.get("type", "")).lower() == "header"
                 for position, parameter in enumerate(parameters):
                     if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
-                        variables.parse(
-                            parameter["text"], keys, f"{where}.template.components[{index}].parameters[{position}]"
-                        )
+                        path = f"{where}.template.components[{index}].parameters[{position}]"
+                        variables.parse(parameter["text"], keys, path)
+                        if header and (
+                            header_text_length(parameter["text"]) > MAX_HEADER_TEXT
+                            or len(parameter["text"].splitlines()) > 1
+                        ):
+                            raise ValidationFailed.field(
+                                path,
+                                f"a header's text is at most {MAX_HEADER_TEXT} characters on one line"
+                                " (a variable counted as its fallback)",
+                            )
                 components.append({**component, "parameters": parameters} if parameters else component)
             template = {**template, "components": components}
         if text is None and not file_ids and template is None:
@@ -494,7 +511,8 @@ def check_ready(session: Session, actor: Actor, item: Broadcast) -> None:
         try:
             rendered = renderer.render(channel, sample)
         except ValidationFailed as exc:
-            if exc.code in ("template_unknown", "template_not_approved", "template_parameters"):
+            # A header too long even for a sample contact (A B) is too long for everyone.
+            if exc.code in ("template_unknown", "template_not_approved", "template_parameters", HEADER_TOO_LONG):
                 raise
             continue  # a sample contact's empty values: the dry run counts real ones
         check_rendered(channel, sample, rendered)

@@ -1,35 +1,43 @@
-"""The broadcast editor's WhatsApp template fields read against the synced template: what was typed
-as Meta's components, and every problem with it, each for the field it belongs beside.
+"""The broadcast editor's WhatsApp template fields read against the synced template: what was typed as
+Meta's components, and every problem with it, each for the field it belongs beside.
 
 What was written must be right; what is missing may come later. A line without a name, a name the
-template lacks or gives twice, a value left empty, more values than the body takes, or a header
-value the template has no place for refuse the save (the page shows the form again with everything
-typed and every problem beside its field). Parameters still missing (a name not given, fewer body
-values than the template takes, the header's value) do not: the draft is saved, the editor shows
-them beside the fields, and the dry run and scheduling are refused until they are filled.
+template lacks or gives twice, a value left empty, more values than the body takes, a header value
+the template has no place for, longer than Meta's 60 characters (a variable counted as its fallback)
+or given both in its field and as a line, refuse the save (the page shows the form again with
+everything typed and every problem beside its field). Parameters still missing (a name not given,
+fewer body values than the template takes, the header's value) do not: the draft is saved, the
+editor shows them beside the fields, and the dry run and scheduling are refused until they are
+filled.
 
 What a template needs is channels.message_templates' `slots`, the rule `check_template_message`
 applies to every template message when it is sent (the broadcast's too, per contact); this module
 only reads the editor's fields and says which of them a problem is about.
 
 The fields: `template_params`, one value per line in order (a POSITIONAL template's body), or one
-`name = value` per line (a NAMED template, header and body alike: a name goes to each component that
-uses it); `template_header`, the `{{1}}` of a POSITIONAL template's text header;
-`template_header_media`, the file an IMAGE, VIDEO or DOCUMENT header shows: its https link, or the
-media id WhatsApp gave it when it was uploaded (digits only: a value of digits is an id, anything
-else must be an https link), and `template_header_filename`, a DOCUMENT's file name (optional);
-`template_header_latitude`, `template_header_longitude`, `template_header_place_name` and
-`template_header_address`, the place a LOCATION header shows (the coordinates required, decimal
-numbers with a point; the name and address optional). The file and the place are the same for every
-contact, so they are literal, without variables; they are stored as Meta takes them:
-`{"type": "header", "parameters": [{"type": "image", "image": {"link": ...}}]}` (or `{"id": ...}`),
-`{"type": "location", "location": {"latitude": "19.4326", "longitude": "-99.1332", ...}}`.
+`name = value` per line (a NAMED template's body); `template_header`, the value of the one parameter
+of a TEXT header (`{{1}}`, or a NAMED template's `{{name}}`), at most MAX_HEADER_TEXT characters on
+one line, stored as the API stores it: `{"type": "header", "parameters": [{"text": ...}]}`, with its
+`parameter_name` for a NAMED template. A NAMED template's header value written as a `name = value`
+line (as the editor once took it, and as a page opened before it changed still posts it) is taken as
+the header's when the header field is empty; `template_header_media`, the file an IMAGE, VIDEO or
+DOCUMENT header shows: its https link, or the media id WhatsApp gave it when it was uploaded (digits
+only: a value of digits is an id, anything else must be an https link), and
+`template_header_filename`, a DOCUMENT's file name (optional); `template_header_latitude`,
+`template_header_longitude`, `template_header_place_name` and `template_header_address`, the place a
+LOCATION header shows (the coordinates required, decimal numbers with a point; the name and address
+optional). The file and the place are the same for every contact, so they are literal, without
+variables; they are stored as Meta takes them: `{"type": "header", "parameters": [{"type": "image",
+"image": {"link": ...}}]}` (or `{"id": ...}`), `{"type": "location", "location": {"latitude":
+"19.4326", "longitude": "-99.1332", ...}}`.
 """
 
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tertulia.broadcasts.audience import MAX_HEADER_TEXT
+from tertulia.broadcasts.service import header_text_length
 from tertulia.channels.message_templates import (
     APPROVED,
     FILE_KINDS,
@@ -77,7 +85,11 @@ MISSING_NAMES = i18n.lazy("Missing parameters: %(names)s")
 BODY_COUNT = i18n.lazy("The body takes %(wanted)s values, one per line; %(given)s given")
 MISSING_HEADER = i18n.lazy("The header needs a value for its {{1}} (%(header)s)")
 NO_HEADER = i18n.lazy("This template's header takes no text value: leave it empty")
-NAMED_HEADER = i18n.lazy("Write the header's parameter by its name among the parameters: %(name)s = …")
+MISSING_NAMED_HEADER = i18n.lazy("The header needs a value for its {{%(name)s}} (%(header)s)")
+HEADER_TOO_LONG = i18n.lazy(
+    "At most %(max)s characters on one line, a variable counted as its fallback (%(length)s written)"
+)
+HEADER_LINE_TOO = i18n.lazy("%(name)s is the header's parameter: its value goes in the header text field only")
 MISSING_MEDIA = {
     "image": i18n.lazy("The header shows an image: give its https:// link"),
     "video": i18n.lazy("The header shows a video: give its https:// link"),
@@ -126,11 +138,20 @@ class Read:
 
 
 def header_slot(template: MessageTemplate | None) -> Slot | None:
-    """The parameter the header field fills: a POSITIONAL template's text header `{{1}}` (a NAMED
-    template's header parameter is written by its name with the others)."""
-    if template is None or template.parameter_format == "NAMED":
+    """The parameter the header text field fills: a TEXT header's `{{1}}` or `{{name}}` (Meta allows
+    one per header)."""
+    if template is None:
         return None
     return next((s for s in slots(template) if s.component == "header" and s.kind == "text"), None)
+
+
+def _header_text(header: str, beside: str = HEADER_FIELD) -> list[Problem]:
+    """Meta's limit on a header's text parameter, checked on what the editor can know: the value with
+    each variable as its fallback (the value of a contact is only known when sent)."""
+    length = header_text_length(header)
+    if length > MAX_HEADER_TEXT or len(header.splitlines()) > 1:
+        return [Problem(beside, HEADER_TOO_LONG, {"max": str(MAX_HEADER_TEXT), "length": str(length)})]
+    return []
 
 
 def read_form(
@@ -142,20 +163,34 @@ def read_form(
     media: str = "",
     filename: str = "",
     typed_place: dict[str, str] | None = None,
+    before: Any = None,
 ) -> Read:
     """The typed header, header file or place and parameter lines as the draft's components, with
     every problem. A template not synced (None) keeps what was typed as positional values (a file as
-    an image, or a document when it has a file name): the name is the problem. `typed_place` is the
-    place's fields by name (`latitude`, `longitude`, `name`, `address`)."""
+    an image, or a document when it has a file name), or by name where the draft's components
+    (`before`) had names, so that saving a draft whose template is gone keeps them: the name is the
+    problem. `typed_place` is the place's fields by name (`latitude`, `longitude`, `name`, `address`)."""
     header = header.strip()
     file_part, problems = _media(template, media.strip(), filename.strip())
     place_part, place_problems = _place(template, typed_place or {})
     problems += place_problems
+    if header and (template is None or header_slot(template) is not None):
+        problems += _header_text(header)
     if template is None:
+        named = _names_before(before)
         components: list[dict[str, Any]] = []
         if header:
-            components.append({"type": "header", "parameters": [{"text": header}]})
-        body = [{"text": line.strip()} for line in lines.splitlines() if line.strip()]
+            given = {"text": header}
+            if named["header"]:
+                given["parameter_name"] = named["header"][0]
+            components.append({"type": "header", "parameters": [given]})
+        body: list[dict[str, Any]] = []
+        for line in lines.splitlines():
+            by_name = NAMED_LINE.match(line) if named["body"] else None
+            if by_name is not None and by_name["value"]:
+                body.append({"text": by_name["value"], "parameter_name": by_name["name"]})
+            elif line.strip():
+                body.append({"text": line.strip()})
         if body:
             components.append({"type": "body", "parameters": body})
     elif template.parameter_format == "NAMED":
@@ -179,6 +214,18 @@ def read_form(
         said.add(LATITUDE_FIELD)  # where a missing place is said
     rest = [p for p in completeness(template, name, language, components) if p.beside not in said]
     return Read(components, problems + rest)
+
+
+def _names_before(components: Any) -> dict[str, list[str]]:
+    """The parameter names a draft's stored components carried, per component."""
+    names: dict[str, list[str]] = {"header": [], "body": []}
+    for component in components if isinstance(components, list) else []:
+        kind = str(component.get("type", "")).lower() if isinstance(component, dict) else ""
+        if kind in names:
+            for parameter in component.get("parameters") or []:
+                if isinstance(parameter, dict) and isinstance(parameter.get("parameter_name"), str):
+                    names[kind].append(parameter["parameter_name"])
+    return names
 
 
 def _media(template: MessageTemplate | None, link: str, filename: str) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -253,15 +300,15 @@ def _positional(template: MessageTemplate, header: str, lines: str) -> tuple[lis
 
 def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dict[str, Any]], list[Problem]]:
     text_slots = [s for s in slots(template) if s.kind == "text"]
-    known = list(dict.fromkeys(s.key for s in text_slots))
+    in_header = header_slot(template)
+    # The names the lines fill: the body's, and the header's when it is only the header's (a line for
+    # it is the header's value, as the editor once took it).
+    body_names = list(dict.fromkeys(s.key for s in text_slots if s.component == "body"))
+    header_only = in_header.key if in_header is not None and in_header.key not in body_names else None
+    known = body_names + ([header_only] if header_only else [])
     problems: list[Problem] = []
-    if header:
-        in_header = [s.key for s in text_slots if s.component == "header"]
-        problems.append(
-            Problem(HEADER_FIELD, NAMED_HEADER, {"name": in_header[0]})
-            if in_header
-            else Problem(HEADER_FIELD, NO_HEADER)
-        )
+    if header and in_header is None:
+        problems.append(Problem(HEADER_FIELD, NO_HEADER))
     nameless: list[int] = []
     seen: dict[str, list[int]] = {}
     values: dict[str, str] = {}
@@ -278,8 +325,11 @@ def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dic
             problems.append(Problem(PARAMS_FIELD, EMPTY_VALUE, {"name": name, "line": str(number)}))
         elif name not in known:
             if len(seen[name]) == 1:
-                values_of = {"template": repr(template.name), "name": repr(name), "names": ", ".join(known)}
+                values_of = {"template": repr(template.name), "name": repr(name), "names": ", ".join(body_names)}
                 problems.append(Problem(PARAMS_FIELD, UNKNOWN_NAME, values_of))
+        elif name == header_only and header:
+            if len(seen[name]) == 1:
+                problems.append(Problem(PARAMS_FIELD, HEADER_LINE_TOO, {"name": name}))
         else:
             values.setdefault(name, found["value"])
     if nameless:
@@ -289,10 +339,15 @@ def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dic
             problems.append(
                 Problem(PARAMS_FIELD, GIVEN_TWICE, {"name": name, "lines": ", ".join(str(n) for n in numbers)})
             )
+    if header_only is not None and header_only in values:
+        header = values.pop(header_only)
+        problems += _header_text(header, PARAMS_FIELD)  # beside the line it was written in
     parts: dict[str, list[dict[str, Any]]] = {"header": [], "body": []}
+    if header and in_header is not None:
+        parts["header"].append({"text": header, "parameter_name": in_header.key})
     for slot in text_slots:
-        if slot.key in values:
-            parts[slot.component].append({"text": values[slot.key], "parameter_name": slot.key})
+        if slot.component == "body" and slot.key in values:
+            parts["body"].append({"text": values[slot.key], "parameter_name": slot.key})
     return [{"type": part, "parameters": given} for part, given in parts.items() if given], problems
 
 
@@ -320,13 +375,19 @@ def completeness(template: MessageTemplate | None, name: str, language: str, com
             problems.append(Problem(LATITUDE_FIELD, MISSING_PLACE, {}, False))
     elif media is not None and not any(_file_link(p, media.kind) for p in given["header"]):
         problems.append(Problem(MEDIA_FIELD, MISSING_MEDIA[media.kind], {}, False))
+    in_header = header_slot(template)
     if template.parameter_format == "NAMED":
-        named = {str(p.get("parameter_name")) for part in given.values() for p in part}
-        missing = [key for key in dict.fromkeys(s.key for s in wanted if s.kind == "text") if key not in named]
+        if in_header is not None and not any(p.get("parameter_name") == in_header.key for p in given["header"]):
+            header = component_text(template, "HEADER") or ""
+            values = {"name": in_header.key, "header": header}
+            problems.append(Problem(HEADER_FIELD, MISSING_NAMED_HEADER, values, False))
+        named = {str(p.get("parameter_name")) for p in given["body"]}
+        body_names = dict.fromkeys(s.key for s in wanted if s.kind == "text" and s.component == "body")
+        missing = [key for key in body_names if key not in named]
         if missing:
             problems.append(Problem(PARAMS_FIELD, MISSING_NAMES, {"names": ", ".join(missing)}, False))
         return problems
-    if header_slot(template) is not None and not given["header"]:
+    if in_header is not None and not given["header"]:
         header = component_text(template, "HEADER") or ""
         problems.append(Problem(HEADER_FIELD, MISSING_HEADER, {"header": header}, False))
     body = [s for s in wanted if s.component == "body"]

@@ -72,11 +72,12 @@ REASON_LABELS: dict[str, str] = {
     "variable_empty": i18n.lazy("A variable without value or fallback"),
     "messaging_limit": i18n.lazy("Over the WhatsApp messaging limit"),
     "stopped": i18n.lazy("Stopped before their turn"),
+    "header_too_long": i18n.lazy("Their values make the template's header longer than 60 characters"),
 }
 # The editor's template fields, named where the dry run points at them.
 FIELD_LABELS: dict[str, str] = {
     "template_name": i18n.lazy("Template name"),
-    "template_header": i18n.lazy("Header parameter"),
+    "template_header": i18n.lazy("Header text value"),
     "template_header_media": i18n.lazy("Header file (https link or media id)"),
     "template_header_filename": i18n.lazy("Document file name"),
     "template_header_latitude": i18n.lazy("Latitude"),
@@ -354,11 +355,13 @@ def _typed(item: Broadcast) -> dict[str, str]:
                 media, filename = file
             elif shown_place is not None:  # the header's place: its coordinates, name and address
                 place = shown_place
+            elif str(component.get("type", "")).lower() == "header":
+                # The header's text value has its own field, named or not (a named one was once a
+                # `name = value` line: a draft saved then opens with it in the field).
+                header.append(str(parameter.get("text", "")))
             elif name is None:
-                # A positional header's value has its own field; the body's are the lines.
-                into = header if str(component.get("type", "")).lower() == "header" else params
-                into.append(str(parameter.get("text", "")))
-            elif name not in named:  # a name the header and body both use is one line
+                params.append(str(parameter.get("text", "")))
+            elif name not in named:
                 named.add(name)
                 params.append(f"{name} = {parameter.get('text', '')}")
     language = template.get("language")
@@ -550,9 +553,10 @@ def _draft_problems(ctx: WebContext, item: Broadcast) -> dict[str, str]:
     return _beside(ctx, template_form.completeness(stored, name, language, components))
 
 
-def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
+def _content(ctx: WebContext, form: dict[str, str], item: Broadcast) -> dict[str, Any]:
     """The content per channel type from the editor: the text (any channel), the WhatsApp template
-    (sent when a contact's reply window is closed) and the Messenger tag."""
+    (sent when a contact's reply window is closed) and the Messenger tag. The draft (`item`) as
+    stored gives its template's parameter names when the template is no longer synced."""
     content: dict[str, Any] = {}
     default: dict[str, Any] = {}
     if form["text"].strip():
@@ -587,6 +591,7 @@ def _content(ctx: WebContext, form: dict[str, str]) -> dict[str, Any]:
             form["template_header_media"],
             form["template_header_filename"],
             {key: form[field] for key, field in template_form.PLACE_KEYS.items()},
+            before=(_draft_template(item) or ("", "", None))[2],
         )
         if read.refuses_save:
             # Every problem beside its field, the missing parameters too: one round to fix them all.
@@ -618,7 +623,7 @@ def _save(ctx: WebContext, item: Broadcast, form: dict[str, str]) -> Broadcast:
         exclude_segment_id=_int(form["exclude_segment_id"], "exclude_segment_id"),
         channel_mode=form["channel_mode"] or None,
         channel_id=_int(form["channel_id"], "channel_id") if form["channel_mode"] != "last_interacted" else None,
-        content=_content(ctx, form),
+        content=_content(ctx, form, item),
         reply_window_hours=_int(form["reply_window_hours"], "reply_window_hours"),
         reply_workflow_id=_int(form["reply_workflow_id"], "reply_workflow_id"),
         unset=frozenset(unset),
@@ -642,9 +647,9 @@ def _templates(ctx: WebContext, channels: list[Channel]) -> list[dict[str, Any]]
                     "language": template.language,
                     "header": component_text(template, "HEADER") or _header_kind(ctx, template),
                     "body": component_text(template, "BODY") or "",
-                    # A named template's names, to write as `name = value` lines; else how many
-                    # values the body takes (a positional header's has its own field).
-                    "parameters": ", ".join(dict.fromkeys(s.key for s in slots(template)))
+                    # A named template's body names, to write as `name = value` lines; else how
+                    # many values the body takes (a text header's value has its own field).
+                    "parameters": ", ".join(dict.fromkeys(s.key for s in slots(template) if s.component == "body"))
                     if template.parameter_format == "NAMED"
                     else str(sum(1 for s in slots(template) if s.component == "body")),
                     # Typed as name and language, this template shows the header field, or the
