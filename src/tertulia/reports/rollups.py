@@ -175,7 +175,7 @@ def _time(value: str | None) -> datetime | None:
     return as_utc(datetime.fromisoformat(value)) if value else None
 
 
-def _zone(session: Session, workspace_id: int) -> ZoneInfo:
+def zone_of(session: Session, workspace_id: int) -> ZoneInfo:
     name = session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
     try:
         return ZoneInfo(name or "UTC")
@@ -608,7 +608,7 @@ def _well_formed(event: EventRecord) -> bool:
 
 
 def _changes(facts: _Facts, event: EventRecord) -> Changes:
-    changes = Changes(event.workspace_id, as_utc(event.created_at), _zone(facts.session, event.workspace_id))
+    changes = Changes(event.workspace_id, as_utc(event.created_at), zone_of(facts.session, event.workspace_id))
     if not _well_formed(event):
         log.warning("report_event_skipped", event_id=event.id, type=event.type)
     elif event.type == EventType.CONTACT_MERGED:
@@ -625,13 +625,24 @@ def _changes(facts: _Facts, event: EventRecord) -> Changes:
     return changes
 
 
-def apply(session: Session, event: EventRecord) -> bool:
-    """Apply one event in the caller's transaction; False when it was applied before."""
-    if not repository.claim_event(session, event.id):
-        return False
+def replay(session: Session, event: EventRecord) -> Changes:
+    """One event's changes to the fact rows (made and flushed in the caller's transaction) and its
+    rollup increments and items (returned, not written): the live consumer writes them all, a
+    rebuild (`reports.rebuild`) those of the days it rebuilds. One definition for both."""
     changes = _changes(_Facts(session), event)
     session.flush()
-    changes.write(session)
+    return changes
+
+
+def apply(session: Session, event: EventRecord) -> bool:
+    """Apply one event in the caller's transaction; False when it was applied before. An event of a
+    workspace being rebuilt moves the cursor and nothing else: the rebuild replays every event of
+    that workspace up to the cursor, this one included, before it lets the consumer back in."""
+    if not repository.claim_event(session, event.id):
+        return False
+    if event.workspace_id in repository.rebuilding_workspaces(session):
+        return True
+    replay(session, event).write(session)
     return True
 
 
