@@ -147,10 +147,12 @@ def test_a_rebuild_writes_what_the_consumer_wrote_for_any_history(
 ) -> None:
     tenant = make_tenant(default_country="MX", timezone="America/Mexico_City")
     with fake_provider() as provider:
-        play(make_shop(db, tenant, provider.url), tenant, plan, set(range(CUSTOMERS)))
+        # A customer writes first, so every history has something to rebuild.
+        history = [Step(0, "write", 67), *plan]
+        play(make_shop(db, tenant, provider.url), tenant, history, set(range(CUSTOMERS)))
         feed(db)
     live = snapshot(db, tenant.workspace_id)
-    assert live["facts"]  # every plan has a customer who writes
+    assert live["facts"]
 
     wipe(db, tenant.workspace_id)
     summary = run(db, tenant.workspace_id)

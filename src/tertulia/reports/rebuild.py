@@ -189,8 +189,9 @@ def next_batch(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) ->
         rows: list[dict[str, Any]] = []
         items: list[dict[str, Any]] = []
         in_range = 0
+        held: set[object] = set()  # the batch's fact rows, read once (rollups.replay)
         for event in events:
-            changes = rollups.replay(session, event)
+            changes = rollups.replay(session, event, held)
             if low <= changes.periods[0][1] < high:
                 in_range += 1
                 rows.extend(changes.as_rows())

@@ -176,11 +176,18 @@ def _time(value: str | None) -> datetime | None:
 
 
 def zone_of(session: Session, workspace_id: int) -> ZoneInfo:
-    name = session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+    """The workspace's time zone, read once per transaction (kept on the session): a batch of
+    events applied in one transaction is applied at one moment."""
+    zones: dict[int, ZoneInfo] = session.info.setdefault("report_zones", {})
+    found = zones.get(workspace_id)
+    if found is None:
+        name = session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
+        try:
+            found = ZoneInfo(name or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            found = ZoneInfo("UTC")
+        zones[workspace_id] = found
+    return found
 
 
 class Changes:
@@ -625,11 +632,17 @@ def _changes(facts: _Facts, event: EventRecord) -> Changes:
     return changes
 
 
-def replay(session: Session, event: EventRecord) -> Changes:
+def replay(session: Session, event: EventRecord, held: set[object] | None = None) -> Changes:
     """One event's changes to the fact rows (made and flushed in the caller's transaction) and its
     rollup increments and items (returned, not written): the live consumer writes them all, a
-    rebuild (`reports.rebuild`) those of the days it rebuilds. One definition for both."""
+    rebuild (`reports.rebuild`) those of the days it rebuilds. One definition for both.
+
+    `held` gets the session's objects before the flush: the identity map keeps clean objects only
+    while something else refers to them, so a caller replaying many events in one transaction
+    keeps the fact rows it has read instead of reading them again for every event."""
     changes = _changes(_Facts(session), event)
+    if held is not None:
+        held.update(session.identity_map.values())
     session.flush()
     return changes
 
