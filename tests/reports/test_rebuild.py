@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
@@ -20,6 +21,7 @@ from tertulia.kit import queue
 from tertulia.kit import settings as kit_settings
 from tertulia.kit.db import Database
 from tertulia.kit.errors import NotFound, ValidationFailed
+from tertulia.kit.settings import Settings
 from tertulia.reports import rebuild, repository
 from tertulia.reports.models import ConversationFact, ReportCursor, ReportItem, Rollup
 from tertulia.reports.rollups import CONSUMER_NAME
@@ -37,6 +39,7 @@ from tests.reports.support import (
     reassignments_and_reopenings,
     weekend,
 )
+from tests.web.helpers import sign_in_as
 
 # The scenarios happen in November 2026: no retention window may cut them off, whatever today is.
 KEEP_EVERYTHING = 100_000.0
@@ -362,3 +365,57 @@ def test_the_command_refuses_days_the_log_no_longer_holds(
     )
     assert result.exit_code == 2, result.output
     assert "the event log holds whole days from" in " ".join(result.output.split())
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(api_rate_limit_per_minute=100_000, presence_sweep_seconds=0, event_retention_days=KEEP_EVERYTHING)
+
+
+def _token(page: str) -> str:
+    return page.split('name="csrf_token" value="', 1)[1].split('"', 1)[0]
+
+
+def test_settings_rebuilds_the_report_data_in_the_background_with_its_progress(
+    db: Database, tenant: Tenant, client: TestClient, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    queue.huey.immediate = False
+    try:
+        with fake_provider() as provider:
+            reassignments_and_reopenings(make_shop(db, tenant, provider.url))
+        feed(db)
+    finally:
+        queue.huey.flush()
+        queue.huey.immediate = True  # from here the rebuild's task runs once the request commits
+    live = snapshot(db, tenant.workspace_id)
+    wipe(db, tenant.workspace_id)
+    sign_in_as(client, db, tenant.owner_id, "owner-password")
+    page = client.get("/settings/data-export")
+    assert page.status_code == 200
+    assert 'data-testid="rebuild-reports-button"' in page.text
+    assert 'data-status="running"' not in page.text
+    # A rebuild stopped half way shows its progress, polled, and can be started again.
+    rebuild.start(db, tenant.workspace_id, retention_days=KEEP_EVERYTHING)
+    stopped = rebuild.next_batch(db, tenant.workspace_id, batch_size=3)
+    card = client.get("/settings/data-export/reports/rebuild")
+    assert 'data-status="running"' in card.text
+    assert 'hx-trigger="every 2s"' in card.text
+    assert f"Event {stopped.position} of {stopped.upto}" in card.text
+    assert "Start the rebuild again" in card.text
+    client.cookies.set("tertulia_lang", "es")
+    assert "Reconstruyendo los datos de los informes" in client.get("/settings/data-export").text
+    started = client.post(
+        "/settings/data-export/reports/rebuild", data={"csrf_token": _token(page.text)}, follow_redirects=False
+    )
+    assert started.status_code == 303, started.text
+    card = client.get("/settings/data-export/reports/rebuild")
+    assert 'data-status="running"' not in card.text
+    assert "Reconstruir los datos de los informes" in card.text
+    assert snapshot(db, tenant.workspace_id) == live
+    # An agent may not open the section.
+    own_token = sign_in_as(client, db, tenant.agent_id, "agent-password")
+    assert client.get("/settings/data-export/reports/rebuild").status_code == 403
+    refused = client.post("/settings/data-export/reports/rebuild", data={"csrf_token": own_token})
+    assert refused.status_code == 403
+    with db.transaction(write=False) as session:
+        assert repository.rebuild_of(session, tenant.workspace_id) is None

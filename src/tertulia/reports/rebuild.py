@@ -114,30 +114,66 @@ def start(
     """Check the range, delete the workspace's report data of those days and its facts, and mark the
     rebuild (one transaction). `since` defaults to the first day the log holds whole."""
     with db.transaction() as session:
-        if session.get(Workspace, workspace_id) is None:
-            raise NotFound(f"No workspace with id {workspace_id}.")
-        if since is not None and until is not None and since > until:
-            raise ValidationFailed.field("until", f"{until.isoformat()} is before --since {since.isoformat()}.")
-        earliest = earliest_day(session, workspace_id, retention_days, now)
-        if since is not None and since < earliest:
-            raise ValidationFailed.field(
-                "since",
-                f"the event log holds whole days from {earliest.isoformat()} only (older events are deleted "
-                f"after {retention_days:g} days): give {earliest.isoformat()} or later.",
-            )
-        first, last = _day(since or earliest), _day(until) if until is not None else repository.ALL_LAST
-        upto = repository.lock_cursor(session)
-        running = repository.rebuild_of(session, workspace_id)
-        if running is not None:
-            # A rebuild stopped half way (or running now): its days are part rebuilt, so they are
-            # rebuilt again with these.
-            first, last = min(first, running.first_day), max(last, running.last_day)
-        deleted_rollups, deleted_items = repository.delete_range(session, workspace_id, first, last)
-        deleted_facts = repository.delete_facts(session, workspace_id)
-        repository.save_rebuild(session, repository.Rebuild(workspace_id, 0, first, last))
+        return start_in(session, workspace_id, since, until, retention_days=retention_days, now=now)
+
+
+def start_in(
+    session: Session,
+    workspace_id: int,
+    since: date | None = None,
+    until: date | None = None,
+    *,
+    retention_days: float,
+    now: datetime | None = None,
+) -> RebuildStart:
+    """`start` in the caller's transaction (Settings starts a rebuild in the request's)."""
+    if session.get(Workspace, workspace_id) is None:
+        raise NotFound(f"No workspace with id {workspace_id}.")
+    if since is not None and until is not None and since > until:
+        raise ValidationFailed.field("until", f"{until.isoformat()} is before --since {since.isoformat()}.")
+    earliest = earliest_day(session, workspace_id, retention_days, now)
+    if since is not None and since < earliest:
+        raise ValidationFailed.field(
+            "since",
+            f"the event log holds whole days from {earliest.isoformat()} only (older events are deleted "
+            f"after {retention_days:g} days): give {earliest.isoformat()} or later.",
+        )
+    first, last = _day(since or earliest), _day(until) if until is not None else repository.ALL_LAST
+    upto = repository.lock_cursor(session)
+    running = repository.rebuild_of(session, workspace_id)
+    if running is not None:
+        # A rebuild stopped half way (or running now): its days are part rebuilt, so they are
+        # rebuilt again with these.
+        first, last = min(first, running.first_day), max(last, running.last_day)
+    deleted_rollups, deleted_items = repository.delete_range(session, workspace_id, first, last)
+    deleted_facts = repository.delete_facts(session, workspace_id)
+    repository.save_rebuild(session, repository.Rebuild(workspace_id, 0, first, last))
     return RebuildStart(
         workspace_id, _as_date(first), _as_date(last), upto, deleted_rollups, deleted_items, deleted_facts
     )
+
+
+@dataclass(frozen=True)
+class RebuildState:
+    """A rebuild in progress (or stopped half way), as Settings shows it."""
+
+    first_day: date | None
+    last_day: date | None
+    position: int
+    upto: int
+
+    @property
+    def percent(self) -> int:
+        # Of the event log's ids, not of the workspace's events: counting those would read the log.
+        return 100 if self.upto <= 0 else min(99, round(100 * self.position / self.upto))
+
+
+def state_of(session: Session, workspace_id: int) -> RebuildState | None:
+    running = repository.rebuild_of(session, workspace_id)
+    if running is None:
+        return None
+    upto = repository.cursor_position(session)
+    return RebuildState(_as_date(running.first_day), _as_date(running.last_day), running.position, upto)
 
 
 @dataclass(frozen=True)
@@ -209,6 +245,16 @@ def next_batch(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) ->
                 session, repository.Rebuild(workspace_id, position, running.first_day, running.last_day)
             )
         return _Batch(len(events), in_range, len(rows), len(items), position, upto, done)
+
+
+def run_batches(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) -> int:
+    """Replay a started rebuild's batches until it is done; how many events."""
+    replayed = 0
+    while True:
+        batch = next_batch(db, workspace_id, batch_size)
+        replayed += batch.replayed
+        if batch.done:
+            return replayed
 
 
 def rebuild(
