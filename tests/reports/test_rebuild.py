@@ -30,6 +30,7 @@ from tests.fakes import FakeHttpAdapter, fake_provider
 from tests.reports.plays import CUSTOMERS, Step, play, steps
 from tests.reports.support import (
     MONDAY,
+    NINE_TO_SEVEN,
     REPLY_DAY,
     TUESDAY,
     Shop,
@@ -37,6 +38,7 @@ from tests.reports.support import (
     feed,
     make_shop,
     reassignments_and_reopenings,
+    set_hours,
     weekend,
 )
 from tests.web.helpers import sign_in_as
@@ -149,6 +151,8 @@ def test_a_rebuild_writes_what_the_consumer_wrote_for_any_history(
     plan: list[Step],
 ) -> None:
     tenant = make_tenant(default_country="MX", timezone="America/Mexico_City")
+    with at(f"{REPLY_DAY} 08:00"):  # business hours, so the _bh rows differ from the calendar's
+        set_hours(db, tenant, NINE_TO_SEVEN)
     with fake_provider() as provider:
         # A customer writes first, so every history has something to rebuild.
         history = [Step(0, "write", 67), *plan]
@@ -204,6 +208,8 @@ def test_a_rebuild_while_the_consumer_runs_counts_every_event_once(
 ) -> None:
     tenant = make_tenant(default_country="MX", timezone="America/Mexico_City")
     neighbour = make_tenant(default_country="MX", timezone="America/Mexico_City")
+    with at(f"{REPLY_DAY} 08:00"):
+        set_hours(db, tenant, NINE_TO_SEVEN)
     with fake_provider() as provider:
         shop, next_door = make_shop(db, tenant, provider.url), make_shop(db, neighbour, provider.url)
         reassignments_and_reopenings(shop)
@@ -242,6 +248,13 @@ def test_a_rebuild_while_the_consumer_runs_counts_every_event_once(
     assert found == expected
     days = {key[2][:10] for key in expected[tenant.workspace_id]["rollups"]}
     assert {REPLY_DAY, MONDAY, TUESDAY} <= days
+
+    # The weekend's first response is days on the calendar and minutes in business hours: both kept.
+    def seconds(metric: str) -> float:
+        rows = expected[tenant.workspace_id]["rollups"].items()
+        return sum(total for key, (_, total) in rows if key[1] == "D" and key[3] == metric)
+
+    assert seconds("first_response") > 2 * 86400 > seconds("first_response_bh") > 0
 
 
 def test_a_rebuild_stopped_half_way_is_started_over_with_its_days(
