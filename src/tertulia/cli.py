@@ -2,7 +2,7 @@
 
 import dataclasses
 import os
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -30,6 +30,8 @@ events_app = typer.Typer(help="The event log and its consumers.", no_args_is_hel
 app.add_typer(events_app, name="events")
 channel_app = typer.Typer(help="Connect and list channels (web chat, Telegram, ...).", no_args_is_help=True)
 app.add_typer(channel_app, name="channel")
+reports_app = typer.Typer(help="The reports' data.", no_args_is_help=True)
+app.add_typer(reports_app, name="reports")
 
 err = Console(stderr=True)
 
@@ -454,6 +456,76 @@ def events_status() -> None:
             status.last_error or "",
         )
     out.print(table)
+
+
+def _day_option(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value.strip())
+    except ValueError:
+        err.print(f"[red]error:[/red] {option} takes a date as YYYY-MM-DD, got {value!r}")
+        raise typer.Exit(code=2) from None
+
+
+@reports_app.command("rebuild")
+def reports_rebuild(
+    workspace: Annotated[str, typer.Option(help="The workspace's id (or its name).")],
+    since: Annotated[
+        str | None,
+        typer.Option(help="First local day to rebuild (YYYY-MM-DD); default: the first the event log holds whole."),
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Last local day to rebuild (YYYY-MM-DD); default: no end.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=10_000, help="Events replayed per transaction.")] = 500,
+) -> None:
+    """Rebuild a workspace's report rollups and drill-down items from the event log, for a range of
+    its local days (or every day the log holds), while the reports' consumer keeps running."""
+    from tertulia.reports.rebuild import RebuildProgress, RebuildStart, rebuild
+    from tertulia.workspaces.models import Workspace
+    from tertulia.workspaces.service import get_workspace_by_name
+
+    first, last = _day_option(since, "--since"), _day_option(until, "--until")
+    database = get_database()
+    try:
+        with database.transaction(write=False) as session:
+            key = workspace.strip()
+            found = session.get(Workspace, int(key)) if key.isdigit() else None
+            workspace_id = found.id if found is not None else get_workspace_by_name(session, key).id
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(code=2) from exc
+
+    def started(begun: RebuildStart) -> None:
+        days = f"{begun.first_day or 'the start'} to {begun.last_day or 'now'}"
+        err.print(
+            f"Rebuilding workspace {begun.workspace_id}, {days}: removed {begun.deleted_rollups} rollup rows, "
+            f"{begun.deleted_items} items and {begun.deleted_facts} conversation facts; "
+            f"replaying its events up to event {begun.upto}"
+        )
+
+    def progress(step: RebuildProgress) -> None:
+        err.print(f"  {step.replayed} events replayed (event {step.position}; the consumer is at {step.upto})")
+
+    try:
+        summary = rebuild(
+            database,
+            workspace_id,
+            first,
+            last,
+            retention_days=get_settings().event_retention_days,
+            batch_size=batch_size,
+            on_start=started,
+            on_progress=progress,
+        )
+    except DomainError as exc:
+        err.print(f"[red]error:[/red] {exc.message}")
+        raise typer.Exit(code=2) from exc
+    rate = summary.replayed / summary.seconds if summary.seconds > 0 else 0.0
+    typer.echo(
+        f"rebuilt: {summary.replayed} events replayed ({summary.in_range} in the range) in {summary.batches} "
+        f"batches, {summary.rollup_rows} rollup increments and {summary.items} items written, "
+        f"{summary.seconds:.1f} s ({rate:.0f} events/s)"
+    )
 
 
 def _settings_pairs(pairs: list[str], option: str) -> dict[str, str]:

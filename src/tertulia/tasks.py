@@ -21,6 +21,8 @@ Tasks (name, module, what queues it):
   starts runs or hands them what a contact wrote.
 - `reports.run_export` (reports.export_tasks): a data export (Settings > Data export); after it is
   requested.
+- `reports.rebuild` (reports.export_tasks): the batches of a report data rebuild (Settings > Data
+  export); after it is started.
 Periodic (every minute unless said): `conversations.requeue_stuck_outbound`, `conversations.prune_paces`
 (every 10 minutes),
 `conversations.sweep_unsent_uploads` (hourly), `contacts.requeue_interrupted_imports`,

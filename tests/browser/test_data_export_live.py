@@ -1,5 +1,6 @@
 """Two manager settings pages in a real browser, in Spanish: Settings > Data export (a mistake shown
-beside the dates, then an export built in the background and downloaded as a zip of CSV files) and
+beside the dates, then an export built in the background and downloaded as a zip of CSV files; the
+report data rebuilt in the background) and
 Settings > Assistant > Language model (turning it on without an endpoint is refused beside the
 field, and nothing is saved). SQLite only, like the other browser tests."""
 
@@ -59,6 +60,21 @@ def test_a_manager_exports_the_workspace_data_and_downloads_it(spanish_page: Pag
         names = archive.namelist()
     assert any(name.startswith("contacts") and name.endswith(".csv") for name in names), names
     assert any(name.startswith("conversations") for name in names), names
+
+
+def test_a_manager_rebuilds_the_report_data(spanish_page: Page, base_url: str) -> None:
+    page = spanish_page
+    sign_in_at(page, base_url, "/settings/data-export", *MANAGER)
+    card = page.get_by_test_id("rebuild-reports")
+    expect(card).to_contain_text("Datos de los informes")
+    with page.expect_response(lambda r: r.request.method == "POST" and "/reports/rebuild" in r.url) as answer:
+        card.get_by_test_id("rebuild-reports-button").click()
+    assert answer.value.status == 303  # started: the deletes and the mark done, the batches queued
+    # The embedded queue replays the workspace's events; the card stops polling once it is done.
+    card = page.get_by_test_id("rebuild-reports")
+    expect(card).not_to_have_attribute("data-status", "running", timeout=15_000)
+    expect(card.get_by_test_id("rebuild-reports-button")).to_have_text("Reconstruir los datos de los informes")
+    shot(card, "99-settings-rebuild-reports.png")
 
 
 def test_turning_the_language_model_on_needs_an_endpoint(spanish_page: Page, base_url: str) -> None:

@@ -1,5 +1,5 @@
 """Data exports on the queue: the export's task, the sweep that queues interrupted exports again
-and removes expired files.
+and removes expired files; and the rebuild of the report data that Settings > Data export starts.
 
 `run_export_task` may run more than once for an export (the sweep, a consumer's start-up, a retry):
 `export_runner.claim` lets only one runner hold it.
@@ -11,7 +11,7 @@ import structlog
 from huey import crontab
 
 from tertulia.kit.queue import huey, task_database
-from tertulia.reports import export_runner
+from tertulia.reports import export_runner, rebuild
 
 log = structlog.get_logger("tertulia.exports")
 
@@ -49,3 +49,18 @@ def sweep_exports_task() -> int:
     """Every minute: interrupted exports queued again, expired files removed."""
     export_runner.expire_exports(task_database())
     return requeue_interrupted_exports()
+
+
+@huey.task(name="reports.rebuild")  # type: ignore[untyped-decorator]
+def rebuild_task(workspace_id: int) -> int:
+    """The batches of a rebuild started by Settings (`rebuild.start_in`): its events replayed."""
+    replayed = rebuild.run_batches(task_database(), workspace_id)
+    log.info("report_rebuild_done", workspace_id=workspace_id, events=replayed)
+    return replayed
+
+
+def enqueue_rebuild(workspace_id: int) -> None:
+    try:
+        rebuild_task(workspace_id)
+    except Exception:  # the rebuild stays marked: Settings shows it and can start it again
+        log.exception("report_rebuild_enqueue_failed", workspace_id=workspace_id)

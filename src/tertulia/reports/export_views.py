@@ -8,11 +8,12 @@ from fastapi import APIRouter, Form
 from pydantic import BaseModel, Field
 from starlette.responses import FileResponse, Response
 
+from tertulia.kit.db import on_commit
 from tertulia.kit.errors import Conflict, DomainError
 from tertulia.kit.http import CheckedInputRoute
 from tertulia.kit.text import UNSAFE_TEXT_MESSAGE, replace_unsafe_characters
 from tertulia.kit.types import ID
-from tertulia.reports import exports
+from tertulia.reports import export_tasks, exports, rebuild
 from tertulia.reports.export_models import DataExport
 from tertulia.reports.export_runner import FILES
 from tertulia.users.permissions import Permission
@@ -71,6 +72,8 @@ def _data_export(
         "file_labels": {key: ctx.fmt.gettext(label) for key, label in FILE_LABELS.items()},
         "status_labels": {key: ctx.fmt.gettext(label) for key, label in STATUS_LABELS.items()},
         "running": any(export.status.value in ("queued", "running") for export in recent),
+        "rebuild": rebuild.state_of(ctx.session, ctx.actor.workspace_id),
+        "can_rebuild": ctx.actor.can(Permission.MANAGE_WORKSPACE),
     }
     code = status_code or (422 if errors else 200)
     return render_section(ctx, DATA_EXPORT, "reports/settings/data_export.html", context, status_code=code)
@@ -140,3 +143,29 @@ def download(ctx: UserPage, export_id: ID) -> Response:
     open_section(ctx, DATA_EXPORT)
     path, filename = exports.download_file(ctx.session, ctx.actor, export_id)
     return FileResponse(path, media_type="application/zip", filename=filename, headers={"Cache-Control": "no-store"})
+
+
+@router.post("/data-export/reports/rebuild")
+def start_rebuild(ctx: UserPage) -> Response:
+    """Rebuild the report data of every day the event log holds (docs/reports.md): the deletes and the
+    mark in this request's transaction, the batches on the queue once it commits."""
+    open_section(ctx, DATA_EXPORT)
+    ctx.actor.require(Permission.MANAGE_WORKSPACE)
+    workspace_id = ctx.actor.workspace_id
+    retention_days = ctx.request.app.state.settings.event_retention_days
+    rebuild.start_in(ctx.session, workspace_id, retention_days=retention_days)
+    on_commit(ctx.session, lambda: export_tasks.enqueue_rebuild(workspace_id))
+    return ctx.redirect("/settings/data-export")
+
+
+@router.get("/data-export/reports/rebuild")
+def rebuild_card(ctx: UserPage) -> Response:
+    """The rebuild's card (htmx polls it while a rebuild runs)."""
+    open_section(ctx, DATA_EXPORT)
+    return ctx.render(
+        "reports/settings/_rebuild_card.html",
+        {
+            "rebuild": rebuild.state_of(ctx.session, ctx.actor.workspace_id),
+            "can_rebuild": ctx.actor.can(Permission.MANAGE_WORKSPACE),
+        },
+    )

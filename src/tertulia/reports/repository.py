@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, distinct, func, insert, not_, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, delete, distinct, func, insert, not_, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -61,6 +61,112 @@ def claim_event(session: Session, event_id: int) -> bool:
 def cursor_position(session: Session) -> int:
     row = session.get(ReportCursor, CURSOR)
     return row.last_event_id if row is not None else 0
+
+
+# A rebuild in progress (`reports.rebuild`) is three more rows of the cursor's table, so that it is
+# read and changed under the same lock as the cursor: its position in the event log, and the first
+# and last local days it rewrites (YYYYMMDD as a number; ALL_FIRST and ALL_LAST for no bound).
+REBUILD_POSITION, REBUILD_FIRST, REBUILD_LAST = "rebuild:", "rebuild-from:", "rebuild-to:"
+ALL_FIRST, ALL_LAST = 0, 99999999
+
+
+@dataclass(frozen=True)
+class Rebuild:
+    workspace_id: int
+    position: int
+    first_day: int
+    last_day: int
+
+
+def lock_cursor(session: Session) -> int:
+    """Take the cursor's row lock (the one `claim_event` takes) for the rest of the transaction, so
+    the live consumer waits; its position."""
+    moved = session.execute(
+        update(ReportCursor).where(ReportCursor.name == CURSOR).values(last_event_id=ReportCursor.last_event_id)
+    )
+    if moved.rowcount == 0:  # type: ignore[attr-defined]
+        session.add(ReportCursor(name=CURSOR, last_event_id=0))
+        session.flush()
+    return cursor_position(session)
+
+
+def rebuilding_workspaces(session: Session) -> frozenset[int]:
+    """The workspaces being rebuilt, read once per transaction: the consumer asks after claiming an
+    event, so it holds the cursor's lock and no rebuild can start or end before it commits."""
+    found: frozenset[int] | None = session.info.get("report_rebuilds")
+    if found is None:
+        names = session.scalars(select(ReportCursor.name).where(ReportCursor.name.startswith(REBUILD_POSITION)))
+        found = frozenset(int(name.removeprefix(REBUILD_POSITION)) for name in names)
+        session.info["report_rebuilds"] = found
+    return found
+
+
+def rebuild_of(session: Session, workspace_id: int) -> Rebuild | None:
+    rows = {
+        row.name: row.last_event_id
+        for row in session.scalars(
+            select(ReportCursor).where(
+                ReportCursor.name.in_([f"{p}{workspace_id}" for p in (REBUILD_POSITION, REBUILD_FIRST, REBUILD_LAST)])
+            )
+        )
+    }
+    position = rows.get(f"{REBUILD_POSITION}{workspace_id}")
+    if position is None:
+        return None
+    return Rebuild(
+        workspace_id,
+        position,
+        rows.get(f"{REBUILD_FIRST}{workspace_id}", ALL_FIRST),
+        rows.get(f"{REBUILD_LAST}{workspace_id}", ALL_LAST),
+    )
+
+
+def save_rebuild(session: Session, rebuild: Rebuild) -> None:
+    values = (
+        (REBUILD_POSITION, rebuild.position),
+        (REBUILD_FIRST, rebuild.first_day),
+        (REBUILD_LAST, rebuild.last_day),
+    )
+    for prefix, value in values:
+        session.merge(ReportCursor(name=f"{prefix}{rebuild.workspace_id}", last_event_id=value))
+    session.flush()
+    session.info.pop("report_rebuilds", None)
+
+
+def end_rebuild(session: Session, workspace_id: int) -> None:
+    names = [f"{p}{workspace_id}" for p in (REBUILD_POSITION, REBUILD_FIRST, REBUILD_LAST)]
+    session.execute(delete(ReportCursor).where(ReportCursor.name.in_(names)))
+    session.info.pop("report_rebuilds", None)
+
+
+def period_bounds(first_day: int, last_day: int) -> tuple[str, str]:
+    """The periods of days first..last as [low, high): "2026-11-02" and its hours "2026-11-02T09"
+    sort from the day itself up to below the day followed by "U" ("T" < "U")."""
+
+    def day(value: int) -> str:
+        text = f"{value:08d}"
+        return f"{text[:4]}-{text[4:6]}-{text[6:]}"
+
+    return day(first_day), day(last_day) + "U"
+
+
+def delete_range(session: Session, workspace_id: int, first_day: int, last_day: int) -> tuple[int, int]:
+    """Remove the workspace's rollups (every grain) and items of those local days; how many of each."""
+    low, high = period_bounds(first_day, last_day)
+    rollups = session.execute(
+        delete(Rollup).where(Rollup.workspace_id == workspace_id, Rollup.period >= low, Rollup.period < high)
+    )
+    items = session.execute(
+        delete(ReportItem).where(
+            ReportItem.workspace_id == workspace_id, ReportItem.period >= low, ReportItem.period < high
+        )
+    )
+    return int(rollups.rowcount), int(items.rowcount)  # type: ignore[attr-defined]
+
+
+def delete_facts(session: Session, workspace_id: int) -> int:
+    deleted = session.execute(delete(ConversationFact).where(ConversationFact.workspace_id == workspace_id))
+    return int(deleted.rowcount)  # type: ignore[attr-defined]
 
 
 def add_rollups(session: Session, rows: Sequence[dict[str, Any]]) -> None:

@@ -175,12 +175,19 @@ def _time(value: str | None) -> datetime | None:
     return as_utc(datetime.fromisoformat(value)) if value else None
 
 
-def _zone(session: Session, workspace_id: int) -> ZoneInfo:
-    name = session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
+def zone_of(session: Session, workspace_id: int) -> ZoneInfo:
+    """The workspace's time zone, read once per transaction (kept on the session): a batch of
+    events applied in one transaction is applied at one moment."""
+    zones: dict[int, ZoneInfo] = session.info.setdefault("report_zones", {})
+    found = zones.get(workspace_id)
+    if found is None:
+        name = session.scalar(select(Workspace.timezone).where(Workspace.id == workspace_id))
+        try:
+            found = ZoneInfo(name or "UTC")
+        except (ZoneInfoNotFoundError, ValueError):
+            found = ZoneInfo("UTC")
+        zones[workspace_id] = found
+    return found
 
 
 class Changes:
@@ -608,7 +615,7 @@ def _well_formed(event: EventRecord) -> bool:
 
 
 def _changes(facts: _Facts, event: EventRecord) -> Changes:
-    changes = Changes(event.workspace_id, as_utc(event.created_at), _zone(facts.session, event.workspace_id))
+    changes = Changes(event.workspace_id, as_utc(event.created_at), zone_of(facts.session, event.workspace_id))
     if not _well_formed(event):
         log.warning("report_event_skipped", event_id=event.id, type=event.type)
     elif event.type == EventType.CONTACT_MERGED:
@@ -625,13 +632,30 @@ def _changes(facts: _Facts, event: EventRecord) -> Changes:
     return changes
 
 
+def replay(session: Session, event: EventRecord, held: set[object] | None = None) -> Changes:
+    """One event's changes to the fact rows (made and flushed in the caller's transaction) and its
+    rollup increments and items (returned, not written): the live consumer writes them all, a
+    rebuild (`reports.rebuild`) those of the days it rebuilds. One definition for both.
+
+    `held` gets the session's objects before the flush: the identity map keeps clean objects only
+    while something else refers to them, so a caller replaying many events in one transaction
+    keeps the fact rows it has read instead of reading them again for every event."""
+    changes = _changes(_Facts(session), event)
+    if held is not None:
+        held.update(session.identity_map.values())
+    session.flush()
+    return changes
+
+
 def apply(session: Session, event: EventRecord) -> bool:
-    """Apply one event in the caller's transaction; False when it was applied before."""
+    """Apply one event in the caller's transaction; False when it was applied before. An event of a
+    workspace being rebuilt moves the cursor and nothing else: the rebuild replays every event of
+    that workspace up to the cursor, this one included, before it lets the consumer back in."""
     if not repository.claim_event(session, event.id):
         return False
-    changes = _changes(_Facts(session), event)
-    session.flush()
-    changes.write(session)
+    if event.workspace_id in repository.rebuilding_workspaces(session):
+        return True
+    replay(session, event).write(session)
     return True
 
 
