@@ -37,6 +37,7 @@ from tertulia.conversations.models import (
     Direction,
     Mention,
     Message,
+    OpeningSource,
     SenderKind,
     Snippet,
     StoredFile,
@@ -236,6 +237,7 @@ def _record_change(
 
 
 def record_opened(session: Session, actor: Actor, conversation: Conversation) -> None:
+    conversation.opening_source = OpeningSource.of_actor(actor.kind)
     _record_change(
         session,
         actor,
@@ -933,6 +935,7 @@ def do_reopen(session: Session, actor: Actor, conversation: Conversation) -> Con
     conversation.status = ConversationStatus.OPEN
     conversation.closed_at = None
     conversation.opened_at = now
+    conversation.opening_source = OpeningSource.of_actor(actor.kind)
     conversation.updated_at = now
     try:
         with session.begin_nested():
