@@ -487,3 +487,40 @@ def test_a_branch_offers_the_conversation_and_writes_ids_a_trigger_does_not(
         PANEL, data={"csrf_token": token, "editor_scope": "trigger", "editor_source": json.dumps({"groups": []})}
     )
     assert "conversation:status" not in trigger.text
+
+
+def test_a_branch_offers_who_opened_the_conversation_in_both_languages(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    stored = {"groups": [{"conditions": [
+        {"category": "conversation", "field": "opening_source", "operator": "is", "value": "broadcast_reply"},
+    ]}]}  # fmt: skip
+    token = _manager(client, db, tenant, "es")
+    for language, words in (
+        ("es", ("Conversación abierta por", "Respuesta a una difusión")),
+        ("en", ("Conversation opened by", "Broadcast reply")),
+    ):
+        client.post("/language", data={"language": language, "next": "/workflows", "csrf_token": token})
+        opened = client.post(
+            PANEL, data={"csrf_token": token, "editor_scope": "branch", "editor_source": json.dumps(stored)}
+        )
+        assert opened.status_code == 200
+        assert _selected(opened.text, "g0.c0.cat") == ["conversation:opening_source"]
+        assert _selected(opened.text, "g0.c0.value") == ["broadcast_reply"]
+        assert all(word in opened.text for word in words)
+    form = {
+        "csrf_token": token,
+        "editor_scope": "branch",
+        "match": "all",
+        "g0.match": "all",
+        "g0.c0.cat": "conversation:opening_source",
+        "g0.c0.op": "is_not",
+        "g0.c0.value": "api",
+    }
+    applied = client.post(APPLY, data=form)
+    assert applied.status_code == 200, applied.text
+    assert applied.json()["conditions"]["groups"][0]["conditions"] == [
+        {"category": "conversation", "field": "opening_source", "operator": "is_not", "value": "api"},
+    ]
+    refused = client.post(APPLY, data={**form, "g0.c0.value": "email"})
+    assert refused.status_code == 422

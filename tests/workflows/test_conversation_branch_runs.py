@@ -240,6 +240,7 @@ def test_the_simulator_shows_the_conversation_its_branches_read(db: Database, te
         "team_id": None,
         "assignee_id": tenant.agent_id,
         "assignee_status": "busy",
+        "opening_source": "contact",
     }
     assert results[closed].path == ["b", "closed"]
     assert (results[closed].conversation or {}).get("status") == "closed"
@@ -313,6 +314,7 @@ def test_the_api_and_the_page_show_the_simulated_conversation(
         "team_id": None,
         "assignee_id": None,
         "assignee_status": None,
+        "opening_source": "contact",
     }
     with db.transaction() as session:
         silent = contacts_service.do_create_contact(session, tenant.actor(), {"first_name": "Sin"}).id
@@ -328,3 +330,4 @@ def test_the_api_and_the_page_show_the_simulated_conversation(
     assert shown is not None
     assert "La conversación que leen sus ramas" in shown.group(1)
     assert '"status": "open"' in html.unescape(shown.group(1))
+    assert '"opening_source": "contact"' in html.unescape(shown.group(1))

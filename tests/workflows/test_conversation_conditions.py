@@ -188,6 +188,12 @@ WHERE = "steps[0].config.branches[0].conditions.groups[0].conditions[0]"
         (on("channel", "contains", 7), "operator", "not valid here; use one of: is, is_not, is_any_of, is_none_of"),
         (on("channel_type", "is", "carrier-pigeon"), "value", "must be a kind of channel: "),
         (on("opened_by", "is", "contact"), "field", "unknown conversation field 'opened_by'"),
+        (
+            on("opening_source", "is", "email"),
+            "value",
+            "must be one of: contact, broadcast_reply, user, api, workflow, system",
+        ),
+        (on("opening_source", "is_any_of", ["user"]), "operator", "not valid here; use one of: is, is_not"),
         (on("channel", "is_any_of", []), "value", "must be a non-empty list"),
         (on("team", "exists", 31), "value", "exists takes no value"),
         (on("team", "is"), "value", "a value is required"),

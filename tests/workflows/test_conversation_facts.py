@@ -1,8 +1,8 @@
 """The two halves of branch conditions on the conversation agree with what they stand for:
 
 - the batch's one query (`conversation_conditions.load`) picks, for every contact, the conversation
-  a plain reading of the rule picks (the open one, else the latest), with its channel's type and
-  its assignee's status, on SQLite and PostgreSQL, for generated conversations and statuses;
+  a plain reading of the rule picks (the open one, else the latest), with its channel's type, its
+  assignee's status and its opening source, on SQLite and PostgreSQL, for generated conversations and statuses;
 - the engine, which evaluates the conditions as conditions on prefixed list fields through the
   segments' evaluator, takes the branch a direct reading of each operator takes, for generated
   facts and conditions.
@@ -19,7 +19,7 @@ from sqlalchemy import delete
 
 from tertulia.channels.service import do_create_channel
 from tertulia.contacts.service import do_create_contact
-from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.conversations.models import Conversation, ConversationStatus, OpeningSource
 from tertulia.kit.db import Database
 from tertulia.segments.evaluator import ContactSnapshot
 from tertulia.segments.timing import EvalContext
@@ -32,6 +32,7 @@ from tests.conftest import Tenant
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 STATUSES = [status.value for status in ActivityStatus]
+SOURCES = [source.value for source in OpeningSource]
 
 
 class World:
@@ -68,6 +69,7 @@ def conversation_rows(world: World) -> st.SearchStrategy[list[dict[str, Any]]]:
             "channel": st.sampled_from([None, *world.channels]),
             "team": st.sampled_from([None, world.team]),
             "assignee": st.sampled_from([None, *world.people]),
+            "source": st.sampled_from([None, *SOURCES]),
         }
     )
 
@@ -102,6 +104,7 @@ def test_the_batch_query_picks_the_open_else_the_latest_conversation(db: Databas
                 status=ConversationStatus.OPEN if row["open"] else ConversationStatus.CLOSED,
                 team_id=row["team"],
                 assignee_id=row["assignee"],
+                opening_source=row["source"],
             )
             session.add(conversation)
             session.flush()
@@ -125,6 +128,7 @@ def test_the_batch_query_picks_the_open_else_the_latest_conversation(db: Databas
             team_id=row["team"],
             assignee_id=row["assignee"],
             assignee_status=status_of[row["assignee"]] if row["assignee"] is not None else None,
+            opening_source=row["source"],
         )
     assert found == expected
 
@@ -146,6 +150,7 @@ VALUES: dict[str, tuple[Any, ...]] = {
     "team": TEAMS,
     "assignee": USERS,
     "assignee_status": tuple(STATUSES),
+    "opening_source": tuple(SOURCES),
 }
 
 facts_strategy = st.one_of(
@@ -158,6 +163,7 @@ facts_strategy = st.one_of(
         team_id=st.sampled_from((None, *TEAMS)),
         assignee_id=st.sampled_from((None, *USERS)),
         assignee_status=st.sampled_from((None, *STATUSES)),
+        opening_source=st.sampled_from((None, *SOURCES)),
     ),
 )
 
@@ -190,6 +196,7 @@ def direct(condition: dict[str, Any], facts: ConversationFacts | None) -> bool:
             "team": facts.team_id,
             "assignee": facts.assignee_id,
             "assignee_status": facts.assignee_status,
+            "opening_source": facts.opening_source,
         }[name]
     value = condition.get("value")
     match condition["operator"]:

@@ -69,7 +69,7 @@ from tertulia.channels.registry import registered_types
 from tertulia.contacts.models import Contact
 from tertulia.conversations import service as conversations_service
 from tertulia.conversations import variables
-from tertulia.conversations.models import Direction, Message
+from tertulia.conversations.models import Conversation, Direction, Message, OpeningSource
 from tertulia.events.service import Event, actor_label, emit
 from tertulia.events.types import EventType
 from tertulia.kit.clock import as_utc, utcnow
@@ -785,6 +785,7 @@ def do_record_replies(session: Session, messages: Sequence[Message]) -> int:
             if not repo.mark_replied(session, recipient_id, message.id, at):
                 continue
             replies += 1
+            _mark_opened_by_reply(session, message)
             emit(
                 session,
                 Event(
@@ -811,6 +812,19 @@ def do_record_replies(session: Session, messages: Sequence[Message]) -> int:
         if fold((message.text or "").strip()) in keywords[message.workspace_id]:
             _opt_out(session, message.workspace_id, message.contact_id, (message.text or "").strip(), message.id)
     return replies
+
+
+def _mark_opened_by_reply(session: Session, message: Message) -> None:
+    """A reply that opened its conversation (its first message) makes the conversation's opening
+    source "broadcast_reply", as the "conversation opened" trigger calls it."""
+    conversation = session.get(Conversation, message.conversation_id)
+    if conversation is None or conversation.opening_source != OpeningSource.CONTACT:
+        return
+    earlier = session.scalar(
+        select(Message.id).where(Message.conversation_id == message.conversation_id, Message.id < message.id).limit(1)
+    )
+    if earlier is None:
+        conversation.opening_source = OpeningSource.BROADCAST_REPLY
 
 
 def _opt_out(session: Session, workspace_id: int, contact_id: int, keyword: str | None, message_id: int | None) -> bool:

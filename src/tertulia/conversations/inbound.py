@@ -20,7 +20,7 @@ from tertulia.conversations import email_threads, events
 from tertulia.conversations import repository as repo
 from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.hooks import received_hooks
-from tertulia.conversations.models import Conversation, Direction, Message, SenderKind
+from tertulia.conversations.models import Conversation, Direction, Message, OpeningSource, SenderKind
 from tertulia.conversations.schemas import conversation_dict, message_dict
 from tertulia.conversations.service import (
     MAX_TEXT,
@@ -110,7 +110,7 @@ def do_receive_many(session: Session, items: Sequence[tuple[Channel, InboundMess
         channel, inbound = items[index]
         conversation = conversations.get(contact.id)
         if conversation is None:
-            conversation, created = open_conversation_for(session, contact, channel.id)
+            conversation, created = open_conversation_for(session, contact, channel.id, OpeningSource.CONTACT)
             conversations[contact.id] = conversation
             if created:
                 opened.add(conversation.id)
@@ -295,7 +295,7 @@ def do_record_echoes(session: Session, channel: Channel, echoes: Sequence[Inboun
             continue
         known.add(echo.provider_message_id)
         contact = identities.resolve_sender(session, channel.workspace_id, channel.type, _sender(echo))
-        conversation, created = open_conversation_for(session, contact, channel.id)
+        conversation, created = open_conversation_for(session, contact, channel.id, OpeningSource.CONTACT)
         now = utcnow()
         message = Message(
             workspace_id=channel.workspace_id,

@@ -58,6 +58,30 @@ class ClosingSource(enum.StrEnum):
     AUTO_CLOSE = "auto-close"
 
 
+class OpeningSource(enum.StrEnum):
+    """Who opened (or reopened) a conversation (Conversation.opening_source): the sources of the
+    "conversation opened" workflow trigger. A customer's message that opened it is "contact", or
+    "broadcast_reply" when it was a reply to a broadcast within its reply window."""
+
+    CONTACT = "contact"
+    BROADCAST_REPLY = "broadcast_reply"
+    USER = "user"
+    API = "api"
+    WORKFLOW = "workflow"
+    SYSTEM = "system"
+
+    @classmethod
+    def of_actor(cls, kind: str) -> "OpeningSource":
+        """The source for an actor's kind (`Actor.kind`, or the kind in an event's actor label)."""
+        return {
+            "channel": cls.CONTACT,
+            "contact": cls.CONTACT,
+            "user": cls.USER,
+            "api": cls.API,
+            "workflow": cls.WORKFLOW,
+        }.get(kind, cls.SYSTEM)
+
+
 class Conversation(IdMixin, TimestampMixin, Base):
     """At most one OPEN conversation per contact (partial unique index, checked by the service too)."""
 
@@ -89,6 +113,9 @@ class Conversation(IdMixin, TimestampMixin, Base):
     )
     closing_summary: Mapped[str | None] = mapped_column(Text)
     closing_source: Mapped[ClosingSource | None] = mapped_column(_enum(ClosingSource, "closing_source"))
+    # Set whenever it is opened or reopened; NULL for conversations opened before it was recorded
+    # whose opening event the log no longer had, and for the closed ones a broadcast writes into.
+    opening_source: Mapped[OpeningSource | None] = mapped_column(_enum(OpeningSource, "opening_source"))
     opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None]
     last_message_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -37,6 +37,7 @@ from tertulia.conversations.models import (
     Direction,
     Mention,
     Message,
+    OpeningSource,
     SenderKind,
     Snippet,
     StoredFile,
@@ -141,9 +142,12 @@ def preview_of(text: str | None, message_type: MessageType) -> str:
     return f"[{message_type.value}]"
 
 
-def open_conversation_for(session: Session, contact: Contact, channel_id: int | None) -> tuple[Conversation, bool]:
-    """The contact's open conversation, or a new one. Safe against a concurrent opener: the
-    partial unique index rejects the second insert and we read the winner's row."""
+def open_conversation_for(
+    session: Session, contact: Contact, channel_id: int | None, opened_by: OpeningSource
+) -> tuple[Conversation, bool]:
+    """The contact's open conversation, or a new one opened by `opened_by` (given here so that the
+    insert carries it: record_opened would otherwise update the new row). Safe against a concurrent
+    opener: the partial unique index rejects the second insert and we read the winner's row."""
     existing = repo.open_conversation(session, contact.workspace_id, contact.id, lock=True)
     if existing is not None:
         return existing, False
@@ -153,6 +157,7 @@ def open_conversation_for(session: Session, contact: Contact, channel_id: int | 
         contact_id=contact.id,
         channel_id=channel_id,
         status=ConversationStatus.OPEN,
+        opening_source=opened_by,
         bot_paused=False,
         opened_at=now,
         last_message_at=now,
@@ -236,6 +241,9 @@ def _record_change(
 
 
 def record_opened(session: Session, actor: Actor, conversation: Conversation) -> None:
+    source = OpeningSource.of_actor(actor.kind)
+    if conversation.opening_source != source:
+        conversation.opening_source = source
     _record_change(
         session,
         actor,
@@ -618,7 +626,7 @@ def do_send(
         payload = {**(payload or {}), "message_tag": plan.message_tag}
     if private_reply_to is not None:
         payload = {**(payload or {}), "private_reply_to": private_reply_to.payload["comment"]["comment_id"]}
-    conversation, created = open_conversation_for(session, contact, channel.id)
+    conversation, created = open_conversation_for(session, contact, channel.id, OpeningSource.of_actor(actor.kind))
     # Writing into a conversation one may not see would leak it; the API checks this too.
     if (
         not created
@@ -933,6 +941,7 @@ def do_reopen(session: Session, actor: Actor, conversation: Conversation) -> Con
     conversation.status = ConversationStatus.OPEN
     conversation.closed_at = None
     conversation.opened_at = now
+    conversation.opening_source = OpeningSource.of_actor(actor.kind)
     conversation.updated_at = now
     try:
         with session.begin_nested():

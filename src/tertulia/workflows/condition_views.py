@@ -98,6 +98,7 @@ CONVERSATION_LABELS = {
     "channel_type": i18n.lazy("Conversation channel type"),
     "team": i18n.lazy("Conversation team"),
     "assignee": i18n.lazy("Conversation assignee"),
+    "opening_source": i18n.lazy("Conversation opened by"),
     ASSIGNEE_STATUS: i18n.lazy("Assignee's status"),
 }
 STATUS_LABELS = {"open": i18n.lazy("open"), "closed": i18n.lazy("closed")}
@@ -106,6 +107,15 @@ ACTIVITY_LABELS = {
     "away": i18n.lazy("Away"),
     "busy": i18n.lazy("Busy"),
     "offline": i18n.lazy("Offline"),
+}
+# The sources as the "conversation opened" trigger's picker names them (the same words).
+OPENING_SOURCE_LABELS = {
+    "contact": i18n.lazy("Contact"),
+    "broadcast_reply": i18n.lazy("Broadcast reply"),
+    "user": i18n.lazy("User"),
+    "api": i18n.lazy("API"),
+    "workflow": i18n.lazy("Workflow"),
+    "system": i18n.lazy("System"),
 }
 CONVERSATION_OPERATOR_LABELS = {
     "team": {"exists": i18n.lazy("has a team"), "not_exists": i18n.lazy("has no team")},
@@ -154,6 +164,9 @@ def _conversation_choices(ctx: WebContext) -> dict[str, ChoiceCategory]:
         "assignee": tuple((str(user_id), name) for user_id, name in member_names(session, workspace_id).items()),
         ASSIGNEE_STATUS: tuple(
             (status, gettext(ACTIVITY_LABELS[status])) for status in conversation_conditions.ACTIVITY_STATUSES
+        ),
+        "opening_source": tuple(
+            (source, gettext(OPENING_SOURCE_LABELS[source])) for source in conversation_conditions.OPENING_SOURCES
         ),
     }
     found: dict[str, ChoiceCategory] = {}

@@ -9,6 +9,7 @@ segments' checker and evaluator already handle; the engine puts the run's conver
     {"category": "conversation", "field": "status", "operator": "is", "value": "open"}
     {"category": "conversation", "field": "channel", "operator": "is_any_of", "value": [3, 4]}
     {"category": "conversation", "field": "assignee", "operator": "exists"}
+    {"category": "conversation", "field": "opening_source", "operator": "is", "value": "broadcast_reply"}
     {"category": "assignee_status", "operator": "is", "value": "online"}
 
 The conversation a run is about is the contact's open conversation (the one its steps act on),
@@ -16,8 +17,9 @@ else their latest one (a run started by "conversation closed" sees it closed). A
 has no conversation at all, or a conversation without an assignee, has no value there: "is"
 matches nothing and "is not" / "is none of" everything, as for an empty contact field.
 
-The contact's opening source is not stored on a conversation (only its closing source is); a
-"conversation opened" trigger passes it to the run as `trigger.source` instead.
+The opening source is who opened (or last reopened) the conversation, as stored on it
+(`Conversation.opening_source`: the "conversation opened" trigger's sources); a conversation opened
+before it was stored, whose opening the event log no longer had, has none.
 """
 
 from collections.abc import Iterable, Iterator, Mapping
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from tertulia.channels.models import Channel
 from tertulia.contacts.models import FieldType
-from tertulia.conversations.models import Conversation, ConversationStatus
+from tertulia.conversations.models import Conversation, ConversationStatus, OpeningSource
 from tertulia.kit.text import fold
 from tertulia.kit.types import is_id
 from tertulia.segments.evaluator import ContactSnapshot
@@ -41,6 +43,7 @@ ASSIGNEE_STATUS = "assignee_status"
 CATEGORIES = (CONVERSATION, ASSIGNEE_STATUS)
 STATUSES = tuple(status.value for status in ConversationStatus)
 ACTIVITY_STATUSES = tuple(status.value for status in ActivityStatus)
+OPENING_SOURCES = tuple(source.value for source in OpeningSource)
 MAX_VALUES = 100
 
 CHOICE_OPS = ("is", "is_not", "is_any_of", "is_none_of")
@@ -51,6 +54,7 @@ OPERATORS: dict[str, tuple[str, ...]] = {
     "channel_type": CHOICE_OPS,
     "team": (*CHOICE_OPS, "exists", "not_exists"),
     "assignee": (*CHOICE_OPS, "exists", "not_exists"),
+    "opening_source": ("is", "is_not"),
     ASSIGNEE_STATUS: CHOICE_OPS,
 }
 FIELDS = tuple(name for name in OPERATORS if name != ASSIGNEE_STATUS)
@@ -81,6 +85,8 @@ class ConversationFacts:
     assignee_id: int | None = None
     # The assignee's `users.activity_status` (online, away, busy, offline); None when unassigned.
     assignee_status: str | None = None
+    # Who opened (or last reopened) it: OpeningSource's values; None when not recorded.
+    opening_source: str | None = None
 
     def values(self) -> dict[str, str | None]:
         """By the field names of the conditions, as the text the list kind compares."""
@@ -91,6 +97,7 @@ class ConversationFacts:
             "team": _text(self.team_id),
             "assignee": _text(self.assignee_id),
             ASSIGNEE_STATUS: self.assignee_status,
+            "opening_source": self.opening_source,
         }
 
 
@@ -177,6 +184,8 @@ def _check_value(name: str, value: Any, known: Known) -> str | None:
         return f"must be one of: {', '.join(STATUSES)}"
     if name == ASSIGNEE_STATUS and value not in ACTIVITY_STATUSES:
         return f"must be one of: {', '.join(ACTIVITY_STATUSES)}"
+    if name == "opening_source" and value not in OPENING_SOURCES:
+        return f"must be one of: {', '.join(OPENING_SOURCES)}"
     if name == "channel_type":
         kinds = sorted({*known.channel_kinds, *(known.channel_types or {}).values()})
         if not isinstance(value, str) or (known.channel_types is not None and value not in kinds):
@@ -260,6 +269,7 @@ def load(session: Session, contacts: Iterable[tuple[int, int]]) -> dict[int, Con
             Conversation.channel_id,
             Conversation.team_id,
             Conversation.assignee_id,
+            Conversation.opening_source,
             rank,
         )
         .where(
@@ -277,13 +287,14 @@ def load(session: Session, contacts: Iterable[tuple[int, int]]) -> dict[int, Con
             ranked.c.team_id,
             ranked.c.assignee_id,
             User.activity_status,
+            ranked.c.opening_source,
         )
         .outerjoin(Channel, Channel.id == ranked.c.channel_id)
         .outerjoin(User, User.id == ranked.c.assignee_id)
         .where(ranked.c.rank == 1)
     )
     found: dict[int, ConversationFacts] = {}
-    for contact_id, status, channel_id, channel_type, team_id, assignee_id, activity in session.execute(query):
+    for contact_id, status, channel_id, channel_type, team_id, assignee_id, activity, source in session.execute(query):
         found[contact_id] = ConversationFacts(
             status=ConversationStatus(status).value,
             channel_id=channel_id,
@@ -291,6 +302,7 @@ def load(session: Session, contacts: Iterable[tuple[int, int]]) -> dict[int, Con
             team_id=team_id,
             assignee_id=assignee_id,
             assignee_status=ActivityStatus(activity).value if assignee_id is not None and activity else None,
+            opening_source=OpeningSource(source).value if source else None,
         )
     return found
 

@@ -50,7 +50,7 @@ from tertulia.contacts import service as contacts_service
 from tertulia.contacts.models import Contact
 from tertulia.conversations import repository as conversations_repo
 from tertulia.conversations import service as conversations_service
-from tertulia.conversations.models import Conversation, ConversationStatus, Message
+from tertulia.conversations.models import Conversation, ConversationStatus, Message, OpeningSource
 from tertulia.events import service as event_log
 from tertulia.events.types import EventType, WorkflowRunFailed
 from tertulia.kit.clock import utcnow
@@ -817,7 +817,7 @@ class _Performer:
                 reachable = conversations_service.reply_channels(session, contact.workspace_id, contact.id)
                 last = conversations_service.default_reply_channel(session, contact.id, reachable)
                 conversation, created = conversations_service.open_conversation_for(
-                    session, contact, last.id if last else None
+                    session, contact, last.id if last else None, OpeningSource.WORKFLOW
                 )
                 if created:
                     conversations_service.record_opened(session, actor, conversation)

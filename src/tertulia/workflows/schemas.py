@@ -130,7 +130,8 @@ class SimulationOut(BaseModel):
     variables: dict[str, Any]
     conversation: dict[str, Any] | None = Field(
         description="What branch conditions read of the contact's conversation (the open one, else the latest): "
-        "status, channel_id, channel_type, team_id, assignee_id, assignee_status. Null when there is none. "
+        "status, channel_id, channel_type, team_id, assignee_id, assignee_status, opening_source. Null when there is "
+        "none. "
         "Steps are not applied, so a branch after an assign or close step still sees it as it is now."
     )
 
