@@ -169,6 +169,7 @@ def test_a_branch_condition_on_the_conversation_status(browser: Browser, setup: 
             "Tipo de canal de la conversación",
             "Equipo de la conversación",
             "Persona asignada a la conversación",
+            "Conversación abierta por",
             "Estado de la persona asignada",
         ]
     )
