@@ -480,6 +480,7 @@ def reports_rebuild(
 ) -> None:
     """Rebuild a workspace's report rollups and drill-down items from the event log, for a range of
     its local days (or every day the log holds), while the reports' consumer keeps running."""
+    from tertulia.kit.types import is_id_text
     from tertulia.reports.rebuild import RebuildProgress, RebuildStart, rebuild
     from tertulia.workspaces.models import Workspace
     from tertulia.workspaces.service import get_workspace_by_name
@@ -489,7 +490,7 @@ def reports_rebuild(
     try:
         with database.transaction(write=False) as session:
             key = workspace.strip()
-            found = session.get(Workspace, int(key)) if key.isdigit() else None
+            found = session.get(Workspace, int(key)) if is_id_text(key) else None
             workspace_id = found.id if found is not None else get_workspace_by_name(session, key).id
     except DomainError as exc:
         err.print(f"[red]error:[/red] {exc.message}")
