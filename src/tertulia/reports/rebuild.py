@@ -27,7 +27,7 @@ sweep deletes old events, and rebuilding a day whose events are gone would empty
 """
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
@@ -247,14 +247,18 @@ def next_batch(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) ->
         return _Batch(len(events), in_range, len(rows), len(items), position, upto, done)
 
 
-def run_batches(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) -> int:
-    """Replay a started rebuild's batches until it is done; how many events."""
-    replayed = 0
+def batches(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) -> Iterator[_Batch]:
+    """A started rebuild's batches, each replayed as it is asked for, until it is done."""
     while True:
         batch = next_batch(db, workspace_id, batch_size)
-        replayed += batch.replayed
+        yield batch
         if batch.done:
-            return replayed
+            return
+
+
+def run_batches(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) -> int:
+    """Replay a started rebuild's batches until it is done; how many events."""
+    return sum(batch.replayed for batch in batches(db, workspace_id, batch_size))
 
 
 def rebuild(
@@ -275,16 +279,13 @@ def rebuild(
     started = start(db, workspace_id, since, until, retention_days=retention_days, now=now)
     if on_start is not None:
         on_start(started)
-    replayed = in_range = rollup_rows = items = batches = 0
-    while True:
-        batch = next_batch(db, workspace_id, batch_size)
-        batches += 1
+    replayed = in_range = rollup_rows = items = count = 0
+    for batch in batches(db, workspace_id, batch_size):
+        count += 1
         replayed += batch.replayed
         in_range += batch.in_range
         rollup_rows += batch.rollup_rows
         items += batch.items
         if on_progress is not None:
             on_progress(RebuildProgress(replayed, batch.position, batch.upto))
-        if batch.done:
-            break
-    return RebuildSummary(started, replayed, in_range, rollup_rows, items, batches, time.monotonic() - began)
+    return RebuildSummary(started, replayed, in_range, rollup_rows, items, count, time.monotonic() - began)
