@@ -241,6 +241,11 @@ def header_text_length(text: str) -> int:
     return len(variables.substitute_names(text, lambda _name: None))
 
 
+def header_text_fits(text: str) -> bool:
+    """Meta's rule for a header's text parameter, as far as it is known before sending."""
+    return header_text_length(text) <= MAX_HEADER_TEXT and len(text.splitlines()) <= 1
+
+
 def check_content(session: Session, workspace_id: int, content: Any) -> dict[str, Any]:
     """The content per channel type (`default` for any type without its own), each checked for shape
     and variables; the channel's own rules are checked when the broadcast is scheduled."""
@@ -289,10 +294,7 @@ def check_content(session: Session, workspace_id: int, content: Any) -> dict[str
                     if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
                         path = f"{where}.template.components[{index}].parameters[{position}]"
                         variables.parse(parameter["text"], keys, path)
-                        if header and (
-                            header_text_length(parameter["text"]) > MAX_HEADER_TEXT
-                            or len(parameter["text"].splitlines()) > 1
-                        ):
+                        if header and not header_text_fits(parameter["text"]):
                             raise ValidationFailed.field(
                                 path,
                                 f"a header's text is at most {MAX_HEADER_TEXT} characters on one line"

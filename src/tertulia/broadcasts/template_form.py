@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tertulia.broadcasts.audience import MAX_HEADER_TEXT
-from tertulia.broadcasts.service import header_text_length
+from tertulia.broadcasts.service import header_text_fits, header_text_length
 from tertulia.channels.message_templates import (
     APPROVED,
     FILE_KINDS,
@@ -148,10 +148,10 @@ def header_slot(template: MessageTemplate | None) -> Slot | None:
 def _header_text(header: str, beside: str = HEADER_FIELD) -> list[Problem]:
     """Meta's limit on a header's text parameter, checked on what the editor can know: the value with
     each variable as its fallback (the value of a contact is only known when sent)."""
-    length = header_text_length(header)
-    if length > MAX_HEADER_TEXT or len(header.splitlines()) > 1:
-        return [Problem(beside, HEADER_TOO_LONG, {"max": str(MAX_HEADER_TEXT), "length": str(length)})]
-    return []
+    if header_text_fits(header):
+        return []
+    values = {"max": str(MAX_HEADER_TEXT), "length": str(header_text_length(header))}
+    return [Problem(beside, HEADER_TOO_LONG, values)]
 
 
 def read_form(
