@@ -10,20 +10,21 @@ from typing import Any
 import pytest
 from babel.numbers import format_decimal
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from tertulia.cli import app
-from tertulia.events.models import ConsumerPosition
+from tertulia.events.models import ConsumerPosition, EventRecord
 from tertulia.kit import db as kit_db
 from tertulia.kit import queue
 from tertulia.kit import settings as kit_settings
 from tertulia.kit.db import Database
 from tertulia.kit.errors import NotFound, ValidationFailed
 from tertulia.kit.settings import Settings
-from tertulia.reports import rebuild, repository
+from tertulia.reports import rebuild, repository, rollups
 from tertulia.reports.models import ConversationFact, ReportCursor, ReportItem, Rollup
 from tertulia.reports.rollups import CONSUMER_NAME
 from tests.conftest import Tenant
@@ -185,6 +186,66 @@ def test_a_rebuild_writes_what_the_consumer_wrote_for_any_history(
     assert on_days(after, {chosen}, inside=False) == on_days(spoilt, {chosen}, inside=False)
     with db.transaction(write=False) as session:
         assert repository.rebuild_of(session, tenant.workspace_id) is None
+
+
+def _applied_afresh(db: Database, apply: Callable[[list[EventRecord]], None]) -> None:
+    """Every workspace's report data and the cursor removed, then the whole log applied by `apply`."""
+    with db.transaction() as session:
+        for table in (Rollup, ReportItem, ConversationFact, ReportCursor):
+            session.execute(delete(table))
+        events = list(
+            session.scalars(
+                select(EventRecord).where(EventRecord.type.in_(sorted(rollups.TYPES))).order_by(EventRecord.id)
+            )
+        )
+        session.expunge_all()
+    apply(events)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],  # no shrinking (see test_tag_filter)
+)
+@given(plan=steps, sizes=st.lists(st.integers(1, 40), min_size=1, max_size=5), overlap=st.integers(0, 3))
+# Two replies timed alike in one hour: increments of one key from two events, added up in the batch.
+@example(plan=[Step(1, "write", 67), Step(0, "reply", 67), Step(1, "reply", 67)], sizes=[40], overlap=0)
+def test_the_consumer_writes_the_same_one_event_at_a_time_as_in_batches(
+    db: Database,
+    make_tenant: Callable[..., Tenant],
+    fakehttp_adapter: FakeHttpAdapter,
+    fed_by_hand: None,
+    plan: list[Step],
+    sizes: list[int],
+    overlap: int,
+) -> None:
+    """A batch reads its fact rows once and writes its increments merged by key: the same numbers
+    as the events applied one by one, whatever the batches' sizes, and a batch delivered again in
+    part (the log is at least once) applies only its new events."""
+    tenant = make_tenant(default_country="MX", timezone="America/Mexico_City")
+    with at(f"{REPLY_DAY} 08:00"):
+        set_hours(db, tenant, NINE_TO_SEVEN)
+    with fake_provider() as provider:
+        play(make_shop(db, tenant, provider.url), tenant, [Step(0, "write", 67), *plan], set(range(CUSTOMERS)))
+
+    def one_by_one(events: list[EventRecord]) -> None:
+        assert all(rollups.apply_event(db, event) for event in events)
+
+    def in_batches(events: list[EventRecord]) -> None:
+        start, turn = 0, 0
+        while start < len(events):
+            end = min(len(events), start + sizes[turn % len(sizes)])
+            # The batch starts a few events back: those were applied by the batch before.
+            again = max(0, start - overlap)
+            assert rollups.apply_events(db, events[again:end]) == end - start
+            start, turn = end, turn + 1
+
+    _applied_afresh(db, one_by_one)
+    alone = snapshot(db, tenant.workspace_id)
+    assert alone["facts"]
+    _applied_afresh(db, in_batches)
+    assert snapshot(db, tenant.workspace_id) == alone
 
 
 def _merge_day(shop: Shop) -> None:

@@ -8,7 +8,7 @@ running (docs/reports.md, "Rebuilding the report data"):
   chosen local days and all its fact rows are deleted, and the rebuild is marked, at position 0, in
   the cursor's table (`repository.Rebuild`).
 - **While marked**, the live consumer moves the cursor past the workspace's events without applying
-  them (`rollups.apply`): the rebuild applies them.
+  them (`rollups.apply_all`): the rebuild applies them.
 - **Batches** (one transaction each, holding the cursor's lock): the next `batch_size` events of the
   workspace after the rebuild's position and up to the cursor are replayed; the fact rows are
   written whatever the event's day (later events need them), the rollups and items only for the
@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -44,8 +43,6 @@ from tertulia.reports import repository, rollups
 from tertulia.workspaces.models import Workspace
 
 BATCH_SIZE = 500
-# Rollup rows per INSERT: 11 key columns and 3 values each, below SQLite's 32,766 parameters.
-WRITE_CHUNK = 1000
 
 
 @dataclass(frozen=True)
@@ -187,20 +184,6 @@ class _Batch:
     done: bool
 
 
-def _merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with the same key added together: one INSERT may not touch a row twice (PostgreSQL)."""
-    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for row in rows:
-        key = tuple(row[column] for column in repository.KEY_COLUMNS)
-        found = merged.get(key)
-        if found is None:
-            merged[key] = dict(row)
-        else:
-            found["count"] += row["count"]
-            found["total"] += row["total"]
-    return list(merged.values())
-
-
 def next_batch(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) -> _Batch:
     """Replay the rebuild's next events (one transaction, holding the cursor's lock)."""
     with db.transaction() as session:
@@ -222,20 +205,8 @@ def next_batch(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) ->
             )
         )
         low, high = repository.period_bounds(running.first_day, running.last_day)
-        rows: list[dict[str, Any]] = []
-        items: list[dict[str, Any]] = []
-        in_range = 0
-        held: set[object] = set()  # the batch's fact rows, read once (rollups.replay)
-        for event in events:
-            changes = rollups.replay(session, event, held)
-            if low <= changes.periods[0][1] < high:
-                in_range += 1
-                rows.extend(changes.as_rows())
-                items.extend(changes.items)
-        merged = _merged(rows)
-        for offset in range(0, len(merged), WRITE_CHUNK):
-            repository.add_rollups(session, merged[offset : offset + WRITE_CHUNK])
-        repository.add_items(session, items)
+        kept = [changes for changes in rollups.replay(session, events) if low <= changes.periods[0][1] < high]
+        rollups.write(session, kept)
         position = events[-1].id if events else running.position
         done = len(events) < batch_size
         if done:
@@ -244,7 +215,15 @@ def next_batch(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) ->
             repository.save_rebuild(
                 session, repository.Rebuild(workspace_id, position, running.first_day, running.last_day)
             )
-        return _Batch(len(events), in_range, len(rows), len(items), position, upto, done)
+        return _Batch(
+            len(events),
+            len(kept),
+            sum(len(changes.rows) for changes in kept),
+            sum(len(changes.items) for changes in kept),
+            position,
+            upto,
+            done,
+        )
 
 
 def batches(db: Database, workspace_id: int, batch_size: int = BATCH_SIZE) -> Iterator[_Batch]:

@@ -40,22 +40,14 @@ def _insert(session: Session) -> Any:
     return postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
-def claim_event(session: Session, event_id: int) -> bool:
-    """Move the cursor to `event_id` if it is below it: True when this event is new to the rollups.
-    The UPDATE also locks the cursor row, so two workers never apply events side by side."""
-    moved = session.execute(
-        update(ReportCursor)
-        .where(ReportCursor.name == CURSOR, ReportCursor.last_event_id < event_id)
-        .values(last_event_id=event_id)
-    )
-    if moved.rowcount == 1:  # type: ignore[attr-defined]
-        return True
-    if session.get(ReportCursor, CURSOR) is not None:
-        return False
-    # The very first event: a worker racing this one fails on the primary key and is retried.
-    session.add(ReportCursor(name=CURSOR, last_event_id=event_id))
-    session.flush()
-    return True
+def claim_events(session: Session, last_event_id: int) -> int:
+    """Take the cursor's row lock and move the cursor to `last_event_id` if it is below it; the
+    position it had: the events above it are new to the rollups. The lock means two workers never
+    apply events side by side."""
+    position = lock_cursor(session)
+    if position < last_event_id:
+        session.execute(update(ReportCursor).where(ReportCursor.name == CURSOR).values(last_event_id=last_event_id))
+    return position
 
 
 def cursor_position(session: Session) -> int:
@@ -79,7 +71,7 @@ class Rebuild:
 
 
 def lock_cursor(session: Session) -> int:
-    """Take the cursor's row lock (the one `claim_event` takes) for the rest of the transaction, so
+    """Take the cursor's row lock (the one `claim_events` takes) for the rest of the transaction, so
     the live consumer waits; its position."""
     moved = session.execute(
         update(ReportCursor).where(ReportCursor.name == CURSOR).values(last_event_id=ReportCursor.last_event_id)
@@ -188,6 +180,10 @@ def add_items(session: Session, items: Sequence[dict[str, Any]]) -> None:
 
 def fact(session: Session, conversation_id: int) -> ConversationFact | None:
     return session.get(ConversationFact, conversation_id)
+
+
+def facts(session: Session, conversation_ids: Sequence[int]) -> list[ConversationFact]:
+    return list(session.scalars(select(ConversationFact).where(ConversationFact.conversation_id.in_(conversation_ids))))
 
 
 def facts_of_contact(session: Session, workspace_id: int, contact_id: int) -> list[ConversationFact]:

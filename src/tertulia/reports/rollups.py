@@ -1,11 +1,12 @@
 """The event-log consumer that keeps the reports' facts and rollups (docs/reports.md has the
 definitions this code implements).
 
-Each event is applied in one transaction that also moves the reports' own cursor
-(`repository.claim_event`): an event delivered again (the log is at least once) finds the cursor at
-or past it and changes nothing, and a crash before the commit leaves neither the numbers nor the
-cursor moved. Events reach the consumer in id order, so a conversation's fact row is always the
-conversation as it stood just before the event.
+A read of the log (up to the dispatcher's batch) is applied in one transaction that also moves the
+reports' own cursor past it (`repository.claim_events`): an event delivered again (the log is at
+least once) finds the cursor at or past it and changes nothing, and a crash before the commit leaves
+neither the numbers nor the cursor moved. Events are applied in id order, so a conversation's fact
+row is always the conversation as it stood just before the event. A batch reads its fact rows in one
+query and writes its rollup increments merged by key, a few statements whatever its size.
 
 Which date counts: the event's, in the workspace's time zone at the time the event is applied (so a
 past period does not change when later things happen). Durations count on the date of the event
@@ -30,6 +31,7 @@ dimension empty but the team member who did it.
 """
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -86,6 +88,10 @@ ASSIGNMENT_SOURCES = ("user", "workflow", "api", "bot", "system")
 # (incoming), anything else (workflows, the system).
 CONTACT_SOURCES = ("manual", "import", "api", "incoming", "other")
 MAX_LABEL = 64
+# Fact rows read per query of a batch's prefetch, and rollup rows per INSERT (11 key columns and 3
+# values each): both below SQLite's 32,766 parameters.
+PREFETCH_CHUNK = 500
+WRITE_CHUNK = 1000
 # The metrics whose occurrences are kept one by one (`models.ReportItem`): for the drill-down lists,
 # and for the reports a contact tag filters: every number about a conversation (the conversations,
 # responses, resolutions, assignments, messages, users and leaderboard reports). Only the contacts'
@@ -308,12 +314,15 @@ class Changes:
 
 
 class _Facts:
-    """Fact rows by conversation id, those added in this run included (the preview never flushes,
-    so a new row is not in the session's identity map)."""
+    """Fact rows by conversation id, as this run leaves them: each read once (or in one query for a
+    batch, `prefetch`) and kept, those added included (the preview never flushes, so a new row is
+    not in the session's identity map; and the identity map keeps a clean row only while something
+    else refers to it)."""
 
     def __init__(self, session: Session) -> None:
         self.session = session
         self.added: dict[int, ConversationFact] = {}
+        self._known: dict[int, ConversationFact | None] = {}
         # Kept on the session, so a batch of events (one transaction) reads each workspace's hours once.
         self._hours: dict[int, HoursHistory] = session.info.setdefault("report_hours", {})
 
@@ -326,12 +335,39 @@ class _Facts:
             history = self._hours[fact.workspace_id] = hours_history(self.session, fact.workspace_id)
         return history.business_seconds(start, end, fact.team_id if fact.team_id != NONE else None)
 
+    def prefetch(self, events: Sequence[EventRecord]) -> None:
+        """Read the fact rows of these events' conversations in one query each few hundred, and
+        note those that have none yet (a batch's openings), instead of one read per event."""
+        wanted = sorted({cid for event in events for cid in _conversation_ids(event)} - self._known.keys())
+        for offset in range(0, len(wanted), PREFETCH_CHUNK):
+            chunk = wanted[offset : offset + PREFETCH_CHUNK]
+            found = {fact.conversation_id: fact for fact in repository.facts(self.session, chunk)}
+            for conversation_id in chunk:
+                self._known[conversation_id] = found.get(conversation_id)
+
     def get(self, conversation_id: int) -> ConversationFact | None:
-        return self.added.get(conversation_id) or repository.fact(self.session, conversation_id)
+        if conversation_id in self._known:
+            return self._known[conversation_id]
+        found = self._known[conversation_id] = repository.fact(self.session, conversation_id)
+        return found
 
     def add(self, fact: ConversationFact) -> None:
         self.added[fact.conversation_id] = fact
+        self._known[fact.conversation_id] = fact
         self.session.add(fact)
+
+
+def _conversation_ids(event: EventRecord) -> set[int]:
+    """The conversations whose fact rows an event may read (the payload's, for the few events
+    stored without the column)."""
+    found = {event.conversation_id} if event.conversation_id is not None else set()
+    payload = event.payload if isinstance(event.payload, dict) else {}
+    for key, field in (("conversation", "id"), ("message", "conversation_id")):
+        part = payload.get(key)
+        value = part.get(field) if isinstance(part, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            found.add(value)
+    return found
 
 
 def _new_fact(event: EventRecord, snapshot: dict[str, Any]) -> ConversationFact:
@@ -632,31 +668,59 @@ def _changes(facts: _Facts, event: EventRecord) -> Changes:
     return changes
 
 
-def replay(session: Session, event: EventRecord, held: set[object] | None = None) -> Changes:
-    """One event's changes to the fact rows (made and flushed in the caller's transaction) and its
-    rollup increments and items (returned, not written): the live consumer writes them all, a
-    rebuild (`reports.rebuild`) those of the days it rebuilds. One definition for both.
-
-    `held` gets the session's objects before the flush: the identity map keeps clean objects only
-    while something else refers to them, so a caller replaying many events in one transaction
-    keeps the fact rows it has read instead of reading them again for every event."""
-    changes = _changes(_Facts(session), event)
-    if held is not None:
-        held.update(session.identity_map.values())
+def replay(session: Session, events: Sequence[EventRecord]) -> list[Changes]:
+    """These events' changes to the fact rows (made and flushed in the caller's transaction) and,
+    for each event in order, its rollup increments and items (returned, not written): the live
+    consumer writes them all, a rebuild (`reports.rebuild`) those of the days it rebuilds. One
+    definition for both. The fact rows are read once for the whole list."""
+    facts = _Facts(session)
+    facts.prefetch(events)
+    changed = [_changes(facts, event) for event in events]
     session.flush()
-    return changes
+    return changed
+
+
+def merged_rows(changed: Iterable[Changes]) -> list[dict[str, Any]]:
+    """The rollup increments of many events with the same key added together: one INSERT may not
+    touch a row twice (PostgreSQL), and fewer rows are fewer writes."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for changes in changed:
+        for row in changes.as_rows():
+            key = tuple(row[column] for column in repository.KEY_COLUMNS)
+            found = merged.get(key)
+            if found is None:
+                merged[key] = row
+            else:
+                found["count"] += row["count"]
+                found["total"] += row["total"]
+    return list(merged.values())
+
+
+def write(session: Session, changed: Sequence[Changes]) -> None:
+    """Write events' rollup increments (merged by key) and items."""
+    rows = merged_rows(changed)
+    for offset in range(0, len(rows), WRITE_CHUNK):
+        repository.add_rollups(session, rows[offset : offset + WRITE_CHUNK])
+    repository.add_items(session, [item for changes in changed for item in changes.items])
+
+
+def apply_all(session: Session, events: Sequence[EventRecord]) -> int:
+    """Apply a read of the log (in id order) in the caller's transaction; how many were new (the
+    others were applied before). Events of a workspace being rebuilt only move the cursor: the
+    rebuild replays every event of that workspace up to the cursor, these included, before it lets
+    the consumer back in."""
+    if not events:
+        return 0
+    position = repository.claim_events(session, max(event.id for event in events))
+    fresh = [event for event in events if event.id > position]
+    rebuilding = repository.rebuilding_workspaces(session)
+    write(session, replay(session, [event for event in fresh if event.workspace_id not in rebuilding]))
+    return len(fresh)
 
 
 def apply(session: Session, event: EventRecord) -> bool:
-    """Apply one event in the caller's transaction; False when it was applied before. An event of a
-    workspace being rebuilt moves the cursor and nothing else: the rebuild replays every event of
-    that workspace up to the cursor, this one included, before it lets the consumer back in."""
-    if not repository.claim_event(session, event.id):
-        return False
-    if event.workspace_id in repository.rebuilding_workspaces(session):
-        return True
-    replay(session, event).write(session)
-    return True
+    """Apply one event in the caller's transaction; False when it was applied before."""
+    return apply_all(session, [event]) == 1
 
 
 def _pending_changes(session: Session, workspace_id: int, limit: int) -> tuple[list[Changes], _Facts]:
@@ -676,6 +740,7 @@ def _pending_changes(session: Session, workspace_id: int, limit: int) -> tuple[l
     )
     with session.no_autoflush:
         facts = _Facts(session)
+        facts.prefetch(events)
         return [_changes(facts, event) for event in events], facts
 
 
@@ -716,7 +781,7 @@ def apply_event(db: Database, event: EventRecord) -> bool:
 def apply_events(db: Database, events: list[EventRecord]) -> int:
     """Apply a read of the log in one transaction; how many were new."""
     with db.transaction() as session:
-        return sum(apply(session, event) for event in events)
+        return apply_all(session, sorted(events, key=lambda event: event.id))
 
 
 def handle(event: EventRecord) -> None:
