@@ -129,13 +129,15 @@ def test_the_zip_holds_the_ranges_data_with_formulas_neutralised(
     by_id = {int(row[0]): row for row in rows}
     first = by_id[conversations[0].id]
     assert first[column["channel"]] == "'=Tienda"
-    assert float(first[column["resolution_seconds"]]) == pytest.approx(3600, abs=1)
+    # The scenario's clock travels on while each step is written (over a second on a busy machine),
+    # so a duration comes out a little longer or shorter than the scenario's: a few seconds of slack.
+    assert float(first[column["resolution_seconds"]]) == pytest.approx(3600, abs=5)
     assert first[column["first_assignee"]].startswith("owner")
     assert first[column["closing_category"]] == "Venta"
     assert first[column["incoming_messages"]] == "1"
     assert first[column["outgoing_messages"]] == "1"
     waits = [float(row[column["first_response_seconds"]]) for row in rows[:4]]
-    assert waits == pytest.approx([20, 90, 400, 4000], abs=1)
+    assert waits == pytest.approx([20, 90, 400, 4000], abs=5)
     assert by_id[conversations[-1].id][column["contact"]] == "'@SUM(A1) \tTab"
 
     header, *messages = files["messages"]

@@ -28,12 +28,13 @@ WIDE = {"range": "custom", "from": "2026-11-03", "to": "2026-11-06"}
 ONE_DAY = {"range": "custom", "from": DAY, "to": DAY}
 # The users report and the leaderboard last: see _reports.
 TAGGED_REPORTS = ("conversations", "responses", "messages", "resolutions", "assignments", "users", "leaderboard")
-# The tables whose rows name a team member or a channel by id (and name), at this column.
+# The tables whose rows name a team member (True) or a channel (False) by id (and name), at this
+# column. Which one matters: a channel's id can equal a team member's (two tables, two sequences).
 KEYED_TABLES = {
-    ("assignments", "by_user"): 0,
-    ("users", "users"): 0,
-    ("leaderboard", "leaderboard"): 1,
-    ("messages", "by_channel"): 0,
+    ("assignments", "by_user"): (0, True),
+    ("users", "users"): (0, True),
+    ("leaderboard", "leaderboard"): (1, True),
+    ("messages", "by_channel"): (0, False),
 }
 
 
@@ -41,11 +42,16 @@ def _comparable(name: str, tables: dict[str, Any], people: dict[int, str]) -> di
     """The tables, with the team members named by role and the channel unnamed (the two
     workspaces' ids differ), in an order that does not depend on ids."""
     found = dict(tables)
-    for (report_name, table), column in KEYED_TABLES.items():
+    for (report_name, table), (column, of_people) in KEYED_TABLES.items():
         if report_name != name:
             continue
         rows = [
-            [*row[:column], people.get(row[column], "channel"), None, *row[column + 2 :]]
+            [
+                *row[:column],
+                people.get(row[column], "someone else") if of_people else "channel",
+                None,
+                *row[column + 2 :],
+            ]
             for row in tables[table]["rows"]
         ]
         found[table] = {"columns": tables[table]["columns"], "rows": sorted(rows, key=str)}
@@ -100,13 +106,17 @@ def test_a_tag_filtered_report_is_the_report_of_the_tagged_contacts_alone(
 
 
 def _alike(found: Any, expected: Any) -> bool:
-    """Equal, times to a tenth of a second: the two workspaces' events are milliseconds apart."""
+    """Equal, times to within two seconds. The two workspaces play the same steps one after the
+    other on a travelling clock, so their durations differ by what the steps took to write: a few
+    milliseconds on a quiet machine, 0.2 s and more on a busy one. A duration is a sum of the steps'
+    waits (plays.steps), and those sums stay 3 s or more from a histogram bucket's edge (603 s is
+    the closest), so a drift under that does not move a duration to another bucket."""
     if isinstance(found, dict) and isinstance(expected, dict):
         return found.keys() == expected.keys() and all(_alike(found[k], expected[k]) for k in found)
     if isinstance(found, list) and isinstance(expected, list):
         return len(found) == len(expected) and all(_alike(a, b) for a, b in zip(found, expected, strict=True))
     if isinstance(found, float) and isinstance(expected, float):
-        return abs(found - expected) <= 0.15
+        return abs(found - expected) <= 2.0
     return bool(found == expected)
 
 
