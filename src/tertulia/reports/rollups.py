@@ -308,10 +308,6 @@ class Changes:
             for key, (c, t) in self.rows.items()
         ]
 
-    def write(self, session: Session) -> None:
-        repository.add_rollups(session, self.as_rows())
-        repository.add_items(session, self.items)
-
 
 class _Facts:
     """Fact rows by conversation id, as this run leaves them: each read once (or in one query for a
