@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
+from tertulia import demo_workflows
 from tertulia.assistant import bot, bot_settings, model_settings
 from tertulia.assistant.models import BotTurn
 from tertulia.broadcasts.models import Broadcast, BroadcastRecipient, BroadcastStatus, RecipientState
@@ -28,6 +29,7 @@ from tertulia.conversations.models import (
     ConversationStatus,
     Direction,
     Message,
+    OpeningSource,
     SenderKind,
     StoredFile,
 )
@@ -41,7 +43,7 @@ from tertulia.demo_integrations import (
     WEBHOOK_URL,
 )
 from tertulia.events import dispatcher
-from tertulia.kit.clock import utcnow
+from tertulia.kit.clock import as_utc, utcnow
 from tertulia.kit.db import Database
 from tertulia.kit.settings import get_settings
 from tertulia.reports.export_models import DataExport
@@ -50,8 +52,10 @@ from tertulia.users.models import Membership, Role
 from tertulia.webhooks import fanout
 from tertulia.webhooks.models import DeliveryState, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from tertulia.workflows import catalogue
+from tertulia.workflows import repository as workflows_repo
 from tertulia.workflows import service as workflows_service
-from tertulia.workflows.models import Workflow, WorkflowRun, WorkflowVersion
+from tertulia.workflows import triggers as workflow_triggers
+from tertulia.workflows.models import RunStatus, Workflow, WorkflowRun, WorkflowStatus, WorkflowVersion
 from tests.live_server import free_port, wait_until_serving
 from tests.reports.support import feed
 from tests.web.helpers import csrf_from
@@ -66,7 +70,8 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
         by_direction = Counter(
             session.scalars(
                 select(Message.direction).where(
-                    Message.workspace_id == workspace_id, Message.sender_kind != SenderKind.BROADCAST
+                    Message.workspace_id == workspace_id,
+                    Message.sender_kind.not_in((SenderKind.BROADCAST, SenderKind.WORKFLOW)),
                 )
             ).all()
         )
@@ -81,7 +86,6 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
                 BroadcastRecipient.workspace_id == workspace_id, BroadcastRecipient.replied_at.is_not(None)
             )
         )
-        runs = session.scalars(select(WorkflowRun.status).where(WorkflowRun.workspace_id == workspace_id)).all()
         spam_contact = session.scalar(
             select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.first_name == SPAM_NAME.split()[0])
         )
@@ -124,9 +128,6 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
     # free to take (each turn one reply), besides the team's replies.
     assert len(turns) == sum(1 for t in turns if t.reply_message_id is not None)
     assert by_direction[Direction.OUTGOING] == scripted["agent"] + PAST_CONVERSATIONS + replied + history + len(turns)
-    # The spam shortcut was run by hand on the spam conversation (carried out by the queue: when the
-    # server starts, or at once where the queue is immediate).
-    assert len(runs) == 1
     handoffs = [t for t in turns if t.outcome == "handoff"]
     assert by_direction[Direction.COMMENT] == sum(1 for s in SCRIPTS if s.note) + len(handoffs)
     # Customers who wrote in are contacts too, beside the 20 generated ones.
@@ -142,18 +143,7 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
         ).all()
     assert "Lucía" in names
     assert "Emma" in names
-    # Drafts made from the workflow templates, with nothing to fix (their teams and field exist).
-    with db.transaction(write=False) as session:
-        drafts = session.scalars(select(Workflow).where(Workflow.workspace_id == workspace_id)).all()
-        from_templates = {catalogue.template(t).name["es"] for t in ("agent_routing", "csat_survey", "mark_spam")}
-        problems = {
-            w.name: workflows_service.definition_errors(
-                session, w, session.get_one(WorkflowVersion, w.draft_version_id or w.published_version_id)
-            )
-            for w in drafts
-            if w.name in from_templates
-        }
-    assert problems == {name: {} for name in from_templates}
+    _check_workflows(db, workspace_id)
     # The reports read like the past weeks, not like the second the demo was seeded: conversations
     # opened on many days, and first responses and resolutions timed from the history.
     feed(db)
@@ -179,6 +169,81 @@ def test_the_demo_inbox_has_conversations_on_every_kind_of_channel(db: Database)
     # Settings > Data export and the files library are not empty either.
     assert len(exports) == 1
     assert library == ["lista-de-precios.csv"]
+
+
+def _check_workflows(db: Database, workspace_id: int) -> None:
+    """Workflows a shop would have running, with the runs they made over the inbox's last days; made
+    from the templates ones with nothing to fix (their teams and field exist)."""
+    with db.transaction(write=False) as session:
+        workflows = session.scalars(select(Workflow).where(Workflow.workspace_id == workspace_id)).all()
+        from_templates = {catalogue.template(t).name["es"] for t in ("agent_routing", "csat_survey", "mark_spam")}
+        problems = {
+            w.name: workflows_service.definition_errors(
+                session, w, session.get_one(WorkflowVersion, w.draft_version_id or w.published_version_id)
+            )
+            for w in workflows
+            if w.name in from_templates
+        }
+        runs = session.execute(
+            select(
+                WorkflowRun.id, Workflow.name, WorkflowRun.status, WorkflowRun.started_at, WorkflowRun.conversation_id
+            )
+            .join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+            .where(WorkflowRun.workspace_id == workspace_id)
+        ).all()
+        logs = workflows_repo.logs_of(session, [run.id for run in runs])
+        sources = dict(
+            session.execute(
+                select(Conversation.id, Conversation.opening_source).where(Conversation.workspace_id == workspace_id)
+            ).all()
+        )
+        sent = session.scalars(
+            select(Message.status).where(
+                Message.workspace_id == workspace_id,
+                Message.sender_kind == SenderKind.WORKFLOW,
+                Message.direction == Direction.OUTGOING,
+            )
+        ).all()
+    assert problems == {name: {} for name in from_templates}
+    status = {w.name: w.status for w in workflows}
+    assert status == {
+        demo_workflows.WELCOME: WorkflowStatus.PUBLISHED,
+        catalogue.template("csat_survey").name["es"]: WorkflowStatus.PUBLISHED,
+        demo_workflows.VIP: WorkflowStatus.PUBLISHED,
+        catalogue.template("mark_spam").name["es"]: WorkflowStatus.PUBLISHED,
+        "Bienvenida y correo": WorkflowStatus.DRAFT,
+        catalogue.template("agent_routing").name["es"]: WorkflowStatus.DRAFT,
+    }
+    # The welcome ran on each conversation of the last days as it opened (the first of them days
+    # ago), to the end.
+    welcomed = [run for run in runs if run.name == demo_workflows.WELCOME]
+    assert len(welcomed) >= len(SCRIPTS)
+    assert {run.status for run in welcomed} == {RunStatus.FINISHED}
+    assert min(run.started_at for run in welcomed) < utcnow() - timedelta(days=3)
+    assert max(run.started_at for run in welcomed) < utcnow()
+    # Who opened the conversation chose its path: replies to the broadcast were tagged, customers
+    # who wrote on a channel the bot does not answer welcomed or noted after hours, the rest left be.
+    paths = {run.id: [f"{log.step_id}:{log.outcome}" for log in logs.get(run.id, [])] for run in welcomed}
+    by_source = Counter((sources[run.conversation_id], paths[run.id][0]) for run in welcomed)
+    assert by_source[(OpeningSource.BROADCAST_REPLY, "quien:branch 1: Respondió a una difusión")] > 0
+    assert by_source[(OpeningSource.CONTACT, "quien:branch 2: Escribió el cliente")] > 0
+    assert by_source[(OpeningSource.CONTACT, "quien:else")] > 0  # the web chat's, which its bot greets
+    assert {tuple(path[1:3]) for path in paths.values() if path[0].startswith("quien:branch 2")} <= {
+        ("horario:inside", "bienvenida:sent"),
+        ("horario:outside", "fuera:done"),
+    }
+    # What the workflows sent was taken by the channel then: nothing waits for the outbox.
+    assert DeliveryStatus.PENDING not in sent
+    # The spam shortcut was run by hand on the spam conversation (carried out by the queue: when the
+    # server starts, or at once where the queue is immediate).
+    assert [run.name for run in runs if run.name != demo_workflows.WELCOME] == [
+        catalogue.template("mark_spam").name["es"]
+    ]
+    # The workflows' consumer starts after the history, which it must not run again.
+    dispatcher.dispatch(db, [workflow_triggers.CONSUMER])
+    with db.transaction(write=False) as session:
+        again = session.scalar(select(func.count()).where(WorkflowRun.workspace_id == workspace_id))
+    assert again == len(runs)
 
 
 def test_the_demo_web_chat_allows_the_address_the_demo_is_served_from(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -327,6 +392,7 @@ def test_the_demo_command_seeds_and_serves_the_demo_workspace(tmp_path: Path) ->
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
+    launched = utcnow()
     try:
         deadline = time.monotonic() + 120
         wait_until_serving(base, process, deadline, "the demo")
@@ -389,6 +455,22 @@ def test_the_demo_command_seeds_and_serves_the_demo_workspace(tmp_path: Path) ->
             rejected = client.get(f"/contacts/import/{job.group(1)}/rejected.csv")
             assert rejected.status_code == 200
             assert len(rejected.text.strip().splitlines()) == 1 + IMPORT_REJECTED
+            # The published workflows are listed, and the server started no run over the seeded
+            # history: the welcome's runs are those of the history, the spam shortcut's the one asked.
+            listed_workflows = client.get("/workflows").text
+            assert demo_workflows.WELCOME in listed_workflows
+        engine = create_engine(f"sqlite:///{tmp_path / 'demo.db'}")
+        try:
+            with engine.connect() as connection:
+                runs = connection.execute(
+                    select(Workflow.name, WorkflowRun.started_at).join(Workflow, Workflow.id == WorkflowRun.workflow_id)
+                ).all()
+        finally:
+            engine.dispose()
+        assert {name for name, _ in runs} == {demo_workflows.WELCOME, catalogue.template("mark_spam").name["es"]}
+        welcomed = [as_utc(at) for name, at in runs if name == demo_workflows.WELCOME]
+        assert len(welcomed) >= len(SCRIPTS)
+        assert max(welcomed) < launched
     finally:
         process.terminate()
         try:

@@ -8,29 +8,25 @@ from urllib.parse import urlsplit
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from tertulia import demo_workflows
 from tertulia.assistant import service as knowledge
 from tertulia.broadcasts.service import DraftFields, do_create_broadcast
 from tertulia.channels.models import Channel
 from tertulia.channels.service import do_create_channel
-from tertulia.contacts.models import Contact, FieldType
+from tertulia.contacts.models import FieldType
 from tertulia.contacts.service import do_add_tags, do_create_contact, do_create_custom_field
 from tertulia.conversations.away import do_set_away_message
-from tertulia.conversations.models import Conversation
-from tertulia.demo_inbox import SPAM_NAME, seed_inbox
+from tertulia.demo_inbox import seed_inbox
 from tertulia.demo_integrations import seed_import, seed_webhook
-from tertulia.kit.clock import utcnow
+from tertulia.kit.clock import travel, utcnow
 from tertulia.kit.errors import Conflict, ValidationFailed
 from tertulia.kit.settings import get_settings
 from tertulia.provisioning import NewWorkspace, do_create_workspace_with_owner
 from tertulia.reports.exports import do_create_export
 from tertulia.segments.service import do_create_segment
-from tertulia.users.models import Membership, Role
+from tertulia.users.models import Role
 from tertulia.users.permissions import Actor
 from tertulia.users.service import do_add_member, do_create_user
-from tertulia.users.teams import do_create_team, do_set_team_members
-from tertulia.workflows.catalogue import do_create_from_template
-from tertulia.workflows.service import do_create_workflow, do_publish
-from tertulia.workflows.shortcuts import do_run_shortcut
 from tertulia.workspaces.service import do_set_business_hours
 
 DEMO_WORKSPACE = "Demo"
@@ -84,6 +80,8 @@ ES_COUNTRIES = [
 EN_COUNTRIES = [("US", "+1 415 555 {:04d}"), ("GB", "+44 7700 9{:05d}")]
 TAGS = ["vip", "lead", "cliente", "mayorista", "newsletter", "soporte", "churn-risk", "evento-2026"]
 PLANS = ["Gratis", "Básico", "Pro", "Empresa"]
+# Before the oldest conversation of the inbox's history (demo_inbox's past weeks).
+HOURS_SAVED_DAYS_AGO = 90
 
 
 def _phone(pattern: str, rng: random.Random) -> str:
@@ -172,12 +170,14 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
             "ask_name": True,
         },
     )
-    # The knowledge first: the web chat's bot answers from it in the inbox's history.
+    # The knowledge first: the web chat's bot answers from it in the inbox's history. The business
+    # hours next, in force since before the history: the welcome workflow reads them.
     seed_knowledge(session, actor)
-    seed_inbox(session, actor, agent.id, rng, manager_id=manager.id)
-    seed_broadcasts(session, actor)
     seed_hours(session, actor)
-    seed_workflows(session, actor)
+    seed_inbox(session, actor, agent.id, rng, manager_id=manager.id, automations=demo_workflows.automations(actor))
+    seed_away_message(session, actor)
+    seed_broadcasts(session, actor)
+    demo_workflows.run_spam_shortcut(session, actor)
     # A data export of the last 30 days, built in the background (Settings > Data export).
     today = utcnow().date()
     do_create_export(session, actor, today - timedelta(days=30), today)
@@ -185,6 +185,7 @@ def seed_demo(session: Session, contacts: int = 200, seed: int = 7) -> NewWorksp
     # Run by the import's own runner when the server starts, as the export is built.
     seed_import(session, actor)
     session.flush()
+    demo_workflows.skip_history(session)
     return created
 
 
@@ -199,9 +200,14 @@ def demo_origins() -> list[str]:
 
 
 def seed_hours(session: Session, actor: Actor) -> None:
-    """Business hours of a shop in Mexico City with two holidays, and the away message on (after the
-    inbox is seeded, so the seeded conversations get none)."""
+    """Business hours of a shop in Mexico City with two holidays, saved before the inbox's history
+    begins (so that the hours in force at each of its moments are these)."""
     weekday = [{"start": "09:00", "end": "14:00"}, {"start": "16:00", "end": "19:00"}]
+    with travel(-timedelta(days=HOURS_SAVED_DAYS_AGO)):
+        _save_hours(session, actor, weekday)
+
+
+def _save_hours(session: Session, actor: Actor, weekday: list[dict[str, str]]) -> None:
     do_set_business_hours(
         session,
         actor,
@@ -218,6 +224,10 @@ def seed_hours(session: Session, actor: Actor) -> None:
             ],
         },
     )
+
+
+def seed_away_message(session: Session, actor: Actor) -> None:
+    """The away message on, after the inbox is seeded, so the seeded conversations got none."""
     do_set_away_message(
         session,
         actor,
@@ -225,102 +235,6 @@ def seed_hours(session: Session, actor: Actor) -> None:
         text='¡Hola {{contact.first_name | ""}}! Ahora estamos cerrados; te respondemos en cuanto abramos '
         "(lunes a viernes de 9 a 14 y de 16 a 19 h, sábados de 10 a 14 h).",
     )
-
-
-def seed_workflows(session: Session, actor: Actor) -> None:
-    """Drafts to simulate and publish: a welcome that asks for the email, routing for VIP contacts,
-    and three made from the template gallery (agent routing between a sales and a support team, the
-    satisfaction survey saved to a "csat" field, marking spam). Drafts, so the demo's own history
-    (its conversations, its tags) starts no runs; only the spam shortcut, which nothing but a person
-    starts, is published, and run once on the spam conversation."""
-    seed_workflows_from_templates(session, actor)
-    do_create_workflow(
-        session,
-        actor,
-        "Bienvenida y correo",
-        {
-            "trigger": {"type": "conversation_opened", "config": {"sources": ["contact"]}},
-            "steps": [
-                {
-                    "id": "bienvenida",
-                    "type": "send_message",
-                    "config": {"text": '¡Hola {{contact.first_name | ""}}! Gracias por escribirnos.'},
-                    "next": "correo",
-                },
-                {
-                    "id": "correo",
-                    "type": "ask_question",
-                    "config": {
-                        "text": "¿Nos compartes tu correo para enviarte la cotización?",
-                        "kind": "email",
-                        "retry_text": "Ese correo no parece válido, ¿lo revisas?",
-                        "max_attempts": 2,
-                        "timeout": {"amount": 2, "unit": "hours"},
-                        "save_to": {"kind": "field", "name": "email"},
-                    },
-                    "next": "gracias",
-                    "on": {"invalid": "asignar", "timeout": "asignar"},
-                },
-                {
-                    "id": "gracias",
-                    "type": "send_message",
-                    "config": {"text": "¡Listo! En breve te escribe alguien del equipo."},
-                    "next": "asignar",
-                },
-                {"id": "asignar", "type": "assign", "config": {"to": "workspace", "strategy": "least_open"}},
-            ],
-        },
-    )
-    do_create_workflow(
-        session,
-        actor,
-        "Clientes VIP",
-        {
-            "trigger": {"type": "tag_added", "config": {"tags": ["VIP"]}},
-            "steps": [
-                {
-                    "id": "nota",
-                    "type": "add_comment",
-                    "config": {"text": "Cliente VIP: atender con prioridad."},
-                    "next": "asignar",
-                },
-                {
-                    "id": "asignar",
-                    "type": "assign",
-                    "config": {"to": "workspace", "strategy": "round_robin", "only_online": True},
-                },
-            ],
-        },
-    )
-
-
-def seed_workflows_from_templates(session: Session, actor: Actor) -> None:
-    """What the templates need (two teams, a number field for the rating), then drafts from them
-    with nothing left to fix: the teams are found by their names ("Ventas", "Soporte")."""
-    members = sorted(
-        session.scalars(
-            select(Membership.user_id).where(Membership.workspace_id == actor.workspace_id, Membership.active)
-        )
-    )
-    for name in ("Ventas", "Soporte"):
-        team = do_create_team(session, actor, name)
-        do_set_team_members(session, actor, team.id, members)
-    do_create_custom_field(session, actor, "csat", "Satisfacción (1-5)", FieldType.NUMBER)
-    drafts = {
-        template_id: do_create_from_template(session, actor, template_id, language="es")
-        for template_id in ("agent_routing", "csat_survey", "mark_spam")
-    }
-    # The spam shortcut published and run once by hand on the spam conversation of the inbox, so
-    # Workflows shows a run and its log (the server carries it out as it starts).
-    mark_spam = do_publish(session, actor, drafts["mark_spam"].workflow)
-    spam = session.scalars(
-        select(Conversation)
-        .join(Contact, Contact.id == Conversation.contact_id)
-        .where(Conversation.workspace_id == actor.workspace_id, Contact.first_name == SPAM_NAME.split()[0])
-    ).first()
-    if spam is not None:
-        contact = session.get_one(Contact, spam.contact_id)
-        do_run_shortcut(session, actor, mark_spam.id, contact, {}, conversation_id=spam.id)
 
 
 def seed_broadcasts(session: Session, actor: Actor) -> None:

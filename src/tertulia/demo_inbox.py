@@ -13,6 +13,7 @@ was seeded: first responses, resolutions and a day-by-day series to look at.
 """
 
 import random
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -47,6 +48,17 @@ from tertulia.users.permissions import Actor
 CUSTOMER, AGENT = "customer", "agent"
 # The customer whose conversation the demo marks as spam with the "Marcar como spam" shortcut.
 SPAM_NAME = "Ganancias Rápidas"
+
+
+@dataclass(frozen=True)
+class Automations:
+    """What the shop switched on before the inbox's last days (`switch_on`, run with the clock at
+    that time), and what then ran as each of those days' conversations opened (`opened`, with the
+    clock at the moment its first message arrived), as the event consumers would have: the demo's
+    workflows (demo_workflows.py)."""
+
+    switch_on: Callable[[Session], object]
+    opened: Callable[[Session, Conversation], object]
 
 
 @dataclass(frozen=True)
@@ -264,9 +276,15 @@ PAST_CONVERSATIONS = 30
 
 
 def seed_inbox(
-    session: Session, actor: Actor, agent_id: int, rng: random.Random, manager_id: int | None = None
+    session: Session,
+    actor: Actor,
+    agent_id: int,
+    rng: random.Random,
+    manager_id: int | None = None,
+    automations: Automations | None = None,
 ) -> None:
-    """Channels of every kind and SCRIPTS as their conversations, for the workspace of `actor` (an owner)."""
+    """Channels of every kind and SCRIPTS as their conversations, for the workspace of `actor` (an
+    owner); `automations` switched on before the last days (the broadcast and what followed it)."""
     channels = {
         "webchat": session.scalars(
             select(Channel).where(Channel.workspace_id == actor.workspace_id, Channel.type == "webchat")
@@ -315,17 +333,24 @@ def seed_inbox(
     past = _past_scripts(rng, sorted(people))
     for number, script in enumerate(past):
         _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
+    if automations is not None:
+        with _clock_at(now - timedelta(hours=BROADCAST_HOURS_AGO + AUTOMATIONS_BEFORE_HOURS)):
+            automations.switch_on(session)
     # Between the past weeks and the last three days: a broadcast, and the customers who answered it.
     replies = _seed_sent_broadcast(session, actor, now - timedelta(hours=BROADCAST_HOURS_AGO), rng)
     # The web chat's bot switched on, then the last two days' conversations (its own among them).
     with _clock_at(now - timedelta(hours=BOT_SINCE_HOURS)):
         bot_settings.do_save_settings(session, actor, channels["webchat"].id, BOT_SETTINGS)
     recent = sorted(replies + SCRIPTS + BOT_SCRIPTS, key=lambda script: -script.hours_ago)
+    opened = automations.opened if automations is not None else None
     for number, script in enumerate(recent, start=len(past)):
-        _seed_conversation(session, actor, people, channels[script.channel], script, number, categories, rng, now)
+        _seed_conversation(
+            session, actor, people, channels[script.channel], script, number, categories, rng, now, opened=opened
+        )
 
 
 BROADCAST_HOURS_AGO = 84
+AUTOMATIONS_BEFORE_HOURS = 2  # the automations were switched on this long before the broadcast
 # The share of the generated contacts with a phone who wrote in before, on WhatsApp or by SMS (so
 # they have an identity there, and the broadcast a channel to reach them on).
 HISTORY_SHARE = 0.85
@@ -495,6 +520,7 @@ def _seed_conversation(
     rng: random.Random,
     now: datetime,
     prefix: str = "demo",
+    opened: Callable[[Session, Conversation], object] | None = None,
 ) -> None:
     sender = script.sender or _sender_id(channel, number, rng)
     first_name, _, last_name = script.name.partition(" ")
@@ -520,9 +546,12 @@ def _seed_conversation(
                 )
                 received = do_receive_many(session, [(channel, inbound)])[0]
                 assert received.conversation is not None  # the demo's contacts are never blocked
+                first = conversation is None
                 conversation = received.conversation
                 if at >= now - timedelta(hours=BOT_SINCE_HOURS):
                     _bot_turn(session, conversation, received.message, at)
+                if first and opened is not None:
+                    opened(session, conversation)
             elif conversation is not None:
                 _past_reply(
                     session,
@@ -623,5 +652,6 @@ def _sender_id(channel: Channel, number: int, rng: random.Random) -> str:
     if channel.type == "telegram":
         return str(rng.randrange(100_000_000, 2_000_000_000))
     if channel.type == "twilio":
-        return f"+52155{rng.randrange(10_000_000, 100_000_000)}"
+        # E.164 has no mobile "1" after Mexico's +52 (WhatsApp's ids keep it): a number SMS can reach.
+        return f"+5255{rng.randrange(10_000_000, 100_000_000)}"
     return f"{channel.id}:v:demo-visitor-{number}"

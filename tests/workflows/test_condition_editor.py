@@ -17,6 +17,7 @@ from tertulia.segments.service import do_create_segment
 from tertulia.users.teams import do_create_team
 from tests.conftest import Tenant
 from tests.web.helpers import sign_in_as
+from tests.workflows.test_api_and_pages import _builder_data
 
 PANEL = "/workflows/conditions/panel"
 APPLY = "/workflows/conditions/apply"
@@ -524,3 +525,41 @@ def test_a_branch_offers_who_opened_the_conversation_in_both_languages(
     ]
     refused = client.post(APPLY, data={**form, "g0.c0.value": "email"})
     assert refused.status_code == 422
+
+
+OPENED = {
+    "trigger": {"type": "conversation_opened", "config": {}},
+    "steps": [{"id": "mark", "type": "add_tags", "config": {"tags": ["nuevo"]}}],
+}
+
+
+def test_the_branch_and_the_trigger_name_who_opened_a_conversation_alike(
+    client: TestClient, db: Database, tenant: Tenant
+) -> None:
+    """The conditions dialog's "Conversation opened by" and the "conversation opened" trigger's
+    sources in the builder read one set of labels: the same word for each source."""
+    token = _manager(client, db, tenant, "es")
+    created = client.post(
+        "/api/v1/workflows", headers=tenant.headers, json={"name": "Quién abrió", "definition": OPENED}
+    )
+    assert created.status_code == 201, created.text
+    builder = _builder_data(client.get(f"/workflows/{created.json()['id']}").text)
+    sources = builder["triggers"]["conversation_opened"]["schema"]["properties"]["sources"]["items"]["enum"]
+    trigger_words = {source: builder["labels"]["values"][source] for source in sources}
+    stored = {"groups": [{"conditions": [
+        {"category": "conversation", "field": "opening_source", "operator": "is", "value": "contact"},
+    ]}]}  # fmt: skip
+    opened = client.post(
+        PANEL, data={"csrf_token": token, "editor_scope": "branch", "editor_source": json.dumps(stored)}
+    )
+    assert opened.status_code == 200
+    found = re.search(r'<select[^>]*name="g0\.c0\.value"[^>]*>(.*?)</select>', opened.text, re.S)
+    assert found
+    dialog_words = {
+        value: markup.unescape(label.strip())
+        for value, label in re.findall(r'<option value="([^"]+)"[^>]*>([^<]*)</option>', found.group(1))
+    }
+    assert dialog_words["broadcast_reply"] == "Respuesta a una difusión"
+    # The dialog offers every source (the system's too); the trigger those a person can pick.
+    assert set(trigger_words) <= set(dialog_words)
+    assert {source: dialog_words[source] for source in trigger_words} == trigger_words

@@ -347,7 +347,7 @@ def test_a_message_during_an_http_request_does_not_send_it_again(
         dispatch(db)
         [run] = runs(db, workflow_id)
         with db.transaction() as session:
-            call = runner._turn(session, run.id, utcnow())  # the request is under way (not made yet)
+            call = runner.turn(session, run.id, utcnow())  # the request is under way (not made yet)
         assert call is not None
         customer_writes(db, channel, "w1", "¿sigues ahí?")
         dispatch(db)

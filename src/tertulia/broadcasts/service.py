@@ -826,7 +826,7 @@ def _mark_opened_by_reply(session: Session, message: Message) -> None:
         select(Message.id).where(Message.conversation_id == message.conversation_id, Message.id < message.id).limit(1)
     )
     if earlier is None:
-        conversation.opening_source = OpeningSource.BROADCAST_REPLY
+        conversations_service.mark_opened_by(session, conversation, OpeningSource.BROADCAST_REPLY)
 
 
 def _opt_out(session: Session, workspace_id: int, contact_id: int, keyword: str | None, message_id: int | None) -> bool:

@@ -73,6 +73,7 @@ from tertulia.conversations import repository as repo
 from tertulia.conversations.auth import InboxActor
 from tertulia.conversations.events import InboxEvent
 from tertulia.conversations.models import Conversation, ConversationStatus, Message, StoredFile
+from tertulia.events.types import ConversationSnapshot
 from tertulia.kit import realtime, storage
 from tertulia.kit.clock import utcnow
 from tertulia.kit.errors import NotFound, ValidationFailed
@@ -84,6 +85,10 @@ from tertulia.users.permissions import Actor, Permission
 router = APIRouter(prefix="/api/v1", tags=["conversations"], route_class=CheckedInputRoute, responses=API_ERRORS)
 
 MAX_FILES = 10  # attachments per message
+# What the endpoints answering with the bare conversation declare: their return type is the
+# conversation's shape (`ConversationSnapshot`) for the type checker, but pydantic cannot read a
+# `typing.TypedDict` before Python 3.12, so the schema stays the object it was.
+CONVERSATION_RESPONSE = dict[str, Any]
 
 
 class TemplateLanguage(BaseModel):
@@ -545,15 +550,15 @@ def comment(session: DbSession, actor: InboxActor, conversation_id: ID, body: Co
     return schemas.message_dict(service.do_comment(session, actor, conversation, body.text, body.mentions))
 
 
-@router.post("/conversations/{conversation_id}/assign")
-def assign(session: DbSession, actor: InboxActor, conversation_id: ID, body: AssignBody) -> dict[str, Any]:
+@router.post("/conversations/{conversation_id}/assign", response_model=CONVERSATION_RESPONSE)
+def assign(session: DbSession, actor: InboxActor, conversation_id: ID, body: AssignBody) -> ConversationSnapshot:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_assign(session, actor, conversation, user_id=body.user_id, team_id=body.team_id)
     return schemas.conversation_dict(conversation)
 
 
-@router.post("/conversations/{conversation_id}/close")
-def close(session: DbSession, actor: InboxActor, conversation_id: ID, body: CloseBody) -> dict[str, Any]:
+@router.post("/conversations/{conversation_id}/close", response_model=CONVERSATION_RESPONSE)
+def close(session: DbSession, actor: InboxActor, conversation_id: ID, body: CloseBody) -> ConversationSnapshot:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_close(
         session, actor, conversation, category_id=body.category_id, summary=body.summary, resume_bot=body.resume_bot
@@ -561,15 +566,15 @@ def close(session: DbSession, actor: InboxActor, conversation_id: ID, body: Clos
     return schemas.conversation_dict(conversation)
 
 
-@router.post("/conversations/{conversation_id}/reopen")
-def reopen(session: DbSession, actor: InboxActor, conversation_id: ID) -> dict[str, Any]:
+@router.post("/conversations/{conversation_id}/reopen", response_model=CONVERSATION_RESPONSE)
+def reopen(session: DbSession, actor: InboxActor, conversation_id: ID) -> ConversationSnapshot:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_reopen(session, actor, conversation)
     return schemas.conversation_dict(conversation)
 
 
-@router.post("/conversations/{conversation_id}/bot")
-def bot(session: DbSession, actor: InboxActor, conversation_id: ID, body: BotBody) -> dict[str, Any]:
+@router.post("/conversations/{conversation_id}/bot", response_model=CONVERSATION_RESPONSE)
+def bot(session: DbSession, actor: InboxActor, conversation_id: ID, body: BotBody) -> ConversationSnapshot:
     conversation = service.access_conversation(session, actor, conversation_id, lock=True)
     service.do_set_bot_paused(session, actor, conversation, body.paused)
     return schemas.conversation_dict(conversation)

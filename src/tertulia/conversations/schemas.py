@@ -8,6 +8,7 @@ widget sees `visitor_message`, a projection of it without what is only the team'
 from typing import Any
 
 from tertulia.conversations.models import Conversation, Message
+from tertulia.events.types import ConversationSnapshot
 
 VISITOR_MESSAGE_FIELDS = ("id", "direction", "type", "text", "attachments", "created_at")
 
@@ -31,7 +32,9 @@ def message_dict(message: Message) -> dict[str, Any]:
     }
 
 
-def conversation_dict(conversation: Conversation) -> dict[str, Any]:
+def conversation_dict(conversation: Conversation) -> ConversationSnapshot:
+    """The one shape of a conversation (the API, events, webhooks, sockets): typed as the event
+    catalogue's `ConversationSnapshot`, so a field added to one and not the other fails the type check."""
     return {
         "id": conversation.id,
         "contact_id": conversation.contact_id,
@@ -43,6 +46,7 @@ def conversation_dict(conversation: Conversation) -> dict[str, Any]:
         "closing_category_id": conversation.closing_category_id,
         "closing_summary": conversation.closing_summary,
         "closing_source": conversation.closing_source.value if conversation.closing_source else None,
+        "opening_source": conversation.opening_source.value if conversation.opening_source else None,
         "opened_at": conversation.opened_at.isoformat(),
         "closed_at": conversation.closed_at.isoformat() if conversation.closed_at else None,
         "last_message_at": conversation.last_message_at.isoformat(),

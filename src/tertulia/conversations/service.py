@@ -44,6 +44,8 @@ from tertulia.conversations.models import (
 )
 from tertulia.conversations.outbox import enqueue_send
 from tertulia.conversations.schemas import conversation_dict, message_dict
+from tertulia.events import service as event_log
+from tertulia.events.types import EventType
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import on_commit, race_guard
 from tertulia.kit.errors import Conflict, NotFound, PermissionDenied, ValidationFailed, found
@@ -253,6 +255,20 @@ def record_opened(session: Session, actor: Actor, conversation: Conversation) ->
         InboxEvent.CONVERSATION_OPENED,
         field=None,
         new=conversation.id,
+    )
+
+
+def mark_opened_by(session: Session, conversation: Conversation, source: OpeningSource) -> None:
+    """Who opened `conversation`, learnt after this transaction opened it (the broadcasts module
+    finds that its first message was a reply to a broadcast): the column, and the conversation's
+    shape in the `conversation.opened` event the transaction has not written yet, so the event and
+    its webhook say the same as the API."""
+    conversation.opening_source = source
+    event_log.amend_pending(
+        session,
+        EventType.CONVERSATION_OPENED,
+        conversation.id,
+        lambda payload: {**payload, "conversation": {**payload["conversation"], "opening_source": source.value}},
     )
 
 

@@ -208,6 +208,21 @@ def _ensure_position(session: Session, name: str) -> None:
         session.execute(sqlite_insert(ConsumerPosition).values(**values).on_conflict_do_nothing())
 
 
+def start_after_written(session: Session, name: str) -> int:
+    """Place consumer `name` after every event this session sees (call `events.service.write_pending`
+    first for the transaction's own): for history written as the past, which that consumer must not
+    act on now (the demo's seed: its workflows were carried out as the history was written, and a
+    server starting must not run them again over it). The position it is given."""
+    newest = int(session.scalar(select(func.max(EventRecord.id))) or 0)
+    _ensure_position(session, name)
+    session.execute(
+        update(ConsumerPosition)
+        .where(ConsumerPosition.name == name, ConsumerPosition.last_event_id < newest)
+        .values(last_event_id=newest, updated_at=utcnow())
+    )
+    return newest
+
+
 def _acquire(db: Database, name: str, owner: str) -> _Lease | None:
     now = utcnow()
     with db.transaction() as session:

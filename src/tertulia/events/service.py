@@ -15,7 +15,7 @@ Guarantees:
   consumers registered.
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +72,24 @@ def emit(session: Session, event: Event) -> None:
             "created_at": utcnow(),
         }
     )
+
+
+def amend_pending(
+    session: Session,
+    event_type: EventType,
+    conversation_id: int,
+    amend: Callable[[dict[str, Any]], dict[str, Any]],
+) -> int:
+    """Replace the payload of this transaction's `event_type` events about `conversation_id`, not
+    written yet, with `amend(payload)`: for a fact the transaction learns after it emitted the event,
+    which the event must carry (the first message of a conversation turns out to be a reply to a
+    broadcast). How many were amended; none once `write_pending` has written them."""
+    amended = 0
+    for row in session.info.get(_PENDING) or ():
+        if row["type"] == event_type.value and row["conversation_id"] == conversation_id:
+            row["payload"] = amend(row["payload"])
+            amended += 1
+    return amended
 
 
 def pending_count(session: Session) -> int:

@@ -95,7 +95,8 @@ class ContactMergeSuggested(TypedDict):
 
 
 class ConversationSnapshot(TypedDict):
-    """The inbox's conversation shape (`conversations.service.conversation_dict`)."""
+    """The inbox's conversation shape, built by `conversations.schemas.conversation_dict` (typed as
+    this, so the two cannot drift apart): what the API answers, events carry and webhooks send."""
 
     id: int
     contact_id: int
@@ -108,6 +109,10 @@ class ConversationSnapshot(TypedDict):
     closing_summary: str | None
     # Who closed it: "user", "api", "workflow", "bot", "system" or "auto-close" (ClosingSource).
     closing_source: str | None
+    # Who opened it, or last reopened it: "contact", "broadcast_reply" (a customer's reply to a
+    # broadcast was its first message), "user", "api", "workflow" or "system" (OpeningSource). Null
+    # for conversations opened before it was recorded whose opening the event log no longer had.
+    opening_source: str | None
     opened_at: str
     closed_at: str | None
     last_message_at: str

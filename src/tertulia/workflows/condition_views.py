@@ -69,6 +69,7 @@ from tertulia.web import i18n
 from tertulia.web.context import UserPage, WebContext
 from tertulia.workflows import conversation_conditions, language, service
 from tertulia.workflows.conversation_conditions import ASSIGNEE_STATUS, CONVERSATION, OPERATORS
+from tertulia.workflows.views import OPENING_SOURCE_LABELS
 
 router = APIRouter(prefix="/workflows", include_in_schema=False, route_class=CheckedInputRoute)
 
@@ -107,15 +108,6 @@ ACTIVITY_LABELS = {
     "away": i18n.lazy("Away"),
     "busy": i18n.lazy("Busy"),
     "offline": i18n.lazy("Offline"),
-}
-# The sources as the "conversation opened" trigger's picker names them (the same words).
-OPENING_SOURCE_LABELS = {
-    "contact": i18n.lazy("Contact"),
-    "broadcast_reply": i18n.lazy("Broadcast reply"),
-    "user": i18n.lazy("User"),
-    "api": i18n.lazy("API"),
-    "workflow": i18n.lazy("Workflow"),
-    "system": i18n.lazy("System"),
 }
 CONVERSATION_OPERATOR_LABELS = {
     "team": {"exists": i18n.lazy("has a team"), "not_exists": i18n.lazy("has no team")},

@@ -436,7 +436,7 @@ def process_run(db: Database, run_id: int, *, now: datetime | None = None, polic
     for _ in range(lang.MAX_STEPS):
         moment = now or utcnow()
         with db.transaction() as session:
-            call = _turn(session, run_id, moment)
+            call = turn(session, run_id, moment)
         if call is None:
             return
         outcome = http_request(call, policy)
@@ -450,7 +450,9 @@ def process_run(db: Database, run_id: int, *, now: datetime | None = None, polic
             run.due_at = moment
 
 
-def _turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
+def turn(session: Session, run_id: int, now: datetime) -> HttpCall | None:
+    """One turn of a run in the caller's transaction (`process_run` makes one per transaction);
+    an HTTP request it returns is for the caller to make. The demo writes its past runs so."""
     run = repo.run(session, run_id, lock=True)
     if run is None:
         return None

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from tertulia.channels.models import Channel
 from tertulia.channels.service import provider_name
 from tertulia.contacts import service as contacts_service
-from tertulia.conversations.models import ClosingCategory
+from tertulia.conversations.models import ClosingCategory, OpeningSource
 from tertulia.kit.errors import DomainError, ValidationFailed
 from tertulia.kit.http import CheckedInputRoute, check_form_text_named
 from tertulia.kit.text import check_input_text
@@ -184,6 +184,16 @@ OUTCOME_LABELS: dict[str, str] = {
     "invalid": i18n.lazy("On an invalid answer go to"),
     "timeout": i18n.lazy("On timeout go to"),
 }
+# Who opened a conversation (OpeningSource), as the "conversation opened" trigger's picker and the
+# branch conditions' "Conversation opened by" name them: one set of words for both.
+OPENING_SOURCE_LABELS: dict[str, str] = {
+    OpeningSource.CONTACT: i18n.lazy("Contact"),
+    OpeningSource.BROADCAST_REPLY: i18n.lazy("Broadcast reply"),
+    OpeningSource.USER: i18n.lazy("User"),
+    OpeningSource.API: i18n.lazy("API"),
+    OpeningSource.WORKFLOW: i18n.lazy("Workflow"),
+    OpeningSource.SYSTEM: i18n.lazy("System"),
+}
 VALUE_LABELS: dict[str, str] = {
     "last_interacted": i18n.lazy("Last interacted channel"),
     "minutes": i18n.lazy("minutes"),
@@ -198,12 +208,7 @@ VALUE_LABELS: dict[str, str] = {
     "field": i18n.lazy("Contact field"),
     "variable": i18n.lazy("Variable"),
     "tag": i18n.lazy("Tag"),
-    "contact": i18n.lazy("Contact"),
-    "broadcast_reply": i18n.lazy("Broadcast reply"),
-    "user": i18n.lazy("User"),
-    "api": i18n.lazy("API"),
-    "workflow": i18n.lazy("Workflow"),
-    "system": i18n.lazy("System"),
+    **OPENING_SOURCE_LABELS,
     "team": i18n.lazy("Team"),
     "workspace": i18n.lazy("Anyone in the workspace"),
     "round_robin": i18n.lazy("Round robin"),
