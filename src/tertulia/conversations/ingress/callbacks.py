@@ -7,7 +7,9 @@ While the provider waits, only the adapter's `verify_webhook` runs, over the raw
 are over the exact body). A request that fails it is answered 403 and stored nowhere. A handshake (a
 GET such as Meta's hub.challenge) is answered at once and stored nowhere either. Anything else
 verified is stored in the `CallbackSpool` and answered 200 once that row is committed; the
-callbacks arriving together share one transaction (`CallbackWriter`) and one queued task.
+callbacks arriving together share one transaction (`CallbackWriter`) and one queued task. The POSTs
+are answered by `CallbackFrontDoor` before the app's routing (see its docstring); the routes below
+serve the GET handshakes.
 
 The spool is the `inbound_callbacks` table. On PostgreSQL it is the database's own; on SQLite it is a
 file of its own beside the database: SQLite has one write lock per file, and an acknowledgement must
