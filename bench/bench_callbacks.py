@@ -554,7 +554,7 @@ def _database() -> tuple[str, dict[str, str], int]:
         return url, _server_env(url, realtime, f"sqlite:///{DATA / 'queue.db'}"), 1
     if BACKEND != "postgresql":
         raise SystemExit(f"unknown backend {BACKEND}: sqlite or postgresql")
-    name = "tertulia_bench_callbacks"
+    name = DATABASE_NAME
     with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -562,24 +562,67 @@ def _database() -> tuple[str, dict[str, str], int]:
     return url, _server_env(url, REDIS_URL, REDIS_URL), 2
 
 
+DATABASE_NAME = "tertulia_bench_callbacks"
+
+
+def _database_backends() -> list[int]:
+    """The PostgreSQL server processes serving the bench's database (the server is shared with
+    other work: its total CPU would count that too)."""
+    if BACKEND != "postgresql":
+        return []
+    with psycopg.connect(POSTGRES_ADMIN, autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (DATABASE_NAME,)).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+@dataclass
+class Processes:
+    """The processes whose CPU time is counted, by role, and their CPU seconds when the load began."""
+
+    roles: dict[str, list[int]]
+    before: dict[str, float] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.roles["postgresql"] = _database_backends()
+        self.before = self._now()
+
+    def _now(self) -> dict[str, float]:
+        now = {role: _cpu_seconds(pids) for role, pids in self.roles.items()}
+        now["generator"] = time.process_time()
+        return now
+
+    def spent(self) -> dict[str, float]:
+        """CPU seconds of each role since `start`; database processes that connected meanwhile count
+        from zero."""
+        started = set(self.roles.get("postgresql", []))
+        joined = [pid for pid in _database_backends() if pid not in started]
+        self.roles["postgresql"] = [*self.roles.get("postgresql", []), *joined]
+        now = self._now()
+        return {role: now[role] - self.before.get(role, 0.0) for role in now}
+
+
 async def _measure(
-    base: str, url: str, setup: Setup, tally: Tally, pids: list[int], cpu_before: float
-) -> tuple[float, float, Drain]:
+    base: str, url: str, setup: Setup, tally: Tally, pids: list[int], processes: Processes
+) -> tuple[float, dict[str, float], float, Drain]:
     """The load with the agents' sockets open from before it until the drain is done: (server CPU
-    seconds during the load, load seconds, the drain's outcome)."""
+    seconds during the load, each role's CPU seconds during the load, load seconds, the drain's
+    outcome)."""
     ready, hellos = asyncio.Event(), [0]
     agents = [asyncio.create_task(_agent(base, cookie, tally, ready, hellos)) for cookie in setup.agent_cookies]
     try:
         if agents:
             await asyncio.wait_for(ready.wait(), timeout=30)
+        cpu_before = _cpu_seconds(pids)
+        await asyncio.to_thread(processes.start)
         elapsed = await _load(base, setup, tally)
         cpu_load = _cpu_seconds(pids) - cpu_before
+        by_role = await asyncio.to_thread(processes.spent)
         drain = await _drain_then_grace(url, setup, tally)
     finally:
         for agent in agents:
             agent.cancel()
         await asyncio.gather(*agents, return_exceptions=True)
-    return cpu_load, elapsed, drain
+    return cpu_load, by_role, elapsed, drain
 
 
 def main() -> None:
@@ -596,7 +639,8 @@ def main() -> None:
     ):
         pids = server_pids + worker_pids
         cpu_before = _cpu_seconds(pids)
-        cpu_load, elapsed, drain = asyncio.run(_measure(base, url, setup, tally, pids, cpu_before))
+        processes = Processes({"web": server_pids, "worker": worker_pids})
+        cpu_load, by_role, elapsed, drain = asyncio.run(_measure(base, url, setup, tally, pids, processes))
         stored, distinct, missing, unapplied, waiting = (
             drain.stored,
             drain.distinct,
@@ -639,6 +683,11 @@ def main() -> None:
         "drain_seconds": round(drain.seconds, 2),
         "cpu_ms_per_callback_during_load": round(cpu_load / max(answered, 1) * 1000, 2),
         "cpu_ms_per_callback_total": round(cpu_total / max(answered, 1) * 1000, 2),
+        # During the load, by process: robust to the machine's other work, unlike the latencies.
+        "cpu_ms_per_callback_during_load_by_process": {
+            role: round(seconds / max(answered, 1) * 1000, 3) for role, seconds in by_role.items()
+        },
+        "load_average": os.getloadavg(),
     }
     print(json.dumps(report, indent=2))
     ok = (

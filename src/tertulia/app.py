@@ -29,7 +29,7 @@ from tertulia.contacts.settings_views import FIELDS, TAGS
 from tertulia.contacts.settings_views import router as contacts_settings_pages
 from tertulia.contacts.views import router as contacts_pages
 from tertulia.conversations.api import router as conversations_router
-from tertulia.conversations.ingress.callbacks import CallbackWriter
+from tertulia.conversations.ingress.callbacks import CallbackFrontDoor, CallbackWriter
 from tertulia.conversations.ingress.callbacks import router as callbacks_router
 from tertulia.conversations.ingress.widget import install as install_widget
 from tertulia.conversations.ingress.widget import router as widget_router
@@ -191,6 +191,8 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)
     install_widget(app)  # the widget's CORS
+    # Outside the routing, inside the body limit and the security headers installed after it.
+    app.add_middleware(CallbackFrontDoor)
     app.router.routes.extend(_route_table())
     # The reports' own assets (Chart.js); before install_web's /static, which would claim the path.
     app.mount(REPORTS_STATIC_PREFIX, CachedStaticFiles(directory=REPORTS_STATIC), name="reports-static")

@@ -11,8 +11,9 @@ import json
 import threading
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, select, text, update
 from structlog.testing import capture_logs
 
 from tertulia.channels.models import Channel
@@ -169,4 +170,30 @@ def test_an_unknown_channel_key_is_not_found_and_stores_nothing(client: TestClie
         response = client.post("/webhooks/no-such-channel", content=body, headers=headers)
         assert response.status_code == 404
         assert isinstance(response.json()["error"]["code"], str)
+    assert callback_spool(db).waiting() == 0
+
+
+def test_a_callback_after_the_database_dropped_the_writers_connection_is_stored_once(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    """The callback writer holds its connection across batches; one the server has closed since (a
+    restart, an idle timeout) is replaced and the batch stored on the new one, answered 200 once."""
+    if db.dialect != "postgresql":
+        pytest.skip("an SQLite file has no server to close a connection")
+    channel = _channel(db, tenant)
+    first, headers = _signed({"messages": [{"from": "5215500000003", "id": "wamid.HELD1", "text": "hola"}]})
+    assert client.post(f"/webhooks/{channel.key}", content=first, headers=headers).status_code == 200
+    callbacks_written(db)
+    with db.transaction() as session:  # what a restart does to every connection of the database
+        session.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    second, headers = _signed({"messages": [{"from": "5215500000003", "id": "wamid.HELD2", "text": "¿sigue?"}]})
+    assert client.post(f"/webhooks/{channel.key}", content=second, headers=headers).status_code == 200
+    callbacks_written(db)
+    assert _messages(db, "wamid.HELD1") == 1
+    assert _messages(db, "wamid.HELD2") == 1
     assert callback_spool(db).waiting() == 0

@@ -13,6 +13,12 @@ from tertulia.kit.errors import DomainError, RateLimited
 from tertulia.kit.http import CheckedInputRoute, error_body, validation_details
 
 
+def domain_error_response(exc: DomainError) -> JSONResponse:
+    """A refusal as these endpoints answer it: the error body, and Retry-After when rate limited."""
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return JSONResponse(exc.as_body(), status_code=exc.status_code, headers=headers)
+
+
 class JsonErrorRoute(CheckedInputRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         original = super().get_route_handler()
@@ -21,8 +27,7 @@ class JsonErrorRoute(CheckedInputRoute):
             try:
                 return await original(request)
             except DomainError as exc:
-                headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-                return JSONResponse(exc.as_body(), status_code=exc.status_code, headers=headers)
+                return domain_error_response(exc)
             except RequestValidationError as exc:
                 details = validation_details(exc.errors())
                 message = "; ".join(f"{k}: {v}" for k, v in details.items())

@@ -46,6 +46,7 @@ import base64
 import hashlib
 import hmac
 import re
+from collections.abc import Iterator
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -178,9 +179,12 @@ class TwilioAdapter:
         given = request.headers.get(SIGNATURE_HEADER, "")
         if not given:
             raise WebhookRejected("no X-Twilio-Signature")
+        # The parameters' part is the same for every URL tried, and the URL as called is tried first:
+        # the other forms are worked out only when it fails (this runs while the provider waits).
+        signed = _signed_parameters(request)
         if not any(
-            hmac.compare_digest(given.encode(), signature(key, url, params, algorithm).encode())
-            for url, params in _signed_forms(channel, request)
+            hmac.compare_digest(given.encode(), _digest(key, url + signed, algorithm).encode())
+            for url in _urls(channel, request)
         ):
             raise WebhookRejected("bad X-Twilio-Signature")
 
@@ -385,10 +389,19 @@ def signature(key: str, url: str, params: list[tuple[str, str]], algorithm: str 
     """X-Twilio-Signature for a callback to `url` with these form parameters, under the auth token
     (HMAC-SHA1) or a webhook shared key (the algorithm its settings header names). A name's repeated
     values are sorted, and an identical value counts once, as Twilio's own validator does."""
-    names = sorted({name for name, _ in params})
-    payload = url + "".join(name + value for name in names for value in sorted({v for n, v in params if n == name}))
-    digest = hmac.new(key.encode(), payload.encode(), ALGORITHMS[algorithm]).digest()
-    return base64.b64encode(digest).decode()
+    return _digest(key, url + _parameters_text(params), algorithm)
+
+
+def _parameters_text(params: list[tuple[str, str]]) -> str:
+    """What a signature covers after the URL: each name followed by each of its distinct values."""
+    values: dict[str, set[str]] = {}
+    for name, value in params:
+        values.setdefault(name, set()).add(value)
+    return "".join(name + value for name in sorted(values) for value in sorted(values[name]))
+
+
+def _digest(key: str, payload: str, algorithm: str) -> str:
+    return base64.b64encode(hmac.new(key.encode(), payload.encode(), ALGORITHMS[algorithm]).digest()).decode()
 
 
 def _shared_key_algorithm(channel: Channel, settings: str) -> str:
@@ -412,49 +425,55 @@ def _form(body: bytes) -> list[tuple[str, str]]:
         raise ValueError("not a form-encoded body") from exc
 
 
-def _with_and_without_port(url: str) -> list[str]:
+def _with_and_without_port(url: str) -> Iterator[str]:
+    yield url
     parts = urlsplit(url)
     default = {"https": 443, "http": 80}.get(parts.scheme)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
-    bare = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
-    candidates = [url, bare]
+    yield urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     if default is not None:
-        candidates.append(urlunsplit((parts.scheme, f"{host}:{parts.port or default}", parts.path, parts.query, "")))
-    return list(dict.fromkeys(candidates))
+        yield urlunsplit((parts.scheme, f"{host}:{parts.port or default}", parts.path, parts.query, ""))
 
 
-def _urls(channel: Channel, request: WebhookRequest) -> list[str]:
-    """The URLs Twilio may have signed for this request (see the module's docstring)."""
+def _candidates(channel: Channel, request: WebhookRequest) -> Iterator[str]:
+    yield request.url
     called = urlsplit(request.url)
-    candidates = [request.url]
     proto = request.headers.get("x-forwarded-proto", "").split(",")[0].strip()
     host = request.headers.get("x-forwarded-host", "").split(",")[0].strip() or request.headers.get("host", "")
     if proto or host:
-        candidates.append(urlunsplit((proto or called.scheme, host or called.netloc, called.path, called.query, "")))
+        yield urlunsplit((proto or called.scheme, host or called.netloc, called.path, called.query, ""))
     registered = str((channel.config or {}).get("callback_url") or "")
     if registered:
         ours = urlsplit(registered)
-        candidates.append(urlunsplit((ours.scheme, ours.netloc, ours.path, called.query, "")))
-    return list(dict.fromkeys(url for candidate in candidates for url in _with_and_without_port(candidate)))
+        yield urlunsplit((ours.scheme, ours.netloc, ours.path, called.query, ""))
 
 
-def _signed_forms(channel: Channel, request: WebhookRequest) -> list[tuple[str, list[tuple[str, str]]]]:
-    """(URL, parameters) pairs a valid signature may cover."""
+def _urls(channel: Channel, request: WebhookRequest) -> Iterator[str]:
+    """The URLs Twilio may have signed for this request (see the module's docstring), each once, the
+    URL as called first; worked out as they are asked for."""
+    seen: set[str] = set()
+    for candidate in _candidates(channel, request):
+        for url in _with_and_without_port(candidate):
+            if url not in seen:
+                seen.add(url)
+                yield url
+
+
+def _signed_parameters(request: WebhookRequest) -> str:
+    """What a valid signature covers after the URL."""
     query = dict(parse_qsl(urlsplit(request.url).query))
     if "bodySHA256" in query:
         # A JSON body: only the URL is signed, and the URL carries the body's hash.
         digest = hashlib.sha256(request.body).hexdigest()
         if not hmac.compare_digest(digest, query["bodySHA256"].lower()):
             raise WebhookRejected("the body does not match bodySHA256")
-        params: list[tuple[str, str]] = []
-    else:
-        try:
-            params = _form(request.body)
-        except ValueError as exc:
-            raise WebhookRejected(str(exc)) from exc
-    return [(url, params) for url in _urls(channel, request)]
+        return ""
+    try:
+        return _parameters_text(_form(request.body))
+    except ValueError as exc:
+        raise WebhookRejected(str(exc)) from exc
 
 
 class RestApi:
