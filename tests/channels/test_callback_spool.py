@@ -197,3 +197,21 @@ def test_a_callback_after_the_database_dropped_the_writers_connection_is_stored_
     assert _messages(db, "wamid.HELD1") == 1
     assert _messages(db, "wamid.HELD2") == 1
     assert callback_spool(db).waiting() == 0
+
+
+def test_a_posted_callback_keeps_the_apps_size_limit_and_security_headers(
+    client: TestClient, db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    """Posted callbacks are answered before the routing (CallbackFrontDoor): still inside the body
+    limit, which refuses a body too big before it is read, and inside the security headers."""
+    channel = _channel(db, tenant)
+    body, headers = _signed({"messages": [], "padding": "x" * (2 * 1024 * 1024)})
+    for path in (f"/webhooks/{channel.key}", f"/channels/{channel.key}/callback"):
+        response = client.post(path, content=body, headers=headers)
+        assert response.status_code == 413, response.text
+        assert response.json()["error"]["code"]
+    assert callback_spool(db).waiting() == 0
+    body, headers = _signed({"messages": []})
+    response = client.post(f"/webhooks/{channel.key}", content=body, headers=headers)
+    assert response.status_code == 200
+    assert response.headers["x-content-type-options"] == "nosniff"
