@@ -239,6 +239,20 @@ def _template_parameter(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _check_literal_place(template: dict[str, Any], where: str) -> None:
+    """A LOCATION header's place is sent as written, the same for every contact: a variable in its
+    name or address would reach the customer as raw braces (docs/broadcasts.md says why it is not
+    rendered per contact yet)."""
+    for index, component in enumerate(template.get("components") or []):
+        for position, parameter in enumerate(component.get("parameters") or []):
+            place = parameter.get("location") if parameter.get("type") == "location" else None
+            for key in ("name", "address"):
+                text = place.get(key) if isinstance(place, dict) else None
+                if isinstance(text, str) and "{{" in text:
+                    path = f"{where}.components[{index}].parameters[{position}].location.{key}"
+                    raise ValidationFailed.field(path, "a place is the same for every contact: no variables")
+
+
 def check_content(session: Session, workspace_id: int, content: Any) -> dict[str, Any]:
     """The content per channel type (`default` for any type without its own), each checked for shape
     and variables; the channel's own rules are checked when the broadcast is scheduled."""
@@ -284,6 +298,7 @@ def check_content(session: Session, workspace_id: int, content: Any) -> dict[str
                 ]
                 components.append({**component, "parameters": parameters} if parameters else component)
             template = {**template, "components": components}
+            _check_literal_place(template, f"{where}.template")
             for index, position, part, parameter in text_parameters(template):
                 path = f"{where}.template.components[{index}].parameters[{position}]"
                 variables.parse(parameter["text"], keys, path)
