@@ -366,11 +366,12 @@ def test_an_old_draft_with_its_header_among_the_lines_opens_with_it_in_the_field
     assert _template(editor.db, broadcast_id) == OLD_NAMED_DRAFT["whatsapp"]["template"]
 
 
-def test_a_contact_whose_values_make_the_header_longer_than_60_characters_is_skipped_when_sent(
+def test_a_contact_whose_values_make_the_header_longer_than_60_characters_is_not_sent_it(
     client: TestClient, db: Database, tenant: Tenant
 ) -> None:
     """The editor and the API can only count a variable as its fallback: a contact whose own value
-    makes the header longer than Meta takes is skipped (reason header_too_long), the others get it."""
+    makes the header longer than Meta takes is excluded when the broadcast starts (reason
+    header_too_long, as the dry run counts it), the others get it."""
     header = '{{contact.first_name | "cliente"}}: ' + "z" * 40  # 42 + the name
     with fake_graph([template_samples.SEGUIMIENTO]) as graph:
         created = connect_whatsapp(client, conversation_sign_in(db, tenant, Role.MANAGER).headers, graph)
@@ -403,7 +404,7 @@ def test_a_contact_whose_values_make_the_header_longer_than_60_characters_is_ski
         sent = client.post(f"/api/v1/broadcasts/{broadcast_id}/schedule", headers=tenant.headers, json={})
         assert sent.status_code == 200, sent.text
         states = {r.contact_id: (r.state.value, r.reason) for r in recipients(db, broadcast_id)}
-        assert states[long] == ("skipped", "header_too_long")
+        assert states[long] == ("excluded", "header_too_long")
         assert states[short][0] == "messaged"
         assert len(graph.sent) == 1
         assert graph.sent[0]["body"]["template"]["components"][0]["parameters"][0]["text"] == "Ana: " + "z" * 40

@@ -2,12 +2,13 @@
 snapshot (INSERT ... SELECT from the segment compiler, then one UPDATE per exclusion reason) with
 its counts. Shared by the service (dry run, preview) and the sender (start)."""
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, or_, select
+from sqlalchemy import ColumnElement, String, case, func, or_, select, true
 from sqlalchemy.orm import Session
 
 from tertulia.broadcasts import repository as repo
@@ -15,6 +16,7 @@ from tertulia.broadcasts.models import (
     Audience,
     Broadcast,
     ChannelMode,
+    ExclusionReason,
     FailureReason,
     RecipientState,
 )
@@ -60,9 +62,80 @@ TIERS = {
 # ----- content for a contact --------------------------------------------------------------------
 
 
-# Meta's limit on the text parameter of a template's header (the body's is far longer).
+# Meta's rules on a template's text parameters; a message that breaks one is refused (error 132018,
+# "There was an issue with the parameters in your template"), so it is checked here instead.
+# - A TEXT header's value: at most 60 characters (Meta's template components reference, "Text
+#   header": developers.facebook.com/documentation/business-messaging/whatsapp/templates/components).
+# - A body parameter: at most 1024 characters when the message has components besides the body,
+#   32768 when the body is its only one (the Cloud API's template parameter object, as client
+#   libraries that follow it check it: whatsapp-api-js's BodyParameter). A template's own body is at
+#   most 1024 characters, so one limit, the lower, is held for every body parameter.
+# - Any text parameter: no new-line or tab characters and no more than 4 consecutive spaces (the
+#   error's details: "Param text cannot have new-line/tab characters or more than 4 consecutive
+#   spaces"). A line break is any character str.splitlines breaks at.
 MAX_HEADER_TEXT = 60
-HEADER_TOO_LONG = "header_too_long"
+MAX_BODY_PARAMETER = 1024
+PARAMETER_LIMITS = {"header": MAX_HEADER_TEXT, "body": MAX_BODY_PARAMETER}
+HEADER_TOO_LONG = ExclusionReason.HEADER_TOO_LONG.value
+BODY_PARAMETER_TOO_LONG = ExclusionReason.BODY_PARAMETER_TOO_LONG.value
+PARAMETER_SPACING = ExclusionReason.PARAMETER_SPACING.value
+TOO_LONG = {"header": HEADER_TOO_LONG, "body": BODY_PARAMETER_TOO_LONG}
+PARAMETER_REFUSALS = frozenset({HEADER_TOO_LONG, BODY_PARAMETER_TOO_LONG, PARAMETER_SPACING})
+LINE_BREAKS = "\t\n\v\f\r\x1c\x1d\x1e\x85\u2028\u2029"  # a tab and what str.splitlines breaks at
+MAX_SPACES = 4
+_BAD_SPACING = re.compile(f"[{re.escape(LINE_BREAKS)}]| {{{MAX_SPACES + 1},}}")
+
+
+# Each refusal as the API says it (the editor's words are its own, translated).
+REFUSAL_RULES = {
+    HEADER_TOO_LONG: f"a header's text is at most {MAX_HEADER_TEXT} characters",
+    BODY_PARAMETER_TOO_LONG: f"a body parameter is at most {MAX_BODY_PARAMETER} characters",
+    PARAMETER_SPACING: f"a parameter cannot have line breaks, tabs or more than {MAX_SPACES} spaces in a row",
+}
+
+
+def parameter_refusal(component: str, text: str) -> str | None:
+    """Why Meta would refuse `text` as a text parameter of a template's `component` (header or
+    body; others are not checked): HEADER_TOO_LONG, BODY_PARAMETER_TOO_LONG or PARAMETER_SPACING,
+    or None when it takes it. The one definition of these rules: the content's check, the editor,
+    the snapshot's exclusions and the renderer all ask it."""
+    limit = PARAMETER_LIMITS.get(component)
+    if limit is None:
+        return None
+    if len(text) > limit:
+        return TOO_LONG[component]
+    if _BAD_SPACING.search(text):
+        return PARAMETER_SPACING
+    return None
+
+
+def known_value(text: str) -> str:
+    """A parameter's value as far as it is known before sending: each variable as its fallback
+    (empty without one), since a contact's own value is only known when the message is rendered."""
+    return variables.substitute_names(text, lambda _name: None)
+
+
+def known_refusal(component: str, text: str) -> str | None:
+    """parameter_refusal of the value as the editor and the API can know it (known_value)."""
+    return parameter_refusal(component, known_value(text))
+
+
+def text_parameters(template: Any) -> Iterator[tuple[int, int, str, dict[str, Any]]]:
+    """Each text parameter of a template's components, with its place (component index, parameter
+    position) and its component's type in lower case; the one walk over them."""
+    if not isinstance(template, dict):
+        return
+    for index, component in enumerate(template.get("components") or []):
+        if not isinstance(component, dict):
+            continue
+        kind = str(component.get("type", "")).lower()
+        for position, parameter in enumerate(component.get("parameters") or []):
+            if (
+                isinstance(parameter, dict)
+                and parameter.get("type", "text") == "text"
+                and isinstance(parameter.get("text"), str)
+            ):
+                yield index, position, kind, parameter
 
 
 def content_for(item: Broadcast, channel_type: str) -> dict[str, Any] | None:
@@ -130,21 +203,19 @@ class Renderer:
         payload: dict[str, Any] = {"broadcast_id": self.item.id}
         template = spec.get("template")
         if isinstance(template, dict):
-            components = []
-            for index, component in enumerate(template.get("components") or []):
-                parameters = []
-                for position, parameter in enumerate(component.get("parameters") or []):
-                    if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
-                        text = variables.render(parameter["text"], context, self.custom_keys, f"{where}.template")
-                        if str(component.get("type", "")).lower() == "header" and len(text) > MAX_HEADER_TEXT:
-                            # Meta would refuse it: this contact's values make the header too long.
-                            path = f"{where}.template.components[{index}].parameters[{position}]"
-                            rule = f"at most {MAX_HEADER_TEXT} characters: {len(text)} with this contact's values"
-                            raise ValidationFailed(f"{path}: {rule}", code=HEADER_TOO_LONG, details={path: rule})
-                        parameters.append({**parameter, "text": text})  # typed by check_template_message
-                    else:
-                        parameters.append(parameter)
-                components.append({**component, "parameters": parameters} if parameters else component)
+            components = [
+                {**c, "parameters": list(c.get("parameters") or [])} if c.get("parameters") else c
+                for c in template.get("components") or []
+            ]
+            for index, position, kind, parameter in text_parameters(template):
+                text = variables.render(parameter["text"], context, self.custom_keys, f"{where}.template")
+                refusal = parameter_refusal(kind, text)
+                if refusal is not None:
+                    # Meta would refuse the message: this contact's values break the rule.
+                    path = f"{where}.template.components[{index}].parameters[{position}]"
+                    rule = f"{REFUSAL_RULES[refusal]}: {len(text)} characters with this contact's values"
+                    raise ValidationFailed(f"{path}: {rule}", code=refusal, details={path: rule})
+                components[index]["parameters"][position] = {**parameter, "text": text}  # typed when checked
             checked, text = check_template_message(self.session, channel, {**template, "components": components})
             payload["template"] = checked
             return Rendered(MessageType.TEMPLATE, text, [], payload)
@@ -286,6 +357,93 @@ def _empty_clause(spec: dict[str, Any], custom_keys: Sequence[str]) -> ColumnEle
     return or_(*clauses) if clauses else None
 
 
+def _value_bound(variable: variables.Variable) -> tuple[list[ColumnElement[Any]], ColumnElement[Any]]:
+    """A contact variable's value in SQL: the texts it is made of, and how much longer than its
+    fallback it makes a parameter at most (0 when the contact has no value: the fallback is used).
+    For a custom value the bound has a margin: one that is not a string (a number, a list) is
+    written differently by each database and by Python's str()."""
+    parts = variable.name.split(".")
+    texts: list[ColumnElement[Any]]
+    length: ColumnElement[Any]
+    if len(parts) == 3:
+        texts = [custom_text(parts[2])]
+        length = func.coalesce(func.length(texts[0]), 0)
+        bound = length * 2 + 8
+    elif parts[1] == "full_name":
+        texts = [Contact.first_name.expression, Contact.last_name.expression]
+        length = func.coalesce(func.length(texts[0]), 0) + func.coalesce(func.length(texts[1]), 0)
+        bound = length + 1
+    else:
+        texts = [_CONTACT_COLUMNS[parts[1]].expression]
+        length = bound = func.coalesce(func.length(texts[0]), 0)
+    return texts, case((length == 0, 0), else_=bound - len(variable.fallback or ""))
+
+
+def _odd_spacing(value: ColumnElement[Any]) -> ColumnElement[bool]:
+    """True for a value that could make a run of spaces or a line break in a parameter: a tab or a
+    line break, two spaces in a row, or a space at either end (a value without these, between
+    whatever the text has around it, can only lengthen a run of spaces by none)."""
+    text = value.cast(String)
+    odd = [text.contains(ch) for ch in LINE_BREAKS]
+    return or_(*odd, text.contains("  "), text.startswith(" "), text.endswith(" "))
+
+
+def _refusal_candidates(renderer: "Renderer", spec: dict[str, Any]) -> ColumnElement[bool] | None:
+    """True for at least every contact whose own values could make a text parameter of the
+    template one Meta refuses (parameter_refusal), in SQL, so that only those few are rendered: with
+    each contact variable at its fallback (and the author's and workspace's variables at their
+    values) a parameter is `base`; a contact's own values replace fallbacks, so they lengthen it by
+    at most their length less the fallback's (_value_bound), and they add a line break or a longer
+    run of spaces only when odd (_odd_spacing). A `base` already refused makes every contact a
+    candidate."""
+    blank = renderer.context(Contact(custom={}))
+    clauses: list[ColumnElement[bool]] = []
+    for _index, _position, kind, parameter in text_parameters(spec.get("template")):
+        if kind not in PARAMETER_LIMITS:
+            continue
+        base = variables.render(parameter["text"], blank, renderer.custom_keys)
+        if parameter_refusal(kind, base) is not None:
+            return true()
+        found = variables.parse(parameter["text"], renderer.custom_keys)
+        bounds = [_value_bound(v) for v in found if v.name.startswith("contact.")]
+        if not bounds:
+            continue
+        longer: ColumnElement[Any] = bounds[0][1]
+        for _texts, bound in bounds[1:]:
+            longer = longer + bound
+        clauses.append(longer > PARAMETER_LIMITS[kind] - len(base))
+        clauses.extend(_odd_spacing(text) for texts, _bound in bounds for text in texts)
+    return or_(*clauses) if clauses else None
+
+
+# Contacts rendered per query when the snapshot checks the candidates of a refused parameter.
+REFUSAL_BATCH = 500
+
+
+def exclude_refused_parameters(
+    session: Session, item: Broadcast, channel: Channel, renderer: "Renderer", spec: dict[str, Any]
+) -> None:
+    """Exclude the waiting recipients on `channel` whose own values make the template's text
+    parameters ones Meta refuses, each with the refusal as its reason: the candidates are found in
+    SQL (_refusal_candidates), then rendered by the very renderer that sends, whose refusal is the
+    reason, so that the dry run counts exactly whom the send would skip."""
+    candidates = _refusal_candidates(renderer, spec)
+    if candidates is None:
+        return
+    contact_ids = repo.waiting_contacts_where(session, item.id, channel.id, candidates)
+    refused: dict[str, list[int]] = {}
+    for start in range(0, len(contact_ids), REFUSAL_BATCH):
+        batch = contact_ids[start : start + REFUSAL_BATCH]
+        for contact in session.scalars(select(Contact).where(Contact.id.in_(batch))):
+            try:
+                renderer.render(channel, contact)
+            except ValidationFailed as exc:
+                if exc.code in PARAMETER_REFUSALS:
+                    refused.setdefault(exc.code, []).append(contact.id)
+    for reason, ids in refused.items():
+        repo.exclude_contacts(session, item.id, channel.id, ids, ExclusionReason(reason))
+
+
 @dataclass
 class LimitCheck:
     channel_id: int
@@ -316,6 +474,7 @@ def snapshot(session: Session, item: Broadcast, now: datetime) -> list[LimitChec
     repo.exclude_without_identity(session, item, channels)
     used_channels = [by_id[c] for c in repo.waiting_channels(session, item.id) if c in by_id]
     keys = conversations_service.custom_keys(session, item.workspace_id)
+    renderer: Renderer | None = None
     limits: list[LimitCheck] = []
     for channel in used_channels:
         rules = get_adapter(channel.type).rules
@@ -332,6 +491,9 @@ def snapshot(session: Session, item: Broadcast, now: datetime) -> list[LimitChec
         empty = _empty_clause(spec, keys)
         if empty is not None:
             repo.exclude_empty_variables(session, item, [channel.id], empty)
+        if spec.get("template"):
+            renderer = renderer or Renderer.of(session, item)
+            exclude_refused_parameters(session, item, channel, renderer, spec)
         limit = TIERS.get(channel.messaging_limit or "")
         if channel.type == "whatsapp" and limit is not None:
             used = repo.business_initiated_contacts(session, channel.id, now - timedelta(hours=24))

@@ -69,6 +69,12 @@ class ExclusionReason(enum.StrEnum):
     WINDOW_CLOSED = "window_closed"
     VARIABLE_EMPTY = "variable_empty"
     MESSAGING_LIMIT = "messaging_limit"
+    # A WhatsApp template's text parameter, with this contact's values, breaks a rule of Meta's
+    # (audience.parameter_refusal): excluded by the snapshot, or skipped when sent if their values
+    # changed in between.
+    HEADER_TOO_LONG = "header_too_long"
+    BODY_PARAMETER_TOO_LONG = "body_parameter_too_long"
+    PARAMETER_SPACING = "parameter_spacing"
 
 
 class Broadcast(IdMixin, TimestampMixin, Base):

@@ -312,6 +312,37 @@ def exclude_empty_variables(
     )
 
 
+def waiting_contacts_where(
+    session: Session, broadcast_id: int, channel_id: int, condition: ColumnElement[bool]
+) -> list[int]:
+    """The contacts waiting on this channel for whom `condition` (over contacts) holds, by id."""
+    return [
+        int(c)
+        for c in session.scalars(
+            select(R.contact_id)
+            .join(Contact, Contact.id == R.contact_id)
+            .where(
+                R.broadcast_id == broadcast_id,
+                R.state == RecipientState.WAITING,
+                R.channel_id == channel_id,
+                condition,
+            )
+            .order_by(R.contact_id)
+        )
+    ]
+
+
+def exclude_contacts(
+    session: Session, broadcast_id: int, channel_id: int, contact_ids: Sequence[int], reason: ExclusionReason
+) -> int:
+    """These contacts, waiting on this channel, are excluded for `reason` (in batches of ids)."""
+    done = 0
+    for start in range(0, len(contact_ids), 500):
+        batch = list(contact_ids[start : start + 500])
+        done += _exclude(session, broadcast_id, reason, and_(R.channel_id == channel_id, R.contact_id.in_(batch)))
+    return done
+
+
 def business_initiated_contacts(session: Session, channel_id: int, since: datetime) -> int:
     """Unique contacts sent a template on this channel since `since` (what a WhatsApp number's
     messaging limit counts)."""

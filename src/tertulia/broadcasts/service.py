@@ -39,8 +39,8 @@ from sqlalchemy.orm import Session
 from tertulia.broadcasts import hooks, tasks
 from tertulia.broadcasts import repository as repo
 from tertulia.broadcasts.audience import (
-    HEADER_TOO_LONG,
-    MAX_HEADER_TEXT,
+    PARAMETER_REFUSALS,
+    REFUSAL_RULES,
     UNSUPPORTED_TYPES,
     AudienceGone,
     Counts,
@@ -50,7 +50,9 @@ from tertulia.broadcasts.audience import (
     check_rendered,
     content_for,
     counts_of,
+    known_refusal,
     snapshot,
+    text_parameters,
 )
 from tertulia.broadcasts.models import (
     Audience,
@@ -92,6 +94,8 @@ MAX_KEYWORDS = 30
 MAX_KEYWORD = 64
 CONTENT_KEYS = frozenset({"text", "file_ids", "quick_reply", "buttons", "template", "message_tag"})
 EDITABLE = frozenset({BroadcastStatus.DRAFT})
+# What the sample contact's render may refuse that refuses the broadcast itself (check_ready).
+TEMPLATE_REFUSALS = frozenset({"template_unknown", "template_not_approved", "template_parameters"}) | PARAMETER_REFUSALS
 
 
 # ----- access -----------------------------------------------------------------------------------
@@ -235,15 +239,18 @@ def _template_parameter(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
-def header_text_length(text: str) -> int:
-    """A header value's length as far as it is known before sending: each variable as its fallback
-    (empty without one), since a contact's own value is only known when the message is rendered."""
-    return len(variables.substitute_names(text, lambda _name: None))
-
-
-def header_text_fits(text: str) -> bool:
-    """Meta's rule for a header's text parameter, as far as it is known before sending."""
-    return header_text_length(text) <= MAX_HEADER_TEXT and len(text.splitlines()) <= 1
+def _check_literal_place(template: dict[str, Any], where: str) -> None:
+    """A LOCATION header's place is sent as written, the same for every contact: a variable in its
+    name or address would reach the customer as raw braces (docs/broadcasts.md says why it is not
+    rendered per contact yet)."""
+    for index, component in enumerate(template.get("components") or []):
+        for position, parameter in enumerate(component.get("parameters") or []):
+            place = parameter.get("location") if parameter.get("type") == "location" else None
+            for key in ("name", "address"):
+                text = place.get(key) if isinstance(place, dict) else None
+                if isinstance(text, str) and "{{" in text:
+                    path = f"{where}.components[{index}].parameters[{position}].location.{key}"
+                    raise ValidationFailed.field(path, "a place is the same for every contact: no variables")
 
 
 def check_content(session: Session, workspace_id: int, content: Any) -> dict[str, Any]:
@@ -289,19 +296,15 @@ def check_content(session: Session, workspace_id: int, content: Any) -> dict[str
                     _template_parameter(p, f"{where}.template.components[{index}].parameters[{position}]")
                     for position, p in enumerate(component.get("parameters") or [])
                 ]
-                header = str(component.get("type", "")).lower() == "header"
-                for position, parameter in enumerate(parameters):
-                    if parameter.get("type", "text") == "text" and isinstance(parameter.get("text"), str):
-                        path = f"{where}.template.components[{index}].parameters[{position}]"
-                        variables.parse(parameter["text"], keys, path)
-                        if header and not header_text_fits(parameter["text"]):
-                            raise ValidationFailed.field(
-                                path,
-                                f"a header's text is at most {MAX_HEADER_TEXT} characters on one line"
-                                " (a variable counted as its fallback)",
-                            )
                 components.append({**component, "parameters": parameters} if parameters else component)
             template = {**template, "components": components}
+            _check_literal_place(template, f"{where}.template")
+            for index, position, part, parameter in text_parameters(template):
+                path = f"{where}.template.components[{index}].parameters[{position}]"
+                variables.parse(parameter["text"], keys, path)
+                refusal = known_refusal(part, parameter["text"])
+                if refusal is not None:
+                    raise ValidationFailed.field(path, f"{REFUSAL_RULES[refusal]} (a variable counted as its fallback)")
         if text is None and not file_ids and template is None:
             raise ValidationFailed.field(where, "needs a text, a file or a template")
         clean[str(kind)] = {
@@ -513,8 +516,8 @@ def check_ready(session: Session, actor: Actor, item: Broadcast) -> None:
         try:
             rendered = renderer.render(channel, sample)
         except ValidationFailed as exc:
-            # A header too long even for a sample contact (A B) is too long for everyone.
-            if exc.code in ("template_unknown", "template_not_approved", "template_parameters", HEADER_TOO_LONG):
+            # A parameter refused even for a sample contact (A B) is refused for everyone.
+            if exc.code in TEMPLATE_REFUSALS:
                 raise
             continue  # a sample contact's empty values: the dry run counts real ones
         check_rendered(channel, sample, rendered)

@@ -4,7 +4,9 @@ Meta's components, and every problem with it, each for the field it belongs besi
 What was written must be right; what is missing may come later. A line without a name, a name the
 template lacks or gives twice, a value left empty, more values than the body takes, a header value
 the template has no place for, longer than Meta's 60 characters (a variable counted as its fallback)
-or given both in its field and as a line, refuse the save (the page shows the form again with
+or given both in its field and as a line, a body value longer than 1024 characters, a value with a
+tab, a line break or more than 4 spaces in a row (Meta's rules: audience.parameter_refusal), refuse
+the save (the page shows the form again with
 everything typed and every problem beside its field). Parameters still missing (a name not given,
 fewer body values than the template takes, the header's value) do not: the draft is saved, the
 editor shows them beside the fields, and the dry run and scheduling are refused until they are
@@ -36,8 +38,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from tertulia.broadcasts.audience import MAX_HEADER_TEXT
-from tertulia.broadcasts.service import header_text_fits, header_text_length
+from tertulia.broadcasts.audience import (
+    MAX_BODY_PARAMETER,
+    MAX_HEADER_TEXT,
+    MAX_SPACES,
+    PARAMETER_SPACING,
+    known_refusal,
+    known_value,
+)
 from tertulia.channels.message_templates import (
     APPROVED,
     FILE_KINDS,
@@ -89,6 +97,11 @@ MISSING_NAMED_HEADER = i18n.lazy("The header needs a value for its {{%(name)s}} 
 HEADER_TOO_LONG = i18n.lazy(
     "At most %(max)s characters on one line, a variable counted as its fallback (%(length)s written)"
 )
+BODY_TOO_LONG = i18n.lazy(
+    "Line %(line)s: at most %(max)s characters, a variable counted as its fallback (%(length)s written)"
+)
+BAD_SPACING = i18n.lazy("No tabs, line breaks or more than %(max)s spaces in a row: WhatsApp refuses them")
+LINE_BAD_SPACING = i18n.lazy("Line %(line)s: no tabs or more than %(max)s spaces in a row: WhatsApp refuses them")
 HEADER_LINE_TOO = i18n.lazy("%(name)s is the header's parameter: its value goes in the header text field only")
 MISSING_MEDIA = {
     "image": i18n.lazy("The header shows an image: give its https:// link"),
@@ -145,13 +158,25 @@ def header_slot(template: MessageTemplate | None) -> Slot | None:
     return next((s for s in slots(template) if s.component == "header" and s.kind == "text"), None)
 
 
-def _header_text(header: str, beside: str = HEADER_FIELD) -> list[Problem]:
-    """Meta's limit on a header's text parameter, checked on what the editor can know: the value with
-    each variable as its fallback (the value of a contact is only known when sent)."""
-    if header_text_fits(header):
+def _refused(kind: str, text: str, beside: str, line: int | None = None) -> list[Problem]:
+    """Meta's rules on a header's or body's text parameter (audience.parameter_refusal), checked on
+    what the editor can know: the value with each variable as its fallback (the value of a contact
+    is only known when sent). `line`: the body value's line, which the message names."""
+    refusal = known_refusal(kind, text)
+    if refusal is None:
         return []
-    values = {"max": str(MAX_HEADER_TEXT), "length": str(header_text_length(header))}
-    return [Problem(beside, HEADER_TOO_LONG, values)]
+    if refusal == PARAMETER_SPACING:
+        if line is None:
+            return [Problem(beside, BAD_SPACING, {"max": str(MAX_SPACES)})]
+        return [Problem(beside, LINE_BAD_SPACING, {"max": str(MAX_SPACES), "line": str(line)})]
+    length = str(len(known_value(text)))
+    if kind == "header":
+        return [Problem(beside, HEADER_TOO_LONG, {"max": str(MAX_HEADER_TEXT), "length": length})]
+    return [Problem(beside, BODY_TOO_LONG, {"max": str(MAX_BODY_PARAMETER), "length": length, "line": str(line)})]
+
+
+def _header_text(header: str, beside: str = HEADER_FIELD) -> list[Problem]:
+    return _refused("header", header, beside)
 
 
 def read_form(
@@ -185,12 +210,15 @@ def read_form(
                 given["parameter_name"] = named["header"][0]
             components.append({"type": "header", "parameters": [given]})
         body: list[dict[str, Any]] = []
-        for line in lines.splitlines():
+        for number, line in enumerate(lines.splitlines(), start=1):
             by_name = NAMED_LINE.match(line) if named["body"] else None
             if by_name is not None and by_name["value"]:
                 body.append({"text": by_name["value"], "parameter_name": by_name["name"]})
             elif line.strip():
                 body.append({"text": line.strip()})
+            else:
+                continue
+            problems += _refused("body", body[-1]["text"], PARAMS_FIELD, number)
         if body:
             components.append({"type": "body", "parameters": body})
     elif template.parameter_format == "NAMED":
@@ -292,7 +320,11 @@ def _positional(template: MessageTemplate, header: str, lines: str) -> tuple[lis
             problems.append(Problem(HEADER_FIELD, NO_HEADER))
         else:
             components.append({"type": "header", "parameters": [{"text": header}]})
-    body = [{"text": line.strip()} for line in lines.splitlines() if line.strip()]
+    body: list[dict[str, Any]] = []
+    for number, line in enumerate(lines.splitlines(), start=1):
+        if line.strip():
+            body.append({"text": line.strip()})
+            problems += _refused("body", line.strip(), PARAMS_FIELD, number)
     if body:
         components.append({"type": "body", "parameters": body})
     return components, problems
@@ -330,8 +362,10 @@ def _named(template: MessageTemplate, header: str, lines: str) -> tuple[list[dic
         elif name == header_only and header:
             if len(seen[name]) == 1:
                 problems.append(Problem(PARAMS_FIELD, HEADER_LINE_TOO, {"name": name}))
-        else:
-            values.setdefault(name, found["value"])
+        elif name not in values:
+            values[name] = found["value"]
+            if name != header_only:  # the header's rules are the header's (below)
+                problems += _refused("body", found["value"], PARAMS_FIELD, number)
     if nameless:
         problems.insert(0, Problem(PARAMS_FIELD, NAMELESS, {"lines": ", ".join(str(n) for n in nameless)}))
     for name, numbers in seen.items():

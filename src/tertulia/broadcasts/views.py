@@ -73,6 +73,12 @@ REASON_LABELS: dict[str, str] = {
     "messaging_limit": i18n.lazy("Over the WhatsApp messaging limit"),
     "stopped": i18n.lazy("Stopped before their turn"),
     "header_too_long": i18n.lazy("Their values make the template's header longer than 60 characters"),
+    "body_parameter_too_long": i18n.lazy(
+        "Their values make a body parameter of the template longer than 1024 characters"
+    ),
+    "parameter_spacing": i18n.lazy(
+        "Their values put a tab, a line break or more than 4 spaces in a row in a parameter of the template"
+    ),
 }
 # The editor's template fields, named where the dry run points at them.
 FIELD_LABELS: dict[str, str] = {
