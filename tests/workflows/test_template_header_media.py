@@ -546,7 +546,7 @@ HEADER_MEDIA = st.one_of(
 )
 COORDINATES = st.one_of(
     JSON_VALUES,
-    st.floats(),
+    st.floats(allow_nan=False, allow_infinity=False),  # JSON has no NaN or infinity
     st.integers(min_value=-200, max_value=200),
     st.decimals(min_value=-200, max_value=200, places=4).map(str),
     st.just("{{trigger.day}}"),
