@@ -121,6 +121,30 @@ def active_runs_of_contact(session: Session, workspace_id: int, contact_id: int)
     )
 
 
+def active_runs_of_contacts(
+    session: Session, contacts: Collection[tuple[int, int]]
+) -> dict[tuple[int, int], list[WorkflowRun]]:
+    """`active_runs_of_contact` for several (workspace id, contact id) pairs in one query, locked in
+    id order; keyed by pair, a contact without a run in progress absent."""
+    if not contacts:
+        return {}
+    wanted = set(contacts)
+    found: dict[tuple[int, int], list[WorkflowRun]] = {}
+    for run in session.scalars(
+        select(WorkflowRun)
+        .where(
+            WorkflowRun.contact_id.in_(sorted({contact_id for _, contact_id in wanted})),
+            WorkflowRun.status.in_(RunStatus.ACTIVE),
+        )
+        .order_by(WorkflowRun.id)
+        .with_for_update()
+    ):
+        pair = (run.workspace_id, run.contact_id)
+        if pair in wanted:
+            found.setdefault(pair, []).append(run)
+    return found
+
+
 def active_runs_of_workflow(session: Session, workflow_id: int) -> list[WorkflowRun]:
     return list(
         session.scalars(

@@ -29,7 +29,7 @@ honours it sees one request.
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -164,10 +164,13 @@ def contact_wrote(
     at: datetime,
     event_id: int,
     location: Mapping[str, Any] | None = None,
+    runs: Sequence[WorkflowRun] | None = None,
 ) -> int:
     """Hand a message of the contact to each of its runs in progress; how many got it. `location`:
-    the place the contact shared, when the message is a location."""
-    runs = repo.active_runs_of_contact(session, workspace_id, contact_id)
+    the place the contact shared, when the message is a location. `runs`: the contact's runs in
+    progress, locked, when the caller has read them already."""
+    if runs is None:
+        runs = repo.active_runs_of_contact(session, workspace_id, contact_id)
     fed = 0
     for run in runs:
         if event_id <= run.last_event_id:

@@ -182,6 +182,10 @@ class _Batch:
         self._runs_read: set[int] = set()
         self._active: set[tuple[int, int]] = set()
         self._ran: set[tuple[int, int]] = set()
+        # The runs in progress of the contacts who wrote in this read, read and locked together at
+        # the first message (one query, not one a message); contacts given a run by this read since.
+        self._runs_in_progress: dict[tuple[int, int], list[WorkflowRun]] | None = None
+        self._started_for: set[int] = set()
 
     def published(self, workspace_id: int, trigger_types: tuple[str, ...]) -> list[WorkflowVersion]:
         key = (workspace_id, trigger_types)
@@ -241,6 +245,20 @@ class _Batch:
             self._contacts[contact_id] = found
         return self._contacts[contact_id]
 
+    def runs_in_progress(self, workspace_id: int, contact_id: int) -> list[WorkflowRun]:
+        """The contact's runs in progress, locked. A contact given a run by this read is read again:
+        its new run came after the read of them all."""
+        if contact_id in self._started_for:
+            return repo.active_runs_of_contact(self._session, workspace_id, contact_id)
+        if self._runs_in_progress is None:
+            writers = {
+                (event.workspace_id, event.contact_id)
+                for event in self._events
+                if event.type == EventType.MESSAGE_RECEIVED and event.contact_id is not None
+            }
+            self._runs_in_progress = repo.active_runs_of_contacts(self._session, writers)
+        return self._runs_in_progress.get((workspace_id, contact_id), [])
+
     def start(
         self,
         workflow: Workflow,
@@ -253,6 +271,7 @@ class _Batch:
         event_id: int,
     ) -> bool:
         """Start a run (see `runner.start_run`); whether one started."""
+        self._started_for.add(contact_id)
         if not self.fast:
             started = runner.start_run(
                 self._session,
@@ -298,7 +317,7 @@ def _consume(session: Session, event: EventRecord, batch: _Batch) -> int:
     if event.contact_id is None or (event.actor or "").split(":", 1)[0] == "import":
         return 0
     if event.type == EventType.MESSAGE_RECEIVED:
-        return _contact_wrote(session, event)
+        return _contact_wrote(session, event, batch.runs_in_progress(event.workspace_id, event.contact_id))
     trigger_types = TRIGGERS_BY_EVENT.get(event.type)
     if not trigger_types:
         return 0
@@ -352,7 +371,7 @@ def _eval_context(session: Session, workspace_id: int) -> EvalContext:
     return EvalContext(workspace_id=workspace_id, timezone=ZoneInfo(timezone), now=utcnow())
 
 
-def _contact_wrote(session: Session, event: EventRecord) -> int:
+def _contact_wrote(session: Session, event: EventRecord, runs: list[WorkflowRun]) -> int:
     message = event.payload.get("message") or {}
     text = message.get("text") or ""
     at = datetime.fromisoformat(message["created_at"]) if message.get("created_at") else event.created_at
@@ -366,6 +385,7 @@ def _contact_wrote(session: Session, event: EventRecord) -> int:
         at,
         event.id,
         location if isinstance(location, dict) else None,
+        runs,
     )
 
 
