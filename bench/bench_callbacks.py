@@ -35,6 +35,10 @@ of AGENTS agents, each signed in with a socket open on /ws; a message's visibili
 just before its callback is written to the moment its assigned agent's socket receives it (target
 p99 under 1 s), and every message must reach exactly one socket once. The load generator runs on the same machine and
 competes for its cores; CPU figures are the servers' and the worker's together.
+
+The load starts once the event log's consumers have caught up with the events the setup wrote
+(`settle_seconds` in the report), as a running installation's would have: a worker that has just
+started spends its first seconds on that backlog, and callbacks arriving then wait behind it.
 """
 
 import os
@@ -65,6 +69,7 @@ from websockets.asyncio.client import connect
 
 from bench.bench_inbox import PASSWORD, POSTGRES_ADMIN, REDIS_URL, _cpu_seconds, _frames, _server, _server_env
 from bench.bench_segments import RESULTS
+from tertulia import consumers
 from tertulia.channels.adapters.twilio import signature as twilio_signature
 from tertulia.channels.adapters.whatsapp import signature as whatsapp_signature
 from tertulia.channels.models import Channel
@@ -74,6 +79,7 @@ from tertulia.conversations.inbound import do_receive_many
 from tertulia.conversations.ingress.callbacks import callback_spool
 from tertulia.conversations.models import Direction, Message, SenderKind
 from tertulia.conversations.service import do_assign
+from tertulia.events.dispatcher import consumer_status
 from tertulia.kit.db import Database
 from tertulia.migrations import upgrade
 from tertulia.provisioning import do_create_workspace_with_owner
@@ -103,6 +109,7 @@ TWILIO_NUMBER = "+14155550100"
 TELEGRAM_SECRET = "bench-telegram-secret"
 CONTENT_TYPE = "application/x-www-form-urlencoded" if PROVIDER == "twilio" else "application/json"
 TARGET_VISIBLE_P99_MS = 1000.0
+SETTLE_SECONDS = 120.0  # at most, for the consumers to catch up before the load
 SOCKET_GRACE_SECONDS = 5.0  # after the database holds every message, for the last socket frames
 
 
@@ -625,6 +632,22 @@ async def _measure(
     return cpu_load, by_role, elapsed, drain
 
 
+def _settle(url: str) -> float:
+    """Seconds until every event-log consumer is past the events written so far (at most
+    SETTLE_SECONDS)."""
+    consumers.install()
+    db = Database(url)
+    started = time.perf_counter()
+    try:
+        while time.perf_counter() - started < SETTLE_SECONDS:
+            if all(status.behind == 0 for status in consumer_status(db) if status.registered):
+                break
+            time.sleep(0.2)
+    finally:
+        db.dispose()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     shutil.rmtree(DATA, ignore_errors=True)
     DATA.mkdir(parents=True)
@@ -638,6 +661,7 @@ def main() -> None:
         _worker(env, DATA / "worker.log", SEPARATE_WORKER, THREADS) as worker_pids,
     ):
         pids = server_pids + worker_pids
+        settle_seconds = _settle(url)
         cpu_before = _cpu_seconds(pids)
         processes = Processes({"web": server_pids, "worker": worker_pids})
         cpu_load, by_role, elapsed, drain = asyncio.run(_measure(base, url, setup, tally, pids, processes))
@@ -680,6 +704,7 @@ def main() -> None:
         "visible_on_agent_socket_ms": _visibility(tally),
         "not_shown_on_a_socket": _never_shown(tally) if AGENTS else None,
         "shown_twice": tally.shown_twice,
+        "settle_seconds": round(settle_seconds, 2),
         "drain_seconds": round(drain.seconds, 2),
         "cpu_ms_per_callback_during_load": round(cpu_load / max(answered, 1) * 1000, 2),
         "cpu_ms_per_callback_total": round(cpu_total / max(answered, 1) * 1000, 2),

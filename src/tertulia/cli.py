@@ -111,10 +111,13 @@ def worker(
             "processes' sockets get the events of the jobs it runs"
         )
         raise typer.Exit(code=2)
-    err.print(
-        f"[green]Worker started[/green] ({get_settings().resolved_queue_url().split('@')[-1]}, {workers} threads)"
+    queue.run_worker(
+        workers,
+        # Said once its threads take tasks, not before the start-up jobs: scripts wait for this line.
+        on_started=lambda: err.print(
+            f"[green]Worker started[/green] ({get_settings().resolved_queue_url().split('@')[-1]}, {workers} threads)"
+        ),
     )
-    queue.run_worker(workers)
 
 
 @app.command()

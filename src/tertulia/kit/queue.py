@@ -137,6 +137,14 @@ def run_stop_jobs() -> None:
 
 
 class _Consumer(Consumer):  # type: ignore[misc]
+    # Called once the worker threads and the scheduler run (`tertulia worker` says it has started).
+    on_started: Callable[[], object] | None = None
+
+    def start(self) -> None:
+        super().start()
+        if self.on_started is not None:
+            self.on_started()
+
     def stop(self, graceful: bool = False) -> None:
         run_stop_jobs()
         super().stop(graceful=graceful)
@@ -159,7 +167,7 @@ def start_consumer(workers: int, *, embedded: bool = True) -> Any:
     return consumer
 
 
-def run_worker(workers: int) -> None:
+def run_worker(workers: int, on_started: Callable[[], object] | None = None) -> None:
     """A standalone consumer process (`tertulia worker`); blocks until SIGINT/SIGTERM.
 
     Events its tasks emit reach the web processes' sockets only through a shared realtime hub
@@ -173,4 +181,5 @@ def run_worker(workers: int) -> None:
     consumer = _Consumer(
         huey, workers=workers, worker_type="thread", periodic=True, scheduler_interval=1, max_delay=1.0
     )
+    consumer.on_started = on_started
     consumer.run()
