@@ -95,63 +95,95 @@ class Draft:
 def do_notify(session: Session, workspace_id: int, event_id: int | None, drafts: Sequence[Draft]) -> list[Notification]:
     """Write what the preferences let through; a draft already written for this event and kind (a
     re-fed event) is skipped. The new rows, published to their people's sockets after commit."""
+    return do_notify_many(session, [(workspace_id, event_id, drafts)])
+
+
+class _Readers:
+    """What a batch of notifications reads once per person: their preferences and language."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+        self._preferences: dict[int, dict[str, Choice]] = {}
+        self._formatters: dict[int, i18n.Formatter] = {}
+
+    def choice(self, user_id: int, kind: str) -> Choice:
+        if user_id not in self._preferences:
+            self._preferences[user_id] = preferences(self._session, user_id)
+        return self._preferences[user_id][kind]
+
+    def formatter(self, user_id: int) -> i18n.Formatter:
+        if user_id not in self._formatters:
+            self._formatters[user_id] = formatter_for(self._session, user_id)
+        return self._formatters[user_id]
+
+
+def do_notify_many(session: Session, batch: Sequence[tuple[int, int | None, Sequence[Draft]]]) -> list[Notification]:
+    """`do_notify` for several (workspace id, event id, drafts), in order, in the caller's
+    transaction: each person's preferences and language read once, and the unread counts the
+    sockets get read once per person at the end (each notification carries the count as it was
+    right after its own row)."""
     now = utcnow()
+    readers = _Readers(session)
     written: list[Notification] = []
     insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    for draft in drafts:
-        choice = preferences(session, draft.user_id)[draft.kind]
-        if not (choice.in_app or choice.email):
-            continue
-        key = draft.key or f"event:{event_id}:{draft.kind.value}"
-        statement = (
-            insert(Notification)
-            .values(
-                workspace_id=workspace_id,
-                user_id=draft.user_id,
-                kind=draft.kind.value,
-                dedupe_key=key,
-                event_id=event_id,
-                conversation_id=draft.conversation_id,
-                params=draft.params,
-                link=draft.link,
-                created_at=now,
+    for workspace_id, event_id, drafts in batch:
+        for draft in drafts:
+            choice = readers.choice(draft.user_id, draft.kind)
+            if not (choice.in_app or choice.email):
+                continue
+            key = draft.key or f"event:{event_id}:{draft.kind.value}"
+            statement = (
+                insert(Notification)
+                .values(
+                    workspace_id=workspace_id,
+                    user_id=draft.user_id,
+                    kind=draft.kind.value,
+                    dedupe_key=key,
+                    event_id=event_id,
+                    conversation_id=draft.conversation_id,
+                    params=draft.params,
+                    link=draft.link,
+                    created_at=now,
+                    in_app=choice.in_app,
+                    email_state="pending" if choice.email else None,
+                )
+                .on_conflict_do_nothing(index_elements=["user_id", "dedupe_key"])
+                .returning(Notification)
             )
-            .on_conflict_do_nothing(index_elements=["user_id", "dedupe_key"])
-            .returning(Notification.id)
-        )
-        new_id = session.scalar(statement)
-        if new_id is None:
-            continue
-        row = session.get(Notification, new_id)
-        assert row is not None
-        row.in_app = choice.in_app
-        row.email_state = "pending" if choice.email else None
-        written.append(row)
-    session.flush()
-    events: list[dict[str, Any]] = []
-    for row in written:
-        choice = preferences(session, row.user_id)[row.kind]
-        if not choice.in_app:
-            continue
-        fmt = formatter_for(session, row.user_id)
-        events.append(
-            {
-                "type": "notification.created",
-                "workspace_id": workspace_id,
-                "user_id": row.user_id,
-                "data": {
-                    "notification": out(row, fmt, choice),
-                    "unread": unread_count(session, workspace_id, row.user_id),
-                },
-            }
-        )
-    if events:
+            row = session.scalars(statement).one_or_none()
+            if row is not None:
+                written.append(row)
+    shown = [row for row in written if readers.choice(row.user_id, row.kind).in_app]
+    if not shown:
+        return written
+    # Each person's count after their last new row; a row earlier in the batch is shown with the
+    # count as it stood when it was written, one less for each of the same person's rows after it.
+    later: dict[tuple[int, int], int] = {}
+    counts_after: list[int] = []
+    finals = _unread_counts(session, {(row.workspace_id, row.user_id) for row in shown})
+    for row in reversed(shown):
+        person = (row.workspace_id, row.user_id)
+        counts_after.append(finals[person] - later.get(person, 0))
+        later[person] = later.get(person, 0) + 1
+    counts_after.reverse()
+    events = [
+        {
+            "type": "notification.created",
+            "workspace_id": row.workspace_id,
+            "user_id": row.user_id,
+            "data": {
+                "notification": out(row, readers.formatter(row.user_id), readers.choice(row.user_id, row.kind)),
+                "unread": unread,
+            },
+        }
+        for row, unread in zip(shown, counts_after, strict=True)
+    ]
 
-        def publish() -> None:
-            for event in events:
-                realtime.publish(event)
+    def publish() -> None:
+        for event in events:
+            realtime.publish(event)
 
-        on_commit(session, publish)
+    on_commit(session, publish)
     return written
 
 
@@ -213,6 +245,23 @@ def unread_count(session: Session, workspace_id: int, user_id: int) -> int:
         )
         or 0
     )
+
+
+def _unread_counts(session: Session, people: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """`unread_count` for several (workspace id, user id) in one query."""
+    counts = dict.fromkeys(people, 0)
+    rows = session.execute(
+        select(Notification.workspace_id, Notification.user_id, func.count())
+        .where(
+            Notification.user_id.in_(sorted({user_id for _, user_id in people})),
+            Notification.read_at.is_(None),
+        )
+        .group_by(Notification.workspace_id, Notification.user_id)
+    )
+    for workspace_id, user_id, count in rows:
+        if (workspace_id, user_id) in counts:
+            counts[(workspace_id, user_id)] = int(count)
+    return counts
 
 
 def list_notifications(
