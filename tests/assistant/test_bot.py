@@ -5,17 +5,20 @@ nothing; closing with "turn the bot back on" ends a pause that would carry over.
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import event as sqlalchemy_event
+from sqlalchemy import func, select
 
 from tertulia.assistant import bot
 from tertulia.assistant.bot_settings import do_save_settings
 from tertulia.assistant.models import BotTurn
 from tertulia.channels.models import Channel
 from tertulia.channels.protocol import InboundMessage
+from tertulia.channels.service import do_create_channel
 from tertulia.conversations import service as inbox
 from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation, SenderKind
@@ -28,6 +31,7 @@ from tertulia.users.permissions import Actor
 from tertulia.workspaces.service import do_set_business_hours
 from tests.assistant.support import Shop, feed
 from tests.conftest import Tenant
+from tests.conversations.support import receive_customer_message
 from tests.fakes import FakeHttpAdapter, FakeProvider, fake_provider
 from tests.web.helpers import sign_in_as
 
@@ -306,3 +310,65 @@ def test_a_bot_turned_on_in_the_conversation_is_not_paused_again_by_the_carry_ov
     assert shop.conversation(second).bot_paused is False
     [reply] = shop.outgoing(second)
     assert reply.payload["bot"]["outcome"] == "answered"
+
+
+def test_a_read_of_several_messages_is_answered_on_the_channels_with_the_bot_on(
+    db: Database, tenant: Tenant, provider: FakeProvider
+) -> None:
+    shop = Shop(db, tenant, provider)
+    with db.transaction() as session:
+        quiet = do_create_channel(session, tenant.actor(), "fakehttp", "Sin bot", {"url": provider.url}).id
+    with db.transaction(write=False) as session:
+        start = session.scalar(select(func.max(EventRecord.id))) or 0
+    asked = receive_customer_message(db, shop.channel_id, "visitor-a", "a-1", "¿a qué hora abren?")
+    unheard = receive_customer_message(db, quiet, "visitor-b", "b-1", "¿a qué hora abren?")
+    also = receive_customer_message(db, shop.channel_id, "visitor-c", "c-1", "¿Puedo pagar con tarjeta?")
+    with db.transaction(write=False) as session:
+        events = list(
+            session.scalars(
+                select(EventRecord)
+                .where(EventRecord.id > start, EventRecord.type == EventType.MESSAGE_RECEIVED)
+                .order_by(EventRecord.id)
+            )
+        )
+        session.expunge_all()
+    assert len(events) == 3
+    bot.handle_batch(events)
+    bot.handle_batch(events)  # fed again, as after a crash before the consumer stored its position
+    assert [m.text for m in shop.outgoing(asked)] == ["Abrimos de lunes a sábado de 9 a 19 h."]
+    assert shop.outgoing(unheard) == []
+    assert [m.text for m in shop.outgoing(also)] == ["Aceptamos todas las tarjetas de crédito y débito."]
+    assert sum(provider.deliveries.values()) == 2
+
+
+def test_a_read_on_channels_without_the_bot_costs_one_query(
+    db: Database, tenant: Tenant, fakehttp_adapter: FakeHttpAdapter
+) -> None:
+    with db.transaction() as session:
+        quiet = do_create_channel(session, tenant.actor(), "fakehttp", "Sin bot", {"url": "http://127.0.0.1:9"}).id
+    with db.transaction(write=False) as session:
+        start = session.scalar(select(func.max(EventRecord.id))) or 0
+    for n in range(5):
+        receive_customer_message(db, quiet, f"visitor-{n}", f"q-{n}", "¿a qué hora abren?")
+    with db.transaction(write=False) as session:
+        events = list(
+            session.scalars(
+                select(EventRecord)
+                .where(EventRecord.id > start, EventRecord.type == EventType.MESSAGE_RECEIVED)
+                .order_by(EventRecord.id)
+            )
+        )
+        session.expunge_all()
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sqlalchemy_event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        bot.handle_batch(events)
+    finally:
+        sqlalchemy_event.remove(db.engine, "before_cursor_execute", count)
+    # The channel's settings, read once (SQLite's transaction adds its BEGIN).
+    assert len([s for s in statements if "FROM assistant_channel_settings" in s]) == 1, statements
+    assert len(statements) <= 2, statements

@@ -307,11 +307,20 @@ def respond(
     return turn
 
 
-def handle_event(db: Database, event: EventRecord) -> None:
+def _incoming(event: EventRecord) -> tuple[int, int | None] | None:
+    """The customer's message the event tells of: (message id, channel id); None for any other."""
     message = (event.payload or {}).get("message") or {}
-    message_id = message.get("id")
+    message_id, channel_id = message.get("id"), message.get("channel_id")
     if not isinstance(message_id, int) or message.get("direction") != Direction.INCOMING.value:
+        return None
+    return message_id, channel_id if isinstance(channel_id, int) else None
+
+
+def handle_event(db: Database, event: EventRecord) -> None:
+    incoming = _incoming(event)
+    if incoming is None:
         return
+    message_id = incoming[0]
     with db.transaction(write=False) as session:
         draft = prepare(session, event.workspace_id, message_id)
     if draft is not None:
@@ -334,7 +343,31 @@ def handle(event: EventRecord) -> None:
     handle_event(task_database(), event)
 
 
-CONSUMER = Consumer(name=CONSUMER_NAME, handle=handle, types=frozenset({EventType.MESSAGE_RECEIVED}))
+def handle_batch(events: list[EventRecord]) -> None:
+    """A read of the log: the bot's settings of the messages' channels read once, in one short
+    transaction, and only the messages on channels where the bot is on handled (each as
+    `handle_event` does). The bot is off on most channels, and there a message then costs no
+    transaction of its own. A failure raises, and the dispatcher feeds the read again one event at a
+    time: a turn already taken is not taken again (`_claim`)."""
+    db = task_database()
+    channels = {
+        (event.workspace_id, incoming[1])
+        for event in events
+        if (incoming := _incoming(event)) is not None and incoming[1] is not None
+    }
+    if not channels:
+        return
+    with db.transaction(write=False) as session:
+        bot_on = {pair for pair in channels if bot_settings.settings_for(session, *pair).enabled}
+    for event in events:
+        incoming = _incoming(event)
+        if incoming is not None and (event.workspace_id, incoming[1]) in bot_on:
+            handle_event(db, event)
+
+
+CONSUMER = Consumer(
+    name=CONSUMER_NAME, handle=handle, types=frozenset({EventType.MESSAGE_RECEIVED}), handle_batch=handle_batch
+)
 
 
 def last_customer_text(session: Session, conversation_id: int) -> str:
