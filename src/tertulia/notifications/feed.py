@@ -61,23 +61,51 @@ def _actor_user(event: EventRecord) -> int | None:
     return None
 
 
-def _members(session: Session, workspace_id: int, user_ids: set[int]) -> set[int]:
-    if not user_ids:
-        return set()
-    return set(
-        session.scalars(
-            select(Membership.user_id).where(
-                Membership.workspace_id == workspace_id, Membership.active, Membership.user_id.in_(user_ids)
-            )
+class _Reads:
+    """What a read of the log looks up once, held for the whole read (the session's identity map
+    holds its objects weakly, so `session.get` would read them again): the conversations of its
+    customers' messages, the names of their contacts, and each workspace's active members."""
+
+    def __init__(self, session: Session, events: list[EventRecord]) -> None:
+        self._session = session
+        wanted = sorted(
+            {e.conversation_id for e in events if e.type == EventType.MESSAGE_RECEIVED and e.conversation_id}
         )
-    )
+        self._conversations = {
+            c.id: c for c in session.scalars(select(Conversation).where(Conversation.id.in_(wanted)))
+        }
+        contact_ids = sorted({c.contact_id for c in self._conversations.values()})
+        self._contacts = {c.id: c for c in session.scalars(select(Contact).where(Contact.id.in_(contact_ids)))}
+        self._members: dict[int, set[int]] = {}
 
+    def conversation(self, conversation_id: int) -> Conversation | None:
+        if conversation_id not in self._conversations:
+            found = self._session.get(Conversation, conversation_id)
+            if found is None:
+                return None
+            self._conversations[conversation_id] = found
+        return self._conversations[conversation_id]
 
-def _contact_name(session: Session, contact_id: int | None) -> str:
-    contact = session.get(Contact, contact_id) if contact_id is not None else None
-    if contact is None:
-        return f"#{contact_id}" if contact_id is not None else "?"
-    return contact.full_name or f"#{contact.id}"
+    def contact_name(self, contact_id: int | None) -> str:
+        if contact_id is None:
+            return "?"
+        contact = self._contacts.get(contact_id) or self._session.get(Contact, contact_id)
+        if contact is None:
+            return f"#{contact_id}"
+        self._contacts[contact_id] = contact
+        return contact.full_name or f"#{contact.id}"
+
+    def members(self, workspace_id: int, user_ids: set[int]) -> set[int]:
+        """The active members of the workspace among `user_ids`."""
+        if not user_ids:
+            return set()
+        if workspace_id not in self._members:
+            self._members[workspace_id] = set(
+                self._session.scalars(
+                    select(Membership.user_id).where(Membership.workspace_id == workspace_id, Membership.active)
+                )
+            )
+        return user_ids & self._members[workspace_id]
 
 
 def _link(conversation_id: int | None) -> str:
@@ -104,14 +132,15 @@ def _channel_keepers(session: Session, workspace_id: int) -> list[int]:
     )
 
 
-def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
+def drafts_for(session: Session, event: EventRecord, reads: _Reads | None = None) -> list[Draft]:
+    reads = reads or _Reads(session, [event])
     payload: dict[str, Any] = event.payload or {}
     by = _actor_user(event)
     drafts: list[Draft] = []
     conversation: dict[str, Any] = payload.get("conversation") or {}
     if event.type in (EventType.CONVERSATION_ASSIGNED, EventType.CONVERSATION_OPENED):
         conversation_id = conversation.get("id")
-        contact = _contact_name(session, conversation.get("contact_id"))
+        contact = reads.contact_name(conversation.get("contact_id"))
         assignee = conversation.get("assignee_id")
         team_id = conversation.get("team_id")
         if event.type == EventType.CONVERSATION_ASSIGNED and isinstance(assignee, int) and assignee != by:
@@ -154,14 +183,14 @@ def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
         )
     elif event.type == EventType.MESSAGE_RECEIVED and event.conversation_id is not None:
         message = payload.get("message") or {}
-        row = session.get(Conversation, event.conversation_id)
+        row = reads.conversation(event.conversation_id)
         if row is not None and row.assignee_id is not None:
             drafts.append(
                 Draft(
                     row.assignee_id,
                     NotificationKind.NEW_MESSAGE,
                     {
-                        "contact": _contact_name(session, row.contact_id),
+                        "contact": reads.contact_name(row.contact_id),
                         "excerpt": str(message.get("text") or "")[:EXCERPT],
                     },
                     _link(row.id),
@@ -191,7 +220,7 @@ def drafts_for(session: Session, event: EventRecord) -> list[Draft]:
             Draft(user_id, CHANNEL_KINDS[EventType(event.type)], params, _channel_link(payload.get("channel_id")))
             for user_id in _channel_keepers(session, event.workspace_id)
         )
-    allowed = _members(session, event.workspace_id, {d.user_id for d in drafts})
+    allowed = reads.members(event.workspace_id, {d.user_id for d in drafts})
     return [d for d in drafts if d.user_id in allowed]
 
 
@@ -206,11 +235,12 @@ def handle_batch(events: list[EventRecord]) -> None:
     the messages themselves."""
     with task_database().transaction() as session:
         batch: list[tuple[int, int | None, list[Draft]]] = []
+        reads = _Reads(session, events)
         for event in events:
             if event.type == EventType.CHANNEL_RECOVERED:
                 link = _channel_link((event.payload or {}).get("channel_id"))
                 do_mark_ended(session, event.workspace_id, NotificationKind.CHANNEL_ERROR, link)
-            batch.append((event.workspace_id, event.id, drafts_for(session, event)))
+            batch.append((event.workspace_id, event.id, drafts_for(session, event, reads)))
         written = do_notify_many(session, batch)
         if wants_email(written):
             on_commit(session, tasks.queue_emails)

@@ -131,28 +131,28 @@ def do_notify_many(session: Session, batch: Sequence[tuple[int, int | None, Sequ
             choice = readers.choice(draft.user_id, draft.kind)
             if not (choice.in_app or choice.email):
                 continue
-            key = draft.key or f"event:{event_id}:{draft.kind.value}"
-            statement = (
+            values: dict[str, Any] = {
+                "workspace_id": workspace_id,
+                "user_id": draft.user_id,
+                "kind": draft.kind.value,
+                "dedupe_key": draft.key or f"event:{event_id}:{draft.kind.value}",
+                "event_id": event_id,
+                "conversation_id": draft.conversation_id,
+                "params": draft.params,
+                "link": draft.link,
+                "created_at": now,
+                "in_app": choice.in_app,
+                "email_state": "pending" if choice.email else None,
+            }
+            new_id = session.scalar(
                 insert(Notification)
-                .values(
-                    workspace_id=workspace_id,
-                    user_id=draft.user_id,
-                    kind=draft.kind.value,
-                    dedupe_key=key,
-                    event_id=event_id,
-                    conversation_id=draft.conversation_id,
-                    params=draft.params,
-                    link=draft.link,
-                    created_at=now,
-                    in_app=choice.in_app,
-                    email_state="pending" if choice.email else None,
-                )
+                .values(**values)
                 .on_conflict_do_nothing(index_elements=["user_id", "dedupe_key"])
-                .returning(Notification)
+                .returning(Notification.id)
             )
-            row = session.scalars(statement).one_or_none()
-            if row is not None:
-                written.append(row)
+            if new_id is not None:
+                # The row as written, not read back: it is only shown and told of.
+                written.append(Notification(id=new_id, read_at=None, **values))
     shown = [row for row in written if readers.choice(row.user_id, row.kind).in_app]
     if not shown:
         return written
