@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -124,35 +124,44 @@ def do_notify_many(session: Session, batch: Sequence[tuple[int, int | None, Sequ
     right after its own row)."""
     now = utcnow()
     readers = _Readers(session)
-    written: list[Notification] = []
-    insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    rows: list[dict[str, Any]] = []
     for workspace_id, event_id, drafts in batch:
         for draft in drafts:
             choice = readers.choice(draft.user_id, draft.kind)
             if not (choice.in_app or choice.email):
                 continue
-            values: dict[str, Any] = {
-                "workspace_id": workspace_id,
-                "user_id": draft.user_id,
-                "kind": draft.kind.value,
-                "dedupe_key": draft.key or f"event:{event_id}:{draft.kind.value}",
-                "event_id": event_id,
-                "conversation_id": draft.conversation_id,
-                "params": draft.params,
-                "link": draft.link,
-                "created_at": now,
-                "in_app": choice.in_app,
-                "email_state": "pending" if choice.email else None,
-            }
-            new_id = session.scalar(
-                insert(Notification)
-                .values(**values)
-                .on_conflict_do_nothing(index_elements=["user_id", "dedupe_key"])
-                .returning(Notification.id)
+            rows.append(
+                {
+                    "workspace_id": workspace_id,
+                    "user_id": draft.user_id,
+                    "kind": draft.kind.value,
+                    "dedupe_key": draft.key or f"event:{event_id}:{draft.kind.value}",
+                    "event_id": event_id,
+                    "conversation_id": draft.conversation_id,
+                    "params": draft.params,
+                    "link": draft.link,
+                    "created_at": now,
+                    "in_app": choice.in_app,
+                    "email_state": "pending" if choice.email else None,
+                }
             )
-            if new_id is not None:
-                # The row as written, not read back: it is only shown and told of.
-                written.append(Notification(id=new_id, read_at=None, **values))
+    if not rows:
+        return []
+    insert = postgres_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # One statement for the whole read; a row already written (a re-fed event) comes back missing.
+    table: Table = Notification.__table__  # type: ignore[assignment]
+    statement = (
+        insert(table)
+        .on_conflict_do_nothing(index_elements=["user_id", "dedupe_key"])
+        .returning(Notification.id, Notification.user_id, Notification.dedupe_key)
+    )
+    new_ids = {(user_id, key): new_id for new_id, user_id, key in session.execute(statement, rows)}
+    written: list[Notification] = []
+    for values in rows:
+        new_id = new_ids.pop((values["user_id"], values["dedupe_key"]), None)
+        if new_id is not None:
+            # The row as written, not read back: it is only shown and told of.
+            written.append(Notification(id=new_id, read_at=None, **values))
     shown = [row for row in written if readers.choice(row.user_id, row.kind).in_app]
     if not shown:
         return written
