@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event as sqlalchemy_event
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from tertulia.assistant import bot
 from tertulia.assistant.bot_settings import do_save_settings
@@ -22,6 +22,7 @@ from tertulia.channels.service import do_create_channel
 from tertulia.conversations import service as inbox
 from tertulia.conversations.inbound import do_receive
 from tertulia.conversations.models import Conversation, SenderKind
+from tertulia.events import dispatcher
 from tertulia.events.models import EventRecord
 from tertulia.events.types import EventType
 from tertulia.kit import queue
@@ -312,17 +313,8 @@ def test_a_bot_turned_on_in_the_conversation_is_not_paused_again_by_the_carry_ov
     assert reply.payload["bot"]["outcome"] == "answered"
 
 
-def test_a_read_of_several_messages_is_answered_on_the_channels_with_the_bot_on(
-    db: Database, tenant: Tenant, provider: FakeProvider
-) -> None:
-    shop = Shop(db, tenant, provider)
-    with db.transaction() as session:
-        quiet = do_create_channel(session, tenant.actor(), "fakehttp", "Sin bot", {"url": provider.url}).id
-    with db.transaction(write=False) as session:
-        start = session.scalar(select(func.max(EventRecord.id))) or 0
-    asked = receive_customer_message(db, shop.channel_id, "visitor-a", "a-1", "¿a qué hora abren?")
-    unheard = receive_customer_message(db, quiet, "visitor-b", "b-1", "¿a qué hora abren?")
-    also = receive_customer_message(db, shop.channel_id, "visitor-c", "c-1", "¿Puedo pagar con tarjeta?")
+def _messages_received_after(db: Database, start: int) -> list[EventRecord]:
+    """The log's `message.received` events after `start`, as a read of the bot's consumer gets them."""
     with db.transaction(write=False) as session:
         events = list(
             session.scalars(
@@ -332,6 +324,20 @@ def test_a_read_of_several_messages_is_answered_on_the_channels_with_the_bot_on(
             )
         )
         session.expunge_all()
+    return events
+
+
+def test_a_read_of_several_messages_is_answered_on_the_channels_with_the_bot_on(
+    db: Database, tenant: Tenant, provider: FakeProvider
+) -> None:
+    shop = Shop(db, tenant, provider)
+    with db.transaction() as session:
+        quiet = do_create_channel(session, tenant.actor(), "fakehttp", "Sin bot", {"url": provider.url}).id
+    start = dispatcher.newest_event_id(db)
+    asked = receive_customer_message(db, shop.channel_id, "visitor-a", "a-1", "¿a qué hora abren?")
+    unheard = receive_customer_message(db, quiet, "visitor-b", "b-1", "¿a qué hora abren?")
+    also = receive_customer_message(db, shop.channel_id, "visitor-c", "c-1", "¿Puedo pagar con tarjeta?")
+    events = _messages_received_after(db, start)
     assert len(events) == 3
     bot.handle_batch(events)
     bot.handle_batch(events)  # fed again, as after a crash before the consumer stored its position
@@ -346,19 +352,10 @@ def test_a_read_on_channels_without_the_bot_costs_one_query(
 ) -> None:
     with db.transaction() as session:
         quiet = do_create_channel(session, tenant.actor(), "fakehttp", "Sin bot", {"url": "http://127.0.0.1:9"}).id
-    with db.transaction(write=False) as session:
-        start = session.scalar(select(func.max(EventRecord.id))) or 0
+    start = dispatcher.newest_event_id(db)
     for n in range(5):
         receive_customer_message(db, quiet, f"visitor-{n}", f"q-{n}", "¿a qué hora abren?")
-    with db.transaction(write=False) as session:
-        events = list(
-            session.scalars(
-                select(EventRecord)
-                .where(EventRecord.id > start, EventRecord.type == EventType.MESSAGE_RECEIVED)
-                .order_by(EventRecord.id)
-            )
-        )
-        session.expunge_all()
+    events = _messages_received_after(db, start)
     statements: list[str] = []
 
     def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
