@@ -11,6 +11,7 @@ from sqlalchemy import delete, select
 from tertulia.events import dispatcher
 from tertulia.events import tasks as events_tasks
 from tertulia.events.models import EventRecord
+from tertulia.events.types import EventType
 from tertulia.kit.db import Database
 from tertulia.notifications import feed
 from tertulia.notifications.models import Notification
@@ -122,3 +123,34 @@ def test_a_read_fed_again_as_a_batch_writes_nothing_new(client: TestClient, db: 
     assert _written(db, tenant.workspace_id) == first
     told = [kind for user_id, kind, *_ in first if user_id == tenant.agent_id]
     assert told == ["new_message", "assigned", "new_message"]
+
+
+def test_an_error_and_its_recovery_in_one_read_end_as_one_event_at_a_time(db: Database, tenant: Tenant) -> None:
+    """A channel's error and its recovery read together: the error's notifications are marked
+    ended by the recovery, as when each event has its own transaction."""
+    first = dispatcher.newest_event_id(db) + 1_000_000
+    channel = {"channel_id": 4242, "name": "WhatsApp ventas"}
+    events = [
+        EventRecord(
+            id=first,
+            workspace_id=tenant.workspace_id,
+            type=EventType.CHANNEL_ERRORED,
+            payload={**channel, "error": "La cuenta no tiene método de pago"},
+        ),
+        EventRecord(id=first + 1, workspace_id=tenant.workspace_id, type=EventType.CHANNEL_RECOVERED, payload=channel),
+    ]
+
+    def told(feed_them: Any) -> list[tuple[int, str, bool]]:
+        with db.transaction() as session:
+            session.execute(delete(Notification).where(Notification.workspace_id == tenant.workspace_id))
+        feed_them()
+        return [(user_id, kind, read_at is None) for user_id, kind, *_, read_at in _written(db, tenant.workspace_id)]
+
+    batched = told(lambda: feed.handle_batch(events))
+    assert batched == told(lambda: [feed.handle(event) for event in events])
+    # The owner and the manager look after channels: the error is over, the recovery unread.
+    assert sorted(batched) == sorted(
+        (user_id, kind, kind == "channel_recovered")
+        for user_id in (tenant.owner_id, tenant.manager_id)
+        for kind in ("channel_error", "channel_recovered")
+    )

@@ -29,7 +29,7 @@ from tertulia.events.types import EventType
 from tertulia.kit.db import on_commit
 from tertulia.kit.queue import task_database
 from tertulia.notifications import tasks
-from tertulia.notifications.models import NotificationKind
+from tertulia.notifications.models import Notification, NotificationKind
 from tertulia.notifications.service import EXCERPT, Draft, do_mark_ended, do_notify_many, wants_email
 from tertulia.users.models import Membership, Role, Team, TeamMember, User
 
@@ -235,13 +235,18 @@ def handle_batch(events: list[EventRecord]) -> None:
     the messages themselves."""
     with task_database().transaction() as session:
         batch: list[tuple[int, int | None, list[Draft]]] = []
+        written: list[Notification] = []
         reads = _Reads(session, events)
         for event in events:
             if event.type == EventType.CHANNEL_RECOVERED:
+                # What the read told before the recovery is written first, so that an error told
+                # earlier in the same read is marked ended too, as one event at a time would.
+                written += do_notify_many(session, batch)
+                batch = []
                 link = _channel_link((event.payload or {}).get("channel_id"))
                 do_mark_ended(session, event.workspace_id, NotificationKind.CHANNEL_ERROR, link)
             batch.append((event.workspace_id, event.id, drafts_for(session, event, reads)))
-        written = do_notify_many(session, batch)
+        written += do_notify_many(session, batch)
         if wants_email(written):
             on_commit(session, tasks.queue_emails)
 
