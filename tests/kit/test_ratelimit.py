@@ -1,5 +1,7 @@
 """The shared limits behave the same in one process (memory) and across processes (Redis)."""
 
+import asyncio
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -145,3 +147,70 @@ def test_take_tells_the_places_left_and_when_one_frees(counter: RateLimiter) -> 
     assert 1 <= refused.retry_after <= 30
     assert counter.take("other", 2, 30).remaining == 1  # budgets are per key
     assert counter.hit("budget", 2, 30) > 0  # `hit` counts against the same budget
+
+
+def test_counts_from_the_event_loop_share_the_budget(counter: RateLimiter) -> None:
+    """`hit_soon` is `hit` for sockets: twelve at once against a budget of five let exactly five
+    through, and the budget is the one `hit` counts against."""
+
+    async def hits() -> list[int]:
+        return list(await asyncio.gather(*(counter.hit_soon("burst", 5, 60) for _ in range(12))))
+
+    try:
+        answers = asyncio.run(hits())
+        assert answers.count(0) == 5
+        assert all(1 <= wait <= 60 for wait in answers if wait)
+        assert counter.hit("burst", 5, 60) > 0
+        assert asyncio.run(hits()).count(0) == 0
+        assert counter.hit("another", 5, 60) == 0
+    finally:
+        counter.close()
+
+
+@needs_redis
+def test_counts_from_several_event_loops_are_each_answered_on_their_own_loop() -> None:
+    """Each web process's loop (and each test client's) waits on its own futures: the one sender
+    thread answers every loop whose callers it counted, and 40 callers on four loops against a
+    budget of 25 get exactly 25 places."""
+    limiter = RedisRateLimiter(REDIS_URL, _prefix())
+    answers: list[int] = []
+    lock = threading.Lock()
+
+    def loop_of_callers() -> None:
+        async def ten() -> list[int]:
+            return list(await asyncio.gather(*(limiter.hit_soon("shared", 25, 60) for _ in range(10))))
+
+        mine = asyncio.run(ten())
+        with lock:
+            answers.extend(mine)
+
+    threads = [threading.Thread(target=loop_of_callers) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert len(answers) == 40
+        assert answers.count(0) == 25
+    finally:
+        limiter.close()
+
+
+@needs_redis
+def test_many_counts_go_in_one_round_trip_and_keep_their_order() -> None:
+    limiter = RedisRateLimiter(REDIS_URL, _prefix())
+    allowances = limiter.take_many([("a", 1, 60), ("a", 1, 60), ("b", 2, 60), ("b", 2, 60), ("b", 2, 60)])
+    assert [a.allowed for a in allowances] == [True, False, True, True, False]
+    assert [a.remaining for a in allowances] == [0, 0, 1, 0, 0]
+
+
+def test_an_unreachable_redis_lets_counts_from_the_event_loop_through() -> None:
+    limiter = RedisRateLimiter("redis://127.0.0.1:1/0", _prefix())
+
+    async def hits() -> list[int]:
+        return list(await asyncio.gather(*(limiter.hit_soon("k", 1, 60) for _ in range(3))))
+
+    try:
+        assert asyncio.run(hits()) == [0, 0, 0]
+    finally:
+        limiter.close()

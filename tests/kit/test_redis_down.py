@@ -42,6 +42,7 @@ def redis_gone(client: TestClient) -> Iterator[None]:
     started_hub = realtime.get_hub()
     assert isinstance(started_hub, RedisHub)
     assert isinstance(state.rate_limiter, RedisRateLimiter)
+    state.rate_limiter.close()
     state.rate_limiter = RedisRateLimiter(UNREACHABLE)
     state.slot_limiter = RedisSlotLimiter(UNREACHABLE)
     realtime.set_hub(RedisHub(UNREACHABLE))  # publishes over a client that cannot connect
@@ -66,5 +67,9 @@ def test_requests_and_messages_go_on_while_redis_is_unreachable(
     with widget_socket(client, channel, visitor) as socket:  # the socket caps cannot be counted: let in
         socket.send_json({"type": "ping"})
         assert socket.receive_json() == {"type": "pong"}
+        # The visitor's message budget cannot be counted either: the message is let in.
+        socket.send_json({"type": "message", "text": "sigo aquí", "client_msg_id": "second-message"})
+        answer = socket.receive_json()
+        assert answer["type"] == "ack", answer
     with db.transaction(write=False) as session:
-        assert list(session.scalars(select(Message.text))) == ["hola"]
+        assert sorted(session.scalars(select(Message.text))) == ["hola", "sigo aquí"]

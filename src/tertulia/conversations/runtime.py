@@ -55,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 await sweeper
         await anyio.to_thread.run_sync(app.state.inbound_writer.stop)
         await anyio.to_thread.run_sync(app.state.callback_writer.stop)
+        await anyio.to_thread.run_sync(app.state.rate_limiter.close)
         if consumer is not None:
             await anyio.to_thread.run_sync(consumer.stop)
         await hub.stop()

@@ -9,20 +9,26 @@ In-process by default (one `tertulia serve` process, e.g. on SQLite); in Redis w
   both take the last place), not a fixed window, which lets up to twice the limit through across a
   window's edge. It holds at most `limit` entries per key; refused requests are not recorded.
   `take` is the same count, also saying how many places are left and when the next one frees (the
-  API's X-RateLimit-* headers).
+  API's X-RateLimit-* headers). `hit_soon` is `hit` for the event loop: in Redis the counts that
+  callers ask for meanwhile go in one pipelined round trip from one thread, where a thread per
+  request (anyio's) cost a visitor's message more CPU than writing it.
 - `SlotLimiter.acquire(key, limit, holder)`: take one of `limit` slots for as long as `holder` keeps it
   (`release` gives it back). In Redis a slot is a lease that the holder renews (`renew`) at least
   every `SLOT_LEASE_SECONDS / 3`; a process that dies without releasing loses its slots when their
   leases run out, so a crash never leaves a visitor locked out for good.
 """
 
+import asyncio
+import contextlib
 import math
+import queue
 import threading
 import time
 import uuid
 from collections import defaultdict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 import structlog
@@ -55,6 +61,14 @@ class RateLimiter(Protocol):
         """`hit`, with what is left of the budget."""
         ...
 
+    async def hit_soon(self, key: str, limit: int, window_seconds: int) -> int:
+        """`hit` from the event loop, without blocking it."""
+        ...
+
+    def close(self) -> None:
+        """Stop what `hit_soon` started (app shutdown)."""
+        ...
+
 
 class SlotLimiter(Protocol):
     def acquire(self, key: str, limit: int, holder: str) -> bool:
@@ -79,6 +93,12 @@ class MemoryRateLimiter:
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
         return self.take(key, limit, window_seconds).retry_after
+
+    async def hit_soon(self, key: str, limit: int, window_seconds: int) -> int:
+        return self.hit(key, limit, window_seconds)  # a few microseconds under a lock: no need to leave the loop
+
+    def close(self) -> None:
+        return None
 
     def take(self, key: str, limit: int, window_seconds: int) -> Allowance:
         now = time.monotonic()
@@ -129,29 +149,128 @@ class RedisRateLimiter:
     of the API, the inbox and the widget (a 500 on every request). Sign-in throttling is counted in
     the database and holds either way."""
 
+    # Counts `hit_soon` sends in one round trip at most.
+    MAX_PIPELINE = 256
+
     def __init__(self, url: str, prefix: str = "tertulia") -> None:
         self._redis = _client(url)
         self._prefix = prefix
         self._hit = self._redis.register_script(_HIT)
+        self._waiting: queue.SimpleQueue[_WaitingHit | None] = queue.SimpleQueue()
+        self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
 
     def hit(self, key: str, limit: int, window_seconds: int) -> int:
         return self.take(key, limit, window_seconds).retry_after
 
     def take(self, key: str, limit: int, window_seconds: int) -> Allowance:
+        try:
+            answer = self._hit(keys=[self._key(key)], args=self._args(limit, window_seconds))
+        except redis.RedisError as exc:
+            return _unavailable(exc, limit, window_seconds)
+        return _allowance(answer, limit)
+
+    def take_many(self, requests: Sequence[tuple[str, int, int]]) -> list[Allowance]:
+        """`take` for each (key, limit, window seconds), in one pipelined round trip."""
+        pipeline = self._redis.pipeline(transaction=False)
+        for key, limit, window_seconds in requests:
+            self._hit(keys=[self._key(key)], args=self._args(limit, window_seconds), client=pipeline)
+        try:
+            answers = pipeline.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            return [_unavailable(exc, limit, window) for _, limit, window in requests]
+        return [
+            _unavailable(answer, limit, window) if isinstance(answer, Exception) else _allowance(answer, limit)
+            for answer, (_, limit, window) in zip(answers, requests, strict=True)
+        ]
+
+    async def hit_soon(self, key: str, limit: int, window_seconds: int) -> int:
+        loop = asyncio.get_running_loop()
+        waiting = _WaitingHit(key, limit, window_seconds, loop, loop.create_future())
+        self._start_sender()
+        self._waiting.put(waiting)
+        return await waiting.answer
+
+    def close(self) -> None:
+        with self._sender_lock:
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            self._waiting.put(None)
+            sender.join(timeout=5)
+
+    def _start_sender(self) -> None:
+        if self._sender is not None:
+            return
+        with self._sender_lock:
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send, name="rate-limit-sender", daemon=True)
+                self._sender.start()
+
+    def _send(self) -> None:
+        """Sends what waits in one round trip, then answers each waiting caller on its own loop
+        (one wake-up per loop and round trip)."""
+        while True:
+            first = self._waiting.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.MAX_PIPELINE:
+                try:
+                    item = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._waiting.put(None)  # stop after this round trip
+                    break
+                batch.append(item)
+            try:
+                allowances = self.take_many([(w.key, w.limit, w.window_seconds) for w in batch])
+            except Exception as exc:  # the sender must survive anything, or every socket would hang
+                log.exception("rate_limiter_sender_failed", error=str(exc))
+                allowances = [Allowance(w.limit, w.limit, w.window_seconds, 0) for w in batch]
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int]]] = {}
+            for waiting, allowance in zip(batch, allowances, strict=True):
+                by_loop.setdefault(waiting.loop, []).append((waiting.answer, allowance.retry_after))
+            for loop, answers in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
+                    loop.call_soon_threadsafe(_answer, answers)
+
+    def _key(self, key: str) -> str:
         # Not "rl:": the fixed-window counters kept strings under "rl:<key>:<window>"; a new name means
         # a process of the previous release, during a rolling upgrade, never meets a sorted set.
-        redis_key = f"{self._prefix}:rl2:{key}"
-        try:
-            accepted, counted, oldest_ms = self._hit(
-                keys=[redis_key], args=[limit, window_seconds * 1000, uuid.uuid4().hex]
-            )
-        except redis.RedisError as exc:
-            log.warning("rate_limiter_unavailable", error=str(exc))
-            return Allowance(limit, limit, window_seconds, 0)
-        reset = _wait(int(oldest_ms) / 1000)
-        if int(accepted):
-            return Allowance(limit, max(0, limit - int(counted)), reset, 0)
-        return Allowance(limit, 0, reset, reset)
+        return f"{self._prefix}:rl2:{key}"
+
+    @staticmethod
+    def _args(limit: int, window_seconds: int) -> list[int | str]:
+        return [limit, window_seconds * 1000, uuid.uuid4().hex]
+
+
+@dataclass(frozen=True)
+class _WaitingHit:
+    key: str
+    limit: int
+    window_seconds: int
+    loop: asyncio.AbstractEventLoop
+    answer: "asyncio.Future[int]"
+
+
+def _answer(answers: list[tuple["asyncio.Future[int]", int]]) -> None:
+    for future, retry_after in answers:
+        if not future.done():  # the caller was cancelled meanwhile
+            future.set_result(retry_after)
+
+
+def _allowance(answer: Any, limit: int) -> Allowance:
+    accepted, counted, oldest_ms = answer
+    reset = _wait(int(oldest_ms) / 1000)
+    if int(accepted):
+        return Allowance(limit, max(0, limit - int(counted)), reset, 0)
+    return Allowance(limit, 0, reset, reset)
+
+
+def _unavailable(exc: BaseException, limit: int, window_seconds: int) -> Allowance:
+    log.warning("rate_limiter_unavailable", error=str(exc))
+    return Allowance(limit, limit, window_seconds, 0)
 
 
 class MemorySlotLimiter:

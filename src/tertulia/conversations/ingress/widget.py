@@ -348,11 +348,34 @@ def admit_message(db: Database, limiter: RateLimiter, settings: Settings, channe
     """Count a visitor's message against the limits shared by HTTP and the socket: the visitor's
     messages a minute, and, when it will open a conversation (no contact yet, or none open), the
     channel's new conversations a minute. Raises RateLimited with the code the widget shows."""
-    retry_after = limiter.hit(f"widget:message:{visitor.external_id}", settings.widget_messages_per_minute, 60)
+    _refuse_if_over(limiter.hit(_message_budget(visitor), settings.widget_messages_per_minute, 60))
+    if not _open_conversations.known(channel.id, visitor.external_id):
+        admit_opening(db, limiter, settings, channel, visitor)
+
+
+async def admit_socket_message(
+    db: Database, limiter: RateLimiter, settings: Settings, channel: Channel, visitor: Visitor
+) -> None:
+    """`admit_message` from the socket's event loop: the visitor's count leaves the loop only in
+    the limiter's shared round trip, and the database is asked in a thread only when the message
+    may open a conversation."""
+    _refuse_if_over(await limiter.hit_soon(_message_budget(visitor), settings.widget_messages_per_minute, 60))
+    if not _open_conversations.known(channel.id, visitor.external_id):
+        await anyio.to_thread.run_sync(admit_opening, db, limiter, settings, channel, visitor)
+
+
+def _message_budget(visitor: Visitor) -> str:
+    return f"widget:message:{visitor.external_id}"
+
+
+def _refuse_if_over(retry_after: int) -> None:
     if retry_after:
         raise RateLimited("Too many messages; wait a moment.", retry_after=retry_after)
-    if _open_conversations.known(channel.id, visitor.external_id):
-        return
+
+
+def admit_opening(db: Database, limiter: RateLimiter, settings: Settings, channel: Channel, visitor: Visitor) -> None:
+    """Whether the visitor's message opens a conversation (asked of the database); if it does, it
+    counts against the channel's new conversations a minute."""
     with db.transaction(write=False) as session:
         contact_id = _contact_id(session, channel, visitor)
         opens = (
@@ -561,9 +584,7 @@ class VisitorSocket:
             await self.send({"type": "error", "client_msg_id": client_msg_id, "error": error})
             return
         try:
-            await anyio.to_thread.run_sync(
-                admit_message, self.db, self.limiter, self.settings, self.channel, self.visitor
-            )
+            await admit_socket_message(self.db, self.limiter, self.settings, self.channel, self.visitor)
             received = await self.writer.receive(
                 self.channel_id, _inbound(self.visitor, body.text, body.client_msg_id, self.origin)
             )
