@@ -5,9 +5,10 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, Text, and_, bindparam, cast, func, or_, select, tuple_, update
+from sqlalchemy import ColumnElement, Text, and_, bindparam, cast, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from tertulia.channels.protocol import STATUS_PREDECESSORS, DeliveryStatus
 from tertulia.contacts.models import Contact
@@ -79,13 +80,8 @@ def insert_messages_unless_known(session: Session, rows: Sequence[dict[str, Any]
 def _insert_messages(session: Session, dialect: str, rows: Sequence[dict[str, Any]]) -> Sequence[Message]:
     """The inserted rows, in no particular order (none for a conflict)."""
     if dialect == "postgresql":
-        # One array per column, unnested: the statement text is the same whatever the batch size,
-        # so psycopg converts it once and PostgreSQL runs it prepared. A multi-row VALUES of a
-        # 64-message batch has 768 parameters and a new text per size: converting it was a third
-        # of the inbound writer's time.
-        statement = postgresql.insert(Message).from_select(_UNNEST_COLUMNS, _unnested(rows))
-        statement = statement.on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"])
-        return session.scalars(statement.returning(Message)).all()
+        inserted: Sequence[Message] = session.scalars(_UNNESTED_INSERT, _unnested_arrays(rows)).all()
+        return inserted
     # One statement shape whatever the batch size, so it is compiled once and cached; SQLAlchemy's
     # "insertmanyvalues" sends the rows as multi-row VALUES.
     insert = sqlite.insert(Message).on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"])
@@ -106,23 +102,45 @@ _UNNEST_COLUMNS = (
     "provider_message_id",
     "created_at",
 )
+_JSON_COLUMNS = ("attachments", "payload")
 
 
-def _unnested(rows: Sequence[dict[str, Any]]) -> Select[Any]:
+def _unnested_insert() -> Executable:
+    """INSERT ... SELECT FROM unnest(one array per column) ON CONFLICT DO NOTHING RETURNING, built
+    once: the text is the same whatever the batch size, so psycopg converts it once and PostgreSQL
+    runs it prepared (a multi-row VALUES of a 64-message batch has 768 parameters and a new text per
+    size: converting it was a third of the inbound writer's time), and building it and its cache key
+    anew for every batch cost half as much again as running it. Wrapped in `select(Message)
+    .from_statement` so the rows come back as Messages in the session, as an ORM INSERT would
+    give them."""
     table = Message.__table__
     arrays: list[ColumnElement[Any]] = []
     for name in _UNNEST_COLUMNS:
-        values = [row.get(name) for row in rows]
-        if name in ("attachments", "payload"):
+        if name in _JSON_COLUMNS:
             # JSON goes as text: an array of lists would be read as a multi-dimensional array.
-            texts = [json.dumps(value) for value in values]  # None as JSON null, as the JSON type does
-            arrays.append(
-                cast(bindparam(name, texts, type_=postgresql.ARRAY(Text)), postgresql.ARRAY(postgresql.JSONB))
-            )
+            arrays.append(cast(bindparam(name, type_=postgresql.ARRAY(Text)), postgresql.ARRAY(postgresql.JSONB)))
         else:
-            arrays.append(bindparam(name, values, type_=postgresql.ARRAY(table.c[name].type)))
+            arrays.append(bindparam(name, type_=postgresql.ARRAY(table.c[name].type)))
     source = func.unnest(*arrays).table_valued(*_UNNEST_COLUMNS).render_derived()
-    return select(*(source.c[name] for name in _UNNEST_COLUMNS))
+    insert = (
+        postgresql.insert(Message)
+        .from_select(_UNNEST_COLUMNS, select(*(source.c[name] for name in _UNNEST_COLUMNS)))
+        .on_conflict_do_nothing(index_elements=["channel_id", "provider_message_id"])
+        .returning(Message)
+    )
+    return select(Message).from_statement(insert)
+
+
+_UNNESTED_INSERT = _unnested_insert()
+
+
+def _unnested_arrays(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    arrays: dict[str, list[Any]] = {}
+    for name in _UNNEST_COLUMNS:
+        values = [row.get(name) for row in rows]
+        # None as JSON null, as the JSON type does.
+        arrays[name] = [json.dumps(value) for value in values] if name in _JSON_COLUMNS else values
+    return arrays
 
 
 def messages_by_provider_ids(session: Session, keys: Sequence[tuple[int, str]]) -> list[Message]:
