@@ -96,6 +96,11 @@ def pending_count(session: Session) -> int:
     return len(session.info.get(_PENDING) or ())
 
 
+# Built once: every transaction that changes the inbox writes its events with these.
+_TAKE_XID = text("SELECT pg_current_xact_id()")
+_INSERT_EVENTS = insert(EventRecord)
+
+
 def write_pending(session: Session) -> None:
     """Write the events emitted so far in this transaction now (one executemany INSERT). Not inside
     a savepoint: rows written there would vanish with it although emitted outside it."""
@@ -109,8 +114,8 @@ def write_pending(session: Session) -> None:
     if connection.dialect.name == "postgresql":
         # Take the transaction id before the ids: the dispatcher's horizon needs "xid assigned
         # before any event id of that transaction" (a no-op when the transaction has written).
-        connection.execute(text("SELECT pg_current_xact_id()"))
-    connection.execute(insert(EventRecord), rows)
+        connection.execute(_TAKE_XID)
+    connection.execute(_INSERT_EVENTS, rows)
     if tasks.has_consumers() and not session.info.get(_NUDGE):
         session.info[_NUDGE] = True
         on_commit(session, tasks.nudge)
