@@ -187,7 +187,11 @@ def create_app(settings: Settings | None = None, database: Database | None = Non
     app.state.rate_limiter = make_rate_limiter(settings.realtime_url, settings.realtime_prefix)
     app.state.slot_limiter = make_slot_limiter(settings.realtime_url, settings.realtime_prefix)
     app.state.presence = make_presence_store(settings.realtime_url, settings.realtime_prefix)
-    app.state.inbound_writer = InboundWriter(app.state.db, threads=settings.inbound_writer_threads)
+    app.state.inbound_writer = InboundWriter(
+        app.state.db,
+        threads=settings.inbound_writer_threads,
+        linger_seconds=settings.inbound_writer_linger_ms / 1000,
+    )
     app.state.callback_writer = CallbackWriter(app.state.db)
     install_error_handlers(app)
     install_widget(app)  # the widget's CORS

@@ -2,6 +2,8 @@
 provider id, keep order, and never let one bad message cost another its place."""
 
 import asyncio
+import threading
+import time
 
 from sqlalchemy import func, select
 
@@ -90,3 +92,35 @@ async def _expect_error(job: "asyncio.Future[object] | object") -> BaseException
     except BaseException as exc:
         return exc
     return None
+
+
+def test_a_writer_lingers_for_more_only_while_messages_come_in_together(db: Database) -> None:
+    """After a batch of several, the next batch waits up to the linger for a message that comes a
+    moment later; after a lone message, the next is written at once (the inbox is quiet)."""
+    writer = InboundWriter(db, linger_seconds=0.5)
+
+    def later(item: object) -> None:
+        time.sleep(0.1)
+        writer._queue.put(item)
+
+    def batch_with_a_latecomer(last_batch_size: int) -> int:
+        writer._last_batch_size = last_batch_size
+        writer._queue.put("first")
+        latecomer = threading.Thread(target=later, args=("second",))
+        latecomer.start()
+        batch, stopped = writer._next_batch()
+        latecomer.join()
+        assert not stopped
+        size = len(batch)
+        while len(batch) < 2:  # the latecomer that missed the batch
+            batch.append(writer._queue.get(timeout=1))
+        return size
+
+    assert batch_with_a_latecomer(last_batch_size=3) == 2
+    assert batch_with_a_latecomer(last_batch_size=1) == 1
+    writer._last_batch_size = 5
+    for item in ("a", "b", "c"):
+        writer._queue.put(item)
+    started = time.monotonic()
+    assert writer._next_batch() == (["a", "b", "c"], False)
+    assert 0.4 < time.monotonic() - started < 2  # waited for the linger: fewer than max_batch came
