@@ -204,6 +204,18 @@ def test_many_counts_go_in_one_round_trip_and_keep_their_order() -> None:
     assert [a.remaining for a in allowances] == [0, 0, 1, 0, 0]
 
 
+@needs_redis
+def test_many_counts_load_the_script_when_redis_does_not_know_it() -> None:
+    """Redis forgets scripts when it restarts: the counts it refused for that are sent again once,
+    and none is counted twice."""
+    limiter = RedisRateLimiter(REDIS_URL, _prefix())
+    # A script Redis has never seen: the same count, with a comment that changes its digest.
+    limiter._hit = limiter._redis.register_script(f"{limiter._hit.script}\n-- {uuid.uuid4().hex}")
+    allowances = limiter.take_many([("a", 2, 60), ("a", 2, 60), ("a", 2, 60)])
+    assert [a.allowed for a in allowances] == [True, True, False]
+    assert limiter.take("a", 2, 60).retry_after > 0
+
+
 def test_an_unreachable_redis_lets_counts_from_the_event_loop_through() -> None:
     limiter = RedisRateLimiter("redis://127.0.0.1:1/0", _prefix())
 

@@ -171,18 +171,29 @@ class RedisRateLimiter:
         return _allowance(answer, limit)
 
     def take_many(self, requests: Sequence[tuple[str, int, int]]) -> list[Allowance]:
-        """`take` for each (key, limit, window seconds), in one pipelined round trip."""
-        pipeline = self._redis.pipeline(transaction=False)
-        for key, limit, window_seconds in requests:
-            self._hit(keys=[self._key(key)], args=self._args(limit, window_seconds), client=pipeline)
+        """`take` for each (key, limit, window seconds), in one pipelined round trip. EVALSHA goes
+        straight into the pipeline: a script object there would ask SCRIPT EXISTS first, a second
+        round trip each time. Counts that Redis refused for not knowing the script (it restarted,
+        or its scripts were flushed) are sent again once it is loaded; the others were counted."""
         try:
-            answers = pipeline.execute(raise_on_error=False)
+            answers = self._evalsha_all(requests)
+            missing = [n for n, answer in enumerate(answers) if isinstance(answer, redis.exceptions.NoScriptError)]
+            if missing:
+                self._redis.script_load(self._hit.script)
+                for n, answer in zip(missing, self._evalsha_all([requests[n] for n in missing]), strict=True):
+                    answers[n] = answer
         except redis.RedisError as exc:
             return [_unavailable(exc, limit, window) for _, limit, window in requests]
         return [
             _unavailable(answer, limit, window) if isinstance(answer, Exception) else _allowance(answer, limit)
             for answer, (_, limit, window) in zip(answers, requests, strict=True)
         ]
+
+    def _evalsha_all(self, requests: Sequence[tuple[str, int, int]]) -> list[Any]:
+        pipeline = self._redis.pipeline(transaction=False)
+        for key, limit, window_seconds in requests:
+            pipeline.evalsha(self._hit.sha, 1, self._key(key), *self._args(limit, window_seconds))
+        return list(pipeline.execute(raise_on_error=False))
 
     async def hit_soon(self, key: str, limit: int, window_seconds: int) -> int:
         loop = asyncio.get_running_loop()
