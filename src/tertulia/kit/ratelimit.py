@@ -19,7 +19,6 @@ In-process by default (one `tertulia serve` process, e.g. on SQLite); in Redis w
 """
 
 import asyncio
-import contextlib
 import math
 import queue
 import threading
@@ -32,6 +31,8 @@ from typing import Any, Protocol
 
 import redis
 import structlog
+
+from tertulia.kit.futures import answer_from_thread
 
 log = structlog.get_logger()
 
@@ -196,8 +197,7 @@ class RedisRateLimiter:
         return list(pipeline.execute(raise_on_error=False))
 
     async def hit_soon(self, key: str, limit: int, window_seconds: int) -> int:
-        loop = asyncio.get_running_loop()
-        waiting = _WaitingHit(key, limit, window_seconds, loop, loop.create_future())
+        waiting = _WaitingHit(key, limit, window_seconds, asyncio.get_running_loop().create_future())
         self._start_sender()
         self._waiting.put(waiting)
         return await waiting.answer
@@ -218,8 +218,7 @@ class RedisRateLimiter:
                 self._sender.start()
 
     def _send(self) -> None:
-        """Sends what waits in one round trip, then answers each waiting caller on its own loop
-        (one wake-up per loop and round trip)."""
+        """Sends what waits in one round trip, then answers each waiting caller on its own loop."""
         while True:
             first = self._waiting.get()
             if first is None:
@@ -239,12 +238,9 @@ class RedisRateLimiter:
             except Exception as exc:  # the sender must survive anything, or every socket would hang
                 log.exception("rate_limiter_sender_failed", error=str(exc))
                 allowances = [Allowance(w.limit, w.limit, w.window_seconds, 0) for w in batch]
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[int], int]]] = {}
-            for waiting, allowance in zip(batch, allowances, strict=True):
-                by_loop.setdefault(waiting.loop, []).append((waiting.answer, allowance.retry_after))
-            for loop, answers in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody is waiting
-                    loop.call_soon_threadsafe(_answer, answers)
+            answer_from_thread(
+                (waiting.answer, allowance.retry_after) for waiting, allowance in zip(batch, allowances, strict=True)
+            )
 
     def _key(self, key: str) -> str:
         # Not "rl:": the fixed-window counters kept strings under "rl:<key>:<window>"; a new name means
@@ -261,14 +257,7 @@ class _WaitingHit:
     key: str
     limit: int
     window_seconds: int
-    loop: asyncio.AbstractEventLoop
     answer: "asyncio.Future[int]"
-
-
-def _answer(answers: list[tuple["asyncio.Future[int]", int]]) -> None:
-    for future, retry_after in answers:
-        if not future.done():  # the caller was cancelled meanwhile
-            future.set_result(retry_after)
 
 
 def _allowance(answer: Any, limit: int) -> Allowance:

@@ -40,7 +40,6 @@ import queue
 import re
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -83,6 +82,7 @@ from tertulia.conversations.status import do_apply_statuses
 from tertulia.kit.clock import utcnow
 from tertulia.kit.db import WRITE_OPTION, Database, on_commit, sidecar_url
 from tertulia.kit.errors import DomainError, NotFound, PermissionDenied
+from tertulia.kit.futures import answer_from_thread
 from tertulia.kit.http import check_request_text
 from tertulia.kit.queue import huey, task_database
 from tertulia.kit.text import replace_unsafe_characters
@@ -279,7 +279,6 @@ def answer_handshake(db: Database, key: str, incoming: WebhookRequest) -> Respon
 class _Pending:
     key: str
     incoming: WebhookRequest
-    loop: asyncio.AbstractEventLoop
     future: "asyncio.Future[Channel | None]"
 
 
@@ -314,9 +313,8 @@ class CallbackWriter:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="callback-writer", daemon=True)
                 self._thread.start()
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Channel | None] = loop.create_future()
-        self._queue.put(_Pending(key, incoming, loop, future))
+        future: asyncio.Future[Channel | None] = asyncio.get_running_loop().create_future()
+        self._queue.put(_Pending(key, incoming, future))
         return await future
 
     def stop(self) -> None:
@@ -428,23 +426,8 @@ def _row(channel: Channel, incoming: WebhookRequest) -> dict[str, Any]:
 
 
 def _settle(outcomes: Sequence[Outcome]) -> None:
-    """Answers the requests: one wake-up of each waiting event loop for all of its requests."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[Outcome]] = defaultdict(list)
-    for outcome in outcomes:
-        by_loop[outcome[0].loop].append(outcome)
-    for loop, waiting in by_loop.items():
-        with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody is waiting
-            loop.call_soon_threadsafe(_apply, waiting)
-
-
-def _apply(outcomes: list[Outcome]) -> None:
-    for item, exc, channel in outcomes:
-        if item.future.done():
-            continue
-        if exc is not None:
-            item.future.set_exception(exc)
-        else:
-            item.future.set_result(channel)
+    """Answers the requests: their errors or their channels."""
+    answer_from_thread((item.future, exc if exc is not None else channel) for item, exc, channel in outcomes)
 
 
 async def _callback(key: str, request: Request) -> Response:
